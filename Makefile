@@ -1,0 +1,36 @@
+# crewyard — `make run` sets up and starts the platform with a demo; `make test` runs the tests.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
+DATA ?= .crewyard
+PORT ?= 8080
+
+.PHONY: setup system run test check bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --disable-pip-version-check -e '.[dev,frameworks]'
+	rm -f $(VENV)/.installed-* && touch $@
+
+system:
+	bash scripts/install-system.sh
+
+setup: system $(STAMP)
+
+run: setup
+	$(BIN)/crewyard demo --data-dir $(DATA) --port $(PORT)
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+check: $(STAMP)
+	$(BIN)/ruff check libs services tests examples
+	$(BIN)/ruff format --check libs services tests examples
+	$(BIN)/mypy
+
+bench: setup
+	$(BIN)/python -m crewyard.bench
+
+clean:
+	rm -rf $(VENV) $(DATA) build *.egg-info

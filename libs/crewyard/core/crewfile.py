@@ -1,0 +1,189 @@
+"""Reading a crew's configuration: ``crewyard.toml``, or the reference product's ``crewship.toml``.
+
+Layouts: one ``[deployment]`` table, or several ``[deployments.<name>]`` tables (never both).
+``[build] exclude`` may sit at the top level or inside a deployment table. Besides the reference
+keys (``framework``, ``entrypoint``, ``python``, ``profile``) crewyard reads its own: ``timeout``
+(seconds), ``memory`` (e.g. ``"512m"``), ``cpus``, ``pids``, ``network`` (``default`` | ``none`` |
+``host``), ``max_concurrent_runs`` and an ``[env]`` table of defaults. Unknown keys produce
+warnings; wrong types raise :class:`CrewConfigError` naming the file, the key and the reason.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from typing import Any
+
+import msgspec
+
+CONFIG_FILES = ("crewyard.toml", "crewship.toml")
+FRAMEWORKS = ("python", "crewai", "langgraph")
+NETWORKS = ("default", "none", "host")
+_ENTRYPOINT_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+_MEMORY_RE = re.compile(r"^\d+(\.\d+)?[kmg]?$", re.IGNORECASE)
+_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+class CrewConfigError(ValueError):
+    """The crew's configuration file is missing or invalid."""
+
+
+class CrewConfig(msgspec.Struct, kw_only=True, omit_defaults=True):
+    entrypoint: str
+    framework: str = "python"
+    name: str | None = None
+    python: str | None = None
+    profile: str | None = None
+    timeout_s: float | None = None
+    memory: str | None = None
+    cpus: float | None = None
+    pids: int | None = None
+    network: str = "default"
+    max_concurrent_runs: int | None = None
+    env: dict[str, str] = msgspec.field(default_factory=dict)
+    exclude: list[str] = msgspec.field(default_factory=list)
+
+
+class ParsedConfig(msgspec.Struct, kw_only=True):
+    file: str
+    deployments: list[CrewConfig]
+    warnings: list[str]
+
+    def select(self, name: str | None) -> CrewConfig:
+        """The deployment called ``name``; the only one when ``name`` is None."""
+        if name is None:
+            if len(self.deployments) == 1:
+                return self.deployments[0]
+            names = ", ".join(d.name or "?" for d in self.deployments)
+            raise CrewConfigError(f"{self.file} defines several deployments ({names}); choose one with --name")
+        for dep in self.deployments:
+            if dep.name == name:
+                return dep
+        raise CrewConfigError(f"{self.file} has no deployment named {name!r}")
+
+
+_KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
+    "framework": (str, "framework"),
+    "entrypoint": (str, "entrypoint"),
+    "python": ((str, int, float), "python"),
+    "profile": (str, "profile"),
+    "timeout": ((int, float), "timeout_s"),
+    "memory": ((str, int), "memory"),
+    "cpus": ((int, float), "cpus"),
+    "pids": (int, "pids"),
+    "network": (str, "network"),
+    "max_concurrent_runs": (int, "max_concurrent_runs"),
+}
+_TOP_LEVEL = {"deployment", "deployments", "build", "chat", "apis", "env"}
+_IGNORED_TABLES = {"chat", "apis"}  # accepted for compatibility; crewyard has no use for them yet
+
+
+def parse(text: str, file: str = "crewyard.toml") -> ParsedConfig:
+    try:
+        doc = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise CrewConfigError(f"{file}: not valid TOML: {exc}") from None
+    warnings = [f"{file}: unknown key '{k}' ignored" for k in doc if k not in _TOP_LEVEL]
+    single, multi = doc.get("deployment"), doc.get("deployments")
+    if single is not None and multi is not None:
+        raise CrewConfigError(f"{file}: use either [deployment] or [deployments.<name>], not both")
+    if single is None and multi is None:
+        raise CrewConfigError(f"{file}: missing [deployment] table (with framework and entrypoint)")
+    build = _table(doc, "build", file)
+    top_exclude = _exclude(build, file, "build.exclude")
+    top_env = _env(doc.get("env"), file, "env")
+    deployments: list[CrewConfig] = []
+    if single is not None:
+        if not isinstance(single, dict):
+            raise CrewConfigError(f"{file}: [deployment] must be a table")
+        deployments.append(_deployment(single, file, "deployment", None, top_exclude, top_env, warnings))
+    else:
+        if not isinstance(multi, dict) or not multi:
+            raise CrewConfigError(f"{file}: [deployments] must contain at least one [deployments.<name>] table")
+        for name, table in multi.items():
+            if not _NAME_RE.match(name):
+                raise CrewConfigError(f"{file}: deployment name {name!r} must be lower-case letters, digits, - or _")
+            if not isinstance(table, dict):
+                raise CrewConfigError(f"{file}: [deployments.{name}] must be a table")
+            deployments.append(
+                _deployment(table, file, f"deployments.{name}", name, top_exclude, top_env, warnings)
+            )
+    return ParsedConfig(file=file, deployments=deployments, warnings=warnings)
+
+
+def _table(doc: dict[str, Any], key: str, file: str) -> dict[str, Any]:
+    value = doc.get(key, {})
+    if not isinstance(value, dict):
+        raise CrewConfigError(f"{file}: '{key}' must be a table")
+    return value
+
+
+def _exclude(build: dict[str, Any], file: str, where: str) -> list[str]:
+    value = build.get("exclude", [])
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise CrewConfigError(f"{file}: '{where}' must be an array of strings")
+    return list(value)
+
+
+def _env(value: Any, file: str, where: str) -> dict[str, str]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or not all(isinstance(v, str | int | float | bool) for v in value.values()):
+        raise CrewConfigError(f"{file}: '{where}' must be a table of strings")
+    return {str(k): str(v) for k, v in value.items()}
+
+
+def _deployment(
+    table: dict[str, Any],
+    file: str,
+    where: str,
+    name: str | None,
+    top_exclude: list[str],
+    top_env: dict[str, str],
+    warnings: list[str],
+) -> CrewConfig:
+    fields: dict[str, Any] = {"name": name}
+    for key, value in table.items():
+        if key in ("build", "env") or key in _IGNORED_TABLES:
+            continue
+        spec = _KEYS.get(key)
+        if spec is None:
+            warnings.append(f"{file}: unknown key '{where}.{key}' ignored")
+            continue
+        types, field = spec
+        if isinstance(value, bool) or not isinstance(value, types):
+            expected = " or ".join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
+            raise CrewConfigError(f"{file}: '{where}.{key}' must be {expected}, got {type(value).__name__}")
+        fields[field] = str(value) if key in ("python", "memory") else value
+    if "entrypoint" not in fields:
+        raise CrewConfigError(f"{file}: '{where}.entrypoint' is required (e.g. \"my_crew.main:run\")")
+    if not _ENTRYPOINT_RE.match(fields["entrypoint"]):
+        raise CrewConfigError(
+            f"{file}: '{where}.entrypoint' must look like 'package.module:attribute', got {fields['entrypoint']!r}"
+        )
+    framework = fields.get("framework", "python")
+    if framework not in FRAMEWORKS:
+        raise CrewConfigError(f"{file}: '{where}.framework' must be one of {', '.join(FRAMEWORKS)}, got {framework!r}")
+    if fields.get("network", "default") not in NETWORKS:
+        raise CrewConfigError(f"{file}: '{where}.network' must be one of {', '.join(NETWORKS)}")
+    if "memory" in fields and not _MEMORY_RE.match(fields["memory"]):
+        raise CrewConfigError(f"{file}: '{where}.memory' must be a size like \"512m\" or \"2g\"")
+    for key in ("timeout_s", "cpus", "pids", "max_concurrent_runs"):
+        if key in fields and fields[key] <= 0:
+            raise CrewConfigError(f"{file}: '{where}.{key.removesuffix('_s')}' must be positive")
+    build = table.get("build", {})
+    if not isinstance(build, dict):
+        raise CrewConfigError(f"{file}: '{where}.build' must be a table")
+    fields["exclude"] = top_exclude + _exclude(build, file, f"{where}.build.exclude")
+    fields["env"] = {**top_env, **_env(table.get("env"), file, f"{where}.env")}
+    return CrewConfig(**fields)
+
+
+def memory_bytes(memory: str | None) -> int | None:
+    """``"512m"`` → 536870912."""
+    if memory is None:
+        return None
+    unit = memory[-1].lower()
+    scale = {"k": 1 << 10, "m": 1 << 20, "g": 1 << 30}.get(unit, 1)
+    number = memory[:-1] if unit in "kmg" else memory
+    return int(float(number) * scale)

@@ -1,0 +1,69 @@
+"""Run lifecycle events: queued → started → completed | failed | canceled."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ._base import Payload
+
+
+class RunQueued(Payload, frozen=True, kw_only=True):
+    TYPE = "run.queued"
+    AGGREGATE = "run"
+    deployment_id: str
+    input: dict[str, Any]
+    timeout_s: float | None = None
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+
+
+class RunStarted(Payload, frozen=True, kw_only=True):
+    TYPE = "run.started"
+    AGGREGATE = "run"
+    runner_id: str
+    backend: str
+    isolated: bool
+    attempt: int = 1
+    entrypoint: str = ""
+
+
+class RunCompleted(Payload, frozen=True, kw_only=True):
+    TYPE = "run.completed"
+    AGGREGATE = "run"
+    status: str = "succeeded"
+    output: Any = None
+    duration_ms: int = 0
+
+
+class RunFailed(Payload, frozen=True, kw_only=True):
+    TYPE = "run.failed"
+    AGGREGATE = "run"
+    error_message: str
+    reason: str = "crew_error"  # crew_error | timeout | out_of_memory | runner_lost | infrastructure | limit
+    error_type: str | None = None
+    stack_trace: str | None = None
+    duration_ms: int = 0
+
+
+class RunCancelRequested(Payload, frozen=True, kw_only=True):
+    TYPE = "run.cancel_requested"
+    AGGREGATE = "run"
+    reason: str = "requested"
+
+
+class RunCanceled(Payload, frozen=True, kw_only=True):
+    TYPE = "run.canceled"
+    AGGREGATE = "run"
+    reason: str = "requested"
+    duration_ms: int = 0
+
+
+RUN_EVENTS: tuple[type[Payload], ...] = (
+    RunQueued,
+    RunStarted,
+    RunCompleted,
+    RunFailed,
+    RunCancelRequested,
+    RunCanceled,
+)
+TERMINAL_TYPES = frozenset({RunCompleted.TYPE, RunFailed.TYPE, RunCanceled.TYPE})

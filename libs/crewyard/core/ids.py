@@ -1,0 +1,39 @@
+"""Sortable, prefixed identifiers (ULID layout: 48-bit milliseconds + 80 random bits).
+
+The clock and the randomness are arguments so that the pure core stays deterministic in tests.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Callable
+
+_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
+PREFIXES = ("run", "dep", "evt", "key")
+_ID_RE = re.compile(r"^(run|dep|evt|key)_[0-9a-hjkmnp-tv-z]{26}$")
+
+
+def new_id(
+    prefix: str,
+    *,
+    now_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+    rand: Callable[[int], bytes] = os.urandom,
+) -> str:
+    """Return ``<prefix>_<26 base32 chars>``, ordered by creation time."""
+    if prefix not in PREFIXES:
+        raise ValueError(f"unknown id prefix {prefix!r}")
+    value = (now_ms() & ((1 << 48) - 1)) << 80 | int.from_bytes(rand(10), "big")
+    chars = []
+    for _ in range(26):
+        chars.append(_ALPHABET[value & 31])
+        value >>= 5
+    return f"{prefix}_{''.join(reversed(chars))}"
+
+
+def is_id(value: str, prefix: str | None = None) -> bool:
+    """True when ``value`` is a well-formed id (of ``prefix``, when given)."""
+    if not _ID_RE.match(value):
+        return False
+    return prefix is None or value.startswith(prefix + "_")

@@ -1,0 +1,130 @@
+"""The run lifecycle as pure code: ``pending → running → succeeded | failed | canceled``.
+
+``evolve`` folds events into a :class:`RunState`; the ``decide_*`` functions take a state and a
+command and return the payloads to append, or raise :class:`InvalidTransition`. Writers append
+with the state's ``version`` (the stream sequence of its last event) as the expected sequence, so
+two writers racing on one run cannot both move it to a terminal state.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+from .events import (
+    Event,
+    Payload,
+    Recorded,
+    RunCanceled,
+    RunCancelRequested,
+    RunCompleted,
+    RunFailed,
+    RunQueued,
+    RunStarted,
+)
+
+PENDING, RUNNING, SUCCEEDED, FAILED, CANCELED = "pending", "running", "succeeded", "failed", "canceled"
+TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELED})
+
+
+class InvalidTransition(Exception):
+    """The command is not legal in the run's current state."""
+
+    def __init__(self, message: str, status: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+class RunState(msgspec.Struct, kw_only=True):
+    run_id: str
+    project: str = ""
+    status: str = ""  # "" until run.queued has been seen
+    version: int = 0
+    deployment_id: str = ""
+    input: dict[str, Any] = msgspec.field(default_factory=dict)
+    timeout_s: float | None = None
+    created_at: datetime | None = None
+    started_at: datetime | None = None
+    completed_at: datetime | None = None
+    attempt: int = 0
+    runner_id: str | None = None
+    cancel_requested: bool = False
+    output: Any = None
+    error_message: str | None = None
+    idempotency_key: str | None = None
+    request_hash: str | None = None
+
+    @property
+    def exists(self) -> bool:
+        return self.status != ""
+
+    @property
+    def is_terminal(self) -> bool:
+        return self.status in TERMINAL
+
+
+def evolve(state: RunState, recorded: Recorded) -> RunState:
+    """Apply one stored event to the state (in place, returned for chaining)."""
+    event: Event = recorded.event
+    data = event.data
+    state.version = recorded.seq
+    state.project = event.project
+    if isinstance(data, RunQueued):
+        state.status = PENDING
+        state.deployment_id = data.deployment_id
+        state.input = data.input
+        state.timeout_s = data.timeout_s
+        state.created_at = event.time
+        state.idempotency_key = data.idempotency_key
+        state.request_hash = data.request_hash
+    elif isinstance(data, RunStarted):
+        state.status = RUNNING
+        state.started_at = state.started_at or event.time
+        state.attempt = data.attempt
+        state.runner_id = data.runner_id
+    elif isinstance(data, RunCancelRequested):
+        state.cancel_requested = True
+    elif isinstance(data, RunCompleted):
+        state.status, state.output, state.completed_at = SUCCEEDED, data.output, event.time
+    elif isinstance(data, RunFailed):
+        state.status, state.error_message, state.completed_at = FAILED, data.error_message, event.time
+    elif isinstance(data, RunCanceled):
+        state.status, state.completed_at = CANCELED, event.time
+    return state
+
+
+def fold(run_id: str, history: list[Recorded]) -> RunState:
+    state = RunState(run_id=run_id)
+    for recorded in history:
+        evolve(state, recorded)
+    return state
+
+
+def decide_start(state: RunState, *, runner_id: str, backend: str, isolated: bool, entrypoint: str) -> RunStarted:
+    if state.status != PENDING:
+        raise InvalidTransition(f"Cannot start run with status: {state.status or 'unknown'}", state.status)
+    return RunStarted(
+        runner_id=runner_id, backend=backend, isolated=isolated, attempt=state.attempt + 1, entrypoint=entrypoint
+    )
+
+
+def decide_cancel(state: RunState, *, reason: str = "requested") -> Payload:
+    """A pending run is canceled outright; a running one is asked to stop (the runner ends it)."""
+    if state.status == PENDING:
+        return RunCanceled(reason=reason)
+    if state.status == RUNNING:
+        if state.cancel_requested:
+            raise InvalidTransition("Cancel already requested", state.status)
+        return RunCancelRequested(reason=reason)
+    raise InvalidTransition(f"Cannot cancel run with status: {state.status or 'unknown'}", state.status)
+
+
+def decide_finish(state: RunState, outcome: Payload) -> Payload:
+    """Only a running run ends through its runner; anything else is a lost race."""
+    if not isinstance(outcome, RunCompleted | RunFailed | RunCanceled):
+        raise TypeError(f"not a terminal payload: {outcome!r}")
+    if state.status != RUNNING:
+        raise InvalidTransition(f"Cannot finish run with status: {state.status or 'unknown'}", state.status)
+    return outcome

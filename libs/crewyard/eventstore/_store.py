@@ -1,0 +1,197 @@
+"""Append, load, replay and follow events on one JetStream stream.
+
+- ``append`` sets ``Nats-Msg-Id`` to the event id (the server drops a retried duplicate) and, with
+  ``expected_seq``, the aggregate-wide expected-last-sequence headers, so a write based on a stale
+  view of the aggregate fails with :class:`ConcurrencyConflict`. A retry whose first attempt did
+  land is recognised by reading the aggregate's last message id.
+- ``append_nowait`` pipelines chatty events (logs) with ``publish_async``; ``flush`` waits for them.
+- ``load`` reads one aggregate with a batch direct get (one request for up to 1,000 events).
+- ``follow`` is an ordered consumer from a sequence: history first, then live, no gaps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js.api import ConsumerConfig, DeliverPolicy, Header
+from nats.js.errors import APIError, NoStreamResponseError, NotFoundError
+
+from crewyard.core import subjects
+from crewyard.core.events import Event, Recorded, decode, encode
+
+from ._connection import StreamSettings
+from ._errors import ConcurrencyConflict, StoreUnavailable
+
+_WRONG_LAST_SEQUENCE = 10071
+_EXPECTED_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
+
+
+class RawEvent(msgspec.Struct, frozen=True):
+    """An event as stored: its sequence, subject and JSON bytes (decode lazily)."""
+
+    seq: int
+    subject: str
+    data: bytes
+
+    def decode(self) -> Recorded:
+        return Recorded(self.seq, decode(self.data))
+
+
+class EventStore:
+    def __init__(self, nc: Client, settings: StreamSettings | None = None) -> None:
+        self.nc = nc
+        self.settings = settings or StreamSettings()
+        self.js = nc.jetstream(timeout=5.0, publish_async_max_pending=4000)
+        self.stream = self.settings.name
+        self.prefix = self.settings.prefix
+
+    def subject_of(self, event: Event) -> str:
+        return subjects.event_subject(event.project, event.aggregate, event.aggregate_id, event.type, self.prefix)
+
+    def aggregate_filter(self, project: str, aggregate: str, aggregate_id: str) -> str:
+        return subjects.aggregate_filter(project, aggregate, aggregate_id, self.prefix)
+
+    # -- writing -----------------------------------------------------------------------------
+
+    async def append(self, event: Event, *, expected_seq: int | None = None, attempts: int = 5) -> int:
+        """Store one event and return its stream sequence."""
+        subject = self.subject_of(event)
+        body = encode(event)
+        agg = self.aggregate_filter(event.project, event.aggregate, event.aggregate_id)
+        delay = 0.1
+        for attempt in range(attempts):
+            headers = {Header.MSG_ID: event.id}
+            if expected_seq is not None:
+                headers[Header.EXPECTED_LAST_SUBJECT_SEQUENCE] = str(expected_seq)
+                headers[_EXPECTED_SUBJECT] = agg
+            try:
+                ack = await self.js.publish(subject, body, headers=headers, stream=self.stream)
+                return int(ack.seq)
+            except APIError as exc:
+                if exc.err_code != _WRONG_LAST_SEQUENCE:
+                    raise StoreUnavailable(f"append rejected: {exc.description}") from exc
+                if attempt > 0:
+                    landed = await self._landed(agg, event.id)
+                    if landed is not None:
+                        return landed
+                raise ConcurrencyConflict(f"{event.aggregate} {event.aggregate_id} changed concurrently") from exc
+            except (NatsTimeout, NoRespondersError, NoStreamResponseError, asyncio.TimeoutError) as exc:
+                if attempt == attempts - 1:
+                    raise StoreUnavailable(f"event store did not answer: {exc!r}") from exc
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+        raise StoreUnavailable("unreachable")
+
+    async def _landed(self, agg_filter: str, event_id: str) -> int | None:
+        with contextlib.suppress(NotFoundError):
+            last = await self.js.get_last_msg(self.stream, agg_filter, direct=True)
+            if last.headers and last.headers.get(Header.MSG_ID) == event_id:
+                return int(last.seq or 0)
+        return None
+
+    async def append_nowait(self, event: Event) -> asyncio.Future[Any]:
+        """Pipeline an event without a concurrency check (for chatty events of a single writer)."""
+        try:
+            return await self.js.publish_async(
+                self.subject_of(event), encode(event), headers={Header.MSG_ID: event.id}, stream=self.stream
+            )
+        except Exception as exc:
+            raise StoreUnavailable(f"event store did not take the event: {exc!r}") from exc
+
+    async def flush(self, timeout: float = 10.0) -> None:
+        try:
+            await asyncio.wait_for(self.js.publish_async_completed(), timeout)
+        except Exception as exc:
+            raise StoreUnavailable(f"pending events not acknowledged: {exc!r}") from exc
+
+    # -- reading -----------------------------------------------------------------------------
+
+    async def load_raw(self, filter_subject: str, start_seq: int = 1, batch: int = 1000) -> list[RawEvent]:
+        """Every event matching ``filter_subject`` from ``start_seq`` (batch direct get)."""
+        out: list[RawEvent] = []
+        while True:
+            chunk = await self._direct_batch(filter_subject, start_seq, batch)
+            out.extend(chunk)
+            if len(chunk) < batch:
+                return out
+            start_seq = chunk[-1].seq + 1
+
+    async def _direct_batch(self, filter_subject: str, start_seq: int, batch: int) -> list[RawEvent]:
+        inbox = self.nc.new_inbox()
+        out: list[RawEvent] = []
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        async def on_msg(m: Msg) -> None:
+            status = m.headers.get("Status") if m.headers else None
+            if status is not None:  # 204 end of batch, 404 nothing found, 408 timeout
+                if not done.done():
+                    done.set_result(None)
+                return
+            assert m.headers is not None
+            out.append(RawEvent(int(m.headers["Nats-Sequence"]), m.headers["Nats-Subject"], m.data))
+            if len(out) >= batch and not done.done():
+                done.set_result(None)
+
+        sub = await self.nc.subscribe(inbox, cb=on_msg)
+        try:
+            request = json.dumps({"seq": start_seq, "next_by_subj": filter_subject, "batch": batch})
+            await self.nc.publish(f"$JS.API.DIRECT.GET.{self.stream}", request.encode(), reply=inbox)
+            await asyncio.wait_for(done, 10.0)
+        except asyncio.TimeoutError as exc:
+            raise StoreUnavailable("event store did not answer a read") from exc
+        finally:
+            await sub.unsubscribe()
+        return out
+
+    async def load(self, project: str, aggregate: str, aggregate_id: str) -> list[Recorded]:
+        raws = await self.load_raw(self.aggregate_filter(project, aggregate, aggregate_id))
+        return [r.decode() for r in raws]
+
+    async def load_any(self, aggregate: str, aggregate_id: str) -> list[Recorded]:
+        """Load an aggregate whose project is unknown (ids are unique across projects)."""
+        raws = await self.load_raw(subjects.any_project_aggregate_filter(aggregate, aggregate_id, self.prefix))
+        return [r.decode() for r in raws]
+
+    async def last_seq(self) -> int:
+        try:
+            info = await self.js.stream_info(self.stream)
+        except Exception as exc:
+            raise StoreUnavailable(f"cannot read stream state: {exc!r}") from exc
+        return int(info.state.last_seq)
+
+    @contextlib.asynccontextmanager
+    async def follow(
+        self, filter_subject: str, *, start_seq: int = 1, queue_size: int = 10_000
+    ) -> AsyncIterator[asyncio.Queue[RawEvent]]:
+        """An ordered consumer from ``start_seq`` into a queue: history, then live events."""
+        queue: asyncio.Queue[RawEvent] = asyncio.Queue(maxsize=queue_size)
+
+        async def on_msg(m: Msg) -> None:
+            await queue.put(RawEvent(m.metadata.sequence.stream, m.subject, m.data))
+
+        config = (
+            ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start_seq)
+            if start_seq > 1
+            else ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
+        )
+        try:
+            sub = await self.js.subscribe(
+                filter_subject, stream=self.stream, ordered_consumer=True, cb=on_msg, config=config,
+                idle_heartbeat=2.0,
+            )
+        except Exception as exc:
+            raise StoreUnavailable(f"cannot follow {filter_subject}: {exc!r}") from exc
+        try:
+            yield queue
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()

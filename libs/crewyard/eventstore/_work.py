@@ -1,0 +1,85 @@
+"""Durable pull consumers shared by every instance of a service (builder, runner).
+
+JetStream hands each message to one puller, so work spreads across processes and machines
+with no coordination of ours. A message not acknowledged within ``ack_wait`` (kept alive with
+``in_progress`` while a long job runs) goes to another instance: that is how a crashed worker's
+job is found again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import msgspec
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from ._errors import StoreUnavailable
+from ._store import EventStore, RawEvent
+
+
+class WorkItem(msgspec.Struct):
+    event: RawEvent
+    deliveries: int
+    msg: Msg
+
+    async def ack(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.msg.ack()
+
+    async def nak(self, delay: float | None = None) -> None:
+        with contextlib.suppress(Exception):
+            await self.msg.nak(delay=delay)
+
+    async def in_progress(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.msg.in_progress()
+
+    async def term(self) -> None:
+        with contextlib.suppress(Exception):
+            await self.msg.term()
+
+
+class WorkQueue:
+    def __init__(self, store: EventStore, durable: str, filter_subject: str, *, ack_wait: float = 30.0,
+                 max_deliver: int = 5) -> None:
+        self.store = store
+        self.durable = durable
+        self.filter_subject = filter_subject
+        self.ack_wait = ack_wait
+        self.max_deliver = max_deliver
+        self._sub: object | None = None
+
+    async def start(self) -> None:
+        # add_consumer creates or updates; pull_subscribe alone would ignore changed settings.
+        config = ConsumerConfig(
+            durable_name=self.durable,
+            filter_subject=self.filter_subject,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=self.ack_wait,
+            max_deliver=self.max_deliver,
+            max_ack_pending=10_000,
+        )
+        try:
+            await self.store.js.add_consumer(self.store.stream, config)
+            self._sub = await self.store.js.pull_subscribe_bind(self.durable, stream=self.store.stream)
+        except Exception as exc:
+            raise StoreUnavailable(f"cannot bind work consumer {self.durable}: {exc!r}") from exc
+
+    async def fetch(self, batch: int = 1, timeout: float = 1.0) -> list[WorkItem]:
+        if self._sub is None:
+            await self.start()
+        try:
+            msgs = await self._sub.fetch(batch, timeout=timeout)  # type: ignore[attr-defined]
+        except (NatsTimeout, TimeoutError):
+            return []
+        except Exception:
+            # Consumer lost (server restart, leader change): bind again on the next call.
+            self._sub = None
+            return []
+        return [
+            WorkItem(RawEvent(m.metadata.sequence.stream, m.subject, m.data), m.metadata.num_delivered, m)
+            for m in msgs
+        ]

@@ -1,0 +1,30 @@
+"""The object store interface: crew sources and run artifacts, addressed by name."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+
+class ObjectStoreError(Exception):
+    """Root of object store errors."""
+
+
+class ObjectNotFound(ObjectStoreError):
+    pass
+
+
+class ObjectStore(Protocol):
+    async def put_file(self, name: str, path: Path) -> int:
+        """Store the file's bytes under ``name``; return the size."""
+        ...
+
+    async def put_bytes(self, name: str, data: bytes) -> int: ...
+
+    async def get_bytes(self, name: str) -> bytes: ...
+
+    async def get_file(self, name: str, path: Path) -> None:
+        """Write the object to ``path`` (streamed, never all in memory)."""
+        ...
+
+    async def exists(self, name: str) -> bool: ...

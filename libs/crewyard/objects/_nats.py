@@ -1,0 +1,83 @@
+"""Objects in a NATS JetStream object store bucket (the default: nothing extra to run)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+from nats.aio.client import Client
+from nats.js.api import ObjectStoreConfig, StorageType
+from nats.js.errors import BucketNotFoundError, NotFoundError, ObjectNotFoundError
+from nats.js.object_store import ObjectStore as _NatsObjectStore
+
+from ._base import ObjectNotFound, ObjectStoreError
+
+
+class NatsObjectStore:
+    def __init__(self, nc: Client, bucket: str, replicas: int = 1) -> None:
+        self._js = nc.jetstream(timeout=30.0)
+        self._bucket = bucket
+        self._replicas = replicas
+        self._obs: _NatsObjectStore | None = None
+        self._lock = asyncio.Lock()
+
+    async def _store(self) -> _NatsObjectStore:
+        async with self._lock:
+            if self._obs is None:
+                try:
+                    self._obs = await self._js.object_store(self._bucket)
+                except (BucketNotFoundError, NotFoundError):
+                    self._obs = await self._js.create_object_store(
+                        self._bucket,
+                        ObjectStoreConfig(storage=StorageType.FILE, replicas=self._replicas),
+                    )
+            return self._obs
+
+    async def put_file(self, name: str, path: Path) -> int:
+        obs = await self._store()
+        try:
+            with path.open("rb") as fh:
+                info = await obs.put(name, fh)
+        except Exception as exc:
+            raise ObjectStoreError(f"cannot store {name}: {exc!r}") from exc
+        return int(info.size or 0)
+
+    async def put_bytes(self, name: str, data: bytes) -> int:
+        obs = await self._store()
+        try:
+            info = await obs.put(name, data)
+        except Exception as exc:
+            raise ObjectStoreError(f"cannot store {name}: {exc!r}") from exc
+        return int(info.size or 0)
+
+    async def get_bytes(self, name: str) -> bytes:
+        obs = await self._store()
+        try:
+            result = await obs.get(name)
+        except (ObjectNotFoundError, NotFoundError) as exc:
+            raise ObjectNotFound(name) from exc
+        except Exception as exc:
+            raise ObjectStoreError(f"cannot read {name}: {exc!r}") from exc
+        return bytes(result.data or b"")
+
+    async def get_file(self, name: str, path: Path) -> None:
+        obs = await self._store()
+        tmp = path.with_name(path.name + ".part")
+        try:
+            with tmp.open("wb") as fh:
+                await obs.get(name, writeinto=fh)  # type: ignore[arg-type]
+        except (ObjectNotFoundError, NotFoundError) as exc:
+            tmp.unlink(missing_ok=True)
+            raise ObjectNotFound(name) from exc
+        except Exception as exc:
+            tmp.unlink(missing_ok=True)
+            raise ObjectStoreError(f"cannot read {name}: {exc!r}") from exc
+        tmp.replace(path)
+
+    async def exists(self, name: str) -> bool:
+        obs = await self._store()
+        try:
+            await obs.get_info(name)
+        except (ObjectNotFoundError, NotFoundError):
+            return False
+        return True

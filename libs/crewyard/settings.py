@@ -1,0 +1,102 @@
+"""Platform settings, read from ``CREWYARD_*`` environment variables and command-line options.
+
+Misconfiguration fails here, at start-up, with a message naming the variable.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from crewyard.eventstore import StreamSettings
+
+
+class SettingsError(ValueError):
+    pass
+
+
+class Settings(msgspec.Struct, kw_only=True):
+    data_dir: Path
+    nats_url: str = "nats://127.0.0.1:4222"
+    stream: StreamSettings = msgspec.field(default_factory=StreamSettings)
+    host: str = "127.0.0.1"
+    port: int = 8080
+    #: Largest accepted crew upload (compressed) and its unpacked size.
+    upload_limit_bytes: int = 50 * 1024 * 1024
+    unpacked_limit_bytes: int = 500 * 1024 * 1024
+    #: Execution backend: auto | docker | bwrap | process.
+    backend: str = "auto"
+    build_backend: str = "auto"
+    docker_host: str | None = None
+    base_image: str | None = None
+    runner_concurrency: int = 4
+    runner_id: str = ""
+    cancel_grace_s: float = 10.0
+    default_timeout_s: float = 3600.0
+    artifact_max_file_bytes: int = 100 * 1024 * 1024
+    artifact_max_total_bytes: int = 500 * 1024 * 1024
+    secret_key_b64: str | None = None
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "readmodel.sqlite3"
+
+    @property
+    def cache_dir(self) -> Path:
+        return self.data_dir / "cache"
+
+    @property
+    def work_dir(self) -> Path:
+        return self.data_dir / "work"
+
+
+_ENV: dict[str, tuple[str, type]] = {
+    "CREWYARD_NATS_URL": ("nats_url", str),
+    "CREWYARD_HOST": ("host", str),
+    "CREWYARD_PORT": ("port", int),
+    "CREWYARD_UPLOAD_LIMIT": ("upload_limit_bytes", int),
+    "CREWYARD_UNPACKED_LIMIT": ("unpacked_limit_bytes", int),
+    "CREWYARD_BACKEND": ("backend", str),
+    "CREWYARD_BUILD_BACKEND": ("build_backend", str),
+    "CREWYARD_DOCKER_HOST": ("docker_host", str),
+    "CREWYARD_BASE_IMAGE": ("base_image", str),
+    "CREWYARD_RUNNER_CONCURRENCY": ("runner_concurrency", int),
+    "CREWYARD_RUNNER_ID": ("runner_id", str),
+    "CREWYARD_CANCEL_GRACE": ("cancel_grace_s", float),
+    "CREWYARD_DEFAULT_TIMEOUT": ("default_timeout_s", float),
+    "CREWYARD_ARTIFACT_MAX_FILE": ("artifact_max_file_bytes", int),
+    "CREWYARD_ARTIFACT_MAX_TOTAL": ("artifact_max_total_bytes", int),
+    "CREWYARD_SECRET_KEY": ("secret_key_b64", str),
+}
+BACKENDS = ("auto", "docker", "bwrap", "process")
+BUILD_BACKENDS = ("auto", "docker", "venv")
+
+
+def load(data_dir: Path | str | None = None, **overrides: Any) -> Settings:
+    """Settings from the environment, then ``overrides`` (None values are ignored)."""
+    values: dict[str, Any] = {}
+    for var, (field, kind) in _ENV.items():
+        raw = os.environ.get(var)
+        if raw is None or raw == "":
+            continue
+        try:
+            values[field] = kind(raw)
+        except ValueError:
+            raise SettingsError(f"{var}={raw!r} is not a valid {kind.__name__}") from None
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    root = Path(data_dir or os.environ.get("CREWYARD_DATA_DIR") or ".crewyard").expanduser().resolve()
+    values["data_dir"] = root
+    if not values.get("runner_id"):
+        values["runner_id"] = f"{socket.gethostname()}-{os.getpid()}"
+    settings = Settings(**values)
+    if settings.backend not in BACKENDS:
+        raise SettingsError(f"backend must be one of {', '.join(BACKENDS)}, got {settings.backend!r}")
+    if settings.build_backend not in BUILD_BACKENDS:
+        raise SettingsError(f"build backend must be one of {', '.join(BUILD_BACKENDS)}")
+    if settings.runner_concurrency < 1:
+        raise SettingsError("CREWYARD_RUNNER_CONCURRENCY must be at least 1")
+    return settings

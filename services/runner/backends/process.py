@@ -1,0 +1,108 @@
+"""The ``process`` backend: a plain subprocess. For development only — NOT isolated.
+
+The crew runs with the deployment's virtual environment, in its own session (so the whole
+process group is signalled on cancel), with rlimits for address space and file size. It can see
+the host's files and network like any program of the runner's user.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import resource
+import signal
+from collections.abc import AsyncIterator
+
+from ._base import BackendError, ExitStatus, RunSpec, runtime_env
+from ._lines import merge_lines
+
+
+class ProcessHandle:
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self._proc = proc
+        self._killed = False
+
+    def output(self) -> AsyncIterator[tuple[str, bytes]]:
+        assert self._proc.stdout and self._proc.stderr
+        return merge_lines({"proto": self._proc.stdout, "stderr": self._proc.stderr})
+
+    async def wait(self) -> ExitStatus:
+        code = await self._proc.wait()
+        sig = -code if code < 0 else None
+        return ExitStatus(code=code, signal=sig)
+
+    def _signal(self, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._proc.pid, sig)
+
+    async def kill(self, grace_s: float) -> None:
+        if self._proc.returncode is not None:
+            self._signal(signal.SIGKILL)  # stragglers of the group
+            return
+        self._signal(signal.SIGTERM)
+        try:
+            await asyncio.wait_for(self._proc.wait(), grace_s)
+        except asyncio.TimeoutError:
+            pass
+        self._signal(signal.SIGKILL)
+        await self._proc.wait()
+
+    async def collect_artifacts(self) -> None:
+        """The crew wrote straight into ``spec.artifacts_dir``: nothing to copy."""
+
+    async def remove(self) -> None:
+        self._signal(signal.SIGKILL)
+
+
+class ProcessBackend:
+    name = "process"
+    isolated = False
+    artifact_kind = "venv"
+
+    async def start(self, spec: RunSpec) -> ProcessHandle:
+        if spec.venv_dir is None:
+            raise BackendError("process backend needs the deployment's virtual environment")
+        spec.work_dir.mkdir(parents=True, exist_ok=True)
+        spec.artifacts_dir.mkdir(parents=True, exist_ok=True)
+        input_file = spec.work_dir / "input.json"
+        input_file.write_text(json.dumps(spec.input))
+        env = runtime_env(
+            spec,
+            input_file=str(input_file),
+            artifacts_dir=str(spec.artifacts_dir),
+            pythonpath=f"{spec.runtime_dir}{os.pathsep}{spec.source_dir}",
+        )
+        env["PATH"] = f"{spec.venv_dir / 'bin'}{os.pathsep}{env['PATH']}"
+        env["TMPDIR"] = str(spec.work_dir)
+        limits = spec.limits
+
+        def _preexec() -> None:
+            if limits.memory_bytes:
+                # Address space, not RSS: generous so that thread stacks and mmaps fit.
+                cap = limits.memory_bytes * 4
+                resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+            if limits.file_size_bytes:
+                resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_size_bytes, limits.file_size_bytes))
+
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                str(spec.venv_dir / "bin" / "python"),
+                "-m",
+                "crewyard_runtime",
+                cwd=str(spec.artifacts_dir),
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,
+                preexec_fn=_preexec,
+                limit=1 << 20,
+            )
+        except OSError as exc:
+            raise BackendError(f"cannot start crew process: {exc}") from exc
+        return ProcessHandle(proc)
+
+    async def cleanup_orphans(self, runner_id: str) -> int:
+        return 0  # a process dies with its session leader's runner only if it was killed; nothing tracked
