@@ -2,9 +2,15 @@
 
 - python: any callable taking the input dict (a coroutine function is awaited).
 - crewai: a ``@CrewBase`` class (instantiated, ``.crew().kickoff(inputs=…)``), a ``Crew``
-  (``kickoff(inputs=…)``) or a callable.
-- langgraph: a compiled graph (``invoke(input)``) or a callable.
-Outputs are made JSON-friendly here; framework event hooks live in their own modules.
+  (``kickoff(inputs=…)``), a Flow or a callable — run with CrewAI's event bus hooked
+  (:mod:`.crewai_hooks`).
+- langgraph: a compiled graph (``invoke(input)``, node/tool callbacks hooked, see
+  :mod:`.langgraph_hooks`) or a callable.
+
+Outputs are made JSON-friendly here. Failures a user can fix (a wrong entrypoint, a package
+missing from requirements.txt, an unset API key) are raised as :class:`RunError` subclasses whose
+names and messages read well on one line ("MissingEnvironmentVariable: OPENAI_API_KEY is not
+set …"); the original exception stays chained so the traceback still shows the cause.
 """
 
 from __future__ import annotations
@@ -12,28 +18,83 @@ from __future__ import annotations
 import asyncio
 import importlib
 import inspect
+import os
+import re
 import sys
 from typing import Any
 
 
-class EntrypointError(Exception):
-    pass
+class RunError(Exception):
+    """A failure of the run explained for the user; the cause is chained."""
+
+
+class EntrypointError(RunError):
+    """The entrypoint cannot be imported or does not name a usable object."""
+
+
+class MissingDependency(RunError):
+    """The crew imports a package that is not installed."""
+
+
+class MissingEnvironmentVariable(RunError):
+    """The crew needs an environment variable (an API key, usually) that is not set."""
+
+
+# Names that crews read from the environment and that error messages mention when unset.
+_ENV_NAME_RE = re.compile(
+    r"\b([A-Z][A-Z0-9]*_(?:API_KEY|API_TOKEN|TOKEN|SECRET|ACCESS_KEY|BASE_URL|API_BASE))\b"
+)
+
+
+def _import(module_name: str) -> Any:
+    if "" not in sys.path and "." not in sys.path:
+        sys.path.insert(0, "")
+    try:
+        return importlib.import_module(module_name)
+    except ModuleNotFoundError as exc:
+        missing = exc.name or ""
+        if missing and (module_name == missing or module_name.startswith(missing + ".")):
+            raise EntrypointError(
+                f"entrypoint module {module_name!r} not found: {exc}"
+                " (is the entrypoint relative to the crew's root folder?)"
+            ) from exc
+        top = missing.split(".")[0] or "?"
+        raise MissingDependency(
+            f"module {top!r} is not installed (imported by {module_name!r});"
+            f" add the package that provides it to requirements.txt"
+        ) from exc
+    except ImportError as exc:
+        raise EntrypointError(f"importing entrypoint module {module_name!r} failed: {exc}") from exc
 
 
 def resolve(entrypoint: str) -> Any:
     module_name, _, attr = entrypoint.partition(":")
     if not module_name or not attr:
         raise EntrypointError(f"entrypoint {entrypoint!r} must look like 'package.module:attribute'")
-    if "" not in sys.path and "." not in sys.path:
-        sys.path.insert(0, "")
-    module = importlib.import_module(module_name)
+    module = _import(module_name)
     obj: Any = module
     for part in attr.split("."):
         try:
             obj = getattr(obj, part)
         except AttributeError:
-            raise EntrypointError(f"module {module_name!r} has no attribute {attr!r}") from None
+            defined = _defined_names(module)
+            hint = f"; it defines: {', '.join(defined[:12])}" if defined else ""
+            raise EntrypointError(f"module {module_name!r} has no attribute {attr!r}{hint}") from None
     return obj
+
+
+def _defined_names(module: Any) -> list[str]:
+    """Public names the module itself defines (not what it imported), for "did you mean" hints."""
+    names = []
+    for name, value in vars(module).items():
+        if name.startswith("_") or inspect.ismodule(value) or type(value).__name__ == "_Feature":
+            continue
+        origin = (
+            getattr(value, "__module__", None) if inspect.isclass(value) or inspect.isroutine(value) else None
+        )
+        if origin in (None, module.__name__):
+            names.append(name)
+    return sorted(names)
 
 
 def _await(value: Any) -> Any:
@@ -47,7 +108,7 @@ async def _coro(value: Any) -> Any:
 
 
 def to_output(value: Any) -> Any:
-    """CrewAI's CrewOutput → {raw, json, tasks}; pydantic models → dicts; else as is."""
+    """CrewAI's CrewOutput → {raw, json?}; pydantic models → dicts; else as is."""
     raw = getattr(value, "raw", None)
     if isinstance(raw, str) and hasattr(value, "tasks_output"):
         out: dict[str, Any] = {"raw": raw}
@@ -56,10 +117,10 @@ def to_output(value: Any) -> Any:
             out["json"] = json_dict
         pyd = getattr(value, "pydantic", None)
         if pyd is not None and hasattr(pyd, "model_dump"):
-            out["json"] = pyd.model_dump()
+            out["json"] = pyd.model_dump(mode="json")
         return out
     if hasattr(value, "model_dump"):
-        return value.model_dump()
+        return value.model_dump(mode="json")
     return value
 
 
@@ -78,6 +139,46 @@ def call(obj: Any, payload: dict[str, Any]) -> Any:
     raise EntrypointError(f"entrypoint object {obj!r} is not callable and has no kickoff() or invoke()")
 
 
+def explain(exc: BaseException) -> RunError | None:
+    """A user-facing error for a known cause buried in ``exc`` (or its causes), else None."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, RunError):
+            return None
+        for name in _ENV_NAME_RE.findall(str(current)):
+            if not os.environ.get(name):
+                return MissingEnvironmentVariable(
+                    f"{name} is not set; set it for the project (crewyard env set {name}=…)"
+                    f" — {type(current).__name__}: {str(current).splitlines()[0][:200]}"
+                )
+        current = current.__cause__ or current.__context__
+    return None
+
+
 def run_entrypoint(entrypoint: str, framework: str, payload: dict[str, Any]) -> Any:
+    try:
+        return _run(entrypoint, framework, payload)
+    except Exception as exc:
+        better = explain(exc)
+        if better is not None:
+            raise better from exc
+        raise
+
+
+def _run(entrypoint: str, framework: str, payload: dict[str, Any]) -> Any:
+    if framework == "crewai":
+        from . import crewai_hooks
+
+        crewai_hooks.prepare_environment()  # before the crew's module imports crewai
+        obj = resolve(entrypoint)
+        return to_output(crewai_hooks.run(obj, lambda target: _await(call(target, payload))))
     obj = resolve(entrypoint)
+    if framework == "langgraph":
+        from . import langgraph_hooks
+
+        if langgraph_hooks.is_graph(obj):
+            return langgraph_hooks.run(obj, payload)
+        return langgraph_hooks.jsonable(_await(call(obj, payload)))
     return to_output(_await(call(obj, payload)))

@@ -55,7 +55,9 @@ class ParsedConfig(msgspec.Struct, kw_only=True):
             if len(self.deployments) == 1:
                 return self.deployments[0]
             names = ", ".join(d.name or "?" for d in self.deployments)
-            raise CrewConfigError(f"{self.file} defines several deployments ({names}); choose one with --name")
+            raise CrewConfigError(
+                f"{self.file} defines several deployments ({names}); choose one with --name"
+            )
         for dep in self.deployments:
             if dep.name == name:
                 return dep
@@ -99,10 +101,14 @@ def parse(text: str, file: str = "crewyard.toml") -> ParsedConfig:
         deployments.append(_deployment(single, file, "deployment", None, top_exclude, top_env, warnings))
     else:
         if not isinstance(multi, dict) or not multi:
-            raise CrewConfigError(f"{file}: [deployments] must contain at least one [deployments.<name>] table")
+            raise CrewConfigError(
+                f"{file}: [deployments] must contain at least one [deployments.<name>] table"
+            )
         for name, table in multi.items():
             if not _NAME_RE.match(name):
-                raise CrewConfigError(f"{file}: deployment name {name!r} must be lower-case letters, digits, - or _")
+                raise CrewConfigError(
+                    f"{file}: deployment name {name!r} must be lower-case letters, digits, - or _"
+                )
             if not isinstance(table, dict):
                 raise CrewConfigError(f"{file}: [deployments.{name}] must be a table")
             deployments.append(
@@ -128,7 +134,8 @@ def _exclude(build: dict[str, Any], file: str, where: str) -> list[str]:
 def _env(value: Any, file: str, where: str) -> dict[str, str]:
     if value is None:
         return {}
-    if not isinstance(value, dict) or not all(isinstance(v, str | int | float | bool) for v in value.values()):
+    scalars = str | int | float | bool
+    if not isinstance(value, dict) or not all(isinstance(v, scalars) for v in value.values()):
         raise CrewConfigError(f"{file}: '{where}' must be a table of strings")
     return {str(k): str(v) for k, v in value.items()}
 
@@ -159,11 +166,14 @@ def _deployment(
         raise CrewConfigError(f"{file}: '{where}.entrypoint' is required (e.g. \"my_crew.main:run\")")
     if not _ENTRYPOINT_RE.match(fields["entrypoint"]):
         raise CrewConfigError(
-            f"{file}: '{where}.entrypoint' must look like 'package.module:attribute', got {fields['entrypoint']!r}"
+            f"{file}: '{where}.entrypoint' must look like 'package.module:attribute',"
+            f" got {fields['entrypoint']!r}"
         )
     framework = fields.get("framework", "python")
     if framework not in FRAMEWORKS:
-        raise CrewConfigError(f"{file}: '{where}.framework' must be one of {', '.join(FRAMEWORKS)}, got {framework!r}")
+        raise CrewConfigError(
+            f"{file}: '{where}.framework' must be one of {', '.join(FRAMEWORKS)}, got {framework!r}"
+        )
     if fields.get("network", "default") not in NETWORKS:
         raise CrewConfigError(f"{file}: '{where}.network' must be one of {', '.join(NETWORKS)}")
     if "memory" in fields and not _MEMORY_RE.match(fields["memory"]):

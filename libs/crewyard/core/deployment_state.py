@@ -67,7 +67,7 @@ def fold_project(name: str, history: list[Recorded]) -> ProjectState:
         state.version = rec.seq
         if isinstance(data, ProjectCreated):
             state.exists = True
-        elif isinstance(data, DeploymentPromoted):
+        elif isinstance(data, DeploymentPromoted):  # rollbacks (ready deployments are current too)
             state.current_deployment_id = data.deployment_id
         elif isinstance(data, EnvSet):
             state.env[data.key] = data.value

@@ -27,7 +27,7 @@ class StreamSettings(msgspec.Struct, frozen=True, kw_only=True):
     object_bucket: str = "CREWYARD_OBJECTS"
 
 
-async def connect(url: str, *, name: str, connect_timeout: float = 5.0, retry: bool = True) -> Client:
+async def connect(url: str, *, name: str, connect_timeout: float = 5.0) -> Client:
     """A connection that reconnects forever (services must outlive broker restarts)."""
 
     async def _on_error(exc: Exception) -> None:
@@ -41,7 +41,6 @@ async def connect(url: str, *, name: str, connect_timeout: float = 5.0, retry: b
             reconnect_time_wait=0.5,
             connect_timeout=connect_timeout,
             allow_reconnect=True,
-            retry_on_failed_connect=retry,
             error_cb=_on_error,
         )
     except Exception as exc:

@@ -84,7 +84,7 @@ class EventStore:
                     if landed is not None:
                         return landed
                 raise ConcurrencyConflict(f"{event.aggregate} {event.aggregate_id} changed concurrently") from exc
-            except (NatsTimeout, NoRespondersError, NoStreamResponseError, asyncio.TimeoutError) as exc:
+            except (TimeoutError, NatsTimeout, NoRespondersError, NoStreamResponseError) as exc:
                 if attempt == attempts - 1:
                     raise StoreUnavailable(f"event store did not answer: {exc!r}") from exc
                 await asyncio.sleep(delay)
@@ -146,7 +146,7 @@ class EventStore:
             request = json.dumps({"seq": start_seq, "next_by_subj": filter_subject, "batch": batch})
             await self.nc.publish(f"$JS.API.DIRECT.GET.{self.stream}", request.encode(), reply=inbox)
             await asyncio.wait_for(done, 10.0)
-        except asyncio.TimeoutError as exc:
+        except TimeoutError as exc:
             raise StoreUnavailable("event store did not answer a read") from exc
         finally:
             await sub.unsubscribe()
@@ -160,6 +160,14 @@ class EventStore:
         """Load an aggregate whose project is unknown (ids are unique across projects)."""
         raws = await self.load_raw(subjects.any_project_aggregate_filter(aggregate, aggregate_id, self.prefix))
         return [r.decode() for r in raws]
+
+    async def get(self, seq: int) -> RawEvent:
+        """The event at one stream sequence."""
+        try:
+            msg = await self.js.get_msg(self.stream, seq, direct=True)
+        except NotFoundError as exc:
+            raise StoreUnavailable(f"no event at sequence {seq}") from exc
+        return RawEvent(int(msg.seq or seq), str(msg.subject), bytes(msg.data or b""))
 
     async def last_seq(self) -> int:
         try:

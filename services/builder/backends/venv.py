@@ -44,6 +44,11 @@ def base_python() -> str:
     return getattr(sys, "_base_executable", sys.executable)
 
 
+def _beside_python(name: str) -> str | None:
+    path = Path(sys.executable).parent / name
+    return str(path) if path.exists() else None
+
+
 def env_digest(requirements: list[str], python: str) -> str:
     h = hashlib.sha256()
     h.update(f"venv:{RUNTIME_VERSION}:{python}:{sys.version_info[:2]}\n".encode())
@@ -91,9 +96,12 @@ class VenvBuilder:
         self.envs.mkdir(parents=True, exist_ok=True)
         tmp = target.with_name(f"{target.name}.tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
-        uv = shutil.which("uv")
+        uv = shutil.which("uv") or _beside_python("uv")
         await log(f"creating environment with {'uv' if uv else 'venv'} ({len(requirements)} requirements)", "stdout")
-        cmd = [uv, "venv", "--quiet", "--python", python, str(tmp)] if uv else [python, "-m", "venv", str(tmp)]
+        if uv:
+            cmd = [uv, "venv", "--quiet", "--python", python, str(tmp)]
+        else:
+            cmd = [python, "-m", "venv", *([] if requirements else ["--without-pip"]), str(tmp)]
         code, tail = await _run(cmd, log)
         if code != 0:
             raise BuildFailed("cannot create virtual environment:\n" + "\n".join(tail[-10:]))

@@ -44,7 +44,7 @@ class ProcessHandle:
         self._signal(signal.SIGTERM)
         try:
             await asyncio.wait_for(self._proc.wait(), grace_s)
-        except asyncio.TimeoutError:
+        except TimeoutError:
             pass
         self._signal(signal.SIGKILL)
         await self._proc.wait()

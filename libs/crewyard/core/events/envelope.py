@@ -154,7 +154,7 @@ def is_current(raw: bytes) -> bool:
     """True when ``raw`` can be forwarded as is (known type at today's version)."""
     env = _raw_decoder.decode(raw)
     cls = PAYLOAD_TYPES.get(env.type)
-    return cls is not None and cls.VERSION == env.version
+    return cls is not None and env.version == cls.VERSION
 
 
 def to_builtins(event: Event) -> dict[str, Any]:

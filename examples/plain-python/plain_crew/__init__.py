@@ -1,0 +1,1 @@
+"""A plain Python crew: an ``analyst`` counts words with a tool, an ``editor`` writes a summary."""

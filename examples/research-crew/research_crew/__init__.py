@@ -1,0 +1,1 @@
+"""A two-agent CrewAI research crew: a researcher with a notes-search tool, and a writer."""

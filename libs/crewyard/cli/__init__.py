@@ -1,0 +1,66 @@
+"""The ``crewyard`` command line: deploy crews, run them, follow their events, fetch their files.
+
+Layout: :mod:`._client` (HTTP and error translation), :mod:`._sse` (resumable event streams),
+:mod:`.render` (how events look), one module per command family. The CLI talks to the platform
+only through the HTTP API, except the commands that run the platform itself (:mod:`.admin`).
+
+Design rule: every failure a user can meet is one red ``error: …`` line and exit code 1; an
+unexpected one says how to see the traceback (``CREWYARD_DEBUG=1``) instead of dumping it.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import click
+
+from . import artifacts as _artifacts  # noqa: F401  (registers `runs artifacts` and `runs download`)
+from ._client import CliError
+from .admin import demo, doctor, projector, service, up
+from .deploy import deploy, deployments
+from .env import env
+from .events import events
+from .init import init
+from .runs import invoke, runs
+
+__all__ = ["CliError", "cli", "main"]
+
+
+class _Cli(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as exc:
+            if os.environ.get("CREWYARD_DEBUG"):
+                raise
+            raise CliError(
+                f"unexpected {type(exc).__name__}: {exc} (set CREWYARD_DEBUG=1 to see the traceback)"
+            ) from exc
+
+
+@click.group(cls=_Cli, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="crewyard", prog_name="crewyard")
+def cli() -> None:
+    """crewyard — deploy AI agent crews to your own machines, run them, watch them work.
+
+    \b
+    Quick start:
+      crewyard up                                  # start the platform (another terminal)
+      crewyard init ./my-crew                      # write crewyard.toml
+      crewyard deploy ./my-crew                    # upload and build
+      crewyard invoke --project my-crew -i '{"topic": "AI"}' --stream
+
+    API commands talk to --api (env CREWYARD_API, default http://127.0.0.1:8080) and send
+    CREWYARD_API_KEY as a bearer token when it is set.
+    """
+
+
+for _command in (init, up, deploy, invoke, runs, deployments, env, events, service, projector, doctor, demo):
+    cli.add_command(_command)
+
+
+def main() -> None:
+    cli(prog_name="crewyard")

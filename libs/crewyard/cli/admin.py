@@ -1,0 +1,220 @@
+"""Running the platform itself: ``up``, ``service``, ``projector rebuild``, ``doctor``, ``demo``.
+
+These commands call into :mod:`crewyard.platform` and the runner's backends, imported inside each
+command so that the API commands start fast and do not load NATS, SQLite or docker.
+Misconfiguration and the platform's own expected errors become one red line; Ctrl-C stops the
+platform quietly (exit 130).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+from collections.abc import Callable, Coroutine, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import click
+from rich import box
+from rich.table import Table
+from rich.text import Text
+
+from ._client import CliError
+from .render import make_console
+
+if TYPE_CHECKING:
+    from crewyard.settings import Settings
+
+T = TypeVar("T")
+SERVICES = ("builder", "runner", "projector", "gateway")
+BACKENDS = ("auto", "docker", "bwrap", "process")
+
+data_dir_option = click.option(
+    "--data-dir",
+    type=click.Path(file_okay=False, path_type=Path),
+    envvar="CREWYARD_DATA_DIR",
+    show_envvar=True,
+    help="Where the platform keeps its data (default: ./.crewyard).",
+)
+nats_option = click.option(
+    "--nats", "nats_url", metavar="URL", help="NATS server to use, e.g. nats://10.0.0.5:4222."
+)
+port_option = click.option(
+    "--port", type=click.IntRange(1, 65535), help="HTTP port of the API (default: 8080)."
+)
+host_option = click.option(
+    "--host", metavar="HOST", help="Interface the API listens on (default: 127.0.0.1)."
+)
+backend_option = click.option(
+    "--backend",
+    type=click.Choice(BACKENDS),
+    help="How runs are isolated (default: auto — docker, else bwrap, else process).",
+)
+
+
+def _expected_errors() -> tuple[type[BaseException], ...]:
+    """The error roots of the libraries the platform is built from: user-facing, not bugs."""
+    found: list[type[BaseException]] = [OSError]
+    for module, name in (
+        ("crewyard.settings", "SettingsError"),
+        ("crewyard.eventstore", "EventStoreError"),
+        ("crewyard.runner.backends", "BackendError"),
+        ("crewyard.runner.backends._base", "BackendError"),
+        ("crewyard.platform", "PlatformError"),
+    ):
+        try:
+            cls = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError):
+            continue
+        if isinstance(cls, type) and issubclass(cls, BaseException):
+            found.append(cls)
+    return tuple(found)
+
+
+@contextmanager
+def _platform_errors() -> Iterator[None]:
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise click.exceptions.Exit(130) from None
+    except _expected_errors() as exc:
+        raise CliError(str(exc) or type(exc).__name__) from None
+
+
+def _load_settings(data_dir: Path | None, **overrides: Any) -> Settings:
+    from crewyard.settings import load
+
+    with _platform_errors():
+        return load(data_dir, **overrides)
+
+
+def _run(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
+    with _platform_errors():
+        return asyncio.run(main())
+
+
+@click.command()
+@data_dir_option
+@port_option
+@host_option
+@backend_option
+@nats_option
+def up(
+    data_dir: Path | None, port: int | None, host: str | None, backend: str | None, nats_url: str | None
+) -> None:
+    """Start the whole platform on this machine (NATS, services, API) until Ctrl-C.
+
+    Without --nats an embedded nats-server is started with its data under --data-dir.
+
+    \b
+    Examples:
+      crewyard up
+      crewyard up --data-dir /srv/crewyard --port 9000 --host 0.0.0.0 --backend bwrap
+    """
+    settings = _load_settings(data_dir, port=port, host=host, backend=backend, nats_url=nats_url)
+    from crewyard import platform
+
+    _run(lambda: platform.up(settings, embedded_nats=not nats_url))
+
+
+@click.command()
+@click.argument("name", type=click.Choice(SERVICES))
+@nats_option
+@data_dir_option
+@port_option
+@host_option
+@backend_option
+def service(
+    name: str,
+    nats_url: str | None,
+    data_dir: Path | None,
+    port: int | None,
+    host: str | None,
+    backend: str | None,
+) -> None:
+    """Run one service on its own, against a shared NATS server (for several machines).
+
+    \b
+    Examples:
+      crewyard service runner --nats nats://nats.internal:4222
+      crewyard service gateway --nats nats://nats.internal:4222 --port 8080 --host 0.0.0.0
+    """
+    settings = _load_settings(data_dir, port=port, host=host, backend=backend, nats_url=nats_url)
+    from crewyard import platform
+
+    _run(lambda: platform.run_service(name, settings))
+
+
+@click.group()
+def projector() -> None:
+    """Maintain the read model that the API answers queries from."""
+
+
+@projector.command("rebuild")
+@data_dir_option
+@nats_option
+def rebuild(data_dir: Path | None, nats_url: str | None) -> None:
+    """Rebuild the read model by replaying the event stream from the start.
+
+    \b
+    Example:
+      crewyard projector rebuild --data-dir /srv/crewyard
+    """
+    settings = _load_settings(data_dir, nats_url=nats_url)
+    from crewyard import platform
+
+    count = _run(lambda: platform.rebuild_projection(settings))
+    make_console().print(Text.assemble(("✓ ", "green"), f"read model rebuilt from {count} events"))
+
+
+@click.command()
+@click.option(
+    "--docker-host", metavar="URL", help="Container engine to check, e.g. unix:///run/podman/podman.sock."
+)
+@click.pass_context
+def doctor(ctx: click.Context, docker_host: str | None) -> None:
+    """Check which run isolation backends work on this machine.
+
+    \b
+    Example:
+      crewyard doctor --docker-host unix:///run/podman/podman.sock
+    """
+    settings = _load_settings(None, docker_host=docker_host)
+    with _platform_errors():
+        check = getattr(importlib.import_module("crewyard.runner.backends"), "doctor", None)
+        if check is None:
+            raise CliError("this installation cannot check its backends (crewyard.runner.backends.doctor)")
+        results = list(check(settings))
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    table.add_column("BACKEND", style="bold")
+    table.add_column("USABLE")
+    table.add_column("DETAILS")
+    for item in results:
+        usable = bool(getattr(item, "usable", False))
+        table.add_row(
+            str(getattr(item, "name", "?")),
+            Text("yes", style="green") if usable else Text("no", style="red"),
+            Text(str(getattr(item, "reason", "") or "")),
+        )
+    make_console().print(table)
+    if not any(getattr(item, "usable", False) for item in results):
+        ctx.exit(1)
+
+
+@click.command()
+@data_dir_option
+@port_option
+@host_option
+@backend_option
+def demo(data_dir: Path | None, port: int | None, host: str | None, backend: str | None) -> None:
+    """Start the platform, deploy the example crew and run it, then keep serving until Ctrl-C.
+
+    \b
+    Example:
+      crewyard demo --data-dir .crewyard --port 8080
+    """
+    settings = _load_settings(data_dir, port=port, host=host, backend=backend)
+    from crewyard import platform
+
+    _run(lambda: platform.demo(settings))

@@ -1,0 +1,146 @@
+"""A run's files: ``runs artifacts`` (list) and ``runs download``.
+
+Artifact names come from the crew, which is untrusted: a name may contain ``/`` (kept as
+sub-folders) but never leads outside the chosen output folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path, PurePosixPath
+from typing import Any
+from urllib.parse import quote
+
+import click
+import httpx
+from rich.text import Text
+
+from ._client import ApiClient, CliError, seg
+from ._options import api_option, json_option
+from .render import human_size, make_console, print_json
+from .runs import runs
+
+
+def safe_target(root: Path, name: str) -> Path:
+    """Where artifact ``name`` goes under ``root``; CliError for a name that would escape it."""
+    refusal = CliError(f"refusing to write artifact {name!r}: it would land outside {str(root)!r}")
+    if not name or "\\" in name or "\0" in name:
+        raise refusal
+    pure = PurePosixPath(name)
+    if pure.is_absolute() or ".." in pure.parts:
+        raise refusal
+    base = root.resolve()
+    target = base.joinpath(*pure.parts).resolve()  # resolve() also sees through symlinks inside root
+    if target == base or not target.is_relative_to(base):
+        raise refusal
+    return target
+
+
+@runs.command("artifacts")
+@click.argument("run_id")
+@json_option
+@api_option
+def list_artifacts(run_id: str, as_json: bool, api_url: str) -> None:
+    """List the files a run produced.
+
+    \b
+    Example:
+      crewyard runs artifacts run_01j9zq6m8k2v3w4x5y6z7a8b9c
+    """
+    with ApiClient(api_url) as client:
+        answer = client.call("GET", f"/v1/runs/{seg(run_id)}/artifacts")
+    if as_json:
+        print_json(answer)
+        return
+    console = make_console()
+    items: list[dict[str, Any]] = answer.get("artifacts") or []
+    if not items:
+        console.print(f"No artifacts for {run_id}.")
+        return
+    console.print(f"Artifacts for {run_id}:")
+    sizes = [human_size(a.get("size")) for a in items]
+    name_w = max(len(str(a.get("name", ""))) for a in items)
+    size_w = max(len(s) for s in sizes)
+    for item, size in zip(items, sizes, strict=True):
+        line = f"  {item.get('name', '')!s:<{name_w}}  {size:>{size_w}}  {item.get('content_type') or ''}"
+        console.print(Text(line.rstrip()))
+    total = sum(a["size"] for a in items if isinstance(a.get("size"), int))
+    noun = "artifact" if len(items) == 1 else "artifacts"
+    console.print(f"{len(items)} {noun}, {human_size(total)} total")
+
+
+@runs.command("download")
+@click.argument("run_id")
+@click.argument("name", required=False)
+@click.option("--all", "all_", is_flag=True, help="Download every artifact of the run.")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="Folder to write into (created if missing; sub-folders kept).",
+)
+@api_option
+def download(run_id: str, name: str | None, all_: bool, output: Path, api_url: str) -> None:
+    """Download one artifact (NAME) or all of them (--all).
+
+    Files are checked against the sha256 the API lists for them.
+
+    \b
+    Examples:
+      crewyard runs download run_01j9zq6m8k2v3w4x5y6z7a8b9c report.md
+      crewyard runs download run_01j9zq6m8k2v3w4x5y6z7a8b9c --all --output ./results
+    """
+    if bool(name) == all_:
+        raise CliError("name one artifact, or use --all (see: crewyard runs artifacts RUN_ID)")
+    console = make_console()
+    with ApiClient(api_url) as client:
+        listing = client.call("GET", f"/v1/runs/{seg(run_id)}/artifacts").get("artifacts") or []
+        known = {str(a.get("name")): a for a in listing}
+        if all_:
+            wanted = list(known.values())
+            if not wanted:
+                console.print(f"No artifacts for {run_id}.")
+                return
+        else:
+            assert name is not None
+            wanted = [known.get(name, {"name": name})]
+        # Every name is checked before anything is written: no half-done download of a hostile list.
+        targets = [(item, safe_target(output, str(item["name"]))) for item in wanted]
+        for item, target in targets:
+            size = _fetch(client, run_id, str(item["name"]), target, item.get("sha256"))
+            shown = os.path.relpath(target) if target.is_relative_to(Path.cwd()) else str(target)
+            console.print(
+                Text.assemble(("✓ ", "green"), str(item["name"]), (f" → {shown} ({human_size(size)})", "dim"))
+            )
+
+
+def _fetch(client: ApiClient, run_id: str, name: str, target: Path, sha256: Any) -> int:
+    """Stream one artifact into ``target`` via a temporary file; the size written."""
+    partial = target.with_name(target.name + ".part")
+    digest = hashlib.sha256()
+    size = 0
+    timeout = httpx.Timeout(30.0, read=300.0)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        with (
+            client.stream(
+                "GET", f"/v1/runs/{seg(run_id)}/artifacts/{quote(name, safe='/')}", timeout=timeout
+            ) as resp,
+            partial.open("wb") as fh,
+        ):
+            for chunk in resp.iter_bytes():
+                fh.write(chunk)
+                digest.update(chunk)
+                size += len(chunk)
+        expected = sha256.removeprefix("sha256:").removeprefix("sha256-") if isinstance(sha256, str) else ""
+        if expected and digest.hexdigest() != expected:
+            raise CliError(f"artifact {name!r} arrived corrupted (sha256 mismatch); nothing was written")
+        os.replace(partial, target)
+    except OSError as exc:
+        raise CliError(f"cannot write {str(target)!r}: {exc.strerror or exc}") from None
+    finally:
+        partial.unlink(missing_ok=True)
+    return size

@@ -1,0 +1,310 @@
+"""Shipping a crew: ``deploy`` (pack, upload, follow the build), ``deploy --rollback``, and
+``deployments list|logs``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import closing, nullcontext
+from pathlib import Path
+from typing import Any
+
+import click
+import httpx
+from rich import box
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+from rich.table import Table
+from rich.text import Text
+
+from ._client import ApiClient, CliError, seg
+from ._options import api_option, folder_project, json_option, project_option, resolve_project
+from ._sse import EventStream
+from .render import (
+    decode_event,
+    human_duration,
+    human_size,
+    local_time,
+    make_console,
+    print_json,
+    status_text,
+)
+
+_CHUNK = 64 * 1024
+
+
+@click.command()
+@click.argument("path", default=".", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@project_option
+@click.option(
+    "--name", "-n", metavar="DEPLOYMENT", help="Deploy only [deployments.DEPLOYMENT] of the config file."
+)
+@click.option("--no-wait", is_flag=True, help="Return once uploaded instead of following the build.")
+@click.option(
+    "--rollback", metavar="DEP_ID", help="Make an earlier deployment current again (uploads nothing)."
+)
+@api_option
+@click.pass_context
+def deploy(
+    ctx: click.Context,
+    path: Path,
+    project: str | None,
+    name: str | None,
+    no_wait: bool,
+    rollback: str | None,
+    api_url: str,
+) -> None:
+    """Build and deploy the crew in PATH (default: here) as a new immutable deployment.
+
+    Reads crewyard.toml (or crewship.toml), uploads the folder without the [build] exclude
+    paths, and shows the build log until the deployment is ready. The project is --project,
+    else the deployment's name in a [deployments.<name>] file, else the folder's name. A file
+    with several [deployments.<name>] deploys each of them unless --name picks one.
+
+    \b
+    Examples:
+      crewyard deploy --project research
+      crewyard deploy ./crews --name support-agent
+      crewyard deploy --rollback dep_01j9zq6m8k2v3w4x5y6z7a8b9c --project research
+    """
+    console = make_console()
+    if rollback:
+        target = resolve_project(project, path)
+        with ApiClient(api_url) as client:
+            client.call("POST", f"/v1/projects/{seg(target)}/rollback", json={"deployment_id": rollback})
+        console.print(
+            Text.assemble(
+                ("✓ ", "green"), (rollback, "cyan"), f" is the current deployment of {target} again"
+            )
+        )
+        return
+
+    from crewyard.core.crewfile import CrewConfig, CrewConfigError, parse
+    from crewyard.packaging import find_config
+
+    try:
+        config_path = find_config(path)
+        parsed = parse(config_path.read_text(encoding="utf-8"), config_path.name)
+        targets: list[CrewConfig] = (
+            [parsed.select(name)] if name or len(parsed.deployments) == 1 else parsed.deployments
+        )
+    except CrewConfigError as exc:
+        raise CliError(str(exc)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise CliError(f"cannot read the crew configuration in {str(path)!r}: {exc}") from None
+    for warning in parsed.warnings:
+        console.print(Text(f"warning: {warning}", style="yellow"))
+    if len(targets) > 1:
+        console.print(f"{config_path.name} defines {len(targets)} deployments; deploying each in turn.")
+
+    failed: list[str] = []
+    with ApiClient(api_url) as client:
+        for cfg in targets:
+            target = project or cfg.name or folder_project(path)
+            if not _deploy_one(client, console, path, cfg, target, wait=not no_wait):
+                failed.append(cfg.name or target)
+    if failed and len(targets) > 1:
+        console.print(
+            Text(f"{len(failed)} of {len(targets)} deployments failed: {', '.join(failed)}", style="red")
+        )
+    if failed:
+        ctx.exit(1)
+
+
+def _deploy_one(
+    client: ApiClient, console: Console, folder: Path, cfg: Any, project: str, *, wait: bool
+) -> bool:
+    from crewyard.packaging import pack
+
+    try:
+        archive = pack(folder, cfg.exclude)
+    except OSError as exc:
+        raise CliError(f"cannot pack {str(folder)!r}: {exc}") from None
+    label = f" ({cfg.name})" if cfg.name else ""
+    console.print(
+        Text.assemble(
+            "Deploying ",
+            (str(folder.resolve().name), "bold"),
+            label,
+            " to project ",
+            (project, "bold"),
+            f" — {human_size(len(archive))}",
+        )
+    )
+    answer = _upload(
+        client,
+        console,
+        f"/v1/projects/{seg(project)}/deployments",
+        archive,
+        {"name": cfg.name} if cfg.name else {},
+    )
+    dep_id = answer.get("deployment_id")
+    if not isinstance(dep_id, str):
+        raise CliError("the API accepted the upload but did not say its deployment_id")
+    if not wait:
+        console.print(
+            Text.assemble("Deployment ", (dep_id, "cyan"), " is ", status_text(answer.get("status")))
+        )
+        console.print(Text(f"  build log: crewyard deployments logs {dep_id}", style="dim"))
+        return True
+    return follow_build(client, console, dep_id, project)
+
+
+def _upload(
+    client: ApiClient, console: Console, path: str, data: bytes, params: dict[str, str]
+) -> dict[str, Any]:
+    # An explicit Content-Length keeps httpx from chunking the body, so the gateway can refuse an
+    # oversized upload before reading it.
+    headers = {"Content-Type": "application/gzip", "Content-Length": str(len(data))}
+    timeout = httpx.Timeout(60.0, connect=5.0, write=300.0)
+    if not console.is_terminal:
+        with client.stream(
+            "POST", path, content=data, params=params, headers=headers, timeout=timeout
+        ) as resp:
+            resp.read()
+        return client.decode(resp)
+    columns = (TextColumn("  uploading"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("upload", total=len(data))
+        body = _chunks(data, lambda n: progress.advance(task, n))
+        with client.stream(
+            "POST", path, content=body, params=params, headers=headers, timeout=timeout
+        ) as resp:
+            resp.read()
+    return client.decode(resp)
+
+
+def _chunks(data: bytes, advance: Callable[[int], None]) -> Iterator[bytes]:
+    for start in range(0, len(data), _CHUNK):
+        chunk = data[start : start + _CHUNK]
+        yield chunk
+        advance(len(chunk))
+
+
+def follow_build(client: ApiClient, console: Console, dep_id: str, project: str | None) -> bool:
+    """Show a deployment's build log until it is ready (True) or failed (False)."""
+    result: dict[str, Any] = {}
+
+    def build_is_over() -> bool:
+        # The stream closed without a final event: ask the read model how the build ended.
+        dep = client.call("GET", f"/v1/deployments/{seg(dep_id)}")
+        if dep.get("status") in ("ready", "failed"):
+            result.update(dep)
+            return True
+        return False
+
+    events = EventStream(client, f"/v1/deployments/{seg(dep_id)}/build-log", on_eof=build_is_over)
+    spinner = console.status(f"building {dep_id}…") if console.is_terminal else nullcontext()
+    try:
+        with spinner, closing(events.messages()) as messages:
+            for msg in messages:
+                event = decode_event(msg)
+                data = event.data
+                if event.type == "deployment.build.log":
+                    console.print(Text(f"  {data.get('line', '')}", style="dim"))
+                elif event.type == "deployment.build.started":
+                    console.print(
+                        Text(f"  building with the {data.get('backend', '?')} backend", style="dim")
+                    )
+                elif event.type in ("deployment.ready", "deployment.failed"):
+                    result.update(data, status="ready" if event.type == "deployment.ready" else "failed")
+                    break
+    except KeyboardInterrupt:
+        console.print()
+        console.print(Text(f"Stopped following the build of {dep_id}; it goes on.", style="yellow"))
+        console.print(Text(f"Resume with: crewyard deployments logs {dep_id}", style="dim"))
+        raise click.exceptions.Exit(130) from None
+    if result.get("status") != "ready":
+        reason = result.get("error_message") or "the build ended without saying why"
+        console.print(
+            Text.assemble(("✗ Build of ", "red"), (dep_id, "red bold"), (f" failed: {reason}", "red"))
+        )
+        return False
+    note = (
+        "reused a cached build"
+        if result.get("cached")
+        else f"built in {human_duration(result.get('duration_ms'))}"
+    )
+    where = f" (project {project})" if project else ""
+    console.print(
+        Text.assemble(
+            ("✓ Deployed ", "green"), (dep_id, "green bold"), (where, "green"), (f"  {note}", "dim")
+        )
+    )
+    if project:
+        console.print(Text(f"  run it: crewyard invoke --project {project} -i '{{}}' --stream", style="dim"))
+    return True
+
+
+@click.group()
+def deployments() -> None:
+    """List a project's deployments and show build logs.
+
+    \b
+    Examples:
+      crewyard deployments list --project research
+      crewyard deployments logs dep_01j9zq6m8k2v3w4x5y6z7a8b9c
+    """
+
+
+@deployments.command("list")
+@project_option
+@json_option
+@api_option
+def list_deployments(project: str | None, as_json: bool, api_url: str) -> None:
+    """List a project's deployments, newest first; ● marks the current one.
+
+    \b
+    Example:
+      crewyard deployments list --project research
+    """
+    target = resolve_project(project)
+    with ApiClient(api_url) as client:
+        answer = client.call("GET", f"/v1/projects/{seg(target)}/deployments")
+    if as_json:
+        print_json(answer)
+        return
+    console = make_console()
+    items = answer.get("deployments") or []
+    if not items:
+        console.print(f"No deployments in project {target} yet (crewyard deploy --project {target}).")
+        return
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    table.add_column("", width=1)
+    table.add_column("DEPLOYMENT", no_wrap=True, style="cyan")
+    table.add_column("STATUS")
+    table.add_column("CREATED", no_wrap=True)
+    table.add_column("NOTE")
+    for dep in items:
+        notes = []
+        if dep.get("name"):
+            notes.append(str(dep["name"]))
+        if dep.get("cached"):
+            notes.append("cached build")
+        if dep.get("error_message"):
+            notes.append(str(dep["error_message"]))
+        table.add_row(
+            Text("●", style="green") if dep.get("current") else "",
+            str(dep.get("deployment_id", "")),
+            status_text(dep.get("status")),
+            local_time(dep.get("created_at")),
+            Text("; ".join(notes), style="red" if dep.get("error_message") else "dim"),
+        )
+    console.print(table)
+
+
+@deployments.command("logs")
+@click.argument("deployment_id")
+@api_option
+@click.pass_context
+def deployment_logs(ctx: click.Context, deployment_id: str, api_url: str) -> None:
+    """Show a deployment's build log (live while it builds).
+
+    Exits with 0 when the deployment is ready, 1 when its build failed.
+
+    \b
+    Example:
+      crewyard deployments logs dep_01j9zq6m8k2v3w4x5y6z7a8b9c
+    """
+    with ApiClient(api_url) as client:
+        ok = follow_build(client, make_console(), deployment_id, None)
+    ctx.exit(0 if ok else 1)

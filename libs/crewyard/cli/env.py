@@ -1,0 +1,123 @@
+"""A project's environment variables and secrets: ``env set|list|unset``.
+
+Values go to the API once and are never shown again: the API lists names only, and this module
+never echoes a value back.
+"""
+
+from __future__ import annotations
+
+import re
+
+import click
+from rich import box
+from rich.table import Table
+from rich.text import Text
+
+from ._client import ApiClient, CliError, seg
+from ._options import api_option, json_option, project_option, resolve_project
+from .render import local_time, make_console, print_json
+
+_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+
+def check_key(key: str) -> str:
+    if not _KEY_RE.match(key):
+        raise CliError(
+            f"{key!r} is not a valid environment variable name "
+            "(letters, digits and _, not starting with a digit)"
+        )
+    return key
+
+
+@click.group()
+def env() -> None:
+    """Set, list and remove a project's environment variables (secrets included).
+
+    Runs get them as process environment variables from their next start on.
+
+    \b
+    Examples:
+      crewyard env set OPENAI_API_KEY=sk-... --project research
+      crewyard env list --project research
+    """
+
+
+@env.command("set")
+@click.argument("pairs", nargs=-1, required=True, metavar="KEY=VALUE...")
+@project_option
+@api_option
+def set_env(pairs: tuple[str, ...], project: str | None, api_url: str) -> None:
+    """Set one or more variables.
+
+    A KEY without =VALUE asks for the value without echoing it, which keeps secrets out of your
+    shell history.
+
+    \b
+    Examples:
+      crewyard env set MODEL=gpt-4o-mini TEMPERATURE=0.2 --project research
+      crewyard env set OPENAI_API_KEY --project research
+    """
+    target = resolve_project(project)
+    values: dict[str, str] = {}
+    # Every pair is checked before the first request, so a typo sets nothing rather than half.
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        check_key(key)
+        if key in values:
+            raise CliError(f"{key} is given twice")
+        values[key] = value if sep else ""
+        if not sep:
+            values[key] = click.prompt(f"{key}", hide_input=True, err=True)
+    console = make_console()
+    with ApiClient(api_url) as client:
+        for key, value in values.items():
+            client.call("PUT", f"/v1/projects/{seg(target)}/env/{seg(key)}", json={"value": value})
+            console.print(Text.assemble(("✓ ", "green"), "set ", (key, "bold"), f" on project {target}"))
+
+
+@env.command("list")
+@project_option
+@json_option
+@api_option
+def list_env(project: str | None, as_json: bool, api_url: str) -> None:
+    """List a project's variable names (values are never shown).
+
+    \b
+    Example:
+      crewyard env list --project research
+    """
+    target = resolve_project(project)
+    with ApiClient(api_url) as client:
+        answer = client.call("GET", f"/v1/projects/{seg(target)}/env")
+    if as_json:
+        print_json(answer)
+        return
+    console = make_console()
+    items = answer.get("env") or []
+    if not items:
+        console.print(f"No environment variables in project {target}.")
+        return
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    table.add_column("KEY", no_wrap=True, style="bold")
+    table.add_column("UPDATED", no_wrap=True)
+    for item in items:
+        table.add_row(str(item.get("key", "")), local_time(item.get("updated_at")))
+    console.print(table)
+
+
+@env.command("unset")
+@click.argument("key")
+@project_option
+@api_option
+def unset_env(key: str, project: str | None, api_url: str) -> None:
+    """Remove a variable.
+
+    \b
+    Example:
+      crewyard env unset OPENAI_API_KEY --project research
+    """
+    check_key(key)
+    target = resolve_project(project)
+    with ApiClient(api_url) as client:
+        client.call("DELETE", f"/v1/projects/{seg(target)}/env/{seg(key)}")
+    make_console().print(Text.assemble(("✓ ", "green"), "removed ", (key, "bold"), f" from project {target}"))

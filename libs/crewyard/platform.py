@@ -1,0 +1,235 @@
+"""Starting crewyard: everything in one process (``crewyard up``), or one service alone
+(``crewyard service NAME``) against an external NATS, plus ``projector rebuild`` and the demo.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+from rich.console import Console
+
+from crewyard.eventstore import EventStore, connect, ensure_stream
+from crewyard.natsserver import EmbeddedNats
+from crewyard.objects import NatsObjectStore
+from crewyard.secrets import SecretBox, load_key
+from crewyard.settings import Settings
+
+SERVICES = ("builder", "runner", "projector", "gateway")
+console = Console(stderr=True)
+log = logging.getLogger("crewyard")
+
+
+def _stop_on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+
+
+async def _store(settings: Settings, name: str) -> EventStore:
+    nc = await connect(settings.nats_url, name=f"crewyard-{name}")
+    store = EventStore(nc, settings.stream)
+    await ensure_stream(store.js, settings.stream)
+    return store
+
+
+def _execution_backend(settings: Settings) -> Any:
+    from crewyard.runner import backends
+
+    select = getattr(backends, "select_backend", None)
+    return select(settings) if select else backends.ProcessBackend()
+
+
+def _build_backend(settings: Settings) -> Any:
+    from crewyard.builder import backends
+
+    select = getattr(backends, "select_build_backend", None)
+    if select is None:
+        from crewyard.builder.backends.venv import VenvBuilder
+
+        return VenvBuilder(settings.cache_dir)
+    return select(settings, settings.cache_dir)
+
+
+async def _service(name: str, settings: Settings, stop: asyncio.Event) -> Callable[[], Awaitable[None]]:
+    """Start one service; returns the coroutine function that runs it until ``stop``."""
+    store = await _store(settings, name)
+    objects = NatsObjectStore(store.nc, settings.stream.object_bucket, settings.stream.replicas)
+    if name == "builder":
+        from crewyard.builder import Builder
+
+        builder = Builder(settings, store, objects, _build_backend(settings),
+                          f"{socket.gethostname()}-{os.getpid()}")
+        return lambda: builder.run(stop)
+    if name == "runner":
+        from crewyard.runner import Runner
+
+        secrets = SecretBox(load_key(settings.data_dir, settings.secret_key_b64))
+        runner = Runner(settings, store, objects, _execution_backend(settings), secrets)
+        return lambda: runner.run(stop)
+    if name == "projector":
+        from crewyard.projector import Projector
+
+        projector = Projector(store, settings.db_path)
+        return lambda: projector.run(stop)
+    if name == "gateway":
+        from crewyard.gateway import Gateway, create_app
+        from crewyard.projector import ReadModel
+
+        rm = await ReadModel.open(settings.db_path)
+        gateway = Gateway(settings=settings, store=store, objects=objects, rm=rm,
+                          secrets=SecretBox(load_key(settings.data_dir, settings.secret_key_b64)))
+        app = create_app(settings, gateway=gateway)
+        server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
+                                               lifespan="on", timeout_graceful_shutdown=3))
+        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+
+        async def serve() -> None:
+            task = asyncio.create_task(server.serve())
+            await stop.wait()
+            server.should_exit = True
+            await task
+            await rm.close()
+
+        return serve
+    raise ValueError(f"unknown service {name!r}; choose one of {', '.join(SERVICES)}")
+
+
+async def _run_all(names: tuple[str, ...], settings: Settings, stop: asyncio.Event) -> None:
+    runners = [await _service(n, settings, stop) for n in names]
+    tasks = [asyncio.create_task(r(), name=n) for r, n in zip(runners, names, strict=True)]
+    try:
+        done, _ = await asyncio.wait([*tasks, asyncio.create_task(stop.wait())],
+                                     return_when=asyncio.FIRST_COMPLETED)
+        for t in done:
+            if t in tasks and t.exception() is not None:
+                raise t.exception()  # type: ignore[misc]
+    finally:
+        stop.set()
+        await asyncio.wait(tasks, timeout=settings.cancel_grace_s + 15)
+
+
+def describe_backend(settings: Settings) -> str:
+    backend = _execution_backend(settings)
+    label = "isolated" if backend.isolated else "NOT ISOLATED: crews run as plain processes (development only)"
+    return f"{backend.name} ({label})"
+
+
+async def up(settings: Settings, *, embedded_nats: bool = True, stop: asyncio.Event | None = None) -> None:
+    """Everything on one machine: embedded nats-server, the four services, SQLite, object store."""
+    stop = stop or asyncio.Event()
+    _stop_on_signals(stop)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    broker = None
+    if embedded_nats:
+        port = int(os.environ.get("CREWYARD_NATS_PORT", "4222"))
+        broker = EmbeddedNats(settings.data_dir, port=port or None)
+        settings.nats_url = await asyncio.to_thread(broker.start)
+    try:
+        backend = describe_backend(settings)
+        console.print(f"[bold green]crewyard is up[/] — API http://{settings.host}:{settings.port}  "
+                      f"NATS {settings.nats_url}  data {settings.data_dir}")
+        console.print(f"  runs execute on: {backend}")
+        (settings.data_dir / "api.url").write_text(f"http://{settings.host}:{settings.port}\n")
+        await _run_all(SERVICES, settings, stop)
+    finally:
+        if broker is not None:
+            await asyncio.to_thread(broker.stop)
+
+
+async def run_service(name: str, settings: Settings, *, stop: asyncio.Event | None = None) -> None:
+    """One service alone, against the NATS at ``settings.nats_url`` (many processes, many machines)."""
+    stop = stop or asyncio.Event()
+    _stop_on_signals(stop)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    if name not in SERVICES:
+        raise ValueError(f"unknown service {name!r}; choose one of {', '.join(SERVICES)}")
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    console.print(f"crewyard {name} — NATS {settings.nats_url}, data {settings.data_dir}")
+    await _run_all((name,), settings, stop)
+
+
+async def rebuild_projection(settings: Settings) -> int:
+    """Drop the read model and replay the stream from sequence 1; returns events replayed."""
+    from crewyard.projector import rebuild
+
+    store = await _store(settings, "rebuild")
+    try:
+        return await rebuild(store, settings.db_path)
+    finally:
+        await store.nc.drain()
+
+
+def examples_dir() -> Path:
+    return Path(__file__).resolve().parents[2] / "examples"
+
+
+async def demo(settings: Settings) -> None:
+    """``make run``: start the platform, deploy and run examples/hello live, then keep serving."""
+    stop = asyncio.Event()
+    platform = asyncio.create_task(up(settings, stop=stop))
+    api = f"http://{settings.host}:{settings.port}"
+    env = {**os.environ, "CREWYARD_API": api}
+    cli = [sys.executable, "-m", "crewyard.cli"]
+
+    async def step(*args: str) -> int:
+        console.print(f"\n[bold]$ crewyard {' '.join(args)}[/]")
+        proc = await asyncio.create_subprocess_exec(*cli, *args, env=env)
+        return await proc.wait()
+
+    try:
+        if not await _wait_healthy(api, platform):
+            return
+        hello = examples_dir() / "hello"
+        steps = [("deploy", str(hello), "--project", "hello"),
+                 ("invoke", "--project", "hello", "--input", '{"topic": "event sourcing"}', "--stream")]
+        for args in steps:
+            if await step(*args) != 0:
+                console.print("[red]demo step failed[/]")
+                break
+        else:
+            proc = await asyncio.create_subprocess_exec(
+                *cli, "runs", "list", "--project", "hello", "--limit", "1", "--json", env=env,
+                stdout=asyncio.subprocess.PIPE)
+            out, _ = await proc.communicate()
+            import json
+
+            runs = json.loads(out or b"{}").get("runs", [])
+            if runs:
+                await step("runs", "artifacts", runs[0]["id"])
+        console.print(f"\n[bold green]The platform keeps running at {api}[/] — try `crewyard runs list`, "
+                      f"`curl {api}/v1/runs`, or open {api}/schema. Ctrl-C stops it.")
+        await platform
+    finally:
+        stop.set()
+        with contextlib.suppress(Exception):
+            await platform
+
+
+async def _wait_healthy(api: str, platform: asyncio.Task[None], timeout: float = 60.0) -> bool:
+    import httpx
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    async with httpx.AsyncClient() as client:
+        while loop.time() < deadline:
+            if platform.done():
+                platform.result()
+                return False
+            with contextlib.suppress(httpx.HTTPError):
+                if (await client.get(api + "/healthz", timeout=1)).status_code == 200:
+                    return True
+            await asyncio.sleep(0.2)
+    console.print("[red]the platform did not become healthy in time[/]")
+    return False

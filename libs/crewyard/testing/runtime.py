@@ -1,0 +1,118 @@
+"""Run the crew runtime exactly as a runner does, and read back what it said.
+
+``run_runtime`` starts ``python -m crewyard_runtime`` as a subprocess whose working directory is
+the run's artifacts folder, with the runner's environment variables (``CREWYARD_ENTRYPOINT``,
+``CREWYARD_FRAMEWORK``, ``CREWYARD_INPUT``, ``CREWYARD_ARTIFACTS_DIR``) and a clean environment
+otherwise, so nothing from the developer's shell (a real ``OPENAI_API_KEY``…) leaks in. With a
+:class:`~crewyard.testing.FakeLLM`, ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY`` point at it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .fakellm import FakeLLM
+
+# The folder holding the crewyard and crewyard_runtime packages (the runtime's PYTHONPATH).
+LIBS = Path(__file__).resolve().parents[2]
+RUN_TIMEOUT_S = 120
+
+
+@dataclass
+class RuntimeRun:
+    returncode: int
+    messages: list[dict[str, Any]]
+    stderr: str
+    artifacts: Path
+    stray_stdout: list[str] = field(default_factory=list)
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        return [m for m in self.messages if m["t"] == "event"]
+
+    def of_type(self, kind: str) -> list[dict[str, Any]]:
+        return [m["data"] for m in self.events if m["type"] == kind]
+
+    @property
+    def kinds(self) -> list[str]:
+        return [m["type"] for m in self.events]
+
+    @property
+    def logs(self) -> list[dict[str, Any]]:
+        return [m for m in self.messages if m["t"] == "log"]
+
+    @property
+    def result(self) -> Any:
+        found = [m for m in self.messages if m["t"] == "result"]
+        assert found, f"no result; error: {self.error}\nstderr tail:\n{self.stderr[-3000:]}"
+        return found[-1]["output"]
+
+    @property
+    def error(self) -> dict[str, Any] | None:
+        found = [m for m in self.messages if m["t"] == "error"]
+        return found[-1] if found else None
+
+
+def run_runtime(
+    tmp_path: Path,
+    entrypoint: str,
+    framework: str,
+    crew_dir: Path,
+    inputs: dict[str, Any] | None = None,
+    *,
+    llm: FakeLLM | None = None,
+    env: dict[str, str] | None = None,
+    drop: tuple[str, ...] = (),
+) -> RuntimeRun:
+    artifacts = tmp_path / "artifacts"
+    artifacts.mkdir(exist_ok=True)
+    home = tmp_path / "home"
+    home.mkdir(exist_ok=True)
+    full_env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(home),
+        "PYTHONPATH": f"{LIBS}{os.pathsep}{crew_dir}",
+        "CREWYARD_ENTRYPOINT": entrypoint,
+        "CREWYARD_FRAMEWORK": framework,
+        "CREWYARD_INPUT": json.dumps(inputs or {}),
+        "CREWYARD_ARTIFACTS_DIR": str(artifacts),
+        "CREWYARD_RUN_ID": "run_test",
+        "CREWAI_DISABLE_TELEMETRY": "true",
+        "OTEL_SDK_DISABLED": "true",
+    }
+    if llm is not None:
+        full_env |= {"OPENAI_BASE_URL": llm.base_url, "OPENAI_API_KEY": "fake"}
+    full_env |= env or {}
+    for key in drop:
+        full_env.pop(key, None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "crewyard_runtime"],
+        cwd=artifacts,
+        env=full_env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=RUN_TIMEOUT_S,
+    )
+    messages: list[dict[str, Any]] = []
+    stray: list[str] = []
+    for line in proc.stdout.splitlines():
+        try:
+            messages.append(json.loads(line))
+        except ValueError:
+            stray.append(line)
+    return RuntimeRun(proc.returncode, messages, proc.stderr, artifacts, stray)
+
+
+def write_module(folder: Path, name: str, source: str) -> Path:
+    """Write ``folder/name.py`` (source dedented) for a crew of a test's own; returns ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"{name}.py").write_text(textwrap.dedent(source), encoding="utf-8")
+    return folder

@@ -1,0 +1,60 @@
+"""Local copies of what runs need on this host: unpacked crew sources and the runtime package.
+
+Sources live in the object store (``sources/<digest>``); each builder or runner host unpacks a
+source once into ``<cache>/sources/<digest>`` (read-only use afterwards), so services on other
+machines work from the same object store without sharing a file system.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+from pathlib import Path
+
+import crewyard_runtime
+
+from crewyard.objects import ObjectStore
+from crewyard.packaging import extract
+
+
+def source_object(digest: str) -> str:
+    return f"sources/{digest}"
+
+
+def artifact_object(sha256: str) -> str:
+    return f"artifacts/{sha256}"
+
+
+class Workspace:
+    def __init__(self, cache_dir: Path, objects: ObjectStore) -> None:
+        self.cache_dir = cache_dir
+        self.objects = objects
+        self._locks: dict[str, asyncio.Lock] = {}
+
+    async def source(self, digest: str) -> Path:
+        target = self.cache_dir / "sources" / digest.replace(":", "-")
+        if target.is_dir():
+            return target
+        async with self._locks.setdefault(digest, asyncio.Lock()):
+            if not target.is_dir():
+                data = await self.objects.get_bytes(source_object(digest))
+                target.parent.mkdir(parents=True, exist_ok=True)
+                await asyncio.to_thread(extract, data, target)
+        return target
+
+    def runtime_dir(self) -> Path:
+        """A folder containing only the ``crewyard_runtime`` package (put on the crew's PYTHONPATH)."""
+        src = Path(crewyard_runtime.__file__).parent
+        target = self.cache_dir / "runtime" / crewyard_runtime.VERSION
+        package = target / "crewyard_runtime"
+        stamp = target / ".stamp"
+        mtime = str(max(p.stat().st_mtime_ns for p in src.glob("*.py")))
+        if not (stamp.exists() and stamp.read_text() == mtime):
+            tmp = target.with_name(target.name + ".tmp")
+            shutil.rmtree(tmp, ignore_errors=True)
+            shutil.copytree(src, tmp / "crewyard_runtime", ignore=shutil.ignore_patterns("__pycache__"))
+            (tmp / ".stamp").write_text(mtime)
+            shutil.rmtree(target, ignore_errors=True)
+            tmp.rename(target)
+        assert package.is_dir()
+        return target

@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# Sets up the Docker-API container engine crewyard's docker backends use on one machine (and in CI):
+# rootful podman + runc serving the Docker API on a unix socket, and a local base image with
+# Python (no image registry is reachable, so it is made from Debian packages with debootstrap).
+# Idempotent and fast once done: the engine is only started when the socket does not answer, and
+# the base image rootfs is cached as a tarball. Run as root. The last line printed is
+#   DOCKER_HOST=unix:///run/crewyard/podman.sock
+# Knobs (environment): CREWYARD_PODMAN_SOCKET, CREWYARD_CONTAINERS_DIR, CREWYARD_IMAGE_CACHE,
+# CREWYARD_BASE_IMAGE (default crewyard/base:bookworm), CREWYARD_DEBIAN_MIRROR.
+set -euo pipefail
+
+SOCKET=${CREWYARD_PODMAN_SOCKET:-/run/crewyard/podman.sock}
+STATE=${CREWYARD_CONTAINERS_DIR:-/var/lib/crewyard/containers}
+CACHE=${CREWYARD_IMAGE_CACHE:-/var/cache/crewyard}
+IMAGE=${CREWYARD_BASE_IMAGE:-crewyard/base:bookworm}
+SUITE=bookworm
+
+log() { echo "crewyard-containers: $*" >&2; }
+
+if [ "$(id -u)" != 0 ]; then
+  log "must run as root (rootful podman serves the engine)"
+  exit 1
+fi
+for cmd in podman runc; do
+  command -v "$cmd" >/dev/null || { log "$cmd is missing: run scripts/install-system.sh"; exit 1; }
+done
+
+mkdir -p "$STATE" "$CACHE" "$(dirname "$SOCKET")"
+
+# Our own containers.conf: crun fails here ("cgroups in hybrid mode not supported"), and podman's
+# default ulimits exceed the host's hard nofile limit (20000), which makes every container fail.
+export CONTAINERS_CONF="$STATE/containers.conf"
+conf_tmp=$(mktemp "$STATE/containers.conf.XXXXXX")
+cat >"$conf_tmp" <<'EOF'
+# Written by crewyard scripts/containers.sh; changes are overwritten.
+[containers]
+default_ulimits = ["nofile=4096:4096", "nproc=4096:4096"]
+
+[engine]
+runtime = "runc"
+EOF
+if cmp -s "$conf_tmp" "$CONTAINERS_CONF"; then rm -f "$conf_tmp"; else mv "$conf_tmp" "$CONTAINERS_CONF"; fi
+
+answers() { curl -fsS --max-time 2 --unix-socket "$SOCKET" http://d/_ping >/dev/null 2>&1; }
+
+if ! answers; then
+  rm -f "$SOCKET"
+  log "starting podman system service on $SOCKET"
+  # setsid + nohup: the engine outlives this script and the shell (or pytest) that ran it.
+  setsid nohup podman system service --time=0 "unix://$SOCKET" >>"$STATE/podman-service.log" 2>&1 </dev/null &
+  echo $! >"$STATE/podman-service.pid"
+  for _ in $(seq 1 100); do answers && break; sleep 0.1; done
+  answers || { log "engine did not answer; see $STATE/podman-service.log"; tail -20 "$STATE/podman-service.log" >&2; exit 1; }
+fi
+
+debian_mirror() {
+  if [ -n "${CREWYARD_DEBIAN_MIRROR:-}" ]; then echo "$CREWYARD_DEBIAN_MIRROR"; return; fi
+  local files=() f
+  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
+    [ -f "$f" ] && files+=("$f")
+  done
+  # One-line format ("deb [opts] URI suite …") and deb822 ("URIs: …"); the main archive, not security.
+  { grep -hE '^\s*deb\s' "${files[@]}" 2>/dev/null | sed -E 's/^\s*deb\s+(\[[^]]*\]\s+)?//' | awk '{print $1}'
+    grep -hiE '^\s*URIs:' "${files[@]}" 2>/dev/null | sed -E 's/^\s*URIs:\s*//I' | tr ' ' '\n'
+  } | grep -E '^https?://' | grep -v -- '-security' | grep -E '/debian/?$' | head -1
+}
+
+if ! podman image exists "$IMAGE"; then
+  tarball="$CACHE/base-$SUITE-$(dpkg --print-architecture).tar"
+  if [ ! -s "$tarball" ]; then
+    command -v debootstrap >/dev/null || { log "debootstrap is missing: run scripts/install-system.sh"; exit 1; }
+    mirror=$(debian_mirror)
+    [ -n "$mirror" ] || { log "no Debian mirror found in /etc/apt; set CREWYARD_DEBIAN_MIRROR"; exit 1; }
+    root=$(mktemp -d "$CACHE/rootfs.XXXXXX")
+    trap 'rm -rf "$root" "$tarball.tmp"' EXIT
+    log "building the $SUITE rootfs from $mirror (about a minute, once)"
+    debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,ca-certificates \
+      "$SUITE" "$root" "$mirror" >"$CACHE/debootstrap.log" 2>&1 \
+      || { log "debootstrap failed; see $CACHE/debootstrap.log"; tail -20 "$CACHE/debootstrap.log" >&2; exit 1; }
+    rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
+    tar -C "$root" -cf "$tarball.tmp" .
+    mv "$tarball.tmp" "$tarball"  # complete or absent: a crash never leaves a half tarball
+    rm -rf "$root"
+    trap - EXIT
+  fi
+  log "importing $IMAGE"
+  podman import --quiet --change 'CMD ["/usr/bin/python3"]' --change 'ENV LANG=C.UTF-8' - "$IMAGE" <"$tarball" >/dev/null
+fi
+
+echo "DOCKER_HOST=unix://$SOCKET"

@@ -1,0 +1,122 @@
+"""The builder service: ``deployment.created`` → a runnable environment → ready or failed.
+
+Builders share one durable consumer, so any number of instances split the work. Build output is
+streamed as ``deployment.build.log`` events while it happens. A build that fails because of the
+crew (dependencies that do not install) ends the deployment ``failed`` with the installer's
+error; an infrastructure problem (object store down) leaves the message to be delivered again.
+A deployment that becomes ready is its project's current one (``deployment.promoted`` is only
+written for rollbacks).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import msgspec
+from crewyard.core import subjects
+from crewyard.core.crewfile import CrewConfig
+from crewyard.core.deployment_state import BUILDING, fold_deployment
+from crewyard.core.events import (
+    BuildLog,
+    BuildStarted,
+    DeploymentFailed,
+    DeploymentReady,
+    Payload,
+    make_event,
+)
+from crewyard.core.ids import new_id
+from crewyard.eventstore import ConcurrencyConflict, EventStore, StoreUnavailable, WorkItem, WorkQueue
+from crewyard.objects import ObjectStore, ObjectStoreError
+from crewyard.settings import Settings
+from crewyard.workspace import Workspace
+
+from .backends._base import BuildBackend, BuildFailed, BuildRequest
+
+log = logging.getLogger("crewyard.builder")
+ACK_WAIT = 60.0
+
+
+class Builder:
+    def __init__(self, settings: Settings, store: EventStore, objects: ObjectStore, backend: BuildBackend,
+                 builder_id: str) -> None:
+        self.store = store
+        self.backend = backend
+        self.builder_id = builder_id
+        self.workspace = Workspace(settings.cache_dir, objects)
+        self.queue = WorkQueue(store, "builder", subjects.type_filter("deployment.created", "deployment",
+                                                                      store.prefix), ack_wait=ACK_WAIT)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.queue.start()
+        while not stop.is_set():
+            try:
+                items = await self.queue.fetch(1, timeout=1.0)
+            except StoreUnavailable:
+                await asyncio.sleep(1.0)
+                continue
+            for item in items:
+                try:
+                    await self._handle(item)
+                except (StoreUnavailable, ObjectStoreError):
+                    log.exception("infrastructure error; build will be retried")
+                    await item.nak(delay=2.0)
+                except Exception:
+                    log.exception("builder failed handling %s", item.event.subject)
+                    await item.nak(delay=5.0)
+
+    async def _emit(self, project: str, dep_id: str, payload: Payload) -> None:
+        await self.store.append_nowait(make_event(payload, project=project, aggregate_id=dep_id,
+                                                  event_id=new_id("evt")))
+
+    async def _handle(self, item: WorkItem) -> None:
+        created = item.event.decode().event
+        dep_id, project = created.aggregate_id, created.project
+        state = fold_deployment(dep_id, await self.store.load(project, "deployment", dep_id))
+        if state.status != BUILDING:
+            await item.ack()
+            return
+        await self._emit(project, dep_id, BuildStarted(builder_id=self.builder_id, backend=self.backend.name))
+        t0 = time.monotonic()
+
+        async def sink(line: str, stream: str) -> None:
+            await self._emit(project, dep_id, BuildLog(line=line, stream=stream))
+
+        heartbeat = asyncio.create_task(_keep_alive(item))
+        try:
+            source_dir = await self.workspace.source(state.source_digest)
+            config = msgspec.convert(state.config, CrewConfig)
+            request = BuildRequest(deployment_id=dep_id, project=project, source_dir=source_dir,
+                                   source_digest=state.source_digest, config=config)
+            try:
+                result = await self.backend.build(request, sink)
+                outcome: Payload = DeploymentReady(
+                    env_digest=result.env_digest, backend=result.backend, cached=result.cached,
+                    duration_ms=int((time.monotonic() - t0) * 1000), image=result.image)
+            except BuildFailed as exc:
+                outcome = DeploymentFailed(error_message=str(exc))
+        finally:
+            heartbeat.cancel()
+        await self.store.flush()
+        await self._finish(project, dep_id, outcome)
+        await item.ack()
+
+    async def _finish(self, project: str, dep_id: str, outcome: Payload) -> bool:
+        for _ in range(10):
+            state = fold_deployment(dep_id, await self.store.load(project, "deployment", dep_id))
+            if state.status != BUILDING:
+                return False
+            event = make_event(outcome, project=project, aggregate_id=dep_id, event_id=new_id("evt"))
+            try:
+                await self.store.append(event, expected_seq=state.version)
+                return True
+            except ConcurrencyConflict:
+                continue
+        return False
+
+
+async def _keep_alive(item: WorkItem) -> None:
+    while True:
+        await asyncio.sleep(ACK_WAIT / 3)
+        await item.in_progress()

@@ -1,0 +1,60 @@
+"""The gateway's Litestar application: REST + SSE + OpenAPI over the event store and read model."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from typing import Any
+
+from crewyard import __version__
+from crewyard.eventstore import EventStore, connect, ensure_stream
+from crewyard.objects import NatsObjectStore
+from crewyard.projector import ReadModel
+from crewyard.secrets import SecretBox, load_key
+from crewyard.settings import Settings
+from litestar import Litestar, Request, get
+from litestar.openapi import OpenAPIConfig
+
+from . import deployments, projects, runs
+from .context import Gateway, gw
+from .errors import HANDLERS
+
+
+@get("/healthz")
+async def healthz(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    g = gw(request)
+    connected = g.store.nc.is_connected
+    return {"status": "ok" if connected else "degraded", "nats": connected,
+            "read_model_position": await g.rm.position(), "version": __version__}
+
+
+def create_app(settings: Settings, *, gateway: Gateway | None = None) -> Litestar:
+    """The app; it owns its connections unless a ready ``gateway`` is given (``crewyard up``)."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        if gateway is not None:
+            app.state.gateway = gateway
+            yield
+            return
+        nc = await connect(settings.nats_url, name="crewyard-gateway")
+        store = EventStore(nc, settings.stream)
+        await ensure_stream(store.js, settings.stream)
+        rm = await ReadModel.open(settings.db_path)
+        app.state.gateway = Gateway(settings=settings, store=store,
+                                    objects=NatsObjectStore(nc, settings.stream.object_bucket),
+                                    rm=rm, secrets=SecretBox(load_key(settings.data_dir, settings.secret_key_b64)))
+        try:
+            yield
+        finally:
+            await rm.close()
+            await nc.drain()
+
+    return Litestar(
+        route_handlers=[healthz, *runs.ROUTES, *deployments.ROUTES, *projects.ROUTES],
+        lifespan=[lifespan],
+        exception_handlers=HANDLERS,
+        openapi_config=OpenAPIConfig(title="crewyard", version=__version__, path="/schema"),
+        request_max_body_size=2 * 1024 * 1024,
+        debug=False,
+    )

@@ -1,0 +1,129 @@
+"""What the gateway's handlers share: the event store, object store, read model and secrets,
+plus the two moves every command makes: append an event, then wait until the read model has it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from crewyard.core.deployment_state import fold_project
+from crewyard.core.events import Event, Payload, ProjectCreated, make_event
+from crewyard.core.ids import new_id
+from crewyard.core.subjects import InvalidName, check_project_name
+from crewyard.eventstore import ConcurrencyConflict, EventStore
+from crewyard.objects import ObjectStore
+from crewyard.projector import ReadModel
+from crewyard.secrets import SecretBox
+from crewyard.settings import Settings
+from litestar import Request
+
+from .errors import ApiError, bad_request, not_found
+
+
+@dataclass
+class Gateway:
+    settings: Settings
+    store: EventStore
+    objects: ObjectStore
+    rm: ReadModel
+    secrets: SecretBox
+
+    async def commit(self, event: Event, expected_seq: int | None) -> int:
+        seq = await self.store.append(event, expected_seq=expected_seq)
+        await self.rm.wait_for(seq)
+        return seq
+
+    async def commit_payload(self, payload: Payload, project: str, aggregate_id: str,
+                             expected_seq: int | None) -> int:
+        event = make_event(payload, project=project, aggregate_id=aggregate_id, event_id=new_id("evt"))
+        return await self.commit(event, expected_seq)
+
+    async def fresh(self) -> None:
+        """Wait until the read model holds everything stored so far (after a miss or a stale view)."""
+        await self.rm.catch_up(await self.store.last_seq())
+
+    async def run(self, run_id: str) -> dict[str, Any]:
+        run = await self.rm.run(run_id)
+        if run is None or run["status"] in ("pending", "running"):
+            # A client that just saw the run's events may ask at once: answer with what is stored.
+            await self.fresh()
+            run = await self.rm.run(run_id)
+        if run is None:
+            raise not_found(f"run {run_id}")
+        return run
+
+    async def deployment(self, dep_id: str, *, ready: bool = False) -> dict[str, Any]:
+        dep = await self.rm.deployment(dep_id)
+        if dep is None or (ready and dep["status"] == "building"):
+            await self.fresh()
+            dep = await self.rm.deployment(dep_id)
+        if dep is None:
+            raise not_found(f"deployment {dep_id}")
+        return dep
+
+    async def project(self, name: str, *, with_current: bool = False) -> dict[str, Any]:
+        proj = await self.rm.project(name)
+        if proj is None or (with_current and not proj["current_deployment_id"]):
+            await self.fresh()
+            proj = await self.rm.project(name)
+        if proj is None:
+            raise not_found(f"project {name}")
+        return proj
+
+    async def ensure_project(self, project: str) -> None:
+        """Create the project on first use (deploy or env set); a racing creator is fine."""
+        for _ in range(3):
+            state = fold_project(project, await self.store.load(project, "project", project))
+            if state.exists:
+                return
+            try:
+                await self.commit_payload(ProjectCreated(name=project), project, project, state.version)
+                return
+            except ConcurrencyConflict:
+                continue
+
+
+def gw(request: Request[Any, Any, Any]) -> Gateway:
+    gateway: Gateway = request.app.state.gateway
+    return gateway
+
+
+def project_name(name: str) -> str:
+    try:
+        return check_project_name(name)
+    except InvalidName as exc:
+        raise bad_request(str(exc), "invalid_project") from None
+
+
+_any = msgspec.json.Decoder()
+
+
+async def json_body(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    try:
+        value = _any.decode(raw)
+    except msgspec.DecodeError as exc:
+        raise bad_request(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(value, dict):
+        raise bad_request("request body must be a JSON object")
+    return value
+
+
+def field(body: dict[str, Any], name: str, kind: type | tuple[type, ...], required: bool = False) -> Any:
+    value = body.get(name)
+    if value is None:
+        if required:
+            raise bad_request(f"{name} is required")
+        return None
+    if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
+        names = " or ".join(t.__name__ for t in (kind if isinstance(kind, tuple) else (kind,)))
+        raise ApiError(400, "bad_request", f"{name} must be {_friendly(names)}")
+    return value
+
+
+def _friendly(names: str) -> str:
+    return names.replace("dict", "a JSON object").replace("str", "a string").replace("float", "a number") \
+        .replace("int", "a number")

@@ -1,0 +1,113 @@
+"""Deployments: upload a crew (gzip tarball), read them, follow a build, roll back."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import msgspec
+from crewyard import packaging
+from crewyard.core import subjects
+from crewyard.core.crewfile import CrewConfigError
+from crewyard.core.deployment_state import fold_project
+from crewyard.core.events import DeploymentCreated, DeploymentFailed, DeploymentPromoted, DeploymentReady
+from crewyard.core.ids import new_id
+from crewyard.eventstore import ConcurrencyConflict
+from crewyard.workspace import source_object
+from litestar import Request, Response, get, post
+
+from .context import field, gw, json_body, project_name
+from .errors import ApiError, bad_request, conflict
+from .sse import resume_after, stream_events
+
+_BUILD_END = {DeploymentReady.TYPE, DeploymentFailed.TYPE}
+
+
+@post("/v1/projects/{project:str}/deployments", status_code=202, request_max_body_size=None)
+async def create_deployment(request: Request[Any, Any, Any], project: str) -> Response[Any]:
+    g = gw(request)
+    project = project_name(project)
+    limit = g.settings.upload_limit_bytes
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise ApiError(413, "payload_too_large", f"upload is larger than the {limit}-byte limit")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise ApiError(413, "payload_too_large", f"upload is larger than the {limit}-byte limit")
+        chunks.append(chunk)
+    data = b"".join(chunks)
+    if not data:
+        raise bad_request("request body must be a gzip tarball of the crew folder", "invalid_archive")
+    try:
+        checked = await asyncio.to_thread(packaging.check, data, max_unpacked=g.settings.unpacked_limit_bytes)
+        config = checked.config.select(request.query_params.get("name"))
+    except packaging.ArchiveError as exc:
+        raise ApiError(413 if exc.code == "payload_too_large" else 400, exc.code, str(exc)) from None
+    except CrewConfigError as exc:
+        raise bad_request(str(exc), "invalid_config") from None
+    await g.ensure_project(project)
+    name = source_object(checked.digest)
+    if not await g.objects.exists(name):
+        await g.objects.put_bytes(name, data)
+    dep_id = new_id("dep")
+    created = DeploymentCreated(source_digest=checked.digest, source_size=checked.size,
+                                config=msgspec.to_builtins(config), name=config.name)
+    await g.commit_payload(created, project, dep_id, 0)
+    view = await g.rm.deployment(dep_id)
+    if view is None:
+        raise ApiError(503, "unavailable", "deployment accepted but the read model is behind")
+    view["warnings"] = checked.config.warnings
+    view["build_log_url"] = f"/v1/deployments/{dep_id}/build-log"
+    return Response(view, status_code=202)
+
+
+@get("/v1/deployments/{dep_id:str}")
+async def get_deployment(request: Request[Any, Any, Any], dep_id: str) -> dict[str, Any]:
+    return await gw(request).deployment(dep_id)
+
+
+@get("/v1/projects/{project:str}/deployments")
+async def list_deployments(request: Request[Any, Any, Any], project: str) -> dict[str, Any]:
+    g = gw(request)
+    await g.project(project_name(project))
+    return {"deployments": await g.rm.deployments(project)}
+
+
+@get("/v1/deployments/{dep_id:str}/build-log")
+async def build_log(request: Request[Any, Any, Any], dep_id: str) -> Any:
+    g = gw(request)
+    dep = await g.deployment(dep_id)
+    filt = subjects.aggregate_filter(dep["project"], "deployment", dep_id, g.store.prefix)
+    after = resume_after(request)
+    return stream_events(g.store, filt, (after or 0) + 1, is_last=lambda t: t in _BUILD_END)
+
+
+@post("/v1/projects/{project:str}/rollback", status_code=200)
+async def rollback(request: Request[Any, Any, Any], project: str) -> dict[str, Any]:
+    g = gw(request)
+    project = project_name(project)
+    body = await json_body(request)
+    dep_id = field(body, "deployment_id", str, required=True)
+    dep = await g.deployment(dep_id, ready=True)
+    if dep["project"] != project:
+        raise bad_request(f"deployment {dep_id} belongs to project {dep['project']}, not {project}")
+    if dep["status"] != "ready":
+        raise conflict(f"cannot roll back to deployment {dep_id}: its build {dep['status']}"
+                       if dep["status"] == "failed" else f"deployment {dep_id} is still building")
+    for _ in range(5):
+        state = fold_project(project, await g.store.load(project, "project", project))
+        promoted = DeploymentPromoted(deployment_id=dep_id, previous_deployment_id=state.current_deployment_id,
+                                      rollback=True)
+        try:
+            await g.commit_payload(promoted, project, project, state.version)
+        except ConcurrencyConflict:
+            continue
+        view = await g.rm.deployment(dep_id)
+        assert view is not None
+        return view
+    raise conflict("the project kept changing; try again")
+
+
+ROUTES = [create_deployment, get_deployment, list_deployments, build_log, rollback]

@@ -1,0 +1,69 @@
+"""API errors: every failure leaves as ``{"error": {"code", "message"}}`` with a 4xx/5xx status."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from crewyard.eventstore import StoreUnavailable
+from crewyard.objects import ObjectStoreError
+from litestar import Request, Response
+from litestar.exceptions import HTTPException
+
+log = logging.getLogger("crewyard.gateway")
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+def bad_request(message: str, code: str = "bad_request") -> ApiError:
+    return ApiError(400, code, message)
+
+
+def not_found(what: str) -> ApiError:
+    return ApiError(404, "not_found", f"{what} not found")
+
+
+def conflict(message: str) -> ApiError:
+    return ApiError(409, "conflict", message)
+
+
+def _body(status: int, code: str, message: str) -> Response[Any]:
+    return Response({"error": {"code": code, "message": message}}, status_code=status)
+
+
+def api_error(_: Request[Any, Any, Any], exc: ApiError) -> Response[Any]:
+    return _body(exc.status, exc.code, exc.message)
+
+
+_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
+          409: "conflict", 413: "payload_too_large", 415: "unsupported_media_type", 422: "unprocessable"}
+
+
+def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    message = exc.detail or "error"
+    extra = getattr(exc, "extra", None)
+    if exc.status_code == 400 and extra:
+        message = f"{message}: {extra}"
+    return _body(exc.status_code, _CODES.get(exc.status_code, "error"), str(message))
+
+
+def unavailable(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    return _body(503, "unavailable", f"a platform component is unavailable: {exc}")
+
+
+def internal(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    log.error("unhandled error", exc_info=exc)
+    return _body(500, "internal", "internal error; the gateway log has the details")
+
+
+HANDLERS: dict[type[Exception], Any] = {
+    Exception: internal,
+    ApiError: api_error,
+    HTTPException: http_error,
+    StoreUnavailable: unavailable,
+    ObjectStoreError: unavailable,
+}

@@ -1,0 +1,79 @@
+"""Projects and their environment variables (values are encrypted and never returned)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from crewyard.core.deployment_state import fold_project
+from crewyard.core.events import EnvSet, EnvUnset
+from litestar import Request, delete, get, put
+
+from .context import field, gw, json_body, project_name
+from .errors import bad_request, not_found
+from .sse import resume_after, stream_events
+
+_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+MAX_VALUE = 32 * 1024
+
+
+def _key(key: str) -> str:
+    if not _KEY.match(key):
+        raise bad_request(f"invalid environment variable name {key!r}: use letters, digits and _", "invalid_key")
+    if key.startswith("CREWYARD_"):
+        raise bad_request("names starting with CREWYARD_ are reserved for the platform", "invalid_key")
+    return key
+
+
+@get("/v1/projects")
+async def list_projects(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    return {"projects": await gw(request).rm.projects()}
+
+
+@get("/v1/projects/{project:str}")
+async def get_project(request: Request[Any, Any, Any], project: str) -> dict[str, Any]:
+    return await gw(request).project(project_name(project))
+
+
+@put("/v1/projects/{project:str}/env/{key:str}")
+async def set_env(request: Request[Any, Any, Any], project: str, key: str) -> dict[str, Any]:
+    g = gw(request)
+    project, key = project_name(project), _key(key)
+    value = field(await json_body(request), "value", str, required=True)
+    if len(value) > MAX_VALUE:
+        raise bad_request(f"value is longer than {MAX_VALUE} characters")
+    await g.ensure_project(project)
+    sealed = g.secrets.encrypt(project, key, value)
+    await g.commit_payload(EnvSet(key=key, value=sealed), project, project, None)
+    return {"key": key, "project": project}
+
+
+@get("/v1/projects/{project:str}/env")
+async def list_env(request: Request[Any, Any, Any], project: str) -> dict[str, Any]:
+    g = gw(request)
+    await g.project(project_name(project))
+    return {"env": await g.rm.env(project)}
+
+
+@delete("/v1/projects/{project:str}/env/{key:str}", status_code=200)
+async def unset_env(request: Request[Any, Any, Any], project: str, key: str) -> dict[str, Any]:
+    g = gw(request)
+    project, key = project_name(project), _key(key)
+    state = fold_project(project, await g.store.load(project, "project", project))
+    if key not in state.env:
+        raise not_found(f"environment variable {key} of project {project}")
+    await g.commit_payload(EnvUnset(key=key), project, project, None)
+    return {"key": key, "project": project, "deleted": True}
+
+
+@get("/v1/projects/{project:str}/events")
+async def project_events(request: Request[Any, Any, Any], project: str) -> Any:
+    """Every event of a project, live; with Last-Event-ID / ?after= it resumes, else starts now."""
+    g = gw(request)
+    project = project_name(project)
+    after = resume_after(request)
+    start = after + 1 if after is not None else await g.store.last_seq() + 1
+    return stream_events(g.store, f"{g.store.prefix}.{project}.>", start)
+
+
+ROUTES = [list_projects, get_project, set_env, list_env, unset_env, project_events]

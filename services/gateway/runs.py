@@ -1,0 +1,184 @@
+"""Runs: invoke, read, list, cancel, stream events, list and download artifacts."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import msgspec
+from crewyard.core import run_state as rs
+from crewyard.core import subjects
+from crewyard.core.events import TERMINAL_TYPES, RunQueued, make_event
+from crewyard.core.ids import is_id, new_id
+from crewyard.eventstore import ConcurrencyConflict
+from crewyard.workspace import artifact_object
+from litestar import Request, Response, get, post
+from litestar.response import Stream
+
+from .context import field, gw, json_body, project_name
+from .errors import ApiError, bad_request, conflict, not_found
+from .sse import closed_stream, resume_after, stream_events
+
+MAX_INPUT = 1024 * 1024
+_enc = msgspec.json.Encoder(order="sorted")
+
+
+def _request_hash(body: dict[str, Any]) -> str:
+    return hashlib.sha256(_enc.encode(body)).hexdigest()
+
+
+async def _resolve_deployment(request: Request[Any, Any, Any], body: dict[str, Any]) -> tuple[str, str]:
+    g = gw(request)
+    dep_id = field(body, "deployment_id", str)
+    project = field(body, "project", str)
+    legacy = field(body, "deployment", str)  # the reference product's older field: an id or a project
+    if legacy and not dep_id and not project:
+        dep_id, project = (legacy, None) if is_id(legacy, "dep") else (None, legacy)
+    if dep_id and project:
+        raise bad_request("give either deployment_id or project, not both")
+    if dep_id:
+        dep = await g.deployment(dep_id, ready=True)
+    elif project:
+        proj = await g.project(project_name(project), with_current=True)
+        if not proj["current_deployment_id"]:
+            raise conflict(f"project {project} has no ready deployment yet")
+        dep = await g.deployment(proj["current_deployment_id"])
+    else:
+        raise bad_request("deployment_id or project is required")
+    if dep["status"] != "ready":
+        raise conflict(f"deployment {dep['deployment_id']} is not ready (status: {dep['status']})")
+    return dep["deployment_id"], dep["project"]
+
+
+@post("/v1/runs", status_code=202)
+async def create_run(request: Request[Any, Any, Any]) -> Response[Any]:
+    g = gw(request)
+    body = await json_body(request)
+    payload = body.get("input", {})
+    if not isinstance(payload, dict):
+        raise bad_request("input must be a JSON object")
+    if len(_enc.encode(payload)) > MAX_INPUT:
+        raise ApiError(413, "payload_too_large", f"input is larger than {MAX_INPUT} bytes")
+    timeout = field(body, "timeout_s", (int, float))
+    if timeout is not None and timeout <= 0:
+        raise bad_request("timeout_s must be positive")
+    key = request.headers.get("idempotency-key")
+    request_hash = _request_hash(body) if key else None
+    if key:
+        if len(key) > 255:
+            raise bad_request("Idempotency-Key is longer than 255 characters")
+        existing = await g.rm.run_by_idempotency_key(key)
+        if existing is not None:
+            return _replayed(existing, request_hash)
+    dep_id, project = await _resolve_deployment(request, body)
+    run_id = new_id("run")
+    queued = RunQueued(deployment_id=dep_id, input=payload, timeout_s=timeout, idempotency_key=key,
+                       request_hash=request_hash)
+    # With a key, the event id is derived from it: a concurrent duplicate is dropped by the server.
+    event_id = "evt_idem_" + hashlib.sha256(key.encode()).hexdigest()[:40] if key else new_id("evt")
+    event = make_event(queued, project=project, aggregate_id=run_id, event_id=event_id)
+    seq = await g.store.append(event, expected_seq=0)
+    stored = (await g.store.get(seq)).decode().event
+    await g.rm.wait_for(seq)
+    run = await g.rm.run(stored.aggregate_id)
+    if run is None:
+        raise ApiError(503, "unavailable", "run accepted but the read model is behind; retry GET /v1/runs/" + run_id)
+    if stored.aggregate_id != run_id:
+        return _replayed(await g.rm.run_by_idempotency_key(key or "") or {}, request_hash)
+    run["events_url"] = f"/v1/runs/{run_id}/events"
+    return Response(run, status_code=202)
+
+
+def _replayed(row: dict[str, Any], request_hash: str | None) -> Response[Any]:
+    if row.get("request_hash") != request_hash:
+        raise ApiError(422, "idempotency_key_reused",
+                       "this Idempotency-Key was used with a different request body")
+    from crewyard.projector.readmodel import run_view
+
+    view = run_view(row)
+    view["events_url"] = f"/v1/runs/{view['id']}/events"
+    return Response(view, status_code=200)
+
+
+@get("/v1/runs/{run_id:str}")
+async def get_run(request: Request[Any, Any, Any], run_id: str) -> dict[str, Any]:
+    return await gw(request).run(run_id)
+
+
+@get("/v1/runs")
+async def list_runs(request: Request[Any, Any, Any]) -> dict[str, Any]:
+    q = request.query_params
+    try:
+        limit = int(q.get("limit", "20"))
+    except ValueError:
+        raise bad_request("limit must be a number") from None
+    if not 1 <= limit <= 500:
+        raise bad_request("limit must be between 1 and 500")
+    status = q.get("status")
+    if status and status not in ("pending", "running", "succeeded", "failed", "canceled"):
+        raise bad_request(f"unknown status {status!r}")
+    project = q.get("project")
+    runs, cursor = await gw(request).rm.runs(project=project, status=status, limit=limit, cursor=q.get("cursor"))
+    return {"runs": runs, "next_cursor": cursor}
+
+
+@post("/v1/runs/{run_id:str}/cancel", status_code=200)
+async def cancel_run(request: Request[Any, Any, Any], run_id: str) -> dict[str, Any]:
+    g = gw(request)
+    for _ in range(5):
+        state = rs.fold(run_id, await g.store.load_any("run", run_id))
+        if not state.exists:
+            raise not_found(f"run {run_id}")
+        try:
+            payload = rs.decide_cancel(state)
+        except rs.InvalidTransition as exc:
+            if state.status == rs.RUNNING:  # already asked: cancel is idempotent while it takes effect
+                return {"success": True, "status": "canceling"}
+            raise bad_request(str(exc)) from None
+        try:
+            await g.commit_payload(payload, state.project, run_id, state.version)
+        except ConcurrencyConflict:
+            continue
+        return {"success": True, "status": "canceled" if state.status == rs.PENDING else "canceling"}
+    raise conflict("the run kept changing; try again")
+
+
+@get("/v1/runs/{run_id:str}/events")
+async def run_events(request: Request[Any, Any, Any], run_id: str) -> Any:
+    g = gw(request)
+    after = resume_after(request)
+    run = await g.run(run_id)
+    filt = subjects.any_project_aggregate_filter("run", run_id, g.store.prefix)
+    if after is not None and run["status"] in rs.TERMINAL:
+        last = await g.store.load_raw(filt, start_seq=after + 1, batch=1)
+        if not last:
+            return closed_stream()
+    return stream_events(g.store, filt, (after or 0) + 1, is_last=lambda t: t in TERMINAL_TYPES)
+
+
+@get("/v1/runs/{run_id:str}/artifacts")
+async def list_artifacts(request: Request[Any, Any, Any], run_id: str) -> dict[str, Any]:
+    g = gw(request)
+    await g.run(run_id)
+    return {"artifacts": await g.rm.artifacts(run_id)}
+
+
+@get("/v1/runs/{run_id:str}/artifacts/{name:path}")
+async def download_artifact(request: Request[Any, Any, Any], run_id: str, name: str) -> Stream:
+    g = gw(request)
+    art = await g.rm.artifact(run_id, name.lstrip("/"))
+    if art is None:
+        raise not_found(f"artifact {name.lstrip('/')} of run {run_id}")
+    data = await g.objects.get_bytes(artifact_object(art["sha256"]))
+    filename = art["name"].rsplit("/", 1)[-1]
+
+    async def body() -> Any:
+        for i in range(0, len(data), 1 << 16):
+            yield data[i : i + (1 << 16)]
+
+    return Stream(body(), media_type=art["content_type"], headers={
+        "Content-Length": str(len(data)), "Content-Disposition": f'attachment; filename="{filename}"',
+        "X-Content-SHA256": art["sha256"]})
+
+
+ROUTES = [create_run, get_run, list_runs, cancel_run, run_events, list_artifacts, download_artifact]

@@ -1,0 +1,178 @@
+"""How each event changes the read model: one small function per event type.
+
+Only the event (its data, time and sequence) decides what is written, never the clock, so a
+rebuild from sequence 1 reproduces the read model exactly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiosqlite
+import msgspec
+from crewyard.core.events import (
+    ArtifactStored,
+    BuildStarted,
+    DeploymentCreated,
+    DeploymentFailed,
+    DeploymentPromoted,
+    DeploymentReady,
+    EnvSet,
+    EnvUnset,
+    Event,
+    ProjectCreated,
+    RunCanceled,
+    RunCancelRequested,
+    RunCompleted,
+    RunFailed,
+    RunQueued,
+    RunStarted,
+)
+
+Handler = Callable[[aiosqlite.Connection, int, Event], Awaitable[None]]
+_json = msgspec.json.Encoder()
+
+
+def _ts(event: Event) -> str:
+    return event.time.isoformat()
+
+
+def _dumps(value: Any) -> str:
+    return _json.encode(value).decode()
+
+
+async def project_created(db: aiosqlite.Connection, seq: int, e: Event) -> None:
+    await db.execute("INSERT OR IGNORE INTO projects (name, created_at) VALUES (?, ?)", (e.project, _ts(e)))
+
+
+async def deployment_promoted(db: aiosqlite.Connection, seq: int, e: Event) -> None:
+    assert isinstance(e.data, DeploymentPromoted)
+    await db.execute("UPDATE projects SET current_deployment_id = ? WHERE name = ?",
+                     (e.data.deployment_id, e.project))
+
+
+async def env_set(db: aiosqlite.Connection, seq: int, e: Event) -> None:
+    assert isinstance(e.data, EnvSet)
+    await db.execute("INSERT OR REPLACE INTO env (project, key, updated_at) VALUES (?, ?, ?)",
+                     (e.project, e.data.key, _ts(e)))
+
+
+async def env_unset(db: aiosqlite.Connection, seq: int, e: Event) -> None:
+    assert isinstance(e.data, EnvUnset)
+    await db.execute("DELETE FROM env WHERE project = ? AND key = ?", (e.project, e.data.key))
+
+
+async def deployment_created(db: aiosqlite.Connection, seq: int, e: Event) -> None:
+    d = e.data
+    assert isinstance(d, DeploymentCreated)
+    await db.execute(
+        "INSERT OR IGNORE INTO deployments (id, project, name, status, source_digest, source_size, config,"
+        " created_at) VALUES (?, ?, ?, 'building', ?, ?, ?, ?)",
+        (e.aggregate_id, e.project, d.name, d.source_digest, d.source_size, _dumps(d.config), _ts(e)),
+    )
+
+
+async def build_started(db: aiosqlite.Connection, seq: int, e: Event) -> None:
+    assert isinstance(e.data, BuildStarted)
+    await db.execute("UPDATE deployments SET build_started_at = ?, backend = ? WHERE id = ?",
+                     (_ts(e), e.data.backend, e.aggregate_id))
+
+
+async def deployment_ready(db: aiosqlite.Connection, seq: int, e: Event) -> None:
+    d = e.data
+    assert isinstance(d, DeploymentReady)
+    await db.execute(
+        "UPDATE deployments SET status = 'ready', ready_at = ?, env_digest = ?, backend = ?, image = ?,"
+        " cached = ?, build_duration_ms = ? WHERE id = ?",
+        (_ts(e), d.env_digest, d.backend, d.image, int(d.cached), d.duration_ms, e.aggregate_id),
+    )
+    # A deployment that becomes ready is its project's current one; rollbacks promote explicitly.
+    await db.execute("UPDATE projects SET current_deployment_id = ? WHERE name = ?", (e.aggregate_id, e.project))
+
+
+async def deployment_failed(db: aiosqlite.Connection, seq: int, e: Event) -> None:
+    assert isinstance(e.data, DeploymentFailed)
+    await db.execute("UPDATE deployments SET status = 'failed', error_message = ? WHERE id = ?",
+                     (e.data.error_message, e.aggregate_id))
+
+
+async def run_queued(db: aiosqlite.Connection, seq: int, e: Event) -> None:
+    d = e.data
+    assert isinstance(d, RunQueued)
+    await db.execute(
+        "INSERT OR IGNORE INTO runs (id, project, deployment_id, status, input, created_at, timeout_s,"
+        " idempotency_key, request_hash, last_seq) VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?)",
+        (e.aggregate_id, e.project, d.deployment_id, _dumps(d.input), _ts(e), d.timeout_s,
+         d.idempotency_key, d.request_hash, seq),
+    )
+
+
+async def run_started(db: aiosqlite.Connection, seq: int, e: Event) -> None:
+    d = e.data
+    assert isinstance(d, RunStarted)
+    await db.execute(
+        "UPDATE runs SET status = 'running', started_at = COALESCE(started_at, ?), attempt = ?, backend = ?,"
+        " isolated = ?, runner_id = ?, last_seq = ? WHERE id = ?",
+        (_ts(e), d.attempt, d.backend, int(d.isolated), d.runner_id, seq, e.aggregate_id),
+    )
+
+
+async def run_cancel_requested(db: aiosqlite.Connection, seq: int, e: Event) -> None:
+    await db.execute("UPDATE runs SET cancel_requested = 1, last_seq = ? WHERE id = ?", (seq, e.aggregate_id))
+
+
+async def _terminal(db: aiosqlite.Connection, seq: int, e: Event, status: str, output: str | None,
+                    error: str | None, reason: str | None, duration_ms: int) -> None:
+    await db.execute(
+        "UPDATE runs SET status = ?, output = ?, error_message = ?, error_reason = ?, completed_at = ?,"
+        " duration_ms = ?, last_seq = ? WHERE id = ?",
+        (status, output, error, reason, _ts(e), duration_ms, seq, e.aggregate_id),
+    )
+
+
+async def run_completed(db: aiosqlite.Connection, seq: int, e: Event) -> None:
+    d = e.data
+    assert isinstance(d, RunCompleted)
+    await _terminal(db, seq, e, "succeeded", _dumps(d.output), None, None, d.duration_ms)
+
+
+async def run_failed(db: aiosqlite.Connection, seq: int, e: Event) -> None:
+    d = e.data
+    assert isinstance(d, RunFailed)
+    await _terminal(db, seq, e, "failed", None, d.error_message, d.reason, d.duration_ms)
+
+
+async def run_canceled(db: aiosqlite.Connection, seq: int, e: Event) -> None:
+    d = e.data
+    assert isinstance(d, RunCanceled)
+    await _terminal(db, seq, e, "canceled", None, None, d.reason, d.duration_ms)
+
+
+async def artifact(db: aiosqlite.Connection, seq: int, e: Event) -> None:
+    d = e.data
+    assert isinstance(d, ArtifactStored)
+    await db.execute(
+        "INSERT OR REPLACE INTO artifacts (run_id, name, size, content_type, sha256, created_at)"
+        " VALUES (?, ?, ?, ?, ?, ?)",
+        (e.aggregate_id, d.name, d.size, d.content_type, d.sha256, _ts(e)),
+    )
+
+
+HANDLERS: dict[str, Handler] = {
+    ProjectCreated.TYPE: project_created,
+    DeploymentPromoted.TYPE: deployment_promoted,
+    EnvSet.TYPE: env_set,
+    EnvUnset.TYPE: env_unset,
+    DeploymentCreated.TYPE: deployment_created,
+    BuildStarted.TYPE: build_started,
+    DeploymentReady.TYPE: deployment_ready,
+    DeploymentFailed.TYPE: deployment_failed,
+    RunQueued.TYPE: run_queued,
+    RunStarted.TYPE: run_started,
+    RunCancelRequested.TYPE: run_cancel_requested,
+    RunCompleted.TYPE: run_completed,
+    RunFailed.TYPE: run_failed,
+    RunCanceled.TYPE: run_canceled,
+    ArtifactStored.TYPE: artifact,
+}

@@ -1,0 +1,170 @@
+"""Queries over the read model (used by the gateway), and waiting until it has caught up."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import msgspec
+
+from .service import open_db, position
+
+_json = msgspec.json.Decoder()
+
+
+def _row(cur: aiosqlite.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:
+    return {col[0]: row[i] for i, col in enumerate(cur.description)}
+
+
+def run_view(row: dict[str, Any]) -> dict[str, Any]:
+    """A run as the API shows it (field names of the reference product)."""
+    return {
+        "id": row["id"],
+        "run_id": row["id"],
+        "project": row["project"],
+        "deployment_id": row["deployment_id"],
+        "status": row["status"],
+        "input": _json.decode(row["input"]),
+        "output": _json.decode(row["output"]) if row["output"] is not None else None,
+        "error_message": row["error_message"],
+        "error_reason": row["error_reason"],
+        "created_at": row["created_at"],
+        "started_at": row["started_at"],
+        "completed_at": row["completed_at"],
+        "duration_ms": row["duration_ms"],
+        "attempt": row["attempt"],
+        "backend": row["backend"],
+        "isolated": None if row["isolated"] is None else bool(row["isolated"]),
+        "cancel_requested": bool(row["cancel_requested"]),
+        "timeout_s": row["timeout_s"],
+    }
+
+
+def deployment_view(row: dict[str, Any], current: str | None) -> dict[str, Any]:
+    return {
+        "deployment_id": row["id"],
+        "id": row["id"],
+        "project": row["project"],
+        "name": row["name"],
+        "status": row["status"],
+        "current": row["id"] == current,
+        "source_digest": row["source_digest"],
+        "source_size": row["source_size"],
+        "config": _json.decode(row["config"]),
+        "created_at": row["created_at"],
+        "ready_at": row["ready_at"],
+        "backend": row["backend"],
+        "image": row["image"],
+        "env_digest": row["env_digest"],
+        "cached": None if row["cached"] is None else bool(row["cached"]),
+        "build_duration_ms": row["build_duration_ms"],
+        "error_message": row["error_message"],
+    }
+
+
+class ReadModel:
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self.db = db
+        self.db.row_factory = _row  # type: ignore[assignment]
+
+    @classmethod
+    async def open(cls, path: Path) -> ReadModel:
+        return cls(await open_db(path))
+
+    async def close(self) -> None:
+        await self.db.close()
+
+    async def _one(self, sql: str, args: tuple[Any, ...]) -> dict[str, Any] | None:
+        async with self.db.execute(sql, args) as cur:
+            row = await cur.fetchone()
+        return row  # type: ignore[return-value]
+
+    async def _all(self, sql: str, args: tuple[Any, ...]) -> list[dict[str, Any]]:
+        async with self.db.execute(sql, args) as cur:
+            rows = await cur.fetchall()
+        return list(rows)  # type: ignore[arg-type]
+
+    async def position(self) -> int:
+        return await position(self.db)
+
+    async def wait_for(self, seq: int, timeout: float = 5.0) -> bool:
+        """Wait until the projector has applied ``seq`` (read-your-writes); False on timeout."""
+        deadline = time.monotonic() + timeout
+        delay = 0.002
+        while await position(self.db) < seq:
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.05)
+        return True
+
+    async def catch_up(self, last_seq: int, timeout: float = 2.0) -> bool:
+        """After a miss: wait until everything stored so far is applied (the caller saw it elsewhere)."""
+        return await self.wait_for(last_seq, timeout)
+
+    async def run(self, run_id: str) -> dict[str, Any] | None:
+        row = await self._one("SELECT * FROM runs WHERE id = ?", (run_id,))
+        return run_view(row) if row else None
+
+    async def run_by_idempotency_key(self, key: str) -> dict[str, Any] | None:
+        row = await self._one("SELECT * FROM runs WHERE idempotency_key = ? ORDER BY id LIMIT 1", (key,))
+        return row
+
+    async def runs(self, *, project: str | None, status: str | None, limit: int,
+                   cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+        where, args = [], []
+        for col, val in (("project", project), ("status", status)):
+            if val:
+                where.append(f"{col} = ?")
+                args.append(val)
+        if cursor:
+            where.append("id < ?")
+            args.append(cursor)
+        sql = "SELECT * FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
+        rows = await self._all(sql + " ORDER BY id DESC LIMIT ?", (*args, limit + 1))
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return [run_view(r) for r in rows], (rows[-1]["id"] if more else None)
+
+    async def artifacts(self, run_id: str) -> list[dict[str, Any]]:
+        return await self._all(
+            "SELECT name, size, content_type, sha256, created_at FROM artifacts WHERE run_id = ? ORDER BY name",
+            (run_id,))
+
+    async def artifact(self, run_id: str, name: str) -> dict[str, Any] | None:
+        return await self._one(
+            "SELECT name, size, content_type, sha256, created_at FROM artifacts WHERE run_id = ? AND name = ?",
+            (run_id, name))
+
+    async def project(self, name: str) -> dict[str, Any] | None:
+        return await self._one("SELECT * FROM projects WHERE name = ?", (name,))
+
+    async def projects(self) -> list[dict[str, Any]]:
+        return await self._all("SELECT * FROM projects ORDER BY name", ())
+
+    async def deployment(self, dep_id: str) -> dict[str, Any] | None:
+        row = await self._one("SELECT * FROM deployments WHERE id = ?", (dep_id,))
+        if row is None:
+            return None
+        proj = await self.project(row["project"])
+        return deployment_view(row, proj["current_deployment_id"] if proj else None)
+
+    async def deployments(self, project: str) -> list[dict[str, Any]]:
+        proj = await self.project(project)
+        current = proj["current_deployment_id"] if proj else None
+        rows = await self._all("SELECT * FROM deployments WHERE project = ? ORDER BY id DESC", (project,))
+        return [deployment_view(r, current) for r in rows]
+
+    async def env(self, project: str) -> list[dict[str, Any]]:
+        return await self._all("SELECT key, updated_at FROM env WHERE project = ? ORDER BY key", (project,))
+
+    async def dump(self) -> dict[str, list[tuple[Any, ...]]]:
+        """Every row of every table, for comparing two read models."""
+        out: dict[str, list[tuple[Any, ...]]] = {}
+        for table in ("projects", "deployments", "runs", "artifacts", "env", "projector_position"):
+            rows = await self._all(f"SELECT * FROM {table}", ())
+            out[table] = sorted(tuple(r.values()) for r in rows)
+        return out

@@ -1,0 +1,83 @@
+"""The SQLite read model's tables. Derived data only: ``rebuild`` recreates it from the stream."""
+
+from __future__ import annotations
+
+TABLES = ("projects", "deployments", "runs", "artifacts", "env")
+
+DDL = """
+CREATE TABLE IF NOT EXISTS projector_position (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    seq INTEGER NOT NULL
+);
+INSERT OR IGNORE INTO projector_position (id, seq) VALUES (1, 0);
+
+CREATE TABLE IF NOT EXISTS projects (
+    name TEXT PRIMARY KEY,
+    created_at TEXT NOT NULL,
+    current_deployment_id TEXT
+);
+
+CREATE TABLE IF NOT EXISTS deployments (
+    id TEXT PRIMARY KEY,
+    project TEXT NOT NULL,
+    name TEXT,
+    status TEXT NOT NULL,
+    source_digest TEXT NOT NULL,
+    source_size INTEGER NOT NULL,
+    config TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    build_started_at TEXT,
+    ready_at TEXT,
+    env_digest TEXT,
+    backend TEXT,
+    image TEXT,
+    cached INTEGER,
+    build_duration_ms INTEGER,
+    error_message TEXT
+);
+CREATE INDEX IF NOT EXISTS deployments_project ON deployments (project, id);
+
+CREATE TABLE IF NOT EXISTS runs (
+    id TEXT PRIMARY KEY,
+    project TEXT NOT NULL,
+    deployment_id TEXT NOT NULL,
+    status TEXT NOT NULL,
+    input TEXT NOT NULL,
+    output TEXT,
+    error_message TEXT,
+    error_reason TEXT,
+    created_at TEXT NOT NULL,
+    started_at TEXT,
+    completed_at TEXT,
+    duration_ms INTEGER,
+    attempt INTEGER NOT NULL DEFAULT 0,
+    backend TEXT,
+    isolated INTEGER,
+    runner_id TEXT,
+    cancel_requested INTEGER NOT NULL DEFAULT 0,
+    timeout_s REAL,
+    idempotency_key TEXT,
+    request_hash TEXT,
+    last_seq INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS runs_project ON runs (project, id);
+CREATE INDEX IF NOT EXISTS runs_status ON runs (status, id);
+CREATE INDEX IF NOT EXISTS runs_idempotency ON runs (idempotency_key);
+
+CREATE TABLE IF NOT EXISTS artifacts (
+    run_id TEXT NOT NULL,
+    name TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    content_type TEXT NOT NULL,
+    sha256 TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (run_id, name)
+);
+
+CREATE TABLE IF NOT EXISTS env (
+    project TEXT NOT NULL,
+    key TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (project, key)
+);
+"""

@@ -1,0 +1,138 @@
+"""The projector: applies every event to the SQLite read model, in order, exactly once.
+
+Its position (the last applied stream sequence) is written in the same transaction as the rows,
+so a crash at any point neither loses nor repeats an update. The position in the database is the
+truth: before each batch the projector checks it, and if a rebuild moved it, follows again from
+there. ``rebuild`` clears the tables and replays the stream from sequence 1 in one transaction.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from pathlib import Path
+
+import aiosqlite
+from crewyard.core import subjects
+from crewyard.core.events import UnknownEventType
+from crewyard.eventstore import EventStore, RawEvent, StoreUnavailable
+
+from .handlers import HANDLERS
+from .schema import DDL, TABLES
+
+log = logging.getLogger("crewyard.projector")
+BATCH = 2000
+
+
+async def open_db(path: Path) -> aiosqlite.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = await aiosqlite.connect(path, isolation_level=None)
+    await db.execute("PRAGMA journal_mode=WAL")
+    await db.execute("PRAGMA synchronous=NORMAL")
+    await db.execute("PRAGMA busy_timeout=30000")
+    await db.executescript(DDL)
+    return db
+
+
+async def position(db: aiosqlite.Connection) -> int:
+    async with db.execute("SELECT seq AS seq FROM projector_position WHERE id = 1") as cur:
+        row = await cur.fetchone()
+    if row is None:
+        return 0
+    return int(row["seq"] if isinstance(row, dict) else row[0])
+
+
+async def apply(db: aiosqlite.Connection, raw: RawEvent, prefix: str) -> None:
+    event_type = subjects.parse_subject(raw.subject, prefix)[3]
+    handler = HANDLERS.get(event_type)
+    if handler is None:
+        return  # logs, tool events …: not part of any read model
+    try:
+        rec = raw.decode()
+    except UnknownEventType as exc:
+        log.warning("skipping event %d: %s", raw.seq, exc)
+        return
+    await handler(db, rec.seq, rec.event)
+
+
+class Projector:
+    def __init__(self, store: EventStore, db_path: Path) -> None:
+        self.store = store
+        self.db_path = db_path
+
+    async def run(self, stop: asyncio.Event) -> None:
+        db = await open_db(self.db_path)
+        try:
+            while not stop.is_set():
+                try:
+                    await self._follow(db, stop)
+                except StoreUnavailable:
+                    log.warning("event store unavailable; retrying")
+                    await asyncio.sleep(1.0)
+        finally:
+            await db.close()
+
+    async def _follow(self, db: aiosqlite.Connection, stop: asyncio.Event) -> None:
+        pos = await position(db)
+        async with self.store.follow(subjects.all_events(self.store.prefix), start_seq=pos + 1) as queue:
+            while not stop.is_set():
+                try:
+                    first = await asyncio.wait_for(queue.get(), 1.0)
+                except TimeoutError:
+                    continue
+                batch = [first]
+                while len(batch) < BATCH and not queue.empty():
+                    batch.append(queue.get_nowait())
+                moved = await self._apply_batch(db, pos, batch)
+                if moved is None:
+                    return  # position changed under us (rebuild): follow again from the stored one
+                pos = moved
+
+    async def _apply_batch(self, db: aiosqlite.Connection, pos: int, batch: list[RawEvent]) -> int | None:
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            if await position(db) != pos:
+                await db.execute("ROLLBACK")
+                return None
+            for raw in batch:
+                if raw.seq <= pos:
+                    continue  # an ordered consumer never repeats, but a resubscribe may overlap
+                await apply(db, raw, self.store.prefix)
+                pos = raw.seq
+            await db.execute("UPDATE projector_position SET seq = ? WHERE id = 1", (pos,))
+            await db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await db.execute("ROLLBACK")
+            raise
+        return pos
+
+
+async def rebuild(store: EventStore, db_path: Path) -> int:
+    """Drop the read model and replay the whole stream; returns the number of events read."""
+    db = await open_db(db_path)
+    try:
+        last = await store.last_seq()
+        count = 0
+        await db.execute("BEGIN IMMEDIATE")
+        try:
+            for table in TABLES:
+                await db.execute(f"DELETE FROM {table}")
+            pos = 0
+            if last > 0:
+                async with store.follow(subjects.all_events(store.prefix), start_seq=1) as queue:
+                    while pos < last:
+                        raw = await asyncio.wait_for(queue.get(), 30.0)
+                        await apply(db, raw, store.prefix)
+                        pos = raw.seq
+                        count += 1
+            await db.execute("UPDATE projector_position SET seq = ? WHERE id = 1", (pos,))
+            await db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                await db.execute("ROLLBACK")
+            raise
+        return count
+    finally:
+        await db.close()

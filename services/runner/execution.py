@@ -1,0 +1,208 @@
+"""Executing one run on a backend and turning everything it does into events.
+
+The run's own state decides: a run that is already terminal is skipped; one found ``running``
+when its message is delivered again belongs to a runner that is gone (orphaned) and is ended
+``failed`` with reason ``runner_lost``. Every path ends the run in exactly one terminal event,
+appended with the aggregate's expected sequence so that a racing writer cannot add a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+from crewyard.core import run_state as rs
+from crewyard.core.crewfile import CrewConfig, memory_bytes
+from crewyard.core.events import (
+    CREW_EMITTABLE,
+    PAYLOAD_TYPES,
+    Log,
+    Payload,
+    RunCanceled,
+    RunCompleted,
+    RunFailed,
+    make_event,
+)
+from crewyard.core.ids import new_id
+from crewyard.eventstore import ConcurrencyConflict, EventStore
+from crewyard.secrets import redact
+
+from .backends import BackendError, ExitStatus, Limits, RunHandle
+from .protocol import CrewError, CrewEvent, LogLine, Result, decode_line
+
+MAX_STACK = 20_000
+
+
+class Emitter:
+    """Chatty run events, pipelined; the terminal event goes through :func:`finish`."""
+
+    def __init__(self, store: EventStore, project: str, run_id: str, secrets: list[str]) -> None:
+        self.store, self.project, self.run_id, self.secrets = store, project, run_id, secrets
+        self._pending: list[asyncio.Future[Any]] = []
+
+    async def emit(self, payload: Payload) -> None:
+        event = make_event(payload, project=self.project, aggregate_id=self.run_id, event_id=new_id("evt"))
+        self._pending.append(await self.store.append_nowait(event))
+        if len(self._pending) > 500:
+            await self.flush()
+
+    async def log(self, message: str, level: str = "info", stream: str = "runner") -> None:
+        await self.emit(Log(message=redact(message, self.secrets), level=level, stream=stream,
+                            timestamp=datetime.now(UTC).isoformat()))
+
+    async def flush(self) -> None:
+        pending, self._pending = self._pending, []
+        if pending:
+            await asyncio.gather(*pending, return_exceptions=True)
+
+
+async def finish(store: EventStore, project: str, run_id: str, outcome: Payload) -> bool:
+    """Append the terminal event unless the run already ended; True when ours was written."""
+    for _ in range(10):
+        state = rs.fold(run_id, await store.load(project, "run", run_id))
+        if state.is_terminal:
+            return False
+        if isinstance(outcome, RunFailed) and state.status == rs.PENDING:
+            payload: Payload = outcome  # failing before start (e.g. deployment gone) is legal too
+        else:
+            try:
+                payload = rs.decide_finish(state, outcome)
+            except rs.InvalidTransition:
+                return False
+        event = make_event(payload, project=project, aggregate_id=run_id, event_id=new_id("evt"))
+        try:
+            await store.append(event, expected_seq=state.version)
+            return True
+        except ConcurrencyConflict:
+            continue  # someone appended meanwhile (a cancel request, usually): decide again
+    return False
+
+
+class Outcome(msgspec.Struct):
+    result: Result | None = None
+    error: CrewError | None = None
+    stderr_tail: list[str] = msgspec.field(default_factory=list)
+
+
+def limits_for(config: CrewConfig) -> Limits:
+    return Limits(
+        memory_bytes=memory_bytes(config.memory) or 1024 * 1024 * 1024,
+        cpus=config.cpus or 1.0,
+        pids=config.pids or 256,
+        network=config.network,
+    )
+
+
+async def pump_output(handle: RunHandle, emitter: Emitter, outcome: Outcome) -> None:
+    async for stream, raw in handle.output():
+        line = redact(raw.decode("utf-8", errors="replace"), emitter.secrets).encode()
+        msg = decode_line(line) if stream == "proto" else None
+        if isinstance(msg, LogLine):
+            await emitter.log(msg.message, msg.level, msg.stream)
+        elif isinstance(msg, CrewEvent):
+            await _crew_event(emitter, msg)
+        elif isinstance(msg, Result):
+            outcome.result = msg
+        elif isinstance(msg, CrewError):
+            outcome.error = msg
+        else:
+            text = line.decode(errors="replace")
+            outcome.stderr_tail = [*outcome.stderr_tail[-19:], text]
+            await emitter.log(text, "warning" if stream == "stderr" else "info", stream)
+
+
+async def _crew_event(emitter: Emitter, msg: CrewEvent) -> None:
+    if msg.type not in CREW_EMITTABLE:
+        await emitter.log(f"crew emitted unknown event type {msg.type!r}; ignored", "warning")
+        return
+    try:
+        payload = msgspec.convert(msg.data, PAYLOAD_TYPES[msg.type])
+    except msgspec.ValidationError as exc:
+        await emitter.log(f"crew emitted an invalid {msg.type} event ({exc}); ignored", "warning")
+        return
+    await emitter.emit(payload)
+
+
+def decide_outcome(
+    *,
+    outcome: Outcome,
+    status: ExitStatus | None,
+    canceled: str | None,
+    timed_out: float | None,
+    started: float,
+    limits: Limits,
+) -> Payload:
+    duration_ms = int((time.monotonic() - started) * 1000)
+    if canceled is not None:
+        return RunCanceled(reason=canceled, duration_ms=duration_ms)
+    if timed_out is not None:
+        return RunFailed(reason="timeout", error_message=f"Run timed out after {timed_out:g}s",
+                         duration_ms=duration_ms)
+    if outcome.result is not None and status is not None and status.code == 0:
+        return RunCompleted(output=outcome.result.output, duration_ms=duration_ms)
+    if outcome.error is not None:
+        err = outcome.error
+        reason = "out_of_memory" if err.error_type == "MemoryError" else "crew_error"
+        message = err.message if reason == "crew_error" else f"Run ran out of memory: {err.message}"
+        return RunFailed(reason=reason, error_message=message, error_type=err.error_type,
+                         stack_trace=(err.traceback or "")[-MAX_STACK:] or None, duration_ms=duration_ms)
+    if status is not None and status.oom_killed:
+        limit = f" ({(limits.memory_bytes or 0) // (1 << 20)} MiB limit)" if limits.memory_bytes else ""
+        return RunFailed(reason="out_of_memory", error_message=f"Run was killed: out of memory{limit}",
+                         duration_ms=duration_ms)
+    code = status.code if status else None
+    tail = "\n".join(outcome.stderr_tail[-10:])
+    how = f"was killed by signal {status.signal}" if status and status.signal else f"exited with code {code}"
+    message = f"crew process {how} before reporting a result"
+    return RunFailed(reason="crew_error", error_message=message, stack_trace=tail or None, duration_ms=duration_ms)
+
+
+async def supervise(
+    handle: RunHandle,
+    emitter: Emitter,
+    *,
+    timeout_s: float,
+    cancel: asyncio.Event,
+    grace_s: float,
+    heartbeat: Callable[[], Awaitable[None]],
+    heartbeat_every: float,
+) -> tuple[Outcome, ExitStatus | None, bool, bool]:
+    """Run until the crew exits, times out or is canceled. Returns (outcome, exit, timed_out, canceled)."""
+    outcome = Outcome()
+    pump = asyncio.create_task(pump_output(handle, emitter, outcome))
+    waiter = asyncio.create_task(handle.wait())
+    canceler = asyncio.create_task(cancel.wait())
+    deadline = time.monotonic() + timeout_s
+    timed_out = canceled = False
+    try:
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                timed_out = True
+                break
+            done, _ = await asyncio.wait({waiter, canceler}, timeout=min(left, heartbeat_every),
+                                         return_when=asyncio.FIRST_COMPLETED)
+            if waiter in done:
+                break
+            if canceler in done:
+                canceled = True
+                break
+            await heartbeat()
+        if timed_out or canceled:
+            await handle.kill(grace_s)
+        status: ExitStatus | None
+        try:
+            status = await asyncio.wait_for(asyncio.shield(waiter), grace_s + 30)
+        except (TimeoutError, BackendError):
+            status = None
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(asyncio.shield(pump), 10)
+    finally:
+        for task in (pump, waiter, canceler):
+            task.cancel()
+    return outcome, status, timed_out, canceled

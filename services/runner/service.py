@@ -1,0 +1,221 @@
+"""The runner service: takes queued runs from a durable consumer shared by every runner.
+
+Each instance runs up to ``runner_concurrency`` runs at once and fetches a new message only when
+it has a free slot, so JetStream balances work across instances and machines. While a run is
+executing its message is kept alive with ``in_progress``; if this process dies, the message is
+delivered again after ``ack_wait`` to another runner, which finds the run orphaned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import msgspec
+from crewyard.builder.backends._base import BuildFailed, BuildRequest
+from crewyard.builder.backends.venv import VenvBuilder
+from crewyard.core import run_state as rs
+from crewyard.core import subjects
+from crewyard.core.crewfile import CrewConfig
+from crewyard.core.deployment_state import READY, fold_deployment, fold_project
+from crewyard.core.events import RunCanceled, RunFailed, make_event
+from crewyard.core.ids import new_id
+from crewyard.eventstore import ConcurrencyConflict, EventStore, StoreUnavailable, WorkItem, WorkQueue
+from crewyard.objects import ObjectStore, ObjectStoreError
+from crewyard.secrets import SecretBox, SecretError
+from crewyard.settings import Settings
+from crewyard.workspace import Workspace
+
+from .artifacts import collect
+from .backends import BackendError, ExecutionBackend, RunSpec
+from .execution import Emitter, decide_outcome, finish, limits_for, supervise
+
+log = logging.getLogger("crewyard.runner")
+ACK_WAIT = 30.0
+
+
+class Runner:
+    def __init__(self, settings: Settings, store: EventStore, objects: ObjectStore,
+                 backend: ExecutionBackend, secrets: SecretBox) -> None:
+        self.settings = settings
+        self.store = store
+        self.objects = objects
+        self.backend = backend
+        self.secrets = secrets
+        self.workspace = Workspace(settings.cache_dir, objects)
+        self.venvs = VenvBuilder(settings.cache_dir)
+        self.queue = WorkQueue(store, "runner", subjects.type_filter("run.queued", "run", store.prefix),
+                               ack_wait=ACK_WAIT, max_deliver=20)
+        self.active: dict[str, asyncio.Event] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        await self.queue.start()
+        removed = await self.backend.cleanup_orphans(self.settings.runner_id)
+        if removed:
+            log.warning("removed %d orphaned run environments", removed)
+        listener = asyncio.create_task(self._listen_for_cancels(stop))
+        slots = asyncio.Semaphore(self.settings.runner_concurrency)
+        try:
+            while not stop.is_set():
+                await slots.acquire()
+                try:
+                    items = await self.queue.fetch(1, timeout=1.0)
+                except StoreUnavailable:
+                    items = []
+                if not items:
+                    slots.release()
+                    continue
+                task = asyncio.create_task(self._guarded(items[0]))
+                self._tasks.add(task)
+                task.add_done_callback(lambda t: (self._tasks.discard(t), slots.release()))
+        finally:
+            listener.cancel()
+            for cancel in self.active.values():
+                cancel.set()
+            if self._tasks:
+                await asyncio.wait(self._tasks, timeout=self.settings.cancel_grace_s + 20)
+
+    async def _listen_for_cancels(self, stop: asyncio.Event) -> None:
+        start = await self.store.last_seq() + 1
+        filt = subjects.type_filter("run.cancel_requested", "run", self.store.prefix)
+        async with self.store.follow(filt, start_seq=start) as queue:
+            while not stop.is_set():
+                raw = await queue.get()
+                _, _, run_id, _ = subjects.parse_subject(raw.subject, self.store.prefix)
+                event = self.active.get(run_id)
+                if event is not None:
+                    event.set()
+
+    async def _guarded(self, item: WorkItem) -> None:
+        try:
+            await self._handle(item)
+        except StoreUnavailable:
+            log.exception("event store unavailable; run will be delivered again")
+            await item.nak(delay=2.0)
+        except Exception:
+            log.exception("runner failed handling %s", item.event.subject)
+            await item.nak(delay=5.0)
+
+    async def _handle(self, item: WorkItem) -> None:
+        queued = item.event.decode().event
+        run_id, project = queued.aggregate_id, queued.project
+        for _ in range(5):
+            state = rs.fold(run_id, await self.store.load(project, "run", run_id))
+            if not state.exists or state.is_terminal:
+                await item.ack()
+                return
+            if state.status == rs.RUNNING:
+                await self._orphaned(item, state)
+                return
+            try:
+                await self._execute(item, state)
+                return
+            except ConcurrencyConflict:
+                continue  # canceled or started elsewhere in the meantime: look again
+        await item.nak(delay=1.0)
+
+    async def _orphaned(self, item: WorkItem, state: rs.RunState) -> None:
+        if state.run_id in self.active:  # our own run, delivered again: keep it alive
+            await item.in_progress()
+            return
+        outcome = (RunCanceled(reason="canceled while its runner was lost") if state.cancel_requested
+                   else RunFailed(reason="runner_lost",
+                                  error_message=f"Runner {state.runner_id} was lost while executing the run"))
+        await finish(self.store, state.project, state.run_id, outcome)
+        await item.ack()
+
+    async def _execute(self, item: WorkItem, state: rs.RunState) -> None:
+        run_id, project = state.run_id, state.project
+        dep = fold_deployment(state.deployment_id, await self.store.load(project, "deployment", state.deployment_id))
+        if dep.status != READY:
+            await finish(self.store, project, run_id, RunFailed(
+                reason="infrastructure", error_message=f"deployment {state.deployment_id} is not ready ({dep.status})"))
+            await item.ack()
+            return
+        config = msgspec.convert(dep.config, CrewConfig)
+        cancel = asyncio.Event()
+        self.active[run_id] = cancel
+        work = self.settings.work_dir / run_id
+        try:
+            started = rs.decide_start(state, runner_id=self.settings.runner_id, backend=self.backend.name,
+                                      isolated=self.backend.isolated, entrypoint=config.entrypoint)
+            await self.store.append(make_event(started, project=project, aggregate_id=run_id,
+                                               event_id=new_id("evt")), expected_seq=state.version)
+            await self._run_started(item, state, dep.source_digest, dep.image, config, cancel, work)
+        finally:
+            self.active.pop(run_id, None)
+            await asyncio.to_thread(shutil.rmtree, work, True)
+
+    async def _environment(self, project: str, config: CrewConfig) -> dict[str, str]:
+        proj = fold_project(project, await self.store.load(project, "project", project))
+        env = dict(config.env)
+        for key, token in proj.env.items():
+            env[key] = self.secrets.decrypt(project, key, token)
+        return env
+
+    async def _run_started(self, item: WorkItem, state: rs.RunState, source_digest: str, image: str | None,
+                           config: CrewConfig, cancel: asyncio.Event, work: Path) -> None:
+        run_id, project = state.run_id, state.project
+        t0 = time.monotonic()
+        emitter = Emitter(self.store, project, run_id, [])
+        limits = limits_for(config)
+        try:
+            env = await self._environment(project, config)
+            emitter.secrets = [v for k, v in env.items() if k not in config.env]
+            source_dir = await self.workspace.source(source_digest)
+            venv_dir = None
+            if self.backend.artifact_kind == "venv":
+                async def quiet(line: str, stream: str) -> None:
+                    return None
+                built = await self.venvs.build(BuildRequest(
+                    deployment_id=state.deployment_id, project=project, source_dir=source_dir,
+                    source_digest=source_digest, config=config), quiet)
+                venv_dir = built.venv_dir
+            spec = RunSpec(
+                run_id=run_id, project=project, deployment_id=state.deployment_id,
+                runner_id=self.settings.runner_id, framework=config.framework, entrypoint=config.entrypoint,
+                input=state.input, env=env, source_dir=source_dir, runtime_dir=self.workspace.runtime_dir(),
+                venv_dir=venv_dir, image=image, work_dir=self.settings.work_dir / run_id,
+                artifacts_dir=self.settings.work_dir / run_id / "artifacts", limits=limits,
+            )
+            handle = await self.backend.start(spec)
+        except (BackendError, BuildFailed, ObjectStoreError, SecretError, OSError) as exc:
+            await emitter.flush()
+            await finish(self.store, project, run_id, RunFailed(
+                reason="infrastructure", error_message=f"Could not start the run: {exc}"))
+            await item.ack()
+            return
+        timeout = state.timeout_s or config.timeout_s or self.settings.default_timeout_s
+        outcome, status, timed_out, canceled = await supervise(
+            handle, emitter, timeout_s=timeout, cancel=cancel, grace_s=self.settings.cancel_grace_s,
+            heartbeat=item.in_progress, heartbeat_every=ACK_WAIT / 3,
+        )
+        over: list[str] = []
+        try:
+            await handle.collect_artifacts()
+            collected = await collect(spec.artifacts_dir, self.objects,
+                                      max_file=self.settings.artifact_max_file_bytes,
+                                      max_total=self.settings.artifact_max_total_bytes)
+            for stored in collected.stored:
+                await emitter.emit(stored)
+            for reason in collected.skipped:
+                await emitter.log(f"artifact skipped: {reason}", "warning")
+            over = collected.over_limit
+        except (BackendError, ObjectStoreError, OSError) as exc:
+            await emitter.log(f"collecting artifacts failed: {exc}", "error")
+        finally:
+            with contextlib.suppress(BackendError):
+                await handle.remove()
+        payload = decide_outcome(outcome=outcome, status=status, canceled="requested" if canceled else None,
+                                 timed_out=timeout if timed_out else None, started=t0, limits=limits)
+        if over and not isinstance(payload, RunFailed | RunCanceled):
+            payload = RunFailed(reason="limit", error_message="Artifact limit exceeded: " + "; ".join(over))
+        await emitter.flush()
+        await finish(self.store, project, run_id, payload)
+        await item.ack()
+

@@ -1,0 +1,144 @@
+"""Failures are one red line and exit code 1, never a traceback; the SSE reader's parsing rules."""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+
+from conftest import FakeApi, Reply, Sse
+from crewyard.cli._sse import SseMessage, SseParser
+
+RUN = "run_01j9zq6m8k2v3w4x5y6z7a8b9c"
+
+
+def test_api_error_body_becomes_one_clean_line(api: FakeApi, run_cli) -> None:
+    error = {"error": {"code": "bad_request", "message": "Cannot cancel run with status: succeeded"}}
+    api.route("POST", f"/v1/runs/{RUN}/cancel", Reply(400, error))
+
+    result = run_cli("runs", "cancel", RUN, "--api", api.url)
+
+    assert result.exit_code == 1
+    assert result.stderr == "error: Cannot cancel run with status: succeeded\n"
+    assert result.stdout == ""
+
+
+def test_error_without_an_error_body_still_reads_well(api: FakeApi, run_cli) -> None:
+    api.route("GET", "/v1/runs", Reply(502, raw=b"Bad Gateway\nupstream down", content_type="text/plain"))
+
+    result = run_cli("runs", "list", "--api", api.url)
+
+    assert result.exit_code == 1
+    assert result.stderr == "error: HTTP 502 from GET /v1/runs: Bad Gateway\n"
+
+
+def test_connection_refused_is_a_clean_message(dead_url: str, run_cli) -> None:
+    expected = f"error: cannot reach the crewyard API at {dead_url} — is `crewyard up` running?\n"
+    started = time.monotonic()
+    for args in (
+        ("runs", "list"),
+        ("runs", "events", RUN),
+        ("invoke", "-p", "demo"),  # retried with its idempotency key, then the same message
+        ("env", "list", "-p", "demo"),
+    ):
+        result = run_cli(*args, "--api", dead_url)
+        assert result.exit_code == 1, args
+        assert result.stderr == expected, args
+        assert "Traceback" not in result.output
+    assert time.monotonic() - started < 5
+
+
+def test_bad_api_url_and_missing_project(run_cli, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # no crew config here, so no project can be implied
+    bad_url = run_cli("runs", "list", "--api", "localhost:8080")
+    no_project = run_cli("env", "list")
+
+    assert bad_url.exit_code == 1 and bad_url.stderr.startswith("error: invalid API URL 'localhost:8080'")
+    assert no_project.exit_code == 1
+    assert no_project.stderr == "error: no project given: pass --project NAME or set CREWYARD_PROJECT\n"
+
+
+def test_unexpected_answers_never_show_a_traceback(api: FakeApi, run_cli) -> None:
+    api.route("GET", "/v1/runs", Reply(200, {"runs": "not a list"}))
+
+    result = run_cli("runs", "list", "--api", api.url)
+
+    assert result.exit_code == 1
+    assert result.stderr.startswith("error: unexpected ") and "CREWYARD_DEBUG=1" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_ctrl_c_while_following_exits_130_and_says_how_to_resume(api: FakeApi, run_cli) -> None:
+    released = threading.Event()
+
+    def interrupt_the_client() -> None:
+        # The client is now blocked waiting for more events: what Ctrl-C interrupts in real life.
+        time.sleep(0.2)
+        os.kill(os.getpid(), signal.SIGINT)
+        released.wait(5)
+
+    events = [
+        (1, "run.started", {"backend": "process", "isolated": False}),
+        (2, "log", {"message": "working"}),
+    ]
+    api.route("GET", f"/v1/runs/{RUN}/events", Sse(events, aggregate_id=RUN, then=interrupt_the_client))
+    try:
+        result = run_cli("runs", "events", RUN, "--api", api.url)
+    finally:
+        released.set()
+
+    assert result.exit_code == 130
+    assert "working" in result.stdout and "not isolated" in result.stdout
+    assert f"Resume with: crewyard runs events {RUN}" in result.stdout
+
+
+def test_events_tail_prints_one_line_per_event(api: FakeApi, run_cli) -> None:
+    released = threading.Event()
+
+    def interrupt_the_client() -> None:
+        time.sleep(0.2)
+        os.kill(os.getpid(), signal.SIGINT)
+        released.wait(5)
+
+    events = [
+        (7, "deployment.ready", {"cached": True}),
+        (8, "tool.called", {"tool": "search", "input": {"query": "AI", "k": 3}}),
+        (9, "run.failed", {"error_message": "boom"}),
+    ]
+    api.route("GET", "/v1/projects/demo/events", Sse(events, aggregate_id=RUN, then=interrupt_the_client))
+    try:
+        result = run_cli("events", "tail", "-p", "demo", "--after", "6", "--api", api.url)
+    finally:
+        released.set()
+
+    assert result.exit_code == 130
+    lines = result.stdout.splitlines()
+    assert len(lines) == 3
+    assert lines[1].endswith(f'{RUN}  tool.called  Tool: search(query="AI", k=3)')
+    assert lines[2].endswith("run.failed  Run failed: boom")
+    assert api.requests[0].headers["last-event-id"] == "6"
+
+
+def _parse(text: str) -> list[SseMessage]:
+    parser = SseParser()
+    return [m for line in text.split("\n") if (m := parser.feed(line)) is not None]
+
+
+def test_sse_parser_follows_the_format() -> None:
+    stream = (
+        ": keep-alive\n\n"
+        'id: 1\nevent: log\ndata: {"a":\ndata:  1}\n\n'
+        "id: 2\n\n"  # an id with no data dispatches nothing
+        "data:no space\n\n"
+        "retry: 1500\n"
+    )
+    messages = _parse(stream)
+
+    assert messages == [
+        SseMessage(event="log", data='{"a":\n 1}', id="1"),
+        SseMessage(event="message", data="no space", id=None),
+    ]
+    parser = SseParser()
+    parser.feed("retry: 1500")
+    assert parser.retry_ms == 1500

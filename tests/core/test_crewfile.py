@@ -1,0 +1,175 @@
+"""crewyard.toml and the reference product's crewship.toml, read by the same parser."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from crewyard.core.crewfile import CrewConfig, CrewConfigError, memory_bytes, parse
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
+
+SINGLE = """
+[deployment]
+framework = "crewai"
+entrypoint = "src.my_crew.crew:MyCrew"
+profile = "slim"
+python = "3.11"
+
+[build]
+exclude = ["tests"]
+"""
+
+MULTI = """
+[build]
+exclude = ["tests"]
+
+[chat]
+input_key = "query"
+
+[deployments.support-agent]
+framework = "crewai"
+entrypoint = "support_crew.crew:SupportCrew"
+
+[deployments.research-agent]
+framework = "crewai"
+entrypoint = "research_crew.crew:ResearchCrew"
+timeout = 300
+
+[deployments.research-agent.chat]
+input_key = "topic"
+
+[deployments.research-agent.build]
+exclude = ["notebooks"]
+"""
+
+
+def test_single_deployment_layout_as_the_reference_documents_it() -> None:
+    parsed = parse(SINGLE, "crewship.toml")
+    assert parsed.warnings == []
+    assert parsed.deployments == [
+        CrewConfig(
+            entrypoint="src.my_crew.crew:MyCrew",
+            framework="crewai",
+            profile="slim",
+            python="3.11",
+            exclude=["tests"],
+        )
+    ]
+    assert parsed.select(None).entrypoint == "src.my_crew.crew:MyCrew"
+
+
+def test_multi_deployment_layout_with_shared_and_own_settings() -> None:
+    parsed = parse(MULTI, "crewship.toml")
+    assert parsed.warnings == []
+    assert [d.name for d in parsed.deployments] == ["support-agent", "research-agent"]
+    research = parsed.select("research-agent")
+    assert research.entrypoint == "research_crew.crew:ResearchCrew"
+    assert research.timeout_s == 300
+    assert research.exclude == ["tests", "notebooks"]
+    assert parsed.select("support-agent").exclude == ["tests"]
+
+
+def test_several_deployments_need_a_name() -> None:
+    parsed = parse(MULTI, "crewship.toml")
+    with pytest.raises(
+        CrewConfigError, match=r"several deployments \(support-agent, research-agent\).*--name"
+    ):
+        parsed.select(None)
+    with pytest.raises(CrewConfigError, match="no deployment named 'writer'"):
+        parsed.select("writer")
+
+
+def test_both_layouts_at_once_is_an_error() -> None:
+    text = SINGLE + '\n[deployments.other]\nentrypoint = "other.main:run"\n'
+    with pytest.raises(
+        CrewConfigError, match=r"^crewship.toml: use either \[deployment\] or \[deployments.<name>\]"
+    ):
+        parse(text, "crewship.toml")
+
+
+def test_no_deployment_at_all() -> None:
+    with pytest.raises(CrewConfigError, match=r"crewyard.toml: missing \[deployment\] table"):
+        parse('[build]\nexclude = ["x"]\n')
+
+
+@pytest.mark.parametrize(
+    "entrypoint", ["research_crew.crew", "research_crew/crew.py:Crew", ":Crew", "a.b:", "1x:y"]
+)
+def test_bad_entrypoint(entrypoint: str) -> None:
+    text = f'[deployment]\nframework = "crewai"\nentrypoint = "{entrypoint}"\n'
+    with pytest.raises(CrewConfigError) as info:
+        parse(text, "crewship.toml")
+    assert str(info.value) == (
+        "crewship.toml: 'deployment.entrypoint' must look like 'package.module:attribute', got "
+        + repr(entrypoint)
+    )
+
+
+def test_missing_entrypoint() -> None:
+    with pytest.raises(CrewConfigError, match=r"'deployment.entrypoint' is required"):
+        parse('[deployment]\nframework = "crewai"\n', "crewship.toml")
+
+
+@pytest.mark.parametrize(
+    ("line", "message"),
+    [
+        ('python = ["3.11"]', "crewyard.toml: 'deployment.python' must be str or int or float, got list"),
+        ("framework = 3", "crewyard.toml: 'deployment.framework' must be str, got int"),
+        ("timeout = true", "crewyard.toml: 'deployment.timeout' must be int or float, got bool"),
+        ('pids = "many"', "crewyard.toml: 'deployment.pids' must be int, got str"),
+    ],
+)
+def test_wrong_types_name_the_file_the_key_and_the_reason(line: str, message: str) -> None:
+    with pytest.raises(CrewConfigError) as info:
+        parse(f'[deployment]\nentrypoint = "crew.main:run"\n{line}\n')
+    assert str(info.value) == message
+
+
+def test_wrong_values_name_the_file_and_the_key() -> None:
+    with pytest.raises(
+        CrewConfigError, match=r"crewship.toml: 'deployment.framework' must be one of python, crewai"
+    ):
+        parse('[deployment]\nframework = "langgraph-js"\nentrypoint = "a.b:c"\n', "crewship.toml")
+    with pytest.raises(CrewConfigError, match=r"'build.exclude' must be an array of strings"):
+        parse('[deployment]\nentrypoint = "a.b:c"\n[build]\nexclude = "tests"\n')
+    with pytest.raises(CrewConfigError, match=r"crewship.toml: not valid TOML"):
+        parse("[deployment\n", "crewship.toml")
+
+
+def test_unknown_keys_are_warnings_not_errors() -> None:
+    parsed = parse('colour = "blue"\n[deployment]\nentrypoint = "a.b:c"\nregion = "eu"\n', "crewship.toml")
+    assert parsed.warnings == [
+        "crewship.toml: unknown key 'colour' ignored",
+        "crewship.toml: unknown key 'deployment.region' ignored",
+    ]
+    assert parsed.select(None).entrypoint == "a.b:c"
+
+
+def test_crewyard_keys_and_env_defaults() -> None:
+    parsed = parse(
+        '[env]\nLOG_LEVEL = "info"\n[deployment]\nentrypoint = "a.b:c"\nmemory = "512m"\ncpus = 0.5\n'
+        'network = "none"\n[deployment.env]\nLOG_LEVEL = "debug"\nRETRIES = 3\n'
+    )
+    config = parsed.select(None)
+    assert (config.memory, config.cpus, config.network) == ("512m", 0.5, "none")
+    assert config.env == {"LOG_LEVEL": "debug", "RETRIES": "3"}
+    assert memory_bytes(config.memory) == 512 * 1024 * 1024
+
+
+@pytest.mark.parametrize(
+    ("example", "file", "framework", "entrypoint"),
+    [
+        ("research-crew", "crewship.toml", "crewai", "research_crew.crew:ResearchCrew"),
+        ("langgraph-agent", "crewship.toml", "langgraph", "agent.graph:graph"),
+        ("plain-python", "crewyard.toml", "python", "plain_crew.main:run"),
+    ],
+)
+def test_the_examples_configurations(example: str, file: str, framework: str, entrypoint: str) -> None:
+    folder = EXAMPLES / example
+    parsed = parse((folder / file).read_text(), file)
+    assert parsed.warnings == []
+    config = parsed.select(None)
+    assert (config.framework, config.entrypoint) == (framework, entrypoint)
+    module = config.entrypoint.partition(":")[0].replace(".", "/")
+    assert (folder / f"{module}.py").is_file()
