@@ -142,6 +142,7 @@ async def up(settings: Settings, *, embedded_nats: bool = True, stop: asyncio.Ev
                       f"NATS {settings.nats_url}  data {settings.data_dir}")
         console.print(f"  runs execute on: {backend}")
         (settings.data_dir / "api.url").write_text(f"http://{settings.host}:{settings.port}\n")
+        (settings.data_dir / "nats.url").write_text(settings.nats_url + "\n")
         await _run_all(SERVICES, settings, stop)
     finally:
         if broker is not None:

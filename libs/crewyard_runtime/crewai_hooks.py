@@ -285,7 +285,7 @@ def _build(obj: Any) -> Any:
     import inspect
 
     if inspect.isclass(obj):
-        instance = obj()
+        instance: Any = obj()
         if callable(getattr(instance, "crew", None)):
             return instance.crew()
         return instance

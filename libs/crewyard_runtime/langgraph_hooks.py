@@ -120,7 +120,7 @@ def make_handler() -> Any:
     """A fresh callback handler (LangChain is imported only when a graph runs)."""
     from langchain_core.callbacks import BaseCallbackHandler
 
-    class RunEvents(BaseCallbackHandler):  # type: ignore[misc]
+    class RunEvents(BaseCallbackHandler):
         raise_error = False  # reporting must never break the crew
         run_inline = True  # keep events in the order the graph produced them
 

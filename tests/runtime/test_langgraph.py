@@ -171,3 +171,37 @@ def test_missing_api_key_fails_with_a_message_naming_it(tmp_path: Path, fake_llm
     assert run.returncode == 1 and run.error is not None
     assert run.error["message"].startswith("MissingEnvironmentVariable: OPENAI_API_KEY is not set")
     assert run.of_type("task.started") == [{"task": "research"}]
+
+
+def test_an_uncompiled_graph_with_async_nodes(tmp_path: Path, crew_module: CrewModule) -> None:
+    folder = crew_module(
+        "async_graph",
+        """
+        import asyncio
+        from typing import TypedDict
+
+        from langgraph.graph import END, START, StateGraph
+
+
+        class State(TypedDict):
+            n: int
+
+
+        async def double(state: State) -> dict:
+            await asyncio.sleep(0)
+            return {"n": state["n"] * 2}
+
+
+        builder = StateGraph(State)
+        builder.add_node("double", double)
+        builder.add_edge(START, "double")
+        builder.add_edge("double", END)
+        """,
+    )
+    run = run_runtime(tmp_path, "async_graph:builder", "langgraph", folder, {"n": 21})
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert run.events == [
+        {"t": "event", "type": "task.started", "data": {"task": "double"}},
+        {"t": "event", "type": "task.completed", "data": {"task": "double", "output": {"n": 42}}},
+    ]
+    assert run.result == {"n": 42}

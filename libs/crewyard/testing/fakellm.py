@@ -342,7 +342,8 @@ class FakeLLM:
     @property
     def base_url(self) -> str:
         """What ``OPENAI_BASE_URL`` should be set to."""
-        return f"http://{self._server.server_address[0]}:{self.port}/v1"
+        host = self._server.server_address[0]
+        return f"http://{host if isinstance(host, str) else host.decode()}:{self.port}/v1"
 
     @property
     def requests(self) -> list[RecordedRequest]:

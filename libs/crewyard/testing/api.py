@@ -1,0 +1,75 @@
+"""HTTP helpers for tests and benchmarks: deploy a folder, wait for a run, read an SSE stream."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from crewyard.packaging import pack
+
+ROOT = Path(__file__).resolve().parents[3]
+EXAMPLES = ROOT / "examples"
+
+
+def deploy(client: httpx.Client, folder: Path, project: str, *, name: str | None = None,
+           timeout: float = 120) -> dict[str, Any]:
+    """Upload a crew folder and wait for its build; returns the deployment as the API shows it."""
+    params = {"name": name} if name else None
+    r = client.post(f"/v1/projects/{project}/deployments", content=pack(folder), params=params,
+                    headers={"Content-Type": "application/gzip"})
+    assert r.status_code == 202, r.text
+    dep_id = r.json()["deployment_id"]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        dep = client.get(f"/v1/deployments/{dep_id}").json()
+        if dep["status"] != "building":
+            return dep
+        time.sleep(0.1)
+    raise AssertionError(f"deployment {dep_id} still building after {timeout}s")
+
+
+def wait_run(client: httpx.Client, run_id: str, timeout: float = 60) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run = client.get(f"/v1/runs/{run_id}").json()
+        if run["status"] in ("succeeded", "failed", "canceled"):
+            return run
+        time.sleep(0.1)
+    raise AssertionError(f"run {run_id} not finished after {timeout}s")
+
+
+def sse_events(client: httpx.Client, url: str, headers: dict[str, str] | None = None, stop_after: int | None = None
+               ) -> list[dict[str, Any]]:
+    """Read an SSE stream into [{"id", "event", "data"}]; stop after ``stop_after`` messages."""
+    out: list[dict[str, Any]] = []
+    msg: dict[str, Any] = {}
+    with client.stream("GET", url, headers=headers or {}) as resp:
+        assert resp.status_code == 200, resp.read()
+        for line in resp.iter_lines():
+            if line.startswith("id:"):
+                msg["id"] = int(line[3:].strip())
+            elif line.startswith("event:"):
+                msg["event"] = line[6:].strip()
+            elif line.startswith("data:"):
+                msg["data"] = json.loads(line[5:].strip())
+            elif line == "" and "data" in msg:
+                out.append(msg)
+                msg = {}
+                if stop_after is not None and len(out) >= stop_after:
+                    break
+    return out
+
+
+def write_crew(folder: Path, code: str, *, entrypoint: str = "crew:run", extra_toml: str = "",
+               requirements: str | None = None) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "crew.py").write_text(code)
+    (folder / "crewyard.toml").write_text(
+        f'[deployment]\nframework = "python"\nentrypoint = "{entrypoint}"\n{extra_toml}\n')
+    if requirements is not None:
+        (folder / "requirements.txt").write_text(requirements)
+    return folder

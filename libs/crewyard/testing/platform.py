@@ -1,0 +1,83 @@
+"""A whole crewyard platform in a subprocess, for tests and benchmarks (``crewyard up`` on a free port)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+_UP = (
+    "import asyncio, sys\n"
+    "from crewyard import platform, settings\n"
+    "s = settings.load(sys.argv[1], port=int(sys.argv[2]), backend=sys.argv[3], build_backend=sys.argv[4])\n"
+    "asyncio.run(platform.up(s, embedded_nats=sys.argv[5] == '-'))\n"
+)
+
+
+class PlatformProcess:
+    """``crewyard up`` as a child process; ``stop``/``start`` again on the same data dir."""
+
+    def __init__(self, data_dir: Path, *, backend: str = "process", build_backend: str = "venv",
+                 env: dict[str, str] | None = None, port: int | None = None) -> None:
+        self.data_dir = data_dir
+        self.port = port or free_port()
+        self.backend = backend
+        self.build_backend = build_backend
+        self.env = {**os.environ, "CREWYARD_NATS_PORT": "0", **(env or {})}
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.api = f"http://127.0.0.1:{self.port}"
+
+    @property
+    def nats_url(self) -> str:
+        return (self.data_dir / "nats.url").read_text().strip()
+
+    def start(self, timeout: float = 60.0) -> PlatformProcess:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        log = (self.data_dir / "platform.log").open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", _UP, str(self.data_dir), str(self.port), self.backend, self.build_backend, "-"],
+            env=self.env, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"platform exited early:\n{self.log_tail()}")
+            try:
+                if httpx.get(self.api + "/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        self.stop()
+        raise RuntimeError(f"platform did not become healthy:\n{self.log_tail()}")
+
+    def log_tail(self, lines: int = 60) -> str:
+        path = self.data_dir / "platform.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
+
+    def stop(self, timeout: float = 30.0) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()

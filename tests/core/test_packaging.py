@@ -1,0 +1,92 @@
+import gzip
+import io
+import tarfile
+
+import pytest
+
+from crewyard.packaging import ArchiveError, check, pack
+
+CONFIG = b'[deployment]\nframework = "python"\nentrypoint = "crew:run"\n'
+
+
+def _tar(members: list[tuple[tarfile.TarInfo, bytes | None]]) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for info, data in members:
+            if data is not None:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+            else:
+                tar.addfile(info)
+    return buf.getvalue()
+
+
+def _file(name: str, data: bytes = b"x") -> tuple[tarfile.TarInfo, bytes]:
+    return tarfile.TarInfo(name), data
+
+
+def test_pack_honours_exclude_and_is_reproducible(tmp_path):
+    (tmp_path / "crewyard.toml").write_bytes(CONFIG)
+    (tmp_path / "crew.py").write_text("def run(i): return i\n")
+    (tmp_path / "tests").mkdir()
+    (tmp_path / "tests" / "t.py").write_text("x")
+    (tmp_path / ".git").mkdir()
+    (tmp_path / ".git" / "HEAD").write_text("x")
+    first, second = pack(tmp_path, ["tests"]), pack(tmp_path, ["tests"])
+    assert first == second
+    names = tarfile.open(fileobj=io.BytesIO(first)).getnames()
+    assert sorted(names) == ["crew.py", "crewyard.toml"]
+    assert check(first, max_unpacked=10**6).digest == check(second, max_unpacked=10**6).digest
+
+
+def test_valid_archive_reads_config():
+    checked = check(_tar([_file("crewyard.toml", CONFIG), _file("crew.py")]), max_unpacked=10**6)
+    assert checked.config.deployments[0].entrypoint == "crew:run"
+    assert checked.digest.startswith("sha256-")
+
+
+@pytest.mark.parametrize(
+    ("members", "message"),
+    [
+        ([_file("../evil.py")], "outside"),
+        ([_file("/etc/evil")], "absolute"),
+        ([(tarfile.TarInfo("link"), None)], None),
+    ],
+)
+def test_hostile_members_are_refused(members, message):
+    if message is None:
+        link = members[0][0]
+        link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
+        message = "link"
+    with pytest.raises(ArchiveError, match=message):
+        check(_tar([_file("crewyard.toml", CONFIG), *members]), max_unpacked=10**6)
+
+
+def test_hard_links_and_devices_are_refused():
+    hard = tarfile.TarInfo("hard")
+    hard.type, hard.linkname = tarfile.LNKTYPE, "crewyard.toml"
+    with pytest.raises(ArchiveError, match="link"):
+        check(_tar([_file("crewyard.toml", CONFIG), (hard, None)]), max_unpacked=10**6)
+    dev = tarfile.TarInfo("dev")
+    dev.type = tarfile.CHRTYPE
+    with pytest.raises(ArchiveError, match="device"):
+        check(_tar([_file("crewyard.toml", CONFIG), (dev, None)]), max_unpacked=10**6)
+
+
+def test_not_gzip_and_not_tar_and_too_big():
+    with pytest.raises(ArchiveError, match="not a gzip"):
+        check(b"hello world", max_unpacked=10**6)
+    with pytest.raises(ArchiveError, match="not a valid"):
+        check(gzip.compress(b"not a tar file at all" * 100), max_unpacked=10**6)
+    big = _tar([_file("crewyard.toml", CONFIG), _file("big.bin", b"0" * 5000)])
+    with pytest.raises(ArchiveError) as exc:
+        check(big, max_unpacked=1000)
+    assert exc.value.code == "payload_too_large"
+
+
+def test_missing_or_invalid_config():
+    with pytest.raises(ArchiveError, match="no crewyard.toml") as exc:
+        check(_tar([_file("crew.py")]), max_unpacked=10**6)
+    assert exc.value.code == "invalid_config"
+    with pytest.raises(ArchiveError, match="entrypoint"):
+        check(_tar([_file("crewyard.toml", b"[deployment]\nframework = 'python'\n")]), max_unpacked=10**6)

@@ -1,0 +1,113 @@
+"""The whole loop on one machine: deploy → run → live events → artifacts, against ``crewyard up``."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import httpx
+import nats
+
+from crewyard.testing.platform import PlatformProcess
+
+from crewyard.testing.api import EXAMPLES, deploy, sse_events, wait_run
+
+TERMINAL = {"run.completed", "run.failed", "run.canceled"}
+
+
+def test_deploy_invoke_stream_resume_and_download(api: httpx.Client, platform: PlatformProcess, tmp_path):
+    dep = deploy(api, EXAMPLES / "hello", "hello")
+    assert dep["status"] == "ready", dep
+    assert dep["current"] is True
+
+    r = api.post("/v1/runs", json={"project": "hello", "input": {"topic": "event sourcing", "delay": 0.4}})
+    assert r.status_code == 202, r.text
+    run_id = r.json()["run_id"]
+    assert r.json()["status"] == "pending"
+
+    # Read the first few events, drop the connection mid-run, resume with Last-Event-ID.
+    first = sse_events(api, f"/v1/runs/{run_id}/events", stop_after=4)
+    assert first[0]["event"] == "run.queued"
+    rest = sse_events(api, f"/v1/runs/{run_id}/events", headers={"Last-Event-ID": str(first[-1]["id"])})
+    assert rest[0]["id"] > first[-1]["id"]
+    assert rest[-1]["event"] == "run.completed"
+
+    # Exactly the missing events: the two halves make the full history, no gap, no duplicate.
+    full = sse_events(api, f"/v1/runs/{run_id}/events")
+    assert [m["id"] for m in first + rest] == [m["id"] for m in full]
+    assert [m["data"]["type"] for m in full] == [m["event"] for m in full]
+    types = [m["event"] for m in full]
+    for expected in ("run.started", "agent.started", "task.started", "tool.called", "tool.result",
+                     "task.completed", "agent.completed", "log", "artifact", "run.completed"):
+        assert expected in types, types
+    assert types.index("artifact") < types.index("run.completed")
+    logs = [m["data"]["data"]["message"] for m in full if m["event"] == "log"]
+    assert any("Starting crew execution" in line for line in logs)
+
+    # ?after= works like Last-Event-ID; resuming after the terminal event closes at once.
+    assert sse_events(api, f"/v1/runs/{run_id}/events?after={full[-3]['id']}") == full[-2:]
+    assert sse_events(api, f"/v1/runs/{run_id}/events", headers={"Last-Event-ID": str(full[-1]["id"])}) == []
+
+    run = wait_run(api, run_id)
+    assert run["status"] == "succeeded"
+    assert run["output"]["topic"] == "event sourcing"
+    assert run["started_at"] and run["completed_at"] and run["duration_ms"] >= 0
+    assert run["isolated"] is False and run["backend"] == "process"
+
+    arts = api.get(f"/v1/runs/{run_id}/artifacts").json()["artifacts"]
+    assert [a["name"] for a in arts] == ["report.md"]
+    assert arts[0]["content_type"] == "text/markdown"
+    body = api.get(f"/v1/runs/{run_id}/artifacts/report.md")
+    assert body.status_code == 200
+    assert body.headers["content-type"].startswith("text/markdown")
+    assert body.content.startswith(b"# event sourcing")
+    import hashlib
+
+    assert hashlib.sha256(body.content).hexdigest() == arts[0]["sha256"]
+    assert len(body.content) == arts[0]["size"]
+
+    listed = api.get("/v1/runs", params={"project": "hello", "status": "succeeded"}).json()["runs"]
+    assert run_id in [x["id"] for x in listed]
+
+
+def test_external_nats_subscriber_sees_the_same_events(api: httpx.Client, platform: PlatformProcess):
+    deploy(api, EXAMPLES / "hello", "watched")
+
+    async def scenario() -> tuple[list[str], list[str]]:
+        nc = await nats.connect(platform.nats_url)
+        seen: list[str] = []
+        done = asyncio.Event()
+
+        async def on_msg(msg) -> None:
+            event = json.loads(msg.data)
+            seen.append(event["id"])
+            if event["type"] in TERMINAL:
+                done.set()
+
+        await nc.subscribe("crewyard.evt.watched.run.>", cb=on_msg)
+        await nc.flush()
+        async with httpx.AsyncClient(base_url=platform.api, timeout=30) as client:
+            r = await client.post("/v1/runs", json={"project": "watched", "input": {"delay": 0.05}})
+            run_id = r.json()["run_id"]
+            await asyncio.wait_for(done.wait(), 60)
+        await nc.drain()
+        sse = await asyncio.to_thread(sse_events, httpx.Client(base_url=platform.api, timeout=30),
+                                      f"/v1/runs/{run_id}/events")
+        return seen, [m["data"]["id"] for m in sse]
+
+    seen, via_sse = asyncio.run(scenario())
+    assert seen == via_sse
+    assert len(seen) > 5
+
+
+def test_build_log_streams_until_ready(api: httpx.Client):
+    from crewyard.packaging import pack
+
+    r = api.post("/v1/projects/buildlog/deployments", content=pack(EXAMPLES / "hello"),
+                 headers={"Content-Type": "application/gzip"})
+    dep_id = r.json()["deployment_id"]
+    events = sse_events(api, f"/v1/deployments/{dep_id}/build-log")
+    types = [m["event"] for m in events]
+    assert types[0] == "deployment.created" and types[-1] == "deployment.ready"
+    assert "deployment.build.log" in types
+    assert any("reusing" in m["data"]["data"].get("line", "") for m in events if m["event"] == "deployment.build.log")

@@ -1,0 +1,65 @@
+import asyncio
+
+import pytest
+
+from crewyard.core.events import Log, RunQueued, RunStarted, make_event
+from crewyard.core.ids import new_id
+from crewyard.eventstore import ConcurrencyConflict, EventStore
+
+
+def _ev(payload, run_id, event_id=None):
+    return make_event(payload, project="acme", aggregate_id=run_id, event_id=event_id or new_id("evt"))
+
+
+QUEUED = RunQueued(deployment_id="dep_1", input={})
+STARTED = RunStarted(runner_id="r", backend="process", isolated=False)
+
+
+async def test_append_load_and_expected_sequence(store: EventStore):
+    run = new_id("run")
+    s1 = await store.append(_ev(QUEUED, run), expected_seq=0)
+    with pytest.raises(ConcurrencyConflict):
+        await store.append(_ev(QUEUED, run), expected_seq=0)
+    s2 = await store.append(_ev(STARTED, run), expected_seq=s1)
+    history = await store.load("acme", "run", run)
+    assert [r.seq for r in history] == [s1, s2]
+    assert [r.event.type for r in history] == ["run.queued", "run.started"]
+    assert await store.load_any("run", run) == history
+
+
+async def test_two_writers_with_the_same_expectation_only_one_wins(store: EventStore):
+    run = new_id("run")
+    seq = await store.append(_ev(QUEUED, run), expected_seq=0)
+    results = await asyncio.gather(*(store.append(_ev(STARTED, run), expected_seq=seq) for _ in range(5)),
+                                   return_exceptions=True)
+    assert sum(isinstance(r, int) for r in results) == 1
+    assert sum(isinstance(r, ConcurrencyConflict) for r in results) == 4
+
+
+async def test_same_event_id_is_stored_once(store: EventStore):
+    run = new_id("run")
+    event = _ev(Log(message="x"), run)
+    a = await store.append(event)
+    b = await store.append(event)
+    assert a == b
+    assert len(await store.load("acme", "run", run)) == 1
+
+
+async def test_follow_replays_then_goes_live_from_a_sequence(store: EventStore):
+    run = new_id("run")
+    seqs = [await store.append(_ev(Log(message=str(i)), run)) for i in range(5)]
+    filt = store.aggregate_filter("acme", "run", run)
+    async with store.follow(filt, start_seq=seqs[2]) as queue:
+        got = [(await asyncio.wait_for(queue.get(), 5)).seq for _ in range(3)]
+        assert got == seqs[2:]
+        live = await store.append(_ev(Log(message="live"), run))
+        assert (await asyncio.wait_for(queue.get(), 5)).seq == live
+
+
+async def test_pipelined_appends_all_land_in_order(store: EventStore):
+    run = new_id("run")
+    for i in range(300):
+        await store.append_nowait(_ev(Log(message=str(i)), run))
+    await store.flush()
+    history = await store.load("acme", "run", run)
+    assert [r.event.data.message for r in history] == [str(i) for i in range(300)]
