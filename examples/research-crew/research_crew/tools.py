@@ -1,36 +1,15 @@
-"""A deterministic notes-search tool: no network, so the crew runs the same everywhere."""
+"""The crew's custom tool: a CrewAI wrapper around the deterministic notes search."""
 
 from __future__ import annotations
-
-import re
-from pathlib import Path
 
 from crewai.tools import BaseTool
 from pydantic import BaseModel, Field
 
-NOTES_FILE = Path(__file__).with_name("notes.md")
+from .notes import search_notes
 
 
 class SearchNotesInput(BaseModel):
     query: str = Field(..., description="Words to look for in the research notes.")
-
-
-def _words(text: str) -> set[str]:
-    return {w for w in re.findall(r"[a-z0-9]+", text.lower()) if len(w) > 2}
-
-
-def search_notes(query: str, limit: int = 3) -> str:
-    """The notes sharing the most words with ``query``, best first, each with its heading."""
-    sections = [s.strip() for s in NOTES_FILE.read_text(encoding="utf-8").split("\n## ") if s.strip()]
-    wanted = _words(query)
-    scored = sorted(
-        ((len(wanted & _words(section)), index, section) for index, section in enumerate(sections)),
-        key=lambda item: (-item[0], item[1]),
-    )
-    hits = [section.removeprefix("## ") for score, _, section in scored[:limit] if score > 0]
-    if not hits:
-        return f"No notes mention {query!r}."
-    return "\n\n".join(f"[note: {hit.splitlines()[0]}] {' '.join(hit.splitlines()[1:])}" for hit in hits)
 
 
 class SearchNotesTool(BaseTool):

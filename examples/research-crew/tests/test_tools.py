@@ -1,6 +1,8 @@
-"""Unit tests of the crew's own tool (excluded from the deployment by crewship.toml)."""
+"""Unit tests of the crew's notes search (left out of the deployment by crewship.toml's exclude).
 
-from research_crew.tools import search_notes
+They import only plain Python, so they run without CrewAI installed."""
+
+from research_crew.notes import search_notes
 
 
 def test_search_notes_finds_the_best_matching_note() -> None:

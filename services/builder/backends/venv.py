@@ -69,6 +69,13 @@ async def _run(cmd: list[str], log: LogSink, env: dict[str, str] | None = None) 
     return await proc.wait(), tail
 
 
+def _error_excerpt(tail: list[str]) -> str:
+    """The installer's own words: from its first error line on (at most 12 lines)."""
+    lines = [ln for ln in tail if ln.strip()]
+    start = next((i for i, ln in enumerate(lines) if "error" in ln.lower() or ln.lstrip().startswith("×")), 0)
+    return "\n".join(lines[start : start + 12])
+
+
 class VenvBuilder:
     name = "venv"
 
@@ -118,8 +125,7 @@ class VenvBuilder:
             code, tail = await _run(cmd, log, env)
             if code != 0:
                 shutil.rmtree(tmp, ignore_errors=True)
-                errors = [ln for ln in tail if "error" in ln.lower()] or tail
-                raise BuildFailed("dependencies failed to install:\n" + "\n".join(errors[-8:]))
+                raise BuildFailed("dependencies failed to install:\n" + _error_excerpt(tail))
         (tmp / ".complete").write_text("ok\n")
         try:
             tmp.rename(target)

@@ -1,0 +1,178 @@
+"""Bad input gets a clear 4xx error and loses nothing already stored."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import tarfile
+
+import httpx
+import pytest
+
+from crewyard.packaging import pack
+from crewyard.testing.api import EXAMPLES, deploy, sse_events, wait_run, write_crew
+
+GZ = {"Content-Type": "application/gzip"}
+
+
+def _tar(files: dict[str, bytes], link: tuple[str, str] | None = None) -> bytes:
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        if link:
+            info = tarfile.TarInfo(link[0])
+            info.type, info.linkname = tarfile.SYMTYPE, link[1]
+            tar.addfile(info)
+    return buf.getvalue()
+
+
+CONFIG = b'[deployment]\nframework = "python"\nentrypoint = "crew:run"\n'
+
+
+def _error(r: httpx.Response, status: int, code: str | None = None) -> str:
+    assert r.status_code == status, r.text
+    body = r.json()["error"]
+    assert body["message"]
+    if code:
+        assert body["code"] == code
+    return str(body["message"])
+
+
+@pytest.fixture(scope="module")
+def existing(platform) -> dict:
+    with httpx.Client(base_url=platform.api, timeout=30) as api:
+        dep = deploy(api, EXAMPLES / "hello", "keep")
+        run = api.post("/v1/runs", json={"project": "keep", "input": {"delay": 0}}).json()["run_id"]
+        wait_run(api, run)
+        return {"dep": dep, "run": api.get(f"/v1/runs/{run}").json()}
+
+
+def _intact(api: httpx.Client, existing: dict) -> None:
+    assert api.get(f"/v1/runs/{existing['run']['id']}").json() == existing["run"]
+    dep = api.get(f"/v1/deployments/{existing['dep']['deployment_id']}").json()
+    assert dep["status"] == "ready" and dep["current"] is True
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "needle"),
+    [
+        (b"this is not a tarball", "invalid_archive", "gzip"),
+        (gzip.compress(b"garbage" * 50), "invalid_archive", "valid"),
+        (_tar({"crewyard.toml": CONFIG, "../escape.py": b"x"}), "invalid_archive", "outside"),
+        (_tar({"crewyard.toml": CONFIG, "/etc/cron.d/x": b"x"}), "invalid_archive", "absolute"),
+        (_tar({"crewyard.toml": CONFIG}, link=("evil", "/etc/passwd")), "invalid_archive", "link"),
+        (_tar({"crew.py": b"x"}), "invalid_config", "crewyard.toml"),
+        (_tar({"crewyard.toml": b"[deployment]\nframework = 'cobol'\nentrypoint = 'a:b'\n"}), "invalid_config",
+         "framework"),
+        (_tar({"crewyard.toml": b"not = [valid"}), "invalid_config", "TOML"),
+    ],
+)
+def test_bad_uploads(api, existing, body, code, needle):
+    message = _error(api.post("/v1/projects/keep/deployments", content=body, headers=GZ), 400, code)
+    assert needle in message
+    _intact(api, existing)
+
+
+def test_upload_over_the_limit(api, existing, platform):
+    big = b"\x1f\x8b" + b"0" * (51 * 1024 * 1024)
+    _error(api.post("/v1/projects/keep/deployments", content=big, headers=GZ), 413, "payload_too_large")
+    _intact(api, existing)
+
+
+def test_dependencies_that_fail_to_install(api, existing, tmp_path):
+    crew = write_crew(tmp_path / "baddeps", "def run(i):\n    return i\n",
+                      requirements="this-package-does-not-exist-crewyard==0.0.1\n")
+    dep = deploy(api, crew, "keep")
+    assert dep["status"] == "failed"
+    assert "this-package-does-not-exist-crewyard" in dep["error_message"]
+    log = sse_events(api, f"/v1/deployments/{dep['deployment_id']}/build-log")
+    assert log[-1]["event"] == "deployment.failed"
+    # A failed build does not replace the current deployment.
+    _intact(api, existing)
+    r = api.post("/v1/projects/keep/rollback", json={"deployment_id": dep["deployment_id"]})
+    assert "failed" in _error(r, 409, "conflict")
+    r = api.post("/v1/runs", json={"deployment_id": dep["deployment_id"], "input": {}})
+    _error(r, 409, "conflict")
+
+
+def test_entrypoint_that_does_not_exist(api, existing, tmp_path):
+    crew = write_crew(tmp_path / "noentry", "def run(i):\n    return i\n", entrypoint="nowhere.module:run")
+    dep = deploy(api, crew, "noentry")
+    assert dep["status"] == "ready"
+    run_id = api.post("/v1/runs", json={"deployment_id": dep["deployment_id"]}).json()["run_id"]
+    run = wait_run(api, run_id)
+    assert run["status"] == "failed"
+    assert "nowhere" in run["error_message"]
+    events = sse_events(api, f"/v1/runs/{run_id}/events")
+    failed = events[-1]["data"]["data"]
+    assert events[-1]["event"] == "run.failed" and "ModuleNotFoundError" in failed["stack_trace"]
+
+
+def test_crew_exception_is_reported_with_traceback(api, tmp_path):
+    crew = write_crew(tmp_path / "boom", "def run(i):\n    print('about to fail')\n    raise ValueError('bad topic')\n")
+    dep = deploy(api, crew, "boom")
+    run = wait_run(api, api.post("/v1/runs", json={"deployment_id": dep["deployment_id"]}).json()["run_id"])
+    assert run["status"] == "failed"
+    assert run["error_message"] == "ValueError: bad topic"
+    events = sse_events(api, f"/v1/runs/{run['id']}/events")
+    assert any(m["event"] == "log" and m["data"]["data"]["message"] == "about to fail" for m in events)
+    assert "raise ValueError" in events[-1]["data"]["data"]["stack_trace"]
+
+
+@pytest.mark.parametrize("payload", [{"project": "keep", "input": [1, 2]}, {"project": "keep", "input": "x"},
+                                     {"project": "keep", "input": 3}])
+def test_input_must_be_an_object(api, existing, payload):
+    assert "input must be a JSON object" in _error(api.post("/v1/runs", json=payload), 400, "bad_request")
+    _intact(api, existing)
+
+
+def test_body_must_be_json(api):
+    r = api.post("/v1/runs", content=b"{nope", headers={"Content-Type": "application/json"})
+    assert "JSON" in _error(r, 400, "bad_request")
+    assert "required" in _error(api.post("/v1/runs", json={"input": {}}), 400)
+
+
+def test_unknown_ids_are_404(api):
+    for path in ("/v1/runs/run_nope", "/v1/deployments/dep_nope", "/v1/runs/run_nope/artifacts",
+                 "/v1/runs/run_nope/events", "/v1/projects/nope/deployments", "/v1/projects/nope/env"):
+        _error(api.get(path), 404, "not_found")
+    _error(api.post("/v1/runs", json={"deployment_id": "dep_nope"}), 404, "not_found")
+    _error(api.post("/v1/runs", json={"project": "nope"}), 404, "not_found")
+    _error(api.post("/v1/runs/run_nope/cancel"), 404, "not_found")
+
+
+def test_artifact_that_does_not_exist(api, existing):
+    _error(api.get(f"/v1/runs/{existing['run']['id']}/artifacts/nope.md"), 404, "not_found")
+
+
+def test_rollback_rules(api, existing, tmp_path):
+    other = deploy(api, EXAMPLES / "hello", "other-project")
+    r = api.post("/v1/projects/keep/rollback", json={"deployment_id": other["deployment_id"]})
+    assert "belongs to project other-project" in _error(r, 400)
+    _error(api.post("/v1/projects/keep/rollback", json={"deployment_id": "dep_nope"}), 404)
+    _error(api.post("/v1/projects/keep/rollback", json={}), 400)
+    _intact(api, existing)
+
+
+def test_rollback_makes_an_earlier_deployment_current(api, tmp_path):
+    first = deploy(api, EXAMPLES / "hello", "versions")
+    crew = write_crew(tmp_path / "v2", "def run(i):\n    return {'version': 2}\n")
+    second = deploy(api, crew, "versions")
+    assert api.get(f"/v1/deployments/{second['deployment_id']}").json()["current"] is True
+    r = api.post("/v1/projects/versions/rollback", json={"deployment_id": first["deployment_id"]})
+    assert r.status_code == 200 and r.json()["current"] is True
+    run = api.post("/v1/runs", json={"project": "versions", "input": {"delay": 0}}).json()
+    assert run["deployment_id"] == first["deployment_id"]
+    listing = api.get("/v1/projects/versions/deployments").json()["deployments"]
+    assert [d["current"] for d in listing if d["deployment_id"] == first["deployment_id"]] == [True]
+
+
+def test_invalid_project_name_and_env_key(api):
+    _error(api.post("/v1/projects/Bad.Name/deployments", content=pack(EXAMPLES / "hello"), headers=GZ), 400,
+           "invalid_project")
+    _error(api.put("/v1/projects/keep/env/1BAD", json={"value": "x"}), 400, "invalid_key")
+    _error(api.put("/v1/projects/keep/env/OK_KEY", json={"value": 5}), 400)
+    _error(api.delete("/v1/projects/keep/env/NOT_SET"), 404)
