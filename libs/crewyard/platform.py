@@ -68,8 +68,9 @@ async def _service(name: str, settings: Settings, stop: asyncio.Event) -> Callab
     if name == "builder":
         from crewyard.builder import Builder
 
-        builder = Builder(settings, store, objects, _build_backend(settings),
-                          f"{socket.gethostname()}-{os.getpid()}")
+        builder = Builder(
+            settings, store, objects, _build_backend(settings), f"{socket.gethostname()}-{os.getpid()}"
+        )
         return lambda: builder.run(stop)
     if name == "runner":
         from crewyard.runner import Runner
@@ -87,16 +88,29 @@ async def _service(name: str, settings: Settings, stop: asyncio.Event) -> Callab
         from crewyard.projector import ReadModel
 
         rm = await ReadModel.open(settings.db_path)
-        gateway = Gateway(settings=settings, store=store, objects=objects, rm=rm,
-                          secrets=SecretBox(load_key(settings.data_dir, settings.secret_key_b64)))
+        gateway = Gateway(
+            settings=settings,
+            store=store,
+            objects=objects,
+            rm=rm,
+            secrets=SecretBox(load_key(settings.data_dir, settings.secret_key_b64)),
+        )
         app = create_app(settings, gateway=gateway)
-        server = uvicorn.Server(uvicorn.Config(app, host=settings.host, port=settings.port, log_level="warning",
-                                               lifespan="on", timeout_graceful_shutdown=3))
-        server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+        server = uvicorn.Server(
+            uvicorn.Config(
+                app,
+                host=settings.host,
+                port=settings.port,
+                log_level="warning",
+                lifespan="on",
+                timeout_graceful_shutdown=3,
+            )
+        )
 
         async def serve() -> None:
             task = asyncio.create_task(server.serve())
-            await stop.wait()
+            await asyncio.wait({task, asyncio.create_task(stop.wait())}, return_when=asyncio.FIRST_COMPLETED)
+            stop.set()  # the server may have ended first (it handles SIGINT/SIGTERM itself)
             server.should_exit = True
             await task
             await rm.close()
@@ -107,10 +121,13 @@ async def _service(name: str, settings: Settings, stop: asyncio.Event) -> Callab
 
 async def _run_all(names: tuple[str, ...], settings: Settings, stop: asyncio.Event) -> None:
     runners = [await _service(n, settings, stop) for n in names]
-    tasks = [asyncio.create_task(r(), name=n) for r, n in zip(runners, names, strict=True)]
+    tasks: list[asyncio.Task[None]] = [
+        asyncio.create_task(_as_coro(r), name=n) for r, n in zip(runners, names, strict=True)
+    ]
     try:
-        done, _ = await asyncio.wait([*tasks, asyncio.create_task(stop.wait())],
-                                     return_when=asyncio.FIRST_COMPLETED)
+        done, _ = await asyncio.wait(
+            [*tasks, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED
+        )
         for t in done:
             if t in tasks and t.exception() is not None:
                 raise t.exception()  # type: ignore[misc]
@@ -119,9 +136,15 @@ async def _run_all(names: tuple[str, ...], settings: Settings, stop: asyncio.Eve
         await asyncio.wait(tasks, timeout=settings.cancel_grace_s + 15)
 
 
+async def _as_coro(run: Callable[[], Awaitable[None]]) -> None:
+    await run()
+
+
 def describe_backend(settings: Settings) -> str:
     backend = _execution_backend(settings)
-    label = "isolated" if backend.isolated else "NOT ISOLATED: crews run as plain processes (development only)"
+    label = (
+        "isolated" if backend.isolated else "NOT ISOLATED: crews run as plain processes (development only)"
+    )
     return f"{backend.name} ({label})"
 
 
@@ -138,8 +161,10 @@ async def up(settings: Settings, *, embedded_nats: bool = True, stop: asyncio.Ev
         settings.nats_url = await asyncio.to_thread(broker.start)
     try:
         backend = describe_backend(settings)
-        console.print(f"[bold green]crewyard is up[/] — API http://{settings.host}:{settings.port}  "
-                      f"NATS {settings.nats_url}  data {settings.data_dir}")
+        console.print(
+            f"[bold green]crewyard is up[/] — API http://{settings.host}:{settings.port}  "
+            f"NATS {settings.nats_url}  data {settings.data_dir}"
+        )
         console.print(f"  runs execute on: {backend}")
         (settings.data_dir / "api.url").write_text(f"http://{settings.host}:{settings.port}\n")
         (settings.data_dir / "nats.url").write_text(settings.nats_url + "\n")
@@ -193,24 +218,37 @@ async def demo(settings: Settings) -> None:
         if not await _wait_healthy(api, platform):
             return
         hello = examples_dir() / "hello"
-        steps = [("deploy", str(hello), "--project", "hello"),
-                 ("invoke", "--project", "hello", "--input", '{"topic": "event sourcing"}', "--stream")]
+        steps = [
+            ("deploy", str(hello), "--project", "hello"),
+            ("invoke", "--project", "hello", "--input", '{"topic": "event sourcing"}', "--stream"),
+        ]
         for args in steps:
             if await step(*args) != 0:
                 console.print("[red]demo step failed[/]")
                 break
         else:
             proc = await asyncio.create_subprocess_exec(
-                *cli, "runs", "list", "--project", "hello", "--limit", "1", "--json", env=env,
-                stdout=asyncio.subprocess.PIPE)
+                *cli,
+                "runs",
+                "list",
+                "--project",
+                "hello",
+                "--limit",
+                "1",
+                "--json",
+                env=env,
+                stdout=asyncio.subprocess.PIPE,
+            )
             out, _ = await proc.communicate()
             import json
 
             runs = json.loads(out or b"{}").get("runs", [])
             if runs:
                 await step("runs", "artifacts", runs[0]["id"])
-        console.print(f"\n[bold green]The platform keeps running at {api}[/] — try `crewyard runs list`, "
-                      f"`curl {api}/v1/runs`, or open {api}/schema. Ctrl-C stops it.")
+        console.print(
+            f"\n[bold green]The platform keeps running at {api}[/] — try `crewyard runs list`, "
+            f"`curl {api}/v1/runs`, or open {api}/schema. Ctrl-C stops it."
+        )
         await platform
     finally:
         stop.set()

@@ -39,14 +39,24 @@ ACK_WAIT = 60.0
 
 
 class Builder:
-    def __init__(self, settings: Settings, store: EventStore, objects: ObjectStore, backend: BuildBackend,
-                 builder_id: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: EventStore,
+        objects: ObjectStore,
+        backend: BuildBackend,
+        builder_id: str,
+    ) -> None:
         self.store = store
         self.backend = backend
         self.builder_id = builder_id
         self.workspace = Workspace(settings.cache_dir, objects)
-        self.queue = WorkQueue(store, "builder", subjects.type_filter("deployment.created", "deployment",
-                                                                      store.prefix), ack_wait=ACK_WAIT)
+        self.queue = WorkQueue(
+            store,
+            "builder",
+            subjects.type_filter("deployment.created", "deployment", store.prefix),
+            ack_wait=ACK_WAIT,
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.queue.start()
@@ -67,8 +77,9 @@ class Builder:
                     await item.nak(delay=5.0)
 
     async def _emit(self, project: str, dep_id: str, payload: Payload) -> None:
-        await self.store.append_nowait(make_event(payload, project=project, aggregate_id=dep_id,
-                                                  event_id=new_id("evt")))
+        await self.store.append_nowait(
+            make_event(payload, project=project, aggregate_id=dep_id, event_id=new_id("evt"))
+        )
 
     async def _handle(self, item: WorkItem) -> None:
         created = item.event.decode().event
@@ -87,13 +98,22 @@ class Builder:
         try:
             source_dir = await self.workspace.source(state.source_digest)
             config = msgspec.convert(state.config, CrewConfig)
-            request = BuildRequest(deployment_id=dep_id, project=project, source_dir=source_dir,
-                                   source_digest=state.source_digest, config=config)
+            request = BuildRequest(
+                deployment_id=dep_id,
+                project=project,
+                source_dir=source_dir,
+                source_digest=state.source_digest,
+                config=config,
+            )
             try:
                 result = await self.backend.build(request, sink)
                 outcome: Payload = DeploymentReady(
-                    env_digest=result.env_digest, backend=result.backend, cached=result.cached,
-                    duration_ms=int((time.monotonic() - t0) * 1000), image=result.image)
+                    env_digest=result.env_digest,
+                    backend=result.backend,
+                    cached=result.cached,
+                    duration_ms=int((time.monotonic() - t0) * 1000),
+                    image=result.image,
+                )
             except BuildFailed as exc:
                 outcome = DeploymentFailed(error_message=str(exc))
         finally:

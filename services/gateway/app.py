@@ -24,8 +24,12 @@ from .errors import HANDLERS
 async def healthz(request: Request[Any, Any, Any]) -> dict[str, Any]:
     g = gw(request)
     connected = g.store.nc.is_connected
-    return {"status": "ok" if connected else "degraded", "nats": connected,
-            "read_model_position": await g.rm.position(), "version": __version__}
+    return {
+        "status": "ok" if connected else "degraded",
+        "nats": connected,
+        "read_model_position": await g.rm.position(),
+        "version": __version__,
+    }
 
 
 def create_app(settings: Settings, *, gateway: Gateway | None = None) -> Litestar:
@@ -41,9 +45,13 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> Litesta
         store = EventStore(nc, settings.stream)
         await ensure_stream(store.js, settings.stream)
         rm = await ReadModel.open(settings.db_path)
-        app.state.gateway = Gateway(settings=settings, store=store,
-                                    objects=NatsObjectStore(nc, settings.stream.object_bucket),
-                                    rm=rm, secrets=SecretBox(load_key(settings.data_dir, settings.secret_key_b64)))
+        app.state.gateway = Gateway(
+            settings=settings,
+            store=store,
+            objects=NatsObjectStore(nc, settings.stream.object_bucket),
+            rm=rm,
+            secrets=SecretBox(load_key(settings.data_dir, settings.secret_key_b64)),
+        )
         try:
             yield
         finally:

@@ -34,8 +34,9 @@ class Gateway:
         await self.rm.wait_for(seq)
         return seq
 
-    async def commit_payload(self, payload: Payload, project: str, aggregate_id: str,
-                             expected_seq: int | None) -> int:
+    async def commit_payload(
+        self, payload: Payload, project: str, aggregate_id: str, expected_seq: int | None
+    ) -> int:
         event = make_event(payload, project=project, aggregate_id=aggregate_id, event_id=new_id("evt"))
         return await self.commit(event, expected_seq)
 
@@ -125,5 +126,9 @@ def field(body: dict[str, Any], name: str, kind: type | tuple[type, ...], requir
 
 
 def _friendly(names: str) -> str:
-    return names.replace("dict", "a JSON object").replace("str", "a string").replace("float", "a number") \
+    return (
+        names.replace("dict", "a JSON object")
+        .replace("str", "a string")
+        .replace("float", "a number")
         .replace("int", "a number")
+    )

@@ -52,8 +52,12 @@ async def create_deployment(request: Request[Any, Any, Any], project: str) -> Re
     if not await g.objects.exists(name):
         await g.objects.put_bytes(name, data)
     dep_id = new_id("dep")
-    created = DeploymentCreated(source_digest=checked.digest, source_size=checked.size,
-                                config=msgspec.to_builtins(config), name=config.name)
+    created = DeploymentCreated(
+        source_digest=checked.digest,
+        source_size=checked.size,
+        config=msgspec.to_builtins(config),
+        name=config.name,
+    )
     await g.commit_payload(created, project, dep_id, 0)
     view = await g.rm.deployment(dep_id)
     if view is None:
@@ -94,12 +98,16 @@ async def rollback(request: Request[Any, Any, Any], project: str) -> dict[str, A
     if dep["project"] != project:
         raise bad_request(f"deployment {dep_id} belongs to project {dep['project']}, not {project}")
     if dep["status"] != "ready":
-        raise conflict(f"cannot roll back to deployment {dep_id}: its build {dep['status']}"
-                       if dep["status"] == "failed" else f"deployment {dep_id} is still building")
+        raise conflict(
+            f"cannot roll back to deployment {dep_id}: its build {dep['status']}"
+            if dep["status"] == "failed"
+            else f"deployment {dep_id} is still building"
+        )
     for _ in range(5):
         state = fold_project(project, await g.store.load(project, "project", project))
-        promoted = DeploymentPromoted(deployment_id=dep_id, previous_deployment_id=state.current_deployment_id,
-                                      rollback=True)
+        promoted = DeploymentPromoted(
+            deployment_id=dep_id, previous_deployment_id=state.current_deployment_id, rollback=True
+        )
         try:
             await g.commit_payload(promoted, project, project, state.version)
         except ConcurrencyConflict:

@@ -39,8 +39,16 @@ def api_error(_: Request[Any, Any, Any], exc: ApiError) -> Response[Any]:
     return _body(exc.status, exc.code, exc.message)
 
 
-_CODES = {400: "bad_request", 401: "unauthorized", 404: "not_found", 405: "method_not_allowed",
-          409: "conflict", 413: "payload_too_large", 415: "unsupported_media_type", 422: "unprocessable"}
+_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "unprocessable",
+}
 
 
 def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
@@ -60,7 +68,7 @@ def internal(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     return _body(500, "internal", "internal error; the gateway log has the details")
 
 
-HANDLERS: dict[type[Exception], Any] = {
+HANDLERS: dict[int | type[Exception], Any] = {
     Exception: internal,
     ApiError: api_error,
     HTTPException: http_error,

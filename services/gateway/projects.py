@@ -19,7 +19,9 @@ MAX_VALUE = 32 * 1024
 
 def _key(key: str) -> str:
     if not _KEY.match(key):
-        raise bad_request(f"invalid environment variable name {key!r}: use letters, digits and _", "invalid_key")
+        raise bad_request(
+            f"invalid environment variable name {key!r}: use letters, digits and _", "invalid_key"
+        )
     if key.startswith("CREWYARD_"):
         raise bad_request("names starting with CREWYARD_ are reserved for the platform", "invalid_key")
     return key

@@ -72,8 +72,9 @@ async def create_run(request: Request[Any, Any, Any]) -> Response[Any]:
             return _replayed(existing, request_hash)
     dep_id, project = await _resolve_deployment(request, body)
     run_id = new_id("run")
-    queued = RunQueued(deployment_id=dep_id, input=payload, timeout_s=timeout, idempotency_key=key,
-                       request_hash=request_hash)
+    queued = RunQueued(
+        deployment_id=dep_id, input=payload, timeout_s=timeout, idempotency_key=key, request_hash=request_hash
+    )
     # With a key, the event id is derived from it: a concurrent duplicate is dropped by the server.
     event_id = "evt_idem_" + hashlib.sha256(key.encode()).hexdigest()[:40] if key else new_id("evt")
     event = make_event(queued, project=project, aggregate_id=run_id, event_id=event_id)
@@ -82,7 +83,9 @@ async def create_run(request: Request[Any, Any, Any]) -> Response[Any]:
     await g.rm.wait_for(seq)
     run = await g.rm.run(stored.aggregate_id)
     if run is None:
-        raise ApiError(503, "unavailable", "run accepted but the read model is behind; retry GET /v1/runs/" + run_id)
+        raise ApiError(
+            503, "unavailable", "run accepted but the read model is behind; retry GET /v1/runs/" + run_id
+        )
     if stored.aggregate_id != run_id:
         return _replayed(await g.rm.run_by_idempotency_key(key or "") or {}, request_hash)
     run["events_url"] = f"/v1/runs/{run_id}/events"
@@ -91,8 +94,9 @@ async def create_run(request: Request[Any, Any, Any]) -> Response[Any]:
 
 def _replayed(row: dict[str, Any], request_hash: str | None) -> Response[Any]:
     if row.get("request_hash") != request_hash:
-        raise ApiError(422, "idempotency_key_reused",
-                       "this Idempotency-Key was used with a different request body")
+        raise ApiError(
+            422, "idempotency_key_reused", "this Idempotency-Key was used with a different request body"
+        )
     from crewyard.projector.readmodel import run_view
 
     view = run_view(row)
@@ -118,7 +122,9 @@ async def list_runs(request: Request[Any, Any, Any]) -> dict[str, Any]:
     if status and status not in ("pending", "running", "succeeded", "failed", "canceled"):
         raise bad_request(f"unknown status {status!r}")
     project = q.get("project")
-    runs, cursor = await gw(request).rm.runs(project=project, status=status, limit=limit, cursor=q.get("cursor"))
+    runs, cursor = await gw(request).rm.runs(
+        project=project, status=status, limit=limit, cursor=q.get("cursor")
+    )
     return {"runs": runs, "next_cursor": cursor}
 
 
@@ -176,9 +182,15 @@ async def download_artifact(request: Request[Any, Any, Any], run_id: str, name: 
         for i in range(0, len(data), 1 << 16):
             yield data[i : i + (1 << 16)]
 
-    return Stream(body(), media_type=art["content_type"], headers={
-        "Content-Length": str(len(data)), "Content-Disposition": f'attachment; filename="{filename}"',
-        "X-Content-SHA256": art["sha256"]})
+    return Stream(
+        body(),
+        media_type=art["content_type"],
+        headers={
+            "Content-Length": str(len(data)),
+            "Content-Disposition": f'attachment; filename="{filename}"',
+            "X-Content-SHA256": art["sha256"],
+        },
+    )
 
 
 ROUTES = [create_run, get_run, list_runs, cancel_run, run_events, list_artifacts, download_artifact]

@@ -48,14 +48,17 @@ async def project_created(db: aiosqlite.Connection, seq: int, e: Event) -> None:
 
 async def deployment_promoted(db: aiosqlite.Connection, seq: int, e: Event) -> None:
     assert isinstance(e.data, DeploymentPromoted)
-    await db.execute("UPDATE projects SET current_deployment_id = ? WHERE name = ?",
-                     (e.data.deployment_id, e.project))
+    await db.execute(
+        "UPDATE projects SET current_deployment_id = ? WHERE name = ?", (e.data.deployment_id, e.project)
+    )
 
 
 async def env_set(db: aiosqlite.Connection, seq: int, e: Event) -> None:
     assert isinstance(e.data, EnvSet)
-    await db.execute("INSERT OR REPLACE INTO env (project, key, updated_at) VALUES (?, ?, ?)",
-                     (e.project, e.data.key, _ts(e)))
+    await db.execute(
+        "INSERT OR REPLACE INTO env (project, key, updated_at) VALUES (?, ?, ?)",
+        (e.project, e.data.key, _ts(e)),
+    )
 
 
 async def env_unset(db: aiosqlite.Connection, seq: int, e: Event) -> None:
@@ -75,8 +78,10 @@ async def deployment_created(db: aiosqlite.Connection, seq: int, e: Event) -> No
 
 async def build_started(db: aiosqlite.Connection, seq: int, e: Event) -> None:
     assert isinstance(e.data, BuildStarted)
-    await db.execute("UPDATE deployments SET build_started_at = ?, backend = ? WHERE id = ?",
-                     (_ts(e), e.data.backend, e.aggregate_id))
+    await db.execute(
+        "UPDATE deployments SET build_started_at = ?, backend = ? WHERE id = ?",
+        (_ts(e), e.data.backend, e.aggregate_id),
+    )
 
 
 async def deployment_ready(db: aiosqlite.Connection, seq: int, e: Event) -> None:
@@ -88,13 +93,17 @@ async def deployment_ready(db: aiosqlite.Connection, seq: int, e: Event) -> None
         (_ts(e), d.env_digest, d.backend, d.image, int(d.cached), d.duration_ms, e.aggregate_id),
     )
     # A deployment that becomes ready is its project's current one; rollbacks promote explicitly.
-    await db.execute("UPDATE projects SET current_deployment_id = ? WHERE name = ?", (e.aggregate_id, e.project))
+    await db.execute(
+        "UPDATE projects SET current_deployment_id = ? WHERE name = ?", (e.aggregate_id, e.project)
+    )
 
 
 async def deployment_failed(db: aiosqlite.Connection, seq: int, e: Event) -> None:
     assert isinstance(e.data, DeploymentFailed)
-    await db.execute("UPDATE deployments SET status = 'failed', error_message = ? WHERE id = ?",
-                     (e.data.error_message, e.aggregate_id))
+    await db.execute(
+        "UPDATE deployments SET status = 'failed', error_message = ? WHERE id = ?",
+        (e.data.error_message, e.aggregate_id),
+    )
 
 
 async def run_queued(db: aiosqlite.Connection, seq: int, e: Event) -> None:
@@ -103,8 +112,17 @@ async def run_queued(db: aiosqlite.Connection, seq: int, e: Event) -> None:
     await db.execute(
         "INSERT OR IGNORE INTO runs (id, project, deployment_id, status, input, created_at, timeout_s,"
         " idempotency_key, request_hash, last_seq) VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?)",
-        (e.aggregate_id, e.project, d.deployment_id, _dumps(d.input), _ts(e), d.timeout_s,
-         d.idempotency_key, d.request_hash, seq),
+        (
+            e.aggregate_id,
+            e.project,
+            d.deployment_id,
+            _dumps(d.input),
+            _ts(e),
+            d.timeout_s,
+            d.idempotency_key,
+            d.request_hash,
+            seq,
+        ),
     )
 
 
@@ -122,8 +140,16 @@ async def run_cancel_requested(db: aiosqlite.Connection, seq: int, e: Event) -> 
     await db.execute("UPDATE runs SET cancel_requested = 1, last_seq = ? WHERE id = ?", (seq, e.aggregate_id))
 
 
-async def _terminal(db: aiosqlite.Connection, seq: int, e: Event, status: str, output: str | None,
-                    error: str | None, reason: str | None, duration_ms: int) -> None:
+async def _terminal(
+    db: aiosqlite.Connection,
+    seq: int,
+    e: Event,
+    status: str,
+    output: str | None,
+    error: str | None,
+    reason: str | None,
+    duration_ms: int,
+) -> None:
     await db.execute(
         "UPDATE runs SET status = ?, output = ?, error_message = ?, error_reason = ?, completed_at = ?,"
         " duration_ms = ?, last_seq = ? WHERE id = ?",

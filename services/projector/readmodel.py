@@ -113,8 +113,9 @@ class ReadModel:
         row = await self._one("SELECT * FROM runs WHERE idempotency_key = ? ORDER BY id LIMIT 1", (key,))
         return row
 
-    async def runs(self, *, project: str | None, status: str | None, limit: int,
-                   cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+    async def runs(
+        self, *, project: str | None, status: str | None, limit: int, cursor: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
         where, args = [], []
         for col, val in (("project", project), ("status", status)):
             if val:
@@ -132,12 +133,14 @@ class ReadModel:
     async def artifacts(self, run_id: str) -> list[dict[str, Any]]:
         return await self._all(
             "SELECT name, size, content_type, sha256, created_at FROM artifacts WHERE run_id = ? ORDER BY name",
-            (run_id,))
+            (run_id,),
+        )
 
     async def artifact(self, run_id: str, name: str) -> dict[str, Any] | None:
         return await self._one(
             "SELECT name, size, content_type, sha256, created_at FROM artifacts WHERE run_id = ? AND name = ?",
-            (run_id, name))
+            (run_id, name),
+        )
 
     async def project(self, name: str) -> dict[str, Any] | None:
         return await self._one("SELECT * FROM projects WHERE name = ?", (name,))

@@ -18,8 +18,14 @@ from crewyard.core.events import ArtifactStored
 from crewyard.objects import ObjectStore
 from crewyard.workspace import artifact_object
 
-_EXTRA_TYPES = {".md": "text/markdown", ".jsonl": "application/jsonl", ".yaml": "application/yaml",
-                ".yml": "application/yaml", ".csv": "text/csv", ".log": "text/plain"}
+_EXTRA_TYPES = {
+    ".md": "text/markdown",
+    ".jsonl": "application/jsonl",
+    ".yaml": "application/yaml",
+    ".yml": "application/yaml",
+    ".csv": "text/csv",
+    ".log": "text/plain",
+}
 
 
 class Collected(msgspec.Struct):
@@ -41,7 +47,9 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def scan(root: Path, *, max_file: int, max_total: int) -> tuple[list[tuple[str, Path, int]], list[str], list[str]]:
+def scan(
+    root: Path, *, max_file: int, max_total: int
+) -> tuple[list[tuple[str, Path, int]], list[str], list[str]]:
     """Files to store (name, path, size), skipped entries, and files over a size limit."""
     files: list[tuple[str, Path, int]] = []
     skipped: list[str] = []

@@ -52,8 +52,14 @@ class Emitter:
             await self.flush()
 
     async def log(self, message: str, level: str = "info", stream: str = "runner") -> None:
-        await self.emit(Log(message=redact(message, self.secrets), level=level, stream=stream,
-                            timestamp=datetime.now(UTC).isoformat()))
+        await self.emit(
+            Log(
+                message=redact(message, self.secrets),
+                level=level,
+                stream=stream,
+                timestamp=datetime.now(UTC).isoformat(),
+            )
+        )
 
     async def flush(self) -> None:
         pending, self._pending = self._pending, []
@@ -141,25 +147,36 @@ def decide_outcome(
     if canceled is not None:
         return RunCanceled(reason=canceled, duration_ms=duration_ms)
     if timed_out is not None:
-        return RunFailed(reason="timeout", error_message=f"Run timed out after {timed_out:g}s",
-                         duration_ms=duration_ms)
+        return RunFailed(
+            reason="timeout", error_message=f"Run timed out after {timed_out:g}s", duration_ms=duration_ms
+        )
     if outcome.result is not None and status is not None and status.code == 0:
         return RunCompleted(output=outcome.result.output, duration_ms=duration_ms)
     if outcome.error is not None:
         err = outcome.error
         reason = "out_of_memory" if err.error_type == "MemoryError" else "crew_error"
         message = err.message if reason == "crew_error" else f"Run ran out of memory: {err.message}"
-        return RunFailed(reason=reason, error_message=message, error_type=err.error_type,
-                         stack_trace=(err.traceback or "")[-MAX_STACK:] or None, duration_ms=duration_ms)
+        return RunFailed(
+            reason=reason,
+            error_message=message,
+            error_type=err.error_type,
+            stack_trace=(err.traceback or "")[-MAX_STACK:] or None,
+            duration_ms=duration_ms,
+        )
     if status is not None and status.oom_killed:
         limit = f" ({(limits.memory_bytes or 0) // (1 << 20)} MiB limit)" if limits.memory_bytes else ""
-        return RunFailed(reason="out_of_memory", error_message=f"Run was killed: out of memory{limit}",
-                         duration_ms=duration_ms)
+        return RunFailed(
+            reason="out_of_memory",
+            error_message=f"Run was killed: out of memory{limit}",
+            duration_ms=duration_ms,
+        )
     code = status.code if status else None
     tail = "\n".join(outcome.stderr_tail[-10:])
     how = f"was killed by signal {status.signal}" if status and status.signal else f"exited with code {code}"
     message = f"crew process {how} before reporting a result"
-    return RunFailed(reason="crew_error", error_message=message, stack_trace=tail or None, duration_ms=duration_ms)
+    return RunFailed(
+        reason="crew_error", error_message=message, stack_trace=tail or None, duration_ms=duration_ms
+    )
 
 
 async def supervise(
@@ -185,8 +202,9 @@ async def supervise(
             if left <= 0:
                 timed_out = True
                 break
-            done, _ = await asyncio.wait({waiter, canceler}, timeout=min(left, heartbeat_every),
-                                         return_when=asyncio.FIRST_COMPLETED)
+            done, _ = await asyncio.wait(
+                {waiter, canceler}, timeout=min(left, heartbeat_every), return_when=asyncio.FIRST_COMPLETED
+            )
             if waiter in done:
                 break
             if canceler in done:

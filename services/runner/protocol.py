@@ -35,6 +35,7 @@ _decoder = msgspec.json.Decoder(Message)
 def decode_line(line: bytes) -> Message | None:
     """A protocol message, or None when the line is not one (then it is treated as output)."""
     try:
-        return _decoder.decode(line)
+        message: Message = _decoder.decode(line)
+        return message
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None

@@ -39,8 +39,14 @@ ACK_WAIT = 30.0
 
 
 class Runner:
-    def __init__(self, settings: Settings, store: EventStore, objects: ObjectStore,
-                 backend: ExecutionBackend, secrets: SecretBox) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        store: EventStore,
+        objects: ObjectStore,
+        backend: ExecutionBackend,
+        secrets: SecretBox,
+    ) -> None:
         self.settings = settings
         self.store = store
         self.objects = objects
@@ -48,8 +54,13 @@ class Runner:
         self.secrets = secrets
         self.workspace = Workspace(settings.cache_dir, objects)
         self.venvs = VenvBuilder(settings.cache_dir)
-        self.queue = WorkQueue(store, "runner", subjects.type_filter("run.queued", "run", store.prefix),
-                               ack_wait=ACK_WAIT, max_deliver=20)
+        self.queue = WorkQueue(
+            store,
+            "runner",
+            subjects.type_filter("run.queued", "run", store.prefix),
+            ack_wait=ACK_WAIT,
+            max_deliver=20,
+        )
         self.active: dict[str, asyncio.Event] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -72,7 +83,8 @@ class Runner:
                     continue
                 task = asyncio.create_task(self._guarded(items[0]))
                 self._tasks.add(task)
-                task.add_done_callback(lambda t: (self._tasks.discard(t), slots.release()))
+                task.add_done_callback(self._tasks.discard)
+                task.add_done_callback(lambda _t: slots.release())
         finally:
             listener.cancel()
             for cancel in self.active.values():
@@ -123,18 +135,32 @@ class Runner:
         if state.run_id in self.active:  # our own run, delivered again: keep it alive
             await item.in_progress()
             return
-        outcome = (RunCanceled(reason="canceled while its runner was lost") if state.cancel_requested
-                   else RunFailed(reason="runner_lost",
-                                  error_message=f"Runner {state.runner_id} was lost while executing the run"))
+        outcome = (
+            RunCanceled(reason="canceled while its runner was lost")
+            if state.cancel_requested
+            else RunFailed(
+                reason="runner_lost",
+                error_message=f"Runner {state.runner_id} was lost while executing the run",
+            )
+        )
         await finish(self.store, state.project, state.run_id, outcome)
         await item.ack()
 
     async def _execute(self, item: WorkItem, state: rs.RunState) -> None:
         run_id, project = state.run_id, state.project
-        dep = fold_deployment(state.deployment_id, await self.store.load(project, "deployment", state.deployment_id))
+        dep = fold_deployment(
+            state.deployment_id, await self.store.load(project, "deployment", state.deployment_id)
+        )
         if dep.status != READY:
-            await finish(self.store, project, run_id, RunFailed(
-                reason="infrastructure", error_message=f"deployment {state.deployment_id} is not ready ({dep.status})"))
+            await finish(
+                self.store,
+                project,
+                run_id,
+                RunFailed(
+                    reason="infrastructure",
+                    error_message=f"deployment {state.deployment_id} is not ready ({dep.status})",
+                ),
+            )
             await item.ack()
             return
         config = msgspec.convert(dep.config, CrewConfig)
@@ -142,10 +168,17 @@ class Runner:
         self.active[run_id] = cancel
         work = self.settings.work_dir / run_id
         try:
-            started = rs.decide_start(state, runner_id=self.settings.runner_id, backend=self.backend.name,
-                                      isolated=self.backend.isolated, entrypoint=config.entrypoint)
-            await self.store.append(make_event(started, project=project, aggregate_id=run_id,
-                                               event_id=new_id("evt")), expected_seq=state.version)
+            started = rs.decide_start(
+                state,
+                runner_id=self.settings.runner_id,
+                backend=self.backend.name,
+                isolated=self.backend.isolated,
+                entrypoint=config.entrypoint,
+            )
+            await self.store.append(
+                make_event(started, project=project, aggregate_id=run_id, event_id=new_id("evt")),
+                expected_seq=state.version,
+            )
             await self._run_started(item, state, dep.source_digest, dep.image, config, cancel, work)
         finally:
             self.active.pop(run_id, None)
@@ -158,8 +191,16 @@ class Runner:
             env[key] = self.secrets.decrypt(project, key, token)
         return env
 
-    async def _run_started(self, item: WorkItem, state: rs.RunState, source_digest: str, image: str | None,
-                           config: CrewConfig, cancel: asyncio.Event, work: Path) -> None:
+    async def _run_started(
+        self,
+        item: WorkItem,
+        state: rs.RunState,
+        source_digest: str,
+        image: str | None,
+        config: CrewConfig,
+        cancel: asyncio.Event,
+        work: Path,
+    ) -> None:
         run_id, project = state.run_id, state.project
         t0 = time.monotonic()
         emitter = Emitter(self.store, project, run_id, [])
@@ -170,37 +211,68 @@ class Runner:
             source_dir = await self.workspace.source(source_digest)
             venv_dir = None
             if self.backend.artifact_kind == "venv":
+
                 async def quiet(line: str, stream: str) -> None:
                     return None
-                built = await self.venvs.build(BuildRequest(
-                    deployment_id=state.deployment_id, project=project, source_dir=source_dir,
-                    source_digest=source_digest, config=config), quiet)
+
+                built = await self.venvs.build(
+                    BuildRequest(
+                        deployment_id=state.deployment_id,
+                        project=project,
+                        source_dir=source_dir,
+                        source_digest=source_digest,
+                        config=config,
+                    ),
+                    quiet,
+                )
                 venv_dir = built.venv_dir
             spec = RunSpec(
-                run_id=run_id, project=project, deployment_id=state.deployment_id,
-                runner_id=self.settings.runner_id, framework=config.framework, entrypoint=config.entrypoint,
-                input=state.input, env=env, source_dir=source_dir, runtime_dir=self.workspace.runtime_dir(),
-                venv_dir=venv_dir, image=image, work_dir=self.settings.work_dir / run_id,
-                artifacts_dir=self.settings.work_dir / run_id / "artifacts", limits=limits,
+                run_id=run_id,
+                project=project,
+                deployment_id=state.deployment_id,
+                runner_id=self.settings.runner_id,
+                framework=config.framework,
+                entrypoint=config.entrypoint,
+                input=state.input,
+                env=env,
+                source_dir=source_dir,
+                runtime_dir=self.workspace.runtime_dir(),
+                venv_dir=venv_dir,
+                image=image,
+                work_dir=self.settings.work_dir / run_id,
+                artifacts_dir=self.settings.work_dir / run_id / "artifacts",
+                limits=limits,
             )
             handle = await self.backend.start(spec)
         except (BackendError, BuildFailed, ObjectStoreError, SecretError, OSError) as exc:
             await emitter.flush()
-            await finish(self.store, project, run_id, RunFailed(
-                reason="infrastructure", error_message=f"Could not start the run: {exc}"))
+            await finish(
+                self.store,
+                project,
+                run_id,
+                RunFailed(reason="infrastructure", error_message=f"Could not start the run: {exc}"),
+            )
             await item.ack()
             return
         timeout = state.timeout_s or config.timeout_s or self.settings.default_timeout_s
         outcome, status, timed_out, canceled = await supervise(
-            handle, emitter, timeout_s=timeout, cancel=cancel, grace_s=self.settings.cancel_grace_s,
-            heartbeat=item.in_progress, heartbeat_every=ACK_WAIT / 3,
+            handle,
+            emitter,
+            timeout_s=timeout,
+            cancel=cancel,
+            grace_s=self.settings.cancel_grace_s,
+            heartbeat=item.in_progress,
+            heartbeat_every=ACK_WAIT / 3,
         )
         over: list[str] = []
         try:
             await handle.collect_artifacts()
-            collected = await collect(spec.artifacts_dir, self.objects,
-                                      max_file=self.settings.artifact_max_file_bytes,
-                                      max_total=self.settings.artifact_max_total_bytes)
+            collected = await collect(
+                spec.artifacts_dir,
+                self.objects,
+                max_file=self.settings.artifact_max_file_bytes,
+                max_total=self.settings.artifact_max_total_bytes,
+            )
             for stored in collected.stored:
                 await emitter.emit(stored)
             for reason in collected.skipped:
@@ -211,11 +283,16 @@ class Runner:
         finally:
             with contextlib.suppress(BackendError):
                 await handle.remove()
-        payload = decide_outcome(outcome=outcome, status=status, canceled="requested" if canceled else None,
-                                 timed_out=timeout if timed_out else None, started=t0, limits=limits)
+        payload = decide_outcome(
+            outcome=outcome,
+            status=status,
+            canceled="requested" if canceled else None,
+            timed_out=timeout if timed_out else None,
+            started=t0,
+            limits=limits,
+        )
         if over and not isinstance(payload, RunFailed | RunCanceled):
             payload = RunFailed(reason="limit", error_message="Artifact limit exceeded: " + "; ".join(over))
         await emitter.flush()
         await finish(self.store, project, run_id, payload)
         await item.ack()
-

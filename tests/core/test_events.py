@@ -2,7 +2,6 @@ from datetime import UTC, datetime
 
 import msgspec
 import pytest
-
 from crewyard.core.events import (
     PAYLOAD_TYPES,
     Log,
@@ -40,8 +39,10 @@ def test_wire_format_is_plain_json_with_type_and_data():
 
 
 def test_old_log_version_is_upcast_on_read():
-    raw = (b'{"id":"evt_1","type":"log","version":0,"time":"2026-01-01T00:00:00Z","project":"p",'
-           b'"aggregate":"run","aggregate_id":"run_1","data":{"line":"old text"}}')
+    raw = (
+        b'{"id":"evt_1","type":"log","version":0,"time":"2026-01-01T00:00:00Z","project":"p",'
+        b'"aggregate":"run","aggregate_id":"run_1","data":{"line":"old text"}}'
+    )
     assert not is_current(raw)
     event = decode(raw)
     assert event.version == 1
@@ -49,18 +50,43 @@ def test_old_log_version_is_upcast_on_read():
 
 
 def test_unknown_type_is_refused():
-    raw = (b'{"id":"evt_1","type":"nope","version":1,"time":"2026-01-01T00:00:00Z","project":"p",'
-           b'"aggregate":"run","aggregate_id":"run_1","data":{}}')
+    raw = (
+        b'{"id":"evt_1","type":"nope","version":1,"time":"2026-01-01T00:00:00Z","project":"p",'
+        b'"aggregate":"run","aggregate_id":"run_1","data":{}}'
+    )
     with pytest.raises(UnknownEventType):
         decode(raw)
 
 
 def test_catalogue_has_the_reference_names():
-    for name in ("run.queued", "run.started", "run.completed", "run.failed", "run.canceled", "log", "artifact",
-                 "agent.started", "agent.completed", "agent.error", "task.started", "task.completed",
-                 "tool.called", "tool.result", "tool.error", "deployment.created", "deployment.build.log",
-                 "deployment.ready", "deployment.failed", "deployment.promoted", "run.cancel_requested",
-                 "env.set", "env.unset", "project.created", "apikey.created", "apikey.revoked"):
+    for name in (
+        "run.queued",
+        "run.started",
+        "run.completed",
+        "run.failed",
+        "run.canceled",
+        "log",
+        "artifact",
+        "agent.started",
+        "agent.completed",
+        "agent.error",
+        "task.started",
+        "task.completed",
+        "tool.called",
+        "tool.result",
+        "tool.error",
+        "deployment.created",
+        "deployment.build.log",
+        "deployment.ready",
+        "deployment.failed",
+        "deployment.promoted",
+        "run.cancel_requested",
+        "env.set",
+        "env.unset",
+        "project.created",
+        "apikey.created",
+        "apikey.revoked",
+    ):
         assert name in PAYLOAD_TYPES
 
 

@@ -1,7 +1,6 @@
 from datetime import UTC, datetime
 
 import pytest
-
 from crewyard.core import run_state as rs
 from crewyard.core.events import (
     Recorded,
@@ -17,8 +16,10 @@ T = datetime(2026, 1, 1, tzinfo=UTC)
 
 
 def _history(*payloads):
-    return [Recorded(i + 1, make_event(p, project="p", aggregate_id="run_1", event_id=f"evt_{i}", time=T))
-            for i, p in enumerate(payloads)]
+    return [
+        Recorded(i + 1, make_event(p, project="p", aggregate_id="run_1", event_id=f"evt_{i}", time=T))
+        for i, p in enumerate(payloads)
+    ]
 
 
 QUEUED = RunQueued(deployment_id="dep_1", input={"a": 1})

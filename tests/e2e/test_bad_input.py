@@ -8,7 +8,6 @@ import tarfile
 
 import httpx
 import pytest
-
 from crewyard.packaging import pack
 from crewyard.testing.api import EXAMPLES, deploy, sse_events, wait_run, write_crew
 
@@ -65,8 +64,11 @@ def _intact(api: httpx.Client, existing: dict) -> None:
         (_tar({"crewyard.toml": CONFIG, "/etc/cron.d/x": b"x"}), "invalid_archive", "absolute"),
         (_tar({"crewyard.toml": CONFIG}, link=("evil", "/etc/passwd")), "invalid_archive", "link"),
         (_tar({"crew.py": b"x"}), "invalid_config", "crewyard.toml"),
-        (_tar({"crewyard.toml": b"[deployment]\nframework = 'cobol'\nentrypoint = 'a:b'\n"}), "invalid_config",
-         "framework"),
+        (
+            _tar({"crewyard.toml": b"[deployment]\nframework = 'cobol'\nentrypoint = 'a:b'\n"}),
+            "invalid_config",
+            "framework",
+        ),
         (_tar({"crewyard.toml": b"not = [valid"}), "invalid_config", "TOML"),
     ],
 )
@@ -83,8 +85,11 @@ def test_upload_over_the_limit(api, existing, platform):
 
 
 def test_dependencies_that_fail_to_install(api, existing, tmp_path):
-    crew = write_crew(tmp_path / "baddeps", "def run(i):\n    return i\n",
-                      requirements="this-package-does-not-exist-crewyard==0.0.1\n")
+    crew = write_crew(
+        tmp_path / "baddeps",
+        "def run(i):\n    return i\n",
+        requirements="this-package-does-not-exist-crewyard==0.0.1\n",
+    )
     dep = deploy(api, crew, "keep")
     assert dep["status"] == "failed"
     assert "this-package-does-not-exist-crewyard" in dep["error_message"]
@@ -112,7 +117,9 @@ def test_entrypoint_that_does_not_exist(api, existing, tmp_path):
 
 
 def test_crew_exception_is_reported_with_traceback(api, tmp_path):
-    crew = write_crew(tmp_path / "boom", "def run(i):\n    print('about to fail')\n    raise ValueError('bad topic')\n")
+    crew = write_crew(
+        tmp_path / "boom", "def run(i):\n    print('about to fail')\n    raise ValueError('bad topic')\n"
+    )
     dep = deploy(api, crew, "boom")
     run = wait_run(api, api.post("/v1/runs", json={"deployment_id": dep["deployment_id"]}).json()["run_id"])
     assert run["status"] == "failed"
@@ -122,8 +129,14 @@ def test_crew_exception_is_reported_with_traceback(api, tmp_path):
     assert "raise ValueError" in events[-1]["data"]["data"]["stack_trace"]
 
 
-@pytest.mark.parametrize("payload", [{"project": "keep", "input": [1, 2]}, {"project": "keep", "input": "x"},
-                                     {"project": "keep", "input": 3}])
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"project": "keep", "input": [1, 2]},
+        {"project": "keep", "input": "x"},
+        {"project": "keep", "input": 3},
+    ],
+)
 def test_input_must_be_an_object(api, existing, payload):
     assert "input must be a JSON object" in _error(api.post("/v1/runs", json=payload), 400, "bad_request")
     _intact(api, existing)
@@ -136,8 +149,14 @@ def test_body_must_be_json(api):
 
 
 def test_unknown_ids_are_404(api):
-    for path in ("/v1/runs/run_nope", "/v1/deployments/dep_nope", "/v1/runs/run_nope/artifacts",
-                 "/v1/runs/run_nope/events", "/v1/projects/nope/deployments", "/v1/projects/nope/env"):
+    for path in (
+        "/v1/runs/run_nope",
+        "/v1/deployments/dep_nope",
+        "/v1/runs/run_nope/artifacts",
+        "/v1/runs/run_nope/events",
+        "/v1/projects/nope/deployments",
+        "/v1/projects/nope/env",
+    ):
         _error(api.get(path), 404, "not_found")
     _error(api.post("/v1/runs", json={"deployment_id": "dep_nope"}), 404, "not_found")
     _error(api.post("/v1/runs", json={"project": "nope"}), 404, "not_found")
@@ -171,8 +190,11 @@ def test_rollback_makes_an_earlier_deployment_current(api, tmp_path):
 
 
 def test_invalid_project_name_and_env_key(api):
-    _error(api.post("/v1/projects/Bad.Name/deployments", content=pack(EXAMPLES / "hello"), headers=GZ), 400,
-           "invalid_project")
+    _error(
+        api.post("/v1/projects/Bad.Name/deployments", content=pack(EXAMPLES / "hello"), headers=GZ),
+        400,
+        "invalid_project",
+    )
     _error(api.put("/v1/projects/keep/env/1BAD", json={"value": "x"}), 400, "invalid_key")
     _error(api.put("/v1/projects/keep/env/OK_KEY", json={"value": 5}), 400)
     _error(api.delete("/v1/projects/keep/env/NOT_SET"), 404)

@@ -12,7 +12,6 @@ import time
 
 import httpx
 import nats
-
 from crewyard.testing.api import deploy, sse_events, wait_run, write_crew
 from crewyard.testing.platform import PlatformProcess
 
@@ -26,7 +25,9 @@ def run(inputs):
 """
 
 
-def test_env_values_are_encrypted_injected_and_redacted(api: httpx.Client, platform: PlatformProcess, tmp_path):
+def test_env_values_are_encrypted_injected_and_redacted(
+    api: httpx.Client, platform: PlatformProcess, tmp_path
+):
     crew = write_crew(tmp_path / "envcrew", ECHO_ENV, extra_toml='[deployment.env]\nMODE = "default-mode"\n')
     dep = deploy(api, crew, "secrets")
     secret = "s3cr3t-value-do-not-leak"
@@ -38,8 +39,11 @@ def test_env_values_are_encrypted_injected_and_redacted(api: httpx.Client, platf
     run_id = api.post("/v1/runs", json={"deployment_id": dep["deployment_id"]}).json()["run_id"]
     run = wait_run(api, run_id)
     assert run["output"] == {"has_token": True, "mode": "default-mode"}
-    logs = [m["data"]["data"]["message"] for m in sse_events(api, f"/v1/runs/{run_id}/events")
-            if m["event"] == "log"]
+    logs = [
+        m["data"]["data"]["message"]
+        for m in sse_events(api, f"/v1/runs/{run_id}/events")
+        if m["event"] == "log"
+    ]
     assert "token is ***" in logs
 
     async def raw_stream() -> bytes:
@@ -79,16 +83,29 @@ def test_two_runners_execute_each_run_exactly_once(tmp_path):
     try:
         env = {**os.environ, "CREWYARD_RUNNER_CONCURRENCY": "2", "CREWYARD_RUNNER_ID": "second-runner"}
         extra = subprocess.Popen(
-            [sys.executable, "-c",
-             "import asyncio,sys; from crewyard import platform, settings;"
-             "asyncio.run(platform.run_service('runner', settings.load(sys.argv[1], nats_url=sys.argv[2],"
-             " backend='process')))", str(tmp_path / "runner2"), platform.nats_url],
-            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+            [
+                sys.executable,
+                "-c",
+                "import asyncio,sys; from crewyard import platform, settings;"
+                "asyncio.run(platform.run_service('runner', settings.load(sys.argv[1], nats_url=sys.argv[2],"
+                " backend='process')))",
+                str(tmp_path / "runner2"),
+                platform.nats_url,
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         with httpx.Client(base_url=platform.api, timeout=30) as api:
             dep = deploy(api, write_crew(tmp_path / "sleepy", SLEEPY), "shared")
             time.sleep(1.0)  # let the second runner bind to the shared consumer
-            run_ids = [api.post("/v1/runs", json={"deployment_id": dep["deployment_id"], "input": {"sleep": 0.3}})
-                       .json()["run_id"] for _ in range(20)]
+            run_ids = [
+                api.post(
+                    "/v1/runs", json={"deployment_id": dep["deployment_id"], "input": {"sleep": 0.3}}
+                ).json()["run_id"]
+                for _ in range(20)
+            ]
             runners: dict[str, int] = {}
             for run_id in run_ids:
                 assert wait_run(api, run_id, timeout=120)["status"] == "succeeded"

@@ -7,10 +7,8 @@ import json
 
 import httpx
 import nats
-
-from crewyard.testing.platform import PlatformProcess
-
 from crewyard.testing.api import EXAMPLES, deploy, sse_events, wait_run
+from crewyard.testing.platform import PlatformProcess
 
 TERMINAL = {"run.completed", "run.failed", "run.canceled"}
 
@@ -37,8 +35,18 @@ def test_deploy_invoke_stream_resume_and_download(api: httpx.Client, platform: P
     assert [m["id"] for m in first + rest] == [m["id"] for m in full]
     assert [m["data"]["type"] for m in full] == [m["event"] for m in full]
     types = [m["event"] for m in full]
-    for expected in ("run.started", "agent.started", "task.started", "tool.called", "tool.result",
-                     "task.completed", "agent.completed", "log", "artifact", "run.completed"):
+    for expected in (
+        "run.started",
+        "agent.started",
+        "task.started",
+        "tool.called",
+        "tool.result",
+        "task.completed",
+        "agent.completed",
+        "log",
+        "artifact",
+        "run.completed",
+    ):
         assert expected in types, types
     assert types.index("artifact") < types.index("run.completed")
     logs = [m["data"]["data"]["message"] for m in full if m["event"] == "log"]
@@ -91,8 +99,9 @@ def test_external_nats_subscriber_sees_the_same_events(api: httpx.Client, platfo
             run_id = r.json()["run_id"]
             await asyncio.wait_for(done.wait(), 60)
         await nc.drain()
-        sse = await asyncio.to_thread(sse_events, httpx.Client(base_url=platform.api, timeout=30),
-                                      f"/v1/runs/{run_id}/events")
+        sse = await asyncio.to_thread(
+            sse_events, httpx.Client(base_url=platform.api, timeout=30), f"/v1/runs/{run_id}/events"
+        )
         return seen, [m["data"]["id"] for m in sse]
 
     seen, via_sse = asyncio.run(scenario())
@@ -103,11 +112,16 @@ def test_external_nats_subscriber_sees_the_same_events(api: httpx.Client, platfo
 def test_build_log_streams_until_ready(api: httpx.Client):
     from crewyard.packaging import pack
 
-    r = api.post("/v1/projects/buildlog/deployments", content=pack(EXAMPLES / "hello"),
-                 headers={"Content-Type": "application/gzip"})
+    r = api.post(
+        "/v1/projects/buildlog/deployments",
+        content=pack(EXAMPLES / "hello"),
+        headers={"Content-Type": "application/gzip"},
+    )
     dep_id = r.json()["deployment_id"]
     events = sse_events(api, f"/v1/deployments/{dep_id}/build-log")
     types = [m["event"] for m in events]
     assert types[0] == "deployment.created" and types[-1] == "deployment.ready"
     assert "deployment.build.log" in types
-    assert any("reusing" in m["data"]["data"].get("line", "") for m in events if m["event"] == "deployment.build.log")
+    assert any(
+        "reusing" in m["data"]["data"].get("line", "") for m in events if m["event"] == "deployment.build.log"
+    )

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 
 import httpx
-
 from crewyard import settings as settings_mod
 from crewyard.platform import rebuild_projection
 from crewyard.projector import ReadModel
@@ -26,8 +25,12 @@ def test_restart_keeps_everything_and_rebuild_is_identical(tmp_path):
     try:
         with httpx.Client(base_url=platform.api, timeout=30) as api:
             dep = deploy(api, EXAMPLES / "hello", "durable")
-            runs = [api.post("/v1/runs", json={"project": "durable", "input": {"topic": f"t{i}", "delay": 0}})
-                    .json()["run_id"] for i in range(3)]
+            runs = [
+                api.post(
+                    "/v1/runs", json={"project": "durable", "input": {"topic": f"t{i}", "delay": 0}}
+                ).json()["run_id"]
+                for i in range(3)
+            ]
             for run_id in runs:
                 assert wait_run(api, run_id)["status"] == "succeeded"
             api.put("/v1/projects/durable/env/GREETING", json={"value": "hello there"})

@@ -1,7 +1,6 @@
 import asyncio
 
 import pytest
-
 from crewyard.core.events import Log, RunQueued, RunStarted, make_event
 from crewyard.core.ids import new_id
 from crewyard.eventstore import ConcurrencyConflict, EventStore
@@ -30,8 +29,9 @@ async def test_append_load_and_expected_sequence(store: EventStore):
 async def test_two_writers_with_the_same_expectation_only_one_wins(store: EventStore):
     run = new_id("run")
     seq = await store.append(_ev(QUEUED, run), expected_seq=0)
-    results = await asyncio.gather(*(store.append(_ev(STARTED, run), expected_seq=seq) for _ in range(5)),
-                                   return_exceptions=True)
+    results = await asyncio.gather(
+        *(store.append(_ev(STARTED, run), expected_seq=seq) for _ in range(5)), return_exceptions=True
+    )
     assert sum(isinstance(r, int) for r in results) == 1
     assert sum(isinstance(r, ConcurrencyConflict) for r in results) == 4
 

@@ -46,7 +46,12 @@ def fold_deployment(deployment_id: str, history: list[Recorded]) -> DeploymentSt
         if isinstance(data, DeploymentCreated):
             state.status, state.source_digest, state.config = BUILDING, data.source_digest, data.config
         elif isinstance(data, DeploymentReady):
-            state.status, state.env_digest, state.backend, state.image = READY, data.env_digest, data.backend, data.image
+            state.status, state.env_digest, state.backend, state.image = (
+                READY,
+                data.env_digest,
+                data.backend,
+                data.image,
+            )
         elif isinstance(data, DeploymentFailed):
             state.status, state.error_message = FAILED, data.error_message
     return state

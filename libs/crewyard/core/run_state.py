@@ -102,11 +102,17 @@ def fold(run_id: str, history: list[Recorded]) -> RunState:
     return state
 
 
-def decide_start(state: RunState, *, runner_id: str, backend: str, isolated: bool, entrypoint: str) -> RunStarted:
+def decide_start(
+    state: RunState, *, runner_id: str, backend: str, isolated: bool, entrypoint: str
+) -> RunStarted:
     if state.status != PENDING:
         raise InvalidTransition(f"Cannot start run with status: {state.status or 'unknown'}", state.status)
     return RunStarted(
-        runner_id=runner_id, backend=backend, isolated=isolated, attempt=state.attempt + 1, entrypoint=entrypoint
+        runner_id=runner_id,
+        backend=backend,
+        isolated=isolated,
+        attempt=state.attempt + 1,
+        entrypoint=entrypoint,
     )
 
 

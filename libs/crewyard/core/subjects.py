@@ -27,7 +27,9 @@ def check_project_name(name: str) -> str:
     return name
 
 
-def event_subject(project: str, aggregate: str, aggregate_id: str, event_type: str, prefix: str = PREFIX) -> str:
+def event_subject(
+    project: str, aggregate: str, aggregate_id: str, event_type: str, prefix: str = PREFIX
+) -> str:
     return f"{prefix}.{project}.{aggregate}.{aggregate_id}.{event_type}"
 
 

@@ -55,7 +55,9 @@ class EventStore:
         self.prefix = self.settings.prefix
 
     def subject_of(self, event: Event) -> str:
-        return subjects.event_subject(event.project, event.aggregate, event.aggregate_id, event.type, self.prefix)
+        return subjects.event_subject(
+            event.project, event.aggregate, event.aggregate_id, event.type, self.prefix
+        )
 
     def aggregate_filter(self, project: str, aggregate: str, aggregate_id: str) -> str:
         return subjects.aggregate_filter(project, aggregate, aggregate_id, self.prefix)
@@ -69,7 +71,7 @@ class EventStore:
         agg = self.aggregate_filter(event.project, event.aggregate, event.aggregate_id)
         delay = 0.1
         for attempt in range(attempts):
-            headers = {Header.MSG_ID: event.id}
+            headers: dict[str, str] = {Header.MSG_ID: event.id}
             if expected_seq is not None:
                 headers[Header.EXPECTED_LAST_SUBJECT_SEQUENCE] = str(expected_seq)
                 headers[_EXPECTED_SUBJECT] = agg
@@ -83,7 +85,9 @@ class EventStore:
                     landed = await self._landed(agg, event.id)
                     if landed is not None:
                         return landed
-                raise ConcurrencyConflict(f"{event.aggregate} {event.aggregate_id} changed concurrently") from exc
+                raise ConcurrencyConflict(
+                    f"{event.aggregate} {event.aggregate_id} changed concurrently"
+                ) from exc
             except (TimeoutError, NatsTimeout, NoRespondersError, NoStreamResponseError) as exc:
                 if attempt == attempts - 1:
                     raise StoreUnavailable(f"event store did not answer: {exc!r}") from exc
@@ -158,7 +162,9 @@ class EventStore:
 
     async def load_any(self, aggregate: str, aggregate_id: str) -> list[Recorded]:
         """Load an aggregate whose project is unknown (ids are unique across projects)."""
-        raws = await self.load_raw(subjects.any_project_aggregate_filter(aggregate, aggregate_id, self.prefix))
+        raws = await self.load_raw(
+            subjects.any_project_aggregate_filter(aggregate, aggregate_id, self.prefix)
+        )
         return [r.decode() for r in raws]
 
     async def get(self, seq: int) -> RawEvent:
@@ -193,7 +199,11 @@ class EventStore:
         )
         try:
             sub = await self.js.subscribe(
-                filter_subject, stream=self.stream, ordered_consumer=True, cb=on_msg, config=config,
+                filter_subject,
+                stream=self.stream,
+                ordered_consumer=True,
+                cb=on_msg,
+                config=config,
                 idle_heartbeat=2.0,
             )
         except Exception as exc:

@@ -12,6 +12,7 @@ import contextlib
 
 import msgspec
 from nats.aio.msg import Msg
+from nats.js.client import JetStreamContext
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
@@ -42,14 +43,21 @@ class WorkItem(msgspec.Struct):
 
 
 class WorkQueue:
-    def __init__(self, store: EventStore, durable: str, filter_subject: str, *, ack_wait: float = 30.0,
-                 max_deliver: int = 5) -> None:
+    def __init__(
+        self,
+        store: EventStore,
+        durable: str,
+        filter_subject: str,
+        *,
+        ack_wait: float = 30.0,
+        max_deliver: int = 5,
+    ) -> None:
         self.store = store
         self.durable = durable
         self.filter_subject = filter_subject
         self.ack_wait = ack_wait
         self.max_deliver = max_deliver
-        self._sub: object | None = None
+        self._sub: JetStreamContext.PullSubscription | None = None
 
     async def start(self) -> None:
         # add_consumer creates or updates; pull_subscribe alone would ignore changed settings.
@@ -71,8 +79,9 @@ class WorkQueue:
     async def fetch(self, batch: int = 1, timeout: float = 1.0) -> list[WorkItem]:
         if self._sub is None:
             await self.start()
+        assert self._sub is not None
         try:
-            msgs = await self._sub.fetch(batch, timeout=timeout)  # type: ignore[attr-defined]
+            msgs = await self._sub.fetch(batch, timeout=timeout)
         except (NatsTimeout, TimeoutError):
             return []
         except Exception:

@@ -65,7 +65,7 @@ class NatsObjectStore:
         tmp = path.with_name(path.name + ".part")
         try:
             with tmp.open("wb") as fh:
-                await obs.get(name, writeinto=fh)  # type: ignore[arg-type]
+                await obs.get(name, writeinto=fh)
         except (ObjectNotFoundError, NotFoundError) as exc:
             tmp.unlink(missing_ok=True)
             raise ObjectNotFound(name) from exc

@@ -15,19 +15,24 @@ ROOT = Path(__file__).resolve().parents[3]
 EXAMPLES = ROOT / "examples"
 
 
-def deploy(client: httpx.Client, folder: Path, project: str, *, name: str | None = None,
-           timeout: float = 120) -> dict[str, Any]:
+def deploy(
+    client: httpx.Client, folder: Path, project: str, *, name: str | None = None, timeout: float = 120
+) -> dict[str, Any]:
     """Upload a crew folder and wait for its build; returns the deployment as the API shows it."""
     params = {"name": name} if name else None
-    r = client.post(f"/v1/projects/{project}/deployments", content=pack(folder), params=params,
-                    headers={"Content-Type": "application/gzip"})
+    r = client.post(
+        f"/v1/projects/{project}/deployments",
+        content=pack(folder),
+        params=params,
+        headers={"Content-Type": "application/gzip"},
+    )
     assert r.status_code == 202, r.text
     dep_id = r.json()["deployment_id"]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         dep = client.get(f"/v1/deployments/{dep_id}").json()
         if dep["status"] != "building":
-            return dep
+            return dict(dep)
         time.sleep(0.1)
     raise AssertionError(f"deployment {dep_id} still building after {timeout}s")
 
@@ -37,13 +42,14 @@ def wait_run(client: httpx.Client, run_id: str, timeout: float = 60) -> dict[str
     while time.monotonic() < deadline:
         run = client.get(f"/v1/runs/{run_id}").json()
         if run["status"] in ("succeeded", "failed", "canceled"):
-            return run
+            return dict(run)
         time.sleep(0.1)
     raise AssertionError(f"run {run_id} not finished after {timeout}s")
 
 
-def sse_events(client: httpx.Client, url: str, headers: dict[str, str] | None = None, stop_after: int | None = None
-               ) -> list[dict[str, Any]]:
+def sse_events(
+    client: httpx.Client, url: str, headers: dict[str, str] | None = None, stop_after: int | None = None
+) -> list[dict[str, Any]]:
     """Read an SSE stream into [{"id", "event", "data"}]; stop after ``stop_after`` messages."""
     out: list[dict[str, Any]] = []
     msg: dict[str, Any] = {}
@@ -64,12 +70,19 @@ def sse_events(client: httpx.Client, url: str, headers: dict[str, str] | None = 
     return out
 
 
-def write_crew(folder: Path, code: str, *, entrypoint: str = "crew:run", extra_toml: str = "",
-               requirements: str | None = None) -> Path:
+def write_crew(
+    folder: Path,
+    code: str,
+    *,
+    entrypoint: str = "crew:run",
+    extra_toml: str = "",
+    requirements: str | None = None,
+) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "crew.py").write_text(code)
     (folder / "crewyard.toml").write_text(
-        f'[deployment]\nframework = "python"\nentrypoint = "{entrypoint}"\n{extra_toml}\n')
+        f'[deployment]\nframework = "python"\nentrypoint = "{entrypoint}"\n{extra_toml}\n'
+    )
     if requirements is not None:
         (folder / "requirements.txt").write_text(requirements)
     return folder

@@ -30,8 +30,15 @@ _UP = (
 class PlatformProcess:
     """``crewyard up`` as a child process; ``stop``/``start`` again on the same data dir."""
 
-    def __init__(self, data_dir: Path, *, backend: str = "process", build_backend: str = "venv",
-                 env: dict[str, str] | None = None, port: int | None = None) -> None:
+    def __init__(
+        self,
+        data_dir: Path,
+        *,
+        backend: str = "process",
+        build_backend: str = "venv",
+        env: dict[str, str] | None = None,
+        port: int | None = None,
+    ) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
         self.backend = backend
@@ -48,8 +55,22 @@ class PlatformProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = (self.data_dir / "platform.log").open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", _UP, str(self.data_dir), str(self.port), self.backend, self.build_backend, "-"],
-            env=self.env, stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True)
+            [
+                sys.executable,
+                "-c",
+                _UP,
+                str(self.data_dir),
+                str(self.port),
+                self.backend,
+                self.build_backend,
+                "-",
+            ],
+            env=self.env,
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
