@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import importlib
 import io
+import json
 import os
 import re
 import sys
@@ -121,8 +122,6 @@ def _agent_of(event: Any) -> str | None:
 
 def _tool_input(args: Any) -> Any:
     if isinstance(args, str):
-        import json
-
         try:
             return json.loads(args)
         except ValueError:
@@ -175,13 +174,13 @@ def translate(event: Any) -> list[dict[str, Any]]:
         return [_event("tool.result", tool=event.tool_name, output=event.output)]
     if kind in ("tool_usage_error", "tool_validate_input_error", "tool_selection_error"):
         return [_event("tool.error", tool=event.tool_name, error=str(event.error))]
+    crew = f"crew {event.crew_name}" if getattr(event, "crew_name", None) else "crew"
     if kind == "crew_kickoff_started":
-        return [_log(f"crew {event.crew_name or ''} started".replace("  ", " "))]
+        return [_log(f"{crew} started")]
     if kind == "crew_kickoff_completed":
-        tokens = getattr(event, "total_tokens", 0)
-        return [_log(f"crew {event.crew_name or ''} completed ({tokens} tokens)".replace("  ", " "))]
+        return [_log(f"{crew} completed ({getattr(event, 'total_tokens', 0)} tokens)")]
     if kind == "crew_kickoff_failed":
-        return [_log(f"crew {event.crew_name or ''} failed: {event.error}".replace("  ", " "), "error")]
+        return [_log(f"{crew} failed: {event.error}", "error")]
     if kind == "llm_call_started":
         return [_log(f"LLM call to {event.model} ({agent or 'no agent'})", "debug")]
     if kind == "llm_call_completed":
@@ -208,7 +207,14 @@ def _event_classes() -> list[type]:
 @contextmanager
 def event_hooks() -> Iterator[None]:
     """Translate CrewAI's events into run events while the block runs."""
-    from crewai.events import crewai_event_bus
+    try:
+        from crewai.events import crewai_event_bus
+    except ModuleNotFoundError as exc:
+        from .adapters import MissingDependency
+
+        raise MissingDependency(
+            f"framework 'crewai' needs the crewai package ({exc}); add crewai to requirements.txt"
+        ) from exc
 
     async def forward(source: Any, event: Any) -> None:
         # No await before sending: see the module doc for why ordering depends on it.

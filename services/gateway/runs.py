@@ -81,15 +81,23 @@ async def create_run(request: Request[Any, Any, Any]) -> Response[Any]:
     seq = await g.store.append(event, expected_seq=0)
     stored = (await g.store.get(seq)).decode().event
     await g.rm.wait_for(seq)
-    run = await g.rm.run(stored.aggregate_id)
-    if run is None:
-        raise ApiError(
-            503, "unavailable", "run accepted but the read model is behind; retry GET /v1/runs/" + run_id
-        )
-    if stored.aggregate_id != run_id:
+    if stored.aggregate_id != run_id:  # a concurrent request with the same key won
         return _replayed(await g.rm.run_by_idempotency_key(key or "") or {}, request_hash)
-    run["events_url"] = f"/v1/runs/{run_id}/events"
-    return Response(run, status_code=202)
+    # The answer describes the run as accepted; it may already be running by the time it is read.
+    return Response(
+        {
+            "id": run_id,
+            "run_id": run_id,
+            "project": project,
+            "deployment_id": dep_id,
+            "status": "pending",
+            "input": payload,
+            "created_at": event.time.isoformat(),
+            "timeout_s": timeout,
+            "events_url": f"/v1/runs/{run_id}/events",
+        },
+        status_code=202,
+    )
 
 
 def _replayed(row: dict[str, Any], request_hash: str | None) -> Response[Any]:

@@ -15,6 +15,7 @@ log line containing ``[red]`` prints as is.
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -42,7 +43,11 @@ STATUS_STYLES = {
 def make_console(*, stderr: bool = False) -> Console:
     # Built per command, not at import: rich decides colour and width when the console is made,
     # and the output stream may differ between invocations (tests, pipes, terminals).
-    return Console(stderr=stderr, highlight=False, soft_wrap=True)
+    console = Console(stderr=stderr, highlight=False, soft_wrap=True)
+    if not console.is_terminal and "COLUMNS" not in os.environ:
+        # Piped output has no width to respect: never squeeze tables into rich's default 80 columns.
+        console.width = 200
+    return console
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,12 +1,14 @@
-"""Test helpers that run real crews without a real LLM.
+"""Helpers for tests and demos that run real crews without a real LLM.
 
-``FakeLLM`` is an OpenAI-compatible chat-completions server on loopback with deterministic
-replies, good enough for CrewAI (native tool calling and the ReAct text format) and LangChain /
-LangGraph (``ChatOpenAI``, streaming included). Start it from a fixture or from the command line::
+``FakeLLM`` (``fakellm``) is an OpenAI-compatible chat-completions server on loopback with
+deterministic replies, good enough for CrewAI (native tool calling and the ReAct text format)
+and LangChain / LangGraph (``ChatOpenAI``, streaming included). Start it from a fixture or from
+the command line::
 
     python -m crewyard.testing.fakellm --port 8765
 
-``run_runtime`` runs ``python -m crewyard_runtime`` the way a runner does and parses what it says.
+``run_runtime`` (``runtime``) runs ``python -m crewyard_runtime`` the way a runner does and
+parses what it says. Modules that start whole platforms are imported from their own paths.
 """
 
 from __future__ import annotations

@@ -1,0 +1,5 @@
+"""python -m crewyard.cli"""
+
+from . import main
+
+main()
