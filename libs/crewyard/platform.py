@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shlex
 import signal
 import socket
 import sys
@@ -153,6 +154,7 @@ async def up(settings: Settings, *, embedded_nats: bool = True, stop: asyncio.Ev
     stop = stop or asyncio.Event()
     _stop_on_signals(stop)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     broker = None
     if embedded_nats:
@@ -210,7 +212,7 @@ async def demo(settings: Settings) -> None:
     cli = [sys.executable, "-m", "crewyard.cli"]
 
     async def step(*args: str) -> int:
-        console.print(f"\n[bold]$ crewyard {' '.join(args)}[/]")
+        console.print(f"\n[bold]$ crewyard {shlex.join(args)}[/]", highlight=False)
         proc = await asyncio.create_subprocess_exec(*cli, *args, env=env)
         return await proc.wait()
 

@@ -18,7 +18,11 @@ from .adapters import run_entrypoint
 
 def _input() -> dict[str, object]:
     path = os.environ.get("CREWYARD_INPUT_FILE")
-    text = open(path, encoding="utf-8").read() if path else os.environ.get("CREWYARD_INPUT", "{}")
+    if path:
+        with open(path, encoding="utf-8") as fh:
+            text = fh.read()
+    else:
+        text = os.environ.get("CREWYARD_INPUT", "{}")
     value = json.loads(text)
     if not isinstance(value, dict):
         raise ValueError("run input must be a JSON object")

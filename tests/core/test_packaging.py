@@ -33,7 +33,8 @@ def test_pack_honours_exclude_and_is_reproducible(tmp_path):
     (tmp_path / ".git" / "HEAD").write_text("x")
     first, second = pack(tmp_path, ["tests"]), pack(tmp_path, ["tests"])
     assert first == second
-    names = tarfile.open(fileobj=io.BytesIO(first)).getnames()
+    with tarfile.open(fileobj=io.BytesIO(first)) as tar:
+        names = tar.getnames()
     assert sorted(names) == ["crew.py", "crewyard.toml"]
     assert check(first, max_unpacked=10**6).digest == check(second, max_unpacked=10**6).digest
 
@@ -84,7 +85,7 @@ def test_not_gzip_and_not_tar_and_too_big():
 
 
 def test_missing_or_invalid_config():
-    with pytest.raises(ArchiveError, match="no crewyard.toml") as exc:
+    with pytest.raises(ArchiveError, match=r"no crewyard\.toml") as exc:
         check(_tar([_file("crew.py")]), max_unpacked=10**6)
     assert exc.value.code == "invalid_config"
     with pytest.raises(ArchiveError, match="entrypoint"):
