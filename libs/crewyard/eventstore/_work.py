@@ -12,9 +12,9 @@ import contextlib
 
 import msgspec
 from nats.aio.msg import Msg
-from nats.js.client import JetStreamContext
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.client import JetStreamContext
 
 from ._errors import StoreUnavailable
 from ._store import EventStore, RawEvent

@@ -72,7 +72,9 @@ async def _run(cmd: list[str], log: LogSink, env: dict[str, str] | None = None) 
 def _error_excerpt(tail: list[str]) -> str:
     """The installer's own words: from its first error line on (at most 12 lines)."""
     lines = [ln for ln in tail if ln.strip()]
-    start = next((i for i, ln in enumerate(lines) if "error" in ln.lower() or ln.lstrip().startswith("×")), 0)
+    start = next(
+        (i for i, ln in enumerate(lines) if "error" in ln.lower() or ln.lstrip().startswith("\u00d7")), 0
+    )
     return "\n".join(lines[start : start + 12])
 
 
@@ -104,7 +106,9 @@ class VenvBuilder:
         tmp = target.with_name(f"{target.name}.tmp{os.getpid()}")
         shutil.rmtree(tmp, ignore_errors=True)
         uv = shutil.which("uv") or _beside_python("uv")
-        await log(f"creating environment with {'uv' if uv else 'venv'} ({len(requirements)} requirements)", "stdout")
+        await log(
+            f"creating environment with {'uv' if uv else 'venv'} ({len(requirements)} requirements)", "stdout"
+        )
         if uv:
             cmd = [uv, "venv", "--quiet", "--python", python, str(tmp)]
         else:
@@ -120,8 +124,15 @@ class VenvBuilder:
                 cmd = [uv, "pip", "install", "--python", str(tmp / "bin" / "python"), "-r", str(req_file)]
             else:
                 env = None
-                cmd = [str(tmp / "bin" / "python"), "-m", "pip", "install", "--disable-pip-version-check",
-                       "-r", str(req_file)]
+                cmd = [
+                    str(tmp / "bin" / "python"),
+                    "-m",
+                    "pip",
+                    "install",
+                    "--disable-pip-version-check",
+                    "-r",
+                    str(req_file),
+                ]
             code, tail = await _run(cmd, log, env)
             if code != 0:
                 shutil.rmtree(tmp, ignore_errors=True)

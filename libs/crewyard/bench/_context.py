@@ -1,0 +1,170 @@
+"""What the figures share: a scratch folder, the bench's own nats-server, the platform under test,
+the bench crew and its deployment, and the few HTTP calls every figure makes (deploy, invoke, wait).
+
+Servers start lazily, so ``--only append`` never starts a platform and ``--only api`` never
+starts the bench's own broker.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from crewyard.core.subjects import PREFIX
+from crewyard.natsserver import EmbeddedNats
+from crewyard.packaging import pack
+from crewyard.testing.api import write_crew
+from crewyard.testing.platform import PlatformProcess
+
+PROJECT = "bench"
+TERMINAL = (b"run.completed", b"run.failed", b"run.canceled")
+
+#: The bench crew. With ``go_file`` it waits until that file exists, so every client can attach
+#: before the first event (the process backend shares the host's filesystem; that is why the live
+#: figures run on it). Then it emits ``n`` tool.result events carrying their emit time, paced by
+#: an absolute schedule so the rate holds on average even when one sleep overshoots.
+CREW = '''"""The bench crew: wait for a go file, then emit n tool.result events stamped with time.time()."""
+import os
+import time
+
+from crewyard_runtime import emit
+
+
+def run(inputs):
+    go = inputs.get("go_file")
+    if go:
+        deadline = time.monotonic() + float(inputs.get("go_timeout", 120))
+        while not os.path.exists(go):
+            if time.monotonic() > deadline:
+                raise TimeoutError("the bench never said go")
+            time.sleep(0.002)
+    n, interval = int(inputs.get("n", 0)), float(inputs.get("interval", 0.0))
+    due = time.perf_counter()
+    for _ in range(n):
+        emit("tool.result", tool="bench", output=time.time())
+        if interval:
+            due += interval
+            if (delay := due - time.perf_counter()) > 0:
+                time.sleep(delay)
+    return {"emitted": n}
+'''
+
+
+class BenchError(RuntimeError):
+    pass
+
+
+class Deployed:
+    """The bench crew deployed on one platform, with how long its first (uncached) build took."""
+
+    def __init__(self, deployment_id: str, cold_seconds: float, detail: dict[str, Any]) -> None:
+        self.deployment_id = deployment_id
+        self.cold_seconds = cold_seconds
+        self.detail = detail
+
+
+class Bench:
+    def __init__(self, workdir: Path, *, quick: bool) -> None:
+        self.workdir = workdir
+        self.quick = quick
+        self._nats: EmbeddedNats | None = None
+        self._platform: PlatformProcess | None = None
+        self._others: list[PlatformProcess] = []
+        self._deployed: dict[str, Deployed] = {}
+        self.crew_dir = write_crew(workdir / "crew", CREW)
+        self.prefix = PREFIX
+
+    def n(self, full: int, quick: int) -> int:
+        return quick if self.quick else full
+
+    # -- servers -------------------------------------------------------------------------------
+
+    def nats_url(self) -> str:
+        """The bench's own nats-server (JetStream, file store), for the store-level figures."""
+        if self._nats is None:
+            self._nats = EmbeddedNats(self.workdir / "bench-nats")
+            self._nats.start()
+        return self._nats.url
+
+    def platform(self) -> PlatformProcess:
+        """The platform under test: ``crewyard up`` with the process backend, started once."""
+        if self._platform is None:
+            self._platform = PlatformProcess(self.workdir / "platform").start()
+        return self._platform
+
+    def extra_platform(self, name: str, backend: str, build_backend: str) -> PlatformProcess:
+        """Another ``crewyard up`` (e.g. on the bwrap backend); stopped with the bench."""
+        p = PlatformProcess(self.workdir / f"platform-{name}", backend=backend, build_backend=build_backend)
+        self._others.append(p)
+        return p.start()
+
+    def stop_extra(self, platform: PlatformProcess) -> None:
+        platform.stop()
+        if platform in self._others:
+            self._others.remove(platform)
+
+    def close(self) -> None:
+        for p in [*self._others, *([self._platform] if self._platform else [])]:
+            p.stop()
+        if self._nats is not None:
+            self._nats.stop()
+
+    # -- the bench crew --------------------------------------------------------------------------
+
+    async def deployed(self, platform: PlatformProcess) -> Deployed:
+        """The bench crew on ``platform``, deployed on first use (that first deploy is cold)."""
+        if platform.api not in self._deployed:
+            async with httpx.AsyncClient(base_url=platform.api, timeout=300) as client:
+                dep_id, seconds = await deploy(client, self.crew_dir)
+                detail = (await client.get(f"/v1/deployments/{dep_id}")).json()
+            self._deployed[platform.api] = Deployed(dep_id, seconds, detail)
+        return self._deployed[platform.api]
+
+
+async def deploy(client: httpx.AsyncClient, folder: Path, project: str = PROJECT) -> tuple[str, float]:
+    """Upload ``folder`` and follow its build log until ready: (deployment id, seconds it took).
+
+    The clock starts before packing, because ``crewyard deploy`` makes the user wait for that too,
+    and stops when the build-log stream delivers ``deployment.ready`` (no polling interval in it).
+    """
+    t0 = time.perf_counter()
+    r = await client.post(
+        f"/v1/projects/{project}/deployments",
+        content=pack(folder),
+        headers={"Content-Type": "application/gzip"},
+    )
+    if r.status_code != 202:
+        raise BenchError(f"deploy: HTTP {r.status_code}: {r.text}")
+    dep_id = str(r.json()["deployment_id"])
+    async with client.stream("GET", f"/v1/deployments/{dep_id}/build-log") as resp:
+        async for line in resp.aiter_lines():
+            if line.startswith("event:"):
+                kind = line[6:].strip()
+                if kind == "deployment.ready":
+                    return dep_id, time.perf_counter() - t0
+                if kind == "deployment.failed":
+                    break
+    raise BenchError(f"deployment {dep_id} did not become ready: {await client.get(f'/v1/deployments/{dep_id}')}")
+
+
+async def invoke(client: httpx.AsyncClient, inputs: dict[str, Any], project: str = PROJECT) -> str:
+    r = await client.post("/v1/runs", json={"project": project, "input": inputs})
+    if r.status_code != 202:
+        raise BenchError(f"invoke: HTTP {r.status_code}: {r.text}")
+    return str(r.json()["run_id"])
+
+
+async def wait_finished(client: httpx.AsyncClient, run_id: str, timeout: float = 120.0) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        run: dict[str, Any] = (await client.get(f"/v1/runs/{run_id}")).json()
+        if run.get("status") in ("succeeded", "failed", "canceled"):
+            if run["status"] != "succeeded":
+                raise BenchError(f"run {run_id} {run['status']}: {run.get('error_message')}")
+            return run
+        await asyncio.sleep(0.05)
+    raise BenchError(f"run {run_id} not finished after {timeout:g}s")
