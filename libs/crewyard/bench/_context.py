@@ -77,33 +77,39 @@ class Bench:
         self._deployed: dict[str, Deployed] = {}
         self.crew_dir = write_crew(workdir / "crew", CREW)
         self.prefix = PREFIX
+        #: What was left out and why (a backend that is not usable here, …), for the report.
+        self.notes: list[str] = []
 
     def n(self, full: int, quick: int) -> int:
         return quick if self.quick else full
 
     # -- servers -------------------------------------------------------------------------------
 
-    def nats_url(self) -> str:
+    async def nats_url(self) -> str:
         """The bench's own nats-server (JetStream, file store), for the store-level figures."""
         if self._nats is None:
             self._nats = EmbeddedNats(self.workdir / "bench-nats")
-            self._nats.start()
+            await asyncio.to_thread(self._nats.start)
         return self._nats.url
 
-    def platform(self) -> PlatformProcess:
+    async def platform(self) -> PlatformProcess:
         """The platform under test: ``crewyard up`` with the process backend, started once."""
         if self._platform is None:
-            self._platform = PlatformProcess(self.workdir / "platform").start()
+            self._platform = await asyncio.to_thread(PlatformProcess(self.workdir / "platform").start)
         return self._platform
 
-    def extra_platform(self, name: str, backend: str, build_backend: str) -> PlatformProcess:
+    @property
+    def platform_started(self) -> PlatformProcess | None:
+        return self._platform
+
+    async def extra_platform(self, name: str, backend: str, build_backend: str) -> PlatformProcess:
         """Another ``crewyard up`` (e.g. on the bwrap backend); stopped with the bench."""
         p = PlatformProcess(self.workdir / f"platform-{name}", backend=backend, build_backend=build_backend)
         self._others.append(p)
-        return p.start()
+        return await asyncio.to_thread(p.start)
 
-    def stop_extra(self, platform: PlatformProcess) -> None:
-        platform.stop()
+    async def stop_extra(self, platform: PlatformProcess) -> None:
+        await asyncio.to_thread(platform.stop)
         if platform in self._others:
             self._others.remove(platform)
 
@@ -148,7 +154,8 @@ async def deploy(client: httpx.AsyncClient, folder: Path, project: str = PROJECT
                     return dep_id, time.perf_counter() - t0
                 if kind == "deployment.failed":
                     break
-    raise BenchError(f"deployment {dep_id} did not become ready: {await client.get(f'/v1/deployments/{dep_id}')}")
+    detail = (await client.get(f"/v1/deployments/{dep_id}")).text
+    raise BenchError(f"deployment {dep_id} did not become ready: {detail}")
 
 
 async def invoke(client: httpx.AsyncClient, inputs: dict[str, Any], project: str = PROJECT) -> str:

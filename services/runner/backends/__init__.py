@@ -1,6 +1,23 @@
-"""Execution backends (provisional index; the isolation backends extend it)."""
+"""Execution backends: where a run's crew actually executes (see README.md next to this file).
 
+``select_backend(settings)`` returns the backend the settings ask for — ``auto`` picks docker
+when a container engine answers, else bwrap when it can sandbox here, else the unisolated
+process backend — and fails at start-up, with the reason, when an explicitly chosen backend
+cannot work. ``doctor(settings)`` reports every backend's state for ``crewyard doctor``/``up``.
+
+Both call the engine synchronously (a ping, a trial sandbox: well under a second); from async
+code run them with ``asyncio.to_thread``.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from crewyard.settings import Settings
+
+from . import _cgroup
 from ._base import (
+    ARTIFACTS_IN_CONTAINER,
     BackendError,
     BackendUnavailable,
     ExecutionBackend,
@@ -8,16 +25,92 @@ from ._base import (
     Limits,
     RunHandle,
     RunSpec,
+    runtime_env,
 )
+from .bwrap import BwrapBackend, probe
+from .docker import DockerBackend
 from .process import ProcessBackend
 
 __all__ = [
+    "ARTIFACTS_IN_CONTAINER",
     "BackendError",
+    "BackendStatus",
     "BackendUnavailable",
+    "BwrapBackend",
+    "DockerBackend",
     "ExecutionBackend",
     "ExitStatus",
     "Limits",
     "ProcessBackend",
     "RunHandle",
     "RunSpec",
+    "doctor",
+    "runtime_env",
+    "select_backend",
 ]
+
+
+class BackendStatus(msgspec.Struct, frozen=True, kw_only=True):
+    name: str
+    usable: bool
+    reason: str
+
+
+def _docker(settings: Settings) -> DockerBackend:
+    return DockerBackend(
+        settings.docker_host,
+        artifact_max_file_bytes=settings.artifact_max_file_bytes,
+        artifact_max_total_bytes=settings.artifact_max_total_bytes,
+    )
+
+
+def _bwrap(settings: Settings) -> BwrapBackend:
+    return BwrapBackend(
+        artifact_max_file_bytes=settings.artifact_max_file_bytes,
+        artifact_max_total_bytes=settings.artifact_max_total_bytes,
+    )
+
+
+def _docker_status(settings: Settings) -> BackendStatus:
+    try:
+        engine = _docker(settings).describe()
+    except BackendError as exc:
+        return BackendStatus(name="docker", usable=False, reason=str(exc))
+    return BackendStatus(name="docker", usable=True, reason=engine)
+
+
+def _bwrap_status() -> BackendStatus:
+    problem = probe()
+    if problem:
+        return BackendStatus(name="bwrap", usable=False, reason=problem)
+    return BackendStatus(name="bwrap", usable=True, reason=f"namespaces work; limits: {_cgroup.describe()}")
+
+
+def doctor(settings: Settings) -> list[BackendStatus]:
+    """The state of every backend on this host, in the order ``auto`` considers them."""
+    return [
+        _docker_status(settings),
+        _bwrap_status(),
+        BackendStatus(name="process", usable=True, reason="NOT isolated: the crew runs as the runner's user"),
+    ]
+
+
+def select_backend(settings: Settings) -> ExecutionBackend:
+    choice = settings.backend
+    if choice == "process":
+        return ProcessBackend()
+    if choice in ("docker", "auto"):
+        status = _docker_status(settings)
+        if status.usable:
+            return _docker(settings)
+        if choice == "docker":
+            raise BackendUnavailable(f"backend 'docker' was chosen but {status.reason}")
+    if choice in ("bwrap", "auto"):
+        status = _bwrap_status()
+        if status.usable:
+            return _bwrap(settings)
+        if choice == "bwrap":
+            raise BackendUnavailable(f"backend 'bwrap' was chosen but {status.reason}")
+    if choice == "auto":
+        return ProcessBackend()
+    raise BackendError(f"unknown backend {choice!r}; use auto, docker, bwrap or process")

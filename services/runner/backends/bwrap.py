@@ -1,0 +1,321 @@
+"""The ``bwrap`` backend: a bubblewrap sandbox per run, for one machine without a container engine.
+
+What a run sees: the system's ``/usr`` (and the merged-usr links), a handful of ``/etc`` files,
+its own ``/etc/passwd``, the base interpreter's prefix, the deployment's virtual environment,
+source and the runtime — all read-only — a private ``/tmp`` and ``/dev/shm``, a fresh ``/proc``,
+and one writable folder: its artifacts folder (bound at the same path as on the host, and the
+working directory). It runs as uid/gid 1000 with no capabilities in new user, pid, ipc, uts,
+cgroup and (unless its limits ask for a network) net namespaces, in a new session, and dies with
+the runner (``--die-with-parent``).
+
+Limits: memory, pids and CPU share through a control group per sandbox (see ``_cgroup`` for why
+rlimits cannot do this here); file size, core dumps and, optionally, CPU seconds through rlimits.
+Where no cgroup can be made, memory falls back to an address-space rlimit.
+
+Two deliberate departures from the obvious bwrap invocation:
+- The environment is handed to ``bwrap`` as its own environment instead of ``--clearenv``
+  + ``--setenv``: the project's secrets would otherwise be on a command line every local user
+  can read in ``ps``. The effect inside is the same: exactly :func:`runtime_env`, nothing else.
+- Cancel signals the crew itself, not bwrap: SIGTERM to bwrap's process group kills bwrap at
+  once and the sandbox with it, giving the crew no grace. The crew's host pid comes from
+  ``--json-status-fd``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import resource
+import shutil
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from . import _cgroup
+from ._artifacts import DEFAULT_MAX_FILE, DEFAULT_MAX_TOTAL, Skipped, prune_folder
+from ._base import BackendError, BackendUnavailable, ExitStatus, RunSpec, runtime_env
+from ._lines import merge_lines
+
+SANDBOX_UID = 1000
+INPUT_IN_SANDBOX = "/run/crewyard/input.json"
+_SYSTEM_DIRS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+# What ordinary programs read from /etc: the dynamic linker, TLS roots, name resolution, time zone.
+_ETC = (
+    "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "ssl", "ca-certificates", "ca-certificates.conf",
+    "pki", "resolv.conf", "hosts", "host.conf", "nsswitch.conf", "gai.conf", "localtime", "timezone",
+    "protocols", "services", "mime.types", "alternatives",
+)
+_PASSWD = (
+    "root:x:0:0:root:/root:/usr/sbin/nologin\n"
+    f"crew:x:{SANDBOX_UID}:{SANDBOX_UID}:crew:/tmp:/usr/sbin/nologin\n"
+    "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+)
+_GROUP = f"root:x:0:\ncrew:x:{SANDBOX_UID}:\nnogroup:x:65534:\n"
+
+
+def base_prefix_of(venv_dir: Path) -> Path:
+    """The prefix of the interpreter the environment was made from (``home`` in pyvenv.cfg)."""
+    with contextlib.suppress(OSError):
+        for line in (venv_dir / "pyvenv.cfg").read_text().splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() == "home" and value.strip():
+                return Path(value.strip()).resolve().parent
+    return Path(sys.base_prefix)
+
+
+def _under(path: Path, parent: str) -> bool:
+    return path == Path(parent) or path.is_relative_to(parent)
+
+
+class BwrapHandle:
+    def __init__(
+        self,
+        proc: asyncio.subprocess.Process,
+        status: asyncio.StreamReader,
+        cgroup: _cgroup.Cgroup | None,
+        spec: RunSpec,
+        caps: tuple[int, int],
+    ) -> None:
+        self._proc = proc
+        self._status = status
+        self._cgroup = cgroup
+        self._spec = spec
+        self._caps = caps
+        self._child_pid: int | None = None
+        #: Artifacts that were not collected, with the reason (symlinks, too large …).
+        self.skipped: Skipped = []
+
+    def output(self) -> AsyncIterator[tuple[str, bytes]]:
+        assert self._proc.stdout and self._proc.stderr
+        return merge_lines({"proto": self._proc.stdout, "stderr": self._proc.stderr})
+
+    async def wait(self) -> ExitStatus:
+        code = await self._proc.wait()
+        oom = self._cgroup.oom_killed() if self._cgroup else False
+        if code < 0:  # bwrap itself was killed (by kill() or with the runner)
+            return ExitStatus(code=code, signal=-code, oom_killed=oom)
+        # bwrap reports a crew killed by signal N as exit code 128+N, like a shell.
+        sig = code - 128 if code > 128 else None
+        return ExitStatus(code=code, signal=sig, oom_killed=oom)
+
+    async def _sandbox_init_pid(self) -> int | None:
+        """Host pid of the sandbox's pid 1 (bwrap's init), from the first status document."""
+        if self._child_pid is None:
+            with contextlib.suppress(asyncio.TimeoutError, ValueError, json.JSONDecodeError):
+                line = await asyncio.wait_for(self._status.readline(), 1.0)
+                self._child_pid = int(json.loads(line)["child-pid"])
+        return self._child_pid
+
+    def _crew_pids(self, init_pid: int) -> list[int]:
+        # Orphans are re-parented to the sandbox's init, so its children are every process tree.
+        with contextlib.suppress(OSError):
+            return [int(p) for p in Path(f"/proc/{init_pid}/task/{init_pid}/children").read_text().split()]
+        return []
+
+    def _kill_hard(self) -> None:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self._proc.pid, signal.SIGKILL)  # bwrap; its init follows (die-with-parent)
+        if self._cgroup:
+            self._cgroup.kill_all()
+
+    async def kill(self, grace_s: float) -> None:
+        if self._proc.returncode is not None:
+            self._kill_hard()
+            return
+        init_pid = await self._sandbox_init_pid()
+        for pid in self._crew_pids(init_pid) if init_pid else []:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGTERM)
+        # When the crew exits, bwrap's init exits and the kernel kills the rest of the pid namespace.
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._proc.wait(), grace_s)
+        self._kill_hard()
+        await self._proc.wait()
+
+    async def collect_artifacts(self) -> None:
+        """The crew wrote straight into ``spec.artifacts_dir``; drop what may not be collected."""
+        max_file, max_total = self._caps
+        self.skipped = await asyncio.to_thread(
+            prune_folder, self._spec.artifacts_dir, max_file=max_file, max_total=max_total
+        )
+
+    async def remove(self) -> None:
+        self._kill_hard()
+        if self._proc.returncode is None:
+            await self._proc.wait()
+        if self._cgroup:
+            await asyncio.to_thread(self._cgroup.remove)
+        await asyncio.to_thread(shutil.rmtree, self._spec.work_dir / "sandbox", True)
+
+
+class BwrapBackend:
+    name = "bwrap"
+    isolated = True
+    artifact_kind = "venv"
+
+    def __init__(
+        self,
+        *,
+        bwrap: str | None = None,
+        artifact_max_file_bytes: int = DEFAULT_MAX_FILE,
+        artifact_max_total_bytes: int = DEFAULT_MAX_TOTAL,
+        tmp_size_bytes: int = 512 * 1024 * 1024,
+        cpu_time_limit_s: int | None = None,
+    ) -> None:
+        found = bwrap or shutil.which("bwrap")
+        if not found:
+            raise BackendUnavailable("bwrap is not installed (Debian: apt-get install bubblewrap)")
+        self.bwrap = found
+        self._caps = (artifact_max_file_bytes, artifact_max_total_bytes)
+        self._tmp_size = tmp_size_bytes
+        self._cpu_time = cpu_time_limit_s
+
+    def command(self, spec: RunSpec, sandbox_files: Path, status_fd: int) -> list[str]:
+        assert spec.venv_dir is not None
+        args = [self.bwrap, "--unshare-all"]
+        if spec.limits.network != "none":
+            args.append("--share-net")  # bwrap has no bridge: "default" and "host" both mean the host's
+        args += [
+            "--die-with-parent", "--new-session", "--cap-drop", "ALL",
+            "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--hostname", "crewyard",
+            "--json-status-fd", str(status_fd),
+            "--ro-bind", "/usr", "/usr",
+        ]
+        for d in _SYSTEM_DIRS:
+            p = Path(d)
+            if p.is_symlink():  # merged /usr: keep it a link, as on the host
+                args += ["--symlink", os.readlink(p), d]
+            elif p.is_dir():
+                args += ["--ro-bind", d, d]
+        for name in _ETC:
+            args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
+        args += [
+            "--ro-bind", str(sandbox_files / "passwd"), "/etc/passwd",
+            "--ro-bind", str(sandbox_files / "group"), "/etc/group",
+            "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/dev/shm",
+            # Private /tmp first: a bind under /tmp made before it would be hidden by it.
+            "--size", str(self._tmp_size), "--tmpfs", "/tmp",
+        ]
+        prefix = base_prefix_of(spec.venv_dir)
+        if not _under(prefix, "/usr"):
+            args += ["--ro-bind", str(prefix), str(prefix)]
+        for path in (spec.venv_dir, spec.runtime_dir, spec.source_dir):
+            args += ["--ro-bind", str(path), str(path)]
+        artifacts = str(spec.artifacts_dir)
+        args += [
+            "--ro-bind", str(sandbox_files / "input.json"), INPUT_IN_SANDBOX,
+            # Last, so that it wins when the artifacts folder lies below one of the read-only binds.
+            "--bind", artifacts, artifacts,
+            "--chdir", artifacts,
+            str(spec.venv_dir / "bin" / "python"), "-m", "crewyard_runtime",
+        ]  # fmt: skip
+        return args
+
+    async def start(self, spec: RunSpec) -> BwrapHandle:
+        if spec.venv_dir is None:
+            raise BackendError("bwrap backend needs the deployment's virtual environment")
+        files = spec.work_dir / "sandbox"
+        files.mkdir(parents=True, exist_ok=True)
+        spec.artifacts_dir.mkdir(parents=True, exist_ok=True)
+        (files / "input.json").write_text(json.dumps(spec.input))
+        (files / "passwd").write_text(_PASSWD)
+        (files / "group").write_text(_GROUP)
+        env = runtime_env(
+            spec,
+            input_file=INPUT_IN_SANDBOX,
+            artifacts_dir=str(spec.artifacts_dir),
+            pythonpath=f"{spec.runtime_dir}{os.pathsep}{spec.source_dir}",
+        )
+        env["PATH"] = f"{spec.venv_dir / 'bin'}{os.pathsep}{env['PATH']}"
+        env["TMPDIR"] = "/tmp"
+        limits = spec.limits
+        cgroup = await asyncio.to_thread(
+            _cgroup.create,
+            f"{spec.runner_id}@{spec.run_id}",
+            memory_bytes=limits.memory_bytes,
+            pids=limits.pids,
+            cpus=limits.cpus,
+        )
+        procs_files = cgroup.procs_files() if cgroup else []
+        cpu_time = self._cpu_time
+        root = os.geteuid() == 0
+
+        def _preexec() -> None:
+            # Runs in the child between fork and exec: joining the group here means bwrap and every
+            # process it ever starts are inside it — no fork can slip out before we move it.
+            for path in procs_files:
+                with open(path, "w") as f:
+                    f.write(str(os.getpid()))
+            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a core dump would land in artifacts
+            if limits.file_size_bytes:
+                resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_size_bytes, limits.file_size_bytes))
+            if cpu_time:
+                resource.setrlimit(resource.RLIMIT_CPU, (cpu_time, cpu_time))
+            if limits.memory_bytes and cgroup is None:
+                cap = limits.memory_bytes * 4  # address space, as in the process backend
+                resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+            if limits.pids and cgroup is None and not root:
+                # Only meaningful for a non-root runner: counts all processes of its uid.
+                resource.setrlimit(resource.RLIMIT_NPROC, (limits.pids, limits.pids))
+
+        status_r, status_w = os.pipe()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *self.command(spec, files, status_w),
+                cwd="/",
+                env=env,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                start_new_session=True,
+                preexec_fn=_preexec,
+                pass_fds=(status_w,),
+                limit=1 << 20,
+            )
+        except (OSError, subprocess.SubprocessError) as exc:  # a failing _preexec is a SubprocessError
+            os.close(status_r)
+            if cgroup:
+                await asyncio.to_thread(cgroup.remove)
+            raise BackendError(f"cannot start bwrap sandbox: {exc}") from exc
+        finally:
+            os.close(status_w)
+        status = asyncio.StreamReader()
+        loop = asyncio.get_running_loop()
+        await loop.connect_read_pipe(
+            lambda: asyncio.StreamReaderProtocol(status), os.fdopen(status_r, "rb", buffering=0)
+        )
+        return BwrapHandle(proc, status, cgroup, spec, self._caps)
+
+    async def cleanup_orphans(self, runner_id: str) -> int:
+        """Sandboxes die with their runner (``--die-with-parent``): there is nothing to end.
+
+        What can be left is the empty control group folder of each of the dead runner's runs;
+        those are removed. The count is of groups that still held processes (expected: 0).
+        """
+        groups = await asyncio.to_thread(_cgroup.leftovers, _cgroup.safe_name(runner_id))
+        alive = 0
+        for group in groups:
+            if group.pids():
+                alive += 1
+            await asyncio.to_thread(group.remove)
+        return alive
+
+
+def probe(bwrap: str | None = None) -> str | None:
+    """Why bwrap cannot sandbox here, or None when a trial sandbox ran."""
+    found = bwrap or shutil.which("bwrap")
+    if not found:
+        return "bwrap is not installed (Debian: apt-get install bubblewrap)"
+    cmd = [found, "--unshare-all", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
+           "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "true"]  # fmt: skip
+    try:
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=10, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"bwrap does not run: {exc}"
+    if res.returncode != 0:
+        return f"bwrap cannot create namespaces here: {res.stderr.strip() or res.returncode}"
+    return None

@@ -1,0 +1,399 @@
+"""The ``docker`` backend: a fresh container per run, on any engine speaking the Docker API.
+
+Tested against rootful Podman's Docker-compatible service (4.3, runc, cgroup v1); written for
+Docker Engine too. Per run: a container from the deployment's image running
+``python3 -m crewyard_runtime`` as uid 1000 behind a tiny init (so SIGTERM reaches the crew and
+orphans are reaped), no capabilities, ``no-new-privileges``, a read-only root file system, a
+private tmpfs ``/tmp``, memory (no swap) / CPU / pids / file-size limits, and the network its
+limits ask for. ``/app/artifacts`` (the working directory) is a named volume of the run's own,
+because a tmpfs is gone the moment the container stops and artifacts are copied out afterwards
+with ``get_archive``. The input is put into the container before it starts, as a file: an
+environment variable is capped at 128 KiB by the kernel and shows up in ``inspect``.
+
+The docker SDK is synchronous. Short calls run through ``asyncio.to_thread``; the two calls that
+block for the whole run (the attach stream and ``wait``) get a thread of their own each, so ten
+concurrent runs cannot starve the event loop's small default executor.
+
+Containers and volumes carry the labels ``crewyard.run_id`` and ``crewyard.runner_id``;
+:meth:`DockerBackend.cleanup_orphans` removes those whose runner id *starts with* the given id
+(the Protocol's contract), so pass a dead runner's full id unless every runner sharing the prefix
+is known to be gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import io
+import json
+import re
+import secrets
+import tarfile
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any, TypeVar
+
+import docker
+import docker.errors
+import requests.exceptions
+from docker.types import Ulimit
+
+from ._artifacts import DEFAULT_MAX_FILE, DEFAULT_MAX_TOTAL, Skipped, extract_tar_stream
+from ._base import ARTIFACTS_IN_CONTAINER, SOURCE_IN_CONTAINER, BackendError, BackendUnavailable, ExitStatus
+from ._base import RunSpec, runtime_env
+from ._lines import MAX_LINE
+
+T = TypeVar("T")
+
+RUNTIME_IN_IMAGE = "/opt/crewyard"  # where the build puts the crewyard_runtime package
+VENV_IN_IMAGE = "/opt/venv"  # where the build installs the crew's dependencies
+INPUT_IN_CONTAINER = "/.crewyard/input.json"
+CONTAINER_USER = "1000:1000"
+LABEL_RUN = "crewyard.run_id"
+LABEL_RUNNER = "crewyard.runner_id"
+_NETWORK_MODES = {"none": "none", "host": "host", "default": "bridge"}
+_NAME_RE = re.compile(r"[^a-zA-Z0-9_.-]")
+_ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
+
+
+@contextlib.contextmanager
+def translate_errors(what: str) -> Iterator[None]:
+    """Turn the SDK's exceptions into ours, so callers never import docker."""
+    try:
+        yield
+    except docker.errors.APIError as exc:
+        raise BackendError(f"{what}: {exc.explanation or exc}") from exc
+    except _ENGINE_ERRORS as exc:
+        raise BackendUnavailable(f"{what}: the container engine does not answer: {exc}") from exc
+
+
+def connect(docker_host: str | None, timeout: float = 30.0) -> docker.DockerClient:
+    """A client for ``docker_host`` (or ``DOCKER_HOST``); asks the engine its API version."""
+    with translate_errors("connect to the container engine"):
+        if docker_host:
+            return docker.DockerClient(base_url=docker_host, timeout=int(timeout), max_pool_size=64)
+        return docker.from_env(timeout=int(timeout), max_pool_size=64)
+
+
+def _in_thread(fn: Callable[[], T], name: str) -> asyncio.Future[T]:
+    """Run a call that blocks for a long time on a thread of its own; await its result."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, exc: BaseException | None) -> None:
+        if fut.done():
+            return
+        if exc is not None:
+            fut.set_exception(exc)
+        else:
+            fut.set_result(result)  # type: ignore[arg-type]
+
+    def run() -> None:
+        try:
+            result, exc = fn(), None
+        except BaseException as e:  # handed over to the awaiting side
+            result, exc = None, e
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
+            loop.call_soon_threadsafe(settle, result, exc)
+
+    threading.Thread(target=run, name=name, daemon=True).start()
+    return fut
+
+
+def _input_archive(payload: dict[str, Any]) -> bytes:
+    data = json.dumps(payload).encode()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        folder = tarfile.TarInfo(INPUT_IN_CONTAINER.rsplit("/", 1)[0].lstrip("/"))
+        folder.type, folder.mode = tarfile.DIRTYPE, 0o755
+        tar.addfile(folder)
+        info = tarfile.TarInfo(INPUT_IN_CONTAINER.lstrip("/"))
+        info.size, info.mode = len(data), 0o444
+        tar.addfile(info, io.BytesIO(data))
+    return buf.getvalue()
+
+
+class DockerHandle:
+    def __init__(self, backend: DockerBackend, spec: RunSpec, container_id: str, volume: str, stream: Any):
+        self._api = backend.api()
+        self._caps = backend.artifact_caps
+        self._spec = spec
+        self.container_id = container_id
+        self.volume = volume
+        self._stream = stream
+        self._loop = asyncio.get_running_loop()
+        self._queue: asyncio.Queue[tuple[str, bytes] | None] = asyncio.Queue(maxsize=256)
+        self._closed = threading.Event()
+        self._exit: asyncio.Future[int] | None = None
+        self._status: ExitStatus | None = None
+        self._kill_sent = False
+        #: Artifacts that were not collected, with the reason (symlinks, too large …).
+        self.skipped: Skipped = []
+        threading.Thread(target=self._pump, name=f"crewyard-out-{spec.run_id}", daemon=True).start()
+
+    # -- output: a thread reads the engine's multiplexed stream and hands chunks to the loop --
+
+    def _put(self, item: tuple[str, bytes] | None) -> None:
+        try:
+            fut = asyncio.run_coroutine_threadsafe(self._queue.put(item), self._loop)
+        except RuntimeError:
+            return  # the loop is gone
+        while True:  # block while the queue is full (backpressure), unless the run is removed
+            try:
+                fut.result(timeout=0.5)
+                return
+            except concurrent.futures.TimeoutError:
+                if self._closed.is_set():
+                    fut.cancel()
+                    return
+            except concurrent.futures.CancelledError:
+                return
+
+    def _pump(self) -> None:
+        try:
+            for out, err in self._stream:
+                if out:
+                    self._put(("proto", out))
+                if err:
+                    self._put(("stderr", err))
+        except Exception as exc:  # a broken stream must still end output()
+            if not self._closed.is_set():
+                self._put(("stderr", f"\ncrewyard: the engine's output stream broke: {exc}".encode()))
+        finally:
+            self._put(None)
+
+    async def output(self) -> AsyncIterator[tuple[str, bytes]]:
+        pending = {"proto": b"", "stderr": b""}
+        while (item := await self._queue.get()) is not None:
+            name, chunk = item
+            *lines, rest = (pending[name] + chunk).split(b"\n")
+            for line in lines:
+                yield name, line
+            while len(rest) > MAX_LINE:
+                yield name, rest[:MAX_LINE]
+                rest = rest[MAX_LINE:]
+            pending[name] = rest
+        for name, rest in pending.items():
+            if rest:
+                yield name, rest
+
+    # -- lifecycle --
+
+    def _wait_blocking(self) -> int:
+        with translate_errors(f"wait for run {self._spec.run_id}"):
+            while True:
+                try:
+                    return int(self._api.wait(self.container_id)["StatusCode"])
+                except requests.exceptions.ReadTimeout:  # defensive: some proxies cut idle requests
+                    continue
+
+    def _exited(self) -> asyncio.Future[int]:
+        if self._exit is None:
+            self._exit = _in_thread(self._wait_blocking, f"crewyard-wait-{self._spec.run_id}")
+        return self._exit
+
+    async def wait(self) -> ExitStatus:
+        if self._status is None:
+            code = await asyncio.shield(self._exited())
+            with translate_errors(f"inspect run {self._spec.run_id}"):
+                info = await asyncio.to_thread(self._api.inspect_container, self.container_id)
+            oom = bool(info.get("State", {}).get("OOMKilled"))
+            if not oom and code == 137 and not self._kill_sent and self._spec.limits.memory_bytes:
+                # Podman 4.3 on cgroup v1 never sets OOMKilled (measured: the kernel's memcg OOM
+                # kill is not seen by conmon). Inside the container nothing but the kernel (or the
+                # crew on itself) sends SIGKILL to the crew; we did not, so it ran out of memory.
+                oom = True
+            self._status = ExitStatus(code=code, oom_killed=oom, signal=code - 128 if code > 128 else None)
+        return self._status
+
+    def _signal(self, sig: str) -> None:
+        try:
+            self._api.kill(self.container_id, signal=sig)
+        except docker.errors.APIError as exc:
+            if exc.status_code not in (404, 409, 500):  # gone / not running: nothing to signal
+                raise BackendError(f"signal run {self._spec.run_id}: {exc.explanation or exc}") from exc
+        except _ENGINE_ERRORS as exc:
+            raise BackendUnavailable(f"signal run {self._spec.run_id}: {exc}") from exc
+
+    async def kill(self, grace_s: float) -> None:
+        self._kill_sent = True
+        exited = self._exited()
+        if not exited.done():
+            await asyncio.to_thread(self._signal, "SIGTERM")  # the init passes it on to the crew
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(exited), grace_s)
+        if not exited.done():
+            await asyncio.to_thread(self._signal, "SIGKILL")
+            try:
+                await asyncio.wait_for(asyncio.shield(exited), 30)
+            except asyncio.TimeoutError:
+                raise BackendError(f"run {self._spec.run_id} did not stop after SIGKILL") from None
+
+    def _collect_blocking(self) -> Skipped:
+        max_file, max_total = self._caps
+        with translate_errors(f"copy artifacts of run {self._spec.run_id}"):
+            chunks, stat = self._api.get_archive(self.container_id, f"{ARTIFACTS_IN_CONTAINER}/.", 1 << 20)
+            # Engines differ in whether members are named "x" or "artifacts/x".
+            strip = str(stat.get("name") or "").strip("/")
+            try:
+                return extract_tar_stream(
+                    chunks,
+                    self._spec.artifacts_dir,
+                    max_file=max_file,
+                    max_total=max_total,
+                    strip="" if strip in ("", ".") else strip,
+                )
+            except (tarfile.TarError, OSError) as exc:
+                raise BackendError(f"artifacts of run {self._spec.run_id} are unreadable: {exc}") from exc
+
+    async def collect_artifacts(self) -> None:
+        self.skipped = await asyncio.to_thread(self._collect_blocking)
+
+    def _remove_blocking(self) -> None:
+        with contextlib.suppress(Exception):  # unblocks the output thread if it still reads
+            self._stream.close()
+        with translate_errors(f"remove run {self._spec.run_id}"):
+            with contextlib.suppress(docker.errors.NotFound):
+                self._api.remove_container(self.container_id, force=True, v=True)
+            with contextlib.suppress(docker.errors.NotFound):
+                self._api.remove_volume(self.volume, force=True)
+
+    async def remove(self) -> None:
+        self._closed.set()
+        await asyncio.to_thread(self._remove_blocking)
+
+
+class DockerBackend:
+    name = "docker"
+    isolated = True
+    artifact_kind = "image"
+
+    def __init__(
+        self,
+        docker_host: str | None = None,
+        *,
+        artifact_max_file_bytes: int = DEFAULT_MAX_FILE,
+        artifact_max_total_bytes: int = DEFAULT_MAX_TOTAL,
+        tmp_size_bytes: int = 512 * 1024 * 1024,
+    ) -> None:
+        self.docker_host = docker_host
+        self.artifact_caps = (artifact_max_file_bytes, artifact_max_total_bytes)
+        self._tmp_size = tmp_size_bytes
+        self._client: docker.DockerClient | None = None
+        self._podman: bool | None = None
+        self._lock = threading.Lock()
+
+    def api(self) -> docker.APIClient:
+        """The low-level client, connected on first use (blocking: call from a thread)."""
+        with self._lock:
+            if self._client is None:
+                self._client = connect(self.docker_host)
+            return self._client.api
+
+    def describe(self) -> str:
+        """Which engine answers, e.g. ``Podman Engine 4.3.1``; raises BackendUnavailable."""
+        with translate_errors("ask the container engine"):
+            self.api().ping()
+            version = self.api().version()
+        names = [c.get("Name", "") for c in version.get("Components") or []]
+        engine = names[0] if names else "Docker Engine"
+        return f"{engine} {version.get('Version', '?')} at {self.api().base_url}"
+
+    def _volume_options(self) -> dict[str, str]:
+        if self._podman is None:
+            with translate_errors("ask the container engine"):
+                names = [c.get("Name", "") for c in self.api().version().get("Components") or []]
+            self._podman = any("podman" in n.lower() for n in names)
+        # Podman can create the volume owned by the crew's uid. Docker's local driver cannot
+        # without a device, but copies the image's /app/artifacts (owned by 1000) into it.
+        return {"o": "uid=1000,gid=1000"} if self._podman else {}
+
+    def _create_and_start(self, spec: RunSpec) -> tuple[str, str, Any]:
+        api = self.api()
+        assert spec.image is not None
+        limits = spec.limits
+        suffix = f"{_NAME_RE.sub('_', spec.run_id)[:80]}-{secrets.token_hex(3)}"
+        labels = {LABEL_RUN: spec.run_id, LABEL_RUNNER: spec.runner_id, "crewyard.deployment_id": spec.deployment_id}
+        env = runtime_env(
+            spec,
+            input_file=INPUT_IN_CONTAINER,
+            artifacts_dir=ARTIFACTS_IN_CONTAINER,
+            pythonpath=f"{RUNTIME_IN_IMAGE}:{SOURCE_IN_CONTAINER}",
+        )
+        env["PATH"] = f"{VENV_IN_IMAGE}/bin:{env['PATH']}"
+        ulimits = [Ulimit(name="core", soft=0, hard=0)]
+        if limits.file_size_bytes:
+            ulimits.append(Ulimit(name="fsize", soft=limits.file_size_bytes, hard=limits.file_size_bytes))
+        network = _NETWORK_MODES.get(limits.network)
+        if network is None:
+            raise BackendError(f"unknown network setting {limits.network!r}")
+        volume = f"crewyard-{suffix}"
+        container_id: str | None = None
+        with translate_errors(f"start run {spec.run_id}"):
+            api.create_volume(volume, driver="local", driver_opts=self._volume_options(), labels=labels)
+            try:
+                host_config = api.create_host_config(
+                    binds={volume: {"bind": ARTIFACTS_IN_CONTAINER, "mode": "rw"}},
+                    tmpfs={"/tmp": f"rw,nosuid,nodev,size={self._tmp_size},mode=1777"},
+                    read_only=True,
+                    cap_drop=["ALL"],
+                    security_opt=["no-new-privileges"],
+                    init=True,
+                    network_mode=network,
+                    mem_limit=limits.memory_bytes or 0,
+                    memswap_limit=limits.memory_bytes or 0,  # equal to memory: no swap
+                    nano_cpus=int(limits.cpus * 1e9) if limits.cpus else 0,
+                    pids_limit=limits.pids or 0,
+                    ulimits=ulimits,
+                )
+                created = api.create_container(
+                    spec.image,
+                    ["python3", "-m", "crewyard_runtime"],
+                    name=f"crewyard-{suffix}",
+                    user=CONTAINER_USER,
+                    environment=env,
+                    working_dir=ARTIFACTS_IN_CONTAINER,
+                    labels=labels,
+                    host_config=host_config,
+                )
+                container_id = str(created["Id"])
+                api.put_archive(container_id, "/", _input_archive(spec.input))
+                # Attach before start, so not one byte of output is lost (attaching after start
+                # misses what came first on Podman, even with logs=True).
+                stream = api.attach(container_id, stdout=True, stderr=True, stream=True, demux=True, logs=True)
+                api.start(container_id)
+            except BaseException:
+                with contextlib.suppress(*_ENGINE_ERRORS):
+                    if container_id:
+                        api.remove_container(container_id, force=True, v=True)
+                    api.remove_volume(volume, force=True)
+                raise
+        return container_id, volume, stream
+
+    async def start(self, spec: RunSpec) -> DockerHandle:
+        if not spec.image:
+            raise BackendError("docker backend needs the deployment's image")
+        spec.artifacts_dir.mkdir(parents=True, exist_ok=True)
+        container_id, volume, stream = await asyncio.to_thread(self._create_and_start, spec)
+        return DockerHandle(self, spec, container_id, volume, stream)
+
+    def _cleanup_blocking(self, runner_id: str) -> int:
+        api = self.api()
+        removed = 0
+        with translate_errors("clean up orphaned runs"):
+            for c in api.containers(all=True, filters={"label": LABEL_RUNNER}):
+                if str((c.get("Labels") or {}).get(LABEL_RUNNER, "")).startswith(runner_id):
+                    with contextlib.suppress(docker.errors.NotFound):
+                        api.remove_container(c["Id"], force=True, v=True)
+                        removed += 1
+            for v in api.volumes(filters={"label": LABEL_RUNNER}).get("Volumes") or []:
+                if str((v.get("Labels") or {}).get(LABEL_RUNNER, "")).startswith(runner_id):
+                    with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
+                        api.remove_volume(v["Name"], force=True)
+        return removed
+
+    async def cleanup_orphans(self, runner_id: str) -> int:
+        if not runner_id:
+            raise BackendError("cleanup_orphans needs a runner id (an empty prefix matches every runner)")
+        return await asyncio.to_thread(self._cleanup_blocking, runner_id)
