@@ -20,7 +20,9 @@ from ._context import PROJECT, Bench, BenchError, invoke, wait_finished
 from ._stats import Figure, figure, ms, percentile, ratio_at_least
 
 
-async def _closed_loops(base_url: str, path: str, connections: int, seconds: float) -> tuple[float, list[float]]:
+async def _closed_loops(
+    base_url: str, path: str, connections: int, seconds: float
+) -> tuple[float, list[float]]:
     """requests/s over ``connections`` keep-alive connections for ``seconds``, and every latency."""
     latencies: list[float] = []
     warm = asyncio.Semaphore(0)
@@ -61,7 +63,9 @@ async def _seed_runs(client: httpx.AsyncClient, want: int) -> str:
     if missing > 0:
         ids = await asyncio.gather(*(invoke(client, {}) for _ in range(missing)))
         await asyncio.gather(*(wait_finished(client, i) for i in ids))
-    runs = (await client.get("/v1/runs", params={"project": PROJECT, "status": "succeeded", "limit": 1})).json()
+    runs = (
+        await client.get("/v1/runs", params={"project": PROJECT, "status": "succeeded", "limit": 1})
+    ).json()
     return str(runs["runs"][0]["id"])
 
 
@@ -86,12 +90,21 @@ async def api_figures(bench: Bench) -> list[Figure]:
         p99 = percentile(ms(lats[path]), 99)
         out.append(
             figure(
-                key, title, "req/s", rates[path],
-                baseline=base_rate, baseline_label="GET /healthz (does one SQLite query)",
+                key,
+                title,
+                "req/s",
+                rates[path],
+                baseline=base_rate,
+                baseline_label="GET /healthz (does one SQLite query)",
                 target=ratio_at_least(0.7),
                 detail=f"p99 {p99:.1f} ms vs {base_p99:.1f} ms; {conns} keep-alive connections",
-                extra={"p99_ms": p99, "p50_ms": percentile(ms(lats[path]), 50), "healthz_p99_ms": base_p99,
-                       "healthz_rates": rates[trivial], "requests": len(lats[path])},
+                extra={
+                    "p99_ms": p99,
+                    "p50_ms": percentile(ms(lats[path]), 50),
+                    "healthz_p99_ms": base_p99,
+                    "healthz_rates": rates[trivial],
+                    "requests": len(lats[path]),
+                },
             )
-        )  # fmt: skip
+        )
     return out

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import statistics
-import subprocess
 import sys
 
 from crewyard.natsserver import EmbeddedNats
@@ -38,7 +37,7 @@ async def _baseline(bench: Bench, settle: float) -> tuple[float, float]:
     """RSS of a fresh idle nats-server with JetStream plus an idle bare Python interpreter."""
     broker = EmbeddedNats(bench.workdir / "idle-nats")
     await asyncio.to_thread(broker.start)
-    python = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    python = await asyncio.create_subprocess_exec(sys.executable, "-c", "import time; time.sleep(120)")
     try:
         await asyncio.sleep(settle)
         assert broker.proc is not None
@@ -47,7 +46,7 @@ async def _baseline(bench: Bench, settle: float) -> tuple[float, float]:
         return nats_rss, python_rss
     finally:
         python.kill()
-        python.wait()
+        await python.wait()
         await asyncio.to_thread(broker.stop)
 
 
@@ -60,14 +59,22 @@ async def idle_figure(bench: Bench) -> list[Figure]:
     nats_rss, python_rss = await _baseline(bench, settle)
     return [
         figure(
-            "7", "idle RSS of crewyard up (process tree)", "MB", rss,
-            baseline=nats_rss + python_rss, baseline_label="idle nats-server + bare python",
+            "7",
+            "idle RSS of crewyard up (process tree)",
+            "MB",
+            rss,
+            baseline=nats_rss + python_rss,
+            baseline_label="idle nats-server + bare python",
             target=below(250, "MB"),
             detail=f"PSS {statistics.median(pss):.0f} MB; {len(names)} processes: {', '.join(sorted(set(names)))}",
-            extra={"pss_mb": statistics.median(pss), "processes": names, "nats_server_mb": nats_rss,
-                   "bare_python_mb": python_rss},
+            extra={
+                "pss_mb": statistics.median(pss),
+                "processes": names,
+                "nats_server_mb": nats_rss,
+                "bare_python_mb": python_rss,
+            },
         )
-    ]  # fmt: skip
+    ]
 
 
 async def after_bench(bench: Bench, idle: Figure) -> None:

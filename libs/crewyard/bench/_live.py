@@ -75,8 +75,9 @@ class Receiver:
 class LiveRun:
     """One run of the bench crew with ``clients`` SSE clients and one raw consumer attached."""
 
-    def __init__(self, sse: list[Receiver], raw: Receiver, platform_cpu: float, bench_cpu: float,
-                 wall: float) -> None:  # fmt: skip
+    def __init__(
+        self, sse: list[Receiver], raw: Receiver, platform_cpu: float, bench_cpu: float, wall: float
+    ) -> None:
         self.sse, self.raw = sse, raw
         self.platform_cpu, self.bench_cpu, self.wall = platform_cpu, bench_cpu, wall
 
@@ -95,9 +96,15 @@ async def _attached(rx: Receiver, task: asyncio.Task[int] | None, timeout: float
 
 
 async def live_run(
-    bench: Bench, platform: PlatformProcess, client: httpx.AsyncClient, nc: Client, *,
-    events: int, interval: float, clients: int,
-) -> LiveRun:  # fmt: skip
+    bench: Bench,
+    platform: PlatformProcess,
+    client: httpx.AsyncClient,
+    nc: Client,
+    *,
+    events: int,
+    interval: float,
+    clients: int,
+) -> LiveRun:
     go = bench.workdir / f"go-{uuid.uuid4().hex}"
     run_id = await invoke(client, {"n": events, "interval": interval, "go_file": str(go)})
     raw = Receiver()
@@ -117,7 +124,9 @@ async def live_run(
                 _http.sse(platform.api, f"/v1/runs/{run_id}/events", rx.on_event, connected=opened.set)
             )
             # Hold the slot until the response started: that bounds the connections being set up.
-            await asyncio.wait({stream, asyncio.create_task(opened.wait())}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(
+                {stream, asyncio.create_task(opened.wait())}, return_when=asyncio.FIRST_COMPLETED
+            )
         return await stream
 
     tasks = [asyncio.create_task(follow(rx)) for rx in sse]
@@ -149,11 +158,15 @@ async def live_figures(bench: Bench) -> list[Figure]:
     try:
         async with httpx.AsyncClient(base_url=platform.api, timeout=60) as client:
             tight = [
-                await live_run(bench, platform, client, nc, events=bench.n(10_000, 500), interval=0, clients=1)
+                await live_run(
+                    bench, platform, client, nc, events=bench.n(10_000, 500), interval=0, clients=1
+                )
                 for _ in range(bench.n(3, 1))
             ]
             paced_events = bench.n(3_000, 300)
-            paced = await live_run(bench, platform, client, nc, events=paced_events, interval=0.001, clients=1)
+            paced = await live_run(
+                bench, platform, client, nc, events=paced_events, interval=0.001, clients=1
+            )
     finally:
         await nc.drain()
     sse_rates = [r.sse[0].rate() for r in tight]
@@ -162,21 +175,33 @@ async def live_figures(bench: Bench) -> list[Figure]:
     lat, raw_lat = ms(paced.sse[0].latency), ms(paced.raw.latency)
     return [
         figure(
-            "2a", "live delivery to 1 SSE client", "events/s", sse_rates,
-            baseline=statistics.median(raw_rates), baseline_label="ordered consumer on the run's subjects",
+            "2a",
+            "live delivery to 1 SSE client",
+            "events/s",
+            sse_rates,
+            baseline=statistics.median(raw_rates),
+            baseline_label="ordered consumer on the run's subjects",
             target=ratio_at_least(0.5),
             detail=f"crew emits {len(tight[0].raw.received):,} events in a tight loop, × {len(tight)}",
-            extra={"raw_rates": raw_rates, "tight_loop_latency_p50_ms": percentile(tight_lat, 50),
-                   "tight_loop_latency_p99_ms": percentile(tight_lat, 99)},
+            extra={
+                "raw_rates": raw_rates,
+                "tight_loop_latency_p50_ms": percentile(tight_lat, 50),
+                "tight_loop_latency_p99_ms": percentile(tight_lat, 99),
+            },
         ),
         figure(
-            "2b", "live latency emit→SSE p99 at 1k events/s", "ms", lat, value=percentile(lat, 99),
-            baseline=percentile(raw_lat, 99), baseline_label="emit→ordered consumer p99",
+            "2b",
+            "live latency emit→SSE p99 at 1k events/s",
+            "ms",
+            lat,
+            value=percentile(lat, 99),
+            baseline=percentile(raw_lat, 99),
+            baseline_label="emit→ordered consumer p99",
             target=below(50, "ms"),
             detail=f"p50 {percentile(lat, 50):.1f} ms (raw {percentile(raw_lat, 50):.1f} ms), {paced_events:,} events",
             extra={"p50_ms": percentile(lat, 50), "raw_p50_ms": percentile(raw_lat, 50)},
         ),
-    ]  # fmt: skip
+    ]
 
 
 async def fanout_figure(bench: Bench) -> list[Figure]:
@@ -190,7 +215,9 @@ async def fanout_figure(bench: Bench) -> list[Figure]:
             # The same run without SSE clients: the platform's CPU for the runner and projector,
             # subtracted below so that what remains is the gateway's share.
             alone = await live_run(bench, platform, client, nc, events=events, interval=interval, clients=0)
-            fan = await live_run(bench, platform, client, nc, events=events, interval=interval, clients=clients)
+            fan = await live_run(
+                bench, platform, client, nc, events=events, interval=interval, clients=clients
+            )
     finally:
         await nc.drain()
     lat = ms([x for rx in fan.sse for x in rx.latency])
@@ -199,19 +226,32 @@ async def fanout_figure(bench: Bench) -> list[Figure]:
     gateway_cpu = max(fan.platform_cpu - alone.platform_cpu, 0.0)
     return [
         figure(
-            "3", f"fan-out latency p99, {clients:,} SSE clients", "ms", lat, value=percentile(lat, 99),
-            baseline=percentile(raw_lat, 99), baseline_label="emit→ordered consumer p99, same run",
+            "3",
+            f"fan-out latency p99, {clients:,} SSE clients",
+            "ms",
+            lat,
+            value=percentile(lat, 99),
+            baseline=percentile(raw_lat, 99),
+            baseline_label="emit→ordered consumer p99, same run",
             target=below(100, "ms"),
-            detail=(f"p50 {percentile(lat, 50):.1f} ms; {events} events at {1 / interval:g}/s; gateway CPU "
-                    f"{gateway_cpu:.2f} s = {gateway_cpu / deliveries * 1e6:.0f} µs/delivery, "
-                    f"bench CPU {fan.bench_cpu / fan.wall:.0%}"),
+            detail=(
+                f"p50 {percentile(lat, 50):.1f} ms; {events} events at {1 / interval:g}/s; gateway CPU "
+                f"{gateway_cpu:.2f} s = {gateway_cpu / deliveries * 1e6:.0f} µs/delivery, "
+                f"bench CPU {fan.bench_cpu / fan.wall:.0%}"
+            ),
             extra={
-                "clients": clients, "events": events, "deliveries": deliveries,
-                "p50_ms": percentile(lat, 50), "raw_p50_ms": percentile(raw_lat, 50),
-                "platform_cpu_s": fan.platform_cpu, "platform_cpu_s_without_clients": alone.platform_cpu,
-                "gateway_cpu_s": gateway_cpu, "gateway_cpu_us_per_delivery": gateway_cpu / deliveries * 1e6,
-                "platform_cpu_share": fan.platform_cpu / fan.wall, "bench_cpu_share": fan.bench_cpu / fan.wall,
+                "clients": clients,
+                "events": events,
+                "deliveries": deliveries,
+                "p50_ms": percentile(lat, 50),
+                "raw_p50_ms": percentile(raw_lat, 50),
+                "platform_cpu_s": fan.platform_cpu,
+                "platform_cpu_s_without_clients": alone.platform_cpu,
+                "gateway_cpu_s": gateway_cpu,
+                "gateway_cpu_us_per_delivery": gateway_cpu / deliveries * 1e6,
+                "platform_cpu_share": fan.platform_cpu / fan.wall,
+                "bench_cpu_share": fan.bench_cpu / fan.wall,
                 "wall_s": fan.wall,
             },
         )
-    ]  # fmt: skip
+    ]

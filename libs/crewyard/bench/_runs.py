@@ -30,21 +30,49 @@ from ._context import PROJECT, Bench, BenchError, deploy, invoke
 from ._stats import Figure, below, figure, ms, overhead_at_most
 
 BWRAP_TRUE = [
-    "bwrap", "--unshare-all", "--die-with-parent", "--new-session",
-    "--ro-bind", "/usr", "/usr", "--symlink", "usr/bin", "/bin", "--symlink", "usr/lib", "/lib",
-    "--symlink", "usr/lib64", "/lib64", "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/tmp",
-    "--uid", "1000", "--gid", "1000", "true",
-]  # fmt: skip
+    "bwrap",
+    "--unshare-all",
+    "--die-with-parent",
+    "--new-session",
+    "--ro-bind",
+    "/usr",
+    "/usr",
+    "--symlink",
+    "usr/bin",
+    "/bin",
+    "--symlink",
+    "usr/lib",
+    "/lib",
+    "--symlink",
+    "usr/lib64",
+    "/lib64",
+    "--proc",
+    "/proc",
+    "--dev",
+    "/dev",
+    "--tmpfs",
+    "/tmp",
+    "--uid",
+    "1000",
+    "--gid",
+    "1000",
+    "true",
+]
 
 
 async def _spawn(cmd: list[str]) -> float:
     t0 = time.perf_counter()
     proc = await asyncio.create_subprocess_exec(
-        *cmd, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE
+        *cmd,
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
     )
     _, err = await proc.communicate()
     if proc.returncode != 0:
-        raise BenchError(f"{' '.join(cmd[:3])} … exited {proc.returncode}: {err.decode(errors='replace')[-300:]}")
+        raise BenchError(
+            f"{' '.join(cmd[:3])} … exited {proc.returncode}: {err.decode(errors='replace')[-300:]}"
+        )
     return time.perf_counter() - t0
 
 
@@ -68,7 +96,9 @@ async def _usable_backends(bench: Bench) -> dict[str, str | None]:
             results = await results
         for item in results:
             usable = bool(getattr(item, "usable", False))
-            out[str(getattr(item, "name", "?"))] = None if usable else str(getattr(item, "reason", "") or "no")
+            out[str(getattr(item, "name", "?"))] = (
+                None if usable else str(getattr(item, "reason", "") or "no")
+            )
     elif select is not None:
         for name in ("bwrap", "docker"):
             try:
@@ -77,11 +107,16 @@ async def _usable_backends(bench: Bench) -> dict[str, str | None]:
             except Exception as exc:
                 out[name] = f"{type(exc).__name__}: {exc}"
     else:
-        out = {n: "crewyard.runner.backends has neither doctor nor select_backend yet" for n in ("bwrap", "docker")}
+        out = {
+            n: "crewyard.runner.backends has neither doctor nor select_backend yet"
+            for n in ("bwrap", "docker")
+        }
     return out
 
 
-async def _backend_figures(bench: Bench, platform: PlatformProcess, backend: str, raw_cmd: list[str]) -> list[Figure]:
+async def _backend_figures(
+    bench: Bench, platform: PlatformProcess, backend: str, raw_cmd: list[str]
+) -> list[Figure]:
     await bench.deployed(platform)
     nc = await nats.connect(platform.nats_url)
     seen: dict[str, dict[str, float]] = {}
@@ -131,19 +166,27 @@ async def _backend_figures(bench: Bench, platform: PlatformProcess, backend: str
     label = f"{Path(raw_cmd[0]).name} {' '.join(raw_cmd[1:3]) if backend != 'bwrap' else '… true'}"
     return [
         figure(
-            f"5a-{backend}", f"invoke → run.started ({backend})", "ms", ms(started),
-            baseline=None, baseline_label="none: no backend work happens before run.started",
+            f"5a-{backend}",
+            f"invoke → run.started ({backend})",
+            "ms",
+            ms(started),
+            baseline=None,
+            baseline_label="none: no backend work happens before run.started",
             target=below(50, "ms"),
             detail=f"median of {len(started)} sequential no-op runs",
         ),
         figure(
-            f"5b-{backend}", f"invoke → run.completed, no-op crew ({backend})", "ms", ms(completed),
-            baseline=raw_ms, baseline_label=f"raw start: {label}",
+            f"5b-{backend}",
+            f"invoke → run.completed, no-op crew ({backend})",
+            "ms",
+            ms(completed),
+            baseline=raw_ms,
+            baseline_label=f"raw start: {label}",
             target=overhead_at_most(50, "ms"),
             detail=f"overhead {statistics.median(ms(completed)) - raw_ms:.0f} ms over raw",
             extra={"raw_ms": ms(raw), "overhead_ms": statistics.median(ms(completed)) - raw_ms},
         ),
-    ]  # fmt: skip
+    ]
 
 
 async def run_start_figures(bench: Bench) -> list[Figure]:
@@ -211,10 +254,14 @@ async def redeploy_figure(bench: Bench) -> list[Figure]:
         await nc.drain()
     return [
         figure(
-            "8", "unchanged redeploy: deploy → ready", "s", ours,
-            baseline=statistics.median(raw), baseline_label="pack + NATS object-store put",
+            "8",
+            "unchanged redeploy: deploy → ready",
+            "s",
+            ours,
+            baseline=statistics.median(raw),
+            baseline_label="pack + NATS object-store put",
             target=below(1.0, "s"),
             detail=f"cold first deploy {cold.cold_seconds:.2f} s; builds reported cached: {cached}",
             extra={"cold_deploy_s": cold.cold_seconds, "cached": cached},
         )
-    ]  # fmt: skip
+    ]

@@ -135,14 +135,23 @@ async def append_figures(bench: Bench) -> list[Figure]:
         await nc.drain()
     return [
         figure(
-            "1a", "append, checked (Msg-Id + expected seq)", "events/s", checked,
-            baseline=statistics.median(raw), baseline_label="js.publish one at a time",
+            "1a",
+            "append, checked (Msg-Id + expected seq)",
+            "events/s",
+            checked,
+            baseline=statistics.median(raw),
+            baseline_label="js.publish one at a time",
             detail=f"{n_sync:,} events × {rounds}, {PER_AGGREGATE} per aggregate",
         ),
         figure(
-            "1b", "append_nowait pipelined + flush", "events/s", piped,
-            baseline=statistics.median(raw_async), baseline_label="js.publish_async + completed",
-            target=ratio_at_least(0.8), detail=f"{n_async:,} events × {rounds}",
+            "1b",
+            "append_nowait pipelined + flush",
+            "events/s",
+            piped,
+            baseline=statistics.median(raw_async),
+            baseline_label="js.publish_async + completed",
+            target=ratio_at_least(0.8),
+            detail=f"{n_async:,} events × {rounds}",
         ),
     ]
 
@@ -160,7 +169,11 @@ def _replay_bodies(total: int) -> list[tuple[str, bytes]]:
         subject = subjects.event_subject(event.project, event.aggregate, event.aggregate_id, event.type)
         out.append((subject, encode(event)))
 
-    add(make_event(ProjectCreated(name=PROJECT), project=PROJECT, aggregate_id=PROJECT, event_id=new_id("evt")))
+    add(
+        make_event(
+            ProjectCreated(name=PROJECT), project=PROJECT, aggregate_id=PROJECT, event_id=new_id("evt")
+        )
+    )
     # Logs are the bulk; encoding a million envelopes would take longer than the replay itself, so
     # they are stamped from a template with a counter as their id (digits are valid id characters).
     template_id = "evt_" + "0" * 26
@@ -174,13 +187,21 @@ def _replay_bodies(total: int) -> list[tuple[str, bytes]]:
         add(run_event(RunQueued(deployment_id=dep_id, input={"topic": "replay"})))
         add(run_event(RunStarted(runner_id="bench", backend="process", isolated=False)))
         log = make_event(
-            Log(message="a log line of an ordinary length, as crews print them " * 2, timestamp=now.isoformat()),
-            project=PROJECT, aggregate_id=run_id, event_id=template_id, time=now,
+            Log(
+                message="a log line of an ordinary length, as crews print them " * 2,
+                timestamp=now.isoformat(),
+            ),
+            project=PROJECT,
+            aggregate_id=run_id,
+            event_id=template_id,
+            time=now,
         )
         log_subject = subjects.event_subject(PROJECT, "run", run_id, "log")
         template = encode(log)
         for _ in range(min(PER_RUN - 3, total - len(out) - 1)):
-            out.append((log_subject, template.replace(template_id.encode(), f"evt_{next(ids):026d}".encode())))
+            out.append(
+                (log_subject, template.replace(template_id.encode(), f"evt_{next(ids):026d}".encode()))
+            )
         add(run_event(RunCompleted(output={"ok": True}, duration_ms=1)))
     return out[:total]
 
@@ -247,8 +268,12 @@ async def replay_figure(bench: Bench) -> list[Figure]:
         await nc.drain()
     return [
         figure(
-            "4", "projector rebuild", "events/s", ours,
-            baseline=statistics.median(raw), baseline_label="ordered consumer cb=, count only",
+            "4",
+            "projector rebuild",
+            "events/s",
+            ours,
+            baseline=statistics.median(raw),
+            baseline_label="ordered consumer cb=, count only",
             target=ratio_at_least(0.5),
             detail=f"{total:,} events ({PER_RUN - 3} logs per run); written at {write_rate:,.0f}/s",
             extra={"events": total, "write_rate": write_rate, "raw_rates": raw},
