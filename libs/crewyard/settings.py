@@ -36,6 +36,11 @@ class Settings(msgspec.Struct, kw_only=True):
     runner_concurrency: int = 4
     runner_id: str = ""
     cancel_grace_s: float = 10.0
+    #: How long a runner may go silent before its run is handed to another runner.
+    runner_ack_wait_s: float = 30.0
+    #: Infrastructure failures (runner lost, engine error before the crew started) are retried.
+    retry_max_attempts: int = 3
+    retry_backoff_s: str = "1,5,15"
     default_timeout_s: float = 3600.0
     artifact_max_file_bytes: int = 100 * 1024 * 1024
     artifact_max_total_bytes: int = 500 * 1024 * 1024
@@ -48,6 +53,10 @@ class Settings(msgspec.Struct, kw_only=True):
     @property
     def cache_dir(self) -> Path:
         return self.data_dir / "cache"
+
+    @property
+    def retry_backoff(self) -> tuple[float, ...]:
+        return tuple(float(x) for x in self.retry_backoff_s.split(",") if x.strip())
 
     @property
     def work_dir(self) -> Path:
@@ -67,6 +76,9 @@ _ENV: dict[str, tuple[str, type]] = {
     "CREWYARD_RUNNER_CONCURRENCY": ("runner_concurrency", int),
     "CREWYARD_RUNNER_ID": ("runner_id", str),
     "CREWYARD_CANCEL_GRACE": ("cancel_grace_s", float),
+    "CREWYARD_RUNNER_ACK_WAIT": ("runner_ack_wait_s", float),
+    "CREWYARD_RETRY_MAX_ATTEMPTS": ("retry_max_attempts", int),
+    "CREWYARD_RETRY_BACKOFF": ("retry_backoff_s", str),
     "CREWYARD_DEFAULT_TIMEOUT": ("default_timeout_s", float),
     "CREWYARD_ARTIFACT_MAX_FILE": ("artifact_max_file_bytes", int),
     "CREWYARD_ARTIFACT_MAX_TOTAL": ("artifact_max_total_bytes", int),
@@ -97,6 +109,12 @@ def load(data_dir: Path | str | None = None, **overrides: Any) -> Settings:
         raise SettingsError(f"backend must be one of {', '.join(BACKENDS)}, got {settings.backend!r}")
     if settings.build_backend not in BUILD_BACKENDS:
         raise SettingsError(f"build backend must be one of {', '.join(BUILD_BACKENDS)}")
+    try:
+        settings.retry_backoff  # noqa: B018 - validates the list
+    except ValueError:
+        raise SettingsError("CREWYARD_RETRY_BACKOFF must be comma-separated seconds, e.g. 1,5,15") from None
+    if settings.retry_max_attempts < 1 or settings.runner_ack_wait_s < 1:
+        raise SettingsError("CREWYARD_RETRY_MAX_ATTEMPTS and CREWYARD_RUNNER_ACK_WAIT must be at least 1")
     if settings.runner_concurrency < 1:
         raise SettingsError("CREWYARD_RUNNER_CONCURRENCY must be at least 1")
     return settings

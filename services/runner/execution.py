@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
+
 from crewyard.core import run_state as rs
 from crewyard.core.crewfile import CrewConfig, memory_bytes
 from crewyard.core.events import (
@@ -87,6 +88,39 @@ async def finish(store: EventStore, project: str, run_id: str, outcome: Payload)
         except ConcurrencyConflict:
             continue  # someone appended meanwhile (a cancel request, usually): decide again
     return False
+
+
+async def retry_or_fail(
+    store: EventStore,
+    project: str,
+    run_id: str,
+    *,
+    reason: str,
+    error_message: str,
+    max_attempts: int,
+    backoff_s: tuple[float, ...],
+) -> Payload | None:
+    """After an infrastructure failure: append ``run.retrying`` (attempts left) or the terminal
+    event; returns what was written, or None when the run had already moved on."""
+    for _ in range(10):
+        state = rs.fold(run_id, await store.load(project, "run", run_id))
+        try:
+            payload = rs.decide_retry(
+                state,
+                reason=reason,
+                error_message=error_message,
+                max_attempts=max_attempts,
+                backoff_s=backoff_s,
+            )
+        except rs.InvalidTransition:
+            return None
+        event = make_event(payload, project=project, aggregate_id=run_id, event_id=new_id("evt"))
+        try:
+            await store.append(event, expected_seq=state.version)
+            return payload
+        except ConcurrencyConflict:
+            continue
+    return None
 
 
 class Outcome(msgspec.Struct):

@@ -3,7 +3,8 @@
 Each instance runs up to ``runner_concurrency`` runs at once and fetches a new message only when
 it has a free slot, so JetStream balances work across instances and machines. While a run is
 executing its message is kept alive with ``in_progress``; if this process dies, the message is
-delivered again after ``ack_wait`` to another runner, which finds the run orphaned.
+delivered again after ``ack_wait`` to another runner, which finds the run orphaned and retries it
+(or fails it ``runner_lost`` once the attempts are used up).
 """
 
 from __future__ import annotations
@@ -13,16 +14,16 @@ import contextlib
 import logging
 import shutil
 import time
-from pathlib import Path
 
 import msgspec
+
 from crewyard.builder.backends._base import BuildFailed, BuildRequest
 from crewyard.builder.backends.venv import VenvBuilder
 from crewyard.core import run_state as rs
 from crewyard.core import subjects
 from crewyard.core.crewfile import CrewConfig
 from crewyard.core.deployment_state import READY, fold_deployment, fold_project
-from crewyard.core.events import RunCanceled, RunFailed, make_event
+from crewyard.core.events import RunCanceled, RunFailed, RunRetrying, make_event
 from crewyard.core.ids import new_id
 from crewyard.eventstore import ConcurrencyConflict, EventStore, StoreUnavailable, WorkItem, WorkQueue
 from crewyard.objects import ObjectStore, ObjectStoreError
@@ -31,11 +32,12 @@ from crewyard.settings import Settings
 from crewyard.workspace import Workspace
 
 from .artifacts import collect
-from .backends import BackendError, ExecutionBackend, RunSpec
-from .execution import Emitter, decide_outcome, finish, limits_for, supervise
+from .backends import BackendError, ExecutionBackend, RunHandle, RunSpec
+from .execution import Emitter, decide_outcome, finish, limits_for, retry_or_fail, supervise
+from .slots import Slots
 
 log = logging.getLogger("crewyard.runner")
-ACK_WAIT = 30.0
+WAITING_FOR_SLOT_DELAY = 1.0
 
 
 class Runner:
@@ -54,12 +56,15 @@ class Runner:
         self.secrets = secrets
         self.workspace = Workspace(settings.cache_dir, objects)
         self.venvs = VenvBuilder(settings.cache_dir)
+        self.slots = Slots(store)
+        # max_deliver unlimited: a run waiting for a concurrency slot is handed back many times;
+        # attempts that really failed are counted in the run's own events instead.
         self.queue = WorkQueue(
             store,
             "runner",
             subjects.type_filter("run.queued", "run", store.prefix),
-            ack_wait=ACK_WAIT,
-            max_deliver=20,
+            ack_wait=settings.runner_ack_wait_s,
+            max_deliver=-1,
         )
         self.active: dict[str, asyncio.Event] = {}
         self._tasks: set[asyncio.Task[None]] = set()
@@ -70,21 +75,21 @@ class Runner:
         if removed:
             log.warning("removed %d orphaned run environments", removed)
         listener = asyncio.create_task(self._listen_for_cancels(stop))
-        slots = asyncio.Semaphore(self.settings.runner_concurrency)
+        free = asyncio.Semaphore(self.settings.runner_concurrency)
         try:
             while not stop.is_set():
-                await slots.acquire()
+                await free.acquire()
                 try:
                     items = await self.queue.fetch(1, timeout=1.0)
                 except StoreUnavailable:
                     items = []
                 if not items:
-                    slots.release()
+                    free.release()
                     continue
                 task = asyncio.create_task(self._guarded(items[0]))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
-                task.add_done_callback(lambda _t: slots.release())
+                task.add_done_callback(lambda _t: free.release())
         finally:
             listener.cancel()
             for cancel in self.active.values():
@@ -93,21 +98,25 @@ class Runner:
                 await asyncio.wait(self._tasks, timeout=self.settings.cancel_grace_s + 20)
 
     async def _listen_for_cancels(self, stop: asyncio.Event) -> None:
-        start = await self.store.last_seq() + 1
         filt = subjects.type_filter("run.cancel_requested", "run", self.store.prefix)
-        async with self.store.follow(filt, start_seq=start) as queue:
-            while not stop.is_set():
-                raw = await queue.get()
-                _, _, run_id, _ = subjects.parse_subject(raw.subject, self.store.prefix)
-                event = self.active.get(run_id)
-                if event is not None:
-                    event.set()
+        while not stop.is_set():
+            try:
+                start = await self.store.last_seq() + 1
+                async with self.store.follow(filt, start_seq=start) as queue:
+                    while not stop.is_set():
+                        raw = await queue.get()
+                        run_id = subjects.parse_subject(raw.subject, self.store.prefix)[2]
+                        event = self.active.get(run_id)
+                        if event is not None:
+                            event.set()
+            except StoreUnavailable:
+                await asyncio.sleep(1.0)
 
     async def _guarded(self, item: WorkItem) -> None:
         try:
             await self._handle(item)
         except StoreUnavailable:
-            log.exception("event store unavailable; run will be delivered again")
+            log.warning("event store unavailable; the run will be delivered again")
             await item.nak(delay=2.0)
         except Exception:
             log.exception("runner failed handling %s", item.event.subject)
@@ -131,39 +140,70 @@ class Runner:
                 continue  # canceled or started elsewhere in the meantime: look again
         await item.nak(delay=1.0)
 
+    async def _retry_or_fail(self, item: WorkItem, state: rs.RunState, reason: str, message: str) -> None:
+        written = await retry_or_fail(
+            self.store,
+            state.project,
+            state.run_id,
+            reason=reason,
+            error_message=message,
+            max_attempts=self.settings.retry_max_attempts,
+            backoff_s=self.settings.retry_backoff,
+        )
+        if isinstance(written, RunRetrying):
+            await item.nak(delay=written.delay_s)  # the same message brings the run back
+        else:
+            await item.ack()
+
     async def _orphaned(self, item: WorkItem, state: rs.RunState) -> None:
         if state.run_id in self.active:  # our own run, delivered again: keep it alive
             await item.in_progress()
             return
-        outcome = (
-            RunCanceled(reason="canceled while its runner was lost")
-            if state.cancel_requested
-            else RunFailed(
-                reason="runner_lost",
-                error_message=f"Runner {state.runner_id} was lost while executing the run",
+        if state.cancel_requested:
+            await finish(
+                self.store,
+                state.project,
+                state.run_id,
+                RunCanceled(reason="canceled while its runner was lost"),
             )
+            await item.ack()
+            return
+        await self._retry_or_fail(
+            item, state, "runner_lost", f"Runner {state.runner_id} was lost while executing the run"
         )
-        await finish(self.store, state.project, state.run_id, outcome)
-        await item.ack()
+
+    async def _limits(self, project: str, deployment_id: str, config: CrewConfig) -> dict[str, int]:
+        limits = {}
+        if config.max_concurrent_runs:
+            limits[f"dep.{deployment_id}"] = config.max_concurrent_runs
+        proj = fold_project(project, await self.store.load(project, "project", project))
+        if proj.max_concurrent_runs:
+            limits[f"proj.{project}"] = proj.max_concurrent_runs
+        return limits
+
+    async def _is_over(self, run_id: str) -> bool:
+        return rs.fold(run_id, await self.store.load_any("run", run_id)).is_terminal
 
     async def _execute(self, item: WorkItem, state: rs.RunState) -> None:
         run_id, project = state.run_id, state.project
-        dep = fold_deployment(
-            state.deployment_id, await self.store.load(project, "deployment", state.deployment_id)
-        )
+        history = await self.store.load(project, "deployment", state.deployment_id)
+        dep = fold_deployment(state.deployment_id, history)
         if dep.status != READY:
             await finish(
                 self.store,
                 project,
                 run_id,
                 RunFailed(
-                    reason="infrastructure",
-                    error_message=f"deployment {state.deployment_id} is not ready ({dep.status})",
+                    reason="infrastructure", error_message=f"deployment {state.deployment_id} is not ready"
                 ),
             )
             await item.ack()
             return
         config = msgspec.convert(dep.config, CrewConfig)
+        limits = await self._limits(project, state.deployment_id, config)
+        if limits and not await self.slots.acquire(run_id, limits, self._is_over):
+            await item.nak(delay=WAITING_FOR_SLOT_DELAY)  # stays pending, in line for a slot
+            return
         cancel = asyncio.Event()
         self.active[run_id] = cancel
         work = self.settings.work_dir / run_id
@@ -175,13 +215,13 @@ class Runner:
                 isolated=self.backend.isolated,
                 entrypoint=config.entrypoint,
             )
-            await self.store.append(
-                make_event(started, project=project, aggregate_id=run_id, event_id=new_id("evt")),
-                expected_seq=state.version,
-            )
-            await self._run_started(item, state, dep.source_digest, dep.image, config, cancel, work)
+            event = make_event(started, project=project, aggregate_id=run_id, event_id=new_id("evt"))
+            await self.store.append(event, expected_seq=state.version)
+            await self._run_started(item, state, dep.source_digest, dep.image, config, cancel)
         finally:
             self.active.pop(run_id, None)
+            if limits:
+                await self.slots.release(run_id, list(limits))
             await asyncio.to_thread(shutil.rmtree, work, True)
 
     async def _environment(self, project: str, config: CrewConfig) -> dict[str, str]:
@@ -191,6 +231,49 @@ class Runner:
             env[key] = self.secrets.decrypt(project, key, token)
         return env
 
+    async def _start(
+        self,
+        state: rs.RunState,
+        source_digest: str,
+        image: str | None,
+        config: CrewConfig,
+        env: dict[str, str],
+    ) -> tuple[RunSpec, RunHandle]:
+        source_dir = await self.workspace.source(source_digest)
+        venv_dir = None
+        if self.backend.artifact_kind == "venv":
+
+            async def quiet(line: str, stream: str) -> None:
+                return None
+
+            request = BuildRequest(
+                deployment_id=state.deployment_id,
+                project=state.project,
+                source_dir=source_dir,
+                source_digest=source_digest,
+                config=config,
+            )
+            venv_dir = (await self.venvs.build(request, quiet)).venv_dir
+        work = self.settings.work_dir / state.run_id
+        spec = RunSpec(
+            run_id=state.run_id,
+            project=state.project,
+            deployment_id=state.deployment_id,
+            runner_id=self.settings.runner_id,
+            framework=config.framework,
+            entrypoint=config.entrypoint,
+            input=state.input,
+            env=env,
+            source_dir=source_dir,
+            runtime_dir=self.workspace.runtime_dir(),
+            venv_dir=venv_dir,
+            image=image,
+            work_dir=work,
+            artifacts_dir=work / "artifacts",
+            limits=limits_for(config),
+        )
+        return spec, await self.backend.start(spec)
+
     async def _run_started(
         self,
         item: WorkItem,
@@ -199,60 +282,30 @@ class Runner:
         image: str | None,
         config: CrewConfig,
         cancel: asyncio.Event,
-        work: Path,
     ) -> None:
         run_id, project = state.run_id, state.project
         t0 = time.monotonic()
         emitter = Emitter(self.store, project, run_id, [])
-        limits = limits_for(config)
         try:
             env = await self._environment(project, config)
             emitter.secrets = [v for k, v in env.items() if k not in config.env]
-            source_dir = await self.workspace.source(source_digest)
-            venv_dir = None
-            if self.backend.artifact_kind == "venv":
-
-                async def quiet(line: str, stream: str) -> None:
-                    return None
-
-                built = await self.venvs.build(
-                    BuildRequest(
-                        deployment_id=state.deployment_id,
-                        project=project,
-                        source_dir=source_dir,
-                        source_digest=source_digest,
-                        config=config,
-                    ),
-                    quiet,
-                )
-                venv_dir = built.venv_dir
-            spec = RunSpec(
-                run_id=run_id,
-                project=project,
-                deployment_id=state.deployment_id,
-                runner_id=self.settings.runner_id,
-                framework=config.framework,
-                entrypoint=config.entrypoint,
-                input=state.input,
-                env=env,
-                source_dir=source_dir,
-                runtime_dir=self.workspace.runtime_dir(),
-                venv_dir=venv_dir,
-                image=image,
-                work_dir=self.settings.work_dir / run_id,
-                artifacts_dir=self.settings.work_dir / run_id / "artifacts",
-                limits=limits,
-            )
-            handle = await self.backend.start(spec)
-        except (BackendError, BuildFailed, ObjectStoreError, SecretError, OSError) as exc:
-            await emitter.flush()
+        except SecretError as exc:
             await finish(
-                self.store,
-                project,
-                run_id,
-                RunFailed(reason="infrastructure", error_message=f"Could not start the run: {exc}"),
+                self.store, project, run_id, RunFailed(reason="infrastructure", error_message=str(exc))
             )
             await item.ack()
+            return
+        try:
+            spec, handle = await self._start(state, source_digest, image, config, env)
+        except BuildFailed as exc:  # the crew's dependencies: not worth retrying
+            await finish(self.store, project, run_id, RunFailed(reason="crew_error", error_message=str(exc)))
+            await item.ack()
+            return
+        except (BackendError, ObjectStoreError, OSError) as exc:
+            await emitter.log(f"could not start the run: {exc}", "error")
+            await emitter.flush()
+            started = rs.fold(run_id, await self.store.load(project, "run", run_id))
+            await self._retry_or_fail(item, started, "infrastructure", f"Could not start the run: {exc}")
             return
         timeout = state.timeout_s or config.timeout_s or self.settings.default_timeout_s
         outcome, status, timed_out, canceled = await supervise(
@@ -262,9 +315,25 @@ class Runner:
             cancel=cancel,
             grace_s=self.settings.cancel_grace_s,
             heartbeat=item.in_progress,
-            heartbeat_every=ACK_WAIT / 3,
+            heartbeat_every=self.settings.runner_ack_wait_s / 3,
         )
-        over: list[str] = []
+        over = await self._collect(handle, spec, emitter)
+        payload = decide_outcome(
+            outcome=outcome,
+            status=status,
+            canceled="requested" if canceled else None,
+            timed_out=timeout if timed_out else None,
+            started=t0,
+            limits=spec.limits,
+        )
+        if over and not isinstance(payload, RunFailed | RunCanceled):
+            payload = RunFailed(reason="limit", error_message="Artifact limit exceeded: " + "; ".join(over))
+        await emitter.flush()
+        await finish(self.store, project, run_id, payload)
+        await item.ack()
+
+    async def _collect(self, handle: RunHandle, spec: RunSpec, emitter: Emitter) -> list[str]:
+        """Store what the run wrote (also after failure or cancel); returns files over a limit."""
         try:
             await handle.collect_artifacts()
             collected = await collect(
@@ -277,22 +346,10 @@ class Runner:
                 await emitter.emit(stored)
             for reason in collected.skipped:
                 await emitter.log(f"artifact skipped: {reason}", "warning")
-            over = collected.over_limit
+            return collected.over_limit
         except (BackendError, ObjectStoreError, OSError) as exc:
             await emitter.log(f"collecting artifacts failed: {exc}", "error")
+            return []
         finally:
             with contextlib.suppress(BackendError):
                 await handle.remove()
-        payload = decide_outcome(
-            outcome=outcome,
-            status=status,
-            canceled="requested" if canceled else None,
-            timed_out=timeout if timed_out else None,
-            started=t0,
-            limits=limits,
-        )
-        if over and not isinstance(payload, RunFailed | RunCanceled):
-            payload = RunFailed(reason="limit", error_message="Artifact limit exceeded: " + "; ".join(over))
-        await emitter.flush()
-        await finish(self.store, project, run_id, payload)
-        await item.ack()

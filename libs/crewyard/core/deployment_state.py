@@ -14,6 +14,7 @@ from .events import (
     EnvSet,
     EnvUnset,
     ProjectCreated,
+    ProjectLimitsSet,
     Recorded,
 )
 
@@ -63,6 +64,7 @@ class ProjectState(msgspec.Struct, kw_only=True):
     version: int = 0
     current_deployment_id: str | None = None
     env: dict[str, str] = msgspec.field(default_factory=dict)  # key → ciphertext
+    max_concurrent_runs: int | None = None
 
 
 def fold_project(name: str, history: list[Recorded]) -> ProjectState:
@@ -78,4 +80,6 @@ def fold_project(name: str, history: list[Recorded]) -> ProjectState:
             state.env[data.key] = data.value
         elif isinstance(data, EnvUnset):
             state.env.pop(data.key, None)
+        elif isinstance(data, ProjectLimitsSet):
+            state.max_concurrent_runs = data.max_concurrent_runs
     return state

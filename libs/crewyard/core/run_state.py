@@ -22,6 +22,7 @@ from .events import (
     RunCompleted,
     RunFailed,
     RunQueued,
+    RunRetrying,
     RunStarted,
 )
 
@@ -84,6 +85,9 @@ def evolve(state: RunState, recorded: Recorded) -> RunState:
         state.started_at = state.started_at or event.time
         state.attempt = data.attempt
         state.runner_id = data.runner_id
+    elif isinstance(data, RunRetrying):
+        state.status = PENDING
+        state.runner_id = None
     elif isinstance(data, RunCancelRequested):
         state.cancel_requested = True
     elif isinstance(data, RunCompleted):
@@ -125,6 +129,24 @@ def decide_cancel(state: RunState, *, reason: str = "requested") -> Payload:
             raise InvalidTransition("Cancel already requested", state.status)
         return RunCancelRequested(reason=reason)
     raise InvalidTransition(f"Cannot cancel run with status: {state.status or 'unknown'}", state.status)
+
+
+def decide_retry(state: RunState, *, reason: str, error_message: str, max_attempts: int,
+                 backoff_s: tuple[float, ...]) -> Payload:
+    """After an infrastructure failure: try again while attempts remain, else fail the run.
+
+    Crew errors never come here: only failures that are not the crew's doing (a runner lost,
+    an engine that could not start the run) are retried.
+    """
+    if state.status not in (PENDING, RUNNING):
+        raise InvalidTransition(f"Cannot retry run with status: {state.status or 'unknown'}", state.status)
+    attempts = max(state.attempt, 1)
+    if state.cancel_requested:
+        return RunCanceled(reason="canceled while its attempt failed")
+    if attempts >= max_attempts:
+        return RunFailed(reason=reason, error_message=f"{error_message} (after {attempts} attempts)")
+    delay = backoff_s[min(attempts - 1, len(backoff_s) - 1)] if backoff_s else 0.0
+    return RunRetrying(attempt=attempts, reason=reason, error_message=error_message, delay_s=delay)
 
 
 def decide_finish(state: RunState, outcome: Payload) -> Payload:

@@ -42,6 +42,7 @@ from .project import (
     EnvSet,
     EnvUnset,
     ProjectCreated,
+    ProjectLimitsSet,
 )
 from .run import (
     TERMINAL_TYPES,
@@ -50,6 +51,7 @@ from .run import (
     RunCompleted,
     RunFailed,
     RunQueued,
+    RunRetrying,
     RunStarted,
 )
 
@@ -77,12 +79,14 @@ __all__ = [
     "Log",
     "Payload",
     "ProjectCreated",
+    "ProjectLimitsSet",
     "Recorded",
     "RunCancelRequested",
     "RunCanceled",
     "RunCompleted",
     "RunFailed",
     "RunQueued",
+    "RunRetrying",
     "RunStarted",
     "TaskCompleted",
     "TaskStarted",

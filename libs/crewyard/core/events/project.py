@@ -21,6 +21,14 @@ class DeploymentPromoted(Payload, frozen=True, kw_only=True):
     rollback: bool = False
 
 
+class ProjectLimitsSet(Payload, frozen=True, kw_only=True):
+    """``max_concurrent_runs`` for the whole project (None: no limit)."""
+
+    TYPE = "project.limits_set"
+    AGGREGATE = "project"
+    max_concurrent_runs: int | None = None
+
+
 class EnvSet(Payload, frozen=True, kw_only=True):
     """``value`` is AES-GCM ciphertext (base64 of nonce + ciphertext); never clear text."""
 
@@ -53,6 +61,7 @@ class ApiKeyRevoked(Payload, frozen=True, kw_only=True):
 PROJECT_EVENTS: tuple[type[Payload], ...] = (
     ProjectCreated,
     DeploymentPromoted,
+    ProjectLimitsSet,
     EnvSet,
     EnvUnset,
     ApiKeyCreated,

@@ -45,6 +45,18 @@ class RunFailed(Payload, frozen=True, kw_only=True):
     duration_ms: int = 0
 
 
+class RunRetrying(Payload, frozen=True, kw_only=True):
+    """An attempt ended by an infrastructure failure (not the crew's fault): the run is pending
+    again and will start once more after ``delay_s``."""
+
+    TYPE = "run.retrying"
+    AGGREGATE = "run"
+    attempt: int
+    reason: str
+    error_message: str
+    delay_s: float = 0.0
+
+
 class RunCancelRequested(Payload, frozen=True, kw_only=True):
     TYPE = "run.cancel_requested"
     AGGREGATE = "run"
@@ -63,6 +75,7 @@ RUN_EVENTS: tuple[type[Payload], ...] = (
     RunStarted,
     RunCompleted,
     RunFailed,
+    RunRetrying,
     RunCancelRequested,
     RunCanceled,
 )

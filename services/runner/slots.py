@@ -1,0 +1,104 @@
+"""Concurrency limits as leases in a JetStream key-value bucket, shared by every runner.
+
+For each limited scope (``dep.<id>``, ``proj.<name>``) one key holds ``{"holders": [...],
+"queue": [...]}``. A run takes a slot when the scope has room and it is the oldest waiting run
+(run ids sort by creation time, so runs start in the order they were queued). Every change is
+a compare-and-swap on the key's revision, so limits hold across runner instances. A holder whose
+run has ended (terminal event in the stream) is dropped on the next look, which is what makes a
+crash unable to leak a slot: the lease is released by the run's terminal event, not by the
+runner that held it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from collections.abc import Awaitable, Callable
+
+from nats.js.api import KeyValueConfig
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.kv import KeyValue
+
+from crewyard.eventstore import EventStore, StoreUnavailable
+
+#: (run_id) → True when the run has ended.
+IsOver = Callable[[str], Awaitable[bool]]
+
+
+class Slots:
+    def __init__(self, store: EventStore, bucket: str = "CREWYARD_SLOTS") -> None:
+        self.store = store
+        self.bucket = bucket
+        self._kv: KeyValue | None = None
+
+    async def _bucket(self) -> KeyValue:
+        if self._kv is None:
+            try:
+                self._kv = await self.store.js.key_value(self.bucket)
+            except (BucketNotFoundError, NotFoundError):
+                self._kv = await self.store.js.create_key_value(
+                    KeyValueConfig(bucket=self.bucket, history=1, replicas=self.store.settings.replicas)
+                )
+        return self._kv
+
+    async def _change(self, key: str, change: Callable[[dict[str, list[str]]], Awaitable[bool]]) -> bool:
+        """Apply ``change`` to the key's value with compare-and-swap; returns what ``change`` returned."""
+        kv = await self._bucket()
+        for _ in range(50):
+            try:
+                entry = await kv.get(key)
+                value = json.loads(entry.value or b"{}")
+                revision: int | None = entry.revision
+            except KeyNotFoundError:
+                value, revision = {}, None
+            value.setdefault("holders", [])
+            value.setdefault("queue", [])
+            result = await change(value)
+            data = json.dumps(value).encode()
+            try:
+                if revision is None:
+                    await kv.create(key, data)
+                else:
+                    await kv.update(key, data, last=revision)
+                return result
+            except KeyWrongLastSequenceError:
+                continue
+        raise StoreUnavailable(f"slot {key} kept changing")
+
+    async def acquire(self, run_id: str, limits: dict[str, int], is_over: IsOver) -> bool:
+        """Take a slot in every limited scope, or none (then the run waits its turn)."""
+        taken: list[str] = []
+        for key, limit in sorted(limits.items()):
+
+            async def take(value: dict[str, list[str]], limit: int = limit) -> bool:
+                value["holders"] = [r for r in value["holders"] if r == run_id or not await is_over(r)]
+                if run_id in value["holders"]:
+                    return True
+                value["queue"] = sorted({r for r in value["queue"] if not await is_over(r)} | {run_id})
+                if len(value["holders"]) < limit and value["queue"][0] == run_id:
+                    value["queue"].remove(run_id)
+                    value["holders"].append(run_id)
+                    return True
+                return False
+
+            if not await self._change(key, take):
+                for held in taken:  # do not sit on one scope's slot while waiting for another
+                    await self.release(run_id, [held], keep_queued=True)
+                return False
+            taken.append(key)
+        return True
+
+    async def release(self, run_id: str, keys: list[str], *, keep_queued: bool = False) -> None:
+        for key in keys:
+
+            async def drop(value: dict[str, list[str]]) -> bool:
+                if run_id in value["holders"]:
+                    value["holders"].remove(run_id)
+                if keep_queued:
+                    value["queue"] = sorted(set(value["queue"]) | {run_id})
+                elif run_id in value["queue"]:
+                    value["queue"].remove(run_id)
+                return True
+
+            with contextlib.suppress(StoreUnavailable):
+                await self._change(key, drop)
