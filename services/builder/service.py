@@ -15,6 +15,7 @@ import logging
 import time
 
 import msgspec
+
 from crewyard.core import subjects
 from crewyard.core.crewfile import CrewConfig
 from crewyard.core.deployment_state import BUILDING, fold_deployment

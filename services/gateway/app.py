@@ -6,14 +6,15 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
+from litestar import Litestar, Request, get
+from litestar.openapi import OpenAPIConfig
+
 from crewyard import __version__
 from crewyard.eventstore import EventStore, connect, ensure_stream
 from crewyard.objects import NatsObjectStore
 from crewyard.projector import ReadModel
 from crewyard.secrets import SecretBox, load_key
 from crewyard.settings import Settings
-from litestar import Litestar, Request, get
-from litestar.openapi import OpenAPIConfig
 
 from . import deployments, projects, runs
 from .context import Gateway, gw

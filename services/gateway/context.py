@@ -7,6 +7,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import msgspec
+from litestar import Request
+
 from crewyard.core.deployment_state import fold_project
 from crewyard.core.events import Event, Payload, ProjectCreated, make_event
 from crewyard.core.ids import new_id
@@ -16,7 +18,6 @@ from crewyard.objects import ObjectStore
 from crewyard.projector import ReadModel
 from crewyard.secrets import SecretBox
 from crewyard.settings import Settings
-from litestar import Request
 
 from .errors import ApiError, bad_request, not_found
 

@@ -3,20 +3,28 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from typing import Any
 
 import msgspec
+from litestar import Request, Response, get, post
+
 from crewyard import packaging
 from crewyard.core import subjects
 from crewyard.core.crewfile import CrewConfigError
 from crewyard.core.deployment_state import fold_project
-from crewyard.core.events import DeploymentCreated, DeploymentFailed, DeploymentPromoted, DeploymentReady
+from crewyard.core.events import (
+    DeploymentCreated,
+    DeploymentFailed,
+    DeploymentPromoted,
+    DeploymentReady,
+    make_event,
+)
 from crewyard.core.ids import new_id
 from crewyard.eventstore import ConcurrencyConflict
 from crewyard.workspace import source_object
-from litestar import Request, Response, get, post
 
-from .context import field, gw, json_body, project_name
+from .context import Gateway, field, gw, json_body, project_name
 from .errors import ApiError, bad_request, conflict
 from .sse import resume_after, stream_events
 
@@ -47,6 +55,16 @@ async def create_deployment(request: Request[Any, Any, Any], project: str) -> Re
         raise ApiError(413 if exc.code == "payload_too_large" else 400, exc.code, str(exc)) from None
     except CrewConfigError as exc:
         raise bad_request(str(exc), "invalid_config") from None
+    key = request.headers.get("idempotency-key")
+    request_hash = (
+        hashlib.sha256(f"{project}\0{config.name}\0{checked.digest}".encode()).hexdigest() if key else None
+    )
+    if key:
+        if len(key) > 255:
+            raise bad_request("Idempotency-Key is longer than 255 characters")
+        earlier = await g.rm.deployment_by_idempotency_key(key)
+        if earlier is not None:
+            return await _replayed(g, earlier, request_hash)
     await g.ensure_project(project)
     name = source_object(checked.digest)
     if not await g.objects.exists(name):
@@ -57,14 +75,28 @@ async def create_deployment(request: Request[Any, Any, Any], project: str) -> Re
         source_size=checked.size,
         config=msgspec.to_builtins(config),
         name=config.name,
+        idempotency_key=key,
+        request_hash=request_hash,
     )
-    await g.commit_payload(created, project, dep_id, 0)
+    # With a key the event id comes from it: the server drops a concurrent duplicate.
+    event_id = "evt_idem_dep_" + hashlib.sha256(key.encode()).hexdigest()[:40] if key else new_id("evt")
+    event = make_event(created, project=project, aggregate_id=dep_id, event_id=event_id)
+    seq = await g.store.append(event, expected_seq=0)
+    await g.rm.wait_for(seq)
+    if key and (await g.store.get(seq)).decode().event.aggregate_id != dep_id:
+        return await _replayed(g, await g.rm.deployment_by_idempotency_key(key) or {}, request_hash)
     view = await g.rm.deployment(dep_id)
     if view is None:
         raise ApiError(503, "unavailable", "deployment accepted but the read model is behind")
     view["warnings"] = checked.config.warnings
     view["build_log_url"] = f"/v1/deployments/{dep_id}/build-log"
     return Response(view, status_code=202)
+
+
+async def _replayed(g: Gateway, earlier: dict[str, Any], request_hash: str | None) -> Response[Any]:
+    if earlier.get("request_hash") != request_hash:
+        raise ApiError(422, "idempotency_key_reused", "this Idempotency-Key was used with a different upload")
+    return Response(await g.deployment(earlier["id"]), status_code=200)
 
 
 @get("/v1/deployments/{dep_id:str}")

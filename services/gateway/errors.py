@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from crewyard.eventstore import StoreUnavailable
-from crewyard.objects import ObjectStoreError
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
+
+from crewyard.eventstore import StoreUnavailable
+from crewyard.objects import ObjectStoreError
 
 log = logging.getLogger("crewyard.gateway")
 

@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from crewyard.core.deployment_state import fold_project
-from crewyard.core.events import EnvSet, EnvUnset
 from litestar import Request, delete, get, put
+
+from crewyard.core.deployment_state import fold_project
+from crewyard.core.events import EnvSet, EnvUnset, ProjectLimitsSet
 
 from .context import field, gw, json_body, project_name
 from .errors import bad_request, not_found
@@ -50,6 +51,20 @@ async def set_env(request: Request[Any, Any, Any], project: str, key: str) -> di
     return {"key": key, "project": project}
 
 
+@put("/v1/projects/{project:str}/limits")
+async def set_limits(request: Request[Any, Any, Any], project: str) -> dict[str, Any]:
+    """``{"max_concurrent_runs": n | null}``: at most n runs of the project at once (null: no limit)."""
+    g = gw(request)
+    project = project_name(project)
+    body = await json_body(request)
+    limit = field(body, "max_concurrent_runs", int)
+    if limit is not None and limit < 1:
+        raise bad_request("max_concurrent_runs must be at least 1 (or null for no limit)")
+    await g.ensure_project(project)
+    await g.commit_payload(ProjectLimitsSet(max_concurrent_runs=limit), project, project, None)
+    return {"project": project, "max_concurrent_runs": limit}
+
+
 @get("/v1/projects/{project:str}/env")
 async def list_env(request: Request[Any, Any, Any], project: str) -> dict[str, Any]:
     g = gw(request)
@@ -78,4 +93,4 @@ async def project_events(request: Request[Any, Any, Any], project: str) -> Any:
     return stream_events(g.store, f"{g.store.prefix}.{project}.>", start)
 
 
-ROUTES = [list_projects, get_project, set_env, list_env, unset_env, project_events]
+ROUTES = [list_projects, get_project, set_env, set_limits, list_env, unset_env, project_events]

@@ -6,16 +6,17 @@ import hashlib
 from typing import Any
 
 import msgspec
+from litestar import Request, Response, get, post
+from litestar.response import Stream
+
 from crewyard.core import run_state as rs
 from crewyard.core import subjects
 from crewyard.core.events import TERMINAL_TYPES, RunQueued, make_event
 from crewyard.core.ids import is_id, new_id
 from crewyard.eventstore import ConcurrencyConflict
 from crewyard.workspace import artifact_object
-from litestar import Request, Response, get, post
-from litestar.response import Stream
 
-from .context import field, gw, json_body, project_name
+from .context import Gateway, field, gw, json_body, project_name
 from .errors import ApiError, bad_request, conflict, not_found
 from .sse import closed_stream, resume_after, stream_events
 
@@ -136,29 +137,38 @@ async def list_runs(request: Request[Any, Any, Any]) -> dict[str, Any]:
     return {"runs": runs, "next_cursor": cursor}
 
 
-@post("/v1/runs/{run_id:str}/cancel", status_code=200)
-async def cancel_run(request: Request[Any, Any, Any], run_id: str) -> dict[str, Any]:
-    g = gw(request)
-    for _ in range(5):
+async def _cancel(g: Gateway, run_id: str, *, reason: str, quiet: bool = False) -> dict[str, Any]:
+    for _ in range(10):
         state = rs.fold(run_id, await g.store.load_any("run", run_id))
         if not state.exists:
             raise not_found(f"run {run_id}")
         try:
-            payload = rs.decide_cancel(state)
+            payload = rs.decide_cancel(state, reason=reason)
         except rs.InvalidTransition as exc:
-            if state.status == rs.RUNNING:  # already asked: cancel is idempotent while it takes effect
-                return {"success": True, "status": "canceling"}
+            if state.status == rs.RUNNING or quiet:  # already asked: idempotent while it takes effect
+                return {
+                    "success": True,
+                    "status": "canceling" if state.status == rs.RUNNING else state.status,
+                }
             raise bad_request(str(exc)) from None
         try:
             await g.commit_payload(payload, state.project, run_id, state.version)
         except ConcurrencyConflict:
-            continue
+            continue  # the runner moved it meanwhile (started or ended): decide again
         return {"success": True, "status": "canceled" if state.status == rs.PENDING else "canceling"}
     raise conflict("the run kept changing; try again")
 
 
+@post("/v1/runs/{run_id:str}/cancel", status_code=200)
+async def cancel_run(request: Request[Any, Any, Any], run_id: str) -> dict[str, Any]:
+    """Pending runs never start; running ones get SIGTERM, a grace period, then SIGKILL."""
+    return await _cancel(gw(request), run_id, reason="requested")
+
+
 @get("/v1/runs/{run_id:str}/events")
 async def run_events(request: Request[Any, Any, Any], run_id: str) -> Any:
+    """SSE of a run. ``?cancel_on_disconnect=true``: a client that goes away before the run ends
+    cancels it (for callers that only care while they watch)."""
     g = gw(request)
     after = resume_after(request)
     run = await g.run(run_id)
@@ -167,7 +177,15 @@ async def run_events(request: Request[Any, Any, Any], run_id: str) -> Any:
         last = await g.store.load_raw(filt, start_seq=after + 1, batch=1)
         if not last:
             return closed_stream()
-    return stream_events(g.store, filt, (after or 0) + 1, is_last=lambda t: t in TERMINAL_TYPES)
+    on_close = None
+    if request.query_params.get("cancel_on_disconnect", "").lower() in ("1", "true", "yes"):
+
+        async def on_close() -> None:
+            await _cancel(g, run_id, reason="client disconnected", quiet=True)
+
+    return stream_events(
+        g.store, filt, (after or 0) + 1, is_last=lambda t: t in TERMINAL_TYPES, on_close=on_close
+    )
 
 
 @get("/v1/runs/{run_id:str}/artifacts")

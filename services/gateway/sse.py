@@ -11,12 +11,13 @@ import asyncio
 from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
-from crewyard.core import subjects
-from crewyard.core.events import decode, encode, is_current
-from crewyard.eventstore import EventStore, RawEvent
 from litestar import Request
 from litestar.response import ServerSentEvent
 from litestar.response.sse import ServerSentEventMessage
+
+from crewyard.core import subjects
+from crewyard.core.events import decode, encode, is_current
+from crewyard.eventstore import EventStore, RawEvent
 
 from .errors import bad_request
 

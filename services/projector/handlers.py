@@ -11,6 +11,7 @@ from typing import Any
 
 import aiosqlite
 import msgspec
+
 from crewyard.core.events import (
     ArtifactStored,
     BuildStarted,
@@ -22,11 +23,13 @@ from crewyard.core.events import (
     EnvUnset,
     Event,
     ProjectCreated,
+    ProjectLimitsSet,
     RunCanceled,
     RunCancelRequested,
     RunCompleted,
     RunFailed,
     RunQueued,
+    RunRetrying,
     RunStarted,
 )
 
@@ -53,6 +56,13 @@ async def deployment_promoted(db: aiosqlite.Connection, seq: int, e: Event) -> N
     )
 
 
+async def limits_set(db: aiosqlite.Connection, seq: int, e: Event) -> None:
+    assert isinstance(e.data, ProjectLimitsSet)
+    await db.execute(
+        "UPDATE projects SET max_concurrent_runs = ? WHERE name = ?", (e.data.max_concurrent_runs, e.project)
+    )
+
+
 async def env_set(db: aiosqlite.Connection, seq: int, e: Event) -> None:
     assert isinstance(e.data, EnvSet)
     await db.execute(
@@ -71,8 +81,18 @@ async def deployment_created(db: aiosqlite.Connection, seq: int, e: Event) -> No
     assert isinstance(d, DeploymentCreated)
     await db.execute(
         "INSERT OR IGNORE INTO deployments (id, project, name, status, source_digest, source_size, config,"
-        " created_at) VALUES (?, ?, ?, 'building', ?, ?, ?, ?)",
-        (e.aggregate_id, e.project, d.name, d.source_digest, d.source_size, _dumps(d.config), _ts(e)),
+        " created_at, idempotency_key, request_hash) VALUES (?, ?, ?, 'building', ?, ?, ?, ?, ?, ?)",
+        (
+            e.aggregate_id,
+            e.project,
+            d.name,
+            d.source_digest,
+            d.source_size,
+            _dumps(d.config),
+            _ts(e),
+            d.idempotency_key,
+            d.request_hash,
+        ),
     )
 
 
@@ -136,6 +156,14 @@ async def run_started(db: aiosqlite.Connection, seq: int, e: Event) -> None:
     )
 
 
+async def run_retrying(db: aiosqlite.Connection, seq: int, e: Event) -> None:
+    assert isinstance(e.data, RunRetrying)
+    await db.execute(
+        "UPDATE runs SET status = 'pending', runner_id = NULL, last_seq = ? WHERE id = ?",
+        (seq, e.aggregate_id),
+    )
+
+
 async def run_cancel_requested(db: aiosqlite.Connection, seq: int, e: Event) -> None:
     await db.execute("UPDATE runs SET cancel_requested = 1, last_seq = ? WHERE id = ?", (seq, e.aggregate_id))
 
@@ -188,6 +216,7 @@ async def artifact(db: aiosqlite.Connection, seq: int, e: Event) -> None:
 HANDLERS: dict[str, Handler] = {
     ProjectCreated.TYPE: project_created,
     DeploymentPromoted.TYPE: deployment_promoted,
+    ProjectLimitsSet.TYPE: limits_set,
     EnvSet.TYPE: env_set,
     EnvUnset.TYPE: env_unset,
     DeploymentCreated.TYPE: deployment_created,
@@ -196,6 +225,7 @@ HANDLERS: dict[str, Handler] = {
     DeploymentFailed.TYPE: deployment_failed,
     RunQueued.TYPE: run_queued,
     RunStarted.TYPE: run_started,
+    RunRetrying.TYPE: run_retrying,
     RunCancelRequested.TYPE: run_cancel_requested,
     RunCompleted.TYPE: run_completed,
     RunFailed.TYPE: run_failed,

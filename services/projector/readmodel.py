@@ -132,13 +132,15 @@ class ReadModel:
 
     async def artifacts(self, run_id: str) -> list[dict[str, Any]]:
         return await self._all(
-            "SELECT name, size, content_type, sha256, created_at FROM artifacts WHERE run_id = ? ORDER BY name",
+            "SELECT name, size, content_type, sha256, created_at FROM artifacts WHERE run_id = ?"
+            " ORDER BY name",
             (run_id,),
         )
 
     async def artifact(self, run_id: str, name: str) -> dict[str, Any] | None:
         return await self._one(
-            "SELECT name, size, content_type, sha256, created_at FROM artifacts WHERE run_id = ? AND name = ?",
+            "SELECT name, size, content_type, sha256, created_at FROM artifacts"
+            " WHERE run_id = ? AND name = ?",
             (run_id, name),
         )
 
@@ -154,6 +156,12 @@ class ReadModel:
             return None
         proj = await self.project(row["project"])
         return deployment_view(row, proj["current_deployment_id"] if proj else None)
+
+    async def deployment_by_idempotency_key(self, key: str) -> dict[str, Any] | None:
+        row = await self._one(
+            "SELECT id, request_hash FROM deployments WHERE idempotency_key = ? ORDER BY id LIMIT 1", (key,)
+        )
+        return row
 
     async def deployments(self, project: str) -> list[dict[str, Any]]:
         proj = await self.project(project)

@@ -14,7 +14,8 @@ INSERT OR IGNORE INTO projector_position (id, seq) VALUES (1, 0);
 CREATE TABLE IF NOT EXISTS projects (
     name TEXT PRIMARY KEY,
     created_at TEXT NOT NULL,
-    current_deployment_id TEXT
+    current_deployment_id TEXT,
+    max_concurrent_runs INTEGER
 );
 
 CREATE TABLE IF NOT EXISTS deployments (
@@ -33,8 +34,11 @@ CREATE TABLE IF NOT EXISTS deployments (
     image TEXT,
     cached INTEGER,
     build_duration_ms INTEGER,
-    error_message TEXT
+    error_message TEXT,
+    idempotency_key TEXT,
+    request_hash TEXT
 );
+CREATE INDEX IF NOT EXISTS deployments_idempotency ON deployments (idempotency_key);
 CREATE INDEX IF NOT EXISTS deployments_project ON deployments (project, id);
 
 CREATE TABLE IF NOT EXISTS runs (

@@ -14,6 +14,7 @@ import logging
 from pathlib import Path
 
 import aiosqlite
+
 from crewyard.core import subjects
 from crewyard.core.events import UnknownEventType
 from crewyard.eventstore import EventStore, RawEvent, StoreUnavailable

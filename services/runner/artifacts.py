@@ -14,6 +14,7 @@ import stat
 from pathlib import Path
 
 import msgspec
+
 from crewyard.core.events import ArtifactStored
 from crewyard.objects import ObjectStore
 from crewyard.workspace import artifact_object

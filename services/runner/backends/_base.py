@@ -109,13 +109,15 @@ def runtime_env(spec: RunSpec, *, input_file: str, artifacts_dir: str, pythonpat
         "PYTHONPATH": pythonpath,
         **spec.env,
     }
-    env.update({
-        "CREWYARD_RUN_ID": spec.run_id,
-        "CREWYARD_PROJECT": spec.project,
-        "CREWYARD_DEPLOYMENT_ID": spec.deployment_id,
-        "CREWYARD_ENTRYPOINT": spec.entrypoint,
-        "CREWYARD_FRAMEWORK": spec.framework,
-        "CREWYARD_INPUT_FILE": input_file,
-        "CREWYARD_ARTIFACTS_DIR": artifacts_dir,
-    })
+    env.update(
+        {
+            "CREWYARD_RUN_ID": spec.run_id,
+            "CREWYARD_PROJECT": spec.project,
+            "CREWYARD_DEPLOYMENT_ID": spec.deployment_id,
+            "CREWYARD_ENTRYPOINT": spec.entrypoint,
+            "CREWYARD_FRAMEWORK": spec.framework,
+            "CREWYARD_INPUT_FILE": input_file,
+            "CREWYARD_ARTIFACTS_DIR": artifacts_dir,
+        }
+    )
     return env

@@ -69,7 +69,9 @@ class Cgroup:
         if self.version == 2:
             events = self.dirs[0] / "memory.events"
         else:
-            events = next((d / "memory.oom_control" for d in self.dirs if d.parent.parent.name == "memory"), None)
+            events = next(
+                (d / "memory.oom_control" for d in self.dirs if d.parent.parent.name == "memory"), None
+            )
             if events is None:
                 return False
         try:
@@ -186,9 +188,7 @@ def leftovers(prefix: str) -> list[Cgroup]:
             names.update(p.name for p in base.iterdir() if p.is_dir() and p.name.startswith(prefix))
     if version == 2:
         return [Cgroup(2, [ROOT / PARENT / n]) for n in sorted(names)]
-    return [
-        Cgroup(1, [d for c in _V1_CONTROLLERS if (d := _v1_dir(c, n)).is_dir()]) for n in sorted(names)
-    ]
+    return [Cgroup(1, [d for c in _V1_CONTROLLERS if (d := _v1_dir(c, n)).is_dir()]) for n in sorted(names)]
 
 
 def describe() -> str:

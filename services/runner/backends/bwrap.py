@@ -45,9 +45,24 @@ INPUT_IN_SANDBOX = "/run/crewyard/input.json"
 _SYSTEM_DIRS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 # What ordinary programs read from /etc: the dynamic linker, TLS roots, name resolution, time zone.
 _ETC = (
-    "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "ssl", "ca-certificates", "ca-certificates.conf",
-    "pki", "resolv.conf", "hosts", "host.conf", "nsswitch.conf", "gai.conf", "localtime", "timezone",
-    "protocols", "services", "mime.types", "alternatives",
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "ssl",
+    "ca-certificates",
+    "ca-certificates.conf",
+    "pki",
+    "resolv.conf",
+    "hosts",
+    "host.conf",
+    "nsswitch.conf",
+    "gai.conf",
+    "localtime",
+    "timezone",
+    "protocols",
+    "services",
+    "mime.types",
+    "alternatives",
 )
 _PASSWD = (
     "root:x:0:0:root:/root:/usr/sbin/nologin\n"
@@ -180,10 +195,21 @@ class BwrapBackend:
         if spec.limits.network != "none":
             args.append("--share-net")  # bwrap has no bridge: "default" and "host" both mean the host's
         args += [
-            "--die-with-parent", "--new-session", "--cap-drop", "ALL",
-            "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID), "--hostname", "crewyard",
-            "--json-status-fd", str(status_fd),
-            "--ro-bind", "/usr", "/usr",
+            "--die-with-parent",
+            "--new-session",
+            "--cap-drop",
+            "ALL",
+            "--uid",
+            str(SANDBOX_UID),
+            "--gid",
+            str(SANDBOX_UID),
+            "--hostname",
+            "crewyard",
+            "--json-status-fd",
+            str(status_fd),
+            "--ro-bind",
+            "/usr",
+            "/usr",
         ]
         for d in _SYSTEM_DIRS:
             p = Path(d)
@@ -194,11 +220,23 @@ class BwrapBackend:
         for name in _ETC:
             args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
         args += [
-            "--ro-bind", str(sandbox_files / "passwd"), "/etc/passwd",
-            "--ro-bind", str(sandbox_files / "group"), "/etc/group",
-            "--proc", "/proc", "--dev", "/dev", "--tmpfs", "/dev/shm",
+            "--ro-bind",
+            str(sandbox_files / "passwd"),
+            "/etc/passwd",
+            "--ro-bind",
+            str(sandbox_files / "group"),
+            "/etc/group",
+            "--proc",
+            "/proc",
+            "--dev",
+            "/dev",
+            "--tmpfs",
+            "/dev/shm",
             # Private /tmp first: a bind under /tmp made before it would be hidden by it.
-            "--size", str(self._tmp_size), "--tmpfs", "/tmp",
+            "--size",
+            str(self._tmp_size),
+            "--tmpfs",
+            "/tmp",
         ]
         prefix = base_prefix_of(spec.venv_dir)
         if not _under(prefix, "/usr"):
@@ -210,6 +248,9 @@ class BwrapBackend:
             "--ro-bind", str(sandbox_files / "input.json"), INPUT_IN_SANDBOX,
             # Last, so that it wins when the artifacts folder lies below one of the read-only binds.
             "--bind", artifacts, artifacts,
+            # The sandbox's root is a tmpfs bwrap made; read-only, nothing outside /tmp, /dev/shm
+            # and the artifacts folder takes a write (the mounts made above keep their own flags).
+            "--remount-ro", "/",
             "--chdir", artifacts,
             str(spec.venv_dir / "bin" / "python"), "-m", "crewyard_runtime",
         ]  # fmt: skip

@@ -276,8 +276,12 @@ class DockerBackend:
         artifact_max_file_bytes: int = DEFAULT_MAX_FILE,
         artifact_max_total_bytes: int = DEFAULT_MAX_TOTAL,
         tmp_size_bytes: int = 512 * 1024 * 1024,
+        nofile: int = 4096,
+        nproc: int = 4096,
     ) -> None:
         self.docker_host = docker_host
+        self._nofile = nofile
+        self._nproc = nproc
         self.artifact_caps = (artifact_max_file_bytes, artifact_max_total_bytes)
         self._tmp_size = tmp_size_bytes
         self._client: docker.DockerClient | None = None
@@ -314,7 +318,11 @@ class DockerBackend:
         assert spec.image is not None
         limits = spec.limits
         suffix = f"{_NAME_RE.sub('_', spec.run_id)[:80]}-{secrets.token_hex(3)}"
-        labels = {LABEL_RUN: spec.run_id, LABEL_RUNNER: spec.runner_id, "crewyard.deployment_id": spec.deployment_id}
+        labels = {
+            LABEL_RUN: spec.run_id,
+            LABEL_RUNNER: spec.runner_id,
+            "crewyard.deployment_id": spec.deployment_id,
+        }
         env = runtime_env(
             spec,
             input_file=INPUT_IN_CONTAINER,
@@ -322,7 +330,14 @@ class DockerBackend:
             pythonpath=f"{RUNTIME_IN_IMAGE}:{SOURCE_IN_CONTAINER}",
         )
         env["PATH"] = f"{VENV_IN_IMAGE}/bin:{env['PATH']}"
-        ulimits = [Ulimit(name="core", soft=0, hard=0)]
+        # Podman drops its configured default ulimits once a request names any, and its own
+        # defaults (nofile 1048576, nproc 4194304) are above these hosts' hard limits: name them.
+        # nproc counts every process of uid 1000 on the host; the pids limit is the per-run cap.
+        ulimits = [
+            Ulimit(name="core", soft=0, hard=0),
+            Ulimit(name="nofile", soft=self._nofile, hard=self._nofile),
+            Ulimit(name="nproc", soft=self._nproc, hard=self._nproc),
+        ]
         if limits.file_size_bytes:
             ulimits.append(Ulimit(name="fsize", soft=limits.file_size_bytes, hard=limits.file_size_bytes))
         network = _NETWORK_MODES.get(limits.network)
@@ -361,7 +376,9 @@ class DockerBackend:
                 api.put_archive(container_id, "/", _input_archive(spec.input))
                 # Attach before start, so not one byte of output is lost (attaching after start
                 # misses what came first on Podman, even with logs=True).
-                stream = api.attach(container_id, stdout=True, stderr=True, stream=True, demux=True, logs=True)
+                stream = api.attach(
+                    container_id, stdout=True, stderr=True, stream=True, demux=True, logs=True
+                )
                 api.start(container_id)
             except BaseException:
                 with contextlib.suppress(*_ENGINE_ERRORS):

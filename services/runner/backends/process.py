@@ -18,6 +18,18 @@ from collections.abc import AsyncIterator
 from ._base import BackendError, ExitStatus, RunSpec, runtime_env
 from ._lines import merge_lines
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """Have the kernel kill the crew if the runner dies (a SIGKILLed runner leaves no orphans)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+    except OSError:
+        pass
+
 
 class ProcessHandle:
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
@@ -42,10 +54,8 @@ class ProcessHandle:
             self._signal(signal.SIGKILL)  # stragglers of the group
             return
         self._signal(signal.SIGTERM)
-        try:
+        with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._proc.wait(), grace_s)
-        except TimeoutError:
-            pass
         self._signal(signal.SIGKILL)
         await self._proc.wait()
 
@@ -79,6 +89,7 @@ class ProcessBackend:
         limits = spec.limits
 
         def _preexec() -> None:
+            _die_with_parent()
             if limits.memory_bytes:
                 # Address space, not RSS: generous so that thread stacks and mmaps fit.
                 cap = limits.memory_bytes * 4

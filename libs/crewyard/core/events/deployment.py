@@ -14,6 +14,8 @@ class DeploymentCreated(Payload, frozen=True, kw_only=True):
     source_size: int
     config: dict[str, Any]
     name: str | None = None
+    idempotency_key: str | None = None
+    request_hash: str | None = None
 
 
 class BuildStarted(Payload, frozen=True, kw_only=True):
