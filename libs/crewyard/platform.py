@@ -170,10 +170,20 @@ async def up(settings: Settings, *, embedded_nats: bool = True, stop: asyncio.Ev
         console.print(f"  runs execute on: {backend}")
         (settings.data_dir / "api.url").write_text(f"http://{settings.host}:{settings.port}\n")
         (settings.data_dir / "nats.url").write_text(settings.nats_url + "\n")
-        await _run_all(SERVICES, settings, stop)
+        await _run_all(_selected_services(), settings, stop)
     finally:
         if broker is not None:
             await asyncio.to_thread(broker.stop)
+
+
+def _selected_services() -> tuple[str, ...]:
+    """``CREWYARD_SERVICES`` (comma-separated) narrows what ``up`` runs, e.g. to add runners elsewhere."""
+    raw = os.environ.get("CREWYARD_SERVICES", "")
+    names = tuple(n.strip() for n in raw.split(",") if n.strip()) or SERVICES
+    unknown = [n for n in names if n not in SERVICES]
+    if unknown:
+        raise ValueError(f"CREWYARD_SERVICES: unknown service(s) {', '.join(unknown)}")
+    return names
 
 
 async def run_service(name: str, settings: Settings, *, stop: asyncio.Event | None = None) -> None:

@@ -22,6 +22,7 @@ from crewyard.eventstore import EventStore, RawEvent
 from .errors import bad_request
 
 PING_EVERY = 15.0
+_closing: set[asyncio.Task[Any]] = set()
 
 
 def resume_after(request: Request[Any, Any, Any]) -> int | None:
@@ -51,6 +52,7 @@ def stream_events(
     on_close: Callable[[], Any] | None = None,
 ) -> ServerSentEvent:
     async def gen() -> AsyncGenerator[ServerSentEventMessage, None]:
+        ended = False
         try:
             async with store.follow(filter_subject, start_seq=start_seq) as queue:
                 while True:
@@ -62,10 +64,14 @@ def stream_events(
                     event_type = subjects.parse_subject(raw.subject, store.prefix)[3]
                     yield ServerSentEventMessage(data=wire(raw), event=event_type, id=raw.seq)
                     if is_last(event_type):
+                        ended = True
                         return
         finally:
-            if on_close is not None:
-                await on_close()
+            if on_close is not None and not ended:
+                # The generator is usually being cancelled (client gone): finish in a task of its own.
+                task = asyncio.create_task(on_close())
+                _closing.add(task)
+                task.add_done_callback(_closing.discard)
 
     return ServerSentEvent(gen(), headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
 

@@ -34,7 +34,7 @@ def test_wire_format_is_plain_json_with_type_and_data():
     event = make_event(ToolCalled(tool="t"), project="p", aggregate_id="run_1", event_id="evt_1", time=t)
     wire = msgspec.json.decode(encode(event))
     assert wire["type"] == "tool.called"
-    assert wire["data"] == {"tool": "t"}
+    assert wire["data"] == {"tool": "t", "input": None, "agent": None}
     assert wire["aggregate"] == "run" and wire["version"] == 1
 
 

@@ -8,6 +8,7 @@ import tarfile
 
 import httpx
 import pytest
+
 from crewyard.packaging import pack
 from crewyard.testing.api import EXAMPLES, deploy, sse_events, wait_run, write_crew
 

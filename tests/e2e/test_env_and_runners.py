@@ -12,6 +12,7 @@ import time
 
 import httpx
 import nats
+
 from crewyard.testing.api import deploy, sse_events, wait_run, write_crew
 from crewyard.testing.platform import PlatformProcess
 

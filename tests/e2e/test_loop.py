@@ -7,6 +7,7 @@ import json
 
 import httpx
 import nats
+
 from crewyard.testing.api import EXAMPLES, deploy, sse_events, wait_run
 from crewyard.testing.platform import PlatformProcess
 

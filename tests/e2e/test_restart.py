@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import httpx
+
 from crewyard import settings as settings_mod
 from crewyard.platform import rebuild_projection
 from crewyard.projector import ReadModel

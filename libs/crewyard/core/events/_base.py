@@ -7,7 +7,7 @@ from typing import ClassVar
 import msgspec
 
 
-class Payload(msgspec.Struct, frozen=True, kw_only=True, omit_defaults=True):
+class Payload(msgspec.Struct, frozen=True, kw_only=True):
     """A typed event payload. ``TYPE`` is the stable wire tag, ``AGGREGATE`` its aggregate kind,
     ``VERSION`` the schema version written today."""
 

@@ -1,0 +1,237 @@
+"""A run lifecycle you can trust: cancel, timeouts, idempotency, retries, concurrency limits."""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+
+from crewyard.testing.api import deploy, sse_events, wait_run, write_crew
+from crewyard.testing.platform import PlatformProcess
+
+SLOW = """
+import os, time
+from crewyard_runtime import artifacts_dir, emit
+
+def run(inputs):
+    (artifacts_dir() / "started.txt").write_text(str(os.getpid()))
+    print("pid", os.getpid(), flush=True)
+    for i in range(int(inputs.get("steps", 100))):
+        emit("tool.called", tool="tick", input={"i": i})
+        time.sleep(float(inputs.get("step", 0.1)))
+    return {"done": True}
+"""
+
+TERMINAL = ("run.completed", "run.failed", "run.canceled")
+
+
+def _types(api: httpx.Client, run_id: str) -> list[str]:
+    return [m["event"] for m in sse_events(api, f"/v1/runs/{run_id}/events")]
+
+
+@pytest.fixture(scope="module")
+def slow(platform: PlatformProcess, tmp_path_factory: pytest.TempPathFactory) -> dict:
+    with httpx.Client(base_url=platform.api, timeout=30) as api:
+        return deploy(api, write_crew(tmp_path_factory.mktemp("slow"), SLOW), "slow")
+
+
+def _invoke(api: httpx.Client, dep: dict, **payload) -> str:
+    r = api.post("/v1/runs", json={"deployment_id": dep["deployment_id"], "input": payload})
+    assert r.status_code == 202, r.text
+    return str(r.json()["run_id"])
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
+
+
+def test_cancel_a_running_run_kills_it_and_keeps_its_artifacts(api: httpx.Client, slow: dict):
+    run_id = _invoke(api, slow, steps=600)
+    deadline = time.monotonic() + 30
+    while api.get(f"/v1/runs/{run_id}").json()["status"] != "running" and time.monotonic() < deadline:
+        time.sleep(0.05)
+    events = sse_events(api, f"/v1/runs/{run_id}/events", stop_after=6)
+    assert any(m["event"] == "log" for m in events)
+    r = api.post(f"/v1/runs/{run_id}/cancel")
+    assert r.status_code == 200 and r.json()["success"] is True
+    run = wait_run(api, run_id, timeout=30)
+    assert run["status"] == "canceled" and run["completed_at"]
+    types = _types(api, run_id)
+    assert [t for t in types if t in TERMINAL] == ["run.canceled"]
+    assert "run.cancel_requested" in types
+    arts = api.get(f"/v1/runs/{run_id}/artifacts").json()["artifacts"]
+    assert [a["name"] for a in arts] == ["started.txt"]
+    pid = int(api.get(f"/v1/runs/{run_id}/artifacts/started.txt").text)
+    assert not _pid_alive(pid)
+
+
+def test_cancel_a_finished_run_is_a_400(api: httpx.Client, slow: dict):
+    run_id = _invoke(api, slow, steps=1, step=0)
+    assert wait_run(api, run_id)["status"] == "succeeded"
+    r = api.post(f"/v1/runs/{run_id}/cancel")
+    assert r.status_code == 400
+    assert r.json() == {"error": {"code": "bad_request", "message": "Cannot cancel run with status: succeeded"}}
+
+
+def test_cancel_right_after_invoke_is_never_lost(api: httpx.Client, slow: dict):
+    run_ids = []
+    for i in range(15):
+        run_id = _invoke(api, slow, steps=200)
+        if i % 3:
+            time.sleep(0.01 * i)  # some cancels land while the runner is starting the run
+        assert api.post(f"/v1/runs/{run_id}/cancel").status_code == 200
+        run_ids.append(run_id)
+    for run_id in run_ids:
+        assert wait_run(api, run_id, timeout=60)["status"] == "canceled"
+        types = _types(api, run_id)
+        assert [t for t in types if t in TERMINAL] == ["run.canceled"], types
+        assert "run.completed" not in types
+
+
+def test_canceled_pending_run_never_starts(api: httpx.Client, tmp_path: Path):
+    crew = write_crew(tmp_path / "one", SLOW, extra_toml="max_concurrent_runs = 1\n")
+    dep = deploy(api, crew, "one-at-a-time")
+    first = _invoke(api, dep, steps=40)
+    second = _invoke(api, dep, steps=1)
+    time.sleep(0.5)
+    assert api.get(f"/v1/runs/{second}").json()["status"] == "pending"
+    assert api.post(f"/v1/runs/{second}/cancel").json()["status"] == "canceled"
+    api.post(f"/v1/runs/{first}/cancel")
+    assert wait_run(api, second)["status"] == "canceled"
+    assert "run.started" not in _types(api, second)
+
+
+def test_timeouts_per_run_and_per_deployment(api: httpx.Client, slow: dict, tmp_path: Path):
+    r = api.post("/v1/runs", json={"deployment_id": slow["deployment_id"], "input": {"steps": 600},
+                                   "timeout_s": 1})
+    run = wait_run(api, r.json()["run_id"], timeout=30)
+    assert run["status"] == "failed" and "timed out after 1s" in run["error_message"]
+    crew = write_crew(tmp_path / "short", SLOW, extra_toml="timeout = 1\n")
+    dep = deploy(api, crew, "short-timeout")
+    run = wait_run(api, _invoke(api, dep, steps=600), timeout=30)
+    assert run["status"] == "failed" and "timed out" in run["error_message"]
+
+
+def test_idempotency_key(api: httpx.Client, slow: dict):
+    key = str(uuid.uuid4())
+    body = {"deployment_id": slow["deployment_id"], "input": {"steps": 1, "step": 0}}
+    first = api.post("/v1/runs", json=body, headers={"Idempotency-Key": key})
+    again = api.post("/v1/runs", json=body, headers={"Idempotency-Key": key})
+    assert first.status_code == 202 and again.status_code == 200
+    assert again.json()["id"] == first.json()["run_id"]
+    other = api.post("/v1/runs", json={**body, "input": {"steps": 2}}, headers={"Idempotency-Key": key})
+    assert other.status_code == 422 and other.json()["error"]["code"] == "idempotency_key_reused"
+
+    racing_key = str(uuid.uuid4())
+
+    def post() -> str:
+        with httpx.Client(base_url=str(api.base_url), timeout=30) as c:
+            resp = c.post("/v1/runs", json=body, headers={"Idempotency-Key": racing_key})
+            assert resp.status_code in (200, 202), resp.text
+            return str(resp.json()["id"])
+
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        ids = set(pool.map(lambda _: post(), range(8)))
+    assert len(ids) == 1
+    runs = api.get("/v1/runs", params={"limit": 500}).json()["runs"]
+    assert sum(1 for r in runs if r["id"] in ids) == 1
+
+
+def test_concurrency_limit_holds_and_runs_start_in_order(api: httpx.Client, tmp_path: Path):
+    crew = write_crew(tmp_path / "limited", SLOW, extra_toml="max_concurrent_runs = 2\n")
+    dep = deploy(api, crew, "limited")
+    run_ids = [_invoke(api, dep, steps=5, step=0.1) for _ in range(6)]
+    peak = 0
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        runs = [api.get(f"/v1/runs/{r}").json() for r in run_ids]
+        peak = max(peak, sum(r["status"] == "running" for r in runs))
+        if all(r["status"] == "succeeded" for r in runs):
+            break
+        time.sleep(0.05)
+    assert all(r["status"] == "succeeded" for r in runs), runs
+    assert 1 <= peak <= 2
+    started = [r["started_at"] for r in runs]
+    assert started == sorted(started)
+
+
+def test_project_limit(api: httpx.Client, slow: dict):
+    assert api.put("/v1/projects/slow/limits", json={"max_concurrent_runs": 0}).status_code == 400
+    assert api.put("/v1/projects/slow/limits", json={"max_concurrent_runs": 1}).status_code == 200
+    try:
+        run_ids = [_invoke(api, slow, steps=3, step=0.1) for _ in range(3)]
+        peak = 0
+        while True:
+            runs = [api.get(f"/v1/runs/{r}").json() for r in run_ids]
+            peak = max(peak, sum(r["status"] == "running" for r in runs))
+            if all(r["status"] in ("succeeded", "failed", "canceled") for r in runs):
+                break
+            time.sleep(0.05)
+        assert peak == 1 and all(r["status"] == "succeeded" for r in runs)
+    finally:
+        api.put("/v1/projects/slow/limits", json={"max_concurrent_runs": None})
+
+
+def test_cancel_on_disconnect(api: httpx.Client, slow: dict):
+    run_id = _invoke(api, slow, steps=600)
+    sse_events(api, f"/v1/runs/{run_id}/events?cancel_on_disconnect=true", stop_after=3)
+    assert wait_run(api, run_id, timeout=30)["status"] == "canceled"
+
+
+def _runner(data: Path, nats_url: str, env: dict) -> subprocess.Popen:
+    code = ("import asyncio,sys; from crewyard import platform, settings;"
+            "asyncio.run(platform.run_service('runner', settings.load(sys.argv[1], nats_url=sys.argv[2],"
+            " backend='process')))")
+    return subprocess.Popen([sys.executable, "-c", code, str(data), nats_url], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
+@pytest.mark.parametrize(("attempts", "expected"), [(3, "succeeded"), (1, "failed")])
+def test_a_killed_runner_is_recovered(tmp_path: Path, attempts: int, expected: str):
+    env = {**os.environ, "CREWYARD_RUNNER_ACK_WAIT": "2", "CREWYARD_RETRY_BACKOFF": "0.2",
+           "CREWYARD_RETRY_MAX_ATTEMPTS": str(attempts)}
+    platform = PlatformProcess(tmp_path / "data", env={**env, "CREWYARD_SERVICES": "builder,projector,gateway"})
+    platform.start()
+    first = second = None
+    try:
+        first = _runner(tmp_path / "r1", platform.nats_url, {**env, "CREWYARD_RUNNER_ID": "doomed"})
+        with httpx.Client(base_url=platform.api, timeout=30) as api:
+            dep = deploy(api, write_crew(tmp_path / "crew", SLOW), "recover")
+            run_id = _invoke(api, dep, steps=15, step=0.1)
+            deadline = time.monotonic() + 30
+            while api.get(f"/v1/runs/{run_id}").json()["status"] != "running":
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            time.sleep(0.3)
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait()
+            second = _runner(tmp_path / "r2", platform.nats_url, {**env, "CREWYARD_RUNNER_ID": "rescuer"})
+            run = wait_run(api, run_id, timeout=60)
+            assert run["status"] == expected, run
+            events = sse_events(api, f"/v1/runs/{run_id}/events")
+            types = [m["event"] for m in events]
+            assert len([t for t in types if t in TERMINAL]) == 1
+            if expected == "succeeded":
+                assert types.count("run.started") == 2 and types.count("run.retrying") == 1
+                attempts_seen = [m["data"]["data"]["attempt"] for m in events if m["event"] == "run.started"]
+                assert attempts_seen == [1, 2]
+            else:
+                assert "runner_lost" in str(events[-1]["data"]["data"]) or "lost" in run["error_message"]
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(30)
+        platform.stop()
