@@ -22,6 +22,7 @@ from crewyard.core.crewfile import CrewConfig, memory_bytes
 from crewyard.core.events import (
     CREW_EMITTABLE,
     PAYLOAD_TYPES,
+    Event,
     Log,
     Payload,
     RunCanceled,
@@ -30,7 +31,7 @@ from crewyard.core.events import (
     make_event,
 )
 from crewyard.core.ids import new_id
-from crewyard.eventstore import ConcurrencyConflict, EventStore
+from crewyard.eventstore import ConcurrencyConflict, EventStore, StoreUnavailable
 from crewyard.secrets import redact
 
 from .backends import BackendError, ExitStatus, Limits, RunHandle
@@ -40,15 +41,25 @@ MAX_STACK = 20_000
 
 
 class Emitter:
-    """Chatty run events, pipelined; the terminal event goes through :func:`finish`."""
+    """Chatty run events, pipelined; the terminal event goes through :func:`finish`.
+
+    While the broker is away (restarting, failing over) events are kept and sent again once it
+    answers; the server's de-duplication by event id makes a resend that had landed harmless.
+    """
+
+    RESEND_FOR_S = 120.0
 
     def __init__(self, store: EventStore, project: str, run_id: str, secrets: list[str]) -> None:
         self.store, self.project, self.run_id, self.secrets = store, project, run_id, secrets
-        self._pending: list[asyncio.Future[Any]] = []
+        self._pending: list[tuple[Event, asyncio.Future[Any] | None]] = []
 
     async def emit(self, payload: Payload) -> None:
         event = make_event(payload, project=self.project, aggregate_id=self.run_id, event_id=new_id("evt"))
-        self._pending.append(await self.store.append_nowait(event))
+        try:
+            future: asyncio.Future[Any] | None = await self.store.append_nowait(event)
+        except StoreUnavailable:
+            future = None
+        self._pending.append((event, future))
         if len(self._pending) > 500:
             await self.flush()
 
@@ -64,14 +75,44 @@ class Emitter:
 
     async def flush(self) -> None:
         pending, self._pending = self._pending, []
-        if pending:
-            await asyncio.gather(*pending, return_exceptions=True)
+        if not pending:
+            return
+        futures = [f for _, f in pending if f is not None]
+        await asyncio.gather(*futures, return_exceptions=True)
+        missing = [e for e, f in pending if f is None or f.cancelled() or f.exception() is not None]
+        for event in missing:
+            await persist(self.store, event, self.RESEND_FOR_S)
+
+
+async def persist(store: EventStore, event: Event, patience_s: float, expected_seq: int | None = None) -> int:
+    """Append, waiting out a broker restart for up to ``patience_s`` seconds."""
+    deadline = time.monotonic() + patience_s
+    delay = 0.2
+    while True:
+        try:
+            return await store.append(event, expected_seq=expected_seq)
+        except StoreUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 3.0)
+
+
+async def _load(store: EventStore, project: str, run_id: str, patience_s: float = 120.0) -> rs.RunState:
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            return rs.fold(run_id, await store.load(project, "run", run_id))
+        except StoreUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(1.0)
 
 
 async def finish(store: EventStore, project: str, run_id: str, outcome: Payload) -> bool:
     """Append the terminal event unless the run already ended; True when ours was written."""
     for _ in range(10):
-        state = rs.fold(run_id, await store.load(project, "run", run_id))
+        state = await _load(store, project, run_id)
         if state.is_terminal:
             return False
         if isinstance(outcome, RunFailed) and state.status == rs.PENDING:
@@ -83,7 +124,7 @@ async def finish(store: EventStore, project: str, run_id: str, outcome: Payload)
                 return False
         event = make_event(payload, project=project, aggregate_id=run_id, event_id=new_id("evt"))
         try:
-            await store.append(event, expected_seq=state.version)
+            await persist(store, event, 120.0, expected_seq=state.version)
             return True
         except ConcurrencyConflict:
             continue  # someone appended meanwhile (a cancel request, usually): decide again
@@ -103,7 +144,7 @@ async def retry_or_fail(
     """After an infrastructure failure: append ``run.retrying`` (attempts left) or the terminal
     event; returns what was written, or None when the run had already moved on."""
     for _ in range(10):
-        state = rs.fold(run_id, await store.load(project, "run", run_id))
+        state = await _load(store, project, run_id)
         try:
             payload = rs.decide_retry(
                 state,
@@ -116,7 +157,7 @@ async def retry_or_fail(
             return None
         event = make_event(payload, project=project, aggregate_id=run_id, event_id=new_id("evt"))
         try:
-            await store.append(event, expected_seq=state.version)
+            await persist(store, event, 120.0, expected_seq=state.version)
             return payload
         except ConcurrencyConflict:
             continue

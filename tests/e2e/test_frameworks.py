@@ -38,8 +38,18 @@ def test_research_crew(api: httpx.Client, llm: FakeLLM):
     run, events = _run(api, "research", {"topic": "AI agents"})
     assert run["status"] == "succeeded", run
     types = [m["event"] for m in events]
-    for expected in ("run.started", "agent.started", "task.started", "tool.called", "tool.result",
-                     "task.completed", "agent.completed", "log", "artifact", "run.completed"):
+    for expected in (
+        "run.started",
+        "agent.started",
+        "task.started",
+        "tool.called",
+        "tool.result",
+        "task.completed",
+        "agent.completed",
+        "log",
+        "artifact",
+        "run.completed",
+    ):
         assert expected in types, types
     agents = {m["data"]["data"]["agent"] for m in events if m["event"] == "agent.started"}
     assert len(agents) == 2, agents
@@ -86,8 +96,11 @@ def test_both_layouts_at_once_is_refused(api: httpx.Client, tmp_path):
     (crew / "crewyard.toml").unlink()
     (crew / "crewship.toml").write_text(
         '[deployment]\nframework = "python"\nentrypoint = "crew:run"\n\n'
-        '[deployments.x]\nframework = "python"\nentrypoint = "crew:run"\n')
-    r = api.post("/v1/projects/both/deployments", content=pack(crew), headers={"Content-Type": "application/gzip"})
+        '[deployments.x]\nframework = "python"\nentrypoint = "crew:run"\n'
+    )
+    r = api.post(
+        "/v1/projects/both/deployments", content=pack(crew), headers={"Content-Type": "application/gzip"}
+    )
     assert r.status_code == 400
     assert "not both" in r.json()["error"]["message"]
 
@@ -96,8 +109,11 @@ def test_multi_deployment_file_deploys_by_name(api: httpx.Client, tmp_path):
     crew = write_crew(tmp_path / "multi", "def a(i):\n    return 'a'\n\ndef b(i):\n    return 'b'\n")
     (crew / "crewyard.toml").write_text(
         '[deployments.alpha]\nframework = "python"\nentrypoint = "crew:a"\n\n'
-        '[deployments.beta]\nframework = "python"\nentrypoint = "crew:b"\n')
-    r = api.post("/v1/projects/multi/deployments", content=pack(crew), headers={"Content-Type": "application/gzip"})
+        '[deployments.beta]\nframework = "python"\nentrypoint = "crew:b"\n'
+    )
+    r = api.post(
+        "/v1/projects/multi/deployments", content=pack(crew), headers={"Content-Type": "application/gzip"}
+    )
     assert r.status_code == 400 and "--name" in r.json()["error"]["message"]
     dep = deploy(api, crew, "multi", name="beta")
     run = wait_run(api, api.post("/v1/runs", json={"deployment_id": dep["deployment_id"]}).json()["run_id"])

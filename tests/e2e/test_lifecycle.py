@@ -82,7 +82,9 @@ def test_cancel_a_finished_run_is_a_400(api: httpx.Client, slow: dict):
     assert wait_run(api, run_id)["status"] == "succeeded"
     r = api.post(f"/v1/runs/{run_id}/cancel")
     assert r.status_code == 400
-    assert r.json() == {"error": {"code": "bad_request", "message": "Cannot cancel run with status: succeeded"}}
+    assert r.json() == {
+        "error": {"code": "bad_request", "message": "Cannot cancel run with status: succeeded"}
+    }
 
 
 def test_cancel_right_after_invoke_is_never_lost(api: httpx.Client, slow: dict):
@@ -114,8 +116,9 @@ def test_canceled_pending_run_never_starts(api: httpx.Client, tmp_path: Path):
 
 
 def test_timeouts_per_run_and_per_deployment(api: httpx.Client, slow: dict, tmp_path: Path):
-    r = api.post("/v1/runs", json={"deployment_id": slow["deployment_id"], "input": {"steps": 600},
-                                   "timeout_s": 1})
+    r = api.post(
+        "/v1/runs", json={"deployment_id": slow["deployment_id"], "input": {"steps": 600}, "timeout_s": 1}
+    )
     run = wait_run(api, r.json()["run_id"], timeout=30)
     assert run["status"] == "failed" and "timed out after 1s" in run["error_message"]
     crew = write_crew(tmp_path / "short", SLOW, extra_toml="timeout = 1\n")
@@ -191,18 +194,31 @@ def test_cancel_on_disconnect(api: httpx.Client, slow: dict):
 
 
 def _runner(data: Path, nats_url: str, env: dict) -> subprocess.Popen:
-    code = ("import asyncio,sys; from crewyard import platform, settings;"
-            "asyncio.run(platform.run_service('runner', settings.load(sys.argv[1], nats_url=sys.argv[2],"
-            " backend='process')))")
-    return subprocess.Popen([sys.executable, "-c", code, str(data), nats_url], env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    code = (
+        "import asyncio,sys; from crewyard import platform, settings;"
+        "asyncio.run(platform.run_service('runner', settings.load(sys.argv[1], nats_url=sys.argv[2],"
+        " backend='process')))"
+    )
+    return subprocess.Popen(
+        [sys.executable, "-c", code, str(data), nats_url],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 @pytest.mark.parametrize(("attempts", "expected"), [(3, "succeeded"), (1, "failed")])
 def test_a_killed_runner_is_recovered(tmp_path: Path, attempts: int, expected: str):
-    env = {**os.environ, "CREWYARD_RUNNER_ACK_WAIT": "2", "CREWYARD_RETRY_BACKOFF": "0.2",
-           "CREWYARD_RETRY_MAX_ATTEMPTS": str(attempts)}
-    platform = PlatformProcess(tmp_path / "data", env={**env, "CREWYARD_SERVICES": "builder,projector,gateway"})
+    env = {
+        **os.environ,
+        "CREWYARD_RUNNER_ACK_WAIT": "2",
+        "CREWYARD_RETRY_BACKOFF": "0.2",
+        "CREWYARD_RETRY_MAX_ATTEMPTS": str(attempts),
+    }
+    platform = PlatformProcess(
+        tmp_path / "data", env={**env, "CREWYARD_SERVICES": "builder,projector,gateway"}
+    )
     platform.start()
     first = second = None
     try:
