@@ -10,6 +10,7 @@ from litestar import Litestar, Request, get
 from litestar.openapi import OpenAPIConfig
 
 from crewyard import __version__
+from crewyard.core import asyncapi
 from crewyard.eventstore import EventStore, connect, ensure_stream
 from crewyard.objects import NatsObjectStore
 from crewyard.projector import ReadModel
@@ -31,6 +32,15 @@ async def healthz(request: Request[Any, Any, Any]) -> dict[str, Any]:
         "read_model_position": await g.rm.position(),
         "version": __version__,
     }
+
+
+@get("/v1/asyncapi.json")
+async def asyncapi_document() -> dict[str, Any]:
+    """The AsyncAPI document of the event stream (subjects and payloads)."""
+    return _ASYNCAPI
+
+
+_ASYNCAPI = asyncapi.document()
 
 
 def create_app(settings: Settings, *, gateway: Gateway | None = None) -> Litestar:
@@ -60,7 +70,7 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> Litesta
             await nc.drain()
 
     return Litestar(
-        route_handlers=[healthz, *runs.ROUTES, *deployments.ROUTES, *projects.ROUTES],
+        route_handlers=[healthz, asyncapi_document, *runs.ROUTES, *deployments.ROUTES, *projects.ROUTES],
         lifespan=[lifespan],
         exception_handlers=HANDLERS,
         openapi_config=OpenAPIConfig(title="crewyard", version=__version__, path="/schema"),
