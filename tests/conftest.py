@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import httpx
 import pytest
+
 from crewyard.eventstore import EventStore, StreamSettings, connect, ensure_stream
 from crewyard.natsserver import EmbeddedNats
 from crewyard.testing.platform import PlatformProcess

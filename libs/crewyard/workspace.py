@@ -12,7 +12,6 @@ import shutil
 from pathlib import Path
 
 import crewyard_runtime
-
 from crewyard.objects import ObjectStore
 from crewyard.packaging import extract
 

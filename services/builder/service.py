@@ -86,6 +86,9 @@ class Builder:
         created = item.event.decode().event
         dep_id, project = created.aggregate_id, created.project
         state = fold_deployment(dep_id, await self.store.load(project, "deployment", dep_id))
+        if not state.exists:  # the message is the deployment's first event: a stale read
+            await item.nak(delay=1.0)
+            return
         if state.status != BUILDING:
             await item.ack()
             return

@@ -53,6 +53,7 @@ def stream_events(
 ) -> ServerSentEvent:
     async def gen() -> AsyncGenerator[ServerSentEventMessage, None]:
         ended = False
+        last = start_seq - 1
         try:
             async with store.follow(filter_subject, start_seq=start_seq) as queue:
                 while True:
@@ -61,6 +62,9 @@ def stream_events(
                     except TimeoutError:
                         yield ServerSentEventMessage(comment="ping")
                         continue
+                    if raw.seq <= last:
+                        continue  # a consumer recreated after a broker restart may repeat one
+                    last = raw.seq
                     event_type = subjects.parse_subject(raw.subject, store.prefix)[3]
                     yield ServerSentEventMessage(data=wire(raw), event=event_type, id=raw.seq)
                     if is_last(event_type):

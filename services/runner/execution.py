@@ -109,11 +109,19 @@ async def _load(store: EventStore, project: str, run_id: str, patience_s: float 
             await asyncio.sleep(1.0)
 
 
-async def finish(store: EventStore, project: str, run_id: str, outcome: Payload) -> bool:
-    """Append the terminal event unless the run already ended; True when ours was written."""
+async def finish(
+    store: EventStore, project: str, run_id: str, outcome: Payload, *, owner: str | None = None
+) -> bool:
+    """Append the terminal event unless the run already ended; True when ours was written.
+
+    With ``owner`` only that runner's attempt may end the run: an attempt that was declared lost
+    (and replaced by another) cannot record its outcome over the newer attempt.
+    """
     for _ in range(10):
         state = await _load(store, project, run_id)
         if state.is_terminal:
+            return False
+        if owner is not None and state.status == rs.RUNNING and state.runner_id != owner:
             return False
         if isinstance(outcome, RunFailed) and state.status == rs.PENDING:
             payload: Payload = outcome  # failing before start (e.g. deployment gone) is legal too

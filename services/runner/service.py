@@ -34,6 +34,7 @@ from crewyard.workspace import Workspace
 from .artifacts import collect
 from .backends import BackendError, ExecutionBackend, RunHandle, RunSpec
 from .execution import Emitter, decide_outcome, finish, limits_for, retry_or_fail, supervise
+from .liveness import Liveness
 from .slots import Slots
 
 log = logging.getLogger("crewyard.runner")
@@ -57,6 +58,7 @@ class Runner:
         self.workspace = Workspace(settings.cache_dir, objects)
         self.venvs = VenvBuilder(settings.cache_dir)
         self.slots = Slots(store)
+        self.liveness = Liveness(store, settings.runner_id, settings.runner_ack_wait_s / 3)
         # max_deliver unlimited: a run waiting for a concurrency slot is handed back many times;
         # attempts that really failed are counted in the run's own events instead.
         self.queue = WorkQueue(
@@ -75,6 +77,7 @@ class Runner:
         if removed:
             log.warning("removed %d orphaned run environments", removed)
         listener = asyncio.create_task(self._listen_for_cancels(stop))
+        beat = asyncio.create_task(self.liveness.beat(lambda: list(self.active)))
         free = asyncio.Semaphore(self.settings.runner_concurrency)
         try:
             while not stop.is_set():
@@ -92,6 +95,7 @@ class Runner:
                 task.add_done_callback(lambda _t: free.release())
         finally:
             listener.cancel()
+            beat.cancel()
             for cancel in self.active.values():
                 cancel.set()
             if self._tasks:
@@ -127,7 +131,10 @@ class Runner:
         run_id, project = queued.aggregate_id, queued.project
         for _ in range(5):
             state = rs.fold(run_id, await self.store.load(project, "run", run_id))
-            if not state.exists or state.is_terminal:
+            if not state.exists:  # the message is the run's first event: a read that misses it is stale
+                await item.nak(delay=1.0)
+                return
+            if state.is_terminal:
                 await item.ack()
                 return
             if state.status == rs.RUNNING:
@@ -158,6 +165,11 @@ class Runner:
     async def _orphaned(self, item: WorkItem, state: rs.RunState) -> None:
         if state.run_id in self.active:  # our own run, delivered again: keep it alive
             await item.in_progress()
+            return
+        if await self.liveness.owns(state.runner_id, state.run_id):
+            # Delivered again although its runner is alive (a broker restart, late heartbeats):
+            # leave the run to its runner and look again later.
+            await item.nak(delay=self.settings.runner_ack_wait_s)
             return
         if state.cancel_requested:
             await finish(
@@ -239,6 +251,11 @@ class Runner:
         config: CrewConfig,
         env: dict[str, str],
     ) -> tuple[RunSpec, RunHandle]:
+        if self.backend.artifact_kind == "image" and not image:
+            raise BuildFailed(
+                f"deployment {state.deployment_id} has no container image (it was built with the venv"
+                " backend); redeploy it with the docker build backend to run it on the docker backend"
+            )
         source_dir = await self.workspace.source(source_digest)
         venv_dir = None
         if self.backend.artifact_kind == "venv":
@@ -329,8 +346,13 @@ class Runner:
         if over and not isinstance(payload, RunFailed | RunCanceled):
             payload = RunFailed(reason="limit", error_message="Artifact limit exceeded: " + "; ".join(over))
         await emitter.flush()
-        await finish(self.store, project, run_id, payload)
-        await item.ack()
+        written = await finish(self.store, project, run_id, payload, owner=self.settings.runner_id)
+        if written or await self._is_over(run_id):
+            await item.ack()
+        else:
+            # Someone declared this attempt lost while it ran (and queued the run again): the
+            # outcome cannot be recorded, so leave the message for the run's next attempt.
+            await item.nak(delay=1.0)
 
     async def _collect(self, handle: RunHandle, spec: RunSpec, emitter: Emitter) -> list[str]:
         """Store what the run wrote (also after failure or cancel); returns files over a limit."""

@@ -34,8 +34,8 @@ from ._context import Bench
 from ._idle import after_bench, idle_figure
 from ._live import fanout_figure, live_figures
 from ._runs import redeploy_figure, run_start_figures
-from ._store import append_figures, replay_figure
 from ._stats import Figure, failed
+from ._store import append_figures, replay_figure
 
 Measure = Callable[[Bench], Awaitable[list[Figure]]]
 
@@ -126,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         else:
             shutil.rmtree(workdir, ignore_errors=True)
     _report.write(args.out, figures, meta)
-    _report.show(figures, meta, Console())
+    # Piped output (make bench | tee, CI logs) would otherwise be squeezed to 80 columns.
+    _report.show(figures, meta, Console() if sys.stdout.isatty() else Console(width=180))
     console.print(f"results written to {args.out}")
     return 1 if any(f.error for f in figures) else 0
 

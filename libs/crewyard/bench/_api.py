@@ -22,16 +22,19 @@ from ._stats import Figure, figure, ms, percentile, ratio_at_least
 
 async def _closed_loops(
     base_url: str, path: str, connections: int, seconds: float
-) -> tuple[float, list[float]]:
-    """requests/s over ``connections`` keep-alive connections for ``seconds``, and every latency."""
+) -> tuple[float, list[float], int]:
+    """requests/s over ``connections`` keep-alive connections for ``seconds``, every latency, and
+    the size of the response body (the part of the cost that grows with the page)."""
     latencies: list[float] = []
+    size = [0]
     warm = asyncio.Semaphore(0)
     go = asyncio.Event()
     window = {"end": 0.0}
 
     async def loop() -> None:
         async with _http.Connection(base_url) as conn:
-            await conn.get(path)  # warm: connection set up, route compiled, row in the page cache
+            _, first = await conn.get(path)  # warm: connection set up, row in the page cache
+            size[0] = len(first)
             warm.release()
             await go.wait()
             while (t0 := time.perf_counter()) < window["end"]:
@@ -53,7 +56,7 @@ async def _closed_loops(
     window["end"] = start + seconds
     go.set()
     await asyncio.gather(*tasks)
-    return len(latencies) / (time.perf_counter() - start), latencies
+    return len(latencies) / (time.perf_counter() - start), latencies, size[0]
 
 
 async def _seed_runs(client: httpx.AsyncClient, want: int) -> str:
@@ -79,9 +82,10 @@ async def api_figures(bench: Bench) -> list[Figure]:
     conns, seconds = bench.n(8, 4), bench.n(3.0, 0.5)
     rates: dict[str, list[float]] = {p: [] for p in paths}
     lats: dict[str, list[float]] = {p: [] for p in paths}
+    sizes: dict[str, int] = {}
     for r in range(bench.n(3, 1)):
         for path in paths[r % 3 :] + paths[: r % 3]:
-            rate, latency = await _closed_loops(platform.api, path, conns, seconds)
+            rate, latency, sizes[path] = await _closed_loops(platform.api, path, conns, seconds)
             rates[path].append(rate)
             lats[path].extend(latency)
     base_rate, base_p99 = statistics.median(rates[trivial]), percentile(ms(lats[trivial]), 99)
@@ -97,13 +101,18 @@ async def api_figures(bench: Bench) -> list[Figure]:
                 baseline=base_rate,
                 baseline_label="GET /healthz (does one SQLite query)",
                 target=ratio_at_least(0.7),
-                detail=f"p99 {p99:.1f} ms vs {base_p99:.1f} ms; {conns} keep-alive connections",
+                detail=(
+                    f"p99 {p99:.1f} ms vs {base_p99:.1f} ms; {conns} keep-alive connections; "
+                    f"{sizes[path]:,} B per response vs {sizes[trivial]:,} B"
+                ),
                 extra={
                     "p99_ms": p99,
                     "p50_ms": percentile(ms(lats[path]), 50),
                     "healthz_p99_ms": base_p99,
                     "healthz_rates": rates[trivial],
                     "requests": len(lats[path]),
+                    "response_bytes": sizes[path],
+                    "healthz_response_bytes": sizes[trivial],
                 },
             )
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 
@@ -21,6 +21,7 @@ from crewyard.testing.api import write_crew
 from crewyard.testing.platform import PlatformProcess
 
 PROJECT = "bench"
+N = TypeVar("N", int, float)
 TERMINAL = (b"run.completed", b"run.failed", b"run.canceled")
 
 #: The bench crew. With ``go_file`` it waits until that file exists, so every client can attach
@@ -80,7 +81,8 @@ class Bench:
         #: What was left out and why (a backend that is not usable here, …), for the report.
         self.notes: list[str] = []
 
-    def n(self, full: int, quick: int) -> int:
+    def n(self, full: N, quick: N) -> N:
+        """A size: the full one, or the small one in ``--quick`` mode."""
         return quick if self.quick else full
 
     # -- servers -------------------------------------------------------------------------------

@@ -42,7 +42,10 @@ async def _chunks(reader: asyncio.StreamReader, headers: dict[bytes, bytes]) -> 
     """The body as it arrives (de-chunked), until its end."""
     if headers.get(b"transfer-encoding", b"").lower() == b"chunked":
         while True:
-            size = int((await reader.readline()).split(b";", 1)[0], 16)
+            line = await reader.readline()
+            if not line:
+                raise HttpError("the server closed the connection in the middle of the response")
+            size = int(line.split(b";", 1)[0], 16)
             if size == 0:
                 await reader.readline()  # the empty trailer
                 return

@@ -66,7 +66,7 @@ async def idle_figure(bench: Bench) -> list[Figure]:
             baseline=nats_rss + python_rss,
             baseline_label="idle nats-server + bare python",
             target=below(250, "MB"),
-            detail=f"PSS {statistics.median(pss):.0f} MB; {len(names)} processes: {', '.join(sorted(set(names)))}",
+            detail=f"PSS {statistics.median(pss):.0f} MB; processes: {', '.join(sorted(set(names)))}",
             extra={
                 "pss_mb": statistics.median(pss),
                 "processes": names,

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import shlex
 import statistics
 import sys
 import time
@@ -19,6 +20,7 @@ from typing import Any
 import httpx
 import msgspec
 import nats
+from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from crewyard import settings as crewyard_settings
@@ -29,35 +31,12 @@ from crewyard.testing.platform import PlatformProcess
 from ._context import PROJECT, Bench, BenchError, deploy, invoke
 from ._stats import Figure, below, figure, ms, overhead_at_most
 
-BWRAP_TRUE = [
-    "bwrap",
-    "--unshare-all",
-    "--die-with-parent",
-    "--new-session",
-    "--ro-bind",
-    "/usr",
-    "/usr",
-    "--symlink",
-    "usr/bin",
-    "/bin",
-    "--symlink",
-    "usr/lib",
-    "/lib",
-    "--symlink",
-    "usr/lib64",
-    "/lib64",
-    "--proc",
-    "/proc",
-    "--dev",
-    "/dev",
-    "--tmpfs",
-    "/tmp",
-    "--uid",
-    "1000",
-    "--gid",
-    "1000",
-    "true",
-]
+#: bwrap's own start with flags like the backend's: every namespace, read-only /usr, uid 1000.
+BWRAP_TRUE = shlex.split(
+    "bwrap --unshare-all --die-with-parent --new-session --ro-bind /usr /usr --symlink usr/bin /bin"
+    " --symlink usr/lib /lib --symlink usr/lib64 /lib64 --proc /proc --dev /dev --tmpfs /tmp"
+    " --uid 1000 --gid 1000 true"
+)
 
 
 async def _spawn(cmd: list[str]) -> float:
@@ -91,7 +70,8 @@ async def _usable_backends(bench: Bench) -> dict[str, str | None]:
     doctor = getattr(backends, "doctor", None)
     select = getattr(backends, "select_backend", None)
     if doctor is not None:
-        results = doctor(base)
+        # It tries the engine and a trial sandbox synchronously: off the event loop.
+        results = await asyncio.to_thread(doctor, base)
         if inspect.isawaitable(results):
             results = await results
         for item in results:
@@ -102,7 +82,7 @@ async def _usable_backends(bench: Bench) -> dict[str, str | None]:
     elif select is not None:
         for name in ("bwrap", "docker"):
             try:
-                select(msgspec.structs.replace(base, backend=name))
+                await asyncio.to_thread(select, msgspec.structs.replace(base, backend=name))
                 out[name] = None
             except Exception as exc:
                 out[name] = f"{type(exc).__name__}: {exc}"
@@ -163,7 +143,9 @@ async def _backend_figures(
     finally:
         await nc.drain()
     raw_ms = statistics.median(ms(raw))
-    label = f"{Path(raw_cmd[0]).name} {' '.join(raw_cmd[1:3]) if backend != 'bwrap' else '… true'}"
+    label = {"process": f"{Path(raw_cmd[0]).name} -c pass", "bwrap": "bwrap … true"}.get(
+        backend, "podman run --rm … true"
+    )
     return [
         figure(
             f"5a-{backend}",
@@ -196,7 +178,13 @@ async def run_start_figures(bench: Bench) -> list[Figure]:
     for name in ("bwrap", "docker"):
         reason = usable.get(name, "not reported by the runner's doctor")
         if reason is not None:
-            bench.notes.append(f"figure 5 on {name}: skipped ({reason})")
+            hint = (
+                " — to include it: scripts/containers.sh, then CREWYARD_DOCKER_HOST=unix://… and "
+                "CREWYARD_BASE_IMAGE=crewyard/base:bookworm"
+                if name == "docker"
+                else ""
+            )
+            bench.notes.append(f"figure 5 on {name}: skipped ({reason}){hint}")
             continue
         try:
             other = await bench.extra_platform(name, name, "docker" if name == "docker" else "venv")
@@ -210,7 +198,10 @@ async def run_start_figures(bench: Bench) -> list[Figure]:
                 image = (await bench.deployed(other)).detail.get("image")
                 if not image:
                     raise BenchError("the docker deployment reports no image")
-                raw_cmd = ["podman", "run", "--rm", "--network", "none", str(image), "true"]
+                # Through the same engine the backend uses (its socket), so its containers.conf applies.
+                host = crewyard_settings.load(bench.workdir / "doctor").docker_host
+                remote = ["--url", host] if host else []
+                raw_cmd = ["podman", *remote, "run", "--rm", "--network", "none", str(image), "true"]
             figures += await _backend_figures(bench, other, name, raw_cmd)
         except Exception as exc:
             bench.notes.append(f"figure 5 on {name}: failed ({type(exc).__name__}: {exc})")
@@ -222,7 +213,7 @@ async def run_start_figures(bench: Bench) -> list[Figure]:
 # -- figure 8 --------------------------------------------------------------------------------------
 
 
-async def _raw_upload(nc: nats.NATS, folder: Path, key: str) -> float:
+async def _raw_upload(nc: Client, folder: Path, key: str) -> float:
     """The irreducible part of a redeploy: read and pack the source, store it once."""
     t0 = time.perf_counter()
     data = await asyncio.to_thread(pack, folder)

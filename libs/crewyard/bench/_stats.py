@@ -36,7 +36,7 @@ class Target:
 
 
 def ratio_at_least(bound: float) -> Target:
-    return Target(f"≥ {bound:g}× raw", lambda v, b: b is not None and b > 0 and v / b >= bound)
+    return Target(f"≥ {bound:g}x raw", lambda v, b: b is not None and b > 0 and v / b >= bound)
 
 
 def below(bound: float, unit: str) -> Target:

@@ -20,6 +20,7 @@ from pathlib import Path
 import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.errors import SlowConsumerError
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from crewyard.core import subjects
@@ -37,7 +38,7 @@ from crewyard.core.events import (
 from crewyard.core.ids import new_id
 from crewyard.eventstore import EventStore, StreamSettings, ensure_stream
 
-from ._context import PROJECT, Bench
+from ._context import PROJECT, Bench, BenchError
 from ._stats import Figure, figure, ratio_at_least, side_by_side
 
 #: Events per aggregate in figure 1: each checked append expects the aggregate's last sequence.
@@ -141,7 +142,7 @@ async def append_figures(bench: Bench) -> list[Figure]:
             checked,
             baseline=statistics.median(raw),
             baseline_label="js.publish one at a time",
-            detail=f"{n_sync:,} events × {rounds}, {PER_AGGREGATE} per aggregate",
+            detail=f"{n_sync:,} events x {rounds}, {PER_AGGREGATE} per aggregate",
         ),
         figure(
             "1b",
@@ -151,7 +152,7 @@ async def append_figures(bench: Bench) -> list[Figure]:
             baseline=statistics.median(raw_async),
             baseline_label="js.publish_async + completed",
             target=ratio_at_least(0.8),
-            detail=f"{n_async:,} events × {rounds}",
+            detail=f"{n_async:,} events x {rounds}",
         ),
     ]
 
@@ -218,7 +219,18 @@ async def _write_replay_stream(nc: Client, total: int) -> float:
     return total / (time.perf_counter() - t0)
 
 
-async def _raw_replay(nc: Client, total: int) -> float:
+async def _raw_replay(url: str, total: int) -> float:
+    conn = _Connection(url)
+    async with conn as nc:
+        try:
+            return await _count_replay(nc, total)
+        except TimeoutError:
+            raise BenchError(
+                f"raw replay stalled; {conn.dropped:,} messages dropped as a slow consumer"
+            ) from None
+
+
+async def _count_replay(nc: Client, total: int) -> float:
     count = 0
     done = asyncio.Event()
 
@@ -243,29 +255,58 @@ async def _raw_replay(nc: Client, total: int) -> float:
         await sub.unsubscribe()
 
 
-async def _rebuild(nc: Client, db: Path, total: int) -> float:
+class _Connection:
+    """A connection of its own per replay, counting the messages nats-py drops as a slow consumer
+    (it only reports them to ``error_cb``; a replay that lost some stalls instead of failing)."""
+
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.dropped = 0
+
+    async def _on_error(self, exc: Exception) -> None:
+        if isinstance(exc, SlowConsumerError):
+            self.dropped += 1
+
+    async def __aenter__(self) -> Client:
+        self.nc = await nats.connect(self.url, error_cb=self._on_error)
+        return self.nc
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.nc.close()
+
+
+async def _rebuild(url: str, db: Path, total: int) -> float:
     from crewyard.projector import rebuild  # the service package; imported late like the platform does
 
-    db.unlink(missing_ok=True)
-    t0 = time.perf_counter()
-    count = await rebuild(EventStore(nc, StreamSettings()), db)
-    elapsed = time.perf_counter() - t0
+    await asyncio.to_thread(db.unlink, missing_ok=True)
+    conn = _Connection(url)
+    async with conn as nc:
+        t0 = time.perf_counter()
+        try:
+            count = await rebuild(EventStore(nc, StreamSettings()), db)
+        except Exception as exc:
+            raise BenchError(
+                f"rebuild of {total:,} events failed after {time.perf_counter() - t0:.0f} s ({exc!r}); "
+                f"its subscription dropped {conn.dropped:,} messages as a slow consumer"
+            ) from exc
+        elapsed = time.perf_counter() - t0
     if count != total:
-        raise RuntimeError(f"rebuild replayed {count} events, expected {total}")
+        raise BenchError(f"rebuild replayed {count} events, expected {total}")
     return count / elapsed
 
 
 async def replay_figure(bench: Bench) -> list[Figure]:
     total = bench.n(1_000_000, 10_000)
-    nc = await nats.connect(await bench.nats_url())
+    url = await bench.nats_url()
+    nc = await nats.connect(url)
     try:
         write_rate = await _write_replay_stream(nc, total)
-        db = bench.workdir / "replay.sqlite3"
-        ours, raw = await side_by_side(
-            bench.n(2, 1), lambda: _rebuild(nc, db, total), lambda: _raw_replay(nc, total)
-        )
     finally:
         await nc.drain()
+    db = bench.workdir / "replay.sqlite3"
+    ours, raw = await side_by_side(
+        bench.n(2, 1), lambda: _rebuild(url, db, total), lambda: _raw_replay(url, total)
+    )
     return [
         figure(
             "4",

@@ -136,9 +136,12 @@ class EventStore:
 
         async def on_msg(m: Msg) -> None:
             status = m.headers.get("Status") if m.headers else None
-            if status is not None:  # 204 end of batch, 404 nothing found, 408 timeout
+            if status is not None:
                 if not done.done():
-                    done.set_result(None)
+                    if status in ("204", "404"):  # end of batch / nothing (more) to read
+                        done.set_result(None)
+                    else:  # 408, 503 …: the server could not answer (restarting, no leader)
+                        done.set_exception(StoreUnavailable(f"read failed with status {status}"))
                 return
             assert m.headers is not None
             out.append(RawEvent(int(m.headers["Nats-Sequence"]), m.headers["Nats-Subject"], m.data))

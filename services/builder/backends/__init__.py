@@ -2,7 +2,8 @@
 
 ``select_build_backend(settings, cache_dir)``: ``auto`` builds images when a container engine
 answers (the runner's ``auto`` then runs them with the docker backend) and virtual environments
-otherwise, or when the execution backend is set to one that runs environments (bwrap, process). It pings the engine synchronously; from async code use ``asyncio.to_thread``.
+otherwise, or when the execution backend is set to one that runs environments (bwrap, process).
+It pings the engine synchronously; from async code use ``asyncio.to_thread``.
 """
 
 from __future__ import annotations

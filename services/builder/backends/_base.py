@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Protocol
 
 import msgspec
+
 from crewyard.core.crewfile import CrewConfig
 
 #: Receives (line, stream) of build output as it happens.

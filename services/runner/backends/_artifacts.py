@@ -72,7 +72,7 @@ def extract_tar_stream(
         for member in tar:
             name = member.name
             if strip and (name == strip or name.startswith(strip + "/")):
-                name = name[len(strip) :]
+                name = name[len(strip) + 1 :]  # "" for the folder itself
             if member.isdir():
                 continue
             rel = safe_relative(name)

@@ -27,10 +27,12 @@ ROOT = Path("/sys/fs/cgroup")
 PARENT = "crewyard"
 _V1_CONTROLLERS = ("memory", "pids", "cpu")
 _NAME_RE = re.compile(r"[^A-Za-z0-9_.-]")
+_GROUP_NAME_RE = re.compile(r"[A-Za-z0-9_.@-]{1,250}")
 CPU_PERIOD_US = 100_000
 
 
 def safe_name(value: str) -> str:
+    """``value`` as a part of a group name; ``@`` is left free to join runner and run ids."""
     return _NAME_RE.sub("_", value)[:120] or "_"
 
 
@@ -66,6 +68,7 @@ class Cgroup:
 
     def oom_killed(self) -> bool:
         """Did the kernel kill a process of this group for lack of memory?"""
+        events: Path | None
         if self.version == 2:
             events = self.dirs[0] / "memory.events"
         else:
@@ -111,12 +114,14 @@ def _v1_dir(controller: str, name: str) -> Path:
 
 def create(name: str, *, memory_bytes: int | None, pids: int | None, cpus: float | None) -> Cgroup | None:
     """A new group with these limits, or None when this host does not let us make one."""
+    if not _GROUP_NAME_RE.fullmatch(name):
+        raise ValueError(f"not a control group name: {name!r}")
     version = _version()
     try:
         if version == 1:
-            return _create_v1(safe_name(name), memory_bytes, pids, cpus)
+            return _create_v1(name, memory_bytes, pids, cpus)
         if version == 2:
-            return _create_v2(safe_name(name), memory_bytes, pids, cpus)
+            return _create_v2(name, memory_bytes, pids, cpus)
     except OSError:
         return None
     return None

@@ -132,8 +132,9 @@ class BwrapHandle:
         return []
 
     def _kill_hard(self) -> None:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self._proc.pid, signal.SIGKILL)  # bwrap; its init follows (die-with-parent)
+        if self._proc.returncode is None:  # once reaped, the pid (and group id) may be someone else's
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self._proc.pid, signal.SIGKILL)  # bwrap; its init follows (die-with-parent)
         if self._cgroup:
             self._cgroup.kill_all()
 
@@ -276,7 +277,7 @@ class BwrapBackend:
         limits = spec.limits
         cgroup = await asyncio.to_thread(
             _cgroup.create,
-            f"{spec.runner_id}@{spec.run_id}",
+            f"{_cgroup.safe_name(spec.runner_id)}@{_cgroup.safe_name(spec.run_id)}",
             memory_bytes=limits.memory_bytes,
             pids=limits.pids,
             cpus=limits.cpus,

@@ -7,8 +7,10 @@ orphans are reaped), no capabilities, ``no-new-privileges``, a read-only root fi
 private tmpfs ``/tmp``, memory (no swap) / CPU / pids / file-size limits, and the network its
 limits ask for. ``/app/artifacts`` (the working directory) is a named volume of the run's own,
 because a tmpfs is gone the moment the container stops and artifacts are copied out afterwards
-with ``get_archive``. The input is put into the container before it starts, as a file: an
-environment variable is capped at 128 KiB by the kernel and shows up in ``inspect``.
+with ``get_archive``. The input travels in ``CREWYARD_INPUT`` when small (no extra request), and
+as a file put into the container before it starts when larger: one environment variable is capped
+at 128 KiB by the kernel. (Podman's ``put_archive`` fails now and then under concurrency with
+"passing bulk input to subprocess: broken pipe" — measured about once in 40 — so it is retried.)
 
 The docker SDK is synchronous. Short calls run through ``asyncio.to_thread``; the two calls that
 block for the whole run (the attach stream and ``wait``) get a thread of their own each, so ten
@@ -25,14 +27,13 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import io
 import json
 import re
 import secrets
 import tarfile
 import threading
-from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any, TypeVar
+from collections.abc import AsyncIterator
+from typing import Any
 
 import docker
 import docker.errors
@@ -40,78 +41,27 @@ import requests.exceptions
 from docker.types import Ulimit
 
 from ._artifacts import DEFAULT_MAX_FILE, DEFAULT_MAX_TOTAL, Skipped, extract_tar_stream
-from ._base import ARTIFACTS_IN_CONTAINER, SOURCE_IN_CONTAINER, BackendError, BackendUnavailable, ExitStatus
-from ._base import RunSpec, runtime_env
+from ._base import (
+    ARTIFACTS_IN_CONTAINER,
+    SOURCE_IN_CONTAINER,
+    BackendError,
+    BackendUnavailable,
+    ExitStatus,
+    RunSpec,
+    runtime_env,
+)
+from ._engine import ENGINE_ERRORS, ContainerGone, connect, in_thread, put_input, translate_errors
 from ._lines import MAX_LINE
-
-T = TypeVar("T")
 
 RUNTIME_IN_IMAGE = "/opt/crewyard"  # where the build puts the crewyard_runtime package
 VENV_IN_IMAGE = "/opt/venv"  # where the build installs the crew's dependencies
 INPUT_IN_CONTAINER = "/.crewyard/input.json"
+INPUT_ENV_MAX = 64 * 1024  # larger inputs go in as a file
 CONTAINER_USER = "1000:1000"
 LABEL_RUN = "crewyard.run_id"
 LABEL_RUNNER = "crewyard.runner_id"
 _NETWORK_MODES = {"none": "none", "host": "host", "default": "bridge"}
 _NAME_RE = re.compile(r"[^a-zA-Z0-9_.-]")
-_ENGINE_ERRORS = (docker.errors.DockerException, requests.exceptions.RequestException)
-
-
-@contextlib.contextmanager
-def translate_errors(what: str) -> Iterator[None]:
-    """Turn the SDK's exceptions into ours, so callers never import docker."""
-    try:
-        yield
-    except docker.errors.APIError as exc:
-        raise BackendError(f"{what}: {exc.explanation or exc}") from exc
-    except _ENGINE_ERRORS as exc:
-        raise BackendUnavailable(f"{what}: the container engine does not answer: {exc}") from exc
-
-
-def connect(docker_host: str | None, timeout: float = 30.0) -> docker.DockerClient:
-    """A client for ``docker_host`` (or ``DOCKER_HOST``); asks the engine its API version."""
-    with translate_errors("connect to the container engine"):
-        if docker_host:
-            return docker.DockerClient(base_url=docker_host, timeout=int(timeout), max_pool_size=64)
-        return docker.from_env(timeout=int(timeout), max_pool_size=64)
-
-
-def _in_thread(fn: Callable[[], T], name: str) -> asyncio.Future[T]:
-    """Run a call that blocks for a long time on a thread of its own; await its result."""
-    loop = asyncio.get_running_loop()
-    fut: asyncio.Future[T] = loop.create_future()
-
-    def settle(result: T | None, exc: BaseException | None) -> None:
-        if fut.done():
-            return
-        if exc is not None:
-            fut.set_exception(exc)
-        else:
-            fut.set_result(result)  # type: ignore[arg-type]
-
-    def run() -> None:
-        try:
-            result, exc = fn(), None
-        except BaseException as e:  # handed over to the awaiting side
-            result, exc = None, e
-        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting
-            loop.call_soon_threadsafe(settle, result, exc)
-
-    threading.Thread(target=run, name=name, daemon=True).start()
-    return fut
-
-
-def _input_archive(payload: dict[str, Any]) -> bytes:
-    data = json.dumps(payload).encode()
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        folder = tarfile.TarInfo(INPUT_IN_CONTAINER.rsplit("/", 1)[0].lstrip("/"))
-        folder.type, folder.mode = tarfile.DIRTYPE, 0o755
-        tar.addfile(folder)
-        info = tarfile.TarInfo(INPUT_IN_CONTAINER.lstrip("/"))
-        info.size, info.mode = len(data), 0o444
-        tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
 
 
 class DockerHandle:
@@ -187,10 +137,12 @@ class DockerHandle:
                     return int(self._api.wait(self.container_id)["StatusCode"])
                 except requests.exceptions.ReadTimeout:  # defensive: some proxies cut idle requests
                     continue
+                except docker.errors.NotFound:
+                    raise ContainerGone(f"run {self._spec.run_id}: its container was removed") from None
 
     def _exited(self) -> asyncio.Future[int]:
         if self._exit is None:
-            self._exit = _in_thread(self._wait_blocking, f"crewyard-wait-{self._spec.run_id}")
+            self._exit = in_thread(self._wait_blocking, f"crewyard-wait-{self._spec.run_id}")
         return self._exit
 
     async def wait(self) -> ExitStatus:
@@ -213,7 +165,7 @@ class DockerHandle:
         except docker.errors.APIError as exc:
             if exc.status_code not in (404, 409, 500):  # gone / not running: nothing to signal
                 raise BackendError(f"signal run {self._spec.run_id}: {exc.explanation or exc}") from exc
-        except _ENGINE_ERRORS as exc:
+        except ENGINE_ERRORS as exc:
             raise BackendUnavailable(f"signal run {self._spec.run_id}: {exc}") from exc
 
     async def kill(self, grace_s: float) -> None:
@@ -221,13 +173,15 @@ class DockerHandle:
         exited = self._exited()
         if not exited.done():
             await asyncio.to_thread(self._signal, "SIGTERM")  # the init passes it on to the crew
-            with contextlib.suppress(asyncio.TimeoutError):
+            with contextlib.suppress(asyncio.TimeoutError, ContainerGone):
                 await asyncio.wait_for(asyncio.shield(exited), grace_s)
         if not exited.done():
             await asyncio.to_thread(self._signal, "SIGKILL")
             try:
                 await asyncio.wait_for(asyncio.shield(exited), 30)
-            except asyncio.TimeoutError:
+            except ContainerGone:
+                pass  # removed meanwhile (e.g. by cleanup_orphans): as dead as it gets
+            except TimeoutError:
                 raise BackendError(f"run {self._spec.run_id} did not stop after SIGKILL") from None
 
     def _collect_blocking(self) -> Skipped:
@@ -285,33 +239,29 @@ class DockerBackend:
         self.artifact_caps = (artifact_max_file_bytes, artifact_max_total_bytes)
         self._tmp_size = tmp_size_bytes
         self._client: docker.DockerClient | None = None
-        self._podman: bool | None = None
+        self._engine = ""
         self._lock = threading.Lock()
 
     def api(self) -> docker.APIClient:
         """The low-level client, connected on first use (blocking: call from a thread)."""
         with self._lock:
             if self._client is None:
-                self._client = connect(self.docker_host)
+                self._client, self._engine = connect(self.docker_host)
             return self._client.api
 
     def describe(self) -> str:
-        """Which engine answers, e.g. ``Podman Engine 4.3.1``; raises BackendUnavailable."""
+        """Which engine answers, e.g. ``Podman 4.3.1 at …``; raises BackendUnavailable."""
+        api = self.api()
         with translate_errors("ask the container engine"):
-            self.api().ping()
-            version = self.api().version()
-        names = [c.get("Name", "") for c in version.get("Components") or []]
-        engine = names[0] if names else "Docker Engine"
-        return f"{engine} {version.get('Version', '?')} at {self.api().base_url}"
+            api.ping()  # the client may be older than the engine's last restart
+        where = self.docker_host or "DOCKER_HOST"
+        return f"{self._engine} at {where}"
 
     def _volume_options(self) -> dict[str, str]:
-        if self._podman is None:
-            with translate_errors("ask the container engine"):
-                names = [c.get("Name", "") for c in self.api().version().get("Components") or []]
-            self._podman = any("podman" in n.lower() for n in names)
+        self.api()
         # Podman can create the volume owned by the crew's uid. Docker's local driver cannot
         # without a device, but copies the image's /app/artifacts (owned by 1000) into it.
-        return {"o": "uid=1000,gid=1000"} if self._podman else {}
+        return {"o": "uid=1000,gid=1000"} if self._engine.startswith("Podman") else {}
 
     def _create_and_start(self, spec: RunSpec) -> tuple[str, str, Any]:
         api = self.api()
@@ -330,6 +280,10 @@ class DockerBackend:
             pythonpath=f"{RUNTIME_IN_IMAGE}:{SOURCE_IN_CONTAINER}",
         )
         env["PATH"] = f"{VENV_IN_IMAGE}/bin:{env['PATH']}"
+        payload = json.dumps(spec.input).encode()  # ASCII: non-ASCII characters are escaped
+        if len(payload) <= INPUT_ENV_MAX:
+            del env["CREWYARD_INPUT_FILE"]
+            env["CREWYARD_INPUT"] = payload.decode()
         # Podman drops its configured default ulimits once a request names any, and its own
         # defaults (nofile 1048576, nproc 4194304) are above these hosts' hard limits: name them.
         # nproc counts every process of uid 1000 on the host; the pids limit is the per-run cap.
@@ -373,7 +327,8 @@ class DockerBackend:
                     host_config=host_config,
                 )
                 container_id = str(created["Id"])
-                api.put_archive(container_id, "/", _input_archive(spec.input))
+                if len(payload) > INPUT_ENV_MAX:
+                    put_input(api, container_id, INPUT_IN_CONTAINER, payload)
                 # Attach before start, so not one byte of output is lost (attaching after start
                 # misses what came first on Podman, even with logs=True).
                 stream = api.attach(
@@ -381,7 +336,7 @@ class DockerBackend:
                 )
                 api.start(container_id)
             except BaseException:
-                with contextlib.suppress(*_ENGINE_ERRORS):
+                with contextlib.suppress(*ENGINE_ERRORS):
                     if container_id:
                         api.remove_container(container_id, force=True, v=True)
                     api.remove_volume(volume, force=True)

@@ -1,0 +1,166 @@
+"""Helpers of the backend tests: run specs for a backend, running them, finding their processes.
+
+(A module of its own rather than conftest.py, so that tests can import it by a unique name.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from crewyard.runner.backends import (
+    BwrapBackend,
+    ExecutionBackend,
+    ExitStatus,
+    Limits,
+    ProcessBackend,
+    RunHandle,
+    RunSpec,
+)
+
+TEST_LIMITS = Limits(memory_bytes=256 * 1024 * 1024, cpus=1.0, pids=64, file_size_bytes=64 * 1024 * 1024)
+
+
+def folder_digest(folder: Path) -> str:
+    h = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+        h.update(str(path.relative_to(folder)).encode() + b"\0" + path.read_bytes())
+    return h.hexdigest()
+
+
+def run_processes(run_id: str) -> list[int]:
+    """Host pids of every process of a run, found by its environment (works for every backend:
+    container and sandbox processes are visible in the host's /proc)."""
+    needle = f"CREWYARD_RUN_ID={run_id}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if needle in (entry / "environ").read_bytes().split(b"\0"):
+                    found.append(int(entry.name))
+    return found
+
+
+async def lingering_processes(run_id: str, settle_s: float = 3.0) -> list[int]:
+    """Processes of the run left after it ended, allowing a moment for the dying to be reaped."""
+    for _ in range(int(settle_s / 0.05)):
+        if not (left := run_processes(run_id)):
+            return left
+        await asyncio.sleep(0.05)
+    return run_processes(run_id)
+
+
+@dataclass
+class Outcome:
+    status: ExitStatus
+    proto: list[dict[str, Any]]
+    stderr: list[str]
+    handle: RunHandle
+    artifacts: dict[str, bytes] = field(default_factory=dict)
+    #: Processes of the run still alive once it had exited (before remove(), which kills anyway).
+    lingering: list[int] = field(default_factory=list)
+
+    @property
+    def result(self) -> Any:
+        return next(m["output"] for m in self.proto if m["t"] == "result")
+
+    @property
+    def error(self) -> dict[str, Any] | None:
+        return next((m for m in self.proto if m["t"] == "error"), None)
+
+
+class Runs:
+    """Run specs for one backend, and running them to the end (or until killed)."""
+
+    def __init__(self, backend: ExecutionBackend, tmp: Path, source: Path, runtime: Path,
+                 venv: Path | None, image: str | None) -> None:  # fmt: skip
+        self.backend = backend
+        self.kind = backend.name
+        self._tmp, self._source, self._runtime, self._venv, self._image = tmp, source, runtime, venv, image
+
+    def spec(self, entrypoint: str, *, input: dict[str, Any] | None = None, env: dict[str, str] | None = None,
+             limits: Limits | None = None, runner_id: str = "test-runner") -> RunSpec:  # fmt: skip
+        run_id = f"run_{uuid.uuid4().hex[:12]}"
+        work = self._tmp / run_id
+        return RunSpec(
+            run_id=run_id,
+            project="tests",
+            deployment_id="dep_backends",
+            runner_id=runner_id,
+            framework="python",
+            entrypoint=entrypoint,
+            input=input or {},
+            env=env or {},
+            source_dir=self._source,
+            runtime_dir=self._runtime,
+            venv_dir=self._venv,
+            image=self._image,
+            work_dir=work,
+            artifacts_dir=work / "artifacts",
+            limits=limits or TEST_LIMITS,
+        )
+
+    async def execute(self, spec: RunSpec, *, kill_when: str | None = None, grace_s: float = 5.0,
+                      kill_after_s: float | None = None) -> Outcome:  # fmt: skip
+        """Run to the end; with ``kill_when``, kill once a proto log line contains that text."""
+        handle = await self.backend.start(spec)
+        proto: list[dict[str, Any]] = []
+        stderr: list[str] = []
+        seen = asyncio.Event()
+
+        async def pump() -> None:
+            async for stream, line in handle.output():
+                if stream == "proto":
+                    message = json.loads(line)
+                    proto.append(message)
+                    if kill_when and kill_when in str(message.get("message", "")):
+                        seen.set()
+                else:
+                    stderr.append(line.decode(errors="replace"))
+
+        reader = asyncio.create_task(pump())
+        status: ExitStatus | None = None
+        try:
+            if kill_when:
+                await asyncio.wait_for(seen.wait(), 30)
+                await handle.kill(grace_s)
+            elif kill_after_s is not None:
+                await asyncio.sleep(kill_after_s)
+                await handle.kill(grace_s)
+            status = await asyncio.wait_for(handle.wait(), 60)
+            await asyncio.wait_for(reader, 30)
+            lingering = await lingering_processes(spec.run_id)
+            await handle.collect_artifacts()
+        finally:
+            reader.cancel()
+            if status is None:  # the test failed midway: do not leave the run behind
+                with contextlib.suppress(Exception):
+                    await handle.kill(0)
+            await handle.remove()
+        files = {
+            str(p.relative_to(spec.artifacts_dir)): p.read_bytes()
+            for p in sorted(spec.artifacts_dir.rglob("*"))
+            if p.is_file() and not p.is_symlink()
+        }
+        return Outcome(
+            status=status, proto=proto, stderr=stderr, handle=handle, artifacts=files, lingering=lingering
+        )
+
+
+def make_runs(request: pytest.FixtureRequest, kind: str, tmp_path: Path) -> Runs:
+    source, _ = request.getfixturevalue("crew_source")
+    runtime = request.getfixturevalue("runtime_dir")
+    if kind == "docker":
+        backend: ExecutionBackend = request.getfixturevalue("docker_backend")
+        return Runs(backend, tmp_path, source, runtime, None, request.getfixturevalue("crew_image"))
+    venv = request.getfixturevalue("crew_venv")
+    backend = ProcessBackend() if kind == "process" else BwrapBackend()
+    return Runs(backend, tmp_path, source, runtime, venv, None)

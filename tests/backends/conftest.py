@@ -1,0 +1,141 @@
+"""Fixtures for the execution and build backend tests, against the real things.
+
+- ``docker_host``: runs ``scripts/containers.sh`` once per session (idempotent: starts Podman's
+  Docker-API service when it does not answer, imports the base image when missing — about a
+  minute the very first time on a machine, instant afterwards) and yields ``unix://…``.
+  ``CREWYARD_TEST_DOCKER_HOST`` points the tests at another engine instead.
+- ``crew_source``: the crew folder next to this file (one entrypoint per situation), copied;
+  ``crew_venv`` and ``crew_image`` are what the venv and docker builders make of it.
+- ``runs``: parametrised over backends; makes run specs and executes them to an :class:`Outcome`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from backend_helpers import Runs, folder_digest, make_runs
+
+import crewyard_runtime
+from crewyard.builder.backends._base import BuildRequest
+from crewyard.builder.backends.docker import DockerBuilder
+from crewyard.builder.backends.venv import VenvBuilder
+from crewyard.core.crewfile import CrewConfig
+from crewyard.runner.backends import DockerBackend
+
+REPO = Path(__file__).resolve().parents[2]
+CREW_DIR = Path(__file__).resolve().parent / "crew"
+BASE_IMAGE = os.environ.get("CREWYARD_TEST_BASE_IMAGE", "crewyard/base:bookworm")
+
+
+async def _quiet(line: str, stream: str) -> None:
+    return None
+
+
+@pytest.fixture(scope="session")
+def docker_host() -> str:
+    explicit = os.environ.get("CREWYARD_TEST_DOCKER_HOST")
+    if explicit:
+        return explicit
+    res = subprocess.run(
+        ["bash", str(REPO / "scripts" / "containers.sh")],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    if res.returncode != 0:
+        pytest.fail(f"scripts/containers.sh failed ({res.returncode}):\n{res.stderr[-4000:]}")
+    lines = [ln for ln in res.stdout.splitlines() if ln.startswith("DOCKER_HOST=")]
+    assert lines, f"scripts/containers.sh printed no DOCKER_HOST:\n{res.stdout}"
+    return lines[-1].split("=", 1)[1]
+
+
+@pytest.fixture(scope="session")
+def base_image(docker_host: str) -> str:
+    return BASE_IMAGE
+
+
+@pytest.fixture(scope="session")
+def crew_source(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    src = tmp_path_factory.mktemp("crew") / "src"
+    shutil.copytree(CREW_DIR, src, ignore=shutil.ignore_patterns("__pycache__"))
+    return src, folder_digest(src)
+
+
+@pytest.fixture(scope="session")
+def runtime_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("runtime")
+    shutil.copytree(
+        Path(crewyard_runtime.__file__).parent,
+        folder / "crewyard_runtime",
+        ignore=shutil.ignore_patterns("__pycache__"),
+    )
+    return folder
+
+
+def _request(source: tuple[Path, str]) -> BuildRequest:
+    return BuildRequest(
+        deployment_id="dep_backends",
+        project="tests",
+        source_dir=source[0],
+        source_digest=source[1],
+        config=CrewConfig(entrypoint="crew:hello"),
+    )
+
+
+@pytest.fixture(scope="session")
+def build_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("build-cache")
+
+
+@pytest.fixture(scope="session")
+def crew_venv(crew_source: tuple[Path, str], build_cache: Path) -> Path:
+    result = asyncio.run(VenvBuilder(build_cache).build(_request(crew_source), _quiet))
+    assert result.venv_dir is not None
+    return result.venv_dir
+
+
+@pytest.fixture(scope="session")
+def crew_image(docker_host: str, base_image: str, crew_source: tuple[Path, str], build_cache: Path) -> str:
+    """The crew's image; content-addressed, so later sessions reuse it while the crew is unchanged."""
+    builder = DockerBuilder(docker_host, base_image, build_cache)
+    result = asyncio.run(builder.build(_request(crew_source), _quiet))
+    assert result.image is not None
+    return result.image
+
+
+@pytest.fixture(scope="session")
+def docker_backend(docker_host: str) -> Iterator[DockerBackend]:
+    backend = DockerBackend(docker_host)
+    yield backend
+    # Whatever a failed test left behind: every runner id the tests use starts with one of these.
+    for prefix in ("test-runner", "dead-", "alive-"):
+        asyncio.run(backend.cleanup_orphans(prefix))
+
+
+@pytest.fixture(params=["process", "bwrap", "docker"])
+def runs(request: pytest.FixtureRequest, tmp_path: Path) -> Runs:
+    """Every backend, for the contract every one of them must keep."""
+    return make_runs(request, request.param, tmp_path)
+
+
+@pytest.fixture(params=["bwrap", "docker"])
+def isolated_runs(request: pytest.FixtureRequest, tmp_path: Path) -> Runs:
+    """The isolating backends, for hostile crews."""
+    return make_runs(request, request.param, tmp_path)
+
+
+@pytest.fixture
+def docker_runs(request: pytest.FixtureRequest, tmp_path: Path) -> Runs:
+    return make_runs(request, "docker", tmp_path)
+
+
+@pytest.fixture
+def bwrap_runs(request: pytest.FixtureRequest, tmp_path: Path) -> Runs:
+    return make_runs(request, "bwrap", tmp_path)

@@ -1,0 +1,56 @@
+"""Choosing the execution backend, and reporting which ones work here (``crewyard doctor``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from crewyard.runner.backends import (
+    BackendUnavailable,
+    BwrapBackend,
+    DockerBackend,
+    ProcessBackend,
+    doctor,
+    select_backend,
+)
+from crewyard.settings import load
+
+NOWHERE = "unix:///nonexistent/engine.sock"
+
+
+def test_doctor_reports_every_backend_and_why(docker_host: str, tmp_path: Path) -> None:
+    report = {s.name: s for s in doctor(load(tmp_path, docker_host=docker_host))}
+
+    assert list(report) == ["docker", "bwrap", "process"]
+    assert report["docker"].usable and "Podman" in report["docker"].reason
+    assert report["bwrap"].usable and "cgroup v1 memory/pids/cpu limits" in report["bwrap"].reason
+    assert report["process"].usable and "NOT isolated" in report["process"].reason
+
+
+def test_doctor_says_why_docker_is_unusable(tmp_path: Path) -> None:
+    docker = doctor(load(tmp_path, docker_host=NOWHERE))[0]
+
+    assert docker.name == "docker" and not docker.usable
+    assert "does not answer" in docker.reason
+
+
+def test_auto_prefers_docker_then_bwrap(docker_host: str, tmp_path: Path) -> None:
+    assert isinstance(select_backend(load(tmp_path, docker_host=docker_host)), DockerBackend)
+    assert isinstance(select_backend(load(tmp_path, docker_host=NOWHERE)), BwrapBackend)
+
+
+def test_an_explicit_backend_is_taken_or_refused_at_start_up(docker_host: str, tmp_path: Path) -> None:
+    assert isinstance(select_backend(load(tmp_path, backend="process")), ProcessBackend)
+    assert isinstance(select_backend(load(tmp_path, backend="bwrap")), BwrapBackend)
+    assert isinstance(
+        select_backend(load(tmp_path, backend="docker", docker_host=docker_host)), DockerBackend
+    )
+    with pytest.raises(BackendUnavailable, match="backend 'docker' was chosen but"):
+        select_backend(load(tmp_path, backend="docker", docker_host=NOWHERE))
+
+
+def test_settings_reach_the_backend(docker_host: str, tmp_path: Path) -> None:
+    backend = select_backend(load(tmp_path, docker_host=docker_host, artifact_max_file_bytes=1234))
+    assert isinstance(backend, DockerBackend)
+    assert backend.artifact_caps[0] == 1234

@@ -1,0 +1,91 @@
+"""Docker backend specifics: concurrent runs are separate, orphans are found, errors are ours."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import uuid
+from typing import TYPE_CHECKING
+
+import docker
+import docker.errors
+import pytest
+
+from crewyard.runner.backends import BackendError, BackendUnavailable, DockerBackend
+
+if TYPE_CHECKING:
+    from backend_helpers import Runs
+
+pytestmark = pytest.mark.timeout(180)
+
+
+async def test_ten_concurrent_runs_each_see_only_their_own_files(docker_runs: Runs) -> None:
+    specs = [docker_runs.spec("crew:scratch", input={"n": n, "pause": 1.0}) for n in range(10)]
+    # return_exceptions: every run is finished and removed even when one of them fails.
+    results = await asyncio.gather(*(docker_runs.execute(spec) for spec in specs), return_exceptions=True)
+
+    outs = [r for r in results if not isinstance(r, BaseException)]
+    assert len(outs) == 10, [r for r in results if isinstance(r, BaseException)]
+    for n, out in enumerate(outs):
+        assert out.status.code == 0, (n, out.status, out.stderr[-5:])
+        assert out.result["before"] == {"artifacts": [], "tmp": []}
+        assert out.result["after"] == {"artifacts": [f"run-{n}.txt"], "tmp": [f"run-{n}.txt"]}
+        assert out.artifacts == {f"run-{n}.txt": str(n).encode()}
+
+
+def _containers(docker_host: str, run_id: str) -> list[object]:
+    client = docker.DockerClient(base_url=docker_host)
+    try:
+        return client.containers.list(all=True, filters={"label": f"crewyard.run_id={run_id}"})
+    finally:
+        client.close()
+
+
+async def test_remove_leaves_no_container_and_no_volume(docker_runs: Runs, docker_host: str) -> None:
+    spec = docker_runs.spec("crew:hello", input={"who": "x"})
+    out = await docker_runs.execute(spec)
+
+    handle = out.handle
+    client = docker.DockerClient(base_url=docker_host)
+    try:
+        with pytest.raises(docker.errors.NotFound):
+            client.api.inspect_container(handle.container_id)  # type: ignore[attr-defined]
+        with pytest.raises(docker.errors.NotFound):
+            client.api.inspect_volume(handle.volume)  # type: ignore[attr-defined]
+    finally:
+        client.close()
+
+
+async def test_cleanup_orphans_removes_a_dead_runners_containers_only(
+    docker_runs: Runs, docker_host: str
+) -> None:
+    dead, alive = f"dead-{uuid.uuid4().hex[:8]}", f"alive-{uuid.uuid4().hex[:8]}"
+    backend = docker_runs.backend
+    orphan = await backend.start(docker_runs.spec("crew:sleeper", input={"marker": 1000.75}, runner_id=dead))
+    survivor = await backend.start(
+        docker_runs.spec("crew:sleeper", input={"marker": 1000.75}, runner_id=alive)
+    )
+    try:
+        # A new runner process (a new backend object) finds the dead runner's run by its label.
+        assert await DockerBackend(docker_host).cleanup_orphans(dead) == 1
+        assert _containers(docker_host, orphan._spec.run_id) == []  # type: ignore[attr-defined]
+        assert len(_containers(docker_host, survivor._spec.run_id)) == 1  # type: ignore[attr-defined]
+    finally:
+        for handle in (orphan, survivor):
+            with contextlib.suppress(BackendError):
+                await handle.kill(0)
+            await handle.remove()
+
+
+async def test_an_unreachable_engine_is_backend_unavailable(docker_runs: Runs, tmp_path: object) -> None:
+    backend = DockerBackend("unix:///nonexistent/crewyard-test.sock")
+    with pytest.raises(BackendUnavailable):
+        await backend.start(docker_runs.spec("crew:hello"))
+
+
+async def test_a_missing_image_is_a_backend_error(docker_runs: Runs) -> None:
+    spec = docker_runs.spec("crew:hello")
+    spec.image = "crewyard/does-not-exist:nope"
+    with pytest.raises(BackendError) as info:
+        await docker_runs.backend.start(spec)
+    assert not isinstance(info.value, BackendUnavailable)

@@ -1,0 +1,69 @@
+"""Crews that misbehave, on the isolating backends (bwrap, docker): contained, ended, no escape."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+import msgspec
+import pytest
+
+if TYPE_CHECKING:
+    from backend_helpers import Runs
+
+pytestmark = pytest.mark.timeout(120)
+
+
+async def test_a_fork_bomb_hits_the_pids_limit_and_the_run_ends(isolated_runs: Runs) -> None:
+    out = await isolated_runs.execute(isolated_runs.spec("crew:fork_bomb"))
+
+    assert out.status.code == 0
+    assert out.result["failure"] == "EAGAIN"
+    assert out.result["forks"] < 64  # TEST_LIMITS.pids, counting the runtime itself
+    assert out.lingering == [], "the bomb's children outlived the run"
+
+
+async def test_a_memory_hog_is_killed_and_reported_as_out_of_memory(isolated_runs: Runs) -> None:
+    out = await isolated_runs.execute(isolated_runs.spec("crew:memory_hog"))
+
+    assert out.status.oom_killed, out.status
+    assert out.status.signal == 9
+    assert out.lingering == []
+
+
+async def test_an_endless_loop_that_ignores_sigterm_is_killed_after_the_grace(isolated_runs: Runs) -> None:
+    started = time.monotonic()
+    out = await isolated_runs.execute(isolated_runs.spec("crew:spin"), kill_when="spinning", grace_s=1)
+
+    assert time.monotonic() - started < 15
+    assert out.status.signal == 9 and not out.status.oom_killed, out.status
+    assert out.lingering == []
+
+
+async def test_nothing_outside_the_artifacts_folder_can_be_written(isolated_runs: Runs) -> None:
+    out = await isolated_runs.execute(
+        isolated_runs.spec("crew:write_outside", input={"extra": ["/pwned.txt"]})
+    )
+
+    assert out.status.code == 0
+    assert out.result and all(outcome in ("EROFS", "EACCES", "EPERM") for outcome in out.result.values()), (
+        out.result
+    )
+
+
+async def test_links_in_the_artifacts_folder_are_not_collected(isolated_runs: Runs) -> None:
+    out = await isolated_runs.execute(isolated_runs.spec("crew:links"))
+
+    assert out.result == "linked"
+    assert out.artifacts == {"real.txt": b"a real file\n", "sub/nested.txt": b"nested\n"}
+    skipped = dict(out.handle.skipped)  # type: ignore[attr-defined]
+    assert set(skipped) == {"passwd-link", "etc-link"}
+    assert all("symlink" in reason for reason in skipped.values())
+
+
+async def test_without_network_only_loopback_exists(isolated_runs: Runs) -> None:
+    limits = msgspec.structs.replace(isolated_runs.spec("crew:network").limits, network="none")
+    out = await isolated_runs.execute(isolated_runs.spec("crew:network", limits=limits))
+
+    assert out.result["interfaces"] == ["lo"]
+    assert out.result["connect"] in ("ENETUNREACH", "EHOSTUNREACH"), out.result
