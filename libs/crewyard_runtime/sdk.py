@@ -9,10 +9,19 @@ from typing import Any
 
 from . import _protocol
 
-EVENT_TYPES = frozenset({
-    "agent.started", "agent.completed", "agent.error", "task.started", "task.completed",
-    "tool.called", "tool.result", "tool.error", "log",
-})
+EVENT_TYPES = frozenset(
+    {
+        "agent.started",
+        "agent.completed",
+        "agent.error",
+        "task.started",
+        "task.completed",
+        "tool.called",
+        "tool.result",
+        "tool.error",
+        "log",
+    }
+)
 
 
 def emit(event_type: str, **data: Any) -> None:

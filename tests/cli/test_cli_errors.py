@@ -8,6 +8,7 @@ import threading
 import time
 
 from conftest import FakeApi, Reply, Sse
+
 from crewyard.cli._sse import SseMessage, SseParser
 
 RUN = "run_01j9zq6m8k2v3w4x5y6z7a8b9c"

@@ -7,9 +7,10 @@ import types
 from pathlib import Path
 from typing import Any
 
-import crewyard
 import pytest
 from conftest import FakeApi, Reply
+
+import crewyard
 
 
 @pytest.fixture

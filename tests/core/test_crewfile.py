@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+
 from crewyard.core.crewfile import CrewConfig, CrewConfigError, memory_bytes, parse
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"

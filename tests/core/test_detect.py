@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+
 from crewyard.core.crewfile import CrewConfigError, parse
 from crewyard.core.detect import Detection, detect, module_path, render_config
 

@@ -2,6 +2,7 @@ from datetime import UTC, datetime
 
 import msgspec
 import pytest
+
 from crewyard.core.events import (
     PAYLOAD_TYPES,
     Log,

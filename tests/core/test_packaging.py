@@ -3,6 +3,7 @@ import io
 import tarfile
 
 import pytest
+
 from crewyard.packaging import ArchiveError, check, pack
 
 CONFIG = b'[deployment]\nframework = "python"\nentrypoint = "crew:run"\n'

@@ -1,6 +1,7 @@
 from datetime import UTC, datetime
 
 import pytest
+
 from crewyard.core import run_state as rs
 from crewyard.core.events import (
     Recorded,

@@ -86,7 +86,7 @@ def test_plain_python_crew(api: httpx.Client):
 
 def test_missing_api_key_fails_with_a_message_that_names_it(api: httpx.Client, llm: FakeLLM):
     deploy(api, EXAMPLES / "research-crew", "nokey", timeout=600)
-    run, events = _run(api, "nokey", {"topic": "x"})
+    run, _events = _run(api, "nokey", {"topic": "x"})
     assert run["status"] == "failed"
     assert "OPENAI_API_KEY" in run["error_message"]
 

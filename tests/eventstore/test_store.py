@@ -1,6 +1,7 @@
 import asyncio
 
 import pytest
+
 from crewyard.core.events import Log, RunQueued, RunStarted, make_event
 from crewyard.core.ids import new_id
 from crewyard.eventstore import ConcurrencyConflict, EventStore

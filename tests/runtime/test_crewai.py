@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
 from crewyard.testing import FakeLLM, RuntimeRun, run_runtime, write_module
 
 CrewModule = Callable[[str, str], Path]

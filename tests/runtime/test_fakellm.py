@@ -6,8 +6,9 @@ import json
 from collections.abc import Iterator
 
 import pytest
-from crewyard.testing import FakeLLM, reply_for
 from openai import OpenAI
+
+from crewyard.testing import FakeLLM, reply_for
 
 WEATHER_TOOL = {
     "type": "function",

@@ -6,6 +6,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
 from crewyard.testing import FakeLLM, RuntimeRun, run_runtime
 
 AGENT = Path(__file__).resolve().parents[2] / "examples" / "langgraph-agent"

@@ -15,8 +15,9 @@ from .subjects import PREFIX
 
 def document() -> dict[str, Any]:
     names = sorted(PAYLOAD_TYPES)
-    _, components = msgspec.json.schema_components([PAYLOAD_TYPES[n] for n in names] + [Event],
-                                                   ref_template="#/components/schemas/{name}")
+    _, components = msgspec.json.schema_components(
+        [PAYLOAD_TYPES[n] for n in names] + [Event], ref_template="#/components/schemas/{name}"
+    )
     channels: dict[str, Any] = {}
     messages: dict[str, Any] = {}
     for name in names:
@@ -24,8 +25,10 @@ def document() -> dict[str, Any]:
         key = name.replace(".", "_")
         channels[key] = {
             "address": f"{PREFIX}.{{project}}.{cls.AGGREGATE}.{{aggregateId}}.{name}",
-            "parameters": {"project": {"description": "project name"},
-                           "aggregateId": {"description": f"id of the {cls.AGGREGATE}"}},
+            "parameters": {
+                "project": {"description": "project name"},
+                "aggregateId": {"description": f"id of the {cls.AGGREGATE}"},
+            },
             "messages": {key: {"$ref": f"#/components/messages/{key}"}},
         }
         messages[key] = {
@@ -35,8 +38,11 @@ def document() -> dict[str, Any]:
             "contentType": "application/json",
             "payload": {
                 "allOf": [{"$ref": "#/components/schemas/Event"}],
-                "properties": {"type": {"const": name}, "version": {"const": cls.VERSION},
-                               "data": {"$ref": f"#/components/schemas/{cls.__name__}"}},
+                "properties": {
+                    "type": {"const": name},
+                    "version": {"const": cls.VERSION},
+                    "data": {"$ref": f"#/components/schemas/{cls.__name__}"},
+                },
             },
         }
     return {

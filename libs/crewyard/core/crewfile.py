@@ -177,7 +177,7 @@ def _deployment(
     if fields.get("network", "default") not in NETWORKS:
         raise CrewConfigError(f"{file}: '{where}.network' must be one of {', '.join(NETWORKS)}")
     if "memory" in fields and not _MEMORY_RE.match(fields["memory"]):
-        raise CrewConfigError(f"{file}: '{where}.memory' must be a size like \"512m\" or \"2g\"")
+        raise CrewConfigError(f'{file}: \'{where}.memory\' must be a size like "512m" or "2g"')
     for key in ("timeout_s", "cpus", "pids", "max_concurrent_runs"):
         if key in fields and fields[key] <= 0:
             raise CrewConfigError(f"{file}: '{where}.{key.removesuffix('_s')}' must be positive")

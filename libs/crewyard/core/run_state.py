@@ -131,8 +131,9 @@ def decide_cancel(state: RunState, *, reason: str = "requested") -> Payload:
     raise InvalidTransition(f"Cannot cancel run with status: {state.status or 'unknown'}", state.status)
 
 
-def decide_retry(state: RunState, *, reason: str, error_message: str, max_attempts: int,
-                 backoff_s: tuple[float, ...]) -> Payload:
+def decide_retry(
+    state: RunState, *, reason: str, error_message: str, max_attempts: int, backoff_s: tuple[float, ...]
+) -> Payload:
     """After an infrastructure failure: try again while attempts remain, else fail the run.
 
     Crew errors never come here: only failures that are not the crew's doing (a runner lost,
