@@ -3,8 +3,11 @@ stream of its own per test, and whole platforms started as child processes."""
 
 from __future__ import annotations
 
+import os
+import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import httpx
 import pytest
@@ -12,6 +15,9 @@ import pytest
 from crewyard.eventstore import EventStore, StreamSettings, connect, ensure_stream
 from crewyard.natsserver import EmbeddedNats
 from crewyard.testing.platform import PlatformProcess
+
+REPO = Path(__file__).resolve().parents[1]
+BASE_IMAGE = os.environ.get("CREWYARD_TEST_BASE_IMAGE", "crewyard/base:bookworm")
 
 
 @pytest.fixture(scope="session")
@@ -47,3 +53,27 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformProce
 def api(platform: PlatformProcess) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=platform.api, timeout=30) as client:
         yield client
+
+
+@pytest.fixture(scope="session")
+def docker_host() -> str:
+    explicit = os.environ.get("CREWYARD_TEST_DOCKER_HOST")
+    if explicit:
+        return explicit
+    res = subprocess.run(
+        ["bash", str(REPO / "scripts" / "containers.sh")],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        check=False,
+    )
+    if res.returncode != 0:
+        pytest.fail(f"scripts/containers.sh failed ({res.returncode}):\n{res.stderr[-4000:]}")
+    lines = [ln for ln in res.stdout.splitlines() if ln.startswith("DOCKER_HOST=")]
+    assert lines, f"scripts/containers.sh printed no DOCKER_HOST:\n{res.stdout}"
+    return lines[-1].split("=", 1)[1]
+
+
+@pytest.fixture(scope="session")
+def base_image(docker_host: str) -> str:
+    return BASE_IMAGE

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,30 +34,6 @@ BASE_IMAGE = os.environ.get("CREWYARD_TEST_BASE_IMAGE", "crewyard/base:bookworm"
 
 async def _quiet(line: str, stream: str) -> None:
     return None
-
-
-@pytest.fixture(scope="session")
-def docker_host() -> str:
-    explicit = os.environ.get("CREWYARD_TEST_DOCKER_HOST")
-    if explicit:
-        return explicit
-    res = subprocess.run(
-        ["bash", str(REPO / "scripts" / "containers.sh")],
-        capture_output=True,
-        text=True,
-        timeout=900,
-        check=False,
-    )
-    if res.returncode != 0:
-        pytest.fail(f"scripts/containers.sh failed ({res.returncode}):\n{res.stderr[-4000:]}")
-    lines = [ln for ln in res.stdout.splitlines() if ln.startswith("DOCKER_HOST=")]
-    assert lines, f"scripts/containers.sh printed no DOCKER_HOST:\n{res.stdout}"
-    return lines[-1].split("=", 1)[1]
-
-
-@pytest.fixture(scope="session")
-def base_image(docker_host: str) -> str:
-    return BASE_IMAGE
 
 
 @pytest.fixture(scope="session")

@@ -66,11 +66,11 @@ def _selection(only: str | None) -> list[tuple[str, str, str, Measure]]:
 
 
 async def _run(
-    args: argparse.Namespace, bench: Bench, console: Console
+    selection: list[tuple[str, str, str, Measure]], bench: Bench, console: Console
 ) -> tuple[list[Figure], dict[str, Any]]:
     meta: dict[str, Any] = {
         "started": datetime.now(UTC).isoformat(timespec="seconds"),
-        "mode": "quick" if args.quick else "full",
+        "mode": "quick" if bench.quick else "full",
         "cpus": os.cpu_count(),
         "python": sys.version.split()[0],
         "machine": host.machine(),
@@ -79,7 +79,7 @@ async def _run(
     t0 = time.perf_counter()
     figures: list[Figure] = []
     idle: Figure | None = None
-    for number, name, what, measure in _selection(args.only):
+    for number, name, what, measure in selection:
         console.print(f"[bold]figure {number}[/] {name}: {what} …")
         t = time.perf_counter()
         try:
@@ -112,13 +112,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("bench-results.json"), help="JSON results file")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder (data dirs, logs)")
     args = parser.parse_args(argv)
-    selection = _selection(args.only)  # fail on a typo before starting anything
-    del selection
+    selection = _selection(args.only)  # fails on a typo before anything starts
     console = Console(stderr=True)
     workdir = Path(tempfile.mkdtemp(prefix="crewyard-bench-"))
     bench = Bench(workdir, quick=args.quick)
     try:
-        figures, meta = asyncio.run(_run(args, bench, console))
+        figures, meta = asyncio.run(_run(selection, bench, console))
     finally:
         bench.close()
         if args.keep:

@@ -128,7 +128,7 @@ class Bench:
         if platform.api not in self._deployed:
             async with httpx.AsyncClient(base_url=platform.api, timeout=300) as client:
                 dep_id, seconds = await deploy(client, self.crew_dir)
-                detail = (await client.get(f"/v1/deployments/{dep_id}")).json()
+                detail = await deployment(client, dep_id)
             self._deployed[platform.api] = Deployed(dep_id, seconds, detail)
         return self._deployed[platform.api]
 
@@ -158,6 +158,17 @@ async def deploy(client: httpx.AsyncClient, folder: Path, project: str = PROJECT
                     break
     detail = (await client.get(f"/v1/deployments/{dep_id}")).text
     raise BenchError(f"deployment {dep_id} did not become ready: {detail}")
+
+
+async def deployment(client: httpx.AsyncClient, dep_id: str, timeout: float = 10.0) -> dict[str, Any]:
+    """The deployment as the API shows it once the read model has its end (the build log comes
+    straight from the stream, so right after ``deployment.ready`` the read model may lag)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        dep: dict[str, Any] = (await client.get(f"/v1/deployments/{dep_id}")).json()
+        if dep.get("status") != "building" or time.monotonic() > deadline:
+            return dep
+        await asyncio.sleep(0.02)
 
 
 async def invoke(client: httpx.AsyncClient, inputs: dict[str, Any], project: str = PROJECT) -> str:

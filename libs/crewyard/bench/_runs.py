@@ -28,7 +28,7 @@ from crewyard.core import subjects
 from crewyard.packaging import pack
 from crewyard.testing.platform import PlatformProcess
 
-from ._context import PROJECT, Bench, BenchError, deploy, invoke
+from ._context import PROJECT, Bench, BenchError, deploy, deployment, invoke
 from ._stats import Figure, below, figure, ms, overhead_at_most
 
 #: bwrap's own start with flags like the backend's: every namespace, read-only /usr, uid 1000.
@@ -236,7 +236,7 @@ async def redeploy_figure(bench: Bench) -> list[Figure]:
                     raw.append(await _raw_upload(nc, bench.crew_dir, f"src-{i}"))
                 dep_id, seconds = await deploy(client, bench.crew_dir)
                 ours.append(seconds)
-                cached.append((await client.get(f"/v1/deployments/{dep_id}")).json().get("cached"))
+                cached.append((await deployment(client, dep_id)).get("cached"))
                 if not i % 2:
                     raw.append(await _raw_upload(nc, bench.crew_dir, f"src-{i}"))
     finally:
