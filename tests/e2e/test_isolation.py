@@ -63,7 +63,7 @@ def _hello(platform: PlatformProcess) -> tuple[dict, dict, list[dict], bytes]:
 
 def test_hello_runs_identically_in_a_container_and_a_sandbox(docker_platform, bwrap_platform):
     dep_d, run_d, events_d, report_d = _hello(docker_platform)
-    dep_b, run_b, events_b, report_b = _hello(bwrap_platform)
+    _dep_b, run_b, events_b, report_b = _hello(bwrap_platform)
     assert dep_d["backend"] == "docker" and dep_d["image"]
     assert run_d["status"] == run_b["status"] == "succeeded", (run_d, run_b)
     assert run_d["backend"] == "docker" and run_b["backend"] == "bwrap"
