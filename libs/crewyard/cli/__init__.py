@@ -22,6 +22,7 @@ from .deploy import deploy, deployments
 from .env import env
 from .events import events
 from .init import init
+from .projects import projects
 from .runs import invoke, runs
 
 __all__ = ["CliError", "cli", "main"]
@@ -58,7 +59,21 @@ def cli() -> None:
     """
 
 
-for _command in (init, up, deploy, invoke, runs, deployments, env, events, service, projector, doctor, demo):
+for _command in (
+    init,
+    up,
+    deploy,
+    invoke,
+    runs,
+    deployments,
+    env,
+    projects,
+    events,
+    service,
+    projector,
+    doctor,
+    demo,
+):
     cli.add_command(_command)
 
 

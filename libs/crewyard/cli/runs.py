@@ -53,6 +53,11 @@ RUN_STATUSES = ("pending", "running", "succeeded", "failed", "canceled")
     help="Fail the run when it runs longer than this.",
 )
 @click.option("--verbose", "-v", is_flag=True, help="With --stream: show stack traces and every event type.")
+@click.option(
+    "--cancel-on-disconnect",
+    is_flag=True,
+    help="With --stream: cancel the run when this command stops following it (Ctrl-C, lost connection).",
+)
 @api_option
 @click.pass_context
 def invoke(
@@ -63,6 +68,7 @@ def invoke(
     stream: bool,
     timeout: float | None,
     verbose: bool,
+    cancel_on_disconnect: bool,
     api_url: str,
 ) -> None:
     """Start a run of a deployed crew.
@@ -97,7 +103,9 @@ def invoke(
             console.print(Text(f"  follow it:  crewyard runs events {run_id}", style="dim"))
             console.print(Text(f"  result:     crewyard runs get {run_id}", style="dim"))
             return
-        ctx.exit(follow_run(client, console, run_id, verbose=verbose))
+        ctx.exit(
+            follow_run(client, console, run_id, verbose=verbose, cancel_on_disconnect=cancel_on_disconnect)
+        )
 
 
 def follow_run(
@@ -108,6 +116,7 @@ def follow_run(
     after: int | None = None,
     verbose: bool = False,
     logs_only: bool = False,
+    cancel_on_disconnect: bool = False,
 ) -> int:
     """Render a run's events until its terminal event; the exit code for the command."""
     view = RunView(console, verbose=verbose, logs_only=logs_only)
@@ -121,8 +130,12 @@ def follow_run(
             return True
         return False
 
+    query = "?cancel_on_disconnect=true" if cancel_on_disconnect else ""
     events = EventStream(
-        client, f"{path}/events", last_event_id=None if after is None else str(after), on_eof=run_is_over
+        client,
+        f"{path}/events{query}",
+        last_event_id=None if after is None else str(after),
+        on_eof=run_is_over,
     )
     try:
         with closing(events.messages()) as messages:
@@ -132,6 +145,9 @@ def follow_run(
                     break
     except KeyboardInterrupt:
         console.print()
+        if cancel_on_disconnect:
+            console.print(Text(f"Stopped following {run_id}; the run is being canceled.", style="yellow"))
+            return 130
         console.print(Text(f"Stopped following {run_id}; the run keeps going.", style="yellow"))
         console.print(Text(f"Resume with: crewyard runs events {run_id}", style="dim"))
         return 130

@@ -1,0 +1,69 @@
+"""Projects: ``projects list`` and ``projects limit`` (how many runs may execute at once)."""
+
+from __future__ import annotations
+
+import click
+from rich import box
+from rich.table import Table
+
+from ._client import ApiClient, seg
+from ._options import api_option, json_option, project_option, resolve_project
+from .render import make_console, print_json
+
+
+@click.group()
+def projects() -> None:
+    """List projects and set their limits.
+
+    \b
+    Examples:
+      crewyard projects list
+      crewyard projects limit 4 --project research
+    """
+
+
+@projects.command("list")
+@json_option
+@api_option
+def list_projects(as_json: bool, api_url: str) -> None:
+    """List every project with its current deployment and concurrency limit."""
+    with ApiClient(api_url) as client:
+        rows = client.call("GET", "/v1/projects").get("projects", [])
+    if as_json:
+        print_json({"projects": rows})
+        return
+    table = Table(box=box.SIMPLE)
+    for column in ("project", "current deployment", "max concurrent runs", "created"):
+        table.add_column(column)
+    for row in rows:
+        limit = row.get("max_concurrent_runs")
+        table.add_row(
+            row["name"],
+            row.get("current_deployment_id") or "-",
+            str(limit or "no limit"),
+            str(row.get("created_at", "")),
+        )
+    make_console().print(table)
+
+
+@projects.command("limit")
+@click.argument("max_runs", metavar="N|none")
+@project_option
+@api_option
+def limit(max_runs: str, project: str | None, api_url: str) -> None:
+    """At most N runs of the project execute at once; more wait, pending, in order.
+
+    Deployments can set their own `max_concurrent_runs` in crewyard.toml as well; both hold
+    across every runner. `none` removes the project's limit.
+    """
+    value: int | None
+    if max_runs.lower() == "none":
+        value = None
+    elif max_runs.isdigit() and int(max_runs) >= 1:
+        value = int(max_runs)
+    else:
+        raise click.BadParameter("give a whole number of runs (at least 1) or none", param_hint="N")
+    name = resolve_project(project)
+    with ApiClient(api_url) as client:
+        client.call("PUT", f"/v1/projects/{seg(name)}/limits", json={"max_concurrent_runs": value})
+    make_console().print(f"Project {name}: " + (f"at most {value} runs at once" if value else "no run limit"))
