@@ -55,9 +55,9 @@ class Gateway:
             raise not_found(f"run {run_id}")
         return run
 
-    async def deployment(self, dep_id: str, *, ready: bool = False) -> dict[str, Any]:
+    async def deployment(self, dep_id: str) -> dict[str, Any]:
         dep = await self.rm.deployment(dep_id)
-        if dep is None or (ready and dep["status"] == "building"):
+        if dep is None or dep["status"] == "building":  # a client may have seen it end elsewhere
             await self.fresh()
             dep = await self.rm.deployment(dep_id)
         if dep is None:

@@ -126,7 +126,7 @@ async def rollback(request: Request[Any, Any, Any], project: str) -> dict[str, A
     project = project_name(project)
     body = await json_body(request)
     dep_id = field(body, "deployment_id", str, required=True)
-    dep = await g.deployment(dep_id, ready=True)
+    dep = await g.deployment(dep_id)
     if dep["project"] != project:
         raise bad_request(f"deployment {dep_id} belongs to project {dep['project']}, not {project}")
     if dep["status"] != "ready":

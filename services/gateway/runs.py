@@ -38,7 +38,7 @@ async def _resolve_deployment(request: Request[Any, Any, Any], body: dict[str, A
     if dep_id and project:
         raise bad_request("give either deployment_id or project, not both")
     if dep_id:
-        dep = await g.deployment(dep_id, ready=True)
+        dep = await g.deployment(dep_id)
     elif project:
         proj = await g.project(project_name(project), with_current=True)
         if not proj["current_deployment_id"]:

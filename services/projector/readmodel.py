@@ -27,8 +27,9 @@ def run_view(row: dict[str, Any]) -> dict[str, Any]:
         "project": row["project"],
         "deployment_id": row["deployment_id"],
         "status": row["status"],
-        "input": _json.decode(row["input"]),
-        "output": _json.decode(row["output"]) if row["output"] is not None else None,
+        # Stored JSON goes out as it is (msgspec.Raw): no decoding just to encode it again.
+        "input": msgspec.Raw(row["input"].encode()),
+        "output": msgspec.Raw(row["output"].encode()) if row["output"] is not None else None,
         "error_message": row["error_message"],
         "error_reason": row["error_reason"],
         "created_at": row["created_at"],

@@ -76,19 +76,21 @@ class Projector:
 
     async def _follow(self, db: aiosqlite.Connection, stop: asyncio.Event) -> None:
         pos = await position(db)
-        async with self.store.follow(subjects.all_events(self.store.prefix), start_seq=pos + 1) as queue:
-            while not stop.is_set():
-                try:
-                    first = await asyncio.wait_for(queue.get(), 1.0)
-                except TimeoutError:
+        batches = self.store.read_batches(
+            subjects.all_events(self.store.prefix), start_seq=pos + 1, batch=BATCH
+        )
+        try:
+            async for batch in batches:
+                if stop.is_set():
+                    return
+                if not batch:
                     continue
-                batch = [first]
-                while len(batch) < BATCH and not queue.empty():
-                    batch.append(queue.get_nowait())
                 moved = await self._apply_batch(db, pos, batch)
                 if moved is None:
                     return  # position changed under us (rebuild): follow again from the stored one
                 pos = moved
+        finally:
+            await batches.aclose()
 
     async def _apply_batch(self, db: aiosqlite.Connection, pos: int, batch: list[RawEvent]) -> int | None:
         await db.execute("BEGIN IMMEDIATE")
@@ -122,12 +124,21 @@ async def rebuild(store: EventStore, db_path: Path) -> int:
                 await db.execute(f"DELETE FROM {table}")
             pos = 0
             if last > 0:
-                async with store.follow(subjects.all_events(store.prefix), start_seq=1) as queue:
-                    while pos < last:
-                        raw = await asyncio.wait_for(queue.get(), 30.0)
-                        await apply(db, raw, store.prefix)
-                        pos = raw.seq
-                        count += 1
+                batches = store.read_batches(subjects.all_events(store.prefix), start_seq=1, batch=BATCH)
+                idle = 0
+                try:
+                    async for batch in batches:
+                        idle = idle + 1 if not batch else 0
+                        if idle > 30:
+                            raise StoreUnavailable(f"replay stalled at sequence {pos} of {last}")
+                        for raw in batch:
+                            await apply(db, raw, store.prefix)
+                            pos = raw.seq
+                            count += 1
+                        if pos >= last:
+                            break
+                finally:
+                    await batches.aclose()
             await db.execute("UPDATE projector_position SET seq = ? WHERE id = 1", (pos,))
             await db.execute("COMMIT")
         except BaseException:

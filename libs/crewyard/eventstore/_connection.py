@@ -31,7 +31,9 @@ async def connect(url: str, *, name: str, connect_timeout: float = 5.0) -> Clien
     """A connection that reconnects forever (services must outlive broker restarts)."""
 
     async def _on_error(exc: Exception) -> None:
-        log.debug("nats: %s", exc)
+        # A slow consumer means dropped messages: never quiet about that.
+        level = logging.WARNING if "slow consumer" in str(exc).lower() else logging.DEBUG
+        log.log(level, "nats: %s", exc)
 
     try:
         return await nats.connect(
@@ -59,6 +61,8 @@ def _config(settings: StreamSettings) -> StreamConfig:
         discard=DiscardPolicy.NEW,  # a full store refuses writes instead of deleting history
         duplicate_window=settings.duplicate_window_s,
         allow_direct=True,
+        # One consumer per SSE client: the server's implicit cap (1,000) would refuse the next one.
+        max_consumers=100_000,
         deny_delete=True,
         deny_purge=True,
     )
@@ -84,5 +88,9 @@ async def ensure_stream(js: JetStreamContext, settings: StreamSettings) -> None:
         problems.append("discard=old with max_bytes would silently delete events")
     if problems:
         raise StreamMisconfigured(f"stream {settings.name}: " + "; ".join(problems))
-    if not cfg.allow_direct or (cfg.duplicate_window or 0) < settings.duplicate_window_s:
+    if (
+        not cfg.allow_direct
+        or (cfg.duplicate_window or 0) < settings.duplicate_window_s
+        or (cfg.max_consumers or 0) not in (-1, wanted.max_consumers)
+    ):
         await js.update_stream(wanted)

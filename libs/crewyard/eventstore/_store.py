@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 
 import msgspec
@@ -22,7 +22,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
-from nats.js.api import ConsumerConfig, DeliverPolicy, Header
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, Header
 from nats.js.errors import APIError, NoStreamResponseError, NotFoundError
 
 from crewyard.core import subjects
@@ -184,6 +184,60 @@ class EventStore:
         except Exception as exc:
             raise StoreUnavailable(f"cannot read stream state: {exc!r}") from exc
         return int(info.state.last_seq)
+
+    async def read_batches(
+        self, filter_subject: str, *, start_seq: int = 1, batch: int = 1000, idle_s: float = 1.0
+    ) -> AsyncGenerator[list[RawEvent], None]:
+        """Read from ``start_seq`` on, in batches, as fast as the caller takes them (pull, not push:
+        a consumer that falls behind never makes the client drop messages). Yields an empty list
+        after ``idle_s`` without news, so callers can check whether to stop. Survives broker
+        restarts: the ephemeral consumer is made again from the last sequence read."""
+        next_seq = start_seq
+        psub: Any = None
+        try:
+            while True:
+                if psub is None:
+                    psub = await self._pull_consumer(filter_subject, next_seq)
+                    if psub is None:
+                        await asyncio.sleep(idle_s)
+                        yield []
+                        continue
+                try:
+                    msgs = await psub.fetch(batch, timeout=idle_s)
+                except (TimeoutError, NatsTimeout):
+                    yield []
+                    continue
+                except Exception:
+                    with contextlib.suppress(Exception):
+                        await psub.unsubscribe()
+                    psub = None
+                    continue
+                out = [RawEvent(m.metadata.sequence.stream, m.subject, m.data) for m in msgs]
+                out = [r for r in out if r.seq >= next_seq]
+                if out:
+                    next_seq = out[-1].seq + 1
+                yield out
+        finally:
+            if psub is not None:
+                with contextlib.suppress(Exception):
+                    await psub.unsubscribe()
+
+    async def _pull_consumer(self, filter_subject: str, start_seq: int) -> Any:
+        config = ConsumerConfig(
+            ack_policy=AckPolicy.NONE,
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=start_seq,
+            inactive_threshold=60.0,
+            mem_storage=True,
+            num_replicas=1,
+            max_waiting=1,
+        )
+        try:
+            return await self.js.pull_subscribe(
+                filter_subject, durable=None, stream=self.stream, config=config
+            )
+        except Exception:
+            return None  # broker away: the caller waits and asks again
 
     @contextlib.asynccontextmanager
     async def follow(
