@@ -20,6 +20,7 @@ from crewyard.secrets import SecretBox
 from crewyard.settings import Settings
 
 from .errors import ApiError, bad_request, not_found
+from .hub import Hub
 
 
 @dataclass
@@ -29,6 +30,14 @@ class Gateway:
     objects: ObjectStore
     rm: ReadModel
     secrets: SecretBox
+    _hub: Hub | None = None
+
+    @property
+    def hub(self) -> Hub:
+        """Shared run feeds (made on first use, inside the running event loop)."""
+        if self._hub is None:
+            self._hub = Hub(self.store)
+        return self._hub
 
     async def commit(self, event: Event, expected_seq: int | None) -> int:
         seq = await self.store.append(event, expected_seq=expected_seq)

@@ -18,7 +18,7 @@ from crewyard.workspace import artifact_object
 
 from .context import Gateway, field, gw, json_body, project_name
 from .errors import ApiError, bad_request, conflict, not_found
-from .sse import closed_stream, resume_after, stream_events
+from .sse import closed_stream, resume_after, sse_response
 
 MAX_INPUT = 1024 * 1024
 _enc = msgspec.json.Encoder(order="sorted")
@@ -183,8 +183,12 @@ async def run_events(request: Request[Any, Any, Any], run_id: str) -> Any:
         async def on_close() -> None:
             await _cancel(g, run_id, reason="client disconnected", quiet=True)
 
-    return stream_events(
-        g.store, filt, (after or 0) + 1, is_last=lambda t: t in TERMINAL_TYPES, on_close=on_close
+    feed = g.hub.acquire(run_id)
+    return sse_response(
+        feed.batches((after or 0) + 1),
+        is_last=lambda t: t in TERMINAL_TYPES,
+        on_close=on_close,
+        release=lambda: g.hub.release(run_id),
     )
 
 

@@ -3,17 +3,19 @@
 Each SSE message's ``id`` is the event's stream sequence, so ``Last-Event-ID`` (or ``?after=``)
 resumes exactly after the last event a client saw: no gap, no duplicate. ``event`` is the event
 type and ``data`` the event's JSON envelope (``{"type", "data", …}``), upcast to today's version.
+
+Messages are rendered to SSE text once and written in batches: whatever has arrived since the
+client's last write goes out in one chunk, so a burst of events costs one socket write.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from typing import Any
 
 from litestar import Request
-from litestar.response import ServerSentEvent
-from litestar.response.sse import ServerSentEventMessage
+from litestar.response import Stream
 
 from crewyard.core import subjects
 from crewyard.core.events import decode, encode, is_current
@@ -22,6 +24,8 @@ from crewyard.eventstore import EventStore, RawEvent
 from .errors import bad_request
 
 PING_EVERY = 15.0
+PING = b": ping\n\n"
+HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no", "Connection": "keep-alive"}
 _closing: set[asyncio.Task[Any]] = set()
 
 
@@ -38,9 +42,73 @@ def resume_after(request: Request[Any, Any, Any]) -> int | None:
     return value
 
 
-def wire(raw: RawEvent) -> str:
+def render(raw: RawEvent, event_type: str) -> bytes:
+    """One SSE message: ``id`` = stream sequence, ``event`` = type, ``data`` = the envelope."""
     data = raw.data if is_current(raw.data) else encode(decode(raw.data))
-    return data.decode()
+    return b"id: %d\nevent: %s\ndata: %s\n\n" % (raw.seq, event_type.encode(), data)
+
+
+#: A source of rendered batches: lists of (seq, type, sse bytes), ending when the caller stops.
+Batches = AsyncIterator[list[tuple[int, str, bytes]]]
+
+
+def sse_response(
+    batches: Batches,
+    *,
+    is_last: Callable[[str], bool] = lambda _t: False,
+    on_close: Callable[[], Coroutine[Any, Any, None]] | None = None,
+    release: Callable[[], None] | None = None,
+) -> Stream:
+    async def body() -> AsyncGenerator[bytes, None]:
+        ended = False
+        try:
+            while True:
+                try:
+                    batch = await asyncio.wait_for(anext(batches), PING_EVERY)
+                except TimeoutError:
+                    yield PING
+                    continue
+                except StopAsyncIteration:
+                    return
+                chunk = []
+                for _seq, event_type, text in batch:
+                    chunk.append(text)
+                    if is_last(event_type):
+                        ended = True
+                        break
+                if chunk:
+                    yield b"".join(chunk)
+                if ended:
+                    return
+        finally:
+            if release is not None:
+                release()
+            if on_close is not None and not ended:
+                # The generator is usually being cancelled (client gone): finish in a task of its own.
+                task = asyncio.create_task(on_close())
+                _closing.add(task)
+                task.add_done_callback(_closing.discard)
+
+    return Stream(body(), media_type="text/event-stream", headers=HEADERS)
+
+
+async def followed(store: EventStore, filter_subject: str, start_seq: int) -> Batches:
+    """Batches from a consumer of this client's own (project streams, build logs)."""
+    last = start_seq - 1
+    async with store.follow(filter_subject, start_seq=start_seq) as queue:
+        while True:
+            batch = [await queue.get()]
+            while not queue.empty():
+                batch.append(queue.get_nowait())
+            out = []
+            for raw in batch:
+                if raw.seq <= last:
+                    continue  # a consumer recreated after a broker restart may repeat one
+                last = raw.seq
+                event_type = subjects.parse_subject(raw.subject, store.prefix)[3]
+                out.append((raw.seq, event_type, render(raw, event_type)))
+            if out:
+                yield out
 
 
 def stream_events(
@@ -49,40 +117,14 @@ def stream_events(
     start_seq: int,
     *,
     is_last: Callable[[str], bool] = lambda _t: False,
-    on_close: Callable[[], Any] | None = None,
-) -> ServerSentEvent:
-    async def gen() -> AsyncGenerator[ServerSentEventMessage, None]:
-        ended = False
-        last = start_seq - 1
-        try:
-            async with store.follow(filter_subject, start_seq=start_seq) as queue:
-                while True:
-                    try:
-                        raw = await asyncio.wait_for(queue.get(), PING_EVERY)
-                    except TimeoutError:
-                        yield ServerSentEventMessage(comment="ping")
-                        continue
-                    if raw.seq <= last:
-                        continue  # a consumer recreated after a broker restart may repeat one
-                    last = raw.seq
-                    event_type = subjects.parse_subject(raw.subject, store.prefix)[3]
-                    yield ServerSentEventMessage(data=wire(raw), event=event_type, id=raw.seq)
-                    if is_last(event_type):
-                        ended = True
-                        return
-        finally:
-            if on_close is not None and not ended:
-                # The generator is usually being cancelled (client gone): finish in a task of its own.
-                task = asyncio.create_task(on_close())
-                _closing.add(task)
-                task.add_done_callback(_closing.discard)
-
-    return ServerSentEvent(gen(), headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"})
+    on_close: Callable[[], Coroutine[Any, Any, None]] | None = None,
+) -> Stream:
+    return sse_response(followed(store, filter_subject, start_seq), is_last=is_last, on_close=on_close)
 
 
-def closed_stream() -> ServerSentEvent:
-    async def gen() -> AsyncGenerator[ServerSentEventMessage, None]:
+def closed_stream() -> Stream:
+    async def nothing() -> AsyncGenerator[bytes, None]:
         return
-        yield  # pragma: no cover - makes this an (empty) async generator
+        yield b""  # pragma: no cover - makes this an (empty) async generator
 
-    return ServerSentEvent(gen())
+    return Stream(nothing(), media_type="text/event-stream", headers=HEADERS)

@@ -1,0 +1,106 @@
+"""Shared run feeds: one stream consumer per run per gateway, however many clients follow it.
+
+A feed reads its run's events once (from sequence 1, filtered on the server), renders each to
+SSE text once, and keeps them in order in memory while anyone follows the run. A client, new or
+resuming with ``Last-Event-ID``, finds its place by sequence and then waits for more. A feed
+stays a little while after its last client leaves, so reconnecting clients find it warm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+import contextlib
+
+from crewyard.core import subjects
+from crewyard.eventstore import EventStore, StoreUnavailable
+
+from .sse import Batches, render
+
+LINGER_S = 30.0
+
+
+class Feed:
+    def __init__(self, store: EventStore, filter_subject: str) -> None:
+        self.store = store
+        self.filter_subject = filter_subject
+        self.seqs: list[int] = []
+        self.items: list[tuple[int, str, bytes]] = []
+        self.clients = 0
+        self._new = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._linger: asyncio.TimerHandle | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.create_task(self._pump())
+
+    async def _pump(self) -> None:
+        while True:
+            start = self.seqs[-1] + 1 if self.seqs else 1
+            try:
+                async with self.store.follow(self.filter_subject, start_seq=start) as queue:
+                    while True:
+                        raw = await queue.get()
+                        if self.seqs and raw.seq <= self.seqs[-1]:
+                            continue  # a consumer recreated after a broker restart may repeat one
+                        event_type = subjects.parse_subject(raw.subject, self.store.prefix)[3]
+                        self.seqs.append(raw.seq)
+                        self.items.append((raw.seq, event_type, render(raw, event_type)))
+                        self._new.set()
+                        self._new = asyncio.Event()
+            except StoreUnavailable:
+                await asyncio.sleep(1.0)
+
+    async def batches(self, start_seq: int) -> Batches:
+        index = bisect.bisect_left(self.seqs, start_seq)
+        while True:
+            if index < len(self.items):
+                batch = self.items[index:]
+                index += len(batch)
+                yield batch
+            else:
+                await self._new.wait()
+
+    def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+
+class Hub:
+    def __init__(self, store: EventStore) -> None:
+        self.store = store
+        self.feeds: dict[str, Feed] = {}
+
+    def acquire(self, run_id: str) -> Feed:
+        feed = self.feeds.get(run_id)
+        if feed is None:
+            filt = subjects.any_project_aggregate_filter("run", run_id, self.store.prefix)
+            feed = self.feeds[run_id] = Feed(self.store, filt)
+            feed.start()
+        feed.clients += 1
+        if feed._linger is not None:
+            feed._linger.cancel()
+            feed._linger = None
+        return feed
+
+    def release(self, run_id: str) -> None:
+        feed = self.feeds.get(run_id)
+        if feed is None:
+            return
+        feed.clients -= 1
+        if feed.clients <= 0:
+            loop = asyncio.get_running_loop()
+            feed._linger = loop.call_later(LINGER_S, self._drop, run_id)
+
+    def _drop(self, run_id: str) -> None:
+        feed = self.feeds.get(run_id)
+        if feed is not None and feed.clients <= 0:
+            feed.close()
+            del self.feeds[run_id]
+
+    def close(self) -> None:
+        for feed in self.feeds.values():
+            with contextlib.suppress(Exception):
+                feed.close()
+        self.feeds.clear()
