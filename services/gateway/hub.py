@@ -53,9 +53,12 @@ class Feed:
                 await asyncio.sleep(1.0)
 
     async def batches(self, start_seq: int) -> Batches:
-        index = bisect.bisect_left(self.seqs, start_seq)
+        index = 0
         while True:
             if index < len(self.items):
+                if self.seqs[index] < start_seq:  # the feed may be filling up after the client came
+                    index = bisect.bisect_left(self.seqs, start_seq)
+                    continue
                 batch = self.items[index:]
                 index += len(batch)
                 yield batch

@@ -216,7 +216,8 @@ def test_chaos(tmp_path: Path):
             if all(s in ("succeeded", "failed", "canceled") for s in statuses.values()):
                 break
             time.sleep(1)
-        assert all(s in ("succeeded", "failed", "canceled") for s in statuses.values()), statuses
+        stuck = {r: s for r, s in statuses.items() if s not in ("succeeded", "failed", "canceled")}
+        assert not stuck, f"runs not finished: {stuck}"
         for follower in followers:
             follower.join(timeout=max(1, deadline - time.monotonic()))
 

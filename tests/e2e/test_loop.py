@@ -126,3 +126,14 @@ def test_build_log_streams_until_ready(api: httpx.Client):
     assert any(
         "reusing" in m["data"]["data"].get("line", "") for m in events if m["event"] == "deployment.build.log"
     )
+
+
+def test_resume_on_a_fresh_gateway_feed(api: httpx.Client, platform: PlatformProcess):
+    """A client resuming before the gateway has read the run (its feed is new) gets only what follows."""
+    deploy(api, EXAMPLES / "hello", "resume")
+    run_id = api.post("/v1/runs", json={"project": "resume", "input": {"delay": 0}}).json()["run_id"]
+    wait_run(api, run_id)
+    full = sse_events(api, f"/v1/runs/{run_id}/events")
+    for cut in (1, len(full) // 2, len(full) - 2):
+        rest = sse_events(api, f"/v1/runs/{run_id}/events", headers={"Last-Event-ID": str(full[cut]["id"])})
+        assert [m["id"] for m in rest] == [m["id"] for m in full[cut + 1 :]]

@@ -205,6 +205,11 @@ class EventStore:
                 try:
                     msgs = await psub.fetch(batch, timeout=idle_s)
                 except (TimeoutError, NatsTimeout):
+                    if not await self._consumer_healthy(psub):
+                        # Gone with a broker restart (or stuck): make it again from where we are.
+                        with contextlib.suppress(Exception):
+                            await psub.unsubscribe()
+                        psub = None
                     yield []
                     continue
                 except Exception:
@@ -221,6 +226,15 @@ class EventStore:
             if psub is not None:
                 with contextlib.suppress(Exception):
                     await psub.unsubscribe()
+
+    @staticmethod
+    async def _consumer_healthy(psub: Any) -> bool:
+        """An idle fetch is fine only if the consumer still exists and has nothing pending."""
+        try:
+            info = await psub.consumer_info()
+        except Exception:
+            return False
+        return int(info.num_pending or 0) == 0
 
     async def _pull_consumer(self, filter_subject: str, start_seq: int) -> Any:
         config = ConsumerConfig(
