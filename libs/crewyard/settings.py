@@ -100,6 +100,11 @@ def load(data_dir: Path | str | None = None, **overrides: Any) -> Settings:
         except ValueError:
             raise SettingsError(f"{var}={raw!r} is not a valid {kind.__name__}") from None
     values.update({k: v for k, v in overrides.items() if v is not None})
+    replicas = os.environ.get("CREWYARD_STREAM_REPLICAS")
+    if replicas:
+        if not replicas.isdigit() or not 1 <= int(replicas) <= 5:
+            raise SettingsError(f"CREWYARD_STREAM_REPLICAS={replicas!r} must be 1 to 5 (3 on a NATS cluster)")
+        values.setdefault("stream", StreamSettings(replicas=int(replicas)))
     root = Path(data_dir or os.environ.get("CREWYARD_DATA_DIR") or ".crewyard").expanduser().resolve()
     values["data_dir"] = root
     if not values.get("runner_id"):

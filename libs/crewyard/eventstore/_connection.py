@@ -37,7 +37,7 @@ async def connect(url: str, *, name: str, connect_timeout: float = 5.0) -> Clien
 
     try:
         return await nats.connect(
-            url,
+            [u.strip() for u in url.split(",") if u.strip()],  # a cluster: several seed URLs
             name=name,
             max_reconnect_attempts=-1,
             reconnect_time_wait=0.5,
