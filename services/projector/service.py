@@ -117,28 +117,21 @@ async def rebuild(store: EventStore, db_path: Path) -> int:
     db = await open_db(db_path)
     try:
         last = await store.last_seq()
-        count = 0
         await db.execute("BEGIN IMMEDIATE")
         try:
             for table in TABLES:
                 await db.execute(f"DELETE FROM {table}")
-            pos = 0
+            prefix_len = len(store.prefix) + 1
+
+            def handled(subject: str) -> bool:
+                return subject[prefix_len:].split(".", 3)[3] in HANDLERS
+
             if last > 0:
-                batches = store.read_batches(subjects.all_events(store.prefix), start_seq=1, batch=BATCH)
-                idle = 0
-                try:
-                    async for batch in batches:
-                        idle = idle + 1 if not batch else 0
-                        if idle > 30:
-                            raise StoreUnavailable(f"replay stalled at sequence {pos} of {last}")
-                        for raw in batch:
-                            await apply(db, raw, store.prefix)
-                            pos = raw.seq
-                            count += 1
-                        if pos >= last:
-                            break
-                finally:
-                    await batches.aclose()
+                everything = subjects.all_events(store.prefix)
+                async for batch in store.scan(everything, start_seq=1, until_seq=last, want=handled):
+                    for raw in batch:
+                        await apply(db, raw, store.prefix)
+            pos = count = last
             await db.execute("UPDATE projector_position SET seq = ? WHERE id = 1", (pos,))
             await db.execute("COMMIT")
         except BaseException:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Any
 
 import msgspec
@@ -235,6 +235,67 @@ class EventStore:
         except Exception:
             return False
         return int(info.num_pending or 0) == 0
+
+    async def scan(
+        self,
+        filter_subject: str,
+        *,
+        start_seq: int,
+        until_seq: int,
+        want: Callable[[str], bool],
+        batch: int = 2000,
+        stall_s: float = 5.0,
+    ) -> AsyncGenerator[list[RawEvent], None]:
+        """Every event from ``start_seq`` to ``until_seq`` whose subject ``want`` keeps, in order and
+        in batches — the fast path for a full replay. The push consumer's callback only looks at
+        subjects (most events are skipped without decoding), so it keeps up with the server; if
+        it ever falls behind and messages are dropped, the stall is noticed and the scan resumes
+        after the last event it saw."""
+        pos = start_seq - 1
+        while pos < until_seq:
+            kept: list[RawEvent] = []
+            seen = pos
+            wake = asyncio.Event()
+
+            async def on_msg(m: Msg, kept: list[RawEvent] = kept, wake: asyncio.Event = wake) -> None:
+                nonlocal seen
+                tokens = m.reply.split(".")
+                seq = int(tokens[5] if len(tokens) == 9 else tokens[7])
+                if seq <= seen:
+                    return
+                seen = seq
+                if want(m.subject):
+                    kept.append(RawEvent(seq, m.subject, m.data))
+                if len(kept) >= batch or seq >= until_seq:
+                    wake.set()
+
+            config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=pos + 1)
+            try:
+                sub = await self.js.subscribe(
+                    filter_subject,
+                    stream=self.stream,
+                    ordered_consumer=True,
+                    cb=on_msg,
+                    config=config,
+                    pending_msgs_limit=2_000_000,
+                )
+            except Exception as exc:
+                raise StoreUnavailable(f"cannot replay {filter_subject}: {exc!r}") from exc
+            try:
+                while pos < until_seq:
+                    before = seen
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(wake.wait(), stall_s)
+                    wake.clear()
+                    out, kept[:] = list(kept), []
+                    pos = seen
+                    if out:
+                        yield out
+                    if seen == before and pos < until_seq:
+                        break  # no progress: start again after the last event seen
+            finally:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
 
     async def _pull_consumer(self, filter_subject: str, start_seq: int) -> Any:
         config = ConsumerConfig(
