@@ -29,7 +29,10 @@ check: $(STAMP)
 	$(BIN)/ruff format --check libs services tests examples
 	$(BIN)/mypy
 
+# Figure 5 also measures the docker backend when the local engine can be set up (as root).
 bench: setup
+	@host=$$(bash scripts/containers.sh 2>/dev/null | sed -n 's/^DOCKER_HOST=//p' | tail -1); \
+	if [ -n "$$host" ]; then export CREWYARD_DOCKER_HOST=$$host CREWYARD_BASE_IMAGE=crewyard/base:bookworm; fi; \
 	$(BIN)/python -m crewyard.bench
 
 clean:
