@@ -75,7 +75,15 @@ def _docker_status(settings: Settings) -> BackendStatus:
     try:
         engine = _docker(settings).describe()
     except BackendError as exc:
-        return BackendStatus(name="docker", usable=False, reason=str(exc))
+        hint = (
+            ""
+            if settings.docker_host
+            else (
+                " — set CREWYARD_DOCKER_HOST to a Docker or Podman API socket (scripts/containers.sh sets up"
+                " podman and prints one)"
+            )
+        )
+        return BackendStatus(name="docker", usable=False, reason=f"{exc}{hint}")
     return BackendStatus(name="docker", usable=True, reason=engine)
 
 
