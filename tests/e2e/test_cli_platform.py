@@ -12,8 +12,9 @@ from crewyard.testing.platform import PlatformProcess
 
 
 def _run(platform: PlatformProcess, *args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(cli, [*args], env={"CREWYARD_API": platform.api, "COLUMNS": "200"},
-                                catch_exceptions=False)
+    result = CliRunner().invoke(
+        cli, [*args], env={"CREWYARD_API": platform.api, "COLUMNS": "200"}, catch_exceptions=False
+    )
     return result.exit_code, result.output
 
 
@@ -21,8 +22,9 @@ def test_deploy_invoke_stream_artifacts_download(platform: PlatformProcess, tmp_
     code, out = _run(platform, "deploy", str(EXAMPLES / "hello"), "--project", "cli-hello")
     assert code == 0, out
     assert "Deployed dep_" in out
-    code, out = _run(platform, "invoke", "--project", "cli-hello", "-i", '{"topic": "shells", "delay": 0}',
-                     "--stream")
+    code, out = _run(
+        platform, "invoke", "--project", "cli-hello", "-i", '{"topic": "shells", "delay": 0}', "--stream"
+    )
     assert code == 0, out
     for expected in ("Run started", "Tool: count_words", "Artifact: report.md", "Run completed"):
         assert expected in out, out
@@ -44,7 +46,8 @@ def test_env_and_limits_and_errors(platform: PlatformProcess):
     assert code == 0 and "at most 2 runs" in out
     code, out = _run(platform, "projects", "list", "--json")
     assert {"name": "cli-env", "max_concurrent_runs": 2}.items() <= next(
-        p for p in json.loads(out)["projects"] if p["name"] == "cli-env").items()
+        p for p in json.loads(out)["projects"] if p["name"] == "cli-env"
+    ).items()
     code, out = _run(platform, "runs", "get", "run_doesnotexist")
     assert code == 1 and "error:" in out and "Traceback" not in out
     code, out = _run(platform, "invoke", "--project", "cli-env", "-i", "[1, 2]")
