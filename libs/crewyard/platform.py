@@ -159,15 +159,17 @@ async def up(settings: Settings, *, embedded_nats: bool = True, stop: asyncio.Ev
     broker = None
     if embedded_nats:
         port = int(os.environ.get("CREWYARD_NATS_PORT", "4222"))
+        if port and "CREWYARD_NATS_PORT" not in os.environ and not _port_free(settings.host, port):
+            port = 0  # the default port is taken (another NATS here): any free one will do
         broker = EmbeddedNats(settings.data_dir, port=port or None)
         settings.nats_url = await asyncio.to_thread(broker.start)
     try:
         backend = describe_backend(settings)
-        console.print(
-            f"[bold green]crewyard is up[/] — API http://{settings.host}:{settings.port}  "
-            f"NATS {settings.nats_url}  data {settings.data_dir}"
-        )
-        console.print(f"  runs execute on: {backend}")
+        console.print("[bold green]crewyard is up[/]", highlight=False)
+        console.print(f"  API   http://{settings.host}:{settings.port}", highlight=False)
+        console.print(f"  NATS  {settings.nats_url}", highlight=False)
+        console.print(f"  data  {settings.data_dir}", highlight=False)
+        console.print(f"  runs execute on: {backend}", highlight=False)
         (settings.data_dir / "api.url").write_text(f"http://{settings.host}:{settings.port}\n")
         (settings.data_dir / "nats.url").write_text(settings.nats_url + "\n")
         await _run_all(_selected_services(), settings, stop)
@@ -184,6 +186,15 @@ def _selected_services() -> tuple[str, ...]:
     if unknown:
         raise ValueError(f"CREWYARD_SERVICES: unknown service(s) {', '.join(unknown)}")
     return names
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 async def run_service(name: str, settings: Settings, *, stop: asyncio.Event | None = None) -> None:
