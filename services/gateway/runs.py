@@ -119,7 +119,7 @@ async def get_run(request: Request[Any, Any, Any], run_id: str) -> dict[str, Any
 
 
 @get("/v1/runs")
-async def list_runs(request: Request[Any, Any, Any]) -> dict[str, Any]:
+async def list_runs(request: Request[Any, Any, Any]) -> Response[bytes]:
     q = request.query_params
     try:
         limit = int(q.get("limit", "20"))
@@ -134,7 +134,9 @@ async def list_runs(request: Request[Any, Any, Any]) -> dict[str, Any]:
     runs, cursor = await gw(request).rm.runs(
         project=project, status=status, limit=limit, cursor=q.get("cursor")
     )
-    return {"runs": runs, "next_cursor": cursor}
+    tail = _enc.encode(cursor)
+    body = b'{"runs":[' + ",".join(runs).encode() + b'],"next_cursor":' + tail + b"}"
+    return Response(body, media_type="application/json")
 
 
 async def _cancel(g: Gateway, run_id: str, *, reason: str, quiet: bool = False) -> dict[str, Any]:
