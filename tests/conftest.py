@@ -11,10 +11,11 @@ from pathlib import Path
 
 import httpx
 import pytest
+from moto.server import ThreadedMotoServer
 
 from crewyard.eventstore import EventStore, StreamSettings, connect, ensure_stream
 from crewyard.natsserver import EmbeddedNats
-from crewyard.testing.platform import PlatformProcess
+from crewyard.testing.platform import PlatformProcess, free_port
 
 REPO = Path(__file__).resolve().parents[1]
 BASE_IMAGE = os.environ.get("CREWYARD_TEST_BASE_IMAGE", "crewyard/base:bookworm")
@@ -77,3 +78,12 @@ def docker_host() -> str:
 @pytest.fixture(scope="session")
 def base_image(docker_host: str) -> str:
     return BASE_IMAGE
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint() -> Iterator[str]:
+    port = free_port()
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    yield f"127.0.0.1:{port}"
+    server.stop()

@@ -21,7 +21,7 @@ from rich.console import Console
 
 from crewyard.eventstore import EventStore, connect, ensure_stream
 from crewyard.natsserver import EmbeddedNats
-from crewyard.objects import NatsObjectStore
+from crewyard.objects import open_store
 from crewyard.secrets import SecretBox, load_key
 from crewyard.settings import Settings
 
@@ -65,7 +65,7 @@ def _build_backend(settings: Settings) -> Any:
 async def _service(name: str, settings: Settings, stop: asyncio.Event) -> Callable[[], Awaitable[None]]:
     """Start one service; returns the coroutine function that runs it until ``stop``."""
     store = await _store(settings, name)
-    objects = NatsObjectStore(store.nc, settings.stream.object_bucket, settings.stream.replicas)
+    objects = open_store(settings, store.nc)
     if name == "builder":
         from crewyard.builder import Builder
 

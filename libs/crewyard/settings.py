@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import socket
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,12 @@ class Settings(msgspec.Struct, kw_only=True):
     artifact_max_file_bytes: int = 100 * 1024 * 1024
     artifact_max_total_bytes: int = 500 * 1024 * 1024
     secret_key_b64: str | None = None
+    #: Sources and artifacts in an S3-protocol bucket (MinIO…) instead of the NATS object store.
+    s3_endpoint: str | None = None
+    s3_bucket: str = "crewyard"
+    s3_access_key: str | None = None
+    s3_secret_key: str | None = None
+    s3_secure: bool = True
 
     @property
     def db_path(self) -> Path:
@@ -63,7 +70,15 @@ class Settings(msgspec.Struct, kw_only=True):
         return self.data_dir / "work"
 
 
-_ENV: dict[str, tuple[str, type]] = {
+def _flag(value: str) -> bool:
+    if value.lower() in ("1", "true", "yes", "on"):
+        return True
+    if value.lower() in ("0", "false", "no", "off"):
+        return False
+    raise ValueError(value)
+
+
+_ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "CREWYARD_NATS_URL": ("nats_url", str),
     "CREWYARD_HOST": ("host", str),
     "CREWYARD_PORT": ("port", int),
@@ -83,6 +98,11 @@ _ENV: dict[str, tuple[str, type]] = {
     "CREWYARD_ARTIFACT_MAX_FILE": ("artifact_max_file_bytes", int),
     "CREWYARD_ARTIFACT_MAX_TOTAL": ("artifact_max_total_bytes", int),
     "CREWYARD_SECRET_KEY": ("secret_key_b64", str),
+    "CREWYARD_S3_ENDPOINT": ("s3_endpoint", str),
+    "CREWYARD_S3_BUCKET": ("s3_bucket", str),
+    "CREWYARD_S3_ACCESS_KEY": ("s3_access_key", str),
+    "CREWYARD_S3_SECRET_KEY": ("s3_secret_key", str),
+    "CREWYARD_S3_SECURE": ("s3_secure", _flag),
 }
 BACKENDS = ("auto", "docker", "bwrap", "process")
 BUILD_BACKENDS = ("auto", "docker", "venv")
@@ -98,7 +118,10 @@ def load(data_dir: Path | str | None = None, **overrides: Any) -> Settings:
         try:
             values[field] = kind(raw)
         except ValueError:
-            raise SettingsError(f"{var}={raw!r} is not a valid {kind.__name__}") from None
+            what = {"_flag": "true/false"}.get(
+                getattr(kind, "__name__", ""), getattr(kind, "__name__", "value")
+            )
+            raise SettingsError(f"{var}={raw!r} is not a valid {what}") from None
     values.update({k: v for k, v in overrides.items() if v is not None})
     replicas = os.environ.get("CREWYARD_STREAM_REPLICAS")
     if replicas:
@@ -120,6 +143,8 @@ def load(data_dir: Path | str | None = None, **overrides: Any) -> Settings:
         raise SettingsError("CREWYARD_RETRY_BACKOFF must be comma-separated seconds, e.g. 1,5,15") from None
     if settings.retry_max_attempts < 1 or settings.runner_ack_wait_s < 1:
         raise SettingsError("CREWYARD_RETRY_MAX_ATTEMPTS and CREWYARD_RUNNER_ACK_WAIT must be at least 1")
+    if settings.s3_endpoint and not (settings.s3_access_key and settings.s3_secret_key):
+        raise SettingsError("CREWYARD_S3_ENDPOINT needs CREWYARD_S3_ACCESS_KEY and CREWYARD_S3_SECRET_KEY")
     if settings.runner_concurrency < 1:
         raise SettingsError("CREWYARD_RUNNER_CONCURRENCY must be at least 1")
     return settings

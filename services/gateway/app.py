@@ -12,7 +12,7 @@ from litestar.openapi import OpenAPIConfig
 from crewyard import __version__
 from crewyard.core import asyncapi
 from crewyard.eventstore import EventStore, connect, ensure_stream
-from crewyard.objects import NatsObjectStore
+from crewyard.objects import open_store
 from crewyard.projector import ReadModel
 from crewyard.secrets import SecretBox, load_key
 from crewyard.settings import Settings
@@ -59,7 +59,7 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> Litesta
         app.state.gateway = Gateway(
             settings=settings,
             store=store,
-            objects=NatsObjectStore(nc, settings.stream.object_bucket),
+            objects=open_store(settings, nc),
             rm=rm,
             secrets=SecretBox(load_key(settings.data_dir, settings.secret_key_b64)),
         )

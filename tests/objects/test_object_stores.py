@@ -1,0 +1,50 @@
+"""One contract for every object store: the NATS object store, and S3 (a real S3-protocol server,
+moto's, on loopback)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from crewyard.eventstore import EventStore
+from crewyard.objects import NatsObjectStore, ObjectNotFound, ObjectStore, S3ObjectStore
+
+
+@pytest.fixture(params=["nats", "s3"])
+async def objects(request: pytest.FixtureRequest, store: EventStore) -> AsyncIterator[ObjectStore]:
+    if request.param == "nats":
+        yield NatsObjectStore(store.nc, store.settings.object_bucket)
+    else:
+        endpoint = request.getfixturevalue("s3_endpoint")
+        yield S3ObjectStore(
+            endpoint,
+            "test",
+            "test-secret",
+            f"crewyard-{uuid.uuid4().hex[:8]}",
+            secure=False,
+            region="us-east-1",
+        )
+
+
+async def test_bytes_and_files_round_trip(objects: ObjectStore, tmp_path: Path):
+    assert not await objects.exists("sources/x")
+    assert await objects.put_bytes("sources/x", b"hello") == 5
+    assert await objects.exists("sources/x")
+    assert await objects.get_bytes("sources/x") == b"hello"
+    big = tmp_path / "big.bin"
+    big.write_bytes(bytes(range(256)) * 4096)  # 1 MiB, several chunks
+    assert await objects.put_file("artifacts/big", big) == big.stat().st_size
+    out = tmp_path / "out.bin"
+    await objects.get_file("artifacts/big", out)
+    assert out.read_bytes() == big.read_bytes()
+
+
+async def test_missing_objects(objects: ObjectStore, tmp_path: Path):
+    with pytest.raises(ObjectNotFound):
+        await objects.get_bytes("nope")
+    with pytest.raises(ObjectNotFound):
+        await objects.get_file("nope", tmp_path / "nope")
+    assert not (tmp_path / "nope").exists() and not (tmp_path / "nope.part").exists()
