@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -269,18 +269,7 @@ class EventStore:
                 if len(kept) >= batch or seq >= until_seq:
                     wake.set()
 
-            config = ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=pos + 1)
-            try:
-                sub = await self.js.subscribe(
-                    filter_subject,
-                    stream=self.stream,
-                    ordered_consumer=True,
-                    cb=on_msg,
-                    config=config,
-                    pending_msgs_limit=2_000_000,
-                )
-            except Exception as exc:
-                raise StoreUnavailable(f"cannot replay {filter_subject}: {exc!r}") from exc
+            sub = await self._ordered(filter_subject, pos + 1, on_msg, pending_msgs_limit=2_000_000)
             try:
                 while pos < until_seq:
                     before = seen
@@ -296,6 +285,20 @@ class EventStore:
             finally:
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()
+
+    async def _ordered(
+        self, filter_subject: str, start_seq: int, cb: Callable[[Msg], Awaitable[None]], **options: Any
+    ) -> Any:
+        """An ordered push consumer from ``start_seq`` calling ``cb`` for each event."""
+        config = ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(start_seq, 1)
+        )
+        try:
+            return await self.js.subscribe(
+                filter_subject, stream=self.stream, ordered_consumer=True, cb=cb, config=config, **options
+            )
+        except Exception as exc:
+            raise StoreUnavailable(f"cannot read {filter_subject}: {exc!r}") from exc
 
     async def _pull_consumer(self, filter_subject: str, start_seq: int) -> Any:
         config = ConsumerConfig(
@@ -324,22 +327,7 @@ class EventStore:
         async def on_msg(m: Msg) -> None:
             await queue.put(RawEvent(m.metadata.sequence.stream, m.subject, m.data))
 
-        config = (
-            ConsumerConfig(deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=start_seq)
-            if start_seq > 1
-            else ConsumerConfig(deliver_policy=DeliverPolicy.ALL)
-        )
-        try:
-            sub = await self.js.subscribe(
-                filter_subject,
-                stream=self.stream,
-                ordered_consumer=True,
-                cb=on_msg,
-                config=config,
-                idle_heartbeat=2.0,
-            )
-        except Exception as exc:
-            raise StoreUnavailable(f"cannot follow {filter_subject}: {exc!r}") from exc
+        sub = await self._ordered(filter_subject, start_seq, on_msg, idle_heartbeat=2.0)
         try:
             yield queue
         finally:
