@@ -48,6 +48,7 @@ class Emitter:
     """
 
     RESEND_FOR_S = 120.0
+    ACK_WAIT_S = 10.0
 
     def __init__(self, store: EventStore, project: str, run_id: str, secrets: list[str]) -> None:
         self.store, self.project, self.run_id, self.secrets = store, project, run_id, secrets
@@ -78,7 +79,12 @@ class Emitter:
         if not pending:
             return
         futures = [f for _, f in pending if f is not None]
-        await asyncio.gather(*futures, return_exceptions=True)
+        if futures:
+            # An ack lost in a broker restart never resolves its future: give up on it after a
+            # while and send the event again (de-duplicated by its id if it had landed).
+            _, late = await asyncio.wait(futures, timeout=self.ACK_WAIT_S)
+            for future in late:
+                future.cancel()
         missing = [e for e, f in pending if f is None or f.cancelled() or f.exception() is not None]
         for event in missing:
             await persist(self.store, event, self.RESEND_FOR_S)
