@@ -56,7 +56,7 @@ def _build_backend(settings: Settings) -> Any:
 
     select = getattr(backends, "select_build_backend", None)
     if select is None:
-        from crewyard.builder.backends.venv import VenvBuilder
+        from crewyard.environments import VenvBuilder
 
         return VenvBuilder(settings.cache_dir)
     return select(settings, settings.cache_dir)

@@ -28,12 +28,11 @@ from crewyard.core.events import (
     make_event,
 )
 from crewyard.core.ids import new_id
+from crewyard.environments import BuildBackend, BuildFailed, BuildRequest
 from crewyard.eventstore import ConcurrencyConflict, EventStore, StoreUnavailable, WorkItem, WorkQueue
 from crewyard.objects import ObjectStore, ObjectStoreError
 from crewyard.settings import Settings
 from crewyard.workspace import Workspace
-
-from .backends._base import BuildBackend, BuildFailed, BuildRequest
 
 log = logging.getLogger("crewyard.builder")
 ACK_WAIT = 60.0

@@ -17,14 +17,13 @@ import time
 
 import msgspec
 
-from crewyard.builder.backends._base import BuildFailed, BuildRequest
-from crewyard.builder.backends.venv import VenvBuilder
 from crewyard.core import run_state as rs
 from crewyard.core import subjects
 from crewyard.core.crewfile import CrewConfig
 from crewyard.core.deployment_state import READY, fold_deployment, fold_project
 from crewyard.core.events import RunCanceled, RunFailed, RunRetrying, make_event
 from crewyard.core.ids import new_id
+from crewyard.environments import BuildFailed, BuildRequest, VenvBuilder
 from crewyard.eventstore import ConcurrencyConflict, EventStore, StoreUnavailable, WorkItem, WorkQueue
 from crewyard.objects import ObjectStore, ObjectStoreError
 from crewyard.secrets import SecretBox, SecretError

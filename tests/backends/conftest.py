@@ -21,10 +21,9 @@ import pytest
 from backend_helpers import Runs, folder_digest, make_runs
 
 import crewyard_runtime
-from crewyard.builder.backends._base import BuildRequest
 from crewyard.builder.backends.docker import DockerBuilder
-from crewyard.builder.backends.venv import VenvBuilder
 from crewyard.core.crewfile import CrewConfig
+from crewyard.environments import BuildRequest, VenvBuilder
 from crewyard.runner.backends import DockerBackend
 
 REPO = Path(__file__).resolve().parents[2]

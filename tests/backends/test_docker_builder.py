@@ -12,8 +12,8 @@ import pytest
 from backend_helpers import folder_digest
 
 from crewyard.builder.backends import BuildFailed, DockerBuilder, VenvBuilder, select_build_backend
-from crewyard.builder.backends._base import BuildRequest
 from crewyard.core.crewfile import CrewConfig
+from crewyard.environments import BuildRequest
 from crewyard.settings import load
 
 if TYPE_CHECKING:

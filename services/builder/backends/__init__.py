@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from crewyard.environments import BuildBackend, BuildFailed, BuildRequest, BuildResult, LogSink, VenvBuilder
 from crewyard.settings import Settings
 
-from ._base import BuildBackend, BuildFailed, BuildRequest, BuildResult, LogSink
 from .docker import BuildBackendUnavailable, DockerBuilder
-from .venv import VenvBuilder
 
 __all__ = [
     "BuildBackend",

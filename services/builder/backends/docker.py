@@ -34,9 +34,8 @@ import docker.errors
 import requests.exceptions
 
 import crewyard_runtime
-
-from ._base import BuildFailed, BuildRequest, BuildResult, LogSink
-from .venv import _run, requirements_of
+from crewyard.environments import BuildFailed, BuildRequest, BuildResult, LogSink
+from crewyard.environments.venv import _run, requirements_of
 
 T = TypeVar("T")
 DOCKERFILE_VERSION = "1"

@@ -1,4 +1,4 @@
-"""The build backend interface, shared by venv and docker.
+"""The build interface, shared by the builder's backends (venv, docker) and the runners.
 
 A build turns a deployment's source folder into what the runner executes: a virtual
 environment (for the process and bwrap backends) or a container image (docker). Builds are
