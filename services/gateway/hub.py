@@ -44,9 +44,11 @@ class Feed:
                         raw = await queue.get()
                         if self.seqs and raw.seq <= self.seqs[-1]:
                             continue  # a consumer recreated after a broker restart may repeat one
-                        event_type = subjects.parse_subject(raw.subject, self.store.prefix)[3]
+                        rendered = render(raw, self.store.prefix)
+                        if rendered is None:
+                            continue  # not a valid event: set aside
                         self.seqs.append(raw.seq)
-                        self.items.append((raw.seq, event_type, render(raw, event_type)))
+                        self.items.append((raw.seq, *rendered))
                         self._new.set()
                         self._new = asyncio.Event()
             except StoreUnavailable:

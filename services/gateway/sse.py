@@ -17,9 +17,8 @@ from typing import Any
 from litestar import Request
 from litestar.response import Stream
 
-from crewyard.core import subjects
-from crewyard.core.events import decode, encode, is_current
-from crewyard.eventstore import EventStore, RawEvent
+from crewyard.core.events import InvalidEvent, encode, is_current
+from crewyard.eventstore import EventStore, RawEvent, set_aside
 
 from .errors import bad_request
 
@@ -42,10 +41,17 @@ def resume_after(request: Request[Any, Any, Any]) -> int | None:
     return value
 
 
-def render(raw: RawEvent, event_type: str) -> bytes:
-    """One SSE message: ``id`` = stream sequence, ``event`` = type, ``data`` = the envelope."""
-    data = raw.data if is_current(raw.data) else encode(decode(raw.data))
-    return b"id: %d\nevent: %s\ndata: %s\n\n" % (raw.seq, event_type.encode(), data)
+def render(raw: RawEvent, prefix: str) -> tuple[str, bytes] | None:
+    """One SSE message and its event type: ``id`` = stream sequence, ``event`` = type, ``data`` =
+    the envelope. None for stored bytes that are not a valid event: they are set aside, never
+    sent (a client's decoder must not meet what ours refuses)."""
+    try:
+        event = raw.decode(prefix).event
+    except InvalidEvent as exc:
+        set_aside("sse", raw.seq, raw.subject, exc)
+        return None
+    data = raw.data if is_current(raw.data) else encode(event)
+    return event.type, b"id: %d\nevent: %s\ndata: %s\n\n" % (raw.seq, event.type.encode(), data)
 
 
 #: A source of rendered batches: lists of (seq, type, sse bytes), ending when the caller stops.
@@ -105,8 +111,9 @@ async def followed(store: EventStore, filter_subject: str, start_seq: int) -> Ba
                 if raw.seq <= last:
                     continue  # a consumer recreated after a broker restart may repeat one
                 last = raw.seq
-                event_type = subjects.parse_subject(raw.subject, store.prefix)[3]
-                out.append((raw.seq, event_type, render(raw, event_type)))
+                rendered = render(raw, store.prefix)
+                if rendered is not None:
+                    out.append((raw.seq, *rendered))
             if out:
                 yield out
 

@@ -4,6 +4,10 @@ Its position (the last applied stream sequence) is written in the same transacti
 so a crash at any point neither loses nor repeats an update. The position in the database is the
 truth: before each batch the projector checks it, and if a rebuild moved it, follows again from
 there. ``rebuild`` clears the tables and replays the stream from sequence 1 in one transaction.
+
+An event that is not valid (see ``crewyard.core.events.decode``) is set aside — logged, counted —
+and the position moves past it: live and rebuild both go through :func:`apply`, so both skip the
+same events and produce the same read model.
 """
 
 from __future__ import annotations
@@ -11,13 +15,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import sqlite3
 from pathlib import Path
 
 import aiosqlite
 
 from crewyard.core import subjects
-from crewyard.core.events import UnknownEventType
-from crewyard.eventstore import EventStore, RawEvent, StoreUnavailable
+from crewyard.core.events import InvalidEvent
+from crewyard.eventstore import EventStore, RawEvent, StoreUnavailable, set_aside
 
 from .handlers import HANDLERS
 from .schema import DDL, TABLES
@@ -44,17 +49,26 @@ async def position(db: aiosqlite.Connection) -> int:
     return int(row["seq"] if isinstance(row, dict) else row[0])
 
 
+def wanted(subject: str, prefix: str) -> bool:
+    """Whether any read model needs events on this subject (decided without decoding)."""
+    return subjects.event_type_of(subject, prefix) in HANDLERS
+
+
 async def apply(db: aiosqlite.Connection, raw: RawEvent, prefix: str) -> None:
-    event_type = subjects.parse_subject(raw.subject, prefix)[3]
-    handler = HANDLERS.get(event_type)
+    handler = HANDLERS.get(subjects.event_type_of(raw.subject, prefix) or "")
     if handler is None:
         return  # logs, tool events …: not part of any read model
     try:
-        rec = raw.decode()
-    except UnknownEventType as exc:
-        log.warning("skipping event %d: %s", raw.seq, exc)
+        rec = raw.decode(prefix)
+    except InvalidEvent as exc:
+        set_aside("projector", raw.seq, raw.subject, exc)
         return
-    await handler(db, rec.seq, rec.event)
+    try:
+        await handler(db, rec.seq, rec.event)
+    except (sqlite3.IntegrityError, sqlite3.DataError, OverflowError) as exc:
+        # A valid event the tables cannot take: a failed statement leaves the transaction as it
+        # was, and a poison row must not stop every later one.
+        set_aside("projector", raw.seq, raw.subject, exc)
 
 
 class Projector:
@@ -121,10 +135,9 @@ async def rebuild(store: EventStore, db_path: Path) -> int:
         try:
             for table in TABLES:
                 await db.execute(f"DELETE FROM {table}")
-            prefix_len = len(store.prefix) + 1
 
             def handled(subject: str) -> bool:
-                return subject[prefix_len:].split(".", 3)[3] in HANDLERS
+                return wanted(subject, store.prefix)
 
             if last > 0:
                 everything = subjects.all_events(store.prefix)

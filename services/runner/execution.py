@@ -23,11 +23,13 @@ from crewyard.core.events import (
     CREW_EMITTABLE,
     PAYLOAD_TYPES,
     Event,
+    InvalidEvent,
     Log,
     Payload,
     RunCanceled,
     RunCompleted,
     RunFailed,
+    encode_checked,
     make_event,
 )
 from crewyard.core.ids import new_id
@@ -60,6 +62,10 @@ class Emitter:
             future: asyncio.Future[Any] | None = await self.store.append_nowait(event)
         except StoreUnavailable:
             future = None
+        except InvalidEvent as exc:  # e.g. a crew's tool output nested too deep: say so, go on
+            if not isinstance(payload, Log):
+                await self.log(f"a {payload.TYPE} event could not be stored ({exc}); ignored", "warning")
+            return
         self._pending.append((event, future))
         if len(self._pending) > 500:
             await self.flush()
@@ -137,6 +143,11 @@ async def finish(
             except rs.InvalidTransition:
                 return False
         event = make_event(payload, project=project, aggregate_id=run_id, event_id=new_id("evt"))
+        try:
+            encode_checked(event)
+        except InvalidEvent as exc:  # e.g. an output nested deeper than any reader accepts
+            payload = RunFailed(reason="limit", error_message=f"the run's result cannot be stored: {exc}")
+            event = make_event(payload, project=project, aggregate_id=run_id, event_id=new_id("evt"))
         try:
             await persist(store, event, 120.0, expected_seq=state.version)
             return True

@@ -21,10 +21,17 @@ from crewyard.core import run_state as rs
 from crewyard.core import subjects
 from crewyard.core.crewfile import CrewConfig
 from crewyard.core.deployment_state import READY, fold_deployment, fold_project
-from crewyard.core.events import RunCanceled, RunFailed, RunRetrying, make_event
+from crewyard.core.events import InvalidEvent, RunCanceled, RunFailed, RunRetrying, make_event
 from crewyard.core.ids import new_id
 from crewyard.environments import BuildFailed, BuildRequest, VenvBuilder
-from crewyard.eventstore import ConcurrencyConflict, EventStore, StoreUnavailable, WorkItem, WorkQueue
+from crewyard.eventstore import (
+    ConcurrencyConflict,
+    EventStore,
+    StoreUnavailable,
+    WorkItem,
+    WorkQueue,
+    set_aside,
+)
 from crewyard.objects import ObjectStore, ObjectStoreError
 from crewyard.secrets import SecretBox, SecretError
 from crewyard.settings import Settings
@@ -108,7 +115,11 @@ class Runner:
                 async with self.store.follow(filt, start_seq=start) as queue:
                     while not stop.is_set():
                         raw = await queue.get()
-                        run_id = subjects.parse_subject(raw.subject, self.store.prefix)[2]
+                        try:
+                            run_id = raw.decode(self.store.prefix).event.aggregate_id
+                        except InvalidEvent as exc:  # not a real cancel request: never stop a run for it
+                            set_aside("runner cancels", raw.seq, raw.subject, exc)
+                            continue
                         event = self.active.get(run_id)
                         if event is not None:
                             event.set()

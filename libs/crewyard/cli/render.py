@@ -15,6 +15,7 @@ log line containing ``[red]`` prints as is.
 from __future__ import annotations
 
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -65,8 +66,8 @@ def decode_event(msg: SseMessage) -> StreamEvent:
     """The event envelope carried in an SSE message's ``data:`` (tolerant of partial envelopes)."""
     try:
         envelope = json.loads(msg.data)
-    except ValueError:
-        envelope = {"data": {"message": msg.data}}
+    except (ValueError, RecursionError):  # not JSON, an endless number, nesting past the stack
+        envelope = {"data": {"message": msg.data[:1000]}}
     if not isinstance(envelope, dict):
         envelope = {"data": {"value": envelope}}
     data = envelope.get("data", envelope.get("payload"))  # the reference's guide calls it "payload"
@@ -117,7 +118,7 @@ def human_size(size: Any) -> str:
 
 
 def human_duration(ms: Any) -> str:
-    if not isinstance(ms, int | float):
+    if not isinstance(ms, int | float) or not math.isfinite(ms):
         return ""
     seconds = ms / 1000
     if seconds < 60:

@@ -16,6 +16,7 @@ from .events import (
     ProjectCreated,
     ProjectLimitsSet,
     Recorded,
+    Unreadable,
 )
 
 BUILDING, READY, FAILED = "building", "ready", "failed"
@@ -43,6 +44,8 @@ def fold_deployment(deployment_id: str, history: list[Recorded]) -> DeploymentSt
     for rec in history:
         data = rec.event.data
         state.version = rec.seq
+        if isinstance(data, Unreadable):
+            continue  # its place counts (expected sequence), its content is unknown
         state.project = rec.event.project
         if isinstance(data, DeploymentCreated):
             state.status, state.source_digest, state.config = BUILDING, data.source_digest, data.config

@@ -12,7 +12,7 @@ from collections.abc import Callable
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
 PREFIXES = ("run", "dep", "evt", "key")
-_ID_RE = re.compile(r"^(run|dep|evt|key)_[0-9a-hjkmnp-tv-z]{26}$")
+_ID_RE = re.compile(r"(run|dep|evt|key)_[0-9a-hjkmnp-tv-z]{26}")
 
 
 def new_id(
@@ -34,6 +34,6 @@ def new_id(
 
 def is_id(value: str, prefix: str | None = None) -> bool:
     """True when ``value`` is a well-formed id (of ``prefix``, when given)."""
-    if not _ID_RE.match(value):
+    if not _ID_RE.fullmatch(value):
         return False
     return prefix is None or value.startswith(prefix + "_")

@@ -24,6 +24,7 @@ from .events import (
     RunQueued,
     RunRetrying,
     RunStarted,
+    Unreadable,
 )
 
 PENDING, RUNNING, SUCCEEDED, FAILED, CANCELED = "pending", "running", "succeeded", "failed", "canceled"
@@ -71,6 +72,8 @@ def evolve(state: RunState, recorded: Recorded) -> RunState:
     event: Event = recorded.event
     data = event.data
     state.version = recorded.seq
+    if isinstance(data, Unreadable):
+        return state  # its place counts (expected sequence), its content is unknown
     state.project = event.project
     if isinstance(data, RunQueued):
         state.status = PENDING

@@ -11,7 +11,11 @@ import re
 
 PREFIX = "crewyard.evt"
 AGGREGATES = ("project", "deployment", "run")
-_PROJECT_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+#: Project names, and the tokens of a subject that ids and event ids may use: never ``.``,
+#: ``*``, ``>``, spaces or line breaks. Matched against the whole string (``fullmatch``).
+PROJECT_PATTERN = r"[a-z0-9][a-z0-9_-]{0,62}"
+TOKEN_PATTERN = r"[A-Za-z0-9_-]{1,128}"
+_PROJECT_RE = re.compile(PROJECT_PATTERN)
 
 
 class InvalidName(ValueError):
@@ -19,7 +23,7 @@ class InvalidName(ValueError):
 
 
 def check_project_name(name: str) -> str:
-    if not _PROJECT_RE.match(name):
+    if not _PROJECT_RE.fullmatch(name):
         raise InvalidName(
             f"invalid project name {name!r}: use 1-63 lower-case letters, digits, '-' or '_', "
             "starting with a letter or digit"
@@ -53,9 +57,18 @@ def all_events(prefix: str = PREFIX) -> str:
 
 
 def parse_subject(subject: str, prefix: str = PREFIX) -> tuple[str, str, str, str]:
-    """Split a subject into ``(project, aggregate, aggregate_id, type)``."""
+    """Split a subject into ``(project, aggregate, aggregate_id, type)``; ValueError if it is not
+    an event subject (anyone who may publish into the stream can write any subject)."""
     rest = subject[len(prefix) + 1 :] if subject.startswith(prefix + ".") else None
     parts = rest.split(".", 3) if rest else []
     if len(parts) != 4:
         raise ValueError(f"not an event subject: {subject!r}")
     return parts[0], parts[1], parts[2], parts[3]
+
+
+def event_type_of(subject: str, prefix: str = PREFIX) -> str | None:
+    """The event type named by a subject, or None when the subject is not an event subject."""
+    try:
+        return parse_subject(subject, prefix)[3]
+    except ValueError:
+        return None

@@ -2,11 +2,13 @@
 
 Public contract: :class:`EventStore` (append with de-duplication and optimistic concurrency,
 load an aggregate, follow a subject from a sequence), :class:`WorkQueue` (durable pull consumer
-shared by service instances), :func:`connect`, :func:`ensure_stream` and the error hierarchy.
+shared by service instances), :func:`connect`, :func:`ensure_stream`, the error hierarchy, and
+:func:`set_aside` with its counters for events a reader cannot use.
 """
 
 from ._connection import StreamSettings, connect, ensure_stream
 from ._errors import ConcurrencyConflict, EventStoreError, StoreUnavailable, StreamMisconfigured
+from ._poison import set_aside, set_aside_counts
 from ._store import EventStore, RawEvent
 from ._work import WorkItem, WorkQueue
 
@@ -22,4 +24,6 @@ __all__ = [
     "WorkQueue",
     "connect",
     "ensure_stream",
+    "set_aside",
+    "set_aside_counts",
 ]

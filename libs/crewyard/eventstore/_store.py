@@ -7,6 +7,11 @@
 - ``append_nowait`` pipelines chatty events (logs) with ``publish_async``; ``flush`` waits for them.
 - ``load`` reads one aggregate with a batch direct get (one request for up to 1,000 events).
 - ``follow`` is an ordered consumer from a sequence: history first, then live, no gaps.
+
+Writes go through the core's ``encode_checked``: an event the core's decoder would refuse is
+never appended (``InvalidEvent`` is raised instead). Reads meet whatever is stored: ``decode``
+raises ``InvalidEvent`` for anything unusable, and ``load`` keeps such an event's place with a
+stand-in (see ``crewyard.core.events.unreadable``) after setting it aside.
 """
 
 from __future__ import annotations
@@ -26,10 +31,11 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, Header
 from nats.js.errors import APIError, NoStreamResponseError, NotFoundError
 
 from crewyard.core import subjects
-from crewyard.core.events import Event, Recorded, decode, encode
+from crewyard.core.events import Event, InvalidEvent, Recorded, decode, encode_checked, unreadable
 
 from ._connection import StreamSettings
 from ._errors import ConcurrencyConflict, StoreUnavailable
+from ._poison import set_aside
 
 _WRONG_LAST_SEQUENCE = 10071
 _EXPECTED_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
@@ -42,8 +48,16 @@ class RawEvent(msgspec.Struct, frozen=True):
     subject: str
     data: bytes
 
-    def decode(self) -> Recorded:
-        return Recorded(self.seq, decode(self.data))
+    def decode(self, prefix: str | None = None) -> Recorded:
+        """The event, checked against its subject; :class:`InvalidEvent` when it is unusable.
+
+        Without ``prefix`` only the part of the subject after the prefix is compared."""
+        event = decode(self.data)
+        own = f"{event.project}.{event.aggregate}.{event.aggregate_id}.{event.type}"
+        ok = self.subject == f"{prefix}.{own}" if prefix is not None else self.subject.endswith("." + own)
+        if not ok:
+            raise InvalidEvent(f"subject {self.subject[:200]!r} does not match the event ({own})")
+        return Recorded(self.seq, event)
 
 
 class EventStore:
@@ -67,7 +81,7 @@ class EventStore:
     async def append(self, event: Event, *, expected_seq: int | None = None, attempts: int = 5) -> int:
         """Store one event and return its stream sequence."""
         subject = self.subject_of(event)
-        body = encode(event)
+        body = encode_checked(event)
         agg = self.aggregate_filter(event.project, event.aggregate, event.aggregate_id)
         delay = 0.1
         for attempt in range(attempts):
@@ -104,9 +118,10 @@ class EventStore:
 
     async def append_nowait(self, event: Event) -> asyncio.Future[Any]:
         """Pipeline an event without a concurrency check (for chatty events of a single writer)."""
+        body = encode_checked(event)
         try:
             return await self.js.publish_async(
-                self.subject_of(event), encode(event), headers={Header.MSG_ID: event.id}, stream=self.stream
+                self.subject_of(event), body, headers={Header.MSG_ID: event.id}, stream=self.stream
             )
         except Exception as exc:
             raise StoreUnavailable(f"event store did not take the event: {exc!r}") from exc
@@ -161,14 +176,21 @@ class EventStore:
 
     async def load(self, project: str, aggregate: str, aggregate_id: str) -> list[Recorded]:
         raws = await self.load_raw(self.aggregate_filter(project, aggregate, aggregate_id))
-        return [r.decode() for r in raws]
+        return [self._history_entry(r, project, aggregate, aggregate_id) for r in raws]
 
     async def load_any(self, aggregate: str, aggregate_id: str) -> list[Recorded]:
         """Load an aggregate whose project is unknown (ids are unique across projects)."""
         raws = await self.load_raw(
             subjects.any_project_aggregate_filter(aggregate, aggregate_id, self.prefix)
         )
-        return [r.decode() for r in raws]
+        return [self._history_entry(r, "", aggregate, aggregate_id) for r in raws]
+
+    def _history_entry(self, raw: RawEvent, project: str, aggregate: str, aggregate_id: str) -> Recorded:
+        try:
+            return raw.decode(self.prefix)
+        except InvalidEvent as exc:
+            set_aside("load", raw.seq, raw.subject, exc)
+            return unreadable(raw.seq, project, aggregate, aggregate_id, str(exc))
 
     async def get(self, seq: int) -> RawEvent:
         """The event at one stream sequence."""

@@ -4,6 +4,9 @@ JetStream hands each message to one puller, so work spreads across processes and
 with no coordination of ours. A message not acknowledged within ``ack_wait`` (kept alive with
 ``in_progress`` while a long job runs) goes to another instance: that is how a crashed worker's
 job is found again.
+
+A message that is not a valid event (see ``crewyard.core.events.decode``) is terminated here,
+set aside, and never handed out: redelivering it would only fail again, forever.
 """
 
 from __future__ import annotations
@@ -16,7 +19,10 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.client import JetStreamContext
 
+from crewyard.core.events import InvalidEvent
+
 from ._errors import StoreUnavailable
+from ._poison import set_aside
 from ._store import EventStore, RawEvent
 
 
@@ -76,6 +82,13 @@ class WorkQueue:
         except Exception as exc:
             raise StoreUnavailable(f"cannot bind work consumer {self.durable}: {exc!r}") from exc
 
+    async def close(self) -> None:
+        """Let go of the subscription (the durable consumer stays for the other instances)."""
+        sub, self._sub = self._sub, None
+        if sub is not None:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
+
     async def fetch(self, batch: int = 1, timeout: float = 1.0) -> list[WorkItem]:
         if self._sub is None:
             await self.start()
@@ -88,7 +101,15 @@ class WorkQueue:
             # Consumer lost (server restart, leader change): bind again on the next call.
             self._sub = None
             return []
-        return [
-            WorkItem(RawEvent(m.metadata.sequence.stream, m.subject, m.data), m.metadata.num_delivered, m)
-            for m in msgs
-        ]
+        items = []
+        for m in msgs:
+            raw = RawEvent(m.metadata.sequence.stream, m.subject, m.data)
+            item = WorkItem(raw, m.metadata.num_delivered, m)
+            try:
+                item.event.decode(self.store.prefix)
+            except InvalidEvent as exc:
+                set_aside(f"{self.durable} queue", item.event.seq, item.event.subject, exc)
+                await item.term()
+                continue
+            items.append(item)
+        return items

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..bounds import Count
 from ._base import Payload
 
 
@@ -83,7 +84,7 @@ class ArtifactStored(Payload, frozen=True, kw_only=True):
     TYPE = "artifact"
     AGGREGATE = "run"
     name: str
-    size: int
+    size: Count
     content_type: str
     sha256: str
 

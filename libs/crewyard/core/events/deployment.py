@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..bounds import Count
 from ._base import Payload
 
 
@@ -11,7 +12,7 @@ class DeploymentCreated(Payload, frozen=True, kw_only=True):
     TYPE = "deployment.created"
     AGGREGATE = "deployment"
     source_digest: str
-    source_size: int
+    source_size: Count
     config: dict[str, Any]
     name: str | None = None
     idempotency_key: str | None = None
@@ -38,7 +39,7 @@ class DeploymentReady(Payload, frozen=True, kw_only=True):
     env_digest: str
     backend: str
     cached: bool = False
-    duration_ms: int = 0
+    duration_ms: Count = 0
     image: str | None = None
 
 

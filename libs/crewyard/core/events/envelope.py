@@ -8,16 +8,25 @@ Wire format (JSON, readable by any NATS client)::
 Decoding reads the envelope with ``data`` left raw, upcasts the payload dict step by step from
 the stored version to today's (small pure functions, see ``UPCASTERS``), then decodes it into
 the payload type registered for ``type``. The stream is never rewritten.
+
+Decoding is also the definition of a valid event: anything :func:`decode` refuses raises
+:class:`InvalidEvent` (never another exception), and writers append only what
+:func:`encode_checked` has passed through :func:`decode`, so nothing the platform writes can stop
+its own readers. Events from elsewhere (a newer version, a foreign publisher, an old bug) may
+still be in a stream: readers set them aside, and aggregate loads keep their place with
+:func:`unreadable` so that folds still see the aggregate's true last sequence.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
+from ..bounds import OutOfBounds, check_json
+from ..subjects import PROJECT_PATTERN, TOKEN_PATTERN
 from ._base import Payload
 from .activity import ACTIVITY_EVENTS
 from .deployment import DEPLOYMENT_EVENTS
@@ -57,21 +66,41 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
     causation_id: str | None = None
 
 
+# msgspec matches patterns with ``re.search``: anchor with ``\Z`` (``$`` accepts a final newline).
+_Token = Annotated[str, msgspec.Meta(pattern=rf"^{TOKEN_PATTERN}\Z")]
+_Project = Annotated[str, msgspec.Meta(pattern=rf"^{PROJECT_PATTERN}\Z")]
+_Version = Annotated[int, msgspec.Meta(ge=0, le=1000)]
+_Ref = Annotated[str, msgspec.Meta(max_length=256)]
+
+
 class _RawEvent(msgspec.Struct, frozen=True, kw_only=True):
-    id: str
+    id: _Token
     type: str
-    version: int
+    version: _Version
     time: datetime
-    project: str
-    aggregate: str
-    aggregate_id: str
+    project: _Project
+    aggregate: Literal["project", "deployment", "run"]
+    aggregate_id: _Token
     data: msgspec.Raw
-    correlation_id: str | None = None
-    causation_id: str | None = None
+    correlation_id: _Ref | None = None
+    causation_id: _Ref | None = None
 
 
-class UnknownEventType(ValueError):
-    """An event whose type this version of crewyard does not know."""
+class InvalidEvent(ValueError):
+    """Bytes that are not a valid event for this version of crewyard (the message says why)."""
+
+
+class UnknownEventType(InvalidEvent):
+    """An event whose type (or version of it) this version of crewyard does not know."""
+
+
+class Unreadable(Payload, frozen=True, kw_only=True):
+    """Stands in for a stored event that does not decode, in an aggregate's history (never on
+    the wire: its type is in no table, so it can never be appended)."""
+
+    TYPE = "unreadable"
+    AGGREGATE = ""
+    reason: str
 
 
 class Recorded(msgspec.Struct, frozen=True):
@@ -85,6 +114,18 @@ _encoder = msgspec.json.Encoder()
 _raw_decoder = msgspec.json.Decoder(_RawEvent)
 _dict_decoder = msgspec.json.Decoder(dict[str, Any])
 _payload_decoders = {t: msgspec.json.Decoder(cls) for t, cls in PAYLOAD_TYPES.items()}
+
+
+def _free_form(cls: type[Payload]) -> tuple[str, ...]:
+    """Fields holding arbitrary JSON (inputs, outputs, configs): their bounds are walked."""
+    return tuple(
+        f.name
+        for f in msgspec.structs.fields(cls)
+        if f.type is Any or getattr(f.type, "__origin__", None) in (dict, list)
+    )
+
+
+_FREE_FORM = {t: _free_form(cls) for t, cls in PAYLOAD_TYPES.items()}
 
 
 def make_event(
@@ -115,8 +156,21 @@ def encode(event: Event) -> bytes:
     return _encoder.encode(event)
 
 
+def encode_checked(event: Event) -> bytes:
+    """The event's wire bytes, once the core's own decoder has taken them back: what every
+    writer appends. Raises :class:`InvalidEvent` naming what is wrong."""
+    try:
+        body = encode(event)
+    except (TypeError, ValueError, OverflowError, RecursionError) as exc:  # e.g. an int of 5,000 digits
+        raise InvalidEvent(f"{event.type} event cannot be encoded: {exc}") from None
+    decode(body)
+    return body
+
+
 def upcast(event_type: str, version: int, data: dict[str, Any]) -> dict[str, Any]:
     current = PAYLOAD_TYPES[event_type].VERSION
+    if version > current:
+        raise UnknownEventType(f"{event_type} v{version} is newer than this crewyard reads (v{current})")
     while version < current:
         step = UPCASTERS.get((event_type, version))
         if step is None:
@@ -127,15 +181,31 @@ def upcast(event_type: str, version: int, data: dict[str, Any]) -> dict[str, Any
 
 
 def decode(raw: bytes) -> Event:
+    """The event in ``raw``, upcast to today's version; :class:`InvalidEvent` if it is not one."""
+    try:
+        return _decode(raw)
+    except InvalidEvent:
+        raise
+    # RecursionError: msgspec refuses nesting near the interpreter's limit; ValueError: an
+    # integer too long to convert. Both are bad bytes, like any decode error.
+    except (msgspec.DecodeError, OutOfBounds, RecursionError, ValueError, TypeError, KeyError) as exc:
+        raise InvalidEvent(f"not a valid event: {exc}") from None
+
+
+def _decode(raw: bytes) -> Event:
     env = _raw_decoder.decode(raw)
     cls = PAYLOAD_TYPES.get(env.type)
     if cls is None:
         raise UnknownEventType(f"unknown event type {env.type!r}")
+    if env.aggregate != cls.AGGREGATE:
+        raise InvalidEvent(f"{env.type} belongs to a {cls.AGGREGATE}, not a {env.aggregate}")
     if env.version == cls.VERSION:
         payload = _payload_decoders[env.type].decode(env.data)
     else:
         data = upcast(env.type, env.version, _dict_decoder.decode(env.data))
         payload = msgspec.convert(data, cls)
+    for name in _FREE_FORM[env.type]:
+        check_json(getattr(payload, name), f"{env.type} {name}")
     return Event(
         id=env.id,
         type=env.type,
@@ -151,10 +221,32 @@ def decode(raw: bytes) -> Event:
 
 
 def is_current(raw: bytes) -> bool:
-    """True when ``raw`` can be forwarded as is (known type at today's version)."""
-    env = _raw_decoder.decode(raw)
+    """True when ``raw`` (already known to decode) can be forwarded as is: today's version."""
+    try:
+        env = _raw_decoder.decode(raw)
+    except msgspec.DecodeError:
+        return False
     cls = PAYLOAD_TYPES.get(env.type)
     return cls is not None and env.version == cls.VERSION
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def unreadable(seq: int, project: str, aggregate: str, aggregate_id: str, reason: str) -> Recorded:
+    """A stand-in for the stored event at ``seq`` that does not decode: folds skip its content
+    but take its sequence, so a writer's expected sequence is still the aggregate's last."""
+    event = Event(
+        id="",
+        type=Unreadable.TYPE,
+        version=0,
+        time=_EPOCH,
+        project=project,
+        aggregate=aggregate,
+        aggregate_id=aggregate_id,
+        data=Unreadable(reason=reason),
+    )
+    return Recorded(seq, event)
 
 
 def to_builtins(event: Event) -> dict[str, Any]:

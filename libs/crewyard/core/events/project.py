@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from ..bounds import Concurrency
 from ._base import Payload
 
 
@@ -26,7 +27,7 @@ class ProjectLimitsSet(Payload, frozen=True, kw_only=True):
 
     TYPE = "project.limits_set"
     AGGREGATE = "project"
-    max_concurrent_runs: int | None = None
+    max_concurrent_runs: Concurrency | None = None
 
 
 class EnvSet(Payload, frozen=True, kw_only=True):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..bounds import Attempt, Count, Delay, Timeout
 from ._base import Payload
 
 
@@ -12,7 +13,7 @@ class RunQueued(Payload, frozen=True, kw_only=True):
     AGGREGATE = "run"
     deployment_id: str
     input: dict[str, Any]
-    timeout_s: float | None = None
+    timeout_s: Timeout | None = None
     idempotency_key: str | None = None
     request_hash: str | None = None
 
@@ -23,7 +24,7 @@ class RunStarted(Payload, frozen=True, kw_only=True):
     runner_id: str
     backend: str
     isolated: bool
-    attempt: int = 1
+    attempt: Attempt = 1
     entrypoint: str = ""
 
 
@@ -32,7 +33,7 @@ class RunCompleted(Payload, frozen=True, kw_only=True):
     AGGREGATE = "run"
     status: str = "succeeded"
     output: Any = None
-    duration_ms: int = 0
+    duration_ms: Count = 0
 
 
 class RunFailed(Payload, frozen=True, kw_only=True):
@@ -42,7 +43,7 @@ class RunFailed(Payload, frozen=True, kw_only=True):
     reason: str = "crew_error"  # crew_error | timeout | out_of_memory | runner_lost | infrastructure | limit
     error_type: str | None = None
     stack_trace: str | None = None
-    duration_ms: int = 0
+    duration_ms: Count = 0
 
 
 class RunRetrying(Payload, frozen=True, kw_only=True):
@@ -51,10 +52,10 @@ class RunRetrying(Payload, frozen=True, kw_only=True):
 
     TYPE = "run.retrying"
     AGGREGATE = "run"
-    attempt: int
+    attempt: Attempt
     reason: str
     error_message: str
-    delay_s: float = 0.0
+    delay_s: Delay = 0.0
 
 
 class RunCancelRequested(Payload, frozen=True, kw_only=True):
@@ -67,7 +68,7 @@ class RunCanceled(Payload, frozen=True, kw_only=True):
     TYPE = "run.canceled"
     AGGREGATE = "run"
     reason: str = "requested"
-    duration_ms: int = 0
+    duration_ms: Count = 0
 
 
 RUN_EVENTS: tuple[type[Payload], ...] = (

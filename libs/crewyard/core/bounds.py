@@ -1,0 +1,65 @@
+"""Bounds on every value the platform stores, in one place.
+
+The event codec refuses what lies outside them (an event that breaks one does not decode), so a
+writer checks before it appends and the gateway answers 400 naming the limit instead of storing
+something its own readers would choke on. The numeric bounds are ``msgspec.Meta`` annotations on
+the payload types (checked in C while decoding); free-form JSON (inputs, outputs, configs) is
+walked by :func:`check_json`, which bounds nesting depth and integer size.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+
+#: Deeper JSON is refused everywhere: decoders recurse, and a depth near the interpreter's
+#: recursion limit would decode in one call stack and fail in another (rebuild ≠ live).
+MAX_JSON_DEPTH = 64
+#: Integers must fit in 64 bits (signed or unsigned), as in every JSON decoder we serve.
+INT_MIN, INT_MAX = -(2**63), 2**64 - 1
+#: Counts, sizes and durations are stored in SQLite INTEGER columns (signed 64-bit).
+COUNT_MAX = 2**63 - 1
+#: Longest run timeout accepted (30 days); longer is a typo, or an attack on the scheduler.
+MAX_TIMEOUT_S = 30 * 24 * 3600.0
+#: Most runs of one project or deployment at once.
+MAX_CONCURRENCY = 100_000
+#: The attempt counter of a run (retries are bounded far below this).
+MAX_ATTEMPTS = 10_000
+
+Count = Annotated[int, msgspec.Meta(ge=0, le=COUNT_MAX)]
+Attempt = Annotated[int, msgspec.Meta(ge=1, le=MAX_ATTEMPTS)]
+Concurrency = Annotated[int, msgspec.Meta(ge=1, le=MAX_CONCURRENCY)]
+Timeout = Annotated[float, msgspec.Meta(gt=0, le=MAX_TIMEOUT_S)]
+Delay = Annotated[float, msgspec.Meta(ge=0, le=MAX_TIMEOUT_S)]
+
+
+class OutOfBounds(ValueError):
+    """A value outside the bounds above; the message names the limit."""
+
+
+def check_json(value: Any, what: str = "value", max_depth: int = MAX_JSON_DEPTH) -> None:
+    """Raise :class:`OutOfBounds` if ``value`` nests deeper than ``max_depth`` or holds an integer
+    that does not fit in 64 bits. Iterative, so any depth is measured without recursing."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, dict):
+            items: Any = node.values()
+        elif isinstance(node, list | tuple):
+            items = node
+        else:
+            _check_scalar(node, what)
+            continue
+        if depth > max_depth:
+            raise OutOfBounds(f"{what} is nested deeper than {max_depth} levels")
+        for item in items:
+            if isinstance(item, dict | list | tuple):
+                stack.append((item, depth + 1))
+            elif type(item) is int:
+                _check_scalar(item, what)
+
+
+def _check_scalar(node: Any, what: str) -> None:
+    if type(node) is int and not INT_MIN <= node <= INT_MAX:
+        raise OutOfBounds(f"{what} holds an integer that does not fit in 64 bits")
