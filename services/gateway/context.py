@@ -3,12 +3,14 @@ plus the two moves every command makes: append an event, then wait until the rea
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
 import msgspec
 from litestar import Request
 
+from crewyard.core.bounds import MAX_JSON_DEPTH, OutOfBounds, check_json
 from crewyard.core.deployment_state import fold_project
 from crewyard.core.events import Event, Payload, ProjectCreated, make_event
 from crewyard.core.ids import new_id
@@ -118,9 +120,28 @@ async def json_body(request: Request[Any, Any, Any]) -> dict[str, Any]:
         value = _any.decode(raw)
     except msgspec.DecodeError as exc:
         raise bad_request(f"request body is not valid JSON: {exc}") from None
+    except RecursionError:  # the decoder's own guard, far beyond our depth limit
+        raise bad_request(f"request body is nested deeper than {MAX_JSON_DEPTH} levels") from None
     if not isinstance(value, dict):
         raise bad_request("request body must be a JSON object")
+    try:
+        check_json(value, "request body")
+    except OutOfBounds as exc:
+        raise bad_request(str(exc)) from None
     return value
+
+
+#: Idempotency keys: printable ASCII (UUIDs, hashes, request names), matched as a whole.
+_IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]{1,255}")
+
+
+def idempotency_key(request: Request[Any, Any, Any]) -> str | None:
+    key = request.headers.get("idempotency-key")
+    if key is None:
+        return None
+    if not _IDEMPOTENCY_KEY.fullmatch(key):
+        raise bad_request("Idempotency-Key must be 1 to 255 printable ASCII characters")
+    return key
 
 
 def field(body: dict[str, Any], name: str, kind: type | tuple[type, ...], required: bool = False) -> Any:

@@ -24,7 +24,7 @@ from crewyard.core.ids import new_id
 from crewyard.eventstore import ConcurrencyConflict
 from crewyard.workspace import source_object
 
-from .context import Gateway, field, gw, json_body, project_name
+from .context import Gateway, field, gw, idempotency_key, json_body, project_name
 from .errors import ApiError, bad_request, conflict
 from .sse import resume_after, stream_events
 
@@ -55,13 +55,11 @@ async def create_deployment(request: Request[Any, Any, Any], project: str) -> Re
         raise ApiError(413 if exc.code == "payload_too_large" else 400, exc.code, str(exc)) from None
     except CrewConfigError as exc:
         raise bad_request(str(exc), "invalid_config") from None
-    key = request.headers.get("idempotency-key")
+    key = idempotency_key(request)
     request_hash = (
         hashlib.sha256(f"{project}\0{config.name}\0{checked.digest}".encode()).hexdigest() if key else None
     )
     if key:
-        if len(key) > 255:
-            raise bad_request("Idempotency-Key is longer than 255 characters")
         earlier = await g.rm.deployment_by_idempotency_key(key)
         if earlier is not None:
             return await _replayed(g, earlier, request_hash)

@@ -8,6 +8,8 @@ from typing import Any
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
 
+from crewyard.core.bounds import OutOfBounds
+from crewyard.core.events import InvalidEvent
 from crewyard.eventstore import StoreUnavailable
 from crewyard.objects import ObjectStoreError
 
@@ -60,6 +62,12 @@ def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     return _body(exc.status_code, _CODES.get(exc.status_code, "error"), str(message))
 
 
+def invalid(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """A request whose event the core refuses: handlers check first and name the field, this
+    is the backstop that keeps anything unreadable out of the stream."""
+    return _body(400, "bad_request", str(exc))
+
+
 def unavailable(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     return _body(503, "unavailable", f"a platform component is unavailable: {exc}")
 
@@ -73,6 +81,8 @@ HANDLERS: dict[int | type[Exception], Any] = {
     Exception: internal,
     ApiError: api_error,
     HTTPException: http_error,
+    InvalidEvent: invalid,
+    OutOfBounds: invalid,
     StoreUnavailable: unavailable,
     ObjectStoreError: unavailable,
 }

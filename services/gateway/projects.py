@@ -7,6 +7,7 @@ from typing import Any
 
 from litestar import Request, delete, get, put
 
+from crewyard.core.bounds import MAX_CONCURRENCY
 from crewyard.core.deployment_state import fold_project
 from crewyard.core.events import EnvSet, EnvUnset, ProjectLimitsSet
 
@@ -14,12 +15,12 @@ from .context import field, gw, json_body, project_name
 from .errors import bad_request, not_found
 from .sse import resume_after, stream_events
 
-_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 MAX_VALUE = 32 * 1024
 
 
 def _key(key: str) -> str:
-    if not _KEY.match(key):
+    if not _KEY.fullmatch(key):
         raise bad_request(
             f"invalid environment variable name {key!r}: use letters, digits and _", "invalid_key"
         )
@@ -58,8 +59,10 @@ async def set_limits(request: Request[Any, Any, Any], project: str) -> dict[str,
     project = project_name(project)
     body = await json_body(request)
     limit = field(body, "max_concurrent_runs", int)
-    if limit is not None and limit < 1:
-        raise bad_request("max_concurrent_runs must be at least 1 (or null for no limit)")
+    if limit is not None and not 1 <= limit <= MAX_CONCURRENCY:
+        raise bad_request(
+            f"max_concurrent_runs must be between 1 and {MAX_CONCURRENCY} (or null for no limit)"
+        )
     await g.ensure_project(project)
     await g.commit_payload(ProjectLimitsSet(max_concurrent_runs=limit), project, project, None)
     return {"project": project, "max_concurrent_runs": limit}

@@ -11,12 +11,13 @@ from litestar.response import Stream
 
 from crewyard.core import run_state as rs
 from crewyard.core import subjects
+from crewyard.core.bounds import MAX_TIMEOUT_S
 from crewyard.core.events import TERMINAL_TYPES, RunQueued, make_event
 from crewyard.core.ids import is_id, new_id
 from crewyard.eventstore import ConcurrencyConflict
 from crewyard.workspace import artifact_object
 
-from .context import Gateway, field, gw, json_body, project_name
+from .context import Gateway, field, gw, idempotency_key, json_body, project_name
 from .errors import ApiError, bad_request, conflict, not_found
 from .sse import closed_stream, resume_after, sse_response
 
@@ -61,13 +62,11 @@ async def create_run(request: Request[Any, Any, Any]) -> Response[Any]:
     if len(_enc.encode(payload)) > MAX_INPUT:
         raise ApiError(413, "payload_too_large", f"input is larger than {MAX_INPUT} bytes")
     timeout = field(body, "timeout_s", (int, float))
-    if timeout is not None and timeout <= 0:
-        raise bad_request("timeout_s must be positive")
-    key = request.headers.get("idempotency-key")
+    if timeout is not None and not 0 < timeout <= MAX_TIMEOUT_S:
+        raise bad_request(f"timeout_s must be positive and at most {MAX_TIMEOUT_S:g} seconds")
+    key = idempotency_key(request)
     request_hash = _request_hash(body) if key else None
     if key:
-        if len(key) > 255:
-            raise bad_request("Idempotency-Key is longer than 255 characters")
         existing = await g.rm.run_by_idempotency_key(key)
         if existing is not None:
             return _replayed(existing, request_hash)
