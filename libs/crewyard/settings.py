@@ -52,6 +52,8 @@ class Settings(msgspec.Struct, kw_only=True):
     s3_access_key: str | None = None
     s3_secret_key: str | None = None
     s3_secure: bool = True
+    #: Seconds between SSE keep-alive comments on a quiet stream (proxies close idle connections).
+    sse_ping_s: float = 15.0
 
     @property
     def db_path(self) -> Path:
@@ -103,6 +105,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "CREWYARD_S3_ACCESS_KEY": ("s3_access_key", str),
     "CREWYARD_S3_SECRET_KEY": ("s3_secret_key", str),
     "CREWYARD_S3_SECURE": ("s3_secure", _flag),
+    "CREWYARD_SSE_PING": ("sse_ping_s", float),
 }
 BACKENDS = ("auto", "docker", "bwrap", "process")
 BUILD_BACKENDS = ("auto", "docker", "venv")
@@ -145,6 +148,8 @@ def load(data_dir: Path | str | None = None, **overrides: Any) -> Settings:
         raise SettingsError("CREWYARD_RETRY_MAX_ATTEMPTS and CREWYARD_RUNNER_ACK_WAIT must be at least 1")
     if settings.s3_endpoint and not (settings.s3_access_key and settings.s3_secret_key):
         raise SettingsError("CREWYARD_S3_ENDPOINT needs CREWYARD_S3_ACCESS_KEY and CREWYARD_S3_SECRET_KEY")
+    if not 0 < settings.sse_ping_s <= 3600:
+        raise SettingsError("CREWYARD_SSE_PING must be more than 0 and at most 3600 seconds")
     if settings.runner_concurrency < 1:
         raise SettingsError("CREWYARD_RUNNER_CONCURRENCY must be at least 1")
     return settings

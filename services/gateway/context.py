@@ -38,7 +38,7 @@ class Gateway:
     def hub(self) -> Hub:
         """Shared run feeds (made on first use, inside the running event loop)."""
         if self._hub is None:
-            self._hub = Hub(self.store)
+            self._hub = Hub(self.store, self.settings.sse_ping_s)
         return self._hub
 
     async def commit(self, event: Event, expected_seq: int | None) -> int:

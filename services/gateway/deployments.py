@@ -115,7 +115,9 @@ async def build_log(request: Request[Any, Any, Any], dep_id: str) -> Any:
     dep = await g.deployment(dep_id)
     filt = subjects.aggregate_filter(dep["project"], "deployment", dep_id, g.store.prefix)
     after = resume_after(request)
-    return stream_events(g.store, filt, (after or 0) + 1, is_last=lambda t: t in _BUILD_END)
+    return await stream_events(
+        g.store, filt, (after or 0) + 1, ping_s=g.settings.sse_ping_s, is_last=lambda t: t in _BUILD_END
+    )
 
 
 @post("/v1/projects/{project:str}/rollback", status_code=200)

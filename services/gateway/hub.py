@@ -21,12 +21,15 @@ LINGER_S = 30.0
 
 
 class Feed:
-    def __init__(self, store: EventStore, filter_subject: str) -> None:
+    def __init__(self, store: EventStore, filter_subject: str, ping_s: float) -> None:
         self.store = store
         self.filter_subject = filter_subject
+        self.ping_s = ping_s
         self.seqs: list[int] = []
         self.items: list[tuple[int, str, bytes]] = []
         self.clients = 0
+        #: Set once the feed has a consumer on the stream (it may still be replaying).
+        self.reading = asyncio.Event()
         self._new = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._linger: asyncio.TimerHandle | None = None
@@ -40,6 +43,7 @@ class Feed:
             start = self.seqs[-1] + 1 if self.seqs else 1
             try:
                 async with self.store.follow(self.filter_subject, start_seq=start) as queue:
+                    self.reading.set()
                     while True:
                         raw = await queue.get()
                         if self.seqs and raw.seq <= self.seqs[-1]:
@@ -54,7 +58,16 @@ class Feed:
             except StoreUnavailable:
                 await asyncio.sleep(1.0)
 
+    async def wait_reading(self, timeout: float) -> bool:
+        """Whether the feed reads the stream, waiting up to ``timeout`` for its first consumer."""
+        if not self.reading.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout):
+                    await self.reading.wait()
+        return self.reading.is_set()
+
     async def batches(self, start_seq: int) -> Batches:
+        """Everything from ``start_seq`` on, in batches; an empty batch after ``ping_s`` of quiet."""
         index = 0
         while True:
             if index < len(self.items):
@@ -65,7 +78,12 @@ class Feed:
                 index += len(batch)
                 yield batch
             else:
-                await self._new.wait()
+                # The wait is timed here, inside the source: a keep-alive must never cancel it.
+                try:
+                    async with asyncio.timeout(self.ping_s):
+                        await self._new.wait()
+                except TimeoutError:
+                    yield []
 
     def close(self) -> None:
         if self._task is not None:
@@ -73,15 +91,16 @@ class Feed:
 
 
 class Hub:
-    def __init__(self, store: EventStore) -> None:
+    def __init__(self, store: EventStore, ping_s: float) -> None:
         self.store = store
+        self.ping_s = ping_s
         self.feeds: dict[str, Feed] = {}
 
     def acquire(self, run_id: str) -> Feed:
         feed = self.feeds.get(run_id)
         if feed is None:
             filt = subjects.any_project_aggregate_filter("run", run_id, self.store.prefix)
-            feed = self.feeds[run_id] = Feed(self.store, filt)
+            feed = self.feeds[run_id] = Feed(self.store, filt, self.ping_s)
             feed.start()
         feed.clients += 1
         if feed._linger is not None:

@@ -178,17 +178,17 @@ async def run_events(request: Request[Any, Any, Any], run_id: str) -> Any:
         last = await g.store.load_raw(filt, start_seq=after + 1, batch=1)
         if not last:
             return closed_stream()
-    on_close = None
+    on_disconnect = None
     if request.query_params.get("cancel_on_disconnect", "").lower() in ("1", "true", "yes"):
 
-        async def on_close() -> None:
+        async def on_disconnect() -> None:
             await _cancel(g, run_id, reason="client disconnected", quiet=True)
 
     feed = g.hub.acquire(run_id)
     return sse_response(
         feed.batches((after or 0) + 1),
         is_last=lambda t: t in TERMINAL_TYPES,
-        on_close=on_close,
+        on_disconnect=on_disconnect,
         release=lambda: g.hub.release(run_id),
     )
 

@@ -11,18 +11,19 @@ client's last write goes out in one chunk, so a burst of events costs one socket
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
+import contextlib
+from collections.abc import AsyncGenerator, Callable, Coroutine
 from typing import Any
 
 from litestar import Request
 from litestar.response import Stream
+from litestar.response.base import ASGIResponse
 
 from crewyard.core.events import InvalidEvent, encode, is_current
 from crewyard.eventstore import EventStore, RawEvent, set_aside
 
 from .errors import bad_request
 
-PING_EVERY = 15.0
 PING = b": ping\n\n"
 HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no", "Connection": "keep-alive"}
 _closing: set[asyncio.Task[Any]] = set()
@@ -54,56 +55,102 @@ def render(raw: RawEvent, prefix: str) -> tuple[str, bytes] | None:
     return event.type, b"id: %d\nevent: %s\ndata: %s\n\n" % (raw.seq, event.type.encode(), data)
 
 
-#: A source of rendered batches: lists of (seq, type, sse bytes), ending when the caller stops.
-Batches = AsyncIterator[list[tuple[int, str, bytes]]]
+#: A source of rendered batches: lists of (seq, type, sse bytes). An empty list means "nothing new
+#: for a keep-alive interval": the source itself times its waits, so a keep-alive never interrupts
+#: it (cancelling a generator mid-wait ends it for good).
+Batches = AsyncGenerator[list[tuple[int, str, bytes]], None]
+
+
+class _Watch:
+    """Whether the client went away: set only when the server hears ``http.disconnect``."""
+
+    gone = False
+
+
+class EventStream(Stream):
+    """A ``text/event-stream`` response that tells a real client disconnect apart from the
+    server's own close (end of stream, a failed source, shutdown): only the ASGI
+    ``http.disconnect`` message sets ``watch.gone``."""
+
+    def __init__(self, body: AsyncGenerator[bytes, None], watch: _Watch) -> None:
+        super().__init__(body, media_type="text/event-stream", headers=HEADERS)
+        self.watch = watch
+
+    def to_asgi_response(self, app: Any, request: Request[Any, Any, Any], **kwargs: Any) -> ASGIResponse:
+        inner = super().to_asgi_response(app, request, **kwargs)
+        return _Watched(inner, self.watch)
+
+
+class _Watched(ASGIResponse):
+    """Passes everything to the streaming response, noting a client disconnect on the way."""
+
+    def __init__(self, inner: ASGIResponse, watch: _Watch) -> None:
+        self.inner, self.watch = inner, watch
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        async def watched() -> Any:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                self.watch.gone = True  # before the stream is cancelled: its cleanup reads this
+            return message
+
+        await self.inner(scope, watched, send)
 
 
 def sse_response(
     batches: Batches,
     *,
     is_last: Callable[[str], bool] = lambda _t: False,
-    on_close: Callable[[], Coroutine[Any, Any, None]] | None = None,
+    on_disconnect: Callable[[], Coroutine[Any, Any, None]] | None = None,
     release: Callable[[], None] | None = None,
-) -> Stream:
+) -> EventStream:
+    """Write ``batches`` as SSE until the last event (``is_last``); a keep-alive comment for every
+    empty batch. ``on_disconnect`` runs only if the client went away before the last event."""
+    watch = _Watch()
+
     async def body() -> AsyncGenerator[bytes, None]:
         ended = False
         try:
-            while True:
-                try:
-                    batch = await asyncio.wait_for(anext(batches), PING_EVERY)
-                except TimeoutError:
+            async for batch in batches:
+                if not batch:
                     yield PING
                     continue
-                except StopAsyncIteration:
-                    return
                 chunk = []
                 for _seq, event_type, text in batch:
                     chunk.append(text)
                     if is_last(event_type):
                         ended = True
                         break
-                if chunk:
-                    yield b"".join(chunk)
+                yield b"".join(chunk)
                 if ended:
                     return
         finally:
             if release is not None:
                 release()
-            if on_close is not None and not ended:
-                # The generator is usually being cancelled (client gone): finish in a task of its own.
-                task = asyncio.create_task(on_close())
+            if on_disconnect is not None and watch.gone and not ended:
+                # The generator is being cancelled (client gone): finish in a task of its own.
+                task = asyncio.create_task(on_disconnect())
                 _closing.add(task)
                 task.add_done_callback(_closing.discard)
+            with contextlib.suppress(Exception):
+                await batches.aclose()
 
-    return Stream(body(), media_type="text/event-stream", headers=HEADERS)
+    return EventStream(body(), watch)
 
 
-async def followed(store: EventStore, filter_subject: str, start_seq: int) -> Batches:
-    """Batches from a consumer of this client's own (project streams, build logs)."""
+async def followed(store: EventStore, filter_subject: str, start_seq: int, ping_s: float) -> Batches:
+    """Batches from a consumer of this client's own (project streams, build logs). The first batch
+    is empty and comes once the consumer exists (see :func:`stream_events`)."""
     last = start_seq - 1
     async with store.follow(filter_subject, start_seq=start_seq) as queue:
+        yield []
         while True:
-            batch = [await queue.get()]
+            try:
+                async with asyncio.timeout(ping_s):
+                    batch = [await queue.get()]
+            except TimeoutError:
+                yield []  # quiet: time for a keep-alive
+                continue
             while not queue.empty():
                 batch.append(queue.get_nowait())
             out = []
@@ -118,15 +165,19 @@ async def followed(store: EventStore, filter_subject: str, start_seq: int) -> Ba
                 yield out
 
 
-def stream_events(
+async def stream_events(
     store: EventStore,
     filter_subject: str,
     start_seq: int,
     *,
+    ping_s: float,
     is_last: Callable[[str], bool] = lambda _t: False,
-    on_close: Callable[[], Coroutine[Any, Any, None]] | None = None,
-) -> Stream:
-    return sse_response(followed(store, filter_subject, start_seq), is_last=is_last, on_close=on_close)
+) -> EventStream:
+    """SSE from a consumer of the client's own. The consumer is made before answering, so a
+    stream that cannot be read is a 503 (``StoreUnavailable``), not a 200 that never says a thing."""
+    batches = followed(store, filter_subject, start_seq, ping_s)
+    await anext(batches)
+    return sse_response(batches, is_last=is_last)
 
 
 def closed_stream() -> Stream:
