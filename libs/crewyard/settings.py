@@ -6,7 +6,6 @@ Misconfiguration fails here, at start-up, with a message naming the variable.
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,6 +34,7 @@ class Settings(msgspec.Struct, kw_only=True):
     docker_host: str | None = None
     base_image: str | None = None
     runner_concurrency: int = 4
+    #: Empty: the runner makes one and keeps it in its data dir (``runner/identity.py``).
     runner_id: str = ""
     cancel_grace_s: float = 10.0
     #: How long a runner may go silent before its run is handed to another runner.
@@ -133,8 +133,6 @@ def load(data_dir: Path | str | None = None, **overrides: Any) -> Settings:
         values.setdefault("stream", StreamSettings(replicas=int(replicas)))
     root = Path(data_dir or os.environ.get("CREWYARD_DATA_DIR") or ".crewyard").expanduser().resolve()
     values["data_dir"] = root
-    if not values.get("runner_id"):
-        values["runner_id"] = f"{socket.gethostname()}-{os.getpid()}"
     settings = Settings(**values)
     if settings.backend not in BACKENDS:
         raise SettingsError(f"backend must be one of {', '.join(BACKENDS)}, got {settings.backend!r}")

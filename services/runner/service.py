@@ -40,6 +40,7 @@ from crewyard.workspace import Workspace
 from .artifacts import collect
 from .backends import BackendError, ExecutionBackend, RunHandle, RunSpec
 from .execution import Emitter, decide_outcome, finish, limits_for, retry_or_fail, supervise
+from .identity import RunnerIdentity
 from .liveness import Liveness
 from .slots import Slots
 
@@ -61,10 +62,12 @@ class Runner:
         self.objects = objects
         self.backend = backend
         self.secrets = secrets
+        self.identity = RunnerIdentity.claim(settings.data_dir, settings.runner_id)
+        self.runner_id = self.identity.runner_id
         self.workspace = Workspace(settings.cache_dir, objects)
         self.venvs = VenvBuilder(settings.cache_dir)
         self.slots = Slots(store)
-        self.liveness = Liveness(store, settings.runner_id, settings.runner_ack_wait_s / 3)
+        self.liveness = Liveness(store, self.runner_id, settings.runner_ack_wait_s / 3)
         # max_deliver unlimited: a run waiting for a concurrency slot is handed back many times;
         # attempts that really failed are counted in the run's own events instead.
         self.queue = WorkQueue(
@@ -79,9 +82,9 @@ class Runner:
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.queue.start()
-        removed = await self.backend.cleanup_orphans(self.settings.runner_id)
+        removed = await self.backend.cleanup_orphans(self.runner_id)
         if removed:
-            log.warning("removed %d orphaned run environments", removed)
+            log.warning("ended %d run environments that had outlived their runner", removed)
         listener = asyncio.create_task(self._listen_for_cancels(stop))
         beat = asyncio.create_task(self.liveness.beat(lambda: list(self.active)))
         free = asyncio.Semaphore(self.settings.runner_concurrency)
@@ -106,6 +109,7 @@ class Runner:
                 cancel.set()
             if self._tasks:
                 await asyncio.wait(self._tasks, timeout=self.settings.cancel_grace_s + 20)
+            self.identity.release()
 
     async def _listen_for_cancels(self, stop: asyncio.Event) -> None:
         filt = subjects.type_filter("run.cancel_requested", "run", self.store.prefix)
@@ -232,7 +236,7 @@ class Runner:
         try:
             started = rs.decide_start(
                 state,
-                runner_id=self.settings.runner_id,
+                runner_id=self.runner_id,
                 backend=self.backend.name,
                 isolated=self.backend.isolated,
                 entrypoint=config.entrypoint,
@@ -286,7 +290,7 @@ class Runner:
             run_id=state.run_id,
             project=state.project,
             deployment_id=state.deployment_id,
-            runner_id=self.settings.runner_id,
+            runner_id=self.runner_id,
             framework=config.framework,
             entrypoint=config.entrypoint,
             input=state.input,
@@ -356,7 +360,7 @@ class Runner:
         if over and not isinstance(payload, RunFailed | RunCanceled):
             payload = RunFailed(reason="limit", error_message="Artifact limit exceeded: " + "; ".join(over))
         await emitter.flush()
-        written = await finish(self.store, project, run_id, payload, owner=self.settings.runner_id)
+        written = await finish(self.store, project, run_id, payload, owner=self.runner_id)
         if written or await self._is_over(run_id):
             await item.ack()
         else:

@@ -36,6 +36,10 @@ def folder_digest(folder: Path) -> str:
     return h.hexdigest()
 
 
+#: The runner id of this test session's runs: other sessions on the machine use their own.
+TEST_RUNNER_ID = f"test-runner-{uuid.uuid4().hex[:8]}"
+
+
 def run_processes(run_id: str) -> list[int]:
     """Host pids of every process of a run, found by its environment (works for every backend:
     container and sandbox processes are visible in the host's /proc)."""
@@ -87,7 +91,7 @@ class Runs:
         self._tmp, self._source, self._runtime, self._venv, self._image = tmp, source, runtime, venv, image
 
     def spec(self, entrypoint: str, *, input: dict[str, Any] | None = None, env: dict[str, str] | None = None,
-             limits: Limits | None = None, runner_id: str = "test-runner") -> RunSpec:  # fmt: skip
+             limits: Limits | None = None, runner_id: str = TEST_RUNNER_ID) -> RunSpec:  # fmt: skip
         run_id = f"run_{uuid.uuid4().hex[:12]}"
         work = self._tmp / run_id
         return RunSpec(

@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from backend_helpers import Runs, folder_digest, make_runs
+from backend_helpers import TEST_RUNNER_ID, Runs, folder_digest, make_runs
 
 import crewyard_runtime
 from crewyard.builder.backends.docker import DockerBuilder
@@ -88,9 +88,8 @@ def crew_image(docker_host: str, base_image: str, crew_source: tuple[Path, str],
 def docker_backend(docker_host: str) -> Iterator[DockerBackend]:
     backend = DockerBackend(docker_host)
     yield backend
-    # Whatever a failed test left behind: every runner id the tests use starts with one of these.
-    for prefix in ("test-runner", "dead-", "alive-"):
-        asyncio.run(backend.cleanup_orphans(prefix))
+    # Whatever a failed test of this session left behind (never another session's containers).
+    asyncio.run(backend.cleanup_orphans(TEST_RUNNER_ID))
 
 
 @pytest.fixture(params=["process", "bwrap", "docker"])

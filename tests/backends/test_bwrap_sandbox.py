@@ -5,10 +5,13 @@ from __future__ import annotations
 import asyncio
 import os
 import pickle
+import random
 import signal
 import subprocess
 import sys
-import textwrap
+import time
+import uuid
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,13 +28,11 @@ pytestmark = pytest.mark.timeout(60)
 
 
 def _group_dirs(runner_id: str) -> list[Path]:
-    name = _cgroup.safe_name(runner_id)
-    parents = [
-        _cgroup.ROOT / _cgroup.PARENT,
-        *(p / _cgroup.PARENT for p in _cgroup.ROOT.iterdir() if p.is_dir()),
-    ]
+    """Control group folders of one runner id (ours: ids are unique per test)."""
     return [
-        g for parent in parents if parent.is_dir() for g in parent.iterdir() if g.name.startswith(f"{name}@")
+        d
+        for group in _cgroup.groups(lambda name: f"@{_cgroup.safe_name(runner_id, 80)}@" in name).values()
+        for d in group.dirs
     ]
 
 
@@ -49,50 +50,102 @@ async def test_limits_come_from_a_control_group_that_is_removed_with_the_run(bwr
     assert _group_dirs("cg-test") == []
 
 
-async def test_the_sandbox_dies_with_its_runner(bwrap_runs: Runs, tmp_path: Path) -> None:
-    """Why ``cleanup_orphans`` has nothing to end: ``--die-with-parent`` takes care of it."""
-    spec = bwrap_runs.spec("crew:sleeper", input={"marker": 1000.0625}, runner_id="doomed-runner")
+RUNNER = """
+import asyncio, pickle, sys
+from crewyard.runner.backends import BwrapBackend
+
+async def main():
+    specs = pickle.loads(sys.stdin.buffer.read())
+    backend = BwrapBackend()
+    for spec in specs:  # one after another, so that a kill lands while bwrap is starting
+        await backend.start(spec)
+        print(spec.run_id, flush=True)
+    await asyncio.sleep(1000)
+
+asyncio.run(main())
+"""
+
+
+async def _wait_until(condition: Callable[[], bool], timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.05)
+    return True
+
+
+@pytest.mark.parametrize("trial", range(6))
+async def test_no_sandbox_outlives_its_runner_however_it_is_killed(
+    bwrap_runs: Runs, tmp_path: Path, trial: int
+) -> None:
+    """A runner SIGKILLed while it starts sandboxes: ``--die-with-parent`` misses the ones bwrap
+    was just starting (they run on, reparented to pid 1); the reaper kills them and removes every
+    control group of the dead runner within seconds."""
+    runner_id = f"doomed-{uuid.uuid4().hex[:8]}"
+    specs = [bwrap_runs.spec("crew:sleeper", runner_id=runner_id) for _ in range(8)]
     script = tmp_path / "runner.py"
-    script.write_text(
-        textwrap.dedent(
-            """
-            import asyncio, pickle, sys
-            from crewyard.runner.backends import BwrapBackend
-
-            async def main():
-                spec = pickle.loads(sys.stdin.buffer.read())
-                handle = await BwrapBackend().start(spec)
-                async for stream, line in handle.output():
-                    if b"sleeping" in line:
-                        print("started", flush=True)
-                await asyncio.sleep(1000)
-
-            asyncio.run(main())
-            """
-        )
-    )
+    script.write_text(RUNNER)
     runner = subprocess.Popen(  # noqa: ASYNC220 - a plain child we SIGKILL; nothing to await
         [sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True
     )
     assert runner.stdin and runner.stdout
-    runner.stdin.write(pickle.dumps(spec))
+    runner.stdin.write(pickle.dumps(specs))
     runner.stdin.close()
     try:
-        line = await asyncio.wait_for(asyncio.to_thread(runner.stdout.readline), 30)
-        assert line.strip() == b"started"
-        assert run_processes(spec.run_id), "the sandboxed crew should be running"
+        started = 0
+        while started < 1 + trial % 4:  # kill at a different start each trial, a moment after it
+            assert await asyncio.wait_for(asyncio.to_thread(runner.stdout.readline), 30)
+            started += 1
+        await asyncio.sleep(random.uniform(0, 0.01))
         os.kill(runner.pid, signal.SIGKILL)  # the runner dies without cleaning anything up
         runner.wait()
-        for _ in range(60):
-            if not run_processes(spec.run_id):
-                break
-            await asyncio.sleep(0.05)
-        assert run_processes(spec.run_id) == []
     finally:
         runner.kill()
         runner.wait()
         runner.stdout.close()
-    # What is left is an empty control group folder; cleanup_orphans removes it and counts
-    # no sandbox, because none was alive.
-    assert await BwrapBackend().cleanup_orphans("doomed-runner") == 0
-    assert _group_dirs("doomed-runner") == []
+
+    def sandboxes() -> list[int]:
+        return [pid for spec in specs for pid in run_processes(spec.run_id)]
+
+    assert await _wait_until(lambda: not sandboxes() and not _group_dirs(runner_id), 10), (
+        f"left behind: processes {sandboxes()}, groups {_group_dirs(runner_id)}"
+    )
+
+
+def _group(owner: str, runner_id: str, run_id: str) -> _cgroup.Cgroup:
+    group = _cgroup.create(
+        _cgroup.group_name(owner, runner_id, run_id), memory_bytes=None, pids=64, cpus=None
+    )
+    assert group is not None, "this host should give sandboxes control groups"
+    return group
+
+
+def test_a_starting_runner_sweeps_the_groups_of_runner_processes_that_are_gone() -> None:
+    """What a reaper that was killed too leaves: the next runner to start removes it — and only
+    it, not the group of a live process."""
+    code = "from crewyard.runner.backends._cgroup import owner_tag; print(owner_tag())"
+    gone = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, check=True, text=True
+    ).stdout.strip()
+    assert _cgroup.owner_gone(gone) and not _cgroup.owner_gone(_cgroup.owner_tag())
+    # A pid reused by another process is still a dead owner: the start time tells them apart.
+    assert _cgroup.owner_gone(_cgroup.owner_tag().rsplit("-", 1)[0] + "-1")
+    swept, kept = f"swept-{uuid.uuid4().hex[:8]}", f"kept-{uuid.uuid4().hex[:8]}"
+    sleeper = subprocess.Popen(["sleep", "60"])
+    try:
+        for path in _group(gone, swept, "run_a").procs_files():
+            with open(path, "w") as f:
+                f.write(str(sleeper.pid))
+        _group(gone, swept, "run_b")  # empty, as a killed runner leaves most of its groups
+        live = _group(_cgroup.owner_tag(), kept, "run_c")
+        try:
+            assert asyncio.run(BwrapBackend().cleanup_orphans("another-runner")) == 1
+            assert sleeper.wait(10) == -signal.SIGKILL
+            assert _group_dirs(swept) == []
+            assert _group_dirs(kept) != []
+        finally:
+            live.remove()
+    finally:
+        sleeper.kill()
+        sleeper.wait()

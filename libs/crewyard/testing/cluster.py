@@ -47,7 +47,6 @@ class Cluster:
             self.nats.start()
             return
         service = "runner" if name.startswith("runner") else name
-        env = {**self.env, "CREWYARD_RUNNER_ID": f"{name}-{time.monotonic_ns()}"}
         log = (self.root / f"{name}.log").open("ab")
         self.procs[name] = subprocess.Popen(
             [
@@ -59,7 +58,7 @@ class Cluster:
                 self.nats.url,
                 str(self.port),
             ],
-            env=env,
+            env=self.env,
             stdout=log,
             stderr=log,
             stdin=subprocess.DEVNULL,
@@ -113,3 +112,22 @@ class Cluster:
         for name in reversed(self.names):
             self.stop(name)
         self.stop("nats")
+
+
+def crew_processes(root: Path) -> list[int]:
+    """Crew processes (and their sandboxes) of a platform whose data lives under ``root``: only
+    those, because other platforms on the machine run crews too."""
+    found = []
+    needle = str(root).encode()
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            cmdline = (proc / "cmdline").read_bytes()
+            if b"crewyard_runtime" not in cmdline:
+                continue
+            if needle in cmdline or os.readlink(proc / "cwd").startswith(str(root)):
+                found.append(int(proc.name))
+        except OSError:
+            pass
+    return found

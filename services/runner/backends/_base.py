@@ -95,7 +95,9 @@ class ExecutionBackend(Protocol):
     async def start(self, spec: RunSpec) -> RunHandle: ...
 
     async def cleanup_orphans(self, runner_id: str) -> int:
-        """Remove containers/sandboxes left by a dead runner with this id prefix; return how many."""
+        """At a runner's start: end and remove what dead runners left (containers of this runner
+        id — its predecessor's —, sandboxes of runner processes that are gone); return how many
+        were still running."""
         ...
 
 

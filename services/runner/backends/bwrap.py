@@ -6,7 +6,8 @@ source and the runtime — all read-only — a private ``/tmp`` and ``/dev/shm``
 and one writable folder: its artifacts folder (bound at the same path as on the host, and the
 working directory). It runs as uid/gid 1000 with no capabilities in new user, pid, ipc, uts,
 cgroup and (unless its limits ask for a network) net namespaces, in a new session, and dies with
-the runner (``--die-with-parent``).
+the runner: ``--die-with-parent`` once bwrap runs, and the runner's reaper (``_cgroup``), which
+kills the sandbox's control group when the runner dies, for the moments in which bwrap starts.
 
 Limits: memory, pids and CPU share through a control group per sandbox (see ``_cgroup`` for why
 rlimits cannot do this here); file size, core dumps and, optionally, CPU seconds through rlimits.
@@ -275,16 +276,11 @@ class BwrapBackend:
         env["PATH"] = f"{spec.venv_dir / 'bin'}{os.pathsep}{env['PATH']}"
         env["TMPDIR"] = "/tmp"
         limits = spec.limits
-        cgroup = await asyncio.to_thread(
-            _cgroup.create,
-            f"{_cgroup.safe_name(spec.runner_id)}@{_cgroup.safe_name(spec.run_id)}",
-            memory_bytes=limits.memory_bytes,
-            pids=limits.pids,
-            cpus=limits.cpus,
-        )
+        cgroup = await asyncio.to_thread(self._new_group, spec)
         procs_files = cgroup.procs_files() if cgroup else []
         cpu_time = self._cpu_time
         root = os.geteuid() == 0
+        runner_pid = os.getpid()
 
         def _preexec() -> None:
             # Runs in the child between fork and exec: joining the group here means bwrap and every
@@ -292,6 +288,8 @@ class BwrapBackend:
             for path in procs_files:
                 with open(path, "w") as f:
                     f.write(str(os.getpid()))
+            if os.getppid() != runner_pid:  # the runner died since the fork: the reaper may have
+                os._exit(1)  # swept the group already; starting now would outlive everything
             resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a core dump would land in artifacts
             if limits.file_size_bytes:
                 resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_size_bytes, limits.file_size_bytes))
@@ -332,19 +330,29 @@ class BwrapBackend:
         )
         return BwrapHandle(proc, status, cgroup, spec, self._caps)
 
-    async def cleanup_orphans(self, runner_id: str) -> int:
-        """Sandboxes die with their runner (``--die-with-parent``): there is nothing to end.
+    @staticmethod
+    def _new_group(spec: RunSpec) -> _cgroup.Cgroup | None:
+        """The run's control group, owned by this process, whose reaper is running first."""
+        _cgroup.sweep()  # now and then: what dead runners left, whoever they were
+        limits = spec.limits
+        group = _cgroup.create(
+            _cgroup.group_name(_cgroup.owner_tag(), spec.runner_id, spec.run_id),
+            memory_bytes=limits.memory_bytes,
+            pids=limits.pids,
+            cpus=limits.cpus,
+        )
+        if group is not None:
+            _cgroup.Reaper.ensure()
+        return group
 
-        What can be left is the empty control group folder of each of the dead runner's runs;
-        those are removed. The count is of groups that still held processes (expected: 0).
+    async def cleanup_orphans(self, runner_id: str) -> int:
+        """Kill and remove the sandboxes of every runner process on this machine that is gone.
+
+        Ownership is by process (see ``_cgroup``), not by runner id: a group of a dead process is
+        removed whichever runner it ran for, a live process's never. Returns how many still held
+        processes (sandboxes that had outlived their runner; expected 0 thanks to the reaper).
         """
-        groups = await asyncio.to_thread(_cgroup.leftovers, _cgroup.safe_name(runner_id))
-        alive = 0
-        for group in groups:
-            if group.pids():
-                alive += 1
-            await asyncio.to_thread(group.remove)
-        return alive
+        return await asyncio.to_thread(_cgroup.sweep)
 
 
 def probe(bwrap: str | None = None) -> str | None:

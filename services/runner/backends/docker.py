@@ -17,9 +17,8 @@ block for the whole run (the attach stream and ``wait``) get a thread of their o
 concurrent runs cannot starve the event loop's small default executor.
 
 Containers and volumes carry the labels ``crewyard.run_id`` and ``crewyard.runner_id``;
-:meth:`DockerBackend.cleanup_orphans` removes those whose runner id *starts with* the given id
-(the Protocol's contract), so pass a dead runner's full id unless every runner sharing the prefix
-is known to be gone.
+:meth:`DockerBackend.cleanup_orphans` removes those of one runner id: a runner keeps its id across
+restarts (``runner/identity.py``), so at start-up it removes what its dead predecessor left.
 """
 
 from __future__ import annotations
@@ -355,17 +354,17 @@ class DockerBackend:
         removed = 0
         with translate_errors("clean up orphaned runs"):
             for c in api.containers(all=True, filters={"label": LABEL_RUNNER}):
-                if str((c.get("Labels") or {}).get(LABEL_RUNNER, "")).startswith(runner_id):
+                if (c.get("Labels") or {}).get(LABEL_RUNNER) == runner_id:
                     with contextlib.suppress(docker.errors.NotFound):
                         api.remove_container(c["Id"], force=True, v=True)
                         removed += 1
             for v in api.volumes(filters={"label": LABEL_RUNNER}).get("Volumes") or []:
-                if str((v.get("Labels") or {}).get(LABEL_RUNNER, "")).startswith(runner_id):
+                if (v.get("Labels") or {}).get(LABEL_RUNNER) == runner_id:
                     with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
                         api.remove_volume(v["Name"], force=True)
         return removed
 
     async def cleanup_orphans(self, runner_id: str) -> int:
         if not runner_id:
-            raise BackendError("cleanup_orphans needs a runner id (an empty prefix matches every runner)")
+            raise BackendError("cleanup_orphans needs a runner id")
         return await asyncio.to_thread(self._cleanup_blocking, runner_id)

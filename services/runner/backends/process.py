@@ -21,7 +21,7 @@ from ._lines import merge_lines
 _PR_SET_PDEATHSIG = 1
 
 
-def _die_with_parent() -> None:
+def _die_with_parent(runner_pid: int) -> None:
     """Have the kernel kill the crew if the runner dies (a SIGKILLed runner leaves no orphans)."""
     try:
         import ctypes
@@ -29,6 +29,8 @@ def _die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
     except OSError:
         pass
+    if os.getppid() != runner_pid:  # the runner died before the line above: nobody will signal us
+        os._exit(1)
 
 
 class ProcessHandle:
@@ -87,9 +89,10 @@ class ProcessBackend:
         env["PATH"] = f"{spec.venv_dir / 'bin'}{os.pathsep}{env['PATH']}"
         env["TMPDIR"] = str(spec.work_dir)
         limits = spec.limits
+        runner_pid = os.getpid()
 
         def _preexec() -> None:
-            _die_with_parent()
+            _die_with_parent(runner_pid)
             if limits.memory_bytes:
                 # Address space, not RSS: generous so that thread stacks and mmaps fit.
                 cap = limits.memory_bytes * 4
@@ -116,4 +119,4 @@ class ProcessBackend:
         return ProcessHandle(proc)
 
     async def cleanup_orphans(self, runner_id: str) -> int:
-        return 0  # a process dies with its session leader's runner only if it was killed; nothing tracked
+        return 0  # crews die with their runner (PR_SET_PDEATHSIG, checked after it is set)
