@@ -21,7 +21,7 @@ from rich.console import Console
 
 from crewyard.eventstore import EventStore, connect, ensure_stream
 from crewyard.natsserver import EmbeddedNats
-from crewyard.objects import open_store
+from crewyard.objects import ObjectStore, open_store
 from crewyard.secrets import SecretBox, load_key
 from crewyard.settings import Settings
 
@@ -51,15 +51,10 @@ def _execution_backend(settings: Settings) -> Any:
     return select(settings) if select else backends.ProcessBackend()
 
 
-def _build_backend(settings: Settings) -> Any:
+def _build_backend(settings: Settings, objects: ObjectStore) -> Any:
     from crewyard.builder import backends
 
-    select = getattr(backends, "select_build_backend", None)
-    if select is None:
-        from crewyard.environments import VenvBuilder
-
-        return VenvBuilder(settings.cache_dir)
-    return select(settings, settings.cache_dir)
+    return backends.select_build_backend(settings, settings.cache_dir, objects)
 
 
 async def _service(name: str, settings: Settings, stop: asyncio.Event) -> Callable[[], Awaitable[None]]:
@@ -70,7 +65,11 @@ async def _service(name: str, settings: Settings, stop: asyncio.Event) -> Callab
         from crewyard.builder import Builder
 
         builder = Builder(
-            settings, store, objects, _build_backend(settings), f"{socket.gethostname()}-{os.getpid()}"
+            settings,
+            store,
+            objects,
+            _build_backend(settings, objects),
+            f"{socket.gethostname()}-{os.getpid()}",
         )
         return lambda: builder.run(stop)
     if name == "runner":

@@ -116,6 +116,7 @@ class Builder:
                     cached=result.cached,
                     duration_ms=int((time.monotonic() - t0) * 1000),
                     image=result.image,
+                    env_sha256=result.env_sha256,
                 )
             except BuildFailed as exc:
                 outcome = DeploymentFailed(error_message=str(exc))

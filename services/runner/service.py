@@ -20,10 +20,10 @@ import msgspec
 from crewyard.core import run_state as rs
 from crewyard.core import subjects
 from crewyard.core.crewfile import CrewConfig
-from crewyard.core.deployment_state import READY, fold_deployment, fold_project
+from crewyard.core.deployment_state import READY, DeploymentState, fold_deployment, fold_project
 from crewyard.core.events import InvalidEvent, RunCanceled, RunFailed, RunRetrying, make_event
 from crewyard.core.ids import new_id
-from crewyard.environments import BuildFailed, BuildRequest, VenvBuilder
+from crewyard.environments import ArchiveCorrupt, BuildFailed, EnvironmentStore
 from crewyard.eventstore import (
     ConcurrencyConflict,
     EventStore,
@@ -65,7 +65,7 @@ class Runner:
         self.identity = RunnerIdentity.claim(settings.data_dir, settings.runner_id)
         self.runner_id = self.identity.runner_id
         self.workspace = Workspace(settings.cache_dir, objects)
-        self.venvs = VenvBuilder(settings.cache_dir)
+        self.environments = EnvironmentStore(settings.cache_dir, objects)
         self.slots = Slots(store)
         self.liveness = Liveness(store, self.runner_id, settings.runner_ack_wait_s / 3)
         # max_deliver unlimited: a run waiting for a concurrency slot is handed back many times;
@@ -243,7 +243,7 @@ class Runner:
             )
             event = make_event(started, project=project, aggregate_id=run_id, event_id=new_id("evt"))
             await self.store.append(event, expected_seq=state.version)
-            await self._run_started(item, state, dep.source_digest, dep.image, config, cancel)
+            await self._run_started(item, state, dep, config, cancel)
         finally:
             self.active.pop(run_id, None)
             if limits:
@@ -260,31 +260,26 @@ class Runner:
     async def _start(
         self,
         state: rs.RunState,
-        source_digest: str,
-        image: str | None,
+        dep: DeploymentState,
         config: CrewConfig,
         env: dict[str, str],
     ) -> tuple[RunSpec, RunHandle]:
+        image = dep.image
         if self.backend.artifact_kind == "image" and not image:
             raise BuildFailed(
                 f"deployment {state.deployment_id} has no container image (it was built with the venv"
                 " backend); redeploy it with the docker build backend to run it on the docker backend"
             )
-        source_dir = await self.workspace.source(source_digest)
+        source_dir = await self.workspace.source(dep.source_digest)
         venv_dir = None
         if self.backend.artifact_kind == "venv":
-
-            async def quiet(line: str, stream: str) -> None:
-                return None
-
-            request = BuildRequest(
-                deployment_id=state.deployment_id,
-                project=state.project,
-                source_dir=source_dir,
-                source_digest=source_digest,
-                config=config,
-            )
-            venv_dir = (await self.venvs.build(request, quiet)).venv_dir
+            # Exactly the environment the builder built and recorded (never resolved again here).
+            if not dep.env_digest or not dep.env_sha256:
+                raise BuildFailed(
+                    f"deployment {state.deployment_id} has no recorded environment (built as a container"
+                    " image, or by an older version); deploy the crew again to run it on this backend"
+                )
+            venv_dir = await self.environments.fetch(dep.env_digest, dep.env_sha256)
         work = self.settings.work_dir / state.run_id
         spec = RunSpec(
             run_id=state.run_id,
@@ -309,8 +304,7 @@ class Runner:
         self,
         item: WorkItem,
         state: rs.RunState,
-        source_digest: str,
-        image: str | None,
+        dep: DeploymentState,
         config: CrewConfig,
         cancel: asyncio.Event,
     ) -> None:
@@ -327,12 +321,12 @@ class Runner:
             await item.ack()
             return
         try:
-            spec, handle = await self._start(state, source_digest, image, config, env)
+            spec, handle = await self._start(state, dep, config, env)
         except BuildFailed as exc:  # the crew's dependencies: not worth retrying
             await finish(self.store, project, run_id, RunFailed(reason="crew_error", error_message=str(exc)))
             await item.ack()
             return
-        except (BackendError, ObjectStoreError, OSError) as exc:
+        except (BackendError, ObjectStoreError, OSError, ArchiveCorrupt) as exc:
             await emitter.log(f"could not start the run: {exc}", "error")
             await emitter.flush()
             started = rs.fold(run_id, await self.store.load(project, "run", run_id))

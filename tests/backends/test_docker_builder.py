@@ -1,4 +1,5 @@
-"""The docker build backend: an offline image build from a host-made wheelhouse, never built twice."""
+"""The docker build backend: dependencies installed in a build container (never on the host),
+an environment image shared by crews with the same dependencies, a crew image never built twice."""
 
 from __future__ import annotations
 
@@ -32,7 +33,7 @@ def main(inputs):
 """
 
 
-def _crew(folder: Path, requirements: str) -> BuildRequest:
+def _crew(folder: Path, requirements: str, python: str | None = None) -> BuildRequest:
     folder.mkdir(parents=True)
     marker = uuid.uuid4().hex  # a source of its own: this session's build is never cached yet
     (folder / "crew_six.py").write_text(f"MARKER = {marker!r}\n{CREW}")
@@ -42,8 +43,12 @@ def _crew(folder: Path, requirements: str) -> BuildRequest:
         project="tests",
         source_dir=folder,
         source_digest=folder_digest(folder),
-        config=CrewConfig(entrypoint="crew_six:main"),
+        config=CrewConfig(entrypoint="crew_six:main", python=python),
     )
+
+
+async def _quiet(line: str, stream: str) -> None:
+    return None
 
 
 @pytest.fixture
@@ -56,10 +61,11 @@ def built_images(docker_host: str) -> Iterator[list[str]]:
     client.close()
 
 
-async def test_an_image_is_built_offline_from_a_wheelhouse_and_then_reused(
+async def test_dependencies_are_installed_in_a_build_container_and_images_are_reused(
     docker_host: str, base_image: str, tmp_path: Path, docker_runs: Runs, built_images: list[str]
 ) -> None:
-    request = _crew(tmp_path / "src", "six==1.16.0  # a comment\n")
+    requirements = f"six==1.16.0  # {uuid.uuid4().hex}: an environment of this test's own\n"
+    request = _crew(tmp_path / "src", requirements)
     builder = DockerBuilder(docker_host, base_image, tmp_path / "cache")
     lines: list[str] = []
 
@@ -69,13 +75,14 @@ async def test_an_image_is_built_offline_from_a_wheelhouse_and_then_reused(
     first = await builder.build(request, log)
     assert first.image is not None
     built_images.append(first.image)
+    built_images += [ln.split()[3] for ln in lines if ln.startswith("building environment image ")]
     assert (
         first.cached is False and first.backend == "docker" and first.image == f"crewyard/{first.env_digest}"
     )
-    assert any("--no-index" in ln for ln in lines), "dependencies must come from the wheelhouse only"
-    assert any("Successfully installed six-1.16.0" in ln for ln in lines)
+    assert any("in a build container" in ln for ln in lines), lines
+    assert any("+ six==1.16.0" in ln for ln in lines), lines
 
-    # The crew runs from the image, with its dependency and the runtime inside.
+    # The crew runs from the image, with its dependency (compiled at build time) and the runtime.
     spec = docker_runs.spec("crew_six:main")
     spec.image = first.image
     out = await docker_runs.execute(spec)
@@ -87,6 +94,22 @@ async def test_an_image_is_built_offline_from_a_wheelhouse_and_then_reused(
     assert again.cached is True and again.image == first.image and again.env_digest == first.env_digest
     assert lines == [f"image {first.image} already built: skipping the build"]
 
+    # Another crew with the same dependencies: a new image on the same environment image.
+    lines.clear()
+    other = await builder.build(_crew(tmp_path / "other", requirements), log)
+    assert other.image is not None and other.image != first.image
+    built_images.append(other.image)
+    assert any("already built: reusing it" in ln for ln in lines), lines
+
+
+async def test_a_crew_asking_for_another_python_than_the_base_image_has_fails_clearly(
+    docker_host: str, base_image: str, tmp_path: Path
+) -> None:
+    request = _crew(tmp_path / "src", "", python="3.99")
+    builder = DockerBuilder(docker_host, base_image, tmp_path / "cache")
+    with pytest.raises(BuildFailed, match=r"asks for Python 3\.99.*has Python 3\.\d+"):
+        await builder.build(request, _quiet)
+
 
 async def test_an_unresolvable_dependency_fails_the_build(
     docker_host: str, base_image: str, tmp_path: Path
@@ -97,7 +120,7 @@ async def test_an_unresolvable_dependency_fails_the_build(
     async def log(line: str, stream: str) -> None:
         return None
 
-    with pytest.raises(BuildFailed, match="dependencies cannot be resolved"):
+    with pytest.raises(BuildFailed, match="dependencies failed to install"):
         await builder.build(request, log)
 
 

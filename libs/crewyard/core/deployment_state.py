@@ -32,6 +32,7 @@ class DeploymentState(msgspec.Struct, kw_only=True):
     env_digest: str | None = None
     backend: str | None = None
     image: str | None = None
+    env_sha256: str | None = None
     error_message: str | None = None
 
     @property
@@ -56,6 +57,7 @@ def fold_deployment(deployment_id: str, history: list[Recorded]) -> DeploymentSt
                 data.backend,
                 data.image,
             )
+            state.env_sha256 = data.env_sha256
         elif isinstance(data, DeploymentFailed):
             state.status, state.error_message = FAILED, data.error_message
     return state

@@ -36,6 +36,7 @@ class BuildResult(msgspec.Struct, kw_only=True):
     backend: str
     env_digest: str
     cached: bool
+    env_sha256: str | None = None  # of the environment's archive in the object store (venv)
     venv_dir: Path | None = None
     image: str | None = None
 

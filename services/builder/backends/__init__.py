@@ -1,6 +1,6 @@
 """Build backends: a deployment's source into what the runner executes (venv or image).
 
-``select_build_backend(settings, cache_dir)``: ``auto`` builds images when a container engine
+``select_build_backend(settings, cache_dir, objects)``: ``auto`` builds images when a container engine
 answers (the runner's ``auto`` then runs them with the docker backend) and virtual environments
 otherwise, or when the execution backend is set to one that runs environments (bwrap, process).
 It pings the engine synchronously; from async code use ``asyncio.to_thread``.
@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from crewyard.environments import BuildBackend, BuildFailed, BuildRequest, BuildResult, LogSink, VenvBuilder
+from crewyard.objects import ObjectStore
 from crewyard.settings import Settings
 
 from .docker import BuildBackendUnavailable, DockerBuilder
@@ -28,10 +29,12 @@ __all__ = [
 ]
 
 
-def select_build_backend(settings: Settings, cache_dir: Path) -> BuildBackend:
+def select_build_backend(
+    settings: Settings, cache_dir: Path, objects: ObjectStore | None = None
+) -> BuildBackend:
     choice = settings.build_backend
     if choice == "venv" or (choice == "auto" and settings.backend in ("bwrap", "process")):
-        return VenvBuilder(cache_dir)  # those backends run virtual environments, never images
+        return VenvBuilder(cache_dir, objects)  # those backends run virtual environments, never images
     if choice not in ("docker", "auto"):
         raise ValueError(f"unknown build backend {choice!r}; use auto, docker or venv")
     docker = DockerBuilder(settings.docker_host, settings.base_image, cache_dir)
@@ -40,5 +43,5 @@ def select_build_backend(settings: Settings, cache_dir: Path) -> BuildBackend:
     except BuildBackendUnavailable as exc:
         if choice == "docker":
             raise BuildBackendUnavailable(f"build backend 'docker' was chosen but {exc}") from None
-        return VenvBuilder(cache_dir)
+        return VenvBuilder(cache_dir, objects)
     return docker

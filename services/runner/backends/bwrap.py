@@ -1,13 +1,14 @@
 """The ``bwrap`` backend: a bubblewrap sandbox per run, for one machine without a container engine.
 
 What a run sees: the system's ``/usr`` (and the merged-usr links), a handful of ``/etc`` files,
-its own ``/etc/passwd``, the base interpreter's prefix, the deployment's virtual environment,
-source and the runtime — all read-only — a private ``/tmp`` and ``/dev/shm``, a fresh ``/proc``,
-and one writable folder: its artifacts folder (bound at the same path as on the host, and the
-working directory). It runs as uid/gid 1000 with no capabilities in new user, pid, ipc, uts,
-cgroup and (unless its limits ask for a network) net namespaces, in a new session, and dies with
-the runner: ``--die-with-parent`` once bwrap runs, and the runner's reaper (``_cgroup``), which
-kills the sandbox's control group when the runner dies, for the moments in which bwrap starts.
+its own ``/etc/passwd``, the base interpreter's prefix, the deployment's virtual environment
+(at ``/opt/crewyard/env``, where the build sandbox made it), source and the runtime — all
+read-only — a private ``/tmp`` and ``/dev/shm``, a fresh ``/proc``, and one writable folder:
+its artifacts folder (bound at the same path as on the host, and the working directory). It
+runs as uid/gid 1000 with no capabilities in new user, pid, ipc, uts, cgroup and (unless its
+limits ask for a network) net namespaces, in a new session, and dies with the runner:
+``--die-with-parent`` once bwrap runs, and the runner's reaper (``_cgroup``), which kills the
+sandbox's control group when the runner dies, for the moments in which bwrap starts.
 
 Limits: memory, pids and CPU share through a control group per sandbox (see ``_cgroup`` for why
 rlimits cannot do this here); file size, core dumps and, optionally, CPU seconds through rlimits.
@@ -35,6 +36,8 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+
+from crewyard.environments import ENV_PATH
 
 from . import _cgroup
 from ._artifacts import DEFAULT_MAX_FILE, DEFAULT_MAX_TOTAL, Skipped, prune_folder
@@ -243,7 +246,9 @@ class BwrapBackend:
         prefix = base_prefix_of(spec.venv_dir)
         if not _under(prefix, "/usr"):
             args += ["--ro-bind", str(prefix), str(prefix)]
-        for path in (spec.venv_dir, spec.runtime_dir, spec.source_dir):
+        # The environment was built at ENV_PATH (its scripts and compiled files name that path).
+        args += ["--ro-bind", str(spec.venv_dir), ENV_PATH]
+        for path in (spec.runtime_dir, spec.source_dir):
             args += ["--ro-bind", str(path), str(path)]
         artifacts = str(spec.artifacts_dir)
         args += [
@@ -254,7 +259,7 @@ class BwrapBackend:
             # and the artifacts folder takes a write (the mounts made above keep their own flags).
             "--remount-ro", "/",
             "--chdir", artifacts,
-            str(spec.venv_dir / "bin" / "python"), "-m", "crewyard_runtime",
+            f"{ENV_PATH}/bin/python", "-m", "crewyard_runtime",
         ]  # fmt: skip
         return args
 
@@ -273,7 +278,7 @@ class BwrapBackend:
             artifacts_dir=str(spec.artifacts_dir),
             pythonpath=f"{spec.runtime_dir}{os.pathsep}{spec.source_dir}",
         )
-        env["PATH"] = f"{spec.venv_dir / 'bin'}{os.pathsep}{env['PATH']}"
+        env["PATH"] = f"{ENV_PATH}/bin{os.pathsep}{env['PATH']}"
         env["TMPDIR"] = "/tmp"
         limits = spec.limits
         cgroup = await asyncio.to_thread(self._new_group, spec)

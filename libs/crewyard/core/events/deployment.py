@@ -41,6 +41,8 @@ class DeploymentReady(Payload, frozen=True, kw_only=True):
     cached: bool = False
     duration_ms: Count = 0
     image: str | None = None
+    #: sha256 of the environment's archive in the object store (venv builds): runners check it.
+    env_sha256: str | None = None
 
 
 class DeploymentFailed(Payload, frozen=True, kw_only=True):

@@ -1,0 +1,85 @@
+"""Environments as files: made safe after a build, packed for the object store, unpacked by runners.
+
+What the sandbox left is the crew's: before the host touches it, :func:`sanitize` removes
+anything that is not a regular file, folder or symbolic link and clears set-uid/set-gid/sticky
+bits and group/other write bits (inside the sandbox uid 1000 is root outside, so a set-uid file
+it made would be a set-uid root file on the host). The archive is a gzip tarball (fast level:
+environments are large and built once), checked by sha256 before it is unpacked, and unpacked
+with tarfile's ``tar`` filter plus our own refusal of links that are hard links or members
+other than files, folders and symlinks.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import tarfile
+from pathlib import Path
+
+from ._base import BuildFailed
+
+
+class ArchiveCorrupt(Exception):
+    """An environment archive whose bytes are not the ones the builder recorded."""
+
+
+def sanitize(root: Path) -> int:
+    """Make a freshly built environment safe to handle on the host; returns its size in bytes."""
+    total = 0
+    for dirpath, dirs, names in os.walk(root):
+        for name in [*dirs, *names]:
+            path = os.path.join(dirpath, name)
+            st = os.lstat(path)
+            if stat.S_ISLNK(st.st_mode):
+                continue
+            if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+                os.unlink(path)  # fifos, sockets, devices have no place in an environment
+                continue
+            mode = stat.S_IMODE(st.st_mode)
+            safe = (mode & 0o755) | (0o700 if stat.S_ISDIR(st.st_mode) else 0o600)
+            if mode != safe:
+                os.chmod(path, safe)
+            total += st.st_size
+    return total
+
+
+def sha256_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as fh:
+        while chunk := fh.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def pack(root: Path, dest: Path) -> str:
+    """A tarball of ``root``'s contents (links kept as links); returns its sha256."""
+
+    def normalise(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        info.uid = info.gid = 0
+        info.uname = info.gname = ""
+        return info
+
+    with tarfile.open(dest, "w:gz", compresslevel=1) as tar:
+        for entry in sorted(os.listdir(root)):
+            tar.add(root / entry, arcname=entry, filter=normalise)
+    return sha256_of(dest)
+
+
+def _member_filter(member: tarfile.TarInfo, path: str) -> tarfile.TarInfo:
+    if not (member.isfile() or member.isdir() or member.issym()):
+        raise tarfile.FilterError(f"{member.name!r} is not a file, folder or symbolic link")
+    return tarfile.tar_filter(member, path)
+
+
+def unpack(archive: Path, dest: Path, sha256: str) -> None:
+    """Check ``archive`` against ``sha256``, then unpack it into ``dest`` (which must not exist)."""
+    actual = sha256_of(archive)
+    if actual != sha256:
+        raise ArchiveCorrupt(f"environment archive has sha256 {actual}, the build recorded {sha256}")
+    dest.mkdir(parents=True)
+    try:
+        with tarfile.open(archive, "r:gz") as tar:
+            tar.extractall(dest, filter=_member_filter)
+    except (tarfile.TarError, OSError) as exc:
+        raise BuildFailed(f"environment archive cannot be unpacked: {exc}") from exc

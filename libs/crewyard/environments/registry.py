@@ -1,0 +1,125 @@
+"""The operator's package registry settings, and nothing else of the host, for build sandboxes.
+
+A build runs with an empty environment except for what reaching the package registries needs:
+index URLs, proxies and CA bundles (``SSL_CERT_FILE``, ``PIP_CERT``, ``REQUESTS_CA_BUNDLE``,
+``NODE_EXTRA_CA_CERTS`` …), plus pip's configuration files and the local things they point to
+(find-links folders, ``file://`` indexes, constraint files, the CA bundle), bound read-only.
+Behind a corporate proxy or a private mirror registry TLS fails without them.
+
+uv does not read ``pip.conf``, so pip's settings are also translated into uv's flags; with extra
+indexes uv is told to pick the best version across all of them, as pip does.
+"""
+
+from __future__ import annotations
+
+import configparser
+import os
+import shlex
+from collections.abc import Mapping
+from pathlib import Path
+from urllib.parse import unquote, urlparse
+
+import msgspec
+
+#: Variables passed through unchanged when the host has them.
+PASS_ENV = (
+    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "ALL_PROXY", "http_proxy", "https_proxy", "no_proxy",
+    "all_proxy", "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE",
+    "NODE_EXTRA_CA_CERTS", "PIP_CERT", "PIP_INDEX_URL", "PIP_EXTRA_INDEX_URL", "PIP_FIND_LINKS",
+    "PIP_TRUSTED_HOST", "PIP_CONSTRAINT", "PIP_DEFAULT_TIMEOUT", "PIP_PROXY", "UV_INDEX_URL",
+    "UV_DEFAULT_INDEX", "UV_INDEX", "UV_EXTRA_INDEX_URL", "UV_FIND_LINKS", "UV_INDEX_STRATEGY",
+    "UV_NATIVE_TLS", "UV_INSECURE_HOST", "UV_HTTP_TIMEOUT", "NPM_CONFIG_REGISTRY", "npm_config_registry",
+)  # fmt: skip
+#: Where pip's user configuration is put inside a sandbox (``XDG_CONFIG_HOME``).
+CONFIG_HOME = "/run/crewyard/config"
+_PIP_KEYS = ("index-url", "extra-index-url", "find-links", "constraint", "cert", "trusted-host", "proxy")
+_CA_VARS = ("SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "NODE_EXTRA_CA_CERTS")
+
+
+class Registry(msgspec.Struct, kw_only=True):
+    env: dict[str, str]  # set inside the sandbox
+    binds: dict[str, str]  # host path → path inside (read-only)
+    uv_args: list[str]  # registry flags for ``uv pip install``
+
+    def digest_parts(self) -> list[str]:
+        """What changes which packages a build resolves (indexes, links, constraints)."""
+        return [*self.uv_args, *(f"{k}={v}" for k, v in sorted(self.env.items()) if "INDEX" in k)]
+
+
+def _pip_config_files(environ: Mapping[str, str], home: Path) -> list[tuple[Path, str]]:
+    """pip's configuration files in its own order, each with where it goes inside a sandbox."""
+    dirs = environ.get("XDG_CONFIG_DIRS", "/etc/xdg").split(":")
+    found = [(Path(d) / "pip" / "pip.conf", str(Path(d) / "pip" / "pip.conf")) for d in dirs if d]
+    found.append((Path("/etc/pip.conf"), "/etc/pip.conf"))
+    user_home = Path(environ.get("XDG_CONFIG_HOME") or home / ".config")
+    inside = f"{CONFIG_HOME}/pip/pip.conf"
+    found += [(home / ".pip" / "pip.conf", inside), (user_home / "pip" / "pip.conf", inside)]
+    if environ.get("PIP_CONFIG_FILE"):
+        found.append((Path(environ["PIP_CONFIG_FILE"]), "/run/crewyard/pip-extra.conf"))
+    return [(path, where) for path, where in found if path.is_file()]
+
+
+def _local_path(location: str) -> Path | None:
+    if location.startswith("file:"):
+        return Path(unquote(urlparse(location).path))
+    return Path(location) if location.startswith("/") else None
+
+
+def from_host(environ: Mapping[str, str] | None = None, home: Path | None = None) -> Registry:
+    environ = os.environ if environ is None else environ
+    home = Path.home() if home is None else home
+    env = {k: environ[k] for k in PASS_ENV if environ.get(k)}
+    binds: dict[str, str] = {}
+    settings: dict[str, str] = {}
+    for path, inside in _pip_config_files(environ, home):
+        binds[str(path)] = inside
+        parser = configparser.RawConfigParser()
+        try:
+            parser.read(path)
+        except (configparser.Error, UnicodeDecodeError):
+            continue
+        for section in ("global", "install"):
+            if parser.has_section(section):
+                settings.update({k: v for k, v in parser.items(section) if k in _PIP_KEYS})
+    for key in _PIP_KEYS:  # environment variables win over files, as in pip
+        value = environ.get("PIP_" + key.upper().replace("-", "_"))
+        if value:
+            settings[key] = value
+    if any(p.startswith(CONFIG_HOME) for p in binds.values()):
+        env["XDG_CONFIG_HOME"] = CONFIG_HOME
+    uv: list[str] = []
+    locations: list[str] = []
+    if settings.get("index-url") and not environ.get("UV_INDEX_URL") and not environ.get("UV_DEFAULT_INDEX"):
+        uv += ["--index-url", settings["index-url"]]
+        locations.append(settings["index-url"])
+    for url in shlex.split(settings.get("extra-index-url", "")):
+        uv += ["--extra-index-url", url]
+        locations.append(url)
+    if settings.get("extra-index-url") and not environ.get("UV_INDEX_STRATEGY"):
+        uv += ["--index-strategy", "unsafe-best-match"]  # pip's behaviour across indexes
+    for link in shlex.split(settings.get("find-links", "")):
+        uv += ["--find-links", link]
+        locations.append(link)
+    for constraint in shlex.split(settings.get("constraint", "")):
+        uv += ["--constraint", constraint]
+        locations.append(constraint)
+    for host in shlex.split(settings.get("trusted-host", "")):
+        uv += ["--allow-insecure-host", host]
+    if settings.get("cert") and "SSL_CERT_FILE" not in env:
+        env["SSL_CERT_FILE"] = settings["cert"]
+    if settings.get("proxy"):
+        env.setdefault("HTTPS_PROXY", settings["proxy"])
+        env.setdefault("HTTP_PROXY", settings["proxy"])
+    for location in locations:
+        local = _local_path(location)
+        if local is not None and local.exists():
+            # A file:// simple index links to its files with relative URLs: bind its parent too.
+            target = local.parent if local.name == "simple" else local
+            binds.setdefault(str(target), str(target))
+    for name in (*_CA_VARS, "PIP_CERT"):
+        value = env.get(name)
+        if value and Path(value).exists():
+            binds.setdefault(value, value)
+    if settings.get("cert") and Path(settings["cert"]).exists():
+        binds.setdefault(settings["cert"], settings["cert"])
+    return Registry(env=env, binds=binds, uv_args=uv)

@@ -1,0 +1,122 @@
+"""What a crew's environment is made from: requirement files as written, paths kept inside the
+crew's folder, a digest that follows local packages, the operator's registry settings, Pythons."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from crewyard.environments import BuildFailed, inputs, pythons, registry
+
+SIX_HASH = "8abb2f1d86890a2dfb989f9a77cfcfd3e47c2a354b01111771326f8aa26e0254"
+
+
+def _crew(tmp_path: Path, requirements: str, files: dict[str, str] | None = None) -> Path:
+    root = tmp_path / "crew"
+    root.mkdir(parents=True)
+    (root / "requirements.txt").write_text(requirements)
+    for name, text in (files or {}).items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    return root
+
+
+def test_hash_pinned_requirements_are_read_as_written_with_their_continuation_lines(tmp_path: Path):
+    text = (
+        "six==1.16.0 \\\n    --hash=sha256:8abb2f1d86890a2dfb989f9a77cfcfd3e47c2a354b01111771326f8aa26e0254\n"
+    )
+    root = _crew(tmp_path, text)
+    found = inputs.read(root)
+    assert found.requirement_files == ["requirements.txt"] and found.local_paths == []
+    # The file goes to the installer untouched: the digest is of its bytes, not of sorted lines.
+    other = _crew(tmp_path / "b", text.replace("six==1.16.0 \\", "six==1.16.0 \\ "))
+    assert inputs.digest(root, found, source_digest="a", parts=[]) != inputs.digest(
+        other, inputs.read(other), source_digest="a", parts=[]
+    )
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["../elsewhere", "./libs/../../elsewhere", "/etc/passwd", "-r ../other.txt", "-c /etc/constraints.txt",
+     "tool @ file:///srv/tool", "--find-links=../wheels", "~/pkg"],
+)  # fmt: skip
+def test_a_path_leaving_the_crew_folder_is_refused_naming_the_line(tmp_path: Path, line: str):
+    root = _crew(tmp_path, f"six\n{line}\n")
+    with pytest.raises(BuildFailed, match=r"requirements\.txt line 2"):
+        inputs.read(root)
+
+
+def test_editable_installs_are_refused(tmp_path: Path):
+    root = _crew(tmp_path, "-e ./libs/tool\n", {"libs/tool/setup.py": ""})
+    with pytest.raises(BuildFailed, match="editable"):
+        inputs.read(root)
+
+
+def test_a_changed_local_package_changes_the_digest_and_an_unchanged_crew_does_not(tmp_path: Path):
+    root = _crew(tmp_path, "./libs/tool\n-r more.txt\n", {"more.txt": "other @ file:./libs/other\n",
+                 "libs/tool/tool.py": "A = 1\n", "libs/other/other.py": "B = 1\n"})  # fmt: skip
+    found = inputs.read(root)
+    assert found.requirement_files == ["requirements.txt", "more.txt"]
+    assert sorted(found.local_paths) == ["libs/other", "libs/tool"]
+    first = inputs.digest(root, found, source_digest="s1", parts=["py"])
+    assert inputs.digest(root, found, source_digest="s2", parts=["py"]) == first  # code-only change
+    (root / "libs" / "other" / "other.py").write_text("B = 2\n")
+    assert inputs.digest(root, found, source_digest="s2", parts=["py"]) != first
+    assert inputs.digest(root, found, source_digest="s2", parts=["another python"]) != first
+
+
+def test_a_package_crew_is_installed_and_its_source_names_its_environment(tmp_path: Path):
+    root = tmp_path / "pkg"
+    (root / "src" / "pkg").mkdir(parents=True)
+    (root / "pyproject.toml").write_text(
+        '[project]\nname = "pkg"\nversion = "0.1.0"\ndependencies = ["six"]\n\n'
+        '[build-system]\nrequires = ["hatchling"]\nbuild-backend = "hatchling.build"\n'
+    )
+    (root / "poetry.lock").write_text("")
+    found = inputs.read(root)
+    assert found.project and not found.uv_lock
+    assert any("poetry.lock is not read" in note for note in found.notes)
+    assert inputs.digest(root, found, source_digest="s1", parts=[]) != inputs.digest(
+        root, found, source_digest="s2", parts=[]
+    )
+
+
+def test_registry_settings_come_from_pip_config_and_the_environment_and_nothing_else(tmp_path: Path):
+    home = tmp_path / "home"
+    (home / ".config" / "pip").mkdir(parents=True)
+    wheels = tmp_path / "wheels"
+    wheels.mkdir()
+    (tmp_path / "mirror" / "simple").mkdir(parents=True)
+    ca = tmp_path / "ca.pem"
+    ca.write_text("")
+    (home / ".config" / "pip" / "pip.conf").write_text(
+        f"[global]\nfind-links = {wheels}\nextra-index-url = file://{tmp_path}/mirror/simple\ncert = {ca}\n"
+    )
+    environ = {
+        "HTTPS_PROXY": "http://proxy:3128",
+        "AWS_SECRET_ACCESS_KEY": "x",
+        "CREWYARD_SECRET_KEY": "y",
+        "PIP_INDEX_URL": "https://mirror.example/simple",
+        "XDG_CONFIG_DIRS": str(tmp_path / "none"),
+    }
+    reg = registry.from_host(environ, home)
+    assert reg.env["HTTPS_PROXY"] == "http://proxy:3128" and reg.env["SSL_CERT_FILE"] == str(ca)
+    assert "AWS_SECRET_ACCESS_KEY" not in reg.env and "CREWYARD_SECRET_KEY" not in reg.env
+    assert reg.uv_args[:2] == ["--index-url", "https://mirror.example/simple"]
+    assert ["--find-links", str(wheels)] == reg.uv_args[reg.uv_args.index("--find-links") :][:2]
+    assert "unsafe-best-match" in reg.uv_args  # several indexes: pip's choice across all of them
+    # pip's user config goes where pip inside the sandbox looks; what it points to is bound too.
+    assert reg.binds[str(home / ".config" / "pip" / "pip.conf")] == f"{registry.CONFIG_HOME}/pip/pip.conf"
+    assert str(wheels) in reg.binds and str(tmp_path / "mirror") in reg.binds and str(ca) in reg.binds
+
+
+def test_an_unavailable_python_fails_with_what_is_available():
+    here = pythons.versions()
+    assert pythons.select(None).version == here[0] or pythons.select(None).version in here
+    assert pythons.select(here[0]).version == here[0]
+    with pytest.raises(
+        BuildFailed, match=r"asks for Python 3\.99.*available: " + r"\.".join(here[0].split("."))
+    ):
+        pythons.select("3.99")
