@@ -37,8 +37,11 @@ class Settings(msgspec.Struct, kw_only=True):
     #: Empty: the runner makes one and keeps it in its data dir (``runner/identity.py``).
     runner_id: str = ""
     cancel_grace_s: float = 10.0
-    #: How long a runner may go silent before its run is handed to another runner.
+    #: How long a run's message may go unacknowledged before the broker hands it out again.
     runner_ack_wait_s: float = 30.0
+    #: A runner that cannot renew its lease for this long stops its runs; a runner silent for
+    #: this long (while the broker works) has its runs taken over. Longer than broker outages.
+    runner_lease_s: float = 60.0
     #: Infrastructure failures (runner lost, engine error before the crew started) are retried.
     retry_max_attempts: int = 3
     retry_backoff_s: str = "1,5,15"
@@ -94,6 +97,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "CREWYARD_RUNNER_ID": ("runner_id", str),
     "CREWYARD_CANCEL_GRACE": ("cancel_grace_s", float),
     "CREWYARD_RUNNER_ACK_WAIT": ("runner_ack_wait_s", float),
+    "CREWYARD_RUNNER_LEASE": ("runner_lease_s", float),
     "CREWYARD_RETRY_MAX_ATTEMPTS": ("retry_max_attempts", int),
     "CREWYARD_RETRY_BACKOFF": ("retry_backoff_s", str),
     "CREWYARD_DEFAULT_TIMEOUT": ("default_timeout_s", float),
@@ -144,6 +148,8 @@ def load(data_dir: Path | str | None = None, **overrides: Any) -> Settings:
         raise SettingsError("CREWYARD_RETRY_BACKOFF must be comma-separated seconds, e.g. 1,5,15") from None
     if settings.retry_max_attempts < 1 or settings.runner_ack_wait_s < 1:
         raise SettingsError("CREWYARD_RETRY_MAX_ATTEMPTS and CREWYARD_RUNNER_ACK_WAIT must be at least 1")
+    if settings.runner_lease_s < 3:
+        raise SettingsError("CREWYARD_RUNNER_LEASE must be at least 3 seconds")
     if settings.s3_endpoint and not (settings.s3_access_key and settings.s3_secret_key):
         raise SettingsError("CREWYARD_S3_ENDPOINT needs CREWYARD_S3_ACCESS_KEY and CREWYARD_S3_SECRET_KEY")
     if not 0 < settings.sse_ping_s <= 3600:

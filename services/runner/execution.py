@@ -121,19 +121,22 @@ async def _load(store: EventStore, project: str, run_id: str, patience_s: float 
             await asyncio.sleep(1.0)
 
 
+def _replaced(state: rs.RunState, owner: tuple[str, int] | None) -> bool:
+    """Is the run past the attempt ``owner`` = (runner id, attempt number)?"""
+    return owner is not None and (state.status != rs.RUNNING or (state.runner_id, state.attempt) != owner)
+
+
 async def finish(
-    store: EventStore, project: str, run_id: str, outcome: Payload, *, owner: str | None = None
+    store: EventStore, project: str, run_id: str, outcome: Payload, *, owner: tuple[str, int] | None = None
 ) -> bool:
     """Append the terminal event unless the run already ended; True when ours was written.
 
-    With ``owner`` only that runner's attempt may end the run: an attempt that was declared lost
-    (and replaced by another) cannot record its outcome over the newer attempt.
+    With ``owner`` (runner id, attempt) only that attempt may end the run: an attempt that was
+    declared lost (and replaced by another) cannot record its outcome over the newer attempt.
     """
     for _ in range(10):
         state = await _load(store, project, run_id)
-        if state.is_terminal:
-            return False
-        if owner is not None and state.status == rs.RUNNING and state.runner_id != owner:
+        if state.is_terminal or _replaced(state, owner):
             return False
         if isinstance(outcome, RunFailed) and state.status == rs.PENDING:
             payload: Payload = outcome  # failing before start (e.g. deployment gone) is legal too
@@ -165,11 +168,15 @@ async def retry_or_fail(
     error_message: str,
     max_attempts: int,
     backoff_s: tuple[float, ...],
+    owner: tuple[str, int] | None = None,
 ) -> Payload | None:
     """After an infrastructure failure: append ``run.retrying`` (attempts left) or the terminal
-    event; returns what was written, or None when the run had already moved on."""
+    event; returns what was written, or None when the run had already moved on (with ``owner``:
+    past that attempt)."""
     for _ in range(10):
         state = await _load(store, project, run_id)
+        if _replaced(state, owner):
+            return None
         try:
             payload = rs.decide_retry(
                 state,

@@ -21,23 +21,17 @@ from crewyard.core import run_state as rs
 from crewyard.core import subjects
 from crewyard.core.crewfile import CrewConfig
 from crewyard.core.deployment_state import READY, DeploymentState, fold_deployment, fold_project
-from crewyard.core.events import InvalidEvent, RunCanceled, RunFailed, RunRetrying, make_event
+from crewyard.core.events import RunCanceled, RunFailed, RunRetrying, make_event
 from crewyard.core.ids import new_id
 from crewyard.environments import ArchiveCorrupt, BuildFailed, EnvironmentStore
-from crewyard.eventstore import (
-    ConcurrencyConflict,
-    EventStore,
-    StoreUnavailable,
-    WorkItem,
-    WorkQueue,
-    set_aside,
-)
+from crewyard.eventstore import ConcurrencyConflict, EventStore, StoreUnavailable, WorkItem, WorkQueue
 from crewyard.objects import ObjectStore, ObjectStoreError
 from crewyard.secrets import SecretBox, SecretError
 from crewyard.settings import Settings
 from crewyard.workspace import Workspace
 
 from .artifacts import collect
+from .attempts import Attempt, fence_when_silent, follow_cancels, still_ours
 from .backends import BackendError, ExecutionBackend, RunHandle, RunSpec
 from .execution import Emitter, decide_outcome, finish, limits_for, retry_or_fail, supervise
 from .identity import RunnerIdentity
@@ -67,7 +61,7 @@ class Runner:
         self.workspace = Workspace(settings.cache_dir, objects)
         self.environments = EnvironmentStore(settings.cache_dir, objects)
         self.slots = Slots(store)
-        self.liveness = Liveness(store, self.runner_id, settings.runner_ack_wait_s / 3)
+        self.liveness = Liveness(store, self.runner_id, settings.runner_lease_s)
         # max_deliver unlimited: a run waiting for a concurrency slot is handed back many times;
         # attempts that really failed are counted in the run's own events instead.
         self.queue = WorkQueue(
@@ -77,7 +71,7 @@ class Runner:
             ack_wait=settings.runner_ack_wait_s,
             max_deliver=-1,
         )
-        self.active: dict[str, asyncio.Event] = {}
+        self.active: dict[str, Attempt] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -85,12 +79,17 @@ class Runner:
         removed = await self.backend.cleanup_orphans(self.runner_id)
         if removed:
             log.warning("ended %d run environments that had outlived their runner", removed)
-        listener = asyncio.create_task(self._listen_for_cancels(stop))
-        beat = asyncio.create_task(self.liveness.beat(lambda: list(self.active)))
+        listener = asyncio.create_task(follow_cancels(self.store, self.active, stop))
+        beat = asyncio.create_task(self.liveness.beat())
+        fencer = asyncio.create_task(fence_when_silent(self.liveness, self.active))
         free = asyncio.Semaphore(self.settings.runner_concurrency)
         try:
             while not stop.is_set():
                 await free.acquire()
+                if not self.liveness.fresh():  # no new work without a lease: see liveness.py
+                    free.release()
+                    await asyncio.sleep(min(1.0, self.liveness.interval_s))
+                    continue
                 try:
                     items = await self.queue.fetch(1, timeout=1.0)
                 except StoreUnavailable:
@@ -104,31 +103,15 @@ class Runner:
                 task.add_done_callback(lambda _t: free.release())
         finally:
             listener.cancel()
-            beat.cancel()
-            for cancel in self.active.values():
-                cancel.set()
+            for attempt in self.active.values():
+                attempt.cancel.set()
             if self._tasks:
                 await asyncio.wait(self._tasks, timeout=self.settings.cancel_grace_s + 20)
+            beat.cancel()
+            fencer.cancel()
+            if not self.liveness.runs:
+                await self.liveness.close()
             self.identity.release()
-
-    async def _listen_for_cancels(self, stop: asyncio.Event) -> None:
-        filt = subjects.type_filter("run.cancel_requested", "run", self.store.prefix)
-        while not stop.is_set():
-            try:
-                start = await self.store.last_seq() + 1
-                async with self.store.follow(filt, start_seq=start) as queue:
-                    while not stop.is_set():
-                        raw = await queue.get()
-                        try:
-                            run_id = raw.decode(self.store.prefix).event.aggregate_id
-                        except InvalidEvent as exc:  # not a real cancel request: never stop a run for it
-                            set_aside("runner cancels", raw.seq, raw.subject, exc)
-                            continue
-                        event = self.active.get(run_id)
-                        if event is not None:
-                            event.set()
-            except StoreUnavailable:
-                await asyncio.sleep(1.0)
 
     async def _guarded(self, item: WorkItem) -> None:
         try:
@@ -161,7 +144,11 @@ class Runner:
                 continue  # canceled or started elsewhere in the meantime: look again
         await item.nak(delay=1.0)
 
-    async def _retry_or_fail(self, item: WorkItem, state: rs.RunState, reason: str, message: str) -> None:
+    async def _retry_or_fail(
+        self, item: WorkItem, state: rs.RunState, reason: str, message: str, attempt: int | None = None
+    ) -> None:
+        """After an infrastructure failure; with ``attempt``, only while that attempt of ours is
+        the run's current one."""
         written = await retry_or_fail(
             self.store,
             state.project,
@@ -170,9 +157,12 @@ class Runner:
             error_message=message,
             max_attempts=self.settings.retry_max_attempts,
             backoff_s=self.settings.retry_backoff,
+            owner=(self.runner_id, attempt) if attempt else None,
         )
         if isinstance(written, RunRetrying):
             await item.nak(delay=written.delay_s)  # the same message brings the run back
+        elif written is None and not await self._is_over(state.run_id):
+            await item.nak(delay=1.0)  # it moved on without us (a newer attempt): leave it the message
         else:
             await item.ack()
 
@@ -180,10 +170,13 @@ class Runner:
         if state.run_id in self.active:  # our own run, delivered again: keep it alive
             await item.in_progress()
             return
-        if await self.liveness.owns(state.runner_id, state.run_id):
-            # Delivered again although its runner is alive (a broker restart, late heartbeats):
+        # Our own id means our predecessor's attempt (one live process per id): certainly lost.
+        if state.runner_id != self.runner_id and await self.liveness.holds(
+            state.runner_id, state.run_id, state.attempt
+        ):
+            # Delivered again although its runner holds its lease (a broker restart or outage):
             # leave the run to its runner and look again later.
-            await item.nak(delay=self.settings.runner_ack_wait_s)
+            await item.nak(delay=2 * self.liveness.interval_s)
             return
         if state.cancel_requested:
             await finish(
@@ -230,8 +223,8 @@ class Runner:
         if limits and not await self.slots.acquire(run_id, limits, self._is_over):
             await item.nak(delay=WAITING_FOR_SLOT_DELAY)  # stays pending, in line for a slot
             return
-        cancel = asyncio.Event()
-        self.active[run_id] = cancel
+        attempt = Attempt(run_id, project)
+        self.active[run_id] = attempt
         work = self.settings.work_dir / run_id
         try:
             started = rs.decide_start(
@@ -241,11 +234,14 @@ class Runner:
                 isolated=self.backend.isolated,
                 entrypoint=config.entrypoint,
             )
+            attempt.number = started.attempt
+            await self.liveness.claim(run_id, started.attempt)  # before run.started: see liveness.py
             event = make_event(started, project=project, aggregate_id=run_id, event_id=new_id("evt"))
-            await self.store.append(event, expected_seq=state.version)
-            await self._run_started(item, state, dep, config, cancel)
+            attempt.started_seq = await self.store.append(event, expected_seq=state.version)
+            await self._run_started(item, state, dep, config, attempt)
         finally:
             self.active.pop(run_id, None)
+            await self.liveness.release(run_id)
             if limits:
                 await self.slots.release(run_id, list(limits))
             await asyncio.to_thread(shutil.rmtree, work, True)
@@ -306,7 +302,7 @@ class Runner:
         state: rs.RunState,
         dep: DeploymentState,
         config: CrewConfig,
-        cancel: asyncio.Event,
+        attempt: Attempt,
     ) -> None:
         run_id, project = state.run_id, state.project
         t0 = time.monotonic()
@@ -329,19 +325,30 @@ class Runner:
         except (BackendError, ObjectStoreError, OSError, ArchiveCorrupt) as exc:
             await emitter.log(f"could not start the run: {exc}", "error")
             await emitter.flush()
-            started = rs.fold(run_id, await self.store.load(project, "run", run_id))
-            await self._retry_or_fail(item, started, "infrastructure", f"Could not start the run: {exc}")
+            await self._retry_or_fail(
+                item, state, "infrastructure", f"Could not start the run: {exc}", attempt.number
+            )
             return
+        await attempt.started(handle)
+
+        async def heartbeat() -> None:
+            await item.in_progress()
+            if not await still_ours(self.store, attempt, self.runner_id):
+                await attempt.stop_now()
+
         timeout = state.timeout_s or config.timeout_s or self.settings.default_timeout_s
         outcome, status, timed_out, canceled = await supervise(
             handle,
             emitter,
             timeout_s=timeout,
-            cancel=cancel,
+            cancel=attempt.cancel,
             grace_s=self.settings.cancel_grace_s,
-            heartbeat=item.in_progress,
-            heartbeat_every=self.settings.runner_ack_wait_s / 3,
+            heartbeat=heartbeat,
+            heartbeat_every=min(self.settings.runner_ack_wait_s / 3, self.liveness.interval_s),
         )
+        if attempt.fenced.is_set():
+            await self._fenced(item, state, handle, emitter, attempt)
+            return
         over = await self._collect(handle, spec, emitter)
         payload = decide_outcome(
             outcome=outcome,
@@ -354,13 +361,28 @@ class Runner:
         if over and not isinstance(payload, RunFailed | RunCanceled):
             payload = RunFailed(reason="limit", error_message="Artifact limit exceeded: " + "; ".join(over))
         await emitter.flush()
-        written = await finish(self.store, project, run_id, payload, owner=self.runner_id)
+        written = await finish(self.store, project, run_id, payload, owner=(self.runner_id, attempt.number))
         if written or await self._is_over(run_id):
             await item.ack()
         else:
             # Someone declared this attempt lost while it ran (and queued the run again): the
             # outcome cannot be recorded, so leave the message for the run's next attempt.
             await item.nak(delay=1.0)
+
+    async def _fenced(
+        self, item: WorkItem, state: rs.RunState, handle: RunHandle, emitter: Emitter, attempt: Attempt
+    ) -> None:
+        """The attempt was killed as no longer ours: it records no outcome; if it is still the
+        run's current attempt (our lease ran out), the run is retried."""
+        with contextlib.suppress(BackendError):
+            await handle.remove()
+        message = (
+            f"Runner {self.runner_id} could not reach the event store for {self.liveness.silent_for():.0f}s"
+            f" (lease {self.liveness.lease_s:g}s) and stopped the run"
+        )
+        await emitter.log(message, "error")
+        await emitter.flush()
+        await self._retry_or_fail(item, state, "runner_lost", message, attempt.number)
 
     async def _collect(self, handle: RunHandle, spec: RunSpec, emitter: Emitter) -> list[str]:
         """Store what the run wrote (also after failure or cancel); returns files over a limit."""
