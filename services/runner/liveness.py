@@ -77,6 +77,7 @@ class Liveness:
         self._kv: KeyValue | None = None
         self._lock = asyncio.Lock()
         self._renewals: deque[int] = deque(maxlen=RENEWALS + 1)
+        self.renewed = 0  # renewals so far
         self._last_renewed: float | None = None  # monotonic time a successful write was sent
 
     @staticmethod
@@ -126,6 +127,7 @@ class Liveness:
             # Only these count when judging others: each was sent an interval after the last
             # one's acknowledgement, so they landed at least an interval apart.
             self._renewals.append(revision)
+            self.renewed += 1
             await asyncio.sleep(self.interval_s)
 
     def silent_for(self) -> float:

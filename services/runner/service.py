@@ -3,8 +3,9 @@
 Each instance runs up to ``runner_concurrency`` runs at once and fetches a new message only when
 it has a free slot, so JetStream balances work across instances and machines. While a run is
 executing its message is kept alive with ``in_progress``; if this process dies, the message is
-delivered again after ``ack_wait`` to another runner, which finds the run orphaned and retries it
-(or fails it ``runner_lost`` once the attempts are used up).
+delivered again after ``ack_wait`` to another runner, which leaves the run alone while its owner
+holds its lease (``liveness.py``) and otherwise retries it (or fails it ``runner_lost`` once the
+attempts are used up).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ from .backends import BackendError, ExecutionBackend, RunHandle, RunSpec
 from .execution import Emitter, decide_outcome, finish, limits_for, retry_or_fail, supervise
 from .identity import RunnerIdentity
 from .liveness import Liveness
-from .slots import Slots
+from .slots import Slots, run_limits
 
 log = logging.getLogger("crewyard.runner")
 WAITING_FOR_SLOT_DELAY = 1.0
@@ -191,15 +192,6 @@ class Runner:
             item, state, "runner_lost", f"Runner {state.runner_id} was lost while executing the run"
         )
 
-    async def _limits(self, project: str, deployment_id: str, config: CrewConfig) -> dict[str, int]:
-        limits = {}
-        if config.max_concurrent_runs:
-            limits[f"dep.{deployment_id}"] = config.max_concurrent_runs
-        proj = fold_project(project, await self.store.load(project, "project", project))
-        if proj.max_concurrent_runs:
-            limits[f"proj.{project}"] = proj.max_concurrent_runs
-        return limits
-
     async def _is_over(self, run_id: str) -> bool:
         return rs.fold(run_id, await self.store.load_any("run", run_id)).is_terminal
 
@@ -219,7 +211,7 @@ class Runner:
             await item.ack()
             return
         config = msgspec.convert(dep.config, CrewConfig)
-        limits = await self._limits(project, state.deployment_id, config)
+        limits = await run_limits(self.store, project, state.deployment_id, config)
         if limits and not await self.slots.acquire(run_id, limits, self._is_over):
             await item.nak(delay=WAITING_FOR_SLOT_DELAY)  # stays pending, in line for a slot
             return
@@ -376,12 +368,9 @@ class Runner:
         run's current attempt (our lease ran out), the run is retried."""
         with contextlib.suppress(BackendError):
             await handle.remove()
-        message = (
-            f"Runner {self.runner_id} could not reach the event store for {self.liveness.silent_for():.0f}s"
-            f" (lease {self.liveness.lease_s:g}s) and stopped the run"
-        )
-        await emitter.log(message, "error")
         await emitter.flush()
+        silent, lease = self.liveness.silent_for(), self.liveness.lease_s
+        message = f"Runner {self.runner_id} lost its lease (no event store for {silent:.0f}s of {lease:g}s)"
         await self._retry_or_fail(item, state, "runner_lost", message, attempt.number)
 
     async def _collect(self, handle: RunHandle, spec: RunSpec, emitter: Emitter) -> list[str]:

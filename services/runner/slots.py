@@ -19,6 +19,8 @@ from nats.js.api import KeyValueConfig
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 
+from crewyard.core.crewfile import CrewConfig
+from crewyard.core.deployment_state import fold_project
 from crewyard.eventstore import EventStore, StoreUnavailable
 
 #: (run_id) → True when the run has ended.
@@ -102,3 +104,16 @@ class Slots:
 
             with contextlib.suppress(StoreUnavailable):
                 await self._change(key, drop)
+
+
+async def run_limits(
+    store: EventStore, project: str, deployment_id: str, config: CrewConfig
+) -> dict[str, int]:
+    """The limited scopes a run of this deployment counts against, with their limits."""
+    limits = {}
+    if config.max_concurrent_runs:
+        limits[f"dep.{deployment_id}"] = config.max_concurrent_runs
+    proj = fold_project(project, await store.load(project, "project", project))
+    if proj.max_concurrent_runs:
+        limits[f"proj.{project}"] = proj.max_concurrent_runs
+    return limits

@@ -121,6 +121,7 @@ def test_chaos(tmp_path: Path):
         runners=2,
         env={
             "CREWYARD_RUNNER_ACK_WAIT": "3",
+            "CREWYARD_RUNNER_LEASE": "20",
             "CREWYARD_RETRY_MAX_ATTEMPTS": "20",
             "CREWYARD_RETRY_BACKOFF": "0.5",
             "CREWYARD_RUNNER_CONCURRENCY": "4",

@@ -213,6 +213,7 @@ def test_a_killed_runner_is_recovered(tmp_path: Path, attempts: int, expected: s
     env = {
         **os.environ,
         "CREWYARD_RUNNER_ACK_WAIT": "2",
+        "CREWYARD_RUNNER_LEASE": "6",  # the rescuer takes the run over once the lease ran out
         "CREWYARD_RETRY_BACKOFF": "0.2",
         "CREWYARD_RETRY_MAX_ATTEMPTS": str(attempts),
     }
