@@ -1,23 +1,31 @@
 """Crew source archives: packing a folder (CLI), checking an upload (gateway), unpacking (builder, runner).
 
 An archive is a gzip tarball of the crew folder with the config file at its root. Uploads are
-hostile until checked: no absolute paths, no ``..``, no links, no device files, bounded sizes.
+hostile until checked: no absolute paths, no ``..``, no links, no device files, no names that
+are not UTF-8 or hold control characters, no path twice; sizes are bounded while reading (see
+:mod:`crewyard.archive`, which both checking and unpacking use — ``tarfile`` only writes).
 The source digest is computed over the normalised contents (names, modes, bytes), so the same
 folder packed twice has the same digest whatever the archive's timestamps.
 """
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import gzip
 import hashlib
 import io
 import os
+import shutil
 import tarfile
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO
 
 import msgspec
 
+from crewyard.archive import ArchiveError, ArchiveLimits, Member, TarReader
 from crewyard.core.crewfile import CONFIG_FILES, CrewConfigError, ParsedConfig, parse
 
 ALWAYS_EXCLUDED = (
@@ -35,12 +43,9 @@ ALWAYS_EXCLUDED = (
 )
 
 
-class ArchiveError(ValueError):
-    """An upload that is not an acceptable crew archive; ``code`` is the API error code."""
-
-    def __init__(self, message: str, code: str = "invalid_archive") -> None:
-        super().__init__(message)
-        self.code = code
+#: The crew's configuration file is read into memory: it has no business being bigger.
+MAX_CONFIG_BYTES = 1024 * 1024
+__all__ = ["ArchiveError", "ArchiveLimits", "CheckedArchive", "check", "extract", "find_config", "pack"]
 
 
 class CheckedArchive(msgspec.Struct):
@@ -91,45 +96,61 @@ def pack(folder: Path, exclude: list[str] | None = None) -> bytes:
     return buf.getvalue()
 
 
-def check(data: bytes, *, max_unpacked: int) -> CheckedArchive:
-    """Validate an uploaded archive and read its crew configuration."""
-    if data[:2] != b"\x1f\x8b":
-        raise ArchiveError("upload is not a gzip tarball (expected Content-Type application/gzip)")
+Source = bytes | Path | BinaryIO
+
+
+@contextlib.contextmanager
+def _opened(source: Source) -> Iterator[BinaryIO]:
+    if isinstance(source, bytes):
+        yield io.BytesIO(source)
+    elif isinstance(source, Path):
+        with source.open("rb") as fh:
+            yield fh
+    else:
+        yield source
+
+
+def _entry(digest: Any, member: Member) -> None:
+    digest.update(f"{member.path}\0{member.executable}\0{member.size}\0".encode())
+
+
+def check(source: Source, limits: ArchiveLimits | None = None) -> CheckedArchive:
+    """Validate an uploaded archive in one streaming pass and read its crew configuration."""
+    limits = limits or ArchiveLimits()
     digest = hashlib.sha256()
-    unpacked = files = 0
+    files = unpacked = 0
     config_text: tuple[str, str] | None = None
-    try:
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-            for member in tar:
-                name = member.name
-                path = PurePosixPath(name)
-                if path.is_absolute() or name.startswith("/"):
-                    raise ArchiveError(f"archive member {name!r} has an absolute path")
-                if ".." in path.parts:
-                    raise ArchiveError(f"archive member {name!r} points outside the crew folder")
-                if member.issym() or member.islnk():
-                    raise ArchiveError(f"archive member {name!r} is a link; links are not accepted")
-                if member.isdev() or member.isfifo():
-                    raise ArchiveError(f"archive member {name!r} is a device or fifo")
-                if member.isdir():
-                    continue
-                if not member.isfile():
-                    raise ArchiveError(f"archive member {name!r} has an unsupported type")
-                unpacked += member.size
-                files += 1
-                if unpacked > max_unpacked:
-                    raise ArchiveError(
-                        f"archive unpacks to more than {max_unpacked} bytes", code="payload_too_large"
-                    )
-                fh = tar.extractfile(member)
-                content = fh.read() if fh else b""
-                norm = path.as_posix().removeprefix("./")
-                digest.update(f"{norm}\0{member.mode & 0o111 != 0}\0{len(content)}\0".encode())
-                digest.update(content)
-                if norm in CONFIG_FILES and (config_text is None or norm == "crewyard.toml"):
-                    config_text = (norm, content.decode("utf-8", errors="replace"))
-    except (tarfile.TarError, EOFError, OSError, gzip.BadGzipFile) as exc:
-        raise ArchiveError(f"upload is not a valid gzip tarball: {exc}") from None
+    with _opened(source) as fh:
+        size = fh.seek(0, io.SEEK_END)
+        if size > limits.compressed_bytes:
+            raise ArchiveError(
+                f"upload is larger than the {limits.compressed_bytes}-byte limit", code="payload_too_large"
+            )
+        fh.seek(0)
+        if fh.read(2) != b"\x1f\x8b":
+            raise ArchiveError("upload is not a gzip tarball (expected Content-Type application/gzip)")
+        fh.seek(0)
+        reader = TarReader(fh, limits)
+        layout = _Layout()
+        for member in reader.members():
+            layout.add(member)
+            if member.is_dir:
+                continue
+            files += 1
+            unpacked += member.size
+            _entry(digest, member)
+            keep = member.path in CONFIG_FILES
+            if keep and member.size > MAX_CONFIG_BYTES:
+                raise ArchiveError(
+                    f"{member.path} is larger than {MAX_CONFIG_BYTES} bytes", code="invalid_config"
+                )
+            kept = []
+            for chunk in reader.chunks():
+                digest.update(chunk)
+                if keep:
+                    kept.append(chunk)
+            if keep and (config_text is None or member.path == "crewyard.toml"):
+                config_text = (member.path, b"".join(kept).decode("utf-8", errors="replace"))
     if config_text is None:
         raise ArchiveError("archive has no crewyard.toml or crewship.toml at its root", code="invalid_config")
     try:
@@ -138,24 +159,70 @@ def check(data: bytes, *, max_unpacked: int) -> CheckedArchive:
         raise ArchiveError(str(exc), code="invalid_config") from None
     return CheckedArchive(
         digest="sha256-" + digest.hexdigest(),
-        size=len(data),
+        size=size,
         unpacked_size=unpacked,
         files=files,
         config=config,
     )
 
 
-def extract(data: bytes, dest: Path) -> None:
-    """Unpack a checked archive into ``dest`` (atomically: a half-extracted tree never shows)."""
-    tmp = dest.with_name(dest.name + f".tmp{os.getpid()}")
-    tmp.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-        tar.extractall(tmp, filter="data")
-    try:
-        tmp.rename(dest)
-    except OSError:
-        if not dest.exists():
-            raise
-        import shutil
+class _Layout:
+    """Each path once, and never both a file and a folder (extraction would fail half-way)."""
 
+    def __init__(self) -> None:
+        self.files: set[str] = set()
+        self.dirs: set[str] = {""}
+
+    def add(self, member: Member) -> None:
+        path = member.path
+        if path in self.files:
+            raise ArchiveError(f"archive member {path!r} appears twice")
+        if not member.is_dir and path in self.dirs:
+            raise ArchiveError(f"archive member {path!r} is both a file and a folder")
+        (self.dirs if member.is_dir else self.files).add(path)
+        parent = path.rpartition("/")[0]
+        while parent not in self.dirs:
+            if parent in self.files:
+                raise ArchiveError(f"archive member {path!r} is inside {parent!r}, which is a file")
+            self.dirs.add(parent)
+            parent = parent.rpartition("/")[0]
+
+
+def extract(
+    source: Source, dest: Path, *, digest: str | None = None, limits: ArchiveLimits | None = None
+) -> None:
+    """Unpack an archive into ``dest`` with the same bounded reading as :func:`check`, streaming
+    every file to disk (atomically: a half-extracted tree never shows). With ``digest``, the
+    contents must have that source digest."""
+    limits = limits or ArchiveLimits()
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=dest.name + ".tmp", dir=dest.parent))
+    try:
+        hasher = hashlib.sha256()
+        with _opened(source) as fh:
+            reader = TarReader(fh, limits)
+            layout = _Layout()
+            for member in reader.members():
+                layout.add(member)
+                target = tmp / member.path
+                if member.is_dir:
+                    target.mkdir(parents=True, exist_ok=True)
+                    continue
+                _entry(hasher, member)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                # Everything under tmp was made here (no links exist); O_NOFOLLOW|O_EXCL anyway.
+                flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+                fd = os.open(target, flags, 0o755 if member.executable else 0o644)
+                with os.fdopen(fd, "wb") as out:
+                    for chunk in reader.chunks():
+                        hasher.update(chunk)
+                        out.write(chunk)
+        if digest is not None and "sha256-" + hasher.hexdigest() != digest:
+            raise ArchiveError(f"archive contents do not match their digest {digest}")
+        try:
+            tmp.rename(dest)
+        except OSError:
+            if not dest.exists():
+                raise
+    finally:
         shutil.rmtree(tmp, ignore_errors=True)

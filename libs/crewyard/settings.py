@@ -12,6 +12,7 @@ from typing import Any
 
 import msgspec
 
+from crewyard.archive import ArchiveLimits
 from crewyard.eventstore import StreamSettings
 
 
@@ -25,9 +26,12 @@ class Settings(msgspec.Struct, kw_only=True):
     stream: StreamSettings = msgspec.field(default_factory=StreamSettings)
     host: str = "127.0.0.1"
     port: int = 8080
-    #: Largest accepted crew upload (compressed) and its unpacked size.
+    #: Largest accepted crew upload (compressed), its unpacked size (every byte out of gzip,
+    #: headers included), its largest file and its number of files and folders.
     upload_limit_bytes: int = 50 * 1024 * 1024
     unpacked_limit_bytes: int = 500 * 1024 * 1024
+    upload_max_file_bytes: int = 100 * 1024 * 1024
+    upload_max_files: int = 10_000
     #: Execution backend: auto | docker | bwrap | process.
     backend: str = "auto"
     build_backend: str = "auto"
@@ -63,6 +67,15 @@ class Settings(msgspec.Struct, kw_only=True):
         return self.data_dir / "readmodel.sqlite3"
 
     @property
+    def archive_limits(self) -> ArchiveLimits:
+        return ArchiveLimits(
+            compressed_bytes=self.upload_limit_bytes,
+            unpacked_bytes=self.unpacked_limit_bytes,
+            file_bytes=self.upload_max_file_bytes,
+            entries=self.upload_max_files,
+        )
+
+    @property
     def cache_dir(self) -> Path:
         return self.data_dir / "cache"
 
@@ -89,6 +102,8 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "CREWYARD_PORT": ("port", int),
     "CREWYARD_UPLOAD_LIMIT": ("upload_limit_bytes", int),
     "CREWYARD_UNPACKED_LIMIT": ("unpacked_limit_bytes", int),
+    "CREWYARD_UPLOAD_MAX_FILE": ("upload_max_file_bytes", int),
+    "CREWYARD_UPLOAD_MAX_FILES": ("upload_max_files", int),
     "CREWYARD_BACKEND": ("backend", str),
     "CREWYARD_BUILD_BACKEND": ("build_backend", str),
     "CREWYARD_DOCKER_HOST": ("docker_host", str),
@@ -154,6 +169,9 @@ def load(data_dir: Path | str | None = None, **overrides: Any) -> Settings:
         raise SettingsError("CREWYARD_S3_ENDPOINT needs CREWYARD_S3_ACCESS_KEY and CREWYARD_S3_SECRET_KEY")
     if not 0 < settings.sse_ping_s <= 3600:
         raise SettingsError("CREWYARD_SSE_PING must be more than 0 and at most 3600 seconds")
+    limits = (settings.upload_limit_bytes, settings.unpacked_limit_bytes, settings.upload_max_file_bytes)
+    if min(limits) < 1 or settings.upload_max_files < 1:
+        raise SettingsError("upload limits (CREWYARD_UPLOAD_*, CREWYARD_UNPACKED_LIMIT) must be at least 1")
     if settings.runner_concurrency < 1:
         raise SettingsError("CREWYARD_RUNNER_CONCURRENCY must be at least 1")
     return settings

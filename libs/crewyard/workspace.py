@@ -2,16 +2,21 @@
 
 Sources live in the object store (``sources/<digest>``); each builder or runner host unpacks a
 source once into ``<cache>/sources/<digest>`` (read-only use afterwards), so services on other
-machines work from the same object store without sharing a file system.
+machines work from the same object store without sharing a file system. The archive is fetched
+to a file and unpacked with the same bounded reader that checked the upload, and its contents
+must match the digest they are stored under.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import crewyard_runtime
+from crewyard.archive import ArchiveLimits
 from crewyard.objects import ObjectStore
 from crewyard.packaging import extract
 
@@ -24,10 +29,19 @@ def artifact_object(sha256: str) -> str:
     return f"artifacts/{sha256}"
 
 
+def _spool_file(target: Path) -> Path:
+    """A fresh file beside ``target``: another service of this host may fetch the same source."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix=target.name + ".", suffix=".tar.gz", dir=target.parent)
+    os.close(fd)
+    return Path(name)
+
+
 class Workspace:
-    def __init__(self, cache_dir: Path, objects: ObjectStore) -> None:
+    def __init__(self, cache_dir: Path, objects: ObjectStore, limits: ArchiveLimits | None = None) -> None:
         self.cache_dir = cache_dir
         self.objects = objects
+        self.limits = limits or ArchiveLimits()
         self._locks: dict[str, asyncio.Lock] = {}
 
     async def source(self, digest: str) -> Path:
@@ -36,9 +50,12 @@ class Workspace:
             return target
         async with self._locks.setdefault(digest, asyncio.Lock()):
             if not target.is_dir():
-                data = await self.objects.get_bytes(source_object(digest))
-                target.parent.mkdir(parents=True, exist_ok=True)
-                await asyncio.to_thread(extract, data, target)
+                archive = await asyncio.to_thread(_spool_file, target)
+                try:
+                    await self.objects.get_file(source_object(digest), archive)
+                    await asyncio.to_thread(extract, archive, target, digest=digest, limits=self.limits)
+                finally:
+                    await asyncio.to_thread(archive.unlink, True)
         return target
 
     def runtime_dir(self) -> Path:

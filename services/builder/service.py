@@ -50,7 +50,7 @@ class Builder:
         self.store = store
         self.backend = backend
         self.builder_id = builder_id
-        self.workspace = Workspace(settings.cache_dir, objects)
+        self.workspace = Workspace(settings.cache_dir, objects, settings.archive_limits)
         self.queue = WorkQueue(
             store,
             "builder",

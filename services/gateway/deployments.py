@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import os
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -11,7 +16,7 @@ from litestar import Request, Response, get, post
 
 from crewyard import packaging
 from crewyard.core import subjects
-from crewyard.core.crewfile import CrewConfigError
+from crewyard.core.crewfile import CrewConfig, CrewConfigError
 from crewyard.core.deployment_state import fold_project
 from crewyard.core.events import (
     DeploymentCreated,
@@ -39,22 +44,46 @@ async def create_deployment(request: Request[Any, Any, Any], project: str) -> Re
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, "payload_too_large", f"upload is larger than the {limit}-byte limit")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise ApiError(413, "payload_too_large", f"upload is larger than the {limit}-byte limit")
-        chunks.append(chunk)
-    data = b"".join(chunks)
-    if not data:
-        raise bad_request("request body must be a gzip tarball of the crew folder", "invalid_archive")
+    async with _spooled(request, g.settings.data_dir / "tmp", limit) as upload:
+        try:
+            checked = await asyncio.to_thread(packaging.check, upload, g.settings.archive_limits)
+            config = checked.config.select(request.query_params.get("name"))
+        except packaging.ArchiveError as exc:
+            raise ApiError(413 if exc.code == "payload_too_large" else 400, exc.code, str(exc)) from None
+        except CrewConfigError as exc:
+            raise bad_request(str(exc), "invalid_config") from None
+        return await _create(request, g, project, upload, checked, config)
+
+
+@contextlib.asynccontextmanager
+async def _spooled(request: Request[Any, Any, Any], folder: Path, limit: int) -> AsyncIterator[Path]:
+    """The request body in a private temporary file (never all in memory), removed afterwards."""
+    await asyncio.to_thread(folder.mkdir, mode=0o700, parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(prefix="upload-", dir=folder)
+    path = Path(name)
     try:
-        checked = await asyncio.to_thread(packaging.check, data, max_unpacked=g.settings.unpacked_limit_bytes)
-        config = checked.config.select(request.query_params.get("name"))
-    except packaging.ArchiveError as exc:
-        raise ApiError(413 if exc.code == "payload_too_large" else 400, exc.code, str(exc)) from None
-    except CrewConfigError as exc:
-        raise bad_request(str(exc), "invalid_config") from None
+        size = 0
+        with os.fdopen(fd, "wb") as out:
+            async for chunk in request.stream():
+                size += len(chunk)
+                if size > limit:
+                    raise ApiError(413, "payload_too_large", f"upload is larger than the {limit}-byte limit")
+                await asyncio.to_thread(out.write, chunk)
+        if not size:
+            raise bad_request("request body must be a gzip tarball of the crew folder", "invalid_archive")
+        yield path
+    finally:
+        await asyncio.to_thread(path.unlink, True)
+
+
+async def _create(
+    request: Request[Any, Any, Any],
+    g: Gateway,
+    project: str,
+    upload: Path,
+    checked: packaging.CheckedArchive,
+    config: CrewConfig,
+) -> Response[Any]:
     key = idempotency_key(request)
     request_hash = (
         hashlib.sha256(f"{project}\0{config.name}\0{checked.digest}".encode()).hexdigest() if key else None
@@ -66,7 +95,7 @@ async def create_deployment(request: Request[Any, Any, Any], project: str) -> Re
     await g.ensure_project(project)
     name = source_object(checked.digest)
     if not await g.objects.exists(name):
-        await g.objects.put_bytes(name, data)
+        await g.objects.put_file(name, upload)
     dep_id = new_id("dep")
     created = DeploymentCreated(
         source_digest=checked.digest,

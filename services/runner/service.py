@@ -59,7 +59,7 @@ class Runner:
         self.secrets = secrets
         self.identity = RunnerIdentity.claim(settings.data_dir, settings.runner_id)
         self.runner_id = self.identity.runner_id
-        self.workspace = Workspace(settings.cache_dir, objects)
+        self.workspace = Workspace(settings.cache_dir, objects, settings.archive_limits)
         self.environments = EnvironmentStore(settings.cache_dir, objects)
         self.slots = Slots(store)
         self.liveness = Liveness(store, self.runner_id, settings.runner_lease_s)

@@ -4,8 +4,9 @@ import tarfile
 
 import pytest
 
-from crewyard.packaging import ArchiveError, check, pack
+from crewyard.packaging import ArchiveError, ArchiveLimits, check, pack
 
+LIMITS = ArchiveLimits(unpacked_bytes=10**6)
 CONFIG = b'[deployment]\nframework = "python"\nentrypoint = "crew:run"\n'
 
 
@@ -37,11 +38,11 @@ def test_pack_honours_exclude_and_is_reproducible(tmp_path):
     with tarfile.open(fileobj=io.BytesIO(first)) as tar:
         names = tar.getnames()
     assert sorted(names) == ["crew.py", "crewyard.toml"]
-    assert check(first, max_unpacked=10**6).digest == check(second, max_unpacked=10**6).digest
+    assert check(first, limits=LIMITS).digest == check(second, limits=LIMITS).digest
 
 
 def test_valid_archive_reads_config():
-    checked = check(_tar([_file("crewyard.toml", CONFIG), _file("crew.py")]), max_unpacked=10**6)
+    checked = check(_tar([_file("crewyard.toml", CONFIG), _file("crew.py")]), limits=LIMITS)
     assert checked.config.deployments[0].entrypoint == "crew:run"
     assert checked.digest.startswith("sha256-")
 
@@ -60,34 +61,34 @@ def test_hostile_members_are_refused(members, message):
         link.type, link.linkname = tarfile.SYMTYPE, "/etc/passwd"
         message = "link"
     with pytest.raises(ArchiveError, match=message):
-        check(_tar([_file("crewyard.toml", CONFIG), *members]), max_unpacked=10**6)
+        check(_tar([_file("crewyard.toml", CONFIG), *members]), limits=LIMITS)
 
 
 def test_hard_links_and_devices_are_refused():
     hard = tarfile.TarInfo("hard")
     hard.type, hard.linkname = tarfile.LNKTYPE, "crewyard.toml"
     with pytest.raises(ArchiveError, match="link"):
-        check(_tar([_file("crewyard.toml", CONFIG), (hard, None)]), max_unpacked=10**6)
+        check(_tar([_file("crewyard.toml", CONFIG), (hard, None)]), limits=LIMITS)
     dev = tarfile.TarInfo("dev")
     dev.type = tarfile.CHRTYPE
     with pytest.raises(ArchiveError, match="device"):
-        check(_tar([_file("crewyard.toml", CONFIG), (dev, None)]), max_unpacked=10**6)
+        check(_tar([_file("crewyard.toml", CONFIG), (dev, None)]), limits=LIMITS)
 
 
 def test_not_gzip_and_not_tar_and_too_big():
     with pytest.raises(ArchiveError, match="not a gzip"):
-        check(b"hello world", max_unpacked=10**6)
+        check(b"hello world", limits=LIMITS)
     with pytest.raises(ArchiveError, match="not a valid"):
-        check(gzip.compress(b"not a tar file at all" * 100), max_unpacked=10**6)
+        check(gzip.compress(b"not a tar file at all" * 100), limits=LIMITS)
     big = _tar([_file("crewyard.toml", CONFIG), _file("big.bin", b"0" * 5000)])
     with pytest.raises(ArchiveError) as exc:
-        check(big, max_unpacked=1000)
+        check(big, limits=ArchiveLimits(unpacked_bytes=1000))
     assert exc.value.code == "payload_too_large"
 
 
 def test_missing_or_invalid_config():
     with pytest.raises(ArchiveError, match=r"no crewyard\.toml") as exc:
-        check(_tar([_file("crew.py")]), max_unpacked=10**6)
+        check(_tar([_file("crew.py")]), limits=LIMITS)
     assert exc.value.code == "invalid_config"
     with pytest.raises(ArchiveError, match="entrypoint"):
-        check(_tar([_file("crewyard.toml", b"[deployment]\nframework = 'python'\n")]), max_unpacked=10**6)
+        check(_tar([_file("crewyard.toml", b"[deployment]\nframework = 'python'\n")]), limits=LIMITS)

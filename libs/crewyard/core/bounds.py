@@ -32,6 +32,20 @@ Attempt = Annotated[int, msgspec.Meta(ge=1, le=MAX_ATTEMPTS)]
 Concurrency = Annotated[int, msgspec.Meta(ge=1, le=MAX_CONCURRENCY)]
 Timeout = Annotated[float, msgspec.Meta(gt=0, le=MAX_TIMEOUT_S)]
 Delay = Annotated[float, msgspec.Meta(ge=0, le=MAX_TIMEOUT_S)]
+# Patterns are JSON Schema (ECMA) compatible for the AsyncAPI document; msgspec matches them with
+# ``re.search``, where ``$`` also accepts a final newline, so a max_length closes that gap.
+Sha256 = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$", max_length=64)]
+SourceDigest = Annotated[str, msgspec.Meta(pattern="^sha256-[0-9a-f]{64}$", max_length=71)]
+#: A path relative to the run's artifacts folder: no control characters (names reach headers
+#: and terminals), no absolute path, no ``..`` component.
+ArtifactName = Annotated[
+    str,
+    msgspec.Meta(
+        pattern=r"^(?![\s\S]*[\x00-\x1f\x7f])(?!/)(?![\s\S]*(^|/)\.\.(/|$))",
+        min_length=1,
+        max_length=4096,
+    ),
+]
 
 
 class OutOfBounds(ValueError):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..bounds import Count
+from ..bounds import ArtifactName, Count, Sha256
 from ._base import Payload
 
 
@@ -83,10 +83,10 @@ class ToolError(Payload, frozen=True, kw_only=True):
 class ArtifactStored(Payload, frozen=True, kw_only=True):
     TYPE = "artifact"
     AGGREGATE = "run"
-    name: str
+    name: ArtifactName
     size: Count
     content_type: str
-    sha256: str
+    sha256: Sha256
 
 
 ACTIVITY_EVENTS: tuple[type[Payload], ...] = (

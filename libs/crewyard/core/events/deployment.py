@@ -4,14 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..bounds import Count
+from ..bounds import Count, SourceDigest
 from ._base import Payload
 
 
 class DeploymentCreated(Payload, frozen=True, kw_only=True):
     TYPE = "deployment.created"
     AGGREGATE = "deployment"
-    source_digest: str
+    source_digest: SourceDigest
     source_size: Count
     config: dict[str, Any]
     name: str | None = None
