@@ -174,3 +174,9 @@ def test_the_examples_configurations(example: str, file: str, framework: str, en
     assert (config.framework, config.entrypoint) == (framework, entrypoint)
     module = config.entrypoint.partition(":")[0].replace(".", "/")
     assert (folder / f"{module}.py").is_file()
+
+
+def test_python_must_be_a_version_string():
+    assert parse('[deployment]\nentrypoint = "a:b"\npython = "3.12"\n').deployments[0].python == "3.12"
+    with pytest.raises(CrewConfigError, match="python"):
+        parse('[deployment]\nentrypoint = "a:b"\npython = "latest"\n')

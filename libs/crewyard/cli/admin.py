@@ -174,7 +174,7 @@ def rebuild(data_dir: Path | None, nats_url: str | None) -> None:
 )
 @click.pass_context
 def doctor(ctx: click.Context, docker_host: str | None) -> None:
-    """Check which run isolation backends work on this machine.
+    """Check which run isolation backends work on this machine, and which Pythons crews can use.
 
     \b
     Example:
@@ -197,7 +197,15 @@ def doctor(ctx: click.Context, docker_host: str | None) -> None:
             Text("yes", style="green") if usable else Text("no", style="red"),
             Text(str(getattr(item, "reason", "") or "")),
         )
-    make_console().print(table)
+    console = make_console()
+    console.print(table)
+    from crewyard.environments import pythons
+
+    found = pythons.available()
+    console.print(
+        'Pythons for crews (python = "X.Y" in the crew\'s config; the docker backend uses its'
+        " base image's): " + (", ".join(f"{i.version} ({i.path})" for i in found) or "none found")
+    )
     if not any(getattr(item, "usable", False) for item in results):
         ctx.exit(1)
 

@@ -22,6 +22,7 @@ NETWORKS = ("default", "none", "host")
 _ENTRYPOINT_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
 _MEMORY_RE = re.compile(r"^\d+(\.\d+)?[kmg]?$", re.IGNORECASE)
 _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_PYTHON_RE = re.compile(r"3\.\d{1,2}(\.\d{1,3})?")
 
 
 class CrewConfigError(ValueError):
@@ -176,6 +177,10 @@ def _deployment(
         )
     if fields.get("network", "default") not in NETWORKS:
         raise CrewConfigError(f"{file}: '{where}.network' must be one of {', '.join(NETWORKS)}")
+    if "python" in fields and not _PYTHON_RE.fullmatch(fields["python"]):
+        raise CrewConfigError(
+            f"{file}: '{where}.python' must be a version like \"3.11\" (a string), got {fields['python']!r}"
+        )
     if "memory" in fields and not _MEMORY_RE.match(fields["memory"]):
         raise CrewConfigError(f'{file}: \'{where}.memory\' must be a size like "512m" or "2g"')
     for key in ("timeout_s", "cpus", "pids", "max_concurrent_runs"):

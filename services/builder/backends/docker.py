@@ -169,7 +169,14 @@ class DockerBuilder:
                         f"base image {base!r} cannot run python3: {exc.explanation or exc}"
                     ) from None
                 result = await self._call("probe base image", api.wait, created["Id"])
-                out = await self._call("probe base image", api.logs, created["Id"], stdout=True, stderr=True)
+                out = b""
+                for _ in range(20):  # Podman may answer logs of a just-exited container empty at first
+                    out = await self._call(
+                        "probe base image", api.logs, created["Id"], stdout=True, stderr=True
+                    )
+                    if out.strip() or result.get("StatusCode") != 0:
+                        break
+                    await asyncio.sleep(0.25)
             finally:
                 with contextlib.suppress(*_ENGINE_ERRORS):
                     await asyncio.to_thread(api.remove_container, created["Id"], force=True)
