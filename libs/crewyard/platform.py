@@ -85,7 +85,7 @@ async def _service(name: str, settings: Settings, stop: asyncio.Event) -> Callab
         return lambda: projector.run(stop)
     if name == "gateway":
         from crewyard.gateway import Gateway, create_app
-        from crewyard.projector import ReadModel
+        from crewyard.readmodel import ReadModel
 
         rm = await ReadModel.open(settings.db_path)
         gateway = Gateway(

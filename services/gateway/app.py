@@ -13,7 +13,7 @@ from crewyard import __version__
 from crewyard.core import asyncapi
 from crewyard.eventstore import EventStore, connect, ensure_stream
 from crewyard.objects import open_store
-from crewyard.projector import ReadModel
+from crewyard.readmodel import ReadModel
 from crewyard.secrets import SecretBox, load_key
 from crewyard.settings import Settings
 

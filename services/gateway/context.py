@@ -17,7 +17,7 @@ from crewyard.core.ids import new_id
 from crewyard.core.subjects import InvalidName, check_project_name
 from crewyard.eventstore import ConcurrencyConflict, EventStore
 from crewyard.objects import ObjectStore
-from crewyard.projector import ReadModel
+from crewyard.readmodel import ReadModel
 from crewyard.secrets import SecretBox
 from crewyard.settings import Settings
 

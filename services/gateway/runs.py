@@ -15,6 +15,7 @@ from crewyard.core.bounds import MAX_TIMEOUT_S
 from crewyard.core.events import TERMINAL_TYPES, RunQueued, make_event
 from crewyard.core.ids import is_id, new_id
 from crewyard.eventstore import ConcurrencyConflict
+from crewyard.readmodel import run_view
 from crewyard.workspace import artifact_object
 
 from .context import Gateway, field, gw, idempotency_key, json_body, project_name
@@ -105,8 +106,6 @@ def _replayed(row: dict[str, Any], request_hash: str | None) -> Response[Any]:
         raise ApiError(
             422, "idempotency_key_reused", "this Idempotency-Key was used with a different request body"
         )
-    from crewyard.projector.readmodel import run_view
-
     view = run_view(row)
     view["events_url"] = f"/v1/runs/{view['id']}/events"
     return Response(view, status_code=200)

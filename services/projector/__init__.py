@@ -1,6 +1,6 @@
-"""The projector service: keeps the SQLite read model in step with the event stream."""
+"""The projector service: keeps the SQLite read model (``crewyard.readmodel``) in step with the
+event stream."""
 
-from .readmodel import ReadModel
-from .service import Projector, open_db, position, rebuild
+from .service import Projector, rebuild
 
-__all__ = ["Projector", "ReadModel", "open_db", "position", "rebuild"]
+__all__ = ["Projector", "rebuild"]

@@ -23,30 +23,12 @@ import aiosqlite
 from crewyard.core import subjects
 from crewyard.core.events import InvalidEvent
 from crewyard.eventstore import EventStore, RawEvent, StoreUnavailable, set_aside
+from crewyard.readmodel import TABLES, open_db, position
 
 from .handlers import HANDLERS
-from .schema import DDL, TABLES
 
 log = logging.getLogger("crewyard.projector")
 BATCH = 2000
-
-
-async def open_db(path: Path) -> aiosqlite.Connection:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    db = await aiosqlite.connect(path, isolation_level=None)
-    await db.execute("PRAGMA journal_mode=WAL")
-    await db.execute("PRAGMA synchronous=NORMAL")
-    await db.execute("PRAGMA busy_timeout=30000")
-    await db.executescript(DDL)
-    return db
-
-
-async def position(db: aiosqlite.Connection) -> int:
-    async with db.execute("SELECT seq AS seq FROM projector_position WHERE id = 1") as cur:
-        row = await cur.fetchone()
-    if row is None:
-        return 0
-    return int(row["seq"] if isinstance(row, dict) else row[0])
 
 
 def wanted(subject: str, prefix: str) -> bool:

@@ -20,7 +20,7 @@ import nats
 
 from crewyard import settings as settings_mod
 from crewyard.platform import rebuild_projection
-from crewyard.projector import ReadModel
+from crewyard.readmodel import ReadModel
 from crewyard.testing.api import write_crew
 from crewyard.testing.cluster import Cluster, crew_processes
 

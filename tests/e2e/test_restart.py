@@ -8,7 +8,7 @@ import httpx
 
 from crewyard import settings as settings_mod
 from crewyard.platform import rebuild_projection
-from crewyard.projector import ReadModel
+from crewyard.readmodel import ReadModel
 from crewyard.testing.api import EXAMPLES, deploy, wait_run
 from crewyard.testing.platform import PlatformProcess
 

@@ -17,7 +17,7 @@ from crewyard.core.events import (
 from crewyard.core.ids import new_id
 from crewyard.eventstore import EventStore, set_aside_counts
 from crewyard.projector import Projector, rebuild
-from crewyard.projector.schema import TABLES
+from crewyard.readmodel import TABLES
 from crewyard.testing.poison import poison
 
 

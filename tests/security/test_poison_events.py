@@ -20,7 +20,7 @@ from crewyard.core.events import decode
 from crewyard.core.ids import new_id
 from crewyard.eventstore import EventStore, StreamSettings
 from crewyard.projector import rebuild
-from crewyard.projector.schema import TABLES
+from crewyard.readmodel import TABLES
 from crewyard.testing.api import EXAMPLES, deploy, sse_events, wait_run
 from crewyard.testing.platform import PlatformProcess
 from crewyard.testing.poison import poison

@@ -5,8 +5,7 @@ import sqlite3
 
 import msgspec
 
-from crewyard.projector.readmodel import RUN_JSON, run_view
-from crewyard.projector.schema import DDL
+from crewyard.readmodel import DDL, RUN_JSON, run_view
 
 
 def test_sql_json_of_a_run_equals_run_view():

@@ -10,7 +10,7 @@ from typing import Any
 import aiosqlite
 import msgspec
 
-from .service import open_db, position
+from ._db import open_db, position
 
 _json = msgspec.json.Decoder()
 

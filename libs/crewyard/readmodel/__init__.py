@@ -1,0 +1,11 @@
+"""The read side: the SQLite read model's tables and the queries the API answers from.
+
+The projector writes these tables (its handlers, one per event type); the gateway reads them
+through :class:`ReadModel`. Both import this library; neither imports the other.
+"""
+
+from ._db import open_db, position
+from ._queries import RUN_JSON, ReadModel, deployment_view, run_view
+from .schema import DDL, TABLES
+
+__all__ = ["DDL", "RUN_JSON", "TABLES", "ReadModel", "deployment_view", "open_db", "position", "run_view"]

@@ -1,0 +1,28 @@
+"""Opening the read model's SQLite file, and reading the stream position it has applied."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import aiosqlite
+
+from .schema import DDL
+
+
+async def open_db(path: Path) -> aiosqlite.Connection:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = await aiosqlite.connect(path, isolation_level=None)
+    await db.execute("PRAGMA journal_mode=WAL")
+    await db.execute("PRAGMA synchronous=NORMAL")
+    await db.execute("PRAGMA busy_timeout=30000")
+    await db.executescript(DDL)
+    return db
+
+
+async def position(db: aiosqlite.Connection) -> int:
+    """The last stream sequence the projector applied (0: nothing yet)."""
+    async with db.execute("SELECT seq AS seq FROM projector_position WHERE id = 1") as cur:
+        row = await cur.fetchone()
+    if row is None:
+        return 0
+    return int(row["seq"] if isinstance(row, dict) else row[0])
