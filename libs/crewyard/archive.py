@@ -20,6 +20,8 @@ from typing import BinaryIO
 
 import msgspec
 
+from crewyard.errors import CrewyardError
+
 _BLOCK = 512
 _IN = 64 * 1024  # compressed bytes read per step
 _OUT = 256 * 1024  # most bytes inflated per step
@@ -33,7 +35,7 @@ _MAX_PAX_RECORDS = 1000
 _ZERO = bytes(_BLOCK)
 
 
-class ArchiveError(ValueError):
+class ArchiveError(CrewyardError, ValueError):
     """An archive that is not acceptable; ``code`` is the API error code (``payload_too_large``
     for a limit, answered 413; ``invalid_archive`` otherwise, 400)."""
 

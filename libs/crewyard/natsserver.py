@@ -17,8 +17,10 @@ import time
 import urllib.request
 from pathlib import Path
 
+from crewyard.errors import CrewyardError
 
-class BrokerError(RuntimeError):
+
+class BrokerError(CrewyardError, RuntimeError):
     pass
 
 

@@ -14,8 +14,10 @@ from pathlib import Path
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
+from crewyard.errors import CrewyardError
 
-class SecretError(ValueError):
+
+class SecretError(CrewyardError, ValueError):
     pass
 
 

@@ -13,10 +13,11 @@ from typing import Any
 import msgspec
 
 from crewyard.archive import ArchiveLimits
+from crewyard.errors import CrewyardError
 from crewyard.eventstore import StreamSettings
 
 
-class SettingsError(ValueError):
+class SettingsError(CrewyardError, ValueError):
     pass
 
 

@@ -10,13 +10,14 @@ from litestar.exceptions import HTTPException
 
 from crewyard.core.bounds import OutOfBounds
 from crewyard.core.events import InvalidEvent
+from crewyard.errors import CrewyardError
 from crewyard.eventstore import StoreUnavailable
 from crewyard.objects import ObjectStoreError
 
 log = logging.getLogger("crewyard.gateway")
 
 
-class ApiError(Exception):
+class ApiError(CrewyardError):
     def __init__(self, status: int, code: str, message: str) -> None:
         super().__init__(message)
         self.status, self.code, self.message = status, code, message

@@ -21,10 +21,12 @@ import secrets
 import socket
 from pathlib import Path
 
+from crewyard.errors import CrewyardError
+
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]")
 
 
-class IdentityInUse(RuntimeError):
+class IdentityInUse(CrewyardError, RuntimeError):
     """Another live runner process holds this runner id."""
 
 

@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 import httpx
 
 from crewyard.core.subjects import PREFIX
+from crewyard.errors import CrewyardError
 from crewyard.natsserver import EmbeddedNats
 from crewyard.packaging import pack
 from crewyard.testing.api import write_crew
@@ -55,7 +56,7 @@ def run(inputs):
 '''
 
 
-class BenchError(RuntimeError):
+class BenchError(CrewyardError, RuntimeError):
     pass
 
 

@@ -14,8 +14,10 @@ import time
 from collections.abc import AsyncIterator, Callable
 from urllib.parse import urlsplit
 
+from crewyard.errors import CrewyardError
 
-class HttpError(RuntimeError):
+
+class HttpError(CrewyardError, RuntimeError):
     pass
 
 

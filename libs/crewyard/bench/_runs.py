@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import shlex
 import statistics
 import sys
@@ -18,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import msgspec
 import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -62,36 +60,13 @@ def _deployment_python(platform: PlatformProcess) -> str:
 
 
 async def _usable_backends(bench: Bench) -> dict[str, str | None]:
-    """name → None when usable here, else why not; asks the runner's own doctor/select_backend."""
-    from crewyard.runner import backends
+    """name → None when usable here, else why not, as the runner's own doctor says."""
+    from crewyard.runner.backends import doctor
 
     base = crewyard_settings.load(bench.workdir / "doctor")
-    out: dict[str, str | None] = {}
-    doctor = getattr(backends, "doctor", None)
-    select = getattr(backends, "select_backend", None)
-    if doctor is not None:
-        # It tries the engine and a trial sandbox synchronously: off the event loop.
-        results = await asyncio.to_thread(doctor, base)
-        if inspect.isawaitable(results):
-            results = await results
-        for item in results:
-            usable = bool(getattr(item, "usable", False))
-            out[str(getattr(item, "name", "?"))] = (
-                None if usable else str(getattr(item, "reason", "") or "no")
-            )
-    elif select is not None:
-        for name in ("bwrap", "docker"):
-            try:
-                await asyncio.to_thread(select, msgspec.structs.replace(base, backend=name))
-                out[name] = None
-            except Exception as exc:
-                out[name] = f"{type(exc).__name__}: {exc}"
-    else:
-        out = {
-            n: "crewyard.runner.backends has neither doctor nor select_backend yet"
-            for n in ("bwrap", "docker")
-        }
-    return out
+    # It tries the engine and a trial sandbox synchronously: off the event loop.
+    results = await asyncio.to_thread(doctor, base)
+    return {item.name: None if item.usable else (item.reason or "no") for item in results}
 
 
 async def _backend_figures(

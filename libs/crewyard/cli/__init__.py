@@ -15,6 +15,8 @@ from typing import Any
 
 import click
 
+from crewyard.errors import CrewyardError
+
 from . import artifacts as _artifacts  # noqa: F401  (registers `runs artifacts` and `runs download`)
 from ._client import CliError
 from .admin import demo, doctor, projector, service, up
@@ -34,6 +36,8 @@ class _Cli(click.Group):
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
+        except CrewyardError as exc:  # expected, with a message written for people
+            raise CliError(str(exc) or type(exc).__name__) from None
         except Exception as exc:
             if os.environ.get("CREWYARD_DEBUG"):
                 raise

@@ -2,14 +2,14 @@
 
 These commands call into :mod:`crewyard.platform` and the runner's backends, imported inside each
 command so that the API commands start fast and do not load NATS, SQLite or docker.
-Misconfiguration and the platform's own expected errors become one red line; Ctrl-C stops the
+Misconfiguration and the platform's own expected errors (everything derived from
+:class:`crewyard.errors.CrewyardError`, and OSError) become one red line; Ctrl-C stops the
 platform quietly (exit 130).
 """
 
 from __future__ import annotations
 
 import asyncio
-import importlib
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -19,6 +19,8 @@ import click
 from rich import box
 from rich.table import Table
 from rich.text import Text
+
+from crewyard.errors import CrewyardError
 
 from ._client import CliError
 from .render import make_console
@@ -53,32 +55,13 @@ backend_option = click.option(
 )
 
 
-def _expected_errors() -> tuple[type[BaseException], ...]:
-    """The error roots of the libraries the platform is built from: user-facing, not bugs."""
-    found: list[type[BaseException]] = [OSError]
-    for module, name in (
-        ("crewyard.settings", "SettingsError"),
-        ("crewyard.eventstore", "EventStoreError"),
-        ("crewyard.runner.backends", "BackendError"),
-        ("crewyard.runner.backends._base", "BackendError"),
-        ("crewyard.platform", "PlatformError"),
-    ):
-        try:
-            cls = getattr(importlib.import_module(module), name)
-        except (ImportError, AttributeError):
-            continue
-        if isinstance(cls, type) and issubclass(cls, BaseException):
-            found.append(cls)
-    return tuple(found)
-
-
 @contextmanager
 def _platform_errors() -> Iterator[None]:
     try:
         yield
     except KeyboardInterrupt:
         raise click.exceptions.Exit(130) from None
-    except _expected_errors() as exc:
+    except (CrewyardError, OSError) as exc:  # expected: configuration, broker, backends, files
         raise CliError(str(exc) or type(exc).__name__) from None
 
 
@@ -181,21 +164,19 @@ def doctor(ctx: click.Context, docker_host: str | None) -> None:
       crewyard doctor --docker-host unix:///run/podman/podman.sock
     """
     settings = _load_settings(None, docker_host=docker_host)
+    from crewyard.runner.backends import doctor as check
+
     with _platform_errors():
-        check = getattr(importlib.import_module("crewyard.runner.backends"), "doctor", None)
-        if check is None:
-            raise CliError("this installation cannot check its backends (crewyard.runner.backends.doctor)")
         results = list(check(settings))
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
     table.add_column("BACKEND", style="bold")
     table.add_column("USABLE")
     table.add_column("DETAILS")
     for item in results:
-        usable = bool(getattr(item, "usable", False))
         table.add_row(
-            str(getattr(item, "name", "?")),
-            Text("yes", style="green") if usable else Text("no", style="red"),
-            Text(str(getattr(item, "reason", "") or "")),
+            item.name,
+            Text("yes", style="green") if item.usable else Text("no", style="red"),
+            Text(item.reason or ""),
         )
     console = make_console()
     console.print(table)
@@ -206,7 +187,7 @@ def doctor(ctx: click.Context, docker_host: str | None) -> None:
         'Pythons for crews (python = "X.Y" in the crew\'s config; the docker backend uses its'
         " base image's): " + (", ".join(f"{i.version} ({i.path})" for i in found) or "none found")
     )
-    if not any(getattr(item, "usable", False) for item in results):
+    if not any(item.usable for item in results):
         ctx.exit(1)
 
 

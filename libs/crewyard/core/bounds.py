@@ -13,6 +13,8 @@ from typing import Annotated, Any
 
 import msgspec
 
+from crewyard.errors import CrewyardError
+
 #: Deeper JSON is refused everywhere: decoders recurse, and a depth near the interpreter's
 #: recursion limit would decode in one call stack and fail in another (rebuild ≠ live).
 MAX_JSON_DEPTH = 64
@@ -48,7 +50,7 @@ ArtifactName = Annotated[
 ]
 
 
-class OutOfBounds(ValueError):
+class OutOfBounds(CrewyardError, ValueError):
     """A value outside the bounds above; the message names the limit."""
 
 

@@ -16,6 +16,8 @@ from typing import Any
 
 import msgspec
 
+from crewyard.errors import CrewyardError
+
 CONFIG_FILES = ("crewyard.toml", "crewship.toml")
 FRAMEWORKS = ("python", "crewai", "langgraph")
 NETWORKS = ("default", "none", "host")
@@ -25,7 +27,7 @@ _NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _PYTHON_RE = re.compile(r"3\.\d{1,2}(\.\d{1,3})?")
 
 
-class CrewConfigError(ValueError):
+class CrewConfigError(CrewyardError, ValueError):
     """The crew's configuration file is missing or invalid."""
 
 

@@ -13,6 +13,8 @@ from typing import Any
 
 import msgspec
 
+from crewyard.errors import CrewyardError
+
 from .events import (
     Event,
     Payload,
@@ -31,7 +33,7 @@ PENDING, RUNNING, SUCCEEDED, FAILED, CANCELED = "pending", "running", "succeeded
 TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELED})
 
 
-class InvalidTransition(Exception):
+class InvalidTransition(CrewyardError):
     """The command is not legal in the run's current state."""
 
     def __init__(self, message: str, status: str) -> None:

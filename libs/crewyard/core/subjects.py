@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import re
 
+from crewyard.errors import CrewyardError
+
 PREFIX = "crewyard.evt"
 AGGREGATES = ("project", "deployment", "run")
 #: Project names, and the tokens of a subject that ids and event ids may use: never ``.``,
@@ -18,7 +20,7 @@ TOKEN_PATTERN = r"[A-Za-z0-9_-]{1,128}"
 _PROJECT_RE = re.compile(PROJECT_PATTERN)
 
 
-class InvalidName(ValueError):
+class InvalidName(CrewyardError, ValueError):
     """A project name that cannot be part of a subject."""
 
 

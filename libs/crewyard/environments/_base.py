@@ -15,12 +15,13 @@ from typing import Protocol
 import msgspec
 
 from crewyard.core.crewfile import CrewConfig
+from crewyard.errors import CrewyardError
 
 #: Receives (line, stream) of build output as it happens.
 LogSink = Callable[[str, str], Awaitable[None]]
 
 
-class BuildFailed(Exception):
+class BuildFailed(CrewyardError):
     """The crew cannot be built (its dependencies fail to install, …); the message says why."""
 
 

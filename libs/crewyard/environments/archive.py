@@ -17,10 +17,12 @@ import stat
 import tarfile
 from pathlib import Path
 
+from crewyard.errors import CrewyardError
+
 from ._base import BuildFailed
 
 
-class ArchiveCorrupt(Exception):
+class ArchiveCorrupt(CrewyardError):
     """An environment archive whose bytes are not the ones the builder recorded."""
 
 

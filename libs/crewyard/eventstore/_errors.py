@@ -1,7 +1,9 @@
 """The event store's own errors; callers never import nats to catch something."""
 
+from crewyard.errors import CrewyardError
 
-class EventStoreError(Exception):
+
+class EventStoreError(CrewyardError):
     """Root of the event store's errors."""
 
 

@@ -5,8 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Protocol
 
+from crewyard.errors import CrewyardError
 
-class ObjectStoreError(Exception):
+
+class ObjectStoreError(CrewyardError):
     """Root of object store errors."""
 
 

@@ -41,6 +41,7 @@ from crewyard.environments import inputs as crew_inputs
 from crewyard.environments import registry as build_registry
 from crewyard.environments.sandbox import error_excerpt, uv_binary
 from crewyard.environments.venv import build_script
+from crewyard.errors import CrewyardError
 
 from . import _stage
 
@@ -64,7 +65,7 @@ STAGE_TIMEOUT_S = 1800.0
 STAGE_MEMORY_BYTES = 4 << 30
 
 
-class BuildBackendUnavailable(Exception):
+class BuildBackendUnavailable(CrewyardError):
     """The container engine cannot be reached (infrastructure: retry later, elsewhere)."""
 
 

@@ -22,11 +22,13 @@ from typing import Any, Protocol
 
 import msgspec
 
+from crewyard.errors import CrewyardError
+
 ARTIFACTS_IN_CONTAINER = "/app/artifacts"
 SOURCE_IN_CONTAINER = "/app"
 
 
-class BackendError(Exception):
+class BackendError(CrewyardError):
     """The backend could not start or manage a run (infrastructure, not the crew's fault)."""
 
 

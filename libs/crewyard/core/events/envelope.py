@@ -25,6 +25,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from crewyard.errors import CrewyardError
+
 from ..bounds import OutOfBounds, check_json
 from ..subjects import PROJECT_PATTERN, TOKEN_PATTERN
 from ._base import Payload
@@ -86,7 +88,7 @@ class _RawEvent(msgspec.Struct, frozen=True, kw_only=True):
     causation_id: _Ref | None = None
 
 
-class InvalidEvent(ValueError):
+class InvalidEvent(CrewyardError, ValueError):
     """Bytes that are not a valid event for this version of crewyard (the message says why)."""
 
 
