@@ -28,6 +28,7 @@ check: $(STAMP)
 	$(BIN)/ruff check libs services tests examples
 	$(BIN)/ruff format --check libs services tests examples
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 # Figure 5 also measures the docker backend when the local engine can be set up (as root).
 bench: setup

@@ -1,5 +1,10 @@
 """Fixtures shared by the whole suite: a real nats-server with JetStream, an event store on a
-stream of its own per test, and whole platforms started as child processes."""
+stream of its own per test, and whole platforms started as child processes.
+
+Tests are marked ``slow`` when they start a whole platform, a container engine or a sandbox
+(root), import an agent framework, or live in a folder made of such tests: ``pytest -m "not
+slow"`` is the fast inner loop (unit tests and contract tests against a nats-server and SQLite,
+well under a minute); ``make test`` runs everything."""
 
 from __future__ import annotations
 
@@ -18,6 +23,21 @@ from crewyard.natsserver import EmbeddedNats
 from crewyard.testing.platform import PlatformProcess, free_port
 
 REPO = Path(__file__).resolve().parents[1]
+#: Folders whose tests all need root, a container engine, agent frameworks or a whole platform.
+SLOW_FOLDERS = frozenset({"e2e", "backends", "runtime", "bench"})
+#: Fixtures that start a whole platform or a container engine.
+SLOW_FIXTURES = frozenset({"platform", "quiet_platform", "docker_host", "base_image", "cluster"})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    tests = REPO / "tests"
+    for item in items:
+        folder = Path(str(item.path)).relative_to(tests).parts[0]
+        fixtures = set(getattr(item, "fixturenames", ()))
+        if folder in SLOW_FOLDERS or fixtures & SLOW_FIXTURES:
+            item.add_marker(pytest.mark.slow)
+
+
 BASE_IMAGE = os.environ.get("CREWYARD_TEST_BASE_IMAGE", "crewyard/base:bookworm")
 
 

@@ -24,7 +24,8 @@ from crewyard.environments.sandbox import uv_binary
 from crewyard.eventstore import EventStore
 from crewyard.objects import NatsObjectStore, ObjectStore
 
-pytestmark = pytest.mark.timeout(600)
+# Builds real environments in the build sandbox (root, network namespaces, package downloads).
+pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
 SIX_HASH = "8abb2f1d86890a2dfb989f9a77cfcfd3e47c2a354b01111771326f8aa26e0254"
 SITE = "lib/python3.11/site-packages"
 MYTOOL_PYPROJECT = """\
