@@ -177,6 +177,9 @@ class Runner:
         ):
             # Delivered again although its runner holds its lease (a broker restart or outage):
             # leave the run to its runner and look again later.
+            log.warning(
+                "run %s delivered again; its runner %s holds it: left alone", state.run_id, state.runner_id
+            )
             await item.nak(delay=2 * self.liveness.interval_s)
             return
         if state.cancel_requested:

@@ -6,8 +6,6 @@ process is left behind."""
 
 from __future__ import annotations
 
-import asyncio
-import json
 import os
 import random
 import threading
@@ -15,12 +13,8 @@ import time
 import uuid
 from pathlib import Path
 
-import httpx
-import nats
+from platform_checks import TERMINAL, Follower, call, read_model_equals_rebuild, stream_contents
 
-from crewyard import settings as settings_mod
-from crewyard.platform import rebuild_projection
-from crewyard.readmodel import ReadModel
 from crewyard.testing.api import write_crew
 from crewyard.testing.cluster import Cluster, crew_processes
 
@@ -35,81 +29,7 @@ def run(inputs):
         time.sleep(0.1)
     return {"steps": inputs.get("n", 20)}
 """
-TERMINAL = {"run.completed", "run.failed", "run.canceled"}
 RUNS = 50
-
-
-def _call(method: str, url: str, deadline: float, **kw) -> httpx.Response:
-    """An API call that waits out a gateway restart (connection errors, 5xx)."""
-    while True:
-        try:
-            r = httpx.request(method, url, timeout=10, **kw)
-            if r.status_code < 500:
-                return r
-        except httpx.HTTPError:
-            pass
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{method} {url} kept failing")
-        time.sleep(0.3)
-
-
-class Follower(threading.Thread):
-    """An SSE client that reconnects with Last-Event-ID until it sees the run's terminal event."""
-
-    def __init__(self, api: str, run_id: str, deadline: float) -> None:
-        super().__init__(daemon=True)
-        self.api, self.run_id, self.deadline = api, run_id, deadline
-        self.seen: list[tuple[int, str]] = []
-        self.reconnects = 0
-        self.done = False
-
-    def run(self) -> None:
-        while not self.done and time.monotonic() < self.deadline:
-            headers = {"Last-Event-ID": str(self.seen[-1][0])} if self.seen else {}
-            try:
-                with httpx.stream(
-                    "GET",
-                    f"{self.api}/v1/runs/{self.run_id}/events",
-                    headers=headers,
-                    timeout=httpx.Timeout(10, read=30),
-                ) as resp:
-                    if resp.status_code != 200:
-                        raise httpx.HTTPError(f"status {resp.status_code}")
-                    seq = None
-                    for line in resp.iter_lines():
-                        if line.startswith("id:"):
-                            seq = int(line[3:])
-                        elif line.startswith("data:") and seq is not None:
-                            data = json.loads(line[5:])
-                            self.seen.append((seq, data["id"]))
-                            if data["type"] in TERMINAL:
-                                self.done = True
-                                return
-            except (httpx.HTTPError, ValueError):
-                pass
-            self.reconnects += 1
-            time.sleep(0.3)
-
-
-async def _stream_contents(nats_url: str) -> list[tuple[int, str, dict]]:
-    nc = await nats.connect(nats_url)
-    js = nc.jetstream()
-    last = (await js.stream_info("CREWYARD_EVENTS")).state.last_seq
-    out = []
-    sub = await js.subscribe("crewyard.evt.>", ordered_consumer=True)
-    while not out or out[-1][0] < last:
-        msg = await sub.next_msg(timeout=10)
-        out.append((msg.metadata.sequence.stream, msg.subject, json.loads(msg.data)))
-    await nc.drain()
-    return out
-
-
-async def _dump(db: Path) -> dict:
-    rm = await ReadModel.open(db)
-    try:
-        return await rm.dump()
-    finally:
-        await rm.close()
 
 
 def test_chaos(tmp_path: Path):
@@ -134,7 +54,7 @@ def test_chaos(tmp_path: Path):
         crew = write_crew(tmp_path / "chatty", CHATTY)
         from crewyard.packaging import pack
 
-        dep = _call(
+        dep = call(
             "POST",
             f"{api}/v1/projects/chaos/deployments",
             deadline,
@@ -142,7 +62,7 @@ def test_chaos(tmp_path: Path):
             headers={"Content-Type": "application/gzip"},
         ).json()
         while (
-            _call("GET", f"{api}/v1/deployments/{dep['deployment_id']}", deadline).json()["status"]
+            call("GET", f"{api}/v1/deployments/{dep['deployment_id']}", deadline).json()["status"]
             == "building"
         ):
             time.sleep(0.2)
@@ -166,7 +86,7 @@ def test_chaos(tmp_path: Path):
         to_cancel = set(rnd.sample(range(RUNS), RUNS // 10))
         cancels: list[threading.Timer] = []
         for i in range(RUNS):
-            r = _call(
+            r = call(
                 "POST",
                 f"{api}/v1/runs",
                 deadline,
@@ -177,7 +97,7 @@ def test_chaos(tmp_path: Path):
             run_ids.append(r.json()["id"])
             if i in to_cancel:  # a random tenth is canceled, pending or running
                 url = f"{api}/v1/runs/{run_ids[-1]}/cancel"
-                timer = threading.Timer(rnd.uniform(0, 1.5), _call, ("POST", url, deadline))
+                timer = threading.Timer(rnd.uniform(0, 1.5), call, ("POST", url, deadline))
                 timer.start()
                 cancels.append(timer)
             if i % 2 == 0:
@@ -200,7 +120,7 @@ def test_chaos(tmp_path: Path):
 
         statuses: dict[str, str] = {}
         while time.monotonic() < deadline:
-            statuses = {r: _call("GET", f"{api}/v1/runs/{r}", deadline).json()["status"] for r in run_ids}
+            statuses = {r: call("GET", f"{api}/v1/runs/{r}", deadline).json()["status"] for r in run_ids}
             if all(s in ("succeeded", "failed", "canceled") for s in statuses.values()):
                 break
             time.sleep(1)
@@ -209,7 +129,7 @@ def test_chaos(tmp_path: Path):
         for follower in followers:
             follower.join(timeout=max(1, deadline - time.monotonic()))
 
-        events = asyncio.run(_stream_contents(cluster.nats_url))
+        events = stream_contents(cluster.nats_url)
         ids = [e[2]["id"] for e in events]
         assert len(ids) == len(set(ids)), "an event id appears twice in the stream"
         per_run: dict[str, list[tuple[int, str, str]]] = {}
@@ -230,11 +150,7 @@ def test_chaos(tmp_path: Path):
 
         cluster.stop("gateway")
         cluster.stop("projector")
-        db = cluster.root / "web" / "readmodel.sqlite3"
-        live = asyncio.run(_dump(db))
-        s = settings_mod.load(cluster.root / "web", nats_url=cluster.nats_url)
-        asyncio.run(rebuild_projection(s))
-        assert asyncio.run(_dump(db)) == live
+        read_model_equals_rebuild(cluster.data_dir("gateway"), cluster.nats_url)
     finally:
         cluster.down()
     # Crews die with their runner: a killed one's at once, a stopped one's as it shuts down.

@@ -1,5 +1,7 @@
-"""Every service in its own process against one nats-server, for failure tests: any piece can be
-killed with SIGKILL and started again on the same data (``kill``/``start``)."""
+"""Every service in its own process against one nats-server (or a NATS cluster of several nodes,
+``nats1``…), for failure tests: any piece can be killed with SIGKILL and started again on the
+same data (``kill``/``start``). With several gateways, each has its own projector and read model
+(``gateway1`` + ``projector1`` …), as on separate hosts."""
 
 from __future__ import annotations
 
@@ -13,40 +15,70 @@ from pathlib import Path
 import httpx
 
 from crewyard.natsserver import EmbeddedNats
+from crewyard.testing.natscluster import NatsCluster
 from crewyard.testing.platform import free_port
 
 _SERVICE = (
     "import asyncio, sys\n"
     "from crewyard import platform, settings\n"
-    "s = settings.load(sys.argv[2], nats_url=sys.argv[3], port=int(sys.argv[4]), backend='process',"
+    "s = settings.load(sys.argv[2], nats_url=sys.argv[3], port=int(sys.argv[4]), backend=sys.argv[5],"
     " build_backend='venv')\n"
     "asyncio.run(platform.run_service(sys.argv[1], s))\n"
 )
 
 
 class Cluster:
-    def __init__(self, root: Path, *, runners: int = 2, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        runners: int = 2,
+        gateways: int = 1,
+        nats_nodes: int = 1,
+        backend: str = "process",
+        env: dict[str, str] | None = None,
+    ) -> None:
         self.root = root
+        self.backend = backend
         self.nats = EmbeddedNats(root / "broker", port=free_port())
-        self.port = free_port()
-        self.api = f"http://127.0.0.1:{self.port}"
+        self.nats_cluster = NatsCluster(root / "broker", nats_nodes) if nats_nodes > 1 else None
         self.env = {**os.environ, **(env or {})}
-        self.names = ["builder", "projector", "gateway", *(f"runner{i}" for i in range(1, runners + 1))]
+        if self.nats_cluster is not None:
+            self.env["CREWYARD_STREAM_REPLICAS"] = str(min(3, nats_nodes))
+        web = (
+            [("projector", "gateway")]
+            if gateways == 1
+            else [(f"projector{i}", f"gateway{i}") for i in range(1, gateways + 1)]
+        )
+        self.gateways = [g for _, g in web]
+        self.names = [
+            "builder",
+            *(n for pair in web for n in pair),
+            *(f"runner{i}" for i in range(1, runners + 1)),
+        ]
+        self.ports = {g: free_port() for g in self.gateways}
+        self.apis = [f"http://127.0.0.1:{port}" for port in self.ports.values()]
+        self.port, self.api = self.ports[self.gateways[0]], self.apis[0]
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     @property
     def nats_url(self) -> str:
-        return self.nats.url
+        return self.nats_cluster.url if self.nats_cluster is not None else self.nats.url
 
-    def _data_dir(self, name: str) -> Path:
-        # Gateway and projector share the read model; each runner has its own work space.
-        return self.root / ("web" if name in ("gateway", "projector") else name)
+    def data_dir(self, name: str) -> Path:
+        # A gateway and its projector share the read model; each runner has its own work space.
+        if name.startswith(("gateway", "projector")):
+            return self.root / f"web{name.removeprefix('gateway').removeprefix('projector')}"
+        return self.root / name
 
     def start(self, name: str) -> None:
         if name == "nats":
             self.nats.start()
             return
-        service = "runner" if name.startswith("runner") else name
+        if self.nats_cluster is not None and name in self.nats_cluster.names:
+            self.nats_cluster.start(name)
+            return
+        service = "runner" if name.startswith("runner") else name.rstrip("0123456789")
         log = (self.root / f"{name}.log").open("ab")
         self.procs[name] = subprocess.Popen(
             [
@@ -54,9 +86,10 @@ class Cluster:
                 "-c",
                 _SERVICE,
                 service,
-                str(self._data_dir(name)),
-                self.nats.url,
-                str(self.port),
+                str(self.data_dir(name)),
+                self.nats_url,
+                str(self.ports.get(name.replace("projector", "gateway"), self.port)),
+                self.backend,
             ],
             env=self.env,
             stdout=log,
@@ -66,6 +99,9 @@ class Cluster:
         )
 
     def kill(self, name: str) -> None:
+        if self.nats_cluster is not None and name in self.nats_cluster.names:
+            self.nats_cluster.kill(name)
+            return
         if name == "nats":
             if self.nats.proc is not None and self.nats.proc.poll() is None:
                 self.nats.proc.kill()
@@ -77,6 +113,9 @@ class Cluster:
             proc.wait()
 
     def stop(self, name: str) -> None:
+        if self.nats_cluster is not None and name in self.nats_cluster.names:
+            self.nats_cluster.stop(name)
+            return
         if name == "nats":
             self.nats.stop()
             return
@@ -91,7 +130,10 @@ class Cluster:
 
     def up(self, timeout: float = 60.0) -> Cluster:
         self.root.mkdir(parents=True, exist_ok=True)
-        self.start("nats")
+        if self.nats_cluster is not None:
+            self.nats_cluster.up()
+        else:
+            self.start("nats")
         for name in self.names:
             self.start(name)
         self.wait_healthy(timeout)
@@ -99,18 +141,22 @@ class Cluster:
 
     def wait_healthy(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(self.api + "/healthz", timeout=1).json().get("nats"):
-                    return
-            except (httpx.HTTPError, ValueError):
-                pass
-            time.sleep(0.1)
-        raise RuntimeError("gateway did not become healthy")
+        for api in self.apis:
+            while True:
+                try:
+                    if httpx.get(api + "/healthz", timeout=1).json().get("nats"):
+                        break
+                except (httpx.HTTPError, ValueError):
+                    pass
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"gateway {api} did not become healthy")
+                time.sleep(0.1)
 
     def down(self) -> None:
         for name in reversed(self.names):
             self.stop(name)
+        if self.nats_cluster is not None:
+            self.nats_cluster.down()
         self.stop("nats")
 
 
