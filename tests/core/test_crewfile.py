@@ -180,3 +180,27 @@ def test_python_must_be_a_version_string():
     assert parse('[deployment]\nentrypoint = "a:b"\npython = "3.12"\n').deployments[0].python == "3.12"
     with pytest.raises(CrewConfigError, match="python"):
         parse('[deployment]\nentrypoint = "a:b"\npython = "latest"\n')
+
+
+@pytest.mark.parametrize(
+    ("toml", "message"),
+    [
+        ('entrypoint = "crew:run\\n"', "entrypoint"),
+        ('entrypoint = "crew:run"\nmemory = "512m\\n"', "memory"),
+        ('entrypoint = "crew:run"\nmemory = "99999999999g"', "memory"),
+        ('entrypoint = "crew:run"\ntimeout = inf', "timeout"),
+        ('entrypoint = "crew:run"\ntimeout = nan', "timeout"),
+        ('entrypoint = "crew:run"\ntimeout = 1e300', "timeout"),
+        ('entrypoint = "crew:run"\ncpus = 1e9', "cpus"),
+        ('entrypoint = "crew:run"\npids = 99999999999999999', "pids"),
+        ('entrypoint = "crew:run"\nmax_concurrent_runs = 10000000', "max_concurrent_runs"),
+    ],
+)
+def test_values_are_matched_whole_and_bounded(toml: str, message: str) -> None:
+    with pytest.raises(CrewConfigError, match=message):
+        parse(f"[deployment]\n{toml}\n")
+
+
+def test_a_deployment_name_with_a_trailing_newline_is_refused() -> None:
+    with pytest.raises(CrewConfigError, match="deployment name"):
+        parse('[deployments."main\\n"]\nentrypoint = "crew:run"\n')

@@ -17,11 +17,11 @@ from ._client import ApiClient, CliError, seg
 from ._options import api_option, json_option, project_option, resolve_project
 from .render import local_time, make_console, print_json
 
-_KEY_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+_KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 
 def check_key(key: str) -> str:
-    if not _KEY_RE.match(key):
+    if not _KEY_RE.fullmatch(key):
         raise CliError(
             f"{key!r} is not a valid environment variable name "
             "(letters, digits and _, not starting with a digit)"

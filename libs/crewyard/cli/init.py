@@ -12,7 +12,7 @@ from rich.text import Text
 from ._client import CliError
 from .render import make_console
 
-_ENTRYPOINT_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
+_ENTRYPOINT_RE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 
 
 @click.command()
@@ -58,7 +58,7 @@ def init(
         raise CliError(f"{path / existing[0]} already exists (use --force to overwrite it)")
     if framework is not None and framework not in FRAMEWORKS:
         raise CliError(f"--framework must be one of {', '.join(FRAMEWORKS)}, got {framework!r}")
-    if entrypoint is not None and not _ENTRYPOINT_RE.match(entrypoint):
+    if entrypoint is not None and not _ENTRYPOINT_RE.fullmatch(entrypoint):
         raise CliError(f"--entrypoint must look like 'package.module:attribute', got {entrypoint!r}")
 
     if framework is None or entrypoint is None:
@@ -103,6 +103,6 @@ def init(
 
 
 def _entrypoint(value: str) -> str:
-    if not _ENTRYPOINT_RE.match(value):
+    if not _ENTRYPOINT_RE.fullmatch(value):
         raise click.BadParameter("expected package.module:attribute, e.g. my_crew.crew:MyCrew")
     return value

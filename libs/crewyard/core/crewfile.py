@@ -10,6 +10,7 @@ warnings; wrong types raise :class:`CrewConfigError` naming the file, the key an
 
 from __future__ import annotations
 
+import math
 import re
 import tomllib
 from typing import Any
@@ -18,13 +19,24 @@ import msgspec
 
 from crewyard.errors import CrewyardError
 
+from .bounds import MAX_CONCURRENCY, MAX_TIMEOUT_S
+
 CONFIG_FILES = ("crewyard.toml", "crewship.toml")
 FRAMEWORKS = ("python", "crewai", "langgraph")
 NETWORKS = ("default", "none", "host")
-_ENTRYPOINT_RE = re.compile(r"^[A-Za-z_][\w.]*:[A-Za-z_][\w.]*$")
-_MEMORY_RE = re.compile(r"^\d+(\.\d+)?[kmg]?$", re.IGNORECASE)
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+# Matched against the whole value (fullmatch): "a:b\n" is not an entrypoint.
+_ENTRYPOINT_RE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
+_MEMORY_RE = re.compile(r"\d{1,15}(\.\d{1,6})?[kmg]?", re.IGNORECASE | re.ASCII)
+_NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 _PYTHON_RE = re.compile(r"3\.\d{1,2}(\.\d{1,3})?")
+#: Upper bounds of the numeric keys (finite, and within what any engine or kernel accepts).
+_MAXIMA: dict[str, float] = {
+    "timeout_s": MAX_TIMEOUT_S,
+    "cpus": 1024,
+    "pids": 1 << 22,
+    "max_concurrent_runs": MAX_CONCURRENCY,
+}
+MAX_MEMORY_BYTES = 1 << 40
 
 
 class CrewConfigError(CrewyardError, ValueError):
@@ -108,7 +120,7 @@ def parse(text: str, file: str = "crewyard.toml") -> ParsedConfig:
                 f"{file}: [deployments] must contain at least one [deployments.<name>] table"
             )
         for name, table in multi.items():
-            if not _NAME_RE.match(name):
+            if not _NAME_RE.fullmatch(name):
                 raise CrewConfigError(
                     f"{file}: deployment name {name!r} must be lower-case letters, digits, - or _"
                 )
@@ -167,7 +179,7 @@ def _deployment(
         fields[field] = str(value) if key in ("python", "memory") else value
     if "entrypoint" not in fields:
         raise CrewConfigError(f"{file}: '{where}.entrypoint' is required (e.g. \"my_crew.main:run\")")
-    if not _ENTRYPOINT_RE.match(fields["entrypoint"]):
+    if not _ENTRYPOINT_RE.fullmatch(fields["entrypoint"]):
         raise CrewConfigError(
             f"{file}: '{where}.entrypoint' must look like 'package.module:attribute',"
             f" got {fields['entrypoint']!r}"
@@ -183,11 +195,15 @@ def _deployment(
         raise CrewConfigError(
             f"{file}: '{where}.python' must be a version like \"3.11\" (a string), got {fields['python']!r}"
         )
-    if "memory" in fields and not _MEMORY_RE.match(fields["memory"]):
+    if "memory" in fields and not _MEMORY_RE.fullmatch(fields["memory"]):
         raise CrewConfigError(f'{file}: \'{where}.memory\' must be a size like "512m" or "2g"')
-    for key in ("timeout_s", "cpus", "pids", "max_concurrent_runs"):
-        if key in fields and fields[key] <= 0:
-            raise CrewConfigError(f"{file}: '{where}.{key.removesuffix('_s')}' must be positive")
+    if "memory" in fields and not 0 < (memory_bytes(fields["memory"]) or 0) <= MAX_MEMORY_BYTES:
+        raise CrewConfigError(f"{file}: '{where}.memory' must be more than 0 and at most 1024g")
+    for key, most in _MAXIMA.items():
+        if key in fields and not (math.isfinite(fields[key]) and 0 < fields[key] <= most):
+            raise CrewConfigError(
+                f"{file}: '{where}.{key.removesuffix('_s')}' must be positive and at most {most:g}"
+            )
     build = table.get("build", {})
     if not isinstance(build, dict):
         raise CrewConfigError(f"{file}: '{where}.build' must be a table")
