@@ -19,6 +19,7 @@ from typing import Any
 import uvicorn
 from rich.console import Console
 
+from crewyard import datadir
 from crewyard.eventstore import EventStore, connect, ensure_stream
 from crewyard.natsserver import EmbeddedNats
 from crewyard.objects import ObjectStore, open_store
@@ -154,7 +155,7 @@ async def up(settings: Settings, *, embedded_nats: bool = True, stop: asyncio.Ev
     _stop_on_signals(stop)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    datadir.secure(settings.data_dir)
     broker = None
     if embedded_nats:
         port = int(os.environ.get("CREWYARD_NATS_PORT", "4222"))
@@ -203,7 +204,7 @@ async def run_service(name: str, settings: Settings, *, stop: asyncio.Event | No
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     if name not in SERVICES:
         raise ValueError(f"unknown service {name!r}; choose one of {', '.join(SERVICES)}")
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    datadir.secure(settings.data_dir)
     console.print(f"crewyard {name} — NATS {settings.nats_url}, data {settings.data_dir}")
     await _run_all((name,), settings, stop)
 
@@ -212,6 +213,7 @@ async def rebuild_projection(settings: Settings) -> int:
     """Drop the read model and replay the stream from sequence 1; returns events replayed."""
     from crewyard.projector import rebuild
 
+    datadir.secure(settings.data_dir)
     store = await _store(settings, "rebuild")
     try:
         return await rebuild(store, settings.db_path)

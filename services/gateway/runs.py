@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from typing import Any
+from urllib.parse import quote
 
 import msgspec
 from litestar import Request, Response, get, post
@@ -206,7 +207,6 @@ async def download_artifact(request: Request[Any, Any, Any], run_id: str, name: 
     if art is None:
         raise not_found(f"artifact {name.lstrip('/')} of run {run_id}")
     data = await g.objects.get_bytes(artifact_object(art["sha256"]))
-    filename = art["name"].rsplit("/", 1)[-1]
 
     async def body() -> Any:
         for i in range(0, len(data), 1 << 16):
@@ -217,10 +217,21 @@ async def download_artifact(request: Request[Any, Any, Any], run_id: str, name: 
         media_type=art["content_type"],
         headers={
             "Content-Length": str(len(data)),
-            "Content-Disposition": f'attachment; filename="{filename}"',
+            "Content-Disposition": content_disposition(art["name"].rsplit("/", 1)[-1]),
             "X-Content-SHA256": art["sha256"],
         },
     )
+
+
+_ATTR_CHARS = "!#$&+-.^_`|~"  # RFC 5987 attr-char besides letters and digits
+
+
+def content_disposition(filename: str) -> str:
+    """``attachment`` with an ASCII fallback name and the exact name RFC 6266 / 5987 encoded:
+    whatever a crew called its file, it cannot break out of the header or the quotes."""
+    fallback = "".join(c if " " <= c <= "~" and c not in '"\\%' else "_" for c in filename) or "artifact"
+    exact = quote(filename, safe=_ATTR_CHARS)
+    return f"attachment; filename=\"{fallback}\"; filename*=UTF-8''{exact}"
 
 
 ROUTES = [create_run, get_run, list_runs, cancel_run, run_events, list_artifacts, download_artifact]

@@ -40,6 +40,8 @@ Sha256 = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$", max_length=64)]
 SourceDigest = Annotated[str, msgspec.Meta(pattern="^sha256-[0-9a-f]{64}$", max_length=71)]
 #: A path relative to the run's artifacts folder: no control characters (names reach headers
 #: and terminals), no absolute path, no ``..`` component.
+#: A media type: printable ASCII only (it becomes a response header).
+ContentType = Annotated[str, msgspec.Meta(pattern=r"^(?![\s\S]*[^\x20-\x7e])", min_length=1, max_length=255)]
 ArtifactName = Annotated[
     str,
     msgspec.Meta(

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import aiosqlite
+
+from crewyard.datadir import private_file
 
 from .schema import DDL
 
 
 async def open_db(path: Path) -> aiosqlite.Connection:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    # Every run's input and output is in here: 0600 before SQLite makes it (and its WAL) 0644.
+    await asyncio.to_thread(private_file, path)
     db = await aiosqlite.connect(path, isolation_level=None)
     await db.execute("PRAGMA journal_mode=WAL")
     await db.execute("PRAGMA synchronous=NORMAL")

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..bounds import ArtifactName, Count, Sha256
+from ..bounds import ArtifactName, ContentType, Count, Sha256
 from ._base import Payload
 
 
@@ -85,7 +85,7 @@ class ArtifactStored(Payload, frozen=True, kw_only=True):
     AGGREGATE = "run"
     name: ArtifactName
     size: Count
-    content_type: str
+    content_type: ContentType
     sha256: Sha256
 
 
