@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
 import uuid
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import docker
@@ -75,6 +82,48 @@ async def test_cleanup_orphans_removes_a_dead_runners_containers_only(
             with contextlib.suppress(BackendError):
                 await handle.kill(0)
             await handle.remove()
+
+
+RUNNER = """
+import asyncio, pickle, sys
+from crewyard.runner.backends import DockerBackend
+
+async def main():
+    host, spec = pickle.loads(sys.stdin.buffer.read())
+    await DockerBackend(host).start(spec)
+    print("started", flush=True)
+    await asyncio.sleep(1000)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_killed_runners_containers_are_removed_by_its_reaper(
+    docker_runs: Runs, docker_host: str, tmp_path: Path
+) -> None:
+    """No restart needed: the container of a runner that died is gone within seconds."""
+    spec = docker_runs.spec("crew:sleeper", input={"marker": 1000.875})
+    script = tmp_path / "runner.py"
+    script.write_text(RUNNER)
+    runner = subprocess.Popen(  # noqa: ASYNC220 - a plain child we SIGKILL; nothing to await
+        [sys.executable, str(script)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, start_new_session=True
+    )
+    assert runner.stdin and runner.stdout
+    runner.stdin.write(pickle.dumps((docker_host, spec)))
+    runner.stdin.close()
+    try:
+        assert await asyncio.wait_for(asyncio.to_thread(runner.stdout.readline), 60) == b"started\n"
+        assert len(_containers(docker_host, spec.run_id)) == 1
+        os.kill(runner.pid, signal.SIGKILL)
+        runner.wait()
+    finally:
+        runner.kill()
+        runner.wait()
+        runner.stdout.close()
+    deadline = time.monotonic() + 30
+    while _containers(docker_host, spec.run_id):
+        assert time.monotonic() < deadline, "the dead runner's container is still there"
+        await asyncio.sleep(0.2)
 
 
 async def test_an_unreachable_engine_is_backend_unavailable(docker_runs: Runs, tmp_path: object) -> None:

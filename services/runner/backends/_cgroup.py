@@ -19,13 +19,8 @@ owner is still alive — a pid alone may have been reused — and :func:`sweep` 
 is inside) only groups whose owner is provably gone: never another live runner's, whatever its
 data dir. Groups from another pid namespace are never touched (their owner cannot be looked up).
 
-**Reaper.** ``--die-with-parent`` is not enough: killed during the few milliseconds in which bwrap
-starts, a runner leaves a sandbox reparented to pid 1 that runs on (measured here: nearly every
-kill within a millisecond of starting one, 4 in 10 within 10 ms). So each runner process has a
-reaper, this file run as a program (stdlib only; it starts in milliseconds): it waits for
-end-of-file on a pipe whose write end only the runner holds — the kernel closes it however the
-runner dies — then kills and removes every group of that owner and exits. A reaper killed too is
-covered by the sweep of the next runner that starts on the machine.
+When a runner dies, its groups are killed and removed by its reaper (``_reaper.py``); what a
+reaper that died too leaves is removed by the next :func:`sweep`.
 """
 
 from __future__ import annotations
@@ -34,8 +29,6 @@ import contextlib
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -272,46 +265,6 @@ def sweep(owner: str | None = None) -> int:
     return alive
 
 
-class Reaper:
-    """This process's reaper (see the module's notes); one per process, started on first use."""
-
-    _started: dict[int, Reaper] = {}
-
-    def __init__(self) -> None:
-        read_end, self._write_end = os.pipe()  # both close-on-exec: no sandbox inherits them
-        try:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", __file__, "reap", owner_tag()],
-                stdin=read_end,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,  # outlives a kill of the runner's process group
-            )
-        finally:
-            os.close(read_end)
-
-    @classmethod
-    def ensure(cls) -> None:
-        """Start this process's reaper, or a new one if the last was killed."""
-        current = cls._started.get(os.getpid())
-        if current is None or current.proc.poll() is not None:
-            if current is not None:
-                os.close(current._write_end)
-            cls._started[os.getpid()] = cls()
-
-
-def _reap_when_closed(owner: str) -> None:
-    while True:
-        try:
-            if not os.read(0, 4096):
-                break
-        except InterruptedError:
-            continue
-        except OSError:
-            break
-    sweep(owner)
-
-
 def describe() -> str:
     """One line for ``crewyard doctor``: can sandboxes get memory/pids limits here?"""
     probe = create(f"probe-{os.getpid()}", memory_bytes=64 * 1024 * 1024, pids=16, cpus=None)
@@ -321,7 +274,3 @@ def describe() -> str:
         return f"rlimits only ({where}): memory is an address-space cap and fork bombs are not contained"
     probe.remove()
     return f"cgroup v{probe.version} memory/pids/cpu limits"
-
-
-if __name__ == "__main__" and sys.argv[1:2] == ["reap"]:
-    _reap_when_closed(sys.argv[2])

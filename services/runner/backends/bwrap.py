@@ -43,6 +43,7 @@ from . import _cgroup
 from ._artifacts import DEFAULT_MAX_FILE, DEFAULT_MAX_TOTAL, Skipped, prune_folder
 from ._base import BackendError, BackendUnavailable, ExitStatus, RunSpec, runtime_env
 from ._lines import merge_lines
+from ._reaper import Reaper
 
 SANDBOX_UID = 1000
 INPUT_IN_SANDBOX = "/run/crewyard/input.json"
@@ -347,7 +348,7 @@ class BwrapBackend:
             cpus=limits.cpus,
         )
         if group is not None:
-            _cgroup.Reaper.ensure()
+            Reaper.ensure(_cgroup.owner_tag())
         return group
 
     async def cleanup_orphans(self, runner_id: str) -> int:

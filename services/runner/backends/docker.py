@@ -16,7 +16,9 @@ The docker SDK is synchronous. Short calls run through ``asyncio.to_thread``; th
 block for the whole run (the attach stream and ``wait``) get a thread of their own each, so ten
 concurrent runs cannot starve the event loop's small default executor.
 
-Containers and volumes carry the labels ``crewyard.run_id`` and ``crewyard.runner_id``;
+Containers and volumes carry the labels ``crewyard.run_id``, ``crewyard.runner_id`` and
+``crewyard.owner`` (the runner process). If the runner dies, its reaper (``_reaper``) removes the
+containers of that process at once, when the engine is on a local socket;
 :meth:`DockerBackend.cleanup_orphans` removes those of one runner id: a runner keeps its id across
 restarts (``runner/identity.py``), so at start-up it removes what its dead predecessor left.
 """
@@ -39,6 +41,7 @@ import docker.errors
 import requests.exceptions
 from docker.types import Ulimit
 
+from . import _cgroup
 from ._artifacts import DEFAULT_MAX_FILE, DEFAULT_MAX_TOTAL, Skipped, extract_tar_stream
 from ._base import (
     ARTIFACTS_IN_CONTAINER,
@@ -51,6 +54,7 @@ from ._base import (
 )
 from ._engine import ENGINE_ERRORS, ContainerGone, connect, in_thread, put_input, translate_errors
 from ._lines import MAX_LINE
+from ._reaper import LABEL_OWNER, Reaper, local_socket
 
 RUNTIME_IN_IMAGE = "/opt/crewyard"  # where the build puts the crewyard_runtime package
 VENV_IN_IMAGE = "/opt/venv"  # where the build installs the crew's dependencies
@@ -267,9 +271,14 @@ class DockerBackend:
         assert spec.image is not None
         limits = spec.limits
         suffix = f"{_NAME_RE.sub('_', spec.run_id)[:80]}-{secrets.token_hex(3)}"
+        owner = _cgroup.owner_tag()
+        socket = local_socket(self.docker_host)
+        if socket:
+            Reaper.ensure(owner, socket)  # before the container exists: see _reaper
         labels = {
             LABEL_RUN: spec.run_id,
             LABEL_RUNNER: spec.runner_id,
+            LABEL_OWNER: owner,
             "crewyard.deployment_id": spec.deployment_id,
         }
         env = runtime_env(
