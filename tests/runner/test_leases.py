@@ -60,6 +60,7 @@ def _pair(store: EventStore, lease_s: float) -> tuple[Liveness, Liveness]:
     return Liveness(store, "owner", lease_s, bucket), Liveness(store, "judge", lease_s, bucket)
 
 
+@pytest.mark.slow  # waits a lease and more
 async def test_a_live_owner_keeps_its_run_and_a_silent_one_is_fenced_before_it_loses_it(
     store: EventStore,
 ) -> None:
@@ -112,6 +113,7 @@ async def own_broker(tmp_path: Path) -> AsyncIterator[tuple[EmbeddedNats, EventS
     server.stop()
 
 
+@pytest.mark.slow  # waits a lease and more
 async def test_a_broker_outage_longer_than_the_lease_does_not_cost_the_owner_its_run(
     own_broker: tuple[EmbeddedNats, EventStore],
 ) -> None:
