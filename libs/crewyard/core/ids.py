@@ -5,14 +5,15 @@ The clock and the randomness are arguments so that the pure core stays determini
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import time
 from collections.abc import Callable
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
-PREFIXES = ("run", "dep", "evt", "key")
-_ID_RE = re.compile(r"(run|dep|evt|key)_[0-9a-hjkmnp-tv-z]{26}")
+PREFIXES = ("run", "dep", "evt", "key", "whk", "dlg", "dlv", "trg", "sch")
+_ID_RE = re.compile(r"(run|dep|evt|key|whk|dlg|dlv|trg|sch)_[0-9a-hjkmnp-tv-z]{26}")
 
 
 def new_id(
@@ -37,3 +38,10 @@ def is_id(value: str, prefix: str | None = None) -> bool:
     if not _ID_RE.fullmatch(value):
         return False
     return prefix is None or value.startswith(prefix + "_")
+
+
+def derived_id(prefix: str, time_ms: int, *parts: str) -> str:
+    """An id that is the same every time it is made from the same ``parts`` (a delivery of one
+    event to one webhook, the group of one run's deliveries…), still ordered by ``time_ms``."""
+    digest = hashlib.sha256("\0".join(parts).encode()).digest()
+    return new_id(prefix, now_ms=lambda: time_ms, rand=lambda n: digest[:n])

@@ -34,10 +34,22 @@ from .activity import ACTIVITY_EVENTS
 from .deployment import DEPLOYMENT_EVENTS
 from .project import PROJECT_EVENTS
 from .run import RUN_EVENTS
+from .schedule import SCHEDULE_EVENTS
+from .trigger import TRIGGER_EVENTS
+from .webhook import WEBHOOK_EVENTS
 
 #: type tag → payload class; declared once for the whole system.
 PAYLOAD_TYPES: dict[str, type[Payload]] = {
-    cls.TYPE: cls for cls in (*RUN_EVENTS, *ACTIVITY_EVENTS, *DEPLOYMENT_EVENTS, *PROJECT_EVENTS)
+    cls.TYPE: cls
+    for cls in (
+        *RUN_EVENTS,
+        *ACTIVITY_EVENTS,
+        *DEPLOYMENT_EVENTS,
+        *PROJECT_EVENTS,
+        *WEBHOOK_EVENTS,
+        *TRIGGER_EVENTS,
+        *SCHEDULE_EVENTS,
+    )
 }
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
@@ -81,7 +93,7 @@ class _RawEvent(msgspec.Struct, frozen=True, kw_only=True):
     version: _Version
     time: datetime
     project: _Project
-    aggregate: Literal["project", "deployment", "run"]
+    aggregate: Literal["project", "deployment", "run", "webhook", "delivery", "trigger", "schedule"]
     aggregate_id: _Token
     data: msgspec.Raw
     correlation_id: _Ref | None = None

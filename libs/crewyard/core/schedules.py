@@ -1,0 +1,205 @@
+"""Schedules as pure code: cron in a timezone, the schedule's state, and what to fire when.
+
+Cron expressions have five fields (minute hour day month weekday) or an alias (``@hourly``,
+``@daily``…), evaluated in the schedule's IANA timezone by ``croniter`` and ``zoneinfo``.
+Daylight saving time, the way cron users expect it:
+
+- a wall-clock time that does not exist (spring forward) fires at the same instant a clock that
+  kept the old offset would show it, i.e. shifted forward by the gap (02:30 → 03:30);
+- a wall-clock time that happens twice (fall back) fires once, at its first occurrence — unless
+  the hour field is ``*`` or ``*/n``: hourly and more frequent schedules fire in both hours,
+  because those are different hours.
+
+Every planned time is a UTC instant. A schedule fires each planned time at most once (its fold
+remembers the last one fired; the scheduler appends with the expected sequence), never a time
+before its creation or inside a pause.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+import msgspec
+from croniter import croniter
+
+from .events import (
+    Recorded,
+    ScheduleCreated,
+    ScheduleDeleted,
+    ScheduleFired,
+    SchedulePaused,
+    ScheduleResumed,
+)
+
+#: How far back catch-up looks, in planned times (a minutely schedule down for a week is 10,080).
+MAX_SCAN = 20_000
+
+
+class InvalidSchedule(ValueError):
+    pass
+
+
+def zone(name: str) -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidSchedule(f"unknown timezone {name!r} (use an IANA name such as Europe/Berlin)") from None
+
+
+def check_cron(expr: str) -> str:
+    expr = " ".join(expr.split())
+    if not expr.startswith("@") and len(expr.split(" ")) != 5:
+        raise InvalidSchedule(f"cron {expr!r} must have five fields: minute hour day month weekday")
+    if not croniter.is_valid(expr):
+        raise InvalidSchedule(f"cron {expr!r} is not a valid cron expression")
+    return expr
+
+
+def _both_folds(expr: str) -> bool:
+    if expr.startswith("@"):
+        return expr == "@hourly"
+    hour = expr.split(" ")[1]
+    return hour == "*" or hour.startswith("*/")
+
+
+def times_after(expr: str, tz_name: str, after: datetime) -> Iterator[datetime]:
+    """Planned times (UTC, strictly increasing) after the instant ``after``."""
+    tz = zone(tz_name)
+    both = _both_folds(expr)
+    # Walk wall-clock times from a little before ``after`` (it may lie in a repeated hour).
+    start = (after.astimezone(tz) - timedelta(hours=2)).replace(tzinfo=None)
+    walk = croniter(expr, start)
+    last = after
+    while True:
+        wall: datetime = walk.get_next(datetime)
+        first = wall.replace(tzinfo=tz, fold=0).astimezone(UTC)
+        second = wall.replace(tzinfo=tz, fold=1).astimezone(UTC)
+        candidates = [first] if first == second or not both else sorted({first, second})
+        for instant in candidates:
+            if instant > last:
+                last = instant
+                yield instant
+
+
+def next_times(expr: str, tz_name: str, after: datetime, count: int) -> list[datetime]:
+    out: list[datetime] = []
+    for t in times_after(expr, tz_name, after):
+        out.append(t)
+        if len(out) >= count:
+            break
+    return out
+
+
+class ScheduleState(msgspec.Struct, kw_only=True):
+    schedule_id: str
+    project: str = ""
+    version: int = 0
+    exists: bool = False
+    deleted: bool = False
+    paused: bool = False
+    cron: str = ""
+    timezone: str = "UTC"
+    input: dict[str, Any] = msgspec.field(default_factory=dict)
+    deployment_id: str | None = None
+    environment: str = "production"
+    overlap: str = "skip"
+    catch_up: str = "latest"
+    catch_up_limit: int = 10
+    name: str | None = None
+    #: Planned times at or before this instant are never fired (creation, or the last resume).
+    plan_from: datetime | None = None
+    last_planned_at: datetime | None = None
+    last_run_id: str | None = None
+    fired: int = 0
+
+    @property
+    def active(self) -> bool:
+        return self.exists and not self.deleted and not self.paused
+
+    def horizon(self) -> datetime:
+        """Planned times after this instant may still fire."""
+        assert self.plan_from is not None
+        if self.last_planned_at and self.last_planned_at > self.plan_from:
+            return self.last_planned_at
+        return self.plan_from
+
+    def upcoming(self, now: datetime, count: int = 3) -> list[datetime]:
+        if not self.active:
+            return []
+        return next_times(self.cron, self.timezone, max(now, self.horizon()), count)
+
+
+def evolve_schedule(state: ScheduleState, rec: Recorded) -> ScheduleState:
+    e, d = rec.event, rec.event.data
+    state.version = rec.seq
+    state.project = e.project
+    if isinstance(d, ScheduleCreated):
+        state.exists, state.plan_from = True, e.time
+        state.cron, state.timezone, state.input = d.cron, d.timezone, d.input
+        state.deployment_id, state.environment, state.name = d.deployment_id, d.environment, d.name
+        state.overlap, state.catch_up, state.catch_up_limit = d.overlap, d.catch_up, d.catch_up_limit
+    elif isinstance(d, SchedulePaused):
+        state.paused = True
+    elif isinstance(d, ScheduleResumed):
+        state.paused, state.plan_from = False, e.time
+    elif isinstance(d, ScheduleDeleted):
+        state.deleted = True
+    elif isinstance(d, ScheduleFired):
+        if state.last_planned_at is None or d.planned_at > state.last_planned_at:
+            state.last_planned_at = d.planned_at
+        if d.run_id:
+            state.last_run_id = d.run_id
+        state.fired += 1
+    return state
+
+
+def fold_schedule(schedule_id: str, history: list[Recorded]) -> ScheduleState:
+    state = ScheduleState(schedule_id=schedule_id)
+    for rec in history:
+        evolve_schedule(state, rec)
+    return state
+
+
+class Decision(msgspec.Struct, frozen=True, kw_only=True):
+    """``fire``: start a run for ``planned_at``; ``skip``: consume it without a run; ``wait``:
+    nothing now (``wake_at``: the next planned time, if any)."""
+
+    action: Literal["fire", "skip", "wait"]
+    planned_at: datetime | None = None
+    missed: int = 0
+    reason: str | None = None
+    wake_at: datetime | None = None
+
+
+def due(state: ScheduleState, now: datetime) -> tuple[list[datetime], datetime | None]:
+    """Planned times due by ``now`` (oldest first, at most :data:`MAX_SCAN`) and the next one."""
+    out: list[datetime] = []
+    for t in times_after(state.cron, state.timezone, state.horizon()):
+        if t > now:
+            return out, t
+        out.append(t)
+        if len(out) > MAX_SCAN:
+            out = out[-MAX_SCAN:]
+    raise AssertionError("croniter ended")  # pragma: no cover - the iterator is endless
+
+
+def decide(state: ScheduleState, now: datetime, *, previous_run_active: bool) -> Decision:
+    """One step of a schedule: what to do about its oldest planned time that may still fire."""
+    if not state.active:
+        return Decision(action="wait")
+    times, upcoming = due(state, now)
+    if not times:
+        return Decision(action="wait", wake_at=upcoming)
+    keep = 1 if state.catch_up == "latest" else max(1, state.catch_up_limit)
+    fire_now, missed = times[-keep:][0], max(0, len(times) - keep)
+    if previous_run_active:
+        if state.overlap == "queue":
+            return Decision(action="wait", wake_at=None)  # after the previous run ends
+        if state.overlap == "skip":
+            return Decision(
+                action="skip", planned_at=fire_now, missed=missed, reason="the previous run is still going"
+            )
+    return Decision(action="fire", planned_at=fire_now, missed=missed)

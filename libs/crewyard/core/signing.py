@@ -1,0 +1,91 @@
+"""Signatures on webhook requests, both ways (pure).
+
+Outgoing deliveries follow Standard Webhooks (https://www.standardwebhooks.com):
+
+    webhook-id: <delivery id>            webhook-timestamp: <unix seconds>
+    webhook-signature: v1,<base64 HMAC-SHA256(key, "<id>.<timestamp>.<body>")>
+
+where the secret reads ``whsec_<base64 key>``; during a secret rotation the header carries one
+``v1,…`` entry per valid secret, separated by spaces. They also carry the reference product's
+headers, so receivers written for it work unchanged:
+
+    X-Crewship-Event: run.succeeded      X-Crewship-Delivery: <delivery id>
+    X-Crewship-Timestamp: <unix seconds>
+    X-Crewship-Signature: <hex HMAC-SHA256(secret as text, "<timestamp>.<body>")>
+
+Incoming triggers may require a GitHub-style signature: ``sha256=<hex HMAC-SHA256(secret, body)>``
+in a header of the trigger's choosing.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import os
+from collections.abc import Callable, Mapping
+
+SECRET_PREFIX = "whsec_"
+
+
+class SignatureError(ValueError):
+    """A secret that is not ``whsec_<base64>``."""
+
+
+def new_secret(rand: Callable[[int], bytes] = os.urandom) -> str:
+    return SECRET_PREFIX + base64.b64encode(rand(32)).decode()
+
+
+def _key(secret: str) -> bytes:
+    if not secret.startswith(SECRET_PREFIX):
+        raise SignatureError("a signing secret starts with whsec_")
+    try:
+        return base64.b64decode(secret[len(SECRET_PREFIX) :], validate=True)
+    except ValueError as exc:
+        raise SignatureError("a signing secret is whsec_ followed by base64") from exc
+
+
+def sign(secret: str, msg_id: str, timestamp: int, body: bytes) -> str:
+    """One Standard Webhooks signature entry: ``v1,<base64>``."""
+    mac = hmac.new(_key(secret), f"{msg_id}.{timestamp}.".encode() + body, hashlib.sha256)
+    return "v1," + base64.b64encode(mac.digest()).decode()
+
+
+def crewship_signature(secret: str, timestamp: int, body: bytes) -> str:
+    return hmac.new(secret.encode(), f"{timestamp}.".encode() + body, hashlib.sha256).hexdigest()
+
+
+def delivery_headers(
+    secrets: list[str], *, delivery_id: str, event: str, timestamp: int, body: bytes
+) -> dict[str, str]:
+    """Every signing header of one delivery; ``secrets`` (clear text) newest first."""
+    return {
+        "content-type": "application/json",
+        "webhook-id": delivery_id,
+        "webhook-timestamp": str(timestamp),
+        "webhook-signature": " ".join(sign(s, delivery_id, timestamp, body) for s in secrets),
+        "X-Crewship-Event": event,
+        "X-Crewship-Delivery": delivery_id,
+        "X-Crewship-Timestamp": str(timestamp),
+        "X-Crewship-Signature": crewship_signature(secrets[0], timestamp, body),
+    }
+
+
+def verify(secret: str, headers: Mapping[str, str], body: bytes, *, now: int, tolerance_s: int = 300) -> bool:
+    """What a receiver does (and our tests): the id, timestamp and one matching ``v1`` entry."""
+    lower = {k.lower(): v for k, v in headers.items()}
+    msg_id, ts = lower.get("webhook-id"), lower.get("webhook-timestamp", "")
+    if not msg_id or not ts.isdigit() or abs(now - int(ts)) > tolerance_s:
+        return False
+    expected = sign(secret, msg_id, int(ts), body)
+    return any(hmac.compare_digest(expected, part) for part in lower.get("webhook-signature", "").split())
+
+
+def github_signature(secret: str, body: bytes) -> str:
+    return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+
+
+def verify_github(secret: str, header_value: str | None, body: bytes) -> bool:
+    if not header_value:
+        return False
+    return hmac.compare_digest(github_signature(secret, body), header_value.strip())

@@ -1,0 +1,111 @@
+"""Where outgoing webhooks may go (pure): the URL's shape, and each resolved address.
+
+The URL is checked once when a webhook is saved; the addresses its host resolves to are checked
+before every attempt (DNS can change between the two), and the request then goes to the checked
+address, so a name cannot resolve to one address for the check and another for the connection.
+
+Always refused: addresses nothing legitimate listens on for webhooks (unspecified, multicast,
+link-local — which includes cloud metadata services at 169.254.169.254) and the platform's own
+endpoints (its API and NATS). Loopback and private ranges are allowed only when the operator says
+so (``CREWYARD_WEBHOOK_TARGETS=private``: single machine, tests); multi-machine deployments keep
+the default, ``public``.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Collection
+from typing import Literal
+from urllib.parse import urlsplit
+
+Policy = Literal["public", "private"]
+POLICIES = ("public", "private")
+MAX_URL = 2048
+IP = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+class TargetRefused(ValueError):
+    """A webhook target that may not be used (the message says why)."""
+
+
+def check_url(url: str) -> str:
+    """The URL if it is an absolute http(s) URL without credentials; else :class:`TargetRefused`."""
+    if not isinstance(url, str) or not url or len(url) > MAX_URL:
+        raise TargetRefused(f"url must be 1 to {MAX_URL} characters")
+    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in url):
+        raise TargetRefused("url must not contain spaces or control characters")
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise TargetRefused(f"url is not valid: {exc}") from None
+    if parts.scheme not in ("http", "https"):
+        raise TargetRefused("url must start with http:// or https://")
+    if not parts.hostname:
+        raise TargetRefused("url has no host")
+    if "@" in parts.netloc:
+        raise TargetRefused("url must not contain credentials (user:password@); sign requests instead")
+    if parts.fragment:
+        raise TargetRefused("url must not have a #fragment")
+    if port == 0:
+        raise TargetRefused("url has port 0")
+    literal = literal_address(parts.hostname)
+    if literal is not None and (reason := always_refused(literal)):
+        raise TargetRefused(f"url points to {reason}")
+    return url
+
+
+def literal_address(host: str) -> IP | None:
+    try:
+        return ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+
+
+def _plain(ip: IP) -> IP:
+    """An IPv4 address written as IPv6 (``::ffff:127.0.0.1``) is judged as the IPv4 address."""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        return ip.ipv4_mapped
+    return ip
+
+
+def always_refused(ip: IP) -> str | None:
+    ip = _plain(ip)
+    if ip.is_unspecified:
+        return f"an unspecified address ({ip})"
+    if ip.is_multicast:
+        return f"a multicast address ({ip})"
+    if ip.is_link_local:
+        return f"a link-local address ({ip})"
+    return None
+
+
+def is_private(ip: IP) -> bool:
+    ip = _plain(ip)
+    return ip.is_loopback or ip.is_private or ip.is_reserved or not ip.is_global
+
+
+def refusal(
+    ip: IP,
+    port: int,
+    *,
+    policy: Policy,
+    local_ports: Collection[int] = (),
+    local_addresses: Collection[IP] = (),
+    platform_endpoints: Collection[tuple[IP, int]] = (),
+) -> str | None:
+    """Why a connection to ``ip:port`` is refused, or None when it is allowed.
+
+    ``local_ports`` are the ports the platform listens on on this machine (its API, an embedded
+    NATS), ``local_addresses`` this machine's own addresses, ``platform_endpoints`` the resolved
+    addresses of the platform's other servers (the NATS cluster)."""
+    ip = _plain(ip)
+    if reason := always_refused(ip):
+        return reason
+    if (ip, port) in platform_endpoints or (
+        port in local_ports and (ip.is_loopback or ip in local_addresses)
+    ):
+        return f"the platform's own endpoint {ip}:{port}"
+    if policy == "public" and is_private(ip):
+        return f"a private or loopback address ({ip}); the operator allows only public targets"
+    return None

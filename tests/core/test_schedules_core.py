@@ -1,0 +1,115 @@
+"""Schedules in the pure core: cron in timezones across DST, the fold, catch-up and overlap."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from crewyard.core.events import (
+    Payload,
+    Recorded,
+    ScheduleCreated,
+    ScheduleFired,
+    SchedulePaused,
+    ScheduleResumed,
+    decode,
+    encode,
+    make_event,
+)
+from crewyard.core.schedules import InvalidSchedule, check_cron, decide, fold_schedule, next_times, zone
+
+
+def utc(*args: int) -> datetime:
+    return datetime(*args, tzinfo=UTC)
+
+
+def test_cron_is_checked():
+    assert check_cron("*/5  *  * * *") == "*/5 * * * *"
+    assert check_cron("@daily") == "@daily"
+    for bad in ("61 * * * *", "* * * *", "* * * * * *", "nonsense"):
+        with pytest.raises(InvalidSchedule):
+            check_cron(bad)
+    with pytest.raises(InvalidSchedule, match="timezone"):
+        zone("Mars/Olympus")
+
+
+def test_a_daily_time_in_a_timezone():
+    times = next_times("0 9 * * *", "America/New_York", utc(2026, 1, 1), 2)
+    assert times == [utc(2026, 1, 1, 14), utc(2026, 1, 2, 14)]
+
+
+def test_spring_forward_shifts_a_missing_time_by_the_gap():
+    # Europe/Berlin skips 02:00-03:00 on 2026-03-29.
+    times = next_times("30 2 * * *", "Europe/Berlin", utc(2026, 3, 27, 12), 3)
+    assert times == [utc(2026, 3, 28, 1, 30), utc(2026, 3, 29, 1, 30), utc(2026, 3, 30, 0, 30)]
+
+
+def test_fall_back_fires_a_fixed_time_once_but_hourly_schedules_in_both_hours():
+    # Europe/Berlin repeats 02:00-03:00 on 2026-10-25 (00:00-01:00 UTC is CEST, 01:00-02:00 UTC CET).
+    daily = next_times("30 2 * * *", "Europe/Berlin", utc(2026, 10, 23, 12), 3)
+    assert daily == [utc(2026, 10, 24, 0, 30), utc(2026, 10, 25, 0, 30), utc(2026, 10, 26, 1, 30)]
+    hourly = next_times("30 * * * *", "Europe/Berlin", utc(2026, 10, 24, 23, 0), 4)
+    assert hourly == [
+        utc(2026, 10, 24, 23, 30),
+        utc(2026, 10, 25, 0, 30),
+        utc(2026, 10, 25, 1, 30),
+        utc(2026, 10, 25, 2, 30),
+    ]
+
+
+def rec(seq: int, payload: Payload, at: datetime) -> Recorded:
+    event = make_event(payload, project="acme", aggregate_id="sch_1", event_id=f"evt_{seq}", time=at)
+    return Recorded(seq, decode(encode(event)))
+
+
+def created(**kw) -> ScheduleCreated:
+    return ScheduleCreated(**{"cron": "*/10 * * * *", "timezone": "UTC", "input": {}, **kw})
+
+
+T0 = utc(2026, 5, 1, 12, 0)
+
+
+def test_nothing_fires_before_creation_and_each_planned_time_once():
+    state = fold_schedule("sch_1", [rec(1, created(), T0 + timedelta(minutes=1))])
+    assert decide(state, T0 + timedelta(minutes=5), previous_run_active=False).action == "wait"
+    d = decide(state, T0 + timedelta(minutes=10, seconds=1), previous_run_active=False)
+    assert (d.action, d.planned_at, d.missed) == ("fire", T0 + timedelta(minutes=10), 0)
+    fired = ScheduleFired(planned_at=T0 + timedelta(minutes=10), outcome="queued", run_id="run_1")
+    state = fold_schedule("sch_1", [rec(1, created(), T0 + timedelta(minutes=1)), rec(2, fired, T0)])
+    again = decide(state, T0 + timedelta(minutes=10, seconds=5), previous_run_active=False)
+    assert again.action == "wait" and again.wake_at == T0 + timedelta(minutes=20)
+    assert state.upcoming(T0 + timedelta(minutes=11), 2) == [
+        T0 + timedelta(minutes=20),
+        T0 + timedelta(minutes=30),
+    ]
+
+
+def test_catch_up_fires_the_latest_or_up_to_n_missed_times():
+    later = T0 + timedelta(minutes=55)  # planned 12:10 … 12:50 were missed
+    latest = fold_schedule("sch_1", [rec(1, created(), T0)])
+    d = decide(latest, later, previous_run_active=False)
+    assert (d.planned_at, d.missed) == (T0 + timedelta(minutes=50), 4)
+    some = fold_schedule("sch_1", [rec(1, created(catch_up="all", catch_up_limit=2), T0)])
+    d = decide(some, later, previous_run_active=False)
+    assert (d.planned_at, d.missed) == (T0 + timedelta(minutes=40), 3)
+
+
+def test_overlap_skip_queue_allow():
+    for overlap, action in (("skip", "skip"), ("queue", "wait"), ("allow", "fire")):
+        state = fold_schedule("sch_1", [rec(1, created(overlap=overlap), T0)])
+        assert decide(state, T0 + timedelta(minutes=11), previous_run_active=True).action == action
+
+
+def test_a_paused_schedule_never_fires_what_was_planned_during_the_pause():
+    history = [
+        rec(1, created(), T0),
+        rec(2, SchedulePaused(), T0 + timedelta(minutes=5)),
+    ]
+    assert (
+        decide(fold_schedule("sch_1", history), T0 + timedelta(hours=1), previous_run_active=False).action
+        == "wait"
+    )
+    history.append(rec(3, ScheduleResumed(), T0 + timedelta(minutes=35)))
+    d = decide(fold_schedule("sch_1", history), T0 + timedelta(minutes=41), previous_run_active=False)
+    assert (d.planned_at, d.missed) == (T0 + timedelta(minutes=40), 0)

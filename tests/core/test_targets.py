@@ -1,0 +1,72 @@
+"""Where outgoing webhooks may go: URL shape, resolved addresses, the platform's own endpoints."""
+
+from __future__ import annotations
+
+import ipaddress
+
+import pytest
+
+from crewyard.core.targets import TargetRefused, check_url, refusal
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://example.com/hook",
+        "https://hooks.example.com:8443/a?b=c",
+        "http://127.0.0.1:9000/x",
+        "http://[::1]:80/",
+    ],
+)
+def test_plain_http_urls_are_accepted(url):
+    assert check_url(url) == url
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("ftp://example.com/x", "http"),
+        ("file:///etc/passwd", "http"),
+        ("http://user:pw@example.com/", "credentials"),
+        ("http://token@example.com/", "credentials"),
+        ("http:///nohost", "no host"),
+        ("http://example.com/a b", "spaces"),
+        ("http://example.com/\nx", "spaces"),
+        ("http://example.com:99999/", "not valid"),
+        ("http://example.com/#frag", "fragment"),
+        ("http://0.0.0.0:80/", "unspecified"),
+        ("http://169.254.169.254/latest/meta-data", "link-local"),
+        ("http://[fe80::1]/", "link-local"),
+        ("http://224.0.0.1/", "multicast"),
+        ("http://example.com/" + "a" * 3000, "characters"),
+    ],
+)
+def test_bad_urls_are_refused_with_a_reason(url, why):
+    with pytest.raises(TargetRefused, match=why):
+        check_url(url)
+
+
+def ip(text: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address:
+    return ipaddress.ip_address(text)
+
+
+def test_private_and_loopback_only_when_the_operator_allows_them():
+    for addr in ("127.0.0.1", "10.1.2.3", "192.168.0.5", "172.16.0.1", "::1", "fd00::1", "::ffff:127.0.0.1"):
+        assert refusal(ip(addr), 80, policy="public") is not None, addr
+        assert refusal(ip(addr), 80, policy="private") is None, addr
+    assert refusal(ip("93.184.216.34"), 443, policy="public") is None
+
+
+def test_the_platform_own_endpoints_are_refused_whatever_the_policy():
+    local = {8080, 4222}
+    assert refusal(ip("127.0.0.1"), 8080, policy="private", local_ports=local) is not None
+    assert refusal(ip("127.0.0.2"), 4222, policy="private", local_ports=local) is not None
+    assert refusal(ip("::ffff:127.0.0.1"), 8080, policy="private", local_ports=local) is not None
+    assert refusal(
+        ip("10.0.0.7"), 8080, policy="private", local_addresses={ip("10.0.0.7")}, local_ports=local
+    )
+    assert refusal(ip("127.0.0.1"), 9000, policy="private", local_ports=local) is None
+    nats = {(ip("10.0.0.9"), 4222)}
+    assert refusal(ip("10.0.0.9"), 4222, policy="private", platform_endpoints=nats) is not None
+    assert refusal(ip("10.0.0.9"), 4223, policy="private", platform_endpoints=nats) is None
+    assert refusal(ip("169.254.169.254"), 80, policy="private") is not None
