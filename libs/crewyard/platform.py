@@ -156,6 +156,8 @@ async def up(settings: Settings, *, embedded_nats: bool = True, stop: asyncio.Ev
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     logging.getLogger("httpx").setLevel(logging.WARNING)
     datadir.secure(settings.data_dir)
+    if "CREWYARD_WEBHOOK_TARGETS" not in os.environ:
+        settings.webhook_targets = "private"  # one machine: receivers on it or its network are fine
     broker = None
     if embedded_nats:
         port = int(os.environ.get("CREWYARD_NATS_PORT", "4222"))

@@ -62,6 +62,24 @@ class Settings(msgspec.Struct, kw_only=True):
     s3_secure: bool = True
     #: Seconds between SSE keep-alive comments on a quiet stream (proxies close idle connections).
     sse_ping_s: float = 15.0
+    #: Outgoing webhooks: ``public`` targets only, or also ``private`` and loopback addresses
+    #: (``crewyard up`` allows them unless this is set; the multi-machine files in deploy/ don't).
+    webhook_targets: str = "public"
+    webhook_timeout_s: float = 10.0
+    webhook_retry_base_s: float = 2.0
+    webhook_retry_window_s: float = 86400.0
+    #: A webhook is disabled after this many deliveries in a row ended failed.
+    webhook_disable_after: int = 20
+    #: Requests in flight to one webhook at once, per notifier instance.
+    webhook_concurrency: int = 4
+    notifier_ack_wait_s: float = 60.0
+    #: How long an incoming trigger waits for its run to start before answering ``pending``.
+    trigger_wait_s: float = 10.0
+    #: Requests per second one trigger URL accepts (bursts of 4x that), per gateway.
+    trigger_rate: float = 5.0
+    #: Tests only: ``<epoch seconds>x<speed>`` makes the scheduler's clock run ``speed`` times
+    #: faster than real time from that instant on.
+    scheduler_clock: str = ""
 
     @property
     def db_path(self) -> Path:
@@ -126,6 +144,16 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "CREWYARD_S3_SECRET_KEY": ("s3_secret_key", str),
     "CREWYARD_S3_SECURE": ("s3_secure", _flag),
     "CREWYARD_SSE_PING": ("sse_ping_s", float),
+    "CREWYARD_WEBHOOK_TARGETS": ("webhook_targets", str),
+    "CREWYARD_WEBHOOK_TIMEOUT": ("webhook_timeout_s", float),
+    "CREWYARD_WEBHOOK_RETRY_BASE": ("webhook_retry_base_s", float),
+    "CREWYARD_WEBHOOK_RETRY_WINDOW": ("webhook_retry_window_s", float),
+    "CREWYARD_WEBHOOK_DISABLE_AFTER": ("webhook_disable_after", int),
+    "CREWYARD_WEBHOOK_CONCURRENCY": ("webhook_concurrency", int),
+    "CREWYARD_NOTIFIER_ACK_WAIT": ("notifier_ack_wait_s", float),
+    "CREWYARD_TRIGGER_WAIT": ("trigger_wait_s", float),
+    "CREWYARD_TRIGGER_RATE": ("trigger_rate", float),
+    "CREWYARD_SCHEDULER_CLOCK": ("scheduler_clock", str),
 }
 BACKENDS = ("auto", "docker", "bwrap", "process")
 BUILD_BACKENDS = ("auto", "docker", "venv")
@@ -175,4 +203,26 @@ def load(data_dir: Path | str | None = None, **overrides: Any) -> Settings:
         raise SettingsError("upload limits (CREWYARD_UPLOAD_*, CREWYARD_UNPACKED_LIMIT) must be at least 1")
     if settings.runner_concurrency < 1:
         raise SettingsError("CREWYARD_RUNNER_CONCURRENCY must be at least 1")
+    _check_outbound(settings)
     return settings
+
+
+def _check_outbound(settings: Settings) -> None:
+    if settings.webhook_targets not in ("public", "private"):
+        raise SettingsError("CREWYARD_WEBHOOK_TARGETS must be public or private")
+    if settings.webhook_timeout_s <= 0 or settings.webhook_retry_base_s <= 0:
+        raise SettingsError("CREWYARD_WEBHOOK_TIMEOUT and CREWYARD_WEBHOOK_RETRY_BASE must be positive")
+    if settings.webhook_concurrency < 1 or settings.webhook_disable_after < 1:
+        raise SettingsError(
+            "CREWYARD_WEBHOOK_CONCURRENCY and CREWYARD_WEBHOOK_DISABLE_AFTER must be at least 1"
+        )
+    if settings.notifier_ack_wait_s < settings.webhook_timeout_s * 2 + 5:
+        raise SettingsError("CREWYARD_NOTIFIER_ACK_WAIT must exceed twice CREWYARD_WEBHOOK_TIMEOUT plus 5 s")
+    if settings.trigger_rate <= 0 or not 0 <= settings.trigger_wait_s <= 60:
+        raise SettingsError("CREWYARD_TRIGGER_RATE must be positive, CREWYARD_TRIGGER_WAIT 0 to 60 seconds")
+    if settings.scheduler_clock:
+        origin, _, speed = settings.scheduler_clock.partition("x")
+        try:
+            float(origin), float(speed)
+        except ValueError:
+            raise SettingsError("CREWYARD_SCHEDULER_CLOCK must read <epoch seconds>x<speed>") from None

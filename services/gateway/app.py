@@ -17,7 +17,7 @@ from crewyard.readmodel import ReadModel
 from crewyard.secrets import SecretBox, load_key
 from crewyard.settings import Settings
 
-from . import deployments, projects, runs
+from . import deployments, projects, runs, schedules, triggers, webhooks
 from .context import Gateway, gw
 from .errors import HANDLERS
 
@@ -70,7 +70,16 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> Litesta
             await nc.drain()
 
     return Litestar(
-        route_handlers=[healthz, asyncapi_document, *runs.ROUTES, *deployments.ROUTES, *projects.ROUTES],
+        route_handlers=[
+            healthz,
+            asyncapi_document,
+            *runs.ROUTES,
+            *deployments.ROUTES,
+            *projects.ROUTES,
+            *webhooks.ROUTES,
+            *triggers.ROUTES,
+            *schedules.ROUTES,
+        ],
         lifespan=[lifespan],
         exception_handlers=HANDLERS,
         openapi_config=OpenAPIConfig(title="crewyard", version=__version__, path="/schema"),

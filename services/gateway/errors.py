@@ -35,12 +35,12 @@ def conflict(message: str) -> ApiError:
     return ApiError(409, "conflict", message)
 
 
-def _body(status: int, code: str, message: str) -> Response[Any]:
-    return Response({"error": {"code": code, "message": message}}, status_code=status)
+def _body(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response[Any]:
+    return Response({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
 
 
 def api_error(_: Request[Any, Any, Any], exc: ApiError) -> Response[Any]:
-    return _body(exc.status, exc.code, exc.message)
+    return _body(exc.status, exc.code, exc.message, getattr(exc, "headers", None))
 
 
 _CODES = {

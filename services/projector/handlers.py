@@ -33,6 +33,8 @@ from crewyard.core.events import (
     RunStarted,
 )
 
+from . import outbound
+
 Handler = Callable[[aiosqlite.Connection, int, Event], Awaitable[None]]
 _json = msgspec.json.Encoder()
 
@@ -231,4 +233,5 @@ HANDLERS: dict[str, Handler] = {
     RunFailed.TYPE: run_failed,
     RunCanceled.TYPE: run_canceled,
     ArtifactStored.TYPE: artifact,
+    **outbound.HANDLERS,
 }

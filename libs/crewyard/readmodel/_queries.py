@@ -11,6 +11,8 @@ import aiosqlite
 import msgspec
 
 from ._db import open_db, position
+from ._outbound import TABLES as OUTBOUND_TABLES
+from ._outbound_queries import OutboundReads
 
 _json = msgspec.json.Decoder()
 
@@ -81,7 +83,7 @@ def deployment_view(row: dict[str, Any], current: str | None) -> dict[str, Any]:
     }
 
 
-class ReadModel:
+class ReadModel(OutboundReads):
     def __init__(self, db: aiosqlite.Connection) -> None:
         self.db = db
         self.db.row_factory = _row  # type: ignore[assignment]
@@ -194,7 +196,15 @@ class ReadModel:
     async def dump(self) -> dict[str, list[tuple[Any, ...]]]:
         """Every row of every table, for comparing two read models."""
         out: dict[str, list[tuple[Any, ...]]] = {}
-        for table in ("projects", "deployments", "runs", "artifacts", "env", "projector_position"):
+        for table in (
+            "projects",
+            "deployments",
+            "runs",
+            "artifacts",
+            "env",
+            *OUTBOUND_TABLES,
+            "projector_position",
+        ):
             rows = await self._all(f"SELECT * FROM {table}", ())
             out[table] = sorted(tuple(r.values()) for r in rows)
         return out

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-TABLES = ("projects", "deployments", "runs", "artifacts", "env")
+from . import _outbound as outbound
+
+TABLES = ("projects", "deployments", "runs", "artifacts", "env", *outbound.TABLES)
 
 DDL = """
 CREATE TABLE IF NOT EXISTS projector_position (
@@ -85,3 +87,4 @@ CREATE TABLE IF NOT EXISTS env (
     PRIMARY KEY (project, key)
 );
 """
+DDL += outbound.DDL

@@ -1,0 +1,161 @@
+"""Schedules: create, list, read, pause, resume, delete; the next planned times come from the
+schedule's cron, timezone and what it last fired (the scheduler service does the firing)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+from litestar import Request, delete, get, post
+
+from crewyard.contract.schedules import Schedule, ScheduleCreate, ScheduleList
+from crewyard.core.events import Payload, ScheduleCreated, ScheduleDeleted, SchedulePaused, ScheduleResumed
+from crewyard.core.ids import is_id, new_id
+from crewyard.core.schedules import (
+    InvalidSchedule,
+    ScheduleState,
+    check_cron,
+    fold_schedule,
+    next_times,
+    zone,
+)
+from crewyard.eventstore import ConcurrencyConflict
+
+from .context import Gateway, gw, project_name
+from .errors import bad_request, conflict, not_found
+
+DEPLOY, READ = {"role": "deploy"}, {"role": "read"}
+_json = msgspec.json.Decoder()
+
+
+def _view(row: dict[str, Any], now: datetime) -> Schedule:
+    paused = bool(row["paused"])
+    horizon = max(filter(None, (row["plan_from"], row["last_planned_at"])))
+    after = max(now, datetime.fromisoformat(horizon))
+    upcoming = [] if paused else next_times(row["cron"], row["timezone"], after, 3)
+    return Schedule(
+        id=row["id"],
+        project=row["project"],
+        name=row["name"],
+        cron=row["cron"],
+        timezone=row["timezone"],
+        input=_json.decode(row["input"]),
+        deployment_id=row["deployment_id"],
+        environment=row["environment"],
+        overlap=row["overlap"],
+        catch_up=row["catch_up"],
+        catch_up_limit=row["catch_up_limit"],
+        status="paused" if paused else "active",
+        created_at=row["created_at"],
+        next_fire_times=[t.isoformat() for t in upcoming],
+        last_planned_at=row["last_planned_at"],
+        last_run_id=row["last_run_id"],
+        fired=row["fired"],
+    )
+
+
+async def _row(g: Gateway, project: str, schedule_id: str) -> dict[str, Any]:
+    row = await g.rm.schedule(schedule_id)
+    if row is None:
+        await g.fresh()
+        row = await g.rm.schedule(schedule_id)
+    if row is None or row["project"] != project:
+        raise not_found(f"schedule {schedule_id}")
+    return row
+
+
+@post("/v1/projects/{project:str}/schedules", status_code=201, opt=DEPLOY)
+async def create_schedule(request: Request[Any, Any, Any], project: str, data: ScheduleCreate) -> Schedule:
+    """Create a schedule: from now on, a run at every planned time of ``cron`` in ``timezone``."""
+    g = gw(request)
+    project = project_name(project)
+    await g.project(project)
+    try:
+        cron = check_cron(data.cron)
+        zone(data.timezone)
+    except InvalidSchedule as exc:
+        raise bad_request(str(exc), "invalid_schedule") from None
+    if data.environment != "production":
+        raise bad_request("only the production environment exists so far", "invalid_environment")
+    if data.deployment is not None:
+        dep = await g.deployment(data.deployment)
+        if dep["project"] != project:
+            raise not_found(f"deployment {data.deployment}")
+    schedule_id = new_id("sch")
+    payload = ScheduleCreated(
+        cron=cron,
+        timezone=data.timezone,
+        input=data.input,
+        deployment_id=data.deployment,
+        environment=data.environment,
+        overlap=data.overlap,
+        catch_up=data.catch_up,
+        catch_up_limit=data.catch_up_limit,
+        name=data.name,
+    )
+    await g.commit_payload(payload, project, schedule_id, 0)
+    return _view(await _row(g, project, schedule_id), datetime.now(UTC))
+
+
+@get("/v1/projects/{project:str}/schedules", opt=READ)
+async def list_schedules(request: Request[Any, Any, Any], project: str) -> ScheduleList:
+    g = gw(request)
+    project = project_name(project)
+    await g.project(project)
+    now = datetime.now(UTC)
+    return ScheduleList(schedules=[_view(r, now) for r in await g.rm.schedules(project)])
+
+
+@get("/v1/projects/{project:str}/schedules/{schedule_id:str}", opt=READ)
+async def get_schedule(request: Request[Any, Any, Any], project: str, schedule_id: str) -> Schedule:
+    g = gw(request)
+    return _view(await _row(g, project_name(project), schedule_id), datetime.now(UTC))
+
+
+async def _change(g: Gateway, project: str, schedule_id: str, decide: Any) -> None:
+    for _ in range(5):
+        history = await g.store.load(project, "schedule", schedule_id) if is_id(schedule_id, "sch") else []
+        state: ScheduleState = fold_schedule(schedule_id, history)
+        if not state.exists or state.deleted:
+            raise not_found(f"schedule {schedule_id}")
+        payload: Payload | None = decide(state)
+        if payload is None:
+            return
+        try:
+            await g.commit_payload(payload, project, schedule_id, state.version)
+        except ConcurrencyConflict:
+            continue  # a scheduler fired meanwhile: decide again
+        return
+    raise conflict("the schedule kept changing; try again")
+
+
+@post("/v1/projects/{project:str}/schedules/{schedule_id:str}/pause", status_code=200, opt=DEPLOY)
+async def pause_schedule(request: Request[Any, Any, Any], project: str, schedule_id: str) -> Schedule:
+    """Stop firing; planned times while paused are never fired."""
+    g = gw(request)
+    project = project_name(project)
+    await _change(g, project, schedule_id, lambda s: None if s.paused else SchedulePaused())
+    await g.fresh()
+    return _view(await _row(g, project, schedule_id), datetime.now(UTC))
+
+
+@post("/v1/projects/{project:str}/schedules/{schedule_id:str}/resume", status_code=200, opt=DEPLOY)
+async def resume_schedule(request: Request[Any, Any, Any], project: str, schedule_id: str) -> Schedule:
+    """Fire again from the next planned time after now."""
+    g = gw(request)
+    project = project_name(project)
+    await _change(g, project, schedule_id, lambda s: ScheduleResumed() if s.paused else None)
+    await g.fresh()
+    return _view(await _row(g, project, schedule_id), datetime.now(UTC))
+
+
+@delete("/v1/projects/{project:str}/schedules/{schedule_id:str}", status_code=200, opt=DEPLOY)
+async def delete_schedule(request: Request[Any, Any, Any], project: str, schedule_id: str) -> dict[str, Any]:
+    g = gw(request)
+    project = project_name(project)
+    await _change(g, project, schedule_id, lambda _s: ScheduleDeleted())
+    return {"id": schedule_id, "deleted": True}
+
+
+ROUTES = [create_schedule, list_schedules, get_schedule, pause_schedule, resume_schedule, delete_schedule]

@@ -1,0 +1,255 @@
+"""Incoming triggers: a secret URL per trigger whose JSON POSTs start runs.
+
+``POST /webhooks/runs/{token}`` needs no API key: the token authenticates that one action and no
+other (route ``opt={"open": True}``). A wrong or revoked token answers 404, like any unknown
+path. Each trigger is rate limited per gateway (a token bucket, ``CREWYARD_TRIGGER_RATE``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import math
+import time
+from typing import Any
+
+import msgspec
+from litestar import Request, delete, get, post
+from litestar.response import Response
+
+from crewyard.contract.triggers import Trigger, TriggerCreate, TriggerFired, TriggerList
+from crewyard.core import subjects
+from crewyard.core.events import TERMINAL_TYPES, RunStarted, TriggerCreated, TriggerRevoked
+from crewyard.core.ids import is_id, new_id
+from crewyard.core.signing import verify_github
+from crewyard.core.triggers import (
+    InvalidTemplate,
+    apply_template,
+    check_template,
+    looks_like_token,
+    new_token,
+    token_hash,
+)
+from crewyard.launch import queue_run
+
+from .context import Gateway, gw, project_name
+from .errors import ApiError, bad_request, conflict, not_found
+
+DEPLOY, READ, OPEN = {"role": "deploy"}, {"role": "read"}, {"open": True}
+MAX_INPUT = 1024 * 1024
+_json = msgspec.json.Decoder()
+_enc = msgspec.json.Encoder()
+
+
+def secret_name(trigger_id: str) -> str:
+    return f"trigger:{trigger_id}"
+
+
+def _view(row: dict[str, Any], **shown: Any) -> Trigger:
+    return Trigger(
+        id=row["id"],
+        project=row["project"],
+        name=row["name"],
+        deployment_id=row["deployment_id"],
+        environment=row["environment"],
+        template=None if row["template"] is None else _json.decode(row["template"]),
+        signature_header=row["signature_header"],
+        created_at=row["created_at"],
+        revoked=bool(row["revoked"]),
+        **shown,
+    )
+
+
+@post("/v1/projects/{project:str}/triggers", status_code=201, opt=DEPLOY)
+async def create_trigger(request: Request[Any, Any, Any], project: str, data: TriggerCreate) -> Trigger:
+    """Create a trigger; the answer holds its URL (and a generated signature secret), shown once."""
+    g = gw(request)
+    project = project_name(project)
+    await g.project(project)
+    if data.environment != "production":
+        raise bad_request("only the production environment exists so far", "invalid_environment")
+    if data.deployment is not None:
+        dep = await g.deployment(data.deployment)
+        if dep["project"] != project:
+            raise not_found(f"deployment {data.deployment}")
+    template = None
+    if data.template is not None:
+        try:
+            template = check_template(data.template)
+        except InvalidTemplate as exc:
+            raise bad_request(str(exc), "invalid_template") from None
+    trigger_id, token = new_id("trg"), new_token()
+    header = sealed = shown_secret = None
+    if data.signature is not None:
+        header = data.signature.header
+        shown_secret = None if data.signature.secret else new_token()
+        sealed = g.secrets.encrypt(
+            project, secret_name(trigger_id), data.signature.secret or shown_secret or ""
+        )
+    payload = TriggerCreated(
+        name=data.name,
+        token_sha256=token_hash(token),
+        deployment_id=data.deployment,
+        environment=data.environment,
+        template=template,
+        signature_header=header,
+        signature_secret=sealed,
+    )
+    await g.commit_payload(payload, project, trigger_id, 0)
+    row = await g.rm.trigger(trigger_id)
+    if row is None:
+        raise ApiError(503, "unavailable", "the read model is behind; the trigger was created")
+    return _view(row, url=f"/webhooks/runs/{token}", token=token, signature_secret=shown_secret)
+
+
+@get("/v1/projects/{project:str}/triggers", opt=READ)
+async def list_triggers(request: Request[Any, Any, Any], project: str) -> TriggerList:
+    g = gw(request)
+    project = project_name(project)
+    await g.project(project)
+    return TriggerList(triggers=[_view(r) for r in await g.rm.triggers(project)])
+
+
+@delete("/v1/projects/{project:str}/triggers/{trigger_id:str}", status_code=200, opt=DEPLOY)
+async def revoke_trigger(request: Request[Any, Any, Any], project: str, trigger_id: str) -> Trigger:
+    """Revoke a trigger: its URL answers 404 from now on."""
+    g = gw(request)
+    project = project_name(project)
+    history = await g.store.load(project, "trigger", trigger_id) if is_id(trigger_id, "trg") else []
+    if not history:
+        raise not_found(f"trigger {trigger_id}")
+    if not any(isinstance(r.event.data, TriggerRevoked) for r in history):
+        await g.commit_payload(TriggerRevoked(), project, trigger_id, history[-1].seq)
+    row = await g.rm.trigger(trigger_id)
+    assert row is not None
+    return _view(row)
+
+
+class _Buckets:
+    """A token bucket per trigger: ``rate`` requests per second, bursts of ``4 * rate``."""
+
+    def __init__(self, rate: float) -> None:
+        self.rate, self.burst = rate, max(1.0, 4 * rate)
+        self.state: dict[str, tuple[float, float]] = {}
+
+    def take(self, key: str) -> float:
+        """0 when allowed, else the seconds until a request would be."""
+        now = time.monotonic()
+        tokens, last = self.state.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        if tokens < 1:
+            self.state[key] = (tokens, now)
+            return (1 - tokens) / self.rate
+        self.state[key] = (tokens - 1, now)
+        if len(self.state) > 10_000:  # forget idle triggers (they are full again anyway)
+            self.state = {k: v for k, v in self.state.items() if now - v[1] < 60}
+        return 0.0
+
+
+def _buckets(request: Request[Any, Any, Any], g: Gateway) -> _Buckets:
+    buckets = getattr(request.app.state, "trigger_buckets", None)
+    if buckets is None:
+        buckets = _Buckets(g.settings.trigger_rate)
+        request.app.state.trigger_buckets = buckets
+    return buckets
+
+
+async def _trigger(g: Gateway, token: str) -> dict[str, Any]:
+    if not looks_like_token(token):
+        raise not_found("page")
+    digest = token_hash(token)
+    row = await g.rm.trigger_by_token_hash(digest)
+    if row is None:  # perhaps created through another gateway a moment ago
+        await g.fresh()
+        row = await g.rm.trigger_by_token_hash(digest)
+    if row is None:
+        raise not_found("page")
+    return row
+
+
+@post("/webhooks/runs/{token:str}", status_code=202, opt=OPEN)
+async def fire_trigger(request: Request[Any, Any, Any], token: str) -> Response[TriggerFired]:
+    """Start a run with the JSON body as its input; answers once it has started, or after a
+    short wait with ``status: pending``."""
+    g = gw(request)
+    row = await _trigger(g, token)
+    wait = _buckets(request, g).take(row["id"])
+    if wait:
+        raise _TooMany(wait)
+    raw = await request.body()
+    if row["signature_header"]:
+        secret = g.secrets.decrypt(row["project"], secret_name(row["id"]), row["signature_secret"])
+        if not verify_github(secret, request.headers.get(row["signature_header"]), raw):
+            raise ApiError(401, "bad_signature", f"missing or wrong {row['signature_header']} signature")
+    try:
+        body = _json.decode(raw) if raw.strip() else {}
+    except msgspec.DecodeError as exc:
+        raise bad_request(f"request body is not valid JSON: {exc}") from None
+    if not isinstance(body, dict):
+        raise bad_request("request body must be a JSON object")
+    template = None if row["template"] is None else _json.decode(row["template"])
+    run_input = apply_template(template, body)
+    if len(_enc.encode(run_input)) > MAX_INPUT:
+        raise ApiError(413, "payload_too_large", f"input is larger than {MAX_INPUT} bytes")
+    dep_id = await _deployment(g, row)
+    run_id = _run_id(row["id"], request.headers.get("idempotency-key"))
+    seq = await queue_run(
+        g.store, project=row["project"], run_id=run_id, deployment_id=dep_id, input=run_input,
+        correlation_id=row["id"],
+    )  # fmt: skip
+    status = await _started(g, row["project"], run_id, seq, g.settings.trigger_wait_s)
+    fired = TriggerFired(
+        run_id=run_id, status=status, deployment_id=dep_id, events_url=f"/v1/runs/{run_id}/events"
+    )
+    return Response(fired, status_code=202)
+
+
+def _run_id(trigger_id: str, key: str | None) -> str:
+    """A new run, or with ``Idempotency-Key`` the same run for every repeat of the request."""
+    if not key:
+        return new_id("run")
+    if len(key) > 255:
+        raise bad_request("Idempotency-Key is longer than 255 characters")
+    digest = hashlib.sha256(f"{trigger_id}\0{key}".encode()).digest()
+    return new_id("run", now_ms=lambda: 0, rand=lambda n: digest[:n])
+
+
+async def _deployment(g: Gateway, row: dict[str, Any]) -> str:
+    if row["deployment_id"]:
+        dep = await g.deployment(row["deployment_id"])
+    else:
+        proj = await g.project(row["project"], with_current=True)
+        if not proj["current_deployment_id"]:
+            raise conflict(f"project {row['project']} has no ready deployment yet")
+        dep = await g.deployment(proj["current_deployment_id"])
+    if dep["status"] != "ready":
+        raise conflict(f"deployment {dep['deployment_id']} is not ready (status: {dep['status']})")
+    return str(dep["deployment_id"])
+
+
+async def _started(g: Gateway, project: str, run_id: str, seq: int | None, wait_s: float) -> str:
+    """Wait (at most ``wait_s``) for the run to leave ``pending``; its status then."""
+    lifecycle = subjects.aggregate_filter(project, "run", run_id, g.store.prefix)[:-1] + "run.*"
+    status = "pending"
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(wait_s), g.store.follow(lifecycle, start_seq=seq or 1) as queue:
+            while True:
+                raw = await queue.get()
+                event_type = subjects.parse_subject(raw.subject, g.store.prefix)[3]
+                if event_type == RunStarted.TYPE:
+                    status = "running"
+                if event_type in TERMINAL_TYPES:
+                    return str((await g.run(run_id))["status"])
+                if status == "running":
+                    return status
+    return status
+
+
+class _TooMany(ApiError):
+    def __init__(self, retry_after: float) -> None:
+        super().__init__(429, "rate_limited", "too many requests to this trigger; slow down")
+        self.headers = {"Retry-After": str(max(1, math.ceil(retry_after)))}
+
+
+ROUTES = [create_trigger, list_triggers, revoke_trigger, fire_trigger]
