@@ -26,7 +26,7 @@ from crewyard.objects import ObjectStore, open_store
 from crewyard.secrets import SecretBox, load_key
 from crewyard.settings import Settings
 
-SERVICES = ("builder", "runner", "projector", "gateway")
+SERVICES = ("builder", "runner", "projector", "gateway", "notifier", "scheduler")
 console = Console(stderr=True)
 log = logging.getLogger("crewyard")
 
@@ -84,6 +84,16 @@ async def _service(name: str, settings: Settings, stop: asyncio.Event) -> Callab
 
         projector = Projector(store, settings.db_path)
         return lambda: projector.run(stop)
+    if name == "notifier":
+        from crewyard.notifier import Notifier
+
+        notifier = Notifier(settings, store, SecretBox(load_key(settings.data_dir, settings.secret_key_b64)))
+        return lambda: notifier.run(stop)
+    if name == "scheduler":
+        from crewyard.scheduler import Scheduler
+
+        scheduler = Scheduler(settings, store)
+        return lambda: scheduler.run(stop)
     if name == "gateway":
         from crewyard.gateway import Gateway, create_app
         from crewyard.readmodel import ReadModel

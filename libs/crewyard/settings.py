@@ -70,8 +70,9 @@ class Settings(msgspec.Struct, kw_only=True):
     webhook_retry_window_s: float = 86400.0
     #: A webhook is disabled after this many deliveries in a row ended failed.
     webhook_disable_after: int = 20
-    #: Requests in flight to one webhook at once, per notifier instance.
-    webhook_concurrency: int = 4
+    #: At most this many requests in flight to one webhook at once, per notifier instance (fewer
+    #: while the receiver answers slowly or fails).
+    webhook_concurrency: int = 8
     notifier_ack_wait_s: float = 60.0
     #: How long an incoming trigger waits for its run to start before answering ``pending``.
     trigger_wait_s: float = 10.0

@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     from crewyard.settings import Settings
 
 T = TypeVar("T")
-SERVICES = ("builder", "runner", "projector", "gateway")
+SERVICES = ("builder", "runner", "projector", "gateway", "notifier", "scheduler")
 BACKENDS = ("auto", "docker", "bwrap", "process")
 
 data_dir_option = click.option(
@@ -118,10 +118,14 @@ def service(
 ) -> None:
     """Run one service on its own, against a shared NATS server (for several machines).
 
+    Any number of instances of each may run: builders, runners, notifiers (outgoing webhooks)
+    and schedulers share durable consumers; each gateway host runs a projector beside it.
+
     \b
     Examples:
       crewyard service runner --nats nats://nats.internal:4222
       crewyard service gateway --nats nats://nats.internal:4222 --port 8080 --host 0.0.0.0
+      crewyard service notifier --nats nats://nats.internal:4222
     """
     settings = _load_settings(data_dir, port=port, host=host, backend=backend, nats_url=nats_url)
     from crewyard import platform

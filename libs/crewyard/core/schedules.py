@@ -113,6 +113,8 @@ class ScheduleState(msgspec.Struct, kw_only=True):
     plan_from: datetime | None = None
     last_planned_at: datetime | None = None
     last_run_id: str | None = None
+    #: When the last ``schedule.fired`` was written (wall clock of its writer).
+    last_fired_at: datetime | None = None
     fired: int = 0
 
     @property
@@ -152,6 +154,7 @@ def evolve_schedule(state: ScheduleState, rec: Recorded) -> ScheduleState:
             state.last_planned_at = d.planned_at
         if d.run_id:
             state.last_run_id = d.run_id
+        state.last_fired_at = e.time
         state.fired += 1
     return state
 

@@ -30,6 +30,7 @@ from .events import (
     DeliveryQueued,
     DeliveryRedeliveryRequested,
     Recorded,
+    RunQueued,
     WebhookCreated,
     WebhookDeleted,
     WebhookDisabled,
@@ -307,3 +308,52 @@ def after_attempt(
     if (nxt - started).total_seconds() > policy.window_s:
         return "failed", None
     return "retrying", nxt
+
+
+# -- dispatch --------------------------------------------------------------------------------
+
+
+def plan_deliveries(
+    source: list[Recorded],
+    upto_seq: int,
+    webhook: WebhookState,
+    group: GroupState,
+    deployment_name: str | None = None,
+) -> list[DeliveryQueued]:
+    """The deliveries to queue for ``webhook`` once the source aggregate's event at ``upto_seq``
+    is stored: one per mapped event up to it that the webhook wanted when it was stored and that
+    its group does not hold yet — earlier ones first, so a group is always complete up to its
+    newest delivery, whichever event a dispatcher happened to see first.
+
+    ``source`` is the source aggregate's lifecycle history (a run's ``run.*`` events, a
+    deployment's ``deployment.*``)."""
+    have = group.queued_sources()
+    deployment_id = ""
+    out: list[DeliveryQueued] = []
+    for rec in source:
+        e = rec.event
+        if isinstance(e.data, RunQueued):
+            deployment_id = e.data.deployment_id
+        elif e.aggregate == "deployment":
+            deployment_id = e.aggregate_id
+        if rec.seq > upto_seq:
+            break
+        name = webhook_event(e.type)
+        config = webhook.active_at(rec.seq) if name else None
+        if name is None or config is None or e.id in have:
+            continue
+        if not config.wants(name, deployment_id, deployment_name):
+            continue
+        out.append(
+            DeliveryQueued(
+                webhook_id=webhook.webhook_id,
+                delivery_id=delivery_id(webhook.webhook_id, e.id, e.time),
+                event=name,
+                source_event_id=e.id,
+                source_seq=rec.seq,
+                source_type=e.type,
+                source_aggregate=e.aggregate,
+                source_id=e.aggregate_id,
+            )
+        )
+    return out

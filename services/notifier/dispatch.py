@@ -1,0 +1,206 @@
+"""Dispatch: every run or deployment lifecycle event → the deliveries it makes, queued as events.
+
+For the event at sequence S of a run, every webhook of the project that wanted it gets a
+``delivery.queued`` in its delivery group (webhook and run), appended with the group's expected
+sequence and after any earlier delivery of that run the group is still missing; the group is
+therefore complete up to its newest delivery whatever order dispatchers work in, and the
+delivery side can keep each run in order by looking at the group alone. Nothing is delivered
+here: this step only writes events, so it is quick and one slow receiver cannot hold it up.
+
+The two subscribers (runs, deployments) are FastStream pull subscribers on durables every
+notifier instance shares; a message is acknowledged once its deliveries are stored, and a failure
+leaves it to be delivered again (``NACK_ON_ERROR``), which is harmless: the plan is computed from
+the stream, and what is already queued is not queued twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from faststream import AckPolicy
+from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
+from nats.js.api import ConsumerConfig, DeliverPolicy
+
+from crewyard.aggregate_index import AggregateIndex
+from crewyard.core import subjects
+from crewyard.core.events import DeploymentCreated, InvalidEvent, Recorded, make_event
+from crewyard.core.ids import derived_id
+from crewyard.core.webhooks import (
+    GroupState,
+    WebhookState,
+    evolve_group,
+    evolve_webhook,
+    fold_group,
+    group_id,
+    plan_deliveries,
+    webhook_event,
+)
+from crewyard.eventstore import ConcurrencyConflict, EventStore, RawEvent, set_aside
+
+log = logging.getLogger("crewyard.notifier")
+READER = "notifier dispatch"
+GROUP_CACHE = 10_000
+#: The durables, and the lifecycle events each receives (``*``: project and id).
+SOURCES = {
+    "notifier-runs": ("run", "run.*"),
+    "notifier-deployments": ("deployment", "deployment.*"),
+}
+
+
+class StaleRead(Exception):
+    """The source event is not visible in its aggregate yet (a lagging replica): try again."""
+
+
+class Dispatcher:
+    def __init__(self, store: EventStore) -> None:
+        self.store = store
+        self.webhooks: AggregateIndex[WebhookState] = AggregateIndex(
+            store, "webhook", lambda i: WebhookState(webhook_id=i), evolve_webhook, reader=READER
+        )
+        self._dep_names: dict[str, str | None] = {}
+        #: Delivery groups this instance wrote last, most recent last (a bounded cache).
+        self._groups: dict[str, GroupState] = {}
+
+    async def handle_batch(self, raws: list[RawEvent]) -> int:
+        """Events of different runs at once, each run's in stream order."""
+        per_source: dict[str, list[RawEvent]] = {}
+        for raw in raws:
+            per_source.setdefault(raw.subject.rsplit(".", 2)[0], []).append(raw)
+
+        async def one_source(events: list[RawEvent]) -> int:
+            return sum([await self.handle(raw) for raw in events])
+
+        return sum(await asyncio.gather(*(one_source(e) for e in per_source.values())))
+
+    async def handle(self, raw: RawEvent) -> int:
+        """Queue the deliveries ``raw`` makes; returns how many were queued."""
+        try:
+            rec = raw.decode(self.store.prefix)
+        except InvalidEvent as exc:
+            set_aside(READER, raw.seq, raw.subject, exc)
+            return 0
+        if webhook_event(rec.event.type) is None:
+            return 0
+        await self.webhooks.up_to(rec.seq)
+        project = rec.event.project
+        hooks = [
+            w
+            for w in self.webhooks.items.values()
+            if w.project == project and w.active_at(rec.seq) is not None
+        ]
+        if not hooks:
+            return 0
+        source = await self._lifecycle(rec)
+        if all(r.seq != rec.seq for r in source):
+            raise StaleRead(f"event {rec.seq} not yet visible in {rec.event.aggregate_id}")
+        dep_name = await self._deployment_name(project, source)
+        return sum([await self._queue(w, source, rec.seq, dep_name) for w in hooks])
+
+    async def _lifecycle(self, rec: Recorded) -> list[Recorded]:
+        e = rec.event
+        filt = f"{subjects.aggregate_filter(e.project, e.aggregate, e.aggregate_id, self.store.prefix)[:-1]}"
+        out = []
+        for raw in await self.store.load_raw(f"{filt}{e.aggregate}.*"):
+            try:
+                out.append(raw.decode(self.store.prefix))
+            except InvalidEvent as exc:
+                set_aside(READER, raw.seq, raw.subject, exc)
+        return out
+
+    async def _deployment_name(self, project: str, source: list[Recorded]) -> str | None:
+        """The name of the source's deployment, for webhooks that filter by name."""
+        dep_id = next(
+            (
+                str(getattr(r.event.data, "deployment_id", r.event.aggregate_id))
+                for r in source
+                if r.event.type in ("run.queued", "deployment.created")
+            ),
+            None,
+        )
+        if dep_id is None:
+            return None
+        if dep_id not in self._dep_names:
+            history = await self.store.load_raw(
+                f"{subjects.aggregate_filter(project, 'deployment', dep_id, self.store.prefix)[:-1]}"
+                "deployment.created"
+            )
+            name = None
+            for raw in history[:1]:
+                with_name = raw.decode(self.store.prefix).event.data
+                name = with_name.name if isinstance(with_name, DeploymentCreated) else None
+            self._dep_names[dep_id] = name
+        return self._dep_names[dep_id]
+
+    async def _queue(
+        self, webhook: WebhookState, source: list[Recorded], upto: int, dep_name: str | None
+    ) -> int:
+        gid = group_id(webhook.webhook_id, source[0].event.aggregate_id)
+        project = source[0].event.project
+        # A group this instance has not written is most likely new: plan on that, and read it
+        # only when the append says otherwise (one request instead of two per delivery).
+        known = self._groups.pop(gid, None)
+        group = known if known is not None else fold_group(gid, [])
+        for _ in range(10):
+            planned = plan_deliveries(source, upto, webhook, group, dep_name)
+            version = group.version
+            try:
+                for payload in planned:
+                    event = make_event(
+                        payload,
+                        project=project,
+                        aggregate_id=gid,
+                        event_id=derived_id("evt", 0, "delivery.queued", payload.delivery_id),
+                    )
+                    version = await self.store.append(event, expected_seq=version)
+                    evolve_group(group, Recorded(version, event))
+            except ConcurrencyConflict:
+                # Another dispatcher queued some of them: read the group and plan again.
+                group = fold_group(gid, await self.store.load(project, "delivery", gid))
+                continue
+            self._remember(gid, group)
+            return len(planned)
+        raise ConcurrencyConflict(f"delivery group {gid} kept changing")
+
+    def _remember(self, gid: str, group: GroupState) -> None:
+        self._groups[gid] = group
+        while len(self._groups) > GROUP_CACHE:
+            self._groups.pop(next(iter(self._groups)))
+
+
+def subscribe(broker: NatsBroker, dispatcher: Dispatcher, *, ack_wait: float = 30.0) -> list[Any]:
+    """One pull subscriber per source family, each on a durable shared by every instance."""
+    stream = JStream(dispatcher.store.stream, declare=False)  # the event store declares it
+    out = []
+    for durable, (aggregate, types) in SOURCES.items():
+        filt = f"{dispatcher.store.prefix}.*.{aggregate}.*.{types}"
+
+        async def on_events(body: list[Any], msg: NatsMessage) -> None:
+            batch = msg.raw_message if isinstance(msg.raw_message, list) else [msg.raw_message]
+            await dispatcher.handle_batch([RawEvent(_seq(m), m.subject, m.data) for m in batch])
+
+        out.append(
+            broker.subscriber(
+                filt,
+                stream=stream,
+                durable=durable,
+                # Batches, handled concurrently by the dispatcher (one handler call per fetch), not
+                # several workers: a pull subscriber with max_workers > 1 over-fetches and
+                # redelivers (faststream#2563).
+                pull_sub=PullSub(batch_size=64, timeout=1.0, batch=True),
+                config=ConsumerConfig(
+                    deliver_policy=DeliverPolicy.ALL, ack_wait=ack_wait, max_deliver=-1, max_ack_pending=1000
+                ),
+                ack_policy=AckPolicy.NACK_ON_ERROR,
+                include_in_schema=False,
+            )(on_events)
+        )
+    return out
+
+
+def _seq(raw_msg: Any) -> int:
+    try:
+        return int(raw_msg.metadata.sequence.stream)
+    except Exception:  # an in-memory test broker's message has no JetStream metadata
+        return 0

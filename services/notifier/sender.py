@@ -1,0 +1,173 @@
+"""One HTTP attempt to a webhook target, made safe.
+
+- The host is resolved for every attempt and each address checked (:func:`crewyard.core.targets.
+  refusal`): the request goes to the first allowed address itself (``Host`` and TLS SNI keep the
+  name), so a name cannot pass the check with one address and connect to another.
+- Connect and read timeouts, and a bound on the whole attempt; the response body is read up to
+  :data:`EXCERPT_BYTES` and the connection dropped after that.
+- Redirects are never followed (a 3xx is a final answer), no proxy settings are taken from the
+  environment, and nothing of the platform's (API key, cookies) is ever sent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import glob
+import ipaddress
+import socket
+import time
+from email.utils import parsedate_to_datetime
+from pathlib import Path
+from urllib.parse import urlsplit
+
+import httpx
+import msgspec
+
+from crewyard.core.targets import IP, Policy, refusal
+from crewyard.settings import Settings
+
+EXCERPT_BYTES = 1024
+USER_AGENT = "crewyard-webhooks/1"
+
+
+class Attempt(msgspec.Struct, frozen=True, kw_only=True):
+    status_code: int | None
+    error: str | None
+    latency_ms: int
+    excerpt: str
+    retry_after_s: float | None = None
+
+
+class Guard(msgspec.Struct, kw_only=True):
+    """What the target checks compare against: the operator's policy and the platform's own
+    endpoints (its API port and NATS on this machine, the NATS servers' addresses elsewhere)."""
+
+    policy: Policy
+    local_ports: set[int]
+    local_addresses: set[IP]
+    platform_endpoints: set[tuple[IP, int]]
+
+
+def guard_for(settings: Settings) -> Guard:
+    policy: Policy = "private" if settings.webhook_targets == "private" else "public"
+    local_ports = {settings.port}
+    endpoints: set[tuple[IP, int]] = set()
+    for url in settings.nats_url.split(","):
+        parts = urlsplit(url.strip())
+        port = parts.port or 4222
+        local_ports.add(port)
+        for ip in _resolve_now(parts.hostname or "127.0.0.1", port):
+            endpoints.add((ip, port))
+    # An embedded nats-server's monitoring port is random; its ports file names it.
+    for path in glob.glob(str(Path(settings.data_dir) / "nats" / "*.ports")):
+        with contextlib.suppress(OSError, ValueError):
+            for url in msgspec.json.decode(Path(path).read_bytes()).get("monitoring", []):
+                local_ports.add(urlsplit(url).port or 0)
+    local = set(_resolve_now(socket.gethostname(), 0))
+    if settings.host not in ("0.0.0.0", "::", "localhost"):
+        local |= set(_resolve_now(settings.host, 0))
+    return Guard(policy=policy, local_ports=local_ports, local_addresses=local, platform_endpoints=endpoints)
+
+
+def _resolve_now(host: str, port: int) -> list[IP]:
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError:
+        return []
+    return [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+
+
+async def _resolve(host: str, port: int) -> list[IP]:
+    literal = host.strip("[]")
+    with contextlib.suppress(ValueError):
+        return [ipaddress.ip_address(literal)]
+    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    with contextlib.suppress(TypeError, ValueError):
+        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    return None
+
+
+class Sender:
+    def __init__(self, guard: Guard, timeout_s: float) -> None:
+        self.guard, self.timeout_s = guard, timeout_s
+        self.http = httpx.AsyncClient(
+            follow_redirects=False,
+            trust_env=False,
+            timeout=httpx.Timeout(timeout_s, connect=min(5.0, timeout_s)),
+            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100),
+        )
+
+    async def close(self) -> None:
+        await self.http.aclose()
+
+    async def post(self, url: str, headers: dict[str, str], body: bytes) -> Attempt:
+        t0 = time.monotonic()
+
+        def done(
+            status: int | None, error: str | None, excerpt: str = "", retry: float | None = None
+        ) -> Attempt:
+            ms = int((time.monotonic() - t0) * 1000)
+            return Attempt(
+                status_code=status, error=error, latency_ms=ms, excerpt=excerpt, retry_after_s=retry
+            )
+
+        parts = urlsplit(url)
+        host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            addresses = await _resolve(host, port)
+        except OSError as exc:
+            return done(None, f"cannot resolve {host}: {exc}")
+        allowed, reasons = None, []
+        for ip in addresses:
+            reason = refusal(
+                ip,
+                port,
+                policy=self.guard.policy,
+                local_ports=self.guard.local_ports,
+                local_addresses=self.guard.local_addresses,
+                platform_endpoints=self.guard.platform_endpoints,
+            )
+            if reason is None:
+                allowed = ip
+                break
+            reasons.append(reason)
+        if allowed is None:
+            return done(None, f"refused: {reasons[0] if reasons else 'no address'}")
+        target = httpx.URL(url).copy_with(host=str(allowed))
+        extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
+        sent = {**headers, "Host": parts.netloc, "User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
+        try:
+            async with asyncio.timeout(self.timeout_s * 2):
+                request = self.http.build_request(
+                    "POST", target, content=body, headers=sent, extensions=extensions
+                )
+                response = await self.http.send(request, stream=True)
+                try:
+                    excerpt = b""
+                    async for chunk in response.aiter_raw():
+                        excerpt += chunk
+                        if len(excerpt) >= EXCERPT_BYTES:
+                            break
+                finally:
+                    await response.aclose()
+        except TimeoutError:
+            return done(None, f"timed out after {self.timeout_s:g} s")
+        except httpx.TimeoutException:
+            return done(None, f"timed out after {self.timeout_s:g} s")
+        except httpx.HTTPError as exc:
+            return done(None, f"{type(exc).__name__}: {exc}"[:300] or type(exc).__name__)
+        text = excerpt[:EXCERPT_BYTES].decode("utf-8", "replace")
+        retry = (
+            _retry_after(response.headers.get("retry-after")) if response.status_code in (429, 503) else None
+        )
+        return done(response.status_code, None, text, retry)

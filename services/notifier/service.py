@@ -1,0 +1,76 @@
+"""The notifier service: outgoing webhooks, as two consumers of the event stream.
+
+``dispatch`` turns run and deployment lifecycle events into queued deliveries (FastStream pull
+subscribers); ``deliver`` sends them, one lane per webhook (the event store's work queue). Both
+consume durables shared by every instance, so the notifier scales like the other services and
+nothing is lost when it, or a receiver, is down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from faststream.nats import NatsBroker
+
+from crewyard.core.webhooks import RetryPolicy
+from crewyard.eventstore import EventStore
+from crewyard.secrets import SecretBox
+from crewyard.settings import Settings
+
+from .deliver import Deliverer
+from .dispatch import Dispatcher, subscribe
+from .health import Health
+from .sender import Sender, guard_for
+
+log = logging.getLogger("crewyard.notifier")
+
+
+class Notifier:
+    def __init__(self, settings: Settings, store: EventStore, secrets: SecretBox) -> None:
+        self.settings, self.store = settings, store
+        self.sender = Sender(guard_for(settings), settings.webhook_timeout_s)
+        self.dispatcher = Dispatcher(store)
+        self.deliverer = Deliverer(
+            store,
+            secrets,
+            self.sender,
+            Health(store, settings.webhook_disable_after),
+            policy=RetryPolicy(
+                base_s=settings.webhook_retry_base_s,
+                cap_s=max(settings.webhook_retry_base_s, 3600.0),
+                window_s=settings.webhook_retry_window_s,
+            ),
+            concurrency=settings.webhook_concurrency,
+            ack_wait=settings.notifier_ack_wait_s,
+        )
+
+    def broker(self) -> NatsBroker:
+        broker = NatsBroker(
+            [u.strip() for u in self.settings.nats_url.split(",") if u.strip()],
+            name="crewyard-notifier-dispatch",
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=1,
+            logger=logging.getLogger("crewyard.notifier.faststream"),
+            log_level=logging.DEBUG,  # a line per message is for debugging, not for operators
+        )
+        subscribe(broker, self.dispatcher)
+        return broker
+
+    async def run(self, stop: asyncio.Event) -> None:
+        broker = self.broker()
+        await broker.start()
+        delivering = asyncio.create_task(self.deliverer.run(stop))
+        try:
+            await asyncio.wait(
+                [delivering, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED
+            )
+            if delivering.done():
+                delivering.result()  # an unexpected end: let the platform see it
+        finally:
+            stop.set()
+            with contextlib.suppress(Exception):
+                await delivering
+            await broker.stop()
+            await self.sender.close()
