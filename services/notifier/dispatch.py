@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from faststream import AckPolicy
@@ -169,34 +170,34 @@ class Dispatcher:
             self._groups.pop(next(iter(self._groups)))
 
 
-def subscribe(broker: NatsBroker, dispatcher: Dispatcher, *, ack_wait: float = 30.0) -> list[Any]:
+Handler = Callable[[list[RawEvent]], Awaitable[int]]
+
+
+def subscribe(
+    broker: NatsBroker, handle: Handler, *, stream: str, prefix: str, ack_wait: float = 30.0
+) -> None:
     """One pull subscriber per source family, each on a durable shared by every instance."""
-    stream = JStream(dispatcher.store.stream, declare=False)  # the event store declares it
-    out = []
+    jstream = JStream(stream, declare=False)  # the event store declares and checks it
     for durable, (aggregate, types) in SOURCES.items():
-        filt = f"{dispatcher.store.prefix}.*.{aggregate}.*.{types}"
 
         async def on_events(body: list[Any], msg: NatsMessage) -> None:
             batch = msg.raw_message if isinstance(msg.raw_message, list) else [msg.raw_message]
-            await dispatcher.handle_batch([RawEvent(_seq(m), m.subject, m.data) for m in batch])
+            await handle([RawEvent(_seq(m), m.subject, m.data) for m in batch])
 
-        out.append(
-            broker.subscriber(
-                filt,
-                stream=stream,
-                durable=durable,
-                # Batches, handled concurrently by the dispatcher (one handler call per fetch), not
-                # several workers: a pull subscriber with max_workers > 1 over-fetches and
-                # redelivers (faststream#2563).
-                pull_sub=PullSub(batch_size=64, timeout=1.0, batch=True),
-                config=ConsumerConfig(
-                    deliver_policy=DeliverPolicy.ALL, ack_wait=ack_wait, max_deliver=-1, max_ack_pending=1000
-                ),
-                ack_policy=AckPolicy.NACK_ON_ERROR,
-                include_in_schema=False,
-            )(on_events)
-        )
-    return out
+        broker.subscriber(
+            f"{prefix}.*.{aggregate}.*.{types}",
+            stream=jstream,
+            durable=durable,
+            # Batches, handled concurrently by the dispatcher (one handler call per fetch), not
+            # several workers: a pull subscriber with max_workers > 1 over-fetches and
+            # redelivers (faststream#2563).
+            pull_sub=PullSub(batch_size=64, timeout=1.0, batch=True),
+            config=ConsumerConfig(
+                deliver_policy=DeliverPolicy.ALL, ack_wait=ack_wait, max_deliver=-1, max_ack_pending=1000
+            ),
+            ack_policy=AckPolicy.NACK_ON_ERROR,
+            include_in_schema=False,
+        )(on_events)
 
 
 def _seq(raw_msg: Any) -> int:

@@ -55,7 +55,7 @@ class Notifier:
             logger=logging.getLogger("crewyard.notifier.faststream"),
             log_level=logging.DEBUG,  # a line per message is for debugging, not for operators
         )
-        subscribe(broker, self.dispatcher)
+        subscribe(broker, self.dispatcher.handle_batch, stream=self.store.stream, prefix=self.store.prefix)
         return broker
 
     async def run(self, stop: asyncio.Event) -> None:
