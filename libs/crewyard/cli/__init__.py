@@ -26,6 +26,8 @@ from .events import events
 from .init import init
 from .projects import projects
 from .runs import invoke, runs
+from .schedules import schedules, triggers
+from .webhooks import webhooks
 
 __all__ = ["CliError", "cli", "main"]
 
@@ -73,6 +75,9 @@ for _command in (
     env,
     projects,
     events,
+    webhooks,
+    triggers,
+    schedules,
     service,
     projector,
     doctor,
