@@ -160,7 +160,7 @@ def describe_backend(settings: Settings) -> str:
 
 
 async def up(settings: Settings, *, embedded_nats: bool = True, stop: asyncio.Event | None = None) -> None:
-    """Everything on one machine: embedded nats-server, the four services, SQLite, object store."""
+    """Everything on one machine: embedded nats-server, the services, SQLite, object store."""
     stop = stop or asyncio.Event()
     _stop_on_signals(stop)
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
