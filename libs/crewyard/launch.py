@@ -12,12 +12,13 @@ from __future__ import annotations
 from typing import Any
 
 from crewyard.core.deployment_state import READY, fold_deployment
-from crewyard.core.events import DeploymentPromoted, RunQueued, make_event
+from crewyard.core.events import DeploymentPromoted, InvalidEvent, RunQueued, make_event
 from crewyard.core.ids import derived_id
-from crewyard.eventstore import ConcurrencyConflict, EventStore
+from crewyard.errors import CrewyardError
+from crewyard.eventstore import ConcurrencyConflict, EventStore, set_aside
 
 
-class NoDeployment(Exception):
+class NoDeployment(CrewyardError):
     """Nothing to run: no ready deployment (the message says which)."""
 
 
@@ -30,7 +31,11 @@ async def current_deployment(store: EventStore, project: str) -> str | None:
         dep_id = raw.subject[len(p) + 1 :].split(".", 3)[2]
         best = max(best or (0, ""), (raw.seq, dep_id))
     for raw in promoted:
-        data = raw.decode().event.data
+        try:
+            data = raw.decode(p).event.data
+        except InvalidEvent as exc:
+            set_aside("launch", raw.seq, raw.subject, exc)
+            continue
         if isinstance(data, DeploymentPromoted):
             best = max(best or (0, ""), (raw.seq, data.deployment_id))
     return best[1] if best else None

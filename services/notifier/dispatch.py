@@ -38,6 +38,7 @@ from crewyard.core.webhooks import (
     plan_deliveries,
     webhook_event,
 )
+from crewyard.errors import CrewyardError
 from crewyard.eventstore import ConcurrencyConflict, EventStore, RawEvent, set_aside
 
 log = logging.getLogger("crewyard.notifier")
@@ -50,7 +51,7 @@ SOURCES = {
 }
 
 
-class StaleRead(Exception):
+class StaleRead(CrewyardError):
     """The source event is not visible in its aggregate yet (a lagging replica): try again."""
 
 

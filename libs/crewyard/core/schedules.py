@@ -25,6 +25,8 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 import msgspec
 from croniter import croniter
 
+from crewyard.errors import CrewyardError
+
 from .events import (
     Recorded,
     ScheduleCreated,
@@ -38,7 +40,7 @@ from .events import (
 MAX_SCAN = 20_000
 
 
-class InvalidSchedule(ValueError):
+class InvalidSchedule(CrewyardError, ValueError):
     pass
 
 

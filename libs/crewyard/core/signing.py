@@ -25,10 +25,12 @@ import hmac
 import os
 from collections.abc import Callable, Mapping
 
+from crewyard.errors import CrewyardError
+
 SECRET_PREFIX = "whsec_"
 
 
-class SignatureError(ValueError):
+class SignatureError(CrewyardError, ValueError):
     """A secret that is not ``whsec_<base64>``."""
 
 

@@ -18,13 +18,15 @@ from collections.abc import Collection
 from typing import Literal
 from urllib.parse import urlsplit
 
+from crewyard.errors import CrewyardError
+
 Policy = Literal["public", "private"]
 POLICIES = ("public", "private")
 MAX_URL = 2048
 IP = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
-class TargetRefused(ValueError):
+class TargetRefused(CrewyardError, ValueError):
     """A webhook target that may not be used (the message says why)."""
 
 

@@ -18,11 +18,13 @@ import os
 from collections.abc import Callable
 from typing import Any
 
+from crewyard.errors import CrewyardError
+
 TOKEN_BYTES = 32
 MAX_TEMPLATE_FIELDS = 100
 
 
-class InvalidTemplate(ValueError):
+class InvalidTemplate(CrewyardError, ValueError):
     pass
 
 

@@ -25,6 +25,8 @@ from typing import Literal
 
 import msgspec
 
+from crewyard.errors import CrewyardError
+
 from .events import (
     DeliveryAttempted,
     DeliveryQueued,
@@ -55,7 +57,7 @@ WILDCARD = "*"
 NAME_OF: dict[str, str] = {source: name for name, source in EVENT_MAP.items()}
 
 
-class InvalidWebhook(ValueError):
+class InvalidWebhook(CrewyardError, ValueError):
     """A webhook configuration that cannot be accepted (the message says why)."""
 
 
