@@ -11,7 +11,6 @@ folder packed twice has the same digest whatever the archive's timestamps.
 from __future__ import annotations
 
 import contextlib
-import fnmatch
 import gzip
 import hashlib
 import io
@@ -20,28 +19,14 @@ import shutil
 import tarfile
 import tempfile
 from collections.abc import Iterator
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, BinaryIO
 
 import msgspec
 
 from crewyard.archive import ArchiveError, ArchiveLimits, Member, TarReader
 from crewyard.core.crewfile import CONFIG_FILES, CrewConfigError, ParsedConfig, parse
-
-ALWAYS_EXCLUDED = (
-    ".git",
-    ".venv",
-    "venv",
-    "__pycache__",
-    "*.pyc",
-    ".env",
-    ".crewyard",
-    "node_modules",
-    ".mypy_cache",
-    ".ruff_cache",
-    ".pytest_cache",
-)
-
+from crewyard.exclusions import Exclusions
 
 #: The crew's configuration file is read into memory: it has no business being bigger.
 MAX_CONFIG_BYTES = 1024 * 1024
@@ -56,17 +41,6 @@ class CheckedArchive(msgspec.Struct):
     config: ParsedConfig
 
 
-def _excluded(rel: str, patterns: tuple[str, ...] | list[str]) -> bool:
-    parts = PurePosixPath(rel).parts
-    for pat in patterns:
-        pat = pat.rstrip("/")
-        if fnmatch.fnmatch(rel, pat) or any(fnmatch.fnmatch(p, pat) for p in parts):
-            return True
-        if rel.startswith(pat + "/"):
-            return True
-    return False
-
-
 def find_config(folder: Path) -> Path:
     for name in CONFIG_FILES:
         if (folder / name).is_file():
@@ -75,18 +49,20 @@ def find_config(folder: Path) -> Path:
 
 
 def pack(folder: Path, exclude: list[str] | None = None) -> bytes:
-    """A reproducible gzip tarball of ``folder`` without excluded paths."""
-    patterns = (*ALWAYS_EXCLUDED, *(exclude or []))
+    """A reproducible gzip tarball of ``folder`` without excluded paths: ``exclude`` (the crew's
+    ``[build] exclude``), its ``.gitignore`` files and the platform's defaults, gitignore-style
+    (:mod:`crewyard.exclusions`)."""
+    exclusions = Exclusions(folder, exclude or [])
     buf = io.BytesIO()
     with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz, tarfile.open(fileobj=gz, mode="w") as tar:
         for root, dirs, files in os.walk(folder):
             dirs.sort()
             rel_root = Path(root).relative_to(folder)
-            dirs[:] = [d for d in dirs if not _excluded((rel_root / d).as_posix(), patterns)]
+            dirs[:] = [d for d in dirs if not exclusions.excluded((rel_root / d).as_posix(), is_dir=True)]
             for name in sorted(files):
                 path = Path(root) / name
                 rel = (rel_root / name).as_posix()
-                if _excluded(rel, patterns) or path.is_symlink() or not path.is_file():
+                if exclusions.excluded(rel) or path.is_symlink() or not path.is_file():
                     continue
                 info = tarfile.TarInfo(rel)
                 info.size = path.stat().st_size

@@ -1,6 +1,7 @@
 import gzip
 import io
 import tarfile
+from pathlib import Path
 
 import pytest
 
@@ -92,3 +93,55 @@ def test_missing_or_invalid_config():
     assert exc.value.code == "invalid_config"
     with pytest.raises(ArchiveError, match="entrypoint"):
         check(_tar([_file("crewyard.toml", b"[deployment]\nframework = 'python'\n")]), limits=LIMITS)
+
+
+def _packed_names(folder: Path, exclude: list[str]) -> list[str]:
+    with tarfile.open(fileobj=io.BytesIO(pack(folder, exclude))) as tar:
+        return sorted(tar.getnames())
+
+
+def test_exclude_is_gitignore_style_and_the_crews_gitignore_files_are_honoured(tmp_path: Path):
+    files = {
+        "crewyard.toml": "x",
+        "main.py": "x",
+        ".gitignore": "*.log\nbuild/\n!keep.log\n",
+        "keep.log": "x",
+        "run.log": "x",
+        "build/out.txt": "x",
+        "src/build/gen.py": "x",  # build/ matches a directory anywhere
+        "sub/.gitignore": "!important.log\nsecret.txt\n",
+        "sub/important.log": "x",
+        "sub/noise.log": "x",
+        "sub/secret.txt": "x",
+        "secret.txt": "x",  # only sub/'s .gitignore names it
+        "docs/guide.md": "x",
+        "docs/data.csv": "x",
+        "data/raw.csv": "x",
+        "pkg/data/keep.csv": "x",  # /data is anchored at the root
+        "tests/test_a.py": "x",
+        "pkg/tests/test_b.py": "x",
+        ".env": "x",
+        ".venv/bin/python": "x",
+    }
+    for rel, text in files.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text(text)
+    assert _packed_names(tmp_path, ["tests", "docs/*.md", "/data"]) == [
+        ".gitignore",
+        "crewyard.toml",
+        "docs/data.csv",
+        "keep.log",
+        "main.py",
+        "pkg/data/keep.csv",
+        "secret.txt",
+        "sub/.gitignore",
+        "sub/important.log",
+    ]
+
+
+def test_nothing_inside_an_excluded_folder_comes_back(tmp_path: Path):
+    (tmp_path / "crewyard.toml").write_text("x")
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "wanted.txt").write_text("x")
+    (tmp_path / ".gitignore").write_text("cache/\n!cache/wanted.txt\n")
+    assert _packed_names(tmp_path, []) == [".gitignore", "crewyard.toml"]
