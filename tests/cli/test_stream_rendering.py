@@ -7,8 +7,8 @@ import io
 import pytest
 from rich.console import Console
 
-from crewyard.cli._sse import SseMessage
 from crewyard.cli.render import RunView, decode_event, event_line
+from crewyard.client import SseMessage
 
 
 @pytest.mark.parametrize(

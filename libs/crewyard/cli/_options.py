@@ -30,7 +30,16 @@ project_option = click.option(
     metavar="NAME",
     help="Project to act on (default: the crew in the current folder).",
 )
-json_option = click.option("--json", "as_json", is_flag=True, help="Print the API's JSON answer as is.")
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print JSON for scripts (one JSON object per line for streams)."
+)
+name_option = click.option(
+    "--name",
+    "-n",
+    "deployment_name",
+    metavar="DEPLOYMENT",
+    help="The [deployments.DEPLOYMENT] of the crew's config here: its project (as deploy --name).",
+)
 
 _SLUG_BAD = re.compile(r"[^a-z0-9_-]+")
 
@@ -43,14 +52,17 @@ def folder_project(folder: Path) -> str:
     return name[:63]
 
 
-def resolve_project(project: str | None, folder: Path | None = None) -> str:
+def resolve_project(project: str | None, folder: Path | None = None, name: str | None = None) -> str:
     """``--project`` / ``CREWYARD_PROJECT``, else the project of the crew in ``folder`` (default: cwd).
 
     The crew's project is the folder's name for a ``[deployment]`` file, or the deployment's name
-    when the file has exactly one ``[deployments.<name>]`` (the reference product's rule).
+    when the file has exactly one ``[deployments.<name>]`` (the reference product's rule), or
+    ``name`` (``-n/--name``) when it picks one of several.
     """
     if project:
         return project
+    if name:
+        return _named_project(name, folder or Path.cwd())
     from crewyard.core.crewfile import CONFIG_FILES, CrewConfigError, parse
 
     here = folder or Path.cwd()
@@ -67,6 +79,25 @@ def resolve_project(project: str | None, folder: Path | None = None) -> str:
             raise CliError(f"{filename} defines several deployments ({names}); choose one with --project")
         return deployments[0].name or folder_project(here)
     raise CliError("no project given: pass --project NAME or set CREWYARD_PROJECT")
+
+
+def _named_project(name: str, here: Path) -> str:
+    """The project of ``[deployments.<name>]`` (its name); checked against the config when there is one."""
+    from crewyard.core.crewfile import CONFIG_FILES, CrewConfigError, parse
+
+    for filename in CONFIG_FILES:
+        path = here / filename
+        if not path.is_file():
+            continue
+        try:
+            deployments = parse(path.read_text(encoding="utf-8"), filename).deployments
+        except (CrewConfigError, OSError, UnicodeDecodeError):
+            return name
+        names = [d.name for d in deployments if d.name]
+        if names and name not in names:
+            raise CliError(f"{filename} has no [deployments.{name}]; it has {', '.join(names)}")
+        return name
+    return name
 
 
 def parse_input(text: str) -> dict[str, Any]:

@@ -7,16 +7,16 @@ sub-folders) but never leads outside the chosen output folder.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path, PurePosixPath
-from typing import Any
-from urllib.parse import quote
 
 import click
-import httpx
 from rich.text import Text
 
-from ._client import ApiClient, CliError, seg
+from crewyard.client import Client
+
+from ._client import CliError, connect
 from ._options import api_option, json_option
 from .render import human_size, make_console, print_json
 from .runs import runs
@@ -48,24 +48,23 @@ def list_artifacts(run_id: str, as_json: bool, api_url: str) -> None:
     Example:
       crewyard runs artifacts run_01j9zq6m8k2v3w4x5y6z7a8b9c
     """
-    with ApiClient(api_url) as client:
-        answer = client.call("GET", f"/v1/runs/{seg(run_id)}/artifacts")
+    with connect(api_url) as client:
+        items = client.list_artifacts(run_id)
     if as_json:
-        print_json(answer)
+        print_json({"artifacts": items})
         return
     console = make_console()
-    items: list[dict[str, Any]] = answer.get("artifacts") or []
     if not items:
         console.print(f"No artifacts for {run_id}.")
         return
     console.print(f"Artifacts for {run_id}:")
-    sizes = [human_size(a.get("size")) for a in items]
-    name_w = max(len(str(a.get("name", ""))) for a in items)
+    sizes = [human_size(a.size) for a in items]
+    name_w = max(len(a.name) for a in items)
     size_w = max(len(s) for s in sizes)
     for item, size in zip(items, sizes, strict=True):
-        line = f"  {item.get('name', '')!s:<{name_w}}  {size:>{size_w}}  {item.get('content_type') or ''}"
+        line = f"  {item.name:<{name_w}}  {size:>{size_w}}  {item.content_type or ''}"
         console.print(Text(line.rstrip()))
-    total = sum(a["size"] for a in items if isinstance(a.get("size"), int))
+    total = sum(a.size for a in items)
     noun = "artifact" if len(items) == 1 else "artifacts"
     console.print(f"{len(items)} {noun}, {human_size(total)} total")
 
@@ -82,11 +81,13 @@ def list_artifacts(run_id: str, as_json: bool, api_url: str) -> None:
     show_default=True,
     help="Folder to write into (created if missing; sub-folders kept).",
 )
+@json_option
 @api_option
-def download(run_id: str, name: str | None, all_: bool, output: Path, api_url: str) -> None:
+def download(run_id: str, name: str | None, all_: bool, output: Path, as_json: bool, api_url: str) -> None:
     """Download one artifact (NAME) or all of them (--all).
 
-    Files are checked against the sha256 the API lists for them.
+    Files are checked against the sha256 the API lists for them. With --json: one JSON line per
+    file written ({"name", "path", "size", "sha256"}).
 
     \b
     Examples:
@@ -96,46 +97,44 @@ def download(run_id: str, name: str | None, all_: bool, output: Path, api_url: s
     if bool(name) == all_:
         raise CliError("name one artifact, or use --all (see: crewyard runs artifacts RUN_ID)")
     console = make_console()
-    with ApiClient(api_url) as client:
-        listing = client.call("GET", f"/v1/runs/{seg(run_id)}/artifacts").get("artifacts") or []
-        known = {str(a.get("name")): a for a in listing}
+    with connect(api_url) as client:
+        known = {a.name: a for a in client.list_artifacts(run_id)}
+        wanted: list[tuple[str, str | None]]
         if all_:
-            wanted = list(known.values())
+            wanted = [(a.name, a.sha256) for a in known.values()]
             if not wanted:
-                console.print(f"No artifacts for {run_id}.")
+                if not as_json:
+                    console.print(f"No artifacts for {run_id}.")
                 return
         else:
             assert name is not None
-            wanted = [known.get(name, {"name": name})]
+            listed = known.get(name)
+            wanted = [(name, listed.sha256 if listed else None)]
         # Every name is checked before anything is written: no half-done download of a hostile list.
-        targets = [(item, safe_target(output, str(item["name"]))) for item in wanted]
-        for item, target in targets:
-            size = _fetch(client, run_id, str(item["name"]), target, item.get("sha256"))
+        targets = [(item, sha, safe_target(output, item)) for item, sha in wanted]
+        for item, sha, target in targets:
+            size = _fetch(client, run_id, item, target, sha)
+            if as_json:
+                line = {"name": item, "path": str(target), "size": size, "sha256": sha}
+                click.echo(json.dumps(line, ensure_ascii=False))
+                continue
             shown = os.path.relpath(target) if target.is_relative_to(Path.cwd()) else str(target)
-            console.print(
-                Text.assemble(("✓ ", "green"), str(item["name"]), (f" → {shown} ({human_size(size)})", "dim"))
-            )
+            console.print(Text.assemble(("✓ ", "green"), item, (f" → {shown} ({human_size(size)})", "dim")))
 
 
-def _fetch(client: ApiClient, run_id: str, name: str, target: Path, sha256: Any) -> int:
+def _fetch(client: Client, run_id: str, name: str, target: Path, sha256: str | None) -> int:
     """Stream one artifact into ``target`` via a temporary file; the size written."""
     partial = target.with_name(target.name + ".part")
     digest = hashlib.sha256()
     size = 0
-    timeout = httpx.Timeout(30.0, read=300.0)
     try:
         target.parent.mkdir(parents=True, exist_ok=True)
-        with (
-            client.stream(
-                "GET", f"/v1/runs/{seg(run_id)}/artifacts/{quote(name, safe='/')}", timeout=timeout
-            ) as resp,
-            partial.open("wb") as fh,
-        ):
-            for chunk in resp.iter_bytes():
+        with partial.open("wb") as fh:
+            for chunk in client.iter_artifact(run_id, name):
                 fh.write(chunk)
                 digest.update(chunk)
                 size += len(chunk)
-        expected = sha256.removeprefix("sha256:").removeprefix("sha256-") if isinstance(sha256, str) else ""
+        expected = sha256.removeprefix("sha256:").removeprefix("sha256-") if sha256 else ""
         if expected and digest.hexdigest() != expected:
             raise CliError(f"artifact {name!r} arrived corrupted (sha256 mismatch); nothing was written")
         os.replace(partial, target)

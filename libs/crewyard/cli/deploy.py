@@ -9,16 +9,17 @@ from pathlib import Path
 from typing import Any
 
 import click
-import httpx
+import msgspec
 from rich import box
 from rich.console import Console
 from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
 from rich.table import Table
 from rich.text import Text
 
-from ._client import ApiClient, CliError, seg
+from crewyard.client import Client, Deployment
+
+from ._client import CliError, connect
 from ._options import api_option, folder_project, json_option, project_option, resolve_project
-from ._sse import EventStream
 from .render import (
     decode_event,
     human_duration,
@@ -26,6 +27,7 @@ from .render import (
     local_time,
     make_console,
     print_json,
+    print_ndjson_event,
     status_text,
 )
 
@@ -42,6 +44,7 @@ _CHUNK = 64 * 1024
 @click.option(
     "--rollback", metavar="DEP_ID", help="Make an earlier deployment current again (uploads nothing)."
 )
+@json_option
 @api_option
 @click.pass_context
 def deploy(
@@ -51,14 +54,17 @@ def deploy(
     name: str | None,
     no_wait: bool,
     rollback: str | None,
+    as_json: bool,
     api_url: str,
 ) -> None:
     """Build and deploy the crew in PATH (default: here) as a new immutable deployment.
 
     Reads crewyard.toml (or crewship.toml), uploads the folder without the [build] exclude
-    paths, and shows the build log until the deployment is ready. The project is --project,
-    else the deployment's name in a [deployments.<name>] file, else the folder's name. A file
-    with several [deployments.<name>] deploys each of them unless --name picks one.
+    paths and what its .gitignore files ignore, and shows the build log until the deployment
+    is ready. The project is --project, else the deployment's name in a [deployments.<name>]
+    file, else the folder's name. A file with several [deployments.<name>] deploys each of them
+    unless --name picks one. With --json: the build's events as JSON lines, then the deployment
+    as one JSON line (with --no-wait, only the deployment).
 
     \b
     Examples:
@@ -66,11 +72,14 @@ def deploy(
       crewyard deploy ./crews --name support-agent
       crewyard deploy --rollback dep_01j9zq6m8k2v3w4x5y6z7a8b9c --project research
     """
-    console = make_console()
+    console = make_console(stderr=as_json)
     if rollback:
-        target = resolve_project(project, path)
-        with ApiClient(api_url) as client:
-            client.call("POST", f"/v1/projects/{seg(target)}/rollback", json={"deployment_id": rollback})
+        target = resolve_project(project, path, name)
+        with connect(api_url) as client:
+            current = client.rollback(target, rollback)
+        if as_json:
+            print_json(current)
+            return
         console.print(
             Text.assemble(
                 ("✓ ", "green"), (rollback, "cyan"), f" is the current deployment of {target} again"
@@ -97,10 +106,10 @@ def deploy(
         console.print(f"{config_path.name} defines {len(targets)} deployments; deploying each in turn.")
 
     failed: list[str] = []
-    with ApiClient(api_url) as client:
+    with connect(api_url) as client:
         for cfg in targets:
             target = project or cfg.name or folder_project(path)
-            if not _deploy_one(client, console, path, cfg, target, wait=not no_wait):
+            if not _deploy_one(client, console, path, cfg, target, wait=not no_wait, as_json=as_json):
                 failed.append(cfg.name or target)
     if failed and len(targets) > 1:
         console.print(
@@ -111,7 +120,7 @@ def deploy(
 
 
 def _deploy_one(
-    client: ApiClient, console: Console, folder: Path, cfg: Any, project: str, *, wait: bool
+    client: Client, console: Console, folder: Path, cfg: Any, project: str, *, wait: bool, as_json: bool
 ) -> bool:
     from crewyard.packaging import pack
 
@@ -130,47 +139,30 @@ def _deploy_one(
             f" — {human_size(len(archive))}",
         )
     )
-    answer = _upload(
-        client,
-        console,
-        f"/v1/projects/{seg(project)}/deployments",
-        archive,
-        {"name": cfg.name} if cfg.name else {},
-    )
-    dep_id = answer.get("deployment_id")
-    if not isinstance(dep_id, str):
-        raise CliError("the API accepted the upload but did not say its deployment_id")
+    answer = _upload(client, console, project, archive, cfg.name)
+    dep_id = answer.deployment_id
     if not wait:
-        console.print(
-            Text.assemble("Deployment ", (dep_id, "cyan"), " is ", status_text(answer.get("status")))
-        )
+        if as_json:
+            print_json(answer)
+            return True
+        console.print(Text.assemble("Deployment ", (dep_id, "cyan"), " is ", status_text(answer.status)))
         console.print(Text(f"  build log: crewyard deployments logs {dep_id}", style="dim"))
         return True
-    return follow_build(client, console, dep_id, project)
+    return follow_build(client, console, dep_id, project, as_json=as_json)
 
 
-def _upload(
-    client: ApiClient, console: Console, path: str, data: bytes, params: dict[str, str]
-) -> dict[str, Any]:
-    # An explicit Content-Length keeps httpx from chunking the body, so the gateway can refuse an
-    # oversized upload before reading it.
-    headers = {"Content-Type": "application/gzip", "Content-Length": str(len(data))}
-    timeout = httpx.Timeout(60.0, connect=5.0, write=300.0)
+def _upload(client: Client, console: Console, project: str, data: bytes, name: str | None) -> Deployment:
     if not console.is_terminal:
-        with client.stream(
-            "POST", path, content=data, params=params, headers=headers, timeout=timeout
-        ) as resp:
-            resp.read()
-        return client.decode(resp)
+        return client.deploy(project, data, name=name)
     columns = (TextColumn("  uploading"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
     with Progress(*columns, console=console) as progress:
         task = progress.add_task("upload", total=len(data))
         body = _chunks(data, lambda n: progress.advance(task, n))
-        with client.stream(
-            "POST", path, content=body, params=params, headers=headers, timeout=timeout
-        ) as resp:
-            resp.read()
-    return client.decode(resp)
+        return client.deploy(project, body, size=len(data), name=name)
+
+
+def print_ndjson_deployment(deployment: Deployment) -> None:
+    click.echo(msgspec.json.encode(deployment).decode())
 
 
 def _chunks(data: bytes, advance: Callable[[int], None]) -> Iterator[bytes]:
@@ -180,39 +172,49 @@ def _chunks(data: bytes, advance: Callable[[int], None]) -> Iterator[bytes]:
         advance(len(chunk))
 
 
-def follow_build(client: ApiClient, console: Console, dep_id: str, project: str | None) -> bool:
+def follow_build(
+    client: Client, console: Console, dep_id: str, project: str | None, *, as_json: bool = False
+) -> bool:
     """Show a deployment's build log until it is ready (True) or failed (False)."""
     result: dict[str, Any] = {}
 
     def build_is_over() -> bool:
         # The stream closed without a final event: ask the read model how the build ended.
-        dep = client.call("GET", f"/v1/deployments/{seg(dep_id)}")
-        if dep.get("status") in ("ready", "failed"):
-            result.update(dep)
+        dep = client.get_deployment(dep_id)
+        if dep.status in ("ready", "failed"):
+            result.update(msgspec.to_builtins(dep))
             return True
         return False
 
-    events = EventStream(client, f"/v1/deployments/{seg(dep_id)}/build-log", on_eof=build_is_over)
-    spinner = console.status(f"building {dep_id}…") if console.is_terminal else nullcontext()
+    events = client.build_log(dep_id)
+    events.on_eof = build_is_over
+    spinner = console.status(f"building {dep_id}…") if console.is_terminal and not as_json else nullcontext()
     try:
         with spinner, closing(events.messages()) as messages:
             for msg in messages:
                 event = decode_event(msg)
                 data = event.data
+                if as_json:
+                    print_ndjson_event(msg)
+                if event.type in ("deployment.ready", "deployment.failed"):
+                    result.update(data, status="ready" if event.type == "deployment.ready" else "failed")
+                    break
+                if as_json:
+                    continue
                 if event.type == "deployment.build.log":
                     console.print(Text(f"  {data.get('line', '')}", style="dim"))
                 elif event.type == "deployment.build.started":
                     console.print(
                         Text(f"  building with the {data.get('backend', '?')} backend", style="dim")
                     )
-                elif event.type in ("deployment.ready", "deployment.failed"):
-                    result.update(data, status="ready" if event.type == "deployment.ready" else "failed")
-                    break
     except KeyboardInterrupt:
         console.print()
         console.print(Text(f"Stopped following the build of {dep_id}; it goes on.", style="yellow"))
         console.print(Text(f"Resume with: crewyard deployments logs {dep_id}", style="dim"))
         raise click.exceptions.Exit(130) from None
+    if as_json:
+        print_ndjson_deployment(client.get_deployment(dep_id))
+        return result.get("status") == "ready"
     if result.get("status") != "ready":
         reason = result.get("error_message") or "the build ended without saying why"
         console.print(
@@ -258,13 +260,12 @@ def list_deployments(project: str | None, as_json: bool, api_url: str) -> None:
       crewyard deployments list --project research
     """
     target = resolve_project(project)
-    with ApiClient(api_url) as client:
-        answer = client.call("GET", f"/v1/projects/{seg(target)}/deployments")
+    with connect(api_url) as client:
+        items = client.list_deployments(target)
     if as_json:
-        print_json(answer)
+        print_json({"deployments": items})
         return
     console = make_console()
-    items = answer.get("deployments") or []
     if not items:
         console.print(f"No deployments in project {target} yet (crewyard deploy --project {target}).")
         return
@@ -276,35 +277,37 @@ def list_deployments(project: str | None, as_json: bool, api_url: str) -> None:
     table.add_column("NOTE")
     for dep in items:
         notes = []
-        if dep.get("name"):
-            notes.append(str(dep["name"]))
-        if dep.get("cached"):
+        if dep.name:
+            notes.append(dep.name)
+        if dep.cached:
             notes.append("cached build")
-        if dep.get("error_message"):
-            notes.append(str(dep["error_message"]))
+        if dep.error_message:
+            notes.append(dep.error_message)
         table.add_row(
-            Text("●", style="green") if dep.get("current") else "",
-            str(dep.get("deployment_id", "")),
-            status_text(dep.get("status")),
-            local_time(dep.get("created_at")),
-            Text("; ".join(notes), style="red" if dep.get("error_message") else "dim"),
+            Text("●", style="green") if dep.current else "",
+            dep.deployment_id,
+            status_text(dep.status),
+            local_time(dep.created_at),
+            Text("; ".join(notes), style="red" if dep.error_message else "dim"),
         )
     console.print(table)
 
 
 @deployments.command("logs")
 @click.argument("deployment_id")
+@json_option
 @api_option
 @click.pass_context
-def deployment_logs(ctx: click.Context, deployment_id: str, api_url: str) -> None:
+def deployment_logs(ctx: click.Context, deployment_id: str, as_json: bool, api_url: str) -> None:
     """Show a deployment's build log (live while it builds).
 
-    Exits with 0 when the deployment is ready, 1 when its build failed.
+    Exits with 0 when the deployment is ready, 1 when its build failed. With --json: the build's
+    events as JSON lines, then the deployment as one JSON line.
 
     \b
     Example:
       crewyard deployments logs dep_01j9zq6m8k2v3w4x5y6z7a8b9c
     """
-    with ApiClient(api_url) as client:
-        ok = follow_build(client, make_console(), deployment_id, None)
+    with connect(api_url) as client:
+        ok = follow_build(client, make_console(), deployment_id, None, as_json=as_json)
     ctx.exit(0 if ok else 1)

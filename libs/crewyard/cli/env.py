@@ -9,12 +9,13 @@ from __future__ import annotations
 import re
 
 import click
+import msgspec
 from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from ._client import ApiClient, CliError, seg
-from ._options import api_option, json_option, project_option, resolve_project
+from ._client import CliError, connect
+from ._options import api_option, json_option, name_option, project_option, resolve_project
 from .render import local_time, make_console, print_json
 
 _KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -45,8 +46,12 @@ def env() -> None:
 @env.command("set")
 @click.argument("pairs", nargs=-1, required=True, metavar="KEY=VALUE...")
 @project_option
+@name_option
+@json_option
 @api_option
-def set_env(pairs: tuple[str, ...], project: str | None, api_url: str) -> None:
+def set_env(
+    pairs: tuple[str, ...], project: str | None, deployment_name: str | None, as_json: bool, api_url: str
+) -> None:
     """Set one or more variables.
 
     A KEY without =VALUE asks for the value without echoing it, which keeps secrets out of your
@@ -56,8 +61,9 @@ def set_env(pairs: tuple[str, ...], project: str | None, api_url: str) -> None:
     Examples:
       crewyard env set MODEL=gpt-4o-mini TEMPERATURE=0.2 --project research
       crewyard env set OPENAI_API_KEY --project research
+      crewyard env set OPENAI_API_KEY=sk-... -n support-agent
     """
-    target = resolve_project(project)
+    target = resolve_project(project, name=deployment_name)
     values: dict[str, str] = {}
     # Every pair is checked before the first request, so a typo sets nothing rather than half.
     for pair in pairs:
@@ -69,31 +75,34 @@ def set_env(pairs: tuple[str, ...], project: str | None, api_url: str) -> None:
         if not sep:
             values[key] = click.prompt(f"{key}", hide_input=True, err=True)
     console = make_console()
-    with ApiClient(api_url) as client:
+    with connect(api_url) as client:
         for key, value in values.items():
-            client.call("PUT", f"/v1/projects/{seg(target)}/env/{seg(key)}", json={"value": value})
+            changed = client.set_env(target, key, value)
+            if as_json:
+                click.echo(msgspec.json.encode(changed).decode())
+                continue
             console.print(Text.assemble(("✓ ", "green"), "set ", (key, "bold"), f" on project {target}"))
 
 
 @env.command("list")
 @project_option
+@name_option
 @json_option
 @api_option
-def list_env(project: str | None, as_json: bool, api_url: str) -> None:
+def list_env(project: str | None, deployment_name: str | None, as_json: bool, api_url: str) -> None:
     """List a project's variable names (values are never shown).
 
     \b
     Example:
       crewyard env list --project research
     """
-    target = resolve_project(project)
-    with ApiClient(api_url) as client:
-        answer = client.call("GET", f"/v1/projects/{seg(target)}/env")
+    target = resolve_project(project, name=deployment_name)
+    with connect(api_url) as client:
+        items = client.list_env(target)
     if as_json:
-        print_json(answer)
+        print_json({"env": items})
         return
     console = make_console()
-    items = answer.get("env") or []
     if not items:
         console.print(f"No environment variables in project {target}.")
         return
@@ -101,15 +110,19 @@ def list_env(project: str | None, as_json: bool, api_url: str) -> None:
     table.add_column("KEY", no_wrap=True, style="bold")
     table.add_column("UPDATED", no_wrap=True)
     for item in items:
-        table.add_row(str(item.get("key", "")), local_time(item.get("updated_at")))
+        table.add_row(item.key, local_time(item.updated_at))
     console.print(table)
 
 
 @env.command("unset")
 @click.argument("key")
 @project_option
+@name_option
+@json_option
 @api_option
-def unset_env(key: str, project: str | None, api_url: str) -> None:
+def unset_env(
+    key: str, project: str | None, deployment_name: str | None, as_json: bool, api_url: str
+) -> None:
     """Remove a variable.
 
     \b
@@ -117,7 +130,10 @@ def unset_env(key: str, project: str | None, api_url: str) -> None:
       crewyard env unset OPENAI_API_KEY --project research
     """
     check_key(key)
-    target = resolve_project(project)
-    with ApiClient(api_url) as client:
-        client.call("DELETE", f"/v1/projects/{seg(target)}/env/{seg(key)}")
+    target = resolve_project(project, name=deployment_name)
+    with connect(api_url) as client:
+        changed = client.unset_env(target, key)
+    if as_json:
+        print_json(changed)
+        return
     make_console().print(Text.assemble(("✓ ", "green"), "removed ", (key, "bold"), f" from project {target}"))

@@ -6,8 +6,8 @@ import click
 from rich import box
 from rich.table import Table
 
-from ._client import ApiClient, seg
-from ._options import api_option, json_option, project_option, resolve_project
+from ._client import connect
+from ._options import api_option, json_option, name_option, project_option, resolve_project
 from .render import make_console, print_json
 
 
@@ -27,8 +27,8 @@ def projects() -> None:
 @api_option
 def list_projects(as_json: bool, api_url: str) -> None:
     """List every project with its current deployment and concurrency limit."""
-    with ApiClient(api_url) as client:
-        rows = client.call("GET", "/v1/projects").get("projects", [])
+    with connect(api_url) as client:
+        rows = client.list_projects()
     if as_json:
         print_json({"projects": rows})
         return
@@ -36,12 +36,11 @@ def list_projects(as_json: bool, api_url: str) -> None:
     for column in ("project", "current deployment", "max concurrent runs", "created"):
         table.add_column(column)
     for row in rows:
-        limit = row.get("max_concurrent_runs")
         table.add_row(
-            row["name"],
-            row.get("current_deployment_id") or "-",
-            str(limit or "no limit"),
-            str(row.get("created_at", "")),
+            row.name,
+            row.current_deployment_id or "-",
+            str(row.max_concurrent_runs or "no limit"),
+            row.created_at,
         )
     make_console().print(table)
 
@@ -49,8 +48,12 @@ def list_projects(as_json: bool, api_url: str) -> None:
 @projects.command("limit")
 @click.argument("max_runs", metavar="N|none")
 @project_option
+@name_option
+@json_option
 @api_option
-def limit(max_runs: str, project: str | None, api_url: str) -> None:
+def limit(
+    max_runs: str, project: str | None, deployment_name: str | None, as_json: bool, api_url: str
+) -> None:
     """At most N runs of the project execute at once; more wait, pending, in order.
 
     Deployments can set their own `max_concurrent_runs` in crewyard.toml as well; both hold
@@ -63,7 +66,10 @@ def limit(max_runs: str, project: str | None, api_url: str) -> None:
         value = int(max_runs)
     else:
         raise click.BadParameter("give a whole number of runs (at least 1) or none", param_hint="N")
-    name = resolve_project(project)
-    with ApiClient(api_url) as client:
-        client.call("PUT", f"/v1/projects/{seg(name)}/limits", json={"max_concurrent_runs": value})
+    name = resolve_project(project, name=deployment_name)
+    with connect(api_url) as client:
+        answer = client.set_limits(name, value)
+    if as_json:
+        print_json(answer)
+        return
     make_console().print(f"Project {name}: " + (f"at most {value} runs at once" if value else "no run limit"))

@@ -22,11 +22,12 @@ from datetime import datetime
 from typing import Any
 
 import click
+import msgspec
 from rich.console import Console
 from rich.json import JSON
 from rich.text import Text
 
-from ._sse import SseMessage
+from crewyard.client import Run, SseMessage
 
 RUN_TERMINAL = {"run.completed": "succeeded", "run.failed": "failed", "run.canceled": "canceled"}
 STATUS_STYLES = {
@@ -260,18 +261,13 @@ class RunView:
                 summary = Text(f"{event.type} {short(d)}", style="dim")
             self._branch(event, summary)
 
-    def finish_from_record(self, run: dict[str, Any]) -> None:
+    def finish_from_record(self, run: Run) -> None:
         """End the view from the run record when the stream closed without a terminal event."""
-        status = run.get("status")
-        if status == "succeeded":
-            self.show(
-                StreamEvent(
-                    "run.completed", {"duration_ms": run.get("duration_ms"), "output": run.get("output")}
-                )
-            )
-        elif status == "failed":
-            self.show(StreamEvent("run.failed", {"error_message": run.get("error_message")}))
-        elif status == "canceled":
+        if run.status == "succeeded":
+            self.show(StreamEvent("run.completed", {"duration_ms": run.duration_ms, "output": run.output}))
+        elif run.status == "failed":
+            self.show(StreamEvent("run.failed", {"error_message": run.error_message}))
+        elif run.status == "canceled":
             self.show(StreamEvent("run.canceled", {}))
 
     def _branch(self, event: StreamEvent, summary: Text) -> None:
@@ -300,8 +296,22 @@ def print_output(console: Console, output: Any) -> None:
 
 
 def print_json(data: Any) -> None:
-    """Raw JSON for ``--json``: no styling or wrapping, so it pipes into jq unchanged."""
-    click.echo(json.dumps(data, indent=2, ensure_ascii=False))
+    """The answer as JSON for ``--json`` (contract types as the API sends them): no styling or
+    wrapping, so it pipes into jq unchanged."""
+    click.echo(json.dumps(msgspec.to_builtins(data), indent=2, ensure_ascii=False))
+
+
+def print_ndjson_event(msg: SseMessage) -> None:
+    """One stream event as one JSON line for ``--json`` on a stream (NDJSON): the stored event as
+    the API sent it, plus its stream sequence as ``seq`` (give it to ``--after`` to resume)."""
+    try:
+        envelope = json.loads(msg.data)
+    except (ValueError, RecursionError):
+        envelope = {"type": msg.event, "data": msg.data}
+    if not isinstance(envelope, dict):
+        envelope = {"type": msg.event, "data": envelope}
+    seq = int(msg.id) if msg.id is not None and msg.id.isdigit() else None
+    click.echo(json.dumps({"seq": seq, **envelope}, ensure_ascii=False, separators=(",", ":")))
 
 
 def event_line(event: StreamEvent) -> Text:

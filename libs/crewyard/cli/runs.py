@@ -5,9 +5,8 @@
 
 from __future__ import annotations
 
-import uuid
 from contextlib import closing
-from typing import Any
+from typing import cast
 
 import click
 from rich import box
@@ -15,9 +14,11 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ._client import ApiClient, CliError, seg
-from ._options import api_option, json_option, parse_input, project_option, resolve_project
-from ._sse import EventStream
+from crewyard.client import Client, Run
+from crewyard.contract.runs import RunStatus
+
+from ._client import connect
+from ._options import api_option, json_option, name_option, parse_input, project_option, resolve_project
 from .render import (
     RunView,
     decode_event,
@@ -25,6 +26,7 @@ from .render import (
     local_time,
     make_console,
     print_json,
+    print_ndjson_event,
     print_output,
     status_text,
 )
@@ -36,6 +38,7 @@ RUN_STATUSES = ("pending", "running", "succeeded", "failed", "canceled")
 @click.command()
 @click.argument("deployment_id", required=False)
 @project_option
+@name_option
 @click.option(
     "--input",
     "-i",
@@ -58,58 +61,65 @@ RUN_STATUSES = ("pending", "running", "succeeded", "failed", "canceled")
     is_flag=True,
     help="With --stream: cancel the run when this command stops following it (Ctrl-C, lost connection).",
 )
+@json_option
 @api_option
 @click.pass_context
 def invoke(
     ctx: click.Context,
     deployment_id: str | None,
     project: str | None,
+    deployment_name: str | None,
     input_text: str,
     stream: bool,
     timeout: float | None,
     verbose: bool,
     cancel_on_disconnect: bool,
+    as_json: bool,
     api_url: str,
 ) -> None:
     """Start a run of a deployed crew.
 
-    Runs DEPLOYMENT_ID, or the project's current deployment when it is left out. Prints the run
-    id at once; with --stream, follows the run live and exits with 0 when it succeeded and 1 when
-    it failed or was canceled. Ctrl-C stops following (exit 130); the run keeps going.
+    Runs DEPLOYMENT_ID, or the project's current deployment when it is left out (-n picks the
+    project of one [deployments.NAME] of the config here). Prints the run id at once; with
+    --stream, follows the run live and exits with 0 when it succeeded and 1 when it failed or
+    was canceled. Ctrl-C stops following (exit 130); the run keeps going. With --json: the run
+    as JSON, or with --stream one JSON line per event.
 
     \b
     Examples:
       crewyard invoke --project research -i '{"topic": "AI agents"}' --stream
       crewyard invoke dep_01j9zq6m8k2v3w4x5y6z7a8b9c -i @input.json
+      crewyard invoke -n support-agent -i '{"question": "…"}' --stream --json | jq .type
     """
-    body: dict[str, Any] = {"input": parse_input(input_text)}
-    if deployment_id:
-        body["deployment_id"] = deployment_id
-    else:
-        body["project"] = resolve_project(project)
-    if timeout is not None:
-        body["timeout_s"] = timeout
+    payload = parse_input(input_text)
+    target = None if deployment_id else resolve_project(project, name=deployment_name)
     console = make_console()
-    with ApiClient(api_url) as client:
-        # One key per invocation: a retried POST after a lost answer finds the same run.
-        run = client.post_idempotent("/v1/runs", body, key=str(uuid.uuid4()))
-        run_id = run.get("run_id") or run.get("id")
-        if not isinstance(run_id, str):
-            raise CliError("the API accepted the run but did not say its run_id")
+    with connect(api_url) as client:
+        # One idempotency key per invocation: a retried POST after a lost answer finds the same run.
+        run = client.create_run(deployment_id=deployment_id, project=target, input=payload, timeout_s=timeout)
+        run_id = run.id
+        if as_json and not stream:
+            print_json(run)
+            return
         if not stream:
-            console.print(
-                Text.assemble("Run ", (run_id, "bold cyan"), " is ", status_text(run.get("status")))
-            )
+            console.print(Text.assemble("Run ", (run_id, "bold cyan"), " is ", status_text(run.status)))
             console.print(Text(f"  follow it:  crewyard runs events {run_id}", style="dim"))
             console.print(Text(f"  result:     crewyard runs get {run_id}", style="dim"))
             return
         ctx.exit(
-            follow_run(client, console, run_id, verbose=verbose, cancel_on_disconnect=cancel_on_disconnect)
+            follow_run(
+                client,
+                console,
+                run_id,
+                verbose=verbose,
+                cancel_on_disconnect=cancel_on_disconnect,
+                as_json=as_json,
+            )
         )
 
 
 def follow_run(
-    client: ApiClient,
+    client: Client,
     console: Console,
     run_id: str,
     *,
@@ -117,30 +127,34 @@ def follow_run(
     verbose: bool = False,
     logs_only: bool = False,
     cancel_on_disconnect: bool = False,
+    as_json: bool = False,
 ) -> int:
     """Render a run's events until its terminal event; the exit code for the command."""
     view = RunView(console, verbose=verbose, logs_only=logs_only)
-    path = f"/v1/runs/{seg(run_id)}"
+    final: list[Run] = []
 
     def run_is_over() -> bool:
         # The stream ended without a terminal event: trust the run record, not the connection.
-        run = client.call("GET", path)
-        if run.get("status") in FINAL_STATUSES:
-            view.finish_from_record(run)
+        run = client.get_run(run_id)
+        if run.status in FINAL_STATUSES:
+            final.append(run)
+            if not as_json:
+                view.finish_from_record(run)
             return True
         return False
 
-    query = "?cancel_on_disconnect=true" if cancel_on_disconnect else ""
-    events = EventStream(
-        client,
-        f"{path}/events{query}",
-        last_event_id=None if after is None else str(after),
-        on_eof=run_is_over,
-    )
+    events = client.run_events(run_id, after=after, cancel_on_disconnect=cancel_on_disconnect)
+    events.on_eof = run_is_over
     try:
         with closing(events.messages()) as messages:
             for msg in messages:
-                view.show(decode_event(msg))
+                event = decode_event(msg)
+                if as_json:
+                    if not logs_only or event.type == "log":
+                        print_ndjson_event(msg)
+                    view.outcome = _outcome(event.type) or view.outcome
+                else:
+                    view.show(event)
                 if view.outcome is not None:
                     break
     except KeyboardInterrupt:
@@ -153,7 +167,12 @@ def follow_run(
         return 130
     if logs_only:
         return 0
-    return 0 if view.outcome == "succeeded" else 1
+    outcome = view.outcome or (final[0].status if final else None)
+    return 0 if outcome == "succeeded" else 1
+
+
+def _outcome(event_type: str) -> str | None:
+    return {"run.completed": "succeeded", "run.failed": "failed", "run.canceled": "canceled"}.get(event_type)
 
 
 @click.group()
@@ -190,14 +209,14 @@ def list_runs(
     Example:
       crewyard runs list --project research --status failed --limit 5
     """
-    params = {"project": project, "status": status, "limit": limit, "cursor": cursor}
-    with ApiClient(api_url) as client:
-        page = client.call("GET", "/v1/runs", params=params)
+    with connect(api_url) as client:
+        wanted = cast(RunStatus | None, status)  # click.Choice(RUN_STATUSES) checked it
+        page = client.list_runs(project=project, status=wanted, limit=limit, cursor=cursor)
     if as_json:
         print_json(page)
         return
     console = make_console()
-    items = page.get("runs") or []
+    items = page.runs
     if not items:
         console.print("No runs match." if project or status or cursor else "No runs yet.")
         return
@@ -209,15 +228,15 @@ def list_runs(
     table.add_column("DURATION", justify="right")
     for run in items:
         table.add_row(
-            str(run.get("id") or run.get("run_id", "")),
-            str(run.get("project") or ""),
-            status_text(run.get("status")),
-            local_time(run.get("created_at")),
-            human_duration(run.get("duration_ms")),
+            run.id,
+            run.project,
+            status_text(run.status),
+            local_time(run.created_at),
+            human_duration(run.duration_ms),
         )
     console.print(table)
-    if page.get("next_cursor"):
-        console.print(Text(f"more: crewyard runs list --cursor {page['next_cursor']}", style="dim"))
+    if page.next_cursor:
+        console.print(Text(f"more: crewyard runs list --cursor {page.next_cursor}", style="dim"))
 
 
 @runs.command("get")
@@ -231,38 +250,36 @@ def get_run(run_id: str, as_json: bool, api_url: str) -> None:
     Example:
       crewyard runs get run_01j9zq6m8k2v3w4x5y6z7a8b9c --json
     """
-    with ApiClient(api_url) as client:
-        run = client.call("GET", f"/v1/runs/{seg(run_id)}")
+    with connect(api_url) as client:
+        run = client.get_run(run_id)
     if as_json:
         print_json(run)
         return
     console = make_console()
-    console.print(
-        Text.assemble((str(run.get("id", run_id)), "bold cyan"), "  ", status_text(run.get("status")))
-    )
+    console.print(Text.assemble((run.id, "bold cyan"), "  ", status_text(run.status)))
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="dim")
     grid.add_column()
     rows = [
-        ("project", run.get("project")),
-        ("deployment", run.get("deployment_id")),
-        ("created", local_time(run.get("created_at")) if run.get("created_at") else None),
-        ("started", local_time(run.get("started_at")) if run.get("started_at") else None),
-        ("completed", local_time(run.get("completed_at")) if run.get("completed_at") else None),
-        ("duration", human_duration(run.get("duration_ms")) or None),
+        ("project", run.project),
+        ("deployment", run.deployment_id),
+        ("created", local_time(run.created_at) if run.created_at else None),
+        ("started", local_time(run.started_at) if run.started_at else None),
+        ("completed", local_time(run.completed_at) if run.completed_at else None),
+        ("duration", human_duration(run.duration_ms) or None),
     ]
     for label, value in rows:
         if value:
             grid.add_row(label, Text(str(value)))
     console.print(grid)
-    if run.get("input") not in (None, {}):
+    if run.input:
         console.print(Text("input", style="dim"))
-        print_output(console, run["input"])
-    if run.get("output") is not None:
+        print_output(console, run.input)
+    if run.output is not None:
         console.print(Text("output", style="dim"))
-        print_output(console, run["output"])
-    if run.get("error_message"):
-        console.print(Text(f"error: {run['error_message']}", style="red"))
+        print_output(console, run.output)
+    if run.error_message:
+        console.print(Text(f"error: {run.error_message}", style="red"))
 
 
 @runs.command("events")
@@ -271,51 +288,60 @@ def get_run(run_id: str, as_json: bool, api_url: str) -> None:
     "--after", type=click.IntRange(min=0), metavar="SEQ", help="Only events after this sequence number."
 )
 @click.option("--verbose", "-v", is_flag=True, help="Show stack traces and every event type.")
+@json_option
 @api_option
 @click.pass_context
-def run_events(ctx: click.Context, run_id: str, after: int | None, verbose: bool, api_url: str) -> None:
+def run_events(
+    ctx: click.Context, run_id: str, after: int | None, verbose: bool, as_json: bool, api_url: str
+) -> None:
     """Show a run's events: its history first, then live until it ends.
 
-    Exits with 0 when the run succeeded, 1 when it failed or was canceled.
+    Exits with 0 when the run succeeded, 1 when it failed or was canceled. With --json: one
+    JSON object per line (each with its stream sequence, "seq").
 
     \b
     Example:
       crewyard runs events run_01j9zq6m8k2v3w4x5y6z7a8b9c
     """
-    with ApiClient(api_url) as client:
-        code = follow_run(client, make_console(), run_id, after=after, verbose=verbose)
+    with connect(api_url) as client:
+        code = follow_run(client, make_console(), run_id, after=after, verbose=verbose, as_json=as_json)
     ctx.exit(code)
 
 
 @runs.command("logs")
 @click.argument("run_id")
+@json_option
 @api_option
 @click.pass_context
-def run_logs(ctx: click.Context, run_id: str, api_url: str) -> None:
-    """Print only a run's log lines (following it until it ends).
+def run_logs(ctx: click.Context, run_id: str, as_json: bool, api_url: str) -> None:
+    """Print only a run's log lines (following it until it ends); --json: its log events as JSON lines.
 
     \b
     Example:
       crewyard runs logs run_01j9zq6m8k2v3w4x5y6z7a8b9c > run.log
     """
-    with ApiClient(api_url) as client:
-        code = follow_run(client, make_console(), run_id, logs_only=True)
+    with connect(api_url) as client:
+        code = follow_run(client, make_console(), run_id, logs_only=True, as_json=as_json)
     ctx.exit(code)
 
 
 @runs.command("cancel")
 @click.argument("run_id")
+@json_option
 @api_option
-def cancel_run(run_id: str, api_url: str) -> None:
+def cancel_run(run_id: str, as_json: bool, api_url: str) -> None:
     """Cancel a pending or running run.
 
     \b
     Example:
       crewyard runs cancel run_01j9zq6m8k2v3w4x5y6z7a8b9c
     """
-    with ApiClient(api_url) as client:
-        answer = client.call("POST", f"/v1/runs/{seg(run_id)}/cancel")
-    status = answer.get("status")
+    with connect(api_url) as client:
+        answer = client.cancel_run(run_id)
+    if as_json:
+        print_json(answer)
+        return
+    status = answer.status
     console = make_console()
     if status == "canceled":
         console.print(Text.assemble("⏹ ", (run_id, "cyan"), " canceled"))

@@ -1,10 +1,10 @@
 """The HTTP API's request and response types: msgspec Structs, no I/O.
 
 One module per resource family. The gateway takes and returns these types (Litestar decodes and
-validates request bodies into them and documents them in the OpenAPI schema); the CLI decodes
-answers into them. Errors are not here: every error is ``{"error": {"code", "message"}}``.
+validates request bodies into them and documents them in the OpenAPI schema); the client and the
+CLI decode answers into them. Every error is ``{"error": {"code", "message"}}`` (:mod:`.errors`).
 """
 
-from . import schedules, triggers, webhooks
+from . import deployments, errors, events, projects, runs, schedules, triggers, webhooks
 
-__all__ = ["schedules", "triggers", "webhooks"]
+__all__ = ["deployments", "errors", "events", "projects", "runs", "schedules", "triggers", "webhooks"]

@@ -1,0 +1,210 @@
+"""The asynchronous client: the same operations as :class:`crewyard.client.Client`, awaited."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterable, AsyncIterator
+from typing import Any
+
+import httpx
+
+from crewyard.contract.deployments import Deployment
+from crewyard.contract.projects import EnvChanged, EnvVar, LimitsSet, Project
+from crewyard.contract.runs import Artifact, CancelResult, Run, RunCreate, RunPage, RunStatus
+
+from . import _ops as ops
+from ._sse import AsyncEventStream
+from ._transport import DEFAULT_API, AsyncTransport
+
+_UPLOAD_TIMEOUT = httpx.Timeout(60.0, connect=5.0, write=300.0)
+_DOWNLOAD_TIMEOUT = httpx.Timeout(30.0, read=300.0)
+
+
+class AsyncClient:
+    """A typed asyncio client for the crewyard HTTP API.
+
+    >>> async with AsyncClient("http://127.0.0.1:8080") as api:
+    ...     run = await api.create_run(project="research", input={"topic": "AI"})
+    ...     async for message in api.run_events(run.id):
+    ...         print(message.decode().type)
+    """
+
+    def __init__(
+        self,
+        base_url: str = DEFAULT_API,
+        *,
+        api_key: str | None = None,
+        timeout: float = 30.0,
+        user_agent: str = "crewyard-client",
+    ) -> None:
+        self.transport = AsyncTransport(base_url, api_key=api_key, timeout=timeout, user_agent=user_agent)
+        self.base_url = self.transport.base_url
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self.transport.close()
+
+    async def _do(self, op: ops.Op) -> Any:
+        response = await self.transport.send(op.method, op.path, params=op.params, json=op.body)
+        return ops.decode(op, response.content)
+
+    # Runs
+
+    async def create_run(
+        self,
+        *,
+        deployment_id: str | None = None,
+        project: str | None = None,
+        input: dict[str, Any] | None = None,
+        timeout_s: float | None = None,
+        idempotency_key: str | None = None,
+    ) -> Run:
+        op = ops.create_run(
+            RunCreate(deployment_id=deployment_id, project=project, input=input or {}, timeout_s=timeout_s)
+        )
+        response = await self.transport.post_idempotent(
+            op.path, op.body, key=idempotency_key or str(uuid.uuid4())
+        )
+        run: Run = ops.decode(op, response.content)
+        return run
+
+    async def get_run(self, run_id: str) -> Run:
+        run: Run = await self._do(ops.get_run(run_id))
+        return run
+
+    async def list_runs(
+        self,
+        *,
+        project: str | None = None,
+        status: RunStatus | None = None,
+        limit: int = 20,
+        cursor: str | None = None,
+    ) -> RunPage:
+        page: RunPage = await self._do(ops.list_runs(project, status, limit, cursor))
+        return page
+
+    async def iter_runs(
+        self, *, project: str | None = None, status: RunStatus | None = None, page_size: int = 100
+    ) -> AsyncIterator[Run]:
+        cursor: str | None = None
+        while True:
+            page = await self.list_runs(project=project, status=status, limit=page_size, cursor=cursor)
+            for run in page.runs:
+                yield run
+            if not page.next_cursor:
+                return
+            cursor = page.next_cursor
+
+    async def cancel_run(self, run_id: str) -> CancelResult:
+        result: CancelResult = await self._do(ops.cancel_run(run_id))
+        return result
+
+    def run_events(
+        self, run_id: str, *, after: int | None = None, cancel_on_disconnect: bool = False
+    ) -> AsyncEventStream:
+        async def run_is_over() -> bool:
+            return (await self.get_run(run_id)).status in ops.FINAL_RUN_STATUSES
+
+        params = {"cancel_on_disconnect": "true"} if cancel_on_disconnect else None
+        return AsyncEventStream(
+            self.transport,
+            f"/v1/runs/{ops.seg(run_id)}/events",
+            last_event_id=None if after is None else str(after),
+            params=params,
+            on_eof=run_is_over,
+        )
+
+    async def list_artifacts(self, run_id: str) -> list[Artifact]:
+        artifacts: list[Artifact] = (await self._do(ops.list_artifacts(run_id))).artifacts
+        return artifacts
+
+    async def iter_artifact(self, run_id: str, name: str, *, offset: int = 0) -> AsyncIterator[bytes]:
+        headers = {"Range": f"bytes={offset}-"} if offset else None
+        async with self.transport.stream(
+            "GET", ops.artifact_path(run_id, name), headers=headers, timeout=_DOWNLOAD_TIMEOUT
+        ) as response:
+            async for chunk in response.aiter_bytes():
+                yield chunk
+
+    # Deployments
+
+    async def deploy(
+        self,
+        project: str,
+        archive: bytes | AsyncIterable[bytes],
+        *,
+        size: int | None = None,
+        name: str | None = None,
+    ) -> Deployment:
+        length = len(archive) if isinstance(archive, bytes) else size
+        headers = {"Content-Type": "application/gzip"}
+        if length is not None:
+            headers["Content-Length"] = str(length)
+        op = ops.Op("POST", ops.upload_path(project), Deployment, {"name": name})
+        async with self.transport.stream(
+            "POST", op.path, content=archive, params=op.params, headers=headers, timeout=_UPLOAD_TIMEOUT
+        ) as response:
+            await response.aread()
+        deployment: Deployment = ops.decode(op, response.content)
+        return deployment
+
+    async def get_deployment(self, deployment_id: str) -> Deployment:
+        deployment: Deployment = await self._do(ops.get_deployment(deployment_id))
+        return deployment
+
+    async def list_deployments(self, project: str) -> list[Deployment]:
+        deployments: list[Deployment] = (await self._do(ops.list_deployments(project))).deployments
+        return deployments
+
+    async def rollback(self, project: str, deployment_id: str) -> Deployment:
+        deployment: Deployment = await self._do(ops.rollback(project, deployment_id))
+        return deployment
+
+    def build_log(self, deployment_id: str, *, after: int | None = None) -> AsyncEventStream:
+        async def build_is_over() -> bool:
+            return (await self.get_deployment(deployment_id)).status in ops.FINAL_BUILD_STATUSES
+
+        return AsyncEventStream(
+            self.transport,
+            f"/v1/deployments/{ops.seg(deployment_id)}/build-log",
+            last_event_id=None if after is None else str(after),
+            on_eof=build_is_over,
+        )
+
+    # Projects, environment, limits
+
+    async def list_projects(self) -> list[Project]:
+        projects: list[Project] = (await self._do(ops.list_projects())).projects
+        return projects
+
+    async def get_project(self, name: str) -> Project:
+        project: Project = await self._do(ops.get_project(name))
+        return project
+
+    async def set_env(self, project: str, key: str, value: str) -> EnvChanged:
+        changed: EnvChanged = await self._do(ops.set_env(project, key, value))
+        return changed
+
+    async def list_env(self, project: str) -> list[EnvVar]:
+        env: list[EnvVar] = (await self._do(ops.list_env(project))).env
+        return env
+
+    async def unset_env(self, project: str, key: str) -> EnvChanged:
+        changed: EnvChanged = await self._do(ops.unset_env(project, key))
+        return changed
+
+    async def set_limits(self, project: str, max_concurrent_runs: int | None) -> LimitsSet:
+        limits: LimitsSet = await self._do(ops.set_limits(project, max_concurrent_runs))
+        return limits
+
+    def project_events(self, project: str, *, after: int | None = None) -> AsyncEventStream:
+        return AsyncEventStream(
+            self.transport,
+            f"/v1/projects/{ops.seg(project)}/events",
+            last_event_id=None if after is None else str(after),
+        )

@@ -1,0 +1,130 @@
+"""The API's operations as data (method, path, query, body, answer type), shared by the sync and
+the async client so that both say exactly the same thing to the server."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+from urllib.parse import quote
+
+import msgspec
+
+from crewyard.contract.deployments import Deployment, DeploymentList, Rollback
+from crewyard.contract.projects import EnvChanged, EnvList, EnvValue, Limits, LimitsSet, Project, ProjectList
+from crewyard.contract.runs import ArtifactList, CancelResult, Run, RunCreate, RunPage
+
+from ._errors import ClientError
+
+
+def seg(value: str) -> str:
+    """``value`` as one URL path segment: a project or key can never reach another route."""
+    return quote(value, safe="")
+
+
+class Op(NamedTuple):
+    method: str
+    path: str
+    answer: type[Any]
+    params: dict[str, Any] | None = None
+    body: Any = None
+    #: What an empty answer (204) means, for the operations a server may answer so.
+    empty: Any = None
+
+
+def encode(body: msgspec.Struct) -> Any:
+    """A request Struct as the JSON object to send (fields left at None are not sent)."""
+    return {k: v for k, v in msgspec.to_builtins(body).items() if v is not None}
+
+
+def decode(op: Op, content: bytes) -> Any:
+    if not content.strip() and op.empty is not None:
+        return op.empty
+    try:
+        return msgspec.json.decode(content or b"{}", type=op.answer)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise ClientError(
+            f"the API answered {op.method} {op.path} with something this client cannot read: {exc}"
+        ) from None
+
+
+def get_run(run_id: str) -> Op:
+    return Op("GET", f"/v1/runs/{seg(run_id)}", Run)
+
+
+def list_runs(project: str | None, status: str | None, limit: int, cursor: str | None) -> Op:
+    return Op(
+        "GET", "/v1/runs", RunPage, {"project": project, "status": status, "limit": limit, "cursor": cursor}
+    )
+
+
+def create_run(create: RunCreate) -> Op:
+    return Op("POST", "/v1/runs", Run, body=encode(create))
+
+
+def cancel_run(run_id: str) -> Op:
+    return Op("POST", f"/v1/runs/{seg(run_id)}/cancel", CancelResult)
+
+
+def list_artifacts(run_id: str) -> Op:
+    return Op("GET", f"/v1/runs/{seg(run_id)}/artifacts", ArtifactList)
+
+
+def artifact_path(run_id: str, name: str) -> str:
+    return f"/v1/runs/{seg(run_id)}/artifacts/{quote(name, safe='/')}"
+
+
+def get_deployment(dep_id: str) -> Op:
+    return Op("GET", f"/v1/deployments/{seg(dep_id)}", Deployment)
+
+
+def list_deployments(project: str) -> Op:
+    return Op("GET", f"/v1/projects/{seg(project)}/deployments", DeploymentList)
+
+
+def upload_path(project: str) -> str:
+    return f"/v1/projects/{seg(project)}/deployments"
+
+
+def rollback(project: str, deployment_id: str) -> Op:
+    return Op(
+        "POST",
+        f"/v1/projects/{seg(project)}/rollback",
+        Deployment,
+        body=encode(Rollback(deployment_id=deployment_id)),
+    )
+
+
+def list_projects() -> Op:
+    return Op("GET", "/v1/projects", ProjectList)
+
+
+def get_project(name: str) -> Op:
+    return Op("GET", f"/v1/projects/{seg(name)}", Project)
+
+
+def set_env(project: str, key: str, value: str) -> Op:
+    return Op(
+        "PUT", f"/v1/projects/{seg(project)}/env/{seg(key)}", EnvChanged, body=encode(EnvValue(value=value))
+    )
+
+
+def list_env(project: str) -> Op:
+    return Op("GET", f"/v1/projects/{seg(project)}/env", EnvList)
+
+
+def unset_env(project: str, key: str) -> Op:
+    path = f"/v1/projects/{seg(project)}/env/{seg(key)}"
+    return Op("DELETE", path, EnvChanged, empty=EnvChanged(key=key, project=project, deleted=True))
+
+
+def set_limits(project: str, max_concurrent_runs: int | None) -> Op:
+    # null is meaningful here (no limit): sent as is.
+    return Op(
+        "PUT",
+        f"/v1/projects/{seg(project)}/limits",
+        LimitsSet,
+        body=msgspec.to_builtins(Limits(max_concurrent_runs=max_concurrent_runs)),
+    )
+
+
+FINAL_RUN_STATUSES = frozenset({"succeeded", "failed", "canceled"})
+FINAL_BUILD_STATUSES = frozenset({"ready", "failed"})
