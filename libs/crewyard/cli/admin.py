@@ -10,6 +10,7 @@ platform quietly (exit 130).
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -141,7 +142,8 @@ def projector() -> None:
 @projector.command("rebuild")
 @data_dir_option
 @nats_option
-def rebuild(data_dir: Path | None, nats_url: str | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help='Print {"events": N} instead of a sentence.')
+def rebuild(data_dir: Path | None, nats_url: str | None, as_json: bool) -> None:
     """Rebuild the read model by replaying the event stream from the start.
 
     \b
@@ -152,6 +154,9 @@ def rebuild(data_dir: Path | None, nats_url: str | None) -> None:
     from crewyard import platform
 
     count = _run(lambda: platform.rebuild_projection(settings))
+    if as_json:
+        click.echo(json.dumps({"events": count}))
+        return
     make_console().print(Text.assemble(("✓ ", "green"), f"read model rebuilt from {count} events"))
 
 
@@ -159,8 +164,9 @@ def rebuild(data_dir: Path | None, nats_url: str | None) -> None:
 @click.option(
     "--docker-host", metavar="URL", help="Container engine to check, e.g. unix:///run/podman/podman.sock."
 )
+@click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
 @click.pass_context
-def doctor(ctx: click.Context, docker_host: str | None) -> None:
+def doctor(ctx: click.Context, docker_host: str | None, as_json: bool) -> None:
     """Check which run isolation backends work on this machine, and which Pythons crews can use.
 
     \b
@@ -172,6 +178,20 @@ def doctor(ctx: click.Context, docker_host: str | None) -> None:
 
     with _platform_errors():
         results = list(check(settings))
+    from crewyard.environments import pythons
+
+    found = pythons.available()
+    if as_json:
+        backends = [{"name": i.name, "usable": i.usable, "reason": i.reason} for i in results]
+        click.echo(
+            json.dumps(
+                {
+                    "backends": backends,
+                    "pythons": [{"version": i.version, "path": str(i.path)} for i in found],
+                }
+            )
+        )
+        ctx.exit(0 if any(item.usable for item in results) else 1)
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
     table.add_column("BACKEND", style="bold")
     table.add_column("USABLE")
@@ -184,9 +204,6 @@ def doctor(ctx: click.Context, docker_host: str | None) -> None:
         )
     console = make_console()
     console.print(table)
-    from crewyard.environments import pythons
-
-    found = pythons.available()
     console.print(
         'Pythons for crews (python = "X.Y" in the crew\'s config; the docker backend uses its'
         " base image's): " + (", ".join(f"{i.version} ({i.path})" for i in found) or "none found")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import sys
 from pathlib import Path
@@ -26,6 +27,7 @@ _ENTRYPOINT_RE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 )
 @click.option("--force", is_flag=True, help="Overwrite an existing crewyard.toml.")
 @click.option("--no-input", is_flag=True, help="Never prompt; fail when something cannot be detected.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON (implies --no-input).")
 def init(
     path: Path,
     framework: str | None,
@@ -33,6 +35,7 @@ def init(
     python_version: str | None,
     force: bool,
     no_input: bool,
+    as_json: bool,
 ) -> None:
     """Write crewyard.toml for the crew in PATH (default: here).
 
@@ -47,7 +50,8 @@ def init(
     from crewyard.core.crewfile import CONFIG_FILES, FRAMEWORKS, CrewConfigError, parse
     from crewyard.core.detect import detect, render_config
 
-    console = make_console()
+    console = make_console(stderr=as_json)
+    no_input = no_input or as_json
     existing = [name for name in CONFIG_FILES if (path / name).exists()]
     if existing and not force:
         if existing[0] == "crewship.toml":
@@ -94,6 +98,15 @@ def init(
         target.write_text(text, encoding="utf-8")
     except OSError as exc:
         raise CliError(f"cannot write {target}: {exc.strerror or exc}") from None
+    if as_json:
+        written = {
+            "path": str(target),
+            "framework": framework,
+            "entrypoint": entrypoint,
+            "python": python_version,
+        }
+        click.echo(json.dumps(written))
+        return
     console.print(Text.assemble(("✓ ", "green"), f"wrote {target}"))
     console.print(
         Text(
