@@ -10,9 +10,7 @@ import pytest
 from click.testing import CliRunner, Result
 
 from crewyard.cli import cli
-from crewyard.testing.fakeapi import DROP, FakeApi, Reply, Request, Sse, envelope, serve
-
-__all__ = ["DROP", "FakeApi", "Reply", "Request", "Sse", "envelope"]
+from crewyard.testing.fakeapi import FakeApi, serve
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import io
 import tarfile
 from pathlib import Path
 
-from conftest import FakeApi, Reply, Sse
+from crewyard.testing.fakeapi import FakeApi, Reply, Sse
 
 
 def _crew(root: Path, config: str) -> Path:

@@ -7,9 +7,8 @@ import signal
 import threading
 import time
 
-from conftest import FakeApi, Reply, Sse
-
 from crewyard.client import SseMessage, SseParser
+from crewyard.testing.fakeapi import FakeApi, Reply, Sse
 
 RUN = "run_01j9zq6m8k2v3w4x5y6z7a8b9c"
 

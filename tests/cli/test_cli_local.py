@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import FakeApi, Reply
 
 import crewyard
+from crewyard.testing.fakeapi import FakeApi, Reply
 
 
 @pytest.fixture

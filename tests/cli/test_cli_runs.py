@@ -7,7 +7,7 @@ import re
 import uuid
 from pathlib import Path
 
-from conftest import DROP, FakeApi, Reply, Sse
+from crewyard.testing.fakeapi import DROP, FakeApi, Reply, Sse
 
 RUN = "run_01j9zq6m8k2v3w4x5y6z7a8b9c"
 RUN_PATH = f"/v1/runs/{RUN}"

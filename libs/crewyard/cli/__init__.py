@@ -1,6 +1,6 @@
 """The ``crewyard`` command line: deploy crews, run them, follow their events, fetch their files.
 
-Layout: :mod:`._client` (HTTP and error translation), :mod:`._sse` (resumable event streams),
+Layout: :mod:`._client` (the typed client of :mod:`crewyard.client`, and CliError),
 :mod:`.render` (how events look), one module per command family. The CLI talks to the platform
 only through the HTTP API, except the commands that run the platform itself (:mod:`.admin`).
 

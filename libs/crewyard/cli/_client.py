@@ -15,7 +15,7 @@ import click
 
 from crewyard.client import DEFAULT_API, Client, seg
 
-__all__ = ["DEFAULT_API", "CliError", "connect", "seg"]
+__all__ = ["DEFAULT_API", "ApiClient", "CliError", "connect", "seg"]
 
 
 class CliError(click.ClickException):
@@ -31,6 +31,12 @@ class CliError(click.ClickException):
         click.echo(click.style(f"error: {self.format_message()}", fg="red"), err=True, file=file)
 
 
-def connect(api_url: str) -> Client:
+class ApiClient(Client):
     """The client for ``--api`` (auth from ``CREWYARD_API_KEY`` when set)."""
-    return Client(api_url, user_agent="crewyard-cli")
+
+    def __init__(self, api_url: str) -> None:
+        super().__init__(api_url, user_agent="crewyard-cli")
+
+
+def connect(api_url: str) -> ApiClient:
+    return ApiClient(api_url)

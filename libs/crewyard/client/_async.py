@@ -53,6 +53,13 @@ class AsyncClient:
         response = await self.transport.send(op.method, op.path, params=op.params, json=op.body)
         return ops.decode(op, response.content)
 
+    async def call(
+        self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Any route, answered with a JSON object (see :meth:`crewyard.client.Client.call`)."""
+        response = await self.transport.send(method, path, json=json, params=params)
+        return ops.json_object(method, path, response.content)
+
     # Runs
 
     async def create_run(

@@ -46,6 +46,19 @@ def decode(op: Op, content: bytes) -> Any:
         ) from None
 
 
+def json_object(method: str, path: str, content: bytes) -> dict[str, Any]:
+    """An answer that must be a JSON object (an empty one, e.g. a 204, reads as ``{}``)."""
+    if not content.strip():
+        return {}
+    try:
+        value = msgspec.json.decode(content)
+    except msgspec.DecodeError:
+        value = None
+    if not isinstance(value, dict):
+        raise ClientError(f"the API answered {method} {path} with no JSON object")
+    return value
+
+
 def get_run(run_id: str) -> Op:
     return Op("GET", f"/v1/runs/{seg(run_id)}", Run)
 

@@ -56,6 +56,14 @@ class Client:
         response = self.transport.send(op.method, op.path, params=op.params, json=op.body)
         return ops.decode(op, response.content)
 
+    def call(
+        self, method: str, path: str, *, json: Any = None, params: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
+        """Any route, answered with a JSON object (decode it with ``msgspec.convert`` into a
+        :mod:`crewyard.contract` type); for routes this client has no method for yet."""
+        response = self.transport.send(method, path, json=json, params=params)
+        return ops.json_object(method, path, response.content)
+
     # Runs
 
     def create_run(
