@@ -144,7 +144,8 @@ async def _run_all(names: tuple[str, ...], settings: Settings, stop: asyncio.Eve
                 raise t.exception()  # type: ignore[misc]
     finally:
         stop.set()
-        await asyncio.wait(tasks, timeout=settings.cancel_grace_s + 15)
+        # A runner drains (runner_drain_s), then gives what is left its cancel grace period.
+        await asyncio.wait(tasks, timeout=settings.runner_drain_s + settings.cancel_grace_s + 20)
 
 
 async def _as_coro(run: Callable[[], Awaitable[None]]) -> None:

@@ -42,6 +42,8 @@ class Settings(msgspec.Struct, kw_only=True):
     #: Empty: the runner makes one and keeps it in its data dir (``runner/identity.py``).
     runner_id: str = ""
     cancel_grace_s: float = 10.0
+    #: A stopping runner (SIGTERM) lets its runs finish this long, then hands the rest back.
+    runner_drain_s: float = 30.0
     #: How long a run's message may go unacknowledged before the broker hands it out again.
     runner_ack_wait_s: float = 30.0
     #: A runner that cannot renew its lease for this long stops its runs; a runner silent for
@@ -131,6 +133,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "CREWYARD_RUNNER_CONCURRENCY": ("runner_concurrency", int),
     "CREWYARD_RUNNER_ID": ("runner_id", str),
     "CREWYARD_CANCEL_GRACE": ("cancel_grace_s", float),
+    "CREWYARD_RUNNER_DRAIN": ("runner_drain_s", float),
     "CREWYARD_RUNNER_ACK_WAIT": ("runner_ack_wait_s", float),
     "CREWYARD_RUNNER_LEASE": ("runner_lease_s", float),
     "CREWYARD_RETRY_MAX_ATTEMPTS": ("retry_max_attempts", int),

@@ -1,10 +1,13 @@
 """The attempts this runner is executing, and how they are stopped early.
 
 A cancel request (``run.cancel_requested``, followed from the stream by every runner) ends an
-attempt with its grace period. Two more things end one, at once: our lease ran out (we could not reach the
-broker for ``lease - interval``: someone may soon take the run over) and the run's own events
-say it moved on without us (another runner declared the attempt lost and started a new one).
-Either way the crew is killed at once and the attempt records no outcome.
+attempt with its grace period, and so does a runner that is stopping (SIGTERM) once its drain
+time is up: that attempt is handed back — the run is retried by another runner, an
+infrastructure event, never recorded as canceled. Two more things end one, at once: our lease
+ran out (we could not reach the broker for ``lease - interval``: someone may soon take the run
+over) and the run's own events say it moved on without us (another runner declared the attempt
+lost and started a new one). Either way the crew is killed at once and the attempt records no
+outcome.
 """
 
 from __future__ import annotations
@@ -29,9 +32,17 @@ class Attempt:
         self.run_id, self.project = run_id, project
         self.number = 0  # the attempt's number in run.started
         self.started_seq = 0  # stream sequence of our run.started
-        self.cancel = asyncio.Event()  # a user asked: end it with its grace period
+        self.cancel = asyncio.Event()  # a user asked (or hand_back): end it with its grace period
         self.fenced = asyncio.Event()  # not ours any more: killed at once, records nothing
+        self.handed_back = False  # our runner is stopping: the run goes to another runner
         self._handle: RunHandle | None = None
+
+    def hand_back(self) -> None:
+        """End the attempt with its grace period so that another runner retries the run. A
+        user's cancel that came first still wins (the attempt ends as canceled)."""
+        if not self.cancel.is_set():
+            self.handed_back = True
+            self.cancel.set()
 
     async def started(self, handle: RunHandle) -> None:
         self._handle = handle

@@ -43,6 +43,28 @@ log = logging.getLogger("crewyard.runner")
 WAITING_FOR_SLOT_DELAY = 1.0
 
 
+async def _free_slot(free: asyncio.Semaphore, stop: asyncio.Event) -> bool:
+    """Wait for a free slot; False (and no slot taken) once ``stop`` is set — a runner whose slots
+    are all busy must still notice that it is asked to stop."""
+    if stop.is_set():
+        return False
+    acquire = asyncio.create_task(free.acquire())
+    stopping = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait({acquire, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if acquire in done:
+        if stop.is_set():
+            free.release()
+            return False
+        return True
+    acquire.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await acquire
+    if acquire.done() and not acquire.cancelled():
+        free.release()  # it was granted while being cancelled
+    return False
+
+
 class Runner:
     def __init__(
         self,
@@ -85,8 +107,7 @@ class Runner:
         fencer = asyncio.create_task(fence_when_silent(self.liveness, self.active))
         free = asyncio.Semaphore(self.settings.runner_concurrency)
         try:
-            while not stop.is_set():
-                await free.acquire()
+            while await _free_slot(free, stop):
                 if not self.liveness.fresh():  # no new work without a lease: see liveness.py
                     free.release()
                     await asyncio.sleep(min(1.0, self.liveness.interval_s))
@@ -103,16 +124,34 @@ class Runner:
                 task.add_done_callback(self._tasks.discard)
                 task.add_done_callback(lambda _t: free.release())
         finally:
+            # Draining: no new work; cancel requests and the lease keep being followed while the
+            # runs we hold get their chance to finish.
+            await self._drain()
             listener.cancel()
-            for attempt in self.active.values():
-                attempt.cancel.set()
-            if self._tasks:
-                await asyncio.wait(self._tasks, timeout=self.settings.cancel_grace_s + 20)
             beat.cancel()
             fencer.cancel()
             if not self.liveness.runs:
                 await self.liveness.close()
             self.identity.release()
+
+    async def _drain(self) -> None:
+        """Let running attempts finish for up to ``runner_drain_s``, then hand the rest back:
+        their crews get the cancel grace period and their runs are retried elsewhere."""
+        if not self._tasks:
+            return
+        log.warning(
+            "runner %s stopping: waiting up to %gs for %d run(s)",
+            self.runner_id,
+            self.settings.runner_drain_s,
+            len(self.active),
+        )
+        _, pending = await asyncio.wait(self._tasks, timeout=self.settings.runner_drain_s)
+        if not pending:
+            return
+        for attempt in list(self.active.values()):
+            log.warning("handing run %s back: it is retried by another runner", attempt.run_id)
+            attempt.hand_back()
+        await asyncio.wait(self._tasks, timeout=self.settings.cancel_grace_s + 20)
 
     async def _guarded(self, item: WorkItem) -> None:
         try:
@@ -344,6 +383,9 @@ class Runner:
         if attempt.fenced.is_set():
             await self._fenced(item, state, handle, emitter, attempt)
             return
+        if attempt.handed_back:
+            await self._handed_back(item, state, handle, emitter, attempt)
+            return
         over = await self._collect(handle, spec, emitter)
         payload = decide_outcome(
             outcome=outcome,
@@ -375,6 +417,20 @@ class Runner:
         silent, lease = self.liveness.silent_for(), self.liveness.lease_s
         message = f"Runner {self.runner_id} lost its lease (no event store for {silent:.0f}s of {lease:g}s)"
         await self._retry_or_fail(item, state, "runner_lost", message, attempt.number)
+
+    async def _handed_back(
+        self, item: WorkItem, state: rs.RunState, handle: RunHandle, emitter: Emitter, attempt: Attempt
+    ) -> None:
+        """Our runner is stopping and the run did not end in time: the attempt records no outcome
+        and the run is retried (by another runner) per the retry policy."""
+        with contextlib.suppress(BackendError):
+            await handle.remove()
+        await emitter.log(
+            f"runner {self.runner_id} is stopping: the run is handed to another runner", "warning"
+        )
+        await emitter.flush()
+        message = f"Runner {self.runner_id} stopped before the run ended; the run was handed back"
+        await self._retry_or_fail(item, state, "runner_stopped", message, attempt.number)
 
     async def _collect(self, handle: RunHandle, spec: RunSpec, emitter: Emitter) -> list[str]:
         """Store what the run wrote (also after failure or cancel); returns files over a limit."""

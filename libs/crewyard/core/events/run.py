@@ -40,7 +40,8 @@ class RunFailed(Payload, frozen=True, kw_only=True):
     TYPE = "run.failed"
     AGGREGATE = "run"
     error_message: str
-    reason: str = "crew_error"  # crew_error | timeout | out_of_memory | runner_lost | infrastructure | limit
+    #: crew_error | timeout | out_of_memory | runner_lost | runner_stopped | infrastructure | limit
+    reason: str = "crew_error"
     error_type: str | None = None
     stack_trace: str | None = None
     duration_ms: Count = 0
