@@ -58,26 +58,28 @@ class OutOfBounds(CrewyardError, ValueError):
 
 def check_json(value: Any, what: str = "value", max_depth: int = MAX_JSON_DEPTH) -> None:
     """Raise :class:`OutOfBounds` if ``value`` nests deeper than ``max_depth`` or holds an integer
-    that does not fit in 64 bits. Iterative, so any depth is measured without recursing."""
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if isinstance(node, dict):
-            items: Any = node.values()
-        elif isinstance(node, list | tuple):
-            items = node
-        else:
-            _check_scalar(node, what)
-            continue
-        if depth > max_depth:
-            raise OutOfBounds(f"{what} is nested deeper than {max_depth} levels")
-        for item in items:
-            if isinstance(item, dict | list | tuple):
-                stack.append((item, depth + 1))
-            elif type(item) is int:
-                _check_scalar(item, what)
-
-
-def _check_scalar(node: Any, what: str) -> None:
-    if type(node) is int and not INT_MIN <= node <= INT_MAX:
-        raise OutOfBounds(f"{what} holds an integer that does not fit in 64 bits")
+    that does not fit in 64 bits. Walks level by level (no recursion, so any depth is measured);
+    meant for decoded JSON (plain dicts and lists), where it costs about as much as decoding."""
+    level, depth = [value], 0
+    while level:
+        depth += 1
+        deeper: list[Any] = []
+        for node in level:
+            kind = type(node)
+            if kind is dict:
+                items = node.values()
+            elif kind is list or kind is tuple:
+                items = node
+            else:
+                if kind is int and not INT_MIN <= node <= INT_MAX:
+                    raise OutOfBounds(f"{what} holds an integer that does not fit in 64 bits")
+                continue
+            if depth > max_depth:
+                raise OutOfBounds(f"{what} is nested deeper than {max_depth} levels")
+            for item in items:
+                kind = type(item)
+                if kind is dict or kind is list or kind is tuple:
+                    deeper.append(item)
+                elif kind is int and not INT_MIN <= item <= INT_MAX:
+                    raise OutOfBounds(f"{what} holds an integer that does not fit in 64 bits")
+        level = deeper
