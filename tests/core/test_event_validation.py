@@ -84,6 +84,11 @@ def test_a_plain_event_decodes():
         _raw(version="99999999999999999999999"),
         _raw(type_="run.exploded"),
         _raw(
+            type_="deployment.created",
+            aggregate='"deployment"',
+            data='{"source_digest":"sha256-' + "0" * 64 + '","source_size":1,"config":{"entrypoint":5}}',
+        ),
+        _raw(
             type_="project.limits_set",
             aggregate='"project"',
             data='{"max_concurrent_runs":1' + "0" * 30 + "}",

@@ -53,7 +53,12 @@ async def test_poison_is_set_aside_live_and_rebuild_gives_the_same_read_model(st
         return await store.append(event)
 
     await append(ProjectCreated(name=project), project)
-    await append(DeploymentCreated(source_digest="sha256-" + "0" * 64, source_size=1, config={}), dep)
+    await append(
+        DeploymentCreated(
+            source_digest="sha256-" + "0" * 64, source_size=1, config={"entrypoint": "crew:run"}
+        ),
+        dep,
+    )
     await append(DeploymentReady(env_digest="e", backend="venv"), dep)
     await append(RunQueued(deployment_id=dep, input={"x": 1}), run)
     for subject, data in poison(store.prefix, project, run, other):

@@ -56,6 +56,16 @@ def poison(prefix: str, project: str, run_id: str, other_run_id: str) -> list[tu
             f"{proj}.project.limits_set",
             _envelope("project.limits_set", "project", project, '{"max_concurrent_runs":1' + "0" * 40 + "}"),
         ),
+        # A deployment whose config no builder or runner could read (for the builder's queue).
+        (
+            f"{prefix}.{project}.deployment.dep_poison.deployment.created",
+            _envelope(
+                "deployment.created",
+                "deployment",
+                "dep_poison",
+                '{"source_digest":"sha256-' + "0" * 64 + '","source_size":1,"config":{"entrypoint":5}}',
+            ),
+        ),
         (f"{prefix}.garbage", b"garbage"),
         (f"{prefix}.{project}.run", b"{}"),
     ]

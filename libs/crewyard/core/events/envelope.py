@@ -28,10 +28,11 @@ import msgspec
 from crewyard.errors import CrewyardError
 
 from ..bounds import OutOfBounds, check_json
+from ..crewfile import CrewConfig
 from ..subjects import PROJECT_PATTERN, TOKEN_PATTERN
 from ._base import Payload
 from .activity import ACTIVITY_EVENTS
-from .deployment import DEPLOYMENT_EVENTS
+from .deployment import DEPLOYMENT_EVENTS, DeploymentCreated
 from .project import PROJECT_EVENTS
 from .run import RUN_EVENTS
 from .schedule import SCHEDULE_EVENTS
@@ -142,6 +143,17 @@ def _free_form(cls: type[Payload]) -> tuple[str, ...]:
 _FREE_FORM = {t: _free_form(cls) for t, cls in PAYLOAD_TYPES.items()}
 
 
+def _config_is_a_crew_config(payload: Payload) -> None:
+    """Builders and runners read a deployment's config as a ``CrewConfig``: one that does not
+    convert would fail every delivery of every run of it."""
+    assert isinstance(payload, DeploymentCreated)
+    msgspec.convert(payload.config, CrewConfig)
+
+
+#: Checks beyond the payload's own type, per event type (raising msgspec.ValidationError).
+_EXTRA_CHECKS: dict[str, Callable[[Payload], None]] = {DeploymentCreated.TYPE: _config_is_a_crew_config}
+
+
 def make_event(
     payload: Payload,
     *,
@@ -220,6 +232,9 @@ def _decode(raw: bytes) -> Event:
         payload = msgspec.convert(data, cls)
     for name in _FREE_FORM[env.type]:
         check_json(getattr(payload, name), f"{env.type} {name}")
+    extra = _EXTRA_CHECKS.get(env.type)
+    if extra is not None:
+        extra(payload)
     return Event(
         id=env.id,
         type=env.type,
