@@ -19,7 +19,7 @@ from typing import Any
 import uvicorn
 from rich.console import Console
 
-from crewyard import datadir
+from crewyard import datadir, logs
 from crewyard.eventstore import EventStore, connect, ensure_stream
 from crewyard.natsserver import EmbeddedNats
 from crewyard.objects import ObjectStore, open_store
@@ -164,8 +164,7 @@ async def up(settings: Settings, *, embedded_nats: bool = True, stop: asyncio.Ev
     """Everything on one machine: embedded nats-server, the services, SQLite, object store."""
     stop = stop or asyncio.Event()
     _stop_on_signals(stop)
-    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    logging.getLogger("httpx").setLevel(logging.WARNING)
+    logs.configure(settings.log_level or "warning", settings.log_format)
     datadir.secure(settings.data_dir)
     if "CREWYARD_WEBHOOK_TARGETS" not in os.environ:
         settings.webhook_targets = "private"  # one machine: receivers on it or its network are fine
@@ -214,7 +213,7 @@ async def run_service(name: str, settings: Settings, *, stop: asyncio.Event | No
     """One service alone, against the NATS at ``settings.nats_url`` (many processes, many machines)."""
     stop = stop or asyncio.Event()
     _stop_on_signals(stop)
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+    logs.configure(settings.log_level or "info", settings.log_format)
     if name not in SERVICES:
         raise ValueError(f"unknown service {name!r}; choose one of {', '.join(SERVICES)}")
     datadir.secure(settings.data_dir)

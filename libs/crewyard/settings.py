@@ -15,6 +15,7 @@ import msgspec
 from crewyard.archive import ArchiveLimits
 from crewyard.errors import CrewyardError
 from crewyard.eventstore import StreamSettings
+from crewyard.logs import FORMATS, LEVELS
 
 
 class SettingsError(CrewyardError, ValueError):
@@ -62,6 +63,10 @@ class Settings(msgspec.Struct, kw_only=True):
     s3_access_key: str | None = None
     s3_secret_key: str | None = None
     s3_secure: bool = True
+    #: Log level (debug | info | warning | error; empty: info for one service, warning for ``up``)
+    #: and format (text | json: one JSON object per line with run and deployment ids).
+    log_level: str = ""
+    log_format: str = "text"
     #: Seconds between SSE keep-alive comments on a quiet stream (proxies close idle connections).
     sse_ping_s: float = 15.0
     #: Outgoing webhooks: ``public`` targets only, or also ``private`` and loopback addresses
@@ -148,6 +153,8 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "CREWYARD_S3_SECRET_KEY": ("s3_secret_key", str),
     "CREWYARD_S3_SECURE": ("s3_secure", _flag),
     "CREWYARD_SSE_PING": ("sse_ping_s", float),
+    "CREWYARD_LOG_LEVEL": ("log_level", str),
+    "CREWYARD_LOG_FORMAT": ("log_format", str),
     "CREWYARD_WEBHOOK_TARGETS": ("webhook_targets", str),
     "CREWYARD_WEBHOOK_TIMEOUT": ("webhook_timeout_s", float),
     "CREWYARD_WEBHOOK_RETRY_BASE": ("webhook_retry_base_s", float),
@@ -205,6 +212,14 @@ def load(data_dir: Path | str | None = None, **overrides: Any) -> Settings:
     limits = (settings.upload_limit_bytes, settings.unpacked_limit_bytes, settings.upload_max_file_bytes)
     if min(limits) < 1 or settings.upload_max_files < 1:
         raise SettingsError("upload limits (CREWYARD_UPLOAD_*, CREWYARD_UNPACKED_LIMIT) must be at least 1")
+    if settings.log_level and settings.log_level.lower() not in LEVELS:
+        raise SettingsError(
+            f"CREWYARD_LOG_LEVEL must be one of {', '.join(LEVELS)}, got {settings.log_level!r}"
+        )
+    if settings.log_format not in FORMATS:
+        raise SettingsError(f"CREWYARD_LOG_FORMAT must be text or json, got {settings.log_format!r}")
+    if settings.runner_drain_s < 0:
+        raise SettingsError("CREWYARD_RUNNER_DRAIN must not be negative")
     if settings.runner_concurrency < 1:
         raise SettingsError("CREWYARD_RUNNER_CONCURRENCY must be at least 1")
     _check_outbound(settings)

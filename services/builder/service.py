@@ -16,6 +16,7 @@ import time
 
 import msgspec
 
+from crewyard import logs
 from crewyard.core import subjects
 from crewyard.core.crewfile import CrewConfig
 from crewyard.core.deployment_state import BUILDING, fold_deployment
@@ -83,7 +84,10 @@ class Builder:
 
     async def _handle(self, item: WorkItem) -> None:
         created = item.event.decode().event
-        dep_id, project = created.aggregate_id, created.project
+        with logs.bind(deployment_id=created.aggregate_id, project=created.project):
+            await self._build(item, created.aggregate_id, created.project)
+
+    async def _build(self, item: WorkItem, dep_id: str, project: str) -> None:
         state = fold_deployment(dep_id, await self.store.load(project, "deployment", dep_id))
         if not state.exists:  # the message is the deployment's first event: a stale read
             await item.nak(delay=1.0)

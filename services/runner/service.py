@@ -18,11 +18,12 @@ import time
 
 import msgspec
 
+from crewyard import logs
 from crewyard.core import run_state as rs
 from crewyard.core import subjects
 from crewyard.core.crewfile import CrewConfig
 from crewyard.core.deployment_state import READY, DeploymentState, fold_deployment, fold_project
-from crewyard.core.events import RunCanceled, RunFailed, RunRetrying, make_event
+from crewyard.core.events import RunCanceled, RunFailed, RunQueued, RunRetrying, make_event
 from crewyard.core.ids import new_id
 from crewyard.environments import ArchiveCorrupt, BuildFailed, EnvironmentStore
 from crewyard.eventstore import ConcurrencyConflict, EventStore, StoreUnavailable, WorkItem, WorkQueue
@@ -165,7 +166,11 @@ class Runner:
 
     async def _handle(self, item: WorkItem) -> None:
         queued = item.event.decode().event
-        run_id, project = queued.aggregate_id, queued.project
+        deployment_id = queued.data.deployment_id if isinstance(queued.data, RunQueued) else None
+        with logs.bind(run_id=queued.aggregate_id, project=queued.project, deployment_id=deployment_id):
+            await self._take(item, queued.aggregate_id, queued.project)
+
+    async def _take(self, item: WorkItem, run_id: str, project: str) -> None:
         for _ in range(5):
             state = rs.fold(run_id, await self.store.load(project, "run", run_id))
             if not state.exists:  # the message is the run's first event: a read that misses it is stale

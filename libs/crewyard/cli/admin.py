@@ -49,6 +49,18 @@ port_option = click.option(
 host_option = click.option(
     "--host", metavar="HOST", help="Interface the API listens on (default: 127.0.0.1)."
 )
+log_level_option = click.option(
+    "--log-level",
+    type=click.Choice(("debug", "info", "warning", "error")),
+    envvar="CREWYARD_LOG_LEVEL",
+    help="How much the platform logs (default: warning for up and demo, info for service).",
+)
+json_logs_option = click.option(
+    "--json",
+    "json_logs",
+    is_flag=True,
+    help="Log JSON lines with run and deployment ids instead of text (CREWYARD_LOG_FORMAT=json).",
+)
 backend_option = click.option(
     "--backend",
     type=click.Choice(BACKENDS),
@@ -73,6 +85,10 @@ def _load_settings(data_dir: Path | None, **overrides: Any) -> Settings:
         return load(data_dir, **overrides)
 
 
+def _logging(level: str | None, json_logs: bool) -> dict[str, Any]:
+    return {"log_level": level, "log_format": "json" if json_logs else None}
+
+
 def _run(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
     with _platform_errors():
         return asyncio.run(main())
@@ -84,8 +100,16 @@ def _run(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
 @host_option
 @backend_option
 @nats_option
+@log_level_option
+@json_logs_option
 def up(
-    data_dir: Path | None, port: int | None, host: str | None, backend: str | None, nats_url: str | None
+    data_dir: Path | None,
+    port: int | None,
+    host: str | None,
+    backend: str | None,
+    nats_url: str | None,
+    log_level: str | None,
+    json_logs: bool,
 ) -> None:
     """Start the whole platform on this machine (NATS, services, API) until Ctrl-C.
 
@@ -96,7 +120,9 @@ def up(
       crewyard up
       crewyard up --data-dir /srv/crewyard --port 9000 --host 0.0.0.0 --backend bwrap
     """
-    settings = _load_settings(data_dir, port=port, host=host, backend=backend, nats_url=nats_url)
+    settings = _load_settings(
+        data_dir, port=port, host=host, backend=backend, nats_url=nats_url, **_logging(log_level, json_logs)
+    )
     from crewyard import platform
 
     _run(lambda: platform.up(settings, embedded_nats=not nats_url))
@@ -109,6 +135,8 @@ def up(
 @port_option
 @host_option
 @backend_option
+@log_level_option
+@json_logs_option
 def service(
     name: str,
     nats_url: str | None,
@@ -116,6 +144,8 @@ def service(
     port: int | None,
     host: str | None,
     backend: str | None,
+    log_level: str | None,
+    json_logs: bool,
 ) -> None:
     """Run one service on its own, against a shared NATS server (for several machines).
 
@@ -128,7 +158,9 @@ def service(
       crewyard service gateway --nats nats://nats.internal:4222 --port 8080 --host 0.0.0.0
       crewyard service notifier --nats nats://nats.internal:4222
     """
-    settings = _load_settings(data_dir, port=port, host=host, backend=backend, nats_url=nats_url)
+    settings = _load_settings(
+        data_dir, port=port, host=host, backend=backend, nats_url=nats_url, **_logging(log_level, json_logs)
+    )
     from crewyard import platform
 
     _run(lambda: platform.run_service(name, settings))
@@ -217,14 +249,25 @@ def doctor(ctx: click.Context, docker_host: str | None, as_json: bool) -> None:
 @port_option
 @host_option
 @backend_option
-def demo(data_dir: Path | None, port: int | None, host: str | None, backend: str | None) -> None:
+@log_level_option
+@json_logs_option
+def demo(
+    data_dir: Path | None,
+    port: int | None,
+    host: str | None,
+    backend: str | None,
+    log_level: str | None,
+    json_logs: bool,
+) -> None:
     """Start the platform, deploy the example crew and run it, then keep serving until Ctrl-C.
 
     \b
     Example:
       crewyard demo --data-dir .crewyard --port 8080
     """
-    settings = _load_settings(data_dir, port=port, host=host, backend=backend)
+    settings = _load_settings(
+        data_dir, port=port, host=host, backend=backend, **_logging(log_level, json_logs)
+    )
     from crewyard import platform
 
     _run(lambda: platform.demo(settings))
