@@ -122,6 +122,7 @@ async def _service(name: str, settings: Settings, stop: asyncio.Event) -> Callab
             task = asyncio.create_task(server.serve())
             await asyncio.wait({task, asyncio.create_task(stop.wait())}, return_when=asyncio.FIRST_COMPLETED)
             stop.set()  # the server may have ended first (it handles SIGINT/SIGTERM itself)
+            gateway.closing.set()  # SSE streams end with a retry hint; requests in flight finish
             server.should_exit = True
             await task
             await rm.close()

@@ -16,7 +16,7 @@ import time
 
 import msgspec
 
-from crewyard import logs
+from crewyard import logs, metrics
 from crewyard.core import subjects
 from crewyard.core.crewfile import CrewConfig
 from crewyard.core.deployment_state import BUILDING, fold_deployment
@@ -61,6 +61,8 @@ class Builder:
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.queue.start()
+        durable = self.queue.durable
+        metrics.refresh_with(f"consumer:{durable}", metrics.consumer_backlog(durable, self.queue.backlog))
         while not stop.is_set():
             try:
                 items = await self.queue.fetch(1, timeout=1.0)
@@ -127,7 +129,12 @@ class Builder:
         finally:
             heartbeat.cancel()
         await self.store.flush()
-        await self._finish(project, dep_id, outcome)
+        if await self._finish(project, dep_id, outcome):
+            ready = isinstance(outcome, DeploymentReady)
+            status, backend = ("ready" if ready else "failed"), self.backend.name
+            cached = "true" if isinstance(outcome, DeploymentReady) and outcome.cached else "false"
+            metrics.BUILDS.labels(status, backend, cached).inc()
+            metrics.BUILD_DURATION.labels(status, backend).observe(time.monotonic() - t0)
         await item.ack()
 
     async def _finish(self, project: str, dep_id: str, outcome: Payload) -> bool:

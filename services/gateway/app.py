@@ -6,10 +6,11 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from litestar import Litestar, Request, get
+from litestar import Litestar, Request, Response, get
 from litestar.openapi import OpenAPIConfig
+from litestar.plugins.prometheus import PrometheusConfig
 
-from crewyard import __version__
+from crewyard import __version__, metrics
 from crewyard.core import asyncapi
 from crewyard.eventstore import EventStore, connect, ensure_stream
 from crewyard.objects import open_store
@@ -34,6 +35,22 @@ async def healthz(request: Request[Any, Any, Any]) -> dict[str, Any]:
     }
 
 
+@get("/metrics", opt={"open": True}, media_type=metrics.CONTENT_TYPE, include_in_schema=False)
+async def metrics_text(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """Prometheus metrics of this process: HTTP, runs, builds, consumer lag, read model lag, SSE."""
+    return Response(await metrics.render(), media_type=metrics.CONTENT_TYPE)
+
+
+#: HTTP rate, latency and status per route template. SSE streams are left out of the latency
+#: histogram (they last as long as a run); ``crewyard_sse_clients`` counts them instead.
+_HTTP_METRICS = PrometheusConfig(
+    app_name="crewyard",
+    prefix="crewyard",
+    group_path=True,
+    exclude=[r"/events$", r"/build-log$", r"^/metrics$"],
+)
+
+
 @get("/v1/asyncapi.json")
 async def asyncapi_document() -> dict[str, Any]:
     """The AsyncAPI document of the event stream (subjects and payloads)."""
@@ -50,6 +67,7 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> Litesta
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
         if gateway is not None:
             app.state.gateway = gateway
+            metrics.refresh_with("gateway", gateway.refresh_metrics)
             yield
             return
         nc = await connect(settings.nats_url, name="crewyard-gateway")
@@ -63,15 +81,18 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> Litesta
             rm=rm,
             secrets=SecretBox(load_key(settings.data_dir, settings.secret_key_b64)),
         )
+        metrics.refresh_with("gateway", app.state.gateway.refresh_metrics)
         try:
             yield
         finally:
+            app.state.gateway.closing.set()
             await rm.close()
             await nc.drain()
 
     return Litestar(
         route_handlers=[
             healthz,
+            metrics_text,
             asyncapi_document,
             *runs.ROUTES,
             *deployments.ROUTES,
@@ -81,6 +102,7 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> Litesta
             *schedules.ROUTES,
         ],
         lifespan=[lifespan],
+        middleware=[_HTTP_METRICS.middleware],
         exception_handlers=HANDLERS,
         openapi_config=OpenAPIConfig(title="crewyard", version=__version__, path="/schema"),
         request_max_body_size=2 * 1024 * 1024,

@@ -3,6 +3,8 @@ plus the two moves every command makes: append an event, then wait until the rea
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import re
 from dataclasses import dataclass
 from typing import Any
@@ -10,6 +12,7 @@ from typing import Any
 import msgspec
 from litestar import Request
 
+from crewyard import metrics
 from crewyard.core.bounds import MAX_JSON_DEPTH, OutOfBounds, check_json
 from crewyard.core.deployment_state import fold_project
 from crewyard.core.events import Event, Payload, ProjectCreated, make_event
@@ -33,6 +36,8 @@ class Gateway:
     rm: ReadModel
     secrets: SecretBox
     _hub: Hub | None = None
+    #: Set when the gateway shuts down: SSE streams end with a retry hint (``sse.RETRY_HINT``).
+    closing: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
 
     @property
     def hub(self) -> Hub:
@@ -40,6 +45,17 @@ class Gateway:
         if self._hub is None:
             self._hub = Hub(self.store, self.settings.sse_ping_s)
         return self._hub
+
+    async def refresh_metrics(self) -> None:
+        """Scrape-time gauges: runs by status and backend, read model position vs stream head."""
+        counts = await self.rm.run_counts()
+        metrics.RUNS.clear()
+        for (status, backend), n in counts.items():
+            metrics.RUNS.labels(status, backend).set(n)
+        position, head = await self.rm.position(), await self.store.last_seq()
+        metrics.PROJECTOR_POSITION.set(position)
+        metrics.STREAM_LAST_SEQ.set(head)
+        metrics.PROJECTOR_LAG.set(max(head - position, 0))
 
     async def commit(self, event: Event, expected_seq: int | None) -> int:
         seq = await self.store.append(event, expected_seq=expected_seq)

@@ -145,7 +145,13 @@ async def build_log(request: Request[Any, Any, Any], dep_id: str) -> Any:
     filt = subjects.aggregate_filter(dep["project"], "deployment", dep_id, g.store.prefix)
     after = resume_after(request)
     return await stream_events(
-        g.store, filt, (after or 0) + 1, ping_s=g.settings.sse_ping_s, is_last=lambda t: t in _BUILD_END
+        g.store,
+        filt,
+        (after or 0) + 1,
+        ping_s=g.settings.sse_ping_s,
+        is_last=lambda t: t in _BUILD_END,
+        stream="build",
+        closing=g.closing,
     )
 
 

@@ -93,7 +93,14 @@ async def project_events(request: Request[Any, Any, Any], project: str) -> Any:
     project = project_name(project)
     after = resume_after(request)
     start = after + 1 if after is not None else await g.store.last_seq() + 1
-    return await stream_events(g.store, f"{g.store.prefix}.{project}.>", start, ping_s=g.settings.sse_ping_s)
+    return await stream_events(
+        g.store,
+        f"{g.store.prefix}.{project}.>",
+        start,
+        ping_s=g.settings.sse_ping_s,
+        stream="project",
+        closing=g.closing,
+    )
 
 
 ROUTES = [list_projects, get_project, set_env, set_limits, list_env, unset_env, project_events]

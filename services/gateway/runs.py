@@ -190,6 +190,8 @@ async def run_events(request: Request[Any, Any, Any], run_id: str) -> Any:
         is_last=lambda t: t in TERMINAL_TYPES,
         on_disconnect=on_disconnect,
         release=lambda: g.hub.release(run_id),
+        stream="run",
+        closing=g.closing,
     )
 
 

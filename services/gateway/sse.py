@@ -19,12 +19,16 @@ from litestar import Request
 from litestar.response import Stream
 from litestar.response.base import ASGIResponse
 
+from crewyard import metrics
 from crewyard.core.events import InvalidEvent, encode, is_current
 from crewyard.eventstore import EventStore, RawEvent, set_aside
 
 from .errors import bad_request
 
 PING = b": ping\n\n"
+#: Sent when the gateway shuts down: the client waits this long and reconnects with
+#: Last-Event-ID (through a load balancer, to another gateway) — nothing lost, nothing repeated.
+RETRY_HINT = b"retry: 1000\n\n"
 HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no", "Connection": "keep-alive"}
 _closing: set[asyncio.Task[Any]] = set()
 
@@ -59,6 +63,8 @@ def render(raw: RawEvent, prefix: str) -> tuple[str, bytes] | None:
 #: for a keep-alive interval": the source itself times its waits, so a keep-alive never interrupts
 #: it (cancelling a generator mid-wait ends it for good).
 Batches = AsyncGenerator[list[tuple[int, str, bytes]], None]
+#: Batches, then None when the gateway is closing.
+_Closable = AsyncGenerator[list[tuple[int, str, bytes]] | None, None]
 
 
 class _Watch:
@@ -97,21 +103,54 @@ class _Watched(ASGIResponse):
         await self.inner(scope, watched, send)
 
 
+async def _until_closing(batches: Batches, closing: asyncio.Event | None) -> _Closable:
+    """``batches`` until ``closing`` is set (then one ``None`` batch: "say retry and end")."""
+    if closing is None:
+        async for batch in batches:
+            yield batch
+        return
+    stop = asyncio.ensure_future(closing.wait())
+    try:
+        while True:
+            step = asyncio.ensure_future(anext(batches))
+            await asyncio.wait({step, stop}, return_when=asyncio.FIRST_COMPLETED)
+            if not step.done():
+                step.cancel()  # the stream ends here anyway: a cancelled source is fine
+                with contextlib.suppress(BaseException):
+                    await step
+                yield None
+                return
+            try:
+                yield step.result()
+            except StopAsyncIteration:
+                return
+    finally:
+        stop.cancel()
+
+
 def sse_response(
     batches: Batches,
     *,
     is_last: Callable[[str], bool] = lambda _t: False,
     on_disconnect: Callable[[], Coroutine[Any, Any, None]] | None = None,
     release: Callable[[], None] | None = None,
+    stream: str = "events",
+    closing: asyncio.Event | None = None,
 ) -> EventStream:
     """Write ``batches`` as SSE until the last event (``is_last``); a keep-alive comment for every
-    empty batch. ``on_disconnect`` runs only if the client went away before the last event."""
+    empty batch. ``on_disconnect`` runs only if the client went away before the last event. When
+    ``closing`` is set (the gateway shuts down) the stream ends with a retry hint."""
     watch = _Watch()
 
     async def body() -> AsyncGenerator[bytes, None]:
         ended = False
+        metrics.SSE_CLIENTS.labels(stream).inc()
         try:
-            async for batch in batches:
+            async for batch in _until_closing(batches, closing):
+                if batch is None:
+                    ended = True  # not the client leaving: never cancels its run
+                    yield RETRY_HINT
+                    return
                 if not batch:
                     yield PING
                     continue
@@ -125,6 +164,7 @@ def sse_response(
                 if ended:
                     return
         finally:
+            metrics.SSE_CLIENTS.labels(stream).dec()
             if release is not None:
                 release()
             if on_disconnect is not None and watch.gone and not ended:
@@ -172,12 +212,14 @@ async def stream_events(
     *,
     ping_s: float,
     is_last: Callable[[str], bool] = lambda _t: False,
+    stream: str = "events",
+    closing: asyncio.Event | None = None,
 ) -> EventStream:
     """SSE from a consumer of the client's own. The consumer is made before answering, so a
     stream that cannot be read is a 503 (``StoreUnavailable``), not a 200 that never says a thing."""
     batches = followed(store, filter_subject, start_seq, ping_s)
     await anext(batches)
-    return sse_response(batches, is_last=is_last)
+    return sse_response(batches, is_last=is_last, stream=stream, closing=closing)
 
 
 def closed_stream() -> Stream:

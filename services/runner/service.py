@@ -18,12 +18,12 @@ import time
 
 import msgspec
 
-from crewyard import logs
+from crewyard import logs, metrics
 from crewyard.core import run_state as rs
 from crewyard.core import subjects
 from crewyard.core.crewfile import CrewConfig
 from crewyard.core.deployment_state import READY, DeploymentState, fold_deployment, fold_project
-from crewyard.core.events import RunCanceled, RunFailed, RunQueued, RunRetrying, make_event
+from crewyard.core.events import RunCanceled, RunCompleted, RunFailed, RunQueued, RunRetrying, make_event
 from crewyard.core.ids import new_id
 from crewyard.environments import ArchiveCorrupt, BuildFailed, EnvironmentStore
 from crewyard.eventstore import ConcurrencyConflict, EventStore, StoreUnavailable, WorkItem, WorkQueue
@@ -41,6 +41,7 @@ from .liveness import Liveness
 from .slots import Slots, run_limits
 
 log = logging.getLogger("crewyard.runner")
+_STATUS = {RunCompleted: "succeeded", RunFailed: "failed", RunCanceled: "canceled"}
 WAITING_FOR_SLOT_DELAY = 1.0
 
 
@@ -103,6 +104,7 @@ class Runner:
         removed = await self.backend.cleanup_orphans(self.runner_id)
         if removed:
             log.warning("ended %d run environments that had outlived their runner", removed)
+        metrics.refresh_with("consumer:runner", metrics.consumer_backlog("runner", self.queue.backlog))
         listener = asyncio.create_task(follow_cancels(self.store, self.active, stop))
         beat = asyncio.create_task(self.liveness.beat())
         fencer = asyncio.create_task(fence_when_silent(self.liveness, self.active))
@@ -264,6 +266,7 @@ class Runner:
             return
         attempt = Attempt(run_id, project)
         self.active[run_id] = attempt
+        metrics.RUNS_ACTIVE.inc()
         work = self.settings.work_dir / run_id
         try:
             started = rs.decide_start(
@@ -277,9 +280,13 @@ class Runner:
             await self.liveness.claim(run_id, started.attempt)  # before run.started: see liveness.py
             event = make_event(started, project=project, aggregate_id=run_id, event_id=new_id("evt"))
             attempt.started_seq = await self.store.append(event, expected_seq=state.version)
+            if state.created_at is not None:
+                waited = (event.time - state.created_at).total_seconds()
+                metrics.RUN_START_LATENCY.labels(self.backend.name).observe(max(waited, 0.0))
             await self._run_started(item, state, dep, config, attempt)
         finally:
             self.active.pop(run_id, None)
+            metrics.RUNS_ACTIVE.dec()
             await self.liveness.release(run_id)
             if limits:
                 await self.slots.release(run_id, list(limits))
@@ -404,6 +411,10 @@ class Runner:
             payload = RunFailed(reason="limit", error_message="Artifact limit exceeded: " + "; ".join(over))
         await emitter.flush()
         written = await finish(self.store, project, run_id, payload, owner=(self.runner_id, attempt.number))
+        if written:
+            ended = _STATUS.get(type(payload), "failed")
+            metrics.RUNS_FINISHED.labels(ended, self.backend.name).inc()
+            metrics.RUN_DURATION.labels(ended, self.backend.name).observe(time.monotonic() - t0)
         if written or await self._is_over(run_id):
             await item.ack()
         else:
@@ -434,6 +445,7 @@ class Runner:
             f"runner {self.runner_id} is stopping: the run is handed to another runner", "warning"
         )
         await emitter.flush()
+        metrics.RUNS_HANDED_BACK.inc()
         message = f"Runner {self.runner_id} stopped before the run ended; the run was handed back"
         await self._retry_or_fail(item, state, "runner_stopped", message, attempt.number)
 

@@ -89,6 +89,15 @@ class WorkQueue:
             with contextlib.suppress(Exception):
                 await sub.unsubscribe()
 
+    async def backlog(self) -> tuple[int, int]:
+        """(messages not yet delivered, messages delivered and not yet acknowledged) of the
+        durable consumer: its lag, for metrics."""
+        try:
+            info = await self.store.js.consumer_info(self.store.stream, self.durable)
+        except Exception as exc:
+            raise StoreUnavailable(f"cannot read work consumer {self.durable}: {exc!r}") from exc
+        return int(info.num_pending or 0), int(info.num_ack_pending or 0)
+
     async def fetch(self, batch: int = 1, timeout: float = 1.0) -> list[WorkItem]:
         if self._sub is None:
             await self.start()

@@ -151,6 +151,15 @@ class ReadModel(OutboundReads):
         rows = rows[:limit]
         return [r["j"] for r in rows], (rows[-1]["id"] if more else None)
 
+    async def run_counts(self) -> dict[tuple[str, str], int]:
+        """How many runs there are per (status, backend); backend "" before a run started."""
+        rows = await self._all(
+            "SELECT status, COALESCE(backend, '') AS backend, COUNT(*) AS n FROM runs"
+            " GROUP BY status, backend",
+            (),
+        )
+        return {(r["status"], r["backend"]): int(r["n"]) for r in rows}
+
     async def artifacts(self, run_id: str) -> list[dict[str, Any]]:
         return await self._all(
             "SELECT name, size, content_type, sha256, created_at FROM artifacts WHERE run_id = ?"
