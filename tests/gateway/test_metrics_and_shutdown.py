@@ -70,9 +70,10 @@ def test_a_gateway_that_shuts_down_ends_sse_streams_with_a_retry_hint(tmp_path: 
             run_id = api.post("/v1/runs", json=body).json()["run_id"]
 
             def follow() -> None:
-                with httpx.Client(base_url=platform.api, timeout=120) as sse, sse.stream(
-                    "GET", f"/v1/runs/{run_id}/events"
-                ) as resp:
+                with (
+                    httpx.Client(base_url=platform.api, timeout=120) as sse,
+                    sse.stream("GET", f"/v1/runs/{run_id}/events") as resp,
+                ):
                     for line in resp.iter_lines():
                         lines.append(line)
 
