@@ -2,30 +2,33 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from litestar import Request, delete, get, put
 
 from crewyard.core.bounds import MAX_CONCURRENCY
 from crewyard.core.deployment_state import fold_project
+from crewyard.core.envnames import name_problem
 from crewyard.core.events import EnvSet, EnvUnset, ProjectLimitsSet
 
 from .context import field, gw, json_body, project_name
 from .errors import bad_request, not_found
 from .sse import resume_after, stream_events
 
-_KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 MAX_VALUE = 32 * 1024
 
 
 def _key(key: str) -> str:
-    if not _KEY.fullmatch(key):
-        raise bad_request(
-            f"invalid environment variable name {key!r}: use letters, digits and _", "invalid_key"
-        )
-    if key.startswith("CREWYARD_"):
-        raise bad_request("names starting with CREWYARD_ are reserved for the platform", "invalid_key")
+    problem = name_problem(key)
+    if problem is not None:
+        raise bad_request(problem, "invalid_key")
+    return key
+
+
+def _stored_key(key: str) -> str:
+    """A name to delete: anything stored may be removed, also a name refused today."""
+    if not key or len(key) > 256:
+        raise bad_request(f"invalid environment variable name {key!r}", "invalid_key")
     return key
 
 
@@ -78,7 +81,7 @@ async def list_env(request: Request[Any, Any, Any], project: str) -> dict[str, A
 @delete("/v1/projects/{project:str}/env/{key:str}", status_code=200)
 async def unset_env(request: Request[Any, Any, Any], project: str, key: str) -> dict[str, Any]:
     g = gw(request)
-    project, key = project_name(project), _key(key)
+    project, key = project_name(project), _stored_key(key)
     state = fold_project(project, await g.store.load(project, "project", project))
     if key not in state.env:
         raise not_found(f"environment variable {key} of project {project}")

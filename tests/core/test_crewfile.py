@@ -204,3 +204,13 @@ def test_values_are_matched_whole_and_bounded(toml: str, message: str) -> None:
 def test_a_deployment_name_with_a_trailing_newline_is_refused() -> None:
     with pytest.raises(CrewConfigError, match="deployment name"):
         parse('[deployments."main\\n"]\nentrypoint = "crew:run"\n')
+
+
+@pytest.mark.parametrize(
+    "name", ["LD_PRELOAD", "ld_library_path", "PYTHONPATH", "NODE_OPTIONS", "CREWYARD_X"]
+)
+def test_env_names_that_change_how_programs_load_are_a_config_error(name: str) -> None:
+    with pytest.raises(CrewConfigError, match=rf"crewyard.toml: 'deployment.env': {name}"):
+        parse(f'[deployment]\nentrypoint = "a.b:c"\n[deployment.env]\n{name} = "x"\n')
+    with pytest.raises(CrewConfigError, match="'env'"):
+        parse(f'[env]\n{name} = "x"\n[deployment]\nentrypoint = "a.b:c"\n')

@@ -197,5 +197,8 @@ def test_invalid_project_name_and_env_key(api):
         "invalid_project",
     )
     _error(api.put("/v1/projects/keep/env/1BAD", json={"value": "x"}), 400, "invalid_key")
+    for name in ("LD_PRELOAD", "PYTHONPATH", "NODE_OPTIONS", "CREWYARD_RUN_ID"):
+        message = _error(api.put(f"/v1/projects/keep/env/{name}", json={"value": "x"}), 400, "invalid_key")
+        assert name in message
     _error(api.put("/v1/projects/keep/env/OK_KEY", json={"value": 5}), 400)
     _error(api.delete("/v1/projects/keep/env/NOT_SET"), 404)

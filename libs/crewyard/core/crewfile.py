@@ -4,7 +4,8 @@ Layouts: one ``[deployment]`` table, or several ``[deployments.<name>]`` tables 
 ``[build] exclude`` may sit at the top level or inside a deployment table. Besides the reference
 keys (``framework``, ``entrypoint``, ``python``, ``profile``) crewyard reads its own: ``timeout``
 (seconds), ``memory`` (e.g. ``"512m"``), ``cpus``, ``pids``, ``network`` (``default`` | ``none`` |
-``host``), ``max_concurrent_runs`` and an ``[env]`` table of defaults. Unknown keys produce
+``host``), ``max_concurrent_runs`` and an ``[env]`` table of defaults (names checked against
+:mod:`.envnames`). Unknown keys produce
 warnings; wrong types raise :class:`CrewConfigError` naming the file, the key and the reason.
 """
 
@@ -20,6 +21,7 @@ import msgspec
 from crewyard.errors import CrewyardError
 
 from .bounds import MAX_CONCURRENCY, MAX_TIMEOUT_S
+from .envnames import name_problem
 
 CONFIG_FILES = ("crewyard.toml", "crewship.toml")
 FRAMEWORKS = ("python", "crewai", "langgraph")
@@ -152,6 +154,10 @@ def _env(value: Any, file: str, where: str) -> dict[str, str]:
     scalars = str | int | float | bool
     if not isinstance(value, dict) or not all(isinstance(v, scalars) for v in value.values()):
         raise CrewConfigError(f"{file}: '{where}' must be a table of strings")
+    for key in value:
+        problem = name_problem(str(key))
+        if problem is not None:
+            raise CrewConfigError(f"{file}: '{where}': {problem}")
     return {str(k): str(v) for k, v in value.items()}
 
 
