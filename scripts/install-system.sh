@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Installs the Debian packages crewyard's sandbox and container backends use, when missing:
-# bubblewrap (bwrap backend), podman + runc (Docker-compatible engine), debootstrap (base image).
+# bubblewrap (bwrap backend), podman + runc (Docker-compatible engine), debootstrap (base image),
+# slirp4netns + iproute2 + util-linux (nsenter): the private network of sandboxes and containers.
 set -euo pipefail
 need=()
 command -v bwrap >/dev/null || need+=(bubblewrap)
 command -v podman >/dev/null || need+=(podman)
 command -v runc >/dev/null && [ -x "$(command -v runc)" ] || need+=(runc)
 command -v debootstrap >/dev/null || need+=(debootstrap)
+command -v slirp4netns >/dev/null || need+=(slirp4netns)
+PATH="$PATH:/usr/sbin:/sbin" command -v ip >/dev/null || need+=(iproute2)
+command -v nsenter >/dev/null || need+=(util-linux)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" != 0 ]; then
   echo "crewyard: missing ${need[*]}; install them (as root: apt-get install ${need[*]})" >&2

@@ -5,6 +5,7 @@ Misconfiguration fails here, at start-up, with a message naming the variable.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -57,6 +58,14 @@ class Settings(msgspec.Struct, kw_only=True):
     artifact_max_file_bytes: int = 100 * 1024 * 1024
     artifact_max_total_bytes: int = 500 * 1024 * 1024
     secret_key_b64: str | None = None
+    #: Crews whose config asks for ``network = "host"`` get it only when the operator allows it.
+    allow_host_network: bool = False
+    #: Private networks (comma-separated CIDRs) crews may reach, e.g. a package proxy; the host's
+    #: own addresses and link-local addresses stay unreachable whatever is listed here.
+    network_allow: str = ""
+    #: Docker backend: an engine network (that the operator has firewalled) instead of a private
+    #: network stack per container; needed with a remote engine.
+    docker_network: str | None = None
     #: Sources and artifacts in an S3-protocol bucket (MinIO…) instead of the NATS object store.
     s3_endpoint: str | None = None
     s3_bucket: str = "crewyard"
@@ -111,6 +120,10 @@ class Settings(msgspec.Struct, kw_only=True):
         return tuple(float(x) for x in self.retry_backoff_s.split(",") if x.strip())
 
     @property
+    def network_allow_list(self) -> tuple[str, ...]:
+        return tuple(x.strip() for x in self.network_allow.split(",") if x.strip())
+
+    @property
     def work_dir(self) -> Path:
         return self.data_dir / "work"
 
@@ -147,6 +160,9 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "CREWYARD_ARTIFACT_MAX_FILE": ("artifact_max_file_bytes", int),
     "CREWYARD_ARTIFACT_MAX_TOTAL": ("artifact_max_total_bytes", int),
     "CREWYARD_SECRET_KEY": ("secret_key_b64", str),
+    "CREWYARD_ALLOW_HOST_NETWORK": ("allow_host_network", _flag),
+    "CREWYARD_NETWORK_ALLOW": ("network_allow", str),
+    "CREWYARD_DOCKER_NETWORK": ("docker_network", str),
     "CREWYARD_S3_ENDPOINT": ("s3_endpoint", str),
     "CREWYARD_S3_BUCKET": ("s3_bucket", str),
     "CREWYARD_S3_ACCESS_KEY": ("s3_access_key", str),
@@ -220,6 +236,13 @@ def load(data_dir: Path | str | None = None, **overrides: Any) -> Settings:
         raise SettingsError(f"CREWYARD_LOG_FORMAT must be text or json, got {settings.log_format!r}")
     if settings.runner_drain_s < 0:
         raise SettingsError("CREWYARD_RUNNER_DRAIN must not be negative")
+    for cidr in settings.network_allow_list:
+        try:
+            ipaddress.IPv4Network(cidr, strict=False)
+        except ValueError:
+            raise SettingsError(
+                f"CREWYARD_NETWORK_ALLOW: {cidr!r} is not an IPv4 network (e.g. 10.1.2.3/32)"
+            ) from None
     if settings.runner_concurrency < 1:
         raise SettingsError("CREWYARD_RUNNER_CONCURRENCY must be at least 1")
     _check_outbound(settings)

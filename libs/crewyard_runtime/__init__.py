@@ -1,8 +1,9 @@
 """The crew runtime: what runs *inside* a run's container or sandbox. Standard library only.
 
-``python -m crewyard_runtime`` resolves the crew's entrypoint, calls it with the run's input and
-reports to the runner over a line protocol on its stdout (see ``_protocol``). Crew code may emit
-its own events through the SDK::
+``python -m crewyard_runtime`` speaks the runner ↔ runtime protocol (``protocol.json``: JSON
+lines, its stdin from the runner, its stdout to it): it receives the crew's environment and
+entrypoint in ``prepare``, imports the crew, receives the input in ``start``, calls the crew and
+reports the outcome. Crew code may emit its own events through the SDK::
 
     from crewyard_runtime import emit, artifacts_dir
     emit("tool.called", tool="search", input={"q": "agents"})
@@ -12,4 +13,4 @@ its own events through the SDK::
 from .sdk import artifacts_dir, emit, log
 
 __all__ = ["artifacts_dir", "emit", "log"]
-VERSION = "1"
+VERSION = "2"

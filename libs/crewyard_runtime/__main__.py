@@ -1,46 +1,85 @@
 """Entry point of a run: ``python -m crewyard_runtime``.
 
-Reads ``CREWYARD_ENTRYPOINT`` (``module:attr``), ``CREWYARD_FRAMEWORK`` and the input (JSON in
-``CREWYARD_INPUT_FILE`` or ``CREWYARD_INPUT``), runs the crew through its adapter and reports the
-outcome. Exit codes: 0 result sent, 1 crew error sent, 2 bad invocation.
+Speaks the protocol of ``protocol.json`` with the runner: says ``hello``; on ``prepare`` applies
+the crew's environment variables to its own environment and imports the crew (``ready``); on
+``start`` calls it with the run's input and reports ``result`` or ``error``. The crew's
+environment reaches the runtime only through ``prepare``: no process on the host ever has it.
+
+Variables the interpreter reads only at its own start-up (``PYTHONHASHSEED``, ``PYTHONUTF8`` …)
+therefore act on the processes the crew starts, not on the runtime's interpreter itself.
+
+Exit codes: 0 result sent, 1 crew error sent, 2 the protocol was broken.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import traceback
+from typing import Any
 
 from . import _protocol
-from .adapters import run_entrypoint
+from .adapters import Loaded, invoke, load
 
 
-def _input() -> dict[str, object]:
-    path = os.environ.get("CREWYARD_INPUT_FILE")
-    if path:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read()
-    else:
-        text = os.environ.get("CREWYARD_INPUT", "{}")
-    value = json.loads(text)
-    if not isinstance(value, dict):
-        raise ValueError("run input must be a JSON object")
-    return value
+def _report(exc: BaseException) -> None:
+    tb = traceback.format_exc()
+    sys.stderr.flush()
+    message = f"{type(exc).__name__}: {exc}".strip().rstrip(":")
+    _protocol.send({"t": "error", "error_type": type(exc).__name__, "message": message, "traceback": tb})
+
+
+def _string_map(value: Any, what: str) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise _protocol.ProtocolError(f"{what} must be an object of strings")
+    return {str(k): v for k, v in value.items()}
+
+
+def _prepare(message: dict[str, Any]) -> Loaded:
+    env = _string_map(message.get("env", {}), "prepare.env")
+    os.environ.update(env)
+    entrypoint = str(message.get("entrypoint") or "")
+    framework = str(message.get("framework") or "python")
+    for key, field in (("CREWYARD_PROJECT", "project"), ("CREWYARD_DEPLOYMENT_ID", "deployment_id")):
+        if isinstance(message.get(field), str):
+            os.environ[key] = message[field]
+    os.environ["CREWYARD_ENTRYPOINT"] = entrypoint
+    os.environ["CREWYARD_FRAMEWORK"] = framework
+    return load(entrypoint, framework)
 
 
 def main() -> int:
     _protocol.open_channel()
-    entrypoint = os.environ.get("CREWYARD_ENTRYPOINT", "")
-    framework = os.environ.get("CREWYARD_FRAMEWORK", "python")
+    _protocol.send({"t": "hello", "v": _protocol.VERSION, "runtime": _protocol.RUNTIME})
     try:
-        payload = _input()
-        output = run_entrypoint(entrypoint, framework, payload)
+        prepare = _protocol.expect("prepare")
+    except _protocol.ProtocolError as exc:
+        _report(exc)
+        return 2
+    try:
+        loaded = _prepare(prepare)
+    except _protocol.ProtocolError as exc:
+        _report(exc)
+        return 2
     except BaseException as exc:  # the crew's failure is the run's result, whatever it is
-        tb = traceback.format_exc()
-        sys.stderr.flush()
-        message = f"{type(exc).__name__}: {exc}".strip().rstrip(":")
-        _protocol.send({"t": "error", "error_type": type(exc).__name__, "message": message, "traceback": tb})
+        _report(exc)
+        return 1
+    sys.stdout.flush()
+    _protocol.send({"t": "ready"})
+    try:
+        start = _protocol.expect("start")
+        payload = start.get("input", {})
+        if not isinstance(payload, dict):
+            raise _protocol.ProtocolError("start.input must be a JSON object")
+    except _protocol.ProtocolError as exc:
+        _report(exc)
+        return 2
+    os.environ["CREWYARD_RUN_ID"] = str(start.get("run_id") or "")
+    _protocol.serve_replies()
+    try:
+        output = invoke(loaded, payload)
+    except BaseException as exc:
+        _report(exc)
         return 1
     sys.stdout.flush()
     sys.stderr.flush()

@@ -1,22 +1,58 @@
-"""The runtime → runner line protocol: one JSON object per line on the runtime's stdout.
+"""The runtime's side of the runner ↔ runtime protocol (``protocol.json`` next to this file).
 
-Messages (field ``t`` is the tag): ``log`` {level, message, stream}, ``event`` {type, data},
-``result`` {output}, ``error`` {error_type, message, traceback}. The crew's ``print`` output
-arrives as ``log`` messages; raw writes to file descriptor 1 go to stderr (the runtime moves fd 1
-onto 2 before the crew is imported), so only the runtime writes protocol lines.
+Runtime → runner: one JSON object per line on the runtime's own stdout — ``hello``, ``ready``,
+``log``, ``event``, ``result``, ``error``, ``request``. Runner → runtime: lines on its stdin —
+``prepare``, ``start``, ``reply``. Both channels belong to the runtime alone: before the crew is
+imported, file descriptor 1 is moved onto 2 (raw writes by subprocesses or C code land on stderr,
+which the runner reads as log text) and descriptor 0 onto ``/dev/null`` (a crew reading its
+standard input cannot swallow a reply); the crew's ``print`` output arrives as ``log`` messages.
 """
 
 from __future__ import annotations
 
 import io
+import itertools
 import json
 import os
 import sys
 import threading
-from typing import Any, TextIO
+from typing import IO, Any, TextIO
+
+VERSION = 2
+RUNTIME = "python"
+#: Every line but ``result`` stays under the protocol's 64 KiB; text beyond this is cut.
+MAX_TEXT_BYTES = 60 * 1024
+MAX_LINE_BYTES = 64 * 1024
 
 _lock = threading.Lock()
 _channel: TextIO | None = None
+_inbox: IO[bytes] | None = None
+_ids = itertools.count(1)
+_waiting: dict[str, tuple[threading.Event, list[dict[str, Any]]]] = {}
+_waiting_lock = threading.Lock()
+_closed = False
+
+
+class ProtocolError(Exception):
+    """The runner sent something the protocol does not allow at this point."""
+
+
+class RequestFailed(Exception):
+    """The platform answered a request with an error."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.code = code
+        self.message = message
+
+
+def cut(text: str, limit: int = MAX_TEXT_BYTES) -> str:
+    """``text`` within ``limit`` UTF-8 bytes, saying how much was cut."""
+    data = text.encode("utf-8", errors="replace")
+    if len(data) <= limit:
+        return text
+    kept = data[:limit].decode("utf-8", errors="ignore")
+    return f"{kept} … [{len(data) - limit} bytes cut]"
 
 
 class _LogWriter(io.TextIOBase):
@@ -34,6 +70,8 @@ class _LogWriter(io.TextIOBase):
         *lines, self._buf = self._buf.split("\n")
         for line in lines:
             send({"t": "log", "level": "info", "message": line, "stream": self._stream})
+        if len(self._buf) > MAX_TEXT_BYTES:  # a line that never ends is sent in pieces
+            self.flush()
         return len(text)
 
     def flush(self) -> None:
@@ -46,12 +84,16 @@ class _LogWriter(io.TextIOBase):
 
 
 def open_channel() -> None:
-    """Keep the real stdout for the protocol; the crew's prints become log messages, and raw
-    writes to file descriptor 1 (subprocesses, C code) go to stderr, which the runner reads too."""
-    global _channel
-    proto_fd = os.dup(1)
+    """Take stdin and stdout for the protocol; the crew gets a log writer and ``/dev/null``."""
+    global _channel, _inbox
+    proto_out = os.dup(1)  # os.dup makes non-inheritable copies: subprocesses never get them
+    proto_in = os.dup(0)
     os.dup2(2, 1)
-    _channel = os.fdopen(proto_fd, "w", buffering=1, encoding="utf-8", errors="replace")
+    devnull = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(devnull, 0)
+    os.close(devnull)
+    _channel = os.fdopen(proto_out, "w", buffering=1, encoding="utf-8", errors="replace")
+    _inbox = os.fdopen(proto_in, "rb")
     sys.stdout = _LogWriter("stdout")
 
 
@@ -70,10 +112,103 @@ def _default(value: Any) -> Any:
     return str(value)
 
 
+def encode(message: dict[str, Any]) -> str:
+    return json.dumps(message, default=_default, ensure_ascii=False)
+
+
 def send(message: dict[str, Any]) -> None:
-    line = json.dumps(message, default=_default, ensure_ascii=False)
+    if message.get("t") == "log" and isinstance(message.get("message"), str):
+        message = {**message, "message": cut(message["message"])}
+    line = encode(message)
+    if message.get("t") != "result" and len(line.encode("utf-8", errors="replace")) > MAX_LINE_BYTES:
+        # Only an event's payload can get here (log text is cut): say so instead of breaking the line.
+        line = encode(
+            {
+                "t": "log",
+                "level": "warning",
+                "stream": "runtime",
+                "message": f"a {message.get('t')} message of {len(line)} characters was dropped"
+                f" ({message.get('type', '')}): over the protocol's {MAX_LINE_BYTES}-byte line limit",
+            }
+        )
     with _lock:
         if _channel is None:
             return
         _channel.write(line + "\n")
         _channel.flush()
+
+
+def receive() -> dict[str, Any] | None:
+    """The next message from the runner, or None when it closed the channel."""
+    if _inbox is None:
+        return None
+    line = _inbox.readline()
+    if not line:
+        return None
+    try:
+        message = json.loads(line)
+    except ValueError as exc:
+        raise ProtocolError(f"the runner sent a line that is not JSON: {exc}") from None
+    if not isinstance(message, dict) or not isinstance(message.get("t"), str):
+        raise ProtocolError("the runner sent a message without a type")
+    return message
+
+
+def expect(kind: str) -> dict[str, Any]:
+    message = receive()
+    if message is None:
+        raise ProtocolError(f"the runner closed the channel before sending {kind!r}")
+    if message["t"] != kind:
+        raise ProtocolError(f"expected {kind!r} from the runner, got {message['t']!r}")
+    return message
+
+
+def serve_replies() -> None:
+    """Hand every ``reply`` to the request waiting for it (a daemon thread, after ``start``)."""
+    global _closed
+
+    def loop() -> None:
+        global _closed
+        try:
+            while (message := receive()) is not None:
+                if message["t"] == "reply":
+                    with _waiting_lock:
+                        waiter = _waiting.pop(str(message.get("id")), None)
+                    if waiter is not None:
+                        waiter[1].append(message)
+                        waiter[0].set()
+                # Other kinds are for later versions of the runner; a v2 runtime ignores them.
+        except (ProtocolError, OSError, ValueError):
+            pass
+        with _waiting_lock:
+            _closed = True
+            for event, _ in _waiting.values():
+                event.set()
+            _waiting.clear()
+
+    threading.Thread(target=loop, name="crewyard-replies", daemon=True).start()
+
+
+def request(op: str, args: dict[str, Any] | None = None, timeout: float | None = None) -> Any:
+    """Ask the platform for something (``op`` with ``args``); returns the reply's value."""
+    request_id = f"r{next(_ids)}"
+    done = threading.Event()
+    box: list[dict[str, Any]] = []
+    with _waiting_lock:
+        if _closed or _channel is None:
+            raise RequestFailed("unavailable", "the runtime has no channel to the platform")
+        _waiting[request_id] = (done, box)
+    send({"t": "request", "id": request_id, "op": op, "args": args or {}})
+    if not done.wait(timeout):
+        with _waiting_lock:
+            _waiting.pop(request_id, None)
+        raise RequestFailed("timeout", f"no reply to {op!r} within {timeout} s")
+    if not box:
+        raise RequestFailed("unavailable", "the runner closed the channel")
+    reply = box[0]
+    if reply.get("ok") is True:
+        return reply.get("value")
+    error = reply.get("error")
+    if not isinstance(error, dict):
+        error = {}
+    raise RequestFailed(str(error.get("code", "error")), str(error.get("message", "request failed")))

@@ -158,9 +158,25 @@ def explain(exc: BaseException) -> RunError | None:
     return None
 
 
-def run_entrypoint(entrypoint: str, framework: str, payload: dict[str, Any]) -> Any:
+class Loaded:
+    """An entrypoint whose module (and framework) is imported, ready to be called."""
+
+    def __init__(self, framework: str, obj: Any) -> None:
+        self.framework = framework
+        self.obj = obj
+
+
+def load(entrypoint: str, framework: str) -> Loaded:
+    """Import the crew's module and its framework (what ``ready`` promises)."""
     try:
-        return _run(entrypoint, framework, payload)
+        if framework == "crewai":
+            from . import crewai_hooks
+
+            crewai_hooks.prepare_environment()  # before the crew's module imports crewai
+        obj = resolve(entrypoint)
+        if framework == "langgraph":
+            from . import langgraph_hooks  # noqa: F401 - imported now so that start is quick
+        return Loaded(framework, obj)
     except Exception as exc:
         better = explain(exc)
         if better is not None:
@@ -168,14 +184,26 @@ def run_entrypoint(entrypoint: str, framework: str, payload: dict[str, Any]) -> 
         raise
 
 
-def _run(entrypoint: str, framework: str, payload: dict[str, Any]) -> Any:
+def invoke(loaded: Loaded, payload: dict[str, Any]) -> Any:
+    """Call a loaded entrypoint with the run's input; the output made JSON-friendly."""
+    try:
+        return _invoke(loaded.framework, loaded.obj, payload)
+    except Exception as exc:
+        better = explain(exc)
+        if better is not None:
+            raise better from exc
+        raise
+
+
+def run_entrypoint(entrypoint: str, framework: str, payload: dict[str, Any]) -> Any:
+    return invoke(load(entrypoint, framework), payload)
+
+
+def _invoke(framework: str, obj: Any, payload: dict[str, Any]) -> Any:
     if framework == "crewai":
         from . import crewai_hooks
 
-        crewai_hooks.prepare_environment()  # before the crew's module imports crewai
-        obj = resolve(entrypoint)
         return to_output(crewai_hooks.run(obj, lambda target: _await(call(target, payload))))
-    obj = resolve(entrypoint)
     if framework == "langgraph":
         from . import langgraph_hooks
 

@@ -8,7 +8,7 @@ from litestar import Request, delete, get, put
 
 from crewyard.core.bounds import MAX_CONCURRENCY
 from crewyard.core.deployment_state import fold_project
-from crewyard.core.envnames import name_problem
+from crewyard.core.envnames import NAME_RE, name_problem
 from crewyard.core.events import EnvSet, EnvUnset, ProjectLimitsSet
 
 from .context import field, gw, json_body, project_name
@@ -26,9 +26,11 @@ def _key(key: str) -> str:
 
 
 def _stored_key(key: str) -> str:
-    """A name to delete: anything stored may be removed, also a name refused today."""
-    if not key or len(key) > 256:
-        raise bad_request(f"invalid environment variable name {key!r}", "invalid_key")
+    """A name to delete: one refused today (``LD_PRELOAD`` stored earlier) may still be removed."""
+    if not NAME_RE.fullmatch(key):
+        raise bad_request(
+            f"invalid environment variable name {key!r}: use letters, digits and _", "invalid_key"
+        )
     return key
 
 

@@ -37,7 +37,20 @@ from crewyard.eventstore import ConcurrencyConflict, EventStore, StoreUnavailabl
 from crewyard.secrets import redact
 
 from .backends import BackendError, ExitStatus, Limits, RunHandle
-from .protocol import CrewError, CrewEvent, LogLine, Result, decode_line
+from .protocol import (
+    VERSION,
+    CrewError,
+    CrewEvent,
+    Hello,
+    LogLine,
+    Message,
+    Ready,
+    Request,
+    Result,
+    decode_line,
+    encode,
+    refuse,
+)
 
 MAX_STACK = 20_000
 
@@ -200,33 +213,106 @@ class Outcome(msgspec.Struct):
     result: Result | None = None
     error: CrewError | None = None
     stderr_tail: list[str] = msgspec.field(default_factory=list)
+    #: The runtime that said hello ("python", "node"); None until it has.
+    runtime: str | None = None
+    ready: bool = False
+    #: Why the run was stopped by the runner (a protocol it does not speak …); set with ``abort``.
+    stopped: str | None = None
+    abort: asyncio.Event = msgspec.field(default_factory=asyncio.Event)
 
 
-def limits_for(config: CrewConfig) -> Limits:
+def limits_for(config: CrewConfig, *, allow_host_network: bool = False) -> Limits:
+    network = config.network
+    if network == "host" and not allow_host_network:
+        network = "default"  # the host's network is the operator's to give, never the crew's
     return Limits(
         memory_bytes=memory_bytes(config.memory) or 1024 * 1024 * 1024,
         cpus=config.cpus or 1.0,
         pids=config.pids or 256,
-        network=config.network,
+        network=network,
     )
 
 
+def run_warnings(
+    config: CrewConfig, refused_env: list[str], *, allow_host_network: bool, isolated: bool
+) -> list[str]:
+    """What the run's log says before the crew starts: settings that were not honoured."""
+    warnings = [
+        f"environment variable {name} is not applied: the name changes how programs load or start"
+        " (or is reserved for the platform); remove it with `crewyard env unset`"
+        for name in refused_env
+    ]
+    if config.network == "host" and not allow_host_network:
+        warnings.append(
+            'network = "host" is not available to crews on this platform (the operator has not'
+            " allowed it): the run gets its own private network instead"
+        )
+    if not isolated:
+        warnings.append("this run is NOT isolated: the process backend runs crews as the runner's own user")
+    return warnings
+
+
 async def pump_output(handle: RunHandle, emitter: Emitter, outcome: Outcome) -> None:
-    async for stream, raw in handle.output():
-        line = redact(raw.decode("utf-8", errors="replace"), emitter.secrets).encode()
-        msg = decode_line(line) if stream == "proto" else None
-        if isinstance(msg, LogLine):
-            await emitter.log(msg.message, msg.level, msg.stream)
-        elif isinstance(msg, CrewEvent):
-            await _crew_event(emitter, msg)
-        elif isinstance(msg, Result):
-            outcome.result = msg
-        elif isinstance(msg, CrewError):
-            outcome.error = msg
-        else:
-            text = line.decode(errors="replace")
-            outcome.stderr_tail = [*outcome.stderr_tail[-19:], text]
+    replies: set[asyncio.Task[None]] = set()
+    try:
+        async for stream, raw in handle.output():
+            msg = decode_line(raw) if stream == "proto" else None
+            if msg is not None and await _message(handle, emitter, outcome, msg, replies):
+                continue
+            # Log text is redacted (emitter.log); structured output (results, events) never is.
+            text = raw.decode("utf-8", errors="replace")
+            outcome.stderr_tail = [*outcome.stderr_tail[-19:], redact(text, emitter.secrets)]
             await emitter.log(text, "warning" if stream == "stderr" else "info", stream)
+    finally:
+        for task in replies:
+            task.cancel()
+
+
+def _stop(outcome: Outcome, reason: str) -> None:
+    if outcome.stopped is None:
+        outcome.stopped = reason
+    outcome.abort.set()
+
+
+async def _message(
+    handle: RunHandle, emitter: Emitter, outcome: Outcome, msg: Message, replies: set[asyncio.Task[None]]
+) -> bool:
+    """Act on one protocol message; False when it is to be shown as text instead."""
+    if outcome.stopped is not None:
+        return False
+    if outcome.runtime is None:  # the runtime's first line must say which protocol it speaks
+        if isinstance(msg, Hello) and msg.v == VERSION:
+            outcome.runtime = msg.runtime
+            return True
+        spoken = f"protocol v{msg.v}" if isinstance(msg, Hello) else "an older protocol (v1)"
+        _stop(
+            outcome,
+            f"the crew's runtime speaks {spoken}; this runner speaks v{VERSION}:"
+            " deploy the crew again to build it with the current runtime",
+        )
+        return False
+    if isinstance(msg, LogLine):
+        await emitter.log(msg.message, msg.level, msg.stream)
+    elif isinstance(msg, CrewEvent):
+        await _crew_event(emitter, msg)
+    elif isinstance(msg, Result):
+        outcome.result = msg
+    elif isinstance(msg, CrewError):  # its message and traceback are text: redacted like logs
+        outcome.error = msgspec.structs.replace(
+            msg,
+            message=redact(msg.message, emitter.secrets),
+            traceback=redact(msg.traceback, emitter.secrets) if msg.traceback else msg.traceback,
+        )
+    elif isinstance(msg, Ready):
+        outcome.ready = True
+    elif isinstance(msg, Request):
+        # No operation exists yet (threads and tables will add them): refuse cleanly. Sent from a
+        # task, so that a runtime that does not read its stdin cannot stall this reader.
+        reply = encode(refuse(msg, "unknown_op", f"this platform has no operation {msg.op!r}"))
+        task = asyncio.create_task(handle.send(reply))
+        replies.add(task)
+        task.add_done_callback(replies.discard)
+    return True
 
 
 async def _crew_event(emitter: Emitter, msg: CrewEvent) -> None:
@@ -253,6 +339,8 @@ def decide_outcome(
     duration_ms = int((time.monotonic() - started) * 1000)
     if canceled is not None:
         return RunCanceled(reason=canceled, duration_ms=duration_ms)
+    if outcome.stopped is not None:
+        return RunFailed(reason="infrastructure", error_message=outcome.stopped, duration_ms=duration_ms)
     if timed_out is not None:
         return RunFailed(
             reason="timeout", error_message=f"Run timed out after {timed_out:g}s", duration_ms=duration_ms
@@ -301,6 +389,7 @@ async def supervise(
     pump = asyncio.create_task(pump_output(handle, emitter, outcome))
     waiter = asyncio.create_task(handle.wait())
     canceler = asyncio.create_task(cancel.wait())
+    aborter = asyncio.create_task(outcome.abort.wait())
     deadline = time.monotonic() + timeout_s
     timed_out = canceled = False
     try:
@@ -310,15 +399,19 @@ async def supervise(
                 timed_out = True
                 break
             done, _ = await asyncio.wait(
-                {waiter, canceler}, timeout=min(left, heartbeat_every), return_when=asyncio.FIRST_COMPLETED
+                {waiter, canceler, aborter},
+                timeout=min(left, heartbeat_every),
+                return_when=asyncio.FIRST_COMPLETED,
             )
-            if waiter in done:
+            if waiter in done or aborter in done:
                 break
             if canceler in done:
                 canceled = True
                 break
             await heartbeat()
-        if timed_out or canceled:
+        if outcome.stopped is not None:
+            await handle.kill(0)
+        elif timed_out or canceled:
             await handle.kill(grace_s)
         status: ExitStatus | None
         try:
@@ -328,6 +421,6 @@ async def supervise(
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.shield(pump), 10)
     finally:
-        for task in (pump, waiter, canceler):
+        for task in (pump, waiter, canceler, aborter):
             task.cancel()
     return outcome, status, timed_out, canceled

@@ -1,10 +1,32 @@
-"""The runtime → runner vocabulary, decoded: a closed tagged union (see crewyard_runtime._protocol)."""
+"""The runner's side of the runner ↔ runtime protocol, version 2.
+
+The definition both sides follow is ``crewyard_runtime/protocol.json`` (message types, fields,
+which are required, the order of a run); the structs here are tested against it, as is the
+Python runtime. Runtime → runner messages are decoded into a closed tagged union: a line that is
+not one of them is treated as text. Runner → runtime messages are encoded with :func:`encode`.
+"""
 
 from __future__ import annotations
 
+import json
+from importlib import resources
 from typing import Any
 
 import msgspec
+
+VERSION = 2
+
+
+# -- runtime → runner --
+
+
+class Hello(msgspec.Struct, tag="hello", tag_field="t"):
+    v: int
+    runtime: str
+
+
+class Ready(msgspec.Struct, tag="ready", tag_field="t"):
+    pass
 
 
 class LogLine(msgspec.Struct, tag="log", tag_field="t"):
@@ -28,7 +50,13 @@ class CrewError(msgspec.Struct, tag="error", tag_field="t"):
     traceback: str | None = None
 
 
-Message = LogLine | CrewEvent | Result | CrewError
+class Request(msgspec.Struct, tag="request", tag_field="t"):
+    id: str
+    op: str
+    args: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+Message = Hello | Ready | LogLine | CrewEvent | Result | CrewError | Request
 _decoder = msgspec.json.Decoder(Message)
 
 
@@ -39,3 +67,51 @@ def decode_line(line: bytes) -> Message | None:
         return message
     except (msgspec.DecodeError, msgspec.ValidationError):
         return None
+
+
+# -- runner → runtime --
+
+
+class ReplyError(msgspec.Struct):
+    code: str
+    message: str
+
+
+class Prepare(msgspec.Struct, tag="prepare", tag_field="t", omit_defaults=True):
+    env: dict[str, str]
+    entrypoint: str
+    framework: str
+    project: str | None = None
+    deployment_id: str | None = None
+
+
+class Start(msgspec.Struct, tag="start", tag_field="t"):
+    run_id: str
+    input: dict[str, Any]
+
+
+class Reply(msgspec.Struct, tag="reply", tag_field="t", omit_defaults=True):
+    id: str
+    ok: bool
+    value: Any = None
+    error: ReplyError | None = None
+
+
+Outgoing = Prepare | Start | Reply
+_encoder = msgspec.json.Encoder()
+
+
+def encode(message: Outgoing) -> bytes:
+    """One line for the runtime's stdin (with its newline)."""
+    return _encoder.encode(message) + b"\n"
+
+
+def refuse(request: Request, code: str, message: str) -> Reply:
+    return Reply(id=request.id, ok=False, error=ReplyError(code=code, message=message))
+
+
+def definition() -> dict[str, Any]:
+    """The protocol document (``crewyard_runtime/protocol.json``)."""
+    text = resources.files("crewyard_runtime").joinpath("protocol.json").read_text(encoding="utf-8")
+    doc: dict[str, Any] = json.loads(text)
+    return doc

@@ -19,8 +19,8 @@ import time
 import msgspec
 
 from crewyard import logs, metrics
+from crewyard.core import envnames, subjects
 from crewyard.core import run_state as rs
-from crewyard.core import subjects
 from crewyard.core.crewfile import CrewConfig
 from crewyard.core.deployment_state import READY, DeploymentState, fold_deployment, fold_project
 from crewyard.core.events import RunCanceled, RunCompleted, RunFailed, RunQueued, RunRetrying, make_event
@@ -35,7 +35,15 @@ from crewyard.workspace import Workspace
 from .artifacts import collect
 from .attempts import Attempt, fence_when_silent, follow_cancels, still_ours
 from .backends import BackendError, ExecutionBackend, RunHandle, RunSpec
-from .execution import Emitter, decide_outcome, finish, limits_for, retry_or_fail, supervise
+from .execution import (
+    Emitter,
+    decide_outcome,
+    finish,
+    limits_for,
+    retry_or_fail,
+    run_warnings,
+    supervise,
+)
 from .identity import RunnerIdentity
 from .liveness import Liveness
 from .slots import Slots, run_limits
@@ -338,7 +346,7 @@ class Runner:
             image=image,
             work_dir=work,
             artifacts_dir=work / "artifacts",
-            limits=limits_for(config),
+            limits=limits_for(config, allow_host_network=self.settings.allow_host_network),
         )
         return spec, await self.backend.start(spec)
 
@@ -362,6 +370,14 @@ class Runner:
             )
             await item.ack()
             return
+        env, refused = envnames.split(env)  # stored before names were checked: never applied
+        for warning in run_warnings(
+            config,
+            refused,
+            allow_host_network=self.settings.allow_host_network,
+            isolated=self.backend.isolated,
+        ):
+            await emitter.log(warning, "warning")
         try:
             spec, handle = await self._start(state, dep, config, env)
         except BuildFailed as exc:  # the crew's dependencies: not worth retrying

@@ -54,3 +54,18 @@ def test_settings_reach_the_backend(docker_host: str, tmp_path: Path) -> None:
     backend = select_backend(load(tmp_path, docker_host=docker_host, artifact_max_file_bytes=1234))
     assert isinstance(backend, DockerBackend)
     assert backend.artifact_caps[0] == 1234
+
+
+def test_auto_never_falls_back_to_the_unisolated_process_backend(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PATH", str(tmp_path))  # neither bwrap nor an engine to be found here
+    with pytest.raises(BackendUnavailable, match="no isolating backend works here") as caught:
+        select_backend(load(tmp_path, docker_host=NOWHERE))
+    assert "--backend process" in str(caught.value)
+    assert isinstance(select_backend(load(tmp_path, backend="process")), ProcessBackend)
+
+
+def test_doctor_says_the_process_backend_is_only_ever_an_explicit_choice(tmp_path: Path) -> None:
+    process = doctor(load(tmp_path, docker_host=NOWHERE))[2]
+    assert "NOT isolated" in process.reason and "only when chosen explicitly" in process.reason

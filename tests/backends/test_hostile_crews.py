@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from typing import TYPE_CHECKING
 
 import msgspec
 import pytest
+
+from crewyard import privatenet
 
 if TYPE_CHECKING:
     from backend_helpers import Runs
@@ -67,3 +70,20 @@ async def test_without_network_only_loopback_exists(isolated_runs: Runs) -> None
 
     assert out.result["interfaces"] == ["lo"]
     assert out.result["connect"] in ("ENETUNREACH", "EHOSTUNREACH"), out.result
+
+
+async def test_the_default_network_is_private_and_reaches_no_address_of_the_host(isolated_runs: Runs) -> None:
+    """Outbound only: a private stack with a default route, but the host's own addresses (every
+    interface, not only loopback), its gateway alias and link-local metadata are unreachable."""
+    with socket.create_server(("0.0.0.0", 0)) as listener:  # a platform port on every interface
+        port = listener.getsockname()[1]
+        hosts = [str(n.network_address) for n in privatenet.host_addresses()]
+        targets = [[h, port] for h in [*hosts, "127.0.0.1", "10.0.2.2"]] + [["169.254.169.254", 80]]
+        out = await isolated_runs.execute(isolated_runs.spec("crew:reach", input={"targets": targets}))
+
+    assert out.status.code == 0, out.stderr
+    assert "tap0" in out.result["interfaces"] and out.result["default_route"], out.result
+    assert out.result["nameservers"] == ["10.0.2.3"]
+    assert hosts, "the host should have a non-loopback address to try"
+    reached = {target: how for target, how in out.result["results"].items() if how == "connected"}
+    assert reached == {}, f"the crew reached the host: {reached}"

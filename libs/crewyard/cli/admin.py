@@ -64,7 +64,8 @@ json_logs_option = click.option(
 backend_option = click.option(
     "--backend",
     type=click.Choice(BACKENDS),
-    help="How runs are isolated (default: auto — docker, else bwrap, else process).",
+    help="How runs are isolated (default: auto — docker, else bwrap; 'process' is NOT isolated and"
+    " is used only when chosen here, for development).",
 )
 
 

@@ -1,9 +1,10 @@
 """Run the crew runtime exactly as a runner does, and read back what it said.
 
 ``run_runtime`` starts ``python -m crewyard_runtime`` as a subprocess whose working directory is
-the run's artifacts folder, with the runner's environment variables (``CREWYARD_ENTRYPOINT``,
-``CREWYARD_FRAMEWORK``, ``CREWYARD_INPUT``, ``CREWYARD_ARTIFACTS_DIR``) and a clean environment
-otherwise, so nothing from the developer's shell (a real ``OPENAI_API_KEY``…) leaks in. With a
+the run's artifacts folder, with the fixed environment a runner gives it (``PATH``, ``HOME``,
+``PYTHONPATH``, ``CREWYARD_ARTIFACTS_DIR``, ``CREWYARD_RUN_ID``), and speaks the protocol on its
+stdin: ``prepare`` with the crew's environment variables (``env``; nothing from the developer's
+shell, such as a real ``OPENAI_API_KEY``, leaks in), then ``start`` with the input. With a
 :class:`~crewyard.testing.FakeLLM`, ``OPENAI_BASE_URL`` / ``OPENAI_API_KEY`` point at it.
 """
 
@@ -75,28 +76,27 @@ def run_runtime(
     artifacts.mkdir(exist_ok=True)
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
-    full_env = {
+    process_env = {
         "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
         "HOME": str(home),
         "PYTHONPATH": f"{LIBS}{os.pathsep}{crew_dir}",
-        "CREWYARD_ENTRYPOINT": entrypoint,
-        "CREWYARD_FRAMEWORK": framework,
-        "CREWYARD_INPUT": json.dumps(inputs or {}),
         "CREWYARD_ARTIFACTS_DIR": str(artifacts),
         "CREWYARD_RUN_ID": "run_test",
-        "CREWAI_DISABLE_TELEMETRY": "true",
-        "OTEL_SDK_DISABLED": "true",
     }
+    crew_env = {"CREWAI_DISABLE_TELEMETRY": "true", "OTEL_SDK_DISABLED": "true"}
     if llm is not None:
-        full_env |= {"OPENAI_BASE_URL": llm.base_url, "OPENAI_API_KEY": "fake"}
-    full_env |= env or {}
+        crew_env |= {"OPENAI_BASE_URL": llm.base_url, "OPENAI_API_KEY": "fake"}
+    crew_env |= env or {}
     for key in drop:
-        full_env.pop(key, None)
+        crew_env.pop(key, None)
+        process_env.pop(key, None)
+    prepare = {"t": "prepare", "env": crew_env, "entrypoint": entrypoint, "framework": framework}
+    start = {"t": "start", "run_id": "run_test", "input": inputs or {}}
     proc = subprocess.run(
         [sys.executable, "-m", "crewyard_runtime"],
         cwd=artifacts,
-        env=full_env,
-        stdin=subprocess.DEVNULL,
+        env=process_env,
+        input=json.dumps(prepare) + "\n" + json.dumps(start) + "\n",
         capture_output=True,
         text=True,
         timeout=RUN_TIMEOUT_S,

@@ -77,7 +77,7 @@ def runtime_digest() -> str:
     """Hash of the runtime shim's files: a changed runtime means new images."""
     h = hashlib.sha256()
     root = Path(crewyard_runtime.__file__).parent
-    for path in sorted(root.rglob("*.py")):
+    for path in sorted(p for p in root.rglob("*") if p.suffix in (".py", ".json")):
         h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()
 

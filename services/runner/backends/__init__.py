@@ -1,9 +1,10 @@
 """Execution backends: where a run's crew actually executes (see README.md next to this file).
 
 ``select_backend(settings)`` returns the backend the settings ask for — ``auto`` picks docker
-when a container engine answers, else bwrap when it can sandbox here, else the unisolated
-process backend — and fails at start-up, with the reason, when an explicitly chosen backend
-cannot work. ``doctor(settings)`` reports every backend's state for ``crewyard doctor``/``up``.
+when a container engine answers, else bwrap when it can sandbox here, and never the unisolated
+process backend, which runs only when chosen explicitly — and fails at start-up, with the
+reason, when no backend it may pick can work. ``doctor(settings)`` reports every backend's
+state for ``crewyard doctor``/``up``.
 
 Both call the engine synchronously (a ping, a trial sandbox: well under a second); from async
 code run them with ``asyncio.to_thread``.
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import msgspec
 
+from crewyard import privatenet
 from crewyard.settings import Settings
 
 from . import _cgroup
@@ -56,11 +58,17 @@ class BackendStatus(msgspec.Struct, frozen=True, kw_only=True):
     reason: str
 
 
+def _policy(settings: Settings) -> privatenet.NetworkPolicy:
+    return privatenet.NetworkPolicy(allow=settings.network_allow_list)
+
+
 def _docker(settings: Settings) -> DockerBackend:
     return DockerBackend(
         settings.docker_host,
         artifact_max_file_bytes=settings.artifact_max_file_bytes,
         artifact_max_total_bytes=settings.artifact_max_total_bytes,
+        network_policy=_policy(settings),
+        engine_network=settings.docker_network,
     )
 
 
@@ -68,6 +76,7 @@ def _bwrap(settings: Settings) -> BwrapBackend:
     return BwrapBackend(
         artifact_max_file_bytes=settings.artifact_max_file_bytes,
         artifact_max_total_bytes=settings.artifact_max_total_bytes,
+        network_policy=_policy(settings),
     )
 
 
@@ -99,7 +108,12 @@ def doctor(settings: Settings) -> list[BackendStatus]:
     return [
         _docker_status(settings),
         _bwrap_status(),
-        BackendStatus(name="process", usable=True, reason="NOT isolated: the crew runs as the runner's user"),
+        BackendStatus(
+            name="process",
+            usable=True,
+            reason="NOT isolated: the crew runs as the runner's user, with the host's files and network;"
+            " used only when chosen explicitly (--backend process), for development",
+        ),
     ]
 
 
@@ -120,5 +134,10 @@ def select_backend(settings: Settings) -> ExecutionBackend:
         if choice == "bwrap":
             raise BackendUnavailable(f"backend 'bwrap' was chosen but {status.reason}")
     if choice == "auto":
-        return ProcessBackend()
+        # Never fall back to running crews unisolated: that is the operator's explicit choice.
+        reasons = "; ".join(f"{s.name}: {s.reason}" for s in (_docker_status(settings), _bwrap_status()))
+        raise BackendUnavailable(
+            f"no isolating backend works here ({reasons}). Run `crewyard doctor` for details; to run"
+            " crews without isolation (development only) choose --backend process"
+        )
     raise BackendError(f"unknown backend {choice!r}; use auto, docker, bwrap or process")

@@ -4,12 +4,14 @@ A backend starts one run and returns a :class:`RunHandle` early; the runner then
 lines as they come, waits for the exit, kills with a grace period when asked, has the backend
 make the run's artifacts available on the host, and removes what the run left behind.
 
-Inside every backend the same runtime (``python -m crewyard_runtime``) runs the crew with:
-- ``CREWYARD_ENTRYPOINT``, ``CREWYARD_FRAMEWORK``, ``CREWYARD_RUN_ID``;
-- ``CREWYARD_INPUT_FILE`` — the input as JSON;
-- ``CREWYARD_ARTIFACTS_DIR`` — a writable, initially empty folder (``/app/artifacts`` in a
-  container), which is also the working directory, so relative output files are collected too;
-- the project's environment variables.
+Inside every backend the same runtime (``python -m crewyard_runtime``) runs the crew. Its
+process starts with a fixed environment (:func:`runtime_env`: ``PATH``, ``HOME``, the runtime's
+``PYTHONPATH``, ``CREWYARD_RUN_ID``, ``CREWYARD_ARTIFACTS_DIR`` — a writable, initially empty
+folder, ``/app/artifacts`` in a container, which is also the working directory). Nothing the crew
+controls is in it: the crew's environment variables, entrypoint and input travel over the
+runtime's stdin in the protocol's ``prepare`` and ``start`` messages (:func:`opening`), which the
+backend writes once the sandbox — and its network — is ready. So no process on the host (bwrap,
+the container engine's command line or stored configuration) ever holds them.
 Output: the runtime's protocol lines on stdout (stream ``"proto"``), everything else on stderr
 (stream ``"stderr"``).
 """
@@ -23,6 +25,7 @@ from typing import Any, Protocol
 import msgspec
 
 from crewyard.errors import CrewyardError
+from ..protocol import Prepare, Start, encode
 
 ARTIFACTS_IN_CONTAINER = "/app/artifacts"
 SOURCE_IN_CONTAINER = "/app"
@@ -41,7 +44,7 @@ class Limits(msgspec.Struct, kw_only=True):
     cpus: float | None = 1.0
     pids: int | None = 256
     file_size_bytes: int | None = 1024 * 1024 * 1024
-    network: str = "default"  # default | none | host
+    network: str = "default"  # default (private) | none | host (an operator's setting only)
 
 
 class RunSpec(msgspec.Struct, kw_only=True):
@@ -75,13 +78,21 @@ class RunHandle(Protocol):
 
     async def wait(self) -> ExitStatus: ...
 
+    async def send(self, line: bytes) -> None:
+        """Write one protocol line to the runtime's stdin (nothing happens once it has exited)."""
+        ...
+
     async def kill(self, grace_s: float) -> None:
         """SIGTERM, wait ``grace_s``, then SIGKILL; safe to call more than once."""
         ...
 
     async def collect_artifacts(self) -> None:
-        """Make the run's artifacts available under ``spec.artifacts_dir`` (checked later)."""
+        """Make the run's artifacts available under ``spec.artifacts_dir`` (checked later);
+        what was left out on the way, with the reason, is in ``skipped``."""
         ...
+
+    @property
+    def skipped(self) -> list[tuple[str, str]]: ...
 
     async def remove(self) -> None:
         """Remove the container or sandbox and its scratch space."""
@@ -103,25 +114,27 @@ class ExecutionBackend(Protocol):
         ...
 
 
-def runtime_env(spec: RunSpec, *, input_file: str, artifacts_dir: str, pythonpath: str) -> dict[str, str]:
-    env = {
+def runtime_env(spec: RunSpec, *, artifacts_dir: str, pythonpath: str) -> dict[str, str]:
+    """The runtime process's environment: fixed, whatever the crew asks for (see the module doc)."""
+    return {
         "PATH": "/usr/local/bin:/usr/bin:/bin",
         "HOME": "/tmp",
         "LANG": "C.UTF-8",
         "PYTHONUNBUFFERED": "1",
         "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONPATH": pythonpath,
-        **spec.env,
+        "CREWYARD_RUN_ID": spec.run_id,
+        "CREWYARD_ARTIFACTS_DIR": artifacts_dir,
     }
-    env.update(
-        {
-            "CREWYARD_RUN_ID": spec.run_id,
-            "CREWYARD_PROJECT": spec.project,
-            "CREWYARD_DEPLOYMENT_ID": spec.deployment_id,
-            "CREWYARD_ENTRYPOINT": spec.entrypoint,
-            "CREWYARD_FRAMEWORK": spec.framework,
-            "CREWYARD_INPUT_FILE": input_file,
-            "CREWYARD_ARTIFACTS_DIR": artifacts_dir,
-        }
+
+
+def opening(spec: RunSpec) -> bytes:
+    """The protocol's ``prepare`` and ``start`` lines of a cold start (sent together)."""
+    prepare = Prepare(
+        env=dict(spec.env),
+        entrypoint=spec.entrypoint,
+        framework=spec.framework,
+        project=spec.project,
+        deployment_id=spec.deployment_id,
     )
-    return env
+    return encode(prepare) + encode(Start(run_id=spec.run_id, input=spec.input))

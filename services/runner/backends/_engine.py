@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import io
-import tarfile
 import threading
-import time
 from collections.abc import Callable, Iterator
 from typing import TypeVar
 
@@ -94,30 +91,5 @@ def in_thread(fn: Callable[[], T], name: str) -> asyncio.Future[T]:
     return fut
 
 
-def _input_archive(path: str, data: bytes) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w") as tar:
-        folder = tarfile.TarInfo(path.rsplit("/", 1)[0].lstrip("/"))
-        folder.type, folder.mode = tarfile.DIRTYPE, 0o755
-        tar.addfile(folder)
-        info = tarfile.TarInfo(path.lstrip("/"))
-        info.size, info.mode = len(data), 0o444
-        tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
-
-
 class ContainerGone(BackendError):
     """The run's container no longer exists (removed by us or by someone with engine access)."""
-
-
-def put_input(api: docker.APIClient, container_id: str, path: str, payload: bytes) -> None:
-    """Put ``payload`` at ``path`` in a created container; retried, see ``docker``'s design note."""
-    archive = _input_archive(path, payload)
-    for attempt in range(4):
-        try:
-            api.put_archive(container_id, "/", archive)
-            return
-        except docker.errors.APIError as exc:
-            if attempt == 3 or "broken pipe" not in str(exc.explanation or exc):
-                raise
-            time.sleep(0.1 * (attempt + 1))

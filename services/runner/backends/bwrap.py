@@ -5,19 +5,26 @@ its own ``/etc/passwd``, the base interpreter's prefix, the deployment's virtual
 (at ``/opt/crewyard/env``, where the build sandbox made it), source and the runtime — all
 read-only — a private ``/tmp`` and ``/dev/shm``, a fresh ``/proc``, and one writable folder:
 its artifacts folder (bound at the same path as on the host, and the working directory). It
-runs as uid/gid 1000 with no capabilities in new user, pid, ipc, uts, cgroup and (unless its
-limits ask for a network) net namespaces, in a new session, and dies with the runner:
+runs as uid/gid 1000 with no capabilities in new user, pid, ipc, uts, cgroup and net namespaces
+(and may not make user namespaces of its own), in a new session, and dies with the runner:
 ``--die-with-parent`` once bwrap runs, and the runner's reaper (``_cgroup``), which kills the
 sandbox's control group when the runner dies, for the moments in which bwrap starts.
+
+Network: ``none`` leaves the sandbox's namespace empty (loopback only); ``default`` gives it a
+private network (:mod:`crewyard.privatenet`: a user-mode stack, outbound only, the host, its
+networks, link-local and private ranges unreachable), set up between the sandbox's creation and
+the protocol's ``prepare``, which is what lets the crew's code run; ``host`` (which the runner
+allows only when the operator does) shares the host's.
 
 Limits: memory, pids and CPU share through a control group per sandbox (see ``_cgroup`` for why
 rlimits cannot do this here); file size, core dumps and, optionally, CPU seconds through rlimits.
 Where no cgroup can be made, memory falls back to an address-space rlimit.
 
 Two deliberate departures from the obvious bwrap invocation:
-- The environment is handed to ``bwrap`` as its own environment instead of ``--clearenv``
-  + ``--setenv``: the project's secrets would otherwise be on a command line every local user
-  can read in ``ps``. The effect inside is the same: exactly :func:`runtime_env`, nothing else.
+- ``bwrap`` runs with the fixed :func:`runtime_env` as its own environment, and the crew's
+  variables reach the runtime inside through ``prepare`` on its stdin: neither the command line
+  (readable by every local user in ``ps``) nor bwrap's environment (``LD_PRELOAD`` would make the
+  host's bwrap load a crew's library) ever holds them.
 - Cancel signals the crew itself, not bwrap: SIGTERM to bwrap's process group kills bwrap at
   once and the sandbox with it, giving the crew no grace. The crew's host pid comes from
   ``--json-status-fd``.
@@ -37,16 +44,18 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from crewyard import privatenet
 from crewyard.environments import ENV_PATH
 
 from . import _cgroup
 from ._artifacts import DEFAULT_MAX_FILE, DEFAULT_MAX_TOTAL, Skipped, prune_folder
-from ._base import BackendError, BackendUnavailable, ExitStatus, RunSpec, runtime_env
+from ._base import BackendError, BackendUnavailable, ExitStatus, RunSpec, opening, runtime_env
 from ._lines import merge_lines
 from ._reaper import Reaper
+from ._stdin import StdinWriter
 
 SANDBOX_UID = 1000
-INPUT_IN_SANDBOX = "/run/crewyard/input.json"
+STATUS_TIMEOUT_S = 30.0
 _SYSTEM_DIRS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 # What ordinary programs read from /etc: the dynamic linker, TLS roots, name resolution, time zone.
 _ETC = (
@@ -106,8 +115,13 @@ class BwrapHandle:
         self._spec = spec
         self._caps = caps
         self._child_pid: int | None = None
+        self._stdin = StdinWriter(proc.stdin)
+        self._network: privatenet.PrivateNetwork | None = None
         #: Artifacts that were not collected, with the reason (symlinks, too large …).
         self.skipped: Skipped = []
+
+    async def send(self, line: bytes) -> None:
+        await self._stdin.send(line)
 
     def output(self) -> AsyncIterator[tuple[str, bytes]]:
         assert self._proc.stdout and self._proc.stderr
@@ -122,13 +136,23 @@ class BwrapHandle:
         sig = code - 128 if code > 128 else None
         return ExitStatus(code=code, signal=sig, oom_killed=oom)
 
-    async def _sandbox_init_pid(self) -> int | None:
+    async def _sandbox_init_pid(self, timeout: float = 1.0) -> int | None:
         """Host pid of the sandbox's pid 1 (bwrap's init), from the first status document."""
         if self._child_pid is None:
-            with contextlib.suppress(asyncio.TimeoutError, ValueError, json.JSONDecodeError):
-                line = await asyncio.wait_for(self._status.readline(), 1.0)
+            with contextlib.suppress(asyncio.TimeoutError, ValueError, KeyError, json.JSONDecodeError):
+                line = await asyncio.wait_for(self._status.readline(), timeout)
                 self._child_pid = int(json.loads(line)["child-pid"])
         return self._child_pid
+
+    async def connect(self, network: privatenet.NetworkPlan) -> None:
+        """Give the sandbox its private network (before the crew's code may run)."""
+        pid = await self._sandbox_init_pid(STATUS_TIMEOUT_S)
+        if pid is None:
+            raise BackendError("the sandbox did not start (bwrap reported no process)")
+        try:
+            self._network = await privatenet.attach(pid, network)
+        except privatenet.NetworkError as exc:
+            raise BackendError(f"cannot give the sandbox its network: {exc}") from exc
 
     def _crew_pids(self, init_pid: int) -> list[int]:
         # Orphans are re-parented to the sandbox's init, so its children are every process tree.
@@ -165,9 +189,13 @@ class BwrapHandle:
         )
 
     async def remove(self) -> None:
+        self._stdin.close()
         self._kill_hard()
         if self._proc.returncode is None:
             await self._proc.wait()
+        if self._network is not None:
+            await asyncio.to_thread(self._network.close)
+            self._network = None
         if self._cgroup:
             await asyncio.to_thread(self._cgroup.remove)
         await asyncio.to_thread(shutil.rmtree, self._spec.work_dir / "sandbox", True)
@@ -186,6 +214,7 @@ class BwrapBackend:
         artifact_max_total_bytes: int = DEFAULT_MAX_TOTAL,
         tmp_size_bytes: int = 512 * 1024 * 1024,
         cpu_time_limit_s: int | None = None,
+        network_policy: privatenet.NetworkPolicy | None = None,
     ) -> None:
         found = bwrap or shutil.which("bwrap")
         if not found:
@@ -194,12 +223,14 @@ class BwrapBackend:
         self._caps = (artifact_max_file_bytes, artifact_max_total_bytes)
         self._tmp_size = tmp_size_bytes
         self._cpu_time = cpu_time_limit_s
+        self.network_policy = network_policy or privatenet.NetworkPolicy()
 
     def command(self, spec: RunSpec, sandbox_files: Path, status_fd: int) -> list[str]:
         assert spec.venv_dir is not None
-        args = [self.bwrap, "--unshare-all"]
-        if spec.limits.network != "none":
-            args.append("--share-net")  # bwrap has no bridge: "default" and "host" both mean the host's
+        # --disable-userns: the crew may not make namespaces of its own (less kernel to attack).
+        args = [self.bwrap, "--unshare-all", "--unshare-user", "--disable-userns"]
+        if spec.limits.network == "host":
+            args.append("--share-net")
         args += [
             "--die-with-parent",
             "--new-session",
@@ -223,8 +254,12 @@ class BwrapBackend:
                 args += ["--symlink", os.readlink(p), d]
             elif p.is_dir():
                 args += ["--ro-bind", d, d]
+        private = (sandbox_files / "resolv.conf").exists()
         for name in _ETC:
-            args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
+            if name == "resolv.conf" and private:  # the private network's own resolver
+                args += ["--ro-bind", str(sandbox_files / "resolv.conf"), "/etc/resolv.conf"]
+            else:
+                args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
         args += [
             "--ro-bind",
             str(sandbox_files / "passwd"),
@@ -253,7 +288,6 @@ class BwrapBackend:
             args += ["--ro-bind", str(path), str(path)]
         artifacts = str(spec.artifacts_dir)
         args += [
-            "--ro-bind", str(sandbox_files / "input.json"), INPUT_IN_SANDBOX,
             # Last, so that it wins when the artifacts folder lies below one of the read-only binds.
             "--bind", artifacts, artifacts,
             # The sandbox's root is a tmpfs bwrap made; read-only, nothing outside /tmp, /dev/shm
@@ -270,12 +304,17 @@ class BwrapBackend:
         files = spec.work_dir / "sandbox"
         files.mkdir(parents=True, exist_ok=True)
         spec.artifacts_dir.mkdir(parents=True, exist_ok=True)
-        (files / "input.json").write_text(json.dumps(spec.input))
         (files / "passwd").write_text(_PASSWD)
         (files / "group").write_text(_GROUP)
+        network: privatenet.NetworkPlan | None = None
+        if spec.limits.network == "default":
+            try:
+                network = privatenet.plan(self.network_policy)
+            except privatenet.NetworkError as exc:
+                raise BackendError(f"cannot plan the sandbox's network: {exc}") from exc
+            (files / "resolv.conf").write_text(network.resolv_conf)
         env = runtime_env(
             spec,
-            input_file=INPUT_IN_SANDBOX,
             artifacts_dir=str(spec.artifacts_dir),
             pythonpath=f"{spec.runtime_dir}{os.pathsep}{spec.source_dir}",
         )
@@ -314,7 +353,7 @@ class BwrapBackend:
                 *self.command(spec, files, status_w),
                 cwd="/",
                 env=env,
-                stdin=asyncio.subprocess.DEVNULL,
+                stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 start_new_session=True,
@@ -334,7 +373,15 @@ class BwrapBackend:
         await loop.connect_read_pipe(
             lambda: asyncio.StreamReaderProtocol(status), os.fdopen(status_r, "rb", buffering=0)
         )
-        return BwrapHandle(proc, status, cgroup, spec, self._caps)
+        handle = BwrapHandle(proc, status, cgroup, spec, self._caps)
+        if network is not None:
+            try:
+                await handle.connect(network)
+            except BaseException:
+                await handle.remove()
+                raise
+        handle._stdin.send_soon(opening(spec))
+        return handle
 
     @staticmethod
     def _new_group(spec: RunSpec) -> _cgroup.Cgroup | None:
@@ -366,12 +413,16 @@ def probe(bwrap: str | None = None) -> str | None:
     found = bwrap or shutil.which("bwrap")
     if not found:
         return "bwrap is not installed (Debian: apt-get install bubblewrap)"
-    cmd = [found, "--unshare-all", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
-           "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "true"]  # fmt: skip
+    cmd = [found, "--unshare-all", "--unshare-user", "--disable-userns", "--uid", str(SANDBOX_UID),
+           "--gid", str(SANDBOX_UID), "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev",
+           "true"]  # fmt: skip
     try:
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=10, check=False)
     except (OSError, subprocess.TimeoutExpired) as exc:
         return f"bwrap does not run: {exc}"
     if res.returncode != 0:
         return f"bwrap cannot create namespaces here: {res.stderr.strip() or res.returncode}"
+    network = privatenet.probe()
+    if network:
+        return f"no private network for sandboxes: {network}"
     return None

@@ -5,12 +5,14 @@ Docker Engine too. Per run: a container from the deployment's image running
 ``python3 -m crewyard_runtime`` as uid 1000 behind a tiny init (so SIGTERM reaches the crew and
 orphans are reaped), no capabilities, ``no-new-privileges``, a read-only root file system, a
 private tmpfs ``/tmp``, memory (no swap) / CPU / pids / file-size limits, and the network its
-limits ask for. ``/app/artifacts`` (the working directory) is a named volume of the run's own,
-because a tmpfs is gone the moment the container stops and artifacts are copied out afterwards
-with ``get_archive``. The input travels in ``CREWYARD_INPUT`` when small (no extra request), and
-as a file put into the container before it starts when larger: one environment variable is capped
-at 128 KiB by the kernel. (Podman's ``put_archive`` fails now and then under concurrency with
-"passing bulk input to subprocess: broken pipe" — measured about once in 40 — so it is retried.)
+limits ask for (:mod:`._container_net`). ``/app/artifacts`` (the working directory) is a named
+volume of the run's own, because a tmpfs is gone the moment the container stops and artifacts
+are copied out afterwards with ``get_archive``.
+
+The container's configuration holds nothing of the crew's: its environment is the fixed
+:func:`runtime_env` (what ``docker inspect`` shows), and the crew's variables, entrypoint and
+input reach the runtime through its stdin (the protocol's ``prepare`` and ``start``), written
+on the attach connection once the container's network is ready.
 
 The docker SDK is synchronous. Short calls run through ``asyncio.to_thread``; the two calls that
 block for the whole run (the attach stream and ``wait``) get a thread of their own each, so ten
@@ -28,7 +30,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import json
 import re
 import secrets
 import tarfile
@@ -40,8 +41,11 @@ import docker
 import docker.errors
 import requests.exceptions
 from docker.types import Ulimit
+from docker.utils.socket import frames_iter
 
-from . import _cgroup
+from crewyard import privatenet
+
+from . import _cgroup, _container_net
 from ._artifacts import DEFAULT_MAX_FILE, DEFAULT_MAX_TOTAL, Skipped, extract_tar_stream
 from ._base import (
     ARTIFACTS_IN_CONTAINER,
@@ -50,31 +54,39 @@ from ._base import (
     BackendUnavailable,
     ExitStatus,
     RunSpec,
+    opening,
     runtime_env,
 )
-from ._engine import ENGINE_ERRORS, ContainerGone, connect, in_thread, put_input, translate_errors
+from ._engine import ENGINE_ERRORS, ContainerGone, connect, in_thread, translate_errors
 from ._lines import MAX_LINE
 from ._reaper import LABEL_OWNER, Reaper, local_socket
 
 RUNTIME_IN_IMAGE = "/opt/crewyard"  # where the build puts the crewyard_runtime package
 VENV_IN_IMAGE = "/opt/venv"  # where the build installs the crew's dependencies
-INPUT_IN_CONTAINER = "/.crewyard/input.json"
-INPUT_ENV_MAX = 64 * 1024  # larger inputs go in as a file
 CONTAINER_USER = "1000:1000"
 LABEL_RUN = "crewyard.run_id"
 LABEL_RUNNER = "crewyard.runner_id"
-_NETWORK_MODES = {"none": "none", "host": "host", "default": "bridge"}
 _NAME_RE = re.compile(r"[^a-zA-Z0-9_.-]")
 
 
 class DockerHandle:
-    def __init__(self, backend: DockerBackend, spec: RunSpec, container_id: str, volume: str, stream: Any):
+    def __init__(
+        self,
+        backend: DockerBackend,
+        spec: RunSpec,
+        container_id: str,
+        volume: str,
+        stream: Any,
+        network: privatenet.PrivateNetwork | None,
+    ):
         self._api = backend.api()
         self._caps = backend.artifact_caps
         self._spec = spec
         self.container_id = container_id
         self.volume = volume
         self._stream = stream
+        self._network = network
+        self._write_lock = threading.Lock()
         self._loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue[tuple[str, bytes] | None] = asyncio.Queue(maxsize=256)
         self._closed = threading.Event()
@@ -105,11 +117,9 @@ class DockerHandle:
 
     def _pump(self) -> None:
         try:
-            for out, err in self._stream:
-                if out:
-                    self._put(("proto", out))
-                if err:
-                    self._put(("stderr", err))
+            for kind, data in frames_iter(self._stream, tty=False):
+                if data:
+                    self._put(("proto" if kind == 1 else "stderr", data))
         except Exception as exc:  # a broken stream must still end output()
             if not self._closed.is_set():
                 self._put(("stderr", f"\ncrewyard: the engine's output stream broke: {exc}".encode()))
@@ -130,6 +140,20 @@ class DockerHandle:
         for name, rest in pending.items():
             if rest:
                 yield name, rest
+
+    # -- the runtime's stdin: the attach connection's other direction --
+
+    def _send_blocking(self, line: bytes) -> None:
+        with self._write_lock, contextlib.suppress(OSError):
+            getattr(self._stream, "_sock", self._stream).sendall(line)
+
+    async def send(self, line: bytes) -> None:
+        if not self._closed.is_set():
+            await in_thread(lambda: self._send_blocking(line), f"crewyard-in-{self._spec.run_id}")
+
+    def send_soon(self, line: bytes) -> None:
+        """Send from a thread of its own: the runtime reads its stdin only when it is ready."""
+        in_thread(lambda: self._send_blocking(line), f"crewyard-in-{self._spec.run_id}")
 
     # -- lifecycle --
 
@@ -219,6 +243,9 @@ class DockerHandle:
     async def remove(self) -> None:
         self._closed.set()
         await asyncio.to_thread(self._remove_blocking)
+        if self._network is not None:
+            await asyncio.to_thread(self._network.close)
+            self._network = None
 
 
 class DockerBackend:
@@ -235,8 +262,13 @@ class DockerBackend:
         tmp_size_bytes: int = 512 * 1024 * 1024,
         nofile: int = 4096,
         nproc: int = 4096,
+        network_policy: privatenet.NetworkPolicy | None = None,
+        engine_network: str | None = None,
     ) -> None:
         self.docker_host = docker_host
+        self.network_policy = network_policy or privatenet.NetworkPolicy()
+        #: An engine network the operator has firewalled, used instead of a private stack.
+        self.engine_network = engine_network
         self._nofile = nofile
         self._nproc = nproc
         self.artifact_caps = (artifact_max_file_bytes, artifact_max_total_bytes)
@@ -266,7 +298,7 @@ class DockerBackend:
         # without a device, but copies the image's /app/artifacts (owned by 1000) into it.
         return {"o": "uid=1000,gid=1000"} if self._engine.startswith("Podman") else {}
 
-    def _create_and_start(self, spec: RunSpec) -> tuple[str, str, Any]:
+    def _create_and_start(self, spec: RunSpec) -> tuple[str, str, Any, privatenet.PrivateNetwork | None]:
         api = self.api()
         assert spec.image is not None
         limits = spec.limits
@@ -283,15 +315,10 @@ class DockerBackend:
         }
         env = runtime_env(
             spec,
-            input_file=INPUT_IN_CONTAINER,
             artifacts_dir=ARTIFACTS_IN_CONTAINER,
             pythonpath=f"{RUNTIME_IN_IMAGE}:{SOURCE_IN_CONTAINER}",
         )
         env["PATH"] = f"{VENV_IN_IMAGE}/bin:{env['PATH']}"
-        payload = json.dumps(spec.input).encode()  # ASCII: non-ASCII characters are escaped
-        if len(payload) <= INPUT_ENV_MAX:
-            del env["CREWYARD_INPUT_FILE"]
-            env["CREWYARD_INPUT"] = payload.decode()
         # Podman drops its configured default ulimits once a request names any, and its own
         # defaults (nofile 1048576, nproc 4194304) are above these hosts' hard limits: name them.
         # nproc counts every process of uid 1000 on the host; the pids limit is the per-run cap.
@@ -302,22 +329,20 @@ class DockerBackend:
         ]
         if limits.file_size_bytes:
             ulimits.append(Ulimit(name="fsize", soft=limits.file_size_bytes, hard=limits.file_size_bytes))
-        network = _NETWORK_MODES.get(limits.network)
-        if network is None:
-            raise BackendError(f"unknown network setting {limits.network!r}")
+        network = _container_net.NetworkChoice(spec, self.network_policy, self.engine_network)
         volume = f"crewyard-{suffix}"
         container_id: str | None = None
         with translate_errors(f"start run {spec.run_id}"):
             api.create_volume(volume, driver="local", driver_opts=self._volume_options(), labels=labels)
             try:
                 host_config = api.create_host_config(
-                    binds={volume: {"bind": ARTIFACTS_IN_CONTAINER, "mode": "rw"}},
+                    binds={volume: {"bind": ARTIFACTS_IN_CONTAINER, "mode": "rw"}, **network.binds},
                     tmpfs={"/tmp": f"rw,nosuid,nodev,size={self._tmp_size},mode=1777"},
                     read_only=True,
                     cap_drop=["ALL"],
                     security_opt=["no-new-privileges"],
                     init=True,
-                    network_mode=network,
+                    network_mode=network.mode,
                     mem_limit=limits.memory_bytes or 0,
                     memswap_limit=limits.memory_bytes or 0,  # equal to memory: no swap
                     nano_cpus=int(limits.cpus * 1e9) if limits.cpus else 0,
@@ -330,33 +355,37 @@ class DockerBackend:
                     name=f"crewyard-{suffix}",
                     user=CONTAINER_USER,
                     environment=env,
+                    stdin_open=True,
                     working_dir=ARTIFACTS_IN_CONTAINER,
                     labels=labels,
                     host_config=host_config,
                 )
                 container_id = str(created["Id"])
-                if len(payload) > INPUT_ENV_MAX:
-                    put_input(api, container_id, INPUT_IN_CONTAINER, payload)
                 # Attach before start, so not one byte of output is lost (attaching after start
-                # misses what came first on Podman, even with logs=True).
-                stream = api.attach(
-                    container_id, stdout=True, stderr=True, stream=True, demux=True, logs=True
+                # misses what came first on Podman, even with logs=True); stdin too, for the
+                # protocol's messages to the runtime.
+                stream = api.attach_socket(
+                    container_id, params={"stdin": 1, "stdout": 1, "stderr": 1, "stream": 1, "logs": 1}
                 )
+                with contextlib.suppress(AttributeError, OSError):
+                    stream._sock.settimeout(None)  # the client's request timeout must not end a run
                 api.start(container_id)
+                private = network.connect(api, container_id, spec)
             except BaseException:
                 with contextlib.suppress(*ENGINE_ERRORS):
                     if container_id:
                         api.remove_container(container_id, force=True, v=True)
                     api.remove_volume(volume, force=True)
                 raise
-        return container_id, volume, stream
+        return container_id, volume, stream, private
 
     async def start(self, spec: RunSpec) -> DockerHandle:
         if not spec.image:
             raise BackendError("docker backend needs the deployment's image")
         spec.artifacts_dir.mkdir(parents=True, exist_ok=True)
-        container_id, volume, stream = await asyncio.to_thread(self._create_and_start, spec)
-        return DockerHandle(self, spec, container_id, volume, stream)
+        handle = DockerHandle(self, spec, *await asyncio.to_thread(self._create_and_start, spec))
+        handle.send_soon(opening(spec))
+        return handle
 
     def _cleanup_blocking(self, runner_id: str) -> int:
         api = self.api()

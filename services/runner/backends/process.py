@@ -2,21 +2,23 @@
 
 The crew runs with the deployment's virtual environment, in its own session (so the whole
 process group is signalled on cancel), with rlimits for address space and file size. It can see
-the host's files and network like any program of the runner's user.
+the host's files and network like any program of the runner's user. It is used only when the
+operator chooses it (``--backend process``), never as a fallback.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
 import resource
 import signal
 from collections.abc import AsyncIterator
 
-from ._base import BackendError, ExitStatus, RunSpec, runtime_env
+from ._artifacts import Skipped
+from ._base import BackendError, ExitStatus, RunSpec, opening, runtime_env
 from ._lines import merge_lines
+from ._stdin import StdinWriter
 
 _PR_SET_PDEATHSIG = 1
 
@@ -36,7 +38,12 @@ def _die_with_parent(runner_pid: int) -> None:
 class ProcessHandle:
     def __init__(self, proc: asyncio.subprocess.Process) -> None:
         self._proc = proc
-        self._killed = False
+        self._stdin = StdinWriter(proc.stdin)
+        #: Nothing is left out on the way: the runner checks the folder itself when it collects.
+        self.skipped: Skipped = []
+
+    async def send(self, line: bytes) -> None:
+        await self._stdin.send(line)
 
     def output(self) -> AsyncIterator[tuple[str, bytes]]:
         assert self._proc.stdout and self._proc.stderr
@@ -65,6 +72,7 @@ class ProcessHandle:
         """The crew wrote straight into ``spec.artifacts_dir``: nothing to copy."""
 
     async def remove(self) -> None:
+        self._stdin.close()
         self._signal(signal.SIGKILL)
 
 
@@ -78,11 +86,8 @@ class ProcessBackend:
             raise BackendError("process backend needs the deployment's virtual environment")
         spec.work_dir.mkdir(parents=True, exist_ok=True)
         spec.artifacts_dir.mkdir(parents=True, exist_ok=True)
-        input_file = spec.work_dir / "input.json"
-        input_file.write_text(json.dumps(spec.input))
         env = runtime_env(
             spec,
-            input_file=str(input_file),
             artifacts_dir=str(spec.artifacts_dir),
             pythonpath=f"{spec.runtime_dir}{os.pathsep}{spec.source_dir}",
         )
@@ -107,7 +112,7 @@ class ProcessBackend:
                 "crewyard_runtime",
                 cwd=str(spec.artifacts_dir),
                 env=env,
-                stdin=asyncio.subprocess.DEVNULL,
+                stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 start_new_session=True,
@@ -116,7 +121,9 @@ class ProcessBackend:
             )
         except OSError as exc:
             raise BackendError(f"cannot start crew process: {exc}") from exc
-        return ProcessHandle(proc)
+        handle = ProcessHandle(proc)
+        handle._stdin.send_soon(opening(spec))
+        return handle
 
     async def cleanup_orphans(self, runner_id: str) -> int:
         return 0  # crews die with their runner (PR_SET_PDEATHSIG, checked after it is set)

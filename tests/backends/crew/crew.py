@@ -149,3 +149,26 @@ def scratch(inputs: dict[str, Any]) -> dict[str, Any]:
     time.sleep(float(inputs.get("pause", 0.5)))
     after = {"artifacts": sorted(os.listdir(out)), "tmp": sorted(os.listdir("/tmp"))}
     return {"before": before, "after": after}
+
+
+def reach(inputs: dict[str, Any]) -> dict[str, Any]:
+    """Which of ``inputs["targets"]`` ([host, port] pairs) a connection reaches, and the routes."""
+    interfaces = [ln.split(":")[0].strip() for ln in Path("/proc/net/dev").read_text().splitlines()[2:]]
+    routes = [ln.split() for ln in Path("/proc/net/route").read_text().splitlines()[1:]]
+    results = {}
+    for host, port in inputs["targets"]:
+        try:
+            socket.create_connection((host, port), timeout=3).close()
+            results[f"{host}:{port}"] = "connected"
+        except OSError as exc:
+            results[f"{host}:{port}"] = errno.errorcode.get(exc.errno or 0, type(exc).__name__)
+    return {
+        "interfaces": interfaces,
+        "default_route": any(r[1] == "00000000" and r[7] == "00000000" for r in routes if len(r) > 7),
+        "nameservers": [
+            ln.split()[1]
+            for ln in Path("/etc/resolv.conf").read_text().splitlines()
+            if ln.startswith("nameserver")
+        ],
+        "results": results,
+    }

@@ -1,0 +1,222 @@
+"""The runner ↔ runtime protocol: one document, and both sides (runtime, runner) follow it.
+
+The Python runtime is driven here the way a runner drives it — hello, prepare, ready, start,
+requests and replies — with the runner's own encoder, and every line either side writes is
+checked against ``crewyard_runtime/protocol.json``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import pytest
+
+from crewyard.runner import protocol
+from crewyard.testing.protocol import RUNNER_TO_RUNTIME, RUNTIME_TO_RUNNER, document, problems
+from crewyard.testing.runtime import LIBS
+from crewyard_runtime import _protocol as runtime_protocol
+
+CrewModule = Callable[[str, str], Path]
+pytestmark = pytest.mark.timeout(60)
+
+CREW = """
+import os, sys
+from crewyard_runtime import emit, log
+from crewyard_runtime._protocol import RequestFailed, request
+
+print("imported with", os.environ.get("CREW_SECRET"))
+
+def run(inputs):
+    print("running", inputs["n"])
+    log("from the sdk", "warning")
+    emit("tool.called", tool="t", input={"n": inputs["n"]})
+    try:
+        request("no.such.op", {"x": 1})
+        refused = None
+    except RequestFailed as exc:
+        refused = exc.code
+    with open("/proc/self/environ", "rb") as fh:
+        started_with = [v.split(b"=")[0].decode() for v in fh.read().split(b"\\0") if v]
+    return {
+        "n": inputs["n"],
+        "refused": refused,
+        "stdin": sys.stdin.read(),
+        "secret": os.environ.get("CREW_SECRET"),
+        "run_id": os.environ.get("CREWYARD_RUN_ID"),
+        "process_started_with": started_with,
+    }
+"""
+
+
+class Runtime:
+    """``python -m crewyard_runtime`` driven line by line, as a runner would."""
+
+    def __init__(self, tmp_path: Path, crew_dir: Path) -> None:
+        env = {
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(tmp_path),
+            "PYTHONPATH": f"{LIBS}{os.pathsep}{crew_dir}",
+            "CREWYARD_RUN_ID": "run_proto",
+            "CREWYARD_ARTIFACTS_DIR": str(tmp_path),
+        }
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "crewyard_runtime"],
+            cwd=tmp_path,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        self.lines: queue.Queue[bytes] = queue.Queue()
+        self.seen: list[dict[str, Any]] = []
+        self.sent: list[dict[str, Any]] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put(b"")
+
+    def send(self, message: protocol.Outgoing) -> None:
+        line = protocol.encode(message)
+        self.sent.append(json.loads(line))
+        assert self.proc.stdin
+        self.proc.stdin.write(line)
+        self.proc.stdin.flush()
+
+    def next(self) -> dict[str, Any] | None:
+        line = self.lines.get(timeout=30)
+        if not line:
+            return None
+        message: dict[str, Any] = json.loads(line)
+        self.seen.append(message)
+        return message
+
+    def until(self, kind: str) -> dict[str, Any]:
+        while (message := self.next()) is not None:
+            if message["t"] == kind:
+                return message
+        raise AssertionError(f"the runtime ended without {kind!r}; it said {self.seen}")
+
+    def finish(self) -> int:
+        if self.proc.stdin:
+            self.proc.stdin.close()
+        code = self.proc.wait(30)
+        while self.next() is not None:
+            pass
+        return code
+
+
+@pytest.fixture
+def runtime(tmp_path: Path, crew_module: CrewModule) -> Iterator[Callable[[str], Runtime]]:
+    started: list[Runtime] = []
+
+    def start(source: str) -> Runtime:
+        rt = Runtime(tmp_path, crew_module("proto_crew", source))
+        started.append(rt)
+        return rt
+
+    yield start
+    for rt in started:
+        rt.proc.kill()
+        rt.proc.wait()
+        for stream in (rt.proc.stdin, rt.proc.stdout, rt.proc.stderr):
+            if stream:
+                stream.close()
+
+
+def _prepare(env: dict[str, str] | None = None, entrypoint: str = "proto_crew:run") -> protocol.Prepare:
+    return protocol.Prepare(env=env or {}, entrypoint=entrypoint, framework="python", project="p")
+
+
+def test_a_run_follows_the_protocol_document_on_both_sides(runtime: Callable[[str], Runtime]) -> None:
+    rt = runtime(CREW)
+    hello = rt.next()
+    assert hello == {"t": "hello", "v": 2, "runtime": "python"}
+    rt.send(_prepare({"CREW_SECRET": "s3cr3t"}))
+    rt.until("ready")
+    assert {"t": "log", "level": "info", "message": "imported with s3cr3t", "stream": "stdout"} in rt.seen
+    rt.send(protocol.Start(run_id="run_proto", input={"n": 7}))
+    request = rt.until("request")
+    assert request["op"] == "no.such.op" and request["args"] == {"x": 1}
+    decoded = protocol.decode_line(json.dumps(request).encode())
+    assert isinstance(decoded, protocol.Request)
+    rt.send(protocol.refuse(decoded, "unknown_op", "no such operation"))
+    result = rt.until("result")
+    assert rt.finish() == 0
+
+    output = result["output"]
+    assert output["n"] == 7 and output["refused"] == "unknown_op" and output["run_id"] == "run_proto"
+    assert output["stdin"] == "", "the crew must not read the protocol's stdin"
+    assert output["secret"] == "s3cr3t"
+    assert "CREW_SECRET" not in output["process_started_with"], "prepare.env reached the process's environ"
+    kinds = [m["t"] for m in rt.seen]
+    assert kinds[0] == "hello" and kinds.index("ready") < kinds.index("request") < kinds.index("result")
+    for message in rt.seen:
+        assert problems(RUNTIME_TO_RUNNER, message) == [], message
+    for message in rt.sent:
+        assert problems(RUNNER_TO_RUNTIME, message) == [], message
+
+
+def test_an_entrypoint_that_does_not_import_is_an_error_before_ready(
+    runtime: Callable[[str], Runtime],
+) -> None:
+    rt = runtime("raise ImportError('broken on purpose')\n")
+    rt.next()
+    rt.send(_prepare())
+    error = rt.until("error")
+    assert rt.finish() == 1
+    assert "broken on purpose" in error["message"]
+    assert "ready" not in [m["t"] for m in rt.seen]
+
+
+@pytest.mark.parametrize(
+    "first",
+    [None, protocol.Start(run_id="r", input={})],
+    ids=["channel closed", "start before prepare"],
+)
+def test_a_runner_that_breaks_the_protocol_gets_an_error_and_exit_code_2(
+    runtime: Callable[[str], Runtime], first: protocol.Outgoing | None
+) -> None:
+    rt = runtime("def run(inputs):\n    return 1\n")
+    rt.next()
+    if first is not None:
+        rt.send(first)
+    assert rt.finish() == 2
+    error = rt.seen[-1]
+    assert error["t"] == "error" and error["error_type"] == "ProtocolError", error
+
+
+def test_the_document_and_both_implementations_speak_the_same_version() -> None:
+    doc = document()
+    assert doc["version"] == protocol.VERSION == runtime_protocol.VERSION
+    assert doc["max_line_bytes"] == runtime_protocol.MAX_LINE_BYTES
+
+
+@pytest.mark.parametrize(
+    ("direction", "structs"),
+    [
+        (RUNTIME_TO_RUNNER, msgspec.inspect.type_info(protocol.Message)),
+        (RUNNER_TO_RUNTIME, msgspec.inspect.type_info(protocol.Outgoing)),
+    ],
+    ids=["runtime to runner", "runner to runtime"],
+)
+def test_the_runners_messages_are_the_documents_messages(direction: str, structs: Any) -> None:
+    doc = document()[direction]
+    declared = {}
+    for info in structs.types:
+        fields = {f.name: f.required for f in info.fields}
+        declared[info.tag] = fields
+    assert declared == {
+        kind: {n: f["required"] for n, f in spec["fields"].items()} for kind, spec in doc.items()
+    }
