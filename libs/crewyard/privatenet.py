@@ -28,12 +28,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ctypes
 import ipaddress
 import os
 import select
 import shutil
-import signal
 import subprocess
 import tempfile
 from collections.abc import Iterable
@@ -187,13 +185,13 @@ def _tool(name: str) -> str:
     return found
 
 
-def _die_with_parent() -> None:
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
 class PrivateNetwork:
-    """The running stack of one sandbox; :meth:`close` ends it (it also ends with its sandbox)."""
+    """The running stack of one sandbox; :meth:`close` ends it.
+
+    It also ends when the process that attached it dies: it exits when the write end of its exit
+    pipe closes, which only this process holds (process-wide, unlike a parent-death signal,
+    which would fire when the thread that started it ends).
+    """
 
     def __init__(self, proc: subprocess.Popen[bytes], exit_w: int) -> None:
         self._proc = proc
@@ -285,7 +283,6 @@ def _start_stack(network: NetworkPlan, ns_fds: dict[str, int]) -> PrivateNetwork
             stdout=subprocess.DEVNULL,
             stderr=errors,
             pass_fds=(ready_w, exit_r, *ns_fds.values()),
-            preexec_fn=_die_with_parent,
             start_new_session=True,
         )
     except OSError as exc:

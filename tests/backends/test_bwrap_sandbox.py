@@ -98,6 +98,7 @@ async def test_no_sandbox_outlives_its_runner_however_it_is_killed(
             assert await asyncio.wait_for(asyncio.to_thread(runner.stdout.readline), 30)
             started += 1
         await asyncio.sleep(random.uniform(0, 0.01))
+        stacks = _children_named(runner.pid, "slirp4netns")  # the sandboxes' private networks
         os.kill(runner.pid, signal.SIGKILL)  # the runner dies without cleaning anything up
         runner.wait()
     finally:
@@ -111,6 +112,30 @@ async def test_no_sandbox_outlives_its_runner_however_it_is_killed(
     assert await _wait_until(lambda: not sandboxes() and not _group_dirs(runner_id), 10), (
         f"left behind: processes {sandboxes()}, groups {_group_dirs(runner_id)}"
     )
+    assert stacks, "each started sandbox should have its network stack"
+    assert await _wait_until(lambda: not [p for p in stacks if _alive(p)], 10), "a network stack outlived"
+
+
+def _children_named(parent: int, name: str) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            comm, rest = stat[stat.index("(") + 1 : stat.rindex(")")], stat[stat.rindex(")") + 2 :].split()
+            if comm == name and int(rest[1]) == parent:
+                found.append(int(entry.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return False
+    return state != "Z"
 
 
 def _group(owner: str, runner_id: str, run_id: str) -> _cgroup.Cgroup:
