@@ -391,12 +391,15 @@ class DockerBackend:
         api = self.api()
         removed = 0
         with translate_errors("clean up orphaned runs"):
-            for c in api.containers(all=True, filters={"label": LABEL_RUNNER}):
+            # Filter on the value too: the engine then looks at no other container (listing every
+            # container fails while any one of them, anyone's, is in a broken state).
+            mine = {"label": f"{LABEL_RUNNER}={runner_id}"}
+            for c in api.containers(all=True, filters=mine):
                 if (c.get("Labels") or {}).get(LABEL_RUNNER) == runner_id:
                     with contextlib.suppress(docker.errors.NotFound):
                         api.remove_container(c["Id"], force=True, v=True)
                         removed += 1
-            for v in api.volumes(filters={"label": LABEL_RUNNER}).get("Volumes") or []:
+            for v in api.volumes(filters=mine).get("Volumes") or []:
                 if (v.get("Labels") or {}).get(LABEL_RUNNER) == runner_id:
                     with contextlib.suppress(docker.errors.NotFound, docker.errors.APIError):
                         api.remove_volume(v["Name"], force=True)
