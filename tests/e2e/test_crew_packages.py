@@ -62,18 +62,12 @@ def test_a_src_layout_crewai_project_runs_unchanged_and_redeploys_without_reinst
         ]
         run = wait_run(api, run_id, timeout=300)
         types = [m["event"] for m in sse_events(api, f"/v1/runs/{run_id}/events")]
-        if isolated_platform.backend == "docker":
-            # A container has a network of its own: the fake LLM on the host's loopback is out of
-            # reach, so the run ends at the first model call — after the installed package was
-            # imported and the crew started, which is what this layout needed.
-            assert run["status"] == "failed" and "connect" in run["error_message"].lower(), run
-            assert "agent.started" in types and "task.started" in types, types
-        else:
-            assert run["status"] == "succeeded", run
-            for expected in ("agent.started", "task.started", "task.completed", "artifact", "run.completed"):
-                assert expected in types, types
-            report = api.get(f"/v1/runs/{run_id}/artifacts/report.md")
-            assert report.status_code == 200 and report.text.strip()
+        # A sandbox or container has a private network of its own: the fake LLM on the host's
+        # loopback is out of reach (as every address of the host is), so the run ends at the
+        # first model call — after the installed package was imported and the crew started,
+        # which is what this layout needed. (The whole CrewAI path runs in tests/e2e/test_frameworks.)
+        assert run["status"] == "failed" and "connect" in run["error_message"].lower(), run
+        assert "agent.started" in types and "task.started" in types, types
 
         again = deploy(api, EXAMPLES / "research-digest", "digest", timeout=600)
         assert again["status"] == "ready" and again["cached"] is True
