@@ -34,6 +34,7 @@ import select
 import shutil
 import subprocess
 import tempfile
+import time
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -219,8 +220,26 @@ def _namespace_args(ns_fds: dict[str, int]) -> list[str]:
     return [*args, f"--net=/proc/self/fd/{ns_fds['net']}"]
 
 
+def _loopback_up(pid: int, timeout_s: float = 10.0) -> None:
+    """Wait until the namespace's own set-up (bwrap brings up its loopback) is done.
+
+    Routing changes made while bwrap is still configuring the loopback over netlink make it fail
+    now and then ("loopback: Failed RTM_NEWADDR", measured a few times in a hundred concurrent
+    starts); ``127.0.0.1`` appears in the namespace's routing table once it is finished.
+    """
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            if "127.0.0.1" in Path(f"/proc/{pid}/net/fib_trie").read_text():
+                return
+        except OSError:
+            return  # gone: opening its namespace will say so
+        time.sleep(0.005)
+
+
 def attach_blocking(pid: int, network: NetworkPlan) -> PrivateNetwork:
     """Filter, then connect, the network namespace of process ``pid`` (blocking: use a thread)."""
+    _loopback_up(pid)
     ns_fds: dict[str, int] = {}
     try:
         # Open the namespaces once: the pid could be reused after the process dies, an fd cannot.
