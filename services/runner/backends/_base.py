@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import msgspec
 
 from crewyard.errors import CrewyardError
+
 from ..protocol import Prepare, Start, encode
 
 ARTIFACTS_IN_CONTAINER = "/app/artifacts"
