@@ -25,6 +25,8 @@ from crewyard.testing.platform import PlatformProcess, free_port
 REPO = Path(__file__).resolve().parents[1]
 #: Folders whose tests all need root, a container engine, agent frameworks or a whole platform.
 SLOW_FOLDERS = frozenset({"e2e", "backends", "runtime", "bench"})
+#: Helpers whose import marks a module as one that starts whole platforms or clusters itself.
+SLOW_HELPERS = ("PlatformProcess", "Cluster")
 #: Fixtures that start a whole platform or a container engine.
 SLOW_FIXTURES = frozenset({"platform", "quiet_platform", "docker_host", "base_image", "cluster"})
 
@@ -34,7 +36,9 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         folder = Path(str(item.path)).relative_to(tests).parts[0]
         fixtures = set(getattr(item, "fixturenames", ()))
-        if folder in SLOW_FOLDERS or fixtures & SLOW_FIXTURES:
+        module = getattr(item, "module", None)
+        starts_platforms = any(hasattr(module, name) for name in SLOW_HELPERS)
+        if folder in SLOW_FOLDERS or fixtures & SLOW_FIXTURES or starts_platforms:
             item.add_marker(pytest.mark.slow)
 
 

@@ -26,9 +26,6 @@ from crewyard.packaging import pack
 from crewyard.testing.api import deploy, sse_events, wait_run, write_crew
 from crewyard.testing.platform import PlatformProcess
 
-# Every test here starts whole platforms.
-pytestmark = pytest.mark.slow
-
 PING_S = 0.2
 QUIET_PINGS = 4  # keep-alives a follower must see during the silence before it is ended
 TERMINAL = {"run.completed", "run.failed", "run.canceled"}
