@@ -60,3 +60,34 @@ def test_only_a_running_run_finishes():
         rs.decide_finish(pending, RunCompleted())
     running = rs.fold("run_1", _history(QUEUED, STARTED))
     assert isinstance(rs.decide_finish(running, RunCompleted()), RunCompleted)
+
+
+def _retry(state: rs.RunState, max_attempts: int = 3) -> object:
+    return rs.decide_retry(
+        state, reason="runner_lost", error_message="lost", max_attempts=max_attempts, backoff_s=(1.0, 5.0)
+    )
+
+
+def test_an_infrastructure_failure_is_retried_with_backoff_until_the_attempts_are_used():
+    from crewyard.core.events import RunFailed, RunRetrying
+
+    first = rs.fold("run_1", _history(QUEUED, STARTED))
+    retry = _retry(first)
+    assert isinstance(retry, RunRetrying) and (retry.attempt, retry.delay_s) == (1, 1.0)
+    third = rs.fold(
+        "run_1", _history(QUEUED, RunStarted(runner_id="r3", backend="process", isolated=False, attempt=3))
+    )
+    failed = _retry(third)
+    assert isinstance(failed, RunFailed) and failed.reason == "runner_lost"
+    assert "after 3 attempts" in failed.error_message
+
+
+def test_a_lost_attempt_of_a_run_someone_asked_to_cancel_ends_it_canceled_not_retried():
+    state = rs.fold("run_1", _history(QUEUED, STARTED, RunCancelRequested()))
+    assert isinstance(_retry(state), RunCanceled)
+
+
+def test_a_finished_run_is_never_retried():
+    state = rs.fold("run_1", _history(QUEUED, STARTED, RunCompleted(output=1)))
+    with pytest.raises(rs.InvalidTransition):
+        _retry(state)

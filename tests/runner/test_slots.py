@@ -1,0 +1,51 @@
+"""Concurrency slots against a real JetStream key-value bucket: limits hold, the oldest waiting
+run goes first, a run waiting on one scope holds no slot of another, and a holder whose run
+ended frees its slot without being released."""
+
+from __future__ import annotations
+
+import uuid
+
+from crewyard.eventstore import EventStore
+from crewyard.runner.slots import Slots
+
+
+async def _never_over(run_id: str) -> bool:
+    return False
+
+
+def _slots(store: EventStore) -> Slots:
+    return Slots(store, bucket=f"SLOTS_{uuid.uuid4().hex[:8]}")
+
+
+async def test_a_limit_holds_and_the_oldest_waiting_run_goes_first(store: EventStore):
+    slots = _slots(store)
+    limits = {"proj.acme": 1}
+    assert await slots.acquire("run_1", limits, _never_over)
+    assert not await slots.acquire("run_3", limits, _never_over)  # full: run_3 waits
+    assert not await slots.acquire("run_2", limits, _never_over)  # full: run_2 waits, ahead of run_3
+    await slots.release("run_1", ["proj.acme"])
+    assert not await slots.acquire("run_3", limits, _never_over)  # room, but run_2 is older
+    assert await slots.acquire("run_2", limits, _never_over)
+    assert await slots.acquire("run_2", limits, _never_over)  # asking again while holding: still ours
+
+
+async def test_a_run_waiting_on_one_scope_holds_no_slot_of_another(store: EventStore):
+    slots = _slots(store)
+    assert await slots.acquire("run_1", {"dep.d": 1}, _never_over)
+    assert not await slots.acquire("run_2", {"dep.d": 1, "proj.acme": 1}, _never_over)
+    # run_2 did not keep proj.acme while waiting for dep.d: another run of the project may start.
+    assert await slots.acquire("run_0", {"proj.acme": 1}, _never_over)
+
+
+async def test_a_holder_whose_run_ended_frees_its_slot_without_a_release(store: EventStore):
+    slots = _slots(store)
+    ended: set[str] = set()
+
+    async def is_over(run_id: str) -> bool:
+        return run_id in ended
+
+    assert await slots.acquire("run_1", {"proj.acme": 1}, is_over)
+    assert not await slots.acquire("run_2", {"proj.acme": 1}, is_over)
+    ended.add("run_1")  # its runner died without releasing: the terminal event is what counts
+    assert await slots.acquire("run_2", {"proj.acme": 1}, is_over)
