@@ -1,57 +1,41 @@
-"""Starting a run from outside the HTTP API's ``POST /v1/runs``: which deployment a project runs
-now, and appending its ``run.queued`` (used by the scheduler, which has the stream but no read
-model; the gateway's trigger route uses the same append).
+"""Starting a run from outside the HTTP API's ``POST /v1/runs``: which version a project runs
+in an environment now, and appending its ``run.queued`` (used by the scheduler, which has the
+stream but no read model; the gateway's trigger route uses the same append).
 
-The current deployment is the newer of the project's last ``deployment.promoted`` (rollbacks)
-and its last ``deployment.ready`` (a deployment that becomes ready is current), read from the
-stream with two direct gets.
+Which version runs is decided by the core's rules over the stream (:mod:`crewyard.versions`).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from crewyard.core.deployment_state import READY, fold_deployment
-from crewyard.core.events import DeploymentPromoted, InvalidEvent, RunQueued, make_event
+import msgspec
+
+from crewyard.core.events import RunQueued, make_event
 from crewyard.core.ids import derived_id
+from crewyard.core.versions import Resolved, VersionError, check_environment
 from crewyard.errors import CrewyardError
-from crewyard.eventstore import ConcurrencyConflict, EventStore, set_aside
+from crewyard.eventstore import ConcurrencyConflict, EventStore
+from crewyard.versions import resolve_version
 
 
 class NoDeployment(CrewyardError):
     """Nothing to run: no ready deployment (the message says which)."""
 
 
-async def current_deployment(store: EventStore, project: str) -> str | None:
-    p = store.prefix
-    ready = await store.load_raw(f"{p}.{project}.deployment.*.deployment.ready")
-    promoted = await store.load_raw(f"{p}.{project}.project.{project}.deployment.promoted")
-    best: tuple[int, str] | None = None
-    for raw in ready:
-        dep_id = raw.subject[len(p) + 1 :].split(".", 3)[2]
-        best = max(best or (0, ""), (raw.seq, dep_id))
-    for raw in promoted:
-        try:
-            data = raw.decode(p).event.data
-        except InvalidEvent as exc:
-            set_aside("launch", raw.seq, raw.subject, exc)
-            continue
-        if isinstance(data, DeploymentPromoted):
-            best = max(best or (0, ""), (raw.seq, data.deployment_id))
-    return best[1] if best else None
-
-
-async def ready_deployment(store: EventStore, project: str, deployment_id: str | None) -> str:
-    """``deployment_id`` if it is a ready deployment of ``project``, else the current one."""
-    if deployment_id is None:
-        current = await current_deployment(store, project)
-        if current is None:
-            raise NoDeployment(f"project {project} has no ready deployment")
-        return current
-    state = fold_deployment(deployment_id, await store.load(project, "deployment", deployment_id))
-    if state.status != READY:
-        raise NoDeployment(f"deployment {deployment_id} is not ready (status: {state.status or 'unknown'})")
-    return deployment_id
+async def ready_deployment(
+    store: EventStore, project: str, deployment_id: str | None, environment: str = "production"
+) -> Resolved:
+    """What a trigger or schedule runs: ``deployment_id`` exactly when it is pinned (a ready
+    version of ``project``), else ``environment``'s version of the project's default deployment
+    name (see :mod:`crewyard.core.versions`); the run is in ``environment`` either way."""
+    try:
+        if deployment_id is not None:
+            pinned = await resolve_version(store, project=project, deployment_id=deployment_id)
+            return msgspec.structs.replace(pinned, environment=check_environment(environment))
+        return await resolve_version(store, project=project, environment=environment)
+    except VersionError as exc:
+        raise NoDeployment(str(exc)) from None
 
 
 async def queue_run(
@@ -62,12 +46,19 @@ async def queue_run(
     deployment_id: str,
     input: dict[str, Any],
     correlation_id: str | None = None,
+    environment: str = "production",
+    version_number: int | None = None,
 ) -> int | None:
     """Append the run's ``run.queued``; None when the run already exists (the append is keyed on
     the run id — its event id is derived from it and the run must be new — so a repeat after a
     crash starts nothing twice)."""
     event = make_event(
-        RunQueued(deployment_id=deployment_id, input=input),
+        RunQueued(
+            deployment_id=deployment_id,
+            input=input,
+            environment=check_environment(environment),
+            version_number=version_number,
+        ),
         project=project,
         aggregate_id=run_id,
         event_id=derived_id("evt", int(run_id_time(run_id)), "run.queued", run_id),

@@ -18,7 +18,7 @@ from crewyard.readmodel import ReadModel
 from crewyard.secrets import SecretBox, load_key
 from crewyard.settings import Settings
 
-from . import deployments, projects, runs, schedules, triggers, webhooks
+from . import deployments, projects, runs, schedules, triggers, versions, webhooks
 from .context import Gateway, gw
 from .errors import HANDLERS
 
@@ -96,6 +96,7 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> Litesta
             asyncapi_document,
             *runs.ROUTES,
             *deployments.ROUTES,
+            *versions.ROUTES,
             *projects.ROUTES,
             *webhooks.ROUTES,
             *triggers.ROUTES,

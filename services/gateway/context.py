@@ -16,8 +16,10 @@ from crewyard import metrics
 from crewyard.core.bounds import MAX_JSON_DEPTH, OutOfBounds, check_json
 from crewyard.core.deployment_state import fold_project
 from crewyard.core.events import Event, Payload, ProjectCreated, make_event
+from crewyard.core.ids import deployment_id as stored_id
 from crewyard.core.ids import new_id
 from crewyard.core.subjects import InvalidName, check_project_name
+from crewyard.core.versions import Resolved, VersionError
 from crewyard.eventstore import ConcurrencyConflict, EventStore
 from crewyard.objects import ObjectStore
 from crewyard.readmodel import ReadModel
@@ -83,6 +85,8 @@ class Gateway:
         return run
 
     async def deployment(self, dep_id: str) -> dict[str, Any]:
+        """A version by either spelling of its id (``dep_…`` or ``ver_…``)."""
+        dep_id = stored_id(dep_id)
         dep = await self.rm.deployment(dep_id)
         if dep is None or dep["status"] == "building":  # a client may have seen it end elsewhere
             await self.fresh()
@@ -91,14 +95,39 @@ class Gateway:
             raise not_found(f"deployment {dep_id}")
         return dep
 
-    async def project(self, name: str, *, with_current: bool = False) -> dict[str, Any]:
+    async def project(self, name: str) -> dict[str, Any]:
         proj = await self.rm.project(name)
-        if proj is None or (with_current and not proj["current_deployment_id"]):
+        if proj is None:
             await self.fresh()
             proj = await self.rm.project(name)
         if proj is None:
             raise not_found(f"project {name}")
         return proj
+
+    async def resolve_version(
+        self,
+        *,
+        project: str | None,
+        deployment_id: str | None = None,
+        name: str | None = None,
+        environment: str | None = None,
+    ) -> Resolved:
+        """What a run runs (see :func:`crewyard.core.versions.resolve`); on a miss the read model
+        catches up first (a client may have seen the build end elsewhere)."""
+        dep_id = stored_id(deployment_id) if deployment_id else None
+        args: dict[str, Any] = {
+            "project": project,
+            "deployment_id": dep_id,
+            "name": name,
+            "environment": environment,
+        }
+        try:
+            return await self.rm.resolve_version(**args)
+        except VersionError as exc:
+            if exc.kind == "bad_request":
+                raise
+        await self.fresh()
+        return await self.rm.resolve_version(**args)
 
     async def ensure_project(self, project: str) -> None:
         """Create the project on first use (deploy or env set); a racing creator is fine."""

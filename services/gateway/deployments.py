@@ -1,4 +1,6 @@
-"""Deployments: upload a crew (gzip tarball), read them, follow a build, roll back."""
+"""Deployments: upload a crew (gzip tarball) as a new version, read versions, follow a build.
+
+Promotions and rollbacks are in :mod:`.versions`."""
 
 from __future__ import annotations
 
@@ -16,21 +18,15 @@ from litestar import Request, Response, get, post
 
 from crewyard import packaging
 from crewyard.core import subjects
+from crewyard.core.bounds import EnvironmentName
 from crewyard.core.crewfile import CrewConfig, CrewConfigError
-from crewyard.core.deployment_state import fold_project
-from crewyard.core.events import (
-    DeploymentCreated,
-    DeploymentFailed,
-    DeploymentPromoted,
-    DeploymentReady,
-    make_event,
-)
+from crewyard.core.events import DeploymentCreated, DeploymentFailed, DeploymentReady, make_event
 from crewyard.core.ids import new_id
-from crewyard.eventstore import ConcurrencyConflict
+from crewyard.core.versions import DEFAULT_NAME, check_environment
 from crewyard.workspace import source_object
 
-from .context import Gateway, field, gw, idempotency_key, json_body, project_name
-from .errors import ApiError, bad_request, conflict
+from .context import Gateway, gw, idempotency_key, project_name
+from .errors import ApiError, bad_request
 from .sse import resume_after, stream_events
 
 _BUILD_END = {DeploymentReady.TYPE, DeploymentFailed.TYPE}
@@ -45,6 +41,7 @@ async def create_deployment(request: Request[Any, Any, Any], project: str) -> Re
     if declared and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, "payload_too_large", f"upload is larger than the {limit}-byte limit")
     async with _spooled(request, g.settings.data_dir / "tmp", limit) as upload:
+        environment = check_environment(request.query_params.get("environment"))
         try:
             checked = await asyncio.to_thread(packaging.check, upload, g.settings.archive_limits)
             config = checked.config.select(request.query_params.get("name"))
@@ -52,7 +49,7 @@ async def create_deployment(request: Request[Any, Any, Any], project: str) -> Re
             raise ApiError(413 if exc.code == "payload_too_large" else 400, exc.code, str(exc)) from None
         except CrewConfigError as exc:
             raise bad_request(str(exc), "invalid_config") from None
-        return await _create(request, g, project, upload, checked, config)
+        return await _create(request, g, project, upload, checked, config, environment)
 
 
 @contextlib.asynccontextmanager
@@ -83,10 +80,13 @@ async def _create(
     upload: Path,
     checked: packaging.CheckedArchive,
     config: CrewConfig,
+    environment: EnvironmentName,
 ) -> Response[Any]:
     key = idempotency_key(request)
     request_hash = (
-        hashlib.sha256(f"{project}\0{config.name}\0{checked.digest}".encode()).hexdigest() if key else None
+        hashlib.sha256(f"{project}\0{config.name}\0{checked.digest}\0{environment}".encode()).hexdigest()
+        if key
+        else None
     )
     if key:
         earlier = await g.rm.deployment_by_idempotency_key(key)
@@ -101,7 +101,8 @@ async def _create(
         source_digest=checked.digest,
         source_size=checked.size,
         config=msgspec.to_builtins(config),
-        name=config.name,
+        name=config.name or DEFAULT_NAME,
+        environment=environment,
         idempotency_key=key,
         request_hash=request_hash,
     )
@@ -133,9 +134,10 @@ async def get_deployment(request: Request[Any, Any, Any], dep_id: str) -> dict[s
 
 @get("/v1/projects/{project:str}/deployments")
 async def list_deployments(request: Request[Any, Any, Any], project: str) -> dict[str, Any]:
+    """A project's versions, newest first (``?name=`` one deployment name's)."""
     g = gw(request)
     await g.project(project_name(project))
-    return {"deployments": await g.rm.deployments(project)}
+    return {"deployments": await g.rm.deployments(project, request.query_params.get("name"))}
 
 
 @get("/v1/deployments/{dep_id:str}/build-log")
@@ -155,34 +157,4 @@ async def build_log(request: Request[Any, Any, Any], dep_id: str) -> Any:
     )
 
 
-@post("/v1/projects/{project:str}/rollback", status_code=200)
-async def rollback(request: Request[Any, Any, Any], project: str) -> dict[str, Any]:
-    g = gw(request)
-    project = project_name(project)
-    body = await json_body(request)
-    dep_id = field(body, "deployment_id", str, required=True)
-    dep = await g.deployment(dep_id)
-    if dep["project"] != project:
-        raise bad_request(f"deployment {dep_id} belongs to project {dep['project']}, not {project}")
-    if dep["status"] != "ready":
-        raise conflict(
-            f"cannot roll back to deployment {dep_id}: its build {dep['status']}"
-            if dep["status"] == "failed"
-            else f"deployment {dep_id} is still building"
-        )
-    for _ in range(5):
-        state = fold_project(project, await g.store.load(project, "project", project))
-        promoted = DeploymentPromoted(
-            deployment_id=dep_id, previous_deployment_id=state.current_deployment_id, rollback=True
-        )
-        try:
-            await g.commit_payload(promoted, project, project, state.version)
-        except ConcurrencyConflict:
-            continue
-        view = await g.rm.deployment(dep_id)
-        assert view is not None
-        return view
-    raise conflict("the project kept changing; try again")
-
-
-ROUTES = [create_deployment, get_deployment, list_deployments, build_log, rollback]
+ROUTES = [create_deployment, get_deployment, list_deployments, build_log]

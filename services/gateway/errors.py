@@ -10,6 +10,7 @@ from litestar.exceptions import HTTPException
 
 from crewyard.core.bounds import OutOfBounds
 from crewyard.core.events import InvalidEvent
+from crewyard.core.versions import VersionError
 from crewyard.errors import CrewyardError
 from crewyard.eventstore import StoreUnavailable
 from crewyard.objects import ObjectStoreError
@@ -69,6 +70,14 @@ def invalid(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     return _body(400, "bad_request", str(exc))
 
 
+_VERSION_STATUS = {"not_found": 404, "bad_request": 400, "conflict": 409}
+
+
+def version_error(_: Request[Any, Any, Any], exc: VersionError) -> Response[Any]:
+    """No deployment, version or environment to use as asked (the core's ``kind`` says how)."""
+    return _body(_VERSION_STATUS.get(exc.kind, 409), exc.code, str(exc))
+
+
 def unavailable(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     return _body(503, "unavailable", f"a platform component is unavailable: {exc}")
 
@@ -84,6 +93,7 @@ HANDLERS: dict[int | type[Exception], Any] = {
     HTTPException: http_error,
     InvalidEvent: invalid,
     OutOfBounds: invalid,
+    VersionError: version_error,
     StoreUnavailable: unavailable,
     ObjectStoreError: unavailable,
 }

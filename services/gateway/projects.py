@@ -7,9 +7,10 @@ from typing import Any
 from litestar import Request, delete, get, put
 
 from crewyard.core.bounds import MAX_CONCURRENCY
-from crewyard.core.deployment_state import fold_project
+from crewyard.core.deployment_state import fold_project, sealed_name
 from crewyard.core.envnames import NAME_RE, name_problem
 from crewyard.core.events import EnvSet, EnvUnset, ProjectLimitsSet
+from crewyard.core.versions import check_environment
 
 from .context import field, gw, json_body, project_name
 from .errors import bad_request, not_found
@@ -46,15 +47,20 @@ async def get_project(request: Request[Any, Any, Any], project: str) -> dict[str
 
 @put("/v1/projects/{project:str}/env/{key:str}")
 async def set_env(request: Request[Any, Any, Any], project: str, key: str) -> dict[str, Any]:
+    """``{"value", "environment"?}``: with an environment, the value applies to runs in that
+    environment only (over an unscoped value of the same name)."""
     g = gw(request)
     project, key = project_name(project), _key(key)
-    value = field(await json_body(request), "value", str, required=True)
+    body = await json_body(request)
+    value = field(body, "value", str, required=True)
+    scope = field(body, "environment", str)
+    environment = check_environment(scope) if scope is not None else None
     if len(value) > MAX_VALUE:
         raise bad_request(f"value is longer than {MAX_VALUE} characters")
     await g.ensure_project(project)
-    sealed = g.secrets.encrypt(project, key, value)
-    await g.commit_payload(EnvSet(key=key, value=sealed), project, project, None)
-    return {"key": key, "project": project}
+    sealed = g.secrets.encrypt(project, sealed_name(key, environment), value)
+    await g.commit_payload(EnvSet(key=key, value=sealed, environment=environment), project, project, None)
+    return {"key": key, "project": project, "environment": environment}
 
 
 @put("/v1/projects/{project:str}/limits")
@@ -82,13 +88,17 @@ async def list_env(request: Request[Any, Any, Any], project: str) -> dict[str, A
 
 @delete("/v1/projects/{project:str}/env/{key:str}", status_code=200)
 async def unset_env(request: Request[Any, Any, Any], project: str, key: str) -> dict[str, Any]:
+    """``?environment=``: remove that environment's own value (default: the unscoped one)."""
     g = gw(request)
     project, key = project_name(project), _stored_key(key)
+    scope = request.query_params.get("environment")
+    environment = check_environment(scope) if scope else None
     state = fold_project(project, await g.store.load(project, "project", project))
-    if key not in state.env:
-        raise not_found(f"environment variable {key} of project {project}")
-    await g.commit_payload(EnvUnset(key=key), project, project, None)
-    return {"key": key, "project": project, "deleted": True}
+    if not state.has_env(key, environment):
+        where = f" in {environment}" if environment else ""
+        raise not_found(f"environment variable {key}{where} of project {project}")
+    await g.commit_payload(EnvUnset(key=key, environment=environment), project, project, None)
+    return {"key": key, "project": project, "environment": environment, "deleted": True}
 
 
 @get("/v1/projects/{project:str}/events")

@@ -14,7 +14,9 @@ from crewyard.core import run_state as rs
 from crewyard.core import subjects
 from crewyard.core.bounds import MAX_TIMEOUT_S
 from crewyard.core.events import TERMINAL_TYPES, RunQueued, make_event
+from crewyard.core.ids import deployment_id as stored_id
 from crewyard.core.ids import is_id, new_id
+from crewyard.core.versions import Resolved
 from crewyard.eventstore import ConcurrencyConflict
 from crewyard.readmodel import run_view
 from crewyard.workspace import artifact_object
@@ -31,27 +33,25 @@ def _request_hash(body: dict[str, Any]) -> str:
     return hashlib.sha256(_enc.encode(body)).hexdigest()
 
 
-async def _resolve_deployment(request: Request[Any, Any, Any], body: dict[str, Any]) -> tuple[str, str]:
-    g = gw(request)
+async def resolve_target(g: Gateway, body: dict[str, Any]) -> Resolved:
+    """The version a run request means: ``deployment_id`` (``dep_…`` or ``ver_…``) alone is that
+    version; with ``environment``, that environment's version of its name; ``project`` (and
+    ``name``) runs the name's version in ``environment`` (production by default)."""
     dep_id = field(body, "deployment_id", str)
     project = field(body, "project", str)
+    name = field(body, "name", str)
+    environment = field(body, "environment", str)
     legacy = field(body, "deployment", str)  # the reference product's older field: an id or a project
     if legacy and not dep_id and not project:
-        dep_id, project = (legacy, None) if is_id(legacy, "dep") else (None, legacy)
-    if dep_id and project:
-        raise bad_request("give either deployment_id or project, not both")
+        dep_id, project = (legacy, None) if is_id(stored_id(legacy), "dep") else (None, legacy)
+    if dep_id and (project or name):
+        raise bad_request("give either deployment_id or project (and name), not both")
     if dep_id:
-        dep = await g.deployment(dep_id)
-    elif project:
-        proj = await g.project(project_name(project), with_current=True)
-        if not proj["current_deployment_id"]:
-            raise conflict(f"project {project} has no ready deployment yet")
-        dep = await g.deployment(proj["current_deployment_id"])
-    else:
+        return await g.resolve_version(project=None, deployment_id=dep_id, environment=environment)
+    if not project:
         raise bad_request("deployment_id or project is required")
-    if dep["status"] != "ready":
-        raise conflict(f"deployment {dep['deployment_id']} is not ready (status: {dep['status']})")
-    return dep["deployment_id"], dep["project"]
+    project = (await g.project(project_name(project)))["name"]
+    return await g.resolve_version(project=project, name=name, environment=environment)
 
 
 @post("/v1/runs", status_code=202)
@@ -72,10 +72,17 @@ async def create_run(request: Request[Any, Any, Any]) -> Response[Any]:
         existing = await g.rm.run_by_idempotency_key(key)
         if existing is not None:
             return _replayed(existing, request_hash)
-    dep_id, project = await _resolve_deployment(request, body)
+    target = await resolve_target(g, body)
+    dep_id, project = target.deployment_id, target.project
     run_id = new_id("run")
     queued = RunQueued(
-        deployment_id=dep_id, input=payload, timeout_s=timeout, idempotency_key=key, request_hash=request_hash
+        deployment_id=dep_id,
+        input=payload,
+        timeout_s=timeout,
+        idempotency_key=key,
+        request_hash=request_hash,
+        environment=target.environment,
+        version_number=target.number,
     )
     # With a key, the event id is derived from it: a concurrent duplicate is dropped by the server.
     event_id = "evt_idem_" + hashlib.sha256(key.encode()).hexdigest()[:40] if key else new_id("evt")
@@ -92,6 +99,10 @@ async def create_run(request: Request[Any, Any, Any]) -> Response[Any]:
             "run_id": run_id,
             "project": project,
             "deployment_id": dep_id,
+            "version_id": target.version_id,
+            "version_number": target.number,
+            "environment": target.environment,
+            "name": target.name,
             "status": "pending",
             "input": payload,
             "created_at": event.time.isoformat(),

@@ -20,6 +20,7 @@ from crewyard.core.schedules import (
     next_times,
     zone,
 )
+from crewyard.core.versions import check_environment
 from crewyard.eventstore import ConcurrencyConflict
 
 from .context import Gateway, gw, project_name
@@ -76,8 +77,7 @@ async def create_schedule(request: Request[Any, Any, Any], project: str, data: S
         zone(data.timezone)
     except InvalidSchedule as exc:
         raise bad_request(str(exc), "invalid_schedule") from None
-    if data.environment != "production":
-        raise bad_request("only the production environment exists so far", "invalid_environment")
+    check_environment(data.environment)
     if data.deployment is not None:
         dep = await g.deployment(data.deployment)
         if dep["project"] != project:

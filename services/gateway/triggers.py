@@ -31,10 +31,11 @@ from crewyard.core.triggers import (
     new_token,
     token_hash,
 )
+from crewyard.core.versions import Resolved, check_environment
 from crewyard.launch import queue_run
 
 from .context import Gateway, gw, project_name
-from .errors import ApiError, bad_request, conflict, not_found
+from .errors import ApiError, bad_request, not_found
 
 DEPLOY, READ, OPEN = {"role": "deploy"}, {"role": "read"}, {"open": True}
 MAX_INPUT = 1024 * 1024
@@ -67,8 +68,7 @@ async def create_trigger(request: Request[Any, Any, Any], project: str, data: Tr
     g = gw(request)
     project = project_name(project)
     await g.project(project)
-    if data.environment != "production":
-        raise bad_request("only the production environment exists so far", "invalid_environment")
+    check_environment(data.environment)
     if data.deployment is not None:
         dep = await g.deployment(data.deployment)
         if dep["project"] != project:
@@ -192,11 +192,12 @@ async def fire_trigger(request: Request[Any, Any, Any], token: str) -> Response[
     run_input = apply_template(template, body)
     if len(_enc.encode(run_input)) > MAX_INPUT:
         raise ApiError(413, "payload_too_large", f"input is larger than {MAX_INPUT} bytes")
-    dep_id = await _deployment(g, row)
+    target = await _deployment(g, row)
+    dep_id = target.deployment_id
     run_id = _run_id(row["id"], request.headers.get("idempotency-key"))
     seq = await queue_run(
         g.store, project=row["project"], run_id=run_id, deployment_id=dep_id, input=run_input,
-        correlation_id=row["id"],
+        correlation_id=row["id"], environment=target.environment, version_number=target.number,
     )  # fmt: skip
     status = await _started(g, row["project"], run_id, seq, g.settings.trigger_wait_s)
     fired = TriggerFired(
@@ -215,17 +216,13 @@ def _run_id(trigger_id: str, key: str | None) -> str:
     return new_id("run", now_ms=lambda: 0, rand=lambda n: digest[:n])
 
 
-async def _deployment(g: Gateway, row: dict[str, Any]) -> str:
+async def _deployment(g: Gateway, row: dict[str, Any]) -> Resolved:
+    """The pinned version exactly, else what the trigger's environment runs; in its environment."""
+    environment = check_environment(row["environment"])
     if row["deployment_id"]:
-        dep = await g.deployment(row["deployment_id"])
-    else:
-        proj = await g.project(row["project"], with_current=True)
-        if not proj["current_deployment_id"]:
-            raise conflict(f"project {row['project']} has no ready deployment yet")
-        dep = await g.deployment(proj["current_deployment_id"])
-    if dep["status"] != "ready":
-        raise conflict(f"deployment {dep['deployment_id']} is not ready (status: {dep['status']})")
-    return str(dep["deployment_id"])
+        pinned = await g.resolve_version(project=row["project"], deployment_id=row["deployment_id"])
+        return msgspec.structs.replace(pinned, environment=environment)
+    return await g.resolve_version(project=row["project"], environment=environment)
 
 
 async def _started(g: Gateway, project: str, run_id: str, seq: int | None, wait_s: float) -> str:

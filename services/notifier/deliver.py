@@ -48,6 +48,7 @@ from crewyard.core.webhooks import (
 )
 from crewyard.eventstore import EventStore, StoreUnavailable, WorkItem, WorkQueue, set_aside
 from crewyard.secrets import SecretBox, SecretError
+from crewyard.versions import load_versions
 
 from .health import Health
 from .sender import Sender
@@ -320,6 +321,10 @@ class Deliverer:
                 history.append(raw.decode(self.store.prefix))
             except InvalidEvent as exc:
                 set_aside(READER, raw.seq, raw.subject, exc)
-        view = views.run_view(history) if agg == "run" else views.deployment_view(history)
+        if agg == "run":
+            view = views.run_view(history)
+        else:  # a version's number is its place among its name's versions: counted over the project
+            version = (await load_versions(self.store, project)).versions.get(d.source_id)
+            view = views.deployment_view(history, version.number if version else None)
         at = next((r.event.time for r in history if r.seq == d.source_seq), d.queued_at)
         return _json.encode({"type": d.event, "timestamp": at.isoformat(), "data": view})

@@ -32,6 +32,7 @@ from crewyard.core.events import (
     RunRetrying,
     RunStarted,
 )
+from crewyard.core.versions import DEFAULT_NAME
 
 from . import outbound
 
@@ -51,11 +52,43 @@ async def project_created(db: aiosqlite.Connection, seq: int, e: Event) -> None:
     await db.execute("INSERT OR IGNORE INTO projects (name, created_at) VALUES (?, ?)", (e.project, _ts(e)))
 
 
+def _first(row: Any) -> Any:
+    """The first column of a row, whichever row factory the connection has."""
+    return next(iter(row.values())) if isinstance(row, dict) else row[0]
+
+
+async def _point(db: aiosqlite.Connection, e: Event, dep_id: str, environment: str) -> None:
+    """Move ``environment``'s pointer of the version's name to the version (of this project)."""
+    async with db.execute(
+        "SELECT name FROM deployments WHERE id = ? AND project = ?", (dep_id, e.project)
+    ) as cur:
+        row = await cur.fetchone()
+    if row is None:
+        return
+    await db.execute(
+        "INSERT OR REPLACE INTO environments (project, name, environment, deployment_id, updated_at)"
+        " VALUES (?, ?, ?, ?, ?)",
+        (e.project, _first(row), environment, dep_id, _ts(e)),
+    )
+    await _refresh_current(db, e.project)
+
+
+async def _refresh_current(db: aiosqlite.Connection, project: str) -> None:
+    """``projects.current_deployment_id``: what a run that names only the project runs in
+    production (the ``default`` name, else the only one; none when that is ambiguous)."""
+    async with db.execute("SELECT DISTINCT name FROM deployments WHERE project = ?", (project,)) as cur:
+        names = {_first(r) for r in await cur.fetchall()}
+    name = DEFAULT_NAME if DEFAULT_NAME in names else (next(iter(names)) if len(names) == 1 else None)
+    await db.execute(
+        "UPDATE projects SET current_deployment_id = (SELECT deployment_id FROM environments"
+        " WHERE project = ? AND name = ? AND environment = 'production') WHERE name = ?",
+        (project, name, project),
+    )
+
+
 async def deployment_promoted(db: aiosqlite.Connection, seq: int, e: Event) -> None:
     assert isinstance(e.data, DeploymentPromoted)
-    await db.execute(
-        "UPDATE projects SET current_deployment_id = ? WHERE name = ?", (e.data.deployment_id, e.project)
-    )
+    await _point(db, e, e.data.deployment_id, e.data.environment)
 
 
 async def limits_set(db: aiosqlite.Connection, seq: int, e: Event) -> None:
@@ -68,26 +101,36 @@ async def limits_set(db: aiosqlite.Connection, seq: int, e: Event) -> None:
 async def env_set(db: aiosqlite.Connection, seq: int, e: Event) -> None:
     assert isinstance(e.data, EnvSet)
     await db.execute(
-        "INSERT OR REPLACE INTO env (project, key, updated_at) VALUES (?, ?, ?)",
-        (e.project, e.data.key, _ts(e)),
+        "INSERT OR REPLACE INTO env (project, key, environment, updated_at) VALUES (?, ?, ?, ?)",
+        (e.project, e.data.key, e.data.environment or "", _ts(e)),
     )
 
 
 async def env_unset(db: aiosqlite.Connection, seq: int, e: Event) -> None:
     assert isinstance(e.data, EnvUnset)
-    await db.execute("DELETE FROM env WHERE project = ? AND key = ?", (e.project, e.data.key))
+    await db.execute(
+        "DELETE FROM env WHERE project = ? AND key = ? AND environment = ?",
+        (e.project, e.data.key, e.data.environment or ""),
+    )
 
 
 async def deployment_created(db: aiosqlite.Connection, seq: int, e: Event) -> None:
     d = e.data
     assert isinstance(d, DeploymentCreated)
+    # A version's number is its place among its name's versions in the stream (never stored in
+    # an event: every fold counts the same, see crewyard.core.versions).
     await db.execute(
-        "INSERT OR IGNORE INTO deployments (id, project, name, status, source_digest, source_size, config,"
-        " created_at, idempotency_key, request_hash) VALUES (?, ?, ?, 'building', ?, ?, ?, ?, ?, ?)",
+        "INSERT OR IGNORE INTO deployments (id, project, name, version_number, environment, status,"
+        " source_digest, source_size, config, created_at, idempotency_key, request_hash)"
+        " VALUES (?, ?, ?, (SELECT COUNT(*) + 1 FROM deployments WHERE project = ? AND name = ?), ?,"
+        " 'building', ?, ?, ?, ?, ?, ?)",
         (
             e.aggregate_id,
             e.project,
             d.name,
+            e.project,
+            d.name,
+            d.environment,
             d.source_digest,
             d.source_size,
             _dumps(d.config),
@@ -96,6 +139,7 @@ async def deployment_created(db: aiosqlite.Connection, seq: int, e: Event) -> No
             d.request_hash,
         ),
     )
+    await _refresh_current(db, e.project)  # a second name can make the project's default ambiguous
 
 
 async def build_started(db: aiosqlite.Connection, seq: int, e: Event) -> None:
@@ -109,21 +153,21 @@ async def build_started(db: aiosqlite.Connection, seq: int, e: Event) -> None:
 async def deployment_ready(db: aiosqlite.Connection, seq: int, e: Event) -> None:
     d = e.data
     assert isinstance(d, DeploymentReady)
-    await db.execute(
+    async with db.execute(
         "UPDATE deployments SET status = 'ready', ready_at = ?, env_digest = ?, backend = ?, image = ?,"
-        " cached = ?, build_duration_ms = ? WHERE id = ?",
+        " cached = ?, build_duration_ms = ? WHERE id = ? AND status = 'building' RETURNING environment",
         (_ts(e), d.env_digest, d.backend, d.image, int(d.cached), d.duration_ms, e.aggregate_id),
-    )
-    # A deployment that becomes ready is its project's current one; rollbacks promote explicitly.
-    await db.execute(
-        "UPDATE projects SET current_deployment_id = ? WHERE name = ?", (e.aggregate_id, e.project)
-    )
+    ) as cur:
+        row = await cur.fetchone()
+    # The environment the deploy was aimed at now runs it (as a promotion would).
+    if row is not None and _first(row):
+        await _point(db, e, e.aggregate_id, _first(row))
 
 
 async def deployment_failed(db: aiosqlite.Connection, seq: int, e: Event) -> None:
     assert isinstance(e.data, DeploymentFailed)
     await db.execute(
-        "UPDATE deployments SET status = 'failed', error_message = ? WHERE id = ?",
+        "UPDATE deployments SET status = 'failed', error_message = ? WHERE id = ? AND status = 'building'",
         (e.data.error_message, e.aggregate_id),
     )
 
@@ -132,12 +176,17 @@ async def run_queued(db: aiosqlite.Connection, seq: int, e: Event) -> None:
     d = e.data
     assert isinstance(d, RunQueued)
     await db.execute(
-        "INSERT OR IGNORE INTO runs (id, project, deployment_id, status, input, created_at, timeout_s,"
-        " idempotency_key, request_hash, last_seq) VALUES (?, ?, ?, 'pending', ?, ?, ?, ?, ?, ?)",
+        "INSERT OR IGNORE INTO runs (id, project, deployment_id, version_number, environment, status, input,"
+        " created_at, timeout_s, idempotency_key, request_hash, last_seq) VALUES (?, ?, ?,"
+        " COALESCE(?, (SELECT version_number FROM deployments WHERE id = ?)),"
+        " ?, 'pending', ?, ?, ?, ?, ?, ?)",
         (
             e.aggregate_id,
             e.project,
             d.deployment_id,
+            d.version_number,
+            d.deployment_id,
+            d.environment,
             _dumps(d.input),
             _ts(e),
             d.timeout_s,

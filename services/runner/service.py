@@ -300,11 +300,12 @@ class Runner:
                 await self.slots.release(run_id, list(limits))
             await asyncio.to_thread(shutil.rmtree, work, True)
 
-    async def _environment(self, project: str, config: CrewConfig) -> dict[str, str]:
+    async def _environment(self, project: str, environment: str, config: CrewConfig) -> dict[str, str]:
+        """The crew's defaults, then the project's values for the run's environment."""
         proj = fold_project(project, await self.store.load(project, "project", project))
         env = dict(config.env)
-        for key, token in proj.env.items():
-            env[key] = self.secrets.decrypt(project, key, token)
+        for key, (token, sealed) in proj.env_for(environment).items():
+            env[key] = self.secrets.decrypt(project, sealed, token)
         return env
 
     async def _start(
@@ -362,7 +363,7 @@ class Runner:
         t0 = time.monotonic()
         emitter = Emitter(self.store, project, run_id, [])
         try:
-            env = await self._environment(project, config)
+            env = await self._environment(project, state.environment, config)
             emitter.secrets = [v for k, v in env.items() if k not in config.env]
         except SecretError as exc:
             await finish(

@@ -101,7 +101,9 @@ class Scheduler:
             deployment = None
         else:
             try:
-                deployment = await ready_deployment(self.store, state.project, state.deployment_id)
+                deployment = await ready_deployment(
+                    self.store, state.project, state.deployment_id, state.environment
+                )
                 payload = ScheduleFired(
                     planned_at=planned, outcome="queued", run_id=new_id("run"), missed=decision.missed
                 )
@@ -131,9 +133,11 @@ class Scheduler:
                 self.store,
                 project=state.project,
                 run_id=payload.run_id,
-                deployment_id=deployment,
+                deployment_id=deployment.deployment_id,
                 input=state.input,
                 correlation_id=state.schedule_id,
+                environment=deployment.environment,
+                version_number=deployment.number,
             )
             self._verified[state.schedule_id] = payload.run_id
             log.info("schedule %s fired %s: run %s", state.schedule_id, planned.isoformat(), payload.run_id)
@@ -169,7 +173,9 @@ class Scheduler:
         if datetime.now(UTC) - fired_at < REPAIR_AFTER:
             return False
         try:
-            deployment = await ready_deployment(self.store, state.project, state.deployment_id)
+            deployment = await ready_deployment(
+                self.store, state.project, state.deployment_id, state.environment
+            )
         except NoDeployment as exc:
             log.warning("schedule %s: cannot start run %s: %s", state.schedule_id, run_id, exc)
             self._verified[state.schedule_id] = run_id  # nothing to start it on; move on
@@ -178,9 +184,11 @@ class Scheduler:
             self.store,
             project=state.project,
             run_id=run_id,
-            deployment_id=deployment,
+            deployment_id=deployment.deployment_id,
             input=state.input,
             correlation_id=state.schedule_id,
+            environment=deployment.environment,
+            version_number=deployment.number,
         )
         log.warning("schedule %s: started run %s, which its firing left unqueued", state.schedule_id, run_id)
         self._verified[state.schedule_id] = run_id

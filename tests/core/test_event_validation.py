@@ -102,7 +102,7 @@ def test_bad_bytes_raise_invalid_event_and_nothing_else(raw):
 
 def test_a_newer_version_than_known_is_unknown_not_guessed():
     with pytest.raises(UnknownEventType, match="newer"):
-        decode(_raw(version="2"))
+        decode(_raw(version="3"))
 
 
 def test_nesting_up_to_the_limit_is_accepted_and_one_more_is_not():

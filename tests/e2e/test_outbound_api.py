@@ -83,7 +83,7 @@ def test_a_trigger_url_is_shown_once_and_revocation_makes_it_404(api: httpx.Clie
     assert listed[0]["id"] == trig["id"] and listed[0]["url"] is None and listed[0]["token"] is None
     assert api.delete(f"/v1/projects/{project}/triggers/{trig['id']}").json()["revoked"] is True
     assert api.post(trig["url"], json={}).status_code == 404
-    bad = api.post(f"/v1/projects/{project}/triggers", json={"name": "x", "environment": "staging"})
+    bad = api.post(f"/v1/projects/{project}/triggers", json={"name": "x", "environment": "qa"})
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_environment"
     bad = api.post(f"/v1/projects/{project}/triggers", json={"name": "x", "template": {"a": "$nope"}})
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "invalid_template"

@@ -27,6 +27,7 @@ from .init import init
 from .projects import projects
 from .runs import invoke, runs
 from .schedules import schedules, triggers
+from .versions import promote
 from .webhooks import webhooks
 
 __all__ = ["CliError", "cli", "main"]
@@ -69,6 +70,7 @@ for _command in (
     init,
     up,
     deploy,
+    promote,
     invoke,
     runs,
     deployments,

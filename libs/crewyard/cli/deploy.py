@@ -18,6 +18,7 @@ from rich.text import Text
 
 from crewyard.client import Client, Deployment
 
+from . import versions
 from ._client import CliError, connect
 from ._options import api_option, folder_project, json_option, project_option, resolve_project
 from .render import (
@@ -30,6 +31,7 @@ from .render import (
     print_ndjson_event,
     status_text,
 )
+from .versions import env_option
 
 _CHUNK = 64 * 1024
 
@@ -40,9 +42,15 @@ _CHUNK = 64 * 1024
 @click.option(
     "--name", "-n", metavar="DEPLOYMENT", help="Deploy only [deployments.DEPLOYMENT] of the config file."
 )
+@env_option
 @click.option("--no-wait", is_flag=True, help="Return once uploaded instead of following the build.")
 @click.option(
-    "--rollback", metavar="DEP_ID", help="Make an earlier deployment current again (uploads nothing)."
+    "--rollback",
+    is_flag=False,
+    flag_value="",
+    default=None,
+    metavar="[VERSION_ID]",
+    help="Move --env back to VERSION_ID, or to the version it ran before (uploads nothing).",
 )
 @json_option
 @api_option
@@ -52,39 +60,36 @@ def deploy(
     path: Path,
     project: str | None,
     name: str | None,
+    environment: str | None,
     no_wait: bool,
     rollback: str | None,
     as_json: bool,
     api_url: str,
 ) -> None:
-    """Build and deploy the crew in PATH (default: here) as a new immutable deployment.
+    """Build and deploy the crew in PATH (default: here) as a new immutable version.
 
     Reads crewyard.toml (or crewship.toml), uploads the folder without the [build] exclude
-    paths and what its .gitignore files ignore, and shows the build log until the deployment
-    is ready. The project is --project, else the deployment's name in a [deployments.<name>]
-    file, else the folder's name. A file with several [deployments.<name>] deploys each of them
-    unless --name picks one. With --json: the build's events as JSON lines, then the deployment
-    as one JSON line (with --no-wait, only the deployment).
+    paths and what its .gitignore files ignore, and shows the build log until the version is
+    ready; then --env (production by default) runs it. Each deploy is a new version (1, 2, 3…)
+    of its deployment name ([deployments.<name>], or "default"). The project is --project, else
+    the deployment's name in a [deployments.<name>] file, else the folder's name. A file with
+    several [deployments.<name>] deploys each of them unless --name picks one. With --json: the
+    build's events as JSON lines, then the deployment as one JSON line (with --no-wait, only the
+    deployment).
 
     \b
     Examples:
       crewyard deploy --project research
+      crewyard deploy --env staging --project research     # production keeps running its version
       crewyard deploy ./crews --name support-agent
+      crewyard deploy --rollback --project research        # production: back to the previous version
       crewyard deploy --rollback dep_01j9zq6m8k2v3w4x5y6z7a8b9c --project research
     """
     console = make_console(stderr=as_json)
-    if rollback:
+    if rollback is not None:
         target = resolve_project(project, path, name)
         with connect(api_url) as client:
-            current = client.rollback(target, rollback)
-        if as_json:
-            print_json(current)
-            return
-        console.print(
-            Text.assemble(
-                ("✓ ", "green"), (rollback, "cyan"), f" is the current deployment of {target} again"
-            )
-        )
+            versions.rollback(client, target, rollback, name, environment, as_json=as_json)
         return
 
     from crewyard.core.crewfile import CrewConfig, CrewConfigError, parse
@@ -109,7 +114,9 @@ def deploy(
     with connect(api_url) as client:
         for cfg in targets:
             target = project or cfg.name or folder_project(path)
-            if not _deploy_one(client, console, path, cfg, target, wait=not no_wait, as_json=as_json):
+            if not _deploy_one(
+                client, console, path, cfg, target, environment, wait=not no_wait, as_json=as_json
+            ):
                 failed.append(cfg.name or target)
     if failed and len(targets) > 1:
         console.print(
@@ -120,7 +127,15 @@ def deploy(
 
 
 def _deploy_one(
-    client: Client, console: Console, folder: Path, cfg: Any, project: str, *, wait: bool, as_json: bool
+    client: Client,
+    console: Console,
+    folder: Path,
+    cfg: Any,
+    project: str,
+    environment: str | None,
+    *,
+    wait: bool,
+    as_json: bool,
 ) -> bool:
     from crewyard.packaging import pack
 
@@ -139,7 +154,7 @@ def _deploy_one(
             f" — {human_size(len(archive))}",
         )
     )
-    answer = _upload(client, console, project, archive, cfg.name)
+    answer = _upload(client, console, project, archive, cfg.name, environment)
     dep_id = answer.deployment_id
     if not wait:
         if as_json:
@@ -148,17 +163,19 @@ def _deploy_one(
         console.print(Text.assemble("Deployment ", (dep_id, "cyan"), " is ", status_text(answer.status)))
         console.print(Text(f"  build log: crewyard deployments logs {dep_id}", style="dim"))
         return True
-    return follow_build(client, console, dep_id, project, as_json=as_json)
+    return follow_build(client, console, dep_id, project, as_json=as_json, upload=answer)
 
 
-def _upload(client: Client, console: Console, project: str, data: bytes, name: str | None) -> Deployment:
+def _upload(
+    client: Client, console: Console, project: str, data: bytes, name: str | None, environment: str | None
+) -> Deployment:
     if not console.is_terminal:
-        return client.deploy(project, data, name=name)
+        return client.deploy(project, data, name=name, environment=environment)
     columns = (TextColumn("  uploading"), BarColumn(), DownloadColumn(), TransferSpeedColumn())
     with Progress(*columns, console=console) as progress:
         task = progress.add_task("upload", total=len(data))
         body = _chunks(data, lambda n: progress.advance(task, n))
-        return client.deploy(project, body, size=len(data), name=name)
+        return client.deploy(project, body, size=len(data), name=name, environment=environment)
 
 
 def print_ndjson_deployment(deployment: Deployment) -> None:
@@ -173,9 +190,16 @@ def _chunks(data: bytes, advance: Callable[[int], None]) -> Iterator[bytes]:
 
 
 def follow_build(
-    client: Client, console: Console, dep_id: str, project: str | None, *, as_json: bool = False
+    client: Client,
+    console: Console,
+    dep_id: str,
+    project: str | None,
+    *,
+    as_json: bool = False,
+    upload: Deployment | None = None,
 ) -> bool:
-    """Show a deployment's build log until it is ready (True) or failed (False)."""
+    """Show a deployment's build log until it is ready (True) or failed (False); ``upload`` is the
+    API's answer to the upload (version number, environment) when this command made it."""
     result: dict[str, Any] = {}
 
     def build_is_over() -> bool:
@@ -227,13 +251,19 @@ def follow_build(
         else f"built in {human_duration(result.get('duration_ms'))}"
     )
     where = f" (project {project})" if project else ""
+    env = (upload.environment if upload else None) or "production"
+    if upload is not None and upload.version_number:
+        where = f" — version {upload.version_number} in {env}{where}"
     console.print(
         Text.assemble(
             ("✓ Deployed ", "green"), (dep_id, "green bold"), (where, "green"), (f"  {note}", "dim")
         )
     )
     if project:
-        console.print(Text(f"  run it: crewyard invoke --project {project} -i '{{}}' --stream", style="dim"))
+        flag = f" --env {env}" if env != "production" else ""
+        console.print(
+            Text(f"  run it: crewyard invoke --project {project}{flag} -i '{{}}' --stream", style="dim")
+        )
     return True
 
 
@@ -250,18 +280,22 @@ def deployments() -> None:
 
 @deployments.command("list")
 @project_option
+@click.option("--name", "-n", "name", metavar="DEPLOYMENT", help="Only this deployment name's versions.")
 @json_option
 @api_option
-def list_deployments(project: str | None, as_json: bool, api_url: str) -> None:
-    """List a project's deployments, newest first; ● marks the current one.
+def list_deployments(project: str | None, name: str | None, as_json: bool, api_url: str) -> None:
+    """List a project's versions, newest first; ● marks what production runs.
+
+    ENVIRONMENTS says which environments run each version (move them with `crewyard promote`
+    and `crewyard deploy --rollback`).
 
     \b
     Example:
       crewyard deployments list --project research
     """
-    target = resolve_project(project)
+    target = resolve_project(project, name=name)
     with connect(api_url) as client:
-        items = client.list_deployments(target)
+        items = client.list_deployments(target, name)
     if as_json:
         print_json({"deployments": items})
         return
@@ -272,13 +306,14 @@ def list_deployments(project: str | None, as_json: bool, api_url: str) -> None:
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
     table.add_column("", width=1)
     table.add_column("DEPLOYMENT", no_wrap=True, style="cyan")
+    table.add_column("NAME", no_wrap=True)
+    table.add_column("VERSION", justify="right")
     table.add_column("STATUS")
+    table.add_column("ENVIRONMENTS")
     table.add_column("CREATED", no_wrap=True)
     table.add_column("NOTE")
     for dep in items:
         notes = []
-        if dep.name:
-            notes.append(dep.name)
         if dep.cached:
             notes.append("cached build")
         if dep.error_message:
@@ -286,7 +321,10 @@ def list_deployments(project: str | None, as_json: bool, api_url: str) -> None:
         table.add_row(
             Text("●", style="green") if dep.current else "",
             dep.deployment_id,
+            dep.name or "",
+            str(dep.version_number or ""),
             status_text(dep.status),
+            Text(", ".join(dep.environments), style="green"),
             local_time(dep.created_at),
             Text("; ".join(notes), style="red" if dep.error_message else "dim"),
         )

@@ -17,6 +17,7 @@ from rich.text import Text
 from ._client import CliError, connect
 from ._options import api_option, json_option, name_option, project_option, resolve_project
 from .render import local_time, make_console, print_json
+from .versions import ENVIRONMENTS
 
 _KEY_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
@@ -28,6 +29,14 @@ def check_key(key: str) -> str:
             "(letters, digits and _, not starting with a digit)"
         )
     return key
+
+
+scope_option = click.option(
+    "--env",
+    "environment",
+    type=click.Choice(ENVIRONMENTS),
+    help="Only for runs in this environment (default: every environment).",
+)
 
 
 @click.group()
@@ -47,21 +56,29 @@ def env() -> None:
 @click.argument("pairs", nargs=-1, required=True, metavar="KEY=VALUE...")
 @project_option
 @name_option
+@scope_option
 @json_option
 @api_option
 def set_env(
-    pairs: tuple[str, ...], project: str | None, deployment_name: str | None, as_json: bool, api_url: str
+    pairs: tuple[str, ...],
+    project: str | None,
+    deployment_name: str | None,
+    environment: str | None,
+    as_json: bool,
+    api_url: str,
 ) -> None:
     """Set one or more variables.
 
     A KEY without =VALUE asks for the value without echoing it, which keeps secrets out of your
-    shell history.
+    shell history. With --env the value applies to runs in that environment only (over a value
+    set without --env, which applies to every environment).
 
     \b
     Examples:
       crewyard env set MODEL=gpt-4o-mini TEMPERATURE=0.2 --project research
       crewyard env set OPENAI_API_KEY --project research
       crewyard env set OPENAI_API_KEY=sk-... -n support-agent
+      crewyard env set MODEL=gpt-4o --env staging --project research
     """
     target = resolve_project(project, name=deployment_name)
     values: dict[str, str] = {}
@@ -77,11 +94,14 @@ def set_env(
     console = make_console()
     with connect(api_url) as client:
         for key, value in values.items():
-            changed = client.set_env(target, key, value)
+            changed = client.set_env(target, key, value, environment)
             if as_json:
                 click.echo(msgspec.json.encode(changed).decode())
                 continue
-            console.print(Text.assemble(("✓ ", "green"), "set ", (key, "bold"), f" on project {target}"))
+            where = f" in {environment}" if environment else ""
+            console.print(
+                Text.assemble(("✓ ", "green"), "set ", (key, "bold"), f" on project {target}{where}")
+            )
 
 
 @env.command("list")
@@ -108,9 +128,11 @@ def list_env(project: str | None, deployment_name: str | None, as_json: bool, ap
         return
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
     table.add_column("KEY", no_wrap=True, style="bold")
+    table.add_column("ENVIRONMENT", no_wrap=True)
     table.add_column("UPDATED", no_wrap=True)
     for item in items:
-        table.add_row(item.key, local_time(item.updated_at))
+        scope = Text(item.environment or "all", style="" if item.environment else "dim")
+        table.add_row(item.key, scope, local_time(item.updated_at))
     console.print(table)
 
 
@@ -118,12 +140,18 @@ def list_env(project: str | None, deployment_name: str | None, as_json: bool, ap
 @click.argument("key")
 @project_option
 @name_option
+@scope_option
 @json_option
 @api_option
 def unset_env(
-    key: str, project: str | None, deployment_name: str | None, as_json: bool, api_url: str
+    key: str,
+    project: str | None,
+    deployment_name: str | None,
+    environment: str | None,
+    as_json: bool,
+    api_url: str,
 ) -> None:
-    """Remove a variable.
+    """Remove a variable (with --env: that environment's own value).
 
     \b
     Example:
@@ -132,8 +160,11 @@ def unset_env(
     check_key(key)
     target = resolve_project(project, name=deployment_name)
     with connect(api_url) as client:
-        changed = client.unset_env(target, key)
+        changed = client.unset_env(target, key, environment)
     if as_json:
         print_json(changed)
         return
-    make_console().print(Text.assemble(("✓ ", "green"), "removed ", (key, "bold"), f" from project {target}"))
+    where = f" ({environment})" if environment else ""
+    make_console().print(
+        Text.assemble(("✓ ", "green"), "removed ", (key, "bold"), f"{where} from project {target}")
+    )

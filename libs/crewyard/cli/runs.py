@@ -30,6 +30,7 @@ from .render import (
     print_output,
     status_text,
 )
+from .versions import env_option
 
 FINAL_STATUSES = frozenset({"succeeded", "failed", "canceled"})
 RUN_STATUSES = ("pending", "running", "succeeded", "failed", "canceled")
@@ -48,6 +49,7 @@ RUN_STATUSES = ("pending", "running", "succeeded", "failed", "canceled")
     metavar="JSON",
     help="The crew's input: a JSON object, @file.json, or - to read it from stdin.",
 )
+@env_option
 @click.option("--stream", is_flag=True, help="Show the run's events live until it ends.")
 @click.option(
     "--timeout",
@@ -70,6 +72,7 @@ def invoke(
     project: str | None,
     deployment_name: str | None,
     input_text: str,
+    environment: str | None,
     stream: bool,
     timeout: float | None,
     verbose: bool,
@@ -79,15 +82,17 @@ def invoke(
 ) -> None:
     """Start a run of a deployed crew.
 
-    Runs DEPLOYMENT_ID, or the project's current deployment when it is left out (-n picks the
-    project of one [deployments.NAME] of the config here). Prints the run id at once; with
-    --stream, follows the run live and exits with 0 when it succeeded and 1 when it failed or
-    was canceled. Ctrl-C stops following (exit 130); the run keeps going. With --json: the run
-    as JSON, or with --stream one JSON line per event.
+    Runs the version --env (production by default) runs of the project's deployment: -n NAME
+    (also the project, unless --project says another), else the project's default one. With
+    DEPLOYMENT_ID: exactly that version, or with --env that environment's version of the same
+    deployment. Prints the run id at once; with --stream, follows the run live and exits with 0
+    when it succeeded and 1 when it failed or was canceled. Ctrl-C stops following (exit 130);
+    the run keeps going. With --json: the run as JSON, or with --stream one JSON line per event.
 
     \b
     Examples:
       crewyard invoke --project research -i '{"topic": "AI agents"}' --stream
+      crewyard invoke --project research --env staging -i @input.json
       crewyard invoke dep_01j9zq6m8k2v3w4x5y6z7a8b9c -i @input.json
       crewyard invoke -n support-agent -i '{"question": "…"}' --stream --json | jq .type
     """
@@ -96,13 +101,25 @@ def invoke(
     console = make_console()
     with connect(api_url) as client:
         # One idempotency key per invocation: a retried POST after a lost answer finds the same run.
-        run = client.create_run(deployment_id=deployment_id, project=target, input=payload, timeout_s=timeout)
+        run = client.create_run(
+            deployment_id=deployment_id,
+            project=target,
+            name=None if deployment_id else deployment_name,
+            environment=environment,
+            input=payload,
+            timeout_s=timeout,
+        )
         run_id = run.id
         if as_json and not stream:
             print_json(run)
             return
         if not stream:
-            console.print(Text.assemble("Run ", (run_id, "bold cyan"), " is ", status_text(run.status)))
+            version = f" (version {run.version_number}, {run.environment})" if run.version_number else ""
+            console.print(
+                Text.assemble(
+                    "Run ", (run_id, "bold cyan"), " is ", status_text(run.status), (version, "dim")
+                )
+            )
             console.print(Text(f"  follow it:  crewyard runs events {run_id}", style="dim"))
             console.print(Text(f"  result:     crewyard runs get {run_id}", style="dim"))
             return

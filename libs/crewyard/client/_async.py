@@ -11,6 +11,7 @@ import httpx
 from crewyard.contract.deployments import Deployment
 from crewyard.contract.projects import EnvChanged, EnvVar, LimitsSet, Project
 from crewyard.contract.runs import Artifact, CancelResult, Run, RunCreate, RunPage, RunStatus
+from crewyard.contract.versions import DeploymentOverview, EnvironmentRollback, PointerMoved, Promote
 
 from . import _ops as ops
 from ._sse import AsyncEventStream
@@ -70,9 +71,18 @@ class AsyncClient:
         input: dict[str, Any] | None = None,
         timeout_s: float | None = None,
         idempotency_key: str | None = None,
+        name: str | None = None,
+        environment: str | None = None,
     ) -> Run:
         op = ops.create_run(
-            RunCreate(deployment_id=deployment_id, project=project, input=input or {}, timeout_s=timeout_s)
+            RunCreate(
+                deployment_id=deployment_id,
+                project=project,
+                name=name,
+                environment=environment,
+                input=input or {},
+                timeout_s=timeout_s,
+            )
         )
         response = await self.transport.post_idempotent(
             op.path, op.body, key=idempotency_key or str(uuid.uuid4())
@@ -147,12 +157,13 @@ class AsyncClient:
         *,
         size: int | None = None,
         name: str | None = None,
+        environment: str | None = None,
     ) -> Deployment:
         length = len(archive) if isinstance(archive, bytes) else size
         headers = {"Content-Type": "application/gzip"}
         if length is not None:
             headers["Content-Length"] = str(length)
-        op = ops.Op("POST", ops.upload_path(project), Deployment, {"name": name})
+        op = ops.Op("POST", ops.upload_path(project), Deployment, {"name": name, "environment": environment})
         async with self.transport.stream(
             "POST", op.path, content=archive, params=op.params, headers=headers, timeout=_UPLOAD_TIMEOUT
         ) as response:
@@ -164,12 +175,40 @@ class AsyncClient:
         deployment: Deployment = await self._do(ops.get_deployment(deployment_id))
         return deployment
 
-    async def list_deployments(self, project: str) -> list[Deployment]:
-        deployments: list[Deployment] = (await self._do(ops.list_deployments(project))).deployments
+    async def list_deployments(self, project: str, name: str | None = None) -> list[Deployment]:
+        """A project's versions, newest first (of one deployment ``name``)."""
+        deployments: list[Deployment] = (await self._do(ops.list_deployments(project, name))).deployments
         return deployments
 
-    async def rollback(self, project: str, deployment_id: str) -> Deployment:
-        deployment: Deployment = await self._do(ops.rollback(project, deployment_id))
+    async def get_deployment_name(self, project: str, name: str) -> DeploymentOverview:
+        """A deployment name: which version each environment runs."""
+        overview: DeploymentOverview = await self._do(ops.get_deployment_name(project, name))
+        return overview
+
+    async def promote(
+        self,
+        project: str,
+        name: str,
+        *,
+        to: str = "production",
+        from_environment: str | None = "staging",
+        version_id: str | None = None,
+    ) -> PointerMoved:
+        """Point ``to`` at ``from_environment``'s version (or at ``version_id``) at once."""
+        body = Promote(to=to, from_=None if version_id else from_environment, version_id=version_id)  # type: ignore[arg-type]
+        moved: PointerMoved = await self._do(ops.promote(project, name, body))
+        return moved
+
+    async def rollback_environment(
+        self, project: str, name: str, *, environment: str = "production", version_id: str | None = None
+    ) -> PointerMoved:
+        """Move ``environment`` back to the version it ran before (or to ``version_id``) at once."""
+        body = EnvironmentRollback(environment=environment, version_id=version_id)  # type: ignore[arg-type]
+        moved: PointerMoved = await self._do(ops.rollback_environment(project, name, body))
+        return moved
+
+    async def rollback(self, project: str, deployment_id: str, environment: str | None = None) -> Deployment:
+        deployment: Deployment = await self._do(ops.rollback(project, deployment_id, environment))
         return deployment
 
     def build_log(self, deployment_id: str, *, after: int | None = None) -> AsyncEventStream:
@@ -193,16 +232,16 @@ class AsyncClient:
         project: Project = await self._do(ops.get_project(name))
         return project
 
-    async def set_env(self, project: str, key: str, value: str) -> EnvChanged:
-        changed: EnvChanged = await self._do(ops.set_env(project, key, value))
+    async def set_env(self, project: str, key: str, value: str, environment: str | None = None) -> EnvChanged:
+        changed: EnvChanged = await self._do(ops.set_env(project, key, value, environment))
         return changed
 
     async def list_env(self, project: str) -> list[EnvVar]:
         env: list[EnvVar] = (await self._do(ops.list_env(project))).env
         return env
 
-    async def unset_env(self, project: str, key: str) -> EnvChanged:
-        changed: EnvChanged = await self._do(ops.unset_env(project, key))
+    async def unset_env(self, project: str, key: str, environment: str | None = None) -> EnvChanged:
+        changed: EnvChanged = await self._do(ops.unset_env(project, key, environment))
         return changed
 
     async def set_limits(self, project: str, max_concurrent_runs: int | None) -> LimitsSet:

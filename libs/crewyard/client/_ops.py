@@ -11,6 +11,7 @@ import msgspec
 from crewyard.contract.deployments import Deployment, DeploymentList, Rollback
 from crewyard.contract.projects import EnvChanged, EnvList, EnvValue, Limits, LimitsSet, Project, ProjectList
 from crewyard.contract.runs import ArtifactList, CancelResult, Run, RunCreate, RunPage
+from crewyard.contract.versions import DeploymentOverview, EnvironmentRollback, PointerMoved, Promote
 
 from ._errors import ClientError
 
@@ -89,20 +90,34 @@ def get_deployment(dep_id: str) -> Op:
     return Op("GET", f"/v1/deployments/{seg(dep_id)}", Deployment)
 
 
-def list_deployments(project: str) -> Op:
-    return Op("GET", f"/v1/projects/{seg(project)}/deployments", DeploymentList)
+def list_deployments(project: str, name: str | None = None) -> Op:
+    return Op("GET", f"/v1/projects/{seg(project)}/deployments", DeploymentList, {"name": name})
+
+
+def get_deployment_name(project: str, name: str) -> Op:
+    return Op("GET", f"/v1/projects/{seg(project)}/deployments/{seg(name)}", DeploymentOverview)
+
+
+def promote(project: str, name: str, promote: Promote) -> Op:
+    path = f"/v1/projects/{seg(project)}/deployments/{seg(name)}/promote"
+    return Op("POST", path, PointerMoved, body=encode(promote))
+
+
+def rollback_environment(project: str, name: str, rollback: EnvironmentRollback) -> Op:
+    path = f"/v1/projects/{seg(project)}/deployments/{seg(name)}/rollback"
+    return Op("POST", path, PointerMoved, body=encode(rollback))
 
 
 def upload_path(project: str) -> str:
     return f"/v1/projects/{seg(project)}/deployments"
 
 
-def rollback(project: str, deployment_id: str) -> Op:
+def rollback(project: str, deployment_id: str, environment: str | None = None) -> Op:
     return Op(
         "POST",
         f"/v1/projects/{seg(project)}/rollback",
         Deployment,
-        body=encode(Rollback(deployment_id=deployment_id)),
+        body=encode(Rollback(deployment_id=deployment_id, environment=environment)),  # type: ignore[arg-type]
     )
 
 
@@ -114,19 +129,19 @@ def get_project(name: str) -> Op:
     return Op("GET", f"/v1/projects/{seg(name)}", Project)
 
 
-def set_env(project: str, key: str, value: str) -> Op:
-    return Op(
-        "PUT", f"/v1/projects/{seg(project)}/env/{seg(key)}", EnvChanged, body=encode(EnvValue(value=value))
-    )
+def set_env(project: str, key: str, value: str, environment: str | None = None) -> Op:
+    body = encode(EnvValue(value=value, environment=environment))  # type: ignore[arg-type]
+    return Op("PUT", f"/v1/projects/{seg(project)}/env/{seg(key)}", EnvChanged, body=body)
 
 
 def list_env(project: str) -> Op:
     return Op("GET", f"/v1/projects/{seg(project)}/env", EnvList)
 
 
-def unset_env(project: str, key: str) -> Op:
+def unset_env(project: str, key: str, environment: str | None = None) -> Op:
     path = f"/v1/projects/{seg(project)}/env/{seg(key)}"
-    return Op("DELETE", path, EnvChanged, empty=EnvChanged(key=key, project=project, deleted=True))
+    gone = EnvChanged(key=key, project=project, environment=environment, deleted=True)
+    return Op("DELETE", path, EnvChanged, {"environment": environment}, empty=gone)
 
 
 def set_limits(project: str, max_concurrent_runs: int | None) -> Op:

@@ -11,6 +11,7 @@ import httpx
 from crewyard.contract.deployments import Deployment
 from crewyard.contract.projects import EnvChanged, EnvVar, LimitsSet, Project
 from crewyard.contract.runs import Artifact, CancelResult, Run, RunCreate, RunPage, RunStatus
+from crewyard.contract.versions import DeploymentOverview, EnvironmentRollback, PointerMoved, Promote
 
 from . import _ops as ops
 from ._sse import EventStream
@@ -74,6 +75,8 @@ class Client:
         input: dict[str, Any] | None = None,
         timeout_s: float | None = None,
         idempotency_key: str | None = None,
+        name: str | None = None,
+        environment: str | None = None,
     ) -> Run:
         """Start a run of ``deployment_id``, or of ``project``'s current deployment.
 
@@ -81,7 +84,14 @@ class Client:
         was lost is sent again safely: the server answers with the run it already made.
         """
         op = ops.create_run(
-            RunCreate(deployment_id=deployment_id, project=project, input=input or {}, timeout_s=timeout_s)
+            RunCreate(
+                deployment_id=deployment_id,
+                project=project,
+                name=name,
+                environment=environment,
+                input=input or {},
+                timeout_s=timeout_s,
+            )
         )
         response = self.transport.post_idempotent(op.path, op.body, key=idempotency_key or str(uuid.uuid4()))
         run: Run = ops.decode(op, response.content)
@@ -166,6 +176,7 @@ class Client:
         *,
         size: int | None = None,
         name: str | None = None,
+        environment: str | None = None,
     ) -> Deployment:
         """Upload a crew archive (``crewyard.packaging.pack``) as a new deployment of ``project``.
 
@@ -177,7 +188,7 @@ class Client:
         headers = {"Content-Type": "application/gzip"}
         if length is not None:
             headers["Content-Length"] = str(length)
-        op = ops.Op("POST", ops.upload_path(project), Deployment, {"name": name})
+        op = ops.Op("POST", ops.upload_path(project), Deployment, {"name": name, "environment": environment})
         with self.transport.stream(
             "POST", op.path, content=archive, params=op.params, headers=headers, timeout=_UPLOAD_TIMEOUT
         ) as response:
@@ -189,13 +200,41 @@ class Client:
         deployment: Deployment = self._do(ops.get_deployment(deployment_id))
         return deployment
 
-    def list_deployments(self, project: str) -> list[Deployment]:
-        deployments: list[Deployment] = self._do(ops.list_deployments(project)).deployments
+    def list_deployments(self, project: str, name: str | None = None) -> list[Deployment]:
+        """A project's versions, newest first (of one deployment ``name``)."""
+        deployments: list[Deployment] = (self._do(ops.list_deployments(project, name))).deployments
         return deployments
 
-    def rollback(self, project: str, deployment_id: str) -> Deployment:
+    def get_deployment_name(self, project: str, name: str) -> DeploymentOverview:
+        """A deployment name: which version each environment runs."""
+        overview: DeploymentOverview = self._do(ops.get_deployment_name(project, name))
+        return overview
+
+    def promote(
+        self,
+        project: str,
+        name: str,
+        *,
+        to: str = "production",
+        from_environment: str | None = "staging",
+        version_id: str | None = None,
+    ) -> PointerMoved:
+        """Point ``to`` at ``from_environment``'s version (or at ``version_id``) at once."""
+        body = Promote(to=to, from_=None if version_id else from_environment, version_id=version_id)  # type: ignore[arg-type]
+        moved: PointerMoved = self._do(ops.promote(project, name, body))
+        return moved
+
+    def rollback_environment(
+        self, project: str, name: str, *, environment: str = "production", version_id: str | None = None
+    ) -> PointerMoved:
+        """Move ``environment`` back to the version it ran before (or to ``version_id``) at once."""
+        body = EnvironmentRollback(environment=environment, version_id=version_id)  # type: ignore[arg-type]
+        moved: PointerMoved = self._do(ops.rollback_environment(project, name, body))
+        return moved
+
+    def rollback(self, project: str, deployment_id: str, environment: str | None = None) -> Deployment:
         """Make an earlier, ready deployment the project's current one again (no rebuild)."""
-        deployment: Deployment = self._do(ops.rollback(project, deployment_id))
+        deployment: Deployment = self._do(ops.rollback(project, deployment_id, environment))
         return deployment
 
     def build_log(self, deployment_id: str, *, after: int | None = None) -> EventStream:
@@ -221,17 +260,17 @@ class Client:
         project: Project = self._do(ops.get_project(name))
         return project
 
-    def set_env(self, project: str, key: str, value: str) -> EnvChanged:
+    def set_env(self, project: str, key: str, value: str, environment: str | None = None) -> EnvChanged:
         """Set a variable (encrypted at rest, never shown again)."""
-        changed: EnvChanged = self._do(ops.set_env(project, key, value))
+        changed: EnvChanged = self._do(ops.set_env(project, key, value, environment))
         return changed
 
     def list_env(self, project: str) -> list[EnvVar]:
         env: list[EnvVar] = self._do(ops.list_env(project)).env
         return env
 
-    def unset_env(self, project: str, key: str) -> EnvChanged:
-        changed: EnvChanged = self._do(ops.unset_env(project, key))
+    def unset_env(self, project: str, key: str, environment: str | None = None) -> EnvChanged:
+        changed: EnvChanged = self._do(ops.unset_env(project, key, environment))
         return changed
 
     def set_limits(self, project: str, max_concurrent_runs: int | None) -> LimitsSet:

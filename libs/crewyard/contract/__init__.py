@@ -5,6 +5,16 @@ validates request bodies into them and documents them in the OpenAPI schema); th
 CLI decode answers into them. Every error is ``{"error": {"code", "message"}}`` (:mod:`.errors`).
 """
 
-from . import deployments, errors, events, projects, runs, schedules, triggers, webhooks
+from . import deployments, errors, events, projects, runs, schedules, triggers, versions, webhooks
 
-__all__ = ["deployments", "errors", "events", "projects", "runs", "schedules", "triggers", "webhooks"]
+__all__ = [
+    "deployments",
+    "errors",
+    "events",
+    "projects",
+    "runs",
+    "schedules",
+    "triggers",
+    "versions",
+    "webhooks",
+]

@@ -1,4 +1,5 @@
-"""Deployments: uploading a crew (a gzip tarball, not JSON), reading them, rolling back."""
+"""Deployments: uploading a crew (a gzip tarball, not JSON) as a new version, reading versions,
+rolling back (promotions and environment rollbacks: :mod:`.versions`)."""
 
 from __future__ import annotations
 
@@ -17,10 +18,18 @@ class Deployment(msgspec.Struct, kw_only=True):
     #: The same as ``deployment_id``.
     id: str = ""
     project: str = ""
-    #: The ``[deployments.<name>]`` it was built from (None for a single ``[deployment]``).
+    #: The ``deployment_id`` spelled ``ver_…``: the same version.
+    version_id: str = ""
+    #: This version's number among its deployment name's versions (1, 2, 3…).
+    version_number: int | None = None
+    #: The deployment name (``[deployments.<name>]``; ``default`` for a single ``[deployment]``).
     name: str | None = None
     status: DeploymentStatus = "building"
-    #: Whether runs of the project use this deployment now.
+    #: The environment the deploy was aimed at: it runs the version once the build is ready.
+    environment: str | None = None
+    #: The environments that run this version now.
+    environments: list[str] = msgspec.field(default_factory=list)
+    #: Whether production runs this version now.
     current: bool = False
     source_digest: str = ""
     source_size: int = 0
@@ -49,6 +58,8 @@ class DeploymentList(msgspec.Struct, kw_only=True):
 
 
 class Rollback(msgspec.Struct, kw_only=True):
-    """``POST /v1/projects/{project}/rollback``: make this earlier, ready deployment current."""
+    """``POST /v1/projects/{project}/rollback``: ``environment`` (production) of the version's
+    deployment name runs this earlier, ready version again."""
 
     deployment_id: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+    environment: Literal["production", "staging"] | None = None

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 import msgspec
 
@@ -25,13 +25,17 @@ class ProjectList(msgspec.Struct, kw_only=True):
 
 
 class EnvValue(msgspec.Struct, kw_only=True):
-    """``PUT /v1/projects/{project}/env/{KEY}``: the value is encrypted and never returned."""
+    """``PUT /v1/projects/{project}/env/{KEY}``: the value is encrypted and never returned. With
+    ``environment`` it applies to runs in that environment only (over the unscoped value)."""
 
     value: EnvValueText
+    environment: Literal["production", "staging"] | None = None
 
 
 class EnvVar(msgspec.Struct, kw_only=True):
     key: str
+    #: None: every environment.
+    environment: str | None = None
     updated_at: str | None = None
 
 
@@ -42,6 +46,7 @@ class EnvList(msgspec.Struct, kw_only=True):
 class EnvChanged(msgspec.Struct, kw_only=True):
     key: str
     project: str = ""
+    environment: str | None = None
     #: Only in the answer to ``DELETE``.
     deleted: bool | None = None
 

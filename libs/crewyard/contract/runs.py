@@ -14,18 +14,21 @@ Name = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
 
 
 class RunCreate(msgspec.Struct, kw_only=True):
-    """``POST /v1/runs``. Give ``deployment_id`` (that deployment) or ``project`` (its current
-    deployment); ``deployment`` is the reference product's older field (an id or a project name).
-    Unknown fields are ignored, so the reference product's own bodies are accepted as they are."""
+    """``POST /v1/runs``. Give ``deployment_id`` (``dep_…`` or ``ver_…``: exactly that version;
+    with ``environment``, that environment's version of its deployment name) or ``project`` (and
+    ``name``: the version ``environment`` runs of that deployment name, the project's default
+    one when left out); ``deployment`` is the reference product's older field (an id or a project
+    name). Unknown fields are ignored, so the reference product's own bodies are accepted."""
 
     deployment_id: Name | None = None
     project: Name | None = None
+    name: Name | None = None
     deployment: Name | None = None
     #: The crew's input (``kickoff(inputs=…)`` / the graph's state); a JSON object, at most 1 MiB.
     input: dict[str, Any] = msgspec.field(default_factory=dict)
     #: Seconds before the run is failed with ``timeout`` (default: the crew's ``timeout``).
     timeout_s: TimeoutSeconds | None = None
-    #: Accepted for the reference product's clients; crewyard has one environment per project.
+    #: ``production`` (the default) or ``staging``.
     environment: str | None = None
     entrypoint: str | None = None
 
@@ -42,6 +45,11 @@ class Run(msgspec.Struct, kw_only=True):
     run_id: str = ""
     project: str = ""
     deployment_id: str = ""
+    #: The version that runs (``deployment_id`` spelled ``ver_…``) and its number.
+    version_id: str = ""
+    version_number: int | None = None
+    #: The environment it was chosen for (its scoped environment variables apply).
+    environment: str = "production"
     status: RunStatus = "pending"
     input: dict[str, Any] = msgspec.field(default_factory=dict)
     #: What the crew returned (only when ``succeeded``).

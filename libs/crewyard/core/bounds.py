@@ -9,7 +9,7 @@ walked by :func:`check_json`, which bounds nesting depth and integer size.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -50,6 +50,11 @@ ArtifactName = Annotated[
         max_length=4096,
     ),
 ]
+
+#: A deployment's name (``[deployments.<name>]``; ``default`` for a single ``[deployment]``).
+DeploymentName = Annotated[str, msgspec.Meta(pattern="^[a-z0-9][a-z0-9_-]*$", max_length=63)]
+#: The environments a deployment's versions are chosen through.
+EnvironmentName = Literal["production", "staging"]
 
 
 class OutOfBounds(CrewyardError, ValueError):

@@ -1,4 +1,4 @@
-"""Deployment and project state, folded from their events (pure)."""
+"""Deployment (one version) and project state, folded from their events (pure)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import msgspec
 from .events import (
     DeploymentCreated,
     DeploymentFailed,
-    DeploymentPromoted,
     DeploymentReady,
     EnvSet,
     EnvUnset,
@@ -25,6 +24,7 @@ BUILDING, READY, FAILED = "building", "ready", "failed"
 class DeploymentState(msgspec.Struct, kw_only=True):
     deployment_id: str
     project: str = ""
+    name: str = "default"
     status: str = ""
     version: int = 0
     source_digest: str = ""
@@ -50,6 +50,7 @@ def fold_deployment(deployment_id: str, history: list[Recorded]) -> DeploymentSt
         state.project = rec.event.project
         if isinstance(data, DeploymentCreated):
             state.status, state.source_digest, state.config = BUILDING, data.source_digest, data.config
+            state.name = data.name
         elif isinstance(data, DeploymentReady):
             state.status, state.env_digest, state.backend, state.image = (
                 READY,
@@ -63,13 +64,31 @@ def fold_deployment(deployment_id: str, history: list[Recorded]) -> DeploymentSt
     return state
 
 
+def sealed_name(key: str, environment: str | None) -> str:
+    """The name an environment variable's value is sealed under (the ciphertext's associated
+    data): a scoped value cannot be replayed as another environment's or as the unscoped one."""
+    return key if environment is None else f"{key}@{environment}"
+
+
 class ProjectState(msgspec.Struct, kw_only=True):
     name: str
     exists: bool = False
     version: int = 0
-    current_deployment_id: str | None = None
-    env: dict[str, str] = msgspec.field(default_factory=dict)  # key → ciphertext
+    env: dict[str, str] = msgspec.field(default_factory=dict)  # key → ciphertext (every environment)
+    #: environment → key → ciphertext: values for one environment only.
+    scoped_env: dict[str, dict[str, str]] = msgspec.field(default_factory=dict)
     max_concurrent_runs: int | None = None
+
+    def env_for(self, environment: str) -> dict[str, tuple[str, str]]:
+        """key → (ciphertext, sealed name) for a run in ``environment``: the environment's own
+        values over the unscoped ones."""
+        out = {key: (token, sealed_name(key, None)) for key, token in self.env.items()}
+        for key, token in self.scoped_env.get(environment, {}).items():
+            out[key] = (token, sealed_name(key, environment))
+        return out
+
+    def has_env(self, key: str, environment: str | None) -> bool:
+        return key in (self.env if environment is None else self.scoped_env.get(environment, {}))
 
 
 def fold_project(name: str, history: list[Recorded]) -> ProjectState:
@@ -79,12 +98,14 @@ def fold_project(name: str, history: list[Recorded]) -> ProjectState:
         state.version = rec.seq
         if isinstance(data, ProjectCreated):
             state.exists = True
-        elif isinstance(data, DeploymentPromoted):  # rollbacks (ready deployments are current too)
-            state.current_deployment_id = data.deployment_id
         elif isinstance(data, EnvSet):
-            state.env[data.key] = data.value
+            values = (
+                state.env if data.environment is None else state.scoped_env.setdefault(data.environment, {})
+            )
+            values[data.key] = data.value
         elif isinstance(data, EnvUnset):
-            state.env.pop(data.key, None)
+            values = state.env if data.environment is None else state.scoped_env.get(data.environment, {})
+            values.pop(data.key, None)
         elif isinstance(data, ProjectLimitsSet):
             state.max_concurrent_runs = data.max_concurrent_runs
     return state

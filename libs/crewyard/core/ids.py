@@ -12,8 +12,8 @@ import time
 from collections.abc import Callable
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
-PREFIXES = ("run", "dep", "evt", "key", "whk", "dlg", "dlv", "trg", "sch")
-_ID_RE = re.compile(r"(run|dep|evt|key|whk|dlg|dlv|trg|sch)_[0-9a-hjkmnp-tv-z]{26}")
+PREFIXES = ("run", "dep", "ver", "evt", "key", "whk", "dlg", "dlv", "trg", "sch", "thr", "ckp", "tbl", "row")
+_ID_RE = re.compile(rf"({'|'.join(PREFIXES)})_[0-9a-hjkmnp-tv-z]{{26}}")
 
 
 def new_id(
@@ -45,3 +45,13 @@ def derived_id(prefix: str, time_ms: int, *parts: str) -> str:
     event to one webhook, the group of one run's deliveries…), still ordered by ``time_ms``."""
     digest = hashlib.sha256("\0".join(parts).encode()).digest()
     return new_id(prefix, now_ms=lambda: time_ms, rand=lambda n: digest[:n])
+
+
+def version_id(deployment_id: str) -> str:
+    """The ``ver_…`` spelling of a version's ``dep_…`` id (the same version)."""
+    return "ver_" + deployment_id.removeprefix("dep_") if deployment_id.startswith("dep_") else deployment_id
+
+
+def deployment_id(value: str) -> str:
+    """A version id as stored (``dep_…``), given either spelling; anything else unchanged."""
+    return "dep_" + value.removeprefix("ver_") if value.startswith("ver_") else value

@@ -47,6 +47,7 @@ class RunState(msgspec.Struct, kw_only=True):
     status: str = ""  # "" until run.queued has been seen
     version: int = 0
     deployment_id: str = ""
+    environment: str = "production"
     input: dict[str, Any] = msgspec.field(default_factory=dict)
     timeout_s: float | None = None
     created_at: datetime | None = None
@@ -80,6 +81,7 @@ def evolve(state: RunState, recorded: Recorded) -> RunState:
     if isinstance(data, RunQueued):
         state.status = PENDING
         state.deployment_id = data.deployment_id
+        state.environment = data.environment
         state.input = data.input
         state.timeout_s = data.timeout_s
         state.created_at = event.time

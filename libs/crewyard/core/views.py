@@ -23,6 +23,7 @@ from .events import (
     RunRetrying,
     RunStarted,
 )
+from .ids import version_id
 
 
 def run_view(history: list[Recorded]) -> dict[str, Any]:
@@ -36,6 +37,9 @@ def run_view(history: list[Recorded]) -> dict[str, Any]:
                 "run_id": e.aggregate_id,
                 "project": e.project,
                 "deployment_id": d.deployment_id,
+                "version_id": version_id(d.deployment_id),
+                "version_number": d.version_number,
+                "environment": d.environment,
                 "status": "pending",
                 "input": d.input,
                 "output": None,
@@ -72,8 +76,10 @@ def run_view(history: list[Recorded]) -> dict[str, Any]:
     return view
 
 
-def deployment_view(history: list[Recorded]) -> dict[str, Any]:
-    """``current`` is what it was at that moment: a deployment that becomes ready is current."""
+def deployment_view(history: list[Recorded], version_number: int | None = None) -> dict[str, Any]:
+    """``environments`` and ``current`` are what they were at that moment: a version that becomes
+    ready runs in the environment its deploy named. ``version_number`` is the version's place
+    among its name's versions (not in its own events: see :mod:`.versions`)."""
     view: dict[str, Any] = {}
     for rec in history:
         e, d = rec.event, rec.event.data
@@ -81,9 +87,13 @@ def deployment_view(history: list[Recorded]) -> dict[str, Any]:
             view = {
                 "deployment_id": e.aggregate_id,
                 "id": e.aggregate_id,
+                "version_id": version_id(e.aggregate_id),
+                "version_number": version_number,
                 "project": e.project,
                 "name": d.name,
                 "status": "building",
+                "environment": d.environment,
+                "environments": [],
                 "current": False,
                 "source_digest": d.source_digest,
                 "source_size": d.source_size,
@@ -102,7 +112,9 @@ def deployment_view(history: list[Recorded]) -> dict[str, Any]:
         elif isinstance(d, BuildStarted):
             view["backend"] = d.backend
         elif isinstance(d, DeploymentReady):
-            view.update(status="ready", current=True, ready_at=e.time.isoformat(), env_digest=d.env_digest)
+            moved = [view["environment"]] if view["environment"] else []
+            view.update(environments=moved, current="production" in moved)
+            view.update(status="ready", ready_at=e.time.isoformat(), env_digest=d.env_digest)
             view.update(backend=d.backend, image=d.image, cached=d.cached, build_duration_ms=d.duration_ms)
         elif isinstance(d, DeploymentFailed):
             view.update(status="failed", error_message=d.error_message)

@@ -9,7 +9,7 @@ import aiosqlite
 
 from crewyard.datadir import private_file
 
-from .schema import DDL
+from .schema import DDL, SCHEMA_VERSION
 
 
 async def open_db(path: Path) -> aiosqlite.Connection:
@@ -19,8 +19,29 @@ async def open_db(path: Path) -> aiosqlite.Connection:
     await db.execute("PRAGMA journal_mode=WAL")
     await db.execute("PRAGMA synchronous=NORMAL")
     await db.execute("PRAGMA busy_timeout=30000")
+    await _migrate(db)
     await db.executescript(DDL)
     return db
+
+
+async def _migrate(db: aiosqlite.Connection) -> None:
+    """A file made for another schema is emptied (in one transaction, so that of two processes
+    opening it at once only the first does it); the projector then replays the stream from the
+    start. Everything here is derived from the stream, so nothing is lost."""
+    await db.execute("BEGIN IMMEDIATE")
+    try:
+        async with db.execute("PRAGMA user_version") as cur:
+            row = await cur.fetchone()
+        if row is not None and row[0] != SCHEMA_VERSION:
+            async with db.execute("SELECT name FROM sqlite_master WHERE type = 'table'") as cur:
+                tables = [r[0] for r in await cur.fetchall() if not str(r[0]).startswith("sqlite_")]
+            for table in tables:
+                await db.execute(f'DROP TABLE IF EXISTS "{table}"')
+            await db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        await db.execute("COMMIT")
+    except BaseException:
+        await db.execute("ROLLBACK")
+        raise
 
 
 async def position(db: aiosqlite.Connection) -> int:

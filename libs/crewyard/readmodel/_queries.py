@@ -10,15 +10,14 @@ from typing import Any
 import aiosqlite
 import msgspec
 
+from crewyard.core.ids import version_id
+
 from ._db import open_db, position
-from ._outbound import TABLES as OUTBOUND_TABLES
 from ._outbound_queries import OutboundReads
+from ._versions import VersionQueries
+from .schema import TABLES
 
 _json = msgspec.json.Decoder()
-
-
-def _row(cur: aiosqlite.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:
-    return {col[0]: row[i] for i, col in enumerate(cur.description)}
 
 
 def run_view(row: dict[str, Any]) -> dict[str, Any]:
@@ -28,6 +27,9 @@ def run_view(row: dict[str, Any]) -> dict[str, Any]:
         "run_id": row["id"],
         "project": row["project"],
         "deployment_id": row["deployment_id"],
+        "version_id": version_id(row["deployment_id"]),
+        "version_number": row["version_number"],
+        "environment": row["environment"],
         "status": row["status"],
         # Stored JSON goes out as it is (msgspec.Raw): no decoding just to encode it again.
         "input": msgspec.Raw(row["input"].encode()),
@@ -53,7 +55,9 @@ def _flag(col: str) -> str:
 #: run_view, as SQL.
 RUN_JSON = (
     "json_object('id', id, 'run_id', id, 'project', project, 'deployment_id', deployment_id,"
-    " 'status', status, 'input', json(input), 'output', json(output), 'error_message', error_message,"
+    " 'version_id', 'ver_' || substr(deployment_id, 5), 'version_number', version_number,"
+    " 'environment', environment, 'status', status, 'input', json(input), 'output', json(output),"
+    " 'error_message', error_message,"
     " 'error_reason', error_reason, 'created_at', created_at, 'started_at', started_at,"
     " 'completed_at', completed_at, 'duration_ms', duration_ms, 'attempt', attempt, 'backend', backend,"
     f" 'isolated', {_flag('isolated')}, 'cancel_requested', {_flag('cancel_requested')},"
@@ -61,14 +65,20 @@ RUN_JSON = (
 )
 
 
-def deployment_view(row: dict[str, Any], current: str | None) -> dict[str, Any]:
+def deployment_view(row: dict[str, Any], environments: list[str]) -> dict[str, Any]:
+    """A version as the API shows it; ``environments`` are those whose pointer is on it
+    (``current``: production's)."""
     return {
         "deployment_id": row["id"],
         "id": row["id"],
+        "version_id": version_id(row["id"]),
+        "version_number": row["version_number"],
         "project": row["project"],
         "name": row["name"],
         "status": row["status"],
-        "current": row["id"] == current,
+        "environment": row["environment"],
+        "environments": environments,
+        "current": "production" in environments,
         "source_digest": row["source_digest"],
         "source_size": row["source_size"],
         "config": _json.decode(row["config"]),
@@ -83,10 +93,9 @@ def deployment_view(row: dict[str, Any], current: str | None) -> dict[str, Any]:
     }
 
 
-class ReadModel(OutboundReads):
+class ReadModel(VersionQueries, OutboundReads):
     def __init__(self, db: aiosqlite.Connection) -> None:
-        self.db = db
-        self.db.row_factory = _row  # type: ignore[assignment]
+        super().__init__(db)
 
     @classmethod
     async def open(cls, path: Path) -> ReadModel:
@@ -94,16 +103,6 @@ class ReadModel(OutboundReads):
 
     async def close(self) -> None:
         await self.db.close()
-
-    async def _one(self, sql: str, args: tuple[Any, ...]) -> dict[str, Any] | None:
-        async with self.db.execute(sql, args) as cur:
-            row = await cur.fetchone()
-        return row  # type: ignore[return-value]
-
-    async def _all(self, sql: str, args: tuple[Any, ...]) -> list[dict[str, Any]]:
-        async with self.db.execute(sql, args) as cur:
-            rows = await cur.fetchall()
-        return list(rows)  # type: ignore[arg-type]
 
     async def position(self) -> int:
         return await position(self.db)
@@ -184,8 +183,10 @@ class ReadModel(OutboundReads):
         row = await self._one("SELECT * FROM deployments WHERE id = ?", (dep_id,))
         if row is None:
             return None
-        proj = await self.project(row["project"])
-        return deployment_view(row, proj["current_deployment_id"] if proj else None)
+        pointers = await self._all(
+            "SELECT environment FROM environments WHERE deployment_id = ? ORDER BY environment", (dep_id,)
+        )
+        return deployment_view(row, [p["environment"] for p in pointers])
 
     async def deployment_by_idempotency_key(self, key: str) -> dict[str, Any] | None:
         row = await self._one(
@@ -193,27 +194,31 @@ class ReadModel(OutboundReads):
         )
         return row
 
-    async def deployments(self, project: str) -> list[dict[str, Any]]:
-        proj = await self.project(project)
-        current = proj["current_deployment_id"] if proj else None
-        rows = await self._all("SELECT * FROM deployments WHERE project = ? ORDER BY id DESC", (project,))
-        return [deployment_view(r, current) for r in rows]
+    async def deployments(self, project: str, name: str | None = None) -> list[dict[str, Any]]:
+        """A project's versions (of one name), newest first."""
+        where, args = "project = ?", [project]
+        if name is not None:
+            where, args = where + " AND name = ?", [project, name]
+        rows = await self._all(f"SELECT * FROM deployments WHERE {where} ORDER BY id DESC", tuple(args))
+        pointers: dict[str, list[str]] = {}
+        for p in await self._all(
+            "SELECT deployment_id, environment FROM environments WHERE project = ? ORDER BY environment",
+            (project,),
+        ):
+            pointers.setdefault(p["deployment_id"], []).append(p["environment"])
+        return [deployment_view(r, pointers.get(r["id"], [])) for r in rows]
 
     async def env(self, project: str) -> list[dict[str, Any]]:
-        return await self._all("SELECT key, updated_at FROM env WHERE project = ? ORDER BY key", (project,))
+        rows = await self._all(
+            "SELECT key, environment, updated_at FROM env WHERE project = ? ORDER BY key, environment",
+            (project,),
+        )
+        return [{**r, "environment": r["environment"] or None} for r in rows]
 
     async def dump(self) -> dict[str, list[tuple[Any, ...]]]:
         """Every row of every table, for comparing two read models."""
         out: dict[str, list[tuple[Any, ...]]] = {}
-        for table in (
-            "projects",
-            "deployments",
-            "runs",
-            "artifacts",
-            "env",
-            *OUTBOUND_TABLES,
-            "projector_position",
-        ):
+        for table in (*TABLES, "projector_position"):
             rows = await self._all(f"SELECT * FROM {table}", ())
             out[table] = sorted(tuple(r.values()) for r in rows)
         return out

@@ -1,10 +1,15 @@
-"""The SQLite read model's tables. Derived data only: ``rebuild`` recreates it from the stream."""
+"""The SQLite read model's tables. Derived data only: ``rebuild`` recreates it from the stream.
+
+``SCHEMA_VERSION`` changes whenever a table does: a file made for another version is emptied when
+it is opened and the projector replays the stream into the new tables (``_db.open_db``).
+"""
 
 from __future__ import annotations
 
 from . import _outbound as outbound
 
-TABLES = ("projects", "deployments", "runs", "artifacts", "env", *outbound.TABLES)
+SCHEMA_VERSION = 2
+TABLES = ("projects", "deployments", "environments", "runs", "artifacts", "env", *outbound.TABLES)
 
 DDL = """
 CREATE TABLE IF NOT EXISTS projector_position (
@@ -23,7 +28,9 @@ CREATE TABLE IF NOT EXISTS projects (
 CREATE TABLE IF NOT EXISTS deployments (
     id TEXT PRIMARY KEY,
     project TEXT NOT NULL,
-    name TEXT,
+    name TEXT NOT NULL,
+    version_number INTEGER NOT NULL,
+    environment TEXT,
     status TEXT NOT NULL,
     source_digest TEXT NOT NULL,
     source_size INTEGER NOT NULL,
@@ -42,11 +49,24 @@ CREATE TABLE IF NOT EXISTS deployments (
 );
 CREATE INDEX IF NOT EXISTS deployments_idempotency ON deployments (idempotency_key);
 CREATE INDEX IF NOT EXISTS deployments_project ON deployments (project, id);
+CREATE INDEX IF NOT EXISTS deployments_name ON deployments (project, name, version_number);
+
+-- Which version each environment of a deployment name runs.
+CREATE TABLE IF NOT EXISTS environments (
+    project TEXT NOT NULL,
+    name TEXT NOT NULL,
+    environment TEXT NOT NULL,
+    deployment_id TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    PRIMARY KEY (project, name, environment)
+);
 
 CREATE TABLE IF NOT EXISTS runs (
     id TEXT PRIMARY KEY,
     project TEXT NOT NULL,
     deployment_id TEXT NOT NULL,
+    version_number INTEGER,
+    environment TEXT NOT NULL DEFAULT 'production',
     status TEXT NOT NULL,
     input TEXT NOT NULL,
     output TEXT,
@@ -80,11 +100,13 @@ CREATE TABLE IF NOT EXISTS artifacts (
     PRIMARY KEY (run_id, name)
 );
 
+-- environment '' holds the values for every environment.
 CREATE TABLE IF NOT EXISTS env (
     project TEXT NOT NULL,
     key TEXT NOT NULL,
+    environment TEXT NOT NULL DEFAULT '',
     updated_at TEXT NOT NULL,
-    PRIMARY KEY (project, key)
+    PRIMARY KEY (project, key, environment)
 );
 """
 DDL += outbound.DDL

@@ -16,10 +16,16 @@ EXAMPLES = ROOT / "examples"
 
 
 def deploy(
-    client: httpx.Client, folder: Path, project: str, *, name: str | None = None, timeout: float = 120
+    client: httpx.Client,
+    folder: Path,
+    project: str,
+    *,
+    name: str | None = None,
+    environment: str | None = None,
+    timeout: float = 120,
 ) -> dict[str, Any]:
     """Upload a crew folder and wait for its build; returns the deployment as the API shows it."""
-    params = {"name": name} if name else None
+    params = {k: v for k, v in (("name", name), ("environment", environment)) if v} or None
     r = client.post(
         f"/v1/projects/{project}/deployments",
         content=pack(folder),

@@ -1,20 +1,30 @@
-"""Deployment events: an immutable crew source, built once, then ready or failed."""
+"""Deployment events: an immutable crew source, built once, then ready or failed.
+
+A deployment event's aggregate is one **version** (``dep_…`` ids, also spelled ``ver_…``) of a
+deployment name (``[deployments.<name>]``, ``default`` for a single ``[deployment]``).
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from ..bounds import Count, SourceDigest
+from ..bounds import Count, DeploymentName, EnvironmentName, SourceDigest
 from ._base import Payload
 
 
 class DeploymentCreated(Payload, frozen=True, kw_only=True):
+    """A new version of the deployment ``name``. When it becomes ready, ``environment``'s pointer
+    moves to it (the environment the deploy was aimed at; version 1 of this event had none and
+    meant production)."""
+
     TYPE = "deployment.created"
     AGGREGATE = "deployment"
+    VERSION = 2
     source_digest: SourceDigest
     source_size: Count
     config: dict[str, Any]
-    name: str | None = None
+    name: DeploymentName = "default"
+    environment: EnvironmentName = "production"
     idempotency_key: str | None = None
     request_hash: str | None = None
 

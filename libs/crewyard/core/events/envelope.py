@@ -64,8 +64,36 @@ def _log_v1_from_v0(data: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def _deployment_created_v2_from_v1(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 had an optional name (None: the single ``[deployment]``) and no environment:
+    every deployment that became ready was its project's current one, i.e. production."""
+    return {**data, "name": data.get("name") or "default", "environment": "production"}
+
+
+def _promoted_v2_from_v1(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 made a deployment its project's current one: production's pointer."""
+    return {**data, "environment": "production"}
+
+
+def _unscoped_v2_from_v1(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 of ``env.set``/``env.unset`` had no environments: it applied to every one."""
+    return {**data, "environment": None}
+
+
+def _run_queued_v2_from_v1(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 ran the project's current deployment or a given one: production."""
+    return {**data, "environment": "production"}
+
+
 #: (type, stored version) → function producing version + 1.
-UPCASTERS: dict[tuple[str, int], Upcaster] = {("log", 0): _log_v1_from_v0}
+UPCASTERS: dict[tuple[str, int], Upcaster] = {
+    ("log", 0): _log_v1_from_v0,
+    ("deployment.created", 1): _deployment_created_v2_from_v1,
+    ("deployment.promoted", 1): _promoted_v2_from_v1,
+    ("env.set", 1): _unscoped_v2_from_v1,
+    ("env.unset", 1): _unscoped_v2_from_v1,
+    ("run.queued", 1): _run_queued_v2_from_v1,
+}
 
 
 class Event(msgspec.Struct, frozen=True, kw_only=True):

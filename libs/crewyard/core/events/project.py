@@ -1,8 +1,9 @@
-"""Project events: creation, which deployment is current, environment variables, API keys."""
+"""Project events: creation, environment pointers of deployment names, environment variables,
+API keys."""
 
 from __future__ import annotations
 
-from ..bounds import Concurrency
+from ..bounds import Concurrency, DeploymentName, EnvironmentName
 from ._base import Payload
 
 
@@ -13,13 +14,19 @@ class ProjectCreated(Payload, frozen=True, kw_only=True):
 
 
 class DeploymentPromoted(Payload, frozen=True, kw_only=True):
-    """A deployment becomes the project's current one (after a build, or as a rollback)."""
+    """``environment``'s pointer of the version's deployment name moves to ``deployment_id`` (a
+    version id) without a rebuild: a promotion (``from_environment`` when it copied another
+    environment's pointer) or a rollback. Version 1 had no environment: it meant production."""
 
     TYPE = "deployment.promoted"
     AGGREGATE = "project"
+    VERSION = 2
     deployment_id: str
     previous_deployment_id: str | None = None
     rollback: bool = False
+    environment: EnvironmentName = "production"
+    name: DeploymentName | None = None
+    from_environment: EnvironmentName | None = None
 
 
 class ProjectLimitsSet(Payload, frozen=True, kw_only=True):
@@ -31,18 +38,24 @@ class ProjectLimitsSet(Payload, frozen=True, kw_only=True):
 
 
 class EnvSet(Payload, frozen=True, kw_only=True):
-    """``value`` is AES-GCM ciphertext (base64 of nonce + ciphertext); never clear text."""
+    """``value`` is AES-GCM ciphertext (base64 of nonce + ciphertext); never clear text.
+    ``environment``: the value applies to runs in that environment only (None: in every one,
+    unless that environment has a value of its own)."""
 
     TYPE = "env.set"
     AGGREGATE = "project"
+    VERSION = 2
     key: str
     value: str
+    environment: EnvironmentName | None = None
 
 
 class EnvUnset(Payload, frozen=True, kw_only=True):
     TYPE = "env.unset"
     AGGREGATE = "project"
+    VERSION = 2
     key: str
+    environment: EnvironmentName | None = None
 
 
 class ApiKeyCreated(Payload, frozen=True, kw_only=True):

@@ -4,18 +4,25 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..bounds import Attempt, Count, Delay, Timeout
+from ..bounds import Attempt, Count, Delay, EnvironmentName, Timeout
 from ._base import Payload
 
 
 class RunQueued(Payload, frozen=True, kw_only=True):
+    """``deployment_id`` is the version that runs (``version_number`` its number, for readers of
+    the stream); ``environment`` the one it was chosen for (its scoped environment variables
+    apply). Version 1 had neither: production, and the number is the version's place."""
+
     TYPE = "run.queued"
     AGGREGATE = "run"
+    VERSION = 2
     deployment_id: str
     input: dict[str, Any]
     timeout_s: Timeout | None = None
     idempotency_key: str | None = None
     request_hash: str | None = None
+    environment: EnvironmentName = "production"
+    version_number: Count | None = None
 
 
 class RunStarted(Payload, frozen=True, kw_only=True):

@@ -1,0 +1,128 @@
+"""Deployment names and their environments: see what runs where, promote, roll back.
+
+A promotion or rollback appends one ``deployment.promoted`` to the project with the project's
+expected sequence; nothing is rebuilt, the next run of that environment runs the version. The
+decision is made on the project's versions read from the stream (``crewyard.versions``), not the
+read model, so a rollback never goes back to a version the read model has not seen yet.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from typing import Any
+
+from litestar import Request, get, post
+
+from crewyard.contract.versions import DeploymentOverview, EnvironmentRollback, PointerMoved, Promote
+from crewyard.core import versions as core
+from crewyard.core.deployment_state import fold_project
+from crewyard.core.events import DeploymentPromoted
+from crewyard.core.ids import deployment_id as stored_id
+from crewyard.eventstore import ConcurrencyConflict
+from crewyard.versions import load_versions
+
+from .context import Gateway, field, gw, json_body, project_name
+from .errors import bad_request, conflict, not_found
+
+READ, DEPLOY = {"role": "read"}, {"role": "deploy"}
+_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+
+
+def deployment_name(name: str) -> str:
+    if not _NAME.fullmatch(name):
+        raise bad_request(f"invalid deployment name {name!r}", "invalid_name")
+    return name
+
+
+async def move_pointer(
+    g: Gateway, project: str, decide: Callable[[core.Versions], DeploymentPromoted]
+) -> PointerMoved:
+    """Decide on the project's current versions and append, again if the project moved meanwhile."""
+    for _ in range(5):
+        proj = fold_project(project, await g.store.load(project, "project", project))
+        if not proj.exists:
+            raise not_found(f"project {project}")
+        state = await load_versions(g.store, project)
+        promoted = decide(state)
+        try:
+            await g.commit_payload(promoted, project, project, proj.version)
+        except ConcurrencyConflict:
+            continue
+        version = state.versions[promoted.deployment_id]
+        return PointerMoved(
+            project=project,
+            name=version.name,
+            environment=promoted.environment,
+            deployment_id=version.id,
+            version_id=version.version_id,
+            version_number=version.number,
+            previous_deployment_id=promoted.previous_deployment_id,
+            rollback=promoted.rollback,
+        )
+    raise conflict("the project kept changing; try again")
+
+
+@get("/v1/projects/{project:str}/deployments/{name:str}", opt=READ)
+async def get_deployment_name(request: Request[Any, Any, Any], project: str, name: str) -> DeploymentOverview:
+    """A deployment name: which version each environment runs."""
+    g = gw(request)
+    project, name = project_name(project), deployment_name(name)
+    view = await g.rm.deployment_overview(project, name)
+    if view is None:
+        await g.fresh()
+        view = await g.rm.deployment_overview(project, name)
+    if view is None:
+        raise not_found(f"deployment {name} of project {project}")
+    return DeploymentOverview(**view)
+
+
+@post("/v1/projects/{project:str}/deployments/{name:str}/promote", status_code=200, opt=DEPLOY)
+async def promote(request: Request[Any, Any, Any], project: str, name: str, data: Promote) -> PointerMoved:
+    """Point ``to`` at ``from``'s version (or at ``version_id``) at once, without a rebuild."""
+    project, name = project_name(project), deployment_name(name)
+    target = stored_id(data.version_id) if data.version_id else None
+    return await move_pointer(
+        gw(request),
+        project,
+        lambda state: core.decide_promote(
+            state, name, to=data.to, from_environment=data.from_, deployment_id=target
+        ),
+    )
+
+
+@post("/v1/projects/{project:str}/deployments/{name:str}/rollback", status_code=200, opt=DEPLOY)
+async def rollback_environment(
+    request: Request[Any, Any, Any], project: str, name: str, data: EnvironmentRollback
+) -> PointerMoved:
+    """Move an environment back to the version it ran before (or to ``version_id``), at once."""
+    project, name = project_name(project), deployment_name(name)
+    target = stored_id(data.version_id) if data.version_id else None
+    return await move_pointer(
+        gw(request),
+        project,
+        lambda state: core.decide_rollback(state, name, environment=data.environment, deployment_id=target),
+    )
+
+
+@post("/v1/projects/{project:str}/rollback", status_code=200, opt=DEPLOY)
+async def rollback(request: Request[Any, Any, Any], project: str) -> dict[str, Any]:
+    """``{"deployment_id", "environment"?}``: that environment (production) of the version's name
+    runs the version again. Answers the version as ``GET /v1/deployments/{id}`` shows it."""
+    g = gw(request)
+    project = project_name(project)
+    body = await json_body(request)
+    dep_id = stored_id(field(body, "deployment_id", str, required=True))
+    environment = core.check_environment(field(body, "environment", str))
+    dep = await g.deployment(dep_id)
+    if dep["project"] != project:
+        raise bad_request(f"deployment {dep_id} belongs to project {dep['project']}, not {project}")
+    await move_pointer(
+        g,
+        project,
+        lambda state: core.decide_rollback(state, dep["name"], environment=environment, deployment_id=dep_id),
+    )
+    return await g.deployment(dep_id)
+
+
+ROUTES = [get_deployment_name, promote, rollback_environment, rollback]
