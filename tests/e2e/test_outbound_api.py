@@ -3,9 +3,12 @@ once, typed errors, read-your-writes."""
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 import pytest
 
+from crewyard.eventstore import EventStore, connect
 from crewyard.testing.api import EXAMPLES, deploy
 
 
@@ -114,3 +117,26 @@ def test_schedules_show_their_next_fire_times_and_pause(api: httpx.Client, proje
         r = api.post(f"/v1/projects/{project}/schedules", json=body)
         assert r.status_code in (400, 404), r.text
         assert r.json()["error"]["code"] == code, r.text
+
+
+def test_secrets_never_enter_the_stream_in_clear_text(api: httpx.Client, project: str, platform):
+    hook = api.post(f"/v1/projects/{project}/webhooks", json={"url": "http://127.0.0.1:9/", "events": ["*"]})
+    rotated = api.post(f"/v1/projects/{project}/webhooks/{hook.json()['id']}/rotate-secret").json()
+    trig = api.post(
+        f"/v1/projects/{project}/triggers", json={"name": "s", "signature": {"secret": "a-sender-secret-123"}}
+    ).json()
+    secrets = [hook.json()["secret"], rotated["secret"], trig["token"], "a-sender-secret-123"]
+
+    async def everything() -> bytes:
+        nc = await connect(platform.nats_url, name="test-secrets")
+        try:
+            store = EventStore(nc)
+            return b"".join(r.data for r in await store.load_raw(f"{store.prefix}.{project}.>"))
+        finally:
+            await nc.drain()
+
+    stream = asyncio.run(everything())
+    assert b"webhook.secret_rotated" in stream and b"trigger.created" in stream
+    for secret in secrets:
+        assert secret.encode() not in stream
+        assert secret.split("_", 1)[-1].encode() not in stream  # not even the key part of whsec_

@@ -1,0 +1,96 @@
+"""One webhook attempt: address checks at send time, bounded reads, Retry-After, no redirects."""
+
+from __future__ import annotations
+
+import ipaddress
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+import pytest
+
+from crewyard.notifier.sender import EXCERPT_BYTES, Guard, Sender
+
+
+class _Handler(BaseHTTPRequestHandler):
+    def do_POST(self) -> None:
+        self.rfile.read(int(self.headers.get("content-length") or 0))
+        self.server.seen.append(dict(self.headers))  # type: ignore[attr-defined]
+        status, headers, body = self.server.answer  # type: ignore[attr-defined]
+        self.send_response(status)
+        for k, v in headers.items():
+            self.send_header(k, v)
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+
+@pytest.fixture
+def server():
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
+    srv.seen, srv.answer = [], (200, {}, b"ok")  # type: ignore[attr-defined]
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    yield srv
+    srv.shutdown()
+    srv.server_close()
+
+
+def guard(policy: str = "private", local_ports: set[int] | None = None) -> Guard:
+    return Guard(
+        policy=policy, local_ports=local_ports or set(), local_addresses=set(), platform_endpoints=set()
+    )  # type: ignore[arg-type]
+
+
+def url(srv: ThreadingHTTPServer, host: str = "127.0.0.1") -> str:
+    return f"http://{host}:{srv.server_address[1]}/hook"
+
+
+async def test_a_name_is_resolved_and_checked_then_the_checked_address_is_used(server):
+    sender = Sender(guard("private"), 2.0)
+    try:
+        got = await sender.post(url(server, "localhost"), {"x-test": "1"}, b"{}")
+        assert got.status_code == 200 and got.excerpt == "ok" and got.error is None
+        assert server.seen[-1]["Host"] == f"localhost:{server.server_address[1]}"  # the name is kept
+        refused = await Sender(guard("public"), 2.0).post(url(server, "localhost"), {}, b"{}")
+        assert refused.status_code is None and "private or loopback" in (refused.error or "")
+    finally:
+        await sender.close()
+    assert len(server.seen) == 1  # the refused attempt never connected
+
+
+async def test_the_platform_own_ports_are_refused(server):
+    port = server.server_address[1]
+    got = await Sender(guard("private", {port}), 2.0).post(url(server), {}, b"{}")
+    assert "platform's own endpoint" in (got.error or "") and not server.seen
+    on_other_ip = Guard(
+        policy="private",
+        local_ports=set(),
+        local_addresses=set(),
+        platform_endpoints={(ipaddress.ip_address("127.0.0.1"), port)},
+    )
+    got = await Sender(on_other_ip, 2.0).post(url(server), {}, b"{}")
+    assert "platform's own endpoint" in (got.error or "")
+
+
+async def test_bodies_are_read_only_up_to_the_cap_and_retry_after_is_read(server):
+    server.answer = (503, {"Retry-After": "7"}, b"x" * 100_000)
+    got = await Sender(guard(), 2.0).post(url(server), {}, b"{}")
+    assert got.status_code == 503 and got.retry_after_s == 7.0
+    assert 0 < len(got.excerpt) <= EXCERPT_BYTES
+
+
+async def test_redirects_are_answers_not_instructions(server):
+    server.answer = (307, {"Location": "http://127.0.0.1:9/elsewhere"}, b"")
+    got = await Sender(guard(), 2.0).post(url(server), {}, b"{}")
+    assert got.status_code == 307 and len(server.seen) == 1
+
+
+async def test_unreachable_and_unresolvable_targets_are_errors_not_exceptions():
+    refused = await Sender(guard(), 1.0).post("http://127.0.0.1:9/nothing-listens", {}, b"{}")
+    assert refused.status_code is None and refused.error
+    unknown = await Sender(guard(), 1.0).post("http://no-such-host.invalid/hook", {}, b"{}")
+    assert unknown.status_code is None and "cannot resolve" in (unknown.error or "")
