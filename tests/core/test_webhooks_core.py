@@ -13,6 +13,9 @@ from crewyard.core.events import (
     DeliveryRedeliveryRequested,
     Payload,
     Recorded,
+    RunCompleted,
+    RunQueued,
+    RunStarted,
     WebhookCreated,
     WebhookDeleted,
     WebhookDisabled,
@@ -33,6 +36,7 @@ from crewyard.core.webhooks import (
     fold_group,
     fold_webhook,
     group_id,
+    plan_deliveries,
     webhook_event,
 )
 
@@ -186,3 +190,30 @@ def test_backoff_grows_with_jitter_honours_retry_after_and_gives_up_after_the_wi
         after_attempt(d, now=T0, status_code=200, retry_after_s=None, policy=policy, jitter=0)[0]
         == "succeeded"
     )
+
+
+def test_a_plan_covers_what_the_webhook_wanted_when_each_event_was_stored():
+    run = [
+        rec(10, RunQueued(deployment_id="dep_a", input={}), "run_a"),
+        rec(20, RunStarted(runner_id="r", backend="process", isolated=False), "run_a"),
+        rec(40, RunCompleted(output=None), "run_a"),
+    ]
+    # Created between the start and the end of the run: only the end is for it.
+    late = fold_webhook("whk_1", [rec(30, created(events=["*"]))])
+    plan = plan_deliveries(run, 40, late, fold_group("dlg_1", []))
+    assert [(d.event, d.source_seq) for d in plan] == [("run.succeeded", 40)]
+    # Existing all along: both, the start first; up to the start only: just the start.
+    early = fold_webhook("whk_1", [rec(5, created(events=["*"]))])
+    assert [d.event for d in plan_deliveries(run, 40, early, fold_group("dlg_1", []))] == [
+        "run.started",
+        "run.succeeded",
+    ]
+    assert [d.event for d in plan_deliveries(run, 20, early, fold_group("dlg_1", []))] == ["run.started"]
+    # What the group already holds is not planned again.
+    held = fold_group(
+        "dlg_1", [rec(50, plan_deliveries(run, 20, early, fold_group("dlg_1", []))[0], "dlg_1")]
+    )
+    assert [d.event for d in plan_deliveries(run, 40, early, held)] == ["run.succeeded"]
+    # A deployment filter by id: runs of another deployment are not for it.
+    other = fold_webhook("whk_1", [rec(5, created(deployment="dep_other"))])
+    assert plan_deliveries(run, 40, other, fold_group("dlg_1", [])) == []
