@@ -145,7 +145,14 @@ class Deliverer:
         self.tasks: set[asyncio.Task[None]] = set()
 
     async def run(self, stop: asyncio.Event) -> None:
-        await self.queue.start()
+        while not stop.is_set():
+            try:  # the broker may be slow to answer at start-up: wait for it, do not die
+                await self.queue.start()
+                break
+            except StoreUnavailable as exc:
+                log.warning("cannot bind the delivery consumer yet (%s); retrying", exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 2.0)
         beat = asyncio.create_task(self._keep_alive())
         try:
             while not stop.is_set():
@@ -263,6 +270,8 @@ class Deliverer:
             policy=self.policy,
             jitter=random.random(),
         )
+        if result.refused:
+            outcome, nxt = "failed", None
         await self._record(
             project,
             gid,

@@ -37,6 +37,8 @@ class Attempt(msgspec.Struct, frozen=True, kw_only=True):
     latency_ms: int
     excerpt: str
     retry_after_s: float | None = None
+    #: The target may not be used (an address the policy refuses): trying again will not help.
+    refused: bool = False
 
 
 class Guard(msgspec.Struct, kw_only=True):
@@ -114,11 +116,20 @@ class Sender:
         t0 = time.monotonic()
 
         def done(
-            status: int | None, error: str | None, excerpt: str = "", retry: float | None = None
+            status: int | None,
+            error: str | None,
+            excerpt: str = "",
+            retry: float | None = None,
+            refused: bool = False,
         ) -> Attempt:
             ms = int((time.monotonic() - t0) * 1000)
             return Attempt(
-                status_code=status, error=error, latency_ms=ms, excerpt=excerpt, retry_after_s=retry
+                status_code=status,
+                error=error,
+                latency_ms=ms,
+                excerpt=excerpt,
+                retry_after_s=retry,
+                refused=refused,
             )
 
         parts = urlsplit(url)
@@ -142,7 +153,7 @@ class Sender:
                 break
             reasons.append(reason)
         if allowed is None:
-            return done(None, f"refused: {reasons[0] if reasons else 'no address'}")
+            return done(None, f"refused: {reasons[0] if reasons else 'no address'}", refused=True)
         target = httpx.URL(url).copy_with(host=str(allowed))
         extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
         sent = {**headers, "Host": parts.netloc, "User-Agent": USER_AGENT, "Accept-Encoding": "identity"}

@@ -47,6 +47,8 @@ class Notifier:
         )
 
     def broker(self) -> NatsBroker:
+        # FastStream logs every consumer task's end at INFO: for debugging, not for operators.
+        logging.getLogger("crewyard.notifier.faststream").setLevel(logging.WARNING)
         broker = NatsBroker(
             [u.strip() for u in self.settings.nats_url.split(",") if u.strip()],
             name="crewyard-notifier-dispatch",
@@ -60,7 +62,14 @@ class Notifier:
 
     async def run(self, stop: asyncio.Event) -> None:
         broker = self.broker()
-        await broker.start()
+        while not stop.is_set():
+            try:  # a broker that is slow to answer at start-up is waited for, not fatal
+                await broker.start()
+                break
+            except Exception as exc:
+                log.warning("cannot start the dispatch subscribers yet (%s); retrying", exc)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), 2.0)
         delivering = asyncio.create_task(self.deliverer.run(stop))
         try:
             await asyncio.wait(

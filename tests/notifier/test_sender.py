@@ -57,6 +57,7 @@ async def test_a_name_is_resolved_and_checked_then_the_checked_address_is_used(s
         assert server.seen[-1]["Host"] == f"localhost:{server.server_address[1]}"  # the name is kept
         refused = await Sender(guard("public"), 2.0).post(url(server, "localhost"), {}, b"{}")
         assert refused.status_code is None and "private or loopback" in (refused.error or "")
+        assert refused.refused  # final: the delivery is not retried
     finally:
         await sender.close()
     assert len(server.seen) == 1  # the refused attempt never connected
