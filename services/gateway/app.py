@@ -18,7 +18,7 @@ from crewyard.readmodel import ReadModel
 from crewyard.secrets import SecretBox, load_key
 from crewyard.settings import Settings
 
-from . import deployments, projects, runs, schedules, triggers, versions, webhooks
+from . import deployments, projects, runs, schedules, tables, triggers, versions, webhooks
 from .context import Gateway, gw
 from .errors import HANDLERS
 
@@ -97,6 +97,7 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> Litesta
             *runs.ROUTES,
             *deployments.ROUTES,
             *versions.ROUTES,
+            *tables.ROUTES,
             *projects.ROUTES,
             *webhooks.ROUTES,
             *triggers.ROUTES,

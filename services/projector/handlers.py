@@ -33,6 +33,7 @@ from crewyard.core.events import (
     RunStarted,
 )
 from crewyard.core.versions import DEFAULT_NAME
+from crewyard.readmodel import TABLE_HANDLERS
 
 from . import outbound
 
@@ -283,4 +284,5 @@ HANDLERS: dict[str, Handler] = {
     RunCanceled.TYPE: run_canceled,
     ArtifactStored.TYPE: artifact,
     **outbound.HANDLERS,
+    **TABLE_HANDLERS,
 }

@@ -35,3 +35,14 @@ def test_bounds_are_validated_by_the_types():
         msgspec.json.decode(b'{"max_concurrent_runs": null}', type=projects.Limits).max_concurrent_runs
         is None
     )
+
+
+def test_table_types_and_bounds_are_the_cores():
+    from typing import get_args
+
+    from crewyard.contract import tables
+    from crewyard.core import tables as core_tables
+
+    assert get_args(tables.ColumnType) == core_tables.COLUMN_TYPES
+    assert tables.MAX_COLUMNS == core_tables.MAX_COLUMNS
+    assert tables.MAX_ROWS_PER_INSERT == core_tables.MAX_ROWS_PER_INSERT

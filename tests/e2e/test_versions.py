@@ -4,16 +4,13 @@ vars scoped to one environment; a rebuilt read model equals the live one."""
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 import httpx
 
-from crewyard.eventstore import EventStore, StreamSettings, connect
-from crewyard.projector import rebuild
-from crewyard.readmodel import ReadModel
 from crewyard.testing.api import deploy, wait_run, write_crew
 from crewyard.testing.platform import PlatformProcess
+from crewyard.testing.readmodels import assert_rebuild_equals_live
 
 CREW = """
 import os
@@ -117,7 +114,7 @@ def test_staging_promote_rollback_and_scoped_env(api: httpx.Client, platform: Pl
     assert api.post(f"/v1/projects/{p}/deployments/nope/promote", json={"from": "staging"}).status_code == 404
     assert api.get(f"/v1/deployments/{two['version_id']}").json()["deployment_id"] == two["deployment_id"]
 
-    _assert_rebuild_equals_live(platform, tmp_path)
+    assert_rebuild_equals_live(platform.nats_url, platform.data_dir, tmp_path / "rebuilt.sqlite3")
 
 
 def test_several_names_without_a_default_must_be_chosen(api: httpx.Client, tmp_path):
@@ -132,28 +129,3 @@ def test_several_names_without_a_default_must_be_chosen(api: httpx.Client, tmp_p
     assert _run(api, project=p, name="beta")["output"]["version"] == "b"
     staging = api.post("/v1/runs", json={"project": p, "name": "beta", "environment": "staging"})
     assert staging.status_code == 409 and "staging" in staging.json()["error"]["message"]
-
-
-def _assert_rebuild_equals_live(platform: PlatformProcess, tmp_path: Path) -> None:
-    async def check() -> None:
-        nc = await connect(platform.nats_url, name="test-rebuild")
-        try:
-            store = EventStore(nc, StreamSettings())
-            last = await store.last_seq()
-            live = await ReadModel.open(platform.data_dir / "readmodel.sqlite3")
-            try:
-                assert await live.wait_for(last, timeout=30)
-                before = await live.dump()
-            finally:
-                await live.close()
-            await rebuild(store, tmp_path / "rebuilt.sqlite3")
-            rebuilt = await ReadModel.open(tmp_path / "rebuilt.sqlite3")
-            try:
-                after = await rebuilt.dump()
-            finally:
-                await rebuilt.close()
-            assert after == before
-        finally:
-            await nc.drain()
-
-    asyncio.run(check())

@@ -5,7 +5,7 @@ validates request bodies into them and documents them in the OpenAPI schema); th
 CLI decode answers into them. Every error is ``{"error": {"code", "message"}}`` (:mod:`.errors`).
 """
 
-from . import deployments, errors, events, projects, runs, schedules, triggers, versions, webhooks
+from . import deployments, errors, events, projects, runs, schedules, tables, triggers, versions, webhooks
 
 __all__ = [
     "deployments",
@@ -14,6 +14,7 @@ __all__ = [
     "projects",
     "runs",
     "schedules",
+    "tables",
     "triggers",
     "versions",
     "webhooks",

@@ -12,7 +12,7 @@ import re
 from crewyard.errors import CrewyardError
 
 PREFIX = "crewyard.evt"
-AGGREGATES = ("project", "deployment", "run", "webhook", "delivery", "trigger", "schedule")
+AGGREGATES = ("project", "deployment", "run", "webhook", "delivery", "trigger", "schedule", "table")
 #: Project names, and the tokens of a subject that ids and event ids may use: never ``.``,
 #: ``*``, ``>``, spaces or line breaks. Matched against the whole string (``fullmatch``).
 PROJECT_PATTERN = r"[a-z0-9][a-z0-9_-]{0,62}"

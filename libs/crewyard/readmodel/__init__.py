@@ -6,6 +6,18 @@ through :class:`ReadModel`. Both import this library; neither imports the other.
 
 from ._db import open_db, position
 from ._queries import RUN_JSON, ReadModel, deployment_view, run_view
+from ._tables import TABLE_HANDLERS, TableQueries
 from .schema import DDL, TABLES
 
-__all__ = ["DDL", "RUN_JSON", "TABLES", "ReadModel", "deployment_view", "open_db", "position", "run_view"]
+__all__ = [
+    "DDL",
+    "RUN_JSON",
+    "TABLES",
+    "TABLE_HANDLERS",
+    "ReadModel",
+    "TableQueries",
+    "deployment_view",
+    "open_db",
+    "position",
+    "run_view",
+]

@@ -14,6 +14,7 @@ from crewyard.core.ids import version_id
 
 from ._db import open_db, position
 from ._outbound_queries import OutboundReads
+from ._tables import TableQueries
 from ._versions import VersionQueries
 from .schema import TABLES
 
@@ -93,7 +94,7 @@ def deployment_view(row: dict[str, Any], environments: list[str]) -> dict[str, A
     }
 
 
-class ReadModel(VersionQueries, OutboundReads):
+class ReadModel(VersionQueries, TableQueries, OutboundReads):
     def __init__(self, db: aiosqlite.Connection) -> None:
         super().__init__(db)
 

@@ -7,9 +7,19 @@ it is opened and the projector replays the stream into the new tables (``_db.ope
 from __future__ import annotations
 
 from . import _outbound as outbound
+from . import _tables as tables
 
-SCHEMA_VERSION = 2
-TABLES = ("projects", "deployments", "environments", "runs", "artifacts", "env", *outbound.TABLES)
+SCHEMA_VERSION = 3
+TABLES = (
+    "projects",
+    "deployments",
+    "environments",
+    "runs",
+    "artifacts",
+    "env",
+    *outbound.TABLES,
+    *tables.TABLES,
+)
 
 DDL = """
 CREATE TABLE IF NOT EXISTS projector_position (
@@ -109,4 +119,4 @@ CREATE TABLE IF NOT EXISTS env (
     PRIMARY KEY (project, key, environment)
 );
 """
-DDL += outbound.DDL
+DDL += outbound.DDL + tables.DDL

@@ -36,6 +36,7 @@ from .deployment import DEPLOYMENT_EVENTS, DeploymentCreated
 from .project import PROJECT_EVENTS
 from .run import RUN_EVENTS
 from .schedule import SCHEDULE_EVENTS
+from .table import TABLE_EVENTS, RowsInserted
 from .trigger import TRIGGER_EVENTS
 from .webhook import WEBHOOK_EVENTS
 
@@ -47,6 +48,7 @@ PAYLOAD_TYPES: dict[str, type[Payload]] = {
         *ACTIVITY_EVENTS,
         *DEPLOYMENT_EVENTS,
         *PROJECT_EVENTS,
+        *TABLE_EVENTS,
         *WEBHOOK_EVENTS,
         *TRIGGER_EVENTS,
         *SCHEDULE_EVENTS,
@@ -122,7 +124,7 @@ class _RawEvent(msgspec.Struct, frozen=True, kw_only=True):
     version: _Version
     time: datetime
     project: _Project
-    aggregate: Literal["project", "deployment", "run", "webhook", "delivery", "trigger", "schedule"]
+    aggregate: Literal["project", "deployment", "run", "webhook", "delivery", "trigger", "schedule", "table"]
     aggregate_id: _Token
     data: msgspec.Raw
     correlation_id: _Ref | None = None
@@ -178,8 +180,18 @@ def _config_is_a_crew_config(payload: Payload) -> None:
     msgspec.convert(payload.config, CrewConfig)
 
 
+def _row_values_are_bounded(payload: Payload) -> None:
+    """Rows are free-form JSON inside a typed list: their bounds are walked here."""
+    assert isinstance(payload, RowsInserted)
+    for row in payload.rows:
+        check_json(row.values, "table.rows_inserted row")
+
+
 #: Checks beyond the payload's own type, per event type (raising msgspec.ValidationError).
-_EXTRA_CHECKS: dict[str, Callable[[Payload], None]] = {DeploymentCreated.TYPE: _config_is_a_crew_config}
+_EXTRA_CHECKS: dict[str, Callable[[Payload], None]] = {
+    DeploymentCreated.TYPE: _config_is_a_crew_config,
+    RowsInserted.TYPE: _row_values_are_bounded,
+}
 
 
 def make_event(

@@ -1,0 +1,228 @@
+"""Tables: typed columns, rows checked against them, and the filters and sorts of a query (pure).
+
+A table belongs to a project; its columns are ``{name, type, required}`` with types ``text``,
+``number``, ``boolean``, ``date`` (an ISO 8601 date or date-time string) and ``json`` (any JSON
+value). A row is a JSON object of column values; ``id`` and ``_meta`` are the platform's, so no
+column may be called ``id`` or start with ``_``. Everything here names the column it refuses.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from datetime import date, datetime
+from typing import Any, Literal, get_args
+
+import msgspec
+
+from crewyard.errors import CrewyardError
+
+from .bounds import OutOfBounds, check_json
+
+ColumnType = Literal["text", "number", "boolean", "date", "json"]
+COLUMN_TYPES: tuple[str, ...] = get_args(ColumnType)
+COLUMN_PATTERN = r"[A-Za-z][A-Za-z0-9_]{0,62}"
+TABLE_NAME_PATTERN = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}"
+MAX_COLUMNS = 100
+#: Rows per insert (the reference product's limit).
+MAX_ROWS_PER_INSERT = 100
+#: One row's values as JSON, and one insert's rows together.
+MAX_ROW_BYTES = 64 * 1024
+MAX_INSERT_BYTES = 512 * 1024
+MAX_DESCRIPTION = 2000
+_COLUMN_RE = re.compile(COLUMN_PATTERN)
+_TABLE_NAME_RE = re.compile(TABLE_NAME_PATTERN)
+_enc = msgspec.json.Encoder()
+
+FILTER_OPS = ("eq", "ne", "gt", "gte", "lt", "lte", "contains", "is_null", "not_null")
+#: Sort keys besides the columns.
+META_SORTS = {"id": "id", "_meta.created_at": "created_at", "_meta.updated_at": "updated_at"}
+
+
+class InvalidTable(CrewyardError, ValueError):
+    """A table definition, row or query that cannot be taken; the message names the column."""
+
+
+class Column(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    name: str
+    type: ColumnType
+    required: bool = False
+
+
+def check_table_name(name: str) -> str:
+    if not _TABLE_NAME_RE.fullmatch(name):
+        raise InvalidTable(
+            f"invalid table name {name!r}: 1-100 letters, digits, '_', '.' or '-', starting with"
+            " a letter or digit"
+        )
+    return name
+
+
+def check_description(text: str | None) -> str | None:
+    if text is not None and len(text) > MAX_DESCRIPTION:
+        raise InvalidTable(f"description is longer than {MAX_DESCRIPTION} characters")
+    return text
+
+
+def check_columns(columns: list[Column]) -> list[Column]:
+    if len(columns) > MAX_COLUMNS:
+        raise InvalidTable(f"a table has at most {MAX_COLUMNS} columns")
+    seen: set[str] = set()
+    for col in columns:
+        if not _COLUMN_RE.fullmatch(col.name) or col.name == "id":
+            raise InvalidTable(
+                f"invalid column name {col.name!r}: up to 63 letters, digits and '_', starting with a"
+                " letter (id and names starting with _ are the platform's)"
+            )
+        if col.name.lower() in seen:
+            raise InvalidTable(f"column {col.name!r} is defined twice")
+        seen.add(col.name.lower())
+    return columns
+
+
+def _is_date(value: str) -> bool:
+    try:
+        date.fromisoformat(value)
+        return True
+    except ValueError:
+        pass
+    try:
+        datetime.fromisoformat(value)
+        return True
+    except ValueError:
+        return False
+
+
+def check_value(col: Column, value: Any) -> Any:
+    """``value`` if it fits the column (None: an empty cell), else :class:`InvalidTable`."""
+    if value is None:
+        if col.required:
+            raise InvalidTable(f"column {col.name!r} is required")
+        return None
+    if col.type == "text":
+        ok = isinstance(value, str)
+    elif col.type == "number":
+        ok = isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+    elif col.type == "boolean":
+        ok = isinstance(value, bool)
+    elif col.type == "date":
+        ok = isinstance(value, str) and len(value) <= 64 and _is_date(value)
+    else:
+        ok = True
+    if not ok:
+        what = {"date": "an ISO 8601 date or date-time string", "number": "a finite number"}
+        raise InvalidTable(
+            f"column {col.name!r} must be {what.get(col.type, 'a ' + col.type)}, got {_kind(value)}"
+        )
+    if col.type == "json":
+        try:
+            check_json(value, f"column {col.name!r}")
+        except OutOfBounds as exc:
+            raise InvalidTable(str(exc)) from None
+    return value
+
+
+def _kind(value: Any) -> str:
+    return {bool: "a boolean", str: "a string", int: "a number", float: "a number", list: "an array"}.get(
+        type(value), "an object" if isinstance(value, dict) else type(value).__name__
+    )
+
+
+def check_row(
+    columns: list[Column], values: Any, *, partial: bool = False, index: int | None = None
+) -> dict[str, Any]:
+    """The row's values checked against the columns: every key is a column, each value fits its
+    type, required columns are present (unless ``partial``: an update of some columns)."""
+    where = f"row {index}: " if index is not None else ""
+    if not isinstance(values, dict):
+        raise InvalidTable(f"{where}a row must be a JSON object of column values")
+    by_name = {c.name: c for c in columns}
+    out: dict[str, Any] = {}
+    try:
+        for key, value in values.items():
+            if key in ("id", "_meta"):
+                continue  # the platform's own fields, as a read row carries them: ignored
+            col = by_name.get(key)
+            if col is None:
+                known = ", ".join(by_name) or "none"
+                raise InvalidTable(f"unknown column {key!r} (the table's columns: {known})")
+            out[key] = check_value(col, value)
+        if not partial:
+            for col in columns:
+                if col.required and out.get(col.name) is None:
+                    raise InvalidTable(f"column {col.name!r} is required")
+    except InvalidTable as exc:
+        raise InvalidTable(f"{where}{exc}") from None
+    if len(_enc.encode(out)) > MAX_ROW_BYTES:
+        raise InvalidTable(f"{where}a row is larger than {MAX_ROW_BYTES} bytes")
+    return out
+
+
+def check_rows(columns: list[Column], rows: list[Any]) -> list[dict[str, Any]]:
+    if not rows:
+        raise InvalidTable("no rows given")
+    if len(rows) > MAX_ROWS_PER_INSERT:
+        raise InvalidTable(f"at most {MAX_ROWS_PER_INSERT} rows per insert")
+    checked = [check_row(columns, row, index=i if len(rows) > 1 else None) for i, row in enumerate(rows)]
+    if len(_enc.encode(checked)) > MAX_INSERT_BYTES:
+        raise InvalidTable(
+            f"the rows together are larger than {MAX_INSERT_BYTES} bytes; insert fewer at once"
+        )
+    return checked
+
+
+class Filter(msgspec.Struct, frozen=True):
+    column: str
+    op: str
+    value: Any = None
+    type: str = "json"
+
+
+class Sort(msgspec.Struct, frozen=True):
+    key: str  # a column, or one of META_SORTS
+    descending: bool = False
+    meta: bool = False
+
+
+def parse_filter(columns: list[Column], text: str) -> Filter:
+    """``column:op:value`` (``op`` in :data:`FILTER_OPS`; ``is_null``/``not_null`` take no
+    value); the value is read as the column's type (``score:gte:5`` compares numbers)."""
+    name, _, rest = text.partition(":")
+    op, _, raw = rest.partition(":")
+    col = next((c for c in columns if c.name == name), None)
+    if col is None:
+        raise InvalidTable(f"filter {text!r}: unknown column {name!r}")
+    if op not in FILTER_OPS:
+        raise InvalidTable(f"filter {text!r}: unknown operator {op!r} (use {', '.join(FILTER_OPS)})")
+    if op in ("is_null", "not_null"):
+        return Filter(col.name, op, None, col.type)
+    if op == "contains" and col.type not in ("text", "json"):
+        raise InvalidTable(f"filter {text!r}: contains works on text columns")
+    return Filter(col.name, op, _filter_value(col, raw, text), col.type)
+
+
+def _filter_value(col: Column, raw: str, text: str) -> Any:
+    if col.type == "number":
+        try:
+            value = float(raw)
+        except ValueError:
+            raise InvalidTable(f"filter {text!r}: {raw!r} is not a number") from None
+        if not math.isfinite(value):
+            raise InvalidTable(f"filter {text!r}: {raw!r} is not a finite number")
+        return int(value) if value.is_integer() else value
+    if col.type == "boolean":
+        if raw not in ("true", "false"):
+            raise InvalidTable(f"filter {text!r}: use true or false")
+        return raw == "true"
+    return raw
+
+
+def parse_sort(columns: list[Column], text: str) -> Sort:
+    """``column`` or ``-column`` (descending); also ``id`` and ``_meta.created_at|updated_at``."""
+    descending = text.startswith("-")
+    key = text[1:] if descending else text
+    if key in META_SORTS:
+        return Sort(META_SORTS[key], descending, meta=True)
+    if not any(c.name == key for c in columns):
+        raise InvalidTable(f"sort {text!r}: unknown column {key!r}")
+    return Sort(key, descending)

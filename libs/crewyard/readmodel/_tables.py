@@ -1,0 +1,281 @@
+"""Tables and their rows in the read model: the schema, how each ``table.*`` event changes it, and
+the queries (filters, sort, pages) that the API and crews ask.
+
+The apply functions live here rather than with the projector's other handlers because two
+readers fold the same events: the projector into the read model's file, and a runner into a
+small in-memory model of the tables its crews use (a runner has no read model, and a crew's
+query must mean what the same query means over the API). One implementation, one meaning.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import aiosqlite
+import msgspec
+
+from crewyard.core.events import (
+    Event,
+    RowDeleted,
+    RowsInserted,
+    RowUpdated,
+    TableCreated,
+    TableDeleted,
+    TableUpdated,
+)
+from crewyard.core.tables import Column, Filter, Sort
+
+from ._base import Reader
+
+TABLES = ("tables", "table_rows")
+DDL = """
+CREATE TABLE IF NOT EXISTS tables (
+    id TEXT PRIMARY KEY,
+    project TEXT NOT NULL,
+    name TEXT NOT NULL,
+    description TEXT,
+    columns TEXT NOT NULL,
+    row_count INTEGER NOT NULL DEFAULT 0,
+    created_at TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    deleted INTEGER NOT NULL DEFAULT 0,
+    last_seq INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS tables_project ON tables (project, deleted, name);
+
+CREATE TABLE IF NOT EXISTS table_rows (
+    table_id TEXT NOT NULL,
+    id TEXT NOT NULL,
+    data TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    created_by TEXT NOT NULL,
+    updated_at TEXT NOT NULL,
+    updated_by TEXT NOT NULL,
+    PRIMARY KEY (table_id, id)
+);
+"""
+
+Handler = Callable[[aiosqlite.Connection, int, Event], Awaitable[None]]
+_enc = msgspec.json.Encoder()
+_dec = msgspec.json.Decoder()
+
+
+def _ts(e: Event) -> str:
+    return e.time.isoformat()
+
+
+def _columns(columns: list[Column]) -> str:
+    return _enc.encode(columns).decode()
+
+
+async def _live(db: aiosqlite.Connection, table_id: str, project: str) -> bool:
+    async with db.execute(
+        "SELECT 1 FROM tables WHERE id = ? AND project = ? AND deleted = 0", (table_id, project)
+    ) as cur:
+        return await cur.fetchone() is not None
+
+
+async def _touch(db: aiosqlite.Connection, seq: int, e: Event) -> None:
+    await db.execute(
+        "UPDATE tables SET last_seq = ?, row_count = (SELECT COUNT(*) FROM table_rows WHERE table_id = ?)"
+        " WHERE id = ?",
+        (seq, e.aggregate_id, e.aggregate_id),
+    )
+
+
+async def table_created(db: aiosqlite.Connection, seq: int, e: Event) -> None:
+    d = e.data
+    assert isinstance(d, TableCreated)
+    await db.execute(
+        "INSERT OR IGNORE INTO tables (id, project, name, description, columns, created_at, created_by,"
+        " updated_at, last_seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        (
+            e.aggregate_id,
+            e.project,
+            d.name,
+            d.description,
+            _enc.encode(d.columns).decode(),
+            _ts(e),
+            d.by,
+            _ts(e),
+            seq,
+        ),
+    )
+
+
+async def table_updated(db: aiosqlite.Connection, seq: int, e: Event) -> None:
+    d = e.data
+    assert isinstance(d, TableUpdated)
+    await db.execute(
+        "UPDATE tables SET name = ?, description = ?, columns = ?, updated_at = ?, last_seq = ?"
+        " WHERE id = ? AND project = ? AND deleted = 0",
+        (d.name, d.description, _columns(d.columns), _ts(e), seq, e.aggregate_id, e.project),
+    )
+
+
+async def table_deleted(db: aiosqlite.Connection, seq: int, e: Event) -> None:
+    if not await _live(db, e.aggregate_id, e.project):
+        return
+    await db.execute("DELETE FROM table_rows WHERE table_id = ?", (e.aggregate_id,))
+    await db.execute(
+        "UPDATE tables SET deleted = 1, row_count = 0, updated_at = ?, last_seq = ? WHERE id = ?",
+        (_ts(e), seq, e.aggregate_id),
+    )
+
+
+async def rows_inserted(db: aiosqlite.Connection, seq: int, e: Event) -> None:
+    d = e.data
+    assert isinstance(d, RowsInserted)
+    if not await _live(db, e.aggregate_id, e.project):
+        return  # written as its table was being deleted: gone with it
+    await db.executemany(
+        "INSERT OR IGNORE INTO table_rows (table_id, id, data, created_at, created_by, updated_at,"
+        " updated_by) VALUES (?, ?, ?, ?, ?, ?, ?)",
+        [(e.aggregate_id, r.id, _enc.encode(r.values).decode(), _ts(e), d.by, _ts(e), d.by) for r in d.rows],
+    )
+    await _touch(db, seq, e)
+
+
+async def row_updated(db: aiosqlite.Connection, seq: int, e: Event) -> None:
+    d = e.data
+    assert isinstance(d, RowUpdated)
+    if not await _live(db, e.aggregate_id, e.project):
+        return
+    async with db.execute(
+        "SELECT data FROM table_rows WHERE table_id = ? AND id = ?", (e.aggregate_id, d.row_id)
+    ) as cur:
+        row = await cur.fetchone()
+    if row is None:
+        return  # deleted meanwhile: the last write to a row that is gone changes nothing
+    data = _dec.decode(row["data"] if isinstance(row, dict) else row[0])
+    data.update(d.values)
+    await db.execute(
+        "UPDATE table_rows SET data = ?, updated_at = ?, updated_by = ? WHERE table_id = ? AND id = ?",
+        (_enc.encode(data).decode(), _ts(e), d.by, e.aggregate_id, d.row_id),
+    )
+    await _touch(db, seq, e)
+
+
+async def row_deleted(db: aiosqlite.Connection, seq: int, e: Event) -> None:
+    d = e.data
+    assert isinstance(d, RowDeleted)
+    if not await _live(db, e.aggregate_id, e.project):
+        return
+    await db.execute("DELETE FROM table_rows WHERE table_id = ? AND id = ?", (e.aggregate_id, d.row_id))
+    await _touch(db, seq, e)
+
+
+TABLE_HANDLERS: dict[str, Handler] = {
+    TableCreated.TYPE: table_created,
+    TableUpdated.TYPE: table_updated,
+    TableDeleted.TYPE: table_deleted,
+    RowsInserted.TYPE: rows_inserted,
+    RowUpdated.TYPE: row_updated,
+    RowDeleted.TYPE: row_deleted,
+}
+
+
+def table_view(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        "project": row["project"],
+        "name": row["name"],
+        "description": row["description"],
+        "columns": _dec.decode(row["columns"]),
+        "row_count": row["row_count"],
+        "created_at": row["created_at"],
+        "updated_at": row["updated_at"],
+    }
+
+
+def row_view(row: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "id": row["id"],
+        **_dec.decode(row["data"]),
+        "_meta": {
+            "created_at": row["created_at"],
+            "created_by": row["created_by"],
+            "updated_at": row["updated_at"],
+            "updated_by": row["updated_by"],
+        },
+    }
+
+
+_OPS = {"eq": "=", "ne": "!=", "gt": ">", "gte": ">=", "lt": "<", "lte": "<="}
+
+
+def _where(filters: list[Filter]) -> tuple[list[str], list[Any]]:
+    """SQL conditions for the filters. Column names reach SQL only as bound JSON paths, and only
+    after :func:`crewyard.core.tables.parse_filter` matched them against the table's columns."""
+    sql: list[str] = []
+    args: list[Any] = []
+    for f in filters:
+        cell = "json_extract(data, ?)"
+        path = f'$."{f.column}"'
+        if f.op == "is_null":
+            sql.append(f"{cell} IS NULL")
+            args.append(path)
+        elif f.op == "not_null":
+            sql.append(f"{cell} IS NOT NULL")
+            args.append(path)
+        elif f.op == "contains":
+            sql.append(f"instr(lower(CAST({cell} AS TEXT)), lower(?)) > 0")
+            args.extend([path, f.value])
+        else:
+            value = int(f.value) if isinstance(f.value, bool) else f.value  # json true reads as 1
+            # ne keeps empty cells out, as in SQL: "not 5" means "has a value, and it is not 5".
+            sql.append(f"{cell} {_OPS[f.op]} ?")
+            args.extend([path, value])
+    return sql, args
+
+
+class TableQueries(Reader):
+    async def table(self, table_id: str) -> dict[str, Any] | None:
+        row = await self._one("SELECT * FROM tables WHERE id = ? AND deleted = 0", (table_id,))
+        return table_view(row) if row else None
+
+    async def table_by_name(self, project: str, name: str) -> dict[str, Any] | None:
+        """The project's live table of that name (the oldest, should two have been made at once)."""
+        row = await self._one(
+            "SELECT * FROM tables WHERE project = ? AND name = ? AND deleted = 0 ORDER BY id LIMIT 1",
+            (project, name),
+        )
+        return table_view(row) if row else None
+
+    async def tables(self, project: str) -> list[dict[str, Any]]:
+        rows = await self._all(
+            "SELECT * FROM tables WHERE project = ? AND deleted = 0 ORDER BY name, id", (project,)
+        )
+        return [table_view(r) for r in rows]
+
+    async def table_position(self, table_id: str) -> int:
+        """The stream sequence of the last event of the table applied here (0: none)."""
+        row = await self._one("SELECT last_seq FROM tables WHERE id = ?", (table_id,))
+        return int(row["last_seq"]) if row else 0
+
+    async def row(self, table_id: str, row_id: str) -> dict[str, Any] | None:
+        row = await self._one("SELECT * FROM table_rows WHERE table_id = ? AND id = ?", (table_id, row_id))
+        return row_view(row) if row else None
+
+    async def rows(
+        self, table_id: str, *, filters: list[Filter], sort: list[Sort], limit: int, offset: int
+    ) -> tuple[list[dict[str, Any]], int]:
+        """A page of rows matching every filter, in ``sort`` order (then by id), and how many
+        rows match in all."""
+        conds, args = _where(filters)
+        where = " AND ".join(["table_id = ?", *conds])
+        order, order_args = [], []
+        for s in sort:
+            key = s.key if s.meta else "json_extract(data, ?)"
+            if not s.meta:
+                order_args.append(f'$."{s.key}"')
+            order.append(f"{key} {'DESC' if s.descending else 'ASC'}")
+        order.append("id ASC")
+        total = await self._one(f"SELECT COUNT(*) AS n FROM table_rows WHERE {where}", (table_id, *args))
+        rows = await self._all(
+            f"SELECT * FROM table_rows WHERE {where} ORDER BY {', '.join(order)} LIMIT ? OFFSET ?",
+            (table_id, *args, *order_args, limit, offset),
+        )
+        return [row_view(r) for r in rows], int(total["n"]) if total else 0

@@ -1,0 +1,128 @@
+"""Tables over the API: typed columns, rows checked against them (a 400 names the column),
+queries with filters, sort and pages, row updates and deletes with ``_meta``; a rebuilt read
+model equals the live one."""
+
+from __future__ import annotations
+
+import httpx
+
+from crewyard.testing.platform import PlatformProcess
+from crewyard.testing.readmodels import assert_rebuild_equals_live
+
+COLUMNS = [
+    {"name": "company", "type": "text", "required": True},
+    {"name": "score", "type": "number"},
+    {"name": "active", "type": "boolean"},
+    {"name": "founded", "type": "date"},
+    {"name": "extra", "type": "json"},
+]
+
+
+def _error(r: httpx.Response, status: int) -> str:
+    assert r.status_code == status, r.text
+    return str(r.json()["error"]["message"])
+
+
+def test_tables_rows_queries_and_validation(api: httpx.Client, platform: PlatformProcess, tmp_path):
+    r = api.post("/v1/tables", json={"project": "data", "name": "leads", "columns": COLUMNS})
+    assert r.status_code == 201, r.text
+    table = r.json()
+    tid = table["id"]
+    assert table["id"].startswith("tbl_") and table["row_count"] == 0 and table["columns"][0]["required"]
+
+    # Definitions that cannot be taken are 400s naming what is wrong; names are unique per project.
+    assert "qa" in _error(
+        api.post(
+            "/v1/tables", json={"project": "data", "name": "x", "columns": [{"name": "a", "type": "qa"}]}
+        ),
+        400,
+    )
+    assert "'id'" in _error(
+        api.post(
+            "/v1/tables", json={"project": "data", "name": "x", "columns": [{"name": "id", "type": "text"}]}
+        ),
+        400,
+    )
+    assert "leads" in _error(
+        api.post("/v1/tables", json={"project": "data", "name": "leads", "columns": []}), 409
+    )
+
+    one = api.post(
+        f"/v1/tables/{tid}/rows",
+        json={"company": "Acme", "score": 7, "active": True, "founded": "2001-02-03"},
+    )
+    assert one.status_code == 201, one.text
+    row = one.json()
+    assert row["id"].startswith("row_") and row["company"] == "Acme"
+    assert row["_meta"]["created_by"] == "api" and row["_meta"]["created_at"] == row["_meta"]["updated_at"]
+    many = api.post(
+        f"/v1/tables/{tid}/rows",
+        json=[
+            {"company": "Beta", "score": 3.5, "active": False, "extra": {"tags": ["a"]}},
+            {"company": "Gamma", "score": 9},
+            {"company": "Delta corp"},
+        ],
+    )
+    assert many.status_code == 201 and len(many.json()["rows"]) == 3
+
+    # Rows are checked against the columns: every refusal names the column.
+    assert "'company' is required" in _error(api.post(f"/v1/tables/{tid}/rows", json={"score": 1}), 400)
+    assert "'score' must be a finite number" in _error(
+        api.post(f"/v1/tables/{tid}/rows", json={"company": "x", "score": "high"}), 400
+    )
+    assert "'founded'" in _error(
+        api.post(f"/v1/tables/{tid}/rows", json={"company": "x", "founded": "yesterday"}), 400
+    )
+    assert "'active'" in _error(api.post(f"/v1/tables/{tid}/rows", json={"company": "x", "active": 1}), 400)
+    assert "unknown column 'nope'" in _error(
+        api.post(f"/v1/tables/{tid}/rows", json={"company": "x", "nope": 1}), 400
+    )
+    assert "row 1" in _error(api.post(f"/v1/tables/{tid}/rows", json=[{"company": "ok"}, {"score": 2}]), 400)
+    assert "100" in _error(api.post(f"/v1/tables/{tid}/rows", json=[{"company": "x"}] * 101), 400)
+    assert api.get(f"/v1/tables/{tid}").json()["row_count"] == 4  # nothing of a refused insert was stored
+
+    def query(*params: tuple[str, str]) -> dict:
+        r = api.get(f"/v1/tables/{tid}/rows", params=list(params))
+        assert r.status_code == 200, r.text
+        return r.json()
+
+    page = query(("filter", "score:gte:5"), ("sort", "-score"))
+    assert [x["company"] for x in page["rows"]] == ["Gamma", "Acme"] and page["total"] == 2
+    assert [x["company"] for x in query(("filter", "active:eq:false"))["rows"]] == ["Beta"]
+    assert [x["company"] for x in query(("filter", "company:contains:CORP"))["rows"]] == ["Delta corp"]
+    assert {x["company"] for x in query(("filter", "score:is_null"))["rows"]} == {"Delta corp"}
+    assert [x["company"] for x in query(("sort", "company"), ("limit", "2"), ("offset", "1"))["rows"]] == [
+        "Beta",
+        "Delta corp",
+    ]
+    assert "unknown column" in _error(api.get(f"/v1/tables/{tid}/rows", params={"filter": "nope:eq:1"}), 400)
+    assert "not a number" in _error(api.get(f"/v1/tables/{tid}/rows", params={"filter": "score:gt:x"}), 400)
+    assert _error(api.get(f"/v1/tables/{tid}/rows", params={"limit": "0"}), 400)
+
+    # Update some cells, delete a row; _meta follows.
+    r = api.patch(f"/v1/tables/{tid}/rows/{row['id']}", json={"score": 8, "extra": [1, 2]})
+    assert r.status_code == 200, r.text
+    assert (r.json()["score"], r.json()["extra"], r.json()["company"]) == (8, [1, 2], "Acme")
+    assert r.json()["_meta"]["updated_at"] >= row["_meta"]["updated_at"]
+    assert "'company' is required" in _error(
+        api.patch(f"/v1/tables/{tid}/rows/{row['id']}", json={"company": None}), 400
+    )
+    assert api.delete(f"/v1/tables/{tid}/rows/{row['id']}").status_code == 200
+    _error(api.get(f"/v1/tables/{tid}/rows/{row['id']}"), 404)
+    _error(api.patch(f"/v1/tables/{tid}/rows/row_nope", json={"score": 1}), 404)
+
+    # The definition: rename, describe, replace columns (stored rows stay as they are).
+    r = api.patch(
+        f"/v1/tables/{tid}", json={"name": "prospects", "description": "who to call", "columns": COLUMNS[:2]}
+    )
+    assert r.status_code == 200 and r.json()["name"] == "prospects" and len(r.json()["columns"]) == 2
+    assert api.patch(f"/v1/tables/{tid}", json={"description": None}).json()["description"] is None
+    listed = api.get("/v1/tables", params={"project": "data"}).json()["tables"]
+    assert [(t["name"], t["row_count"]) for t in listed] == [("prospects", 3)]
+
+    other = api.post("/v1/tables", json={"project": "data", "name": "scratch", "columns": []}).json()
+    assert api.delete(f"/v1/tables/{other['id']}").status_code == 200
+    _error(api.get(f"/v1/tables/{other['id']}"), 404)
+    _error(api.get("/v1/tables/tbl_nope"), 404)
+
+    assert_rebuild_equals_live(platform.nats_url, platform.data_dir, tmp_path / "rebuilt.sqlite3")
