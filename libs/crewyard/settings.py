@@ -26,6 +26,9 @@ class SettingsError(CrewyardError, ValueError):
 class Settings(msgspec.Struct, kw_only=True):
     data_dir: Path
     nats_url: str = "nats://127.0.0.1:4222"
+    #: NATS credentials: a ``.creds`` file, a directory of ``<service>.creds`` files, or the
+    #: text itself. Default: ``<data dir>/nats/auth/creds/<service>.creds`` (``crewyard up``).
+    nats_creds: str | None = None
     stream: StreamSettings = msgspec.field(default_factory=StreamSettings)
     host: str = "127.0.0.1"
     port: int = 8080
@@ -127,6 +130,21 @@ class Settings(msgspec.Struct, kw_only=True):
     def work_dir(self) -> Path:
         return self.data_dir / "work"
 
+    @property
+    def nats_auth_dir(self) -> Path:
+        """Where the embedded broker keeps its trust chain and the platform users' credentials."""
+        return self.data_dir / "nats" / "auth"
+
+    def creds_for(self, user: str) -> str | None:
+        """The NATS credentials ``user`` (a service, ``admin``) connects with, if any are known."""
+        if self.nats_creds:
+            given = Path(self.nats_creds).expanduser() if "BEGIN" not in self.nats_creds else None
+            if given is not None and given.is_dir():
+                return str(given / f"{user}.creds")
+            return self.nats_creds
+        local = self.nats_auth_dir / "creds" / f"{user}.creds"
+        return str(local) if local.exists() else None
+
 
 def _flag(value: str) -> bool:
     if value.lower() in ("1", "true", "yes", "on"):
@@ -138,6 +156,7 @@ def _flag(value: str) -> bool:
 
 _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "CREWYARD_NATS_URL": ("nats_url", str),
+    "CREWYARD_NATS_CREDS": ("nats_creds", str),
     "CREWYARD_HOST": ("host", str),
     "CREWYARD_PORT": ("port", int),
     "CREWYARD_UPLOAD_LIMIT": ("upload_limit_bytes", int),

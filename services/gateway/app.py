@@ -70,7 +70,7 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> Litesta
             metrics.refresh_with("gateway", gateway.refresh_metrics)
             yield
             return
-        nc = await connect(settings.nats_url, name="crewyard-gateway")
+        nc = await connect(settings.nats_url, name="crewyard-gateway", creds=settings.creds_for("gateway"))
         store = EventStore(nc, settings.stream)
         await ensure_stream(store.js, settings.stream)
         rm = await ReadModel.open(settings.db_path)

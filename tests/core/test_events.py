@@ -5,6 +5,7 @@ import pytest
 
 from crewyard.core.events import (
     PAYLOAD_TYPES,
+    ApiKeyCreated,
     Log,
     RunQueued,
     ToolCalled,
@@ -48,6 +49,19 @@ def test_old_log_version_is_upcast_on_read():
     event = decode(raw)
     assert event.version == 1
     assert isinstance(event.data, Log) and event.data.message == "old text"
+
+
+def test_apikey_created_v1_is_read_as_a_key_that_grants_nothing():
+    """Version 1 (before roles) sat under a project's subjects with no role or expiry."""
+    raw = (
+        b'{"id":"evt_1","type":"apikey.created","version":1,"time":"2026-01-01T00:00:00Z",'
+        b'"project":"p","aggregate":"project","aggregate_id":"p",'
+        b'"data":{"key_id":"key_1","name":"ci","token_sha256":"ab"}}'
+    )
+    event = decode(raw)
+    assert event.version == 2 and isinstance(event.data, ApiKeyCreated)
+    assert event.data.key_id == "key_1" and event.data.role == "read"
+    assert event.data.expires_at is not None and event.data.expires_at.year == 1970
 
 
 def test_unknown_type_is_refused():

@@ -71,8 +71,8 @@ class Follower(threading.Thread):
             time.sleep(0.3)
 
 
-async def _stream_contents(nats_url: str) -> list[tuple[int, str, dict]]:
-    nc = await nats.connect(nats_url.split(","))
+async def _stream_contents(nats_url: str, creds: Path) -> list[tuple[int, str, dict]]:
+    nc = await nats.connect(nats_url.split(","), user_credentials=str(creds / "admin.creds"))
     js = nc.jetstream()
     last = (await js.stream_info("CREWYARD_EVENTS")).state.last_seq
     out = []
@@ -92,33 +92,34 @@ async def _dump(db: Path) -> dict:
         await rm.close()
 
 
-def stream_contents(nats_url: str) -> list[tuple[int, str, dict]]:
-    """Every event in the stream: (sequence, subject, envelope)."""
-    return asyncio.run(_stream_contents(nats_url))
+def stream_contents(nats_url: str, creds: Path) -> list[tuple[int, str, dict]]:
+    """Every event in the stream: (sequence, subject, envelope); ``creds``: the users' folder."""
+    return asyncio.run(_stream_contents(nats_url, creds))
 
 
-def read_model_equals_rebuild(data_dir: Path, nats_url: str) -> None:
+def read_model_equals_rebuild(data_dir: Path, nats_url: str, creds: Path) -> None:
     """The read model under ``data_dir`` (its gateway and projector stopped) equals a rebuild."""
     db = data_dir / "readmodel.sqlite3"
     live = asyncio.run(_dump(db))
-    asyncio.run(rebuild_projection(settings_mod.load(data_dir, nats_url=nats_url)))
+    settings = settings_mod.load(data_dir, nats_url=nats_url, nats_creds=str(creds))
+    asyncio.run(rebuild_projection(settings))
     assert asyncio.run(_dump(db)) == live, f"the read model in {data_dir} differs from a rebuild"
 
 
-async def _last_seq(nats_url: str) -> int:
-    nc = await nats.connect(nats_url.split(","), connect_timeout=2)
+async def _last_seq(nats_url: str, creds: Path) -> int:
+    nc = await nats.connect(nats_url.split(","), connect_timeout=2, user_credentials=str(creds / "admin.creds"))
     try:
         return int((await nc.jetstream(timeout=5).stream_info("CREWYARD_EVENTS")).state.last_seq)
     finally:
         await nc.close()
 
 
-def last_seq(nats_url: str, timeout: float = 60.0) -> int:
+def last_seq(nats_url: str, creds: Path, timeout: float = 60.0) -> int:
     """The stream's last sequence (asked again while the cluster elects a leader)."""
     deadline = time.monotonic() + timeout
     while True:
         try:
-            return asyncio.run(_last_seq(nats_url))
+            return asyncio.run(_last_seq(nats_url, creds))
         except Exception:
             if time.monotonic() > deadline:
                 raise

@@ -129,7 +129,7 @@ def test_chaos(tmp_path: Path):
         for follower in followers:
             follower.join(timeout=max(1, deadline - time.monotonic()))
 
-        events = stream_contents(cluster.nats_url)
+        events = stream_contents(cluster.nats_url, cluster.creds_dir)
         ids = [e[2]["id"] for e in events]
         assert len(ids) == len(set(ids)), "an event id appears twice in the stream"
         per_run: dict[str, list[tuple[int, str, str]]] = {}
@@ -150,7 +150,7 @@ def test_chaos(tmp_path: Path):
 
         cluster.stop("gateway")
         cluster.stop("projector")
-        read_model_equals_rebuild(cluster.data_dir("gateway"), cluster.nats_url)
+        read_model_equals_rebuild(cluster.data_dir("gateway"), cluster.nats_url, cluster.creds_dir)
     finally:
         cluster.down()
     # Crews die with their runner: a killed one's at once, a stopped one's as it shuts down.

@@ -48,9 +48,9 @@ def test_env_values_are_encrypted_injected_and_redacted(
     assert "token is ***" in logs
 
     async def raw_stream() -> bytes:
-        nc = await nats.connect(platform.nats_url)
+        nc = await nats.connect(platform.nats_url, user_credentials=str(platform.creds()))
         js = nc.jetstream()
-        sub = await js.subscribe("crewyard.evt.secrets.>", ordered_consumer=True)
+        sub = await js.subscribe("crewyard.evt.>", ordered_consumer=True)
         blob = b""
         while True:
             try:
@@ -82,7 +82,12 @@ def test_two_runners_execute_each_run_exactly_once(tmp_path):
     platform = PlatformProcess(tmp_path / "data", env={"CREWYARD_RUNNER_CONCURRENCY": "2"}).start()
     extra = None
     try:
-        env = {**os.environ, "CREWYARD_RUNNER_CONCURRENCY": "2", "CREWYARD_RUNNER_ID": "second-runner"}
+        env = {
+            **os.environ,
+            "CREWYARD_RUNNER_CONCURRENCY": "2",
+            "CREWYARD_RUNNER_ID": "second-runner",
+            "CREWYARD_NATS_CREDS": str(platform.creds("runner")),
+        }
         extra = subprocess.Popen(
             [
                 sys.executable,

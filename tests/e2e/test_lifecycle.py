@@ -193,15 +193,15 @@ def test_cancel_on_disconnect(api: httpx.Client, slow: dict):
     assert wait_run(api, run_id, timeout=30)["status"] == "canceled"
 
 
-def _runner(data: Path, nats_url: str, env: dict) -> subprocess.Popen:
+def _runner(data: Path, platform: PlatformProcess, env: dict) -> subprocess.Popen:
     code = (
         "import asyncio,sys; from crewyard import platform, settings;"
         "asyncio.run(platform.run_service('runner', settings.load(sys.argv[1], nats_url=sys.argv[2],"
         " backend='process')))"
     )
     return subprocess.Popen(
-        [sys.executable, "-c", code, str(data), nats_url],
-        env=env,
+        [sys.executable, "-c", code, str(data), platform.nats_url],
+        env={**env, "CREWYARD_NATS_CREDS": str(platform.creds("runner"))},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,
@@ -223,7 +223,7 @@ def test_a_killed_runner_is_recovered(tmp_path: Path, attempts: int, expected: s
     platform.start()
     first = second = None
     try:
-        first = _runner(tmp_path / "r1", platform.nats_url, {**env, "CREWYARD_RUNNER_ID": "doomed"})
+        first = _runner(tmp_path / "r1", platform, {**env, "CREWYARD_RUNNER_ID": "doomed"})
         with httpx.Client(base_url=platform.api, timeout=30) as api:
             dep = deploy(api, write_crew(tmp_path / "crew", SLOW), "recover")
             run_id = _invoke(api, dep, steps=15, step=0.1)
@@ -234,7 +234,7 @@ def test_a_killed_runner_is_recovered(tmp_path: Path, attempts: int, expected: s
             time.sleep(0.3)
             os.killpg(first.pid, signal.SIGKILL)
             first.wait()
-            second = _runner(tmp_path / "r2", platform.nats_url, {**env, "CREWYARD_RUNNER_ID": "rescuer"})
+            second = _runner(tmp_path / "r2", platform, {**env, "CREWYARD_RUNNER_ID": "rescuer"})
             run = wait_run(api, run_id, timeout=60)
             assert run["status"] == expected, run
             events = sse_events(api, f"/v1/runs/{run_id}/events")

@@ -83,7 +83,7 @@ def test_external_nats_subscriber_sees_the_same_events(api: httpx.Client, platfo
     deploy(api, EXAMPLES / "hello", "watched")
 
     async def scenario() -> tuple[list[str], list[str]]:
-        nc = await nats.connect(platform.nats_url)
+        nc = await nats.connect(platform.nats_url, user_credentials=str(platform.creds()))
         seen: list[str] = []
         done = asyncio.Event()
 

@@ -95,6 +95,12 @@ class Bench:
             await asyncio.to_thread(self._nats.start)
         return self._nats.url
 
+    @property
+    def nats_creds(self) -> str:
+        """The admin user's credentials for the bench's own nats-server (after ``nats_url``)."""
+        assert self._nats is not None
+        return str(self._nats.creds("admin"))
+
     async def platform(self) -> PlatformProcess:
         """The platform under test: ``crewyard up`` with the process backend, started once."""
         if self._platform is None:

@@ -176,7 +176,7 @@ async def live_run(
 async def live_figures(bench: Bench) -> list[Figure]:
     platform = await bench.platform()
     await bench.deployed(platform)
-    nc = await nats.connect(platform.nats_url)
+    nc = await nats.connect(platform.nats_url, user_credentials=str(platform.creds()))
     try:
         async with httpx.AsyncClient(base_url=platform.api, timeout=60) as client:
             tight = [
@@ -232,7 +232,7 @@ async def fanout_figure(bench: Bench) -> list[Figure]:
     await bench.deployed(platform)
     clients = bench.n(1_000, 20)
     events, interval = bench.n(60, 20), 0.1
-    nc = await nats.connect(platform.nats_url)
+    nc = await nats.connect(platform.nats_url, user_credentials=str(platform.creds()))
     try:
         async with httpx.AsyncClient(base_url=platform.api, timeout=60) as client:
             # The same run without SSE clients: the platform's CPU for the runner and projector,

@@ -73,7 +73,7 @@ async def _backend_figures(
     bench: Bench, platform: PlatformProcess, backend: str, raw_cmd: list[str]
 ) -> list[Figure]:
     await bench.deployed(platform)
-    nc = await nats.connect(platform.nats_url)
+    nc = await nats.connect(platform.nats_url, user_credentials=str(platform.creds()))
     seen: dict[str, dict[str, float]] = {}
     arrived = asyncio.Event()
 
@@ -200,7 +200,7 @@ async def _raw_upload(nc: Client, folder: Path, key: str) -> float:
 async def redeploy_figure(bench: Bench) -> list[Figure]:
     platform = await bench.platform()
     cold = await bench.deployed(platform)
-    nc = await nats.connect(platform.nats_url)
+    nc = await nats.connect(platform.nats_url, user_credentials=str(platform.creds()))
     ours: list[float] = []
     raw: list[float] = []
     cached: list[Any] = []

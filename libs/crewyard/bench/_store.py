@@ -122,7 +122,7 @@ async def _pipelined(store: EventStore, events: list[Event]) -> None:
 
 
 async def append_figures(bench: Bench) -> list[Figure]:
-    nc = await nats.connect(await bench.nats_url())
+    nc = await nats.connect(await bench.nats_url(), user_credentials=bench.nats_creds)
     try:
         rounds = bench.n(3, 1)
         n_sync, n_async = bench.n(5_000, 300), bench.n(50_000, 3_000)
@@ -219,8 +219,8 @@ async def _write_replay_stream(nc: Client, total: int) -> float:
     return total / (time.perf_counter() - t0)
 
 
-async def _raw_replay(url: str, total: int) -> float:
-    conn = _Connection(url)
+async def _raw_replay(url: str, creds: str, total: int) -> float:
+    conn = _Connection(url, creds)
     async with conn as nc:
         try:
             return await _count_replay(nc, total)
@@ -259,8 +259,9 @@ class _Connection:
     """A connection of its own per replay, counting the messages nats-py drops as a slow consumer
     (it only reports them to ``error_cb``; a replay that lost some stalls instead of failing)."""
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, creds: str) -> None:
         self.url = url
+        self.creds = creds
         self.dropped = 0
 
     async def _on_error(self, exc: Exception) -> None:
@@ -268,18 +269,18 @@ class _Connection:
             self.dropped += 1
 
     async def __aenter__(self) -> Client:
-        self.nc = await nats.connect(self.url, error_cb=self._on_error)
+        self.nc = await nats.connect(self.url, error_cb=self._on_error, user_credentials=self.creds)
         return self.nc
 
     async def __aexit__(self, *exc: object) -> None:
         await self.nc.close()
 
 
-async def _rebuild(url: str, db: Path, total: int) -> float:
+async def _rebuild(url: str, creds: str, db: Path, total: int) -> float:
     from crewyard.projector import rebuild  # the service package; imported late like the platform does
 
     await asyncio.to_thread(db.unlink, missing_ok=True)
-    conn = _Connection(url)
+    conn = _Connection(url, creds)
     async with conn as nc:
         t0 = time.perf_counter()
         try:
@@ -298,7 +299,7 @@ async def _rebuild(url: str, db: Path, total: int) -> float:
 async def replay_figure(bench: Bench) -> list[Figure]:
     total = bench.n(1_000_000, 10_000)
     url = await bench.nats_url()
-    nc = await nats.connect(url)
+    nc = await nats.connect(url, user_credentials=bench.nats_creds)
     try:
         write_rate = await _write_replay_stream(nc, total)
     finally:
@@ -307,11 +308,13 @@ async def replay_figure(bench: Bench) -> list[Figure]:
     raw_seen: list[float] = []
 
     async def raw_replay() -> float:
-        raw_seen.append(await _raw_replay(url, total))
+        raw_seen.append(await _raw_replay(url, bench.nats_creds, total))
         return raw_seen[-1]
 
     try:
-        ours, raw = await side_by_side(bench.n(2, 1), lambda: _rebuild(url, db, total), raw_replay)
+        ours, raw = await side_by_side(
+            bench.n(2, 1), lambda: _rebuild(url, bench.nats_creds, db, total), raw_replay
+        )
     except BenchError as exc:
         if not raw_seen:
             raise

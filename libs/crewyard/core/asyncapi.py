@@ -9,8 +9,21 @@ import msgspec
 
 from crewyard import __version__
 
-from .events import PAYLOAD_TYPES, Event
-from .subjects import PREFIX
+from .events import PAYLOAD_TYPES, Event, Payload
+from .subjects import PLATFORM_PREFIX, PREFIX, SECRET_SCOPE
+
+
+def _address(cls: type[Payload], name: str) -> tuple[str, dict[str, Any]]:
+    aggregate_id = {"description": f"id of the {cls.AGGREGATE}"}
+    if cls.SCOPE == "platform":
+        return f"{PLATFORM_PREFIX}.{cls.AGGREGATE}.{{aggregateId}}.{name}", {"aggregateId": aggregate_id}
+    if cls.SCOPE == "secret":
+        project = {"description": "project name (the project aggregate's id)"}
+        return f"{PREFIX}.{SECRET_SCOPE}.{cls.AGGREGATE}.{{project}}.{name}", {"project": project}
+    return (
+        f"{PREFIX}.{{project}}.{cls.AGGREGATE}.{{aggregateId}}.{name}",
+        {"project": {"description": "project name"}, "aggregateId": aggregate_id},
+    )
 
 
 def document() -> dict[str, Any]:
@@ -23,12 +36,10 @@ def document() -> dict[str, Any]:
     for name in names:
         cls = PAYLOAD_TYPES[name]
         key = name.replace(".", "_")
+        address, parameters = _address(cls, name)
         channels[key] = {
-            "address": f"{PREFIX}.{{project}}.{cls.AGGREGATE}.{{aggregateId}}.{name}",
-            "parameters": {
-                "project": {"description": "project name"},
-                "aggregateId": {"description": f"id of the {cls.AGGREGATE}"},
-            },
+            "address": address,
+            "parameters": parameters,
             "messages": {key: {"$ref": f"#/components/messages/{key}"}},
         }
         messages[key] = {
@@ -54,7 +65,13 @@ def document() -> dict[str, Any]:
                 "Every state change is an event in the JetStream stream CREWYARD_EVENTS. Subjects: "
                 f"{PREFIX}.<project>.<aggregate>.<aggregate_id>.<type>; subscribe with wildcards, e.g. "
                 f"{PREFIX}.acme.run.> or {PREFIX}.*.run.*.run.failed. The stream sequence is each "
-                "event's position and its SSE id."
+                "event's position and its SSE id. Secret-bearing events (env.set, env.unset) use the "
+                f"reserved scope {SECRET_SCOPE} instead of the project, so everything under "
+                f"{PREFIX}.<project>.> is safe to hand to that project's outside consumers. API keys "
+                f"and consumer credentials live in the platform stream CREWYARD_PLATFORM "
+                f"({PLATFORM_PREFIX}.<aggregate>.<id>.<type>), readable by the platform only. Outside "
+                "consumers get NATS credentials for one durable consumer of one project "
+                "(`crewyard consumers create`)."
             ),
         },
         "channels": channels,

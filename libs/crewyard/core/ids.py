@@ -12,12 +12,11 @@ import time
 from collections.abc import Callable
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
-PREFIXES = ("run", "dep", "ver", "evt", "key", "whk", "dlg", "dlv", "trg", "sch", "thr", "ckp", "tbl", "row")
+PREFIXES = ("run", "dep", "ver", "evt", "key", "whk", "dlg", "dlv", "trg", "sch", "thr", "ckp", "tbl", "row", "con")
 _ID_RE = re.compile(rf"({'|'.join(PREFIXES)})_[0-9a-hjkmnp-tv-z]{{26}}")
 
 
 def new_id(
-    prefix: str,
     *,
     now_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
     rand: Callable[[int], bytes] = os.urandom,

@@ -6,7 +6,7 @@ shared by service instances), :func:`connect`, :func:`ensure_stream`, the error 
 :func:`set_aside` with its counters for events a reader cannot use.
 """
 
-from ._connection import StreamSettings, connect, ensure_stream
+from ._connection import StreamSettings, connect, ensure_platform_stream, ensure_stream, read_creds
 from ._errors import ConcurrencyConflict, EventStoreError, StoreUnavailable, StreamMisconfigured
 from ._poison import set_aside, set_aside_counts
 from ._store import EventStore, RawEvent
@@ -23,7 +23,9 @@ __all__ = [
     "WorkItem",
     "WorkQueue",
     "connect",
+    "ensure_platform_stream",
     "ensure_stream",
+    "read_creds",
     "set_aside",
     "set_aside_counts",
 ]

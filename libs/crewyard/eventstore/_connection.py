@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from pathlib import Path
+from typing import Any
 
 import msgspec
 import nats
-from nats.aio.client import Client
+from nats.aio.client import Client, RawCredentials
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig
 from nats.js.errors import NotFoundError
 
-from crewyard.core.subjects import PREFIX
+from crewyard.auth import CredentialsError, inbox_prefix_of, parse_creds
+from crewyard.core.subjects import PLATFORM_PREFIX, PREFIX
 
 from ._errors import StoreUnavailable, StreamMisconfigured
 
@@ -25,18 +30,61 @@ class StreamSettings(msgspec.Struct, frozen=True, kw_only=True):
     max_bytes: int = -1
     duplicate_window_s: float = 300.0
     object_bucket: str = "CREWYARD_OBJECTS"
+    #: API keys and outside consumers: a stream of its own that only the gateway can use.
+    platform_name: str = "CREWYARD_PLATFORM"
+    platform_prefix: str = PLATFORM_PREFIX
 
 
-async def connect(url: str, *, name: str, connect_timeout: float = 5.0) -> Client:
-    """A connection that reconnects forever (services must outlive broker restarts)."""
+def read_creds(creds: str | Path) -> str:
+    """A ``.creds`` text from a file path, or the text itself (from a secret in the environment)."""
+    text = str(creds)
+    if "BEGIN NATS USER JWT" not in text:
+        try:
+            text = Path(creds).expanduser().read_text()
+        except OSError as exc:
+            raise StoreUnavailable(f"cannot read NATS credentials {creds}: {exc.strerror or exc}") from None
+    try:
+        parse_creds(text)
+    except CredentialsError as exc:
+        where = "" if "BEGIN" in str(creds) else f" {creds}"
+        raise StoreUnavailable(f"NATS credentials{where}: {exc}") from None
+    return text
+
+
+async def connect(
+    url: str, *, name: str, creds: str | Path | None = None, connect_timeout: float = 5.0
+) -> Client:
+    """A connection that reconnects forever (services must outlive broker restarts).
+
+    ``creds`` (a ``.creds`` file or its text) identifies the user; replies then arrive on the
+    inbox prefix its permissions name, so no other user can receive them."""
+    options: dict[str, Any] = {}
+    if creds is not None:
+        text = read_creds(creds)
+        options["user_credentials"] = RawCredentials(text)
+        prefix = inbox_prefix_of(text)
+        if prefix:
+            options["inbox_prefix"] = prefix
+
+    refused: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
     async def _on_error(exc: Exception) -> None:
-        # A slow consumer means dropped messages: never quiet about that.
-        level = logging.WARNING if "slow consumer" in str(exc).lower() else logging.DEBUG
+        # A slow consumer means dropped messages, a permissions violation a refused request:
+        # never quiet about either.
+        text = str(exc).lower()
+        level = (
+            logging.WARNING if "slow consumer" in text or "permissions violation" in text else logging.DEBUG
+        )
+        if "authorization" in text or "authentication" in text:
+            level = logging.ERROR
+            if not refused.done():
+                refused.set_result(str(exc))
         log.log(level, "nats: %s", exc)
 
-    try:
-        return await nats.connect(
+    # A server that is not up yet is waited for (services may start first); credentials it
+    # refuses are not: that fails start-up with a clear message instead of retrying forever.
+    connecting = asyncio.ensure_future(
+        nats.connect(
             [u.strip() for u in url.split(",") if u.strip()],  # a cluster: several seed URLs
             name=name,
             max_reconnect_attempts=-1,
@@ -44,7 +92,19 @@ async def connect(url: str, *, name: str, connect_timeout: float = 5.0) -> Clien
             connect_timeout=connect_timeout,
             allow_reconnect=True,
             error_cb=_on_error,
+            **options,
         )
+    )
+    waiting: set[asyncio.Future[Any]] = {connecting, refused}
+    await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+    if not connecting.done():
+        connecting.cancel()
+        with contextlib.suppress(BaseException):
+            await connecting
+        hint = "no credentials given" if creds is None else "credentials refused"
+        raise StoreUnavailable(f"cannot connect to NATS at {url}: {refused.result()} ({hint})")
+    try:
+        return connecting.result()
     except Exception as exc:
         raise StoreUnavailable(f"cannot connect to NATS at {url}: {exc}") from exc
 
@@ -66,6 +126,32 @@ def _config(settings: StreamSettings) -> StreamConfig:
         deny_delete=True,
         deny_purge=True,
     )
+
+
+def _platform_config(settings: StreamSettings) -> StreamConfig:
+    return StreamConfig(
+        name=settings.platform_name,
+        subjects=[f"{settings.platform_prefix}.>"],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        num_replicas=settings.replicas,
+        max_msgs_per_subject=-1,
+        discard=DiscardPolicy.NEW,
+        duplicate_window=settings.duplicate_window_s,
+        allow_direct=True,
+        deny_delete=True,
+        deny_purge=True,
+    )
+
+
+async def ensure_platform_stream(js: JetStreamContext, settings: StreamSettings) -> None:
+    """Create the platform stream (API keys, consumers) unless it exists."""
+    try:
+        await js.stream_info(settings.platform_name)
+    except NotFoundError:
+        await js.add_stream(_platform_config(settings))
+    except Exception as exc:
+        raise StoreUnavailable(f"cannot reach JetStream: {exc}") from exc
 
 
 async def ensure_stream(js: JetStreamContext, settings: StreamSettings) -> None:
@@ -93,4 +179,10 @@ async def ensure_stream(js: JetStreamContext, settings: StreamSettings) -> None:
         or (cfg.duplicate_window or 0) < settings.duplicate_window_s
         or (cfg.max_consumers or 0) not in (-1, wanted.max_consumers)
     ):
-        await js.update_stream(wanted)
+        try:
+            await js.update_stream(wanted)
+        except Exception as exc:  # services may create the stream but not change it
+            raise StreamMisconfigured(
+                f"stream {settings.name} needs its settings updated, which this NATS user may not do; "
+                "start the platform once with the admin credentials (crewyard up does)"
+            ) from exc

@@ -51,12 +51,16 @@ class RawEvent(msgspec.Struct, frozen=True):
     def decode(self, prefix: str | None = None) -> Recorded:
         """The event, checked against its subject; :class:`InvalidEvent` when it is unusable.
 
-        Without ``prefix`` only the part of the subject after the prefix is compared."""
+        ``prefix`` is the stream's subject prefix; without it only the part of the subject after
+        the prefix is compared."""
         event = decode(self.data)
-        own = f"{event.project}.{event.aggregate}.{event.aggregate_id}.{event.type}"
-        ok = self.subject == f"{prefix}.{own}" if prefix is not None else self.subject.endswith("." + own)
+        places = subjects.places_of(event.data.SCOPE, event.project, event.aggregate, event.aggregate_id, event.type)
+        if prefix is not None:
+            ok = any(self.subject == f"{prefix}.{place}" for place in places)
+        else:
+            ok = any(self.subject.endswith("." + place) for place in places)
         if not ok:
-            raise InvalidEvent(f"subject {self.subject[:200]!r} does not match the event ({own})")
+            raise InvalidEvent(f"subject {self.subject[:200]!r} does not match the event ({places[0]})")
         return Recorded(self.seq, event)
 
 
@@ -69,20 +73,48 @@ class EventStore:
         self.prefix = self.settings.prefix
 
     def subject_of(self, event: Event) -> str:
-        return subjects.event_subject(
-            event.project, event.aggregate, event.aggregate_id, event.type, self.prefix
+        return subjects.subject_for(
+            event.data.SCOPE,
+            event.project,
+            event.aggregate,
+            event.aggregate_id,
+            event.type,
+            self.prefix,
+            self.settings.platform_prefix,
         )
 
     def aggregate_filter(self, project: str, aggregate: str, aggregate_id: str) -> str:
         return subjects.aggregate_filter(project, aggregate, aggregate_id, self.prefix)
 
+    def _stream_and_aggregate(self, event: Event) -> tuple[str, str]:
+        """Which stream takes ``event``, and the subject filter of its aggregate there."""
+        if event.data.SCOPE == "platform":
+            agg = subjects.platform_aggregate_filter(
+                event.aggregate, event.aggregate_id, self.settings.platform_prefix
+            )
+            return self.settings.platform_name, agg
+        if event.aggregate == "project":
+            return self.stream, subjects.project_aggregate_filter(event.aggregate_id, self.prefix)
+        return self.stream, self.aggregate_filter(event.project, event.aggregate, event.aggregate_id)
+
     # -- writing -----------------------------------------------------------------------------
 
-    async def append(self, event: Event, *, expected_seq: int | None = None, attempts: int = 5) -> int:
-        """Store one event and return its stream sequence."""
+    async def append(
+        self,
+        event: Event,
+        *,
+        expected_seq: int | None = None,
+        expected_over: str | None = None,
+        attempts: int = 5,
+    ) -> int:
+        """Store one event and return its stream sequence (in the stream its scope names).
+
+        ``expected_seq`` is the last sequence the writer saw on its aggregate, or on the subjects
+        ``expected_over`` matches when given (0: none may exist yet, e.g. "the first admin key")."""
         subject = self.subject_of(event)
         body = encode_checked(event)
-        agg = self.aggregate_filter(event.project, event.aggregate, event.aggregate_id)
+        stream, agg = self._stream_and_aggregate(event)
+        agg = expected_over or agg
         delay = 0.1
         for attempt in range(attempts):
             headers: dict[str, str] = {Header.MSG_ID: event.id}
@@ -90,13 +122,13 @@ class EventStore:
                 headers[Header.EXPECTED_LAST_SUBJECT_SEQUENCE] = str(expected_seq)
                 headers[_EXPECTED_SUBJECT] = agg
             try:
-                ack = await self.js.publish(subject, body, headers=headers, stream=self.stream)
+                ack = await self.js.publish(subject, body, headers=headers, stream=stream)
                 return int(ack.seq)
             except APIError as exc:
                 if exc.err_code != _WRONG_LAST_SEQUENCE:
                     raise StoreUnavailable(f"append rejected: {exc.description}") from exc
                 if attempt > 0:
-                    landed = await self._landed(agg, event.id)
+                    landed = await self._landed(stream, agg, event.id)
                     if landed is not None:
                         return landed
                 raise ConcurrencyConflict(
@@ -109,9 +141,9 @@ class EventStore:
                 delay = min(delay * 2, 2.0)
         raise StoreUnavailable("unreachable")
 
-    async def _landed(self, agg_filter: str, event_id: str) -> int | None:
+    async def _landed(self, stream: str, agg_filter: str, event_id: str) -> int | None:
         with contextlib.suppress(NotFoundError):
-            last = await self.js.get_last_msg(self.stream, agg_filter, direct=True)
+            last = await self.js.get_last_msg(stream, agg_filter, direct=True)
             if last.headers and last.headers.get(Header.MSG_ID) == event_id:
                 return int(last.seq or 0)
         return None
@@ -121,7 +153,10 @@ class EventStore:
         body = encode_checked(event)
         try:
             return await self.js.publish_async(
-                self.subject_of(event), body, headers={Header.MSG_ID: event.id}, stream=self.stream
+                self.subject_of(event),
+                body,
+                headers={Header.MSG_ID: event.id},
+                stream=self._stream_and_aggregate(event)[0],
             )
         except Exception as exc:
             raise StoreUnavailable(f"event store did not take the event: {exc!r}") from exc
@@ -134,17 +169,21 @@ class EventStore:
 
     # -- reading -----------------------------------------------------------------------------
 
-    async def load_raw(self, filter_subject: str, start_seq: int = 1, batch: int = 1000) -> list[RawEvent]:
+    async def load_raw(
+        self, filter_subject: str, start_seq: int = 1, batch: int = 1000, *, stream: str | None = None
+    ) -> list[RawEvent]:
         """Every event matching ``filter_subject`` from ``start_seq`` (batch direct get)."""
         out: list[RawEvent] = []
         while True:
-            chunk = await self._direct_batch(filter_subject, start_seq, batch)
+            chunk = await self._direct_batch(stream or self.stream, filter_subject, start_seq, batch)
             out.extend(chunk)
             if len(chunk) < batch:
                 return out
             start_seq = chunk[-1].seq + 1
 
-    async def _direct_batch(self, filter_subject: str, start_seq: int, batch: int) -> list[RawEvent]:
+    async def _direct_batch(
+        self, stream: str, filter_subject: str, start_seq: int, batch: int
+    ) -> list[RawEvent]:
         inbox = self.nc.new_inbox()
         out: list[RawEvent] = []
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -166,7 +205,7 @@ class EventStore:
         sub = await self.nc.subscribe(inbox, cb=on_msg)
         try:
             request = json.dumps({"seq": start_seq, "next_by_subj": filter_subject, "batch": batch})
-            await self.nc.publish(f"$JS.API.DIRECT.GET.{self.stream}", request.encode(), reply=inbox)
+            await self.nc.publish(f"$JS.API.DIRECT.GET.{stream}", request.encode(), reply=inbox)
             await asyncio.wait_for(done, 10.0)
         except TimeoutError as exc:
             raise StoreUnavailable("event store did not answer a read") from exc
@@ -175,8 +214,20 @@ class EventStore:
         return out
 
     async def load(self, project: str, aggregate: str, aggregate_id: str) -> list[Recorded]:
-        raws = await self.load_raw(self.aggregate_filter(project, aggregate, aggregate_id))
+        """One aggregate's events (a project's own from both of its scopes, in order)."""
+        if aggregate == "project":
+            filt = subjects.project_aggregate_filter(aggregate_id, self.prefix)
+        else:
+            filt = self.aggregate_filter(project, aggregate, aggregate_id)
+        raws = await self.load_raw(filt)
         return [self._history_entry(r, project, aggregate, aggregate_id) for r in raws]
+
+    async def load_platform(self, aggregate: str, aggregate_id: str) -> list[Recorded]:
+        """One aggregate of the platform stream (an API key, a consumer)."""
+        platform = self.settings.platform_prefix
+        filt = subjects.platform_aggregate_filter(aggregate, aggregate_id, platform)
+        raws = await self.load_raw(filt, stream=self.settings.platform_name)
+        return [self._history_entry(r, subjects.PLATFORM_SCOPE, aggregate, aggregate_id, platform) for r in raws]
 
     async def load_any(self, aggregate: str, aggregate_id: str) -> list[Recorded]:
         """Load an aggregate whose project is unknown (ids are unique across projects)."""
@@ -185,9 +236,11 @@ class EventStore:
         )
         return [self._history_entry(r, "", aggregate, aggregate_id) for r in raws]
 
-    def _history_entry(self, raw: RawEvent, project: str, aggregate: str, aggregate_id: str) -> Recorded:
+    def _history_entry(
+        self, raw: RawEvent, project: str, aggregate: str, aggregate_id: str, prefix: str | None = None
+    ) -> Recorded:
         try:
-            return raw.decode(self.prefix)
+            return raw.decode(prefix or self.prefix)
         except InvalidEvent as exc:
             set_aside("load", raw.seq, raw.subject, exc)
             return unreadable(raw.seq, project, aggregate, aggregate_id, str(exc))

@@ -42,7 +42,7 @@ class Cluster:
         self.backend = backend
         self.nats = EmbeddedNats(root / "broker", port=free_port())
         self.nats_cluster = NatsCluster(root / "broker", nats_nodes) if nats_nodes > 1 else None
-        self.env = {**os.environ, **(env or {})}
+        self.env = {**os.environ, "CREWYARD_NATS_CREDS": str(self.creds_dir), **(env or {})}
         if self.nats_cluster is not None:
             self.env["CREWYARD_STREAM_REPLICAS"] = str(min(3, nats_nodes))
         web = (
@@ -64,6 +64,16 @@ class Cluster:
     @property
     def nats_url(self) -> str:
         return self.nats_cluster.url if self.nats_cluster is not None else self.nats.url
+
+    @property
+    def creds_dir(self) -> Path:
+        """Every platform user's NATS credentials (each service connects as its own user)."""
+        if self.nats_cluster is not None:
+            return self.nats_cluster.creds_dir
+        return self.nats.auth_dir / "creds"
+
+    def creds(self, user: str = "admin") -> Path:
+        return self.creds_dir / f"{user}.creds"
 
     def data_dir(self, name: str) -> Path:
         # A gateway and its projector share the read model; each runner has its own work space.

@@ -1,11 +1,14 @@
 """A NATS cluster with JetStream on loopback, for multi-node tests: nodes ``nats1``…``natsN`` made
-from the same settings as ``deploy/nats/cluster.conf`` (one cluster name, routes to every node,
-a JetStream store per node), on free ports that stay the same when a node is started again."""
+from the same settings as ``deploy/nats/cluster.conf`` (one cluster name, routes to every node
+with a route password, a JetStream store per node, operator mode with one trust chain: clients
+need the credentials in ``creds_dir``), on free ports that stay the same when a node is started
+again."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import secrets
 import signal
 import subprocess
 import time
@@ -14,6 +17,7 @@ from pathlib import Path
 
 import nats
 
+from crewyard.auth import Names, load_or_create, write_material
 from crewyard.natsserver import nats_server_binary
 from crewyard.testing.platform import free_port
 
@@ -21,6 +25,7 @@ _CONF = """\
 server_name: {name}
 listen: 127.0.0.1:{client}
 http: 127.0.0.1:{monitor}
+{auth}
 
 jetstream {{
   store_dir: "{store}"
@@ -31,6 +36,7 @@ jetstream {{
 cluster {{
   name: crewyard
   listen: 127.0.0.1:{route}
+  authorization {{ user: route, password: "{password}" }}
   routes: [
 {routes}
   ]
@@ -46,6 +52,14 @@ class NatsCluster:
             n: {"client": free_port(), "monitor": free_port(), "route": free_port()} for n in self.names
         }
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.auth_dir = root / "auth"
+        self._trust = load_or_create(self.auth_dir)
+        write_material(self.auth_dir, self._trust, Names())
+        self._password = secrets.token_hex(16)
+
+    @property
+    def creds_dir(self) -> Path:
+        return self.auth_dir / "creds"
 
     @property
     def url(self) -> str:
@@ -53,11 +67,23 @@ class NatsCluster:
         return ",".join(f"nats://127.0.0.1:{p['client']}" for p in self.ports.values())
 
     def _conf(self, name: str) -> Path:
-        routes = "\n".join(f"    nats-route://127.0.0.1:{p['route']}" for p in self.ports.values())
+        routes = "\n".join(
+            f"    nats-route://route:{self._password}@127.0.0.1:{p['route']}" for p in self.ports.values()
+        )
         folder = self.root / name
         folder.mkdir(parents=True, exist_ok=True)
         conf = folder / "server.conf"
-        conf.write_text(_CONF.format(name=name, store=folder / "store", routes=routes, **self.ports[name]))
+        auth = self._trust.server_config(folder / "jwt")
+        conf.write_text(
+            _CONF.format(
+                name=name,
+                store=folder / "store",
+                routes=routes,
+                auth=auth,
+                password=self._password,
+                **self.ports[name],
+            )
+        )
         return conf
 
     def start(self, name: str) -> None:
@@ -122,7 +148,12 @@ class NatsCluster:
         """The node leading ``stream`` now (asked of the cluster; waits for an election)."""
 
         async def ask() -> str:
-            nc = await nats.connect(self.url.split(","), connect_timeout=2, max_reconnect_attempts=2)
+            nc = await nats.connect(
+                self.url.split(","),
+                connect_timeout=2,
+                max_reconnect_attempts=2,
+                user_credentials=str(self.creds_dir / "admin.creds"),
+            )
             try:
                 info = await nc.jetstream(timeout=5).stream_info(stream)
                 leader = info.cluster.leader if info.cluster else None

@@ -51,6 +51,14 @@ class PlatformProcess:
     def nats_url(self) -> str:
         return (self.data_dir / "nats.url").read_text().strip()
 
+    @property
+    def creds_dir(self) -> Path:
+        """The platform users' NATS credentials (``<user>.creds``; ``admin`` may do anything)."""
+        return self.data_dir / "nats" / "auth" / "creds"
+
+    def creds(self, user: str = "admin") -> Path:
+        return self.creds_dir / f"{user}.creds"
+
     def start(self, timeout: float = 60.0) -> PlatformProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = (self.data_dir / "platform.log").open("ab")

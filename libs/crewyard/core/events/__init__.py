@@ -1,6 +1,6 @@
 """The event catalogue: one envelope, typed payloads per family, a versioned codec."""
 
-from ._base import Payload
+from ._base import Payload, Scope
 from .activity import (
     ACTIVITY_EVENTS,
     CREW_EMITTABLE,
@@ -35,13 +35,19 @@ from .envelope import (
     encode_checked,
     is_current,
     make_event,
+    public_types,
     to_builtins,
     unreadable,
     upcast,
 )
-from .project import (
+from .platform import (
+    PLATFORM_EVENTS,
     ApiKeyCreated,
     ApiKeyRevoked,
+    ConsumerCreated,
+    ConsumerRevoked,
+)
+from .project import (
     DeploymentPromoted,
     EnvSet,
     EnvUnset,
@@ -96,6 +102,7 @@ __all__ = [
     "PAYLOAD_TYPES",
     "SCHEDULE_EVENTS",
     "TABLE_EVENTS",
+    "PLATFORM_EVENTS",
     "TERMINAL_TYPES",
     "TRIGGER_EVENTS",
     "UPCASTERS",
@@ -111,6 +118,8 @@ __all__ = [
     "DeliveryAttempted",
     "DeliveryQueued",
     "DeliveryRedeliveryRequested",
+    "ConsumerCreated",
+    "ConsumerRevoked",
     "DeploymentCreated",
     "DeploymentFailed",
     "DeploymentPromoted",
@@ -143,6 +152,7 @@ __all__ = [
     "TableCreated",
     "TableDeleted",
     "TableUpdated",
+    "Scope",
     "TaskCompleted",
     "TaskStarted",
     "ToolCalled",
@@ -163,6 +173,7 @@ __all__ = [
     "encode_checked",
     "is_current",
     "make_event",
+    "public_types",
     "to_builtins",
     "unreadable",
     "upcast",

@@ -29,10 +29,11 @@ from crewyard.errors import CrewyardError
 
 from ..bounds import OutOfBounds, check_json
 from ..crewfile import CrewConfig
-from ..subjects import PROJECT_PATTERN, TOKEN_PATTERN
+from ..subjects import PLATFORM_SCOPE, PROJECT_PATTERN, TOKEN_PATTERN
 from ._base import Payload
 from .activity import ACTIVITY_EVENTS
 from .deployment import DEPLOYMENT_EVENTS, DeploymentCreated
+from .platform import PLATFORM_EVENTS
 from .project import PROJECT_EVENTS
 from .run import RUN_EVENTS
 from .schedule import SCHEDULE_EVENTS
@@ -52,8 +53,17 @@ PAYLOAD_TYPES: dict[str, type[Payload]] = {
         *WEBHOOK_EVENTS,
         *TRIGGER_EVENTS,
         *SCHEDULE_EVENTS,
+        *PLATFORM_EVENTS,
     )
 }
+
+
+def public_types(aggregate: str) -> list[str]:
+    """Types of ``aggregate`` stored in their project's own scope (what outside consumers get)."""
+    return sorted(
+        t for t, cls in PAYLOAD_TYPES.items() if aggregate == cls.AGGREGATE and cls.SCOPE == "project"
+    )
+
 
 Upcaster = Callable[[dict[str, Any]], dict[str, Any]]
 
@@ -87,6 +97,12 @@ def _run_queued_v2_from_v1(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "environment": "production"}
 
 
+def _apikey_created_v2_from_v1(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 1 of ``apikey.created`` (never checked by anything) had no role or expiry. Read it
+    as a key that expired before it could be used: it grants nothing, whatever its project."""
+    return {**data, "role": "read", "project": None, "expires_at": "1970-01-01T00:00:00Z"}
+
+
 #: (type, stored version) → function producing version + 1.
 UPCASTERS: dict[tuple[str, int], Upcaster] = {
     ("log", 0): _log_v1_from_v0,
@@ -95,6 +111,9 @@ UPCASTERS: dict[tuple[str, int], Upcaster] = {
     ("env.set", 1): _unscoped_v2_from_v1,
     ("env.unset", 1): _unscoped_v2_from_v1,
     ("run.queued", 1): _run_queued_v2_from_v1,
+
+
+    ("apikey.created", 1): _apikey_created_v2_from_v1,
 }
 
 
@@ -113,7 +132,8 @@ class Event(msgspec.Struct, frozen=True, kw_only=True):
 
 # msgspec matches patterns with ``re.search``: anchor with ``\Z`` (``$`` accepts a final newline).
 _Token = Annotated[str, msgspec.Meta(pattern=rf"^{TOKEN_PATTERN}\Z")]
-_Project = Annotated[str, msgspec.Meta(pattern=rf"^{PROJECT_PATTERN}\Z")]
+#: A project name, or the reserved scope of platform events (which no project can be named).
+_Project = Annotated[str, msgspec.Meta(pattern=rf"^(?:{PROJECT_PATTERN}|{PLATFORM_SCOPE})\Z")]
 _Version = Annotated[int, msgspec.Meta(ge=0, le=1000)]
 _Ref = Annotated[str, msgspec.Meta(max_length=256)]
 
@@ -124,7 +144,18 @@ class _RawEvent(msgspec.Struct, frozen=True, kw_only=True):
     version: _Version
     time: datetime
     project: _Project
-    aggregate: Literal["project", "deployment", "run", "webhook", "delivery", "trigger", "schedule", "table"]
+    aggregate: Literal[
+        "project",
+        "deployment",
+        "run",
+        "webhook",
+        "delivery",
+        "trigger",
+        "schedule",
+        "table",
+        "apikey",
+        "consumer",
+    ]
     aggregate_id: _Token
     data: msgspec.Raw
     correlation_id: _Ref | None = None
@@ -258,13 +289,19 @@ def decode(raw: bytes) -> Event:
         raise InvalidEvent(f"not a valid event: {exc}") from None
 
 
+#: Types whose events once belonged to another aggregate (``apikey.*`` v1 sat on the project).
+_FORMER_AGGREGATE = {"apikey.created": "project", "apikey.revoked": "project"}
+
+
 def _decode(raw: bytes) -> Event:
     env = _raw_decoder.decode(raw)
     cls = PAYLOAD_TYPES.get(env.type)
     if cls is None:
         raise UnknownEventType(f"unknown event type {env.type!r}")
-    if env.aggregate != cls.AGGREGATE:
+    if env.aggregate != cls.AGGREGATE and _FORMER_AGGREGATE.get(env.type) != env.aggregate:
         raise InvalidEvent(f"{env.type} belongs to a {cls.AGGREGATE}, not a {env.aggregate}")
+    if (env.project == PLATFORM_SCOPE) != (cls.SCOPE == "platform") and env.type not in _FORMER_AGGREGATE:
+        raise InvalidEvent(f"{env.type} cannot belong to project {env.project!r}")
     if env.version == cls.VERSION:
         payload = _payload_decoders[env.type].decode(env.data)
     else:

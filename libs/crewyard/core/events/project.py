@@ -1,5 +1,8 @@
-"""Project events: creation, environment pointers of deployment names, environment variables,
-API keys."""
+"""Project events: creation, environment pointers of deployment names, environment variables.
+
+Environment-variable events are secret-bearing (``SCOPE = "secret"``): they are stored outside
+the project's own subjects, so nothing that hands out ``crewyard.evt.<project>.>`` hands them out.
+"""
 
 from __future__ import annotations
 
@@ -45,6 +48,7 @@ class EnvSet(Payload, frozen=True, kw_only=True):
     TYPE = "env.set"
     AGGREGATE = "project"
     VERSION = 2
+    SCOPE = "secret"
     key: str
     value: str
     environment: EnvironmentName | None = None
@@ -54,22 +58,9 @@ class EnvUnset(Payload, frozen=True, kw_only=True):
     TYPE = "env.unset"
     AGGREGATE = "project"
     VERSION = 2
+    SCOPE = "secret"
     key: str
     environment: EnvironmentName | None = None
-
-
-class ApiKeyCreated(Payload, frozen=True, kw_only=True):
-    TYPE = "apikey.created"
-    AGGREGATE = "project"
-    key_id: str
-    name: str
-    token_sha256: str
-
-
-class ApiKeyRevoked(Payload, frozen=True, kw_only=True):
-    TYPE = "apikey.revoked"
-    AGGREGATE = "project"
-    key_id: str
 
 
 PROJECT_EVENTS: tuple[type[Payload], ...] = (
@@ -78,6 +69,4 @@ PROJECT_EVENTS: tuple[type[Payload], ...] = (
     ProjectLimitsSet,
     EnvSet,
     EnvUnset,
-    ApiKeyCreated,
-    ApiKeyRevoked,
 )

@@ -1,0 +1,174 @@
+"""What each NATS user may publish and subscribe to (pure: subjects in, permission lists out).
+
+JetStream is driven through subjects, so permissions on subjects are permissions on streams:
+``$JS.API.STREAM.DELETE.<stream>`` deletes a stream, ``$JS.API.CONSUMER.MSG.NEXT.<stream>.<name>``
+pulls from a consumer, ``$JS.ACK.<stream>.<name>.>`` acknowledges its messages, a publish to an
+event subject appends an event. Nobody but the operator's ``admin`` user may delete, purge or
+update the event streams. Each user receives replies on an inbox prefix of its own
+(``_INBOX_<user>``) so that no user can listen in on another's replies, which carry events.
+
+| user      | events stream                                | platform stream | objects | KV                |
+|-----------|----------------------------------------------|-----------------|---------|-------------------|
+| gateway   | read; append project/deployment/run events   | read, append    | rw      | key usage         |
+| runner    | read; append run events; durable ``runner``  | —               | rw      | slots, runners    |
+| builder   | read; append deployment events; ``builder``  | —               | rw      | —                 |
+| projector | read                                         | —               | —       | —                 |
+| consumer  | pull/ack/info on its own durable only        | —               | —       | —                 |
+
+The platform's own durables (``runner``, ``builder``) can be pulled and acknowledged only by
+their service. An outside consumer gets no consumer-create permission at all: the platform makes
+its durable with the filters it chose, so the filter can never be widened (with several filter
+subjects the create API subject carries no filter, so a create permission could not pin it).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+API = "$JS.API"
+DURABLES = {"runner": "runner", "builder": "builder"}
+KV_BUCKETS = {"runner": ("CREWYARD_SLOTS", "CREWYARD_RUNNERS"), "gateway": ("CREWYARD_KEY_USAGE",)}
+SERVICES = ("gateway", "runner", "builder", "projector")
+
+
+class Names(msgspec.Struct, frozen=True, kw_only=True):
+    """The streams and buckets the platform uses (from its stream settings)."""
+
+    events: str = "CREWYARD_EVENTS"
+    prefix: str = "crewyard.evt"
+    platform: str = "CREWYARD_PLATFORM"
+    platform_prefix: str = "crewyard.platform"
+    objects: str = "CREWYARD_OBJECTS"
+    reserved_scopes: tuple[str, ...] = ("_secret",)
+
+
+class Permissions(msgspec.Struct, frozen=True, kw_only=True):
+    pub_allow: list[str]
+    sub_allow: list[str]
+    pub_deny: list[str] = msgspec.field(default_factory=list)
+    sub_deny: list[str] = msgspec.field(default_factory=list)
+
+    @property
+    def inbox_prefix(self) -> str | None:
+        """The inbox prefix these permissions let the user receive replies on."""
+        for subject in self.sub_allow:
+            if subject.startswith("_INBOX") and subject.endswith(".>"):
+                return subject[:-2]
+        return None
+
+    def claims(self) -> dict[str, Any]:
+        pub: dict[str, list[str]] = {"allow": sorted(set(self.pub_allow))}
+        sub: dict[str, list[str]] = {"allow": sorted(set(self.sub_allow))}
+        if self.pub_deny:
+            pub["deny"] = sorted(set(self.pub_deny))
+        if self.sub_deny:
+            sub["deny"] = sorted(set(self.sub_deny))
+        return {"pub": pub, "sub": sub}
+
+
+def _stream_use(stream: str) -> list[str]:
+    """Check or create a stream (never update, purge or delete it) and read it: direct and
+    message gets, ephemeral consumers (ordered push and pulled), flow-control replies."""
+    return [
+        f"{API}.INFO",
+        f"{API}.STREAM.INFO.{stream}",
+        f"{API}.STREAM.CREATE.{stream}",
+        f"{API}.STREAM.MSG.GET.{stream}",
+        f"{API}.DIRECT.GET.{stream}",
+        f"{API}.DIRECT.GET.{stream}.>",
+        f"{API}.CONSUMER.CREATE.{stream}",
+        f"{API}.CONSUMER.CREATE.{stream}.*",
+        f"{API}.CONSUMER.CREATE.{stream}.*.>",
+        f"{API}.CONSUMER.INFO.{stream}.*",
+        f"{API}.CONSUMER.DELETE.{stream}.*",
+        f"{API}.CONSUMER.MSG.NEXT.{stream}.*",
+        f"$JS.FC.{stream}.>",
+    ]
+
+
+def _durable(stream: str, name: str) -> list[str]:
+    return [
+        f"{API}.CONSUMER.DURABLE.CREATE.{stream}.{name}",
+        f"{API}.CONSUMER.CREATE.{stream}.{name}",
+        f"{API}.CONSUMER.CREATE.{stream}.{name}.>",
+        f"$JS.ACK.{stream}.{name}.>",
+    ]
+
+
+def _objects(bucket: str) -> list[str]:
+    stream = f"OBJ_{bucket}"
+    # A put of an existing name purges the old chunks, so writers need purge on this stream;
+    # a get looks the stream up by subject.
+    return [*_stream_use(stream), f"{API}.STREAM.PURGE.{stream}", f"{API}.STREAM.NAMES", f"$O.{bucket}.>"]
+
+
+def _kv(bucket: str) -> list[str]:
+    return [*_stream_use(f"KV_{bucket}"), f"$KV.{bucket}.>"]
+
+
+def _others_durables(names: Names, owner: str | None) -> list[str]:
+    """Pulling from or acknowledging on another service's durable is refused, even though reading
+    through ephemeral consumers (whose names the server picks) needs a wildcard."""
+    out = []
+    for service, durable in DURABLES.items():
+        if service != owner:
+            out += [
+                f"{API}.CONSUMER.MSG.NEXT.{names.events}.{durable}",
+                f"$JS.ACK.{names.events}.{durable}.>",
+                f"{API}.CONSUMER.DELETE.{names.events}.{durable}",
+                f"{API}.CONSUMER.CREATE.{names.events}.{durable}",
+                f"{API}.CONSUMER.CREATE.{names.events}.{durable}.>",
+                f"{API}.CONSUMER.DURABLE.CREATE.{names.events}.{durable}",
+            ]
+    return out
+
+
+def service_permissions(service: str, names: Names) -> Permissions:
+    """The permissions of one platform service's user."""
+    if service not in SERVICES:
+        raise ValueError(f"unknown service {service!r}")
+    p = names.prefix
+    pub = _stream_use(names.events)
+    deny = _others_durables(names, service)
+    if service in DURABLES:
+        pub += _durable(names.events, DURABLES[service])
+    for bucket in KV_BUCKETS.get(service, ()):
+        pub += _kv(bucket)
+    if service in ("gateway", "runner", "builder"):
+        pub += _objects(names.objects)
+    if service == "gateway":
+        pub += [f"{p}.*.project.>", f"{p}.*.deployment.>", f"{p}.*.run.>"]
+        pub += [*_stream_use(names.platform), f"{names.platform_prefix}.>"]
+        # Outside consumers' durables (named after their ids) are made and deleted by the gateway.
+        pub += [f"{API}.CONSUMER.DURABLE.CREATE.{names.events}.*"]
+    elif service == "runner":
+        pub += [f"{p}.*.run.>"]
+        deny += [f"{p}.{scope}.>" for scope in names.reserved_scopes]
+    elif service == "builder":
+        pub += [f"{p}.*.deployment.>"]
+        deny += [f"{p}.{scope}.>" for scope in names.reserved_scopes]
+    return Permissions(pub_allow=pub, sub_allow=[f"_INBOX_{service}.>"], pub_deny=deny)
+
+
+def admin_permissions() -> Permissions:
+    """The operator's own user: everything in the platform's account (setup, migrations, tests)."""
+    return Permissions(pub_allow=[">"], sub_allow=[">"])
+
+
+def consumer_permissions(names: Names, durable: str) -> Permissions:
+    """An outside consumer: pull from, acknowledge on and read the state of its own durable."""
+    return Permissions(
+        pub_allow=[
+            f"{API}.CONSUMER.MSG.NEXT.{names.events}.{durable}",
+            f"{API}.CONSUMER.INFO.{names.events}.{durable}",
+            f"$JS.ACK.{names.events}.{durable}.>",
+        ],
+        sub_allow=[f"_INBOX_{durable}.>"],
+    )
+
+
+def system_permissions() -> Permissions:
+    """The gateway's user in the system account: it only pushes account updates (revocations)."""
+    return Permissions(pub_allow=["$SYS.REQ.CLAIMS.UPDATE"], sub_allow=["_INBOX_system.>"])
