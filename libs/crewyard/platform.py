@@ -62,6 +62,11 @@ async def _store(settings: Settings, name: str, user: str | None = None) -> Even
     return store
 
 
+async def gateway_store(settings: Settings) -> EventStore:
+    """A connection as the gateway's NATS user (admin commands run where a gateway runs)."""
+    return await _store(settings, "gateway-admin", user="gateway")
+
+
 async def _prepare_streams(settings: Settings) -> None:
     """As the admin user: create the streams, or bring an older installation's settings up to
     date (services may create streams but never change them)."""

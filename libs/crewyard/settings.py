@@ -29,6 +29,9 @@ class Settings(msgspec.Struct, kw_only=True):
     #: NATS credentials: a ``.creds`` file, a directory of ``<service>.creds`` files, or the
     #: text itself. Default: ``<data dir>/nats/auth/creds/<service>.creds`` (``crewyard up``).
     nats_creds: str | None = None
+    #: Keys that issue and revoke outside consumers' NATS credentials (gateways only).
+    #: Default: ``<data dir>/nats/auth/issuer.json`` (``crewyard up``).
+    nats_issuer: str | None = None
     stream: StreamSettings = msgspec.field(default_factory=StreamSettings)
     host: str = "127.0.0.1"
     port: int = 8080
@@ -145,6 +148,12 @@ class Settings(msgspec.Struct, kw_only=True):
         local = self.nats_auth_dir / "creds" / f"{user}.creds"
         return str(local) if local.exists() else None
 
+    @property
+    def issuer_file(self) -> Path | None:
+        """The consumer-credentials issuer keys, if this process has them."""
+        path = Path(self.nats_issuer).expanduser() if self.nats_issuer else self.nats_auth_dir / "issuer.json"
+        return path if path.exists() else None
+
 
 def _flag(value: str) -> bool:
     if value.lower() in ("1", "true", "yes", "on"):
@@ -157,6 +166,7 @@ def _flag(value: str) -> bool:
 _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "CREWYARD_NATS_URL": ("nats_url", str),
     "CREWYARD_NATS_CREDS": ("nats_creds", str),
+    "CREWYARD_NATS_ISSUER": ("nats_issuer", str),
     "CREWYARD_HOST": ("host", str),
     "CREWYARD_PORT": ("port", int),
     "CREWYARD_UPLOAD_LIMIT": ("upload_limit_bytes", int),

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sys
+from pathlib import Path
 
+import msgspec
 import nats
 import pytest
 from nats.js.api import ConsumerConfig
@@ -25,6 +28,7 @@ from crewyard.testing.natsperms import Watched, watched
 from .conftest import Streams
 
 pytestmark = pytest.mark.timeout(120)
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "outside-consumer" / "consume.py"
 
 
 def _ev(payload, project, aggregate_id):
@@ -185,3 +189,25 @@ async def test_revoked_credentials_are_disconnected_and_refused_without_a_restar
     finally:
         await w.nc.close()
         await other.nc.close()
+
+
+async def test_the_example_consumer_replays_its_project(streams: Streams, consumers: Consumers, tmp_path):
+    wanted = await _history(streams)
+    issued = await consumers.create("acme", "example")
+    bundle = tmp_path / "creds.json"
+    bundle.write_bytes(msgspec.json.encode(issued))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(EXAMPLE),
+        str(bundle),
+        "--nats",
+        streams.url,
+        "--limit",
+        str(len(wanted)),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    types = [line.split()[1] for line in out.decode().splitlines()]
+    assert types == ["project.created", "deployment.created", "run.queued"]

@@ -25,6 +25,8 @@ from crewyard.core.ids import new_id
 from crewyard.core.platform_state import ConsumerState, fold_consumers, revocations
 from crewyard.eventstore import EventStore, StoreUnavailable
 
+from crewyard.errors import CrewyardError
+
 from ._jwt import format_creds, new_seed, public_key
 from ._permissions import Names, consumer_permissions
 from ._trust import Issuer
@@ -32,7 +34,7 @@ from ._trust import Issuer
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 
 
-class ConsumerError(ValueError):
+class ConsumerError(CrewyardError, ValueError):
     """A request about consumers that cannot be done (bad name, unknown id)."""
 
 

@@ -20,10 +20,12 @@ from crewyard.errors import CrewyardError
 from . import artifacts as _artifacts  # noqa: F401  (registers `runs artifacts` and `runs download`)
 from ._client import CliError
 from .admin import demo, doctor, projector, service, up
+from .consumers import consumers
 from .deploy import deploy, deployments
 from .env import env
 from .events import events
 from .init import init
+from .natsadmin import nats_group
 from .projects import projects
 from .runs import invoke, runs
 from .schedules import schedules, triggers
@@ -82,6 +84,8 @@ for _command in (
     schedules,
     service,
     projector,
+    nats_group,
+    consumers,
     doctor,
     demo,
 ):

@@ -43,6 +43,14 @@ data_dir_option = click.option(
 nats_option = click.option(
     "--nats", "nats_url", metavar="URL", help="NATS server to use, e.g. nats://10.0.0.5:4222."
 )
+nats_creds_option = click.option(
+    "--nats-creds",
+    metavar="PATH",
+    envvar="CREWYARD_NATS_CREDS",
+    show_envvar=True,
+    help="NATS credentials: a .creds file, or a folder of <service>.creds files "
+    "(default: the data dir's, written by crewyard up / crewyard nats init).",
+)
 port_option = click.option(
     "--port", type=click.IntRange(1, 65535), help="HTTP port of the API (default: 8080)."
 )
@@ -103,6 +111,7 @@ def _run(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
 @nats_option
 @log_level_option
 @json_logs_option
+@nats_creds_option
 def up(
     data_dir: Path | None,
     port: int | None,
@@ -111,10 +120,13 @@ def up(
     nats_url: str | None,
     log_level: str | None,
     json_logs: bool,
+    nats_creds: str | None,
 ) -> None:
     """Start the whole platform on this machine (NATS, services, API) until Ctrl-C.
 
-    Without --nats an embedded nats-server is started with its data under --data-dir.
+    Without --nats an embedded nats-server is started with its data under --data-dir. It accepts
+    no client without credentials; each service connects as its own user (credentials in
+    <data dir>/nats/auth/creds, readable by you only).
 
     \b
     Examples:
@@ -122,7 +134,13 @@ def up(
       crewyard up --data-dir /srv/crewyard --port 9000 --host 0.0.0.0 --backend bwrap
     """
     settings = _load_settings(
-        data_dir, port=port, host=host, backend=backend, nats_url=nats_url, **_logging(log_level, json_logs)
+        data_dir,
+        port=port,
+        host=host,
+        backend=backend,
+        nats_url=nats_url,
+        nats_creds=nats_creds,
+        **_logging(log_level, json_logs),
     )
     from crewyard import platform
 
@@ -132,6 +150,7 @@ def up(
 @click.command()
 @click.argument("name", type=click.Choice(SERVICES))
 @nats_option
+@nats_creds_option
 @data_dir_option
 @port_option
 @host_option
@@ -141,6 +160,7 @@ def up(
 def service(
     name: str,
     nats_url: str | None,
+    nats_creds: str | None,
     data_dir: Path | None,
     port: int | None,
     host: str | None,
@@ -151,16 +171,23 @@ def service(
     """Run one service on its own, against a shared NATS server (for several machines).
 
     Any number of instances of each may run: builders, runners, notifiers (outgoing webhooks)
-    and schedulers share durable consumers; each gateway host runs a projector beside it.
+    and schedulers share durable consumers; each gateway host runs a projector beside it. Each service connects as its own NATS user (see
+    `crewyard nats init`).
 
     \b
     Examples:
-      crewyard service runner --nats nats://nats.internal:4222
+      crewyard service runner --nats nats://nats.internal:4222 --nats-creds /run/secrets/runner.creds
       crewyard service gateway --nats nats://nats.internal:4222 --port 8080 --host 0.0.0.0
       crewyard service notifier --nats nats://nats.internal:4222
     """
     settings = _load_settings(
-        data_dir, port=port, host=host, backend=backend, nats_url=nats_url, **_logging(log_level, json_logs)
+        data_dir,
+        port=port,
+        host=host,
+        backend=backend,
+        nats_url=nats_url,
+        nats_creds=nats_creds,
+        **_logging(log_level, json_logs),
     )
     from crewyard import platform
 
@@ -176,14 +203,15 @@ def projector() -> None:
 @data_dir_option
 @nats_option
 @click.option("--json", "as_json", is_flag=True, help='Print {"events": N} instead of a sentence.')
-def rebuild(data_dir: Path | None, nats_url: str | None, as_json: bool) -> None:
+@nats_creds_option
+def rebuild(data_dir: Path | None, nats_url: str | None, as_json: bool, nats_creds: str | None) -> None:
     """Rebuild the read model by replaying the event stream from the start.
 
     \b
     Example:
       crewyard projector rebuild --data-dir /srv/crewyard
     """
-    settings = _load_settings(data_dir, nats_url=nats_url)
+    settings = _load_settings(data_dir, nats_url=nats_url, nats_creds=nats_creds)
     from crewyard import platform
 
     count = _run(lambda: platform.rebuild_projection(settings))

@@ -1,0 +1,160 @@
+"""``crewyard consumers create|list|revoke``: NATS credentials for outside consumers of a project.
+
+Run where a gateway runs: it uses the gateway's NATS user and the issuer keys (the data dir's,
+or ``CREWYARD_NATS_CREDS`` / ``CREWYARD_NATS_ISSUER``).
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import click
+from rich import box
+from rich.table import Table
+from rich.text import Text
+
+from ._client import CliError
+from .admin import _load_settings, _run, data_dir_option, nats_creds_option, nats_option
+from .render import make_console
+
+if TYPE_CHECKING:
+    from crewyard.auth.consumers import Consumers
+    from crewyard.settings import Settings
+
+_UNITS = {"m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> timedelta:
+    """``30d``, ``12h``, ``90m``."""
+    unit = _UNITS.get(text[-1:].lower())
+    if unit is None or not text[:-1].isdigit() or int(text[:-1]) < 1:
+        raise CliError(f"invalid duration {text!r}: use e.g. 90m, 12h or 30d")
+    return timedelta(seconds=int(text[:-1]) * unit)
+
+
+async def _with_consumers(settings: Settings, work: Any) -> Any:
+    from crewyard import platform
+    from crewyard.auth import load_issuer
+    from crewyard.auth.consumers import Consumers
+
+    issuer_file = settings.issuer_file
+    if issuer_file is None:
+        raise CliError("no issuer keys here: run this where a gateway runs (or set CREWYARD_NATS_ISSUER)")
+    store = await platform.gateway_store(settings)
+    try:
+        consumers = Consumers(
+            store, load_issuer(issuer_file), platform.nats_names(settings), settings.nats_url
+        )
+        return await work(consumers)
+    finally:
+        await store.nc.drain()
+
+
+def _settings(data_dir: Path | None, nats_url: str | None, nats_creds: str | None) -> Settings:
+    settings = _load_settings(data_dir, nats_url=nats_url, nats_creds=nats_creds)
+    url_file = settings.data_dir / "nats.url"
+    if not nats_url and "CREWYARD_NATS_URL" not in os.environ and url_file.exists():
+        settings.nats_url = url_file.read_text().strip()  # the embedded broker of `crewyard up`
+    return settings
+
+
+@click.group()
+def consumers() -> None:
+    """NATS credentials for outside systems that follow one project's events."""
+
+
+@consumers.command("create")
+@click.option("--project", "-p", required=True, help="The project whose events it may read.")
+@click.option("--name", required=True, help="A name for the consumer, e.g. analytics.")
+@click.option("--expires", metavar="DURATION", help="Expire the credentials after e.g. 30d, 12h.")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    required=True,
+    help="Where to write the credentials (JSON, readable by you only); shown nowhere else.",
+)
+@data_dir_option
+@nats_option
+@nats_creds_option
+def create(
+    project: str,
+    name: str,
+    expires: str | None,
+    output: Path,
+    data_dir: Path | None,
+    nats_url: str | None,
+    nats_creds: str | None,
+) -> None:
+    """Issue credentials that replay and follow one project's runs and deployments, read-only.
+
+    \b
+    Example:
+      crewyard consumers create --project research --name analytics --output analytics.json
+      python examples/outside-consumer/consume.py analytics.json --nats nats://HOST:4222
+    """
+    import msgspec
+
+    settings = _settings(data_dir, nats_url, nats_creds)
+    until = datetime.now(UTC) + parse_duration(expires) if expires else None
+
+    async def work(c: Consumers) -> Any:
+        return await c.create(project, name, expires_at=until)
+
+    issued = _run(lambda: _with_consumers(settings, work))
+    fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(msgspec.json.format(msgspec.json.encode(issued)))
+    make_console().print(
+        Text.assemble(("✓ ", "green"), f"consumer {issued.consumer_id} ({project}/{name}) → {output}")
+    )
+
+
+@consumers.command("list")
+@data_dir_option
+@nats_option
+@nats_creds_option
+def list_(data_dir: Path | None, nats_url: str | None, nats_creds: str | None) -> None:
+    """Every consumer credential issued, revoked ones included."""
+    settings = _settings(data_dir, nats_url, nats_creds)
+
+    async def work(c: Consumers) -> Any:
+        return await c.all()
+
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    for column in ("ID", "PROJECT", "NAME", "CREATED", "EXPIRES", "REVOKED"):
+        table.add_column(column)
+    for state in _run(lambda: _with_consumers(settings, work)).values():
+        table.add_row(
+            state.consumer_id,
+            state.project,
+            state.name,
+            f"{state.created_at:%Y-%m-%d %H:%M}",
+            f"{state.expires_at:%Y-%m-%d %H:%M}" if state.expires_at else "never",
+            f"{state.revoked_at:%Y-%m-%d %H:%M}" if state.revoked_at else "",
+        )
+    make_console().print(table)
+
+
+@consumers.command("revoke")
+@click.argument("consumer_id")
+@data_dir_option
+@nats_option
+@nats_creds_option
+def revoke(consumer_id: str, data_dir: Path | None, nats_url: str | None, nats_creds: str | None) -> None:
+    """Revoke a consumer's credentials: it is disconnected at once, and its durable deleted."""
+    from crewyard.auth.consumers import ConsumerError
+
+    settings = _settings(data_dir, nats_url, nats_creds)
+
+    async def work(c: Consumers) -> Any:
+        try:
+            return await c.revoke(consumer_id)
+        except ConsumerError as exc:
+            raise CliError(str(exc)) from None
+
+    _run(lambda: _with_consumers(settings, work))
+    make_console().print(Text.assemble(("✓ ", "green"), f"consumer {consumer_id} revoked"))
