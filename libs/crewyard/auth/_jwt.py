@@ -16,6 +16,8 @@ from typing import Any, Literal
 
 import nkeys
 
+from crewyard.errors import CrewyardError
+
 Kind = Literal["operator", "account", "user"]
 _PREFIX = {
     "operator": nkeys.PREFIX_BYTE_OPERATOR,
@@ -27,7 +29,7 @@ _JWT_BEGIN, _JWT_END = "-----BEGIN NATS USER JWT-----", "------END NATS USER JWT
 _SEED_BEGIN, _SEED_END = "-----BEGIN USER NKEY SEED-----", "------END USER NKEY SEED------"
 
 
-class CredentialsError(ValueError):
+class CredentialsError(CrewyardError, ValueError):
     """Credentials that cannot be read (wrong format, missing parts)."""
 
 

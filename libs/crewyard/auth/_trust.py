@@ -23,6 +23,8 @@ from typing import Any
 
 import msgspec
 
+from crewyard.errors import CrewyardError
+
 from ._jwt import encode_jwt, format_creds, new_seed, public_key
 from ._permissions import (
     SERVICES,
@@ -38,7 +40,7 @@ USERS = (*SERVICES, "admin")
 _UNLIMITED = {"subs": -1, "data": -1, "payload": -1, "imports": -1, "exports": -1, "wildcards": True}
 
 
-class TrustError(RuntimeError):
+class TrustError(CrewyardError, RuntimeError):
     """Missing or unreadable NATS trust material."""
 
 

@@ -23,9 +23,8 @@ from crewyard.core import subjects
 from crewyard.core.events import ConsumerCreated, ConsumerRevoked, make_event, public_types
 from crewyard.core.ids import new_id
 from crewyard.core.platform_state import ConsumerState, fold_consumers, revocations
-from crewyard.eventstore import EventStore, StoreUnavailable
-
 from crewyard.errors import CrewyardError
+from crewyard.eventstore import EventStore, StoreUnavailable
 
 from ._jwt import format_creds, new_seed, public_key
 from ._permissions import Names, consumer_permissions

@@ -17,6 +17,7 @@ _ID_RE = re.compile(rf"({'|'.join(PREFIXES)})_[0-9a-hjkmnp-tv-z]{{26}}")
 
 
 def new_id(
+    prefix: str,
     *,
     now_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
     rand: Callable[[int], bytes] = os.urandom,

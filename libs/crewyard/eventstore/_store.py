@@ -54,7 +54,9 @@ class RawEvent(msgspec.Struct, frozen=True):
         ``prefix`` is the stream's subject prefix; without it only the part of the subject after
         the prefix is compared."""
         event = decode(self.data)
-        places = subjects.places_of(event.data.SCOPE, event.project, event.aggregate, event.aggregate_id, event.type)
+        places = subjects.places_of(
+            event.data.SCOPE, event.project, event.aggregate, event.aggregate_id, event.type
+        )
         if prefix is not None:
             ok = any(self.subject == f"{prefix}.{place}" for place in places)
         else:
@@ -227,7 +229,9 @@ class EventStore:
         platform = self.settings.platform_prefix
         filt = subjects.platform_aggregate_filter(aggregate, aggregate_id, platform)
         raws = await self.load_raw(filt, stream=self.settings.platform_name)
-        return [self._history_entry(r, subjects.PLATFORM_SCOPE, aggregate, aggregate_id, platform) for r in raws]
+        return [
+            self._history_entry(r, subjects.PLATFORM_SCOPE, aggregate, aggregate_id, platform) for r in raws
+        ]
 
     async def load_any(self, aggregate: str, aggregate_id: str) -> list[Recorded]:
         """Load an aggregate whose project is unknown (ids are unique across projects)."""
