@@ -136,7 +136,7 @@ async def test_services_cannot_pull_from_or_reconfigure_each_others_durables(str
 async def test_the_projector_reads_but_cannot_append(streams: Streams):
     projector = await streams.store("projector")
     try:
-        dep = _ev(DeploymentCreated(source_digest="d", source_size=1, config={}), aggregate_id=new_id("dep"))
+        dep = _ev(DeploymentCreated(source_digest="sha256-" + "0" * 64, source_size=1, config={}), aggregate_id=new_id("dep"))
         seq = await streams.admin.append(dep)
         assert (await projector.get(seq)).seq == seq
         w = await watched(streams.url, streams.creds("projector"))
