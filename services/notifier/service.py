@@ -15,7 +15,7 @@ import logging
 from faststream.nats import NatsBroker
 
 from crewyard.core.webhooks import RetryPolicy
-from crewyard.eventstore import EventStore
+from crewyard.eventstore import EventStore, credential_options
 from crewyard.secrets import SecretBox
 from crewyard.settings import Settings
 
@@ -56,6 +56,7 @@ class Notifier:
             reconnect_time_wait=1,
             logger=logging.getLogger("crewyard.notifier.faststream"),
             log_level=logging.DEBUG,  # a line per message is for debugging, not for operators
+            **credential_options(self.settings.creds_for("notifier")),
         )
         subscribe(broker, self.dispatcher.handle_batch, stream=self.store.stream, prefix=self.store.prefix)
         return broker

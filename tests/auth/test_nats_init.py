@@ -43,7 +43,7 @@ def test_secrets_are_readable_by_their_owner_only(tmp_path: Path):
     secret_files = [tmp_path / "s" / n for n in ("trust.json", "issuer.json", "routes.conf")]
     secret_files += list((tmp_path / "s" / "creds").iterdir())
     assert {p.name for p in (tmp_path / "s" / "creds").iterdir()} == {
-        f"{u}.creds" for u in ("admin", "gateway", "runner", "builder", "projector")
+        f"{u}.creds" for u in ("admin", "gateway", "runner", "builder", "projector", "notifier", "scheduler")
     }
     for path in secret_files:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, path
@@ -90,7 +90,7 @@ async def test_a_node_configured_from_init_takes_each_service_and_refuses_strang
         with pytest.raises(nats.errors.Error, match="Authorization Violation"):
             await nats.connect(url, allow_reconnect=False, max_reconnect_attempts=0)
         settings = StreamSettings()
-        for service in ("gateway", "runner", "builder", "projector"):
+        for service in ("gateway", "runner", "builder", "projector", "notifier", "scheduler"):
             nc = await connect(url, name=service, creds=secrets / "creds" / f"{service}.creds")
             store = EventStore(nc, settings)
             await ensure_stream(store.js, settings)

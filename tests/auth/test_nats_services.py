@@ -136,7 +136,10 @@ async def test_services_cannot_pull_from_or_reconfigure_each_others_durables(str
 async def test_the_projector_reads_but_cannot_append(streams: Streams):
     projector = await streams.store("projector")
     try:
-        dep = _ev(DeploymentCreated(source_digest="sha256-" + "0" * 64, source_size=1, config={}), aggregate_id=new_id("dep"))
+        dep = _ev(
+            DeploymentCreated(source_digest="sha256-" + "0" * 64, source_size=1, config={}),
+            aggregate_id=new_id("dep"),
+        )
         seq = await streams.admin.append(dep)
         assert (await projector.get(seq)).seq == seq
         w = await watched(streams.url, streams.creds("projector"))
@@ -149,7 +152,7 @@ async def test_the_projector_reads_but_cannot_append(streams: Streams):
 
 
 async def test_every_service_connects_on_an_inbox_of_its_own(streams: Streams):
-    for service in ("gateway", "runner", "builder", "projector"):
+    for service in ("gateway", "runner", "builder", "projector", "notifier", "scheduler"):
         store: EventStore = await streams.store(service)
         try:
             assert store.nc.new_inbox().startswith(f"_INBOX_{service}.")

@@ -107,7 +107,9 @@ def read_model_equals_rebuild(data_dir: Path, nats_url: str, creds: Path) -> Non
 
 
 async def _last_seq(nats_url: str, creds: Path) -> int:
-    nc = await nats.connect(nats_url.split(","), connect_timeout=2, user_credentials=str(creds / "admin.creds"))
+    nc = await nats.connect(
+        nats_url.split(","), connect_timeout=2, user_credentials=str(creds / "admin.creds")
+    )
     try:
         return int((await nc.jetstream(timeout=5).stream_info("CREWYARD_EVENTS")).state.last_seq)
     finally:

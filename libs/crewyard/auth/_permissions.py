@@ -7,16 +7,20 @@ event subject appends an event. Nobody but the operator's ``admin`` user may del
 update the event streams. Each user receives replies on an inbox prefix of its own
 (``_INBOX_<user>``) so that no user can listen in on another's replies, which carry events.
 
-| user      | events stream                                | platform stream | objects | KV                |
-|-----------|----------------------------------------------|-----------------|---------|-------------------|
-| gateway   | read; append project/deployment/run events   | read, append    | rw      | key usage         |
-| runner    | read; append run events; durable ``runner``  | —               | rw      | slots, runners    |
-| builder   | read; append deployment events; ``builder``  | —               | rw      | —                 |
-| projector | read                                         | —               | —       | —                 |
-| consumer  | pull/ack/info on its own durable only        | —               | —       | —                 |
+| user      | events stream: read, and append …                   | platform stream | objects | KV             |
+|-----------|-----------------------------------------------------|-----------------|---------|----------------|
+| gateway   | project, deployment, run, webhook, trigger, schedule, delivery | read, append | rw | key usage  |
+| runner    | run; durable ``runner``                             | —               | rw      | slots, leases  |
+| builder   | deployment; durable ``builder``                     | —               | rw      | —              |
+| projector | nothing                                             | —               | —       | —              |
+| notifier  | delivery, webhook; durables ``notifier-…``          | —               | —       | webhook health |
+| scheduler | schedule, ``run.queued``                            | —               | —       | —              |
+| consumer  | pull/ack/info on its own durable only               | —               | —       | —              |
 
-The platform's own durables (``runner``, ``builder``) can be pulled and acknowledged only by
-their service. An outside consumer gets no consumer-create permission at all: the platform makes
+The platform's own durables (``runner``, ``builder``, ``notifier-…``) can be pulled from,
+acknowledged on, reconfigured and deleted only by their service. A service that starts using a
+new bucket or durable must be given it here (a refused request is logged as a permissions
+violation). An outside consumer gets no consumer-create permission at all: the platform makes
 its durable with the filters it chose, so the filter can never be widened (with several filter
 subjects the create API subject carries no filter, so a create permission could not pin it).
 """
@@ -28,9 +32,26 @@ from typing import Any
 import msgspec
 
 API = "$JS.API"
-DURABLES = {"runner": "runner", "builder": "builder"}
-KV_BUCKETS = {"runner": ("CREWYARD_SLOTS", "CREWYARD_RUNNERS"), "gateway": ("CREWYARD_KEY_USAGE",)}
-SERVICES = ("gateway", "runner", "builder", "projector")
+DURABLES = {
+    "runner": ("runner",),
+    "builder": ("builder",),
+    "notifier": ("notifier-runs", "notifier-deployments", "notifier-deliveries"),
+}
+KV_BUCKETS = {
+    "runner": ("CREWYARD_SLOTS", "CREWYARD_RUNNER_LEASES"),
+    "gateway": ("CREWYARD_KEY_USAGE",),
+    "notifier": ("CREWYARD_WEBHOOK_HEALTH",),
+}
+#: What each service appends: aggregates (``run``) or single types (``run.run.queued``).
+APPENDS = {
+    "gateway": ("project", "deployment", "run", "webhook", "trigger", "schedule", "delivery"),
+    "runner": ("run",),
+    "builder": ("deployment",),
+    "notifier": ("delivery", "webhook"),
+    "scheduler": ("schedule", "run.run.queued"),
+    "projector": (),
+}
+SERVICES = ("gateway", "runner", "builder", "projector", "notifier", "scheduler")
 
 
 class Names(msgspec.Struct, frozen=True, kw_only=True):
@@ -112,16 +133,15 @@ def _others_durables(names: Names, owner: str | None) -> list[str]:
     """Pulling from or acknowledging on another service's durable is refused, even though reading
     through ephemeral consumers (whose names the server picks) needs a wildcard."""
     out = []
-    for service, durable in DURABLES.items():
-        if service != owner:
-            out += [
-                f"{API}.CONSUMER.MSG.NEXT.{names.events}.{durable}",
-                f"$JS.ACK.{names.events}.{durable}.>",
-                f"{API}.CONSUMER.DELETE.{names.events}.{durable}",
-                f"{API}.CONSUMER.CREATE.{names.events}.{durable}",
-                f"{API}.CONSUMER.CREATE.{names.events}.{durable}.>",
-                f"{API}.CONSUMER.DURABLE.CREATE.{names.events}.{durable}",
-            ]
+    for durable in (d for service, ds in DURABLES.items() if service != owner for d in ds):
+        out += [
+            f"{API}.CONSUMER.MSG.NEXT.{names.events}.{durable}",
+            f"$JS.ACK.{names.events}.{durable}.>",
+            f"{API}.CONSUMER.DELETE.{names.events}.{durable}",
+            f"{API}.CONSUMER.CREATE.{names.events}.{durable}",
+            f"{API}.CONSUMER.CREATE.{names.events}.{durable}.>",
+            f"{API}.CONSUMER.DURABLE.CREATE.{names.events}.{durable}",
+        ]
     return out
 
 
@@ -132,22 +152,21 @@ def service_permissions(service: str, names: Names) -> Permissions:
     p = names.prefix
     pub = _stream_use(names.events)
     deny = _others_durables(names, service)
-    if service in DURABLES:
-        pub += _durable(names.events, DURABLES[service])
+    for durable in DURABLES.get(service, ()):
+        pub += _durable(names.events, durable)
     for bucket in KV_BUCKETS.get(service, ()):
         pub += _kv(bucket)
     if service in ("gateway", "runner", "builder"):
         pub += _objects(names.objects)
+    for what in APPENDS[service]:
+        aggregate, _, event_type = what.partition(".")
+        pub.append(f"{p}.*.{aggregate}.*.{event_type}" if event_type else f"{p}.*.{aggregate}.>")
     if service == "gateway":
-        pub += [f"{p}.*.project.>", f"{p}.*.deployment.>", f"{p}.*.run.>"]
         pub += [*_stream_use(names.platform), f"{names.platform_prefix}.>"]
         # Outside consumers' durables (named after their ids) are made and deleted by the gateway.
         pub += [f"{API}.CONSUMER.DURABLE.CREATE.{names.events}.*"]
-    elif service == "runner":
-        pub += [f"{p}.*.run.>"]
-        deny += [f"{p}.{scope}.>" for scope in names.reserved_scopes]
-    elif service == "builder":
-        pub += [f"{p}.*.deployment.>"]
+    else:
+        # Only the gateway writes secret-bearing events (environment values).
         deny += [f"{p}.{scope}.>" for scope in names.reserved_scopes]
     return Permissions(pub_allow=pub, sub_allow=[f"_INBOX_{service}.>"], pub_deny=deny)
 

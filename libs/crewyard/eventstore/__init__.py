@@ -6,7 +6,14 @@ shared by service instances), :func:`connect`, :func:`ensure_stream`, the error 
 :func:`set_aside` with its counters for events a reader cannot use.
 """
 
-from ._connection import StreamSettings, connect, ensure_platform_stream, ensure_stream, read_creds
+from ._connection import (
+    StreamSettings,
+    connect,
+    credential_options,
+    ensure_platform_stream,
+    ensure_stream,
+    read_creds,
+)
 from ._errors import ConcurrencyConflict, EventStoreError, StoreUnavailable, StreamMisconfigured
 from ._poison import set_aside, set_aside_counts
 from ._store import EventStore, RawEvent
@@ -23,6 +30,7 @@ __all__ = [
     "WorkItem",
     "WorkQueue",
     "connect",
+    "credential_options",
     "ensure_platform_stream",
     "ensure_stream",
     "read_creds",

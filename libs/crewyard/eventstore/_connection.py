@@ -51,6 +51,19 @@ def read_creds(creds: str | Path) -> str:
     return text
 
 
+def credential_options(creds: str | Path | None) -> dict[str, Any]:
+    """``nats.connect`` keyword arguments for ``creds`` (also for clients built on nats-py, such
+    as FastStream's broker): the user's credentials and the inbox prefix they may receive on."""
+    if creds is None:
+        return {}
+    text = read_creds(creds)
+    options: dict[str, Any] = {"user_credentials": RawCredentials(text)}
+    prefix = inbox_prefix_of(text)
+    if prefix:
+        options["inbox_prefix"] = prefix
+    return options
+
+
 async def connect(
     url: str, *, name: str, creds: str | Path | None = None, connect_timeout: float = 5.0
 ) -> Client:
@@ -58,13 +71,7 @@ async def connect(
 
     ``creds`` (a ``.creds`` file or its text) identifies the user; replies then arrive on the
     inbox prefix its permissions name, so no other user can receive them."""
-    options: dict[str, Any] = {}
-    if creds is not None:
-        text = read_creds(creds)
-        options["user_credentials"] = RawCredentials(text)
-        prefix = inbox_prefix_of(text)
-        if prefix:
-            options["inbox_prefix"] = prefix
+    options = credential_options(creds)
 
     refused: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
