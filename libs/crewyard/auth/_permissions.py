@@ -7,15 +7,15 @@ event subject appends an event. Nobody but the operator's ``admin`` user may del
 update the event streams. Each user receives replies on an inbox prefix of its own
 (``_INBOX_<user>``) so that no user can listen in on another's replies, which carry events.
 
-| user      | events stream: read, and append …                   | platform stream | objects | KV             |
-|-----------|-----------------------------------------------------|-----------------|---------|----------------|
-| gateway   | project, deployment, run, webhook, trigger, schedule, delivery | read, append | rw | key usage  |
-| runner    | run; durable ``runner``                             | —               | rw      | slots, leases  |
-| builder   | deployment; durable ``builder``                     | —               | rw      | —              |
-| projector | nothing                                             | —               | —       | —              |
-| notifier  | delivery, webhook; durables ``notifier-…``          | —               | —       | webhook health |
-| scheduler | schedule, ``run.queued``                            | —               | —       | —              |
-| consumer  | pull/ack/info on its own durable only               | —               | —       | —              |
+| user      | events stream: read, and append …                  | platform | objects | KV             |
+|-----------|----------------------------------------------------|----------|---------|----------------|
+| gateway   | project, deployment, run, webhook, trigger, …      | rw       | rw      | key usage      |
+| runner    | run; durable ``runner``                            | —        | rw      | slots, leases  |
+| builder   | deployment; durable ``builder``                    | —        | rw      | —              |
+| projector | nothing                                            | —        | —       | —              |
+| notifier  | delivery, webhook; durables ``notifier-…``         | —        | —       | webhook health |
+| scheduler | schedule, ``run.queued``                           | —        | —       | —              |
+| consumer  | pull/ack/info on its own durable only              | —        | —       | —              |
 
 The platform's own durables (``runner``, ``builder``, ``notifier-…``) can be pulled from,
 acknowledged on, reconfigured and deleted only by their service. A service that starts using a

@@ -171,8 +171,8 @@ def service(
     """Run one service on its own, against a shared NATS server (for several machines).
 
     Any number of instances of each may run: builders, runners, notifiers (outgoing webhooks)
-    and schedulers share durable consumers; each gateway host runs a projector beside it. Each service connects as its own NATS user (see
-    `crewyard nats init`).
+    and schedulers share durable consumers; each gateway host runs a projector beside it. Each
+    service connects as its own NATS user (see `crewyard nats init`).
 
     \b
     Examples:
