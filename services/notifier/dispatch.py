@@ -22,6 +22,7 @@ from typing import Any
 
 from faststream import AckPolicy
 from faststream.nats import JStream, NatsBroker, NatsMessage, PullSub
+from nats.js import api
 from nats.js.api import ConsumerConfig, DeliverPolicy
 
 from crewyard.aggregate_index import AggregateIndex
@@ -175,9 +176,18 @@ Handler = Callable[[list[RawEvent]], Awaitable[int]]
 
 
 def subscribe(
-    broker: NatsBroker, handle: Handler, *, stream: str, prefix: str, ack_wait: float = 30.0
+    broker: NatsBroker,
+    handle: Handler,
+    *,
+    stream: str,
+    prefix: str,
+    ack_wait: float = 30.0,
+    inbox_prefix: str | None = None,
 ) -> None:
-    """One pull subscriber per source family, each on a durable shared by every instance."""
+    """One pull subscriber per source family, each on a durable shared by every instance.
+    ``inbox_prefix``: where the broker's NATS user may receive (FastStream's subscribers do not
+    take it from the connection)."""
+    inbox = f"{inbox_prefix}.".encode() if inbox_prefix else api.INBOX_PREFIX
     jstream = JStream(stream, declare=False)  # the event store declares and checks it
     for durable, (aggregate, types) in SOURCES.items():
 
@@ -198,6 +208,7 @@ def subscribe(
             ),
             ack_policy=AckPolicy.NACK_ON_ERROR,
             include_in_schema=False,
+            inbox_prefix=inbox,
         )(on_events)
 
 

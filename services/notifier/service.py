@@ -49,6 +49,7 @@ class Notifier:
     def broker(self) -> NatsBroker:
         # FastStream logs every consumer task's end at INFO: for debugging, not for operators.
         logging.getLogger("crewyard.notifier.faststream").setLevel(logging.WARNING)
+        credentials = credential_options(self.settings.creds_for("notifier"))
         broker = NatsBroker(
             [u.strip() for u in self.settings.nats_url.split(",") if u.strip()],
             name="crewyard-notifier-dispatch",
@@ -56,9 +57,15 @@ class Notifier:
             reconnect_time_wait=1,
             logger=logging.getLogger("crewyard.notifier.faststream"),
             log_level=logging.DEBUG,  # a line per message is for debugging, not for operators
-            **credential_options(self.settings.creds_for("notifier")),
+            **credentials,
         )
-        subscribe(broker, self.dispatcher.handle_batch, stream=self.store.stream, prefix=self.store.prefix)
+        subscribe(
+            broker,
+            self.dispatcher.handle_batch,
+            stream=self.store.stream,
+            prefix=self.store.prefix,
+            inbox_prefix=credentials.get("inbox_prefix"),
+        )
         return broker
 
     async def run(self, stop: asyncio.Event) -> None:

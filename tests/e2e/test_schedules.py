@@ -36,7 +36,7 @@ def scheduler(p: PlatformProcess, clock: str = "") -> ServiceProcess:
 
 def fired(p: PlatformProcess, schedule_id: str) -> list[ScheduleFired]:
     async def read() -> list[ScheduleFired]:
-        nc = await connect(p.nats_url, name="test-fired")
+        nc = await connect(p.nats_url, name="test-fired", creds=p.creds())
         try:
             store = EventStore(nc)
             history = await store.load("cron", "schedule", schedule_id)

@@ -102,7 +102,7 @@ def test_a_slow_receiver_never_delays_a_fast_one(bare_platform: PlatformProcess)
             assert r.status_code == 201, r.text
 
         async def append_terminal_events() -> None:
-            nc = await connect(bare_platform.nats_url, name="test-fanout")
+            nc = await connect(bare_platform.nats_url, name="test-fanout", creds=bare_platform.creds())
             try:
                 store = EventStore(nc)
                 for _ in range(n_events):

@@ -200,7 +200,7 @@ def test_the_read_model_of_webhooks_equals_a_rebuild(hooks_platform: PlatformPro
 
     async def rebuilt() -> Path:
         """A rebuild at the position the live read model holds (tried again if events arrived)."""
-        nc = await connect(hooks_platform.nats_url, name="test-rebuild")
+        nc = await connect(hooks_platform.nats_url, name="test-rebuild", creds=hooks_platform.creds())
         try:
             store = EventStore(nc)
             deadline = time.monotonic() + 60
