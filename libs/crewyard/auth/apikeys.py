@@ -1,0 +1,208 @@
+"""API keys as every gateway sees them: folded from the platform stream, followed live.
+
+Each gateway reads every ``apikey.*`` event at start and then follows the platform stream with an
+ordered consumer, so a key created or revoked through any gateway counts on every gateway within
+moments (the stream pushes; nothing polls). Keys are few, so all of them live in memory, found by
+the SHA-256 of their token; the comparison itself is constant-time.
+
+``last_used_at`` is not an event (that would be an event per request): each gateway writes a
+key's last use to the ``CREWYARD_KEY_USAGE`` bucket at most once a minute.
+
+The first admin key is made exactly once however many gateways start together: its append
+expects that no ``apikey.created`` exists yet (an expected sequence over all key subjects), so
+only one append wins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from datetime import UTC, datetime
+
+from nats.aio.msg import Msg
+from nats.js.api import ConsumerConfig, DeliverPolicy, KeyValueConfig
+from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
+from nats.js.kv import KeyValue
+
+from crewyard.core import subjects
+from crewyard.core.access import ApiKey, fold_keys, new_token, token_hash, well_formed
+from crewyard.core.events import ApiKeyCreated, ApiKeyRevoked, InvalidEvent, Recorded, decode, make_event
+from crewyard.core.ids import new_id
+from crewyard.errors import CrewyardError
+from crewyard.eventstore import ConcurrencyConflict, EventStore, RawEvent, StoreUnavailable
+
+log = logging.getLogger("crewyard.auth")
+USAGE_BUCKET = "CREWYARD_KEY_USAGE"
+USAGE_EVERY_S = 60.0
+
+
+class KeyError_(CrewyardError, ValueError):
+    """A key request that cannot be done (unknown key, a role wider than the creator's)."""
+
+
+class KeyRegistry:
+    def __init__(self, store: EventStore) -> None:
+        self.store = store
+        self.keys: dict[str, ApiKey] = {}
+        self._by_hash: dict[str, str] = {}
+        self._history: list[Recorded] = []
+        self._position = 0
+        self._changed = asyncio.Condition()
+        self._sub: object | None = None
+        self._kv: KeyValue | None = None
+        self._written: dict[str, float] = {}
+
+    @property
+    def _filter(self) -> str:
+        return f"{self.store.settings.platform_prefix}.apikey.>"
+
+    def _apply(self, raw: RawEvent) -> None:
+        if raw.seq <= self._position:
+            return
+        self._position = raw.seq
+        try:
+            self._history.append(Recorded(raw.seq, decode(raw.data)))
+        except InvalidEvent as exc:
+            log.warning("skipping platform event %d: %s", raw.seq, exc)
+            return
+        self.keys = fold_keys(self._history)
+        self._by_hash = {k.token_sha256: k.key_id for k in self.keys.values()}
+
+    async def start(self) -> None:
+        """Read every key, then follow the platform stream (call once, inside the event loop)."""
+        stream = self.store.settings.platform_name
+        for raw in await self.store.load_raw(self._filter, stream=stream):
+            self._apply(raw)
+
+        async def on_msg(m: Msg) -> None:
+            self._apply(RawEvent(m.metadata.sequence.stream, m.subject, m.data))
+            async with self._changed:
+                self._changed.notify_all()
+
+        config = ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=self._position + 1
+        )
+        try:
+            self._sub = await self.store.js.subscribe(
+                self._filter,
+                stream=stream,
+                ordered_consumer=True,
+                cb=on_msg,
+                config=config,
+                idle_heartbeat=2.0,
+            )
+        except Exception as exc:
+            raise StoreUnavailable(f"cannot follow API keys: {exc!r}") from exc
+
+    async def stop(self) -> None:
+        if self._sub is not None:
+            with contextlib.suppress(Exception):
+                await self._sub.unsubscribe()  # type: ignore[attr-defined]
+
+    async def _wait_for(self, seq: int, timeout: float = 10.0) -> None:
+        """Until this gateway has applied the event at ``seq`` (read your own writes)."""
+        async with self._changed:
+            await asyncio.wait_for(self._changed.wait_for(lambda: self._position >= seq), timeout)
+
+    def authenticate(self, token: str, now: datetime | None = None) -> ApiKey | None:
+        """The usable key ``token`` is, or None (malformed, unknown, revoked or expired)."""
+        if not well_formed(token):
+            return None
+        key_id = self._by_hash.get(token_hash(token))
+        key = self.keys.get(key_id) if key_id else None
+        if key is None or not key.matches(token) or not key.usable(now or datetime.now(UTC)):
+            return None
+        return key
+
+    async def create(
+        self,
+        *,
+        name: str,
+        role: str,
+        project: str | None,
+        expires_at: datetime | None = None,
+        created_by: ApiKey | None = None,
+        first: bool = False,
+    ) -> tuple[ApiKey, str]:
+        """A new key and its token (the token is never stored: show it once)."""
+        if created_by is not None and not created_by.may_create(role, project):
+            raise KeyError_("a key can only create keys no wider than itself")
+        token, key_id = new_token(), new_id("key")
+        payload = ApiKeyCreated(
+            key_id=key_id,
+            name=name,
+            token_sha256=token_hash(token),
+            role=role,
+            project=project,
+            expires_at=expires_at,
+            created_by=created_by.key_id if created_by else None,
+        )
+        event = make_event(
+            payload, project=subjects.PLATFORM_SCOPE, aggregate_id=key_id, event_id=new_id("evt")
+        )
+        if first:  # only if no key was ever created (several gateways may try at once)
+            over = f"{self.store.settings.platform_prefix}.apikey.*.apikey.created"
+            seq = await self.store.append(event, expected_seq=0, expected_over=over)
+        else:
+            seq = await self.store.append(event, expected_seq=0)
+        await self._wait_for(seq)
+        return self.keys[key_id], token
+
+    async def bootstrap(self) -> str | None:
+        """The first admin key's token if this call made it; None when a key already exists."""
+        if self.keys:
+            return None
+        try:
+            _, token = await self.create(name="admin", role="admin", project=None, first=True)
+        except ConcurrencyConflict:
+            return None  # another gateway made it first
+        return token
+
+    async def revoke(self, key_id: str, *, by: ApiKey | None = None) -> ApiKey:
+        key = self.keys.get(key_id)
+        if key is None or (by is not None and not by.may_create(key.role, key.project)):
+            raise KeyError_(f"no key {key_id}")
+        if key.revoked_at is None:
+            event = make_event(
+                ApiKeyRevoked(key_id=key_id, revoked_by=by.key_id if by else None),
+                project=subjects.PLATFORM_SCOPE,
+                aggregate_id=key_id,
+                event_id=new_id("evt"),
+            )
+            await self._wait_for(await self.store.append(event, expected_seq=key.version))
+        return self.keys[key_id]
+
+    async def _usage(self) -> KeyValue:
+        if self._kv is None:
+            try:
+                self._kv = await self.store.js.key_value(USAGE_BUCKET)
+            except (BucketNotFoundError, NotFoundError):
+                self._kv = await self.store.js.create_key_value(
+                    KeyValueConfig(bucket=USAGE_BUCKET, history=1, replicas=self.store.settings.replicas)
+                )
+        return self._kv
+
+    def touch(self, key: ApiKey) -> None:
+        """Note a use of ``key`` (written at most once a minute; never delays the request)."""
+        now = time.monotonic()
+        if now - self._written.get(key.key_id, -USAGE_EVERY_S) < USAGE_EVERY_S:
+            return
+        self._written[key.key_id] = now
+
+        async def write() -> None:
+            with contextlib.suppress(Exception):
+                kv = await self._usage()
+                await kv.put(key.key_id, datetime.now(UTC).isoformat().encode())
+
+        asyncio.get_running_loop().create_task(write())
+
+    async def last_used(self, key_id: str) -> str | None:
+        try:
+            entry = await (await self._usage()).get(key_id)
+        except (KeyNotFoundError, NotFoundError):
+            return None
+        except Exception:
+            return None
+        return (entry.value or b"").decode() or None

@@ -1,0 +1,107 @@
+"""API keys and roles (pure): the token format, what a key is, and what it may do.
+
+Roles are ordered; each includes the ones below it: ``read`` (runs, events, artifacts,
+deployments, build logs, env names) < ``run`` (invoke, cancel) < ``deploy`` (deploy, rollback,
+env, limits, webhooks, triggers, schedules) < ``admin`` (everything, keys and consumers
+included). A key belongs to one project or, with ``project`` None, to every project.
+
+A key never learns whether another project exists: :func:`decide` answers ``not_found`` for a
+project the key does not cover, exactly as for a project that does not exist.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import secrets
+from collections.abc import Callable
+from datetime import datetime
+from typing import Literal
+
+import msgspec
+
+from .events import ApiKeyCreated, ApiKeyRevoked, Recorded
+
+ROLES = ("read", "run", "deploy", "admin")
+Role = Literal["read", "run", "deploy", "admin"]
+#: Tokens are recognisable (secret scanners, logs) and carry 256 random bits.
+TOKEN_PREFIX = "cyk_"
+_TOKEN_RE = re.compile(r"cyk_[A-Za-z0-9_-]{43}")
+Decision = Literal["ok", "forbidden", "not_found"]
+
+
+def new_token(rand: Callable[[int], str] = secrets.token_urlsafe) -> str:
+    return TOKEN_PREFIX + rand(32)
+
+
+def token_hash(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def well_formed(token: str) -> bool:
+    return _TOKEN_RE.fullmatch(token) is not None
+
+
+def rank(role: str) -> int:
+    return ROLES.index(role) if role in ROLES else -1
+
+
+class ApiKey(msgspec.Struct, kw_only=True):
+    key_id: str
+    name: str
+    role: str
+    project: str | None
+    token_sha256: str
+    created_at: datetime
+    expires_at: datetime | None = None
+    revoked_at: datetime | None = None
+    created_by: str | None = None
+    version: int = 0
+
+    def usable(self, now: datetime) -> bool:
+        return self.revoked_at is None and (self.expires_at is None or now < self.expires_at)
+
+    def matches(self, token: str) -> bool:
+        """Constant-time comparison of the stored hash with the token's."""
+        return hmac.compare_digest(self.token_sha256, token_hash(token))
+
+    def covers(self, project: str) -> bool:
+        return self.project is None or self.project == project
+
+    def may_create(self, role: str, project: str | None) -> bool:
+        """A key creates only keys no wider than itself (and only an admin creates keys)."""
+        if self.role != "admin" or rank(role) < 0:
+            return False
+        return self.project is None or project == self.project
+
+
+def decide(key: ApiKey, needed: str, project: str | None) -> Decision:
+    """May ``key`` do what needs role ``needed`` on ``project`` (None: no particular project)?"""
+    if project is not None and not key.covers(project):
+        return "not_found"
+    if project is None and needed == "admin" and key.project is not None:
+        return "forbidden"  # platform-wide administration needs a platform-wide key
+    return "ok" if rank(key.role) >= rank(needed) else "forbidden"
+
+
+def fold_keys(history: list[Recorded]) -> dict[str, ApiKey]:
+    """Every API key by id (revoked and expired ones too), from the platform stream."""
+    keys: dict[str, ApiKey] = {}
+    for rec in history:
+        e, data = rec.event, rec.event.data
+        if isinstance(data, ApiKeyCreated):
+            keys[data.key_id] = ApiKey(
+                key_id=data.key_id,
+                name=data.name,
+                role=data.role,
+                project=data.project,
+                token_sha256=data.token_sha256,
+                created_at=e.time,
+                expires_at=data.expires_at,
+                created_by=data.created_by,
+                version=rec.seq,
+            )
+        elif isinstance(data, ApiKeyRevoked) and data.key_id in keys:
+            keys[data.key_id].revoked_at, keys[data.key_id].version = e.time, rec.seq
+    return keys
