@@ -43,7 +43,13 @@ async def _history(streams: Streams) -> list[str]:
     wanted = []
     for event in (
         _ev(ProjectCreated(name="acme"), "acme", "acme"),
-        _ev(DeploymentCreated(source_digest="sha256-" + "0" * 64, source_size=1, config={"entrypoint": "m:f"}), "acme", dep_id),
+        _ev(
+            DeploymentCreated(
+                source_digest="sha256-" + "0" * 64, source_size=1, config={"entrypoint": "m:f"}
+            ),
+            "acme",
+            dep_id,
+        ),
         _ev(EnvSet(key="TOKEN", value="sealed-new"), "acme", "acme"),
         _ev(RunQueued(deployment_id=dep_id, input={"q": 1}), "acme", run_id),
         _ev(ProjectCreated(name="other"), "other", "other"),

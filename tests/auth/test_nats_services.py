@@ -137,7 +137,9 @@ async def test_the_projector_reads_but_cannot_append(streams: Streams):
     projector = await streams.store("projector")
     try:
         dep = _ev(
-            DeploymentCreated(source_digest="sha256-" + "0" * 64, source_size=1, config={"entrypoint": "m:f"}),
+            DeploymentCreated(
+                source_digest="sha256-" + "0" * 64, source_size=1, config={"entrypoint": "m:f"}
+            ),
             aggregate_id=new_id("dep"),
         )
         seq = await streams.admin.append(dep)

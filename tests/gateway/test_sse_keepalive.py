@@ -284,7 +284,11 @@ def _start_builder(platform: PlatformProcess, data_dir: Path) -> subprocess.Pope
             "--data-dir",
             str(data_dir),
         ],
-        env={**os.environ, "CREWYARD_HEALTH_PORT": "0"},
+        env={
+            **os.environ,
+            "CREWYARD_HEALTH_PORT": "0",
+            "CREWYARD_NATS_CREDS": str(platform.creds("builder")),
+        },
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
         start_new_session=True,

@@ -106,7 +106,7 @@ async def own_broker(tmp_path: Path) -> AsyncIterator[tuple[EmbeddedNats, EventS
     """A nats-server of this test's own, to be stopped and started again."""
     server = EmbeddedNats(tmp_path / "nats", port=free_port())
     url = server.start()
-    nc = await connect(url, name="leases", creds=server.creds("runner"))
+    nc = await connect(url, name="leases", creds=server.creds("admin"))  # buckets of its own
     es = EventStore(nc, StreamSettings())
     yield server, es
     await nc.close()

@@ -35,9 +35,9 @@ def hello(platform: PlatformProcess) -> dict[str, Any]:
         return deploy(api, EXAMPLES / "hello", PROJECT)
 
 
-def _publish(nats_url: str, items: list[tuple[str, bytes]]) -> None:
+def _publish(platform: PlatformProcess, items: list[tuple[str, bytes]]) -> None:
     async def main() -> None:
-        nc = await nats.connect(nats_url)
+        nc = await nats.connect(platform.nats_url, user_credentials=str(platform.creds()))
         try:
             js = nc.jetstream()
             for subject, data in items:
@@ -76,7 +76,7 @@ def test_poison_in_the_stream_does_not_stop_the_platform(platform, api, hello):
     _wait_for(lambda: api.get(f"/v1/runs/{running}").json()["status"] == "running", "run started")
     # Poison on the running run's own subjects: garbage run.queued for the runner's work queue, a
     # garbage cancel request, forged terminal events, unknown types and versions, huge numbers…
-    _publish(platform.nats_url, poison(SETTINGS.prefix, PROJECT, running, new_id("run")))
+    _publish(platform, poison(SETTINGS.prefix, PROJECT, running, new_id("run")))
 
     first = wait_run(api, running)
     assert first["status"] == "succeeded", first  # not canceled, not "completed" by a forgery
@@ -112,7 +112,7 @@ def _dump(path: Path) -> dict[str, Any]:
 
 def _with_store(platform: PlatformProcess, use: Callable[[EventStore], Awaitable[int]]) -> int:
     async def main() -> int:
-        nc = await nats.connect(platform.nats_url)
+        nc = await nats.connect(platform.nats_url, user_credentials=str(platform.creds()))
         try:
             return await use(EventStore(nc, SETTINGS))
         finally:
