@@ -44,7 +44,7 @@ KV_BUCKETS = {
 }
 #: What each service appends: aggregates (``run``) or single types (``run.run.queued``).
 APPENDS = {
-    "gateway": ("project", "deployment", "run", "webhook", "trigger", "schedule", "delivery"),
+    "gateway": ("project", "deployment", "run", "webhook", "trigger", "schedule", "delivery", "table"),
     "runner": ("run",),
     "builder": ("deployment",),
     "notifier": ("delivery", "webhook"),

@@ -12,7 +12,23 @@ import time
 from collections.abc import Callable
 
 _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"  # Crockford base32, lower case
-PREFIXES = ("run", "dep", "ver", "evt", "key", "whk", "dlg", "dlv", "trg", "sch", "thr", "ckp", "tbl", "row", "con")
+PREFIXES = (
+    "run",
+    "dep",
+    "ver",
+    "evt",
+    "key",
+    "whk",
+    "dlg",
+    "dlv",
+    "trg",
+    "sch",
+    "thr",
+    "ckp",
+    "tbl",
+    "row",
+    "con",
+)
 _ID_RE = re.compile(rf"({'|'.join(PREFIXES)})_[0-9a-hjkmnp-tv-z]{{26}}")
 
 

@@ -111,8 +111,6 @@ UPCASTERS: dict[tuple[str, int], Upcaster] = {
     ("env.set", 1): _unscoped_v2_from_v1,
     ("env.unset", 1): _unscoped_v2_from_v1,
     ("run.queued", 1): _run_queued_v2_from_v1,
-
-
     ("apikey.created", 1): _apikey_created_v2_from_v1,
 }
 
