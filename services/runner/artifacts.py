@@ -1,16 +1,25 @@
 """Collecting a run's artifacts from its host folder into the object store.
 
-The folder was written by untrusted code: links are never followed (a symlink to /etc/passwd
-is reported and skipped), only regular files count, and per-file and total sizes are capped.
-Objects are stored by content hash; the event carries name, size, content type and sha256.
+The folder was written by untrusted code, and on the process backend a child of the crew may
+still be changing it while it is read. So no path is ever looked up twice: the walk opens the
+folder, then each entry relative to its parent's descriptor with ``O_PATH | O_NOFOLLOW`` (a
+symlink is opened as itself, never followed), checks what it opened (``fstat``: a folder is
+walked, a regular file with one link is taken, anything else is reported and skipped), and
+reads a file through that very descriptor (reopened via ``/proc/self/fd``, which names the open
+file, not a path). Swapping an entry for a link to ``/etc/shadow`` after the walk saw a regular
+file changes nothing: the descriptor still holds the file that was checked. A file that changed
+while it was read (size or modification time) is skipped. Sizes and the number of files are
+capped; objects are stored by content hash; the event carries name, size, content type, sha256.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import mimetypes
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 import msgspec
@@ -27,6 +36,10 @@ _EXTRA_TYPES = {
     ".csv": "text/csv",
     ".log": "text/plain",
 }
+MAX_DEPTH = 32
+MAX_FILES = 10_000
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_PATH_FLAGS = getattr(os, "O_PATH", os.O_RDONLY | os.O_NONBLOCK) | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 class Collected(msgspec.Struct):
@@ -40,61 +53,122 @@ def content_type(name: str) -> str:
     return _EXTRA_TYPES.get(ext) or mimetypes.guess_type(name)[0] or "application/octet-stream"
 
 
-def _sha256(path: Path) -> str:
+def _reopen(path_fd: int, flags: int) -> int:
+    """A real descriptor for what ``path_fd`` refers to (the same inode: no path lookup)."""
+    return os.open(f"/proc/self/fd/{path_fd}", flags)
+
+
+#: Called with (name, readable descriptor, size) for each file to take; returns what was stored.
+Take = Callable[[str, int, os.stat_result], ArtifactStored | None]
+
+
+class _Walk:
+    def __init__(self, take: Take, max_file: int, max_total: int) -> None:
+        self.take, self.max_file, self.max_total = take, max_file, max_total
+        self.total = 0
+        self.result = Collected(stored=[], skipped=[], over_limit=[])
+
+    def folder(self, dir_fd: int, prefix: str, depth: int) -> None:
+        for name in sorted(os.listdir(dir_fd)):
+            rel = prefix + name
+            try:
+                entry = os.open(name, _PATH_FLAGS, dir_fd=dir_fd)
+            except OSError as exc:
+                self.result.skipped.append(f"{rel}: cannot be opened ({exc.strerror})")
+                continue
+            try:
+                self.entry(entry, rel, depth)
+            finally:
+                os.close(entry)
+
+    def entry(self, entry: int, rel: str, depth: int) -> None:
+        st = os.fstat(entry)
+        if stat.S_ISLNK(st.st_mode):
+            self.result.skipped.append(f"{rel}: symbolic link not followed")
+        elif stat.S_ISDIR(st.st_mode):
+            if depth >= MAX_DEPTH:
+                self.result.skipped.append(f"{rel}: folders nested deeper than {MAX_DEPTH} are not collected")
+                return
+            sub = _reopen(entry, _DIR_FLAGS)
+            try:
+                self.folder(sub, rel + "/", depth + 1)
+            finally:
+                os.close(sub)
+        elif not stat.S_ISREG(st.st_mode):
+            self.result.skipped.append(f"{rel}: not a regular file")
+        elif st.st_nlink > 1:
+            self.result.skipped.append(f"{rel}: hard link (a file with other names) not collected")
+        elif st.st_size > self.max_file:
+            self.result.over_limit.append(
+                f"{rel} is {st.st_size} bytes, over the {self.max_file}-byte limit per artifact"
+            )
+        elif self.total + st.st_size > self.max_total:
+            self.result.over_limit.append(
+                f"{rel} would take the run's artifacts over the {self.max_total}-byte total limit"
+            )
+        elif len(self.result.stored) >= MAX_FILES:
+            self.result.over_limit.append(f"{rel}: a run keeps at most {MAX_FILES} artifacts")
+        else:
+            self.file(entry, rel, st)
+
+    def file(self, entry: int, rel: str, st: os.stat_result) -> None:
+        fd = _reopen(entry, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            stored = self.take(rel, fd, st)
+            after = os.fstat(fd)
+        finally:
+            os.close(fd)
+        if stored is None or (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
+            self.result.skipped.append(f"{rel}: changed while it was being collected")
+            return
+        self.total += st.st_size
+        self.result.stored.append(stored)
+
+
+def walk(root: Path, take: Take, *, max_file: int, max_total: int) -> Collected:
+    """Hand every collectable file under ``root`` to ``take``; report the rest (blocking)."""
+    state = _Walk(take, max_file, max_total)
+    try:
+        root_fd = os.open(root, _DIR_FLAGS | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return state.result
+    except OSError as exc:  # e.g. the folder itself was swapped for a link
+        state.result.skipped.append(
+            f"the artifacts folder cannot be read safely ({exc.strerror}): nothing taken"
+        )
+        return state.result
+    try:
+        state.folder(root_fd, "", 0)
+    finally:
+        os.close(root_fd)
+    return state.result
+
+
+def _sha256(fd: int) -> tuple[str, int]:
     h = hashlib.sha256()
-    with path.open("rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
-def scan(
-    root: Path, *, max_file: int, max_total: int
-) -> tuple[list[tuple[str, Path, int]], list[str], list[str]]:
-    """Files to store (name, path, size), skipped entries, and files over a size limit."""
-    files: list[tuple[str, Path, int]] = []
-    skipped: list[str] = []
-    over: list[str] = []
-    total = 0
-    if not root.is_dir():
-        return files, skipped, over
-    for dirpath, dirnames, filenames in os.walk(root, followlinks=False):
-        base = Path(dirpath)
-        for d in list(dirnames):
-            if (base / d).is_symlink():
-                skipped.append(f"{(base / d).relative_to(root)}: symbolic link not followed")
-                dirnames.remove(d)
-        dirnames.sort()
-        for fname in sorted(filenames):
-            path = base / fname
-            rel = path.relative_to(root).as_posix()
-            st = path.lstat()
-            if stat.S_ISLNK(st.st_mode):
-                skipped.append(f"{rel}: symbolic link not followed")
-                continue
-            if not stat.S_ISREG(st.st_mode):
-                skipped.append(f"{rel}: not a regular file")
-                continue
-            if st.st_size > max_file:
-                over.append(f"{rel} is {st.st_size} bytes, over the {max_file}-byte limit per artifact")
-                continue
-            if total + st.st_size > max_total:
-                over.append(f"{rel} would take the run's artifacts over the {max_total}-byte total limit")
-                continue
-            total += st.st_size
-            files.append((rel, path, st.st_size))
-    return files, skipped, over
+    size = 0
+    while chunk := os.pread(fd, 1 << 20, size):
+        h.update(chunk)
+        size += len(chunk)
+    return h.hexdigest(), size
 
 
 async def collect(root: Path, objects: ObjectStore, *, max_file: int, max_total: int) -> Collected:
-    import asyncio
+    """Store the collectable files under ``root``; one file descriptor open at a time."""
+    loop = asyncio.get_running_loop()
 
-    files, skipped, over = await asyncio.to_thread(scan, root, max_file=max_file, max_total=max_total)
-    stored: list[ArtifactStored] = []
-    for name, path, size in files:
-        digest = await asyncio.to_thread(_sha256, path)
+    def take(name: str, fd: int, st: os.stat_result) -> ArtifactStored | None:
+        digest, size = _sha256(fd)
+        if size != st.st_size:
+            return None
         obj = artifact_object(digest)
-        if not await objects.exists(obj):
-            await objects.put_file(obj, path)
-        stored.append(ArtifactStored(name=name, size=size, content_type=content_type(name), sha256=digest))
-    return Collected(stored=stored, skipped=skipped, over_limit=over)
+
+        async def put() -> None:
+            if not await objects.exists(obj):
+                # /proc/self/fd/N opens the file this descriptor holds, whatever its name is now.
+                await objects.put_file(obj, Path(f"/proc/self/fd/{fd}"))
+
+        asyncio.run_coroutine_threadsafe(put(), loop).result()
+        return ArtifactStored(name=name, size=size, content_type=content_type(name), sha256=digest)
+
+    return await asyncio.to_thread(walk, root, take, max_file=max_file, max_total=max_total)

@@ -470,6 +470,8 @@ class Runner:
         """Store what the run wrote (also after failure or cancel); returns files over a limit."""
         try:
             await handle.collect_artifacts()
+            for name, reason in handle.skipped:  # left out on the way (docker's archive)
+                await emitter.log(f"artifact skipped: {name}: {reason}", "warning")
             collected = await collect(
                 spec.artifacts_dir,
                 self.objects,

@@ -7,7 +7,7 @@ import os
 import tarfile
 from pathlib import Path
 
-from crewyard.runner.backends._artifacts import extract_tar_stream, prune_folder, safe_relative
+from crewyard.runner.backends._artifacts import extract_tar_stream, safe_relative
 
 
 def _tar(*members: tuple[tarfile.TarInfo, bytes | None]) -> list[bytes]:
@@ -63,23 +63,3 @@ def test_only_regular_files_inside_the_caps_are_extracted(tmp_path: Path) -> Non
     assert set(skipped) == {"artifacts/../../escape.txt", "passwd", "hard", "dev", "big.bin", "fill-2.bin"}
     assert "symlink" in skipped["passwd"] and "hard link" in skipped["hard"]
     assert "per-file limit" in skipped["big.bin"] and "total" in skipped["fill-2.bin"]
-
-
-def test_a_folder_written_in_place_is_pruned_to_regular_files(tmp_path: Path) -> None:
-    out = tmp_path / "artifacts"
-    (out / "sub").mkdir(parents=True)
-    (out / "ok.txt").write_text("ok")
-    (out / "sub" / "nested.txt").write_text("nested")
-    (out / "passwd").symlink_to("/etc/passwd")
-    (out / "etc").symlink_to("/etc")
-    os.mkfifo(out / "fifo")
-    (tmp_path / "outside.txt").write_text("secret")
-    os.link(tmp_path / "outside.txt", out / "hardlinked.txt")
-    (out / "huge.bin").write_bytes(b"x" * 2000)
-
-    skipped = dict(prune_folder(out, max_file=1000, max_total=10_000))
-
-    remaining = sorted(str(p.relative_to(out)) for p in out.rglob("*"))
-    assert remaining == ["ok.txt", "sub", "sub/nested.txt"]
-    assert set(skipped) == {"passwd", "etc", "fifo", "hardlinked.txt", "huge.bin"}
-    assert (tmp_path / "outside.txt").read_text() == "secret"  # the link target is untouched

@@ -2,15 +2,15 @@
 
 A crew is untrusted, and so is whatever it left in its artifacts folder: a symlink to
 ``/etc/passwd``, a hard link, a device node, a name with ``..``, a file of many gigabytes. The
-docker backend receives the folder as a tar stream from the engine (:func:`extract_tar_stream`);
-the bwrap backend finds it on the host after the sandbox has died (:func:`prune_folder`). Both
-keep regular files only and record what they left out and why.
+docker backend receives the folder as a tar stream from the engine (:func:`extract_tar_stream`),
+which keeps regular files only and records what it left out and why. The bwrap and process
+backends leave the folder where the crew wrote it: the runner's collector (``runner/artifacts``)
+reads it without following any link and reports what it skips.
 """
 
 from __future__ import annotations
 
 import os
-import stat
 import tarfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path, PurePosixPath
@@ -107,45 +107,4 @@ def extract_tar_stream(
                     out.write(block)
             os.chmod(target, 0o644)  # never carry setuid bits or odd modes over from the crew
             total += member.size
-    return skipped
-
-
-def prune_folder(folder: Path, *, max_file: int, max_total: int) -> Skipped:
-    """Delete from ``folder`` everything that is not a collectable regular file; report it.
-
-    Called after the sandbox is gone, so nothing changes the folder while it is walked.
-    """
-    skipped: Skipped = []
-    total = 0
-    if not folder.is_dir():
-        return skipped
-    for dirpath, dirnames, filenames in os.walk(folder, topdown=True, followlinks=False):
-        base = Path(dirpath)
-        for dname in list(dirnames):
-            path = base / dname
-            if path.is_symlink():  # os.walk lists a symlink to a folder among the folders
-                dirnames.remove(dname)
-                skipped.append((str(path.relative_to(folder)), "symlink: only regular files are collected"))
-                path.unlink()
-        for fname in sorted(filenames):
-            path = base / fname
-            rel = str(path.relative_to(folder))
-            st = path.lstat()
-            reason = None
-            if stat.S_ISLNK(st.st_mode):
-                reason = "symlink: only regular files are collected"
-            elif not stat.S_ISREG(st.st_mode):
-                reason = "special file: only regular files are collected"
-            elif st.st_nlink > 1:
-                reason = "hard link: only regular files are collected"
-            elif st.st_size > max_file:
-                reason = f"{st.st_size} bytes is over the per-file limit of {max_file}"
-            elif total + st.st_size > max_total:
-                reason = f"the artifacts' total would exceed {max_total} bytes"
-            if reason:
-                skipped.append((rel, reason))
-                path.unlink()
-                continue
-            total += st.st_size
-            os.chmod(path, 0o644)
     return skipped

@@ -48,7 +48,7 @@ from crewyard import privatenet
 from crewyard.environments import ENV_PATH
 
 from . import _cgroup
-from ._artifacts import DEFAULT_MAX_FILE, DEFAULT_MAX_TOTAL, Skipped, prune_folder
+from ._artifacts import DEFAULT_MAX_FILE, DEFAULT_MAX_TOTAL, Skipped
 from ._base import BackendError, BackendUnavailable, ExitStatus, RunSpec, opening, runtime_env
 from ._lines import merge_lines
 from ._reaper import Reaper
@@ -182,11 +182,8 @@ class BwrapHandle:
         await self._proc.wait()
 
     async def collect_artifacts(self) -> None:
-        """The crew wrote straight into ``spec.artifacts_dir``; drop what may not be collected."""
-        max_file, max_total = self._caps
-        self.skipped = await asyncio.to_thread(
-            prune_folder, self._spec.artifacts_dir, max_file=max_file, max_total=max_total
-        )
+        """The crew wrote straight into ``spec.artifacts_dir``, and the sandbox is gone: the
+        runner's collector reads the folder as it is, following no link (``runner/artifacts``)."""
 
     async def remove(self) -> None:
         self._stdin.close()

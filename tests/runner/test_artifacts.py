@@ -1,0 +1,97 @@
+"""Collecting artifacts from a folder untrusted code wrote: no link followed at any level, a late
+swap cannot redirect a read, and everything left out is reported."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from crewyard.core.events import ArtifactStored
+from crewyard.runner.artifacts import MAX_DEPTH, walk
+
+
+class Taker:
+    """A ``take`` that reads each file through the descriptor it is given."""
+
+    def __init__(self, before_read: dict[str, Path] | None = None, secret: Path | None = None) -> None:
+        self.read: dict[str, bytes] = {}
+        self._swap, self._secret = before_read or {}, secret
+
+    def __call__(self, name: str, fd: int, st: os.stat_result) -> ArtifactStored:
+        if name in self._swap:  # the crew's late swap: the file becomes a link to a secret
+            path = self._swap[name]
+            path.unlink()
+            path.symlink_to(self._secret)  # type: ignore[arg-type]
+        self.read[name] = os.pread(fd, 1 << 20, 0)
+        return ArtifactStored(name=name, size=st.st_size, content_type="", sha256="0" * 64)
+
+
+def test_only_regular_files_are_taken_and_the_rest_is_reported(tmp_path: Path) -> None:
+    out = tmp_path / "artifacts"
+    (out / "sub").mkdir(parents=True)
+    (out / "ok.txt").write_text("ok")
+    (out / "sub" / "nested.txt").write_text("nested")
+    (out / "passwd").symlink_to("/etc/passwd")
+    (out / "etc").symlink_to("/etc")
+    (out / "sub" / "up").symlink_to("../..")
+    os.mkfifo(out / "fifo")
+    (tmp_path / "outside.txt").write_text("secret")
+    os.link(tmp_path / "outside.txt", out / "hardlinked.txt")
+    (out / "huge.bin").write_bytes(b"x" * 2000)
+    take = Taker()
+
+    collected = walk(out, take, max_file=1000, max_total=10_000)
+
+    assert take.read == {"ok.txt": b"ok", "sub/nested.txt": b"nested"}
+    assert [s.name for s in collected.stored] == ["ok.txt", "sub/nested.txt"]
+    skipped = {line.split(":")[0]: line for line in collected.skipped}
+    assert set(skipped) == {"passwd", "etc", "sub/up", "fifo", "hardlinked.txt"}
+    assert "symbolic link" in skipped["etc"] and "hard link" in skipped["hardlinked.txt"]
+    assert collected.over_limit == ["huge.bin is 2000 bytes, over the 1000-byte limit per artifact"]
+
+
+def test_a_file_swapped_for_a_link_after_it_was_checked_is_still_the_file_read(tmp_path: Path) -> None:
+    out = tmp_path / "artifacts"
+    out.mkdir()
+    secret = tmp_path / "shadow"
+    secret.write_text("root:$6$secret")
+    (out / "report.md").write_text("# the real report")
+    take = Taker(before_read={"report.md": out / "report.md"}, secret=secret)
+
+    collected = walk(out, take, max_file=1000, max_total=10_000)
+
+    assert take.read == {"report.md": b"# the real report"}
+    assert (out / "report.md").is_symlink(), "the swap did happen"
+    assert [s.name for s in collected.stored] == ["report.md"]
+
+
+def test_a_folder_swapped_for_a_link_is_not_entered(tmp_path: Path) -> None:
+    out = tmp_path / "artifacts"
+    out.mkdir()
+    (tmp_path / "private").mkdir()
+    (tmp_path / "private" / "key").write_text("secret")
+    (out / "sub").symlink_to(tmp_path / "private")
+    link_root = tmp_path / "root-link"
+    link_root.symlink_to(tmp_path / "private")
+    take = Taker()
+
+    collected = walk(out, take, max_file=1000, max_total=10_000)
+    replaced = walk(link_root, take, max_file=1000, max_total=10_000)
+
+    assert take.read == {} and collected.stored == [] and replaced.stored == []
+    assert collected.skipped == ["sub: symbolic link not followed"]
+    assert "cannot be read safely" in replaced.skipped[0]
+
+
+def test_folders_nested_too_deep_are_reported_not_walked(tmp_path: Path) -> None:
+    out = tmp_path / "artifacts"
+    deep = out.joinpath(*["d"] * (MAX_DEPTH + 3))
+    deep.mkdir(parents=True)
+    (deep / "f.txt").write_text("deep")
+    (out / "top.txt").write_text("top")
+    take = Taker()
+
+    collected = walk(out, take, max_file=1000, max_total=10_000)
+
+    assert take.read == {"top.txt": b"top"}
+    assert len(collected.skipped) == 1 and "nested deeper than" in collected.skipped[0]
