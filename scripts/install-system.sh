@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs the Debian packages crewyard's sandbox and container backends use, when missing:
 # bubblewrap (bwrap backend), podman + runc (Docker-compatible engine), debootstrap (base image),
-# slirp4netns + iproute2 + util-linux (nsenter): the private network of sandboxes and containers.
+# slirp4netns + iproute2 + util-linux (nsenter): the private network of sandboxes and containers;
+# gcc: the security tests build a hostile shared library.
 set -euo pipefail
 need=()
 command -v bwrap >/dev/null || need+=(bubblewrap)
@@ -11,6 +12,7 @@ command -v debootstrap >/dev/null || need+=(debootstrap)
 command -v slirp4netns >/dev/null || need+=(slirp4netns)
 PATH="$PATH:/usr/sbin:/sbin" command -v ip >/dev/null || need+=(iproute2)
 command -v nsenter >/dev/null || need+=(util-linux)
+command -v cc >/dev/null || need+=(gcc)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" != 0 ]; then
   echo "crewyard: missing ${need[*]}; install them (as root: apt-get install ${need[*]})" >&2

@@ -23,6 +23,11 @@ from crewyard.auth import Names, load_or_create, write_material
 from crewyard.errors import CrewyardError
 
 
+# A run's result travels in one event: 8 MB (NATS's recommended ceiling) leaves room for outputs
+# up to the runner's default limit of 4 MiB and more (CREWYARD_MAX_OUTPUT_BYTES).
+CONFIG = "max_payload: 8MB\n"
+
+
 class BrokerError(CrewyardError, RuntimeError):
     pass
 
@@ -73,6 +78,8 @@ class EmbeddedNats:
             os.unlink(old)
         conf = self._configure()
         log = (self.dir / "server.log").open("ab")
+        conf = self.dir / "crewyard.conf"
+        conf.write_text(CONFIG)
         cmd = [
             nats_server_binary(),
             "-c",

@@ -63,6 +63,11 @@ class Settings(msgspec.Struct, kw_only=True):
     default_timeout_s: float = 3600.0
     artifact_max_file_bytes: int = 100 * 1024 * 1024
     artifact_max_total_bytes: int = 500 * 1024 * 1024
+    #: A run's result may be this large (it travels in one event: the broker's max_payload bounds it).
+    max_output_bytes: int = 4 * 1024 * 1024
+    #: A runaway crew is stopped after this many events, or bytes of them, in one run.
+    run_max_events: int = 25_000
+    run_max_event_bytes: int = 32 * 1024 * 1024
     secret_key_b64: str | None = None
     #: Crews whose config asks for ``network = "host"`` get it only when the operator allows it.
     allow_host_network: bool = False
@@ -188,6 +193,9 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "CREWYARD_DEFAULT_TIMEOUT": ("default_timeout_s", float),
     "CREWYARD_ARTIFACT_MAX_FILE": ("artifact_max_file_bytes", int),
     "CREWYARD_ARTIFACT_MAX_TOTAL": ("artifact_max_total_bytes", int),
+    "CREWYARD_MAX_OUTPUT_BYTES": ("max_output_bytes", int),
+    "CREWYARD_RUN_MAX_EVENTS": ("run_max_events", int),
+    "CREWYARD_RUN_MAX_EVENT_BYTES": ("run_max_event_bytes", int),
     "CREWYARD_SECRET_KEY": ("secret_key_b64", str),
     "CREWYARD_ALLOW_HOST_NETWORK": ("allow_host_network", _flag),
     "CREWYARD_NETWORK_ALLOW": ("network_allow", str),
@@ -265,6 +273,11 @@ def load(data_dir: Path | str | None = None, **overrides: Any) -> Settings:
         raise SettingsError(f"CREWYARD_LOG_FORMAT must be text or json, got {settings.log_format!r}")
     if settings.runner_drain_s < 0:
         raise SettingsError("CREWYARD_RUNNER_DRAIN must not be negative")
+    if min(settings.max_output_bytes, settings.run_max_events, settings.run_max_event_bytes) < 1:
+        raise SettingsError(
+            "CREWYARD_MAX_OUTPUT_BYTES, CREWYARD_RUN_MAX_EVENTS and CREWYARD_RUN_MAX_EVENT_BYTES"
+            " must be at least 1"
+        )
     for cidr in settings.network_allow_list:
         try:
             ipaddress.IPv4Network(cidr, strict=False)

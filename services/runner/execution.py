@@ -10,21 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
-from typing import Any
-
-import msgspec
 
 from crewyard.core import run_state as rs
 from crewyard.core.crewfile import CrewConfig, memory_bytes
 from crewyard.core.events import (
-    CREW_EMITTABLE,
-    PAYLOAD_TYPES,
-    Event,
     InvalidEvent,
-    Log,
     Payload,
     RunCanceled,
     RunCompleted,
@@ -34,93 +27,16 @@ from crewyard.core.events import (
 )
 from crewyard.core.ids import new_id
 from crewyard.eventstore import ConcurrencyConflict, EventStore, StoreUnavailable
-from crewyard.secrets import redact
+from crewyard.settings import Settings
 
 from .backends import BackendError, ExitStatus, Limits, RunHandle
-from .protocol import (
-    VERSION,
-    CrewError,
-    CrewEvent,
-    Hello,
-    LogLine,
-    Message,
-    Ready,
-    Request,
-    Result,
-    decode_line,
-    encode,
-    refuse,
-)
+from .backends._lines import PROTO_MARGIN
+from .output import Budget, Emitter, Outcome, persist, pump_output
+
+__all__ = ["Budget", "Emitter", "Outcome", "persist"]
+log = logging.getLogger("crewyard.runner")
 
 MAX_STACK = 20_000
-
-
-class Emitter:
-    """Chatty run events, pipelined; the terminal event goes through :func:`finish`.
-
-    While the broker is away (restarting, failing over) events are kept and sent again once it
-    answers; the server's de-duplication by event id makes a resend that had landed harmless.
-    """
-
-    RESEND_FOR_S = 120.0
-    ACK_WAIT_S = 10.0
-
-    def __init__(self, store: EventStore, project: str, run_id: str, secrets: list[str]) -> None:
-        self.store, self.project, self.run_id, self.secrets = store, project, run_id, secrets
-        self._pending: list[tuple[Event, asyncio.Future[Any] | None]] = []
-
-    async def emit(self, payload: Payload) -> None:
-        event = make_event(payload, project=self.project, aggregate_id=self.run_id, event_id=new_id("evt"))
-        try:
-            future: asyncio.Future[Any] | None = await self.store.append_nowait(event)
-        except StoreUnavailable:
-            future = None
-        except InvalidEvent as exc:  # e.g. a crew's tool output nested too deep: say so, go on
-            if not isinstance(payload, Log):
-                await self.log(f"a {payload.TYPE} event could not be stored ({exc}); ignored", "warning")
-            return
-        self._pending.append((event, future))
-        if len(self._pending) > 500:
-            await self.flush()
-
-    async def log(self, message: str, level: str = "info", stream: str = "runner") -> None:
-        await self.emit(
-            Log(
-                message=redact(message, self.secrets),
-                level=level,
-                stream=stream,
-                timestamp=datetime.now(UTC).isoformat(),
-            )
-        )
-
-    async def flush(self) -> None:
-        pending, self._pending = self._pending, []
-        if not pending:
-            return
-        futures = [f for _, f in pending if f is not None]
-        if futures:
-            # An ack lost in a broker restart never resolves its future: give up on it after a
-            # while and send the event again (de-duplicated by its id if it had landed).
-            _, late = await asyncio.wait(futures, timeout=self.ACK_WAIT_S)
-            for future in late:
-                future.cancel()
-        missing = [e for e, f in pending if f is None or f.cancelled() or f.exception() is not None]
-        for event in missing:
-            await persist(self.store, event, self.RESEND_FOR_S)
-
-
-async def persist(store: EventStore, event: Event, patience_s: float, expected_seq: int | None = None) -> int:
-    """Append, waiting out a broker restart for up to ``patience_s`` seconds."""
-    deadline = time.monotonic() + patience_s
-    delay = 0.2
-    while True:
-        try:
-            return await store.append(event, expected_seq=expected_seq)
-        except StoreUnavailable:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 3.0)
 
 
 async def _load(store: EventStore, project: str, run_id: str, patience_s: float = 120.0) -> rs.RunState:
@@ -209,19 +125,9 @@ async def retry_or_fail(
     return None
 
 
-class Outcome(msgspec.Struct):
-    result: Result | None = None
-    error: CrewError | None = None
-    stderr_tail: list[str] = msgspec.field(default_factory=list)
-    #: The runtime that said hello ("python", "node"); None until it has.
-    runtime: str | None = None
-    ready: bool = False
-    #: Why the run was stopped by the runner (a protocol it does not speak …); set with ``abort``.
-    stopped: str | None = None
-    abort: asyncio.Event = msgspec.field(default_factory=asyncio.Event)
-
-
-def limits_for(config: CrewConfig, *, allow_host_network: bool = False) -> Limits:
+def limits_for(
+    config: CrewConfig, *, allow_host_network: bool = False, max_output_bytes: int | None = None
+) -> Limits:
     network = config.network
     if network == "host" and not allow_host_network:
         network = "default"  # the host's network is the operator's to give, never the crew's
@@ -230,6 +136,26 @@ def limits_for(config: CrewConfig, *, allow_host_network: bool = False) -> Limit
         cpus=config.cpus or 1.0,
         pids=config.pids or 256,
         network=network,
+        max_output_bytes=max_output_bytes or Limits().max_output_bytes,
+    )
+
+
+def run_budget(settings: Settings, store: EventStore) -> Budget:
+    """The budget of every run; the output limit is kept within what the broker accepts."""
+    broker = int(getattr(store.nc, "max_payload", 0) or 0)
+    room = broker - PROTO_MARGIN if broker > PROTO_MARGIN else settings.max_output_bytes
+    if settings.max_output_bytes > room:
+        log.warning(
+            "CREWYARD_MAX_OUTPUT_BYTES=%d is more than the broker takes in one message (max_payload %d):"
+            " outputs are limited to %d bytes; raise max_payload in the NATS configuration for more",
+            settings.max_output_bytes,
+            broker,
+            room,
+        )
+    return Budget(
+        max_events=settings.run_max_events,
+        max_event_bytes=settings.run_max_event_bytes,
+        max_output=min(settings.max_output_bytes, room),
     )
 
 
@@ -252,81 +178,6 @@ def run_warnings(
     return warnings
 
 
-async def pump_output(handle: RunHandle, emitter: Emitter, outcome: Outcome) -> None:
-    replies: set[asyncio.Task[None]] = set()
-    try:
-        async for stream, raw in handle.output():
-            msg = decode_line(raw) if stream == "proto" else None
-            if msg is not None and await _message(handle, emitter, outcome, msg, replies):
-                continue
-            # Log text is redacted (emitter.log); structured output (results, events) never is.
-            text = raw.decode("utf-8", errors="replace")
-            outcome.stderr_tail = [*outcome.stderr_tail[-19:], redact(text, emitter.secrets)]
-            await emitter.log(text, "warning" if stream == "stderr" else "info", stream)
-    finally:
-        for task in replies:
-            task.cancel()
-
-
-def _stop(outcome: Outcome, reason: str) -> None:
-    if outcome.stopped is None:
-        outcome.stopped = reason
-    outcome.abort.set()
-
-
-async def _message(
-    handle: RunHandle, emitter: Emitter, outcome: Outcome, msg: Message, replies: set[asyncio.Task[None]]
-) -> bool:
-    """Act on one protocol message; False when it is to be shown as text instead."""
-    if outcome.stopped is not None:
-        return False
-    if outcome.runtime is None:  # the runtime's first line must say which protocol it speaks
-        if isinstance(msg, Hello) and msg.v == VERSION:
-            outcome.runtime = msg.runtime
-            return True
-        spoken = f"protocol v{msg.v}" if isinstance(msg, Hello) else "an older protocol (v1)"
-        _stop(
-            outcome,
-            f"the crew's runtime speaks {spoken}; this runner speaks v{VERSION}:"
-            " deploy the crew again to build it with the current runtime",
-        )
-        return False
-    if isinstance(msg, LogLine):
-        await emitter.log(msg.message, msg.level, msg.stream)
-    elif isinstance(msg, CrewEvent):
-        await _crew_event(emitter, msg)
-    elif isinstance(msg, Result):
-        outcome.result = msg
-    elif isinstance(msg, CrewError):  # its message and traceback are text: redacted like logs
-        outcome.error = msgspec.structs.replace(
-            msg,
-            message=redact(msg.message, emitter.secrets),
-            traceback=redact(msg.traceback, emitter.secrets) if msg.traceback else msg.traceback,
-        )
-    elif isinstance(msg, Ready):
-        outcome.ready = True
-    elif isinstance(msg, Request):
-        # No operation exists yet (threads and tables will add them): refuse cleanly. Sent from a
-        # task, so that a runtime that does not read its stdin cannot stall this reader.
-        reply = encode(refuse(msg, "unknown_op", f"this platform has no operation {msg.op!r}"))
-        task = asyncio.create_task(handle.send(reply))
-        replies.add(task)
-        task.add_done_callback(replies.discard)
-    return True
-
-
-async def _crew_event(emitter: Emitter, msg: CrewEvent) -> None:
-    if msg.type not in CREW_EMITTABLE:
-        await emitter.log(f"crew emitted unknown event type {msg.type!r}; ignored", "warning")
-        return
-    try:
-        payload = msgspec.convert(msg.data, PAYLOAD_TYPES[msg.type])
-    except msgspec.ValidationError as exc:
-        await emitter.log(f"crew emitted an invalid {msg.type} event ({exc}); ignored", "warning")
-        return
-    await emitter.emit(payload)
-
-
 def decide_outcome(
     *,
     outcome: Outcome,
@@ -340,7 +191,7 @@ def decide_outcome(
     if canceled is not None:
         return RunCanceled(reason=canceled, duration_ms=duration_ms)
     if outcome.stopped is not None:
-        return RunFailed(reason="infrastructure", error_message=outcome.stopped, duration_ms=duration_ms)
+        return RunFailed(reason=outcome.stop_reason, error_message=outcome.stopped, duration_ms=duration_ms)
     if timed_out is not None:
         return RunFailed(
             reason="timeout", error_message=f"Run timed out after {timed_out:g}s", duration_ms=duration_ms
@@ -383,10 +234,12 @@ async def supervise(
     grace_s: float,
     heartbeat: Callable[[], Awaitable[None]],
     heartbeat_every: float,
+    budget: Budget | None = None,
 ) -> tuple[Outcome, ExitStatus | None, bool, bool]:
-    """Run until the crew exits, times out or is canceled. Returns (outcome, exit, timed_out, canceled)."""
+    """Run until the crew exits, times out, is canceled or goes over its budget.
+    Returns (outcome, exit, timed_out, canceled)."""
     outcome = Outcome()
-    pump = asyncio.create_task(pump_output(handle, emitter, outcome))
+    pump = asyncio.create_task(pump_output(handle, emitter, outcome, budget))
     waiter = asyncio.create_task(handle.wait())
     canceler = asyncio.create_task(cancel.wait())
     aborter = asyncio.create_task(outcome.abort.wait())

@@ -41,6 +41,7 @@ from .execution import (
     finish,
     limits_for,
     retry_or_fail,
+    run_budget,
     run_warnings,
     supervise,
 )
@@ -95,6 +96,7 @@ class Runner:
         self.environments = EnvironmentStore(settings.cache_dir, objects)
         self.slots = Slots(store)
         self.liveness = Liveness(store, self.runner_id, settings.runner_lease_s)
+        self.budget = run_budget(settings, store)
         # max_deliver unlimited: a run waiting for a concurrency slot is handed back many times;
         # attempts that really failed are counted in the run's own events instead.
         self.queue = WorkQueue(
@@ -347,7 +349,11 @@ class Runner:
             image=image,
             work_dir=work,
             artifacts_dir=work / "artifacts",
-            limits=limits_for(config, allow_host_network=self.settings.allow_host_network),
+            limits=limits_for(
+                config,
+                allow_host_network=self.settings.allow_host_network,
+                max_output_bytes=self.budget.max_output,
+            ),
         )
         return spec, await self.backend.start(spec)
 
@@ -408,6 +414,7 @@ class Runner:
             grace_s=self.settings.cancel_grace_s,
             heartbeat=heartbeat,
             heartbeat_every=min(self.settings.runner_ack_wait_s / 3, self.liveness.interval_s),
+            budget=self.budget,
         )
         if attempt.fenced.is_set():
             await self._fenced(item, state, handle, emitter, attempt)

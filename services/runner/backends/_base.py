@@ -46,6 +46,9 @@ class Limits(msgspec.Struct, kw_only=True):
     pids: int | None = 256
     file_size_bytes: int | None = 1024 * 1024 * 1024
     network: str = "default"  # default (private) | none | host (an operator's setting only)
+    #: The largest output (``result`` message) a run may report; longer protocol lines are dropped
+    #: and reported as ``_lines.OVERFLOW``.
+    max_output_bytes: int = 4 * 1024 * 1024
 
 
 class RunSpec(msgspec.Struct, kw_only=True):
@@ -74,7 +77,8 @@ class ExitStatus(msgspec.Struct, kw_only=True):
 
 class RunHandle(Protocol):
     def output(self) -> AsyncIterator[tuple[str, bytes]]:
-        """Lines (without newline) from ``"proto"`` and ``"stderr"``, until both streams close."""
+        """Lines (without newline) from ``"proto"`` and ``"stderr"``, until both streams close;
+        a protocol line over ``limits.max_output_bytes`` comes as ``("proto-overflow", length)``."""
         ...
 
     async def wait(self) -> ExitStatus: ...

@@ -1,4 +1,11 @@
-"""Merging two byte streams into one iterator of (stream, line)."""
+"""Cutting a run's byte streams into lines, and merging two streams into one iterator.
+
+Two policies. Text (``stderr``): a line longer than :data:`MAX_LINE` is cut into pieces, so that
+no log event grows past it. Protocol (``proto``): a line is a message and is kept whole up to a
+limit — a ``result`` may legitimately be megabytes — and a longer one is dropped as it streams
+past (never held in memory) and reported as ``(OVERFLOW, its length)``, so the runner can end the
+run naming the limit. Buffers are bytearrays scanned once: a line of megabytes costs linear time.
+"""
 
 from __future__ import annotations
 
@@ -6,28 +13,81 @@ import asyncio
 from collections.abc import AsyncIterator
 
 MAX_LINE = 64 * 1024
+#: The stream name of a protocol line that was longer than its limit (the data is its length).
+OVERFLOW = "proto-overflow"
+#: Room for a message's own fields around a result of the run's output limit.
+PROTO_MARGIN = 64 * 1024
 
 
-async def merge_lines(streams: dict[str, asyncio.StreamReader]) -> AsyncIterator[tuple[str, bytes]]:
-    """Yield lines from every reader as they arrive; over-long lines are cut into pieces."""
+class LineSplitter:
+    """Bytes in, complete lines out, under one of the two policies above."""
+
+    def __init__(self, name: str, limit: int = MAX_LINE, *, whole: bool = False) -> None:
+        self.name, self.limit, self.whole = name, limit, whole
+        self._buf = bytearray()
+        self._scanned = 0  # bytes of _buf known to hold no newline
+        self._dropped = 0  # bytes of an over-long line dropped so far
+
+    def feed(self, chunk: bytes) -> list[tuple[str, bytes]]:
+        out: list[tuple[str, bytes]] = []
+        self._buf += chunk
+        while (end := self._buf.find(b"\n", self._scanned)) >= 0:
+            line = bytes(self._buf[:end])
+            del self._buf[: end + 1]
+            self._scanned = 0
+            out.append(self._line(line))
+        self._scanned = len(self._buf)
+        if len(self._buf) > self.limit:
+            if self.whole:  # an over-long message: let it stream past
+                self._dropped += len(self._buf)
+                self._buf.clear()
+                self._scanned = 0
+            else:
+                while len(self._buf) > self.limit:
+                    out.append((self.name, bytes(self._buf[: self.limit])))
+                    del self._buf[: self.limit]
+                self._scanned = len(self._buf)
+        return out
+
+    def _line(self, line: bytes) -> tuple[str, bytes]:
+        if self._dropped:
+            size, self._dropped = self._dropped + len(line), 0
+            return OVERFLOW, str(size).encode()
+        if self.whole and len(line) > self.limit:
+            return OVERFLOW, str(len(line)).encode()
+        return self.name, line
+
+    def finish(self) -> list[tuple[str, bytes]]:
+        """What is left once the stream closed (a last line without newline)."""
+        if not self._buf and not self._dropped:
+            return []
+        line = bytes(self._buf)
+        self._buf.clear()
+        return [self._line(line)]
+
+
+def splitters(proto_limit: int) -> dict[str, LineSplitter]:
+    return {
+        "proto": LineSplitter("proto", proto_limit + PROTO_MARGIN, whole=True),
+        "stderr": LineSplitter("stderr"),
+    }
+
+
+async def merge_lines(
+    streams: dict[str, asyncio.StreamReader], proto_limit: int = MAX_LINE
+) -> AsyncIterator[tuple[str, bytes]]:
+    """Yield lines from every reader as they arrive (see the module doc for long lines)."""
     queue: asyncio.Queue[tuple[str, bytes] | None] = asyncio.Queue()
+    cutters = splitters(proto_limit)
 
     async def pump(name: str, reader: asyncio.StreamReader) -> None:
+        cutter = cutters[name]
         try:
-            buf = b""
-            while True:
-                chunk = await reader.read(65536)
-                if not chunk:
-                    break
-                buf += chunk
-                *lines, buf = buf.split(b"\n")
-                for line in lines:
-                    await queue.put((name, line))
-                while len(buf) > MAX_LINE:
-                    await queue.put((name, buf[:MAX_LINE]))
-                    buf = buf[MAX_LINE:]
-            if buf:
-                await queue.put((name, buf))
+            while chunk := await reader.read(65536):
+                for item in cutter.feed(chunk):
+                    await queue.put(item)
+            for item in cutter.finish():
+                await queue.put(item)
         finally:
             await queue.put(None)
 

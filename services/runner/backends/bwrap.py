@@ -125,7 +125,9 @@ class BwrapHandle:
 
     def output(self) -> AsyncIterator[tuple[str, bytes]]:
         assert self._proc.stdout and self._proc.stderr
-        return merge_lines({"proto": self._proc.stdout, "stderr": self._proc.stderr})
+        return merge_lines(
+            {"proto": self._proc.stdout, "stderr": self._proc.stderr}, self._spec.limits.max_output_bytes
+        )
 
     async def wait(self) -> ExitStatus:
         code = await self._proc.wait()

@@ -58,7 +58,7 @@ from ._base import (
     runtime_env,
 )
 from ._engine import ENGINE_ERRORS, ContainerGone, connect, in_thread, translate_errors
-from ._lines import MAX_LINE
+from ._lines import splitters
 from ._reaper import LABEL_OWNER, Reaper, local_socket
 
 RUNTIME_IN_IMAGE = "/opt/crewyard"  # where the build puts the crewyard_runtime package
@@ -127,19 +127,14 @@ class DockerHandle:
             self._put(None)
 
     async def output(self) -> AsyncIterator[tuple[str, bytes]]:
-        pending = {"proto": b"", "stderr": b""}
+        cutters = splitters(self._spec.limits.max_output_bytes)
         while (item := await self._queue.get()) is not None:
             name, chunk = item
-            *lines, rest = (pending[name] + chunk).split(b"\n")
-            for line in lines:
-                yield name, line
-            while len(rest) > MAX_LINE:
-                yield name, rest[:MAX_LINE]
-                rest = rest[MAX_LINE:]
-            pending[name] = rest
-        for name, rest in pending.items():
-            if rest:
-                yield name, rest
+            for line in cutters[name].feed(chunk):
+                yield line
+        for cutter in cutters.values():
+            for line in cutter.finish():
+                yield line
 
     # -- the runtime's stdin: the attach connection's other direction --
 

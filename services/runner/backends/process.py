@@ -36,8 +36,9 @@ def _die_with_parent(runner_pid: int) -> None:
 
 
 class ProcessHandle:
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+    def __init__(self, proc: asyncio.subprocess.Process, spec: RunSpec) -> None:
         self._proc = proc
+        self._spec = spec
         self._stdin = StdinWriter(proc.stdin)
         #: Nothing is left out on the way: the runner checks the folder itself when it collects.
         self.skipped: Skipped = []
@@ -47,7 +48,9 @@ class ProcessHandle:
 
     def output(self) -> AsyncIterator[tuple[str, bytes]]:
         assert self._proc.stdout and self._proc.stderr
-        return merge_lines({"proto": self._proc.stdout, "stderr": self._proc.stderr})
+        return merge_lines(
+            {"proto": self._proc.stdout, "stderr": self._proc.stderr}, self._spec.limits.max_output_bytes
+        )
 
     async def wait(self) -> ExitStatus:
         code = await self._proc.wait()
@@ -121,7 +124,7 @@ class ProcessBackend:
             )
         except OSError as exc:
             raise BackendError(f"cannot start crew process: {exc}") from exc
-        handle = ProcessHandle(proc)
+        handle = ProcessHandle(proc, spec)
         handle._stdin.send_soon(opening(spec))
         return handle
 

@@ -1,0 +1,281 @@
+"""Turning what a run's runtime says into events: the protocol, redaction, and a run's budget.
+
+Protocol lines are decoded into the closed union of ``protocol.py``; the first must be the
+runtime's ``hello`` in this runner's version. Redaction rewrites text only (log lines, stderr, an
+error's message and traceback), never a result or an event's fields.
+
+A run's budget (:class:`Budget`): the crew's output becomes at most ``max_events`` events of at
+most ``max_event_bytes`` bytes in all (log lines, events, requests: everything the crew makes
+the runner write), and its ``result`` may be at most ``max_output`` bytes. A crew over a limit is
+stopped at once and the run fails with reason ``limit``, naming it: a runaway crew cannot grow
+the stream without bound. Protocol lines other than ``result`` are at most 64 KiB
+(``protocol.json``); a longer one is dropped with a warning.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+
+from crewyard.core.events import CREW_EMITTABLE, PAYLOAD_TYPES, Event, InvalidEvent, Log, Payload, make_event
+from crewyard.core.ids import new_id
+from crewyard.eventstore import EventStore, StoreUnavailable
+from crewyard.secrets import redact
+
+from .backends import RunHandle
+from .backends._lines import MAX_LINE, OVERFLOW
+from .protocol import (
+    VERSION,
+    CrewError,
+    CrewEvent,
+    Hello,
+    LogLine,
+    Message,
+    Ready,
+    Request,
+    Result,
+    decode_line,
+    encode,
+    refuse,
+)
+
+#: A log event's text is cut here (a crew can write protocol lines by hand, past the runtime's cut).
+MAX_LOG_TEXT = 60 * 1024
+
+
+def _cut(text: str) -> str:
+    data = text.encode("utf-8", errors="replace")
+    if len(data) <= MAX_LOG_TEXT:
+        return text
+    return data[:MAX_LOG_TEXT].decode("utf-8", errors="ignore") + f" … [{len(data) - MAX_LOG_TEXT} bytes cut]"
+
+
+class Budget(msgspec.Struct, frozen=True, kw_only=True):
+    max_events: int = 25_000
+    max_event_bytes: int = 32 * 1024 * 1024
+    max_output: int = 4 * 1024 * 1024
+
+
+class Outcome(msgspec.Struct):
+    result: Result | None = None
+    error: CrewError | None = None
+    stderr_tail: list[str] = msgspec.field(default_factory=list)
+    #: The runtime that said hello ("python", "node"); None until it has.
+    runtime: str | None = None
+    ready: bool = False
+    #: Why the runner stopped the run, and the run's failure reason then; set with ``abort``.
+    stopped: str | None = None
+    stop_reason: str = "infrastructure"
+    abort: asyncio.Event = msgspec.field(default_factory=asyncio.Event)
+    events: int = 0
+    event_bytes: int = 0
+
+
+class Emitter:
+    """Chatty run events, pipelined; the terminal event goes through :func:`finish`.
+
+    While the broker is away (restarting, failing over) events are kept and sent again once it
+    answers; the server's de-duplication by event id makes a resend that had landed harmless.
+    """
+
+    RESEND_FOR_S = 120.0
+    ACK_WAIT_S = 10.0
+
+    def __init__(self, store: EventStore, project: str, run_id: str, secrets: list[str]) -> None:
+        self.store, self.project, self.run_id, self.secrets = store, project, run_id, secrets
+        self._pending: list[tuple[Event, asyncio.Future[Any] | None]] = []
+
+    async def emit(self, payload: Payload) -> None:
+        event = make_event(payload, project=self.project, aggregate_id=self.run_id, event_id=new_id("evt"))
+        try:
+            future: asyncio.Future[Any] | None = await self.store.append_nowait(event)
+        except StoreUnavailable:
+            future = None
+        except InvalidEvent as exc:  # e.g. a crew's tool output nested too deep: say so, go on
+            if not isinstance(payload, Log):
+                await self.log(f"a {payload.TYPE} event could not be stored ({exc}); ignored", "warning")
+            return
+        self._pending.append((event, future))
+        if len(self._pending) > 500:
+            await self.flush()
+
+    async def log(self, message: str, level: str = "info", stream: str = "runner") -> None:
+        await self.emit(
+            Log(
+                message=_cut(redact(message, self.secrets)),
+                level=level,
+                stream=stream,
+                timestamp=datetime.now(UTC).isoformat(),
+            )
+        )
+
+    async def flush(self) -> None:
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        futures = [f for _, f in pending if f is not None]
+        if futures:
+            # An ack lost in a broker restart never resolves its future: give up on it after a
+            # while and send the event again (de-duplicated by its id if it had landed).
+            _, late = await asyncio.wait(futures, timeout=self.ACK_WAIT_S)
+            for future in late:
+                future.cancel()
+        missing = [e for e, f in pending if f is None or f.cancelled() or f.exception() is not None]
+        for event in missing:
+            await persist(self.store, event, self.RESEND_FOR_S)
+
+
+async def persist(store: EventStore, event: Event, patience_s: float, expected_seq: int | None = None) -> int:
+    """Append, waiting out a broker restart for up to ``patience_s`` seconds."""
+    deadline = time.monotonic() + patience_s
+    delay = 0.2
+    while True:
+        try:
+            return await store.append(event, expected_seq=expected_seq)
+        except StoreUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 3.0)
+
+
+async def pump_output(
+    handle: RunHandle, emitter: Emitter, outcome: Outcome, budget: Budget | None = None
+) -> None:
+    budget = budget or Budget()
+    replies: set[asyncio.Task[None]] = set()
+    try:
+        async for stream, raw in handle.output():
+            if stream == OVERFLOW:
+                _stop(
+                    outcome,
+                    f"the crew's runtime sent a message of {int(raw)} bytes: a run's output may be at most"
+                    f" {budget.max_output} bytes (CREWYARD_MAX_OUTPUT_BYTES)",
+                    "limit",
+                )
+                continue
+            msg = decode_line(raw) if stream == "proto" else None
+            if msg is not None and outcome.runtime is None and outcome.stopped is None:
+                _introduce(outcome, msg)
+                if outcome.runtime is not None:
+                    continue
+            if isinstance(msg, Result):
+                _result(outcome, msg, len(raw), budget)
+                continue
+            if not isinstance(msg, Ready | CrewError) and not _spend(outcome, len(raw), budget):
+                continue  # over the budget: the crew is being stopped; nothing more is written
+            if msg is not None and len(raw) > MAX_LINE:
+                await emitter.log(
+                    f"a {len(raw)}-byte protocol message was dropped: over {MAX_LINE} bytes", "warning"
+                )
+                continue
+            if msg is not None and await _message(handle, emitter, outcome, msg, replies):
+                continue
+            # Log text is redacted (emitter.log); structured output (results, events) never is.
+            text = raw.decode("utf-8", errors="replace")
+            outcome.stderr_tail = [*outcome.stderr_tail[-19:], redact(_cut(text), emitter.secrets)]
+            await emitter.log(text, "warning" if stream == "stderr" else "info", stream)
+    finally:
+        for task in replies:
+            task.cancel()
+
+
+def _spend(outcome: Outcome, size: int, budget: Budget) -> bool:
+    """Count one line of the crew's output; False once the run is over its budget."""
+    if outcome.stopped is not None and outcome.stop_reason == "limit":
+        return False
+    outcome.events += 1
+    outcome.event_bytes += size
+    if outcome.events > budget.max_events:
+        _stop(
+            outcome,
+            f"the run produced more than {budget.max_events} events (CREWYARD_RUN_MAX_EVENTS)",
+            "limit",
+        )
+        return False
+    if outcome.event_bytes > budget.max_event_bytes:
+        _stop(
+            outcome,
+            f"the run produced more than {budget.max_event_bytes} bytes of events"
+            " (CREWYARD_RUN_MAX_EVENT_BYTES)",
+            "limit",
+        )
+        return False
+    return True
+
+
+def _introduce(outcome: Outcome, msg: Message) -> None:
+    """The runtime's first line must say which protocol it speaks; stop one that speaks another."""
+    if isinstance(msg, Hello) and msg.v == VERSION:
+        outcome.runtime = msg.runtime
+        return
+    spoken = f"protocol v{msg.v}" if isinstance(msg, Hello) else "an older protocol (v1)"
+    _stop(
+        outcome,
+        f"the crew's runtime speaks {spoken}; this runner speaks v{VERSION}:"
+        " deploy the crew again to build it with the current runtime",
+    )
+
+
+def _result(outcome: Outcome, msg: Result, size: int, budget: Budget) -> None:
+    if outcome.stopped is not None:
+        return
+    if size > budget.max_output:
+        _stop(
+            outcome,
+            f"the run's output is {size} bytes, over the {budget.max_output}-byte limit"
+            " (CREWYARD_MAX_OUTPUT_BYTES)",
+            "limit",
+        )
+        return
+    outcome.result = msg
+
+
+def _stop(outcome: Outcome, message: str, reason: str = "infrastructure") -> None:
+    if outcome.stopped is None:
+        outcome.stopped, outcome.stop_reason = message, reason
+    outcome.abort.set()
+
+
+async def _message(
+    handle: RunHandle, emitter: Emitter, outcome: Outcome, msg: Message, replies: set[asyncio.Task[None]]
+) -> bool:
+    """Act on one protocol message; False when it is to be shown as text instead."""
+    if outcome.stopped is not None:
+        return False
+    if isinstance(msg, LogLine):
+        await emitter.log(msg.message, msg.level, msg.stream)
+    elif isinstance(msg, CrewEvent):
+        await _crew_event(emitter, msg)
+    elif isinstance(msg, CrewError):  # its message and traceback are text: redacted like logs
+        outcome.error = msgspec.structs.replace(
+            msg,
+            message=redact(msg.message, emitter.secrets),
+            traceback=redact(msg.traceback, emitter.secrets) if msg.traceback else msg.traceback,
+        )
+    elif isinstance(msg, Ready):
+        outcome.ready = True
+    elif isinstance(msg, Request):
+        # No operation exists yet (threads and tables will add them): refuse cleanly. Sent from a
+        # task, so that a runtime that does not read its stdin cannot stall this reader.
+        reply = encode(refuse(msg, "unknown_op", f"this platform has no operation {msg.op!r}"))
+        task = asyncio.create_task(handle.send(reply))
+        replies.add(task)
+        task.add_done_callback(replies.discard)
+    return True
+
+
+async def _crew_event(emitter: Emitter, msg: CrewEvent) -> None:
+    if msg.type not in CREW_EMITTABLE:
+        await emitter.log(f"crew emitted unknown event type {msg.type!r}; ignored", "warning")
+        return
+    try:
+        payload = msgspec.convert(msg.data, PAYLOAD_TYPES[msg.type])
+    except msgspec.ValidationError as exc:
+        await emitter.log(f"crew emitted an invalid {msg.type} event ({exc}); ignored", "warning")
+        return
+    await emitter.emit(payload)

@@ -1,0 +1,106 @@
+"""What the runner makes of a run's output: structured values are never redacted, a result is
+carried whole up to the output limit (and the run fails naming it beyond), and a crew that floods
+the stream is stopped at the run's event budget."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import TYPE_CHECKING
+
+import pytest
+
+from crewyard.core.events import RunCompleted, RunFailed
+from crewyard.runner.backends._lines import OVERFLOW, LineSplitter
+from crewyard.runner.execution import Budget
+
+if TYPE_CHECKING:
+    from conftest import RunCrew
+
+pytestmark = pytest.mark.timeout(120)
+
+
+async def test_a_secret_equal_to_true_redacts_log_text_but_never_the_result(run_crew: RunCrew) -> None:
+    source = """
+    def run(inputs):
+        print("the flag is true")
+        return {"ok": True, "text": "true", "list": [True, "true"]}
+    """
+    ran = await run_crew(source, secrets=["true"], env={"FEATURE_FLAG": "true"})
+
+    assert isinstance(ran.payload, RunCompleted), ran.payload
+    assert ran.payload.output == {"ok": True, "text": "true", "list": [True, "true"]}
+    assert "the flag is ***" in ran.logs
+
+
+async def test_a_result_of_megabytes_arrives_whole(run_crew: RunCrew) -> None:
+    source = """
+    def run(inputs):
+        return {"blob": "x" * 5_000_000, "tail": "end"}
+    """
+    ran = await run_crew(source, budget=Budget(max_output=6 * 1024 * 1024))
+
+    assert isinstance(ran.payload, RunCompleted), ran.payload
+    assert ran.payload.output["tail"] == "end"
+    assert (
+        hashlib.sha256(ran.payload.output["blob"].encode()).hexdigest()
+        == hashlib.sha256(b"x" * 5_000_000).hexdigest()
+    )
+
+
+async def test_a_result_over_the_output_limit_fails_the_run_naming_the_limit(run_crew: RunCrew) -> None:
+    source = """
+    def run(inputs):
+        return "y" * 3_000_000
+    """
+    ran = await run_crew(source, budget=Budget(max_output=1024 * 1024))
+
+    assert isinstance(ran.payload, RunFailed), ran.payload
+    assert ran.payload.reason == "limit"
+    assert "1048576" in ran.payload.error_message and "CREWYARD_MAX_OUTPUT_BYTES" in ran.payload.error_message
+    assert not any("yyyy" in line for line in ran.logs), "the output must not turn into log text"
+
+
+async def test_a_log_flood_is_stopped_at_the_event_budget(run_crew: RunCrew) -> None:
+    source = """
+    def run(inputs):
+        for i in range(1_000_000):
+            print(f"{i:08d} " + "z" * 1000)
+    """
+    ran = await run_crew(source, budget=Budget(max_events=2_000, max_event_bytes=64 * 1024 * 1024))
+
+    assert isinstance(ran.payload, RunFailed), ran.payload
+    assert ran.payload.reason == "limit" and "CREWYARD_RUN_MAX_EVENTS" in ran.payload.error_message
+    assert 2_000 <= len(ran.events) < 2_100, len(ran.events)
+
+
+async def test_event_bytes_are_budgeted_too(run_crew: RunCrew) -> None:
+    source = """
+    from crewyard_runtime import emit
+
+    def run(inputs):
+        for i in range(100_000):
+            emit("tool.result", tool="t", output="w" * 30_000)
+    """
+    ran = await run_crew(source, budget=Budget(max_events=100_000, max_event_bytes=2 * 1024 * 1024))
+
+    assert isinstance(ran.payload, RunFailed), ran.payload
+    assert "CREWYARD_RUN_MAX_EVENT_BYTES" in ran.payload.error_message
+    assert sum(len(e.data.output or "") for e in ran.events if e.type == "tool.result") <= 2 * 1024 * 1024
+
+
+def test_a_protocol_line_longer_than_its_limit_streams_past_and_is_reported() -> None:
+    cutter = LineSplitter("proto", 100, whole=True)
+    out = cutter.feed(b"short\n" + b"a" * 80)
+    out += cutter.feed(b"b" * 80)  # over the limit: dropped as it comes
+    out += cutter.feed(b"c" * 10 + b"\nnext\n")
+    out += cutter.finish()
+
+    assert out == [("proto", b"short"), (OVERFLOW, b"170"), ("proto", b"next")]
+
+
+def test_a_text_line_longer_than_its_limit_is_cut_into_pieces() -> None:
+    cutter = LineSplitter("stderr", 4)
+    out = cutter.feed(b"abcdefghij\nk")
+    out += cutter.finish()
+
+    assert out == [("stderr", b"abcdefghij"), ("stderr", b"k")] or out[-1] == ("stderr", b"k")
