@@ -22,7 +22,6 @@ from pathlib import Path
 from crewyard.auth import Names, load_or_create, write_material
 from crewyard.errors import CrewyardError
 
-
 # A run's result travels in one event: 8 MB (NATS's recommended ceiling) leaves room for outputs
 # up to the runner's default limit of 4 MiB and more (CREWYARD_MAX_OUTPUT_BYTES).
 CONFIG = "max_payload: 8MB\n"
