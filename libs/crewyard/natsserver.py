@@ -68,7 +68,7 @@ class EmbeddedNats:
         trust = load_or_create(self.auth_dir)
         write_material(self.auth_dir, trust, self.names)
         conf = self.dir / "nats.conf"
-        conf.write_text(trust.server_config(self.dir / "jwt"))
+        conf.write_text(trust.server_config(self.dir / "jwt") + CONFIG)
         return conf
 
     def start(self, timeout: float = 20.0) -> str:
@@ -77,8 +77,6 @@ class EmbeddedNats:
             os.unlink(old)
         conf = self._configure()
         log = (self.dir / "server.log").open("ab")
-        conf = self.dir / "crewyard.conf"
-        conf.write_text(CONFIG)
         cmd = [
             nats_server_binary(),
             "-c",

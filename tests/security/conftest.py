@@ -53,7 +53,7 @@ def append_straight(platform: PlatformProcess, project: str, payload: Payload, a
     """Append an event as an earlier version of the platform could have stored it (no gateway)."""
 
     async def main() -> None:
-        nc = await connect(platform.nats_url, name="test-attacker")
+        nc = await connect(platform.nats_url, name="test-attacker", creds=platform.creds())
         try:
             event = make_event(payload, project=project, aggregate_id=aggregate_id, event_id=new_id("evt"))
             await EventStore(nc, StreamSettings()).append(event)

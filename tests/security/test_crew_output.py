@@ -39,7 +39,7 @@ def run(inputs):
 
 def _stream_bytes(platform: PlatformProcess) -> int:
     async def main() -> int:
-        nc = await connect(platform.nats_url, name="test-observer")
+        nc = await connect(platform.nats_url, name="test-observer", creds=platform.creds())
         try:
             info = await nc.jetstream().stream_info(StreamSettings().name)
             return int(info.state.bytes)
