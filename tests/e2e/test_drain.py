@@ -28,9 +28,10 @@ def run(inputs):
 DRAIN_S = 20  # generous: the first run must finish within it on a loaded machine
 
 
-def _runner(data_dir: Path, nats_url: str, runner_id: str, log: Path) -> subprocess.Popen[bytes]:
+def _runner(data_dir: Path, platform: PlatformProcess, runner_id: str, log: Path) -> subprocess.Popen[bytes]:
     env = {
         **os.environ,
+        "CREWYARD_NATS_CREDS": str(platform.creds("runner")),
         "CREWYARD_RUNNER_ID": runner_id,
         "CREWYARD_RUNNER_CONCURRENCY": "2",
         "CREWYARD_RUNNER_DRAIN": str(DRAIN_S),
@@ -44,7 +45,7 @@ def _runner(data_dir: Path, nats_url: str, runner_id: str, log: Path) -> subproc
     )
     with log.open("ab") as out:
         return subprocess.Popen(
-            [sys.executable, "-c", code, str(data_dir), nats_url],
+            [sys.executable, "-c", code, str(data_dir), platform.nats_url],
             env=env,
             stdout=out,
             stderr=out,
@@ -72,7 +73,7 @@ def test_a_stopping_runner_finishes_what_it_can_and_hands_the_rest_to_another(tm
     first = second = None
     try:
         first_log = tmp_path / "first.log"
-        first = _runner(tmp_path / "first", platform.nats_url, "first-runner", first_log)
+        first = _runner(tmp_path / "first", platform, "first-runner", first_log)
         with httpx.Client(base_url=platform.api, timeout=30) as api:
             dep = deploy(api, write_crew(tmp_path / "gated", GATED), "drain")
             gates = [tmp_path / "gate-finishes", tmp_path / "gate-handed-back"]
@@ -89,7 +90,7 @@ def test_a_stopping_runner_finishes_what_it_can_and_hands_the_rest_to_another(tm
             gates[0].touch()  # this one ends within the drain time, on the stopping runner
             assert wait_run(api, run_ids[0], timeout=120)["status"] == "succeeded"
 
-            second = _runner(tmp_path / "second", platform.nats_url, "second-runner", tmp_path / "second.log")
+            second = _runner(tmp_path / "second", platform, "second-runner", tmp_path / "second.log")
             assert first.wait(timeout=DRAIN_S + 60) == 0  # drained, handed back, exited cleanly
             _until(lambda: _status(api, run_ids[1]) == "running", "the handed-back run to start again")
             gates[1].touch()
