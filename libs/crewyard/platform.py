@@ -215,7 +215,8 @@ async def up(settings: Settings, *, embedded_nats: bool = True, stop: asyncio.Ev
         console.print(f"  runs execute on: {backend}", highlight=False)
         (settings.data_dir / "api.url").write_text(f"http://{settings.host}:{settings.port}\n")
         (settings.data_dir / "nats.url").write_text(settings.nats_url + "\n")
-        if settings.creds_for("admin"):
+        admin = settings.creds_for("admin")
+        if admin and ("BEGIN" in admin or Path(admin).exists()):
             await _prepare_streams(settings)
         await _run_all(_selected_services(), settings, stop)
     finally:
