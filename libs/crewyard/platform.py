@@ -67,6 +67,11 @@ async def gateway_store(settings: Settings) -> EventStore:
     return await _store(settings, "gateway-admin", user="gateway")
 
 
+def _has_admin_creds(settings: Settings) -> bool:
+    admin = settings.creds_for("admin")
+    return bool(admin) and ("BEGIN" in str(admin) or Path(str(admin)).exists())
+
+
 async def _prepare_streams(settings: Settings) -> None:
     """As the admin user: create the streams, or bring an older installation's settings up to
     date (services may create streams but never change them)."""
@@ -215,8 +220,7 @@ async def up(settings: Settings, *, embedded_nats: bool = True, stop: asyncio.Ev
         console.print(f"  runs execute on: {backend}", highlight=False)
         (settings.data_dir / "api.url").write_text(f"http://{settings.host}:{settings.port}\n")
         (settings.data_dir / "nats.url").write_text(settings.nats_url + "\n")
-        admin = settings.creds_for("admin")
-        if admin and ("BEGIN" in admin or Path(admin).exists()):
+        if _has_admin_creds(settings):
             await _prepare_streams(settings)
         await _run_all(_selected_services(), settings, stop)
     finally:
