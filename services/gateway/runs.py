@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import AsyncIterator
 from typing import Any
 from urllib.parse import quote
 
@@ -23,6 +24,7 @@ from crewyard.workspace import artifact_object
 
 from .context import Gateway, field, gw, idempotency_key, json_body, project_name
 from .errors import ApiError, bad_request, conflict, not_found
+from .ranges import Unsatisfiable, byte_range, etag_matches
 from .sse import closed_stream, resume_after, sse_response
 
 MAX_INPUT = 1024 * 1024
@@ -214,26 +216,49 @@ async def list_artifacts(request: Request[Any, Any, Any], run_id: str) -> dict[s
 
 
 @get("/v1/runs/{run_id:str}/artifacts/{name:path}")
-async def download_artifact(request: Request[Any, Any, Any], run_id: str, name: str) -> Stream:
+async def download_artifact(request: Request[Any, Any, Any], run_id: str, name: str) -> Response[Any]:
+    """The file's bytes streamed from the object store; ``ETag`` is its sha256, ``Range``
+    (one range) answers 206, ``If-None-Match`` 304."""
     g = gw(request)
     art = await g.rm.artifact(run_id, name.lstrip("/"))
     if art is None:
         raise not_found(f"artifact {name.lstrip('/')} of run {run_id}")
-    data = await g.objects.get_bytes(artifact_object(art["sha256"]))
+    size, etag = int(art["size"]), f'"{art["sha256"]}"'
+    headers = {
+        "ETag": etag,
+        "Accept-Ranges": "bytes",
+        "Content-Disposition": content_disposition(art["name"].rsplit("/", 1)[-1]),
+        "X-Content-SHA256": art["sha256"],
+    }
+    if etag_matches(request.headers.get("if-none-match"), etag):
+        return Response(b"", status_code=304, headers=headers)
+    wanted = request.headers.get("range")
+    if request.headers.get("if-range") is not None and not etag_matches(
+        request.headers.get("if-range"), etag
+    ):
+        wanted = None  # the client's copy is another file: send this one whole
+    try:
+        part = byte_range(wanted, size)
+    except Unsatisfiable:
+        headers["Content-Range"] = f"bytes */{size}"
+        return Response(b"", status_code=416, headers=headers)
+    start, end = part or (0, size)
+    headers["Content-Length"] = str(end - start)
+    status = 200
+    if part is not None:
+        status = 206
+        headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+    chunks = g.objects.stream(artifact_object(art["sha256"]), start, end)
+    # The first chunk is read before answering: a missing object is an error status, not a
+    # 200 that stops short.
+    first = await anext(chunks, b"")
 
-    async def body() -> Any:
-        for i in range(0, len(data), 1 << 16):
-            yield data[i : i + (1 << 16)]
+    async def body() -> AsyncIterator[bytes]:
+        yield first
+        async for chunk in chunks:
+            yield chunk
 
-    return Stream(
-        body(),
-        media_type=art["content_type"],
-        headers={
-            "Content-Length": str(len(data)),
-            "Content-Disposition": content_disposition(art["name"].rsplit("/", 1)[-1]),
-            "X-Content-SHA256": art["sha256"],
-        },
-    )
+    return Stream(body(), media_type=art["content_type"], headers=headers, status_code=status)
 
 
 _ATTR_CHARS = "!#$&+-.^_`|~"  # RFC 5987 attr-char besides letters and digits

@@ -48,3 +48,21 @@ async def test_missing_objects(objects: ObjectStore, tmp_path: Path):
     with pytest.raises(ObjectNotFound):
         await objects.get_file("nope", tmp_path / "nope")
     assert not (tmp_path / "nope").exists() and not (tmp_path / "nope.part").exists()
+
+
+async def _streamed(objects: ObjectStore, name: str, start: int = 0, end: int | None = None) -> bytes:
+    return b"".join([chunk async for chunk in objects.stream(name, start, end)])
+
+
+async def test_objects_stream_in_chunks_and_by_range(objects: ObjectStore, tmp_path: Path):
+    data = bytes(range(256)) * 4096  # 1 MiB: several chunks of either store
+    big = tmp_path / "big.bin"
+    big.write_bytes(data)
+    await objects.put_file("artifacts/big", big)
+    chunks = [chunk async for chunk in objects.stream("artifacts/big")]
+    assert len(chunks) > 1 and max(map(len, chunks)) < len(data)  # never the whole object at once
+    assert b"".join(chunks) == data
+    for start, end in ((0, 1), (100, 300_000), (131_071, 131_073), (len(data) - 5, None), (10, 10)):
+        assert await _streamed(objects, "artifacts/big", start, end) == data[start:end], (start, end)
+    with pytest.raises(ObjectNotFound):
+        await _streamed(objects, "nope")

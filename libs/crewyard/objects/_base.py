@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Protocol
 
@@ -30,3 +31,8 @@ class ObjectStore(Protocol):
         ...
 
     async def exists(self, name: str) -> bool: ...
+
+    def stream(self, name: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        """Bytes ``[start, end)`` of the object (``end`` None: to its end), a chunk at a time:
+        never the whole object in memory. ``ObjectNotFound`` when there is no such object."""
+        ...

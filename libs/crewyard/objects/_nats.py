@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from nats.aio.client import Client
@@ -81,3 +82,34 @@ class NatsObjectStore:
         except (ObjectNotFoundError, NotFoundError):
             return False
         return True
+
+    async def stream(self, name: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        """The object's chunks fetched one at a time (a direct get of the next chunk message per
+        step), so a slow reader holds one chunk, not the object; chunks before ``start`` are
+        skipped, the one holding it is cut."""
+        obs = await self._store()
+        try:
+            info = await obs.get_info(name)
+        except (ObjectNotFoundError, NotFoundError) as exc:
+            raise ObjectNotFound(name) from exc
+        except Exception as exc:
+            raise ObjectStoreError(f"cannot read {name}: {exc!r}") from exc
+        size = int(info.size or 0)
+        stop = size if end is None else min(end, size)
+        if not info.nuid or start >= stop:
+            return
+        subject, stream = f"$O.{self._bucket}.C.{info.nuid}", f"OBJ_{self._bucket}"
+        seq, offset = 1, 0
+        while offset < stop:
+            try:
+                msg = await self._js.get_msg(stream, seq=seq, subject=subject, next=True)
+            except Exception as exc:
+                raise ObjectStoreError(f"cannot read {name}: {exc!r}") from exc
+            data = msg.data or b""
+            if not data:
+                raise ObjectStoreError(f"cannot read {name}: a chunk is missing")
+            seq = int(msg.seq or seq) + 1
+            lo, hi = max(start - offset, 0), min(stop - offset, len(data))
+            offset += len(data)
+            if lo < hi:
+                yield data[lo:hi]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -90,3 +91,22 @@ class S3ObjectStore:
         except ObjectNotFound:
             return False
         return True
+
+    async def stream(self, name: str, start: int = 0, end: int | None = None) -> AsyncIterator[bytes]:
+        """A ranged GET read in 64 KiB pieces, each in a thread (the SDK is synchronous)."""
+        length = 0 if end is None else max(end - start, 0)
+        if end is not None and length == 0:
+            return
+        response = await self._call(self._client.get_object, self._bucket, name, offset=start, length=length)
+        try:
+            pieces = response.stream(64 * 1024)
+            while True:
+                piece = await asyncio.to_thread(next, pieces, None)
+                if piece is None:
+                    return
+                yield bytes(piece)
+        except Exception as exc:
+            raise ObjectStoreError(f"S3: cannot read {name}: {exc}") from exc
+        finally:
+            response.close()
+            response.release_conn()

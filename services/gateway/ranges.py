@@ -1,0 +1,48 @@
+"""HTTP byte ranges for artifact downloads (RFC 9110 §14): one range per request.
+
+``bytes=a-b``, ``bytes=a-`` and ``bytes=-n`` are served (206); a range that starts past the end
+is 416; anything else — several ranges, another unit, nonsense — is ignored and the whole file
+is sent (200), as the RFC allows.
+"""
+
+from __future__ import annotations
+
+import re
+
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+
+
+class Unsatisfiable(Exception):
+    """The range starts at or past the end of the file (answer 416)."""
+
+
+def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
+    """``(start, end)`` (end exclusive) of the one range asked for, or None for the whole file."""
+    if not header:
+        return None
+    match = _RANGE.fullmatch(header.strip())
+    if match is None:
+        return None
+    first, last = match.groups()
+    if not first and not last:
+        return None
+    if not first:  # the last n bytes
+        n = int(last)
+        if n == 0:
+            raise Unsatisfiable
+        return max(size - n, 0), size
+    start = int(first)
+    if last and int(last) < start:
+        return None  # invalid: ignored
+    if start >= size:
+        raise Unsatisfiable
+    end = min(int(last) + 1, size) if last else size
+    return start, end
+
+
+def etag_matches(header: str | None, etag: str) -> bool:
+    """Whether an ``If-None-Match`` / ``If-Range`` value names this entity (weak match)."""
+    if not header:
+        return False
+    candidates = [c.strip().removeprefix("W/") for c in header.split(",")]
+    return "*" in candidates or etag in candidates
