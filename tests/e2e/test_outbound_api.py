@@ -128,7 +128,7 @@ def test_secrets_never_enter_the_stream_in_clear_text(api: httpx.Client, project
     secrets = [hook.json()["secret"], rotated["secret"], trig["token"], "a-sender-secret-123"]
 
     async def everything() -> bytes:
-        nc = await connect(platform.nats_url, name="test-secrets")
+        nc = await connect(platform.nats_url, name="test-secrets", creds=platform.creds())
         try:
             store = EventStore(nc)
             return b"".join(r.data for r in await store.load_raw(f"{store.prefix}.{project}.>"))

@@ -13,7 +13,8 @@ from crewyard.readmodel import ReadModel
 async def _dumps(nats_url: str, live_db: Path, scratch: Path) -> tuple[Any, Any]:
     from crewyard.projector import rebuild  # the projector's own replay
 
-    nc = await connect(nats_url, name="test-rebuild")
+    creds = live_db.parent / "nats" / "auth" / "creds" / "projector.creds"  # the platform's data dir
+    nc = await connect(nats_url, name="test-rebuild", creds=creds)
     try:
         store = EventStore(nc, StreamSettings())
         last = await store.last_seq()
