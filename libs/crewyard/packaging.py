@@ -45,7 +45,9 @@ def find_config(folder: Path) -> Path:
     for name in CONFIG_FILES:
         if (folder / name).is_file():
             return folder / name
-    raise CrewConfigError(f"no crewyard.toml or crewship.toml in {folder} (run 'crewyard init' there)")
+    raise CrewConfigError(
+        f"no crewyard.toml, crewship.toml or langgraph.json in {folder} (run 'crewyard init' there)"
+    )
 
 
 def pack(folder: Path, exclude: list[str] | None = None) -> bytes:
@@ -125,10 +127,14 @@ def check(source: Source, limits: ArchiveLimits | None = None) -> CheckedArchive
                 digest.update(chunk)
                 if keep:
                     kept.append(chunk)
-            if keep and (config_text is None or member.path == "crewyard.toml"):
+            if keep and (
+                config_text is None or CONFIG_FILES.index(member.path) < CONFIG_FILES.index(config_text[0])
+            ):
                 config_text = (member.path, b"".join(kept).decode("utf-8", errors="replace"))
     if config_text is None:
-        raise ArchiveError("archive has no crewyard.toml or crewship.toml at its root", code="invalid_config")
+        raise ArchiveError(
+            "archive has no crewyard.toml, crewship.toml or langgraph.json at its root", code="invalid_config"
+        )
     try:
         config = parse(config_text[1], config_text[0])
     except CrewConfigError as exc:

@@ -161,7 +161,9 @@ def test_bad_config_is_a_clean_error(api: FakeApi, run_cli, tmp_path: Path) -> N
     missing = run_cli("deploy", str(empty), "--api", api.url)
 
     assert broken.exit_code == 1 and broken.stderr.startswith("error: crewyard.toml: not valid TOML")
-    assert missing.exit_code == 1 and missing.stderr.startswith("error: no crewyard.toml or crewship.toml in")
+    assert missing.exit_code == 1 and missing.stderr.startswith(
+        "error: no crewyard.toml, crewship.toml or langgraph.json in"
+    )
     assert api.requests == []
 
 

@@ -68,8 +68,27 @@ def test_init_uses_detection_or_asks(run_cli, tmp_path: Path, detect_module, mon
     assert "imports crewai" in detected.stdout
     assert no_input.exit_code == 1 and "pass --framework and --entrypoint" in no_input.stderr
     assert asked.exit_code == 0, asked.output
-    assert "expected package.module:attribute" in asked.output  # the bad answer was asked again
+    assert "must look like 'package.module:attribute'" in asked.output  # the bad answer was asked again
     assert 'entrypoint = "main:run"' in (tmp_path / "crewyard.toml").read_text()
+
+
+def test_init_writes_a_langgraph_js_config_next_to_a_langgraph_json(run_cli, tmp_path: Path) -> None:
+    crew = tmp_path / "graph"
+    (crew / "src").mkdir(parents=True)
+    (crew / "package.json").write_text('{"type": "module", "dependencies": {"@langchain/langgraph": "^1"}}')
+    (crew / "src" / "graph.ts").write_text("export const graph = builder.compile();\n")
+    (crew / "langgraph.json").write_text('{"graphs": {"agent": "./src/graph.ts:graph"}}')
+
+    written = run_cli("init", str(crew), "--json")
+    wrong = run_cli(
+        "init", str(crew), "--force", "--framework", "langgraph-js", "--entrypoint", "src.graph:g"
+    )
+
+    assert written.exit_code == 0, written.output
+    text = (crew / "crewyard.toml").read_text()
+    assert 'framework = "langgraph-js"' in text and 'entrypoint = "./src/graph.ts:graph"' in text
+    assert "python" not in text
+    assert wrong.exit_code == 1 and "must look like './src/graph.ts:graph'" in wrong.stderr
 
 
 def test_env_set_validates_names_before_sending_anything(api: FakeApi, run_cli) -> None:

@@ -131,7 +131,7 @@ def test_wrong_values_name_the_file_and_the_key() -> None:
     with pytest.raises(
         CrewConfigError, match=r"crewship.toml: 'deployment.framework' must be one of python, crewai"
     ):
-        parse('[deployment]\nframework = "langgraph-js"\nentrypoint = "a.b:c"\n', "crewship.toml")
+        parse('[deployment]\nframework = "autogen"\nentrypoint = "a.b:c"\n', "crewship.toml")
     with pytest.raises(CrewConfigError, match=r"'build.exclude' must be an array of strings"):
         parse('[deployment]\nentrypoint = "a.b:c"\n[build]\nexclude = "tests"\n')
     with pytest.raises(CrewConfigError, match=r"crewship.toml: not valid TOML"):

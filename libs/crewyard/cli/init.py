@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 import sys
 from pathlib import Path
 
@@ -13,17 +12,22 @@ from rich.text import Text
 from ._client import CliError
 from .render import make_console
 
-_ENTRYPOINT_RE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
-
 
 @click.command()
 @click.argument("path", default=".", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--framework", metavar="NAME", help="crewai, langgraph or python (default: detected).")
 @click.option(
-    "--entrypoint", metavar="MODULE:ATTR", help="What to run, e.g. my_crew.crew:MyCrew (default: detected)."
+    "--framework", metavar="NAME", help="crewai, langgraph, langgraph-js or python (default: detected)."
 )
 @click.option(
-    "--python", "python_version", metavar="X.Y", help="Python version for the crew (default: this one)."
+    "--entrypoint",
+    metavar="MODULE:ATTR",
+    help="What to run, e.g. my_crew.crew:MyCrew or ./src/graph.ts:graph (default: detected).",
+)
+@click.option(
+    "--python",
+    "python_version",
+    metavar="X.Y",
+    help="Python version for a Python crew (default: this one; not used for langgraph-js).",
 )
 @click.option("--force", is_flag=True, help="Overwrite an existing crewyard.toml.")
 @click.option("--no-input", is_flag=True, help="Never prompt; fail when something cannot be detected.")
@@ -39,20 +43,25 @@ def init(
 ) -> None:
     """Write crewyard.toml for the crew in PATH (default: here).
 
-    The framework (CrewAI, LangGraph or plain Python) and the entrypoint are detected from the
-    code; what cannot be detected is asked for, or given with --framework / --entrypoint.
+    The framework (CrewAI, LangGraph, LangGraph.js or plain Python) and the entrypoint are
+    detected from the code (a langgraph.json, a package.json depending on @langchain/langgraph,
+    CrewAI's and LangGraph's Python layouts); what cannot be detected is asked for, or given with
+    --framework / --entrypoint.
 
     \b
     Examples:
       crewyard init
       crewyard init ./my-crew --framework crewai --entrypoint my_crew.crew:MyCrew --no-input
+      crewyard init ./my-graph --framework langgraph-js --entrypoint ./src/graph.ts:graph --no-input
     """
+    from crewyard.core import entrypoints
     from crewyard.core.crewfile import CONFIG_FILES, FRAMEWORKS, CrewConfigError, parse
     from crewyard.core.detect import detect, render_config
 
     console = make_console(stderr=as_json)
     no_input = no_input or as_json
-    existing = [name for name in CONFIG_FILES if (path / name).exists()]
+    # A langgraph.json is read when there is no TOML file, and init writes one from it.
+    existing = [name for name in CONFIG_FILES if name.endswith(".toml") and (path / name).exists()]
     if existing and not force:
         if existing[0] == "crewship.toml":
             raise CliError(
@@ -62,8 +71,10 @@ def init(
         raise CliError(f"{path / existing[0]} already exists (use --force to overwrite it)")
     if framework is not None and framework not in FRAMEWORKS:
         raise CliError(f"--framework must be one of {', '.join(FRAMEWORKS)}, got {framework!r}")
-    if entrypoint is not None and not _ENTRYPOINT_RE.fullmatch(entrypoint):
-        raise CliError(f"--entrypoint must look like 'package.module:attribute', got {entrypoint!r}")
+    if entrypoint is not None and framework is not None:
+        problem = entrypoints.problem(framework, entrypoint)
+        if problem is not None:
+            raise CliError(f"--entrypoint {problem}, got {entrypoint!r}")
 
     if framework is None or entrypoint is None:
         found = detect(path)
@@ -83,9 +94,16 @@ def init(
             if framework is None:
                 framework = click.prompt("Framework", type=click.Choice(FRAMEWORKS), default="python")
             if entrypoint is None:
-                entrypoint = click.prompt("Entrypoint (module:attribute)", value_proc=_entrypoint)
+                js = framework in entrypoints.JS_FRAMEWORKS
+                entrypoint = click.prompt(
+                    "Entrypoint (./file.ts:export)" if js else "Entrypoint (module:attribute)",
+                    value_proc=lambda value: _entrypoint(str(framework), value),
+                )
     assert framework is not None and entrypoint is not None
-    python_version = python_version or f"{sys.version_info.major}.{sys.version_info.minor}"
+    if framework in entrypoints.JS_FRAMEWORKS:
+        python_version = None  # a JavaScript crew runs on Node
+    else:
+        python_version = python_version or f"{sys.version_info.major}.{sys.version_info.minor}"
 
     try:
         # Checked again here: never write a file that deploy would then reject.
@@ -115,7 +133,10 @@ def init(
     )
 
 
-def _entrypoint(value: str) -> str:
-    if not _ENTRYPOINT_RE.fullmatch(value):
-        raise click.BadParameter("expected package.module:attribute, e.g. my_crew.crew:MyCrew")
+def _entrypoint(framework: str, value: str) -> str:
+    from crewyard.core import entrypoints
+
+    problem = entrypoints.problem(framework, value)
+    if problem is not None:
+        raise click.BadParameter(f"the entrypoint {problem}")
     return value

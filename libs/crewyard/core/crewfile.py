@@ -1,4 +1,5 @@
-"""Reading a crew's configuration: ``crewyard.toml``, or the reference product's ``crewship.toml``.
+"""Reading a crew's configuration: ``crewyard.toml``, or the reference product's ``crewship.toml``,
+or — when a crew has neither — the ``langgraph.json`` LangGraph projects carry (:mod:`.langgraph_json`).
 
 Layouts: one ``[deployment]`` table, or several ``[deployments.<name>]`` tables (never both).
 ``[build] exclude`` may sit at the top level or inside a deployment table. Besides the reference
@@ -7,6 +8,9 @@ keys (``framework``, ``entrypoint``, ``python``, ``profile``) crewyard reads its
 ``host``), ``max_concurrent_runs`` and an ``[env]`` table of defaults (names checked against
 :mod:`.envnames`). Unknown keys produce
 warnings; wrong types raise :class:`CrewConfigError` naming the file, the key and the reason.
+Entrypoints are checked per framework (:mod:`.entrypoints`: ``module:attribute`` for Python,
+``./src/graph.ts:graph`` for ``langgraph-js``); ``python`` means nothing to a JavaScript crew and
+is ignored with a warning.
 """
 
 from __future__ import annotations
@@ -20,14 +24,14 @@ import msgspec
 
 from crewyard.errors import CrewyardError
 
+from . import entrypoints, langgraph_json
 from .bounds import MAX_CONCURRENCY, MAX_TIMEOUT_S
 from .envnames import name_problem
 
-CONFIG_FILES = ("crewyard.toml", "crewship.toml")
-FRAMEWORKS = ("python", "crewai", "langgraph")
+#: In order of precedence: a langgraph.json is read only when neither TOML file is there.
+CONFIG_FILES = ("crewyard.toml", "crewship.toml", langgraph_json.FILE)
+FRAMEWORKS = entrypoints.FRAMEWORKS
 NETWORKS = ("default", "none", "host")
-# Matched against the whole value (fullmatch): "a:b\n" is not an entrypoint.
-_ENTRYPOINT_RE = re.compile(r"[A-Za-z_][\w.]*:[A-Za-z_][\w.]*")
 _MEMORY_RE = re.compile(r"\d{1,15}(\.\d{1,6})?[kmg]?", re.IGNORECASE | re.ASCII)
 _NAME_RE = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 _PYTHON_RE = re.compile(r"3\.\d{1,2}(\.\d{1,3})?")
@@ -98,11 +102,17 @@ _IGNORED_TABLES = {"chat", "apis"}  # accepted for compatibility; crewyard has n
 
 
 def parse(text: str, file: str = "crewyard.toml") -> ParsedConfig:
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise CrewConfigError(f"{file}: not valid TOML: {exc}") from None
-    warnings = [f"{file}: unknown key '{k}' ignored" for k in doc if k not in _TOP_LEVEL]
+    if file.endswith(".json"):
+        try:
+            doc, warnings = langgraph_json.to_config_doc(text)
+        except langgraph_json.LanggraphJsonError as exc:
+            raise CrewConfigError(f"{file}: {exc}") from None
+    else:
+        try:
+            doc = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as exc:
+            raise CrewConfigError(f"{file}: not valid TOML: {exc}") from None
+        warnings = [f"{file}: unknown key '{k}' ignored" for k in doc if k not in _TOP_LEVEL]
     single, multi = doc.get("deployment"), doc.get("deployments")
     if single is not None and multi is not None:
         raise CrewConfigError(f"{file}: use either [deployment] or [deployments.<name>], not both")
@@ -185,16 +195,17 @@ def _deployment(
         fields[field] = str(value) if key in ("python", "memory") else value
     if "entrypoint" not in fields:
         raise CrewConfigError(f"{file}: '{where}.entrypoint' is required (e.g. \"my_crew.main:run\")")
-    if not _ENTRYPOINT_RE.fullmatch(fields["entrypoint"]):
-        raise CrewConfigError(
-            f"{file}: '{where}.entrypoint' must look like 'package.module:attribute',"
-            f" got {fields['entrypoint']!r}"
-        )
     framework = fields.get("framework", "python")
     if framework not in FRAMEWORKS:
         raise CrewConfigError(
             f"{file}: '{where}.framework' must be one of {', '.join(FRAMEWORKS)}, got {framework!r}"
         )
+    problem = entrypoints.problem(framework, fields["entrypoint"])
+    if problem is not None:
+        raise CrewConfigError(f"{file}: '{where}.entrypoint' {problem}, got {fields['entrypoint']!r}")
+    if framework in entrypoints.JS_FRAMEWORKS and "python" in fields:
+        warnings.append(f"{file}: '{where}.python' ignored: a {framework} crew runs on Node")
+        del fields["python"]
     if fields.get("network", "default") not in NETWORKS:
         raise CrewConfigError(f"{file}: '{where}.network' must be one of {', '.join(NETWORKS)}")
     if "python" in fields and not _PYTHON_RE.fullmatch(fields["python"]):

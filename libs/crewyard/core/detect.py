@@ -3,12 +3,15 @@
 Signals, strongest first:
 
 1. ``langgraph.json`` — ``{"graphs": {"agent": "./src/agent/graph.py:graph"}}`` names the graph
-   (→ ``src.agent.graph:graph``; the first graph when there are several).
-2. ``pyproject.toml`` with ``[tool.crewai]`` — a CrewAI project; the entrypoint is the
+   (→ ``src.agent.graph:graph``; the first graph when there are several); a ``.ts``/``.js`` file
+   there makes a ``langgraph-js`` crew (``./src/graph.ts:graph``, as written).
+2. ``package.json`` depending on ``@langchain/langgraph`` — a LangGraph.js crew; the entrypoint is
+   the exported compiled graph found in its sources (:mod:`.detect_js`).
+3. ``pyproject.toml`` with ``[tool.crewai]`` — a CrewAI project; the entrypoint is the
    ``@CrewBase`` class found in its sources (a ``Flow`` subclass for ``type = "flow"``).
-3. A ``@CrewBase`` class in any module.
-4. A module that builds a LangGraph graph (``graph = builder.compile()``).
-5. A module with a top-level ``run`` / ``kickoff`` / ``main`` function → plain Python.
+4. A ``@CrewBase`` class in any module.
+5. A module that builds a LangGraph graph (``graph = builder.compile()``).
+6. A module with a top-level ``run`` / ``kickoff`` / ``main`` function → plain Python.
 
 Entrypoints are module paths relative to the folder (``src/my_crew/crew.py`` →
 ``src.my_crew.crew``), the form the reference product's docs use. Nothing is imported or
@@ -22,11 +25,13 @@ import json
 import re
 import tomllib
 from collections.abc import Iterator
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 import msgspec
 
+from . import detect_js
 from .crewfile import CrewConfigError, parse
+from .entrypoints import JS_SUFFIXES, module_path
 
 SKIP_DIRS = frozenset(
     {
@@ -69,19 +74,6 @@ class Detection(msgspec.Struct, frozen=True, kw_only=True):
     reason: str
 
 
-def module_path(relative: str) -> str | None:
-    """``src/my_crew/crew.py`` → ``src.my_crew.crew``; None when it is not importable as such."""
-    path = PurePosixPath(relative.replace("\\", "/").removeprefix("./"))
-    if path.suffix != ".py":
-        return None
-    parts = list(path.with_suffix("").parts)
-    if parts and parts[-1] == "__init__":
-        parts.pop()
-    if not parts or not all(p.isidentifier() for p in parts):
-        return None
-    return ".".join(parts)
-
-
 def _sources(root: Path) -> Iterator[tuple[str, str]]:
     """(relative posix path, text) of the folder's Python files, shallow ones first."""
     found: list[Path] = []
@@ -122,17 +114,16 @@ def _from_langgraph_json(root: Path) -> Detection | None:
     except (OSError, ValueError, AttributeError):
         return None
     for name, spec in graphs.items() if isinstance(graphs, dict) else ():
-        file, _, attr = str(spec).partition(":")
+        if isinstance(spec, dict):  # newer files: {"path": "./x.py:graph", "description": "…"}
+            spec = spec.get("path")
+        file, _, attr = str(spec).rpartition(":")
+        others = f" (also defines: {', '.join(k for k in graphs if k != name)})" if len(graphs) > 1 else ""
+        reason = f"langgraph.json names graph {name!r} at {spec}{others}"
+        if file.endswith(JS_SUFFIXES):
+            return Detection(framework="langgraph-js", entrypoint=str(spec), reason=reason)
         module = module_path(file)
         if module and attr.isidentifier():
-            others = (
-                f" (also defines: {', '.join(k for k in graphs if k != name)})" if len(graphs) > 1 else ""
-            )
-            return Detection(
-                framework="langgraph",
-                entrypoint=f"{module}:{attr}",
-                reason=f"langgraph.json names graph {name!r} at {spec}{others}",
-            )
+            return Detection(framework="langgraph", entrypoint=f"{module}:{attr}", reason=reason)
     return None
 
 
@@ -176,6 +167,14 @@ def detect(root: Path) -> Detection | None:
     found = _from_langgraph_json(root)
     if found is not None:
         return found
+    if detect_js.is_langgraph_js(root):
+        graph = detect_js.find_graph(root)
+        if graph is not None:
+            return Detection(
+                framework="langgraph-js",
+                entrypoint=graph[0],
+                reason=f"package.json depends on {detect_js.LANGGRAPH_PACKAGE}; compiled graph in {graph[1]}",
+            )
     sources = list(_sources(root))
     crewai = _crewai_project(root)
     if crewai is not None:

@@ -1,0 +1,89 @@
+"""``langgraph.json`` (the file LangGraph projects carry) read as a crew configuration.
+
+Used when a crew has no ``crewyard.toml`` or ``crewship.toml``. Its ``graphs`` map names each
+graph's file and export: ``{"graphs": {"agent": "./src/graph.ts:graph"}}``. A ``.ts``/``.js``
+file makes a ``langgraph-js`` crew with that entrypoint as written; a ``.py`` file a ``langgraph``
+crew (``./src/agent/graph.py:graph`` → ``src.agent.graph:graph``). One graph is the crew's one
+deployment; several become named deployments (``[deployments.<graph name>]``, chosen with
+``--name``). ``python_version`` becomes ``python``; an ``env`` object becomes the crew's default
+environment variables. Everything else in the file (``dependencies``, ``node_version``,
+``dockerfile_lines``, ``store``, ``auth`` …) is LangGraph Platform's and not read: dependencies
+come from ``package.json`` or the Python requirement files.
+
+:func:`to_config_doc` turns the file into the document a ``crewyard.toml`` would parse into, so
+one code path (:mod:`.crewfile`) validates both.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from .entrypoints import JS_SUFFIXES, module_path
+
+FILE = "langgraph.json"
+MAX_GRAPHS = 64
+
+
+class LanggraphJsonError(ValueError):
+    """The file cannot be read as a crew configuration (the message names the reason)."""
+
+
+def _graph_spec(name: str, value: Any) -> str:
+    if isinstance(value, dict):  # newer files: {"path": "./x.py:graph", "description": "…"}
+        value = value.get("path")
+    if not isinstance(value, str) or ":" not in value:
+        raise LanggraphJsonError(f"graphs.{name} must be a string like './src/graph.ts:graph'")
+    return value
+
+
+def _deployment(name: str, spec: str) -> dict[str, Any]:
+    file, _, attr = spec.rpartition(":")
+    if file.endswith(JS_SUFFIXES):
+        return {"framework": "langgraph-js", "entrypoint": spec}
+    module = module_path(file)
+    if file.endswith(".py") and module is not None:
+        return {"framework": "langgraph", "entrypoint": f"{module}:{attr}"}
+    raise LanggraphJsonError(
+        f"graphs.{name}: {spec!r} names neither a Python module nor a .ts/.js file in the crew's folder"
+    )
+
+
+def to_config_doc(text: str) -> tuple[dict[str, Any], list[str]]:
+    """The configuration document of a ``langgraph.json`` and the warnings reading it produced."""
+    try:
+        doc = json.loads(text)
+    except ValueError as exc:
+        raise LanggraphJsonError(f"not valid JSON: {exc}") from None
+    if not isinstance(doc, dict):
+        raise LanggraphJsonError("must be a JSON object")
+    graphs = doc.get("graphs")
+    if not isinstance(graphs, dict) or not graphs:
+        raise LanggraphJsonError(
+            '\'graphs\' must name at least one graph, e.g. {"agent": "./src/graph.ts:graph"}'
+        )
+    if len(graphs) > MAX_GRAPHS:
+        raise LanggraphJsonError(f"'graphs' names more than {MAX_GRAPHS} graphs")
+    warnings: list[str] = []
+    tables = {
+        str(name): _deployment(str(name), _graph_spec(str(name), spec)) for name, spec in graphs.items()
+    }
+    python = doc.get("python_version")
+    if python is not None:
+        for table in tables.values():
+            if table["framework"] == "langgraph":
+                table["python"] = str(python)
+    config: dict[str, Any] = {}
+    env = doc.get("env")
+    if isinstance(env, dict):
+        config["env"] = env
+    elif env is not None:
+        warnings.append(
+            f"{FILE}: 'env' names a file, which is not read (and not uploaded if it is .env);"
+            " set the variables with `crewyard env set`"
+        )
+    if len(tables) == 1:
+        config["deployment"] = next(iter(tables.values()))
+    else:
+        config["deployments"] = tables
+    return config, warnings
