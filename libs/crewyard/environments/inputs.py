@@ -66,7 +66,7 @@ def _logical_lines(text: str) -> list[tuple[int, str]]:
     return out
 
 
-def _inside(root: Path, base: Path, ref: str, where: str) -> str:
+def check_inside(root: Path, base: Path, ref: str, where: str) -> str:
     """``ref`` (relative to ``base``) as a path relative to ``root``; refused when it leaves it."""
     if ref.startswith("file:"):
         ref = re.sub(r"^file:(//)?", "", ref)
@@ -103,7 +103,7 @@ def _scan(root: Path, rel: str, inputs: Inputs, seen: set[str]) -> None:
             value = attached or (tokens[1] if len(tokens) > 1 else "")
             if option in _PATH_OPTIONS and not _is_path(value):
                 continue  # a URL: the registry is the build's business
-            target = _inside(root, path.parent, value, where)
+            target = check_inside(root, path.parent, value, where)
             if option in _FILE_OPTIONS:
                 _scan(root, target, inputs, seen)
             else:
@@ -114,7 +114,7 @@ def _scan(root: Path, rel: str, inputs: Inputs, seen: set[str]) -> None:
         # "name @ file:///…" or a bare path: a local package
         ref = line.split("@", 1)[1].split()[0] if " @ " in line or "@file:" in line else first
         if _is_path(ref):
-            inputs.local_paths.append(_inside(root, path.parent, ref.split(";")[0], where))
+            inputs.local_paths.append(check_inside(root, path.parent, ref.split(";")[0], where))
 
 
 def read(root: Path) -> Inputs:
@@ -154,7 +154,7 @@ def dependencies_of(root: Path) -> list[str]:
     return [str(d) for d in deps] if isinstance(deps, list) else []
 
 
-def _hash_tree(h: hashlib._Hash, root: Path, rel: str) -> None:
+def hash_tree(h: hashlib._Hash, root: Path, rel: str) -> None:
     top = root / rel
     paths = [top] if top.is_file() else sorted(p for p in top.rglob("*") if p.is_file())
     for path in paths:
@@ -174,9 +174,9 @@ def digest(root: Path, inputs: Inputs, *, source_digest: str, parts: list[str]) 
         h.update(f"source:{source_digest}\n".encode())  # the package is the crew itself
     else:
         for rel in inputs.requirement_files:
-            _hash_tree(h, root, rel)
+            hash_tree(h, root, rel)
         for rel in sorted(set(inputs.local_paths)):
-            _hash_tree(h, root, rel)
+            hash_tree(h, root, rel)
         if not inputs.requirement_files:
             h.update("\n".join(dependencies_of(root)).encode())
     return h.hexdigest()[:32]

@@ -8,6 +8,12 @@ Behind a corporate proxy or a private mirror registry TLS fails without them.
 
 uv does not read ``pip.conf``, so pip's settings are also translated into uv's flags; with extra
 indexes uv is told to pick the best version across all of them, as pip does.
+
+npm's settings, for JavaScript crews: its user and global ``npmrc`` files (``~/.npmrc`` or
+``NPM_CONFIG_USERCONFIG``; ``<node prefix>/etc/npmrc`` or ``NPM_CONFIG_GLOBALCONFIG``) are bound
+read-only at fixed places and named by ``NPM_CONFIG_USERCONFIG``/``NPM_CONFIG_GLOBALCONFIG``, with
+the files they point to (``cafile``); ``NPM_CONFIG_*`` registry, CA and proxy variables pass too.
+Like pip's, these files may hold the operator's registry credentials, which a build then sees.
 """
 
 from __future__ import annotations
@@ -29,7 +35,13 @@ PASS_ENV = (
     "PIP_TRUSTED_HOST", "PIP_CONSTRAINT", "PIP_DEFAULT_TIMEOUT", "PIP_PROXY", "UV_INDEX_URL",
     "UV_DEFAULT_INDEX", "UV_INDEX", "UV_EXTRA_INDEX_URL", "UV_FIND_LINKS", "UV_INDEX_STRATEGY",
     "UV_NATIVE_TLS", "UV_INSECURE_HOST", "UV_HTTP_TIMEOUT", "NPM_CONFIG_REGISTRY", "npm_config_registry",
+    "NPM_CONFIG_CAFILE", "npm_config_cafile", "NPM_CONFIG_STRICT_SSL", "npm_config_strict_ssl",
+    "NPM_CONFIG_PROXY", "npm_config_proxy", "NPM_CONFIG_HTTPS_PROXY", "npm_config_https_proxy",
+    "NPM_CONFIG_NOPROXY", "npm_config_noproxy",
 )  # fmt: skip
+#: Where npm's configuration files are put inside a sandbox or build container.
+NPM_USERCONFIG = "/run/crewyard/npm/npmrc"
+NPM_GLOBALCONFIG = "/run/crewyard/npm/npmrc-global"
 #: Where pip's user configuration is put inside a sandbox (``XDG_CONFIG_HOME``).
 CONFIG_HOME = "/run/crewyard/config"
 _PIP_KEYS = ("index-url", "extra-index-url", "find-links", "constraint", "cert", "trusted-host", "proxy")
@@ -41,9 +53,16 @@ class Registry(msgspec.Struct, kw_only=True):
     binds: dict[str, str]  # host path → path inside (read-only)
     uv_args: list[str]  # registry flags for ``uv pip install``
 
+    npm_settings: list[str] = msgspec.field(default_factory=list)  # registry lines of npm's files
+
     def digest_parts(self) -> list[str]:
         """What changes which packages a build resolves (indexes, links, constraints)."""
         return [*self.uv_args, *(f"{k}={v}" for k, v in sorted(self.env.items()) if "INDEX" in k)]
+
+    def npm_digest_parts(self) -> list[str]:
+        """What changes which packages an npm build resolves (registries, scopes)."""
+        env = [f"{k.lower()}={v}" for k, v in sorted(self.env.items()) if k.lower() == "npm_config_registry"]
+        return [*env, *self.npm_settings]
 
 
 def _pip_config_files(environ: Mapping[str, str], home: Path) -> list[tuple[Path, str]]:
@@ -63,6 +82,46 @@ def _local_path(location: str) -> Path | None:
     if location.startswith("file:"):
         return Path(unquote(urlparse(location).path))
     return Path(location) if location.startswith("/") else None
+
+
+def _npmrc_settings(path: Path) -> dict[str, str]:
+    """``key=value`` lines of an npmrc file (ini without sections, as npm reads it)."""
+    found: dict[str, str] = {}
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return found
+    for line in text.splitlines():
+        key, sep, value = line.strip().partition("=")
+        if sep and not key.startswith((";", "#")):
+            found[key.strip()] = value.strip().strip('"')
+    return found
+
+
+def _npm_config(environ: Mapping[str, str], home: Path, node_prefix: str | None) -> Registry:
+    env: dict[str, str] = {}
+    binds: dict[str, str] = {}
+    settings: list[str] = []
+    user = environ.get("NPM_CONFIG_USERCONFIG") or environ.get("npm_config_userconfig")
+    user = user or str(home / ".npmrc")
+    default_global = f"{node_prefix}/etc/npmrc" if node_prefix else ""
+    glob = environ.get("NPM_CONFIG_GLOBALCONFIG") or environ.get("npm_config_globalconfig") or default_global
+    for host, inside, var in ((user, NPM_USERCONFIG, "NPM_CONFIG_USERCONFIG"),
+                              (glob, NPM_GLOBALCONFIG, "NPM_CONFIG_GLOBALCONFIG")):  # fmt: skip
+        if not host or not Path(host).is_file():
+            continue
+        binds[host] = inside
+        env[var] = inside
+        for key, value in _npmrc_settings(Path(host)).items():
+            if key == "registry" or key.endswith(":registry"):
+                settings.append(f"{key}={value}")
+            if key == "cafile" and Path(value).is_file():
+                binds.setdefault(value, value)
+    for name in ("NPM_CONFIG_CAFILE", "npm_config_cafile"):
+        cafile = environ.get(name)
+        if cafile and Path(cafile).is_file():
+            binds.setdefault(cafile, cafile)
+    return Registry(env=env, binds=binds, uv_args=[], npm_settings=settings)
 
 
 def from_host(environ: Mapping[str, str] | None = None, home: Path | None = None) -> Registry:
@@ -122,4 +181,10 @@ def from_host(environ: Mapping[str, str] | None = None, home: Path | None = None
             binds.setdefault(value, value)
     if settings.get("cert") and Path(settings["cert"]).exists():
         binds.setdefault(settings["cert"], settings["cert"])
-    return Registry(env=env, binds=binds, uv_args=uv)
+    from .nodejs import installed  # here: the Node of this machine decides where its npmrc is
+
+    node = installed()
+    npm = _npm_config(environ, home, node.prefix if node else None)
+    for host, inside in npm.binds.items():
+        binds.setdefault(host, inside)
+    return Registry(env={**env, **npm.env}, binds=binds, uv_args=uv, npm_settings=npm.npm_settings)

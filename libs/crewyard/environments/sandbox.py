@@ -6,12 +6,12 @@ the crew's code. So the whole build runs in the same kind of sandbox as a run:
 - new user, pid, ipc, uts, cgroup and mount namespaces; uid/gid 1000; no capabilities; a new
   session; it dies with the builder;
 - read-only: ``/usr`` and the merged-usr links, the few ``/etc`` files programs need, the
-  interpreter's prefix (same path as on the host), the ``uv`` binary, and the operator's
+  interpreter's (Python's or Node's) prefix (same path as on the host), the ``uv`` binary, and the operator's
   registry settings (:mod:`.registry`); nothing else of the host — not the platform's data
   dir, not its environment variables;
 - writable: one scratch folder bound at ``/opt/crewyard`` (``env`` — the environment, made at
   the path every run will see it; ``src`` — a copy of the crew's folder, the build folder;
-  ``cache`` — uv's cache for this build only), and a size-capped private ``/tmp``;
+  ``cache`` — uv's and npm's cache for this build only), and a size-capped private ``/tmp``;
 - limits: wall-clock time, address space, file size, no core dumps; the scratch folder's size
   is watched and the build is killed past the disk limit;
 - network: what :func:`network_args` gives (the registries must be reachable).
@@ -31,7 +31,6 @@ from pathlib import Path
 import msgspec
 
 from ._base import BuildFailed, LogSink
-from .pythons import Interpreter
 from .registry import Registry
 
 ROOT = "/opt/crewyard"
@@ -82,7 +81,7 @@ def bwrap_binary() -> str:
     return found
 
 
-def command(scratch: Path, interp: Interpreter, registry: Registry, limits: BuildLimits) -> list[str]:
+def command(scratch: Path, prefixes: list[str], registry: Registry, limits: BuildLimits) -> list[str]:
     files = scratch.parent / f"{scratch.name}.files"
     args = [bwrap_binary(), "--unshare-all", *network_args(), "--die-with-parent", "--new-session",
             "--cap-drop", "ALL", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
@@ -99,8 +98,9 @@ def command(scratch: Path, interp: Interpreter, registry: Registry, limits: Buil
              "--ro-bind", str(files / "group"), "/etc/group",
              "--proc", "/proc", "--dev", "/dev",
              "--size", str(limits.tmp_bytes), "--tmpfs", "/tmp"]  # fmt: skip
-    if not Path(interp.prefix).is_relative_to("/usr"):
-        args += ["--ro-bind", interp.prefix, interp.prefix]
+    for prefix in prefixes:  # an interpreter outside /usr (the machine's Python under /root …)
+        if not Path(prefix).is_relative_to("/usr"):
+            args += ["--ro-bind", prefix, prefix]
     for host, inside in sorted(registry.binds.items()):
         args += ["--ro-bind-try", host, inside]
     args += ["--bind", str(scratch), ROOT,
@@ -118,6 +118,7 @@ def environment(registry: Registry) -> dict[str, str]:
         "TMPDIR": "/tmp",
         "LANG": "C.UTF-8",
         "UV_CACHE_DIR": f"{ROOT}/cache",
+        "npm_config_cache": f"{ROOT}/cache/npm",
         "UV_PYTHON_DOWNLOADS": "never",
         "UV_NO_PROGRESS": "1",
         "PYTHONDONTWRITEBYTECODE": "1",
@@ -134,7 +135,7 @@ def _size(root: Path) -> int:
 
 
 async def run(
-    scratch: Path, script: str, interp: Interpreter, registry: Registry, limits: BuildLimits, log: LogSink
+    scratch: Path, script: str, prefixes: list[str], registry: Registry, limits: BuildLimits, log: LogSink
 ) -> None:
     """Run ``script`` (sh) in the sandbox; BuildFailed with the installer's words when it fails."""
     files = scratch.parent / f"{scratch.name}.files"
@@ -151,7 +152,7 @@ async def run(
         resource.setrlimit(resource.RLIMIT_AS, (limits.address_space_bytes, limits.address_space_bytes))
 
     proc = await asyncio.create_subprocess_exec(
-        *command(scratch, interp, registry, limits),
+        *command(scratch, prefixes, registry, limits),
         env=environment(registry),
         cwd="/",
         stdin=asyncio.subprocess.DEVNULL,

@@ -6,6 +6,9 @@ picks the interpreter (:mod:`.pythons`). Everything installed is compiled to byt
 time (unchecked hash-based ``.pyc``: runs, which cannot write, never compile again). The result
 is published to the object store (:mod:`.store`) under its digest, so an unchanged crew is never
 rebuilt — on any builder — and every runner runs exactly what was built.
+
+A JavaScript crew (``langgraph-js``) gets the same treatment with npm instead of uv (:mod:`.npm`):
+``node_modules`` made in the same sandbox at the same path, published and reused the same way.
 """
 
 from __future__ import annotations
@@ -14,12 +17,14 @@ import asyncio
 import shlex
 import shutil
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
+from crewyard.core.entrypoints import runtime_of
 from crewyard.objects import ObjectStore
 
 from . import inputs as crew_inputs
-from . import pythons, registry, sandbox
+from . import nodejs, npm, pythons, registry, sandbox
 from ._base import BuildRequest, BuildResult, LogSink
 from .store import EnvironmentStore
 
@@ -83,6 +88,8 @@ class VenvBuilder:
         return self.store.path_for(digest)
 
     async def build(self, request: BuildRequest, log: LogSink) -> BuildResult:
+        if runtime_of(request.config.framework) == "node":
+            return await self._build_node(request, log)
         interp = await asyncio.to_thread(pythons.select, request.config.python)
         found = await asyncio.to_thread(crew_inputs.read, request.source_dir)
         reg = registry.from_host()
@@ -90,6 +97,44 @@ class VenvBuilder:
         digest = await asyncio.to_thread(
             crew_inputs.digest, request.source_dir, found, source_digest=request.source_digest, parts=parts
         )
+        deps = crew_inputs.dependencies_of(request.source_dir)
+        script = build_script(found, interp.path, reg, deps)
+        return await self._make(
+            request, digest, script, reg, log,
+            what=f"with Python {interp.version}", prefixes=[interp.prefix], interpreter=interp.path,
+            notes=found.notes,
+        )  # fmt: skip
+
+    async def _build_node(self, request: BuildRequest, log: LogSink) -> BuildResult:
+        """A JavaScript crew's dependencies, installed with npm in the same sandbox (:mod:`.npm`)."""
+        node = await asyncio.to_thread(nodejs.select)
+        found = await asyncio.to_thread(npm.read, request.source_dir)
+        reg = registry.from_host()
+        parts = [f"node:{node.major}", *reg.npm_digest_parts()]
+        digest = await asyncio.to_thread(npm.digest, request.source_dir, found, parts=parts)
+        assert node.npm is not None  # select() checked
+        script = npm.build_script(found, sandbox.ENV_PATH, [node.path, node.npm])
+        return await self._make(
+            request, digest, script, reg, log,
+            what=f"with Node {node.version}", prefixes=[node.prefix], interpreter=f"node {node.version}",
+            notes=found.notes, prepare=npm.copy_runtime_package,
+        )  # fmt: skip
+
+    async def _make(
+        self,
+        request: BuildRequest,
+        digest: str,
+        script: str,
+        reg: registry.Registry,
+        log: LogSink,
+        *,
+        what: str,
+        prefixes: list[str],
+        interpreter: str,
+        notes: list[str],
+        prepare: Callable[[Path], None] | None = None,
+    ) -> BuildResult:
+        """The environment named ``digest``: reused when built before, else made by ``script``."""
         async with self._locks.setdefault(digest, asyncio.Lock()):
             done = await self.store.published(digest)
             if done is not None:
@@ -98,18 +143,16 @@ class VenvBuilder:
                     backend=self.name, env_digest=digest, env_sha256=done.sha256, cached=True,
                     venv_dir=self.path_for(digest),
                 )  # fmt: skip
-            for note in found.notes:
+            for note in notes:
                 await log(note, "stdout")
-            await log(
-                f"building environment {digest[:12]} with Python {interp.version} in a sandbox", "stdout"
-            )
+            await log(f"building environment {digest[:12]} {what} in a sandbox", "stdout")
             scratch = self.scratch / f"{digest}.{uuid.uuid4().hex[:8]}"
             try:
                 await asyncio.to_thread(shutil.copytree, request.source_dir, scratch / "src", symlinks=True)
-                deps = crew_inputs.dependencies_of(request.source_dir)
-                script = build_script(found, interp.path, reg, deps)
-                await sandbox.run(scratch, script, interp, reg, self.limits, log)
-                manifest = await self.store.publish(digest, scratch / "env", interp.path)
+                if prepare is not None:
+                    await asyncio.to_thread(prepare, scratch / "env")
+                await sandbox.run(scratch, script, prefixes, reg, self.limits, log)
+                manifest = await self.store.publish(digest, scratch / "env", interpreter)
             finally:
                 await asyncio.to_thread(shutil.rmtree, scratch, True)
         await log(f"environment {digest[:12]} ready ({manifest.size >> 20} MiB)", "stdout")
