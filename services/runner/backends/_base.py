@@ -4,15 +4,17 @@ A backend starts one run and returns a :class:`RunHandle` early; the runner then
 lines as they come, waits for the exit, kills with a grace period when asked, has the backend
 make the run's artifacts available on the host, and removes what the run left behind.
 
-Inside every backend the same runtime (``python -m crewyard_runtime``) runs the crew. Its
-process starts with a fixed environment (:func:`runtime_env`: ``PATH``, ``HOME``, the runtime's
-``PYTHONPATH``, ``CREWYARD_RUN_ID``, ``CREWYARD_ARTIFACTS_DIR`` — a writable, initially empty
-folder, ``/app/artifacts`` in a container, which is also the working directory). Nothing the crew
-controls is in it: the crew's environment variables, entrypoint and input travel over the
-runtime's stdin in the protocol's ``prepare`` and ``start`` messages (:func:`opening`), which the
-backend writes once the sandbox — and its network — is ready. So no process on the host (bwrap,
-the container engine's command line or stored configuration) ever holds them.
-Output: the runtime's protocol lines on stdout (stream ``"proto"``), everything else on stderr
+Inside every backend the same runtime runs the crew — ``python -m crewyard_runtime``, or for a
+JavaScript crew the Node runtime (``crewyard_runtime/node``), both speaking one protocol; which
+one, and how it is started, is :func:`runtime_command`. Its process starts with a fixed
+environment (:func:`runtime_env`: ``PATH``, ``HOME``, the runtime's ``PYTHONPATH``,
+``CREWYARD_RUN_ID``, ``CREWYARD_ARTIFACTS_DIR`` — a writable, initially empty folder,
+``/app/artifacts`` in a container, which is also the working directory). Nothing the crew controls
+is in it: the crew's environment variables, entrypoint and input travel over the runtime's stdin
+in the protocol's ``prepare`` and ``start`` messages (:func:`opening`), which the backend writes
+once the sandbox — and its network — is ready. So no process on the host (bwrap, the container
+engine's command line or stored configuration) ever holds them. Output: the runtime's protocol
+lines on stdout (stream ``"proto"``), everything else on stderr
 (stream ``"stderr"``).
 """
 
@@ -24,6 +26,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from crewyard.core.entrypoints import runtime_of
 from crewyard.errors import CrewyardError
 
 from ..protocol import Prepare, Start, encode
@@ -131,6 +134,40 @@ def runtime_env(spec: RunSpec, *, artifacts_dir: str, pythonpath: str) -> dict[s
         "CREWYARD_RUN_ID": spec.run_id,
         "CREWYARD_ARTIFACTS_DIR": artifacts_dir,
     }
+
+
+#: The Node runtime's protocol channels: stdout moves to fd 3 and stdin to fd 4, and the process's
+#: own 1 and 0 become stderr and /dev/null — so raw writes by the crew, or by programs it starts,
+#: can never break a protocol line (the Python runtime does the same with os.dup2 itself).
+NODE_CHANNELS = 'exec "$0" "$@" 3>&1 4<&0 1>&2 </dev/null'
+
+
+def runtime_command(
+    spec: RunSpec,
+    *,
+    python: str,
+    node: str,
+    runtime_dir: str,
+    env_dir: str,
+    source_dir: str,
+    heap_limit: bool = False,
+) -> list[str]:
+    """The command that starts the crew's runtime, as seen inside the sandbox or container.
+
+    ``python``/``node``: the interpreter; ``runtime_dir``: the folder holding ``crewyard_runtime``;
+    ``env_dir``: the deployment's environment; ``source_dir``: the crew's folder, whose parent
+    holds a ``node_modules`` (the environment's) for a JavaScript crew, so that its imports
+    resolve as they do for its author. ``heap_limit``: where no control group limits memory, Node's
+    heap is capped at the memory limit instead (an address-space limit, the fallback for Python,
+    breaks Node: V8 reserves far more address space than it uses, for WebAssembly above all).
+    """
+    if runtime_of(spec.framework) == "node":
+        main = f"{runtime_dir}/crewyard_runtime/node/main.mjs"
+        options = []
+        if heap_limit and spec.limits.memory_bytes:
+            options.append(f"--max-old-space-size={max(spec.limits.memory_bytes >> 20, 64)}")
+        return ["/bin/sh", "-c", NODE_CHANNELS, node, *options, main, env_dir, source_dir]
+    return [python, "-m", "crewyard_runtime"]
 
 
 def opening(spec: RunSpec) -> bytes:

@@ -45,16 +45,27 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from crewyard import privatenet
-from crewyard.environments import ENV_PATH
+from crewyard.core.entrypoints import runtime_of
+from crewyard.environments import ENV_PATH, nodejs
 
 from . import _cgroup
 from ._artifacts import DEFAULT_MAX_FILE, DEFAULT_MAX_TOTAL, Skipped
-from ._base import BackendError, BackendUnavailable, ExitStatus, RunSpec, opening, runtime_env
+from ._base import (
+    BackendError,
+    BackendUnavailable,
+    ExitStatus,
+    RunSpec,
+    opening,
+    runtime_command,
+    runtime_env,
+)
 from ._lines import merge_lines
 from ._reaper import Reaper
 from ._stdin import StdinWriter
 
 SANDBOX_UID = 1000
+#: Where a JavaScript crew's folder is, with the environment's node_modules beside it.
+NODE_APP = "/opt/crewyard/app"
 STATUS_TIMEOUT_S = 30.0
 _SYSTEM_DIRS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 # What ordinary programs read from /etc: the dynamic linker, TLS roots, name resolution, time zone.
@@ -224,7 +235,14 @@ class BwrapBackend:
         self._cpu_time = cpu_time_limit_s
         self.network_policy = network_policy or privatenet.NetworkPolicy()
 
-    def command(self, spec: RunSpec, sandbox_files: Path, status_fd: int) -> list[str]:
+    def command(
+        self,
+        spec: RunSpec,
+        sandbox_files: Path,
+        status_fd: int,
+        node: nodejs.Node | None = None,
+        heap_limit: bool = False,
+    ) -> list[str]:
         assert spec.venv_dir is not None
         # --disable-userns: the crew may not make namespaces of its own (less kernel to attack).
         args = [self.bwrap, "--unshare-all", "--unshare-user", "--disable-userns"]
@@ -278,13 +296,23 @@ class BwrapBackend:
             "--tmpfs",
             "/tmp",
         ]
-        prefix = base_prefix_of(spec.venv_dir)
+        prefix = Path(node.prefix) if node else base_prefix_of(spec.venv_dir)
         if not _under(prefix, "/usr"):
             args += ["--ro-bind", str(prefix), str(prefix)]
         # The environment was built at ENV_PATH (its scripts and compiled files name that path).
         args += ["--ro-bind", str(spec.venv_dir), ENV_PATH]
-        for path in (spec.runtime_dir, spec.source_dir):
-            args += ["--ro-bind", str(path), str(path)]
+        args += ["--ro-bind", str(spec.runtime_dir), str(spec.runtime_dir)]
+        if node:
+            # Node looks for packages in the folders above a module: the crew's folder gets a
+            # parent whose node_modules is the environment's.
+            args += ["--ro-bind", str(spec.source_dir), NODE_APP,
+                     "--symlink", f"{ENV_PATH}/node_modules", f"{NODE_APP}/../node_modules"]  # fmt: skip
+        else:
+            args += ["--ro-bind", str(spec.source_dir), str(spec.source_dir)]
+        command = runtime_command(
+            spec, python=f"{ENV_PATH}/bin/python", node=node.path if node else "",
+            runtime_dir=str(spec.runtime_dir), env_dir=ENV_PATH, source_dir=NODE_APP, heap_limit=heap_limit,
+        )  # fmt: skip
         artifacts = str(spec.artifacts_dir)
         args += [
             # Last, so that it wins when the artifacts folder lies below one of the read-only binds.
@@ -293,7 +321,7 @@ class BwrapBackend:
             # and the artifacts folder takes a write (the mounts made above keep their own flags).
             "--remount-ro", "/",
             "--chdir", artifacts,
-            f"{ENV_PATH}/bin/python", "-m", "crewyard_runtime",
+            *command,
         ]  # fmt: skip
         return args
 
@@ -319,6 +347,12 @@ class BwrapBackend:
         )
         env["PATH"] = f"{ENV_PATH}/bin{os.pathsep}{env['PATH']}"
         env["TMPDIR"] = "/tmp"
+        node = None
+        if runtime_of(spec.framework) == "node":
+            node = await asyncio.to_thread(nodejs.installed)
+            if node is None:
+                raise BackendError("this runner's machine has no Node.js to run a langgraph-js crew")
+            env["PATH"] = f"{ENV_PATH}/node_modules/.bin{os.pathsep}{env['PATH']}"
         limits = spec.limits
         cgroup = await asyncio.to_thread(self._new_group, spec)
         procs_files = cgroup.procs_files() if cgroup else []
@@ -339,7 +373,7 @@ class BwrapBackend:
                 resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_size_bytes, limits.file_size_bytes))
             if cpu_time:
                 resource.setrlimit(resource.RLIMIT_CPU, (cpu_time, cpu_time))
-            if limits.memory_bytes and cgroup is None:
+            if limits.memory_bytes and cgroup is None and node is None:  # Node: a heap cap instead
                 cap = limits.memory_bytes * 4  # address space, as in the process backend
                 resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
             if limits.pids and cgroup is None and not root:
@@ -349,7 +383,7 @@ class BwrapBackend:
         status_r, status_w = os.pipe()
         try:
             proc = await asyncio.create_subprocess_exec(
-                *self.command(spec, files, status_w),
+                *self.command(spec, files, status_w, node, heap_limit=cgroup is None),
                 cwd="/",
                 env=env,
                 stdin=asyncio.subprocess.PIPE,

@@ -1,7 +1,10 @@
 """The ``process`` backend: a plain subprocess. For development only — NOT isolated.
 
 The crew runs with the deployment's virtual environment, in its own session (so the whole
-process group is signalled on cancel), with rlimits for address space and file size. It can see
+process group is signalled on cancel), with rlimits for address space and file size. A
+JavaScript crew runs on the machine's Node from a copy of its folder in the run's work folder,
+next to a ``node_modules`` link to the environment's (Node finds packages in the folders above a
+module; a copy, because Node resolves a linked folder to where it really is). It can see
 the host's files and network like any program of the runner's user. It is used only when the
 operator chooses it (``--backend process``), never as a fallback.
 """
@@ -12,11 +15,16 @@ import asyncio
 import contextlib
 import os
 import resource
+import shutil
 import signal
 from collections.abc import AsyncIterator
+from pathlib import Path
+
+from crewyard.core.entrypoints import runtime_of
+from crewyard.environments import nodejs
 
 from ._artifacts import Skipped
-from ._base import BackendError, ExitStatus, RunSpec, opening, runtime_env
+from ._base import BackendError, ExitStatus, RunSpec, opening, runtime_command, runtime_env
 from ._lines import merge_lines
 from ._stdin import StdinWriter
 
@@ -33,6 +41,18 @@ def _die_with_parent(runner_pid: int) -> None:
         pass
     if os.getppid() != runner_pid:  # the runner died before the line above: nobody will signal us
         os._exit(1)
+
+
+def _node_layout(spec: RunSpec) -> Path:
+    """``work/app`` (a copy of the crew's folder) beside ``work/node_modules`` (the environment's)."""
+    assert spec.venv_dir is not None
+    app = spec.work_dir / "app"
+    shutil.rmtree(app, ignore_errors=True)
+    shutil.copytree(spec.source_dir, app, symlinks=True)
+    link = spec.work_dir / "node_modules"
+    link.unlink(missing_ok=True)
+    link.symlink_to(spec.venv_dir / "node_modules", target_is_directory=True)
+    return app
 
 
 class ProcessHandle:
@@ -96,12 +116,30 @@ class ProcessBackend:
         )
         env["PATH"] = f"{spec.venv_dir / 'bin'}{os.pathsep}{env['PATH']}"
         env["TMPDIR"] = str(spec.work_dir)
+        source_dir = spec.source_dir
+        node = ""
+        if runtime_of(spec.framework) == "node":
+            found = await asyncio.to_thread(nodejs.installed)
+            if found is None:
+                raise BackendError("this runner's machine has no Node.js to run a langgraph-js crew")
+            node = found.path
+            source_dir = await asyncio.to_thread(_node_layout, spec)
+            env["PATH"] = f"{spec.venv_dir / 'node_modules' / '.bin'}{os.pathsep}{env['PATH']}"
+        command = runtime_command(
+            spec,
+            python=str(spec.venv_dir / "bin" / "python"),
+            node=node,
+            runtime_dir=str(spec.runtime_dir),
+            env_dir=str(spec.venv_dir),
+            source_dir=str(source_dir),
+            heap_limit=True,
+        )
         limits = spec.limits
         runner_pid = os.getpid()
 
         def _preexec() -> None:
             _die_with_parent(runner_pid)
-            if limits.memory_bytes:
+            if limits.memory_bytes and not node:  # Node's heap is capped instead (runtime_command)
                 # Address space, not RSS: generous so that thread stacks and mmaps fit.
                 cap = limits.memory_bytes * 4
                 resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
@@ -110,9 +148,7 @@ class ProcessBackend:
 
         try:
             proc = await asyncio.create_subprocess_exec(
-                str(spec.venv_dir / "bin" / "python"),
-                "-m",
-                "crewyard_runtime",
+                *command,
                 cwd=str(spec.artifacts_dir),
                 env=env,
                 stdin=asyncio.subprocess.PIPE,
