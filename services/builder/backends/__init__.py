@@ -37,7 +37,9 @@ def select_build_backend(
         return VenvBuilder(cache_dir, objects)  # those backends run virtual environments, never images
     if choice not in ("docker", "auto"):
         raise ValueError(f"unknown build backend {choice!r}; use auto, docker or venv")
-    docker = DockerBuilder(settings.docker_host, settings.base_image, cache_dir)
+    docker = DockerBuilder(
+        settings.docker_host, settings.base_image, cache_dir, node_base_image=settings.node_base_image
+    )
     try:
         docker.ping()
     except BuildBackendUnavailable as exc:

@@ -59,8 +59,8 @@ def prep_image(api: docker.APIClient, base_id: str) -> str:
     return tag
 
 
-def _source_tar(source_dir: Path, script: str) -> bytes:
-    """The crew's folder (owned by uid 1000, the build folder) and the build script."""
+def _source_tar(source_dir: Path, script: str, extra: dict[str, bytes] | None = None) -> bytes:
+    """The crew's folder (owned by uid 1000, the build folder), ``extra`` files and the build script."""
     buf = io.BytesIO()
 
     def owned(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
@@ -72,10 +72,15 @@ def _source_tar(source_dir: Path, script: str) -> bytes:
 
     with tarfile.open(fileobj=buf, mode="w") as tar:
         tar.add(source_dir, arcname="src", filter=owned)
-        data = script.encode()
-        info = tarfile.TarInfo("src/.crewyard-build.sh")
-        info.size, info.uid, info.gid, info.mode = len(data), 1000, 1000, 0o644
-        tar.addfile(info, io.BytesIO(data))
+        files = {**(extra or {}), ".crewyard-build.sh": script.encode()}
+        for folder in sorted({str(Path(name).parent) for name in files} - {"."}):
+            info = tarfile.TarInfo(f"src/{folder}")  # owned by uid 1000 too, so it can be removed
+            info.type, info.uid, info.gid, info.mode = tarfile.DIRTYPE, 1000, 1000, 0o755
+            tar.addfile(info)
+        for name, data in files.items():
+            info = tarfile.TarInfo(f"src/{name}")
+            info.size, info.uid, info.gid, info.mode = len(data), 1000, 1000, 0o644
+            tar.addfile(info, io.BytesIO(data))
     return buf.getvalue()
 
 
@@ -86,6 +91,7 @@ def run_stage(
     tag: str,
     script: str,
     source_dir: Path,
+    extra: dict[str, bytes] | None = None,
     registry: Registry,
     uv: str,
     labels: dict[str, str],
@@ -105,6 +111,7 @@ def run_stage(
         "HOME": "/tmp",
         "LANG": "C.UTF-8",
         "UV_CACHE_DIR": "/tmp/uv-cache",
+        "npm_config_cache": "/tmp/npm-cache",
         "UV_LINK_MODE": "copy",
         "UV_PYTHON_DOWNLOADS": "never",
         "UV_NO_PROGRESS": "1",
@@ -140,7 +147,7 @@ def run_stage(
     cid = str(created["Id"])
     tail: list[str] = []
     try:
-        api.put_archive(cid, "/opt/crewyard", _source_tar(source_dir, script))
+        api.put_archive(cid, "/opt/crewyard", _source_tar(source_dir, script, extra))
         api.start(cid)
 
         def pump() -> None:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+import re
 import shutil
 import sys
 import tempfile
@@ -36,14 +37,15 @@ import docker.errors
 import requests.exceptions
 
 import crewyard_runtime
-from crewyard.environments import BuildFailed, BuildRequest, BuildResult, LogSink
+from crewyard.core.entrypoints import runtime_of
+from crewyard.environments import BuildFailed, BuildRequest, BuildResult, LogSink, npm
 from crewyard.environments import inputs as crew_inputs
 from crewyard.environments import registry as build_registry
 from crewyard.environments.sandbox import error_excerpt, uv_binary
 from crewyard.environments.venv import build_script
 from crewyard.errors import CrewyardError
 
-from . import _stage
+from . import _node, _stage
 
 T = TypeVar("T")
 DOCKERFILE_VERSION = "2"
@@ -61,6 +63,10 @@ USER 1000
 WORKDIR /app/artifacts
 CMD ["python3", "-m", "crewyard_runtime"]
 """
+_PROBES = {
+    "python3": ["python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+    "node": ["node", "--version"],
+}
 STAGE_TIMEOUT_S = 1800.0
 STAGE_MEMORY_BYTES = 4 << 30
 
@@ -77,7 +83,9 @@ def runtime_digest() -> str:
     """Hash of the runtime shim's files: a changed runtime means new images."""
     h = hashlib.sha256()
     root = Path(crewyard_runtime.__file__).parent
-    for path in sorted(p for p in root.rglob("*") if p.suffix in (".py", ".json")):
+    for path in sorted(p for p in root.rglob("*") if p.suffix in (".py", ".json", ".mjs")):
+        if "node_modules" in path.parts:
+            continue
         h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
     return h.hexdigest()
 
@@ -91,19 +99,28 @@ def image_digest(source_digest: str, env_digest: str, base_image_id: str, runtim
 
 def _copy_runtime(dest: Path) -> None:
     src = Path(crewyard_runtime.__file__).parent
-    shutil.copytree(src, dest / "crewyard_runtime", ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "node_modules")
+    shutil.copytree(src, dest / "crewyard_runtime", ignore=ignore)
 
 
 class DockerBuilder:
     name = "docker"
 
-    def __init__(self, docker_host: str | None, base_image: str | None, cache_dir: Path) -> None:
+    def __init__(
+        self,
+        docker_host: str | None,
+        base_image: str | None,
+        cache_dir: Path,
+        *,
+        node_base_image: str | None = None,
+    ) -> None:
         self.docker_host = docker_host
         self.base_image = base_image
+        self.node_base_image = node_base_image
         self.cache_dir = cache_dir
         self._client: docker.DockerClient | None = None
         self._locks: dict[str, asyncio.Lock] = {}
-        self._pythons: dict[str, str] = {}
+        self._versions: dict[str, str] = {}
 
     def _api(self) -> docker.APIClient:
         if self._client is None:
@@ -149,44 +166,47 @@ class DockerBuilder:
             raise BuildBackendUnavailable(f"the container engine does not answer: {exc}") from exc
         return str(info["Id"])
 
-    async def _image_python(self, base: str, base_id: str) -> str:
-        """``major.minor`` of the base image's python3, asked once per image id (cached on disk)."""
-        if base_id in self._pythons:
-            return self._pythons[base_id]
-        memo = self.cache_dir / "docker" / f"python-{base_id.replace(':', '-')}"
+    async def _image_version(self, base: str, base_id: str, tool: str) -> str:
+        """The version of ``tool`` (python3: ``major.minor``; node: ``x.y.z``) in the base image,
+        asked once per image id (kept on disk)."""
+        key = f"{tool}-{base_id.replace(':', '-')}"
+        if key in self._versions:
+            return self._versions[key]
+        memo = self.cache_dir / "docker" / key
         if memo.is_file():
             version = memo.read_text().strip()
         else:
-            api = await asyncio.to_thread(self._api)
-            cmd = ["python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"]
-            created = await self._call(
-                "probe base image", api.create_container, base_id, cmd, network_disabled=True
-            )
-            try:
-                try:
-                    await asyncio.to_thread(api.start, created["Id"])
-                except docker.errors.APIError as exc:  # e.g. "python3": executable file not found
-                    raise BuildFailed(
-                        f"base image {base!r} cannot run python3: {exc.explanation or exc}"
-                    ) from None
-                result = await self._call("probe base image", api.wait, created["Id"])
-                out = b""
-                for _ in range(20):  # Podman may answer logs of a just-exited container empty at first
-                    out = await self._call(
-                        "probe base image", api.logs, created["Id"], stdout=True, stderr=True
-                    )
-                    if out.strip() or result.get("StatusCode") != 0:
-                        break
-                    await asyncio.sleep(0.25)
-            finally:
-                with contextlib.suppress(*_ENGINE_ERRORS):
-                    await asyncio.to_thread(api.remove_container, created["Id"], force=True)
-            version = out.decode(errors="replace").strip()
-            if result.get("StatusCode") != 0 or not version.count(".") == 1:
-                raise BuildFailed(f"base image {base!r} has no working python3: {version[-300:]}")
+            version = await self._probe(base, base_id, _PROBES[tool])
             memo.parent.mkdir(parents=True, exist_ok=True)
             memo.write_text(version + "\n")
-        self._pythons[base_id] = version
+        self._versions[key] = version
+        return version
+
+    async def _probe(self, base: str, base_id: str, cmd: list[str]) -> str:
+        api = await asyncio.to_thread(self._api)
+        created = await self._call(
+            "probe base image", api.create_container, base_id, cmd, network_disabled=True
+        )
+        try:
+            try:
+                await asyncio.to_thread(api.start, created["Id"])
+            except docker.errors.APIError as exc:  # e.g. "python3": executable file not found
+                raise BuildFailed(
+                    f"base image {base!r} cannot run {cmd[0]}: {exc.explanation or exc}"
+                ) from None
+            result = await self._call("probe base image", api.wait, created["Id"])
+            out = b""
+            for _ in range(20):  # Podman may answer logs of a just-exited container empty at first
+                out = await self._call("probe base image", api.logs, created["Id"], stdout=True, stderr=True)
+                if out.strip() or result.get("StatusCode") != 0:
+                    break
+                await asyncio.sleep(0.25)
+        finally:
+            with contextlib.suppress(*_ENGINE_ERRORS):
+                await asyncio.to_thread(api.remove_container, created["Id"], force=True)
+        version = out.decode(errors="replace").strip().removeprefix("v")
+        if result.get("StatusCode") != 0 or not re.fullmatch(r"\d+\.\d+(\.\d+)?", version):
+            raise BuildFailed(f"base image {base!r} has no working {cmd[0]}: {version[-300:]}")
         return version
 
     def _context(self, request: BuildRequest, env_image: str) -> Path:
@@ -195,9 +215,14 @@ class DockerBuilder:
             shutil.copytree(request.source_dir, ctx / "src", symlinks=True)
             _copy_runtime(ctx / "runtime")
             (ctx / "artifacts").mkdir()
-            (ctx / "Dockerfile").write_text(
-                DOCKERFILE.format(version=DOCKERFILE_VERSION, env_image=env_image, env=_stage.ENV_IN_IMAGE)
-            )
+            if runtime_of(request.config.framework) == "node":
+                _node.add_to_context(ctx, env_image)
+            else:
+                (ctx / "Dockerfile").write_text(
+                    DOCKERFILE.format(
+                        version=DOCKERFILE_VERSION, env_image=env_image, env=_stage.ENV_IN_IMAGE
+                    )
+                )
         except BaseException:
             shutil.rmtree(ctx, ignore_errors=True)
             raise
@@ -224,9 +249,11 @@ class DockerBuilder:
         return ok, tail
 
     async def build(self, request: BuildRequest, log: LogSink) -> BuildResult:
+        if runtime_of(request.config.framework) == "node":
+            return await self._build_node(request, log)
         base = self.base_image or default_base_image(request.config.python)
         base_id = await self._base_image_id(base, log)
-        python = await self._image_python(base, base_id)
+        python = await self._image_version(base, base_id, "python3")
         wanted = request.config.python
         if wanted and ".".join(wanted.split(".")[:2]) != python:
             raise BuildFailed(
@@ -239,16 +266,47 @@ class DockerBuilder:
         env_digest = await asyncio.to_thread(
             crew_inputs.digest, request.source_dir, found, source_digest=request.source_digest, parts=parts
         )
+        deps = crew_inputs.dependencies_of(request.source_dir)
+        script = build_script(found, "python3", reg, deps, _stage.ENV_IN_IMAGE)
+        return await self._images(request, base, base_id, env_digest, found.notes, script, reg, log)
+
+    async def _build_node(self, request: BuildRequest, log: LogSink) -> BuildResult:
+        """A JavaScript crew: the same two stages from a Node base image, npm instead of uv."""
+        base = self.node_base_image or _node.DEFAULT_BASE_IMAGE
+        base_id = await self._base_image_id(base, log)
+        _node.check_version(base, await self._image_version(base, base_id, "node"))
+        found = await asyncio.to_thread(npm.read, request.source_dir)
+        reg = build_registry.from_host()
+        parts = [f"docker-node-env:{_stage.PREP_VERSION}", base_id, *reg.npm_digest_parts()]
+        env_digest = await asyncio.to_thread(npm.digest, request.source_dir, found, parts=parts)
+        script = _node.stage_script(found)
+        return await self._images(
+            request, base, base_id, env_digest, found.notes, script, reg, log, extra=_node.stage_files()
+        )
+
+    async def _images(
+        self,
+        request: BuildRequest,
+        base: str,
+        base_id: str,
+        env_digest: str,
+        notes: list[str],
+        script: str,
+        reg: build_registry.Registry,
+        log: LogSink,
+        extra: dict[str, bytes] | None = None,
+    ) -> BuildResult:
+        """The crew's image (and its environment image): reused when built before."""
         digest = image_digest(request.source_digest, env_digest, base_id, runtime_digest())
         tag = f"crewyard/{digest}"
         async with self._locks.setdefault(digest, asyncio.Lock()):
             if await self._exists(tag):
                 await log(f"image {tag} already built: skipping the build", "stdout")
                 return BuildResult(backend=self.name, env_digest=digest, cached=True, image=tag)
-            env_image = await self._environment(request, base_id, env_digest, found, reg, log)
+            env_image = await self._environment(request, base_id, env_digest, notes, script, reg, log, extra)
             ctx = await asyncio.to_thread(self._context, request, env_image)
             try:
-                await self._build(ctx, tag, request, digest, log)
+                await self._build(ctx, tag, request, digest, base, log)
             finally:
                 await asyncio.to_thread(shutil.rmtree, ctx, True)
         return BuildResult(backend=self.name, env_digest=digest, cached=False, image=tag)
@@ -258,24 +316,24 @@ class DockerBuilder:
         request: BuildRequest,
         base_id: str,
         env_digest: str,
-        found: crew_inputs.Inputs,
+        notes: list[str],
+        script: str,
         reg: build_registry.Registry,
         log: LogSink,
+        extra: dict[str, bytes] | None = None,
     ) -> str:
-        """The environment image for these dependencies: reused, or made in a build container."""
+        """The environment image for these dependencies: reused, or made in a build container
+        running ``script`` (with ``extra`` files added to the crew's copied folder)."""
         env_image = f"crewyard/env:{env_digest}"
         async with self._locks.setdefault(f"env:{env_digest}", asyncio.Lock()):
             if await self._exists(env_image):
                 await log(f"environment image {env_image} already built: reusing it", "stdout")
                 return env_image
-            for note in found.notes:
+            for note in notes:
                 await log(note, "stdout")
             await log(f"building environment image {env_image} in a build container", "stdout")
             api = await asyncio.to_thread(self._api)
             prep = await self._call("prepare the build stage", _stage.prep_image, api, base_id)
-            script = build_script(
-                found, "python3", reg, crew_inputs.dependencies_of(request.source_dir), _stage.ENV_IN_IMAGE
-            )
             loop = asyncio.get_running_loop()
 
             async def send(line: str) -> None:
@@ -286,7 +344,7 @@ class DockerBuilder:
 
             ok, tail = await self._call(
                 "dependency stage", _stage.run_stage, api, image=prep, tag=env_image, script=script,
-                source_dir=request.source_dir, registry=reg, uv=uv_binary(),
+                source_dir=request.source_dir, extra=extra or {}, registry=reg, uv=uv_binary(),
                 labels={"crewyard.env_digest": env_digest}, emit=emit,
                 timeout_s=STAGE_TIMEOUT_S, memory_bytes=STAGE_MEMORY_BYTES,
             )  # fmt: skip
@@ -304,7 +362,9 @@ class DockerBuilder:
             raise BuildBackendUnavailable(f"the container engine does not answer: {exc}") from exc
         return True
 
-    async def _build(self, ctx: Path, tag: str, request: BuildRequest, digest: str, log: LogSink) -> None:
+    async def _build(
+        self, ctx: Path, tag: str, request: BuildRequest, digest: str, base: str, log: LogSink
+    ) -> None:
         loop = asyncio.get_running_loop()
 
         async def send(line: str) -> None:
@@ -318,7 +378,7 @@ class DockerBuilder:
             "crewyard.deployment_id": request.deployment_id,
             "crewyard.project": request.project,
         }
-        await log(f"building image {tag} from {self.base_image or 'the default base image'}", "stdout")
+        await log(f"building image {tag} from {base}", "stdout")
         try:
             ok, tail = await asyncio.to_thread(self._build_blocking, ctx, tag, labels, emit)
         except docker.errors.BuildError as exc:

@@ -1,13 +1,13 @@
 """The ``docker`` backend: a fresh container per run, on any engine speaking the Docker API.
 
 Tested against rootful Podman's Docker-compatible service (4.3, runc, cgroup v1); written for
-Docker Engine too. Per run: a container from the deployment's image running
-``python3 -m crewyard_runtime`` as uid 1000 behind a tiny init (so SIGTERM reaches the crew and
-orphans are reaped), no capabilities, ``no-new-privileges``, a read-only root file system, a
-private tmpfs ``/tmp``, memory (no swap) / CPU / pids / file-size limits, and the network its
-limits ask for (:mod:`._container_net`). ``/app/artifacts`` (the working directory) is a named
-volume of the run's own, because a tmpfs is gone the moment the container stops and artifacts
-are copied out afterwards with ``get_archive``.
+Docker Engine too. Per run: a container from the deployment's image running the crew's runtime
+(``python3 -m crewyard_runtime``, or the Node runtime for a JavaScript crew) as uid 1000 behind a
+tiny init (so SIGTERM reaches the crew and orphans are reaped), no capabilities, ``no-new-
+privileges``, a read-only root file system, a private tmpfs ``/tmp``, memory (no swap) / CPU /
+pids / file-size limits, and the network its limits ask for (:mod:`._container_net`).
+``/app/artifacts`` (the working directory) is a named volume of the run's own, because a tmpfs is
+gone the moment the container stops and artifacts are copied out afterwards with ``get_archive``.
 
 The container's configuration holds nothing of the crew's: its environment is the fixed
 :func:`runtime_env` (what ``docker inspect`` shows), and the crew's variables, entrypoint and
@@ -44,6 +44,7 @@ from docker.types import Ulimit
 from docker.utils.socket import frames_iter
 
 from crewyard import privatenet
+from crewyard.core.entrypoints import runtime_of
 
 from . import _cgroup, _container_net
 from ._artifacts import DEFAULT_MAX_FILE, DEFAULT_MAX_TOTAL, Skipped, extract_tar_stream
@@ -55,6 +56,7 @@ from ._base import (
     ExitStatus,
     RunSpec,
     opening,
+    runtime_command,
     runtime_env,
 )
 from ._engine import ENGINE_ERRORS, ContainerGone, connect, in_thread, translate_errors
@@ -314,6 +316,12 @@ class DockerBackend:
             pythonpath=f"{RUNTIME_IN_IMAGE}:{SOURCE_IN_CONTAINER}",
         )
         env["PATH"] = f"{VENV_IN_IMAGE}/bin:{env['PATH']}"
+        if runtime_of(spec.framework) == "node":
+            env["PATH"] = f"{VENV_IN_IMAGE}/node_modules/.bin:{env['PATH']}"
+        command = runtime_command(
+            spec, python="python3", node="node", runtime_dir=RUNTIME_IN_IMAGE, env_dir=VENV_IN_IMAGE,
+            source_dir=SOURCE_IN_CONTAINER,
+        )  # fmt: skip
         # Podman drops its configured default ulimits once a request names any, and its own
         # defaults (nofile 1048576, nproc 4194304) are above these hosts' hard limits: name them.
         # nproc counts every process of uid 1000 on the host; the pids limit is the per-run cap.
@@ -346,7 +354,7 @@ class DockerBackend:
                 )
                 created = api.create_container(
                     spec.image,
-                    ["python3", "-m", "crewyard_runtime"],
+                    command,
                     name=f"crewyard-{suffix}",
                     user=CONTAINER_USER,
                     environment=env,
