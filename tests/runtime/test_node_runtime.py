@@ -1,0 +1,316 @@
+"""The Node runtime (``crewyard_runtime/node``) against the one protocol document.
+
+It is driven the way a runner drives it — started as the backends start it (the same shell step
+that gives it its own channels), hello, prepare, ready, start, requests and replies, with the
+runner's own encoder — and every line either side writes is checked against
+``crewyard_runtime/protocol.json``, as the Python runtime is in ``test_protocol.py``. The crews'
+environment is built for real (npm in the build sandbox), so tsx runs their TypeScript.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import queue
+import re
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from crewyard.core.crewfile import CrewConfig
+from crewyard.environments import BuildRequest, VenvBuilder, nodejs
+from crewyard.runner import protocol
+from crewyard.runner.backends._base import NODE_CHANNELS
+from crewyard.testing.protocol import RUNNER_TO_RUNTIME, RUNTIME_TO_RUNNER, document, problems
+
+RUNTIME = Path(__file__).resolve().parents[2] / "libs" / "crewyard_runtime" / "node"
+pytestmark = pytest.mark.timeout(300)
+
+CREW = """
+import { execSync } from "node:child_process";
+import { readFileSync } from "node:fs";
+
+type Input = { n: number };
+console.log("imported with", process.env.CREW_SECRET);
+
+export async function run(input: Input) {
+  console.log("running", input.n);
+  process.stdout.write("a line in ");
+  process.stdout.write("two writes\\n");
+  execSync("echo raw bytes from a child", { stdio: "inherit" });
+  const sdk = (globalThis as any).crewyard;
+  sdk.log("from the sdk", "warning");
+  sdk.emit("tool.called", { tool: "t", input: { n: input.n } });
+  let refused = null;
+  try {
+    await sdk.request("no.such.op", { x: 1 });
+  } catch (err: any) {
+    refused = err.code;
+  }
+  const startedWith = readFileSync("/proc/self/environ", "latin1").split("\\0").map((v) => v.split("=")[0]);
+  return {
+    n: input.n,
+    refused,
+    secret: process.env.CREW_SECRET,
+    runId: process.env.CREWYARD_RUN_ID,
+    processStartedWith: startedWith,
+    big: 10n ** 20n,
+  };
+}
+"""
+
+
+async def _quiet(line: str, stream: str) -> None:
+    return None
+
+
+@pytest.fixture(scope="session")
+def node_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """An environment for crews without dependencies (the runtime's tsx), built in the sandbox."""
+    crew = tmp_path_factory.mktemp("node-crew")
+    (crew / "package.json").write_text('{"name": "crew", "private": true}\n')
+    request = BuildRequest(
+        deployment_id="dep_node", project="tests", source_dir=crew, source_digest="sha256-node",
+        config=CrewConfig(entrypoint="./crew.ts:run", framework="langgraph-js"),
+    )  # fmt: skip
+    builder = VenvBuilder(tmp_path_factory.mktemp("node-cache"))
+    result = asyncio.run(builder.build(request, _quiet))
+    assert result.venv_dir is not None
+    return result.venv_dir
+
+
+class NodeRuntime:
+    """The Node runtime in a process of its own, driven line by line as a runner would."""
+
+    def __init__(self, env_dir: Path, crew_dir: Path, work: Path) -> None:
+        node = nodejs.installed()
+        assert node is not None, "Node.js must be installed (scripts/install-system.sh)"
+        command = [
+            "/bin/sh",
+            "-c",
+            NODE_CHANNELS,
+            node.path,
+            str(RUNTIME / "main.mjs"),
+            str(env_dir),
+            str(crew_dir),
+        ]
+        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(work), "CREWYARD_RUN_ID": "run_node",
+               "CREWYARD_ARTIFACTS_DIR": str(work)}  # fmt: skip
+        self.proc = subprocess.Popen(
+            command, cwd=work, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        self.lines: queue.Queue[bytes] = queue.Queue()
+        self.seen: list[dict[str, Any]] = []
+        self.sent: list[dict[str, Any]] = []
+        self.stderr = b""
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put(b"")
+
+    def send(self, message: protocol.Outgoing) -> None:
+        line = protocol.encode(message)
+        self.sent.append(json.loads(line))
+        assert self.proc.stdin
+        self.proc.stdin.write(line)
+        self.proc.stdin.flush()
+
+    def next(self) -> dict[str, Any] | None:
+        line = self.lines.get(timeout=120)
+        if not line:
+            return None
+        message: dict[str, Any] = json.loads(line)  # only protocol lines ever reach stdout
+        self.seen.append(message)
+        return message
+
+    def until(self, kind: str) -> dict[str, Any]:
+        while (message := self.next()) is not None:
+            if message["t"] == kind:
+                return message
+        raise AssertionError(f"the runtime ended without {kind!r}; it said {self.seen}")
+
+    def finish(self) -> int:
+        if self.proc.stdin:
+            self.proc.stdin.close()
+        code = self.proc.wait(120)
+        while self.next() is not None:
+            pass
+        assert self.proc.stderr
+        self.stderr = self.proc.stderr.read()
+        return code
+
+
+@pytest.fixture
+def node_runtime(node_env: Path, tmp_path: Path) -> Iterator[Callable[[dict[str, str]], NodeRuntime]]:
+    started: list[NodeRuntime] = []
+
+    def start(files: dict[str, str]) -> NodeRuntime:
+        crew = tmp_path / "crew"
+        for name, text in {"package.json": '{"type": "module"}', **files}.items():
+            (crew / name).parent.mkdir(parents=True, exist_ok=True)
+            (crew / name).write_text(text)
+        work = tmp_path / "work"
+        work.mkdir(exist_ok=True)
+        rt = NodeRuntime(node_env, crew, work)
+        started.append(rt)
+        return rt
+
+    yield start
+    for rt in started:
+        rt.proc.kill()
+        rt.proc.wait()
+        for stream in (rt.proc.stdin, rt.proc.stdout, rt.proc.stderr):
+            if stream:
+                stream.close()
+
+
+def _prepare(entrypoint: str, env: dict[str, str] | None = None) -> protocol.Prepare:
+    return protocol.Prepare(env=env or {}, entrypoint=entrypoint, framework="langgraph-js", project="p")
+
+
+def test_a_node_run_follows_the_protocol_document_on_both_sides(
+    node_runtime: Callable[..., NodeRuntime],
+) -> None:
+    rt = node_runtime({"src/crew.ts": CREW})
+    assert rt.next() == {"t": "hello", "v": protocol.VERSION, "runtime": "node"}
+    rt.send(_prepare("./src/crew.ts:run", {"CREW_SECRET": "s3cr3t"}))
+    rt.until("ready")
+    assert {"t": "log", "level": "info", "message": "imported with s3cr3t", "stream": "stdout"} in rt.seen
+    rt.send(protocol.Start(run_id="run_node", input={"n": 7}))
+    request = rt.until("request")
+    assert request["op"] == "no.such.op" and request["args"] == {"x": 1}
+    decoded = protocol.decode_line(json.dumps(request).encode())
+    assert isinstance(decoded, protocol.Request)
+    rt.send(protocol.refuse(decoded, "unknown_op", "no such operation"))
+    result = rt.until("result")
+    assert rt.finish() == 0
+
+    output = result["output"]
+    assert output["n"] == 7 and output["refused"] == "unknown_op" and output["runId"] == "run_node"
+    assert output["secret"] == "s3cr3t" and output["big"] == "100000000000000000000"
+    assert "CREW_SECRET" not in output["processStartedWith"], "prepare.env reached the process's environ"
+    logs = [(m.get("message"), m.get("stream")) for m in rt.seen if m["t"] == "log"]
+    assert ("running 7", "stdout") in logs and ("a line in two writes", "stdout") in logs
+    assert ("from the sdk", "sdk") in logs
+    assert {"t": "event", "type": "tool.called", "data": {"tool": "t", "input": {"n": 7}}} in rt.seen
+    assert b"raw bytes from a child" in rt.stderr, "a child's raw output goes to stderr, never the protocol"
+    kinds = [m["t"] for m in rt.seen]
+    assert kinds[0] == "hello" and kinds.index("ready") < kinds.index("request") < kinds.index("result")
+    for message in rt.seen:
+        assert problems(RUNTIME_TO_RUNNER, message) == [], message
+    for message in rt.sent:
+        assert problems(RUNNER_TO_RUNTIME, message) == [], message
+
+
+def test_a_crew_that_throws_reports_its_type_message_and_stack(
+    node_runtime: Callable[..., NodeRuntime],
+) -> None:
+    rt = node_runtime(
+        {
+            "crew.mts": "class QuotaExceeded extends Error { name = 'QuotaExceeded' }\n"
+            "function deep() { throw new QuotaExceeded('no more tokens'); }\n"
+            "export const run = async (input: object) => deep();\n"
+        }
+    )
+    rt.next()
+    rt.send(_prepare("./crew.mts:run"))
+    rt.send(protocol.Start(run_id="run_node", input={}))
+    error = rt.until("error")
+    assert rt.finish() == 1
+    assert error["error_type"] == "QuotaExceeded" and error["message"] == "QuotaExceeded: no more tokens"
+    assert "at deep" in error["traceback"]
+    assert problems(RUNTIME_TO_RUNNER, error) == []
+
+
+@pytest.mark.parametrize(
+    ("files", "entrypoint", "error_type", "words"),
+    [
+        ({"crew.ts": "import 'left-pad';\nexport const run = () => 1;\n"}, "./crew.ts:run",
+         "MissingDependency", "package 'left-pad' is not installed (imported by './crew.ts')"),
+        ({"crew.ts": "export const other = () => 1;\n"}, "./crew.ts:run",
+         "EntrypointError", "'./crew.ts' has no export 'run'; it exports: other"),
+        ({}, "./src/missing.ts:graph", "EntrypointError", "entrypoint file './src/missing.ts' not found"),
+        ({"crew.ts": "throw new TypeError('broken on purpose');\n"}, "./crew.ts:run",
+         "TypeError", "broken on purpose"),
+    ],
+    ids=["missing package", "missing export", "missing file", "import raises"],
+)  # fmt: skip
+def test_an_entrypoint_that_does_not_load_is_an_error_before_ready(
+    node_runtime: Callable[..., NodeRuntime],
+    files: dict[str, str],
+    entrypoint: str,
+    error_type: str,
+    words: str,
+) -> None:
+    rt = node_runtime(files)
+    rt.next()
+    rt.send(_prepare(entrypoint))
+    error = rt.until("error")
+    assert rt.finish() == 1
+    assert error["error_type"] == error_type and words in error["message"], error
+    assert "ready" not in [m["t"] for m in rt.seen]
+
+
+def test_commonjs_crews_run_too(node_runtime: Callable[..., NodeRuntime]) -> None:
+    rt = node_runtime(
+        {
+            "package.json": "{}",
+            "lib/crew.cts": "const twice = (n: number) => n * 2;\n"
+            "module.exports = { run: (input: { n: number }) =>"
+            " ({ twice: twice(input.n), cjs: typeof require }) };\n",
+            "main.js": "exports.run = require('./lib/crew.cts').run;\n",
+        }
+    )
+    rt.next()
+    rt.send(_prepare("./main.js:run"))
+    rt.send(protocol.Start(run_id="run_node", input={"n": 21}))
+    result = rt.until("result")
+    assert rt.finish() == 0
+    assert result["output"] == {"twice": 42, "cjs": "function"}
+
+
+@pytest.mark.parametrize(
+    "first",
+    [
+        None,
+        protocol.Start(run_id="r", input={}),
+        protocol.Prepare(env={}, entrypoint="./c.ts:run", framework="python"),
+    ],
+    ids=["channel closed", "start before prepare", "not a node framework"],
+)
+def test_a_runner_that_breaks_the_protocol_gets_an_error_and_exit_code_2(
+    node_runtime: Callable[..., NodeRuntime], first: protocol.Outgoing | None
+) -> None:
+    rt = node_runtime({"c.ts": "export const run = () => 1;\n"})
+    rt.next()
+    if first is not None:
+        rt.send(first)
+    assert rt.finish() == 2
+    error = rt.seen[-1]
+    assert error["t"] == "error" and error["error_type"] == "ProtocolError", error
+
+
+def test_the_document_and_the_node_runtime_speak_the_same_version() -> None:
+    doc = document()
+    source = (RUNTIME / "protocol.mjs").read_text()
+    match = re.search(r"export const VERSION = (\d+);", source)
+    assert match is not None and int(match.group(1)) == doc["version"] == protocol.VERSION
+    assert f"MAX_LINE_BYTES = {doc['max_line_bytes'] // 1024} * 1024" in source
+    framework = doc["runner_to_runtime"]["prepare"]["fields"]["framework"]
+    assert "langgraph-js" in framework["enum"]
+    runtime = doc["runtime_to_runner"]["hello"]["fields"]["runtime"]
+    assert "node" in runtime["enum"]
+
+
+def test_the_runtime_package_pins_what_it_installs() -> None:
+    manifest = json.loads((RUNTIME / "package.json").read_text())
+    lock = json.loads((RUNTIME / "package-lock.json").read_text())
+    assert all(re.fullmatch(r"\d+\.\d+\.\d+", v) for v in manifest["dependencies"].values())
+    assert lock["packages"][""]["dependencies"] == manifest["dependencies"]
