@@ -84,6 +84,43 @@ def crew_image(docker_host: str, base_image: str, crew_source: tuple[Path, str],
     return result.image
 
 
+NODE_CREW_DIR = Path(__file__).resolve().parent / "node_crew"
+NODE_BASE_IMAGE = os.environ.get("CREWYARD_TEST_NODE_BASE_IMAGE", "crewyard/node:bookworm")
+
+
+@pytest.fixture(scope="session")
+def node_crew_source(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The JavaScript crew next to this file (no dependencies: the runtime's tsx only), copied."""
+    src = tmp_path_factory.mktemp("node-crew") / "src"
+    shutil.copytree(NODE_CREW_DIR, src, ignore=shutil.ignore_patterns("node_modules"))
+    return src, folder_digest(src)
+
+
+def _node_request(source: tuple[Path, str]) -> BuildRequest:
+    return BuildRequest(
+        deployment_id="dep_backends_node",
+        project="tests",
+        source_dir=source[0],
+        source_digest=source[1],
+        config=CrewConfig(entrypoint="./crew.ts:artifacts", framework="langgraph-js"),
+    )
+
+
+@pytest.fixture(scope="session")
+def node_crew_venv(node_crew_source: tuple[Path, str], build_cache: Path) -> Path:
+    result = asyncio.run(VenvBuilder(build_cache).build(_node_request(node_crew_source), _quiet))
+    assert result.venv_dir is not None
+    return result.venv_dir
+
+
+@pytest.fixture(scope="session")
+def node_crew_image(docker_host: str, node_crew_source: tuple[Path, str], build_cache: Path) -> str:
+    builder = DockerBuilder(docker_host, None, build_cache, node_base_image=NODE_BASE_IMAGE)
+    result = asyncio.run(builder.build(_node_request(node_crew_source), _quiet))
+    assert result.image is not None
+    return result.image
+
+
 @pytest.fixture(scope="session")
 def docker_backend(docker_host: str) -> Iterator[DockerBackend]:
     backend = DockerBackend(docker_host)

@@ -1,0 +1,25 @@
+// JavaScript crews of the backend tests, one export per situation.
+import { mkdirSync, writeFileSync } from "node:fs";
+import path from "node:path";
+
+type Input = Record<string, unknown>;
+
+/** Writes into its working directory and into CREWYARD_ARTIFACTS_DIR; reports where it runs. */
+export async function artifacts(input: Input) {
+  writeFileSync("from-cwd.txt", "written relative to the working directory\n");
+  const dir = path.join(process.env.CREWYARD_ARTIFACTS_DIR ?? "/app/artifacts", "nested");
+  mkdirSync(dir, { recursive: true });
+  writeFileSync(path.join(dir, "report.md"), `# ${input.title ?? "report"}\n`);
+  console.log("wrote two files");
+  return { cwd: process.cwd(), node: process.versions.node, uid: process.getuid?.() };
+}
+
+/** Waits until it is stopped; says so when SIGTERM arrives, then exits. */
+export async function waits(_input: Input) {
+  process.on("SIGTERM", () => {
+    console.log("got SIGTERM");
+    process.exit(143);
+  });
+  console.log("waiting");
+  await new Promise(() => setInterval(() => {}, 1000));
+}

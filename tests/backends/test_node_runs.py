@@ -1,0 +1,61 @@
+"""JavaScript crews on every backend: the same contract as Python crews (see test_backend_contract.py).
+
+The Node runtime starts where the Python one would (process, bwrap with the machine's Node, the
+crew's image with its base image's Node), works in the artifacts folder, and stops on cancel
+with the grace a crew is promised.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from backend_helpers import Runs
+
+from crewyard.runner.backends import BwrapBackend, ExecutionBackend, ProcessBackend, RunSpec
+
+pytestmark = pytest.mark.timeout(600)
+
+
+@pytest.fixture(params=["process", "bwrap", "docker"])
+def node_runs(request: pytest.FixtureRequest, tmp_path: Path) -> Runs:
+    source, _ = request.getfixturevalue("node_crew_source")
+    runtime = request.getfixturevalue("runtime_dir")
+    if request.param == "docker":
+        backend: ExecutionBackend = request.getfixturevalue("docker_backend")
+        return Runs(backend, tmp_path, source, runtime, None, request.getfixturevalue("node_crew_image"))
+    venv = request.getfixturevalue("node_crew_venv")
+    backend = ProcessBackend() if request.param == "process" else BwrapBackend()
+    return Runs(backend, tmp_path, source, runtime, venv, None)
+
+
+def _spec(runs: Runs, export: str, **kwargs: Any) -> RunSpec:
+    spec = runs.spec(f"./crew.ts:{export}", **kwargs)
+    spec.framework = "langgraph-js"
+    return spec
+
+
+async def test_a_javascript_crew_writes_its_artifacts_in_its_working_directory(node_runs: Runs) -> None:
+    out = await node_runs.execute(_spec(node_runs, "artifacts", input={"title": "JS"}))
+    assert out.status.code == 0, (out.proto, out.stderr)
+    assert out.proto[0] == {"t": "hello", "v": 2, "runtime": "node"}
+    assert {"t": "log", "level": "info", "message": "wrote two files", "stream": "stdout"} in out.proto
+    assert out.artifacts == {
+        "from-cwd.txt": b"written relative to the working directory\n",
+        "nested/report.md": b"# JS\n",
+    }
+    result = out.result
+    assert int(result["node"].split(".")[0]) >= 20
+    if node_runs.kind != "process":
+        assert result["uid"] == 1000  # not the runner's user
+    if node_runs.kind == "docker":
+        assert result["cwd"] == "/app/artifacts"
+    assert out.lingering == []
+
+
+async def test_a_canceled_javascript_crew_gets_its_grace_then_stops(node_runs: Runs) -> None:
+    out = await node_runs.execute(_spec(node_runs, "waits"), kill_when="waiting", grace_s=10)
+    messages = [m.get("message") for m in out.proto if m["t"] == "log"]
+    assert "got SIGTERM" in messages, (out.proto, out.stderr)
+    assert out.status.code != 0 and out.lingering == []
