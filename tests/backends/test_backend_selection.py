@@ -69,3 +69,34 @@ def test_auto_never_falls_back_to_the_unisolated_process_backend(
 def test_doctor_says_the_process_backend_is_only_ever_an_explicit_choice(tmp_path: Path) -> None:
     process = doctor(load(tmp_path, docker_host=NOWHERE))[2]
     assert "NOT isolated" in process.reason and "only when chosen explicitly" in process.reason
+
+
+def _doctor_json(tmp_path: Path, **env: str) -> dict:
+    import json
+    import os
+    import subprocess
+    import sys
+
+    environ = {**os.environ, "CREWYARD_DOCKER_HOST": NOWHERE, "CREWYARD_DATA_DIR": str(tmp_path), **env}
+    done = subprocess.run(
+        [sys.executable, "-m", "crewyard.cli", "doctor", "--json"],
+        capture_output=True,
+        text=True,
+        env=environ,
+        timeout=120,
+    )
+    report: dict = json.loads(done.stdout)
+    return report
+
+
+def test_doctor_says_whether_node_can_run_javascript_crews(tmp_path: Path) -> None:
+    old = tmp_path / "old-node"
+    old.write_text("#!/bin/sh\necho v18.19.0\n")
+    old.chmod(0o755)
+
+    here = _doctor_json(tmp_path)["node"]
+    too_old = _doctor_json(tmp_path, CREWYARD_NODE=str(old))["node"]
+
+    assert here["usable"] and int(here["version"].split(".")[0]) >= 20 and "with npm" in here["reason"]
+    assert not too_old["usable"] and too_old["version"] == "18.19.0"
+    assert "langgraph-js crews need Node 20+" in too_old["reason"]

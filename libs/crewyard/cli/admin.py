@@ -228,7 +228,7 @@ def rebuild(data_dir: Path | None, nats_url: str | None, as_json: bool, nats_cre
 @click.option("--json", "as_json", is_flag=True, help="Print the findings as JSON.")
 @click.pass_context
 def doctor(ctx: click.Context, docker_host: str | None, as_json: bool) -> None:
-    """Check which run isolation backends work on this machine, and which Pythons crews can use.
+    """Check which run isolation backends work here, which Pythons crews can use, and Node.js.
 
     \b
     Example:
@@ -239,9 +239,11 @@ def doctor(ctx: click.Context, docker_host: str | None, as_json: bool) -> None:
 
     with _platform_errors():
         results = list(check(settings))
-    from crewyard.environments import pythons
+    from crewyard.environments import nodejs, pythons
 
     found = pythons.available()
+    node = nodejs.installed()
+    node_usable = node is not None and node.major >= nodejs.MIN_MAJOR and node.npm is not None
     if as_json:
         backends = [{"name": i.name, "usable": i.usable, "reason": i.reason} for i in results]
         click.echo(
@@ -249,6 +251,12 @@ def doctor(ctx: click.Context, docker_host: str | None, as_json: bool) -> None:
                 {
                     "backends": backends,
                     "pythons": [{"version": i.version, "path": str(i.path)} for i in found],
+                    "node": {
+                        "usable": node_usable,
+                        "version": node.version if node else None,
+                        "path": node.path if node else None,
+                        "reason": nodejs.describe(),
+                    },
                 }
             )
         )
@@ -268,6 +276,13 @@ def doctor(ctx: click.Context, docker_host: str | None, as_json: bool) -> None:
     console.print(
         'Pythons for crews (python = "X.Y" in the crew\'s config; the docker backend uses its'
         " base image's): " + (", ".join(f"{i.version} ({i.path})" for i in found) or "none found")
+    )
+    console.print(
+        Text.assemble(
+            "Node.js for langgraph-js crews (bwrap and process; the docker backend uses its Node base"
+            " image's): ",
+            (nodejs.describe(), "" if node_usable else "yellow"),
+        )
     )
     if not any(item.usable for item in results):
         ctx.exit(1)
