@@ -68,8 +68,9 @@ def deploy(
 ) -> None:
     """Build and deploy the crew in PATH (default: here) as a new immutable version.
 
-    Reads crewyard.toml (or crewship.toml), uploads the folder without the [build] exclude
-    paths and what its .gitignore files ignore, and shows the build log until the version is
+    Reads crewyard.toml (or crewship.toml, or a LangGraph project's langgraph.json), uploads the
+    folder without the [build] exclude paths and what its .gitignore files ignore (node_modules
+    never goes: the build installs dependencies), and shows the build log until the version is
     ready; then --env (production by default) runs it. Each deploy is a new version (1, 2, 3…)
     of its deployment name ([deployments.<name>], or "default"). The project is --project, else
     the deployment's name in a [deployments.<name>] file, else the folder's name. A file with
