@@ -75,6 +75,7 @@ async def store(nats_url: str, nats_admin: str) -> AsyncIterator[EventStore]:
         object_bucket=f"T_{tag}_OBJ",
         platform_name=f"T_{tag}_PLATFORM",
         platform_prefix=f"t{tag}.platform",
+        health_bucket=f"T_{tag}_HEALTH",
     )
     nc = await connect(nats_url, name="test", creds=nats_admin)
     es = EventStore(nc, settings)

@@ -64,3 +64,25 @@ async def test_pipelined_appends_all_land_in_order(store: EventStore):
     await store.flush()
     history = await store.load("acme", "run", run)
     assert [r.event.data.message for r in history] == [str(i) for i in range(300)]
+
+
+async def test_the_ack_says_whether_the_server_had_the_event_already(store: EventStore):
+    """Two commands with the same event id on different aggregates (an idempotency key used by
+    two concurrent requests): the second is dropped, and its ack points at the first."""
+    first, second = new_id("run"), new_id("run")
+    event_id = new_id("evt")
+    won = await store.append_acked(_ev(QUEUED, first, event_id), expected_seq=0)
+    lost = await store.append_acked(_ev(QUEUED, second, event_id), expected_seq=0)
+    assert not won.duplicate and lost.duplicate and lost.seq == won.seq
+    assert (await store.get(lost.seq, leader=True)).decode().event.aggregate_id == first
+    assert await store.load_any("run", second) == []
+
+
+async def test_existence_is_asked_of_the_leader(store: EventStore):
+    run = new_id("run")
+    assert await store.last_seq_of(store.aggregate_filter("acme", "run", run)) is None
+    s1 = await store.append(_ev(QUEUED, run), expected_seq=0)
+    s2 = await store.append(_ev(STARTED, run), expected_seq=s1)
+    filt = f"{store.prefix}.*.run.{run}.>"
+    assert await store.last_seq_of(filt) == s2
+    assert (await store.get(s1, leader=True)).seq == s1

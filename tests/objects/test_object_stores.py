@@ -3,14 +3,18 @@ moto's, on loopback)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from crewyard.eventstore import EventStore
-from crewyard.objects import NatsObjectStore, ObjectNotFound, ObjectStore, S3ObjectStore
+from crewyard.eventstore import EventStore, connect
+from crewyard.natsserver import EmbeddedNats
+from crewyard.objects import NatsObjectStore, ObjectNotFound, ObjectStore, ObjectStoreError, S3ObjectStore
+from crewyard.testing.platform import free_port
 
 
 @pytest.fixture(params=["nats", "s3"])
@@ -66,3 +70,21 @@ async def test_objects_stream_in_chunks_and_by_range(objects: ObjectStore, tmp_p
         assert await _streamed(objects, "artifacts/big", start, end) == data[start:end], (start, end)
     with pytest.raises(ObjectNotFound):
         await _streamed(objects, "nope")
+
+
+async def test_reads_fail_within_seconds_while_nats_is_down(tmp_path: Path):
+    """A broker that went away is an ObjectStoreError soon (the read timeout), not a long hang."""
+    server = EmbeddedNats(tmp_path / "nats", port=free_port())
+    server.start()
+    nc = await connect(server.url, name="test")
+    try:
+        objects = NatsObjectStore(nc, "T_DOWN", read_timeout=1.0, chunk_wait_s=1.0)
+        await objects.put_bytes("artifacts/a", b"data")
+        server.stop()
+        for read in (objects.get_bytes("artifacts/a"), objects.exists("artifacts/a")):
+            with pytest.raises(ObjectStoreError):
+                await asyncio.wait_for(read, 60)  # generous: only "it does not hang" is asserted
+    finally:
+        server.stop()
+        with contextlib.suppress(OSError):  # nats-py's close may meet the connection already gone
+            await nc.close()

@@ -2,8 +2,9 @@
 
 Public contract: :class:`EventStore` (append with de-duplication and optimistic concurrency,
 load an aggregate, follow a subject from a sequence), :class:`WorkQueue` (durable pull consumer
-shared by service instances), :func:`connect`, :func:`ensure_stream`, the error hierarchy, and
-:func:`set_aside` with its counters for events a reader cannot use.
+shared by service instances), :class:`Probe` (the questions a readiness check asks), :func:`connect`,
+:func:`ensure_stream`, the error hierarchy, and :func:`set_aside` with its counters for events a
+reader cannot use.
 """
 
 from ._connection import (
@@ -16,13 +17,16 @@ from ._connection import (
 )
 from ._errors import ConcurrencyConflict, EventStoreError, StoreUnavailable, StreamMisconfigured
 from ._poison import set_aside, set_aside_counts
-from ._store import EventStore, RawEvent
+from ._probe import Probe
+from ._store import Appended, EventStore, RawEvent
 from ._work import WorkItem, WorkQueue
 
 __all__ = [
+    "Appended",
     "ConcurrencyConflict",
     "EventStore",
     "EventStoreError",
+    "Probe",
     "RawEvent",
     "StoreUnavailable",
     "StreamMisconfigured",

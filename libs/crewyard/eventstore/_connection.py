@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +34,8 @@ class StreamSettings(msgspec.Struct, frozen=True, kw_only=True):
     #: API keys and outside consumers: a stream of its own that only the gateway can use.
     platform_name: str = "CREWYARD_PLATFORM"
     platform_prefix: str = PLATFORM_PREFIX
+    #: Key-value bucket the readiness probes write their heartbeats to.
+    health_bucket: str = "CREWYARD_HEALTH"
 
 
 def read_creds(creds: str | Path) -> str:
@@ -65,17 +68,25 @@ def credential_options(creds: str | Path | None) -> dict[str, Any]:
 
 
 async def connect(
-    url: str, *, name: str, creds: str | Path | None = None, connect_timeout: float = 5.0
+    url: str,
+    *,
+    name: str,
+    creds: str | Path | None = None,
+    connect_timeout: float = 5.0,
+    on_retry: Callable[[Exception], None] | None = None,
 ) -> Client:
     """A connection that reconnects forever (services must outlive broker restarts).
 
     ``creds`` (a ``.creds`` file or its text) identifies the user; replies then arrive on the
-    inbox prefix its permissions name, so no other user can receive them."""
+    inbox prefix its permissions name, so no other user can receive them. The first connection
+    is tried until it succeeds, too; ``on_retry`` hears of every failed attempt meanwhile."""
     options = credential_options(creds)
 
     refused: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
     async def _on_error(exc: Exception) -> None:
+        if on_retry is not None and not connecting.done():
+            on_retry(exc)
         # A slow consumer means dropped messages, a permissions violation a refused request:
         # never quiet about either.
         text = str(exc).lower()
@@ -167,10 +178,13 @@ async def ensure_stream(js: JetStreamContext, settings: StreamSettings) -> None:
     try:
         info = await js.stream_info(settings.name)
     except NotFoundError:
-        await js.add_stream(wanted)
+        try:
+            await js.add_stream(wanted)
+        except Exception as exc:  # e.g. a cluster still electing a leader, or too few servers
+            raise StoreUnavailable(f"cannot create stream {settings.name}: {exc!r}") from exc
         return
     except Exception as exc:
-        raise StoreUnavailable(f"cannot reach JetStream: {exc}") from exc
+        raise StoreUnavailable(f"cannot reach JetStream: {exc!r}") from exc
     cfg = info.config
     problems = []
     if cfg.retention not in (None, RetentionPolicy.LIMITS):

@@ -5,7 +5,10 @@
   view of the aggregate fails with :class:`ConcurrencyConflict`. A retry whose first attempt did
   land is recognised by reading the aggregate's last message id.
 - ``append_nowait`` pipelines chatty events (logs) with ``publish_async``; ``flush`` waits for them.
-- ``load`` reads one aggregate with a batch direct get (one request for up to 1,000 events).
+- ``load`` reads one aggregate with a batch direct get (one request for up to 1,000 events). In a
+  cluster any replica may answer a direct get, so it can be behind: fine for deciding a command
+  (the expected-sequence header catches a stale view), never for "does it exist?". Those ask the
+  stream's leader: ``last_seq_of`` and ``get(seq, leader=True)``.
 - ``follow`` is an ordered consumer from a sequence: history first, then live, no gaps.
 
 Writes go through the core's ``encode_checked``: an event the core's decoder would refuse is
@@ -66,11 +69,24 @@ class RawEvent(msgspec.Struct, frozen=True):
         return Recorded(self.seq, event)
 
 
+class Appended(msgspec.Struct, frozen=True):
+    """What the stream acknowledged: the event's sequence, and whether the server had it already
+    (``duplicate``: same event id inside the de-duplication window; ``seq`` is the original's)."""
+
+    seq: int
+    duplicate: bool = False
+
+
 class EventStore:
-    def __init__(self, nc: Client, settings: StreamSettings | None = None) -> None:
+    def __init__(
+        self, nc: Client, settings: StreamSettings | None = None, *, read_timeout: float = 5.0
+    ) -> None:
         self.nc = nc
         self.settings = settings or StreamSettings()
         self.js = nc.jetstream(timeout=5.0, publish_async_max_pending=4000)
+        #: Reads fail within seconds when the stream cannot answer (an outage must not hang callers).
+        self.read_timeout = read_timeout
+        self._reads = nc.jetstream(timeout=read_timeout)
         self.stream = self.settings.name
         self.prefix = self.settings.prefix
 
@@ -113,6 +129,21 @@ class EventStore:
 
         ``expected_seq`` is the last sequence the writer saw on its aggregate, or on the subjects
         ``expected_over`` matches when given (0: none may exist yet, e.g. "the first admin key")."""
+        ack = await self.append_acked(
+            event, expected_seq=expected_seq, expected_over=expected_over, attempts=attempts
+        )
+        return ack.seq
+
+    async def append_acked(
+        self,
+        event: Event,
+        *,
+        expected_seq: int | None = None,
+        expected_over: str | None = None,
+        attempts: int = 5,
+    ) -> Appended:
+        """Store one event; the stream's acknowledgement (sequence, and whether it was a duplicate:
+        the server had this event id already, ``seq`` is then the original's)."""
         subject = self.subject_of(event)
         body = encode_checked(event)
         stream, agg = self._stream_and_aggregate(event)
@@ -125,14 +156,14 @@ class EventStore:
                 headers[_EXPECTED_SUBJECT] = agg
             try:
                 ack = await self.js.publish(subject, body, headers=headers, stream=stream)
-                return int(ack.seq)
+                return Appended(int(ack.seq), bool(ack.duplicate))
             except APIError as exc:
                 if exc.err_code != _WRONG_LAST_SEQUENCE:
                     raise StoreUnavailable(f"append rejected: {exc.description}") from exc
                 if attempt > 0:
                     landed = await self._landed(stream, agg, event.id)
                     if landed is not None:
-                        return landed
+                        return Appended(landed)
                 raise ConcurrencyConflict(
                     f"{event.aggregate} {event.aggregate_id} changed concurrently"
                 ) from exc
@@ -144,10 +175,15 @@ class EventStore:
         raise StoreUnavailable("unreachable")
 
     async def _landed(self, stream: str, agg_filter: str, event_id: str) -> int | None:
-        with contextlib.suppress(NotFoundError):
-            last = await self.js.get_last_msg(stream, agg_filter, direct=True)
-            if last.headers and last.headers.get(Header.MSG_ID) == event_id:
-                return int(last.seq or 0)
+        # From the leader: a replica that is behind would not have our first attempt yet.
+        try:
+            last = await self._reads.get_last_msg(stream, agg_filter, direct=False)
+        except NotFoundError:
+            return None
+        except Exception as exc:
+            raise StoreUnavailable(f"cannot check whether the event was stored: {exc!r}") from exc
+        if last.headers and last.headers.get(Header.MSG_ID) == event_id:
+            return int(last.seq or 0)
         return None
 
     async def append_nowait(self, event: Event) -> asyncio.Future[Any]:
@@ -208,7 +244,7 @@ class EventStore:
         try:
             request = json.dumps({"seq": start_seq, "next_by_subj": filter_subject, "batch": batch})
             await self.nc.publish(f"$JS.API.DIRECT.GET.{stream}", request.encode(), reply=inbox)
-            await asyncio.wait_for(done, 10.0)
+            await asyncio.wait_for(done, self.read_timeout)
         except TimeoutError as exc:
             raise StoreUnavailable("event store did not answer a read") from exc
         finally:
@@ -249,17 +285,31 @@ class EventStore:
             set_aside("load", raw.seq, raw.subject, exc)
             return unreadable(raw.seq, project, aggregate, aggregate_id, str(exc))
 
-    async def get(self, seq: int) -> RawEvent:
-        """The event at one stream sequence."""
+    async def get(self, seq: int, *, leader: bool = False) -> RawEvent:
+        """The event at one stream sequence; ``leader``: asked of the stream's leader, which has
+        every acknowledged event (any replica may answer otherwise, and may not have it yet)."""
         try:
-            msg = await self.js.get_msg(self.stream, seq, direct=True)
+            msg = await self._reads.get_msg(self.stream, seq, direct=not leader)
         except NotFoundError as exc:
             raise StoreUnavailable(f"no event at sequence {seq}") from exc
+        except Exception as exc:
+            raise StoreUnavailable(f"cannot read sequence {seq}: {exc!r}") from exc
         return RawEvent(int(msg.seq or seq), str(msg.subject), bytes(msg.data or b""))
+
+    async def last_seq_of(self, filter_subject: str) -> int | None:
+        """The sequence of the newest event matching ``filter_subject`` (None: there is none),
+        from the stream's leader: the authority on whether something exists."""
+        try:
+            msg = await self._reads.get_last_msg(self.stream, filter_subject, direct=False)
+        except NotFoundError:
+            return None
+        except Exception as exc:
+            raise StoreUnavailable(f"cannot read the stream: {exc!r}") from exc
+        return int(msg.seq or 0)
 
     async def last_seq(self) -> int:
         try:
-            info = await self.js.stream_info(self.stream)
+            info = await self._reads.stream_info(self.stream)
         except Exception as exc:
             raise StoreUnavailable(f"cannot read stream state: {exc!r}") from exc
         return int(info.state.last_seq)
