@@ -72,6 +72,18 @@ class EmbeddedNats:
         return conf
 
     def start(self, timeout: float = 20.0) -> str:
+        """Start and wait until JetStream answers; returns the client URL."""
+        self.launch()
+        deadline = time.monotonic() + timeout
+        while not self.ready():
+            if time.monotonic() > deadline:
+                self.stop()
+                raise BrokerError("nats-server did not become ready in time")
+            time.sleep(0.05)
+        return self.url
+
+    def launch(self) -> None:
+        """Start the server process; :meth:`ready` says when it answers."""
         self.dir.mkdir(parents=True, exist_ok=True)
         for old in glob.glob(str(self.dir / "*.ports")):
             os.unlink(old)
@@ -96,26 +108,23 @@ class EmbeddedNats:
             "crewyard",
         ]
         self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise BrokerError(
-                    f"nats-server exited with code {self.proc.returncode}; see {self.dir}/server.log"
-                )
-            ports = glob.glob(str(self.dir / f"*_{self.proc.pid}.ports"))
-            if ports:
-                with contextlib.suppress(OSError, ValueError):
-                    info = json.loads(Path(ports[0]).read_text())
-                    self.url, self.monitor = info["nats"][0], info["monitoring"][0]
-                    with urllib.request.urlopen(
-                        self.monitor + "/healthz?js-enabled-only=true", timeout=1
-                    ) as r:
-                        if json.load(r).get("status") == "ok":
-                            return self.url
-            if time.monotonic() > deadline:
-                self.stop()
-                raise BrokerError("nats-server did not become ready in time")
-            time.sleep(0.05)
+
+    def ready(self) -> bool:
+        """Whether the launched server answers with JetStream enabled (``url`` is set then);
+        :class:`BrokerError` if it has exited."""
+        assert self.proc is not None, "launch() first"
+        if self.proc.poll() is not None:
+            code = self.proc.returncode
+            raise BrokerError(f"nats-server exited with code {code}; see {self.dir}/server.log")
+        ports = glob.glob(str(self.dir / f"*_{self.proc.pid}.ports"))
+        if not ports:
+            return False
+        with contextlib.suppress(OSError, ValueError):
+            info = json.loads(Path(ports[0]).read_text())
+            self.url, self.monitor = info["nats"][0], info["monitoring"][0]
+            with urllib.request.urlopen(self.monitor + "/healthz?js-enabled-only=true", timeout=1) as r:
+                return bool(json.load(r).get("status") == "ok")
+        return False
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.proc is None or self.proc.poll() is not None:

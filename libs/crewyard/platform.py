@@ -12,6 +12,7 @@ import shlex
 import signal
 import socket
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -22,6 +23,7 @@ from rich.console import Console
 from crewyard import datadir, logs
 from crewyard.auth import Names
 from crewyard.eventstore import EventStore, connect, ensure_platform_stream, ensure_stream
+from crewyard.health import HealthListener, Readiness, health_routes, starting, wait_for_jetstream
 from crewyard.natsserver import EmbeddedNats
 from crewyard.objects import ObjectStore, open_store
 from crewyard.secrets import SecretBox, load_key
@@ -62,6 +64,19 @@ async def _store(settings: Settings, name: str, user: str | None = None) -> Even
     return store
 
 
+def _instance() -> str:
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def _readiness(name: str, settings: Settings) -> Readiness:
+    # A projector only reads the stream: it is not asked to prove that it could write.
+    return Readiness(name, instance=_instance(), writes=name != "projector", max_lag=settings.ready_max_lag)
+
+
+async def _idle() -> None:
+    return None
+
+
 async def gateway_store(settings: Settings) -> EventStore:
     """A connection as the gateway's NATS user (admin commands run where a gateway runs)."""
     return await _store(settings, "gateway-admin", user="gateway")
@@ -92,9 +107,31 @@ def _build_backend(settings: Settings, objects: ObjectStore) -> Any:
     return backends.select_build_backend(settings, settings.cache_dir, objects)
 
 
-async def _service(name: str, settings: Settings, stop: asyncio.Event) -> Callable[[], Awaitable[None]]:
-    """Start one service; returns the coroutine function that runs it until ``stop``."""
-    store = await _store(settings, name)
+async def _service(
+    name: str, settings: Settings, stop: asyncio.Event, readiness: Readiness | None = None
+) -> Callable[[], Awaitable[None]]:
+    """Start one service (once JetStream is there); returns the coroutine function that runs it
+    until ``stop``."""
+    if name not in SERVICES:
+        raise ValueError(f"unknown service {name!r}; choose one of {', '.join(SERVICES)}")
+    placeholder = None
+    if name == "gateway":
+        # Until the API can start, its port answers /healthz (alive), /readyz (503, and why) and
+        # every other request with a 503 (clients retry those).
+        readiness = readiness or _readiness(name, settings)
+        placeholder = HealthListener(
+            health_routes(readiness), host=settings.host, port=settings.port, fallback=starting(readiness)
+        )
+        await placeholder.start()
+    try:
+        store = await wait_for_jetstream(settings, name, stop, readiness)
+    finally:
+        if placeholder is not None:
+            await placeholder.stop()
+    if store is None:  # stopped while waiting
+        return _idle
+    if readiness is not None:
+        readiness.attach(store)
     objects = open_store(settings, store.nc)
     if name == "builder":
         from crewyard.builder import Builder
@@ -117,7 +154,20 @@ async def _service(name: str, settings: Settings, stop: asyncio.Event) -> Callab
         from crewyard.projector import Projector
 
         projector = Projector(store, settings.db_path)
-        return lambda: projector.run(stop)
+        if readiness is None:
+            return lambda: projector.run(stop)
+        from crewyard.readmodel import ReadModel
+
+        rm = await ReadModel.open(settings.db_path)  # a connection of its own, for the readiness check
+        readiness.position = rm.position
+
+        async def project() -> None:
+            try:
+                await projector.run(stop)
+            finally:
+                await rm.close()
+
+        return project
     if name == "notifier":
         from crewyard.notifier import Notifier
 
@@ -133,12 +183,15 @@ async def _service(name: str, settings: Settings, stop: asyncio.Event) -> Callab
         from crewyard.readmodel import ReadModel
 
         rm = await ReadModel.open(settings.db_path)
+        assert readiness is not None
+        readiness.position = rm.position
         gateway = Gateway(
             settings=settings,
             store=store,
             objects=objects,
             rm=rm,
             secrets=SecretBox(load_key(settings.data_dir, settings.secret_key_b64)),
+            readiness=readiness,
         )
         app = create_app(settings, gateway=gateway)
         server = uvicorn.Server(
@@ -162,11 +215,14 @@ async def _service(name: str, settings: Settings, stop: asyncio.Event) -> Callab
             await rm.close()
 
         return serve
-    raise ValueError(f"unknown service {name!r}; choose one of {', '.join(SERVICES)}")
+    raise AssertionError(name)
 
 
-async def _run_all(names: tuple[str, ...], settings: Settings, stop: asyncio.Event) -> None:
-    runners = [await _service(n, settings, stop) for n in names]
+async def _run_all(
+    names: tuple[str, ...], settings: Settings, stop: asyncio.Event, readiness: Readiness | None = None
+) -> None:
+    """Run the services until ``stop``; ``readiness`` is the health of a service started alone."""
+    runners = [await _service(n, settings, stop, readiness) for n in names]
     tasks: list[asyncio.Task[None]] = [
         asyncio.create_task(_as_coro(r), name=n) for r, n in zip(runners, names, strict=True)
     ]
@@ -209,9 +265,12 @@ async def up(settings: Settings, *, embedded_nats: bool = True, stop: asyncio.Ev
         if port and "CREWYARD_NATS_PORT" not in os.environ and not _port_free(settings.host, port):
             port = 0  # the default port is taken (another NATS here): any free one will do
         broker = EmbeddedNats(settings.data_dir, port=port or None, names=nats_names(settings))
-        settings.nats_url = await asyncio.to_thread(broker.start)
-        settings.nats_creds = str(broker.auth_dir / "creds")
     try:
+        if broker is not None:
+            if not await _wait_for_broker(broker, stop):
+                return
+            settings.nats_url = broker.url
+            settings.nats_creds = str(broker.auth_dir / "creds")
         backend = describe_backend(settings)
         console.print("[bold green]crewyard is up[/]", highlight=False)
         console.print(f"  API   http://{settings.host}:{settings.port}", highlight=False)
@@ -226,6 +285,26 @@ async def up(settings: Settings, *, embedded_nats: bool = True, stop: asyncio.Ev
     finally:
         if broker is not None:
             await asyncio.to_thread(broker.stop)
+
+
+async def _wait_for_broker(broker: EmbeddedNats, stop: asyncio.Event) -> bool:
+    """Start the embedded nats-server and wait, as long as it takes (a big store takes a while to
+    recover), saying so every few seconds; False if stopped first."""
+    await asyncio.to_thread(broker.launch)
+    began = time.monotonic()
+    said = began
+    while not await asyncio.to_thread(broker.ready):
+        if stop.is_set():
+            return False
+        if time.monotonic() - said >= 5:
+            said = time.monotonic()
+            console.print(
+                f"waiting for the embedded nats-server (JetStream, {broker.dir}) — {said - began:.0f} s",
+                highlight=False,
+            )
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.1)
+    return True
 
 
 def _selected_services() -> tuple[str, ...]:
@@ -256,7 +335,16 @@ async def run_service(name: str, settings: Settings, *, stop: asyncio.Event | No
         raise ValueError(f"unknown service {name!r}; choose one of {', '.join(SERVICES)}")
     datadir.secure(settings.data_dir)
     console.print(f"crewyard {name} — NATS {settings.nats_url}, data {settings.data_dir}")
-    await _run_all((name,), settings, stop)
+    readiness = _readiness(name, settings)
+    listener = None
+    if name != "gateway":  # the gateway answers /healthz and /readyz on its API port
+        listener = HealthListener(health_routes(readiness), host=settings.host, port=settings.health_port)
+        console.print(f"  health {await listener.start()}/readyz", highlight=False)
+    try:
+        await _run_all((name,), settings, stop, readiness)
+    finally:
+        if listener is not None:
+            await listener.stop()
 
 
 async def rebuild_projection(settings: Settings) -> int:
@@ -264,7 +352,11 @@ async def rebuild_projection(settings: Settings) -> int:
     from crewyard.projector import rebuild
 
     datadir.secure(settings.data_dir)
-    store = await _store(settings, "rebuild", user="projector")
+    stop = asyncio.Event()
+    _stop_on_signals(stop)
+    store = await wait_for_jetstream(settings, "rebuild", stop, user="projector")
+    if store is None:
+        return 0
     try:
         return await rebuild(store, settings.db_path)
     finally:
@@ -341,7 +433,7 @@ async def _wait_healthy(api: str, platform: asyncio.Task[None], timeout: float =
                 platform.result()
                 return False
             with contextlib.suppress(httpx.HTTPError):
-                if (await client.get(api + "/healthz", timeout=1)).status_code == 200:
+                if (await client.get(api + "/readyz", timeout=5)).status_code == 200:
                     return True
             await asyncio.sleep(0.2)
     console.print("[red]the platform did not become healthy in time[/]")

@@ -110,6 +110,10 @@ class Settings(msgspec.Struct, kw_only=True):
     #: Tests only: ``<epoch seconds>x<speed>`` makes the scheduler's clock run ``speed`` times
     #: faster than real time from that instant on.
     scheduler_clock: str = ""
+    #: Port of the /healthz + /readyz listener of a service started alone (0: any free port).
+    health_port: int = 0
+    #: /readyz of a service with a read model fails while it is more events than this behind.
+    ready_max_lag: int = 10_000
 
     @property
     def db_path(self) -> Path:
@@ -221,6 +225,8 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "CREWYARD_TRIGGER_WAIT": ("trigger_wait_s", float),
     "CREWYARD_TRIGGER_RATE": ("trigger_rate", float),
     "CREWYARD_SCHEDULER_CLOCK": ("scheduler_clock", str),
+    "CREWYARD_HEALTH_PORT": ("health_port", int),
+    "CREWYARD_READY_MAX_LAG": ("ready_max_lag", int),
 }
 BACKENDS = ("auto", "docker", "bwrap", "process")
 BUILD_BACKENDS = ("auto", "docker", "venv")
@@ -288,6 +294,10 @@ def load(data_dir: Path | str | None = None, **overrides: Any) -> Settings:
             raise SettingsError(
                 f"CREWYARD_NETWORK_ALLOW: {cidr!r} is not an IPv4 network (e.g. 10.1.2.3/32)"
             ) from None
+    if not 0 <= settings.health_port <= 65535:
+        raise SettingsError("CREWYARD_HEALTH_PORT must be a port number (0: any free port)")
+    if settings.ready_max_lag < 0:
+        raise SettingsError("CREWYARD_READY_MAX_LAG must not be negative")
     if settings.runner_concurrency < 1:
         raise SettingsError("CREWYARD_RUNNER_CONCURRENCY must be at least 1")
     _check_outbound(settings)

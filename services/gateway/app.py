@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import os
+import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -13,6 +15,7 @@ from litestar.plugins.prometheus import PrometheusConfig
 from crewyard import __version__, metrics
 from crewyard.core import asyncapi
 from crewyard.eventstore import EventStore, connect, ensure_stream
+from crewyard.health import Readiness
 from crewyard.objects import open_store
 from crewyard.readmodel import ReadModel
 from crewyard.secrets import SecretBox, load_key
@@ -23,16 +26,18 @@ from .context import Gateway, gw
 from .errors import HANDLERS
 
 
-@get("/healthz")
-async def healthz(request: Request[Any, Any, Any]) -> dict[str, Any]:
-    g = gw(request)
-    connected = g.store.nc.is_connected
-    return {
-        "status": "ok" if connected else "degraded",
-        "nats": connected,
-        "read_model_position": await g.rm.position(),
-        "version": __version__,
-    }
+@get("/healthz", opt={"open": True})
+async def healthz() -> dict[str, Any]:
+    """Alive: the process answers. Says nothing about NATS or the read model (see /readyz)."""
+    return {"status": "ok", "service": "gateway", "version": __version__}
+
+
+@get("/readyz", opt={"open": True})
+async def readyz(request: Request[Any, Any, Any]) -> Response[Any]:
+    """Ready: JetStream reachable and writable, the stream's leader answers, the read model close
+    to the stream's head. 503 with the reasons otherwise."""
+    report = await gw(request).readiness.check()
+    return Response(report.body(), status_code=200 if report.ready else 503)
 
 
 @get("/metrics", opt={"open": True}, media_type=metrics.CONTENT_TYPE, include_in_schema=False)
@@ -74,12 +79,18 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> Litesta
         store = EventStore(nc, settings.stream)
         await ensure_stream(store.js, settings.stream)
         rm = await ReadModel.open(settings.db_path)
+        readiness = Readiness(
+            "gateway", instance=f"{socket.gethostname()}-{os.getpid()}", max_lag=settings.ready_max_lag
+        )
+        readiness.attach(store)
+        readiness.position = rm.position
         app.state.gateway = Gateway(
             settings=settings,
             store=store,
             objects=open_store(settings, nc),
             rm=rm,
             secrets=SecretBox(load_key(settings.data_dir, settings.secret_key_b64)),
+            readiness=readiness,
         )
         metrics.refresh_with("gateway", app.state.gateway.refresh_metrics)
         try:
@@ -93,6 +104,7 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> Litesta
         route_handlers=[
             healthz,
             metrics_text,
+            readyz,
             asyncapi_document,
             *runs.ROUTES,
             *deployments.ROUTES,

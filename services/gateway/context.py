@@ -21,6 +21,7 @@ from crewyard.core.ids import new_id
 from crewyard.core.subjects import InvalidName, check_project_name
 from crewyard.core.versions import Resolved, VersionError
 from crewyard.eventstore import ConcurrencyConflict, EventStore
+from crewyard.health import Readiness
 from crewyard.objects import ObjectStore
 from crewyard.readmodel import ReadModel
 from crewyard.secrets import SecretBox
@@ -37,6 +38,7 @@ class Gateway:
     objects: ObjectStore
     rm: ReadModel
     secrets: SecretBox
+    readiness: Readiness
     _hub: Hub | None = None
     #: Set when the gateway shuts down: SSE streams end with a retry hint (``sse.RETRY_HINT``).
     closing: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)

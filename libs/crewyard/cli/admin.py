@@ -55,7 +55,9 @@ port_option = click.option(
     "--port", type=click.IntRange(1, 65535), help="HTTP port of the API (default: 8080)."
 )
 host_option = click.option(
-    "--host", metavar="HOST", help="Interface the API listens on (default: 127.0.0.1)."
+    "--host",
+    metavar="HOST",
+    help="Interface the API (or health listener) listens on (default: 127.0.0.1).",
 )
 log_level_option = click.option(
     "--log-level",
@@ -157,6 +159,12 @@ def up(
 @backend_option
 @log_level_option
 @json_logs_option
+@click.option(
+    "--health-port",
+    type=click.IntRange(0, 65535),
+    help="Port of the /healthz and /readyz listener of every service but the gateway "
+    "(env CREWYARD_HEALTH_PORT; default 0: any free port, printed at start).",
+)
 def service(
     name: str,
     nats_url: str | None,
@@ -167,6 +175,7 @@ def service(
     backend: str | None,
     log_level: str | None,
     json_logs: bool,
+    health_port: int | None,
 ) -> None:
     """Run one service on its own, against a shared NATS server (for several machines).
 
@@ -174,9 +183,14 @@ def service(
     and schedulers share durable consumers; each gateway host runs a projector beside it. Each
     service connects as its own NATS user (see `crewyard nats init`).
 
+    It waits for NATS and the event stream if they are not there yet. It answers GET /healthz
+    (alive) and GET /readyz (ready: JetStream reachable and writable, read model caught up) for
+    probes: the gateway on its API port, the other services on --health-port.
+
     \b
     Examples:
-      crewyard service runner --nats nats://nats.internal:4222 --nats-creds /run/secrets/runner.creds
+      crewyard service runner --nats nats://nats.internal:4222 --nats-creds /run/secrets/runner.creds \
+        --health-port 8081 --host 0.0.0.0
       crewyard service gateway --nats nats://nats.internal:4222 --port 8080 --host 0.0.0.0
       crewyard service notifier --nats nats://nats.internal:4222
     """
@@ -187,6 +201,7 @@ def service(
         backend=backend,
         nats_url=nats_url,
         nats_creds=nats_creds,
+        health_port=health_port,
         **_logging(log_level, json_logs),
     )
     from crewyard import platform

@@ -1,7 +1,9 @@
 """Every service in its own process against one nats-server (or a NATS cluster of several nodes,
 ``nats1``…), for failure tests: any piece can be killed with SIGKILL and started again on the
 same data (``kill``/``start``). With several gateways, each has its own projector and read model
-(``gateway1`` + ``projector1`` …), as on separate hosts."""
+(``gateway1`` + ``projector1`` …), as on separate hosts. Each service answers ``/healthz`` and
+``/readyz`` (``health_url``, ``readyz``): a gateway on its API port, the others on a health
+listener of their own."""
 
 from __future__ import annotations
 
@@ -60,10 +62,22 @@ class Cluster:
         self.apis = [f"http://127.0.0.1:{port}" for port in self.ports.values()]
         self.port, self.api = self.ports[self.gateways[0]], self.apis[0]
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.health_ports = {name: free_port() for name in self.names if name not in self.ports}
 
     @property
     def nats_url(self) -> str:
-        return self.nats_cluster.url if self.nats_cluster is not None else self.nats.url
+        if self.nats_cluster is not None:
+            return self.nats_cluster.url
+        # Known before the server starts (a fixed port): services may start first and wait.
+        return f"nats://{self.nats.host}:{self.nats.port}"
+
+    def health_url(self, name: str) -> str:
+        """Where ``name`` answers ``/healthz`` and ``/readyz``."""
+        port = self.ports[name] if name in self.ports else self.health_ports[name]
+        return f"http://127.0.0.1:{port}"
+
+    def readyz(self, name: str) -> httpx.Response:
+        return httpx.get(self.health_url(name) + "/readyz", timeout=10)
 
     @property
     def creds_dir(self) -> Path:
@@ -89,6 +103,9 @@ class Cluster:
             self.nats_cluster.start(name)
             return
         service = "runner" if name.startswith("runner") else name.rstrip("0123456789")
+        env = self.env
+        if name in self.health_ports:
+            env = {**self.env, "CREWYARD_HEALTH_PORT": str(self.health_ports[name])}
         log = (self.root / f"{name}.log").open("ab")
         self.procs[name] = subprocess.Popen(
             [
@@ -101,7 +118,7 @@ class Cluster:
                 str(self.ports.get(name.replace("projector", "gateway"), self.port)),
                 self.backend,
             ],
-            env=self.env,
+            env=env,
             stdout=log,
             stderr=log,
             stdin=subprocess.DEVNULL,
@@ -154,13 +171,28 @@ class Cluster:
         for api in self.apis:
             while True:
                 try:
-                    if httpx.get(api + "/healthz", timeout=1).json().get("nats"):
+                    if httpx.get(api + "/readyz", timeout=5).status_code == 200:
                         break
-                except (httpx.HTTPError, ValueError):
+                except httpx.HTTPError:
                     pass
                 if time.monotonic() > deadline:
-                    raise RuntimeError(f"gateway {api} did not become healthy")
+                    raise RuntimeError(f"gateway {api} did not become ready")
                 time.sleep(0.1)
+
+    def wait_ready(self, names: list[str] | None = None, timeout: float = 60.0) -> None:
+        """Until every service in ``names`` (default: all) answers 200 on /readyz."""
+        waiting = list(names or self.names)
+        deadline = time.monotonic() + timeout
+        while waiting:
+            try:
+                if self.readyz(waiting[0]).status_code == 200:
+                    waiting.pop(0)
+                    continue
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"not ready: {', '.join(waiting)}")
+            time.sleep(0.1)
 
     def down(self) -> None:
         for name in reversed(self.names):

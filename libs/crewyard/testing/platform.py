@@ -84,13 +84,13 @@ class PlatformProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"platform exited early:\n{self.log_tail()}")
             try:
-                if httpx.get(self.api + "/healthz", timeout=1).status_code == 200:
+                if httpx.get(self.api + "/readyz", timeout=5).status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass
             time.sleep(0.1)
         self.stop()
-        raise RuntimeError(f"platform did not become healthy:\n{self.log_tail()}")
+        raise RuntimeError(f"platform did not become ready:\n{self.log_tail()}")
 
     def log_tail(self, lines: int = 60) -> str:
         path = self.data_dir / "platform.log"
