@@ -13,14 +13,15 @@ import msgspec
 from litestar import Request
 
 from crewyard import metrics
+from crewyard.core import subjects
 from crewyard.core.bounds import MAX_JSON_DEPTH, OutOfBounds, check_json
 from crewyard.core.deployment_state import fold_project
 from crewyard.core.events import Event, Payload, ProjectCreated, make_event
 from crewyard.core.ids import deployment_id as stored_id
-from crewyard.core.ids import new_id
+from crewyard.core.ids import is_id, new_id
 from crewyard.core.subjects import InvalidName, check_project_name
 from crewyard.core.versions import Resolved, VersionError
-from crewyard.eventstore import ConcurrencyConflict, EventStore
+from crewyard.eventstore import ConcurrencyConflict, EventStore, StoreUnavailable
 from crewyard.health import Readiness
 from crewyard.objects import ObjectStore
 from crewyard.readmodel import ReadModel
@@ -29,6 +30,11 @@ from crewyard.settings import Settings
 
 from .errors import ApiError, bad_request, not_found
 from .hub import Hub
+
+#: How long a lookup waits for the read model: to refresh a row it has (then answers with what
+#: it has), and to catch up with something the stream has and it does not (then a 503).
+FRESH_S = 2.0
+CATCH_UP_S = 10.0
 
 
 @dataclass
@@ -76,12 +82,38 @@ class Gateway:
         """Wait until the read model holds everything stored so far (after a miss or a stale view)."""
         await self.rm.catch_up(await self.store.last_seq())
 
+    async def settle(self, what: str, filter_subject: str, *, known: bool) -> None:
+        """Give the read model time to hold what the stream has of one aggregate.
+
+        The stream's leader says whether the aggregate exists and where its last event is. With
+        ``known`` the read model has a row and only its freshness is in question: a stream that
+        cannot be read or a read model that stays behind leave the row as the answer. Without it,
+        "not found" comes only from the stream's leader; a stream that cannot be read or a read
+        model that does not catch up in time is a 503 — never a 404 for something that exists
+        (a gateway whose projector is recovering from a failover)."""
+        try:
+            last = await self.store.last_seq_of(filter_subject)
+        except StoreUnavailable:
+            if known:
+                return
+            raise
+        if last is None:
+            if known:
+                return
+            raise not_found(what)
+        if not await self.rm.wait_for(last, timeout=FRESH_S if known else CATCH_UP_S) and not known:
+            raise behind(what)
+
     async def run(self, run_id: str) -> dict[str, Any]:
+        if not is_id(run_id, "run"):
+            raise not_found(f"run {run_id[:100]}")
         run = await self.rm.run(run_id)
         if run is None or run["status"] in ("pending", "running"):
-            # A client that just saw the run's events may ask at once: answer with what is stored.
-            await self.fresh()
-            run = await self.rm.run(run_id)
+            # A client that just saw the run's events (maybe through another gateway) may ask at
+            # once: answer with what is stored.
+            filt = subjects.any_project_aggregate_filter("run", run_id, self.store.prefix)
+            await self.settle(f"run {run_id}", filt, known=run is not None)
+            run = await self.rm.run(run_id) or run
         if run is None:
             raise not_found(f"run {run_id}")
         return run
@@ -89,10 +121,13 @@ class Gateway:
     async def deployment(self, dep_id: str) -> dict[str, Any]:
         """A version by either spelling of its id (``dep_…`` or ``ver_…``)."""
         dep_id = stored_id(dep_id)
+        if not is_id(dep_id, "dep"):
+            raise not_found(f"deployment {dep_id[:100]}")
         dep = await self.rm.deployment(dep_id)
         if dep is None or dep["status"] == "building":  # a client may have seen it end elsewhere
-            await self.fresh()
-            dep = await self.rm.deployment(dep_id)
+            filt = subjects.any_project_aggregate_filter("deployment", dep_id, self.store.prefix)
+            await self.settle(f"deployment {dep_id}", filt, known=dep is not None)
+            dep = await self.rm.deployment(dep_id) or dep
         if dep is None:
             raise not_found(f"deployment {dep_id}")
         return dep
@@ -100,7 +135,8 @@ class Gateway:
     async def project(self, name: str) -> dict[str, Any]:
         proj = await self.rm.project(name)
         if proj is None:
-            await self.fresh()
+            filt = subjects.aggregate_filter(name, "project", name, self.store.prefix)
+            await self.settle(f"project {name}", filt, known=False)
             proj = await self.rm.project(name)
         if proj is None:
             raise not_found(f"project {name}")
@@ -128,8 +164,13 @@ class Gateway:
         except VersionError as exc:
             if exc.kind == "bad_request":
                 raise
-        await self.fresh()
-        return await self.rm.resolve_version(**args)
+        caught_up = await self.rm.catch_up(await self.store.last_seq(), timeout=CATCH_UP_S)
+        try:
+            return await self.rm.resolve_version(**args)
+        except VersionError as exc:
+            if exc.kind == "not_found" and not caught_up:  # it may exist: this gateway is behind
+                raise behind("the deployment to run") from None
+            raise
 
     async def ensure_project(self, project: str) -> None:
         """Create the project on first use (deploy or env set); a racing creator is fine."""
@@ -142,6 +183,11 @@ class Gateway:
                 return
             except ConcurrencyConflict:
                 continue
+
+
+def behind(what: str) -> ApiError:
+    """503: the stream may have it, this gateway's read model does not yet (it is catching up)."""
+    return ApiError(503, "unavailable", f"{what}: this gateway's read model is catching up; retry")
 
 
 def gw(request: Request[Any, Any, Any]) -> Gateway:

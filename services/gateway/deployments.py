@@ -20,15 +20,17 @@ from crewyard import packaging
 from crewyard.core import subjects
 from crewyard.core.bounds import EnvironmentName
 from crewyard.core.crewfile import CrewConfig, CrewConfigError
-from crewyard.core.events import DeploymentCreated, DeploymentFailed, DeploymentReady, make_event
+from crewyard.core.events import DeploymentCreated, DeploymentFailed, DeploymentReady, Event, make_event
 from crewyard.core.ids import new_id
 from crewyard.core.versions import DEFAULT_NAME, check_environment
+from crewyard.readmodel import deployment_view
 from crewyard.workspace import source_object
 
 from .context import Gateway, gw, idempotency_key, project_name
 from .errors import ApiError, bad_request
 from .sse import resume_after, stream_events
 
+_enc = msgspec.json.Encoder()
 _BUILD_END = {DeploymentReady.TYPE, DeploymentFailed.TYPE}
 
 
@@ -109,16 +111,49 @@ async def _create(
     # With a key the event id comes from it: the server drops a concurrent duplicate.
     event_id = "evt_idem_dep_" + hashlib.sha256(key.encode()).hexdigest()[:40] if key else new_id("evt")
     event = make_event(created, project=project, aggregate_id=dep_id, event_id=event_id)
-    seq = await g.store.append(event, expected_seq=0)
-    await g.rm.wait_for(seq)
-    if key and (await g.store.get(seq)).decode().event.aggregate_id != dep_id:
-        return await _replayed(g, await g.rm.deployment_by_idempotency_key(key) or {}, request_hash)
-    view = await g.rm.deployment(dep_id)
-    if view is None:
-        raise ApiError(503, "unavailable", "deployment accepted but the read model is behind")
+    # Answered from the stream's acknowledgement and the event sent, never by reading the write
+    # back (in a cluster a replica may not have it yet).
+    appended = await g.store.append_acked(event, expected_seq=0)
+    if appended.duplicate:  # a concurrent upload with the same key won: answer with its deployment
+        return await _original(g, appended.seq, request_hash)
+    await g.rm.wait_for(appended.seq)  # read-your-writes on this gateway, if the projector is quick
+    view = await g.rm.deployment(dep_id) or _accepted(event)
     view["warnings"] = checked.config.warnings
     view["build_log_url"] = f"/v1/deployments/{dep_id}/build-log"
     return Response(view, status_code=202)
+
+
+def _accepted(event: Event) -> dict[str, Any]:
+    """The version as the read model will show it once it has applied ``event`` (its number is
+    the read model's to give: None until then)."""
+    created = event.data
+    assert isinstance(created, DeploymentCreated)
+    row = dict.fromkeys(
+        ("ready_at", "backend", "image", "env_digest", "cached", "build_duration_ms", "version_number")
+    )
+    row |= {
+        "id": event.aggregate_id,
+        "project": event.project,
+        "name": created.name,
+        "status": "building",
+        "environment": created.environment,
+        "source_digest": created.source_digest,
+        "source_size": created.source_size,
+        "config": _enc.encode(created.config),
+        "created_at": event.time.isoformat(),
+        "error_message": None,
+    }
+    return deployment_view(row, environments=[])
+
+
+async def _original(g: Gateway, seq: int, request_hash: str | None) -> Response[Any]:
+    """The deployment that first used an Idempotency-Key, from its event at ``seq`` (read from the
+    stream's leader, which has every acknowledged event)."""
+    original = (await g.store.get(seq, leader=True)).decode().event
+    if not isinstance(original.data, DeploymentCreated) or original.data.request_hash != request_hash:
+        raise ApiError(422, "idempotency_key_reused", "this Idempotency-Key was used with a different upload")
+    await g.rm.wait_for(seq)
+    return Response(await g.rm.deployment(original.aggregate_id) or _accepted(original), status_code=200)
 
 
 async def _replayed(g: Gateway, earlier: dict[str, Any], request_hash: str | None) -> Response[Any]:

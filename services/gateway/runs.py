@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,9 +15,9 @@ from litestar.response import Stream
 from crewyard.core import run_state as rs
 from crewyard.core import subjects
 from crewyard.core.bounds import MAX_TIMEOUT_S
-from crewyard.core.events import TERMINAL_TYPES, RunQueued, make_event
+from crewyard.core.events import TERMINAL_TYPES, Event, RunQueued, make_event
 from crewyard.core.ids import deployment_id as stored_id
-from crewyard.core.ids import is_id, new_id
+from crewyard.core.ids import is_id, new_id, version_id
 from crewyard.core.versions import Resolved
 from crewyard.eventstore import ConcurrencyConflict
 from crewyard.readmodel import run_view
@@ -89,30 +90,50 @@ async def create_run(request: Request[Any, Any, Any]) -> Response[Any]:
     # With a key, the event id is derived from it: a concurrent duplicate is dropped by the server.
     event_id = "evt_idem_" + hashlib.sha256(key.encode()).hexdigest()[:40] if key else new_id("evt")
     event = make_event(queued, project=project, aggregate_id=run_id, event_id=event_id)
-    seq = await g.store.append(event, expected_seq=0)
-    stored = (await g.store.get(seq)).decode().event
-    await g.rm.wait_for(seq)
-    if stored.aggregate_id != run_id:  # a concurrent request with the same key won
-        return _replayed(await g.rm.run_by_idempotency_key(key or "") or {}, request_hash)
+    # The answer comes from the stream's acknowledgement and the event sent, never from reading
+    # the write back: in a cluster a replica may not have it yet.
+    appended = await g.store.append_acked(event, expected_seq=0)
+    if appended.duplicate:  # a concurrent request with the same key won: answer with its run
+        return await _original(g, appended.seq, request_hash)
+    await g.rm.wait_for(appended.seq)  # read-your-writes on this gateway, if the projector is quick
     # The answer describes the run as accepted; it may already be running by the time it is read.
-    return Response(
-        {
-            "id": run_id,
-            "run_id": run_id,
-            "project": project,
-            "deployment_id": dep_id,
-            "version_id": target.version_id,
-            "version_number": target.number,
-            "environment": target.environment,
-            "name": target.name,
-            "status": "pending",
-            "input": payload,
-            "created_at": event.time.isoformat(),
-            "timeout_s": timeout,
-            "events_url": f"/v1/runs/{run_id}/events",
-        },
-        status_code=202,
-    )
+    return Response(_accepted(event, target.name), status_code=202)
+
+
+def _accepted(event: Event, name: str | None) -> dict[str, Any]:
+    """The run as accepted, from its ``run.queued`` event (``name``: the deployment name, which
+    the event does not carry; None when only the event is at hand)."""
+    queued = event.data
+    assert isinstance(queued, RunQueued)
+    return {
+        "id": event.aggregate_id,
+        "run_id": event.aggregate_id,
+        "project": event.project,
+        "deployment_id": queued.deployment_id,
+        "version_id": version_id(queued.deployment_id),
+        "version_number": queued.version_number,
+        "environment": queued.environment,
+        "name": name,
+        "status": "pending",
+        "input": queued.input,
+        "created_at": event.time.isoformat(),
+        "timeout_s": queued.timeout_s,
+        "events_url": f"/v1/runs/{event.aggregate_id}/events",
+    }
+
+
+async def _original(g: Gateway, seq: int, request_hash: str | None) -> Response[Any]:
+    """The run that first used an Idempotency-Key, from its event at ``seq`` (read from the
+    stream's leader, which has every acknowledged event)."""
+    original = (await g.store.get(seq, leader=True)).decode().event
+    if not isinstance(original.data, RunQueued) or original.data.request_hash != request_hash:
+        raise ApiError(
+            422, "idempotency_key_reused", "this Idempotency-Key was used with a different request body"
+        )
+    await g.rm.wait_for(seq)
+    view = await g.rm.run(original.aggregate_id) or _accepted(original, None)
+    view["events_url"] = f"/v1/runs/{original.aggregate_id}/events"
+    return Response(view, status_code=200)
 
 
 def _replayed(row: dict[str, Any], request_hash: str | None) -> Response[Any]:
@@ -152,10 +173,17 @@ async def list_runs(request: Request[Any, Any, Any]) -> Response[bytes]:
 
 
 async def _cancel(g: Gateway, run_id: str, *, reason: str, quiet: bool = False) -> dict[str, Any]:
+    if not is_id(run_id, "run"):  # it goes into a subject filter: only a well-formed id may
+        raise not_found(f"run {run_id[:100]}")
     for _ in range(10):
         state = rs.fold(run_id, await g.store.load_any("run", run_id))
         if not state.exists:
-            raise not_found(f"run {run_id}")
+            # The load may come from a replica that does not have the run yet: the leader decides.
+            filt = subjects.any_project_aggregate_filter("run", run_id, g.store.prefix)
+            if await g.store.last_seq_of(filt) is None:
+                raise not_found(f"run {run_id}")
+            await asyncio.sleep(0.1)
+            continue
         try:
             payload = rs.decide_cancel(state, reason=reason)
         except rs.InvalidTransition as exc:
@@ -186,10 +214,12 @@ async def run_events(request: Request[Any, Any, Any], run_id: str) -> Any:
     g = gw(request)
     after = resume_after(request)
     run = await g.run(run_id)
-    filt = subjects.any_project_aggregate_filter("run", run_id, g.store.prefix)
-    if after is not None and run["status"] in rs.TERMINAL:
-        last = await g.store.load_raw(filt, start_seq=after + 1, batch=1)
-        if not last:
+    if run["status"] in rs.TERMINAL:
+        # Everything is stored: the stream must answer now (503 if it cannot), and a client that
+        # has seen the last event gets an empty stream that ends at once.
+        filt = subjects.any_project_aggregate_filter("run", run_id, g.store.prefix)
+        last = await g.store.last_seq_of(filt)
+        if last is not None and after is not None and after >= last:
             return closed_stream()
     on_disconnect = None
     if request.query_params.get("cancel_on_disconnect", "").lower() in ("1", "true", "yes"):
@@ -198,6 +228,9 @@ async def run_events(request: Request[Any, Any, Any], run_id: str) -> Any:
             await _cancel(g, run_id, reason="client disconnected", quiet=True)
 
     feed = g.hub.acquire(run_id)
+    if not await feed.wait_reading(g.store.read_timeout):
+        g.hub.release(run_id)
+        raise ApiError(503, "unavailable", "the event stream cannot be read right now; try again")
     return sse_response(
         feed.batches((after or 0) + 1),
         is_last=lambda t: t in TERMINAL_TYPES,
@@ -221,6 +254,11 @@ async def download_artifact(request: Request[Any, Any, Any], run_id: str, name: 
     (one range) answers 206, ``If-None-Match`` 304."""
     g = gw(request)
     art = await g.rm.artifact(run_id, name.lstrip("/"))
+    if art is None:
+        # The read model may be behind the run (another gateway, a failover): once it holds the
+        # whole run, a missing artifact really is missing.
+        await g.run(run_id)
+        art = await g.rm.artifact(run_id, name.lstrip("/"))
     if art is None:
         raise not_found(f"artifact {name.lstrip('/')} of run {run_id}")
     size, etag = int(art["size"]), f'"{art["sha256"]}"'

@@ -19,6 +19,7 @@ import msgspec
 import uvicorn
 
 from crewyard import __version__
+from crewyard.errors import CrewyardError
 
 from ._readiness import Readiness
 
@@ -61,7 +62,7 @@ def health_routes(readiness: Readiness) -> dict[str, Route]:
     return {"/healthz": healthz, "/readyz": readyz}
 
 
-class HealthError(OSError):
+class HealthError(CrewyardError, OSError):
     """The listener cannot start (e.g. its port is taken)."""
 
 
