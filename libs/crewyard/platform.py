@@ -23,7 +23,7 @@ from rich.console import Console
 from crewyard import datadir, logs
 from crewyard.auth import Names
 from crewyard.eventstore import EventStore, connect, ensure_platform_stream, ensure_stream
-from crewyard.health import HealthListener, Readiness, health_routes, starting, wait_for_jetstream
+from crewyard.health import HealthListener, Readiness, Reply, health_routes, starting, wait_for_jetstream
 from crewyard.natsserver import EmbeddedNats
 from crewyard.objects import ObjectStore, open_store
 from crewyard.secrets import SecretBox, load_key
@@ -337,14 +337,22 @@ async def run_service(name: str, settings: Settings, *, stop: asyncio.Event | No
     console.print(f"crewyard {name} — NATS {settings.nats_url}, data {settings.data_dir}")
     readiness = _readiness(name, settings)
     listener = None
-    if name != "gateway":  # the gateway answers /healthz and /readyz on its API port
-        listener = HealthListener(health_routes(readiness), host=settings.host, port=settings.health_port)
-        console.print(f"  health {await listener.start()}/readyz", highlight=False)
+    if name != "gateway":  # the gateway answers /healthz, /readyz and /metrics on its API port
+        routes = {**health_routes(readiness), "/metrics": _metrics}
+        listener = HealthListener(routes, host=settings.host, port=settings.health_port)
+        console.print(f"  health {await listener.start()}/readyz (and /metrics)", highlight=False)
     try:
         await _run_all((name,), settings, stop, readiness)
     finally:
         if listener is not None:
             await listener.stop()
+
+
+async def _metrics() -> Reply:
+    """This process's Prometheus metrics (what its service counts and refreshes)."""
+    from crewyard import metrics
+
+    return Reply(200, await metrics.render(), metrics.CONTENT_TYPE)
 
 
 async def rebuild_projection(settings: Settings) -> int:

@@ -63,6 +63,8 @@ def test_services_started_before_nats_wait_for_it(cluster: Cluster):
     assert set(body["checks"]) == {"nats", "stream", "writes", "read_model"}
     assert "writes" not in cluster.readyz("projector").json()["checks"]  # it only reads
     assert "read_model" not in cluster.readyz("runner1").json()["checks"]
+    scraped = httpx.get(cluster.health_url("runner1") + "/metrics", timeout=10)
+    assert scraped.status_code == 200 and "# HELP crewyard_" in scraped.text  # same listener
     log = (cluster.root / "runner1.log").read_text()
     assert "waiting for NATS" in log
 

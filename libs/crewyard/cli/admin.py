@@ -162,7 +162,7 @@ def up(
 @click.option(
     "--health-port",
     type=click.IntRange(0, 65535),
-    help="Port of the /healthz and /readyz listener of every service but the gateway "
+    help="Port of the /healthz, /readyz and /metrics listener of every service but the gateway "
     "(env CREWYARD_HEALTH_PORT; default 0: any free port, printed at start).",
 )
 def service(
