@@ -76,7 +76,7 @@ async def test_reads_fail_within_seconds_while_nats_is_down(tmp_path: Path):
     """A broker that went away is an ObjectStoreError soon (the read timeout), not a long hang."""
     server = EmbeddedNats(tmp_path / "nats", port=free_port())
     server.start()
-    nc = await connect(server.url, name="test")
+    nc = await connect(server.url, name="test", creds=server.creds("admin"))
     try:
         objects = NatsObjectStore(nc, "T_DOWN", read_timeout=1.0, chunk_wait_s=1.0)
         await objects.put_bytes("artifacts/a", b"data")

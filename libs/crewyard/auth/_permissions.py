@@ -17,6 +17,10 @@ update the event streams. Each user receives replies on an inbox prefix of its o
 | scheduler | schedule, ``run.queued``                           | —        | —       | —              |
 | consumer  | pull/ack/info on its own durable only              | —        | —       | —              |
 
+Every service that appends (all but the projector) also writes its own keys (``<service>.…``)
+in the readiness heartbeat bucket (``HEALTH_BUCKET``): each readiness check proves that
+JetStream takes a write. The projector only reads, and is given no write for it.
+
 The platform's own durables (``runner``, ``builder``, ``notifier-…``) can be pulled from,
 acknowledged on, reconfigured and deleted only by their service. A service that starts using a
 new bucket or durable must be given it here (a refused request is logged as a permissions
@@ -42,6 +46,8 @@ KV_BUCKETS = {
     "gateway": ("CREWYARD_KEY_USAGE",),
     "notifier": ("CREWYARD_WEBHOOK_HEALTH",),
 }
+#: Readiness heartbeats (``crewyard.health``): written by every service that appends.
+HEALTH_BUCKET = "CREWYARD_HEALTH"
 #: What each service appends: aggregates (``run``) or single types (``run.run.queued``).
 APPENDS = {
     "gateway": ("project", "deployment", "run", "webhook", "trigger", "schedule", "delivery", "table"),
@@ -156,6 +162,8 @@ def service_permissions(service: str, names: Names) -> Permissions:
         pub += _durable(names.events, durable)
     for bucket in KV_BUCKETS.get(service, ()):
         pub += _kv(bucket)
+    if APPENDS[service]:
+        pub += [*_stream_use(f"KV_{HEALTH_BUCKET}"), f"$KV.{HEALTH_BUCKET}.{service}.>"]
     if service in ("gateway", "runner", "builder"):
         pub += _objects(names.objects)
     for what in APPENDS[service]:
