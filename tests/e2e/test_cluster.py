@@ -1,0 +1,254 @@
+"""Several machines, on loopback: a 3-node NATS cluster (stream replicas 3), two gateways each
+with its own projector and read model, two runners (bwrap sandboxes) and a builder, every one a
+process of its own. Runs go in through both gateways while the stream's leader is killed -9, then
+a runner, then two of the three nodes (quorum lost) for about 30 s.
+
+Afterwards: every run has exactly one terminal event; no crew ran twice (each attempt's crew
+emits an event as it starts; only attempts of the killed runner may have been started again);
+no POST was answered 5xx for a run that exists; SSE followers saw every event of their run once,
+in order; both read models equal a rebuild; no sandbox or control group is left behind.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import random
+import threading
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import pytest
+from platform_checks import TERMINAL, Follower, call, last_seq, read_model_equals_rebuild, stream_contents
+
+from crewyard.runner.backends import _cgroup
+from crewyard.testing.api import deploy, write_crew
+from crewyard.testing.cluster import Cluster, crew_processes
+
+pytestmark = pytest.mark.timeout(900)
+
+PROBE = """
+import os, time
+from crewyard_runtime import emit
+
+def run(inputs):
+    emit("agent.started", agent="probe")  # this attempt's crew has started
+    for i in range(int(inputs["steps"])):
+        emit("tool.called", tool="step", input={"i": i})
+        time.sleep(0.5)
+    return {"steps": inputs["steps"], "secret_ok": os.environ.get("PROBE_SECRET") == "s3cret"}
+"""
+QUORUM_LOSS_S = 30
+
+
+@dataclass
+class Post:
+    key: str
+    api: str
+    status: int | None  # None: no answer (connection refused while a gateway restarted)
+    run_id: str | None
+    answer: str = ""
+
+
+class Submitter(threading.Thread):
+    """Creates runs through both gateways, one at a time, each with a key of its own (never
+    retried: a POST that failed must have created nothing)."""
+
+    def __init__(self, apis: list[str], deployment_id: str, stop: threading.Event, deadline: float) -> None:
+        super().__init__(daemon=True)
+        self.apis, self.deployment_id, self.stop, self.deadline = apis, deployment_id, stop, deadline
+        self.posts: list[Post] = []
+        self.followers: list[Follower] = []
+        self.rnd = random.Random(7)
+
+    def run(self) -> None:
+        i = 0
+        while not self.stop.wait(self.rnd.uniform(0.3, 1.0)):
+            api, key = self.apis[i % 2], str(uuid.uuid4())
+            # Short and long runs: some span the whole quorum loss.
+            steps = self.rnd.choice([4, 10, 20, 90])
+            body = {"deployment_id": self.deployment_id, "input": {"steps": steps}}
+            try:
+                r = httpx.post(f"{api}/v1/runs", json=body, headers={"Idempotency-Key": key}, timeout=60)
+            except httpx.ConnectError:
+                self.posts.append(Post(key, api, None, None))
+                continue
+            except httpx.TimeoutException:
+                self.posts.append(Post(key, api, -1, None))  # a POST that hung: never acceptable
+                continue
+            run_id = r.json().get("id") if r.status_code < 300 else None
+            self.posts.append(Post(key, api, r.status_code, run_id, r.text[:300]))
+            if run_id and i % 3 == 0:  # followed through the other gateway
+                follower = Follower(self.apis[(i + 1) % 2], run_id, self.deadline)
+                follower.start()
+                self.followers.append(follower)
+            i += 1
+
+
+def _known_on(api: str, path: str, deadline: float) -> None:
+    while call("GET", f"{api}{path}", deadline).status_code != 200:
+        time.sleep(0.2)
+
+
+def test_a_cluster_survives_losing_its_leader_a_runner_and_quorum(tmp_path: Path) -> None:
+    key = base64.b64encode(os.urandom(32)).decode()
+    cluster = Cluster(
+        tmp_path,
+        runners=2,
+        gateways=2,
+        nats_nodes=3,
+        backend="bwrap",
+        env={
+            "CREWYARD_SECRET_KEY": key,  # every machine needs the same one
+            "CREWYARD_RUNNER_ACK_WAIT": "10",  # the quorum loss outlasts it: runs are redelivered
+            "CREWYARD_RUNNER_CONCURRENCY": "8",
+            "CREWYARD_RETRY_BACKOFF": "0.5",
+            "CREWYARD_RETRY_MAX_ATTEMPTS": "5",
+        },
+    )
+    cluster.up(timeout=120)
+    nodes = cluster.nats_cluster
+    assert nodes is not None
+    deadline = time.monotonic() + 600
+    stop = threading.Event()
+    runner_ids: dict[str, str] = {}
+    try:
+        api1, api2 = cluster.apis
+        for name in ("runner1", "runner2"):
+            while not (cluster.data_dir(name) / "runner-id").exists():
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+            runner_ids[name] = (cluster.data_dir(name) / "runner-id").read_text().strip()
+        with httpx.Client(base_url=api1, timeout=30) as client:
+            assert (
+                client.put("/v1/projects/fleet/env/PROBE_SECRET", json={"value": "s3cret"}).status_code == 200
+            )
+            dep = deploy(client, write_crew(tmp_path / "probe", PROBE), "fleet", timeout=300)
+        assert dep["status"] == "ready", dep
+        _known_on(api2, f"/v1/deployments/{dep['deployment_id']}", deadline)
+
+        submitter = Submitter(cluster.apis, dep["deployment_id"], stop, deadline)
+        submitter.start()
+
+        time.sleep(8)
+        leader = nodes.stream_leader("CREWYARD_EVENTS")
+        cluster.kill(leader)
+        time.sleep(5)
+        cluster.start(leader)
+        nodes.wait_healthy()
+
+        time.sleep(6)
+        cluster.kill("runner1")
+        killed_at = last_seq(
+            cluster.nats_url, cluster.creds_dir
+        )  # runner1 appends nothing more: its attempts started before
+        time.sleep(3)
+        cluster.start("runner1")
+
+        time.sleep(8)
+        leader = nodes.stream_leader("CREWYARD_EVENTS")
+        lost = [leader, next(n for n in nodes.names if n != leader)]
+        before_loss = last_seq(cluster.nats_url, cluster.creds_dir)
+        for name in lost:
+            cluster.kill(name)
+        time.sleep(QUORUM_LOSS_S)
+        for name in lost:
+            cluster.start(name)
+        nodes.wait_healthy()
+        after_loss = last_seq(cluster.nats_url, cluster.creds_dir)
+
+        time.sleep(5)
+        stop.set()
+        submitter.join()
+
+        assert sum(p.run_id is not None for p in submitter.posts) >= 20, submitter.posts
+        # Every run in the stream, also one whose POST was refused: it must end like the others.
+        run_ids = {
+            env["aggregate_id"]
+            for _, _, env in stream_contents(cluster.nats_url, cluster.creds_dir)
+            if env["type"] == "run.queued"
+        }
+        statuses: dict[str, str] = {}
+        while time.monotonic() < deadline:
+            statuses = {r: call("GET", f"{api1}/v1/runs/{r}", deadline).json()["status"] for r in run_ids}
+            if all(s in ("succeeded", "failed", "canceled") for s in statuses.values()):
+                break
+            time.sleep(2)
+        assert all(s == "succeeded" for s in statuses.values()), statuses
+        for follower in submitter.followers:
+            follower.join(timeout=max(1, deadline - time.monotonic()))
+
+        events = stream_contents(cluster.nats_url, cluster.creds_dir)
+        runs: dict[str, list[tuple[int, dict]]] = {}
+        for seq, _subject, env in events:
+            if env["aggregate"] == "run":
+                runs.setdefault(env["aggregate_id"], []).append((seq, env))
+        assert set(runs) == run_ids
+
+        spanning = 0
+        for run_id in run_ids:
+            history = runs[run_id]
+            types = [env["type"] for _, env in history]
+            assert sum(t in TERMINAL for t in types) == 1, (run_id, types)
+            completed = next(env for _, env in history if env["type"] == "run.completed")
+            assert completed["data"]["output"]["secret_ok"], run_id  # the key was the same everywhere
+            # Which attempts got as far as starting the crew; all but the last must have been
+            # on the killed runner, started before it died.
+            attempt, crews = None, []
+            for seq, env in history:
+                if env["type"] == "run.started":
+                    attempt = (seq, env["data"]["runner_id"])
+                elif env["type"] == "agent.started":
+                    assert attempt is not None and attempt not in crews, (run_id, types)
+                    crews.append(attempt)
+            for seq, runner in crews[:-1]:
+                assert runner == runner_ids["runner1"] and seq < killed_at, (
+                    f"run {run_id}: the crew ran twice (attempt at {seq} on {runner}): {types}"
+                )
+            started = min(seq for seq, env in history if env["type"] == "run.started")
+            ended = max(seq for seq, _ in history)
+            spanning += started < before_loss and ended > after_loss
+        assert spanning, "no run was executing across the quorum loss"
+        assert {
+            env["data"]["runner_id"]
+            for evs in runs.values()
+            for _, env in evs
+            if env["type"] == "run.started"
+        } == set(runner_ids.values())
+
+        for follower in submitter.followers:
+            assert follower.done, f"follower of {follower.run_id} never saw the end"
+            expected = [(seq, env["id"]) for seq, env in runs[follower.run_id]]
+            assert follower.seen == expected, follower.run_id
+
+        for n in ("1", "2"):
+            cluster.stop(f"gateway{n}")
+            cluster.stop(f"projector{n}")
+            read_model_equals_rebuild(cluster.data_dir(f"gateway{n}"), cluster.nats_url, cluster.creds_dir)
+
+        # No POST was answered 5xx (or not at all) for a run that exists.
+        keys = {
+            env["data"].get("idempotency_key"): run_id for run_id, evs in runs.items() for _, env in evs[:1]
+        }
+        for post in submitter.posts:
+            if post.run_id is None:
+                assert post.status is None or post.status >= 500, post  # nothing else may fail
+                assert post.key not in keys, f"{post} was refused but its run {keys[post.key]} exists"
+            else:
+                assert keys.get(post.key) == post.run_id, post
+    finally:
+        stop.set()
+        cluster.down()
+
+    left = crew_processes(tmp_path)
+    ids = [_cgroup.safe_name(i, 80) for i in runner_ids.values()]
+    end = time.monotonic() + 10
+    groups = _cgroup.groups(lambda name: any(f"@{i}@" in name for i in ids))
+    while (left or groups) and time.monotonic() < end:
+        time.sleep(0.2)
+        left = crew_processes(tmp_path)
+        groups = _cgroup.groups(lambda name: any(f"@{i}@" in name for i in ids))
+    assert left == [] and groups == {}, f"left behind: processes {left}, control groups {list(groups)}"
