@@ -372,7 +372,9 @@ async def rebuild_projection(settings: Settings) -> int:
 
 
 def examples_dir() -> Path:
-    return Path(__file__).resolve().parents[2] / "examples"
+    """The example crews: ``CREWYARD_EXAMPLES`` (the image sets it), else the repository's."""
+    explicit = os.environ.get("CREWYARD_EXAMPLES")
+    return Path(explicit) if explicit else Path(__file__).resolve().parents[2] / "examples"
 
 
 async def demo(settings: Settings) -> None:
