@@ -124,3 +124,13 @@ def test_the_image_runs_as_a_user_and_its_container_answers_readyz(docker_host: 
         assert container.exec_run(["python", "-c", examples]).output.decode().strip() == "True"
     finally:
         container.remove(force=True)
+
+
+def test_the_lock_pins_every_dependency_of_the_package() -> None:
+    import re
+    import tomllib
+
+    deps = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["dependencies"]
+    wanted = {re.split(r"[\[<>=!~ ;]", d, maxsplit=1)[0].lower().replace("_", "-") for d in deps}
+    pinned = {line.split("==")[0].lower() for line in LOCK.read_text().splitlines() if "==" in line}
+    assert wanted <= pinned, f"regenerate deploy/requirements.lock (see deploy/README.md): {wanted - pinned}"
