@@ -15,9 +15,7 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 
-import uvicorn
 from rich.console import Console
 
 from crewyard import datadir, logs
@@ -25,8 +23,8 @@ from crewyard.auth import Names
 from crewyard.eventstore import EventStore, connect, ensure_platform_stream, ensure_stream
 from crewyard.health import HealthListener, Readiness, Reply, health_routes, starting, wait_for_jetstream
 from crewyard.natsserver import EmbeddedNats
-from crewyard.objects import ObjectStore, open_store
-from crewyard.secrets import SecretBox, load_key
+from crewyard.objects import open_store
+from crewyard.servicekit import ServiceContext, ServiceFactory
 from crewyard.settings import Settings
 
 SERVICES = ("builder", "runner", "projector", "gateway", "notifier", "scheduler")
@@ -94,25 +92,27 @@ async def _prepare_streams(settings: Settings) -> None:
     await store.nc.drain()
 
 
-def _execution_backend(settings: Settings) -> Any:
-    from crewyard.runner import backends
+def _factories() -> dict[str, ServiceFactory]:
+    """One factory per service (imported when a platform starts, not when the CLI does)."""
+    from crewyard import builder, gateway, notifier, projector, runner, scheduler
 
-    select = getattr(backends, "select_backend", None)
-    return select(settings) if select else backends.ProcessBackend()
-
-
-def _build_backend(settings: Settings, objects: ObjectStore) -> Any:
-    from crewyard.builder import backends
-
-    return backends.select_build_backend(settings, settings.cache_dir, objects)
+    return {
+        "builder": builder.create_service,
+        "runner": runner.create_service,
+        "projector": projector.create_service,
+        "gateway": gateway.create_service,
+        "notifier": notifier.create_service,
+        "scheduler": scheduler.create_service,
+    }
 
 
 async def _service(
     name: str, settings: Settings, stop: asyncio.Event, readiness: Readiness | None = None
 ) -> Callable[[], Awaitable[None]]:
     """Start one service (once JetStream is there); returns the coroutine function that runs it
-    until ``stop``."""
-    if name not in SERVICES:
+    until ``stop`` and then drains its NATS connection."""
+    factory = _factories().get(name)
+    if factory is None:
         raise ValueError(f"unknown service {name!r}; choose one of {', '.join(SERVICES)}")
     placeholder = None
     if name == "gateway":
@@ -132,90 +132,28 @@ async def _service(
         return _idle
     if readiness is not None:
         readiness.attach(store)
-    objects = open_store(settings, store.nc)
-    if name == "builder":
-        from crewyard.builder import Builder
+    try:
+        service = await factory(ServiceContext(settings, store, open_store(settings, store.nc), readiness))
+    except BaseException:
+        await _drain(store)
+        raise
 
-        builder = Builder(
-            settings,
-            store,
-            objects,
-            _build_backend(settings, objects),
-            f"{socket.gethostname()}-{os.getpid()}",
-        )
-        return lambda: builder.run(stop)
-    if name == "runner":
-        from crewyard.runner import Runner
+    async def run() -> None:
+        try:
+            await service.run(stop)
+        finally:
+            await _drain(store)
 
-        secrets = SecretBox(load_key(settings.data_dir, settings.secret_key_b64))
-        runner = Runner(settings, store, objects, _execution_backend(settings), secrets)
-        return lambda: runner.run(stop)
-    if name == "projector":
-        from crewyard.projector import Projector
+    return run
 
-        projector = Projector(store, settings.db_path)
-        if readiness is None:
-            return lambda: projector.run(stop)
-        from crewyard.readmodel import ReadModel
 
-        rm = await ReadModel.open(settings.db_path)  # a connection of its own, for the readiness check
-        readiness.position = rm.position
-
-        async def project() -> None:
-            try:
-                await projector.run(stop)
-            finally:
-                await rm.close()
-
-        return project
-    if name == "notifier":
-        from crewyard.notifier import Notifier
-
-        notifier = Notifier(settings, store, SecretBox(load_key(settings.data_dir, settings.secret_key_b64)))
-        return lambda: notifier.run(stop)
-    if name == "scheduler":
-        from crewyard.scheduler import Scheduler
-
-        scheduler = Scheduler(settings, store)
-        return lambda: scheduler.run(stop)
-    if name == "gateway":
-        from crewyard.gateway import Gateway, create_app
-        from crewyard.readmodel import ReadModel
-
-        rm = await ReadModel.open(settings.db_path)
-        assert readiness is not None
-        readiness.position = rm.position
-        gateway = Gateway(
-            settings=settings,
-            store=store,
-            objects=objects,
-            rm=rm,
-            secrets=SecretBox(load_key(settings.data_dir, settings.secret_key_b64)),
-            readiness=readiness,
-        )
-        app = create_app(settings, gateway=gateway)
-        server = uvicorn.Server(
-            uvicorn.Config(
-                app,
-                host=settings.host,
-                port=settings.port,
-                log_level="warning",
-                lifespan="on",
-                timeout_graceful_shutdown=3,
-            )
-        )
-
-        async def serve() -> None:
-            task = asyncio.create_task(server.serve())
-            await asyncio.wait({task, asyncio.create_task(stop.wait())}, return_when=asyncio.FIRST_COMPLETED)
-            stop.set()  # the server may have ended first (it handles SIGINT/SIGTERM itself)
-            gateway.closing.set()  # SSE streams end with a retry hint; requests in flight finish
-            server.should_exit = True
-            await task
-            await rm.close()
-
-        return serve
-    raise AssertionError(name)
+async def _drain(store: EventStore) -> None:
+    """Let the connection deliver what it has pending, then close it (a lost broker: just close)."""
+    try:
+        await asyncio.wait_for(store.nc.drain(), 10)
+    except Exception:
+        with contextlib.suppress(Exception):
+            await store.nc.close()
 
 
 async def _run_all(
@@ -244,7 +182,9 @@ async def _as_coro(run: Callable[[], Awaitable[None]]) -> None:
 
 
 def describe_backend(settings: Settings) -> str:
-    backend = _execution_backend(settings)
+    from crewyard.runner.backends import select_backend
+
+    backend = select_backend(settings)
     label = (
         "isolated" if backend.isolated else "NOT ISOLATED: crews run as plain processes (development only)"
     )

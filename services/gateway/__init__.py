@@ -2,5 +2,6 @@
 
 from .app import create_app
 from .context import Gateway
+from .server import GatewayServer, create_service
 
-__all__ = ["Gateway", "create_app"]
+__all__ = ["Gateway", "GatewayServer", "create_app", "create_service"]

@@ -45,17 +45,15 @@ def test_the_build_context_holds_no_working_copy_state() -> None:
 
 @pytest.fixture(scope="module")
 def wheelhouse() -> Path:
-    """Wheels for the lock file, downloaded once per lock (kept with the base image's cache)."""
+    """Wheels for the lock file, made once per lock (kept with the base image's cache)."""
     digest = hashlib.sha256(LOCK.read_bytes()).hexdigest()[:16]
     target = CACHE / f"wheels-{digest}"
     if not (target / ".complete").exists():
         target.mkdir(parents=True, exist_ok=True)
-        platforms = ("manylinux_2_28_x86_64", "manylinux_2_17_x86_64", "manylinux2014_x86_64")
-        command = [sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check"]
-        command += ["--require-hashes", "-r", str(LOCK), "-d", str(target), "--only-binary=:all:"]
-        command += ["--python-version", "3.11", "--implementation", "cp"]
-        for platform in platforms:
-            command += ["--platform", platform]
+        # pip wheel: binary wheels as published, and wheels built here from sdist-only packages
+        # (this host is Debian 12 with Python 3.11, like the base image).
+        command = [sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check"]
+        command += ["--require-hashes", "-r", str(LOCK), "-w", str(target)]
         subprocess.run(command, check=True, timeout=900)
         (target / ".complete").touch()
     return target

@@ -1,0 +1,45 @@
+"""What the platform hands a service when it starts one, and what the service gives back.
+
+Each service package has one factory, ``create_service(context) -> Service``, which builds the
+service from its connections (made by the platform: the event store once JetStream answers, the
+object store, the readiness of a service started alone). ``crewyard up`` and ``crewyard service
+NAME`` look the factory up in one table (``crewyard.platform``), run ``service.run(stop)`` and,
+when it returns, drain the service's NATS connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from crewyard.eventstore import EventStore
+from crewyard.health import Readiness
+from crewyard.objects import ObjectStore
+from crewyard.secrets import SecretBox, load_key
+from crewyard.settings import Settings
+
+__all__ = ["Service", "ServiceContext", "ServiceFactory"]
+
+
+@dataclass(frozen=True)
+class ServiceContext:
+    settings: Settings
+    store: EventStore
+    objects: ObjectStore
+    #: The health of a service started alone (None inside ``crewyard up``, except the gateway's).
+    readiness: Readiness | None = None
+
+    def secrets(self) -> SecretBox:
+        """The box for environment values and signing secrets (the key from the data dir or env)."""
+        return SecretBox(load_key(self.settings.data_dir, self.settings.secret_key_b64))
+
+
+class Service(Protocol):
+    async def run(self, stop: asyncio.Event) -> None:
+        """Work until ``stop`` is set, then finish what is in flight and return."""
+        ...
+
+
+ServiceFactory = Callable[[ServiceContext], Awaitable[Service]]
