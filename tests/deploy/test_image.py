@@ -47,13 +47,13 @@ def test_the_build_context_holds_no_working_copy_state() -> None:
 def wheelhouse() -> Path:
     """Wheels for the lock file, made once per lock (kept with the base image's cache)."""
     digest = hashlib.sha256(LOCK.read_bytes()).hexdigest()[:16]
-    target = CACHE / f"wheels-{digest}"
+    target = CACHE / f"packages-{digest}"
     if not (target / ".complete").exists():
         target.mkdir(parents=True, exist_ok=True)
-        # pip wheel: binary wheels as published, and wheels built here from sdist-only packages
-        # (this host is Debian 12 with Python 3.11, like the base image).
-        command = [sys.executable, "-m", "pip", "wheel", "-q", "--disable-pip-version-check"]
-        command += ["--require-hashes", "-r", str(LOCK), "-w", str(target)]
+        # The files the lock's hashes name: wheels for this host (Debian 12, Python 3.11, like
+        # the base image), sdists for packages that publish no wheel (built in the image).
+        command = [sys.executable, "-m", "pip", "download", "-q", "--disable-pip-version-check"]
+        command += ["--require-hashes", "-r", str(LOCK), "-d", str(target)]
         subprocess.run(command, check=True, timeout=900)
         (target / ".complete").touch()
     return target
@@ -65,8 +65,8 @@ def image(docker_host: str, base_image: str, wheelhouse: Path) -> Iterator[str]:
     with tarfile.open(fileobj=buf, mode="w") as tar:
         for name in context_files():
             tar.add(REPO / name, arcname=name, recursive=False)
-        for wheel in sorted(wheelhouse.glob("*.whl")):
-            tar.add(wheel, arcname=f"deploy/wheels/{wheel.name}")
+        for package in sorted(p for p in wheelhouse.iterdir() if p.name != ".complete"):
+            tar.add(package, arcname=f"deploy/wheels/{package.name}")
     buf.seek(0)
     tag = f"crewyard/platform-test:{uuid.uuid4().hex[:12]}"
     api = docker.APIClient(base_url=docker_host, timeout=1200)
