@@ -3,7 +3,6 @@ plus the two moves every command makes: append an event, then wait until the rea
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import re
 from dataclasses import dataclass
@@ -30,6 +29,7 @@ from crewyard.settings import Settings
 
 from .errors import ApiError, bad_request, not_found
 from .hub import Hub
+from .sse import Closing
 
 #: How long a lookup waits for the read model: to refresh a row it has (then answers with what
 #: it has), and to catch up with something the stream has and it does not (then a 503).
@@ -47,7 +47,7 @@ class Gateway:
     readiness: Readiness
     _hub: Hub | None = None
     #: Set when the gateway shuts down: SSE streams end with a retry hint (``sse.RETRY_HINT``).
-    closing: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    closing: Closing = dataclasses.field(default_factory=Closing)
 
     @property
     def hub(self) -> Hub:

@@ -63,8 +63,6 @@ def render(raw: RawEvent, prefix: str) -> tuple[str, bytes] | None:
 #: for a keep-alive interval": the source itself times its waits, so a keep-alive never interrupts
 #: it (cancelling a generator mid-wait ends it for good).
 Batches = AsyncGenerator[list[tuple[int, str, bytes]], None]
-#: Batches, then None when the gateway is closing.
-_Closable = AsyncGenerator[list[tuple[int, str, bytes]] | None, None]
 
 
 class _Watch:
@@ -103,29 +101,29 @@ class _Watched(ASGIResponse):
         await self.inner(scope, watched, send)
 
 
-async def _until_closing(batches: Batches, closing: asyncio.Event | None) -> _Closable:
-    """``batches`` until ``closing`` is set (then one ``None`` batch: "say retry and end")."""
-    if closing is None:
-        async for batch in batches:
-            yield batch
-        return
-    stop = asyncio.ensure_future(closing.wait())
-    try:
-        while True:
-            step = asyncio.ensure_future(anext(batches))
-            await asyncio.wait({step, stop}, return_when=asyncio.FIRST_COMPLETED)
-            if not step.done():
-                step.cancel()  # the stream ends here anyway: a cancelled source is fine
-                with contextlib.suppress(BaseException):
-                    await step
-                yield None
-                return
-            try:
-                yield step.result()
-            except StopAsyncIteration:
-                return
-    finally:
-        stop.cancel()
+class Closing:
+    """The gateway shutting down, as its SSE streams see it: ``set`` once, and every live stream
+    is woken at once to end with a retry hint. (A stream waits for its next batch inside a
+    timeout with no deadline, which ``set`` brings forward to now: nothing per batch but that
+    context, where racing the wait against an event would cost a task per batch and client.)"""
+
+    def __init__(self) -> None:
+        self._set = False
+        self._wakers: set[Callable[[], None]] = set()
+
+    def is_set(self) -> bool:
+        return self._set
+
+    def set(self) -> None:
+        self._set = True
+        for wake in list(self._wakers):
+            wake()
+
+    def watch(self, wake: Callable[[], None]) -> None:
+        self._wakers.add(wake)
+
+    def unwatch(self, wake: Callable[[], None]) -> None:
+        self._wakers.discard(wake)
 
 
 def sse_response(
@@ -135,7 +133,7 @@ def sse_response(
     on_disconnect: Callable[[], Coroutine[Any, Any, None]] | None = None,
     release: Callable[[], None] | None = None,
     stream: str = "events",
-    closing: asyncio.Event | None = None,
+    closing: Closing | None = None,
 ) -> EventStream:
     """Write ``batches`` as SSE until the last event (``is_last``); a keep-alive comment for every
     empty batch. ``on_disconnect`` runs only if the client went away before the last event. When
@@ -144,13 +142,34 @@ def sse_response(
 
     async def body() -> AsyncGenerator[bytes, None]:
         ended = False
+        waiting: list[asyncio.Timeout] = []  # the wait for the next batch, while there is one
+
+        def wake() -> None:
+            for timeout in waiting:
+                timeout.reschedule(asyncio.get_running_loop().time())
+
         metrics.SSE_CLIENTS.labels(stream).inc()
+        if closing is not None:
+            closing.watch(wake)
         try:
-            async for batch in _until_closing(batches, closing):
-                if batch is None:
-                    ended = True  # not the client leaving: never cancels its run
+            while True:
+                if closing is not None and closing.is_set():
+                    ended = True  # the gateway is going away, not the client: never cancels its run
                     yield RETRY_HINT
                     return
+                try:
+                    if closing is None:
+                        batch = await anext(batches)
+                    else:
+                        async with asyncio.timeout(None) as timeout:
+                            waiting.append(timeout)
+                            batch = await anext(batches)
+                except TimeoutError:  # woken by closing (the source ends here anyway)
+                    continue
+                except StopAsyncIteration:
+                    return
+                finally:
+                    waiting.clear()
                 if not batch:
                     yield PING
                     continue
@@ -164,6 +183,8 @@ def sse_response(
                 if ended:
                     return
         finally:
+            if closing is not None:
+                closing.unwatch(wake)
             metrics.SSE_CLIENTS.labels(stream).dec()
             if release is not None:
                 release()
@@ -213,7 +234,7 @@ async def stream_events(
     ping_s: float,
     is_last: Callable[[str], bool] = lambda _t: False,
     stream: str = "events",
-    closing: asyncio.Event | None = None,
+    closing: Closing | None = None,
 ) -> EventStream:
     """SSE from a consumer of the client's own. The consumer is made before answering, so a
     stream that cannot be read is a 503 (``StoreUnavailable``), not a 200 that never says a thing."""
