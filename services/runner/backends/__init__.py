@@ -93,7 +93,19 @@ def _docker_status(settings: Settings) -> BackendStatus:
             )
         )
         return BackendStatus(name="docker", usable=False, reason=f"{exc}{hint}")
-    return BackendStatus(name="docker", usable=True, reason=engine)
+    if settings.docker_network:
+        return BackendStatus(
+            name="docker", usable=True, reason=f"{engine}; network {settings.docker_network}"
+        )
+    problem = privatenet.probe()
+    if problem:
+        return BackendStatus(
+            name="docker",
+            usable=False,
+            reason=f"{engine}, but no private network for containers: {problem}"
+            " (or set CREWYARD_DOCKER_NETWORK to an engine network you have firewalled)",
+        )
+    return BackendStatus(name="docker", usable=True, reason=f"{engine}; private network per container")
 
 
 def _bwrap_status() -> BackendStatus:
