@@ -6,9 +6,10 @@ its own ``/etc/passwd``, the base interpreter's prefix, the deployment's virtual
 read-only — a private ``/tmp`` and ``/dev/shm``, a fresh ``/proc``, and one writable folder:
 its artifacts folder (bound at the same path as on the host, and the working directory). It
 runs as uid/gid 1000 with no capabilities in new user, pid, ipc, uts, cgroup and net namespaces
-(and may not make user namespaces of its own), in a new session, and dies with the runner:
-``--die-with-parent`` once bwrap runs, and the runner's reaper (``_cgroup``), which kills the
-sandbox's control group when the runner dies, for the moments in which bwrap starts.
+(with bubblewrap 0.8+ it may not make user namespaces of its own), in a new session, and dies
+with the runner: ``--die-with-parent`` once bwrap runs, and the runner's reaper (``_cgroup``),
+which kills the sandbox's control group when the runner dies, for the moments in which bwrap
+starts.
 
 Network: ``none`` leaves the sandbox's namespace empty (loopback only); ``default`` gives it a
 private network (:mod:`crewyard.privatenet`: a user-mode stack, outbound only, the host, its
@@ -34,6 +35,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import resource
@@ -244,8 +246,7 @@ class BwrapBackend:
         heap_limit: bool = False,
     ) -> list[str]:
         assert spec.venv_dir is not None
-        # --disable-userns: the crew may not make namespaces of its own (less kernel to attack).
-        args = [self.bwrap, "--unshare-all", "--unshare-user", "--disable-userns"]
+        args = [self.bwrap, "--unshare-all", *_no_nested_userns(self.bwrap)]
         if spec.limits.network == "host":
             args.append("--share-net")
         args += [
@@ -441,12 +442,25 @@ class BwrapBackend:
         return await asyncio.to_thread(_cgroup.sweep)
 
 
+@functools.cache
+def _no_nested_userns(bwrap: str) -> tuple[str, ...]:
+    """``--disable-userns`` (bubblewrap 0.8+): the crew may not make user namespaces of its own
+    (less kernel to attack). Older versions lack it; their sandboxes are as before."""
+    try:
+        text = subprocess.run(
+            [bwrap, "--help"], capture_output=True, text=True, timeout=10, check=False
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return ()
+    return ("--unshare-user", "--disable-userns") if "--disable-userns" in text else ()
+
+
 def probe(bwrap: str | None = None) -> str | None:
     """Why bwrap cannot sandbox here, or None when a trial sandbox ran."""
     found = bwrap or shutil.which("bwrap")
     if not found:
         return "bwrap is not installed (Debian: apt-get install bubblewrap)"
-    cmd = [found, "--unshare-all", "--unshare-user", "--disable-userns", "--uid", str(SANDBOX_UID),
+    cmd = [found, "--unshare-all", *_no_nested_userns(found), "--uid", str(SANDBOX_UID),
            "--gid", str(SANDBOX_UID), "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev",
            "true"]  # fmt: skip
     try:
