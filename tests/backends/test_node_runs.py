@@ -18,16 +18,25 @@ from crewyard.runner.backends import BwrapBackend, ExecutionBackend, ProcessBack
 pytestmark = pytest.mark.timeout(600)
 
 
-@pytest.fixture(params=["process", "bwrap", "docker"])
-def node_runs(request: pytest.FixtureRequest, tmp_path: Path) -> Runs:
+def _node_runs(request: pytest.FixtureRequest, kind: str, tmp_path: Path) -> Runs:
     source, _ = request.getfixturevalue("node_crew_source")
     runtime = request.getfixturevalue("runtime_dir")
-    if request.param == "docker":
+    if kind == "docker":
         backend: ExecutionBackend = request.getfixturevalue("docker_backend")
         return Runs(backend, tmp_path, source, runtime, None, request.getfixturevalue("node_crew_image"))
     venv = request.getfixturevalue("node_crew_venv")
-    backend = ProcessBackend() if request.param == "process" else BwrapBackend()
+    backend = ProcessBackend() if kind == "process" else BwrapBackend()
     return Runs(backend, tmp_path, source, runtime, venv, None)
+
+
+@pytest.fixture(params=["process", "bwrap", "docker"])
+def node_runs(request: pytest.FixtureRequest, tmp_path: Path) -> Runs:
+    return _node_runs(request, request.param, tmp_path)
+
+
+@pytest.fixture(params=["bwrap", "docker"])
+def isolated_node_runs(request: pytest.FixtureRequest, tmp_path: Path) -> Runs:
+    return _node_runs(request, request.param, tmp_path)
 
 
 def _spec(runs: Runs, export: str, **kwargs: Any) -> RunSpec:
@@ -59,3 +68,12 @@ async def test_a_canceled_javascript_crew_gets_its_grace_then_stops(node_runs: R
     messages = [m.get("message") for m in out.proto if m["t"] == "log"]
     assert "got SIGTERM" in messages, (out.proto, out.stderr)
     assert out.status.code != 0 and out.lingering == []
+
+
+async def test_a_javascript_crew_over_its_memory_limit_is_killed_and_told_apart(
+    isolated_node_runs: Runs,
+) -> None:
+    runs = isolated_node_runs
+    out = await runs.execute(_spec(runs, "hog"))  # TEST_LIMITS: 256 MiB
+    assert out.status.oom_killed, (out.status, out.proto[-3:], out.stderr[-5:])
+    assert out.lingering == []

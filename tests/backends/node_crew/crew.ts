@@ -23,3 +23,13 @@ export async function waits(_input: Input) {
   console.log("waiting");
   await new Promise(() => setInterval(() => {}, 1000));
 }
+
+/** Takes memory until something stops it (Buffers: outside V8's heap, so only the limit can). */
+export async function hog(_input: Input) {
+  const kept: Buffer[] = [];
+  for (;;) {
+    kept.push(Buffer.alloc(32 * 1024 * 1024, 1));
+    console.log(`holding ${kept.length * 32} MiB`);
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+}
