@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import pytest
 from backend_helpers import run_processes
 
-from crewyard.runner.backends import _cgroup
+from crewyard import cgroups
 from crewyard.runner.backends.bwrap import BwrapBackend
 
 if TYPE_CHECKING:
@@ -31,7 +31,7 @@ def _group_dirs(runner_id: str) -> list[Path]:
     """Control group folders of one runner id (ours: ids are unique per test)."""
     return [
         d
-        for group in _cgroup.groups(lambda name: f"@{_cgroup.safe_name(runner_id, 80)}@" in name).values()
+        for group in cgroups.groups(lambda name: f"@{cgroups.safe_name(runner_id, 80)}@" in name).values()
         for d in group.dirs
     ]
 
@@ -138,9 +138,9 @@ def _alive(pid: int) -> bool:
     return state != "Z"
 
 
-def _group(owner: str, runner_id: str, run_id: str) -> _cgroup.Cgroup:
-    group = _cgroup.create(
-        _cgroup.group_name(owner, runner_id, run_id), memory_bytes=None, pids=64, cpus=None
+def _group(owner: str, runner_id: str, run_id: str) -> cgroups.Cgroup:
+    group = cgroups.create(
+        cgroups.group_name(owner, runner_id, run_id), memory_bytes=None, pids=64, cpus=None
     )
     assert group is not None, "this host should give sandboxes control groups"
     return group
@@ -149,13 +149,13 @@ def _group(owner: str, runner_id: str, run_id: str) -> _cgroup.Cgroup:
 def test_a_starting_runner_sweeps_the_groups_of_runner_processes_that_are_gone() -> None:
     """What a reaper that was killed too leaves: the next runner to start removes it — and only
     it, not the group of a live process."""
-    code = "from crewyard.runner.backends._cgroup import owner_tag; print(owner_tag())"
+    code = "from crewyard.cgroups import owner_tag; print(owner_tag())"
     gone = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, check=True, text=True
     ).stdout.strip()
-    assert _cgroup.owner_gone(gone) and not _cgroup.owner_gone(_cgroup.owner_tag())
+    assert cgroups.owner_gone(gone) and not cgroups.owner_gone(cgroups.owner_tag())
     # A pid reused by another process is still a dead owner: the start time tells them apart.
-    assert _cgroup.owner_gone(_cgroup.owner_tag().rsplit("-", 1)[0] + "-1")
+    assert cgroups.owner_gone(cgroups.owner_tag().rsplit("-", 1)[0] + "-1")
     swept, kept = f"swept-{uuid.uuid4().hex[:8]}", f"kept-{uuid.uuid4().hex[:8]}"
     sleeper = subprocess.Popen(["sleep", "60"])
     try:
@@ -163,7 +163,7 @@ def test_a_starting_runner_sweeps_the_groups_of_runner_processes_that_are_gone()
             with open(path, "w") as f:
                 f.write(str(sleeper.pid))
         _group(gone, swept, "run_b")  # empty, as a killed runner leaves most of its groups
-        live = _group(_cgroup.owner_tag(), kept, "run_c")
+        live = _group(cgroups.owner_tag(), kept, "run_c")
         try:
             assert asyncio.run(BwrapBackend().cleanup_orphans("another-runner")) == 1
             assert sleeper.wait(10) == -signal.SIGKILL

@@ -24,7 +24,7 @@ import httpx
 import pytest
 from platform_checks import TERMINAL, Follower, call, last_seq, read_model_equals_rebuild, stream_contents
 
-from crewyard.runner.backends import _cgroup
+from crewyard import cgroups
 from crewyard.testing.api import deploy, write_crew
 from crewyard.testing.cluster import Cluster, crew_processes
 
@@ -244,11 +244,11 @@ def test_a_cluster_survives_losing_its_leader_a_runner_and_quorum(tmp_path: Path
         cluster.down()
 
     left = crew_processes(tmp_path)
-    ids = [_cgroup.safe_name(i, 80) for i in runner_ids.values()]
+    ids = [cgroups.safe_name(i, 80) for i in runner_ids.values()]
     end = time.monotonic() + 10
-    groups = _cgroup.groups(lambda name: any(f"@{i}@" in name for i in ids))
+    groups = cgroups.groups(lambda name: any(f"@{i}@" in name for i in ids))
     while (left or groups) and time.monotonic() < end:
         time.sleep(0.2)
         left = crew_processes(tmp_path)
-        groups = _cgroup.groups(lambda name: any(f"@{i}@" in name for i in ids))
+        groups = cgroups.groups(lambda name: any(f"@{i}@" in name for i in ids))
     assert left == [] and groups == {}, f"left behind: processes {left}, control groups {list(groups)}"

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 import msgspec
 
-from crewyard import privatenet
+from crewyard import cgroups, privatenet
 from crewyard.settings import Settings
 
-from . import _cgroup
 from ._base import (
     ARTIFACTS_IN_CONTAINER,
     BackendError,
@@ -112,7 +111,7 @@ def _bwrap_status() -> BackendStatus:
     problem = probe()
     if problem:
         return BackendStatus(name="bwrap", usable=False, reason=problem)
-    return BackendStatus(name="bwrap", usable=True, reason=f"namespaces work; limits: {_cgroup.describe()}")
+    return BackendStatus(name="bwrap", usable=True, reason=f"namespaces work; limits: {cgroups.describe()}")
 
 
 def doctor(settings: Settings) -> list[BackendStatus]:

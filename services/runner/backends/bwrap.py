@@ -7,7 +7,7 @@ read-only — a private ``/tmp`` and ``/dev/shm``, a fresh ``/proc``, and one wr
 its artifacts folder (bound at the same path as on the host, and the working directory). It
 runs as uid/gid 1000 with no capabilities in new user, pid, ipc, uts, cgroup and net namespaces
 (with bubblewrap 0.8+ it may not make user namespaces of its own), in a new session, and dies
-with the runner: ``--die-with-parent`` once bwrap runs, and the runner's reaper (``_cgroup``),
+with the runner: ``--die-with-parent`` once bwrap runs, and the runner's reaper (``crewyard.reaper``),
 which kills the sandbox's control group when the runner dies, for the moments in which bwrap
 starts.
 
@@ -17,7 +17,7 @@ networks, link-local and private ranges unreachable), set up between the sandbox
 the protocol's ``prepare``, which is what lets the crew's code run; ``host`` (which the runner
 allows only when the operator does) shares the host's.
 
-Limits: memory, pids and CPU share through a control group per sandbox (see ``_cgroup`` for why
+Limits: memory, pids and CPU share through a control group per sandbox (see ``crewyard.cgroups`` for why
 rlimits cannot do this here); file size, core dumps and, optionally, CPU seconds through rlimits.
 Where no cgroup can be made, memory falls back to an address-space rlimit.
 
@@ -46,11 +46,11 @@ import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from crewyard import privatenet
+from crewyard import cgroups, privatenet
 from crewyard.core.entrypoints import runtime_of
 from crewyard.environments import ENV_PATH, nodejs
+from crewyard.reaper import Reaper
 
-from . import _cgroup
 from ._artifacts import DEFAULT_MAX_FILE, DEFAULT_MAX_TOTAL, Skipped
 from ._base import (
     BackendError,
@@ -62,7 +62,6 @@ from ._base import (
     runtime_env,
 )
 from ._lines import merge_lines
-from ._reaper import Reaper
 from ._stdin import StdinWriter
 
 SANDBOX_UID = 1000
@@ -118,7 +117,7 @@ class BwrapHandle:
         self,
         proc: asyncio.subprocess.Process,
         status: asyncio.StreamReader,
-        cgroup: _cgroup.Cgroup | None,
+        cgroup: cgroups.Cgroup | None,
         spec: RunSpec,
         caps: tuple[int, int],
     ) -> None:
@@ -418,28 +417,28 @@ class BwrapBackend:
         return handle
 
     @staticmethod
-    def _new_group(spec: RunSpec) -> _cgroup.Cgroup | None:
+    def _new_group(spec: RunSpec) -> cgroups.Cgroup | None:
         """The run's control group, owned by this process, whose reaper is running first."""
-        _cgroup.sweep()  # now and then: what dead runners left, whoever they were
+        cgroups.sweep()  # now and then: what dead runners left, whoever they were
         limits = spec.limits
-        group = _cgroup.create(
-            _cgroup.group_name(_cgroup.owner_tag(), spec.runner_id, spec.run_id),
+        group = cgroups.create(
+            cgroups.group_name(cgroups.owner_tag(), spec.runner_id, spec.run_id),
             memory_bytes=limits.memory_bytes,
             pids=limits.pids,
             cpus=limits.cpus,
         )
         if group is not None:
-            Reaper.ensure(_cgroup.owner_tag())
+            Reaper.ensure(cgroups.owner_tag())
         return group
 
     async def cleanup_orphans(self, runner_id: str) -> int:
         """Kill and remove the sandboxes of every runner process on this machine that is gone.
 
-        Ownership is by process (see ``_cgroup``), not by runner id: a group of a dead process is
+        Ownership is by process (see ``crewyard.cgroups``), not by runner id: a group of a dead process is
         removed whichever runner it ran for, a live process's never. Returns how many still held
         processes (sandboxes that had outlived their runner; expected 0 thanks to the reaper).
         """
-        return await asyncio.to_thread(_cgroup.sweep)
+        return await asyncio.to_thread(cgroups.sweep)
 
 
 @functools.cache

@@ -19,7 +19,7 @@ block for the whole run (the attach stream and ``wait``) get a thread of their o
 concurrent runs cannot starve the event loop's small default executor.
 
 Containers and volumes carry the labels ``crewyard.run_id``, ``crewyard.runner_id`` and
-``crewyard.owner`` (the runner process). If the runner dies, its reaper (``_reaper``) removes the
+``crewyard.owner`` (the runner process). If the runner dies, its reaper (``crewyard.reaper``) removes the
 containers of that process at once, when the engine is on a local socket;
 :meth:`DockerBackend.cleanup_orphans` removes those of one runner id: a runner keeps its id across
 restarts (``runner/identity.py``), so at start-up it removes what its dead predecessor left.
@@ -43,10 +43,11 @@ import requests.exceptions
 from docker.types import Ulimit
 from docker.utils.socket import frames_iter
 
-from crewyard import privatenet
+from crewyard import cgroups, privatenet
 from crewyard.core.entrypoints import runtime_of
+from crewyard.reaper import LABEL_OWNER, Reaper, local_socket
 
-from . import _cgroup, _container_net
+from . import _container_net
 from ._artifacts import DEFAULT_MAX_FILE, DEFAULT_MAX_TOTAL, Skipped, extract_tar_stream
 from ._base import (
     ARTIFACTS_IN_CONTAINER,
@@ -61,7 +62,6 @@ from ._base import (
 )
 from ._engine import ENGINE_ERRORS, ContainerGone, connect, in_thread, translate_errors
 from ._lines import splitters
-from ._reaper import LABEL_OWNER, Reaper, local_socket
 
 RUNTIME_IN_IMAGE = "/opt/crewyard"  # where the build puts the crewyard_runtime package
 VENV_IN_IMAGE = "/opt/venv"  # where the build installs the crew's dependencies
@@ -300,10 +300,10 @@ class DockerBackend:
         assert spec.image is not None
         limits = spec.limits
         suffix = f"{_NAME_RE.sub('_', spec.run_id)[:80]}-{secrets.token_hex(3)}"
-        owner = _cgroup.owner_tag()
+        owner = cgroups.owner_tag()
         socket = local_socket(self.docker_host)
         if socket:
-            Reaper.ensure(owner, socket)  # before the container exists: see _reaper
+            Reaper.ensure(owner, socket)  # before the container exists: see crewyard.reaper
         labels = {
             LABEL_RUN: spec.run_id,
             LABEL_RUNNER: spec.runner_id,

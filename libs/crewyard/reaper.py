@@ -1,4 +1,4 @@
-"""The reaper: ends what a runner process started — sandboxes, containers — when it dies, however.
+"""The reaper: ends what a process started — sandboxes, builds, containers — when it dies, however.
 
 Why one is needed: ``--die-with-parent`` misses a bwrap sandbox whose runner is killed during
 the few milliseconds in which bwrap starts; the sandbox runs on, reparented to pid 1 (measured
@@ -10,7 +10,7 @@ How: each runner process starts one reaper (this file run as a program: standard
 so it starts in milliseconds and holds no platform code). The reaper waits for end-of-file on a
 pipe whose write end only the runner holds (close-on-exec: no sandbox inherits it) — the kernel
 closes it however the runner dies — then kills and removes every control group the runner owned
-(``_cgroup``: named after the owner process) and, when the runner used a container engine on a
+(:mod:`crewyard.cgroups`: named after the owner process) and, when the runner used a container engine on a
 local socket, every container and volume labelled with the same owner; then it exits. The
 reaper runs in a session of its own, so a kill of the runner's process group spares it. A reaper
 killed too is covered at the next runner's start (groups of owners that are gone; containers of
@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import importlib.util
 import json
 import os
 import socket
@@ -29,7 +30,7 @@ import sys
 import urllib.parse
 from pathlib import Path
 
-#: Container label naming the runner process that started the container (``_cgroup.owner_tag``).
+#: Container label naming the runner process that started the container (``cgroups.owner_tag``).
 LABEL_OWNER = "crewyard.owner"
 
 
@@ -116,10 +117,13 @@ def _reap_when_closed(owner: str, docker_socket: str | None) -> None:
             continue
         except OSError:
             break
-    sys.path.insert(0, str(Path(__file__).parent))  # a program here, not a package module
-    import _cgroup
-
-    _cgroup.sweep(owner)
+    # Run as a program, not as a package module: load the sibling module by its file alone (the
+    # package's folder on sys.path would shadow standard modules such as ``platform``).
+    spec = importlib.util.spec_from_file_location("crewyard_cgroups", Path(__file__).with_name("cgroups.py"))
+    assert spec is not None and spec.loader is not None
+    cgroups = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cgroups)
+    cgroups.sweep(owner)
     if docker_socket:
         with contextlib.suppress(OSError, http.client.HTTPException):
             remove_containers(docker_socket, owner)

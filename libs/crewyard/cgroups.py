@@ -19,7 +19,7 @@ owner is still alive — a pid alone may have been reused — and :func:`sweep` 
 is inside) only groups whose owner is provably gone: never another live runner's, whatever its
 data dir. Groups from another pid namespace are never touched (their owner cannot be looked up).
 
-When a runner dies, its groups are killed and removed by its reaper (``_reaper.py``); what a
+When a runner dies, its groups are killed and removed by its reaper (:mod:`crewyard.reaper`); what a
 reaper that died too leaves is removed by the next :func:`sweep`.
 """
 
