@@ -1,4 +1,5 @@
-"""A control group per sandbox: the limits rlimits cannot give (memory, process count, CPU share).
+"""A control group per sandbox (a run's or a build's): the limits rlimits cannot give (memory,
+process count, CPU share).
 
 Why not rlimits alone (measured on these machines, root, bwrap 0.8, kernel 6.x):
 - ``RLIMIT_NPROC`` does not stop a fork bomb: bwrap maps the sandbox's uid 1000 to the caller's
@@ -13,14 +14,15 @@ unified tree) are handled; the folders are ``crewyard/<name>`` under each hierar
 access to cgroups (not root, or a container without delegation) :func:`create` returns None and
 the sandbox falls back to rlimits, which :func:`describe` says so ``crewyard doctor`` shows it.
 
-**Owners.** A group is named ``<owner>@<runner id>@<run id>``; the owner tag is the creating
-process's pid namespace, pid and start time (:func:`owner_tag`), so anyone can tell whether the
-owner is still alive — a pid alone may have been reused — and :func:`sweep` removes (killing what
-is inside) only groups whose owner is provably gone: never another live runner's, whatever its
-data dir. Groups from another pid namespace are never touched (their owner cannot be looked up).
+**Owners.** A group is named ``<owner>@<runner id>@<run id>`` (a build's ``<owner>@build@<build>``);
+the owner tag is the creating process's pid namespace, pid and start time (:func:`owner_tag`), so
+anyone can tell whether the owner is still alive — a pid alone may have been reused — and
+:func:`sweep` removes (killing what is inside) only groups whose owner is provably gone: never
+another live runner's or builder's, whatever its data dir. Groups from another pid namespace are
+never touched (their owner cannot be looked up).
 
-When a runner dies, its groups are killed and removed by its reaper (:mod:`crewyard.reaper`); what a
-reaper that died too leaves is removed by the next :func:`sweep`.
+When a runner or builder dies, its groups are killed and removed by its reaper
+(:mod:`crewyard.reaper`); what a reaper that died too leaves is removed by the next :func:`sweep`.
 """
 
 from __future__ import annotations
@@ -130,6 +132,16 @@ class Cgroup:
         except OSError:
             return False
         match = re.search(r"^oom_kill (\d+)$", text, re.MULTILINE)
+        return bool(match and int(match.group(1)) > 0)
+
+    def pids_limit_hit(self) -> bool:
+        """Was a fork or clone refused because the group was at ``pids.max``?"""
+        events = next((d / "pids.events" for d in self.dirs if (d / "pids.events").exists()), None)
+        try:
+            text = events.read_text() if events else ""
+        except OSError:
+            return False
+        match = re.search(r"^max (\d+)$", text, re.MULTILINE)
         return bool(match and int(match.group(1)) > 0)
 
     def kill_all(self) -> None:

@@ -45,6 +45,7 @@ NPM_GLOBALCONFIG = "/run/crewyard/npm/npmrc-global"
 #: Where pip's user configuration is put inside a sandbox (``XDG_CONFIG_HOME``).
 CONFIG_HOME = "/run/crewyard/config"
 _PIP_KEYS = ("index-url", "extra-index-url", "find-links", "constraint", "cert", "trusted-host", "proxy")
+_URL_VARS = ("INDEX", "FIND_LINKS", "PROXY", "REGISTRY")
 _CA_VARS = ("SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE", "NODE_EXTRA_CA_CERTS")
 
 
@@ -54,6 +55,22 @@ class Registry(msgspec.Struct, kw_only=True):
     uv_args: list[str]  # registry flags for ``uv pip install``
 
     npm_settings: list[str] = msgspec.field(default_factory=list)  # registry lines of npm's files
+    npm_proxies: list[str] = msgspec.field(default_factory=list)  # proxy lines of npm's files
+
+    def hosts(self) -> list[str]:
+        """The host names of every registry, mirror and proxy these settings name: what a build
+        must reach over the network (:mod:`.sandbox` lets it reach them even on a private range)."""
+        values = [*self.uv_args, *self.npm_proxies]
+        values += [v.partition("=")[2] for v in self.npm_settings]
+        values += [v for k, v in self.env.items() if any(w in k.upper() for w in _URL_VARS)]
+        found: list[str] = []
+        for value in values:
+            for word in value.split():
+                url = urlparse(word.rpartition("=")[2] if "://" in word.rpartition("=")[2] else word)
+                host = url.hostname if url.scheme not in ("", "file") else None
+                if host and host not in found:
+                    found.append(host)
+        return found
 
     def digest_parts(self) -> list[str]:
         """What changes which packages a build resolves (indexes, links, constraints)."""
@@ -102,6 +119,7 @@ def _npm_config(environ: Mapping[str, str], home: Path, node_prefix: str | None)
     env: dict[str, str] = {}
     binds: dict[str, str] = {}
     settings: list[str] = []
+    proxies: list[str] = []
     user = environ.get("NPM_CONFIG_USERCONFIG") or environ.get("npm_config_userconfig")
     user = user or str(home / ".npmrc")
     default_global = f"{node_prefix}/etc/npmrc" if node_prefix else ""
@@ -115,13 +133,15 @@ def _npm_config(environ: Mapping[str, str], home: Path, node_prefix: str | None)
         for key, value in _npmrc_settings(Path(host)).items():
             if key == "registry" or key.endswith(":registry"):
                 settings.append(f"{key}={value}")
+            if key in ("proxy", "https-proxy", "http-proxy"):
+                proxies.append(value)
             if key == "cafile" and Path(value).is_file():
                 binds.setdefault(value, value)
     for name in ("NPM_CONFIG_CAFILE", "npm_config_cafile"):
         cafile = environ.get(name)
         if cafile and Path(cafile).is_file():
             binds.setdefault(cafile, cafile)
-    return Registry(env=env, binds=binds, uv_args=[], npm_settings=settings)
+    return Registry(env=env, binds=binds, uv_args=[], npm_settings=settings, npm_proxies=proxies)
 
 
 def from_host(environ: Mapping[str, str] | None = None, home: Path | None = None) -> Registry:
@@ -187,4 +207,10 @@ def from_host(environ: Mapping[str, str] | None = None, home: Path | None = None
     npm = _npm_config(environ, home, node.prefix if node else None)
     for host, inside in npm.binds.items():
         binds.setdefault(host, inside)
-    return Registry(env={**env, **npm.env}, binds=binds, uv_args=uv, npm_settings=npm.npm_settings)
+    return Registry(
+        env={**env, **npm.env},
+        binds=binds,
+        uv_args=uv,
+        npm_settings=npm.npm_settings,
+        npm_proxies=npm.npm_proxies,
+    )

@@ -12,23 +12,37 @@ the crew's code. So the whole build runs in the same kind of sandbox as a run:
 - writable: one scratch folder bound at ``/opt/crewyard`` (``env`` — the environment, made at
   the path every run will see it; ``src`` — a copy of the crew's folder, the build folder;
   ``cache`` — uv's and npm's cache for this build only), and a size-capped private ``/tmp``;
-- limits: wall-clock time, address space, file size, no core dumps; the scratch folder's size
-  is watched and the build is killed past the disk limit;
-- network: what :func:`network_args` gives (the registries must be reachable).
+- limits: wall-clock time, memory and process count (a control group, :mod:`crewyard.cgroups`:
+  a memory hog is killed by the kernel, a fork bomb is stopped at the limit and the build
+  killed), address space, file size, no core dumps; the scratch folder's size is watched and the
+  build is killed past the disk limit; each reason is the build's error message;
+- network: a private one (:mod:`crewyard.privatenet`, as for runs): outbound only, never this
+  machine (its loopback services — NATS, the API — included), link-local (cloud metadata) or the
+  private ranges, except the private addresses of the registries, mirrors and proxies the
+  operator's settings name (:func:`network_plan`) and what the operator allows crews
+  (``CREWYARD_NETWORK_ALLOW``). The script starts only once the network is in place
+  (``--block-fd``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
+import json
 import os
 import resource
 import shutil
 import signal
+import socket
+import subprocess
 import sys
 from pathlib import Path
 
 import msgspec
+
+from crewyard import cgroups, privatenet
+from crewyard.reaper import Reaper
 
 from ._base import BuildFailed, LogSink
 from .registry import Registry
@@ -37,6 +51,7 @@ ROOT = "/opt/crewyard"
 ENV_PATH = f"{ROOT}/env"
 SRC_PATH = f"{ROOT}/src"
 SANDBOX_UID = 1000
+STATUS_TIMEOUT_S = 30.0
 _SYSTEM_DIRS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 _ETC = (
     "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "ssl", "ca-certificates", "ca-certificates.conf",
@@ -53,16 +68,44 @@ class BuildLimits(msgspec.Struct, kw_only=True):
     file_size_bytes: int = 2 << 30
     disk_bytes: int = 8 << 30
     tmp_bytes: int = 1 << 30
+    #: Memory and processes (threads count) at once, through a control group where there is one.
+    memory_bytes: int = 4 << 30
+    pids: int = 2048
 
 
-def network_args() -> list[str]:
-    """How a build reaches the package registries.
+def _addresses(host: str) -> set[ipaddress.IPv4Address]:
+    try:
+        infos = socket.getaddrinfo(host, None, socket.AF_INET, socket.SOCK_STREAM)
+    except (OSError, UnicodeError):
+        return set()  # unresolvable here: the build will say so in the installer's words
+    return {ipaddress.IPv4Address(info[4][0]) for info in infos}
 
-    The build shares the host's network namespace for now: it needs the registries, and bwrap
-    alone has no private network. This is the one place to change when builds get a private
-    namespace with the host's own addresses unreachable, as runs will.
+
+def network_plan(
+    registry: Registry, policy: privatenet.NetworkPolicy
+) -> tuple[privatenet.NetworkPlan, list[str]]:
+    """The build's private network, and notes for the build log (blocking: resolves names).
+
+    A registry, mirror or proxy on a private range (a company mirror at ``10.1.2.3``) is allowed
+    by address; one on this machine never is — a build could then reach every service here —
+    and the note says so.
     """
-    return ["--share-net"]
+    own = {n.network_address for n in privatenet.host_addresses()}
+    allow = list(policy.allow)
+    notes: list[str] = []
+    for host in registry.hosts():
+        for address in sorted(_addresses(host)):
+            if address.is_loopback or address in own:
+                notes.append(
+                    f"the registry settings name {host} ({address}), on this machine: builds run in a"
+                    " private network that cannot reach this machine; serve it on another machine"
+                )
+            elif any(address in net for net in privatenet.PRIVATE):
+                allow.append(f"{address}/32")
+    try:
+        return privatenet.plan(privatenet.NetworkPolicy(allow=tuple(allow))), notes
+    except privatenet.NetworkError as exc:
+        raise BuildFailed(f"cannot give the build its network: {exc}") from None
 
 
 def uv_binary() -> str:
@@ -81,11 +124,14 @@ def bwrap_binary() -> str:
     return found
 
 
-def command(scratch: Path, prefixes: list[str], registry: Registry, limits: BuildLimits) -> list[str]:
+def command(
+    scratch: Path, prefixes: list[str], registry: Registry, limits: BuildLimits, status_fd: int, block_fd: int
+) -> list[str]:
     files = scratch.parent / f"{scratch.name}.files"
-    args = [bwrap_binary(), "--unshare-all", *network_args(), "--die-with-parent", "--new-session",
+    args = [bwrap_binary(), "--unshare-all", "--die-with-parent", "--new-session",
             "--cap-drop", "ALL", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
-            "--hostname", "crewyard-build", "--ro-bind", "/usr", "/usr"]  # fmt: skip
+            "--hostname", "crewyard-build", "--info-fd", str(status_fd), "--block-fd", str(block_fd),
+            "--ro-bind", "/usr", "/usr"]  # fmt: skip
     for d in _SYSTEM_DIRS:
         p = Path(d)
         if p.is_symlink():
@@ -93,8 +139,10 @@ def command(scratch: Path, prefixes: list[str], registry: Registry, limits: Buil
         elif p.is_dir():
             args += ["--ro-bind", d, d]
     for name in _ETC:
-        args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
-    args += ["--ro-bind", str(files / "passwd"), "/etc/passwd",
+        if name != "resolv.conf":
+            args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
+    args += ["--ro-bind", str(files / "resolv.conf"), "/etc/resolv.conf",  # the private network's resolver
+             "--ro-bind", str(files / "passwd"), "/etc/passwd",
              "--ro-bind", str(files / "group"), "/etc/group",
              "--proc", "/proc", "--dev", "/dev",
              "--size", str(limits.tmp_bytes), "--tmpfs", "/tmp"]  # fmt: skip
@@ -135,9 +183,16 @@ def _size(root: Path) -> int:
 
 
 async def run(
-    scratch: Path, script: str, prefixes: list[str], registry: Registry, limits: BuildLimits, log: LogSink
+    scratch: Path,
+    script: str,
+    prefixes: list[str],
+    registry: Registry,
+    limits: BuildLimits,
+    log: LogSink,
+    network: privatenet.NetworkPolicy | None = None,
 ) -> None:
-    """Run ``script`` (sh) in the sandbox; BuildFailed with the installer's words when it fails."""
+    """Run ``script`` (sh) in the sandbox; BuildFailed with the installer's words (or the limit
+    that stopped it) when it fails."""
     files = scratch.parent / f"{scratch.name}.files"
     files.mkdir(parents=True, exist_ok=True)
     (files / "passwd").write_text(_PASSWD)
@@ -145,30 +200,136 @@ async def run(
     (files / "build.sh").write_text(script)
     for sub in ("env", "src", "cache", "bin"):
         (scratch / sub).mkdir(parents=True, exist_ok=True)
+    plan, notes = await asyncio.to_thread(network_plan, registry, network or privatenet.NetworkPolicy())
+    (files / "resolv.conf").write_text(plan.resolv_conf)
+    for note in notes:
+        await log(note, "stdout")
+    group = await asyncio.to_thread(_new_group, scratch.name, limits)
+    try:
+        await _run_in(group, plan, scratch, files, prefixes, registry, limits, log)
+    finally:
+        if group is not None:
+            await asyncio.to_thread(group.remove)
+        shutil.rmtree(files, ignore_errors=True)
+
+
+def _new_group(name: str, limits: BuildLimits) -> cgroups.Cgroup | None:
+    cgroups.sweep()  # what builders and runners that are gone left behind, whoever they were
+    owner = cgroups.owner_tag()
+    group = cgroups.create(
+        cgroups.group_name(owner, "build", name),
+        memory_bytes=limits.memory_bytes,
+        pids=limits.pids,
+        cpus=None,
+    )
+    if group is not None:
+        Reaper.ensure(owner)  # the build's group goes when this process does, however it dies
+    return group
+
+
+async def _run_in(
+    group: cgroups.Cgroup | None,
+    plan: privatenet.NetworkPlan,
+    scratch: Path,
+    files: Path,
+    prefixes: list[str],
+    registry: Registry,
+    limits: BuildLimits,
+    log: LogSink,
+) -> None:
+    procs_files = group.procs_files() if group else []
+    builder_pid = os.getpid()
 
     def _preexec() -> None:
+        # Between fork and exec: bwrap and everything it starts are inside the group from the start.
+        for path in procs_files:
+            with open(path, "w") as f:
+                f.write(str(os.getpid()))
+        if os.getppid() != builder_pid:  # the builder died since the fork: the group may be gone
+            os._exit(1)
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_size_bytes, limits.file_size_bytes))
         resource.setrlimit(resource.RLIMIT_AS, (limits.address_space_bytes, limits.address_space_bytes))
 
-    proc = await asyncio.create_subprocess_exec(
-        *command(scratch, prefixes, registry, limits),
-        env=environment(registry),
-        cwd="/",
-        stdin=asyncio.subprocess.DEVNULL,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        start_new_session=True,
-        preexec_fn=_preexec,
-        limit=1 << 20,
-    )
+    status_r, status_w = os.pipe()
+    block_r, block_w = os.pipe()
+    try:
+        proc = await asyncio.create_subprocess_exec(
+            *command(scratch, prefixes, registry, limits, status_w, block_r),
+            env=environment(registry),
+            cwd="/",
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_preexec,
+            pass_fds=(status_w, block_r),
+            limit=1 << 20,
+        )
+    except (OSError, subprocess.SubprocessError) as exc:
+        for fd in (status_r, block_w):
+            os.close(fd)
+        raise BuildFailed(f"cannot start the build sandbox: {exc}") from exc
+    finally:
+        os.close(status_w)
+        os.close(block_r)
+    stack: privatenet.PrivateNetwork | None = None
+    try:
+        try:
+            stack = await _connect(status_r, plan)
+        except BaseException:
+            _kill(proc)  # before the block ends: end-of-file lets bwrap go on too
+            raise
+        finally:
+            with contextlib.suppress(OSError):  # the sandbox may be gone already
+                os.write(block_w, b"1")  # the script starts now, with its network in place
+            os.close(block_w)
+        await _watch(proc, group, scratch, limits, log)
+    finally:
+        if proc.returncode is None:
+            _kill(proc)
+            await proc.wait()
+        if stack is not None:
+            await asyncio.to_thread(stack.close)
+
+
+async def _connect(status_r: int, plan: privatenet.NetworkPlan) -> privatenet.PrivateNetwork:
+    """The private network of the sandbox whose status bwrap writes to ``status_r``."""
+
+    def pid() -> int:
+        with os.fdopen(status_r, "rb") as info:  # bwrap writes it once, then closes it
+            text = info.read(1 << 16)
+        try:
+            return int(json.loads(text)["child-pid"])
+        except (ValueError, KeyError, TypeError):
+            raise BuildFailed("the build sandbox did not start (bwrap reported no process)") from None
+
+    child = await asyncio.wait_for(asyncio.to_thread(pid), STATUS_TIMEOUT_S)
+    try:
+        return await privatenet.attach(child, plan)
+    except privatenet.NetworkError as exc:
+        raise BuildFailed(f"cannot give the build its network: {exc}") from None
+
+
+async def _watch(
+    proc: asyncio.subprocess.Process,
+    group: cgroups.Cgroup | None,
+    scratch: Path,
+    limits: BuildLimits,
+    log: LogSink,
+) -> None:
     over: list[str] = []
 
-    async def watch_disk() -> None:
+    async def watch_limits() -> None:
+        ticks = 0
         while proc.returncode is None:
-            await asyncio.sleep(2.0)
-            if await asyncio.to_thread(_size, scratch) > limits.disk_bytes:
+            await asyncio.sleep(0.5)
+            ticks += 1
+            if group is not None and group.pids_limit_hit():
+                over.append(f"the build started more than {limits.pids} processes at once (process limit)")
+            elif ticks % 4 == 0 and await asyncio.to_thread(_size, scratch) > limits.disk_bytes:
                 over.append(f"the build wrote more than {limits.disk_bytes >> 20} MiB (disk limit)")
+            if over:
                 _kill(proc)
                 return
 
@@ -181,7 +342,7 @@ async def run(
             await log(line, "stdout")
         return tail
 
-    watcher = asyncio.create_task(watch_disk())
+    watcher = asyncio.create_task(watch_limits())
     try:
         tail = await asyncio.wait_for(pump(), limits.timeout_s)
         code = await proc.wait()
@@ -191,10 +352,10 @@ async def run(
         raise BuildFailed(f"the build took longer than {limits.timeout_s:.0f} s (time limit)") from None
     finally:
         watcher.cancel()
-        if proc.returncode is None:
-            _kill(proc)
-            await proc.wait()
-        shutil.rmtree(files, ignore_errors=True)
+    if group is not None and group.oom_killed():
+        over.append(f"the build ran out of memory (limit {limits.memory_bytes >> 20} MiB)")
+    elif group is not None and group.pids_limit_hit():
+        over.append(f"the build started more than {limits.pids} processes at once (process limit)")
     if over:
         raise BuildFailed(over[0])
     if code != 0:

@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Callable
 from pathlib import Path
 
+from crewyard import privatenet
 from crewyard.core.entrypoints import runtime_of
 from crewyard.objects import ObjectStore
 
@@ -78,10 +79,13 @@ class VenvBuilder:
         cache_dir: Path,
         objects: ObjectStore | None = None,
         limits: sandbox.BuildLimits | None = None,
+        network: privatenet.NetworkPolicy | None = None,
     ) -> None:
         self.store = EnvironmentStore(cache_dir, objects)
         self.scratch = cache_dir / "build"
         self.limits = limits or sandbox.BuildLimits()
+        #: Private networks builds may reach besides the registries' own (the operator's setting).
+        self.network = network or privatenet.NetworkPolicy()
         self._locks: dict[str, asyncio.Lock] = {}
 
     def path_for(self, digest: str) -> Path:
@@ -151,7 +155,7 @@ class VenvBuilder:
                 await asyncio.to_thread(shutil.copytree, request.source_dir, scratch / "src", symlinks=True)
                 if prepare is not None:
                     await asyncio.to_thread(prepare, scratch / "env")
-                await sandbox.run(scratch, script, prefixes, reg, self.limits, log)
+                await sandbox.run(scratch, script, prefixes, reg, self.limits, log, self.network)
                 manifest = await self.store.publish(digest, scratch / "env", interpreter)
             finally:
                 await asyncio.to_thread(shutil.rmtree, scratch, True)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from crewyard.environments import BuildBackend, BuildFailed, BuildRequest, BuildResult, LogSink, VenvBuilder
 from crewyard.objects import ObjectStore
+from crewyard.privatenet import NetworkPolicy
 from crewyard.settings import Settings
 
 from .docker import BuildBackendUnavailable, DockerBuilder
@@ -33,8 +34,9 @@ def select_build_backend(
     settings: Settings, cache_dir: Path, objects: ObjectStore | None = None
 ) -> BuildBackend:
     choice = settings.build_backend
+    venv = VenvBuilder(cache_dir, objects, network=NetworkPolicy(allow=settings.network_allow_list))
     if choice == "venv" or (choice == "auto" and settings.backend in ("bwrap", "process")):
-        return VenvBuilder(cache_dir, objects)  # those backends run virtual environments, never images
+        return venv  # those backends run virtual environments, never images
     if choice not in ("docker", "auto"):
         raise ValueError(f"unknown build backend {choice!r}; use auto, docker or venv")
     docker = DockerBuilder(
@@ -45,5 +47,5 @@ def select_build_backend(
     except BuildBackendUnavailable as exc:
         if choice == "docker":
             raise BuildBackendUnavailable(f"build backend 'docker' was chosen but {exc}") from None
-        return VenvBuilder(cache_dir, objects)
+        return venv
     return docker

@@ -1,0 +1,194 @@
+"""The build sandbox's boundary: its network and its limits, against hostile build backends.
+
+Installing a crew's package runs the crew's own PEP 517 backend. Here that backend tries to reach
+the platform's NATS port (and a port this test listens on) on every address of the machine, on the
+user-mode stack's alias for the host and on the cloud metadata address; another forks without
+end; another eats memory. The first build still installs from the package index and reaches none
+of them; the other two are stopped and fail saying which limit stopped them."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import textwrap
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from crewyard import cgroups, privatenet
+from crewyard.core.crewfile import CrewConfig
+from crewyard.environments import BuildFailed, BuildRequest, VenvBuilder, registry, sandbox
+
+pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
+SITE = "lib/python3.11/site-packages"
+
+PROBE = '''
+"""A build backend that tries to reach the machine it builds on, then builds a wheel."""
+import base64, hashlib, json, os, socket, zipfile
+
+TARGETS = {targets!r}
+
+
+def _try(address, port):
+    try:
+        with socket.create_connection((address, port), timeout=3):
+            return "reached"
+    except OSError as exc:
+        return type(exc).__name__
+
+
+def get_requires_for_build_wheel(config_settings=None):
+    return []
+
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    report = {{f"{{a}}:{{p}}": _try(a, p) for a, p in TARGETS}}
+    files = {{
+        "probe_crew/__init__.py": "",
+        "probe_crew/report.json": json.dumps(report),
+        "probe_crew-0.1.0.dist-info/METADATA": "Metadata-Version: 2.1\\nName: probe_crew\\nVersion: 0.1.0\\n",
+        "probe_crew-0.1.0.dist-info/WHEEL": (
+            "Wheel-Version: 1.0\\nGenerator: t\\nRoot-Is-Purelib: true\\nTag: py3-none-any\\n"
+        ),
+    }}
+    name = "probe_crew-0.1.0-py3-none-any.whl"
+    record = []
+    with zipfile.ZipFile(os.path.join(wheel_directory, name), "w") as whl:
+        for path, text in files.items():
+            data = text.encode()
+            digest = base64.urlsafe_b64encode(hashlib.sha256(data).digest()).rstrip(b"=").decode()
+            record.append(f"{{path}},sha256={{digest}},{{len(data)}}")
+            whl.writestr(path, data)
+        record.append("probe_crew-0.1.0.dist-info/RECORD,,")
+        whl.writestr("probe_crew-0.1.0.dist-info/RECORD", "\\n".join(record) + "\\n")
+    return name
+'''
+
+FORK_BOMB = """
+import os, time
+
+def get_requires_for_build_wheel(config_settings=None):
+    return []
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    while True:
+        try:
+            os.fork()
+        except OSError:
+            time.sleep(0.01)
+"""
+
+MEMORY_HOG = """
+def get_requires_for_build_wheel(config_settings=None):
+    return []
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    hoard = []
+    while True:
+        hoard.append(b"x" * (16 << 20))  # written, so every page is really used
+"""
+
+
+def _crew(folder: Path, backend: str, requirements: str = "") -> Path:
+    folder.mkdir(parents=True)
+    (folder / "pyproject.toml").write_text(textwrap.dedent("""\
+        [project]
+        name = "probe_crew"
+        version = "0.1.0"
+
+        [build-system]
+        requires = []
+        build-backend = "probe_backend"
+        backend-path = ["."]
+        """))  # fmt: skip
+    (folder / "probe_backend.py").write_text(backend)
+    if requirements:
+        (folder / "requirements.txt").write_text(requirements)
+    return folder
+
+
+def _request(root: Path) -> BuildRequest:
+    config = CrewConfig(entrypoint="probe_crew:x")
+    return BuildRequest(
+        deployment_id="dep_sandbox", project="tests", source_dir=root, source_digest=f"sha256-{root.name}",
+        config=config,
+    )  # fmt: skip
+
+
+async def _quiet(line: str, stream: str) -> None:
+    return None
+
+
+@pytest.fixture
+def listening_port() -> Iterator[int]:
+    """A port of this test's own, listening on every address of the machine."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as server:
+        server.bind(("0.0.0.0", 0))
+        server.listen(16)
+        yield server.getsockname()[1]
+
+
+def _machine_addresses() -> list[str]:
+    shown = json.loads(subprocess.run(["ip", "-j", "addr"], capture_output=True, check=True).stdout)
+    found = {a["local"] for i in shown for a in i.get("addr_info", []) if a.get("family") == "inet"}
+    found |= {str(n.network_address) for n in privatenet.host_addresses()}
+    return sorted(found | {"127.0.0.1", "10.0.2.2"})  # 10.0.2.2: the user-mode stack's host alias
+
+
+async def test_a_build_reaches_the_package_index_but_no_port_of_its_machine(
+    tmp_path: Path, nats_url: str, listening_port: int
+) -> None:
+    nats_port = int(nats_url.rsplit(":", 1)[1])
+    targets = [(a, p) for a in _machine_addresses() for p in (nats_port, listening_port)]
+    targets.append(("169.254.169.254", 80))
+    # The probe itself proves these are reachable from here, outside any sandbox.
+    with socket.create_connection(("127.0.0.1", nats_port), timeout=5):
+        pass
+    root = _crew(tmp_path / "probe", PROBE.format(targets=targets), "six==1.16.0\n.\n")
+    lines: list[str] = []
+
+    async def log(line: str, stream: str) -> None:
+        lines.append(line)
+
+    built = await VenvBuilder(tmp_path / "cache").build(_request(root), log)
+    assert built.venv_dir is not None
+    # The normal part of the build installed from the package index as ever …
+    assert (built.venv_dir / SITE / "six.py").is_file(), lines
+    # … and the crew's code reached nothing of the machine it was built on.
+    report = json.loads((built.venv_dir / SITE / "probe_crew" / "report.json").read_text())
+    assert len(report) == len(targets)
+    assert [t for t, outcome in report.items() if outcome == "reached"] == [], report
+
+
+def test_the_registries_private_addresses_are_allowed_and_this_machines_never() -> None:
+    reg = registry.from_host(
+        {"PIP_INDEX_URL": "http://10.77.1.2:3141/simple", "HTTPS_PROXY": "http://127.0.0.1:3128"},
+        Path("/nonexistent"),
+    )
+    plan, notes = sandbox.network_plan(reg, privatenet.NetworkPolicy())
+    blocked = [privatenet.IPv4(n) for n in plan.blocked]
+    assert not any(privatenet.IPv4("10.77.1.2/32").subnet_of(n) for n in blocked), plan.blocked
+    assert any(privatenet.IPv4("10.77.1.3/32").subnet_of(n) for n in blocked)  # its neighbours stay out
+    assert any(privatenet.IPv4("169.254.169.254/32").subnet_of(n) for n in blocked)
+    assert len(notes) == 1 and "127.0.0.1" in notes[0] and "this machine" in notes[0]
+
+
+@pytest.mark.parametrize(
+    ("backend", "reason"),
+    [(FORK_BOMB, r"more than 128 processes at once \(process limit\)"), (MEMORY_HOG, "ran out of memory")],
+    ids=["fork-bomb", "memory-hog"],
+)
+async def test_a_build_over_its_limits_is_stopped_and_says_which(
+    tmp_path: Path, backend: str, reason: str
+) -> None:
+    root = _crew(tmp_path / f"hostile-{len(backend)}", backend)
+    limits = sandbox.BuildLimits(pids=128, memory_bytes=256 << 20, timeout_s=300)
+    with pytest.raises(BuildFailed, match=reason):
+        await VenvBuilder(tmp_path / "cache", limits=limits).build(_request(root), _quiet)
+    scratch = tmp_path / "cache" / "build"
+    assert not any(scratch.iterdir()) if scratch.exists() else True
+    assert not cgroups.groups(
+        lambda name: "@build@" in name and name.split("@", 1)[0] == cgroups.owner_tag()
+    ), "the build's control group was left behind"
