@@ -144,6 +144,14 @@ class Cgroup:
         match = re.search(r"^max (\d+)$", text, re.MULTILINE)
         return bool(match and int(match.group(1)) > 0)
 
+    def memory_used(self) -> int | None:
+        """What the group holds in memory, less file cache the kernel could drop (``None``
+        without a memory controller)."""
+        if self.version == 2:
+            return _memory_in(self.dirs[0], 2) if self.dirs else None
+        memory = next((d for d in self.dirs if d.parent.parent.name == "memory"), None)
+        return _memory_in(memory, 1) if memory is not None else None
+
     def kill_all(self) -> None:
         if not self.dirs:
             return
@@ -168,6 +176,35 @@ class Cgroup:
                         break
                     self.kill_all()
                     time.sleep(0.02)
+
+
+def _memory_in(folder: Path, version: int) -> int | None:
+    """A memory group's usage less its inactive file cache (as ``docker stats`` counts it)."""
+    usage_file, inactive = ("memory.current", "inactive_file") if version == 2 else (
+        "memory.usage_in_bytes", "total_inactive_file")  # fmt: skip
+    try:
+        usage = int((folder / usage_file).read_text())
+        stat = (folder / "memory.stat").read_text()
+    except (OSError, ValueError):
+        return None
+    match = re.search(rf"^{inactive} (\d+)$", stat, re.MULTILINE)
+    return max(usage - (int(match.group(1)) if match else 0), 0)
+
+
+def memory_of_process(pid: int) -> int | None:
+    """The memory of the control group process ``pid`` is in (e.g. a container's), as
+    :meth:`Cgroup.memory_used` counts it; None when it cannot be read."""
+    try:
+        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            return _memory_in(ROOT / "memory" / path.lstrip("/"), 1)
+        if controllers == "" and _version() == 2:
+            return _memory_in(ROOT / path.lstrip("/"), 2)
+    return None
 
 
 def _v1_dir(controller: str, name: str) -> Path:

@@ -64,6 +64,13 @@ RUNS_ACTIVE = Gauge("crewyard_runner_active_runs", "Runs this runner executes no
 RUNS_HANDED_BACK = Counter(
     "crewyard_runs_handed_back_total", "Runs a stopping runner handed to another runner (drain)"
 )
+WARM_SANDBOXES = Gauge(
+    "crewyard_warm_sandboxes", "Warm sandboxes on this runner: idle (ready) or warming up", ["state"]
+)
+WARM_MEMORY = Gauge("crewyard_warm_memory_bytes", "Memory the idle warm sandboxes of this runner hold")
+WARM_STARTS = Counter(
+    "crewyard_run_starts_total", "Runs this runner started, on a warm sandbox or cold", ["kind", "backend"]
+)
 BUILDS = Counter("crewyard_builds_total", "Builds this builder ended", ["status", "backend", "cached"])
 BUILD_DURATION = Histogram(
     "crewyard_build_duration_seconds", "How long builds took", ["status", "backend"], buckets=_RUN_BUCKETS

@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 
 from crewyard.archive import ArchiveLimits
+from crewyard.core.crewfile import MAX_WARM, memory_bytes, valid_memory
 from crewyard.errors import CrewyardError
 from crewyard.eventstore import StreamSettings
 from crewyard.logs import FORMATS, LEVELS
@@ -63,6 +64,15 @@ class Settings(msgspec.Struct, kw_only=True):
     retry_max_attempts: int = 3
     retry_backoff_s: str = "1,5,15"
     default_timeout_s: float = 3600.0
+    #: Warm sandboxes: how many a deployment that has run recently keeps started, its crew
+    #: imported, waiting for the next runs (``warm = n`` in its config instead); the most one
+    #: deployment may keep (a pool grows towards it while runs find it empty); the memory all
+    #: idle ones may hold together on this runner, measured (0 turns warm sandboxes off); and
+    #: how long a deployment may go without a run before its pool is emptied.
+    warm_default: int = 1
+    warm_max: int = 4
+    warm_memory: str = "2g"
+    warm_idle_s: float = 300.0
     artifact_max_file_bytes: int = 100 * 1024 * 1024
     artifact_max_total_bytes: int = 500 * 1024 * 1024
     #: A run's result may be this large (it travels in one event: the broker's max_payload bounds it).
@@ -141,6 +151,11 @@ class Settings(msgspec.Struct, kw_only=True):
         return tuple(x.strip() for x in self.network_allow.split(",") if x.strip())
 
     @property
+    def warm_memory_bytes(self) -> int:
+        """``warm_memory`` in bytes (``"2g"``, ``"512m"`` or a number of bytes)."""
+        return memory_bytes(self.warm_memory) or 0
+
+    @property
     def work_dir(self) -> Path:
         return self.data_dir / "work"
 
@@ -198,6 +213,10 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "CREWYARD_RETRY_MAX_ATTEMPTS": ("retry_max_attempts", int),
     "CREWYARD_RETRY_BACKOFF": ("retry_backoff_s", str),
     "CREWYARD_DEFAULT_TIMEOUT": ("default_timeout_s", float),
+    "CREWYARD_WARM": ("warm_default", int),
+    "CREWYARD_WARM_MAX": ("warm_max", int),
+    "CREWYARD_WARM_MEMORY": ("warm_memory", str),
+    "CREWYARD_WARM_IDLE": ("warm_idle_s", float),
     "CREWYARD_ARTIFACT_MAX_FILE": ("artifact_max_file_bytes", int),
     "CREWYARD_ARTIFACT_MAX_TOTAL": ("artifact_max_total_bytes", int),
     "CREWYARD_MAX_OUTPUT_BYTES": ("max_output_bytes", int),
@@ -300,8 +319,18 @@ def load(data_dir: Path | str | None = None, **overrides: Any) -> Settings:
         raise SettingsError("CREWYARD_READY_MAX_LAG must not be negative")
     if settings.runner_concurrency < 1:
         raise SettingsError("CREWYARD_RUNNER_CONCURRENCY must be at least 1")
+    _check_warm(settings)
     _check_outbound(settings)
     return settings
+
+
+def _check_warm(settings: Settings) -> None:
+    if not 0 <= settings.warm_default <= settings.warm_max <= MAX_WARM:
+        raise SettingsError(f"CREWYARD_WARM must be 0 to CREWYARD_WARM_MAX, which must be at most {MAX_WARM}")
+    if settings.warm_memory.strip() not in ("0", "") and not valid_memory(settings.warm_memory):
+        raise SettingsError('CREWYARD_WARM_MEMORY must be a size like "2g" or "512m" (0: no warm sandboxes)')
+    if not 0 < settings.warm_idle_s <= 86400:
+        raise SettingsError("CREWYARD_WARM_IDLE must be more than 0 and at most 86400 seconds")
 
 
 def _check_outbound(settings: Settings) -> None:

@@ -22,7 +22,7 @@ from crewyard import logs, metrics
 from crewyard.core import envnames, subjects
 from crewyard.core import run_state as rs
 from crewyard.core.crewfile import CrewConfig
-from crewyard.core.deployment_state import READY, DeploymentState, fold_deployment, fold_project
+from crewyard.core.deployment_state import READY, DeploymentState, fold_deployment
 from crewyard.core.events import RunCanceled, RunCompleted, RunFailed, RunQueued, RunRetrying, make_event
 from crewyard.core.ids import new_id
 from crewyard.environments import ArchiveCorrupt, BuildFailed, EnvironmentStore
@@ -32,14 +32,15 @@ from crewyard.secrets import SecretBox, SecretError
 from crewyard.settings import Settings
 from crewyard.workspace import Workspace
 
+from . import specs
 from .artifacts import collect
 from .attempts import Attempt, fence_when_silent, follow_cancels, still_ours
 from .backends import BackendError, ExecutionBackend, RunHandle, RunSpec
+from .changes import follow_changes
 from .execution import (
     Emitter,
     decide_outcome,
     finish,
-    limits_for,
     retry_or_fail,
     run_budget,
     run_warnings,
@@ -47,7 +48,9 @@ from .execution import (
 )
 from .identity import RunnerIdentity
 from .liveness import Liveness
+from .pools import PoolKey, Pools, Renewal
 from .slots import Slots, run_limits
+from .specs import Prepared, Specs, Warmth
 
 log = logging.getLogger("crewyard.runner")
 _STATUS = {RunCompleted: "succeeded", RunFailed: "failed", RunCanceled: "canceled"}
@@ -108,6 +111,23 @@ class Runner:
         )
         self.active: dict[str, Attempt] = {}
         self._tasks: set[asyncio.Task[None]] = set()
+        self.specs = Specs(
+            settings,
+            store,
+            secrets,
+            self.workspace,
+            self.environments,
+            backend,
+            self.runner_id,
+            self.budget.max_output,
+        )
+        self.pools = Pools(
+            backend,
+            work_dir=settings.work_dir,
+            budget=settings.warm_memory_bytes,
+            idle_s=settings.warm_idle_s,
+            renew=self.specs.renewal,
+        )
 
     async def run(self, stop: asyncio.Event) -> None:
         await self.queue.start()
@@ -118,6 +138,8 @@ class Runner:
         listener = asyncio.create_task(follow_cancels(self.store, self.active, stop))
         beat = asyncio.create_task(self.liveness.beat())
         fencer = asyncio.create_task(fence_when_silent(self.liveness, self.active))
+        keeper = asyncio.create_task(self.pools.maintain())
+        changes = asyncio.create_task(follow_changes(self.store, self.pools, stop))
         free = asyncio.Semaphore(self.settings.runner_concurrency)
         try:
             while await _free_slot(free, stop):
@@ -137,8 +159,11 @@ class Runner:
                 task.add_done_callback(self._tasks.discard)
                 task.add_done_callback(lambda _t: free.release())
         finally:
-            # Draining: no new work; cancel requests and the lease keep being followed while the
-            # runs we hold get their chance to finish.
+            # Draining: no new work, so no warm sandbox is needed any more; cancel requests and the
+            # lease keep being followed while the runs we hold get their chance to finish.
+            keeper.cancel()
+            changes.cancel()
+            await self.pools.close()
             await self._drain()
             listener.cancel()
             beat.cancel()
@@ -279,21 +304,40 @@ class Runner:
         metrics.RUNS_ACTIVE.inc()
         work = self.settings.work_dir / run_id
         try:
+            try:  # read now, after the run's POST: what a cold start would give it (see pools.py)
+                env = await self.specs.environment(project, state.environment, config)
+            except SecretError as exc:
+                failed = RunFailed(reason="infrastructure", error_message=str(exc))
+                await finish(self.store, project, run_id, failed)
+                await item.ack()
+                return
+            secrets = [v for k, v in env.items() if k not in config.env]
+            env, refused = envnames.split(env)  # stored before names were checked: never applied
+            key = PoolKey(state.deployment_id, state.environment)
+            fingerprint = specs.fingerprint(state.deployment_id, dep, config, env, self.specs.limits(config))
+            sandbox = self.pools.take(key, fingerprint)
             started = rs.decide_start(
                 state,
                 runner_id=self.runner_id,
                 backend=self.backend.name,
                 isolated=self.backend.isolated,
                 entrypoint=config.entrypoint,
+                warm=sandbox is not None,
             )
             attempt.number = started.attempt
-            await self.liveness.claim(run_id, started.attempt)  # before run.started: see liveness.py
             event = make_event(started, project=project, aggregate_id=run_id, event_id=new_id("evt"))
-            attempt.started_seq = await self.store.append(event, expected_seq=state.version)
+            try:
+                await self.liveness.claim(run_id, started.attempt)  # before run.started: see liveness.py
+                attempt.started_seq = await self.store.append(event, expected_seq=state.version)
+            except BaseException:
+                if sandbox is not None:
+                    self.pools.give_back(key, sandbox)  # never started: as good as before
+                raise
             if state.created_at is not None:
                 waited = (event.time - state.created_at).total_seconds()
                 metrics.RUN_START_LATENCY.labels(self.backend.name).observe(max(waited, 0.0))
-            await self._run_started(item, state, dep, config, attempt)
+            warm = Warmth(key, fingerprint, sandbox)
+            await self._run_started(item, state, dep, config, attempt, Prepared(env, refused, secrets), warm)
         finally:
             self.active.pop(run_id, None)
             metrics.RUNS_ACTIVE.dec()
@@ -302,60 +346,28 @@ class Runner:
                 await self.slots.release(run_id, list(limits))
             await asyncio.to_thread(shutil.rmtree, work, True)
 
-    async def _environment(self, project: str, environment: str, config: CrewConfig) -> dict[str, str]:
-        """The crew's defaults, then the project's values for the run's environment."""
-        proj = fold_project(project, await self.store.load(project, "project", project))
-        env = dict(config.env)
-        for key, (token, sealed) in proj.env_for(environment).items():
-            env[key] = self.secrets.decrypt(project, sealed, token)
-        return env
-
     async def _start(
-        self,
-        state: rs.RunState,
-        dep: DeploymentState,
-        config: CrewConfig,
-        env: dict[str, str],
+        self, state: rs.RunState, dep: DeploymentState, config: CrewConfig, env: dict[str, str], warm: Warmth
     ) -> tuple[RunSpec, RunHandle]:
-        image = dep.image
-        if self.backend.artifact_kind == "image" and not image:
-            raise BuildFailed(
-                f"deployment {state.deployment_id} has no container image (it was built with the venv"
-                " backend); redeploy it with the docker build backend to run it on the docker backend"
+        """The run's warm sandbox, or a cold start; either way its pool keeps the next one ready."""
+        handle: RunHandle
+        if warm.sandbox is not None:
+            spec, handle = warm.sandbox.spec, warm.sandbox.take(state.run_id, state.input)
+        else:
+            spec = await self.specs.spec(
+                run_id=state.run_id,
+                deployment_id=state.deployment_id,
+                dep=dep,
+                config=config,
+                env=env,
+                input=state.input,
             )
-        source_dir = await self.workspace.source(dep.source_digest)
-        venv_dir = None
-        if self.backend.artifact_kind == "venv":
-            # Exactly the environment the builder built and recorded (never resolved again here).
-            if not dep.env_digest or not dep.env_sha256:
-                raise BuildFailed(
-                    f"deployment {state.deployment_id} has no recorded environment (built as a container"
-                    " image, or by an older version); deploy the crew again to run it on this backend"
-                )
-            venv_dir = await self.environments.fetch(dep.env_digest, dep.env_sha256)
-        work = self.settings.work_dir / state.run_id
-        spec = RunSpec(
-            run_id=state.run_id,
-            project=state.project,
-            deployment_id=state.deployment_id,
-            runner_id=self.runner_id,
-            framework=config.framework,
-            entrypoint=config.entrypoint,
-            input=state.input,
-            env=env,
-            source_dir=source_dir,
-            runtime_dir=self.workspace.runtime_dir(),
-            venv_dir=venv_dir,
-            image=image,
-            work_dir=work,
-            artifacts_dir=work / "artifacts",
-            limits=limits_for(
-                config,
-                allow_host_network=self.settings.allow_host_network,
-                max_output_bytes=self.budget.max_output,
-            ),
-        )
-        return spec, await self.backend.start(spec)
+            handle = await self.backend.start(spec)
+        metrics.WARM_STARTS.labels("warm" if warm.sandbox else "cold", self.backend.name).inc()
+        low, high = self.specs.pool_size(config)
+        renewal = Renewal(warm.key, spec, warm.fingerprint)
+        self.pools.offer(renewal, project=state.project, name=dep.name, low=low, high=high)
+        return spec, handle
 
     async def _run_started(
         self,
@@ -364,29 +376,21 @@ class Runner:
         dep: DeploymentState,
         config: CrewConfig,
         attempt: Attempt,
+        prepared: Prepared,
+        warm: Warmth,
     ) -> None:
         run_id, project = state.run_id, state.project
         t0 = time.monotonic()
-        emitter = Emitter(self.store, project, run_id, [])
-        try:
-            env = await self._environment(project, state.environment, config)
-            emitter.secrets = [v for k, v in env.items() if k not in config.env]
-        except SecretError as exc:
-            await finish(
-                self.store, project, run_id, RunFailed(reason="infrastructure", error_message=str(exc))
-            )
-            await item.ack()
-            return
-        env, refused = envnames.split(env)  # stored before names were checked: never applied
+        emitter = Emitter(self.store, project, run_id, prepared.secrets)
         for warning in run_warnings(
             config,
-            refused,
+            prepared.refused,
             allow_host_network=self.settings.allow_host_network,
             isolated=self.backend.isolated,
         ):
             await emitter.log(warning, "warning")
         try:
-            spec, handle = await self._start(state, dep, config, env)
+            spec, handle = await self._start(state, dep, config, prepared.env, warm)
         except BuildFailed as exc:  # the crew's dependencies: not worth retrying
             await finish(self.store, project, run_id, RunFailed(reason="crew_error", error_message=str(exc)))
             await item.ack()

@@ -5,7 +5,8 @@ Layouts: one ``[deployment]`` table, or several ``[deployments.<name>]`` tables 
 ``[build] exclude`` may sit at the top level or inside a deployment table. Besides the reference
 keys (``framework``, ``entrypoint``, ``python``, ``profile``) crewyard reads its own: ``timeout``
 (seconds), ``memory`` (e.g. ``"512m"``), ``cpus``, ``pids``, ``network`` (``default`` | ``none`` |
-``host``), ``max_concurrent_runs`` and an ``[env]`` table of defaults (names checked against
+``host``), ``max_concurrent_runs``, ``warm`` (sandboxes kept started, crew imported, for the
+next runs; 0 turns that off) and an ``[env]`` table of defaults (names checked against
 :mod:`.envnames`). Unknown keys produce
 warnings; wrong types raise :class:`CrewConfigError` naming the file, the key and the reason.
 Entrypoints are checked per framework (:mod:`.entrypoints`: ``module:attribute`` for Python,
@@ -43,6 +44,8 @@ _MAXIMA: dict[str, float] = {
     "max_concurrent_runs": MAX_CONCURRENCY,
 }
 MAX_MEMORY_BYTES = 1 << 40
+#: The most warm sandboxes a crew's config may ask for (the platform may allow fewer).
+MAX_WARM = 16
 
 
 class CrewConfigError(CrewyardError, ValueError):
@@ -61,6 +64,7 @@ class CrewConfig(msgspec.Struct, kw_only=True, omit_defaults=True):
     pids: int | None = None
     network: str = "default"
     max_concurrent_runs: int | None = None
+    warm: int | None = None
     env: dict[str, str] = msgspec.field(default_factory=dict)
     exclude: list[str] = msgspec.field(default_factory=list)
 
@@ -96,6 +100,7 @@ _KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "pids": (int, "pids"),
     "network": (str, "network"),
     "max_concurrent_runs": (int, "max_concurrent_runs"),
+    "warm": (int, "warm"),
 }
 _TOP_LEVEL = {"deployment", "deployments", "build", "chat", "apis", "env"}
 _IGNORED_TABLES = {"chat", "apis"}  # accepted for compatibility; crewyard has no use for them yet
@@ -221,12 +226,21 @@ def _deployment(
             raise CrewConfigError(
                 f"{file}: '{where}.{key.removesuffix('_s')}' must be positive and at most {most:g}"
             )
+    if "warm" in fields and not 0 <= fields["warm"] <= MAX_WARM:
+        raise CrewConfigError(f"{file}: '{where}.warm' must be 0 to {MAX_WARM}")
     build = table.get("build", {})
     if not isinstance(build, dict):
         raise CrewConfigError(f"{file}: '{where}.build' must be a table")
     fields["exclude"] = top_exclude + _exclude(build, file, f"{where}.build.exclude")
     fields["env"] = {**top_env, **_env(table.get("env"), file, f"{where}.env")}
     return CrewConfig(**fields)
+
+
+def valid_memory(memory: str) -> bool:
+    """Whether ``memory`` reads as a size (``"512m"``, ``"2g"``, a number of bytes)."""
+    return (
+        bool(_MEMORY_RE.fullmatch(memory.strip())) and (memory_bytes(memory.strip()) or 0) <= MAX_MEMORY_BYTES
+    )
 
 
 def memory_bytes(memory: str | None) -> int | None:

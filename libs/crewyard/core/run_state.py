@@ -114,7 +114,7 @@ def fold(run_id: str, history: list[Recorded]) -> RunState:
 
 
 def decide_start(
-    state: RunState, *, runner_id: str, backend: str, isolated: bool, entrypoint: str
+    state: RunState, *, runner_id: str, backend: str, isolated: bool, entrypoint: str, warm: bool = False
 ) -> RunStarted:
     if state.status != PENDING:
         raise InvalidTransition(f"Cannot start run with status: {state.status or 'unknown'}", state.status)
@@ -124,6 +124,7 @@ def decide_start(
         isolated=isolated,
         attempt=state.attempt + 1,
         entrypoint=entrypoint,
+        warm=warm,
     )
 
 

@@ -70,6 +70,10 @@ class RunSpec(msgspec.Struct, kw_only=True):
     work_dir: Path  # private scratch folder of this run on the host
     artifacts_dir: Path  # host folder the artifacts end up in
     limits: Limits = msgspec.field(default_factory=Limits)
+    #: A warm sandbox, started before any run takes it: only ``prepare`` is sent at start (the
+    #: runtime imports the crew and says ``ready``); ``start`` comes from the run that takes it.
+    #: ``run_id`` then names the sandbox, and ``input`` is empty.
+    warm: bool = False
 
 
 class ExitStatus(msgspec.Struct, kw_only=True):
@@ -104,6 +108,11 @@ class RunHandle(Protocol):
 
     async def remove(self) -> None:
         """Remove the container or sandbox and its scratch space."""
+        ...
+
+    async def memory_used(self) -> int | None:
+        """Memory the run holds now (its control group's, less file cache it could drop), or None
+        when this backend cannot tell."""
         ...
 
 
@@ -171,7 +180,8 @@ def runtime_command(
 
 
 def opening(spec: RunSpec) -> bytes:
-    """The protocol's ``prepare`` and ``start`` lines of a cold start (sent together)."""
+    """The protocol's ``prepare`` and ``start`` lines of a cold start (sent together); a warm
+    sandbox's ``prepare`` alone."""
     prepare = Prepare(
         env=dict(spec.env),
         entrypoint=spec.entrypoint,
@@ -179,4 +189,6 @@ def opening(spec: RunSpec) -> bytes:
         project=spec.project,
         deployment_id=spec.deployment_id,
     )
+    if spec.warm:
+        return encode(prepare)
     return encode(prepare) + encode(Start(run_id=spec.run_id, input=spec.input))

@@ -195,6 +195,11 @@ class BwrapHandle:
         self._kill_hard()
         await self._proc.wait()
 
+    async def memory_used(self) -> int | None:
+        if self._cgroup is None:
+            return await asyncio.to_thread(cgroups.memory_of_process, self._proc.pid)
+        return await asyncio.to_thread(self._cgroup.memory_used)
+
     async def collect_artifacts(self) -> None:
         """The crew wrote straight into ``spec.artifacts_dir``, and the sandbox is gone: the
         runner's collector reads the folder as it is, following no link (``runner/artifacts``)."""

@@ -208,6 +208,18 @@ class DockerHandle:
             except TimeoutError:
                 raise BackendError(f"run {self._spec.run_id} did not stop after SIGKILL") from None
 
+    def _memory_blocking(self) -> int | None:
+        try:
+            state = self._api.inspect_container(self.container_id).get("State") or {}
+        except ENGINE_ERRORS:
+            return None
+        pid = int(state.get("Pid") or 0)
+        # The engine's control group of the container, when the engine runs on this machine.
+        return cgroups.memory_of_process(pid) if pid > 0 else None
+
+    async def memory_used(self) -> int | None:
+        return await asyncio.to_thread(self._memory_blocking)
+
     def _collect_blocking(self) -> Skipped:
         max_file, max_total = self._caps
         with translate_errors(f"copy artifacts of run {self._spec.run_id}"):

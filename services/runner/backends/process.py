@@ -55,6 +55,14 @@ def _node_layout(spec: RunSpec) -> Path:
     return app
 
 
+def _resident(pid: int) -> int | None:
+    try:
+        pages = int(Path(f"/proc/{pid}/statm").read_text().split()[1])  # /proc: never blocks
+    except (OSError, ValueError, IndexError):
+        return None
+    return pages * os.sysconf("SC_PAGE_SIZE")
+
+
 class ProcessHandle:
     def __init__(self, proc: asyncio.subprocess.Process, spec: RunSpec) -> None:
         self._proc = proc
@@ -90,6 +98,10 @@ class ProcessHandle:
             await asyncio.wait_for(self._proc.wait(), grace_s)
         self._signal(signal.SIGKILL)
         await self._proc.wait()
+
+    async def memory_used(self) -> int | None:
+        """The crew's resident memory (its process, not the children it started)."""
+        return _resident(self._proc.pid)
 
     async def collect_artifacts(self) -> None:
         """The crew wrote straight into ``spec.artifacts_dir``: nothing to copy."""

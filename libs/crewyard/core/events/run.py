@@ -26,6 +26,9 @@ class RunQueued(Payload, frozen=True, kw_only=True):
 
 
 class RunStarted(Payload, frozen=True, kw_only=True):
+    """``warm``: the run took a sandbox its runner had started before it, with the crew already
+    imported (a fresh one all the same: every sandbox serves one run)."""
+
     TYPE = "run.started"
     AGGREGATE = "run"
     runner_id: str
@@ -33,6 +36,7 @@ class RunStarted(Payload, frozen=True, kw_only=True):
     isolated: bool
     attempt: Attempt = 1
     entrypoint: str = ""
+    warm: bool = False
 
 
 class RunCompleted(Payload, frozen=True, kw_only=True):

@@ -1,0 +1,269 @@
+"""Pools of warm sandboxes on the process backend: ready ahead of runs, one run each, always as
+fresh as the run that takes one, within their memory budget, and gone when idle or stopped."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+import textwrap
+import time
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import crewyard_runtime
+from crewyard.runner.backends import Limits, ProcessBackend, RunSpec
+from crewyard.runner.pools import Pool, PoolKey, Pools, Renewal
+from crewyard.runner.warm import WarmSandbox
+
+RUNTIME = Path(crewyard_runtime.__file__).resolve().parents[1]
+KEY = PoolKey("dep_pools", "production")
+CREW = """
+import os, pathlib, time
+IMPORTED = time.time()
+if os.environ.get("FAIL_AT_IMPORT"):
+    raise RuntimeError("cannot import: " + os.environ["FAIL_AT_IMPORT"])
+def run(inputs):
+    here = pathlib.Path(".")
+    found = sorted(p.name for p in here.iterdir())
+    (here / "mine.txt").write_text(inputs.get("write", ""))
+    return {"pid": os.getpid(), "imported": IMPORTED, "color": os.environ.get("COLOR"),
+            "run_id": os.environ.get("CREWYARD_RUN_ID"), "found": found, "input": inputs}
+"""
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def template(tmp_path: Path, env: dict[str, str] | None = None, memory: int = 256 << 20) -> RunSpec:
+    source = tmp_path / "src"
+    source.mkdir(exist_ok=True)
+    (source / "crew.py").write_text(textwrap.dedent(CREW))
+    return RunSpec(
+        run_id="run_template",
+        project="tests",
+        deployment_id=KEY.deployment_id,
+        runner_id="test-runner",
+        framework="python",
+        entrypoint="crew:run",
+        input={},
+        env=env or {},
+        source_dir=source,
+        runtime_dir=RUNTIME,
+        venv_dir=Path(sys.prefix),
+        work_dir=tmp_path / "template",
+        artifacts_dir=tmp_path / "template" / "artifacts",
+        limits=Limits(memory_bytes=memory),
+    )
+
+
+async def until(condition: Callable[[], bool], what: str, timeout: float = 90.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.05)
+
+
+def sandbox_pids(sandbox: WarmSandbox) -> list[int]:
+    needle = f"CREWYARD_RUN_ID={sandbox.spec.run_id}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if needle in (entry / "environ").read_bytes().split(b"\0"):
+                    found.append(int(entry.name))
+    return found
+
+
+@contextlib.asynccontextmanager
+async def pools_of(tmp_path: Path, **kwargs: Any) -> AsyncIterator[Pools]:
+    kwargs.setdefault("budget", 8 << 30)
+    kwargs.setdefault("idle_s", 600.0)
+    pools = Pools(ProcessBackend(), work_dir=tmp_path / "work", **kwargs)
+    keeper = asyncio.create_task(pools.maintain())
+    try:
+        yield pools
+    finally:
+        keeper.cancel()
+        await pools.close()
+
+
+async def run_on(sandbox: WarmSandbox, run_id: str, input: dict[str, Any]) -> list[dict[str, Any]]:
+    """Take the sandbox for a run and read its protocol lines to the end."""
+    handle = sandbox.take(run_id, input)
+    lines = []
+    try:
+        async for stream, raw in handle.output():
+            if stream == "proto":
+                lines.append(json.loads(raw))
+        await asyncio.wait_for(handle.wait(), 60)
+    finally:
+        await handle.remove()
+    return lines
+
+
+def offer(
+    pools: Pools, spec: RunSpec, fingerprint: str, low: int = 1, high: int = 2, key: PoolKey = KEY
+) -> None:
+    pools.offer(Renewal(key, spec, fingerprint), project="tests", name="default", low=low, high=high)
+
+
+def idle(pools: Pools, key: PoolKey = KEY) -> list[WarmSandbox]:
+    pool = pools.pools.get(key)
+    return list(pool.idle) if pool else []
+
+
+async def test_a_pool_keeps_sandboxes_ready_and_each_serves_exactly_one_run(tmp_path: Path) -> None:
+    async with pools_of(tmp_path) as pools:
+        offer(pools, template(tmp_path), "fp-1", low=2)
+        await until(lambda: len(idle(pools)) == 2, "two ready sandboxes")
+        first, second = pools.take(KEY, "fp-1"), pools.take(KEY, "fp-1")
+        assert first is not None and second is not None and first is not second
+        imported_before = time.time()
+
+        out = await run_on(first, "run_one", {"write": "one"})
+        assert [m["t"] for m in out][:2] == ["hello", "ready"]  # what it said while it waited
+        result = out[-1]["output"]
+        assert out[-1]["t"] == "result"
+        assert result["run_id"] == "run_one" and result["input"] == {"write": "one"}
+        assert result["imported"] < imported_before  # the crew was imported before the run came
+        assert result["found"] == []  # an empty artifacts folder
+        assert sandbox_pids(first) == []  # the sandbox ended with its run
+
+        again = await run_on(second, "run_two", {})
+        assert again[-1]["output"]["found"] == []  # nothing of the first run
+        assert again[-1]["output"]["pid"] != result["pid"]
+        await until(lambda: len(idle(pools)) == 2, "the pool to refill")
+
+
+async def test_a_run_with_another_fingerprint_never_gets_an_older_sandbox(tmp_path: Path) -> None:
+    async with pools_of(tmp_path) as pools:
+        offer(pools, template(tmp_path, {"COLOR": "red"}), "red")
+        await until(lambda: len(idle(pools)) == 1, "a ready sandbox")
+        old = idle(pools)[0]
+
+        assert pools.take(KEY, "blue") is None  # prepared with other values: the run starts cold
+        await until(lambda: not sandbox_pids(old), "the stale sandbox to be removed")
+        offer(pools, template(tmp_path, {"COLOR": "blue"}), "blue")  # the cold run's own spec
+        await until(lambda: len(idle(pools)) == 1, "a sandbox with the new values")
+        fresh = pools.take(KEY, "blue")
+        assert fresh is not None
+        out = await run_on(fresh, "run_blue", {})
+        assert out[-1]["output"]["color"] == "blue"
+
+
+async def test_a_retired_pool_renews_its_template_and_refills(tmp_path: Path) -> None:
+    renewed: list[PoolKey] = []
+
+    async def renew(pool: Pool) -> Renewal:
+        renewed.append(pool.key)
+        return Renewal(pool.key, template(tmp_path, {"COLOR": "green"}), "green")
+
+    async with pools_of(tmp_path, renew=renew) as pools:
+        offer(pools, template(tmp_path, {"COLOR": "red"}), "red")
+        await until(lambda: len(idle(pools)) == 1, "a ready sandbox")
+        old = idle(pools)[0]
+        assert pools.retire("tests", "env.set") == 1
+        assert idle(pools) == [] and pools.take(KEY, "red") is None
+        await until(lambda: len(idle(pools)) == 1, "the renewed pool to refill")
+        assert renewed == [KEY] and not sandbox_pids(old)
+        fresh = pools.take(KEY, "green")
+        assert fresh is not None
+        assert (await run_on(fresh, "run_green", {}))[-1]["output"]["color"] == "green"
+
+
+async def test_an_idle_deployment_goes_back_to_zero(tmp_path: Path) -> None:
+    async with pools_of(tmp_path, idle_s=1.0) as pools:
+        offer(pools, template(tmp_path), "fp", low=2)
+        await until(lambda: len(idle(pools)) == 2, "two ready sandboxes")
+        sandboxes = idle(pools)
+        await until(lambda: KEY not in pools.pools, "the pool to be emptied")
+        await until(lambda: not any(sandbox_pids(s) for s in sandboxes), "its sandboxes to end")
+
+
+async def test_pools_stay_within_their_memory_budget_evicting_the_least_recently_used(tmp_path: Path) -> None:
+    # Measure what one sandbox holds, then allow room for about three.
+    async with pools_of(tmp_path) as pools:
+        offer(pools, template(tmp_path), "fp")
+        await until(lambda: len(idle(pools)) == 1 and idle(pools)[0].memory is not None, "a measured sandbox")
+        one = idle(pools)[0].memory
+    assert one is not None and one > 0
+    budget = int(one * 3.5)
+    older, newer = PoolKey("dep_older", "production"), PoolKey("dep_newer", "production")
+    spec = template(tmp_path, memory=budget // 2)  # counted at its limit until measured
+    async with pools_of(tmp_path, budget=budget) as pools:
+        seen: list[int] = []
+        sampler = asyncio.create_task(_sample(pools, seen))
+        offer(pools, spec, "fp", low=3, high=3, key=older)
+        await until(lambda: len(idle(pools, older)) >= 2, "the older pool to fill")
+        await asyncio.sleep(0.1)
+        offer(pools, spec, "fp", low=3, high=3, key=newer)  # used more recently: it gets the room
+        await until(lambda: len(idle(pools, newer)) == 3, "the newer pool to fill")
+        assert len(idle(pools, older)) <= 1
+        sampler.cancel()
+        assert seen and max(seen) <= budget, (seen, budget)
+
+
+async def _sample(pools: Pools, seen: list[int]) -> None:
+    """Measured memory of every idle sandbox, again and again."""
+    while True:
+        total = 0
+        for pool in list(pools.pools.values()):
+            for sandbox in list(pool.idle):
+                total += await sandbox.measure() or 0
+        seen.append(total)
+        await asyncio.sleep(0.05)
+
+
+async def test_a_crew_that_cannot_be_imported_leaves_its_runs_cold(tmp_path: Path) -> None:
+    async with pools_of(tmp_path) as pools:
+        offer(pools, template(tmp_path, {"FAIL_AT_IMPORT": "on purpose"}), "fp")
+        pool = pools.pools[KEY]
+        await until(lambda: pool.failures >= 1, "the warm-up to fail")
+        assert pools.take(KEY, "fp") is None and pool.idle == [] and pool.retry_at > time.monotonic()
+
+
+async def test_stopping_removes_every_sandbox_idle_or_warming(tmp_path: Path) -> None:
+    async with pools_of(tmp_path) as pools:
+        offer(pools, template(tmp_path), "fp", low=3, high=3)
+        await until(lambda: len(idle(pools)) >= 1, "a ready sandbox")
+        everything = [
+            s for p in pools.pools.values() for s in (*p.idle, *p.warming) if isinstance(s, WarmSandbox)
+        ]
+    assert everything
+    await until(lambda: not any(sandbox_pids(s) for s in everything), "the sandboxes to end")
+    assert not any(s.spec.work_dir.exists() for s in everything)
+
+
+async def test_a_sandbox_given_back_is_taken_by_the_next_run(tmp_path: Path) -> None:
+    async with pools_of(tmp_path) as pools:
+        offer(pools, template(tmp_path), "fp")
+        await until(lambda: len(idle(pools)) == 1, "a ready sandbox")
+        sandbox = pools.take(KEY, "fp")
+        assert sandbox is not None
+        pools.give_back(KEY, sandbox)  # its run was canceled before it started
+        assert pools.take(KEY, "fp") is sandbox
+        await run_on(sandbox, "run_after", {})
+
+
+def test_settings_bound_warm_sandboxes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from crewyard import settings
+
+    assert settings.load(tmp_path).warm_memory_bytes == 2 << 30
+    for var, value in (("CREWYARD_WARM", "9"), ("CREWYARD_WARM_MEMORY", "lots"), ("CREWYARD_WARM_IDLE", "0")):
+        monkeypatch.setenv(var, value)
+        with pytest.raises(settings.SettingsError, match=var):
+            settings.load(tmp_path)
+        monkeypatch.delenv(var)
+    monkeypatch.setenv("CREWYARD_WARM_MEMORY", "0")
+    assert settings.load(tmp_path).warm_memory_bytes == 0
+
+
+def test_warm_sandboxes_are_off_without_a_budget(tmp_path: Path) -> None:
+    pools = Pools(ProcessBackend(), work_dir=tmp_path, budget=0, idle_s=60)
+    offer(pools, template(tmp_path), "fp")
+    assert pools.pools == {} and pools.take(KEY, "fp") is None
