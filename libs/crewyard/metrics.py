@@ -65,7 +65,9 @@ RUNS_HANDED_BACK = Counter(
     "crewyard_runs_handed_back_total", "Runs a stopping runner handed to another runner (drain)"
 )
 WARM_SANDBOXES = Gauge(
-    "crewyard_warm_sandboxes", "Warm sandboxes on this runner: idle (ready) or warming up", ["state"]
+    "crewyard_warm_sandboxes",
+    "Warm sandboxes on this runner per deployment version: idle (ready) or warming up",
+    ["deployment", "state"],
 )
 WARM_MEMORY = Gauge("crewyard_warm_memory_bytes", "Memory the idle warm sandboxes of this runner hold")
 WARM_STARTS = Counter(

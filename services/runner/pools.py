@@ -124,6 +124,7 @@ class Pools:
         self._tasks: set[asyncio.Task[None]] = set()
         self._removals: set[asyncio.Task[None]] = set()
         self._renewing: set[PoolKey] = set()
+        self._published: set[str] = set()
         self._wake = asyncio.Event()
         self._closed = False
 
@@ -398,8 +399,15 @@ class Pools:
         task.add_done_callback(self._tasks.discard)
 
     def _publish(self) -> None:
-        metrics.WARM_SANDBOXES.labels("idle").set(sum(len(p.idle) for p in self.pools.values()))
-        metrics.WARM_SANDBOXES.labels("warming").set(sum(len(p.warming) for p in self.pools.values()))
+        shown = {p.key.deployment_id: p for p in self.pools.values()}
+        for gone in self._published - shown.keys():
+            for state in ("idle", "warming"):
+                with contextlib.suppress(KeyError):
+                    metrics.WARM_SANDBOXES.remove(gone, state)
+        for deployment, pool in shown.items():
+            metrics.WARM_SANDBOXES.labels(deployment, "idle").set(len(pool.idle))
+            metrics.WARM_SANDBOXES.labels(deployment, "warming").set(len(pool.warming))
+        self._published = set(shown)
         metrics.WARM_MEMORY.set(sum(s.memory or 0 for p in self.pools.values() for s in p.idle))
 
     async def close(self) -> None:
