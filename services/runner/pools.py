@@ -6,7 +6,7 @@ spec as the pool's template (:meth:`Pools.offer`). Each sandbox serves exactly o
 
 **Fresh, always.** A pool's sandboxes were prepared with its *fingerprint*: everything that
 decides what a run would see (version, environment variables, config, limits; see
-``freshness.py``). The runner computes a run's fingerprint from the stream when it picks the run
+``specs.py``). The runner computes a run's fingerprint from the stream when it picks the run
 up — after its ``POST`` — and takes a sandbox only when the two are equal; otherwise the pool's
 sandboxes are retired and the run starts cold. Runners also follow the stream and retire the
 pools a change affects at once (:meth:`Pools.retire`), so that the pool is refilled with the new

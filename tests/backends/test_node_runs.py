@@ -1,19 +1,23 @@
 """JavaScript crews on every backend: the same contract as Python crews (see test_backend_contract.py).
 
 The Node runtime starts where the Python one would (process, bwrap with the machine's Node, the
-crew's image with its base image's Node), works in the artifacts folder, and stops on cancel
-with the grace a crew is promised.
+crew's image with its base image's Node), works in the artifacts folder, stops on cancel
+with the grace a crew is promised, and can be warmed up ahead of its run as Python crews are.
 """
 
 from __future__ import annotations
 
+import asyncio
+import json
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from backend_helpers import Runs
 
 from crewyard.runner.backends import BwrapBackend, ExecutionBackend, ProcessBackend, RunSpec
+from crewyard.runner.warm import WarmSandbox
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -77,3 +81,24 @@ async def test_a_javascript_crew_over_its_memory_limit_is_killed_and_told_apart(
     out = await runs.execute(_spec(runs, "hog"))  # TEST_LIMITS: 256 MiB
     assert out.status.oom_killed, (out.status, out.proto[-3:], out.stderr[-5:])
     assert out.lingering == []
+
+
+async def test_a_javascript_crew_is_warmed_up_before_its_run_takes_it(node_runs: Runs) -> None:
+    # A warm sandbox: prepare at start (the crew is imported with the environment's variables and
+    # says ready), start only when a run takes it; the run id is the run's, not the sandbox's.
+    spec = msgspec.structs.replace(_spec(node_runs, "seen", env={"CREW_COLOR": "teal"}), warm=True)
+    sandbox = WarmSandbox(spec, await node_runs.backend.start(spec), "fingerprint")
+    try:
+        assert await sandbox.until_ready(120), sandbox.failure
+        handle = sandbox.take("run_took_a_warm_sandbox", {"n": 7})
+        proto = [json.loads(raw) async for stream, raw in handle.output() if stream == "proto"]
+        status = await asyncio.wait_for(handle.wait(), 60)
+    finally:
+        await sandbox.remove()
+    assert status.code == 0, proto
+    assert [m["t"] for m in proto if m["t"] != "log"] == ["hello", "ready", "result"]
+    assert proto[-1]["output"] == {
+        "importedWith": "teal",
+        "runId": "run_took_a_warm_sandbox",
+        "input": {"n": 7},
+    }

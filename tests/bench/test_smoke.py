@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-FIGURE_NUMBERS = {"1", "2", "3", "4", "5", "6", "7", "8"}
+FIGURE_NUMBERS = {"1", "2", "3", "4", "5", "6", "7", "8", "9"}
 
 
 @pytest.mark.timeout(300)
@@ -26,7 +26,7 @@ def test_quick_run_produces_every_figure(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-4000:]
     doc = json.loads(out.read_text())
     figures = doc["figures"]
-    assert {f["key"].split("-")[0].rstrip("ab") for f in figures} == FIGURE_NUMBERS
+    assert {f["key"].split("-")[0].rstrip("abc") for f in figures} == FIGURE_NUMBERS
     assert "5b-process" in {f["key"] for f in figures}  # the process backend is always measured
     for f in figures:
         where = f"figure {f['key']}: {f}"

@@ -158,6 +158,15 @@ def test_crewyard_keys_and_env_defaults() -> None:
     assert memory_bytes(config.memory) == 512 * 1024 * 1024
 
 
+def test_warm_sandboxes_per_deployment_are_bounded_and_zero_turns_them_off() -> None:
+    assert parse('[deployment]\nentrypoint = "a.b:c"\n').select(None).warm is None  # the platform's
+    assert parse('[deployment]\nentrypoint = "a.b:c"\nwarm = 0\n').select(None).warm == 0
+    assert parse('[deployment]\nentrypoint = "a.b:c"\nwarm = 3\n').select(None).warm == 3
+    for bad in ("-1", "17", '"2"', "true", "1.5"):
+        with pytest.raises(CrewConfigError, match=r"'deployment\.warm'"):
+            parse(f'[deployment]\nentrypoint = "a.b:c"\nwarm = {bad}\n')
+
+
 @pytest.mark.parametrize(
     ("example", "file", "framework", "entrypoint"),
     [

@@ -36,6 +36,7 @@ from ._live import fanout_figure, live_figures
 from ._runs import redeploy_figure, run_start_figures
 from ._stats import Figure, failed
 from ._store import append_figures, replay_figure
+from ._warm import warm_figures
 
 Measure = Callable[[Bench], Awaitable[list[Figure]]]
 
@@ -50,6 +51,7 @@ FIGURES: list[tuple[str, str, str, Measure]] = [
     ("5", "runs", "invoke → run.started / completed per backend", run_start_figures),
     ("6", "api", "read API vs /healthz", api_figures),
     ("8", "redeploy", "unchanged redeploy", redeploy_figure),
+    ("9", "warm", "real crews started warm vs cold; idle sandboxes' memory", warm_figures),
 ]
 
 

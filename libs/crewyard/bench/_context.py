@@ -111,9 +111,13 @@ class Bench:
     def platform_started(self) -> PlatformProcess | None:
         return self._platform
 
-    async def extra_platform(self, name: str, backend: str, build_backend: str) -> PlatformProcess:
+    async def extra_platform(
+        self, name: str, backend: str, build_backend: str, env: dict[str, str] | None = None
+    ) -> PlatformProcess:
         """Another ``crewyard up`` (e.g. on the bwrap backend); stopped with the bench."""
-        p = PlatformProcess(self.workdir / f"platform-{name}", backend=backend, build_backend=build_backend)
+        p = PlatformProcess(
+            self.workdir / f"platform-{name}", backend=backend, build_backend=build_backend, env=env
+        )
         self._others.append(p)
         return await asyncio.to_thread(p.start)
 

@@ -33,3 +33,10 @@ export async function hog(_input: Input) {
     await new Promise((resolve) => setImmediate(resolve));
   }
 }
+
+const importedWith = process.env.CREW_COLOR ?? null;
+
+/** What the crew saw when it was imported and when it ran (a warm sandbox imports long before). */
+export async function seen(input: Input) {
+  return { importedWith, runId: process.env.CREWYARD_RUN_ID, input };
+}
