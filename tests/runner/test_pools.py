@@ -16,7 +16,11 @@ from typing import Any
 import pytest
 
 import crewyard_runtime
+from crewyard.core.events import DeploymentPromoted, EnvUnset, Payload, make_event
+from crewyard.core.ids import new_id
+from crewyard.eventstore import EventStore
 from crewyard.runner.backends import Limits, ProcessBackend, RunSpec
+from crewyard.runner.changes import follow_changes
 from crewyard.runner.pools import Pool, PoolKey, Pools, Renewal
 from crewyard.runner.warm import WarmSandbox
 
@@ -267,3 +271,49 @@ def test_warm_sandboxes_are_off_without_a_budget(tmp_path: Path) -> None:
     pools = Pools(ProcessBackend(), work_dir=tmp_path, budget=0, idle_s=60)
     offer(pools, template(tmp_path), "fp")
     assert pools.pools == {} and pools.take(KEY, "fp") is None
+
+
+async def _append_until(store: EventStore, payload: Payload, done: Callable[[], bool], what: str) -> None:
+    """Append ``payload`` to project ``tests`` until ``done()`` (again, in case the event came
+    before the follower's subscription did)."""
+    deadline = time.monotonic() + 90
+    while True:
+        await store.append(make_event(payload, project="tests", aggregate_id="tests", event_id=new_id("evt")))
+        try:
+            return await until(done, what, timeout=3)
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+
+
+async def test_changes_in_the_stream_retire_and_move_pools_before_the_next_run(
+    tmp_path: Path, store: EventStore
+) -> None:
+    # The runner follows the stream: a variable set or unset retires the project's pools at once
+    # (the next run would not take their sandboxes anyway), and a rollback moves the pools of the
+    # environment it changes to the version it points at now.
+    stop = asyncio.Event()
+    async with pools_of(tmp_path) as pools:
+        follower = asyncio.create_task(follow_changes(store, pools, stop))
+        try:
+            offer(pools, template(tmp_path), "fp")
+            await until(lambda: len(idle(pools)) == 1, "a ready sandbox")
+            old = idle(pools)[0]
+            await _append_until(
+                store, EnvUnset(key="COLOR"), lambda: pools.pools[KEY].stale, "a retired pool"
+            )
+            assert idle(pools) == []
+            await until(lambda: not sandbox_pids(old), "its sandbox to end")
+
+            offer(pools, template(tmp_path), "fp-2")  # the next (cold) run's own spec
+            rollback = DeploymentPromoted(
+                deployment_id="dep_older", environment="production", name="default", rollback=True
+            )
+            moved = PoolKey("dep_older", KEY.environment)
+            await _append_until(store, rollback, lambda: pools.pools[KEY].moving_to == moved, "a moved pool")
+            assert pools.take(KEY, "fp-2") is None
+        finally:
+            stop.set()
+            follower.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await follower
