@@ -54,8 +54,10 @@ answers() { curl -fsS --max-time 2 --unix-socket "$SOCKET" http://d/_ping >/dev/
 if ! answers; then
   rm -f "$SOCKET"
   log "starting podman system service on $SOCKET"
-  # setsid + nohup: the engine outlives this script and the shell (or pytest) that ran it.
-  setsid nohup podman system service --time=0 "unix://$SOCKET" >>"$STATE/podman-service.log" 2>&1 </dev/null &
+  # setsid + nohup: the engine outlives this script and the shell (or pytest) that ran it. From /:
+  # conmon inherits the engine's working directory, and once that folder is removed (a test's
+  # temporary folder, a checkout) every container start fails with "write child: broken pipe".
+  (cd / && exec setsid nohup podman system service --time=0 "unix://$SOCKET" >>"$STATE/podman-service.log" 2>&1 </dev/null) &
   echo $! >"$STATE/podman-service.pid"
   for _ in $(seq 1 100); do answers && break; sleep 0.1; done
   answers || { log "engine did not answer; see $STATE/podman-service.log"; tail -20 "$STATE/podman-service.log" >&2; exit 1; }
