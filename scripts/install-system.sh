@@ -2,7 +2,8 @@
 # Installs the Debian packages crewyard's sandbox and container backends use, when missing:
 # bubblewrap (bwrap backend), podman + runc (Docker-compatible engine), debootstrap (base image),
 # slirp4netns + iproute2 + util-linux (nsenter): the private network of sandboxes and containers;
-# gcc: the security tests build a hostile shared library; Node.js with npm (JavaScript crews) when
+# gcc: the security tests build a hostile shared library; chromium: the console's browser tests
+# (Playwright drives the system's Chromium; its own browser download is not used); Node.js with npm (JavaScript crews) when
 # there is none: Debian 12's is Node 18, which builds the Node image of scripts/containers.sh but
 # is too old for langgraph-js crews on bwrap/process — install Node 20 or newer where those run.
 set -euo pipefail
@@ -17,6 +18,7 @@ command -v slirp4netns >/dev/null || need+=(slirp4netns)
 PATH="$PATH:/usr/sbin:/sbin" command -v ip >/dev/null || need+=(iproute2)
 command -v nsenter >/dev/null || need+=(util-linux)
 command -v cc >/dev/null || need+=(gcc)
+command -v chromium >/dev/null || need+=(chromium)
 if [ ${#need[@]} -eq 0 ]; then exit 0; fi
 if [ "$(id -u)" != 0 ]; then
   echo "crewyard: missing ${need[*]}; install them (as root: apt-get install ${need[*]})" >&2

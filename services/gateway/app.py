@@ -22,6 +22,7 @@ from crewyard.secrets import SecretBox, load_key
 from crewyard.settings import Settings
 
 from . import deployments, projects, runs, schedules, tables, triggers, versions, webhooks
+from .console import CONSOLE
 from .context import Gateway, gw
 from .errors import HANDLERS
 
@@ -114,6 +115,7 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> Litesta
             *webhooks.ROUTES,
             *triggers.ROUTES,
             *schedules.ROUTES,
+            CONSOLE,
         ],
         lifespan=[lifespan],
         middleware=[_HTTP_METRICS.middleware],

@@ -12,7 +12,7 @@ from crewyard.core.envnames import NAME_RE, name_problem
 from crewyard.core.events import EnvSet, EnvUnset, ProjectLimitsSet
 from crewyard.core.versions import check_environment
 
-from .context import field, gw, json_body, project_name
+from .context import Gateway, field, gw, json_body, project_name
 from .errors import bad_request, not_found
 from .sse import resume_after, stream_events
 
@@ -49,11 +49,14 @@ async def get_project(request: Request[Any, Any, Any], project: str) -> dict[str
 async def set_env(request: Request[Any, Any, Any], project: str, key: str) -> dict[str, Any]:
     """``{"value", "environment"?}``: with an environment, the value applies to runs in that
     environment only (over an unscoped value of the same name)."""
-    g = gw(request)
-    project, key = project_name(project), _key(key)
     body = await json_body(request)
     value = field(body, "value", str, required=True)
-    scope = field(body, "environment", str)
+    return await store_env(gw(request), project, key, value, field(body, "environment", str))
+
+
+async def store_env(g: Gateway, project: str, key: str, value: str, scope: str | None) -> dict[str, Any]:
+    """Set one variable (encrypted before it is appended); the checks every caller needs."""
+    project, key = project_name(project), _key(key)
     environment = check_environment(scope) if scope is not None else None
     if len(value) > MAX_VALUE:
         raise bad_request(f"value is longer than {MAX_VALUE} characters")
@@ -89,9 +92,12 @@ async def list_env(request: Request[Any, Any, Any], project: str) -> dict[str, A
 @delete("/v1/projects/{project:str}/env/{key:str}", status_code=200)
 async def unset_env(request: Request[Any, Any, Any], project: str, key: str) -> dict[str, Any]:
     """``?environment=``: remove that environment's own value (default: the unscoped one)."""
-    g = gw(request)
+    return await remove_env(gw(request), project, key, request.query_params.get("environment"))
+
+
+async def remove_env(g: Gateway, project: str, key: str, scope: str | None) -> dict[str, Any]:
+    """Unset one variable (its value for one environment with ``scope``)."""
     project, key = project_name(project), _stored_key(key)
-    scope = request.query_params.get("environment")
     environment = check_environment(scope) if scope else None
     state = fold_project(project, await g.store.load(project, "project", project))
     if not state.has_env(key, environment):

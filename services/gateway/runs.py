@@ -172,7 +172,7 @@ async def list_runs(request: Request[Any, Any, Any]) -> Response[bytes]:
     return Response(body, media_type="application/json")
 
 
-async def _cancel(g: Gateway, run_id: str, *, reason: str, quiet: bool = False) -> dict[str, Any]:
+async def request_cancel(g: Gateway, run_id: str, *, reason: str, quiet: bool = False) -> dict[str, Any]:
     if not is_id(run_id, "run"):  # it goes into a subject filter: only a well-formed id may
         raise not_found(f"run {run_id[:100]}")
     for _ in range(10):
@@ -204,7 +204,7 @@ async def _cancel(g: Gateway, run_id: str, *, reason: str, quiet: bool = False) 
 @post("/v1/runs/{run_id:str}/cancel", status_code=200)
 async def cancel_run(request: Request[Any, Any, Any], run_id: str) -> dict[str, Any]:
     """Pending runs never start; running ones get SIGTERM, a grace period, then SIGKILL."""
-    return await _cancel(gw(request), run_id, reason="requested")
+    return await request_cancel(gw(request), run_id, reason="requested")
 
 
 @get("/v1/runs/{run_id:str}/events")
@@ -225,7 +225,7 @@ async def run_events(request: Request[Any, Any, Any], run_id: str) -> Any:
     if request.query_params.get("cancel_on_disconnect", "").lower() in ("1", "true", "yes"):
 
         async def on_disconnect() -> None:
-            await _cancel(g, run_id, reason="client disconnected", quiet=True)
+            await request_cancel(g, run_id, reason="client disconnected", quiet=True)
 
     feed = g.hub.acquire(run_id)
     if not await feed.wait_reading(g.store.read_timeout):
@@ -267,6 +267,9 @@ async def download_artifact(request: Request[Any, Any, Any], run_id: str, name: 
         "Accept-Ranges": "bytes",
         "Content-Disposition": content_disposition(art["name"].rsplit("/", 1)[-1]),
         "X-Content-SHA256": art["sha256"],
+        # A crew chose the bytes and the type: opened in a browser, nothing in it may run here.
+        "Content-Security-Policy": "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; sandbox",
+        "X-Content-Type-Options": "nosniff",
     }
     if etag_matches(request.headers.get("if-none-match"), etag):
         return Response(b"", status_code=304, headers=headers)

@@ -81,6 +81,9 @@ class EventStream(Stream):
         self.watch = watch
 
     def to_asgi_response(self, app: Any, request: Request[Any, Any, Any], **kwargs: Any) -> ASGIResponse:
+        # Litestar lets the route's media type (JSON for handlers annotated ``Any``) win over
+        # the response's own: an EventSource refuses a stream that is not text/event-stream.
+        kwargs["media_type"] = "text/event-stream"
         inner = super().to_asgi_response(app, request, **kwargs)
         return _Watched(inner, self.watch)
 
@@ -243,9 +246,11 @@ async def stream_events(
     return sse_response(batches, is_last=is_last, stream=stream, closing=closing)
 
 
-def closed_stream() -> Stream:
-    async def nothing() -> AsyncGenerator[bytes, None]:
-        return
-        yield b""  # pragma: no cover - makes this an (empty) async generator
+def closed_stream(last: bytes = b"") -> EventStream:
+    """A stream that ends at once, after ``last`` (if any)."""
 
-    return Stream(nothing(), media_type="text/event-stream", headers=HEADERS)
+    async def nothing() -> AsyncGenerator[bytes, None]:
+        if last:
+            yield last
+
+    return EventStream(nothing(), _Watch())

@@ -132,11 +132,17 @@ class ReadModel(VersionQueries, TableQueries, OutboundReads):
         return row
 
     async def runs(
-        self, *, project: str | None, status: str | None, limit: int, cursor: str | None
+        self,
+        *,
+        project: str | None,
+        status: str | None,
+        limit: int,
+        cursor: str | None,
+        deployment_id: str | None = None,
     ) -> tuple[list[str], str | None]:
         """A page of runs, newest first, each as its JSON text; and the cursor of the next page."""
         where, args = [], []
-        for col, val in (("project", project), ("status", status)):
+        for col, val in (("project", project), ("status", status), ("deployment_id", deployment_id)):
             if val:
                 where.append(f"{col} = ?")
                 args.append(val)

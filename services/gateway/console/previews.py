@@ -1,0 +1,137 @@
+"""Artifact previews: Markdown rendered and sanitised, images shown, JSON and CSV as tables,
+text with line numbers. Everything else is a download.
+
+A crew chose every byte of its files and their content types, so a preview never trusts either:
+Markdown goes through markdown-it with raw HTML turned off *and* the nh3 sanitiser (an
+allow-list: no script, no event handler, no ``style``, links only to http(s)/mailto and made
+``rel="noopener noreferrer nofollow"``); the page's CSP would stop a script that got through
+anyway. Tables and text are plain values escaped by the template. Only the first
+``PREVIEW_BYTES`` of a file are read for a preview.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import nh3
+from markdown_it import MarkdownIt
+from markupsafe import Markup
+
+PREVIEW_BYTES = 1024 * 1024
+MAX_ROWS = 500
+MAX_LINES = 5000
+#: Shown inline by the browser's image decoder only (never SVG: it is a document that can script).
+IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp", "image/avif", "image/bmp"})
+_IMAGE_EXT = {".png", ".jpg", ".jpeg", ".gif", ".webp", ".avif", ".bmp"}
+_MD_EXT = (".md", ".markdown")
+_TAGS = {
+    "a", "abbr", "b", "blockquote", "br", "code", "del", "details", "div", "em", "h1", "h2", "h3",
+    "h4", "h5", "h6", "hr", "i", "img", "li", "ol", "p", "pre", "s", "span", "strong", "sub",
+    "summary", "sup", "table", "tbody", "td", "th", "thead", "tr", "ul",
+}  # fmt: skip
+_ATTRIBUTES = {"a": {"href", "title"}, "img": {"src", "alt", "title"}, "th": {"align"}, "td": {"align"}}
+
+_md = MarkdownIt("commonmark", {"html": False, "linkify": False, "typographer": False}).enable("table")
+_md.enable("strikethrough")
+
+
+@dataclass
+class Preview:
+    kind: str  # markdown | image | table | json | text | none
+    html: Markup = field(default_factory=Markup)
+    header: list[str] = field(default_factory=list)
+    rows: list[list[str]] = field(default_factory=list)
+    lines: list[str] = field(default_factory=list)
+    text: str = ""
+    truncated: bool = False
+    note: str = ""
+
+
+def kind_of(name: str, content_type: str) -> str:
+    lower, media = name.lower(), content_type.split(";", 1)[0].strip().lower()
+    if lower.endswith(_MD_EXT) or media == "text/markdown":
+        return "markdown"
+    if media in IMAGE_TYPES and any(lower.endswith(ext) for ext in _IMAGE_EXT):
+        return "image"
+    if lower.endswith(".json") or media == "application/json":
+        return "json"
+    if lower.endswith(".csv") or media == "text/csv":
+        return "csv"
+    if media.startswith("text/") or lower.endswith((".txt", ".log", ".yaml", ".yml", ".toml", ".py")):
+        return "text"
+    return "none"
+
+
+def markdown(text: str) -> Markup:
+    """Markdown as sanitised HTML (safe to place in a page as is)."""
+    rendered = _md.render(text)
+    clean = nh3.clean(
+        rendered,
+        tags=_TAGS,
+        attributes=_ATTRIBUTES,
+        url_schemes={"http", "https", "mailto"},
+        link_rel="noopener noreferrer nofollow",
+        strip_comments=True,
+    )
+    return Markup(clean)  # sanitised just above, the one place crew HTML is trusted
+
+
+def build(name: str, content_type: str, body: bytes, size: int) -> Preview:
+    """The preview of an artifact from its first bytes (``body``) and its full ``size``."""
+    kind = kind_of(name, content_type)
+    truncated = size > len(body)
+    if kind == "image":
+        return Preview("image")
+    if kind == "none":
+        return Preview("none", note="no preview for this type of file")
+    text = body.decode("utf-8", errors="replace")
+    if kind == "markdown":
+        return Preview("markdown", html=markdown(text), truncated=truncated)
+    if kind == "json" and not truncated:
+        try:
+            value = json.loads(text)
+        except (ValueError, RecursionError):
+            return _text(text, truncated, note="not valid JSON; shown as text")
+        table = _records(value)
+        if table is not None:
+            header, rows = table
+            return Preview("table", header=header, rows=rows[:MAX_ROWS], truncated=len(rows) > MAX_ROWS)
+        return Preview("json", text=json.dumps(value, indent=2, ensure_ascii=False))
+    if kind == "csv":
+        rows = list(csv.reader(io.StringIO(text)))[: MAX_ROWS + 1]
+        if rows:
+            return Preview(
+                "table",
+                header=rows[0],
+                rows=rows[1 : MAX_ROWS + 1],
+                truncated=truncated or len(rows) > MAX_ROWS,
+            )
+    return _text(text, truncated)
+
+
+def _text(text: str, truncated: bool, note: str = "") -> Preview:
+    lines = text.splitlines()
+    return Preview("text", lines=lines[:MAX_LINES], truncated=truncated or len(lines) > MAX_LINES, note=note)
+
+
+def _records(value: Any) -> tuple[list[str], list[list[str]]] | None:
+    """A list of flat objects as (columns, rows); None for any other shape."""
+    if not isinstance(value, list) or not value or not all(isinstance(v, dict) for v in value):
+        return None
+    header: list[str] = []
+    for record in value:
+        for key in record:
+            if key not in header:
+                header.append(key)
+    rows = [[_cell(record.get(col)) for col in header] for record in value]
+    return header, rows
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)

@@ -1,0 +1,145 @@
+"""Templates, static files and the headers every console answer carries.
+
+Templates are Jinja with autoescaping on for everything: whatever a crew or a request put into a
+value (outputs, logs, names) is text on the page, never markup. The one place HTML made from
+crew content reaches a page is a Markdown preview, and that goes through :mod:`.previews`'
+sanitiser first and is marked safe there, nowhere else.
+
+Static files are read once at import, served from memory with an ``ETag`` and, since their URLs
+carry their content hash (``/static/console.css?v=…``), cached for a year as immutable.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import mimetypes
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+from litestar import Request, Response
+
+from .csrf import NEW_COOKIE, cookie_header
+from .viewer import viewer
+
+HERE = Path(__file__).parent
+
+#: The page policy: our own script and style files only (no inline script, no inline style, no
+#: ``eval``), images from this origin (artifact previews), SSE and fetch to this origin, forms
+#: posting only here, never framed. A crew's output that slips past escaping still runs nothing.
+PAGE_CSP = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+#: Files a crew wrote, when sent as they are: nothing in them runs, even opened directly.
+FILE_CSP = "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; sandbox"
+PAGE_HEADERS = {
+    "Content-Security-Policy": PAGE_CSP,
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "same-origin",
+    "Cache-Control": "no-store",
+}
+
+
+class Static:
+    """One static file: its bytes, type and content hash."""
+
+    def __init__(self, path: Path) -> None:
+        self.body = path.read_bytes()
+        self.digest = hashlib.sha256(self.body).hexdigest()[:16]
+        self.media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
+        if self.media_type.startswith("text/") or self.media_type.endswith("javascript"):
+            self.media_type += "; charset=utf-8"
+
+
+STATIC = {p.name: Static(p) for p in sorted((HERE / "static").iterdir()) if p.is_file()}
+
+
+def static_url(name: str) -> str:
+    return f"/static/{name}?v={STATIC[name].digest}"
+
+
+def _clock(value: Any) -> str:
+    when = _parse(value)
+    return when.strftime("%H:%M:%S") if when else ""
+
+
+def _when(value: Any) -> str:
+    when = _parse(value)
+    return when.strftime("%Y-%m-%d %H:%M:%S UTC") if when else ""
+
+
+def _parse(value: Any) -> datetime | None:
+    if not isinstance(value, str) or not value:
+        return None
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        return None
+    return when.astimezone(UTC) if when.tzinfo else when.replace(tzinfo=UTC)
+
+
+def duration(ms: Any) -> str:
+    if not isinstance(ms, int | float) or isinstance(ms, bool) or ms < 0:
+        return ""
+    seconds = ms / 1000
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(round(seconds), 60)
+    if minutes < 60:
+        return f"{minutes}m {secs}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h {minutes}m"
+
+
+def size(value: Any) -> str:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return ""
+    amount = float(value)
+    for unit in ("B", "KB", "MB", "GB"):
+        if amount < 1024 or unit == "GB":
+            return f"{int(amount)} B" if unit == "B" else f"{amount:.1f} {unit}"
+        amount /= 1024
+    return ""
+
+
+def pretty(value: Any) -> str:
+    """JSON as indented text (escaped by the template like any text)."""
+    if isinstance(value, str):
+        return value
+    return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+
+
+def oneline(value: Any, limit: int = 160) -> str:
+    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+ENV = Environment(
+    loader=FileSystemLoader(HERE / "templates"),
+    autoescape=select_autoescape(default=True, default_for_string=True),
+    undefined=StrictUndefined,
+    trim_blocks=True,
+    lstrip_blocks=True,
+)
+ENV.globals["static"] = static_url
+ENV.filters.update(clock=_clock, when=_when, duration=duration, size=size, pretty=pretty, oneline=oneline)
+
+
+def fragment(template: str, **context: Any) -> str:
+    return ENV.get_template(template).render(**context)
+
+
+def page(request: Request[Any, Any, Any], template: str, status: int = 200, **context: Any) -> Response[str]:
+    """A whole page; ``who`` (the viewer, with the CSRF token its forms carry) is added."""
+    who = viewer(request)
+    html = ENV.get_template(template).render(who=who, **context)
+    headers = dict(PAGE_HEADERS)
+    scope: Any = request.scope
+    if scope.get(NEW_COOKIE):
+        headers["Set-Cookie"] = cookie_header(who.csrf, request.url.scheme == "https")
+    return Response(html, status_code=status, media_type="text/html", headers=headers)

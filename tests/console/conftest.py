@@ -1,0 +1,60 @@
+"""A real browser for the console's tests: Debian's Chromium (``make setup`` installs it) driven
+by Playwright, whose own browser download is not used. Screenshots go to
+``build/console-screenshots/`` (linked from the README, not committed)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+REPO = Path(__file__).resolve().parents[2]
+SHOTS = REPO / "build" / "console-screenshots"
+#: Conditions are waited for, never timed: a generous deadline for a loaded machine.
+expect.set_options(timeout=60_000)
+
+
+def chromium_path() -> str:
+    path = os.environ.get("CREWYARD_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
+    if not Path(path).exists():
+        pytest.fail("Chromium is missing: make setup installs it (apt-get install chromium)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium_path())
+        yield browser
+        browser.close()
+
+
+class Watched:
+    """A page whose script errors and dialogs are recorded: a dialog would be a crew's script."""
+
+    def __init__(self, page: Page) -> None:
+        self.page = page
+        self.dialogs: list[str] = []
+        self.errors: list[str] = []
+        page.on("dialog", self._dialog)
+        page.on("pageerror", lambda exc: self.errors.append(str(exc)))
+        page.on("console", lambda msg: self.errors.append(msg.text) if msg.type == "error" else None)
+
+    def _dialog(self, dialog: Any) -> None:
+        self.dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    def shot(self, name: str, *, full_page: bool = True) -> None:
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        self.page.screenshot(path=str(SHOTS / f"{name}.png"), full_page=full_page)
+
+
+def open_page(browser: Browser, base_url: str, **options: Any) -> Watched:
+    context = browser.new_context(base_url=base_url, viewport={"width": 1280, "height": 900}, **options)
+    context.set_default_timeout(60_000)
+    return Watched(context.new_page())

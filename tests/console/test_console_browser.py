@@ -1,0 +1,145 @@
+"""The console in a real browser against ``crewyard up``: the live runs list, a run's timeline
+filling in as it runs, artifact previews, cancel from the page, and a hostile crew whose output
+and files run no script. One platform and one browser for the whole module."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+from playwright.sync_api import Browser, expect
+
+from crewyard.testing.api import EXAMPLES, deploy, wait_run
+from crewyard.testing.platform import PlatformProcess
+
+from .conftest import Watched, open_page
+
+HOSTILE = Path(__file__).parent / "hostile_crew"
+
+
+@pytest.fixture(scope="module")
+def deployed(platform: PlatformProcess) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=platform.api, timeout=30) as client:
+        assert deploy(client, EXAMPLES / "hello", "hello")["status"] == "ready"
+        assert deploy(client, HOSTILE, "hostile")["status"] == "ready"
+        yield client
+
+
+@pytest.fixture
+def page(browser: Browser, platform: PlatformProcess) -> Iterator[Watched]:
+    watched = open_page(browser, platform.api)
+    yield watched
+    watched.page.context.close()
+    assert watched.dialogs == [], f"a script ran: {watched.dialogs}"
+    assert watched.errors == [], watched.errors
+
+
+def start(api: httpx.Client, project: str, **inputs: object) -> str:
+    r = api.post("/v1/runs", json={"project": project, "input": inputs})
+    assert r.status_code == 202, r.text
+    return str(r.json()["run_id"])
+
+
+def test_the_runs_list_shows_new_runs_and_their_ends_without_a_reload(deployed: httpx.Client, page: Watched):
+    p = page.page
+    p.goto("/")
+    expect(p.locator("#live-state")).to_have_attribute("data-state", "live")
+    run_id = start(deployed, "hello", topic="lists", delay=0.2)
+    row = p.locator(f"#run-{run_id}")
+    expect(row).to_be_visible()
+    expect(row.locator(".chip")).to_have_text("succeeded")
+    assert p.evaluate("performance.getEntriesByType('navigation').length") == 1  # never reloaded
+    page.shot("runs-list")
+    p.set_viewport_size({"width": 390, "height": 844})
+    page.shot("runs-list-phone")
+
+
+def test_a_run_timeline_fills_in_live_grouped_by_agent_task_and_tool(deployed: httpx.Client, page: Watched):
+    run_id = start(deployed, "hello", topic="timelines", delay=3)
+    p = page.page
+    p.goto(f"/runs/{run_id}")
+    assert p.locator("#run-header .chip").inner_text() in ("pending", "running")
+    expect(p.locator("#timeline .group-agent .group-task .group-tool")).to_have_count(1)
+    expect(p.locator("#run-header .chip")).to_have_text("succeeded", timeout=90_000)
+    expect(p.locator("#timeline .ev-run-completed")).to_have_count(1)
+    expect(p.locator("#live-state")).to_have_attribute("data-state", "done")
+    expect(p.locator("#run-artifacts")).to_contain_text("report.md")
+    expect(p.locator("#run-output")).to_contain_text('"words"')
+    assert p.evaluate("performance.getEntriesByType('navigation').length") == 1
+    page.shot("run")
+
+    p.get_by_role("link", name="report.md").first.click()
+    expect(p.locator("article.markdown h1")).to_have_text("timelines")
+    page.shot("artifact-markdown")
+
+
+def test_a_running_run_is_canceled_from_its_page(deployed: httpx.Client, page: Watched):
+    run_id = start(deployed, "hello", topic="patience", delay=30)
+    p = page.page
+    p.goto(f"/runs/{run_id}")
+    expect(p.locator("#run-header .chip")).to_have_text("running")
+    p.locator("#cancel").click()
+    expect(p.locator("#run-header .chip")).to_have_text("canceled")
+    assert wait_run(deployed, run_id)["status"] == "canceled"
+    expect(p.locator("#timeline .ev-run-canceled")).to_have_count(1)
+    page.shot("run-canceled")
+
+
+def test_a_hostile_crew_runs_and_nothing_of_it_executes(deployed: httpx.Client, page: Watched, platform):
+    run_id = start(deployed, "hostile")
+    assert wait_run(deployed, run_id)["status"] == "succeeded"
+    p = page.page
+    p.goto(f"/runs/{run_id}")
+    expect(p.locator("#live-state")).to_have_attribute("data-state", "done")
+    # Every hostile string is on the page as text, none of it as an element.
+    expect(p.locator("#run-output")).to_contain_text("<script>alert('xss')</script>")
+    expect(p.locator("#timeline")).to_contain_text("<img src=x onerror")
+    assert p.locator("main script, main iframe, main [onerror]").count() == 0
+    assert p.locator("a[href^='javascript' i]").count() == 0
+    page.shot("hostile-run")
+
+    p.goto(f"/runs/{run_id}/artifacts/evil.md")
+    article = p.locator("article.markdown")
+    expect(article.locator("h1")).to_have_text("Report")
+    assert article.locator("script, img, [onerror]").count() == 0
+    assert p.locator("a[href^='javascript' i]").count() == 0
+    expect(article.locator("a[href='https://example.com']")).to_have_attribute(
+        "rel", "noopener noreferrer nofollow"
+    )
+    page.shot("artifact-hostile-markdown")
+
+    p.goto(f"/runs/{run_id}/artifacts/chart.png")
+    image = p.locator(".preview img")
+    expect(image).to_be_visible()
+    p.wait_for_function("document.querySelector('.preview img').naturalWidth === 24")
+    page.shot("artifact-image")
+
+    p.goto(f"/runs/{run_id}/artifacts/rows.csv")
+    expect(p.locator("table.data td").first).to_have_text("<script>alert('xss')</script>")
+    page.shot("artifact-csv")
+    p.goto(f"/runs/{run_id}/artifacts/rows.json")
+    expect(p.locator("table.data th").first).to_have_text("name")
+
+    # Files opened directly are downloads in a sandbox: they cannot script this origin.
+    for name in ("evil.html", "evil.svg"):
+        r = deployed.get(f"/v1/runs/{run_id}/artifacts/{name}")
+        assert r.headers["content-disposition"].startswith("attachment")
+        assert "sandbox" in r.headers["content-security-policy"]
+        assert r.headers["x-content-type-options"] == "nosniff"
+
+
+def test_projects_deployments_and_env_pages(deployed: httpx.Client, page: Watched):
+    r = deployed.put("/v1/projects/hello/env/SECRET_TOKEN", json={"value": "do-not-show-me"})
+    assert r.status_code == 200, r.text
+    p = page.page
+    p.goto("/projects/hello")
+    expect(p.locator("#env")).to_be_visible()
+    expect(p.locator("main")).to_contain_text("SECRET_TOKEN")
+    assert "do-not-show-me" not in p.content()
+    expect(p.locator("table.versions .chip-current")).to_have_count(1)
+    page.shot("project")
+    p.locator("table.versions a").first.click()
+    expect(p.locator("#build-log")).to_contain_text("ready")
+    page.shot("deployment")

@@ -1,0 +1,95 @@
+"""Artifact previews: what a crew wrote is shown, never run."""
+
+from __future__ import annotations
+
+import json
+from html.parser import HTMLParser
+
+from crewyard.gateway.console import previews
+
+
+class _Tags(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.found: list[tuple[str, dict[str, str | None]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.found.append((tag, dict(attrs)))
+
+
+def elements(html: str) -> list[tuple[str, dict[str, str | None]]]:
+    """The elements a browser would make of ``html`` (text that looks like a tag is not one)."""
+    parser = _Tags()
+    parser.feed(html)
+    return parser.found
+
+
+def assert_inert(html: str) -> None:
+    for tag, attrs in elements(html):
+        assert tag not in ("script", "iframe", "object", "embed", "style"), tag
+        for name, value in attrs.items():
+            assert not name.startswith("on"), (tag, name)
+            assert not (value or "").strip().lower().startswith(("javascript:", "data:", "vbscript:")), (
+                tag,
+                value,
+            )
+
+
+def test_markdown_keeps_formatting_and_turns_script_handlers_and_javascript_links_into_text():
+    html = str(
+        previews.markdown(
+            "# Title\n\n<script>alert(1)</script>\n\n<img src=x onerror=alert(1)>\n\n"
+            '[bad](javascript:alert(1)) <a href="javascript:alert(1)">raw</a>\n\n'
+            "[good](https://example.com) **bold**\n\n| a | b |\n|---|---|\n| 1 | 2 |\n"
+        )
+    )
+    assert "<h1>Title</h1>" in html
+    assert "<strong>bold</strong>" in html
+    assert "<table>" in html
+    assert_inert(html)
+    assert [t for t, _ in elements(html) if t == "img"] == []  # raw HTML is text, not an element
+    assert 'href="https://example.com"' in html
+    assert 'rel="noopener noreferrer nofollow"' in html
+    assert "&lt;script&gt;" in html  # raw HTML in Markdown is text
+
+
+def test_kinds_follow_name_and_type_and_svg_is_never_an_image():
+    assert previews.kind_of("report.md", "application/octet-stream") == "markdown"
+    assert previews.kind_of("chart.png", "image/png") == "image"
+    assert previews.kind_of("chart.svg", "image/svg+xml") == "none"
+    assert previews.kind_of("fake.png", "text/html") == "text"  # shown as escaped lines, never an image
+    assert previews.kind_of("page.html", "text/html") == "text"
+    assert previews.kind_of("data.csv", "text/csv") == "csv"
+    assert previews.kind_of("data.json", "application/json") == "json"
+    assert previews.kind_of("blob.bin", "application/octet-stream") == "none"
+
+
+def test_a_list_of_objects_is_a_table_and_other_json_is_indented():
+    body = json.dumps([{"a": 1, "b": "x"}, {"a": 2, "c": None}]).encode()
+    table = previews.build("rows.json", "application/json", body, len(body))
+    assert (table.kind, table.header, table.rows) == (
+        "table",
+        ["a", "b", "c"],
+        [["1", "x", ""], ["2", "", ""]],
+    )
+    other = previews.build("v.json", "application/json", b'{"k": [1]}', 10)
+    assert other.kind == "json" and '"k"' in other.text
+
+
+def test_csv_is_a_table_and_text_has_lines_and_long_files_say_they_were_cut():
+    body = b"name,value\n<b>x</b>,1\n"
+    csv = previews.build("t.csv", "text/csv", body, len(body))
+    assert (csv.kind, csv.header, csv.rows) == ("table", ["name", "value"], [["<b>x</b>", "1"]])
+    text = previews.build("log.txt", "text/plain", b"one\ntwo\n", 100)
+    assert (text.kind, text.lines, text.truncated) == ("text", ["one", "two"], True)
+    broken = previews.build("b.json", "application/json", b"{nope", 5)
+    assert broken.kind == "text" and broken.note
+
+
+def test_html_that_markdown_lets_through_is_sanitised_too():
+    # Links and images markdown itself makes: the sanitiser is the second wall.
+    html = str(
+        previews.markdown('[x](JaVaScRiPt:alert(1)) ![i](javascript:alert(1) "t") <https://ok.example>')
+    )
+    assert_inert(html)
+    assert ("a", {"href": "https://ok.example", "rel": "noopener noreferrer nofollow"}) in elements(html)
