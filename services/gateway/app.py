@@ -21,7 +21,7 @@ from crewyard.readmodel import ReadModel
 from crewyard.secrets import SecretBox, load_key
 from crewyard.settings import Settings
 
-from . import deployments, projects, runs, schedules, tables, triggers, versions, webhooks
+from . import deployments, events, projects, runs, schedules, tables, triggers, versions, webhooks
 from .console import CONSOLE
 from .context import Gateway, gw
 from .errors import HANDLERS
@@ -53,7 +53,7 @@ _HTTP_METRICS = PrometheusConfig(
     app_name="crewyard",
     prefix="crewyard",
     group_path=True,
-    exclude=[r"/events$", r"/build-log$", r"^/metrics$"],
+    exclude=[r"/events$", r"/build-log$", r"^/metrics$", r"^/live/"],
 )
 
 
@@ -115,6 +115,7 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> Litesta
             *webhooks.ROUTES,
             *triggers.ROUTES,
             *schedules.ROUTES,
+            *events.ROUTES,
             CONSOLE,
         ],
         lifespan=[lifespan],

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from playwright.sync_api import Browser, expect
 
-from crewyard.testing.api import EXAMPLES, deploy, wait_run
+from crewyard.testing.api import EXAMPLES, deploy, sse_events, wait_run
 from crewyard.testing.platform import PlatformProcess
 
 from .conftest import Watched, open_page
@@ -143,3 +143,14 @@ def test_projects_deployments_and_env_pages(deployed: httpx.Client, page: Watche
     p.locator("table.versions a").first.click()
     expect(p.locator("#build-log")).to_contain_text("ready")
     page.shot("deployment")
+
+
+def test_one_feed_follows_every_project_the_key_sees(deployed: httpx.Client):
+    start(deployed, "hello", topic="feeds", delay=0)
+    lifecycle = sse_events(deployed, "/v1/events?only=runs&after=0", stop_after=6)
+    assert len(lifecycle) == 6
+    assert all(m["event"].startswith("run.") for m in lifecycle), [m["event"] for m in lifecycle]
+    assert {
+        m["data"]["project"] for m in sse_events(deployed, "/v1/events?project=hostile&after=0", stop_after=5)
+    } == {"hostile"}
+    assert deployed.get("/v1/events?only=everything").status_code == 400
