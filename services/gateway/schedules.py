@@ -30,7 +30,7 @@ DEPLOY, READ = {"role": "deploy"}, {"role": "read"}
 _json = msgspec.json.Decoder()
 
 
-def _view(row: dict[str, Any], now: datetime) -> Schedule:
+def schedule_view(row: dict[str, Any], now: datetime) -> Schedule:
     paused = bool(row["paused"])
     horizon = max(filter(None, (row["plan_from"], row["last_planned_at"])))
     after = max(now, datetime.fromisoformat(horizon))
@@ -95,7 +95,7 @@ async def create_schedule(request: Request[Any, Any, Any], project: str, data: S
         name=data.name,
     )
     await g.commit_payload(payload, project, schedule_id, 0)
-    return _view(await _row(g, project, schedule_id), datetime.now(UTC))
+    return schedule_view(await _row(g, project, schedule_id), datetime.now(UTC))
 
 
 @get("/v1/projects/{project:str}/schedules", opt=READ)
@@ -104,16 +104,16 @@ async def list_schedules(request: Request[Any, Any, Any], project: str) -> Sched
     project = project_name(project)
     await g.project(project)
     now = datetime.now(UTC)
-    return ScheduleList(schedules=[_view(r, now) for r in await g.rm.schedules(project)])
+    return ScheduleList(schedules=[schedule_view(r, now) for r in await g.rm.schedules(project)])
 
 
 @get("/v1/projects/{project:str}/schedules/{schedule_id:str}", opt=READ)
 async def get_schedule(request: Request[Any, Any, Any], project: str, schedule_id: str) -> Schedule:
     g = gw(request)
-    return _view(await _row(g, project_name(project), schedule_id), datetime.now(UTC))
+    return schedule_view(await _row(g, project_name(project), schedule_id), datetime.now(UTC))
 
 
-async def _change(g: Gateway, project: str, schedule_id: str, decide: Any) -> None:
+async def change_schedule(g: Gateway, project: str, schedule_id: str, decide: Any) -> None:
     for _ in range(5):
         history = await g.store.load(project, "schedule", schedule_id) if is_id(schedule_id, "sch") else []
         state: ScheduleState = fold_schedule(schedule_id, history)
@@ -135,9 +135,9 @@ async def pause_schedule(request: Request[Any, Any, Any], project: str, schedule
     """Stop firing; planned times while paused are never fired."""
     g = gw(request)
     project = project_name(project)
-    await _change(g, project, schedule_id, lambda s: None if s.paused else SchedulePaused())
+    await change_schedule(g, project, schedule_id, lambda s: None if s.paused else SchedulePaused())
     await g.fresh()
-    return _view(await _row(g, project, schedule_id), datetime.now(UTC))
+    return schedule_view(await _row(g, project, schedule_id), datetime.now(UTC))
 
 
 @post("/v1/projects/{project:str}/schedules/{schedule_id:str}/resume", status_code=200, opt=DEPLOY)
@@ -145,16 +145,16 @@ async def resume_schedule(request: Request[Any, Any, Any], project: str, schedul
     """Fire again from the next planned time after now."""
     g = gw(request)
     project = project_name(project)
-    await _change(g, project, schedule_id, lambda s: ScheduleResumed() if s.paused else None)
+    await change_schedule(g, project, schedule_id, lambda s: ScheduleResumed() if s.paused else None)
     await g.fresh()
-    return _view(await _row(g, project, schedule_id), datetime.now(UTC))
+    return schedule_view(await _row(g, project, schedule_id), datetime.now(UTC))
 
 
 @delete("/v1/projects/{project:str}/schedules/{schedule_id:str}", status_code=200, opt=DEPLOY)
 async def delete_schedule(request: Request[Any, Any, Any], project: str, schedule_id: str) -> dict[str, Any]:
     g = gw(request)
     project = project_name(project)
-    await _change(g, project, schedule_id, lambda _s: ScheduleDeleted())
+    await change_schedule(g, project, schedule_id, lambda _s: ScheduleDeleted())
     return {"id": schedule_id, "deleted": True}
 
 

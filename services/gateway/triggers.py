@@ -47,7 +47,7 @@ def secret_name(trigger_id: str) -> str:
     return f"trigger:{trigger_id}"
 
 
-def _view(row: dict[str, Any], **shown: Any) -> Trigger:
+def trigger_view(row: dict[str, Any], **shown: Any) -> Trigger:
     return Trigger(
         id=row["id"],
         project=row["project"],
@@ -100,7 +100,7 @@ async def create_trigger(request: Request[Any, Any, Any], project: str, data: Tr
     row = await g.rm.trigger(trigger_id)
     if row is None:
         raise ApiError(503, "unavailable", "the read model is behind; the trigger was created")
-    return _view(row, url=f"/webhooks/runs/{token}", token=token, signature_secret=shown_secret)
+    return trigger_view(row, url=f"/webhooks/runs/{token}", token=token, signature_secret=shown_secret)
 
 
 @get("/v1/projects/{project:str}/triggers", opt=READ)
@@ -108,7 +108,7 @@ async def list_triggers(request: Request[Any, Any, Any], project: str) -> Trigge
     g = gw(request)
     project = project_name(project)
     await g.project(project)
-    return TriggerList(triggers=[_view(r) for r in await g.rm.triggers(project)])
+    return TriggerList(triggers=[trigger_view(r) for r in await g.rm.triggers(project)])
 
 
 @delete("/v1/projects/{project:str}/triggers/{trigger_id:str}", status_code=200, opt=DEPLOY)
@@ -123,7 +123,7 @@ async def revoke_trigger(request: Request[Any, Any, Any], project: str, trigger_
         await g.commit_payload(TriggerRevoked(), project, trigger_id, history[-1].seq)
     row = await g.rm.trigger(trigger_id)
     assert row is not None
-    return _view(row)
+    return trigger_view(row)
 
 
 class _Buckets:

@@ -70,7 +70,7 @@ def _events(names: list[str]) -> list[str]:
         raise bad_request(str(exc), "invalid_events") from None
 
 
-def _view(row: dict[str, Any], secret: str | None = None) -> Webhook:
+def webhook_view(row: dict[str, Any], secret: str | None = None) -> Webhook:
     return Webhook(
         id=row["id"],
         project=row["project"],
@@ -119,7 +119,7 @@ async def create_webhook(request: Request[Any, Any, Any], project: str, data: We
         url=url, events=events, deployment=data.deployment, description=data.description, secret=sealed
     )
     await g.commit_payload(payload, project, webhook_id, 0)
-    return _view(await _row(g, webhook_id), secret)
+    return webhook_view(await _row(g, webhook_id), secret)
 
 
 @get("/v1/projects/{project:str}/webhooks", opt=READ)
@@ -127,7 +127,7 @@ async def list_webhooks(request: Request[Any, Any, Any], project: str) -> Webhoo
     g = gw(request)
     project = project_name(project)
     await g.project(project)
-    return WebhookList(webhooks=[_view(r) for r in await g.rm.webhooks(project)])
+    return WebhookList(webhooks=[webhook_view(r) for r in await g.rm.webhooks(project)])
 
 
 @get("/v1/projects/{project:str}/webhooks/{webhook_id:str}", opt=READ)
@@ -136,7 +136,7 @@ async def get_webhook(request: Request[Any, Any, Any], project: str, webhook_id:
     row = await _row(g, webhook_id)
     if row["project"] != project_name(project):
         raise not_found(f"webhook {webhook_id}")
-    return _view(row)
+    return webhook_view(row)
 
 
 async def _change(g: Gateway, project: str, webhook_id: str, decide: Any) -> WebhookState:
@@ -188,7 +188,7 @@ async def update_webhook(
 
     await _change(g, project, webhook_id, decide)
     await g.fresh()
-    return _view(await _row(g, webhook_id))
+    return webhook_view(await _row(g, webhook_id))
 
 
 @post("/v1/projects/{project:str}/webhooks/{webhook_id:str}/rotate-secret", status_code=200, opt=DEPLOY)
@@ -203,7 +203,7 @@ async def rotate_secret(request: Request[Any, Any, Any], project: str, webhook_i
         g, project, webhook_id, lambda _s: [WebhookSecretRotated(secret=sealed, previous_valid_until=until)]
     )
     await g.fresh()
-    return _view(await _row(g, webhook_id), secret)
+    return webhook_view(await _row(g, webhook_id), secret)
 
 
 @delete("/v1/projects/{project:str}/webhooks/{webhook_id:str}", status_code=200, opt=DEPLOY)
@@ -215,7 +215,7 @@ async def delete_webhook(request: Request[Any, Any, Any], project: str, webhook_
     return {"id": webhook_id, "deleted": True}
 
 
-def _delivery(row: dict[str, Any]) -> Delivery:
+def delivery_view(row: dict[str, Any]) -> Delivery:
     run = row["source_aggregate"] == "run"
     return Delivery(
         id=row["id"],
@@ -253,7 +253,7 @@ async def list_deliveries(request: Request[Any, Any, Any], webhook_id: str) -> D
     if not 1 <= limit <= 200:
         raise bad_request("limit must be between 1 and 200")
     rows, cursor = await g.rm.deliveries(webhook_id, status=status, limit=limit, cursor=q.get("cursor"))
-    return DeliveryList(deliveries=[_delivery(r) for r in rows], next_cursor=cursor)
+    return DeliveryList(deliveries=[delivery_view(r) for r in rows], next_cursor=cursor)
 
 
 @post("/v1/webhooks/{webhook_id:str}/deliveries/{delivery_id:str}/redeliver", status_code=202, opt=DEPLOY)

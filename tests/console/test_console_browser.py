@@ -154,3 +154,33 @@ def test_one_feed_follows_every_project_the_key_sees(deployed: httpx.Client):
         m["data"]["project"] for m in sse_events(deployed, "/v1/events?project=hostile&after=0", stop_after=5)
     } == {"hostile"}
     assert deployed.get("/v1/events?only=everything").status_code == 400
+
+
+def test_webhooks_triggers_and_schedules_of_a_project(deployed: httpx.Client, page: Watched):
+    hook = deployed.post(
+        "/v1/projects/hello/webhooks",
+        json={"url": "https://hooks.example.invalid/<b>x</b>", "events": ["run.succeeded"]},
+    )
+    assert hook.status_code == 201, hook.text
+    trigger = deployed.post("/v1/projects/hello/triggers", json={"name": "ci"})
+    assert trigger.status_code == 201, trigger.text
+    token = trigger.json()["token"]
+    schedule = deployed.post(
+        "/v1/projects/hello/schedules",
+        json={"cron": "0 9 * * 1-5", "name": "mornings", "input": {"topic": "daily"}},
+    )
+    assert schedule.status_code == 201, schedule.text
+    p = page.page
+    p.goto("/projects/hello")
+    p.get_by_role("link", name="Webhooks, triggers, schedules").click()
+    expect(p.locator("#webhooks + section")).to_contain_text("https://hooks.example.invalid/<b>x</b>")
+    expect(p.locator("#triggers + section")).to_contain_text("ci")
+    assert token not in p.content()  # a trigger's token is shown once, by the API that makes it
+    row = p.locator("#schedules + section tr", has_text="mornings")
+    expect(row.locator(".chip")).to_have_text("active")
+    row.get_by_role("button", name="Pause").click()
+    expect(p.locator("#schedules + section tr", has_text="mornings").locator(".chip")).to_have_text("paused")
+    page.shot("automation")
+    p.locator("#webhooks + section a").first.click()
+    expect(p.locator("h1")).to_contain_text("hooks.example.invalid")
+    page.shot("webhook-deliveries")

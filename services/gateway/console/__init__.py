@@ -15,7 +15,7 @@ from crewyard.core.versions import VersionError
 from crewyard.eventstore import StoreUnavailable
 
 from ..errors import ApiError
-from . import live, pages, projects
+from . import automation, live, pages, projects
 from .render import STATIC, page
 
 log = logging.getLogger("crewyard.gateway")
@@ -66,7 +66,7 @@ def _unavailable(request: Request[Any, Any, Any], exc: StoreUnavailable) -> Resp
 
 CONSOLE = Router(
     path="/",
-    route_handlers=[static_file, *pages.ROUTES, *projects.ROUTES, *live.ROUTES],
+    route_handlers=[static_file, *pages.ROUTES, *projects.ROUTES, *automation.ROUTES, *live.ROUTES],
     exception_handlers={
         ApiError: _api_error,
         HTTPException: _http_error,
