@@ -130,6 +130,12 @@ class Runner:
         )
 
     async def run(self, stop: asyncio.Event) -> None:
+        if not self.backend.isolated:  # the operator chose it; said at every start, in every log
+            log.warning(
+                "runs execute on the %s backend, which is NOT isolated: crews run as this runner's user,"
+                " with its files and network (development only)",
+                self.backend.name,
+            )
         await self.queue.start()
         removed = await self.backend.cleanup_orphans(self.runner_id)
         if removed:

@@ -112,10 +112,26 @@ def test_missing_entrypoint() -> None:
         parse('[deployment]\nframework = "crewai"\n', "crewship.toml")
 
 
+@pytest.mark.parametrize("number", ["3.10", "3.1", "3.12", "3"])
+def test_a_python_version_written_as_a_number_is_refused_with_how_to_quote_it(number: str) -> None:
+    # TOML reads 3.10 as 3.1: taking numbers would build a crew on the wrong Python, or none.
+    with pytest.raises(CrewConfigError) as info:
+        parse(f'[deployment]\nentrypoint = "a:b"\npython = {number}\n')
+    message = str(info.value)
+    assert "'deployment.python' must be quoted" in message and 'python = "3.10"' in message
+    assert "3.10 reads as 3.1" in message
+
+
+def test_a_python_version_number_in_langgraph_json_is_refused() -> None:
+    doc = '{"graphs": {"agent": "./agent.py:graph"}, "python_version": 3.10}'
+    with pytest.raises(CrewConfigError, match=r"'python_version' must be a string.*3\.10 reads as 3\.1"):
+        parse(doc, "langgraph.json")
+
+
 @pytest.mark.parametrize(
     ("line", "message"),
     [
-        ('python = ["3.11"]', "crewyard.toml: 'deployment.python' must be str or int or float, got list"),
+        ('python = ["3.11"]', "crewyard.toml: 'deployment.python' must be str, got list"),
         ("framework = 3", "crewyard.toml: 'deployment.framework' must be str, got int"),
         ("timeout = true", "crewyard.toml: 'deployment.timeout' must be int or float, got bool"),
         ('pids = "many"', "crewyard.toml: 'deployment.pids' must be int, got str"),

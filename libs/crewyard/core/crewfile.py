@@ -92,7 +92,7 @@ class ParsedConfig(msgspec.Struct, kw_only=True):
 _KEYS: dict[str, tuple[type | tuple[type, ...], str]] = {
     "framework": (str, "framework"),
     "entrypoint": (str, "entrypoint"),
-    "python": ((str, int, float), "python"),
+    "python": (str, "python"),
     "profile": (str, "profile"),
     "timeout": ((int, float), "timeout_s"),
     "memory": ((str, int), "memory"),
@@ -194,10 +194,16 @@ def _deployment(
             warnings.append(f"{file}: unknown key '{where}.{key}' ignored")
             continue
         types, field = spec
+        if key == "python" and isinstance(value, (int, float)) and not isinstance(value, bool):
+            # TOML reads 3.10 as the number 3.1: which version was meant can no longer be told.
+            raise CrewConfigError(
+                f"{file}: '{where}.python' must be quoted, e.g. python = \"3.10\": written as the number"
+                f" {value!r}, TOML loses trailing zeros (3.10 reads as 3.1)"
+            )
         if isinstance(value, bool) or not isinstance(value, types):
             expected = " or ".join(t.__name__ for t in (types if isinstance(types, tuple) else (types,)))
             raise CrewConfigError(f"{file}: '{where}.{key}' must be {expected}, got {type(value).__name__}")
-        fields[field] = str(value) if key in ("python", "memory") else value
+        fields[field] = str(value) if key == "memory" else value
     if "entrypoint" not in fields:
         raise CrewConfigError(f"{file}: '{where}.entrypoint' is required (e.g. \"my_crew.main:run\")")
     framework = fields.get("framework", "python")

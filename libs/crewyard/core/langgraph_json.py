@@ -69,6 +69,11 @@ def to_config_doc(text: str) -> tuple[dict[str, Any], list[str]]:
         str(name): _deployment(str(name), _graph_spec(str(name), spec)) for name, spec in graphs.items()
     }
     python = doc.get("python_version")
+    if python is not None and not isinstance(python, str):
+        raise LanggraphJsonError(
+            f"'python_version' must be a string, e.g. \"3.10\": as the number {python!r} trailing zeros"
+            " are lost (3.10 reads as 3.1)"
+        )
     if python is not None:
         for table in tables.values():
             if table["framework"] == "langgraph":
