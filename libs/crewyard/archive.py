@@ -1,4 +1,4 @@
-"""Reading a gzip tarball from a hostile source in one bounded, streaming pass.
+"""Reading a tarball from a hostile source in one bounded, streaming pass.
 
 ``tarfile`` is not used for reading: before 3.11.10/3.12.6 its pax header parsing is quadratic (a
 414-byte upload froze the platform for seconds), it keeps whole pax headers in memory however
@@ -10,12 +10,17 @@ byte that leaves gzip — headers, pax and GNU long-name data, file data, paddin
 number of entries, size per header. Each step does bounded work — at most ``_OUT`` bytes out of
 zlib per call (which releases the GIL while inflating), hashes and writes in chunks — so a
 thread running this never holds the interpreter for long, and memory stays at a few chunks.
+
+Two readers share the parsing: uploads (gzip, strict: a link, a device or a bad name refuses the
+whole archive) and a container engine's uncompressed archive of a run's artifacts
+(:meth:`TarReader.plain`, lenient: such members are yielded for the caller to skip and report,
+since a crew may well leave a symlink in its folder; every bound still ends the stream).
 """
 
 from __future__ import annotations
 
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import BinaryIO
 
 import msgspec
@@ -58,6 +63,10 @@ class Member(msgspec.Struct, frozen=True):
     is_dir: bool
     size: int
     executable: bool
+    #: "file" or "dir"; a lenient reader (:meth:`TarReader.plain`) also yields "symlink",
+    #: "hard link", "special file" and "invalid" (``path`` is then the raw name, ``problem`` why).
+    kind: str = "file"
+    problem: str = ""
 
 
 def _too_large(message: str) -> ArchiveError:
@@ -151,6 +160,53 @@ class _Inflater:
         return self.pos >= len(self.chunk)
 
 
+class _Plain:
+    """Bytes of an uncompressed tar stream (an iterator of chunks, e.g. a container engine's),
+    counted against ``unpacked_bytes`` as they come; the same reading interface as ``_Inflater``."""
+
+    def __init__(self, chunks: Iterable[bytes], limits: ArchiveLimits) -> None:
+        self._chunks: Iterator[bytes] = iter(chunks)
+        self.limits = limits
+        self.chunk, self.pos = b"", 0
+        self.made = 0
+        self.done = False
+
+    def _step(self) -> None:
+        data = next(self._chunks, None)
+        if data is None:
+            self.done = True
+            return
+        self.made += len(data)
+        if self.made > self.limits.unpacked_bytes:
+            raise _too_large(f"archive is larger than the {self.limits.unpacked_bytes}-byte limit")
+        self.chunk, self.pos = bytes(data), 0
+
+    @property
+    def consumed(self) -> int:
+        return self.made - (len(self.chunk) - self.pos)
+
+    def read_some(self, limit: int) -> bytes:
+        while self.pos >= len(self.chunk):
+            if self.done:
+                raise ArchiveError("not a valid tar archive: it ends in the middle")
+            self._step()
+        start, self.pos = self.pos, min(self.pos + limit, len(self.chunk))
+        return self.chunk[start : self.pos]
+
+    def read(self, n: int) -> bytes:
+        parts, left = [], n
+        while left:
+            part = self.read_some(left)
+            parts.append(part)
+            left -= len(part)
+        return b"".join(parts)
+
+    def at_end(self) -> bool:
+        while self.pos >= len(self.chunk) and not self.done:
+            self._step()
+        return self.pos >= len(self.chunk)
+
+
 def _number(field: bytes, what: str) -> int:
     if field[:1] and field[0] & 0x80:  # GNU base-256 for big values
         if field[0] == 0xFF:
@@ -219,11 +275,30 @@ class TarReader:
     """``members()`` yields each file and folder; ``chunks()`` streams the current file's bytes
     (whatever a caller does not read is skipped before the next member)."""
 
-    def __init__(self, fh: BinaryIO, limits: ArchiveLimits) -> None:
+    def __init__(self, fh: BinaryIO | None, limits: ArchiveLimits, *, _source: _Plain | None = None) -> None:
         self.limits = limits
-        self._in = _Inflater(fh, limits)
+        self._in: _Inflater | _Plain
+        if _source is not None:
+            self._in = _source
+        else:
+            assert fh is not None
+            self._in = _Inflater(fh, limits)
         self._left = 0  # content bytes of the current member not read yet
         self._pad = 0
+        self._strict = _source is None
+
+    @classmethod
+    def plain(cls, chunks: Iterable[bytes], limits: ArchiveLimits) -> TarReader:
+        """A lenient reader of an uncompressed stream: links, special files and unacceptable names
+        are yielded (with their ``kind`` and ``problem``) for the caller to skip and report, instead
+        of ending the archive; every bound still holds, the per-file size excepted (the caller
+        decides, the data is skipped when it is not read)."""
+        return cls(None, limits, _source=_Plain(chunks, limits))
+
+    def _odd(self, name: str, size: int, kind: str, problem: str) -> Member:
+        """A member the lenient reader yields and skips (strict readers raise before this)."""
+        self._left, self._pad = size, -size % _BLOCK
+        return Member(name[:300], False, 0, False, kind=kind, problem=problem)
 
     def _header_data(self, size: int, what: str) -> bytes:
         if size > MAX_HEADER_BYTES:
@@ -271,23 +346,34 @@ class TarReader:
                     raise ArchiveError("archive has a malformed pax header (size)")
                 size = int(pax["size"])
             pax, long_name = {}, None
-            path = _clean(name)
             entries += 1
             if entries > self.limits.entries:
                 raise _too_large(f"archive has more than {self.limits.entries} entries (files and folders)")
+            try:
+                path = _clean(name)
+            except ArchiveError as exc:
+                if self._strict:
+                    raise
+                yield self._odd(name.decode("utf-8", "replace"), size, "invalid", str(exc))
+                continue
             if kind in (b"1", b"2"):
-                raise ArchiveError(f"archive member {path!r} is a link; links are not accepted")
-            if kind in (b"3", b"4", b"6"):
-                raise ArchiveError(f"archive member {path!r} is a device or fifo")
+                if self._strict:
+                    raise ArchiveError(f"archive member {path!r} is a link; links are not accepted")
+                yield self._odd(path, size, "symlink" if kind == b"2" else "hard link", "a link")
+                continue
             if kind == b"5":
                 self._left, self._pad = size, -size % _BLOCK
-                yield Member(path, True, 0, False)
+                yield Member(path, True, 0, False, kind="dir")
                 continue
             if kind not in (b"0", b"\0", b"7"):
-                raise ArchiveError(f"archive member {path!r} has an unsupported type")
+                if self._strict:
+                    what = "is a device or fifo" if kind in (b"3", b"4", b"6") else "has an unsupported type"
+                    raise ArchiveError(f"archive member {path!r} {what}")
+                yield self._odd(path, size, "special file", "not a regular file")
+                continue
             if not path:
                 raise ArchiveError("archive has a file without a name")
-            if size > self.limits.file_bytes:
+            if size > self.limits.file_bytes and self._strict:
                 limit = self.limits.file_bytes
                 raise _too_large(
                     f"archive member {path!r} is {size} bytes, over the {limit}-byte limit per file"

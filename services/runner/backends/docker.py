@@ -32,7 +32,6 @@ import concurrent.futures
 import contextlib
 import re
 import secrets
-import tarfile
 import threading
 from collections.abc import AsyncIterator
 from typing import Any
@@ -234,7 +233,7 @@ class DockerHandle:
                     max_total=max_total,
                     strip="" if strip in ("", ".") else strip,
                 )
-            except (tarfile.TarError, OSError) as exc:
+            except OSError as exc:
                 raise BackendError(f"artifacts of run {self._spec.run_id} are unreadable: {exc}") from exc
 
     async def collect_artifacts(self) -> None:
