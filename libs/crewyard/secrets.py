@@ -8,6 +8,8 @@ ciphertext to its project and key name, so a value cannot be replayed under anot
 from __future__ import annotations
 
 import base64
+import hashlib
+import hmac
 import os
 from pathlib import Path
 
@@ -26,6 +28,11 @@ class SecretBox:
         if len(key) != 32:
             raise SecretError("secret key must be 32 bytes")
         self._aead = AESGCM(key)
+        self._key = key
+
+    def derive(self, purpose: str) -> bytes:
+        """A key of its own for ``purpose`` (e.g. signing console sessions), never this one."""
+        return hmac.new(self._key, f"crewyard-derived:{purpose}".encode(), hashlib.sha256).digest()
 
     @staticmethod
     def _aad(project: str, name: str) -> bytes:

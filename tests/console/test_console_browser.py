@@ -52,6 +52,8 @@ def test_the_runs_list_shows_new_runs_and_their_ends_without_a_reload(deployed: 
     expect(row.locator(".chip")).to_have_text("succeeded")
     assert p.evaluate("performance.getEntriesByType('navigation').length") == 1  # never reloaded
     page.shot("runs-list")
+    p.keyboard.press("Tab")  # the keyboard starts at "skip to content"
+    expect(p.locator(".skip")).to_be_focused()
     p.set_viewport_size({"width": 390, "height": 844})
     page.shot("runs-list-phone")
 
@@ -69,6 +71,9 @@ def test_a_run_timeline_fills_in_live_grouped_by_agent_task_and_tool(deployed: h
     expect(p.locator("#run-output")).to_contain_text('"words"')
     assert p.evaluate("performance.getEntriesByType('navigation').length") == 1
     page.shot("run")
+    p.emulate_media(color_scheme="dark")
+    page.shot("run-dark")
+    p.emulate_media(color_scheme="light")
 
     p.get_by_role("link", name="report.md").first.click()
     expect(p.locator("article.markdown h1")).to_have_text("timelines")
@@ -184,3 +189,14 @@ def test_webhooks_triggers_and_schedules_of_a_project(deployed: httpx.Client, pa
     p.locator("#webhooks + section a").first.click()
     expect(p.locator("h1")).to_contain_text("hooks.example.invalid")
     page.shot("webhook-deliveries")
+
+
+def test_a_missing_run_is_a_page_that_says_so(page: Watched, deployed: httpx.Client):
+    p = page.page
+    response = p.goto("/runs/run_00000000000000000000000000")
+    assert response is not None and response.status == 404
+    expect(p.get_by_role("alert")).to_contain_text("not found")
+    response = p.goto("/?status=<script>")
+    assert response is not None and response.status == 400
+    expect(p.get_by_role("alert")).to_contain_text("unknown status")
+    page.errors.clear()  # the browser reports both answers' statuses, as it should
