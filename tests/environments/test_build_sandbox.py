@@ -2,22 +2,30 @@
 
 Installing a crew's package runs the crew's own PEP 517 backend. Here that backend tries to reach
 the platform's NATS port (and a port this test listens on) on every address of the machine, on the
-user-mode stack's alias for the host and on the cloud metadata address; another forks without
-end; another eats memory. The first build still installs from the package index and reaches none
-of them; the other two are stopped and fail saying which limit stopped them."""
+user-mode stack's alias for the host and on the cloud metadata address — in the bwrap build
+sandbox and in a docker build container; another forks without end; another eats memory. The
+first build still installs from the package index and reaches none of them; the other two are
+stopped and fail saying which limit stopped them."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import socket
 import subprocess
+import tarfile
 import textwrap
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
+import docker
+import docker.errors
 import pytest
 
 from crewyard import cgroups, privatenet
+from crewyard.builder.backends import DockerBuilder
 from crewyard.core.crewfile import CrewConfig
 from crewyard.environments import BuildFailed, BuildRequest, VenvBuilder, registry, sandbox
 
@@ -158,6 +166,45 @@ async def test_a_build_reaches_the_package_index_but_no_port_of_its_machine(
     assert (built.venv_dir / SITE / "six.py").is_file(), lines
     # … and the crew's code reached nothing of the machine it was built on.
     report = json.loads((built.venv_dir / SITE / "probe_crew" / "report.json").read_text())
+    assert len(report) == len(targets)
+    assert [t for t, outcome in report.items() if outcome == "reached"] == [], report
+
+
+async def test_a_docker_build_reaches_the_package_index_but_no_port_of_its_machine(
+    tmp_path: Path, nats_url: str, listening_port: int, docker_host: str, base_image: str
+) -> None:
+    nats_port = int(nats_url.rsplit(":", 1)[1])
+    # 10.88.0.1: the engine's default bridge, i.e. this machine, as a container on it sees it.
+    addresses = sorted({*_machine_addresses(), "10.88.0.1"})
+    targets = [(a, p) for a in addresses for p in (nats_port, listening_port)] + [("169.254.169.254", 80)]
+    marker = uuid.uuid4().hex  # an environment image of this test's own
+    root = _crew(tmp_path / "probe", PROBE.format(targets=targets), f"six==1.16.0  # {marker}\n.\n")
+    lines: list[str] = []
+
+    async def log(line: str, stream: str) -> None:
+        lines.append(line)
+
+    built = await DockerBuilder(docker_host, base_image, tmp_path / "cache").build(_request(root), log)
+    env_images = [ln.split()[3] for ln in lines if ln.startswith("building environment image ")]
+    client = docker.DockerClient(base_url=docker_host)
+    try:
+        assert built.image is not None and env_images, lines
+        container = client.containers.create(built.image, "true")
+        try:
+            stream, _ = container.get_archive(f"/opt/venv/{SITE}/probe_crew/report.json")
+            with tarfile.open(fileobj=io.BytesIO(b"".join(stream))) as tar:
+                member = tar.extractfile("report.json")
+                assert member is not None
+                report = json.loads(member.read())
+            stream, _ = container.get_archive(f"/opt/venv/{SITE}/six.py")  # installed from the index
+            assert b"".join(stream)
+        finally:
+            container.remove(force=True)
+    finally:
+        for image in [built.image, *env_images]:
+            with contextlib.suppress(docker.errors.DockerException):
+                client.images.remove(image, force=True)
+        client.close()
     assert len(report) == len(targets)
     assert [t for t, outcome in report.items() if outcome == "reached"] == [], report
 

@@ -34,14 +34,16 @@ def select_build_backend(
     settings: Settings, cache_dir: Path, objects: ObjectStore | None = None
 ) -> BuildBackend:
     choice = settings.build_backend
-    venv = VenvBuilder(cache_dir, objects, network=NetworkPolicy(allow=settings.network_allow_list))
+    policy = NetworkPolicy(allow=settings.network_allow_list)
+    venv = VenvBuilder(cache_dir, objects, network=policy)
     if choice == "venv" or (choice == "auto" and settings.backend in ("bwrap", "process")):
         return venv  # those backends run virtual environments, never images
     if choice not in ("docker", "auto"):
         raise ValueError(f"unknown build backend {choice!r}; use auto, docker or venv")
     docker = DockerBuilder(
-        settings.docker_host, settings.base_image, cache_dir, node_base_image=settings.node_base_image
-    )
+        settings.docker_host, settings.base_image, cache_dir, node_base_image=settings.node_base_image,
+        network_policy=policy, engine_network=settings.docker_network,
+    )  # fmt: skip
     try:
         docker.ping()
     except BuildBackendUnavailable as exc:

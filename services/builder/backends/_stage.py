@@ -6,7 +6,12 @@ build sandbox (:func:`crewyard.environments.venv.build_script`, with the host's 
 read-only) as uid 1000 with every capability dropped, ``no-new-privileges``, memory, CPU and
 pids limits and a time limit. It receives the operator's registry settings (the same
 :mod:`crewyard.environments.registry` binds and variables) and nothing else of the host; it
-reaches the registries through the engine's default network. The container is then committed
+reaches the registries through a private network (:mod:`crewyard.privatenet`, as a run's
+container and the bwrap build sandbox: network ``none``, then a user-mode stack attached from this
+side before the script may start — it waits for a line on its stdin): never this machine, its
+neighbours, link-local or the private ranges, except the registries' own private addresses
+(:func:`crewyard.environments.sandbox.network_plan`) — or through the engine network the operator
+firewalled (``CREWYARD_DOCKER_NETWORK``, needed with a remote engine). The container is then committed
 as the environment image ``crewyard/env:<digest>``, which the final image is built ``FROM``
 (offline, no ``RUN``): crews with the same dependencies share it.
 """
@@ -16,7 +21,9 @@ from __future__ import annotations
 import contextlib
 import io
 import tarfile
+import tempfile
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -24,6 +31,8 @@ from typing import Any
 import docker
 import requests.exceptions
 
+from crewyard import privatenet
+from crewyard.environments import BuildFailed, sandbox
 from crewyard.environments.registry import Registry
 
 ENV_IN_IMAGE = "/opt/venv"
@@ -36,6 +45,10 @@ FROM {base}
 RUN mkdir -p {env} {src} && chown 1000:1000 {env} {src}
 """
 LABEL_STAGE = "crewyard.build_stage"
+REMOTE_ENGINE = (
+    "a build's private network needs the container engine on the builder's machine; with a remote"
+    " engine set CREWYARD_DOCKER_NETWORK to an engine network you have firewalled"
+)
 
 
 def prep_image(api: docker.APIClient, base_id: str) -> str:
@@ -100,11 +113,50 @@ def run_stage(
     memory_bytes: int,
     nofile: int = 4096,
     nproc: int = 4096,
+    policy: privatenet.NetworkPolicy | None = None,
+    engine_network: str | None = None,
 ) -> tuple[bool, list[str]]:
     """Run the recipe in a container and commit it as ``tag``; returns (ok, last output lines)."""
     binds: dict[str, Any] = {uv: {"bind": UV_IN_STAGE, "mode": "ro"}}
     for host, inside in registry.binds.items():
         binds[host] = {"bind": inside, "mode": "ro"}
+    plan: privatenet.NetworkPlan | None = None
+    with tempfile.TemporaryDirectory(prefix="crewyard-stage-") as scratch:
+        if not engine_network:
+            plan, notes = sandbox.network_plan(registry, policy or privatenet.NetworkPolicy())
+            for note in notes:
+                emit(note)
+            resolv = Path(scratch) / "resolv.conf"
+            resolv.write_text(plan.resolv_conf)
+            resolv.chmod(0o644)
+            Path(scratch).chmod(0o755)
+            binds[str(resolv)] = {"bind": "/etc/resolv.conf", "mode": "ro"}
+        return _run(
+            api, image=image, tag=tag, script=script, source_dir=source_dir, extra=extra, registry=registry,
+            binds=binds, labels=labels, emit=emit, timeout_s=timeout_s, memory_bytes=memory_bytes,
+            nofile=nofile, nproc=nproc, plan=plan, network_mode=engine_network or "none",
+        )  # fmt: skip
+
+
+def _run(
+    api: docker.APIClient,
+    *,
+    image: str,
+    tag: str,
+    script: str,
+    source_dir: Path,
+    extra: dict[str, bytes] | None,
+    registry: Registry,
+    binds: dict[str, Any],
+    labels: dict[str, str],
+    emit: Callable[[str], None],
+    timeout_s: float,
+    memory_bytes: int,
+    nofile: int,
+    nproc: int,
+    plan: privatenet.NetworkPlan | None,
+    network_mode: str,
+) -> tuple[bool, list[str]]:
     env = {
         **registry.env,
         "PATH": f"{ENV_IN_IMAGE}/bin:/opt/crewyard/bin:/usr/local/bin:/usr/bin:/bin",
@@ -123,6 +175,7 @@ def run_stage(
         cap_drop=["ALL"],
         security_opt=["no-new-privileges"],
         init=True,
+        network_mode=network_mode,
         mem_limit=memory_bytes,
         memswap_limit=memory_bytes,
         pids_limit=1024,
@@ -132,8 +185,10 @@ def run_stage(
             docker.types.Ulimit(name="nproc", soft=nproc, hard=nproc),
         ],
     )
-    # The script removes the build folder last, so the committed image holds the environment only.
-    command = ["/bin/sh", "-c", f"/bin/sh {SRC_IN_STAGE}/.crewyard-build.sh && cd / && "
+    # The script waits for its network (a line on stdin), and removes the build folder last, so
+    # the committed image holds the environment only.
+    wait = "read -r _go && " if plan is not None else ""
+    command = ["/bin/sh", "-c", f"{wait}/bin/sh {SRC_IN_STAGE}/.crewyard-build.sh && cd / && "
                f"find {SRC_IN_STAGE} -mindepth 1 -delete"]  # fmt: skip
     created = api.create_container(
         image,
@@ -143,12 +198,20 @@ def run_stage(
         working_dir=SRC_IN_STAGE,
         labels={**labels, LABEL_STAGE: "1"},
         host_config=host_config,
+        stdin_open=plan is not None,
     )
     cid = str(created["Id"])
     tail: list[str] = []
+    gate: Any = None
+    stack: privatenet.PrivateNetwork | None = None
     try:
         api.put_archive(cid, "/opt/crewyard", _source_tar(source_dir, script, extra))
+        if plan is not None:
+            gate = api.attach_socket(cid, params={"stdin": 1, "stream": 1})
         api.start(cid)
+        if plan is not None:
+            stack = _connect(api, cid, plan)
+            gate._sock.sendall(b"go\n")  # the script starts now, with its network in place
 
         def pump() -> None:
             nonlocal tail
@@ -180,3 +243,33 @@ def run_stage(
     finally:
         with contextlib.suppress(docker.errors.DockerException):
             api.remove_container(cid, force=True)
+        if gate is not None:
+            with contextlib.suppress(OSError):
+                gate.close()
+        if stack is not None:
+            stack.close()
+
+
+def _connect(
+    api: docker.APIClient, cid: str, plan: privatenet.NetworkPlan
+) -> privatenet.PrivateNetwork | None:
+    """The private stack of the started stage container (the engine must be on this machine)."""
+    pid = int((api.inspect_container(cid).get("State") or {}).get("Pid") or 0)
+    if pid <= 0:
+        return None  # it has already ended: it needs no network
+    deadline = time.monotonic() + 5.0  # the engine may name the runtime's init before the exec
+    while cid not in _cgroup_of(pid):
+        if time.monotonic() > deadline or not Path(f"/proc/{pid}").exists():
+            raise BuildFailed(REMOTE_ENGINE)
+        time.sleep(0.05)
+    try:
+        return privatenet.attach_blocking(pid, plan)
+    except privatenet.NetworkError as exc:
+        raise BuildFailed(f"cannot give the build its network: {exc}") from None
+
+
+def _cgroup_of(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cgroup").read_text()
+    except OSError:
+        return ""

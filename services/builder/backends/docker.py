@@ -37,6 +37,7 @@ import docker.errors
 import requests.exceptions
 
 import crewyard_runtime
+from crewyard import privatenet
 from crewyard.core.entrypoints import runtime_of
 from crewyard.environments import BuildFailed, BuildRequest, BuildResult, LogSink, npm
 from crewyard.environments import inputs as crew_inputs
@@ -113,7 +114,11 @@ class DockerBuilder:
         cache_dir: Path,
         *,
         node_base_image: str | None = None,
+        network_policy: privatenet.NetworkPolicy | None = None,
+        engine_network: str | None = None,
     ) -> None:
+        #: The dependency stage's network: private (this policy), or the operator's engine network.
+        self.network = (network_policy or privatenet.NetworkPolicy(), engine_network)
         self.docker_host = docker_host
         self.base_image = base_image
         self.node_base_image = node_base_image
@@ -347,6 +352,7 @@ class DockerBuilder:
                 source_dir=request.source_dir, extra=extra or {}, registry=reg, uv=uv_binary(),
                 labels={"crewyard.env_digest": env_digest}, emit=emit,
                 timeout_s=STAGE_TIMEOUT_S, memory_bytes=STAGE_MEMORY_BYTES,
+                policy=self.network[0], engine_network=self.network[1],
             )  # fmt: skip
             if not ok:
                 raise BuildFailed("dependencies failed to install:\n" + error_excerpt(tail))
