@@ -4,6 +4,7 @@ and files run no script. One platform and one browser for the whole module."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -200,3 +201,33 @@ def test_a_missing_run_is_a_page_that_says_so(page: Watched, deployed: httpx.Cli
     assert response is not None and response.status == 400
     expect(p.get_by_role("alert")).to_contain_text("unknown status")
     page.errors.clear()  # the browser reports both answers' statuses, as it should
+
+
+def _fragments(client: httpx.Client, url: str, headers: dict[str, str] | None = None) -> dict[str, str]:
+    """The timeline items of a run's console stream: element id → the list it goes into."""
+    placed: dict[str, str] = {}
+    with client.stream("GET", url, headers=headers or {}) as resp:
+        assert resp.status_code == 200
+        assert resp.headers["content-type"].startswith("text/event-stream")
+        for line in resp.iter_lines():
+            found = re.match(r'data: <li id="([^"]+)" class="[^"]*" data-into="([^"]+)"', line)
+            if found:
+                placed[found[1]] = found[2]
+            if line.startswith("event: end"):
+                break
+    return placed
+
+
+def test_a_resumed_run_stream_places_what_it_missed_exactly_where_an_unbroken_one_does(
+    deployed: httpx.Client,
+):
+    run_id = start(deployed, "hello", topic="resume", delay=0)
+    assert wait_run(deployed, run_id)["status"] == "succeeded"
+    whole = _fragments(deployed, f"/live/runs/{run_id}")
+    assert len(whole) > 10
+    events = sse_events(deployed, f"/v1/runs/{run_id}/events")
+    middle = next(m["id"] for m in events if m["event"] == "tool.called")
+    rest = _fragments(deployed, f"/live/runs/{run_id}", headers={"Last-Event-ID": str(middle)})
+    assert rest and set(rest) < set(whole)
+    assert all(whole[item] == into for item, into in rest.items())
+    assert any(into.startswith("g") for into in rest.values())  # inside the groups opened earlier
