@@ -10,13 +10,14 @@ standard input cannot swallow a reply); the crew's ``print`` output arrives as `
 
 from __future__ import annotations
 
+import contextlib
 import io
 import itertools
 import json
 import os
 import sys
 import threading
-from typing import IO, Any, TextIO
+from typing import IO, Any, NoReturn, TextIO
 
 VERSION = 2
 RUNTIME = "python"
@@ -95,6 +96,26 @@ def open_channel() -> None:
     _channel = os.fdopen(proto_out, "w", buffering=1, encoding="utf-8", errors="replace")
     _inbox = os.fdopen(proto_in, "rb")
     sys.stdout = _LogWriter("stdout")
+
+
+def exit_now(code: int) -> NoReturn:
+    """End the process at once, its last protocol line written whole.
+
+    The runner has everything by now (``result`` or ``error`` is flushed), and the interpreter's
+    teardown — waiting for threads a framework left behind, atexit handlers (telemetry exporters
+    that try a network the crew may not have), finalizing every imported module — took 0.2 to 0.4 s
+    of every run. The crew's own files are written and closed when it returns (logging handlers
+    are flushed here); a thread it left running does not keep its run going."""
+    with contextlib.suppress(Exception):
+        sys.stdout.flush()
+        sys.stderr.flush()
+    if "logging" in sys.modules:
+        with contextlib.suppress(Exception):
+            sys.modules["logging"].shutdown()
+    # Holding the lock: no other thread of the crew is halfway through a line (unless one is stuck
+    # writing, when the runner stopped reading: then the bound).
+    _lock.acquire(timeout=5)
+    os._exit(code)
 
 
 def active() -> bool:

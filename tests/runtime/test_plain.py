@@ -102,3 +102,30 @@ def test_an_import_error_inside_the_crew_is_not_mistaken_for_a_missing_module(
     assert run.error["message"].startswith(
         "EntrypointError: importing entrypoint module 'bad_import' failed: cannot import name 'no_such_name'"
     )
+
+
+def test_the_run_ends_with_its_result_not_with_threads_or_exit_handlers_the_crew_left(
+    tmp_path: Path, crew_module: CrewModule
+) -> None:
+    # A non-daemon thread that never ends would keep the interpreter's teardown waiting forever,
+    # and an atexit handler would run during it: the runtime ends the process once its result is
+    # out, so neither holds the run up (and what the crew logged is flushed first).
+    folder = crew_module(
+        "lingering",
+        """
+        import atexit, logging, pathlib, threading
+
+        def run(inputs):
+            threading.Thread(target=threading.Event().wait).start()
+            atexit.register(lambda: pathlib.Path("at-exit.txt").write_text("ran"))
+            handler = logging.FileHandler("crew.log", delay=False)
+            logging.getLogger("crew").addHandler(handler)
+            logging.getLogger("crew").warning("logged before returning")
+            return {"done": True}
+    """,
+    )
+    run = run_runtime(tmp_path, "lingering:run", "python", folder, {})
+    assert run.returncode == 0, run.stderr
+    assert run.result == {"done": True}
+    assert (run.artifacts / "crew.log").read_text() == "logged before returning\n"
+    assert not (run.artifacts / "at-exit.txt").exists()
