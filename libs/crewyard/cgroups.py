@@ -123,7 +123,7 @@ class Cgroup:
             events = self.dirs[0] / "memory.events"
         else:
             events = next(
-                (d / "memory.oom_control" for d in self.dirs if d.parent.parent.name == "memory"), None
+                (d / "memory.oom_control" for d in self.dirs if d.is_relative_to(ROOT / "memory")), None
             )
             if events is None:
                 return False
@@ -278,6 +278,25 @@ def _create_v2(name: str, memory_bytes: int | None, pids: int | None, cpus: floa
         group.remove()
         raise
     return group
+
+
+def of_process(pid: int) -> Cgroup | None:
+    """The memory and pids groups process ``pid`` is in (e.g. a container's, made by its engine),
+    to read their counters; None when it is gone or the layout is unknown."""
+    version = _version()
+    try:
+        text = Path(f"/proc/{pid}/cgroup").read_text()
+    except OSError:
+        return None
+    dirs: list[Path] = []
+    for line in text.splitlines():
+        _, controllers, path = line.split(":", 2)
+        where = path.lstrip("/")
+        if version == 2 and line.startswith("0::"):
+            return Cgroup(2, [ROOT / where])
+        if version == 1:
+            dirs += [ROOT / c / where for c in ("memory", "pids") if c in controllers.split(",")]
+    return Cgroup(1, dirs) if version == 1 and dirs else None
 
 
 def groups(select: Callable[[str], bool]) -> dict[str, Cgroup]:

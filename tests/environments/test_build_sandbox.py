@@ -239,3 +239,14 @@ async def test_a_build_over_its_limits_is_stopped_and_says_which(
     assert not cgroups.groups(
         lambda name: "@build@" in name and name.split("@", 1)[0] == cgroups.owner_tag()
     ), "the build's control group was left behind"
+
+
+async def test_a_fork_bomb_in_a_docker_build_is_stopped_at_its_process_limit(
+    tmp_path: Path, docker_host: str, base_image: str
+) -> None:
+    root = _crew(
+        tmp_path / "bomb", FORK_BOMB, f"# {uuid.uuid4().hex}: an environment of this test's own\n.\n"
+    )
+    builder = DockerBuilder(docker_host, base_image, tmp_path / "cache", stage_pids=128)
+    with pytest.raises(BuildFailed, match=r"more than 128 processes at once \(process limit\)"):
+        await builder.build(_request(root), _quiet)

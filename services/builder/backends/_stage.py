@@ -31,7 +31,7 @@ from typing import Any
 import docker
 import requests.exceptions
 
-from crewyard import privatenet
+from crewyard import cgroups, privatenet
 from crewyard.environments import BuildFailed, sandbox
 from crewyard.environments.registry import Registry
 
@@ -45,6 +45,7 @@ FROM {base}
 RUN mkdir -p {env} {src} && chown 1000:1000 {env} {src}
 """
 LABEL_STAGE = "crewyard.build_stage"
+STAGE_PIDS = 1024
 REMOTE_ENGINE = (
     "a build's private network needs the container engine on the builder's machine; with a remote"
     " engine set CREWYARD_DOCKER_NETWORK to an engine network you have firewalled"
@@ -115,6 +116,7 @@ def run_stage(
     nproc: int = 4096,
     policy: privatenet.NetworkPolicy | None = None,
     engine_network: str | None = None,
+    pids: int = STAGE_PIDS,
 ) -> tuple[bool, list[str]]:
     """Run the recipe in a container and commit it as ``tag``; returns (ok, last output lines)."""
     binds: dict[str, Any] = {uv: {"bind": UV_IN_STAGE, "mode": "ro"}}
@@ -134,7 +136,7 @@ def run_stage(
         return _run(
             api, image=image, tag=tag, script=script, source_dir=source_dir, extra=extra, registry=registry,
             binds=binds, labels=labels, emit=emit, timeout_s=timeout_s, memory_bytes=memory_bytes,
-            nofile=nofile, nproc=nproc, plan=plan, network_mode=engine_network or "none",
+            nofile=nofile, nproc=nproc, plan=plan, network_mode=engine_network or "none", pids=pids,
         )  # fmt: skip
 
 
@@ -156,6 +158,7 @@ def _run(
     nproc: int,
     plan: privatenet.NetworkPlan | None,
     network_mode: str,
+    pids: int,
 ) -> tuple[bool, list[str]]:
     env = {
         **registry.env,
@@ -178,7 +181,7 @@ def _run(
         network_mode=network_mode,
         mem_limit=memory_bytes,
         memswap_limit=memory_bytes,
-        pids_limit=1024,
+        pids_limit=pids,
         ulimits=[
             docker.types.Ulimit(name="core", soft=0, hard=0),
             docker.types.Ulimit(name="nofile", soft=nofile, hard=nofile),
@@ -228,14 +231,17 @@ def _run(
 
         reader = threading.Thread(target=pump, daemon=True)
         reader.start()
-        try:
-            result = api.wait(cid, timeout=timeout_s)
-        except requests.exceptions.RequestException:  # the wait timed out: the time limit
-            api.kill(cid)
+        group = _group_of(int((api.inspect_container(cid).get("State") or {}).get("Pid") or 0))
+        result, over = _wait(api, cid, group, timeout_s, pids)
+        if over:
+            with contextlib.suppress(docker.errors.DockerException):
+                api.kill(cid)
             reader.join(10)
-            return False, [*tail, f"the build took longer than {timeout_s:.0f} s (time limit)"]
+            raise BuildFailed(over)
         reader.join(30)
         if result.get("StatusCode") != 0:
+            if group is not None and group.oom_killed():
+                raise BuildFailed(f"the build ran out of memory (limit {memory_bytes >> 20} MiB)")
             return False, tail
         repo, _, version = tag.partition(":")
         api.commit(cid, repository=repo, tag=version, changes=None, conf={"Labels": labels})
@@ -248,6 +254,28 @@ def _run(
                 gate.close()
         if stack is not None:
             stack.close()
+
+
+def _wait(
+    api: docker.APIClient, cid: str, group: cgroups.Cgroup | None, timeout_s: float, pids: int
+) -> tuple[dict[str, Any], str]:
+    """The container's exit, or why it had to be stopped: the time limit, or a fork refused at
+    its ``pids`` limit (a fork bomb would otherwise spin until the time limit)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            return api.wait(cid, timeout=2), ""
+        except requests.exceptions.RequestException:  # still running
+            pass
+        if group is not None and group.pids_limit_hit():
+            return {}, f"the build started more than {pids} processes at once (process limit)"
+        if time.monotonic() > deadline:
+            return {}, f"the build took longer than {timeout_s:.0f} s (time limit)"
+
+
+def _group_of(pid: int) -> cgroups.Cgroup | None:
+    """The control group the engine made for the container of process ``pid`` (on this machine)."""
+    return cgroups.of_process(pid) if pid > 0 else None
 
 
 def _connect(

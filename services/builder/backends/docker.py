@@ -116,9 +116,11 @@ class DockerBuilder:
         node_base_image: str | None = None,
         network_policy: privatenet.NetworkPolicy | None = None,
         engine_network: str | None = None,
+        stage_pids: int = _stage.STAGE_PIDS,
     ) -> None:
         #: The dependency stage's network: private (this policy), or the operator's engine network.
         self.network = (network_policy or privatenet.NetworkPolicy(), engine_network)
+        self.stage_pids = stage_pids
         self.docker_host = docker_host
         self.base_image = base_image
         self.node_base_image = node_base_image
@@ -352,7 +354,7 @@ class DockerBuilder:
                 source_dir=request.source_dir, extra=extra or {}, registry=reg, uv=uv_binary(),
                 labels={"crewyard.env_digest": env_digest}, emit=emit,
                 timeout_s=STAGE_TIMEOUT_S, memory_bytes=STAGE_MEMORY_BYTES,
-                policy=self.network[0], engine_network=self.network[1],
+                policy=self.network[0], engine_network=self.network[1], pids=self.stage_pids,
             )  # fmt: skip
             if not ok:
                 raise BuildFailed("dependencies failed to install:\n" + error_excerpt(tail))
