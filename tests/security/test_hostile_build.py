@@ -1,8 +1,8 @@
 """A crew whose build backend attacks the build host: it runs during ``deploy`` (installing the
 crew's package runs its PEP 517 backend), tries to read the platform's data dir and secret key,
 to write outside its build folder, and to see the platform's environment. Inside the build
-sandbox every attempt fails or lands in a private scratch space; the host is unchanged; the
-platform still serves."""
+sandbox and in a build container every attempt fails or lands in a private scratch space; the
+host is unchanged; the platform still serves."""
 
 from __future__ import annotations
 
@@ -88,10 +88,21 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
 '''
 
 
-@pytest.fixture(scope="module")
-def bwrap_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformProcess]:
-    p = PlatformProcess(tmp_path_factory.mktemp("hostile-build"), backend="bwrap", build_backend="venv",
-                        env={CANARY: "the platform's own environment"})  # fmt: skip
+@pytest.fixture(scope="module", params=["bwrap", "docker"])
+def building_platform(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[PlatformProcess]:
+    """A platform whose own environment holds a canary; builds in the bwrap sandbox or a container."""
+    env = {CANARY: "the platform's own environment"}
+    if request.param == "docker":
+        docker_host, base_image = (
+            request.getfixturevalue("docker_host"),
+            request.getfixturevalue("base_image"),
+        )
+        env |= {"CREWYARD_DOCKER_HOST": docker_host, "CREWYARD_BASE_IMAGE": base_image}
+    build = "venv" if request.param == "bwrap" else "docker"
+    p = PlatformProcess(tmp_path_factory.mktemp(f"hostile-build-{request.param}"), backend=request.param,
+                        build_backend=build, env=env)  # fmt: skip
     p.start()
     yield p
     p.stop()
@@ -117,16 +128,17 @@ def _hostile_crew(folder: Path, data_dir: Path, marker: Path) -> Path:
 
 
 def test_a_build_backend_cannot_reach_the_host_and_the_platform_still_serves(
-    bwrap_platform: PlatformProcess, tmp_path: Path
+    building_platform: PlatformProcess, tmp_path: Path
 ):
-    data_dir = bwrap_platform.data_dir
+    data_dir = building_platform.data_dir
     marker = tmp_path / "host" / "escaped-from-build"
     secret_before = (data_dir / "secret.key").read_bytes()
     crew = _hostile_crew(tmp_path / "evil", data_dir, marker)
-    with httpx.Client(base_url=bwrap_platform.api, timeout=60) as api:
-        dep = deploy(api, crew, "evil", timeout=300)
+    with httpx.Client(base_url=building_platform.api, timeout=60) as api:
+        project = f"evil-{building_platform.backend}"
+        dep = deploy(api, crew, project, timeout=300)
         assert dep["status"] == "ready", dep
-        run = wait_run(api, api.post("/v1/runs", json={"project": "evil"}).json()["run_id"], timeout=120)
+        run = wait_run(api, api.post("/v1/runs", json={"project": project}).json()["run_id"], timeout=120)
         assert run["status"] == "succeeded", run
         report = run["output"]
         print(json.dumps(report, indent=1))
