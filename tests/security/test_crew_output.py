@@ -1,7 +1,8 @@
 """A run's output arrives as the crew returned it, within limits: a secret equal to ``true`` is
 redacted from log text but never from a result of ``True``; a 5 MB result is carried whole, a 7 MB
 one fails the run naming the limit; a crew flooding its log is stopped at the run's event budget
-and the stream grows by a bounded amount. The platform (bwrap, limits from ``conftest``) serves on."""
+and the stream grows by a bounded amount. The platforms (bwrap and docker, limits from
+``conftest``) serve on."""
 
 from __future__ import annotations
 
@@ -49,10 +50,16 @@ def _stream_bytes(platform: PlatformProcess) -> int:
     return asyncio.run(main())
 
 
+@pytest.fixture(scope="module", params=["bwrap", "docker"])
+def out_platform(request: pytest.FixtureRequest) -> PlatformProcess:
+    platform: PlatformProcess = request.getfixturevalue(f"{request.param}_platform")
+    return platform
+
+
 @pytest.fixture(scope="module")
-def output_crew(bwrap_platform: PlatformProcess, tmp_path_factory: pytest.TempPathFactory) -> str:
-    project = "outputs"
-    with httpx.Client(base_url=bwrap_platform.api, timeout=60) as api:
+def output_crew(out_platform: PlatformProcess, tmp_path_factory: pytest.TempPathFactory) -> str:
+    project = f"outputs-{out_platform.backend}"
+    with httpx.Client(base_url=out_platform.api, timeout=60) as api:
         assert api.put(f"/v1/projects/{project}/env/FEATURE_FLAG", json={"value": "true"}).status_code == 200
         dep = deploy(api, write_crew(tmp_path_factory.mktemp("outputs") / "crew", CREW), project, timeout=600)
         assert dep["status"] == "ready", dep
@@ -70,9 +77,9 @@ def _serves(api: httpx.Client, project: str) -> None:
 
 
 def test_a_result_of_true_survives_a_secret_equal_to_true(
-    bwrap_platform: PlatformProcess, output_crew: str
+    out_platform: PlatformProcess, output_crew: str
 ) -> None:
-    with httpx.Client(base_url=bwrap_platform.api, timeout=60) as api:
+    with httpx.Client(base_url=out_platform.api, timeout=60) as api:
         run = _run(api, output_crew, kind="true")
         assert run["status"] == "succeeded" and run["output"] is True, run
         events = sse_events(api, f"/v1/runs/{run['run_id']}/events")
@@ -82,9 +89,9 @@ def test_a_result_of_true_survives_a_secret_equal_to_true(
 
 
 def test_a_5_mb_result_is_carried_whole_and_a_7_mb_one_fails_naming_the_limit(
-    bwrap_platform: PlatformProcess, output_crew: str
+    out_platform: PlatformProcess, output_crew: str
 ) -> None:
-    with httpx.Client(base_url=bwrap_platform.api, timeout=120) as api:
+    with httpx.Client(base_url=out_platform.api, timeout=120) as api:
         big = _run(api, output_crew, kind="big", size=5_000_000)
         assert big["status"] == "succeeded", {k: v for k, v in big.items() if k != "output"}
         assert hashlib.sha256(big["output"].encode()).digest() == hashlib.sha256(b"x" * 5_000_000).digest()
@@ -97,13 +104,11 @@ def test_a_5_mb_result_is_carried_whole_and_a_7_mb_one_fails_naming_the_limit(
         _serves(api, output_crew)
 
 
-def test_a_log_flood_is_stopped_at_the_event_budget(
-    bwrap_platform: PlatformProcess, output_crew: str
-) -> None:
-    before = _stream_bytes(bwrap_platform)
-    with httpx.Client(base_url=bwrap_platform.api, timeout=60) as api:
+def test_a_log_flood_is_stopped_at_the_event_budget(out_platform: PlatformProcess, output_crew: str) -> None:
+    before = _stream_bytes(out_platform)
+    with httpx.Client(base_url=out_platform.api, timeout=60) as api:
         flood = _run(api, output_crew, kind="flood", lines=50_000)
-        grown = _stream_bytes(bwrap_platform) - before
+        grown = _stream_bytes(out_platform) - before
 
         assert flood["status"] == "failed", flood
         assert "CREWYARD_RUN_MAX_EVENTS" in flood["error_message"], flood
