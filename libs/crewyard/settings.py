@@ -90,6 +90,11 @@ class Settings(msgspec.Struct, kw_only=True):
     #: network stack per container; needed with a remote engine.
     docker_network: str | None = None
     #: Sources and artifacts in an S3-protocol bucket (MinIO…) instead of the NATS object store.
+    #: The runner's thread keeper looks at a busy thread's run this often (growing with each look,
+    #: up to 30 s); a run still not queued after this many looks never will be: the thread is
+    #: freed (its gateway died between the thread's write and the run's).
+    thread_keeper_interval_s: float = 5.0
+    thread_claim_checks: int = 6
     s3_endpoint: str | None = None
     s3_bucket: str = "crewyard"
     s3_access_key: str | None = None
@@ -226,6 +231,8 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "CREWYARD_ALLOW_HOST_NETWORK": ("allow_host_network", _flag),
     "CREWYARD_NETWORK_ALLOW": ("network_allow", str),
     "CREWYARD_DOCKER_NETWORK": ("docker_network", str),
+    "CREWYARD_THREAD_KEEPER_INTERVAL": ("thread_keeper_interval_s", float),
+    "CREWYARD_THREAD_CLAIM_CHECKS": ("thread_claim_checks", int),
     "CREWYARD_S3_ENDPOINT": ("s3_endpoint", str),
     "CREWYARD_S3_BUCKET": ("s3_bucket", str),
     "CREWYARD_S3_ACCESS_KEY": ("s3_access_key", str),

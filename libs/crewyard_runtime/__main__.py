@@ -19,7 +19,7 @@ import sys
 import traceback
 from typing import Any
 
-from . import _protocol
+from . import _protocol, thread
 from .adapters import Loaded, invoke, load
 
 
@@ -76,6 +76,8 @@ def main() -> int:
         _report(exc)
         return 2
     os.environ["CREWYARD_RUN_ID"] = str(start.get("run_id") or "")
+    started_thread = start.get("thread")
+    thread.begin(started_thread if isinstance(started_thread, dict) and started_thread.get("id") else None)
     _protocol.serve_replies()
     try:
         output = invoke(loaded, payload)

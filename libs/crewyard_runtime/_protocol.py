@@ -1,7 +1,8 @@
 """The runtime's side of the runner ↔ runtime protocol (``protocol.json`` next to this file).
 
 Runtime → runner: one JSON object per line on the runtime's own stdout — ``hello``, ``ready``,
-``log``, ``event``, ``result``, ``error``, ``request``. Runner → runtime: lines on its stdin —
+``log``, ``event``, ``result``, ``error``, ``request`` (the operations are listed in the
+document's ``ops``). Runner → runtime: lines on its stdin —
 ``prepare``, ``start``, ``reply``. Both channels belong to the runtime alone: before the crew is
 imported, file descriptor 1 is moved onto 2 (raw writes by subprocesses or C code land on stderr,
 which the runner reads as log text) and descriptor 0 onto ``/dev/null`` (a crew reading its
@@ -19,7 +20,7 @@ import sys
 import threading
 from typing import IO, Any, NoReturn, TextIO
 
-VERSION = 2
+VERSION = 3
 RUNTIME = "python"
 #: Every line but ``result`` stays under the protocol's 64 KiB; text beyond this is cut.
 MAX_TEXT_BYTES = 60 * 1024
@@ -210,8 +211,25 @@ def serve_replies() -> None:
     threading.Thread(target=loop, name="crewyard-replies", daemon=True).start()
 
 
+#: Arguments longer than this (as JSON) go in pieces (``blob.append``), each this many characters:
+#: even escaped six bytes to a character, a piece's line stays under the line limit.
+_INLINE_ARGS = 48 * 1024
+_PIECE_CHARS = 8000
+
+
 def request(op: str, args: dict[str, Any] | None = None, timeout: float | None = None) -> Any:
-    """Ask the platform for something (``op`` with ``args``); returns the reply's value."""
+    """Ask the platform for something (``op`` with ``args``); returns the reply's value.
+    Arguments too long for one line are sent in pieces first (``blob.append``)."""
+    text = encode(args or {})
+    if len(text) > _INLINE_ARGS // 4 and len(text.encode("utf-8")) > _INLINE_ARGS:
+        blob = f"b{next(_ids)}"
+        for start in range(0, len(text), _PIECE_CHARS):
+            _call("blob.append", {"blob": blob, "data": text[start : start + _PIECE_CHARS]}, timeout)
+        return _call(op, {"$blob": blob}, timeout)
+    return _call(op, args or {}, timeout)
+
+
+def _call(op: str, args: dict[str, Any], timeout: float | None) -> Any:
     request_id = f"r{next(_ids)}"
     done = threading.Event()
     box: list[dict[str, Any]] = []
@@ -219,7 +237,7 @@ def request(op: str, args: dict[str, Any] | None = None, timeout: float | None =
         if _closed or _channel is None:
             raise RequestFailed("unavailable", "the runtime has no channel to the platform")
         _waiting[request_id] = (done, box)
-    send({"t": "request", "id": request_id, "op": op, "args": args or {}})
+    send({"t": "request", "id": request_id, "op": op, "args": args})
     if not done.wait(timeout):
         with _waiting_lock:
             _waiting.pop(request_id, None)

@@ -200,6 +200,34 @@ def run_entrypoint(entrypoint: str, framework: str, payload: dict[str, Any]) -> 
 
 
 def _invoke(framework: str, obj: Any, payload: dict[str, Any]) -> Any:
+    from . import thread
+
+    if thread.running():
+        return _in_thread(framework, obj, payload)
+    return _plain(framework, obj, payload)
+
+
+def _in_thread(framework: str, obj: Any, payload: dict[str, Any]) -> Any:
+    """A thread run: LangGraph graphs check their state in and out themselves; other crews get
+    the state in their input (``thread``) and leave it through the helper or their output."""
+    from . import thread
+
+    if framework == "langgraph":
+        from . import langgraph_hooks
+
+        if langgraph_hooks.is_graph(obj):
+            from . import langgraph_threads
+
+            return langgraph_threads.run(obj, payload)
+    if "thread" not in payload:
+        payload = {**payload, "thread": {"id": thread.thread_id(), "values": thread.values()}}
+    output = _plain(framework, obj, payload)
+    left = thread.final_values(output)
+    thread.save(left if left is not None else thread.values())
+    return output
+
+
+def _plain(framework: str, obj: Any, payload: dict[str, Any]) -> Any:
     if framework == "crewai":
         from . import crewai_hooks
 

@@ -21,7 +21,7 @@ from crewyard.readmodel import ReadModel
 from crewyard.secrets import SecretBox, load_key
 from crewyard.settings import Settings
 
-from . import deployments, events, projects, runs, schedules, tables, triggers, versions, webhooks
+from . import deployments, events, projects, runs, schedules, tables, threads, triggers, versions, webhooks
 from .console import CONSOLE
 from .context import Gateway, gw
 from .errors import HANDLERS
@@ -111,6 +111,7 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> Litesta
             *deployments.ROUTES,
             *versions.ROUTES,
             *tables.ROUTES,
+            *threads.ROUTES,
             *projects.ROUTES,
             *webhooks.ROUTES,
             *triggers.ROUTES,

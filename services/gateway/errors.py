@@ -10,6 +10,7 @@ from litestar.exceptions import HTTPException
 
 from crewyard.core.bounds import OutOfBounds
 from crewyard.core.events import InvalidEvent
+from crewyard.core.threads import ThreadBusy, ThreadError
 from crewyard.core.versions import VersionError
 from crewyard.errors import CrewyardError
 from crewyard.eventstore import StoreUnavailable
@@ -78,6 +79,14 @@ def version_error(_: Request[Any, Any, Any], exc: VersionError) -> Response[Any]
     return _body(_VERSION_STATUS.get(exc.kind, 409), exc.code, str(exc))
 
 
+def thread_error(_: Request[Any, Any, Any], exc: ThreadError) -> Response[Any]:
+    """A missing thread (404) or a busy one (409, naming the run it is busy with: ``run_id``)."""
+    body: dict[str, Any] = {"code": exc.code, "message": str(exc)}
+    if isinstance(exc, ThreadBusy):
+        body["run_id"] = exc.run_id
+    return Response({"error": body}, status_code=_VERSION_STATUS.get(exc.kind, 409))
+
+
 def unavailable(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     return _body(503, "unavailable", f"a platform component is unavailable: {exc}")
 
@@ -94,6 +103,7 @@ HANDLERS: dict[int | type[Exception], Any] = {
     InvalidEvent: invalid,
     OutOfBounds: invalid,
     VersionError: version_error,
+    ThreadError: thread_error,
     StoreUnavailable: unavailable,
     ObjectStoreError: unavailable,
 }

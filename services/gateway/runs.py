@@ -21,6 +21,7 @@ from crewyard.core.ids import is_id, new_id, version_id
 from crewyard.core.versions import Resolved
 from crewyard.eventstore import ConcurrencyConflict
 from crewyard.readmodel import run_view
+from crewyard.threads import settle
 from crewyard.workspace import artifact_object
 
 from .context import Gateway, field, gw, idempotency_key, json_body, project_name
@@ -197,6 +198,8 @@ async def request_cancel(g: Gateway, run_id: str, *, reason: str, quiet: bool = 
             await g.commit_payload(payload, state.project, run_id, state.version)
         except ConcurrencyConflict:
             continue  # the runner moved it meanwhile (started or ended): decide again
+        if state.status == rs.PENDING and state.thread_id is not None:  # its thread is free again
+            await settle(g.store, state.project, state.thread_id, run_id)
         return {"success": True, "status": "canceled" if state.status == rs.PENDING else "canceling"}
     raise conflict("the run kept changing; try again")
 

@@ -202,9 +202,16 @@ def sse_response(
     return EventStream(body(), watch)
 
 
-async def followed(store: EventStore, filter_subject: str, start_seq: int, ping_s: float) -> Batches:
-    """Batches from a consumer of this client's own (project streams, build logs). The first batch
-    is empty and comes once the consumer exists (see :func:`stream_events`)."""
+async def followed(
+    store: EventStore,
+    filter_subject: str,
+    start_seq: int,
+    ping_s: float,
+    keep: Callable[[RawEvent], bool] | None = None,
+) -> Batches:
+    """Batches from a consumer of this client's own (project streams, build logs, threads), of
+    the events ``keep`` keeps. The first batch is empty and comes once the consumer exists (see
+    :func:`stream_events`)."""
     last = start_seq - 1
     async with store.follow(filter_subject, start_seq=start_seq) as queue:
         yield []
@@ -222,6 +229,8 @@ async def followed(store: EventStore, filter_subject: str, start_seq: int, ping_
                 if raw.seq <= last:
                     continue  # a consumer recreated after a broker restart may repeat one
                 last = raw.seq
+                if keep is not None and not keep(raw):
+                    continue
                 rendered = render(raw, store.prefix)
                 if rendered is not None:
                     out.append((raw.seq, *rendered))
@@ -238,10 +247,11 @@ async def stream_events(
     is_last: Callable[[str], bool] = lambda _t: False,
     stream: str = "events",
     closing: Closing | None = None,
+    keep: Callable[[RawEvent], bool] | None = None,
 ) -> EventStream:
     """SSE from a consumer of the client's own. The consumer is made before answering, so a
     stream that cannot be read is a 503 (``StoreUnavailable``), not a 200 that never says a thing."""
-    batches = followed(store, filter_subject, start_seq, ping_s)
+    batches = followed(store, filter_subject, start_seq, ping_s, keep)
     await anext(batches)
     return sse_response(batches, is_last=is_last, stream=stream, closing=closing)
 

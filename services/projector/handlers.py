@@ -35,7 +35,7 @@ from crewyard.core.events import (
 from crewyard.core.versions import DEFAULT_NAME
 from crewyard.readmodel import TABLE_HANDLERS
 
-from . import outbound
+from . import outbound, threads
 
 Handler = Callable[[aiosqlite.Connection, int, Event], Awaitable[None]]
 _json = msgspec.json.Encoder()
@@ -177,10 +177,10 @@ async def run_queued(db: aiosqlite.Connection, seq: int, e: Event) -> None:
     d = e.data
     assert isinstance(d, RunQueued)
     await db.execute(
-        "INSERT OR IGNORE INTO runs (id, project, deployment_id, version_number, environment, status, input,"
-        " created_at, timeout_s, idempotency_key, request_hash, last_seq) VALUES (?, ?, ?,"
+        "INSERT OR IGNORE INTO runs (id, project, deployment_id, version_number, environment, thread_id,"
+        " status, input, created_at, timeout_s, idempotency_key, request_hash, last_seq) VALUES (?, ?, ?,"
         " COALESCE(?, (SELECT version_number FROM deployments WHERE id = ?)),"
-        " ?, 'pending', ?, ?, ?, ?, ?, ?)",
+        " ?, ?, 'pending', ?, ?, ?, ?, ?, ?)",
         (
             e.aggregate_id,
             e.project,
@@ -188,6 +188,7 @@ async def run_queued(db: aiosqlite.Connection, seq: int, e: Event) -> None:
             d.version_number,
             d.deployment_id,
             d.environment,
+            d.thread_id,
             _dumps(d.input),
             _ts(e),
             d.timeout_s,
@@ -285,4 +286,5 @@ HANDLERS: dict[str, Handler] = {
     ArtifactStored.TYPE: artifact,
     **outbound.HANDLERS,
     **TABLE_HANDLERS,
+    **threads.HANDLERS,
 }

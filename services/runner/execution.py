@@ -31,7 +31,7 @@ from crewyard.settings import Settings
 
 from .backends import BackendError, ExitStatus, Limits, RunHandle
 from .backends._lines import PROTO_MARGIN
-from .output import Budget, Emitter, Outcome, persist, pump_output
+from .output import Budget, Emitter, Outcome, Serve, persist, pump_output
 
 __all__ = ["Budget", "Emitter", "Outcome", "persist"]
 log = logging.getLogger("crewyard.runner")
@@ -235,11 +235,13 @@ async def supervise(
     heartbeat: Callable[[], Awaitable[None]],
     heartbeat_every: float,
     budget: Budget | None = None,
+    serve: Serve | None = None,
 ) -> tuple[Outcome, ExitStatus | None, bool, bool]:
-    """Run until the crew exits, times out, is canceled or goes over its budget.
+    """Run until the crew exits, times out, is canceled or goes over its budget; ``serve``
+    answers the runtime's requests (none are served without it).
     Returns (outcome, exit, timed_out, canceled)."""
     outcome = Outcome()
-    pump = asyncio.create_task(pump_output(handle, emitter, outcome, budget))
+    pump = asyncio.create_task(pump_output(handle, emitter, outcome, budget, serve))
     waiter = asyncio.create_task(handle.wait())
     canceler = asyncio.create_task(cancel.wait())
     aborter = asyncio.create_task(outcome.abort.wait())

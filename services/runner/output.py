@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -36,6 +37,7 @@ from .protocol import (
     LogLine,
     Message,
     Ready,
+    Reply,
     Request,
     Result,
     decode_line,
@@ -143,8 +145,18 @@ async def persist(store: EventStore, event: Event, patience_s: float, expected_s
             delay = min(delay * 2, 3.0)
 
 
+#: Answers the runtime's requests (``session.RunSession.serve``).
+Serve = Callable[[Request], Awaitable[Reply]]
+#: Requests of one run answered at once; more wait (and so does the crew's output behind them).
+MAX_REQUESTS_IN_FLIGHT = 16
+
+
 async def pump_output(
-    handle: RunHandle, emitter: Emitter, outcome: Outcome, budget: Budget | None = None
+    handle: RunHandle,
+    emitter: Emitter,
+    outcome: Outcome,
+    budget: Budget | None = None,
+    serve: Serve | None = None,
 ) -> None:
     budget = budget or Budget()
     replies: set[asyncio.Task[None]] = set()
@@ -172,6 +184,9 @@ async def pump_output(
                 await emitter.log(
                     f"a {len(raw)}-byte protocol message was dropped: over {MAX_LINE} bytes", "warning"
                 )
+                continue
+            if isinstance(msg, Request) and outcome.stopped is None:
+                await _request(handle, msg, serve, replies)
                 continue
             if msg is not None and await _message(handle, emitter, outcome, msg, replies):
                 continue
@@ -259,14 +274,27 @@ async def _message(
         )
     elif isinstance(msg, Ready):
         outcome.ready = True
-    elif isinstance(msg, Request):
-        # No operation exists yet (threads and tables will add them): refuse cleanly. Sent from a
-        # task, so that a runtime that does not read its stdin cannot stall this reader.
-        reply = encode(refuse(msg, "unknown_op", f"this platform has no operation {msg.op!r}"))
-        task = asyncio.create_task(handle.send(reply))
-        replies.add(task)
-        task.add_done_callback(replies.discard)
     return True
+
+
+async def _request(
+    handle: RunHandle, msg: Request, serve: Serve | None, replies: set[asyncio.Task[None]]
+) -> None:
+    """Answer in a task of its own, so that a slow operation or a runtime that does not read its
+    stdin never stalls this reader; past ``MAX_REQUESTS_IN_FLIGHT`` unanswered ones, wait."""
+    while len(replies) >= MAX_REQUESTS_IN_FLIGHT:
+        await asyncio.wait(set(replies), return_when=asyncio.FIRST_COMPLETED)
+
+    async def answer() -> None:
+        if serve is None:
+            reply = refuse(msg, "unknown_op", f"this platform has no operation {msg.op!r}")
+        else:
+            reply = await serve(msg)
+        await handle.send(encode(reply))
+
+    task = asyncio.create_task(answer())
+    replies.add(task)
+    task.add_done_callback(replies.discard)
 
 
 async def _crew_event(emitter: Emitter, msg: CrewEvent) -> None:

@@ -1,4 +1,4 @@
-"""The runner's side of the runner ↔ runtime protocol, version 2.
+"""The runner's side of the runner ↔ runtime protocol, version 3.
 
 The definition both sides follow is ``crewyard_runtime/protocol.json`` (message types, fields,
 which are required, the order of a run); the structs here are tested against it, as is the
@@ -14,7 +14,7 @@ from typing import Any
 
 import msgspec
 
-VERSION = 2
+VERSION = 3
 
 
 # -- runtime → runner --
@@ -85,9 +85,18 @@ class Prepare(msgspec.Struct, tag="prepare", tag_field="t", omit_defaults=True):
     deployment_id: str | None = None
 
 
-class Start(msgspec.Struct, tag="start", tag_field="t"):
+class ThreadStart(msgspec.Struct, omit_defaults=True):
+    """A thread run: the thread, and what resumes an interrupted graph (its state comes by
+    request: ``thread.get``)."""
+
+    id: str
+    command: dict[str, Any] | None = None
+
+
+class Start(msgspec.Struct, tag="start", tag_field="t", omit_defaults=True):
     run_id: str
     input: dict[str, Any]
+    thread: ThreadStart | None = None
 
 
 class Reply(msgspec.Struct, tag="reply", tag_field="t", omit_defaults=True):

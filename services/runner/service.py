@@ -47,8 +47,11 @@ from .execution import (
     supervise,
 )
 from .identity import RunnerIdentity
+from .keeper import ThreadKeeper
 from .liveness import Liveness
 from .pools import PoolKey, Pools, Renewal
+from .protocol import ThreadStart
+from .session import RunSession
 from .slots import Slots, run_limits
 from .specs import Prepared, Specs, Warmth
 
@@ -146,6 +149,12 @@ class Runner:
         fencer = asyncio.create_task(fence_when_silent(self.liveness, self.active))
         keeper = asyncio.create_task(self.pools.maintain())
         changes = asyncio.create_task(follow_changes(self.store, self.pools, stop))
+        thread_keeper = ThreadKeeper(
+            self.store,
+            interval_s=self.settings.thread_keeper_interval_s,
+            claim_checks=self.settings.thread_claim_checks,
+        )
+        keeping = asyncio.create_task(thread_keeper.run(stop))
         free = asyncio.Semaphore(self.settings.runner_concurrency)
         try:
             while await _free_slot(free, stop):
@@ -172,6 +181,7 @@ class Runner:
             await self.pools.close()
             await self._drain()
             listener.cancel()
+            keeping.cancel()
             beat.cancel()
             fencer.cancel()
             if not self.liveness.runs:
@@ -353,12 +363,18 @@ class Runner:
             await asyncio.to_thread(shutil.rmtree, work, True)
 
     async def _start(
-        self, state: rs.RunState, dep: DeploymentState, config: CrewConfig, env: dict[str, str], warm: Warmth
+        self,
+        state: rs.RunState,
+        dep: DeploymentState,
+        config: CrewConfig,
+        env: dict[str, str],
+        warm: Warmth,
+        thread: ThreadStart | None = None,
     ) -> tuple[RunSpec, RunHandle]:
         """The run's warm sandbox, or a cold start; either way its pool keeps the next one ready."""
         handle: RunHandle
         if warm.sandbox is not None:
-            spec, handle = warm.sandbox.spec, warm.sandbox.take(state.run_id, state.input)
+            spec, handle = warm.sandbox.spec, warm.sandbox.take(state.run_id, state.input, thread)
         else:
             spec = await self.specs.spec(
                 run_id=state.run_id,
@@ -368,7 +384,8 @@ class Runner:
                 env=env,
                 input=state.input,
             )
-            handle = await self.backend.start(spec)
+            # The thread goes in this run's start only, never in the spec its pool warms from.
+            handle = await self.backend.start(msgspec.structs.replace(spec, thread=thread))
         metrics.WARM_STARTS.labels("warm" if warm.sandbox else "cold", self.backend.name).inc()
         low, high = self.specs.pool_size(config)
         renewal = Renewal(warm.key, spec, warm.fingerprint)
@@ -385,6 +402,32 @@ class Runner:
         prepared: Prepared,
         warm: Warmth,
     ) -> None:
+        session = RunSession(self.store, self.objects, state, config.framework)
+        try:
+            refusal = await session.refusal()
+            if refusal is not None:  # a thread run accepted too late: it never runs
+                if warm.sandbox is not None:
+                    self.pools.give_back(warm.key, warm.sandbox)  # never started: as good as before
+                await finish(
+                    self.store, state.project, state.run_id, RunFailed(reason="thread", error_message=refusal)
+                )
+                await item.ack()
+                return
+            await self._attempt(item, state, dep, config, attempt, prepared, warm, session)
+        finally:
+            await session.close()
+
+    async def _attempt(
+        self,
+        item: WorkItem,
+        state: rs.RunState,
+        dep: DeploymentState,
+        config: CrewConfig,
+        attempt: Attempt,
+        prepared: Prepared,
+        warm: Warmth,
+        session: RunSession,
+    ) -> None:
         run_id, project = state.run_id, state.project
         t0 = time.monotonic()
         emitter = Emitter(self.store, project, run_id, prepared.secrets)
@@ -396,7 +439,7 @@ class Runner:
         ):
             await emitter.log(warning, "warning")
         try:
-            spec, handle = await self._start(state, dep, config, prepared.env, warm)
+            spec, handle = await self._start(state, dep, config, prepared.env, warm, session.thread)
         except BuildFailed as exc:  # the crew's dependencies: not worth retrying
             await finish(self.store, project, run_id, RunFailed(reason="crew_error", error_message=str(exc)))
             await item.ack()
@@ -425,6 +468,7 @@ class Runner:
             heartbeat=heartbeat,
             heartbeat_every=min(self.settings.runner_ack_wait_s / 3, self.liveness.interval_s),
             budget=self.budget,
+            serve=session.serve,
         )
         if attempt.fenced.is_set():
             await self._fenced(item, state, handle, emitter, attempt)
@@ -443,6 +487,7 @@ class Runner:
         )
         if over and not isinstance(payload, RunFailed | RunCanceled):
             payload = RunFailed(reason="limit", error_message="Artifact limit exceeded: " + "; ".join(over))
+        payload = await session.conclude(payload)  # a thread run's checkpoint, before its end
         await emitter.flush()
         written = await finish(self.store, project, run_id, payload, owner=(self.runner_id, attempt.number))
         if written:
@@ -450,6 +495,7 @@ class Runner:
             metrics.RUNS_FINISHED.labels(ended, self.backend.name).inc()
             metrics.RUN_DURATION.labels(ended, self.backend.name).observe(time.monotonic() - t0)
         if written or await self._is_over(run_id):
+            await session.ended()
             await item.ack()
         else:
             # Someone declared this attempt lost while it ran (and queued the run again): the

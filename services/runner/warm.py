@@ -21,9 +21,10 @@ import contextlib
 import shutil
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 from .backends import BackendError, ExitStatus, RunHandle, RunSpec
-from .protocol import VERSION, CrewError, Hello, Ready, Start, decode_line, encode
+from .protocol import VERSION, CrewError, Hello, Ready, Start, ThreadStart, decode_line, encode
 
 #: What an idle sandbox may write before a run takes it; more, and it is given up.
 IDLE_LINES = 1_000
@@ -108,11 +109,13 @@ class WarmSandbox:
                 self.memory = used
         return self.memory
 
-    def take(self, run_id: str, input: dict[str, object]) -> TakenSandbox:
-        """Hand the sandbox to a run: its ``start`` goes out now, its output continues in order."""
+    def take(self, run_id: str, input: dict[str, Any], thread: ThreadStart | None = None) -> TakenSandbox:
+        """Hand the sandbox to a run (a thread run with its ``thread``): its ``start`` goes out
+        now, its output continues in order."""
         self.taken = True
         taken = TakenSandbox(self)
-        taken.starting = asyncio.create_task(self.handle.send(encode(Start(run_id=run_id, input=input))))
+        start = Start(run_id=run_id, input=input, thread=thread)
+        taken.starting = asyncio.create_task(self.handle.send(encode(start)))
         return taken
 
     async def remove(self) -> None:

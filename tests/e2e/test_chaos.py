@@ -30,6 +30,7 @@ def run(inputs):
     return {"steps": inputs.get("n", 20)}
 """
 RUNS = 50
+THREADS = 3
 
 
 def test_chaos(tmp_path: Path):
@@ -46,6 +47,7 @@ def test_chaos(tmp_path: Path):
             "CREWYARD_RETRY_BACKOFF": "0.5",
             "CREWYARD_RUNNER_CONCURRENCY": "4",
             "CREWYARD_CANCEL_GRACE": "2",
+            "CREWYARD_THREAD_KEEPER_INTERVAL": "1",
         },
     ).up()
     try:
@@ -68,6 +70,13 @@ def test_chaos(tmp_path: Path):
             time.sleep(0.2)
 
         run_ids: list[str] = []
+        # Threads run too: none may be left busy, whatever was killed while its run ran.
+        threads = [
+            call("POST", f"{api}/v1/threads", deadline, json={"deployment_id": dep["deployment_id"]}).json()[
+                "thread_id"
+            ]
+            for _ in range(THREADS)
+        ]
         followers: list[Follower] = []
         stop_chaos = threading.Event()
         victims = ["runner1", "runner2", "projector", "gateway", "nats"]
@@ -100,6 +109,12 @@ def test_chaos(tmp_path: Path):
                 timer = threading.Timer(rnd.uniform(0, 1.5), call, ("POST", url, deadline))
                 timer.start()
                 cancels.append(timer)
+            if i % 4 == 0:  # a run in one of the threads (409 while it runs the last one)
+                tid = threads[(i // 4) % THREADS]
+                r = call("POST", f"{api}/v1/threads/{tid}/runs", deadline, json={"input": {"n": 5}})
+                assert r.status_code in (202, 409), r.text
+                if r.status_code == 202:
+                    run_ids.append(r.json()["run_id"])
             if i % 2 == 0:
                 follower = Follower(api, run_ids[-1], deadline)
                 follower.start()
@@ -126,6 +141,20 @@ def test_chaos(tmp_path: Path):
             time.sleep(1)
         stuck = {r: s for r, s in statuses.items() if s not in ("succeeded", "failed", "canceled")}
         assert not stuck, f"runs not finished: {stuck}"
+        busy: dict[str, dict] = {}
+        while time.monotonic() < deadline:  # every thread ends up as its last run left it
+            views = {t: call("GET", f"{api}/v1/threads/{t}", deadline).json() for t in threads}
+            busy = {t: v for t, v in views.items() if v["status"] == "busy"}
+            if not busy:
+                break
+            time.sleep(1)
+        assert not busy, f"threads left busy: {busy}"
+        listed = call("GET", f"{api}/v1/runs", deadline, params={"limit": 500}).json()["runs"]
+        for tid, view in views.items():
+            mine = sorted((r for r in listed if r["thread_id"] == tid), key=lambda r: r["id"])
+            assert mine and all(r["status"] in ("succeeded", "failed", "canceled") for r in mine), tid
+            expected = "idle" if mine[-1]["status"] == "succeeded" else "error"
+            assert view["status"] == expected, (tid, view, mine[-1])
         for follower in followers:
             follower.join(timeout=max(1, deadline - time.monotonic()))
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -126,3 +127,19 @@ def test_missing_dependency_names_the_module(api: httpx.Client, tmp_path):
     run = wait_run(api, api.post("/v1/runs", json={"deployment_id": dep["deployment_id"]}).json()["run_id"])
     assert run["status"] == "failed"
     assert "yaml_that_is_missing" in run["error_message"]
+
+
+def test_a_crewai_crew_remembers_its_thread(api: httpx.Client, llm: FakeLLM):
+    """The thread convention with CrewAI: the state in the input, left through the helper."""
+    _configure(api, "crewchat", llm)
+    dep = deploy(api, EXAMPLES / "crewai-chat", "crewchat", timeout=600)
+    assert dep["status"] == "ready", dep
+    tid = api.post("/v1/threads", json={"project": "crewchat"}).json()["thread_id"]
+    for message in ("hello", "and then?"):
+        run_id = api.post(f"/v1/threads/{tid}/runs", json={"input": {"message": message}}).json()["run_id"]
+        assert wait_run(api, run_id, timeout=180)["status"] == "succeeded"
+        deadline = time.monotonic() + 30
+        while api.get(f"/v1/threads/{tid}").json()["status"] == "busy" and time.monotonic() < deadline:
+            time.sleep(0.1)
+    said = api.get(f"/v1/threads/{tid}").json()["values"]["said"]
+    assert len(said) == 2 and "hello" in said[0] and said[0] in said[1]  # the second knew the first

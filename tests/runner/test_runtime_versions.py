@@ -49,7 +49,7 @@ async def test_a_runtime_speaking_a_newer_version_is_stopped_at_once(
         tmp_path / "newer",
         """
         import json, time
-        print(json.dumps({"t": "hello", "v": 3, "runtime": "python"}), flush=True)
+        print(json.dumps({"t": "hello", "v": 4, "runtime": "python"}), flush=True)
         time.sleep(120)
         """,
     )
@@ -57,7 +57,7 @@ async def test_a_runtime_speaking_a_newer_version_is_stopped_at_once(
     payload = (await run_crew(runtime_dir=newer)).payload
 
     assert isinstance(payload, RunFailed), payload
-    assert "speaks protocol v3; this runner speaks v2" in payload.error_message
+    assert "speaks protocol v4; this runner speaks v3" in payload.error_message
     assert time.monotonic() - started < 30, "the runner must not wait for the grace period or the timeout"
 
 

@@ -10,7 +10,7 @@ update the event streams. Each user receives replies on an inbox prefix of its o
 | user      | events stream: read, and append …                  | platform | objects | KV             |
 |-----------|----------------------------------------------------|----------|---------|----------------|
 | gateway   | project, deployment, run, webhook, trigger, …      | rw       | rw      | key usage      |
-| runner    | run; durable ``runner``                            | —        | rw      | slots, leases  |
+| runner    | run, thread, table; durables ``runner``, ``thread-keeper`` | — | rw   | slots, leases  |
 | builder   | deployment; durable ``builder``                    | —        | rw      | —              |
 | projector | nothing                                            | —        | —       | —              |
 | notifier  | delivery, webhook; durables ``notifier-…``         | —        | —       | webhook health |
@@ -37,7 +37,7 @@ import msgspec
 
 API = "$JS.API"
 DURABLES = {
-    "runner": ("runner",),
+    "runner": ("runner", "thread-keeper"),
     "builder": ("builder",),
     "notifier": ("notifier-runs", "notifier-deployments", "notifier-deliveries"),
 }
@@ -50,8 +50,19 @@ KV_BUCKETS = {
 HEALTH_BUCKET = "CREWYARD_HEALTH"
 #: What each service appends: aggregates (``run``) or single types (``run.run.queued``).
 APPENDS = {
-    "gateway": ("project", "deployment", "run", "webhook", "trigger", "schedule", "delivery", "table"),
-    "runner": ("run",),
+    "gateway": (
+        "project",
+        "deployment",
+        "run",
+        "webhook",
+        "trigger",
+        "schedule",
+        "delivery",
+        "table",
+        "thread",
+    ),
+    #: A crew writes rows of its project's tables and a thread run its thread, through its runner.
+    "runner": ("run", "thread", "table"),
     "builder": ("deployment",),
     "notifier": ("delivery", "webhook"),
     "scheduler": ("schedule", "run.run.queued"),

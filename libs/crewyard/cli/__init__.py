@@ -29,6 +29,7 @@ from .natsadmin import nats_group
 from .projects import projects
 from .runs import invoke, runs
 from .schedules import schedules, triggers
+from .threads import threads
 from .versions import promote
 from .webhooks import webhooks
 
@@ -74,6 +75,7 @@ for _command in (
     deploy,
     promote,
     invoke,
+    threads,
     runs,
     deployments,
     env,

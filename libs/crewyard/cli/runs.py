@@ -50,6 +50,7 @@ RUN_STATUSES = ("pending", "running", "succeeded", "failed", "canceled")
     help="The crew's input: a JSON object, @file.json, or - to read it from stdin.",
 )
 @env_option
+@click.option("--thread", "thread_id", metavar="THREAD_ID", help="Run in this thread (its state carries on).")
 @click.option("--stream", is_flag=True, help="Show the run's events live until it ends.")
 @click.option(
     "--timeout",
@@ -73,6 +74,7 @@ def invoke(
     deployment_name: str | None,
     input_text: str,
     environment: str | None,
+    thread_id: str | None,
     stream: bool,
     timeout: float | None,
     verbose: bool,
@@ -93,10 +95,15 @@ def invoke(
     Examples:
       crewyard invoke --project research -i '{"topic": "AI agents"}' --stream
       crewyard invoke --project research --env staging -i @input.json
+      crewyard invoke --thread thr_01j9zq6m8k2v3w4x5y6z7a8b9c -i '{"message": "and then?"}' --stream
       crewyard invoke dep_01j9zq6m8k2v3w4x5y6z7a8b9c -i @input.json
       crewyard invoke -n support-agent -i '{"question": "…"}' --stream --json | jq .type
     """
     payload = parse_input(input_text)
+    if thread_id:  # the thread says which deployment runs
+        from .threads import start_run
+
+        ctx.exit(start_run(thread_id, payload, None, environment, stream, as_json, api_url))
     target = None if deployment_id else resolve_project(project, name=deployment_name)
     console = make_console()
     with connect(api_url) as client:

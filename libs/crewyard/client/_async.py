@@ -11,6 +11,14 @@ import httpx
 from crewyard.contract.deployments import Deployment
 from crewyard.contract.projects import EnvChanged, EnvVar, LimitsSet, Project
 from crewyard.contract.runs import Artifact, CancelResult, Run, RunCreate, RunPage, RunStatus
+from crewyard.contract.threads import (
+    Thread,
+    ThreadCreate,
+    ThreadDeleted,
+    ThreadHistory,
+    ThreadRunCreate,
+    ThreadRunStarted,
+)
 from crewyard.contract.versions import DeploymentOverview, EnvironmentRollback, PointerMoved, Promote
 
 from . import _ops as ops
@@ -220,6 +228,76 @@ class AsyncClient:
             f"/v1/deployments/{ops.seg(deployment_id)}/build-log",
             last_event_id=None if after is None else str(after),
             on_eof=build_is_over,
+        )
+
+    # Threads
+
+    async def create_thread(
+        self,
+        *,
+        project: str | None = None,
+        deployment_id: str | None = None,
+        name: str | None = None,
+        metadata: dict[str, Any] | None = None,
+        values: dict[str, Any] | None = None,
+    ) -> Thread:
+        """A thread of a deployment name (``deployment_id``'s, or ``project``'s ``name``/default)."""
+        body = ThreadCreate(
+            project=project, deployment_id=deployment_id, name=name, metadata=metadata or {}, values=values
+        )
+        thread: Thread = await self._do(ops.create_thread(body))
+        return thread
+
+    async def list_threads(
+        self,
+        *,
+        project: str | None = None,
+        name: str | None = None,
+        status: str | None = None,
+        limit: int = 20,
+        offset: int = 0,
+    ) -> list[Thread]:
+        threads: list[Thread] = (
+            await self._do(ops.list_threads(project, name, status, limit, offset))
+        ).threads
+        return threads
+
+    async def get_thread(self, thread_id: str) -> Thread:
+        thread: Thread = await self._do(ops.get_thread(thread_id))
+        return thread
+
+    async def run_thread(
+        self,
+        thread_id: str,
+        *,
+        input: dict[str, Any] | None = None,
+        command: dict[str, Any] | None = None,
+        environment: str | None = None,
+    ) -> ThreadRunStarted:
+        """Start a run in the thread (:class:`Conflict` while it runs another)."""
+        body = ThreadRunCreate(input=input or {}, command=command, environment=environment)
+        started: ThreadRunStarted = await self._do(ops.run_thread(thread_id, body))
+        return started
+
+    async def thread_history(self, thread_id: str, *, limit: int = 20, offset: int = 0) -> ThreadHistory:
+        """Checkpoints, newest first."""
+        history: ThreadHistory = await self._do(ops.thread_history(thread_id, limit, offset))
+        return history
+
+    async def copy_thread(self, thread_id: str) -> Thread:
+        thread: Thread = await self._do(ops.copy_thread(thread_id))
+        return thread
+
+    async def delete_thread(self, thread_id: str) -> ThreadDeleted:
+        deleted: ThreadDeleted = await self._do(ops.delete_thread(thread_id))
+        return deleted
+
+    def thread_events(self, thread_id: str, *, after: int | None = None) -> AsyncEventStream:
+        """The thread's events and its runs', across runs, until closed."""
+        return AsyncEventStream(
+            self.transport,
+            f"/v1/threads/{ops.seg(thread_id)}/events",
+            last_event_id=None if after is None else str(after),
         )
 
     # Projects, environment, limits

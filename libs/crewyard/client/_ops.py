@@ -11,6 +11,15 @@ import msgspec
 from crewyard.contract.deployments import Deployment, DeploymentList, Rollback
 from crewyard.contract.projects import EnvChanged, EnvList, EnvValue, Limits, LimitsSet, Project, ProjectList
 from crewyard.contract.runs import ArtifactList, CancelResult, Run, RunCreate, RunPage
+from crewyard.contract.threads import (
+    Thread,
+    ThreadCreate,
+    ThreadDeleted,
+    ThreadHistory,
+    ThreadList,
+    ThreadRunCreate,
+    ThreadRunStarted,
+)
 from crewyard.contract.versions import DeploymentOverview, EnvironmentRollback, PointerMoved, Promote
 
 from ._errors import ClientError
@@ -152,6 +161,36 @@ def set_limits(project: str, max_concurrent_runs: int | None) -> Op:
         LimitsSet,
         body=msgspec.to_builtins(Limits(max_concurrent_runs=max_concurrent_runs)),
     )
+
+
+def create_thread(create: ThreadCreate) -> Op:
+    return Op("POST", "/v1/threads", Thread, body=encode(create))
+
+
+def list_threads(project: str | None, name: str | None, status: str | None, limit: int, offset: int) -> Op:
+    params = {"project": project, "name": name, "status": status, "limit": limit, "offset": offset}
+    return Op("GET", "/v1/threads", ThreadList, params)
+
+
+def get_thread(thread_id: str) -> Op:
+    return Op("GET", f"/v1/threads/{seg(thread_id)}", Thread)
+
+
+def run_thread(thread_id: str, body: ThreadRunCreate) -> Op:
+    return Op("POST", f"/v1/threads/{seg(thread_id)}/runs", ThreadRunStarted, body=encode(body))
+
+
+def thread_history(thread_id: str, limit: int, offset: int) -> Op:
+    params = {"limit": limit, "offset": offset}
+    return Op("GET", f"/v1/threads/{seg(thread_id)}/history", ThreadHistory, params)
+
+
+def copy_thread(thread_id: str) -> Op:
+    return Op("POST", f"/v1/threads/{seg(thread_id)}/copy", Thread)
+
+
+def delete_thread(thread_id: str) -> Op:
+    return Op("DELETE", f"/v1/threads/{seg(thread_id)}", ThreadDeleted)
 
 
 FINAL_RUN_STATUSES = frozenset({"succeeded", "failed", "canceled"})

@@ -5,7 +5,19 @@ validates request bodies into them and documents them in the OpenAPI schema); th
 CLI decode answers into them. Every error is ``{"error": {"code", "message"}}`` (:mod:`.errors`).
 """
 
-from . import deployments, errors, events, projects, runs, schedules, tables, triggers, versions, webhooks
+from . import (
+    deployments,
+    errors,
+    events,
+    projects,
+    runs,
+    schedules,
+    tables,
+    threads,
+    triggers,
+    versions,
+    webhooks,
+)
 
 __all__ = [
     "deployments",
@@ -15,6 +27,7 @@ __all__ = [
     "runs",
     "schedules",
     "tables",
+    "threads",
     "triggers",
     "versions",
     "webhooks",

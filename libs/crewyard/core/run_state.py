@@ -48,6 +48,8 @@ class RunState(msgspec.Struct, kw_only=True):
     version: int = 0
     deployment_id: str = ""
     environment: str = "production"
+    thread_id: str | None = None
+    command: dict[str, Any] | None = None
     input: dict[str, Any] = msgspec.field(default_factory=dict)
     timeout_s: float | None = None
     created_at: datetime | None = None
@@ -82,6 +84,7 @@ def evolve(state: RunState, recorded: Recorded) -> RunState:
         state.status = PENDING
         state.deployment_id = data.deployment_id
         state.environment = data.environment
+        state.thread_id, state.command = data.thread_id, data.command
         state.input = data.input
         state.timeout_s = data.timeout_s
         state.created_at = event.time

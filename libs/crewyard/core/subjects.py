@@ -33,7 +33,17 @@ from crewyard.errors import CrewyardError
 
 PREFIX = "crewyard.evt"
 PLATFORM_PREFIX = "crewyard.platform"
-AGGREGATES = ("project", "deployment", "run", "webhook", "delivery", "trigger", "schedule", "table")
+AGGREGATES = (
+    "project",
+    "deployment",
+    "run",
+    "webhook",
+    "delivery",
+    "trigger",
+    "schedule",
+    "table",
+    "thread",
+)
 #: Project names, and the tokens of a subject that ids and event ids may use: never ``.``,
 #: ``*``, ``>``, spaces or line breaks. Matched against the whole string (``fullmatch``).
 PROJECT_PATTERN = r"[a-z0-9][a-z0-9_-]{0,62}"
@@ -93,12 +103,13 @@ def project_filter(project: str, prefix: str = PREFIX) -> str:
 
 
 def consumer_filters(project: str, public_project_types: list[str], prefix: str = PREFIX) -> list[str]:
-    """What an outside consumer of ``project`` receives: its runs and deployments, and the project
-    aggregate's public types by name (so that ``env.*`` events that older streams keep under the
-    project's scope never match)."""
+    """What an outside consumer of ``project`` receives: its runs, deployments and threads
+    (checkpoints included), and the project aggregate's public types by name (so that ``env.*``
+    events that older streams keep under the project's scope never match)."""
     return [
         f"{prefix}.{project}.run.>",
         f"{prefix}.{project}.deployment.>",
+        f"{prefix}.{project}.thread.>",
         *(f"{prefix}.{project}.project.{project}.{t}" for t in sorted(public_project_types)),
     ]
 

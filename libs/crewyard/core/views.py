@@ -40,6 +40,7 @@ def run_view(history: list[Recorded]) -> dict[str, Any]:
                 "version_id": version_id(d.deployment_id),
                 "version_number": d.version_number,
                 "environment": d.environment,
+                "thread_id": d.thread_id,
                 "status": "pending",
                 "input": d.input,
                 "output": None,

@@ -220,7 +220,7 @@ class EventStore:
             start_seq = chunk[-1].seq + 1
 
     async def _direct_batch(
-        self, stream: str, filter_subject: str, start_seq: int, batch: int
+        self, stream: str, filter_subject: str, start_seq: int, batch: int, *, last_per_subject: bool = False
     ) -> list[RawEvent]:
         inbox = self.nc.new_inbox()
         out: list[RawEvent] = []
@@ -242,7 +242,10 @@ class EventStore:
 
         sub = await self.nc.subscribe(inbox, cb=on_msg)
         try:
-            request = json.dumps({"seq": start_seq, "next_by_subj": filter_subject, "batch": batch})
+            if last_per_subject:
+                request = json.dumps({"multi_last": [filter_subject], "batch": batch})
+            else:
+                request = json.dumps({"seq": start_seq, "next_by_subj": filter_subject, "batch": batch})
             await self.nc.publish(f"$JS.API.DIRECT.GET.{stream}", request.encode(), reply=inbox)
             await asyncio.wait_for(done, self.read_timeout)
         except TimeoutError as exc:
@@ -250,6 +253,12 @@ class EventStore:
         finally:
             await sub.unsubscribe()
         return out
+
+    async def last_per_subject(self, filter_subject: str, batch: int = 256) -> list[RawEvent]:
+        """The last event of every subject matching ``filter_subject``, in stream order (one batch
+        direct get): e.g. an aggregate's latest event of each type, without its whole history."""
+        raws = await self._direct_batch(self.stream, filter_subject, 0, batch, last_per_subject=True)
+        return sorted(raws, key=lambda r: r.seq)
 
     async def load(self, project: str, aggregate: str, aggregate_id: str) -> list[Recorded]:
         """One aggregate's events (a project's own from both of its scopes, in order)."""

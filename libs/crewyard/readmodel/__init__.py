@@ -6,6 +6,7 @@ through :class:`ReadModel`. Both import this library; neither imports the other.
 
 from ._db import open_db, position
 from ._queries import RUN_JSON, ReadModel, deployment_view, run_view
+from ._tables import DDL as TABLE_DDL
 from ._tables import TABLE_HANDLERS, TableQueries
 from .schema import DDL, TABLES
 
@@ -13,6 +14,7 @@ __all__ = [
     "DDL",
     "RUN_JSON",
     "TABLES",
+    "TABLE_DDL",
     "TABLE_HANDLERS",
     "ReadModel",
     "TableQueries",

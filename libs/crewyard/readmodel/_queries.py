@@ -15,6 +15,7 @@ from crewyard.core.ids import version_id
 from ._db import open_db, position
 from ._outbound_queries import OutboundReads
 from ._tables import TableQueries
+from ._threads import ThreadQueries
 from ._versions import VersionQueries
 from .schema import TABLES
 
@@ -31,6 +32,7 @@ def run_view(row: dict[str, Any]) -> dict[str, Any]:
         "version_id": version_id(row["deployment_id"]),
         "version_number": row["version_number"],
         "environment": row["environment"],
+        "thread_id": row["thread_id"],
         "status": row["status"],
         # Stored JSON goes out as it is (msgspec.Raw): no decoding just to encode it again.
         "input": msgspec.Raw(row["input"].encode()),
@@ -57,7 +59,8 @@ def _flag(col: str) -> str:
 RUN_JSON = (
     "json_object('id', id, 'run_id', id, 'project', project, 'deployment_id', deployment_id,"
     " 'version_id', 'ver_' || substr(deployment_id, 5), 'version_number', version_number,"
-    " 'environment', environment, 'status', status, 'input', json(input), 'output', json(output),"
+    " 'environment', environment, 'thread_id', thread_id, 'status', status, 'input', json(input),"
+    " 'output', json(output),"
     " 'error_message', error_message,"
     " 'error_reason', error_reason, 'created_at', created_at, 'started_at', started_at,"
     " 'completed_at', completed_at, 'duration_ms', duration_ms, 'attempt', attempt, 'backend', backend,"
@@ -94,7 +97,7 @@ def deployment_view(row: dict[str, Any], environments: list[str]) -> dict[str, A
     }
 
 
-class ReadModel(VersionQueries, TableQueries, OutboundReads):
+class ReadModel(VersionQueries, TableQueries, ThreadQueries, OutboundReads):
     def __init__(self, db: aiosqlite.Connection) -> None:
         super().__init__(db)
 

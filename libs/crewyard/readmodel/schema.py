@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from . import _outbound as outbound
 from . import _tables as tables
+from . import _threads as threads
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 TABLES = (
     "projects",
     "deployments",
@@ -19,6 +20,7 @@ TABLES = (
     "env",
     *outbound.TABLES,
     *tables.TABLES,
+    *threads.TABLES,
 )
 
 DDL = """
@@ -77,6 +79,7 @@ CREATE TABLE IF NOT EXISTS runs (
     deployment_id TEXT NOT NULL,
     version_number INTEGER,
     environment TEXT NOT NULL DEFAULT 'production',
+    thread_id TEXT,
     status TEXT NOT NULL,
     input TEXT NOT NULL,
     output TEXT,
@@ -99,6 +102,7 @@ CREATE TABLE IF NOT EXISTS runs (
 CREATE INDEX IF NOT EXISTS runs_project ON runs (project, id);
 CREATE INDEX IF NOT EXISTS runs_status ON runs (status, id);
 CREATE INDEX IF NOT EXISTS runs_idempotency ON runs (idempotency_key);
+CREATE INDEX IF NOT EXISTS runs_thread ON runs (thread_id);
 
 CREATE TABLE IF NOT EXISTS artifacts (
     run_id TEXT NOT NULL,
@@ -119,4 +123,4 @@ CREATE TABLE IF NOT EXISTS env (
     PRIMARY KEY (project, key, environment)
 );
 """
-DDL += outbound.DDL + tables.DDL
+DDL += outbound.DDL + tables.DDL + threads.DDL

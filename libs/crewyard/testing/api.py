@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,9 +55,14 @@ def wait_run(client: httpx.Client, run_id: str, timeout: float = 60) -> dict[str
 
 
 def sse_events(
-    client: httpx.Client, url: str, headers: dict[str, str] | None = None, stop_after: int | None = None
+    client: httpx.Client,
+    url: str,
+    headers: dict[str, str] | None = None,
+    stop_after: int | None = None,
+    until: Callable[[list[dict[str, Any]]], bool] | None = None,
 ) -> list[dict[str, Any]]:
-    """Read an SSE stream into [{"id", "event", "data"}]; stop after ``stop_after`` messages."""
+    """Read an SSE stream into [{"id", "event", "data"}]; stop after ``stop_after`` messages, or
+    once ``until`` (given the messages so far) says so."""
     out: list[dict[str, Any]] = []
     msg: dict[str, Any] = {}
     with client.stream("GET", url, headers=headers or {}) as resp:
@@ -72,6 +78,8 @@ def sse_events(
                 out.append(msg)
                 msg = {}
                 if stop_after is not None and len(out) >= stop_after:
+                    break
+                if until is not None and until(out):
                     break
     return out
 

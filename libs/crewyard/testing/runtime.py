@@ -116,3 +116,80 @@ def write_module(folder: Path, name: str, source: str) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{name}.py").write_text(textwrap.dedent(source), encoding="utf-8")
     return folder
+
+
+@dataclass
+class ThreadRun:
+    run: RuntimeRun
+    #: What the crew handed back with ``thread.save`` (None: nothing).
+    saved: dict[str, Any] | None
+
+
+def run_runtime_in_thread(
+    tmp_path: Path,
+    entrypoint: str,
+    framework: str,
+    crew_dir: Path,
+    inputs: dict[str, Any],
+    *,
+    state: dict[str, Any],
+    command: dict[str, Any] | None = None,
+    llm: FakeLLM | None = None,
+) -> ThreadRun:
+    """One thread run of the runtime, answering its requests as a runner would: ``thread.get``
+    with ``state`` (``{"values", "checkpoint", "interrupted", …}``), ``thread.save`` kept (the
+    state to give the next run), ``blob.append`` pieces joined."""
+    artifacts = tmp_path / "artifacts"
+    artifacts.mkdir(parents=True, exist_ok=True)
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path),
+        "PYTHONPATH": f"{LIBS}{os.pathsep}{crew_dir}",
+        "CREWYARD_ARTIFACTS_DIR": str(artifacts),
+    }
+    crew_env = {"CREWAI_DISABLE_TELEMETRY": "true", "OTEL_SDK_DISABLED": "true"}
+    if llm is not None:
+        crew_env |= {"OPENAI_BASE_URL": llm.base_url, "OPENAI_API_KEY": "fake"}
+    thread = {"id": "thr_test", **({"command": command} if command else {})}
+    opening = [
+        {"t": "prepare", "env": crew_env, "entrypoint": entrypoint, "framework": framework},
+        {"t": "start", "run_id": "run_test", "input": inputs, "thread": thread},
+    ]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "crewyard_runtime"],
+        cwd=artifacts,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stdin is not None and proc.stdout is not None
+    for message in opening:
+        proc.stdin.write(json.dumps(message) + "\n")
+    proc.stdin.flush()
+    messages: list[dict[str, Any]] = []
+    blobs: dict[str, list[str]] = {}
+    saved = None
+    for line in proc.stdout:
+        message = json.loads(line)
+        messages.append(message)
+        if message["t"] != "request":
+            continue
+        op, args = message["op"], message.get("args") or {}
+        if set(args) == {"$blob"}:
+            args = json.loads("".join(blobs.pop(args["$blob"])))
+        value: Any = None
+        if op == "blob.append":
+            blobs.setdefault(args["blob"], []).append(args["data"])
+        elif op == "thread.get":
+            value = {"thread_id": "thr_test", "values": {}, "checkpoint": None, "interrupted": False, **state}
+        elif op == "thread.save":
+            saved = args
+        reply = {"t": "reply", "id": message["id"], "ok": True, "value": value}
+        proc.stdin.write(json.dumps(reply) + "\n")
+        proc.stdin.flush()
+    proc.stdin.close()
+    stderr = proc.stderr.read() if proc.stderr else ""
+    code = proc.wait(timeout=RUN_TIMEOUT_S)
+    return ThreadRun(RuntimeRun(code, messages, stderr, artifacts), saved)

@@ -199,6 +199,11 @@ async function main() {
     report(err);
     return exit(2);
   }
+  if (start.thread !== undefined && start.thread !== null) {
+    // Running without the thread's state would quietly lose the conversation: say so instead.
+    report(new Error("threads are not supported for langgraph-js crews yet; invoke the crew without a thread"));
+    return exit(1);
+  }
   const runId = String(start.run_id ?? "");
   process.env.CREWYARD_RUN_ID = runId;
   protocol.serveReplies();

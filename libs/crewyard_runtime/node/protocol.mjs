@@ -12,7 +12,7 @@
 import fs from "node:fs";
 import net from "node:net";
 
-export const VERSION = 2;
+export const VERSION = 3;
 export const RUNTIME = "node";
 export const OUT_FD = 3;
 export const IN_FD = 4;

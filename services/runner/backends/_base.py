@@ -29,7 +29,7 @@ import msgspec
 from crewyard.core.entrypoints import runtime_of
 from crewyard.errors import CrewyardError
 
-from ..protocol import Prepare, Start, encode
+from ..protocol import Prepare, Start, ThreadStart, encode
 
 ARTIFACTS_IN_CONTAINER = "/app/artifacts"
 SOURCE_IN_CONTAINER = "/app"
@@ -74,6 +74,8 @@ class RunSpec(msgspec.Struct, kw_only=True):
     #: runtime imports the crew and says ``ready``); ``start`` comes from the run that takes it.
     #: ``run_id`` then names the sandbox, and ``input`` is empty.
     warm: bool = False
+    #: A thread run's thread (``start.thread``).
+    thread: ThreadStart | None = None
 
 
 class ExitStatus(msgspec.Struct, kw_only=True):
@@ -191,4 +193,4 @@ def opening(spec: RunSpec) -> bytes:
     )
     if spec.warm:
         return encode(prepare)
-    return encode(prepare) + encode(Start(run_id=spec.run_id, input=spec.input))
+    return encode(prepare) + encode(Start(run_id=spec.run_id, input=spec.input, thread=spec.thread))

@@ -82,6 +82,16 @@ from .table import (
     TableDeleted,
     TableUpdated,
 )
+from .thread import (
+    THREAD_EVENTS,
+    CheckpointRef,
+    ThreadCheckpointed,
+    ThreadCreated,
+    ThreadDeleted,
+    ThreadRunAccepted,
+    ThreadRunEnded,
+    ThreadStatus,
+)
 from .trigger import TRIGGER_EVENTS, TriggerCreated, TriggerRevoked
 from .webhook import (
     WEBHOOK_EVENTS,
@@ -104,6 +114,7 @@ __all__ = [
     "SCHEDULE_EVENTS",
     "TABLE_EVENTS",
     "TERMINAL_TYPES",
+    "THREAD_EVENTS",
     "TRIGGER_EVENTS",
     "UPCASTERS",
     "WEBHOOK_EVENTS",
@@ -115,6 +126,7 @@ __all__ = [
     "ArtifactStored",
     "BuildLog",
     "BuildStarted",
+    "CheckpointRef",
     "ConsumerCreated",
     "ConsumerRevoked",
     "DeliveryAttempted",
@@ -155,6 +167,12 @@ __all__ = [
     "TableUpdated",
     "TaskCompleted",
     "TaskStarted",
+    "ThreadCheckpointed",
+    "ThreadCreated",
+    "ThreadDeleted",
+    "ThreadRunAccepted",
+    "ThreadRunEnded",
+    "ThreadStatus",
     "ToolCalled",
     "ToolError",
     "ToolResult",

@@ -38,6 +38,7 @@ from .project import PROJECT_EVENTS
 from .run import RUN_EVENTS
 from .schedule import SCHEDULE_EVENTS
 from .table import TABLE_EVENTS, RowsInserted
+from .thread import THREAD_EVENTS
 from .trigger import TRIGGER_EVENTS
 from .webhook import WEBHOOK_EVENTS
 
@@ -50,6 +51,7 @@ PAYLOAD_TYPES: dict[str, type[Payload]] = {
         *DEPLOYMENT_EVENTS,
         *PROJECT_EVENTS,
         *TABLE_EVENTS,
+        *THREAD_EVENTS,
         *WEBHOOK_EVENTS,
         *TRIGGER_EVENTS,
         *SCHEDULE_EVENTS,
@@ -153,6 +155,7 @@ class _RawEvent(msgspec.Struct, frozen=True, kw_only=True):
         "table",
         "apikey",
         "consumer",
+        "thread",
     ]
     aggregate_id: _Token
     data: msgspec.Raw

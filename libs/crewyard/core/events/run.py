@@ -23,6 +23,10 @@ class RunQueued(Payload, frozen=True, kw_only=True):
     request_hash: str | None = None
     environment: EnvironmentName = "production"
     version_number: Count | None = None
+    #: A thread's run: the thread it belongs to (busy with it), and what resumes an interrupted
+    #: graph (``{"resume": …}``, LangGraph's ``Command``).
+    thread_id: str | None = None
+    command: dict[str, Any] | None = None
 
 
 class RunStarted(Payload, frozen=True, kw_only=True):

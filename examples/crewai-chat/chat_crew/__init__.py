@@ -1,0 +1,1 @@
+"""A CrewAI crew that keeps what was said in its thread."""

@@ -1,0 +1,1 @@
+"""A chat graph with a human review step (LangGraph's ``interrupt()``)."""

@@ -1,0 +1,321 @@
+"""Threads: create, list, read, run in (one run at a time), history, copy, delete, follow (SSE).
+
+Starting a run decides on the thread's state read from the stream (its latest event of each
+type: one read), not the read model, and appends ``thread.run_accepted`` with the thread's
+expected sequence: of twenty simultaneous starts one is accepted, the others read the thread
+again and answer 409 with the running run's id. Then the run's ``run.queued`` (see
+:mod:`crewyard.threads` for what settles a crash in between).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from litestar import Request, delete, get, post
+
+from crewyard.contract.threads import (
+    Thread,
+    ThreadCopy,
+    ThreadCreate,
+    ThreadDeleted,
+    ThreadHistory,
+    ThreadList,
+    ThreadRunCreate,
+    ThreadRunStarted,
+)
+from crewyard.core import run_state as rs
+from crewyard.core import subjects
+from crewyard.core import threads as core
+from crewyard.core.bounds import OutOfBounds, check_json
+from crewyard.core.events import ThreadCreated, ThreadRunAccepted
+from crewyard.core.ids import is_id, new_id
+from crewyard.core.versions import check_environment, choose_name
+from crewyard.eventstore import ConcurrencyConflict, RawEvent
+from crewyard.threads import (
+    accept_run,
+    checkpoint_content,
+    checkpoint_object,
+    latest_checkpoint,
+    load_thread,
+    queue_run,
+    settle,
+)
+
+from .context import Gateway, gw, project_name
+from .errors import ApiError, bad_request, conflict, not_found
+from .sse import resume_after, stream_events
+
+READ, RUN = {"role": "read"}, {"role": "run"}
+MAX_STATE = 1024 * 1024
+_enc = msgspec.json.Encoder()
+_dec = msgspec.json.Decoder()
+
+
+def _bounded(value: Any, what: str) -> None:
+    try:
+        check_json(value, what)
+    except OutOfBounds as exc:
+        raise bad_request(str(exc)) from None
+    if len(_enc.encode(value)) > MAX_STATE:
+        raise ApiError(413, "payload_too_large", f"{what} is larger than {MAX_STATE} bytes")
+
+
+async def _stored(g: Gateway, sha256: str) -> dict[str, Any]:
+    """A checkpoint kept in the object store (``{"values", "checkpoint", "interrupts"}``)."""
+    stored = _dec.decode(await g.objects.get_bytes(checkpoint_object(sha256)))
+    return stored if isinstance(stored, dict) else {}
+
+
+async def _thread(g: Gateway, row: dict[str, Any]) -> Thread:
+    ref = row.pop("state_ref")
+    if ref:  # a large state lives in the object store
+        row["values"] = (await _stored(g, ref)).get("values")
+    return msgspec.convert(row, Thread)
+
+
+async def _view(g: Gateway, thread_id: str) -> Thread:
+    row = await g.rm.thread(thread_id) if is_id(thread_id, "thr") else None
+    if row is None and is_id(thread_id, "thr"):
+        await g.fresh()
+        row = await g.rm.thread(thread_id)
+    if row is None:
+        raise not_found(f"thread {thread_id}")
+    return await _thread(g, row)
+
+
+async def _state(g: Gateway, thread_id: str) -> core.ThreadState:
+    if not is_id(thread_id, "thr"):
+        raise not_found(f"thread {thread_id}")
+    state, _ = await load_thread(g.store, thread_id)
+    core.check_exists(state)
+    return state
+
+
+@post("/v1/threads", status_code=201, opt=RUN)
+async def create_thread(request: Request[Any, Any, Any], data: ThreadCreate) -> Thread:
+    """A thread of a deployment name: ``deployment_id``'s, or ``project``'s (``name`` or its
+    default one); ``values`` is its initial state."""
+    g = gw(request)
+    if data.values is not None:
+        _bounded(data.values, "values")
+    _bounded(data.metadata, "metadata")
+    if data.deployment_id is not None:
+        if data.project is not None or data.name is not None:
+            raise bad_request("give either deployment_id or project (and name), not both")
+        dep = await g.deployment(data.deployment_id)
+        project, name, dep_id = dep["project"], dep["name"], dep["deployment_id"]
+    elif data.project is not None:
+        project = (await g.project(project_name(data.project)))["name"]
+        name, dep_id = choose_name(project, await g.rm.deployment_names(project), data.name), None
+    else:
+        raise bad_request("deployment_id or project is required")
+    thread_id = new_id("thr")
+    created = ThreadCreated(name=name, deployment_id=dep_id, metadata=data.metadata, values=data.values)
+    await g.commit_payload(created, project, thread_id, 0)
+    return await _view(g, thread_id)
+
+
+@get("/v1/threads", opt=READ)
+async def list_threads(
+    request: Request[Any, Any, Any],
+    project: str | None = None,
+    deployment_id: str | None = None,
+    name: str | None = None,
+    status: str | None = None,
+    limit: int = 20,
+    offset: int = 0,
+) -> ThreadList:
+    """Newest first; ``deployment_id`` lists the threads of that version's deployment name."""
+    g = gw(request)
+    if not 1 <= limit <= 100 or offset < 0:
+        raise bad_request("limit must be between 1 and 100, offset at least 0")
+    if status is not None and status not in core.STATUSES:
+        raise bad_request(f"unknown status {status!r}: use {', '.join(core.STATUSES)}")
+    if deployment_id is not None:
+        dep = await g.deployment(deployment_id)
+        project, name = dep["project"], dep["name"]
+    if project is not None:
+        project = project_name(project)
+    rows = await g.rm.threads(project=project, name=name, status=status, limit=limit, offset=offset)
+    return ThreadList(threads=[await _thread(g, row) for row in rows])
+
+
+@get("/v1/threads/{thread_id:str}", opt=READ)
+async def get_thread(request: Request[Any, Any, Any], thread_id: str) -> Thread:
+    return await _view(gw(request), thread_id)
+
+
+@post("/v1/threads/{thread_id:str}/runs", status_code=202, opt=RUN)
+async def create_thread_run(
+    request: Request[Any, Any, Any], thread_id: str, data: ThreadRunCreate
+) -> ThreadRunStarted:
+    """Run the thread's deployment (``environment``'s version) on the thread's state; 409 while
+    it runs another run (the error says which)."""
+    g = gw(request)
+    _bounded(data.input, "input")
+    if data.command is not None:
+        _bounded(data.command, "command")
+    environment = check_environment(data.environment)
+    for _ in range(5):
+        state = await _state(g, thread_id)
+        if state.status == core.BUSY and state.active_run_id is not None:
+            await _settled_or_busy(g, state)
+            continue
+        target = await g.resolve_version(project=state.project, name=state.name, environment=environment)
+        run_id = new_id("run")
+        try:
+            await accept_run(g.store, state, run_id)
+        except ConcurrencyConflict:
+            continue  # someone else changed the thread: look again (busy now, most likely)
+        seq = await queue_run(g.store, state, run_id, target, input=data.input, command=data.command)
+        await g.rm.wait_for(seq)
+        return ThreadRunStarted(
+            run_id=run_id,
+            thread_id=thread_id,
+            version_id=target.version_id,
+            version_number=target.number,
+            environment=target.environment,
+            events_url=f"/v1/runs/{run_id}/events",
+        )
+    raise conflict(f"thread {thread_id} kept changing; try again")
+
+
+async def _settled_or_busy(g: Gateway, state: core.ThreadState) -> None:
+    """A thread busy with a run that already ended is settled here and now; a live run is a 409."""
+    run_id = state.active_run_id or ""
+    run = rs.fold(run_id, await g.store.load(state.project, "run", run_id))
+    if run.is_terminal and await settle(g.store, state.project, state.thread_id, run_id):
+        return
+    raise core.ThreadBusy(f"thread {state.thread_id} is busy with run {run_id}", run_id)
+
+
+@get("/v1/threads/{thread_id:str}/history", opt=READ)
+async def thread_history(
+    request: Request[Any, Any, Any], thread_id: str, limit: int = 20, offset: int = 0, full: bool = False
+) -> ThreadHistory:
+    """Checkpoints, newest first (one per run); ``?full=true`` adds the framework's own checkpoint."""
+    g = gw(request)
+    await _view(g, thread_id)
+    if not 1 <= limit <= 100 or offset < 0:
+        raise bad_request("limit must be between 1 and 100, offset at least 0")
+    rows, total = await g.rm.history(thread_id, limit=limit, offset=offset, full=full)
+    for row in rows:
+        ref = row.pop("state_ref")
+        if ref:
+            stored = await _stored(g, ref)
+            row["values"] = stored.get("values")
+            if full:
+                row["checkpoint"] = stored.get("checkpoint")
+    return msgspec.convert({"history": rows, "total": total, "limit": limit, "offset": offset}, ThreadHistory)
+
+
+@post("/v1/threads/{thread_id:str}/copy", status_code=201, opt=RUN)
+async def copy_thread(
+    request: Request[Any, Any, Any], thread_id: str, data: ThreadCopy | None = None
+) -> Thread:
+    """A new thread that starts at this one's latest checkpoint (the full checkpoint: a LangGraph
+    graph continues from it, interrupts included); the two diverge from there."""
+    g = gw(request)
+    state = await _state(g, thread_id)
+    _, records = await load_thread(g.store, thread_id, state.project)
+    source = await latest_checkpoint(g.store, state, records)
+    metadata = data.metadata if data is not None and data.metadata is not None else state.metadata
+    created = ThreadCreated(
+        name=state.name, deployment_id=state.deployment_id, metadata=metadata, copied_from=thread_id
+    )
+    if source is not None:  # the checkpoint, whole: a stored one is shared by reference
+        if source.ref is not None:
+            values, checkpoint, interrupts = None, None, list(source.interrupts)
+        else:
+            values, checkpoint, interrupts = await checkpoint_content(g.objects, source)
+        created = msgspec.structs.replace(
+            created,
+            checkpoint_id=new_id("ckp"),
+            values=values,
+            checkpoint=checkpoint,
+            interrupts=interrupts,
+            ref=source.ref,
+        )
+    else:
+        created = msgspec.structs.replace(created, values=(await _view(g, thread_id)).values)
+    copy_id = new_id("thr")
+    await g.commit_payload(created, state.project, copy_id, 0)
+    return await _view(g, copy_id)
+
+
+@delete("/v1/threads/{thread_id:str}", status_code=200, opt=RUN)
+async def delete_thread(request: Request[Any, Any, Any], thread_id: str) -> ThreadDeleted:
+    """Delete a thread (409 while it runs a run)."""
+    g = gw(request)
+    for _ in range(5):
+        state = await _state(g, thread_id)
+        if state.status == core.BUSY:
+            await _settled_or_busy(g, state)
+            continue
+        try:
+            await g.commit_payload(core.decide_delete(state), state.project, thread_id, state.version)
+        except ConcurrencyConflict:
+            continue
+        return ThreadDeleted(thread_id=thread_id)
+    raise conflict(f"thread {thread_id} kept changing; try again")
+
+
+@get("/v1/threads/{thread_id:str}/events", opt=READ)
+async def thread_events(request: Request[Any, Any, Any], thread_id: str) -> Any:
+    """SSE of the thread and every run in it, across runs: history from ``Last-Event-ID`` /
+    ``?after=``, else from the start of its current run (or from now when it is idle); it does
+    not end between runs."""
+    g = gw(request)
+    state = await _state(g, thread_id)
+    after = resume_after(request)
+    runs = set(await g.rm.thread_runs(thread_id))
+    if state.active_run_id:
+        runs.add(state.active_run_id)
+    if after is not None:
+        start = after + 1
+    elif state.status == core.BUSY:
+        _, records = await load_thread(g.store, thread_id, state.project)
+        start = next((r.seq for r in records if isinstance(r.event.data, ThreadRunAccepted)), state.version)
+    else:
+        start = await g.store.last_seq() + 1
+    prefix = g.store.prefix
+
+    def keep(raw: RawEvent) -> bool:
+        try:
+            _, aggregate, aggregate_id, event_type = subjects.parse_subject(raw.subject, prefix)
+        except ValueError:
+            return False
+        if aggregate == "run":
+            return aggregate_id in runs
+        if aggregate != "thread" or aggregate_id != thread_id:
+            return False
+        if event_type == ThreadRunAccepted.TYPE:  # a run starts: follow its events too
+            data = _dec.decode(raw.data).get("data") or {}
+            if isinstance(data.get("run_id"), str):
+                runs.add(data["run_id"])
+        return True
+
+    filt = f"{prefix}.{state.project}.>"
+    return await stream_events(
+        g.store,
+        filt,
+        start,
+        ping_s=g.settings.sse_ping_s,
+        is_last=lambda t: t == "thread.deleted",
+        stream="threads",
+        closing=g.closing,
+        keep=keep,
+    )
+
+
+ROUTES = [
+    create_thread,
+    list_threads,
+    get_thread,
+    create_thread_run,
+    thread_history,
+    copy_thread,
+    delete_thread,
+    thread_events,
+]

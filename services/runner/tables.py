@@ -1,0 +1,192 @@
+"""A run's tables: the ``table.*`` operations a crew asks through the runtime protocol.
+
+A runner has no read model, so each run that uses tables folds the events of the tables it
+touches into a small SQLite database in memory, with the read side's own apply functions and
+queries (``crewyard.readmodel``): a crew's query means exactly what the same query means over
+the API. Before every answer the table is caught up from the stream (its events after the last
+one applied), so a crew reads its own writes and everyone else's.
+
+Only tables of the run's project exist for it; a crew may read and write rows (the run role),
+never change a table's definition.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import aiosqlite
+import msgspec
+
+from crewyard.core import tables as core
+from crewyard.core.events import (
+    InvalidEvent,
+    NewRow,
+    Payload,
+    RowDeleted,
+    RowsInserted,
+    RowUpdated,
+    TableCreated,
+    TableDeleted,
+    TableUpdated,
+    make_event,
+)
+from crewyard.core.ids import is_id, new_id
+from crewyard.eventstore import EventStore, set_aside
+from crewyard.readmodel import TABLE_DDL, TABLE_HANDLERS, TableQueries
+
+MAX_PAGE = 500
+
+
+class OpError(Exception):
+    """An operation refused: ``code`` (invalid, not_found, …) and a message for the crew."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class RunTables:
+    def __init__(self, store: EventStore, project: str, run_id: str) -> None:
+        self.store, self.project, self.by = store, project, f"run:{run_id}"
+        self._db: aiosqlite.Connection | None = None
+        self._reader: TableQueries | None = None
+        self._positions: dict[str, int] = {}
+        self._lock = asyncio.Lock()
+
+    async def close(self) -> None:
+        if self._db is not None:
+            await self._db.close()
+            self._db = None
+
+    async def _model(self) -> TableQueries:
+        if self._reader is None:
+            self._db = await aiosqlite.connect(":memory:", isolation_level=None)
+            await self._db.executescript(TABLE_DDL)
+            self._reader = TableQueries(self._db)
+        return self._reader
+
+    async def _catch_up(self, table_id: str) -> dict[str, Any]:
+        reader = await self._model()
+        start = self._positions.get(table_id, 0) + 1
+        filt = f"{self.store.prefix}.{self.project}.table.{table_id}.>"
+        for raw in await self.store.load_raw(filt, start_seq=start):
+            self._positions[table_id] = raw.seq
+            try:
+                rec = raw.decode(self.store.prefix)
+            except InvalidEvent as exc:
+                set_aside("run tables", raw.seq, raw.subject, exc)
+                continue
+            handler = TABLE_HANDLERS.get(rec.event.type)
+            if handler is not None:
+                await handler(reader.db, rec.seq, rec.event)
+        view = await reader.table(table_id)
+        if view is None:
+            raise OpError("not_found", f"table {table_id} not found in project {self.project}")
+        return view
+
+    async def _resolve(self, ref: Any) -> str:
+        """A table of the project by id or by name (the oldest live one of that name)."""
+        if not isinstance(ref, str) or not ref or len(ref) > 128:
+            raise OpError("invalid", "table must be a table id (tbl_…) or name")
+        if is_id(ref, "tbl"):
+            return ref
+        names: dict[str, str] = {}
+        gone: set[str] = set()
+        for kind in (TableCreated, TableUpdated, TableDeleted):
+            for raw in await self.store.load_raw(f"{self.store.prefix}.{self.project}.table.*.{kind.TYPE}"):
+                try:
+                    rec = raw.decode(self.store.prefix)
+                except InvalidEvent:
+                    continue
+                data, table_id = rec.event.data, rec.event.aggregate_id
+                if isinstance(data, TableDeleted):
+                    gone.add(table_id)
+                elif isinstance(data, TableCreated | TableUpdated):  # updates come after creation
+                    names[table_id] = data.name
+        matches = sorted(t for t, name in names.items() if name == ref and t not in gone)
+        if not matches:
+            raise OpError("not_found", f"no table called {ref!r} in project {self.project}")
+        return matches[0]
+
+    async def _table(self, args: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+        table_id = await self._resolve(args.get("table"))
+        return table_id, await self._catch_up(table_id)
+
+    async def _append(self, table_id: str, payload: Payload) -> None:
+        event = make_event(payload, project=self.project, aggregate_id=table_id, event_id=new_id("evt"))
+        try:
+            await self.store.append(event)
+        except InvalidEvent as exc:
+            raise OpError("invalid", str(exc)) from None
+
+    async def handle(self, op: str, args: dict[str, Any]) -> Any:
+        async with self._lock:
+            try:
+                return await self._handle(op, args)
+            except core.InvalidTable as exc:
+                raise OpError("invalid", str(exc)) from None
+
+    async def _handle(self, op: str, args: dict[str, Any]) -> Any:
+        if op == "table.list":
+            return await self._list()
+        table_id, view = await self._table(args)
+        columns = msgspec.convert(view["columns"], list[core.Column])
+        if op == "table.get":
+            return view
+        if op == "table.insert":
+            rows = args.get("rows")
+            checked = core.check_rows(columns, rows if isinstance(rows, list) else [])
+            new = [NewRow(id=new_id("row"), values=values) for values in checked]
+            await self._append(table_id, RowsInserted(rows=new, by=self.by))
+            await self._catch_up(table_id)
+            reader = await self._model()
+            return [await reader.row(table_id, r.id) for r in new]
+        if op == "table.query":
+            return await self._query(table_id, columns, args)
+        row_id = args.get("row_id")
+        reader = await self._model()
+        if not isinstance(row_id, str) or await reader.row(table_id, row_id) is None:
+            raise OpError("not_found", f"row {row_id!r} of table {table_id} not found")
+        if op == "table.update":
+            values = core.check_row(columns, args.get("values"), partial=True)
+            await self._append(table_id, RowUpdated(row_id=row_id, values=values, by=self.by))
+            await self._catch_up(table_id)
+            return await reader.row(table_id, row_id)
+        if op == "table.delete":
+            await self._append(table_id, RowDeleted(row_id=row_id, by=self.by))
+            return {"id": row_id, "deleted": True}
+        raise OpError("unknown_op", f"this platform has no operation {op!r}")
+
+    async def _query(self, table_id: str, columns: list[core.Column], args: dict[str, Any]) -> Any:
+        filters, sorts = args.get("filter") or [], args.get("sort") or []
+        if not isinstance(filters, list) or not isinstance(sorts, list):
+            raise OpError("invalid", "filter and sort must be lists of strings")
+        if not all(isinstance(x, str) for x in [*filters, *sorts]):
+            raise OpError("invalid", "filter and sort must be lists of strings")
+        limit, offset = args.get("limit", 50), args.get("offset", 0)
+        if not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+            raise OpError("invalid", f"limit must be a whole number from 1 to {MAX_PAGE}")
+        if not isinstance(offset, int) or offset < 0:
+            raise OpError("invalid", "offset must be a whole number, at least 0")
+        reader = await self._model()
+        rows, total = await reader.rows(
+            table_id,
+            filters=[core.parse_filter(columns, f) for f in filters],
+            sort=[core.parse_sort(columns, s) for s in sorts],
+            limit=limit,
+            offset=offset,
+        )
+        return {"rows": rows, "total": total}
+
+    async def _list(self) -> list[dict[str, Any]]:
+        ids = set()
+        for raw in await self.store.load_raw(f"{self.store.prefix}.{self.project}.table.*.table.created"):
+            ids.add(raw.subject.split(".")[-3])
+        out = []
+        for table_id in sorted(ids):
+            try:
+                out.append(await self._catch_up(table_id))
+            except OpError:
+                continue  # deleted
+        return out

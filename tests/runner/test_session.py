@@ -1,0 +1,83 @@
+"""What a crew may ask of the platform (the runner's answers to ``request`` lines), against a real
+event store: tables of its own project only, arguments checked, large arguments in pieces."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgspec
+
+from crewyard.core import run_state as rs
+from crewyard.core.events import NewRow, RowsInserted, TableCreated, make_event
+from crewyard.core.ids import new_id
+from crewyard.core.tables import Column
+from crewyard.eventstore import EventStore
+from crewyard.objects import NatsObjectStore
+from crewyard.runner.protocol import Request
+from crewyard.runner.session import RunSession
+
+
+async def _table(store: EventStore, project: str, name: str) -> str:
+    table_id = new_id("tbl")
+    created = TableCreated(name=name, columns=[Column(name="n", type="number", required=True)])
+    await store.append(make_event(created, project=project, aggregate_id=table_id, event_id=new_id("evt")))
+    rows = RowsInserted(rows=[NewRow(id=new_id("row"), values={"n": 1})])
+    await store.append(make_event(rows, project=project, aggregate_id=table_id, event_id=new_id("evt")))
+    return table_id
+
+
+def _session(store: EventStore, tmp_path: Path, project: str = "mine") -> RunSession:
+    state = rs.RunState(run_id=new_id("run"), project=project, status=rs.RUNNING)
+    return RunSession(store, NatsObjectStore(store.nc, store.settings.object_bucket), state, "python")
+
+
+async def _ask(session: RunSession, op: str, args: dict) -> msgspec.Struct:
+    return await session.serve(Request(id="r1", op=op, args=args))
+
+
+async def test_a_run_reads_and_writes_its_own_projects_tables_only(store: EventStore, tmp_path: Path):
+    mine = await _table(store, "mine", "numbers")
+    theirs = await _table(store, "theirs", "numbers")
+    session = _session(store, tmp_path)
+    try:
+        page = await _ask(session, "table.query", {"table": "numbers", "filter": ["n:gte:1"]})
+        assert page.ok and page.value["total"] == 1
+        inserted = await _ask(session, "table.insert", {"table": mine, "rows": [{"n": 2}, {"n": 3}]})
+        assert (
+            inserted.ok
+            and [r["_meta"]["created_by"] for r in inserted.value] == [f"run:{session.run.run_id}"] * 2
+        )
+        assert (await _ask(session, "table.query", {"table": mine, "sort": ["-n"], "limit": 1})).value[
+            "rows"
+        ][0]["n"] == 3
+        other = await _ask(session, "table.query", {"table": theirs})
+        assert not other.ok and other.error.code == "not_found"
+        bad = await _ask(session, "table.insert", {"table": mine, "rows": [{"n": "two"}]})
+        assert not bad.ok and bad.error.code == "invalid" and "'n'" in bad.error.message
+        for args in ({"table": 5}, {"table": mine, "limit": 10_000}, {"table": mine, "filter": "n:eq:1"}):
+            refused = await _ask(session, "table.query", args)
+            assert not refused.ok and refused.error.code == "invalid", args
+        nothing = await _ask(session, "thread.get", {})
+        assert not nothing.ok and nothing.error.code == "invalid"  # not a thread run
+        unknown = await _ask(session, "deployment.delete", {})
+        assert not unknown.ok and unknown.error.code == "unknown_op"
+    finally:
+        await session.close()
+
+
+async def test_large_arguments_arrive_in_pieces_within_a_bound(store: EventStore, tmp_path: Path):
+    table_id = await _table(store, "mine", "numbers")
+    session = _session(store, tmp_path)
+    try:
+        text = msgspec.json.encode({"table": table_id, "rows": [{"n": i} for i in range(50)]}).decode()
+        for start in range(0, len(text), 100):
+            assert (await _ask(session, "blob.append", {"blob": "b1", "data": text[start : start + 100]})).ok
+        stored = await _ask(session, "table.insert", {"$blob": "b1"})
+        assert stored.ok and len(stored.value) == 50
+        missing = await _ask(session, "table.insert", {"$blob": "b1"})  # used up
+        assert not missing.ok and missing.error.code == "invalid"
+        session._blob_bytes = 32 * 1024 * 1024  # as if the run had sent that much already
+        over = await _ask(session, "blob.append", {"blob": "b2", "data": "x"})
+        assert not over.ok and over.error.code == "too_large"
+    finally:
+        await session.close()
