@@ -122,6 +122,10 @@ def slow(inputs):
     import time
     time.sleep(float(inputs.get("sleep", 0)))
     return {}
+
+def big(inputs):
+    thread.update(text=inputs["char"] * int(inputs["size"]))
+    return {}
 """
 
 
@@ -136,10 +140,10 @@ def _deploy_plain(api: httpx.Client, folder: Path) -> str:
     (folder / "crewyard.toml").write_text(
         "".join(
             f'[deployments.{name}]\nframework = "python"\nentrypoint = "crew:{name}"\n\n'
-            for name in ("helper", "convention", "slow")
+            for name in ("helper", "convention", "slow", "big")
         )
     )
-    for name in ("helper", "convention", "slow"):
+    for name in ("helper", "convention", "slow", "big"):
         assert deploy(api, folder, "plain", name=name)["status"] == "ready"
     columns = [{"name": "word", "type": "text", "required": True}, {"name": "turn", "type": "number"}]
     assert (
@@ -232,6 +236,20 @@ def test_a_start_cut_off_between_its_two_writes_settles_by_itself(
     late = wait_run(api, lost_run)
     assert late["status"] == "failed" and "not running this run" in late["error_message"]
     _run(api, tid, {"input": {"word": "x"}})  # and the thread works again
+
+
+def test_a_large_state_is_kept_in_the_object_store(api: httpx.Client, plain: str):
+    tid = api.post("/v1/threads", json={"project": plain, "name": "big"}).json()["thread_id"]
+    _run(api, tid, {"input": {"char": "a", "size": 400_000}})
+    thread = api.get(f"/v1/threads/{tid}").json()
+    assert len(thread["values"]["text"]) == 400_000
+    history = api.get(f"/v1/threads/{tid}/history").json()["history"]
+    assert len(history[0]["values"]["text"]) == 400_000
+    copy = api.post(f"/v1/threads/{tid}/copy").json()
+    assert copy["values"] == thread["values"]
+    _run(api, copy["thread_id"], {"input": {"char": "b", "size": 300_000}})  # diverges
+    assert api.get(f"/v1/threads/{copy['thread_id']}").json()["values"]["text"][0] == "b"
+    assert api.get(f"/v1/threads/{tid}").json()["values"]["text"][0] == "a"
 
 
 def test_the_thread_stream_follows_every_run(api: httpx.Client, plain: str):
