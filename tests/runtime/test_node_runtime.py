@@ -276,6 +276,19 @@ def test_commonjs_crews_run_too(node_runtime: Callable[..., NodeRuntime]) -> Non
     assert result["output"] == {"twice": 42, "cjs": "function"}
 
 
+def test_a_thread_run_is_refused_rather_than_run_without_its_state(
+    node_runtime: Callable[..., NodeRuntime],
+) -> None:
+    rt = node_runtime({"crew.ts": "export const run = () => ({ ran: true });\n"})
+    rt.next()
+    rt.send(_prepare("./crew.ts:run"))
+    rt.send(protocol.Start(run_id="run_node", input={}, thread=protocol.ThreadStart(id="thr_1")))
+    error = rt.until("error")
+    assert rt.finish() == 1
+    assert "threads are not supported for langgraph-js crews" in error["message"], error
+    assert "result" not in [m["t"] for m in rt.seen]
+
+
 @pytest.mark.parametrize(
     "first",
     [
