@@ -199,7 +199,7 @@ def serve_replies() -> None:
                     if waiter is not None:
                         waiter[1].append(message)
                         waiter[0].set()
-                # Other kinds are for later versions of the runner; a v2 runtime ignores them.
+                # Other kinds are for later versions of the runner; this runtime ignores them.
         except (ProtocolError, OSError, ValueError):
             pass
         with _waiting_lock:

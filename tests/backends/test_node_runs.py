@@ -16,6 +16,7 @@ import msgspec
 import pytest
 from backend_helpers import Runs
 
+from crewyard.runner import protocol
 from crewyard.runner.backends import BwrapBackend, ExecutionBackend, ProcessBackend, RunSpec
 from crewyard.runner.warm import WarmSandbox
 
@@ -52,7 +53,7 @@ def _spec(runs: Runs, export: str, **kwargs: Any) -> RunSpec:
 async def test_a_javascript_crew_writes_its_artifacts_in_its_working_directory(node_runs: Runs) -> None:
     out = await node_runs.execute(_spec(node_runs, "artifacts", input={"title": "JS"}))
     assert out.status.code == 0, (out.proto, out.stderr)
-    assert out.proto[0] == {"t": "hello", "v": 2, "runtime": "node"}
+    assert out.proto[0] == {"t": "hello", "v": protocol.VERSION, "runtime": "node"}
     assert {"t": "log", "level": "info", "message": "wrote two files", "stream": "stdout"} in out.proto
     assert out.artifacts == {
         "from-cwd.txt": b"written relative to the working directory\n",

@@ -1,4 +1,5 @@
-"""A run lifecycle you can trust: cancel, timeouts, idempotency, retries, concurrency limits."""
+"""A run lifecycle you can trust: cancel, timeouts, idempotency, retries, concurrency limits, a
+thread whose runner was killed."""
 
 from __future__ import annotations
 
@@ -246,6 +247,81 @@ def test_a_killed_runner_is_recovered(tmp_path: Path, attempts: int, expected: s
                 assert attempts_seen == [1, 2]
             else:
                 assert "runner_lost" in str(events[-1]["data"]["data"]) or "lost" in run["error_message"]
+    finally:
+        for proc in (first, second):
+            if proc is not None and proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(30)
+        platform.stop()
+
+
+THREADED = """
+import time
+from crewyard_runtime import thread
+
+def run(inputs):
+    seen = thread.values().get("seen", [])
+    for _ in range(int(inputs.get("steps", 0))):
+        time.sleep(0.1)
+    thread.update(seen=[*seen, inputs["word"]])
+    return {"seen": len(seen)}
+"""
+
+
+def _thread_settled(api: httpx.Client, thread_id: str, timeout: float = 90) -> dict:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        thread = api.get(f"/v1/threads/{thread_id}").json()
+        if thread["status"] != "busy":
+            return dict(thread)
+        time.sleep(0.1)
+    raise AssertionError(f"thread {thread_id} still busy after {timeout}s")
+
+
+def test_a_thread_whose_runner_was_killed_is_not_left_busy(tmp_path: Path):
+    """kill -9 of the runner running a thread's run: the run fails (no retries), the thread goes
+    to ``error`` by itself with the state of its last checkpoint, and its next run starts there."""
+    env = {
+        **os.environ,
+        "CREWYARD_RUNNER_ACK_WAIT": "2",
+        "CREWYARD_RUNNER_LEASE": "6",
+        "CREWYARD_RETRY_MAX_ATTEMPTS": "1",
+        "CREWYARD_THREAD_KEEPER_INTERVAL": "0.5",
+    }
+    platform = PlatformProcess(
+        tmp_path / "data", env={**env, "CREWYARD_SERVICES": "builder,projector,gateway"}
+    )
+    platform.start()
+    first = second = None
+    try:
+        first = _runner(tmp_path / "r1", platform, {**env, "CREWYARD_RUNNER_ID": "doomed"})
+        with httpx.Client(base_url=platform.api, timeout=30) as api:
+            deploy(api, write_crew(tmp_path / "crew", THREADED), "kept")
+            tid = api.post("/v1/threads", json={"project": "kept"}).json()["thread_id"]
+            ok = api.post(f"/v1/threads/{tid}/runs", json={"input": {"word": "a"}}).json()
+            assert wait_run(api, ok["run_id"])["status"] == "succeeded"
+            assert _thread_settled(api, tid)["values"] == {"seen": ["a"]}
+
+            doomed = api.post(f"/v1/threads/{tid}/runs", json={"input": {"word": "b", "steps": 300}})
+            assert doomed.status_code == 202, doomed.text
+            run_id = doomed.json()["run_id"]
+            deadline = time.monotonic() + 60
+            while api.get(f"/v1/runs/{run_id}").json()["status"] != "running":
+                assert time.monotonic() < deadline
+                time.sleep(0.05)
+            os.killpg(first.pid, signal.SIGKILL)
+            first.wait()
+            second = _runner(tmp_path / "r2", platform, {**env, "CREWYARD_RUNNER_ID": "rescuer"})
+            assert wait_run(api, run_id, timeout=90)["status"] == "failed"
+            thread = _thread_settled(api, tid)
+            assert thread["status"] == "error" and thread["active_run_id"] is None, thread
+            assert thread["values"] == {"seen": ["a"]}  # the lost run left nothing
+
+            again = api.post(f"/v1/threads/{tid}/runs", json={"input": {"word": "c"}})
+            assert again.status_code == 202, again.text
+            assert wait_run(api, again.json()["run_id"])["status"] == "succeeded"
+            thread = _thread_settled(api, tid)
+            assert thread["status"] == "idle" and thread["values"] == {"seen": ["a", "c"]}, thread
     finally:
         for proc in (first, second):
             if proc is not None and proc.poll() is None:

@@ -308,3 +308,16 @@ def test_the_cli_creates_runs_and_reads_threads(platform: PlatformProcess, plain
     assert code == 0 and "deleted" in out
     code, out = _cli(platform, "threads", "get", copied)
     assert code == 1 and "not found" in out, out
+    code, out = _cli(platform, "threads", "copy", tid, "--json")
+    assert code == 0, out
+    copied = json.loads(out)
+    assert copied["copied_from"] == tid and copied["values"] == {"seen": ["cli", "again"]}
+    code, out = _cli(platform, "threads", "get", copied["thread_id"], "--json")
+    assert code == 0 and json.loads(out)["status"] == "idle", out
+    code, out = _cli(platform, "threads", "list", "-p", plain, "-n", "helper", "--json")
+    assert code == 0, out
+    assert {tid, copied["thread_id"]} <= {t["thread_id"] for t in json.loads(out)["threads"]}
+    code, out = _cli(platform, "threads", "delete", copied["thread_id"])
+    assert code == 0 and "deleted" in out, out
+    code, out = _cli(platform, "threads", "get", copied["thread_id"])
+    assert code != 0 and "not found" in out and "Traceback" not in out, out

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from crewyard.core.events import RunCompleted, RunFailed
+from crewyard.runner.protocol import VERSION
 
 if TYPE_CHECKING:
     from conftest import RunCrew
@@ -47,9 +48,9 @@ async def test_a_runtime_speaking_a_newer_version_is_stopped_at_once(
 ) -> None:
     newer = _fake_runtime(
         tmp_path / "newer",
-        """
+        f"""
         import json, time
-        print(json.dumps({"t": "hello", "v": 4, "runtime": "python"}), flush=True)
+        print(json.dumps({{"t": "hello", "v": {VERSION + 1}, "runtime": "python"}}), flush=True)
         time.sleep(120)
         """,
     )
@@ -57,7 +58,7 @@ async def test_a_runtime_speaking_a_newer_version_is_stopped_at_once(
     payload = (await run_crew(runtime_dir=newer)).payload
 
     assert isinstance(payload, RunFailed), payload
-    assert "speaks protocol v4; this runner speaks v3" in payload.error_message
+    assert f"speaks protocol v{VERSION + 1}; this runner speaks v{VERSION}" in payload.error_message
     assert time.monotonic() - started < 30, "the runner must not wait for the grace period or the timeout"
 
 

@@ -142,7 +142,7 @@ def _prepare(env: dict[str, str] | None = None, entrypoint: str = "proto_crew:ru
 def test_a_run_follows_the_protocol_document_on_both_sides(runtime: Callable[[str], Runtime]) -> None:
     rt = runtime(CREW)
     hello = rt.next()
-    assert hello == {"t": "hello", "v": 3, "runtime": "python"}
+    assert hello == {"t": "hello", "v": protocol.VERSION, "runtime": "python"}
     rt.send(_prepare({"CREW_SECRET": "s3cr3t"}))
     rt.until("ready")
     assert {"t": "log", "level": "info", "message": "imported with s3cr3t", "stream": "stdout"} in rt.seen
