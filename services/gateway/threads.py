@@ -291,8 +291,11 @@ async def thread_events(request: Request[Any, Any, Any], thread_id: str) -> Any:
         if aggregate != "thread" or aggregate_id != thread_id:
             return False
         if event_type == ThreadRunAccepted.TYPE:  # a run starts: follow its events too
-            data = _dec.decode(raw.data).get("data") or {}
-            if isinstance(data.get("run_id"), str):
+            try:
+                data = _dec.decode(raw.data).get("data") or {}
+            except (msgspec.DecodeError, AttributeError):
+                data = {}  # an undecodable event: render() sets it aside, the stream goes on
+            if isinstance(data, dict) and isinstance(data.get("run_id"), str):
                 runs.add(data["run_id"])
         return True
 
