@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -167,6 +168,33 @@ def test_plain_crews_keep_state_by_helper_and_by_convention(api: httpx.Client, p
     rows = api.get(f"/v1/tables/{table['id']}/rows", params={"sort": "turn"}).json()["rows"]
     assert [(r["word"], r["turn"]) for r in rows] == [("b", 2), ("c", 3)]
     assert all(r["_meta"]["created_by"].startswith("run:run_") for r in rows)
+
+
+def _idle_sandboxes(api: httpx.Client, deployment_id: str) -> int:
+    """Ready warm sandboxes of one deployment version, as the platform's metrics say."""
+    pattern = rf'^crewyard_warm_sandboxes\{{deployment="{deployment_id}",state="idle"\}} (\S+)$'
+    match = re.search(pattern, api.get("/metrics").text, re.MULTILINE)
+    return int(float(match.group(1))) if match else 0
+
+
+def test_a_thread_run_in_a_warm_sandbox_starts_from_its_thread(api: httpx.Client, plain: str):
+    """A warm sandbox is prepared before any run takes it; the thread comes with its start."""
+    tid = api.post(
+        "/v1/threads", json={"project": plain, "name": "convention", "values": {"seen": ["a"]}}
+    ).json()["thread_id"]
+    first = api.post(f"/v1/threads/{tid}/runs", json={"input": {"word": "b"}}).json()
+    dep_id = wait_run(api, first["run_id"])["deployment_id"]
+    _settled(api, tid)
+    deadline = time.monotonic() + 180
+    while _idle_sandboxes(api, dep_id) < 1:
+        assert time.monotonic() < deadline, "no warm sandbox came"
+        time.sleep(0.2)
+    second = api.post(f"/v1/threads/{tid}/runs", json={"input": {"word": "c"}}).json()
+    assert wait_run(api, second["run_id"])["status"] == "succeeded"
+    events = sse_events(api, f"/v1/runs/{second['run_id']}/events")
+    started = [e for e in events if e["event"] == "run.started"]
+    assert started[-1]["data"]["data"].get("warm") is True
+    assert _settled(api, tid)["values"] == {"seen": ["a", "b", "c"]}
 
 
 def test_one_run_at_a_time_twenty_starts_one_accepted(
