@@ -2,7 +2,8 @@
 (its conversation accumulates over runs, one checkpoint each; an ``interrupt()`` resumes with the
 next run; a copy diverges), plain Python and CrewAI crews keeping state by the convention, one
 run at a time (twenty simultaneous starts, one 202), a start cut off between its two writes
-settles by itself, crews writing tables, and a rebuild that reproduces it all."""
+settles by itself, crews writing tables, thread runs in warm sandboxes and in the environment
+they ask for, the CLI, and a rebuild that reproduces it all."""
 
 from __future__ import annotations
 
@@ -278,6 +279,33 @@ def test_a_large_state_is_kept_in_the_object_store(api: httpx.Client, plain: str
     _run(api, copy["thread_id"], {"input": {"char": "b", "size": 300_000}})  # diverges
     assert api.get(f"/v1/threads/{copy['thread_id']}").json()["values"]["text"][0] == "b"
     assert api.get(f"/v1/threads/{tid}").json()["values"]["text"][0] == "a"
+
+
+VERSIONED = """
+VERSION = {version!r}
+
+def run(inputs):
+    seen = inputs["thread"]["values"].get("seen", [])
+    return {{"thread": {{"values": {{"seen": [*seen, VERSION]}}}}}}
+"""
+
+
+def test_a_thread_runs_the_version_of_the_environment_it_asks_for(api: httpx.Client, tmp_path: Path):
+    """One conversation, two environments: production's version by default, staging's on request;
+    the state carries over between them."""
+    one = deploy(api, write_crew(tmp_path / "one", VERSIONED.format(version="one")), "threadenv")
+    two = deploy(
+        api, write_crew(tmp_path / "two", VERSIONED.format(version="two")), "threadenv", environment="staging"
+    )
+    assert (one["version_number"], two["version_number"]) == (1, 2)
+    tid = api.post("/v1/threads", json={"project": "threadenv"}).json()["thread_id"]
+    assert _run(api, tid, {"input": {}})["values"] == {"seen": ["one"]}
+    staged = api.post(f"/v1/threads/{tid}/runs", json={"input": {}, "environment": "staging"})
+    assert staged.status_code == 202 and staged.json()["version_number"] == 2, staged.text
+    assert wait_run(api, staged.json()["run_id"])["status"] == "succeeded"
+    assert _settled(api, tid)["values"] == {"seen": ["one", "two"]}
+    unknown = api.post(f"/v1/threads/{tid}/runs", json={"input": {}, "environment": "nowhere"})
+    assert unknown.status_code == 400 and unknown.json()["error"]["code"], unknown.text
 
 
 def test_the_thread_stream_follows_every_run(api: httpx.Client, plain: str):
