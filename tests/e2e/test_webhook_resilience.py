@@ -87,12 +87,14 @@ def test_a_notifier_killed_mid_delivery_loses_nothing(bare_platform: PlatformPro
 
 
 def test_a_slow_receiver_never_delays_a_fast_one(bare_platform: PlatformProcess):
-    """1,000 deliveries due at once: 500 synthetic terminal events, each to a receiver that takes
-    2 s per request and to a fast one. Every delivery to the fast one arrives before the slow one
-    has received 10 requests."""
+    """1,000 deliveries due at once: 500 synthetic terminal events, each to a receiver that does not
+    answer (it holds every request for longer than the test lasts) and to a fast one. Every
+    delivery to the fast one arrives while the slow one has answered nothing, and the slow one is
+    not flooded meanwhile (its lane narrows instead). No clock decides: a head-of-line block would
+    leave the fast receiver waiting until the deadline."""
     n_events = 500
     with (
-        Receiver(lambda n, h, b: (200, 2.0)) as slow,
+        Receiver(lambda n, h, b: (200, 3600.0)) as slow,
         Receiver(lambda n, h, b: (200, 0.0)) as fast,
         httpx.Client(base_url=bare_platform.api, timeout=60) as client,
     ):
@@ -121,8 +123,9 @@ def test_a_slow_receiver_never_delays_a_fast_one(bare_platform: PlatformProcess)
         proc = notifier(bare_platform)
         try:
             fast.wait_for(lambda got: len(got) >= n_events, timeout=120)
-            slow_count = len(slow.snapshot())
+            held = slow.snapshot()
         finally:
             proc.stop()
     assert len({r.headers["webhook-id"] for r in fast.snapshot()}) == n_events
-    assert slow_count < 10, slow_count
+    assert held and not any(r.answered for r in held)
+    assert len(held) < n_events // 5, len(held)
