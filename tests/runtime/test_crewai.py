@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+import crewyard_runtime
 from crewyard.testing import FakeLLM, RuntimeRun, run_runtime, write_module
 
 CrewModule = Callable[[str, str], Path]
 
 RESEARCH = Path(__file__).resolve().parents[2] / "examples" / "research-crew"
+RUNTIME_LIBS = Path(crewyard_runtime.__file__).resolve().parents[1]
 
 # A crew of the test's own for the paths the example does not take: CrewAI's text (ReAct) tool
 # protocol, a tool that raises, a plain ``Crew`` object as entrypoint, and an absolute
@@ -216,3 +221,31 @@ def test_missing_dependency_says_which_package(tmp_path: Path, crew_module: Crew
         "MissingDependency: module 'surely_not_installed_pkg' is not installed (imported by 'needs_pkg');"
         " add the package that provides it to requirements.txt"
     )
+
+
+def test_a_crewbase_crew_is_built_and_its_model_client_imported_when_prepared(tmp_path: Path) -> None:
+    # What `ready` promises for CrewAI: the module imported, the @CrewBase class built into its
+    # Crew and OpenAI's lazily imported client modules loaded — nothing of that is left for the
+    # run's start (at warm-up, before the run exists), and no model was called.
+    script = (
+        "import sys; from crewyard_runtime.adapters import load;"
+        " loaded = load('research_crew.crew:ResearchCrew', 'crewai');"
+        " print(type(loaded.obj).__name__, 'openai.resources.chat' in sys.modules)"
+    )
+    llm = FakeLLM().start()  # its own: no other test's requests
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "OPENAI_API_KEY": "sk-fake",
+        "OPENAI_BASE_URL": llm.base_url,
+        "PYTHONPATH": f"{RUNTIME_LIBS}{os.pathsep}{RESEARCH}",
+    }
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240
+        )
+    finally:
+        llm.stop()
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split()[-2:] == ["Crew", "True"]
+    assert not llm.requests
