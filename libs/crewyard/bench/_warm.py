@@ -1,10 +1,10 @@
 """Figure 9: warm starts — the same crew started cold and warm on one platform, side by side.
 
 Full size: the CrewAI example (``examples/research-crew``) and the LangGraph example
-(``examples/langgraph-agent``) against the fake LLM, on bwrap (the fake LLM on a neighbouring
-network namespace the platform is allowed to reach), else on the process backend with the fake
-LLM on loopback. ``--quick``: the bench crew on the process platform (a smoke test of the figure,
-not a measurement of any framework).
+(``examples/langgraph-agent``) against the fake LLM, on bwrap, and the CrewAI example on docker
+when an engine answers (the fake LLM on a neighbouring network namespace the platform is allowed
+to reach); else on the process backend with the fake LLM on loopback. ``--quick``: the bench
+crew on the process platform (a smoke test of the figure, not a measurement of any framework).
 
 A cold sample is made by changing a variable of the project just before the run: the run's
 fingerprint no longer matches its pool's sandboxes, so it starts cold — as every run did before
@@ -158,7 +158,7 @@ async def _crew_figures(
         raise BenchError(f"{label}: {len(warm)} warm and {len(cold)} cold runs; need both")
     first_warm, first_cold = [w[0] * 1000 for w in warm], [c[0] * 1000 for c in cold]
     total_warm, total_cold = [w[1] * 1000 for w in warm], [c[1] * 1000 for c in cold]
-    where = f"{platform.backend}, {len(warm)} warm and {len(cold)} cold runs alternating"
+    where = f"{len(warm)} warm and {len(cold)} cold runs alternating"
     return [
         figure(
             f"9a-{key}",
@@ -216,18 +216,32 @@ async def warm_figures(bench: Bench) -> list[Figure]:
         return await _crew_figures(bench, platform, "bench", "bench crew", bench.crew_dir, {"n": 1}, {})
     from ._runs import _usable_backends
 
-    bwrap = (await _usable_backends(bench)).get("bwrap") is None and os.geteuid() == 0
-    if not bwrap:
-        bench.notes.append("figure 9 on process: bwrap, or root for the fake LLM's network, is missing")
+    usable = await _usable_backends(bench)
+    # The fake LLM's neighbouring network namespace needs root.
+    backends = [b for b in ("bwrap", "docker") if usable.get(b) is None and os.geteuid() == 0]
+    if not backends:
+        bench.notes.append(
+            "figure 9 on process: bwrap or docker, and root for the fake LLM's network, missing"
+        )
     figures: list[Figure] = []
-    with _fake_llm(bwrap) as (llm, platform_env):
-        backend = "bwrap" if bwrap else "process"
-        platform = await bench.extra_platform("warm", backend, "venv", env=platform_env)
+    with _fake_llm(bool(backends)) as (llm, platform_env):
         env = {"OPENAI_BASE_URL": llm.base_url, "OPENAI_API_KEY": "sk-fake-key-for-the-bench"}
-        try:
-            for key, example, inputs in EXAMPLE_CREWS:
-                label = f"{example} ({key})"
-                figures += await _crew_figures(bench, platform, key, label, EXAMPLES / example, inputs, env)
-        finally:
-            await bench.stop_extra(platform)
+        for backend in backends or ["process"]:
+            build = "docker" if backend == "docker" else "venv"
+            platform = await bench.extra_platform(f"warm-{backend}", backend, build, env=platform_env)
+            # docker: the CrewAI example only (its image takes minutes to build), as the target names it.
+            crews = EXAMPLE_CREWS[:1] if backend == "docker" else EXAMPLE_CREWS
+            try:
+                for key, example, inputs in crews:
+                    name = f"{key}-docker" if backend == "docker" else key
+                    label = f"{example} ({key}, {backend})"
+                    figures += await _crew_figures(
+                        bench, platform, name, label, EXAMPLES / example, inputs, env
+                    )
+            except Exception as exc:
+                bench.notes.append(f"figure 9 on {backend}: failed ({type(exc).__name__}: {exc})")
+                if backend != "docker":
+                    raise
+            finally:
+                await bench.stop_extra(platform)
     return figures
