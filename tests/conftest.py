@@ -45,6 +45,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 BASE_IMAGE = os.environ.get("CREWYARD_TEST_BASE_IMAGE", "crewyard/base:bookworm")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _no_user_config(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The CLI never reads the config (API URL, keys) of whoever runs the tests."""
+    os.environ["CREWYARD_CONFIG"] = str(tmp_path_factory.mktemp("config") / "config.json")
+
+
 @pytest.fixture(scope="session")
 def nats_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedNats]:
     """The suite's nats-server; like every crewyard broker it refuses clients without credentials."""
@@ -95,7 +101,8 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformProce
 
 @pytest.fixture
 def api(platform: PlatformProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=platform.api, timeout=30) as client:
+    """The platform's API with its admin key."""
+    with platform.client() as client:
         yield client
 
 

@@ -1,5 +1,6 @@
 """The data dir is private: the read model holds every run's input and output, the NATS store
-every event, ``secret.key`` the key to every project's secrets.
+every event, ``secret.key`` the key to every project's secrets, ``admin.key`` the first admin API
+key.
 
 The data dir and the folders the platform keeps in it are 0700 — made so, or tightened at start
 when an older install left them open — and the files that matter most are 0600 on their own.
@@ -25,6 +26,7 @@ PRIVATE_FILES = (
     "readmodel.sqlite3-wal",
     "readmodel.sqlite3-shm",
     "secret.key",
+    "admin.key",
     "platform.log",
     "nats/server.log",
 )

@@ -333,6 +333,9 @@ async def demo(settings: Settings) -> None:
     try:
         if not await _wait_healthy(api, platform):
             return
+        key_file = settings.data_dir / "admin.key"
+        if settings.auth and "CREWYARD_API_KEY" not in env and key_file.exists():
+            env["CREWYARD_API_KEY"] = key_file.read_text().strip()
         hello = examples_dir() / "hello"
         steps = [
             ("deploy", str(hello), "--project", "hello"),
@@ -361,9 +364,11 @@ async def demo(settings: Settings) -> None:
             runs = json.loads(out or b"{}").get("runs", [])
             if runs:
                 await step("runs", "artifacts", runs[0]["id"])
+        auth = f'-H "Authorization: Bearer $(cat {key_file})" ' if settings.auth else ""
         console.print(
             f"\n[bold green]The platform keeps running at {api}[/] — try `crewyard runs list`, "
-            f"`curl {api}/v1/runs`, or open {api}/schema. Ctrl-C stops it."
+            f"`curl {auth}{api}/v1/runs`, or open {api}/schema. Ctrl-C stops it.",
+            highlight=False,
         )
         await platform
     finally:

@@ -36,6 +36,24 @@ class Settings(msgspec.Struct, kw_only=True):
     stream: StreamSettings = msgspec.field(default_factory=StreamSettings)
     host: str = "127.0.0.1"
     port: int = 8080
+    #: Every API route but the open ones needs an API key. Off (``--no-auth``) only for
+    #: throw-away local use: the API then listens on loopback and nowhere else.
+    auth: bool = True
+    #: A file holding the token of the first admin key (``crewyard keys generate``): a gateway
+    #: that finds no key at all registers this one instead of making and printing a new one.
+    admin_key_file: str | None = None
+    #: ``Host`` header values the API answers (comma-separated names or addresses, ``*.domain``
+    #: for its subdomains, ``*`` for any). Empty: loopback names when it listens on loopback,
+    #: else any (with keys required, a rebound name gains a page nothing).
+    allowed_hosts: str = ""
+    #: Origins a browser may call the API from (comma-separated; empty: CORS is off).
+    cors_origins: str = ""
+    #: Mutating requests (POST, PUT, PATCH, DELETE) one API key may make per second on one
+    #: gateway, in bursts of ten times that; 0 turns the limit off.
+    rate_limit: float = 20.0
+    #: Failed authentications (missing or bad key) one client address may make per second on one
+    #: gateway, in bursts of ten times that, before it gets 429 instead of 401; 0: no limit.
+    auth_fail_limit: float = 5.0
     #: Largest accepted crew upload (compressed), its unpacked size (every byte out of gzip,
     #: headers included), its largest file and its number of files and folders.
     upload_limit_bytes: int = 50 * 1024 * 1024
@@ -131,6 +149,18 @@ class Settings(msgspec.Struct, kw_only=True):
     ready_max_lag: int = 10_000
 
     @property
+    def allowed_host_list(self) -> tuple[str, ...]:
+        """The ``Host`` values the API answers (lower case, without ports); ``*`` for any."""
+        given = tuple(h.strip().lower() for h in self.allowed_hosts.split(",") if h.strip())
+        if given:
+            return given
+        return LOOPBACK_NAMES if is_loopback(self.host) else ("*",)
+
+    @property
+    def cors_origin_list(self) -> tuple[str, ...]:
+        return tuple(o.strip().rstrip("/") for o in self.cors_origins.split(",") if o.strip())
+
+    @property
     def db_path(self) -> Path:
         return self.data_dir / "readmodel.sqlite3"
 
@@ -186,6 +216,20 @@ class Settings(msgspec.Struct, kw_only=True):
         return path if path.exists() else None
 
 
+#: Names the API answers by default when it listens on loopback (``Host`` without its port).
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1", "[::1]")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address to listen on) is on this machine only."""
+    if host.lower() in ("localhost", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
 def _flag(value: str) -> bool:
     if value.lower() in ("1", "true", "yes", "on"):
         return True
@@ -200,6 +244,12 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "CREWYARD_NATS_ISSUER": ("nats_issuer", str),
     "CREWYARD_HOST": ("host", str),
     "CREWYARD_PORT": ("port", int),
+    "CREWYARD_AUTH": ("auth", _flag),
+    "CREWYARD_ADMIN_KEY_FILE": ("admin_key_file", str),
+    "CREWYARD_ALLOWED_HOSTS": ("allowed_hosts", str),
+    "CREWYARD_CORS_ORIGINS": ("cors_origins", str),
+    "CREWYARD_RATE_LIMIT": ("rate_limit", float),
+    "CREWYARD_AUTH_FAIL_LIMIT": ("auth_fail_limit", float),
     "CREWYARD_UPLOAD_LIMIT": ("upload_limit_bytes", int),
     "CREWYARD_UNPACKED_LIMIT": ("unpacked_limit_bytes", int),
     "CREWYARD_UPLOAD_MAX_FILE": ("upload_max_file_bytes", int),
@@ -328,6 +378,7 @@ def load(data_dir: Path | str | None = None, **overrides: Any) -> Settings:
         raise SettingsError("CREWYARD_RUNNER_CONCURRENCY must be at least 1")
     _check_warm(settings)
     _check_outbound(settings)
+    _check_front_door(settings)
     return settings
 
 
@@ -338,6 +389,23 @@ def _check_warm(settings: Settings) -> None:
         raise SettingsError('CREWYARD_WARM_MEMORY must be a size like "2g" or "512m" (0: no warm sandboxes)')
     if not 0 < settings.warm_idle_s <= 86400:
         raise SettingsError("CREWYARD_WARM_IDLE must be more than 0 and at most 86400 seconds")
+
+
+def _check_front_door(settings: Settings) -> None:
+    if not settings.auth and not is_loopback(settings.host):
+        raise SettingsError(
+            f"without API keys (--no-auth, CREWYARD_AUTH=false) the API listens on loopback only,"
+            f" not on {settings.host!r}: leave --host out, or keep keys on"
+        )
+    if settings.rate_limit < 0:
+        raise SettingsError("CREWYARD_RATE_LIMIT must not be negative (0 turns it off)")
+    if settings.auth_fail_limit < 0:
+        raise SettingsError("CREWYARD_AUTH_FAIL_LIMIT must not be negative (0 turns it off)")
+    for origin in settings.cors_origin_list:
+        if origin != "*" and not origin.startswith(("http://", "https://")):
+            raise SettingsError(
+                f"CREWYARD_CORS_ORIGINS: {origin!r} is not an origin like https://app.example"
+            )
 
 
 def _check_outbound(settings: Settings) -> None:

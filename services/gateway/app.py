@@ -3,37 +3,59 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
-from litestar import Litestar, Request, Response, get
+from litestar import Litestar, Request, Response, Router, get
+from litestar.config.cors import CORSConfig
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.prometheus import PrometheusConfig
 
 from crewyard import __version__, metrics
+from crewyard.auth import Names, load_issuer
+from crewyard.auth.consumers import Consumers
 from crewyard.core import asyncapi
-from crewyard.eventstore import EventStore, connect, ensure_stream
+from crewyard.eventstore import EventStore, connect, ensure_platform_stream, ensure_stream
 from crewyard.health import Readiness
 from crewyard.objects import open_store
 from crewyard.readmodel import ReadModel
 from crewyard.secrets import SecretBox, load_key
 from crewyard.settings import Settings
 
-from . import deployments, events, projects, runs, schedules, tables, threads, triggers, versions, webhooks
+from . import (
+    deployments,
+    events,
+    keys,
+    projects,
+    runs,
+    schedules,
+    tables,
+    threads,
+    triggers,
+    versions,
+    webhooks,
+)
+from .access import guard
 from .console import CONSOLE
 from .context import Gateway, gw
 from .errors import HANDLERS
+from .frontdoor import AccessMiddleware
+
+log = logging.getLogger("crewyard.gateway")
+OPEN = {"open": True}
 
 
-@get("/healthz", opt={"open": True})
+@get("/healthz", opt=OPEN)
 async def healthz() -> dict[str, Any]:
     """Alive: the process answers. Says nothing about NATS or the read model (see /readyz)."""
     return {"status": "ok", "service": "gateway", "version": __version__}
 
 
-@get("/readyz", opt={"open": True})
+@get("/readyz", opt=OPEN)
 async def readyz(request: Request[Any, Any, Any]) -> Response[Any]:
     """Ready: JetStream reachable and writable, the stream's leader answers, the read model close
     to the stream's head. 503 with the reasons otherwise."""
@@ -57,7 +79,7 @@ _HTTP_METRICS = PrometheusConfig(
 )
 
 
-@get("/v1/asyncapi.json")
+@get("/v1/asyncapi.json", opt=OPEN)
 async def asyncapi_document() -> dict[str, Any]:
     """The AsyncAPI document of the event stream (subjects and payloads)."""
     return _ASYNCAPI
@@ -79,12 +101,18 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> Litesta
         nc = await connect(settings.nats_url, name="crewyard-gateway", creds=settings.creds_for("gateway"))
         store = EventStore(nc, settings.stream)
         await ensure_stream(store.js, settings.stream)
+        await ensure_platform_stream(store.js, settings.stream)
         rm = await ReadModel.open(settings.db_path)
         readiness = Readiness(
             "gateway", instance=f"{socket.gethostname()}-{os.getpid()}", max_lag=settings.ready_max_lag
         )
         readiness.attach(store)
         readiness.position = rm.position
+        registry, first = await keys.open_keys(settings, store)
+        if first:
+            log.warning(
+                "the first admin key is %s (shown once; also in %s)", first, keys.admin_key_path(settings)
+            )
         app.state.gateway = Gateway(
             settings=settings,
             store=store,
@@ -92,16 +120,20 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> Litesta
             rm=rm,
             secrets=SecretBox(load_key(settings.data_dir, settings.secret_key_b64)),
             readiness=readiness,
+            keys=registry,
+            consumers=consumers_for(settings, store),
         )
         metrics.refresh_with("gateway", app.state.gateway.refresh_metrics)
         try:
             yield
         finally:
             app.state.gateway.closing.set()
+            if registry is not None:
+                await registry.stop()
             await rm.close()
             await nc.drain()
 
-    return Litestar(
+    app = Litestar(
         route_handlers=[
             healthz,
             metrics_text,
@@ -117,12 +149,71 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> Litesta
             *triggers.ROUTES,
             *schedules.ROUTES,
             *events.ROUTES,
+            *keys.ROUTES,
             CONSOLE,
         ],
         lifespan=[lifespan],
-        middleware=[_HTTP_METRICS.middleware],
+        guards=[guard],
+        middleware=[AccessMiddleware, _HTTP_METRICS.middleware],
         exception_handlers=HANDLERS,
-        openapi_config=OpenAPIConfig(title="crewyard", version=__version__, path="/schema"),
+        openapi_config=_openapi(),
+        cors_config=_cors(settings),
         request_max_body_size=2 * 1024 * 1024,
         debug=False,
     )
+    check_access_rules(app)
+    return app
+
+
+def _openapi() -> OpenAPIConfig:
+    """The document is open (``/schema…``); it says every other route takes a bearer key."""
+    return OpenAPIConfig(
+        title="crewyard",
+        version=__version__,
+        openapi_router=Router(path="/schema", route_handlers=[], opt=OPEN),
+        components=Components(
+            security_schemes={"apiKey": SecurityScheme(type="http", scheme="bearer", description="cyk_…")}
+        ),
+        security=[{"apiKey": []}],
+    )
+
+
+def _cors(settings: Settings) -> CORSConfig | None:
+    """Off unless origins are configured: no browser page elsewhere may call the API."""
+    origins = list(settings.cors_origin_list)
+    if not origins:
+        return None
+    return CORSConfig(
+        allow_origins=origins,
+        allow_methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+        allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
+        allow_credentials=False,
+        max_age=600,
+    )
+
+
+def check_access_rules(app: Litestar) -> None:
+    """Refuse to start with a route that declares neither a role nor ``open`` (fail closed)."""
+    missing = [
+        f"{method} {route.path}"
+        for route in app.routes
+        for handler in getattr(route, "route_handlers", [])
+        for method in getattr(handler, "http_methods", ())
+        if method != "OPTIONS" and not (handler.opt.get("open") is True or "role" in handler.opt)
+    ]
+    if missing:
+        raise RuntimeError(
+            "routes without an access rule (opt={'role': …} or {'open': True}): " + ", ".join(sorted(missing))
+        )
+
+
+def consumers_for(settings: Settings, store: EventStore) -> Consumers | None:
+    """Issues outside consumers' NATS credentials, where this gateway holds the issuer keys."""
+    if settings.issuer_file is None:
+        return None
+    s = settings.stream
+    names = Names(
+        events=s.name, prefix=s.prefix, platform=s.platform_name, platform_prefix=s.platform_prefix,
+        objects=s.object_bucket,
+    )  # fmt: skip
+    return Consumers(store, load_issuer(settings.issuer_file), names, settings.nats_url)

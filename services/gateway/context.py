@@ -12,12 +12,15 @@ import msgspec
 from litestar import Request
 
 from crewyard import metrics
+from crewyard.auth.apikeys import KeyRegistry
+from crewyard.auth.consumers import Consumers
 from crewyard.core import subjects
 from crewyard.core.bounds import MAX_JSON_DEPTH, OutOfBounds, check_json
 from crewyard.core.deployment_state import fold_project
 from crewyard.core.events import Event, Payload, ProjectCreated, make_event
 from crewyard.core.ids import deployment_id as stored_id
 from crewyard.core.ids import is_id, new_id
+from crewyard.core.platform_state import ConsumerState
 from crewyard.core.subjects import InvalidName, check_project_name
 from crewyard.core.versions import Resolved, VersionError
 from crewyard.eventstore import ConcurrencyConflict, EventStore, StoreUnavailable
@@ -45,6 +48,10 @@ class Gateway:
     rm: ReadModel
     secrets: SecretBox
     readiness: Readiness
+    #: API keys as this gateway follows them (None only with ``--no-auth``).
+    keys: KeyRegistry | None = None
+    #: Issues outside consumers' NATS credentials (None where the issuer keys are not given).
+    consumers: Consumers | None = None
     _hub: Hub | None = None
     #: Set when the gateway shuts down: SSE streams end with a retry hint (``sse.RETRY_HINT``).
     closing: Closing = dataclasses.field(default_factory=Closing)
@@ -66,6 +73,12 @@ class Gateway:
         metrics.PROJECTOR_POSITION.set(position)
         metrics.STREAM_LAST_SEQ.set(head)
         metrics.PROJECTOR_LAG.set(max(head - position, 0))
+
+    async def consumer_states(self) -> dict[str, ConsumerState]:
+        """Every outside consumer credential ever issued (read from the platform stream)."""
+        if self.consumers is None:
+            return {}
+        return await self.consumers.all()
 
     async def commit(self, event: Event, expected_seq: int | None) -> int:
         seq = await self.store.append(event, expected_seq=expected_seq)

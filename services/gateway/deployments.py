@@ -32,9 +32,15 @@ from .sse import resume_after, stream_events
 
 _enc = msgspec.json.Encoder()
 _BUILD_END = {DeploymentReady.TYPE, DeploymentFailed.TYPE}
+READ = {"role": "read"}
 
 
-@post("/v1/projects/{project:str}/deployments", status_code=202, request_max_body_size=None)
+@post(
+    "/v1/projects/{project:str}/deployments",
+    status_code=202,
+    request_max_body_size=None,
+    opt={"role": "deploy", "body": "gzip"},
+)
 async def create_deployment(request: Request[Any, Any, Any], project: str) -> Response[Any]:
     g = gw(request)
     project = project_name(project)
@@ -84,14 +90,14 @@ async def _create(
     config: CrewConfig,
     environment: EnvironmentName,
 ) -> Response[Any]:
-    key = idempotency_key(request)
+    key = idempotency_key(request)  # scoped to the project, as the event id derived from it
     request_hash = (
         hashlib.sha256(f"{project}\0{config.name}\0{checked.digest}\0{environment}".encode()).hexdigest()
         if key
         else None
     )
     if key:
-        earlier = await g.rm.deployment_by_idempotency_key(key)
+        earlier = await g.rm.deployment_by_idempotency_key(project, key)
         if earlier is not None:
             return await _replayed(g, earlier, request_hash)
     await g.ensure_project(project)
@@ -109,7 +115,8 @@ async def _create(
         request_hash=request_hash,
     )
     # With a key the event id comes from it: the server drops a concurrent duplicate.
-    event_id = "evt_idem_dep_" + hashlib.sha256(key.encode()).hexdigest()[:40] if key else new_id("evt")
+    digest = hashlib.sha256(f"{project}\0{key}".encode()).hexdigest()[:40] if key else ""
+    event_id = "evt_idem_dep_" + digest if key else new_id("evt")
     event = make_event(created, project=project, aggregate_id=dep_id, event_id=event_id)
     # Answered from the stream's acknowledgement and the event sent, never by reading the write
     # back (in a cluster a replica may not have it yet).
@@ -162,12 +169,12 @@ async def _replayed(g: Gateway, earlier: dict[str, Any], request_hash: str | Non
     return Response(await g.deployment(earlier["id"]), status_code=200)
 
 
-@get("/v1/deployments/{dep_id:str}")
+@get("/v1/deployments/{dep_id:str}", opt=READ)
 async def get_deployment(request: Request[Any, Any, Any], dep_id: str) -> dict[str, Any]:
     return await gw(request).deployment(dep_id)
 
 
-@get("/v1/projects/{project:str}/deployments")
+@get("/v1/projects/{project:str}/deployments", opt=READ)
 async def list_deployments(request: Request[Any, Any, Any], project: str) -> dict[str, Any]:
     """A project's versions, newest first (``?name=`` one deployment name's)."""
     g = gw(request)
@@ -175,7 +182,7 @@ async def list_deployments(request: Request[Any, Any, Any], project: str) -> dic
     return {"deployments": await g.rm.deployments(project, request.query_params.get("name"))}
 
 
-@get("/v1/deployments/{dep_id:str}/build-log")
+@get("/v1/deployments/{dep_id:str}/build-log", opt=READ)
 async def build_log(request: Request[Any, Any, Any], dep_id: str) -> Any:
     g = gw(request)
     dep = await g.deployment(dep_id)

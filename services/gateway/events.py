@@ -14,8 +14,10 @@ from typing import Any
 
 from litestar import Request, get
 
-from crewyard.core.access import ApiKey
+from crewyard.core.events import shown_to_clients
+from crewyard.core.subjects import event_type_of
 
+from .access import visible_project
 from .context import gw, project_name
 from .errors import bad_request
 from .sse import closed_stream, resume_after, stream_events
@@ -28,11 +30,9 @@ async def all_events(request: Request[Any, Any, Any]) -> Any:
     g = gw(request)
     asked = request.query_params.get("project")
     project = project_name(asked) if asked else None
-    key = request.scope.get("auth")
-    if isinstance(key, ApiKey) and key.project is not None:
-        if project is not None and project != key.project:
-            return closed_stream()  # another project's events: nothing, as for one that does not exist
-        project = key.project
+    shown, project = visible_project(request, project)
+    if not shown:
+        return closed_stream()  # another project's events: nothing, as for one that does not exist
     only = request.query_params.get("only")
     if only is not None and only not in ONLY:
         raise bad_request(f"only must be one of: {', '.join(ONLY)}")
@@ -46,6 +46,10 @@ async def all_events(request: Request[Any, Any, Any]) -> Any:
         ping_s=g.settings.sse_ping_s,
         stream="events",
         closing=g.closing,
+        # Secret-bearing events (env values even encrypted, webhook and trigger secrets) are
+        # never shown: the reserved _secret scope matches "*" too, and older streams keep some
+        # of them under the project.
+        keep=lambda raw: shown_to_clients(event_type_of(raw.subject, g.store.prefix) or ""),
     )
 
 

@@ -9,14 +9,17 @@ from litestar import Request, delete, get, put
 from crewyard.core.bounds import MAX_CONCURRENCY
 from crewyard.core.deployment_state import fold_project, sealed_name
 from crewyard.core.envnames import NAME_RE, name_problem
-from crewyard.core.events import EnvSet, EnvUnset, ProjectLimitsSet
+from crewyard.core.events import EnvSet, EnvUnset, ProjectLimitsSet, shown_to_clients
+from crewyard.core.subjects import event_type_of
 from crewyard.core.versions import check_environment
 
+from .access import visible_project
 from .context import Gateway, field, gw, json_body, project_name
 from .errors import bad_request, not_found
 from .sse import resume_after, stream_events
 
 MAX_VALUE = 32 * 1024
+READ, DEPLOY = {"role": "read"}, {"role": "deploy"}
 
 
 def _key(key: str) -> str:
@@ -35,17 +38,20 @@ def _stored_key(key: str) -> str:
     return key
 
 
-@get("/v1/projects")
+@get("/v1/projects", opt=READ)
 async def list_projects(request: Request[Any, Any, Any]) -> dict[str, Any]:
-    return {"projects": await gw(request).rm.projects()}
+    """The projects the key may see (one, for a project's key)."""
+    _, only = visible_project(request)
+    projects = await gw(request).rm.projects()
+    return {"projects": [p for p in projects if only is None or p["name"] == only]}
 
 
-@get("/v1/projects/{project:str}")
+@get("/v1/projects/{project:str}", opt=READ)
 async def get_project(request: Request[Any, Any, Any], project: str) -> dict[str, Any]:
     return await gw(request).project(project_name(project))
 
 
-@put("/v1/projects/{project:str}/env/{key:str}")
+@put("/v1/projects/{project:str}/env/{key:str}", opt=DEPLOY)
 async def set_env(request: Request[Any, Any, Any], project: str, key: str) -> dict[str, Any]:
     """``{"value", "environment"?}``: with an environment, the value applies to runs in that
     environment only (over an unscoped value of the same name)."""
@@ -66,7 +72,7 @@ async def store_env(g: Gateway, project: str, key: str, value: str, scope: str |
     return {"key": key, "project": project, "environment": environment}
 
 
-@put("/v1/projects/{project:str}/limits")
+@put("/v1/projects/{project:str}/limits", opt=DEPLOY)
 async def set_limits(request: Request[Any, Any, Any], project: str) -> dict[str, Any]:
     """``{"max_concurrent_runs": n | null}``: at most n runs of the project at once (null: no limit)."""
     g = gw(request)
@@ -82,14 +88,14 @@ async def set_limits(request: Request[Any, Any, Any], project: str) -> dict[str,
     return {"project": project, "max_concurrent_runs": limit}
 
 
-@get("/v1/projects/{project:str}/env")
+@get("/v1/projects/{project:str}/env", opt=READ)
 async def list_env(request: Request[Any, Any, Any], project: str) -> dict[str, Any]:
     g = gw(request)
     await g.project(project_name(project))
     return {"env": await g.rm.env(project)}
 
 
-@delete("/v1/projects/{project:str}/env/{key:str}", status_code=200)
+@delete("/v1/projects/{project:str}/env/{key:str}", status_code=200, opt=DEPLOY)
 async def unset_env(request: Request[Any, Any, Any], project: str, key: str) -> dict[str, Any]:
     """``?environment=``: remove that environment's own value (default: the unscoped one)."""
     return await remove_env(gw(request), project, key, request.query_params.get("environment"))
@@ -107,9 +113,11 @@ async def remove_env(g: Gateway, project: str, key: str, scope: str | None) -> d
     return {"key": key, "project": project, "environment": environment, "deleted": True}
 
 
-@get("/v1/projects/{project:str}/events")
+@get("/v1/projects/{project:str}/events", opt=READ)
 async def project_events(request: Request[Any, Any, Any], project: str) -> Any:
-    """Every event of a project, live; with Last-Event-ID / ?after= it resumes, else starts now."""
+    """Every event of a project, live; with Last-Event-ID / ?after= it resumes, else starts now.
+    Events that carry secrets (env values, even encrypted, and those older streams keep under
+    the project; webhook and trigger secrets) are left out."""
     g = gw(request)
     project = project_name(project)
     after = resume_after(request)
@@ -121,6 +129,7 @@ async def project_events(request: Request[Any, Any, Any], project: str) -> Any:
         ping_s=g.settings.sse_ping_s,
         stream="project",
         closing=g.closing,
+        keep=lambda raw: shown_to_clients(event_type_of(raw.subject, g.store.prefix) or ""),
     )
 
 

@@ -24,12 +24,14 @@ from crewyard.readmodel import run_view
 from crewyard.threads import settle
 from crewyard.workspace import artifact_object
 
+from .access import allow, visible_project
 from .context import Gateway, field, gw, idempotency_key, json_body, project_name
 from .errors import ApiError, bad_request, conflict, not_found
 from .ranges import Unsatisfiable, byte_range, etag_matches
 from .sse import closed_stream, resume_after, sse_response
 
 MAX_INPUT = 1024 * 1024
+READ, RUN = {"role": "read"}, {"role": "run"}
 _enc = msgspec.json.Encoder(order="sorted")
 
 
@@ -37,10 +39,11 @@ def _request_hash(body: dict[str, Any]) -> str:
     return hashlib.sha256(_enc.encode(body)).hexdigest()
 
 
-async def resolve_target(g: Gateway, body: dict[str, Any]) -> Resolved:
+async def resolve_target(g: Gateway, body: dict[str, Any], request: Request[Any, Any, Any]) -> Resolved:
     """The version a run request means: ``deployment_id`` (``dep_…`` or ``ver_…``) alone is that
     version; with ``environment``, that environment's version of its name; ``project`` (and
-    ``name``) runs the name's version in ``environment`` (production by default)."""
+    ``name``) runs the name's version in ``environment`` (production by default). Another
+    project's deployment or project is not found, as if it did not exist."""
     dep_id = field(body, "deployment_id", str)
     project = field(body, "project", str)
     name = field(body, "name", str)
@@ -51,14 +54,16 @@ async def resolve_target(g: Gateway, body: dict[str, Any]) -> Resolved:
     if dep_id and (project or name):
         raise bad_request("give either deployment_id or project (and name), not both")
     if dep_id:
+        allow(request, (await g.deployment(dep_id))["project"], not_found(f"deployment {stored_id(dep_id)}"))
         return await g.resolve_version(project=None, deployment_id=dep_id, environment=environment)
     if not project:
         raise bad_request("deployment_id or project is required")
-    project = (await g.project(project_name(project)))["name"]
+    allow(request, project_name(project))
+    project = (await g.project(project))["name"]
     return await g.resolve_version(project=project, name=name, environment=environment)
 
 
-@post("/v1/runs", status_code=202)
+@post("/v1/runs", status_code=202, opt=RUN)
 async def create_run(request: Request[Any, Any, Any]) -> Response[Any]:
     g = gw(request)
     body = await json_body(request)
@@ -72,12 +77,12 @@ async def create_run(request: Request[Any, Any, Any]) -> Response[Any]:
         raise bad_request(f"timeout_s must be positive and at most {MAX_TIMEOUT_S:g} seconds")
     key = idempotency_key(request)
     request_hash = _request_hash(body) if key else None
-    if key:
-        existing = await g.rm.run_by_idempotency_key(key)
+    target = await resolve_target(g, body, request)
+    dep_id, project = target.deployment_id, target.project
+    if key:  # keys are scoped to the project: another project's same key is another request
+        existing = await g.rm.run_by_idempotency_key(project, key)
         if existing is not None:
             return _replayed(existing, request_hash)
-    target = await resolve_target(g, body)
-    dep_id, project = target.deployment_id, target.project
     run_id = new_id("run")
     queued = RunQueued(
         deployment_id=dep_id,
@@ -89,7 +94,7 @@ async def create_run(request: Request[Any, Any, Any]) -> Response[Any]:
         version_number=target.number,
     )
     # With a key, the event id is derived from it: a concurrent duplicate is dropped by the server.
-    event_id = "evt_idem_" + hashlib.sha256(key.encode()).hexdigest()[:40] if key else new_id("evt")
+    event_id = _idempotent_event_id(project, key) if key else new_id("evt")
     event = make_event(queued, project=project, aggregate_id=run_id, event_id=event_id)
     # The answer comes from the stream's acknowledgement and the event sent, never from reading
     # the write back: in a cluster a replica may not have it yet.
@@ -137,6 +142,10 @@ async def _original(g: Gateway, seq: int, request_hash: str | None) -> Response[
     return Response(view, status_code=200)
 
 
+def _idempotent_event_id(project: str, key: str) -> str:
+    return "evt_idem_" + hashlib.sha256(f"{project}\0{key}".encode()).hexdigest()[:40]
+
+
 def _replayed(row: dict[str, Any], request_hash: str | None) -> Response[Any]:
     if row.get("request_hash") != request_hash:
         raise ApiError(
@@ -147,12 +156,12 @@ def _replayed(row: dict[str, Any], request_hash: str | None) -> Response[Any]:
     return Response(view, status_code=200)
 
 
-@get("/v1/runs/{run_id:str}")
+@get("/v1/runs/{run_id:str}", opt=READ)
 async def get_run(request: Request[Any, Any, Any], run_id: str) -> dict[str, Any]:
     return await gw(request).run(run_id)
 
 
-@get("/v1/runs")
+@get("/v1/runs", opt=READ)
 async def list_runs(request: Request[Any, Any, Any]) -> Response[bytes]:
     q = request.query_params
     try:
@@ -164,9 +173,11 @@ async def list_runs(request: Request[Any, Any, Any]) -> Response[bytes]:
     status = q.get("status")
     if status and status not in ("pending", "running", "succeeded", "failed", "canceled"):
         raise bad_request(f"unknown status {status!r}")
-    project = q.get("project")
-    runs, cursor = await gw(request).rm.runs(
-        project=project, status=status, limit=limit, cursor=q.get("cursor")
+    shown, project = visible_project(request, q.get("project"))
+    runs, cursor = (
+        await gw(request).rm.runs(project=project, status=status, limit=limit, cursor=q.get("cursor"))
+        if shown
+        else ([], None)
     )
     tail = _enc.encode(cursor)
     body = b'{"runs":[' + ",".join(runs).encode() + b'],"next_cursor":' + tail + b"}"
@@ -204,13 +215,13 @@ async def request_cancel(g: Gateway, run_id: str, *, reason: str, quiet: bool = 
     raise conflict("the run kept changing; try again")
 
 
-@post("/v1/runs/{run_id:str}/cancel", status_code=200)
+@post("/v1/runs/{run_id:str}/cancel", status_code=200, opt=RUN)
 async def cancel_run(request: Request[Any, Any, Any], run_id: str) -> dict[str, Any]:
     """Pending runs never start; running ones get SIGTERM, a grace period, then SIGKILL."""
     return await request_cancel(gw(request), run_id, reason="requested")
 
 
-@get("/v1/runs/{run_id:str}/events")
+@get("/v1/runs/{run_id:str}/events", opt=READ)
 async def run_events(request: Request[Any, Any, Any], run_id: str) -> Any:
     """SSE of a run. ``?cancel_on_disconnect=true``: a client that goes away before the run ends
     cancels it (for callers that only care while they watch)."""
@@ -244,14 +255,14 @@ async def run_events(request: Request[Any, Any, Any], run_id: str) -> Any:
     )
 
 
-@get("/v1/runs/{run_id:str}/artifacts")
+@get("/v1/runs/{run_id:str}/artifacts", opt=READ)
 async def list_artifacts(request: Request[Any, Any, Any], run_id: str) -> dict[str, Any]:
     g = gw(request)
     await g.run(run_id)
     return {"artifacts": await g.rm.artifacts(run_id)}
 
 
-@get("/v1/runs/{run_id:str}/artifacts/{name:path}")
+@get("/v1/runs/{run_id:str}/artifacts/{name:path}", opt=READ)
 async def download_artifact(request: Request[Any, Any, Any], run_id: str, name: str) -> Response[Any]:
     """The file's bytes streamed from the object store; ``ETag`` is its sha256, ``Range``
     (one range) answers 206, ``If-None-Match`` 304."""

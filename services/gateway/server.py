@@ -3,14 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import uvicorn
+from rich.console import Console
 
 from crewyard.readmodel import ReadModel
 from crewyard.servicekit import ServiceContext
 
-from .app import create_app
+from .app import consumers_for, create_app
 from .context import Gateway
+from .keys import admin_key_path, open_keys
+
+console = Console(stderr=True)
 
 
 class GatewayServer:
@@ -28,6 +33,8 @@ class GatewayServer:
         try:
             await task
         finally:
+            if self.gateway.keys is not None:
+                await self.gateway.keys.stop()
             await self.gateway.rm.close()
 
 
@@ -37,6 +44,11 @@ async def create_service(context: ServiceContext) -> GatewayServer:
         raise ValueError("the gateway needs its readiness (it answers /readyz on the API port)")
     rm = await ReadModel.open(settings.db_path)
     readiness.position = rm.position
+    registry, first = await open_keys(settings, context.store)
+    if first:
+        _announce_admin_key(first, admin_key_path(settings))
+    elif registry is None:
+        console.print("[bold red]API keys are OFF (--no-auth)[/]: anyone on this machine may call the API")
     gateway = Gateway(
         settings=settings,
         store=context.store,
@@ -44,6 +56,8 @@ async def create_service(context: ServiceContext) -> GatewayServer:
         rm=rm,
         secrets=context.secrets(),
         readiness=readiness,
+        keys=registry,
+        consumers=consumers_for(settings, context.store),
     )
     config = uvicorn.Config(
         create_app(settings, gateway=gateway),
@@ -54,3 +68,16 @@ async def create_service(context: ServiceContext) -> GatewayServer:
         timeout_graceful_shutdown=3,
     )
     return GatewayServer(gateway, uvicorn.Server(config))
+
+
+def _announce_admin_key(token: str, path: Path) -> None:
+    """The first admin key, shown this once (only its hash is stored; the copy in the data dir
+    lets the CLI on this machine work without it being copied)."""
+    console.print(
+        f"[bold yellow]First admin API key[/] (shown once, also in {path}, readable by you only):\n"
+        f"  {token}\n"
+        "  Use it: `crewyard login --api URL` stores it, or send `Authorization: Bearer <key>`.\n"
+        "  `crewyard keys create` makes narrower keys.",
+        highlight=False,
+        soft_wrap=True,
+    )

@@ -38,6 +38,7 @@ from crewyard.core.events import (
 )
 from crewyard.core.ids import is_id, new_id
 
+from .access import allow
 from .context import Gateway, gw, project_name
 from .errors import ApiError, bad_request, conflict, not_found
 
@@ -92,6 +93,7 @@ async def create_table(request: Request[Any, Any, Any], data: TableCreate) -> Ta
     """Create a table of a project (its name is unique in the project)."""
     g = gw(request)
     project = project_name(data.project)
+    allow(request, project)
     try:
         name = core.check_table_name(data.name)
         description = core.check_description(data.description)
@@ -110,7 +112,8 @@ async def create_table(request: Request[Any, Any, Any], data: TableCreate) -> Ta
 async def list_tables(request: Request[Any, Any, Any], project: str) -> TableList:
     """``?project=``: the project's tables."""
     g = gw(request)
-    return msgspec.convert({"tables": await g.rm.tables(project_name(project))}, TableList)
+    allow(request, project_name(project))
+    return msgspec.convert({"tables": await g.rm.tables(project)}, TableList)
 
 
 @get("/v1/tables/{table_id:str}", opt=READ)

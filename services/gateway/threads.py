@@ -42,6 +42,7 @@ from crewyard.threads import (
     settle,
 )
 
+from .access import allow, visible_project
 from .context import Gateway, gw, project_name
 from .errors import ApiError, bad_request, conflict, not_found
 from .sse import resume_after, stream_events
@@ -104,8 +105,10 @@ async def create_thread(request: Request[Any, Any, Any], data: ThreadCreate) -> 
         if data.project is not None or data.name is not None:
             raise bad_request("give either deployment_id or project (and name), not both")
         dep = await g.deployment(data.deployment_id)
+        allow(request, dep["project"], not_found(f"deployment {dep['deployment_id']}"))
         project, name, dep_id = dep["project"], dep["name"], dep["deployment_id"]
     elif data.project is not None:
+        allow(request, project_name(data.project))
         project = (await g.project(project_name(data.project)))["name"]
         name, dep_id = choose_name(project, await g.rm.deployment_names(project), data.name), None
     else:
@@ -134,9 +137,13 @@ async def list_threads(
         raise bad_request(f"unknown status {status!r}: use {', '.join(core.STATUSES)}")
     if deployment_id is not None:
         dep = await g.deployment(deployment_id)
+        allow(request, dep["project"], not_found(f"deployment {dep['deployment_id']}"))
         project, name = dep["project"], dep["name"]
     if project is not None:
         project = project_name(project)
+    shown, project = visible_project(request, project)  # a project key sees its project's only
+    if not shown:
+        return ThreadList(threads=[])
     rows = await g.rm.threads(project=project, name=name, status=status, limit=limit, offset=offset)
     return ThreadList(threads=[await _thread(g, row) for row in rows])
 

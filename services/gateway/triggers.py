@@ -10,8 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import math
-import time
 from typing import Any
 
 import msgspec
@@ -36,6 +34,7 @@ from crewyard.launch import queue_run
 
 from .context import Gateway, gw, project_name
 from .errors import ApiError, bad_request, not_found
+from .limits import Buckets, TooMany
 
 DEPLOY, READ, OPEN = {"role": "deploy"}, {"role": "read"}, {"open": True}
 MAX_INPUT = 1024 * 1024
@@ -126,31 +125,10 @@ async def revoke_trigger(request: Request[Any, Any, Any], project: str, trigger_
     return trigger_view(row)
 
 
-class _Buckets:
-    """A token bucket per trigger: ``rate`` requests per second, bursts of ``4 * rate``."""
-
-    def __init__(self, rate: float) -> None:
-        self.rate, self.burst = rate, max(1.0, 4 * rate)
-        self.state: dict[str, tuple[float, float]] = {}
-
-    def take(self, key: str) -> float:
-        """0 when allowed, else the seconds until a request would be."""
-        now = time.monotonic()
-        tokens, last = self.state.get(key, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - last) * self.rate)
-        if tokens < 1:
-            self.state[key] = (tokens, now)
-            return (1 - tokens) / self.rate
-        self.state[key] = (tokens - 1, now)
-        if len(self.state) > 10_000:  # forget idle triggers (they are full again anyway)
-            self.state = {k: v for k, v in self.state.items() if now - v[1] < 60}
-        return 0.0
-
-
-def _buckets(request: Request[Any, Any, Any], g: Gateway) -> _Buckets:
+def _buckets(request: Request[Any, Any, Any], g: Gateway) -> Buckets:
     buckets = getattr(request.app.state, "trigger_buckets", None)
     if buckets is None:
-        buckets = _Buckets(g.settings.trigger_rate)
+        buckets = Buckets(g.settings.trigger_rate)
         request.app.state.trigger_buckets = buckets
     return buckets
 
@@ -176,7 +154,7 @@ async def fire_trigger(request: Request[Any, Any, Any], token: str) -> Response[
     row = await _trigger(g, token)
     wait = _buckets(request, g).take(row["id"])
     if wait:
-        raise _TooMany(wait)
+        raise TooMany(wait, "too many requests to this trigger; slow down")
     raw = await request.body()
     if row["signature_header"]:
         secret = g.secrets.decrypt(row["project"], secret_name(row["id"]), row["signature_secret"])
@@ -241,12 +219,6 @@ async def _started(g: Gateway, project: str, run_id: str, seq: int | None, wait_
                 if status == "running":
                     return status
     return status
-
-
-class _TooMany(ApiError):
-    def __init__(self, retry_after: float) -> None:
-        super().__init__(429, "rate_limited", "too many requests to this trigger; slow down")
-        self.headers = {"Retry-After": str(max(1, math.ceil(retry_after)))}
 
 
 ROUTES = [create_trigger, list_triggers, revoke_trigger, fire_trigger]

@@ -115,8 +115,8 @@ async def rollback(request: Request[Any, Any, Any], project: str) -> dict[str, A
     dep_id = stored_id(field(body, "deployment_id", str, required=True))
     environment = core.check_environment(field(body, "environment", str))
     dep = await g.deployment(dep_id)
-    if dep["project"] != project:
-        raise bad_request(f"deployment {dep_id} belongs to project {dep['project']}, not {project}")
+    if dep["project"] != project:  # another project's: as if it did not exist
+        raise not_found(f"deployment {dep_id} of project {project}")
     await move_pointer(
         g,
         project,

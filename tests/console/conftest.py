@@ -13,6 +13,8 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
+from crewyard.testing.platform import PlatformProcess
+
 REPO = Path(__file__).resolve().parents[2]
 SHOTS = REPO / "build" / "console-screenshots"
 #: Conditions are waited for, never timed: a generous deadline for a loaded machine.
@@ -24,6 +26,16 @@ def chromium_path() -> str:
     if not Path(path).exists():
         pytest.fail("Chromium is missing: make setup installs it (apt-get install chromium)")
     return path
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformProcess]:
+    """``crewyard up --no-auth``: the browser has no way to sign in yet (API keys are bearer
+    headers a page cannot send)."""
+    p = PlatformProcess(tmp_path_factory.mktemp("console"), env={"CREWYARD_AUTH": "false"})
+    p.start()
+    yield p
+    p.stop()
 
 
 @pytest.fixture(scope="module")

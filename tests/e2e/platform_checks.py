@@ -19,11 +19,17 @@ from crewyard.readmodel import ReadModel
 TERMINAL = {"run.completed", "run.failed", "run.canceled"}
 
 
-def call(method: str, url: str, deadline: float, **kw) -> httpx.Response:
-    """An API call that waits out a gateway restart (connection errors, 5xx)."""
+def _auth(key: str | None, headers: dict[str, str] | None = None) -> dict[str, str]:
+    return {**(headers or {}), **({"Authorization": f"Bearer {key}"} if key else {})}
+
+
+def call(
+    method: str, url: str, deadline: float, *, key: str | None = None, headers: dict | None = None, **kw
+) -> httpx.Response:
+    """An API call with API key ``key`` that waits out a gateway restart (connection errors, 5xx)."""
     while True:
         try:
-            r = httpx.request(method, url, timeout=10, **kw)
+            r = httpx.request(method, url, timeout=10, headers=_auth(key, headers), **kw)
             if r.status_code < 500:
                 return r
         except httpx.HTTPError:
@@ -36,16 +42,16 @@ def call(method: str, url: str, deadline: float, **kw) -> httpx.Response:
 class Follower(threading.Thread):
     """An SSE client that reconnects with Last-Event-ID until it sees the run's terminal event."""
 
-    def __init__(self, api: str, run_id: str, deadline: float) -> None:
+    def __init__(self, api: str, run_id: str, deadline: float, key: str | None = None) -> None:
         super().__init__(daemon=True)
-        self.api, self.run_id, self.deadline = api, run_id, deadline
+        self.api, self.run_id, self.deadline, self.key = api, run_id, deadline, key
         self.seen: list[tuple[int, str]] = []
         self.reconnects = 0
         self.done = False
 
     def run(self) -> None:
         while not self.done and time.monotonic() < self.deadline:
-            headers = {"Last-Event-ID": str(self.seen[-1][0])} if self.seen else {}
+            headers = _auth(self.key, {"Last-Event-ID": str(self.seen[-1][0])} if self.seen else {})
             try:
                 with httpx.stream(
                     "GET",

@@ -43,7 +43,7 @@ def _error(r: httpx.Response, status: int, code: str | None = None) -> str:
 
 @pytest.fixture(scope="module")
 def existing(platform) -> dict:
-    with httpx.Client(base_url=platform.api, timeout=30) as api:
+    with platform.client(timeout=30) as api:
         dep = deploy(api, EXAMPLES / "hello", "keep")
         run = api.post("/v1/runs", json={"project": "keep", "input": {"delay": 0}}).json()["run_id"]
         wait_run(api, run)
@@ -171,7 +171,8 @@ def test_artifact_that_does_not_exist(api, existing):
 def test_rollback_rules(api, existing, tmp_path):
     other = deploy(api, EXAMPLES / "hello", "other-project")
     r = api.post("/v1/projects/keep/rollback", json={"deployment_id": other["deployment_id"]})
-    assert "belongs to project other-project" in _error(r, 400)
+    # Another project's version is as missing as an unknown one (a key never learns it exists).
+    assert "not found" in _error(r, 404)
     _error(api.post("/v1/projects/keep/rollback", json={"deployment_id": "dep_nope"}), 404)
     _error(api.post("/v1/projects/keep/rollback", json={}), 400)
     _intact(api, existing)

@@ -52,7 +52,7 @@ def test_chaos(tmp_path: Path):
     ).up()
     try:
         deadline = time.monotonic() + 240
-        api = cluster.api
+        api, key = cluster.api, cluster.admin_key
         crew = write_crew(tmp_path / "chatty", CHATTY)
         from crewyard.packaging import pack
 
@@ -62,9 +62,10 @@ def test_chaos(tmp_path: Path):
             deadline,
             content=pack(crew),
             headers={"Content-Type": "application/gzip"},
+            key=key,
         ).json()
         while (
-            call("GET", f"{api}/v1/deployments/{dep['deployment_id']}", deadline).json()["status"]
+            call("GET", f"{api}/v1/deployments/{dep['deployment_id']}", deadline, key=key).json()["status"]
             == "building"
         ):
             time.sleep(0.2)
@@ -101,12 +102,13 @@ def test_chaos(tmp_path: Path):
                 deadline,
                 json={"deployment_id": dep["deployment_id"], "input": {"n": 30}},
                 headers={"Idempotency-Key": str(uuid.uuid4())},
+                key=key,
             )
             assert r.status_code in (200, 202), r.text
             run_ids.append(r.json()["id"])
             if i in to_cancel:  # a random tenth is canceled, pending or running
                 url = f"{api}/v1/runs/{run_ids[-1]}/cancel"
-                timer = threading.Timer(rnd.uniform(0, 1.5), call, ("POST", url, deadline))
+                timer = threading.Timer(rnd.uniform(0, 1.5), call, ("POST", url, deadline), {"key": key})
                 timer.start()
                 cancels.append(timer)
             if i % 4 == 0:  # a run in one of the threads (409 while it runs the last one)
@@ -116,7 +118,7 @@ def test_chaos(tmp_path: Path):
                 if r.status_code == 202:
                     run_ids.append(r.json()["run_id"])
             if i % 2 == 0:
-                follower = Follower(api, run_ids[-1], deadline)
+                follower = Follower(api, run_ids[-1], deadline, key)
                 follower.start()
                 followers.append(follower)
             time.sleep(rnd.uniform(0.05, 0.4))
@@ -135,7 +137,9 @@ def test_chaos(tmp_path: Path):
 
         statuses: dict[str, str] = {}
         while time.monotonic() < deadline:
-            statuses = {r: call("GET", f"{api}/v1/runs/{r}", deadline).json()["status"] for r in run_ids}
+            statuses = {
+                r: call("GET", f"{api}/v1/runs/{r}", deadline, key=key).json()["status"] for r in run_ids
+            }
             if all(s in ("succeeded", "failed", "canceled") for s in statuses.values()):
                 break
             time.sleep(1)

@@ -13,7 +13,10 @@ from crewyard.testing.platform import PlatformProcess
 
 def _run(platform: PlatformProcess, *args: str) -> tuple[int, str]:
     result = CliRunner().invoke(
-        cli, [*args], env={"CREWYARD_API": platform.api, "COLUMNS": "200"}, catch_exceptions=False
+        cli,
+        [*args],
+        env={"CREWYARD_API": platform.api, "CREWYARD_API_KEY": platform.admin_key, "COLUMNS": "200"},
+        catch_exceptions=False,
     )
     return result.exit_code, result.output
 

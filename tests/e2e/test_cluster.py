@@ -57,9 +57,12 @@ class Submitter(threading.Thread):
     """Creates runs through both gateways, one at a time, each with a key of its own (never
     retried: a POST that failed must have created nothing)."""
 
-    def __init__(self, apis: list[str], deployment_id: str, stop: threading.Event, deadline: float) -> None:
+    def __init__(
+        self, apis: list[str], deployment_id: str, stop: threading.Event, deadline: float, api_key: str
+    ) -> None:
         super().__init__(daemon=True)
         self.apis, self.deployment_id, self.stop, self.deadline = apis, deployment_id, stop, deadline
+        self.api_key = api_key
         self.posts: list[Post] = []
         self.followers: list[Follower] = []
         self.rnd = random.Random(7)
@@ -72,7 +75,8 @@ class Submitter(threading.Thread):
             steps = self.rnd.choice([4, 10, 20, 90])
             body = {"deployment_id": self.deployment_id, "input": {"steps": steps}}
             try:
-                r = httpx.post(f"{api}/v1/runs", json=body, headers={"Idempotency-Key": key}, timeout=60)
+                headers = {"Idempotency-Key": key, "Authorization": f"Bearer {self.api_key}"}
+                r = httpx.post(f"{api}/v1/runs", json=body, headers=headers, timeout=60)
             except httpx.ConnectError:
                 self.posts.append(Post(key, api, None, None))
                 continue
@@ -82,14 +86,14 @@ class Submitter(threading.Thread):
             run_id = r.json().get("id") if r.status_code < 300 else None
             self.posts.append(Post(key, api, r.status_code, run_id, r.text[:300]))
             if run_id and i % 3 == 0:  # followed through the other gateway
-                follower = Follower(self.apis[(i + 1) % 2], run_id, self.deadline)
+                follower = Follower(self.apis[(i + 1) % 2], run_id, self.deadline, self.api_key)
                 follower.start()
                 self.followers.append(follower)
             i += 1
 
 
-def _known_on(api: str, path: str, deadline: float) -> None:
-    while call("GET", f"{api}{path}", deadline).status_code != 200:
+def _known_on(api: str, path: str, deadline: float, key: str) -> None:
+    while call("GET", f"{api}{path}", deadline, key=key).status_code != 200:
         time.sleep(0.2)
 
 
@@ -122,15 +126,15 @@ def test_a_cluster_survives_losing_its_leader_a_runner_and_quorum(tmp_path: Path
                 assert time.monotonic() < deadline
                 time.sleep(0.1)
             runner_ids[name] = (cluster.data_dir(name) / "runner-id").read_text().strip()
-        with httpx.Client(base_url=api1, timeout=30) as client:
+        with cluster.client(api1) as client:
             assert (
                 client.put("/v1/projects/fleet/env/PROBE_SECRET", json={"value": "s3cret"}).status_code == 200
             )
             dep = deploy(client, write_crew(tmp_path / "probe", PROBE), "fleet", timeout=300)
         assert dep["status"] == "ready", dep
-        _known_on(api2, f"/v1/deployments/{dep['deployment_id']}", deadline)
+        _known_on(api2, f"/v1/deployments/{dep['deployment_id']}", deadline, cluster.admin_key)
 
-        submitter = Submitter(cluster.apis, dep["deployment_id"], stop, deadline)
+        submitter = Submitter(cluster.apis, dep["deployment_id"], stop, deadline, cluster.admin_key)
         submitter.start()
 
         time.sleep(8)
@@ -173,7 +177,10 @@ def test_a_cluster_survives_losing_its_leader_a_runner_and_quorum(tmp_path: Path
         }
         statuses: dict[str, str] = {}
         while time.monotonic() < deadline:
-            statuses = {r: call("GET", f"{api1}/v1/runs/{r}", deadline).json()["status"] for r in run_ids}
+            statuses = {
+                r: call("GET", f"{api1}/v1/runs/{r}", deadline, key=cluster.admin_key).json()["status"]
+                for r in run_ids
+            }
             if all(s in ("succeeded", "failed", "canceled") for s in statuses.values()):
                 break
             time.sleep(2)

@@ -49,7 +49,7 @@ def _build_log(api: httpx.Client, dep: dict) -> str:
 def test_a_src_layout_crewai_project_runs_unchanged_and_redeploys_without_reinstalling(
     isolated_platform: PlatformProcess, llm: FakeLLM
 ):
-    with httpx.Client(base_url=isolated_platform.api, timeout=60) as api:
+    with isolated_platform.client(timeout=60) as api:
         for key, value in (("OPENAI_BASE_URL", llm.base_url), ("OPENAI_API_KEY", "sk-fake-key-for-tests")):
             assert api.put(f"/v1/projects/digest/env/{key}", json={"value": value}).status_code == 200
         dep = deploy(api, EXAMPLES / "research-digest", "digest", timeout=1100)
@@ -83,7 +83,7 @@ def test_a_crew_asking_for_an_unavailable_python_fails_saying_what_is_available(
     (crew / "crewyard.toml").write_text(
         '[deployment]\nframework = "python"\nentrypoint = "crew:run"\npython = "3.99"\n'
     )
-    with httpx.Client(base_url=isolated_platform.api, timeout=60) as api:
+    with isolated_platform.client(timeout=60) as api:
         dep = deploy(api, crew, "py399", timeout=300)
     assert dep["status"] == "failed"
     assert "Python 3.99" in dep["error_message"] and "available: 3." in dep["error_message"], dep

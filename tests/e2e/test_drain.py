@@ -74,7 +74,7 @@ def test_a_stopping_runner_finishes_what_it_can_and_hands_the_rest_to_another(tm
     try:
         first_log = tmp_path / "first.log"
         first = _runner(tmp_path / "first", platform, "first-runner", first_log)
-        with httpx.Client(base_url=platform.api, timeout=30) as api:
+        with platform.client(timeout=30) as api:
             dep = deploy(api, write_crew(tmp_path / "gated", GATED), "drain")
             gates = [tmp_path / "gate-finishes", tmp_path / "gate-handed-back"]
             run_ids = [

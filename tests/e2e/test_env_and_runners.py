@@ -103,7 +103,7 @@ def test_two_runners_execute_each_run_exactly_once(tmp_path):
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        with httpx.Client(base_url=platform.api, timeout=30) as api:
+        with platform.client(timeout=30) as api:
             dep = deploy(api, write_crew(tmp_path / "sleepy", SLEEPY), "shared")
             time.sleep(1.0)  # let the second runner bind to the shared consumer
             run_ids = [

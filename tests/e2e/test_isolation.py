@@ -6,7 +6,6 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from crewyard.testing.api import EXAMPLES, deploy, sse_events, wait_run
@@ -49,7 +48,7 @@ def bwrap_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platfor
 
 
 def _hello(platform: PlatformProcess) -> tuple[dict, dict, list[dict], bytes]:
-    with httpx.Client(base_url=platform.api, timeout=60) as api:
+    with platform.client(timeout=60) as api:
         dep = deploy(api, EXAMPLES / "hello", "hello", timeout=600)
         assert dep["status"] == "ready", dep
         run_id = api.post(
@@ -85,7 +84,7 @@ def test_hello_runs_identically_in_a_container_and_a_sandbox(docker_platform, bw
 
 
 def test_unchanged_redeploy_reuses_the_image(docker_platform):
-    with httpx.Client(base_url=docker_platform.api, timeout=60) as api:
+    with docker_platform.client(timeout=60) as api:
         first = deploy(api, EXAMPLES / "hello", "reuse", timeout=600)
         again = deploy(api, EXAMPLES / "hello", "reuse", timeout=600)
         assert first["image"] == again["image"]

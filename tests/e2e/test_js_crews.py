@@ -78,7 +78,7 @@ def _run(api: httpx.Client, project: str, topic: str) -> tuple[dict, list[dict]]
 def test_a_typescript_langgraph_crew_runs_with_its_events_and_artifact_and_redeploys_without_reinstalling(
     isolated_platform: PlatformProcess, llm: FakeLLM, tmp_path: Path
 ) -> None:
-    with httpx.Client(base_url=isolated_platform.api, timeout=60) as api:
+    with isolated_platform.client(timeout=60) as api:
         for key, value in (("OPENAI_BASE_URL", llm.base_url), ("OPENAI_API_KEY", "sk-fake-key-for-tests")):
             assert api.put(f"/v1/projects/jsgraph/env/{key}", json={"value": value}).status_code == 200
         dep = deploy(api, EXAMPLE, "jsgraph", timeout=900)

@@ -40,7 +40,7 @@ def _types(api: httpx.Client, run_id: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def slow(platform: PlatformProcess, tmp_path_factory: pytest.TempPathFactory) -> dict:
-    with httpx.Client(base_url=platform.api, timeout=30) as api:
+    with platform.client(timeout=30) as api:
         return deploy(api, write_crew(tmp_path_factory.mktemp("slow"), SLOW), "slow")
 
 
@@ -141,7 +141,7 @@ def test_idempotency_key(api: httpx.Client, slow: dict):
     racing_key = str(uuid.uuid4())
 
     def post() -> str:
-        with httpx.Client(base_url=str(api.base_url), timeout=30) as c:
+        with httpx.Client(base_url=str(api.base_url), headers=api.headers, timeout=30) as c:
             resp = c.post("/v1/runs", json=body, headers={"Idempotency-Key": racing_key})
             assert resp.status_code in (200, 202), resp.text
             return str(resp.json()["id"])
@@ -225,7 +225,7 @@ def test_a_killed_runner_is_recovered(tmp_path: Path, attempts: int, expected: s
     first = second = None
     try:
         first = _runner(tmp_path / "r1", platform, {**env, "CREWYARD_RUNNER_ID": "doomed"})
-        with httpx.Client(base_url=platform.api, timeout=30) as api:
+        with platform.client(timeout=30) as api:
             dep = deploy(api, write_crew(tmp_path / "crew", SLOW), "recover")
             run_id = _invoke(api, dep, steps=15, step=0.1)
             deadline = time.monotonic() + 30
@@ -295,7 +295,7 @@ def test_a_thread_whose_runner_was_killed_is_not_left_busy(tmp_path: Path):
     first = second = None
     try:
         first = _runner(tmp_path / "r1", platform, {**env, "CREWYARD_RUNNER_ID": "doomed"})
-        with httpx.Client(base_url=platform.api, timeout=30) as api:
+        with platform.client(timeout=30) as api:
             deploy(api, write_crew(tmp_path / "crew", THREADED), "kept")
             tid = api.post("/v1/threads", json={"project": "kept"}).json()["thread_id"]
             ok = api.post(f"/v1/threads/{tid}/runs", json={"input": {"word": "a"}}).json()

@@ -95,14 +95,12 @@ def test_external_nats_subscriber_sees_the_same_events(api: httpx.Client, platfo
 
         await nc.subscribe("crewyard.evt.watched.run.>", cb=on_msg)
         await nc.flush()
-        async with httpx.AsyncClient(base_url=platform.api, timeout=30) as client:
+        async with platform.async_client(timeout=30) as client:
             r = await client.post("/v1/runs", json={"project": "watched", "input": {"delay": 0.05}})
             run_id = r.json()["run_id"]
             await asyncio.wait_for(done.wait(), 60)
         await nc.drain()
-        sse = await asyncio.to_thread(
-            sse_events, httpx.Client(base_url=platform.api, timeout=30), f"/v1/runs/{run_id}/events"
-        )
+        sse = await asyncio.to_thread(sse_events, platform.client(timeout=30), f"/v1/runs/{run_id}/events")
         return seen, [m["data"]["id"] for m in sse]
 
     seen, via_sse = asyncio.run(scenario())

@@ -74,7 +74,7 @@ def test_services_started_before_nats_wait_for_it(cluster: Cluster):
 def test_reads_fail_fast_while_nats_is_down_and_recover(cluster: Cluster):
     cluster.up()
     cluster.wait_ready()
-    with httpx.Client(base_url=cluster.api, timeout=60) as api:
+    with cluster.client(timeout=60) as api:
         dep = deploy(api, EXAMPLES / "hello", "outage")
         assert dep["status"] == "ready", dep
         r = api.post("/v1/runs", json={"project": "outage", "input": {"topic": "outages"}})
@@ -116,7 +116,7 @@ def test_a_read_model_that_lags_never_turns_a_run_into_a_404(cluster: Cluster):
     acknowledgement, lookups of what exists are 503 (never 404) until it catches up."""
     cluster.up()
     cluster.wait_ready()
-    with httpx.Client(base_url=cluster.api, timeout=60) as api:
+    with cluster.client(timeout=60) as api:
         dep = deploy(api, EXAMPLES / "hello", "lag")
         assert dep["status"] == "ready", dep
         cluster.stop("projector")

@@ -14,7 +14,7 @@ from crewyard.testing.api import EXAMPLES, deploy
 
 @pytest.fixture(scope="module")
 def project(platform) -> str:
-    with httpx.Client(base_url=platform.api, timeout=60) as client:
+    with platform.client(timeout=60) as client:
         assert deploy(client, EXAMPLES / "hello", "outbound")["status"] == "ready"
     return "outbound"
 

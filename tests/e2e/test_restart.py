@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-import httpx
-
 from crewyard import settings as settings_mod
 from crewyard.platform import rebuild_projection
 from crewyard.readmodel import ReadModel
@@ -24,7 +22,7 @@ async def _dump(path):
 def test_restart_keeps_everything_and_rebuild_is_identical(tmp_path):
     platform = PlatformProcess(tmp_path / "data").start()
     try:
-        with httpx.Client(base_url=platform.api, timeout=30) as api:
+        with platform.client(timeout=30) as api:
             dep = deploy(api, EXAMPLES / "hello", "durable")
             runs = [
                 api.post(
@@ -42,7 +40,7 @@ def test_restart_keeps_everything_and_rebuild_is_identical(tmp_path):
 
     platform.start()
     try:
-        with httpx.Client(base_url=platform.api, timeout=30) as api:
+        with platform.client(timeout=30) as api:
             assert api.get(f"/v1/deployments/{dep['deployment_id']}").json()["status"] == "ready"
             for run_id, before in before_runs.items():
                 assert api.get(f"/v1/runs/{run_id}").json() == before

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import httpx
-
 from crewyard.testing.api import EXAMPLES, deploy, wait_run
 from crewyard.testing.platform import PlatformProcess
 
@@ -18,7 +16,7 @@ def test_sources_and_artifacts_in_s3(tmp_path, s3_endpoint: str):
     }
     platform = PlatformProcess(tmp_path / "data", env=env).start()
     try:
-        with httpx.Client(base_url=platform.api, timeout=30) as api:
+        with platform.client(timeout=30) as api:
             assert deploy(api, EXAMPLES / "hello", "s3")["status"] == "ready"
             run_id = api.post(
                 "/v1/runs", json={"project": "s3", "input": {"topic": "buckets", "delay": 0}}

@@ -23,7 +23,7 @@ def cron_platform(tmp_path_factory: pytest.TempPathFactory):
     """Everything but the scheduler, which the tests run (and kill) themselves."""
     env = {"CREWYARD_SERVICES": "builder,runner,projector,gateway,notifier"}
     p = PlatformProcess(tmp_path_factory.mktemp("schedules"), env=env).start()
-    with httpx.Client(base_url=p.api, timeout=60) as client:
+    with p.client(timeout=60) as client:
         assert deploy(client, EXAMPLES / "hello", "cron")["status"] == "ready"
     yield p
     p.stop()
@@ -73,7 +73,7 @@ def check_exactly_once(client: httpx.Client, events: list[ScheduleFired], period
 
 
 def test_two_schedulers_one_killed_fire_each_planned_time_once(cron_platform: PlatformProcess):
-    with httpx.Client(base_url=cron_platform.api, timeout=60) as client:
+    with cron_platform.client(timeout=60) as client:
         r = client.post(
             "/v1/projects/cron/schedules",
             json={"cron": "* * * * *", "input": {"topic": "tick"}, "overlap": "allow", "catch_up": "all"},
@@ -104,7 +104,7 @@ def test_two_schedulers_one_killed_fire_each_planned_time_once(cron_platform: Pl
 
 
 def test_one_real_minute_fires_once_with_two_schedulers(cron_platform: PlatformProcess):
-    with httpx.Client(base_url=cron_platform.api, timeout=60) as client:
+    with cron_platform.client(timeout=60) as client:
         sch = client.post(
             "/v1/projects/cron/schedules", json={"cron": "* * * * *", "input": {"topic": "tick"}}
         ).json()

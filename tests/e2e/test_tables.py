@@ -54,7 +54,9 @@ def test_tables_rows_queries_and_validation(api: httpx.Client, platform: Platfor
     assert one.status_code == 201, one.text
     row = one.json()
     assert row["id"].startswith("row_") and row["company"] == "Acme"
-    assert row["_meta"]["created_by"] == "api" and row["_meta"]["created_at"] == row["_meta"]["updated_at"]
+    assert (
+        row["_meta"]["created_by"] == "api:admin" and row["_meta"]["created_at"] == row["_meta"]["updated_at"]
+    )
     many = api.post(
         f"/v1/tables/{tid}/rows",
         json=[

@@ -133,7 +133,7 @@ def big(inputs):
 
 @pytest.fixture(scope="module")
 def plain(platform: PlatformProcess, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    with httpx.Client(base_url=platform.api, timeout=30) as api:
+    with platform.client(timeout=30) as api:
         yield _deploy_plain(api, tmp_path_factory.mktemp("plain"))
 
 
@@ -204,7 +204,7 @@ def test_one_run_at_a_time_twenty_starts_one_accepted(
     tid = api.post("/v1/threads", json={"project": plain, "name": "slow"}).json()["thread_id"]
 
     def start(_: int) -> httpx.Response:
-        with httpx.Client(base_url=platform.api, timeout=60) as client:
+        with platform.client(timeout=60) as client:
             return client.post(f"/v1/threads/{tid}/runs", json={"input": {"sleep": 2}})
 
     with ThreadPoolExecutor(20) as pool:
@@ -337,7 +337,8 @@ def _cli(platform: PlatformProcess, *args: str) -> tuple[int, str]:
 
     from crewyard.cli import cli
 
-    result = CliRunner().invoke(cli, list(args), env={"CREWYARD_API": platform.api, "COLUMNS": "200"})
+    env = {"CREWYARD_API": platform.api, "CREWYARD_API_KEY": platform.admin_key, "COLUMNS": "200"}
+    result = CliRunner().invoke(cli, list(args), env=env)
     return result.exit_code, result.output
 
 
@@ -349,7 +350,7 @@ def test_the_cli_creates_runs_and_reads_threads(platform: PlatformProcess, plain
     assert code == 0 and "Run completed" in out, out
     code, out = _cli(platform, "threads", "run", tid, "-i", '{"word": "again"}', "--json")
     assert code == 0, out
-    with httpx.Client(base_url=platform.api, timeout=30) as api:
+    with platform.client(timeout=30) as api:
         wait_run(api, json.loads(out)["run_id"])
         assert _settled(api, tid)["values"] == {"seen": ["cli", "again"]}
     code, out = _cli(platform, "threads", "history", tid)

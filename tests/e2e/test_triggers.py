@@ -13,7 +13,7 @@ from crewyard.testing.platform import PlatformProcess
 @pytest.fixture(scope="module")
 def trig_platform(tmp_path_factory: pytest.TempPathFactory):
     p = PlatformProcess(tmp_path_factory.mktemp("triggers"), env={"CREWYARD_TRIGGER_RATE": "1"}).start()
-    with httpx.Client(base_url=p.api, timeout=60) as client:
+    with p.client(timeout=60) as client:
         assert deploy(client, EXAMPLES / "hello", "trig")["status"] == "ready"
     yield p
     p.stop()
@@ -21,7 +21,7 @@ def trig_platform(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture
 def client(trig_platform: PlatformProcess):
-    with httpx.Client(base_url=trig_platform.api, timeout=60) as c:
+    with trig_platform.client(timeout=60) as c:
         yield c
 
 

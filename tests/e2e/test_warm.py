@@ -87,7 +87,7 @@ def bwrap_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platfor
 
 
 def _isolation(platform: PlatformProcess, tmp: Path, project: str) -> None:
-    with httpx.Client(base_url=platform.api, timeout=60) as api:
+    with platform.client(timeout=60) as api:
         dep = deploy(api, write_crew(tmp / project, PROBE), project, timeout=600)
         assert dep["status"] == "ready", dep
         dep_id = dep["deployment_id"]
@@ -128,7 +128,7 @@ def test_a_warm_run_is_isolated_and_current_on_bwrap(bwrap_platform: PlatformPro
 
 
 def test_cancel_and_timeout_end_warm_runs_as_ever(bwrap_platform: PlatformProcess, tmp_path: Path) -> None:
-    with httpx.Client(base_url=bwrap_platform.api, timeout=60) as api:
+    with bwrap_platform.client(timeout=60) as api:
         dep_id = deploy(api, write_crew(tmp_path / "warm-stop", PROBE), "warm-stop", timeout=600)[
             "deployment_id"
         ]
@@ -152,7 +152,7 @@ def test_no_idle_sandbox_outlives_its_runner(tmp_path: Path, how: str) -> None:
     )
     platform.start()
     try:
-        with httpx.Client(base_url=platform.api, timeout=60) as api:
+        with platform.client(timeout=60) as api:
             dep_id = deploy(api, write_crew(tmp_path / "crew", PROBE), "outlive", timeout=600)[
                 "deployment_id"
             ]

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import time
 
-import httpx
 import pytest
 
 from crewyard.core.events import RunCompleted, make_event
@@ -46,7 +45,7 @@ def test_a_notifier_killed_mid_delivery_loses_nothing(bare_platform: PlatformPro
 
     first = notifier(bare_platform)
     try:
-        with Receiver(script) as rx, httpx.Client(base_url=bare_platform.api, timeout=60) as client:
+        with Receiver(script) as rx, bare_platform.client(timeout=60) as client:
             assert deploy(client, EXAMPLES / "hello", "killed")["status"] == "ready"
             r = client.post("/v1/projects/killed/webhooks", json={"url": rx.url, "events": ["*"]})
             hook = r.json()
@@ -96,7 +95,7 @@ def test_a_slow_receiver_never_delays_a_fast_one(bare_platform: PlatformProcess)
     with (
         Receiver(lambda n, h, b: (200, 3600.0)) as slow,
         Receiver(lambda n, h, b: (200, 0.0)) as fast,
-        httpx.Client(base_url=bare_platform.api, timeout=60) as client,
+        bare_platform.client(timeout=60) as client,
     ):
         client.put("/v1/projects/fanout/env/X", json={"value": "1"})  # makes the project
         for rx in (slow, fast):

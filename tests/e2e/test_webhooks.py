@@ -34,7 +34,7 @@ ENV = {
 @pytest.fixture(scope="module")
 def hooks_platform(tmp_path_factory: pytest.TempPathFactory):
     p = PlatformProcess(tmp_path_factory.mktemp("webhooks"), env=ENV).start()
-    with httpx.Client(base_url=p.api, timeout=60) as client:
+    with p.client(timeout=60) as client:
         assert deploy(client, EXAMPLES / "hello", "hooks")["status"] == "ready"
     yield p
     p.stop()
@@ -42,7 +42,7 @@ def hooks_platform(tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture
 def client(hooks_platform: PlatformProcess):
-    with httpx.Client(base_url=hooks_platform.api, timeout=30) as c:
+    with hooks_platform.client(timeout=30) as c:
         yield c
 
 

@@ -6,8 +6,6 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-import httpx
-
 from crewyard.client import Client
 from crewyard.testing.api import deploy, wait_run, write_crew
 from crewyard.testing.platform import PlatformProcess
@@ -25,7 +23,7 @@ DATA = bytes(range(256)) * 2048
 
 
 def test_downloads_have_etags_ranges_and_resume(platform: PlatformProcess, tmp_path: Path) -> None:
-    with httpx.Client(base_url=platform.api, timeout=60) as api:
+    with platform.client(timeout=60) as api:
         dep = deploy(api, write_crew(tmp_path / "writer", WRITER), "downloads")
         run_id = api.post("/v1/runs", json={"deployment_id": dep["deployment_id"]}).json()["run_id"]
         assert wait_run(api, run_id)["status"] == "succeeded"
@@ -49,6 +47,6 @@ def test_downloads_have_etags_ranges_and_resume(platform: PlatformProcess, tmp_p
         past = api.get(url, headers={"Range": f"bytes={len(DATA)}-"})
         assert past.status_code == 416 and past.headers["content-range"] == f"bytes */{len(DATA)}"
 
-    with Client(platform.api) as client:
+    with Client(platform.api, api_key=platform.admin_key) as client:
         resumed = b"".join(client.iter_artifact(run_id, "data.bin", offset=300_000))
     assert resumed == DATA[300_000:]

@@ -8,8 +8,6 @@ import threading
 import time
 from pathlib import Path
 
-import httpx
-
 from crewyard.testing.api import deploy, wait_run, write_crew
 from crewyard.testing.platform import PlatformProcess
 
@@ -37,7 +35,7 @@ def _value(text: str, name: str, **labels: str) -> float | None:
 
 
 def test_metrics_cover_http_runs_builds_lag_and_streams(platform: PlatformProcess, tmp_path: Path) -> None:
-    with httpx.Client(base_url=platform.api, timeout=30) as api:
+    with platform.client(timeout=30) as api:
         dep = deploy(api, write_crew(tmp_path / "hello", HELLO), "metrics")
         run_id = api.post("/v1/runs", json={"deployment_id": dep["deployment_id"]}).json()["run_id"]
         assert wait_run(api, run_id)["status"] == "succeeded"
@@ -64,14 +62,14 @@ def test_a_gateway_that_shuts_down_ends_sse_streams_with_a_retry_hint(tmp_path: 
     platform = PlatformProcess(tmp_path / "data").start()
     lines: list[str] = []
     try:
-        with httpx.Client(base_url=platform.api, timeout=30) as api:
+        with platform.client(timeout=30) as api:
             dep = deploy(api, write_crew(tmp_path / "gated", GATED), "closing")
             body = {"deployment_id": dep["deployment_id"], "input": {"gate": str(tmp_path / "never")}}
             run_id = api.post("/v1/runs", json=body).json()["run_id"]
 
             def follow() -> None:
                 with (
-                    httpx.Client(base_url=platform.api, timeout=120) as sse,
+                    platform.client(timeout=120) as sse,
                     sse.stream("GET", f"/v1/runs/{run_id}/events") as resp,
                 ):
                     for line in resp.iter_lines():

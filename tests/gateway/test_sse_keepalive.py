@@ -102,7 +102,7 @@ def quiet_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Platfor
 
 @pytest.fixture(scope="module")
 def client(quiet_platform: PlatformProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=quiet_platform.api, timeout=30) as c:
+    with quiet_platform.client(timeout=30) as c:
         yield c
 
 
@@ -206,7 +206,12 @@ def test_invoke_stream_cancel_on_disconnect_lets_a_quiet_crew_finish(
             "--stream",
             "--cancel-on-disconnect",
         ],
-        env={**os.environ, "CREWYARD_API": quiet_platform.api, "NO_COLOR": "1"},
+        env={
+            **os.environ,
+            "CREWYARD_API": quiet_platform.api,
+            "CREWYARD_API_KEY": quiet_platform.admin_key,
+            "NO_COLOR": "1",
+        },
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
     )
@@ -239,7 +244,7 @@ def test_build_log_stays_open_while_the_build_waits(tmp_path: Path):
     platform.start()
     builder = None
     try:
-        with httpx.Client(base_url=platform.api, timeout=30) as api:
+        with platform.client(timeout=30) as api:
             r = api.post(
                 "/v1/projects/waiting/deployments",
                 content=pack(write_crew(tmp_path / "crew", GATED)),

@@ -24,13 +24,13 @@ MEMORY_BOUND = 100 << 20
 
 @pytest.fixture(scope="module")
 def hello(platform: PlatformProcess) -> dict[str, Any]:
-    with httpx.Client(base_url=platform.api, timeout=30) as api:
+    with platform.client(timeout=30) as api:
         return deploy(api, EXAMPLES / "hello", PROJECT)
 
 
 @pytest.fixture
 def api(platform: PlatformProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=platform.api, timeout=120) as client:
+    with platform.client(timeout=120) as client:
         yield client
 
 
@@ -50,7 +50,7 @@ def _while_healthz_polled(platform: PlatformProcess, action: Callable[[], httpx.
     answers: list[int | str] = []
 
     def poll() -> None:
-        with httpx.Client(base_url=platform.api, timeout=20) as client:
+        with platform.client(timeout=20) as client:
             while not done.is_set():
                 try:
                     answers.append(client.get("/healthz").status_code)

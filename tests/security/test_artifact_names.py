@@ -44,7 +44,7 @@ def run(inputs):
 @pytest.fixture(scope="module")
 def finished_run(platform: PlatformProcess, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     folder = write_crew(tmp_path_factory.mktemp("odd-names") / "crew", CODE)
-    with httpx.Client(base_url=platform.api, timeout=60) as api:
+    with platform.client(timeout=60) as api:
         deploy(api, folder, PROJECT)
         run = api.post("/v1/runs", json={"project": PROJECT}).json()["run_id"]
         return wait_run(api, run)
@@ -52,7 +52,7 @@ def finished_run(platform: PlatformProcess, tmp_path_factory: pytest.TempPathFac
 
 @pytest.fixture
 def api(platform: PlatformProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=platform.api, timeout=30) as client:
+    with platform.client(timeout=30) as client:
         yield client
 
 

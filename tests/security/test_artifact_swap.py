@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import httpx
 import pytest
 
 from crewyard.testing.api import EXAMPLES, deploy, sse_events, wait_run, write_crew
@@ -67,7 +66,7 @@ def test_a_late_swap_never_downloads_the_secret(swap_platform: PlatformProcess, 
     secret.chmod(0o600)
     project = f"swap-{swap_platform.backend}"
     crew = write_crew(tmp_path / "crew", SWAPPER.format(secret=str(secret), real=REAL))
-    with httpx.Client(base_url=swap_platform.api, timeout=60) as api:
+    with swap_platform.client(timeout=60) as api:
         assert deploy(api, crew, project, timeout=600)["status"] == "ready"
         for _ in range(RUNS):
             run_id = api.post("/v1/runs", json={"project": project}).json()["run_id"]

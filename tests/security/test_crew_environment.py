@@ -9,7 +9,6 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import httpx
 import pytest
 
 from crewyard.core.events import EnvSet
@@ -79,7 +78,7 @@ def test_ld_preload_never_reaches_a_host_process(isolated_platform: PlatformProc
     marker.chmod(0o777)  # writable by any process that loads the library, whatever its user
     secret_key = platform.data_dir / "secret.key"
     crew = _evil_crew(tmp_path / "crew", marker, secret_key)
-    with httpx.Client(base_url=platform.api, timeout=60) as api:
+    with platform.client(timeout=60) as api:
         # 1. Through the API: refused, naming the variable.
         r = api.put(f"/v1/projects/{project}/env/LD_PRELOAD", json={"value": "/app/evil.so"})
         assert r.status_code == 400 and "LD_PRELOAD" in r.json()["error"]["message"], r.text

@@ -9,7 +9,6 @@ import json
 import subprocess
 from pathlib import Path
 
-import httpx
 import pytest
 
 from crewyard import privatenet
@@ -80,7 +79,7 @@ def test_a_crew_reaches_no_port_of_its_host(isolated_platform: PlatformProcess, 
     ports = _host_listening_ports()
     assert {api_port, nats_port} <= ports, "the platform's own ports must be among those tried"
     addresses = _host_addresses()
-    with httpx.Client(base_url=platform.api, timeout=60) as api:
+    with platform.client(timeout=60) as api:
         dep = deploy(api, write_crew(tmp_path / "scanner", SCANNER), project, timeout=600)
         assert dep["status"] == "ready", dep
         run_id = api.post(

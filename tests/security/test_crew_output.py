@@ -59,7 +59,7 @@ def out_platform(request: pytest.FixtureRequest) -> PlatformProcess:
 @pytest.fixture(scope="module")
 def output_crew(out_platform: PlatformProcess, tmp_path_factory: pytest.TempPathFactory) -> str:
     project = f"outputs-{out_platform.backend}"
-    with httpx.Client(base_url=out_platform.api, timeout=60) as api:
+    with out_platform.client(timeout=60) as api:
         assert api.put(f"/v1/projects/{project}/env/FEATURE_FLAG", json={"value": "true"}).status_code == 200
         dep = deploy(api, write_crew(tmp_path_factory.mktemp("outputs") / "crew", CREW), project, timeout=600)
         assert dep["status"] == "ready", dep
@@ -79,7 +79,7 @@ def _serves(api: httpx.Client, project: str) -> None:
 def test_a_result_of_true_survives_a_secret_equal_to_true(
     out_platform: PlatformProcess, output_crew: str
 ) -> None:
-    with httpx.Client(base_url=out_platform.api, timeout=60) as api:
+    with out_platform.client(timeout=60) as api:
         run = _run(api, output_crew, kind="true")
         assert run["status"] == "succeeded" and run["output"] is True, run
         events = sse_events(api, f"/v1/runs/{run['run_id']}/events")
@@ -91,7 +91,7 @@ def test_a_result_of_true_survives_a_secret_equal_to_true(
 def test_a_5_mb_result_is_carried_whole_and_a_7_mb_one_fails_naming_the_limit(
     out_platform: PlatformProcess, output_crew: str
 ) -> None:
-    with httpx.Client(base_url=out_platform.api, timeout=120) as api:
+    with out_platform.client(timeout=120) as api:
         big = _run(api, output_crew, kind="big", size=5_000_000)
         assert big["status"] == "succeeded", {k: v for k, v in big.items() if k != "output"}
         assert hashlib.sha256(big["output"].encode()).digest() == hashlib.sha256(b"x" * 5_000_000).digest()
@@ -106,7 +106,7 @@ def test_a_5_mb_result_is_carried_whole_and_a_7_mb_one_fails_naming_the_limit(
 
 def test_a_log_flood_is_stopped_at_the_event_budget(out_platform: PlatformProcess, output_crew: str) -> None:
     before = _stream_bytes(out_platform)
-    with httpx.Client(base_url=out_platform.api, timeout=60) as api:
+    with out_platform.client(timeout=60) as api:
         flood = _run(api, output_crew, kind="flood", lines=50_000)
         grown = _stream_bytes(out_platform) - before
 

@@ -7,8 +7,6 @@ from __future__ import annotations
 import stat
 from pathlib import Path
 
-import httpx
-
 from crewyard.testing.api import EXAMPLES, deploy, wait_run
 from crewyard.testing.platform import PlatformProcess
 
@@ -25,10 +23,11 @@ def _assert_private(data_dir: Path) -> None:
         assert _mode(path) == 0o600, path
     assert (data_dir / "readmodel.sqlite3").exists()
     assert _mode(data_dir / "secret.key") == 0o600
+    assert _mode(data_dir / "admin.key") == 0o600
 
 
 def test_a_running_platform_keeps_its_data_private(platform: PlatformProcess):
-    with httpx.Client(base_url=platform.api, timeout=60) as api:
+    with platform.client(timeout=60) as api:
         deploy(api, EXAMPLES / "hello", "modes")
         run = api.post("/v1/runs", json={"project": "modes", "input": {"delay": 0}}).json()["run_id"]
         assert wait_run(api, run)["status"] == "succeeded"
@@ -45,10 +44,12 @@ def test_an_install_left_open_is_made_private_at_start(tmp_path: Path):
     (data / "readmodel.sqlite3").chmod(0o644)
     (data / "secret.key").write_text("q3w8Jf2W6lZ0p6Yq3B9kq8tq7wqJx8yZ0cW3d4e5f6g=")
     (data / "secret.key").chmod(0o644)
+    (data / "admin.key").write_text("cyk_an-older-admin-key-left-readable-by-others-00\n")
+    (data / "admin.key").chmod(0o644)
     platform = PlatformProcess(data).start()
     try:
         _assert_private(data)
-        with httpx.Client(base_url=platform.api, timeout=30) as api:
+        with platform.client(timeout=30) as api:
             assert api.get("/healthz").status_code == 200
             assert api.get("/v1/projects").status_code == 200
     finally:

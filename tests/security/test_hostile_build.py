@@ -13,7 +13,6 @@ import textwrap
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 
 from crewyard.testing.api import EXAMPLES, deploy, wait_run
@@ -134,7 +133,7 @@ def test_a_build_backend_cannot_reach_the_host_and_the_platform_still_serves(
     marker = tmp_path / "host" / "escaped-from-build"
     secret_before = (data_dir / "secret.key").read_bytes()
     crew = _hostile_crew(tmp_path / "evil", data_dir, marker)
-    with httpx.Client(base_url=building_platform.api, timeout=60) as api:
+    with building_platform.client(timeout=60) as api:
         project = f"evil-{building_platform.backend}"
         dep = deploy(api, crew, project, timeout=300)
         assert dep["status"] == "ready", dep

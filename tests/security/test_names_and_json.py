@@ -18,13 +18,13 @@ PROJECT = "names"
 
 @pytest.fixture(scope="module")
 def hello(platform: PlatformProcess) -> dict[str, Any]:
-    with httpx.Client(base_url=platform.api, timeout=30) as api:
+    with platform.client(timeout=30) as api:
         return deploy(api, EXAMPLES / "hello", PROJECT)
 
 
 @pytest.fixture
 def api(platform: PlatformProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=platform.api, timeout=30) as client:
+    with platform.client(timeout=30) as client:
         yield client
 
 

@@ -31,7 +31,7 @@ SETTINGS = StreamSettings()
 
 @pytest.fixture(scope="module")
 def hello(platform: PlatformProcess) -> dict[str, Any]:
-    with httpx.Client(base_url=platform.api, timeout=30) as api:
+    with platform.client(timeout=30) as api:
         return deploy(api, EXAMPLES / "hello", PROJECT)
 
 
@@ -139,5 +139,5 @@ def _live_and_rebuilt(platform: PlatformProcess) -> tuple[dict[str, Any], dict[s
 
 @pytest.fixture
 def api(platform: PlatformProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=platform.api, timeout=30) as client:
+    with platform.client(timeout=30) as client:
         yield client

@@ -125,11 +125,17 @@ class KeyRegistry:
         expires_at: datetime | None = None,
         created_by: ApiKey | None = None,
         first: bool = False,
+        token: str | None = None,
     ) -> tuple[ApiKey, str]:
-        """A new key and its token (the token is never stored: show it once)."""
+        """A new key and its token (the token is never stored: show it once). ``token``: register
+        one made elsewhere (``crewyard keys generate``) instead of a new one."""
         if created_by is not None and not created_by.may_create(role, project):
             raise KeyError_("a key can only create keys no wider than itself")
-        token, key_id = new_token(), new_id("key")
+        if token is not None and not well_formed(token):
+            raise KeyError_("not an API key: expected cyk_ and 43 letters, digits, - or _")
+        if token is not None and token_hash(token) in self._by_hash:
+            raise KeyError_("this API key is registered already")
+        token, key_id = token or new_token(), new_id("key")
         payload = ApiKeyCreated(
             key_id=key_id,
             name=name,
@@ -150,12 +156,13 @@ class KeyRegistry:
         await self._wait_for(seq)
         return self.keys[key_id], token
 
-    async def bootstrap(self) -> str | None:
-        """The first admin key's token if this call made it; None when a key already exists."""
+    async def bootstrap(self, token: str | None = None) -> str | None:
+        """The first admin key's token if this call made it; None when a key already exists.
+        ``token``: the first admin key is this one (made by the operator), not a new one."""
         if self.keys:
             return None
         try:
-            _, token = await self.create(name="admin", role="admin", project=None, first=True)
+            _, token = await self.create(name="admin", role="admin", project=None, first=True, token=token)
         except ConcurrencyConflict:
             return None  # another gateway made it first
         return token

@@ -76,7 +76,7 @@ async def _seed_runs(client: httpx.AsyncClient, want: int) -> str:
 async def api_figures(bench: Bench) -> list[Figure]:
     platform = await bench.platform()
     await bench.deployed(platform)
-    async with httpx.AsyncClient(base_url=platform.api, timeout=120) as client:
+    async with platform.async_client(timeout=120) as client:
         run_id = await _seed_runs(client, bench.n(50, 5))
     trivial, one, page = "/healthz", f"/v1/runs/{run_id}", "/v1/runs?limit=50"
     paths = [trivial, one, page]

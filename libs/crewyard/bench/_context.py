@@ -56,6 +56,10 @@ def run(inputs):
 '''
 
 
+#: Benchmarks measure the platform, not the per-key rate limit of mutating requests.
+UNLIMITED = {"CREWYARD_RATE_LIMIT": "0"}
+
+
 class BenchError(CrewyardError, RuntimeError):
     pass
 
@@ -104,7 +108,8 @@ class Bench:
     async def platform(self) -> PlatformProcess:
         """The platform under test: ``crewyard up`` with the process backend, started once."""
         if self._platform is None:
-            self._platform = await asyncio.to_thread(PlatformProcess(self.workdir / "platform").start)
+            platform = PlatformProcess(self.workdir / "platform", env=UNLIMITED)
+            self._platform = await asyncio.to_thread(platform.start)
         return self._platform
 
     @property
@@ -116,7 +121,10 @@ class Bench:
     ) -> PlatformProcess:
         """Another ``crewyard up`` (e.g. on the bwrap backend); stopped with the bench."""
         p = PlatformProcess(
-            self.workdir / f"platform-{name}", backend=backend, build_backend=build_backend, env=env
+            self.workdir / f"platform-{name}",
+            backend=backend,
+            build_backend=build_backend,
+            env={**UNLIMITED, **(env or {})},
         )
         self._others.append(p)
         return await asyncio.to_thread(p.start)
@@ -137,7 +145,7 @@ class Bench:
     async def deployed(self, platform: PlatformProcess) -> Deployed:
         """The bench crew on ``platform``, deployed on first use (that first deploy is cold)."""
         if platform.api not in self._deployed:
-            async with httpx.AsyncClient(base_url=platform.api, timeout=300) as client:
+            async with platform.async_client(timeout=300) as client:
                 dep_id, seconds = await deploy(client, self.crew_dir)
                 detail = await deployment(client, dep_id)
             self._deployed[platform.api] = Deployed(dep_id, seconds, detail)

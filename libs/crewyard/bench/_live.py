@@ -178,7 +178,7 @@ async def live_figures(bench: Bench) -> list[Figure]:
     await bench.deployed(platform)
     nc = await nats.connect(platform.nats_url, user_credentials=str(platform.creds()))
     try:
-        async with httpx.AsyncClient(base_url=platform.api, timeout=60) as client:
+        async with platform.async_client(timeout=60) as client:
             tight = [
                 await live_run(
                     bench, platform, client, nc, events=bench.n(10_000, 500), interval=0, clients=1
@@ -234,7 +234,7 @@ async def fanout_figure(bench: Bench) -> list[Figure]:
     events, interval = bench.n(60, 20), 0.1
     nc = await nats.connect(platform.nats_url, user_credentials=str(platform.creds()))
     try:
-        async with httpx.AsyncClient(base_url=platform.api, timeout=60) as client:
+        async with platform.async_client(timeout=60) as client:
             # The same run without SSE clients: the platform's CPU for the runner and projector,
             # subtracted below so that what remains is the gateway's share.
             alone = await live_run(bench, platform, client, nc, events=events, interval=interval, clients=0)

@@ -18,7 +18,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import httpx
 import nats
 from nats.aio.client import Client
 from nats.aio.msg import Msg
@@ -94,7 +93,7 @@ async def _backend_figures(
     raw: list[float] = []
     ran: list[str] = []
     try:
-        async with httpx.AsyncClient(base_url=platform.api, timeout=60) as client:
+        async with platform.async_client(timeout=60) as client:
 
             async def one_run() -> tuple[float, float]:
                 t0 = time.perf_counter()
@@ -217,7 +216,7 @@ async def redeploy_figure(bench: Bench) -> list[Figure]:
     raw: list[float] = []
     cached: list[Any] = []
     try:
-        async with httpx.AsyncClient(base_url=platform.api, timeout=120) as client:
+        async with platform.async_client(timeout=120) as client:
             for i in range(bench.n(5, 2)):
                 if i % 2:
                     raw.append(await _raw_upload(nc, bench.crew_dir, f"src-{i}"))

@@ -123,7 +123,7 @@ async def _crew_figures(
     await nc.flush()
     samples: dict[bool, list[tuple[float, float]]] = {True: [], False: []}
     try:
-        async with httpx.AsyncClient(base_url=platform.api, timeout=600) as client:
+        async with platform.async_client(timeout=600) as client:
             for name, value in env.items():
                 await _set_env(client, project, name, value)
             dep_id, _ = await deploy(client, folder, project)

@@ -25,6 +25,7 @@ from .deploy import deploy, deployments
 from .env import env
 from .events import events
 from .init import init
+from .keys import keys, login, logout
 from .natsadmin import nats_group
 from .projects import projects
 from .runs import invoke, runs
@@ -64,8 +65,9 @@ def cli() -> None:
       crewyard deploy ./my-crew                    # upload and build
       crewyard invoke --project my-crew -i '{"topic": "AI"}' --stream
 
-    API commands talk to --api (env CREWYARD_API, default http://127.0.0.1:8080) and send
-    CREWYARD_API_KEY as a bearer token when it is set.
+    API commands talk to --api (env CREWYARD_API, else the API of `crewyard login`, else
+    http://127.0.0.1:8080) with an API key: CREWYARD_API_KEY, else the one `crewyard login`
+    stored for that API, else (for a platform `crewyard up` runs here) <data dir>/admin.key.
     """
 
 
@@ -88,6 +90,9 @@ for _command in (
     projector,
     nats_group,
     consumers,
+    login,
+    logout,
+    keys,
     doctor,
     demo,
 ):

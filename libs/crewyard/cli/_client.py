@@ -15,6 +15,8 @@ import click
 
 from crewyard.client import DEFAULT_API, Client, seg
 
+from ._credentials import api_key_for
+
 __all__ = ["DEFAULT_API", "ApiClient", "CliError", "connect", "seg"]
 
 
@@ -32,11 +34,11 @@ class CliError(click.ClickException):
 
 
 class ApiClient(Client):
-    """The client for ``--api`` (auth from ``CREWYARD_API_KEY`` when set)."""
+    """The client for ``--api``, with the key :func:`._credentials.api_key_for` finds."""
 
-    def __init__(self, api_url: str) -> None:
-        super().__init__(api_url, user_agent="crewyard-cli")
+    def __init__(self, api_url: str, api_key: str | None = None) -> None:
+        super().__init__(api_url, api_key=api_key or api_key_for(api_url) or "", user_agent="crewyard-cli")
 
 
-def connect(api_url: str) -> ApiClient:
-    return ApiClient(api_url)
+def connect(api_url: str, api_key: str | None = None) -> ApiClient:
+    return ApiClient(api_url, api_key)

@@ -11,14 +11,15 @@ from typing import Any
 import click
 
 from ._client import DEFAULT_API, CliError
+from ._credentials import default_api
 
 api_option = click.option(
     "--api",
     "api_url",
     envvar="CREWYARD_API",
     show_envvar=True,
-    default=DEFAULT_API,
-    show_default=True,
+    default=default_api,
+    show_default=f"the one of crewyard login, else {DEFAULT_API}",
     metavar="URL",
     help="Base URL of the crewyard API.",
 )

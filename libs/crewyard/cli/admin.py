@@ -71,6 +71,12 @@ json_logs_option = click.option(
     is_flag=True,
     help="Log JSON lines with run and deployment ids instead of text (CREWYARD_LOG_FORMAT=json).",
 )
+no_auth_option = click.option(
+    "--no-auth",
+    is_flag=True,
+    help="Serve the API without API keys, for throw-away local use only: it then listens on"
+    " loopback and refuses any other --host (CREWYARD_AUTH=false).",
+)
 backend_option = click.option(
     "--backend",
     type=click.Choice(BACKENDS),
@@ -114,6 +120,7 @@ def _run(main: Callable[[], Coroutine[Any, Any, T]]) -> T:
 @log_level_option
 @json_logs_option
 @nats_creds_option
+@no_auth_option
 def up(
     data_dir: Path | None,
     port: int | None,
@@ -123,8 +130,13 @@ def up(
     log_level: str | None,
     json_logs: bool,
     nats_creds: str | None,
+    no_auth: bool,
 ) -> None:
     """Start the whole platform on this machine (NATS, services, API) until Ctrl-C.
+
+    Every API route but /healthz, /readyz, the API documents and trigger URLs needs an API key.
+    The first start prints an admin key once and keeps it in <data dir>/admin.key (readable by
+    you only), where the CLI on this machine finds it.
 
     Without --nats an embedded nats-server is started with its data under --data-dir. It accepts
     no client without credentials; each service connects as its own user (credentials in
@@ -134,6 +146,7 @@ def up(
     Examples:
       crewyard up
       crewyard up --data-dir /srv/crewyard --port 9000 --host 0.0.0.0 --backend bwrap
+      crewyard up --no-auth          # throw-away, loopback only
     """
     settings = _load_settings(
         data_dir,
@@ -142,6 +155,7 @@ def up(
         backend=backend,
         nats_url=nats_url,
         nats_creds=nats_creds,
+        auth=False if no_auth else None,
         **_logging(log_level, json_logs),
     )
     from crewyard import platform
@@ -165,6 +179,7 @@ def up(
     help="Port of the /healthz, /readyz and /metrics listener of every service but the gateway "
     "(env CREWYARD_HEALTH_PORT; default 0: any free port, printed at start).",
 )
+@no_auth_option
 def service(
     name: str,
     nats_url: str | None,
@@ -176,6 +191,7 @@ def service(
     log_level: str | None,
     json_logs: bool,
     health_port: int | None,
+    no_auth: bool,
 ) -> None:
     """Run one service on its own, against a shared NATS server (for several machines).
 
@@ -193,6 +209,10 @@ def service(
         --health-port 8081 --host 0.0.0.0
       crewyard service gateway --nats nats://nats.internal:4222 --port 8080 --host 0.0.0.0
       crewyard service notifier --nats nats://nats.internal:4222
+
+    A gateway that finds no API key at all makes the first admin key (printed once, and kept in
+    its data dir's admin.key), or registers the one in CREWYARD_ADMIN_KEY_FILE
+    (see crewyard keys generate).
     """
     settings = _load_settings(
         data_dir,
@@ -202,6 +222,7 @@ def service(
         nats_url=nats_url,
         nats_creds=nats_creds,
         health_port=health_port,
+        auth=False if no_auth else None,
         **_logging(log_level, json_logs),
     )
     from crewyard import platform
@@ -310,6 +331,7 @@ def doctor(ctx: click.Context, docker_host: str | None, as_json: bool) -> None:
 @backend_option
 @log_level_option
 @json_logs_option
+@no_auth_option
 def demo(
     data_dir: Path | None,
     port: int | None,
@@ -317,6 +339,7 @@ def demo(
     backend: str | None,
     log_level: str | None,
     json_logs: bool,
+    no_auth: bool,
 ) -> None:
     """Start the platform, deploy the example crew and run it, then keep serving until Ctrl-C.
 
@@ -325,7 +348,12 @@ def demo(
       crewyard demo --data-dir .crewyard --port 8080
     """
     settings = _load_settings(
-        data_dir, port=port, host=host, backend=backend, **_logging(log_level, json_logs)
+        data_dir,
+        port=port,
+        host=host,
+        backend=backend,
+        auth=False if no_auth else None,
+        **_logging(log_level, json_logs),
     )
     from crewyard import platform
 

@@ -67,6 +67,15 @@ def transport_error(base_url: str, exc: Exception) -> TransportError:
     return TransportError(f"lost the connection to the crewyard API at {base_url} ({detail})")
 
 
+def _body_for(method: str, json: Any, content: Any) -> Any:
+    """The API refuses a POST with neither a body nor an Authorization header (a web page could
+    send one cross-site): without a key, a body-less POST goes as ``{}`` in JSON, which no page
+    can send cross-site either."""
+    if method == "POST" and json is None and content is None:
+        return {}
+    return json
+
+
 def _params(params: Mapping[str, Any] | None) -> dict[str, Any]:
     return {k: v for k, v in (params or {}).items() if v is not None}
 
@@ -110,6 +119,7 @@ class Transport:
     ) -> httpx.Response:
         """Send a request; an answer of 400 or more raises the API's error."""
         extra: dict[str, Any] = {"timeout": timeout} if timeout is not None else {}
+        json = _body_for(method, json, content)
         attempts = 2 if method in IDEMPOTENT else 1
         for attempt in range(attempts):
             try:
@@ -200,6 +210,7 @@ class AsyncTransport:
         stream: bool = False,
     ) -> httpx.Response:
         extra: dict[str, Any] = {"timeout": timeout} if timeout is not None else {}
+        json = _body_for(method, json, content)
         attempts = 2 if method in IDEMPOTENT else 1
         for attempt in range(attempts):
             try:

@@ -130,8 +130,12 @@ class ReadModel(VersionQueries, TableQueries, ThreadQueries, OutboundReads):
         row = await self._one("SELECT * FROM runs WHERE id = ?", (run_id,))
         return run_view(row) if row else None
 
-    async def run_by_idempotency_key(self, key: str) -> dict[str, Any] | None:
-        row = await self._one("SELECT * FROM runs WHERE idempotency_key = ? ORDER BY id LIMIT 1", (key,))
+    async def run_by_idempotency_key(self, project: str, key: str) -> dict[str, Any] | None:
+        """The run a request with this ``Idempotency-Key`` made in ``project`` (keys are the
+        project's own: another project's same key is another request)."""
+        row = await self._one(
+            "SELECT * FROM runs WHERE idempotency_key = ? AND project = ? ORDER BY id LIMIT 1", (key, project)
+        )
         return row
 
     async def runs(
@@ -198,9 +202,11 @@ class ReadModel(VersionQueries, TableQueries, ThreadQueries, OutboundReads):
         )
         return deployment_view(row, [p["environment"] for p in pointers])
 
-    async def deployment_by_idempotency_key(self, key: str) -> dict[str, Any] | None:
+    async def deployment_by_idempotency_key(self, project: str, key: str) -> dict[str, Any] | None:
         row = await self._one(
-            "SELECT id, request_hash FROM deployments WHERE idempotency_key = ? ORDER BY id LIMIT 1", (key,)
+            "SELECT id, request_hash FROM deployments WHERE idempotency_key = ? AND project = ?"
+            " ORDER BY id LIMIT 1",
+            (key, project),
         )
         return row
 

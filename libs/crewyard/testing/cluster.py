@@ -3,7 +3,8 @@
 same data (``kill``/``start``). With several gateways, each has its own projector and read model
 (``gateway1`` + ``projector1`` …), as on separate hosts. Each service answers ``/healthz`` and
 ``/readyz`` (``health_url``, ``readyz``): a gateway on its API port, the others on a health
-listener of their own."""
+listener of their own. The first admin key is made here and given to every gateway as an
+operator would (``CREWYARD_ADMIN_KEY_FILE``): :attr:`admin_key`, :meth:`client`."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import httpx
 
+from crewyard.core.access import new_token
 from crewyard.natsserver import EmbeddedNats
 from crewyard.testing.natscluster import NatsCluster
 from crewyard.testing.platform import free_port
@@ -44,7 +46,14 @@ class Cluster:
         self.backend = backend
         self.nats = EmbeddedNats(root / "broker", port=free_port())
         self.nats_cluster = NatsCluster(root / "broker", nats_nodes) if nats_nodes > 1 else None
-        self.env = {**os.environ, "CREWYARD_NATS_CREDS": str(self.creds_dir), **(env or {})}
+        self.admin_key = new_token()
+        self.admin_key_file = root / "admin.key"
+        self.env = {
+            **os.environ,
+            "CREWYARD_NATS_CREDS": str(self.creds_dir),
+            "CREWYARD_ADMIN_KEY_FILE": str(self.admin_key_file),
+            **(env or {}),
+        }
         if self.nats_cluster is not None:
             self.env["CREWYARD_STREAM_REPLICAS"] = str(min(3, nats_nodes))
         web = (
@@ -89,6 +98,17 @@ class Cluster:
     def creds(self, user: str = "admin") -> Path:
         return self.creds_dir / f"{user}.creds"
 
+    @property
+    def headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.admin_key}"}
+
+    def client(
+        self, api: str | None = None, *, key: str | None = None, timeout: float = 30.0
+    ) -> httpx.Client:
+        """An HTTP client of one gateway (default: the first) that sends ``key`` (default: admin)."""
+        headers = {"Authorization": f"Bearer {key or self.admin_key}"}
+        return httpx.Client(base_url=api or self.api, timeout=timeout, headers=headers)
+
     def data_dir(self, name: str) -> Path:
         # A gateway and its projector share the read model; each runner has its own work space.
         if name.startswith(("gateway", "projector")):
@@ -102,6 +122,7 @@ class Cluster:
         if self.nats_cluster is not None and name in self.nats_cluster.names:
             self.nats_cluster.start(name)
             return
+        self._write_admin_key()
         service = "runner" if name.startswith("runner") else name.rstrip("0123456789")
         env = self.env
         if name in self.health_ports:
@@ -155,8 +176,17 @@ class Cluster:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait()
 
-    def up(self, timeout: float = 60.0) -> Cluster:
+    def _write_admin_key(self) -> None:
+        """The operator's first admin key, given to every gateway (before any of them starts)."""
+        if self.admin_key_file.exists():
+            return
         self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.admin_key_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as out:
+            out.write(self.admin_key + "\n")
+
+    def up(self, timeout: float = 60.0) -> Cluster:
+        self._write_admin_key()
         if self.nats_cluster is not None:
             self.nats_cluster.up()
         else:

@@ -1,4 +1,8 @@
-"""A whole crewyard platform in a subprocess, for tests and benchmarks (``crewyard up`` on a free port)."""
+"""A whole crewyard platform in a subprocess, for tests and benchmarks (``crewyard up`` on a free port).
+
+API keys are on, as in every ``crewyard up``: :attr:`PlatformProcess.admin_key` is the first
+admin key (from ``<data dir>/admin.key``) and :meth:`PlatformProcess.client` an HTTP client
+that sends it."""
 
 from __future__ import annotations
 
@@ -58,6 +62,26 @@ class PlatformProcess:
 
     def creds(self, user: str = "admin") -> Path:
         return self.creds_dir / f"{user}.creds"
+
+    @property
+    def admin_key(self) -> str:
+        """The platform's first admin key (written by its first start)."""
+        return (self.data_dir / "admin.key").read_text().strip()
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """``Authorization`` with the admin key (empty when the platform runs without keys)."""
+        key_file = self.data_dir / "admin.key"
+        return {"Authorization": f"Bearer {self.admin_key}"} if key_file.exists() else {}
+
+    def client(self, *, key: str | None = None, timeout: float = 30.0) -> httpx.Client:
+        """An HTTP client of the API that sends ``key`` (default: the admin key)."""
+        headers = {"Authorization": f"Bearer {key}"} if key else self.headers
+        return httpx.Client(base_url=self.api, timeout=timeout, headers=headers)
+
+    def async_client(self, *, key: str | None = None, timeout: float = 30.0) -> httpx.AsyncClient:
+        headers = {"Authorization": f"Bearer {key}"} if key else self.headers
+        return httpx.AsyncClient(base_url=self.api, timeout=timeout, headers=headers)
 
     def start(self, timeout: float = 60.0) -> PlatformProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)

@@ -15,6 +15,7 @@ from litestar import Request
 
 from crewyard.core.access import ApiKey, rank
 
+from ..access import scoped_by_handler
 from .csrf import token_for
 
 
@@ -53,5 +54,6 @@ class Viewer:
 def viewer(request: Request[Any, Any, Any]) -> Viewer:
     """The key the guard authenticated (``scope["auth"]``), with the page's CSRF token."""
     key = request.scope.get("auth")  # set by the access guard
+    scoped_by_handler(request)  # every page filters what it shows by its viewer
     csrf, _new = token_for(request)
     return Viewer(key if isinstance(key, ApiKey) else None, csrf)

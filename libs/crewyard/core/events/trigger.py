@@ -15,6 +15,7 @@ from ._base import Payload
 class TriggerCreated(Payload, frozen=True, kw_only=True):
     TYPE = "trigger.created"
     AGGREGATE = "trigger"
+    SEALED = True
     name: str
     token_sha256: str
     deployment_id: str | None = None

@@ -18,6 +18,7 @@ from ._base import Payload
 class WebhookCreated(Payload, frozen=True, kw_only=True):
     TYPE = "webhook.created"
     AGGREGATE = "webhook"
+    SEALED = True
     url: str
     events: list[str]
     #: Only events of this deployment (an id ``dep_…``) or of deployments with this name.
@@ -43,6 +44,7 @@ class WebhookSecretRotated(Payload, frozen=True, kw_only=True):
     ``previous_valid_until`` so receivers can switch without losing deliveries."""
 
     TYPE = "webhook.secret_rotated"
+    SEALED = True
     AGGREGATE = "webhook"
     secret: str
     previous_valid_until: datetime | None = None

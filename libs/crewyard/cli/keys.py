@@ -1,0 +1,191 @@
+"""``crewyard login`` / ``logout`` (which key the CLI sends to which API) and ``crewyard keys``
+(API keys: create, list, revoke; ``generate`` makes an operator's first admin key offline)."""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+import click
+import msgspec
+from rich import box
+from rich.table import Table
+from rich.text import Text
+
+from crewyard.contract.keys import Identity, Key, KeyCreate, KeyList
+from crewyard.core.access import ROLES, new_token, well_formed
+
+from ._client import CliError, connect, seg
+from ._credentials import config_path, load_config, normalize, save_config
+from ._options import api_option, json_option
+from .consumers import parse_duration
+from .render import make_console, print_json
+
+
+def _read_key(from_stdin: bool) -> str:
+    if from_stdin or not sys.stdin.isatty():
+        token = sys.stdin.readline().strip()
+    else:
+        token = click.prompt("API key", hide_input=True).strip()
+    if not well_formed(token):
+        raise CliError("that is not a crewyard API key (they read cyk_ and 43 letters, digits, - or _)")
+    return token
+
+
+@click.command()
+@api_option
+@click.option("--key-stdin", is_flag=True, help="Read the key from stdin instead of asking for it.")
+def login(api_url: str, key_stdin: bool) -> None:
+    """Store the API to use and its key in your config file (readable by you only).
+
+    The key is checked against the API first. Later commands use this API when no --api or
+    CREWYARD_API is given, and send this key to it (CREWYARD_API_KEY still wins).
+
+    \b
+    Examples:
+      crewyard login --api https://crewyard.example.com          # asks for the key
+      echo "$KEY" | crewyard login --api https://crewyard.example.com --key-stdin
+    """
+    token = _read_key(key_stdin)
+    with connect(api_url, token) as client:
+        identity = msgspec.convert(client.call("GET", "/v1/whoami"), Identity)
+    config = load_config()
+    config.api = normalize(api_url)
+    config.keys[normalize(api_url)] = token
+    path = save_config(config)
+    who = "(this API runs without keys)"
+    if identity.key is not None:
+        scope = identity.key.project or "every project"
+        who = f"as {identity.key.name} ({identity.key.id}): {identity.key.role} on {scope}"
+    make_console().print(Text.assemble(("✓ ", "green"), f"logged in to {normalize(api_url)} {who} → {path}"))
+
+
+@click.command()
+@api_option
+def logout(api_url: str) -> None:
+    """Forget the key stored for an API (the key itself stays valid: revoke it to end it)."""
+    config = load_config()
+    removed = config.keys.pop(normalize(api_url), None)
+    if config.api == normalize(api_url):
+        config.api = None
+    save_config(config)
+    said = "forgot the key of" if removed else "no key was stored for"
+    make_console().print(Text.assemble(("✓ ", "green"), f"{said} {normalize(api_url)} ({config_path()})"))
+
+
+@click.group()
+def keys() -> None:
+    """API keys: who may call the API, with which role, on which project.
+
+    Roles, narrowest first: read (see runs, events, artifacts, deployments), run (also invoke
+    and cancel), deploy (also deploy, roll back, env, limits, webhooks, triggers, schedules),
+    admin (also keys and consumers). A key without --project covers every project; a key can
+    only create keys no wider than itself.
+
+    \b
+    Examples:
+      crewyard keys create --project research --role deploy --name ci --expires 30d
+      crewyard keys list --project research
+      crewyard keys revoke key_0123…
+    """
+
+
+@keys.command("create")
+@click.option("--role", type=click.Choice(ROLES), required=True, help="What the key may do.")
+@click.option("--project", "-p", metavar="NAME", help="The one project it covers (default: every one).")
+@click.option("--name", default="key", show_default=True, help="A name to recognise it by, e.g. ci.")
+@click.option("--expires", metavar="DURATION", help="Refuse the key after e.g. 30d, 12h, 90m.")
+@json_option
+@api_option
+def create(
+    role: str, project: str | None, name: str, expires: str | None, as_json: bool, api_url: str
+) -> None:
+    """Create a key; it is printed this once (only its hash is kept)."""
+    until = datetime.now(UTC) + parse_duration(expires) if expires else None
+    body = KeyCreate(role=role, project=project, name=name, expires_at=until)  # type: ignore[arg-type]
+    with connect(api_url) as client:
+        key = msgspec.convert(client.call("POST", "/v1/keys", json=msgspec.to_builtins(body)), Key)
+    if as_json:
+        print_json(msgspec.to_builtins(key))
+        return
+    console = make_console()
+    console.print(
+        Text.assemble(
+            ("✓ ", "green"), f"key {key.id} ({key.name}): {key.role} on {key.project or 'every project'}"
+        )
+    )
+    console.print("  The key (shown this once):", highlight=False)
+    click.echo(f"  {key.token}")
+
+
+@keys.command("list")
+@click.option("--project", "-p", metavar="NAME", help="Only the keys of this project.")
+@json_option
+@api_option
+def list_(project: str | None, as_json: bool, api_url: str) -> None:
+    """Every key you may manage, revoked ones included — never the keys themselves."""
+    with connect(api_url) as client:
+        found = msgspec.convert(client.call("GET", "/v1/keys", params={"project": project}), KeyList)
+    if as_json:
+        print_json(msgspec.to_builtins(found))
+        return
+    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    for column in ("ID", "NAME", "ROLE", "PROJECT", "CREATED", "LAST USED", "EXPIRES", "REVOKED"):
+        table.add_column(column)
+    for key in found.keys:
+        table.add_row(
+            key.id,
+            key.name,
+            key.role,
+            key.project or "(every project)",
+            f"{key.created_at:%Y-%m-%d %H:%M}",
+            (key.last_used_at or "never")[:16].replace("T", " "),
+            f"{key.expires_at:%Y-%m-%d %H:%M}" if key.expires_at else "never",
+            f"{key.revoked_at:%Y-%m-%d %H:%M}" if key.revoked_at else "",
+        )
+    make_console().print(table)
+
+
+@keys.command("revoke")
+@click.argument("key_id")
+@api_option
+def revoke(key_id: str, api_url: str) -> None:
+    """Revoke a key: every gateway refuses it within about a second."""
+    with connect(api_url) as client:
+        client.call("DELETE", f"/v1/keys/{seg(key_id)}")
+    make_console().print(Text.assemble(("✓ ", "green"), f"key {key_id} revoked"))
+
+
+@keys.command("generate")
+@click.option(
+    "--output",
+    "-o",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the key to this file (readable by you only) instead of printing it.",
+)
+def generate(output: Path | None) -> None:
+    """Make a new key offline, for a platform's first admin key (no API involved).
+
+    Give the file to every gateway as CREWYARD_ADMIN_KEY_FILE: the first gateway that finds no
+    key at all registers it (only its hash) as the platform-wide admin key.
+
+    \b
+    Example:
+      crewyard keys generate -o admin.key && kubectl create secret generic crewyard-admin-key \\
+        --from-file=admin.key
+    """
+    token = new_token()
+    if output is None:
+        click.echo(token)
+        return
+    try:
+        fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        raise CliError(
+            f"cannot write {output}: {exc.strerror or exc} (an existing file is never replaced)"
+        ) from None
+    with os.fdopen(fd, "w") as out:
+        out.write(token + "\n")
+    make_console().print(Text.assemble(("✓ ", "green"), f"a new API key → {output}"))

@@ -1,0 +1,376 @@
+"""Who may call which route: one guard, driven by each route's metadata.
+
+Every route declares what it needs in its ``opt``: ``{"role": "read" | "run" | "deploy" |
+"admin"}``, or ``{"open": True}`` for the few routes anyone may call (health, documents,
+incoming trigger URLs). A route that declares neither is refused (and the app refuses to start).
+``{"body": "gzip"}`` marks the one route whose body is not JSON (the upload); ``{"page": True}``
+the console's pages, whose HTML forms carry a CSRF token of their own instead.
+
+The guard, for every request to a route that is not open:
+
+1. authenticates the bearer key (missing, malformed, unknown, revoked or expired: 401 with
+   ``WWW-Authenticate: Bearer``) and puts it in ``request.scope["auth"]``;
+2. finds the project the route touches: the ``{project}`` path parameter, else the project of
+   the resource a path parameter names (``run_id``, ``dep_id``, ``thread_id``, ``table_id``…,
+   see ``RESOLVERS``). Another project's resource answers 404 exactly as a missing one does: a
+   key never learns whether another project exists. A valid key without the role: 403;
+3. refuses what a web page could send cross-site: a body that is not JSON (gzip for the upload),
+   a POST without a body and without an ``Authorization`` header;
+4. rate limits mutating requests per key, and failed authentications per client address (429
+   with ``Retry-After``).
+
+Routes whose project is in the body or the query (``POST /v1/runs``, listings) leave the check to
+their handler: :func:`allow` (one project) or :func:`visible_project` (what a listing may show).
+A handler that forgets is caught: :class:`.frontdoor.AccessMiddleware` turns its success into a 500 for
+project keys, so nothing of another project leaves (and the access-matrix test fails).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from litestar import Request
+from litestar.connection import ASGIConnection
+from litestar.handlers import BaseRouteHandler
+
+from crewyard.core.access import ROLES, ApiKey, decide, rank
+from crewyard.core.ids import deployment_id as stored_id
+from crewyard.core.ids import is_id
+
+from .context import Gateway
+from .errors import ApiError, not_found
+from .limits import Buckets, TooMany
+
+log = logging.getLogger("crewyard.gateway")
+#: Where the guard leaves its findings in the ASGI scope (``scope["auth"]`` is the key itself).
+STATE = "crewyard.access"
+MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+GZIP_TYPES = frozenset({"application/gzip", "application/x-gzip", "application/x-tar+gzip"})
+_CHALLENGE = 'Bearer realm="crewyard"'
+
+
+@dataclass
+class Access:
+    key: ApiKey | None
+    #: The handler must still check the project (it is in the body or the query).
+    pending: bool = False
+    checked: bool = False
+
+
+class Unauthorized(ApiError):
+    def __init__(self, message: str, *, bad_token: bool) -> None:
+        super().__init__(401, "unauthorized", message)
+        challenge = f'{_CHALLENGE}, error="invalid_token"' if bad_token else _CHALLENGE
+        self.headers = {"WWW-Authenticate": challenge}
+
+
+def forbidden(key: ApiKey, needed: str) -> ApiError:
+    return ApiError(403, "forbidden", f"this API key's role ({key.role}) may not do this: it needs {needed}")
+
+
+# -- the project a resource belongs to ---------------------------------------------------------
+
+#: Path parameter → the project of the resource it names (None: a platform-wide resource). A
+#: resource that does not exist raises ``missing(value)``, the 404 its route answers anyway; a
+#: resource of another project answers exactly that too.
+Resolver = Callable[[Gateway, str], Awaitable[str | None]]
+
+
+def _missing_run(run_id: str) -> ApiError:
+    return not_found(f"run {run_id}")
+
+
+def _missing_deployment(dep_id: str) -> ApiError:
+    return not_found(f"deployment {stored_id(dep_id)}")
+
+
+def _missing_webhook(webhook_id: str) -> ApiError:
+    return not_found(f"webhook {webhook_id}")
+
+
+def _missing_table(table_id: str) -> ApiError:
+    return not_found(f"table {table_id}")
+
+
+def _missing_thread(thread_id: str) -> ApiError:
+    return not_found(f"thread {thread_id}")
+
+
+def _missing_key(key_id: str) -> ApiError:
+    return not_found(f"API key {key_id}")
+
+
+def _missing_consumer(consumer_id: str) -> ApiError:
+    return not_found(f"consumer {consumer_id}")
+
+
+async def _run(g: Gateway, run_id: str) -> str | None:
+    return str((await g.run(run_id))["project"])
+
+
+async def _deployment(g: Gateway, dep_id: str) -> str | None:
+    return str((await g.deployment(dep_id))["project"])
+
+
+async def _webhook(g: Gateway, webhook_id: str) -> str | None:
+    row = await g.rm.webhook(webhook_id)
+    if row is None:
+        await g.fresh()
+        row = await g.rm.webhook(webhook_id)
+    if row is None:
+        raise _missing_webhook(webhook_id)
+    return str(row["project"])
+
+
+async def _table(g: Gateway, table_id: str) -> str | None:
+    view = await g.rm.table(table_id) if is_id(table_id, "tbl") else None
+    if view is None and is_id(table_id, "tbl"):
+        await g.fresh()
+        view = await g.rm.table(table_id)
+    if view is None:
+        raise _missing_table(table_id)
+    return str(view["project"])
+
+
+async def _thread(g: Gateway, thread_id: str) -> str | None:
+    row = await g.rm.thread(thread_id) if is_id(thread_id, "thr") else None
+    if row is None and is_id(thread_id, "thr"):
+        await g.fresh()
+        row = await g.rm.thread(thread_id)
+    if row is None:
+        raise _missing_thread(thread_id)
+    return str(row["project"])
+
+
+async def _key(g: Gateway, key_id: str) -> str | None:
+    key = g.keys.keys.get(key_id) if g.keys is not None else None
+    if key is None:
+        raise _missing_key(key_id)
+    return key.project
+
+
+async def _consumer(g: Gateway, consumer_id: str) -> str | None:
+    state = (await g.consumer_states()).get(consumer_id)
+    if state is None:
+        raise _missing_consumer(consumer_id)
+    return state.project
+
+
+RESOLVERS: dict[str, tuple[Resolver, Callable[[str], ApiError]]] = {
+    "run_id": (_run, _missing_run),
+    "dep_id": (_deployment, _missing_deployment),
+    "webhook_id": (_webhook, _missing_webhook),
+    "table_id": (_table, _missing_table),
+    "thread_id": (_thread, _missing_thread),
+    "key_id": (_key, _missing_key),
+    "consumer_id": (_consumer, _missing_consumer),
+}
+
+
+# -- the guard ---------------------------------------------------------------------------------
+
+
+def _gateway(connection: ASGIConnection[Any, Any, Any, Any]) -> Gateway:
+    gateway: Gateway = connection.app.state.gateway
+    return gateway
+
+
+def bearer_token(header: str | None) -> str | None:
+    """The token of ``Authorization: Bearer <token>``; None when there is no such header.
+    Anything else in the header is a malformed request, refused like a wrong key."""
+    if header is None:
+        return None
+    scheme, _, token = header.strip().partition(" ")
+    if scheme.lower() != "bearer":
+        raise Unauthorized("the Authorization header must read: Bearer <API key>", bad_token=True)
+    return token.strip()
+
+
+def _authenticate(connection: ASGIConnection[Any, Any, Any, Any], g: Gateway) -> ApiKey:
+    token = bearer_token(connection.headers.get("authorization"))
+    if not token:
+        raise Unauthorized(
+            "an API key is required: send Authorization: Bearer <API key> (crewyard login, or"
+            " CREWYARD_API_KEY)",
+            bad_token=False,
+        )
+    key = g.keys.authenticate(token) if g.keys is not None else None
+    if key is None:
+        raise Unauthorized("the API key is not valid (unknown, revoked or expired)", bad_token=True)
+    g.keys.touch(key)  # type: ignore[union-attr]  # authenticated above, so the registry exists
+    return key
+
+
+async def _check_project(g: Gateway, key: ApiKey, needed: str, params: dict[str, Any]) -> bool:
+    """Raise 404 or 403 as the key may not act on the route's project; True when the handler
+    must still check it (it is in the body or the query)."""
+    if key.project is None:
+        if rank(key.role) < rank(needed):
+            raise forbidden(key, needed)
+        return False
+    decision: str | None = None
+    missing: ApiError | None = None
+    project = params.get("project")
+    if isinstance(project, str):
+        decision, missing = decide(key, needed, project), not_found(f"project {project}")
+    for name, (resolve, missing_of) in RESOLVERS.items():
+        value = params.get(name)
+        if decision not in (None, "ok") or not isinstance(value, str):
+            continue
+        # Every resource the path names must be the key's project's (and the path's project's):
+        # /v1/projects/mine/webhooks/<another project's id> is as missing as any unknown id.
+        owner = await resolve(g, value)
+        missing = missing_of(value)
+        if owner is None or (isinstance(project, str) and owner != project):
+            decision = "not_found"
+        else:
+            decision = decide(key, needed, owner)
+    if decision is None:
+        if rank(key.role) < rank(needed):
+            raise forbidden(key, needed)
+        return True
+    if decision == "not_found":
+        raise missing or not_found("this")
+    if decision == "forbidden":
+        raise forbidden(key, needed)
+    return False
+
+
+def _check_shape(connection: ASGIConnection[Any, Any, Any, Any], opt: dict[str, Any]) -> None:
+    """What no web page can send cross-site without a preflight (which CORS refuses): a JSON
+    (or, for the upload, gzip) body, or — for a POST without one — an Authorization header."""
+    method = connection.scope.get("method", "GET")
+    if method not in MUTATING or opt.get("page") is True:
+        return  # a console form: its own CSRF token (``console.csrf``) is what a page cannot send
+    headers = connection.headers
+    has_body = headers.get("content-length", "0").strip() not in ("", "0") or "transfer-encoding" in headers
+    media = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if has_body:
+        if opt.get("body") == "gzip":
+            if media not in GZIP_TYPES:
+                raise ApiError(
+                    415, "unsupported_media_type", "send the crew as Content-Type: application/gzip"
+                )
+        elif media != "application/json" and not (
+            media.startswith("application/") and media.endswith("+json")
+        ):
+            raise ApiError(
+                415, "unsupported_media_type", "send the request body as Content-Type: application/json"
+            )
+    elif method == "POST" and "authorization" not in headers:
+        raise ApiError(
+            403,
+            "forbidden",
+            "a POST without a body needs an Authorization header (a web page cannot send one)",
+        )
+
+
+def _rate_limit(connection: ASGIConnection[Any, Any, Any, Any], g: Gateway, who: str) -> None:
+    if connection.scope.get("method") not in MUTATING or g.settings.rate_limit <= 0:
+        return
+    state = connection.app.state
+    buckets: Buckets | None = getattr(state, "key_buckets", None)
+    if buckets is None:
+        rate = g.settings.rate_limit
+        buckets = state.key_buckets = Buckets(rate, burst=10 * rate)
+    wait = buckets.take(who)
+    if wait:
+        raise TooMany(wait, "too many requests with this API key; slow down")
+
+
+def _count_failure(connection: ASGIConnection[Any, Any, Any, Any], g: Gateway) -> None:
+    """A client address that keeps failing to authenticate gets 429 instead of 401 (a valid key
+    from it still passes: only failures are counted and refused)."""
+    rate = g.settings.auth_fail_limit
+    if rate <= 0:
+        return
+    state = connection.app.state
+    buckets: Buckets | None = getattr(state, "auth_fail_buckets", None)
+    if buckets is None:
+        buckets = state.auth_fail_buckets = Buckets(rate, burst=10 * rate)
+    client = connection.client.host if connection.client else "unknown"
+    wait = buckets.take(client)
+    if wait:
+        raise TooMany(wait, "too many requests without a valid API key from this address; slow down")
+
+
+async def guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    """The one authorization check of every route (see the module's docstring)."""
+    opt = handler.opt
+    if opt.get("open") is True or connection.scope.get("method") == "OPTIONS":
+        return
+    needed = opt.get("role")
+    if needed not in ROLES:
+        log.error("route %s declares no role (opt={'role': …} or {'open': True}): refused", handler)
+        raise ApiError(500, "internal", "this route declares no access rule; it is refused")
+    g = _gateway(connection)
+    scope: Any = connection.scope
+    if not g.settings.auth:  # --no-auth: loopback only, one local user
+        scope["auth"], scope[STATE] = None, Access(key=None)
+        _check_shape(connection, opt)
+        _rate_limit(connection, g, "anonymous")
+        return
+    try:
+        key = _authenticate(connection, g)
+    except Unauthorized:
+        _count_failure(connection, g)
+        raise
+    scope["auth"] = key
+    _rate_limit(connection, g, key.key_id)
+    pending = await _check_project(g, key, needed, dict(connection.path_params))
+    scope[STATE] = Access(key=key, pending=pending)
+    _check_shape(connection, opt)
+
+
+# -- what handlers call when the project is in the body or the query ---------------------------
+
+
+def _access(request: Request[Any, Any, Any]) -> Access:
+    state = request.scope.get(STATE)
+    if not isinstance(state, Access):  # an open route, or a handler called outside the guard
+        raise ApiError(500, "internal", "this route's access was not checked")
+    return state
+
+
+def current_key(request: Request[Any, Any, Any]) -> ApiKey | None:
+    """The request's API key (None with ``--no-auth``)."""
+    return _access(request).key
+
+
+def allow(request: Request[Any, Any, Any], project: str, missing: ApiError | None = None) -> None:
+    """Unless the key covers ``project``, the 404 of a missing project (or ``missing``: the 404
+    of the missing resource the request named, e.g. a deployment by its id)."""
+    state = _access(request)
+    if state.key is not None and not state.key.covers(project):
+        raise missing or not_found(f"project {project}")
+    state.checked = True
+
+
+def visible_project(request: Request[Any, Any, Any], asked: str | None = None) -> tuple[bool, str | None]:
+    """What a listing may show: (anything at all, the one project to show or None for every one).
+    ``asked`` is the project the request filters on; another project shows nothing."""
+    state = _access(request)
+    state.checked = True
+    if state.key is None or state.key.project is None:
+        return True, asked
+    if asked is not None and asked != state.key.project:
+        return False, asked
+    return True, state.key.project
+
+
+def scoped_by_handler(request: Request[Any, Any, Any]) -> None:
+    """The handler shows only what :func:`current_key` covers, by its own means (the console's
+    pages filter everything by their viewer; their error pages are drawn for refused requests too)."""
+    state = request.scope.get(STATE)
+    if isinstance(state, Access):
+        state.checked = True
+
+
+def platform_wide(request: Request[Any, Any, Any]) -> bool:
+    """Whether the key covers every project (``--no-auth`` counts as such)."""
+    state = _access(request)
+    state.checked = True
+    return state.key is None or state.key.project is None

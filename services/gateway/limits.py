@@ -1,0 +1,38 @@
+"""Token buckets: at most ``rate`` requests a second per key, in bursts of ``burst``."""
+
+from __future__ import annotations
+
+import math
+import time
+
+from .errors import ApiError
+
+
+class Buckets:
+    """One bucket per key (a trigger, an API key), in this process's memory."""
+
+    def __init__(self, rate: float, burst: float | None = None) -> None:
+        self.rate = rate
+        self.burst = max(1.0, burst if burst is not None else 4 * rate)
+        self.state: dict[str, tuple[float, float]] = {}
+
+    def take(self, key: str) -> float:
+        """0 when allowed, else the seconds until a request would be."""
+        now = time.monotonic()
+        tokens, last = self.state.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        if tokens < 1:
+            self.state[key] = (tokens, now)
+            return (1 - tokens) / self.rate
+        self.state[key] = (tokens - 1, now)
+        if len(self.state) > 10_000:  # forget idle keys (their buckets are full again anyway)
+            self.state = {k: v for k, v in self.state.items() if now - v[1] < 60}
+        return 0.0
+
+
+class TooMany(ApiError):
+    """429 with ``Retry-After`` (whole seconds, at least 1)."""
+
+    def __init__(self, retry_after: float, message: str) -> None:
+        super().__init__(429, "rate_limited", message)
+        self.headers = {"Retry-After": str(max(1, math.ceil(retry_after)))}

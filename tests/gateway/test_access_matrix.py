@@ -1,0 +1,587 @@
+"""Every route, every kind of caller → the exact status, against a running platform.
+
+The routes come from the app's own route table: a route added without an entry in ``ROUTES``
+(what to call it with, and what it answers when the caller may) fails
+``test_every_route_is_in_the_matrix``, and one without access metadata fails
+``test_every_route_declares_who_may_call_it`` — so a new route is checked from its first day.
+
+Callers: no key, a malformed key, a revoked key, an expired key (401 each, before anything else
+is looked at); a key of each role on the project the resources belong to (``own``: the route's
+answer when the role suffices, else 403); the same keys on another project's resources
+(``other``: 404, exactly as for a project that does not exist — never 403, which would say it
+exists). Where the project is in the body, another project's answer is 404 as well; listings
+answer 200 and show nothing of it.
+
+A caller that may is sent what stops short of changing anything where that is possible (a JSON
+body the route refuses, 400); routes that only delete or act get a fresh resource each time.
+"""
+
+from __future__ import annotations
+
+import functools
+import gzip
+import json
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from crewyard.core.access import ROLES, rank
+from crewyard.core.events import shown_to_clients
+from crewyard.gateway import create_app
+from crewyard.settings import load
+from crewyard.testing.api import EXAMPLES, deploy, wait_run
+from crewyard.testing.platform import PlatformProcess
+
+OWN, OTHER = "acm-own", "acm-other"
+#: A JSON body no route accepts: a caller that gets past the guard is refused with 400.
+REFUSED = "x"
+
+
+@dataclass
+class Res:
+    """The resources of one project the matrix calls routes on."""
+
+    project: str
+    dep_id: str = ""
+    name: str = ""
+    run_id: str = ""
+    webhook_id: str = ""
+    trigger_id: str = ""
+    schedule_id: str = ""
+    table_id: str = ""
+    row_id: str = ""
+    key_id: str = ""
+    consumer_id: str = ""
+    thread_id: str = ""
+    extra: dict[str, str] = field(default_factory=dict)
+
+
+Fresh = Callable[[httpx.Client, Res], dict[str, str]]
+
+
+@dataclass
+class Route:
+    #: What a caller that may call it gets (on its own project's resources).
+    allowed: int
+    #: ``json``: sent the refused JSON body; ``gzip``: a broken upload; None: no body.
+    body: str | None = None
+    #: Where the project is: ``path`` (or a resource the path names), ``body``, ``listing``
+    #: (a query filter), ``none`` (the caller itself).
+    scope: str = "path"
+    #: For routes that delete or act once: make a new target (returns path values) per call.
+    fresh: Fresh | None = None
+    #: For ``body`` routes: a valid body naming ``project``.
+    valid_body: Callable[[str], Any] | None = None
+    sse: bool = False
+    #: The route needs ``?project=`` (the caller's own project, unless the case says otherwise).
+    project_query: bool = False
+    #: A console form: posted with these fields and a valid CSRF token (the guard comes first).
+    form: dict[str, str] | None = None
+
+
+def _webhook(api: httpx.Client, r: Res) -> dict[str, str]:
+    w = api.post(f"/v1/projects/{r.project}/webhooks", json={"url": "http://127.0.0.1:9/h", "events": ["*"]})
+    assert w.status_code == 201, w.text
+    return {"webhook_id": w.json()["id"]}
+
+
+def _trigger(api: httpx.Client, r: Res) -> dict[str, str]:
+    t = api.post(f"/v1/projects/{r.project}/triggers", json={"name": f"t{time.monotonic_ns()}"})
+    assert t.status_code == 201, t.text
+    return {"trigger_id": t.json()["id"]}
+
+
+def _schedule(api: httpx.Client, r: Res) -> dict[str, str]:
+    s = api.post(f"/v1/projects/{r.project}/schedules", json={"cron": "@yearly"})
+    assert s.status_code == 201, s.text
+    return {"schedule_id": s.json()["id"]}
+
+
+def _table(api: httpx.Client, r: Res) -> dict[str, str]:
+    t = api.post(
+        "/v1/tables",
+        json={
+            "project": r.project,
+            "name": f"t{time.monotonic_ns()}",
+            "columns": [{"name": "a", "type": "text"}],
+        },
+    )
+    assert t.status_code == 201, t.text
+    return {"table_id": t.json()["id"]}
+
+
+def _row(api: httpx.Client, r: Res) -> dict[str, str]:
+    row = api.post(f"/v1/tables/{r.table_id}/rows", json={"a": "x"})
+    assert row.status_code == 201, row.text
+    return {"row_id": row.json()["id"]}
+
+
+def _env(api: httpx.Client, r: Res) -> dict[str, str]:
+    name = f"V{time.monotonic_ns()}"
+    e = api.put(f"/v1/projects/{r.project}/env/{name}", json={"value": "1"})
+    assert e.status_code == 200, e.text
+    return {"key": name}
+
+
+def _thread(api: httpx.Client, r: Res) -> dict[str, str]:
+    t = api.post("/v1/threads", json={"project": r.project})
+    assert t.status_code == 201, t.text
+    return {"thread_id": t.json()["thread_id"]}
+
+
+def _key(api: httpx.Client, r: Res) -> dict[str, str]:
+    k = api.post("/v1/keys", json={"role": "read", "project": r.project, "name": "victim"})
+    assert k.status_code == 201, k.text
+    return {"key_id": k.json()["id"]}
+
+
+def _consumer(api: httpx.Client, r: Res) -> dict[str, str]:
+    c = api.post("/v1/consumers", json={"project": r.project, "name": f"c{time.monotonic_ns()}"})
+    assert c.status_code == 201, c.text
+    return {"consumer_id": c.json()["consumer_id"]}
+
+
+J = "json"
+ROUTES: dict[str, Route] = {
+    "GET /v1/runs": Route(200, scope="listing"),
+    "POST /v1/runs": Route(400, J, scope="body", valid_body=lambda p: {"project": p, "input": {}}),
+    "GET /v1/runs/{run_id}": Route(200),
+    "POST /v1/runs/{run_id}/cancel": Route(400),  # the run has ended: nothing to cancel
+    "GET /v1/runs/{run_id}/events": Route(200, sse=True),
+    "GET /v1/runs/{run_id}/artifacts": Route(200),
+    "GET /v1/runs/{run_id}/artifacts/{name}": Route(200),
+    "GET /v1/projects/{project}/deployments": Route(200),
+    "POST /v1/projects/{project}/deployments": Route(400, "gzip"),
+    "GET /v1/deployments/{dep_id}": Route(200),
+    "GET /v1/deployments/{dep_id}/build-log": Route(200, sse=True),
+    "GET /v1/projects/{project}/deployments/{name}": Route(200),
+    "POST /v1/projects/{project}/deployments/{name}/promote": Route(400, J),
+    "POST /v1/projects/{project}/deployments/{name}/rollback": Route(400, J),
+    "POST /v1/projects/{project}/rollback": Route(400, J),
+    "GET /v1/tables": Route(200, scope="listing", project_query=True),
+    "POST /v1/tables": Route(
+        400, J, scope="body", valid_body=lambda p: {"project": p, "name": "new", "columns": []}
+    ),
+    "DELETE /v1/tables/{table_id}": Route(200, fresh=_table),
+    "GET /v1/tables/{table_id}": Route(200),
+    "PATCH /v1/tables/{table_id}": Route(400, J),
+    "GET /v1/tables/{table_id}/rows": Route(200),
+    "POST /v1/tables/{table_id}/rows": Route(400, J),
+    "DELETE /v1/tables/{table_id}/rows/{row_id}": Route(200, fresh=_row),
+    "GET /v1/tables/{table_id}/rows/{row_id}": Route(200),
+    "PATCH /v1/tables/{table_id}/rows/{row_id}": Route(400, J),
+    "GET /v1/projects": Route(200, scope="listing"),
+    "GET /v1/projects/{project}": Route(200),
+    "DELETE /v1/projects/{project}/env/{key}": Route(200, fresh=_env),
+    "PUT /v1/projects/{project}/env/{key}": Route(400, J),
+    "PUT /v1/projects/{project}/limits": Route(400, J),
+    "GET /v1/projects/{project}/env": Route(200),
+    "GET /v1/projects/{project}/events": Route(200, sse=True),
+    "GET /v1/projects/{project}/webhooks": Route(200),
+    "POST /v1/projects/{project}/webhooks": Route(400, J),
+    "DELETE /v1/projects/{project}/webhooks/{webhook_id}": Route(200, fresh=_webhook),
+    "PATCH /v1/projects/{project}/webhooks/{webhook_id}": Route(400, J),
+    "GET /v1/projects/{project}/webhooks/{webhook_id}": Route(200),
+    "POST /v1/projects/{project}/webhooks/{webhook_id}/rotate-secret": Route(200),
+    "GET /v1/webhooks/{webhook_id}/deliveries": Route(200),
+    # No delivery of that id: the webhook's project is checked first, the delivery then.
+    "POST /v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver": Route(404),
+    "GET /v1/projects/{project}/triggers": Route(200),
+    "POST /v1/projects/{project}/triggers": Route(400, J),
+    "DELETE /v1/projects/{project}/triggers/{trigger_id}": Route(200, fresh=_trigger),
+    "GET /v1/projects/{project}/schedules": Route(200),
+    "POST /v1/projects/{project}/schedules": Route(400, J),
+    "DELETE /v1/projects/{project}/schedules/{schedule_id}": Route(200, fresh=_schedule),
+    "GET /v1/projects/{project}/schedules/{schedule_id}": Route(200),
+    "POST /v1/projects/{project}/schedules/{schedule_id}/pause": Route(200),
+    "POST /v1/projects/{project}/schedules/{schedule_id}/resume": Route(200),
+    "GET /v1/keys": Route(200, scope="listing"),
+    "POST /v1/keys": Route(400, J, scope="body", valid_body=lambda p: {"role": "read", "project": p}),
+    "DELETE /v1/keys/{key_id}": Route(200, fresh=_key),
+    "GET /v1/keys/{key_id}": Route(200),
+    "GET /v1/whoami": Route(200, scope="none"),
+    "GET /v1/consumers": Route(200, scope="listing"),
+    "POST /v1/consumers": Route(400, J, scope="body", valid_body=lambda p: {"project": p, "name": "spy"}),
+    "DELETE /v1/consumers/{consumer_id}": Route(200, fresh=_consumer),
+    "GET /v1/events": Route(200, scope="listing", sse=True),
+    "POST /v1/threads": Route(400, J, scope="body", valid_body=lambda p: {"project": p}),
+    "GET /v1/threads": Route(200, scope="listing"),
+    "GET /v1/threads/{thread_id}": Route(200),
+    "POST /v1/threads/{thread_id}/runs": Route(400, J),
+    "GET /v1/threads/{thread_id}/history": Route(200),
+    "POST /v1/threads/{thread_id}/copy": Route(400, J),
+    "DELETE /v1/threads/{thread_id}": Route(200, fresh=_thread),
+    "GET /v1/threads/{thread_id}/events": Route(200, sse=True),
+    # The console: pages and the forms they post.
+    "GET /": Route(200, scope="listing"),
+    "GET /runs/{run_id}": Route(200),
+    "POST /runs/{run_id}/cancel": Route(303, form={}),
+    "GET /runs/{run_id}/artifacts/{name}": Route(200),
+    "GET /live/runs": Route(200, scope="listing", sse=True),
+    "GET /live/runs/{run_id}": Route(200, sse=True),
+    "GET /live/deployments/{dep_id}": Route(200, sse=True),
+    "GET /projects": Route(200, scope="listing"),
+    "GET /projects/{project}": Route(200),
+    "GET /deployments/{dep_id}": Route(200),
+    "POST /projects/{project}/deployments/{name}/point": Route(400, form={}),
+    "POST /projects/{project}/env": Route(400, form={}),
+    "POST /projects/{project}/env/{key}/unset": Route(303, form={}, fresh=_env),
+    "GET /projects/{project}/automation": Route(200),
+    "GET /projects/{project}/webhooks/{webhook_id}": Route(200),
+    "POST /projects/{project}/schedules/{schedule_id}/{action}": Route(303, form={}),
+}
+#: Path parameters that name a resource of a project.
+RESOURCES = ("webhook_id", "trigger_id", "schedule_id")
+#: Open to anyone: never a 401 (trigger URLs authenticate with their own token).
+OPEN = {
+    "GET /healthz",
+    "GET /readyz",
+    "GET /metrics",
+    "GET /v1/asyncapi.json",
+    "POST /webhooks/runs/{token}",
+    "GET /static/{name}",
+}
+#: A CSRF token the console accepts as the double-submit cookie and the form field.
+CSRF = "c" * 43
+
+
+@functools.cache
+def _app_routes() -> dict[str, dict[str, Any]]:
+    """``METHOD /path`` (parameter types left out) → the route's ``opt``, from the app itself."""
+    import re
+    import tempfile
+
+    app = create_app(load(tempfile.mkdtemp(prefix="crewyard-routes-")))
+    found = {}
+    for route in app.routes:
+        for handler in getattr(route, "route_handlers", []):
+            for method in handler.http_methods:
+                if method == "OPTIONS" or route.path.startswith("/schema"):
+                    continue
+                found[f"{method} {re.sub(r':[a-z]+}', '}', route.path)}"] = dict(handler.opt)
+    return found
+
+
+def test_every_route_declares_who_may_call_it():
+    for route, opt in _app_routes().items():
+        assert opt.get("open") is True or opt.get("role") in ROLES, f"{route} declares no access rule"
+
+
+def test_every_route_is_in_the_matrix():
+    routes = _app_routes()
+    missing = sorted(set(routes) - set(ROUTES) - OPEN)
+    assert not missing, f"routes the access matrix does not know (add them to ROUTES): {missing}"
+    assert {r for r, opt in routes.items() if opt.get("open")} == OPEN
+    assert not set(ROUTES) - set(routes), "ROUTES lists routes the app no longer has"
+
+
+# -- the platform and its callers --------------------------------------------------------------
+
+
+@dataclass
+class World:
+    platform: PlatformProcess
+    res: dict[str, Res]
+    keys: dict[str, str]  # caller → token
+
+
+def _make(api: httpx.Client, project: str) -> Res:
+    r = Res(project)
+    dep = deploy(api, EXAMPLES / "hello", project)
+    assert dep["status"] == "ready", dep
+    r.dep_id, r.name = dep["id"], dep["name"]
+    run = api.post("/v1/runs", json={"project": project, "input": {"topic": "t"}})
+    assert run.status_code == 202, run.text
+    r.run_id = run.json()["run_id"]
+    assert wait_run(api, r.run_id)["status"] == "succeeded"
+    r.webhook_id = _webhook(api, r)["webhook_id"]
+    r.trigger_id = _trigger(api, r)["trigger_id"]
+    r.schedule_id = _schedule(api, r)["schedule_id"]
+    r.table_id = _table(api, r)["table_id"]
+    r.row_id = _row(api, r)["row_id"]
+    r.extra["env_key"] = _env(api, r)["key"]
+    r.key_id = _key(api, r)["key_id"]
+    r.consumer_id = _consumer(api, r)["consumer_id"]
+    r.thread_id = _thread(api, r)["thread_id"]
+    return r
+
+
+def _token(api: httpx.Client, role: str, project: str | None, **extra: Any) -> str:
+    k = api.post("/v1/keys", json={"role": role, "project": project, "name": f"{role}", **extra})
+    assert k.status_code == 201, k.text
+    return str(k.json()["token"])
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    # Hundreds of refused requests come from this one address: the limit on them is tested apart.
+    env = {"CREWYARD_WEBHOOK_TARGETS": "private", "CREWYARD_AUTH_FAIL_LIMIT": "0"}
+    platform = PlatformProcess(tmp_path_factory.mktemp("access"), env=env).start()
+    try:
+        with platform.client(timeout=60) as api:
+            res = {"own": _make(api, OWN), "other": _make(api, OTHER)}
+            keys = {role: _token(api, role, OWN) for role in ROLES}
+            keys["platform-read"] = _token(api, "read", None)
+            revoked = api.post("/v1/keys", json={"role": "admin", "project": OWN, "name": "gone"}).json()
+            assert api.delete(f"/v1/keys/{revoked['id']}").status_code == 200
+            keys["revoked"] = revoked["token"]
+            soon = (datetime.now(UTC) + timedelta(seconds=2)).isoformat()
+            keys["expired"] = _token(api, "admin", OWN, expires_at=soon)
+            keys["malformed"] = "cyk_" + "A" * 20
+            deadline = time.monotonic() + 60
+            while platform.client(key=keys["expired"]).get("/v1/whoami").status_code != 401:
+                assert time.monotonic() < deadline, "the expired key is still accepted"
+                time.sleep(0.2)
+        yield World(platform, res, keys)
+    finally:
+        platform.stop()
+
+
+def _path(template: str, r: Res, values: dict[str, str]) -> str:
+    fill = {
+        "project": r.project,
+        "run_id": r.run_id,
+        "dep_id": r.dep_id,
+        "name": r.name,
+        "webhook_id": r.webhook_id,
+        "trigger_id": r.trigger_id,
+        "schedule_id": r.schedule_id,
+        "table_id": r.table_id,
+        "row_id": r.row_id,
+        "key_id": r.key_id,
+        "consumer_id": r.consumer_id,
+        "thread_id": r.thread_id,
+        "delivery_id": "dlv_missing",
+        "key": r.extra["env_key"],
+        **values,
+    }
+    path = template.split(" ", 1)[1]
+    if template.endswith("/artifacts/{name}"):
+        path = path.replace("{name}", "report.md")
+    path = path.replace("{action}", "pause")
+    for name, value in fill.items():
+        path = path.replace("{" + name + "}", value)
+    if ROUTES.get(template, Route(0)).project_query:
+        path += f"?project={r.project}"
+    return path
+
+
+def _call(
+    platform: PlatformProcess,
+    token: str | None,
+    template: str,
+    path: str,
+    body: Any = None,
+    kind: str | None = None,
+) -> httpx.Response:
+    method = template.split(" ", 1)[0]
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    with httpx.Client(base_url=platform.api, timeout=30, headers=headers) as client:
+        if kind == "gzip":
+            return client.request(
+                method, path, content=b"not a crew", headers={"Content-Type": "application/gzip"}
+            )
+        form = ROUTES.get(template, Route(0)).form
+        if form is not None:
+            client.cookies.set("crewyard_csrf", CSRF)
+            return client.request(method, path, data={**form, "_csrf": CSRF})
+        if ROUTES.get(template, Route(0)).sse:
+            with client.stream(method, path) as streamed:
+                return streamed  # the status is all this test reads; closing ends the stream
+        if body is not None or kind == J:
+            return client.request(method, path, json=REFUSED if body is None else body)
+        return client.request(method, path)
+
+
+def _projects_in(value: Any) -> set[str]:
+    found: set[str] = set()
+    if isinstance(value, dict):
+        for k, v in value.items():
+            if k in ("project", "name") and isinstance(v, str):
+                found.add(v)
+            found |= _projects_in(v)
+    elif isinstance(value, list):
+        for v in value:
+            found |= _projects_in(v)
+    return found
+
+
+@pytest.mark.parametrize("template", sorted(ROUTES))
+def test_callers_without_a_valid_key_are_refused(world: World, template: str):
+    route = ROUTES[template]
+    path = _path(template, world.res["own"], {})
+    for caller in (None, "malformed", "revoked", "expired"):
+        token = world.keys[caller] if caller else None
+        r = _call(world.platform, token, template, path, kind=route.body)
+        assert r.status_code == 401, (template, caller, r.status_code)
+        assert r.headers["www-authenticate"].startswith("Bearer"), (template, caller)
+    odd = (
+        b"Basic Zm9vOmJhcg==",
+        b"Bearer",
+        "Bearer é€".encode(),
+        b"Bearer cyk_" + b"A" * 4000,
+        b"bearer  x y",
+    )
+    for header in odd:
+        with httpx.Client(base_url=world.platform.api, timeout=30) as client:
+            r = client.request(template.split(" ", 1)[0], path, headers={"Authorization": header})
+        assert r.status_code == 401, (template, header, r.status_code)
+
+
+@pytest.mark.parametrize("template", sorted(ROUTES))
+def test_each_role_on_its_own_project(world: World, template: str):
+    route = ROUTES[template]
+    needed = _app_routes()[template]["role"]
+    own = world.res["own"]
+    with world.platform.client(timeout=60) as admin:
+        for role in ROLES:
+            values = route.fresh(admin, own) if route.fresh else {}
+            path = _path(template, own, values)
+            r = _call(world.platform, world.keys[role], template, path, kind=route.body)
+            expected = route.allowed if rank(role) >= rank(needed) else 403
+            assert r.status_code == expected, (template, role, r.status_code, r.text[:300])
+
+
+@pytest.mark.parametrize("template", sorted(ROUTES))
+def test_each_role_on_another_project(world: World, template: str):
+    route = ROUTES[template]
+    needed = _app_routes()[template]["role"]
+    own, other = world.res["own"], world.res["other"]
+    for role in ROLES:
+        token = world.keys[role]
+        if route.scope == "path":
+            r = _call(world.platform, token, template, _path(template, other, {}), kind=route.body)
+            assert r.status_code == 404, (template, role, r.status_code, r.text[:300])
+            if "{project}" in template and any(f"{{{k}}}" in template for k in RESOURCES):
+                # This project's path, another project's resource: as missing as an unknown one.
+                mixed = _path(template, other, {"project": own.project})
+                r = _call(world.platform, token, template, mixed, kind=route.body)
+                expected = 403 if rank(role) < rank(needed) else 404
+                assert r.status_code == expected, (template, role, "mixed", r.status_code)
+        elif route.scope == "body":
+            assert route.valid_body is not None
+            r = _call(world.platform, token, template, _path(template, own, {}), body=route.valid_body(OTHER))
+            expected = 404 if rank(role) >= rank(needed) else 403
+            assert r.status_code == expected, (template, role, r.status_code, r.text[:300])
+        elif route.scope == "listing" and rank(role) >= rank(needed):
+            path = _path(template, own, {}).split("?")[0]
+            # Filtered on another project: what a project that does not exist answers this key.
+            nowhere = world.platform.client(key=token).get(path, params={"project": "acm-nowhere"})
+            cases = ({"project": OTHER},) if route.project_query or route.sse else ({}, {"project": OTHER})
+            for params in cases:
+                r = httpx.get(
+                    world.platform.api + path, params=params, headers={"Authorization": f"Bearer {token}"}
+                )
+                expected = nowhere.status_code if params else 200
+                assert r.status_code == expected, (template, role, params, r.status_code)
+                at = r.text.replace(f"project={OTHER}", "").find(OTHER)  # the filter asked, echoed
+                assert r.status_code != 200 or at < 0, (
+                    template,
+                    role,
+                    params,
+                    r.text[max(0, at - 300) : at + 100],
+                )
+
+
+def test_a_platform_wide_key_reaches_every_project_with_its_role(world: World):
+    token = world.keys["platform-read"]
+    for r in world.res.values():
+        assert (
+            _call(world.platform, token, "GET /v1/runs/{run_id}", f"/v1/runs/{r.run_id}").status_code == 200
+        )
+        refused = _call(world.platform, token, "POST /v1/runs/{run_id}/cancel", f"/v1/runs/{r.run_id}/cancel")
+        assert refused.status_code == 403
+    assert _call(world.platform, token, "GET /v1/keys", "/v1/keys").status_code == 403
+
+
+def test_open_routes_need_no_key(world: World):
+    with httpx.Client(base_url=world.platform.api, timeout=30) as client:
+        for path in ("/healthz", "/readyz", "/v1/asyncapi.json", "/schema/openapi.json", "/metrics"):
+            assert client.get(path).status_code == 200, path
+        assert OWN not in client.get("/healthz").text
+        # An unknown trigger token: the trigger's own check answers, not the API key's.
+        assert client.post("/webhooks/runs/nope", json={}).status_code == 404
+
+
+def test_browsers_cannot_send_simple_cross_site_requests(world: World):
+    token = world.keys["admin"]
+    own = world.res["own"]
+    headers = {"Authorization": f"Bearer {token}"}
+    with httpx.Client(base_url=world.platform.api, timeout=30) as client:
+        form = client.post(
+            "/v1/runs",
+            content=b"project=acm-own",
+            headers={**headers, "Content-Type": "application/x-www-form-urlencoded"},
+        )
+        assert form.status_code == 415
+        plain = client.put(
+            f"/v1/projects/{OWN}/env/X",
+            content=b'{"value": "1"}',
+            headers={**headers, "Content-Type": "text/plain"},
+        )
+        assert plain.status_code == 415
+        upload = client.post(
+            f"/v1/projects/{OWN}/deployments",
+            content=gzip.compress(b"x"),
+            headers={**headers, "Content-Type": "application/json"},
+        )
+        assert upload.status_code == 415
+        # A body-less POST needs the Authorization header a page cannot send: with none, 401.
+        assert client.post(f"/v1/runs/{own.run_id}/cancel").status_code == 401
+        # CORS is off unless configured: no preflight is granted.
+        pre = client.options(
+            "/v1/runs", headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"}
+        )
+        assert "access-control-allow-origin" not in pre.headers
+        # DNS rebinding: a name the API does not answer to.
+        assert client.get("/v1/runs", headers={**headers, "Host": "evil.example"}).status_code == 400
+
+
+def _events_until(platform: PlatformProcess, token: str, path: str, run_id: str) -> list[dict[str, Any]]:
+    """A stream's events from sequence 1 until ``run_id``'s terminal event."""
+    seen: list[dict[str, Any]] = []
+    headers = {"Authorization": f"Bearer {token}"}
+    with (
+        httpx.Client(base_url=platform.api, timeout=60, headers=headers) as client,
+        client.stream("GET", path, params={"after": 0}) as resp,
+    ):
+        assert resp.status_code == 200, (path, resp.status_code)
+        for line in resp.iter_lines():
+            if not line.startswith("data:"):
+                continue
+            event = json.loads(line[5:])
+            seen.append(event)
+            if event.get("aggregate_id") == run_id and event["type"] in ("run.completed", "run.failed"):
+                return seen
+    raise AssertionError(f"{path} ended before {run_id} did")
+
+
+def test_event_streams_never_carry_secret_bearing_events(world: World):
+    with world.platform.client(timeout=60) as admin:
+        # Secret-bearing events of both projects, then a run whose end closes the reading.
+        for r in world.res.values():
+            _env(admin, r)
+            _webhook(admin, r)
+            _trigger(admin, r)
+        run = admin.post("/v1/runs", json={"project": OWN, "input": {"topic": "last"}})
+        run_id = run.json()["run_id"]
+        assert wait_run(admin, run_id)["status"] == "succeeded"
+    streams = [
+        (world.keys["read"], f"/v1/projects/{OWN}/events"),
+        (world.keys["read"], "/v1/events"),
+        (world.keys["platform-read"], "/v1/events"),
+        (world.platform.admin_key, "/v1/events"),
+    ]
+    for token, path in streams:
+        events = _events_until(world.platform, token, path, run_id)
+        types = {e["type"] for e in events}
+        assert "run.queued" in types, (path, types)
+        assert not [t for t in types if not shown_to_clients(t)], (path, types)
+        assert not [t for t in types if t.startswith(("env.", "apikey."))], (path, types)
+        if token == world.keys["read"]:
+            assert {e["project"] for e in events} == {OWN}, path
