@@ -99,6 +99,20 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
 """
 
 
+DISK_HOG = """
+import os, time
+
+def get_requires_for_build_wheel(config_settings=None):
+    return []
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    with open("filler.bin", "wb") as out:  # in the build folder: the container's own disk
+        for _ in range(64):
+            out.write(os.urandom(1 << 20))
+    time.sleep(600)
+"""
+
+
 def _crew(folder: Path, backend: str, requirements: str = "") -> Path:
     folder.mkdir(parents=True)
     (folder / "pyproject.toml").write_text(textwrap.dedent("""\
@@ -241,12 +255,19 @@ async def test_a_build_over_its_limits_is_stopped_and_says_which(
     ), "the build's control group was left behind"
 
 
-async def test_a_fork_bomb_in_a_docker_build_is_stopped_at_its_process_limit(
-    tmp_path: Path, docker_host: str, base_image: str
+@pytest.mark.parametrize(
+    ("backend", "limits", "reason"),
+    [
+        (FORK_BOMB, sandbox.BuildLimits(pids=128), r"more than 128 processes at once \(process limit\)"),
+        (DISK_HOG, sandbox.BuildLimits(disk_bytes=32 << 20), r"more than 32 MiB \(disk limit\)"),
+    ],
+    ids=["fork-bomb", "disk-hog"],
+)
+async def test_a_docker_build_over_its_limits_is_stopped_and_says_which(
+    tmp_path: Path, docker_host: str, base_image: str, backend: str, limits: sandbox.BuildLimits, reason: str
 ) -> None:
-    root = _crew(
-        tmp_path / "bomb", FORK_BOMB, f"# {uuid.uuid4().hex}: an environment of this test's own\n.\n"
-    )
-    builder = DockerBuilder(docker_host, base_image, tmp_path / "cache", stage_pids=128)
-    with pytest.raises(BuildFailed, match=r"more than 128 processes at once \(process limit\)"):
+    marker = f"# {uuid.uuid4().hex}: an environment of this test's own\n"
+    root = _crew(tmp_path / "hostile", backend, marker + ".\n")
+    builder = DockerBuilder(docker_host, base_image, tmp_path / "cache", limits=limits)
+    with pytest.raises(BuildFailed, match=reason):
         await builder.build(_request(root), _quiet)

@@ -173,7 +173,8 @@ def environment(registry: Registry) -> dict[str, str]:
     }
 
 
-def _size(root: Path) -> int:
+def disk_usage(root: Path) -> int:
+    """Bytes of disk the files below ``root`` take (links not followed)."""
     total = 0
     for dirpath, _dirs, names in os.walk(root):
         for name in names:
@@ -278,12 +279,12 @@ async def _run_in(
         try:
             stack = await _connect(status_r, plan)
         except BaseException:
-            _kill(proc)  # before the block ends: end-of-file lets bwrap go on too
-            raise
-        finally:
-            with contextlib.suppress(OSError):  # the sandbox may be gone already
-                os.write(block_w, b"1")  # the script starts now, with its network in place
+            _kill(proc)  # before the block ends: end-of-file would let bwrap go on too
             os.close(block_w)
+            raise
+        with contextlib.suppress(OSError):  # the sandbox may be gone already
+            os.write(block_w, b"1")  # the script starts now, with its network in place
+        os.close(block_w)
         await _watch(proc, group, scratch, limits, log)
     finally:
         if proc.returncode is None:
@@ -327,7 +328,7 @@ async def _watch(
             ticks += 1
             if group is not None and group.pids_limit_hit():
                 over.append(f"the build started more than {limits.pids} processes at once (process limit)")
-            elif ticks % 4 == 0 and await asyncio.to_thread(_size, scratch) > limits.disk_bytes:
+            elif ticks % 4 == 0 and await asyncio.to_thread(disk_usage, scratch) > limits.disk_bytes:
                 over.append(f"the build wrote more than {limits.disk_bytes >> 20} MiB (disk limit)")
             if over:
                 _kill(proc)

@@ -3,8 +3,9 @@
 Installing dependencies can run the crew's code (build backends, ``setup.py``), so it never
 happens on the build host: a container of the base image runs the same recipe as the bwrap
 build sandbox (:func:`crewyard.environments.venv.build_script`, with the host's ``uv`` bound
-read-only) as uid 1000 with every capability dropped, ``no-new-privileges``, memory, CPU and
-pids limits and a time limit. It receives the operator's registry settings (the same
+read-only) as uid 1000 with every capability dropped, ``no-new-privileges``, the build sandbox's
+limits (:class:`~crewyard.environments.sandbox.BuildLimits`: time, memory, processes, and disk —
+its writable layer is measured). It receives the operator's registry settings (the same
 :mod:`crewyard.environments.registry` binds and variables) and nothing else of the host; it
 reaches the registries through a private network (:mod:`crewyard.privatenet`, as a run's
 container and the bwrap build sandbox: network ``none``, then a user-mode stack attached from this
@@ -45,7 +46,6 @@ FROM {base}
 RUN mkdir -p {env} {src} && chown 1000:1000 {env} {src}
 """
 LABEL_STAGE = "crewyard.build_stage"
-STAGE_PIDS = 1024
 REMOTE_ENGINE = (
     "a build's private network needs the container engine on the builder's machine; with a remote"
     " engine set CREWYARD_DOCKER_NETWORK to an engine network you have firewalled"
@@ -110,13 +110,11 @@ def run_stage(
     uv: str,
     labels: dict[str, str],
     emit: Callable[[str], None],
-    timeout_s: float,
-    memory_bytes: int,
+    limits: sandbox.BuildLimits,
     nofile: int = 4096,
     nproc: int = 4096,
     policy: privatenet.NetworkPolicy | None = None,
     engine_network: str | None = None,
-    pids: int = STAGE_PIDS,
 ) -> tuple[bool, list[str]]:
     """Run the recipe in a container and commit it as ``tag``; returns (ok, last output lines)."""
     binds: dict[str, Any] = {uv: {"bind": UV_IN_STAGE, "mode": "ro"}}
@@ -135,8 +133,8 @@ def run_stage(
             binds[str(resolv)] = {"bind": "/etc/resolv.conf", "mode": "ro"}
         return _run(
             api, image=image, tag=tag, script=script, source_dir=source_dir, extra=extra, registry=registry,
-            binds=binds, labels=labels, emit=emit, timeout_s=timeout_s, memory_bytes=memory_bytes,
-            nofile=nofile, nproc=nproc, plan=plan, network_mode=engine_network or "none", pids=pids,
+            binds=binds, labels=labels, emit=emit, limits=limits,
+            nofile=nofile, nproc=nproc, plan=plan, network_mode=engine_network or "none",
         )  # fmt: skip
 
 
@@ -152,14 +150,13 @@ def _run(
     binds: dict[str, Any],
     labels: dict[str, str],
     emit: Callable[[str], None],
-    timeout_s: float,
-    memory_bytes: int,
+    limits: sandbox.BuildLimits,
     nofile: int,
     nproc: int,
     plan: privatenet.NetworkPlan | None,
     network_mode: str,
-    pids: int,
 ) -> tuple[bool, list[str]]:
+    memory_bytes = limits.memory_bytes
     env = {
         **registry.env,
         "PATH": f"{ENV_IN_IMAGE}/bin:/opt/crewyard/bin:/usr/local/bin:/usr/bin:/bin",
@@ -181,7 +178,7 @@ def _run(
         network_mode=network_mode,
         mem_limit=memory_bytes,
         memswap_limit=memory_bytes,
-        pids_limit=pids,
+        pids_limit=limits.pids,
         ulimits=[
             docker.types.Ulimit(name="core", soft=0, hard=0),
             docker.types.Ulimit(name="nofile", soft=nofile, hard=nofile),
@@ -231,8 +228,10 @@ def _run(
 
         reader = threading.Thread(target=pump, daemon=True)
         reader.start()
-        group = _group_of(int((api.inspect_container(cid).get("State") or {}).get("Pid") or 0))
-        result, over = _wait(api, cid, group, timeout_s, pids)
+        info = api.inspect_container(cid)
+        group = _group_of(int((info.get("State") or {}).get("Pid") or 0))
+        upper = ((info.get("GraphDriver") or {}).get("Data") or {}).get("UpperDir")
+        result, over = _wait(api, cid, group, upper, limits)
         if over:
             with contextlib.suppress(docker.errors.DockerException):
                 api.kill(cid)
@@ -257,20 +256,28 @@ def _run(
 
 
 def _wait(
-    api: docker.APIClient, cid: str, group: cgroups.Cgroup | None, timeout_s: float, pids: int
+    api: docker.APIClient,
+    cid: str,
+    group: cgroups.Cgroup | None,
+    upper: str | None,
+    limits: sandbox.BuildLimits,
 ) -> tuple[dict[str, Any], str]:
-    """The container's exit, or why it had to be stopped: the time limit, or a fork refused at
-    its ``pids`` limit (a fork bomb would otherwise spin until the time limit)."""
-    deadline = time.monotonic() + timeout_s
+    """The container's exit, or why it had to be stopped: the time limit, a fork refused at its
+    ``pids`` limit (a fork bomb would otherwise spin until the time limit), or its writable layer
+    (``upper``, on this machine; engines have no size limit for it) grown past the disk limit."""
+    deadline = time.monotonic() + limits.timeout_s
+    rounds = 0
     while True:
         try:
             return api.wait(cid, timeout=2), ""
         except requests.exceptions.RequestException:  # still running
-            pass
+            rounds += 1
         if group is not None and group.pids_limit_hit():
-            return {}, f"the build started more than {pids} processes at once (process limit)"
+            return {}, f"the build started more than {limits.pids} processes at once (process limit)"
+        if upper and rounds % 3 == 0 and sandbox.disk_usage(Path(upper)) > limits.disk_bytes:
+            return {}, f"the build wrote more than {limits.disk_bytes >> 20} MiB (disk limit)"
         if time.monotonic() > deadline:
-            return {}, f"the build took longer than {timeout_s:.0f} s (time limit)"
+            return {}, f"the build took longer than {limits.timeout_s:.0f} s (time limit)"
 
 
 def _group_of(pid: int) -> cgroups.Cgroup | None:

@@ -42,7 +42,7 @@ from crewyard.core.entrypoints import runtime_of
 from crewyard.environments import BuildFailed, BuildRequest, BuildResult, LogSink, npm
 from crewyard.environments import inputs as crew_inputs
 from crewyard.environments import registry as build_registry
-from crewyard.environments.sandbox import error_excerpt, uv_binary
+from crewyard.environments.sandbox import BuildLimits, error_excerpt, uv_binary
 from crewyard.environments.venv import build_script
 from crewyard.errors import CrewyardError
 
@@ -68,8 +68,6 @@ _PROBES = {
     "python3": ["python3", "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
     "node": ["node", "--version"],
 }
-STAGE_TIMEOUT_S = 1800.0
-STAGE_MEMORY_BYTES = 4 << 30
 
 
 class BuildBackendUnavailable(CrewyardError):
@@ -116,11 +114,12 @@ class DockerBuilder:
         node_base_image: str | None = None,
         network_policy: privatenet.NetworkPolicy | None = None,
         engine_network: str | None = None,
-        stage_pids: int = _stage.STAGE_PIDS,
+        limits: BuildLimits | None = None,
     ) -> None:
         #: The dependency stage's network: private (this policy), or the operator's engine network.
         self.network = (network_policy or privatenet.NetworkPolicy(), engine_network)
-        self.stage_pids = stage_pids
+        #: The dependency stage's limits (as the build sandbox's: time, memory, processes, disk).
+        self.limits = limits or BuildLimits()
         self.docker_host = docker_host
         self.base_image = base_image
         self.node_base_image = node_base_image
@@ -353,8 +352,7 @@ class DockerBuilder:
                 "dependency stage", _stage.run_stage, api, image=prep, tag=env_image, script=script,
                 source_dir=request.source_dir, extra=extra or {}, registry=reg, uv=uv_binary(),
                 labels={"crewyard.env_digest": env_digest}, emit=emit,
-                timeout_s=STAGE_TIMEOUT_S, memory_bytes=STAGE_MEMORY_BYTES,
-                policy=self.network[0], engine_network=self.network[1], pids=self.stage_pids,
+                limits=self.limits, policy=self.network[0], engine_network=self.network[1],
             )  # fmt: skip
             if not ok:
                 raise BuildFailed("dependencies failed to install:\n" + error_excerpt(tail))
