@@ -9,13 +9,17 @@ the console's pages, whose HTML forms carry a CSRF token of their own instead.
 The guard, for every request to a route that is not open:
 
 1. authenticates the bearer key (missing, malformed, unknown, revoked or expired: 401 with
-   ``WWW-Authenticate: Bearer``) and puts it in ``request.scope["auth"]``;
+   ``WWW-Authenticate: Bearer``) and puts it in ``request.scope["auth"]``; a request without an
+   ``Authorization`` header may instead carry a console session cookie (:mod:`.sessions`),
+   which stands for its key as long as the key is usable;
 2. finds the project the route touches: the ``{project}`` path parameter, else the project of
    the resource a path parameter names (``run_id``, ``dep_id``, ``thread_id``, ``table_id``…,
    see ``RESOLVERS``). Another project's resource answers 404 exactly as a missing one does: a
    key never learns whether another project exists. A valid key without the role: 403;
 3. refuses what a web page could send cross-site: a body that is not JSON (gzip for the upload),
-   a POST without a body and without an ``Authorization`` header;
+   a POST without a body and without an ``Authorization`` header; with a session, anything
+   mutating without the session's CSRF token (``X-CSRF-Token``; console forms carry it as a
+   field their handlers check);
 4. rate limits mutating requests per key, and failed authentications per client address (429
    with ``Retry-After``).
 
@@ -43,6 +47,8 @@ from crewyard.core.ids import is_id
 from .context import Gateway
 from .errors import ApiError, not_found
 from .limits import Buckets, TooMany
+from .sessions import COOKIE as SESSION_COOKIE
+from .sessions import CSRF_HEADER, SESSION_SCOPE, csrf_header_ok, session_key
 
 log = logging.getLogger("crewyard.gateway")
 #: Where the guard leaves its findings in the ASGI scope (``scope["auth"]`` is the key itself).
@@ -190,7 +196,13 @@ def bearer_token(header: str | None) -> str | None:
 
 
 def _authenticate(connection: ASGIConnection[Any, Any, Any, Any], g: Gateway) -> ApiKey:
-    token = bearer_token(connection.headers.get("authorization"))
+    header = connection.headers.get("authorization")
+    if header is None:  # a browser signed in to the console: its session stands for its key
+        session = session_key(g, connection.cookies.get(SESSION_COOKIE), connection.scope)
+        if session is not None:
+            g.keys.touch(session)  # type: ignore[union-attr]  # a session needs the registry
+            return session
+    token = bearer_token(header)
     if not token:
         raise Unauthorized(
             "an API key is required: send Authorization: Bearer <API key> (crewyard login, or"
@@ -246,6 +258,14 @@ def _check_shape(connection: ASGIConnection[Any, Any, Any, Any], opt: dict[str, 
     if method not in MUTATING or opt.get("page") is True:
         return  # a console form: its own CSRF token (``console.csrf``) is what a page cannot send
     headers = connection.headers
+    if connection.scope.get(SESSION_SCOPE):
+        # A browser session's cookie comes with every request its browser makes to this origin:
+        # only the session's CSRF token, sent as a header, shows that the console sent it.
+        if not csrf_header_ok(connection.scope, headers.get(CSRF_HEADER)):
+            raise ApiError(
+                403, "csrf", f"a request made with a console session needs its {CSRF_HEADER} header"
+            )
+        return
     has_body = headers.get("content-length", "0").strip() not in ("", "0") or "transfer-encoding" in headers
     media = headers.get("content-type", "").split(";", 1)[0].strip().lower()
     if has_body:

@@ -36,13 +36,13 @@ from .errors import ApiError, bad_request, conflict, not_found
 ADMIN, READ = {"role": "admin"}, {"role": "read"}
 
 
-def _registry(g: Gateway) -> KeyRegistry:
+def registry_of(g: Gateway) -> KeyRegistry:
     if g.keys is None:
         raise conflict("this platform runs without API keys (--no-auth)")
     return g.keys
 
 
-def _view(key: ApiKey, last_used: str | None = None, token: str | None = None) -> Key:
+def key_view(key: ApiKey, last_used: str | None = None, token: str | None = None) -> Key:
     return Key(
         id=key.key_id,
         name=key.name,
@@ -71,50 +71,63 @@ def _future(when: datetime | None) -> datetime | None:
 @post("/v1/keys", status_code=201, opt=ADMIN)
 async def create_key(request: Request[Any, Any, Any], data: KeyCreate) -> Key:
     """A new API key; the answer holds the key itself, shown this once."""
-    g = gw(request)
-    registry = _registry(g)
-    if data.project is None:
+    return await make_key(
+        request, role=data.role, project=data.project, name=data.name, expires_at=data.expires_at
+    )
+
+
+async def make_key(
+    request: Request[Any, Any, Any], *, role: str, project: str | None, name: str, expires_at: datetime | None
+) -> Key:
+    """A new key made by the request's key (never wider than it); the token is in the answer."""
+    registry = registry_of(gw(request))
+    if project is None:
         _require_platform(request, "a key for every project")
     else:
-        allow(request, project_name(data.project))
+        allow(request, project_name(project))
     try:
         key, token = await registry.create(
-            name=data.name,
-            role=data.role,
-            project=data.project,
-            expires_at=_future(data.expires_at),
+            name=name,
+            role=role,
+            project=project,
+            expires_at=_future(expires_at),
             created_by=current_key(request),
         )
     except KeyError_ as exc:
         raise ApiError(403, "forbidden", str(exc)) from None
-    return _view(key, token=token)
+    return key_view(key, token=token)
 
 
 @get("/v1/keys", opt=ADMIN)
 async def list_keys(request: Request[Any, Any, Any], project: str | None = None) -> KeyList:
     """Every key the caller may manage (``?project=``: of one project), revoked ones included;
     never the key itself."""
-    registry = _registry(gw(request))
+    registry = registry_of(gw(request))
     shown, only = visible_project(request, project)
     keys = [] if not shown else [k for k in registry.keys.values() if only is None or k.project == only]
     keys.sort(key=lambda k: k.created_at)
     used = await asyncio.gather(*(registry.last_used(k.key_id) for k in keys))
-    return KeyList(keys=[_view(k, u) for k, u in zip(keys, used, strict=True)])
+    return KeyList(keys=[key_view(k, u) for k, u in zip(keys, used, strict=True)])
 
 
 @get("/v1/keys/{key_id:str}", opt=ADMIN)
 async def get_key(request: Request[Any, Any, Any], key_id: str) -> Key:
-    registry = _registry(gw(request))
+    registry = registry_of(gw(request))
     key = registry.keys.get(key_id)
     if key is None:
         raise not_found(f"API key {key_id}")
-    return _view(key, await registry.last_used(key_id))
+    return key_view(key, await registry.last_used(key_id))
 
 
 @delete("/v1/keys/{key_id:str}", status_code=200, opt=ADMIN)
 async def revoke_key(request: Request[Any, Any, Any], key_id: str) -> Key:
     """Revoke a key: every gateway refuses it from the moment it learns of it (within moments)."""
-    registry = _registry(gw(request))
+    return await revoke(request, key_id)
+
+
+async def revoke(request: Request[Any, Any, Any], key_id: str) -> Key:
+    """Revoke a key no wider than the request's; never the last platform-wide admin key."""
+    registry = registry_of(gw(request))
     key = registry.keys.get(key_id)
     if key is None:
         raise not_found(f"API key {key_id}")
@@ -126,7 +139,7 @@ async def revoke_key(request: Request[Any, Any, Any], key_id: str) -> Key:
         revoked = await registry.revoke(key_id, by=current_key(request))
     except KeyError_:
         raise ApiError(403, "forbidden", "a key can only revoke keys no wider than itself") from None
-    return _view(revoked, await registry.last_used(key_id))
+    return key_view(revoked, await registry.last_used(key_id))
 
 
 @get("/v1/whoami", opt=READ)
@@ -137,7 +150,7 @@ async def whoami(request: Request[Any, Any, Any]) -> Identity:
     key = current_key(request)
     if key is None or g.keys is None:
         return Identity(auth=False)
-    return Identity(auth=True, key=_view(key, await g.keys.last_used(key.key_id)))
+    return Identity(auth=True, key=key_view(key, await g.keys.last_used(key.key_id)))
 
 
 # -- outside consumers -------------------------------------------------------------------------

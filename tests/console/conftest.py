@@ -13,8 +13,6 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
 
-from crewyard.testing.platform import PlatformProcess
-
 REPO = Path(__file__).resolve().parents[2]
 SHOTS = REPO / "build" / "console-screenshots"
 #: Conditions are waited for, never timed: a generous deadline for a loaded machine.
@@ -26,16 +24,6 @@ def chromium_path() -> str:
     if not Path(path).exists():
         pytest.fail("Chromium is missing: make setup installs it (apt-get install chromium)")
     return path
-
-
-@pytest.fixture(scope="module")
-def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformProcess]:
-    """``crewyard up --no-auth``: the browser has no way to sign in yet (API keys are bearer
-    headers a page cannot send)."""
-    p = PlatformProcess(tmp_path_factory.mktemp("console"), env={"CREWYARD_AUTH": "false"})
-    p.start()
-    yield p
-    p.stop()
 
 
 @pytest.fixture(scope="module")
@@ -70,3 +58,12 @@ def open_page(browser: Browser, base_url: str, **options: Any) -> Watched:
     context = browser.new_context(base_url=base_url, viewport={"width": 1280, "height": 900}, **options)
     context.set_default_timeout(60_000)
     return Watched(context.new_page())
+
+
+def sign_in(watched: Watched, key: str) -> None:
+    """Sign in through the console's own form, as a person would."""
+    p = watched.page
+    p.goto("/login")
+    p.get_by_label("API key").fill(key)
+    p.get_by_role("button", name="Sign in").click()
+    expect(p.locator("header .who")).to_contain_text("Sign out")

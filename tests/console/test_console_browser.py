@@ -15,14 +15,14 @@ from playwright.sync_api import Browser, expect
 from crewyard.testing.api import EXAMPLES, deploy, sse_events, wait_run
 from crewyard.testing.platform import PlatformProcess
 
-from .conftest import Watched, open_page
+from .conftest import Watched, open_page, sign_in
 
 HOSTILE = Path(__file__).parent / "hostile_crew"
 
 
 @pytest.fixture(scope="module")
 def deployed(platform: PlatformProcess) -> Iterator[httpx.Client]:
-    with httpx.Client(base_url=platform.api, timeout=30) as client:
+    with platform.client() as client:
         assert deploy(client, EXAMPLES / "hello", "hello")["status"] == "ready"
         assert deploy(client, HOSTILE, "hostile")["status"] == "ready"
         yield client
@@ -31,6 +31,7 @@ def deployed(platform: PlatformProcess) -> Iterator[httpx.Client]:
 @pytest.fixture
 def page(browser: Browser, platform: PlatformProcess) -> Iterator[Watched]:
     watched = open_page(browser, platform.api)
+    sign_in(watched, platform.admin_key)
     yield watched
     watched.page.context.close()
     assert watched.dialogs == [], f"a script ran: {watched.dialogs}"
@@ -231,3 +232,103 @@ def test_a_resumed_run_stream_places_what_it_missed_exactly_where_an_unbroken_on
     assert rest and set(rest) < set(whole)
     assert all(whole[item] == into for item, into in rest.items())
     assert any(into.startswith("g") for into in rest.values())  # inside the groups opened earlier
+
+
+def test_sign_in_exchanges_the_key_for_a_session_cookie_and_sign_out_ends_it(
+    browser: Browser, platform: PlatformProcess, deployed: httpx.Client
+):
+    watched = open_page(browser, platform.api)
+    p = watched.page
+    p.goto("/projects?x=1")
+    expect(p).to_have_url(re.compile(r"/login\?next=/projects%3Fx%3D1$"))
+    p.get_by_label("API key").fill("cyk_" + "x" * 43)
+    p.get_by_role("button", name="Sign in").click()
+    expect(p.get_by_role("alert")).to_contain_text("not valid")
+    watched.errors.clear()  # the refused sign-in answered 401, as it should
+    p.get_by_label("API key").fill(platform.admin_key)
+    p.get_by_role("button", name="Sign in").click()
+    expect(p).to_have_url(re.compile(r"/projects\?x=1$"))
+    watched.shot("signed-in")
+    cookies = {c["name"]: c for c in p.context.cookies()}
+    session = cookies["crewyard_session"]
+    assert session["httpOnly"] and session["sameSite"] == "Strict"
+    assert platform.admin_key not in session["value"]
+    assert "crewyard_session" not in p.evaluate("document.cookie")  # no script can read it
+    assert platform.admin_key not in p.url
+    # A form without the session's CSRF token is refused, even from this very origin.
+    run_id = start(deployed, "hello", topic="csrf", delay=30)
+    refused = p.request.post(f"/runs/{run_id}/cancel", form={"_csrf": "forged"})
+    assert refused.status == 403
+    assert p.request.post(f"/v1/runs/{run_id}/cancel").status == 403  # nor the API, without the header
+    assert deployed.get(f"/v1/runs/{run_id}").json()["cancel_requested"] is False
+    deployed.post(f"/v1/runs/{run_id}/cancel")
+
+    p.get_by_role("button", name="Sign out").click()
+    expect(p).to_have_url(re.compile(r"/login$"))
+    p.goto("/")
+    expect(p).to_have_url(re.compile(r"/login\?next=/$"))
+    p.context.close()
+    assert watched.dialogs == []
+
+
+def test_a_read_key_sees_no_cancel_button_and_the_api_refuses_it_anyway(
+    browser: Browser, platform: PlatformProcess, deployed: httpx.Client
+):
+    made = deployed.post("/v1/keys", json={"role": "read", "project": "hello", "name": "viewer"})
+    assert made.status_code == 201, made.text
+    token = made.json()["token"]
+    run_id = start(deployed, "hello", topic="read only", delay=30)
+    hostile_run = start(deployed, "hostile")
+    watched = open_page(browser, platform.api)
+    sign_in(watched, token)
+    p = watched.page
+    p.goto(f"/runs/{run_id}")
+    expect(p.locator("#run-header .chip")).to_have_text("running")
+    assert p.locator("#cancel").count() == 0
+    watched.shot("run-read-only")
+    with platform.client(key=token) as reader:
+        assert reader.post(f"/v1/runs/{run_id}/cancel").status_code == 403
+        assert reader.get(f"/v1/runs/{hostile_run}").status_code == 404  # another project: not there
+    csrf = p.locator("input[name=_csrf]").first.get_attribute("value")
+    assert p.request.post(f"/runs/{run_id}/cancel", form={"_csrf": csrf or ""}).status == 403
+    assert p.goto(f"/runs/{hostile_run}").status == 404
+    p.goto("/")
+    expect(p.locator("#runs-body tr").first).to_be_visible()
+    assert p.locator("#runs-body").inner_text().count("hostile") == 0
+    watched.errors.clear()
+    p.context.close()
+    deployed.post(f"/v1/runs/{run_id}/cancel")
+
+
+def test_keys_are_made_shown_once_and_revoked_from_the_console(
+    browser: Browser, platform: PlatformProcess, page: Watched
+):
+    p = page.page
+    p.goto("/keys")
+    p.get_by_label("Name").fill("ci <b>bot</b>")
+    p.get_by_label("Role").select_option("run")
+    p.get_by_label("Project").fill("hello")
+    p.get_by_role("button", name="Create key").click()
+    token = p.locator("#new-key").inner_text().strip()
+    assert token.startswith("cyk_")
+    page.shot("keys-created")
+    p.goto("/keys")
+    assert token not in p.content()  # shown that once only
+    row = p.locator("tr", has_text="ci <b>bot</b>")
+    expect(row).to_contain_text("run")
+    with platform.client(key=token) as bot:
+        assert bot.get("/v1/runs?project=hello").status_code == 200
+    other = open_page(browser, platform.api)
+    sign_in(other, token)
+    row.locator("summary", has_text="Revoke").click()
+    row.get_by_role("button", name="Yes, revoke").click()
+    expect(p.locator("tr", has_text="ci <b>bot</b>").locator(".chip")).to_have_text("revoked")
+    page.shot("keys")
+    with platform.client(key=token) as bot:
+        assert bot.get("/v1/runs?project=hello").status_code == 401
+    other.page.goto("/")  # its session ended with its key
+    expect(other.page).to_have_url(re.compile(r"/login\?next=/$"))
+    other.page.get_by_label("API key").fill(token)
+    other.page.get_by_role("button", name="Sign in").click()
+    expect(other.page.get_by_role("alert")).to_contain_text("not valid")
+    other.page.context.close()

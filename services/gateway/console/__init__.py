@@ -15,7 +15,7 @@ from crewyard.core.versions import VersionError
 from crewyard.eventstore import StoreUnavailable
 
 from ..errors import ApiError
-from . import automation, live, pages, projects
+from . import automation, keys, live, pages, projects, signin
 from .render import STATIC, page
 
 log = logging.getLogger("crewyard.gateway")
@@ -45,6 +45,8 @@ def _error_page(request: Request[Any, Any, Any], status: int, message: str) -> R
 
 
 def _api_error(request: Request[Any, Any, Any], exc: ApiError) -> Response[Any]:
+    if exc.status == 401 and request.method == "GET" and not request.url.path.startswith("/live/"):
+        return signin.login_redirect(request)  # not signed in (or the session ended): sign in first
     response = _error_page(request, exc.status, exc.message)
     for name, value in (getattr(exc, "headers", None) or {}).items():
         response.headers[name] = value
@@ -66,7 +68,15 @@ def _unavailable(request: Request[Any, Any, Any], exc: StoreUnavailable) -> Resp
 
 CONSOLE = Router(
     path="/",
-    route_handlers=[static_file, *pages.ROUTES, *projects.ROUTES, *automation.ROUTES, *live.ROUTES],
+    route_handlers=[
+        static_file,
+        *pages.ROUTES,
+        *projects.ROUTES,
+        *automation.ROUTES,
+        *live.ROUTES,
+        *keys.ROUTES,
+        *signin.ROUTES,
+    ],
     exception_handlers={
         ApiError: _api_error,
         HTTPException: _http_error,

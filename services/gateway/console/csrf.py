@@ -1,7 +1,7 @@
 """Cross-site request forgery: every form the console posts carries a token a foreign page cannot
 know, and the browser's own ``Sec-Fetch-Site`` must not say the request came from elsewhere.
 
-The token is the HMAC of the signed-in session (see :mod:`.session`); without sign-in (``--no-auth``)
+The token is the HMAC of the signed-in session (see ``gateway/sessions.py``); without sign-in (``--no-auth``)
 it is a random value kept in a ``SameSite=Strict`` cookie of its own that the form must repeat
 (a double-submit cookie). Both are compared in constant time.
 """
@@ -16,13 +16,14 @@ from typing import Any
 from litestar import Request
 
 from ..errors import ApiError
+from ..sessions import CSRF_SCOPE
 
 COOKIE = "crewyard_csrf"
 FIELD = "_csrf"
 HEADER = "x-csrf-token"
 _TOKEN = re.compile(r"[A-Za-z0-9_-]{43}")
-#: Where ``scope`` keeps the token a page renders into its forms.
-SCOPE_KEY = "crewyard.csrf"
+#: Where ``scope`` keeps the token a page renders into its forms (a session's, set by the guard).
+SCOPE_KEY = CSRF_SCOPE
 #: Set in ``scope`` when the token is new: the page's answer sets the cookie.
 NEW_COOKIE = "crewyard.csrf.new"
 

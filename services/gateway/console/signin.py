@@ -1,0 +1,80 @@
+"""Signing in: an API key is exchanged once for a session cookie; the browser never keeps the key.
+
+``POST /login`` takes the key from a form (never a URL), checks it like the API does, and answers
+with ``Set-Cookie`` of a signed session (:mod:`crewyard.core.sessions`): ``HttpOnly`` (no script
+reads it), ``SameSite=Strict`` (no other site's page sends it), ``Secure`` over TLS, ``Path=/``,
+lasting until the session expires. The access guard then takes the cookie in place of a bearer
+key — looking the key up again on every request, so revoking a key ends its sessions — and asks
+mutating requests made with it for the session's CSRF token. ``POST /logout`` clears the cookie.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+from urllib.parse import quote
+
+from litestar import Request, Response, get, post
+from litestar.response import Redirect
+
+from crewyard.core.sessions import SESSION_TTL_S
+
+from ..context import gw
+from ..sessions import COOKIE, codec, session_key
+from .csrf import checked_form
+from .render import page
+
+OPEN = {"open": True, "form": True}
+
+
+def _cookie(value: str, max_age: int, secure: bool) -> str:
+    flags = "; Secure" if secure else ""
+    return f"{COOKIE}={value}; Path=/; Max-Age={max_age}; HttpOnly; SameSite=Strict{flags}"
+
+
+def _next(value: str | None) -> str:
+    """Where to go after signing in: a path of this site only (never ``//host`` or a scheme)."""
+    if value and value.startswith("/") and not value.startswith(("//", "/\\")) and value.isprintable():
+        return value
+    return "/"
+
+
+@get("/login", opt={"open": True}, include_in_schema=False)
+async def login_page(request: Request[Any, Any, Any]) -> Response[str]:
+    return page(request, "login.html", next=_next(request.query_params.get("next")), failed=False, nav="")
+
+
+@post("/login", opt=OPEN, include_in_schema=False)
+async def login(request: Request[Any, Any, Any]) -> Response[Any]:
+    g = gw(request)
+    form = await checked_form(request)
+    token = form.get("key", "").strip()
+    key = g.keys.authenticate(token) if g.keys is not None and token else None
+    if key is None:
+        return page(request, "login.html", status=401, next=_next(form.get("next")), failed=True, nav="")
+    value, _session = codec(g).issue(key.key_id, time.time())
+    response = Redirect(_next(form.get("next")), status_code=303)
+    response.headers["Set-Cookie"] = _cookie(value, SESSION_TTL_S, request.url.scheme == "https")
+    return response
+
+
+@post("/logout", opt=OPEN, include_in_schema=False)
+async def logout(request: Request[Any, Any, Any]) -> Redirect:
+    # An open route (a dead session may sign out too): the session's own token, if it has one.
+    session_key(gw(request), request.cookies.get(COOKIE), request.scope)
+    await checked_form(request)
+    response = Redirect("/login", status_code=303)
+    response.headers["Set-Cookie"] = _cookie("", 0, request.url.scheme == "https")
+    return response
+
+
+def login_redirect(request: Request[Any, Any, Any]) -> Redirect:
+    """Where a page sends a browser that is not signed in."""
+    return Redirect(
+        "/login?next="
+        + quote(str(request.url.path) + ("?" + request.url.query if request.url.query else ""), safe="/"),
+        status_code=303,
+    )
+
+
+ROUTES = [login_page, login, logout]
