@@ -75,7 +75,7 @@ async def _thread(g: Gateway, row: dict[str, Any]) -> Thread:
     return msgspec.convert(row, Thread)
 
 
-async def _view(g: Gateway, thread_id: str) -> Thread:
+async def thread_view(g: Gateway, thread_id: str) -> Thread:
     row = await g.rm.thread(thread_id) if is_id(thread_id, "thr") else None
     if row is None and is_id(thread_id, "thr"):
         await g.fresh()
@@ -116,7 +116,7 @@ async def create_thread(request: Request[Any, Any, Any], data: ThreadCreate) -> 
     thread_id = new_id("thr")
     created = ThreadCreated(name=name, deployment_id=dep_id, metadata=data.metadata, values=data.values)
     await g.commit_payload(created, project, thread_id, 0)
-    return await _view(g, thread_id)
+    return await thread_view(g, thread_id)
 
 
 @get("/v1/threads", opt=READ)
@@ -144,13 +144,22 @@ async def list_threads(
     shown, project = visible_project(request, project)  # a project key sees its project's only
     if not shown:
         return ThreadList(threads=[])
+    return ThreadList(
+        threads=await thread_rows(g, project=project, name=name, status=status, limit=limit, offset=offset)
+    )
+
+
+async def thread_rows(
+    g: Gateway, *, project: str | None, status: str | None, limit: int, offset: int, name: str | None = None
+) -> list[Thread]:
+    """A page of threads, newest first (the caller decides which projects may be shown)."""
     rows = await g.rm.threads(project=project, name=name, status=status, limit=limit, offset=offset)
-    return ThreadList(threads=[await _thread(g, row) for row in rows])
+    return [await _thread(g, row) for row in rows]
 
 
 @get("/v1/threads/{thread_id:str}", opt=READ)
 async def get_thread(request: Request[Any, Any, Any], thread_id: str) -> Thread:
-    return await _view(gw(request), thread_id)
+    return await thread_view(gw(request), thread_id)
 
 
 @post("/v1/threads/{thread_id:str}/runs", status_code=202, opt=RUN)
@@ -203,9 +212,16 @@ async def thread_history(
 ) -> ThreadHistory:
     """Checkpoints, newest first (one per run); ``?full=true`` adds the framework's own checkpoint."""
     g = gw(request)
-    await _view(g, thread_id)
+    await thread_view(g, thread_id)
     if not 1 <= limit <= 100 or offset < 0:
         raise bad_request("limit must be between 1 and 100, offset at least 0")
+    return await checkpoints(g, thread_id, limit=limit, offset=offset, full=full)
+
+
+async def checkpoints(
+    g: Gateway, thread_id: str, *, limit: int, offset: int, full: bool = False
+) -> ThreadHistory:
+    """A thread's checkpoints, newest first, with the states kept in the object store read back."""
     rows, total = await g.rm.history(thread_id, limit=limit, offset=offset, full=full)
     for row in rows:
         ref = row.pop("state_ref")
@@ -245,10 +261,10 @@ async def copy_thread(
             ref=source.ref,
         )
     else:
-        created = msgspec.structs.replace(created, values=(await _view(g, thread_id)).values)
+        created = msgspec.structs.replace(created, values=(await thread_view(g, thread_id)).values)
     copy_id = new_id("thr")
     await g.commit_payload(created, state.project, copy_id, 0)
-    return await _view(g, copy_id)
+    return await thread_view(g, copy_id)
 
 
 @delete("/v1/threads/{thread_id:str}", status_code=200, opt=RUN)

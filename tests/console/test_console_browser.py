@@ -332,3 +332,32 @@ def test_keys_are_made_shown_once_and_revoked_from_the_console(
     other.page.get_by_role("button", name="Sign in").click()
     expect(other.page.get_by_role("alert")).to_contain_text("not valid")
     other.page.context.close()
+
+
+def test_a_thread_shows_its_conversation_and_a_checkpoint_per_run(deployed: httpx.Client, page: Watched):
+    made = deployed.post(
+        "/v1/threads",
+        json={
+            "project": "hello",
+            "values": {
+                "messages": [
+                    {"role": "user", "content": "<script>alert('xss')</script> hi"},
+                    {"type": "ai", "content": "hello there"},
+                ]
+            },
+        },
+    )
+    assert made.status_code == 201, made.text
+    thread_id = made.json()["thread_id"]
+    run = deployed.post(f"/v1/threads/{thread_id}/runs", json={"input": {"topic": "threads", "delay": 0}})
+    assert run.status_code == 202, run.text
+    assert wait_run(deployed, run.json()["run_id"])["status"] == "succeeded"
+    p = page.page
+    p.goto("/threads")
+    p.get_by_role("link", name=thread_id).click()
+    messages = p.locator(".messages li")
+    expect(messages).to_have_count(2)
+    expect(messages.first).to_contain_text("<script>alert('xss')</script> hi")
+    expect(messages.nth(1)).to_contain_text("hello there")
+    expect(p.locator("#history-title")).to_be_visible()
+    page.shot("thread")

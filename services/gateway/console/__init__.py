@@ -15,7 +15,7 @@ from crewyard.core.versions import VersionError
 from crewyard.eventstore import StoreUnavailable
 
 from ..errors import ApiError
-from . import automation, keys, live, pages, projects, signin
+from . import automation, keys, live, pages, projects, signin, threads
 from .render import STATIC, page
 
 log = logging.getLogger("crewyard.gateway")
@@ -74,6 +74,7 @@ CONSOLE = Router(
         *projects.ROUTES,
         *automation.ROUTES,
         *live.ROUTES,
+        *threads.ROUTES,
         *keys.ROUTES,
         *signin.ROUTES,
     ],
