@@ -239,8 +239,8 @@ def test_sign_in_exchanges_the_key_for_a_session_cookie_and_sign_out_ends_it(
 ):
     watched = open_page(browser, platform.api)
     p = watched.page
-    p.goto("/projects?x=1")
-    expect(p).to_have_url(re.compile(r"/login\?next=/projects%3Fx%3D1$"))
+    response = p.goto("/projects?x=1")
+    assert response is not None and response.status == 401  # and the sign-in form, right here
     p.get_by_label("API key").fill("cyk_" + "x" * 43)
     p.get_by_role("button", name="Sign in").click()
     expect(p.get_by_role("alert")).to_contain_text("not valid")
@@ -265,8 +265,9 @@ def test_sign_in_exchanges_the_key_for_a_session_cookie_and_sign_out_ends_it(
 
     p.get_by_role("button", name="Sign out").click()
     expect(p).to_have_url(re.compile(r"/login$"))
-    p.goto("/")
-    expect(p).to_have_url(re.compile(r"/login\?next=/$"))
+    assert p.goto("/").status == 401  # type: ignore[union-attr]
+    expect(p.get_by_label("API key")).to_be_visible()
+    watched.errors.clear()
     p.context.close()
     assert watched.dialogs == []
 
@@ -326,8 +327,7 @@ def test_keys_are_made_shown_once_and_revoked_from_the_console(
     page.shot("keys")
     with platform.client(key=token) as bot:
         assert bot.get("/v1/runs?project=hello").status_code == 401
-    other.page.goto("/")  # its session ended with its key
-    expect(other.page).to_have_url(re.compile(r"/login\?next=/$"))
+    assert other.page.goto("/").status == 401  # type: ignore[union-attr]  # its session ended with its key
     other.page.get_by_label("API key").fill(token)
     other.page.get_by_role("button", name="Sign in").click()
     expect(other.page.get_by_role("alert")).to_contain_text("not valid")

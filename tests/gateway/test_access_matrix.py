@@ -234,6 +234,11 @@ ROUTES: dict[str, Route] = {
     "GET /projects/{project}/automation": Route(200),
     "GET /projects/{project}/webhooks/{webhook_id}": Route(200),
     "POST /projects/{project}/schedules/{schedule_id}/{action}": Route(303, form={}),
+    "GET /threads": Route(200, scope="listing"),
+    "GET /threads/{thread_id}": Route(200),
+    "GET /keys": Route(200, scope="listing"),
+    "POST /keys": Route(400, form={}, scope="none"),
+    "POST /keys/{key_id}/revoke": Route(303, form={}, fresh=_key),
 }
 #: Path parameters that name a resource of a project.
 RESOURCES = ("webhook_id", "trigger_id", "schedule_id")
@@ -245,6 +250,9 @@ OPEN = {
     "GET /v1/asyncapi.json",
     "POST /webhooks/runs/{token}",
     "GET /static/{name}",
+    "GET /login",
+    "POST /login",
+    "POST /logout",
 }
 #: A CSRF token the console accepts as the double-submit cookie and the form field.
 CSRF = "c" * 43

@@ -46,8 +46,9 @@ def _error_page(request: Request[Any, Any, Any], status: int, message: str) -> R
 
 def _api_error(request: Request[Any, Any, Any], exc: ApiError) -> Response[Any]:
     if exc.status == 401 and request.method == "GET" and not request.url.path.startswith("/live/"):
-        return signin.login_redirect(request)  # not signed in (or the session ended): sign in first
-    response = _error_page(request, exc.status, exc.message)
+        response = signin.sign_in_here(request)  # not signed in (or the session ended)
+    else:
+        response = _error_page(request, exc.status, exc.message)
     for name, value in (getattr(exc, "headers", None) or {}).items():
         response.headers[name] = value
     return response

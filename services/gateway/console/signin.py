@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 from typing import Any
-from urllib.parse import quote
 
 from litestar import Request, Response, get, post
 from litestar.response import Redirect
@@ -68,13 +67,11 @@ async def logout(request: Request[Any, Any, Any]) -> Redirect:
     return response
 
 
-def login_redirect(request: Request[Any, Any, Any]) -> Redirect:
-    """Where a page sends a browser that is not signed in."""
-    return Redirect(
-        "/login?next="
-        + quote(str(request.url.path) + ("?" + request.url.query if request.url.query else ""), safe="/"),
-        status_code=303,
-    )
+def sign_in_here(request: Request[Any, Any, Any]) -> Response[str]:
+    """What a page answers a browser that is not signed in (or whose session ended): 401, and
+    the sign-in form, which comes back to this page."""
+    here = str(request.url.path) + ("?" + request.url.query if request.url.query else "")
+    return page(request, "login.html", status=401, next=_next(here), failed=False, nav="")
 
 
 ROUTES = [login_page, login, logout]
