@@ -41,14 +41,7 @@ def _stop_on_signals(stop: asyncio.Event) -> None:
 
 def nats_names(settings: Settings) -> Names:
     """The streams and buckets NATS permissions are issued for."""
-    s = settings.stream
-    return Names(
-        events=s.name,
-        prefix=s.prefix,
-        platform=s.platform_name,
-        platform_prefix=s.platform_prefix,
-        objects=s.object_bucket,
-    )
+    return Names.of(settings.stream)
 
 
 async def _store(settings: Settings, name: str, user: str | None = None) -> EventStore:

@@ -211,9 +211,5 @@ def consumers_for(settings: Settings, store: EventStore) -> Consumers | None:
     """Issues outside consumers' NATS credentials, where this gateway holds the issuer keys."""
     if settings.issuer_file is None:
         return None
-    s = settings.stream
-    names = Names(
-        events=s.name, prefix=s.prefix, platform=s.platform_name, platform_prefix=s.platform_prefix,
-        objects=s.object_bucket,
-    )  # fmt: skip
-    return Consumers(store, load_issuer(settings.issuer_file), names, settings.nats_url)
+
+    return Consumers(store, load_issuer(settings.issuer_file), Names.of(settings.stream), settings.nats_url)

@@ -31,9 +31,12 @@ subjects the create API subject carries no filter, so a create permission could 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
+
+if TYPE_CHECKING:
+    from crewyard.eventstore import StreamSettings
 
 API = "$JS.API"
 DURABLES = {
@@ -80,6 +83,17 @@ class Names(msgspec.Struct, frozen=True, kw_only=True):
     platform_prefix: str = "crewyard.platform"
     objects: str = "CREWYARD_OBJECTS"
     reserved_scopes: tuple[str, ...] = ("_secret",)
+
+    @classmethod
+    def of(cls, stream: StreamSettings) -> Names:
+        """The names a platform with these stream settings uses."""
+        return cls(
+            events=stream.name,
+            prefix=stream.prefix,
+            platform=stream.platform_name,
+            platform_prefix=stream.platform_prefix,
+            objects=stream.object_bucket,
+        )
 
 
 class Permissions(msgspec.Struct, frozen=True, kw_only=True):
