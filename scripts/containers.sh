@@ -34,6 +34,10 @@ for cmd in podman runc; do
 done
 
 mkdir -p "$STATE" "$CACHE" "$(dirname "$SOCKET")"
+# One set-up at a time (test workers and runners may call this at once on a fresh machine); the
+# engine started below must not inherit the lock, or it would hold it for as long as it runs.
+exec 9>"$STATE/setup.lock"
+flock 9
 
 # Our own containers.conf: crun fails here ("cgroups in hybrid mode not supported"), and podman's
 # default ulimits exceed the host's hard nofile limit (20000), which makes every container fail.
@@ -57,7 +61,7 @@ if ! answers; then
   # setsid + nohup: the engine outlives this script and the shell (or pytest) that ran it. From /:
   # conmon inherits the engine's working directory, and once that folder is removed (a test's
   # temporary folder, a checkout) every container start fails with "write child: broken pipe".
-  (cd / && exec setsid nohup podman system service --time=0 "unix://$SOCKET" >>"$STATE/podman-service.log" 2>&1 </dev/null) &
+  (cd / && exec setsid nohup podman system service --time=0 "unix://$SOCKET" >>"$STATE/podman-service.log" 2>&1 </dev/null 9>&-) &
   echo $! >"$STATE/podman-service.pid"
   for _ in $(seq 1 100); do answers && break; sleep 0.1; done
   answers || { log "engine did not answer; see $STATE/podman-service.log"; tail -20 "$STATE/podman-service.log" >&2; exit 1; }

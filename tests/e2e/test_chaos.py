@@ -73,9 +73,9 @@ def test_chaos(tmp_path: Path):
         run_ids: list[str] = []
         # Threads run too: none may be left busy, whatever was killed while its run ran.
         threads = [
-            call("POST", f"{api}/v1/threads", deadline, json={"deployment_id": dep["deployment_id"]}).json()[
-                "thread_id"
-            ]
+            call(
+                "POST", f"{api}/v1/threads", deadline, json={"deployment_id": dep["deployment_id"]}, key=key
+            ).json()["thread_id"]
             for _ in range(THREADS)
         ]
         followers: list[Follower] = []
@@ -113,7 +113,7 @@ def test_chaos(tmp_path: Path):
                 cancels.append(timer)
             if i % 4 == 0:  # a run in one of the threads (409 while it runs the last one)
                 tid = threads[(i // 4) % THREADS]
-                r = call("POST", f"{api}/v1/threads/{tid}/runs", deadline, json={"input": {"n": 5}})
+                r = call("POST", f"{api}/v1/threads/{tid}/runs", deadline, json={"input": {"n": 5}}, key=key)
                 assert r.status_code in (202, 409), r.text
                 if r.status_code == 202:
                     run_ids.append(r.json()["run_id"])
@@ -147,13 +147,13 @@ def test_chaos(tmp_path: Path):
         assert not stuck, f"runs not finished: {stuck}"
         busy: dict[str, dict] = {}
         while time.monotonic() < deadline:  # every thread ends up as its last run left it
-            views = {t: call("GET", f"{api}/v1/threads/{t}", deadline).json() for t in threads}
+            views = {t: call("GET", f"{api}/v1/threads/{t}", deadline, key=key).json() for t in threads}
             busy = {t: v for t, v in views.items() if v["status"] == "busy"}
             if not busy:
                 break
             time.sleep(1)
         assert not busy, f"threads left busy: {busy}"
-        listed = call("GET", f"{api}/v1/runs", deadline, params={"limit": 500}).json()["runs"]
+        listed = call("GET", f"{api}/v1/runs", deadline, params={"limit": 500}, key=key).json()["runs"]
         for tid, view in views.items():
             mine = sorted((r for r in listed if r["thread_id"] == tid), key=lambda r: r["id"])
             assert mine and all(r["status"] in ("succeeded", "failed", "canceled") for r in mine), tid

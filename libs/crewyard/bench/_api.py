@@ -22,7 +22,7 @@ from ._stats import Figure, figure, ms, percentile, ratio_at_least
 
 
 async def _closed_loops(
-    base_url: str, path: str, connections: int, seconds: float
+    base_url: str, path: str, connections: int, seconds: float, headers: dict[str, str]
 ) -> tuple[float, list[float], int]:
     """requests/s over ``connections`` keep-alive connections for ``seconds``, every latency, and
     the size of the response body (the part of the cost that grows with the page)."""
@@ -33,7 +33,7 @@ async def _closed_loops(
     window = {"end": 0.0}
 
     async def loop() -> None:
-        async with _http.Connection(base_url) as conn:
+        async with _http.Connection(base_url, headers) as conn:
             _, first = await conn.get(path)  # warm: connection set up, row in the page cache
             size[0] = len(first)
             warm.release()
@@ -86,7 +86,9 @@ async def api_figures(bench: Bench) -> list[Figure]:
     sizes: dict[str, int] = {}
     for r in range(bench.n(3, 1)):
         for path in paths[r % 3 :] + paths[: r % 3]:
-            rate, latency, sizes[path] = await _closed_loops(platform.api, path, conns, seconds)
+            rate, latency, sizes[path] = await _closed_loops(
+                platform.api, path, conns, seconds, platform.headers
+            )
             rates[path].append(rate)
             lats[path].extend(latency)
     base_rate, base_p99 = statistics.median(rates[trivial]), percentile(ms(lats[trivial]), 99)

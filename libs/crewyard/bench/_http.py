@@ -60,11 +60,17 @@ async def _chunks(reader: asyncio.StreamReader, headers: dict[bytes, bytes]) -> 
             yield chunk
 
 
+def _header_lines(headers: dict[str, str] | None) -> str:
+    """Request header lines (e.g. the API key's ``Authorization``), each ending in CRLF."""
+    return "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
+
+
 class Connection:
     """One keep-alive connection; ``get`` sends a request and reads the whole response."""
 
-    def __init__(self, base_url: str) -> None:
+    def __init__(self, base_url: str, headers: dict[str, str] | None = None) -> None:
         self.host, self.port = host_port(base_url)
+        self.extra = _header_lines(headers)
         self._reader: asyncio.StreamReader | None = None
         self._writer: asyncio.StreamWriter | None = None
 
@@ -78,7 +84,7 @@ class Connection:
 
     async def get(self, path: str) -> tuple[int, bytes]:
         assert self._reader is not None and self._writer is not None
-        self._writer.write(f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\n\r\n".encode())
+        self._writer.write(f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\n{self.extra}\r\n".encode())
         status, headers = await _head(self._reader)
         body = b"".join([chunk async for chunk in _chunks(self._reader, headers)])
         if headers.get(b"connection", b"").lower() == b"close":
@@ -91,14 +97,20 @@ OnEvent = Callable[[float, bytes, bytes], None]
 
 
 async def sse(
-    base_url: str, path: str, on_event: OnEvent, *, connected: Callable[[], None] | None = None
+    base_url: str,
+    path: str,
+    on_event: OnEvent,
+    *,
+    connected: Callable[[], None] | None = None,
+    headers: dict[str, str] | None = None,
 ) -> int:
     """Follow one SSE stream until the server ends it; returns the number of events read."""
     host, port = host_port(base_url)
     reader, writer = await asyncio.open_connection(host, port)
     try:
-        writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n\r\n".encode())
-        status, headers = await _head(reader)
+        head = f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n"
+        writer.write(f"{head}{_header_lines(headers)}\r\n".encode())
+        status, answer = await _head(reader)
         if status != 200:
             raise HttpError(f"GET {path}: HTTP {status}")
         if connected is not None:
@@ -106,7 +118,7 @@ async def sse(
         count = 0
         event = data = b""
         pending = b""
-        async for chunk in _chunks(reader, headers):
+        async for chunk in _chunks(reader, answer):
             received = time.time()
             *lines, pending = (pending + chunk).split(b"\n")
             for line in lines:

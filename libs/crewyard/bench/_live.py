@@ -134,7 +134,13 @@ async def live_run(
             async with gate:
                 opened = asyncio.Event()
                 stream = asyncio.create_task(
-                    _http.sse(platform.api, f"/v1/runs/{run_id}/events", rx.on_event, connected=opened.set)
+                    _http.sse(
+                        platform.api,
+                        f"/v1/runs/{run_id}/events",
+                        rx.on_event,
+                        connected=opened.set,
+                        headers=platform.headers,
+                    )
                 )
                 # Hold the slot until the response started: that bounds connections being set up.
                 started = asyncio.create_task(opened.wait())

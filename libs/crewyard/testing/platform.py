@@ -6,6 +6,7 @@ that sends it."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -131,6 +132,32 @@ class PlatformProcess:
             self.proc.wait()
 
     def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
+        """SIGKILL to the platform's process group; when a test already killed the platform alone,
+        to what it left of that group (its embedded nats-server) — found by group and data dir,
+        since the group id of a gone leader may be another process's by now."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
+            return
+        for pid in _left_in_group(self.proc.pid, str(self.data_dir)):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+
+
+def _left_in_group(pgid: int, marker: str) -> list[int]:
+    """Processes of group ``pgid`` whose command line names ``marker`` (Linux ``/proc``)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue  # gone meanwhile
+        fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": state, ppid, pgrp, ...
+        if int(fields[2]) == pgid and marker in cmdline:
+            found.append(int(entry.name))
+    return found
