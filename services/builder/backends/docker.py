@@ -102,6 +102,16 @@ def _copy_runtime(dest: Path) -> None:
     shutil.copytree(src, dest / "crewyard_runtime", ignore=ignore)
 
 
+#: runc's words when it lost the container's init process while starting it: the engine's
+#: transient on a busy machine (the same start succeeds a moment later), not a broken image.
+_RUNC_LOST_CHILD = "can't get final child's PID"
+_PROBE_ATTEMPTS = 3
+
+
+class _StartLost(Exception):
+    pass
+
+
 class DockerBuilder:
     name = "docker"
 
@@ -189,6 +199,18 @@ class DockerBuilder:
         return version
 
     async def _probe(self, base: str, base_id: str, cmd: list[str]) -> str:
+        """``_probe_once``, again after runc lost its own child while starting the container (a
+        transient of the engine on a busy machine, unrelated to the image)."""
+        for attempt in range(_PROBE_ATTEMPTS):
+            try:
+                return await self._probe_once(base, base_id, cmd)
+            except _StartLost as exc:
+                if attempt == _PROBE_ATTEMPTS - 1:
+                    raise BuildFailed(f"base image {base!r} cannot run {cmd[0]}: {exc}") from None
+                await asyncio.sleep(1 + attempt)
+        raise AssertionError("unreachable")
+
+    async def _probe_once(self, base: str, base_id: str, cmd: list[str]) -> str:
         api = await asyncio.to_thread(self._api)
         created = await self._call(
             "probe base image", api.create_container, base_id, cmd, network_disabled=True
@@ -197,6 +219,8 @@ class DockerBuilder:
             try:
                 await asyncio.to_thread(api.start, created["Id"])
             except docker.errors.APIError as exc:  # e.g. "python3": executable file not found
+                if _RUNC_LOST_CHILD in str(exc.explanation or exc):
+                    raise _StartLost(str(exc.explanation or exc)) from None
                 raise BuildFailed(
                     f"base image {base!r} cannot run {cmd[0]}: {exc.explanation or exc}"
                 ) from None
