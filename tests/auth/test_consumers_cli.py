@@ -21,7 +21,8 @@ pytestmark = pytest.mark.timeout(300)
 
 
 def _cli(platform: PlatformProcess, *args: str) -> str:
-    result = CliRunner().invoke(cli, [*args, "--data-dir", str(platform.data_dir)])
+    # A terminal wide enough for the table: the narrow one some runners set would cut ids short.
+    result = CliRunner(env={"COLUMNS": "200"}).invoke(cli, [*args, "--data-dir", str(platform.data_dir)])
     assert result.exit_code == 0, result.output
     return result.output
 
@@ -49,7 +50,12 @@ def test_issue_use_list_and_revoke_consumer_credentials(platform: PlatformProces
     types = asyncio.run(_first_events(platform, bundle, 2))
     assert types[:2] == ["project.created", "deployment.created"]
     assert bundle["consumer_id"] in _cli(platform, "consumers", "list")
-    _cli(platform, "consumers", "revoke", bundle["consumer_id"])
+    listed = json.loads(_cli(platform, "consumers", "list", "--json"))["consumers"]
+    mine = next(c for c in listed if c["consumer_id"] == bundle["consumer_id"])
+    assert (mine["project"], mine["name"], mine["revoked_at"]) == ("watched-cli", "analytics", None)
+    assert "creds" not in mine  # shown once, at creation, and only in the file
+    revoked = json.loads(_cli(platform, "consumers", "revoke", bundle["consumer_id"], "--json"))
+    assert revoked == {"consumer_id": bundle["consumer_id"], "revoked": True}
     with pytest.raises(nats.errors.Error, match="Authorization Violation"):
         asyncio.run(
             nats.connect(

@@ -12,13 +12,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
-from rich import box
-from rich.table import Table
-from rich.text import Text
 
 from ._client import CliError
+from ._options import json_option
 from .admin import _load_settings, _run, data_dir_option, nats_creds_option, nats_option
-from .render import make_console
+from .render import done, listing_table, make_console, print_json
 
 if TYPE_CHECKING:
     from crewyard.auth.consumers import Consumers
@@ -80,6 +78,7 @@ def consumers() -> None:
 @data_dir_option
 @nats_option
 @nats_creds_option
+@json_option
 def create(
     project: str,
     name: str,
@@ -88,6 +87,7 @@ def create(
     data_dir: Path | None,
     nats_url: str | None,
     nats_creds: str | None,
+    as_json: bool,
 ) -> None:
     """Issue credentials that replay and follow one project's runs and deployments, read-only.
 
@@ -108,26 +108,30 @@ def create(
     fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as fh:
         fh.write(msgspec.json.format(msgspec.json.encode(issued)))
-    make_console().print(
-        Text.assemble(("✓ ", "green"), f"consumer {issued.consumer_id} ({project}/{name}) → {output}")
-    )
+    # The credentials themselves go to the file only, never to the terminal or a pipe.
+    record = {"consumer_id": issued.consumer_id, "project": project, "name": name, "output": str(output)}
+    done(as_json, record, f"consumer {issued.consumer_id} ({project}/{name}) → {output}")
 
 
 @consumers.command("list")
 @data_dir_option
 @nats_option
 @nats_creds_option
-def list_(data_dir: Path | None, nats_url: str | None, nats_creds: str | None) -> None:
+@json_option
+def list_(data_dir: Path | None, nats_url: str | None, nats_creds: str | None, as_json: bool) -> None:
     """Every consumer credential issued, revoked ones included."""
     settings = _settings(data_dir, nats_url, nats_creds)
 
     async def work(c: Consumers) -> Any:
         return await c.all()
 
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
-    for column in ("ID", "PROJECT", "NAME", "CREATED", "EXPIRES", "REVOKED"):
-        table.add_column(column)
-    for state in _run(lambda: _with_consumers(settings, work)).values():
+    found = _run(lambda: _with_consumers(settings, work))
+    if as_json:
+        print_json({"consumers": list(found.values())})
+        return
+
+    table = listing_table(*("ID", "PROJECT", "NAME", "CREATED", "EXPIRES", "REVOKED"))
+    for state in found.values():
         table.add_row(
             state.consumer_id,
             state.project,
@@ -144,7 +148,10 @@ def list_(data_dir: Path | None, nats_url: str | None, nats_creds: str | None) -
 @data_dir_option
 @nats_option
 @nats_creds_option
-def revoke(consumer_id: str, data_dir: Path | None, nats_url: str | None, nats_creds: str | None) -> None:
+@json_option
+def revoke(
+    consumer_id: str, data_dir: Path | None, nats_url: str | None, nats_creds: str | None, as_json: bool
+) -> None:
     """Revoke a consumer's credentials: it is disconnected at once, and its durable deleted."""
     from crewyard.auth.consumers import ConsumerError
 
@@ -157,4 +164,4 @@ def revoke(consumer_id: str, data_dir: Path | None, nats_url: str | None, nats_c
             raise CliError(str(exc)) from None
 
     _run(lambda: _with_consumers(settings, work))
-    make_console().print(Text.assemble(("✓ ", "green"), f"consumer {consumer_id} revoked"))
+    done(as_json, {"consumer_id": consumer_id, "revoked": True}, f"consumer {consumer_id} revoked")

@@ -10,8 +10,6 @@ from pathlib import Path
 
 import click
 import msgspec
-from rich import box
-from rich.table import Table
 from rich.text import Text
 
 from crewyard.contract.keys import Identity, Key, KeyCreate, KeyList
@@ -21,7 +19,7 @@ from ._client import CliError, connect, seg
 from ._credentials import config_path, load_config, normalize, save_config
 from ._options import api_option, json_option
 from .consumers import parse_duration
-from .render import make_console, print_json
+from .render import done, listing_table, make_console, print_json
 
 
 def _read_key(from_stdin: bool) -> str:
@@ -37,7 +35,8 @@ def _read_key(from_stdin: bool) -> str:
 @click.command()
 @api_option
 @click.option("--key-stdin", is_flag=True, help="Read the key from stdin instead of asking for it.")
-def login(api_url: str, key_stdin: bool) -> None:
+@json_option
+def login(api_url: str, key_stdin: bool, as_json: bool) -> None:
     """Store the API to use and its key in your config file (readable by you only).
 
     The key is checked against the API first. Later commands use this API when no --api or
@@ -59,12 +58,14 @@ def login(api_url: str, key_stdin: bool) -> None:
     if identity.key is not None:
         scope = identity.key.project or "every project"
         who = f"as {identity.key.name} ({identity.key.id}): {identity.key.role} on {scope}"
-    make_console().print(Text.assemble(("✓ ", "green"), f"logged in to {normalize(api_url)} {who} → {path}"))
+    record = {"api": normalize(api_url), "config": str(path), "identity": msgspec.to_builtins(identity)}
+    done(as_json, record, f"logged in to {normalize(api_url)} {who} → {path}")
 
 
 @click.command()
 @api_option
-def logout(api_url: str) -> None:
+@json_option
+def logout(api_url: str, as_json: bool) -> None:
     """Forget the key stored for an API (the key itself stays valid: revoke it to end it)."""
     config = load_config()
     removed = config.keys.pop(normalize(api_url), None)
@@ -72,7 +73,8 @@ def logout(api_url: str) -> None:
         config.api = None
     save_config(config)
     said = "forgot the key of" if removed else "no key was stored for"
-    make_console().print(Text.assemble(("✓ ", "green"), f"{said} {normalize(api_url)} ({config_path()})"))
+    record = {"api": normalize(api_url), "config": str(config_path()), "forgotten": removed is not None}
+    done(as_json, record, f"{said} {normalize(api_url)} ({config_path()})")
 
 
 @click.group()
@@ -131,9 +133,7 @@ def list_(project: str | None, as_json: bool, api_url: str) -> None:
     if as_json:
         print_json(msgspec.to_builtins(found))
         return
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
-    for column in ("ID", "NAME", "ROLE", "PROJECT", "CREATED", "LAST USED", "EXPIRES", "REVOKED"):
-        table.add_column(column)
+    table = listing_table(*("ID", "NAME", "ROLE", "PROJECT", "CREATED", "LAST USED", "EXPIRES", "REVOKED"))
     for key in found.keys:
         table.add_row(
             key.id,
@@ -150,12 +150,13 @@ def list_(project: str | None, as_json: bool, api_url: str) -> None:
 
 @keys.command("revoke")
 @click.argument("key_id")
+@json_option
 @api_option
-def revoke(key_id: str, api_url: str) -> None:
+def revoke(key_id: str, as_json: bool, api_url: str) -> None:
     """Revoke a key: every gateway refuses it within about a second."""
     with connect(api_url) as client:
         client.call("DELETE", f"/v1/keys/{seg(key_id)}")
-    make_console().print(Text.assemble(("✓ ", "green"), f"key {key_id} revoked"))
+    done(as_json, {"id": key_id, "revoked": True}, f"key {key_id} revoked")
 
 
 @keys.command("generate")
@@ -165,7 +166,8 @@ def revoke(key_id: str, api_url: str) -> None:
     type=click.Path(dir_okay=False, path_type=Path),
     help="Write the key to this file (readable by you only) instead of printing it.",
 )
-def generate(output: Path | None) -> None:
+@json_option
+def generate(output: Path | None, as_json: bool) -> None:
     """Make a new key offline, for a platform's first admin key (no API involved).
 
     Give the file to every gateway as CREWYARD_ADMIN_KEY_FILE: the first gateway that finds no
@@ -178,7 +180,10 @@ def generate(output: Path | None) -> None:
     """
     token = new_token()
     if output is None:
-        click.echo(token)
+        if as_json:
+            print_json({"key": token})
+        else:
+            click.echo(token)
         return
     try:
         fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
@@ -188,4 +193,4 @@ def generate(output: Path | None) -> None:
         ) from None
     with os.fdopen(fd, "w") as out:
         out.write(token + "\n")
-    make_console().print(Text.assemble(("✓ ", "green"), f"a new API key → {output}"))
+    done(as_json, {"output": str(output)}, f"a new API key → {output}")

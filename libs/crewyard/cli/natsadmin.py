@@ -14,9 +14,9 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import click
-from rich.text import Text
 
-from .render import make_console
+from ._options import json_option
+from .render import done
 
 
 @click.group("nats")
@@ -40,7 +40,8 @@ def nats_group() -> None:
     help="A cluster node's route address (repeat per node): also writes routes.conf, which makes "
     "nodes authenticate to each other.",
 )
-def init(directory: Path, resolver_dir: str, routes: tuple[str, ...]) -> None:
+@json_option
+def init(directory: Path, resolver_dir: str, routes: tuple[str, ...], as_json: bool) -> None:
     """Write the trust chain and every platform user's credentials into DIRECTORY.
 
     Run it again on the same DIRECTORY to issue fresh credentials (after an upgrade) under the
@@ -68,7 +69,13 @@ def init(directory: Path, resolver_dir: str, routes: tuple[str, ...]) -> None:
     (directory / "server-auth.conf").write_text(trust.server_config(Path(resolver_dir)))
     if routes:
         write_routes(directory / "routes.conf", routes)
-    make_console().print(Text.assemble(("✓ ", "green"), f"NATS trust chain and credentials in {directory}"))
+    record = {
+        "directory": str(directory),
+        "server_config": str(directory / "server-auth.conf"),
+        "creds": sorted(str(path) for path in (directory / "creds").glob("*.creds")),
+        "routes": str(directory / "routes.conf") if routes else None,
+    }
+    done(as_json, record, f"NATS trust chain and credentials in {directory}")
 
 
 def write_routes(path: Path, routes: Iterable[str]) -> None:

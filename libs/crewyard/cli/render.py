@@ -23,8 +23,10 @@ from typing import Any
 
 import click
 import msgspec
+from rich import box
 from rich.console import Console
 from rich.json import JSON
+from rich.table import Table
 from rich.text import Text
 
 from crewyard.client import Run, SseMessage
@@ -50,6 +52,15 @@ def make_console(*, stderr: bool = False) -> Console:
         # Piped output has no width to respect: never squeeze tables into rich's default 80 columns.
         console.width = 200
     return console
+
+
+def listing_table(*columns: str, wrap: tuple[str, ...] = ()) -> Table:
+    """A listing in the CLI's style. Only the columns named in ``wrap`` may wrap: an id or a time
+    folded over two lines can't be copied whole (scripts use ``--json`` and never parse tables)."""
+    listing = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
+    for column in columns:
+        listing.add_column(column, no_wrap=column not in wrap)
+    return listing
 
 
 @dataclass(frozen=True, slots=True)
@@ -299,6 +310,15 @@ def print_json(data: Any) -> None:
     """The answer as JSON for ``--json`` (contract types as the API sends them): no styling or
     wrapping, so it pipes into jq unchanged."""
     click.echo(json.dumps(msgspec.to_builtins(data), indent=2, ensure_ascii=False))
+
+
+def done(as_json: bool, record: dict[str, Any], *message: str | tuple[str, str]) -> None:
+    """The end of a command that changed something: ``record`` as JSON for ``--json``, otherwise
+    a tick and ``message`` (plain strings and (text, style) pairs, as ``Text.assemble`` takes)."""
+    if as_json:
+        print_json(record)
+    else:
+        make_console().print(Text.assemble(("✓ ", "green"), *message))
 
 
 def print_ndjson_event(msg: SseMessage) -> None:

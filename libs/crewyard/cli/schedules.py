@@ -7,8 +7,6 @@ from typing import Any
 
 import click
 import msgspec
-from rich import box
-from rich.table import Table
 from rich.text import Text
 
 from crewyard.contract.schedules import Schedule, ScheduleList
@@ -16,7 +14,7 @@ from crewyard.contract.triggers import Trigger, TriggerList
 
 from ._client import ApiClient, CliError, seg
 from ._options import api_option, json_option, parse_input, project_option, resolve_project
-from .render import local_time, make_console, print_json
+from .render import done, listing_table, local_time, make_console, print_json
 
 
 def _decode(answer: dict[str, Any], kind: type[Any]) -> Any:
@@ -121,16 +119,14 @@ def list_schedules(project: str | None, as_json: bool, api_url: str) -> None:
     if not rows:
         make_console().print(f"No schedules in project {target}.")
         return
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
-    for column in ("ID", "CRON", "TIMEZONE", "STATUS", "NEXT", "FIRED"):
-        table.add_column(column)
+    table = listing_table(*("ID", "CRON", "TIMEZONE", "STATUS", "NEXT", "FIRED"))
     for s in rows:
         nxt = local_time(s.next_fire_times[0]) if s.next_fire_times else "-"
         table.add_row(s.id, s.cron, s.timezone, s.status, nxt, str(s.fired))
     make_console().print(table)
 
 
-def _action(action: str, schedule_id: str, project: str | None, api_url: str) -> None:
+def _action(action: str, schedule_id: str, project: str | None, api_url: str, as_json: bool) -> None:
     target = resolve_project(project)
     with ApiClient(api_url) as client:
         path = f"/v1/projects/{seg(target)}/schedules/{seg(schedule_id)}"
@@ -138,47 +134,54 @@ def _action(action: str, schedule_id: str, project: str | None, api_url: str) ->
             answer = client.call("GET", path)
         elif action == "delete":
             client.call("DELETE", path)
-            make_console().print(Text.assemble(("✓ ", "green"), "deleted ", (schedule_id, "bold")))
+            done(as_json, {"id": schedule_id, "deleted": True}, "deleted ", (schedule_id, "bold"))
             return
         else:
             answer = client.call("POST", f"{path}/{action}")
+    if as_json:
+        print_json(answer)
+        return
     _show(_decode(answer, Schedule))
 
 
 @schedules.command("get")
 @click.argument("schedule_id")
 @project_option
+@json_option
 @api_option
-def get_schedule(schedule_id: str, project: str | None, api_url: str) -> None:
+def get_schedule(schedule_id: str, project: str | None, as_json: bool, api_url: str) -> None:
     """One schedule, with its next planned times."""
-    _action("get", schedule_id, project, api_url)
+    _action("get", schedule_id, project, api_url, as_json)
 
 
 @schedules.command("pause")
 @click.argument("schedule_id")
 @project_option
+@json_option
 @api_option
-def pause(schedule_id: str, project: str | None, api_url: str) -> None:
+def pause(schedule_id: str, project: str | None, as_json: bool, api_url: str) -> None:
     """Stop firing; times planned while paused never fire."""
-    _action("pause", schedule_id, project, api_url)
+    _action("pause", schedule_id, project, api_url, as_json)
 
 
 @schedules.command("resume")
 @click.argument("schedule_id")
 @project_option
+@json_option
 @api_option
-def resume(schedule_id: str, project: str | None, api_url: str) -> None:
+def resume(schedule_id: str, project: str | None, as_json: bool, api_url: str) -> None:
     """Fire again from the next planned time after now."""
-    _action("resume", schedule_id, project, api_url)
+    _action("resume", schedule_id, project, api_url, as_json)
 
 
 @schedules.command("delete")
 @click.argument("schedule_id")
 @project_option
+@json_option
 @api_option
-def delete(schedule_id: str, project: str | None, api_url: str) -> None:
+def delete(schedule_id: str, project: str | None, as_json: bool, api_url: str) -> None:
     """Delete a schedule."""
-    _action("delete", schedule_id, project, api_url)
+    _action("delete", schedule_id, project, api_url, as_json)
 
 
 @click.group()
@@ -254,9 +257,7 @@ def list_triggers(project: str | None, as_json: bool, api_url: str) -> None:
     if not rows:
         make_console().print(f"No triggers in project {target}.")
         return
-    table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
-    for column in ("ID", "NAME", "DEPLOYMENT", "SIGNED", "STATE", "CREATED"):
-        table.add_column(column)
+    table = listing_table(*("ID", "NAME", "DEPLOYMENT", "SIGNED", "STATE", "CREATED"))
     for t in rows:
         state = "revoked" if t.revoked else "active"
         signed = t.signature_header or "-"
@@ -267,10 +268,11 @@ def list_triggers(project: str | None, as_json: bool, api_url: str) -> None:
 @triggers.command("revoke")
 @click.argument("trigger_id")
 @project_option
+@json_option
 @api_option
-def revoke(trigger_id: str, project: str | None, api_url: str) -> None:
+def revoke(trigger_id: str, project: str | None, as_json: bool, api_url: str) -> None:
     """Revoke a trigger: its URL answers 404 from now on."""
     target = resolve_project(project)
     with ApiClient(api_url) as client:
         client.call("DELETE", f"/v1/projects/{seg(target)}/triggers/{seg(trigger_id)}")
-    make_console().print(Text.assemble(("✓ ", "green"), "revoked ", (trigger_id, "bold")))
+    done(as_json, {"id": trigger_id, "revoked": True}, "revoked ", (trigger_id, "bold"))

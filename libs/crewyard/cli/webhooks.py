@@ -16,7 +16,7 @@ from crewyard.contract.webhooks import DeliveryList, Webhook, WebhookList
 
 from ._client import ApiClient, CliError, seg
 from ._options import api_option, json_option, project_option, resolve_project
-from .render import local_time, make_console, print_json, short, status_text
+from .render import done, local_time, make_console, print_json, short, status_text
 
 EVENTS_HELP = (
     "Event to send (repeat for several): run.started, run.succeeded, run.failed, run.canceled, "
@@ -127,10 +127,13 @@ def get_webhook(webhook_id: str, project: str | None, as_json: bool, api_url: st
     _show(_decode(answer, Webhook))
 
 
-def _update(webhook_id: str, project: str | None, api_url: str, body: dict[str, Any]) -> None:
+def _update(webhook_id: str, project: str | None, api_url: str, body: dict[str, Any], as_json: bool) -> None:
     target = resolve_project(project)
     with ApiClient(api_url) as client:
         answer = client.call("PATCH", f"/v1/projects/{seg(target)}/webhooks/{seg(webhook_id)}", json=body)
+    if as_json:
+        print_json(answer)
+        return
     _show(_decode(answer, Webhook))
 
 
@@ -140,6 +143,7 @@ def _update(webhook_id: str, project: str | None, api_url: str, body: dict[str, 
 @click.option("--event", "-e", "events", multiple=True, help=EVENTS_HELP)
 @click.option("--description", metavar="TEXT")
 @project_option
+@json_option
 @api_option
 def update(
     webhook_id: str,
@@ -147,6 +151,7 @@ def update(
     events: tuple[str, ...],
     description: str | None,
     project: str | None,
+    as_json: bool,
     api_url: str,
 ) -> None:
     """Change a webhook's URL, events or description."""
@@ -154,49 +159,56 @@ def update(
     body = {k: v for k, v in body.items() if v is not None}
     if not body:
         raise CliError("nothing to change: give --url, --event or --description")
-    _update(webhook_id, project, api_url, body)
+    _update(webhook_id, project, api_url, body, as_json)
 
 
 @webhooks.command("enable")
 @click.argument("webhook_id")
 @project_option
+@json_option
 @api_option
-def enable(webhook_id: str, project: str | None, api_url: str) -> None:
+def enable(webhook_id: str, project: str | None, as_json: bool, api_url: str) -> None:
     """Enable a webhook again (also one disabled because it kept failing)."""
-    _update(webhook_id, project, api_url, {"enabled": True})
+    _update(webhook_id, project, api_url, {"enabled": True}, as_json)
 
 
 @webhooks.command("disable")
 @click.argument("webhook_id")
 @project_option
+@json_option
 @api_option
-def disable(webhook_id: str, project: str | None, api_url: str) -> None:
+def disable(webhook_id: str, project: str | None, as_json: bool, api_url: str) -> None:
     """Stop sending to a webhook until it is enabled again."""
-    _update(webhook_id, project, api_url, {"enabled": False})
+    _update(webhook_id, project, api_url, {"enabled": False}, as_json)
 
 
 @webhooks.command("rotate-secret")
 @click.argument("webhook_id")
 @project_option
+@json_option
 @api_option
-def rotate(webhook_id: str, project: str | None, api_url: str) -> None:
+def rotate(webhook_id: str, project: str | None, as_json: bool, api_url: str) -> None:
     """A new signing secret (printed once); the old one also signs for 24 hours."""
     target = resolve_project(project)
     with ApiClient(api_url) as client:
         answer = client.call("POST", f"/v1/projects/{seg(target)}/webhooks/{seg(webhook_id)}/rotate-secret")
+    if as_json:
+        print_json(answer)
+        return
     _show(_decode(answer, Webhook))
 
 
 @webhooks.command("delete")
 @click.argument("webhook_id")
 @project_option
+@json_option
 @api_option
-def delete(webhook_id: str, project: str | None, api_url: str) -> None:
+def delete(webhook_id: str, project: str | None, as_json: bool, api_url: str) -> None:
     """Delete a webhook; nothing more is sent to it."""
     target = resolve_project(project)
     with ApiClient(api_url) as client:
         client.call("DELETE", f"/v1/projects/{seg(target)}/webhooks/{seg(webhook_id)}")
-    make_console().print(Text.assemble(("✓ ", "green"), "deleted ", (webhook_id, "bold")))
+    done(as_json, {"id": webhook_id, "deleted": True}, "deleted ", (webhook_id, "bold"))
 
 
 @webhooks.command("deliveries")
@@ -233,9 +245,15 @@ def deliveries(webhook_id: str, status: str | None, limit: int, as_json: bool, a
 @webhooks.command("redeliver")
 @click.argument("webhook_id")
 @click.argument("delivery_id")
+@json_option
 @api_option
-def redeliver(webhook_id: str, delivery_id: str, api_url: str) -> None:
+def redeliver(webhook_id: str, delivery_id: str, as_json: bool, api_url: str) -> None:
     """Deliver again (same delivery id, a new series of attempts)."""
     with ApiClient(api_url) as client:
-        client.call("POST", f"/v1/webhooks/{seg(webhook_id)}/deliveries/{seg(delivery_id)}/redeliver")
+        answer = client.call(
+            "POST", f"/v1/webhooks/{seg(webhook_id)}/deliveries/{seg(delivery_id)}/redeliver"
+        )
+    if as_json:
+        print_json(answer)
+        return
     make_console().print(Text.assemble(("✓ ", "green"), "redelivering ", (delivery_id, "bold")))

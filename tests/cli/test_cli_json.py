@@ -1,0 +1,51 @@
+"""``--json`` on every command: scripts read JSON, never tables or sentences."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+
+import click
+
+from crewyard.cli import cli
+from crewyard.testing.fakeapi import FakeApi, Reply
+
+
+def _commands(group: click.Group, path: tuple[str, ...] = ()) -> Iterator[tuple[str, click.Command]]:
+    for name, command in group.commands.items():
+        if isinstance(command, click.Group):
+            yield from _commands(command, (*path, name))
+        else:
+            yield " ".join((*path, name)), command
+
+
+def test_every_command_takes_json() -> None:
+    without = [
+        name
+        for name, command in _commands(cli)
+        if not any("--json" in getattr(param, "opts", ()) for param in command.params)
+    ]
+    assert len(list(_commands(cli))) > 40
+    assert without == []
+
+
+def test_a_deletion_prints_what_it_did_as_json(api: FakeApi, run_cli) -> None:
+    api.route("DELETE", "/v1/projects/research/webhooks/wh_1", Reply(204))
+    result = run_cli("webhooks", "delete", "wh_1", "-p", "research", "--json", "--api", api.url)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == {"id": "wh_1", "deleted": True}
+    assert len(api.calls("DELETE", "/v1/projects/research/webhooks/wh_1")) == 1
+
+
+def test_an_action_prints_the_api_answer_as_json(api: FakeApi, run_cli) -> None:
+    answer = {"delivery_id": "dlv_1", "webhook_id": "wh_1"}
+    api.route("POST", "/v1/webhooks/wh_1/deliveries/dlv_1/redeliver", Reply(202, answer))
+    result = run_cli("webhooks", "redeliver", "wh_1", "dlv_1", "--json", "--api", api.url)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == answer
+
+
+def test_a_new_offline_key_as_json(run_cli) -> None:
+    result = run_cli("keys", "generate", "--json")
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output)["key"].startswith("cyk_")
