@@ -44,6 +44,7 @@ from .console import CONSOLE
 from .context import Gateway, gw
 from .errors import HANDLERS
 from .frontdoor import AccessMiddleware
+from .sessions import open_ended_sessions
 
 log = logging.getLogger("crewyard.gateway")
 OPEN = {"open": True}
@@ -109,6 +110,7 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> Litesta
         readiness.attach(store)
         readiness.position = rm.position
         registry, first = await keys.open_keys(settings, store)
+        ended_sessions = await open_ended_sessions(settings, store)
         if first:
             log.warning(
                 "the first admin key is %s (shown once; also in %s)", first, keys.admin_key_path(settings)
@@ -121,6 +123,7 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> Litesta
             secrets=SecretBox(load_key(settings.data_dir, settings.secret_key_b64)),
             readiness=readiness,
             keys=registry,
+            ended_sessions=ended_sessions,
             consumers=consumers_for(settings, store),
         )
         metrics.refresh_with("gateway", app.state.gateway.refresh_metrics)
@@ -130,6 +133,8 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> Litesta
             app.state.gateway.closing.set()
             if registry is not None:
                 await registry.stop()
+            if ended_sessions is not None:
+                await ended_sessions.stop()
             await rm.close()
             await nc.drain()
 

@@ -14,6 +14,7 @@ from litestar import Request
 from crewyard import metrics
 from crewyard.auth.apikeys import KeyRegistry
 from crewyard.auth.consumers import Consumers
+from crewyard.auth.sessions import EndedSessions
 from crewyard.core import subjects
 from crewyard.core.bounds import MAX_JSON_DEPTH, OutOfBounds, check_json
 from crewyard.core.deployment_state import fold_project
@@ -50,6 +51,8 @@ class Gateway:
     readiness: Readiness
     #: API keys as this gateway follows them (None only with ``--no-auth``).
     keys: KeyRegistry | None = None
+    #: Console sessions signed out before their expiry, on any gateway (None with ``--no-auth``).
+    ended_sessions: EndedSessions | None = None
     #: Issues outside consumers' NATS credentials (None where the issuer keys are not given).
     consumers: Consumers | None = None
     _hub: Hub | None = None

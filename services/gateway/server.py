@@ -14,6 +14,7 @@ from crewyard.servicekit import ServiceContext
 from .app import consumers_for, create_app
 from .context import Gateway
 from .keys import admin_key_path, open_keys
+from .sessions import open_ended_sessions
 
 console = Console(stderr=True)
 
@@ -35,6 +36,8 @@ class GatewayServer:
         finally:
             if self.gateway.keys is not None:
                 await self.gateway.keys.stop()
+            if self.gateway.ended_sessions is not None:
+                await self.gateway.ended_sessions.stop()
             await self.gateway.rm.close()
 
 
@@ -45,6 +48,7 @@ async def create_service(context: ServiceContext) -> GatewayServer:
     rm = await ReadModel.open(settings.db_path)
     readiness.position = rm.position
     registry, first = await open_keys(settings, context.store)
+    ended_sessions = await open_ended_sessions(settings, context.store)
     if first:
         _announce_admin_key(first, admin_key_path(settings))
     elif registry is None:
@@ -57,6 +61,7 @@ async def create_service(context: ServiceContext) -> GatewayServer:
         secrets=context.secrets(),
         readiness=readiness,
         keys=registry,
+        ended_sessions=ended_sessions,
         consumers=consumers_for(settings, context.store),
     )
     config = uvicorn.Config(

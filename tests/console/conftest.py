@@ -10,8 +10,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from playwright.sync_api import Browser, Page, expect, sync_playwright
+
+from crewyard.testing.platform import PlatformProcess
 
 REPO = Path(__file__).resolve().parents[2]
 SHOTS = REPO / "build" / "console-screenshots"
@@ -67,3 +70,20 @@ def sign_in(watched: Watched, key: str) -> None:
     p.get_by_label("API key").fill(key)
     p.get_by_role("button", name="Sign in").click()
     expect(p.locator("header .who")).to_contain_text("Sign out")
+
+
+@pytest.fixture
+def page(browser: Browser, platform: PlatformProcess) -> Iterator[Watched]:
+    """A page signed in with the admin key; no script of a crew may run on it, nor fail."""
+    watched = open_page(browser, platform.api)
+    sign_in(watched, platform.admin_key)
+    yield watched
+    watched.page.context.close()
+    assert watched.dialogs == [], f"a script ran: {watched.dialogs}"
+    assert watched.errors == [], watched.errors
+
+
+def start(api: httpx.Client, project: str, **inputs: object) -> str:
+    r = api.post("/v1/runs", json={"project": project, "input": inputs})
+    assert r.status_code == 202, r.text
+    return str(r.json()["run_id"])

@@ -15,7 +15,7 @@ from playwright.sync_api import Browser, expect
 from crewyard.testing.api import EXAMPLES, deploy, sse_events, wait_run
 from crewyard.testing.platform import PlatformProcess
 
-from .conftest import Watched, open_page, sign_in
+from .conftest import Watched, open_page, sign_in, start
 
 HOSTILE = Path(__file__).parent / "hostile_crew"
 
@@ -26,22 +26,6 @@ def deployed(platform: PlatformProcess) -> Iterator[httpx.Client]:
         assert deploy(client, EXAMPLES / "hello", "hello")["status"] == "ready"
         assert deploy(client, HOSTILE, "hostile")["status"] == "ready"
         yield client
-
-
-@pytest.fixture
-def page(browser: Browser, platform: PlatformProcess) -> Iterator[Watched]:
-    watched = open_page(browser, platform.api)
-    sign_in(watched, platform.admin_key)
-    yield watched
-    watched.page.context.close()
-    assert watched.dialogs == [], f"a script ran: {watched.dialogs}"
-    assert watched.errors == [], watched.errors
-
-
-def start(api: httpx.Client, project: str, **inputs: object) -> str:
-    r = api.post("/v1/runs", json={"project": project, "input": inputs})
-    assert r.status_code == 202, r.text
-    return str(r.json()["run_id"])
 
 
 def test_the_runs_list_shows_new_runs_and_their_ends_without_a_reload(deployed: httpx.Client, page: Watched):

@@ -9,7 +9,7 @@ update the event streams. Each user receives replies on an inbox prefix of its o
 
 | user      | events stream: read, and append …                  | platform | objects | KV             |
 |-----------|----------------------------------------------------|----------|---------|----------------|
-| gateway   | project, deployment, run, webhook, trigger, …      | rw       | rw      | key usage      |
+| gateway   | project, deployment, run, webhook, trigger, …      | rw       | rw      | keys, sessions |
 | runner    | run, thread, table; durables ``runner``, ``thread-keeper`` | — | rw   | slots, leases  |
 | builder   | deployment; durable ``builder``                    | —        | rw      | —              |
 | projector | nothing                                            | —        | —       | —              |
@@ -19,7 +19,8 @@ update the event streams. Each user receives replies on an inbox prefix of its o
 
 Every service that appends (all but the projector) also writes its own keys (``<service>.…``)
 in the readiness heartbeat bucket (``HEALTH_BUCKET``): each readiness check proves that
-JetStream takes a write. The projector only reads, and is given no write for it.
+JetStream takes a write. The projector only reads, and is given no write for it. The gateway's
+buckets: the last use of each API key, and console sessions signed out before their expiry.
 
 The platform's own durables (``runner``, ``builder``, ``notifier-…``) can be pulled from,
 acknowledged on, reconfigured and deleted only by their service. A service that starts using a
@@ -46,7 +47,7 @@ DURABLES = {
 }
 KV_BUCKETS = {
     "runner": ("CREWYARD_SLOTS", "CREWYARD_RUNNER_LEASES"),
-    "gateway": ("CREWYARD_KEY_USAGE",),
+    "gateway": ("CREWYARD_KEY_USAGE", "CREWYARD_SESSIONS_ENDED"),
     "notifier": ("CREWYARD_WEBHOOK_HEALTH",),
 }
 #: Readiness heartbeats (``crewyard.health``): written by every service that appends.

@@ -3,10 +3,11 @@
 Signing in exchanges an API key for a session once; the browser then holds only the session
 cookie, never the key. The cookie names the key (its id, not its token), an expiry and a random
 nonce, signed with HMAC-SHA256 under a key derived from the platform's secret key — every
-gateway with the same secret key accepts it, none keeps state for it. Each use looks the key up
-again, so a revoked or expired key ends its sessions at once. The CSRF token of a session is
-the HMAC of its nonce under another derived key: a page can repeat it, a foreign page cannot
-know it.
+gateway with the same secret key accepts it until it expires. Each use looks the key up again,
+so a revoked or expired key ends its sessions at once; a session signed out earlier is recorded
+by :func:`session_ref` in a bucket every gateway follows (``crewyard.auth.sessions``). The
+CSRF token of a session is the HMAC of its nonce under another derived key: a page can repeat
+it, a foreign page cannot know it.
 """
 
 from __future__ import annotations
@@ -92,3 +93,9 @@ class SessionCodec:
 
     def _mac(self, payload: str) -> str:
         return _b64(hmac.new(self._sign, payload.encode(), hashlib.sha256).digest())
+
+
+def session_ref(session: Session) -> str:
+    """The name an ended session is recorded under: a hash of its nonce (the record holds
+    nothing that would help forge a cookie or its CSRF token)."""
+    return hashlib.sha256(f"crewyard-session:{session.nonce}".encode()).hexdigest()[:40]

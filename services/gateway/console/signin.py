@@ -5,7 +5,9 @@ with ``Set-Cookie`` of a signed session (:mod:`crewyard.core.sessions`): ``HttpO
 reads it), ``SameSite=Strict`` (no other site's page sends it), ``Secure`` over TLS, ``Path=/``,
 lasting until the session expires. The access guard then takes the cookie in place of a bearer
 key — looking the key up again on every request, so revoking a key ends its sessions — and asks
-mutating requests made with it for the session's CSRF token. ``POST /logout`` clears the cookie.
+mutating requests made with it for the session's CSRF token. ``POST /logout`` ends the session
+on every gateway (:mod:`crewyard.auth.sessions`: a copy of the cookie stops working too) and
+clears the cookie.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from litestar.response import Redirect
 from crewyard.core.sessions import SESSION_TTL_S
 
 from ..context import gw
-from ..sessions import COOKIE, codec, session_key
+from ..sessions import COOKIE, codec, open_session, session_key
 from .csrf import checked_form
 from .render import page
 
@@ -60,8 +62,14 @@ async def login(request: Request[Any, Any, Any]) -> Response[Any]:
 @post("/logout", opt=OPEN, include_in_schema=False)
 async def logout(request: Request[Any, Any, Any]) -> Redirect:
     # An open route (a dead session may sign out too): the session's own token, if it has one.
-    session_key(gw(request), request.cookies.get(COOKIE), request.scope)
+    g = gw(request)
+    session_key(g, request.cookies.get(COOKIE), request.scope)
     await checked_form(request)
+    session = open_session(g, request.cookies.get(COOKIE))
+    if session is not None and g.ended_sessions is not None:
+        # Raises StoreUnavailable when it cannot be recorded: the browser keeps its cookie and
+        # the person is told to try again, rather than believing a copied cookie is dead.
+        await g.ended_sessions.end(session)
     response = Redirect("/login", status_code=303)
     response.headers["Set-Cookie"] = _cookie("", 0, request.url.scheme == "https")
     return response

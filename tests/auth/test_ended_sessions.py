@@ -1,0 +1,51 @@
+"""Signed-out console sessions across gateways: one gateway signs a session out, every gateway
+refuses it (also one started later), with nothing but the gateway's own NATS permissions."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import pytest
+
+from crewyard.auth.sessions import EndedSessions
+from crewyard.core.sessions import SessionCodec
+
+from .conftest import Streams
+
+pytestmark = pytest.mark.timeout(120)
+
+
+async def _gateway(streams: Streams) -> EndedSessions:
+    ended = EndedSessions(await streams.store("gateway"))
+    await ended.start()
+    return ended
+
+
+async def _close(*gateways: EndedSessions) -> None:
+    for g in gateways:
+        await g.stop()
+        await g.store.nc.drain()
+
+
+async def test_a_session_signed_out_on_one_gateway_is_refused_by_every_gateway(streams: Streams):
+    codec = SessionCodec(b"s" * 32)
+    _, session = codec.issue("key_1", time.time())
+    _, other = codec.issue("key_1", time.time())
+    first, second = await _gateway(streams), await _gateway(streams)
+    try:
+        assert not first.ended(session) and not second.ended(session)
+        await first.end(session)
+        assert first.ended(session)  # at once where it was signed out
+        deadline = time.monotonic() + 10
+        while not second.ended(session):
+            assert time.monotonic() < deadline, "the sign-out never reached the other gateway"
+            await asyncio.sleep(0.005)
+        assert not second.ended(other)  # another session of the same key lives on
+        later = await _gateway(streams)
+        try:
+            assert later.ended(session) and not later.ended(other)
+        finally:
+            await _close(later)
+    finally:
+        await _close(first, second)
