@@ -9,15 +9,17 @@ import socket
 from collections.abc import AsyncIterator
 from typing import Any
 
+import msgspec
 from litestar import Litestar, Request, Response, Router, get
 from litestar.config.cors import CORSConfig
-from litestar.openapi import OpenAPIConfig
+from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.prometheus import PrometheusConfig
 
 from crewyard import __version__, metrics
 from crewyard.auth import Names, load_issuer
 from crewyard.auth.consumers import Consumers
+from crewyard.contract.health import Alive, Ready
 from crewyard.core import asyncapi
 from crewyard.eventstore import EventStore, connect, ensure_platform_stream, ensure_stream
 from crewyard.health import Readiness
@@ -41,7 +43,7 @@ from . import (
 )
 from .access import guard
 from .console import CONSOLE
-from .context import Gateway, gw
+from .context import ApiRequest, Gateway, gw
 from .errors import HANDLERS
 from .frontdoor import AccessMiddleware
 from .sessions import open_ended_sessions
@@ -51,17 +53,17 @@ OPEN = {"open": True}
 
 
 @get("/healthz", opt=OPEN)
-async def healthz() -> dict[str, Any]:
+async def healthz() -> Alive:
     """Alive: the process answers. Says nothing about NATS or the read model (see /readyz)."""
-    return {"status": "ok", "service": "gateway", "version": __version__}
+    return Alive(service="gateway", version=__version__)
 
 
-@get("/readyz", opt=OPEN)
-async def readyz(request: Request[Any, Any, Any]) -> Response[Any]:
+@get("/readyz", opt=OPEN, responses={503: ResponseSpec(Ready, description="Not ready: the reasons")})
+async def readyz(request: Request[Any, Any, Any]) -> Response[Ready]:
     """Ready: JetStream reachable and writable, the stream's leader answers, the read model close
     to the stream's head. 503 with the reasons otherwise."""
     report = await gw(request).readiness.check()
-    return Response(report.body(), status_code=200 if report.ready else 503)
+    return Response(msgspec.convert(report.body(), Ready), status_code=200 if report.ready else 503)
 
 
 @get("/metrics", opt={"open": True}, media_type=metrics.CONTENT_TYPE, include_in_schema=False)
@@ -161,6 +163,7 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> Litesta
         guards=[guard],
         middleware=[AccessMiddleware, _HTTP_METRICS.middleware],
         exception_handlers=HANDLERS,
+        request_class=ApiRequest,
         openapi_config=_openapi(),
         cors_config=_cors(settings),
         request_max_body_size=2 * 1024 * 1024,

@@ -4,12 +4,13 @@ plus the two moves every command makes: append an event, then wait until the rea
 from __future__ import annotations
 
 import dataclasses
-import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Request
+from litestar.params import Parameter
+from litestar.types import Empty
 
 from crewyard import metrics
 from crewyard.auth.apikeys import KeyRegistry
@@ -218,57 +219,41 @@ def project_name(name: str) -> str:
         raise bad_request(str(exc), "invalid_project") from None
 
 
+class ApiRequest(Request[Any, Any, Any]):
+    """The gateway's request: a JSON body is decoded once, for whatever reads it (Litestar's
+    typed ``data`` included), within the platform's bounds on JSON (depth, integer size), and a
+    body that is not JSON is a 400 naming the problem. An empty body reads as no body (None)."""
+
+    async def json(self) -> Any:
+        if self._json is not Empty or self._connection_state.json is not Empty:
+            return await super().json()
+        raw = await self.body()
+        if not raw.strip():
+            value = None
+        else:
+            try:
+                value = _any.decode(raw)
+            except msgspec.DecodeError as exc:
+                raise bad_request(f"request body is not valid JSON: {exc}") from None
+            except RecursionError:  # the decoder's own guard, far beyond our depth limit
+                raise bad_request(f"request body is nested deeper than {MAX_JSON_DEPTH} levels") from None
+            try:
+                check_json(value, "request body")
+            except OutOfBounds as exc:
+                raise bad_request(str(exc)) from None
+        self._json = self._connection_state.json = value
+        return value
+
+
 _any = msgspec.json.Decoder()
 
-
-async def json_body(request: Request[Any, Any, Any]) -> dict[str, Any]:
-    raw = await request.body()
-    if not raw.strip():
-        return {}
-    try:
-        value = _any.decode(raw)
-    except msgspec.DecodeError as exc:
-        raise bad_request(f"request body is not valid JSON: {exc}") from None
-    except RecursionError:  # the decoder's own guard, far beyond our depth limit
-        raise bad_request(f"request body is nested deeper than {MAX_JSON_DEPTH} levels") from None
-    if not isinstance(value, dict):
-        raise bad_request("request body must be a JSON object")
-    try:
-        check_json(value, "request body")
-    except OutOfBounds as exc:
-        raise bad_request(str(exc)) from None
-    return value
-
-
-#: Idempotency keys: printable ASCII (UUIDs, hashes, request names), matched as a whole.
-_IDEMPOTENCY_KEY = re.compile(r"[\x20-\x7e]{1,255}")
-
-
-def idempotency_key(request: Request[Any, Any, Any]) -> str | None:
-    key = request.headers.get("idempotency-key")
-    if key is None:
-        return None
-    if not _IDEMPOTENCY_KEY.fullmatch(key):
-        raise bad_request("Idempotency-Key must be 1 to 255 printable ASCII characters")
-    return key
-
-
-def field(body: dict[str, Any], name: str, kind: type | tuple[type, ...], required: bool = False) -> Any:
-    value = body.get(name)
-    if value is None:
-        if required:
-            raise bad_request(f"{name} is required")
-        return None
-    if (isinstance(value, bool) and kind is not bool) or not isinstance(value, kind):
-        names = " or ".join(t.__name__ for t in (kind if isinstance(kind, tuple) else (kind,)))
-        raise ApiError(400, "bad_request", f"{name} must be {_friendly(names)}")
-    return value
-
-
-def _friendly(names: str) -> str:
-    return (
-        names.replace("dict", "a JSON object")
-        .replace("str", "a string")
-        .replace("float", "a number")
-        .replace("int", "a number")
-    )
+#: ``Idempotency-Key``: printable ASCII (UUIDs, hashes, request names), matched as a whole. A
+#: repeat of a request with the same key (and body) answers with what the first one made.
+IdempotencyKey = Annotated[
+    str | None,
+    Parameter(
+        header="Idempotency-Key",
+        pattern=r"^[\x20-\x7e]{1,255}$",
+        description="Repeat the request safely: the same key and body answer with what the first made.",
+    ),
+]

@@ -11,12 +11,15 @@ import os
 import tempfile
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, Response, get, post
+from litestar.openapi import ResponseSpec
+from litestar.params import Parameter
 
 from crewyard import packaging
+from crewyard.contract.deployments import Deployment
 from crewyard.core import subjects
 from crewyard.core.bounds import EnvironmentName
 from crewyard.core.crewfile import CrewConfig, CrewConfigError
@@ -26,9 +29,10 @@ from crewyard.core.versions import DEFAULT_NAME, check_environment
 from crewyard.readmodel import deployment_view
 from crewyard.workspace import source_object
 
-from .context import Gateway, gw, idempotency_key, project_name
+from .context import Gateway, IdempotencyKey, gw, project_name
 from .errors import ApiError, bad_request
-from .sse import resume_after, stream_events
+from .openapi import GzipUpload
+from .sse import SSE, resume_after, stream_events
 
 _enc = msgspec.json.Encoder()
 _BUILD_END = {DeploymentReady.TYPE, DeploymentFailed.TYPE}
@@ -40,8 +44,18 @@ READ = {"role": "read"}
     status_code=202,
     request_max_body_size=None,
     opt={"role": "deploy", "body": "gzip"},
+    operation_class=GzipUpload,
+    responses={200: ResponseSpec(Deployment, description="A repeated upload (same Idempotency-Key)")},
 )
-async def create_deployment(request: Request[Any, Any, Any], project: str) -> Response[Any]:
+async def create_deployment(
+    request: Request[Any, Any, Any],
+    project: str,
+    idempotency_key: IdempotencyKey = None,
+    name: Annotated[str | None, Parameter(description="The deployment name (crewyard.toml sections)")] = None,
+    environment: Annotated[str | None, Parameter(description="production (default) or staging")] = None,
+) -> Response[Deployment]:
+    """Upload a crew as a new version of its deployment name; answers at once (202) while it
+    builds (follow ``build_log_url``)."""
     g = gw(request)
     project = project_name(project)
     limit = g.settings.upload_limit_bytes
@@ -49,15 +63,15 @@ async def create_deployment(request: Request[Any, Any, Any], project: str) -> Re
     if declared and declared.isdigit() and int(declared) > limit:
         raise ApiError(413, "payload_too_large", f"upload is larger than the {limit}-byte limit")
     async with _spooled(request, g.settings.data_dir / "tmp", limit) as upload:
-        environment = check_environment(request.query_params.get("environment"))
+        env = check_environment(environment)
         try:
             checked = await asyncio.to_thread(packaging.check, upload, g.settings.archive_limits)
-            config = checked.config.select(request.query_params.get("name"))
+            config = checked.config.select(name)
         except packaging.ArchiveError as exc:
             raise ApiError(413 if exc.code == "payload_too_large" else 400, exc.code, str(exc)) from None
         except CrewConfigError as exc:
             raise bad_request(str(exc), "invalid_config") from None
-        return await _create(request, g, project, upload, checked, config, environment)
+        return await _create(g, project, upload, checked, config, env, idempotency_key)
 
 
 @contextlib.asynccontextmanager
@@ -82,15 +96,15 @@ async def _spooled(request: Request[Any, Any, Any], folder: Path, limit: int) ->
 
 
 async def _create(
-    request: Request[Any, Any, Any],
     g: Gateway,
     project: str,
     upload: Path,
     checked: packaging.CheckedArchive,
     config: CrewConfig,
     environment: EnvironmentName,
-) -> Response[Any]:
-    key = idempotency_key(request)  # scoped to the project, as the event id derived from it
+    key: str | None,
+) -> Response[Deployment]:
+    # The key is scoped to the project, as the event id derived from it.
     request_hash = (
         hashlib.sha256(f"{project}\0{config.name}\0{checked.digest}\0{environment}".encode()).hexdigest()
         if key
@@ -127,7 +141,7 @@ async def _create(
     view = await g.rm.deployment(dep_id) or _accepted(event)
     view["warnings"] = checked.config.warnings
     view["build_log_url"] = f"/v1/deployments/{dep_id}/build-log"
-    return Response(view, status_code=202)
+    return Response(msgspec.convert(view, Deployment), status_code=202)
 
 
 def _accepted(event: Event) -> dict[str, Any]:
@@ -153,20 +167,21 @@ def _accepted(event: Event) -> dict[str, Any]:
     return deployment_view(row, environments=[])
 
 
-async def _original(g: Gateway, seq: int, request_hash: str | None) -> Response[Any]:
+async def _original(g: Gateway, seq: int, request_hash: str | None) -> Response[Deployment]:
     """The deployment that first used an Idempotency-Key, from its event at ``seq`` (read from the
     stream's leader, which has every acknowledged event)."""
     original = (await g.store.get(seq, leader=True)).decode().event
     if not isinstance(original.data, DeploymentCreated) or original.data.request_hash != request_hash:
         raise ApiError(422, "idempotency_key_reused", "this Idempotency-Key was used with a different upload")
     await g.rm.wait_for(seq)
-    return Response(await g.rm.deployment(original.aggregate_id) or _accepted(original), status_code=200)
+    view = await g.rm.deployment(original.aggregate_id) or _accepted(original)
+    return Response(msgspec.convert(view, Deployment), status_code=200)
 
 
-async def _replayed(g: Gateway, earlier: dict[str, Any], request_hash: str | None) -> Response[Any]:
+async def _replayed(g: Gateway, earlier: dict[str, Any], request_hash: str | None) -> Response[Deployment]:
     if earlier.get("request_hash") != request_hash:
         raise ApiError(422, "idempotency_key_reused", "this Idempotency-Key was used with a different upload")
-    return Response(await g.deployment(earlier["id"]), status_code=200)
+    return Response(msgspec.convert(await g.deployment(earlier["id"]), Deployment), status_code=200)
 
 
 @get("/v1/deployments/{dep_id:str}", opt=READ)
@@ -182,7 +197,7 @@ async def list_deployments(request: Request[Any, Any, Any], project: str) -> dic
     return {"deployments": await g.rm.deployments(project, request.query_params.get("name"))}
 
 
-@get("/v1/deployments/{dep_id:str}/build-log", opt=READ)
+@get("/v1/deployments/{dep_id:str}/build-log", opt=READ, responses=SSE)
 async def build_log(request: Request[Any, Any, Any], dep_id: str) -> Any:
     g = gw(request)
     dep = await g.deployment(dep_id)

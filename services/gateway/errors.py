@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from litestar import Request, Response
-from litestar.exceptions import HTTPException
+from litestar.exceptions import HTTPException, ValidationException
 
-from crewyard.core.bounds import OutOfBounds
+from crewyard.core.bounds import MAX_CONCURRENCY, MAX_TIMEOUT_S, OutOfBounds
 from crewyard.core.events import InvalidEvent
 from crewyard.core.threads import ThreadBusy, ThreadError
 from crewyard.core.versions import VersionError
@@ -65,6 +66,78 @@ def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     return _body(exc.status_code, _CODES.get(exc.status_code, "error"), str(message))
 
 
+def validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
+    """A body, header or parameter its declared type refuses: 400 with one sentence per problem,
+    naming the field (``input must be a JSON object``, ``value is required``)."""
+    problems = exc.extra if isinstance(exc.extra, list) else []
+    message = "; ".join(dict.fromkeys(friendly(p) for p in problems if isinstance(p, dict)))
+    return _body(400, "bad_request", message or str(exc.detail))
+
+
+#: Kwarg names whose wire name differs (headers).
+_WIRE_NAMES = {"idempotency_key": "Idempotency-Key"}
+#: What a value must look like, where a pattern would say it less clearly.
+_DESCRIBED = {"idempotency_key": "Idempotency-Key must be 1 to 255 printable ASCII characters"}
+#: Ranges said whole (msgspec names only the bound that was crossed).
+_RANGES = {
+    "timeout_s": f"timeout_s must be positive and at most {MAX_TIMEOUT_S:g} seconds",
+    "max_concurrent_runs": (
+        f"max_concurrent_runs must be between 1 and {MAX_CONCURRENCY} (or null for no limit)"
+    ),
+}
+_KINDS = {
+    "object": "a JSON object",
+    "array": "an array",
+    "str": "a string",
+    "int": "a whole number",
+    "float": "a number",
+    "bool": "true or false",
+}
+_WORDS = {">=": "at least", "<=": "at most", ">": "greater than", "<": "less than"}
+
+
+def _kind(types: str) -> str:
+    kinds = [t.strip() for t in types.split("|") if t.strip() != "null"]
+    return " or ".join(_KINDS.get(k, k) for k in kinds) or "null"
+
+
+def _number(text: str) -> str:
+    try:
+        return f"{float(text):g}"
+    except ValueError:
+        return text
+
+
+def friendly(problem: dict[str, Any]) -> str:
+    """One of Litestar's validation problems (msgspec's message and the field's path) as a
+    sentence for people."""
+    key = str(problem.get("key") or "")
+    message = str(problem.get("message") or "")
+    inside = "" if key in ("", "data") else f"{key}."
+    if key in _DESCRIBED:
+        return _DESCRIBED[key]
+    where = _WIRE_NAMES.get(key) or ("request body" if key in ("", "data") else key)
+    if m := re.fullmatch(r"Object missing required field `(.+)`", message):
+        return f"{inside}{m[1]} is required"
+    if m := re.fullmatch(r"Object contains unknown field `(.+)`", message):
+        return f"unknown field {inside}{m[1]}"
+    if m := re.fullmatch(r"Expected `(.+?)`, got `(.+)`", message):
+        return f"{where} must be {_kind(m[1])}"
+    if m := re.fullmatch(r"Expected `(.+?)` of length (>=|<=|>|<) (\d+)", message):
+        unit = "characters" if m[1].startswith("str") else "items"
+        return f"{where} must have {_WORDS[m[2]]} {m[3]} {unit}"
+    if m := re.fullmatch(r"Expected `(.+?)` (>=|<=|>|<) (\S+)", message):
+        return _RANGES.get(key) or f"{where} must be {_WORDS[m[2]]} {_number(m[3])}"
+    if m := re.fullmatch(r"Expected `(.+?)` matching regex '(.+)'", message):
+        return f"{where} is not in the expected form ({m[2]})"
+    if m := re.fullmatch(r"Invalid enum value (.+)", message):
+        return f"{where} may not be {m[1]}"
+    if message.startswith("Expected `") or message.startswith("Invalid"):
+        return f"{where}: {message}"
+    # Anything else is about the body as a whole (e.g. no body where one is required).
+    return "request body must be a JSON object" if where == "request body" else f"{where}: {message}"
+
+
 def invalid(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     """A request whose event the core refuses: handlers check first and name the field, this
     is the backstop that keeps anything unreadable out of the stream."""
@@ -100,6 +173,7 @@ HANDLERS: dict[int | type[Exception], Any] = {
     Exception: internal,
     ApiError: api_error,
     HTTPException: http_error,
+    ValidationException: validation_error,
     InvalidEvent: invalid,
     OutOfBounds: invalid,
     VersionError: version_error,

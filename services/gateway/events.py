@@ -20,12 +20,12 @@ from crewyard.core.subjects import event_type_of
 from .access import visible_project
 from .context import gw, project_name
 from .errors import bad_request
-from .sse import closed_stream, resume_after, stream_events
+from .sse import SSE, closed_stream, resume_after, stream_events
 
 ONLY = {"runs": "run.*.run.>"}
 
 
-@get("/v1/events", opt={"role": "read"})
+@get("/v1/events", opt={"role": "read"}, responses=SSE)
 async def all_events(request: Request[Any, Any, Any]) -> Any:
     g = gw(request)
     asked = request.query_params.get("project")

@@ -6,7 +6,7 @@ from typing import Any
 
 from litestar import Request, delete, get, put
 
-from crewyard.core.bounds import MAX_CONCURRENCY
+from crewyard.contract.projects import EnvChanged, EnvValue, Limits, LimitsSet
 from crewyard.core.deployment_state import fold_project, sealed_name
 from crewyard.core.envnames import NAME_RE, name_problem
 from crewyard.core.events import EnvSet, EnvUnset, ProjectLimitsSet, shown_to_clients
@@ -14,9 +14,10 @@ from crewyard.core.subjects import event_type_of
 from crewyard.core.versions import check_environment
 
 from .access import visible_project
-from .context import Gateway, field, gw, json_body, project_name
+from .context import Gateway, gw, project_name
 from .errors import bad_request, not_found
-from .sse import resume_after, stream_events
+from .openapi import OptionalBody
+from .sse import SSE, resume_after, stream_events
 
 MAX_VALUE = 32 * 1024
 READ, DEPLOY = {"role": "read"}, {"role": "deploy"}
@@ -52,12 +53,10 @@ async def get_project(request: Request[Any, Any, Any], project: str) -> dict[str
 
 
 @put("/v1/projects/{project:str}/env/{key:str}", opt=DEPLOY)
-async def set_env(request: Request[Any, Any, Any], project: str, key: str) -> dict[str, Any]:
+async def set_env(request: Request[Any, Any, Any], project: str, key: str, data: EnvValue) -> EnvChanged:
     """``{"value", "environment"?}``: with an environment, the value applies to runs in that
     environment only (over an unscoped value of the same name)."""
-    body = await json_body(request)
-    value = field(body, "value", str, required=True)
-    return await store_env(gw(request), project, key, value, field(body, "environment", str))
+    return EnvChanged(**await store_env(gw(request), project, key, data.value, data.environment))
 
 
 async def store_env(g: Gateway, project: str, key: str, value: str, scope: str | None) -> dict[str, Any]:
@@ -72,20 +71,16 @@ async def store_env(g: Gateway, project: str, key: str, value: str, scope: str |
     return {"key": key, "project": project, "environment": environment}
 
 
-@put("/v1/projects/{project:str}/limits", opt=DEPLOY)
-async def set_limits(request: Request[Any, Any, Any], project: str) -> dict[str, Any]:
-    """``{"max_concurrent_runs": n | null}``: at most n runs of the project at once (null: no limit)."""
+@put("/v1/projects/{project:str}/limits", opt=DEPLOY, operation_class=OptionalBody)
+async def set_limits(request: Request[Any, Any, Any], project: str, data: Limits | None = None) -> LimitsSet:
+    """``{"max_concurrent_runs": n | null}``: at most n runs of the project at once (null, or no
+    body: no limit)."""
     g = gw(request)
     project = project_name(project)
-    body = await json_body(request)
-    limit = field(body, "max_concurrent_runs", int)
-    if limit is not None and not 1 <= limit <= MAX_CONCURRENCY:
-        raise bad_request(
-            f"max_concurrent_runs must be between 1 and {MAX_CONCURRENCY} (or null for no limit)"
-        )
+    limit = data.max_concurrent_runs if data is not None else None
     await g.ensure_project(project)
     await g.commit_payload(ProjectLimitsSet(max_concurrent_runs=limit), project, project, None)
-    return {"project": project, "max_concurrent_runs": limit}
+    return LimitsSet(project=project, max_concurrent_runs=limit)
 
 
 @get("/v1/projects/{project:str}/env", opt=READ)
@@ -113,7 +108,7 @@ async def remove_env(g: Gateway, project: str, key: str, scope: str | None) -> d
     return {"key": key, "project": project, "environment": environment, "deleted": True}
 
 
-@get("/v1/projects/{project:str}/events", opt=READ)
+@get("/v1/projects/{project:str}/events", opt=READ, responses=SSE)
 async def project_events(request: Request[Any, Any, Any], project: str) -> Any:
     """Every event of a project, live; with Last-Event-ID / ?after= it resumes, else starts now.
     Events that carry secrets (env values, even encrypted, and those older streams keep under

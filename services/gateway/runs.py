@@ -10,11 +10,13 @@ from urllib.parse import quote
 
 import msgspec
 from litestar import Request, Response, get, post
+from litestar.openapi import ResponseSpec
 from litestar.response import Stream
 
+from crewyard.contract.common import NoFields
+from crewyard.contract.runs import CancelResult, Run, RunCreate
 from crewyard.core import run_state as rs
 from crewyard.core import subjects
-from crewyard.core.bounds import MAX_TIMEOUT_S
 from crewyard.core.events import TERMINAL_TYPES, Event, RunQueued, make_event
 from crewyard.core.ids import deployment_id as stored_id
 from crewyard.core.ids import is_id, new_id, version_id
@@ -25,30 +27,28 @@ from crewyard.threads import settle
 from crewyard.workspace import artifact_object
 
 from .access import allow, visible_project
-from .context import Gateway, field, gw, idempotency_key, json_body, project_name
+from .context import Gateway, IdempotencyKey, gw, project_name
 from .errors import ApiError, bad_request, conflict, not_found
+from .openapi import BinaryDownload, OptionalBody
 from .ranges import Unsatisfiable, byte_range, etag_matches
-from .sse import closed_stream, resume_after, sse_response
+from .sse import SSE, closed_stream, resume_after, sse_response
 
 MAX_INPUT = 1024 * 1024
 READ, RUN = {"role": "read"}, {"role": "run"}
 _enc = msgspec.json.Encoder(order="sorted")
 
 
-def _request_hash(body: dict[str, Any]) -> str:
+def _request_hash(body: Any) -> str:
     return hashlib.sha256(_enc.encode(body)).hexdigest()
 
 
-async def resolve_target(g: Gateway, body: dict[str, Any], request: Request[Any, Any, Any]) -> Resolved:
+async def resolve_target(g: Gateway, data: RunCreate, request: Request[Any, Any, Any]) -> Resolved:
     """The version a run request means: ``deployment_id`` (``dep_…`` or ``ver_…``) alone is that
     version; with ``environment``, that environment's version of its name; ``project`` (and
     ``name``) runs the name's version in ``environment`` (production by default). Another
     project's deployment or project is not found, as if it did not exist."""
-    dep_id = field(body, "deployment_id", str)
-    project = field(body, "project", str)
-    name = field(body, "name", str)
-    environment = field(body, "environment", str)
-    legacy = field(body, "deployment", str)  # the reference product's older field: an id or a project
+    dep_id, project, name, environment = data.deployment_id, data.project, data.name, data.environment
+    legacy = data.deployment  # the reference product's older field: an id or a project
     if legacy and not dep_id and not project:
         dep_id, project = (legacy, None) if is_id(stored_id(legacy), "dep") else (None, legacy)
     if dep_id and (project or name):
@@ -63,21 +63,26 @@ async def resolve_target(g: Gateway, body: dict[str, Any], request: Request[Any,
     return await g.resolve_version(project=project, name=name, environment=environment)
 
 
-@post("/v1/runs", status_code=202, opt=RUN)
-async def create_run(request: Request[Any, Any, Any]) -> Response[Any]:
+@post(
+    "/v1/runs",
+    status_code=202,
+    opt=RUN,
+    responses={
+        200: ResponseSpec(Run, description="A repeated request (same Idempotency-Key): the run it made")
+    },
+)
+async def create_run(
+    request: Request[Any, Any, Any], data: RunCreate, idempotency_key: IdempotencyKey = None
+) -> Response[Run]:
+    """Queue a run of a deployment's version; answers at once (202) with the run as accepted."""
     g = gw(request)
-    body = await json_body(request)
-    payload = body.get("input", {})
-    if not isinstance(payload, dict):
-        raise bad_request("input must be a JSON object")
-    if len(_enc.encode(payload)) > MAX_INPUT:
+    if len(_enc.encode(data.input)) > MAX_INPUT:
         raise ApiError(413, "payload_too_large", f"input is larger than {MAX_INPUT} bytes")
-    timeout = field(body, "timeout_s", (int, float))
-    if timeout is not None and not 0 < timeout <= MAX_TIMEOUT_S:
-        raise bad_request(f"timeout_s must be positive and at most {MAX_TIMEOUT_S:g} seconds")
-    key = idempotency_key(request)
-    request_hash = _request_hash(body) if key else None
-    target = await resolve_target(g, body, request)
+    key = idempotency_key
+    # The hash is of the body as sent (unknown fields included), as it always was: a repeat
+    # made before or after an upgrade matches its original.
+    request_hash = _request_hash(await request.json()) if key else None
+    target = await resolve_target(g, data, request)
     dep_id, project = target.deployment_id, target.project
     if key:  # keys are scoped to the project: another project's same key is another request
         existing = await g.rm.run_by_idempotency_key(project, key)
@@ -86,8 +91,8 @@ async def create_run(request: Request[Any, Any, Any]) -> Response[Any]:
     run_id = new_id("run")
     queued = RunQueued(
         deployment_id=dep_id,
-        input=payload,
-        timeout_s=timeout,
+        input=data.input,
+        timeout_s=data.timeout_s,
         idempotency_key=key,
         request_hash=request_hash,
         environment=target.environment,
@@ -106,29 +111,29 @@ async def create_run(request: Request[Any, Any, Any]) -> Response[Any]:
     return Response(_accepted(event, target.name), status_code=202)
 
 
-def _accepted(event: Event, name: str | None) -> dict[str, Any]:
+def _accepted(event: Event, name: str | None) -> Run:
     """The run as accepted, from its ``run.queued`` event (``name``: the deployment name, which
     the event does not carry; None when only the event is at hand)."""
     queued = event.data
     assert isinstance(queued, RunQueued)
-    return {
-        "id": event.aggregate_id,
-        "run_id": event.aggregate_id,
-        "project": event.project,
-        "deployment_id": queued.deployment_id,
-        "version_id": version_id(queued.deployment_id),
-        "version_number": queued.version_number,
-        "environment": queued.environment,
-        "name": name,
-        "status": "pending",
-        "input": queued.input,
-        "created_at": event.time.isoformat(),
-        "timeout_s": queued.timeout_s,
-        "events_url": f"/v1/runs/{event.aggregate_id}/events",
-    }
+    return Run(
+        id=event.aggregate_id,
+        run_id=event.aggregate_id,
+        project=event.project,
+        deployment_id=queued.deployment_id,
+        version_id=version_id(queued.deployment_id),
+        version_number=queued.version_number,
+        environment=queued.environment,
+        name=name,
+        status="pending",
+        input=queued.input,
+        created_at=event.time.isoformat(),
+        timeout_s=queued.timeout_s,
+        events_url=f"/v1/runs/{event.aggregate_id}/events",
+    )
 
 
-async def _original(g: Gateway, seq: int, request_hash: str | None) -> Response[Any]:
+async def _original(g: Gateway, seq: int, request_hash: str | None) -> Response[Run]:
     """The run that first used an Idempotency-Key, from its event at ``seq`` (read from the
     stream's leader, which has every acknowledged event)."""
     original = (await g.store.get(seq, leader=True)).decode().event
@@ -137,23 +142,29 @@ async def _original(g: Gateway, seq: int, request_hash: str | None) -> Response[
             422, "idempotency_key_reused", "this Idempotency-Key was used with a different request body"
         )
     await g.rm.wait_for(seq)
-    view = await g.rm.run(original.aggregate_id) or _accepted(original, None)
-    view["events_url"] = f"/v1/runs/{original.aggregate_id}/events"
-    return Response(view, status_code=200)
+    row = await g.rm.run(original.aggregate_id)
+    run = _run(row) if row is not None else _accepted(original, None)
+    run.events_url = f"/v1/runs/{original.aggregate_id}/events"
+    return Response(run, status_code=200)
 
 
 def _idempotent_event_id(project: str, key: str) -> str:
     return "evt_idem_" + hashlib.sha256(f"{project}\0{key}".encode()).hexdigest()[:40]
 
 
-def _replayed(row: dict[str, Any], request_hash: str | None) -> Response[Any]:
+def _replayed(row: dict[str, Any], request_hash: str | None) -> Response[Run]:
     if row.get("request_hash") != request_hash:
         raise ApiError(
             422, "idempotency_key_reused", "this Idempotency-Key was used with a different request body"
         )
-    view = run_view(row)
-    view["events_url"] = f"/v1/runs/{view['id']}/events"
-    return Response(view, status_code=200)
+    run = _run(run_view(row))
+    run.events_url = f"/v1/runs/{run.id}/events"
+    return Response(run, status_code=200)
+
+
+def _run(view: dict[str, Any]) -> Run:
+    """A run view of the read model (stored JSON kept raw) as the contract's type."""
+    return msgspec.json.decode(_enc.encode(view), type=Run)
 
 
 @get("/v1/runs/{run_id:str}", opt=READ)
@@ -215,13 +226,16 @@ async def request_cancel(g: Gateway, run_id: str, *, reason: str, quiet: bool = 
     raise conflict("the run kept changing; try again")
 
 
-@post("/v1/runs/{run_id:str}/cancel", status_code=200, opt=RUN)
-async def cancel_run(request: Request[Any, Any, Any], run_id: str) -> dict[str, Any]:
-    """Pending runs never start; running ones get SIGTERM, a grace period, then SIGKILL."""
-    return await request_cancel(gw(request), run_id, reason="requested")
+@post("/v1/runs/{run_id:str}/cancel", status_code=200, opt=RUN, operation_class=OptionalBody)
+async def cancel_run(
+    request: Request[Any, Any, Any], run_id: str, data: NoFields | None = None
+) -> CancelResult:
+    """Pending runs never start; running ones get SIGTERM, a grace period, then SIGKILL. No body
+    is needed."""
+    return CancelResult(**await request_cancel(gw(request), run_id, reason="requested"))
 
 
-@get("/v1/runs/{run_id:str}/events", opt=READ)
+@get("/v1/runs/{run_id:str}/events", opt=READ, responses=SSE)
 async def run_events(request: Request[Any, Any, Any], run_id: str) -> Any:
     """SSE of a run. ``?cancel_on_disconnect=true``: a client that goes away before the run ends
     cancels it (for callers that only care while they watch)."""
@@ -262,7 +276,7 @@ async def list_artifacts(request: Request[Any, Any, Any], run_id: str) -> dict[s
     return {"artifacts": await g.rm.artifacts(run_id)}
 
 
-@get("/v1/runs/{run_id:str}/artifacts/{name:path}", opt=READ)
+@get("/v1/runs/{run_id:str}/artifacts/{name:path}", opt=READ, operation_class=BinaryDownload)
 async def download_artifact(request: Request[Any, Any, Any], run_id: str, name: str) -> Response[Any]:
     """The file's bytes streamed from the object store; ``ETag`` is its sha256, ``Range``
     (one range) answers 206, ``If-None-Match`` 304."""

@@ -9,6 +9,7 @@ from typing import Any
 import msgspec
 from litestar import Request, delete, get, post
 
+from crewyard.contract.common import NoFields
 from crewyard.contract.schedules import Schedule, ScheduleCreate, ScheduleList
 from crewyard.core.events import Payload, ScheduleCreated, ScheduleDeleted, SchedulePaused, ScheduleResumed
 from crewyard.core.ids import is_id, new_id
@@ -25,6 +26,7 @@ from crewyard.eventstore import ConcurrencyConflict
 
 from .context import Gateway, gw, project_name
 from .errors import bad_request, conflict, not_found
+from .openapi import OptionalBody
 
 DEPLOY, READ = {"role": "deploy"}, {"role": "read"}
 _json = msgspec.json.Decoder()
@@ -130,8 +132,15 @@ async def change_schedule(g: Gateway, project: str, schedule_id: str, decide: An
     raise conflict("the schedule kept changing; try again")
 
 
-@post("/v1/projects/{project:str}/schedules/{schedule_id:str}/pause", status_code=200, opt=DEPLOY)
-async def pause_schedule(request: Request[Any, Any, Any], project: str, schedule_id: str) -> Schedule:
+@post(
+    "/v1/projects/{project:str}/schedules/{schedule_id:str}/pause",
+    status_code=200,
+    opt=DEPLOY,
+    operation_class=OptionalBody,
+)
+async def pause_schedule(
+    request: Request[Any, Any, Any], project: str, schedule_id: str, data: NoFields | None = None
+) -> Schedule:
     """Stop firing; planned times while paused are never fired."""
     g = gw(request)
     project = project_name(project)
@@ -140,8 +149,15 @@ async def pause_schedule(request: Request[Any, Any, Any], project: str, schedule
     return schedule_view(await _row(g, project, schedule_id), datetime.now(UTC))
 
 
-@post("/v1/projects/{project:str}/schedules/{schedule_id:str}/resume", status_code=200, opt=DEPLOY)
-async def resume_schedule(request: Request[Any, Any, Any], project: str, schedule_id: str) -> Schedule:
+@post(
+    "/v1/projects/{project:str}/schedules/{schedule_id:str}/resume",
+    status_code=200,
+    opt=DEPLOY,
+    operation_class=OptionalBody,
+)
+async def resume_schedule(
+    request: Request[Any, Any, Any], project: str, schedule_id: str, data: NoFields | None = None
+) -> Schedule:
     """Fire again from the next planned time after now."""
     g = gw(request)
     project = project_name(project)

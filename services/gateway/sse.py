@@ -16,10 +16,12 @@ from collections.abc import AsyncGenerator, Callable, Coroutine
 from typing import Any
 
 from litestar import Request
+from litestar.openapi import ResponseSpec
 from litestar.response import Stream
 from litestar.response.base import ASGIResponse
 
 from crewyard import metrics
+from crewyard.contract.events import MEDIA_TYPE, StreamEvent
 from crewyard.core.events import InvalidEvent, encode, is_current
 from crewyard.eventstore import EventStore, RawEvent, set_aside
 
@@ -31,6 +33,16 @@ PING = b": ping\n\n"
 RETRY_HINT = b"retry: 1000\n\n"
 HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no", "Connection": "keep-alive"}
 _closing: set[asyncio.Task[Any]] = set()
+#: How the SSE routes are documented: ``text/event-stream`` whose messages' ``data`` is a
+#: :class:`StreamEvent` (``id`` = stream sequence, ``event`` = its type).
+SSE = {
+    200: ResponseSpec(
+        StreamEvent,
+        media_type=MEDIA_TYPE,
+        description="Server-sent events: `id` is the stream sequence (send it back as Last-Event-ID"
+        " to resume), `event` the type, `data` the event as JSON (this schema); `: ping` keeps it open",
+    )
+}
 
 
 def resume_after(request: Request[Any, Any, Any]) -> int | None:

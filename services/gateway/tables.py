@@ -17,6 +17,7 @@ from litestar.response import Response
 
 from crewyard.contract.tables import (
     Deleted,
+    Row,
     RowList,
     RowPage,
     RowsIn,
@@ -153,7 +154,9 @@ async def delete_table(request: Request[Any, Any, Any], table_id: str) -> Delete
 
 
 @post("/v1/tables/{table_id:str}/rows", status_code=201, opt=RUN)
-async def insert_rows(request: Request[Any, Any, Any], table_id: str, data: RowsIn) -> Response[Any]:
+async def insert_rows(
+    request: Request[Any, Any, Any], table_id: str, data: RowsIn
+) -> Response[Row | RowList]:
     """One row object (answered with the row) or an array of at most 100 (``{"rows": […]}``)."""
     g = gw(request)
     view = await _table(g, table_id)
@@ -167,7 +170,8 @@ async def insert_rows(request: Request[Any, Any, Any], table_id: str, data: Rows
     stored = [await g.rm.row(table_id, r.id) for r in rows]
     if any(r is None for r in stored):
         raise ApiError(503, "unavailable", "the rows were stored but the read model is behind")
-    return Response(RowList(rows=stored) if many else stored[0], status_code=201)  # type: ignore[arg-type]
+    rows_out: list[Row] = [r for r in stored if r is not None]
+    return Response(RowList(rows=rows_out) if many else rows_out[0], status_code=201)
 
 
 @get("/v1/tables/{table_id:str}/rows", opt=READ)

@@ -45,7 +45,8 @@ from crewyard.threads import (
 from .access import allow, visible_project
 from .context import Gateway, gw, project_name
 from .errors import ApiError, bad_request, conflict, not_found
-from .sse import resume_after, stream_events
+from .openapi import OptionalBody
+from .sse import SSE, resume_after, stream_events
 
 READ, RUN = {"role": "read"}, {"role": "run"}
 MAX_STATE = 1024 * 1024
@@ -233,7 +234,7 @@ async def checkpoints(
     return msgspec.convert({"history": rows, "total": total, "limit": limit, "offset": offset}, ThreadHistory)
 
 
-@post("/v1/threads/{thread_id:str}/copy", status_code=201, opt=RUN)
+@post("/v1/threads/{thread_id:str}/copy", status_code=201, opt=RUN, operation_class=OptionalBody)
 async def copy_thread(
     request: Request[Any, Any, Any], thread_id: str, data: ThreadCopy | None = None
 ) -> Thread:
@@ -284,7 +285,7 @@ async def delete_thread(request: Request[Any, Any, Any], thread_id: str) -> Thre
     raise conflict(f"thread {thread_id} kept changing; try again")
 
 
-@get("/v1/threads/{thread_id:str}/events", opt=READ)
+@get("/v1/threads/{thread_id:str}/events", opt=READ, responses=SSE)
 async def thread_events(request: Request[Any, Any, Any], thread_id: str) -> Any:
     """SSE of the thread and every run in it, across runs: history from ``Last-Event-ID`` /
     ``?after=``, else from the start of its current run (or from now when it is idle); it does

@@ -10,13 +10,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from typing import Any
+from typing import Any, cast
 
 import msgspec
 from litestar import Request, delete, get, post
+from litestar.connection import ASGIConnection
+from litestar.handlers import BaseRouteHandler
 from litestar.response import Response
 
-from crewyard.contract.triggers import Trigger, TriggerCreate, TriggerFired, TriggerList
+from crewyard.contract.triggers import Trigger, TriggerCreate, TriggerFired, TriggerInput, TriggerList
 from crewyard.core import subjects
 from crewyard.core.events import TERMINAL_TYPES, RunStarted, TriggerCreated, TriggerRevoked
 from crewyard.core.ids import is_id, new_id
@@ -32,9 +34,10 @@ from crewyard.core.triggers import (
 from crewyard.core.versions import Resolved, check_environment
 from crewyard.launch import queue_run
 
-from .context import Gateway, gw, project_name
+from .context import Gateway, IdempotencyKey, gw, project_name
 from .errors import ApiError, bad_request, not_found
 from .limits import Buckets, TooMany
+from .openapi import OptionalBody
 
 DEPLOY, READ, OPEN = {"role": "deploy"}, {"role": "read"}, {"open": True}
 MAX_INPUT = 1024 * 1024
@@ -146,33 +149,47 @@ async def _trigger(g: Gateway, token: str) -> dict[str, Any]:
     return row
 
 
-@post("/webhooks/runs/{token:str}", status_code=202, opt=OPEN)
-async def fire_trigger(request: Request[Any, Any, Any], token: str) -> Response[TriggerFired]:
-    """Start a run with the JSON body as its input; answers once it has started, or after a
-    short wait with ``status: pending``."""
+async def token_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    """What the token authenticates, before the body is read as JSON: an unknown or revoked
+    token is a 404 whatever the body, then the trigger's rate limit (429), then its signature
+    over the body's exact bytes (401)."""
+    request = cast("Request[Any, Any, Any]", connection)
     g = gw(request)
-    row = await _trigger(g, token)
+    row = await _trigger(g, request.path_params["token"])
     wait = _buckets(request, g).take(row["id"])
     if wait:
         raise TooMany(wait, "too many requests to this trigger; slow down")
-    raw = await request.body()
     if row["signature_header"]:
         secret = g.secrets.decrypt(row["project"], secret_name(row["id"]), row["signature_secret"])
-        if not verify_github(secret, request.headers.get(row["signature_header"]), raw):
+        if not verify_github(secret, request.headers.get(row["signature_header"]), await request.body()):
             raise ApiError(401, "bad_signature", f"missing or wrong {row['signature_header']} signature")
-    try:
-        body = _json.decode(raw) if raw.strip() else {}
-    except msgspec.DecodeError as exc:
-        raise bad_request(f"request body is not valid JSON: {exc}") from None
-    if not isinstance(body, dict):
-        raise bad_request("request body must be a JSON object")
+    request.state.trigger = row
+
+
+@post(
+    "/webhooks/runs/{token:str}",
+    status_code=202,
+    opt=OPEN,
+    guards=[token_guard],
+    operation_class=OptionalBody,
+)
+async def fire_trigger(
+    request: Request[Any, Any, Any],
+    token: str,
+    data: TriggerInput | None = None,
+    idempotency_key: IdempotencyKey = None,
+) -> Response[TriggerFired]:
+    """Start a run with the JSON body as its input (or what the trigger's template makes of it);
+    answers once it has started, or after a short wait with ``status: pending``."""
+    g = gw(request)
+    row: dict[str, Any] = request.state.trigger
     template = None if row["template"] is None else _json.decode(row["template"])
-    run_input = apply_template(template, body)
+    run_input = apply_template(template, data or {})
     if len(_enc.encode(run_input)) > MAX_INPUT:
         raise ApiError(413, "payload_too_large", f"input is larger than {MAX_INPUT} bytes")
     target = await _deployment(g, row)
     dep_id = target.deployment_id
-    run_id = _run_id(row["id"], request.headers.get("idempotency-key"))
+    run_id = _run_id(row["id"], idempotency_key)
     seq = await queue_run(
         g.store, project=row["project"], run_id=run_id, deployment_id=dep_id, input=run_input,
         correlation_id=row["id"], environment=target.environment, version_number=target.number,
@@ -188,8 +205,6 @@ def _run_id(trigger_id: str, key: str | None) -> str:
     """A new run, or with ``Idempotency-Key`` the same run for every repeat of the request."""
     if not key:
         return new_id("run")
-    if len(key) > 255:
-        raise bad_request("Idempotency-Key is longer than 255 characters")
     digest = hashlib.sha256(f"{trigger_id}\0{key}".encode()).digest()
     return new_id("run", now_ms=lambda: 0, rand=lambda n: digest[:n])
 

@@ -12,8 +12,10 @@ import re
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
 from litestar import Request, get, post
 
+from crewyard.contract.deployments import Deployment, Rollback
 from crewyard.contract.versions import DeploymentOverview, EnvironmentRollback, PointerMoved, Promote
 from crewyard.core import versions as core
 from crewyard.core.deployment_state import fold_project
@@ -22,7 +24,7 @@ from crewyard.core.ids import deployment_id as stored_id
 from crewyard.eventstore import ConcurrencyConflict
 from crewyard.versions import load_versions
 
-from .context import Gateway, field, gw, json_body, project_name
+from .context import Gateway, gw, project_name
 from .errors import bad_request, conflict, not_found
 
 READ, DEPLOY = {"role": "read"}, {"role": "deploy"}
@@ -106,14 +108,13 @@ async def rollback_environment(
 
 
 @post("/v1/projects/{project:str}/rollback", status_code=200, opt=DEPLOY)
-async def rollback(request: Request[Any, Any, Any], project: str) -> dict[str, Any]:
+async def rollback(request: Request[Any, Any, Any], project: str, data: Rollback) -> Deployment:
     """``{"deployment_id", "environment"?}``: that environment (production) of the version's name
     runs the version again. Answers the version as ``GET /v1/deployments/{id}`` shows it."""
     g = gw(request)
     project = project_name(project)
-    body = await json_body(request)
-    dep_id = stored_id(field(body, "deployment_id", str, required=True))
-    environment = core.check_environment(field(body, "environment", str))
+    dep_id = stored_id(data.deployment_id)
+    environment = core.check_environment(data.environment)
     dep = await g.deployment(dep_id)
     if dep["project"] != project:  # another project's: as if it did not exist
         raise not_found(f"deployment {dep_id} of project {project}")
@@ -122,7 +123,7 @@ async def rollback(request: Request[Any, Any, Any], project: str) -> dict[str, A
         project,
         lambda state: core.decide_rollback(state, dep["name"], environment=environment, deployment_id=dep_id),
     )
-    return await g.deployment(dep_id)
+    return msgspec.convert(await g.deployment(dep_id), Deployment)
 
 
 ROUTES = [get_deployment_name, promote, rollback_environment, rollback]

@@ -11,6 +11,7 @@ from urllib.parse import urlsplit
 import msgspec
 from litestar import Request, delete, get, patch, post
 
+from crewyard.contract.common import NoFields
 from crewyard.contract.webhooks import (
     Delivery,
     DeliveryAttempt,
@@ -39,6 +40,7 @@ from crewyard.eventstore import ConcurrencyConflict
 
 from .context import Gateway, gw, project_name
 from .errors import ApiError, bad_request, conflict, not_found
+from .openapi import OptionalBody
 
 #: How long the previous secret keeps signing (beside the new one) after a rotation.
 ROTATION_GRACE = timedelta(hours=24)
@@ -191,8 +193,15 @@ async def update_webhook(
     return webhook_view(await _row(g, webhook_id))
 
 
-@post("/v1/projects/{project:str}/webhooks/{webhook_id:str}/rotate-secret", status_code=200, opt=DEPLOY)
-async def rotate_secret(request: Request[Any, Any, Any], project: str, webhook_id: str) -> Webhook:
+@post(
+    "/v1/projects/{project:str}/webhooks/{webhook_id:str}/rotate-secret",
+    status_code=200,
+    opt=DEPLOY,
+    operation_class=OptionalBody,
+)
+async def rotate_secret(
+    request: Request[Any, Any, Any], project: str, webhook_id: str, data: NoFields | None = None
+) -> Webhook:
     """A new signing secret, shown this once; the previous one also signs for 24 hours."""
     g = gw(request)
     project = project_name(project)
@@ -256,8 +265,15 @@ async def list_deliveries(request: Request[Any, Any, Any], webhook_id: str) -> D
     return DeliveryList(deliveries=[delivery_view(r) for r in rows], next_cursor=cursor)
 
 
-@post("/v1/webhooks/{webhook_id:str}/deliveries/{delivery_id:str}/redeliver", status_code=202, opt=DEPLOY)
-async def redeliver(request: Request[Any, Any, Any], webhook_id: str, delivery_id: str) -> Redelivery:
+@post(
+    "/v1/webhooks/{webhook_id:str}/deliveries/{delivery_id:str}/redeliver",
+    status_code=202,
+    opt=DEPLOY,
+    operation_class=OptionalBody,
+)
+async def redeliver(
+    request: Request[Any, Any, Any], webhook_id: str, delivery_id: str, data: NoFields | None = None
+) -> Redelivery:
     """Deliver again: same delivery id, a new series of attempts."""
     g = gw(request)
     state = await _state(g, webhook_id)

@@ -126,7 +126,7 @@ def rollback(project: str, deployment_id: str, environment: str | None = None) -
         "POST",
         f"/v1/projects/{seg(project)}/rollback",
         Deployment,
-        body=encode(Rollback(deployment_id=deployment_id, environment=environment)),  # type: ignore[arg-type]
+        body=encode(Rollback(deployment_id=deployment_id, environment=environment)),
     )
 
 
@@ -139,7 +139,7 @@ def get_project(name: str) -> Op:
 
 
 def set_env(project: str, key: str, value: str, environment: str | None = None) -> Op:
-    body = encode(EnvValue(value=value, environment=environment))  # type: ignore[arg-type]
+    body = encode(EnvValue(value=value, environment=environment))
     return Op("PUT", f"/v1/projects/{seg(project)}/env/{seg(key)}", EnvChanged, body=body)
 
 

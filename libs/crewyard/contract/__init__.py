@@ -6,9 +6,11 @@ CLI decode answers into them. Every error is ``{"error": {"code", "message"}}`` 
 """
 
 from . import (
+    common,
     deployments,
     errors,
     events,
+    health,
     keys,
     projects,
     runs,
@@ -21,9 +23,11 @@ from . import (
 )
 
 __all__ = [
+    "common",
     "deployments",
     "errors",
     "events",
+    "health",
     "keys",
     "projects",
     "runs",

@@ -62,4 +62,5 @@ class Rollback(msgspec.Struct, kw_only=True):
     deployment name runs this earlier, ready version again."""
 
     deployment_id: Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
-    environment: Literal["production", "staging"] | None = None
+    #: ``production`` (the default) or ``staging`` (another name is a 400 ``invalid_environment``).
+    environment: Annotated[str, msgspec.Meta(max_length=64)] | None = None

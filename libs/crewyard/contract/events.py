@@ -1,7 +1,8 @@
 """What the SSE endpoints send: one stored event per message.
 
-``GET /v1/runs/{id}/events``, ``GET /v1/deployments/{id}/build-log`` and
-``GET /v1/projects/{project}/events`` answer ``text/event-stream``; each message is
+``GET /v1/runs/{id}/events``, ``GET /v1/deployments/{id}/build-log``,
+``GET /v1/threads/{id}/events``, ``GET /v1/projects/{project}/events`` and ``GET /v1/events``
+answer ``text/event-stream``; each message is
 
     id: <stream sequence>      (send it back as Last-Event-ID to resume with no gap)
     event: <type>              (run.started, log, tool.called, deployment.ready …)
@@ -27,7 +28,8 @@ class StreamEvent(msgspec.Struct, kw_only=True):
     version: int
     time: str
     project: str
-    aggregate: Literal["project", "deployment", "run"]
+    #: ``run``, ``deployment``, ``project``, ``thread``, ``table``, ``webhook`` …
+    aggregate: str
     aggregate_id: str
     #: The payload; its fields depend on ``type`` (e.g. ``log``: ``message``, ``level``).
     data: dict[str, Any]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 import msgspec
 
@@ -29,7 +29,8 @@ class EnvValue(msgspec.Struct, kw_only=True):
     ``environment`` it applies to runs in that environment only (over the unscoped value)."""
 
     value: EnvValueText
-    environment: Literal["production", "staging"] | None = None
+    #: ``production`` or ``staging`` (another name is a 400 ``invalid_environment``).
+    environment: Annotated[str, msgspec.Meta(max_length=64)] | None = None
 
 
 class EnvVar(msgspec.Struct, kw_only=True):

@@ -50,6 +50,8 @@ class Run(msgspec.Struct, kw_only=True):
     version_number: int | None = None
     #: The environment it was chosen for (its scoped environment variables apply).
     environment: str = "production"
+    #: The deployment name whose version runs (in the answer of ``POST /v1/runs``).
+    name: str | None = None
     #: The thread it ran in (a thread run), else None.
     thread_id: str | None = None
     status: RunStatus = "pending"

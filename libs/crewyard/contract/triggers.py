@@ -51,6 +51,11 @@ class TriggerList(msgspec.Struct, kw_only=True):
     triggers: list[Trigger]
 
 
+#: ``POST /webhooks/runs/{token}``: any JSON object (a CI system's or a form's payload): the run's
+#: input as is, or what the trigger's template takes from it. No body is an empty object.
+TriggerInput = dict[str, Any]
+
+
 class TriggerFired(msgspec.Struct, kw_only=True):
     """``status`` is ``running`` when the run started within the wait, else ``pending`` (or the
     run's final status if it was that quick)."""
