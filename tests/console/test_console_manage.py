@@ -10,13 +10,23 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from playwright.sync_api import Browser
+from playwright.sync_api import Browser, expect
 
-from crewyard.testing.api import EXAMPLES, deploy
+from crewyard.testing.api import EXAMPLES, deploy, wait_run
 from crewyard.testing.platform import PlatformProcess, free_port
+from crewyard.testing.receiver import Receiver
 from crewyard.testing.services import ServiceProcess
 
-from .conftest import open_page, sign_in
+from .conftest import Watched, open_page, sign_in
+
+
+@pytest.fixture(scope="module")
+def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformProcess]:
+    """``crewyard up`` whose webhooks may go to a receiver on this machine."""
+    env = {"CREWYARD_WEBHOOK_TARGETS": "private"}
+    p = PlatformProcess(tmp_path_factory.mktemp("console-manage"), env=env).start()
+    yield p
+    p.stop()
 
 
 @pytest.fixture(scope="module")
@@ -72,3 +82,111 @@ def test_signing_out_ends_the_session_on_every_gateway_also_for_a_copied_cookie(
     assert p.goto("/").status == 200  # type: ignore[union-attr]
     p.context.close()
     assert watched.dialogs == []
+
+
+def _delivered(api: httpx.Client, webhook_id: str) -> str:
+    """A delivery of the webhook that succeeded, once there is one (its page is not live)."""
+    deadline = time.monotonic() + 90
+    while True:
+        got = api.get(f"/v1/webhooks/{webhook_id}/deliveries").json()["deliveries"]
+        done = [d["id"] for d in got if d["status"] == "succeeded"]
+        if done:
+            return str(done[0])
+        assert time.monotonic() < deadline, got
+        time.sleep(0.2)
+
+
+def test_webhooks_triggers_and_schedules_are_made_from_their_forms_and_refusals_are_explained(
+    deployed: httpx.Client, page: Watched
+):
+    p = page.page
+    p.goto("/projects/hello/automation")
+    with Receiver() as receiver:
+        # A refused form answers with the API's reason beside it, and keeps what was typed.
+        hooks = p.locator("#webhooks + section")
+        hooks.get_by_text("New webhook…").click()
+        hooks.get_by_label("URL", exact=True).fill("ftp://example.com/<b>hook</b>")
+        p.get_by_role("button", name="Create webhook").click()
+        expect(p.locator("#webhook-refused")).to_contain_text("Not created")
+        expect(hooks.get_by_label("URL", exact=True)).to_have_value("ftp://example.com/<b>hook</b>")
+        page.errors.clear()  # the browser reports the 400 answer, as it should
+        page.shot("automation-refused")
+        hooks.get_by_label("URL", exact=True).fill(receiver.url + "/hook")
+        hooks.get_by_label("every event (*)").check()
+        p.get_by_role("button", name="Create webhook").click()
+        secret = p.locator(".created .new-secret").inner_text().strip()
+        assert secret.startswith("whsec_")
+        expect(p.locator("#webhooks + section")).to_contain_text(receiver.url + "/hook")
+        page.shot("automation-webhook-created")
+
+        triggers = p.locator("#triggers + section")
+        triggers.get_by_text("New trigger URL…").click()
+        triggers.get_by_label("Name").fill("deploy <hook>")
+        p.get_by_role("button", name="Create trigger").click()
+        url = p.locator(".created .new-secret").first.inner_text().strip()
+        assert "/webhooks/runs/" in url
+        fired = httpx.post(url, json={"topic": "from a trigger", "delay": 0}, timeout=30)
+        assert fired.status_code == 202, fired.text
+        expect(p.locator("#triggers + section")).to_contain_text("deploy <hook>")
+
+        schedules = p.locator("#schedules + section")
+        schedules.get_by_text("New schedule…").click()
+        schedules.get_by_label("Cron").fill("not a cron")
+        p.get_by_role("button", name="Create schedule").click()
+        expect(p.locator("#schedule-refused")).to_contain_text("Not created")
+        page.errors.clear()
+        schedules.get_by_label("Cron").fill("0 9 * * 1-5")
+        p.locator("textarea[name=input]").fill('{"topic": "mornings"}')
+        p.get_by_role("button", name="Create schedule").click()
+        made = p.locator("#schedules + section tr", has_text="0 9 * * 1-5")
+        expect(made.locator(".chip")).to_have_text("active")
+
+        # The trigger's run ends, the webhook delivers it; on the webhook's page: deliver again,
+        # rotate the secret (the new one is shown once).
+        assert wait_run(deployed, fired.json()["run_id"])["status"] == "succeeded"
+        link = p.locator("#webhooks + section a", has_text=receiver.url)
+        webhook_id = (link.get_attribute("href") or "").rsplit("/", 1)[-1]
+        delivery_id = _delivered(deployed, webhook_id)
+        link.click()
+        delivered = p.locator(f"#delivery-{delivery_id}")
+        expect(delivered.locator(".chip")).to_have_text("succeeded")
+        before = len(receiver.snapshot())
+        delivered.get_by_role("button", name="Deliver again").click()
+        receiver.wait_for(lambda got: len(got) > before)
+        p.locator("summary", has_text="Rotate the signing secret").click()
+        p.get_by_role("button", name="Yes, rotate the secret").click()
+        rotated = p.locator(".created .new-secret").inner_text().strip()
+        assert rotated.startswith("whsec_") and rotated != secret
+        page.shot("webhook-rotated")
+        p.goto(f"/projects/hello/webhooks/{webhook_id}")
+        expect(p.locator("h1")).to_contain_text(receiver.url)
+        assert rotated not in p.content()  # shown that once
+
+
+def test_a_read_key_sees_no_forms_and_its_posts_are_refused(
+    browser: Browser, platform: PlatformProcess, deployed: httpx.Client
+):
+    made = deployed.post("/v1/keys", json={"role": "read", "project": "hello", "name": "viewer"})
+    assert made.status_code == 201, made.text
+    hook = deployed.post(
+        "/v1/projects/hello/webhooks", json={"url": "http://127.0.0.1:9/h", "events": ["run.failed"]}
+    )
+    assert hook.status_code == 201, hook.text
+    watched = open_page(browser, platform.api)
+    sign_in(watched, made.json()["token"])
+    p = watched.page
+    p.goto("/projects/hello/automation")
+    expect(p.locator("h1")).to_have_text("Webhooks, triggers and schedules")
+    assert p.locator("main form[method=post]").count() == 0
+    p.goto(f"/projects/hello/webhooks/{hook.json()['id']}")
+    assert p.get_by_text("Rotate the signing secret").count() == 0
+    csrf = p.locator("header input[name=_csrf]").first.get_attribute("value") or ""
+    for path in (
+        "/projects/hello/webhooks",
+        "/projects/hello/triggers",
+        "/projects/hello/schedules",
+        f"/projects/hello/webhooks/{hook.json()['id']}/rotate-secret",
+    ):
+        assert p.request.post(path, form={"_csrf": csrf, "url": "https://example.com"}).status == 403, path
+    watched.errors.clear()
+    p.context.close()

@@ -234,6 +234,12 @@ ROUTES: dict[str, Route] = {
     "GET /projects/{project}/automation": Route(200),
     "GET /projects/{project}/webhooks/{webhook_id}": Route(200),
     "POST /projects/{project}/schedules/{schedule_id}/{action}": Route(303, form={}),
+    # An empty form: the page again, with why it was refused (the API's 400).
+    "POST /projects/{project}/webhooks": Route(400, form={}),
+    "POST /projects/{project}/triggers": Route(400, form={}),
+    "POST /projects/{project}/schedules": Route(400, form={}),
+    "POST /projects/{project}/webhooks/{webhook_id}/rotate-secret": Route(200, form={}),
+    "POST /projects/{project}/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver": Route(404, form={}),
     "GET /threads": Route(200, scope="listing"),
     "GET /threads/{thread_id}": Route(200),
     "GET /keys": Route(200, scope="listing"),

@@ -15,7 +15,7 @@ from crewyard.core.versions import VersionError
 from crewyard.eventstore import StoreUnavailable
 
 from ..errors import ApiError
-from . import automation, keys, live, pages, projects, signin, threads
+from . import automation, automation_forms, keys, live, pages, projects, signin, threads
 from .render import STATIC, page
 
 log = logging.getLogger("crewyard.gateway")
@@ -74,6 +74,7 @@ CONSOLE = Router(
         *pages.ROUTES,
         *projects.ROUTES,
         *automation.ROUTES,
+        *automation_forms.ROUTES,
         *live.ROUTES,
         *threads.ROUTES,
         *keys.ROUTES,

@@ -12,6 +12,7 @@ from litestar.response import Redirect
 
 from crewyard.core.events import SchedulePaused, ScheduleResumed
 from crewyard.core.ids import is_id
+from crewyard.core.webhooks import EVENT_MAP, WILDCARD
 
 from ..context import gw
 from ..errors import ApiError, bad_request, not_found
@@ -27,8 +28,11 @@ DEPLOY = {"role": "deploy", "page": True}
 DELIVERY_PAGE = 50
 
 
-@get("/projects/{project:str}/automation", opt=READ, include_in_schema=False)
-async def automation_page(request: Request[Any, Any, Any], project: str) -> Response[str]:
+async def render_automation(
+    request: Request[Any, Any, Any], project: str, status: int = 200, **shown: Any
+) -> Response[str]:
+    """The page; ``shown``: what a form's answer adds (a secret shown once, or why it was refused
+    with what was typed, so nothing has to be typed again)."""
     g, who = gw(request), viewer(request)
     proj = await g.project(_sees(who, project))
     name = proj["name"]
@@ -36,17 +40,26 @@ async def automation_page(request: Request[Any, Any, Any], project: str) -> Resp
     return page(
         request,
         "automation.html",
+        status=status,
         project=proj,
         webhooks=[webhook_view(r) for r in await g.rm.webhooks(name)],
         triggers=[trigger_view(r) for r in await g.rm.triggers(name)],
         schedules=[schedule_view(r, now) for r in await g.rm.schedules(name)],
         can_deploy=who.may("deploy", name),
+        webhook_events=[*EVENT_MAP, WILDCARD],
         nav="projects",
+        **({"created": None, "refused": None} | shown),
     )
 
 
-@get("/projects/{project:str}/webhooks/{webhook_id:str}", opt=READ, include_in_schema=False)
-async def webhook_page(request: Request[Any, Any, Any], project: str, webhook_id: str) -> Response[str]:
+@get("/projects/{project:str}/automation", opt=READ, include_in_schema=False)
+async def automation_page(request: Request[Any, Any, Any], project: str) -> Response[str]:
+    return await render_automation(request, project)
+
+
+async def render_webhook(
+    request: Request[Any, Any, Any], project: str, webhook_id: str, status: int = 200, **shown: Any
+) -> Response[str]:
     g, who = gw(request), viewer(request)
     project = _sees(who, project)
     row = await g.rm.webhook(webhook_id) if is_id(webhook_id, "whk") else None
@@ -57,12 +70,20 @@ async def webhook_page(request: Request[Any, Any, Any], project: str, webhook_id
     return page(
         request,
         "webhook.html",
+        status=status,
         project=project,
         webhook=webhook_view(row),
         deliveries=[delivery_view(r) for r in rows],
         next_url=f"?cursor={quote(next_cursor)}" if next_cursor else None,
+        can_deploy=who.may("deploy", project),
         nav="projects",
+        **({"secret": None, "refused": None} | shown),
     )
+
+
+@get("/projects/{project:str}/webhooks/{webhook_id:str}", opt=READ, include_in_schema=False)
+async def webhook_page(request: Request[Any, Any, Any], project: str, webhook_id: str) -> Response[str]:
+    return await render_webhook(request, project, webhook_id)
 
 
 @post("/projects/{project:str}/schedules/{schedule_id:str}/{action:str}", opt=DEPLOY, include_in_schema=False)
