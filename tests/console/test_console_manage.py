@@ -17,7 +17,7 @@ from crewyard.testing.platform import PlatformProcess, free_port
 from crewyard.testing.receiver import Receiver
 from crewyard.testing.services import ServiceProcess
 
-from .conftest import Watched, open_page, sign_in
+from .conftest import Watched, open_page, sign_in, start
 
 
 @pytest.fixture(scope="module")
@@ -190,3 +190,107 @@ def test_a_read_key_sees_no_forms_and_its_posts_are_refused(
         assert p.request.post(path, form={"_csrf": csrf, "url": "https://example.com"}).status == 403, path
     watched.errors.clear()
     p.context.close()
+
+
+def test_a_thread_page_follows_its_runs_without_a_reload(deployed: httpx.Client, page: Watched):
+    made = deployed.post(
+        "/v1/threads",
+        json={"project": "hello", "values": {"messages": [{"role": "user", "content": "<b>hi</b>"}]}},
+    )
+    assert made.status_code == 201, made.text
+    thread_id = made.json()["thread_id"]
+    p = page.page
+    p.goto(f"/threads/{thread_id}")
+    expect(p.locator("#live-state")).to_have_attribute("data-state", "live")
+    expect(p.locator("#checkpoints")).to_contain_text("None yet")
+    run = deployed.post(
+        f"/v1/threads/{thread_id}/runs", json={"input": {"topic": "live threads", "delay": 0}}
+    )
+    assert run.status_code == 202, run.text
+    expect(p.locator("#checkpoints a", has_text=run.json()["run_id"])).to_have_count(1)
+    expect(p.locator("#thread-header .chip")).to_have_text("idle")
+    expect(p.locator(".messages li").first).to_contain_text("<b>hi</b>")
+    assert p.evaluate("performance.getEntriesByType('navigation').length") == 1  # never reloaded
+    page.shot("thread-live")
+
+
+_AT_END = "innerHeight + scrollY >= document.documentElement.scrollHeight - 48"
+
+
+def test_a_run_timeline_follows_new_events_until_the_reader_scrolls_up(
+    browser: Browser, platform: PlatformProcess, deployed: httpx.Client
+):
+    watched = open_page(browser, platform.api)
+    sign_in(watched, platform.admin_key)
+    p = watched.page
+    p.set_viewport_size({"width": 900, "height": 360})  # a timeline taller than the window
+    run_id = start(deployed, "hello", topic="scrolling", delay=4)
+    p.goto(f"/runs/{run_id}")
+    expect(p.locator("#timeline")).to_contain_text("note 1")
+    assert p.evaluate("document.documentElement.scrollHeight > innerHeight")
+    p.wait_for_function(_AT_END)  # followed the new events down
+    p.mouse.move(450, 200)
+    p.mouse.wheel(0, -5000)  # the reader scrolls up …
+    p.wait_for_function("scrollY === 0")
+    expect(p.locator("#run-header .chip")).to_have_text("succeeded")
+    expect(p.locator("#timeline .ev-run-completed")).to_have_count(1)
+    assert p.evaluate("scrollY") == 0  # … and stays where they went
+    watched.shot("run-scrolled-up", full_page=False)
+    p.context.close()
+    assert watched.dialogs == [] and watched.errors == []
+
+
+def test_tables_and_their_rows_are_listed_and_shown_as_text(deployed: httpx.Client, page: Watched):
+    made = deployed.post(
+        "/v1/tables",
+        json={
+            "project": "hello",
+            "name": "leads",
+            "description": "people <i>we</i> met",
+            "columns": [
+                {"name": "name", "type": "text", "required": True},
+                {"name": "score", "type": "number"},
+                {"name": "extra", "type": "json"},
+            ],
+        },
+    )
+    assert made.status_code == 201, made.text
+    rows = [{"name": "<script>alert('xss')</script>", "score": 3, "extra": {"a": [1]}}, {"name": "plain"}]
+    assert deployed.post(f"/v1/tables/{made.json()['id']}/rows", json=rows).status_code == 201
+    p = page.page
+    p.goto("/tables")
+    row = p.locator("tr", has_text="people <i>we</i> met")
+    expect(row).to_contain_text("2")
+    page.shot("tables")
+    row.get_by_role("link", name="leads").click()
+    expect(p.locator("h1")).to_have_text("leads")
+    cells = p.locator("table.rows tbody tr")
+    expect(cells).to_have_count(2)
+    expect(p.locator("table.rows")).to_contain_text("<script>alert('xss')</script>")
+    expect(p.locator("table.rows")).to_contain_text('{"a": [1]}')
+    assert p.locator("main script").count() == 0
+    page.shot("table-rows")
+
+
+def test_consumer_credentials_are_issued_shown_once_and_revoked(deployed: httpx.Client, page: Watched):
+    p = page.page
+    p.goto("/consumers")
+    p.get_by_label("Name").fill("Analytics <b>")
+    p.get_by_role("button", name="Issue credentials").click()
+    expect(p.locator("#refused")).to_contain_text("name")
+    expect(p.get_by_label("Name")).to_have_value("Analytics <b>")
+    page.errors.clear()  # the browser reports the 400 answer, as it should
+    p.get_by_label("Name").fill("analytics")
+    p.get_by_label("Project").select_option("hello")
+    p.get_by_role("button", name="Issue credentials").click()
+    creds = p.locator("#new-creds").inner_text()
+    assert "BEGIN NATS USER JWT" in creds
+    page.shot("consumer-issued")
+    p.goto("/consumers")
+    assert creds.strip() not in p.content()  # shown that once
+    row = p.locator("tr", has_text="analytics")
+    expect(row.locator(".chip")).to_have_text("active")
+    row.locator("summary", has_text="Revoke").click()
+    row.get_by_role("button", name="Yes, revoke").click()
+    expect(p.locator("tr", has_text="analytics").locator(".chip")).to_have_text("revoked")
+    page.shot("consumers")

@@ -15,7 +15,7 @@ from crewyard.core.versions import VersionError
 from crewyard.eventstore import StoreUnavailable
 
 from ..errors import ApiError
-from . import automation, automation_forms, keys, live, pages, projects, signin, threads
+from . import automation, automation_forms, consumers, data, keys, live, pages, projects, signin, threads
 from .render import STATIC, page
 
 log = logging.getLogger("crewyard.gateway")
@@ -77,6 +77,8 @@ CONSOLE = Router(
         *automation_forms.ROUTES,
         *live.ROUTES,
         *threads.ROUTES,
+        *data.ROUTES,
+        *consumers.ROUTES,
         *keys.ROUTES,
         *signin.ROUTES,
     ],

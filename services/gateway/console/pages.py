@@ -118,6 +118,9 @@ async def run_page(request: Request[Any, Any, Any], run_id: str) -> Response[str
         name=dep["name"] if dep else "",
         artifacts=await g.rm.artifacts(run_id),
         live=f"/live/runs/{run_id}",
+        # While the run goes on, the page follows its newest events (unless the reader scrolls
+        # up); a finished run's page stays at its top.
+        follow=run["status"] in ("pending", "running"),
         nav="runs",
     )
 

@@ -1,22 +1,29 @@
 """Threads: conversations whose state outlives their runs — the list, and one thread with its
-state (its messages, when it has them) and its checkpoints, one per run."""
+state (its messages, when it has them) and its checkpoints, one per run, live: its stream sends
+the thread's parts again whenever one of its events arrives (from the read model's position
+when the page was rendered, so nothing in between is lost)."""
 
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from litestar import Request, Response, get
 
+from crewyard.core import subjects
 from crewyard.core import threads as core
+from crewyard.core.events import ThreadDeleted
 
-from ..context import gw, project_name
+from ..context import Gateway, gw, project_name
 from ..errors import bad_request, not_found
+from ..sse import Batches, followed, resume_after, sse_response
 from ..threads import checkpoints, thread_rows, thread_view
-from .render import page
-from .viewer import viewer
+from .live import END, message
+from .render import fragment, page
+from .viewer import Viewer, viewer
 
 READ = {"role": "read", "page": True}
+LIVE = {"role": "read"}
 PAGE_SIZE = 25
 
 
@@ -50,23 +57,63 @@ async def threads_page(request: Request[Any, Any, Any]) -> Response[str]:
     )
 
 
-@get("/threads/{thread_id:str}", opt=READ, include_in_schema=False)
-async def thread_page(request: Request[Any, Any, Any], thread_id: str) -> Response[str]:
-    g, who = gw(request), viewer(request)
+async def _parts(g: Gateway, who: Viewer, thread_id: str) -> dict[str, Any]:
+    """What a thread's page shows: the thread, its messages (when its state has them), its
+    checkpoints."""
     thread = await thread_view(g, thread_id)
     if not who.sees(thread.project):
         raise not_found(f"thread {thread_id}")
     history = await checkpoints(g, thread_id, limit=50, offset=0)
     values = thread.values or {}
     messages = values.get("messages") if isinstance(values.get("messages"), list) else None
-    return page(
-        request,
-        "thread.html",
-        thread=thread,
-        messages=[_message(m) for m in messages] if messages is not None else None,
-        history=history,
-        nav="threads",
+    return {
+        "thread": thread,
+        "messages": [_message(m) for m in messages] if messages is not None else None,
+        "history": history,
+    }
+
+
+@get("/threads/{thread_id:str}", opt=READ, include_in_schema=False)
+async def thread_page(request: Request[Any, Any, Any], thread_id: str) -> Response[str]:
+    g, who = gw(request), viewer(request)
+    position = await g.rm.position()  # the live stream starts after what the page shows
+    shown = await _parts(g, who, thread_id)
+    live = f"/live/threads/{quote(thread_id)}?after={position}"
+    return page(request, "thread.html", live=live, nav="threads", **shown)
+
+
+@get("/live/threads/{thread_id:str}", opt=LIVE, include_in_schema=False)
+async def thread_live(request: Request[Any, Any, Any], thread_id: str) -> Any:
+    """The thread's header, conversation and checkpoints again whenever the thread changes (a
+    run accepted, a checkpoint, a run ended); ends when the thread is deleted."""
+    g, who = gw(request), viewer(request)
+    thread = (await _parts(g, who, thread_id))["thread"]
+    after = resume_after(request) or 0
+    filt = subjects.aggregate_filter(thread.project, "thread", thread.thread_id, g.store.prefix)
+    batches = followed(g.store, filt, after + 1, g.settings.sse_ping_s)
+    await anext(batches)  # the consumer exists: a stream that cannot be read is a 503 now
+    return sse_response(
+        _changes(g, who, thread.thread_id, batches),
+        is_last=lambda t: t == ThreadDeleted.TYPE,
+        stream="console",
+        closing=g.closing,
     )
+
+
+async def _changes(g: Gateway, who: Viewer, thread_id: str, batches: Batches) -> Batches:
+    """One message per batch of the thread's events: its parts as the read model has them then."""
+    async for batch in batches:
+        if not batch:
+            yield batch
+            continue
+        last_seq = batch[-1][0]
+        types = [t for _, t, _ in batch]
+        if ThreadDeleted.TYPE in types:
+            yield [(last_seq, ThreadDeleted.TYPE, END)]
+            return
+        await g.rm.wait_for(last_seq, timeout=5.0)
+        html = fragment("_thread_parts.html", parts_only=True, **await _parts(g, who, thread_id))
+        yield [(last_seq, types[-1], message(last_seq, html))]
 
 
 def _message(value: Any) -> dict[str, Any]:
@@ -77,4 +124,4 @@ def _message(value: Any) -> dict[str, Any]:
     return {"role": str(role), "content": value.get("content", value)}
 
 
-ROUTES = [threads_page, thread_page]
+ROUTES = [threads_page, thread_page, thread_live]

@@ -8,6 +8,7 @@
   const place = (html) => {
     const template = document.createElement("template");
     template.innerHTML = html;
+    let grew = false;
     for (const node of Array.from(template.content.children)) {
       const existing = node.id ? document.getElementById(node.id) : null;
       if (node.hasAttribute("data-remove")) {
@@ -23,8 +24,18 @@
       if (!into) continue;
       if (node.dataset.at === "start") into.prepend(node);
       else into.append(node);
+      grew = grew || into.closest("[data-follow]") !== null;
     }
+    if (grew && following) window.scrollTo(0, document.documentElement.scrollHeight);
   };
+
+  // A list marked data-follow (a live run's timeline) keeps its newest entries in view: the
+  // page scrolls to them as they arrive, until the reader scrolls away from the end; scrolling
+  // back to the end follows again.
+  const nearEnd = () =>
+    window.innerHeight + window.scrollY >= document.documentElement.scrollHeight - 48;
+  let following = true;
+  window.addEventListener("scroll", () => { following = nearEnd(); }, { passive: true });
 
   // A <details> the reader opened or closed stays so when its section is replaced.
   const keepOpen = (old, fresh) => {
