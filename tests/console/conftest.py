@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -87,3 +88,12 @@ def start(api: httpx.Client, project: str, **inputs: object) -> str:
     r = api.post("/v1/runs", json={"project": project, "input": inputs})
     assert r.status_code == 202, r.text
     return str(r.json()["run_id"])
+
+
+def until(p: Page, expression: str) -> None:
+    """Until ``expression`` is true in the page (polled from here: the page's CSP refuses the
+    string evaluation ``wait_for_function`` polls with)."""
+    deadline = time.monotonic() + 60
+    while not p.evaluate(expression):
+        assert time.monotonic() < deadline, f"never true: {expression}"
+        time.sleep(0.1)

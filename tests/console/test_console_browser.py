@@ -15,7 +15,7 @@ from playwright.sync_api import Browser, expect
 from crewyard.testing.api import EXAMPLES, deploy, sse_events, wait_run
 from crewyard.testing.platform import PlatformProcess
 
-from .conftest import Watched, open_page, sign_in, start
+from .conftest import Watched, open_page, sign_in, start, until
 
 HOSTILE = Path(__file__).parent / "hostile_crew"
 
@@ -104,7 +104,7 @@ def test_a_hostile_crew_runs_and_nothing_of_it_executes(deployed: httpx.Client, 
     p.goto(f"/runs/{run_id}/artifacts/chart.png")
     image = p.locator(".preview img")
     expect(image).to_be_visible()
-    p.wait_for_function("document.querySelector('.preview img').naturalWidth === 24")
+    until(p, "document.querySelector('.preview img').naturalWidth === 24")
     page.shot("artifact-image")
 
     p.goto(f"/runs/{run_id}/artifacts/rows.csv")

@@ -17,7 +17,7 @@ from crewyard.testing.platform import PlatformProcess, free_port
 from crewyard.testing.receiver import Receiver
 from crewyard.testing.services import ServiceProcess
 
-from .conftest import Watched, open_page, sign_in, start
+from .conftest import Watched, open_page, sign_in, start, until
 
 
 @pytest.fixture(scope="module")
@@ -228,10 +228,10 @@ def test_a_run_timeline_follows_new_events_until_the_reader_scrolls_up(
     p.goto(f"/runs/{run_id}")
     expect(p.locator("#timeline")).to_contain_text("note 1")
     assert p.evaluate("document.documentElement.scrollHeight > innerHeight")
-    p.wait_for_function(_AT_END)  # followed the new events down
+    until(p, _AT_END)  # followed the new events down
     p.mouse.move(450, 200)
     p.mouse.wheel(0, -5000)  # the reader scrolls up …
-    p.wait_for_function("scrollY === 0")
+    until(p, "scrollY === 0")
     expect(p.locator("#run-header .chip")).to_have_text("succeeded")
     expect(p.locator("#timeline .ev-run-completed")).to_have_count(1)
     assert p.evaluate("scrollY") == 0  # … and stays where they went
