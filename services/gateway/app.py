@@ -46,6 +46,7 @@ from .console import CONSOLE
 from .context import ApiRequest, Gateway, gw
 from .errors import HANDLERS
 from .frontdoor import AccessMiddleware
+from .openapi import document_errors
 from .sessions import open_ended_sessions
 
 log = logging.getLogger("crewyard.gateway")
@@ -170,6 +171,7 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> Litesta
         debug=False,
     )
     check_access_rules(app)
+    document_errors(app.openapi_schema)
     return app
 
 

@@ -19,7 +19,7 @@ from litestar.openapi import ResponseSpec
 from litestar.params import Parameter
 
 from crewyard import packaging
-from crewyard.contract.deployments import Deployment
+from crewyard.contract.deployments import Deployment, DeploymentList
 from crewyard.core import subjects
 from crewyard.core.bounds import EnvironmentName
 from crewyard.core.crewfile import CrewConfig, CrewConfigError
@@ -31,7 +31,7 @@ from crewyard.workspace import source_object
 
 from .context import Gateway, IdempotencyKey, gw, project_name
 from .errors import ApiError, bad_request
-from .openapi import GzipUpload
+from .openapi import GzipUpload, answers
 from .sse import SSE, resume_after, stream_events
 
 _enc = msgspec.json.Encoder()
@@ -184,12 +184,12 @@ async def _replayed(g: Gateway, earlier: dict[str, Any], request_hash: str | Non
     return Response(msgspec.convert(await g.deployment(earlier["id"]), Deployment), status_code=200)
 
 
-@get("/v1/deployments/{dep_id:str}", opt=READ)
+@get("/v1/deployments/{dep_id:str}", opt=READ, responses=answers(Deployment))
 async def get_deployment(request: Request[Any, Any, Any], dep_id: str) -> dict[str, Any]:
     return await gw(request).deployment(dep_id)
 
 
-@get("/v1/projects/{project:str}/deployments", opt=READ)
+@get("/v1/projects/{project:str}/deployments", opt=READ, responses=answers(DeploymentList))
 async def list_deployments(request: Request[Any, Any, Any], project: str) -> dict[str, Any]:
     """A project's versions, newest first (``?name=`` one deployment name's)."""
     g = gw(request)

@@ -1,17 +1,22 @@
 """What the OpenAPI document says where a handler's signature cannot say it: bodies read as a
 stream (the gzip upload), answers that are bytes (artifact downloads), bodies that may be left
-out. Each is an ``Operation`` class a route names with ``operation_class=``."""
+out (each an ``Operation`` class a route names with ``operation_class=``), answers kept as the
+read model's JSON (:func:`answers`), and the error body (:func:`document_errors`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
+from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import (
+    OpenAPI,
     OpenAPIFormat,
     OpenAPIMediaType,
     OpenAPIResponse,
     OpenAPIType,
     Operation,
+    Reference,
     RequestBody,
     Schema,
 )
@@ -19,6 +24,12 @@ from litestar.openapi.spec import (
 from crewyard.contract.common import GZIP, OCTET_STREAM
 
 BINARY = Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY)
+
+
+def answers(kind: type[Any], status: int = 200) -> dict[int, ResponseSpec]:
+    """Document a success answer as ``kind`` where the handler sends the read model's JSON as it
+    is (no decoding only to encode again): the contract type is the shape of that JSON."""
+    return {status: ResponseSpec(kind, generate_examples=False, description="OK")}
 
 
 @dataclass
@@ -55,3 +66,48 @@ class BinaryDownload(Operation):
         responses["304"] = OpenAPIResponse(description="Not modified (If-None-Match matched the ETag)")
         responses["416"] = OpenAPIResponse(description="The range asked for is outside the file")
         self.responses = responses
+
+
+#: ``{"error": {"code", "message"}}``: what every failing request answers with.
+ERROR_BODY = Schema(
+    type=OpenAPIType.OBJECT,
+    required=["error"],
+    properties={
+        "error": Schema(
+            type=OpenAPIType.OBJECT,
+            required=["code", "message"],
+            properties={
+                "code": Schema(type=OpenAPIType.STRING, description="bad_request, not_found, conflict …"),
+                "message": Schema(type=OpenAPIType.STRING, description="A sentence naming what is wrong"),
+            },
+        )
+    },
+    description="Every error: a stable code and a sentence for people",
+)
+
+
+def document_errors(document: OpenAPI) -> None:
+    """Errors as the API sends them: Litestar documents its own validation body (``status_code``,
+    ``detail``, ``extra``), which the gateway never sends (``errors.validation_error``); every
+    operation's other statuses are the error body too (``default``)."""
+    components = document.components
+    if isinstance(components, list):  # one Components object is what the config gives
+        components = components[0]
+    components.schemas["ErrorBody"] = ERROR_BODY
+    error = {"application/json": OpenAPIMediaType(schema=Reference("#/components/schemas/ErrorBody"))}
+    for item in (document.paths or {}).values():
+        for method in ("get", "put", "post", "delete", "patch"):
+            op = getattr(item, method, None)
+            if not isinstance(op, Operation) or op.responses is None:
+                continue
+            for status, answer in op.responses.items():
+                if status.startswith(("4", "5")) and isinstance(answer, OpenAPIResponse):
+                    content = answer.content or {}
+                    if all(_litestars_error(m) for m in content.values()):
+                        answer.content = dict(error)
+            op.responses.setdefault("default", OpenAPIResponse(description="An error", content=dict(error)))
+
+
+def _litestars_error(media: OpenAPIMediaType) -> bool:
+    schema = media.schema
+    return isinstance(schema, Schema) and "status_code" in (schema.properties or {})

@@ -6,7 +6,7 @@ from typing import Any
 
 from litestar import Request, delete, get, put
 
-from crewyard.contract.projects import EnvChanged, EnvValue, Limits, LimitsSet
+from crewyard.contract.projects import EnvChanged, EnvList, EnvValue, Limits, LimitsSet, Project, ProjectList
 from crewyard.core.deployment_state import fold_project, sealed_name
 from crewyard.core.envnames import NAME_RE, name_problem
 from crewyard.core.events import EnvSet, EnvUnset, ProjectLimitsSet, shown_to_clients
@@ -16,7 +16,7 @@ from crewyard.core.versions import check_environment
 from .access import visible_project
 from .context import Gateway, gw, project_name
 from .errors import bad_request, not_found
-from .openapi import OptionalBody
+from .openapi import OptionalBody, answers
 from .sse import SSE, resume_after, stream_events
 
 MAX_VALUE = 32 * 1024
@@ -39,7 +39,7 @@ def _stored_key(key: str) -> str:
     return key
 
 
-@get("/v1/projects", opt=READ)
+@get("/v1/projects", opt=READ, responses=answers(ProjectList))
 async def list_projects(request: Request[Any, Any, Any]) -> dict[str, Any]:
     """The projects the key may see (one, for a project's key)."""
     _, only = visible_project(request)
@@ -47,7 +47,7 @@ async def list_projects(request: Request[Any, Any, Any]) -> dict[str, Any]:
     return {"projects": [p for p in projects if only is None or p["name"] == only]}
 
 
-@get("/v1/projects/{project:str}", opt=READ)
+@get("/v1/projects/{project:str}", opt=READ, responses=answers(Project))
 async def get_project(request: Request[Any, Any, Any], project: str) -> dict[str, Any]:
     return await gw(request).project(project_name(project))
 
@@ -83,14 +83,16 @@ async def set_limits(request: Request[Any, Any, Any], project: str, data: Limits
     return LimitsSet(project=project, max_concurrent_runs=limit)
 
 
-@get("/v1/projects/{project:str}/env", opt=READ)
+@get("/v1/projects/{project:str}/env", opt=READ, responses=answers(EnvList))
 async def list_env(request: Request[Any, Any, Any], project: str) -> dict[str, Any]:
     g = gw(request)
     await g.project(project_name(project))
     return {"env": await g.rm.env(project)}
 
 
-@delete("/v1/projects/{project:str}/env/{key:str}", status_code=200, opt=DEPLOY)
+@delete(
+    "/v1/projects/{project:str}/env/{key:str}", status_code=200, opt=DEPLOY, responses=answers(EnvChanged)
+)
 async def unset_env(request: Request[Any, Any, Any], project: str, key: str) -> dict[str, Any]:
     """``?environment=``: remove that environment's own value (default: the unscoped one)."""
     return await remove_env(gw(request), project, key, request.query_params.get("environment"))

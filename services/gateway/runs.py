@@ -14,7 +14,7 @@ from litestar.openapi import ResponseSpec
 from litestar.response import Stream
 
 from crewyard.contract.common import NoFields
-from crewyard.contract.runs import CancelResult, Run, RunCreate
+from crewyard.contract.runs import ArtifactList, CancelResult, Run, RunCreate, RunPage
 from crewyard.core import run_state as rs
 from crewyard.core import subjects
 from crewyard.core.events import TERMINAL_TYPES, Event, RunQueued, make_event
@@ -29,7 +29,7 @@ from crewyard.workspace import artifact_object
 from .access import allow, visible_project
 from .context import Gateway, IdempotencyKey, gw, project_name
 from .errors import ApiError, bad_request, conflict, not_found
-from .openapi import BinaryDownload, OptionalBody
+from .openapi import BinaryDownload, OptionalBody, answers
 from .ranges import Unsatisfiable, byte_range, etag_matches
 from .sse import SSE, closed_stream, resume_after, sse_response
 
@@ -167,12 +167,12 @@ def _run(view: dict[str, Any]) -> Run:
     return msgspec.json.decode(_enc.encode(view), type=Run)
 
 
-@get("/v1/runs/{run_id:str}", opt=READ)
+@get("/v1/runs/{run_id:str}", opt=READ, responses=answers(Run))
 async def get_run(request: Request[Any, Any, Any], run_id: str) -> dict[str, Any]:
     return await gw(request).run(run_id)
 
 
-@get("/v1/runs", opt=READ)
+@get("/v1/runs", opt=READ, responses=answers(RunPage))
 async def list_runs(request: Request[Any, Any, Any]) -> Response[bytes]:
     q = request.query_params
     try:
@@ -269,7 +269,7 @@ async def run_events(request: Request[Any, Any, Any], run_id: str) -> Any:
     )
 
 
-@get("/v1/runs/{run_id:str}/artifacts", opt=READ)
+@get("/v1/runs/{run_id:str}/artifacts", opt=READ, responses=answers(ArtifactList))
 async def list_artifacts(request: Request[Any, Any, Any], run_id: str) -> dict[str, Any]:
     g = gw(request)
     await g.run(run_id)

@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 from litestar import Request, delete, get, post
 
-from crewyard.contract.common import NoFields
+from crewyard.contract.common import Deleted, NoFields
 from crewyard.contract.schedules import Schedule, ScheduleCreate, ScheduleList
 from crewyard.core.events import Payload, ScheduleCreated, ScheduleDeleted, SchedulePaused, ScheduleResumed
 from crewyard.core.ids import is_id, new_id
@@ -167,11 +167,11 @@ async def resume_schedule(
 
 
 @delete("/v1/projects/{project:str}/schedules/{schedule_id:str}", status_code=200, opt=DEPLOY)
-async def delete_schedule(request: Request[Any, Any, Any], project: str, schedule_id: str) -> dict[str, Any]:
+async def delete_schedule(request: Request[Any, Any, Any], project: str, schedule_id: str) -> Deleted:
     g = gw(request)
     project = project_name(project)
     await change_schedule(g, project, schedule_id, lambda _s: ScheduleDeleted())
-    return {"id": schedule_id, "deleted": True}
+    return Deleted(id=schedule_id)
 
 
 ROUTES = [create_schedule, list_schedules, get_schedule, pause_schedule, resume_schedule, delete_schedule]

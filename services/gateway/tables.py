@@ -15,8 +15,8 @@ import msgspec
 from litestar import Request, delete, get, patch, post
 from litestar.response import Response
 
+from crewyard.contract.common import Deleted
 from crewyard.contract.tables import (
-    Deleted,
     Row,
     RowList,
     RowPage,

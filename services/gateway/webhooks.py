@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import msgspec
 from litestar import Request, delete, get, patch, post
 
-from crewyard.contract.common import NoFields
+from crewyard.contract.common import Deleted, NoFields
 from crewyard.contract.webhooks import (
     Delivery,
     DeliveryAttempt,
@@ -216,12 +216,12 @@ async def rotate_secret(
 
 
 @delete("/v1/projects/{project:str}/webhooks/{webhook_id:str}", status_code=200, opt=DEPLOY)
-async def delete_webhook(request: Request[Any, Any, Any], project: str, webhook_id: str) -> dict[str, Any]:
+async def delete_webhook(request: Request[Any, Any, Any], project: str, webhook_id: str) -> Deleted:
     """Delete a webhook: nothing more is delivered to it, pending deliveries included."""
     g = gw(request)
     project = project_name(project)
     await _change(g, project, webhook_id, lambda _s: [WebhookDeleted()])
-    return {"id": webhook_id, "deleted": True}
+    return Deleted(id=webhook_id)
 
 
 def delivery_view(row: dict[str, Any]) -> Delivery:

@@ -75,8 +75,3 @@ class RowPage(msgspec.Struct, kw_only=True):
     total: int
     limit: int
     offset: int
-
-
-class Deleted(msgspec.Struct, kw_only=True):
-    id: str
-    deleted: bool = True
