@@ -5,6 +5,9 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha1sum | cut -c1-12)
 DATA ?= .crewyard
 PORT ?= 8080
+# Test processes: most of the suite waits on platforms, sandboxes and containers, not on the CPU,
+# so a few more processes than cores keep both cores busy. One file's tests share one process.
+TEST_WORKERS ?= 3
 
 .PHONY: setup system run test check bench clean
 
@@ -22,7 +25,7 @@ run: setup
 	$(BIN)/crewyard demo --data-dir $(DATA) --port $(PORT)
 
 test: setup
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15
 
 check: $(STAMP)
 	$(BIN)/ruff check libs services tests examples
