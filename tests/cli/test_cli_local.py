@@ -1,4 +1,5 @@
-"""init, env validation, and the platform commands (with stand-ins for modules being written)."""
+"""init, env validation, and the platform commands (``up`` and ``projector rebuild`` are handed a
+recording stand-in of ``crewyard.platform``, so no platform starts)."""
 
 from __future__ import annotations
 
@@ -14,21 +15,9 @@ from crewyard.testing.fakeapi import FakeApi, Reply
 
 
 @pytest.fixture
-def detect_module(monkeypatch: pytest.MonkeyPatch) -> types.ModuleType:
-    """crewyard.core.detect, or a stand-in with its signature while it is being written."""
-    try:
-        import crewyard.core.detect as module
-    except ImportError:
-        module = types.ModuleType("crewyard.core.detect")
+def detect_module() -> types.ModuleType:
+    import crewyard.core.detect as module
 
-        def render_config(framework: str, entrypoint: str, python: str) -> str:
-            return (
-                f'[deployment]\nframework = "{framework}"\nentrypoint = "{entrypoint}"\npython = "{python}"\n'
-            )
-
-        module.render_config = render_config  # type: ignore[attr-defined]
-        module.detect = lambda folder: None  # type: ignore[attr-defined]
-        monkeypatch.setitem(sys.modules, "crewyard.core.detect", module)
     return module
 
 
