@@ -220,8 +220,12 @@ class Deliverer:
         if delivery.next_attempt_at and delivery.next_attempt_at > now:
             await item.nak(delay=(delivery.next_attempt_at - now).total_seconds())
             return
+        # Every webhook change appended before this request is applied first (an "enable" sent
+        # just before a redelivery must count); later ones are picked up every second, and a
+        # webhook that looks disabled or unknown is read again before anything is decided.
+        await self.webhooks.up_to(item.event.seq)
         webhook = self.webhooks.items.get(delivery.webhook_id)
-        if webhook is None:  # made after the last look (changes are picked up every second)
+        if webhook is None or not webhook.enabled:
             await self.webhooks.refresh()
             webhook = self.webhooks.items.get(delivery.webhook_id)
         if webhook is None or not webhook.exists:

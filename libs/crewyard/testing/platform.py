@@ -84,7 +84,7 @@ class PlatformProcess:
         headers = {"Authorization": f"Bearer {key}"} if key else self.headers
         return httpx.AsyncClient(base_url=self.api, timeout=timeout, headers=headers)
 
-    def start(self, timeout: float = 60.0) -> PlatformProcess:
+    def start(self, timeout: float = 120.0) -> PlatformProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = (self.data_dir / "platform.log").open("ab")
         self.proc = subprocess.Popen(
@@ -105,17 +105,20 @@ class PlatformProcess:
             start_new_session=True,
         )
         deadline = time.monotonic() + timeout
+        last = "no answer"
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"platform exited early:\n{self.log_tail()}")
             try:
-                if httpx.get(self.api + "/readyz", timeout=5).status_code == 200:
+                answer = httpx.get(self.api + "/readyz", timeout=5)
+                if answer.status_code == 200:
                     return self
-            except httpx.HTTPError:
-                pass
+                last = f"{answer.status_code} {answer.text[:2000]}"
+            except httpx.HTTPError as exc:
+                last = repr(exc)
             time.sleep(0.1)
         self.stop()
-        raise RuntimeError(f"platform did not become ready:\n{self.log_tail()}")
+        raise RuntimeError(f"platform did not become ready; /readyz: {last}\n{self.log_tail()}")
 
     def log_tail(self, lines: int = 60) -> str:
         path = self.data_dir / "platform.log"
