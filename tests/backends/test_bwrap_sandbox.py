@@ -165,7 +165,10 @@ def test_a_starting_runner_sweeps_the_groups_of_runner_processes_that_are_gone()
         _group(gone, swept, "run_b")  # empty, as a killed runner leaves most of its groups
         live = _group(cgroups.owner_tag(), kept, "run_c")
         try:
-            assert asyncio.run(BwrapBackend().cleanup_orphans("another-runner")) == 1
+            # Every runner and sandbox starting on this machine sweeps as well (another test
+            # run's may get there first), so the effect on this test's groups is what is checked,
+            # not how many this call found.
+            asyncio.run(BwrapBackend().cleanup_orphans("another-runner"))
             assert sleeper.wait(10) == -signal.SIGKILL
             assert _group_dirs(swept) == []
             assert _group_dirs(kept) != []
