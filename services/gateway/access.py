@@ -14,7 +14,7 @@ The guard, for every request to a route that is not open:
    which stands for its key as long as the key is usable;
 2. finds the project the route touches: the ``{project}`` path parameter, else the project of
    the resource a path parameter names (``run_id``, ``dep_id``, ``thread_id``, ``table_id``…,
-   see ``RESOLVERS``). Another project's resource answers 404 exactly as a missing one does: a
+   see ``RESOURCES``). Another project's resource answers 404 exactly as a missing one does: a
    key never learns whether another project exists. A valid key without the role: 403;
 3. refuses what a web page could send cross-site: a body that is not JSON (gzip for the upload),
    a POST without a body and without an ``Authorization`` header; with a session, anything
@@ -32,7 +32,7 @@ project keys, so nothing of another project leaves (and the access-matrix test f
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -79,100 +79,69 @@ def forbidden(key: ApiKey, needed: str) -> ApiError:
 
 # -- the project a resource belongs to ---------------------------------------------------------
 
-#: Path parameter → the project of the resource it names (None: a platform-wide resource). A
-#: resource that does not exist raises ``missing(value)``, the 404 its route answers anyway; a
-#: resource of another project answers exactly that too.
-Resolver = Callable[[Gateway, str], Awaitable[str | None]]
+#: What a lookup finds: a row (or anything with a ``project``) of the resource, None if missing.
+Find = Callable[[Gateway, str], Awaitable[Mapping[str, Any] | None]]
 
 
-def _missing_run(run_id: str) -> ApiError:
-    return not_found(f"run {run_id}")
+@dataclass(frozen=True)
+class Resource:
+    """A kind of resource a path parameter names, and how to find the project it belongs to."""
+
+    #: How its 404 names it (``run``, ``API key`` …).
+    noun: str
+    find: Find
+    #: How its 404 spells the id (a deployment's as stored, whichever spelling was asked).
+    spell: Callable[[str], str] = str
+
+    def missing(self, value: str) -> ApiError:
+        """The 404 of a missing one, the same for one of another project."""
+        return not_found(f"{self.noun} {self.spell(value)}")
+
+    async def project(self, g: Gateway, value: str) -> str | None:
+        """Its project (None: a platform-wide resource); the 404 if it does not exist."""
+        found = await self.find(g, value)
+        if found is None:
+            raise self.missing(value)
+        owner = found["project"]
+        return None if owner is None else str(owner)
 
 
-def _missing_deployment(dep_id: str) -> ApiError:
-    return not_found(f"deployment {stored_id(dep_id)}")
+def _in_read_model(prefix: str, read: Find) -> Find:
+    """A read model row by a well-formed id; on a miss, once more after the read model has
+    caught up (it may have been created through another gateway a moment ago)."""
+
+    async def find(g: Gateway, value: str) -> Mapping[str, Any] | None:
+        if not is_id(value, prefix):
+            return None
+        row = await read(g, value)
+        if row is None:
+            await g.fresh()
+            row = await read(g, value)
+        return row
+
+    return find
 
 
-def _missing_webhook(webhook_id: str) -> ApiError:
-    return not_found(f"webhook {webhook_id}")
-
-
-def _missing_table(table_id: str) -> ApiError:
-    return not_found(f"table {table_id}")
-
-
-def _missing_thread(thread_id: str) -> ApiError:
-    return not_found(f"thread {thread_id}")
-
-
-def _missing_key(key_id: str) -> ApiError:
-    return not_found(f"API key {key_id}")
-
-
-def _missing_consumer(consumer_id: str) -> ApiError:
-    return not_found(f"consumer {consumer_id}")
-
-
-async def _run(g: Gateway, run_id: str) -> str | None:
-    return str((await g.run(run_id))["project"])
-
-
-async def _deployment(g: Gateway, dep_id: str) -> str | None:
-    return str((await g.deployment(dep_id))["project"])
-
-
-async def _webhook(g: Gateway, webhook_id: str) -> str | None:
-    row = await g.rm.webhook(webhook_id)
-    if row is None:
-        await g.fresh()
-        row = await g.rm.webhook(webhook_id)
-    if row is None:
-        raise _missing_webhook(webhook_id)
-    return str(row["project"])
-
-
-async def _table(g: Gateway, table_id: str) -> str | None:
-    view = await g.rm.table(table_id) if is_id(table_id, "tbl") else None
-    if view is None and is_id(table_id, "tbl"):
-        await g.fresh()
-        view = await g.rm.table(table_id)
-    if view is None:
-        raise _missing_table(table_id)
-    return str(view["project"])
-
-
-async def _thread(g: Gateway, thread_id: str) -> str | None:
-    row = await g.rm.thread(thread_id) if is_id(thread_id, "thr") else None
-    if row is None and is_id(thread_id, "thr"):
-        await g.fresh()
-        row = await g.rm.thread(thread_id)
-    if row is None:
-        raise _missing_thread(thread_id)
-    return str(row["project"])
-
-
-async def _key(g: Gateway, key_id: str) -> str | None:
+async def _key(g: Gateway, key_id: str) -> Mapping[str, Any] | None:
     key = g.keys.keys.get(key_id) if g.keys is not None else None
-    if key is None:
-        raise _missing_key(key_id)
-    return key.project
+    return None if key is None else {"project": key.project}
 
 
-async def _consumer(g: Gateway, consumer_id: str) -> str | None:
+async def _consumer(g: Gateway, consumer_id: str) -> Mapping[str, Any] | None:
     state = (await g.consumer_states()).get(consumer_id)
-    if state is None:
-        raise _missing_consumer(consumer_id)
-    return state.project
+    return None if state is None else {"project": state.project}
 
 
-RESOLVERS: dict[str, tuple[Resolver, Callable[[str], ApiError]]] = {
-    "run_id": (_run, _missing_run),
-    "dep_id": (_deployment, _missing_deployment),
-    "webhook_id": (_webhook, _missing_webhook),
-    "table_id": (_table, _missing_table),
-    "thread_id": (_thread, _missing_thread),
-    "key_id": (_key, _missing_key),
-    "consumer_id": (_consumer, _missing_consumer),
+#: Path parameter → the resource it names. Runs and deployments are looked up the way their own
+#: routes look them up (no 404 for one the stream has and the read model not yet).
+RESOURCES: dict[str, Resource] = {
+    "run_id": Resource("run", lambda g, v: g.run(v)),
+    "dep_id": Resource("deployment", lambda g, v: g.deployment(v), spell=stored_id),
+    "webhook_id": Resource("webhook", _in_read_model("whk", lambda g, v: g.rm.webhook(v))),
+    "table_id": Resource("table", _in_read_model("tbl", lambda g, v: g.rm.table(v))),
+    "thread_id": Resource("thread", _in_read_model("thr", lambda g, v: g.rm.thread(v))),
+    "key_id": Resource("API key", _key),
+    "consumer_id": Resource("consumer", _consumer),
 }
 
 
@@ -228,14 +197,14 @@ async def _check_project(g: Gateway, key: ApiKey, needed: str, params: dict[str,
     project = params.get("project")
     if isinstance(project, str):
         decision, missing = decide(key, needed, project), not_found(f"project {project}")
-    for name, (resolve, missing_of) in RESOLVERS.items():
+    for name, resource in RESOURCES.items():
         value = params.get(name)
         if decision not in (None, "ok") or not isinstance(value, str):
             continue
         # Every resource the path names must be the key's project's (and the path's project's):
         # /v1/projects/mine/webhooks/<another project's id> is as missing as any unknown id.
-        owner = await resolve(g, value)
-        missing = missing_of(value)
+        owner = await resource.project(g, value)
+        missing = resource.missing(value)
         if owner is None or (isinstance(project, str) and owner != project):
             decision = "not_found"
         else:
