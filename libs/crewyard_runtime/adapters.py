@@ -167,16 +167,27 @@ class Loaded:
         self.obj = obj
 
 
-#: Modules model clients import only on their first call (OpenAI's client and its API resources:
-#: 0.3 to 0.5 s of a CrewAI crew's first model call), imported at ``prepare`` for the frameworks
-#: that use them when the crew's environment has them.
-LAZY_CLIENT_MODULES = ("openai.resources.chat",)
+#: Modules imported only once a run is under way, imported at ``prepare`` instead for the
+#: frameworks that use them, when the crew's environment has them: OpenAI's client and its API
+#: resources (0.3 to 0.5 s of a CrewAI crew's first model call); what CrewAI's kickoff imports on
+#: its first call (its hook contexts, the LLM response cache, rich's emoji table for the console
+#: panels: 5 to 15 ms before the first task starts).
+LAZY_MODULES = {
+    "crewai": (
+        "openai.resources.chat",
+        "crewai.hooks.contexts",
+        "crewai.hooks.dispatch",
+        "crewai.llms.cache",
+        "rich._emoji_codes",
+    ),
+    "langgraph": ("openai.resources.chat",),
+}
 
 
-def _import_lazy_client_modules() -> None:
+def _import_lazy_modules(framework: str) -> None:
     import importlib.util
 
-    for name in LAZY_CLIENT_MODULES:
+    for name in LAZY_MODULES.get(framework, ()):
         with contextlib.suppress(Exception):  # an optional speed-up: the run imports what it needs
             if importlib.util.find_spec(name.partition(".")[0]) is not None:
                 importlib.import_module(name)
@@ -196,8 +207,7 @@ def load(entrypoint: str, framework: str) -> Loaded:
             obj = crewai_hooks.prebuild(obj)
         if framework == "langgraph":
             from . import langgraph_hooks  # noqa: F401 - imported now so that start is quick
-        if framework in ("crewai", "langgraph"):
-            _import_lazy_client_modules()
+        _import_lazy_modules(framework)
         return Loaded(framework, obj)
     except Exception as exc:
         better = explain(exc)

@@ -19,6 +19,7 @@ import crewyard_runtime
 from crewyard.core.events import DeploymentPromoted, EnvUnset, Payload, make_event
 from crewyard.core.ids import new_id
 from crewyard.eventstore import EventStore
+from crewyard.runner import pools as pools_module
 from crewyard.runner.backends import Limits, ProcessBackend, RunSpec
 from crewyard.runner.changes import follow_changes
 from crewyard.runner.pools import Pool, PoolKey, Pools, Renewal
@@ -142,6 +143,24 @@ async def test_a_pool_keeps_sandboxes_ready_and_each_serves_exactly_one_run(tmp_
         assert again[-1]["output"]["found"] == []  # nothing of the first run
         assert again[-1]["output"]["pid"] != result["pid"]
         await until(lambda: len(idle(pools)) == 2, "the pool to refill")
+
+
+async def test_a_pool_refills_only_after_the_run_that_took_a_sandbox_got_going(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pools_module, "REFILL_AFTER_TAKE_S", 600.0)
+    async with pools_of(tmp_path) as pools:
+        offer(pools, template(tmp_path), "fp-1")
+        await until(lambda: len(idle(pools)) == 1, "a ready sandbox")
+        taken = pools.take(KEY, "fp-1")
+        assert taken is not None
+        pools._refill()
+        pool = pools.pools[KEY]
+        assert not pool.warming and not pool.idle  # nothing competes with the run's start
+        await run_on(taken, "run_first", {})
+        pool.refill_at = 0.0  # the pause is over
+        pools._wake.set()
+        await until(lambda: len(idle(pools)) == 1, "the pool to refill")
 
 
 async def test_a_run_with_another_fingerprint_never_gets_an_older_sandbox(tmp_path: Path) -> None:

@@ -225,12 +225,15 @@ def test_missing_dependency_says_which_package(tmp_path: Path, crew_module: Crew
 
 def test_a_crewbase_crew_is_built_and_its_model_client_imported_when_prepared(tmp_path: Path) -> None:
     # What `ready` promises for CrewAI: the module imported, the @CrewBase class built into its
-    # Crew and OpenAI's lazily imported client modules loaded — nothing of that is left for the
-    # run's start (at warm-up, before the run exists), and no model was called.
+    # Crew with an executor per agent, OpenAI's lazily imported client modules and what kickoff
+    # imports on its first call loaded — nothing of that is left for the run's start (at warm-up,
+    # before the run exists), and no model was called.
     script = (
-        "import sys; from crewyard_runtime.adapters import load;"
+        "import sys; from crewyard_runtime.adapters import load, LAZY_MODULES;"
         " loaded = load('research_crew.crew:ResearchCrew', 'crewai');"
-        " print(type(loaded.obj).__name__, 'openai.resources.chat' in sys.modules)"
+        " print(all(a.agent_executor is not None for a in loaded.obj.agents),"
+        " all(m in sys.modules for m in LAZY_MODULES['crewai']),"
+        " type(loaded.obj).__name__, 'openai.resources.chat' in sys.modules)"
     )
     llm = FakeLLM().start()  # its own: no other test's requests
     env = {
@@ -247,5 +250,52 @@ def test_a_crewbase_crew_is_built_and_its_model_client_imported_when_prepared(tm
     finally:
         llm.stop()
     assert done.returncode == 0, done.stderr[-3000:]
-    assert done.stdout.split()[-2:] == ["Crew", "True"]
+    assert done.stdout.split()[-4:] == ["True", "True", "Crew", "True"]
     assert not llm.requests
+
+
+STEP_CREW = """
+    from crewai import Agent, Crew, Task
+
+
+    def step(output):
+        pass
+
+
+    writer = Agent(role="Writer of {word}", goal="Write about {word}", backstory="Terse.", llm="gpt-4o-mini")
+    crew = Crew(
+        agents=[writer],
+        tasks=[Task(description="Write one line about {word}.", expected_output="A line.", agent=writer)],
+        step_callback=step,
+    )
+"""
+
+
+def test_executors_made_at_prepare_carry_the_crews_settings_and_the_runs_input(
+    tmp_path: Path, fake_llm: FakeLLM
+) -> None:
+    # The agents' executors exist before the run's input does: they must carry what the crew
+    # gives its agents (here its step callback) as kickoff's own would, and kickoff must still
+    # fill the run's input into the prompt the model gets.
+    folder = write_module(tmp_path / "crew", "step_crew", STEP_CREW)
+    script = (
+        "from crewyard_runtime.adapters import load; loaded = load('step_crew:crew', 'crewai');"
+        " executor = loaded.obj.agents[0].agent_executor;"
+        " print(executor is not None and executor.step_callback is loaded.obj.step_callback)"
+    )
+    env = {
+        "PATH": os.environ["PATH"],
+        "HOME": str(tmp_path),
+        "OPENAI_API_KEY": "sk-fake",
+        "OPENAI_BASE_URL": fake_llm.base_url,
+        "PYTHONPATH": f"{RUNTIME_LIBS}{os.pathsep}{folder}",
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", script], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240
+    )
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert done.stdout.split()[-1] == "True"
+    run = run_runtime(tmp_path, "step_crew:crew", "crewai", folder, {"word": "otters"}, llm=fake_llm)
+    assert run.result is not None
+    prompts = [str(r.body.get("messages")) for r in fake_llm.requests]
+    assert any("Writer of otters" in p and "one line about otters" in p for p in prompts)
