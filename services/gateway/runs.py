@@ -174,6 +174,10 @@ async def get_run(request: Request[Any, Any, Any], run_id: str) -> dict[str, Any
 
 @get("/v1/runs", opt=READ, responses=answers(RunPage))
 async def list_runs(request: Request[Any, Any, Any]) -> Response[bytes]:
+    """Runs, newest first: ``project``, ``status``, ``limit`` (1 to 500, default 20), ``cursor`` (a page's
+    ``next_cursor``). Each run as ``GET /v1/runs/{id}`` shows it but without ``input`` and
+    ``output`` (what the crew was given and returned, often most of a run's size): ``full=true``
+    adds them."""
     q = request.query_params
     try:
         limit = int(q.get("limit", "20"))
@@ -184,9 +188,14 @@ async def list_runs(request: Request[Any, Any, Any]) -> Response[bytes]:
     status = q.get("status")
     if status and status not in ("pending", "running", "succeeded", "failed", "canceled"):
         raise bad_request(f"unknown status {status!r}")
+    full = q.get("full", "false").lower()
+    if full not in ("true", "false", "1", "0"):
+        raise bad_request("full must be true or false")
     shown, project = visible_project(request, q.get("project"))
     runs, cursor = (
-        await gw(request).rm.runs(project=project, status=status, limit=limit, cursor=q.get("cursor"))
+        await gw(request).rm.runs(
+            project=project, status=status, limit=limit, cursor=q.get("cursor"), full=full in ("true", "1")
+        )
         if shown
         else ([], None)
     )

@@ -75,8 +75,14 @@ def test_deploy_invoke_stream_resume_and_download(api: httpx.Client, platform: P
     assert hashlib.sha256(body.content).hexdigest() == arts[0]["sha256"]
     assert len(body.content) == arts[0]["size"]
 
+    # A page of runs shows each run as GET /v1/runs/{id} does, without its bodies unless asked.
     listed = api.get("/v1/runs", params={"project": "hello", "status": "succeeded"}).json()["runs"]
-    assert run_id in [x["id"] for x in listed]
+    mine = next(x for x in listed if x["id"] == run_id)
+    assert mine == {k: v for k, v in run.items() if k not in ("input", "output")}
+    full_page = api.get("/v1/runs", params={"project": "hello", "status": "succeeded", "full": "true"})
+    assert next(x for x in full_page.json()["runs"] if x["id"] == run_id) == run
+    bad = api.get("/v1/runs", params={"project": "hello", "full": "maybe"})
+    assert bad.status_code == 400 and bad.json()["error"]["code"] == "bad_request"
 
 
 def test_external_nats_subscriber_sees_the_same_events(api: httpx.Client, platform: PlatformProcess):

@@ -109,8 +109,9 @@ class AsyncClient:
         status: RunStatus | None = None,
         limit: int = 20,
         cursor: str | None = None,
+        full: bool = False,
     ) -> RunPage:
-        page: RunPage = await self._do(ops.list_runs(project, status, limit, cursor))
+        page: RunPage = await self._do(ops.list_runs(project, status, limit, cursor, full))
         return page
 
     async def iter_runs(

@@ -73,10 +73,11 @@ def get_run(run_id: str) -> Op:
     return Op("GET", f"/v1/runs/{seg(run_id)}", Run)
 
 
-def list_runs(project: str | None, status: str | None, limit: int, cursor: str | None) -> Op:
-    return Op(
-        "GET", "/v1/runs", RunPage, {"project": project, "status": status, "limit": limit, "cursor": cursor}
-    )
+def list_runs(
+    project: str | None, status: str | None, limit: int, cursor: str | None, full: bool = False
+) -> Op:
+    query = {"project": project, "status": status, "limit": limit, "cursor": cursor}
+    return Op("GET", "/v1/runs", RunPage, {**query, "full": "true"} if full else query)
 
 
 def create_run(create: RunCreate) -> Op:

@@ -116,9 +116,11 @@ class Client:
         status: RunStatus | None = None,
         limit: int = 20,
         cursor: str | None = None,
+        full: bool = False,
     ) -> RunPage:
-        """One page of runs, newest first; pass ``page.next_cursor`` as ``cursor`` for the next."""
-        page: RunPage = self._do(ops.list_runs(project, status, limit, cursor))
+        """One page of runs, newest first; pass ``page.next_cursor`` as ``cursor`` for the next.
+        Its runs carry their ``input`` and ``output`` only with ``full``."""
+        page: RunPage = self._do(ops.list_runs(project, status, limit, cursor, full))
         return page
 
     def iter_runs(

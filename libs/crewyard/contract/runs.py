@@ -81,7 +81,9 @@ class Run(msgspec.Struct, kw_only=True):
 
 
 class RunPage(msgspec.Struct, kw_only=True):
-    """``GET /v1/runs``: newest first; pass ``next_cursor`` as ``cursor`` for the next page."""
+    """``GET /v1/runs``: newest first; pass ``next_cursor`` as ``cursor`` for the next page.
+    Its runs have no ``input`` and ``output`` (so they decode as ``{}`` and None) unless the
+    page was asked for with ``full=true``."""
 
     runs: list[Run]
     next_cursor: str | None

