@@ -221,7 +221,9 @@ def test_invoke_stream_cancel_on_disconnect_lets_a_quiet_crew_finish(
         while run_id is None:  # the CLI's run: the one with this gate
             assert cli.poll() is None, cli.communicate()[0]
             assert time.monotonic() < deadline, "the CLI's run never started"
-            runs = client.get("/v1/runs", params={"project": "quiet", "status": "running"}).json()["runs"]
+            runs = client.get(
+                "/v1/runs", params={"project": "quiet", "status": "running", "full": "true"}
+            ).json()["runs"]
             mine = [r for r in runs if r["input"].get("gate") == str(gate)]
             run_id = mine[0]["id"] if mine else None
             time.sleep(0.05)
