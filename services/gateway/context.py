@@ -225,6 +225,8 @@ class ApiRequest(Request[Any, Any, Any]):
     body that is not JSON is a 400 naming the problem. An empty body reads as no body (None)."""
 
     async def json(self) -> Any:
+        # Litestar caches the decoded body on the request and the connection state (both read
+        # below the same way its own ``json`` does): decoded once, whoever asks first.
         if self._json is not Empty or self._connection_state.json is not Empty:
             return await super().json()
         raw = await self.body()
