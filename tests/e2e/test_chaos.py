@@ -54,6 +54,10 @@ def test_chaos(tmp_path: Path):
             "CREWYARD_THREAD_KEEPER_INTERVAL": "1",
         },
     ).up()
+    # Stopped before the cluster goes down, also when the test fails: a blow after that
+    # would start a piece again that nothing stops.
+    stop_chaos = threading.Event()
+    monkey: threading.Thread | None = None
     try:
         # Generous: on a loaded machine each restart of a piece takes seconds, and the blows go on
         # while the runs are posted; a run that is really stuck stays stuck however long we wait.
@@ -85,7 +89,6 @@ def test_chaos(tmp_path: Path):
             for _ in range(THREADS)
         ]
         followers: list[Follower] = []
-        stop_chaos = threading.Event()
         victims = ["runner1", "runner2", "projector", "gateway", "nats"]
 
         def back_up(victim: str) -> None:
@@ -205,6 +208,9 @@ def test_chaos(tmp_path: Path):
         cluster.stop("projector")
         read_model_equals_rebuild(cluster.data_dir("gateway"), cluster.nats_url, cluster.creds_dir)
     finally:
+        stop_chaos.set()
+        if monkey is not None:
+            monkey.join()
         cluster.down()
     # Crews die with their runner: a killed one's at once, a stopped one's as it shuts down.
     left = crew_processes(tmp_path)
