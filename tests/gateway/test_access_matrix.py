@@ -18,7 +18,6 @@ body the route refuses, 400); routes that only delete or act get a fresh resourc
 
 from __future__ import annotations
 
-import functools
 import gzip
 import json
 import time
@@ -59,13 +58,12 @@ from crewyard.testing.platform import PlatformProcess
 OWN, OTHER = "acm-own", "acm-other"
 
 
-@functools.cache
-def _app_routes() -> dict[str, dict[str, Any]]:
+@pytest.fixture(scope="module")
+def app_routes(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
     """``METHOD /path`` (parameter types left out) → the route's ``opt``, from the app itself."""
     import re
-    import tempfile
 
-    app = create_app(load(tempfile.mkdtemp(prefix="crewyard-routes-")))
+    app = create_app(load(tmp_path_factory.mktemp("routes")))
     found = {}
     for route in app.routes:
         for handler in getattr(route, "route_handlers", []):
@@ -76,13 +74,13 @@ def _app_routes() -> dict[str, dict[str, Any]]:
     return found
 
 
-def test_every_route_declares_who_may_call_it():
-    for route, opt in _app_routes().items():
+def test_every_route_declares_who_may_call_it(app_routes: dict[str, dict[str, Any]]):
+    for route, opt in app_routes.items():
         assert opt.get("open") is True or opt.get("role") in ROLES, f"{route} declares no access rule"
 
 
-def test_every_route_is_in_the_matrix():
-    routes = _app_routes()
+def test_every_route_is_in_the_matrix(app_routes: dict[str, dict[str, Any]]):
+    routes = app_routes
     missing = sorted(set(routes) - set(ROUTES) - OPEN)
     assert not missing, f"routes the access matrix does not know (add them to ROUTES): {missing}"
     assert {r for r, opt in routes.items() if opt.get("open")} == OPEN
@@ -243,9 +241,9 @@ def test_callers_without_a_valid_key_are_refused(world: World, template: str):
 
 
 @pytest.mark.parametrize("template", sorted(ROUTES))
-def test_each_role_on_its_own_project(world: World, template: str):
+def test_each_role_on_its_own_project(world: World, template: str, app_routes: dict[str, dict[str, Any]]):
     route = ROUTES[template]
-    needed = _app_routes()[template]["role"]
+    needed = app_routes[template]["role"]
     own = world.res["own"]
     with world.platform.client(timeout=60) as admin:
         for role in ROLES:
@@ -257,9 +255,9 @@ def test_each_role_on_its_own_project(world: World, template: str):
 
 
 @pytest.mark.parametrize("template", sorted(ROUTES))
-def test_each_role_on_another_project(world: World, template: str):
+def test_each_role_on_another_project(world: World, template: str, app_routes: dict[str, dict[str, Any]]):
     route = ROUTES[template]
-    needed = _app_routes()[template]["role"]
+    needed = app_routes[template]["role"]
     own, other = world.res["own"], world.res["other"]
     for role in ROLES:
         token = world.keys[role]
