@@ -33,7 +33,7 @@ def test_a_deletion_prints_what_it_did_as_json(api: FakeApi, run_cli) -> None:
     api.route("DELETE", "/v1/projects/research/webhooks/wh_1", Reply(204))
     result = run_cli("webhooks", "delete", "wh_1", "-p", "research", "--json", "--api", api.url)
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output) == {"id": "wh_1", "deleted": True}
+    assert json.loads(result.stdout) == {"id": "wh_1", "deleted": True}
     assert len(api.calls("DELETE", "/v1/projects/research/webhooks/wh_1")) == 1
 
 
@@ -42,10 +42,10 @@ def test_an_action_prints_the_api_answer_as_json(api: FakeApi, run_cli) -> None:
     api.route("POST", "/v1/webhooks/wh_1/deliveries/dlv_1/redeliver", Reply(202, answer))
     result = run_cli("webhooks", "redeliver", "wh_1", "dlv_1", "--json", "--api", api.url)
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output) == answer
+    assert json.loads(result.stdout) == answer
 
 
 def test_a_new_offline_key_as_json(run_cli) -> None:
     result = run_cli("keys", "generate", "--json")
     assert result.exit_code == 0, result.output
-    assert json.loads(result.output)["key"].startswith("cyk_")
+    assert json.loads(result.stdout)["key"].startswith("cyk_")

@@ -48,7 +48,8 @@ class PlatformProcess:
         self.port = port or free_port()
         self.backend = backend
         self.build_backend = build_backend
-        self.env = {**os.environ, "CREWYARD_NATS_PORT": "0", **(env or {})}
+        # Info-level logs in platform.log: a platform that never gets ready shows what it did last.
+        self.env = {**os.environ, "CREWYARD_NATS_PORT": "0", "CREWYARD_LOG_LEVEL": "info", **(env or {})}
         self.proc: subprocess.Popen[bytes] | None = None
         self.api = f"http://127.0.0.1:{self.port}"
 
