@@ -107,7 +107,9 @@ class EmbeddedNats:
             "-n",
             "crewyard",
         ]
-        self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL)
+        # A group of its own: a terminal's Ctrl-C goes to the platform, which drains its services
+        # and then stops the broker, rather than to a broker that would be gone before the drain.
+        self.proc = subprocess.Popen(cmd, stdout=log, stderr=log, stdin=subprocess.DEVNULL, process_group=0)
 
     def ready(self) -> bool:
         """Whether the launched server answers with JetStream enabled (``url`` is set then);

@@ -118,16 +118,24 @@ async def _service(
         await placeholder.start()
     try:
         store = await wait_for_jetstream(settings, name, stop, readiness)
-    finally:
+    except BaseException:
         if placeholder is not None:
             await placeholder.stop()
+        raise
+    # The API takes the port over from its stand-in; the port is never let go in between.
+    listener = await placeholder.detach() if placeholder is not None else None
     if store is None:  # stopped while waiting
+        if listener is not None:
+            listener.close()
         return _idle
     if readiness is not None:
         readiness.attach(store)
     try:
-        service = await factory(ServiceContext(settings, store, open_store(settings, store.nc), readiness))
+        context = ServiceContext(settings, store, open_store(settings, store.nc), readiness, listener)
+        service = await factory(context)
     except BaseException:
+        if listener is not None:
+            listener.close()
         await _drain(store)
         raise
 
@@ -168,6 +176,9 @@ async def _run_all(
         stop.set()
         # A runner drains (runner_drain_s), then gives what is left its cancel grace period.
         await asyncio.wait(tasks, timeout=settings.runner_drain_s + settings.cancel_grace_s + 20)
+        for t in tasks:
+            if t.done() and not t.cancelled() and t.exception() is not None:
+                log.warning("%s stopped with an error: %r", t.get_name(), t.exception())
 
 
 async def _as_coro(run: Callable[[], Awaitable[None]]) -> None:

@@ -10,6 +10,7 @@ when it returns, drain the service's NATS connection.
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -30,6 +31,8 @@ class ServiceContext:
     objects: ObjectStore
     #: The health of a service started alone (None inside ``crewyard up``, except the gateway's).
     readiness: Readiness | None = None
+    #: The gateway's port, already listening (its stand-in answered there until now).
+    listener: socket.socket | None = None
 
     def secrets(self) -> SecretBox:
         """The box for environment values and signing secrets (the key from the data dir or env)."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 from pathlib import Path
 
 import uvicorn
@@ -20,11 +21,14 @@ console = Console(stderr=True)
 
 
 class GatewayServer:
-    def __init__(self, gateway: Gateway, server: uvicorn.Server) -> None:
+    def __init__(self, gateway: Gateway, server: uvicorn.Server, listener: socket.socket | None) -> None:
         self.gateway, self.server = gateway, server
+        #: The port, already listening (handed over by the stand-in that answered until now).
+        self.listener = listener
 
     async def run(self, stop: asyncio.Event) -> None:
-        task = asyncio.create_task(self.server.serve())
+        sockets = None if self.listener is None else [self.listener]
+        task = asyncio.create_task(self.server.serve(sockets=sockets))
         waiting = asyncio.create_task(stop.wait())
         await asyncio.wait({task, waiting}, return_when=asyncio.FIRST_COMPLETED)
         waiting.cancel()
@@ -72,7 +76,7 @@ async def create_service(context: ServiceContext) -> GatewayServer:
         lifespan="on",
         timeout_graceful_shutdown=3,
     )
-    return GatewayServer(gateway, uvicorn.Server(config))
+    return GatewayServer(gateway, uvicorn.Server(config), context.listener)
 
 
 def _announce_admin_key(token: str, path: Path) -> None:

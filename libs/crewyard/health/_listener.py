@@ -84,6 +84,7 @@ class HealthListener:
         self.host, self.port = host, port
         self._server: _Server | None = None
         self._task: asyncio.Task[None] | None = None
+        self._sock: socket.socket | None = None
 
     @property
     def url(self) -> str:
@@ -104,6 +105,7 @@ class HealthListener:
                 " (set CREWYARD_HEALTH_PORT to a free port, or 0 for any)"
             ) from None
         self.port = int(sock.getsockname()[1])
+        self._sock = sock
         config = uvicorn.Config(
             self._app,
             log_level="warning",
@@ -114,15 +116,27 @@ class HealthListener:
             timeout_keep_alive=5,
         )
         self._server = _Server(config)
-        self._task = asyncio.create_task(self._server.serve(sockets=[sock]))
+        # The server gets a copy of the socket: stopping it closes that copy, while ``detach``
+        # can hand the still-listening original on.
+        self._task = asyncio.create_task(self._server.serve(sockets=[sock.dup()]))
         return self.url
 
     async def stop(self) -> None:
+        sock = await self.detach()
+        if sock is not None:
+            sock.close()
+
+    async def detach(self) -> socket.socket | None:
+        """Stop answering, but keep the port: returns the listening socket for the server that
+        takes over (connections arriving meanwhile wait in its backlog instead of being refused,
+        and no other process can take the port in between)."""
         if self._server is None or self._task is None:
-            return
+            return None
         self._server.should_exit = True
         with contextlib.suppress(Exception):
             await asyncio.wait_for(self._task, 5)
+        sock, self._sock = self._sock, None
+        return sock
 
     async def _app(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -18,10 +19,30 @@ from pathlib import Path
 import httpx
 
 
+_pick = random.SystemRandom()  # not the global generator, which tests may seed
+_given: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A loopback port nothing listens on, below the range the kernel picks outgoing connections'
+    ports from: a port from that range (what binding port 0 gives) may be taken by any client's
+    connection before the server that was meant to have it starts."""
+    try:
+        low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    for _ in range(200):
+        port = _pick.randrange(max(1024, low - 12000), low)
+        if port in _given:
+            continue  # handed out before, maybe not bound yet
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _given.add(port)
+        return port
+    raise RuntimeError("no free loopback port below the ephemeral range")
 
 
 _UP = (
@@ -132,36 +153,34 @@ class PlatformProcess:
         try:
             self.proc.wait(timeout)
         except subprocess.TimeoutExpired:
-            os.killpg(self.proc.pid, signal.SIGKILL)
-            self.proc.wait()
+            self.kill()
 
     def kill(self) -> None:
-        """SIGKILL to the platform's process group; when a test already killed the platform alone,
-        to what it left of that group (its embedded nats-server) — found by group and data dir,
-        since the group id of a gone leader may be another process's by now."""
+        """SIGKILL to the platform's process group and to its embedded nats-server (which has a
+        group of its own, so that a terminal's Ctrl-C reaches only the platform, which then stops
+        it last) — also when a test already killed the platform alone."""
         if self.proc is None:
             return
         if self.proc.poll() is None:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
-            return
-        for pid in _left_in_group(self.proc.pid, str(self.data_dir)):
+        for pid in _embedded_nats(self.data_dir):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
 
 
-def _left_in_group(pgid: int, marker: str) -> list[int]:
-    """Processes of group ``pgid`` whose command line names ``marker`` (Linux ``/proc``)."""
+def _embedded_nats(data_dir: Path) -> list[int]:
+    """The nats-server processes that keep their store under ``data_dir`` (Linux ``/proc``)."""
+    store = str(data_dir / "nats" / "store")
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue  # gone meanwhile
-        fields = stat.rsplit(")", 1)[1].split()  # after "pid (comm)": state, ppid, pgrp, ...
-        if int(fields[2]) == pgid and marker in cmdline:
+        args = [a.decode(errors="replace") for a in argv]
+        if args and args[0].endswith("nats-server") and store in args:
             found.append(int(entry.name))
     return found
