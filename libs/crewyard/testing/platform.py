@@ -18,7 +18,6 @@ from pathlib import Path
 
 import httpx
 
-
 _pick = random.SystemRandom()  # not the global generator, which tests may seed
 _given: set[int] = set()
 
