@@ -9,7 +9,7 @@ PORT ?= 8080
 # so a few more processes than cores keep both cores busy. One file's tests share one process.
 TEST_WORKERS ?= 3
 
-.PHONY: setup system run test check bench clean
+.PHONY: setup system run test soak check bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +26,16 @@ run: setup
 
 test: setup
 	$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile --durations=15
+
+# The end-to-end tests (chaos and cluster among them) ROUNDS times in a row, stopping at the first
+# failure: what flakes shows up here rather than in someone's landing.
+ROUNDS ?= 5
+soak: setup
+	@for i in $$(seq 1 $(ROUNDS)); do \
+		echo "== round $$i of $(ROUNDS) ($$(date -u +%H:%M:%S), load $$(cut -d' ' -f1-3 /proc/loadavg))"; \
+		$(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile tests/e2e \
+			|| { echo "== round $$i failed"; exit 1; }; \
+	done; echo "== $(ROUNDS) rounds passed"
 
 check: $(STAMP)
 	$(BIN)/ruff check libs services tests examples
