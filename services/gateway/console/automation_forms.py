@@ -34,24 +34,35 @@ def _text(form: dict[str, str], name: str) -> str | None:
     return form.get(name, "").strip() or None
 
 
+async def _create(
+    request: Request[Any, Any, Any], project: str, route: Any, kind: type[Any], fields: dict[str, Any]
+) -> Any:
+    """What the API route makes of the form as its typed body (:class:`Refused` when it would not)."""
+    return await call_route(route, request, project=project, data=typed(kind, fields))
+
+
+async def _refused(
+    request: Request[Any, Any, Any], project: str, which: str, exc: Refused, form: dict[str, str], **kept: Any
+) -> Response[str]:
+    """The page again, the reason beside form ``which`` and what was typed (and ``kept``) in it."""
+    refused = {"form": which, "message": exc.message, "fields": form, **kept}
+    return await render_automation(request, project, status=exc.status, refused=refused)
+
+
 @post("/projects/{project:str}/webhooks", opt=DEPLOY_FORM, include_in_schema=False)
 async def webhook_form(request: Request[Any, Any, Any], project: str) -> Response[str]:
     form = await checked_form(request)
     events = [e for e in (await request.form()).getall("events", []) if isinstance(e, str)]
+    fields = {
+        "url": form.get("url", "").strip(),
+        "events": events,
+        "deployment": _text(form, "deployment"),
+        "description": _text(form, "description"),
+    }
     try:
-        data = typed(
-            WebhookCreate,
-            {
-                "url": form.get("url", "").strip(),
-                "events": events,
-                "deployment": _text(form, "deployment"),
-                "description": _text(form, "description"),
-            },
-        )
-        made = await call_route(webhooks.create_webhook, request, project=project, data=data)
+        made = await _create(request, project, webhooks.create_webhook, WebhookCreate, fields)
     except Refused as exc:
-        refused = {"form": "webhook", "message": exc.message, "fields": form, "events": events}
-        return await render_automation(request, project, status=exc.status, refused=refused)
+        return await _refused(request, project, "webhook", exc, form, events=events)
     created = {"title": "Webhook created", "what": made.url, "secrets": [("Signing secret", made.secret)]}
     return await render_automation(request, project, status=201, created=created)
 
@@ -59,20 +70,16 @@ async def webhook_form(request: Request[Any, Any, Any], project: str) -> Respons
 @post("/projects/{project:str}/triggers", opt=DEPLOY_FORM, include_in_schema=False)
 async def trigger_form(request: Request[Any, Any, Any], project: str) -> Response[str]:
     form = await checked_form(request)
+    fields: dict[str, Any] = {
+        "name": form.get("name", "").strip(),
+        "environment": _text(form, "environment"),
+        "deployment": _text(form, "deployment"),
+        "signature": {} if form.get("signed") else None,
+    }
     try:
-        data = typed(
-            TriggerCreate,
-            {
-                "name": form.get("name", "").strip(),
-                "environment": _text(form, "environment"),
-                "deployment": _text(form, "deployment"),
-                "signature": {} if form.get("signed") else None,
-            },
-        )
-        made = await call_route(triggers.create_trigger, request, project=project, data=data)
+        made = await _create(request, project, triggers.create_trigger, TriggerCreate, fields)
     except Refused as exc:
-        refused = {"form": "trigger", "message": exc.message, "fields": form}
-        return await render_automation(request, project, status=exc.status, refused=refused)
+        return await _refused(request, project, "trigger", exc, form)
     base = str(request.base_url).rstrip("/")
     secrets = [("Trigger URL (POST JSON to it)", base + made.url)]
     if made.signature_secret:
@@ -97,21 +104,17 @@ def _input(text: str | None) -> Any:
 async def schedule_create_form(request: Request[Any, Any, Any], project: str) -> Response[str]:
     form = await checked_form(request)
     try:
-        data = typed(
-            ScheduleCreate,
-            {
-                "cron": form.get("cron", "").strip(),
-                "timezone": _text(form, "timezone"),
-                "name": _text(form, "name"),
-                "input": _input(_text(form, "input")),
-                "environment": _text(form, "environment"),
-                "overlap": _text(form, "overlap"),
-            },
-        )
-        await call_route(schedules.create_schedule, request, project=project, data=data)
+        fields = {
+            "cron": form.get("cron", "").strip(),
+            "timezone": _text(form, "timezone"),
+            "name": _text(form, "name"),
+            "input": _input(_text(form, "input")),
+            "environment": _text(form, "environment"),
+            "overlap": _text(form, "overlap"),
+        }
+        await _create(request, project, schedules.create_schedule, ScheduleCreate, fields)
     except Refused as exc:
-        refused = {"form": "schedule", "message": exc.message, "fields": form}
-        return await render_automation(request, project, status=exc.status, refused=refused)
+        return await _refused(request, project, "schedule", exc, form)
     return await render_automation(request, project, status=201)
 
 

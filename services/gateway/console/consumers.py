@@ -4,7 +4,6 @@ and deployments, read-only. The list (revoked ones too), a form that issues cred
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from litestar import Request, Response, get, post
@@ -16,12 +15,9 @@ from .. import keys as api
 from ..access import visible_project
 from ..context import gw
 from .csrf import checked_form
-from .forms import Refused, call_route, typed
-from .keys import EXPIRY_DAYS
+from .forms import EXPIRY_DAYS, Refused, call_route, expires_at, typed
+from .keys import ADMIN, ADMIN_FORM
 from .render import page
-
-ADMIN = {"role": "admin", "page": True}
-ADMIN_FORM = {"role": "admin", "page": True, "form": True}
 
 
 async def _render(request: Request[Any, Any, Any], status: int = 200, **shown: Any) -> Response[str]:
@@ -52,17 +48,11 @@ async def create_form(request: Request[Any, Any, Any]) -> Response[str]:
     """The answer shows the credentials this once (the page is never cached)."""
     form = await checked_form(request)
     try:
-        try:
-            days = int(form.get("expires_days") or 0)
-        except ValueError:
-            raise Refused(400, "expires: a number of days") from None
-        if days not in EXPIRY_DAYS:
-            raise Refused(400, "expires: choose one of the offered times")
-        expires = (datetime.now(UTC) + timedelta(days=days)).isoformat() if days else None
+        expires = expires_at(form)
         fields = {
             "project": form.get("project", ""),
             "name": form.get("name", "").strip(),
-            "expires_at": expires,
+            "expires_at": expires.isoformat() if expires else None,
         }
         made = await call_route(api.create_consumer, request, data=typed(ConsumerCreate, fields))
     except Refused as exc:

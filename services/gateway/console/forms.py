@@ -6,6 +6,7 @@ beside the form."""
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -14,6 +15,9 @@ from litestar import Request
 from ..errors import ApiError
 
 _AT = re.compile(r" - at `\$\.?([^`]*)`$")
+
+#: The lifetimes a form offers for a credential it makes (0: it never expires).
+EXPIRY_DAYS = (0, 7, 30, 90, 365)
 
 
 class Refused(Exception):
@@ -32,6 +36,17 @@ def typed(kind: type[Any], fields: dict[str, Any]) -> Any:
         where = _AT.search(text)
         text = _AT.sub("", text)
         raise Refused(400, f"{where[1]}: {text}" if where and where[1] else text) from None
+
+
+def expires_at(form: dict[str, str]) -> datetime | None:
+    """When a credential the form makes ends: ``expires_days`` from now, one of :data:`EXPIRY_DAYS`."""
+    try:
+        days = int(form.get("expires_days") or 0)
+    except ValueError:
+        raise Refused(400, "expires: a number of days") from None
+    if days not in EXPIRY_DAYS:
+        raise Refused(400, "expires: choose one of the offered times")
+    return datetime.now(UTC) + timedelta(days=days) if days else None
 
 
 async def call_route(route: Any, request: Request[Any, Any, Any], **args: Any) -> Any:

@@ -4,7 +4,6 @@ answer to the form, never again), revoke one with a confirmation."""
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from litestar import Request, Response, get, post
@@ -18,11 +17,11 @@ from ..errors import bad_request
 from ..keys import key_view as view
 from ..keys import make_key, registry_of, revoke
 from .csrf import checked_form
+from .forms import EXPIRY_DAYS, Refused, expires_at
 from .render import page
 
 ADMIN = {"role": "admin", "page": True}
 ADMIN_FORM = {"role": "admin", "page": True, "form": True}
-EXPIRY_DAYS = (0, 7, 30, 90, 365)
 
 
 async def _render(request: Request[Any, Any, Any], status: int = 200, **extra: Any) -> Response[str]:
@@ -59,12 +58,9 @@ async def create_form(request: Request[Any, Any, Any]) -> Response[str]:
         raise bad_request(f"role must be one of {', '.join(ROLES)}")
     project = project_name(form["project"]) if form.get("project") else None
     try:
-        days = int(form.get("expires_days") or 0)
-    except ValueError:
-        raise bad_request("expires_days must be a number of days") from None
-    if days not in EXPIRY_DAYS:
-        raise bad_request("choose one of the offered expiry times")
-    expires = datetime.now(UTC) + timedelta(days=days) if days else None
+        expires = expires_at(form)
+    except Refused as exc:
+        raise bad_request(exc.message) from None
     name = (form.get("name") or "key").strip()[:100] or "key"
     created = await make_key(request, role=role, project=project, name=name, expires_at=expires)
     return await _render(request, status=201, created=created)
