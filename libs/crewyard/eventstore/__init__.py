@@ -18,7 +18,8 @@ from ._connection import (
 from ._errors import ConcurrencyConflict, EventStoreError, StoreUnavailable, StreamMisconfigured
 from ._poison import set_aside, set_aside_counts
 from ._probe import Probe
-from ._store import Appended, EventStore, RawEvent
+from ._raw import RawEvent
+from ._store import Appended, EventStore
 from ._work import WorkItem, WorkQueue
 
 __all__ = [

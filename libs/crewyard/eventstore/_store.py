@@ -9,7 +9,7 @@
   cluster any replica may answer a direct get, so it can be behind: fine for deciding a command
   (the expected-sequence header catches a stale view), never for "does it exist?". Those ask the
   stream's leader: ``last_seq_of`` and ``get(seq, leader=True)``.
-- ``follow`` is an ordered consumer from a sequence: history first, then live, no gaps.
+- Following a stream as it grows (``read_batches``, ``scan``, ``follow``) is in :mod:`._follow`.
 
 Writes go through the core's ``encode_checked``: an event the core's decoder would refuse is
 never appended (``InvalidEvent`` is raised instead). Reads meet whatever is stored: ``decode``
@@ -20,9 +20,7 @@ stand-in (see ``crewyard.core.events.unreadable``) after setting it aside.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import msgspec
@@ -30,43 +28,20 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeout
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, Header
+from nats.js.api import Header
 from nats.js.errors import APIError, NoStreamResponseError, NotFoundError
 
 from crewyard.core import subjects
-from crewyard.core.events import Event, InvalidEvent, Recorded, decode, encode_checked, unreadable
+from crewyard.core.events import Event, InvalidEvent, Recorded, encode_checked, unreadable
 
 from ._connection import StreamSettings
 from ._errors import ConcurrencyConflict, StoreUnavailable
+from ._follow import Following
 from ._poison import set_aside
+from ._raw import RawEvent
 
 _WRONG_LAST_SEQUENCE = 10071
 _EXPECTED_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
-
-
-class RawEvent(msgspec.Struct, frozen=True):
-    """An event as stored: its sequence, subject and JSON bytes (decode lazily)."""
-
-    seq: int
-    subject: str
-    data: bytes
-
-    def decode(self, prefix: str | None = None) -> Recorded:
-        """The event, checked against its subject; :class:`InvalidEvent` when it is unusable.
-
-        ``prefix`` is the stream's subject prefix; without it only the part of the subject after
-        the prefix is compared."""
-        event = decode(self.data)
-        places = subjects.places_of(
-            event.data.SCOPE, event.project, event.aggregate, event.aggregate_id, event.type
-        )
-        if prefix is not None:
-            ok = any(self.subject == f"{prefix}.{place}" for place in places)
-        else:
-            ok = any(self.subject.endswith("." + place) for place in places)
-        if not ok:
-            raise InvalidEvent(f"subject {self.subject[:200]!r} does not match the event ({places[0]})")
-        return Recorded(self.seq, event)
 
 
 class Appended(msgspec.Struct, frozen=True):
@@ -77,7 +52,7 @@ class Appended(msgspec.Struct, frozen=True):
     duplicate: bool = False
 
 
-class EventStore:
+class EventStore(Following):
     def __init__(
         self, nc: Client, settings: StreamSettings | None = None, *, read_timeout: float = 5.0
     ) -> None:
@@ -322,152 +297,3 @@ class EventStore:
         except Exception as exc:
             raise StoreUnavailable(f"cannot read stream state: {exc!r}") from exc
         return int(info.state.last_seq)
-
-    async def read_batches(
-        self, filter_subject: str, *, start_seq: int = 1, batch: int = 1000, idle_s: float = 1.0
-    ) -> AsyncGenerator[list[RawEvent], None]:
-        """Read from ``start_seq`` on, in batches, as fast as the caller takes them (pull, not push:
-        a consumer that falls behind never makes the client drop messages). Yields an empty list
-        after ``idle_s`` without news, so callers can check whether to stop. Survives broker
-        restarts: the ephemeral consumer is made again from the last sequence read."""
-        next_seq = start_seq
-        psub: Any = None
-        try:
-            while True:
-                if psub is None:
-                    psub = await self._pull_consumer(filter_subject, next_seq)
-                    if psub is None:
-                        await asyncio.sleep(idle_s)
-                        yield []
-                        continue
-                try:
-                    msgs = await psub.fetch(batch, timeout=idle_s)
-                except (TimeoutError, NatsTimeout):
-                    if not await self._consumer_healthy(psub):
-                        # Gone with a broker restart (or stuck): make it again from where we are.
-                        with contextlib.suppress(Exception):
-                            await psub.unsubscribe()
-                        psub = None
-                    yield []
-                    continue
-                except Exception:
-                    with contextlib.suppress(Exception):
-                        await psub.unsubscribe()
-                    psub = None
-                    continue
-                out = [RawEvent(m.metadata.sequence.stream, m.subject, m.data) for m in msgs]
-                out = [r for r in out if r.seq >= next_seq]
-                if out:
-                    next_seq = out[-1].seq + 1
-                yield out
-        finally:
-            if psub is not None:
-                with contextlib.suppress(Exception):
-                    await psub.unsubscribe()
-
-    @staticmethod
-    async def _consumer_healthy(psub: Any) -> bool:
-        """An idle fetch is fine only if the consumer still exists and has nothing pending."""
-        try:
-            info = await psub.consumer_info()
-        except Exception:
-            return False
-        return int(info.num_pending or 0) == 0
-
-    async def scan(
-        self,
-        filter_subject: str,
-        *,
-        start_seq: int,
-        until_seq: int,
-        want: Callable[[str], bool],
-        batch: int = 2000,
-        stall_s: float = 5.0,
-    ) -> AsyncGenerator[list[RawEvent], None]:
-        """Every event from ``start_seq`` to ``until_seq`` whose subject ``want`` keeps, in order and
-        in batches — the fast path for a full replay. The push consumer's callback only looks at
-        subjects (most events are skipped without decoding), so it keeps up with the server; if
-        it ever falls behind and messages are dropped, the stall is noticed and the scan resumes
-        after the last event it saw."""
-        pos = start_seq - 1
-        while pos < until_seq:
-            kept: list[RawEvent] = []
-            seen = pos
-            wake = asyncio.Event()
-
-            async def on_msg(m: Msg, kept: list[RawEvent] = kept, wake: asyncio.Event = wake) -> None:
-                nonlocal seen
-                tokens = m.reply.split(".")
-                seq = int(tokens[5] if len(tokens) == 9 else tokens[7])
-                if seq <= seen:
-                    return
-                seen = seq
-                if want(m.subject):
-                    kept.append(RawEvent(seq, m.subject, m.data))
-                if len(kept) >= batch or seq >= until_seq:
-                    wake.set()
-
-            sub = await self._ordered(filter_subject, pos + 1, on_msg, pending_msgs_limit=2_000_000)
-            try:
-                while pos < until_seq:
-                    before = seen
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(wake.wait(), stall_s)
-                    wake.clear()
-                    out, kept[:] = list(kept), []
-                    pos = seen
-                    if out:
-                        yield out
-                    if seen == before and pos < until_seq:
-                        break  # no progress: start again after the last event seen
-            finally:
-                with contextlib.suppress(Exception):
-                    await sub.unsubscribe()
-
-    async def _ordered(
-        self, filter_subject: str, start_seq: int, cb: Callable[[Msg], Awaitable[None]], **options: Any
-    ) -> Any:
-        """An ordered push consumer from ``start_seq`` calling ``cb`` for each event."""
-        config = ConsumerConfig(
-            deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(start_seq, 1)
-        )
-        try:
-            return await self.js.subscribe(
-                filter_subject, stream=self.stream, ordered_consumer=True, cb=cb, config=config, **options
-            )
-        except Exception as exc:
-            raise StoreUnavailable(f"cannot read {filter_subject}: {exc!r}") from exc
-
-    async def _pull_consumer(self, filter_subject: str, start_seq: int) -> Any:
-        config = ConsumerConfig(
-            ack_policy=AckPolicy.NONE,
-            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
-            opt_start_seq=start_seq,
-            inactive_threshold=60.0,
-            mem_storage=True,
-            num_replicas=1,
-            max_waiting=1,
-        )
-        try:
-            return await self.js.pull_subscribe(
-                filter_subject, durable=None, stream=self.stream, config=config
-            )
-        except Exception:
-            return None  # broker away: the caller waits and asks again
-
-    @contextlib.asynccontextmanager
-    async def follow(
-        self, filter_subject: str, *, start_seq: int = 1, queue_size: int = 10_000
-    ) -> AsyncIterator[asyncio.Queue[RawEvent]]:
-        """An ordered consumer from ``start_seq`` into a queue: history, then live events."""
-        queue: asyncio.Queue[RawEvent] = asyncio.Queue(maxsize=queue_size)
-
-        async def on_msg(m: Msg) -> None:
-            await queue.put(RawEvent(m.metadata.sequence.stream, m.subject, m.data))
-
-        sub = await self._ordered(filter_subject, start_seq, on_msg, idle_heartbeat=2.0)
-        try:
-            yield queue
-        finally:
-            with contextlib.suppress(Exception):
-                await sub.unsubscribe()

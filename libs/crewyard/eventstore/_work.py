@@ -23,7 +23,8 @@ from crewyard.core.events import InvalidEvent
 
 from ._errors import StoreUnavailable
 from ._poison import set_aside
-from ._store import EventStore, RawEvent
+from ._raw import RawEvent
+from ._store import EventStore
 
 
 class WorkItem(msgspec.Struct):

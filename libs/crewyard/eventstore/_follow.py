@@ -1,0 +1,182 @@
+"""Reading a stream as it grows: batches for a reader that must not fall behind, a fast scan for a
+full replay, and an ordered consumer that follows a subject live.
+
+- ``read_batches`` pulls (never push): a reader that falls behind never makes the client drop
+  messages, and the ephemeral consumer is made again after a broker restart.
+- ``scan`` is a push consumer whose callback only reads subjects (most events are skipped without
+  decoding); a stall (messages dropped) is noticed and the scan resumes after the last event seen.
+- ``follow`` is an ordered consumer from a sequence into a queue: history first, then live, no gaps.
+
+:class:`EventStore` has these as methods; they need only its JetStream context and stream name.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from nats.aio.msg import Msg
+from nats.errors import TimeoutError as NatsTimeout
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from ._errors import StoreUnavailable
+from ._raw import RawEvent
+
+
+class Following:
+    """The streaming reads of :class:`EventStore` (a base class of it)."""
+
+    js: JetStreamContext
+    stream: str
+
+    async def read_batches(
+        self, filter_subject: str, *, start_seq: int = 1, batch: int = 1000, idle_s: float = 1.0
+    ) -> AsyncGenerator[list[RawEvent], None]:
+        """Read from ``start_seq`` on, in batches, as fast as the caller takes them (pull, not push:
+        a consumer that falls behind never makes the client drop messages). Yields an empty list
+        after ``idle_s`` without news, so callers can check whether to stop. Survives broker
+        restarts: the ephemeral consumer is made again from the last sequence read."""
+        next_seq = start_seq
+        psub: Any = None
+        try:
+            while True:
+                if psub is None:
+                    psub = await self._pull_consumer(filter_subject, next_seq)
+                    if psub is None:
+                        await asyncio.sleep(idle_s)
+                        yield []
+                        continue
+                try:
+                    msgs = await psub.fetch(batch, timeout=idle_s)
+                except (TimeoutError, NatsTimeout):
+                    if not await self._consumer_healthy(psub):
+                        # Gone with a broker restart (or stuck): make it again from where we are.
+                        with contextlib.suppress(Exception):
+                            await psub.unsubscribe()
+                        psub = None
+                    yield []
+                    continue
+                except Exception:
+                    with contextlib.suppress(Exception):
+                        await psub.unsubscribe()
+                    psub = None
+                    continue
+                out = [RawEvent(m.metadata.sequence.stream, m.subject, m.data) for m in msgs]
+                out = [r for r in out if r.seq >= next_seq]
+                if out:
+                    next_seq = out[-1].seq + 1
+                yield out
+        finally:
+            if psub is not None:
+                with contextlib.suppress(Exception):
+                    await psub.unsubscribe()
+
+    @staticmethod
+    async def _consumer_healthy(psub: Any) -> bool:
+        """An idle fetch is fine only if the consumer still exists and has nothing pending."""
+        try:
+            info = await psub.consumer_info()
+        except Exception:
+            return False
+        return int(info.num_pending or 0) == 0
+
+    async def scan(
+        self,
+        filter_subject: str,
+        *,
+        start_seq: int,
+        until_seq: int,
+        want: Callable[[str], bool],
+        batch: int = 2000,
+        stall_s: float = 5.0,
+    ) -> AsyncGenerator[list[RawEvent], None]:
+        """Every event from ``start_seq`` to ``until_seq`` whose subject ``want`` keeps, in order and
+        in batches — the fast path for a full replay. The push consumer's callback only looks at
+        subjects (most events are skipped without decoding), so it keeps up with the server; if
+        it ever falls behind and messages are dropped, the stall is noticed and the scan resumes
+        after the last event it saw."""
+        pos = start_seq - 1
+        while pos < until_seq:
+            kept: list[RawEvent] = []
+            seen = pos
+            wake = asyncio.Event()
+
+            async def on_msg(m: Msg, kept: list[RawEvent] = kept, wake: asyncio.Event = wake) -> None:
+                nonlocal seen
+                tokens = m.reply.split(".")
+                seq = int(tokens[5] if len(tokens) == 9 else tokens[7])
+                if seq <= seen:
+                    return
+                seen = seq
+                if want(m.subject):
+                    kept.append(RawEvent(seq, m.subject, m.data))
+                if len(kept) >= batch or seq >= until_seq:
+                    wake.set()
+
+            sub = await self._ordered(filter_subject, pos + 1, on_msg, pending_msgs_limit=2_000_000)
+            try:
+                while pos < until_seq:
+                    before = seen
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(wake.wait(), stall_s)
+                    wake.clear()
+                    out, kept[:] = list(kept), []
+                    pos = seen
+                    if out:
+                        yield out
+                    if seen == before and pos < until_seq:
+                        break  # no progress: start again after the last event seen
+            finally:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+
+    async def _ordered(
+        self, filter_subject: str, start_seq: int, cb: Callable[[Msg], Awaitable[None]], **options: Any
+    ) -> Any:
+        """An ordered push consumer from ``start_seq`` calling ``cb`` for each event."""
+        config = ConsumerConfig(
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE, opt_start_seq=max(start_seq, 1)
+        )
+        try:
+            return await self.js.subscribe(
+                filter_subject, stream=self.stream, ordered_consumer=True, cb=cb, config=config, **options
+            )
+        except Exception as exc:
+            raise StoreUnavailable(f"cannot read {filter_subject}: {exc!r}") from exc
+
+    async def _pull_consumer(self, filter_subject: str, start_seq: int) -> Any:
+        config = ConsumerConfig(
+            ack_policy=AckPolicy.NONE,
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=start_seq,
+            inactive_threshold=60.0,
+            mem_storage=True,
+            num_replicas=1,
+            max_waiting=1,
+        )
+        try:
+            return await self.js.pull_subscribe(
+                filter_subject, durable=None, stream=self.stream, config=config
+            )
+        except Exception:
+            return None  # broker away: the caller waits and asks again
+
+    @contextlib.asynccontextmanager
+    async def follow(
+        self, filter_subject: str, *, start_seq: int = 1, queue_size: int = 10_000
+    ) -> AsyncIterator[asyncio.Queue[RawEvent]]:
+        """An ordered consumer from ``start_seq`` into a queue: history, then live events."""
+        queue: asyncio.Queue[RawEvent] = asyncio.Queue(maxsize=queue_size)
+
+        async def on_msg(m: Msg) -> None:
+            await queue.put(RawEvent(m.metadata.sequence.stream, m.subject, m.data))
+
+        sub = await self._ordered(filter_subject, start_seq, on_msg, idle_heartbeat=2.0)
+        try:
+            yield queue
+        finally:
+            with contextlib.suppress(Exception):
+                await sub.unsubscribe()
