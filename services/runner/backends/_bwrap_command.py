@@ -1,0 +1,172 @@
+"""What a run in a bwrap sandbox is: the command line that makes the sandbox (namespaces, user,
+the file system the run sees, the runtime's command) and the files of its own it is given.
+
+The backend (:mod:`.bwrap`) starts this command and manages what it started; the module doc
+there says what a run sees and why.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from crewyard.environments import ENV_PATH, nodejs
+
+from ._base import RunSpec, runtime_command
+
+SANDBOX_UID = 1000
+#: Where a JavaScript crew's folder is, with the environment's node_modules beside it.
+NODE_APP = "/opt/crewyard/app"
+_SYSTEM_DIRS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
+# What ordinary programs read from /etc: the dynamic linker, TLS roots, name resolution, time zone.
+_ETC = (
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "ssl",
+    "ca-certificates",
+    "ca-certificates.conf",
+    "pki",
+    "resolv.conf",
+    "hosts",
+    "host.conf",
+    "nsswitch.conf",
+    "gai.conf",
+    "localtime",
+    "timezone",
+    "protocols",
+    "services",
+    "mime.types",
+    "alternatives",
+)
+PASSWD = (
+    "root:x:0:0:root:/root:/usr/sbin/nologin\n"
+    f"crew:x:{SANDBOX_UID}:{SANDBOX_UID}:crew:/tmp:/usr/sbin/nologin\n"
+    "nobody:x:65534:65534:nobody:/nonexistent:/usr/sbin/nologin\n"
+)
+GROUP = f"root:x:0:\ncrew:x:{SANDBOX_UID}:\nnogroup:x:65534:\n"
+
+
+def base_prefix_of(venv_dir: Path) -> Path:
+    """The prefix of the interpreter the environment was made from (``home`` in pyvenv.cfg)."""
+    with contextlib.suppress(OSError):
+        for line in (venv_dir / "pyvenv.cfg").read_text().splitlines():
+            key, _, value = line.partition("=")
+            if key.strip() == "home" and value.strip():
+                return Path(value.strip()).resolve().parent
+    return Path(sys.base_prefix)
+
+
+def _under(path: Path, parent: str) -> bool:
+    return path == Path(parent) or path.is_relative_to(parent)
+
+
+def sandbox_command(
+    bwrap: str,
+    spec: RunSpec,
+    sandbox_files: Path,
+    status_fd: int,
+    *,
+    tmp_size: int,
+    node: nodejs.Node | None = None,
+    heap_limit: bool = False,
+) -> list[str]:
+    """bwrap's command line for one run: the runtime's command inside the sandbox ``spec`` asks
+    for, its own files (passwd, group, resolv.conf) taken from ``sandbox_files``."""
+    assert spec.venv_dir is not None
+    args = [bwrap, "--unshare-all", *no_nested_userns(bwrap)]
+    if spec.limits.network == "host":
+        args.append("--share-net")
+    args += [
+        "--die-with-parent",
+        "--new-session",
+        "--cap-drop",
+        "ALL",
+        "--uid",
+        str(SANDBOX_UID),
+        "--gid",
+        str(SANDBOX_UID),
+        "--hostname",
+        "crewyard",
+        "--json-status-fd",
+        str(status_fd),
+        "--ro-bind",
+        "/usr",
+        "/usr",
+    ]
+    for d in _SYSTEM_DIRS:
+        p = Path(d)
+        if p.is_symlink():  # merged /usr: keep it a link, as on the host
+            args += ["--symlink", os.readlink(p), d]
+        elif p.is_dir():
+            args += ["--ro-bind", d, d]
+    private = (sandbox_files / "resolv.conf").exists()
+    for name in _ETC:
+        if name == "resolv.conf" and private:  # the private network's own resolver
+            args += ["--ro-bind", str(sandbox_files / "resolv.conf"), "/etc/resolv.conf"]
+        else:
+            args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
+    args += [
+        "--ro-bind",
+        str(sandbox_files / "passwd"),
+        "/etc/passwd",
+        "--ro-bind",
+        str(sandbox_files / "group"),
+        "/etc/group",
+        "--proc",
+        "/proc",
+        "--dev",
+        "/dev",
+        "--tmpfs",
+        "/dev/shm",
+        # Private /tmp first: a bind under /tmp made before it would be hidden by it.
+        "--size",
+        str(tmp_size),
+        "--tmpfs",
+        "/tmp",
+    ]
+    prefix = Path(node.prefix) if node else base_prefix_of(spec.venv_dir)
+    if not _under(prefix, "/usr"):
+        args += ["--ro-bind", str(prefix), str(prefix)]
+    # The environment was built at ENV_PATH (its scripts and compiled files name that path).
+    args += ["--ro-bind", str(spec.venv_dir), ENV_PATH]
+    args += ["--ro-bind", str(spec.runtime_dir), str(spec.runtime_dir)]
+    if node:
+        # Node looks for packages in the folders above a module: the crew's folder gets a
+        # parent whose node_modules is the environment's.
+        args += ["--ro-bind", str(spec.source_dir), NODE_APP,
+                 "--symlink", f"{ENV_PATH}/node_modules", f"{NODE_APP}/../node_modules"]  # fmt: skip
+    else:
+        args += ["--ro-bind", str(spec.source_dir), str(spec.source_dir)]
+    command = runtime_command(
+        spec, python=f"{ENV_PATH}/bin/python", node=node.path if node else "",
+        runtime_dir=str(spec.runtime_dir), env_dir=ENV_PATH, source_dir=NODE_APP, heap_limit=heap_limit,
+    )  # fmt: skip
+    artifacts = str(spec.artifacts_dir)
+    args += [
+        # Last, so that it wins when the artifacts folder lies below one of the read-only binds.
+        "--bind", artifacts, artifacts,
+        # The sandbox's root is a tmpfs bwrap made; read-only, nothing outside /tmp, /dev/shm
+        # and the artifacts folder takes a write (the mounts made above keep their own flags).
+        "--remount-ro", "/",
+        "--chdir", artifacts,
+        *command,
+    ]  # fmt: skip
+    return args
+
+
+@functools.cache
+def no_nested_userns(bwrap: str) -> tuple[str, ...]:
+    """``--disable-userns`` (bubblewrap 0.8+): the crew may not make user namespaces of its own
+    (less kernel to attack). Older versions lack it; their sandboxes are as before."""
+    try:
+        text = subprocess.run(
+            [bwrap, "--help"], capture_output=True, text=True, timeout=10, check=False
+        ).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return ()
+    return ("--unshare-user", "--disable-userns") if "--disable-userns" in text else ()
