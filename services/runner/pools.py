@@ -20,6 +20,8 @@ counts as what its pool's sandboxes were seen to hold, or its memory limit): a n
 only when it fits, if need be after removing the least recently used pools' sandboxes; one that
 grows is caught at the next measurement. At most ``warming_at_once`` import a crew at a time, so
 warm-ups never crowd out the runs themselves.
+
+One pool's own state (its key, template, sandboxes, target) is :class:`~.warm_pool.Pool`.
 """
 
 from __future__ import annotations
@@ -31,14 +33,16 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import NamedTuple
 
 import msgspec
 
 from crewyard import metrics
 
-from .backends import BackendError, ExecutionBackend, RunSpec
+from .backends import BackendError, ExecutionBackend
 from .warm import WarmSandbox
+from .warm_pool import Placeholder, Pool, PoolKey, Renewal
+
+__all__ = ["Pool", "PoolKey", "Pools", "Renew", "Renewal"]
 
 log = logging.getLogger("crewyard.runner")
 
@@ -52,58 +56,6 @@ SHRINK_AFTER_S = 60.0
 #: them. Measured with the CrewAI example on 2 busy cores: run.started → first crew event 0.2 s
 #: with the refill at once, 0.1 s with it a second later.
 REFILL_AFTER_TAKE_S = 1.0
-DEFAULT_ESTIMATE = 1 << 30
-
-
-class PoolKey(NamedTuple):
-    deployment_id: str
-    environment: str
-
-
-class Renewal(NamedTuple):
-    """What a pool prepares its sandboxes from: a run's spec, and its fingerprint."""
-
-    key: PoolKey
-    template: RunSpec
-    fingerprint: str
-
-
-class _Placeholder:
-    """A sandbox about to start: counted against the budget before it exists."""
-
-    def __init__(self, spec: RunSpec, fingerprint: str) -> None:
-        self.spec, self.fingerprint = spec, fingerprint
-        self.memory: int | None = None
-
-
-class Pool:
-    def __init__(self, renewal: Renewal, *, project: str, name: str, low: int, high: int) -> None:
-        self.key, self.template, self.fingerprint = renewal
-        self.project, self.name = project, name
-        self.low, self.high = low, max(low, high)
-        self.target = low
-        self.idle: list[WarmSandbox] = []
-        self.warming: set[WarmSandbox | _Placeholder] = set()
-        self.last_used = self.last_miss = time.monotonic()
-        #: The most one of its sandboxes was seen to hold (None: never measured).
-        self.memory: int | None = None
-        #: Waiting for a new template (a change retired its sandboxes).
-        self.stale = False
-        #: Where its environment's pointer moved (a deploy, promote or rollback): renewed there.
-        self.moving_to: PoolKey | None = None
-        self.failures = 0
-        self.retry_at = 0.0
-        #: No refill before this (a run has just taken one of its sandboxes).
-        self.refill_at = 0.0
-
-    def estimate(self) -> int:
-        """What a new sandbox of this pool is counted as until it is measured."""
-        if self.memory is not None:
-            return self.memory
-        return self.template.limits.memory_bytes or DEFAULT_ESTIMATE
-
-    def held(self) -> int:
-        return sum(s.memory or self.estimate() for s in self.idle) + self.estimate() * len(self.warming)
 
 
 Renew = Callable[[Pool], Awaitable[Renewal | None]]
@@ -306,11 +258,11 @@ class Pools:
         spec = msgspec.structs.replace(
             pool.template, run_id=name, input={}, work_dir=work, artifacts_dir=work / "artifacts", warm=True
         )
-        placeholder = _Placeholder(spec, pool.fingerprint)
+        placeholder = Placeholder(spec, pool.fingerprint)
         pool.warming.add(placeholder)  # counted against the budget from now on
         self._spawn(self._warm_up(pool, placeholder))
 
-    async def _warm_up(self, pool: Pool, placeholder: _Placeholder) -> None:
+    async def _warm_up(self, pool: Pool, placeholder: Placeholder) -> None:
         sandbox: WarmSandbox | None = None
         try:
             async with self._warming:

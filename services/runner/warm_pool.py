@@ -1,0 +1,66 @@
+"""One pool of warm sandboxes: which runs it serves (its key), what it prepares its sandboxes from
+(its template and fingerprint), what it holds (idle and warming sandboxes, their memory) and
+what it aims for (its target between ``low`` and ``high``). :class:`~.pools.Pools` decides.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import NamedTuple
+
+from .backends import RunSpec
+from .warm import WarmSandbox
+
+#: What a sandbox is counted as before anything of its pool was measured, without a memory limit.
+DEFAULT_ESTIMATE = 1 << 30
+
+
+class PoolKey(NamedTuple):
+    deployment_id: str
+    environment: str
+
+
+class Renewal(NamedTuple):
+    """What a pool prepares its sandboxes from: a run's spec, and its fingerprint."""
+
+    key: PoolKey
+    template: RunSpec
+    fingerprint: str
+
+
+class Placeholder:
+    """A sandbox about to start: counted against the budget before it exists."""
+
+    def __init__(self, spec: RunSpec, fingerprint: str) -> None:
+        self.spec, self.fingerprint = spec, fingerprint
+        self.memory: int | None = None
+
+
+class Pool:
+    def __init__(self, renewal: Renewal, *, project: str, name: str, low: int, high: int) -> None:
+        self.key, self.template, self.fingerprint = renewal
+        self.project, self.name = project, name
+        self.low, self.high = low, max(low, high)
+        self.target = low
+        self.idle: list[WarmSandbox] = []
+        self.warming: set[WarmSandbox | Placeholder] = set()
+        self.last_used = self.last_miss = time.monotonic()
+        #: The most one of its sandboxes was seen to hold (None: never measured).
+        self.memory: int | None = None
+        #: Waiting for a new template (a change retired its sandboxes).
+        self.stale = False
+        #: Where its environment's pointer moved (a deploy, promote or rollback): renewed there.
+        self.moving_to: PoolKey | None = None
+        self.failures = 0
+        self.retry_at = 0.0
+        #: No refill before this (a run has just taken one of its sandboxes).
+        self.refill_at = 0.0
+
+    def estimate(self) -> int:
+        """What a new sandbox of this pool is counted as until it is measured."""
+        if self.memory is not None:
+            return self.memory
+        return self.template.limits.memory_bytes or DEFAULT_ESTIMATE
+
+    def held(self) -> int:
+        return sum(s.memory or self.estimate() for s in self.idle) + self.estimate() * len(self.warming)
