@@ -73,8 +73,52 @@ def _too_large(message: str) -> ArchiveError:
     return ArchiveError(message, code="payload_too_large")
 
 
-class _Inflater:
+class _Stream:
+    """Bytes of a tar stream, handed out from ``chunk[pos:]``; a subclass's ``_step`` makes the
+    next chunk (or sets ``done``), counting ``made`` against the limits."""
+
+    #: What a stream that ends inside the archive is called.
+    ends_early = "not a valid tar archive: it ends in the middle"
+    chunk: bytes
+    pos: int
+    made: int
+    done: bool
+
+    def _step(self) -> None:
+        raise NotImplementedError
+
+    @property
+    def consumed(self) -> int:
+        """Bytes handed out so far (``made`` also counts what was made ahead)."""
+        return self.made - (len(self.chunk) - self.pos)
+
+    def read_some(self, limit: int) -> bytes:
+        """Up to ``limit`` bytes (at least one); ArchiveError at the end of the stream."""
+        while self.pos >= len(self.chunk):
+            if self.done:
+                raise ArchiveError(self.ends_early)
+            self._step()
+        start, self.pos = self.pos, min(self.pos + limit, len(self.chunk))
+        return self.chunk[start : self.pos]
+
+    def read(self, n: int) -> bytes:
+        parts, left = [], n
+        while left:
+            part = self.read_some(left)
+            parts.append(part)
+            left -= len(part)
+        return b"".join(parts)
+
+    def at_end(self) -> bool:
+        while self.pos >= len(self.chunk) and not self.done:
+            self._step()
+        return self.pos >= len(self.chunk)
+
+
+class _Inflater(_Stream):
     """Bytes out of a gzip stream, counted against the limits as they come."""
+
+    ends_early = "upload is not a valid tar archive: it ends in the middle"
 
     def __init__(self, fh: BinaryIO, limits: ArchiveLimits) -> None:
         self.fh, self.limits = fh, limits
@@ -132,37 +176,10 @@ class _Inflater:
         self.z = zlib.decompressobj(31)
         self._inflate(rest)
 
-    @property
-    def consumed(self) -> int:
-        """Bytes handed out so far (``made`` also counts what is inflated ahead)."""
-        return self.made - (len(self.chunk) - self.pos)
 
-    def read_some(self, limit: int) -> bytes:
-        """Up to ``limit`` bytes (at least one); ArchiveError at the end of the stream."""
-        while self.pos >= len(self.chunk):
-            if self.done:
-                raise ArchiveError("upload is not a valid tar archive: it ends in the middle")
-            self._step()
-        start, self.pos = self.pos, min(self.pos + limit, len(self.chunk))
-        return self.chunk[start : self.pos]
-
-    def read(self, n: int) -> bytes:
-        parts, left = [], n
-        while left:
-            part = self.read_some(left)
-            parts.append(part)
-            left -= len(part)
-        return b"".join(parts)
-
-    def at_end(self) -> bool:
-        while self.pos >= len(self.chunk) and not self.done:
-            self._step()
-        return self.pos >= len(self.chunk)
-
-
-class _Plain:
+class _Plain(_Stream):
     """Bytes of an uncompressed tar stream (an iterator of chunks, e.g. a container engine's),
-    counted against ``unpacked_bytes`` as they come; the same reading interface as ``_Inflater``."""
+    counted against ``unpacked_bytes`` as they come."""
 
     def __init__(self, chunks: Iterable[bytes], limits: ArchiveLimits) -> None:
         self._chunks: Iterator[bytes] = iter(chunks)
@@ -180,31 +197,6 @@ class _Plain:
         if self.made > self.limits.unpacked_bytes:
             raise _too_large(f"archive is larger than the {self.limits.unpacked_bytes}-byte limit")
         self.chunk, self.pos = bytes(data), 0
-
-    @property
-    def consumed(self) -> int:
-        return self.made - (len(self.chunk) - self.pos)
-
-    def read_some(self, limit: int) -> bytes:
-        while self.pos >= len(self.chunk):
-            if self.done:
-                raise ArchiveError("not a valid tar archive: it ends in the middle")
-            self._step()
-        start, self.pos = self.pos, min(self.pos + limit, len(self.chunk))
-        return self.chunk[start : self.pos]
-
-    def read(self, n: int) -> bytes:
-        parts, left = [], n
-        while left:
-            part = self.read_some(left)
-            parts.append(part)
-            left -= len(part)
-        return b"".join(parts)
-
-    def at_end(self) -> bool:
-        while self.pos >= len(self.chunk) and not self.done:
-            self._step()
-        return self.pos >= len(self.chunk)
 
 
 def _number(field: bytes, what: str) -> int:
