@@ -113,7 +113,7 @@ def test_a_cluster_survives_losing_its_leader_a_runner_and_quorum(tmp_path: Path
             "CREWYARD_RETRY_MAX_ATTEMPTS": "5",
         },
     )
-    cluster.up(timeout=120)
+    cluster.up(timeout=300)
     nodes = cluster.nats_cluster
     assert nodes is not None
     deadline = time.monotonic() + 600

@@ -185,7 +185,7 @@ class Cluster:
         with os.fdopen(fd, "w") as out:
             out.write(self.admin_key + "\n")
 
-    def up(self, timeout: float = 60.0) -> Cluster:
+    def up(self, timeout: float = 180.0) -> Cluster:
         self._write_admin_key()
         if self.nats_cluster is not None:
             self.nats_cluster.up()
@@ -196,33 +196,36 @@ class Cluster:
         self.wait_healthy(timeout)
         return self
 
-    def wait_healthy(self, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        for api in self.apis:
-            while True:
-                try:
-                    if httpx.get(api + "/readyz", timeout=5).status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if time.monotonic() > deadline:
-                    raise RuntimeError(f"gateway {api} did not become ready")
-                time.sleep(0.1)
+    def wait_healthy(self, timeout: float = 180.0) -> None:
+        """Until every gateway answers 200 on /readyz."""
+        self.wait_ready(list(self.ports), timeout)
 
-    def wait_ready(self, names: list[str] | None = None, timeout: float = 60.0) -> None:
-        """Until every service in ``names`` (default: all) answers 200 on /readyz."""
+    def wait_ready(self, names: list[str] | None = None, timeout: float = 180.0) -> None:
+        """Until every service in ``names`` (default: all) answers 200 on /readyz; if one does not
+        in time, the error shows its last answer and what its log said last."""
         waiting = list(names or self.names)
         deadline = time.monotonic() + timeout
+        last = "no answer"
         while waiting:
             try:
-                if self.readyz(waiting[0]).status_code == 200:
+                answer = self.readyz(waiting[0])
+                if answer.status_code == 200:
                     waiting.pop(0)
+                    last = "no answer"
                     continue
-            except httpx.HTTPError:
-                pass
+                last = f"{answer.status_code} {answer.text[:1000]}"
+            except httpx.HTTPError as exc:
+                last = repr(exc)
             if time.monotonic() > deadline:
-                raise RuntimeError(f"not ready: {', '.join(waiting)}")
+                raise RuntimeError(
+                    f"not ready: {', '.join(waiting)}; /readyz of {waiting[0]}: {last}\n"
+                    f"{self.log_tail(waiting[0])}"
+                )
             time.sleep(0.1)
+
+    def log_tail(self, name: str, lines: int = 40) -> str:
+        path = self.root / f"{name}.log"
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:]) if path.exists() else ""
 
     def down(self) -> None:
         for name in reversed(self.names):
