@@ -32,6 +32,7 @@ import msgspec
 from . import detect_js
 from .crewfile import CrewConfigError, parse
 from .entrypoints import JS_SUFFIXES, module_path
+from .sourcefiles import walk
 
 SKIP_DIRS = frozenset(
     {
@@ -76,20 +77,7 @@ class Detection(msgspec.Struct, frozen=True, kw_only=True):
 
 def _sources(root: Path) -> Iterator[tuple[str, str]]:
     """(relative posix path, text) of the folder's Python files, shallow ones first."""
-    found: list[Path] = []
-    stack = [root]
-    while stack and len(found) < MAX_FILES:
-        folder = stack.pop()
-        try:
-            entries = sorted(folder.iterdir())
-        except OSError:
-            continue
-        for entry in entries:
-            if entry.is_dir() and not entry.is_symlink():
-                if entry.name not in SKIP_DIRS and not entry.name.startswith("."):
-                    stack.append(entry)
-            elif entry.suffix == ".py" and entry.is_file():
-                found.append(entry)
+    found = walk(root, SKIP_DIRS, lambda p: p.suffix == ".py", MAX_FILES)
     found.sort(key=lambda p: (len(p.relative_to(root).parts), _file_rank(p.name), str(p)))
     for path in found[:MAX_FILES]:
         try:

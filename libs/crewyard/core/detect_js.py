@@ -15,6 +15,7 @@ import re
 from pathlib import Path
 
 from .entrypoints import JS_SUFFIXES
+from .sourcefiles import walk
 
 LANGGRAPH_PACKAGE = "@langchain/langgraph"
 SKIP_DIRS = frozenset({"node_modules", "dist", "build", "out", "coverage", "test", "tests", "__tests__"})
@@ -49,21 +50,12 @@ def _rank(path: Path, root: Path) -> tuple[int, int, str]:
     return (len(path.relative_to(root).parts), preference, str(path))
 
 
+def _is_source(path: Path) -> bool:
+    return path.name.endswith(JS_SUFFIXES) and not path.name.endswith(".d.ts")
+
+
 def _sources(root: Path) -> list[Path]:
-    found: list[Path] = []
-    stack = [root]
-    while stack and len(found) < MAX_FILES:
-        folder = stack.pop()
-        try:
-            entries = sorted(folder.iterdir())
-        except OSError:
-            continue
-        for entry in entries:
-            if entry.is_dir() and not entry.is_symlink():
-                if entry.name not in SKIP_DIRS and not entry.name.startswith("."):
-                    stack.append(entry)
-            elif entry.name.endswith(JS_SUFFIXES) and not entry.name.endswith(".d.ts") and entry.is_file():
-                found.append(entry)
+    found = walk(root, SKIP_DIRS, _is_source, MAX_FILES)
     return sorted(found, key=lambda p: _rank(p, root))[:MAX_FILES]
 
 
