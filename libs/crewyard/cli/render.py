@@ -29,6 +29,7 @@ from rich.json import JSON
 from rich.table import Table
 from rich.text import Text
 
+from crewyard import humanize
 from crewyard.client import Run, SseMessage
 
 RUN_TERMINAL = {"run.completed": "succeeded", "run.failed": "failed", "run.canceled": "canceled"}
@@ -119,34 +120,18 @@ def local_time(value: Any) -> str:
 
 
 def human_size(size: Any) -> str:
-    if not isinstance(size, int | float):
-        return "?"
-    value = float(size)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1024 or unit == "GB":
-            return f"{int(value)} B" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
+    return humanize.size(size) if isinstance(size, int | float) else "?"
 
 
 def human_duration(ms: Any) -> str:
     if not isinstance(ms, int | float) or not math.isfinite(ms):
         return ""
-    seconds = ms / 1000
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(round(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m {secs}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes}m"
+    return humanize.duration(ms)
 
 
 def short(value: Any, limit: int = 120) -> str:
     """A one-line rendering of a tool input/output, cut at ``limit`` characters."""
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return humanize.one_line(value, limit)
 
 
 def tool_call(tool: str, args: Any) -> str:

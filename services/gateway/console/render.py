@@ -21,6 +21,8 @@ from typing import Any
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 from litestar import Request, Response
 
+from crewyard import humanize
+
 from .csrf import NEW_COOKIE, cookie_header
 from .viewer import viewer
 
@@ -85,25 +87,13 @@ def _parse(value: Any) -> datetime | None:
 def duration(ms: Any) -> str:
     if not isinstance(ms, int | float) or isinstance(ms, bool) or ms < 0:
         return ""
-    seconds = ms / 1000
-    if seconds < 60:
-        return f"{seconds:.1f}s"
-    minutes, secs = divmod(round(seconds), 60)
-    if minutes < 60:
-        return f"{minutes}m {secs}s"
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes}m"
+    return humanize.duration(ms)
 
 
 def size(value: Any) -> str:
     if not isinstance(value, int | float) or isinstance(value, bool):
         return ""
-    amount = float(value)
-    for unit in ("B", "KB", "MB", "GB"):
-        if amount < 1024 or unit == "GB":
-            return f"{int(amount)} B" if unit == "B" else f"{amount:.1f} {unit}"
-        amount /= 1024
-    return ""
+    return humanize.size(value)
 
 
 def pretty(value: Any) -> str:
@@ -114,9 +104,7 @@ def pretty(value: Any) -> str:
 
 
 def oneline(value: Any, limit: int = 160) -> str:
-    text = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
-    text = " ".join(text.split())
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    return humanize.one_line(value, limit)
 
 
 ENV = Environment(
