@@ -1,5 +1,7 @@
 """Shared run feeds: one stream consumer per run per gateway, however many clients follow it.
 
+Clients are written by :mod:`.feedstream`, which waits on the feed directly (a future per wait).
+
 A feed reads its run's events once (from sequence 1, filtered on the server), renders each to
 SSE text once, and keeps them in order in memory while anyone follows the run. Keep-alives are
 the feed's too: after ``ping_s`` without an event it wakes every client once, and each writes a
@@ -34,7 +36,8 @@ class Feed:
         self.clients = 0
         #: Set once the feed has a consumer on the stream (it may still be replaying).
         self.reading = asyncio.Event()
-        self._new = asyncio.Event()
+        #: The futures of the clients waiting for news: each is resolved once, by the next wake.
+        self._waiters: list[asyncio.Future[None]] = []
         self._last = time.monotonic()  # when the clients were last woken
         self._task: asyncio.Task[None] | None = None
         self._keepalive: asyncio.Task[None] | None = None
@@ -47,8 +50,17 @@ class Feed:
 
     def _wake(self) -> None:
         self._last = time.monotonic()
-        self._new.set()
-        self._new = asyncio.Event()
+        waiters, self._waiters = self._waiters, []
+        for waiter in waiters:
+            if not waiter.done():  # a client may have woken its own (it went away, shutdown)
+                waiter.set_result(None)
+
+    def waiter(self) -> asyncio.Future[None]:
+        """A future the next wake (news or keep-alive) resolves; its client may resolve it
+        itself to stop waiting (it went away, the gateway shuts down)."""
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiters.append(waiter)
+        return waiter
 
     async def _keep_alive(self) -> None:
         """Wake every client after ``ping_s`` without news: each then writes a keep-alive."""
@@ -99,7 +111,7 @@ class Feed:
                 index += len(batch)
                 yield batch
             else:
-                await self._new.wait()
+                await self.waiter()
                 if index >= len(self.items):
                     yield []  # woken by the keep-alive: nothing new
 

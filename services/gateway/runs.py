@@ -29,9 +29,10 @@ from crewyard.workspace import artifact_object
 from .access import allow, visible_project
 from .context import Gateway, IdempotencyKey, gw, project_name
 from .errors import ApiError, bad_request, conflict, not_found
+from .feedstream import FeedStream
 from .openapi import BinaryDownload, OptionalBody, answers
 from .ranges import Unsatisfiable, byte_range, etag_matches
-from .sse import SSE, closed_stream, resume_after, sse_response
+from .sse import SSE, closed_stream, resume_after
 
 MAX_INPUT = 1024 * 1024
 READ, RUN = {"role": "read"}, {"role": "run"}
@@ -268,12 +269,12 @@ async def run_events(request: Request[Any, Any, Any], run_id: str) -> Any:
     if not await feed.wait_reading(g.store.read_timeout):
         g.hub.release(run_id)
         raise ApiError(503, "unavailable", "the event stream cannot be read right now; try again")
-    return sse_response(
-        feed.batches((after or 0) + 1),
+    return FeedStream(
+        feed,
+        (after or 0) + 1,
         is_last=lambda t: t in TERMINAL_TYPES,
         on_disconnect=on_disconnect,
         release=lambda: g.hub.release(run_id),
-        stream="run",
         closing=g.closing,
     )
 

@@ -45,6 +45,14 @@ SSE = {
 }
 
 
+def in_background(coro: Coroutine[Any, Any, None]) -> None:
+    """Run ``coro`` to its end in a task of its own (kept referenced until then): what a stream
+    does after its client went away, while its own task is being ended."""
+    task = asyncio.create_task(coro)
+    _closing.add(task)
+    task.add_done_callback(_closing.discard)
+
+
 def resume_after(request: Request[Any, Any, Any]) -> int | None:
     raw = request.headers.get("last-event-id") or request.query_params.get("after")
     if raw is None or raw == "":
@@ -205,9 +213,7 @@ def sse_response(
                 release()
             if on_disconnect is not None and watch.gone and not ended:
                 # The generator is being cancelled (client gone): finish in a task of its own.
-                task = asyncio.create_task(on_disconnect())
-                _closing.add(task)
-                task.add_done_callback(_closing.discard)
+                in_background(on_disconnect())
             with contextlib.suppress(Exception):
                 await batches.aclose()
 

@@ -43,6 +43,14 @@ def below(bound: float, unit: str) -> Target:
     return Target(f"< {bound:g} {unit}", lambda v, _b: v < bound)
 
 
+def fanout_target(ratio: float, bound: float, unit: str) -> Target:
+    """At most ``ratio`` times the raw baseline, and below ``bound`` whenever the baseline is."""
+    return Target(
+        f"≤ {ratio:g}x raw (< {bound:g} {unit} when raw is)",
+        lambda v, b: b is not None and b > 0 and v / b <= ratio and (v < bound or b >= bound),
+    )
+
+
 def overhead_at_most(bound: float, unit: str) -> Target:
     return Target(f"≤ raw + {bound:g} {unit}", lambda v, b: b is not None and v - b <= bound)
 
