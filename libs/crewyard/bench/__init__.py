@@ -12,7 +12,8 @@ What it must not do: change the platform to suit the measurement, reach beyond l
 assert timing targets in tests (``tests/bench`` checks only that every figure was produced).
 
 Figures (``python -m crewyard.bench --only NAME``): 1 append, 2 live, 3 fanout, 4 replay,
-5 runs, 6 api, 7 idle, 8 redeploy — see ``__main__.FIGURES``.
+5 runs, 6 api, 7 idle, 8 redeploy, 9 warm, 10 peer — see ``__main__.FIGURES``; design
+notes in ``README.md``.
 """
 
 from ._stats import Figure, Target, percentile

@@ -5,6 +5,7 @@ Usage::
     python -m crewyard.bench                  # every figure, full size (a few minutes)
     python -m crewyard.bench --quick          # one small iteration of each: a smoke test
     python -m crewyard.bench --only append,api --out results.json
+    python -m crewyard.bench --only peer --peer-env ~/.cache/crewyard-bench-peer   # keep the peer
 
 Exit status: 0 when every selected figure was measured (whether or not it met its target),
 1 when a figure could not be measured.
@@ -36,6 +37,7 @@ from ._live import fanout_figure, live_figures
 from ._runs import redeploy_figure, run_start_figures
 from ._stats import Figure, failed
 from ._store import append_figures, replay_figure
+from ._versus import peer_figures
 from ._warm import warm_figures
 
 Measure = Callable[[Bench], Awaitable[list[Figure]]]
@@ -52,6 +54,7 @@ FIGURES: list[tuple[str, str, str, Measure]] = [
     ("6", "api", "read API vs /healthz", api_figures),
     ("8", "redeploy", "unchanged redeploy", redeploy_figure),
     ("9", "warm", "real crews started warm vs cold; idle sandboxes' memory", warm_figures),
+    ("10", "peer", "next to LangGraph's local API server on the same graph", peer_figures),
 ]
 
 
@@ -113,11 +116,18 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=Path("bench-results.json"), help="JSON results file")
     parser.add_argument("--keep", action="store_true", help="keep the scratch folder (data dirs, logs)")
+    parser.add_argument(
+        "--peer-env",
+        type=Path,
+        metavar="DIR",
+        help="virtualenv of figure 10's peer (LangGraph's server): used if it works, else installed "
+        "there and kept (default: installed in the scratch folder and removed; --quick never installs)",
+    )
     args = parser.parse_args(argv)
     selection = _selection(args.only)  # fails on a typo before anything starts
     console = Console(stderr=True)
     workdir = Path(tempfile.mkdtemp(prefix="crewyard-bench-"))
-    bench = Bench(workdir, quick=args.quick)
+    bench = Bench(workdir, quick=args.quick, peer_env=args.peer_env)
     try:
         figures, meta = asyncio.run(_run(selection, bench, console))
     finally:

@@ -74,9 +74,11 @@ class Deployed:
 
 
 class Bench:
-    def __init__(self, workdir: Path, *, quick: bool) -> None:
+    def __init__(self, workdir: Path, *, quick: bool, peer_env: Path | None = None) -> None:
         self.workdir = workdir
         self.quick = quick
+        #: Where figure 10's peer (LangGraph's server) is installed, when kept between runs.
+        self.peer_env = peer_env
         self._nats: EmbeddedNats | None = None
         self._platform: PlatformProcess | None = None
         self._others: list[PlatformProcess] = []

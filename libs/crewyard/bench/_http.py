@@ -103,16 +103,21 @@ async def sse(
     *,
     connected: Callable[[], None] | None = None,
     headers: dict[str, str] | None = None,
+    json_body: bytes | None = None,
 ) -> int:
-    """Follow one SSE stream until the server ends it; returns the number of events read."""
+    """Follow one SSE stream until the server ends it; returns the number of events read.
+    With ``json_body`` the stream is the answer to a POST of it (e.g. a run created streaming)."""
     host, port = host_port(base_url)
     reader, writer = await asyncio.open_connection(host, port)
     try:
-        head = f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n"
-        writer.write(f"{head}{_header_lines(headers)}\r\n".encode())
+        method = "GET" if json_body is None else "POST"
+        head = f"{method} {path} HTTP/1.1\r\nHost: {host}\r\nAccept: text/event-stream\r\n"
+        if json_body is not None:
+            head += f"Content-Type: application/json\r\nContent-Length: {len(json_body)}\r\n"
+        writer.write(f"{head}{_header_lines(headers)}\r\n".encode() + (json_body or b""))
         status, answer = await _head(reader)
         if status != 200:
-            raise HttpError(f"GET {path}: HTTP {status}")
+            raise HttpError(f"{method} {path}: HTTP {status}")
         if connected is not None:
             connected()
         count = 0

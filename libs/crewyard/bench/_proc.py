@@ -22,6 +22,17 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICK
 
 
+def tree_cpu_seconds(root: int) -> float:
+    """CPU time of ``root``'s tree: every live process's own, plus that of the children each has
+    already waited for (a finished sandbox's CPU lands in its parent's ``cutime``/``cstime``)."""
+    total = 0
+    for pid in tree(root):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            fields = _stat_fields(pid)
+            total += sum(int(f) for f in fields[11:15])
+    return total / _TICK
+
+
 def tree(root: int) -> list[int]:
     """``root`` and every process descended from it."""
     children: dict[int, list[int]] = {}
