@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-FIGURE_NUMBERS = {"1", "2", "3", "4", "5", "6", "7", "8", "9"}
+FIGURE_NUMBERS = {"1", "2", "3", "4", "5", "6", "7", "8", "9", "10"}
 
 
 @pytest.mark.timeout(300)
@@ -26,7 +26,7 @@ def test_quick_run_produces_every_figure(tmp_path: Path) -> None:
     assert proc.returncode == 0, proc.stderr[-4000:]
     doc = json.loads(out.read_text())
     figures = doc["figures"]
-    assert {f["key"].split("-")[0].rstrip("abc") for f in figures} == FIGURE_NUMBERS
+    assert {f["key"].split("-")[0].rstrip("abcdefgh") for f in figures} == FIGURE_NUMBERS
     assert "5b-process" in {f["key"] for f in figures}  # the process backend is always measured
     for f in figures:
         where = f"figure {f['key']}: {f}"
@@ -40,6 +40,12 @@ def test_quick_run_produces_every_figure(tmp_path: Path) -> None:
             assert f["baseline"] > 0 and f["ratio"] > 0, where
             assert f["baseline_label"], where
     assert doc["meta"]["mode"] == "quick" and doc["meta"]["duration_s"] > 0
+    # --quick never installs figure 10's peer (LangGraph's server): crewyard's side is measured
+    # alone, and the report says why the peer is missing instead of leaving it out silently.
+    peer = [f for f in figures if f["key"].startswith("10")]
+    assert {f["key"] for f in peer} == {f"10{x}-process" for x in "abcde"}
+    assert all(f["baseline"] is None and "peer not measured" in f["detail"] for f in peer)
+    assert any("LangGraph's server is not installed" in note for note in doc["meta"]["notes"])
     assert "figure" in proc.stdout and "5b-process" in proc.stdout  # the table went to stdout
 
 

@@ -22,15 +22,38 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / _TICK
 
 
-def tree_cpu_seconds(root: int) -> float:
-    """CPU time of ``root``'s tree: every live process's own, plus that of the children each has
-    already waited for (a finished sandbox's CPU lands in its parent's ``cutime``/``cstime``)."""
-    total = 0
-    for pid in tree(root):
-        with contextlib.suppress(OSError, ValueError, IndexError):
-            fields = _stat_fields(pid)
-            total += sum(int(f) for f in fields[11:15])
-    return total / _TICK
+class TreeCpu:
+    """CPU time a process tree spends over a window, sampled from /proc every ``interval``.
+
+    Why sampled, not read once before and once after: a run's sandbox starts and ends inside the
+    window, and a bwrap sandbox's CPU never reaches its parent's ``cutime`` (the pid namespace's
+    init is not reaped by bwrap), so it must be seen while it lives. Each process (pid and start
+    time) counts from its first sample, or from birth when it started inside the window, to its
+    last; what it spends after its last sample (at most one interval) is missed.
+    """
+
+    def __init__(self, root: int) -> None:
+        self.root = root
+        self._first: dict[tuple[int, str], int] = {}
+        self._last: dict[tuple[int, str], int] = {}
+        self._baseline: set[tuple[int, str]] = set()
+
+    def sample(self) -> None:
+        for pid in tree(self.root):
+            with contextlib.suppress(OSError, ValueError, IndexError):
+                fields = _stat_fields(pid)
+                key = (pid, fields[19])  # field 22, start time: a reused pid is another process
+                own = int(fields[11]) + int(fields[12])
+                self._first.setdefault(key, own)
+                self._last[key] = own
+        if not self._baseline:
+            self._baseline = set(self._first)
+
+    def seconds(self) -> float:
+        ticks = sum(
+            last - (self._first[key] if key in self._baseline else 0) for key, last in self._last.items()
+        )
+        return ticks / _TICK
 
 
 def tree(root: int) -> list[int]:
