@@ -31,17 +31,15 @@ import contextlib
 import ipaddress
 import json
 import os
-import resource
 import shutil
 import signal
 import socket
-import subprocess
 import sys
 from pathlib import Path
 
 import msgspec
 
-from crewyard import cgroups, privatenet
+from crewyard import cgroups, privatenet, spawn
 from crewyard.reaper import Reaper
 
 from ._base import BuildFailed, LogSink
@@ -239,35 +237,34 @@ async def _run_in(
     log: LogSink,
 ) -> None:
     procs_files = group.procs_files() if group else []
-    builder_pid = os.getpid()
-
-    def _preexec() -> None:
-        # Between fork and exec: bwrap and everything it starts are inside the group from the start.
-        for path in procs_files:
-            with open(path, "w") as f:
-                f.write(str(os.getpid()))
-        if os.getppid() != builder_pid:  # the builder died since the fork: the group may be gone
-            os._exit(1)
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_size_bytes, limits.file_size_bytes))
-        resource.setrlimit(resource.RLIMIT_AS, (limits.address_space_bytes, limits.address_space_bytes))
-
+    rlimits = {
+        "core": 0,
+        "fsize": limits.file_size_bytes,
+        "as": limits.address_space_bytes,
+    }
     status_r, status_w = os.pipe()
     block_r, block_w = os.pipe()
     try:
+        # bwrap and everything it starts are inside the group from the start; the builder is not
+        # forked for it (crewyard.spawn). A builder that died since is not outlived.
+        argv = spawn.confined(
+            command(scratch, prefixes, registry, limits, status_w, block_r),
+            cgroup_procs=procs_files,
+            parent_pid=os.getpid(),
+            limits=rlimits,
+        )
         proc = await asyncio.create_subprocess_exec(
-            *command(scratch, prefixes, registry, limits, status_w, block_r),
+            *argv,
             env=environment(registry),
             cwd="/",
             stdin=asyncio.subprocess.DEVNULL,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_preexec,
             pass_fds=(status_w, block_r),
             limit=1 << 20,
         )
-    except (OSError, subprocess.SubprocessError) as exc:
+    except (OSError, spawn.SpawnError) as exc:
         for fd in (status_r, block_w):
             os.close(fd)
         raise BuildFailed(f"cannot start the build sandbox: {exc}") from exc

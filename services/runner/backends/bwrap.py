@@ -37,14 +37,13 @@ import asyncio
 import contextlib
 import json
 import os
-import resource
 import shutil
 import signal
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from crewyard import cgroups, privatenet
+from crewyard import cgroups, privatenet, spawn
 from crewyard.core.entrypoints import runtime_of
 from crewyard.environments import ENV_PATH, nodejs
 from crewyard.reaper import Reaper
@@ -245,43 +244,40 @@ class BwrapBackend:
         procs_files = cgroup.procs_files() if cgroup else []
         cpu_time = self._cpu_time
         root = os.geteuid() == 0
-        runner_pid = os.getpid()
 
-        def _preexec() -> None:
-            # Runs in the child between fork and exec: joining the group here means bwrap and every
-            # process it ever starts are inside it — no fork can slip out before we move it.
-            for path in procs_files:
-                with open(path, "w") as f:
-                    f.write(str(os.getpid()))
-            if os.getppid() != runner_pid:  # the runner died since the fork: the reaper may have
-                os._exit(1)  # swept the group already; starting now would outlive everything
-            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # a core dump would land in artifacts
-            if limits.file_size_bytes:
-                resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_size_bytes, limits.file_size_bytes))
-            if cpu_time:
-                resource.setrlimit(resource.RLIMIT_CPU, (cpu_time, cpu_time))
-            if limits.memory_bytes and cgroup is None and node is None:  # Node: a heap cap instead
-                cap = limits.memory_bytes * 4  # address space, as in the process backend
-                resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
-            if limits.pids and cgroup is None and not root:
-                # Only meaningful for a non-root runner: counts all processes of its uid.
-                resource.setrlimit(resource.RLIMIT_NPROC, (limits.pids, limits.pids))
+        rlimits = {"core": 0}  # a core dump would land in artifacts
+        if limits.file_size_bytes:
+            rlimits["fsize"] = limits.file_size_bytes
+        if cpu_time:
+            rlimits["cpu"] = cpu_time
+        if limits.memory_bytes and cgroup is None and node is None:  # Node: a heap cap instead
+            rlimits["as"] = limits.memory_bytes * 4  # address space, as in the process backend
+        if limits.pids and cgroup is None and not root:
+            rlimits["nproc"] = limits.pids  # only for a non-root runner: counts all its uid's processes
 
         status_r, status_w = os.pipe()
         try:
+            # Joining the group before bwrap runs means bwrap and every process it ever starts
+            # are inside it — no fork can slip out before we move it (crewyard.spawn: without
+            # forking the runner).
+            command = spawn.confined(
+                self.command(spec, files, status_w, node, heap_limit=cgroup is None),
+                cgroup_procs=procs_files,
+                parent_pid=os.getpid(),
+                limits=rlimits,
+            )
             proc = await asyncio.create_subprocess_exec(
-                *self.command(spec, files, status_w, node, heap_limit=cgroup is None),
+                *command,
                 cwd="/",
                 env=env,
                 stdin=asyncio.subprocess.PIPE,
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 start_new_session=True,
-                preexec_fn=_preexec,
                 pass_fds=(status_w,),
                 limit=1 << 20,
             )
-        except (OSError, subprocess.SubprocessError) as exc:  # a failing _preexec is a SubprocessError
+        except (OSError, spawn.SpawnError) as exc:
             os.close(status_r)
             if cgroup:
                 await asyncio.to_thread(cgroup.remove)

@@ -14,12 +14,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-import resource
 import shutil
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+from crewyard import spawn
 from crewyard.core.entrypoints import runtime_of
 from crewyard.environments import nodejs
 
@@ -27,20 +27,6 @@ from ._artifacts import Skipped
 from ._base import BackendError, ExitStatus, RunSpec, opening, runtime_command, runtime_env
 from ._lines import merge_lines
 from ._stdin import StdinWriter
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent(runner_pid: int) -> None:
-    """Have the kernel kill the crew if the runner dies (a SIGKILLed runner leaves no orphans)."""
-    try:
-        import ctypes
-
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
-    except OSError:
-        pass
-    if os.getppid() != runner_pid:  # the runner died before the line above: nobody will signal us
-        os._exit(1)
 
 
 def _node_layout(spec: RunSpec) -> Path:
@@ -147,17 +133,14 @@ class ProcessBackend:
             heap_limit=True,
         )
         limits = spec.limits
-        runner_pid = os.getpid()
-
-        def _preexec() -> None:
-            _die_with_parent(runner_pid)
-            if limits.memory_bytes and not node:  # Node's heap is capped instead (runtime_command)
-                # Address space, not RSS: generous so that thread stacks and mmaps fit.
-                cap = limits.memory_bytes * 4
-                resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
-            if limits.file_size_bytes:
-                resource.setrlimit(resource.RLIMIT_FSIZE, (limits.file_size_bytes, limits.file_size_bytes))
-
+        rlimits = {}
+        if limits.memory_bytes and not node:  # Node's heap is capped instead (runtime_command)
+            rlimits["as"] = limits.memory_bytes * 4  # address space, not RSS: thread stacks and mmaps fit
+        if limits.file_size_bytes:
+            rlimits["fsize"] = limits.file_size_bytes
+        # Killed by the kernel if the runner dies (a SIGKILLed runner leaves no orphans), checked
+        # against the runner's pid after that is set; spawned without forking the runner.
+        command = spawn.confined(command, parent_pid=os.getpid(), limits=rlimits, die_with_parent=True)
         try:
             proc = await asyncio.create_subprocess_exec(
                 *command,
@@ -167,10 +150,9 @@ class ProcessBackend:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 start_new_session=True,
-                preexec_fn=_preexec,
                 limit=1 << 20,
             )
-        except OSError as exc:
+        except (OSError, spawn.SpawnError) as exc:
             raise BackendError(f"cannot start crew process: {exc}") from exc
         handle = ProcessHandle(proc, spec)
         handle._stdin.send_soon(opening(spec))
