@@ -150,7 +150,9 @@ async def _crew_figures(
             for i in range(bench.n(10, 2)):
                 await one(i % 2 == 1, i + 1)
                 await one(i % 2 == 0, i + 1)
-            held = await _until(client, "crewyard_warm_memory_bytes", "", 60)
+            # The pool refills after the last run; on a loaded machine importing CrewAI again takes
+            # minutes (60 s lost a whole figure's samples at load 20), as long as a warm wait.
+            held = await _until(client, "crewyard_warm_memory_bytes", "", 300)
     finally:
         await nc.drain()
     warm, cold = samples[True], samples[False]
