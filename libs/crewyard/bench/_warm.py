@@ -169,8 +169,10 @@ async def _crew_figures(
             first_warm,
             baseline=statistics.median(first_cold),
             baseline_label="the same run started cold",
-            target=below(100, "ms"),
-            detail=f"{where}; p95 {percentile(first_warm, 95):.0f} ms (target ≤ 250)",
+            # The targets: p50 ≤ 100 ms (p95 ≤ 250) on bwrap, ≤ 300 ms on docker.
+            target=below(300, "ms") if key.endswith("-docker") else below(100, "ms"),
+            detail=f"{where}; p95 {percentile(first_warm, 95):.0f} ms"
+            + ("" if key.endswith("-docker") else " (target ≤ 250)"),
             extra={"cold_ms": first_cold, "p95_ms": percentile(first_warm, 95)},
         ),
         figure(
