@@ -9,6 +9,7 @@ well under a minute); ``make test`` runs everything."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -49,6 +50,21 @@ BASE_IMAGE = os.environ.get("CREWYARD_TEST_BASE_IMAGE", "crewyard/base:bookworm"
 def _no_user_config(tmp_path_factory: pytest.TempPathFactory) -> None:
     """The CLI never reads the config (API URL, keys) of whoever runs the tests."""
     os.environ["CREWYARD_CONFIG"] = str(tmp_path_factory.mktemp("config") / "config.json")
+
+
+@pytest.fixture(autouse=True)
+def _signal_handlers_left_as_found() -> Iterator[None]:
+    """Every test starts with Python's own SIGINT and SIGTERM handling, as in a terminal — also
+    when the suite was started in the background, which ignores SIGINT for everything it starts —
+    and leaves it so: a handler left behind would swallow the next test's Ctrl-C."""
+    expected = {signal.SIGINT: signal.default_int_handler, signal.SIGTERM: signal.SIG_DFL}
+    for sig, handler in expected.items():
+        signal.signal(sig, handler)
+    yield
+    left = {sig: signal.getsignal(sig) for sig in expected}
+    for sig, handler in expected.items():
+        signal.signal(sig, handler)
+    assert left == expected, f"signal handlers changed by this test: {left}"
 
 
 @pytest.fixture(scope="session")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import time
 from typing import TYPE_CHECKING
 
 import pytest
@@ -66,10 +65,9 @@ async def test_a_raising_crew_exits_1_with_its_error(runs: Runs) -> None:
 
 async def test_kill_ends_the_run_and_every_child_of_it(runs: Runs) -> None:
     spec = runs.spec("crew:sleeper", input={"marker": 1000.25})
-    started = time.monotonic()
     out = await runs.execute(spec, kill_when="sleeping", grace_s=10)
 
-    assert time.monotonic() - started < 8, "SIGTERM should end a crew that does not handle it"
+    # SIGTERM ended it (a crew still there after the grace period would have been killed: 9).
     assert out.status.signal == 15, out.status
     assert out.lingering == [], "the crew's `sleep` children outlived it"
     assert not [m for m in out.proto if m["t"] in ("result", "error")]

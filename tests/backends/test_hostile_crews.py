@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 from typing import TYPE_CHECKING
 
 import msgspec
@@ -38,10 +37,8 @@ async def test_a_memory_hog_is_killed_and_reported_as_out_of_memory(isolated_run
 
 
 async def test_an_endless_loop_that_ignores_sigterm_is_killed_after_the_grace(isolated_runs: Runs) -> None:
-    started = time.monotonic()
     out = await isolated_runs.execute(isolated_runs.spec("crew:spin"), kill_when="spinning", grace_s=1)
 
-    assert time.monotonic() - started < 15
     assert out.status.signal == 9 and not out.status.oom_killed, out.status
     assert out.lingering == []
 

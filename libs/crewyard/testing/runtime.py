@@ -23,7 +23,7 @@ from .fakellm import FakeLLM
 
 # The folder holding the crewyard and crewyard_runtime packages (the runtime's PYTHONPATH).
 LIBS = Path(__file__).resolve().parents[2]
-RUN_TIMEOUT_S = 120
+RUN_TIMEOUT_S = 300  # a CrewAI import alone takes minutes on a busy 2-core machine
 
 
 @dataclass

@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 import re
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -27,6 +28,7 @@ _PROBES = {
 #: transient on a busy machine (the same start succeeds a moment later), not a broken image.
 _RUNC_LOST_CHILD = "can't get final child's PID"
 _PROBE_ATTEMPTS = 3
+_LOGS_WAIT_S = 30.0
 
 
 class _StartLost(Exception):
@@ -91,7 +93,9 @@ class BaseImages:
 
     async def _probe_once(self, base: str, base_id: str, cmd: list[str]) -> str:
         api = await asyncio.to_thread(self._api)
-        created = await call("probe base image", api.create_container, base_id, cmd, network_disabled=True)
+        # No network at all: Podman ignores ``network_disabled`` and would set up a bridge for it.
+        none = api.create_host_config(network_mode="none")
+        created = await call("probe base image", api.create_container, base_id, cmd, host_config=none)
         try:
             try:
                 await asyncio.to_thread(api.start, created["Id"])
@@ -102,10 +106,12 @@ class BaseImages:
                     f"base image {base!r} cannot run {cmd[0]}: {exc.explanation or exc}"
                 ) from None
             result = await call("probe base image", api.wait, created["Id"])
-            out = b""
-            for _ in range(20):  # Podman may answer logs of a just-exited container empty at first
-                out = await call("probe base image", api.logs, created["Id"], stdout=True, stderr=True)
-                if out.strip() or result.get("StatusCode") != 0:
+            # Podman may answer the logs of a just-exited container empty at first (its monitor
+            # writes them out a moment later: far later on a busy machine).
+            deadline = time.monotonic() + _LOGS_WAIT_S
+            while True:
+                out: bytes = await call("probe base image", api.logs, created["Id"], stdout=True, stderr=True)
+                if out.strip() or result.get("StatusCode") != 0 or time.monotonic() > deadline:
                     break
                 await asyncio.sleep(0.25)
         finally:
