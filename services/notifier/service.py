@@ -27,6 +27,17 @@ from .sender import Sender, guard_for
 log = logging.getLogger("crewyard.notifier")
 
 
+class _QuietFetchTimeouts(logging.Filter):
+    """Leaves out an idle pull that nats-py ended with a plain ``asyncio.TimeoutError`` (its
+    request's time ran out before the second half; FastStream only expects nats' own
+    ``TimeoutError``): FastStream's supervisor starts the consumer task again at once, so this
+    is not the error with a traceback it would be logged as."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        return not (type(exc) is TimeoutError and "raised an exception, retrying" in record.getMessage())
+
+
 class Notifier:
     def __init__(self, settings: Settings, store: EventStore, secrets: SecretBox) -> None:
         self.settings, self.store = settings, store
@@ -48,7 +59,10 @@ class Notifier:
 
     def broker(self) -> NatsBroker:
         # FastStream logs every consumer task's end at INFO: for debugging, not for operators.
-        logging.getLogger("crewyard.notifier.faststream").setLevel(logging.WARNING)
+        faststream_log = logging.getLogger("crewyard.notifier.faststream")
+        faststream_log.setLevel(logging.WARNING)
+        if not any(isinstance(f, _QuietFetchTimeouts) for f in faststream_log.filters):
+            faststream_log.addFilter(_QuietFetchTimeouts())
         credentials = credential_options(self.settings.creds_for("notifier"))
         broker = NatsBroker(
             [u.strip() for u in self.settings.nats_url.split(",") if u.strip()],
