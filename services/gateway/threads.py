@@ -54,6 +54,10 @@ _enc = msgspec.json.Encoder()
 _dec = msgspec.json.Decoder()
 
 
+#: A page offset SQLite can take (a 64-bit integer), far beyond any real list.
+MAX_OFFSET = 1_000_000_000
+
+
 def _bounded(value: Any, what: str) -> None:
     try:
         check_json(value, what)
@@ -132,8 +136,8 @@ async def list_threads(
 ) -> ThreadList:
     """Newest first; ``deployment_id`` lists the threads of that version's deployment name."""
     g = gw(request)
-    if not 1 <= limit <= 100 or offset < 0:
-        raise bad_request("limit must be between 1 and 100, offset at least 0")
+    if not 1 <= limit <= 100 or not 0 <= offset <= MAX_OFFSET:
+        raise bad_request(f"limit must be between 1 and 100, offset between 0 and {MAX_OFFSET}")
     if status is not None and status not in core.STATUSES:
         raise bad_request(f"unknown status {status!r}: use {', '.join(core.STATUSES)}")
     if deployment_id is not None:
@@ -214,8 +218,8 @@ async def thread_history(
     """Checkpoints, newest first (one per run); ``?full=true`` adds the framework's own checkpoint."""
     g = gw(request)
     await thread_view(g, thread_id)
-    if not 1 <= limit <= 100 or offset < 0:
-        raise bad_request("limit must be between 1 and 100, offset at least 0")
+    if not 1 <= limit <= 100 or not 0 <= offset <= MAX_OFFSET:
+        raise bad_request(f"limit must be between 1 and 100, offset between 0 and {MAX_OFFSET}")
     return await checkpoints(g, thread_id, limit=limit, offset=offset, full=full)
 
 

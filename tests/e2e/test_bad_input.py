@@ -206,3 +206,12 @@ def test_invalid_project_name_and_env_key(api):
         assert name in message
     _error(api.put("/v1/projects/keep/env/OK_KEY", json={"value": 5}), 400)
     _error(api.delete("/v1/projects/keep/env/NOT_SET"), 404)
+
+
+def test_page_offsets_beyond_what_the_read_model_can_take_are_refused(api):
+    for path in ("/v1/threads", "/v1/threads/thr_0000000000000000000000000/history"):
+        r = api.get(path, params={"offset": 2**70})
+        if r.status_code != 404:  # an unknown thread may be refused before its page is looked at
+            assert "offset" in _error(r, 400), path
+    assert api.get("/v1/threads", params={"offset": 2**63}).status_code == 400
+    assert api.get("/v1/threads", params={"offset": 5}).status_code == 200
