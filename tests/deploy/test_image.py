@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import socket
 import subprocess
 import sys
 import tarfile
@@ -19,8 +20,6 @@ import docker
 import httpx
 import pytest
 from docker.utils.build import exclude_paths
-
-from crewyard.testing.platform import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 LOCK = REPO / "deploy" / "requirements.lock"
@@ -92,15 +91,28 @@ def image(docker_host: str, base_image: str, wheelhouse: Path) -> Iterator[str]:
 
 def test_the_image_runs_as_a_user_and_its_container_answers_readyz(docker_host: str, image: str) -> None:
     client = docker.DockerClient(base_url=docker_host, timeout=120)
-    port = free_port()
-    container = client.containers.run(
+    # A port from the kernel's range, never one ``free_port`` hands out: a published port is a
+    # DNAT rule, not a socket, and one an engine fails to remove would capture that port for good.
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    container = client.containers.create(
         image,
         ["up", "--backend", "process"],
-        detach=True,
         ports={"8080/tcp": ("127.0.0.1", port)},
         environment={"CREWYARD_NATS_PORT": "0"},
     )
     try:
+        for attempt in range(3):
+            try:
+                container.start()
+                break
+            except docker.errors.APIError as exc:
+                # runc losing its own child while starting: the engine's transient on a busy
+                # machine (the builder tries again too), not the image's fault.
+                if "can't get final child's PID" not in str(exc) or attempt == 2:
+                    raise
+                time.sleep(1 + attempt)
         deadline = time.monotonic() + 180
         status = None
         while time.monotonic() < deadline:

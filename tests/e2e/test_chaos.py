@@ -89,6 +89,7 @@ def test_chaos(tmp_path: Path):
             for _ in range(THREADS)
         ]
         followers: list[Follower] = []
+        cut_streams = threading.Event()
         victims = ["runner1", "runner2", "projector", "gateway", "nats"]
 
         def back_up(victim: str) -> None:
@@ -109,6 +110,8 @@ def test_chaos(tmp_path: Path):
             first = rnd.sample(victims, len(victims))
             while not stop_chaos.wait(rnd.uniform(1.5, 3.5)):
                 victim = first.pop() if first else rnd.choice(victims)
+                if victim == "gateway" and any(not f.done for f in list(followers)):
+                    cut_streams.set()  # a follower is connected to it now: it must reconnect
                 cluster.kill(victim)
                 time.sleep(rnd.uniform(0.2, 1.5))
                 cluster.start(victim)
@@ -199,7 +202,8 @@ def test_chaos(tmp_path: Path):
             assert follower.done, f"follower of {follower.run_id} never saw the end"
             expected = [(seq, eid) for seq, eid, _ in per_run[follower.run_id]]
             assert follower.seen == expected, follower.run_id
-        assert sum(f.reconnects for f in followers) > 0  # the chaos did cut streams
+        if cut_streams.is_set():  # (on a slow machine every follower may be done by then)
+            assert sum(f.reconnects for f in followers) > 0, "a gateway went down, no stream noticed"
 
         canceled = sum(s == "canceled" for s in statuses.values())
         assert canceled >= 1 and sum(s == "succeeded" for s in statuses.values()) >= RUNS // 2, statuses
