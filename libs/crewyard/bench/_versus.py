@@ -83,21 +83,11 @@ class CrewSide:
         return time.perf_counter() - t0
 
     async def stream(self, n: int) -> Stream:
-        times: list[float] = []
-        graph: list[float] = []
-
-        def on_event(_received: float, kind: bytes, _data: bytes) -> None:
-            now = time.perf_counter()
-            times.append(now)
-            if kind == b"tool.result":
-                graph.append(now)
-
+        seen = _Arrivals(b"tool.result")
         t0 = time.perf_counter()
         run_id = await invoke(self.client, {"n": n}, self.project)
-        await self._follow(run_id, on_event)
-        if len(graph) != n:
-            raise BenchError(f"crewyard's stream had {len(graph)} of the graph's {n} events")
-        return times[0] - t0, graph[0] - t0, graph[-1] - t0
+        await self._follow(run_id, seen.on_event)
+        return seen.stream(t0, n, "crewyard's")
 
 
 class PeerSide:
@@ -117,21 +107,32 @@ class PeerSide:
         return elapsed
 
     async def stream(self, n: int) -> Stream:
-        times: list[float] = []
-        graph: list[float] = []
-
-        def on_event(_received: float, kind: bytes, _data: bytes) -> None:
-            now = time.perf_counter()
-            times.append(now)
-            if kind == b"custom":
-                graph.append(now)
-
+        seen = _Arrivals(b"custom")
         body = json.dumps({"assistant_id": GRAPH_ID, "input": {"n": n}, "stream_mode": ["custom"]}).encode()
         t0 = time.perf_counter()
-        await asyncio.wait_for(_http.sse(self.url, "/runs/stream", on_event, json_body=body), 300)
-        if len(graph) != n:
-            raise BenchError(f"LangGraph's stream had {len(graph)} of the graph's {n} events")
-        return times[0] - t0, graph[0] - t0, graph[-1] - t0
+        await asyncio.wait_for(_http.sse(self.url, "/runs/stream", seen.on_event, json_body=body), 300)
+        return seen.stream(t0, n, "LangGraph's")
+
+
+class _Arrivals:
+    """When a stream's events arrived, and which of them were the graph's own (``kind``)."""
+
+    def __init__(self, kind: bytes) -> None:
+        self.kind = kind
+        self.times: list[float] = []
+        self.graph: list[float] = []
+
+    def on_event(self, _received: float, kind: bytes, _data: bytes) -> None:
+        now = time.perf_counter()
+        self.times.append(now)
+        if kind == self.kind:
+            self.graph.append(now)
+
+    def stream(self, t0: float, n: int, whose: str) -> Stream:
+        """(first event, first graph event, last graph event), each since ``t0``."""
+        if len(self.graph) != n:
+            raise BenchError(f"{whose} stream had {len(self.graph)} of the graph's {n} events")
+        return self.times[0] - t0, self.graph[0] - t0, self.graph[-1] - t0
 
 
 async def _batch(
