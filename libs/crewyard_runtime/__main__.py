@@ -17,9 +17,9 @@ from __future__ import annotations
 import os
 import sys
 import traceback
-from typing import Any
+from typing import Any, NoReturn
 
-from . import _protocol, thread
+from . import _protocol, forkserver, thread
 from .adapters import Loaded, invoke, load
 
 
@@ -50,6 +50,7 @@ def _prepare(message: dict[str, Any]) -> Loaded:
 
 
 def main() -> int:
+    fork_fd = forkserver.requested()
     _protocol.open_channel()
     _protocol.send({"t": "hello", "v": _protocol.VERSION, "runtime": _protocol.RUNTIME})
     try:
@@ -59,6 +60,8 @@ def main() -> int:
         return 2
     try:
         loaded = _prepare(prepare)
+        if fork_fd is not None and (why := forkserver.forkable()):
+            raise RuntimeError(f"this crew cannot be forked from a server: {why}")
     except _protocol.ProtocolError as exc:
         _report(exc)
         return 2
@@ -67,6 +70,20 @@ def main() -> int:
         return 1
     sys.stdout.flush()
     _protocol.send({"t": "ready"})
+    if fork_fd is not None:
+        return forkserver.serve(fork_fd, lambda: _forked(loaded))
+    return _run(loaded)
+
+
+def _forked(loaded: Loaded) -> NoReturn:
+    """A run forked from the server: it speaks as a freshly started runtime would."""
+    _protocol.send({"t": "hello", "v": _protocol.VERSION, "runtime": _protocol.RUNTIME})
+    _protocol.send({"t": "ready"})
+    _protocol.exit_now(_run(loaded))
+
+
+def _run(loaded: Loaded) -> int:
+    """From ``start`` to the run's ``result`` or ``error``."""
     try:
         start = _protocol.expect("start")
         payload = start.get("input", {})

@@ -99,6 +99,18 @@ def open_channel() -> None:
     sys.stdout = _LogWriter("stdout")
 
 
+def reopen_channel() -> None:
+    """Take the protocol channels anew from fd 0 and 1 (a forked run's own, see ``forkserver``);
+    the previous ones are closed in this process."""
+    global _channel, _inbox
+    for stream in (_channel, _inbox):
+        if stream is not None:
+            with contextlib.suppress(OSError):
+                stream.close()
+    _channel = _inbox = None
+    open_channel()
+
+
 def exit_now(code: int) -> NoReturn:
     """End the process at once, its last protocol line written whole.
 

@@ -137,13 +137,14 @@ class Executor:
             key = PoolKey(state.deployment_id, state.environment)
             fingerprint = specs.fingerprint(state.deployment_id, dep, config, env, self.specs.limits(config))
             sandbox = self.pools.take(key, fingerprint)
+            forked = sandbox is None and self.pools.can_fork(key, fingerprint)
             started = rs.decide_start(
                 state,
                 runner_id=self.runner_id,
                 backend=self.backend.name,
                 isolated=self.backend.isolated,
                 entrypoint=config.entrypoint,
-                warm=sandbox is not None,
+                warm=sandbox is not None or forked,
             )
             attempt.number = started.attempt
             event = make_event(started, project=project, aggregate_id=run_id, event_id=new_id("evt"))
@@ -157,7 +158,7 @@ class Executor:
             if state.created_at is not None:
                 waited = (event.time - state.created_at).total_seconds()
                 metrics.RUN_START_LATENCY.labels(self.backend.name).observe(max(waited, 0.0))
-            warm = Warmth(key, fingerprint, sandbox)
+            warm = Warmth(key, fingerprint, sandbox, forked)
             await self._run_started(item, state, dep, config, attempt, Prepared(env, refused, secrets), warm)
         finally:
             self.active.pop(run_id, None)
@@ -177,7 +178,8 @@ class Executor:
         thread: ThreadStart | None = None,
     ) -> tuple[RunSpec, RunHandle]:
         """The run's warm sandbox, or a cold start; either way its pool keeps the next one ready."""
-        handle: RunHandle
+        handle: RunHandle | None = None
+        kind = "warm"
         if warm.sandbox is not None:
             spec, handle = warm.sandbox.spec, warm.sandbox.take(state.run_id, state.input, thread)
         else:
@@ -190,8 +192,12 @@ class Executor:
                 input=state.input,
             )
             # The thread goes in this run's start only, never in the spec its pool warms from.
-            handle = await self.backend.start(msgspec.structs.replace(spec, thread=thread))
-        metrics.WARM_STARTS.labels("warm" if warm.sandbox else "cold", self.backend.name).inc()
+            started = msgspec.structs.replace(spec, thread=thread)
+            if warm.forked:
+                handle, kind = await self.pools.fork(warm.key, warm.fingerprint, started), "forked"
+            if handle is None:
+                handle, kind = await self.backend.start(started), "cold"
+        metrics.WARM_STARTS.labels(kind, self.backend.name).inc()
         low, high = self.specs.pool_size(config)
         renewal = Renewal(warm.key, spec, warm.fingerprint)
         self.pools.offer(renewal, project=state.project, name=dep.name, low=low, high=high)

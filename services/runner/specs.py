@@ -44,11 +44,13 @@ class Prepared(NamedTuple):
 
 
 class Warmth(NamedTuple):
-    """The run's pool, its fingerprint, and the warm sandbox it took (None: a cold start)."""
+    """The run's pool, its fingerprint, the warm sandbox it took (None: none), and whether it
+    is forked from its pool's fork server instead (else: a cold start)."""
 
     key: PoolKey
     fingerprint: str
     sandbox: WarmSandbox | None
+    forked: bool = False
 
 
 _encoder = msgspec.msgpack.Encoder(order="sorted")

@@ -55,6 +55,11 @@ class Pool:
         self.retry_at = 0.0
         #: No refill before this (a run has just taken one of its sandboxes).
         self.refill_at = 0.0
+        #: The fork server its sandboxes and cold runs are forked from (backends that can fork).
+        self.server: WarmSandbox | Placeholder | None = None
+        #: False once its crew turned out not to be forkable (or no server could start): its
+        #: sandboxes are started one by one, as on backends that cannot fork.
+        self.forking = True
 
     def estimate(self) -> int:
         """What a new sandbox of this pool is counted as until it is measured."""
@@ -63,4 +68,13 @@ class Pool:
         return self.template.limits.memory_bytes or DEFAULT_ESTIMATE
 
     def held(self) -> int:
-        return sum(s.memory or self.estimate() for s in self.idle) + self.estimate() * len(self.warming)
+        server = 0 if self.server is None else self.server.memory or self.estimate()
+        idle = sum(s.memory or self.estimate() for s in self.idle)
+        return server + idle + self.estimate() * len(self.warming)
+
+    def serving(self, fingerprint: str) -> WarmSandbox | None:
+        """Its fork server, when it is ready and prepared as a run with ``fingerprint`` would be."""
+        server = self.server
+        if isinstance(server, WarmSandbox) and server.usable and server.fingerprint == fingerprint:
+            return server
+        return None

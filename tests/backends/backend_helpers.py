@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
 from crewyard.runner.backends import (
@@ -25,6 +26,8 @@ from crewyard.runner.backends import (
     RunHandle,
     RunSpec,
 )
+from crewyard.runner.backends._forkserver import ForkServer
+from crewyard.runner.warm import WarmSandbox
 
 TEST_LIMITS = Limits(memory_bytes=256 * 1024 * 1024, cpus=1.0, pids=64, file_size_bytes=64 * 1024 * 1024)
 
@@ -159,6 +162,51 @@ class Runs:
         )
 
 
+class ForkedRun:
+    """A run forked from a fork server started for it; removing it removes the server too."""
+
+    def __init__(self, handle: RunHandle, server: WarmSandbox) -> None:
+        self._handle, self.server = handle, server
+        self.output, self.wait, self.send, self.kill = handle.output, handle.wait, handle.send, handle.kill
+        self.collect_artifacts, self.memory_used = handle.collect_artifacts, handle.memory_used
+
+    @property
+    def skipped(self) -> list[tuple[str, str]]:
+        return self._handle.skipped
+
+    async def remove(self) -> None:
+        await self._handle.remove()
+        await self.server.remove()
+
+
+class ForkingProcessBackend(ProcessBackend):
+    """The process backend with every run forked from a fork server (``_forkserver``), as the
+    runner's pools fork them: the contract seen through a fork."""
+
+    async def start(self, spec: RunSpec) -> ForkedRun:  # type: ignore[override]
+        server = await start_server(self, spec)
+        return ForkedRun(await _fork_server(server).fork(spec), server)
+
+
+async def start_server(backend: ProcessBackend, spec: RunSpec, *, ready: bool = True) -> WarmSandbox:
+    """A fork server prepared as ``spec``'s run would be (in a folder of its own), once ready."""
+    work = spec.work_dir.with_name(spec.work_dir.name + "-server")
+    server_spec = msgspec.structs.replace(spec, run_id=f"server_{uuid.uuid4().hex[:8]}", input={},
+                                          work_dir=work, artifacts_dir=work / "artifacts")  # fmt: skip
+    handle = await backend.start_server(server_spec)
+    assert handle is not None
+    server = WarmSandbox(server_spec, handle, "")
+    if not await server.until_ready(60) and ready:
+        await server.remove()
+        raise AssertionError(f"the fork server did not get ready: {server.failure}")
+    return server
+
+
+def _fork_server(server: WarmSandbox) -> ForkServer:
+    assert isinstance(server.handle, ForkServer)
+    return server.handle
+
+
 def make_runs(request: pytest.FixtureRequest, kind: str, tmp_path: Path) -> Runs:
     source, _ = request.getfixturevalue("crew_source")
     runtime = request.getfixturevalue("runtime_dir")
@@ -166,5 +214,5 @@ def make_runs(request: pytest.FixtureRequest, kind: str, tmp_path: Path) -> Runs
         backend: ExecutionBackend = request.getfixturevalue("docker_backend")
         return Runs(backend, tmp_path, source, runtime, None, request.getfixturevalue("crew_image"))
     venv = request.getfixturevalue("crew_venv")
-    backend = ProcessBackend() if kind == "process" else BwrapBackend()
+    backend = {"process": ProcessBackend, "forked": ForkingProcessBackend, "bwrap": BwrapBackend}[kind]()
     return Runs(backend, tmp_path, source, runtime, venv, None)

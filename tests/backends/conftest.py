@@ -129,7 +129,7 @@ def docker_backend(docker_host: str) -> Iterator[DockerBackend]:
     asyncio.run(backend.cleanup_orphans(TEST_RUNNER_ID))
 
 
-@pytest.fixture(params=["process", "bwrap", "docker"])
+@pytest.fixture(params=["process", "forked", "bwrap", "docker"])
 def runs(request: pytest.FixtureRequest, tmp_path: Path) -> Runs:
     """Every backend, for the contract every one of them must keep."""
     return make_runs(request, request.param, tmp_path)

@@ -1,5 +1,8 @@
 """Pools of warm sandboxes on the process backend: ready ahead of runs, one run each, always as
-fresh as the run that takes one, within their memory budget, and gone when idle or stopped."""
+fresh as the run that takes one, within their memory budget, and gone when idle or stopped.
+
+Each test runs twice: with sandboxes forked from the pool's fork server (what the process backend
+does) and started one by one (what backends that cannot fork do)."""
 
 from __future__ import annotations
 
@@ -9,7 +12,7 @@ import json
 import sys
 import textwrap
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,7 @@ from crewyard.core.ids import new_id
 from crewyard.eventstore import EventStore
 from crewyard.runner import pools as pools_module
 from crewyard.runner.backends import Limits, ProcessBackend, RunSpec
+from crewyard.runner.backends._forkserver import ForkedHandle
 from crewyard.runner.changes import follow_changes
 from crewyard.runner.pools import Pool, PoolKey, Pools, Renewal
 from crewyard.runner.warm import WarmSandbox
@@ -73,7 +77,34 @@ async def until(condition: Callable[[], bool], what: str, timeout: float = 90.0)
         await asyncio.sleep(0.05)
 
 
+class OneByOne(ProcessBackend):
+    """The process backend as a backend that cannot fork: every sandbox started on its own."""
+
+    start_server = None  # type: ignore[assignment]
+
+
+@pytest.fixture(autouse=True, params=["forked", "one-by-one"])
+def mode(request: pytest.FixtureRequest) -> Iterator[str]:
+    global MODE
+    MODE = request.param
+    yield MODE
+    MODE = "forked"
+
+
+MODE = "forked"
+
+
+def _alive(pid: int | None) -> bool:
+    try:
+        return pid is not None and Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 def sandbox_pids(sandbox: WarmSandbox) -> list[int]:
+    """The sandbox's live processes: a forked one's keeper and run, else those of its run id."""
+    if isinstance(sandbox.handle, ForkedHandle):
+        return [p for p in (sandbox.handle.keeper, sandbox.handle.pid) if p is not None and _alive(p)]
     needle = f"CREWYARD_RUN_ID={sandbox.spec.run_id}".encode()
     found = []
     for entry in Path("/proc").iterdir():
@@ -85,10 +116,11 @@ def sandbox_pids(sandbox: WarmSandbox) -> list[int]:
 
 
 @contextlib.asynccontextmanager
-async def pools_of(tmp_path: Path, **kwargs: Any) -> AsyncIterator[Pools]:
+async def pools_of(tmp_path: Path, forking: bool | None = None, **kwargs: Any) -> AsyncIterator[Pools]:
     kwargs.setdefault("budget", 8 << 30)
     kwargs.setdefault("idle_s", 600.0)
-    pools = Pools(ProcessBackend(), work_dir=tmp_path / "work", **kwargs)
+    forks = MODE == "forked" if forking is None else forking
+    pools = Pools(ProcessBackend() if forks else OneByOne(), work_dir=tmp_path / "work", **kwargs)
     keeper = asyncio.create_task(pools.maintain())
     try:
         yield pools
@@ -128,6 +160,7 @@ async def test_a_pool_keeps_sandboxes_ready_and_each_serves_exactly_one_run(tmp_
         await until(lambda: len(idle(pools)) == 2, "two ready sandboxes")
         first, second = pools.take(KEY, "fp-1"), pools.take(KEY, "fp-1")
         assert first is not None and second is not None and first is not second
+        assert isinstance(first.handle, ForkedHandle) == (MODE == "forked")
         imported_before = time.time()
 
         out = await run_on(first, "run_one", {"write": "one"})
@@ -137,7 +170,7 @@ async def test_a_pool_keeps_sandboxes_ready_and_each_serves_exactly_one_run(tmp_
         assert result["run_id"] == "run_one" and result["input"] == {"write": "one"}
         assert result["imported"] < imported_before  # the crew was imported before the run came
         assert result["found"] == []  # an empty artifacts folder
-        assert sandbox_pids(first) == []  # the sandbox ended with its run
+        await until(lambda: not sandbox_pids(first), "the sandbox to end with its run")
 
         again = await run_on(second, "run_two", {})
         assert again[-1]["output"]["found"] == []  # nothing of the first run
@@ -193,7 +226,8 @@ async def test_a_retired_pool_renews_its_template_and_refills(tmp_path: Path) ->
         assert pools.retire("tests", "env.set") == 1
         assert idle(pools) == [] and pools.take(KEY, "red") is None
         await until(lambda: len(idle(pools)) == 1, "the renewed pool to refill")
-        assert renewed == [KEY] and not sandbox_pids(old)
+        assert renewed == [KEY]
+        await until(lambda: not sandbox_pids(old), "the retired sandbox to end")
         fresh = pools.take(KEY, "green")
         assert fresh is not None
         assert (await run_on(fresh, "run_green", {}))[-1]["output"]["color"] == "green"
@@ -209,8 +243,9 @@ async def test_an_idle_deployment_goes_back_to_zero(tmp_path: Path) -> None:
 
 
 async def test_pools_stay_within_their_memory_budget_evicting_the_least_recently_used(tmp_path: Path) -> None:
-    # Measure what one sandbox holds, then allow room for about three.
-    async with pools_of(tmp_path) as pools:
+    # Measure what one sandbox holds, then allow room for about three (sandboxes started one by
+    # one: forked ones hold little of their own, see the next test).
+    async with pools_of(tmp_path, forking=False) as pools:
         offer(pools, template(tmp_path), "fp")
         await until(lambda: len(idle(pools)) == 1 and idle(pools)[0].memory is not None, "a measured sandbox")
         one = idle(pools)[0].memory
@@ -218,7 +253,7 @@ async def test_pools_stay_within_their_memory_budget_evicting_the_least_recently
     budget = int(one * 3.5)
     older, newer = PoolKey("dep_older", "production"), PoolKey("dep_newer", "production")
     spec = template(tmp_path, memory=budget // 2)  # counted at its limit until measured
-    async with pools_of(tmp_path, budget=budget) as pools:
+    async with pools_of(tmp_path, forking=False, budget=budget) as pools:
         seen: list[int] = []
         sampler = asyncio.create_task(_sample(pools, seen))
         offer(pools, spec, "fp", low=3, high=3, key=older)

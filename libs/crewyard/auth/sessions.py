@@ -10,7 +10,9 @@ cookie costs no round trip, and a sign-out reaches the other gateways as soon as
 pushes it. The gateway that wrote it counts it at once (read your own writes).
 
 A gateway that cannot read the bucket at start does not start: it could not tell a signed-out
-session from a live one. While NATS is unreachable later, it keeps what it has read.
+session from a live one. It tries again a few times first (``_START_TRIES``: a stream that is
+electing a leader, or a broker on a loaded machine, may miss one deadline). While NATS is
+unreachable later, it keeps what it has read.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from crewyard.eventstore import EventStore, StoreUnavailable
 log = logging.getLogger("crewyard.auth")
 ENDED_BUCKET = "CREWYARD_SESSIONS_ENDED"
 _START_S = 30.0
+_START_TRIES = 4
 
 
 class EndedSessions:
@@ -69,14 +72,16 @@ class EndedSessions:
 
     async def start(self) -> None:
         """Read every ended session, then follow the bucket (call once, inside the event loop)."""
-        try:
-            kv = await self._bucket()
-            self._watcher = watcher = await kv.watchall()
-            async with asyncio.timeout(_START_S):
-                while (entry := await watcher.updates(timeout=_START_S)) is not None:  # type: ignore[no-untyped-call]
-                    self._note(entry.key, entry.value)
-        except Exception as exc:
-            raise StoreUnavailable(f"cannot read the signed-out console sessions: {exc!r}") from exc
+        for attempt in range(1, _START_TRIES + 1):
+            try:
+                watcher = await self._read_all()
+                break
+            except Exception as exc:
+                await self.stop()
+                if attempt == _START_TRIES:
+                    raise StoreUnavailable(f"cannot read the signed-out console sessions: {exc!r}") from exc
+                log.warning("cannot read the signed-out console sessions yet (%r); trying again", exc)
+                await asyncio.sleep(2.0 * attempt)
 
         async def follow() -> None:
             async for entry in watcher:
@@ -85,10 +90,19 @@ class EndedSessions:
 
         self._task = asyncio.get_running_loop().create_task(follow())
 
+    async def _read_all(self) -> KeyValue.KeyWatcher:
+        kv = await self._bucket()
+        self._watcher = watcher = await kv.watchall()
+        async with asyncio.timeout(_START_S):
+            while (entry := await watcher.updates(timeout=_START_S)) is not None:  # type: ignore[no-untyped-call]
+                self._note(entry.key, entry.value)
+        return watcher
+
     async def stop(self) -> None:
         if self._watcher is not None:
             with contextlib.suppress(Exception):
                 await self._watcher.stop()  # type: ignore[no-untyped-call]
+            self._watcher = None
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):

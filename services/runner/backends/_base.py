@@ -32,6 +32,8 @@ from crewyard.errors import CrewyardError
 from ..protocol import Prepare, Start, ThreadStart, encode
 
 ARTIFACTS_IN_CONTAINER = "/app/artifacts"
+#: The variable naming a fork server's socket (``_forkserver``; the runtime's ``forkserver.ENV_FD``).
+FORK_FD = "CREWYARD_FORK_FD"
 SOURCE_IN_CONTAINER = "/app"
 
 

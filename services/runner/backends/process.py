@@ -16,15 +16,19 @@ import contextlib
 import os
 import shutil
 import signal
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
+
+import msgspec
 
 from crewyard import spawn
 from crewyard.core.entrypoints import runtime_of
 from crewyard.environments import nodejs
 
 from ._artifacts import Skipped
-from ._base import BackendError, ExitStatus, RunSpec, opening, runtime_command, runtime_env
+from ._base import FORK_FD, BackendError, ExitStatus, RunSpec, opening, runtime_command, runtime_env
+from ._forkserver import ForkServer
 from ._lines import merge_lines
 from ._stdin import StdinWriter
 
@@ -103,6 +107,23 @@ class ProcessBackend:
     artifact_kind = "venv"
 
     async def start(self, spec: RunSpec) -> ProcessHandle:
+        return await self._start(spec)
+
+    async def start_server(self, spec: RunSpec) -> ForkServer | None:
+        """A fork server of ``spec``'s deployment (``_forkserver``); None for a JavaScript crew."""
+        if runtime_of(spec.framework) != "python":
+            return None
+        here, there = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        try:
+            handle = await self._start(msgspec.structs.replace(spec, warm=True), fork_fd=there.fileno())
+        except BaseException:
+            here.close()
+            raise
+        finally:
+            there.close()
+        return ForkServer(handle, here)
+
+    async def _start(self, spec: RunSpec, fork_fd: int | None = None) -> ProcessHandle:
         if spec.venv_dir is None:
             raise BackendError("process backend needs the deployment's virtual environment")
         spec.work_dir.mkdir(parents=True, exist_ok=True)
@@ -114,6 +135,8 @@ class ProcessBackend:
         )
         env["PATH"] = f"{spec.venv_dir / 'bin'}{os.pathsep}{env['PATH']}"
         env["TMPDIR"] = str(spec.work_dir)
+        if fork_fd is not None:
+            env[FORK_FD] = str(fork_fd)
         source_dir = spec.source_dir
         node = ""
         if runtime_of(spec.framework) == "node":
@@ -150,6 +173,7 @@ class ProcessBackend:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 start_new_session=True,
+                pass_fds=() if fork_fd is None else (fork_fd,),
                 limit=1 << 20,
             )
         except (OSError, spawn.SpawnError) as exc:
