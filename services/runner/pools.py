@@ -21,10 +21,7 @@ only when it fits, if need be after removing the least recently used pools' sand
 grows is caught at the next measurement. At most ``warming_at_once`` import a crew at a time, so
 warm-ups never crowd out the runs themselves.
 
-**Forked, where the backend can** (``start_server``). A pool then first starts a fork server
-(``backends/_forkserver.py``) and forks its sandboxes from it, and a run that finds no sandbox is
-forked from it too (:meth:`Pools.fork`) instead of starting cold; a crew that cannot be forked
-(its import leaves threads) gets sandboxes started one by one, as on other backends.
+**Forked, where the backend can**: see ``pool_servers.py``.
 
 One pool's own state (its key, template, sandboxes, server, target) is :class:`~.warm_pool.Pool`.
 """
@@ -43,8 +40,8 @@ import msgspec
 
 from crewyard import metrics
 
-from .backends import BackendError, ExecutionBackend, RunHandle, RunSpec
-from .backends._forkserver import ForkServer
+from .backends import BackendError, ExecutionBackend, RunHandle
+from .pool_servers import ForkServers, fork_server
 from .warm import WarmSandbox
 from .warm_pool import Placeholder, Pool, PoolKey, Renewal
 
@@ -67,12 +64,7 @@ REFILL_AFTER_TAKE_S = 1.0
 Renew = Callable[[Pool], Awaitable[Renewal | None]]
 
 
-def _server(sandbox: WarmSandbox) -> ForkServer:
-    assert isinstance(sandbox.handle, ForkServer)
-    return sandbox.handle
-
-
-class Pools:
+class Pools(ForkServers):
     def __init__(
         self,
         backend: ExecutionBackend,
@@ -137,23 +129,6 @@ class Pools:
             pool.idle.insert(0, sandbox)
         else:
             self._discard(sandbox)
-
-    def can_fork(self, key: PoolKey, fingerprint: str) -> bool:
-        """Whether a run with ``fingerprint`` can be forked from its pool's server right now."""
-        pool = self.pools.get(key)
-        return self.enabled and pool is not None and pool.serving(fingerprint) is not None
-
-    async def fork(self, key: PoolKey, fingerprint: str, spec: RunSpec) -> RunHandle | None:
-        """A run's process forked from its pool's server (None: there is none ready for it)."""
-        pool = self.pools.get(key)
-        server = pool.serving(fingerprint) if pool is not None and self.enabled else None
-        if server is None:
-            return None
-        try:
-            return await _server(server).fork(spec)
-        except BackendError as exc:
-            log.warning("could not fork a run of %s (%s); it starts cold", key.deployment_id, exc)
-            return None
 
     def offer(self, renewal: Renewal, *, project: str, name: str, low: int, high: int) -> None:
         """A run of ``renewal.key`` started: keep sandboxes like its own ready from now on."""
@@ -275,59 +250,6 @@ class Pools:
             while len(pool.idle) + len(pool.warming) < pool.target and self._room_for(pool):
                 self._start_one(pool)
 
-    def _forks(self, pool: Pool) -> bool:
-        return pool.forking and callable(getattr(self.backend, "start_server", None))
-
-    def _start_server(self, pool: Pool) -> None:
-        name = f"server_{uuid.uuid4().hex[:16]}"
-        work = self.work_dir / name
-        spec = msgspec.structs.replace(
-            pool.template, run_id=name, input={}, work_dir=work, artifacts_dir=work / "artifacts", warm=True
-        )
-        placeholder = pool.server = Placeholder(spec, pool.fingerprint)
-        self._spawn(self._serve(pool, placeholder))
-
-    async def _serve(self, pool: Pool, placeholder: Placeholder) -> None:
-        """Start ``pool``'s fork server; its sandboxes (and cold runs) are forked from it."""
-        server: WarmSandbox | None = None
-        failure: str | None = None
-        try:
-            async with self._warming:
-                if self._current(pool, placeholder.fingerprint) and pool.server is placeholder:
-                    handle = await self.backend.start_server(placeholder.spec)  # type: ignore[attr-defined]
-                    if handle is None:  # not this crew's runtime
-                        pool.forking = False
-                        return
-                    server = pool.server = WarmSandbox(placeholder.spec, handle, placeholder.fingerprint)
-                    await server.until_ready(self.ready_timeout_s)
-                    failure = server.failure
-        except (BackendError, OSError) as exc:
-            failure = str(exc)
-        finally:
-            if pool.server is placeholder:
-                pool.server = None
-        if failure is not None:
-            pool.forking = False  # an import that leaves threads, or a server that cannot start
-            log.warning("no fork server for %s (%s): no forks", pool.key.deployment_id, failure)
-        if server is None:
-            return
-        if failure is not None or pool.server is not server or not self._current(pool, server.fingerprint):
-            if pool.server is server:
-                pool.server = None
-            await server.remove()
-            return
-        await server.measure()
-        self._spawn(self._watch_server(pool, server))
-        self._wake.set()
-
-    async def _watch_server(self, pool: Pool, server: WarmSandbox) -> None:
-        await server.ended()
-        if pool.server is server:
-            pool.server = None
-            self._failed(pool, f"its fork server ended: {server.failure}")
-            await server.remove()
-            self._wake.set()
-
     def _room_for(self, pool: Pool) -> bool:
         """Whether one more of ``pool``'s sandboxes fits, evicting older pools' if that helps."""
         need = pool.estimate()
@@ -356,7 +278,11 @@ class Pools:
                 if self._current(pool, placeholder.fingerprint):
                     server = pool.serving(placeholder.fingerprint)
                     if server is not None:
-                        handle: RunHandle = await _server(server).fork(placeholder.spec)
+                        try:
+                            handle: RunHandle = await fork_server(server).fork(placeholder.spec)
+                        except BackendError as exc:
+                            self._server_failed(pool, server, str(exc))
+                            raise
                     else:
                         handle = await self.backend.start(placeholder.spec)
                     sandbox = WarmSandbox(placeholder.spec, handle, placeholder.fingerprint)

@@ -371,3 +371,26 @@ async def test_changes_in_the_stream_retire_and_move_pools_before_the_next_run(
             follower.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await follower
+
+
+async def test_a_fork_server_that_dies_leaves_runs_cold_until_another_is_ready(tmp_path: Path) -> None:
+    async with pools_of(tmp_path, forking=True) as pools:
+        offer(pools, template(tmp_path, {"COLOR": "red"}), "fp")
+        await until(lambda: pools.can_fork(KEY, "fp"), "a ready fork server")
+        pool = pools.pools[KEY]
+        first = pool.server
+        assert isinstance(first, WarmSandbox)
+        await first.handle.kill(0)  # a crash, the kernel's OOM killer
+        await until(lambda: pool.server is not first and pool.failures >= 1, "the server given up")
+        assert not pools.can_fork(KEY, "fp")
+        assert await pools.fork(KEY, "fp", template(tmp_path)) is None  # the run starts cold
+        pool.retry_at = 0.0  # the pause is over
+        pools._wake.set()
+        await until(lambda: pools.can_fork(KEY, "fp"), "a new fork server")
+        spec = template(tmp_path)
+        handle = await pools.fork(KEY, "fp", spec)
+        assert isinstance(handle, ForkedHandle)
+        lines = [json.loads(raw) async for stream, raw in handle.output() if stream == "proto"]
+        await handle.wait()
+        await handle.remove()
+        assert lines[-1]["output"]["color"] == "red" and lines[-1]["output"]["run_id"] == spec.run_id

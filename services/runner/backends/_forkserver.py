@@ -211,6 +211,7 @@ class ForkServer:
     def __init__(self, handle: RunHandle, sock: socket.socket, place: Place | None = None) -> None:
         self._handle = handle
         self._sock = sock
+        sock.setblocking(False)  # a server that stopped reading must never block the runner
         self._place = place
         self._lock = asyncio.Lock()
 
