@@ -14,6 +14,7 @@ from pathlib import Path
 
 import docker
 import docker.errors
+import requests
 
 from crewyard.environments import BuildFailed, LogSink
 
@@ -29,6 +30,10 @@ _PROBES = {
 _RUNC_LOST_CHILD = "can't get final child's PID"
 _PROBE_ATTEMPTS = 3
 _LOGS_WAIT_S = 30.0
+#: How long a probe (``python3 --version``) may take to exit. The engine's wait has no deadline of
+#: its own: a container the engine lost track of would hold the build (and every build queued
+#: behind it) for good. One that takes longer is started again, like a lost start.
+_PROBE_EXIT_S = 120.0
 
 
 class _StartLost(Exception):
@@ -105,7 +110,12 @@ class BaseImages:
                 raise BuildFailed(
                     f"base image {base!r} cannot run {cmd[0]}: {exc.explanation or exc}"
                 ) from None
-            result = await call("probe base image", api.wait, created["Id"])
+            try:
+                result = await asyncio.to_thread(api.wait, created["Id"], timeout=_PROBE_EXIT_S)
+            except requests.exceptions.RequestException as exc:
+                raise _StartLost(f"it did not exit within {_PROBE_EXIT_S:g} s ({exc})") from None
+            except ENGINE_ERRORS as exc:
+                raise BuildBackendUnavailable(f"probe base image: {exc}") from exc
             # Podman may answer the logs of a just-exited container empty at first (its monitor
             # writes them out a moment later: far later on a busy machine).
             deadline = time.monotonic() + _LOGS_WAIT_S

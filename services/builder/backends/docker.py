@@ -167,9 +167,11 @@ class DockerBuilder:
     ) -> tuple[bool, list[str]]:
         tail: list[str] = []
         ok = True
+        # The engine may say nothing for minutes while it commits a large layer on a busy machine:
+        # only the build's own time limit bounds the wait, not the client's read timeout.
         stream = self._api().build(
             path=str(ctx), tag=tag, rm=True, forcerm=True, decode=True, pull=False,
-            network_mode="none", labels=labels,
+            network_mode="none", labels=labels, timeout=int(self.limits.timeout_s),
         )  # fmt: skip
         for chunk in stream:
             text = chunk.get("stream") or chunk.get("status") or ""
