@@ -71,7 +71,9 @@ WARM_SANDBOXES = Gauge(
 )
 WARM_MEMORY = Gauge("crewyard_warm_memory_bytes", "Memory the idle warm sandboxes of this runner hold")
 WARM_STARTS = Counter(
-    "crewyard_run_starts_total", "Runs this runner started, on a warm sandbox or cold", ["kind", "backend"]
+    "crewyard_run_starts_total",
+    "Runs this runner started: on a warm sandbox, forked from a fork server, or cold",
+    ["kind", "backend"],
 )
 BUILDS = Counter("crewyard_builds_total", "Builds this builder ended", ["status", "backend", "cached"])
 BUILD_DURATION = Histogram(
