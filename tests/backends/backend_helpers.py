@@ -26,7 +26,7 @@ from crewyard.runner.backends import (
     RunHandle,
     RunSpec,
 )
-from crewyard.runner.backends._forkserver import ForkServer
+from crewyard.runner.backends._forkserver import ForkedHandle, ForkServer
 from crewyard.runner.warm import WarmSandbox
 
 TEST_LIMITS = Limits(memory_bytes=256 * 1024 * 1024, cpus=1.0, pids=64, file_size_bytes=64 * 1024 * 1024)
@@ -173,6 +173,16 @@ class ForkedRun:
     @property
     def skipped(self) -> list[tuple[str, str]]:
         return self._handle.skipped
+
+    async def pids(self, timeout: float = 30) -> list[int]:
+        """The run's keeper and process, once known: forked, they carry the server's environment
+        block (the run id is set inside the interpreter), so ``run_processes`` cannot find them."""
+        assert isinstance(self._handle, ForkedHandle)
+        deadline = asyncio.get_running_loop().time() + timeout
+        while self._handle.pid is None:
+            assert asyncio.get_running_loop().time() < deadline, "the keeper never said which process runs"
+            await asyncio.sleep(0.05)
+        return [self._handle.keeper, self._handle.pid]
 
     async def remove(self) -> None:
         await self._handle.remove()

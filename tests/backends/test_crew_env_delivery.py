@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
-from backend_helpers import run_processes
+from backend_helpers import ForkedRun, run_processes
 
 from crewyard.runner.backends import DockerBackend
 
@@ -46,7 +46,7 @@ async def test_the_crews_variables_are_in_no_process_environment_and_no_containe
                     return
 
         await asyncio.wait_for(spinning(), 60)
-        pids = run_processes(spec.run_id)
+        pids = await handle.pids() if isinstance(handle, ForkedRun) else run_processes(spec.run_id)
         assert pids, "the run's processes should be found by their run id"
         assert await asyncio.to_thread(_holding, pids, token) == []
         if isinstance(runs.backend, DockerBackend):
