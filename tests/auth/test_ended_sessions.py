@@ -49,3 +49,36 @@ async def test_a_session_signed_out_on_one_gateway_is_refused_by_every_gateway(s
             await _close(later)
     finally:
         await _close(first, second)
+
+
+async def test_a_gateway_whose_first_read_times_out_tries_again_and_starts(
+    streams: Streams, monkeypatch: pytest.MonkeyPatch
+):
+    # A stream electing its leader, or a broker on a loaded machine, may miss one deadline.
+    codec = SessionCodec(b"s" * 32)
+    _, session = codec.issue("key_1", time.time())
+    first = await _gateway(streams)
+    await first.end(session)
+    real, tries = EndedSessions._read_all, []
+
+    async def slow_once(self: EndedSessions):  # type: ignore[no-untyped-def]
+        tries.append(1)
+        if len(tries) == 1:
+            await real(self)  # a watcher was opened: it must be stopped before the next try
+            raise TimeoutError
+        return await real(self)
+
+    monkeypatch.setattr(EndedSessions, "_read_all", slow_once)
+    monkeypatch.setattr(asyncio, "sleep", _no_pause)
+    later = await _gateway(streams)
+    try:
+        assert len(tries) == 2 and later.ended(session)
+    finally:
+        await _close(first, later)
+
+
+_real_sleep = asyncio.sleep
+
+
+async def _no_pause(delay: float, *args: object) -> object:
+    return await _real_sleep(min(delay, 0.01), *args)
