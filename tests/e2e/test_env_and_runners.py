@@ -105,24 +105,29 @@ def test_two_runners_execute_each_run_exactly_once(tmp_path):
         )
         with platform.client(timeout=30) as api:
             dep = deploy(api, write_crew(tmp_path / "sleepy", SLEEPY), "shared")
-            time.sleep(1.0)  # let the second runner bind to the shared consumer
-            run_ids = [
-                api.post(
-                    "/v1/runs", json={"deployment_id": dep["deployment_id"], "input": {"sleep": 0.3}}
-                ).json()["run_id"]
-                for _ in range(20)
-            ]
+            # Batches until both runners took part (the second one may still be starting: a
+            # loaded machine takes seconds to import it), each run executed exactly once.
             runners: dict[str, int] = {}
-            for run_id in run_ids:
-                assert wait_run(api, run_id, timeout=120)["status"] == "succeeded"
-                events = sse_events(api, f"/v1/runs/{run_id}/events")
-                types = [m["event"] for m in events]
-                assert types.count("run.started") == 1 and types.count("run.completed") == 1, types
-                started = next(m for m in events if m["event"] == "run.started")
-                runner = started["data"]["data"]["runner_id"]
-                runners[runner] = runners.get(runner, 0) + 1
-            assert sum(runners.values()) == 20
-            assert len(runners) == 2, runners  # both runners took part
+            posted = 0
+            deadline = time.monotonic() + 180
+            while len(runners) < 2 or posted < 20:
+                assert time.monotonic() < deadline, f"the second runner never took a run: {runners}"
+                batch = [
+                    api.post(
+                        "/v1/runs", json={"deployment_id": dep["deployment_id"], "input": {"sleep": 0.3}}
+                    ).json()["run_id"]
+                    for _ in range(4)
+                ]
+                posted += len(batch)
+                for run_id in batch:
+                    assert wait_run(api, run_id, timeout=120)["status"] == "succeeded"
+                    events = sse_events(api, f"/v1/runs/{run_id}/events")
+                    types = [m["event"] for m in events]
+                    assert types.count("run.started") == 1 and types.count("run.completed") == 1, types
+                    started = next(m for m in events if m["event"] == "run.started")
+                    runner = started["data"]["data"]["runner_id"]
+                    runners[runner] = runners.get(runner, 0) + 1
+            assert sum(runners.values()) == posted
     finally:
         if extra is not None:
             os.killpg(extra.pid, signal.SIGTERM)

@@ -25,9 +25,10 @@ _PROBES = {
     "node": ["node", "--version"],
 }
 
-#: runc's words when it lost the container's init process while starting it: the engine's
-#: transient on a busy machine (the same start succeeds a moment later), not a broken image.
-_RUNC_LOST_CHILD = "can't get final child's PID"
+#: The engine's words when it lost the container's init process while starting it (runc's, or
+#: netavark's when the process was gone before its network was set up): a transient on a busy
+#: machine (the same start succeeds a moment later), not a broken image.
+START_LOST = ("can't get final child's PID", "netavark: setns")
 _PROBE_ATTEMPTS = 3
 _LOGS_WAIT_S = 30.0
 #: How long a probe (``python3 --version``) may take to exit. The engine's wait has no deadline of
@@ -105,7 +106,7 @@ class BaseImages:
             try:
                 await asyncio.to_thread(api.start, created["Id"])
             except docker.errors.APIError as exc:  # e.g. "python3": executable file not found
-                if _RUNC_LOST_CHILD in str(exc.explanation or exc):
+                if any(words in str(exc.explanation or exc) for words in START_LOST):
                     raise _StartLost(str(exc.explanation or exc)) from None
                 raise BuildFailed(
                     f"base image {base!r} cannot run {cmd[0]}: {exc.explanation or exc}"
