@@ -201,6 +201,7 @@ def extract(
                         out.write(chunk)
         if digest is not None and "sha256-" + hasher.hexdigest() != digest:
             raise ArchiveError(f"archive contents do not match their digest {digest}")
+        tmp.chmod(0o755)  # as its folders and files: readable by a sandbox's user (mkdtemp: 0700)
         try:
             tmp.rename(dest)
         except OSError:

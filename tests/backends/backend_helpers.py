@@ -198,7 +198,18 @@ class ForkingProcessBackend(ProcessBackend):
         return ForkedRun(await _fork_server(server).fork(spec), server)
 
 
-async def start_server(backend: ProcessBackend, spec: RunSpec, *, ready: bool = True) -> WarmSandbox:
+class ForkingBwrapBackend(BwrapBackend):
+    """The bwrap backend with every run forked into a sandbox of its own from a sandboxed fork
+    server (``_bwrap_server``), as the runner's pools fork them."""
+
+    async def start(self, spec: RunSpec) -> ForkedRun:  # type: ignore[override]
+        server = await start_server(self, spec)
+        return ForkedRun(await _fork_server(server).fork(spec), server)
+
+
+async def start_server(
+    backend: ProcessBackend | BwrapBackend, spec: RunSpec, *, ready: bool = True
+) -> WarmSandbox:
     """A fork server prepared as ``spec``'s run would be (in a folder of its own), once ready."""
     work = spec.work_dir.with_name(spec.work_dir.name + "-server")
     server_spec = msgspec.structs.replace(spec, run_id=f"server_{uuid.uuid4().hex[:8]}", input={},
@@ -224,5 +235,6 @@ def make_runs(request: pytest.FixtureRequest, kind: str, tmp_path: Path) -> Runs
         backend: ExecutionBackend = request.getfixturevalue("docker_backend")
         return Runs(backend, tmp_path, source, runtime, None, request.getfixturevalue("crew_image"))
     venv = request.getfixturevalue("crew_venv")
-    backend = {"process": ProcessBackend, "forked": ForkingProcessBackend, "bwrap": BwrapBackend}[kind]()
+    backend = {"process": ProcessBackend, "forked": ForkingProcessBackend, "bwrap": BwrapBackend,
+               "bwrap-forked": ForkingBwrapBackend}[kind]()  # fmt: skip
     return Runs(backend, tmp_path, source, runtime, venv, None)

@@ -45,6 +45,7 @@ def crew_source(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 @pytest.fixture(scope="session")
 def runtime_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     folder = tmp_path_factory.mktemp("runtime")
+    folder.chmod(0o755)  # as the runner's own (a bwrap fork server reads it as the sandbox's user)
     shutil.copytree(
         Path(crewyard_runtime.__file__).parent,
         folder / "crewyard_runtime",
@@ -129,13 +130,13 @@ def docker_backend(docker_host: str) -> Iterator[DockerBackend]:
     asyncio.run(backend.cleanup_orphans(TEST_RUNNER_ID))
 
 
-@pytest.fixture(params=["process", "forked", "bwrap", "docker"])
+@pytest.fixture(params=["process", "forked", "bwrap", "bwrap-forked", "docker"])
 def runs(request: pytest.FixtureRequest, tmp_path: Path) -> Runs:
     """Every backend, for the contract every one of them must keep."""
     return make_runs(request, request.param, tmp_path)
 
 
-@pytest.fixture(params=["bwrap", "docker"])
+@pytest.fixture(params=["bwrap", "bwrap-forked", "docker"])
 def isolated_runs(request: pytest.FixtureRequest, tmp_path: Path) -> Runs:
     """The isolating backends, for hostile crews."""
     return make_runs(request, request.param, tmp_path)

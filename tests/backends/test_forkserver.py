@@ -1,8 +1,10 @@
 """Runs forked from one fork server (``runner/backends/_forkserver.py``, the runtime's
 ``forkserver.py``): each a fresh process with its own folders and the server's current values,
 seeing nothing of another run; a retired server lets its runs finish; a crew whose import leaves
-a thread running is not forked. The contract every backend keeps is checked through a fork too
-(the ``forked`` case of ``test_backend_contract.py``)."""
+a thread running is not forked. Each on the process backend and on bwrap, whose forked runs are
+sandboxes of their own (``_bwrap_server``). The contract every backend keeps, and bwrap's
+hostile crews, are checked through a fork too (the ``forked`` and ``bwrap-forked`` cases of
+``test_backend_contract.py`` and ``test_hostile_crews.py``)."""
 
 from __future__ import annotations
 
@@ -14,21 +16,20 @@ from typing import Any
 import pytest
 from backend_helpers import Runs, make_runs, start_server
 
-from crewyard.runner.backends import BackendError, ProcessBackend, RunSpec
+from crewyard.runner.backends import BackendError, RunSpec
 from crewyard.runner.backends._forkserver import ForkedHandle, ForkServer
 from crewyard.runner.warm import WarmSandbox
 
 pytestmark = pytest.mark.timeout(120)
 
 
-@pytest.fixture
+@pytest.fixture(params=["process", "bwrap"])
 def process_runs(request: pytest.FixtureRequest, tmp_path: Path) -> Runs:
-    return make_runs(request, "process", tmp_path)
+    return make_runs(request, request.param, tmp_path)
 
 
 async def _server(runs: Runs, spec: RunSpec) -> tuple[WarmSandbox, ForkServer]:
-    assert isinstance(runs.backend, ProcessBackend)
-    server = await start_server(runs.backend, spec)
+    server = await start_server(runs.backend, spec)  # type: ignore[arg-type]
     assert isinstance(server.handle, ForkServer)
     return server, server.handle
 
@@ -41,30 +42,37 @@ async def until_running(handle: ForkedHandle, timeout: float = 60) -> None:
         await asyncio.sleep(0.05)
 
 
-async def _run(fork: ForkServer, spec: RunSpec) -> dict[str, Any]:
-    """Fork ``spec``'s run and read it to the end: its protocol messages, exit status, pids."""
+async def _run(fork: ForkServer, spec: RunSpec, *, keep: bool = False) -> dict[str, Any]:
+    """Fork ``spec``'s run and read it to the end: its protocol messages, exit status, pids (and
+    with ``keep`` its handle, not yet removed)."""
     handle = await fork.fork(spec)
-    messages = [json.loads(line) async for stream, line in handle.output() if stream == "proto"]
+    messages = [json.loads(line) async for stream, line in handle.output()]
     status = await handle.wait()
     pids = (handle.keeper, handle.pid)
-    await handle.remove()
-    results = [m["output"] for m in messages if m["t"] == "result"]
+    if not keep:
+        await handle.remove()
+    results = [m["output"] for m in messages if m.get("t") == "result"]
     assert status.code == 0 and len(results) == 1, messages
     assert [m["t"] for m in messages[:2]] == ["hello", "ready"]  # as a freshly started runtime
-    return {"output": results[0], "pids": pids}
+    return {"output": results[0], "pids": pids, "handle": handle}
 
 
 async def test_runs_forked_from_one_server_share_nothing(process_runs: Runs) -> None:
     server, fork = await _server(process_runs, process_runs.spec("crew:scratch"))
     try:
         specs = [process_runs.spec("crew:scratch", input={"n": n}) for n in (1, 2)]
-        first, second = await asyncio.gather(*(_run(fork, s) for s in specs))
+        first, second = await asyncio.gather(*(_run(fork, s, keep=True) for s in specs))
         for run, spec, n in ((first, specs[0], 1), (second, specs[1], 2)):
             # Each began with an empty artifacts folder and saw only its own files there (the
             # process backend's /tmp is the host's: its runs get a TMPDIR of their own instead).
             assert run["output"]["before"]["artifacts"] == []
             assert run["output"]["after"]["artifacts"] == [f"run-{n}.txt"]
+            await run["handle"].collect_artifacts()
             assert sorted(p.name for p in spec.artifacts_dir.iterdir()) == [f"run-{n}.txt"]
+            await run["handle"].remove()
+            if process_runs.kind == "bwrap":  # a sandbox: its own /tmp, pid namespace and /proc
+                assert [t for t in run["output"]["after"]["tmp"] if t.startswith("run-")] == [f"run-{n}.txt"]
+                assert run["output"]["pid"] == 2 and run["output"]["procs"] == [1, 2]
         pids = {*first["pids"], *second["pids"]}
         assert len(pids) == 4 and None not in pids  # a keeper and a run process each, all distinct
         assert server.usable  # a server serves any number of runs
@@ -77,11 +85,12 @@ async def test_a_forked_run_sees_the_servers_environment_and_its_own_ids(process
     try:
         keys = ["CREW_SETTING", "CREWYARD_RUN_ID", "TMPDIR", "CREWYARD_ARTIFACTS_DIR"]
         echo = process_runs.spec("crew:echo", input={"env_keys": keys})
+        sandboxed = process_runs.kind == "bwrap"  # the run's own /tmp and artifacts folder, inside
         assert (await _run(fork, echo))["output"]["env"] == {
             "CREW_SETTING": "now",
             "CREWYARD_RUN_ID": echo.run_id,
-            "TMPDIR": str(echo.work_dir),
-            "CREWYARD_ARTIFACTS_DIR": str(echo.artifacts_dir),
+            "TMPDIR": "/tmp" if sandboxed else str(echo.work_dir),
+            "CREWYARD_ARTIFACTS_DIR": "/artifacts" if sandboxed else str(echo.artifacts_dir),
         }
     finally:
         await server.remove()
@@ -114,8 +123,7 @@ async def test_a_retired_server_lets_its_runs_finish(process_runs: Runs) -> None
 
 
 async def test_a_crew_whose_import_leaves_threads_is_not_forked(process_runs: Runs) -> None:
-    assert isinstance(process_runs.backend, ProcessBackend)
-    server = await start_server(process_runs.backend, process_runs.spec("threaded:run"), ready=False)
+    server = await start_server(process_runs.backend, process_runs.spec("threaded:run"), ready=False)  # type: ignore[arg-type]
     try:
         assert not server.usable
         assert server.failure is not None and "threads running (poller)" in server.failure

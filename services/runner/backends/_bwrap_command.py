@@ -19,6 +19,12 @@ from crewyard.environments import ENV_PATH, nodejs
 from ._base import RunSpec, runtime_command
 
 SANDBOX_UID = 1000
+#: What a fork server keeps of its user namespace's capabilities, to give each run namespaces and
+#: mounts of its own (``crewyard_runtime/_confine.py``); its runs drop them all.
+SERVER_CAPS = ("CAP_SYS_ADMIN", "CAP_NET_ADMIN", "CAP_SYS_RESOURCE", "CAP_SETPCAP")
+#: Where a fork server's runs find their artifacts folder, and the server its runs' slots.
+FORKED_ARTIFACTS = "/artifacts"
+SLOTS = "/run/crewyard/slots"
 #: Where a JavaScript crew's folder is, with the environment's node_modules beside it.
 NODE_APP = "/opt/crewyard/app"
 _SYSTEM_DIRS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
@@ -74,11 +80,25 @@ def sandbox_command(
     tmp_size: int,
     node: nodejs.Node | None = None,
     heap_limit: bool = False,
+    stage: Path | None = None,
 ) -> list[str]:
     """bwrap's command line for one run: the runtime's command inside the sandbox ``spec`` asks
-    for, its own files (passwd, group, resolv.conf) taken from ``sandbox_files``."""
+    for, its own files (passwd, group, resolv.conf) taken from ``sandbox_files``.
+
+    With ``stage``, the command of a fork server (``_bwrap_server``), which bwrap starts as an
+    unprivileged user: the deployment's folders come from ``stage`` (``env``, ``source``,
+    ``runtime``, ``prefix``, ``files``, ``slots``), where they are bound for it; it keeps
+    :data:`SERVER_CAPS` in a user namespace of its own and has no artifacts folder of its own.
+    """
     assert spec.venv_dir is not None
-    args = [bwrap, "--unshare-all", *no_nested_userns(bwrap)]
+
+    def source(name: str, path: Path) -> str:
+        return str(stage / name) if stage else str(path)
+
+    if stage is None:
+        args = [bwrap, "--unshare-all", *no_nested_userns(bwrap)]
+    else:
+        args = [bwrap, "--unshare-all", "--unshare-user"]
     if spec.limits.network == "host":
         args.append("--share-net")
     args += [
@@ -86,6 +106,7 @@ def sandbox_command(
         "--new-session",
         "--cap-drop",
         "ALL",
+        *(arg for cap in (SERVER_CAPS if stage else ()) for arg in ("--cap-add", cap)),
         "--uid",
         str(SANDBOX_UID),
         "--gid",
@@ -107,15 +128,15 @@ def sandbox_command(
     private = (sandbox_files / "resolv.conf").exists()
     for name in _ETC:
         if name == "resolv.conf" and private:  # the private network's own resolver
-            args += ["--ro-bind", str(sandbox_files / "resolv.conf"), "/etc/resolv.conf"]
+            args += ["--ro-bind", source("files", sandbox_files) + "/resolv.conf", "/etc/resolv.conf"]
         else:
             args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]
     args += [
         "--ro-bind",
-        str(sandbox_files / "passwd"),
+        source("files", sandbox_files) + "/passwd",
         "/etc/passwd",
         "--ro-bind",
-        str(sandbox_files / "group"),
+        source("files", sandbox_files) + "/group",
         "/etc/group",
         "--proc",
         "/proc",
@@ -131,21 +152,24 @@ def sandbox_command(
     ]
     prefix = Path(node.prefix) if node else base_prefix_of(spec.venv_dir)
     if not _under(prefix, "/usr"):
-        args += ["--ro-bind", str(prefix), str(prefix)]
+        args += ["--ro-bind", source("prefix", prefix), str(prefix)]
     # The environment was built at ENV_PATH (its scripts and compiled files name that path).
-    args += ["--ro-bind", str(spec.venv_dir), ENV_PATH]
-    args += ["--ro-bind", str(spec.runtime_dir), str(spec.runtime_dir)]
+    args += ["--ro-bind", source("env", spec.venv_dir), ENV_PATH]
+    args += ["--ro-bind", source("runtime", spec.runtime_dir), str(spec.runtime_dir)]
     if node:
         # Node looks for packages in the folders above a module: the crew's folder gets a
         # parent whose node_modules is the environment's.
         args += ["--ro-bind", str(spec.source_dir), NODE_APP,
                  "--symlink", f"{ENV_PATH}/node_modules", f"{NODE_APP}/../node_modules"]  # fmt: skip
     else:
-        args += ["--ro-bind", str(spec.source_dir), str(spec.source_dir)]
+        args += ["--ro-bind", source("source", spec.source_dir), str(spec.source_dir)]
     command = runtime_command(
         spec, python=f"{ENV_PATH}/bin/python", node=node.path if node else "",
         runtime_dir=str(spec.runtime_dir), env_dir=ENV_PATH, source_dir=NODE_APP, heap_limit=heap_limit,
     )  # fmt: skip
+    if stage is not None:
+        return [*args, "--dir", FORKED_ARTIFACTS, "--bind", source("slots", Path()), SLOTS,
+                "--remount-ro", "/", "--chdir", "/", *command]  # fmt: skip
     artifacts = str(spec.artifacts_dir)
     args += [
         # Last, so that it wins when the artifacts folder lies below one of the read-only binds.

@@ -25,7 +25,9 @@ import socket
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
+
+import msgspec
 
 from ..protocol import Start, encode
 from ._artifacts import Skipped
@@ -38,9 +40,32 @@ FORK_TIMEOUT_S = 30.0
 _MAX_MESSAGE = 64 * 1024
 #: How long removing a server waits for it to exit (it does at once unless runs of it go on).
 SERVER_EXIT_S = 2.0
+#: Removals of retired servers whose runs went on, until they exit.
+_AFTER_EXIT: set[asyncio.Future[None]] = set()
 
-#: What a backend does with a keeper (its host pid) before the run may start: control groups.
-Place = Callable[[int, RunSpec], Awaitable[None]]
+
+class Confinement(Protocol):
+    """What a backend adds to a forked run of its own (bwrap: namespaces, folders, control
+    groups, network), made before the run is forked and removed with it."""
+
+    #: The request's folders and ``sandbox`` part (``crewyard_runtime/_confine.py``).
+    request: dict[str, Any]
+
+    async def place(self, keeper: int) -> None:
+        """Before the run may start: its keeper (host pid) into control groups and network."""
+
+    async def memory_used(self) -> int | None: ...
+
+    def oom_killed(self) -> bool: ...
+
+    async def collect(self) -> None:
+        """After the run: what it wrote into ``spec.artifacts_dir``."""
+
+    async def remove(self) -> None: ...
+
+
+#: A run's confinement, for its spec.
+Confine = Callable[[RunSpec], Awaitable[Confinement]]
 
 
 def _pss(pid: int) -> int | None:
@@ -130,8 +155,10 @@ class ForkedHandle:
         stdin: asyncio.StreamWriter,
         stdout: asyncio.StreamReader,
         stderr: asyncio.StreamReader,
+        confinement: Confinement | None = None,
     ) -> None:
         self._spec = spec
+        self._confinement = confinement
         self.keeper = keeper
         self._control = control
         self._stdin = StdinWriter(stdin)
@@ -145,15 +172,17 @@ class ForkedHandle:
     async def _follow_control(self) -> None:
         status = ExitStatus(code=-signal.SIGKILL, signal=signal.SIGKILL)  # a keeper that vanished
         while (item := await self._control.next()) is not None:
-            message, _ = item
-            if message.get("t") == "running" and isinstance(message.get("pid"), int):
-                self.pid = message["pid"]
+            message, sender = item
+            if message.get("t") == "running" and sender is not None:
+                self.pid = sender  # the run's own pid, as the kernel gave it: never its word
             elif message.get("t") == "exit":  # the keeper exits next: its socket closes then
                 code, sig = message.get("code"), message.get("signal")
                 status = ExitStatus(
                     code=code if isinstance(code, int) else -(sig if isinstance(sig, int) else 9),
                     signal=sig if isinstance(sig, int) else None,
                 )
+        if self._confinement is not None and self._confinement.oom_killed():
+            status = msgspec.structs.replace(status, oom_killed=True)
         if not self._exit.done():
             self._exit.set_result(status)
 
@@ -191,10 +220,14 @@ class ForkedHandle:
             await asyncio.wait_for(self.wait(), 10)
 
     async def memory_used(self) -> int | None:
+        if self._confinement is not None:
+            return await self._confinement.memory_used()
         return _pss(self.pid) if self.pid is not None and not self.exited else None
 
     async def collect_artifacts(self) -> None:
-        """The run wrote straight into ``spec.artifacts_dir``: nothing to copy."""
+        """Unconfined, the run wrote straight into ``spec.artifacts_dir``: nothing to copy."""
+        if self._confinement is not None:
+            await self._confinement.collect()
 
     async def remove(self) -> None:
         self._stdin.close()
@@ -203,16 +236,18 @@ class ForkedHandle:
         self._follow.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await self._follow
+        if self._confinement is not None:
+            await self._confinement.remove()
 
 
 class ForkServer:
     """A server's own handle (the backend's, for its output and memory) and its fork socket."""
 
-    def __init__(self, handle: RunHandle, sock: socket.socket, place: Place | None = None) -> None:
+    def __init__(self, handle: RunHandle, sock: socket.socket, confine: Confine | None = None) -> None:
         self._handle = handle
         self._sock = sock
         sock.setblocking(False)  # a server that stopped reading must never block the runner
-        self._place = place
+        self._confine = confine
         self._lock = asyncio.Lock()
 
     # The server is watched as a warm sandbox is (its output, its memory): RunHandle's methods.
@@ -245,14 +280,38 @@ class ForkServer:
             self._sock.shutdown(socket.SHUT_RDWR)
         self._sock.close()
         try:
-            await asyncio.wait_for(self._handle.wait(), SERVER_EXIT_S)
-        except TimeoutError:
-            return  # runs of it go on; it exits after them
-        await self._handle.remove()  # its pipes
+            await asyncio.wait_for(asyncio.shield(self._handle.wait()), SERVER_EXIT_S)
+        except TimeoutError:  # runs of it go on: it exits after them, and is removed then
+            task = asyncio.ensure_future(self._remove_after_exit())
+            _AFTER_EXIT.add(task)
+            task.add_done_callback(_AFTER_EXIT.discard)
+            return
+        await self._handle.remove()  # its pipes (and a sandbox's groups and folders)
+
+    async def _remove_after_exit(self) -> None:
+        await self._handle.wait()
+        await self._handle.remove()
 
     async def fork(self, spec: RunSpec) -> ForkedHandle:
         """A fresh process for ``spec``'s run (a warm one waits for ``start``; else it is sent)."""
+        if self._sock.fileno() < 0:
+            raise BackendError("the fork server is gone: it was retired")
         await asyncio.to_thread(_folders, spec)
+        try:
+            confinement = await self._confine(spec) if self._confine is not None else None
+        except OSError as exc:
+            raise BackendError(f"cannot prepare the run's sandbox: {exc}") from exc
+        try:
+            handle = await self._fork(spec, confinement)
+        except BaseException:
+            if confinement is not None:
+                await confinement.remove()
+            raise
+        if not spec.warm:
+            handle._stdin.send_soon(encode(Start(run_id=spec.run_id, input=spec.input, thread=spec.thread)))
+        return handle
+
+    async def _fork(self, spec: RunSpec, confinement: Confinement | None) -> ForkedHandle:
         in_r, in_w = os.pipe()
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
@@ -261,7 +320,13 @@ class ForkServer:
         try:
             here.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
             here.setblocking(False)
-            request = {"t": "fork", "artifacts_dir": str(spec.artifacts_dir), "tmp_dir": str(spec.work_dir)}
+            request: dict[str, Any] = {
+                "t": "fork",
+                "artifacts_dir": str(spec.artifacts_dir),
+                "tmp_dir": str(spec.work_dir),
+            }
+            if confinement is not None:
+                request.update(confinement.request)
             async with self._lock:
                 socket.send_fds(self._sock, [json.dumps(request).encode()], [*theirs, there.fileno()])
         except OSError as exc:
@@ -276,11 +341,15 @@ class ForkServer:
         control = _Control(here)
         try:
             first = await asyncio.wait_for(control.next(), FORK_TIMEOUT_S)
+            if first is not None and first[0].get("t") == "failed":
+                raise BackendError(
+                    f"the fork server could not fork the run: {str(first[0].get('error'))[:500]}"
+                )
             if first is None or first[0].get("t") != "forked" or first[1] is None:
                 raise BackendError("the fork server did not fork the run")
             keeper = first[1]
-            if self._place is not None:
-                await self._place(keeper, spec)
+            if confinement is not None:
+                await confinement.place(keeper)
             control.send({"t": "go"})
             stdin = await _writer(ours.pop(0))
             stdout = await _reader(ours.pop(0))
@@ -290,10 +359,7 @@ class ForkServer:
             for fd in ours:  # those not yet handed to the event loop
                 os.close(fd)
             raise
-        handle = ForkedHandle(spec, keeper, control, stdin, stdout, stderr)
-        if not spec.warm:
-            handle._stdin.send_soon(encode(Start(run_id=spec.run_id, input=spec.input, thread=spec.thread)))
-        return handle
+        return ForkedHandle(spec, keeper, control, stdin, stdout, stderr, confinement)
 
 
 def _folders(spec: RunSpec) -> None:

@@ -40,7 +40,7 @@ import os
 import shutil
 import signal
 import subprocess
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from crewyard import cgroups, privatenet, spawn
@@ -50,6 +50,7 @@ from crewyard.reaper import Reaper
 
 from ._artifacts import DEFAULT_MAX_FILE, DEFAULT_MAX_TOTAL, Skipped
 from ._base import (
+    FORK_FD,
     BackendError,
     BackendUnavailable,
     ExitStatus,
@@ -58,6 +59,8 @@ from ._base import (
     runtime_env,
 )
 from ._bwrap_command import GROUP, PASSWD, SANDBOX_UID, no_nested_userns, sandbox_command
+from ._bwrap_server import start_server
+from ._forkserver import ForkServer
 from ._lines import merge_lines
 from ._stdin import StdinWriter
 
@@ -81,6 +84,10 @@ class BwrapHandle:
         self._child_pid: int | None = None
         self._stdin = StdinWriter(proc.stdin)
         self._network: privatenet.PrivateNetwork | None = None
+        #: The plan its network was made from (a fork server's runs are given the same).
+        self.network_plan: privatenet.NetworkPlan | None = None
+        #: Folders removed with the sandbox, besides its own files (a fork server's slots).
+        self.leftovers: list[Path] = []
         #: Artifacts that were not collected, with the reason (symlinks, too large …).
         self.skipped: Skipped = []
 
@@ -117,6 +124,7 @@ class BwrapHandle:
             raise BackendError("the sandbox did not start (bwrap reported no process)")
         try:
             self._network = await privatenet.attach(pid, network)
+            self.network_plan = network
         except privatenet.NetworkError as exc:
             raise BackendError(f"cannot give the sandbox its network: {exc}") from exc
 
@@ -166,7 +174,8 @@ class BwrapHandle:
             self._network = None
         if self._cgroup:
             await asyncio.to_thread(self._cgroup.remove)
-        await asyncio.to_thread(shutil.rmtree, self._spec.work_dir / "sandbox", True)
+        for folder in (self._spec.work_dir / "sandbox", *self.leftovers):
+            await asyncio.to_thread(shutil.rmtree, folder, True)
 
 
 class BwrapBackend:
@@ -189,7 +198,7 @@ class BwrapBackend:
             raise BackendUnavailable("bwrap is not installed (Debian: apt-get install bubblewrap)")
         self.bwrap = found
         self._caps = (artifact_max_file_bytes, artifact_max_total_bytes)
-        self._tmp_size = tmp_size_bytes
+        self.tmp_size = tmp_size_bytes
         self._cpu_time = cpu_time_limit_s
         self.network_policy = network_policy or privatenet.NetworkPolicy()
 
@@ -200,18 +209,39 @@ class BwrapBackend:
         status_fd: int,
         node: nodejs.Node | None = None,
         heap_limit: bool = False,
+        stage: Path | None = None,
     ) -> list[str]:
         return sandbox_command(
             self.bwrap,
             spec,
             sandbox_files,
             status_fd,
-            tmp_size=self._tmp_size,
+            tmp_size=self.tmp_size,
             node=node,
             heap_limit=heap_limit,
+            stage=stage,
         )
 
     async def start(self, spec: RunSpec) -> BwrapHandle:
+        return await self._start(spec)
+
+    async def start_server(self, spec: RunSpec) -> ForkServer | None:
+        """A fork server of ``spec``'s deployment, itself sandboxed, whose runs are forked into
+        sandboxes of their own (``_bwrap_server``); None for a JavaScript crew, or where this
+        machine cannot (then its pools start sandboxes one by one)."""
+        if runtime_of(spec.framework) != "python":
+            return None
+        return await start_server(self, spec)
+
+    async def _start(
+        self,
+        spec: RunSpec,
+        *,
+        stage: Path | None = None,
+        fork_fd: int | None = None,
+        wrap: Callable[[list[str]], list[str]] | None = None,
+    ) -> BwrapHandle:
+        """A sandbox for ``spec`` (with ``stage``, ``fork_fd`` and ``wrap``: a fork server's)."""
         if spec.venv_dir is None:
             raise BackendError("bwrap backend needs the deployment's virtual environment")
         files = spec.work_dir / "sandbox"
@@ -233,6 +263,8 @@ class BwrapBackend:
         )
         env["PATH"] = f"{ENV_PATH}/bin{os.pathsep}{env['PATH']}"
         env["TMPDIR"] = "/tmp"
+        if fork_fd is not None:
+            env[FORK_FD] = str(fork_fd)
         node = None
         if runtime_of(spec.framework) == "node":
             node = await asyncio.to_thread(nodejs.installed)
@@ -261,11 +293,13 @@ class BwrapBackend:
             # are inside it — no fork can slip out before we move it (crewyard.spawn: without
             # forking the runner).
             command = spawn.confined(
-                self.command(spec, files, status_w, node, heap_limit=cgroup is None),
+                self.command(spec, files, status_w, node, heap_limit=cgroup is None, stage=stage),
                 cgroup_procs=procs_files,
                 parent_pid=os.getpid(),
                 limits=rlimits,
             )
+            if wrap is not None:
+                command = wrap(command)
             proc = await asyncio.create_subprocess_exec(
                 *command,
                 cwd="/",
@@ -274,7 +308,7 @@ class BwrapBackend:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 start_new_session=True,
-                pass_fds=(status_w,),
+                pass_fds=(status_w,) if fork_fd is None else (status_w, fork_fd),
                 limit=1 << 20,
             )
         except (OSError, spawn.SpawnError) as exc:

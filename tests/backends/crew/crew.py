@@ -148,7 +148,8 @@ def scratch(inputs: dict[str, Any]) -> dict[str, Any]:
     Path("/tmp", f"run-{mine}.txt").write_text(mine)
     time.sleep(float(inputs.get("pause", 0.5)))
     after = {"artifacts": sorted(os.listdir(out)), "tmp": sorted(os.listdir("/tmp"))}
-    return {"before": before, "after": after}
+    procs = sorted(int(p) for p in os.listdir("/proc") if p.isdigit())
+    return {"before": before, "after": after, "pid": os.getpid(), "procs": procs}
 
 
 def reach(inputs: dict[str, Any]) -> dict[str, Any]:
