@@ -13,9 +13,10 @@ network, limits from a control group of its own), with three differences:
   data folder: before it runs, a private mount namespace (``unshare --mount``, as root) binds
   them into a tmpfs at :data:`STAGE`, which only that namespace sees, and bwrap binds them from
   there. The runner's data folder stays closed.
-- The server has no artifacts folder: it binds its *slots* folder (beside its own), in which
-  the runner makes one folder per run (owned by uid 1000) and moves it to the run's artifacts
-  folder when the run ends.
+- The server has no artifacts folder: it binds its *slots* folder (beside its own, the
+  runner's, which the server can pass through but not list or change), in which the runner makes
+  one folder per run (owned by uid 1000) and renames it to the run's artifacts folder when the
+  run ends (the same file system: both lie in the runner's work folder).
 
 Per run (:class:`SandboxedRun`, the fork's confinement) the runner makes the slot, a control
 group and the network plan; the keeper enters new mount, network, IPC, UTS and pid namespaces
@@ -33,7 +34,6 @@ own user namespace) is the crew's own business, like every import-time effect; r
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import os
 import shutil
@@ -147,6 +147,8 @@ async def start_server(backend: BwrapBackend, spec: RunSpec) -> ForkServer | Non
 
 
 def _make_slots(spec: RunSpec, slots: Path) -> None:
+    """The server's slots folder: the runner's (the server can neither list it nor put, swap or
+    remove anything in it), each slot in it the sandbox user's."""
     STAGE.mkdir(parents=True, exist_ok=True)
     # The sandbox's user reads the crew's folder itself (sources unpacked before it was made
     # readable were 0700; the cache around it keeps everyone else out).
@@ -154,8 +156,7 @@ def _make_slots(spec: RunSpec, slots: Path) -> None:
     if mode & 0o055 != 0o055:
         spec.source_dir.chmod((mode & 0o7777) | 0o055)
     slots.mkdir(parents=True, exist_ok=True)
-    os.chown(slots, SANDBOX_UID, SANDBOX_UID)
-    slots.chmod(0o700)
+    slots.chmod(0o711)
 
 
 class SandboxedRun:
@@ -219,12 +220,10 @@ def _make_slot(slot: Path) -> None:
 
 
 def _move(slot: Path, artifacts: Path) -> None:
-    if not slot.is_dir():
-        return
-    with contextlib.suppress(OSError):
+    """One rename, which follows no link: the folder the runner made, with what the run wrote
+    (never a copy, which would read through whatever the sandbox's user put there meanwhile)."""
+    try:
         artifacts.rmdir()  # empty: made for the run, which wrote into its slot
         os.rename(slot, artifacts)
-        return
-    artifacts.mkdir(parents=True, exist_ok=True)
-    for entry in os.scandir(slot):
-        shutil.move(entry.path, artifacts / entry.name)
+    except OSError as exc:
+        raise BackendError(f"cannot move the run's artifacts folder into place: {exc}") from exc
