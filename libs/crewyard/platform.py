@@ -149,12 +149,14 @@ async def _service(
 
 
 async def _drain(store: EventStore) -> None:
-    """Let the connection deliver what it has pending, then close it (a lost broker: just close)."""
-    try:
-        await asyncio.wait_for(store.nc.drain(), 10)
-    except Exception:
-        with contextlib.suppress(Exception):
-            await store.nc.close()
+    """Send what the connection still holds, then close it. Not ``nc.drain()``: that waits for
+    every subscription's queue to be taken, which a pull consumer's never is — it held every
+    stop for its timeout and then left its cancelled tasks to be reported (what a pull consumer
+    was handed and did not ack, the broker hands out again)."""
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(store.nc.flush(), 5)  # a lost broker: no answer, just close
+    with contextlib.suppress(Exception):
+        await store.nc.close()
 
 
 async def _run_all(
@@ -312,7 +314,7 @@ async def rebuild_projection(settings: Settings) -> int:
     try:
         return await rebuild(store, settings.db_path)
     finally:
-        await store.nc.drain()
+        await _drain(store)
 
 
 def examples_dir() -> Path:

@@ -4,7 +4,7 @@ Each service package has one factory, ``create_service(context) -> Service``, wh
 service from its connections (made by the platform: the event store once JetStream answers, the
 object store, the readiness of a service started alone). ``crewyard up`` and ``crewyard service
 NAME`` look the factory up in one table (``crewyard.platform``), run ``service.run(stop)`` and,
-when it returns, drain the service's NATS connection.
+when it returns, flush and close the service's NATS connection.
 """
 
 from __future__ import annotations
