@@ -12,11 +12,14 @@ code run them with ``asyncio.to_thread``.
 
 from __future__ import annotations
 
+import shutil
+
 import msgspec
 
 from crewyard import cgroups, privatenet
 from crewyard.settings import Settings
 
+from . import _bwrap_server
 from ._base import (
     ARTIFACTS_IN_CONTAINER,
     BackendError,
@@ -111,7 +114,12 @@ def _bwrap_status() -> BackendStatus:
     problem = probe()
     if problem:
         return BackendStatus(name="bwrap", usable=False, reason=problem)
-    return BackendStatus(name="bwrap", usable=True, reason=f"namespaces work; limits: {cgroups.describe()}")
+    found = shutil.which("bwrap") or "bwrap"
+    no_forks = _bwrap_server.unavailable(found)
+    forks = "warm runs forked from fork servers" if no_forks is None else f"no fork servers ({no_forks})"
+    return BackendStatus(
+        name="bwrap", usable=True, reason=f"namespaces work; limits: {cgroups.describe()}; {forks}"
+    )
 
 
 def doctor(settings: Settings) -> list[BackendStatus]:
