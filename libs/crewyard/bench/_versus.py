@@ -321,7 +321,11 @@ async def peer_figures(bench: Bench) -> list[Figure]:
             try:
                 figures += await _on_platform(bench, other, backend, peer, why)
             except Exception as exc:
-                bench.notes.append(f"figure 10 on {backend}: failed ({type(exc).__name__}: {exc})")
+                where = ""  # whose connection: crewyard's gateway or the peer's server
+                if isinstance(exc, httpx.RequestError):
+                    with contextlib.suppress(RuntimeError):
+                        where = f" on {exc.request.method} {exc.request.url}"
+                bench.notes.append(f"figure 10 on {backend}: failed ({type(exc).__name__}{where}: {exc})")
             finally:
                 await bench.stop_extra(other)
     finally:
