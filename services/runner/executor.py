@@ -176,8 +176,9 @@ class Executor:
         env: dict[str, str],
         warm: Warmth,
         thread: ThreadStart | None = None,
-    ) -> tuple[RunSpec, RunHandle]:
-        """The run's warm sandbox, or a cold start; either way its pool keeps the next one ready."""
+    ) -> tuple[RunSpec, RunHandle, str]:
+        """The run's warm sandbox, or a cold start (and which: warm, forked or cold); either way
+        its pool keeps the next one ready."""
         handle: RunHandle | None = None
         kind = "warm"
         if warm.sandbox is not None:
@@ -201,7 +202,7 @@ class Executor:
         low, high = self.specs.pool_size(config)
         renewal = Renewal(warm.key, spec, warm.fingerprint)
         self.pools.offer(renewal, project=state.project, name=dep.name, low=low, high=high)
-        return spec, handle
+        return spec, handle, kind
 
     async def _run_started(
         self,
@@ -250,7 +251,11 @@ class Executor:
         ):
             await emitter.log(warning, "warning")
         try:
-            spec, handle = await self._start(state, dep, config, prepared.env, warm, session.thread)
+            spec, handle, kind = await self._start(state, dep, config, prepared.env, warm, session.thread)
+            if warm.forked and kind == "cold":  # run.started said warm: the log says otherwise
+                await emitter.log(
+                    "the deployment's fork server could not fork this run: it started cold", "warning"
+                )
         except BuildFailed as exc:  # the crew's dependencies: not worth retrying
             await finish(self.store, project, run_id, RunFailed(reason="crew_error", error_message=str(exc)))
             await item.ack()
