@@ -194,3 +194,14 @@ def no_nested_userns(bwrap: str) -> tuple[str, ...]:
     except (OSError, subprocess.TimeoutExpired):
         return ()
     return ("--unshare-user", "--disable-userns") if "--disable-userns" in text else ()
+
+
+def trial(command: list[str], what: str) -> str | None:
+    """Why a trial sandbox (``command``, running ``true``) did not run, or None when it did."""
+    try:
+        res = subprocess.run(command, capture_output=True, text=True, timeout=30, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"{what} does not run: {exc}"
+    if res.returncode != 0:
+        return f"{what} cannot create namespaces here: {res.stderr.strip()[:300] or res.returncode}"
+    return None

@@ -38,7 +38,6 @@ import functools
 import os
 import shutil
 import socket
-import subprocess
 import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -48,7 +47,7 @@ import msgspec
 from crewyard import cgroups, privatenet
 
 from ._base import BackendError, RunSpec
-from ._bwrap_command import FORKED_ARTIFACTS, SANDBOX_UID, SERVER_CAPS, _under, base_prefix_of
+from ._bwrap_command import FORKED_ARTIFACTS, SANDBOX_UID, SERVER_CAPS, _under, base_prefix_of, trial
 from ._forkserver import ForkServer
 
 if TYPE_CHECKING:
@@ -93,15 +92,9 @@ def unavailable(bwrap: str) -> str | None:
     if _tool("unshare") is None or _tool("setpriv") is None:
         return "util-linux's unshare and setpriv are needed"
     caps = [arg for cap in SERVER_CAPS for arg in ("--cap-add", cap)]
-    trial = [*unprivileged(bwrap), "--unshare-all", "--unshare-user", "--cap-drop", "ALL", *caps,
+    command = [*unprivileged(bwrap), "--unshare-all", "--unshare-user", "--cap-drop", "ALL", *caps,
              "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "true"]  # fmt: skip
-    try:
-        res = subprocess.run(trial, capture_output=True, text=True, timeout=30, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"an unprivileged bwrap does not run: {exc}"
-    if res.returncode != 0:
-        return f"an unprivileged bwrap cannot make a user namespace here: {res.stderr.strip()[:300]}"
-    return None
+    return trial(command, "an unprivileged bwrap")
 
 
 def _staged(spec: RunSpec, files: Path, slots: Path) -> list[str]:

@@ -39,7 +39,6 @@ import json
 import os
 import shutil
 import signal
-import subprocess
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -58,7 +57,7 @@ from ._base import (
     opening,
     runtime_env,
 )
-from ._bwrap_command import GROUP, PASSWD, SANDBOX_UID, no_nested_userns, sandbox_command
+from ._bwrap_command import GROUP, PASSWD, SANDBOX_UID, no_nested_userns, sandbox_command, trial
 from ._bwrap_server import start_server
 from ._forkserver import ForkServer
 from ._lines import merge_lines
@@ -366,12 +365,9 @@ def probe(bwrap: str | None = None) -> str | None:
     cmd = [found, "--unshare-all", *no_nested_userns(found), "--uid", str(SANDBOX_UID),
            "--gid", str(SANDBOX_UID), "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev",
            "true"]  # fmt: skip
-    try:
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=10, check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"bwrap does not run: {exc}"
-    if res.returncode != 0:
-        return f"bwrap cannot create namespaces here: {res.stderr.strip() or res.returncode}"
+    problem = trial(cmd, "bwrap")
+    if problem:
+        return problem
     network = privatenet.probe()
     if network:
         return f"no private network for sandboxes: {network}"
