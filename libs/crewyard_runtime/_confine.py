@@ -5,7 +5,8 @@ A bwrap fork server runs in a user namespace of its own in which it holds four c
 each run its keeper (:func:`enter`) moves into new mount, network, IPC and UTS namespaces and
 makes the next child the first process of a new pid namespace, then sets them up:
 
-- a fresh ``/tmp`` and ``/dev/shm`` (tmpfs, sized), the run's own host folder (its *slot*, which
+- a fresh ``/tmp`` (tmpfs, sized) holding a copy of what the import left in the server's (as a
+  warm sandbox's run finds it: CrewAI keeps its storage there), a fresh ``/dev/shm``, the run's own host folder (its *slot*, which
   the runner made for it in the server's slots folder) bound at ``/artifacts``, and the slots
   folder itself covered by an empty read-only tmpfs, so no run sees another's;
 - the host name, and a loopback that is up (the runner adds the private network, if any, from
@@ -29,6 +30,7 @@ import os
 import re
 import signal
 import socket
+import stat
 import struct
 from typing import Any
 
@@ -76,6 +78,42 @@ def _loopback_up() -> None:
         fcntl.ioctl(s, _SIOCSIFFLAGS, struct.pack("16sH14x", b"lo", flags | _IFF_UP))
 
 
+def _copy(source: int, target: str) -> None:
+    """The folder open as ``source`` into ``target``: folders, files and links as they are,
+    nothing of another file system (the mounts below it are bound again, not copied)."""
+    device = os.fstat(source).st_dev
+    for entry in os.scandir(source):
+        st = entry.stat(follow_symlinks=False)
+        path = os.path.join(target, entry.name)
+        if st.st_dev != device:
+            continue
+        if stat.S_ISLNK(st.st_mode):
+            os.symlink(os.readlink(entry.name, dir_fd=source), path)
+        elif stat.S_ISDIR(st.st_mode):
+            os.makedirs(path, mode=stat.S_IMODE(st.st_mode), exist_ok=True)
+            inner = os.open(
+                entry.name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=source
+            )
+            try:
+                if os.fstat(inner).st_dev == device:  # a mount point's own folder stays empty
+                    _copy(inner, path)
+            finally:
+                os.close(inner)
+        elif stat.S_ISREG(st.st_mode):
+            src = os.open(entry.name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=source)
+            try:
+                dst = os.open(
+                    path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, stat.S_IMODE(st.st_mode)
+                )
+                try:
+                    while chunk := os.read(src, 1 << 20):
+                        os.write(dst, chunk)
+                finally:
+                    os.close(dst)
+            finally:
+                os.close(src)
+
+
 def _mounts_under(prefix: str) -> list[str]:
     """Mount points below ``prefix`` (not those below another of them: they come along)."""
     found: list[str] = []
@@ -112,7 +150,14 @@ def enter(box: dict[str, Any]) -> None:
     # are bound again, read-only as they are, into the run's fresh one.
     under = _mounts_under("/tmp/")
     kept = {path: os.open(path, os.O_PATH | os.O_CLOEXEC) for path in under}
+    before = os.open("/tmp", os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
     _mount("tmpfs", "/tmp", "tmpfs", _MS_NOSUID | _MS_NODEV, size)
+    # What the import left in /tmp (CrewAI's storage, caches) is the run's to use, as in a warm
+    # sandbox of its own: a copy, so that nothing a run writes there reaches another.
+    try:
+        _copy(before, "/tmp")
+    finally:
+        os.close(before)
     for path, fd in kept.items():
         if os.path.isdir(f"/proc/self/fd/{fd}"):
             os.makedirs(path, exist_ok=True)

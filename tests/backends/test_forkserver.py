@@ -80,6 +80,19 @@ async def test_runs_forked_from_one_server_share_nothing(process_runs: Runs) -> 
         await server.remove()
 
 
+async def test_what_the_import_left_in_tmp_is_each_runs_own_copy(bwrap_runs: Runs) -> None:
+    """(bwrap: the process backend's /tmp is the host's, shared, as nothing is isolated there.)"""
+    server, fork = await _server(bwrap_runs, bwrap_runs.spec("seeded:run"))
+    try:
+        specs = [bwrap_runs.spec("seeded:run", input={"n": n}) for n in (1, 2)]
+        first, second = [(await _run(fork, spec))["output"] for spec in specs]
+        for out, n in ((first, 1), (second, 2)):
+            assert out["found"] == "imported"  # what the import wrote, not what a run added
+            assert out["after"] == f"imported+run-{n}"
+    finally:
+        await server.remove()
+
+
 async def test_a_forked_run_sees_the_servers_environment_and_its_own_ids(process_runs: Runs) -> None:
     server, fork = await _server(process_runs, process_runs.spec("crew:echo", env={"CREW_SETTING": "now"}))
     try:
