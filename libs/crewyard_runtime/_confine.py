@@ -6,9 +6,10 @@ each run its keeper (:func:`enter`) moves into new mount, network, IPC and UTS n
 makes the next child the first process of a new pid namespace, then sets them up:
 
 - a fresh ``/tmp`` (tmpfs, sized) holding a copy of what the import left in the server's (as a
-  warm sandbox's run finds it: CrewAI keeps its storage there), a fresh ``/dev/shm``, the run's own host folder (its *slot*, which
-  the runner made for it in the server's slots folder) bound at ``/artifacts``, and the slots
-  folder itself covered by an empty read-only tmpfs, so no run sees another's;
+  warm sandbox's run finds it: CrewAI keeps its storage there), a fresh ``/dev/shm``, the run's
+  own host folder (its *slot*, which the runner made for it in the server's slots folder) bound
+  at ``/artifacts``, and the slots folder itself covered by an empty read-only tmpfs, so no run
+  sees another's;
 - the host name, and a loopback that is up (the runner adds the private network, if any, from
   outside, as it does for a sandbox bwrap made).
 
