@@ -93,7 +93,7 @@ def unavailable(bwrap: str) -> str | None:
         return "util-linux's unshare and setpriv are needed"
     caps = [arg for cap in SERVER_CAPS for arg in ("--cap-add", cap)]
     command = [*unprivileged(bwrap), "--unshare-all", "--unshare-user", "--cap-drop", "ALL", *caps,
-             "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "true"]  # fmt: skip
+               "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "true"]  # fmt: skip
     return trial(command, "an unprivileged bwrap")
 
 
@@ -109,8 +109,8 @@ def _staged(spec: RunSpec, files: Path, slots: Path) -> list[str]:
 
 async def start_server(backend: BwrapBackend, spec: RunSpec) -> ForkServer | None:
     """A fork server of ``spec``'s deployment in a bwrap sandbox; None where there cannot be one."""
-    if unavailable(backend.bwrap) is not None or spec.venv_dir is None:
-        return None
+    if spec.venv_dir is None or await asyncio.to_thread(unavailable, backend.bwrap) is not None:
+        return None  # (the trial runs once a runner: cached)
     # Beside the server's folder, which goes when the server is retired: its runs may go on.
     slots = spec.work_dir.with_name(spec.work_dir.name + "-slots")
     await asyncio.to_thread(_make_slots, spec, slots)
