@@ -1,7 +1,8 @@
 """One attempt of a run, from its claim to its outcome: the run's slot and lease are taken,
 ``run.started`` is appended, the crew starts (in a warm sandbox or cold), its output is
-supervised, its artifacts collected and exactly one outcome recorded — or, if the attempt was
-fenced or handed back, none, and the run is retried. The pieces it is made of (output, outcome,
+supervised, its artifacts collected and exactly one outcome recorded, and then its sandbox is
+removed (its teardown is nobody's wait) — or, if the attempt was fenced or handed back, the
+sandbox is removed, no outcome recorded, and the run is retried. The pieces it is made of (output, outcome,
 retries) are in ``execution.py``; taking runs off the queue is ``service.py``'s.
 """
 
@@ -19,7 +20,7 @@ from crewyard.core import envnames
 from crewyard.core import run_state as rs
 from crewyard.core.crewfile import CrewConfig
 from crewyard.core.deployment_state import READY, DeploymentState, fold_deployment
-from crewyard.core.events import RunCanceled, RunCompleted, RunFailed, RunRetrying, make_event
+from crewyard.core.events import Payload, RunCanceled, RunCompleted, RunFailed, RunRetrying, make_event
 from crewyard.core.ids import new_id
 from crewyard.environments import ArchiveCorrupt, BuildFailed
 from crewyard.eventstore import EventStore, WorkItem
@@ -292,25 +293,46 @@ class Executor:
         if attempt.handed_back:
             await self._handed_back(item, state, handle, emitter, attempt)
             return
-        over = await self._collect(handle, spec, emitter)
-        payload = decide_outcome(
-            outcome=outcome,
-            status=status,
-            canceled="requested" if canceled else None,
-            timed_out=timeout if timed_out else None,
-            started=t0,
-            limits=spec.limits,
-        )
-        if over and not isinstance(payload, RunFailed | RunCanceled):
-            payload = RunFailed(reason="limit", error_message="Artifact limit exceeded: " + "; ".join(over))
+        try:
+            over = await self._collect(handle, spec, emitter)
+            payload = decide_outcome(
+                outcome=outcome,
+                status=status,
+                canceled="requested" if canceled else None,
+                timed_out=timeout if timed_out else None,
+                started=t0,
+                limits=spec.limits,
+            )
+            if over and not isinstance(payload, RunFailed | RunCanceled):
+                payload = RunFailed(
+                    reason="limit", error_message="Artifact limit exceeded: " + "; ".join(over)
+                )
+            await self._record(item, state, attempt, session, emitter, payload, t0)
+        finally:  # after the outcome is recorded: a sandbox's teardown is nobody's wait
+            with contextlib.suppress(BackendError):
+                await handle.remove()
+
+    async def _record(
+        self,
+        item: WorkItem,
+        state: rs.RunState,
+        attempt: Attempt,
+        session: RunSession,
+        emitter: Emitter,
+        payload: Payload,
+        t0: float,
+    ) -> None:
+        """The run's outcome, after its events: appended if the attempt is still the run's."""
         payload = await session.conclude(payload)  # a thread run's checkpoint, before its end
         await emitter.flush()
-        written = await finish(self.store, project, run_id, payload, owner=(self.runner_id, attempt.number))
+        written = await finish(
+            self.store, state.project, state.run_id, payload, owner=(self.runner_id, attempt.number)
+        )
         if written:
             ended = _STATUS.get(type(payload), "failed")
             metrics.RUNS_FINISHED.labels(ended, self.backend.name).inc()
             metrics.RUN_DURATION.labels(ended, self.backend.name).observe(time.monotonic() - t0)
-        if written or await self.is_over(run_id):
+        if written or await self.is_over(state.run_id):
             await session.ended()
             await item.ack()
         else:
@@ -365,6 +387,3 @@ class Executor:
         except (BackendError, ObjectStoreError, OSError) as exc:
             await emitter.log(f"collecting artifacts failed: {exc}", "error")
             return []
-        finally:
-            with contextlib.suppress(BackendError):
-                await handle.remove()
