@@ -13,6 +13,7 @@ import httpx
 import nats
 
 from crewyard import settings as settings_mod
+from crewyard.client import tls_context
 from crewyard.platform import rebuild_projection
 from crewyard.readmodel import ReadModel
 
@@ -29,7 +30,9 @@ def call(
     """An API call with API key ``key`` that waits out a gateway restart (connection errors, 5xx)."""
     while True:
         try:
-            r = httpx.request(method, url, timeout=10, headers=_auth(key, headers), **kw)
+            r = httpx.request(
+                method, url, timeout=10, headers=_auth(key, headers), verify=tls_context(), **kw
+            )
             if r.status_code < 500:
                 return r
         except httpx.HTTPError:
@@ -56,6 +59,7 @@ class Follower(threading.Thread):
                 with httpx.stream(
                     "GET",
                     f"{self.api}/v1/runs/{self.run_id}/events",
+                    verify=tls_context(),
                     headers=headers,
                     timeout=httpx.Timeout(10, read=30),
                 ) as resp:

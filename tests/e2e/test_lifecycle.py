@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from crewyard.client import tls_context
 from crewyard.testing.api import deploy, sse_events, wait_run, write_crew
 from crewyard.testing.platform import PlatformProcess
 
@@ -142,7 +143,9 @@ def test_idempotency_key(api: httpx.Client, slow: dict):
     racing_key = str(uuid.uuid4())
 
     def post() -> str:
-        with httpx.Client(base_url=str(api.base_url), headers=api.headers, timeout=30) as c:
+        with httpx.Client(
+            base_url=str(api.base_url), headers=api.headers, timeout=30, verify=tls_context()
+        ) as c:
             resp = c.post("/v1/runs", json=body, headers={"Idempotency-Key": racing_key})
             assert resp.status_code in (200, 202), resp.text
             return str(resp.json()["id"])
@@ -158,7 +161,9 @@ def _most_at_once(runs: list[dict]) -> int:
     """How many of these ended runs were running at once, from their own start and end times
     (a poll of one run after another is no snapshot: a run can end and the next start between
     two reads, and the poll would see both running)."""
-    spans = [(datetime.fromisoformat(r["started_at"]), datetime.fromisoformat(r["completed_at"])) for r in runs]
+    spans = [
+        (datetime.fromisoformat(r["started_at"]), datetime.fromisoformat(r["completed_at"])) for r in runs
+    ]
     return max(sum(s <= start < e for s, e in spans) for start, _ in spans)
 
 

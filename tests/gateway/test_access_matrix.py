@@ -48,6 +48,7 @@ from access_routes import (
     new_webhook,
 )
 
+from crewyard.client import tls_context
 from crewyard.core.access import ROLES, rank
 from crewyard.core.events import shown_to_clients
 from crewyard.gateway import create_app
@@ -188,7 +189,7 @@ def _call(
 ) -> httpx.Response:
     method = template.split(" ", 1)[0]
     headers = {"Authorization": f"Bearer {token}"} if token else {}
-    with httpx.Client(base_url=platform.api, timeout=30, headers=headers) as client:
+    with httpx.Client(base_url=platform.api, timeout=30, headers=headers, verify=tls_context()) as client:
         if kind == "gzip":
             return client.request(
                 method, path, content=b"not a crew", headers={"Content-Type": "application/gzip"}
@@ -235,7 +236,7 @@ def test_callers_without_a_valid_key_are_refused(world: World, template: str):
         b"bearer  x y",
     )
     for header in odd:
-        with httpx.Client(base_url=world.platform.api, timeout=30) as client:
+        with httpx.Client(base_url=world.platform.api, timeout=30, verify=tls_context()) as client:
             r = client.request(template.split(" ", 1)[0], path, headers={"Authorization": header})
         assert r.status_code == 401, (template, header, r.status_code)
 
@@ -282,7 +283,10 @@ def test_each_role_on_another_project(world: World, template: str, app_routes: d
             cases = ({"project": OTHER},) if route.project_query or route.sse else ({}, {"project": OTHER})
             for params in cases:
                 r = httpx.get(
-                    world.platform.api + path, params=params, headers={"Authorization": f"Bearer {token}"}
+                    world.platform.api + path,
+                    params=params,
+                    headers={"Authorization": f"Bearer {token}"},
+                    verify=tls_context(),
                 )
                 expected = nowhere.status_code if params else 200
                 assert r.status_code == expected, (template, role, params, r.status_code)
@@ -307,7 +311,7 @@ def test_a_platform_wide_key_reaches_every_project_with_its_role(world: World):
 
 
 def test_open_routes_need_no_key(world: World):
-    with httpx.Client(base_url=world.platform.api, timeout=30) as client:
+    with httpx.Client(base_url=world.platform.api, timeout=30, verify=tls_context()) as client:
         for path in ("/healthz", "/readyz", "/v1/asyncapi.json", "/schema/openapi.json", "/metrics"):
             assert client.get(path).status_code == 200, path
         assert OWN not in client.get("/healthz").text
@@ -319,7 +323,7 @@ def test_browsers_cannot_send_simple_cross_site_requests(world: World):
     token = world.keys["admin"]
     own = world.res["own"]
     headers = {"Authorization": f"Bearer {token}"}
-    with httpx.Client(base_url=world.platform.api, timeout=30) as client:
+    with httpx.Client(base_url=world.platform.api, timeout=30, verify=tls_context()) as client:
         form = client.post(
             "/v1/runs",
             content=b"project=acm-own",
@@ -354,7 +358,7 @@ def _events_until(platform: PlatformProcess, token: str, path: str, run_id: str)
     seen: list[dict[str, Any]] = []
     headers = {"Authorization": f"Bearer {token}"}
     with (
-        httpx.Client(base_url=platform.api, timeout=60, headers=headers) as client,
+        httpx.Client(base_url=platform.api, timeout=60, headers=headers, verify=tls_context()) as client,
         client.stream("GET", path, params={"after": 0}) as resp,
     ):
         assert resp.status_code == 200, (path, resp.status_code)

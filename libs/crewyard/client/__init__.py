@@ -37,7 +37,7 @@ from ._errors import (
 from ._ops import seg
 from ._sse import AsyncEventStream, EventStream, SseMessage, SseParser
 from ._sync import Client
-from ._transport import DEFAULT_API, AsyncTransport, Transport
+from ._transport import DEFAULT_API, AsyncTransport, Transport, tls_context
 
 __all__ = [
     "DEFAULT_API",
@@ -71,4 +71,5 @@ __all__ = [
     "Unauthorized",
     "Unavailable",
     "seg",
+    "tls_context",
 ]

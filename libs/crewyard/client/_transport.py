@@ -10,7 +10,9 @@ resource it already made.
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
+import ssl
 import time
 from collections.abc import AsyncIterator, Iterator, Mapping
 from contextlib import asynccontextmanager, contextmanager
@@ -35,6 +37,14 @@ RETRYABLE_STATUS = frozenset({502, 503, 504})
 #: How a kept-alive connection that the server has meanwhile closed fails; a fresh one will not.
 STALE = (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError)
 IDEMPOTENT = frozenset({"GET", "HEAD", "PUT", "DELETE", "OPTIONS"})
+
+
+@functools.cache
+def tls_context() -> ssl.SSLContext:
+    """The verifying TLS context clients share (httpx's default: its CA bundle, and
+    ``SSL_CERT_FILE``/``SSL_CERT_DIR`` when set). Building one loads the whole bundle, ~50 ms;
+    a client per command, or per request in a script, would pay that every time."""
+    return httpx.create_ssl_context()
 
 
 def check_base_url(base_url: str) -> str:
@@ -97,6 +107,7 @@ class Transport:
             base_url=self.base_url,
             headers=default_headers(api_key, user_agent),
             timeout=httpx.Timeout(timeout, connect=5.0),
+            verify=tls_context(),
         )
 
     def close(self) -> None:
@@ -189,6 +200,7 @@ class AsyncTransport:
             base_url=self.base_url,
             headers=default_headers(api_key, user_agent),
             timeout=httpx.Timeout(timeout, connect=5.0),
+            verify=tls_context(),
         )
 
     async def close(self) -> None:

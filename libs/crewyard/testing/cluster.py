@@ -17,6 +17,7 @@ from pathlib import Path
 
 import httpx
 
+from crewyard.client import tls_context
 from crewyard.core.access import new_token
 from crewyard.natsserver import EmbeddedNats
 from crewyard.testing.natscluster import NatsCluster
@@ -86,7 +87,7 @@ class Cluster:
         return f"http://127.0.0.1:{port}"
 
     def readyz(self, name: str) -> httpx.Response:
-        return httpx.get(self.health_url(name) + "/readyz", timeout=10)
+        return httpx.get(self.health_url(name) + "/readyz", timeout=10, verify=tls_context())
 
     @property
     def creds_dir(self) -> Path:
@@ -107,7 +108,7 @@ class Cluster:
     ) -> httpx.Client:
         """An HTTP client of one gateway (default: the first) that sends ``key`` (default: admin)."""
         headers = {"Authorization": f"Bearer {key or self.admin_key}"}
-        return httpx.Client(base_url=api or self.api, timeout=timeout, headers=headers)
+        return httpx.Client(base_url=api or self.api, timeout=timeout, headers=headers, verify=tls_context())
 
     def data_dir(self, name: str) -> Path:
         # A gateway and its projector share the read model; each runner has its own work space.

@@ -18,6 +18,8 @@ from pathlib import Path
 
 import httpx
 
+from crewyard.client import tls_context
+
 _pick = random.SystemRandom()  # not the global generator, which tests may seed
 _given: set[int] = set()
 
@@ -99,11 +101,11 @@ class PlatformProcess:
     def client(self, *, key: str | None = None, timeout: float = 30.0) -> httpx.Client:
         """An HTTP client of the API that sends ``key`` (default: the admin key)."""
         headers = {"Authorization": f"Bearer {key}"} if key else self.headers
-        return httpx.Client(base_url=self.api, timeout=timeout, headers=headers)
+        return httpx.Client(base_url=self.api, timeout=timeout, headers=headers, verify=tls_context())
 
     def async_client(self, *, key: str | None = None, timeout: float = 30.0) -> httpx.AsyncClient:
         headers = {"Authorization": f"Bearer {key}"} if key else self.headers
-        return httpx.AsyncClient(base_url=self.api, timeout=timeout, headers=headers)
+        return httpx.AsyncClient(base_url=self.api, timeout=timeout, headers=headers, verify=tls_context())
 
     def start(self, timeout: float = 120.0) -> PlatformProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -131,7 +133,7 @@ class PlatformProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"platform exited early:\n{self.log_tail()}")
             try:
-                answer = httpx.get(self.api + "/readyz", timeout=5)
+                answer = httpx.get(self.api + "/readyz", timeout=5, verify=tls_context())
                 if answer.status_code == 200:
                     return self
                 last = f"{answer.status_code} {answer.text[:2000]}"
