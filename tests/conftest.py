@@ -30,6 +30,20 @@ SLOW_FOLDERS = frozenset({"e2e", "backends", "runtime", "bench"})
 SLOW_HELPERS = ("PlatformProcess", "Cluster")
 #: Fixtures that start a whole platform or a container engine.
 SLOW_FIXTURES = frozenset({"platform", "quiet_platform", "docker_host", "base_image", "cluster"})
+#: The files that take longest (1.5 to 5 minutes each on 2 cores), run first: ``make test`` keeps a
+#: file's tests in one worker, and a long file started near the end would be the whole suite's
+#: tail while the other workers wait (a minute or two of it, measured). Longest first.
+HEAVIEST_FIRST = (
+    "e2e/test_frameworks.py",
+    "e2e/test_crew_packages.py",
+    "e2e/test_cluster.py",
+    "e2e/test_outage.py",
+    "e2e/test_js_crews.py",
+    "deploy/test_image.py",
+    "runtime/test_crewai.py",
+    "e2e/test_lifecycle.py",
+    "e2e/test_chaos.py",
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -41,6 +55,8 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         starts_platforms = any(hasattr(module, name) for name in SLOW_HELPERS)
         if folder in SLOW_FOLDERS or fixtures & SLOW_FIXTURES or starts_platforms:
             item.add_marker(pytest.mark.slow)
+    heavy = {name: rank for rank, name in enumerate(HEAVIEST_FIRST)}
+    items.sort(key=lambda item: heavy.get(Path(str(item.path)).relative_to(tests).as_posix(), len(heavy)))
 
 
 BASE_IMAGE = os.environ.get("CREWYARD_TEST_BASE_IMAGE", "crewyard/base:bookworm")
