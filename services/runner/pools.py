@@ -57,7 +57,9 @@ SHRINK_AFTER_S = 60.0
 #: of a run are the ones its caller waits for, and starting a sandbox then (a fork of the runner,
 #: bwrap, the network, an interpreter importing a framework: seconds of CPU) would compete with
 #: them. Measured with the CrewAI example on 2 busy cores: run.started → first crew event 0.2 s
-#: with the refill at once, 0.1 s with it a second later.
+#: with the refill at once, 0.1 s with it a second later. A pool whose fork server is ready
+#: refills at once: its refill is a fork (tens of milliseconds), and runs that come one after
+#: another would otherwise each find the pool empty and fork on their way to running.
 REFILL_AFTER_TAKE_S = 1.0
 
 
@@ -118,7 +120,12 @@ class Pools(ForkServers):
         return None
 
     def _refill_later(self, pool: Pool) -> None:
-        pool.refill_at = time.monotonic() + REFILL_AFTER_TAKE_S
+        if pool.serving(pool.fingerprint) is not None:
+            return  # a fork: refilled on the pass this take wakes
+        now = time.monotonic()
+        if pool.refill_at > now:
+            return  # already waiting: runs coming faster than the delay must not put it off for good
+        pool.refill_at = now + REFILL_AFTER_TAKE_S
         with contextlib.suppress(RuntimeError):  # no running loop: the next pass refills
             asyncio.get_running_loop().call_later(REFILL_AFTER_TAKE_S, self._wake.set)
 
