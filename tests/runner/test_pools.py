@@ -181,25 +181,23 @@ async def test_a_pool_keeps_sandboxes_ready_and_each_serves_exactly_one_run(tmp_
 async def test_a_pool_refills_only_after_the_run_that_took_a_sandbox_got_going(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A sandbox started one by one (an interpreter importing the crew) waits for the pause; a
-    fork from the pool's server is cheap and comes at once, so that runs one after another each
-    find one ready."""
+    """The pause is long when a sandbox is started one by one (an interpreter importing the
+    crew), short when it is forked from the pool's server; both keep it off the run's start."""
     monkeypatch.setattr(pools_module, "REFILL_AFTER_TAKE_S", 600.0)
+    monkeypatch.setattr(pools_module, "REFILL_FORKED_AFTER_TAKE_S", 300.0)
     async with pools_of(tmp_path) as pools:
         offer(pools, template(tmp_path), "fp-1")
         await until(lambda: len(idle(pools)) == 1, "a ready sandbox")
         taken = pools.take(KEY, "fp-1")
         assert taken is not None
-        pools._refill()
         pool = pools.pools[KEY]
-        if MODE == "forked":
-            assert pool.warming or pool.idle  # forked at once, beside the run
-        else:
-            assert not pool.warming and not pool.idle  # nothing competes with the run's start
+        pause = pool.refill_at - time.monotonic()
+        assert (250 < pause <= 300) if MODE == "forked" else (550 < pause <= 600)
+        pools._refill()
+        assert not pool.warming and not pool.idle  # nothing competes with the run's start
         await run_on(taken, "run_first", {})
-        if MODE != "forked":
-            pool.refill_at = 0.0  # the pause is over
-            pools._wake.set()
+        pool.refill_at = 0.0  # the pause is over
+        pools._wake.set()
         await until(lambda: len(idle(pools)) == 1, "the pool to refill")
 
 

@@ -146,7 +146,8 @@ async def _backend_figures(
             ms(completed),
             baseline=raw_ms,
             baseline_label=f"raw start: {label}",
-            target=overhead_at_most(50, "ms"),
+            # A container engine's own start and stop are slower to report (see the README).
+            target=overhead_at_most(100 if backend == "docker" else 50, "ms"),
             detail=f"overhead {statistics.median(ms(completed)) - raw_ms:.0f} ms over raw; {warm_runs}",
             extra={
                 "raw_ms": ms(raw),
