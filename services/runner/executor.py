@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import shutil
 import time
+from pathlib import Path
 
 import msgspec
 
@@ -57,6 +58,7 @@ class Executor:
         backend: ExecutionBackend,
         *,
         runner_id: str,
+        work_dir: Path,
         liveness: Liveness,
         slots: Slots,
         specs: Specs,
@@ -69,6 +71,7 @@ class Executor:
         self.objects = objects
         self.backend = backend
         self.runner_id = runner_id
+        self.work_dir = work_dir
         self.liveness = liveness
         self.slots = slots
         self.specs = specs
@@ -124,7 +127,7 @@ class Executor:
         attempt = Attempt(run_id, project)
         self.active[run_id] = attempt
         metrics.RUNS_ACTIVE.inc()
-        work = self.settings.work_dir / run_id
+        work = self.work_dir / run_id
         try:
             try:  # read now, after the run's POST: what a cold start would give it (see pools.py)
                 env = await self.specs.environment(project, state.environment, config)

@@ -36,6 +36,8 @@ from .liveness import Liveness
 from .pools import Pools
 from .slots import Slots
 from .specs import Specs
+from .workfolders import own as own_work_folder
+from .workfolders import sweep as sweep_work_folders
 
 log = logging.getLogger("crewyard.runner")
 
@@ -78,6 +80,7 @@ class Runner:
         self.secrets = secrets
         self.identity = RunnerIdentity.claim(settings.data_dir, settings.runner_id)
         self.runner_id = self.identity.runner_id
+        self.work_dir = own_work_folder(settings.work_dir)  # see workfolders.py
         self.workspace = Workspace(settings.cache_dir, objects, settings.archive_limits)
         self.environments = EnvironmentStore(settings.cache_dir, objects)
         self.slots = Slots(store)
@@ -103,10 +106,11 @@ class Runner:
             backend,
             self.runner_id,
             self.budget.max_output,
+            work_dir=self.work_dir,
         )
         self.pools = Pools(
             backend,
-            work_dir=settings.work_dir,
+            work_dir=self.work_dir,
             budget=settings.warm_memory_bytes,
             idle_s=settings.warm_idle_s,
             renew=self.specs.renewal,
@@ -117,6 +121,7 @@ class Runner:
             objects,
             backend,
             runner_id=self.runner_id,
+            work_dir=self.work_dir,
             liveness=self.liveness,
             slots=self.slots,
             specs=self.specs,
@@ -136,6 +141,9 @@ class Runner:
         removed = await self.backend.cleanup_orphans(self.runner_id)
         if removed:
             log.warning("ended %d run environments that had outlived their runner", removed)
+        folders = await asyncio.to_thread(sweep_work_folders, self.settings.work_dir)
+        if folders:
+            log.info("removed the work folders of %d runner processes that are gone", folders)
         metrics.refresh_with("consumer:runner", metrics.consumer_backlog("runner", self.queue.backlog))
         listener = asyncio.create_task(follow_cancels(self.store, self.active, stop))
         beat = asyncio.create_task(self.liveness.beat())
@@ -180,6 +188,8 @@ class Runner:
             if not self.liveness.runs:
                 await self.liveness.close()
             self.identity.release()
+            with contextlib.suppress(OSError):  # left with something in it: the next runner sweeps it
+                self.work_dir.rmdir()
 
     async def _drain(self) -> None:
         """Let running attempts finish for up to ``runner_drain_s``, then hand the rest back:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import msgspec
@@ -84,10 +85,13 @@ class Specs:
         backend: ExecutionBackend,
         runner_id: str,
         max_output: int,
+        *,
+        work_dir: Path,
     ) -> None:
         self.settings, self.store, self.secrets = settings, store, secrets
         self.workspace, self.environments, self.backend = workspace, environments, backend
         self.runner_id, self.max_output = runner_id, max_output
+        self.work_dir = work_dir  # this runner process's own (workfolders.py)
 
     async def environment(self, project: str, environment: str, config: CrewConfig) -> dict[str, str]:
         """The crew's defaults, then the project's values for the run's environment."""
@@ -135,7 +139,7 @@ class Specs:
                     " image, or by an older version); deploy the crew again to run it on this backend"
                 )
             venv_dir = await self.environments.fetch(dep.env_digest, dep.env_sha256)
-        work = self.settings.work_dir / run_id
+        work = self.work_dir / run_id
         return RunSpec(
             run_id=run_id,
             project=dep.project,
