@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import shlex
@@ -164,6 +165,13 @@ async def _run_all(
 ) -> None:
     """Run the services until ``stop``; ``readiness`` is the health of a service started alone."""
     runners = [await _service(n, settings, stop, readiness) for n in names]
+    # What start-up made (modules, routes, schemas, clients) lives as long as the process: kept
+    # out of the collector's full passes, which otherwise stalled the process 120-190 ms every few
+    # seconds under load (every SSE client and run event waited through it; measured with 1,000
+    # SSE clients: fan-out p99 210 -> 66 ms, the raw consumer's 71 -> 6.5 ms). Start-up's garbage
+    # is collected first, so none of it is kept for good.
+    gc.collect()
+    gc.freeze()
     tasks: list[asyncio.Task[None]] = [
         asyncio.create_task(_as_coro(r), name=n) for r, n in zip(runners, names, strict=True)
     ]
