@@ -27,7 +27,7 @@ import os
 import shutil
 from collections.abc import Sequence
 
-__all__ = ["SpawnError", "confined"]
+__all__ = ["SpawnError", "confined", "find_tool"]
 
 #: $1 = the expected parent's pid, $2 = how many ``cgroup.procs`` files follow, then those files,
 #: then the command. ``/proc/$$/stat``'s fourth field is the parent's pid now (``$PPID`` is only
@@ -55,8 +55,13 @@ class SpawnError(RuntimeError):
     """A helper program is missing (``/bin/sh``, util-linux's ``prlimit`` or ``setpriv``)."""
 
 
+def find_tool(name: str) -> str | None:
+    """A system program's path (``/usr/sbin`` and ``/sbin`` too, where util-linux keeps some)."""
+    return shutil.which(name, path=os.defpath + os.pathsep + "/usr/sbin:/sbin")
+
+
 def _tool(name: str) -> str:
-    path = shutil.which(name, path=os.defpath + os.pathsep + "/usr/sbin:/sbin")
+    path = find_tool(name)
     if path is None:
         raise SpawnError(f"{name} is missing (util-linux): it starts sandboxes without forking")
     return path

@@ -373,11 +373,11 @@ class Executor:
     async def _collect(self, handle: RunHandle, spec: RunSpec, emitter: Emitter) -> list[str]:
         """Store what the run wrote (also after failure or cancel); returns files over a limit."""
         try:
-            await handle.collect_artifacts()
+            folder = await handle.collect_artifacts()
             for name, reason in handle.skipped:  # left out on the way (docker's archive)
                 await emitter.log(f"artifact skipped: {name}: {reason}", "warning")
             collected = await collect(
-                spec.artifacts_dir,
+                folder,
                 self.objects,
                 max_file=self.settings.artifact_max_file_bytes,
                 max_total=self.settings.artifact_max_total_bytes,

@@ -21,6 +21,7 @@ import contextlib
 import shutil
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from .backends import BackendError, ExitStatus, RunHandle, RunSpec
@@ -151,8 +152,8 @@ class TakenSandbox:
     async def kill(self, grace_s: float) -> None:
         await self.sandbox.handle.kill(grace_s)
 
-    async def collect_artifacts(self) -> None:
-        await self.sandbox.handle.collect_artifacts()
+    async def collect_artifacts(self) -> Path:
+        return await self.sandbox.handle.collect_artifacts()
 
     @property
     def skipped(self) -> list[tuple[str, str]]:

@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import hashlib
 import json
+import os
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,6 +18,8 @@ from typing import Any
 import msgspec
 import pytest
 
+from crewyard.core.events import ArtifactStored
+from crewyard.runner.artifacts import walk
 from crewyard.runner.backends import (
     BwrapBackend,
     ExecutionBackend,
@@ -71,7 +74,11 @@ class Outcome:
     proto: list[dict[str, Any]]
     stderr: list[str]
     handle: RunHandle
+    #: What the runner's collector would store, and what it (or the backend) left out and why.
     artifacts: dict[str, bytes] = field(default_factory=dict)
+    skipped: list[str] = field(default_factory=list)
+    #: Where they were read (``collect_artifacts()``'s answer).
+    folder: Path | None = None
     #: Processes of the run still alive once it had exited (before remove(), which kills anyway).
     lingering: list[int] = field(default_factory=list)
 
@@ -145,20 +152,31 @@ class Runs:
             status = await asyncio.wait_for(handle.wait(), 60)
             await asyncio.wait_for(reader, 30)
             lingering = await lingering_processes(spec.run_id)
-            await handle.collect_artifacts()
+            # What the runner would store, read as its collector reads it (following no link),
+            # before the removal: a local engine's volume is read where it is.
+            files: dict[str, bytes] = {}
+
+            def take(name: str, fd: int, st: os.stat_result) -> ArtifactStored:
+                files[name] = os.pread(fd, st.st_size, 0)
+                return ArtifactStored(name=name, size=st.st_size, content_type="", sha256="0" * 64)
+
+            folder = await handle.collect_artifacts()
+            collected = await asyncio.to_thread(walk, folder, take, max_file=1 << 24, max_total=1 << 26)
         finally:
             reader.cancel()
             if status is None:  # the test failed midway: do not leave the run behind
                 with contextlib.suppress(Exception):
                     await handle.kill(0)
             await handle.remove()
-        files = {
-            str(p.relative_to(spec.artifacts_dir)): p.read_bytes()
-            for p in sorted(spec.artifacts_dir.rglob("*"))
-            if p.is_file() and not p.is_symlink()
-        }
         return Outcome(
-            status=status, proto=proto, stderr=stderr, handle=handle, artifacts=files, lingering=lingering
+            status=status,
+            proto=proto,
+            stderr=stderr,
+            handle=handle,
+            artifacts=files,
+            skipped=[f"{n}: {r}" for n, r in handle.skipped] + collected.skipped,
+            folder=folder,
+            lingering=lingering,
         )
 
 
@@ -231,8 +249,8 @@ def _fork_server(server: WarmSandbox) -> ForkServer:
 def make_runs(request: pytest.FixtureRequest, kind: str, tmp_path: Path) -> Runs:
     source, _ = request.getfixturevalue("crew_source")
     runtime = request.getfixturevalue("runtime_dir")
-    if kind == "docker":
-        backend: ExecutionBackend = request.getfixturevalue("docker_backend")
+    if kind in ("docker", "docker-archive"):
+        backend: ExecutionBackend = request.getfixturevalue(kind.replace("-", "_") + "_backend")
         return Runs(backend, tmp_path, source, runtime, None, request.getfixturevalue("crew_image"))
     venv = request.getfixturevalue("crew_venv")
     backend = {"process": ProcessBackend, "forked": ForkingProcessBackend, "bwrap": BwrapBackend,

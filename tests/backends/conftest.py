@@ -130,6 +130,15 @@ def docker_backend(docker_host: str) -> Iterator[DockerBackend]:
     asyncio.run(backend.cleanup_orphans(TEST_RUNNER_ID))
 
 
+@pytest.fixture(scope="session")
+def docker_archive_backend(docker_host: str) -> Iterator[DockerBackend]:
+    """As an engine on another machine is used: artifacts copied out with ``get_archive``."""
+    backend = DockerBackend(docker_host)
+    backend.volumes_here = False
+    yield backend
+    asyncio.run(backend.cleanup_orphans(TEST_RUNNER_ID))
+
+
 @pytest.fixture(params=["process", "forked", "bwrap", "bwrap-forked", "docker"])
 def runs(request: pytest.FixtureRequest, tmp_path: Path) -> Runs:
     """Every backend, for the contract every one of them must keep."""
@@ -145,6 +154,11 @@ def isolated_runs(request: pytest.FixtureRequest, tmp_path: Path) -> Runs:
 @pytest.fixture
 def docker_runs(request: pytest.FixtureRequest, tmp_path: Path) -> Runs:
     return make_runs(request, "docker", tmp_path)
+
+
+@pytest.fixture
+def docker_archive_runs(request: pytest.FixtureRequest, tmp_path: Path) -> Runs:
+    return make_runs(request, "docker-archive", tmp_path)
 
 
 @pytest.fixture

@@ -40,6 +40,26 @@ async def test_ten_concurrent_runs_each_see_only_their_own_files(docker_runs: Ru
         assert out.artifacts == {f"run-{n}.txt": str(n).encode()}
 
 
+async def test_artifacts_are_read_where_a_local_engine_keeps_them_and_copied_out_otherwise(
+    docker_runs: Runs, docker_archive_runs: Runs
+) -> None:
+    """A root runner beside the engine reads the run's volume in place; one that is not (the
+    engine on another machine) copies it out with ``get_archive``. The same files either way,
+    and the crew's links are left out of both."""
+    here = await docker_runs.execute(docker_runs.spec("crew:links"))
+    spec = docker_archive_runs.spec("crew:links")
+    copied = await docker_archive_runs.execute(spec)
+
+    volume = here.handle.volume  # type: ignore[attr-defined]
+    assert here.folder is not None and volume in here.folder.parts, here.folder
+    assert not here.folder.exists()  # the volume went with the run's removal
+    assert copied.folder == spec.artifacts_dir
+    for out in (here, copied):
+        assert out.status.code == 0, out.stderr[-5:]
+        assert out.artifacts == {"real.txt": b"a real file\n", "sub/nested.txt": b"nested\n"}
+        assert sorted(r.split(":")[0] for r in out.skipped) == ["etc-link", "passwd-link"], out.skipped
+
+
 def _containers(docker_host: str, run_id: str) -> list[object]:
     client = docker.DockerClient(base_url=docker_host)
     try:

@@ -102,9 +102,10 @@ class RunHandle(Protocol):
         """SIGTERM, wait ``grace_s``, then SIGKILL; safe to call more than once."""
         ...
 
-    async def collect_artifacts(self) -> None:
-        """Make the run's artifacts available under ``spec.artifacts_dir`` (checked later);
-        what was left out on the way, with the reason, is in ``skipped``."""
+    async def collect_artifacts(self) -> Path:
+        """Make the run's artifacts available on this host and return their folder (usually
+        ``spec.artifacts_dir``), which the runner's collector then reads as untrusted; what was
+        left out on the way, with the reason, is in ``skipped``."""
         ...
 
     @property

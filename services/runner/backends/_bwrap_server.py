@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from crewyard import cgroups, privatenet
+from crewyard.spawn import find_tool
 
 from ._base import BackendError, RunSpec
 from ._bwrap_command import FORKED_ARTIFACTS, SANDBOX_UID, SERVER_CAPS, _under, base_prefix_of, trial
@@ -71,13 +72,9 @@ exec "$@"
 """
 
 
-def _tool(name: str) -> str | None:
-    return shutil.which(name, path=os.defpath + os.pathsep + "/usr/sbin:/sbin")
-
-
 def unprivileged(bwrap: str) -> list[str]:
     """The command prefix that runs ``bwrap`` as the sandbox's user, with no capabilities."""
-    setpriv = _tool("setpriv")
+    setpriv = find_tool("setpriv")
     assert setpriv is not None
     uid = str(SANDBOX_UID)
     return [setpriv, "--reuid", uid, "--regid", uid, "--clear-groups", "--inh-caps=-all",
@@ -89,7 +86,7 @@ def unavailable(bwrap: str) -> str | None:
     """Why fork servers cannot run in bwrap sandboxes here (None: they can)."""
     if os.geteuid() != 0:
         return "the runner is not root (a server's folders are bound for it by root)"
-    if _tool("unshare") is None or _tool("setpriv") is None:
+    if find_tool("unshare") is None or find_tool("setpriv") is None:
         return "util-linux's unshare and setpriv are needed"
     caps = [arg for cap in SERVER_CAPS for arg in ("--cap-add", cap)]
     command = [*unprivileged(bwrap), "--unshare-all", "--unshare-user", "--cap-drop", "ALL", *caps,
@@ -117,7 +114,7 @@ async def start_server(backend: BwrapBackend, spec: RunSpec) -> ForkServer | Non
     here, there = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
 
     def wrap(command: list[str]) -> list[str]:
-        unshare = _tool("unshare")
+        unshare = find_tool("unshare")
         assert unshare is not None
         bwrap_at = command.index(backend.bwrap)
         staged = _staged(spec, spec.work_dir / "sandbox", slots)

@@ -224,10 +224,11 @@ class ForkedHandle:
             return await self._confinement.memory_used()
         return _pss(self.pid) if self.pid is not None and not self.exited else None
 
-    async def collect_artifacts(self) -> None:
+    async def collect_artifacts(self) -> Path:
         """Unconfined, the run wrote straight into ``spec.artifacts_dir``: nothing to copy."""
         if self._confinement is not None:
             await self._confinement.collect()
+        return self._spec.artifacts_dir
 
     async def remove(self) -> None:
         self._stdin.close()
@@ -263,8 +264,9 @@ class ForkServer:
     async def kill(self, grace_s: float) -> None:
         await self._handle.kill(grace_s)
 
-    async def collect_artifacts(self) -> None:
-        """A server writes no artifacts."""
+    async def collect_artifacts(self) -> Path:
+        """A server writes no artifacts: its own (empty) folder."""
+        return await self._handle.collect_artifacts()
 
     @property
     def skipped(self) -> list[tuple[str, str]]:

@@ -159,9 +159,10 @@ class BwrapHandle:
             return await asyncio.to_thread(cgroups.memory_of_process, self._proc.pid)
         return await asyncio.to_thread(self._cgroup.memory_used)
 
-    async def collect_artifacts(self) -> None:
+    async def collect_artifacts(self) -> Path:
         """The crew wrote straight into ``spec.artifacts_dir``, and the sandbox is gone: the
         runner's collector reads the folder as it is, following no link (``runner/artifacts``)."""
+        return self._spec.artifacts_dir
 
     async def remove(self) -> None:
         self._stdin.close()

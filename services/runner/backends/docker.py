@@ -7,7 +7,9 @@ tiny init (so SIGTERM reaches the crew and orphans are reaped), no capabilities,
 privileges``, a read-only root file system, a private tmpfs ``/tmp``, memory (no swap) / CPU /
 pids / file-size limits, and the network its limits ask for (:mod:`._container_net`).
 ``/app/artifacts`` (the working directory) is a named volume of the run's own, because a tmpfs is
-gone the moment the container stops and artifacts are copied out afterwards with ``get_archive``.
+gone the moment the container stops. Once the run is over, a root runner on the engine's machine
+reads the volume's folder where the engine keeps it; otherwise the artifacts are copied out with
+``get_archive`` (checked on the way: :mod:`._artifacts`).
 
 The container's configuration holds nothing of the crew's: its environment is the fixed
 :func:`runtime_env` (what ``docker inspect`` shows), and the crew's variables, entrypoint and
@@ -29,6 +31,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import secrets
 import threading
@@ -89,6 +92,10 @@ class DockerBackend:
         self._nproc = nproc
         self.artifact_caps = (artifact_max_file_bytes, artifact_max_total_bytes)
         self._tmp_size = tmp_size_bytes
+        #: Whether a run's volume may be read where the engine keeps it (an engine on a local
+        #: socket, a root runner that can read whatever uid the crew wrote as) rather than copied
+        #: out with ``get_archive``; each run still checks the folder is on this host.
+        self.volumes_here = local_socket(docker_host) is not None and os.geteuid() == 0
         self._client: docker.DockerClient | None = None
         self._engine = ""
         self._lock = threading.Lock()
