@@ -7,6 +7,7 @@ import contextlib
 import os
 import pickle
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -58,6 +59,35 @@ async def test_artifacts_are_read_where_a_local_engine_keeps_them_and_copied_out
         assert out.status.code == 0, out.stderr[-5:]
         assert out.artifacts == {"real.txt": b"a real file\n", "sub/nested.txt": b"nested\n"}
         assert sorted(r.split(":")[0] for r in out.skipped) == ["etc-link", "passwd-link"], out.skipped
+
+
+async def test_an_exit_is_reported_only_once_the_engine_shows_the_container_ended(
+    docker_runs: Runs, docker_host: str
+) -> None:
+    """Once the output stream ends, the exit is taken from ``inspect`` (sooner than the engine's
+    ``wait``). A stream that ends while the container still runs — here the engine connection is
+    cut on the runner's side — must not end the wait: it ends when the container does."""
+    spec = docker_runs.spec("crew:sleeper", input={"marker": f"{uuid.uuid4().int % 10**6 + 2000}"})
+    handle = await docker_runs.backend.start(spec)
+    try:
+        lines = handle.output()
+        async with asyncio.timeout(60):
+            async for stream, line in lines:
+                if stream == "proto" and b"sleeping" in line:
+                    break
+        handle._stream._sock.shutdown(socket.SHUT_RDWR)  # type: ignore[attr-defined]
+        async with asyncio.timeout(30):
+            async for _ in lines:  # the output ends…
+                pass
+        waiting = asyncio.create_task(handle.wait())
+        await asyncio.sleep(1.5)  # …the inspect polls see a running container meanwhile
+        assert not waiting.done(), waiting
+        await handle.kill(0)
+        status = await asyncio.wait_for(waiting, 60)
+        state = docker.APIClient(base_url=docker_host).inspect_container(handle.container_id)["State"]  # type: ignore[attr-defined]
+        assert state["Status"] in ("exited", "stopped") and status.signal in (9, 15), (state, status)
+    finally:
+        await handle.remove()
 
 
 def _containers(docker_host: str, run_id: str) -> list[object]:
