@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import re
 import statistics
+import sys
 import time
 import uuid
 from typing import Any
@@ -116,16 +117,30 @@ async def live_run(
     events: int,
     interval: float,
     clients: int,
+    floor: bool = False,
 ) -> LiveRun:
+    """One run of the bench crew followed by ``clients`` SSE clients of the gateway or, with
+    ``floor``, of the fan-out floor (:mod:`._floor`, whose CPU is then the one measured)."""
     go = bench.workdir / f"go-{uuid.uuid4().hex}"
     run_id = await invoke(client, {"n": events, "interval": interval, "go_file": str(go)})
     raw = Receiver()
+    run_subjects = subjects.aggregate_filter(PROJECT, "run", run_id)
     sub = await nc.jetstream().subscribe(
-        subjects.aggregate_filter(PROJECT, "run", run_id),
+        run_subjects,
         ordered_consumer=True,
         cb=raw.on_msg,
         config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL),
     )
+    api, headers, path = platform.api, platform.headers, f"/v1/runs/{run_id}/events"
+    pid = platform.proc.pid if platform.proc else 0
+    server: asyncio.subprocess.Process | None = None
+    if floor:
+        command = ["-m", "crewyard.bench._floor", platform.nats_url, str(platform.creds()), run_subjects]
+        pipe = asyncio.subprocess.PIPE
+        server = await asyncio.create_subprocess_exec(sys.executable, *command, stdin=pipe, stdout=pipe)
+        assert server.stdout is not None
+        port = int(await asyncio.wait_for(server.stdout.readline(), 60))
+        api, headers, path, pid = f"http://127.0.0.1:{port}", {}, "/", server.pid
     sse = [Receiver() for _ in range(clients)]
     gate = asyncio.Semaphore(CONNECT_AT_ONCE)
 
@@ -134,13 +149,7 @@ async def live_run(
             async with gate:
                 opened = asyncio.Event()
                 stream = asyncio.create_task(
-                    _http.sse(
-                        platform.api,
-                        f"/v1/runs/{run_id}/events",
-                        rx.on_event,
-                        connected=opened.set,
-                        headers=platform.headers,
-                    )
+                    _http.sse(api, path, rx.on_event, connected=opened.set, headers=headers)
                 )
                 # Hold the slot until the response started: that bounds connections being set up.
                 started = asyncio.create_task(opened.wait())
@@ -156,7 +165,6 @@ async def live_run(
     try:
         await asyncio.gather(*(_attached(rx, t, 120) for rx, t in zip(sse, tasks, strict=True)))
         await _attached(raw, None, 60)
-        pid = platform.proc.pid if platform.proc else 0
         cpu0, mine0, t0 = cpu_seconds(pid), time.process_time(), time.perf_counter()
         go.touch()
         await asyncio.wait_for(asyncio.gather(*tasks), 600)
@@ -168,6 +176,8 @@ async def live_run(
         with contextlib.suppress(Exception):
             await sub.unsubscribe()
         go.unlink(missing_ok=True)
+        if server is not None:
+            await _stop(server)
     dropped = [rx for rx in sse if rx.error]
     if dropped and len(dropped) == len(sse):
         raise BenchError(f"every SSE client was dropped: {dropped[0].error} {_log_reasons(platform)}")
@@ -177,6 +187,16 @@ async def live_run(
             raise BenchError(f"a client saw {len(rx.received)} of {events} events")
     reasons = _log_reasons(platform) if dropped else []
     return LiveRun(kept, raw, dropped, reasons, (cpu1 - cpu0, mine1 - mine0, t1 - t0))
+
+
+async def _stop(server: asyncio.subprocess.Process) -> None:
+    assert server.stdin is not None
+    server.stdin.close()  # the floor serves until its stdin closes
+    try:
+        await asyncio.wait_for(server.wait(), 10)
+    except TimeoutError:
+        server.kill()
+        await server.wait()
 
 
 async def live_figures(bench: Bench) -> list[Figure]:
@@ -247,9 +267,14 @@ async def fanout_figure(bench: Bench) -> list[Figure]:
             fan = await live_run(
                 bench, platform, client, nc, events=events, interval=interval, clients=clients
             )
+            floor = await live_run(
+                bench, platform, client, nc, events=events, interval=interval, clients=clients, floor=True
+            )
     finally:
         await nc.drain()
     lat = ms([x for rx in fan.sse for x in rx.latency])
+    floor_lat = ms([x for rx in floor.sse for x in rx.latency])
+    floor_cpu = floor.platform_cpu / max(len(floor_lat), 1) * 1e6
     raw_lat = ms(fan.raw.latency)
     deliveries = len(lat)
     gateway_cpu = max(fan.platform_cpu - alone.platform_cpu, 0.0)
@@ -270,7 +295,9 @@ async def fanout_figure(bench: Bench) -> list[Figure]:
             detail=(
                 f"p50 {percentile(lat, 50):,.0f} ms; {events} events at {1 / interval:g}/s; gateway CPU "
                 f"{gateway_cpu:.2f} s = {gateway_cpu / deliveries * 1e6:.0f} µs/delivery, "
-                f"bench CPU {fan.bench_cpu / fan.wall:.0%}{dropped}"
+                f"bench CPU {fan.bench_cpu / fan.wall:.0%}{dropped}; floor (one process writing every socket,"
+                f" no HTTP framework: bench/_floor.py) p99 {percentile(floor_lat, 99):,.0f} ms,"
+                f" {floor_cpu:.0f} µs/delivery"
             ),
             extra={
                 "clients": clients,
@@ -287,6 +314,11 @@ async def fanout_figure(bench: Bench) -> list[Figure]:
                 "platform_cpu_share": fan.platform_cpu / fan.wall,
                 "bench_cpu_share": fan.bench_cpu / fan.wall,
                 "wall_s": fan.wall,
+                "floor_p99_ms": percentile(floor_lat, 99),
+                "floor_p50_ms": percentile(floor_lat, 50),
+                "floor_raw_p99_ms": percentile(ms(floor.raw.latency), 99),
+                "floor_cpu_us_per_delivery": floor_cpu,
+                "floor_clients_dropped": len(floor.dropped),
             },
         )
     ]
