@@ -11,7 +11,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from crewyard.testing.api import EXAMPLES, deploy, sse_events, wait_run, write_crew
+from crewyard.testing.api import EXAMPLES, FRAMEWORK_BUILD_S, deploy, sse_events, wait_run, write_crew
 from crewyard.testing.fakellm import FakeLLM
 from crewyard.testing.platform import PlatformProcess
 
@@ -52,7 +52,7 @@ def test_a_src_layout_crewai_project_runs_unchanged_and_redeploys_without_reinst
     with isolated_platform.client(timeout=60) as api:
         for key, value in (("OPENAI_BASE_URL", llm.base_url), ("OPENAI_API_KEY", "sk-fake-key-for-tests")):
             assert api.put(f"/v1/projects/digest/env/{key}", json={"value": value}).status_code == 200
-        dep = deploy(api, EXAMPLES / "research-digest", "digest", timeout=1100)
+        dep = deploy(api, EXAMPLES / "research-digest", "digest", timeout=FRAMEWORK_BUILD_S)
         assert dep["status"] == "ready", (dep, _build_log(api, dep)[-3000:])
         # (docker images outlive a test session: content-addressed, an earlier session's is reused,
         # whole or — when only the runtime changed since — its environment image)

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from crewyard.packaging import pack
-from crewyard.testing.api import EXAMPLES, deploy, sse_events, wait_run, write_crew
+from crewyard.testing.api import EXAMPLES, FRAMEWORK_BUILD_S, deploy, sse_events, wait_run, write_crew
 from crewyard.testing.fakellm import FakeLLM
 
 
@@ -33,7 +33,7 @@ def _run(api: httpx.Client, project: str, payload: dict) -> tuple[dict, list[dic
 
 def test_research_crew(api: httpx.Client, llm: FakeLLM):
     _configure(api, "research", llm)
-    dep = deploy(api, EXAMPLES / "research-crew", "research", timeout=600)
+    dep = deploy(api, EXAMPLES / "research-crew", "research", timeout=FRAMEWORK_BUILD_S)
     assert dep["status"] == "ready", dep
     assert dep["config"]["framework"] == "crewai"
     run, events = _run(api, "research", {"topic": "AI agents"})
@@ -86,7 +86,7 @@ def test_plain_python_crew(api: httpx.Client):
 
 
 def test_missing_api_key_fails_with_a_message_that_names_it(api: httpx.Client, llm: FakeLLM):
-    deploy(api, EXAMPLES / "research-crew", "nokey", timeout=600)
+    deploy(api, EXAMPLES / "research-crew", "nokey", timeout=FRAMEWORK_BUILD_S)
     run, _events = _run(api, "nokey", {"topic": "x"})
     assert run["status"] == "failed"
     assert "OPENAI_API_KEY" in run["error_message"]
@@ -132,7 +132,7 @@ def test_missing_dependency_names_the_module(api: httpx.Client, tmp_path):
 def test_a_crewai_crew_remembers_its_thread(api: httpx.Client, llm: FakeLLM):
     """The thread convention with CrewAI: the state in the input, left through the helper."""
     _configure(api, "crewchat", llm)
-    dep = deploy(api, EXAMPLES / "crewai-chat", "crewchat", timeout=600)
+    dep = deploy(api, EXAMPLES / "crewai-chat", "crewchat", timeout=FRAMEWORK_BUILD_S)
     assert dep["status"] == "ready", dep
     tid = api.post("/v1/threads", json={"project": "crewchat"}).json()["thread_id"]
     for message in ("hello", "and then?"):

@@ -14,6 +14,10 @@ from crewyard.packaging import pack
 
 ROOT = Path(__file__).resolve().parents[3]
 EXAMPLES = ROOT / "examples"
+#: How long a CrewAI environment's build may take: 160-200 s alone on 2 cores, and up to 830 s
+#: measured while two other test suites build theirs beside it (what `make soak` next to
+#: `make test` does). A deadline, not a wait: a build that ends sooner is taken at once.
+FRAMEWORK_BUILD_S = 1100
 
 
 def deploy(
