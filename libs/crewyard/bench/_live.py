@@ -139,7 +139,12 @@ async def live_run(
         pipe = asyncio.subprocess.PIPE
         server = await asyncio.create_subprocess_exec(sys.executable, *command, stdin=pipe, stdout=pipe)
         assert server.stdout is not None
-        port = int(await asyncio.wait_for(server.stdout.readline(), 60))
+        try:
+            port = int(await asyncio.wait_for(server.stdout.readline(), 60))
+        except (TimeoutError, ValueError):  # it died or hangs before serving: never left running
+            await _stop(server)
+            await sub.unsubscribe()
+            raise BenchError("the fan-out floor (bench/_floor.py) did not start") from None
         api, headers, path, pid = f"http://127.0.0.1:{port}", {}, "/", server.pid
     sse = [Receiver() for _ in range(clients)]
     gate = asyncio.Semaphore(CONNECT_AT_ONCE)

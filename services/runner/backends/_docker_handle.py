@@ -146,6 +146,7 @@ class DockerHandle:
                     raise ContainerGone(f"run {self._spec.run_id}: its container was removed") from None
 
     def _state(self) -> dict[str, Any] | None:
+        """The container's ``State`` as ``inspect`` shows it; None when the engine cannot tell."""
         try:
             return dict(self._api.inspect_container(self.container_id).get("State") or {})
         except ENGINE_ERRORS:
@@ -228,9 +229,8 @@ class DockerHandle:
                 raise BackendError(f"run {self._spec.run_id} did not stop after SIGKILL") from None
 
     def _memory_blocking(self) -> int | None:
-        try:
-            state = self._api.inspect_container(self.container_id).get("State") or {}
-        except ENGINE_ERRORS:
+        state = self._state()
+        if state is None:
             return None
         pid = int(state.get("Pid") or 0)
         # The engine's control group of the container, when the engine runs on this machine.
