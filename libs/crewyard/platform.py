@@ -100,8 +100,33 @@ def _factories() -> dict[str, ServiceFactory]:
     }
 
 
+class StandIn:
+    """The gateway's port before the API is up: it answers /healthz (alive), /readyz (503, and
+    why) and every other request with a 503 (clients retry those). Bound first, so that the
+    port answers while the broker, the streams and the other services start."""
+
+    def __init__(self, settings: Settings, readiness: Readiness | None = None) -> None:
+        self.readiness = readiness or _readiness("gateway", settings)
+        self.listener = HealthListener(
+            health_routes(self.readiness),
+            host=settings.host,
+            port=settings.port,
+            fallback=starting(self.readiness),
+            what="the API",
+            port_hint="choose another with --port or CREWYARD_PORT",
+        )
+
+    async def start(self) -> StandIn:
+        await self.listener.start()
+        return self
+
+
 async def _service(
-    name: str, settings: Settings, stop: asyncio.Event, readiness: Readiness | None = None
+    name: str,
+    settings: Settings,
+    stop: asyncio.Event,
+    readiness: Readiness | None = None,
+    stand_in: StandIn | None = None,
 ) -> Callable[[], Awaitable[None]]:
     """Start one service (once JetStream is there); returns the coroutine function that runs it
     until ``stop`` and then drains its NATS connection."""
@@ -110,13 +135,8 @@ async def _service(
         raise ValueError(f"unknown service {name!r}; choose one of {', '.join(SERVICES)}")
     placeholder = None
     if name == "gateway":
-        # Until the API can start, its port answers /healthz (alive), /readyz (503, and why) and
-        # every other request with a 503 (clients retry those).
-        readiness = readiness or _readiness(name, settings)
-        placeholder = HealthListener(
-            health_routes(readiness), host=settings.host, port=settings.port, fallback=starting(readiness)
-        )
-        await placeholder.start()
+        stand_in = stand_in or await StandIn(settings, readiness).start()
+        readiness, placeholder = stand_in.readiness, stand_in.listener
     try:
         store = await wait_for_jetstream(settings, name, stop, readiness)
     except BaseException:
@@ -161,10 +181,16 @@ async def _drain(store: EventStore) -> None:
 
 
 async def _run_all(
-    names: tuple[str, ...], settings: Settings, stop: asyncio.Event, readiness: Readiness | None = None
+    names: tuple[str, ...],
+    settings: Settings,
+    stop: asyncio.Event,
+    readiness: Readiness | None = None,
+    stand_in: StandIn | None = None,
 ) -> None:
-    """Run the services until ``stop``; ``readiness`` is the health of a service started alone."""
-    runners = [await _service(n, settings, stop, readiness) for n in names]
+    """Run the services until ``stop``; ``readiness`` is the health of a service started alone.
+    The gateway is started last: its stand-in answers until every other service is built."""
+    names = tuple(sorted(names, key=lambda n: n == "gateway"))
+    runners = [await _service(n, settings, stop, readiness, stand_in) for n in names]
     # What start-up made (modules, routes, schemas, clients) lives as long as the process: kept
     # out of the collector's full passes, which otherwise stalled the process 120-190 ms every few
     # seconds under load (every SSE client and run event waited through it; measured with 1,000
@@ -213,14 +239,19 @@ async def up(settings: Settings, *, embedded_nats: bool = True, stop: asyncio.Ev
     datadir.secure(settings.data_dir)
     if "CREWYARD_WEBHOOK_TARGETS" not in os.environ:
         settings.webhook_targets = "private"  # one machine: receivers on it or its network are fine
+    names = _selected_services()
     broker = None
     if embedded_nats:
         port = int(os.environ.get("CREWYARD_NATS_PORT", "4222"))
         if port and "CREWYARD_NATS_PORT" not in os.environ and not _port_free(settings.host, port):
             port = 0  # the default port is taken (another NATS here): any free one will do
         broker = EmbeddedNats(settings.data_dir, port=port or None, names=nats_names(settings))
+    # The API's port answers from the start (503 "starting: waiting for …"), never refused.
+    stand_in = await StandIn(settings).start() if "gateway" in names else None
     try:
         if broker is not None:
+            if stand_in is not None:
+                stand_in.readiness.waiting("the embedded nats-server")
             if not await _wait_for_broker(broker, stop):
                 return
             settings.nats_url = broker.url
@@ -234,9 +265,15 @@ async def up(settings: Settings, *, embedded_nats: bool = True, stop: asyncio.Ev
         (settings.data_dir / "api.url").write_text(f"http://{settings.host}:{settings.port}\n")
         (settings.data_dir / "nats.url").write_text(settings.nats_url + "\n")
         if _has_admin_creds(settings):
+            if stand_in is not None:
+                stand_in.readiness.waiting("the streams to be set up")
             await _prepare_streams(settings)
-        await _run_all(_selected_services(), settings, stop)
+        if stand_in is not None:
+            stand_in.readiness.waiting("the services to start")
+        await _run_all(names, settings, stop, stand_in=stand_in)
     finally:
+        if stand_in is not None:
+            await stand_in.listener.stop()  # nothing, once the API took the port over
         if broker is not None:
             await asyncio.to_thread(broker.stop)
 

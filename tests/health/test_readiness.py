@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 import socket
 
 import httpx
@@ -136,3 +137,47 @@ async def test_a_stand_in_for_an_api_not_up_yet_says_503_to_everything_else():
             assert "waiting for JetStream stream CREWYARD_EVENTS" in r.json()["error"]["message"]
     finally:
         await listener.stop()
+
+
+async def test_the_api_port_answers_while_the_other_services_wait_for_nats(tmp_path):
+    """``up`` binds the API's stand-in before anything else: the builder, started first, may
+    wait for NATS as long as it likes, the port says 503 and why, never refuses."""
+    import asyncio
+
+    from crewyard import platform, settings
+
+    with socket.socket() as dead:  # a port nothing listens on: NATS never answers
+        dead.bind(("127.0.0.1", 0))
+        nats_port = dead.getsockname()[1]
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        api_port = free.getsockname()[1]
+    conf = settings.load(
+        tmp_path / "data", nats_url=f"nats://127.0.0.1:{nats_port}", port=api_port, backend="process"
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(platform.up(conf, embedded_nats=False, stop=stop))
+    try:
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{api_port}", timeout=5) as client:
+            for _ in range(200):
+                try:
+                    ready = await client.get("/readyz")
+                    break
+                except httpx.ConnectError:
+                    assert not task.done(), task
+                    await asyncio.sleep(0.05)
+            else:
+                pytest.fail("the API port never answered")
+            assert ready.status_code == 503
+            assert ready.json()["reasons"] == ["waiting for the services to start"]
+            assert (await client.get("/healthz")).status_code == 200
+            run = await client.post("/v1/runs", json={})
+            assert run.status_code == 503
+            assert run.json()["error"]["message"] == "starting: waiting for the services to start; try again"
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+        for sig in (signal.SIGINT, signal.SIGTERM):  # up() stops on these: the loop's, not ours
+            asyncio.get_running_loop().remove_signal_handler(sig)
+    with socket.socket() as again:  # stopped: the port is let go
+        again.bind(("127.0.0.1", api_port))

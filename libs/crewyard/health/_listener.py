@@ -75,9 +75,18 @@ class _Server(uvicorn.Server):
 
 class HealthListener:
     def __init__(
-        self, routes: dict[str, Route], *, host: str, port: int, fallback: Route | None = None
+        self,
+        routes: dict[str, Route],
+        *,
+        host: str,
+        port: int,
+        fallback: Route | None = None,
+        what: str = "health listener",
+        port_hint: str = "set CREWYARD_HEALTH_PORT to a free port, or 0 for any",
     ) -> None:
         self.routes = routes
+        #: Said when the port is taken: what listens, and how to move it.
+        self.what, self.port_hint = what, port_hint
         #: Answers every other request (any method) instead of 404/405: a stand-in for an API
         #: that is not up yet says 503, so that clients retry.
         self.fallback = fallback
@@ -101,8 +110,8 @@ class HealthListener:
         except OSError as exc:
             sock.close()
             raise HealthError(
-                f"health listener cannot listen on {self.host}:{self.port}: {exc.strerror or exc}"
-                " (set CREWYARD_HEALTH_PORT to a free port, or 0 for any)"
+                f"{self.what} cannot listen on {self.host}:{self.port}: {exc.strerror or exc}"
+                f" ({self.port_hint})"
             ) from None
         self.port = int(sock.getsockname()[1])
         self._sock = sock
