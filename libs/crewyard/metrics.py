@@ -34,6 +34,7 @@ __all__ = [
     "RUN_DURATION",
     "RUN_START_LATENCY",
     "SSE_CLIENTS",
+    "SSE_DELIVERIES",
     "STREAM_LAST_SEQ",
     "refresh_with",
     "render",
@@ -80,6 +81,12 @@ BUILD_DURATION = Histogram(
     "crewyard_build_duration_seconds", "How long builds took", ["status", "backend"], buckets=_RUN_BUCKETS
 )
 SSE_CLIENTS = Gauge("crewyard_sse_clients", "Clients following an SSE stream now", ["stream"])
+SSE_DELIVERIES = Counter(
+    "crewyard_sse_deliveries_total",
+    "Run events written to SSE clients: by the run's feed as they arrive (pushed), or by the"
+    " client's own response (sent: catching up, resuming, a reader too slow to be pushed to)",
+    ["path"],
+)
 CONSUMER_PENDING = Gauge(
     "crewyard_consumer_pending_messages",
     "Messages of a durable consumer's subjects not yet delivered (its lag)",

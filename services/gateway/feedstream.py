@@ -1,10 +1,16 @@
-"""A run's SSE written straight from its shared feed (:mod:`.hub`), one ASGI send per batch.
+"""A run's SSE written straight from its shared feed (:mod:`.hub`).
 
 With 1,000 clients on one run every event is 1,000 deliveries, so what a delivery costs the
-gateway is what the last client waits: a client here is one coroutine that waits on a future of
-the feed and, when woken, sends what is new as one ``http.response.body``. Compared with the
-general :func:`.sse.sse_response` (two async generators, a timeout context per batch and
-Litestar's streaming response around them) this is about half the CPU per delivery, measured.
+gateway is what the last client waits. A client here is one coroutine that sends what it has
+not seen yet (a catch-up, a resume) as one ``http.response.body``; once it has caught up, the
+feed writes each new event to its connection itself, in the same pass as every other client's
+(:meth:`.hub.Feed._push`): one ``transport.write`` per client and event, the HTTP chunk framed
+once — no coroutine woken, no ASGI message, no middleware per delivery. That is done only while
+the server's own bookkeeping says it is exactly what its ``send`` would do (uvicorn's httptools
+protocol, a chunked body under way, the connection not paused for a slow reader, not closing);
+otherwise the feed leaves the event to the client's coroutine, which sends it through the
+server (waiting for a slow reader as any response does) and is pushed to again once caught up.
+The server's ``send`` is known from the scope (:class:`KeepServerSend`, the outermost layer).
 
 The guarantees are the same: ``id:`` = stream sequence and resume after ``Last-Event-ID``
 (a client finds its place in the feed by sequence), a keep-alive comment when the feed was quiet
@@ -28,6 +34,56 @@ from crewyard import metrics
 
 from .hub import Feed
 from .sse import HEADERS, PING, RETRY_HINT, Closing, in_background
+
+_SENT = metrics.SSE_DELIVERIES.labels("sent")
+#: Where :class:`KeepServerSend` keeps the server's own ``send`` in an HTTP request's scope.
+SERVER_SEND = "crewyard.server_send"
+
+
+class KeepServerSend:
+    """The outermost ASGI layer: keeps the server's ``send`` in the scope (see the module)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            scope[SERVER_SEND] = send
+        await self.app(scope, receive, send)
+
+
+class _Connection:
+    """A response's connection as uvicorn's httptools protocol keeps it (its request cycle)."""
+
+    __slots__ = ("cycle", "flow", "transport")
+
+    def __init__(self, cycle: Any) -> None:
+        self.cycle, self.flow, self.transport = cycle, cycle.flow, cycle.transport
+
+    def writable(self) -> bool:
+        """Whether a chunk written now is what the server's ``send`` would write now."""
+        cycle = self.cycle
+        return not (
+            cycle.disconnected
+            or cycle.response_complete
+            or self.flow.write_paused
+            or self.transport.is_closing()
+        )
+
+
+def _connection(server_send: Any) -> _Connection | None:
+    """The connection behind the server's ``send`` once a chunked response has started; None
+    for any other server, protocol or response (those clients are written through ``send``)."""
+    cycle: Any = getattr(server_send, "__self__", None)
+    if cycle is None or type(cycle).__module__ != "uvicorn.protocols.http.httptools_impl":
+        return None
+    if getattr(cycle, "chunked_encoding", None) is not True or not getattr(cycle, "response_started", False):
+        return None
+    if not all(hasattr(cycle, name) for name in ("flow", "transport", "disconnected", "response_complete")):
+        return None
+    if not hasattr(cycle.flow, "write_paused") or not isinstance(cycle.transport, asyncio.Transport):
+        return None
+    return _Connection(cycle)
 
 
 class FeedStream(Stream):
@@ -74,6 +130,29 @@ class _Follow:
         self.start_response: Callable[[Send], Coroutine[Any, Any, None]] | None = None
         self.gone = False  # set only by the client's http.disconnect
         self.waiter: asyncio.Future[None] | None = None
+        #: Where the client is in the feed: the index of the next item it gets.
+        self.index = 0
+        #: The connection the feed may write to (None: only through ``send``).
+        self.connection: _Connection | None = None
+        self.finished = False  # the feed wrote the terminal event
+
+    def push(self, seq: int, event_type: str, frame: bytes) -> bool:
+        """The feed's newest event, at ``self.index`` (see :meth:`.hub.Feed._push`)."""
+        if seq < self.start_seq:  # resumed past what the feed has: not this client's
+            self.index += 1
+            return False
+        connection = self.connection
+        if connection is None or not connection.writable():
+            self.feed.pushed.pop(self, None)
+            self.wake()  # the coroutine sends it, through the server
+            return False
+        connection.transport.write(frame)
+        self.index += 1
+        if self.is_last(event_type):
+            self.finished = True
+            self.feed.pushed.pop(self, None)
+            self.wake()
+        return True
 
     def wake(self) -> None:
         if self.waiter is not None and not self.waiter.done():
@@ -88,6 +167,7 @@ class _Follow:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         assert self.start_response is not None
         await self.start_response(send)
+        self.connection = _connection(scope.get(SERVER_SEND))
         listener = asyncio.create_task(self._listen(receive))
         metrics.SSE_CLIENTS.labels(self.stream).inc()
         self.closing.watch(self.wake)
@@ -95,6 +175,7 @@ class _Follow:
         try:
             ended = await self._write(send)
         finally:
+            self.feed.pushed.pop(self, None)
             listener.cancel()
             self.closing.unwatch(self.wake)
             metrics.SSE_CLIENTS.labels(self.stream).dec()
@@ -107,22 +188,25 @@ class _Follow:
     async def _write(self, send: Send) -> bool:
         """Send until the terminal event (True), the client leaving or the gateway closing."""
         feed, items, is_last = self.feed, self.feed.items, self.is_last
-        index = bisect.bisect_left(feed.seqs, self.start_seq)
+        loop = asyncio.get_running_loop()
+        self.index = bisect.bisect_left(feed.seqs, self.start_seq)
         while True:
             if self.closing.is_set():
                 await send(_body(RETRY_HINT))
                 return True  # the gateway is going away, not the client: never cancels its run
             if self.gone:
                 return False
-            end = len(items)
+            if self.finished:
+                return True
+            index, end = self.index, len(items)
             if index < end:
                 if feed.seqs[index] < self.start_seq:  # the feed was filling up as the client came
-                    index = bisect.bisect_left(feed.seqs, self.start_seq)
+                    self.index = bisect.bisect_left(feed.seqs, self.start_seq)
                     continue
                 last = False
                 if end - index == 1:  # the usual case while a run is live: one new event
                     _seq, event_type, chunk = items[index]
-                    last = is_last(event_type)
+                    last, count = is_last(event_type), 1
                 else:
                     parts = []
                     for _seq, event_type, text in items[index:end]:
@@ -130,13 +214,24 @@ class _Follow:
                         if is_last(event_type):
                             last = True
                             break
-                    chunk = b"".join(parts)
-                index = end
+                    chunk, count = b"".join(parts), len(parts)
+                _SENT.inc(count)
+                self.index = end
                 await send(_body(chunk))
                 if last:
                     return True
             else:
-                self.waiter = feed.waiter()
-                await self.waiter
-                if index >= len(items) and not self.gone and not self.closing.is_set():
+                if self.connection is not None and self.connection.writable():
+                    # Caught up: the feed writes what comes next; woken only by a keep-alive,
+                    # the terminal event, a connection that is not writable, leaving or closing.
+                    self.waiter = loop.create_future()
+                    feed.pushed[self] = None
+                else:
+                    self.waiter = feed.waiter()  # woken by the next event
+                try:
+                    await self.waiter
+                finally:
+                    feed.pushed.pop(self, None)
+                quiet = self.index >= len(items) and not self.finished
+                if quiet and not self.gone and not self.closing.is_set():
                     await send(_body(PING))  # woken by the feed's keep-alive: nothing new

@@ -14,6 +14,7 @@ from crewyard.servicekit import ServiceContext
 
 from .app import consumers_for, create_app
 from .context import Gateway
+from .feedstream import KeepServerSend
 from .keys import admin_key_path, open_keys
 from .sessions import open_ended_sessions
 
@@ -69,7 +70,7 @@ async def create_service(context: ServiceContext) -> GatewayServer:
         consumers=consumers_for(settings, context.store),
     )
     config = uvicorn.Config(
-        create_app(settings, gateway=gateway),
+        KeepServerSend(create_app(settings, gateway=gateway)),
         host=settings.host,
         port=settings.port,
         log_level="warning",

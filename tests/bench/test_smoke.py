@@ -43,6 +43,8 @@ def test_quick_run_produces_every_figure(tmp_path: Path) -> None:
     # Figure 3 also measures its floor: the same clients on a bare one-process fan-out.
     fanout = next(f for f in figures if f["key"] == "3")["extra"]
     assert fanout["floor_p99_ms"] > 0 and fanout["floor_clients_dropped"] == 0, fanout
+    over_floor = next(f for f in figures if f["key"] == "3b")
+    assert over_floor["baseline"] == fanout["floor_p99_ms"], over_floor
     # --quick never installs figure 10's peer (LangGraph's server): crewyard's side is measured
     # alone, and the report says why the peer is missing instead of leaving it out silently.
     peer = [f for f in figures if f["key"].startswith("10")]

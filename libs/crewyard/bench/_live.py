@@ -31,7 +31,7 @@ from crewyard.testing.platform import PlatformProcess
 from . import _http
 from ._context import PROJECT, TERMINAL, Bench, BenchError, invoke
 from ._proc import cpu_seconds
-from ._stats import Figure, below, fanout_target, figure, ms, percentile, ratio_at_least
+from ._stats import Figure, below, fanout_target, figure, ms, percentile, ratio_at_least, ratio_at_most
 
 CONNECT_AT_ONCE = 50  # concurrent connection attempts: stays well inside the listen backlog
 
@@ -327,6 +327,24 @@ async def fanout_figure(bench: Bench) -> list[Figure]:
             },
         )
     ]
+    gateway_us = gateway_cpu / max(deliveries, 1) * 1e6
+    result.append(
+        figure(
+            "3b",
+            f"fan-out latency p99, {clients:,} SSE clients, over a bare fan-out",
+            "ms",
+            lat,
+            value=percentile(lat, 99),
+            baseline=percentile(floor_lat, 99),
+            baseline_label="the same clients on bench/_floor.py (one process, no HTTP framework), same run",
+            target=ratio_at_most(1.2, "the bare fan-out"),
+            detail=(
+                f"what the gateway adds to one process writing every socket: CPU per delivery "
+                f"{gateway_us:.0f} µs against {floor_cpu:.0f} µs ({gateway_us / max(floor_cpu, 1e-9):.2f}x)"
+            ),
+        )
+    )
     if fan.dropped:
-        result[0].met = False  # the target is for every client: dropping some is not meeting it
+        for fig in result:  # the targets are for every client: dropping some is not meeting them
+            fig.met = False
     return result

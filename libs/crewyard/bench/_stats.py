@@ -39,6 +39,10 @@ def ratio_at_least(bound: float) -> Target:
     return Target(f"≥ {bound:g}x raw", lambda v, b: b is not None and b > 0 and v / b >= bound)
 
 
+def ratio_at_most(bound: float, of: str = "raw") -> Target:
+    return Target(f"≤ {bound:g}x {of}", lambda v, b: b is not None and b > 0 and v / b <= bound)
+
+
 def below(bound: float, unit: str) -> Target:
     return Target(f"< {bound:g} {unit}", lambda v, _b: v < bound)
 

@@ -1,0 +1,126 @@
+"""A run's SSE clients are written straight from its feed once caught up, and a client too slow
+to be written that way (its connection paused) is served through its own response instead:
+every client gets every event once, in order, whatever the others do."""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from crewyard.testing.api import deploy, sse_events, wait_run, write_crew
+from crewyard.testing.platform import PlatformProcess
+
+#: Waits for the gate file, then emits ``n`` large events (3 KB each: enough for a reader that
+#: never reads to fill the kernel's buffers and pause its connection).
+CREW = """
+import os, time
+from crewyard_runtime import emit
+
+def run(inputs):
+    while not os.path.exists(inputs["gate"]):
+        time.sleep(0.02)
+    for i in range(inputs["n"]):
+        emit("tool.result", tool="fanout", output=f"{i:06d}" + "x" * 3000)
+    return {"n": inputs["n"]}
+"""
+EVENTS = 3000
+
+
+def _deliveries(api: httpx.Client) -> dict[str, float]:
+    text = api.get("/metrics").text
+    found = re.findall(r'^crewyard_sse_deliveries_total\{path="(\w+)"\} (\S+)$', text, re.M)
+    return {path: float(value) for path, value in found}
+
+
+def _slow_reader(platform: PlatformProcess, path: str) -> socket.socket:
+    """A connection that asks for the stream and reads nothing yet, with the smallest receive
+    buffer the kernel allows."""
+    host, port = httpx.URL(platform.api).host, httpx.URL(platform.api).port
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect((host, port))
+    auth = platform.headers["Authorization"]
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: {auth}\r\n\r\n".encode())
+    return sock
+
+
+def _read_stream(sock: socket.socket) -> list[dict[str, Any]]:
+    """Everything the slow reader was sent, up to the end of its chunked response, as SSE messages."""
+    sock.settimeout(60)
+    raw = b""
+    while not raw.endswith(b"\r\n0\r\n\r\n"):
+        data = sock.recv(1 << 20)
+        assert data, f"the connection ended before the response did: {raw[-200:]!r}"
+        raw += data
+    head, _, rest = raw.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200"), head
+    assert b"transfer-encoding: chunked" in head.lower()
+    body = b""
+    while True:
+        size_line, _, rest = rest.partition(b"\r\n")
+        size = int(size_line, 16)
+        if size == 0:
+            break
+        body, rest = body + rest[:size], rest[size + 2 :]
+    messages = []
+    for block in body.decode().split("\n\n"):
+        fields = dict(line.split(": ", 1) for line in block.splitlines() if not line.startswith(":"))
+        if "data" in fields:
+            data = json.loads(fields["data"])
+            messages.append({"id": int(fields["id"]), "event": fields["event"], "data": data})
+    return messages
+
+
+def test_every_client_gets_every_event_once_whether_pushed_to_or_slow(
+    platform: PlatformProcess, tmp_path: Path
+) -> None:
+    gate = tmp_path / "gate"
+    with platform.client(timeout=60) as api:
+        dep = deploy(api, write_crew(tmp_path / "fanout", CREW), "fanout")
+        body = {"deployment_id": dep["deployment_id"], "input": {"gate": str(gate), "n": EVENTS}}
+        run_id = api.post("/v1/runs", json=body).json()["run_id"]
+        path = f"/v1/runs/{run_id}/events"
+        before = _deliveries(api)
+        seen: list[list[dict[str, Any]]] = [[] for _ in range(3)]
+        started = [threading.Event() for _ in seen]
+
+        def follow(i: int) -> None:
+            with platform.client(timeout=60) as own:
+                seen[i] = sse_events(own, path, until=lambda got: started[i].set() or False)
+
+        readers = [threading.Thread(target=follow, args=(i,)) for i in range(len(seen))]
+        for t in readers:
+            t.start()
+        slow = _slow_reader(platform, path)
+        try:
+            for s in started:
+                assert s.wait(30), "a follower got no event"
+            gate.touch()
+            for t in readers:
+                t.join(120)
+                assert not t.is_alive()
+            assert wait_run(api, run_id, timeout=120)["status"] == "succeeded"
+            late = _read_stream(slow)  # only now: its connection was paused meanwhile
+        finally:
+            slow.close()
+        after = _deliveries(api)
+        full = sse_events(api, path)
+
+    ids = [m["id"] for m in full]
+    outputs = [m["data"]["data"]["output"][:6] for m in full if m["event"] == "tool.result"]
+    assert outputs == [f"{i:06d}" for i in range(EVENTS)]
+    assert full[-1]["event"] == "run.completed"
+    for got in [*seen, late]:
+        assert [m["id"] for m in got] == ids
+        assert [m["data"] for m in got] == [m["data"] for m in full]
+    # The fast readers were written by the feed; the slow one was not (it could not take them).
+    pushed = after.get("pushed", 0) - before.get("pushed", 0)
+    sent = after.get("sent", 0) - before.get("sent", 0)
+    assert pushed >= len(seen) * (EVENTS - 10), (pushed, sent)
+    assert sent >= EVENTS // 3, (pushed, sent)
