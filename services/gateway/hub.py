@@ -1,6 +1,7 @@
 """Shared run feeds: one stream consumer per run per gateway, however many clients follow it.
 
-Clients are written by :mod:`.feedstream`, which waits on the feed directly (a future per wait).
+Clients are served by :mod:`.feedstream`: a client catching up sends what it missed itself,
+then the feed writes each new event to every caught-up client in one pass (:meth:`Feed._push`).
 
 A feed reads its run's events once (from sequence 1, filtered on the server), renders each to
 SSE text once, and keeps them in order in memory while anyone follows the run. Keep-alives are
