@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import contextlib
+import logging
 import time
 from typing import Protocol
 
@@ -28,6 +29,7 @@ from .sse import Batches, render
 
 LINGER_S = 30.0
 _PUSHED = metrics.SSE_DELIVERIES.labels("pushed")
+log = logging.getLogger("crewyard.gateway")
 
 
 class Pushed(Protocol):
@@ -119,7 +121,12 @@ class Feed:
         frame = b"%x\r\n%s\r\n" % (len(text), text)
         written = 0
         for client in list(self.pushed):
-            written += client.push(seq, event_type, frame)
+            try:
+                written += client.push(seq, event_type, frame)
+            except Exception:  # never the feed's end: that client's own response carries on
+                log.exception("writing an SSE client from its feed failed")
+                self.pushed.pop(client, None)
+                client.wake()
         if written:
             _PUSHED.inc(written)
 
