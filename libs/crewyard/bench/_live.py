@@ -283,6 +283,8 @@ async def fanout_figure(bench: Bench) -> list[Figure]:
     raw_lat = ms(fan.raw.latency)
     deliveries = len(lat)
     gateway_cpu = max(fan.platform_cpu - alone.platform_cpu, 0.0)
+    gateway_us = gateway_cpu / max(deliveries, 1) * 1e6
+    p99, floor_p99 = percentile(lat, 99), percentile(floor_lat, 99)
     dropped = ""
     if fan.dropped:
         why = "; ".join(fan.reasons) or fan.dropped[0].error
@@ -293,15 +295,15 @@ async def fanout_figure(bench: Bench) -> list[Figure]:
             f"fan-out latency p99, {clients:,} SSE clients",
             "ms",
             lat,
-            value=percentile(lat, 99),
+            value=p99,
             baseline=percentile(raw_lat, 99),
             baseline_label="emit→ordered consumer p99, same run",
             target=fanout_target(1.2, 100, "ms"),
             detail=(
                 f"p50 {percentile(lat, 50):,.0f} ms; {events} events at {1 / interval:g}/s; gateway CPU "
-                f"{gateway_cpu:.2f} s = {gateway_cpu / deliveries * 1e6:.0f} µs/delivery, "
+                f"{gateway_cpu:.2f} s = {gateway_us:.0f} µs/delivery, "
                 f"bench CPU {fan.bench_cpu / fan.wall:.0%}{dropped}; floor (one process writing every socket,"
-                f" no HTTP framework: bench/_floor.py) p99 {percentile(floor_lat, 99):,.0f} ms,"
+                f" no HTTP framework: bench/_floor.py) p99 {floor_p99:,.0f} ms,"
                 f" {floor_cpu:.0f} µs/delivery"
             ),
             extra={
@@ -315,11 +317,11 @@ async def fanout_figure(bench: Bench) -> list[Figure]:
                 "platform_cpu_s": fan.platform_cpu,
                 "platform_cpu_s_without_clients": alone.platform_cpu,
                 "gateway_cpu_s": gateway_cpu,
-                "gateway_cpu_us_per_delivery": gateway_cpu / deliveries * 1e6,
+                "gateway_cpu_us_per_delivery": gateway_us,
                 "platform_cpu_share": fan.platform_cpu / fan.wall,
                 "bench_cpu_share": fan.bench_cpu / fan.wall,
                 "wall_s": fan.wall,
-                "floor_p99_ms": percentile(floor_lat, 99),
+                "floor_p99_ms": floor_p99,
                 "floor_p50_ms": percentile(floor_lat, 50),
                 "floor_raw_p99_ms": percentile(ms(floor.raw.latency), 99),
                 "floor_cpu_us_per_delivery": floor_cpu,
@@ -327,15 +329,14 @@ async def fanout_figure(bench: Bench) -> list[Figure]:
             },
         )
     ]
-    gateway_us = gateway_cpu / max(deliveries, 1) * 1e6
     result.append(
         figure(
             "3b",
             f"fan-out latency p99, {clients:,} SSE clients, over a bare fan-out",
             "ms",
             lat,
-            value=percentile(lat, 99),
-            baseline=percentile(floor_lat, 99),
+            value=p99,
+            baseline=floor_p99,
             baseline_label="the same clients on bench/_floor.py (one process, no HTTP framework), same run",
             target=ratio_at_most(1.2, "the bare fan-out"),
             detail=(
