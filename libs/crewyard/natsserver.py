@@ -16,6 +16,7 @@ import shutil
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from pathlib import Path
 
@@ -29,6 +30,11 @@ CONFIG = "max_payload: 8MB\n"
 
 class BrokerError(CrewyardError, RuntimeError):
     pass
+
+
+# The server's monitoring endpoint is on this machine: never through an HTTP proxy of the
+# environment (``http_proxy`` without ``no_proxy`` would send the probe elsewhere).
+_direct = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 
 def nats_server_binary() -> str:
@@ -55,6 +61,11 @@ class EmbeddedNats:
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
         self.monitor = ""
+        #: What :meth:`ready` saw last, for a start that takes long to explain itself.
+        self.seen = "not launched"
+        #: How long :meth:`ready` waits for the monitoring endpoint's answer (a busy machine's
+        #: server may take a while; a probe that gives up sooner would never see it answer).
+        self.probe_timeout = 5.0
 
     def creds(self, user: str) -> Path:
         """The credentials file of a platform user (``gateway``, ``runner``, …, ``admin``)."""
@@ -120,13 +131,33 @@ class EmbeddedNats:
             raise BrokerError(f"nats-server exited with code {code}; see {self.dir}/server.log")
         ports = glob.glob(str(self.dir / f"*_{self.proc.pid}.ports"))
         if not ports:
+            self.seen = "starting (it has not written its ports file yet)"
             return False
-        with contextlib.suppress(OSError, ValueError):
+        try:
             info = json.loads(Path(ports[0]).read_text())
             self.url, self.monitor = info["nats"][0], info["monitoring"][0]
-            with urllib.request.urlopen(self.monitor + "/healthz?js-enabled-only=true", timeout=1) as r:
-                return bool(json.load(r).get("status") == "ok")
-        return False
+        except (OSError, ValueError, LookupError, TypeError):
+            self.seen = "starting (its ports file is not complete yet)"
+            return False
+        health = self.monitor + "/healthz?js-enabled-only=true"
+        try:
+            with _direct.open(health, timeout=self.probe_timeout) as r:
+                status = json.load(r)
+        except urllib.error.HTTPError as exc:  # 503 while JetStream starts
+            self.seen = f"{health} answered {exc.code}: {exc.read()[:300]!r}"
+            return False
+        except (OSError, ValueError) as exc:
+            self.seen = f"{health} did not answer: {exc!r}"
+            return False
+        self.seen = f"{health} answered {status!r}"
+        return bool(status.get("status") == "ok")
+
+    def log_tail(self, lines: int = 20) -> str:
+        """The last lines of the server's own log (``<data dir>/nats/server.log``)."""
+        path = self.dir / "server.log"
+        with contextlib.suppress(OSError):
+            return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+        return ""
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.proc is None or self.proc.poll() is not None:

@@ -283,16 +283,22 @@ async def _wait_for_broker(broker: EmbeddedNats, stop: asyncio.Event) -> bool:
     recover), saying so every few seconds; False if stopped first."""
     await asyncio.to_thread(broker.launch)
     began = time.monotonic()
-    said = began
+    said, shown_log = began, False
     while not await asyncio.to_thread(broker.ready):
         if stop.is_set():
             return False
         if time.monotonic() - said >= 5:
             said = time.monotonic()
             console.print(
-                f"waiting for the embedded nats-server (JetStream, {broker.dir}) — {said - began:.0f} s",
+                f"waiting for the embedded nats-server (JetStream, {broker.dir}) — {said - began:.0f} s:"
+                f" {broker.seen}",
                 highlight=False,
+                markup=False,
             )
+            if said - began >= 30 and not shown_log:
+                shown_log = True
+                tail = broker.log_tail()
+                console.print(f"its log so far ends with:\n{tail}", highlight=False, markup=False)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 0.1)
     return True

@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import socket
 import subprocess
 import sys
 import tarfile
@@ -19,6 +18,7 @@ from pathlib import Path
 import docker
 import httpx
 import pytest
+from docker.models.containers import Container
 from docker.utils.build import exclude_paths
 
 from crewyard.builder.backends._base_images import START_LOST
@@ -93,16 +93,12 @@ def image(docker_host: str, base_image: str, wheelhouse: Path) -> Iterator[str]:
 
 def test_the_image_runs_as_a_user_and_its_container_answers_readyz(docker_host: str, image: str) -> None:
     client = docker.DockerClient(base_url=docker_host, timeout=120)
-    # A port from the kernel's range, never one ``free_port`` hands out: a published port is a
-    # DNAT rule, not a socket, and one an engine fails to remove would capture that port for good.
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = int(probe.getsockname()[1])
+    # Reached at its own address on the engine's network, never through a published port: a
+    # published port is a DNAT rule of the host's firewall, not a socket, so while it exists (and
+    # for good, should the engine fail to remove it) it captures every loopback connection to that
+    # port, also to whatever other process the kernel gives the port to later.
     container = client.containers.create(
-        image,
-        ["up", "--backend", "process"],
-        ports={"8080/tcp": ("127.0.0.1", port)},
-        environment={"CREWYARD_NATS_PORT": "0"},
+        image, ["up", "--backend", "process"], environment={"CREWYARD_NATS_PORT": "0"}
     )
     try:
         for attempt in range(3):
@@ -120,8 +116,9 @@ def test_the_image_runs_as_a_user_and_its_container_answers_readyz(docker_host: 
         while time.monotonic() < deadline:
             container.reload()
             assert container.status in ("created", "running"), container.logs().decode()[-3000:]
+            address = _address(container)
             try:
-                status = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5).status_code
+                status = httpx.get(f"http://{address}:8080/readyz", timeout=5).status_code if address else None
             except httpx.HTTPError:
                 status = None
             if status == 200:
@@ -136,6 +133,14 @@ def test_the_image_runs_as_a_user_and_its_container_answers_readyz(docker_host: 
         assert container.exec_run(["python", "-c", examples]).output.decode().strip() == "True"
     finally:
         container.remove(force=True)
+
+
+def _address(container: Container) -> str | None:
+    """The container's address on its (first) network, once it has one."""
+    settings = container.attrs.get("NetworkSettings") or {}
+    addresses = [settings.get("IPAddress")]
+    addresses += [n.get("IPAddress") for n in (settings.get("Networks") or {}).values()]
+    return next((a for a in addresses if a), None)
 
 
 def test_the_lock_pins_every_dependency_of_the_package() -> None:

@@ -140,8 +140,26 @@ class PlatformProcess:
             except httpx.HTTPError as exc:
                 last = repr(exc)
             time.sleep(0.1)
+        broker = self._broker_dump()
         self.stop()
-        raise RuntimeError(f"platform did not become ready; /readyz: {last}\n{self.log_tail()}")
+        raise RuntimeError(f"platform did not become ready; /readyz: {last}\n{self.log_tail()}{broker}")
+
+    def _broker_dump(self) -> str:
+        """For a platform that never got ready: its embedded nats-server's log, with a dump of
+        every goroutine's stack when that server still runs (Go writes one on SIGQUIT)."""
+        pids = _embedded_nats(self.data_dir)
+        for pid in pids:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGQUIT)
+        if pids:
+            time.sleep(2)
+        path = self.data_dir / "nats" / "server.log"
+        if not path.exists():
+            return ""
+        text = path.read_text(errors="replace").splitlines()
+        dump = next((i for i, line in enumerate(text) if line.startswith("SIGQUIT")), None)
+        shown = text[-80:] if dump is None else text[: min(dump, 40)] + text[dump : dump + 400]
+        return "\n--- the embedded nats-server's log ---\n" + "\n".join(shown)
 
     def log_tail(self, lines: int = 60) -> str:
         path = self.data_dir / "platform.log"
