@@ -4,6 +4,7 @@ crews in it, and its container answers /readyz."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -116,11 +117,10 @@ def test_the_image_runs_as_a_user_and_its_container_answers_readyz(docker_host: 
         while time.monotonic() < deadline:
             container.reload()
             assert container.status in ("created", "running"), container.logs().decode()[-3000:]
-            address = _address(container)
-            try:
-                status = httpx.get(f"http://{address}:8080/readyz", timeout=5).status_code if address else None
-            except httpx.HTTPError:
-                status = None
+            address, status = _address(container), None
+            if address is not None:
+                with contextlib.suppress(httpx.HTTPError):
+                    status = httpx.get(f"http://{address}:8080/readyz", timeout=5).status_code
             if status == 200:
                 break
             time.sleep(0.5)
