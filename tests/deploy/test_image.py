@@ -4,10 +4,11 @@ crews in it, and its container answers /readyz."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import os
+import random
+import socket
 import subprocess
 import sys
 import tarfile
@@ -19,7 +20,6 @@ from pathlib import Path
 import docker
 import httpx
 import pytest
-from docker.models.containers import Container
 from docker.utils.build import exclude_paths
 
 from crewyard.builder.backends._base_images import START_LOST
@@ -94,12 +94,12 @@ def image(docker_host: str, base_image: str, wheelhouse: Path) -> Iterator[str]:
 
 def test_the_image_runs_as_a_user_and_its_container_answers_readyz(docker_host: str, image: str) -> None:
     client = docker.DockerClient(base_url=docker_host, timeout=120)
-    # Reached at its own address on the engine's network, never through a published port: a
-    # published port is a DNAT rule of the host's firewall, not a socket, so while it exists (and
-    # for good, should the engine fail to remove it) it captures every loopback connection to that
-    # port, also to whatever other process the kernel gives the port to later.
+    port = _spare_port()
     container = client.containers.create(
-        image, ["up", "--backend", "process"], environment={"CREWYARD_NATS_PORT": "0"}
+        image,
+        ["up", "--backend", "process"],
+        ports={"8080/tcp": ("127.0.0.1", port)},
+        environment={"CREWYARD_NATS_PORT": "0"},
     )
     try:
         for attempt in range(3):
@@ -113,18 +113,20 @@ def test_the_image_runs_as_a_user_and_its_container_answers_readyz(docker_host: 
                     raise
                 time.sleep(1 + attempt)
         deadline = time.monotonic() + 180
-        status = None
+        last = "no answer yet"
         while time.monotonic() < deadline:
             container.reload()
             assert container.status in ("created", "running"), container.logs().decode()[-3000:]
-            address, status = _address(container), None
-            if address is not None:
-                with contextlib.suppress(httpx.HTTPError):
-                    status = httpx.get(f"http://{address}:8080/readyz", timeout=5).status_code
-            if status == 200:
-                break
+            try:
+                answer = httpx.get(f"http://127.0.0.1:{port}/readyz", timeout=5)
+                last = f"{answer.status_code} {answer.text[:300]}"
+                if answer.status_code == 200:
+                    break
+            except httpx.HTTPError as exc:
+                last = repr(exc)
             time.sleep(0.5)
-        assert status == 200, container.logs().decode()[-3000:]
+        else:
+            pytest.fail(f"/readyz on port {port} last said: {last}\n{container.logs().decode()[-3000:]}")
         uid = container.exec_run(["id", "-u"]).output.decode().strip()
         assert uid != "0"
         probe = container.exec_run(["python", "-m", "crewyard.healthcheck"])
@@ -135,12 +137,22 @@ def test_the_image_runs_as_a_user_and_its_container_answers_readyz(docker_host: 
         container.remove(force=True)
 
 
-def _address(container: Container) -> str | None:
-    """The container's address on its (first) network, once it has one."""
-    settings = container.attrs.get("NetworkSettings") or {}
-    addresses = [settings.get("IPAddress")]
-    addresses += [n.get("IPAddress") for n in (settings.get("Networks") or {}).values()]
-    return next((a for a in addresses if a), None)
+def _spare_port() -> int:
+    """A loopback port below the ones ``free_port`` hands out (which are below the kernel's own
+    range): a published port is a DNAT rule of the host's firewall, not a socket, so while it
+    exists — for good, should the engine fail to remove it, as Netavark sometimes does — every
+    loopback connection to that port goes to the container. In this range no other test and no
+    listener on port 0 is ever given it."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for _ in range(100):
+        port = random.randrange(max(1024, low - 22000), low - 12000)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+    raise RuntimeError("no spare loopback port")
 
 
 def test_the_lock_pins_every_dependency_of_the_package() -> None:
