@@ -21,7 +21,12 @@ network without the filter. IPv6 is not offered (the stack runs without it), so 
 route at all. DNS goes to the stack's resolver (``.3`` of its subnet), which forwards to the
 host's resolvers; the sandbox's ``/etc/resolv.conf`` must name it (:attr:`NetworkPlan.resolv_conf`).
 
-Every program started here runs with a fixed, minimal environment: nothing of a crew's.
+Every program started here runs with a fixed, minimal environment: nothing of a crew's. The
+stack runs in a sandbox of its own (``--enable-sandbox``: its own mount namespace, no
+capabilities); as root it is started in a mount namespace private all the way down
+(``unshare --mount``), since its sandbox makes only ``/`` private before it detaches the old root,
+which would otherwise unmount on the host every mount below a shared one (podman's network
+namespaces under ``/run/netns``).
 """
 
 from __future__ import annotations
@@ -164,7 +169,7 @@ def plan(
 def missing_tools() -> list[str]:
     return [
         tool
-        for tool in ("slirp4netns", "nsenter", "ip")
+        for tool in ("slirp4netns", "nsenter", "unshare", "ip")
         if not shutil.which(tool, path=HOST_TOOL_ENV["PATH"])
     ]
 
@@ -250,6 +255,11 @@ def attach_blocking(pid: int, network: NetworkPlan) -> PrivateNetwork:
         for fd in ns_fds.values():
             os.close(fd)
         raise NetworkError(f"the sandbox's network namespace is gone: {exc}") from exc
+    if os.fstat(ns_fds["net"]).st_ino == os.stat("/proc/self/ns/net").st_ino:
+        for fd in ns_fds.values():
+            os.close(fd)
+        # Its routes would be this host's: never filter (and so cut off) the host itself.
+        raise NetworkError(f"process {pid} has no network namespace of its own")
     try:
         _add_routes(network, ns_fds)
         return _start_stack(network, ns_fds)
@@ -278,7 +288,15 @@ def _add_routes(network: NetworkPlan, ns_fds: dict[str, int]) -> None:
 def _start_stack(network: NetworkPlan, ns_fds: dict[str, int]) -> PrivateNetwork:
     ready_r, ready_w = os.pipe()
     exit_r, exit_w = os.pipe()
+    # As root, the stack's own sandbox (a mount namespace in which it detaches the old root) is
+    # started in a mount namespace that is private all the way down: slirp4netns makes only "/"
+    # private, and its detach would otherwise unmount, on the host, every mount below a shared
+    # one — the network namespaces podman keeps under /run/netns, for one.
+    private_mounts = []
+    if os.geteuid() == 0:
+        private_mounts = [_tool("unshare"), "--mount", "--propagation", "private", "--"]
     args = [
+        *private_mounts,
         _tool("slirp4netns"),
         "--configure",
         "--mtu=65520",
