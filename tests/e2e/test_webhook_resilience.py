@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+import httpx
 import pytest
 
 from crewyard.core.events import RunCompleted, make_event
@@ -98,9 +99,11 @@ def test_a_slow_receiver_never_delays_a_fast_one(bare_platform: PlatformProcess)
         bare_platform.client(timeout=60) as client,
     ):
         client.put("/v1/projects/fanout/env/X", json={"value": "1"})  # makes the project
+        hooks = []
         for rx in (slow, fast):
             r = client.post("/v1/projects/fanout/webhooks", json={"url": rx.url, "events": ["run.succeeded"]})
             assert r.status_code == 201, r.text
+            hooks.append(r.json()["id"])
 
         async def append_terminal_events() -> None:
             nc = await connect(bare_platform.nats_url, name="test-fanout", creds=bare_platform.creds())
@@ -121,10 +124,21 @@ def test_a_slow_receiver_never_delays_a_fast_one(bare_platform: PlatformProcess)
         asyncio.run(append_terminal_events())
         proc = notifier(bare_platform)
         try:
-            fast.wait_for(lambda got: len(got) >= n_events, timeout=120)
+            try:
+                fast.wait_for(lambda got: len(got) >= n_events, timeout=120)
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\n{_unfinished(client, hooks[1])}\n{proc.log_tail()}") from None
             held = slow.snapshot()
         finally:
             proc.stop()
     assert len({r.headers["webhook-id"] for r in fast.snapshot()}) == n_events
     assert held and not any(r.answered for r in held)
     assert len(held) < n_events // 5, len(held)
+
+
+def _unfinished(client: httpx.Client, webhook_id: str) -> str:
+    """What became of a webhook's deliveries that have not succeeded (for a failure's message)."""
+    pending = client.get(f"/v1/webhooks/{webhook_id}/deliveries?status=pending&limit=200").json()
+    rows = pending.get("deliveries", [])
+    shown = [(d["attempts"], d["last_status_code"], d["last_error"], d["next_attempt_at"]) for d in rows[:20]]
+    return f"{len(rows)} pending deliveries to the fast receiver (attempts, status, error, next): {shown}"

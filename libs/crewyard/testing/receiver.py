@@ -58,7 +58,13 @@ class Receiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        class Server(ThreadingHTTPServer):
+            # A real receiver's listen backlog, not the standard library's 5: a burst of
+            # connections beyond it is dropped by the kernel and retried by the sender's TCP a
+            # second later, or not at all within its connect timeout on a busy machine.
+            request_queue_size = 128
+
+        self.server = Server(("127.0.0.1", 0), Handler)
         self.server.daemon_threads = True
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
