@@ -297,7 +297,7 @@ async def _wait_for_broker(broker: EmbeddedNats, stop: asyncio.Event) -> bool:
             )
             if said - began >= 30 and not shown_log:
                 shown_log = True
-                tail = broker.log_tail()
+                tail = await asyncio.to_thread(broker.log_tail)
                 console.print(f"its log so far ends with:\n{tail}", highlight=False, markup=False)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 0.1)

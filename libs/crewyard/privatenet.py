@@ -255,12 +255,10 @@ def attach_blocking(pid: int, network: NetworkPlan) -> PrivateNetwork:
         for fd in ns_fds.values():
             os.close(fd)
         raise NetworkError(f"the sandbox's network namespace is gone: {exc}") from exc
-    if os.fstat(ns_fds["net"]).st_ino == os.stat("/proc/self/ns/net").st_ino:
-        for fd in ns_fds.values():
-            os.close(fd)
-        # Its routes would be this host's: never filter (and so cut off) the host itself.
-        raise NetworkError(f"process {pid} has no network namespace of its own")
     try:
+        if os.fstat(ns_fds["net"]).st_ino == os.stat("/proc/self/ns/net").st_ino:
+            # Its routes would be this host's: never filter (and so cut off) the host itself.
+            raise NetworkError(f"process {pid} has no network namespace of its own")
         _add_routes(network, ns_fds)
         return _start_stack(network, ns_fds)
     finally:
@@ -288,10 +286,8 @@ def _add_routes(network: NetworkPlan, ns_fds: dict[str, int]) -> None:
 def _start_stack(network: NetworkPlan, ns_fds: dict[str, int]) -> PrivateNetwork:
     ready_r, ready_w = os.pipe()
     exit_r, exit_w = os.pipe()
-    # As root, the stack's own sandbox (a mount namespace in which it detaches the old root) is
-    # started in a mount namespace that is private all the way down: slirp4netns makes only "/"
-    # private, and its detach would otherwise unmount, on the host, every mount below a shared
-    # one — the network namespaces podman keeps under /run/netns, for one.
+    # As root, in mounts private all the way down (see the module's docstring: its own sandbox
+    # would unmount, on the host, every mount below a shared one).
     private_mounts = []
     if os.geteuid() == 0:
         private_mounts = [_tool("unshare"), "--mount", "--propagation", "private", "--"]

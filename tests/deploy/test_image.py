@@ -7,8 +7,6 @@ from __future__ import annotations
 import hashlib
 import io
 import os
-import random
-import socket
 import subprocess
 import sys
 import tarfile
@@ -23,6 +21,7 @@ import pytest
 from docker.utils.build import exclude_paths
 
 from crewyard.builder.backends._base_images import START_LOST
+from crewyard.testing.platform import spare_port
 
 REPO = Path(__file__).resolve().parents[2]
 LOCK = REPO / "deploy" / "requirements.lock"
@@ -94,7 +93,7 @@ def image(docker_host: str, base_image: str, wheelhouse: Path) -> Iterator[str]:
 
 def test_the_image_runs_as_a_user_and_its_container_answers_readyz(docker_host: str, image: str) -> None:
     client = docker.DockerClient(base_url=docker_host, timeout=120)
-    port = _spare_port()
+    port = spare_port()
     container = client.containers.create(
         image,
         ["up", "--backend", "process"],
@@ -135,24 +134,6 @@ def test_the_image_runs_as_a_user_and_its_container_answers_readyz(docker_host: 
         assert container.exec_run(["python", "-c", examples]).output.decode().strip() == "True"
     finally:
         container.remove(force=True)
-
-
-def _spare_port() -> int:
-    """A loopback port below the ones ``free_port`` hands out (which are below the kernel's own
-    range): a published port is a DNAT rule of the host's firewall, not a socket, so while it
-    exists — for good, should the engine fail to remove it, as Netavark sometimes does — every
-    loopback connection to that port goes to the container. In this range no other test and no
-    listener on port 0 is ever given it."""
-    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    for _ in range(100):
-        port = random.randrange(max(1024, low - 22000), low - 12000)
-        with socket.socket() as probe:
-            try:
-                probe.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        return port
-    raise RuntimeError("no spare loopback port")
 
 
 def test_the_lock_pins_every_dependency_of_the_package() -> None:

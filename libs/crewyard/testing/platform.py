@@ -28,12 +28,25 @@ def free_port() -> int:
     """A loopback port nothing listens on, below the range the kernel picks outgoing connections'
     ports from: a port from that range (what binding port 0 gives) may be taken by any client's
     connection before the server that was meant to have it starts."""
+    return _port_below_kernel_range(12000, 0)
+
+
+def spare_port() -> int:
+    """A loopback port below the ones :func:`free_port` hands out, for a container's published
+    port: that is a DNAT rule of the host's firewall, not a socket, so while it exists — for good,
+    should the engine fail to remove it, as Netavark sometimes does — every loopback connection to
+    that port goes to the container. No other test and no listener on port 0 is given one."""
+    return _port_below_kernel_range(22000, 12000)
+
+
+def _port_below_kernel_range(start: int, end: int) -> int:
+    """A bindable loopback port from [low - start, low - end), low being the kernel's first."""
     try:
         low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         low = 32768
     for _ in range(200):
-        port = _pick.randrange(max(1024, low - 12000), low)
+        port = _pick.randrange(max(1024, low - start), low - end)
         if port in _given:
             continue  # handed out before, maybe not bound yet
         with socket.socket() as s:
