@@ -111,6 +111,34 @@ async def test_the_listener_serves_health_and_takes_more_routes(store: EventStor
         await listener.stop()
 
 
+async def test_the_port_handed_on_gives_connections_without_nagle_delays():
+    """The API's server takes the stand-in's listening socket over (``detach``). asyncio turns
+    Nagle's algorithm off only on sockets that say they are TCP: one made without the protocol
+    number (proto 0) hands every accepted connection on with Nagle on, and a response written as
+    head then body waited for the client's delayed ACK — 40 ms on every keep-alive request."""
+    import asyncio
+
+    listener = HealthListener({}, host="127.0.0.1", port=0)
+    await listener.start()
+    sock = await listener.detach()
+    assert sock is not None
+    nodelay: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    class Probe(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            accepted = transport.get_extra_info("socket")
+            nodelay.set_result(accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+
+    server = await asyncio.get_running_loop().create_server(Probe, sock=sock)
+    try:
+        _, writer = await asyncio.open_connection("127.0.0.1", listener.port)
+        assert await asyncio.wait_for(nodelay, 10) == 1
+        writer.close()
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
 async def test_a_taken_port_fails_clearly():
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

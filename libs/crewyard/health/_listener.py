@@ -103,7 +103,10 @@ class HealthListener:
     async def start(self) -> str:
         """Bind and serve in the background; returns the base URL (port 0 picks a free one)."""
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
+        # The protocol number matters: asyncio turns Nagle's algorithm off only on sockets that
+        # say they are TCP, and accepted connections inherit it from this one — without it every
+        # response written as head then body waited for the client's delayed ACK (40 ms).
+        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind((self.host, self.port))
