@@ -4,6 +4,7 @@ plus the two moves every command makes: append an event, then wait until the rea
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
 
@@ -122,15 +123,25 @@ class Gateway:
             raise behind(what)
 
     async def run(self, run_id: str) -> dict[str, Any]:
+        """A run's view (``run_view``)."""
+        return await self._settled_run(run_id, self.rm.run)
+
+    async def run_json(self, run_id: str) -> str:
+        """A run's view as JSON text, written by SQLite: what ``GET /v1/runs/{id}`` sends."""
+        return str((await self._settled_run(run_id, self.rm.run_json))["j"])
+
+    async def _settled_run(
+        self, run_id: str, read: Callable[[str], Awaitable[dict[str, Any] | None]]
+    ) -> dict[str, Any]:
         if not is_id(run_id, "run"):
             raise not_found(f"run {run_id[:100]}")
-        run = await self.rm.run(run_id)
+        run = await read(run_id)
         if run is None or run["status"] in ("pending", "running"):
             # A client that just saw the run's events (maybe through another gateway) may ask at
             # once: answer with what is stored.
             filt = subjects.any_project_aggregate_filter("run", run_id, self.store.prefix)
             await self.settle(f"run {run_id}", filt, known=run is not None)
-            run = await self.rm.run(run_id) or run
+            run = await read(run_id) or run
         if run is None:
             raise not_found(f"run {run_id}")
         return run

@@ -169,8 +169,8 @@ def _run(view: dict[str, Any]) -> Run:
 
 
 @get("/v1/runs/{run_id:str}", opt=READ, responses=answers(Run))
-async def get_run(request: Request[Any, Any, Any], run_id: str) -> dict[str, Any]:
-    return await gw(request).run(run_id)
+async def get_run(request: Request[Any, Any, Any], run_id: str) -> Response[bytes]:
+    return Response((await gw(request).run_json(run_id)).encode(), media_type="application/json")
 
 
 @get("/v1/runs", opt=READ, responses=answers(RunPage))

@@ -74,6 +74,7 @@ async def create_service(context: ServiceContext) -> GatewayServer:
         host=settings.host,
         port=settings.port,
         log_level="warning",
+        access_log=False,  # one log line per request, which logs.py silences anyway
         lifespan="on",
         timeout_graceful_shutdown=3,
     )

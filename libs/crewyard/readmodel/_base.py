@@ -1,27 +1,77 @@
-"""The connection every query family reads through: rows come back as dicts."""
+"""The connections every query family reads through: rows come back as dicts.
+
+Two connections to the same file. Reads that touch a handful of rows by key (a run, a project, a
+page of an index) are made on the event loop's own thread with plain ``sqlite3``: they take tens
+of microseconds, less than handing them to another thread and waking the loop when they are done
+(and that thread must take the interpreter's lock back from a busy loop: under load, the wait
+was most of a request's time). Reads that may scan (counts, filters, exports) go through
+``aiosqlite``'s thread, so that they never hold the loop. The loop's connection never waits for a
+lock (``busy_timeout`` 0; WAL readers do not wait for the writer): in the rare case SQLite says
+busy, the read is made on the thread instead, which waits as long as the writer needs.
+"""
 
 from __future__ import annotations
 
+import sqlite3
+from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
 
-def _row(cur: aiosqlite.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:
+def _row(cur: sqlite3.Cursor | aiosqlite.Cursor, row: tuple[Any, ...]) -> dict[str, Any]:
     return {col[0]: row[i] for i, col in enumerate(cur.description)}
 
 
+def open_keyed(path: Path) -> sqlite3.Connection:
+    """The loop's connection for keyed reads (made after :func:`open_db` created the file)."""
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA query_only=1")
+    conn.execute("PRAGMA busy_timeout=0")
+    conn.row_factory = _row
+    return conn
+
+
 class Reader:
-    def __init__(self, db: aiosqlite.Connection) -> None:
+    def __init__(self, db: aiosqlite.Connection, keyed: sqlite3.Connection | None = None) -> None:
         self.db = db
         self.db.row_factory = _row  # type: ignore[assignment]
+        self.keyed = keyed
 
+    # One trip to the connection's thread per query (execute, fetch and close there at once):
+    # a cursor's execute, fetch and close are three, and each is a wake-up of the event loop.
     async def _one(self, sql: str, args: tuple[Any, ...]) -> dict[str, Any] | None:
-        async with self.db.execute(sql, args) as cur:
-            row = await cur.fetchone()
-        return row  # type: ignore[return-value]
+        rows = await self.db.execute_fetchall(sql, args)
+        return next(iter(rows), None)  # type: ignore[return-value]
 
     async def _all(self, sql: str, args: tuple[Any, ...]) -> list[dict[str, Any]]:
-        async with self.db.execute(sql, args) as cur:
-            rows = await cur.fetchall()
-        return list(rows)  # type: ignore[arg-type]
+        return list(await self.db.execute_fetchall(sql, args))  # type: ignore[arg-type]
+
+    # Keyed reads: a primary key, a unique key, or a bounded range of an index (LIMIT), never a scan.
+    async def _key(self, sql: str, args: tuple[Any, ...]) -> dict[str, Any] | None:
+        rows = await self._range(sql, args)
+        return rows[0] if rows else None
+
+    async def _range(self, sql: str, args: tuple[Any, ...]) -> list[dict[str, Any]]:
+        rows = self._on_loop(sql, args, _row)
+        return rows if rows is not None else await self._all(sql, args)
+
+    async def _range_tuples(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
+        """A keyed range as tuples: a page of many rows without a dict made for each."""
+        rows = self._on_loop(sql, args, None)
+        return rows if rows is not None else [tuple(r.values()) for r in await self._all(sql, args)]
+
+    def _on_loop(self, sql: str, args: tuple[Any, ...], factory: Any) -> list[Any] | None:
+        """The rows read on the loop's own connection, or None: none, or SQLite said busy."""
+        if self.keyed is None:
+            return None
+        cur = self.keyed.cursor()
+        cur.row_factory = factory
+        try:
+            return cur.execute(sql, args).fetchall()
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) and "busy" not in str(exc):
+                raise
+            return None
+        finally:
+            cur.close()

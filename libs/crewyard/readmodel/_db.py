@@ -46,8 +46,8 @@ async def _migrate(db: aiosqlite.Connection) -> None:
 
 async def position(db: aiosqlite.Connection) -> int:
     """The last stream sequence the projector applied (0: nothing yet)."""
-    async with db.execute("SELECT seq AS seq FROM projector_position WHERE id = 1") as cur:
-        row = await cur.fetchone()
-    if row is None:
+    rows = list(await db.execute_fetchall("SELECT seq AS seq FROM projector_position WHERE id = 1"))
+    if not rows:
         return 0
+    row = rows[0]
     return int(row["seq"] if isinstance(row, dict) else row[0])

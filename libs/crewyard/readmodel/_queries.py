@@ -7,12 +7,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import aiosqlite
 import msgspec
 
 from crewyard.core.ids import version_id
 
-from ._db import open_db, position
+from ._base import open_keyed
+from ._db import open_db
 from ._outbound_queries import OutboundReads
 from ._tables import TableQueries
 from ._threads import ThreadQueries
@@ -94,24 +94,26 @@ def deployment_view(row: dict[str, Any], environments: list[str]) -> dict[str, A
 
 
 class ReadModel(VersionQueries, TableQueries, ThreadQueries, OutboundReads):
-    def __init__(self, db: aiosqlite.Connection) -> None:
-        super().__init__(db)
-
     @classmethod
     async def open(cls, path: Path) -> ReadModel:
-        return cls(await open_db(path))
+        db = await open_db(path)
+        return cls(db, open_keyed(path))
 
     async def close(self) -> None:
+        if self.keyed is not None:
+            self.keyed.close()
         await self.db.close()
 
     async def position(self) -> int:
-        return await position(self.db)
+        """The last stream sequence the projector applied (0: nothing yet)."""
+        row = await self._key("SELECT seq FROM projector_position WHERE id = 1", ())
+        return int(row["seq"]) if row else 0
 
     async def wait_for(self, seq: int, timeout: float = 5.0) -> bool:
         """Wait until the projector has applied ``seq`` (read-your-writes); False on timeout."""
         deadline = time.monotonic() + timeout
         delay = 0.002
-        while await position(self.db) < seq:
+        while await self.position() < seq:
             if time.monotonic() > deadline:
                 return False
             await asyncio.sleep(delay)
@@ -123,13 +125,17 @@ class ReadModel(VersionQueries, TableQueries, ThreadQueries, OutboundReads):
         return await self.wait_for(last_seq, timeout)
 
     async def run(self, run_id: str) -> dict[str, Any] | None:
-        row = await self._one("SELECT * FROM runs WHERE id = ?", (run_id,))
+        row = await self._key("SELECT * FROM runs WHERE id = ?", (run_id,))
         return run_view(row) if row else None
+
+    async def run_json(self, run_id: str) -> dict[str, Any] | None:
+        """A run's status and, as ``j``, its API view as JSON text written by SQLite (``RUN_JSON``)."""
+        return await self._key(f"SELECT status, {RUN_JSON} AS j FROM runs WHERE id = ?", (run_id,))
 
     async def run_by_idempotency_key(self, project: str, key: str) -> dict[str, Any] | None:
         """The run a request with this ``Idempotency-Key`` made in ``project`` (keys are the
         project's own: another project's same key is another request)."""
-        row = await self._one(
+        row = await self._key(
             "SELECT * FROM runs WHERE idempotency_key = ? AND project = ? ORDER BY id LIMIT 1", (key, project)
         )
         return row
@@ -160,10 +166,10 @@ class ReadModel(VersionQueries, TableQueries, ThreadQueries, OutboundReads):
         # string join, not 50 dicts decoded and encoded again.
         shape = RUN_JSON if full else "summary"
         sql = f"SELECT {shape} AS j, id FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
-        rows = await self._all(sql + " ORDER BY id DESC LIMIT ?", (*args, limit + 1))
+        rows = await self._range_tuples(sql + " ORDER BY id DESC LIMIT ?", (*args, limit + 1))
         more = len(rows) > limit
         rows = rows[:limit]
-        return [r["j"] for r in rows], (rows[-1]["id"] if more else None)
+        return [j for j, _ in rows], (rows[-1][1] if more else None)
 
     async def run_counts(self) -> dict[tuple[str, str], int]:
         """How many runs there are per (status, backend); backend "" before a run started."""
@@ -182,23 +188,23 @@ class ReadModel(VersionQueries, TableQueries, ThreadQueries, OutboundReads):
         )
 
     async def artifact(self, run_id: str, name: str) -> dict[str, Any] | None:
-        return await self._one(
+        return await self._key(
             "SELECT name, size, content_type, sha256, created_at FROM artifacts"
             " WHERE run_id = ? AND name = ?",
             (run_id, name),
         )
 
     async def project(self, name: str) -> dict[str, Any] | None:
-        return await self._one("SELECT * FROM projects WHERE name = ?", (name,))
+        return await self._key("SELECT * FROM projects WHERE name = ?", (name,))
 
     async def projects(self) -> list[dict[str, Any]]:
         return await self._all("SELECT * FROM projects ORDER BY name", ())
 
     async def deployment(self, dep_id: str) -> dict[str, Any] | None:
-        row = await self._one("SELECT * FROM deployments WHERE id = ?", (dep_id,))
+        row = await self._key("SELECT * FROM deployments WHERE id = ?", (dep_id,))
         if row is None:
             return None
-        pointers = await self._all(
+        pointers = await self._range(
             "SELECT environment FROM environments WHERE deployment_id = ? ORDER BY environment", (dep_id,)
         )
         return deployment_view(row, [p["environment"] for p in pointers])
