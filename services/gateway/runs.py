@@ -201,7 +201,7 @@ async def list_runs(request: Request[Any, Any, Any]) -> Response[bytes]:
         else ([], None)
     )
     tail = _enc.encode(cursor)
-    body = b'{"runs":[' + ",".join(runs).encode() + b'],"next_cursor":' + tail + b"}"
+    body = b"".join((b'{"runs":[', b",".join(runs), b'],"next_cursor":', tail, b"}"))
     return Response(body, media_type="application/json")
 
 

@@ -149,8 +149,8 @@ class ReadModel(VersionQueries, TableQueries, ThreadQueries, OutboundReads):
         cursor: str | None,
         deployment_id: str | None = None,
         full: bool = False,
-    ) -> tuple[list[str], str | None]:
-        """A page of runs, newest first, each as its JSON text (``full``: with input and output,
+    ) -> tuple[list[bytes], str | None]:
+        """A page of runs, newest first, each as its JSON (bytes) (``full``: with input and output,
         else the stored summary); and the cursor of the next page. Keyset pagination: the cursor
         is the last id shown, and each page is a range of the ``(project, id)`` or ``(status,
         id)`` index, however deep."""
@@ -165,8 +165,10 @@ class ReadModel(VersionQueries, TableQueries, ThreadQueries, OutboundReads):
         # SQLite has each run's JSON (the API shape of run_view): a page of 50 runs is then one
         # string join, not 50 dicts decoded and encoded again.
         shape = RUN_JSON if full else "summary"
-        sql = f"SELECT {shape} AS j, id FROM runs" + (" WHERE " + " AND ".join(where) if where else "")
-        rows = await self._range_tuples(sql + " ORDER BY id DESC LIMIT ?", (*args, limit + 1))
+        # As a BLOB: the bytes SQLite holds, not a str decoded only to be encoded again.
+        sql = f"SELECT CAST({shape} AS BLOB) AS j, id FROM runs"
+        sql += (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id DESC LIMIT ?"
+        rows = await self._range_tuples(sql, (*args, limit + 1))
         more = len(rows) > limit
         rows = rows[:limit]
         return [j for j, _ in rows], (rows[-1][1] if more else None)
