@@ -8,6 +8,7 @@ well under a minute); ``make test`` runs everything."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -66,6 +67,27 @@ BASE_IMAGE = os.environ.get("CREWYARD_TEST_BASE_IMAGE", "crewyard/base:bookworm"
 def _no_user_config(tmp_path_factory: pytest.TempPathFactory) -> None:
     """The CLI never reads the config (API URL, keys) of whoever runs the tests."""
     os.environ["CREWYARD_CONFIG"] = str(tmp_path_factory.mktemp("config") / "config.json")
+
+
+@pytest.fixture(autouse=True, scope="session")
+async def _no_task_outlives_the_session() -> AsyncIterator[None]:
+    """At the end, tasks still running in the session's event loop are cancelled until they end.
+
+    The loop's own teardown cancels each task once and waits for all of them. A nats-py client
+    reconnecting to a server that is gone can swallow that one cancel (on Python 3.11
+    ``asyncio.wait_for`` returns its inner result — here the refused connection, which the
+    client's retry loop catches — when both arrive together) and then retries every 0.5 s
+    forever: the worker hung after its last test. Torn down after every other session fixture
+    (it is set up first), before the loop's own teardown."""
+    yield
+    me = asyncio.current_task()
+    deadline = asyncio.get_running_loop().time() + 30
+    while left := [t for t in asyncio.all_tasks() if t is not me and not t.done()]:
+        if asyncio.get_running_loop().time() > deadline:
+            break  # the loop's own teardown says what never ended
+        for task in left:
+            task.cancel()
+        await asyncio.wait(left, timeout=0.2)
 
 
 @pytest.fixture(autouse=True)
