@@ -56,9 +56,12 @@ class Reader:
         rows = self._on_loop(sql, args, _row)
         return rows if rows is not None else await self._all(sql, args)
 
-    async def _range_tuples(self, sql: str, args: tuple[Any, ...]) -> list[tuple[Any, ...]]:
-        """A keyed range as tuples: a page of many rows without a dict made for each."""
-        rows = self._on_loop(sql, args, None)
+    async def _range_tuples(
+        self, sql: str, args: tuple[Any, ...], *, may_scan: bool = False
+    ) -> list[tuple[Any, ...]]:
+        """A keyed range as tuples: a page of many rows without a dict made for each. With
+        ``may_scan`` (a filter no index serves) it is read on the thread instead."""
+        rows = None if may_scan else self._on_loop(sql, args, None)
         return rows if rows is not None else [tuple(r.values()) for r in await self._all(sql, args)]
 
     def _on_loop(self, sql: str, args: tuple[Any, ...], factory: Any) -> list[Any] | None:

@@ -168,7 +168,9 @@ class ReadModel(VersionQueries, TableQueries, ThreadQueries, OutboundReads):
         # As a BLOB: the bytes SQLite holds, not a str decoded only to be encoded again.
         sql = f"SELECT CAST({shape} AS BLOB) AS j, id FROM runs"
         sql += (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id DESC LIMIT ?"
-        rows = await self._range_tuples(sql, (*args, limit + 1))
+        # One index serves one filter; more (or deployment_id, which has none) may scan the table.
+        may_scan = bool(deployment_id) or len(where) - bool(cursor) > 1
+        rows = await self._range_tuples(sql, (*args, limit + 1), may_scan=may_scan)
         more = len(rows) > limit
         rows = rows[:limit]
         return [j for j, _ in rows], (rows[-1][1] if more else None)
