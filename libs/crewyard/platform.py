@@ -21,7 +21,7 @@ from rich.console import Console
 
 from crewyard import datadir, logs
 from crewyard.auth import Names
-from crewyard.eventstore import EventStore, connect, ensure_platform_stream, ensure_stream
+from crewyard.eventstore import EventStore, close, connect, ensure_platform_stream, ensure_stream
 from crewyard.health import HealthListener, Readiness, Reply, health_routes, starting, wait_for_jetstream
 from crewyard.natsserver import EmbeddedNats
 from crewyard.objects import open_store
@@ -157,27 +157,16 @@ async def _service(
     except BaseException:
         if listener is not None:
             listener.close()
-        await _drain(store)
+        await close(store.nc)
         raise
 
     async def run() -> None:
         try:
             await service.run(stop)
         finally:
-            await _drain(store)
+            await close(store.nc)
 
     return run
-
-
-async def _drain(store: EventStore) -> None:
-    """Send what the connection still holds, then close it. Not ``nc.drain()``: that waits for
-    every subscription's queue to be taken, which a pull consumer's never is — it held every
-    stop for its timeout and then left its cancelled tasks to be reported (what a pull consumer
-    was handed and did not ack, the broker hands out again)."""
-    with contextlib.suppress(Exception):
-        await asyncio.wait_for(store.nc.flush(), 5)  # a lost broker: no answer, just close
-    with contextlib.suppress(Exception):
-        await store.nc.close()
 
 
 async def _run_all(
@@ -365,7 +354,7 @@ async def rebuild_projection(settings: Settings) -> int:
     try:
         return await rebuild(store, settings.db_path)
     finally:
-        await _drain(store)
+        await close(store.nc)
 
 
 def examples_dir() -> Path:

@@ -21,7 +21,7 @@ from crewyard.auth import Names, load_issuer
 from crewyard.auth.consumers import Consumers
 from crewyard.contract.health import Alive, Ready
 from crewyard.core import asyncapi
-from crewyard.eventstore import EventStore, connect, ensure_platform_stream, ensure_stream
+from crewyard.eventstore import EventStore, close, connect, ensure_platform_stream, ensure_stream
 from crewyard.health import Readiness
 from crewyard.objects import open_store
 from crewyard.readmodel import ReadModel
@@ -139,7 +139,7 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> Litesta
             if ended_sessions is not None:
                 await ended_sessions.stop()
             await rm.close()
-            await nc.drain()
+            await close(nc)
 
     app = Litestar(
         route_handlers=[

@@ -15,7 +15,7 @@ import logging
 from faststream.nats import NatsBroker
 
 from crewyard.core.webhooks import RetryPolicy
-from crewyard.eventstore import EventStore, credential_options
+from crewyard.eventstore import EventStore, cancel_until_done, close, credential_options
 from crewyard.secrets import SecretBox
 from crewyard.settings import Settings
 
@@ -84,24 +84,50 @@ class Notifier:
 
     async def run(self, stop: asyncio.Event) -> None:
         broker = self.broker()
-        while not stop.is_set():
-            try:  # a broker that is slow to answer at start-up is waited for, not fatal
-                await broker.start()
-                break
-            except Exception as exc:
-                log.warning("cannot start the dispatch subscribers yet (%s); retrying", exc)
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(stop.wait(), 2.0)
-        delivering = asyncio.create_task(self.deliverer.run(stop))
         try:
-            await asyncio.wait(
-                [delivering, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED
-            )
-            if delivering.done():
-                delivering.result()  # an unexpected end: let the platform see it
+            await self._start(broker, stop)
+            delivering = asyncio.create_task(self.deliverer.run(stop))
+            try:
+                await asyncio.wait(
+                    [delivering, asyncio.create_task(stop.wait())], return_when=asyncio.FIRST_COMPLETED
+                )
+                if delivering.done():
+                    delivering.result()  # an unexpected end: let the platform see it
+            finally:
+                stop.set()
+                with contextlib.suppress(Exception):
+                    await delivering
         finally:
-            stop.set()
-            with contextlib.suppress(Exception):
-                await delivering
-            await broker.stop()
+            await self._stop(broker)
             await self.sender.close()
+
+    @staticmethod
+    async def _start(broker: NatsBroker, stop: asyncio.Event) -> None:
+        """Start the dispatch subscribers; a broker slow to answer is waited for, not fatal, and
+        a stop meanwhile ends the wait (the connect retries forever on its own)."""
+        while not stop.is_set():
+            starting = asyncio.create_task(broker.start())
+            stopped = asyncio.create_task(stop.wait())
+            try:
+                await asyncio.wait([starting, stopped], return_when=asyncio.FIRST_COMPLETED)
+            finally:
+                stopped.cancel()
+                if not starting.done():
+                    await cancel_until_done(starting)
+            if starting.cancelled():
+                return
+            if starting.exception() is None:
+                return
+            log.warning("cannot start the dispatch subscribers yet (%s); retrying", starting.exception())
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 2.0)
+
+    @staticmethod
+    async def _stop(broker: NatsBroker) -> None:
+        """Stop the subscribers and close the connection — also when the broker is gone
+        (FastStream drains it, which nats-py refuses while reconnecting: it would retry forever)."""
+        connection = broker._connection  # FastStream's; no public handle on it
+        with contextlib.suppress(Exception):
+            await broker.stop()
+        if connection is not None:
+            await close(connection)

@@ -184,6 +184,7 @@ async def test_the_api_port_answers_while_the_other_services_wait_for_nats(tmp_p
         tmp_path / "data", nats_url=f"nats://127.0.0.1:{nats_port}", port=api_port, backend="process"
     )
     stop = asyncio.Event()
+    before = asyncio.all_tasks()
     task = asyncio.create_task(platform.up(conf, embedded_nats=False, stop=stop))
     try:
         async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{api_port}", timeout=5) as client:
@@ -209,3 +210,7 @@ async def test_the_api_port_answers_while_the_other_services_wait_for_nats(tmp_p
             asyncio.get_running_loop().remove_signal_handler(sig)
     with socket.socket() as again:  # stopped: the port is let go
         again.bind(("127.0.0.1", api_port))
+    # Stopped: nothing of it goes on (a connect to the dead port retried forever, for one).
+    await asyncio.sleep(0)
+    left = [t for t in asyncio.all_tasks() - before if t is not asyncio.current_task() and not t.done()]
+    assert not left, left

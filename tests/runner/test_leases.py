@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from crewyard.eventstore import EventStore, StoreUnavailable, StreamSettings, connect
+from crewyard.eventstore import EventStore, StoreUnavailable, StreamSettings, close, connect
 from crewyard.natsserver import EmbeddedNats
 from crewyard.runner.liveness import RENEWALS, LeaseEntry, Liveness, still_held
 from crewyard.testing.platform import free_port
@@ -109,7 +109,7 @@ async def own_broker(tmp_path: Path) -> AsyncIterator[tuple[EmbeddedNats, EventS
     nc = await connect(url, name="leases", creds=server.creds("admin"))  # buckets of its own
     es = EventStore(nc, StreamSettings())
     yield server, es
-    await nc.close()
+    await close(nc)  # the test may have stopped the server: nothing of the client retries on
     server.stop()
 
 

@@ -3,12 +3,14 @@
 Public contract: :class:`EventStore` (append with de-duplication and optimistic concurrency,
 load an aggregate, follow a subject from a sequence), :class:`WorkQueue` (durable pull consumer
 shared by service instances), :class:`Probe` (the questions a readiness check asks), :func:`connect`,
-:func:`ensure_stream`, the error hierarchy, and :func:`set_aside` with its counters for events a
-reader cannot use.
+:func:`close`, :func:`ensure_stream`, the error hierarchy, and :func:`set_aside` with its counters
+for events a reader cannot use.
 """
 
 from ._connection import (
     StreamSettings,
+    cancel_until_done,
+    close,
     connect,
     credential_options,
     ensure_platform_stream,
@@ -34,6 +36,8 @@ __all__ = [
     "StreamSettings",
     "WorkItem",
     "WorkQueue",
+    "cancel_until_done",
+    "close",
     "connect",
     "credential_options",
     "ensure_platform_stream",

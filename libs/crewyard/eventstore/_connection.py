@@ -114,17 +114,70 @@ async def connect(
         )
     )
     waiting: set[asyncio.Future[Any]] = {connecting, refused}
-    await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+    try:
+        await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+    except BaseException:  # cancelled (a service stopped while it waited): so is the connecting
+        await cancel_until_done(connecting)
+        raise
     if not connecting.done():
-        connecting.cancel()
-        with contextlib.suppress(BaseException):
-            await connecting
+        await cancel_until_done(connecting)
         hint = "no credentials given" if creds is None else "credentials refused"
         raise StoreUnavailable(f"cannot connect to NATS at {url}: {refused.result()} ({hint})")
     try:
         return connecting.result()
     except Exception as exc:
         raise StoreUnavailable(f"cannot connect to NATS at {url}: {exc}") from exc
+
+
+async def cancel_until_done(task: asyncio.Future[Any], *, every: float = 0.2, limit: float = 30.0) -> None:
+    """Cancel ``task`` and wait until it has ended, cancelling again if a cancel was lost.
+
+    One cancel is not always enough for nats-py's connect loops: on Python 3.11,
+    ``asyncio.wait_for`` returns its inner result when the cancel and the inner's completion
+    arrive together — a refused connection, which the client's retry loop catches and retries
+    every ``reconnect_time_wait``, forever. A cancel of our own while waiting is kept for the end."""
+    cancelled = False
+    deadline = asyncio.get_running_loop().time() + limit
+    while not task.done():
+        if asyncio.get_running_loop().time() > deadline:
+            log.warning("%r did not end %.0f s after it was cancelled", task, limit)
+            break
+        task.cancel()
+        try:
+            await asyncio.wait({task}, timeout=every)
+        except asyncio.CancelledError:
+            cancelled = True
+    if task.done() and not task.cancelled():
+        task.exception()  # seen: not reported as never retrieved
+    if cancelled:
+        raise asyncio.CancelledError
+
+
+async def close(nc: Client, *, flush_timeout: float = 5.0) -> None:
+    """Send what the connection still holds (a lost broker: no answer, just close), close it, and
+    make sure its reconnecting has ended: nats-py cancels that task once and waits
+    ``reconnect_time_wait`` for it, and a lost cancel (see :func:`cancel_until_done`) would leave
+    it retrying for the rest of the process.
+
+    Not ``nc.drain()``: that refuses a connection that is reconnecting (so the connection stays
+    open, retrying), and waits for every subscription's queue to be taken, which a pull
+    consumer's never is (what a pull consumer was handed and did not ack, the broker hands out
+    again)."""
+    try:
+        if nc.is_connected:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(nc.flush(), flush_timeout)
+        else:
+            # What a reconnecting client holds for the next server will never be sent now, and
+            # nats-py's close writes it to the lost connection's transport first: that raises
+            # (connection reset), and the close ends there, its subscriptions' tasks left running.
+            nc._pending, nc._pending_data_size = [], 0
+        with contextlib.suppress(Exception):
+            await nc.close()
+    finally:
+        reconnecting = nc._reconnection_task  # nats-py's; no public handle on it
+        if reconnecting is not None and not reconnecting.done():
+            await cancel_until_done(reconnecting)
 
 
 def _config(settings: StreamSettings) -> StreamConfig:

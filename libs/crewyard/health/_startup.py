@@ -10,7 +10,15 @@ import contextlib
 import logging
 import time
 
-from crewyard.eventstore import EventStore, StoreUnavailable, connect, ensure_platform_stream, ensure_stream
+from crewyard.eventstore import (
+    EventStore,
+    StoreUnavailable,
+    cancel_until_done,
+    close,
+    connect,
+    ensure_platform_stream,
+    ensure_stream,
+)
 from crewyard.settings import Settings
 
 from ._readiness import Readiness
@@ -56,6 +64,8 @@ async def wait_for_jetstream(
     (once the service can really serve). It connects as NATS user ``user`` (default: the
     service's own); the gateway (and admin) also make sure of the platform stream."""
     user = user or service
+    if stop.is_set():
+        return None
     waiting = _Waiting(service, readiness)
     waiting.note(f"NATS at {settings.nats_url}")
     connecting = asyncio.create_task(
@@ -72,9 +82,8 @@ async def wait_for_jetstream(
     finally:
         stopped.cancel()
     if not connecting.done():
-        connecting.cancel()
-        with contextlib.suppress(BaseException):
-            await connecting
+        with contextlib.suppress(Exception):
+            await cancel_until_done(connecting)
         return None
     nc = connecting.result()  # a bad URL raises here: that is misconfiguration, not a wait
     store = EventStore(nc, settings.stream)
@@ -92,5 +101,5 @@ async def wait_for_jetstream(
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), delay)
         delay = min(delay * 2, 5.0)
-    await nc.close()
+    await close(nc)
     return None
