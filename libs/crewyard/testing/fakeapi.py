@@ -14,9 +14,11 @@ import socket
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
+
+from .httpserver import LoopbackServer
 
 __all__ = ["DROP", "FakeApi", "Reply", "Request", "Sse", "envelope", "serve"]
 
@@ -179,8 +181,7 @@ def serve() -> Iterator[FakeApi]:
     """A running fake API on a free loopback port (stopped on exit)."""
     fake = FakeApi()
     handler = type("Handler", (_Handler,), {"api": fake})
-    server = ThreadingHTTPServer(("127.0.0.1", 0), handler)
-    server.daemon_threads = True
+    server = LoopbackServer(("127.0.0.1", 0), handler)
     fake.url = f"http://127.0.0.1:{server.server_address[1]}"
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
     thread.start()

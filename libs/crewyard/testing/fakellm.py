@@ -18,10 +18,11 @@ import threading
 import time
 from contextlib import suppress
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from .fakellm_replies import Answer, Reply, ToolCall, chunks, completion, default_answer, reply_for
+from .httpserver import LoopbackServer
 
 __all__ = ["Answer", "FakeLLM", "RecordedRequest", "Reply", "ToolCall", "default_answer", "reply_for"]
 
@@ -64,8 +65,7 @@ class FakeLLM:
         self.tool_args = tool_args
         self._lock = threading.Lock()
         self._requests: list[RecordedRequest] = []
-        self._server = ThreadingHTTPServer((host, port), _handler_for(self))
-        self._server.daemon_threads = True
+        self._server = LoopbackServer((host, port), _handler_for(self))
         self._thread: threading.Thread | None = None
 
     @property

@@ -5,10 +5,12 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import msgspec
+
+from .httpserver import LoopbackServer
 
 #: (request number for this delivery id, starting at 1) → (status, seconds to wait before answering).
 Script = Callable[[int, dict[str, str], bytes], tuple[int, float]]
@@ -58,14 +60,7 @@ class Receiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        class Server(ThreadingHTTPServer):
-            # A real receiver's listen backlog, not the standard library's 5: a burst of
-            # connections beyond it is dropped by the kernel and retried by the sender's TCP a
-            # second later, or not at all within its connect timeout on a busy machine.
-            request_queue_size = 128
-
-        self.server = Server(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
+        self.server = LoopbackServer(("127.0.0.1", 0), Handler)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
 
     @property
