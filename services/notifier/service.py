@@ -114,9 +114,7 @@ class Notifier:
                 stopped.cancel()
                 if not starting.done():
                     await cancel_until_done(starting)
-            if starting.cancelled():
-                return
-            if starting.exception() is None:
+            if starting.cancelled() or starting.exception() is None:
                 return
             log.warning("cannot start the dispatch subscribers yet (%s); retrying", starting.exception())
             with contextlib.suppress(TimeoutError):

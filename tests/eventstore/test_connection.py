@@ -4,7 +4,7 @@ client reconnects to one that went away — nothing of either may go on retrying
 import asyncio
 import socket
 
-from crewyard.eventstore import cancel_until_done, close, connect
+from crewyard.eventstore import abandon, cancel_until_done, close, connect
 from crewyard.natsserver import EmbeddedNats
 
 
@@ -79,3 +79,10 @@ async def test_closing_a_client_whose_broker_went_away_ends_its_reconnecting_and
     await asyncio.sleep(0)  # what close cancelled ends on the loop's next turn
     left = _others() - before
     assert not left, left
+
+
+async def test_a_connect_given_up_just_as_it_connected_is_closed(nats_url: str, nats_admin: str):
+    connecting = asyncio.create_task(connect(nats_url, name="t", creds=nats_admin))
+    nc = await asyncio.shield(connecting)  # it connected; the cancel comes a moment too late
+    await abandon(connecting)
+    assert nc.is_closed

@@ -9,6 +9,7 @@ for events a reader cannot use.
 
 from ._connection import (
     StreamSettings,
+    abandon,
     cancel_until_done,
     close,
     connect,
@@ -36,6 +37,7 @@ __all__ = [
     "StreamSettings",
     "WorkItem",
     "WorkQueue",
+    "abandon",
     "cancel_until_done",
     "close",
     "connect",

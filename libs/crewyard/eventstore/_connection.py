@@ -117,10 +117,10 @@ async def connect(
     try:
         await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
     except BaseException:  # cancelled (a service stopped while it waited): so is the connecting
-        await cancel_until_done(connecting)
+        await abandon(connecting)
         raise
     if not connecting.done():
-        await cancel_until_done(connecting)
+        await abandon(connecting)
         hint = "no credentials given" if creds is None else "credentials refused"
         raise StoreUnavailable(f"cannot connect to NATS at {url}: {refused.result()} ({hint})")
     try:
@@ -151,6 +151,14 @@ async def cancel_until_done(task: asyncio.Future[Any], *, every: float = 0.2, li
         task.exception()  # seen: not reported as never retrieved
     if cancelled:
         raise asyncio.CancelledError
+
+
+async def abandon(connecting: asyncio.Future[Client]) -> None:
+    """Give up a connect that is still going on: cancel it until it has ended, and close the
+    connection if it was made just as the cancel came."""
+    await cancel_until_done(connecting)
+    if connecting.done() and not connecting.cancelled() and connecting.exception() is None:
+        await close(connecting.result())
 
 
 async def close(nc: Client, *, flush_timeout: float = 5.0) -> None:

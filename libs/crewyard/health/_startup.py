@@ -13,7 +13,7 @@ import time
 from crewyard.eventstore import (
     EventStore,
     StoreUnavailable,
-    cancel_until_done,
+    abandon,
     close,
     connect,
     ensure_platform_stream,
@@ -83,7 +83,7 @@ async def wait_for_jetstream(
         stopped.cancel()
     if not connecting.done():
         with contextlib.suppress(Exception):
-            await cancel_until_done(connecting)
+            await abandon(connecting)
         return None
     nc = connecting.result()  # a bad URL raises here: that is misconfiguration, not a wait
     store = EventStore(nc, settings.stream)
