@@ -155,7 +155,11 @@ class Liveness:
                 await self._write()
 
     async def close(self) -> None:
-        """At a clean stop: no entry means no live runs of ours."""
+        """At a clean stop: no entry means no live runs of ours. With the broker gone there is no
+        one to tell (a delete would wait its whole timeout): the entry is then judged by its age,
+        like a runner's that died."""
+        if not self.store.nc.is_connected:
+            return
         with contextlib.suppress(Exception):
             await (await self._bucket()).delete(self._key(self.runner_id))
 
