@@ -6,10 +6,7 @@ import socket
 
 from crewyard.eventstore import abandon, cancel_until_done, close, connect
 from crewyard.natsserver import EmbeddedNats
-
-
-def _others() -> set[asyncio.Task]:
-    return {t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()}
+from crewyard.testing.tasks import tasks_left
 
 
 async def test_a_task_that_swallows_its_first_cancel_is_cancelled_again_until_it_ends():
@@ -37,7 +34,7 @@ async def test_a_connect_to_a_dead_port_cancelled_leaves_no_retrying_behind():
     with socket.socket() as dead:
         dead.bind(("127.0.0.1", 0))
         port = dead.getsockname()[1]
-    before = _others()
+    before = asyncio.all_tasks()
     retries: list[Exception] = []
     retried = asyncio.Event()
 
@@ -52,7 +49,7 @@ async def test_a_connect_to_a_dead_port_cancelled_leaves_no_retrying_behind():
     seen = len(retries)
     await asyncio.sleep(0.6)
     assert len(retries) == seen, "the client still retries after its connect was cancelled"
-    assert _others() - before == set()
+    assert not await tasks_left(before)
 
 
 async def _ignore(msg: object) -> None:
@@ -64,7 +61,7 @@ async def test_closing_a_client_whose_broker_went_away_ends_its_reconnecting_and
     server.start()
     try:
         nc = await connect(server.url, name="t", creds=server.creds("admin"))
-        before = _others()
+        before = asyncio.all_tasks()
         await nc.subscribe("crewyard.test", cb=_ignore)  # a subscription's task, to be ended
     finally:
         server.stop()
@@ -76,8 +73,7 @@ async def test_closing_a_client_whose_broker_went_away_ends_its_reconnecting_and
     await nc.publish("crewyard.test", b"held for the next server")  # never sent now
     await close(nc)
     assert nc.is_closed
-    await asyncio.sleep(0)  # what close cancelled ends on the loop's next turn
-    left = _others() - before
+    left = await tasks_left(before)
     assert not left, left
 
 

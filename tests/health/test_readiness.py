@@ -13,6 +13,7 @@ from crewyard.core.events import ProjectCreated, make_event
 from crewyard.core.ids import new_id
 from crewyard.eventstore import EventStore, StreamSettings
 from crewyard.health import HealthError, HealthListener, Readiness, Reply, health_routes, starting
+from crewyard.testing.tasks import tasks_left
 
 
 async def _append(store: EventStore, n: int) -> int:
@@ -211,6 +212,5 @@ async def test_the_api_port_answers_while_the_other_services_wait_for_nats(tmp_p
     with socket.socket() as again:  # stopped: the port is let go
         again.bind(("127.0.0.1", api_port))
     # Stopped: nothing of it goes on (a connect to the dead port retried forever, for one).
-    await asyncio.sleep(0)
-    left = [t for t in asyncio.all_tasks() - before if t is not asyncio.current_task() and not t.done()]
+    left = await tasks_left(before)
     assert not left, left

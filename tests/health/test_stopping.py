@@ -12,6 +12,7 @@ import httpx
 from crewyard import platform, settings
 from crewyard.natsserver import EmbeddedNats
 from crewyard.testing.platform import free_port
+from crewyard.testing.tasks import tasks_left
 
 
 async def _ready(api: str, up: asyncio.Task[None]) -> None:
@@ -53,6 +54,5 @@ async def test_a_platform_whose_broker_went_away_stops_and_leaves_nothing_runnin
     finally:
         for sig in (signal.SIGINT, signal.SIGTERM):  # up() stops on these: the loop's, not ours
             asyncio.get_running_loop().remove_signal_handler(sig)
-    await asyncio.sleep(0)
-    left = [t for t in asyncio.all_tasks() - before if t is not asyncio.current_task() and not t.done()]
+    left = await tasks_left(before)
     assert not left, left
