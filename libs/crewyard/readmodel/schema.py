@@ -10,7 +10,7 @@ from . import _outbound as outbound
 from . import _tables as tables
 from . import _threads as threads
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 def json_flag(col: str) -> str:
@@ -102,8 +102,6 @@ CREATE TABLE IF NOT EXISTS runs (
     environment TEXT NOT NULL DEFAULT 'production',
     thread_id TEXT,
     status TEXT NOT NULL,
-    input TEXT NOT NULL,
-    output TEXT,
     error_message TEXT,
     error_reason TEXT,
     created_at TEXT NOT NULL,
@@ -119,7 +117,12 @@ CREATE TABLE IF NOT EXISTS runs (
     idempotency_key TEXT,
     request_hash TEXT,
     last_seq INTEGER NOT NULL,
-    summary TEXT GENERATED ALWAYS AS ({RUN_SUMMARY_JSON}) STORED
+    summary TEXT GENERATED ALWAYS AS ({RUN_SUMMARY_JSON}) STORED,
+    -- What a crew was given and returned: last in the row, because SQLite reads a row's columns
+    -- in order, and a large body sits on overflow pages that a read of any later column (the
+    -- summary a page of runs shows) would have to walk through.
+    input TEXT NOT NULL,
+    output TEXT
 );
 CREATE INDEX IF NOT EXISTS runs_project ON runs (project, id);
 CREATE INDEX IF NOT EXISTS runs_status ON runs (status, id);

@@ -1,0 +1,53 @@
+"""A page of runs reads their summaries, not what the crews were given and returned.
+
+Measured in bytes the process reads from the file (``rchar`` of ``/proc/self/io``), not in time:
+a fresh connection has nothing cached, so every page SQLite needs is a ``pread``.
+"""
+
+from pathlib import Path
+
+import msgspec
+
+from crewyard.readmodel import ReadModel, open_db
+
+RUNS, BODY = 50, 200_000
+
+
+def _bytes_read() -> int:
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("rchar:"):
+            return int(line.split()[1])
+    raise AssertionError("no rchar in /proc/self/io")
+
+
+async def _runs_with_large_bodies(path: Path) -> None:
+    db = await open_db(path)
+    body = msgspec.json.encode({"text": "x" * BODY}).decode()
+    for i in range(RUNS):
+        await db.execute(
+            "INSERT INTO runs (id, project, deployment_id, status, input, output, created_at, last_seq)"
+            " VALUES (?, 'p', 'dep_a', 'succeeded', ?, ?, '2026-01-01', ?)",
+            (f"run_{i:04d}", body, body, i),
+        )
+    await db.commit()
+    await db.close()
+
+
+async def test_a_page_of_runs_does_not_read_their_input_and_output(tmp_path: Path) -> None:
+    path = tmp_path / "readmodel.sqlite3"
+    await _runs_with_large_bodies(path)
+    rm = await ReadModel.open(path)
+    try:
+        for project, status in ((None, None), ("p", None), (None, "succeeded")):
+            before = _bytes_read()
+            page, _ = await rm.runs(project=project, status=status, limit=RUNS, cursor=None)
+            read = _bytes_read() - before
+            assert len(page) == RUNS
+            assert all(b'"status":"succeeded"' in run and b"xxxx" not in run for run in page)
+            # Input and output of 50 runs, 200 KB each: a page that walked through them would read 20 MB.
+            assert read < 1_000_000, f"{project, status}: {read:,} bytes read for a page of {RUNS} summaries"
+        # ``full`` is the page that does show them.
+        full, _ = await rm.runs(project=None, status=None, limit=2, cursor=None, full=True)
+        assert all(b"x" * BODY in run for run in full)
+    finally:
+        await rm.close()
