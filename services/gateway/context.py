@@ -4,6 +4,7 @@ plus the two moves every command makes: append an event, then wait until the rea
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -60,6 +61,11 @@ class Gateway:
     _hub: Hub | None = None
     #: Set when the gateway shuts down: SSE streams end with a retry hint (``sse.RETRY_HINT``).
     closing: Closing = dataclasses.field(default_factory=Closing)
+
+    @functools.cached_property
+    def allowed_hosts(self) -> tuple[str, ...]:
+        """``settings.allowed_host_list``, worked out once: every request is checked against it."""
+        return self.settings.allowed_host_list
 
     @property
     def hub(self) -> Hub:

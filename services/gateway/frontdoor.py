@@ -56,7 +56,7 @@ class AccessMiddleware:
             return
         gateway: Gateway = http["app"].state.gateway
         host = next((v.decode("latin-1") for k, v in http["headers"] if k == b"host"), "")
-        if not host_allowed(host, gateway.settings.allowed_host_list):
+        if not host_allowed(host, gateway.allowed_hosts):
             start, body = _refusal(400, "bad_host", f"this API does not answer to the host {host[:100]!r}")
             await send(start)
             await send(body)

@@ -110,9 +110,10 @@ class KeyRegistry:
         """The usable key ``token`` is, or None (malformed, unknown, revoked or expired)."""
         if not well_formed(token):
             return None
-        key_id = self._by_hash.get(token_hash(token))
+        digest = token_hash(token)  # once: it is most of a request's authentication
+        key_id = self._by_hash.get(digest)
         key = self.keys.get(key_id) if key_id else None
-        if key is None or not key.matches(token) or not key.usable(now or datetime.now(UTC)):
+        if key is None or not key.matches_hash(digest) or not key.usable(now or datetime.now(UTC)):
             return None
         return key
 

@@ -64,7 +64,11 @@ class ApiKey(msgspec.Struct, kw_only=True):
 
     def matches(self, token: str) -> bool:
         """Constant-time comparison of the stored hash with the token's."""
-        return hmac.compare_digest(self.token_sha256, token_hash(token))
+        return self.matches_hash(token_hash(token))
+
+    def matches_hash(self, digest: str) -> bool:
+        """:meth:`matches`, given the token's :func:`token_hash`."""
+        return hmac.compare_digest(self.token_sha256, digest)
 
     def covers(self, project: str) -> bool:
         return self.project is None or self.project == project
