@@ -13,15 +13,17 @@ import asyncio
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Protocol, TypeVar
 
-from crewyard.eventstore import EventStore
+from crewyard.eventstore import EventStore, cancel_until_done
 from crewyard.health import Readiness
 from crewyard.objects import ObjectStore
 from crewyard.secrets import SecretBox, load_key
 from crewyard.settings import Settings
 
-__all__ = ["Service", "ServiceContext", "ServiceFactory"]
+__all__ = ["Service", "ServiceContext", "ServiceFactory", "unless_stopped"]
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -46,3 +48,21 @@ class Service(Protocol):
 
 
 ServiceFactory = Callable[[ServiceContext], Awaitable[Service]]
+
+
+async def unless_stopped(work: Awaitable[T], stop: asyncio.Event) -> T | None:
+    """``work``'s result, or None when ``stop`` is set first: the work is then cancelled, as a
+    crash would end it. For waits a stop should not sit through — a read of a broker that went
+    away takes its whole request timeout to fail — and only for work a crash may interrupt."""
+    task: asyncio.Future[T] = asyncio.ensure_future(work)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait((task, stopping), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+        interrupted = not task.done()
+        if interrupted:
+            await cancel_until_done(task)
+    if interrupted:
+        return None
+    return task.result()

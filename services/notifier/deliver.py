@@ -48,6 +48,7 @@ from crewyard.core.webhooks import (
 )
 from crewyard.eventstore import EventStore, StoreUnavailable, WorkItem, WorkQueue, set_aside
 from crewyard.secrets import SecretBox, SecretError
+from crewyard.servicekit import unless_stopped
 from crewyard.versions import load_versions
 
 from .health import Health
@@ -147,7 +148,7 @@ class Deliverer:
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:  # the broker may be slow to answer at start-up: wait for it, do not die
-                await self.queue.start()
+                await unless_stopped(self.queue.start(), stop)
                 break
             except StoreUnavailable as exc:
                 log.warning("cannot bind the delivery consumer yet (%s); retrying", exc)
@@ -161,9 +162,11 @@ class Deliverer:
                     await asyncio.sleep(0.05)
                     continue
                 try:
-                    items = await self.queue.fetch(min(100, room), timeout=1.0)
+                    # Given up at a stop like a crash would: what it took is delivered again.
+                    items = await unless_stopped(self.queue.fetch(min(100, room), timeout=1.0), stop) or []
                 except StoreUnavailable:
-                    await asyncio.sleep(1.0)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), 1.0)
                     continue
                 for item in items:
                     await self._route(item)

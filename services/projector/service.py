@@ -24,6 +24,7 @@ from crewyard.core import subjects
 from crewyard.core.events import InvalidEvent
 from crewyard.eventstore import EventStore, RawEvent, StoreUnavailable, set_aside
 from crewyard.readmodel import TABLES, open_db, position
+from crewyard.servicekit import unless_stopped
 
 from .handlers import HANDLERS
 
@@ -66,7 +67,8 @@ class Projector:
                     await self._follow(db, stop)
                 except StoreUnavailable:
                     log.warning("event store unavailable; retrying")
-                    await asyncio.sleep(1.0)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), 1.0)
         finally:
             await db.close()
 
@@ -76,8 +78,12 @@ class Projector:
             subjects.all_events(self.store.prefix), start_seq=pos + 1, batch=BATCH
         )
         try:
-            async for batch in batches:
-                if stop.is_set():
+            while not stop.is_set():
+                # A read is given up at a stop (a broker that went away fails it only after its
+                # request timeout); what was read is applied whole, in one transaction.
+                try:
+                    batch = await unless_stopped(anext(batches), stop)
+                except StopAsyncIteration:
                     return
                 if not batch:
                     continue

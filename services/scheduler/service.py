@@ -29,6 +29,7 @@ from crewyard.core.ids import derived_id, new_id
 from crewyard.core.schedules import Decision, ScheduleState, decide, evolve_schedule
 from crewyard.eventstore import ConcurrencyConflict, EventStore, StoreUnavailable, set_aside
 from crewyard.launch import NoDeployment, queue_run, ready_deployment
+from crewyard.servicekit import unless_stopped
 from crewyard.settings import Settings
 
 log = logging.getLogger("crewyard.scheduler")
@@ -62,7 +63,7 @@ class Scheduler:
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
             try:
-                await self.tick()
+                await unless_stopped(self.tick(), stop)  # a tick a crash may end (it resumes)
             except StoreUnavailable as exc:
                 log.warning("event store unavailable (%s); retrying", exc)
             except Exception:

@@ -54,11 +54,17 @@ class Appended(msgspec.Struct, frozen=True):
 
 class EventStore(Following):
     def __init__(
-        self, nc: Client, settings: StreamSettings | None = None, *, read_timeout: float = 5.0
+        self,
+        nc: Client,
+        settings: StreamSettings | None = None,
+        *,
+        read_timeout: float = 5.0,
+        request_timeout: float = 5.0,
     ) -> None:
         self.nc = nc
         self.settings = settings or StreamSettings()
-        self.js = nc.jetstream(timeout=5.0, publish_async_max_pending=4000)
+        #: Appends and consumer changes: ``request_timeout`` for each answer of the server.
+        self.js = nc.jetstream(timeout=request_timeout, publish_async_max_pending=4000)
         #: Reads fail within seconds when the stream cannot answer (an outage must not hang callers).
         self.read_timeout = read_timeout
         self._reads = nc.jetstream(timeout=read_timeout)
