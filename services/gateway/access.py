@@ -338,6 +338,14 @@ def current_key(request: Request[Any, Any, Any]) -> ApiKey | None:
     return _access(request).key
 
 
+def require_role(request: Request[Any, Any, Any], needed: str) -> None:
+    """403 unless the key also has ``needed``: for a request that asks for more than its
+    route's role gives (a stream of a run that cancels the run when its reader goes away)."""
+    key = _access(request).key
+    if key is not None and rank(key.role) < rank(needed):
+        raise forbidden(key, needed)
+
+
 def allow(request: Request[Any, Any, Any], project: str, missing: ApiError | None = None) -> None:
     """Unless the key covers ``project``, the 404 of a missing project (or ``missing``: the 404
     of the missing resource the request named, e.g. a deployment by its id)."""

@@ -32,7 +32,7 @@ from crewyard.workspace import source_object
 from .context import Gateway, IdempotencyKey, gw, project_name
 from .errors import ApiError, bad_request
 from .openapi import GzipUpload, answers
-from .sse import SSE, resume_after, stream_events
+from .sse import SSE, closed_stream, resume_after, stream_events
 
 _enc = msgspec.json.Encoder()
 _BUILD_END = {DeploymentReady.TYPE, DeploymentFailed.TYPE}
@@ -200,9 +200,14 @@ async def list_deployments(request: Request[Any, Any, Any], project: str) -> dic
 @get("/v1/deployments/{dep_id:str}/build-log", opt=READ, responses=SSE)
 async def build_log(request: Request[Any, Any, Any], dep_id: str) -> Any:
     g = gw(request)
-    dep = await g.deployment(dep_id)
-    filt = subjects.aggregate_filter(dep["project"], "deployment", dep_id, g.store.prefix)
     after = resume_after(request)
+    dep = await g.deployment(dep_id)  # either spelling of the id (dep_… or ver_…)
+    filt = subjects.aggregate_filter(dep["project"], "deployment", dep["deployment_id"], g.store.prefix)
+    last = await g.store.last_seq_of(filt)
+    if after is not None and last is not None:
+        if after >= last and dep["status"] != "building":
+            return closed_stream()  # seen to its end
+        after = min(after, last)  # past the end while it builds: what comes next still ends it
     return await stream_events(
         g.store,
         filt,

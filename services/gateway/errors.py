@@ -6,6 +6,7 @@ import logging
 import re
 from typing import Any
 
+import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, ValidationException
 
@@ -36,6 +37,17 @@ def not_found(what: str) -> ApiError:
 
 def conflict(message: str) -> ApiError:
     return ApiError(409, "conflict", message)
+
+
+#: A run's input as JSON, however it is given (a run, a trigger's template, a schedule's).
+MAX_INPUT = 1024 * 1024
+_size = msgspec.json.Encoder()
+
+
+def check_input_size(value: Any) -> None:
+    """413 when ``value`` as JSON is larger than a run's input may be."""
+    if len(_size.encode(value)) > MAX_INPUT:
+        raise ApiError(413, "payload_too_large", f"input is larger than {MAX_INPUT} bytes")
 
 
 def _body(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response[Any]:

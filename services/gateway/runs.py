@@ -26,15 +26,14 @@ from crewyard.readmodel import run_view
 from crewyard.threads import settle
 from crewyard.workspace import artifact_object
 
-from .access import allow, visible_project
+from .access import allow, require_role, visible_project
 from .context import Gateway, IdempotencyKey, gw, project_name
-from .errors import ApiError, bad_request, conflict, not_found
+from .errors import ApiError, bad_request, check_input_size, conflict, not_found
 from .feedstream import FeedStream
 from .openapi import BinaryDownload, OptionalBody, answers
 from .ranges import Unsatisfiable, byte_range, etag_matches
 from .sse import SSE, closed_stream, resume_after
 
-MAX_INPUT = 1024 * 1024
 READ, RUN = {"role": "read"}, {"role": "run"}
 _enc = msgspec.json.Encoder(order="sorted")
 
@@ -77,8 +76,7 @@ async def create_run(
 ) -> Response[Run]:
     """Queue a run of a deployment's version; answers at once (202) with the run as accepted."""
     g = gw(request)
-    if len(_enc.encode(data.input)) > MAX_INPUT:
-        raise ApiError(413, "payload_too_large", f"input is larger than {MAX_INPUT} bytes")
+    check_input_size(data.input)
     key = idempotency_key
     # The hash is of the body as sent (unknown fields included), as it always was: a repeat
     # made before or after an upgrade matches its original.
@@ -250,17 +248,25 @@ async def run_events(request: Request[Any, Any, Any], run_id: str) -> Any:
     """SSE of a run. ``?cancel_on_disconnect=true``: a client that goes away before the run ends
     cancels it (for callers that only care while they watch)."""
     g = gw(request)
+    cancels = request.query_params.get("cancel_on_disconnect", "").lower() in ("1", "true", "yes")
+    if cancels:
+        require_role(request, RUN["role"])  # it cancels: what POST …/cancel needs
     after = resume_after(request)
     run = await g.run(run_id)
-    if run["status"] in rs.TERMINAL:
-        # Everything is stored: the stream must answer now (503 if it cannot), and a client that
-        # has seen the last event gets an empty stream that ends at once.
+    ended = run["status"] in rs.TERMINAL
+    if ended or after is not None:
+        # Ended: everything is stored, so the stream must answer now (503 if it cannot), and a
+        # client that has seen the last event gets an empty stream that ends at once. An id past
+        # the run's last event (no client saw one on it) resumes from that event: what ends the
+        # run still ends the stream.
         filt = subjects.any_project_aggregate_filter("run", run_id, g.store.prefix)
         last = await g.store.last_seq_of(filt)
-        if last is not None and after is not None and after >= last:
-            return closed_stream()
+        if last is not None and after is not None:
+            if ended and after >= last:
+                return closed_stream()
+            after = min(after, last)
     on_disconnect = None
-    if request.query_params.get("cancel_on_disconnect", "").lower() in ("1", "true", "yes"):
+    if cancels:
 
         async def on_disconnect() -> None:
             await request_cancel(g, run_id, reason="client disconnected", quiet=True)

@@ -25,7 +25,7 @@ from crewyard.core.versions import check_environment
 from crewyard.eventstore import ConcurrencyConflict
 
 from .context import Gateway, gw, project_name
-from .errors import bad_request, conflict, not_found
+from .errors import bad_request, check_input_size, conflict, not_found
 from .openapi import OptionalBody
 
 DEPLOY, READ = {"role": "deploy"}, {"role": "read"}
@@ -80,6 +80,7 @@ async def create_schedule(request: Request[Any, Any, Any], project: str, data: S
     except InvalidSchedule as exc:
         raise bad_request(str(exc), "invalid_schedule") from None
     check_environment(data.environment)
+    check_input_size(data.input)
     if data.deployment is not None:
         dep = await g.deployment(data.deployment)
         if dep["project"] != project:

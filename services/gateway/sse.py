@@ -53,6 +53,9 @@ def in_background(coro: Coroutine[Any, Any, None]) -> None:
     task.add_done_callback(_closing.discard)
 
 
+MAX_SEQ = 2**63
+
+
 def resume_after(request: Request[Any, Any, Any]) -> int | None:
     raw = request.headers.get("last-event-id") or request.query_params.get("after")
     if raw is None or raw == "":
@@ -61,8 +64,8 @@ def resume_after(request: Request[Any, Any, Any]) -> int | None:
         value = int(raw)
     except ValueError:
         raise bad_request("Last-Event-ID / after must be a stream sequence number") from None
-    if value < 0:
-        raise bad_request("Last-Event-ID / after must not be negative")
+    if not 0 <= value < MAX_SEQ:  # a stream's sequences are 64-bit; past them NATS refuses the read
+        raise bad_request(f"Last-Event-ID / after must be a stream sequence number (0 to {MAX_SEQ - 1})")
     return value
 
 

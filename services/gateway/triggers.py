@@ -35,14 +35,12 @@ from crewyard.core.versions import Resolved, check_environment
 from crewyard.launch import queue_run
 
 from .context import Gateway, IdempotencyKey, gw, project_name
-from .errors import ApiError, bad_request, not_found
+from .errors import ApiError, bad_request, check_input_size, not_found
 from .limits import Buckets, TooMany
 from .openapi import OptionalBody
 
 DEPLOY, READ, OPEN = {"role": "deploy"}, {"role": "read"}, {"open": True}
-MAX_INPUT = 1024 * 1024
 _json = msgspec.json.Decoder()
-_enc = msgspec.json.Encoder()
 
 
 def secret_name(trigger_id: str) -> str:
@@ -185,8 +183,7 @@ async def fire_trigger(
     row: dict[str, Any] = request.state.trigger
     template = None if row["template"] is None else _json.decode(row["template"])
     run_input = apply_template(template, data or {})
-    if len(_enc.encode(run_input)) > MAX_INPUT:
-        raise ApiError(413, "payload_too_large", f"input is larger than {MAX_INPUT} bytes")
+    check_input_size(run_input)
     target = await _deployment(g, row)
     dep_id = target.deployment_id
     run_id = _run_id(row["id"], idempotency_key)

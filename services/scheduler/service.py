@@ -74,8 +74,14 @@ class Scheduler:
     async def tick(self) -> None:
         await self.schedules.refresh()
         for state in list(self.schedules.items.values()):
-            if state.active:
+            if not state.active:
+                continue
+            try:
                 await self._step(state)
+            except StoreUnavailable:
+                raise
+            except Exception:  # one schedule's fault must not hold up every other one
+                log.exception("schedule %s: its step failed; the others go on", state.schedule_id)
 
     async def _step(self, state: ScheduleState) -> None:
         for _ in range(state.catch_up_limit + 2):

@@ -34,6 +34,16 @@ def test_cron_is_checked():
         zone("Mars/Olympus")
 
 
+def test_a_cron_whose_day_never_comes_and_a_folder_of_zones_are_refused():
+    for never in ("0 0 30 2 *", "0 0 31 4 *", "0 0 1 1 1#5"):
+        with pytest.raises(InvalidSchedule, match="never comes"):
+            check_cron(never)
+    assert check_cron("0 0 29 2 *") == "0 0 29 2 *"  # leap days do come
+    for folder in ("America", "Etc"):
+        with pytest.raises(InvalidSchedule, match="timezone"):
+            zone(folder)
+
+
 def test_a_daily_time_in_a_timezone():
     times = next_times("0 9 * * *", "America/New_York", utc(2026, 1, 1), 2)
     assert times == [utc(2026, 1, 1, 14), utc(2026, 1, 2, 14)]
@@ -83,6 +93,13 @@ def test_nothing_fires_before_creation_and_each_planned_time_once():
         T0 + timedelta(minutes=20),
         T0 + timedelta(minutes=30),
     ]
+
+
+def test_a_schedule_whose_day_never_comes_stored_before_the_check_waits_forever():
+    state = fold_schedule("sch_1", [rec(1, created(cron="0 0 30 2 *"), T0)])
+    d = decide(state, T0 + timedelta(days=400), previous_run_active=False)
+    assert (d.action, d.wake_at) == ("wait", None)
+    assert state.upcoming(T0) == []
 
 
 def test_catch_up_fires_the_latest_or_up_to_n_missed_times():

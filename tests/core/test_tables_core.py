@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sqlite3
+
 import pytest
 
 from crewyard.core import tables as t
@@ -75,6 +77,11 @@ def test_filters_read_values_as_the_columns_type():
     assert t.parse_filter(COLS, "active:eq:true").value is True
     assert t.parse_filter(COLS, "company:contains:a:b").value == "a:b"
     assert t.parse_filter(COLS, "founded:is_null").op == "is_null"
+    # Past SQLite's 64-bit integers a number stays a float, which SQLite compares like any other.
+    for huge in ("1e30", "1e19", "-9.3e18"):
+        value = t.parse_filter(COLS, f"score:gt:{huge}").value
+        assert value == float(huge)
+        assert sqlite3.connect(":memory:").execute("SELECT ? < 0", (value,)).fetchone() == (value < 0,)
     for bad, needle in (
         ("nope:eq:1", "unknown column"),
         ("score:like:1", "unknown operator"),

@@ -37,5 +37,8 @@ def test_templates_pick_fields_from_the_body():
     }
     assert apply_template(None, body) is body
     assert apply_template({"all": "$"}, body) == {"all": body}
+    # Only ASCII digits index a list (superscript two is a digit to str.isdigit, not to int()).
+    for odd in ("$.commits.²", "$.commits.\u0661", "$.commits." + "9" * 5000, "$.commits.-1"):
+        assert apply_template({"x": odd}, body) == {"x": None}, odd
     with pytest.raises(InvalidTemplate):
         check_template({"x": "$repository"})

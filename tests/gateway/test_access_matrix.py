@@ -299,6 +299,13 @@ def test_each_role_on_another_project(world: World, template: str, app_routes: d
                 )
 
 
+def test_a_stream_that_cancels_its_run_when_left_needs_the_role_that_cancels(world: World):
+    path = f"/v1/runs/{world.res['own'].run_id}/events?cancel_on_disconnect=true"
+    for role in ROLES:
+        r = _call(world.platform, world.keys[role], "GET /v1/runs/{run_id}/events", path)
+        assert r.status_code == (200 if rank(role) >= rank("run") else 403), (role, r.status_code)
+
+
 def test_a_platform_wide_key_reaches_every_project_with_its_role(world: World):
     token = world.keys["platform-read"]
     for r in world.res.values():

@@ -23,7 +23,7 @@ from typing import Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import msgspec
-from croniter import croniter
+from croniter import CroniterError, croniter
 
 from crewyard.errors import CrewyardError
 
@@ -47,7 +47,7 @@ class InvalidSchedule(CrewyardError, ValueError):
 def zone(name: str) -> ZoneInfo:
     try:
         return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
+    except (ZoneInfoNotFoundError, ValueError, OSError):  # OSError: a folder of zones ("America")
         raise InvalidSchedule(f"unknown timezone {name!r} (use an IANA name such as Europe/Berlin)") from None
 
 
@@ -57,6 +57,10 @@ def check_cron(expr: str) -> str:
         raise InvalidSchedule(f"cron {expr!r} must have five fields: minute hour day month weekday")
     if not croniter.is_valid(expr):
         raise InvalidSchedule(f"cron {expr!r} is not a valid cron expression")
+    try:
+        croniter(expr, datetime(2000, 1, 1)).get_next(datetime)
+    except CroniterError:
+        raise InvalidSchedule(f"cron {expr!r} names a day that never comes (such as 30 February)") from None
     return expr
 
 
@@ -76,7 +80,10 @@ def times_after(expr: str, tz_name: str, after: datetime) -> Iterator[datetime]:
     walk = croniter(expr, start)
     last = after
     while True:
-        wall: datetime = walk.get_next(datetime)
+        try:
+            wall: datetime = walk.get_next(datetime)
+        except CroniterError:  # no such day in croniter's reach: a schedule stored before the check
+            return
         first = wall.replace(tzinfo=tz, fold=0).astimezone(UTC)
         second = wall.replace(tzinfo=tz, fold=1).astimezone(UTC)
         candidates = [first] if first == second or not both else sorted({first, second})
@@ -188,7 +195,7 @@ def due(state: ScheduleState, now: datetime) -> tuple[list[datetime], datetime |
         out.append(t)
         if len(out) > MAX_SCAN:
             out = out[-MAX_SCAN:]
-    raise AssertionError("croniter ended")  # pragma: no cover - the iterator is endless
+    return out, None  # a cron whose days never come (refused since; one may be in the stream)
 
 
 def decide(state: ScheduleState, now: datetime, *, previous_run_active: bool) -> Decision:

@@ -209,7 +209,8 @@ def _filter_value(col: Column, raw: str, text: str) -> Any:
             raise InvalidTable(f"filter {text!r}: {raw!r} is not a number") from None
         if not math.isfinite(value):
             raise InvalidTable(f"filter {text!r}: {raw!r} is not a finite number")
-        return int(value) if value.is_integer() else value
+        # An integer as SQLite's (64 bits) when it is one; a float otherwise (1e30 stays 1e30).
+        return int(value) if value.is_integer() and abs(value) < 2**63 else value
     if col.type == "boolean":
         if raw not in ("true", "false"):
             raise InvalidTable(f"filter {text!r}: use true or false")

@@ -50,12 +50,17 @@ def check_template(template: dict[str, Any]) -> dict[str, Any]:
     return template
 
 
+def _is_index(part: str) -> bool:
+    """A list index in a template's path: ASCII digits only ("²" is a digit to ``str.isdigit``)."""
+    return part.isascii() and part.isdigit() and len(part) <= 9
+
+
 def _at(body: Any, path: str) -> Any:
     value = body
     for part in path.split(".")[1:]:
         if isinstance(value, dict):
             value = value.get(part)
-        elif isinstance(value, list) and part.isdigit() and int(part) < len(value):
+        elif isinstance(value, list) and _is_index(part) and int(part) < len(value):
             value = value[int(part)]
         else:
             return None

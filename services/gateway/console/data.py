@@ -49,7 +49,7 @@ async def table_page(request: Request[Any, Any, Any], table_id: str) -> Response
     if not who.sees(table["project"]):
         raise not_found(f"table {table_id}")
     try:
-        offset = max(int(request.query_params.get("offset") or 0), 0)
+        offset = min(max(int(request.query_params.get("offset") or 0), 0), 2**62)  # SQLite's range
     except ValueError:
         raise bad_request("offset must be a number") from None
     rows, total = await g.rm.rows(table_id, filters=[], sort=[], limit=PAGE_SIZE, offset=offset)

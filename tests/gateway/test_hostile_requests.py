@@ -1,0 +1,111 @@
+"""Requests with odd values in them get a 4xx with a reason, never a 500 or a stream that never
+ends — and what they would have broken (other projects' schedules) goes on working."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from crewyard.testing.api import EXAMPLES, deploy, wait_run
+from crewyard.testing.platform import PlatformProcess
+
+PROJECT = "odd"
+
+
+@pytest.fixture(scope="module")
+def dep(platform: PlatformProcess) -> dict[str, Any]:
+    with platform.client(timeout=120) as api:
+        d = deploy(api, EXAMPLES / "hello", PROJECT)
+    assert d["status"] == "ready", d
+    return d
+
+
+def _sse(platform: PlatformProcess, path: str, headers: dict[str, str] | None = None) -> list[str]:
+    """The ids of a stream's events, read until the server ends it (the client gives up at 30 s)."""
+    ids = []
+    with (
+        httpx.Client(base_url=platform.api, headers=platform.headers, timeout=30) as client,
+        client.stream("GET", path, headers=headers or {}) as r,
+    ):
+        assert r.status_code == 200, r.read()
+        for line in r.iter_lines():
+            if line.startswith("id: "):
+                ids.append(line[4:])
+    return ids
+
+
+def test_a_schedule_whose_day_never_comes_is_refused_and_others_keep_firing(
+    api: httpx.Client, dep: dict[str, Any]
+):
+    path = f"/v1/projects/{PROJECT}/schedules"
+    for cron in ("0 0 30 2 *", "0 0 31 4 *"):
+        r = api.post(path, json={"cron": cron})
+        assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_schedule", r.text
+    for folder in ("America", "Etc"):
+        r = api.post(path, json={"cron": "0 9 * * *", "timezone": folder})
+        assert r.status_code == 400 and "timezone" in r.json()["error"]["message"], r.text
+    big = api.post(path, json={"cron": "@yearly", "input": {"blob": "x" * (1024 * 1024)}})
+    assert big.status_code == 413, big.text
+    assert api.get(path).json()["schedules"] == []  # nothing of them was stored
+    every = api.post(path, json={"cron": "* * * * *"})
+    assert every.status_code == 201, every.text
+    deadline = time.monotonic() + 90
+    while (s := api.get(f"{path}/{every.json()['id']}").json())["fired"] == 0:
+        assert time.monotonic() < deadline, s
+        time.sleep(1)
+    assert wait_run(api, s["last_run_id"])["status"] == "succeeded"
+    assert api.delete(f"{path}/{every.json()['id']}").status_code == 200
+
+
+def test_a_table_filter_past_64_bit_integers_compares_as_a_number(api: httpx.Client, dep: dict[str, Any]):
+    t = api.post(
+        "/v1/tables",
+        json={"project": PROJECT, "name": "scores", "columns": [{"name": "score", "type": "number"}]},
+    )
+    assert t.status_code == 201, t.text
+    rows = f"/v1/tables/{t.json()['id']}/rows"
+    assert api.post(rows, json={"score": 5}).status_code == 201
+    for flt, count in (
+        ("score:gt:1e30", 0),
+        ("score:lt:1e30", 1),
+        ("score:eq:1e19", 0),
+        ("score:gt:-1e19", 1),
+    ):
+        r = api.get(rows, params={"filter": flt})
+        assert r.status_code == 200, (flt, r.text)
+        assert len(r.json()["rows"]) == count, (flt, r.json())
+
+
+def test_a_trigger_template_indexing_with_a_non_ascii_digit_picks_nothing(
+    api: httpx.Client, dep: dict[str, Any]
+):
+    t = api.post(
+        f"/v1/projects/{PROJECT}/triggers", json={"name": "odd", "template": {"x": "$.a.²", "y": "$.a.1"}}
+    )
+    assert t.status_code == 201, t.text
+    fired = httpx.post(f"{api.base_url}/webhooks/runs/{t.json()['token']}", json={"a": [1, 2]}, timeout=30)
+    assert fired.status_code in (200, 202), fired.text
+    run = api.get(f"/v1/runs/{fired.json()['run_id']}").json()
+    assert run["input"] == {"x": None, "y": 2}
+
+
+def test_a_build_log_ends_by_either_id_and_when_resumed_past_its_end(
+    platform: PlatformProcess, dep: dict[str, Any]
+):
+    by_dep = _sse(platform, f"/v1/deployments/{dep['id']}/build-log")
+    assert by_dep, "no build events"
+    assert _sse(platform, f"/v1/deployments/{dep['version_id']}/build-log") == by_dep
+    assert _sse(platform, f"/v1/deployments/{dep['id']}/build-log", {"Last-Event-ID": "1000000000"}) == []
+
+
+def test_a_resume_point_past_any_sequence_is_a_bad_request(api: httpx.Client, dep: dict[str, Any]):
+    run = api.post("/v1/runs", json={"project": PROJECT, "input": {}}).json()
+    wait_run(api, run["run_id"])
+    for path in (f"/v1/runs/{run['run_id']}/events", "/v1/events", f"/v1/deployments/{dep['id']}/build-log"):
+        for value in (str(2**64 - 1), str(2**63)):
+            r = api.get(path, headers={"Last-Event-ID": value})
+            assert r.status_code == 400, (path, value, r.text)
+            assert r.json()["error"]["code"] == "bad_request"
