@@ -179,7 +179,7 @@ async def settle(
         state, _ = await load_thread(store, thread_id, project)
         if state.active_run_id != run_id or state.status != core.BUSY:
             return True
-        run = rs.fold(run_id, await store.load(project, "run", run_id))
+        run = rs.fold(run_id, await store.load(project, "run", run_id, types=rs.LIFECYCLE))
         status = run.status if run.is_terminal else None
         if run.exists and status is None:
             return False

@@ -103,7 +103,11 @@ def _run(loaded: Loaded) -> int:
         return 1
     sys.stdout.flush()
     sys.stderr.flush()
-    _protocol.send({"t": "result", "output": output})
+    try:
+        _protocol.send({"t": "result", "output": output})
+    except ValueError as exc:
+        _report(ValueError(f"the crew's result is not JSON ({exc}): NaN and Infinity have no JSON form"))
+        return 1
     return 0
 
 

@@ -147,7 +147,10 @@ def _default(value: Any) -> Any:
 
 
 def encode(message: dict[str, Any]) -> str:
-    return json.dumps(message, default=_default, ensure_ascii=False)
+    """One protocol line. A result must be JSON the runner reads: NaN or Infinity in it raise
+    ValueError here (``json`` would write them, the runner would not take the line as a result)."""
+    strict = message.get("t") == "result"
+    return json.dumps(message, default=_default, ensure_ascii=False, allow_nan=not strict)
 
 
 def send(message: dict[str, Any]) -> None:

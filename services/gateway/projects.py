@@ -8,7 +8,7 @@ from litestar import Request, delete, get, put
 
 from crewyard.contract.projects import EnvChanged, EnvList, EnvValue, Limits, LimitsSet, Project, ProjectList
 from crewyard.core.deployment_state import fold_project, sealed_name
-from crewyard.core.envnames import NAME_RE, name_problem
+from crewyard.core.envnames import NAME_RE, name_problem, value_problem
 from crewyard.core.events import EnvSet, EnvUnset, ProjectLimitsSet, shown_to_clients
 from crewyard.core.subjects import event_type_of
 from crewyard.core.versions import check_environment
@@ -65,6 +65,8 @@ async def store_env(g: Gateway, project: str, key: str, value: str, scope: str |
     environment = check_environment(scope) if scope is not None else None
     if len(value) > MAX_VALUE:
         raise bad_request(f"value is longer than {MAX_VALUE} characters")
+    if (problem := value_problem(key, value)) is not None:
+        raise bad_request(problem)
     await g.ensure_project(project)
     sealed = g.secrets.encrypt(project, sealed_name(key, environment), value)
     await g.commit_payload(EnvSet(key=key, value=sealed, environment=environment), project, project, None)

@@ -205,7 +205,7 @@ async def create_thread_run(
 async def _settled_or_busy(g: Gateway, state: core.ThreadState) -> None:
     """A thread busy with a run that already ended is settled here and now; a live run is a 409."""
     run_id = state.active_run_id or ""
-    run = rs.fold(run_id, await g.store.load(state.project, "run", run_id))
+    run = rs.fold(run_id, await g.store.load(state.project, "run", run_id, types=rs.LIFECYCLE))
     if run.is_terminal and await settle(g.store, state.project, state.thread_id, run_id):
         return
     raise core.ThreadBusy(f"thread {state.thread_id} is busy with run {run_id}", run_id)

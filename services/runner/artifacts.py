@@ -37,6 +37,12 @@ _EXTRA_TYPES = {
     ".log": "text/plain",
 }
 MAX_DEPTH = 32
+#: A report names at most this many entries of each kind (skipped, over a limit), each name cut
+#: to a few hundred characters, then says how many more there were: a crew's 30,000 symbolic
+#: links are one line of the run's log, not 30,000 (and never a message the stream refuses).
+MAX_REPORTED = 100
+#: Entries looked at, at most: the rest of a folder holding more is left as it is.
+MAX_ENTRIES = 200_000
 MAX_FILES = 10_000
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
 _PATH_FLAGS = getattr(os, "O_PATH", os.O_RDONLY | os.O_NONBLOCK) | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -62,19 +68,50 @@ def _reopen(path_fd: int, flags: int) -> int:
 Take = Callable[[str, int, os.stat_result], ArtifactStored | None]
 
 
+def shown(name: str) -> str:
+    """A name as a report shows it: at most about 300 characters."""
+    return name if len(name) <= 300 else f"{name[:200]}…{name[-80:]}"
+
+
+def report(reasons: list[str], more: int, what: str) -> list[str]:
+    """``reasons``, and a last line for the ``more`` that were only counted."""
+    return reasons + ([f"… and {more} more {what}"] if more else [])
+
+
+class _Enough(Exception):
+    pass
+
+
 class _Walk:
     def __init__(self, take: Take, max_file: int, max_total: int) -> None:
         self.take, self.max_file, self.max_total = take, max_file, max_total
         self.total = 0
+        self.seen = 0
         self.result = Collected(stored=[], skipped=[], over_limit=[])
+        self.more_skipped = self.more_over = 0
+
+    def skip(self, rel: str, why: str) -> None:
+        if len(self.result.skipped) < MAX_REPORTED:
+            self.result.skipped.append(f"{shown(rel)}: {why}")
+        else:
+            self.more_skipped += 1
+
+    def over(self, rel: str, why: str) -> None:
+        if len(self.result.over_limit) < MAX_REPORTED:
+            self.result.over_limit.append(f"{shown(rel)} {why}")
+        else:
+            self.more_over += 1
 
     def folder(self, dir_fd: int, prefix: str, depth: int) -> None:
         for name in sorted(os.listdir(dir_fd)):
+            self.seen += 1
+            if self.seen > MAX_ENTRIES:
+                raise _Enough
             rel = prefix + name
             try:
                 entry = os.open(name, _PATH_FLAGS, dir_fd=dir_fd)
             except OSError as exc:
-                self.result.skipped.append(f"{rel}: cannot be opened ({exc.strerror})")
+                self.skip(rel, f"cannot be opened ({exc.strerror})")
                 continue
             try:
                 self.entry(entry, rel, depth)
@@ -84,10 +121,10 @@ class _Walk:
     def entry(self, entry: int, rel: str, depth: int) -> None:
         st = os.fstat(entry)
         if stat.S_ISLNK(st.st_mode):
-            self.result.skipped.append(f"{rel}: symbolic link not followed")
+            self.skip(rel, "symbolic link not followed")
         elif stat.S_ISDIR(st.st_mode):
             if depth >= MAX_DEPTH:
-                self.result.skipped.append(f"{rel}: folders nested deeper than {MAX_DEPTH} are not collected")
+                self.skip(rel, f"folders nested deeper than {MAX_DEPTH} are not collected")
                 return
             sub = _reopen(entry, _DIR_FLAGS)
             try:
@@ -95,19 +132,15 @@ class _Walk:
             finally:
                 os.close(sub)
         elif not stat.S_ISREG(st.st_mode):
-            self.result.skipped.append(f"{rel}: not a regular file")
+            self.skip(rel, "not a regular file")
         elif st.st_nlink > 1:
-            self.result.skipped.append(f"{rel}: hard link (a file with other names) not collected")
+            self.skip(rel, "hard link (a file with other names) not collected")
         elif st.st_size > self.max_file:
-            self.result.over_limit.append(
-                f"{rel} is {st.st_size} bytes, over the {self.max_file}-byte limit per artifact"
-            )
+            self.over(rel, f"is {st.st_size} bytes, over the {self.max_file}-byte limit per artifact")
         elif self.total + st.st_size > self.max_total:
-            self.result.over_limit.append(
-                f"{rel} would take the run's artifacts over the {self.max_total}-byte total limit"
-            )
+            self.over(rel, f"would take the run's artifacts over the {self.max_total}-byte total limit")
         elif len(self.result.stored) >= MAX_FILES:
-            self.result.over_limit.append(f"{rel}: a run keeps at most {MAX_FILES} artifacts")
+            self.over(rel, f"is one more than the {MAX_FILES} artifacts a run keeps")
         else:
             self.file(entry, rel, st)
 
@@ -119,7 +152,7 @@ class _Walk:
         finally:
             os.close(fd)
         if stored is None or (after.st_size, after.st_mtime_ns) != (st.st_size, st.st_mtime_ns):
-            self.result.skipped.append(f"{rel}: changed while it was being collected")
+            self.skip(rel, "changed while it was being collected")
             return
         self.total += st.st_size
         self.result.stored.append(stored)
@@ -139,9 +172,14 @@ def walk(root: Path, take: Take, *, max_file: int, max_total: int) -> Collected:
         return state.result
     try:
         state.folder(root_fd, "", 0)
+    except _Enough:
+        state.result.skipped.append(f"more than {MAX_ENTRIES} entries: the rest were not looked at")
     finally:
         os.close(root_fd)
-    return state.result
+    result = state.result
+    result.skipped = report(result.skipped, state.more_skipped, "entries left out")
+    result.over_limit = report(result.over_limit, state.more_over, "files over a limit")
+    return result
 
 
 def _sha256(fd: int) -> tuple[str, int]:

@@ -62,7 +62,9 @@ async def still_ours(store: EventStore, attempt: Attempt, runner_id: str) -> boo
     if not attempt.started_seq:
         return True
     try:
-        state = rs.fold(attempt.run_id, await store.load(attempt.project, "run", attempt.run_id))
+        state = rs.fold(
+            attempt.run_id, await store.load(attempt.project, "run", attempt.run_id, types=rs.LIFECYCLE)
+        )
     except StoreUnavailable:
         return True  # cannot tell: the lease decides (see fence_when_silent)
     if state.version < attempt.started_seq:

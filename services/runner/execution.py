@@ -22,7 +22,6 @@ from crewyard.core.events import (
     RunCanceled,
     RunCompleted,
     RunFailed,
-    encode_checked,
     make_event,
 )
 from crewyard.core.ids import new_id
@@ -76,8 +75,8 @@ async def finish(
                 return False
         event = make_event(payload, project=project, aggregate_id=run_id, event_id=new_id("evt"))
         try:
-            encode_checked(event)
-        except InvalidEvent as exc:  # e.g. an output nested deeper than any reader accepts
+            store.checked(event)
+        except InvalidEvent as exc:  # an output nested deeper than any reader accepts, or too big
             payload = RunFailed(reason="limit", error_message=f"the run's result cannot be stored: {exc}")
             event = make_event(payload, project=project, aggregate_id=run_id, event_id=new_id("evt"))
         try:
@@ -165,7 +164,8 @@ def run_warnings(
     """What the run's log says before the crew starts: settings that were not honoured."""
     warnings = [
         f"environment variable {name} is not applied: the name changes how programs load or start"
-        " (or is reserved for the platform); remove it with `crewyard env unset`"
+        " (or is reserved for the platform), or its value holds a character no process can be"
+        " given (NUL); remove it with `crewyard env unset`"
         for name in refused_env
     ]
     if config.network == "host" and not allow_host_network:

@@ -30,7 +30,7 @@ from crewyard.secrets import SecretError
 from crewyard.settings import Settings
 
 from . import specs
-from .artifacts import collect
+from .artifacts import MAX_REPORTED, collect, report, shown
 from .attempts import Attempt, still_ours
 from .backends import BackendError, ExecutionBackend, RunHandle, RunSpec
 from .execution import Emitter, decide_outcome, finish, retry_or_fail, run_warnings, supervise
@@ -102,7 +102,7 @@ class Executor:
             await item.ack()
 
     async def is_over(self, run_id: str) -> bool:
-        return rs.fold(run_id, await self.store.load_any("run", run_id)).is_terminal
+        return rs.fold(run_id, await self.store.load_any("run", run_id, types=rs.LIFECYCLE)).is_terminal
 
     async def execute(self, item: WorkItem, state: rs.RunState) -> None:
         run_id, project = state.run_id, state.project
@@ -374,8 +374,10 @@ class Executor:
         """Store what the run wrote (also after failure or cancel); returns files over a limit."""
         try:
             folder = await handle.collect_artifacts()
-            for name, reason in handle.skipped:  # left out on the way (docker's archive)
-                await emitter.log(f"artifact skipped: {name}: {reason}", "warning")
+            left_out = handle.skipped  # on the way out of a container (docker's archive)
+            early = [f"{shown(name)}: {reason}" for name, reason in left_out[:MAX_REPORTED]]
+            for line in report(early, len(left_out) - len(early), "entries left out"):
+                await emitter.log(f"artifact skipped: {line}", "warning")
             collected = await collect(
                 folder,
                 self.objects,

@@ -68,7 +68,7 @@ class ThreadKeeper:
         if state.active_run_id != run_id:
             await item.ack()  # settled already (the usual case), or deleted
             return
-        run = rs.fold(run_id, await self.store.load(project, "run", run_id))
+        run = rs.fold(run_id, await self.store.load(project, "run", run_id, types=rs.LIFECYCLE))
         gave_up = not run.exists and item.deliveries >= self.claim_checks
         settled = (run.is_terminal or gave_up) and await settle(
             self.store, project, thread_id, run_id, gave_up=gave_up

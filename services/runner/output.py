@@ -263,7 +263,7 @@ async def _message(
     if outcome.stopped is not None:
         return False
     if isinstance(msg, LogLine):
-        await emitter.log(msg.message, msg.level, msg.stream)
+        await crew_log(emitter, msg.message, msg.level, msg.stream)
     elif isinstance(msg, CrewEvent):
         await _crew_event(emitter, msg)
     elif isinstance(msg, CrewError):  # its message and traceback are text: redacted like logs
@@ -297,6 +297,22 @@ async def _request(
     task.add_done_callback(replies.discard)
 
 
+#: A crew's log line says its level and where it came from; "runner" is the platform's own.
+LEVELS = frozenset({"debug", "info", "warning", "error"})
+PLATFORM_STREAMS = frozenset({"runner"})
+
+
+def _crew_stream(stream: str) -> str:
+    plain = stream.isascii() and stream.replace("_", "").replace("-", "").isalnum() and len(stream) <= 32
+    return stream if plain and stream not in PLATFORM_STREAMS else "crew"
+
+
+async def crew_log(emitter: Emitter, message: str, level: str, stream: str) -> None:
+    """A line the crew logged, however it sent it: redacted and cut like any log text, at a
+    known level, and never under the platform's own name."""
+    await emitter.log(message, level if level in LEVELS else "info", _crew_stream(stream))
+
+
 async def _crew_event(emitter: Emitter, msg: CrewEvent) -> None:
     if msg.type not in CREW_EMITTABLE:
         await emitter.log(f"crew emitted unknown event type {msg.type!r}; ignored", "warning")
@@ -305,5 +321,8 @@ async def _crew_event(emitter: Emitter, msg: CrewEvent) -> None:
         payload = msgspec.convert(msg.data, PAYLOAD_TYPES[msg.type])
     except msgspec.ValidationError as exc:
         await emitter.log(f"crew emitted an invalid {msg.type} event ({exc}); ignored", "warning")
+        return
+    if isinstance(payload, Log):  # the crew's own time and stream are not taken as they come
+        await crew_log(emitter, payload.message, payload.level, payload.stream)
         return
     await emitter.emit(payload)

@@ -24,10 +24,10 @@ from datetime import UTC, datetime, timedelta
 
 from crewyard.aggregate_index import AggregateIndex
 from crewyard.core import run_state as rs
-from crewyard.core.events import InvalidEvent, ScheduleFired, make_event
+from crewyard.core.events import ScheduleFired, make_event
 from crewyard.core.ids import derived_id, new_id
 from crewyard.core.schedules import Decision, ScheduleState, decide, evolve_schedule
-from crewyard.eventstore import ConcurrencyConflict, EventStore, StoreUnavailable, set_aside
+from crewyard.eventstore import ConcurrencyConflict, EventStore, StoreUnavailable
 from crewyard.launch import NoDeployment, queue_run, ready_deployment
 from crewyard.servicekit import unless_stopped
 from crewyard.settings import Settings
@@ -152,14 +152,7 @@ class Scheduler:
         return True
 
     async def _lifecycle(self, project: str, run_id: str) -> rs.RunState:
-        raws = await self.store.load_raw(f"{self.store.prefix}.{project}.run.{run_id}.run.*")
-        history = []
-        for raw in raws:
-            try:
-                history.append(raw.decode(self.store.prefix))
-            except InvalidEvent as exc:
-                set_aside(READER, raw.seq, raw.subject, exc)
-        return rs.fold(run_id, history)
+        return rs.fold(run_id, await self.store.load(project, "run", run_id, types=rs.LIFECYCLE))
 
     async def _running(self, project: str, run_id: str | None) -> bool:
         if run_id is None:

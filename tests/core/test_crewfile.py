@@ -226,6 +226,11 @@ def test_values_are_matched_whole_and_bounded(toml: str, message: str) -> None:
         parse(f"[deployment]\n{toml}\n")
 
 
+def test_an_env_value_with_a_nul_character_is_a_config_error() -> None:
+    with pytest.raises(CrewConfigError, match="NUL"):
+        parse('[deployment]\nentrypoint = "a.b:c"\n[deployment.env]\nX = "a\\u0000b"\n')
+
+
 def test_a_deployment_name_with_a_trailing_newline_is_refused() -> None:
     with pytest.raises(CrewConfigError, match="deployment name"):
         parse('[deployments."main\\n"]\nentrypoint = "crew:run"\n')

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from crewyard.core.envnames import is_denied, name_problem, split
+from crewyard.core.envnames import is_denied, name_problem, split, value_problem
 
 REFUSED = [
     "LD_PRELOAD",
@@ -53,3 +53,10 @@ def test_split_keeps_the_allowed_and_names_the_refused() -> None:
     kept, refused = split({"OPENAI_API_KEY": "k", "LD_PRELOAD": "/x.so", "PYTHONPATH": "/y"})
     assert kept == {"OPENAI_API_KEY": "k"}
     assert refused == ["LD_PRELOAD", "PYTHONPATH"]
+
+
+def test_a_value_with_a_nul_character_is_never_given_to_a_process() -> None:
+    assert value_problem("PEM", "-----BEGIN-----\nabc\n-----END-----\n") is None  # newlines are fine
+    assert "NUL" in (value_problem("BAD", "a\x00b") or "")
+    kept, refused = split({"GOOD": "x", "BAD": "a\x00b"})
+    assert (kept, refused) == ({"GOOD": "x"}, ["BAD"])

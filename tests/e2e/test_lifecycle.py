@@ -321,7 +321,8 @@ def test_a_thread_whose_runner_was_killed_is_not_left_busy(tmp_path: Path):
 
             again = api.post(f"/v1/threads/{tid}/runs", json={"input": {"word": "c"}})
             assert again.status_code == 202, again.text
-            assert wait_run(api, again.json()["run_id"])["status"] == "succeeded"
+            third = wait_run(api, again.json()["run_id"])
+            assert third["status"] == "succeeded", third
             thread = _thread_settled(api, tid)
             assert thread["status"] == "idle" and thread["values"] == {"seen": ["a", "c"]}, thread
     finally:

@@ -2,6 +2,7 @@ import asyncio
 
 import pytest
 
+from crewyard.core import run_state as rs
 from crewyard.core.events import Log, RunQueued, RunStarted, make_event
 from crewyard.core.ids import new_id
 from crewyard.eventstore import ConcurrencyConflict, EventStore
@@ -25,6 +26,26 @@ async def test_append_load_and_expected_sequence(store: EventStore):
     assert [r.seq for r in history] == [s1, s2]
     assert [r.event.type for r in history] == ["run.queued", "run.started"]
     assert await store.load_any("run", run) == history
+
+
+async def test_a_runs_lifecycle_loads_without_what_its_crew_emitted(store: EventStore):
+    run = new_id("run")
+    queued = await store.append(_ev(QUEUED, run), expected_seq=0)
+    for i in range(50):
+        await store.append(_ev(Log(message=f"line {i}"), run))
+    started = await store.append(_ev(STARTED, run))
+    await store.append(_ev(Log(message="after"), run))
+    for lifecycle in (
+        await store.load("acme", "run", run, types=rs.LIFECYCLE),
+        await store.load_any("run", run, types=rs.LIFECYCLE),
+    ):
+        assert [(r.seq, r.event.type) for r in lifecycle] == [
+            (queued, "run.queued"),
+            (started, "run.started"),
+        ]
+        state = rs.fold(run, lifecycle)
+        assert (state.status, state.version) == (rs.RUNNING, started)
+    assert len(await store.load("acme", "run", run)) == 53
 
 
 async def test_two_writers_with_the_same_expectation_only_one_wins(store: EventStore):

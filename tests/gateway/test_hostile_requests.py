@@ -109,3 +109,18 @@ def test_a_resume_point_past_any_sequence_is_a_bad_request(api: httpx.Client, de
             r = api.get(path, headers={"Last-Event-ID": value})
             assert r.status_code == 400, (path, value, r.text)
             assert r.json()["error"]["code"] == "bad_request"
+
+
+def test_an_environment_value_no_process_can_be_given_is_refused(api: httpx.Client, dep: dict[str, Any]):
+    r = api.put(f"/v1/projects/{PROJECT}/env/BAD", json={"value": "a\u0000b"})
+    assert r.status_code == 400 and "NUL" in r.json()["error"]["message"], r.text
+    assert "BAD" not in [e["key"] for e in api.get(f"/v1/projects/{PROJECT}/env").json()["env"]]
+    run = api.post("/v1/runs", json={"project": PROJECT, "input": {}}).json()
+    assert wait_run(api, run["run_id"])["status"] == "succeeded"
+
+
+def test_the_consoles_run_list_refuses_a_project_name_that_is_not_one(api: httpx.Client, dep: dict[str, Any]):
+    for odd in (">", "*", "a.b", "a b", "_secret"):
+        for path in ("/live/runs", "/"):
+            r = api.get(path, params={"project": odd})
+            assert r.status_code == 400, (path, odd, r.status_code)

@@ -7,7 +7,8 @@ import os
 from pathlib import Path
 
 from crewyard.core.events import ArtifactStored
-from crewyard.runner.artifacts import MAX_DEPTH, walk
+from crewyard.runner import artifacts
+from crewyard.runner.artifacts import MAX_DEPTH, MAX_REPORTED, walk
 
 
 class Taker:
@@ -95,3 +96,23 @@ def test_folders_nested_too_deep_are_reported_not_walked(tmp_path: Path) -> None
 
     assert take.read == {"top.txt": b"top"}
     assert len(collected.skipped) == 1 and "nested deeper than" in collected.skipped[0]
+
+
+def test_what_is_left_out_is_reported_in_a_bounded_number_of_short_lines(tmp_path: Path, monkeypatch) -> None:
+    out = tmp_path / "artifacts"
+    deep = out / ("n" * 250) / ("m" * 250)
+    deep.mkdir(parents=True)
+    for i in range(MAX_REPORTED + 50):
+        (deep / f"{i:04d}-{'l' * 200}").symlink_to("/etc/passwd")
+    (out / "kept.txt").write_text("kept")
+
+    collected = walk(out, Taker(), max_file=1000, max_total=10_000)
+
+    assert [s.name for s in collected.stored] == ["kept.txt"]
+    assert len(collected.skipped) == MAX_REPORTED + 1
+    assert collected.skipped[-1] == "… and 50 more entries left out"
+    assert all(len(line) < 400 for line in collected.skipped), max(map(len, collected.skipped))
+
+    monkeypatch.setattr(artifacts, "MAX_ENTRIES", 20)  # a folder of more entries is not walked on
+    few = walk(out, Taker(), max_file=1000, max_total=10_000)
+    assert "more than 20 entries: the rest were not looked at" in few.skipped

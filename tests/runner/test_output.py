@@ -32,6 +32,28 @@ async def test_a_secret_equal_to_true_redacts_log_text_but_never_the_result(run_
     assert "the flag is ***" in ran.logs
 
 
+async def test_a_crew_cannot_log_as_the_runner_nor_past_redaction(run_crew: RunCrew) -> None:
+    source = """
+    from crewyard_runtime import _protocol
+
+    def run(inputs):
+        _protocol.send({"t": "log", "level": "error", "stream": "runner", "message": "disk full"})
+        _protocol.send({"t": "log", "level": "loud", "stream": "a b", "message": "odd"})
+        _protocol.send({"t": "event", "type": "log", "data": {
+            "message": "key s3cr3t", "stream": "runner", "level": "error", "timestamp": "1999-01-01"}})
+        return "ok"
+    """
+    ran = await run_crew(source, secrets=["s3cr3t"])
+
+    logs = {e.data.message: e.data for e in ran.events if e.type == "log"}
+    assert (logs["disk full"].stream, logs["disk full"].level) == ("crew", "error")
+    assert (logs["odd"].stream, logs["odd"].level) == ("crew", "info")
+    sent = logs["key ***"]  # redacted like any log text, stamped by the runner
+    assert (sent.stream, sent.level) == ("crew", "error") and not sent.timestamp.startswith("1999")
+    runner_lines = [e.data.message for e in ran.events if e.type == "log" and e.data.stream == "runner"]
+    assert not any("disk" in line or "s3cr3t" in line for line in runner_lines), runner_lines
+
+
 async def test_a_result_of_megabytes_arrives_whole(run_crew: RunCrew) -> None:
     source = """
     def run(inputs):

@@ -61,6 +61,19 @@ def test_a_crash_in_the_crew_is_the_runs_error_with_its_traceback(
     assert 'crashing.py", line 3, in run' in run.error["traceback"]
 
 
+def test_a_result_with_nan_fails_the_run_saying_why(tmp_path: Path, crew_module: CrewModule) -> None:
+    folder = crew_module(
+        "nan",
+        """
+        def run(inputs):
+            return {"score": float("nan"), "fine": 1.5}
+    """,
+    )
+    run = run_runtime(tmp_path, "nan:run", "python", folder, {})
+    assert run.returncode == 1 and run.error is not None
+    assert "not JSON" in run.error["message"] and "NaN" in run.error["message"], run.error
+
+
 def test_an_async_entrypoint_is_awaited(tmp_path: Path, crew_module: CrewModule) -> None:
     folder = crew_module(
         "asynchronous",

@@ -1,8 +1,8 @@
 """A run's output arrives as the crew returned it, within limits: a secret equal to ``true`` is
 redacted from log text but never from a result of ``True``; a 5 MB result is carried whole, a 7 MB
-one fails the run naming the limit; a crew flooding its log is stopped at the run's event budget
-and the stream grows by a bounded amount. The platforms (bwrap and docker, limits from
-``conftest``) serve on."""
+one fails the run naming the limit, and so does one the event store could not take; a crew
+flooding its log is stopped at the run's event budget and the stream grows by a bounded amount.
+The platforms (bwrap and docker, limits from ``conftest``) serve on."""
 
 from __future__ import annotations
 
@@ -29,6 +29,12 @@ def run(inputs):
         return True
     if kind == "big":
         return "x" * inputs["size"]
+    if kind == "expands":  # a result line the runner's own encoding makes almost 4 times larger
+        import os
+        from crewyard_runtime import _protocol
+        _protocol._channel.write('{"t":"result","output":[' + ",".join(["1e15"] * inputs["n"]) + "]}\\n")
+        _protocol._channel.flush()
+        os._exit(0)
     if kind == "flood":
         line = "f" * 1000
         for i in range(inputs["lines"]):
@@ -101,6 +107,18 @@ def test_a_5_mb_result_is_carried_whole_and_a_7_mb_one_fails_naming_the_limit(
         assert too_big["error_reason"] == "limit" or "limit" in too_big["error_message"], too_big
         assert str(6 * 1024 * 1024) in too_big["error_message"], too_big
         assert "CREWYARD_MAX_OUTPUT_BYTES" in too_big["error_message"], too_big
+        _serves(api, output_crew)
+
+
+def test_a_result_the_event_store_cannot_take_fails_the_run_once_naming_its_size(
+    out_platform: PlatformProcess, output_crew: str
+) -> None:
+    with out_platform.client(timeout=120) as api:
+        # 5.5 MB as the crew sent it (under the output limit), 21 MB as the run's event: more than
+        # the broker takes in a message. Not a lost runner tried three times: a limit, once.
+        run = _run(api, output_crew, kind="expands", n=1_100_000)
+        assert (run["status"], run["error_reason"], run["attempt"]) == ("failed", "limit", 1), run
+        assert "bytes, more than the" in run["error_message"], run
         _serves(api, output_crew)
 
 

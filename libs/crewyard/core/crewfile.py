@@ -27,7 +27,7 @@ from crewyard.errors import CrewyardError
 
 from . import entrypoints, langgraph_json
 from .bounds import MAX_CONCURRENCY, MAX_TIMEOUT_S
-from .envnames import name_problem
+from .envnames import name_problem, value_problem
 
 #: In order of precedence: a langgraph.json is read only when neither TOML file is there.
 CONFIG_FILES = ("crewyard.toml", "crewship.toml", langgraph_json.FILE)
@@ -169,11 +169,12 @@ def _env(value: Any, file: str, where: str) -> dict[str, str]:
     scalars = str | int | float | bool
     if not isinstance(value, dict) or not all(isinstance(v, scalars) for v in value.values()):
         raise CrewConfigError(f"{file}: '{where}' must be a table of strings")
-    for key in value:
-        problem = name_problem(str(key))
+    env = {str(k): str(v) for k, v in value.items()}
+    for key, text in env.items():
+        problem = name_problem(key) or value_problem(key, text)
         if problem is not None:
             raise CrewConfigError(f"{file}: '{where}': {problem}")
-    return {str(k): str(v) for k, v in value.items()}
+    return env
 
 
 def _deployment(

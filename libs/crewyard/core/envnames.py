@@ -92,7 +92,16 @@ def name_problem(name: str) -> str | None:
     return None
 
 
+def value_problem(name: str, value: str) -> str | None:
+    """Why no process can be given ``value`` as ``name``'s value, or None: a NUL character ends
+    the C string it is passed as (execve refuses it; every run would fail to start)."""
+    if "\x00" in value:
+        return f"{name}: an environment value cannot contain a NUL character"
+    return None
+
+
 def split(env: dict[str, str]) -> tuple[dict[str, str], list[str]]:
-    """``env`` without the names a crew may not set, and those names (sorted)."""
-    kept = {k: v for k, v in env.items() if name_problem(k) is None}
+    """``env`` without what a crew cannot be given (a name it may not set, a value no process can
+    take), and those names (sorted)."""
+    kept = {k: v for k, v in env.items() if name_problem(k) is None and value_problem(k, v) is None}
     return kept, sorted(k for k in env if k not in kept)

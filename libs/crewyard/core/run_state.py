@@ -31,6 +31,9 @@ from .events import (
 
 PENDING, RUNNING, SUCCEEDED, FAILED, CANCELED = "pending", "running", "succeeded", "failed", "canceled"
 TERMINAL = frozenset({SUCCEEDED, FAILED, CANCELED})
+#: The types a run's own events have (``load(..., types=LIFECYCLE)``): its fold reads only these,
+#: never what its crew emitted.
+LIFECYCLE = "run.*"
 
 
 class InvalidTransition(CrewyardError):

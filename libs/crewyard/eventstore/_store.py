@@ -41,6 +41,9 @@ from ._poison import set_aside
 from ._raw import RawEvent
 
 _WRONG_LAST_SEQUENCE = 10071
+#: Of a message's max_payload, what is kept for its headers (event id, expected sequence and its
+#: subject filter): the rest is the most an event's bytes may be.
+HEADERS_ROOM = 4096
 _EXPECTED_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
 
 
@@ -81,6 +84,18 @@ class EventStore(Following):
             self.prefix,
             self.settings.platform_prefix,
         )
+
+    def checked(self, event: Event) -> bytes:
+        """The event's wire bytes (``encode_checked``), or :class:`InvalidEvent` when they are
+        more than the broker takes in one message (its ``max_payload``, headers included): an
+        append that NATS would refuse is refused here, naming the size, before it is tried."""
+        body = encode_checked(event)
+        limit = self.nc.max_payload - HEADERS_ROOM
+        if limit > 0 and len(body) > limit:
+            raise InvalidEvent(
+                f"{event.type} event is {len(body):,} bytes, more than the {limit:,} the event store takes"
+            )
+        return body
 
     def aggregate_filter(self, project: str, aggregate: str, aggregate_id: str) -> str:
         return subjects.aggregate_filter(project, aggregate, aggregate_id, self.prefix)
@@ -126,7 +141,7 @@ class EventStore(Following):
         """Store one event; the stream's acknowledgement (sequence, and whether it was a duplicate:
         the server had this event id already, ``seq`` is then the original's)."""
         subject = self.subject_of(event)
-        body = encode_checked(event)
+        body = self.checked(event)
         stream, agg = self._stream_and_aggregate(event)
         agg = expected_over or agg
         delay = 0.1
@@ -169,7 +184,7 @@ class EventStore(Following):
 
     async def append_nowait(self, event: Event) -> asyncio.Future[Any]:
         """Pipeline an event without a concurrency check (for chatty events of a single writer)."""
-        body = encode_checked(event)
+        body = self.checked(event)
         try:
             return await self.js.publish_async(
                 self.subject_of(event),
@@ -241,12 +256,19 @@ class EventStore(Following):
         raws = await self._direct_batch(self.stream, filter_subject, 0, batch, last_per_subject=True)
         return sorted(raws, key=lambda r: r.seq)
 
-    async def load(self, project: str, aggregate: str, aggregate_id: str) -> list[Recorded]:
-        """One aggregate's events (a project's own from both of its scopes, in order)."""
+    async def load(
+        self, project: str, aggregate: str, aggregate_id: str, *, types: str | None = None
+    ) -> list[Recorded]:
+        """One aggregate's events (a project's own from both of its scopes, in order). ``types``:
+        only those whose type matches it, e.g. ``run.*``: a run's lifecycle without what its crew
+        emitted (which may be tens of thousands of events: read-only checks want ``rs.fold`` of
+        the lifecycle; an append's expected sequence is the aggregate's last event of any type)."""
         if aggregate == "project":
             filt = subjects.project_aggregate_filter(aggregate_id, self.prefix)
         else:
             filt = self.aggregate_filter(project, aggregate, aggregate_id)
+        if types is not None:
+            filt = filt.removesuffix(">") + types
         raws = await self.load_raw(filt)
         return [self._history_entry(r, project, aggregate, aggregate_id) for r in raws]
 
@@ -259,11 +281,15 @@ class EventStore(Following):
             self._history_entry(r, subjects.PLATFORM_SCOPE, aggregate, aggregate_id, platform) for r in raws
         ]
 
-    async def load_any(self, aggregate: str, aggregate_id: str) -> list[Recorded]:
-        """Load an aggregate whose project is unknown (ids are unique across projects)."""
-        raws = await self.load_raw(
-            subjects.any_project_aggregate_filter(aggregate, aggregate_id, self.prefix)
-        )
+    async def load_any(
+        self, aggregate: str, aggregate_id: str, *, types: str | None = None
+    ) -> list[Recorded]:
+        """Load an aggregate whose project is unknown (ids are unique across projects); ``types``
+        as for :meth:`load`."""
+        filt = subjects.any_project_aggregate_filter(aggregate, aggregate_id, self.prefix)
+        if types is not None:
+            filt = filt.removesuffix(">") + types
+        raws = await self.load_raw(filt)
         return [self._history_entry(r, "", aggregate, aggregate_id) for r in raws]
 
     def _history_entry(

@@ -13,7 +13,7 @@ from crewyard.core.ids import deployment_id as stored_id
 from crewyard.core.ids import is_id
 from crewyard.workspace import artifact_object
 
-from ..context import Gateway, gw
+from ..context import Gateway, gw, project_name
 from ..errors import ApiError, bad_request, not_found
 from ..runs import request_cancel
 from . import previews
@@ -43,6 +43,8 @@ def run_filters(request: Request[Any, Any, Any], who: Viewer) -> dict[str, str]:
     project, status, deployment = q.get("project") or "", q.get("status") or "", q.get("deployment") or ""
     if status and status not in STATUSES:
         raise bad_request(f"unknown status {status[:40]!r}")
+    if project:
+        project = project_name(project)  # it goes into the live list's subject filter
     if deployment:
         deployment = stored_id(deployment)
         if not is_id(deployment, "dep"):
