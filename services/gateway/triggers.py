@@ -19,8 +19,9 @@ from litestar.handlers import BaseRouteHandler
 from litestar.response import Response
 
 from crewyard.contract.triggers import Trigger, TriggerCreate, TriggerFired, TriggerInput, TriggerList
+from crewyard.core import run_state as rs
 from crewyard.core import subjects
-from crewyard.core.events import TERMINAL_TYPES, RunStarted, TriggerCreated, TriggerRevoked
+from crewyard.core.events import TERMINAL_TYPES, RunQueued, RunStarted, TriggerCreated, TriggerRevoked
 from crewyard.core.ids import is_id, new_id
 from crewyard.core.signing import verify_github
 from crewyard.core.triggers import (
@@ -191,6 +192,8 @@ async def fire_trigger(
         g.store, project=row["project"], run_id=run_id, deployment_id=dep_id, input=run_input,
         correlation_id=row["id"], environment=target.environment, version_number=target.number,
     )  # fmt: skip
+    if seq is None and idempotency_key:
+        await _same_request(g, row["project"], run_id, run_input)
     status = await _started(g, row["project"], run_id, seq, g.settings.trigger_wait_s)
     fired = TriggerFired(
         run_id=run_id, status=status, deployment_id=dep_id, events_url=f"/v1/runs/{run_id}/events"
@@ -213,6 +216,17 @@ async def _deployment(g: Gateway, row: dict[str, Any]) -> Resolved:
         pinned = await g.resolve_version(project=row["project"], deployment_id=row["deployment_id"])
         return msgspec.structs.replace(pinned, environment=environment)
     return await g.resolve_version(project=row["project"], environment=environment)
+
+
+async def _same_request(g: Gateway, project: str, run_id: str, run_input: dict[str, Any]) -> None:
+    """A repeat with the same ``Idempotency-Key`` must be the same request (as ``POST /v1/runs``
+    answers): 422 when the run it names was made from another input."""
+    history = await g.store.load(project, "run", run_id, types=rs.LIFECYCLE)
+    queued = next((r.event.data for r in history if isinstance(r.event.data, RunQueued)), None)
+    if queued is not None and queued.input != run_input:
+        raise ApiError(
+            422, "idempotency_key_reused", "this Idempotency-Key was used with a different request body"
+        )
 
 
 async def _started(g: Gateway, project: str, run_id: str, seq: int | None, wait_s: float) -> str:

@@ -88,14 +88,18 @@ async def _resolve(host: str, port: int) -> list[IP]:
     return [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
 
 
+#: A ``Retry-After`` beyond this is read as this (the retry policy's cap applies after).
+MAX_RETRY_AFTER_S = 86400.0
+
+
 def _retry_after(value: str | None) -> float | None:
     if not value:
         return None
     value = value.strip()
-    if value.isdigit():
-        return float(value)
-    with contextlib.suppress(TypeError, ValueError):
-        return max(0.0, parsedate_to_datetime(value).timestamp() - time.time())
+    if value.isascii() and value.isdigit():  # "²" is a digit to isdigit, not to float
+        return min(float(value), MAX_RETRY_AFTER_S)
+    with contextlib.suppress(TypeError, ValueError, OverflowError):
+        return min(max(0.0, parsedate_to_datetime(value).timestamp() - time.time()), MAX_RETRY_AFTER_S)
     return None
 
 
@@ -132,8 +136,12 @@ class Sender:
                 refused=refused,
             )
 
-        parts = urlsplit(url)
-        host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            parts = urlsplit(url)
+            host, port = parts.hostname or "", parts.port or (443 if parts.scheme == "https" else 80)
+            target = httpx.URL(url)
+        except (ValueError, httpx.InvalidURL) as exc:  # stored before check_url refused it
+            return done(None, f"refused: the url cannot be used ({exc})"[:300], refused=True)
         try:
             addresses = await _resolve(host, port)
         except OSError as exc:
@@ -154,7 +162,7 @@ class Sender:
             reasons.append(reason)
         if allowed is None:
             return done(None, f"refused: {reasons[0] if reasons else 'no address'}", refused=True)
-        target = httpx.URL(url).copy_with(host=str(allowed))
+        target = target.copy_with(host=str(allowed))
         extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
         sent = {**headers, "Host": parts.netloc, "User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
         try:

@@ -59,3 +59,6 @@ def test_github_style_signatures():
     assert not verify_github("s3cret", good, body + b"x")
     assert not verify_github("s3cret", None, body)
     assert not verify_github("other", good, body)
+    assert not verify_github("s3cret", "sha256=\xe9\xe9", body)  # a header may carry any character
+    headers = {"webhook-id": "msg_1", "webhook-timestamp": "\u00b2", "webhook-signature": "v1,\xe9"}
+    assert not verify("s3cret", headers, body, now=2)

@@ -39,6 +39,8 @@ def test_plain_http_urls_are_accepted(url):
         ("http://[fe80::1]/", "link-local"),
         ("http://224.0.0.1/", "multicast"),
         ("http://example.com/" + "a" * 3000, "characters"),
+        ("http://\u2460.\u2460.\u2460.\u2460/x", "ASCII form"),
+        ("http://b\u00fccher.example/", "ASCII form"),
     ],
 )
 def test_bad_urls_are_refused_with_a_reason(url, why):

@@ -192,6 +192,21 @@ def test_backoff_grows_with_jitter_honours_retry_after_and_gives_up_after_the_wi
     )
 
 
+def test_a_receivers_retry_after_is_kept_within_the_policy():
+    policy = RetryPolicy(base_s=2, cap_s=3600, window_s=86400)
+    group = fold_group("dlg_1", [rec(1, queued("dlv_a", 1), "dlg_1")])
+    d = group.deliveries["dlv_a"]
+    d.series_started_at = T0
+    for asked, waited in ((0, 2), (0.001, 2), (3e11, 3600), (90, 90)):
+        outcome, nxt = after_attempt(d, now=T0, status_code=429, retry_after_s=asked, policy=policy, jitter=0)
+        assert (outcome, nxt) == ("retrying", T0 + timedelta(seconds=waited)), asked
+    d.series_attempts = 50_000  # what a stream of short waits adds up to: no overflow
+    assert (
+        after_attempt(d, now=T0, status_code=503, retry_after_s=None, policy=policy, jitter=0)[0]
+        == "retrying"
+    )
+
+
 def test_a_plan_covers_what_the_webhook_wanted_when_each_event_was_stored():
     run = [
         rec(10, RunQueued(deployment_id="dep_a", input={}), "run_a"),

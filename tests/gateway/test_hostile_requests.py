@@ -124,3 +124,26 @@ def test_the_consoles_run_list_refuses_a_project_name_that_is_not_one(api: httpx
         for path in ("/live/runs", "/"):
             r = api.get(path, params={"project": odd})
             assert r.status_code == 400, (path, odd, r.status_code)
+
+
+def test_a_trigger_repeat_with_another_body_is_refused_and_an_odd_signature_is_a_401(
+    api: httpx.Client, dep: dict[str, Any]
+):
+    plain = api.post(f"/v1/projects/{PROJECT}/triggers", json={"name": "idem"}).json()
+    fire = f"{api.base_url}/webhooks/runs/{plain['token']}"
+    first = httpx.post(fire, json={"a": 1}, headers={"Idempotency-Key": "k1"}, timeout=30)
+    again = httpx.post(fire, json={"a": 1}, headers={"Idempotency-Key": "k1"}, timeout=30)
+    other = httpx.post(fire, json={"a": 2}, headers={"Idempotency-Key": "k1"}, timeout=30)
+    assert first.status_code == again.status_code == 202, (first.text, again.text)
+    assert again.json()["run_id"] == first.json()["run_id"]
+    assert other.status_code == 422 and other.json()["error"]["code"] == "idempotency_key_reused", other.text
+    signed = api.post(
+        f"/v1/projects/{PROJECT}/triggers", json={"name": "signed", "signature": {"header": "X-Sig"}}
+    ).json()
+    odd = httpx.post(
+        f"{api.base_url}/webhooks/runs/{signed['token']}",
+        content=b"{}",
+        headers={"Content-Type": "application/json", "X-Sig": "sha256=\xe9\xe9".encode("latin-1")},
+        timeout=30,
+    )
+    assert odd.status_code == 401, odd.text

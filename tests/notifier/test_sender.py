@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from crewyard.notifier.sender import EXCERPT_BYTES, Guard, Sender
+from crewyard.notifier.sender import EXCERPT_BYTES, MAX_RETRY_AFTER_S, Guard, Sender
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -82,6 +82,25 @@ async def test_bodies_are_read_only_up_to_the_cap_and_retry_after_is_read(server
     got = await Sender(guard(), 2.0).post(url(server), {}, b"{}")
     assert got.status_code == 503 and got.retry_after_s == 7.0
     assert 0 < len(got.excerpt) <= EXCERPT_BYTES
+
+
+@pytest.mark.parametrize(
+    ("value", "read"),
+    [
+        ("300000000000", MAX_RETRY_AFTER_S),
+        ("\u00b2", None),
+        ("Fri, 31 Dec 9999 23:59:59 GMT", MAX_RETRY_AFTER_S),
+    ],
+)
+async def test_an_odd_retry_after_is_read_within_bounds_or_not_at_all(server, value, read):
+    server.answer = (429, {"Retry-After": value.encode("utf-8").decode("latin-1")}, b"")
+    got = await Sender(guard(), 2.0).post(url(server), {}, b"{}")
+    assert got.status_code == 429 and got.retry_after_s == read
+
+
+async def test_a_url_no_client_can_use_is_a_refused_attempt_not_an_exception():
+    got = await Sender(guard(), 1.0).post("http://\u2460.\u2460.\u2460.\u2460/x", {}, b"{}")
+    assert got.refused and got.status_code is None and "cannot be used" in (got.error or "")
 
 
 async def test_redirects_are_answers_not_instructions(server):

@@ -77,10 +77,13 @@ def verify(secret: str, headers: Mapping[str, str], body: bytes, *, now: int, to
     """What a receiver does (and our tests): the id, timestamp and one matching ``v1`` entry."""
     lower = {k.lower(): v for k, v in headers.items()}
     msg_id, ts = lower.get("webhook-id"), lower.get("webhook-timestamp", "")
-    if not msg_id or not ts.isdigit() or abs(now - int(ts)) > tolerance_s:
+    if not msg_id or not ts.isascii() or not ts.isdigit() or abs(now - int(ts)) > tolerance_s:
         return False
-    expected = sign(secret, msg_id, int(ts), body)
-    return any(hmac.compare_digest(expected, part) for part in lower.get("webhook-signature", "").split())
+    expected = sign(secret, msg_id, int(ts), body).encode()
+    return any(
+        hmac.compare_digest(expected, part.encode("utf-8", "replace"))
+        for part in lower.get("webhook-signature", "").split()
+    )
 
 
 def github_signature(secret: str, body: bytes) -> str:
@@ -90,4 +93,6 @@ def github_signature(secret: str, body: bytes) -> str:
 def verify_github(secret: str, header_value: str | None, body: bytes) -> bool:
     if not header_value:
         return False
-    return hmac.compare_digest(github_signature(secret, body), header_value.strip())
+    # As bytes: compare_digest refuses str with non-ASCII characters (a header may carry any).
+    given = header_value.strip().encode("utf-8", "replace")
+    return hmac.compare_digest(github_signature(secret, body).encode(), given)

@@ -45,6 +45,10 @@ def check_url(url: str) -> str:
         raise TargetRefused("url must start with http:// or https://")
     if not parts.hostname:
         raise TargetRefused("url has no host")
+    if not parts.hostname.isascii():
+        # Spellings of a name differ between IDNA versions ("①" is "1" to one, refused by the
+        # other): the host is taken only in the ASCII form every resolver reads the same way.
+        raise TargetRefused("url's host must be in its ASCII form (xn--… for an international name)")
     if "@" in parts.netloc:
         raise TargetRefused("url must not contain credentials (user:password@); sign requests instead")
     if parts.fragment:

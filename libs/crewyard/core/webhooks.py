@@ -301,9 +301,11 @@ def after_attempt(
         return "failed", None
     n = delivery.series_attempts + 1
     if retry_after_s is not None:
-        wait = max(0.0, retry_after_s)
+        # The receiver's wait, within the policy's: never sooner than its first step (0 would be
+        # a request a millisecond, all day), never later than its cap.
+        wait = min(max(retry_after_s, policy.base_s), policy.cap_s)
     else:
-        top = min(policy.cap_s, policy.base_s * 2 ** (n - 1))
+        top = min(policy.cap_s, policy.base_s * 2 ** min(n - 1, 60))
         wait = top / 2 + jitter * top / 2
     started = delivery.series_started_at or now
     nxt = now + timedelta(seconds=wait)
