@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 
 import msgspec
 
@@ -37,6 +38,41 @@ from crewyard.workspace import Workspace
 
 log = logging.getLogger("crewyard.builder")
 ACK_WAIT = 60.0
+#: What one build may write to the stream: lines of at most MAX_LINE characters, at most
+#: MAX_LINES of them and MAX_LOG_BYTES in all (the rest is counted, not kept), and a failure
+#: message of at most MAX_MESSAGE characters (its end: the installer's last words).
+MAX_LINE = 16 * 1024
+MAX_LINES = 10_000
+MAX_LOG_BYTES = 8 * 1024 * 1024
+MAX_MESSAGE = 16 * 1024
+
+
+def _cut(text: str, most: int, *, keep_end: bool = False) -> str:
+    if len(text) <= most:
+        return text
+    return "…" + text[-most:] if keep_end else text[:most] + "…"
+
+
+class _BuildLog:
+    """One build's output on its way to the stream, within the bounds above."""
+
+    def __init__(self, emit: Callable[[Payload], Awaitable[None]]) -> None:
+        self.emit = emit
+        self.lines = self.bytes = self.dropped = 0
+
+    async def line(self, line: str, stream: str) -> None:
+        line = _cut(line, MAX_LINE)
+        self.lines += 1
+        self.bytes += len(line)
+        if self.lines > MAX_LINES or self.bytes > MAX_LOG_BYTES:
+            self.dropped += 1
+            return
+        await self.emit(BuildLog(line=line, stream=stream))
+
+    async def close(self) -> None:
+        if self.dropped:
+            note = f"… {self.dropped} more lines of build output were not kept ({MAX_LINES} lines at most)"
+            await self.emit(BuildLog(line=note, stream="builder"))
 
 
 class Builder:
@@ -100,9 +136,10 @@ class Builder:
         await self._emit(project, dep_id, BuildStarted(builder_id=self.builder_id, backend=self.backend.name))
         t0 = time.monotonic()
 
-        async def sink(line: str, stream: str) -> None:
-            await self._emit(project, dep_id, BuildLog(line=line, stream=stream))
+        async def emit(payload: Payload) -> None:
+            await self._emit(project, dep_id, payload)
 
+        output = _BuildLog(emit)
         heartbeat = asyncio.create_task(_keep_alive(item))
         try:
             source_dir = await self.workspace.source(state.source_digest)
@@ -114,20 +151,28 @@ class Builder:
                 source_digest=state.source_digest,
                 config=config,
             )
-            try:
-                result = await self.backend.build(request, sink)
-                outcome: Payload = DeploymentReady(
-                    env_digest=result.env_digest,
-                    backend=result.backend,
-                    cached=result.cached,
-                    duration_ms=int((time.monotonic() - t0) * 1000),
-                    image=result.image,
-                    env_sha256=result.env_sha256,
-                )
-            except BuildFailed as exc:
-                outcome = DeploymentFailed(error_message=str(exc))
+            result = await self.backend.build(request, output.line)
+            outcome: Payload = DeploymentReady(
+                env_digest=result.env_digest,
+                backend=result.backend,
+                cached=result.cached,
+                duration_ms=int((time.monotonic() - t0) * 1000),
+                image=result.image,
+                env_sha256=result.env_sha256,
+            )
+        except BuildFailed as exc:
+            outcome = DeploymentFailed(error_message=_cut(str(exc), MAX_MESSAGE, keep_end=True))
+        except (StoreUnavailable, ObjectStoreError):
+            raise  # ours, not the crew's: the message is delivered again
+        except Exception as exc:  # what the crew's files made a step fail on (a path too long to
+            # unpack, a file nested past a parser's depth…): a failed build, never one retried
+            # until the queue gives up on it with the deployment left "building"
+            log.warning("build of %s stopped: %r", dep_id, exc)
+            message = f"the build stopped: {type(exc).__name__}: {exc}"
+            outcome = DeploymentFailed(error_message=_cut(message, MAX_MESSAGE))
         finally:
             heartbeat.cancel()
+        await output.close()
         await self.store.flush()
         if await self._finish(project, dep_id, outcome):
             ready = isinstance(outcome, DeploymentReady)

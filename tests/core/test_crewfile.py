@@ -226,6 +226,25 @@ def test_values_are_matched_whole_and_bounded(toml: str, message: str) -> None:
         parse(f"[deployment]\n{toml}\n")
 
 
+@pytest.mark.parametrize(
+    "toml",
+    [
+        "pids = 1" + "0" * 400,  # too big for a float
+        "cpus = 1" + "0" * 400,
+        "x = " + "[" * 3000 + "]" * 3000,  # nested past what the parser reads
+    ],
+)
+def test_numbers_and_nesting_no_reader_can_take_are_a_config_error(toml: str) -> None:
+    with pytest.raises(CrewConfigError):
+        parse(f'[deployment]\nentrypoint = "a.b:c"\n{toml}\n')
+
+
+def test_a_langgraph_json_nested_past_what_a_reader_takes_is_a_config_error() -> None:
+    doc = '{"graphs": {"a": "./crew.py:run"}, "x": ' + "[" * 5000 + "]" * 5000 + "}"
+    with pytest.raises(CrewConfigError, match="nested too deeply"):
+        parse(doc, "langgraph.json")
+
+
 def test_an_env_value_with_a_nul_character_is_a_config_error() -> None:
     with pytest.raises(CrewConfigError, match="NUL"):
         parse('[deployment]\nentrypoint = "a.b:c"\n[deployment.env]\nX = "a\\u0000b"\n')

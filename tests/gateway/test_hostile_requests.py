@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from crewyard.testing.api import EXAMPLES, deploy, wait_run
+from crewyard.testing.api import EXAMPLES, deploy, wait_run, write_crew
 from crewyard.testing.platform import PlatformProcess
 
 PROJECT = "odd"
@@ -147,3 +147,14 @@ def test_a_trigger_repeat_with_another_body_is_refused_and_an_odd_signature_is_a
         timeout=30,
     )
     assert odd.status_code == 401, odd.text
+
+
+def test_a_crew_whose_files_break_its_build_fails_it_and_is_never_left_building(
+    platform: PlatformProcess, tmp_path
+):
+    folder = write_crew(tmp_path / "deep", "def run(inputs):\n    return inputs\n")
+    (folder / "pyproject.toml").write_text("x = " + "[" * 3000 + "]" * 3000 + "\n")
+    with platform.client(timeout=120) as api:
+        d = deploy(api, folder, "odd-build")
+    assert d["status"] == "failed", d
+    assert "nested too deeply" in d["error_message"], d

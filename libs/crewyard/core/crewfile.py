@@ -117,6 +117,8 @@ def parse(text: str, file: str = "crewyard.toml") -> ParsedConfig:
             doc = tomllib.loads(text)
         except tomllib.TOMLDecodeError as exc:
             raise CrewConfigError(f"{file}: not valid TOML: {exc}") from None
+        except RecursionError:  # arrays nested thousands deep
+            raise CrewConfigError(f"{file}: nested too deeply to read") from None
         warnings = [f"{file}: unknown key '{k}' ignored" for k in doc if k not in _TOP_LEVEL]
     single, multi = doc.get("deployment"), doc.get("deployments")
     if single is not None and multi is not None:
@@ -229,7 +231,7 @@ def _deployment(
     if "memory" in fields and not 0 < (memory_bytes(fields["memory"]) or 0) <= MAX_MEMORY_BYTES:
         raise CrewConfigError(f"{file}: '{where}.memory' must be more than 0 and at most 1024g")
     for key, most in _MAXIMA.items():
-        if key in fields and not (math.isfinite(fields[key]) and 0 < fields[key] <= most):
+        if key in fields and not (0 < fields[key] <= most and math.isfinite(fields[key])):
             raise CrewConfigError(
                 f"{file}: '{where}.{key.removesuffix('_s')}' must be positive and at most {most:g}"
             )

@@ -55,6 +55,8 @@ def to_config_doc(text: str) -> tuple[dict[str, Any], list[str]]:
         doc = json.loads(text)
     except ValueError as exc:
         raise LanggraphJsonError(f"not valid JSON: {exc}") from None
+    except RecursionError:
+        raise LanggraphJsonError("nested too deeply to read") from None
     if not isinstance(doc, dict):
         raise LanggraphJsonError("must be a JSON object")
     graphs = doc.get("graphs")

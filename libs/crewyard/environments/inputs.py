@@ -128,6 +128,8 @@ def read(root: Path) -> Inputs:
             doc = tomllib.loads(pyproject.read_text())
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise BuildFailed(f"pyproject.toml is not valid TOML: {exc}") from None
+        except RecursionError:
+            raise BuildFailed("pyproject.toml is nested too deeply to read") from None
         project = doc.get("project")
         if isinstance(project, dict) and isinstance(doc.get("build-system"), dict):
             inputs.project = True
@@ -148,7 +150,7 @@ def dependencies_of(root: Path) -> list[str]:
     """``[project] dependencies`` of a pyproject.toml without a build backend."""
     try:
         doc = tomllib.loads((root / "pyproject.toml").read_text())
-    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError):
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError):
         return []
     deps = doc.get("project", {}).get("dependencies", [])
     return [str(d) for d in deps] if isinstance(deps, list) else []

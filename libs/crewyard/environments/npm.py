@@ -63,6 +63,8 @@ def read(root: Path) -> NodeInputs:
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise BuildFailed(f"package.json is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BuildFailed("package.json is nested too deeply to read") from None
     if not isinstance(manifest, dict):
         raise BuildFailed("package.json must be a JSON object")
     if manifest.get("workspaces"):

@@ -174,7 +174,8 @@ class DockerBackend:
                     network_mode=network.mode,
                     mem_limit=limits.memory_bytes or 0,
                     memswap_limit=limits.memory_bytes or 0,  # equal to memory: no swap
-                    nano_cpus=int(limits.cpus * 1e9) if limits.cpus else 0,
+                    # At least 1% of a CPU, as the cgroup path gives: 0 would mean no limit at all.
+                    nano_cpus=max(int(limits.cpus * 1e9), 10_000_000) if limits.cpus else 0,
                     pids_limit=limits.pids or 0,
                     ulimits=ulimits,
                 )
