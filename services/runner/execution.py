@@ -26,10 +26,10 @@ from crewyard.core.events import (
 )
 from crewyard.core.ids import new_id
 from crewyard.eventstore import ConcurrencyConflict, EventStore, StoreUnavailable
+from crewyard.lines import PROTO_MARGIN
 from crewyard.settings import Settings
 
 from .backends import BackendError, ExitStatus, Limits, RunHandle
-from .backends._lines import PROTO_MARGIN
 from .output import Budget, Emitter, Outcome, Serve, persist, pump_output
 
 __all__ = ["Budget", "Emitter", "Outcome", "persist"]

@@ -25,10 +25,10 @@ import msgspec
 from crewyard.core.events import CREW_EMITTABLE, PAYLOAD_TYPES, Event, InvalidEvent, Log, Payload, make_event
 from crewyard.core.ids import new_id
 from crewyard.eventstore import EventStore, StoreUnavailable
+from crewyard.lines import MAX_LINE, OVERFLOW
 from crewyard.secrets import redact
 
 from .backends import RunHandle
-from .backends._lines import MAX_LINE, OVERFLOW
 from .protocol import (
     VERSION,
     CrewError,

@@ -3,8 +3,13 @@ counted and said once, never each stored (a build printing for half an hour fill
 
 from __future__ import annotations
 
+import asyncio
+import sys
+
 from crewyard.builder.service import MAX_LINE, MAX_LINES, _BuildLog
 from crewyard.core.events import BuildLog, Payload
+from crewyard.environments import sandbox
+from crewyard.lines import MAX_LINE as MAX_TEXT_LINE
 
 
 async def test_a_builds_output_is_cut_and_capped_and_what_was_left_out_is_counted() -> None:
@@ -23,3 +28,22 @@ async def test_a_builds_output_is_cut_and_capped_and_what_was_left_out_is_counte
     assert len(kept[0].line) == MAX_LINE + 1 and kept[0].line.endswith("…")
     assert len(kept) == MAX_LINES + 1  # the cap, and one line saying what was left out
     assert kept[-1].line.startswith("… 41 more lines of build output were not kept")
+
+
+async def test_a_build_printing_a_line_of_megabytes_gets_it_in_pieces(tmp_path) -> None:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        "import sys; sys.stdout.write('x' * 3_000_000); print(); print('error: the end')",
+        stdout=asyncio.subprocess.PIPE,
+        limit=1 << 20,
+    )
+    lines: list[str] = []
+
+    async def log(line: str, stream: str) -> None:
+        lines.append(line)
+
+    await sandbox._watch(proc, None, tmp_path, sandbox.BuildLimits(), log)
+
+    assert lines[-1] == "error: the end"
+    assert sum(len(line) for line in lines[:-1]) == 3_000_000 and max(map(len, lines)) <= MAX_TEXT_LINE

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from crewyard.core.events import RunCompleted, RunFailed
-from crewyard.runner.backends._lines import OVERFLOW, LineSplitter
+from crewyard.lines import OVERFLOW, LineSplitter
 from crewyard.runner.execution import Budget
 
 if TYPE_CHECKING:

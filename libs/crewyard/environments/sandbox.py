@@ -40,6 +40,7 @@ from pathlib import Path
 import msgspec
 
 from crewyard import cgroups, privatenet, spawn
+from crewyard.lines import LineSplitter
 from crewyard.reaper import Reaper
 
 from ._base import BuildFailed, LogSink
@@ -334,11 +335,15 @@ async def _watch(
     async def pump() -> list[str]:
         assert proc.stdout is not None
         tail: list[str] = []
-        async for raw in proc.stdout:
-            line = raw.decode(errors="replace").rstrip()
-            tail = [*tail[-60:], line]
-            await log(line, "stdout")
-        return tail
+        cutter = LineSplitter("stdout")  # a line of megabytes comes in pieces, never an error
+        while True:
+            chunk = await proc.stdout.read(65536)
+            for _, raw in cutter.feed(chunk) if chunk else cutter.finish():
+                line = raw.decode(errors="replace").rstrip()
+                tail = [*tail[-60:], line]
+                await log(line, "stdout")
+            if not chunk:
+                return tail
 
     watcher = asyncio.create_task(watch_limits())
     try:

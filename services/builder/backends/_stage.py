@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import itertools
 import tarfile
 import tempfile
 import threading
@@ -35,6 +36,7 @@ import requests.exceptions
 from crewyard import cgroups, privatenet
 from crewyard.environments import BuildFailed, sandbox
 from crewyard.environments.registry import Registry
+from crewyard.lines import LineSplitter
 
 ENV_IN_IMAGE = "/opt/venv"
 SRC_IN_STAGE = "/opt/crewyard/src"
@@ -215,16 +217,13 @@ def _run(
 
         def pump() -> None:
             nonlocal tail
-            buf = b""  # the engine's chunks are not lines
-            for chunk in api.logs(cid, stream=True, follow=True, stdout=True, stderr=True):
-                *lines, buf = (buf + chunk).split(b"\n")
-                for raw in lines:
+            cutter = LineSplitter("build")  # the engine's chunks are not lines; long lines come cut
+            chunks = api.logs(cid, stream=True, follow=True, stdout=True, stderr=True)
+            for chunk in itertools.chain(chunks, [None]):
+                for _, raw in cutter.feed(chunk) if chunk is not None else cutter.finish():
                     line = raw.decode(errors="replace").rstrip()
                     tail = [*tail[-60:], line]
                     emit(line)
-            if buf.strip():
-                tail.append(buf.decode(errors="replace"))
-                emit(tail[-1])
 
         reader = threading.Thread(target=pump, daemon=True)
         reader.start()

@@ -22,6 +22,7 @@ import requests.exceptions
 from docker.utils.socket import frames_iter
 
 from crewyard import cgroups, privatenet
+from crewyard.lines import splitters
 
 from ._artifacts import Skipped, extract_tar_stream
 from ._base import (
@@ -32,7 +33,6 @@ from ._base import (
     RunSpec,
 )
 from ._engine import ENGINE_ERRORS, ContainerGone, in_thread, translate_errors
-from ._lines import splitters
 
 if TYPE_CHECKING:
     from .docker import DockerBackend

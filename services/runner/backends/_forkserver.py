@@ -29,10 +29,11 @@ from typing import Any, Protocol
 
 import msgspec
 
+from crewyard.lines import merge_lines
+
 from ..protocol import Start, encode
 from ._artifacts import Skipped
 from ._base import BackendError, ExitStatus, RunHandle, RunSpec
-from ._lines import merge_lines
 from ._stdin import StdinWriter
 
 #: How long a server may take to fork and report a run's keeper.

@@ -45,6 +45,7 @@ from pathlib import Path
 from crewyard import cgroups, privatenet, spawn
 from crewyard.core.entrypoints import runtime_of
 from crewyard.environments import ENV_PATH, nodejs
+from crewyard.lines import merge_lines
 from crewyard.reaper import Reaper
 
 from ._artifacts import DEFAULT_MAX_FILE, DEFAULT_MAX_TOTAL, Skipped
@@ -60,7 +61,6 @@ from ._base import (
 from ._bwrap_command import GROUP, PASSWD, SANDBOX_UID, no_nested_userns, sandbox_command, trial
 from ._bwrap_server import start_server
 from ._forkserver import ForkServer
-from ._lines import merge_lines
 from ._stdin import StdinWriter
 
 STATUS_TIMEOUT_S = 30.0

@@ -25,11 +25,11 @@ import msgspec
 from crewyard import spawn
 from crewyard.core.entrypoints import runtime_of
 from crewyard.environments import nodejs
+from crewyard.lines import merge_lines
 
 from ._artifacts import Skipped
 from ._base import FORK_FD, BackendError, ExitStatus, RunSpec, opening, runtime_command, runtime_env
 from ._forkserver import ForkServer
-from ._lines import merge_lines
 from ._stdin import StdinWriter
 
 

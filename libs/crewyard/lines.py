@@ -1,4 +1,4 @@
-"""Cutting a run's byte streams into lines, and merging two streams into one iterator.
+"""Cutting byte streams into lines (a run's output, a build's); merging two streams into one.
 
 Two policies. Text (``stderr``): a line longer than :data:`MAX_LINE` is cut into pieces, so that
 no log event grows past it. Protocol (``proto``): a line is a message and is kept whole up to a
