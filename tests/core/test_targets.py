@@ -57,6 +57,11 @@ def test_private_and_loopback_only_when_the_operator_allows_them():
         assert refusal(ip(addr), 80, policy="public") is not None, addr
         assert refusal(ip(addr), 80, policy="private") is None, addr
     assert refusal(ip("93.184.216.34"), 443, policy="public") is None
+    # IPv4 carried in IPv6 is judged as the IPv4 address: 6to4, Teredo; site-local is not public.
+    for addr in ("2002:7f00:1::1", "2002:a01:203::1", "2001:0:4136:e378:8000:63bf:80ff:fffe", "fec0::1"):
+        assert refusal(ip(addr), 80, policy="public") is not None, addr
+    assert refusal(ip("2002:5db8:d822::1"), 80, policy="public") is None  # 93.184.216.34 in 6to4
+    assert refusal(ip("2002:a9fe:a9fe::1"), 80, policy="private") is not None  # 169.254.169.254
 
 
 def test_the_platform_own_endpoints_are_refused_whatever_the_policy():

@@ -40,7 +40,8 @@ def test_hash_pinned_requirements_are_read_as_written_with_their_continuation_li
 @pytest.mark.parametrize(
     "line",
     ["../elsewhere", "./libs/../../elsewhere", "/etc/passwd", "-r ../other.txt", "-c /etc/constraints.txt",
-     "tool @ file:///srv/tool", "--find-links=../wheels", "~/pkg"],
+     "tool @ file:///srv/tool", "--find-links=../wheels", "~/pkg", "-r/etc/x", "-c../c.txt",
+     "-f/usr/share/wheels"],
 )  # fmt: skip
 def test_a_path_leaving_the_crew_folder_is_refused_naming_the_line(tmp_path: Path, line: str):
     root = _crew(tmp_path, f"six\n{line}\n")
@@ -49,8 +50,16 @@ def test_a_path_leaving_the_crew_folder_is_refused_naming_the_line(tmp_path: Pat
 
 
 def test_editable_installs_are_refused(tmp_path: Path):
-    root = _crew(tmp_path, "-e ./libs/tool\n", {"libs/tool/setup.py": ""})
-    with pytest.raises(BuildFailed, match="editable"):
+    for line in ("-e ./libs/tool", "-e./libs/tool", "--editable=./libs/tool"):
+        root = _crew(tmp_path / line.replace("/", "_"), f"{line}\n", {"libs/tool/setup.py": ""})
+        with pytest.raises(BuildFailed, match="editable"):
+            inputs.read(root)
+
+
+def test_a_chain_of_requirement_files_is_bounded(tmp_path: Path):
+    files = {f"r{i}.txt": f"-r r{i + 1}.txt\n" for i in range(inputs.MAX_REQUIREMENT_FILES + 5)}
+    root = _crew(tmp_path, "-r r0.txt\n", {**files, f"r{inputs.MAX_REQUIREMENT_FILES + 5}.txt": "six\n"})
+    with pytest.raises(BuildFailed, match="requirement files"):
         inputs.read(root)
 
 

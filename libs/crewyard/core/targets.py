@@ -69,9 +69,12 @@ def literal_address(host: str) -> IP | None:
 
 
 def _plain(ip: IP) -> IP:
-    """An IPv4 address written as IPv6 (``::ffff:127.0.0.1``) is judged as the IPv4 address."""
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return ip.ipv4_mapped
+    """An IPv4 address carried in an IPv6 one is judged as that IPv4 address: mapped
+    (``::ffff:127.0.0.1``), 6to4 (``2002:7f00:1::1``) or Teredo (its client address)."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
+        if embedded is not None:
+            return embedded
     return ip
 
 
@@ -88,7 +91,8 @@ def always_refused(ip: IP) -> str | None:
 
 def is_private(ip: IP) -> bool:
     ip = _plain(ip)
-    return ip.is_loopback or ip.is_private or ip.is_reserved or not ip.is_global
+    site_local = isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local  # fec0::/10, deprecated
+    return ip.is_loopback or ip.is_private or ip.is_reserved or site_local or not ip.is_global
 
 
 def refusal(

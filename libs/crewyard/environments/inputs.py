@@ -36,6 +36,8 @@ REQUIREMENTS = "requirements.txt"
 _FILE_OPTIONS = ("-r", "--requirement", "-c", "--constraint")
 _PATH_OPTIONS = ("-f", "--find-links")
 _EDITABLE = ("-e", "--editable")
+#: Requirement files one crew may chain (``-r``), at most.
+MAX_REQUIREMENT_FILES = 100
 
 
 class Inputs(msgspec.Struct, kw_only=True):
@@ -88,6 +90,8 @@ def _scan(root: Path, rel: str, inputs: Inputs, seen: set[str]) -> None:
     if rel in seen:
         return
     seen.add(rel)
+    if len(seen) > MAX_REQUIREMENT_FILES:
+        raise BuildFailed(f"more than {MAX_REQUIREMENT_FILES} requirement files are chained with -r")
     path = root / rel
     if not path.is_file():
         raise BuildFailed(f"requirement file {rel!r} does not exist in the crew's folder")
@@ -97,6 +101,8 @@ def _scan(root: Path, rel: str, inputs: Inputs, seen: set[str]) -> None:
         tokens = line.split()
         first = tokens[0]
         option, _, attached = first.partition("=")
+        if not first.startswith("--") and first[:2] in (*_FILE_OPTIONS, *_PATH_OPTIONS, *_EDITABLE):
+            option, attached = first[:2], first[2:].lstrip("=")  # pip reads -rfile as -r file
         if option in _EDITABLE:
             raise BuildFailed(f"{where}: editable installs ({option}) cannot be deployed; drop the {option}")
         if option in _FILE_OPTIONS or option in _PATH_OPTIONS:
