@@ -213,6 +213,7 @@ def test_python_must_be_a_version_string():
         ('entrypoint = "crew:run\\n"', "entrypoint"),
         ('entrypoint = "crew:run"\nmemory = "512m\\n"', "memory"),
         ('entrypoint = "crew:run"\nmemory = "99999999999g"', "memory"),
+        ('entrypoint = "crew:run"\nmemory = "1"', "at least 16m"),
         ('entrypoint = "crew:run"\ntimeout = inf', "timeout"),
         ('entrypoint = "crew:run"\ntimeout = nan', "timeout"),
         ('entrypoint = "crew:run"\ntimeout = 1e300', "timeout"),

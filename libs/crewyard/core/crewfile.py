@@ -44,6 +44,8 @@ _MAXIMA: dict[str, float] = {
     "max_concurrent_runs": MAX_CONCURRENCY,
 }
 MAX_MEMORY_BYTES = 1 << 40
+#: Less memory than an interpreter starts in: every run would only fail.
+MIN_MEMORY_BYTES = 16 << 20
 #: The most warm sandboxes a crew's config may ask for (the platform may allow fewer).
 MAX_WARM = 16
 
@@ -228,8 +230,11 @@ def _deployment(
         )
     if "memory" in fields and not _MEMORY_RE.fullmatch(fields["memory"]):
         raise CrewConfigError(f'{file}: \'{where}.memory\' must be a size like "512m" or "2g"')
-    if "memory" in fields and not 0 < (memory_bytes(fields["memory"]) or 0) <= MAX_MEMORY_BYTES:
-        raise CrewConfigError(f"{file}: '{where}.memory' must be more than 0 and at most 1024g")
+    if (
+        "memory" in fields
+        and not MIN_MEMORY_BYTES <= (memory_bytes(fields["memory"]) or 0) <= MAX_MEMORY_BYTES
+    ):
+        raise CrewConfigError(f"{file}: '{where}.memory' must be at least 16m and at most 1024g")
     for key, most in _MAXIMA.items():
         if key in fields and not (0 < fields[key] <= most and math.isfinite(fields[key])):
             raise CrewConfigError(
