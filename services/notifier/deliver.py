@@ -106,9 +106,10 @@ class Lane:
                 item = self.waiting.popleft()
                 try:
                     await self.owner.process(item, self)
-                except Exception:
-                    log.exception("delivery of %s failed; it will be tried again", item.event.subject)
-                    await item.nak(delay=5.0)
+                except Exception:  # a fault of ours, not an attempt's answer: tried again, ever later
+                    delay = min(5.0 * 2 ** min(item.deliveries - 1, 10), 3600.0)
+                    log.exception("delivery of %s failed; tried again in %.0f s", item.event.subject, delay)
+                    await item.nak(delay=delay)
                 finally:
                     self.owner.held.pop(id(item), None)
         finally:
