@@ -35,7 +35,7 @@ class LineSplitter:
             line = bytes(self._buf[:end])
             del self._buf[: end + 1]
             self._scanned = 0
-            out.append(self._line(line))
+            out.extend(self._pieces(line))
         self._scanned = len(self._buf)
         if len(self._buf) > self.limit:
             if self.whole:  # an over-long message: let it stream past
@@ -63,7 +63,18 @@ class LineSplitter:
             return []
         line = bytes(self._buf)
         self._buf.clear()
-        return [self._line(line)]
+        return self._pieces(line)
+
+    def _pieces(self, line: bytes) -> list[tuple[str, bytes]]:
+        """A text line in pieces of at most the limit (its newline may come in the same chunk as
+        more than the limit of it); a protocol line whole."""
+        out = []
+        if not self.whole:
+            while len(line) > self.limit:
+                out.append((self.name, line[: self.limit]))
+                line = line[self.limit :]
+        out.append(self._line(line))
+        return out
 
 
 def splitters(proto_limit: int) -> dict[str, LineSplitter]:
