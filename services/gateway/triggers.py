@@ -231,7 +231,7 @@ async def _same_request(g: Gateway, project: str, run_id: str, run_input: dict[s
 
 async def _started(g: Gateway, project: str, run_id: str, seq: int | None, wait_s: float) -> str:
     """Wait (at most ``wait_s``) for the run to leave ``pending``; its status then."""
-    lifecycle = subjects.aggregate_filter(project, "run", run_id, g.store.prefix)[:-1] + "run.*"
+    lifecycle = subjects.aggregate_filter(project, "run", run_id, g.store.prefix, rs.LIFECYCLE)
     status = "pending"
     with contextlib.suppress(TimeoutError):
         async with asyncio.timeout(wait_s), g.store.follow(lifecycle, start_seq=seq or 1) as queue:

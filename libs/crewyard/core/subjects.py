@@ -75,9 +75,12 @@ def event_subject(
     return f"{prefix}.{scope}.{aggregate}.{aggregate_id}.{event_type}"
 
 
-def aggregate_filter(scope: str, aggregate: str, aggregate_id: str, prefix: str = PREFIX) -> str:
-    """All events of one aggregate within one scope (used for loads and the concurrency check)."""
-    return f"{prefix}.{scope}.{aggregate}.{aggregate_id}.>"
+def aggregate_filter(
+    scope: str, aggregate: str, aggregate_id: str, prefix: str = PREFIX, types: str = ">"
+) -> str:
+    """All events of one aggregate within one scope (used for loads and the concurrency check);
+    ``types``: only those of matching types (``run.*``: a run's lifecycle)."""
+    return f"{prefix}.{scope}.{aggregate}.{aggregate_id}.{types}"
 
 
 def project_aggregate_filter(project: str, prefix: str = PREFIX) -> str:
@@ -87,9 +90,11 @@ def project_aggregate_filter(project: str, prefix: str = PREFIX) -> str:
     return f"{prefix}.*.project.{project}.>"
 
 
-def any_project_aggregate_filter(aggregate: str, aggregate_id: str, prefix: str = PREFIX) -> str:
+def any_project_aggregate_filter(
+    aggregate: str, aggregate_id: str, prefix: str = PREFIX, types: str = ">"
+) -> str:
     """All events of one aggregate when its project is not known (ids are globally unique)."""
-    return f"{prefix}.*.{aggregate}.{aggregate_id}.>"
+    return f"{prefix}.*.{aggregate}.{aggregate_id}.{types}"
 
 
 def type_filter(event_type: str, aggregate: str, prefix: str = PREFIX) -> str:

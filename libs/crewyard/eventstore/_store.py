@@ -266,9 +266,7 @@ class EventStore(Following):
         if aggregate == "project":
             filt = subjects.project_aggregate_filter(aggregate_id, self.prefix)
         else:
-            filt = self.aggregate_filter(project, aggregate, aggregate_id)
-        if types is not None:
-            filt = filt.removesuffix(">") + types
+            filt = subjects.aggregate_filter(project, aggregate, aggregate_id, self.prefix, types or ">")
         raws = await self.load_raw(filt)
         return [self._history_entry(r, project, aggregate, aggregate_id) for r in raws]
 
@@ -286,9 +284,7 @@ class EventStore(Following):
     ) -> list[Recorded]:
         """Load an aggregate whose project is unknown (ids are unique across projects); ``types``
         as for :meth:`load`."""
-        filt = subjects.any_project_aggregate_filter(aggregate, aggregate_id, self.prefix)
-        if types is not None:
-            filt = filt.removesuffix(">") + types
+        filt = subjects.any_project_aggregate_filter(aggregate, aggregate_id, self.prefix, types or ">")
         raws = await self.load_raw(filt)
         return [self._history_entry(r, "", aggregate, aggregate_id) for r in raws]
 
