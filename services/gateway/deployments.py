@@ -203,8 +203,7 @@ async def build_log(request: Request[Any, Any, Any], dep_id: str) -> Any:
     after = resume_after(request)
     dep = await g.deployment(dep_id)  # either spelling of the id (dep_… or ver_…)
     filt = subjects.aggregate_filter(dep["project"], "deployment", dep["deployment_id"], g.store.prefix)
-    last = await g.store.last_seq_of(filt)
-    if after is not None and last is not None:
+    if after is not None and (last := await g.store.last_seq_of(filt)) is not None:  # resumed
         if after >= last and dep["status"] != "building":
             return closed_stream()  # seen to its end
         after = min(after, last)  # past the end while it builds: what comes next still ends it
