@@ -15,8 +15,9 @@ import logging
 from faststream.nats import NatsBroker
 
 from crewyard.core.webhooks import RetryPolicy
-from crewyard.eventstore import EventStore, cancel_until_done, close, credential_options
+from crewyard.eventstore import EventStore, close, credential_options
 from crewyard.secrets import SecretBox
+from crewyard.servicekit import unless_stopped
 from crewyard.settings import Settings
 
 from .deliver import Deliverer
@@ -106,17 +107,11 @@ class Notifier:
         """Start the dispatch subscribers; a broker slow to answer is waited for, not fatal, and
         a stop meanwhile ends the wait (the connect retries forever on its own)."""
         while not stop.is_set():
-            starting = asyncio.create_task(broker.start())
-            stopped = asyncio.create_task(stop.wait())
             try:
-                await asyncio.wait([starting, stopped], return_when=asyncio.FIRST_COMPLETED)
-            finally:
-                stopped.cancel()
-                if not starting.done():
-                    await cancel_until_done(starting)
-            if starting.cancelled() or starting.exception() is None:
+                await unless_stopped(broker.start(), stop)
                 return
-            log.warning("cannot start the dispatch subscribers yet (%s); retrying", starting.exception())
+            except Exception as exc:
+                log.warning("cannot start the dispatch subscribers yet (%s); retrying", exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 2.0)
 
