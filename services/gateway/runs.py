@@ -22,6 +22,7 @@ from crewyard.core.ids import deployment_id as stored_id
 from crewyard.core.ids import is_id, new_id, version_id
 from crewyard.core.versions import Resolved
 from crewyard.eventstore import ConcurrencyConflict
+from crewyard.launch import idempotent_event_id
 from crewyard.readmodel import run_view
 from crewyard.threads import settle
 from crewyard.workspace import artifact_object
@@ -98,7 +99,7 @@ async def create_run(
         version_number=target.number,
     )
     # With a key, the event id is derived from it: a concurrent duplicate is dropped by the server.
-    event_id = _idempotent_event_id(project, key) if key else new_id("evt")
+    event_id = idempotent_event_id(project, key) if key else new_id("evt")
     event = make_event(queued, project=project, aggregate_id=run_id, event_id=event_id)
     # The answer comes from the stream's acknowledgement and the event sent, never from reading
     # the write back: in a cluster a replica may not have it yet.
@@ -145,10 +146,6 @@ async def _original(g: Gateway, seq: int, request_hash: str | None) -> Response[
     run = _run(row) if row is not None else _accepted(original, None)
     run.events_url = f"/v1/runs/{original.aggregate_id}/events"
     return Response(run, status_code=200)
-
-
-def _idempotent_event_id(project: str, key: str) -> str:
-    return "evt_idem_" + hashlib.sha256(f"{project}\0{key}".encode()).hexdigest()[:40]
 
 
 def _replayed(row: dict[str, Any], request_hash: str | None) -> Response[Run]:

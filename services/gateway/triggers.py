@@ -42,6 +42,7 @@ from .openapi import OptionalBody
 
 DEPLOY, READ, OPEN = {"role": "deploy"}, {"role": "read"}, {"open": True}
 _json = msgspec.json.Decoder()
+_sorted = msgspec.json.Encoder(order="sorted")
 
 
 def secret_name(trigger_id: str) -> str:
@@ -186,27 +187,49 @@ async def fire_trigger(
     run_input = apply_template(template, data or {})
     check_input_size(run_input)
     target = await _deployment(g, row)
-    dep_id = target.deployment_id
-    run_id = _run_id(row["id"], idempotency_key)
-    seq = await queue_run(
-        g.store, project=row["project"], run_id=run_id, deployment_id=dep_id, input=run_input,
-        correlation_id=row["id"], environment=target.environment, version_number=target.number,
-    )  # fmt: skip
-    if seq is None and idempotency_key:
-        await _same_request(g, row["project"], run_id, run_input)
+    run_id, seq = await _queue(g, row, target, run_input, idempotency_key)
     status = await _started(g, row["project"], run_id, seq, g.settings.trigger_wait_s)
     fired = TriggerFired(
-        run_id=run_id, status=status, deployment_id=dep_id, events_url=f"/v1/runs/{run_id}/events"
+        run_id=run_id,
+        status=status,
+        deployment_id=target.deployment_id,
+        events_url=f"/v1/runs/{run_id}/events",
     )
     return Response(fired, status_code=202)
 
 
-def _run_id(trigger_id: str, key: str | None) -> str:
-    """A new run, or with ``Idempotency-Key`` the same run for every repeat of the request."""
-    if not key:
-        return new_id("run")
-    digest = hashlib.sha256(f"{trigger_id}\0{key}".encode()).digest()
-    return new_id("run", now_ms=lambda: 0, rand=lambda n: digest[:n])
+async def _queue(
+    g: Gateway, row: dict[str, Any], target: Resolved, run_input: dict[str, Any], key: str | None
+) -> tuple[str, int | None]:
+    """Queue the run a request starts: its id and the sequence of its ``run.queued`` (None: not
+    known, the run is from an earlier request). With an
+    ``Idempotency-Key``, a repeat of the request is the run its first made (422 when the repeat's
+    input is another), as ``POST /v1/runs`` does; a trigger's keys are its own."""
+    project = row["project"]
+    # Scoped to the trigger: a tab, which no header value holds, keeps it apart from API keys.
+    scoped = f"{row['id']}\t{key}" if key else None
+    request_hash = hashlib.sha256(_sorted.encode(run_input)).hexdigest() if key else None
+    if scoped:
+        existing = await g.rm.run_by_idempotency_key(project, scoped)
+        if existing is not None:
+            _same_request(existing["request_hash"], request_hash)
+            return str(existing["id"]), None
+    run_id = new_id("run")
+    appended = await queue_run(
+        g.store, project=project, run_id=run_id, deployment_id=target.deployment_id,
+        input=run_input, correlation_id=row["id"], environment=target.environment,
+        version_number=target.number, idempotency_key=scoped, request_hash=request_hash,
+    )  # fmt: skip
+    if appended is None:  # a run with a new id cannot exist already
+        raise ApiError(409, "conflict", "the run could not be queued; try again")
+    if not appended.duplicate:
+        return run_id, appended.seq
+    # A concurrent repeat won: its event (from the leader, which has every acknowledged one).
+    original = (await g.store.get(appended.seq, leader=True)).decode().event
+    if not isinstance(original.data, RunQueued):
+        raise ApiError(409, "conflict", "the run could not be queued; try again")
+    _same_request(original.data.request_hash, request_hash)
+    return original.aggregate_id, appended.seq
 
 
 async def _deployment(g: Gateway, row: dict[str, Any]) -> Resolved:
@@ -218,12 +241,10 @@ async def _deployment(g: Gateway, row: dict[str, Any]) -> Resolved:
     return await g.resolve_version(project=row["project"], environment=environment)
 
 
-async def _same_request(g: Gateway, project: str, run_id: str, run_input: dict[str, Any]) -> None:
-    """A repeat with the same ``Idempotency-Key`` must be the same request (as ``POST /v1/runs``
-    answers): 422 when the run it names was made from another input."""
-    history = await g.store.load(project, "run", run_id, types=rs.LIFECYCLE)
-    queued = next((r.event.data for r in history if isinstance(r.event.data, RunQueued)), None)
-    if queued is not None and queued.input != run_input:
+def _same_request(stored_hash: str | None, request_hash: str | None) -> None:
+    """A repeat with the same ``Idempotency-Key`` must be the same request: 422 when the run it
+    names was made from another input."""
+    if stored_hash != request_hash:
         raise ApiError(
             422, "idempotency_key_reused", "this Idempotency-Key was used with a different request body"
         )

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import time
+from concurrent.futures import ThreadPoolExecutor
+
 import httpx
 import pytest
 
 from crewyard.core.signing import github_signature
+from crewyard.launch import run_id_time
 from crewyard.testing.api import EXAMPLES, deploy, wait_run
 from crewyard.testing.platform import PlatformProcess
 
@@ -87,3 +91,32 @@ def test_idempotency_key_makes_a_repeated_request_the_same_run(client: httpx.Cli
     second = client.post(trig["url"], json={"topic": "once"}, headers=key)
     assert first.status_code == second.status_code == 202
     assert first.json()["run_id"] == second.json()["run_id"]
+    # The run is as new as the request: first in the newest-first list, made now.
+    newest = client.get("/v1/runs", params={"project": "trig", "limit": 1}).json()["runs"][0]
+    assert newest["id"] == first.json()["run_id"], newest
+    assert abs(run_id_time(newest["id"]) / 1000 - time.time()) < 600
+    other_body = client.post(trig["url"], json={"topic": "twice"}, headers=key)
+    assert other_body.status_code == 422, other_body.text
+    assert other_body.json()["error"]["code"] == "idempotency_key_reused"
+    # A key belongs to its trigger: another trigger's same key, or the API's, is another run.
+    other = client.post("/v1/projects/trig/triggers", json={"name": "another sender"}).json()
+    elsewhere = client.post(other["url"], json={"topic": "once"}, headers=key)
+    assert elsewhere.status_code == 202 and elsewhere.json()["run_id"] != first.json()["run_id"]
+    api = client.post("/v1/runs", json={"project": "trig", "input": {"topic": "once"}}, headers=key)
+    assert api.status_code == 202, api.text
+    assert api.json()["id"] not in (first.json()["run_id"], elsewhere.json()["run_id"])
+    assert wait_run(client, first.json()["run_id"])["input"] == {"topic": "once"}
+
+
+def test_concurrent_repeats_of_a_keyed_request_are_one_run(client: httpx.Client):
+    trig = client.post("/v1/projects/trig/triggers", json={"name": "eager sender"}).json()
+    key = {"Idempotency-Key": "delivery-43"}
+    with ThreadPoolExecutor(4) as pool:
+        answers = list(
+            pool.map(lambda _: client.post(trig["url"], json={"topic": "raced"}, headers=key), range(4))
+        )
+    assert [a.status_code for a in answers] == [202] * 4, [a.text for a in answers]
+    assert len({a.json()["run_id"] for a in answers}) == 1
+    runs = client.get("/v1/runs", params={"project": "trig", "limit": 50, "full": "true"}).json()["runs"]
+    made = [r["id"] for r in runs if r["input"] == {"topic": "raced"}]
+    assert made == [answers[0].json()["run_id"]], made
