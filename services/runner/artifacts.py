@@ -24,6 +24,7 @@ from pathlib import Path
 
 import msgspec
 
+from crewyard.core.bounds import MAX_ARTIFACT_NAME
 from crewyard.core.events import ArtifactStored
 from crewyard.objects import ObjectStore
 from crewyard.workspace import artifact_object
@@ -68,9 +69,33 @@ def _reopen(path_fd: int, flags: int) -> int:
 Take = Callable[[str, int, os.stat_result], ArtifactStored | None]
 
 
+#: Control characters as a report shows them (escaped: names reach terminals).
+_ESCAPED = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)}
+
+
 def shown(name: str) -> str:
-    """A name as a report shows it: at most about 300 characters."""
+    """A name as a report shows it: at most about 300 characters, control characters and bytes
+    that are not UTF-8 escaped."""
+    try:  # the bytes of a file name that is not UTF-8 (which Python holds as surrogates)
+        raw = name.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        raw = name.encode("utf-8", "backslashreplace")
+    name = raw.decode("utf-8", "backslashreplace").translate(_ESCAPED)
     return name if len(name) <= 300 else f"{name[:200]}…{name[-80:]}"
+
+
+def name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be an artifact's name (the event's ``ArtifactName``), or None. Checked
+    before the file is read, so that a name the event would refuse stores nothing."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return "its name is not UTF-8"
+    if any(ord(c) < 0x20 or c == "\x7f" for c in name):
+        return "its name holds control characters"
+    if len(name) > MAX_ARTIFACT_NAME:
+        return f"its path is longer than {MAX_ARTIFACT_NAME} characters"
+    return None
 
 
 def report(reasons: list[str], more: int, what: str) -> list[str]:
@@ -108,6 +133,9 @@ class _Walk:
             if self.seen > MAX_ENTRIES:
                 raise _Enough
             rel = prefix + name
+            if (problem := name_problem(rel)) is not None:
+                self.skip(rel, f"not collected: {problem}")
+                continue
             try:
                 entry = os.open(name, _PATH_FLAGS, dir_fd=dir_fd)
             except OSError as exc:

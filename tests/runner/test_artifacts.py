@@ -6,7 +6,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from crewyard.core.events import ArtifactStored
+import msgspec
+
+from crewyard.core.bounds import MAX_ARTIFACT_NAME
+from crewyard.core.events import ArtifactStored, Log
 from crewyard.runner import artifacts
 from crewyard.runner.artifacts import MAX_DEPTH, MAX_REPORTED, walk
 
@@ -116,3 +119,49 @@ def test_what_is_left_out_is_reported_in_a_bounded_number_of_short_lines(tmp_pat
     monkeypatch.setattr(artifacts, "MAX_ENTRIES", 20)  # a folder of more entries is not walked on
     few = walk(out, Taker(), max_file=1000, max_total=10_000)
     assert "more than 20 entries: the rest were not looked at" in few.skipped
+
+
+def test_names_an_artifact_event_would_refuse_are_not_read_and_are_reported_escaped(tmp_path: Path) -> None:
+    out = tmp_path / "artifacts"
+    out.mkdir()
+    raw = os.fsencode(out)
+    for name in (b"bad-\xff-utf8.txt", b"bell\x07.txt", b"line\nbreak.txt"):
+        with open(raw + b"/" + name, "wb") as f:
+            f.write(b"never stored")
+    os.mkdir(raw + b"/dir-\xfe")
+    with open(raw + b"/dir-\xfe/inside.txt", "wb") as f:
+        f.write(b"never stored either")
+    (out / "caf\u00e9.txt").write_text("fine")
+    take = Taker()
+
+    collected = walk(out, take, max_file=1000, max_total=10_000)
+
+    assert take.read == {"caf\u00e9.txt": b"fine"}  # the others were never opened for reading
+    assert sorted(collected.skipped) == [
+        "bad-\\xff-utf8.txt: not collected: its name is not UTF-8",
+        "bell\\x07.txt: not collected: its name holds control characters",
+        "dir-\\xfe: not collected: its name is not UTF-8",
+        "line\\x0abreak.txt: not collected: its name holds control characters",
+    ]
+    for line in collected.skipped:  # each report line is a log event the stream accepts
+        encoded = msgspec.json.encode(Log(message=line, level="warning", stream="runner", timestamp="t"))
+        assert msgspec.json.decode(encoded, type=Log).message == line
+
+
+def test_a_path_longer_than_an_artifact_name_may_be_is_reported(tmp_path: Path) -> None:
+    out = tmp_path / "artifacts"
+    out.mkdir()
+    fd = os.open(out, os.O_RDONLY | os.O_DIRECTORY)
+    for _ in range(MAX_ARTIFACT_NAME // 200 + 1):  # deeper than a path the kernel takes whole
+        os.mkdir("d" * 200, dir_fd=fd)
+        fd, parent = os.open("d" * 200, os.O_RDONLY | os.O_DIRECTORY, dir_fd=fd), fd
+        os.close(parent)
+    file = os.open("deep.txt", os.O_WRONLY | os.O_CREAT, dir_fd=fd)
+    os.write(file, b"too deep a name")
+    os.close(file)
+    os.close(fd)
+
+    collected = walk(out, Taker(), max_file=1000, max_total=10_000)
+
+    assert collected.stored == []
+    assert any(f"its path is longer than {MAX_ARTIFACT_NAME} characters" in s for s in collected.skipped)

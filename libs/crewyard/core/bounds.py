@@ -28,6 +28,8 @@ MAX_TIMEOUT_S = 30 * 24 * 3600.0
 MAX_CONCURRENCY = 100_000
 #: The attempt counter of a run (retries are bounded far below this).
 MAX_ATTEMPTS = 10_000
+#: The longest path (in characters) an artifact's name may be.
+MAX_ARTIFACT_NAME = 4096
 
 Count = Annotated[int, msgspec.Meta(ge=0, le=COUNT_MAX)]
 Attempt = Annotated[int, msgspec.Meta(ge=1, le=MAX_ATTEMPTS)]
@@ -47,7 +49,7 @@ ArtifactName = Annotated[
     msgspec.Meta(
         pattern=r"^(?![\s\S]*[\x00-\x1f\x7f])(?!/)(?![\s\S]*(^|/)\.\.(/|$))",
         min_length=1,
-        max_length=4096,
+        max_length=MAX_ARTIFACT_NAME,
     ),
 ]
 
