@@ -91,16 +91,23 @@ class Gateway:
             return {}
         return await self.consumers.all()
 
-    async def commit(self, event: Event, expected_seq: int | None) -> int:
-        seq = await self.store.append(event, expected_seq=expected_seq)
+    async def commit(self, event: Event, expected_seq: int | None, expected_over: str | None = None) -> int:
+        seq = await self.store.append(event, expected_seq=expected_seq, expected_over=expected_over)
         await self.rm.wait_for(seq)
         return seq
 
     async def commit_payload(
-        self, payload: Payload, project: str, aggregate_id: str, expected_seq: int | None
+        self,
+        payload: Payload,
+        project: str,
+        aggregate_id: str,
+        expected_seq: int | None,
+        expected_over: str | None = None,
     ) -> int:
+        """Append ``payload`` to its aggregate if nothing was appended since ``expected_seq`` (to
+        the aggregate, or to the subjects ``expected_over`` matches); then wait for the read model."""
         event = make_event(payload, project=project, aggregate_id=aggregate_id, event_id=new_id("evt"))
-        return await self.commit(event, expected_seq)
+        return await self.commit(event, expected_seq, expected_over)
 
     async def fresh(self) -> None:
         """Wait until the read model holds everything stored so far (after a miss or a stale view)."""

@@ -204,7 +204,9 @@ async def request_cancel(g: Gateway, run_id: str, *, reason: str, quiet: bool = 
     if not is_id(run_id, "run"):  # it goes into a subject filter: only a well-formed id may
         raise not_found(f"run {run_id[:100]}")
     for _ in range(10):
-        state = rs.fold(run_id, await g.store.load_any("run", run_id))
+        # The run's lifecycle only, and the append checked against it alone: a crew's own events
+        # (tens of thousands, arriving all the time) neither load nor make the cancel conflict.
+        state = rs.fold(run_id, await g.store.load_any("run", run_id, types=rs.LIFECYCLE))
         if not state.exists:
             # The load may come from a replica that does not have the run yet: the leader decides.
             filt = subjects.any_project_aggregate_filter("run", run_id, g.store.prefix)
@@ -222,7 +224,8 @@ async def request_cancel(g: Gateway, run_id: str, *, reason: str, quiet: bool = 
                 }
             raise bad_request(str(exc)) from None
         try:
-            await g.commit_payload(payload, state.project, run_id, state.version)
+            lifecycle = subjects.aggregate_filter(state.project, "run", run_id, g.store.prefix, rs.LIFECYCLE)
+            await g.commit_payload(payload, state.project, run_id, state.version, lifecycle)
         except ConcurrencyConflict:
             continue  # the runner moved it meanwhile (started or ended): decide again
         if state.status == rs.PENDING and state.thread_id is not None:  # its thread is free again

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import time
 
 import httpx
 import pytest
@@ -35,6 +36,13 @@ def run(inputs):
         _protocol._channel.write('{"t":"result","output":[' + ",".join(["1e15"] * inputs["n"]) + "]}\\n")
         _protocol._channel.flush()
         os._exit(0)
+    if kind == "chatty":  # logs without end, a line every few milliseconds, until canceled
+        import time
+        i = 0
+        while True:
+            print(f"line {i}")
+            i += 1
+            time.sleep(0.003)
     if kind == "flood":
         line = "f" * 1000
         for i in range(inputs["lines"]):
@@ -134,4 +142,27 @@ def test_a_log_flood_is_stopped_at_the_event_budget(out_platform: PlatformProces
         assert len(events) < 5_100, len(events)  # the budget (5,000) plus the run's own events
         # 50,000 lines of 1 KB used to grow the stream by 73 MB; now by about 5,000 of them.
         assert grown < 12 * 1024 * 1024, grown
+        _serves(api, output_crew)
+
+
+def test_a_run_that_never_stops_logging_can_be_canceled(
+    out_platform: PlatformProcess, output_crew: str
+) -> None:
+    """Its events arrive all the time: a cancel must neither read them all nor be refused
+    because one arrived while it decided (it used to be a 409 "the run kept changing")."""
+    with out_platform.client(timeout=60) as api:
+        run_id = api.post("/v1/runs", json={"project": output_crew, "input": {"kind": "chatty"}}).json()[
+            "run_id"
+        ]
+        deadline = time.monotonic() + 120
+        while not (run := api.get(f"/v1/runs/{run_id}").json())["started_at"]:
+            assert time.monotonic() < deadline, run
+            time.sleep(0.1)
+        time.sleep(2)  # hundreds of lines in, and more coming
+        r = api.post(f"/v1/runs/{run_id}/cancel")
+        assert r.status_code == 200 and r.json()["status"] == "canceling", r.text
+        ended = wait_run(api, run_id, timeout=120)
+        assert ended["status"] == "canceled", ended
+        logs = [m for m in sse_events(api, f"/v1/runs/{run_id}/events") if m["event"] == "log"]
+        assert len(logs) > 100, len(logs)
         _serves(api, output_crew)
