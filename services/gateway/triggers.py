@@ -8,7 +8,6 @@ path. Each trigger is rate limited per gateway (a token bucket, ``CREWYARD_TRIGG
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 from typing import Any, cast
 
@@ -43,6 +42,8 @@ from .openapi import OptionalBody
 DEPLOY, READ, OPEN = {"role": "deploy"}, {"role": "read"}, {"open": True}
 _json = msgspec.json.Decoder()
 _sorted = msgspec.json.Encoder(order="sorted")
+#: The events after which a run is no longer waiting for a runner.
+_MOVED = frozenset({RunStarted.TYPE, *TERMINAL_TYPES})
 
 
 def secret_name(trigger_id: str) -> str:
@@ -253,19 +254,16 @@ def _same_request(stored_hash: str | None, request_hash: str | None) -> None:
 async def _started(g: Gateway, project: str, run_id: str, seq: int | None, wait_s: float) -> str:
     """Wait (at most ``wait_s``) for the run to leave ``pending``; its status then."""
     lifecycle = subjects.aggregate_filter(project, "run", run_id, g.store.prefix, rs.LIFECYCLE)
-    status = "pending"
-    with contextlib.suppress(TimeoutError):
+    try:
         async with asyncio.timeout(wait_s), g.store.follow(lifecycle, start_seq=seq or 1) as queue:
-            while True:
-                raw = await queue.get()
-                event_type = subjects.parse_subject(raw.subject, g.store.prefix)[3]
-                if event_type == RunStarted.TYPE:
-                    status = "running"
-                if event_type in TERMINAL_TYPES:
-                    return str((await g.run(run_id))["status"])
-                if status == "running":
-                    return status
-    return status
+            while subjects.parse_subject((await queue.get()).subject, g.store.prefix)[3] not in _MOVED:
+                pass
+    except TimeoutError:
+        return "pending"
+    # Its lifecycle as it is now: a repeated request replays it from the start, and the run may
+    # have started and ended long ago (a replica that is behind may not say so yet).
+    state = rs.fold(run_id, await g.store.load(project, "run", run_id, types=rs.LIFECYCLE))
+    return state.status if state.status not in ("", rs.PENDING) else "running"
 
 
 ROUTES = [create_trigger, list_triggers, revoke_trigger, fire_trigger]

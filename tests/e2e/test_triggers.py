@@ -106,6 +106,8 @@ def test_idempotency_key_makes_a_repeated_request_the_same_run(client: httpx.Cli
     assert api.status_code == 202, api.text
     assert api.json()["id"] not in (first.json()["run_id"], elsewhere.json()["run_id"])
     assert wait_run(client, first.json()["run_id"])["input"] == {"topic": "once"}
+    late = client.post(trig["url"], json={"topic": "once"}, headers=key)  # it ended: it says so
+    assert (late.status_code, late.json()["status"]) == (202, "succeeded"), late.text
 
 
 def test_concurrent_repeats_of_a_keyed_request_are_one_run(client: httpx.Client):
