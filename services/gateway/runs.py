@@ -172,8 +172,9 @@ async def get_run(request: Request[Any, Any, Any], run_id: str) -> Response[byte
 async def list_runs(request: Request[Any, Any, Any]) -> Response[bytes]:
     """Runs, newest first: ``project``, ``status``, ``limit`` (1 to 500, default 20), ``cursor`` (a page's
     ``next_cursor``). Each run as ``GET /v1/runs/{id}`` shows it but without ``input`` and
-    ``output`` (what the crew was given and returned, often most of a run's size): ``full=true``
-    adds them."""
+    ``output`` (what the crew was given and returned, often most of a run's size) and with an
+    ``error_message`` over 1,000 characters cut there (an ellipsis ends it): ``full=true`` shows
+    them whole."""
     q = request.query_params
     try:
         limit = int(q.get("limit", "20"))

@@ -9,6 +9,7 @@ from pathlib import Path
 import msgspec
 
 from crewyard.readmodel import ReadModel, open_db
+from crewyard.readmodel.schema import SUMMARY_ERROR_CHARS
 
 RUNS, BODY = 50, 200_000
 
@@ -49,5 +50,31 @@ async def test_a_page_of_runs_does_not_read_their_input_and_output(tmp_path: Pat
         # ``full`` is the page that does show them.
         full, _ = await rm.runs(project=None, status=None, limit=2, cursor=None, full=True)
         assert all(b"x" * BODY in run for run in full)
+    finally:
+        await rm.close()
+
+
+async def test_a_page_shows_the_start_of_a_long_error_message_and_the_run_all_of_it(tmp_path: Path) -> None:
+    path = tmp_path / "readmodel.sqlite3"
+    db = await open_db(path)
+    long, short = "Traceback: " + "frame\n" * 10_000, "it broke"
+    for i, message in enumerate((long, short, "x" * SUMMARY_ERROR_CHARS)):
+        await db.execute(
+            "INSERT INTO runs (id, project, deployment_id, status, error_message, input, created_at,"
+            " last_seq) VALUES (?, 'p', 'dep_a', 'failed', ?, '{}', '2026-01-01', ?)",
+            (f"run_{i:04d}", message, i),
+        )
+    await db.commit()
+    await db.close()
+    rm = await ReadModel.open(path)
+    try:
+        page, _ = await rm.runs(project="p", status=None, limit=10, cursor=None)
+        shown = {r["id"]: r["error_message"] for r in map(msgspec.json.decode, page)}
+        assert shown["run_0000"] == long[:SUMMARY_ERROR_CHARS] + "\u2026"
+        assert shown["run_0001"] == short and shown["run_0002"] == "x" * SUMMARY_ERROR_CHARS
+        full, _ = await rm.runs(project="p", status=None, limit=10, cursor=None, full=True)
+        assert {r["id"]: r["error_message"] for r in map(msgspec.json.decode, full)}["run_0000"] == long
+        run = await rm.run("run_0000")
+        assert run is not None and run["error_message"] == long
     finally:
         await rm.close()

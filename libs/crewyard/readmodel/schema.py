@@ -10,22 +10,32 @@ from . import _outbound as outbound
 from . import _tables as tables
 from . import _threads as threads
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 
 def json_flag(col: str) -> str:
     return f"CASE WHEN {col} IS NULL THEN NULL WHEN {col} THEN json('true') ELSE json('false') END"
 
 
+#: How much of a failed run's message a page of runs shows (a crew's traceback may be 64 KiB, and
+#: a page of 50 such runs megabytes): the first characters and an ellipsis. The run has it whole.
+SUMMARY_ERROR_CHARS = 1000
+
+
+def cut_text(col: str, chars: int) -> str:
+    """SQL: the text in ``col``, its first ``chars`` characters and an ellipsis when longer."""
+    return f"CASE WHEN length({col}) > {chars} THEN substr({col}, 1, {chars}) || '\u2026' ELSE {col} END"
+
+
 #: A run as a page of ``GET /v1/runs`` shows it: ``run_view`` without its input and output (the
-#: bodies a crew controls, often the bulk of a run). Stored with the row — computed once per write
-#: of the run, not once per read of every page it is on: a page of 50 is then a plain read of 50
-#: strings (0.07 ms against 0.4 to 0.6 ms for building them in the query).
+#: bodies a crew controls, often the bulk of a run), its error message cut. Stored with the row —
+#: computed once per write of the run, not once per read of every page it is on: a page of 50 is
+#: then a plain read of 50 strings (0.07 ms against 0.4 to 0.6 ms for building them in the query).
 RUN_SUMMARY_JSON = (
     "json_object('id', id, 'run_id', id, 'project', project, 'deployment_id', deployment_id,"
     " 'version_id', 'ver_' || substr(deployment_id, 5), 'version_number', version_number,"
     " 'environment', environment, 'thread_id', thread_id, 'status', status,"
-    " 'error_message', error_message,"
+    f" 'error_message', {cut_text('error_message', SUMMARY_ERROR_CHARS)},"
     " 'error_reason', error_reason, 'created_at', created_at, 'started_at', started_at,"
     " 'completed_at', completed_at, 'duration_ms', duration_ms, 'attempt', attempt, 'backend', backend,"
     f" 'isolated', {json_flag('isolated')}, 'cancel_requested', {json_flag('cancel_requested')},"
