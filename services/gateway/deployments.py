@@ -32,7 +32,7 @@ from crewyard.workspace import source_object
 from .context import Gateway, IdempotencyKey, gw, project_name
 from .errors import ApiError, bad_request
 from .openapi import GzipUpload, answers
-from .sse import SSE, closed_stream, resume_after, stream_events
+from .sse import SSE, closed_stream, resume_after, resume_from, stream_events
 
 _enc = msgspec.json.Encoder()
 _BUILD_END = {DeploymentReady.TYPE, DeploymentFailed.TYPE}
@@ -203,14 +203,13 @@ async def build_log(request: Request[Any, Any, Any], dep_id: str) -> Any:
     after = resume_after(request)
     dep = await g.deployment(dep_id)  # either spelling of the id (dep_… or ver_…)
     filt = subjects.aggregate_filter(dep["project"], "deployment", dep["deployment_id"], g.store.prefix)
-    if after is not None and (last := await g.store.last_seq_of(filt)) is not None:  # resumed
-        if after >= last and dep["status"] != "building":
-            return closed_stream()  # seen to its end
-        after = min(after, last)  # past the end while it builds: what comes next still ends it
+    start = await resume_from(g.store, filt, after, ended=dep["status"] != "building")
+    if start is None:
+        return closed_stream()  # seen to its end
     return await stream_events(
         g.store,
         filt,
-        (after or 0) + 1,
+        start,
         ping_s=g.settings.sse_ping_s,
         is_last=lambda t: t in _BUILD_END,
         stream="build",

@@ -33,7 +33,7 @@ from .errors import ApiError, bad_request, check_input_size, conflict, not_found
 from .feedstream import FeedStream
 from .openapi import BinaryDownload, OptionalBody, answers
 from .ranges import Unsatisfiable, byte_range, etag_matches
-from .sse import SSE, closed_stream, resume_after
+from .sse import SSE, closed_stream, resume_after, resume_from
 
 READ, RUN = {"role": "read"}, {"role": "run"}
 _enc = msgspec.json.Encoder(order="sorted")
@@ -254,18 +254,10 @@ async def run_events(request: Request[Any, Any, Any], run_id: str) -> Any:
         require_role(request, RUN["role"])  # it cancels: what POST …/cancel needs
     after = resume_after(request)
     run = await g.run(run_id)
-    ended = run["status"] in rs.TERMINAL
-    if ended or after is not None:
-        # Ended: everything is stored, so the stream must answer now (503 if it cannot), and a
-        # client that has seen the last event gets an empty stream that ends at once. An id past
-        # the run's last event (no client saw one on it) resumes from that event: what ends the
-        # run still ends the stream.
-        filt = subjects.any_project_aggregate_filter("run", run_id, g.store.prefix)
-        last = await g.store.last_seq_of(filt)
-        if last is not None and after is not None:
-            if ended and after >= last:
-                return closed_stream()
-            after = min(after, last)
+    filt = subjects.any_project_aggregate_filter("run", run_id, g.store.prefix)
+    start = await resume_from(g.store, filt, after, ended=run["status"] in rs.TERMINAL)
+    if start is None:
+        return closed_stream()  # it ended, and the client saw its last event
     on_disconnect = None
     if cancels:
 
@@ -278,7 +270,7 @@ async def run_events(request: Request[Any, Any, Any], run_id: str) -> Any:
         raise ApiError(503, "unavailable", "the event stream cannot be read right now; try again")
     return FeedStream(
         feed,
-        (after or 0) + 1,
+        start,
         is_last=lambda t: t in TERMINAL_TYPES,
         on_disconnect=on_disconnect,
         release=lambda: g.hub.release(run_id),

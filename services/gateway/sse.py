@@ -69,6 +69,21 @@ def resume_after(request: Request[Any, Any, Any]) -> int | None:
     return value
 
 
+async def resume_from(store: EventStore, filt: str, after: int | None, *, ended: bool) -> int | None:
+    """The first sequence a stream of the events ``filt`` matches sends to a client that saw
+    those up to ``after`` (None or 0: none yet); None when nothing is left to send, because the
+    stream has ``ended`` and the client saw its last event. An id past the last event (no client
+    saw one there) resumes from that event, so what ends the stream still ends it for this client."""
+    if not after:
+        return 1
+    last = await store.last_seq_of(filt)
+    if last is None:
+        return after + 1
+    if ended and after >= last:
+        return None
+    return min(after, last) + 1
+
+
 def render(raw: RawEvent, prefix: str) -> tuple[str, bytes] | None:
     """One SSE message and its event type: ``id`` = stream sequence, ``event`` = type, ``data`` =
     the envelope. None for stored bytes that are not a valid event: they are set aside, never

@@ -24,7 +24,7 @@ from crewyard.core.events import TERMINAL_TYPES, DeploymentFailed, DeploymentRea
 
 from ..context import Gateway, gw
 from ..errors import ApiError, not_found
-from ..sse import Batches, closed_stream, followed, resume_after, sse_response
+from ..sse import Batches, closed_stream, followed, resume_after, resume_from, sse_response
 from .pages import _decoded, _names, matches, run_filters, visible_run
 from .render import fragment
 from .timeline import Timeline
@@ -111,13 +111,13 @@ async def _rows(g: Gateway, who: Viewer, batches: Batches, filters: dict[str, st
 async def run_live(request: Request[Any, Any, Any], run_id: str) -> Any:
     """The run's timeline, header and artifacts as its events arrive; ends with the run."""
     g, who = gw(request), viewer(request)
-    after = resume_after(request) or 0
+    seen = resume_after(request)
     run = await visible_run(g, who, run_id)
-    if run["status"] in rs.TERMINAL and after:
-        filt = subjects.any_project_aggregate_filter("run", run_id, g.store.prefix)
-        last = await g.store.last_seq_of(filt)
-        if last is not None and after >= last:
-            return closed_stream(END)
+    filt = subjects.any_project_aggregate_filter("run", run_id, g.store.prefix)
+    start = await resume_from(g.store, filt, seen, ended=run["status"] in rs.TERMINAL)
+    if start is None:
+        return closed_stream(END)
+    after = start - 1
     feed = g.hub.acquire(run_id)
     if not await feed.wait_reading(g.store.read_timeout):
         g.hub.release(run_id)
