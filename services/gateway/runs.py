@@ -14,7 +14,7 @@ from litestar.openapi import ResponseSpec
 from litestar.response import Stream
 
 from crewyard.contract.common import NoFields
-from crewyard.contract.runs import ArtifactList, CancelResult, Run, RunCreate, RunPage
+from crewyard.contract.runs import MAX_RUNS_PAGE, ArtifactList, CancelResult, Run, RunCreate, RunPage
 from crewyard.core import run_state as rs
 from crewyard.core import subjects
 from crewyard.core.events import TERMINAL_TYPES, Event, RunQueued, make_event
@@ -180,8 +180,8 @@ async def list_runs(request: Request[Any, Any, Any]) -> Response[bytes]:
         limit = int(q.get("limit", "20"))
     except ValueError:
         raise bad_request("limit must be a number") from None
-    if not 1 <= limit <= 500:
-        raise bad_request("limit must be between 1 and 500")
+    if not 1 <= limit <= MAX_RUNS_PAGE:
+        raise bad_request(f"limit must be between 1 and {MAX_RUNS_PAGE}")
     status = q.get("status")
     if status and status not in ("pending", "running", "succeeded", "failed", "canceled"):
         raise bad_request(f"unknown status {status!r}")

@@ -7,6 +7,7 @@ import re
 import uuid
 from pathlib import Path
 
+from crewyard.contract.runs import MAX_RUNS_PAGE
 from crewyard.testing.fakeapi import DROP, FakeApi, Reply, Sse
 
 RUN = "run_01j9zq6m8k2v3w4x5y6z7a8b9c"
@@ -166,6 +167,13 @@ def test_runs_list_table_and_json(api: FakeApi, run_cli) -> None:
     assert "crewyard runs list --cursor c2" in table.stdout
     assert api.requests[0].query == {"project": ["demo"], "status": ["succeeded"], "limit": ["2"]}
     assert raw.exit_code == 0 and '"next_cursor": "c2"' in raw.stdout
+
+    # The largest page the API gives, and no larger: a bigger --limit is the CLI's own error.
+    most = run_cli("runs", "list", "--api", api.url, "--limit", str(MAX_RUNS_PAGE))
+    assert most.exit_code == 0 and api.requests[-1].query == {"limit": [str(MAX_RUNS_PAGE)]}
+    sent = len(api.requests)
+    over = run_cli("runs", "list", "--api", api.url, "--limit", str(MAX_RUNS_PAGE + 1))
+    assert over.exit_code == 2 and f"1<=x<={MAX_RUNS_PAGE}" in over.output and len(api.requests) == sent
 
 
 def test_runs_get_and_cancel(api: FakeApi, run_cli) -> None:

@@ -15,7 +15,7 @@ from rich.table import Table
 from rich.text import Text
 
 from crewyard.client import Client, Run
-from crewyard.contract.runs import RunStatus
+from crewyard.contract.runs import MAX_RUNS_PAGE, RunStatus
 
 from ._client import connect
 from ._options import api_option, json_option, name_option, parse_input, project_option, resolve_project
@@ -220,7 +220,9 @@ def runs() -> None:
     help="Only runs of this project.",
 )
 @click.option("--status", type=click.Choice(RUN_STATUSES), help="Only runs in this state.")
-@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True, help="How many runs.")
+@click.option(
+    "--limit", type=click.IntRange(1, MAX_RUNS_PAGE), default=20, show_default=True, help="How many runs."
+)
 @click.option("--cursor", metavar="CURSOR", help="Continue a previous listing (printed under it).")
 @json_option
 @api_option

@@ -80,6 +80,10 @@ class Run(msgspec.Struct, kw_only=True):
         self.run_id = self.run_id or self.id
 
 
+#: The most runs one page of ``GET /v1/runs`` holds (``limit``).
+MAX_RUNS_PAGE = 500
+
+
 class RunPage(msgspec.Struct, kw_only=True):
     """``GET /v1/runs``: newest first; pass ``next_cursor`` as ``cursor`` for the next page.
     Its runs have no ``input`` and ``output`` (so they decode as ``{}`` and None) unless the
