@@ -170,11 +170,11 @@ async def get_run(request: Request[Any, Any, Any], run_id: str) -> Response[byte
 
 @get("/v1/runs", opt=READ, responses=answers(RunPage))
 async def list_runs(request: Request[Any, Any, Any]) -> Response[bytes]:
-    """Runs, newest first: ``project``, ``status``, ``limit`` (1 to 500, default 20), ``cursor`` (a page's
-    ``next_cursor``). Each run as ``GET /v1/runs/{id}`` shows it but without ``input`` and
-    ``output`` (what the crew was given and returned, often most of a run's size) and with an
-    ``error_message`` over 1,000 characters cut there (an ellipsis ends it): ``full=true`` shows
-    them whole."""
+    """Runs, newest first: ``project``, ``deployment_id`` (a version, either spelling), ``status``,
+    ``limit`` (1 to 500, default 20), ``cursor`` (a page's ``next_cursor``). Each run as
+    ``GET /v1/runs/{id}`` shows it but without ``input`` and ``output`` (what the crew was given
+    and returned, often most of a run's size) and with an ``error_message`` over 1,000
+    characters cut there (an ellipsis ends it): ``full=true`` shows them whole."""
     q = request.query_params
     try:
         limit = int(q.get("limit", "20"))
@@ -185,13 +185,21 @@ async def list_runs(request: Request[Any, Any, Any]) -> Response[bytes]:
     status = q.get("status")
     if status and status not in ("pending", "running", "succeeded", "failed", "canceled"):
         raise bad_request(f"unknown status {status!r}")
+    version = q.get("deployment_id") or None
+    if version is not None and not is_id(stored_id(version), "dep"):
+        raise bad_request("deployment_id must be a version's id (dep_… or ver_…)")
     full = q.get("full", "false").lower()
     if full not in ("true", "false", "1", "0"):
         raise bad_request("full must be true or false")
     shown, project = visible_project(request, q.get("project"))
     runs, cursor = (
         await gw(request).rm.runs(
-            project=project, status=status, limit=limit, cursor=q.get("cursor"), full=full in ("true", "1")
+            project=project,
+            status=status,
+            limit=limit,
+            cursor=q.get("cursor"),
+            deployment_id=version and stored_id(version),
+            full=full in ("true", "1"),
         )
         if shown
         else ([], None)

@@ -164,8 +164,15 @@ def test_runs_list_table_and_json(api: FakeApi, run_cli) -> None:
 
     assert table.exit_code == 0, table.output
     assert RUN in table.stdout and "succeeded" in table.stdout and "4.2s" in table.stdout
-    assert "crewyard runs list --cursor c2" in table.stdout
+    # The next page is the same listing, on from this one.
+    more = " ".join(table.stdout.split("more:", 1)[1].split())
+    assert more == "crewyard runs list --project demo --status succeeded --limit 2 --cursor c2", more
     assert api.requests[0].query == {"project": ["demo"], "status": ["succeeded"], "limit": ["2"]}
+    by_version = run_cli("runs", "list", "--api", api.url, "--deployment", "ver_1", "--json")
+    assert by_version.exit_code == 0 and api.requests[-1].query == {
+        "deployment_id": ["ver_1"],
+        "limit": ["20"],
+    }
     assert raw.exit_code == 0 and '"next_cursor": "c2"' in raw.stdout
 
     # The largest page the API gives, and no larger: a bigger --limit is the CLI's own error.

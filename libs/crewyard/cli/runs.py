@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import shlex
 from contextlib import closing
 from typing import cast
 
@@ -219,6 +220,9 @@ def runs() -> None:
     metavar="NAME",
     help="Only runs of this project.",
 )
+@click.option(
+    "--deployment", "deployment_id", metavar="ID", help="Only runs of this version (dep_… or ver_…)."
+)
 @click.option("--status", type=click.Choice(RUN_STATUSES), help="Only runs in this state.")
 @click.option(
     "--limit", type=click.IntRange(1, MAX_RUNS_PAGE), default=20, show_default=True, help="How many runs."
@@ -227,7 +231,13 @@ def runs() -> None:
 @json_option
 @api_option
 def list_runs(
-    project: str | None, status: str | None, limit: int, cursor: str | None, as_json: bool, api_url: str
+    project: str | None,
+    deployment_id: str | None,
+    status: str | None,
+    limit: int,
+    cursor: str | None,
+    as_json: bool,
+    api_url: str,
 ) -> None:
     """List runs, newest first.
 
@@ -237,14 +247,16 @@ def list_runs(
     """
     with connect(api_url) as client:
         wanted = cast(RunStatus | None, status)  # click.Choice(RUN_STATUSES) checked it
-        page = client.list_runs(project=project, status=wanted, limit=limit, cursor=cursor)
+        page = client.list_runs(
+            project=project, deployment_id=deployment_id, status=wanted, limit=limit, cursor=cursor
+        )
     if as_json:
         print_json(page)
         return
     console = make_console()
     items = page.runs
     if not items:
-        console.print("No runs match." if project or status or cursor else "No runs yet.")
+        console.print("No runs match." if project or deployment_id or status or cursor else "No runs yet.")
         return
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
     table.add_column("RUN", no_wrap=True, style="cyan")
@@ -261,8 +273,11 @@ def list_runs(
             human_duration(run.duration_ms),
         )
     console.print(table)
-    if page.next_cursor:
-        console.print(Text(f"more: crewyard runs list --cursor {page.next_cursor}", style="dim"))
+    if page.next_cursor:  # the same listing, on from where this page ends
+        same = [("--project", project), ("--deployment", deployment_id), ("--status", status)]
+        same += [("--limit", str(limit) if limit != 20 else None), ("--cursor", page.next_cursor)]
+        more = " ".join(f"{flag} {shlex.quote(value)}" for flag, value in same if value)
+        console.print(Text(f"more: crewyard runs list {more}", style="dim"))
 
 
 @runs.command("get")

@@ -110,8 +110,9 @@ class AsyncClient:
         limit: int = 20,
         cursor: str | None = None,
         full: bool = False,
+        deployment_id: str | None = None,
     ) -> RunPage:
-        page: RunPage = await self._do(ops.list_runs(project, status, limit, cursor, full))
+        page: RunPage = await self._do(ops.list_runs(project, status, limit, cursor, full, deployment_id))
         return page
 
     async def iter_runs(

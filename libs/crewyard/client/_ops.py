@@ -74,9 +74,20 @@ def get_run(run_id: str) -> Op:
 
 
 def list_runs(
-    project: str | None, status: str | None, limit: int, cursor: str | None, full: bool = False
+    project: str | None,
+    status: str | None,
+    limit: int,
+    cursor: str | None,
+    full: bool = False,
+    deployment_id: str | None = None,
 ) -> Op:
-    query = {"project": project, "status": status, "limit": limit, "cursor": cursor}
+    query = {
+        "project": project,
+        "deployment_id": deployment_id,
+        "status": status,
+        "limit": limit,
+        "cursor": cursor,
+    }
     return Op("GET", "/v1/runs", RunPage, {**query, "full": "true"} if full else query)
 
 

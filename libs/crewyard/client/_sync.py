@@ -117,10 +117,12 @@ class Client:
         limit: int = 20,
         cursor: str | None = None,
         full: bool = False,
+        deployment_id: str | None = None,
     ) -> RunPage:
         """One page of runs, newest first; pass ``page.next_cursor`` as ``cursor`` for the next.
-        Its runs carry their ``input`` and ``output`` only with ``full``."""
-        page: RunPage = self._do(ops.list_runs(project, status, limit, cursor, full))
+        ``deployment_id``: only the runs of that version. Its runs carry their ``input`` and
+        ``output`` only with ``full``."""
+        page: RunPage = self._do(ops.list_runs(project, status, limit, cursor, full, deployment_id))
         return page
 
     def iter_runs(

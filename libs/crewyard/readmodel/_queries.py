@@ -152,8 +152,8 @@ class ReadModel(VersionQueries, TableQueries, ThreadQueries, OutboundReads):
     ) -> tuple[list[bytes], str | None]:
         """A page of runs, newest first, each as its JSON (bytes) (``full``: with input and output,
         else the stored summary); and the cursor of the next page. Keyset pagination: the cursor
-        is the last id shown, and each page is a range of the ``(project, id)`` or ``(status,
-        id)`` index, however deep."""
+        is the last id shown, and each page is a range of the ``(project, id)``, ``(status, id)``
+        or ``(deployment_id, id)`` index, however deep."""
         where, args = [], []
         for col, val in (("project", project), ("status", status), ("deployment_id", deployment_id)):
             if val:
@@ -168,8 +168,8 @@ class ReadModel(VersionQueries, TableQueries, ThreadQueries, OutboundReads):
         # As a BLOB: the bytes SQLite holds, not a str decoded only to be encoded again.
         sql = f"SELECT CAST({shape} AS BLOB) AS j, id FROM runs"
         sql += (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id DESC LIMIT ?"
-        # One index serves one filter; more (or deployment_id, which has none) may scan the table.
-        may_scan = bool(deployment_id) or len(where) - bool(cursor) > 1
+        # One index serves one filter; more may scan the table.
+        may_scan = len(where) - bool(cursor) > 1
         rows = await self._range_tuples(sql, (*args, limit + 1), may_scan=may_scan)
         more = len(rows) > limit
         rows = rows[:limit]

@@ -136,6 +136,7 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE INDEX IF NOT EXISTS runs_project ON runs (project, id);
 CREATE INDEX IF NOT EXISTS runs_status ON runs (status, id);
+CREATE INDEX IF NOT EXISTS runs_deployment ON runs (deployment_id, id);
 CREATE INDEX IF NOT EXISTS runs_idempotency ON runs (idempotency_key);
 CREATE INDEX IF NOT EXISTS runs_thread ON runs (thread_id);
 
