@@ -1,13 +1,15 @@
 """What the OpenAPI document says where a handler's signature cannot say it: bodies read as a
 stream (the gzip upload), answers that are bytes (artifact downloads), bodies that may be left
 out (each an ``Operation`` class a route names with ``operation_class=``), answers kept as the
-read model's JSON (:func:`answers`), and the error body (:func:`document_errors`)."""
+read model's JSON (:func:`answers`), a query the handler reads itself (:class:`RunListing`), and
+the error body (:func:`document_errors`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, get_args
 
+from litestar.enums import ParamType
 from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import (
     OpenAPI,
@@ -16,12 +18,14 @@ from litestar.openapi.spec import (
     OpenAPIResponse,
     OpenAPIType,
     Operation,
+    Parameter,
     Reference,
     RequestBody,
     Schema,
 )
 
 from crewyard.contract.common import GZIP, OCTET_STREAM
+from crewyard.contract.runs import MAX_RUNS_PAGE, RunStatus
 
 BINARY = Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY)
 
@@ -66,6 +70,38 @@ class BinaryDownload(Operation):
         responses["304"] = OpenAPIResponse(description="Not modified (If-None-Match matched the ETag)")
         responses["416"] = OpenAPIResponse(description="The range asked for is outside the file")
         self.responses = responses
+
+
+def _query(name: str, schema: Schema, description: str) -> Parameter:
+    return Parameter(name=name, param_in=ParamType.QUERY, schema=schema, description=description)
+
+
+_TEXT = Schema(type=OpenAPIType.STRING)
+
+
+@dataclass
+class RunListing(Operation):
+    """``GET /v1/runs``: its filters, read from the query by the handler (no parsing of a
+    signature on the busiest read), documented here."""
+
+    def __post_init__(self) -> None:
+        statuses: list[Any] = list(get_args(RunStatus))
+        self.parameters = [
+            _query("project", _TEXT, "Only this project's runs"),
+            _query("deployment_id", _TEXT, "Only this version's runs (dep_… or ver_…)"),
+            _query("status", Schema(type=OpenAPIType.STRING, enum=statuses), "Only runs in this state"),
+            _query(
+                "limit",
+                Schema(type=OpenAPIType.INTEGER, minimum=1, maximum=MAX_RUNS_PAGE, default=20),
+                "How many runs, at most",
+            ),
+            _query("cursor", _TEXT, "A page's next_cursor: the page after it"),
+            _query(
+                "full",
+                Schema(type=OpenAPIType.BOOLEAN, default=False),
+                "With each run's input and output, and its error message whole",
+            ),
+        ]
 
 
 #: ``{"error": {"code", "message"}}``: what every failing request answers with.

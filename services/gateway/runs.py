@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, get_args
 from urllib.parse import quote
 
 import msgspec
@@ -14,7 +14,15 @@ from litestar.openapi import ResponseSpec
 from litestar.response import Stream
 
 from crewyard.contract.common import NoFields
-from crewyard.contract.runs import MAX_RUNS_PAGE, ArtifactList, CancelResult, Run, RunCreate, RunPage
+from crewyard.contract.runs import (
+    MAX_RUNS_PAGE,
+    ArtifactList,
+    CancelResult,
+    Run,
+    RunCreate,
+    RunPage,
+    RunStatus,
+)
 from crewyard.core import run_state as rs
 from crewyard.core import subjects
 from crewyard.core.events import TERMINAL_TYPES, Event, RunQueued, make_event
@@ -31,12 +39,13 @@ from .access import allow, require_role, visible_project
 from .context import Gateway, IdempotencyKey, gw, project_name
 from .errors import ApiError, bad_request, check_input_size, conflict, not_found
 from .feedstream import FeedStream
-from .openapi import BinaryDownload, OptionalBody, answers
+from .openapi import BinaryDownload, OptionalBody, RunListing, answers
 from .ranges import Unsatisfiable, byte_range, etag_matches
 from .sse import SSE, closed_stream, resume_after, resume_from
 
 READ, RUN = {"role": "read"}, {"role": "run"}
 _enc = msgspec.json.Encoder(order="sorted")
+_STATUSES = frozenset(get_args(RunStatus))
 
 
 def _request_hash(body: Any) -> str:
@@ -168,7 +177,7 @@ async def get_run(request: Request[Any, Any, Any], run_id: str) -> Response[byte
     return Response((await gw(request).run_json(run_id)).encode(), media_type="application/json")
 
 
-@get("/v1/runs", opt=READ, responses=answers(RunPage))
+@get("/v1/runs", opt=READ, responses=answers(RunPage), operation_class=RunListing)
 async def list_runs(request: Request[Any, Any, Any]) -> Response[bytes]:
     """Runs, newest first: ``project``, ``deployment_id`` (a version, either spelling), ``status``,
     ``limit`` (1 to 500, default 20), ``cursor`` (a page's ``next_cursor``). Each run as
@@ -183,7 +192,7 @@ async def list_runs(request: Request[Any, Any, Any]) -> Response[bytes]:
     if not 1 <= limit <= MAX_RUNS_PAGE:
         raise bad_request(f"limit must be between 1 and {MAX_RUNS_PAGE}")
     status = q.get("status")
-    if status and status not in ("pending", "running", "succeeded", "failed", "canceled"):
+    if status and status not in _STATUSES:
         raise bad_request(f"unknown status {status!r}")
     version = q.get("deployment_id") or None
     if version is not None and not is_id(stored_id(version), "dep"):

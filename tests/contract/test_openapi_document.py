@@ -6,10 +6,11 @@ work from. Which routes exist and who may call them: ``tests/gateway/test_access
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 
+from crewyard.contract.runs import MAX_RUNS_PAGE, RunStatus
 from crewyard.gateway import create_app
 from crewyard.settings import Settings
 
@@ -131,6 +132,15 @@ def test_the_idempotency_key_is_a_documented_header(document: dict[str, Any]):
     for path in ("/v1/runs", UPLOAD, "/webhooks/runs/{token}"):
         params = document["paths"][path]["post"].get("parameters", [])
         assert [p["in"] for p in params if p["name"] == "Idempotency-Key"] == ["header"], path
+
+
+def test_the_run_listings_filters_are_documented(document: dict[str, Any]):
+    params = {p["name"]: p for p in document["paths"]["/v1/runs"]["get"].get("parameters", [])}
+    assert set(params) == {"project", "deployment_id", "status", "limit", "cursor", "full"}
+    assert all(p["in"] == "query" and p["description"] for p in params.values())
+    assert params["status"]["schema"]["enum"] == list(get_args(RunStatus))
+    assert (params["limit"]["schema"]["minimum"], params["limit"]["schema"]["maximum"]) == (1, MAX_RUNS_PAGE)
+    assert params["full"]["schema"]["type"] == "boolean"
 
 
 #: Answers whose shape is not the API's to fix: a document of its own, a row of a user's table.
