@@ -31,7 +31,7 @@ from crewyard.workspace import source_object
 
 from .context import Gateway, IdempotencyKey, gw, project_name
 from .errors import ApiError, bad_request
-from .openapi import GzipUpload, answers
+from .openapi import RESUMING, TEXT, GzipUpload, answers, documented, param
 from .sse import SSE, closed_stream, resume_after, resume_from, stream_events
 
 _enc = msgspec.json.Encoder()
@@ -189,7 +189,12 @@ async def get_deployment(request: Request[Any, Any, Any], dep_id: str) -> dict[s
     return await gw(request).deployment(dep_id)
 
 
-@get("/v1/projects/{project:str}/deployments", opt=READ, responses=answers(DeploymentList))
+@get(
+    "/v1/projects/{project:str}/deployments",
+    opt=READ,
+    responses=answers(DeploymentList),
+    operation_class=documented(param("name", TEXT, "Only this deployment name's versions")),
+)
 async def list_deployments(request: Request[Any, Any, Any], project: str) -> dict[str, Any]:
     """A project's versions, newest first (``?name=`` one deployment name's)."""
     g = gw(request)
@@ -197,7 +202,7 @@ async def list_deployments(request: Request[Any, Any, Any], project: str) -> dic
     return {"deployments": await g.rm.deployments(project, request.query_params.get("name"))}
 
 
-@get("/v1/deployments/{dep_id:str}/build-log", opt=READ, responses=SSE)
+@get("/v1/deployments/{dep_id:str}/build-log", opt=READ, responses=SSE, operation_class=documented(*RESUMING))
 async def build_log(request: Request[Any, Any, Any], dep_id: str) -> Any:
     g = gw(request)
     after = resume_after(request)

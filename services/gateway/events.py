@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Request, get
+from litestar.openapi.spec import OpenAPIType, Schema
 
 from crewyard.core.events import shown_to_clients
 from crewyard.core.subjects import event_type_of
@@ -20,12 +21,22 @@ from crewyard.core.subjects import event_type_of
 from .access import visible_project
 from .context import gw, project_name
 from .errors import bad_request
+from .openapi import RESUMING, TEXT, documented, param
 from .sse import SSE, closed_stream, resume_after, stream_events
 
 ONLY = {"runs": "run.*.run.>"}
 
 
-@get("/v1/events", opt={"role": "read"}, responses=SSE)
+@get(
+    "/v1/events",
+    opt={"role": "read"},
+    responses=SSE,
+    operation_class=documented(
+        *RESUMING,
+        param("project", TEXT, "Only this project's events"),
+        param("only", Schema(type=OpenAPIType.STRING, enum=list(ONLY)), "Only runs' events"),
+    ),
+)
 async def all_events(request: Request[Any, Any, Any]) -> Any:
     g = gw(request)
     asked = request.query_params.get("project")

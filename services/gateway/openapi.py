@@ -1,7 +1,7 @@
 """What the OpenAPI document says where a handler's signature cannot say it: bodies read as a
 stream (the gzip upload), answers that are bytes (artifact downloads), bodies that may be left
 out (each an ``Operation`` class a route names with ``operation_class=``), answers kept as the
-read model's JSON (:func:`answers`), a query the handler reads itself (:class:`RunListing`), and
+read model's JSON (:func:`answers`), a query the handler reads itself (:func:`documented`), and
 the error body (:func:`document_errors`)."""
 
 from __future__ import annotations
@@ -72,36 +72,51 @@ class BinaryDownload(Operation):
         self.responses = responses
 
 
-def _query(name: str, schema: Schema, description: str) -> Parameter:
-    return Parameter(name=name, param_in=ParamType.QUERY, schema=schema, description=description)
+def param(name: str, schema: Schema, description: str, where: ParamType = ParamType.QUERY) -> Parameter:
+    return Parameter(name=name, param_in=where, schema=schema, description=description)
 
 
-_TEXT = Schema(type=OpenAPIType.STRING)
+TEXT = Schema(type=OpenAPIType.STRING)
+FLAG = Schema(type=OpenAPIType.BOOLEAN, default=False)
 
 
-@dataclass
-class RunListing(Operation):
-    """``GET /v1/runs``: its filters, read from the query by the handler (no parsing of a
-    signature on the busiest read), documented here."""
+def page_size(default: int, most: int) -> Parameter:
+    schema = Schema(type=OpenAPIType.INTEGER, minimum=1, maximum=most, default=default)
+    return param("limit", schema, f"How many, at most {most}")
 
-    def __post_init__(self) -> None:
-        statuses: list[Any] = list(get_args(RunStatus))
-        self.parameters = [
-            _query("project", _TEXT, "Only this project's runs"),
-            _query("deployment_id", _TEXT, "Only this version's runs (dep_… or ver_…)"),
-            _query("status", Schema(type=OpenAPIType.STRING, enum=statuses), "Only runs in this state"),
-            _query(
-                "limit",
-                Schema(type=OpenAPIType.INTEGER, minimum=1, maximum=MAX_RUNS_PAGE, default=20),
-                "How many runs, at most",
-            ),
-            _query("cursor", _TEXT, "A page's next_cursor: the page after it"),
-            _query(
-                "full",
-                Schema(type=OpenAPIType.BOOLEAN, default=False),
-                "With each run's input and output, and its error message whole",
-            ),
-        ]
+
+def documented(*params: Parameter) -> type[Operation]:
+    """The ``operation_class`` of a route that reads ``params`` from the request itself (no
+    signature parsed on a busy read, or a query with repeatable or free-form entries)."""
+
+    @dataclass
+    class Documented(Operation):
+        def __post_init__(self) -> None:
+            self.parameters = [*(self.parameters or []), *params]
+
+    return Documented
+
+
+#: Where an event stream resumes: the last event id a client saw (either way of sending it).
+RESUMING = (
+    param("after", Schema(type=OpenAPIType.INTEGER, minimum=0), "Resume after this event id"),
+    param(
+        "Last-Event-ID",
+        TEXT,
+        "Resume after this event id (what a browser's EventSource sends)",
+        ParamType.HEADER,
+    ),
+)
+_STATUSES: list[Any] = list(get_args(RunStatus))
+#: ``GET /v1/runs``.
+RUN_LISTING = documented(
+    param("project", TEXT, "Only this project's runs"),
+    param("deployment_id", TEXT, "Only this version's runs (dep_… or ver_…)"),
+    param("status", Schema(type=OpenAPIType.STRING, enum=_STATUSES), "Only runs in this state"),
+    page_size(20, MAX_RUNS_PAGE),
+    param("cursor", TEXT, "A page's next_cursor: the page after it"),
+    param("full", FLAG, "With each run's input and output, and its error message whole"),
+)
 
 
 #: ``{"error": {"code", "message"}}``: what every failing request answers with.

@@ -16,7 +16,7 @@ from crewyard.core.versions import check_environment
 from .access import visible_project
 from .context import Gateway, gw, project_name
 from .errors import bad_request, not_found
-from .openapi import OptionalBody, answers
+from .openapi import RESUMING, TEXT, OptionalBody, answers, documented, param
 from .sse import SSE, resume_after, stream_events
 
 MAX_VALUE = 32 * 1024
@@ -93,7 +93,11 @@ async def list_env(request: Request[Any, Any, Any], project: str) -> dict[str, A
 
 
 @delete(
-    "/v1/projects/{project:str}/env/{key:str}", status_code=200, opt=DEPLOY, responses=answers(EnvChanged)
+    "/v1/projects/{project:str}/env/{key:str}",
+    status_code=200,
+    opt=DEPLOY,
+    responses=answers(EnvChanged),
+    operation_class=documented(param("environment", TEXT, "Remove that environment's own value")),
 )
 async def unset_env(request: Request[Any, Any, Any], project: str, key: str) -> dict[str, Any]:
     """``?environment=``: remove that environment's own value (default: the unscoped one)."""
@@ -112,7 +116,7 @@ async def remove_env(g: Gateway, project: str, key: str, scope: str | None) -> d
     return {"key": key, "project": project, "environment": environment, "deleted": True}
 
 
-@get("/v1/projects/{project:str}/events", opt=READ, responses=SSE)
+@get("/v1/projects/{project:str}/events", opt=READ, responses=SSE, operation_class=documented(*RESUMING))
 async def project_events(request: Request[Any, Any, Any], project: str) -> Any:
     """Every event of a project, live; with Last-Event-ID / ?after= it resumes, else starts now.
     Events that carry secrets (env values, even encrypted, and those older streams keep under

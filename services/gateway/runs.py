@@ -39,13 +39,16 @@ from .access import allow, require_role, visible_project
 from .context import Gateway, IdempotencyKey, gw, project_name
 from .errors import ApiError, bad_request, check_input_size, conflict, not_found
 from .feedstream import FeedStream
-from .openapi import BinaryDownload, OptionalBody, RunListing, answers
+from .openapi import FLAG, RESUMING, RUN_LISTING, BinaryDownload, OptionalBody, answers, documented, param
 from .ranges import Unsatisfiable, byte_range, etag_matches
 from .sse import SSE, closed_stream, resume_after, resume_from
 
 READ, RUN = {"role": "read"}, {"role": "run"}
 _enc = msgspec.json.Encoder(order="sorted")
 _STATUSES = frozenset(get_args(RunStatus))
+_RUN_EVENTS = documented(
+    *RESUMING, param("cancel_on_disconnect", FLAG, "Cancel the run when this client goes away before it ends")
+)
 
 
 def _request_hash(body: Any) -> str:
@@ -177,7 +180,7 @@ async def get_run(request: Request[Any, Any, Any], run_id: str) -> Response[byte
     return Response((await gw(request).run_json(run_id)).encode(), media_type="application/json")
 
 
-@get("/v1/runs", opt=READ, responses=answers(RunPage), operation_class=RunListing)
+@get("/v1/runs", opt=READ, responses=answers(RunPage), operation_class=RUN_LISTING)
 async def list_runs(request: Request[Any, Any, Any]) -> Response[bytes]:
     """Runs, newest first: ``project``, ``deployment_id`` (a version, either spelling), ``status``,
     ``limit`` (1 to 500, default 20), ``cursor`` (a page's ``next_cursor``). Each run as
@@ -261,7 +264,7 @@ async def cancel_run(
     return CancelResult(**await request_cancel(gw(request), run_id, reason="requested"))
 
 
-@get("/v1/runs/{run_id:str}/events", opt=READ, responses=SSE)
+@get("/v1/runs/{run_id:str}/events", opt=READ, responses=SSE, operation_class=_RUN_EVENTS)
 async def run_events(request: Request[Any, Any, Any], run_id: str) -> Any:
     """SSE of a run. ``?cancel_on_disconnect=true``: a client that goes away before the run ends
     cancels it (for callers that only care while they watch)."""

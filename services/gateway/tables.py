@@ -13,6 +13,7 @@ from typing import Any
 
 import msgspec
 from litestar import Request, delete, get, patch, post
+from litestar.openapi.spec import OpenAPIType, Schema
 from litestar.response import Response
 
 from crewyard.contract.common import Deleted
@@ -42,6 +43,7 @@ from crewyard.core.ids import is_id, new_id
 from .access import allow
 from .context import Gateway, gw, project_name
 from .errors import ApiError, bad_request, conflict, not_found
+from .openapi import TEXT, documented, page_size, param
 
 READ, RUN, DEPLOY = {"role": "read"}, {"role": "run"}, {"role": "deploy"}
 MAX_PAGE = 500
@@ -174,7 +176,16 @@ async def insert_rows(
     return Response(RowList(rows=rows_out) if many else rows_out[0], status_code=201)
 
 
-@get("/v1/tables/{table_id:str}/rows", opt=READ)
+@get(
+    "/v1/tables/{table_id:str}/rows",
+    opt=READ,
+    operation_class=documented(
+        param("filter", TEXT, "column:op:value (repeatable), e.g. score:gte:3"),
+        param("sort", TEXT, "column or -column (repeatable)"),
+        page_size(50, MAX_PAGE),
+        param("offset", Schema(type=OpenAPIType.INTEGER, minimum=0, default=0), "Rows to skip"),
+    ),
+)
 async def query_rows(request: Request[Any, Any, Any], table_id: str) -> RowPage:
     """``?filter=column:op:value`` (repeatable; op: eq ne gt gte lt lte contains is_null
     not_null), ``?sort=column`` or ``-column`` (repeatable; also ``_meta.created_at``),

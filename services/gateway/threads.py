@@ -45,7 +45,7 @@ from crewyard.threads import (
 from .access import allow, visible_project
 from .context import Gateway, gw, project_name
 from .errors import ApiError, bad_request, conflict, not_found
-from .openapi import OptionalBody
+from .openapi import RESUMING, OptionalBody, documented
 from .sse import SSE, resume_after, stream_events
 
 READ, RUN = {"role": "read"}, {"role": "run"}
@@ -289,7 +289,7 @@ async def delete_thread(request: Request[Any, Any, Any], thread_id: str) -> Thre
     raise conflict(f"thread {thread_id} kept changing; try again")
 
 
-@get("/v1/threads/{thread_id:str}/events", opt=READ, responses=SSE)
+@get("/v1/threads/{thread_id:str}/events", opt=READ, responses=SSE, operation_class=documented(*RESUMING))
 async def thread_events(request: Request[Any, Any, Any], thread_id: str) -> Any:
     """SSE of the thread and every run in it, across runs: history from ``Last-Event-ID`` /
     ``?after=``, else from the start of its current run (or from now when it is idle); it does

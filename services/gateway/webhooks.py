@@ -10,6 +10,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 from litestar import Request, delete, get, patch, post
+from litestar.openapi.spec import OpenAPIType, Schema
 
 from crewyard.contract.common import Deleted, NoFields
 from crewyard.contract.webhooks import (
@@ -40,7 +41,7 @@ from crewyard.eventstore import ConcurrencyConflict
 
 from .context import Gateway, gw, project_name
 from .errors import ApiError, bad_request, conflict, not_found
-from .openapi import OptionalBody
+from .openapi import TEXT, OptionalBody, documented, page_size, param
 
 #: How long the previous secret keeps signing (beside the new one) after a rotation.
 ROTATION_GRACE = timedelta(hours=24)
@@ -245,7 +246,18 @@ def delivery_view(row: dict[str, Any]) -> Delivery:
     )
 
 
-@get("/v1/webhooks/{webhook_id:str}/deliveries", opt=READ)
+_DELIVERY_STATUSES = ("pending", "succeeded", "failed")
+
+
+@get(
+    "/v1/webhooks/{webhook_id:str}/deliveries",
+    opt=READ,
+    operation_class=documented(
+        param("status", Schema(type=OpenAPIType.STRING, enum=list(_DELIVERY_STATUSES)), "Only these"),
+        page_size(50, 200),
+        param("cursor", TEXT, "A page's next_cursor: the page after it"),
+    ),
+)
 async def list_deliveries(request: Request[Any, Any, Any], webhook_id: str) -> DeliveryList:
     """Deliveries, newest first, each with every attempt (``?status=pending|succeeded|failed``,
     ``?limit=``, ``?cursor=``)."""
@@ -253,7 +265,7 @@ async def list_deliveries(request: Request[Any, Any, Any], webhook_id: str) -> D
     await _row(g, webhook_id)
     q = request.query_params
     status = q.get("status")
-    if status and status not in ("pending", "succeeded", "failed"):
+    if status and status not in _DELIVERY_STATUSES:
         raise bad_request(f"unknown status {status!r}")
     try:
         limit = int(q.get("limit", "50"))

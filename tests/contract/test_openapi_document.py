@@ -5,10 +5,13 @@ work from. Which routes exist and who may call them: ``tests/gateway/test_access
 
 from __future__ import annotations
 
+import inspect
+import re
 from pathlib import Path
 from typing import Any, get_args
 
 import pytest
+from litestar import Litestar
 
 from crewyard.contract.runs import MAX_RUNS_PAGE, RunStatus
 from crewyard.gateway import create_app
@@ -29,8 +32,12 @@ DOWNLOAD = "/v1/runs/{run_id}/artifacts/{name}"
 
 
 @pytest.fixture(scope="module")
-def document(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
-    app = create_app(Settings(data_dir=Path(tmp_path_factory.mktemp("data"))))
+def app(tmp_path_factory: pytest.TempPathFactory) -> Litestar:
+    return create_app(Settings(data_dir=Path(tmp_path_factory.mktemp("data"))))
+
+
+@pytest.fixture(scope="module")
+def document(app: Litestar) -> dict[str, Any]:
     doc: dict[str, Any] = app.openapi_schema.to_schema()
     return doc
 
@@ -141,6 +148,30 @@ def test_the_run_listings_filters_are_documented(document: dict[str, Any]):
     assert params["status"]["schema"]["enum"] == list(get_args(RunStatus))
     assert (params["limit"]["schema"]["minimum"], params["limit"]["schema"]["maximum"]) == (1, MAX_RUNS_PAGE)
     assert params["full"]["schema"]["type"] == "boolean"
+
+
+#: What a handler reads from the request itself: ``request.query_params.get("x")``, ``q.get("x")``,
+#: ``q.getall("x")``; ``resume_after(request)`` reads ``after`` and ``Last-Event-ID``.
+_READS = re.compile(r'(?:query_params|\bq)\.(?:get|getall)\(\s*"([A-Za-z_-]+)"')
+
+
+def test_every_query_a_handler_reads_itself_is_documented(app: Litestar, document: dict[str, Any]):
+    checked = 0
+    for route in app.routes:
+        path = re.sub(r":[a-z]+}", "}", route.path)
+        if path not in document["paths"]:
+            continue  # the console's pages and the document's own viewers
+        for handler in getattr(route, "route_handlers", []):
+            source = inspect.getsource(handler.fn)
+            wanted = set(_READS.findall(source))
+            if "resume_after(request)" in source:
+                wanted |= {"after", "Last-Event-ID"}
+            for method in handler.http_methods & {m.upper() for m in METHODS}:
+                op = document["paths"][path][method.lower()]
+                named = {p["name"] for p in op.get("parameters", [])}
+                assert wanted <= named, (method, path, sorted(wanted - named))
+                checked += bool(wanted)
+    assert checked >= 8, checked
 
 
 #: Answers whose shape is not the API's to fix: a document of its own, a row of a user's table.
