@@ -111,7 +111,7 @@ _STATUSES: list[Any] = list(get_args(RunStatus))
 #: ``GET /v1/runs``.
 RUN_LISTING = documented(
     param("project", TEXT, "Only this project's runs"),
-    param("deployment_id", TEXT, "Only this version's runs (dep_… or ver_…)"),
+    param("deployment_id", TEXT, "Only this version's runs (dep_… or ver_…; 404 if there is none)"),
     param("status", Schema(type=OpenAPIType.STRING, enum=_STATUSES), "Only runs in this state"),
     page_size(20, MAX_RUNS_PAGE),
     param("cursor", TEXT, "A page's next_cursor: the page after it"),

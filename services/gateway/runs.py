@@ -182,11 +182,12 @@ async def get_run(request: Request[Any, Any, Any], run_id: str) -> Response[byte
 
 @get("/v1/runs", opt=READ, responses=answers(RunPage), operation_class=RUN_LISTING)
 async def list_runs(request: Request[Any, Any, Any]) -> Response[bytes]:
-    """Runs, newest first: ``project``, ``deployment_id`` (a version, either spelling), ``status``,
-    ``limit`` (1 to 500, default 20), ``cursor`` (a page's ``next_cursor``). Each run as
-    ``GET /v1/runs/{id}`` shows it but without ``input`` and ``output`` (what the crew was given
-    and returned, often most of a run's size) and with an ``error_message`` over 1,000
-    characters cut there (an ellipsis ends it): ``full=true`` shows them whole."""
+    """Runs, newest first: ``project``, ``deployment_id`` (a version, either spelling: 404 if the
+    key sees no such version), ``status``, ``limit`` (1 to 500, default 20), ``cursor`` (a page's
+    ``next_cursor``). Each run as ``GET /v1/runs/{id}`` shows it but without ``input`` and
+    ``output`` (what the crew was given and returned, often most of a run's size) and with an
+    ``error_message`` over 1,000 characters cut there (an ellipsis ends it): ``full=true`` shows
+    them whole."""
     q = request.query_params
     try:
         limit = int(q.get("limit", "20"))
@@ -197,20 +198,24 @@ async def list_runs(request: Request[Any, Any, Any]) -> Response[bytes]:
     status = q.get("status")
     if status and status not in _STATUSES:
         raise bad_request(f"unknown status {status!r}")
-    version = q.get("deployment_id") or None
-    if version is not None and not is_id(stored_id(version), "dep"):
-        raise bad_request("deployment_id must be a version's id (dep_… or ver_…)")
     full = q.get("full", "false").lower()
     if full not in ("true", "false", "1", "0"):
         raise bad_request("full must be true or false")
-    shown, project = visible_project(request, q.get("project"))
+    g = gw(request)
+    asked = q.get("project")
+    version = q.get("deployment_id") or None
+    if version is not None:  # one version's runs: as with any resource, 404 if it is not the key's
+        dep = await g.deployment(version)
+        allow(request, dep["project"], not_found(f"deployment {dep['deployment_id']}"))
+        version = dep["deployment_id"]
+    shown, project = visible_project(request, project_name(asked) if asked else None)
     runs, cursor = (
-        await gw(request).rm.runs(
+        await g.rm.runs(
             project=project,
             status=status,
             limit=limit,
             cursor=q.get("cursor"),
-            deployment_id=version and stored_id(version),
+            deployment_id=version,
             full=full in ("true", "1"),
         )
         if shown
@@ -275,7 +280,9 @@ async def run_events(request: Request[Any, Any, Any], run_id: str) -> Any:
     after = resume_after(request)
     run = await g.run(run_id)
     filt = subjects.any_project_aggregate_filter("run", run_id, g.store.prefix)
-    start = await resume_from(g.store, filt, after, ended=run["status"] in rs.TERMINAL)
+    ended = run["status"] in rs.TERMINAL
+    # Ended: everything is stored, so the stream must answer now, or 503 (confirm).
+    start = await resume_from(g.store, filt, after, ended=ended, confirm=ended)
     if start is None:
         return closed_stream()  # it ended, and the client saw its last event
     on_disconnect = None

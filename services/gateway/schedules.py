@@ -3,7 +3,7 @@ schedule's cron, timezone and what it last fired (the scheduler service does the
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -32,10 +32,16 @@ DEPLOY, READ = {"role": "deploy"}, {"role": "read"}
 _json = msgspec.json.Decoder()
 
 
+#: A planned time this recent that the scheduler has not handled yet is still shown as next: it
+#: is about to fire (a schedule made at 14:50:59.999 fires at 14:51:00, which its answer, made a
+#: few milliseconds later, must show).
+DUE_SHOWN = timedelta(seconds=5)
+
+
 def schedule_view(row: dict[str, Any], now: datetime) -> Schedule:
     paused = bool(row["paused"])
     horizon = max(filter(None, (row["plan_from"], row["last_planned_at"])))
-    after = max(now, datetime.fromisoformat(horizon))
+    after = max(now - DUE_SHOWN, datetime.fromisoformat(horizon))
     upcoming = [] if paused else next_times(row["cron"], row["timezone"], after, 3)
     return Schedule(
         id=row["id"],

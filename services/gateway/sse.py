@@ -69,14 +69,21 @@ def resume_after(request: Request[Any, Any, Any]) -> int | None:
     return value
 
 
-async def resume_from(store: EventStore, filt: str, after: int | None, *, ended: bool) -> int | None:
+async def resume_from(
+    store: EventStore, filt: str, after: int | None, *, ended: bool, confirm: bool = False
+) -> int | None:
     """The first sequence a stream of the events ``filt`` matches sends to a client that saw
     those up to ``after`` (None or 0: none yet); None when nothing is left to send, because the
     stream has ``ended`` and the client saw its last event. An id past the last event (no client
-    saw one there) resumes from that event, so what ends the stream still ends it for this client."""
-    if not after:
+    saw one there) resumes from that event, so what ends the stream still ends it for this
+    client. ``confirm``: ask the store even for a client that saw nothing, so that a stream that
+    has ended answers only if the store does now (a 503 otherwise), though a feed already open
+    may be what sends it."""
+    if not after and not confirm:
         return 1
     last = await store.last_seq_of(filt)
+    if not after:
+        return 1
     if last is None:
         return after + 1
     if ended and after >= last:

@@ -83,15 +83,17 @@ def test_deploy_invoke_stream_resume_and_download(api: httpx.Client, platform: P
     assert next(x for x in full_page.json()["runs"] if x["id"] == run_id) == run
     bad = api.get("/v1/runs", params={"project": "hello", "full": "maybe"})
     assert bad.status_code == 400 and bad.json()["error"]["code"] == "bad_request"
-    # A version's runs, by either spelling of its id; nothing for another; an odd id is refused.
+    # A version's runs, by either spelling of its id; a version that does not exist is a 404, as
+    # are an odd id and a project name no project can have a 400.
     for version in (run["version_id"], run["deployment_id"]):
         of_it = api.get("/v1/runs", params={"deployment_id": version, "limit": 500}).json()["runs"]
         assert run_id in [x["id"] for x in of_it], version
         assert {x["deployment_id"] for x in of_it} == {run["deployment_id"]}
-    unknown = api.get("/v1/runs", params={"deployment_id": "dep_" + "0" * 26})
-    assert unknown.status_code == 200 and unknown.json()["runs"] == []
-    odd = api.get("/v1/runs", params={"deployment_id": "dep_x.>"})
-    assert odd.status_code == 400 and "deployment_id" in odd.json()["error"]["message"]
+    for missing in ("dep_" + "0" * 26, "dep_x.>"):
+        r = api.get("/v1/runs", params={"deployment_id": missing})
+        assert r.status_code == 404 and r.json()["error"]["code"] == "not_found", r.text
+    odd = api.get("/v1/runs", params={"project": "Not A Project"})
+    assert odd.status_code == 400 and odd.json()["error"]["code"] == "invalid_project", odd.text
 
 
 def test_external_nats_subscriber_sees_the_same_events(api: httpx.Client, platform: PlatformProcess):
