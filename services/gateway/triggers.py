@@ -20,7 +20,16 @@ from litestar.response import Response
 from crewyard.contract.triggers import Trigger, TriggerCreate, TriggerFired, TriggerInput, TriggerList
 from crewyard.core import run_state as rs
 from crewyard.core import subjects
-from crewyard.core.events import TERMINAL_TYPES, RunQueued, RunStarted, TriggerCreated, TriggerRevoked
+from crewyard.core.events import (
+    TERMINAL_TYPES,
+    RunCanceled,
+    RunCompleted,
+    RunFailed,
+    RunQueued,
+    RunStarted,
+    TriggerCreated,
+    TriggerRevoked,
+)
 from crewyard.core.ids import is_id, new_id
 from crewyard.core.signing import verify_github
 from crewyard.core.triggers import (
@@ -44,6 +53,7 @@ _json = msgspec.json.Decoder()
 _sorted = msgspec.json.Encoder(order="sorted")
 #: The events after which a run is no longer waiting for a runner.
 _MOVED = frozenset({RunStarted.TYPE, *TERMINAL_TYPES})
+_ENDED = {RunCompleted.TYPE: rs.SUCCEEDED, RunFailed.TYPE: rs.FAILED, RunCanceled.TYPE: rs.CANCELED}
 
 
 def secret_name(trigger_id: str) -> str:
@@ -203,9 +213,9 @@ async def _queue(
     g: Gateway, row: dict[str, Any], target: Resolved, run_input: dict[str, Any], key: str | None
 ) -> tuple[str, int | None]:
     """Queue the run a request starts: its id and the sequence of its ``run.queued`` (None: not
-    known, the run is from an earlier request). With an
-    ``Idempotency-Key``, a repeat of the request is the run its first made (422 when the repeat's
-    input is another), as ``POST /v1/runs`` does; a trigger's keys are its own."""
+    known, the run is from an earlier request). With an ``Idempotency-Key``, a repeat of the
+    request is the run its first made (422 when the repeat's input is another), as
+    ``POST /v1/runs`` does; a trigger's keys are its own."""
     project = row["project"]
     # Scoped to the trigger: a tab, which no header value holds, keeps it apart from API keys.
     scoped = f"{row['id']}\t{key}" if key else None
@@ -256,12 +266,16 @@ async def _started(g: Gateway, project: str, run_id: str, seq: int | None, wait_
     lifecycle = subjects.aggregate_filter(project, "run", run_id, g.store.prefix, rs.LIFECYCLE)
     try:
         async with asyncio.timeout(wait_s), g.store.follow(lifecycle, start_seq=seq or 1) as queue:
-            while subjects.parse_subject((await queue.get()).subject, g.store.prefix)[3] not in _MOVED:
+            while (
+                moved := subjects.parse_subject((await queue.get()).subject, g.store.prefix)[3]
+            ) not in _MOVED:
                 pass
     except TimeoutError:
         return "pending"
-    # Its lifecycle as it is now: a repeated request replays it from the start, and the run may
-    # have started and ended long ago (a replica that is behind may not say so yet).
+    if seq is not None:  # followed from its queueing: the first move is the news
+        return _ENDED.get(moved, "running")
+    # A repeated request replays the lifecycle from the start, and the run may have started and
+    # ended long ago: its lifecycle as it is now (a replica that is behind may not say so yet).
     state = rs.fold(run_id, await g.store.load(project, "run", run_id, types=rs.LIFECYCLE))
     return state.status if state.status not in ("", rs.PENDING) else "running"
 

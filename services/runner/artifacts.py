@@ -18,6 +18,7 @@ import asyncio
 import hashlib
 import mimetypes
 import os
+import re
 import stat
 from collections.abc import Callable
 from pathlib import Path
@@ -71,6 +72,7 @@ Take = Callable[[str, int, os.stat_result], ArtifactStored | None]
 
 #: Control characters as a report shows them (escaped: names reach terminals).
 _ESCAPED = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F)}
+_CONTROL = re.compile("[\x00-\x1f\x7f]")
 
 
 def shown(name: str) -> str:
@@ -84,16 +86,18 @@ def shown(name: str) -> str:
     return name if len(name) <= 300 else f"{name[:200]}…{name[-80:]}"
 
 
-def name_problem(name: str) -> str | None:
-    """Why ``name`` cannot be an artifact's name (the event's ``ArtifactName``), or None. Checked
-    before the file is read, so that a name the event would refuse stores nothing."""
+def name_problem(name: str, path_length: int) -> str | None:
+    """Why an entry called ``name`` at a path of ``path_length`` characters cannot be (or hold) an
+    artifact (the event's ``ArtifactName``), or None. Checked before anything is read, so that a
+    name the event would refuse stores nothing; each folder's name once, not again in every path
+    below it."""
     try:
         name.encode("utf-8")
     except UnicodeEncodeError:
         return "its name is not UTF-8"
-    if any(ord(c) < 0x20 or c == "\x7f" for c in name):
+    if _CONTROL.search(name):
         return "its name holds control characters"
-    if len(name) > MAX_ARTIFACT_NAME:
+    if path_length > MAX_ARTIFACT_NAME:
         return f"its path is longer than {MAX_ARTIFACT_NAME} characters"
     return None
 
@@ -133,7 +137,7 @@ class _Walk:
             if self.seen > MAX_ENTRIES:
                 raise _Enough
             rel = prefix + name
-            if (problem := name_problem(rel)) is not None:
+            if (problem := name_problem(name, len(rel))) is not None:
                 self.skip(rel, f"not collected: {problem}")
                 continue
             try:
