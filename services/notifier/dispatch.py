@@ -10,7 +10,8 @@ here: this step only writes events, so it is quick and one slow receiver cannot 
 The two subscribers (runs, deployments) are FastStream pull subscribers on durables every
 notifier instance shares; a message is acknowledged once its deliveries are stored, and a failure
 leaves it to be delivered again (``NACK_ON_ERROR``), which is harmless: the plan is computed from
-the stream, and what is already queued is not queued twice.
+the stream, and what is already queued is not queued twice. FastStream hands over the messages of
+one fetch at once; an instance takes each run's events in stream order (``handle_in_order``).
 """
 
 from __future__ import annotations
@@ -65,17 +66,26 @@ class Dispatcher:
         self._dep_names: dict[str, str | None] = {}
         #: Delivery groups this instance wrote last, most recent last (a bounded cache).
         self._groups: dict[str, GroupState] = {}
+        #: Per source aggregate being handled: its lock and how many events hold or await it.
+        self._sources: dict[str, tuple[asyncio.Lock, int]] = {}
 
-    async def handle_batch(self, raws: list[RawEvent]) -> int:
-        """Events of different runs at once, each run's in stream order."""
-        per_source: dict[str, list[RawEvent]] = {}
-        for raw in raws:
-            per_source.setdefault(raw.subject.rsplit(".", 2)[0], []).append(raw)
-
-        async def one_source(events: list[RawEvent]) -> int:
-            return sum([await self.handle(raw) for raw in events])
-
-        return sum(await asyncio.gather(*(one_source(e) for e in per_source.values())))
+    async def handle_in_order(self, raw: RawEvent) -> int:
+        """:meth:`handle`, after any earlier event of the same run (or deployment) this instance
+        is still handling: events handed over together start in stream order, and waiters on an
+        ``asyncio.Lock`` are served first come, first served. Other instances may still see a
+        run's events in another order, which :meth:`_queue` allows for."""
+        source = raw.subject.rsplit(".", 2)[0]
+        lock, users = self._sources.get(source, (asyncio.Lock(), 0))
+        self._sources[source] = (lock, users + 1)
+        try:
+            async with lock:
+                return await self.handle(raw)
+        finally:
+            lock, users = self._sources[source]
+            if users == 1:
+                del self._sources[source]
+            else:
+                self._sources[source] = (lock, users - 1)
 
     async def handle(self, raw: RawEvent) -> int:
         """Queue the deliveries ``raw`` makes; returns how many were queued."""
@@ -172,7 +182,7 @@ class Dispatcher:
             self._groups.pop(next(iter(self._groups)))
 
 
-Handler = Callable[[list[RawEvent]], Awaitable[int]]
+Handler = Callable[[RawEvent], Awaitable[int]]
 
 
 def subscribe(
@@ -191,25 +201,27 @@ def subscribe(
     jstream = JStream(stream, declare=False)  # the event store declares and checks it
     for durable, (aggregate, types) in SOURCES.items():
 
-        async def on_events(body: list[Any], msg: NatsMessage) -> None:
-            batch = msg.raw_message if isinstance(msg.raw_message, list) else [msg.raw_message]
-            await handle([RawEvent(_seq(m), m.subject, m.data) for m in batch])
+        async def on_event(body: Any, msg: NatsMessage) -> None:
+            m = msg.raw_message
+            await handle(RawEvent(_seq(m), m.subject, m.data))
 
         broker.subscriber(
             f"{prefix}.*.{aggregate}.*.{types}",
             stream=jstream,
             durable=durable,
-            # Batches, handled concurrently by the dispatcher (one handler call per fetch), not
-            # several workers: a pull subscriber with max_workers > 1 over-fetches and
+            # One handler call per message, those of a fetch at once. Not batch=True: its fetch
+            # loop drops what it has fetched when nats-py ends a later fetch of the same batch
+            # with a plain TimeoutError (on a busy event loop: 1 message in 7), and those come
+            # back only after ack_wait. Not max_workers > 1 either: it over-fetches and
             # redelivers (faststream#2563).
-            pull_sub=PullSub(batch_size=64, timeout=1.0, batch=True),
+            pull_sub=PullSub(batch_size=64, timeout=1.0),
             config=ConsumerConfig(
                 deliver_policy=DeliverPolicy.ALL, ack_wait=ack_wait, max_deliver=-1, max_ack_pending=1000
             ),
             ack_policy=AckPolicy.NACK_ON_ERROR,
             include_in_schema=False,
             inbox_prefix=inbox,
-        )(on_events)
+        )(on_event)
 
 
 def _seq(raw_msg: Any) -> int:

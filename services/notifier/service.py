@@ -76,7 +76,7 @@ class Notifier:
         )
         subscribe(
             broker,
-            self.dispatcher.handle_batch,
+            self.dispatcher.handle_in_order,
             stream=self.store.stream,
             prefix=self.store.prefix,
             inbox_prefix=credentials.get("inbox_prefix"),
