@@ -219,9 +219,17 @@ def subscribe(
                 deliver_policy=DeliverPolicy.ALL, ack_wait=ack_wait, max_deliver=-1, max_ack_pending=1000
             ),
             ack_policy=AckPolicy.NACK_ON_ERROR,
+            decoder=_undecoded,
             include_in_schema=False,
             inbox_prefix=inbox,
         )(on_event)
+
+
+def _undecoded(msg: NatsMessage) -> bytes:
+    """The body as stored: the dispatcher decodes (and sets aside what it cannot). FastStream's
+    own decoder would raise on a body that is not what its headers claim, before the handler,
+    and the message would come back forever."""
+    return bytes(msg.body)
 
 
 def _seq(raw_msg: Any) -> int:

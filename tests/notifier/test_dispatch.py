@@ -55,6 +55,27 @@ async def test_lifecycle_events_reach_the_handler_and_nothing_else():
     assert all(r.data == b'{"not": "decoded here"}' for r in got)
 
 
+async def test_a_body_unlike_its_content_type_still_reaches_the_handler():
+    # FastStream decodes by the message's content type before calling the handler: a body that
+    # is not the JSON it claims would never reach the dispatcher (which sets such events aside)
+    # and would come back forever.
+    got: list[bytes] = []
+
+    async def handle(raw: RawEvent) -> int:
+        got.append(raw.data)
+        return 0
+
+    broker = NatsBroker()
+    subscribe(broker, handle, stream="CREWYARD_EVENTS", prefix=PREFIX)
+    subject = f"{PREFIX}.acme.run.{new_id('run')}.run.completed"
+    async with TestNatsBroker(broker) as br:
+        for body in (b"{oops", b"\xff\xfe", b""):
+            await br.publish(
+                body, subject, stream="CREWYARD_EVENTS", headers={"content-type": "application/json"}
+            )
+    assert got == [b"{oops", b"\xff\xfe", b""]
+
+
 async def append(store: EventStore, payload, aggregate_id: str, project: str = "acme") -> int:
     event = make_event(payload, project=project, aggregate_id=aggregate_id, event_id=new_id("evt"))
     return await store.append(event)
