@@ -53,7 +53,7 @@ def webhooks() -> None:
     \b
     Examples:
       crewyard webhooks create https://example.com/hook -e run.succeeded -e run.failed -p research
-      crewyard webhooks deliveries WEBHOOK_ID -p research
+      crewyard webhooks deliveries WEBHOOK_ID --status failed
     """
 
 
