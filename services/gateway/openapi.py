@@ -7,7 +7,7 @@ the error body (:func:`document_errors`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, get_args
+from typing import Any
 
 from litestar.enums import ParamType
 from litestar.openapi import ResponseSpec
@@ -25,7 +25,6 @@ from litestar.openapi.spec import (
 )
 
 from crewyard.contract.common import GZIP, OCTET_STREAM
-from crewyard.contract.runs import MAX_RUNS_PAGE, RunStatus
 
 BINARY = Schema(type=OpenAPIType.STRING, format=OpenAPIFormat.BINARY)
 
@@ -106,16 +105,6 @@ RESUMING = (
         "Resume after this event id (what a browser's EventSource sends)",
         ParamType.HEADER,
     ),
-)
-_STATUSES: list[Any] = list(get_args(RunStatus))
-#: ``GET /v1/runs``.
-RUN_LISTING = documented(
-    param("project", TEXT, "Only this project's runs"),
-    param("deployment_id", TEXT, "Only this version's runs (dep_… or ver_…; 404 if there is none)"),
-    param("status", Schema(type=OpenAPIType.STRING, enum=_STATUSES), "Only runs in this state"),
-    page_size(20, MAX_RUNS_PAGE),
-    param("cursor", TEXT, "A page's next_cursor: the page after it"),
-    param("full", FLAG, "With each run's input and output, and its error message whole"),
 )
 
 

@@ -11,6 +11,7 @@ from urllib.parse import quote
 import msgspec
 from litestar import Request, Response, get, post
 from litestar.openapi import ResponseSpec
+from litestar.openapi.spec import OpenAPIType, Schema
 from litestar.response import Stream
 
 from crewyard.contract.common import NoFields
@@ -39,13 +40,31 @@ from .access import allow, require_role, visible_project
 from .context import Gateway, IdempotencyKey, gw, project_name
 from .errors import ApiError, bad_request, check_input_size, conflict, not_found
 from .feedstream import FeedStream
-from .openapi import FLAG, RESUMING, RUN_LISTING, BinaryDownload, OptionalBody, answers, documented, param
+from .openapi import (
+    FLAG,
+    RESUMING,
+    TEXT,
+    BinaryDownload,
+    OptionalBody,
+    answers,
+    documented,
+    page_size,
+    param,
+)
 from .ranges import Unsatisfiable, byte_range, etag_matches
 from .sse import SSE, closed_stream, resume_after, resume_from
 
 READ, RUN = {"role": "read"}, {"role": "run"}
 _enc = msgspec.json.Encoder(order="sorted")
-_STATUSES = frozenset(get_args(RunStatus))
+_STATUSES = tuple(get_args(RunStatus))
+_RUN_LISTING = documented(
+    param("project", TEXT, "Only this project's runs"),
+    param("deployment_id", TEXT, "Only this version's runs (dep_… or ver_…; 404 if there is none)"),
+    param("status", Schema(type=OpenAPIType.STRING, enum=list(_STATUSES)), "Only runs in this state"),
+    page_size(20, MAX_RUNS_PAGE),
+    param("cursor", TEXT, "A page's next_cursor: the page after it"),
+    param("full", FLAG, "With each run's input and output, and its error message whole"),
+)
 _RUN_EVENTS = documented(
     *RESUMING, param("cancel_on_disconnect", FLAG, "Cancel the run when this client goes away before it ends")
 )
@@ -180,7 +199,7 @@ async def get_run(request: Request[Any, Any, Any], run_id: str) -> Response[byte
     return Response((await gw(request).run_json(run_id)).encode(), media_type="application/json")
 
 
-@get("/v1/runs", opt=READ, responses=answers(RunPage), operation_class=RUN_LISTING)
+@get("/v1/runs", opt=READ, responses=answers(RunPage), operation_class=_RUN_LISTING)
 async def list_runs(request: Request[Any, Any, Any]) -> Response[bytes]:
     """Runs, newest first: ``project``, ``deployment_id`` (a version, either spelling: 404 if the
     key sees no such version), ``status``, ``limit`` (1 to 500, default 20), ``cursor`` (a page's

@@ -75,7 +75,7 @@ class Dispatcher:
         ``asyncio.Lock`` are served first come, first served. Other instances may still see a
         run's events in another order, which :meth:`_queue` allows for."""
         source = raw.subject.rsplit(".", 2)[0]
-        lock, users = self._sources.get(source, (asyncio.Lock(), 0))
+        lock, users = self._sources.get(source) or (asyncio.Lock(), 0)
         self._sources[source] = (lock, users + 1)
         try:
             async with lock:
