@@ -17,6 +17,7 @@ from pathlib import Path
 
 import crewyard_runtime
 from crewyard.archive import ArchiveLimits
+from crewyard.keyedlock import KeyedLock
 from crewyard.objects import ObjectStore
 from crewyard.packaging import extract
 
@@ -42,13 +43,13 @@ class Workspace:
         self.cache_dir = cache_dir
         self.objects = objects
         self.limits = limits or ArchiveLimits()
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks = KeyedLock()
 
     async def source(self, digest: str) -> Path:
         target = self.cache_dir / "sources" / digest.replace(":", "-")
         if target.is_dir():
             return target
-        async with self._locks.setdefault(digest, asyncio.Lock()):
+        async with self._locks.hold(digest):
             if not target.is_dir():
                 archive = await asyncio.to_thread(_spool_file, target)
                 try:

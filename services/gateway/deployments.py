@@ -31,6 +31,7 @@ from crewyard.workspace import source_object
 
 from .context import Gateway, IdempotencyKey, gw, project_name
 from .errors import ApiError, bad_request
+from .idempotency import first_event, same_request
 from .openapi import RESUMING, TEXT, GzipUpload, answers, documented, param
 from .sse import SSE, closed_stream, resume_after, resume_from, stream_events
 
@@ -170,17 +171,14 @@ def _accepted(event: Event) -> dict[str, Any]:
 async def _original(g: Gateway, seq: int, request_hash: str | None) -> Response[Deployment]:
     """The deployment that first used an Idempotency-Key, from its event at ``seq`` (read from the
     stream's leader, which has every acknowledged event)."""
-    original = (await g.store.get(seq, leader=True)).decode().event
-    if not isinstance(original.data, DeploymentCreated) or original.data.request_hash != request_hash:
-        raise ApiError(422, "idempotency_key_reused", "this Idempotency-Key was used with a different upload")
+    original = await first_event(g, seq, DeploymentCreated, request_hash, "upload")
     await g.rm.wait_for(seq)
     view = await g.rm.deployment(original.aggregate_id) or _accepted(original)
     return Response(msgspec.convert(view, Deployment), status_code=200)
 
 
 async def _replayed(g: Gateway, earlier: dict[str, Any], request_hash: str | None) -> Response[Deployment]:
-    if earlier.get("request_hash") != request_hash:
-        raise ApiError(422, "idempotency_key_reused", "this Idempotency-Key was used with a different upload")
+    same_request(earlier.get("request_hash"), request_hash, "upload")
     return Response(msgspec.convert(await g.deployment(earlier["id"]), Deployment), status_code=200)
 
 

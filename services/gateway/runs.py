@@ -40,6 +40,7 @@ from .access import allow, require_role, visible_project
 from .context import Gateway, IdempotencyKey, gw, project_name
 from .errors import ApiError, bad_request, check_input_size, conflict, not_found
 from .feedstream import FeedStream
+from .idempotency import first_event, same_request
 from .openapi import (
     FLAG,
     RESUMING,
@@ -167,11 +168,7 @@ def _accepted(event: Event, name: str | None) -> Run:
 async def _original(g: Gateway, seq: int, request_hash: str | None) -> Response[Run]:
     """The run that first used an Idempotency-Key, from its event at ``seq`` (read from the
     stream's leader, which has every acknowledged event)."""
-    original = (await g.store.get(seq, leader=True)).decode().event
-    if not isinstance(original.data, RunQueued) or original.data.request_hash != request_hash:
-        raise ApiError(
-            422, "idempotency_key_reused", "this Idempotency-Key was used with a different request body"
-        )
+    original = await first_event(g, seq, RunQueued, request_hash)
     await g.rm.wait_for(seq)
     row = await g.rm.run(original.aggregate_id)
     run = _run(row) if row is not None else _accepted(original, None)
@@ -180,10 +177,7 @@ async def _original(g: Gateway, seq: int, request_hash: str | None) -> Response[
 
 
 def _replayed(row: dict[str, Any], request_hash: str | None) -> Response[Run]:
-    if row.get("request_hash") != request_hash:
-        raise ApiError(
-            422, "idempotency_key_reused", "this Idempotency-Key was used with a different request body"
-        )
+    same_request(row.get("request_hash"), request_hash)
     run = _run(run_view(row))
     run.events_url = f"/v1/runs/{run.id}/events"
     return Response(run, status_code=200)

@@ -45,6 +45,7 @@ from crewyard.launch import queue_run
 
 from .context import Gateway, IdempotencyKey, gw, project_name
 from .errors import ApiError, bad_request, check_input_size, not_found
+from .idempotency import first_event, same_request
 from .limits import Buckets, TooMany
 from .openapi import OptionalBody
 
@@ -223,7 +224,7 @@ async def _queue(
     if scoped:
         existing = await g.rm.run_by_idempotency_key(project, scoped)
         if existing is not None:
-            _same_request(existing["request_hash"], request_hash)
+            same_request(existing["request_hash"], request_hash)
             return str(existing["id"]), None
     run_id = new_id("run")
     appended = await queue_run(
@@ -236,10 +237,7 @@ async def _queue(
     if not appended.duplicate:
         return run_id, appended.seq
     # A concurrent repeat won: its event (from the leader, which has every acknowledged one).
-    original = (await g.store.get(appended.seq, leader=True)).decode().event
-    if not isinstance(original.data, RunQueued):
-        raise ApiError(409, "conflict", "the run could not be queued; try again")
-    _same_request(original.data.request_hash, request_hash)
+    original = await first_event(g, appended.seq, RunQueued, request_hash)
     return original.aggregate_id, appended.seq
 
 
@@ -250,15 +248,6 @@ async def _deployment(g: Gateway, row: dict[str, Any]) -> Resolved:
         pinned = await g.resolve_version(project=row["project"], deployment_id=row["deployment_id"])
         return msgspec.structs.replace(pinned, environment=environment)
     return await g.resolve_version(project=row["project"], environment=environment)
-
-
-def _same_request(stored_hash: str | None, request_hash: str | None) -> None:
-    """A repeat with the same ``Idempotency-Key`` must be the same request: 422 when the run it
-    names was made from another input."""
-    if stored_hash != request_hash:
-        raise ApiError(
-            422, "idempotency_key_reused", "this Idempotency-Key was used with a different request body"
-        )
 
 
 async def _started(g: Gateway, project: str, run_id: str, seq: int | None, wait_s: float) -> str:

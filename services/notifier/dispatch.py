@@ -16,7 +16,6 @@ one fetch at once; an instance takes each run's events in stream order (``handle
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -42,6 +41,7 @@ from crewyard.core.webhooks import (
 )
 from crewyard.errors import CrewyardError
 from crewyard.eventstore import ConcurrencyConflict, EventStore, RawEvent, set_aside
+from crewyard.keyedlock import KeyedLock
 
 log = logging.getLogger("crewyard.notifier")
 READER = "notifier dispatch"
@@ -66,26 +66,16 @@ class Dispatcher:
         self._dep_names: dict[str, str | None] = {}
         #: Delivery groups this instance wrote last, most recent last (a bounded cache).
         self._groups: dict[str, GroupState] = {}
-        #: Per source aggregate being handled: its lock and how many events hold or await it.
-        self._sources: dict[str, tuple[asyncio.Lock, int]] = {}
+        #: A lock per source aggregate (run or deployment) while its events are being handled.
+        self._sources = KeyedLock()
 
     async def handle_in_order(self, raw: RawEvent) -> int:
         """:meth:`handle`, after any earlier event of the same run (or deployment) this instance
         is still handling: events handed over together start in stream order, and waiters on an
         ``asyncio.Lock`` are served first come, first served. Other instances may still see a
         run's events in another order, which :meth:`_queue` allows for."""
-        source = raw.subject.rsplit(".", 2)[0]
-        lock, users = self._sources.get(source) or (asyncio.Lock(), 0)
-        self._sources[source] = (lock, users + 1)
-        try:
-            async with lock:
-                return await self.handle(raw)
-        finally:
-            lock, users = self._sources[source]
-            if users == 1:
-                del self._sources[source]
-            else:
-                self._sources[source] = (lock, users - 1)
+        async with self._sources.hold(raw.subject.rsplit(".", 2)[0]):
+            return await self.handle(raw)
 
     async def handle(self, raw: RawEvent) -> int:
         """Queue the deliveries ``raw`` makes; returns how many were queued."""

@@ -17,6 +17,7 @@ import httpx
 import pytest
 
 from crewyard.client import tls_context
+from crewyard.packaging import pack
 from crewyard.testing.api import deploy, sse_events, wait_run, write_crew
 from crewyard.testing.platform import PlatformProcess
 
@@ -155,6 +156,42 @@ def test_idempotency_key(api: httpx.Client, slow: dict):
     assert len(ids) == 1
     runs = api.get("/v1/runs", params={"limit": 500}).json()["runs"]
     assert sum(1 for r in runs if r["id"] in ids) == 1
+
+
+def test_idempotency_key_of_an_upload(api: httpx.Client, tmp_path: Path):
+    """A repeated upload with the same key is the deployment the first made (200), also when the
+    repeats race; the same key with another source or environment is refused, nothing made."""
+    crew = write_crew(tmp_path / "idem", SLOW)
+    url, gz = "/v1/projects/idem-upload/deployments", {"Content-Type": "application/gzip"}
+    key = {**gz, "Idempotency-Key": str(uuid.uuid4())}
+    first = api.post(url, content=pack(crew), headers=key)
+    again = api.post(url, content=pack(crew), headers=key)
+    assert first.status_code == 202 and again.status_code == 200, (first.text, again.text)
+    assert again.json()["deployment_id"] == first.json()["deployment_id"]
+    (crew / "extra.py").write_text("X = 1\n")
+    for other, params in ((pack(crew), None), (again.request.content, {"environment": "staging"})):
+        refused = api.post(url, content=other, headers=key, params=params)
+        assert refused.status_code == 422, refused.text
+        assert refused.json()["error"] == {
+            "code": "idempotency_key_reused",
+            "message": "this Idempotency-Key was used with a different upload",
+        }
+
+    racing = {**gz, "Idempotency-Key": str(uuid.uuid4())}
+
+    def post() -> str:
+        with httpx.Client(
+            base_url=str(api.base_url), headers=api.headers, timeout=60, verify=tls_context()
+        ) as c:
+            resp = c.post(url, content=pack(crew), headers=racing)
+            assert resp.status_code in (200, 202), resp.text
+            return str(resp.json()["deployment_id"])
+
+    with concurrent.futures.ThreadPoolExecutor(6) as pool:
+        ids = set(pool.map(lambda _: post(), range(6)))
+    assert len(ids) == 1
+    made = api.get(url).json()["deployments"]
+    assert sorted(d["deployment_id"] for d in made) == sorted([first.json()["deployment_id"], *ids])
 
 
 def _most_at_once(runs: list[dict]) -> int:

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import msgspec
 
+from crewyard.keyedlock import KeyedLock
 from crewyard.objects import ObjectNotFound, ObjectStore
 
 from . import archive
@@ -47,7 +48,7 @@ class EnvironmentStore:
     def __init__(self, cache_dir: Path, objects: ObjectStore | None) -> None:
         self.envs = cache_dir / "envs"
         self.objects = objects
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks = KeyedLock()
 
     def path_for(self, digest: str) -> Path:
         return self.envs / digest
@@ -104,7 +105,7 @@ class EnvironmentStore:
         local = self._local_manifest(digest)
         if local is not None and local.sha256 == sha256 and self.path_for(digest).is_dir():
             return self.path_for(digest)
-        async with self._locks.setdefault(digest, asyncio.Lock()):
+        async with self._locks.hold(digest):
             local = self._local_manifest(digest)
             if local is not None and local.sha256 == sha256 and self.path_for(digest).is_dir():
                 return self.path_for(digest)

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from crewyard import privatenet
 from crewyard.core.entrypoints import runtime_of
+from crewyard.keyedlock import KeyedLock
 from crewyard.objects import ObjectStore
 
 from . import inputs as crew_inputs
@@ -86,7 +87,7 @@ class VenvBuilder:
         self.limits = limits or sandbox.BuildLimits()
         #: Private networks builds may reach besides the registries' own (the operator's setting).
         self.network = network or privatenet.NetworkPolicy()
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks = KeyedLock()
 
     def path_for(self, digest: str) -> Path:
         return self.store.path_for(digest)
@@ -139,7 +140,7 @@ class VenvBuilder:
         prepare: Callable[[Path], None] | None = None,
     ) -> BuildResult:
         """The environment named ``digest``: reused when built before, else made by ``script``."""
-        async with self._locks.setdefault(digest, asyncio.Lock()):
+        async with self._locks.hold(digest):
             done = await self.store.published(digest)
             if done is not None:
                 await log(f"environment {digest[:12]} already built: reusing it", "stdout")

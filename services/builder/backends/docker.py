@@ -39,6 +39,7 @@ from crewyard.environments import inputs as crew_inputs
 from crewyard.environments import registry as build_registry
 from crewyard.environments.sandbox import BuildLimits, error_excerpt, uv_binary
 from crewyard.environments.venv import build_script
+from crewyard.keyedlock import KeyedLock
 
 from . import _node, _stage
 from ._base_images import BaseImages, default_base_image
@@ -123,7 +124,7 @@ class DockerBuilder:
         self.node_base_image = node_base_image
         self.cache_dir = cache_dir
         self._client: docker.DockerClient | None = None
-        self._locks: dict[str, asyncio.Lock] = {}
+        self._locks = KeyedLock()
         self._bases = BaseImages(self._api, cache_dir)
 
     def _api(self) -> docker.APIClient:
@@ -235,7 +236,7 @@ class DockerBuilder:
         """The crew's image (and its environment image): reused when built before."""
         digest = image_digest(request.source_digest, env_digest, base_id, runtime_digest())
         tag = f"crewyard/{digest}"
-        async with self._locks.setdefault(digest, asyncio.Lock()):
+        async with self._locks.hold(digest):
             if await self._exists(tag):
                 await log(f"image {tag} already built: skipping the build", "stdout")
                 return BuildResult(backend=self.name, env_digest=digest, cached=True, image=tag)
@@ -261,7 +262,7 @@ class DockerBuilder:
         """The environment image for these dependencies: reused, or made in a build container
         running ``script`` (with ``extra`` files added to the crew's copied folder)."""
         env_image = f"crewyard/env:{env_digest}"
-        async with self._locks.setdefault(f"env:{env_digest}", asyncio.Lock()):
+        async with self._locks.hold(f"env:{env_digest}"):
             if await self._exists(env_image):
                 await log(f"environment image {env_image} already built: reusing it", "stdout")
                 return env_image
