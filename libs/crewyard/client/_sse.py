@@ -95,6 +95,8 @@ def _seq(value: str | None) -> int | None:
 class _Follower:
     """What both followers share: the resume point, the retry budget and the backoff."""
 
+    transport: Transport | AsyncTransport
+
     def __init__(
         self,
         path: str,
@@ -135,6 +137,31 @@ class _Follower:
             delay = max(delay, parser.retry_ms / 1000)
         return min(delay, 5.0)
 
+    def failed(self, exc: Exception) -> Exception | None:
+        """What a failed connection means: None to ask again at once, else the failure to count
+        against the retry budget; raised when trying again is no use."""
+        if isinstance(exc, httpx.ReadTimeout):
+            # The server answered and went quiet: asking again costs nothing.
+            return None if self._connected else exc
+        if isinstance(exc, _Unavailable):
+            if not self._connected:
+                raise exc.error from None
+            return exc.error
+        if isinstance(exc, RETRYABLE):
+            # Nobody listening before the stream ever opened: the server is not there, say so now.
+            # Anything else (a stale kept-alive connection, a drop) is worth another try.
+            if not self._connected and isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+                raise self.transport.error(exc) from None
+            return exc
+        raise self.transport.error(exc) from None
+
+    def give_up_after(self, failures: int, error: Exception) -> None:
+        """Raise ``error`` once ``failures`` in a row are more than the retry budget."""
+        if failures > self.max_retries:
+            if isinstance(error, ClientError):
+                raise error
+            raise self.transport.error(error)
+
     def checked(self, resp: httpx.Response) -> None:
         if resp.status_code in RETRYABLE_STATUS:
             raise _Unavailable(api_error(resp))
@@ -151,6 +178,8 @@ class EventStream(_Follower):
     fails is an error at once (the server is not there); later failures are retried up to
     ``max_retries`` times in a row before giving up.
     """
+
+    transport: Transport
 
     def __init__(
         self,
@@ -192,27 +221,13 @@ class EventStream(_Follower):
                 error: Exception = ClientError(
                     f"the event stream {self.path} keeps closing without new events"
                 )
-            except httpx.ReadTimeout as exc:
-                if self._connected:
-                    continue  # the server answered and went quiet; asking again costs nothing
-                error = exc
-            except RETRYABLE as exc:
-                # Nobody listening before the stream ever opened: the server is not there, say so now.
-                # Anything else (a stale kept-alive connection, a drop) is worth another try.
-                if not self._connected and isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
-                    raise self.transport.error(exc) from None
-                error = exc
-            except _Unavailable as exc:
-                if not self._connected:
-                    raise exc.error from None
-                error = exc.error
-            except (httpx.HTTPError, httpx.InvalidURL) as exc:
-                raise self.transport.error(exc) from None
+            except (httpx.HTTPError, httpx.InvalidURL, _Unavailable) as exc:
+                failed = self.failed(exc)
+                if failed is None:
+                    continue
+                error = failed
             failures += 1
-            if failures > self.max_retries:
-                if isinstance(error, ClientError):
-                    raise error
-                raise self.transport.error(error)
+            self.give_up_after(failures, error)
             time.sleep(self.delay(failures, parser))
 
     def _connect(self, parser: SseParser) -> Generator[SseMessage, None, None]:
@@ -231,6 +246,8 @@ class EventStream(_Follower):
 
 class AsyncEventStream(_Follower):
     """The asynchronous twin of :class:`EventStream` (``async for msg in stream``)."""
+
+    transport: AsyncTransport
 
     def __init__(
         self,
@@ -270,25 +287,13 @@ class AsyncEventStream(_Follower):
                 error: Exception = ClientError(
                     f"the event stream {self.path} keeps closing without new events"
                 )
-            except httpx.ReadTimeout as exc:
-                if self._connected:
+            except (httpx.HTTPError, httpx.InvalidURL, _Unavailable) as exc:
+                failed = self.failed(exc)
+                if failed is None:
                     continue
-                error = exc
-            except RETRYABLE as exc:
-                if not self._connected and isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
-                    raise self.transport.error(exc) from None
-                error = exc
-            except _Unavailable as exc:
-                if not self._connected:
-                    raise exc.error from None
-                error = exc.error
-            except (httpx.HTTPError, httpx.InvalidURL) as exc:
-                raise self.transport.error(exc) from None
+                error = failed
             failures += 1
-            if failures > self.max_retries:
-                if isinstance(error, ClientError):
-                    raise error
-                raise self.transport.error(error)
+            self.give_up_after(failures, error)
             await asyncio.sleep(self.delay(failures, parser))
 
     async def _connect(self, parser: SseParser) -> AsyncGenerator[SseMessage, None]:
