@@ -6,6 +6,8 @@ import signal
 import threading
 import time
 
+import pytest
+
 from crewyard.client import SseMessage, SseParser
 from crewyard.testing.fakeapi import FakeApi, Reply, Sse
 
@@ -63,6 +65,26 @@ def test_unexpected_answers_never_show_a_traceback(api: FakeApi, run_cli) -> Non
 
     assert result.exit_code == 1
     assert result.stderr.startswith("error: the API answered GET /v1/runs with something this client")
+    assert len(result.stderr.splitlines()) == 1
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.parametrize(
+    ("path", "command"),
+    [
+        ("/v1/keys", ["keys", "list"]),
+        ("/v1/projects/demo/schedules", ["schedules", "list", "-p", "demo"]),
+        ("/v1/projects/demo/triggers", ["triggers", "list", "-p", "demo"]),
+        ("/v1/projects/demo/webhooks", ["webhooks", "list", "-p", "demo"]),
+    ],
+)
+def test_answers_the_contract_does_not_fit_are_one_line(api: FakeApi, run_cli, path: str, command: list[str]):
+    api.route("GET", path, Reply(200, {"keys": 1, "schedules": 1, "triggers": 1, "webhooks": 1}))
+
+    result = run_cli(*command, "--api", api.url)
+
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith("error: the API answered with something unexpected: ")
     assert len(result.stderr.splitlines()) == 1
     assert "Traceback" not in result.output
 

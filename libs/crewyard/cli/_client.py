@@ -9,15 +9,18 @@ with exit code 1; :class:`CliError` is the CLI's own such failure.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import click
+import msgspec
 
 from crewyard.client import DEFAULT_API, Client, seg
 
 from ._credentials import api_key_for
 
-__all__ = ["DEFAULT_API", "ApiClient", "CliError", "connect", "seg"]
+__all__ = ["DEFAULT_API", "ApiClient", "CliError", "connect", "decoded", "seg"]
+
+T = TypeVar("T")
 
 
 class CliError(click.ClickException):
@@ -42,3 +45,12 @@ class ApiClient(Client):
 
 def connect(api_url: str, api_key: str | None = None) -> ApiClient:
     return ApiClient(api_url, api_key)
+
+
+def decoded(answer: Any, kind: type[T]) -> T:
+    """An answer of :meth:`ApiClient.call` as the contract type ``kind``; one that does not fit is
+    one clear error, not a traceback."""
+    try:
+        return msgspec.convert(answer, kind)
+    except msgspec.ValidationError as exc:
+        raise CliError(f"the API answered with something unexpected: {exc}") from None

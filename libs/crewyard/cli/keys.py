@@ -15,7 +15,7 @@ from rich.text import Text
 from crewyard.contract.keys import Identity, Key, KeyCreate, KeyList
 from crewyard.core.access import ROLES, new_token, well_formed
 
-from ._client import CliError, connect, seg
+from ._client import CliError, connect, decoded, seg
 from ._credentials import config_path, load_config, normalize, save_config
 from ._options import api_option, json_option
 from .consumers import parse_duration
@@ -49,7 +49,7 @@ def login(api_url: str, key_stdin: bool, as_json: bool) -> None:
     """
     token = _read_key(key_stdin)
     with connect(api_url, token) as client:
-        identity = msgspec.convert(client.call("GET", "/v1/whoami"), Identity)
+        identity = decoded(client.call("GET", "/v1/whoami"), Identity)
     config = load_config()
     config.api = normalize(api_url)
     config.keys[normalize(api_url)] = token
@@ -108,7 +108,7 @@ def create(
     until = datetime.now(UTC) + parse_duration(expires) if expires else None
     body = KeyCreate(role=role, project=project, name=name, expires_at=until)  # type: ignore[arg-type]
     with connect(api_url) as client:
-        key = msgspec.convert(client.call("POST", "/v1/keys", json=msgspec.to_builtins(body)), Key)
+        key = decoded(client.call("POST", "/v1/keys", json=msgspec.to_builtins(body)), Key)
     if as_json:
         print_json(msgspec.to_builtins(key))
         return
@@ -129,7 +129,7 @@ def create(
 def list_(project: str | None, as_json: bool, api_url: str) -> None:
     """Every key you may manage, revoked ones included — never the keys themselves."""
     with connect(api_url) as client:
-        found = msgspec.convert(client.call("GET", "/v1/keys", params={"project": project}), KeyList)
+        found = decoded(client.call("GET", "/v1/keys", params={"project": project}), KeyList)
     if as_json:
         print_json(msgspec.to_builtins(found))
         return

@@ -6,22 +6,14 @@ from __future__ import annotations
 from typing import Any
 
 import click
-import msgspec
 from rich.text import Text
 
 from crewyard.contract.schedules import Schedule, ScheduleList
 from crewyard.contract.triggers import Trigger, TriggerList
 
-from ._client import ApiClient, CliError, seg
+from ._client import ApiClient, decoded, seg
 from ._options import api_option, json_option, parse_input, project_option, resolve_project
 from .render import done, listing_table, local_time, make_console, print_json
-
-
-def _decode(answer: dict[str, Any], kind: type[Any]) -> Any:
-    try:
-        return msgspec.convert(answer, kind)
-    except msgspec.ValidationError as exc:
-        raise CliError(f"the API answered with something unexpected: {exc}") from None
 
 
 def _show(s: Schedule) -> None:
@@ -100,7 +92,7 @@ def create(
     if as_json:
         print_json(answer)
         return
-    _show(_decode(answer, Schedule))
+    _show(decoded(answer, Schedule))
 
 
 @schedules.command("list")
@@ -115,7 +107,7 @@ def list_schedules(project: str | None, as_json: bool, api_url: str) -> None:
     if as_json:
         print_json(answer)
         return
-    rows = _decode(answer, ScheduleList).schedules
+    rows = decoded(answer, ScheduleList).schedules
     if not rows:
         make_console().print(f"No schedules in project {target}.")
         return
@@ -141,7 +133,7 @@ def _action(action: str, schedule_id: str, project: str | None, api_url: str, as
     if as_json:
         print_json(answer)
         return
-    _show(_decode(answer, Schedule))
+    _show(decoded(answer, Schedule))
 
 
 @schedules.command("get")
@@ -232,7 +224,7 @@ def create_trigger(
     if as_json:
         print_json(answer)
         return
-    t = _decode(answer, Trigger)
+    t = decoded(answer, Trigger)
     console = make_console()
     console.print(Text.assemble(("✓ ", "green"), (t.id, "bold"), f"  {t.name}"))
     console.print(Text.assemble("  URL: ", (f"{base}{t.url}", "bold yellow")))
@@ -253,7 +245,7 @@ def list_triggers(project: str | None, as_json: bool, api_url: str) -> None:
     if as_json:
         print_json(answer)
         return
-    rows = _decode(answer, TriggerList).triggers
+    rows = decoded(answer, TriggerList).triggers
     if not rows:
         make_console().print(f"No triggers in project {target}.")
         return

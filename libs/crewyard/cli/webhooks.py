@@ -7,14 +7,13 @@ from __future__ import annotations
 from typing import Any
 
 import click
-import msgspec
 from rich import box
 from rich.table import Table
 from rich.text import Text
 
 from crewyard.contract.webhooks import DeliveryList, Webhook, WebhookList
 
-from ._client import ApiClient, CliError, seg
+from ._client import ApiClient, CliError, decoded, seg
 from ._options import api_option, json_option, project_option, resolve_project
 from .render import done, local_time, make_console, print_json, short, status_text
 
@@ -22,13 +21,6 @@ EVENTS_HELP = (
     "Event to send (repeat for several): run.started, run.succeeded, run.failed, run.canceled, "
     "deployment.ready, deployment.failed, or * for all (default)."
 )
-
-
-def _decode(answer: dict[str, Any], kind: type[Any]) -> Any:
-    try:
-        return msgspec.convert(answer, kind)
-    except msgspec.ValidationError as exc:
-        raise CliError(f"the API answered with something unexpected: {exc}") from None
 
 
 def _show(hook: Webhook, *, created: bool = False) -> None:
@@ -82,7 +74,7 @@ def create(
     if as_json:
         print_json(answer)
         return
-    _show(_decode(answer, Webhook), created=True)
+    _show(decoded(answer, Webhook), created=True)
 
 
 @webhooks.command("list")
@@ -97,7 +89,7 @@ def list_webhooks(project: str | None, as_json: bool, api_url: str) -> None:
     if as_json:
         print_json(answer)
         return
-    hooks = _decode(answer, WebhookList).webhooks
+    hooks = decoded(answer, WebhookList).webhooks
     console = make_console()
     if not hooks:
         console.print(f"No webhooks in project {target}.")
@@ -124,7 +116,7 @@ def get_webhook(webhook_id: str, project: str | None, as_json: bool, api_url: st
     if as_json:
         print_json(answer)
         return
-    _show(_decode(answer, Webhook))
+    _show(decoded(answer, Webhook))
 
 
 def _update(webhook_id: str, project: str | None, api_url: str, body: dict[str, Any], as_json: bool) -> None:
@@ -134,7 +126,7 @@ def _update(webhook_id: str, project: str | None, api_url: str, body: dict[str, 
     if as_json:
         print_json(answer)
         return
-    _show(_decode(answer, Webhook))
+    _show(decoded(answer, Webhook))
 
 
 @webhooks.command("update")
@@ -195,7 +187,7 @@ def rotate(webhook_id: str, project: str | None, as_json: bool, api_url: str) ->
     if as_json:
         print_json(answer)
         return
-    _show(_decode(answer, Webhook))
+    _show(decoded(answer, Webhook))
 
 
 @webhooks.command("delete")
@@ -226,7 +218,7 @@ def deliveries(webhook_id: str, status: str | None, limit: int, as_json: bool, a
     if as_json:
         print_json(answer)
         return
-    listed = _decode(answer, DeliveryList).deliveries
+    listed = decoded(answer, DeliveryList).deliveries
     console = make_console()
     if not listed:
         console.print("No deliveries yet.")
