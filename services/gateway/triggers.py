@@ -200,9 +200,11 @@ async def fire_trigger(
     check_input_size(run_input)
     target = await _deployment(g, row)
     run_id, seq = await _queue(g, row, target, run_input, idempotency_key)
-    status = await _started(g, row["project"], run_id, seq, g.settings.trigger_wait_s)
-    if seq is not None:  # read-your-writes on this gateway, as POST /v1/runs: a lag is no error
-        await g.rm.wait_for(seq)
+    started = _started(g, row["project"], run_id, seq, g.settings.trigger_wait_s)
+    if seq is None:
+        status = await started
+    else:  # meanwhile, read-your-writes on this gateway as POST /v1/runs (a lag is no error)
+        status, _ = await asyncio.gather(started, g.rm.wait_for(seq))
     fired = TriggerFired(
         run_id=run_id,
         status=status,
