@@ -150,6 +150,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_response(200)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Transfer-Encoding", "chunked")
+        # It closes the connection after the stream: said so, a client never sends the next
+        # request on it (which would then fail, a failure no test asked for).
+        self.send_header("Connection", "close")
         self.end_headers()
         self._chunk(b": connected\n\n")
         sent = 0
