@@ -3,12 +3,10 @@
 from __future__ import annotations
 
 import click
-from rich import box
-from rich.table import Table
 
 from ._client import connect
 from ._options import api_option, json_option, name_option, project_option, resolve_project
-from .render import make_console, print_json
+from .render import listing_table, local_time, make_console, print_json
 
 
 @click.group()
@@ -32,17 +30,19 @@ def list_projects(as_json: bool, api_url: str) -> None:
     if as_json:
         print_json({"projects": rows})
         return
-    table = Table(box=box.SIMPLE)
-    for column in ("project", "current deployment", "max concurrent runs", "created"):
-        table.add_column(column)
+    console = make_console()
+    if not rows:
+        console.print("No projects yet: crewyard deploy makes one.")
+        return
+    table = listing_table("PROJECT", "CURRENT DEPLOYMENT", "MAX RUNS AT ONCE", "CREATED")
     for row in rows:
         table.add_row(
             row.name,
             row.current_deployment_id or "-",
             str(row.max_concurrent_runs or "no limit"),
-            row.created_at,
+            local_time(row.created_at),
         )
-    make_console().print(table)
+    console.print(table)
 
 
 @projects.command("limit")
