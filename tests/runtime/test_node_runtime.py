@@ -11,13 +11,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import queue
 import re
-import subprocess
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -25,7 +21,7 @@ from crewyard.core.crewfile import CrewConfig
 from crewyard.environments import BuildRequest, VenvBuilder, nodejs
 from crewyard.runner import protocol
 from crewyard.runner.backends._base import NODE_CHANNELS
-from crewyard.testing.protocol import RUNNER_TO_RUNTIME, RUNTIME_TO_RUNNER, document, problems
+from crewyard.testing.protocol import RUNNER_TO_RUNTIME, RUNTIME_TO_RUNNER, Driven, document, problems
 
 RUNTIME = Path(__file__).resolve().parents[2] / "libs" / "crewyard_runtime" / "node"
 pytestmark = pytest.mark.timeout(300)
@@ -83,92 +79,42 @@ def node_env(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return result.venv_dir
 
 
-class NodeRuntime:
+def _node_runtime(env_dir: Path, crew_dir: Path, work: Path) -> Driven:
     """The Node runtime in a process of its own, driven line by line as a runner would."""
-
-    def __init__(self, env_dir: Path, crew_dir: Path, work: Path) -> None:
-        node = nodejs.installed()
-        assert node is not None, "Node.js must be installed (scripts/install-system.sh)"
-        command = [
-            "/bin/sh",
-            "-c",
-            NODE_CHANNELS,
-            node.path,
-            str(RUNTIME / "main.mjs"),
-            str(env_dir),
-            str(crew_dir),
-        ]
-        env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(work), "CREWYARD_RUN_ID": "run_node",
-               "CREWYARD_ARTIFACTS_DIR": str(work)}  # fmt: skip
-        self.proc = subprocess.Popen(
-            command, cwd=work, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-        )
-        self.lines: queue.Queue[bytes] = queue.Queue()
-        self.seen: list[dict[str, Any]] = []
-        self.sent: list[dict[str, Any]] = []
-        self.stderr = b""
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout
-        for line in self.proc.stdout:
-            self.lines.put(line)
-        self.lines.put(b"")
-
-    def send(self, message: protocol.Outgoing) -> None:
-        line = protocol.encode(message)
-        self.sent.append(json.loads(line))
-        assert self.proc.stdin
-        self.proc.stdin.write(line)
-        self.proc.stdin.flush()
-
-    def next(self) -> dict[str, Any] | None:
-        line = self.lines.get(timeout=120)
-        if not line:
-            return None
-        message: dict[str, Any] = json.loads(line)  # only protocol lines ever reach stdout
-        self.seen.append(message)
-        return message
-
-    def until(self, kind: str) -> dict[str, Any]:
-        while (message := self.next()) is not None:
-            if message["t"] == kind:
-                return message
-        raise AssertionError(f"the runtime ended without {kind!r}; it said {self.seen}")
-
-    def finish(self) -> int:
-        if self.proc.stdin:
-            self.proc.stdin.close()
-        code = self.proc.wait(120)
-        while self.next() is not None:
-            pass
-        assert self.proc.stderr
-        self.stderr = self.proc.stderr.read()
-        return code
+    node = nodejs.installed()
+    assert node is not None, "Node.js must be installed (scripts/install-system.sh)"
+    command = [
+        "/bin/sh",
+        "-c",
+        NODE_CHANNELS,
+        node.path,
+        str(RUNTIME / "main.mjs"),
+        str(env_dir),
+        str(crew_dir),
+    ]
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(work), "CREWYARD_RUN_ID": "run_node",
+           "CREWYARD_ARTIFACTS_DIR": str(work)}  # fmt: skip
+    return Driven(command, cwd=work, env=env, timeout=120)
 
 
 @pytest.fixture
-def node_runtime(node_env: Path, tmp_path: Path) -> Iterator[Callable[[dict[str, str]], NodeRuntime]]:
-    started: list[NodeRuntime] = []
+def node_runtime(node_env: Path, tmp_path: Path) -> Iterator[Callable[[dict[str, str]], Driven]]:
+    started: list[Driven] = []
 
-    def start(files: dict[str, str]) -> NodeRuntime:
+    def start(files: dict[str, str]) -> Driven:
         crew = tmp_path / "crew"
         for name, text in {"package.json": '{"type": "module"}', **files}.items():
             (crew / name).parent.mkdir(parents=True, exist_ok=True)
             (crew / name).write_text(text)
         work = tmp_path / "work"
         work.mkdir(exist_ok=True)
-        rt = NodeRuntime(node_env, crew, work)
+        rt = _node_runtime(node_env, crew, work)
         started.append(rt)
         return rt
 
     yield start
     for rt in started:
-        rt.proc.kill()
-        rt.proc.wait()
-        for stream in (rt.proc.stdin, rt.proc.stdout, rt.proc.stderr):
-            if stream:
-                stream.close()
+        rt.close()
 
 
 def _prepare(entrypoint: str, env: dict[str, str] | None = None) -> protocol.Prepare:
@@ -176,7 +122,7 @@ def _prepare(entrypoint: str, env: dict[str, str] | None = None) -> protocol.Pre
 
 
 def test_a_node_run_follows_the_protocol_document_on_both_sides(
-    node_runtime: Callable[..., NodeRuntime],
+    node_runtime: Callable[..., Driven],
 ) -> None:
     rt = node_runtime({"src/crew.ts": CREW})
     assert rt.next() == {"t": "hello", "v": protocol.VERSION, "runtime": "node"}
@@ -210,7 +156,7 @@ def test_a_node_run_follows_the_protocol_document_on_both_sides(
 
 
 def test_a_crew_that_throws_reports_its_type_message_and_stack(
-    node_runtime: Callable[..., NodeRuntime],
+    node_runtime: Callable[..., Driven],
 ) -> None:
     rt = node_runtime(
         {
@@ -243,7 +189,7 @@ def test_a_crew_that_throws_reports_its_type_message_and_stack(
     ids=["missing package", "missing export", "missing file", "import raises"],
 )  # fmt: skip
 def test_an_entrypoint_that_does_not_load_is_an_error_before_ready(
-    node_runtime: Callable[..., NodeRuntime],
+    node_runtime: Callable[..., Driven],
     files: dict[str, str],
     entrypoint: str,
     error_type: str,
@@ -258,7 +204,7 @@ def test_an_entrypoint_that_does_not_load_is_an_error_before_ready(
     assert "ready" not in [m["t"] for m in rt.seen]
 
 
-def test_commonjs_crews_run_too(node_runtime: Callable[..., NodeRuntime]) -> None:
+def test_commonjs_crews_run_too(node_runtime: Callable[..., Driven]) -> None:
     rt = node_runtime(
         {
             "package.json": "{}",
@@ -277,7 +223,7 @@ def test_commonjs_crews_run_too(node_runtime: Callable[..., NodeRuntime]) -> Non
 
 
 def test_a_thread_run_is_refused_rather_than_run_without_its_state(
-    node_runtime: Callable[..., NodeRuntime],
+    node_runtime: Callable[..., Driven],
 ) -> None:
     rt = node_runtime({"crew.ts": "export const run = () => ({ ran: true });\n"})
     rt.next()
@@ -299,7 +245,7 @@ def test_a_thread_run_is_refused_rather_than_run_without_its_state(
     ids=["channel closed", "start before prepare", "not a node framework"],
 )
 def test_a_runner_that_breaks_the_protocol_gets_an_error_and_exit_code_2(
-    node_runtime: Callable[..., NodeRuntime], first: protocol.Outgoing | None
+    node_runtime: Callable[..., Driven], first: protocol.Outgoing | None
 ) -> None:
     rt = node_runtime({"c.ts": "export const run = () => 1;\n"})
     rt.next()

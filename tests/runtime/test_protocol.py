@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import json
 import os
-import queue
-import subprocess
 import sys
-import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -21,7 +18,7 @@ import msgspec
 import pytest
 
 from crewyard.runner import protocol
-from crewyard.testing.protocol import RUNNER_TO_RUNTIME, RUNTIME_TO_RUNNER, document, problems
+from crewyard.testing.protocol import RUNNER_TO_RUNTIME, RUNTIME_TO_RUNNER, Driven, document, problems
 from crewyard.testing.runtime import LIBS
 from crewyard_runtime import _protocol as runtime_protocol
 
@@ -57,89 +54,37 @@ def run(inputs):
 """
 
 
-class Runtime:
+def _runtime(tmp_path: Path, crew_dir: Path) -> Driven:
     """``python -m crewyard_runtime`` driven line by line, as a runner would."""
-
-    def __init__(self, tmp_path: Path, crew_dir: Path) -> None:
-        env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": str(tmp_path),
-            "PYTHONPATH": f"{LIBS}{os.pathsep}{crew_dir}",
-            "CREWYARD_RUN_ID": "run_proto",
-            "CREWYARD_ARTIFACTS_DIR": str(tmp_path),
-        }
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "crewyard_runtime"],
-            cwd=tmp_path,
-            env=env,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-        )
-        self.lines: queue.Queue[bytes] = queue.Queue()
-        self.seen: list[dict[str, Any]] = []
-        self.sent: list[dict[str, Any]] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout
-        for line in self.proc.stdout:
-            self.lines.put(line)
-        self.lines.put(b"")
-
-    def send(self, message: protocol.Outgoing) -> None:
-        line = protocol.encode(message)
-        self.sent.append(json.loads(line))
-        assert self.proc.stdin
-        self.proc.stdin.write(line)
-        self.proc.stdin.flush()
-
-    def next(self) -> dict[str, Any] | None:
-        line = self.lines.get(timeout=30)
-        if not line:
-            return None
-        message: dict[str, Any] = json.loads(line)
-        self.seen.append(message)
-        return message
-
-    def until(self, kind: str) -> dict[str, Any]:
-        while (message := self.next()) is not None:
-            if message["t"] == kind:
-                return message
-        raise AssertionError(f"the runtime ended without {kind!r}; it said {self.seen}")
-
-    def finish(self) -> int:
-        if self.proc.stdin:
-            self.proc.stdin.close()
-        code = self.proc.wait(30)
-        while self.next() is not None:
-            pass
-        return code
+    env = {
+        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+        "HOME": str(tmp_path),
+        "PYTHONPATH": f"{LIBS}{os.pathsep}{crew_dir}",
+        "CREWYARD_RUN_ID": "run_proto",
+        "CREWYARD_ARTIFACTS_DIR": str(tmp_path),
+    }
+    return Driven([sys.executable, "-m", "crewyard_runtime"], cwd=tmp_path, env=env, timeout=30)
 
 
 @pytest.fixture
-def runtime(tmp_path: Path, crew_module: CrewModule) -> Iterator[Callable[[str], Runtime]]:
-    started: list[Runtime] = []
+def runtime(tmp_path: Path, crew_module: CrewModule) -> Iterator[Callable[[str], Driven]]:
+    started: list[Driven] = []
 
-    def start(source: str) -> Runtime:
-        rt = Runtime(tmp_path, crew_module("proto_crew", source))
+    def start(source: str) -> Driven:
+        rt = _runtime(tmp_path, crew_module("proto_crew", source))
         started.append(rt)
         return rt
 
     yield start
     for rt in started:
-        rt.proc.kill()
-        rt.proc.wait()
-        for stream in (rt.proc.stdin, rt.proc.stdout, rt.proc.stderr):
-            if stream:
-                stream.close()
+        rt.close()
 
 
 def _prepare(env: dict[str, str] | None = None, entrypoint: str = "proto_crew:run") -> protocol.Prepare:
     return protocol.Prepare(env=env or {}, entrypoint=entrypoint, framework="python", project="p")
 
 
-def test_a_run_follows_the_protocol_document_on_both_sides(runtime: Callable[[str], Runtime]) -> None:
+def test_a_run_follows_the_protocol_document_on_both_sides(runtime: Callable[[str], Driven]) -> None:
     rt = runtime(CREW)
     hello = rt.next()
     assert hello == {"t": "hello", "v": protocol.VERSION, "runtime": "python"}
@@ -169,7 +114,7 @@ def test_a_run_follows_the_protocol_document_on_both_sides(runtime: Callable[[st
 
 
 def test_an_entrypoint_that_does_not_import_is_an_error_before_ready(
-    runtime: Callable[[str], Runtime],
+    runtime: Callable[[str], Driven],
 ) -> None:
     rt = runtime("raise ImportError('broken on purpose')\n")
     rt.next()
@@ -186,7 +131,7 @@ def test_an_entrypoint_that_does_not_import_is_an_error_before_ready(
     ids=["channel closed", "start before prepare"],
 )
 def test_a_runner_that_breaks_the_protocol_gets_an_error_and_exit_code_2(
-    runtime: Callable[[str], Runtime], first: protocol.Outgoing | None
+    runtime: Callable[[str], Driven], first: protocol.Outgoing | None
 ) -> None:
     rt = runtime("def run(inputs):\n    return 1\n")
     rt.next()

@@ -2,14 +2,22 @@
 
 Any runtime (the Python one, a Node shim) and the runner's encoder are tested with
 :func:`problems`: every message they produce must be one the document defines, with its required
-fields, no unknown ones, and values of the declared types.
+fields, no unknown ones, and values of the declared types. :class:`Driven` is a runtime in a
+process of its own, driven line by line with the runner's own encoder.
 """
 
 from __future__ import annotations
 
 import json
+import queue
+import subprocess
+import threading
+from collections.abc import Sequence
 from importlib import resources
+from pathlib import Path
 from typing import Any
+
+from crewyard.runner import protocol
 
 RUNTIME_TO_RUNNER = "runtime_to_runner"
 RUNNER_TO_RUNTIME = "runner_to_runtime"
@@ -69,3 +77,77 @@ def problems(direction: str, message: Any, doc: dict[str, Any] | None = None) ->
         if field["required"] and name not in message:
             found.append(f"{message['t']}.{name} is required")
     return found
+
+
+class Driven:
+    """A runtime's process driven line by line as a runner drives it: what it was sent and what it
+    said, in order (``sent``, ``seen``: both as JSON), and its stderr once it ended."""
+
+    def __init__(self, command: Sequence[str], *, cwd: Path, env: dict[str, str], timeout: float) -> None:
+        self.timeout = timeout
+        self.proc = subprocess.Popen(
+            command, cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        self.lines: queue.Queue[bytes] = queue.Queue()
+        self.seen: list[dict[str, Any]] = []
+        self.sent: list[dict[str, Any]] = []
+        self.stderr = b""
+        self._stderr: list[bytes] = []
+        # Both pipes read as they fill: a runtime that writes much to stderr must not stall.
+        self._readers = [
+            threading.Thread(target=self._read, daemon=True),
+            threading.Thread(target=self._read_stderr, daemon=True),
+        ]
+        for reader in self._readers:
+            reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout
+        for line in self.proc.stdout:
+            self.lines.put(line)
+        self.lines.put(b"")
+
+    def _read_stderr(self) -> None:
+        assert self.proc.stderr
+        self._stderr.append(self.proc.stderr.read())  # until it ends
+
+    def send(self, message: protocol.Outgoing) -> None:
+        line = protocol.encode(message)
+        self.sent.append(json.loads(line))
+        assert self.proc.stdin
+        self.proc.stdin.write(line)
+        self.proc.stdin.flush()
+
+    def next(self) -> dict[str, Any] | None:
+        """The runtime's next message; None once its output ended."""
+        line = self.lines.get(timeout=self.timeout)
+        if not line:
+            return None
+        message: dict[str, Any] = json.loads(line)  # only protocol lines ever reach stdout
+        self.seen.append(message)
+        return message
+
+    def until(self, kind: str) -> dict[str, Any]:
+        while (message := self.next()) is not None:
+            if message["t"] == kind:
+                return message
+        raise AssertionError(f"the runtime ended without {kind!r}; it said {self.seen}")
+
+    def finish(self) -> int:
+        """Close its input (what a runner does when it is done) and wait: its exit code."""
+        if self.proc.stdin:
+            self.proc.stdin.close()
+        code = self.proc.wait(self.timeout)
+        while self.next() is not None:
+            pass
+        self._readers[1].join(self.timeout)
+        self.stderr = b"".join(self._stderr)
+        return code
+
+    def close(self) -> None:
+        """Kill it (if it still runs) and close its pipes."""
+        self.proc.kill()
+        self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            if stream:
+                stream.close()
