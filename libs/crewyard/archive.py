@@ -33,7 +33,9 @@ _OUT = 256 * 1024  # most bytes inflated per step
 _CHUNK = _OUT  # most file content handed out per step (whole inflated chunks: no copies)
 #: pax and GNU long-name headers carry names and metadata: anything bigger is an attack.
 MAX_HEADER_BYTES = 1024 * 1024
-MAX_PATH = 4096
+#: A member's path, in bytes. It is unpacked under the platform's own folders (the source cache's
+#: ``<digest>.tmp…/``, a sandbox's mount point), and the whole must stay under the kernel's 4,096.
+MAX_PATH = 1024
 MAX_PATH_PART = 255
 _MAX_GZIP_MEMBERS = 64
 _MAX_PAX_RECORDS = 1000

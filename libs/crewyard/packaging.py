@@ -109,7 +109,7 @@ def check(source: Source, limits: ArchiveLimits | None = None) -> CheckedArchive
             raise ArchiveError("upload is not a gzip tarball (expected Content-Type application/gzip)")
         fh.seek(0)
         reader = TarReader(fh, limits)
-        layout = _Layout()
+        layout = _Layout(limits)
         for member in reader.members():
             layout.add(member)
             if member.is_dir:
@@ -149,11 +149,14 @@ def check(source: Source, limits: ArchiveLimits | None = None) -> CheckedArchive
 
 
 class _Layout:
-    """Each path once, and never both a file and a folder (extraction would fail half-way)."""
+    """Each path once, and never both a file and a folder (extraction would fail half-way). The
+    folders a path implies count as entries too: a few hundred deep paths, each under a folder of
+    its own, would otherwise be hundreds of thousands of folders from one small upload."""
 
-    def __init__(self) -> None:
+    def __init__(self, limits: ArchiveLimits) -> None:
         self.files: set[str] = set()
         self.dirs: set[str] = {""}
+        self.most = limits.entries + 1  # with the root
 
     def add(self, member: Member) -> None:
         path = member.path
@@ -168,6 +171,12 @@ class _Layout:
                 raise ArchiveError(f"archive member {path!r} is inside {parent!r}, which is a file")
             self.dirs.add(parent)
             parent = parent.rpartition("/")[0]
+        if len(self.files) + len(self.dirs) > self.most:
+            raise ArchiveError(
+                f"archive has more than {self.most - 1} entries (files and folders, with the folders"
+                " their paths imply)",
+                code="payload_too_large",
+            )
 
 
 def extract(
@@ -183,7 +192,7 @@ def extract(
         hasher = hashlib.sha256()
         with _opened(source) as fh:
             reader = TarReader(fh, limits)
-            layout = _Layout()
+            layout = _Layout(limits)
             for member in reader.members():
                 layout.add(member)
                 target = tmp / member.path

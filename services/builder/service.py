@@ -168,8 +168,7 @@ class Builder:
             # unpack, a file nested past a parser's depth…): a failed build, never one retried
             # until the queue gives up on it with the deployment left "building"
             log.warning("build of %s stopped: %r", dep_id, exc)
-            message = f"the build stopped: {type(exc).__name__}: {exc}"
-            outcome = DeploymentFailed(error_message=_cut(message, MAX_MESSAGE))
+            outcome = DeploymentFailed(error_message=_cut(stopped_message(exc), MAX_MESSAGE))
         finally:
             heartbeat.cancel()
         await output.close()
@@ -194,6 +193,13 @@ class Builder:
             except ConcurrencyConflict:
                 continue
         return False
+
+
+def stopped_message(exc: Exception) -> str:
+    """What the user reads when a build step raised: an OSError's text names its file, a path on
+    this host, so only its reason is said."""
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+    return f"the build stopped: {type(exc).__name__}: {reason}"
 
 
 async def _keep_alive(item: WorkItem) -> None:

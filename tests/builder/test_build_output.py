@@ -6,7 +6,9 @@ from __future__ import annotations
 import asyncio
 import sys
 
-from crewyard.builder.service import MAX_LINE, MAX_LINES, _BuildLog
+import pytest
+
+from crewyard.builder.service import MAX_LINE, MAX_LINES, _BuildLog, stopped_message
 from crewyard.core.events import BuildLog, Payload
 from crewyard.environments import sandbox
 from crewyard.lines import MAX_LINE as MAX_TEXT_LINE
@@ -47,3 +49,12 @@ async def test_a_build_printing_a_line_of_megabytes_gets_it_in_pieces(tmp_path) 
 
     assert lines[-1] == "error: the end"
     assert sum(len(line) for line in lines[:-1]) == 3_000_000 and max(map(len, lines)) <= MAX_TEXT_LINE
+
+
+def test_a_build_step_that_failed_on_a_file_says_why_but_not_where_on_this_host(tmp_path) -> None:
+    with pytest.raises(OSError) as failed:
+        (tmp_path / ("n" * 300)).write_text("x")
+    message = stopped_message(failed.value)
+    assert message == "the build stopped: OSError: File name too long"
+    assert str(tmp_path) not in message
+    assert stopped_message(ValueError("bad value")) == "the build stopped: ValueError: bad value"

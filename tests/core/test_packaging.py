@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from crewyard.packaging import ArchiveError, ArchiveLimits, check, pack
+from crewyard.packaging import ArchiveError, ArchiveLimits, check, extract, pack
 
 LIMITS = ArchiveLimits(unpacked_bytes=10**6)
 CONFIG = b'[deployment]\nframework = "python"\nentrypoint = "crew:run"\n'
@@ -63,6 +63,32 @@ def test_hostile_members_are_refused(members, message):
         message = "link"
     with pytest.raises(ArchiveError, match=message):
         check(_tar([_file("crewyard.toml", CONFIG), *members]), limits=LIMITS)
+
+
+def test_the_folders_a_path_implies_count_as_entries(tmp_path: Path):
+    deep = "/".join(["d"] * 60)
+    members = [_file("crewyard.toml", CONFIG)] + [_file(f"top{i}/{deep}/f") for i in range(3)]
+    limits = ArchiveLimits(unpacked_bytes=10**6, entries=150)
+    with pytest.raises(ArchiveError, match="more than 150 entries") as refused:
+        check(_tar(members), limits=limits)
+    assert refused.value.code == "payload_too_large"
+    with pytest.raises(ArchiveError, match="more than 150 entries"):
+        extract(_tar(members), tmp_path / "out", limits=limits)
+    assert not (tmp_path / "out").exists()
+    check(_tar(members[:3]), limits=limits)  # two such paths: 124 folders and files, in bounds
+
+
+def test_a_path_is_refused_at_upload_when_it_could_not_be_unpacked_under_a_folder(tmp_path: Path):
+    # 1,023 bytes: unpacked under a data folder of any usual depth; 1,025: refused when checked,
+    # never accepted only for its build to fail on the kernel's limit of 4,096 for a whole path.
+    fits, too_long = "/".join(["p" * 254] * 4) + "/abc", "/".join(["p" * 254] * 4) + "/abcde"
+    assert (len(fits), len(too_long)) == (1023, 1025)
+    archive = _tar([_file("crewyard.toml", CONFIG), _file(fits)])
+    check(archive, limits=LIMITS)
+    extract(archive, tmp_path / "out", limits=LIMITS)
+    assert (tmp_path / "out" / fits).read_bytes() == b"x"
+    with pytest.raises(ArchiveError, match="longer than a file system allows"):
+        check(_tar([_file("crewyard.toml", CONFIG), _file(too_long)]), limits=LIMITS)
 
 
 def test_hard_links_and_devices_are_refused():

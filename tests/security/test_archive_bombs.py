@@ -76,6 +76,7 @@ BOMBS: list[tuple[str, Callable[[], bytes], int, str]] = [
     ("pax header of 1 GiB", lambda: bombs.pax_expanding(1 << 30), 413, "over the 1048576-byte limit"),
     ("one member of 450 MiB", lambda: bombs.huge_member(450 << 20), 413, "limit per file"),
     ("100,000 files", lambda: bombs.many_files(100_000), 413, "more than 10000 entries"),
+    ("2,000 files 500 folders deep", lambda: bombs.deep_paths(2_000, 500), 413, "more than 10000 entries"),
     ("600 MiB of zeros", lambda: bombs.unpacks_to(600), 413, "unpacks to more than the 524288000-byte limit"),
 ]
 

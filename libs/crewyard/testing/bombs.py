@@ -67,6 +67,26 @@ def many_files(count: int = 100_000) -> bytes:
     return gzip.compress(config_member() + headers, 6)
 
 
+def _pax_record(key: str, value: str) -> bytes:
+    """``"<length> key=value\n"``, the length counting itself."""
+    body = f" {key}={value}\n".encode()
+    length = len(body) + 1
+    while len(str(length).encode()) + len(body) != length:
+        length += 1
+    return str(length).encode() + body
+
+
+def deep_paths(count: int = 2_000, depth: int = 500) -> bytes:
+    """``count`` empty files, each ``depth`` folders deep under a top folder of its own (names in
+    pax headers): a few hundred bytes of upload per file, ``depth`` folders implied by each."""
+    deep = "/".join(["x"] * depth)
+    headers = []
+    for i in range(count):
+        pax = _pax_record("path", f"{i:05d}/{deep}/f")
+        headers.append(member(b"pax", b"x", len(pax)) + pad(pax) + member(b"f", b"0", 0))
+    return gzip.compress(config_member() + b"".join(headers), 9)
+
+
 def unpacks_to(total_mib: int = 600) -> bytes:
     """Files of 99 MiB of zeros each, together over ``total_mib`` (each under a per-file limit)."""
     files = -(-total_mib // _ZEROS_MIB)
