@@ -10,6 +10,14 @@ from __future__ import annotations
 import re
 
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+_FAR = 10**18  # past the end of any file
+
+
+def _position(digits: str) -> int:
+    """A byte position as the header wrote it, any number of digits: one beyond every file is
+    ``_FAR`` (``int()`` refuses over 4,300 digits, and such a number says no more than that)."""
+    digits = digits.lstrip("0") or "0"
+    return int(digits) if len(digits) <= 18 else _FAR
 
 
 class Unsatisfiable(Exception):
@@ -27,16 +35,18 @@ def byte_range(header: str | None, size: int) -> tuple[int, int] | None:
     if not first and not last:
         return None
     if not first:  # the last n bytes
-        n = int(last)
+        n = _position(last)
         if n == 0:
             raise Unsatisfiable
+        if size == 0:
+            return None  # all of nothing: no Content-Range can say so, the empty file is sent
         return max(size - n, 0), size
-    start = int(first)
-    if last and int(last) < start:
+    start = _position(first)
+    if last and _position(last) < start:
         return None  # invalid: ignored
     if start >= size:
         raise Unsatisfiable
-    end = min(int(last) + 1, size) if last else size
+    end = min(_position(last) + 1, size) if last else size
     return start, end
 
 
