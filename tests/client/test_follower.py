@@ -12,6 +12,7 @@ import pytest
 
 from crewyard.client import AsyncEventStream, EventStream, NotFound, TransportError, Unavailable
 from crewyard.client._errors import ClientError
+from crewyard.client._sse import SseLines, SseParser
 from crewyard.client._transport import AsyncTransport, Transport
 from crewyard.testing.fakeapi import FakeApi, Reply, Sse
 
@@ -101,3 +102,25 @@ async def test_not_found_is_raised_as_it_is(follow: Follow, api: FakeApi) -> Non
     with pytest.raises(NotFound, match="run run_test not found"):
         await follow(api.url, [])
     assert len(api.calls("GET", PATH)) == 1
+
+
+@both
+async def test_line_breaks_other_than_cr_and_lf_are_part_of_an_event(follow: Follow, api: FakeApi) -> None:
+    # A crew's log line or artifact name may hold U+2028, U+2029 or U+0085: JSON needs no escape
+    # for them, and SSE ends lines only at CR and LF (str.splitlines, httpx's iter_lines, not so).
+    api.route("GET", PATH, [Sse([(1, "log", {"message": "a\u2028b\u2029c\x85d"})]), Sse([])])
+    seen: list[str] = []
+    with pytest.raises(ClientError, match="keeps closing without new events"):
+        await follow(api.url, seen)
+    assert seen == ["log"]
+
+
+def test_sse_lines_end_at_cr_lf_and_crlf_only_wherever_the_pieces_are_cut() -> None:
+    stream = 'id: 1\r\ndata: {"m": "a\u2028b\x85c"}\r\n\r\nid: 2\rdata: x\n\n'
+    want = ["id: 1", 'data: {"m": "a\u2028b\x85c"}', "", "id: 2", "data: x", ""]
+    for cut in range(len(stream) + 1):  # a CRLF split between two pieces is still one break
+        lines = SseLines()
+        assert lines.feed(stream[:cut]) + lines.feed(stream[cut:]) == want, cut
+    parser = SseParser()
+    messages = [m for line in SseLines().feed(stream) if (m := parser.feed(line)) is not None]
+    assert [m.data for m in messages] == ['{"m": "a\u2028b\x85c"}', "x"]

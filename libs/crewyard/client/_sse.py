@@ -10,6 +10,7 @@ long and reconnects (through a load balancer, to another gateway).
 from __future__ import annotations
 
 import asyncio
+import re
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Generator, Iterator, Mapping
 from contextlib import aclosing, closing
@@ -73,6 +74,29 @@ class SseParser:
         elif field == "retry" and value.isdigit():
             self.retry_ms = int(value)
         return None
+
+
+class SseLines:
+    """A stream's text cut into lines where the format cuts them: at CR, LF or CRLF and nowhere
+    else. ``str.splitlines`` (httpx's ``iter_lines``) also cuts at U+2028, U+0085 and others,
+    which a JSON string in an event's data may hold as they are."""
+
+    def __init__(self) -> None:
+        self._rest = ""
+        self._after_cr = False  # the last piece ended with CR: an LF first in the next is its pair
+
+    def feed(self, text: str) -> list[str]:
+        if self._after_cr and text.startswith("\n"):
+            text = text[1:]
+        if not text:
+            return []
+        self._after_cr = text.endswith("\r")
+        lines = _BREAK.split(self._rest + text)
+        self._rest = lines.pop()
+        return lines
+
+
+_BREAK = re.compile(r"\r\n|\r|\n")
 
 
 class _Unavailable(Exception):
@@ -238,10 +262,12 @@ class EventStream(_Follower):
             if resp.status_code >= 400:
                 resp.read()
             self.checked(resp)
-            for line in resp.iter_lines():
-                msg = parser.feed(line)
-                if msg is not None and self.accept(msg):
-                    yield msg
+            lines = SseLines()
+            for text in resp.iter_text():
+                for line in lines.feed(text):
+                    msg = parser.feed(line)
+                    if msg is not None and self.accept(msg):
+                        yield msg
 
 
 class AsyncEventStream(_Follower):
@@ -304,7 +330,9 @@ class AsyncEventStream(_Follower):
             if resp.status_code >= 400:
                 await resp.aread()
             self.checked(resp)
-            async for line in resp.aiter_lines():
-                msg = parser.feed(line)
-                if msg is not None and self.accept(msg):
-                    yield msg
+            lines = SseLines()
+            async for text in resp.aiter_text():
+                for line in lines.feed(text):
+                    msg = parser.feed(line)
+                    if msg is not None and self.accept(msg):
+                        yield msg

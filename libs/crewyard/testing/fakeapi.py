@@ -161,7 +161,8 @@ class _Handler(BaseHTTPRequestHandler):
                 continue
             frame = (
                 f"id: {seq}\nevent: {type_}\n"
-                f"data: {json.dumps(envelope(seq, type_, data, sse.aggregate_id))}\n\n"
+                # Raw UTF-8, as the gateway writes it (msgspec escapes no U+2028 and the like).
+                f"data: {json.dumps(envelope(seq, type_, data, sse.aggregate_id), ensure_ascii=False)}\n\n"
             ).encode()
             if sse.drop_after is not None and sse.connections == 1 and sent == sse.drop_after:
                 self._chunk(frame[: len(frame) // 2])
