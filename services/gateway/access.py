@@ -237,12 +237,7 @@ def _check_shape(connection: ASGIConnection[Any, Any, Any, Any], opt: dict[str, 
         return  # a console form: its own CSRF token (``console.csrf``) is what a page cannot send
     headers = connection.headers
     if connection.scope.get(SESSION_SCOPE):
-        # A browser session's cookie comes with every request its browser makes to this origin:
-        # only the session's CSRF token, sent as a header, shows that the console sent it.
-        if not csrf_header_ok(connection.scope, headers.get(CSRF_HEADER)):
-            raise ApiError(
-                403, "csrf", f"a request made with a console session needs its {CSRF_HEADER} header"
-            )
+        _session_sent_it(connection)
         return
     has_body = headers.get("content-length", "0").strip() not in ("", "0") or "transfer-encoding" in headers
     media = headers.get("content-type", "").split(";", 1)[0].strip().lower()
@@ -264,6 +259,14 @@ def _check_shape(connection: ASGIConnection[Any, Any, Any, Any], opt: dict[str, 
             "forbidden",
             "a POST without a body needs an Authorization header (a web page cannot send one)",
         )
+
+
+def _session_sent_it(connection: ASGIConnection[Any, Any, Any, Any]) -> None:
+    """A browser session's cookie comes with every request its browser makes to this origin —
+    an image in a page, a link followed — so only the session's CSRF token, sent as a header,
+    shows that the console itself asked for a change."""
+    if not csrf_header_ok(connection.scope, connection.headers.get(CSRF_HEADER)):
+        raise ApiError(403, "csrf", f"a request made with a console session needs its {CSRF_HEADER} header")
 
 
 def _rate_limit(connection: ASGIConnection[Any, Any, Any, Any], g: Gateway, who: str) -> None:
@@ -340,10 +343,13 @@ def current_key(request: Request[Any, Any, Any]) -> ApiKey | None:
 
 def require_role(request: Request[Any, Any, Any], needed: str) -> None:
     """403 unless the key also has ``needed``: for a request that asks for more than its
-    route's role gives (a stream of a run that cancels the run when its reader goes away)."""
+    route's role gives (a stream of a run that cancels the run when its reader goes away). That
+    is a change made by a GET, so with a console session it needs the CSRF header as a POST does."""
     key = _access(request).key
     if key is not None and rank(key.role) < rank(needed):
         raise forbidden(key, needed)
+    if request.scope.get(SESSION_SCOPE):
+        _session_sent_it(request)
 
 
 def allow(request: Request[Any, Any, Any], project: str, missing: ApiError | None = None) -> None:

@@ -192,6 +192,28 @@ def test_a_read_key_sees_no_forms_and_its_posts_are_refused(
     p.context.close()
 
 
+def test_a_session_cookie_alone_cannot_make_a_stream_cancel_its_run(
+    browser: Browser, platform: PlatformProcess, deployed: httpx.Client
+):
+    # A crew's report previewed in the console could name such a stream as an image or a link:
+    # the viewer's browser would send the session's cookie, and the run end when the page does.
+    watched = open_page(browser, platform.api)
+    sign_in(watched, platform.admin_key)
+    cookies = {
+        "crewyard_session": {c["name"]: c["value"] for c in watched.page.context.cookies()}[
+            "crewyard_session"
+        ]
+    }
+    run_id = deployed.post("/v1/runs", json={"project": "hello", "input": {"delay": 0.5}}).json()["run_id"]
+    with httpx.Client(base_url=platform.api, cookies=cookies, timeout=30) as browser_like:
+        cancels = browser_like.get(f"/v1/runs/{run_id}/events", params={"cancel_on_disconnect": "true"})
+        assert cancels.status_code == 403 and cancels.json()["error"]["code"] == "csrf", cancels.text
+        with browser_like.stream("GET", f"/v1/runs/{run_id}/events") as watching:  # watching is a read
+            assert watching.status_code == 200
+    assert wait_run(deployed, run_id)["status"] == "succeeded"  # neither stream canceled it
+    watched.page.context.close()
+
+
 def test_a_thread_page_follows_its_runs_without_a_reload(deployed: httpx.Client, page: Watched):
     made = deployed.post(
         "/v1/threads",

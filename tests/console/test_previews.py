@@ -93,3 +93,28 @@ def test_html_that_markdown_lets_through_is_sanitised_too():
     )
     assert_inert(html)
     assert ("a", {"href": "https://ok.example", "rel": "noopener noreferrer nofollow"}) in elements(html)
+
+
+def test_a_reports_images_are_the_runs_own_files_and_nothing_else():
+    files = "/v1/runs/run_1/artifacts"
+    body = (
+        b"![a](chart.png) ![b](sub/b%20c.png) ![up](../top.png) ![out](../../x.png)"
+        b" ![api](/v1/runs/run_2/events?cancel_on_disconnect=true) ![site](https://example.com/t.png)"
+        b" ![proto](//example.com/t.png) ![q](chart.png?x=1) ![win](..\\x.png)"
+    )
+    html = str(previews.build("reports/r.md", "text/markdown", body, len(body), files).html)
+    sources = {a.get("alt"): a.get("src") for t, a in elements(html) if t == "img"}
+    assert sources == {
+        "a": f"{files}/reports/chart.png",
+        "b": f"{files}/reports/sub/b%20c.png",
+        "up": f"{files}/top.png",
+        "out": None,
+        "api": None,
+        "site": None,
+        "proto": None,
+        "q": None,
+        "win": None,
+    }
+    # Without the run's files (no run to show them from), no image has a source.
+    alone = str(previews.markdown("![a](chart.png)"))
+    assert [a.get("src") for t, a in elements(alone) if t == "img"] == [None]

@@ -166,13 +166,14 @@ async def artifact_page(request: Request[Any, Any, Any], run_id: str, name: str)
             )
         ]
         body = b"".join(chunks)
+    files = f"/v1/runs/{quote(run_id)}/artifacts"
     return page(
         request,
         "artifact.html",
         run=run,
         art=art,
-        preview=previews.build(name, art["content_type"], body, size),
-        file_url=f"/v1/runs/{quote(run_id)}/artifacts/{quote(name)}",
+        preview=previews.build(name, art["content_type"], body, size, files),
+        file_url=f"{files}/{quote(name)}",
         nav="runs",
     )
 

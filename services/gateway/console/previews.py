@@ -14,8 +14,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import posixpath
 from dataclasses import dataclass, field
 from typing import Any
+from urllib.parse import quote, unquote
 
 import nh3
 from markdown_it import MarkdownIt
@@ -66,9 +68,16 @@ def kind_of(name: str, content_type: str) -> str:
     return "none"
 
 
-def markdown(text: str) -> Markup:
-    """Markdown as sanitised HTML (safe to place in a page as is)."""
+def markdown(text: str, files: str = "", folder: str = "") -> Markup:
+    """Markdown as sanitised HTML (safe to place in a page as is). An image is one of the run's
+    files, named from ``folder`` (the Markdown file's own, among them) and served from ``files``
+    (``/v1/runs/<id>/artifacts``): ``![chart](charts/a.png)``. Any other source — another
+    address of this server (a GET with the viewer's session), another site — is dropped."""
     rendered = _md.render(text)
+
+    def keep(tag: str, attr: str, value: str) -> str | None:
+        return _beside(files, folder, value) if (tag, attr) == ("img", "src") else value
+
     clean = nh3.clean(
         rendered,
         tags=_TAGS,
@@ -76,12 +85,26 @@ def markdown(text: str) -> Markup:
         url_schemes={"http", "https", "mailto"},
         link_rel="noopener noreferrer nofollow",
         strip_comments=True,
+        attribute_filter=keep,
     )
     return Markup(clean)  # sanitised just above, the one place crew HTML is trusted
 
 
-def build(name: str, content_type: str, body: bytes, size: int) -> Preview:
-    """The preview of an artifact from its first bytes (``body``) and its full ``size``."""
+def _beside(files: str, folder: str, src: str) -> str | None:
+    """The URL of the run's file that ``src`` names from ``folder``, or None when it names
+    anything else: a scheme, an absolute path, a query, a path out of the run's files."""
+    src = unquote(src)
+    if not files or not src or src.startswith("/") or any(c in src for c in ":?#\\"):
+        return None
+    path = posixpath.normpath(posixpath.join(folder, src))
+    if path == "." or path == ".." or path.startswith("../"):
+        return None
+    return f"{files}/{quote(path)}"
+
+
+def build(name: str, content_type: str, body: bytes, size: int, files: str = "") -> Preview:
+    """The preview of an artifact from its first bytes (``body``) and its full ``size``; ``files``
+    the URL of the run's files, from which a Markdown file's images are shown."""
     kind = kind_of(name, content_type)
     truncated = size > len(body)
     if kind == "image":
@@ -90,7 +113,8 @@ def build(name: str, content_type: str, body: bytes, size: int) -> Preview:
         return Preview("none", note="no preview for this type of file")
     text = body.decode("utf-8", errors="replace")
     if kind == "markdown":
-        return Preview("markdown", html=markdown(text), truncated=truncated)
+        html = markdown(text, files, posixpath.dirname(name))
+        return Preview("markdown", html=html, truncated=truncated)
     if kind == "json" and not truncated:
         try:
             value = json.loads(text)
