@@ -105,8 +105,11 @@ def _run(loaded: Loaded) -> int:
     sys.stderr.flush()
     try:
         _protocol.send({"t": "result", "output": output})
-    except ValueError as exc:
-        _report(ValueError(f"the crew's result is not JSON ({exc}): NaN and Infinity have no JSON form"))
+    except Exception as exc:  # NaN, a cycle, keys that are tuples, a __str__ that raises…
+        why = f"{type(exc).__name__}: {exc}"
+        if "float" in str(exc):
+            why += " (NaN and Infinity have no JSON form)"
+        _report(ValueError(f"the crew's result is not JSON: {why}"))
         return 1
     return 0
 

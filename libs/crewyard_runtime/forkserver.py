@@ -42,6 +42,7 @@ import socket
 import struct
 import sys
 import threading
+import traceback
 from collections.abc import Callable
 from typing import Any, NoReturn
 
@@ -136,9 +137,12 @@ def serve(fork_fd: int, run: Callable[[], NoReturn]) -> int:
         sys.stderr.flush()
         parent = os.getpid()
         if os.fork() == 0:
-            with contextlib.suppress(BaseException):
+            try:
                 server.close()
                 _keep(parent, request, fds, run)
+            except BaseException:  # said on stderr: the run's own, once the run has it
+                with contextlib.suppress(BaseException):
+                    traceback.print_exc()
             os._exit(1)
         for fd in fds:
             os.close(fd)

@@ -279,17 +279,23 @@ class Executor:
                 await attempt.stop_now()
 
         timeout = state.timeout_s or config.timeout_s or self.settings.default_timeout_s
-        outcome, status, timed_out, canceled = await supervise(
-            handle,
-            emitter,
-            timeout_s=timeout,
-            cancel=attempt.cancel,
-            grace_s=self.settings.cancel_grace_s,
-            heartbeat=heartbeat,
-            heartbeat_every=min(self.settings.runner_ack_wait_s / 3, self.liveness.interval_s),
-            budget=self.budget,
-            serve=session.serve,
-        )
+        try:
+            outcome, status, timed_out, canceled = await supervise(
+                handle,
+                emitter,
+                timeout_s=timeout,
+                cancel=attempt.cancel,
+                grace_s=self.settings.cancel_grace_s,
+                heartbeat=heartbeat,
+                heartbeat_every=min(self.settings.runner_ack_wait_s / 3, self.liveness.interval_s),
+                budget=self.budget,
+                serve=session.serve,
+            )
+        except BaseException:  # the store went away, or a bug: the message is handed back, and
+            # the sandbox (its processes, its network helper) must not outlive this attempt
+            with contextlib.suppress(BackendError):
+                await handle.remove()
+            raise
         if attempt.fenced.is_set():
             await self._fenced(item, state, handle, emitter, attempt)
             return

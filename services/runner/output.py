@@ -178,7 +178,10 @@ async def pump_output(
             if isinstance(msg, Result):
                 _result(outcome, msg, len(raw), budget)
                 continue
-            if not isinstance(msg, Ready | CrewError) and not _spend(outcome, len(raw), budget):
+            # A runtime's ready and error messages are no events of the run, but only while it
+            # runs and in bounds: once stopped, or over MAX_LINE, they become a line of the log.
+            said = isinstance(msg, Ready | CrewError) and len(raw) <= MAX_LINE and outcome.stopped is None
+            if not said and not _spend(outcome, len(raw), budget):
                 continue  # over the budget: the crew is being stopped; nothing more is written
             if msg is not None and len(raw) > MAX_LINE:
                 await emitter.log(

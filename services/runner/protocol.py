@@ -65,8 +65,8 @@ def decode_line(line: bytes) -> Message | None:
     try:
         message: Message = _decoder.decode(line)
         return message
-    except (msgspec.DecodeError, msgspec.ValidationError):
-        return None
+    except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
+        return None  # RecursionError: JSON nested past msgspec's depth (~1,000), a few KB of [[[…
 
 
 # -- runner → runtime --

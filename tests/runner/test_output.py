@@ -110,6 +110,46 @@ async def test_event_bytes_are_budgeted_too(run_crew: RunCrew) -> None:
     assert sum(len(e.data.output or "") for e in ran.events if e.type == "tool.result") <= 2 * 1024 * 1024
 
 
+async def test_a_line_nested_past_the_decoders_depth_is_text_and_the_run_goes_on(run_crew: RunCrew) -> None:
+    # msgspec raises RecursionError past ~1,000 levels: the runner's reader died of it, and the
+    # run was handed back again and again as if its runner were lost.
+    source = """
+    from crewyard_runtime import _protocol
+
+    def run(inputs):
+        deep = "[" * 1200 + "]" * 1200
+        head = '{"t":"event","type":"tool.result","data":{"tool":"x","output":'
+        _protocol._channel.write(head + deep + "}}\\n")
+        _protocol._channel.flush()
+        return "survived"
+    """
+    ran = await run_crew(source)
+
+    assert isinstance(ran.payload, RunCompleted), ran.payload
+    assert ran.payload.output == "survived"
+    assert any(e.type == "log" and e.data.message.startswith('{"t":"event"') for e in ran.events)
+
+
+async def test_ready_and_error_messages_over_their_limit_are_budgeted_as_output(run_crew: RunCrew) -> None:
+    # A runtime's own messages spend no budget, but each one over MAX_LINE was a warning event:
+    # a crew could write them without end, past every limit of the run.
+    source = """
+    from crewyard_runtime import _protocol
+
+    def run(inputs):
+        for i in range(3_000):
+            kind = "ready" if i % 2 else "error"
+            _protocol._channel.write('{"t":"%s","message":"m","pad":"%s"}\\n' % (kind, "p" * 70_000))
+        _protocol._channel.flush()
+        return "done"
+    """
+    ran = await run_crew(source, budget=Budget(max_events=200, max_event_bytes=64 * 1024 * 1024))
+
+    assert isinstance(ran.payload, RunFailed), ran.payload
+    assert ran.payload.reason == "limit" and "CREWYARD_RUN_MAX_EVENTS" in ran.payload.error_message
+    assert len(ran.events) < 300, len(ran.events)
+
+
 def test_a_protocol_line_longer_than_its_limit_streams_past_and_is_reported() -> None:
     cutter = LineSplitter("proto", 100, whole=True)
     out = cutter.feed(b"short\n" + b"a" * 80)

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from crewyard.testing import run_runtime
 
 PLAIN = Path(__file__).resolve().parents[2] / "examples" / "plain-python"
@@ -61,17 +63,34 @@ def test_a_crash_in_the_crew_is_the_runs_error_with_its_traceback(
     assert 'crashing.py", line 3, in run' in run.error["traceback"]
 
 
-def test_a_result_with_nan_fails_the_run_saying_why(tmp_path: Path, crew_module: CrewModule) -> None:
+@pytest.mark.parametrize(
+    ("result", "said"),
+    [
+        ('{"score": float("nan"), "fine": 1.5}', "NaN and Infinity have no JSON form"),
+        ('{(1, 2): "keyed by a tuple"}', "TypeError: keys must be str"),
+        ("(lambda d: d.update(me=d) or d)({})", "ValueError: Circular reference detected"),
+        ("{'x': Loud()}", "RuntimeError: no text for you"),
+    ],
+    ids=["nan", "tuple-keys", "cycle", "str-raises"],
+)
+def test_a_result_that_is_not_json_fails_the_run_saying_why(
+    tmp_path: Path, crew_module: CrewModule, result: str, said: str
+) -> None:
     folder = crew_module(
-        "nan",
-        """
+        "notjson",
+        f"""
+        class Loud:
+            def __str__(self):
+                raise RuntimeError("no text for you")
+
         def run(inputs):
-            return {"score": float("nan"), "fine": 1.5}
+            return {result}
     """,
     )
-    run = run_runtime(tmp_path, "nan:run", "python", folder, {})
+    run = run_runtime(tmp_path, "notjson:run", "python", folder, {})
     assert run.returncode == 1 and run.error is not None
-    assert "not JSON" in run.error["message"] and "NaN" in run.error["message"], run.error
+    assert run.error["message"].startswith("ValueError: the crew's result is not JSON: "), run.error
+    assert said in run.error["message"], run.error
 
 
 def test_an_async_entrypoint_is_awaited(tmp_path: Path, crew_module: CrewModule) -> None:
