@@ -83,6 +83,37 @@ async def test_expired_malformed_and_unknown_tokens_authenticate_nothing(streams
         await _close([registry])
 
 
+async def test_a_key_that_expires_creates_only_keys_that_expire_with_it_or_before(streams: Streams):
+    (registry,) = await _gateways(streams, 1)
+    try:
+        ends = datetime.now(UTC) + timedelta(minutes=5)
+        _, token = await registry.create(name="temp", role="admin", project="acme", expires_at=ends)
+        temp = registry.authenticate(token)
+        assert temp is not None
+        child, _ = await registry.create(name="child", role="read", project="acme", created_by=temp)
+        assert child.expires_at == ends  # none asked for: it ends with the key that made it
+        sooner, _ = await registry.create(
+            name="sooner",
+            role="read",
+            project="acme",
+            created_by=temp,
+            expires_at=ends - timedelta(minutes=1),
+        )
+        assert sooner.expires_at == ends - timedelta(minutes=1)
+        with pytest.raises(KeyError_, match="expire when it does or before"):
+            await registry.create(
+                name="later",
+                role="read",
+                project="acme",
+                created_by=temp,
+                expires_at=ends + timedelta(days=1),
+            )
+        lasting, _ = await registry.create(name="root-made", role="read", project="acme")
+        assert lasting.expires_at is None  # a key without an end makes keys without one
+    finally:
+        await _close([registry])
+
+
 async def test_keys_create_only_keys_no_wider_than_themselves(streams: Streams):
     (registry,) = await _gateways(streams, 1)
     try:

@@ -84,7 +84,7 @@ def keys() -> None:
     Roles, narrowest first: read (see runs, events, artifacts, deployments), run (also invoke
     and cancel), deploy (also deploy, roll back, env, limits, webhooks, triggers, schedules),
     admin (also keys and consumers). A key without --project covers every project; a key can
-    only create keys no wider than itself.
+    only create keys no wider than itself, expiring when it does or before.
 
     \b
     Examples:
