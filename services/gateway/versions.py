@@ -116,8 +116,8 @@ async def rollback(request: Request[Any, Any, Any], project: str, data: Rollback
     dep_id = stored_id(data.deployment_id)
     environment = core.check_environment(data.environment)
     dep = await g.deployment(dep_id)
-    if dep["project"] != project:  # another project's: as if it did not exist
-        raise not_found(f"deployment {dep_id} of project {project}")
+    if dep["project"] != project:  # another project's: as if it did not exist (the same words)
+        raise not_found(f"deployment {dep_id}")
     await move_pointer(
         g,
         project,

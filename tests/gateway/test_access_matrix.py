@@ -309,6 +309,18 @@ def test_a_stream_that_cancels_its_run_when_left_needs_the_role_that_cancels(wor
         assert r.status_code == (200 if rank(role) >= rank("run") else 403), (role, r.status_code)
 
 
+def test_another_projects_version_named_in_a_body_reads_like_an_unknown_one(world: World):
+    own, other = world.res["own"], world.res["other"]
+    unknown = "dep_" + "0" * (len(other.dep_id) - 4)
+    api = world.platform.client(key=world.keys["deploy"])
+    answers = []
+    for dep_id in (other.dep_id, unknown):
+        r = api.post(f"/v1/projects/{own.project}/rollback", json={"deployment_id": dep_id})
+        assert r.status_code == 404, r.text
+        answers.append(r.json()["error"]["message"].replace(dep_id, "<id>"))
+    assert answers[0] == answers[1], answers  # nothing tells that the other one exists
+
+
 def test_a_platform_wide_key_reaches_every_project_with_its_role(world: World):
     token = world.keys["platform-read"]
     for r in world.res.values():

@@ -96,8 +96,10 @@ async def point_form(request: Request[Any, Any, Any], project: str, name: str) -
         raise ApiError(403, "forbidden", f"this API key's role ({who.role}) may not move versions")
     environment = _environment(form.get("environment"))
     dep = await g.deployment(form.get("version", ""))
-    if dep["project"] != project or dep["name"] != name:
-        raise not_found(f"version {stored_id(form.get('version', ''))[:60]} of {name}")
+    if dep["project"] != project:  # another project's: in the words of one that does not exist
+        raise not_found(f"deployment {dep['id']}")
+    if dep["name"] != name:
+        raise not_found(f"version {dep['id']} of {name}")
     dep_id = dep["id"]
     if form.get("rollback") == "1":
         await move_pointer(
