@@ -111,6 +111,18 @@ class _Enough(Exception):
     pass
 
 
+def _names(dir_fd: int, most: int) -> list[str]:
+    """A folder's names in order, reading no more than one past ``most`` of them: the crew chose
+    how many there are (``os.listdir`` would hold them all, however many millions)."""
+    names: list[str] = []
+    with os.scandir(dir_fd) as entries:
+        for entry in entries:
+            names.append(entry.name)
+            if len(names) > most:
+                break
+    return sorted(names)
+
+
 class _Walk:
     def __init__(self, take: Take, max_file: int, max_total: int) -> None:
         self.take, self.max_file, self.max_total = take, max_file, max_total
@@ -132,7 +144,7 @@ class _Walk:
             self.more_over += 1
 
     def folder(self, dir_fd: int, prefix: str, depth: int) -> None:
-        for name in sorted(os.listdir(dir_fd)):
+        for name in _names(dir_fd, MAX_ENTRIES - self.seen):
             self.seen += 1
             if self.seen > MAX_ENTRIES:
                 raise _Enough

@@ -117,8 +117,19 @@ def test_what_is_left_out_is_reported_in_a_bounded_number_of_short_lines(tmp_pat
     assert all(len(line) < 400 for line in collected.skipped), max(map(len, collected.skipped))
 
     monkeypatch.setattr(artifacts, "MAX_ENTRIES", 20)  # a folder of more entries is not walked on
+    read: list[int] = []
+    names = artifacts._names
+
+    def counted(fd: int, most: int) -> list[str]:
+        got = names(fd, most)
+        read.append(len(got))
+        return got
+
+    monkeypatch.setattr(artifacts, "_names", counted)
     few = walk(out, Taker(), max_file=1000, max_total=10_000)
     assert "more than 20 entries: the rest were not looked at" in few.skipped
+    # A folder of 150 names read no further than the walk looks (os.listdir read them all).
+    assert max(read) <= 21 and len(os.listdir(deep)) == MAX_REPORTED + 50, read
 
 
 def test_names_an_artifact_event_would_refuse_are_not_read_and_are_reported_escaped(tmp_path: Path) -> None:
