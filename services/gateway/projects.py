@@ -19,7 +19,6 @@ from .errors import bad_request, not_found
 from .openapi import RESUMING, TEXT, OptionalBody, answers, documented, param
 from .sse import SSE, resume_after, stream_events
 
-MAX_VALUE = 32 * 1024
 READ, DEPLOY = {"role": "read"}, {"role": "deploy"}
 
 
@@ -63,8 +62,6 @@ async def store_env(g: Gateway, project: str, key: str, value: str, scope: str |
     """Set one variable (encrypted before it is appended); the checks every caller needs."""
     project, key = project_name(project), _key(key)
     environment = check_environment(scope) if scope is not None else None
-    if len(value) > MAX_VALUE:
-        raise bad_request(f"value is longer than {MAX_VALUE} characters")
     if (problem := value_problem(key, value)) is not None:
         raise bad_request(problem)
     await g.ensure_project(project)

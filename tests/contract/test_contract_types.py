@@ -11,6 +11,7 @@ from crewyard.core import bounds
 def test_declared_bounds_are_the_cores():
     assert runs.MAX_TIMEOUT_S == bounds.MAX_TIMEOUT_S
     assert projects.MAX_CONCURRENCY == bounds.MAX_CONCURRENCY
+    assert projects.MAX_VALUE == bounds.MAX_ENV_VALUE
 
 
 def test_a_run_create_body_of_the_reference_product_is_accepted_as_is():

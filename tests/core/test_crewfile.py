@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from crewyard.core.bounds import MAX_ENV_VALUE
 from crewyard.core.crewfile import CrewConfig, CrewConfigError, memory_bytes, parse
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
@@ -249,6 +250,15 @@ def test_a_langgraph_json_nested_past_what_a_reader_takes_is_a_config_error() ->
 def test_an_env_value_with_a_nul_character_is_a_config_error() -> None:
     with pytest.raises(CrewConfigError, match="NUL"):
         parse('[deployment]\nentrypoint = "a.b:c"\n[deployment.env]\nX = "a\\u0000b"\n')
+
+
+def test_an_env_value_longer_than_the_api_takes_is_a_config_error() -> None:
+    # Over 128 KiB no process starts with it (execve: E2BIG); the API stores at most 32 KiB.
+    fits = "v" * MAX_ENV_VALUE
+    parsed = parse(f'[deployment]\nentrypoint = "a.b:c"\n[deployment.env]\nX = "{fits}"\n')
+    assert parsed.select(None).env == {"X": fits}
+    with pytest.raises(CrewConfigError, match=f"X: the value is longer than {MAX_ENV_VALUE} characters"):
+        parse(f'[deployment]\nentrypoint = "a.b:c"\n[deployment.env]\nX = "{fits}w"\n')
 
 
 def test_a_deployment_name_with_a_trailing_newline_is_refused() -> None:

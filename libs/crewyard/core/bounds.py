@@ -30,6 +30,9 @@ MAX_CONCURRENCY = 100_000
 MAX_ATTEMPTS = 10_000
 #: The longest path (in characters) an artifact's name may be.
 MAX_ARTIFACT_NAME = 4096
+#: The longest value (in characters) an environment variable may have, set by the API or in
+#: crewyard.toml (Linux takes at most 128 KiB for one variable: over that, no run would start).
+MAX_ENV_VALUE = 32 * 1024
 
 Count = Annotated[int, msgspec.Meta(ge=0, le=COUNT_MAX)]
 Attempt = Annotated[int, msgspec.Meta(ge=1, le=MAX_ATTEMPTS)]

@@ -32,6 +32,8 @@ from __future__ import annotations
 
 import re
 
+from .bounds import MAX_ENV_VALUE
+
 NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 
 DENIED_NAMES = frozenset(
@@ -97,6 +99,8 @@ def value_problem(name: str, value: str) -> str | None:
     the C string it is passed as (execve refuses it; every run would fail to start)."""
     if "\x00" in value:
         return f"{name}: an environment value cannot contain a NUL character"
+    if len(value) > MAX_ENV_VALUE:
+        return f"{name}: the value is longer than {MAX_ENV_VALUE} characters"
     return None
 
 
