@@ -187,16 +187,15 @@ async def insert_rows(
     ),
 )
 async def query_rows(request: Request[Any, Any, Any], table_id: str) -> RowPage:
-    """``?filter=column:op:value`` (repeatable; op: eq ne gt gte lt lte contains is_null
-    not_null), ``?sort=column`` or ``-column`` (repeatable; also ``_meta.created_at``),
+    """``?filter=column:op:value`` (repeatable up to 20 times; op: eq ne gt gte lt lte contains
+    is_null not_null), ``?sort=column`` or ``-column`` (up to 5; also ``_meta.created_at``),
     ``?limit=`` (1-500, default 50) and ``?offset=``."""
     g = gw(request)
     view = await _table(g, table_id)
     columns = _core_columns(view)
     q = request.query_params
     try:
-        filters = [core.parse_filter(columns, f) for f in q.getall("filter", [])]
-        sort = [core.parse_sort(columns, s) for s in q.getall("sort", [])]
+        filters, sort = core.parse_query(columns, q.getall("filter", []), q.getall("sort", []))
     except core.InvalidTable as exc:
         raise _invalid(exc) from None
     limit, offset = (

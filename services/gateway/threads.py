@@ -248,6 +248,8 @@ async def copy_thread(
     state = await _state(g, thread_id)
     _, records = await load_thread(g.store, thread_id, state.project)
     source = await latest_checkpoint(g.store, state, records)
+    if data is not None and data.metadata is not None:
+        _bounded(data.metadata, "metadata")
     metadata = data.metadata if data is not None and data.metadata is not None else state.metadata
     created = ThreadCreated(
         name=state.name, deployment_id=state.deployment_id, metadata=metadata, copied_from=thread_id

@@ -169,11 +169,12 @@ class RunTables:
             raise OpError("invalid", f"limit must be a whole number from 1 to {MAX_PAGE}")
         if not isinstance(offset, int) or offset < 0:
             raise OpError("invalid", "offset must be a whole number, at least 0")
+        parsed, order = core.parse_query(columns, filters, sorts)
         reader = await self._model()
         rows, total = await reader.rows(
             table_id,
-            filters=[core.parse_filter(columns, f) for f in filters],
-            sort=[core.parse_sort(columns, s) for s in sorts],
+            filters=parsed,
+            sort=order,
             limit=limit,
             offset=offset,
         )

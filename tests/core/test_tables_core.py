@@ -101,6 +101,18 @@ def test_sorts():
         t.parse_sort(COLS, "-nope")
 
 
+def test_a_query_has_a_bounded_number_of_filters_and_sort_keys():
+    filters, sorts = ["score:gte:1"] * t.MAX_FILTERS, ["-score"] * t.MAX_SORTS
+    parsed, order = t.parse_query(COLS, filters, sorts)
+    assert len(parsed) == t.MAX_FILTERS and len(order) == t.MAX_SORTS
+    # Each filter is a pass over every row; a thousand of them held the query thread for 30 s
+    # (and past SQLite's own limits, a 500).
+    with pytest.raises(t.InvalidTable, match=f"at most {t.MAX_FILTERS} filters"):
+        t.parse_query(COLS, [*filters, "score:gte:1"], [])
+    with pytest.raises(t.InvalidTable, match=f"at most {t.MAX_SORTS} sort keys"):
+        t.parse_query(COLS, [], [*sorts, "score"])
+
+
 def _nested(depth: int) -> object:
     value: object = 1
     for _ in range(depth - 1):

@@ -215,3 +215,19 @@ def test_page_offsets_beyond_what_the_read_model_can_take_are_refused(api):
             assert "offset" in _error(r, 400), path
     assert api.get("/v1/threads", params={"offset": 2**63}).status_code == 400
     assert api.get("/v1/threads", params={"offset": 5}).status_code == 200
+    page = api.get("/threads", params={"offset": 2**63})  # the console's: a 500 before
+    assert page.status_code == 400 and "offset must be at most" in page.text, page.text[:300]
+    assert api.get("/threads", params={"offset": 5}).status_code == 200
+
+
+def test_a_copied_thread_has_the_metadata_bound_of_a_new_one(api, existing):
+    big = {"notes": "m" * (1 << 20)}  # over the 1 MiB a thread's metadata may hold
+    assert _error(
+        api.post("/v1/threads", json={"project": "keep", "metadata": big}), 413, "payload_too_large"
+    )
+    thread = api.post("/v1/threads", json={"project": "keep", "metadata": {"a": 1}})
+    assert thread.status_code == 201, thread.text
+    copied = api.post(f"/v1/threads/{thread.json()['thread_id']}/copy", json={"metadata": big})
+    assert "metadata is larger than" in _error(copied, 413, "payload_too_large")
+    kept = api.post(f"/v1/threads/{thread.json()['thread_id']}/copy", json={"metadata": {"b": 2}})
+    assert kept.status_code == 201 and kept.json()["metadata"] == {"b": 2}, kept.text

@@ -99,6 +99,8 @@ def test_tables_rows_queries_and_validation(api: httpx.Client, platform: Platfor
     ]
     assert "unknown column" in _error(api.get(f"/v1/tables/{tid}/rows", params={"filter": "nope:eq:1"}), 400)
     assert "not a number" in _error(api.get(f"/v1/tables/{tid}/rows", params={"filter": "score:gt:x"}), 400)
+    many = [("filter", "company:contains:a")] * 1000 + [("sort", "score")] * 2001
+    assert "at most 20 filters" in _error(api.get(f"/v1/tables/{tid}/rows", params=many), 400)
     assert _error(api.get(f"/v1/tables/{tid}/rows", params={"limit": "0"}), 400)
 
     # Update some cells, delete a row; _meta follows.

@@ -30,6 +30,10 @@ MAX_ROWS_PER_INSERT = 100
 MAX_ROW_BYTES = 64 * 1024
 MAX_INSERT_BYTES = 512 * 1024
 MAX_DESCRIPTION = 2000
+#: Filters and sort keys of one query: each filter is a pass over every row of the table, and
+#: one query would otherwise hold the read model's query thread for as long as its asker wished.
+MAX_FILTERS = 20
+MAX_SORTS = 5
 _COLUMN_RE = re.compile(COLUMN_PATTERN)
 _TABLE_NAME_RE = re.compile(TABLE_NAME_PATTERN)
 _enc = msgspec.json.Encoder()
@@ -216,6 +220,18 @@ def _filter_value(col: Column, raw: str, text: str) -> Any:
             raise InvalidTable(f"filter {text!r}: use true or false")
         return raw == "true"
     return raw
+
+
+def parse_query(
+    columns: list[Column], filters: list[str], sorts: list[str]
+) -> tuple[list[Filter], list[Sort]]:
+    """A query's ``filters`` and ``sorts`` (see :func:`parse_filter`, :func:`parse_sort`), at most
+    ``MAX_FILTERS`` and ``MAX_SORTS`` of them."""
+    if len(filters) > MAX_FILTERS:
+        raise InvalidTable(f"a query has at most {MAX_FILTERS} filters")
+    if len(sorts) > MAX_SORTS:
+        raise InvalidTable(f"a query has at most {MAX_SORTS} sort keys")
+    return [parse_filter(columns, f) for f in filters], [parse_sort(columns, s) for s in sorts]
 
 
 def parse_sort(columns: list[Column], text: str) -> Sort:

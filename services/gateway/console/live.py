@@ -13,6 +13,7 @@ places elements, it never builds markup from event data.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import msgspec
@@ -34,11 +35,14 @@ READ = {"role": "read"}
 END = b"event: end\ndata: \n\n"
 _BUILD_END = {DeploymentReady.TYPE, DeploymentFailed.TYPE}
 _json = msgspec.json.Decoder()
+_LINES = re.compile(r"\r\n|\r|\n")
 
 
 def message(seq: int, html: str) -> bytes:
-    """One SSE message carrying an HTML fragment (one ``data:`` line per line of it)."""
-    data = "".join(f"data: {line}\n" for line in html.split("\n"))
+    """One SSE message carrying an HTML fragment (one ``data:`` line per line of it). A line
+    ends at CR as well as LF for a browser: a crew's text with a lone CR (a progress bar, or
+    ``\\revent: end``) must not end the ``data:`` field and start fields of its own."""
+    data = "".join(f"data: {line}\n" for line in _LINES.split(html))
     return f"id: {seq}\nevent: html\n{data}\n".encode()
 
 

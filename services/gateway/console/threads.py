@@ -5,6 +5,7 @@ when the page was rendered, so nothing in between is lost)."""
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -17,7 +18,7 @@ from crewyard.core.events import ThreadDeleted
 from ..context import Gateway, gw, project_name
 from ..errors import bad_request, not_found
 from ..sse import Batches, followed, resume_after, sse_response
-from ..threads import checkpoints, thread_rows, thread_view
+from ..threads import MAX_OFFSET, checkpoints, thread_rows, thread_view
 from .live import END, message
 from .render import fragment, page
 from .viewer import Viewer, viewer
@@ -39,6 +40,8 @@ async def threads_page(request: Request[Any, Any, Any]) -> Response[str]:
         offset = max(int(q.get("offset") or 0), 0)
     except ValueError:
         raise bad_request("offset must be a number") from None
+    if offset > MAX_OFFSET:  # SQLite takes 64 bits: past them a 500 before
+        raise bad_request(f"offset must be at most {MAX_OFFSET}")
     threads = []
     if project is None or who.sees(project):
         threads = await thread_rows(g, project=project, status=status, limit=PAGE_SIZE + 1, offset=offset)
@@ -120,8 +123,13 @@ def _message(value: Any) -> dict[str, Any]:
     """One message of a conversation as LangGraph, OpenAI-style or plain crews keep them."""
     if not isinstance(value, dict):
         return {"role": "", "content": value}
-    role = value.get("role") or value.get("type") or ""
-    return {"role": str(role), "content": value.get("content", value)}
+    role = str(value.get("role") or value.get("type") or "")
+    # The role is shown as it is, but styles only by a class of letters, digits, - and _: "user
+    # sr-only" would borrow the page's own classes (and hide the message from its reader).
+    return {"role": role, "kind": _CLASS.sub("-", role.lower())[:40], "content": value.get("content", value)}
+
+
+_CLASS = re.compile(r"[^a-z0-9_-]")
 
 
 ROUTES = [threads_page, thread_page, thread_live]
