@@ -57,6 +57,9 @@ class Scheduler:
         self.schedules: AggregateIndex[ScheduleState] = AggregateIndex(
             store, "schedule", lambda i: ScheduleState(schedule_id=i), evolve_schedule, reader=READER
         )
+        #: schedule id → (its version, its next planned time) when it last had nothing to do: it
+        #: is not looked at again before then unless it changed (a step walks its cron).
+        self._asleep: dict[str, tuple[int, datetime]] = {}
         #: schedule id → its last fired run known to exist.
         self._verified: dict[str, str] = {}
 
@@ -73,8 +76,12 @@ class Scheduler:
 
     async def tick(self) -> None:
         await self.schedules.refresh()
+        now = self.clock()
         for state in list(self.schedules.items.values()):
             if not state.active:
+                continue
+            asleep = self._asleep.get(state.schedule_id)
+            if asleep is not None and asleep[0] == state.version and now < asleep[1]:
                 continue
             try:
                 await self._step(state)
@@ -89,6 +96,8 @@ class Scheduler:
                 return
             decision = decide(state, self.clock(), previous_run_active=False)
             if decision.action == "wait":
+                if decision.wake_at is not None:
+                    self._asleep[state.schedule_id] = (state.version, decision.wake_at)
                 return
             if state.overlap != "allow" and await self._running(state.project, state.last_run_id):
                 decision = decide(state, self.clock(), previous_run_active=True)

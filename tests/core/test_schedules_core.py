@@ -6,6 +6,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from crewyard.core import schedules
 from crewyard.core.events import (
     Payload,
     Recorded,
@@ -66,6 +67,36 @@ def test_fall_back_fires_a_fixed_time_once_but_hourly_schedules_in_both_hours():
         utc(2026, 10, 25, 1, 30),
         utc(2026, 10, 25, 2, 30),
     ]
+
+
+def test_times_after_an_instant_inside_a_repeated_hour():
+    # 00:40 UTC is 02:40 CEST (the first 02:40 of 2026-10-25), 01:40 UTC the second (CET).
+    assert next_times("30 * * * *", "Europe/Berlin", utc(2026, 10, 25, 0, 40), 2) == [
+        utc(2026, 10, 25, 1, 30),
+        utc(2026, 10, 25, 2, 30),
+    ]
+    assert next_times("30 * * * *", "Europe/Berlin", utc(2026, 10, 25, 1, 40), 1) == [
+        utc(2026, 10, 25, 2, 30)
+    ]
+    assert next_times("30 2 * * *", "Europe/Berlin", utc(2026, 10, 25, 1, 0), 1) == [utc(2026, 10, 26, 1, 30)]
+
+
+def test_the_next_time_of_a_minutely_cron_takes_a_step_or_two(monkeypatch: pytest.MonkeyPatch):
+    # The scheduler asks every schedule every half second: a walk of two hours each time (120
+    # steps of croniter) made 150 idle schedules hold the platform's loop for seconds.
+    steps = [0]
+
+    class Counted(schedules.croniter):  # type: ignore[misc, name-defined]
+        def get_next(self, *args, **kwargs):  # type: ignore[no-untyped-def]
+            steps[0] += 1
+            return super().get_next(*args, **kwargs)
+
+    monkeypatch.setattr(schedules, "croniter", Counted)
+    for tz in ("UTC", "Europe/Berlin", "America/New_York"):
+        steps[0] = 0
+        after = utc(2026, 5, 1, 12, 0, 30)
+        assert next_times("* * * * *", tz, after, 1) == [utc(2026, 5, 1, 12, 1)]
+        assert steps[0] <= 2, (tz, steps[0])
 
 
 def rec(seq: int, payload: Payload, at: datetime) -> Recorded:

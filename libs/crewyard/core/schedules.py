@@ -71,12 +71,22 @@ def _both_folds(expr: str) -> bool:
     return hour == "*" or hour.startswith("*/")
 
 
+#: More than any change of a zone's clocks (DST moves them one hour, a few zones two).
+_CLOCK_CHANGE = timedelta(hours=2)
+
+
 def times_after(expr: str, tz_name: str, after: datetime) -> Iterator[datetime]:
     """Planned times (UTC, strictly increasing) after the instant ``after``."""
     tz = zone(tz_name)
     both = _both_folds(expr)
-    # Walk wall-clock times from a little before ``after`` (it may lie in a repeated hour).
-    start = (after.astimezone(tz) - timedelta(hours=2)).replace(tzinfo=None)
+    local = after.astimezone(tz)
+    offset = local.utcoffset()
+    if all((after + d).astimezone(tz).utcoffset() == offset for d in (-_CLOCK_CHANGE, _CLOCK_CHANGE)):
+        # No change of the clocks near ``after``: the wall times after its own are the instants
+        # after it (a minutely cron walked two hours, 120 steps, on every call).
+        start = local.replace(tzinfo=None)
+    else:  # ``after`` may lie in a repeated hour (either pass of it): walk from before it
+        start = (local - _CLOCK_CHANGE).replace(tzinfo=None)
     walk = croniter(expr, start)
     last = after
     while True:

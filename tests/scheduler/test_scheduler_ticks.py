@@ -1,0 +1,68 @@
+"""The scheduler's ticks against a real event store, on a clock the test moves."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from crewyard import settings
+from crewyard.core.events import ScheduleCreated, ScheduleFired, make_event
+from crewyard.core.ids import new_id
+from crewyard.eventstore import EventStore
+from crewyard.scheduler import service
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def test_an_idle_schedule_is_looked_at_again_only_when_due_or_changed(
+    store: EventStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Every schedule's cron was walked on every tick (twice a second): 150 idle ones held the
+    # platform's loop for seconds at a time.
+    now = [datetime(2026, 5, 1, 12, 0, 30, tzinfo=UTC)]
+    decided: list[str] = []
+    decide = service.decide
+
+    def counted(state, at, *, previous_run_active):  # type: ignore[no-untyped-def]
+        decided.append(state.schedule_id)
+        return decide(state, at, previous_run_active=previous_run_active)
+
+    monkeypatch.setattr(service, "decide", counted)
+    conf = settings.load(tmp_path / "data", nats_url="nats://unused")
+    scheduler = service.Scheduler(conf, store, clock=lambda: now[0])
+    ids = [new_id("sch") for _ in range(3)]
+    for i, schedule_id in enumerate(ids):
+        created = ScheduleCreated(cron=f"{10 * (i + 1)} * * * *", timezone="Europe/Berlin", input={})
+        event = make_event(
+            created, project="acme", aggregate_id=schedule_id, event_id=new_id("evt"), time=now[0]
+        )
+        await store.append(event, expected_seq=0)
+
+    await scheduler.tick()
+    assert sorted(decided) == sorted(ids)  # each looked at once: nothing is due before 12:10
+    decided.clear()
+    for _ in range(5):
+        now[0] += timedelta(seconds=30)
+        await scheduler.tick()
+    assert decided == []  # still before 12:10: none was looked at again
+
+    now[0] = datetime(2026, 5, 1, 12, 10, 1, tzinfo=UTC)
+    await scheduler.tick()
+    assert ids[0] in decided and ids[1] not in decided and ids[2] not in decided
+    history = await store.load("acme", "schedule", ids[0])
+    fired = [r.event.data for r in history if isinstance(r.event.data, ScheduleFired)]
+    assert [f.planned_at for f in fired] == [datetime(2026, 5, 1, 12, 10, tzinfo=UTC)]
+
+    decided.clear()
+    late = make_event(
+        ScheduleCreated(cron="0 * * * *", timezone="UTC", input={}),
+        project="acme",
+        aggregate_id=new_id("sch"),
+        event_id=new_id("evt"),
+        time=now[0],
+    )
+    await store.append(late, expected_seq=0)
+    await scheduler.tick()
+    assert decided == [late.aggregate_id]  # a new one is looked at; the sleeping ones are not
