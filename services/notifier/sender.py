@@ -17,6 +17,7 @@ import glob
 import ipaddress
 import socket
 import time
+from collections.abc import Container
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -47,7 +48,7 @@ class Guard(msgspec.Struct, kw_only=True):
 
     policy: Policy
     local_ports: set[int]
-    local_addresses: set[IP]
+    local_addresses: Container[IP]
     platform_endpoints: set[tuple[IP, int]]
 
 
@@ -66,10 +67,26 @@ def guard_for(settings: Settings) -> Guard:
         with contextlib.suppress(OSError, ValueError):
             for url in msgspec.json.decode(Path(path).read_bytes()).get("monitoring", []):
                 local_ports.add(urlsplit(url).port or 0)
-    local = set(_resolve_now(socket.gethostname(), 0))
-    if settings.host not in ("0.0.0.0", "::", "localhost"):
-        local |= set(_resolve_now(settings.host, 0))
-    return Guard(policy=policy, local_ports=local_ports, local_addresses=local, platform_endpoints=endpoints)
+    return Guard(
+        policy=policy, local_ports=local_ports, local_addresses=ThisMachine(), platform_endpoints=endpoints
+    )
+
+
+class ThisMachine:
+    """This machine's addresses, every interface's: those a socket here can be bound to. Its
+    host name's addresses were not enough: an API listening on every address is reached through
+    each of them (a webhook to its own trigger URLs, say)."""
+
+    def __contains__(self, ip: object) -> bool:
+        if not isinstance(ip, ipaddress.IPv4Address | ipaddress.IPv6Address):
+            return False
+        family = socket.AF_INET if ip.version == 4 else socket.AF_INET6
+        try:
+            with socket.socket(family, socket.SOCK_STREAM) as probe:
+                probe.bind((str(ip), 0))
+        except OSError:  # not an address of this machine (or no such family here)
+            return False
+        return True
 
 
 def _resolve_now(host: str, port: int) -> list[IP]:

@@ -62,6 +62,10 @@ def test_private_and_loopback_only_when_the_operator_allows_them():
         assert refusal(ip(addr), 80, policy="public") is not None, addr
     assert refusal(ip("2002:5db8:d822::1"), 80, policy="public") is None  # 93.184.216.34 in 6to4
     assert refusal(ip("2002:a9fe:a9fe::1"), 80, policy="private") is not None  # 169.254.169.254
+    # NAT64 (well-known and local-use prefixes): a gateway on the way connects to the IPv4 inside.
+    for nat64 in ("64:ff9b::a9fe:a9fe", "64:ff9b:1::a9fe:a9fe"):
+        assert "link-local" in (refusal(ip(nat64), 80, policy="private") or ""), nat64
+    assert refusal(ip("64:ff9b::5db8:d822"), 80, policy="public") is None  # 93.184.216.34
 
 
 def test_the_platform_own_endpoints_are_refused_whatever_the_policy():

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import ipaddress
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
 
-from crewyard.notifier.sender import EXCERPT_BYTES, MAX_RETRY_AFTER_S, Guard, Sender
+from crewyard.notifier.sender import EXCERPT_BYTES, MAX_RETRY_AFTER_S, Guard, Sender, ThisMachine
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -114,3 +115,31 @@ async def test_unreachable_and_unresolvable_targets_are_errors_not_exceptions():
     assert refused.status_code is None and refused.error
     unknown = await Sender(guard(), 1.0).post("http://no-such-host.invalid/hook", {}, b"{}")
     assert unknown.status_code is None and "cannot resolve" in (unknown.error or "")
+
+
+def _outward_address() -> str | None:
+    """This machine's address on its way out (no packet is sent), if it has a route at all."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("192.0.2.1", 9))
+        except OSError:
+            return None
+        return str(probe.getsockname()[0])
+
+
+async def test_an_api_on_every_address_is_its_own_endpoint_through_each_of_them(server):
+    # The API bound to 0.0.0.0 is reached through the machine's other addresses too; only its
+    # host name's were known, so a webhook could post to the platform's own trigger URLs.
+    mine = ThisMachine()
+    assert ipaddress.ip_address("127.0.0.1") in mine
+    assert ipaddress.ip_address("192.0.2.123") not in mine  # TEST-NET-1: nobody's
+    assert ipaddress.ip_address("2001:db8::7") not in mine and "127.0.0.1" not in mine
+    outward = _outward_address()
+    if outward is not None:
+        assert ipaddress.ip_address(outward) in mine
+    port = server.server_address[1]
+    own = Guard(policy="private", local_ports={port}, local_addresses=mine, platform_endpoints=set())
+    for host in ("127.0.0.1", *([outward] if outward else [])):
+        got = await Sender(own, 2.0).post(f"http://{host}:{port}/v1/runs", {}, b"{}")
+        assert "platform's own endpoint" in (got.error or ""), (host, got)
+    assert not server.seen

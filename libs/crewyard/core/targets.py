@@ -14,7 +14,7 @@ the default, ``public``.
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Collection
+from collections.abc import Collection, Container
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -68,11 +68,19 @@ def literal_address(host: str) -> IP | None:
         return None
 
 
+#: NAT64 prefixes (RFC 6052's well-known one, RFC 8215's local-use one): the IPv4 address is the
+#: last 32 bits, and a NAT64 gateway on the way connects to it.
+_NAT64 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
+
+
 def _plain(ip: IP) -> IP:
     """An IPv4 address carried in an IPv6 one is judged as that IPv4 address: mapped
-    (``::ffff:127.0.0.1``), 6to4 (``2002:7f00:1::1``) or Teredo (its client address)."""
+    (``::ffff:127.0.0.1``), 6to4 (``2002:7f00:1::1``), Teredo (its client address) or NAT64
+    (``64:ff9b::a9fe:a9fe``)."""
     if isinstance(ip, ipaddress.IPv6Address):
         embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
+        if embedded is None and any(ip in net for net in _NAT64):
+            embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
         if embedded is not None:
             return embedded
     return ip
@@ -101,7 +109,7 @@ def refusal(
     *,
     policy: Policy,
     local_ports: Collection[int] = (),
-    local_addresses: Collection[IP] = (),
+    local_addresses: Container[IP] = (),
     platform_endpoints: Collection[tuple[IP, int]] = (),
 ) -> str | None:
     """Why a connection to ``ip:port`` is refused, or None when it is allowed.
