@@ -82,6 +82,11 @@ class Lane:
         self.workers = 0
         self.limit = 1.0
 
+    @property
+    def held(self) -> int:
+        """Messages this lane holds: waiting, or being sent."""
+        return len(self.waiting) + self.workers
+
     def push(self, item: WorkItem) -> None:
         self.waiting.append(item)
         self._spawn()
@@ -199,11 +204,24 @@ class Deliverer:
         lane = self.lanes.get(data.webhook_id)
         if lane is None:
             lane = self.lanes[data.webhook_id] = Lane(self, data.webhook_id)
-        if len(lane.waiting) >= LANE_BACKLOG:
+        if not self.room_for(lane):
             await item.nak(delay=2.0 + 3.0 * random.random())
             return
         self.held[id(item)] = item
         lane.push(item)
+
+    def room_for(self, lane: Lane) -> bool:
+        """Whether ``lane`` may hold one more message. Up to its backlog while it is one of few
+        busy lanes; its share of half of ``MAX_HELD`` among many; and once the instance holds
+        half of that, only a lane that holds nothing. Receivers that never answer (a few dozen
+        of them filled the instance before, and it fetched nothing for any other webhook) so
+        hold at most half of it, and a webhook that comes next still has room."""
+        if lane.held == 0:
+            return True
+        if len(self.held) >= MAX_HELD // 2:
+            return False
+        busy = sum(1 for other in self.lanes.values() if other.held)
+        return lane.held < max(1, min(LANE_BACKLOG, MAX_HELD // 2 // busy))
 
     async def process(self, item: WorkItem, lane: Lane) -> None:
         rec = item.event.decode(self.store.prefix)
