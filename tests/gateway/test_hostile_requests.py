@@ -158,3 +158,9 @@ def test_a_crew_whose_files_break_its_build_fails_it_and_is_never_left_building(
         d = deploy(api, folder, "odd-build")
     assert d["status"] == "failed", d
     assert "nested too deeply" in d["error_message"], d
+
+
+def test_the_consoles_own_files_name_their_type_and_charset_once(api: httpx.Client):
+    for name, media in (("console.js", "javascript"), ("console.css", "text/css")):
+        kind = api.get(f"/static/{name}").headers["content-type"]
+        assert media in kind and kind.count("charset=utf-8") == 1, kind  # "…; charset=utf-8" twice

@@ -53,7 +53,8 @@ class Static:
         self.body = path.read_bytes()
         self.digest = hashlib.sha256(self.body).hexdigest()[:16]
         self.media_type = mimetypes.guess_type(path.name)[0] or "application/octet-stream"
-        if self.media_type.startswith("text/") or self.media_type.endswith("javascript"):
+        # Litestar names the charset of a text/* type itself (twice, when the type had it too).
+        if self.media_type.endswith("javascript") and not self.media_type.startswith("text/"):
             self.media_type += "; charset=utf-8"
 
 
