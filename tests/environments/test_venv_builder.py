@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -123,6 +124,38 @@ async def test_a_wrong_hash_in_a_requirement_file_fails_the_build(tmp_path: Path
     (root / "requirements.txt").write_text(f"six==1.16.0 --hash=sha256:{'0' * 64}\n")
     with pytest.raises(BuildFailed, match=r"(?i)hash"):
         await VenvBuilder(tmp_path / "cache").build(_request(root), _quiet)
+
+
+def _wheel(folder: Path, module: str) -> None:
+    """A wheel of "six" 1.16.0 whose module is ``module`` (not the real six)."""
+    info = "six-1.16.0.dist-info"
+    files = {
+        "six.py": module,
+        f"{info}/METADATA": "Metadata-Version: 2.1\nName: six\nVersion: 1.16.0\n",
+        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: t\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
+    }
+    record = [f"{path},," for path in files] + [f"{info}/RECORD,,"]
+    with zipfile.ZipFile(folder / "six-1.16.0-py3-none-any.whl", "w") as whl:
+        for path, text in {**files, f"{info}/RECORD": "\n".join(record) + "\n"}.items():
+            whl.writestr(path, text)
+
+
+async def test_a_crews_uv_settings_never_choose_the_packages_of_a_shared_environment(tmp_path: Path):
+    # Two projects with the same requirements.txt share one environment (its digest): the first
+    # to build, with a uv.toml pointing at wheels of its own, gave the other one its code.
+    mallory, alice = tmp_path / "mallory", tmp_path / "alice"
+    (mallory / "wheels").mkdir(parents=True)
+    alice.mkdir()
+    _wheel(mallory / "wheels", "POISONED = True\n")
+    (mallory / "uv.toml").write_text('[pip]\nno-index = true\nfind-links = ["wheels"]\n')
+    for root in (mallory, alice):
+        (root / "requirements.txt").write_text("six==1.16.0\n")
+    builder = VenvBuilder(tmp_path / "cache")
+    first = await builder.build(_request(mallory, "sha256-mallory"), _quiet)
+    second = await builder.build(_request(alice, "sha256-alice"), _quiet)
+    assert second.env_digest == first.env_digest and second.cached
+    assert second.venv_dir is not None
+    assert "POISONED" not in (second.venv_dir / SITE / "six.py").read_text()
 
 
 async def test_a_package_crew_with_a_uv_lock_gets_the_locked_versions(tmp_path: Path):

@@ -31,7 +31,7 @@ import msgspec
 from ._base import BuildFailed
 
 #: Bump when what a build does changes (its output would differ for the same inputs).
-RECIPE_VERSION = "2"
+RECIPE_VERSION = "3"  # 3: builds ignore uv settings in the crew's folder (UV_NO_CONFIG)
 REQUIREMENTS = "requirements.txt"
 _FILE_OPTIONS = ("-r", "--requirement", "-c", "--constraint")
 _PATH_OPTIONS = ("-f", "--find-links")

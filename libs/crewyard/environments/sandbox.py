@@ -157,18 +157,28 @@ def command(
     return args
 
 
+#: What every build (sandbox or build container) runs with, whatever its paths.
+BUILD_SETTINGS = {
+    "HOME": "/tmp",
+    "LANG": "C.UTF-8",
+    "UV_PYTHON_DOWNLOADS": "never",
+    # Where packages come from is the platform's (its registry settings), never a crew's uv.toml
+    # or [tool.uv]: those are not in an environment's digest, and a crew that shares a digest
+    # with another project's (the same requirements.txt) must not choose its packages.
+    "UV_NO_CONFIG": "1",
+    "UV_NO_PROGRESS": "1",
+    "PYTHONDONTWRITEBYTECODE": "1",
+}
+
+
 def environment(registry: Registry) -> dict[str, str]:
     return {
         **registry.env,
+        **BUILD_SETTINGS,
         "PATH": f"{ENV_PATH}/bin:{ROOT}/bin:/usr/local/bin:/usr/bin:/bin",
-        "HOME": "/tmp",
         "TMPDIR": "/tmp",
-        "LANG": "C.UTF-8",
         "UV_CACHE_DIR": f"{ROOT}/cache",
         "npm_config_cache": f"{ROOT}/cache/npm",
-        "UV_PYTHON_DOWNLOADS": "never",
-        "UV_NO_PROGRESS": "1",
-        "PYTHONDONTWRITEBYTECODE": "1",
     }
 
 

@@ -161,15 +161,11 @@ def _run(
     memory_bytes = limits.memory_bytes
     env = {
         **registry.env,
+        **sandbox.BUILD_SETTINGS,
         "PATH": f"{ENV_IN_IMAGE}/bin:/opt/crewyard/bin:/usr/local/bin:/usr/bin:/bin",
-        "HOME": "/tmp",
-        "LANG": "C.UTF-8",
         "UV_CACHE_DIR": "/tmp/uv-cache",
         "npm_config_cache": "/tmp/npm-cache",
         "UV_LINK_MODE": "copy",
-        "UV_PYTHON_DOWNLOADS": "never",
-        "UV_NO_PROGRESS": "1",
-        "PYTHONDONTWRITEBYTECODE": "1",
     }
     host_config = api.create_host_config(
         binds=binds,
