@@ -21,9 +21,12 @@ def walk(root: Path, skip: frozenset[str], wanted: Callable[[Path], bool], limit
         except OSError:
             continue
         for entry in entries:
-            if entry.is_dir() and not entry.is_symlink():
-                if entry.name not in skip and not entry.name.startswith("."):
-                    stack.append(entry)
-            elif wanted(entry) and entry.is_file():
-                found.append(entry)
+            try:  # an entry that cannot be looked at (no permission, /proc's) is not the crew's
+                if entry.is_dir() and not entry.is_symlink():
+                    if entry.name not in skip and not entry.name.startswith("."):
+                        stack.append(entry)
+                elif wanted(entry) and entry.is_file():
+                    found.append(entry)
+            except OSError:
+                continue
     return found
