@@ -121,6 +121,8 @@ def test_sse_lines_end_at_cr_lf_and_crlf_only_wherever_the_pieces_are_cut() -> N
     for cut in range(len(stream) + 1):  # a CRLF split between two pieces is still one break
         lines = SseLines()
         assert lines.feed(stream[:cut]) + lines.feed(stream[cut:]) == want, cut
+    pieces = SseLines()  # a CRLF cut after its CR, then an empty line in a piece of its own
+    assert [pieces.feed(p) for p in ("data: a\r", "\n", "\n", "\r\n")] == [["data: a"], [], [""], [""]]
     parser = SseParser()
     messages = [m for line in SseLines().feed(stream) if (m := parser.feed(line)) is not None]
     assert [m.data for m in messages] == ['{"m": "a\u2028b\x85c"}', "x"]

@@ -88,9 +88,9 @@ class SseLines:
     def feed(self, text: str) -> list[str]:
         if self._after_cr and text.startswith("\n"):
             text = text[1:]
+        self._after_cr = text.endswith("\r")
         if not text:
             return []
-        self._after_cr = text.endswith("\r")
         lines = _BREAK.split(self._rest + text)
         self._rest = lines.pop()
         return lines
