@@ -24,7 +24,7 @@ from crewyard.contract.keys import (
     KeyCreate,
     KeyList,
 )
-from crewyard.core.access import ApiKey, well_formed
+from crewyard.core.access import ApiKey, expiry_within, well_formed
 from crewyard.core.platform_state import ConsumerState
 from crewyard.eventstore import EventStore
 from crewyard.settings import Settings, SettingsError
@@ -185,12 +185,13 @@ async def create_consumer(request: Request[Any, Any, Any], data: ConsumerCreate)
     allow(request, project_name(data.project))
     await g.project(data.project)
     key = current_key(request)
+    try:  # credentials outlive the key that made them no more than keys it makes do
+        expires_at = expiry_within(key, _future(data.expires_at))
+    except ValueError as exc:
+        raise ApiError(403, "forbidden", str(exc)) from None
     try:
         issued = await _issuer(g).create(
-            data.project,
-            data.name,
-            expires_at=_future(data.expires_at),
-            created_by=key.key_id if key else None,
+            data.project, data.name, expires_at=expires_at, created_by=key.key_id if key else None
         )
     except ConsumerError as exc:
         raise bad_request(str(exc)) from None

@@ -58,8 +58,9 @@ log = logging.getLogger("crewyard.notifier")
 READER = "notifier delivery"
 #: Deliveries a lane keeps waiting in memory before sending more back to the server for a while.
 LANE_BACKLOG = 64
-#: Messages one instance holds at once (waiting in lanes or being sent).
+#: Messages one instance holds at once (waiting in lanes or being sent), and one project's lanes.
 MAX_HELD = 2000
+PROJECT_HELD = MAX_HELD // 4
 #: A success faster than this lets a lane send one more request at once; an answer slower than
 #: SLOW_MS (or a failure) halves it.
 QUICK_MS, SLOW_MS = 500, 1000
@@ -76,8 +77,8 @@ class Lane:
     success, half as many after a slow answer or a failure, between 1 and the configured maximum.
     A receiver that struggles is not pushed harder, and holds only its own lane."""
 
-    def __init__(self, owner: Deliverer, webhook_id: str) -> None:
-        self.owner, self.webhook_id = owner, webhook_id
+    def __init__(self, owner: Deliverer, webhook_id: str, project: str = "") -> None:
+        self.owner, self.webhook_id, self.project = owner, webhook_id, project
         self.waiting: deque[WorkItem] = deque()
         self.workers = 0
         self.limit = 1.0
@@ -197,13 +198,14 @@ class Deliverer:
                     await item.in_progress()
 
     async def _route(self, item: WorkItem) -> None:
-        data = item.event.decode(self.store.prefix).event.data
+        event = item.event.decode(self.store.prefix).event
+        data = event.data
         if not isinstance(data, DeliveryQueued | DeliveryRedeliveryRequested):
             await item.ack()  # an attempt record: nothing to do
             return
         lane = self.lanes.get(data.webhook_id)
         if lane is None:
-            lane = self.lanes[data.webhook_id] = Lane(self, data.webhook_id)
+            lane = self.lanes[data.webhook_id] = Lane(self, data.webhook_id, event.project)
         if not self.room_for(lane):
             await item.nak(delay=2.0 + 3.0 * random.random())
             return
@@ -212,10 +214,13 @@ class Deliverer:
 
     def room_for(self, lane: Lane) -> bool:
         """Whether ``lane`` may hold one more message. Up to its backlog while it is one of few
-        busy lanes; its share of half of ``MAX_HELD`` among many; and once the instance holds
-        half of that, only a lane that holds nothing. Receivers that never answer (a few dozen
-        of them filled the instance before, and it fetched nothing for any other webhook) so
-        hold at most half of it, and a webhook that comes next still has room."""
+        busy lanes; its share of half of ``MAX_HELD`` among many; once the instance holds half
+        of that, only a lane that holds nothing; and never past a quarter of the instance for
+        one project's lanes together. Receivers that never answer (a few dozen of them filled
+        the instance before, and it fetched nothing for any other webhook) so hold at most what
+        their projects may, and another project's webhook still has room."""
+        if sum(other.held for other in self.lanes.values() if other.project == lane.project) >= PROJECT_HELD:
+            return False
         if lane.held == 0:
             return True
         if len(self.held) >= MAX_HELD // 2:

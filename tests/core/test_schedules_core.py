@@ -33,6 +33,11 @@ def test_cron_is_checked():
             check_cron(bad)
     with pytest.raises(InvalidSchedule, match="timezone"):
         zone("Mars/Olympus")
+    # croniter's R is a value picked anew at every reading: such a schedule never has a plan.
+    for random in ("R R * * *", "0 R * * *", "r(0-5) * * * *"):
+        with pytest.raises(InvalidSchedule, match="random"):
+            check_cron(random)
+    assert check_cron("0 9 * MAR FRI") == "0 9 * MAR FRI"  # names with an R in them are fine
 
 
 def test_a_cron_whose_day_never_comes_and_a_folder_of_zones_are_refused():

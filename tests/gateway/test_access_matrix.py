@@ -321,6 +321,21 @@ def test_another_projects_version_named_in_a_body_reads_like_an_unknown_one(worl
     assert answers[0] == answers[1], answers  # nothing tells that the other one exists
 
 
+def test_an_expiring_key_makes_only_credentials_that_expire_with_it(world: World):
+    own = world.res["own"].project
+    ends = (datetime.now(UTC) + timedelta(hours=1)).replace(microsecond=0)
+    token = _token(world.platform.client(), "admin", own, expires_at=ends.isoformat())
+    api = world.platform.client(key=token)
+    made = api.post("/v1/consumers", json={"project": own, "name": f"temp{time.monotonic_ns()}"})
+    assert made.status_code == 201, made.text
+    assert datetime.fromisoformat(made.json()["expires_at"]) == ends  # NATS credentials that lasted
+    later = (ends + timedelta(days=1)).isoformat()
+    refused = api.post("/v1/consumers", json={"project": own, "name": "later", "expires_at": later})
+    assert refused.status_code == 403 and "expire when it does" in refused.text, refused.text
+    key = api.post("/v1/keys", json={"role": "read", "project": own, "name": "child"})
+    assert key.status_code == 201 and datetime.fromisoformat(key.json()["expires_at"]) == ends
+
+
 def test_a_platform_wide_key_reaches_every_project_with_its_role(world: World):
     token = world.keys["platform-read"]
     for r in world.res.values():

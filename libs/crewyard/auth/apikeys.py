@@ -27,7 +27,7 @@ from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from crewyard.core import subjects
-from crewyard.core.access import ApiKey, fold_keys, new_token, token_hash, well_formed
+from crewyard.core.access import ApiKey, expiry_within, fold_keys, new_token, token_hash, well_formed
 from crewyard.core.events import ApiKeyCreated, ApiKeyRevoked, InvalidEvent, Recorded, decode, make_event
 from crewyard.core.ids import new_id
 from crewyard.errors import CrewyardError
@@ -132,15 +132,10 @@ class KeyRegistry:
         one made elsewhere (``crewyard keys generate``) instead of a new one."""
         if created_by is not None and not created_by.may_create(role, project):
             raise KeyError_("a key can only create keys no wider than itself")
-        if created_by is not None and created_by.expires_at is not None:
-            # Nor longer-lived: a key about to expire must not make itself a lasting successor.
-            if expires_at is None:
-                expires_at = created_by.expires_at
-            elif expires_at > created_by.expires_at:
-                raise KeyError_(
-                    "a key can only create keys that expire when it does or before"
-                    f" ({created_by.expires_at.isoformat()})"
-                )
+        try:  # nor longer-lived
+            expires_at = expiry_within(created_by, expires_at)
+        except ValueError as exc:
+            raise KeyError_(str(exc)) from None
         if token is not None and not well_formed(token):
             raise KeyError_("not an API key: expected cyk_ and 43 letters, digits, - or _")
         if token is not None and token_hash(token) in self._by_hash:

@@ -80,6 +80,23 @@ class ApiKey(msgspec.Struct, kw_only=True):
         return self.project is None or project == self.project
 
 
+def expiry_within(creator: ApiKey | None, asked: datetime | None) -> datetime | None:
+    """When a key or credential made by ``creator`` expires: as ``asked`` (None: never) when the
+    creator never expires; otherwise no later than the creator (its own end when none is asked
+    for), so that a key about to expire cannot make itself a lasting successor. Raises
+    ValueError when ``asked`` is later."""
+    if creator is None or creator.expires_at is None:
+        return asked
+    if asked is None:
+        return creator.expires_at
+    if asked > creator.expires_at:
+        raise ValueError(
+            f"a key can only make keys and credentials that expire when it does or before"
+            f" ({creator.expires_at.isoformat()})"
+        )
+    return asked
+
+
 def decide(key: ApiKey, needed: str, project: str | None) -> Decision:
     """May ``key`` do what needs role ``needed`` on ``project`` (None: no particular project)?"""
     if project is not None and not key.covers(project):

@@ -17,6 +17,7 @@ before its creation or inside a pause.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
@@ -57,11 +58,16 @@ def check_cron(expr: str) -> str:
         raise InvalidSchedule(f"cron {expr!r} must have five fields: minute hour day month weekday")
     if not croniter.is_valid(expr):
         raise InvalidSchedule(f"cron {expr!r} is not a valid cron expression")
+    if _RANDOM.search(expr):  # croniter's R picks anew at each reading: no time is ever planned
+        raise InvalidSchedule(f"cron {expr!r}: R (a random value) is not a cron field value here")
     try:
         croniter(expr, datetime(2000, 1, 1)).get_next(datetime)
     except CroniterError:
         raise InvalidSchedule(f"cron {expr!r} names a day that never comes (such as 30 February)") from None
     return expr
+
+
+_RANDOM = re.compile(r"(?i)(^|[\s,/-])R($|[\s,/(-])")
 
 
 def _both_folds(expr: str) -> bool:

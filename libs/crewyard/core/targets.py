@@ -68,9 +68,10 @@ def literal_address(host: str) -> IP | None:
         return None
 
 
-#: NAT64 prefixes (RFC 6052's well-known one, RFC 8215's local-use one): the IPv4 address is the
-#: last 32 bits, and a NAT64 gateway on the way connects to it.
-_NAT64 = (ipaddress.IPv6Network("64:ff9b::/96"), ipaddress.IPv6Network("64:ff9b:1::/48"))
+#: RFC 6052's well-known NAT64 prefix: the IPv4 address is the last 32 bits, and a NAT64 gateway
+#: on the way connects to it. (RFC 8215's local-use 64:ff9b:1::/48 may carry it in other bits,
+#: by the operator's choice of format: it is judged as the private range it is.)
+_NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
 
 
 def _plain(ip: IP) -> IP:
@@ -79,7 +80,7 @@ def _plain(ip: IP) -> IP:
     (``64:ff9b::a9fe:a9fe``)."""
     if isinstance(ip, ipaddress.IPv6Address):
         embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
-        if embedded is None and any(ip in net for net in _NAT64):
+        if embedded is None and ip in _NAT64:
             embedded = ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
         if embedded is not None:
             return embedded
