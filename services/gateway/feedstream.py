@@ -2,8 +2,9 @@
 
 With 1,000 clients on one run every event is 1,000 deliveries, so what a delivery costs the
 gateway is what the last client waits. A client here is one coroutine that sends what it has
-not seen yet (a catch-up, a resume) as one ``http.response.body``; once it has caught up, the
-feed writes each new event to its connection itself, in the same pass as every other client's
+not seen yet (a catch-up, a resume) in writes of at most ``SLICE_BYTES``, each once the client
+took the one before (a client that never reads holds 256 KB, not the run); once it has caught
+up, the feed writes each new event to its connection itself, in the same pass as every other client's
 (:meth:`.hub.Feed._push`): one ``transport.write`` per client and event, the HTTP chunk framed
 once — no coroutine woken, no ASGI message, no middleware per delivery. That is done only while
 the server's own bookkeeping says it is exactly what its ``send`` would do (uvicorn's httptools
@@ -33,7 +34,7 @@ from litestar.types import HTTPResponseBodyEvent, Receive, Scope, Send
 from crewyard import metrics
 
 from .hub import Feed
-from .sse import HEADERS, PING, RETRY_HINT, Closing, in_background
+from .sse import HEADERS, PING, RETRY_HINT, SLICE_BYTES, Closing, in_background
 
 _SENT = metrics.SSE_DELIVERIES.labels("sent")
 #: Where :class:`KeepServerSend` keeps the server's own ``send`` in an HTTP request's scope.
@@ -207,14 +208,18 @@ class _Follow:
                 if end - index == 1:  # the usual case while a run is live: one new event
                     _seq, event_type, chunk = items[index]
                     last, count = is_last(event_type), 1
-                else:
-                    parts = []
+                else:  # a catch-up: at most SLICE_BYTES a write, each after the client took the last
+                    parts, size = [], 0
                     for _seq, event_type, text in items[index:end]:
+                        if parts and size + len(text) > SLICE_BYTES:
+                            break
                         parts.append(text)
+                        size += len(text)
                         if is_last(event_type):
                             last = True
                             break
                     chunk, count = b"".join(parts), len(parts)
+                    end = index + count
                 _SENT.inc(count)
                 self.index = end
                 await send(_body(chunk))

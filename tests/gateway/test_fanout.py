@@ -13,6 +13,7 @@ from typing import Any
 
 import httpx
 
+from crewyard.gateway.sse import SLICE_BYTES
 from crewyard.testing.api import deploy, sse_events, wait_run, write_crew
 from crewyard.testing.platform import PlatformProcess
 
@@ -50,8 +51,9 @@ def _slow_reader(platform: PlatformProcess, path: str) -> socket.socket:
     return sock
 
 
-def _read_stream(sock: socket.socket) -> list[dict[str, Any]]:
-    """Everything the slow reader was sent, up to the end of its chunked response, as SSE messages."""
+def _read_stream(sock: socket.socket) -> tuple[list[dict[str, Any]], int]:
+    """Everything the slow reader was sent, up to the end of its chunked response, as SSE messages;
+    and the largest chunk it came in."""
     sock.settimeout(60)
     raw = b""
     while not raw.endswith(b"\r\n0\r\n\r\n"):
@@ -61,20 +63,20 @@ def _read_stream(sock: socket.socket) -> list[dict[str, Any]]:
     head, _, rest = raw.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 200"), head
     assert b"transfer-encoding: chunked" in head.lower()
-    body = b""
+    body, largest = b"", 0
     while True:
         size_line, _, rest = rest.partition(b"\r\n")
         size = int(size_line, 16)
         if size == 0:
             break
-        body, rest = body + rest[:size], rest[size + 2 :]
+        body, rest, largest = body + rest[:size], rest[size + 2 :], max(largest, size)
     messages = []
     for block in body.decode().split("\n\n"):
         fields = dict(line.split(": ", 1) for line in block.splitlines() if not line.startswith(":"))
         if "data" in fields:
             data = json.loads(fields["data"])
             messages.append({"id": int(fields["id"]), "event": fields["event"], "data": data})
-    return messages
+    return messages, largest
 
 
 def test_every_client_gets_every_event_once_whether_pushed_to_or_slow(
@@ -106,7 +108,7 @@ def test_every_client_gets_every_event_once_whether_pushed_to_or_slow(
                 t.join(120)
                 assert not t.is_alive()
             assert wait_run(api, run_id, timeout=120)["status"] == "succeeded"
-            late = _read_stream(slow)  # only now: its connection was paused meanwhile
+            late, largest = _read_stream(slow)  # only now: its connection was paused meanwhile
         finally:
             slow.close()
         after = _deliveries(api)
@@ -124,3 +126,6 @@ def test_every_client_gets_every_event_once_whether_pushed_to_or_slow(
     sent = after.get("sent", 0) - before.get("sent", 0)
     assert pushed >= len(seen) * (EVENTS - 10), (pushed, sent)
     assert sent >= EVENTS // 3, (pushed, sent)
+    # What the slow reader missed came in pieces, each written after it took the last: written
+    # whole, a run's megabytes sat in the gateway's buffer for every client that did not read.
+    assert largest <= SLICE_BYTES + 4096, largest
