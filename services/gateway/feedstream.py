@@ -209,7 +209,8 @@ class _Follow:
                     _seq, event_type, chunk = items[index]
                     last, count = is_last(event_type), 1
                 else:  # a catch-up: at most SLICE_BYTES a write, each after the client took the last
-                    parts, size = [], 0
+                    parts: list[bytes] = []
+                    size = 0
                     for _seq, event_type, text in items[index:end]:
                         if parts and size + len(text) > SLICE_BYTES:
                             break
