@@ -66,6 +66,12 @@ class Settings(msgspec.Struct, kw_only=True):
     #: Failed authentications (missing or bad key) one client address may make per second on one
     #: gateway, in bursts of ten times that, before it gets 429 instead of 401; 0: no limit.
     auth_fail_limit: float = 5.0
+    #: Seconds a connection may take to send a request's headers (from the connection, or from
+    #: a keep-alive connection's next request's first byte) before it gets 408 and is closed.
+    header_timeout_s: float = 15.0
+    #: Connections one client address may hold open on one gateway (loopback not counted: a
+    #: reverse proxy on the same machine limits its own clients); 0: no limit.
+    connections_per_address: int = 512
     #: Largest accepted crew upload (compressed), its unpacked size (every byte out of gzip,
     #: headers included), its largest file and its number of files and folders.
     upload_limit_bytes: int = 50 * 1024 * 1024
@@ -248,6 +254,8 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "CREWYARD_CORS_ORIGINS": ("cors_origins", str),
     "CREWYARD_RATE_LIMIT": ("rate_limit", float),
     "CREWYARD_AUTH_FAIL_LIMIT": ("auth_fail_limit", float),
+    "CREWYARD_HEADER_TIMEOUT": ("header_timeout_s", float),
+    "CREWYARD_CONNECTIONS_PER_ADDRESS": ("connections_per_address", int),
     "CREWYARD_UPLOAD_LIMIT": ("upload_limit_bytes", int),
     "CREWYARD_UNPACKED_LIMIT": ("unpacked_limit_bytes", int),
     "CREWYARD_UPLOAD_MAX_FILE": ("upload_max_file_bytes", int),

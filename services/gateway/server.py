@@ -9,6 +9,7 @@ from pathlib import Path
 import uvicorn
 from rich.console import Console
 
+from crewyard.httplimits import ConnectionLimits, limited_protocol
 from crewyard.readmodel import ReadModel
 from crewyard.servicekit import ServiceContext
 
@@ -77,6 +78,11 @@ async def create_service(context: ServiceContext) -> GatewayServer:
         access_log=False,  # one log line per request, which logs.py silences anyway
         lifespan="on",
         timeout_graceful_shutdown=3,
+        http=limited_protocol(
+            ConnectionLimits(
+                head_timeout_s=settings.header_timeout_s, per_address=settings.connections_per_address
+            )
+        ),
     )
     return GatewayServer(gateway, uvicorn.Server(config), context.listener)
 

@@ -86,3 +86,8 @@ def test_host_and_cors_settings(tmp_path):
         load(tmp_path, cors_origins="evil.example")
     with pytest.raises(SettingsError, match="negative"):
         load(tmp_path, auth_fail_limit=-1)
+    with pytest.raises(SettingsError, match="CREWYARD_HEADER_TIMEOUT"):
+        load(tmp_path, header_timeout_s=0)
+    with pytest.raises(SettingsError, match="CREWYARD_CONNECTIONS_PER_ADDRESS"):
+        load(tmp_path, connections_per_address=-1)
+    assert load(tmp_path, connections_per_address=0).connections_per_address == 0  # no limit

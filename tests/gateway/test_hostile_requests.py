@@ -3,6 +3,8 @@ ends — and what they would have broken (other projects' schedules) goes on wor
 
 from __future__ import annotations
 
+import json
+import socket
 import time
 from typing import Any
 
@@ -164,3 +166,25 @@ def test_the_consoles_own_files_name_their_type_and_charset_once(api: httpx.Clie
     for name, media in (("console.js", "javascript"), ("console.css", "text/css")):
         kind = api.get(f"/static/{name}").headers["content-type"]
         assert media in kind and kind.count("charset=utf-8") == 1, kind  # "…; charset=utf-8" twice
+
+
+def _raw(platform: PlatformProcess, request: bytes) -> tuple[int, dict[str, Any]]:
+    """Send raw bytes to the API port: the status and JSON body of the answer (read until closed)."""
+    host, port = platform.api.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=30) as sock:
+        sock.sendall(request)
+        answer = b""
+        while chunk := sock.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    return int(head.split()[1]), json.loads(body)
+
+
+def test_the_api_port_refuses_oversized_heads_and_non_http_in_its_error_shape(platform: PlatformProcess):
+    big = b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nX-Pad: " + b"a" * 70_000 + b"\r\n\r\n"
+    status, body = _raw(platform, big)
+    assert status == 431 and body["error"]["code"] == "headers_too_large", body
+    status, body = _raw(platform, b"\x00\x01 not http\r\n\r\n")
+    assert status == 400 and body["error"]["code"] == "bad_request", body
+    with platform.client() as api:  # and the gateway goes on
+        assert api.get("/healthz").status_code == 200

@@ -20,6 +20,7 @@ import uvicorn
 
 from crewyard import __version__
 from crewyard.errors import CrewyardError
+from crewyard.httplimits import ConnectionLimits, limited_protocol
 
 from ._readiness import Readiness
 
@@ -83,8 +84,11 @@ class HealthListener:
         fallback: Route | None = None,
         what: str = "health listener",
         port_hint: str = "set CREWYARD_HEALTH_PORT to a free port, or 0 for any",
+        limits: ConnectionLimits | None = None,
     ) -> None:
         self.routes = routes
+        #: What one connection may cost before a request of it is answered (see httplimits).
+        self.limits = limits or ConnectionLimits()
         #: Said when the port is taken: what listens, and how to move it.
         self.what, self.port_hint = what, port_hint
         #: Answers every other request (any method) instead of 404/405: a stand-in for an API
@@ -117,6 +121,7 @@ class HealthListener:
                 f" ({self.port_hint})"
             ) from None
         self.port = int(sock.getsockname()[1])
+        sock.listen(2048)  # now: a client told the URL may connect before the server's task runs
         self._sock = sock
         config = uvicorn.Config(
             self._app,
@@ -126,6 +131,7 @@ class HealthListener:
             interface="asgi3",
             limit_concurrency=64,
             timeout_keep_alive=5,
+            http=limited_protocol(self.limits),
         )
         self._server = _Server(config)
         # The server gets a copy of the socket: stopping it closes that copy, while ``detach``

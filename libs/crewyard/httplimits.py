@@ -1,0 +1,205 @@
+"""Limits on an HTTP connection before any request of it reaches an app.
+
+uvicorn's httptools protocol keeps a connection that never finishes a request's head for ever,
+buffers a head of any size, and lets one address open as many connections as it likes: each
+costs a file descriptor and memory, taken before anyone is authenticated, so one host could hold
+a server's descriptors or memory (slowloris) without ever sending a key. :class:`LimitedHttp` is
+that protocol with three limits, used by the API and by every service's health listener:
+
+- **head timeout**: a request's head (request line and headers) must be complete within
+  ``head_timeout_s`` of the connection being made or of its first byte (the next request of a
+  keep-alive connection; an idle one is closed by uvicorn's keep-alive timeout): 408;
+- **head size**: at most :data:`MAX_HEAD_BYTES` (64 KiB, counted exactly once the head is
+  parsed; a head that never ends is cut once what arrived of it passes that): 431;
+- **connections per address**: one client address holds at most ``per_address`` connections at
+  a time (0: no limit): 503, and the connection is closed. Loopback is not counted: a reverse
+  proxy on the same machine connects from there, and limits its own clients.
+
+Refusals, and uvicorn's own 400 for a request that is not HTTP, are answered in the API's error
+shape (``{"error": {"code", "message"}}``) and close the connection. A connection with a response
+under way (a pipelined request behind a stream) is closed without one.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections import Counter
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from typing import Any, ClassVar
+
+import httptools
+import msgspec
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+#: The largest request head: request line and headers (nginx takes 32 KiB, Node 16 KiB).
+MAX_HEAD_BYTES = 64 * 1024
+
+
+@dataclass
+class ConnectionLimits:
+    """The limits of one server, and the connections it holds per address."""
+
+    head_timeout_s: float = 15.0
+    per_address: int = 512
+    max_head_bytes: int = MAX_HEAD_BYTES
+    #: Loopback connections are not counted (a reverse proxy on this machine connects from there).
+    loopback_exempt: bool = True
+    held: Counter[str] = field(default_factory=Counter)
+
+
+def limited_protocol(limits: ConnectionLimits) -> type[LimitedHttp]:
+    """uvicorn's ``http`` protocol class for a server with ``limits`` (``uvicorn.Config(http=…)``)."""
+    return type("LimitedHttp", (LimitedHttp,), {"limits": limits})
+
+
+def _counted(host: str, loopback_exempt: bool) -> bool:
+    """Whether connections from ``host`` count towards the per-address limit."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:  # not an IP address (a Unix socket's peer): nothing to count
+        return False
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return not (loopback_exempt and address.is_loopback)
+
+
+class _Refused(Exception):
+    """Raised from a parser callback to stop parsing; the refusal is already chosen."""
+
+
+class LimitedHttp(HttpToolsProtocol):
+    limits: ClassVar[ConnectionLimits]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._head_timer: Any = None
+        self._in_head = True  # the bytes arriving now belong to a request's head
+        self._head_bytes = 0  # of the head under way, as they arrived (bounds one never finished)
+        self._head_parsed = 0  # of the head under way, as parsed (exact)
+        self._refusal: tuple[int, str, str] | None = None
+        self._address: str | None = None  # counted in ``limits.held`` while this is open
+
+    # -- connection ------------------------------------------------------------------------------
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        host = self.client[0] if self.client else None
+        limits = self.limits
+        if host is not None and limits.per_address and _counted(host, limits.loopback_exempt):
+            if limits.held[host] >= limits.per_address:
+                self._refuse(
+                    503,
+                    "too_many_connections",
+                    f"this address has {limits.per_address} connections open already;"
+                    " close some and try again",
+                )
+                return
+            limits.held[host] += 1
+            self._address = host
+        self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_head_timer()
+        if self._address is not None:
+            held = self.limits.held
+            held[self._address] -= 1
+            if held[self._address] <= 0:
+                del held[self._address]
+            self._address = None
+        super().connection_lost(exc)
+
+    def data_received(self, data: bytes) -> None:
+        if self._refusal is not None:
+            return
+        self._unset_keepalive_if_required()
+        began = not self._in_head  # a new head may begin inside this piece, after a body
+        try:
+            self.parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            if self._should_upgrade():
+                self.handle_websocket_upgrade()
+            else:
+                self._unsupported_upgrade_warning()
+            return
+        except httptools.HttpParserError:
+            self._refuse(*(self._refusal or (400, "bad_request", "the request is not valid HTTP/1.1")))
+            return
+        if self._in_head and not began:  # all of this piece is head, and the head is not done
+            self._head_bytes += len(data)
+            if self._head_bytes > self.limits.max_head_bytes:
+                self._refuse(*self._too_large())
+
+    # -- parser callbacks ------------------------------------------------------------------------
+
+    def on_message_begin(self) -> None:
+        super().on_message_begin()
+        self._in_head, self._head_bytes, self._head_parsed = True, 0, 0
+        self._arm_head_timer()
+
+    def on_url(self, url: bytes) -> None:
+        self._head_parsed += len(url)
+        super().on_url(url)
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._head_parsed += len(name) + len(value) + 4  # ": " and CRLF
+        super().on_header(name, value)
+
+    def on_headers_complete(self) -> None:
+        self._in_head = False
+        self._disarm_head_timer()
+        if self._head_parsed > self.limits.max_head_bytes:
+            self._refusal = self._too_large()
+            raise _Refused
+        super().on_headers_complete()
+
+    def send_400_response(self, msg: str) -> None:
+        self._refuse(400, "bad_request", msg)
+
+    # -- limits ----------------------------------------------------------------------------------
+
+    def _too_large(self) -> tuple[int, str, str]:
+        return (
+            431,
+            "headers_too_large",
+            f"the request line and headers are larger than {self.limits.max_head_bytes:,} bytes",
+        )
+
+    def _arm_head_timer(self) -> None:
+        if self._head_timer is None:
+            self._head_timer = self.loop.call_later(self.limits.head_timeout_s, self._head_late)
+
+    def _disarm_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_late(self) -> None:
+        self._head_timer = None
+        if not self._in_head or self.transport.is_closing():
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            # A pipelined request waits behind a response under way (its reading is paused):
+            # it is not late yet.
+            self._arm_head_timer()
+            return
+        self._refuse(
+            408,
+            "request_timeout",
+            f"the request's headers did not arrive within {self.limits.head_timeout_s:g} s",
+        )
+
+    def _refuse(self, status: int, code: str, message: str) -> None:
+        """Answer ``status`` in the API's error shape (unless a response is under way) and close."""
+        self._refusal = (status, code, message)
+        self._disarm_head_timer()
+        if self.transport.is_closing():
+            return
+        if self.cycle is None or self.cycle.response_complete:
+            body = msgspec.json.encode({"error": {"code": code, "message": message}})
+            head = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n".encode()]
+            head += [name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers]
+            head.append(b"content-type: application/json\r\nconnection: close\r\n")
+            head.append(b"content-length: %d\r\n\r\n" % len(body))
+            self.transport.write(b"".join(head) + body)
+        self.transport.close()

@@ -1,0 +1,188 @@
+"""What a connection may cost before a request of it is answered (``crewyard.httplimits``), on a
+real uvicorn server (a health listener): heads that never end, heads too large, too many
+connections from one address, and bytes that are not HTTP — each answered in the API's error
+shape and closed, while ordinary requests (bodies in the same piece as their head included) pass."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+
+from crewyard.health import HealthListener, Reply, json_reply
+from crewyard.httplimits import ConnectionLimits
+
+TIMEOUT = 0.5
+
+
+async def _ok() -> Reply:
+    return json_reply(200, {"status": "ok"})
+
+
+@pytest.fixture
+async def limits() -> ConnectionLimits:
+    return ConnectionLimits(head_timeout_s=TIMEOUT, per_address=2, loopback_exempt=False)
+
+
+@pytest.fixture
+async def server(limits: ConnectionLimits) -> AsyncIterator[tuple[str, int]]:
+    listener = HealthListener({"/healthz": _ok}, host="127.0.0.1", port=0, limits=limits)
+    await listener.start()
+    try:
+        yield "127.0.0.1", listener.port
+    finally:
+        await listener.stop()
+
+
+async def _open(server: tuple[str, int]) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    return await asyncio.open_connection(*server)
+
+
+async def _response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+    """One response: status, headers, body (Content-Length)."""
+    status = int((await asyncio.wait_for(reader.readline(), 10)).split()[1])
+    headers = {}
+    while (line := await asyncio.wait_for(reader.readline(), 10)) not in (b"\r\n", b""):
+        name, _, value = line.decode().partition(":")
+        headers[name.strip().lower()] = value.strip()
+    body = await asyncio.wait_for(reader.readexactly(int(headers["content-length"])), 10)
+    return status, headers, body
+
+
+async def _refused(reader: asyncio.StreamReader, status: int, code: str) -> str:
+    """The refusal's message, after checking its status, shape and that the connection closed."""
+    got, headers, body = await _response(reader)
+    assert got == status, body
+    assert headers["content-type"] == "application/json" and headers["connection"] == "close"
+    error = json.loads(body)["error"]
+    assert error["code"] == code, error
+    assert await asyncio.wait_for(reader.read(), 10) == b""  # and the connection is closed
+    return str(error["message"])
+
+
+GET = b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n"
+
+
+async def test_a_connection_that_sends_nothing_is_closed_after_the_head_timeout(server: tuple[str, int]):
+    reader, writer = await _open(server)
+    started = time.monotonic()
+    message = await _refused(reader, 408, "request_timeout")
+    assert TIMEOUT <= time.monotonic() - started < 10
+    assert "0.5 s" in message
+    writer.close()
+
+
+async def test_headers_trickled_a_byte_at_a_time_do_not_hold_the_connection(server: tuple[str, int]):
+    reader, writer = await _open(server)
+    writer.write(b"GET /healthz HTTP/1.1\r\n")
+
+    async def trickle() -> None:
+        while not writer.is_closing():
+            writer.write(b"X")  # one byte of a header name that never ends
+            await asyncio.sleep(0.05)
+
+    dripping = asyncio.create_task(trickle())
+    try:
+        await _refused(reader, 408, "request_timeout")
+    finally:
+        writer.close()
+        dripping.cancel()
+        await asyncio.gather(dripping, return_exceptions=True)
+
+
+async def test_a_keep_alive_connections_next_request_has_the_same_deadline(server: tuple[str, int]):
+    reader, writer = await _open(server)
+    await asyncio.sleep(TIMEOUT * 0.6)
+    writer.write(GET)
+    status, _, body = await _response(reader)
+    assert status == 200, body
+    await asyncio.sleep(TIMEOUT * 0.6)  # the first deadline would have passed by now: it was met
+    writer.write(GET)
+    assert (await _response(reader))[0] == 200
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost")  # the third never ends
+    await _refused(reader, 408, "request_timeout")
+    writer.close()
+
+
+async def test_a_head_too_large_is_431_whether_it_ends_or_not(server: tuple[str, int]):
+    reader, writer = await _open(server)
+    writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n")
+    assert "65,536" in await _refused(reader, 431, "headers_too_large")
+    writer.close()
+
+    reader, writer = await _open(server)  # a header that never ends: cut before it is all read
+    writer.write(b"GET /healthz HTTP/1.1\r\nX-Big: ")
+    refused = asyncio.create_task(_refused(reader, 431, "headers_too_large"))
+    sent = 0
+    while not refused.done() and sent < 10_000_000:
+        writer.write(b"a" * 16_384)
+        sent += 16_384
+        try:
+            await writer.drain()
+        except ConnectionError:
+            break
+        await asyncio.sleep(0.001)
+    await refused
+    assert sent < 1_000_000
+    writer.close()
+
+
+async def test_a_body_arriving_with_its_head_is_not_counted_as_head(server: tuple[str, int]):
+    reader, writer = await _open(server)
+    body = b"x" * 300_000
+    writer.write(b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body) + body)
+    status, _, answer = await _response(reader)
+    assert status == 405, answer  # the listener's answer to a POST: the request reached it
+    writer.write(GET)
+    assert (await _response(reader))[0] == 200  # and the connection goes on
+    writer.close()
+
+
+async def test_one_address_holds_at_most_its_share_of_connections(
+    server: tuple[str, int], limits: ConnectionLimits
+):
+    held = [await _open(server) for _ in range(2)]
+    for reader, writer in held:
+        writer.write(GET)
+        assert (await _response(reader))[0] == 200
+    reader, writer = await _open(server)
+    assert "2 connections open" in await _refused(reader, 503, "too_many_connections")
+    writer.close()
+    held[0][1].close()  # one closed: room for one more
+    await held[0][1].wait_closed()
+    for _ in range(100):
+        if sum(limits.held.values()) < 2:
+            break
+        await asyncio.sleep(0.02)
+    reader, writer = await _open(server)
+    writer.write(GET)
+    assert (await _response(reader))[0] == 200
+    writer.close()
+    held[1][1].close()
+
+
+async def test_loopback_is_not_counted_by_default():
+    listener = HealthListener(
+        {"/healthz": _ok}, host="127.0.0.1", port=0, limits=ConnectionLimits(per_address=2)
+    )
+    await listener.start()
+    try:
+        opened = [await _open(("127.0.0.1", listener.port)) for _ in range(5)]
+        reader, writer = opened[-1]
+        writer.write(GET)
+        assert (await _response(reader))[0] == 200
+        assert not listener.limits.held
+        for _, w in opened:
+            w.close()
+    finally:
+        await listener.stop()
+
+
+async def test_bytes_that_are_not_http_get_the_error_shape(server: tuple[str, int]):
+    reader, writer = await _open(server)
+    writer.write(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 hello, TLS\r\n\r\n")
+    await _refused(reader, 400, "bad_request")
+    writer.close()
