@@ -11,9 +11,10 @@ that protocol with three limits, used by the API and by every service's health l
   keep-alive connection; an idle one is closed by uvicorn's keep-alive timeout): 408;
 - **head size**: at most :data:`MAX_HEAD_BYTES` (64 KiB, counted exactly once the head is
   parsed; a head that never ends is cut once what arrived of it passes that): 431;
-- **connections per address**: one client address holds at most ``per_address`` connections at
-  a time (0: no limit): 503, and the connection is closed. Loopback is not counted: a reverse
-  proxy on the same machine connects from there, and limits its own clients.
+- **connections per address**: one client address (an IPv6 client's /64) holds at most
+  ``per_address`` connections at a time (0: no limit): 503, and the connection is closed.
+  Loopback is not counted: a reverse proxy on the same machine connects from there, and limits
+  its own clients.
 
 Refusals, and uvicorn's own 400 for a request that is not HTTP, are answered in the API's error
 shape (``{"error": {"code", "message"}}``) and close the connection. A connection with a response
@@ -53,15 +54,21 @@ def limited_protocol(limits: ConnectionLimits) -> type[LimitedHttp]:
     return type("LimitedHttp", (LimitedHttp,), {"limits": limits})
 
 
-def _counted(host: str, loopback_exempt: bool) -> bool:
-    """Whether connections from ``host`` count towards the per-address limit."""
+def counted_as(host: str, loopback_exempt: bool = True) -> str | None:
+    """What connections from ``host`` are counted under: the address, or for IPv6 its /64 (one
+    host is given a whole /64, so counting single addresses would count nothing); None for
+    loopback (when exempt) and for peers that are not IP addresses (a Unix socket's)."""
     try:
         address = ipaddress.ip_address(host)
-    except ValueError:  # not an IP address (a Unix socket's peer): nothing to count
-        return False
+    except ValueError:
+        return None
     if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
         address = address.ipv4_mapped
-    return not (loopback_exempt and address.is_loopback)
+    if loopback_exempt and address.is_loopback:
+        return None
+    if isinstance(address, ipaddress.IPv6Address):
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
 
 
 class _Refused(Exception):
@@ -84,10 +91,10 @@ class LimitedHttp(HttpToolsProtocol):
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
-        host = self.client[0] if self.client else None
         limits = self.limits
-        if host is not None and limits.per_address and _counted(host, limits.loopback_exempt):
-            if limits.held[host] >= limits.per_address:
+        group = counted_as(self.client[0], limits.loopback_exempt) if self.client else None
+        if group is not None and limits.per_address:
+            if limits.held[group] >= limits.per_address:
                 self._refuse(
                     503,
                     "too_many_connections",
@@ -95,8 +102,8 @@ class LimitedHttp(HttpToolsProtocol):
                     " close some and try again",
                 )
                 return
-            limits.held[host] += 1
-            self._address = host
+            limits.held[group] += 1
+            self._address = group
         self._arm_head_timer()
 
     def connection_lost(self, exc: Exception | None) -> None:

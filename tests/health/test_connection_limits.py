@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from crewyard.health import HealthListener, Reply, json_reply
-from crewyard.httplimits import ConnectionLimits
+from crewyard.httplimits import ConnectionLimits, counted_as
 
 TIMEOUT = 0.5
 
@@ -186,3 +186,18 @@ async def test_bytes_that_are_not_http_get_the_error_shape(server: tuple[str, in
     writer.write(b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03 hello, TLS\r\n\r\n")
     await _refused(reader, 400, "bad_request")
     writer.close()
+
+
+def test_what_connections_are_counted_under():
+    assert counted_as("203.0.113.7") == "203.0.113.7"
+    assert counted_as("::ffff:203.0.113.7") == "203.0.113.7"
+    # One IPv6 host has a /64 of addresses to connect from: they are one.
+    assert counted_as("2001:db8:1:2:aaaa::1") == counted_as("2001:db8:1:2:ffff::9") == "2001:db8:1:2::/64"
+    assert counted_as("2001:db8:1:3::1") != counted_as("2001:db8:1:2::1")
+    assert (
+        counted_as("127.0.0.1") is None
+        and counted_as("::1") is None
+        and counted_as("::ffff:127.0.0.1") is None
+    )
+    assert counted_as("127.0.0.1", loopback_exempt=False) == "127.0.0.1"
+    assert counted_as("/run/api.sock") is None
