@@ -82,15 +82,21 @@ class Lane:
         self.waiting: deque[WorkItem] = deque()
         self.workers = 0
         self.limit = 1.0
-
-    @property
-    def held(self) -> int:
-        """Messages this lane holds: waiting, or being sent."""
-        return len(self.waiting) + self.workers
+        #: Messages this lane holds: waiting, or being sent.
+        self.held = 0
 
     def push(self, item: WorkItem) -> None:
-        self.waiting.append(item)
+        self.take(item)
         self._spawn()
+
+    def take(self, item: WorkItem) -> None:
+        """Hold ``item`` until a worker sends it (:meth:`push` also starts one)."""
+        self.waiting.append(item)
+        self._count(1)
+
+    def _count(self, delta: int) -> None:
+        before, self.held = self.held, self.held + delta
+        self.owner.lane_changed(self, before)
 
     def feedback(self, ok: bool, latency_ms: int) -> None:
         if ok and latency_ms < QUICK_MS:
@@ -118,6 +124,7 @@ class Lane:
                     await item.nak(delay=delay)
                 finally:
                     self.owner.held.pop(id(item), None)
+                    self._count(-1)
         finally:
             self.workers -= 1
 
@@ -147,6 +154,10 @@ class Deliverer:
             store, "webhook", lambda i: WebhookState(webhook_id=i), evolve_webhook, reader=READER
         )
         self.lanes: dict[str, Lane] = {}
+        #: What the lanes hold, kept as they change (deciding room for each message routed must
+        #: not walk every lane): per project, and how many lanes hold anything.
+        self.project_held: dict[str, int] = {}
+        self.busy = 0
         #: Messages waiting in a lane or being sent, by ``id()`` (they are kept alive).
         self.held: dict[int, WorkItem] = {}
         self.sending: set[str] = set()
@@ -219,14 +230,22 @@ class Deliverer:
         one project's lanes together. Receivers that never answer (a few dozen of them filled
         the instance before, and it fetched nothing for any other webhook) so hold at most what
         their projects may, and another project's webhook still has room."""
-        if sum(other.held for other in self.lanes.values() if other.project == lane.project) >= PROJECT_HELD:
+        if self.project_held.get(lane.project, 0) >= PROJECT_HELD:
             return False
         if lane.held == 0:
             return True
         if len(self.held) >= MAX_HELD // 2:
             return False
-        busy = sum(1 for other in self.lanes.values() if other.held)
-        return lane.held < max(1, min(LANE_BACKLOG, MAX_HELD // 2 // busy))
+        return lane.held < max(1, min(LANE_BACKLOG, MAX_HELD // 2 // max(1, self.busy)))
+
+    def lane_changed(self, lane: Lane, before: int) -> None:
+        """``lane`` held ``before`` messages and holds ``lane.held`` now."""
+        after = self.project_held.get(lane.project, 0) + lane.held - before
+        if after > 0:
+            self.project_held[lane.project] = after
+        else:
+            self.project_held.pop(lane.project, None)
+        self.busy += (lane.held > 0) - (before > 0)
 
     async def process(self, item: WorkItem, lane: Lane) -> None:
         rec = item.event.decode(self.store.prefix)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from crewyard.core.webhooks import RetryPolicy
 from crewyard.eventstore import EventStore
 from crewyard.notifier.deliver import LANE_BACKLOG, MAX_HELD, PROJECT_HELD, Deliverer, Lane
@@ -11,7 +13,7 @@ def _fill(d: Deliverer, lane: Lane) -> None:
     """What a receiver that never answers ends with: everything routed to it, held."""
     while d.room_for(lane):
         item = object()
-        lane.waiting.append(item)  # type: ignore[arg-type]
+        lane.take(item)  # type: ignore[arg-type]
         d.held[id(item)] = item  # type: ignore[assignment]
 
 
@@ -42,3 +44,28 @@ async def test_one_project_never_holds_more_than_its_part_however_many_webhooks_
     victim = d.lanes["whk_victim"] = Lane(d, "whk_victim", "alice")
     _fill(d, victim)
     assert victim.held >= 1 and MAX_HELD - len(d.held) > 0
+
+
+async def test_what_lanes_hold_is_counted_as_they_take_and_end_messages(store: EventStore) -> None:
+    d = Deliverer(store, None, None, None, policy=RetryPolicy(), concurrency=4, ack_wait=30)  # type: ignore[arg-type]
+    release = asyncio.Event()
+    sent: list[object] = []
+
+    async def process(item: object, lane: Lane) -> None:
+        await release.wait()
+        sent.append(item)
+
+    d.process = process  # type: ignore[assignment,method-assign]
+    lanes = [d.lanes.setdefault(f"whk_{n}", Lane(d, f"whk_{n}", f"p{n % 2}")) for n in range(3)]
+    items = [object() for _ in range(7)]
+    for n, item in enumerate(items):
+        d.held[id(item)] = item  # type: ignore[assignment]
+        lanes[n % 3].push(item)  # type: ignore[arg-type]
+    await asyncio.sleep(0)
+    assert d.busy == 3 and d.project_held == {"p0": 5, "p1": 2}  # whk_0 and whk_2 are p0's
+    assert [lane.held for lane in lanes] == [3, 2, 2]
+    release.set()
+    await asyncio.gather(*list(d.tasks))
+    assert len(sent) == len(items)
+    assert d.busy == 0 and d.project_held == {} and not d.held
+    assert [lane.held for lane in lanes] == [0, 0, 0]
