@@ -34,7 +34,7 @@ from litestar.types import HTTPResponseBodyEvent, Receive, Scope, Send
 from crewyard import metrics
 
 from .hub import Feed
-from .sse import HEADERS, PING, RETRY_HINT, SLICE_BYTES, Closing, in_background
+from .sse import HEADERS, PING, RETRY_HINT, Closing, in_background, next_write
 
 _SENT = metrics.SSE_DELIVERIES.labels("sent")
 #: Where :class:`KeepServerSend` keeps the server's own ``send`` in an HTTP request's scope.
@@ -209,17 +209,7 @@ class _Follow:
                     _seq, event_type, chunk = items[index]
                     last, count = is_last(event_type), 1
                 else:  # a catch-up: at most SLICE_BYTES a write, each after the client took the last
-                    parts: list[bytes] = []
-                    size = 0
-                    for _seq, event_type, text in items[index:end]:
-                        if parts and size + len(text) > SLICE_BYTES:
-                            break
-                        parts.append(text)
-                        size += len(text)
-                        if is_last(event_type):
-                            last = True
-                            break
-                    chunk, count = b"".join(parts), len(parts)
+                    chunk, count, last = next_write(items, index, end, is_last)
                     end = index + count
                 _SENT.inc(count)
                 self.index = end

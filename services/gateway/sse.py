@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncGenerator, Callable, Coroutine
+from collections.abc import AsyncGenerator, Callable, Coroutine, Sequence
 from typing import Any
 
 from litestar import Request
@@ -38,20 +38,23 @@ HEADERS = {"Cache-Control": "no-store", "X-Accel-Buffering": "no", "Connection":
 SLICE_BYTES = 256 * 1024
 
 
-def slices(frames: list[bytes]) -> list[bytes]:
-    """``frames`` joined into writes of at most :data:`SLICE_BYTES` (or one frame, if larger)."""
-    out: list[bytes] = []
-    piece: list[bytes] = []
+def next_write(
+    frames: Sequence[tuple[int, str, bytes]], start: int, stop: int, is_last: Callable[[str], bool]
+) -> tuple[bytes, int, bool]:
+    """The next write of a stream from ``frames[start:stop]`` (sequence, event type, frame): at
+    most :data:`SLICE_BYTES` (or one frame, if larger), ending at a terminal event. Returns the
+    bytes, how many frames they are, and whether a terminal event ended them."""
+    parts: list[bytes] = []
     size = 0
-    for frame in frames:
-        if piece and size + len(frame) > SLICE_BYTES:
-            out.append(b"".join(piece))
-            piece, size = [], 0
-        piece.append(frame)
+    for i in range(start, stop):
+        _seq, event_type, frame = frames[i]
+        if parts and size + len(frame) > SLICE_BYTES:
+            break
+        parts.append(frame)
         size += len(frame)
-    if piece:
-        out.append(b"".join(piece))
-    return out
+        if is_last(event_type):
+            return b"".join(parts), len(parts), True
+    return b"".join(parts), len(parts), False
 
 
 _closing: set[asyncio.Task[Any]] = set()
@@ -243,16 +246,13 @@ def sse_response(
                 if not batch:
                     yield PING
                     continue
-                chunk = []
-                for _seq, event_type, text in batch:
-                    chunk.append(text)
-                    if is_last(event_type):
-                        ended = True
-                        break
-                for piece in slices(chunk):
+                done = 0
+                while done < len(batch):
+                    piece, count, ended = next_write(batch, done, len(batch), is_last)
                     yield piece
-                if ended:
-                    return
+                    if ended:
+                        return
+                    done += count
         finally:
             if closing is not None:
                 closing.unwatch(wake)
