@@ -78,7 +78,9 @@ class Scheduler:
         await self.schedules.refresh()
         now = self.clock()
         for state in list(self.schedules.items.values()):
-            if not state.active:
+            if not state.active:  # paused or deleted: what was noted of it is of no more use
+                self._asleep.pop(state.schedule_id, None)
+                self._verified.pop(state.schedule_id, None)
                 continue
             asleep = self._asleep.get(state.schedule_id)
             if asleep is not None and asleep[0] == state.version and now < asleep[1]:

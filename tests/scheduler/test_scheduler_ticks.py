@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from crewyard import settings
-from crewyard.core.events import ScheduleCreated, ScheduleFired, make_event
+from crewyard.core.events import ScheduleCreated, ScheduleDeleted, ScheduleFired, make_event
 from crewyard.core.ids import new_id
 from crewyard.eventstore import EventStore
 from crewyard.scheduler import service
@@ -66,3 +66,12 @@ async def test_an_idle_schedule_is_looked_at_again_only_when_due_or_changed(
     await store.append(late, expected_seq=0)
     await scheduler.tick()
     assert decided == [late.aggregate_id]  # a new one is looked at; the sleeping ones are not
+
+    # A deleted schedule leaves nothing of itself behind in the scheduler.
+    seq = (await store.load("acme", "schedule", ids[1]))[-1].seq
+    deleted = make_event(ScheduleDeleted(), project="acme", aggregate_id=ids[1], event_id=new_id("evt"))
+    await store.append(deleted, expected_seq=seq)
+    assert ids[1] in scheduler._asleep
+    await scheduler.tick()
+    assert ids[1] not in scheduler._asleep and ids[1] not in scheduler._verified
+    assert ids[2] in scheduler._asleep
