@@ -2,11 +2,11 @@
 
 Three sources, in gitignore's own syntax and precedence (``pathspec``'s ``GitIgnoreSpec``):
 the platform's :data:`ALWAYS_EXCLUDED` (never wanted in a deployment: VCS data, virtual
-environments, caches, ``.env``), the crew's ``[build] exclude``, and every ``.gitignore`` in the
-folder, each relative to its own directory. A deeper ``.gitignore`` overrides a shallower one,
-and ``.gitignore`` files override ``[build] exclude`` and the defaults, as in git; a pattern
-that starts with ``!`` re-includes. As in git, nothing inside an excluded directory can be
-re-included: the walk does not enter it.
+environments, caches, ``.env`` and ``.env.*`` but for templates), the crew's ``[build]
+exclude``, and every ``.gitignore`` in the folder, each relative to its own directory. A deeper
+``.gitignore`` overrides a shallower one, and ``.gitignore`` files override ``[build] exclude``
+and the defaults, as in git; a pattern that starts with ``!`` re-includes. As in git, nothing
+inside an excluded directory can be re-included: the walk does not enter it.
 """
 
 from __future__ import annotations
@@ -26,6 +26,12 @@ ALWAYS_EXCLUDED = (
     "__pycache__/",
     "*.pyc",
     ".env",
+    # Local variants hold secrets as .env does (.env.local, .env.production, …); templates
+    # without values stay.
+    ".env.*",
+    "!.env.example",
+    "!.env.sample",
+    "!.env.template",
     ".crewyard/",
     "node_modules/",
     ".mypy_cache/",

@@ -147,12 +147,16 @@ def test_exclude_is_gitignore_style_and_the_crews_gitignore_files_are_honoured(t
         "tests/test_a.py": "x",
         "pkg/tests/test_b.py": "x",
         ".env": "x",
+        ".env.local": "x",
+        "sub/.env.production": "x",
+        ".env.example": "x",  # a template: no values
         ".venv/bin/python": "x",
     }
     for rel, text in files.items():
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_text(text)
     assert _packed_names(tmp_path, ["tests", "docs/*.md", "/data"]) == [
+        ".env.example",
         ".gitignore",
         "crewyard.toml",
         "docs/data.csv",
@@ -171,3 +175,16 @@ def test_nothing_inside_an_excluded_folder_comes_back(tmp_path: Path):
     (tmp_path / "cache" / "wanted.txt").write_text("x")
     (tmp_path / ".gitignore").write_text("cache/\n!cache/wanted.txt\n")
     assert _packed_names(tmp_path, []) == [".gitignore", "crewyard.toml"]
+
+
+def test_an_env_variant_is_packed_only_when_asked_for(tmp_path: Path):
+    for name in ("crewyard.toml", ".env.production", ".env.staging", ".env.sample"):
+        (tmp_path / name).write_text("x")
+    assert _packed_names(tmp_path, []) == [".env.sample", "crewyard.toml"]
+    assert _packed_names(tmp_path, ["!.env.production"]) == [
+        ".env.production",
+        ".env.sample",
+        "crewyard.toml",
+    ]
+    (tmp_path / ".gitignore").write_text("!.env.staging\n")
+    assert ".env.staging" in _packed_names(tmp_path, [])
