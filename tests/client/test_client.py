@@ -73,6 +73,11 @@ def test_a_server_that_is_not_there_and_a_bad_url_are_transport_errors(dead_url:
         client.list_projects()
     with pytest.raises(TransportError, match="invalid API URL"):
         Client("localhost:8080")
+    with pytest.raises(TransportError, match="from 1 to 65535"):
+        Client("http://127.0.0.1:99999")
+    with pytest.raises(TransportError, match="not a host name"):  # was an UnicodeError when used
+        Client("http://" + "a" * 64 + ".example")
+    Client("http://bücher.example:8080").close()  # a name the IDNA codec takes is fine
 
 
 def test_iter_runs_follows_the_cursor_through_every_page(api: FakeApi):

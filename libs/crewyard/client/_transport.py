@@ -55,6 +55,14 @@ def check_base_url(base_url: str) -> str:
         raise TransportError(f"invalid API URL {base_url!r}: {exc}") from None
     if url.scheme not in ("http", "https") or not url.host:
         raise TransportError(f"invalid API URL {base_url!r}: expected something like {DEFAULT_API}")
+    if url.port is not None and not 0 < url.port < 65536:
+        raise TransportError(f"invalid API URL {base_url!r}: a port is a number from 1 to 65535")
+    try:
+        url.host.encode("idna")  # what connecting does with it: a name part over 63 characters fails
+    except UnicodeError:
+        raise TransportError(
+            f"invalid API URL {base_url!r}: not a host name (each dot-separated part has 1 to 63 characters)"
+        ) from None
     return base
 
 
