@@ -9,7 +9,7 @@ from pathlib import Path
 import uvicorn
 from rich.console import Console
 
-from crewyard.httplimits import ConnectionLimits, limited_protocol
+from crewyard.httplimits import LOOPBACK, ConnectionLimits, limited_protocol, proxies
 from crewyard.readmodel import ReadModel
 from crewyard.servicekit import ServiceContext
 
@@ -78,11 +78,15 @@ async def create_service(context: ServiceContext) -> GatewayServer:
         access_log=False,  # one log line per request, which logs.py silences anyway
         lifespan="on",
         timeout_graceful_shutdown=3,
-        http=limited_protocol(
-            ConnectionLimits(
-                head_timeout_s=settings.header_timeout_s, per_address=settings.connections_per_address
-            )
-        ),
+    )
+    # A reverse proxy trusted for X-Forwarded-For (FORWARDED_ALLOW_IPS, as uvicorn reads it)
+    # limits its own clients: its connections are not counted per address.
+    config.http = limited_protocol(
+        ConnectionLimits(
+            head_timeout_s=settings.header_timeout_s,
+            per_address=settings.connections_per_address,
+            exempt=LOOPBACK + proxies(config.forwarded_allow_ips),
+        )
     )
     return GatewayServer(gateway, uvicorn.Server(config), context.listener)
 

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from crewyard.health import HealthListener, Reply, json_reply
-from crewyard.httplimits import ConnectionLimits, counted_as
+from crewyard.httplimits import LOOPBACK, ConnectionLimits, counted_as, proxies
 
 TIMEOUT = 0.5
 
@@ -24,7 +24,7 @@ async def _ok() -> Reply:
 
 @pytest.fixture
 async def limits() -> ConnectionLimits:
-    return ConnectionLimits(head_timeout_s=TIMEOUT, per_address=2, loopback_exempt=False)
+    return ConnectionLimits(head_timeout_s=TIMEOUT, per_address=2, exempt=())
 
 
 @pytest.fixture
@@ -199,5 +199,122 @@ def test_what_connections_are_counted_under():
         and counted_as("::1") is None
         and counted_as("::ffff:127.0.0.1") is None
     )
-    assert counted_as("127.0.0.1", loopback_exempt=False) == "127.0.0.1"
+    assert counted_as("127.0.0.1", exempt=()) == "127.0.0.1"
     assert counted_as("/run/api.sock") is None
+
+
+def test_the_proxies_trusted_for_forwarded_headers_are_not_counted():
+    behind = LOOPBACK + proxies("10.0.0.5, 172.18.0.0/16 ,proxy.internal,::ffff:x")
+    assert counted_as("10.0.0.5", behind) is None and counted_as("172.18.3.4", behind) is None
+    assert counted_as("10.0.0.6", behind) == "10.0.0.6"
+    assert counted_as("203.0.113.7", proxies("*")) is None
+    assert counted_as("2001:db8::1", proxies(["2001:db8::/32"])) is None
+
+
+async def _closed_within(reader: asyncio.StreamReader, seconds: float) -> bytes:
+    """Everything the server still sent before it closed the connection, within ``seconds``."""
+    out = b""
+    async with asyncio.timeout(seconds):
+        while chunk := await reader.read(65536):
+            out += chunk
+    return out
+
+
+async def test_bytes_after_a_request_that_never_start_another_are_bounded_in_time(server: tuple[str, int]):
+    # Bare CRLFs between requests (the parser skips them) kept the connection for ever, each
+    # piece putting off uvicorn's keep-alive timeout.
+    reader, writer = await _open(server)
+    writer.write(GET)
+    assert (await _response(reader))[0] == 200
+
+    async def crlfs() -> None:
+        while not writer.is_closing():
+            writer.write(b"\r\n")
+            await asyncio.sleep(0.1)
+
+    dripping = asyncio.create_task(crlfs())
+    try:
+        assert await _closed_within(reader, 10) == b""  # closed, with nothing more to say
+    finally:
+        dripping.cancel()
+        await asyncio.gather(dripping, return_exceptions=True)
+        writer.close()
+
+
+async def test_a_body_that_its_answer_did_not_wait_for_is_not_trickled_for_ever(server: tuple[str, int]):
+    reader, writer = await _open(server)
+    writer.write(b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000\r\n\r\n")
+    assert (await _response(reader))[0] == 405  # answered at once, without reading the body
+
+    async def trickle() -> None:
+        while not writer.is_closing():
+            writer.write(b"x" * 10)
+            await asyncio.sleep(0.05)
+
+    dripping = asyncio.create_task(trickle())
+    try:
+        assert await _closed_within(reader, 10) == b""
+    finally:
+        dripping.cancel()
+        await asyncio.gather(dripping, return_exceptions=True)
+        writer.close()
+
+
+async def test_trailers_count_as_head_and_are_never_kept(server: tuple[str, int]):
+    # Trailers after a chunked body reached on_header after the head was done: 200 MB of them
+    # were appended to the request's headers, and one trailer that never ended grew in the parser.
+    for trailer in (b"X-T: " + b"a" * 4000 + b"\r\n", b"a" * 16_384):
+        _, writer = await _open(server)
+        writer.write(b"POST /healthz HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n")
+        sent = 0
+        try:
+            while sent < 5_000_000:
+                writer.write(trailer * 4)
+                sent += len(trailer) * 4
+                await writer.drain()
+                await asyncio.sleep(0.001)
+        except ConnectionError:
+            pass
+        assert sent < 1_000_000, sent
+        writer.close()
+
+
+async def test_a_websocket_upgrade_is_answered_as_http_and_gives_its_connection_back(
+    server: tuple[str, int], limits: ConnectionLimits
+):
+    # Handed to the WebSocket protocol, the connection's end was never seen here: two upgrade
+    # requests took this address's two connections for good.
+    upgrade = (
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+        b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+    )
+    for _ in range(4):
+        reader, writer = await _open(server)
+        writer.write(upgrade)
+        assert (await _response(reader))[0] == 200
+        assert await _closed_within(reader, 10) == b""  # and the connection ends with it
+        writer.close()
+        await writer.wait_closed()
+    for _ in range(100):
+        if not limits.held:
+            break
+        await asyncio.sleep(0.02)
+    assert not limits.held
+    reader, writer = await _open(server)
+    writer.write(GET)
+    assert (await _response(reader))[0] == 200
+    writer.close()
+
+
+async def test_a_body_and_the_start_of_the_next_request_in_one_piece_are_not_head(server: tuple[str, int]):
+    reader, writer = await _open(server)
+    body = b"x" * 100_000
+    writer.write(
+        b"POST /healthz HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n" % len(body)
+        + body
+        + b"GET /healthz HTTP/1.1\r\nHo"
+    )
+    assert (await _response(reader))[0] == 405
+    writer.write(b"st: x\r\n\r\n")
+    assert (await _response(reader))[0] == 200
+    writer.close()
