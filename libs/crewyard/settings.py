@@ -72,6 +72,8 @@ class Settings(msgspec.Struct, kw_only=True):
     #: Connections one client address may hold open on one gateway (loopback not counted: a
     #: reverse proxy on the same machine limits its own clients); 0: no limit.
     connections_per_address: int = 512
+    #: Event streams (SSE) one API key may hold open at once on one gateway; 0: no limit.
+    streams_per_key: int = 1000
     #: Largest accepted crew upload (compressed), its unpacked size (every byte out of gzip,
     #: headers included), its largest file and its number of files and folders.
     upload_limit_bytes: int = 50 * 1024 * 1024
@@ -256,6 +258,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "CREWYARD_AUTH_FAIL_LIMIT": ("auth_fail_limit", float),
     "CREWYARD_HEADER_TIMEOUT": ("header_timeout_s", float),
     "CREWYARD_CONNECTIONS_PER_ADDRESS": ("connections_per_address", int),
+    "CREWYARD_STREAMS_PER_KEY": ("streams_per_key", int),
     "CREWYARD_UPLOAD_LIMIT": ("upload_limit_bytes", int),
     "CREWYARD_UNPACKED_LIMIT": ("unpacked_limit_bytes", int),
     "CREWYARD_UPLOAD_MAX_FILE": ("upload_max_file_bytes", int),

@@ -53,6 +53,8 @@ from .sessions import CSRF_HEADER, SESSION_SCOPE, csrf_header_ok, session_key
 log = logging.getLogger("crewyard.gateway")
 #: Where the guard leaves its findings in the ASGI scope (``scope["auth"]`` is the key itself).
 STATE = "crewyard.access"
+#: Where an event stream's request notes the key whose stream place it holds.
+STREAM_PLACE = "crewyard.stream"
 MUTATING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 GZIP_TYPES = frozenset({"application/gzip", "application/x-gzip", "application/x-tar+gzip"})
 _CHALLENGE = 'Bearer realm="crewyard"'
@@ -282,6 +284,34 @@ def _rate_limit(connection: ASGIConnection[Any, Any, Any, Any], g: Gateway, who:
         raise TooMany(wait, "too many requests with this API key; slow down")
 
 
+def _take_stream_place(scope: Any, g: Gateway, key_id: str) -> None:
+    """An event stream (a route with ``opt["stream"]``) holds one of its key's places on this
+    gateway until its response ends (:func:`release_stream_place`, from the front door): a key
+    cannot hold every connection the gateway has, whatever addresses it comes from."""
+    cap = g.settings.streams_per_key
+    if cap <= 0:
+        return
+    held = g.streams.get(key_id, 0)
+    if held >= cap:
+        exc = TooMany(5, f"this API key has {cap} event streams open on this gateway; close one first")
+        exc.code = "too_many_streams"
+        raise exc
+    g.streams[key_id] = held + 1
+    scope[STREAM_PLACE] = key_id
+
+
+def release_stream_place(g: Gateway, scope: Any) -> None:
+    """Give back the stream place a request held, if any (once its response has ended)."""
+    key_id = scope.pop(STREAM_PLACE, None)
+    if key_id is None:
+        return
+    left = g.streams.get(key_id, 0) - 1
+    if left > 0:
+        g.streams[key_id] = left
+    else:
+        g.streams.pop(key_id, None)
+
+
 def _count_failure(connection: ASGIConnection[Any, Any, Any, Any], g: Gateway) -> None:
     """A client address that keeps failing to authenticate gets 429 instead of 401 (a valid key
     from it still passes: only failures are counted and refused)."""
@@ -324,6 +354,8 @@ async def guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRou
     pending = await _check_project(g, key, needed, dict(connection.path_params))
     scope[STATE] = Access(key=key, pending=pending)
     _check_shape(connection, opt)
+    if opt.get("stream") is True:
+        _take_stream_place(scope, g, key.key_id)
 
 
 # -- what handlers call when the project is in the body or the query ---------------------------

@@ -61,6 +61,8 @@ class Gateway:
     _hub: Hub | None = None
     #: Set when the gateway shuts down: SSE streams end with a retry hint (``sse.RETRY_HINT``).
     closing: Closing = dataclasses.field(default_factory=Closing)
+    #: Event streams open on this gateway, per API key id (``access.take_stream_place``).
+    streams: dict[str, int] = dataclasses.field(default_factory=dict)
 
     @functools.cached_property
     def allowed_hosts(self) -> tuple[str, ...]:

@@ -33,7 +33,7 @@ from .context import Gateway, IdempotencyKey, gw, project_name
 from .errors import ApiError, bad_request
 from .idempotency import first_event, same_request
 from .openapi import RESUMING, TEXT, GzipUpload, answers, documented, param
-from .sse import SSE, closed_stream, resume_after, resume_from, stream_events
+from .sse import SSE, STREAM, closed_stream, resume_after, resume_from, stream_events
 
 _enc = msgspec.json.Encoder()
 _BUILD_END = {DeploymentReady.TYPE, DeploymentFailed.TYPE}
@@ -200,7 +200,9 @@ async def list_deployments(request: Request[Any, Any, Any], project: str) -> dic
     return {"deployments": await g.rm.deployments(project, request.query_params.get("name"))}
 
 
-@get("/v1/deployments/{dep_id:str}/build-log", opt=READ, responses=SSE, operation_class=documented(*RESUMING))
+@get(
+    "/v1/deployments/{dep_id:str}/build-log", opt=STREAM, responses=SSE, operation_class=documented(*RESUMING)
+)
 async def build_log(request: Request[Any, Any, Any], dep_id: str) -> Any:
     g = gw(request)
     after = resume_after(request)

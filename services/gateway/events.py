@@ -22,14 +22,14 @@ from .access import visible_project
 from .context import gw, project_name
 from .errors import bad_request
 from .openapi import RESUMING, TEXT, documented, param
-from .sse import SSE, closed_stream, resume_after, stream_events
+from .sse import SSE, STREAM, closed_stream, resume_after, stream_events
 
 ONLY = {"runs": "run.*.run.>"}
 
 
 @get(
     "/v1/events",
-    opt={"role": "read"},
+    opt=STREAM,
     responses=SSE,
     operation_class=documented(
         *RESUMING,

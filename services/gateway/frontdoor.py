@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from .access import STATE, Access
+from .access import STATE, Access, release_stream_place
 from .context import Gateway
 
 log = logging.getLogger("crewyard.gateway")
@@ -80,4 +80,7 @@ class AccessMiddleware:
                 return
             await send(message)
 
-        await self.app(scope, receive, checked_send)
+        try:
+            await self.app(scope, receive, checked_send)
+        finally:  # an event stream's response has ended (or never began): its place is free
+            release_stream_place(gateway, http)

@@ -17,7 +17,7 @@ from .access import visible_project
 from .context import Gateway, gw, project_name
 from .errors import bad_request, not_found
 from .openapi import RESUMING, TEXT, OptionalBody, answers, documented, param
-from .sse import SSE, resume_after, stream_events
+from .sse import SSE, STREAM, resume_after, stream_events
 
 READ, DEPLOY = {"role": "read"}, {"role": "deploy"}
 
@@ -113,7 +113,7 @@ async def remove_env(g: Gateway, project: str, key: str, scope: str | None) -> d
     return {"key": key, "project": project, "environment": environment, "deleted": True}
 
 
-@get("/v1/projects/{project:str}/events", opt=READ, responses=SSE, operation_class=documented(*RESUMING))
+@get("/v1/projects/{project:str}/events", opt=STREAM, responses=SSE, operation_class=documented(*RESUMING))
 async def project_events(request: Request[Any, Any, Any], project: str) -> Any:
     """Every event of a project, live; with Last-Event-ID / ?after= it resumes, else starts now.
     Events that carry secrets (env values, even encrypted, and those older streams keep under

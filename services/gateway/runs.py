@@ -53,7 +53,7 @@ from .openapi import (
     param,
 )
 from .ranges import Unsatisfiable, byte_range, etag_matches
-from .sse import SSE, closed_stream, resume_after, resume_from
+from .sse import SSE, STREAM, closed_stream, resume_after, resume_from
 
 READ, RUN = {"role": "read"}, {"role": "run"}
 _enc = msgspec.json.Encoder(order="sorted")
@@ -282,7 +282,7 @@ async def cancel_run(
     return CancelResult(**await request_cancel(gw(request), run_id, reason="requested"))
 
 
-@get("/v1/runs/{run_id:str}/events", opt=READ, responses=SSE, operation_class=_RUN_EVENTS)
+@get("/v1/runs/{run_id:str}/events", opt=STREAM, responses=SSE, operation_class=_RUN_EVENTS)
 async def run_events(request: Request[Any, Any, Any], run_id: str) -> Any:
     """SSE of a run. ``?cancel_on_disconnect=true``: a client that goes away before the run ends
     cancels it (for callers that only care while they watch)."""

@@ -57,6 +57,9 @@ def next_write(
     return b"".join(parts), len(parts), False
 
 
+#: The route options of an event stream: the read role, and one of its key's stream places
+#: (``CREWYARD_STREAMS_PER_KEY``) while it is open.
+STREAM = {"role": "read", "stream": True}
 _closing: set[asyncio.Task[Any]] = set()
 #: How the SSE routes are documented: ``text/event-stream`` whose messages' ``data`` is a
 #: :class:`StreamEvent` (``id`` = stream sequence, ``event`` = its type).

@@ -46,7 +46,7 @@ from .access import allow, visible_project
 from .context import Gateway, gw, project_name
 from .errors import ApiError, bad_request, conflict, not_found
 from .openapi import RESUMING, OptionalBody, documented
-from .sse import SSE, resume_after, stream_events
+from .sse import SSE, STREAM, resume_after, stream_events
 
 READ, RUN = {"role": "read"}, {"role": "run"}
 MAX_STATE = 1024 * 1024
@@ -291,7 +291,7 @@ async def delete_thread(request: Request[Any, Any, Any], thread_id: str) -> Thre
     raise conflict(f"thread {thread_id} kept changing; try again")
 
 
-@get("/v1/threads/{thread_id:str}/events", opt=READ, responses=SSE, operation_class=documented(*RESUMING))
+@get("/v1/threads/{thread_id:str}/events", opt=STREAM, responses=SSE, operation_class=documented(*RESUMING))
 async def thread_events(request: Request[Any, Any, Any], thread_id: str) -> Any:
     """SSE of the thread and every run in it, across runs: history from ``Last-Event-ID`` /
     ``?after=``, else from the start of its current run (or from now when it is idle); it does

@@ -3,7 +3,9 @@ on mutating requests, and the settings that keep a platform without keys on loop
 
 from __future__ import annotations
 
+import contextlib
 import stat
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -15,7 +17,7 @@ from crewyard.testing.platform import PlatformProcess
 
 @pytest.fixture(scope="module")
 def strict_platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformProcess]:
-    env = {"CREWYARD_AUTH_FAIL_LIMIT": "1", "CREWYARD_RATE_LIMIT": "1"}
+    env = {"CREWYARD_AUTH_FAIL_LIMIT": "1", "CREWYARD_RATE_LIMIT": "1", "CREWYARD_STREAMS_PER_KEY": "2"}
     p = PlatformProcess(tmp_path_factory.mktemp("front-door"), env=env).start()
     yield p
     p.stop()
@@ -75,6 +77,34 @@ def test_without_keys_the_api_listens_on_loopback_only(tmp_path):
     assert load(tmp_path, host="0.0.0.0").auth is True  # keys on: any address
 
 
+def test_one_key_holds_at_most_its_share_of_event_streams(strict_platform: PlatformProcess):
+    # Each stream is a connection and a consumer: a key's streams from many addresses could hold
+    # every connection the gateway has.
+    with strict_platform.client() as api, contextlib.ExitStack() as streams:
+        other = api.post("/v1/keys", json={"role": "read", "project": "elsewhere"}).json()["token"]
+        held = [streams.enter_context(api.stream("GET", "/v1/events")) for _ in range(2)]
+        assert [r.status_code for r in held] == [200, 200]
+        third = api.get("/v1/events", timeout=10)  # refused at once (else it streams: a timeout)
+        assert third.status_code == 429, third.text
+        assert third.json()["error"]["code"] == "too_many_streams" and third.headers["Retry-After"]
+        assert api.get("/v1/runs").status_code == 200  # other requests of the key go on
+        # Another key has places of its own; a stream that is refused after the guard (no such
+        # run) gives its place back at once.
+        with httpx.Client(base_url=strict_platform.api, headers={"Authorization": f"Bearer {other}"}) as own:
+            for _ in range(3):
+                assert own.get("/v1/runs/run_00000000000000000000000000/events").status_code == 404
+            with own.stream("GET", "/v1/projects/elsewhere/events") as mine:
+                assert mine.status_code == 200
+        held[0].close()
+        deadline = time.monotonic() + 10
+        while True:
+            with api.stream("GET", "/v1/events") as again:
+                if again.status_code == 200:
+                    break
+                assert again.status_code == 429 and time.monotonic() < deadline, "its place never came back"
+            time.sleep(0.1)
+
+
 def test_host_and_cors_settings(tmp_path):
     assert load(tmp_path).allowed_host_list == ("localhost", "127.0.0.1", "::1", "[::1]")
     assert load(tmp_path, host="0.0.0.0").allowed_host_list == ("*",)
@@ -90,4 +120,6 @@ def test_host_and_cors_settings(tmp_path):
         load(tmp_path, header_timeout_s=0)
     with pytest.raises(SettingsError, match="CREWYARD_CONNECTIONS_PER_ADDRESS"):
         load(tmp_path, connections_per_address=-1)
+    with pytest.raises(SettingsError, match="CREWYARD_STREAMS_PER_KEY"):
+        load(tmp_path, streams_per_key=-1)
     assert load(tmp_path, connections_per_address=0).connections_per_address == 0  # no limit

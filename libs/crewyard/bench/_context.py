@@ -57,7 +57,7 @@ def run(inputs):
 
 
 #: Benchmarks measure the platform, not the per-key rate limit of mutating requests.
-UNLIMITED = {"CREWYARD_RATE_LIMIT": "0"}
+UNLIMITED = {"CREWYARD_RATE_LIMIT": "0", "CREWYARD_STREAMS_PER_KEY": "0"}
 
 
 class BenchError(CrewyardError, RuntimeError):

@@ -25,13 +25,12 @@ from crewyard.core.events import TERMINAL_TYPES, DeploymentFailed, DeploymentRea
 
 from ..context import Gateway, gw
 from ..errors import ApiError, not_found
-from ..sse import Batches, closed_stream, followed, resume_after, resume_from, sse_response
+from ..sse import STREAM, Batches, closed_stream, followed, resume_after, resume_from, sse_response
 from .pages import _decoded, _names, matches, run_filters, visible_run
 from .render import fragment
 from .timeline import Timeline
 from .viewer import Viewer, viewer
 
-READ = {"role": "read"}
 END = b"event: end\ndata: \n\n"
 _BUILD_END = {DeploymentReady.TYPE, DeploymentFailed.TYPE}
 _json = msgspec.json.Decoder()
@@ -61,7 +60,7 @@ def _data(event: dict[str, Any]) -> dict[str, Any]:
 # -- the runs list -----------------------------------------------------------------------------
 
 
-@get("/live/runs", opt=READ, include_in_schema=False)
+@get("/live/runs", opt=STREAM, include_in_schema=False)
 async def runs_live(request: Request[Any, Any, Any]) -> Any:
     """Rows of the runs list as runs are queued, start and end (only run lifecycle events are
     read: the filter is the server's, so a chatty run costs this stream nothing)."""
@@ -111,7 +110,7 @@ async def _rows(g: Gateway, who: Viewer, batches: Batches, filters: dict[str, st
 # -- one run -----------------------------------------------------------------------------------
 
 
-@get("/live/runs/{run_id:str}", opt=READ, include_in_schema=False)
+@get("/live/runs/{run_id:str}", opt=STREAM, include_in_schema=False)
 async def run_live(request: Request[Any, Any, Any], run_id: str) -> Any:
     """The run's timeline, header and artifacts as its events arrive; ends with the run."""
     g, who = gw(request), viewer(request)
@@ -188,7 +187,7 @@ async def _run_parts(g: Gateway, who: Viewer, run_id: str, seq: int) -> str:
 # -- a build -----------------------------------------------------------------------------------
 
 
-@get("/live/deployments/{dep_id:str}", opt=READ, include_in_schema=False)
+@get("/live/deployments/{dep_id:str}", opt=STREAM, include_in_schema=False)
 async def build_live(request: Request[Any, Any, Any], dep_id: str) -> Any:
     """The build log line by line, and the version's status when the build ends."""
     g, who = gw(request), viewer(request)
