@@ -1,19 +1,28 @@
-"""Limits on an HTTP connection before any request of it reaches an app.
+"""Limits on an HTTP connection, below the app: what it may cost before and around a request.
 
 uvicorn's httptools protocol keeps a connection that never finishes a request's head for ever,
-buffers a head of any size, and lets one address open as many connections as it likes: each
-costs a file descriptor and memory, taken before anyone is authenticated, so one host could hold
-a server's descriptors or memory (slowloris) without ever sending a key. :class:`LimitedHttp` is
-that protocol with three limits, used by the API and by every service's health listener:
+buffers a head of any size, waits for a body or for a client to take its answer as long as they
+like, queues any number of requests sent ahead of their answers, and lets one address open as
+many connections as it likes. Each costs a file descriptor and memory, mostly before anyone is
+authenticated, so one host could hold a server's descriptors or memory (slowloris) without ever
+sending a key. :class:`LimitedHttp` is that protocol with these limits, used by the API and by
+every service's health listener:
 
 - **head timeout**: a request's head (request line and headers) must be complete within
   ``head_timeout_s`` of the connection being made or of its first byte (the next request of a
   keep-alive connection; an idle one is closed by uvicorn's keep-alive timeout): 408. Bytes that
-  arrive while no request is under way (the rest of a body its answer did not wait for, CRLFs
-  between requests) get as long, then the connection is closed;
+  arrive while no request is under way (CRLFs, trailers after an answer) get as long;
+- **body pace**: a body keeps arriving at ``min_body_rate`` bytes a second over each such
+  period, unless the app is the one not reading it (reading paused), whether or not the request
+  was answered already (an early 401 or 413 still reaches a client that sends its whole body
+  first); else the connection is closed;
 - **head size**: at most :data:`MAX_HEAD_BYTES` (64 KiB, counted exactly once the head is
   parsed; a head that never ends is cut once what arrived of it passes that, give or take one
   read). Trailers after a chunked body count the same and are never kept: 431;
+- **requests ahead of their answers**: at most :data:`MAX_PIPELINED` wait on a connection
+  (reading stops while any wait); past that it is closed;
+- **answers not taken**: a client that takes nothing of a response for ``write_stall_s`` (60 s)
+  is disconnected (a stream's client resumes with ``Last-Event-ID``);
 - **connections per address**: one client address (an IPv6 client's /64) holds at most
   ``per_address`` connections at a time (0: no limit): 503, and the connection is closed.
   A reverse proxy's connections are not counted (it limits its own clients): loopback's, and
@@ -21,15 +30,16 @@ that protocol with three limits, used by the API and by every service's health l
 
 Nothing here speaks WebSocket: a request asking for an upgrade is answered as HTTP and ends its
 connection (handed to uvicorn's WebSocket protocol, a connection's end was never seen here, and
-its address kept the count for good). Refusals, and uvicorn's own 400 for a request that is not
-HTTP, are answered in the API's error shape (``{"error": {"code", "message"}}``) and close the
-connection. A connection with a response under way (a pipelined request behind a stream) is
-closed without one.
+its address kept the count for good). Refusals of a head, and uvicorn's own 400 for a request
+that is not HTTP, are answered in the API's error shape (``{"error": {"code", "message"}}``);
+a request past its head has its answer (or is having it written), so its connection is only
+closed.
 """
 
 from __future__ import annotations
 
 import ipaddress
+import logging
 from collections import Counter
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -41,6 +51,9 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 #: The largest request head: request line and headers (nginx takes 32 KiB, Node 16 KiB).
 MAX_HEAD_BYTES = 64 * 1024
+#: Requests one connection may send ahead of their answers (HTTP/1.1 pipelining).
+MAX_PIPELINED = 32
+log = logging.getLogger("crewyard.httplimits")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 LOOPBACK: tuple[Network, ...] = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 EVERYWHERE: tuple[Network, ...] = (ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0"))
@@ -68,6 +81,11 @@ class ConnectionLimits:
     head_timeout_s: float = 15.0
     per_address: int = 512
     max_head_bytes: int = MAX_HEAD_BYTES
+    #: A request's body must keep arriving at this many bytes a second (over each
+    #: ``head_timeout_s``), unless the app is the one not reading it.
+    min_body_rate: int = 1024
+    #: A response the client takes nothing of for this long ends its connection.
+    write_stall_s: float = 60.0
     #: Addresses whose connections are not counted: a reverse proxy's, which limits its own
     #: clients (loopback, and the proxies trusted for ``X-Forwarded-For``: :func:`proxies`).
     exempt: tuple[Network, ...] = LOOPBACK
@@ -106,7 +124,10 @@ class LimitedHttp(HttpToolsProtocol):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._timer: Any = None
+        self._stall: Any = None  # while the client takes nothing of a response
         self._in_head = True  # the bytes arriving now belong to a request's head
+        self._in_body = False  # a request's head is in, its body is not all in yet
+        self._body_bytes = 0  # of the body, since the timer was last armed
         self._begins = 0  # heads begun so far (one may begin inside a piece, after a body)
         self._head_bytes = 0  # of the head under way, as they arrived (bounds one never finished)
         self._head_parsed = 0  # of the head under way, as parsed (exact)
@@ -136,6 +157,7 @@ class LimitedHttp(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
+        self._unstall()
         if self._address is not None:
             held = self.limits.held
             held[self._address] -= 1
@@ -204,21 +226,49 @@ class LimitedHttp(HttpToolsProtocol):
         super().on_header(name, value)
 
     def on_headers_complete(self) -> None:
-        self._in_head = False
         self._disarm()
-        if self._head_parsed > self.limits.max_head_bytes:
+        if self._head_parsed > self.limits.max_head_bytes:  # answered as a head, so still one
             self._refusal = self._too_large()
             raise _Refused
+        self._in_head, self._in_body, self._body_bytes = False, True, 0
+        if (
+            self.cycle is not None
+            and not self.cycle.response_complete
+            and len(self.pipeline) >= MAX_PIPELINED
+        ):
+            # Requests sent without reading the answers: each waits in memory for its turn.
+            self._refusal = (
+                429,
+                "too_many_requests",
+                f"more than {MAX_PIPELINED} requests wait on this connection",
+            )
+            raise _Refused
+        self._arm()  # the body's pace, until the message is complete
         super().on_headers_complete()
 
     def on_body(self, body: bytes) -> None:
         self._moved = True
+        self._body_bytes += len(body)
         super().on_body(body)
 
     def on_message_complete(self) -> None:
-        self._moved = True
+        self._moved, self._in_body = True, False
         self._disarm()
         super().on_message_complete()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if self.pipeline:  # more requests wait: take no more until they are answered
+            self.flow.pause_reading()
+
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        if self._stall is None:
+            self._stall = self.loop.call_later(self.limits.write_stall_s, self._stalled)
+
+    def resume_writing(self) -> None:
+        self._unstall()
+        super().resume_writing()
 
     def send_400_response(self, msg: str) -> None:
         self._refuse(400, "bad_request", msg)
@@ -242,33 +292,45 @@ class LimitedHttp(HttpToolsProtocol):
             self._timer = None
 
     def _late(self) -> None:
-        """A head, or bytes while no request is under way, took longer than ``head_timeout_s``."""
+        """``head_timeout_s`` passed: a head not complete, a body too slow, or bytes while no
+        request is under way."""
         self._timer = None
+        limits = self.limits
         if self.transport.is_closing():
             return
-        if self.cycle is not None and not self.cycle.response_complete:
-            # A pipelined request waits behind a response under way (its reading is paused):
-            # it is not late yet.
-            self._arm()
-            return
-        if not self._in_head:
-            # The rest of a body its answer did not wait for, CRLFs, trailers: nothing to answer.
-            self._refusal = (408, "request_timeout", "")
-            self.transport.close()
-            return
-        self._refuse(
-            408,
-            "request_timeout",
-            f"the request's headers did not arrive within {self.limits.head_timeout_s:g} s",
-        )
+        if self._in_head:
+            if self.cycle is not None and not self.cycle.response_complete:
+                self._arm()  # a pipelined request behind a response under way: not late yet
+                return
+            message = f"the request's headers did not arrive within {limits.head_timeout_s:g} s"
+        elif self._in_body:
+            moved, self._body_bytes = self._body_bytes, 0
+            if moved >= limits.min_body_rate * limits.head_timeout_s or self.flow.read_paused:
+                self._arm()  # the client keeps up, or the app is the one not reading
+                return
+            message = f"the request's body arrived slower than {limits.min_body_rate:,} bytes a second"
+        else:
+            message = "nothing but stray bytes arrived"  # CRLFs or trailers after an answer
+        self._refuse(408, "request_timeout", message)
+
+    def _stalled(self) -> None:
+        self._stall = None
+        log.info("%s took nothing of a response for %g s: closed", self.client, self.limits.write_stall_s)
+        self.transport.abort()  # close() would wait for the buffer to drain: it never does
+
+    def _unstall(self) -> None:
+        if self._stall is not None:
+            self._stall.cancel()
+            self._stall = None
 
     def _refuse(self, status: int, code: str, message: str) -> None:
-        """Answer ``status`` in the API's error shape (unless a response is under way) and close."""
+        """Answer ``status`` in the API's error shape and close; only a request's head is
+        answered (a request that got past it has its answer, or is having it written)."""
         self._refusal = (status, code, message)
         self._disarm()
         if self.transport.is_closing():
             return
-        if self.cycle is None or self.cycle.response_complete:
+        if self._in_head and (self.cycle is None or self.cycle.response_complete):
             body = msgspec.json.encode({"error": {"code": code, "message": message}})
             head = [f"HTTP/1.1 {status} {HTTPStatus(status).phrase}\r\n".encode()]
             head += [name + b": " + value + b"\r\n" for name, value in self.server_state.default_headers]
