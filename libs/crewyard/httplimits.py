@@ -31,7 +31,9 @@ every service's health listener:
 Nothing here speaks WebSocket: a request asking for an upgrade is answered as HTTP and ends its
 connection (handed to uvicorn's WebSocket protocol, a connection's end was never seen here, and
 its address kept the count for good). Refusals of a head, and uvicorn's own 400 for a request
-that is not HTTP, are answered in the API's error shape (``{"error": {"code", "message"}}``);
+that is not HTTP, are answered in the API's error shape (``{"error": {"code", "message"}}``),
+then the connection is half-closed and what the client still sends is dropped for
+:data:`LINGER_S` (closed at once, the kernel reset it and a client still sending lost the answer);
 a request past its head has its answer (or is having it written), so its connection is only
 closed.
 """
@@ -53,6 +55,10 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 MAX_HEAD_BYTES = 64 * 1024
 #: Requests one connection may send ahead of their answers (HTTP/1.1 pipelining).
 MAX_PIPELINED = 32
+#: After a refusal is written, how long what the client still sends is read and dropped before
+#: the connection closes: closed at once with its bytes unread, the kernel resets it, and a
+#: client still sending never sees the refusal (nginx's lingering close).
+LINGER_S = 2.0
 log = logging.getLogger("crewyard.httplimits")
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 LOOPBACK: tuple[Network, ...] = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
@@ -125,6 +131,7 @@ class LimitedHttp(HttpToolsProtocol):
         super().__init__(*args, **kwargs)
         self._timer: Any = None
         self._stall: Any = None  # while the client takes nothing of a response
+        self._linger: Any = None  # after a refusal, until the connection closes
         self._in_head = True  # the bytes arriving now belong to a request's head
         self._in_body = False  # a request's head is in, its body is not all in yet
         self._body_bytes = 0  # of the body, since the timer was last armed
@@ -158,6 +165,8 @@ class LimitedHttp(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         self._unstall()
+        if self._linger is not None:
+            self._linger.cancel()
         if self._address is not None:
             held = self.limits.held
             held[self._address] -= 1
@@ -337,4 +346,8 @@ class LimitedHttp(HttpToolsProtocol):
             head.append(b"content-type: application/json\r\nconnection: close\r\n")
             head.append(b"content-length: %d\r\n\r\n" % len(body))
             self.transport.write(b"".join(head) + body)
+            if self.transport.can_write_eof():
+                self.transport.write_eof()  # the refusal, then our end; what comes is dropped
+                self._linger = self.loop.call_later(LINGER_S, self.transport.close)
+                return
         self.transport.close()

@@ -318,3 +318,14 @@ async def test_a_body_and_the_start_of_the_next_request_in_one_piece_are_not_hea
     writer.write(b"st: x\r\n\r\n")
     assert (await _response(reader))[0] == 200
     writer.close()
+
+
+async def test_a_client_still_sending_when_refused_reads_the_refusal(server: tuple[str, int]):
+    # Closed at once with the client's bytes unread, the connection was reset, and the client
+    # got ECONNRESET instead of the 431 (now the server reads and drops for a while, then closes).
+    reader, writer = await _open(server)
+    writer.write(
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n" + b"b" * 2_000_000
+    )
+    assert "65,536" in await _refused(reader, 431, "headers_too_large")
+    writer.close()
