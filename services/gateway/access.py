@@ -293,9 +293,11 @@ def _take_stream_place(scope: Any, g: Gateway, key_id: str) -> None:
         return
     held = g.streams.get(key_id, 0)
     if held >= cap:
-        exc = TooMany(5, f"this API key has {cap} event streams open on this gateway; close one first")
-        exc.code = "too_many_streams"
-        raise exc
+        raise TooMany(
+            5,
+            f"this API key has {cap} event streams open on this gateway; close one first",
+            "too_many_streams",
+        )
     g.streams[key_id] = held + 1
     scope[STREAM_PLACE] = key_id
 

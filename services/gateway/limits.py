@@ -33,6 +33,6 @@ class Buckets:
 class TooMany(ApiError):
     """429 with ``Retry-After`` (whole seconds, at least 1)."""
 
-    def __init__(self, retry_after: float, message: str) -> None:
-        super().__init__(429, "rate_limited", message)
+    def __init__(self, retry_after: float, message: str, code: str = "rate_limited") -> None:
+        super().__init__(429, code, message)
         self.headers = {"Retry-After": str(max(1, math.ceil(retry_after)))}
