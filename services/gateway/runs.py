@@ -13,6 +13,7 @@ from litestar import Request, Response, get, post
 from litestar.openapi import ResponseSpec
 from litestar.openapi.spec import OpenAPIType, Schema
 from litestar.response import Stream
+from litestar.types import ASGIApp
 
 from crewyard.contract.common import NoFields
 from crewyard.contract.runs import (
@@ -46,6 +47,7 @@ from .openapi import (
     RESUMING,
     TEXT,
     BinaryDownload,
+    JsonBytes,
     OptionalBody,
     answers,
     documented,
@@ -189,12 +191,12 @@ def _run(view: dict[str, Any]) -> Run:
 
 
 @get("/v1/runs/{run_id:str}", opt=READ, responses=answers(Run))
-async def get_run(request: Request[Any, Any, Any], run_id: str) -> Response[bytes]:
-    return Response((await gw(request).run_json(run_id)).encode(), media_type="application/json")
+async def get_run(request: Request[Any, Any, Any], run_id: str) -> ASGIApp:
+    return JsonBytes((await gw(request).run_json(run_id)).encode())
 
 
 @get("/v1/runs", opt=READ, responses=answers(RunPage), operation_class=_RUN_LISTING)
-async def list_runs(request: Request[Any, Any, Any]) -> Response[bytes]:
+async def list_runs(request: Request[Any, Any, Any]) -> ASGIApp:
     """Runs, newest first: ``project``, ``deployment_id`` (a version, either spelling: 404 if the
     key sees no such version), ``status``, ``limit`` (1 to 500, default 20), ``cursor`` (a page's
     ``next_cursor``). Each run as ``GET /v1/runs/{id}`` shows it but without ``input`` and
@@ -232,11 +234,9 @@ async def list_runs(request: Request[Any, Any, Any]) -> Response[bytes]:
             full=full in ("true", "1"),
         )
         if shown
-        else ([], None)
+        else (b"[]", None)
     )
-    tail = _enc.encode(cursor)
-    body = b"".join((b'{"runs":[', b",".join(runs), b'],"next_cursor":', tail, b"}"))
-    return Response(body, media_type="application/json")
+    return JsonBytes(b"".join((b'{"runs":', runs, b',"next_cursor":', _enc.encode(cursor), b"}")))
 
 
 async def request_cancel(g: Gateway, run_id: str, *, reason: str, quiet: bool = False) -> dict[str, Any]:

@@ -41,15 +41,19 @@ async def test_a_page_of_runs_does_not_read_their_input_and_output(tmp_path: Pat
     try:
         for project, status in ((None, None), ("p", None), (None, "succeeded")):
             before = _bytes_read()
-            page, _ = await rm.runs(project=project, status=status, limit=RUNS, cursor=None)
+            page = msgspec.json.decode(
+                (await rm.runs(project=project, status=status, limit=RUNS, cursor=None))[0]
+            )
             read = _bytes_read() - before
             assert len(page) == RUNS
-            assert all(b'"status":"succeeded"' in run and b"xxxx" not in run for run in page)
+            assert all(run["status"] == "succeeded" and "xxxx" not in str(run) for run in page)
             # Input and output of 50 runs, 200 KB each: a page that walked through them would read 20 MB.
             assert read < 1_000_000, f"{project, status}: {read:,} bytes read for a page of {RUNS} summaries"
         # ``full`` is the page that does show them.
-        full, _ = await rm.runs(project=None, status=None, limit=2, cursor=None, full=True)
-        assert all(b"x" * BODY in run for run in full)
+        full = msgspec.json.decode(
+            (await rm.runs(project=None, status=None, limit=2, cursor=None, full=True))[0]
+        )
+        assert len(full) == 2 and all(run["input"]["text"] == "x" * BODY for run in full)
     finally:
         await rm.close()
 
@@ -69,12 +73,77 @@ async def test_a_page_shows_the_start_of_a_long_error_message_and_the_run_all_of
     rm = await ReadModel.open(path)
     try:
         page, _ = await rm.runs(project="p", status=None, limit=10, cursor=None)
-        shown = {r["id"]: r["error_message"] for r in map(msgspec.json.decode, page)}
+        shown = {r["id"]: r["error_message"] for r in msgspec.json.decode(page)}
         assert shown["run_0000"] == long[:SUMMARY_ERROR_CHARS] + "\u2026"
         assert shown["run_0001"] == short and shown["run_0002"] == "x" * SUMMARY_ERROR_CHARS
         full, _ = await rm.runs(project="p", status=None, limit=10, cursor=None, full=True)
-        assert {r["id"]: r["error_message"] for r in map(msgspec.json.decode, full)}["run_0000"] == long
+        assert {r["id"]: r["error_message"] for r in msgspec.json.decode(full)}["run_0000"] == long
         run = await rm.run("run_0000")
         assert run is not None and run["error_message"] == long
+    finally:
+        await rm.close()
+
+
+async def test_pages_walk_every_run_newest_first_once_for_every_filter(tmp_path: Path) -> None:
+    """SQLite joins a page's runs itself: they must come in the page's order, every filter's pages
+    must meet without a gap or a repeat, and the last page has no cursor, also when it is full."""
+    path = tmp_path / "readmodel.sqlite3"
+    db = await open_db(path)
+    ids = [f"run_{i:04d}" for i in range(60)]
+    rows = [
+        (run_id, f"p{i % 2}", f"dep_{i % 3}", ("succeeded", "failed")[i % 5 == 0])
+        for i, run_id in enumerate(ids)
+    ]
+    for i in list(range(0, 60, 7)) + [i for i in range(60) if i % 7]:  # stored out of id order
+        run_id, project, dep, status = rows[i]
+        await db.execute(
+            "INSERT INTO runs (id, project, deployment_id, status, input, created_at, last_seq)"
+            " VALUES (?, ?, ?, ?, '{}', '2026-01-01', ?)",
+            (run_id, project, dep, status, i),
+        )
+    await db.commit()
+    await db.close()
+    rm = await ReadModel.open(path)
+    try:
+        filters: list[dict[str, str | None]] = [
+            {},
+            {"project": "p1"},
+            {"status": "failed"},
+            {"deployment_id": "dep_2"},
+            {"project": "p0", "status": "succeeded"},  # two filters: read on the thread
+        ]
+        for full in (False, True):
+            for given in filters:
+                for limit in (1, 6, 7, 100):
+                    project, status, dep = (
+                        given.get("project"),
+                        given.get("status"),
+                        given.get("deployment_id"),
+                    )
+                    want = [
+                        r[0]
+                        for r in rows
+                        if project in (None, r[1]) and dep in (None, r[2]) and status in (None, r[3])
+                    ][::-1]
+                    seen: list[str] = []
+                    cursor: str | None = None
+                    for _ in range(len(want) + 2):
+                        page, cursor = await rm.runs(
+                            project=project,
+                            status=status,
+                            deployment_id=dep,
+                            limit=limit,
+                            cursor=cursor,
+                            full=full,
+                        )
+                        runs = msgspec.json.decode(page)
+                        assert 0 < len(runs) <= limit or not want, (given, limit)
+                        seen += [r["id"] for r in runs]
+                        assert cursor is None or cursor == seen[-1], (given, limit)
+                        if cursor is None:
+                            break
+                    assert seen == want, (given, limit, full)
+        empty, cursor = await rm.runs(project="nobody", status=None, limit=5, cursor=None)
+        assert msgspec.json.decode(empty) == [] and cursor is None
     finally:
         await rm.close()

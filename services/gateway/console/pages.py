@@ -74,14 +74,14 @@ async def runs_page(request: Request[Any, Any, Any]) -> Response[str]:
     runs: list[dict[str, Any]] = []
     next_cursor = None
     if who.sees(filters["project"]) if filters["project"] else who.project is None:
-        texts, next_cursor = await g.rm.runs(
+        page_json, next_cursor = await g.rm.runs(
             project=filters["project"] or None,
             status=filters["status"] or None,
             deployment_id=filters["deployment"] or None,
             limit=PAGE_SIZE,
             cursor=cursor,
         )
-        runs = [_json.decode(t) for t in texts]
+        runs = _json.decode(page_json)
     projects = [p["name"] for p in await g.rm.projects() if who.sees(p["name"])]
     query = {k: v for k, v in filters.items() if v}
     live = "/live/runs?" + urlencode({**query, "after": position, "first": "" if cursor else "1"})
