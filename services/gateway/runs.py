@@ -216,6 +216,9 @@ async def list_runs(request: Request[Any, Any, Any]) -> ASGIApp:
     full = q.get("full", "false").lower()
     if full not in ("true", "false", "1", "0"):
         raise bad_request("full must be true or false")
+    cursor = q.get("cursor") or None
+    if cursor is not None and not is_id(cursor, "run"):  # anything else would silently page from it
+        raise bad_request("cursor must be a page's next_cursor (a run id)")
     g = gw(request)
     asked = q.get("project")
     version = q.get("deployment_id") or None
@@ -229,7 +232,7 @@ async def list_runs(request: Request[Any, Any, Any]) -> ASGIApp:
             project=project,
             status=status,
             limit=limit,
-            cursor=q.get("cursor"),
+            cursor=cursor,
             deployment_id=version,
             full=full in ("true", "1"),
         )

@@ -167,6 +167,25 @@ def test_unknown_ids_are_404(api):
     _error(api.post("/v1/runs/run_nope/cancel"), 404, "not_found")
 
 
+def test_a_page_of_runs_refuses_what_it_cannot_read(api, existing):
+    for params, needle in (
+        ({"limit": "ten"}, "limit must be a number"),
+        ({"limit": 0}, "limit must be between"),
+        ({"limit": 501}, "limit must be between"),
+        ({"status": "done"}, "unknown status"),
+        ({"full": "yes"}, "full must be true or false"),
+        ({"cursor": "zzz'"}, "cursor must be"),
+        ({"cursor": "dep_01m92ddfsz64k0jghap4m2rw5v"}, "cursor must be"),
+    ):
+        assert needle in _error(api.get("/v1/runs", params=params), 400, "bad_request"), params
+    assert api.post("/v1/runs", json={"project": "keep", "input": {}}).status_code == 202  # two runs at least
+    page = api.get("/v1/runs", params={"limit": 1}).json()
+    assert len(page["runs"]) == 1 and page["next_cursor"] == page["runs"][0]["id"]
+    after = api.get("/v1/runs", params={"limit": 1, "cursor": page["next_cursor"]}).json()
+    assert after["runs"][0]["id"] < page["runs"][0]["id"]
+    _intact(api, existing)
+
+
 def test_artifact_that_does_not_exist(api, existing):
     _error(api.get(f"/v1/runs/{existing['run']['id']}/artifacts/nope.md"), 404, "not_found")
 
