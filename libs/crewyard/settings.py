@@ -74,6 +74,13 @@ class Settings(msgspec.Struct, kw_only=True):
     connections_per_address: int = 512
     #: Event streams (SSE) one API key may hold open at once on one gateway; 0: no limit.
     streams_per_key: int = 1000
+    #: Webhooks, triggers, schedules and tables one project may have (deleted and revoked ones
+    #: not counted); 0: no limit. A webhook sends a request per event it takes: without a bound,
+    #: one project key could make every run event a flood of requests to one address.
+    max_webhooks: int = 100
+    max_triggers: int = 100
+    max_schedules: int = 1000
+    max_tables: int = 200
     #: Largest accepted crew upload (compressed), its unpacked size (every byte out of gzip,
     #: headers included), its largest file and its number of files and folders.
     upload_limit_bytes: int = 50 * 1024 * 1024
@@ -259,6 +266,10 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "CREWYARD_HEADER_TIMEOUT": ("header_timeout_s", float),
     "CREWYARD_CONNECTIONS_PER_ADDRESS": ("connections_per_address", int),
     "CREWYARD_STREAMS_PER_KEY": ("streams_per_key", int),
+    "CREWYARD_MAX_WEBHOOKS": ("max_webhooks", int),
+    "CREWYARD_MAX_TRIGGERS": ("max_triggers", int),
+    "CREWYARD_MAX_SCHEDULES": ("max_schedules", int),
+    "CREWYARD_MAX_TABLES": ("max_tables", int),
     "CREWYARD_UPLOAD_LIMIT": ("upload_limit_bytes", int),
     "CREWYARD_UNPACKED_LIMIT": ("unpacked_limit_bytes", int),
     "CREWYARD_UPLOAD_MAX_FILE": ("upload_max_file_bytes", int),

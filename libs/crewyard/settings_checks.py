@@ -116,6 +116,9 @@ def _check_front_door(settings: Settings) -> None:
         raise SettingsError("CREWYARD_CONNECTIONS_PER_ADDRESS must not be negative (0 turns it off)")
     if settings.streams_per_key < 0:
         raise SettingsError("CREWYARD_STREAMS_PER_KEY must not be negative (0 turns it off)")
+    for kind in ("webhooks", "triggers", "schedules", "tables"):
+        if getattr(settings, f"max_{kind}") < 0:
+            raise SettingsError(f"CREWYARD_MAX_{kind.upper()} must not be negative (0 turns it off)")
     for origin in settings.cors_origin_list:
         if origin != "*" and not origin.startswith(("http://", "https://")):
             raise SettingsError(

@@ -111,6 +111,36 @@ class Gateway:
         event = make_event(payload, project=project, aggregate_id=aggregate_id, event_id=new_id("evt"))
         return await self.commit(event, expected_seq, expected_over)
 
+    async def create_counted(self, payload: Payload, project: str, aggregate_id: str, limit: int) -> int:
+        """Append the creation ``payload`` of one more of ``project``'s webhooks, triggers,
+        schedules or tables (its aggregate says which), unless the project has ``limit`` of
+        them (0: no limit): a 409 ``limit_reached`` then. Creations of a kind in a project are
+        serialized by the stream (each expects the last one the count had seen), so requests
+        racing on several gateways cannot pass the limit together; a deletion the read model
+        does not hold yet only makes the count high for a moment."""
+        kind = payload.AGGREGATE
+        if limit <= 0:
+            return await self.commit_payload(payload, project, aggregate_id, 0)
+        over = subjects.aggregate_filter(project, kind, "*", self.store.prefix, types=payload.TYPE)
+        for _ in range(10):
+            seq = await self.store.last_seq_of(over) or 0
+            if not await self.rm.catch_up(seq):
+                raise ApiError(503, "unavailable", "the read model is behind the event stream; try again")
+            if await self.rm.live_count(kind, project) >= limit:
+                raise ApiError(
+                    409,
+                    "limit_reached",
+                    f"project {project} has {limit} {kind}s, as many as a project may have; delete one"
+                    " first (the platform's operator sets the limit)",
+                )
+            try:
+                return await self.commit_payload(payload, project, aggregate_id, seq, expected_over=over)
+            except ConcurrencyConflict:
+                continue  # another one was created meanwhile: count again
+        raise ApiError(
+            503, "unavailable", f"too many {kind}s are being created in project {project}; try again"
+        )
+
     async def fresh(self) -> None:
         """Wait until the read model holds everything stored so far (after a miss or a stale view)."""
         await self.rm.catch_up(await self.store.last_seq())

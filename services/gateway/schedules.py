@@ -103,7 +103,7 @@ async def create_schedule(request: Request[Any, Any, Any], project: str, data: S
         catch_up_limit=data.catch_up_limit,
         name=data.name,
     )
-    await g.commit_payload(payload, project, schedule_id, 0)
+    await g.create_counted(payload, project, schedule_id, g.settings.max_schedules)
     return schedule_view(await _row(g, project, schedule_id), datetime.now(UTC))
 
 

@@ -107,7 +107,7 @@ async def create_table(request: Request[Any, Any, Any], data: TableCreate) -> Ta
     await _name_is_free(g, project, name)
     table_id = new_id("tbl")
     created = TableCreated(name=name, columns=columns, description=description, by=who(request))
-    await _write(g, created, project, table_id, 0)
+    await g.create_counted(created, project, table_id, g.settings.max_tables)
     return msgspec.convert(await _table(g, table_id), Table)
 
 

@@ -110,7 +110,7 @@ async def create_trigger(request: Request[Any, Any, Any], project: str, data: Tr
         signature_header=header,
         signature_secret=sealed,
     )
-    await g.commit_payload(payload, project, trigger_id, 0)
+    await g.create_counted(payload, project, trigger_id, g.settings.max_triggers)
     row = await g.rm.trigger(trigger_id)
     if row is None:
         raise ApiError(503, "unavailable", "the read model is behind; the trigger was created")

@@ -121,7 +121,7 @@ async def create_webhook(request: Request[Any, Any, Any], project: str, data: We
     payload = WebhookCreated(
         url=url, events=events, deployment=data.deployment, description=data.description, secret=sealed
     )
-    await g.commit_payload(payload, project, webhook_id, 0)
+    await g.create_counted(payload, project, webhook_id, g.settings.max_webhooks)
     return webhook_view(await _row(g, webhook_id), secret)
 
 

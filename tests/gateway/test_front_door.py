@@ -122,4 +122,7 @@ def test_host_and_cors_settings(tmp_path):
         load(tmp_path, connections_per_address=-1)
     with pytest.raises(SettingsError, match="CREWYARD_STREAMS_PER_KEY"):
         load(tmp_path, streams_per_key=-1)
+    for kind in ("webhooks", "triggers", "schedules", "tables"):
+        with pytest.raises(SettingsError, match=f"CREWYARD_MAX_{kind.upper()}"):
+            load(tmp_path, **{f"max_{kind}": -1})
     assert load(tmp_path, connections_per_address=0).connections_per_address == 0  # no limit

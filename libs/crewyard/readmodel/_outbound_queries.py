@@ -1,4 +1,5 @@
-"""Queries over the webhook, trigger and schedule tables (mixed into :class:`ReadModel`)."""
+"""Queries over the webhook, trigger and schedule tables (mixed into :class:`ReadModel`), and how
+many of each (and of tables) a project has."""
 
 from __future__ import annotations
 
@@ -8,6 +9,14 @@ import msgspec
 
 _json = msgspec.json.Decoder()
 
+#: What a project has of each kind that counts against its limit (``Settings.max_webhooks``…).
+_LIVE = {
+    "webhook": "SELECT COUNT(*) AS n FROM webhooks WHERE project = ? AND deleted = 0",
+    "trigger": "SELECT COUNT(*) AS n FROM triggers WHERE project = ? AND revoked = 0",
+    "schedule": "SELECT COUNT(*) AS n FROM schedules WHERE project = ? AND deleted = 0",
+    "table": "SELECT COUNT(*) AS n FROM tables WHERE project = ? AND deleted = 0",
+}
+
 
 class OutboundReads:
     async def _one(self, sql: str, args: tuple[Any, ...]) -> dict[str, Any] | None:
@@ -15,6 +24,11 @@ class OutboundReads:
 
     async def _all(self, sql: str, args: tuple[Any, ...]) -> list[dict[str, Any]]:
         raise NotImplementedError  # provided by ReadModel
+
+    async def live_count(self, kind: str, project: str) -> int:
+        """How many webhooks, triggers, schedules or tables (``kind``) ``project`` has."""
+        row = await self._one(_LIVE[kind], (project,))
+        return int(row["n"]) if row else 0
 
     async def webhook(self, webhook_id: str) -> dict[str, Any] | None:
         row = await self._one("SELECT * FROM webhooks WHERE id = ? AND deleted = 0", (webhook_id,))
