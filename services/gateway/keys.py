@@ -120,26 +120,40 @@ async def get_key(request: Request[Any, Any, Any], key_id: str) -> Key:
 
 
 @delete("/v1/keys/{key_id:str}", status_code=200, opt=ADMIN)
-async def revoke_key(request: Request[Any, Any, Any], key_id: str) -> Key:
-    """Revoke a key: every gateway refuses it from the moment it learns of it (within moments)."""
-    return await revoke(request, key_id)
+async def revoke_key(request: Request[Any, Any, Any], key_id: str, cascade: bool = False) -> Key:
+    """Revoke a key: every gateway refuses it from the moment it learns of it (within moments).
+    ``cascade=true``: the keys made from it too (the keys it created, theirs, and so on): what a
+    leaked key made before it was found out ends with it."""
+    return await revoke(request, key_id, cascade=cascade)
 
 
-async def revoke(request: Request[Any, Any, Any], key_id: str) -> Key:
-    """Revoke a key no wider than the request's; never the last platform-wide admin key."""
+async def revoke(request: Request[Any, Any, Any], key_id: str, *, cascade: bool = False) -> Key:
+    """Revoke a key no wider than the request's (and, with ``cascade``, the keys made from it);
+    never the last platform-wide admin key."""
     registry = registry_of(gw(request))
     key = registry.keys.get(key_id)
     if key is None:
         raise not_found(f"API key {key_id}")
     now = datetime.now(UTC)
+    made = [k for k in registry.made_from(key_id) if k.revoked_at is None] if cascade else []
+    ending = {key_id, *(k.key_id for k in made)}
     admins = [k for k in registry.keys.values() if k.role == "admin" and k.project is None and k.usable(now)]
-    if key.usable(now) and admins == [key]:
-        raise conflict("this is the last platform-wide admin key: create another one before revoking it")
+    if admins and all(k.key_id in ending for k in admins):
+        raise conflict(
+            "this would revoke the last platform-wide admin key: create another one (not made from"
+            " this one) before revoking it"
+        )
+    by = current_key(request)
     try:
-        revoked = await registry.revoke(key_id, by=current_key(request))
+        revoked = await registry.revoke(key_id, by=by)
+        for other in made:  # no wider than the key they were made from, so no wider than ``by``
+            await registry.revoke(other.key_id, by=by)
     except KeyError_:
         raise ApiError(403, "forbidden", "a key can only revoke keys no wider than itself") from None
-    return key_view(revoked, await registry.last_used(key_id))
+    view = key_view(revoked, await registry.last_used(key_id))
+    if cascade:
+        view.revoked_with = [k.key_id for k in made]
+    return view
 
 
 @get("/v1/whoami", opt=READ)

@@ -186,6 +186,22 @@ class KeyRegistry:
             await self._wait_for(await self.store.append(event, expected_seq=key.version))
         return self.keys[key_id]
 
+    def made_from(self, key_id: str) -> list[ApiKey]:
+        """The keys made from ``key_id``: the keys it created, the keys those created, and so on
+        (oldest first)."""
+        children: dict[str, list[ApiKey]] = {}
+        for key in self.keys.values():
+            if key.created_by is not None:
+                children.setdefault(key.created_by, []).append(key)
+        found: dict[str, ApiKey] = {}
+        todo = [key_id]
+        while todo:
+            for child in children.get(todo.pop(), []):
+                if child.key_id not in found and child.key_id != key_id:
+                    found[child.key_id] = child
+                    todo.append(child.key_id)
+        return sorted(found.values(), key=lambda k: k.created_at)
+
     async def _usage(self) -> KeyValue:
         if self._kv is None:
             try:

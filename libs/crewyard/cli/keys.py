@@ -91,6 +91,7 @@ def keys() -> None:
       crewyard keys create --project research --role deploy --name ci --expires 30d
       crewyard keys list --project research
       crewyard keys revoke key_0123…
+      crewyard keys revoke key_0123… --cascade   # and every key made from it
     """
 
 
@@ -150,13 +151,27 @@ def list_(project: str | None, as_json: bool, api_url: str) -> None:
 
 @keys.command("revoke")
 @click.argument("key_id")
+@click.option(
+    "--cascade",
+    is_flag=True,
+    help="Also revoke the keys made from it (by it, by those, and so on): for a key that leaked.",
+)
 @json_option
 @api_option
-def revoke(key_id: str, as_json: bool, api_url: str) -> None:
+def revoke(key_id: str, cascade: bool, as_json: bool, api_url: str) -> None:
     """Revoke a key: every gateway refuses it within about a second."""
+    params = {"cascade": "true"} if cascade else None
     with connect(api_url) as client:
-        client.call("DELETE", f"/v1/keys/{seg(key_id)}")
-    done(as_json, {"id": key_id, "revoked": True}, f"key {key_id} revoked")
+        key = decoded(client.call("DELETE", f"/v1/keys/{seg(key_id)}", params=params), Key)
+    others = key.revoked_with or []
+    message = f"key {key_id} revoked"
+    if cascade:
+        message += (
+            f", and the {len(others)} made from it: {', '.join(others)}"
+            if others
+            else " (no key was made from it)"
+        )
+    done(as_json, {"id": key_id, "revoked": True, "revoked_with": others}, message)
 
 
 @keys.command("generate")

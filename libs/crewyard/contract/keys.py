@@ -41,6 +41,9 @@ class Key(msgspec.Struct, kw_only=True):
     created_by: str | None = None
     #: Only in the answer that creates the key: the key itself, shown this once.
     token: str | None = None
+    #: Only in the answer that revokes the key with ``cascade=true``: the keys made from it (by
+    #: it, by those, and so on) that were revoked with it.
+    revoked_with: list[str] | None = None
 
 
 class KeyList(msgspec.Struct, kw_only=True):

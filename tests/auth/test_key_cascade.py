@@ -1,0 +1,89 @@
+"""Revoking a key with ``cascade``: the keys made from it (by it, by those, and so on) end with it;
+keys made elsewhere, and the key that revoked them, keep working; the last platform-wide admin
+key is never revoked that way either."""
+
+from __future__ import annotations
+
+import pytest
+from click.testing import CliRunner
+
+from crewyard.cli import cli
+from crewyard.testing.platform import PlatformProcess
+
+
+def _make(platform: PlatformProcess, token: str, **body: str | None) -> tuple[str, str]:
+    with platform.client(key=token) as client:
+        r = client.post("/v1/keys", json={"name": "k", **body})
+        assert r.status_code == 201, r.text
+        return r.json()["id"], r.json()["token"]
+
+
+def _works(platform: PlatformProcess, token: str) -> bool:
+    with platform.client(key=token) as client:
+        r = client.get("/v1/whoami")
+        assert r.status_code in (200, 401), r.text
+        return r.status_code == 200
+
+
+def test_a_cascade_revokes_every_key_made_from_the_key_and_nothing_else(platform: PlatformProcess, api):
+    root = platform.admin_key
+    leaked_id, leaked = _make(platform, root, role="admin")
+    ci_id, ci = _make(platform, leaked, role="deploy", project="shop")
+    sub_id, sub = _make(platform, leaked, role="admin", project="shop")
+    deep_id, deep = _make(platform, sub, role="read", project="shop")
+    kept_id, kept = _make(platform, root, role="deploy", project="shop")
+    plain_id, plain = _make(platform, root, role="admin")
+    _, child = _make(platform, plain, role="read")
+
+    # Without cascade only the key itself ends.
+    assert api.delete(f"/v1/keys/{plain_id}").json()["revoked_with"] is None
+    assert not _works(platform, plain) and _works(platform, child)
+
+    r = api.delete(f"/v1/keys/{leaked_id}", params={"cascade": "true"})
+    assert r.status_code == 200, r.text
+    assert r.json()["revoked_at"] is not None
+    assert sorted(r.json()["revoked_with"]) == sorted([ci_id, sub_id, deep_id])
+    for token in (leaked, ci, sub, deep):
+        assert not _works(platform, token)
+    for token in (root, kept, child):
+        assert _works(platform, token)
+    listed = {k["id"]: k for k in api.get("/v1/keys").json()["keys"]}
+    assert all(listed[i]["revoked_at"] for i in (leaked_id, ci_id, sub_id, deep_id))
+    assert listed[kept_id]["revoked_at"] is None
+    # Again: nothing left to revoke, and the answer says so.
+    again = api.delete(f"/v1/keys/{leaked_id}", params={"cascade": "true"})
+    assert again.status_code == 200 and again.json()["revoked_with"] == []
+
+
+def test_a_cascade_never_revokes_the_last_platform_wide_admin_key(platform: PlatformProcess, api):
+    root_id = api.get("/v1/whoami").json()["key"]["id"]
+    _, second = _make(platform, platform.admin_key, role="admin")  # another admin, made from the first
+    r = api.delete(f"/v1/keys/{root_id}", params={"cascade": "true"})
+    assert r.status_code == 409 and "last platform-wide admin key" in r.json()["error"]["message"], r.text
+    assert _works(platform, platform.admin_key) and _works(platform, second)
+
+
+def test_a_project_admin_cascades_only_within_what_it_may_manage(platform: PlatformProcess, api):
+    _, shop_admin = _make(platform, platform.admin_key, role="admin", project="mall")
+    made_id, made = _make(platform, shop_admin, role="read", project="mall")
+    with platform.client(key=shop_admin) as client:
+        wider = client.delete(
+            f"/v1/keys/{api.get('/v1/whoami').json()['key']['id']}", params={"cascade": "true"}
+        )
+        assert wider.status_code in (403, 404), wider.text
+        mine = client.delete(f"/v1/keys/{made_id}", params={"cascade": "true"})
+        assert mine.status_code == 200 and mine.json()["revoked_with"] == []
+    assert not _works(platform, made) and _works(platform, shop_admin)
+
+
+def test_the_cli_revokes_with_cascade_and_says_which(
+    platform: PlatformProcess, monkeypatch: pytest.MonkeyPatch
+):
+    parent_id, parent = _make(platform, platform.admin_key, role="admin")
+    child_id, child = _make(platform, parent, role="read")
+    monkeypatch.setenv("CREWYARD_API", platform.api)
+    monkeypatch.setenv("CREWYARD_API_KEY", platform.admin_key)
+    result = CliRunner().invoke(cli, ["keys", "revoke", parent_id, "--cascade"], prog_name="crewyard")
+    assert result.exit_code == 0, result.output
+    assert f"key {parent_id} revoked, and the 1 made from it: {child_id}" in result.output
+    assert not _works(platform, child)
