@@ -51,6 +51,8 @@ import httptools
 import msgspec
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from crewyard.counts import adjust
+
 #: The largest request head: request line and headers (nginx takes 32 KiB, Node 16 KiB).
 MAX_HEAD_BYTES = 64 * 1024
 #: Requests one connection may send ahead of their answers (HTTP/1.1 pipelining).
@@ -168,10 +170,7 @@ class LimitedHttp(HttpToolsProtocol):
         if self._linger is not None:
             self._linger.cancel()
         if self._address is not None:
-            held = self.limits.held
-            held[self._address] -= 1
-            if held[self._address] <= 0:
-                del held[self._address]
+            adjust(self.limits.held, self._address, -1)
             self._address = None
         super().connection_lost(exc)
 

@@ -43,6 +43,7 @@ from litestar.handlers import BaseRouteHandler
 from crewyard.core.access import ROLES, ApiKey, decide, rank
 from crewyard.core.ids import deployment_id as stored_id
 from crewyard.core.ids import is_id
+from crewyard.counts import adjust
 
 from .context import Gateway
 from .errors import ApiError, not_found
@@ -307,11 +308,7 @@ def release_stream_place(g: Gateway, scope: Any) -> None:
     key_id = scope.pop(STREAM_PLACE, None)
     if key_id is None:
         return
-    left = g.streams.get(key_id, 0) - 1
-    if left > 0:
-        g.streams[key_id] = left
-    else:
-        g.streams.pop(key_id, None)
+    adjust(g.streams, key_id, -1)
 
 
 def _count_failure(connection: ASGIConnection[Any, Any, Any, Any], g: Gateway) -> None:

@@ -3,8 +3,11 @@ plus the two moves every command makes: append an event, then wait until the rea
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import functools
+import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -29,6 +32,7 @@ from crewyard.core.subjects import InvalidName, check_project_name
 from crewyard.core.versions import Resolved, VersionError
 from crewyard.eventstore import ConcurrencyConflict, EventStore, StoreUnavailable
 from crewyard.health import Readiness
+from crewyard.keyedlock import KeyedLock
 from crewyard.objects import ObjectStore
 from crewyard.readmodel import ReadModel
 from crewyard.secrets import SecretBox
@@ -63,6 +67,8 @@ class Gateway:
     closing: Closing = dataclasses.field(default_factory=Closing)
     #: Event streams open on this gateway, per API key id (``access.take_stream_place``).
     streams: dict[str, int] = dataclasses.field(default_factory=dict)
+    #: Creations of a kind in a project, one at a time on this gateway (``create_counted``).
+    creating: KeyedLock = dataclasses.field(default_factory=KeyedLock)
 
     @functools.cached_property
     def allowed_hosts(self) -> tuple[str, ...]:
@@ -114,32 +120,39 @@ class Gateway:
     async def create_counted(self, payload: Payload, project: str, aggregate_id: str, limit: int) -> int:
         """Append the creation ``payload`` of one more of ``project``'s webhooks, triggers,
         schedules or tables (its aggregate says which), unless the project has ``limit`` of
-        them (0: no limit): a 409 ``limit_reached`` then. Creations of a kind in a project are
-        serialized by the stream (each expects the last one the count had seen), so requests
-        racing on several gateways cannot pass the limit together; a deletion the read model
+        them (0: no limit): a 409 ``limit_reached`` then. Creations of a kind in a project wait
+        for each other on this gateway, and the stream serializes them across gateways (each
+        append expects the kind's last creation the count had seen; one that lost is counted
+        again), so racing requests cannot pass the limit together. A deletion the read model
         does not hold yet only makes the count high for a moment."""
         kind = payload.AGGREGATE
         if limit <= 0:
             return await self.commit_payload(payload, project, aggregate_id, 0)
         over = subjects.aggregate_filter(project, kind, "*", self.store.prefix, types=payload.TYPE)
-        for _ in range(10):
-            seq = await self.store.last_seq_of(over) or 0
-            if not await self.rm.catch_up(seq):
-                raise ApiError(503, "unavailable", "the read model is behind the event stream; try again")
-            if await self.rm.live_count(kind, project) >= limit:
-                raise ApiError(
-                    409,
-                    "limit_reached",
-                    f"project {project} has {limit} {kind}s, as many as a project may have; delete one"
-                    " first (the platform's operator sets the limit)",
-                )
-            try:
-                return await self.commit_payload(payload, project, aggregate_id, seq, expected_over=over)
-            except ConcurrencyConflict:
-                continue  # another one was created meanwhile: count again
-        raise ApiError(
-            503, "unavailable", f"too many {kind}s are being created in project {project}; try again"
-        )
+        async with self.creating.hold(f"{project}/{kind}"):
+            deadline, delay = time.monotonic() + 30, 0.02
+            while True:
+                seq = await self.store.last_seq_of(over) or 0
+                if not await self.rm.wait_for(seq):
+                    raise ApiError(503, "unavailable", "the read model is behind the event stream; try again")
+                if await self.rm.live_count(kind, project) >= limit:
+                    raise ApiError(
+                        409,
+                        "limit_reached",
+                        f"project {project} has {limit} {kind}s, as many as a project may have; delete"
+                        " one first (the platform's operator sets the limit)",
+                    )
+                try:
+                    return await self.commit_payload(payload, project, aggregate_id, seq, expected_over=over)
+                except ConcurrencyConflict:  # another gateway created one meanwhile
+                    if time.monotonic() > deadline:
+                        raise ApiError(
+                            503,
+                            "unavailable",
+                            f"{kind}s are being created in project {project} too fast; try again",
+                        ) from None
+                    await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+                    delay = min(delay * 2, 1.0)
 
     async def fresh(self) -> None:
         """Wait until the read model holds everything stored so far (after a miss or a stale view)."""

@@ -46,6 +46,7 @@ from crewyard.core.webhooks import (
     evolve_webhook,
     fold_group,
 )
+from crewyard.counts import adjust
 from crewyard.eventstore import EventStore, StoreUnavailable, WorkItem, WorkQueue, set_aside
 from crewyard.secrets import SecretBox, SecretError
 from crewyard.servicekit import unless_stopped
@@ -240,11 +241,7 @@ class Deliverer:
 
     def lane_changed(self, lane: Lane, before: int) -> None:
         """``lane`` held ``before`` messages and holds ``lane.held`` now."""
-        after = self.project_held.get(lane.project, 0) + lane.held - before
-        if after > 0:
-            self.project_held[lane.project] = after
-        else:
-            self.project_held.pop(lane.project, None)
+        adjust(self.project_held, lane.project, lane.held - before)
         self.busy += (lane.held > 0) - (before > 0)
 
     async def process(self, item: WorkItem, lane: Lane) -> None:

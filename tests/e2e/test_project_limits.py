@@ -101,3 +101,25 @@ def test_the_limit_is_per_project(limited: PlatformProcess):
                 assert r.status_code == 201, (project, r.text)
         assert api.post("/v1/tables", json=_table("lim-a", 9)).status_code == 409
         assert len(api.get("/v1/tables", params={"project": "lim-b"}).json()["tables"]) == LIMIT
+
+
+def test_many_creations_at_once_under_the_limit_all_succeed(tmp_path_factory: pytest.TempPathFactory):
+    """Creations of a kind take turns on a gateway: none is refused for losing a race."""
+    p = PlatformProcess(tmp_path_factory.mktemp("crowd")).start()  # the default limits
+
+    async def crowd() -> list[int]:
+        async with p.async_client(timeout=120) as api:
+            assert (await api.post("/v1/tables", json=_table("crowd", 0))).status_code == 201
+            body = {"cron": "0 9 * * *", "input": {}}
+            answers = await asyncio.gather(
+                *(api.post("/v1/projects/crowd/schedules", json=body) for _ in range(40))
+            )
+            listed = (await api.get("/v1/projects/crowd/schedules")).json()["schedules"]
+            assert len(listed) == 40
+            return [a.status_code for a in answers]
+
+    try:
+        codes = asyncio.run(crowd())
+    finally:
+        p.stop()
+    assert codes == [201] * 40, codes

@@ -4,7 +4,9 @@ Measured in bytes the process reads from the file (``rchar`` of ``/proc/self/io`
 a fresh connection has nothing cached, so every page SQLite needs is a ``pread``.
 """
 
+import sqlite3
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -21,23 +23,30 @@ def _bytes_read() -> int:
     raise AssertionError("no rchar in /proc/self/io")
 
 
-async def _runs_with_large_bodies(path: Path) -> None:
+async def _with_runs(path: Path, runs: list[dict[str, Any]]) -> ReadModel:
+    """A read model whose file holds ``runs`` (columns by name; those a row needs defaulted)."""
     db = await open_db(path)
-    body = msgspec.json.encode({"text": "x" * BODY}).decode()
-    for i in range(RUNS):
-        await db.execute(
-            "INSERT INTO runs (id, project, deployment_id, status, input, output, created_at, last_seq)"
-            " VALUES (?, 'p', 'dep_a', 'succeeded', ?, ?, '2026-01-01', ?)",
-            (f"run_{i:04d}", body, body, i),
-        )
+    for i, run in enumerate(runs):
+        row = {
+            "project": "p",
+            "deployment_id": "dep_a",
+            "status": "succeeded",
+            "input": "{}",
+            "created_at": "2026-01-01",
+            "last_seq": i,
+            **run,
+        }
+        marks = ", ".join("?" * len(row))
+        await db.execute(f"INSERT INTO runs ({', '.join(row)}) VALUES ({marks})", tuple(row.values()))
     await db.commit()
     await db.close()
+    return await ReadModel.open(path)
 
 
 async def test_a_page_of_runs_does_not_read_their_input_and_output(tmp_path: Path) -> None:
-    path = tmp_path / "readmodel.sqlite3"
-    await _runs_with_large_bodies(path)
-    rm = await ReadModel.open(path)
+    body = msgspec.json.encode({"text": "x" * BODY}).decode()
+    runs = [{"id": f"run_{i:04d}", "input": body, "output": body} for i in range(RUNS)]
+    rm = await _with_runs(tmp_path / "readmodel.sqlite3", runs)
     try:
         for project, status in ((None, None), ("p", None), (None, "succeeded")):
             before = _bytes_read()
@@ -59,18 +68,10 @@ async def test_a_page_of_runs_does_not_read_their_input_and_output(tmp_path: Pat
 
 
 async def test_a_page_shows_the_start_of_a_long_error_message_and_the_run_all_of_it(tmp_path: Path) -> None:
-    path = tmp_path / "readmodel.sqlite3"
-    db = await open_db(path)
     long, short = "Traceback: " + "frame\n" * 10_000, "it broke"
-    for i, message in enumerate((long, short, "x" * SUMMARY_ERROR_CHARS)):
-        await db.execute(
-            "INSERT INTO runs (id, project, deployment_id, status, error_message, input, created_at,"
-            " last_seq) VALUES (?, 'p', 'dep_a', 'failed', ?, '{}', '2026-01-01', ?)",
-            (f"run_{i:04d}", message, i),
-        )
-    await db.commit()
-    await db.close()
-    rm = await ReadModel.open(path)
+    messages = (long, short, "x" * SUMMARY_ERROR_CHARS)
+    runs = [{"id": f"run_{i:04d}", "status": "failed", "error_message": m} for i, m in enumerate(messages)]
+    rm = await _with_runs(tmp_path / "readmodel.sqlite3", runs)
     try:
         page, _ = await rm.runs(project="p", status=None, limit=10, cursor=None)
         shown = {r["id"]: r["error_message"] for r in msgspec.json.decode(page)}
@@ -87,23 +88,14 @@ async def test_a_page_shows_the_start_of_a_long_error_message_and_the_run_all_of
 async def test_pages_walk_every_run_newest_first_once_for_every_filter(tmp_path: Path) -> None:
     """SQLite joins a page's runs itself: they must come in the page's order, every filter's pages
     must meet without a gap or a repeat, and the last page has no cursor, also when it is full."""
-    path = tmp_path / "readmodel.sqlite3"
-    db = await open_db(path)
     ids = [f"run_{i:04d}" for i in range(60)]
     rows = [
         (run_id, f"p{i % 2}", f"dep_{i % 3}", ("succeeded", "failed")[i % 5 == 0])
         for i, run_id in enumerate(ids)
     ]
-    for i in list(range(0, 60, 7)) + [i for i in range(60) if i % 7]:  # stored out of id order
-        run_id, project, dep, status = rows[i]
-        await db.execute(
-            "INSERT INTO runs (id, project, deployment_id, status, input, created_at, last_seq)"
-            " VALUES (?, ?, ?, ?, '{}', '2026-01-01', ?)",
-            (run_id, project, dep, status, i),
-        )
-    await db.commit()
-    await db.close()
-    rm = await ReadModel.open(path)
+    order = list(range(0, 60, 7)) + [i for i in range(60) if i % 7]  # stored out of id order
+    stored = [dict(zip(("id", "project", "deployment_id", "status"), rows[i], strict=True)) for i in order]
+    rm = await _with_runs(tmp_path / "readmodel.sqlite3", stored)
     try:
         filters: list[dict[str, str | None]] = [
             {},
@@ -145,5 +137,24 @@ async def test_pages_walk_every_run_newest_first_once_for_every_filter(tmp_path:
                     assert seen == want, (given, limit, full)
         empty, cursor = await rm.runs(project="nobody", status=None, limit=5, cursor=None)
         assert msgspec.json.decode(empty) == [] and cursor is None
+    finally:
+        await rm.close()
+
+
+async def test_a_full_page_is_not_one_sqlite_value(tmp_path: Path) -> None:
+    """A ``full`` page holds inputs and outputs (up to megabytes each): joined into one value by
+    SQLite, 500 of them could pass its bound on a value (1 GB). Here that bound is 1 MB and a page
+    of five runs of 300 KB each is read whole."""
+    body = msgspec.json.encode({"text": "y" * 300_000}).decode()
+    rm = await _with_runs(
+        tmp_path / "readmodel.sqlite3", [{"id": f"run_{i:04d}", "output": body} for i in range(5)]
+    )
+    try:
+        assert rm.keyed is not None
+        rm.keyed.setlimit(sqlite3.SQLITE_LIMIT_LENGTH, 1_000_000)
+        page, cursor = await rm.runs(project="p", status=None, limit=5, cursor=None, full=True)
+        runs = msgspec.json.decode(page)
+        assert [r["id"] for r in runs] == [f"run_{i:04d}" for i in range(4, -1, -1)] and cursor is None
+        assert all(len(r["output"]["text"]) == 300_000 for r in runs)
     finally:
         await rm.close()

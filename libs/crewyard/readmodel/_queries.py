@@ -163,21 +163,26 @@ class ReadModel(VersionQueries, TableQueries, ThreadQueries, OutboundReads):
             where.append("id < ?")
             args.append(cursor)
         filt = (" WHERE " + " AND ".join(where)) if where else ""
-        # SQLite has each run's JSON (the API shape of run_view) and joins the page itself: read
-        # row by row, the sqlite3 module's own cost per row was more than SQLite's read of it. The
-        # subquery's rows reach group_concat in its ORDER BY order (its LIMIT keeps the ORDER BY;
+        # One index serves one filter; more may scan the table.
+        may_scan = len(where) - bool(cursor) > 1
+        if full:  # inputs and outputs (MBs each): joined by SQLite a page could pass its 1 GB bound
+            sql = f"SELECT CAST({RUN_JSON} AS BLOB), id FROM runs{filt} ORDER BY id DESC LIMIT ?"
+            rows = await self._range_tuples(sql, (*args, limit + 1), may_scan=may_scan)
+            shown = rows[:limit]
+            page = b"[" + b",".join(j for j, _ in shown) + b"]"
+            return page, (shown[-1][1] if len(rows) > limit else None)
+        # Summaries (under 2 KB each): SQLite joins the page itself; read as rows, the sqlite3
+        # module's own cost per row was more than SQLite's read of it. The subquery's rows reach
+        # group_concat in its ORDER BY order (its LIMIT keeps the ORDER BY;
         # tests/readmodel/test_page_reads.py walks pages to check it). In the same statement (one
         # read of the file, so they agree): the ids at the page's end, the last shown (the next
         # page's cursor) and, if there is a next page, the one after it.
-        shape = RUN_JSON if full else "summary"
         sql = (
             "SELECT CAST('[' || COALESCE(group_concat(j, ','), '') || ']' AS BLOB),"
             f" (SELECT max(id) || ' ' || count(*) FROM (SELECT id FROM runs{filt}"
             " ORDER BY id DESC LIMIT 2 OFFSET ?))"
-            f" FROM (SELECT {shape} AS j FROM runs{filt} ORDER BY id DESC LIMIT ?)"
+            f" FROM (SELECT summary AS j FROM runs{filt} ORDER BY id DESC LIMIT ?)"
         )
-        # One index serves one filter; more may scan the table.
-        may_scan = len(where) - bool(cursor) > 1
         rows = await self._range_tuples(sql, (*args, limit - 1, *args, limit), may_scan=may_scan)
         page, end = rows[0]
         last, _, count = (end or "").partition(" ")
