@@ -133,7 +133,7 @@ class Gateway:
             deadline, delay = time.monotonic() + 30, 0.02
             while True:
                 seq = await self.store.last_seq_of(over) or 0
-                if not await self.rm.wait_for(seq):
+                if not await self.rm.wait_for(seq, max(deadline - time.monotonic(), 1.0)):
                     raise ApiError(503, "unavailable", "the read model is behind the event stream; try again")
                 if await self.rm.live_count(kind, project) >= limit:
                     raise ApiError(
@@ -145,6 +145,14 @@ class Gateway:
                 try:
                     return await self.commit_payload(payload, project, aggregate_id, seq, expected_over=over)
                 except ConcurrencyConflict:  # another gateway created one meanwhile
+                    # ... unless it came after ours, which did land (an append that timed out and
+                    # was sent again cannot tell): then it is done.
+                    mine = await self.store.last_seq_of(
+                        self.store.aggregate_filter(project, kind, aggregate_id)
+                    )
+                    if mine is not None:
+                        await self.rm.wait_for(mine)
+                        return mine
                     if time.monotonic() > deadline:
                         raise ApiError(
                             503,
