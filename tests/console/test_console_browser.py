@@ -318,6 +318,23 @@ def test_keys_are_made_shown_once_and_revoked_from_the_console(
     other.page.context.close()
 
 
+def test_a_key_is_revoked_with_the_keys_made_from_it_when_asked(platform: PlatformProcess, page: Watched):
+    with platform.client() as api:
+        parent = api.post("/v1/keys", json={"name": "leaked", "role": "admin"}).json()
+    with platform.client(key=parent["token"]) as leaked:
+        child = leaked.post("/v1/keys", json={"name": "made-by-leaked", "role": "read"}).json()
+    p = page.page
+    p.goto("/keys")
+    row = p.locator(f"#key-{parent['id']}")
+    row.locator("summary", has_text="Revoke").click()
+    row.get_by_label("Also the 1 key made from it").check()
+    row.get_by_role("button", name="Yes, revoke").click()
+    for key in (parent, child):
+        expect(p.locator(f"#key-{key['id']}").locator(".chip")).to_have_text("revoked")
+        with platform.client(key=key["token"]) as gone:
+            assert gone.get("/v1/whoami").status_code == 401
+
+
 def test_a_thread_shows_its_conversation_and_a_checkpoint_per_run(deployed: httpx.Client, page: Watched):
     made = deployed.post(
         "/v1/threads",

@@ -1,5 +1,6 @@
 """API keys (the admin role): every key the viewer may manage, create one (shown once, on the
-answer to the form, never again), revoke one with a confirmation."""
+answer to the form, never again), revoke one with a confirmation (and, if asked, the keys made
+from it)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,8 @@ async def _render(request: Request[Any, Any, Any], status: int = 200, **extra: A
         "keys.html",
         status=status,
         keys=[view(k, u) for k, u in zip(keys, used, strict=True)],
+        # How many live keys each was made into: its revoke form offers to end those too.
+        made={k.key_id: sum(m.revoked_at is None for m in registry.made_from(k.key_id)) for k in keys},
         roles=ROLES,
         expiry_days=EXPIRY_DAYS,
         platform=platform_wide(request),
@@ -68,8 +71,8 @@ async def create_form(request: Request[Any, Any, Any]) -> Response[str]:
 
 @post("/keys/{key_id:str}/revoke", opt=ADMIN_FORM, include_in_schema=False)
 async def revoke_form(request: Request[Any, Any, Any], key_id: str) -> Redirect:
-    await checked_form(request)
-    await revoke(request, key_id)
+    form = await checked_form(request)
+    await revoke(request, key_id, cascade=form.get("cascade") == "1")
     return Redirect("/keys", status_code=303)
 
 
