@@ -87,3 +87,17 @@ def test_the_cli_revokes_with_cascade_and_says_which(
     assert result.exit_code == 0, result.output
     assert f"key {parent_id} revoked, and the 1 made from it: {child_id}" in result.output
     assert not _works(platform, child)
+
+
+def test_the_live_keys_made_from_each_key_are_counted_through_revoked_ones(platform: PlatformProcess, api):
+    a_id, a = _make(platform, platform.admin_key, role="admin")
+    b_id, b = _make(platform, a, role="admin")
+    _make(platform, b, role="read")
+    d_id, _ = _make(platform, a, role="read")
+    assert api.delete(f"/v1/keys/{b_id}").status_code == 200  # revoked, but what it made lives on
+    page = api.get("/keys")  # the console's keys page offers to end them with the key
+    assert page.status_code == 200
+    row_a = page.text.split(f'id="key-{a_id}"', 1)[1].split("</tr>", 1)[0]
+    row_d = page.text.split(f'id="key-{d_id}"', 1)[1].split("</tr>", 1)[0]
+    assert "Also the 2 keys made from it" in row_a  # c (through the revoked b) and d
+    assert "made from it" not in row_d

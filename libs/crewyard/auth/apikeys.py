@@ -202,6 +202,21 @@ class KeyRegistry:
                     todo.append(child.key_id)
         return sorted(found.values(), key=lambda k: k.created_at)
 
+    def live_made_counts(self) -> dict[str, int]:
+        """Per key, how many unrevoked keys were made from it (:meth:`made_from`), for every key
+        at once: each live key counts for the keys above it."""
+        counts: dict[str, int] = {}
+        for key in self.keys.values():
+            if key.revoked_at is not None:
+                continue
+            above, seen = key.created_by, {key.key_id}
+            while above is not None and above not in seen:
+                seen.add(above)
+                counts[above] = counts.get(above, 0) + 1
+                parent = self.keys.get(above)
+                above = parent.created_by if parent is not None else None
+        return counts
+
     async def _usage(self) -> KeyValue:
         if self._kv is None:
             try:

@@ -37,7 +37,7 @@ async def _render(request: Request[Any, Any, Any], status: int = 200, **extra: A
         status=status,
         keys=[view(k, u) for k, u in zip(keys, used, strict=True)],
         # How many live keys each was made into: its revoke form offers to end those too.
-        made={k.key_id: sum(m.revoked_at is None for m in registry.made_from(k.key_id)) for k in keys},
+        made=registry.live_made_counts(),
         roles=ROLES,
         expiry_days=EXPIRY_DAYS,
         platform=platform_wide(request),
