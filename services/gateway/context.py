@@ -129,12 +129,24 @@ class Gateway:
         if limit <= 0:
             return await self.commit_payload(payload, project, aggregate_id, 0)
         over = subjects.aggregate_filter(project, kind, "*", self.store.prefix, types=payload.TYPE)
+        behind = ApiError(503, "unavailable", "the read model is behind the event stream; try again")
+        # A read model more than 5 s behind (a projector recovering) fails the creation before it
+        # waits for its turn, as creations failed before there was a count: requests queued for
+        # one project's kind are not each kept waiting for it in turn.
+        if not await self.rm.wait_for(await self.store.last_seq_of(over) or 0, 5.0):
+            raise behind
+        deadline, delay = time.monotonic() + 30, 0.02  # the wait for its turn counts too
         async with self.creating.hold(f"{project}/{kind}"):
-            deadline, delay = time.monotonic() + 30, 0.02
             while True:
+                if time.monotonic() > deadline:
+                    raise ApiError(
+                        503,
+                        "unavailable",
+                        f"{kind}s are being created in project {project} too fast; try again",
+                    )
                 seq = await self.store.last_seq_of(over) or 0
-                if not await self.rm.wait_for(seq, max(deadline - time.monotonic(), 1.0)):
-                    raise ApiError(503, "unavailable", "the read model is behind the event stream; try again")
+                if not await self.rm.wait_for(seq, 5.0):
+                    raise behind
                 if await self.rm.live_count(kind, project) >= limit:
                     raise ApiError(
                         409,
@@ -153,12 +165,6 @@ class Gateway:
                     if mine is not None:
                         await self.rm.wait_for(mine)
                         return mine
-                    if time.monotonic() > deadline:
-                        raise ApiError(
-                            503,
-                            "unavailable",
-                            f"{kind}s are being created in project {project} too fast; try again",
-                        ) from None
                     await asyncio.sleep(delay * random.uniform(0.5, 1.5))
                     delay = min(delay * 2, 1.0)
 

@@ -12,7 +12,7 @@ from typing import Any
 
 from litestar import Request, delete, get, post
 
-from crewyard.auth.apikeys import KeyError_, KeyRegistry
+from crewyard.auth.apikeys import KeyError_, KeyRegistry, LastAdminKey, RevokedMeanwhile
 from crewyard.auth.consumers import ConsumerError, Consumers
 from crewyard.contract.keys import (
     Consumer,
@@ -131,28 +131,19 @@ async def revoke(request: Request[Any, Any, Any], key_id: str, *, cascade: bool 
     """Revoke a key no wider than the request's (and, with ``cascade``, the keys made from it);
     never the last platform-wide admin key."""
     registry = registry_of(gw(request))
-    key = registry.keys.get(key_id)
-    if key is None:
+    if key_id not in registry.keys:
         raise not_found(f"API key {key_id}")
-    now = datetime.now(UTC)
-    made = [k for k in registry.made_from(key_id) if k.revoked_at is None] if cascade else []
-    ending = {key_id, *(k.key_id for k in made)}
-    admins = [k for k in registry.keys.values() if k.role == "admin" and k.project is None and k.usable(now)]
-    if admins and all(k.key_id in ending for k in admins):
-        raise conflict(
-            "this would revoke the last platform-wide admin key: create another one (not made from"
-            " this one) before revoking it"
-        )
-    by = current_key(request)
     try:
-        revoked = await registry.revoke(key_id, by=by)
-        for other in made:  # no wider than the key they were made from, so no wider than ``by``
-            await registry.revoke(other.key_id, by=by)
+        made = await registry.revoke(key_id, by=current_key(request), cascade=cascade)
     except KeyError_:
         raise ApiError(403, "forbidden", "a key can only revoke keys no wider than itself") from None
-    view = key_view(revoked, await registry.last_used(key_id))
+    except LastAdminKey as exc:
+        raise conflict(str(exc)) from None
+    except RevokedMeanwhile as exc:
+        raise ApiError(401, "unauthorized", str(exc)) from None
+    view = key_view(registry.keys[key_id], await registry.last_used(key_id))
     if cascade:
-        view.revoked_with = [k.key_id for k in made]
+        view.revoked_with = made
     return view
 
 

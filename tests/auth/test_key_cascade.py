@@ -4,6 +4,8 @@ key is never revoked that way either."""
 
 from __future__ import annotations
 
+import asyncio
+
 import pytest
 from click.testing import CliRunner
 
@@ -101,3 +103,62 @@ def test_the_live_keys_made_from_each_key_are_counted_through_revoked_ones(platf
     row_d = page.text.split(f'id="key-{d_id}"', 1)[1].split("</tr>", 1)[0]
     assert "Also the 2 keys made from it" in row_a  # c (through the revoked b) and d
     assert "made from it" not in row_d
+
+
+def test_revocations_at_once_never_leave_the_platform_without_an_admin_key(
+    tmp_path_factory: pytest.TempPathFactory,
+):
+    """A cascade from the first admin key racing a revocation of that key by an admin key the
+    cascade ends: revocations take turns, so one of them is refused, never both done. (A
+    platform of its own: either key may be the one left.)"""
+    platform = PlatformProcess(tmp_path_factory.mktemp("lockout")).start()
+    try:
+        x_id, x = _make(platform, platform.admin_key, role="admin")
+        for i in range(20):
+            _make(platform, x, role="read", project=f"p{i}")
+        _, z = _make(platform, x, role="admin")
+        with platform.client() as api:
+            root_id = api.get("/v1/whoami").json()["key"]["id"]
+
+        async def race() -> list[int]:
+            async with platform.async_client() as by_root, platform.async_client(key=z) as by_z:
+                answers = await asyncio.gather(
+                    by_root.delete(f"/v1/keys/{x_id}", params={"cascade": "true"}),
+                    by_z.delete(f"/v1/keys/{root_id}"),
+                )
+            return [a.status_code for a in answers]
+
+        codes = asyncio.run(race())
+        assert all(code in (200, 401, 409) for code in codes) and codes != [200, 200], codes
+        assert [_works(platform, token) for token in (platform.admin_key, z)].count(True) == 1, codes
+    finally:
+        platform.stop()
+
+
+def test_a_revocation_and_a_cascade_at_once_end_every_key_made_from_it(platform: PlatformProcess):
+    leaked_id, leaked = _make(platform, platform.admin_key, role="admin")
+    made = [_make(platform, leaked, role="read", project="twice")[1] for _ in range(8)]
+
+    async def both() -> list[int]:
+        async with platform.async_client() as api:
+            answers = await asyncio.gather(
+                api.delete(f"/v1/keys/{leaked_id}"),
+                api.delete(f"/v1/keys/{leaked_id}", params={"cascade": "true"}),
+                api.delete(f"/v1/keys/{leaked_id}", params={"cascade": "true"}),
+            )
+        return [a.status_code for a in answers]
+
+    assert asyncio.run(both()) == [200, 200, 200]
+    assert not any(_works(platform, token) for token in (leaked, *made))
+
+
+def test_a_key_revoked_alone_can_take_what_it_made_later(platform: PlatformProcess, api):
+    parent_id, parent = _make(platform, platform.admin_key, role="admin")
+    child_id, child = _make(platform, parent, role="read")
+    assert api.delete(f"/v1/keys/{parent_id}").status_code == 200
+    assert _works(platform, child)
+    row = api.get("/keys").text.split(f'id="key-{parent_id}"', 1)[1].split("</tr>", 1)[0]
+    assert "Revoke what it made" in row  # the console offers it for a revoked key too
+    r = api.delete(f"/v1/keys/{parent_id}", params={"cascade": "true"})
+    assert r.status_code == 200 and r.json()["revoked_with"] == [child_id], r.text
+    assert not _works(platform, child)

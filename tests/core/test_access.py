@@ -76,3 +76,45 @@ def test_keys_fold_from_platform_events():
     keys = fold_keys([Recorded(1, e1)])
     assert keys["key_1"].usable(NOW) and keys["key_1"].role == "deploy"
     assert not fold_keys([Recorded(1, e1), Recorded(2, e2)])["key_1"].usable(NOW)
+
+
+def test_a_cascade_ends_the_keys_made_from_a_key_so_far_and_later():
+    """``ApiKeyRevoked(cascade=True)`` ends the keys made from the key (by it, by those…) in the
+    fold itself, and a key made from any of them after it — on a gateway that had not heard yet —
+    is revoked as it is made. A plain revocation ends only the key."""
+
+    def made(seq: int, key_id: str, by: str | None) -> Recorded:
+        data = ApiKeyCreated(
+            key_id=key_id, name=key_id, token_sha256=key_id, role="admin", project=None, created_by=by
+        )
+        return Recorded(
+            seq, make_event(data, project="_platform", aggregate_id=key_id, event_id=f"evt_{seq}", time=NOW)
+        )
+
+    def revoked(seq: int, key_id: str, cascade: bool) -> Recorded:
+        data = ApiKeyRevoked(key_id=key_id, cascade=cascade)
+        return Recorded(
+            seq, make_event(data, project="_platform", aggregate_id=key_id, event_id=f"evt_{seq}", time=NOW)
+        )
+
+    later = NOW + timedelta(seconds=1)
+    history = [
+        made(1, "root", None),
+        made(2, "a", "root"),
+        made(3, "b", "a"),
+        made(4, "c", "b"),
+        made(5, "other", "root"),
+    ]
+    plain = fold_keys([*history, revoked(6, "a", cascade=False), made(7, "d", "b")])
+    assert not plain["a"].usable(later) and all(plain[k].usable(later) for k in ("b", "c", "d", "other"))
+    ended = fold_keys([*history, revoked(6, "a", cascade=True), made(7, "d", "c"), made(8, "e", "other")])
+    assert [k for k in ("root", "a", "b", "c", "d", "e", "other") if ended[k].usable(later)] == [
+        "root",
+        "e",
+        "other",
+    ]
+    # A key revoked plainly first can still take what it made with it.
+    again = fold_keys(
+        [*history, revoked(6, "a", cascade=False), revoked(7, "a", cascade=True), made(8, "d", "b")]
+    )
+    assert [k for k in ("a", "b", "c", "d") if again[k].usable(later)] == []

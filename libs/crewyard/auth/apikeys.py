@@ -10,7 +10,10 @@ key's last use to the ``CREWYARD_KEY_USAGE`` bucket at most once a minute.
 
 The first admin key is made exactly once however many gateways start together: its append
 expects that no ``apikey.created`` exists yet (an expected sequence over all key subjects), so
-only one append wins.
+only one append wins. Revocations likewise expect the last ``apikey.revoked`` their gateway had
+applied, so they take turns across gateways: whether a platform-wide admin key stays usable is
+checked with every revocation before it applied. A revocation with ``cascade`` is one event that
+the fold applies to every key made from the key, then and later (``ApiKey.cascaded``).
 """
 
 from __future__ import annotations
@@ -27,7 +30,15 @@ from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from crewyard.core import subjects
-from crewyard.core.access import ApiKey, expiry_within, fold_keys, new_token, token_hash, well_formed
+from crewyard.core.access import (
+    ApiKey,
+    expiry_within,
+    fold_keys,
+    made_from,
+    new_token,
+    token_hash,
+    well_formed,
+)
 from crewyard.core.events import ApiKeyCreated, ApiKeyRevoked, InvalidEvent, Recorded, decode, make_event
 from crewyard.core.ids import new_id
 from crewyard.errors import CrewyardError
@@ -40,6 +51,14 @@ USAGE_EVERY_S = 60.0
 
 class KeyError_(CrewyardError, ValueError):
     """A key request that cannot be done (unknown key, a role wider than the creator's)."""
+
+
+class LastAdminKey(CrewyardError, ValueError):
+    """A revocation that would leave no usable platform-wide admin key."""
+
+
+class RevokedMeanwhile(CrewyardError, ValueError):
+    """The key making a request was revoked before the request's own revocation had its turn."""
 
 
 class KeyRegistry:
@@ -172,35 +191,51 @@ class KeyRegistry:
             return None  # another gateway made it first
         return token
 
-    async def revoke(self, key_id: str, *, by: ApiKey | None = None) -> ApiKey:
-        key = self.keys.get(key_id)
-        if key is None or (by is not None and not by.may_create(key.role, key.project)):
-            raise KeyError_(f"no key {key_id}")
-        if key.revoked_at is None:
+    async def revoke(self, key_id: str, *, by: ApiKey | None = None, cascade: bool = False) -> list[str]:
+        """Revoke ``key_id`` (with ``cascade``: and the keys made from it, in the same event, so
+        that none made meanwhile survives); the ids of the keys the cascade ended (live ones
+        made from it). Revocations are serialized across gateways (each expects the last one it
+        saw), so checking that some platform-wide admin key stays usable cannot be raced."""
+        over = f"{self.store.settings.platform_prefix}.apikey.*.apikey.revoked"
+        for _ in range(20):
+            seq = await self.store.last_seq_of(over, stream=self.store.settings.platform_name) or 0
+            await self._wait_for(seq)
+            key = self.keys.get(key_id)
+            if key is None or (by is not None and not by.may_create(key.role, key.project)):
+                raise KeyError_(f"no key {key_id}")
+            if by is not None and not self.keys[by.key_id].usable(datetime.now(UTC)):
+                raise RevokedMeanwhile("the API key of this request was revoked while it waited its turn")
+            made = [k for k in made_from(self.keys, key_id) if k.revoked_at is None] if cascade else []
+            if key.revoked_at is not None and (key.cascaded or not cascade):
+                return []  # done already (a request sent twice, or two at once)
+            now, ending = datetime.now(UTC), {key_id, *(k.key_id for k in made)}
+            admins = [
+                k for k in self.keys.values() if k.role == "admin" and k.project is None and k.usable(now)
+            ]
+            if admins and all(k.key_id in ending for k in admins):
+                raise LastAdminKey(
+                    "this would revoke the last platform-wide admin key"
+                    + (
+                        " (every one is made from this key): revoke it without cascade — the keys"
+                        " made from it keep working — or revoke those one by one"
+                        if len(admins) > 1
+                        else ": create another one before revoking it"
+                    )
+                )
+            payload = ApiKeyRevoked(key_id=key_id, revoked_by=by.key_id if by else None, cascade=cascade)
             event = make_event(
-                ApiKeyRevoked(key_id=key_id, revoked_by=by.key_id if by else None),
-                project=subjects.PLATFORM_SCOPE,
-                aggregate_id=key_id,
-                event_id=new_id("evt"),
+                payload, project=subjects.PLATFORM_SCOPE, aggregate_id=key_id, event_id=new_id("evt")
             )
-            await self._wait_for(await self.store.append(event, expected_seq=key.version))
-        return self.keys[key_id]
+            try:
+                await self._wait_for(await self.store.append(event, expected_seq=seq, expected_over=over))
+            except ConcurrencyConflict:
+                continue  # another revocation came first: look again
+            return [k.key_id for k in made]
+        raise StoreUnavailable("too many keys are being revoked at once; try again")
 
     def made_from(self, key_id: str) -> list[ApiKey]:
-        """The keys made from ``key_id``: the keys it created, the keys those created, and so on
-        (oldest first)."""
-        children: dict[str, list[ApiKey]] = {}
-        for key in self.keys.values():
-            if key.created_by is not None:
-                children.setdefault(key.created_by, []).append(key)
-        found: dict[str, ApiKey] = {}
-        todo = [key_id]
-        while todo:
-            for child in children.get(todo.pop(), []):
-                if child.key_id not in found and child.key_id != key_id:
-                    found[child.key_id] = child
-                    todo.append(child.key_id)
-        return sorted(found.values(), key=lambda k: k.created_at)
+        """The keys made from ``key_id`` (by it, by those, and so on; oldest first)."""
+        return made_from(self.keys, key_id)
 
     def live_made_counts(self) -> dict[str, int]:
         """Per key, how many unrevoked keys were made from it (:meth:`made_from`), for every key

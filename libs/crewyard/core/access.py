@@ -57,6 +57,9 @@ class ApiKey(msgspec.Struct, kw_only=True):
     expires_at: datetime | None = None
     revoked_at: datetime | None = None
     created_by: str | None = None
+    #: Revoked with the keys made from it (``ApiKeyRevoked.cascade``), or made from such a key:
+    #: a key made from it later is revoked as it is made.
+    cascaded: bool = False
     version: int = 0
 
     def usable(self, now: datetime) -> bool:
@@ -112,6 +115,8 @@ def fold_keys(history: list[Recorded]) -> dict[str, ApiKey]:
     for rec in history:
         e, data = rec.event, rec.event.data
         if isinstance(data, ApiKeyCreated):
+            parent = keys.get(data.created_by) if data.created_by else None
+            cascaded = parent is not None and parent.cascaded  # made from a key revoked with its own
             keys[data.key_id] = ApiKey(
                 key_id=data.key_id,
                 name=data.name,
@@ -120,9 +125,32 @@ def fold_keys(history: list[Recorded]) -> dict[str, ApiKey]:
                 token_sha256=data.token_sha256,
                 created_at=e.time,
                 expires_at=data.expires_at,
+                revoked_at=e.time if cascaded else None,
                 created_by=data.created_by,
+                cascaded=cascaded,
                 version=rec.seq,
             )
         elif isinstance(data, ApiKeyRevoked) and data.key_id in keys:
-            keys[data.key_id].revoked_at, keys[data.key_id].version = e.time, rec.seq
+            key = keys[data.key_id]
+            key.revoked_at, key.version = key.revoked_at or e.time, rec.seq
+            if data.cascade:
+                for ended in [key, *made_from(keys, key.key_id)]:
+                    ended.revoked_at, ended.cascaded = ended.revoked_at or e.time, True
     return keys
+
+
+def made_from(keys: dict[str, ApiKey], key_id: str) -> list[ApiKey]:
+    """The keys made from ``key_id``: the keys it created, the keys those created, and so on
+    (oldest first)."""
+    children: dict[str, list[ApiKey]] = {}
+    for key in keys.values():
+        if key.created_by is not None:
+            children.setdefault(key.created_by, []).append(key)
+    found: dict[str, ApiKey] = {}
+    todo = [key_id]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child.key_id not in found and child.key_id != key_id:
+                found[child.key_id] = child
+                todo.append(child.key_id)
+    return sorted(found.values(), key=lambda k: k.created_at)

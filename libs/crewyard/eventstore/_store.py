@@ -308,11 +308,12 @@ class EventStore(Following):
             raise StoreUnavailable(f"cannot read sequence {seq}: {exc!r}") from exc
         return RawEvent(int(msg.seq or seq), str(msg.subject), bytes(msg.data or b""))
 
-    async def last_seq_of(self, filter_subject: str) -> int | None:
+    async def last_seq_of(self, filter_subject: str, *, stream: str | None = None) -> int | None:
         """The sequence of the newest event matching ``filter_subject`` (None: there is none),
-        from the stream's leader: the authority on whether something exists."""
+        from the stream's leader: the authority on whether something exists. ``stream``: another
+        stream than the events' (the platform stream)."""
         try:
-            msg = await self._reads.get_last_msg(self.stream, filter_subject, direct=False)
+            msg = await self._reads.get_last_msg(stream or self.stream, filter_subject, direct=False)
         except NotFoundError:
             return None
         except Exception as exc:

@@ -37,6 +37,9 @@ class ApiKeyRevoked(Payload, frozen=True, kw_only=True):
     SCOPE = "platform"
     key_id: str
     revoked_by: str | None = None
+    #: The keys made from it end too — those made so far and any made later (by it, by those, and
+    #: so on): a key that leaked cannot leave working keys behind, on any gateway, in any order.
+    cascade: bool = False
 
 
 class ConsumerCreated(Payload, frozen=True, kw_only=True):
