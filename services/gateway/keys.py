@@ -122,8 +122,9 @@ async def get_key(request: Request[Any, Any, Any], key_id: str) -> Key:
 @delete("/v1/keys/{key_id:str}", status_code=200, opt=ADMIN)
 async def revoke_key(request: Request[Any, Any, Any], key_id: str, cascade: bool = False) -> Key:
     """Revoke a key: every gateway refuses it from the moment it learns of it (within moments).
-    ``cascade=true``: the keys made from it too (the keys it created, theirs, and so on): what a
-    leaked key made before it was found out ends with it."""
+    ``cascade=true``: the API keys made from it too (the keys it created, theirs, and so on, then
+    and later): the keys a leaked key made end with it. (NATS consumer credentials it issued are
+    revoked one by one: ``DELETE /v1/consumers/{id}``.)"""
     return await revoke(request, key_id, cascade=cascade)
 
 

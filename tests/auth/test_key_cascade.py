@@ -162,3 +162,16 @@ def test_a_key_revoked_alone_can_take_what_it_made_later(platform: PlatformProce
     r = api.delete(f"/v1/keys/{parent_id}", params={"cascade": "true"})
     assert r.status_code == 200 and r.json()["revoked_with"] == [child_id], r.text
     assert not _works(platform, child)
+
+
+def test_many_revocations_at_once_all_succeed(platform: PlatformProcess):
+    """Revocations take turns on a gateway: none is refused for losing a race to another."""
+    made = [_make(platform, platform.admin_key, role="read", project="bulk") for _ in range(40)]
+
+    async def revoke_all() -> list[int]:
+        async with platform.async_client() as api:
+            answers = await asyncio.gather(*(api.delete(f"/v1/keys/{key_id}") for key_id, _ in made))
+        return [a.status_code for a in answers]
+
+    assert asyncio.run(revoke_all()) == [200] * 40
+    assert not any(_works(platform, token) for _, token in made)

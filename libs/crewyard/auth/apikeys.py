@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import time
 from datetime import UTC, datetime
 
@@ -69,6 +70,7 @@ class KeyRegistry:
         self._history: list[Recorded] = []
         self._position = 0
         self._changed = asyncio.Condition()
+        self._revoking = asyncio.Lock()  # one revocation at a time here: they never race each other
         self._sub: object | None = None
         self._kv: KeyValue | None = None
         self._written: dict[str, float] = {}
@@ -122,8 +124,13 @@ class KeyRegistry:
 
     async def _wait_for(self, seq: int, timeout: float = 10.0) -> None:
         """Until this gateway has applied the event at ``seq`` (read your own writes)."""
-        async with self._changed:
-            await asyncio.wait_for(self._changed.wait_for(lambda: self._position >= seq), timeout)
+        try:
+            async with self._changed:
+                await asyncio.wait_for(self._changed.wait_for(lambda: self._position >= seq), timeout)
+        except TimeoutError:
+            raise StoreUnavailable(
+                f"the API keys of this gateway are behind the platform stream ({timeout:.0f} s)"
+            ) from None
 
     def authenticate(self, token: str, now: datetime | None = None) -> ApiKey | None:
         """The usable key ``token`` is, or None (malformed, unknown, revoked or expired)."""
@@ -197,14 +204,19 @@ class KeyRegistry:
         made from it). Revocations are serialized across gateways (each expects the last one it
         saw), so checking that some platform-wide admin key stays usable cannot be raced."""
         over = f"{self.store.settings.platform_prefix}.apikey.*.apikey.revoked"
-        for _ in range(20):
+        async with self._revoking:
+            return await self._revoke(key_id, by, cascade, over)
+
+    async def _revoke(self, key_id: str, by: ApiKey | None, cascade: bool, over: str) -> list[str]:
+        deadline, delay = time.monotonic() + 30, 0.02
+        while time.monotonic() < deadline:
             seq = await self.store.last_seq_of(over, stream=self.store.settings.platform_name) or 0
             await self._wait_for(seq)
             key = self.keys.get(key_id)
             if key is None or (by is not None and not by.may_create(key.role, key.project)):
                 raise KeyError_(f"no key {key_id}")
             if by is not None and not self.keys[by.key_id].usable(datetime.now(UTC)):
-                raise RevokedMeanwhile("the API key of this request was revoked while it waited its turn")
+                raise RevokedMeanwhile("the API key of this request is no longer valid (revoked or expired)")
             made = [k for k in made_from(self.keys, key_id) if k.revoked_at is None] if cascade else []
             if key.revoked_at is not None and (key.cascaded or not cascade):
                 return []  # done already (a request sent twice, or two at once)
@@ -228,8 +240,10 @@ class KeyRegistry:
             )
             try:
                 await self._wait_for(await self.store.append(event, expected_seq=seq, expected_over=over))
-            except ConcurrencyConflict:
-                continue  # another revocation came first: look again
+            except ConcurrencyConflict:  # another gateway's revocation came first: look again
+                await asyncio.sleep(delay * random.uniform(0.5, 1.5))
+                delay = min(delay * 2, 1.0)
+                continue
             return [k.key_id for k in made]
         raise StoreUnavailable("too many keys are being revoked at once; try again")
 

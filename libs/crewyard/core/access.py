@@ -112,6 +112,7 @@ def decide(key: ApiKey, needed: str, project: str | None) -> Decision:
 def fold_keys(history: list[Recorded]) -> dict[str, ApiKey]:
     """Every API key by id (revoked and expired ones too), from the platform stream."""
     keys: dict[str, ApiKey] = {}
+    children: dict[str, list[str]] = {}  # by creator: a cascade walks only what its key made
     for rec in history:
         e, data = rec.event, rec.event.data
         if isinstance(data, ApiKeyCreated):
@@ -130,12 +131,16 @@ def fold_keys(history: list[Recorded]) -> dict[str, ApiKey]:
                 cascaded=cascaded,
                 version=rec.seq,
             )
+            if data.created_by:
+                children.setdefault(data.created_by, []).append(data.key_id)
         elif isinstance(data, ApiKeyRevoked) and data.key_id in keys:
             key = keys[data.key_id]
             key.revoked_at, key.version = key.revoked_at or e.time, rec.seq
-            if data.cascade:
-                for ended in [key, *made_from(keys, key.key_id)]:
-                    ended.revoked_at, ended.cascaded = ended.revoked_at or e.time, True
+            todo = [key.key_id] if data.cascade and not key.cascaded else []
+            while todo:  # the key and every key made from it, each once (a cascaded key's were)
+                ended = keys[todo.pop()]
+                ended.revoked_at, ended.cascaded = ended.revoked_at or e.time, True
+                todo += [c for c in children.get(ended.key_id, ()) if not keys[c].cascaded]
     return keys
 
 
