@@ -247,12 +247,8 @@ class KeyRegistry:
             return [k.key_id for k in made]
         raise StoreUnavailable("too many keys are being revoked at once; try again")
 
-    def made_from(self, key_id: str) -> list[ApiKey]:
-        """The keys made from ``key_id`` (by it, by those, and so on; oldest first)."""
-        return made_from(self.keys, key_id)
-
     def live_made_counts(self) -> dict[str, int]:
-        """Per key, how many unrevoked keys were made from it (:meth:`made_from`), for every key
+        """Per key, how many unrevoked keys were made from it (``access.made_from``), for every key
         at once: each live key counts for the keys above it."""
         counts: dict[str, int] = {}
         for key in self.keys.values():
