@@ -3,11 +3,8 @@ plus the two moves every command makes: append an event, then wait until the rea
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import functools
-import random
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -21,6 +18,7 @@ from crewyard import metrics
 from crewyard.auth.apikeys import KeyRegistry
 from crewyard.auth.consumers import Consumers
 from crewyard.auth.sessions import EndedSessions
+from crewyard.backoff import Backoff
 from crewyard.core import subjects
 from crewyard.core.bounds import MAX_JSON_DEPTH, OutOfBounds, check_json
 from crewyard.core.deployment_state import fold_project
@@ -135,15 +133,9 @@ class Gateway:
         # one project's kind are not each kept waiting for it in turn.
         if not await self.rm.wait_for(await self.store.last_seq_of(over) or 0, 5.0):
             raise behind
-        deadline, delay = time.monotonic() + 30, 0.02  # the wait for its turn counts too
+        turns = Backoff(30, first=0.02, most=1.0, jitter=True)  # the wait for its turn counts too
         async with self.creating.hold(f"{project}/{kind}"):
-            while True:
-                if time.monotonic() > deadline:
-                    raise ApiError(
-                        503,
-                        "unavailable",
-                        f"{kind}s are being created in project {project} too fast; try again",
-                    )
+            while not turns.expired:
                 seq = await self.store.last_seq_of(over) or 0
                 if not await self.rm.wait_for(seq, 5.0):
                     raise behind
@@ -151,8 +143,8 @@ class Gateway:
                     raise ApiError(
                         409,
                         "limit_reached",
-                        f"project {project} has {limit} {kind}s, as many as a project may have; delete"
-                        " one first (the platform's operator sets the limit)",
+                        f"project {project} has as many {kind}s as a project may have ({limit});"
+                        " delete one first (the platform's operator sets the limit)",
                     )
                 try:
                     return await self.commit_payload(payload, project, aggregate_id, seq, expected_over=over)
@@ -165,8 +157,10 @@ class Gateway:
                     if mine is not None:
                         await self.rm.wait_for(mine)
                         return mine
-                    await asyncio.sleep(delay * random.uniform(0.5, 1.5))
-                    delay = min(delay * 2, 1.0)
+                    await turns.pause()
+        raise ApiError(
+            503, "unavailable", f"{kind}s are being created in project {project} too fast; try again"
+        )
 
     async def fresh(self) -> None:
         """Wait until the read model holds everything stored so far (after a miss or a stale view)."""

@@ -15,13 +15,13 @@ the stream without bound. Protocol lines other than ``result`` are at most 64 Ki
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import msgspec
 
+from crewyard.backoff import Backoff
 from crewyard.core.events import CREW_EMITTABLE, PAYLOAD_TYPES, Event, InvalidEvent, Log, Payload, make_event
 from crewyard.core.ids import new_id
 from crewyard.eventstore import EventStore, StoreUnavailable
@@ -133,16 +133,14 @@ class Emitter:
 
 async def persist(store: EventStore, event: Event, patience_s: float, expected_seq: int | None = None) -> int:
     """Append, waiting out a broker restart for up to ``patience_s`` seconds."""
-    deadline = time.monotonic() + patience_s
-    delay = 0.2
+    patience = Backoff(patience_s, first=0.2, most=3.0)
     while True:
         try:
             return await store.append(event, expected_seq=expected_seq)
         except StoreUnavailable:
-            if time.monotonic() > deadline:
+            if patience.expired:
                 raise
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 3.0)
+            await patience.pause()
 
 
 #: Answers the runtime's requests (``session.RunSession.serve``).

@@ -65,7 +65,10 @@ def test_one_more_than_the_limit_is_refused_until_one_is_deleted(limited: Platfo
         r = api.post(create.format(p=project), json=body(project, 50))
         assert r.status_code == 409, r.text
         error = r.json()["error"]
-        assert error["code"] == "limit_reached" and f"has {LIMIT} {kind}s" in error["message"]
+        assert (
+            error["code"] == "limit_reached"
+            and f"as many {kind}s as a project may have ({LIMIT})" in error["message"]
+        )
         if listing:
             shown = api.get(listing.format(p=project)).json()
             assert len(next(iter(shown.values()))) == LIMIT  # nothing was stored for the refusal

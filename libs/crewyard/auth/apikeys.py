@@ -21,7 +21,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import random
 import time
 from datetime import UTC, datetime
 
@@ -30,6 +29,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy, KeyValueConfig
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
+from crewyard.backoff import Backoff
 from crewyard.core import subjects
 from crewyard.core.access import (
     ApiKey,
@@ -208,8 +208,8 @@ class KeyRegistry:
             return await self._revoke(key_id, by, cascade, over)
 
     async def _revoke(self, key_id: str, by: ApiKey | None, cascade: bool, over: str) -> list[str]:
-        deadline, delay = time.monotonic() + 30, 0.02
-        while time.monotonic() < deadline:
+        turns = Backoff(30, first=0.02, most=1.0, jitter=True)
+        while not turns.expired:
             seq = await self.store.last_seq_of(over, stream=self.store.settings.platform_name) or 0
             await self._wait_for(seq)
             key = self.keys.get(key_id)
@@ -241,8 +241,7 @@ class KeyRegistry:
             try:
                 await self._wait_for(await self.store.append(event, expected_seq=seq, expected_over=over))
             except ConcurrencyConflict:  # another gateway's revocation came first: look again
-                await asyncio.sleep(delay * random.uniform(0.5, 1.5))
-                delay = min(delay * 2, 1.0)
+                await turns.pause()
                 continue
             return [k.key_id for k in made]
         raise StoreUnavailable("too many keys are being revoked at once; try again")

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from pathlib import Path
 from typing import Any
 
 import msgspec
 
+from crewyard.backoff import Backoff
 from crewyard.core.ids import version_id
 
 from ._base import open_keyed
@@ -111,13 +110,11 @@ class ReadModel(VersionQueries, TableQueries, ThreadQueries, OutboundReads):
 
     async def wait_for(self, seq: int, timeout: float = 5.0) -> bool:
         """Wait until the projector has applied ``seq`` (read-your-writes); False on timeout."""
-        deadline = time.monotonic() + timeout
-        delay = 0.002
+        patience = Backoff(timeout, first=0.002, most=0.05)
         while await self.position() < seq:
-            if time.monotonic() > deadline:
+            if patience.expired:
                 return False
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.05)
+            await patience.pause()
         return True
 
     async def catch_up(self, last_seq: int, timeout: float = 2.0) -> bool:
