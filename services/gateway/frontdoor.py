@@ -1,5 +1,7 @@
-"""The middleware around every request: the ``Host`` allow-list (DNS rebinding), and a handler
-that had to check its project (:func:`.access.allow`) but answered without doing so."""
+"""The middleware around every request: the ``Host`` allow-list (DNS rebinding), a handler that
+had to check its project (:func:`.access.allow`) but answered without doing so, and an event
+stream whose route does not declare itself one (``opt["stream"]``), so holds none of its key's
+stream places."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from typing import Any
 import msgspec
 from litestar.types import ASGIApp, Receive, Scope, Send
 
-from .access import STATE, Access, release_stream_place
+from .access import STATE, STREAM_PLACE, Access, release_stream_place
 from .context import Gateway
 
 log = logging.getLogger("crewyard.gateway")
@@ -42,9 +44,29 @@ def _refusal(status: int, code: str, message: str) -> tuple[Any, Any]:
     return start, {"type": "http.response.body", "body": body}
 
 
+def _unchecked(scope: Any, gateway: Gateway, start: Any) -> str | None:
+    """Why a success must not leave (a handler's mistake the guard could not see), if it must not."""
+    state = scope.get(STATE)
+    if not isinstance(state, Access):
+        return None
+    if state.pending and not state.checked:
+        return "answered without checking its project"
+    streaming = any(
+        k == b"content-type" and v.startswith(b"text/event-stream") for k, v in start.get("headers", ())
+    )
+    if (
+        streaming
+        and state.key is not None
+        and gateway.settings.streams_per_key > 0
+        and STREAM_PLACE not in scope
+    ):
+        return "streamed events without holding a stream place (its route lacks opt['stream'])"
+    return None
+
+
 class AccessMiddleware:
     """Answers 400 to a ``Host`` outside the allow-list (DNS rebinding), and 500 instead of a
-    success when a handler that had to check the project (:func:`allow`) did not."""
+    success when a handler did what its route's access rules do not cover (:func:`_unchecked`)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -66,11 +88,9 @@ class AccessMiddleware:
         async def checked_send(message: Any) -> None:
             nonlocal refused
             if message["type"] == "http.response.start" and message["status"] < 400:
-                state = http.get(STATE)
-                if isinstance(state, Access) and state.pending and not state.checked:
-                    log.error(
-                        "%s %s answered without checking its project: refused", http["method"], http["path"]
-                    )
+                why = _unchecked(http, gateway, message)
+                if why is not None:
+                    log.error("%s %s %s: refused", http["method"], http["path"], why)
                     refused = True
                     start, body = _refusal(500, "internal", "this route's access was not checked")
                     await send(start)

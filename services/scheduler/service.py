@@ -26,7 +26,7 @@ from crewyard.aggregate_index import AggregateIndex
 from crewyard.core import run_state as rs
 from crewyard.core.events import ScheduleFired, make_event
 from crewyard.core.ids import derived_id, new_id
-from crewyard.core.schedules import Decision, ScheduleState, decide, evolve_schedule
+from crewyard.core.schedules import Decision, ScheduleState, decide, due, evolve_schedule
 from crewyard.eventstore import ConcurrencyConflict, EventStore, StoreUnavailable
 from crewyard.launch import NoDeployment, queue_run, ready_deployment
 from crewyard.servicekit import unless_stopped
@@ -93,20 +93,34 @@ class Scheduler:
                 log.exception("schedule %s: its step failed; the others go on", state.schedule_id)
 
     async def _step(self, state: ScheduleState) -> None:
+        if not await self._previous_run_queued(state):
+            return
+        if state.overlap == "queue" and await self._running(state.project, state.last_run_id):
+            return  # what is due waits for the run's end: nothing is walked meanwhile
+        # The walk from the schedule's horizon to now is as long as the gap (a day of a minutely
+        # cron: 1,440 steps), so a step walks once, in a thread (the platform's services share
+        # one event loop), and fires what it found in order without walking again.
+        now = self.clock()
+        found = await asyncio.to_thread(due, state, now)
         for _ in range(state.catch_up_limit + 2):
             if not await self._previous_run_queued(state):
                 return
-            decision = decide(state, self.clock(), previous_run_active=False)
+            decision = decide(state, now, previous_run_active=False, found=found)
             if decision.action == "wait":
                 if decision.wake_at is not None:
                     self._asleep[state.schedule_id] = (state.version, decision.wake_at)
                 return
             if state.overlap != "allow" and await self._running(state.project, state.last_run_id):
-                decision = decide(state, self.clock(), previous_run_active=True)
+                decision = decide(state, now, previous_run_active=True, found=found)
                 if decision.action == "wait":
                     return
-            if not await self._fire(state, decision):
-                await self.schedules.refresh()  # someone else wrote first: look again
+            if await self._fire(state, decision):
+                assert decision.planned_at is not None
+                found = ([t for t in found[0] if t > decision.planned_at], found[1])
+            else:  # someone else wrote first: look again
+                await self.schedules.refresh()
+                now = self.clock()
+                found = await asyncio.to_thread(due, state, now)
 
     async def _fire(self, state: ScheduleState, decision: Decision) -> bool:
         """Append the planned time's ``schedule.fired`` (then queue its run); False on a conflict."""

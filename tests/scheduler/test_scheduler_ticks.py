@@ -25,9 +25,9 @@ async def test_an_idle_schedule_is_looked_at_again_only_when_due_or_changed(
     decided: list[str] = []
     decide = service.decide
 
-    def counted(state, at, *, previous_run_active):  # type: ignore[no-untyped-def]
+    def counted(state, at, *, previous_run_active, found=None):  # type: ignore[no-untyped-def]
         decided.append(state.schedule_id)
-        return decide(state, at, previous_run_active=previous_run_active)
+        return decide(state, at, previous_run_active=previous_run_active, found=found)
 
     monkeypatch.setattr(service, "decide", counted)
     conf = settings.load(tmp_path / "data", nats_url="nats://unused")
@@ -75,3 +75,71 @@ async def test_an_idle_schedule_is_looked_at_again_only_when_due_or_changed(
     await scheduler.tick()
     assert ids[1] not in scheduler._asleep and ids[1] not in scheduler._verified
     assert ids[2] in scheduler._asleep
+
+
+@pytest.fixture
+def walks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The schedules whose cron a step walked (``due``), one entry per walk."""
+    walked: list[str] = []
+    due = service.due
+
+    def counted(state, now):  # type: ignore[no-untyped-def]
+        walked.append(state.schedule_id)
+        return due(state, now)
+
+    monkeypatch.setattr(service, "due", counted)
+    return walked
+
+
+async def test_a_long_catch_up_walks_the_cron_once(
+    store: EventStore, tmp_path: Path, walks: list[str]
+) -> None:
+    # Each firing walked the cron again, from the time it fired to now: catching up on 1,000
+    # planned times of a minutely schedule after a day down took ~49 s of CPU.
+    start = datetime(2026, 5, 1, 12, 0, 30, tzinfo=UTC)
+    now = [start]
+    scheduler = service.Scheduler(
+        settings.load(tmp_path / "data", nats_url="nats://unused"), store, clock=lambda: now[0]
+    )
+    created = ScheduleCreated(cron="* * * * *", timezone="UTC", input={}, catch_up="all", catch_up_limit=40)
+    schedule_id = new_id("sch")
+    await store.append(
+        make_event(created, project="acme", aggregate_id=schedule_id, event_id=new_id("evt"), time=start),
+        expected_seq=0,
+    )
+    now[0] = start + timedelta(days=1)
+    await scheduler.tick()
+    history = await store.load("acme", "schedule", schedule_id)
+    fired = [r.event.data for r in history if isinstance(r.event.data, ScheduleFired)]
+    last = datetime(2026, 5, 2, 12, 0, tzinfo=UTC)
+    assert [f.planned_at for f in fired] == [last - timedelta(minutes=39 - i) for i in range(40)]
+    assert [f.missed for f in fired] == [24 * 60 - 40] + [0] * 39
+    assert walks == [schedule_id]
+
+
+async def test_a_schedule_queued_behind_its_previous_run_walks_nothing_meanwhile(
+    store: EventStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, walks: list[str]
+) -> None:
+    # While the run it waits for went on (up to a run's timeout, days), every tick walked the
+    # cron from its last firing to now, twice: seconds of the platform's loop per tick.
+    async def still_running(project: str, run_id: str | None) -> bool:
+        return True
+
+    start = datetime(2026, 5, 1, 12, 0, 30, tzinfo=UTC)
+    now = [start]
+    scheduler = service.Scheduler(
+        settings.load(tmp_path / "data", nats_url="nats://unused"), store, clock=lambda: now[0]
+    )
+    monkeypatch.setattr(scheduler, "_running", still_running)
+    for overlap in ("queue", "skip"):
+        created = ScheduleCreated(cron="* * * * *", timezone="UTC", input={}, overlap=overlap)
+        event = make_event(
+            created, project="acme", aggregate_id=f"sch_{overlap}", event_id=new_id("evt"), time=start
+        )
+        await store.append(event, expected_seq=0)
+    for _ in range(5):
+        now[0] += timedelta(hours=6)
+        await scheduler.tick()
+    assert "sch_queue" not in walks and walks.count("sch_skip") == 5  # skip consumes what is due
+    queued = await store.load("acme", "schedule", "sch_queue")
+    assert not [r for r in queued if isinstance(r.event.data, ScheduleFired)]

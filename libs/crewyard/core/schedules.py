@@ -214,11 +214,19 @@ def due(state: ScheduleState, now: datetime) -> tuple[list[datetime], datetime |
     return out, None  # a cron whose days never come (refused since; one may be in the stream)
 
 
-def decide(state: ScheduleState, now: datetime, *, previous_run_active: bool) -> Decision:
-    """One step of a schedule: what to do about its oldest planned time that may still fire."""
+#: What :func:`due` found: the planned times due (oldest first) and the next one.
+Due = tuple[list[datetime], datetime | None]
+
+
+def decide(
+    state: ScheduleState, now: datetime, *, previous_run_active: bool, found: Due | None = None
+) -> Decision:
+    """One step of a schedule: what to do about its oldest planned time that may still fire.
+    ``found``: what :func:`due` found for ``state`` and ``now`` (a walk of the cron from the
+    schedule's horizon, as long as its gap: a caller firing several times in a row walks once)."""
     if not state.active:
         return Decision(action="wait")
-    times, upcoming = due(state, now)
+    times, upcoming = found if found is not None else due(state, now)
     if not times:
         return Decision(action="wait", wake_at=upcoming)
     keep = 1 if state.catch_up == "latest" else max(1, state.catch_up_limit)

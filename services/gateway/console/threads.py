@@ -24,7 +24,7 @@ from .render import fragment, page
 from .viewer import Viewer, viewer
 
 READ = {"role": "read", "page": True}
-LIVE = {"role": "read"}
+LIVE = {"role": "read", "stream": True}  # holds one of its key's stream places
 PAGE_SIZE = 25
 
 
