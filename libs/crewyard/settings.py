@@ -134,6 +134,9 @@ class Settings(msgspec.Struct, kw_only=True):
     #: Docker backend: an engine network (that the operator has firewalled) instead of a private
     #: network stack per container; needed with a remote engine.
     docker_network: str | None = None
+    #: The host uid of a sandbox's user where the host sees it as itself: a fork server's
+    #: sandbox, a container (``crewyard.sandboxuid``). No account or other service may have it.
+    sandbox_uid: int = 60400
     #: Sources and artifacts in an S3-protocol bucket (MinIO…) instead of the NATS object store.
     #: The runner's thread keeper looks at a busy thread's run this often (growing with each look,
     #: up to 30 s); a run still not queued after this many looks never will be: the thread is
@@ -301,6 +304,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "CREWYARD_ALLOW_HOST_NETWORK": ("allow_host_network", _flag),
     "CREWYARD_NETWORK_ALLOW": ("network_allow", str),
     "CREWYARD_DOCKER_NETWORK": ("docker_network", str),
+    "CREWYARD_SANDBOX_UID": ("sandbox_uid", int),
     "CREWYARD_THREAD_KEEPER_INTERVAL": ("thread_keeper_interval_s", float),
     "CREWYARD_THREAD_CLAIM_CHECKS": ("thread_claim_checks", int),
     "CREWYARD_S3_ENDPOINT": ("s3_endpoint", str),

@@ -114,6 +114,8 @@ def _check_front_door(settings: Settings) -> None:
         raise SettingsError("CREWYARD_HEADER_TIMEOUT must be more than 0 and at most 3600 seconds")
     if settings.connections_per_address < 0:
         raise SettingsError("CREWYARD_CONNECTIONS_PER_ADDRESS must not be negative (0 turns it off)")
+    if not 0 < settings.sandbox_uid < 2**31 - 1:
+        raise SettingsError("CREWYARD_SANDBOX_UID must be a uid from 1 to 2147483646 that no account has")
     if settings.streams_per_key < 0:
         raise SettingsError("CREWYARD_STREAMS_PER_KEY must not be negative (0 turns it off)")
     for kind in ("webhooks", "triggers", "schedules", "tables"):

@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import pwd
 import socket
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import msgspec
 import pytest
+from backend_helpers import ForkedRun, run_processes
 
-from crewyard import privatenet
+from crewyard import privatenet, sandboxuid
+from crewyard.runner.backends import BackendUnavailable, DockerBackend, _bwrap_server
 
 if TYPE_CHECKING:
     from backend_helpers import Runs
@@ -88,3 +93,47 @@ async def test_the_default_network_is_private_and_reaches_no_address_of_the_host
     assert hosts, "the host should have a non-loopback address to try"
     reached = {target: how for target, how in out.result["results"].items() if how == "connected"}
     assert reached == {}, f"the crew reached the host: {reached}"
+
+
+def _uids(pid: int) -> tuple[int, ...]:
+    """A process's real, effective, saved and file-system uids, as the host sees them."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("Uid:"):
+            return tuple(int(u) for u in line.split()[1:])
+    raise AssertionError(f"no Uid line for {pid}")
+
+
+async def test_the_crews_user_is_no_account_of_the_host(isolated_runs: Runs) -> None:
+    """A fork server's sandbox (an unprivileged bwrap) and a container on a rootful engine are
+    the crew's user on the host too. They were uid 1000, on most machines the first person's
+    login, who could then read a run's memory (its project's secrets, its input) through
+    /proc/<pid>/mem; a cold sandbox, made by a privileged bwrap, is root's on the host."""
+    spec = isolated_runs.spec("crew:sleeper", input={"marker": 1000.375})
+    handle = await isolated_runs.backend.start(spec)
+    try:
+        async with asyncio.timeout(60):
+            async for stream, line in handle.output():
+                if stream == "proto" and b"sleeping" in line:
+                    break
+        forked = isinstance(handle, ForkedRun)
+        pids = await handle.pids() if isinstance(handle, ForkedRun) else run_processes(spec.run_id)
+        seen = {_uids(pid) for pid in pids}
+    finally:
+        await handle.kill(0)
+        await asyncio.wait_for(handle.wait(), 60)
+        await handle.remove()
+    expected = 0 if isolated_runs.kind == "bwrap" and not forked else sandboxuid.DEFAULT
+    assert pids and seen == {(expected,) * 4}, seen
+    if expected:
+        with pytest.raises(KeyError):
+            pwd.getpwuid(expected)
+
+
+def test_a_sandbox_uid_an_account_has_is_refused() -> None:
+    assert sandboxuid.problem(sandboxuid.DEFAULT) is None
+    login = next((a for a in pwd.getpwall() if a.pw_uid != 0), pwd.getpwuid(0))
+    assert f"the account {login.pw_name!r}" in (sandboxuid.problem(login.pw_uid) or "")
+    assert "not a uid" in (sandboxuid.problem(65534) or "")
+    assert _bwrap_server.unavailable("bwrap", login.pw_uid) == sandboxuid.problem(login.pw_uid)
+    with pytest.raises(BackendUnavailable, match="CREWYARD_SANDBOX_UID"):
+        DockerBackend("unix:///nonexistent.sock", user_uid=login.pw_uid).api()

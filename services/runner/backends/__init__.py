@@ -71,6 +71,7 @@ def _docker(settings: Settings) -> DockerBackend:
         artifact_max_total_bytes=settings.artifact_max_total_bytes,
         network_policy=_policy(settings),
         engine_network=settings.docker_network,
+        user_uid=settings.sandbox_uid,
     )
 
 
@@ -79,6 +80,7 @@ def _bwrap(settings: Settings) -> BwrapBackend:
         artifact_max_file_bytes=settings.artifact_max_file_bytes,
         artifact_max_total_bytes=settings.artifact_max_total_bytes,
         network_policy=_policy(settings),
+        host_uid=settings.sandbox_uid,
     )
 
 
@@ -110,12 +112,12 @@ def _docker_status(settings: Settings) -> BackendStatus:
     return BackendStatus(name="docker", usable=True, reason=f"{engine}; private network per container")
 
 
-def _bwrap_status() -> BackendStatus:
+def _bwrap_status(settings: Settings) -> BackendStatus:
     problem = probe()
     if problem:
         return BackendStatus(name="bwrap", usable=False, reason=problem)
     found = shutil.which("bwrap") or "bwrap"
-    no_forks = _bwrap_server.unavailable(found)
+    no_forks = _bwrap_server.unavailable(found, settings.sandbox_uid)
     forks = "warm runs forked from fork servers" if no_forks is None else f"no fork servers ({no_forks})"
     return BackendStatus(
         name="bwrap", usable=True, reason=f"namespaces work; limits: {cgroups.describe()}; {forks}"
@@ -126,7 +128,7 @@ def doctor(settings: Settings) -> list[BackendStatus]:
     """The state of every backend on this host, in the order ``auto`` considers them."""
     return [
         _docker_status(settings),
-        _bwrap_status(),
+        _bwrap_status(settings),
         BackendStatus(
             name="process",
             usable=True,
@@ -147,14 +149,16 @@ def select_backend(settings: Settings) -> ExecutionBackend:
         if choice == "docker":
             raise BackendUnavailable(f"backend 'docker' was chosen but {status.reason}")
     if choice in ("bwrap", "auto"):
-        status = _bwrap_status()
+        status = _bwrap_status(settings)
         if status.usable:
             return _bwrap(settings)
         if choice == "bwrap":
             raise BackendUnavailable(f"backend 'bwrap' was chosen but {status.reason}")
     if choice == "auto":
         # Never fall back to running crews unisolated: that is the operator's explicit choice.
-        reasons = "; ".join(f"{s.name}: {s.reason}" for s in (_docker_status(settings), _bwrap_status()))
+        reasons = "; ".join(
+            f"{s.name}: {s.reason}" for s in (_docker_status(settings), _bwrap_status(settings))
+        )
         raise BackendUnavailable(
             f"no isolating backend works here ({reasons}). Run `crewyard doctor` for details; to run"
             " crews without isolation (development only) choose --backend process"

@@ -4,18 +4,19 @@ sandbox of its own.
 The server is a bwrap sandbox like a run's (the same file system, read-only, uid 1000, no host
 network, limits from a control group of its own), with three differences:
 
-- bwrap runs as an unprivileged user (uid 1000, through util-linux's ``setpriv``) and so makes
-  the sandbox in a *user namespace of its own*, in which the server keeps four capabilities
-  (``SERVER_CAPS``) — enough to give each run new namespaces and mounts, nothing on the host.
-  (A sandbox made by a privileged bwrap cannot: its ``/proc`` covers are locked, and a fresh
-  ``/proc`` for a run's pid namespace is refused.)
+- bwrap runs as an unprivileged user (the host uid ``CREWYARD_SANDBOX_UID``, which no account
+  has — ``crewyard.sandboxuid`` says why; through util-linux's ``setpriv``) and so makes the
+  sandbox in a *user namespace of its own*, where that uid is the crew's 1000 and the server
+  keeps four capabilities (``SERVER_CAPS``) — enough to give each run new namespaces and
+  mounts, nothing on the host. (A sandbox made by a privileged bwrap cannot: its ``/proc``
+  covers are locked, and a fresh ``/proc`` for a run's pid namespace is refused.)
 - An unprivileged bwrap cannot reach the deployment's folders, which lie in the runner's private
   data folder: before it runs, a private mount namespace (``unshare --mount``, as root) binds
   them into a tmpfs at :data:`STAGE`, which only that namespace sees, and bwrap binds them from
   there. The runner's data folder stays closed.
 - The server has no artifacts folder: it binds its *slots* folder (beside its own, the
   runner's, which the server can pass through but not list or change), in which the runner makes
-  one folder per run (owned by uid 1000) and renames it to the run's artifacts folder when the
+  one folder per run (owned by the sandbox's host uid) and renames it to the run's artifacts folder when the
   run ends (the same file system: both lie in the runner's work folder).
 
 Per run (:class:`SandboxedRun`, the fork's confinement) the runner makes the slot, a control
@@ -44,11 +45,11 @@ from typing import TYPE_CHECKING, Any
 
 import msgspec
 
-from crewyard import cgroups, privatenet
+from crewyard import cgroups, privatenet, sandboxuid
 from crewyard.spawn import find_tool
 
 from ._base import BackendError, RunSpec
-from ._bwrap_command import FORKED_ARTIFACTS, SANDBOX_UID, SERVER_CAPS, _under, base_prefix_of, trial
+from ._bwrap_command import FORKED_ARTIFACTS, SERVER_CAPS, _under, base_prefix_of, trial
 from ._forkserver import ForkServer
 
 if TYPE_CHECKING:
@@ -72,24 +73,27 @@ exec "$@"
 """
 
 
-def unprivileged(bwrap: str) -> list[str]:
-    """The command prefix that runs ``bwrap`` as the sandbox's user, with no capabilities."""
+def unprivileged(bwrap: str, host_uid: int) -> list[str]:
+    """The command prefix that runs ``bwrap`` as the sandbox's user (``host_uid`` on the host),
+    with no capabilities."""
     setpriv = find_tool("setpriv")
     assert setpriv is not None
-    uid = str(SANDBOX_UID)
+    uid = str(host_uid)
     return [setpriv, "--reuid", uid, "--regid", uid, "--clear-groups", "--inh-caps=-all",
             "--bounding-set=-all", "--", bwrap]  # fmt: skip
 
 
 @functools.cache
-def unavailable(bwrap: str) -> str | None:
+def unavailable(bwrap: str, host_uid: int) -> str | None:
     """Why fork servers cannot run in bwrap sandboxes here (None: they can)."""
+    if (wrong := sandboxuid.problem(host_uid)) is not None:
+        return wrong
     if os.geteuid() != 0:
         return "the runner is not root (a server's folders are bound for it by root)"
     if find_tool("unshare") is None or find_tool("setpriv") is None:
         return "util-linux's unshare and setpriv are needed"
     caps = [arg for cap in SERVER_CAPS for arg in ("--cap-add", cap)]
-    command = [*unprivileged(bwrap), "--unshare-all", "--unshare-user", "--cap-drop", "ALL", *caps,
+    command = [*unprivileged(bwrap, host_uid), "--unshare-all", "--unshare-user", "--cap-drop", "ALL", *caps,
                "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "true"]  # fmt: skip
     return trial(command, "an unprivileged bwrap")
 
@@ -106,7 +110,10 @@ def _staged(spec: RunSpec, files: Path, slots: Path) -> list[str]:
 
 async def start_server(backend: BwrapBackend, spec: RunSpec) -> ForkServer | None:
     """A fork server of ``spec``'s deployment in a bwrap sandbox; None where there cannot be one."""
-    if spec.venv_dir is None or await asyncio.to_thread(unavailable, backend.bwrap) is not None:
+    if (
+        spec.venv_dir is None
+        or await asyncio.to_thread(unavailable, backend.bwrap, backend.host_uid) is not None
+    ):
         return None  # (the trial runs once a runner: cached)
     # Beside the server's folder, which goes when the server is retired: its runs may go on.
     slots = spec.work_dir.with_name(spec.work_dir.name + "-slots")
@@ -120,7 +127,12 @@ async def start_server(backend: BwrapBackend, spec: RunSpec) -> ForkServer | Non
         staged = _staged(spec, spec.work_dir / "sandbox", slots)
         staging = [unshare, "--mount", "--propagation", "private", "/bin/sh", "-ec", _STAGE_SCRIPT,
                    "crewyard-stage", str(STAGE), *staged, "--"]  # fmt: skip
-        return [*command[:bwrap_at], *staging, *unprivileged(backend.bwrap), *command[bwrap_at + 1 :]]
+        return [
+            *command[:bwrap_at],
+            *staging,
+            *unprivileged(backend.bwrap, backend.host_uid),
+            *command[bwrap_at + 1 :],
+        ]
 
     try:
         handle = await backend._start(
@@ -164,7 +176,7 @@ class SandboxedRun:
         cls, backend: BwrapBackend, server: BwrapHandle, slots: Path, spec: RunSpec
     ) -> SandboxedRun:
         slot = slots / uuid.uuid4().hex
-        await asyncio.to_thread(_make_slot, slot)
+        await asyncio.to_thread(_make_slot, slot, backend.host_uid)
         group = await asyncio.to_thread(backend._new_group, spec)
         run = cls(spec, slot, group, backend.tmp_size)
         run._plan = server.network_plan
@@ -204,9 +216,9 @@ class SandboxedRun:
         await asyncio.to_thread(shutil.rmtree, self._slot, True)
 
 
-def _make_slot(slot: Path) -> None:
+def _make_slot(slot: Path, host_uid: int) -> None:
     slot.mkdir(mode=0o700)
-    os.chown(slot, SANDBOX_UID, SANDBOX_UID)
+    os.chown(slot, host_uid, host_uid)
 
 
 def _move(slot: Path, artifacts: Path) -> None:

@@ -42,7 +42,7 @@ import signal
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-from crewyard import cgroups, privatenet, spawn
+from crewyard import cgroups, privatenet, sandboxuid, spawn
 from crewyard.core.entrypoints import runtime_of
 from crewyard.environments import ENV_PATH, nodejs
 from crewyard.lines import merge_lines
@@ -192,6 +192,7 @@ class BwrapBackend:
         tmp_size_bytes: int = 512 * 1024 * 1024,
         cpu_time_limit_s: int | None = None,
         network_policy: privatenet.NetworkPolicy | None = None,
+        host_uid: int = sandboxuid.DEFAULT,
     ) -> None:
         found = bwrap or shutil.which("bwrap")
         if not found:
@@ -201,6 +202,8 @@ class BwrapBackend:
         self.tmp_size = tmp_size_bytes
         self._cpu_time = cpu_time_limit_s
         self.network_policy = network_policy or privatenet.NetworkPolicy()
+        #: The sandbox user's uid on the host where it is itself there (a fork server's sandbox).
+        self.host_uid = host_uid
 
     def command(
         self,

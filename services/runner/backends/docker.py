@@ -2,10 +2,12 @@
 
 Tested against rootful Podman's Docker-compatible service (4.3, runc, cgroup v1); written for
 Docker Engine too. Per run: a container from the deployment's image running the crew's runtime
-(``python3 -m crewyard_runtime``, or the Node runtime for a JavaScript crew) as uid 1000 behind a
-tiny init (so SIGTERM reaches the crew and orphans are reaped), no capabilities, ``no-new-
-privileges``, a read-only root file system, a private tmpfs ``/tmp``, memory (no swap) / CPU /
-pids / file-size limits, and the network its limits ask for (:mod:`._container_net`).
+(``python3 -m crewyard_runtime``, or the Node runtime for a JavaScript crew) as the sandbox's
+uid (``CREWYARD_SANDBOX_UID``, no account's: on a rootful engine the container's uid is the
+host's, ``crewyard.sandboxuid``) behind a tiny init (so SIGTERM reaches the crew and orphans are
+reaped), no capabilities, ``no-new-privileges``, a read-only root file system, a private tmpfs
+``/tmp``, memory (no swap) / CPU / pids / file-size limits, and the network its limits ask for
+(:mod:`._container_net`).
 ``/app/artifacts`` (the working directory) is a named volume of the run's own, because a tmpfs is
 gone the moment the container stops. Once the run is over, a root runner on the engine's machine
 reads the volume's folder where the engine keeps it; otherwise the artifacts are copied out with
@@ -41,7 +43,7 @@ import docker
 import docker.errors
 from docker.types import Ulimit
 
-from crewyard import cgroups, privatenet
+from crewyard import cgroups, privatenet, sandboxuid
 from crewyard.core.entrypoints import runtime_of
 from crewyard.reaper import LABEL_OWNER, Reaper, local_socket
 
@@ -51,6 +53,7 @@ from ._base import (
     ARTIFACTS_IN_CONTAINER,
     SOURCE_IN_CONTAINER,
     BackendError,
+    BackendUnavailable,
     RunSpec,
     opening,
     runtime_command,
@@ -61,7 +64,6 @@ from ._engine import ENGINE_ERRORS, connect, translate_errors
 
 RUNTIME_IN_IMAGE = "/opt/crewyard"  # where the build puts the crewyard_runtime package
 VENV_IN_IMAGE = "/opt/venv"  # where the build installs the crew's dependencies
-CONTAINER_USER = "1000:1000"
 LABEL_RUN = "crewyard.run_id"
 LABEL_RUNNER = "crewyard.runner_id"
 _NAME_RE = re.compile(r"[^a-zA-Z0-9_.-]")
@@ -83,8 +85,11 @@ class DockerBackend:
         nproc: int = 4096,
         network_policy: privatenet.NetworkPolicy | None = None,
         engine_network: str | None = None,
+        user_uid: int = sandboxuid.DEFAULT,
     ) -> None:
         self.docker_host = docker_host
+        #: The crew's uid (and gid) in its container, which is the host's on a rootful engine.
+        self.user_uid = user_uid
         self.network_policy = network_policy or privatenet.NetworkPolicy()
         #: An engine network the operator has firewalled, used instead of a private stack.
         self.engine_network = engine_network
@@ -102,6 +107,8 @@ class DockerBackend:
 
     def api(self) -> docker.APIClient:
         """The low-level client, connected on first use (blocking: call from a thread)."""
+        if (wrong := sandboxuid.problem(self.user_uid)) is not None:
+            raise BackendUnavailable(wrong)
         with self._lock:
             if self._client is None:
                 self._client, self._engine = connect(self.docker_host)
@@ -118,8 +125,10 @@ class DockerBackend:
     def _volume_options(self) -> dict[str, str]:
         self.api()
         # Podman can create the volume owned by the crew's uid. Docker's local driver cannot
-        # without a device, but copies the image's /app/artifacts (owned by 1000) into it.
-        return {"o": "uid=1000,gid=1000"} if self._engine.startswith("Podman") else {}
+        # without a device, but copies the image's /app/artifacts into it (which the image
+        # leaves writable to any uid: the volume is the run's own).
+        uid = self.user_uid
+        return {"o": f"uid={uid},gid={uid}"} if self._engine.startswith("Podman") else {}
 
     def _create_and_start(self, spec: RunSpec) -> tuple[str, str, Any, privatenet.PrivateNetwork | None]:
         api = self.api()
@@ -150,7 +159,7 @@ class DockerBackend:
         )  # fmt: skip
         # Podman drops its configured default ulimits once a request names any, and its own
         # defaults (nofile 1048576, nproc 4194304) are above these hosts' hard limits: name them.
-        # nproc counts every process of uid 1000 on the host; the pids limit is the per-run cap.
+        # nproc counts every process of the crews' uid on the host; the pids limit is the per-run cap.
         ulimits = [
             Ulimit(name="core", soft=0, hard=0),
             Ulimit(name="nofile", soft=self._nofile, hard=self._nofile),
@@ -183,7 +192,7 @@ class DockerBackend:
                     spec.image,
                     command,
                     name=f"crewyard-{suffix}",
-                    user=CONTAINER_USER,
+                    user=f"{self.user_uid}:{self.user_uid}",
                     environment=env,
                     stdin_open=True,
                     working_dir=ARTIFACTS_IN_CONTAINER,
