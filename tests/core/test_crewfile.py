@@ -7,7 +7,16 @@ from pathlib import Path
 import pytest
 
 from crewyard.core.bounds import MAX_ENV_VALUE
-from crewyard.core.crewfile import CrewConfig, CrewConfigError, memory_bytes, parse
+from crewyard.core.crewfile import (
+    MAX_DEPLOYMENTS,
+    MAX_ENV_VARS,
+    MAX_EXCLUDE_LENGTH,
+    MAX_EXCLUDES,
+    CrewConfig,
+    CrewConfigError,
+    memory_bytes,
+    parse,
+)
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -202,7 +211,7 @@ def test_the_examples_configurations(example: str, file: str, framework: str, en
     assert (folder / f"{module}.py").is_file()
 
 
-def test_python_must_be_a_version_string():
+def test_python_must_be_a_version_string() -> None:
     assert parse('[deployment]\nentrypoint = "a:b"\npython = "3.12"\n').deployments[0].python == "3.12"
     with pytest.raises(CrewConfigError, match="python"):
         parse('[deployment]\nentrypoint = "a:b"\npython = "latest"\n')
@@ -274,3 +283,90 @@ def test_env_names_that_change_how_programs_load_are_a_config_error(name: str) -
         parse(f'[deployment]\nentrypoint = "a.b:c"\n[deployment.env]\n{name} = "x"\n')
     with pytest.raises(CrewConfigError, match="'env'"):
         parse(f'[env]\n{name} = "x"\n[deployment]\nentrypoint = "a.b:c"\n')
+
+
+def _deployments(count: int, body: str = "") -> str:
+    return "".join(f'[deployments.d{i}]\nentrypoint = "crew:run"\n{body}' for i in range(count))
+
+
+def _array(count: int, item: str = "x") -> str:
+    return "[" + ", ".join(f'"{item}{i}"' for i in range(count)) + "]"
+
+
+def _table(count: int) -> str:
+    return "".join(f'V{i} = "x"\n' for i in range(count))
+
+
+def test_a_file_defines_at_most_64_deployments_as_langgraph_json_graphs() -> None:
+    assert MAX_DEPLOYMENTS == 64
+    assert len(parse(_deployments(MAX_DEPLOYMENTS)).deployments) == MAX_DEPLOYMENTS
+    with pytest.raises(CrewConfigError, match="defines 65 deployments, more than the limit of 64"):
+        parse(_deployments(MAX_DEPLOYMENTS + 1))
+
+
+def test_exclude_lists_are_bounded_the_top_level_counted_in_each_deployment() -> None:
+    fits = parse(f"[build]\nexclude = {_array(MAX_EXCLUDES)}\n" + _deployments(2))
+    assert len(fits.select("d1").exclude) == MAX_EXCLUDES
+    with pytest.raises(
+        CrewConfigError, match=r"'build.exclude' has 1001 patterns, more than the limit of 1000"
+    ):
+        parse(f"[build]\nexclude = {_array(MAX_EXCLUDES + 1)}\n" + _deployments(1))
+    own = f"[deployment.build]\nexclude = {_array(MAX_EXCLUDES // 2 + 1, 'own')}\n"
+    with pytest.raises(
+        CrewConfigError,
+        match=r"'deployment.build.exclude' has 1001 patterns \(with the 500 of the top-level \[build\]",
+    ):
+        parse(f'[build]\nexclude = {_array(MAX_EXCLUDES // 2)}\n[deployment]\nentrypoint = "a:b"\n{own}')
+
+
+def test_an_exclude_pattern_longer_than_a_path_is_refused() -> None:
+    long = "x" * MAX_EXCLUDE_LENGTH
+    parsed = parse(f'[deployment]\nentrypoint = "a:b"\n[build]\nexclude = ["{long}"]\n')
+    assert parsed.select(None).exclude == [long]
+    with pytest.raises(CrewConfigError, match="a pattern longer than the limit of 4096 characters"):
+        parse(f'[deployment]\nentrypoint = "a:b"\n[build]\nexclude = ["{long}x"]\n')
+
+
+def test_env_tables_are_bounded_the_top_level_counted_in_each_deployment() -> None:
+    fits = parse(f"[env]\n{_table(MAX_ENV_VARS)}" + _deployments(2))
+    assert len(fits.select("d0").env) == MAX_ENV_VARS
+    with pytest.raises(CrewConfigError, match=r"'env' sets 257 variables, more than the limit of 256"):
+        parse(f"[env]\n{_table(MAX_ENV_VARS + 1)}" + _deployments(1))
+    with pytest.raises(
+        CrewConfigError,
+        match=r"'deployments.d0.env' sets 257 variables \(with the 256 of the top-level \[env\]\)",
+    ):
+        parse(f"[env]\n{_table(MAX_ENV_VARS)}" + _deployments(1, '[deployments.d0.env]\nOWN = "y"\n'))
+
+
+def test_the_top_level_exclude_and_env_are_shared_by_deployments_not_copied_into_each() -> None:
+    parsed = parse(
+        f'[build]\nexclude = ["tests"]\n[env]\nA = "1"\n{_deployments(3)}'
+        '[deployments.own]\nentrypoint = "crew:run"\n[deployments.own.build]\nexclude = ["docs"]\n'
+        '[deployments.own.env]\nB = "2"\n'
+    )
+    d0, d1, d2, own = parsed.deployments
+    assert d0.exclude is d1.exclude is d2.exclude and d0.exclude == ["tests"]
+    assert d0.env is d1.env is d2.env and d0.env == {"A": "1"}
+    assert own.exclude == ["tests", "docs"] and own.env == {"A": "1", "B": "2"}
+    assert d0.exclude == ["tests"] and d0.env == {"A": "1"}  # the deployment with its own left them alone
+
+
+def test_an_integer_longer_than_python_converts_is_a_config_error_not_a_crash() -> None:
+    with pytest.raises(CrewConfigError, match="not valid TOML"):
+        parse('[deployment]\nentrypoint = "a:b"\ntimeout = 1' + "0" * 5000 + "\n")
+
+
+@pytest.mark.parametrize("file", ["crewyard.toml", "crewship.toml"])
+def test_a_lone_surrogate_anywhere_in_the_text_is_a_config_error_that_can_be_encoded(file: str) -> None:
+    for text in (
+        '[deployment]\nentrypoint = "a:b"\n[deployment.env]\nX = "\ud800"\n',
+        '[deployment]\nentrypoint = "a:b"\nprofile = "\udfff"\n',
+        '[deployment]\nentrypoint = "a:b"\n[build]\nexclude = ["\udc80"]\n',
+        '[deployment]\nentrypoint = "a:b"\n"\ud800" = 1\n',
+    ):
+        with pytest.raises(CrewConfigError) as info:
+            parse(text, file)
+        message = str(info.value)
+        message.encode("utf-8")  # it reaches a JSON response: it must encode
+        assert message.startswith(f"{file}: line ") and "lone surrogate" in message

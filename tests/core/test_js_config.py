@@ -114,7 +114,7 @@ def test_langgraph_json_with_several_graphs_names_each_deployment_and_reads_pyth
         ("not json", "not valid JSON"),
         ("[]", "must be a JSON object"),
         ('{"graphs": {}}', "'graphs' must name at least one graph"),
-        ('{"graphs": {"a": 3}}', "graphs.a must be a string"),
+        ('{"graphs": {"a": 3}}', "graph 'a' must be a string"),
         ('{"graphs": {"a": "./x.rb:g"}}', "names neither a Python module nor a .ts/.js file"),
         ('{"graphs": {"a": "../up.ts:g"}}', "'deployment.entrypoint' must look like"),
         ('{"graphs": {"Bad Name": "./a.ts:g", "b": "./b.ts:g"}}', "deployment name 'Bad Name'"),
@@ -125,6 +125,46 @@ def test_a_langgraph_json_that_is_not_a_crew_config_says_why(text: str, message:
     with pytest.raises(CrewConfigError) as info:
         parse(text, "langgraph.json")
     assert str(info.value).startswith("langgraph.json: ") and message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("text", "where"),
+    [
+        ('{"graphs": {"\\ud800": 3}}', "a key in 'graphs'"),
+        ('{"graphs": {"\\ud800": "./a.ts:g"}}', "a key in 'graphs'"),
+        ('{"graphs": {"a": "./a.ts:g"}, "env": {"X": "\\udfff"}}', "'env.X'"),
+        ('{"graphs": {"a": "./a\\udc80.ts:g"}}', "'graphs.a'"),
+        ('{"graphs": {"a": {"path": "./a.ts:g", "description": "\\ud83d"}}}', "'graphs.a.description'"),
+        ('{"graphs": {"a": "./a.ts:g"}, "dependencies": [".", "\\ud800x"]}', "'dependencies[1]'"),
+    ],
+    ids=["name-bad-spec", "name", "env-value", "entrypoint", "unread-field", "unread-list"],
+)
+def test_a_lone_surrogate_anywhere_in_langgraph_json_is_a_config_error_that_can_be_encoded(
+    text: str, where: str
+) -> None:
+    with pytest.raises(CrewConfigError) as info:
+        parse(text, "langgraph.json")
+    message = str(info.value)
+    message.encode("utf-8")  # it reaches a JSON response: it must encode
+    assert message.startswith(f"langgraph.json: {where} holds a lone surrogate"), message
+
+
+def test_a_lone_surrogate_under_long_keys_nested_deep_is_found_and_its_path_shortened() -> None:
+    key = "k" * 1000
+    nested = "".join(f'{{"{key}": ' for _ in range(900)) + '"\\ud800"' + "}" * 900
+    with pytest.raises(CrewConfigError) as info:
+        parse('{"graphs": {"a": "./a.ts:g"}, "x": ' + nested + "}", "langgraph.json")
+    assert str(info.value).startswith("langgraph.json: '…k") and len(str(info.value)) < 400
+
+
+def test_an_escaped_surrogate_pair_is_text_and_accepted() -> None:
+    parsed = parse('{"graphs": {"a": "./a.ts:g"}, "env": {"X": "\\ud83d\\ude00"}}', "langgraph.json")
+    assert parsed.select(None).env == {"X": "\U0001f600"}
+
+
+def test_a_graph_name_in_an_error_is_quoted() -> None:
+    with pytest.raises(CrewConfigError, match=r"graph 'a\\nb' must be a string"):
+        parse('{"graphs": {"a\\nb": 3}}', "langgraph.json")
 
 
 def test_a_toml_config_wins_over_langgraph_json_in_an_upload(tmp_path: Path) -> None:

@@ -3,30 +3,14 @@
 from __future__ import annotations
 
 import gzip
-import io
-import tarfile
 
 import httpx
 import pytest
 
 from crewyard.packaging import pack
-from crewyard.testing.api import EXAMPLES, deploy, sse_events, wait_run, write_crew
+from crewyard.testing.api import EXAMPLES, deploy, sse_events, tarball, wait_run, write_crew
 
 GZ = {"Content-Type": "application/gzip"}
-
-
-def _tar(files: dict[str, bytes], link: tuple[str, str] | None = None) -> bytes:
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, data in files.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
-        if link:
-            info = tarfile.TarInfo(link[0])
-            info.type, info.linkname = tarfile.SYMTYPE, link[1]
-            tar.addfile(info)
-    return buf.getvalue()
 
 
 CONFIG = b'[deployment]\nframework = "python"\nentrypoint = "crew:run"\n'
@@ -61,16 +45,16 @@ def _intact(api: httpx.Client, existing: dict) -> None:
     [
         (b"this is not a tarball", "invalid_archive", "gzip"),
         (gzip.compress(b"garbage" * 50), "invalid_archive", "valid"),
-        (_tar({"crewyard.toml": CONFIG, "../escape.py": b"x"}), "invalid_archive", "outside"),
-        (_tar({"crewyard.toml": CONFIG, "/etc/cron.d/x": b"x"}), "invalid_archive", "absolute"),
-        (_tar({"crewyard.toml": CONFIG}, link=("evil", "/etc/passwd")), "invalid_archive", "link"),
-        (_tar({"crew.py": b"x"}), "invalid_config", "crewyard.toml"),
+        (tarball({"crewyard.toml": CONFIG, "../escape.py": b"x"}), "invalid_archive", "outside"),
+        (tarball({"crewyard.toml": CONFIG, "/etc/cron.d/x": b"x"}), "invalid_archive", "absolute"),
+        (tarball({"crewyard.toml": CONFIG}, link=("evil", "/etc/passwd")), "invalid_archive", "link"),
+        (tarball({"crew.py": b"x"}), "invalid_config", "crewyard.toml"),
         (
-            _tar({"crewyard.toml": b"[deployment]\nframework = 'cobol'\nentrypoint = 'a:b'\n"}),
+            tarball({"crewyard.toml": b"[deployment]\nframework = 'cobol'\nentrypoint = 'a:b'\n"}),
             "invalid_config",
             "framework",
         ),
-        (_tar({"crewyard.toml": b"not = [valid"}), "invalid_config", "TOML"),
+        (tarball({"crewyard.toml": b"not = [valid"}), "invalid_config", "TOML"),
     ],
     # Named, not shown: a gzip header carries the time it was made, and test processes that
     # collect at different seconds must agree on every test's name.

@@ -34,15 +34,6 @@ def api(platform: PlatformProcess) -> Iterator[httpx.Client]:
         yield client
 
 
-def _peak_rss(platform: PlatformProcess) -> int:
-    assert platform.proc is not None
-    with open(f"/proc/{platform.proc.pid}/status") as fh:
-        for line in fh:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) * 1024
-    raise AssertionError("no VmHWM")
-
-
 def _while_healthz_polled(platform: PlatformProcess, action: Callable[[], httpx.Response]) -> httpx.Response:
     """Run ``action`` while another thread keeps asking /healthz; every answer must be a 200
     (generous timeout: this is about the platform not freezing, not about speed)."""
@@ -87,13 +78,13 @@ def test_bombs_are_refused_with_bounded_memory_while_the_platform_answers(
 ):
     body = build()
     assert len(body) < 2 << 20, f"{what}: the bomb itself is small"
-    before = _peak_rss(platform)
+    before = platform.peak_rss()
     r = _while_healthz_polled(
         platform, lambda: api.post(f"/v1/projects/{PROJECT}/deployments", content=body, headers=GZ)
     )
     assert r.status_code == status, r.text
     assert needle in r.json()["error"]["message"], r.text
-    assert _peak_rss(platform) - before < MEMORY_BOUND
+    assert platform.peak_rss() - before < MEMORY_BOUND
     _still_serves(platform, api)
 
 
@@ -103,11 +94,11 @@ def test_an_endless_upload_stops_at_the_compressed_limit(platform, api, hello):
         for _ in range(60):  # 60 MiB, no Content-Length: the limit is enforced while reading
             yield chunk
 
-    before = _peak_rss(platform)
+    before = platform.peak_rss()
     r = api.post(f"/v1/projects/{PROJECT}/deployments", content=endless(), headers=GZ)
     assert r.status_code == 413, r.text
     assert "52428800-byte limit" in r.json()["error"]["message"]
-    assert _peak_rss(platform) - before < MEMORY_BOUND
+    assert platform.peak_rss() - before < MEMORY_BOUND
     _still_serves(platform, api)
 
 

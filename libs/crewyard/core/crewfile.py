@@ -9,9 +9,20 @@ keys (``framework``, ``entrypoint``, ``python``, ``profile``) crewyard reads its
 next runs; 0 turns that off) and an ``[env]`` table of defaults (names checked against
 :mod:`.envnames`). Unknown keys produce
 warnings; wrong types raise :class:`CrewConfigError` naming the file, the key and the reason.
+
 Entrypoints are checked per framework (:mod:`.entrypoints`: ``module:attribute`` for Python,
 ``./src/graph.ts:graph`` for ``langgraph-js``); ``python`` means nothing to a JavaScript crew and
 is ignored with a warning.
+
+An upload's config file is at most 1 MiB, but what it expands into must stay small too (a 750 KB
+file once made each of 10,000 deployments a copy of 100,000 top-level excludes: 8 GiB): at most
+:data:`MAX_DEPLOYMENTS` deployments (as ``langgraph.json``'s graphs), :data:`MAX_EXCLUDES`
+patterns of at most :data:`MAX_EXCLUDE_LENGTH` characters in a deployment's exclude list and
+:data:`MAX_ENV_VARS` variables in its env table (the top-level ones counted in). The top-level
+``[build] exclude`` and ``[env]`` are shared by the deployments that add nothing of their own,
+never copied into each (read-only, like the rest of a parsed config). Text that cannot be
+encoded as UTF-8 (a lone surrogate, which a JSON ``\\ud800`` escape makes) is refused wherever it
+is, before anything reads it: no error message, event or response can carry it.
 """
 
 from __future__ import annotations
@@ -48,6 +59,14 @@ MAX_MEMORY_BYTES = 1 << 40
 MIN_MEMORY_BYTES = 16 << 20
 #: The most warm sandboxes a crew's config may ask for (the platform may allow fewer).
 MAX_WARM = 16
+#: The most deployments one file may define (a ``langgraph.json`` its graphs).
+MAX_DEPLOYMENTS = langgraph_json.MAX_GRAPHS
+#: The most ``exclude`` patterns a deployment may have, the top-level ones counted in.
+MAX_EXCLUDES = 1000
+#: The longest ``exclude`` pattern (a path longer than Linux's PATH_MAX matches nothing).
+MAX_EXCLUDE_LENGTH = 4096
+#: The most ``env`` variables a deployment may have, the top-level ones counted in.
+MAX_ENV_VARS = 256
 
 
 class CrewConfigError(CrewyardError, ValueError):
@@ -109,6 +128,7 @@ _IGNORED_TABLES = {"chat", "apis"}  # accepted for compatibility; crewyard has n
 
 
 def parse(text: str, file: str = "crewyard.toml") -> ParsedConfig:
+    _check_encodable(text, file)
     if file.endswith(".json"):
         try:
             doc, warnings = langgraph_json.to_config_doc(text)
@@ -117,11 +137,11 @@ def parse(text: str, file: str = "crewyard.toml") -> ParsedConfig:
     else:
         try:
             doc = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as exc:
+        except ValueError as exc:  # TOMLDecodeError, or an integer of more digits than int() takes
             raise CrewConfigError(f"{file}: not valid TOML: {exc}") from None
         except RecursionError:  # arrays nested thousands deep
             raise CrewConfigError(f"{file}: nested too deeply to read") from None
-        warnings = [f"{file}: unknown key '{k}' ignored" for k in doc if k not in _TOP_LEVEL]
+        warnings = [f"{file}: unknown key {k!r} ignored" for k in doc if k not in _TOP_LEVEL]
     single, multi = doc.get("deployment"), doc.get("deployments")
     if single is not None and multi is not None:
         raise CrewConfigError(f"{file}: use either [deployment] or [deployments.<name>], not both")
@@ -139,6 +159,11 @@ def parse(text: str, file: str = "crewyard.toml") -> ParsedConfig:
         if not isinstance(multi, dict) or not multi:
             raise CrewConfigError(
                 f"{file}: [deployments] must contain at least one [deployments.<name>] table"
+            )
+        if len(multi) > MAX_DEPLOYMENTS:
+            raise CrewConfigError(
+                f"{file}: [deployments] defines {len(multi)} deployments, more than the limit of"
+                f" {MAX_DEPLOYMENTS}"
             )
         for name, table in multi.items():
             if not _NAME_RE.fullmatch(name):
@@ -160,18 +185,51 @@ def _table(doc: dict[str, Any], key: str, file: str) -> dict[str, Any]:
     return value
 
 
-def _exclude(build: dict[str, Any], file: str, where: str) -> list[str]:
+def _check_encodable(text: str, file: str) -> None:
+    """Refuse text holding a lone surrogate (only a str made in Python can: UTF-8 bytes cannot)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        line = text.count("\n", 0, exc.start) + 1
+        raise CrewConfigError(
+            f"{file}: line {line} holds {text[exc.start]!r}, a lone surrogate, which is not text"
+            " (it cannot be encoded as UTF-8)"
+        ) from None
+
+
+def _at_most(what: str, count: int, inherited: int, limit: int, noun: str, top: str) -> None:
+    """Refuse ``count`` items (and ``inherited`` top-level ones) past ``limit``."""
+    if inherited + count > limit:
+        also = f" (with the {inherited} of the top-level {top})" if inherited else ""
+        raise CrewConfigError(f"{what} {inherited + count} {noun}{also}, more than the limit of {limit}")
+
+
+def _exclude(build: dict[str, Any], file: str, where: str, inherited: int = 0) -> list[str]:
+    """The patterns at ``build.exclude``; ``inherited`` top-level ones count against the limit."""
     value = build.get("exclude", [])
-    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+    if not isinstance(value, list):
         raise CrewConfigError(f"{file}: '{where}' must be an array of strings")
+    _at_most(f"{file}: '{where}' has", len(value), inherited, MAX_EXCLUDES, "patterns", "[build] exclude")
+    for pattern in value:
+        if not isinstance(pattern, str):
+            raise CrewConfigError(f"{file}: '{where}' must be an array of strings")
+        if len(pattern) > MAX_EXCLUDE_LENGTH:
+            raise CrewConfigError(
+                f"{file}: '{where}' has a pattern longer than the limit of {MAX_EXCLUDE_LENGTH} characters"
+            )
     return list(value)
 
 
-def _env(value: Any, file: str, where: str) -> dict[str, str]:
+def _env(value: Any, file: str, where: str, inherited: int = 0) -> dict[str, str]:
+    """The variables of the ``where`` table; ``inherited`` top-level ones count against the limit
+    (a name set in both counts twice: an estimate that errs towards refusing, never towards size)."""
     if value is None:
         return {}
     scalars = str | int | float | bool
-    if not isinstance(value, dict) or not all(isinstance(v, scalars) for v in value.values()):
+    if not isinstance(value, dict):
+        raise CrewConfigError(f"{file}: '{where}' must be a table of strings")
+    _at_most(f"{file}: '{where}' sets", len(value), inherited, MAX_ENV_VARS, "variables", "[env]")
+    if not all(isinstance(v, scalars) for v in value.values()):
         raise CrewConfigError(f"{file}: '{where}' must be a table of strings")
     env = {str(k): str(v) for k, v in value.items()}
     for key, text in env.items():
@@ -245,8 +303,11 @@ def _deployment(
     build = table.get("build", {})
     if not isinstance(build, dict):
         raise CrewConfigError(f"{file}: '{where}.build' must be a table")
-    fields["exclude"] = top_exclude + _exclude(build, file, f"{where}.build.exclude")
-    fields["env"] = {**top_env, **_env(table.get("env"), file, f"{where}.env")}
+    # A deployment adding nothing shares the top-level list and table: never a copy per deployment.
+    exclude = _exclude(build, file, f"{where}.build.exclude", len(top_exclude))
+    fields["exclude"] = top_exclude + exclude if exclude else top_exclude
+    env = _env(table.get("env"), file, f"{where}.env", len(top_env))
+    fields["env"] = {**top_env, **env} if env else top_env
     return CrewConfig(**fields)
 
 

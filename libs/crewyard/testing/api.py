@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import json
+import tarfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +20,22 @@ EXAMPLES = ROOT / "examples"
 #: measured while two other test suites build theirs beside it (what `make soak` next to
 #: `make test` does). A deadline, not a wait: a build that ends sooner is taken at once.
 FRAMEWORK_BUILD_S = 1100
+
+
+def tarball(files: dict[str, bytes], link: tuple[str, str] | None = None) -> bytes:
+    """A gzipped tar of ``files`` (name → bytes), as an upload's body; ``link``: and a symbolic
+    link (its name, where it points)."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
+        for name, data in files.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+        if link:
+            info = tarfile.TarInfo(link[0])
+            info.type, info.linkname = tarfile.SYMTYPE, link[1]
+            tar.addfile(info)
+    return buf.getvalue()
 
 
 def deploy(

@@ -120,6 +120,14 @@ class PlatformProcess:
         headers = {"Authorization": f"Bearer {key}"} if key else self.headers
         return httpx.AsyncClient(base_url=self.api, timeout=timeout, headers=headers, verify=tls_context())
 
+    def peak_rss(self) -> int:
+        """The most memory (bytes) the platform's process has held so far (``VmHWM``)."""
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+        raise AssertionError("no VmHWM in the platform process's status")
+
     def start(self, timeout: float = 120.0) -> PlatformProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         log = (self.data_dir / "platform.log").open("ab")
