@@ -3,8 +3,9 @@
 - The host is resolved for every attempt and each address checked (:func:`crewyard.core.targets.
   refusal`): the request goes to the first allowed address itself (``Host`` and TLS SNI keep the
   name), so a name cannot pass the check with one address and connect to another.
-- Connect and read timeouts, and a bound on the whole attempt; the response body is read up to
-  :data:`EXCERPT_BYTES` and the connection dropped after that.
+- Connect and read timeouts, and a bound on the whole attempt, name resolution included (on the
+  notifier's own threads, one lookup per name at a time: :mod:`.resolver`); the response body is
+  read up to :data:`EXCERPT_BYTES` and the connection dropped after that.
 - Redirects are never followed (a 3xx is a final answer), no proxy settings are taken from the
   environment, and nothing of the platform's (API key, cookies) is ever sent.
 """
@@ -27,6 +28,8 @@ import msgspec
 
 from crewyard.core.targets import IP, Policy, refusal
 from crewyard.settings import Settings
+
+from .resolver import Resolver, ResolveTimeout
 
 EXCERPT_BYTES = 1024
 USER_AGENT = "crewyard-webhooks/1"
@@ -97,14 +100,6 @@ def _resolve_now(host: str, port: int) -> list[IP]:
     return [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
 
 
-async def _resolve(host: str, port: int) -> list[IP]:
-    literal = host.strip("[]")
-    with contextlib.suppress(ValueError):
-        return [ipaddress.ip_address(literal)]
-    infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
-
-
 #: A ``Retry-After`` beyond this is read as this (the retry policy's cap applies after).
 MAX_RETRY_AFTER_S = 86400.0
 
@@ -121,16 +116,19 @@ def _retry_after(value: str | None) -> float | None:
 
 
 class Sender:
-    def __init__(self, guard: Guard, timeout_s: float) -> None:
+    def __init__(self, guard: Guard, timeout_s: float, resolver: Resolver | None = None) -> None:
         self.guard, self.timeout_s = guard, timeout_s
+        self.connect_s = min(5.0, timeout_s)
+        self.resolver = resolver or Resolver()
         self.http = httpx.AsyncClient(
             follow_redirects=False,
             trust_env=False,
-            timeout=httpx.Timeout(timeout_s, connect=min(5.0, timeout_s)),
+            timeout=httpx.Timeout(timeout_s, connect=self.connect_s),
             limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100),
         )
 
     async def close(self) -> None:
+        self.resolver.close()
         await self.http.aclose()
 
     async def post(self, url: str, headers: dict[str, str], body: bytes) -> Attempt:
@@ -159,8 +157,13 @@ class Sender:
             target = httpx.URL(url)
         except (ValueError, httpx.InvalidURL) as exc:  # stored before check_url refused it
             return done(None, f"refused: the url cannot be used ({exc})"[:300], refused=True)
+        # The whole attempt, lookup included, within twice the timeout; the lookup within the
+        # connect timeout (it is the first half of connecting).
+        bound = self.timeout_s * 2
         try:
-            addresses = await _resolve(host, port)
+            addresses = await self.resolver.resolve(host, port, min(self.connect_s, bound))
+        except ResolveTimeout as exc:
+            return done(None, str(exc))
         except OSError as exc:
             return done(None, f"cannot resolve {host}: {exc}")
         allowed, reasons = None, []
@@ -183,7 +186,7 @@ class Sender:
         extensions = {"sni_hostname": host} if parts.scheme == "https" else {}
         sent = {**headers, "Host": parts.netloc, "User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
         try:
-            async with asyncio.timeout(self.timeout_s * 2):
+            async with asyncio.timeout(max(0.0, bound - (time.monotonic() - t0))):
                 request = self.http.build_request(
                     "POST", target, content=body, headers=sent, extensions=extensions
                 )

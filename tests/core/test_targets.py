@@ -83,3 +83,34 @@ def test_the_platform_own_endpoints_are_refused_whatever_the_policy():
     assert refusal(ip("10.0.0.9"), 4222, policy="private", platform_endpoints=nats) is not None
     assert refusal(ip("10.0.0.9"), 4223, policy="private", platform_endpoints=nats) is None
     assert refusal(ip("169.254.169.254"), 80, policy="private") is not None
+
+
+@pytest.mark.parametrize(
+    "addr",
+    [
+        "fd00:ec2::254",  # AWS instance metadata over IPv6
+        "100.100.100.200",  # Alibaba Cloud metadata
+        "168.63.129.16",  # Azure WireServer
+        "192.0.0.192",  # Oracle Cloud Classic metadata
+        "::ffff:100.100.100.200",
+        "64:ff9b::6464:64c8",  # 100.100.100.200 through the well-known NAT64 prefix
+        "64:ff9b:1::a9fe:a9fe",  # 169.254.169.254 through local-use NAT64, /96 format
+        "64:ff9b:1::6464:64c8",  # 100.100.100.200, /96 format
+        "64:ff9b:1:a9fe:a9:fe00::",  # 169.254.169.254, /48 format
+        "64:ff9b:1:a9:fe:a9fe::",  # /56 format
+        "64:ff9b:1:0:a9:fea9:fe00:0",  # /64 format
+        "64:ff9b:1::e000:1",  # 224.0.0.1, multicast
+    ],
+)
+def test_cloud_metadata_is_refused_whatever_the_policy_and_however_it_is_written(addr):
+    assert refusal(ip(addr), 80, policy="private") is not None, addr
+    assert refusal(ip(addr), 80, policy="public") is not None, addr
+    with pytest.raises(TargetRefused, match=r"metadata|link-local|multicast"):
+        check_url(f"http://[{addr}]/" if ":" in addr else f"http://{addr}/")
+
+
+def test_local_use_nat64_of_an_ordinary_address_is_only_private():
+    # Zero padding of one format is not read as 0.0.0.0 in another: 10.0.0.1 in /96 format.
+    assert refusal(ip("64:ff9b:1::a00:1"), 80, policy="private") is None
+    assert refusal(ip("64:ff9b:1::a00:1"), 80, policy="public") is not None
+    assert refusal(ip("fd00:ec2::253"), 80, policy="private") is None  # a private address, no more

@@ -232,3 +232,10 @@ def test_a_plan_covers_what_the_webhook_wanted_when_each_event_was_stored():
     # A deployment filter by id: runs of another deployment are not for it.
     other = fold_webhook("whk_1", [rec(5, created(deployment="dep_other"))])
     assert plan_deliveries(run, 40, other, fold_group("dlg_1", [])) == []
+
+
+def test_thread_events_are_refused_until_webhooks_deliver_them():
+    # Accepted before, never delivered: the notifier subscribes to run and deployment events only.
+    with pytest.raises(InvalidWebhook, match=r"'thread\.checkpointed' cannot be subscribed to"):
+        check_events(["run.failed", "thread.checkpointed"])
+    assert "thread.checkpointed" not in EVENT_MAP and webhook_event("thread.checkpointed") is None

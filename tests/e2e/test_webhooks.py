@@ -220,3 +220,16 @@ def test_the_read_model_of_webhooks_equals_a_rebuild(hooks_platform: PlatformPro
 
     live, again = asyncio.run(compared())
     assert live["webhook_attempts"] and live == again
+
+
+def test_thread_events_are_refused_as_subscriptions_until_they_are_delivered(client: httpx.Client):
+    r = client.post(
+        "/v1/projects/hooks/webhooks",
+        json={"url": "http://127.0.0.1:9/h", "events": ["thread.checkpointed"]},
+    )
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_events", r.text
+    assert "not delivered" in r.json()["error"]["message"]
+    hook = make_hook(client, "http://127.0.0.1:9/h", ["*"])
+    r = client.patch(f"/v1/projects/hooks/webhooks/{hook['id']}", json={"events": ["thread.checkpointed"]})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_events", r.text
+    client.delete(f"/v1/projects/hooks/webhooks/{hook['id']}")

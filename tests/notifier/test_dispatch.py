@@ -20,9 +20,9 @@ from crewyard.core.events import (
     make_event,
 )
 from crewyard.core.ids import new_id
-from crewyard.core.webhooks import fold_group, group_id
+from crewyard.core.webhooks import EVENT_MAP, fold_group, group_id
 from crewyard.eventstore import EventStore, RawEvent, credential_options, set_aside_counts
-from crewyard.notifier.dispatch import Dispatcher, subscribe
+from crewyard.notifier.dispatch import SOURCES, Dispatcher, subscribe
 
 PREFIX = "crewyard.evt"
 
@@ -168,3 +168,10 @@ async def test_one_instance_takes_each_runs_events_in_stream_order(store: EventS
     assert spans.index(("end", b1.subject)) < spans.index(("end", a1.subject))
     assert spans.index(("end", a1.subject)) < spans.index(("start", a2.subject))
     assert len(dispatcher._sources) == 0  # nothing kept once handled
+
+
+def test_every_event_a_webhook_may_subscribe_to_reaches_the_dispatcher():
+    # thread.checkpointed was accepted as a subscription while no durable received thread events:
+    # such a webhook (or one on "*") silently got nothing for it.
+    families = {aggregate for aggregate, _ in SOURCES.values()}
+    assert {source.split(".")[0] for source in EVENT_MAP.values()} <= families

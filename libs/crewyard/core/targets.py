@@ -5,7 +5,10 @@ before every attempt (DNS can change between the two), and the request then goes
 address, so a name cannot resolve to one address for the check and another for the connection.
 
 Always refused: addresses nothing legitimate listens on for webhooks (unspecified, multicast,
-link-local — which includes cloud metadata services at 169.254.169.254) and the platform's own
+link-local — which includes cloud metadata services at 169.254.169.254), the cloud metadata
+services that are not link-local (:data:`METADATA`: AWS's over IPv6, Alibaba's, Azure's
+WireServer, Oracle Cloud Classic's), any of these carried in an IPv6 address (mapped, 6to4,
+Teredo, NAT64 — the local-use NAT64 prefix in each of its formats) and the platform's own
 endpoints (its API and NATS). Loopback and private ranges are allowed only when the operator says
 so (``CREWYARD_WEBHOOK_TARGETS=private``: single machine, tests); multi-machine deployments keep
 the default, ``public``.
@@ -69,9 +72,38 @@ def literal_address(host: str) -> IP | None:
 
 
 #: RFC 6052's well-known NAT64 prefix: the IPv4 address is the last 32 bits, and a NAT64 gateway
-#: on the way connects to it. (RFC 8215's local-use 64:ff9b:1::/48 may carry it in other bits,
-#: by the operator's choice of format: it is judged as the private range it is.)
+#: on the way connects to it.
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")
+#: RFC 8215's local-use NAT64 prefix: the operator picks a /48 to /96 inside it, and with it
+#: where the IPv4 address sits (RFC 6052 §2.2). Its addresses are a private range; each way of
+#: reading the IPv4 address out of one is checked against what is always refused.
+_LOCAL_NAT64 = ipaddress.IPv6Network("64:ff9b:1::/48")
+#: Cloud metadata services outside link-local space (169.254.0.0/16 is refused as a whole): AWS
+#: IMDS over IPv6, Alibaba Cloud's, Azure's WireServer (host agent: certificates, extension
+#: settings), Oracle Cloud Classic's.
+METADATA: frozenset[IP] = frozenset(
+    ipaddress.ip_address(a) for a in ("fd00:ec2::254", "100.100.100.200", "168.63.129.16", "192.0.0.192")
+)
+
+
+def _bits(value: int, start: int, end: int) -> int:
+    """Bits ``start`` to ``end`` (exclusive, counted from the left) of a 128-bit address."""
+    return (value >> (128 - end)) & ((1 << (end - start)) - 1)
+
+
+def _local_nat64_readings(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 address a local-use NAT64 address carries, read with each prefix length a /48
+    allows (48, 56, 64, 96; bits 64-71 are always skipped)."""
+    x = int(ip)
+    return [
+        ipaddress.IPv4Address(v)
+        for v in (
+            _bits(x, 48, 64) << 16 | _bits(x, 72, 88),
+            _bits(x, 56, 64) << 24 | _bits(x, 72, 96),
+            _bits(x, 72, 104),
+            _bits(x, 96, 128),
+        )
+    ]
 
 
 def _plain(ip: IP) -> IP:
@@ -89,6 +121,20 @@ def _plain(ip: IP) -> IP:
 
 def always_refused(ip: IP) -> str | None:
     ip = _plain(ip)
+    if isinstance(ip, ipaddress.IPv6Address) and ip in _LOCAL_NAT64:
+        # A reading of 0.0.0.0 is only the zero padding of another format, unless all are.
+        readings = [v4 for v4 in _local_nat64_readings(ip) if not v4.is_unspecified] or [
+            ipaddress.IPv4Address(0)
+        ]
+        for inner in readings:
+            if reason := _never(inner):
+                return f"{reason} through NAT64 ({ip})"
+    return _never(ip)
+
+
+def _never(ip: IP) -> str | None:
+    if ip in METADATA:
+        return f"a cloud metadata address ({ip})"
     if ip.is_unspecified:
         return f"an unspecified address ({ip})"
     if ip.is_multicast:
@@ -101,7 +147,8 @@ def always_refused(ip: IP) -> str | None:
 def is_private(ip: IP) -> bool:
     ip = _plain(ip)
     site_local = isinstance(ip, ipaddress.IPv6Address) and ip.is_site_local  # fec0::/10, deprecated
-    return ip.is_loopback or ip.is_private or ip.is_reserved or site_local or not ip.is_global
+    local_nat64 = isinstance(ip, ipaddress.IPv6Address) and ip in _LOCAL_NAT64
+    return ip.is_loopback or ip.is_private or ip.is_reserved or site_local or local_nat64 or not ip.is_global
 
 
 def refusal(
