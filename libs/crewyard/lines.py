@@ -1,10 +1,12 @@
 """Cutting byte streams into lines (a run's output, a build's); merging two streams into one.
 
 Two policies. Text (``stderr``): a line longer than :data:`MAX_LINE` is cut into pieces, so that
-no log event grows past it. Protocol (``proto``): a line is a message and is kept whole up to a
-limit — a ``result`` may legitimately be megabytes — and a longer one is dropped as it streams
-past (never held in memory) and reported as ``(OVERFLOW, its length)``, so the runner can end the
-run naming the limit. Buffers are bytearrays scanned once: a line of megabytes costs linear time.
+no log event grows past it; every piece but the last is exactly the limit long, which is how the
+runner knows a secret may straddle the cut (it masks a secret's fragment at either side of it).
+Protocol (``proto``): a line is a message and is kept whole up to a limit — a ``result`` may
+legitimately be megabytes — and a longer one is dropped as it streams past (never held in memory)
+and reported as ``(OVERFLOW, its length)``, so the runner can end the run naming the limit.
+Buffers are bytearrays scanned once: a line of megabytes costs linear time.
 """
 
 from __future__ import annotations

@@ -49,7 +49,11 @@ class RequestFailed(Exception):
 
 
 def cut(text: str, limit: int = MAX_TEXT_BYTES) -> str:
-    """``text`` within ``limit`` UTF-8 bytes, saying how much was cut."""
+    """``text`` within ``limit`` UTF-8 bytes, saying how much was cut.
+
+    The runner knows a cut text by this marker: this runtime does not know which values are
+    secret, the runner masks what ends the text if it is the beginning of one. Keep it as it is
+    (``node/protocol.mjs`` writes the same)."""
     data = text.encode("utf-8", errors="replace")
     if len(data) <= limit:
         return text

@@ -2,7 +2,12 @@
 
 Protocol lines are decoded into the closed union of ``protocol.py``; the first must be the
 runtime's ``hello`` in this runner's version. Redaction rewrites text only (log lines, stderr, an
-error's message and traceback), never a result or an event's fields.
+error's message and traceback), never a result or an event's fields. Text reaches the runner cut:
+into lines, stderr lines into 64 KiB pieces (``crewyard.lines``), a log message at 60 KiB by the
+runtime (it does not know which values are secret). So a multi-line secret is redacted line by
+line, and where text was cut a fragment of a secret is masked at the cut: at the end of a piece of
+exactly 64 KiB of stderr or of a text ending in the cut's marker (`` … [N bytes cut]``), and at the
+start of the next text of that stream. The runner's own cut comes after redaction.
 
 A run's budget (:class:`Budget`): the crew's output becomes at most ``max_events`` events of at
 most ``max_event_bytes`` bytes in all (log lines, events, requests: everything the crew makes
@@ -26,7 +31,7 @@ from crewyard.core.events import CREW_EMITTABLE, PAYLOAD_TYPES, Event, InvalidEv
 from crewyard.core.ids import new_id
 from crewyard.eventstore import EventStore, StoreUnavailable
 from crewyard.lines import MAX_LINE, OVERFLOW
-from crewyard.secrets import redact
+from crewyard.secrets import Redactor
 
 from .backends import RunHandle
 from .protocol import (
@@ -50,10 +55,21 @@ MAX_LOG_TEXT = 60 * 1024
 
 
 def _cut(text: str) -> str:
-    data = text.encode("utf-8", errors="replace")
+    """``text`` within MAX_LOG_TEXT bytes, not counting the marker of a runtime's own cut."""
+    mark = _cut_mark(text)
+    data = (text if mark < 0 else text[:mark]).encode("utf-8", errors="replace")
     if len(data) <= MAX_LOG_TEXT:
         return text
     return data[:MAX_LOG_TEXT].decode("utf-8", errors="ignore") + f" … [{len(data) - MAX_LOG_TEXT} bytes cut]"
+
+
+def _cut_mark(text: str) -> int:
+    """Where the marker of a cut (ours, or a runtime's: the same) ends ``text`` at; -1: none."""
+    if text.endswith(" bytes cut]"):
+        at = text.rfind(" … [")
+        if at >= 0 and text[at + 4 : -11].isdigit():
+            return at
+    return -1
 
 
 class Budget(msgspec.Struct, frozen=True, kw_only=True):
@@ -89,7 +105,9 @@ class Emitter:
 
     def __init__(self, store: EventStore, project: str, run_id: str, secrets: list[str]) -> None:
         self.store, self.project, self.run_id, self.secrets = store, project, run_id, secrets
+        self.redactor = Redactor(secrets)
         self._pending: list[tuple[Event, asyncio.Future[Any] | None]] = []
+        self._cut_streams: set[str] = set()  # streams whose last text ended at a cut
 
     async def emit(self, payload: Payload) -> None:
         event = make_event(payload, project=self.project, aggregate_id=self.run_id, event_id=new_id("evt"))
@@ -105,15 +123,31 @@ class Emitter:
         if len(self._pending) > 500:
             await self.flush()
 
-    async def log(self, message: str, level: str = "info", stream: str = "runner") -> None:
-        await self.emit(
-            Log(
-                message=_cut(redact(message, self.secrets)),
-                level=level,
-                stream=stream,
-                timestamp=datetime.now(UTC).isoformat(),
-            )
-        )
+    async def log(
+        self, message: str, level: str = "info", stream: str = "runner", *, cut: bool = False
+    ) -> str:
+        """Log ``message`` redacted and cut; returns the text logged. ``cut``: the message is a
+        piece of a longer line, whose rest comes next on ``stream``."""
+        text = _cut(self.redact(message, stream, cut=cut))
+        now = datetime.now(UTC).isoformat()
+        await self.emit(Log(message=text, level=level, stream=stream, timestamp=now))
+        return text
+
+    def redact(self, text: str, stream: str | None = None, *, cut: bool = False) -> str:
+        """``text`` redacted; as the next text of ``stream`` (see the module doc), if given."""
+        if not self.redactor:
+            return text
+        if stream is None:
+            return self.redactor(text)
+        mark = _cut_mark(text)
+        head = stream in self._cut_streams
+        if cut or mark >= 0:
+            self._cut_streams.add(stream)
+        else:
+            self._cut_streams.discard(stream)
+        if mark < 0:
+            return self.redactor(text, head=head, tail=cut)
+        return self.redactor(text[:mark], head=head, tail=True) + text[mark:]
 
     async def flush(self) -> None:
         pending, self._pending = self._pending, []
@@ -192,9 +226,11 @@ async def pump_output(
             if msg is not None and await _message(handle, emitter, outcome, msg, replies):
                 continue
             # Log text is redacted (emitter.log); structured output (results, events) never is.
+            # A piece of a longer stderr line is exactly MAX_LINE long (crewyard.lines).
             text = raw.decode("utf-8", errors="replace")
-            outcome.stderr_tail = [*outcome.stderr_tail[-19:], redact(_cut(text), emitter.secrets)]
-            await emitter.log(text, "warning" if stream == "stderr" else "info", stream)
+            level, piece = ("warning", len(raw) == MAX_LINE) if stream == "stderr" else ("info", False)
+            logged = await emitter.log(text, level, stream, cut=piece)
+            outcome.stderr_tail = [*outcome.stderr_tail[-19:], logged]
     finally:
         for task in replies:
             task.cancel()
@@ -270,8 +306,8 @@ async def _message(
     elif isinstance(msg, CrewError):  # its message and traceback are text: redacted like logs
         outcome.error = msgspec.structs.replace(
             msg,
-            message=redact(msg.message, emitter.secrets),
-            traceback=redact(msg.traceback, emitter.secrets) if msg.traceback else msg.traceback,
+            message=emitter.redact(msg.message),
+            traceback=emitter.redact(msg.traceback) if msg.traceback else msg.traceback,
         )
     elif isinstance(msg, Ready):
         outcome.ready = True
