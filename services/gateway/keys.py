@@ -42,7 +42,15 @@ def registry_of(g: Gateway) -> KeyRegistry:
     return g.keys
 
 
-def key_view(key: ApiKey, last_used: str | None = None, token: str | None = None) -> Key:
+def key_view(
+    request: Request[Any, Any, Any], key: ApiKey, last_used: str | None = None, token: str | None = None
+) -> Key:
+    """``key`` as the request's key may see it: the key that made it only if that one is of the
+    viewer's own project (a project's admin never learns a platform-wide key's id)."""
+    viewer, made_by = current_key(request), key.created_by
+    if viewer is not None and viewer.project is not None and made_by is not None:
+        maker = registry_of(gw(request)).keys.get(made_by)
+        made_by = made_by if maker is not None and maker.project == viewer.project else None
     return Key(
         id=key.key_id,
         name=key.name,
@@ -52,7 +60,7 @@ def key_view(key: ApiKey, last_used: str | None = None, token: str | None = None
         expires_at=key.expires_at,
         revoked_at=key.revoked_at,
         last_used_at=last_used,
-        created_by=key.created_by,
+        created_by=made_by,
         token=token,
     )
 
@@ -95,7 +103,7 @@ async def make_key(
         )
     except KeyError_ as exc:
         raise ApiError(403, "forbidden", str(exc)) from None
-    return key_view(key, token=token)
+    return key_view(request, key, token=token)
 
 
 @get("/v1/keys", opt=ADMIN)
@@ -107,7 +115,7 @@ async def list_keys(request: Request[Any, Any, Any], project: str | None = None)
     keys = [] if not shown else [k for k in registry.keys.values() if only is None or k.project == only]
     keys.sort(key=lambda k: k.created_at)
     used = await asyncio.gather(*(registry.last_used(k.key_id) for k in keys))
-    return KeyList(keys=[key_view(k, u) for k, u in zip(keys, used, strict=True)])
+    return KeyList(keys=[key_view(request, k, u) for k, u in zip(keys, used, strict=True)])
 
 
 @get("/v1/keys/{key_id:str}", opt=ADMIN)
@@ -116,7 +124,7 @@ async def get_key(request: Request[Any, Any, Any], key_id: str) -> Key:
     key = registry.keys.get(key_id)
     if key is None:
         raise not_found(f"API key {key_id}")
-    return key_view(key, await registry.last_used(key_id))
+    return key_view(request, key, await registry.last_used(key_id))
 
 
 @delete("/v1/keys/{key_id:str}", status_code=200, opt=ADMIN)
@@ -142,7 +150,7 @@ async def revoke(request: Request[Any, Any, Any], key_id: str, *, cascade: bool 
         raise conflict(str(exc)) from None
     except RevokedMeanwhile as exc:
         raise ApiError(401, "unauthorized", str(exc)) from None
-    view = key_view(registry.keys[key_id], await registry.last_used(key_id))
+    view = key_view(request, registry.keys[key_id], await registry.last_used(key_id))
     if cascade:
         view.revoked_with = made
     return view
@@ -156,7 +164,7 @@ async def whoami(request: Request[Any, Any, Any]) -> Identity:
     key = current_key(request)
     if key is None or g.keys is None:
         return Identity(auth=False)
-    return Identity(auth=True, key=key_view(key, await g.keys.last_used(key.key_id)))
+    return Identity(auth=True, key=key_view(request, key, await g.keys.last_used(key.key_id)))
 
 
 # -- outside consumers -------------------------------------------------------------------------

@@ -175,3 +175,22 @@ def test_many_revocations_at_once_all_succeed(platform: PlatformProcess):
 
     assert asyncio.run(revoke_all()) == [200] * 40
     assert not any(_works(platform, token) for _, token in made)
+
+
+def test_a_projects_key_never_learns_a_platform_wide_keys_id(platform: PlatformProcess) -> None:
+    # Keys made by a platform-wide admin showed its id in created_by to the project's admin, to
+    # whom GET /v1/keys/{that id} is a 404 (a key never learns what lies outside its project).
+    root_id = _make(platform, platform.admin_key, role="admin")[0]
+    with platform.client() as client:  # the platform's first key: made by no key
+        first = client.get("/v1/whoami").json()["key"]["id"]
+    owner_id, owner = _make(platform, platform.admin_key, role="admin", project="secretive")
+    made_id, _ = _make(platform, owner, role="read", project="secretive")
+    with platform.client(key=owner) as own:
+        listed = {k["id"]: k["created_by"] for k in own.get("/v1/keys").json()["keys"]}
+        assert listed == {owner_id: None, made_id: owner_id}
+        assert own.get(f"/v1/keys/{owner_id}").json()["created_by"] is None
+        assert own.get("/v1/whoami").json()["key"]["created_by"] is None
+        assert own.get(f"/v1/keys/{first}").status_code == 404
+    with platform.client() as client:  # the platform's own admins see who made what
+        assert client.get(f"/v1/keys/{owner_id}").json()["created_by"] == first
+        assert client.get(f"/v1/keys/{root_id}").json()["created_by"] == first

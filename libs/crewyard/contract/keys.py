@@ -38,6 +38,8 @@ class Key(msgspec.Struct, kw_only=True):
     revoked_at: datetime | None = None
     #: When the key was last used on any gateway (kept to the minute); None: never.
     last_used_at: str | None = None
+    #: The key that made it; None when it was made at start-up, or (seen by a project's key) by
+    #: a platform-wide key, whose id a project never learns.
     created_by: str | None = None
     #: Only in the answer that creates the key: the key itself, shown this once.
     token: str | None = None

@@ -35,7 +35,7 @@ async def _render(request: Request[Any, Any, Any], status: int = 200, **extra: A
         request,
         "keys.html",
         status=status,
-        keys=[view(k, u) for k, u in zip(keys, used, strict=True)],
+        keys=[view(request, k, u) for k, u in zip(keys, used, strict=True)],
         # How many live keys each was made into: its revoke form offers to end those too.
         made=registry.live_made_counts(),
         roles=ROLES,
