@@ -5,7 +5,9 @@ streamed as ``deployment.build.log`` events while it happens. A build that fails
 crew (dependencies that do not install) ends the deployment ``failed`` with the installer's
 error; an infrastructure problem (object store down) leaves the message to be delivered again.
 A deployment that becomes ready is its project's current one (``deployment.promoted`` is only
-written for rollbacks).
+written for rollbacks). Whatever the crew's files hold, a build ends in an event the core takes:
+its output and failure message are made valid UTF-8 (a lone surrogate from a file name or a JSON
+key becomes ``?``), and a failure that still cannot be stored is recorded in words of our own.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from crewyard.core.events import (
     BuildStarted,
     DeploymentFailed,
     DeploymentReady,
+    InvalidEvent,
     Payload,
     make_event,
 )
@@ -45,6 +48,13 @@ MAX_LINE = 16 * 1024
 MAX_LINES = 10_000
 MAX_LOG_BYTES = 8 * 1024 * 1024
 MAX_MESSAGE = 16 * 1024
+#: The failure recorded when the crew's own words cannot be stored (see ``Builder._finish``).
+UNSTORABLE = "the build failed, and its error message could not be stored (see the build log)"
+
+
+def safe_text(text: str) -> str:
+    """``text`` as valid UTF-8 (what an event can carry): what cannot be encoded becomes ``?``."""
+    return text.encode("utf-8", "replace").decode("utf-8")
 
 
 def _cut(text: str, most: int, *, keep_end: bool = False) -> str:
@@ -61,7 +71,7 @@ class _BuildLog:
         self.lines = self.bytes = self.dropped = 0
 
     async def line(self, line: str, stream: str) -> None:
-        line = _cut(line, MAX_LINE)
+        line = safe_text(_cut(line, MAX_LINE))
         self.lines += 1
         self.bytes += len(line)
         if self.lines > MAX_LINES or self.bytes > MAX_LOG_BYTES:
@@ -161,14 +171,14 @@ class Builder:
                 env_sha256=result.env_sha256,
             )
         except BuildFailed as exc:
-            outcome = DeploymentFailed(error_message=_cut(str(exc), MAX_MESSAGE, keep_end=True))
+            outcome = DeploymentFailed(error_message=safe_text(_cut(str(exc), MAX_MESSAGE, keep_end=True)))
         except (StoreUnavailable, ObjectStoreError):
             raise  # ours, not the crew's: the message is delivered again
         except Exception as exc:  # what the crew's files made a step fail on (a path too long to
             # unpack, a file nested past a parser's depth…): a failed build, never one retried
             # until the queue gives up on it with the deployment left "building"
             log.warning("build of %s stopped: %r", dep_id, exc)
-            outcome = DeploymentFailed(error_message=_cut(stopped_message(exc), MAX_MESSAGE))
+            outcome = DeploymentFailed(error_message=safe_text(_cut(stopped_message(exc), MAX_MESSAGE)))
         finally:
             heartbeat.cancel()
         await output.close()
@@ -182,6 +192,8 @@ class Builder:
         await item.ack()
 
     async def _finish(self, project: str, dep_id: str, outcome: Payload) -> bool:
+        """Append the build's end. A terminal event must always be stored: redelivering the message
+        would fail the same way until the queue gave up, the deployment left ``building``."""
         for _ in range(10):
             state = fold_deployment(dep_id, await self.store.load(project, "deployment", dep_id))
             if state.status != BUILDING:
@@ -192,6 +204,11 @@ class Builder:
                 return True
             except ConcurrencyConflict:
                 continue
+            except InvalidEvent as exc:
+                if isinstance(outcome, DeploymentFailed) and outcome.error_message == UNSTORABLE:
+                    raise
+                log.warning("the end of build %s cannot be stored (%s): failing it plainly", dep_id, exc)
+                outcome = DeploymentFailed(error_message=UNSTORABLE)
         return False
 
 

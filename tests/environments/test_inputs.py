@@ -129,3 +129,75 @@ def test_an_unavailable_python_fails_with_what_is_available():
         BuildFailed, match=r"asks for Python 3\.99.*available: " + r"\.".join(here[0].split("."))
     ):
         pythons.select("3.99")
+
+
+@pytest.mark.parametrize(
+    ("line", "path"),
+    [
+        ("vendor/xpkg-1.0-py3-none-any.whl", "vendor/xpkg-1.0-py3-none-any.whl"),
+        ("xpkg-1.0-py3-none-any.whl", "xpkg-1.0-py3-none-any.whl"),
+        ("xpkg@./vendor/xpkg-1.0-py3-none-any.whl", "vendor/xpkg-1.0-py3-none-any.whl"),
+        ("xpkg\t@\t./vendor/xpkg-1.0-py3-none-any.whl", "vendor/xpkg-1.0-py3-none-any.whl"),
+        ("xpkg@ file:./vendor/xpkg-1.0-py3-none-any.whl", "vendor/xpkg-1.0-py3-none-any.whl"),
+        ("xpkg[extra] @ vendor/xpkg-1.0-py3-none-any.whl ; python_version >= '3'",
+         "vendor/xpkg-1.0-py3-none-any.whl"),
+        ("--find-links vendor\nxpkg", "vendor"),
+        ("-fvendor\nxpkg", "vendor"),
+        ("--index-url=vendor\nxpkg", "vendor"),
+        ("--extra-index-url file:vendor\nxpkg", "vendor"),
+    ],
+)  # fmt: skip
+def test_every_way_uv_reads_a_local_package_puts_its_bytes_in_the_digest(
+    tmp_path: Path, line: str, path: str
+) -> None:
+    wheel = path if path.endswith(".whl") else "vendor/xpkg-1.0-py3-none-any.whl"
+    a = _crew(tmp_path / "a", f"six\n{line}\n", {wheel: "the real wheel"})
+    b = _crew(tmp_path / "b", f"six\n{line}\n", {wheel: "another project's wheel"})
+    found = inputs.read(a)
+    assert found.local_paths == [path] and not found.whole
+    assert inputs.build_files(a, found) == sorted(["requirements.txt", wheel])
+    assert inputs.digest(a, found, source_digest="a", parts=[]) != inputs.digest(
+        b, inputs.read(b), source_digest="b", parts=[]
+    )
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["vendor/../../x.whl", "xpkg@../x.whl", "xpkg\t@\tfile:../x.whl", "../x.whl", "--index-url ../mirror",
+     "--extra-index-url=/srv/mirror", "-i../mirror", "xpkg @ file://evil.example/x.whl"],
+)  # fmt: skip
+def test_a_local_package_named_any_way_must_stay_inside_the_crew(tmp_path: Path, line: str) -> None:
+    root = _crew(tmp_path, f"six\n{line}\n")
+    with pytest.raises(BuildFailed, match=r"requirements\.txt line 2"):
+        inputs.read(root)
+
+
+def test_remote_requirements_are_left_to_the_registry_and_an_unreadable_line_takes_the_whole_crew(
+    tmp_path: Path,
+) -> None:
+    remote = ("six==1.16.0 ; python_version >= '3.8'\nxpkg @ https://example.com/x.whl\n"
+              "https://example.com/y.whl\n--index-url https://mirror.example/simple\n"
+              "zpkg[a,b]>=1,<2\n")  # fmt: skip
+    found = inputs.read(_crew(tmp_path / "remote", remote))
+    assert found.local_paths == [] and not found.whole
+    odd = _crew(tmp_path / "odd", "six\nxpkg==${VERSION}\n", {"crew.py": "A = 1\n"})
+    found = inputs.read(odd)
+    assert found.whole and inputs.build_files(odd, found) is None
+    assert inputs.digest(odd, found, source_digest="s1", parts=[]) != inputs.digest(
+        odd, found, source_digest="s2", parts=[]
+    )
+
+
+def test_a_build_folder_holds_only_what_the_digest_covers(tmp_path: Path) -> None:
+    root = _crew(tmp_path, "six\n-r more.txt\n./libs/tool\n", {
+        "more.txt": "-c constraints.txt\n", "constraints.txt": "six<2\n", "libs/tool/tool.py": "A = 1\n",
+        "compileall.py": "raise SystemExit('never run')\n", "crew.py": "A = 1\n", "uv.toml": "[pip]\n",
+        "libs/tool/__pycache__/tool.cpython-311.pyc": "",
+    })  # fmt: skip
+    (root / "libs" / "tool" / "link.py").symlink_to(root / "crew.py")
+    files = inputs.build_files(root, inputs.read(root))
+    assert files == ["constraints.txt", "libs/tool/tool.py", "more.txt", "requirements.txt"]
+    inputs.copy_build_folder(root, tmp_path / "build", files)
+    copied = sorted(p.relative_to(tmp_path / "build").as_posix() for p in (tmp_path / "build").rglob("*"))
+    assert copied == ["constraints.txt", "libs", "libs/tool", "libs/tool/tool.py", "more.txt",
+                      "requirements.txt"]  # fmt: skip

@@ -136,3 +136,42 @@ async def test_a_lock_that_does_not_match_package_json_fails_the_sandboxed_build
         await VenvBuilder(tmp_path / "cache").build(request, log)
     assert "dependencies failed to install" in str(info.value)
     assert "npm ci" in "\n".join(lines) and "in sync" in "\n".join(lines), lines[-20:]
+
+
+def test_a_build_folder_holds_what_the_digest_covers_never_an_uploaded_node_modules(tmp_path: Path) -> None:
+    manifest = {**MANIFEST, "dependencies": {"mytool": "file:./libs/mytool"}}
+    files = {
+        "src__graph.ts": "export const g = 1;\n",
+        ".npmrc": "x=1\n",
+        "node_modules__x__index.js": "'bad'",
+        "libs__mytool__index.js": "module.exports = 1;\n",
+        "libs__mytool__node_modules__x__index.js": "''",
+    }
+    crew = _crew(tmp_path / "plain", manifest, **files)
+    found = npm.read(crew)
+    assert not found.whole
+    assert npm.build_files(crew, found) == [".npmrc", "libs/mytool/index.js", "package.json"]
+    before = npm.digest(crew, found, parts=[])
+    (crew / "libs" / "mytool" / "node_modules" / "x" / "index.js").write_text("'other'")
+    assert npm.digest(crew, found, parts=[]) == before  # not an input at all
+
+    scripts = {**MANIFEST, "scripts": {"postinstall": "node setup.js"}}
+    crew = _crew(
+        tmp_path / "scripts", scripts, **{"setup.js": "1", "node_modules__x__index.js": "'POISONED'"}
+    )
+    found = npm.read(crew)
+    assert found.whole and any("install scripts (postinstall)" in note for note in found.notes)
+    assert npm.build_files(crew, found) == ["package.json", "setup.js"]
+    before = npm.digest(crew, found, parts=[])
+    (crew / "setup.js").write_text("2")
+    assert npm.digest(crew, found, parts=[]) != before
+
+
+def test_a_name_in_package_json_is_quoted_in_the_failure(tmp_path: Path) -> None:
+    crew = tmp_path / "crew"
+    crew.mkdir()
+    (crew / "package.json").write_text('{"dependencies": {"\\ud800": 7}}')
+    with pytest.raises(BuildFailed) as failed:
+        npm.read(crew)
+    assert str(failed.value) == "package.json dependencies['\\ud800'] must be a version string"
+    str(failed.value).encode()  # valid UTF-8: an event can carry it

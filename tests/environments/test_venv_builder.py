@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
-import zipfile
 from pathlib import Path
 
 import pytest
@@ -24,6 +23,7 @@ from crewyard.environments import (
 from crewyard.environments.sandbox import uv_binary
 from crewyard.eventstore import EventStore
 from crewyard.objects import NatsObjectStore, ObjectStore
+from crewyard.testing.wheels import six_wheel
 
 # Builds real environments in the build sandbox (root, network namespaces, package downloads).
 pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
@@ -126,27 +126,13 @@ async def test_a_wrong_hash_in_a_requirement_file_fails_the_build(tmp_path: Path
         await VenvBuilder(tmp_path / "cache").build(_request(root), _quiet)
 
 
-def _wheel(folder: Path, module: str) -> None:
-    """A wheel of "six" 1.16.0 whose module is ``module`` (not the real six)."""
-    info = "six-1.16.0.dist-info"
-    files = {
-        "six.py": module,
-        f"{info}/METADATA": "Metadata-Version: 2.1\nName: six\nVersion: 1.16.0\n",
-        f"{info}/WHEEL": "Wheel-Version: 1.0\nGenerator: t\nRoot-Is-Purelib: true\nTag: py3-none-any\n",
-    }
-    record = [f"{path},," for path in files] + [f"{info}/RECORD,,"]
-    with zipfile.ZipFile(folder / "six-1.16.0-py3-none-any.whl", "w") as whl:
-        for path, text in {**files, f"{info}/RECORD": "\n".join(record) + "\n"}.items():
-            whl.writestr(path, text)
-
-
 async def test_a_crews_uv_settings_never_choose_the_packages_of_a_shared_environment(tmp_path: Path):
     # Two projects with the same requirements.txt share one environment (its digest): the first
     # to build, with a uv.toml pointing at wheels of its own, gave the other one its code.
     mallory, alice = tmp_path / "mallory", tmp_path / "alice"
     (mallory / "wheels").mkdir(parents=True)
     alice.mkdir()
-    _wheel(mallory / "wheels", "POISONED = True\n")
+    six_wheel(mallory / "wheels" / "six-1.16.0-py3-none-any.whl", "POISONED = True\n")
     (mallory / "uv.toml").write_text('[pip]\nno-index = true\nfind-links = ["wheels"]\n')
     for root in (mallory, alice):
         (root / "requirements.txt").write_text("six==1.16.0\n")

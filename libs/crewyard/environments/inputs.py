@@ -11,11 +11,19 @@
   installed before the project itself, which then brings nothing new). ``poetry.lock`` is not
   read; the build log says so.
 
-Paths in requirement files (local packages, ``-r``/``-c`` files, ``file:`` URLs) must stay inside
-the crew's folder; editable installs are refused (the folder is not there at run time). The
-digest covers the bytes of every file above and the contents of every local package, the Python,
-the registry settings and the build recipe's version — and for package crews the whole source —
-so a changed local package is rebuilt and an unchanged crew is not.
+Paths in requirement files must stay inside the crew's folder: local packages (``./pkg``,
+``vendor/x.whl``, ``x.tar.gz``, ``name @ ./x.whl`` and ``name@file:…`` with any spacing),
+``-r``/``-c`` files, and the values of ``--find-links``/``--index-url``/``--extra-index-url``
+without a URL scheme. Editable installs are refused (the folder is not there at run time). A
+requirement line read neither as a name nor as a URL or path makes the whole source the input.
+
+The digest covers the bytes of every file above and the contents of every local package, the
+Python, the registry settings and the build recipe's version — and for package crews the whole
+source — so a changed local package is rebuilt and an unchanged crew is not. Environments are
+shared by digest between projects, so a build gets **only what its digest covers**
+(:func:`build_files`, copied by :func:`copy_build_folder`): the files above for a crew that is not
+a package, the whole folder for one that is. A file the digest leaves out (a ``compileall.py`` in
+the crew's root, a wheel named in a way not read here) is then simply not there to be used.
 """
 
 from __future__ import annotations
@@ -23,7 +31,9 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import shutil
 import tomllib
+from collections.abc import Iterable
 from pathlib import Path
 
 import msgspec
@@ -31,11 +41,21 @@ import msgspec
 from ._base import BuildFailed
 
 #: Bump when what a build does changes (its output would differ for the same inputs).
-RECIPE_VERSION = "3"  # 3: builds ignore uv settings in the crew's folder (UV_NO_CONFIG)
+# 3: builds ignore uv settings in the crew's folder (UV_NO_CONFIG); 4: a build gets only the files
+# its digest covers, compileall runs isolated (environments built before may hold a crew's code).
+RECIPE_VERSION = "4"
 REQUIREMENTS = "requirements.txt"
 _FILE_OPTIONS = ("-r", "--requirement", "-c", "--constraint")
-_PATH_OPTIONS = ("-f", "--find-links")
+#: Options whose value is a URL, or a folder of the crew's when it has no scheme.
+_PATH_OPTIONS = ("-f", "--find-links", "-i", "--index-url", "--extra-index-url")
 _EDITABLE = ("-e", "--editable")
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:")
+_ARCHIVES = (".whl", ".zip", ".tar.gz", ".tgz", ".tar.bz2", ".tbz", ".tar.xz", ".txz", ".tar")
+_NAME = r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?\s*(?:\[[^\]]*\])?"
+#: ``name[extras] @ url`` with any spacing (uv reads ``x@./x.whl`` and ``x\t@\tfile:x.whl`` too).
+_DIRECT = re.compile(rf"^{_NAME}\s*@\s*(\S+)")
+#: A requirement by name only: version, markers, no path or URL in it.
+_BY_NAME = re.compile(rf"^{_NAME}\s*[^@/\\:$]*$")
 #: Requirement files one crew may chain (``-r``), at most.
 MAX_REQUIREMENT_FILES = 100
 
@@ -46,6 +66,8 @@ class Inputs(msgspec.Struct, kw_only=True):
     project: bool  # install the crew folder itself as a package
     uv_lock: bool
     notes: list[str]  # said in the build log
+    #: A requirement line was not understood: the whole source is the build's input (as a package's).
+    whole: bool = False
 
 
 def _logical_lines(text: str) -> list[tuple[int, str]]:
@@ -71,19 +93,39 @@ def _logical_lines(text: str) -> list[tuple[int, str]]:
 def check_inside(root: Path, base: Path, ref: str, where: str) -> str:
     """``ref`` (relative to ``base``) as a path relative to ``root``; refused when it leaves it."""
     if ref.startswith("file:"):
+        if re.match(r"^file://[^/]", ref):
+            raise BuildFailed(f"{where}: {ref!r} names another machine; use a path inside the crew's folder")
         ref = re.sub(r"^file:(//)?", "", ref)
     if ref.startswith(("/", "~")):
         raise BuildFailed(f"{where}: {ref!r} is an absolute path; use a path inside the crew's folder")
     target = Path(os.path.normpath(base / ref))
     if not target.is_relative_to(root):
         raise BuildFailed(f"{where}: {ref!r} points outside the crew's folder")
-    if target.is_symlink():
+    if target.is_symlink() or not Path(os.path.realpath(target)).is_relative_to(root):
         raise BuildFailed(f"{where}: {ref!r} is a link")
     return target.relative_to(root).as_posix() or "."
 
 
 def _is_path(token: str) -> bool:
-    return token.startswith((".", "/", "~", "file:")) or token.startswith("..")
+    """A local path, as uv reads one: relative or absolute, ``file:``, or an archive's name."""
+    if token.startswith((".", "/", "~", "file:")):
+        return True
+    if _SCHEME.match(token):
+        return False  # https:, git+ssh: …: the registry settings' and the network's business
+    bare = token.split("#", 1)[0].split(";", 1)[0]
+    return "/" in bare or "\\" in bare or bare.lower().endswith(_ARCHIVES)
+
+
+def _requirement(line: str) -> tuple[str | None, bool]:
+    """The local path a requirement line names (or None), and whether the line was understood."""
+    spec = " ".join(re.split(r"\s+--?[A-Za-z]", " " + line, maxsplit=1)[0].split())  # without --hash …
+    direct = _DIRECT.match(spec)
+    ref = direct.group(1) if direct else (spec.split() or [""])[0]
+    if _is_path(ref):
+        return ref.split(";")[0].split("#")[0], True
+    if direct or _SCHEME.match(ref):
+        return None, True  # a URL
+    return None, bool(_BY_NAME.match(spec))
 
 
 def _scan(root: Path, rel: str, inputs: Inputs, seen: set[str]) -> None:
@@ -107,7 +149,7 @@ def _scan(root: Path, rel: str, inputs: Inputs, seen: set[str]) -> None:
             raise BuildFailed(f"{where}: editable installs ({option}) cannot be deployed; drop the {option}")
         if option in _FILE_OPTIONS or option in _PATH_OPTIONS:
             value = attached or (tokens[1] if len(tokens) > 1 else "")
-            if option in _PATH_OPTIONS and not _is_path(value):
+            if option in _PATH_OPTIONS and _SCHEME.match(value) and not value.startswith("file:"):
                 continue  # a URL: the registry is the build's business
             target = check_inside(root, path.parent, value, where)
             if option in _FILE_OPTIONS:
@@ -117,10 +159,15 @@ def _scan(root: Path, rel: str, inputs: Inputs, seen: set[str]) -> None:
             continue
         if first.startswith("-"):
             continue  # --hash, --index-url …: kept as written
-        # "name @ file:///…" or a bare path: a local package
-        ref = line.split("@", 1)[1].split()[0] if " @ " in line or "@file:" in line else first
-        if _is_path(ref):
-            inputs.local_paths.append(check_inside(root, path.parent, ref.split(";")[0], where))
+        # "name @ ./x.whl", "x@file:x.whl", "vendor/x.whl" …: a local package
+        ref, understood = _requirement(line)
+        if ref is not None:
+            inputs.local_paths.append(check_inside(root, path.parent, ref, where))
+        elif not understood:
+            inputs.whole = True
+            inputs.notes.append(
+                f"{where} is not read as a name or a path: the whole crew is the build's input"
+            )
 
 
 def read(root: Path) -> Inputs:
@@ -162,15 +209,31 @@ def dependencies_of(root: Path) -> list[str]:
     return [str(d) for d in deps] if isinstance(deps, list) else []
 
 
-def hash_tree(h: hashlib._Hash, root: Path, rel: str) -> None:
+def tree_files(root: Path, rel: str, skip: frozenset[str] = frozenset()) -> list[str]:
+    """The files of ``rel`` (a file or a folder) an environment is made from, relative to ``root``:
+    no links, no ``__pycache__`` and no folder named in ``skip``."""
+    root = root.resolve()
     top = root / rel
     paths = [top] if top.is_file() else sorted(p for p in top.rglob("*") if p.is_file())
-    for path in paths:
-        if "__pycache__" in path.parts or path.is_symlink():
-            continue
-        name = path.relative_to(root).as_posix()
+    return [
+        path.relative_to(root).as_posix()
+        for path in paths
+        if not path.is_symlink()
+        and "__pycache__" not in path.parts
+        and not skip & set(path.relative_to(root).parts)
+        and Path(os.path.realpath(path)).is_relative_to(root)
+    ]
+
+
+def _executable(path: Path) -> bool:
+    return bool(path.stat().st_mode & 0o111)
+
+
+def hash_tree(h: hashlib._Hash, root: Path, rel: str, skip: frozenset[str] = frozenset()) -> None:
+    for name in tree_files(root, rel, skip):
+        path = root.resolve() / name
         data = path.read_bytes()
-        h.update(f"{name}\0{os.access(path, os.X_OK)}\0{len(data)}\0".encode() + data)
+        h.update(f"{name}\0{_executable(path)}\0{len(data)}\0".encode() + data)
 
 
 def digest(root: Path, inputs: Inputs, *, source_digest: str, parts: list[str]) -> str:
@@ -178,7 +241,7 @@ def digest(root: Path, inputs: Inputs, *, source_digest: str, parts: list[str]) 
     h = hashlib.sha256(f"env:{RECIPE_VERSION}\n".encode())
     for part in parts:
         h.update(part.encode() + b"\n")
-    if inputs.project:
+    if inputs.project or inputs.whole:
         h.update(f"source:{source_digest}\n".encode())  # the package is the crew itself
     else:
         for rel in inputs.requirement_files:
@@ -188,3 +251,29 @@ def digest(root: Path, inputs: Inputs, *, source_digest: str, parts: list[str]) 
         if not inputs.requirement_files:
             h.update("\n".join(dependencies_of(root)).encode())
     return h.hexdigest()[:32]
+
+
+def build_files(root: Path, inputs: Inputs) -> list[str] | None:
+    """What of the crew's folder its build gets: exactly the files the digest covers (None: all of
+    it, for a package crew, whose digest is its source's). A build reads nothing else of the crew:
+    another project with the same digest gets what this build made."""
+    if inputs.project or inputs.whole:
+        return None
+    return files_of(root, [*inputs.requirement_files, *inputs.local_paths])
+
+
+def files_of(root: Path, rels: Iterable[str], skip: frozenset[str] = frozenset()) -> list[str]:
+    return sorted({name for rel in rels for name in tree_files(root, rel, skip)})
+
+
+def copy_build_folder(root: Path, dest: Path, files: list[str] | None) -> None:
+    """The build folder ``dest``: ``files`` of ``root`` (see :func:`build_files`), or all of it."""
+    if files is None:
+        shutil.copytree(root, dest, symlinks=True)
+        return
+    dest.mkdir(parents=True)
+    for name in files:
+        source, target = root.resolve() / name, dest / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(source, target, follow_symlinks=False)
+        target.chmod(0o755 if _executable(source) else 0o644)

@@ -8,13 +8,19 @@
   how to make an npm lock — installing with npm would silently ignore the versions they lock.
 - ``.npmrc`` in the crew's folder: read by npm as the project's settings, and part of the digest.
 - ``file:`` dependencies (local packages) must stay inside the crew's folder; their contents
-  are part of the digest. ``link:`` dependencies and npm workspaces are refused.
+  (without ``node_modules``) are part of the digest. ``link:`` dependencies and npm workspaces
+  are refused.
+- install scripts of the crew's own package (``preinstall``, ``postinstall``, ``prepare`` …) or a
+  ``binding.gyp``: npm runs them from the crew's folder, so the whole folder (without
+  ``node_modules``) is the build's input and in the digest (said in the build log).
 
 Dev dependencies are installed too: TypeScript projects keep ``tsconfig`` bases and type-only
 packages there, and crews run as their authors run them. The digest covers the bytes of the files
 above, the local packages, the build recipe, Node's major version, the registry settings and the
 runtime's own lock (``crewyard_runtime/node``: tsx) — not the crew's code — so a code-only redeploy
-reuses the installed dependencies.
+reuses the installed dependencies. Environments are shared by digest between projects, so the
+build folder holds only what the digest covers (:func:`build_files`): never the crew's other
+files, never a ``node_modules`` it uploaded (npm would keep the packages it finds there).
 
 The environment (the same layout on every backend, at ``env_path``)::
 
@@ -39,11 +45,23 @@ from ._base import BuildFailed
 from .registry import Registry
 
 #: Bump when what a build does changes (its output would differ for the same inputs).
-RECIPE_VERSION = "1"
+RECIPE_VERSION = "2"  # 2: a build gets only the files its digest covers (no uploaded node_modules)
 RUNTIME_PACKAGE = Path(crewyard_runtime.__file__).parent / "node"
 NPM_LOCKS = ("package-lock.json", "npm-shrinkwrap.json")
 OTHER_LOCKS = {"pnpm-lock.yaml": "pnpm", "yarn.lock": "yarn", "bun.lockb": "bun", "bun.lock": "bun"}
 _DEPENDENCY_KEYS = ("dependencies", "devDependencies", "optionalDependencies")
+#: What npm runs of the crew's own package when it installs (from the crew's folder).
+_INSTALL_SCRIPTS = (
+    "preinstall",
+    "install",
+    "postinstall",
+    "prepublish",
+    "preprepare",
+    "prepare",
+    "postprepare",
+)
+#: Never an input: npm keeps the packages it finds there, whatever their bytes.
+SKIP = frozenset({"node_modules"})
 _NPM_FLAGS = ["--no-audit", "--no-fund", "--no-update-notifier", "--loglevel=warn", "--include=dev"]
 
 
@@ -52,6 +70,8 @@ class NodeInputs(msgspec.Struct, kw_only=True):
     local_paths: list[str]  # local packages (file: dependencies), relative to the crew folder
     npmrc: bool
     notes: list[str]  # said in the build log
+    #: The crew's package has install scripts: its whole folder is the build's input.
+    whole: bool = False
 
 
 def read(root: Path) -> NodeInputs:
@@ -89,12 +109,18 @@ def read(root: Path) -> NodeInputs:
         )
     for name in others:
         found.notes.append(f"{name} is not read: versions come from {found.lock}")
+    scripts = manifest.get("scripts")
+    hooks = [name for name in _INSTALL_SCRIPTS if isinstance(scripts, dict) and name in scripts]
+    if hooks or (root / "binding.gyp").is_file():
+        found.whole = True
+        what = f"package.json has install scripts ({', '.join(hooks)})" if hooks else "binding.gyp"
+        found.notes.append(f"{what}: the whole crew is the environment's input (a code change rebuilds it)")
     for key in _DEPENDENCY_KEYS:
         deps = manifest.get(key) or {}
         if not isinstance(deps, dict):
             raise BuildFailed(f"package.json: '{key}' must be an object")
         for name, spec in deps.items():
-            where = f"package.json {key}.{name}"
+            where = f"package.json {key}[{name!r}]"  # the crew's text: quoted, never raw
             if not isinstance(spec, str):
                 raise BuildFailed(f"{where} must be a version string")
             if spec.startswith("link:"):
@@ -114,10 +140,21 @@ def digest(root: Path, found: NodeInputs, *, parts: list[str]) -> str:
         if name:
             py_inputs.hash_tree(h, root, name)
     for rel in sorted(set(found.local_paths)):
-        py_inputs.hash_tree(h, root, rel)
+        py_inputs.hash_tree(h, root, rel, SKIP)
+    if found.whole:
+        h.update(b"whole\n")
+        py_inputs.hash_tree(h, root, ".", SKIP)
     for name in ("package.json", "package-lock.json"):
         h.update(b"runtime:" + (RUNTIME_PACKAGE / name).read_bytes())
     return h.hexdigest()[:32]
+
+
+def build_files(root: Path, found: NodeInputs) -> list[str]:
+    """What of the crew's folder its build gets: exactly the files the digest covers."""
+    if found.whole:
+        return py_inputs.files_of(root, ["."], SKIP)
+    named = [name for name in ("package.json", found.lock, ".npmrc" if found.npmrc else None) if name]
+    return py_inputs.files_of(root, [*named, *found.local_paths], SKIP)
 
 
 def copy_runtime_package(env_dir: Path) -> None:
@@ -139,6 +176,7 @@ def build_script(found: NodeInputs, env_path: str, npm: list[str]) -> str:
         install.append("--no-package-lock")  # nothing is written back into the crew's copy
     lines = [
         "set -eu",
+        "rm -rf node_modules",  # never one of the crew's (the build folder has none: see build_files)
         shlex.join(install),
         "mkdir -p node_modules",  # a crew without dependencies has none
         shlex.join(["mv", "node_modules", f"{env_path}/node_modules"]),

@@ -5,7 +5,10 @@ the path every run sees it at; what goes in is decided by :mod:`.inputs`; the cr
 picks the interpreter (:mod:`.pythons`). Everything installed is compiled to bytecode at build
 time (unchecked hash-based ``.pyc``: runs, which cannot write, never compile again). The result
 is published to the object store (:mod:`.store`) under its digest, so an unchanged crew is never
-rebuilt — on any builder — and every runner runs exactly what was built.
+rebuilt — on any builder — and every runner runs exactly what was built. Environments are
+shared by digest between projects, so the build folder holds only what the digest covers
+(:func:`.inputs.build_files`, :func:`.npm.build_files`) and nothing runs from it that the
+recipe did not name (``compileall`` runs isolated, from ``/``).
 
 A JavaScript crew (``langgraph-js``) gets the same treatment with npm instead of uv (:mod:`.npm`):
 ``node_modules`` made in the same sandbox at the same path, published and reused the same way.
@@ -44,7 +47,8 @@ def build_script(
 
     The same recipe for every backend: a venv at ``env_path`` from ``python``; the locked
     versions when there is a uv.lock; the requirement file as written and/or the crew's package;
-    then every installed module compiled to bytecode.
+    then every installed module compiled to bytecode. The build folder (the working directory)
+    must hold only what the digest covers (:func:`.inputs.build_files`).
     """
     env_python = f"{env_path}/bin/python"
     install = ["uv", "pip", "install", "--python", env_python, *reg.uv_args]
@@ -65,10 +69,12 @@ def build_script(
     if what:
         lines.append(shlex.join([*install, *what]))
     # Some packages ship files that are not Python (templates named *.py): not compiling those
-    # is what pip and uv do too, so their failures are not the build's.
-    compile_all = [env_python, "-m", "compileall", "-qq", "-j", "0", "--invalidation-mode",
+    # is what pip and uv do too, so their failures are not the build's. Isolated (-I: no working
+    # directory on sys.path, no PYTHON* variables; -S: no .pth files run), from /: the stdlib's
+    # compileall, never a module of that name in the crew's folder.
+    compile_all = [env_python, "-I", "-S", "-m", "compileall", "-qq", "-j", "0", "--invalidation-mode",
                    "unchecked-hash", f"{env_path}/lib"]  # fmt: skip
-    lines.append(shlex.join(compile_all) + " || :")
+    lines.append(f"(cd / && {shlex.join(compile_all)}) || :")
     return "\n".join(lines) + "\n"
 
 
@@ -104,8 +110,9 @@ class VenvBuilder:
         )
         deps = crew_inputs.dependencies_of(request.source_dir)
         script = build_script(found, interp.path, reg, deps)
+        files = await asyncio.to_thread(crew_inputs.build_files, request.source_dir, found)
         return await self._make(
-            request, digest, script, reg, log,
+            request, digest, script, reg, log, files,
             what=f"with Python {interp.version}", prefixes=[interp.prefix], interpreter=interp.path,
             notes=found.notes,
         )  # fmt: skip
@@ -119,8 +126,9 @@ class VenvBuilder:
         digest = await asyncio.to_thread(npm.digest, request.source_dir, found, parts=parts)
         assert node.npm is not None  # select() checked
         script = npm.build_script(found, sandbox.ENV_PATH, [node.path, node.npm])
+        files = await asyncio.to_thread(npm.build_files, request.source_dir, found)
         return await self._make(
-            request, digest, script, reg, log,
+            request, digest, script, reg, log, files,
             what=f"with Node {node.version}", prefixes=[node.prefix], interpreter=f"node {node.version}",
             notes=found.notes, prepare=npm.copy_runtime_package,
         )  # fmt: skip
@@ -132,6 +140,7 @@ class VenvBuilder:
         script: str,
         reg: registry.Registry,
         log: LogSink,
+        files: list[str] | None,
         *,
         what: str,
         prefixes: list[str],
@@ -139,7 +148,8 @@ class VenvBuilder:
         notes: list[str],
         prepare: Callable[[Path], None] | None = None,
     ) -> BuildResult:
-        """The environment named ``digest``: reused when built before, else made by ``script``."""
+        """The environment named ``digest``: reused when built before, else made by ``script`` from
+        ``files`` of the crew's folder (None: all of it; see :func:`.inputs.build_files`)."""
         async with self._locks.hold(digest):
             done = await self.store.published(digest)
             if done is not None:
@@ -153,7 +163,9 @@ class VenvBuilder:
             await log(f"building environment {digest[:12]} {what} in a sandbox", "stdout")
             scratch = self.scratch / f"{digest}.{uuid.uuid4().hex[:8]}"
             try:
-                await asyncio.to_thread(shutil.copytree, request.source_dir, scratch / "src", symlinks=True)
+                await asyncio.to_thread(
+                    crew_inputs.copy_build_folder, request.source_dir, scratch / "src", files
+                )
                 if prepare is not None:
                     await asyncio.to_thread(prepare, scratch / "env")
                 await sandbox.run(scratch, script, prefixes, reg, self.limits, log, self.network)

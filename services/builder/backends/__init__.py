@@ -42,7 +42,7 @@ def select_build_backend(
         raise ValueError(f"unknown build backend {choice!r}; use auto, docker or venv")
     docker = DockerBuilder(
         settings.docker_host, settings.base_image, cache_dir, node_base_image=settings.node_base_image,
-        network_policy=policy, engine_network=settings.docker_network,
+        network_policy=policy, engine_network=settings.docker_network, build_uid=settings.sandbox_uid,
     )  # fmt: skip
     try:
         docker.ping()

@@ -6,7 +6,7 @@ default, or ``crewyard/node:bookworm`` from ``scripts/containers.sh`` where no r
 reachable):
 
 1. the environment image runs :func:`crewyard.environments.npm.build_script` in a build container
-   (``npm ci`` as uid 1000, the operator's npm settings, nothing else of the host): the crew's
+   (``npm ci`` as the sandbox's uid, the operator's npm settings, nothing else of the host): the crew's
    ``node_modules`` and the runtime's (tsx) under ``/opt/venv``;
 2. the crew image adds the runtime, the source in ``/app`` and a ``/app/node_modules`` link to
    ``/opt/venv/node_modules`` — Node looks for packages in the folders above a module, so the
@@ -22,7 +22,7 @@ from crewyard.environments import BuildFailed, nodejs, npm
 from . import _stage
 
 DEFAULT_BASE_IMAGE = "node:22-bookworm-slim"
-DOCKERFILE_VERSION = "1"
+DOCKERFILE_VERSION = "2"
 #: Where the runtime's package.json and lock are put in the crew's copied folder for the stage.
 RUNTIME_FILES = ".crewyard-runtime"
 
@@ -33,8 +33,8 @@ ENV LANG=C.UTF-8 PATH={env}/node_modules/.bin:$PATH
 COPY runtime/ /opt/crewyard/
 COPY src/ /app/
 COPY link/ /app/
-COPY --chown=1000:1000 artifacts/ /app/artifacts/
-USER 1000
+COPY --chown={uid}:{uid} artifacts/ /app/artifacts/
+USER {uid}
 WORKDIR /app/artifacts
 CMD ["node", "--version"]
 """
@@ -68,10 +68,10 @@ def stage_script(found: npm.NodeInputs) -> str:
     return f"{first}\n{prepare}{rest}"
 
 
-def add_to_context(ctx: Path, env_image: str) -> None:
+def add_to_context(ctx: Path, env_image: str, uid: int) -> None:
     """The Node Dockerfile and the ``node_modules`` link, next to ``src/`` and ``runtime/``."""
     (ctx / "link").mkdir()
     (ctx / "link" / "node_modules").symlink_to(f"{_stage.ENV_IN_IMAGE}/node_modules")
     (ctx / "Dockerfile").write_text(
-        DOCKERFILE.format(version=DOCKERFILE_VERSION, env_image=env_image, env=_stage.ENV_IN_IMAGE)
+        DOCKERFILE.format(version=DOCKERFILE_VERSION, env_image=env_image, env=_stage.ENV_IN_IMAGE, uid=uid)
     )
