@@ -42,7 +42,10 @@ def schedule_view(row: dict[str, Any], now: datetime) -> Schedule:
     paused = bool(row["paused"])
     horizon = max(filter(None, (row["plan_from"], row["last_planned_at"])))
     after = max(now - DUE_SHOWN, datetime.fromisoformat(horizon))
-    upcoming = [] if paused else next_times(row["cron"], row["timezone"], after, 3)
+    try:
+        upcoming = [] if paused else next_times(row["cron"], row["timezone"], after, 3)
+    except InvalidSchedule:  # a zone this machine's tzdata lacks (another gateway accepted it)
+        upcoming = []
     return Schedule(
         id=row["id"],
         project=row["project"],

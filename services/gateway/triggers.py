@@ -135,8 +135,11 @@ async def revoke_trigger(request: Request[Any, Any, Any], project: str, trigger_
         raise not_found(f"trigger {trigger_id}")
     if not any(isinstance(r.event.data, TriggerRevoked) for r in history):
         await g.commit_payload(TriggerRevoked(), project, trigger_id, history[-1].seq)
+    else:  # revoked already (a request sent twice): answered as the read model has it
+        await g.rm.wait_for(history[-1].seq)
     row = await g.rm.trigger(trigger_id)
-    assert row is not None
+    if row is None:  # the read model is far behind the stream (a projector recovering)
+        raise ApiError(503, "unavailable", "the read model is behind the event stream; try again")
     return trigger_view(row)
 
 

@@ -36,7 +36,14 @@ from crewyard.core.events import (
 from crewyard.core.ids import is_id, new_id
 from crewyard.core.signing import new_secret
 from crewyard.core.targets import Policy, TargetRefused, check_url, literal_address, refusal
-from crewyard.core.webhooks import InvalidWebhook, WebhookState, check_events, fold_webhook, group_id
+from crewyard.core.webhooks import (
+    InvalidWebhook,
+    WebhookState,
+    check_events,
+    fold_group,
+    fold_webhook,
+    group_id,
+)
 from crewyard.eventstore import ConcurrencyConflict
 
 from .context import Gateway, gw, project_name
@@ -292,11 +299,19 @@ async def redeliver(
     row = await g.rm.delivery(delivery_id)
     if row is None or row["webhook_id"] != webhook_id:
         raise not_found(f"delivery {delivery_id} of webhook {webhook_id}")
-    if row["status"] == "pending":
-        raise ApiError(409, "conflict", f"delivery {delivery_id} is still being delivered")
+    # Decided on the stream, not the read model: requests at once (or one the read model does not
+    # show yet) started as many series of attempts, each delivering again.
     gid = group_id(webhook_id, row["source_id"])
+    group = fold_group(gid, await g.store.load(state.project, "delivery", gid))
+    found = group.deliveries.get(delivery_id)
+    busy = ApiError(409, "conflict", f"delivery {delivery_id} is still being delivered")
+    if found is None or found.status == "pending":
+        raise busy
     payload = DeliveryRedeliveryRequested(webhook_id=webhook_id, delivery_id=delivery_id)
-    await g.commit_payload(payload, state.project, gid, None)
+    try:
+        await g.commit_payload(payload, state.project, gid, group.version)
+    except ConcurrencyConflict:  # another attempt, or another request to deliver it again
+        raise busy from None
     return Redelivery(delivery_id=delivery_id, webhook_id=webhook_id)
 
 
