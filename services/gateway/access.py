@@ -135,14 +135,14 @@ async def _consumer(g: Gateway, consumer_id: str) -> Mapping[str, Any] | None:
     return None if state is None else {"project": state.project}
 
 
-#: Path parameter → the resource it names. Runs and deployments are looked up the way their own
-#: routes look them up (no 404 for one the stream has and the read model not yet).
+#: Path parameter → the resource it names. Runs, deployments, tables and threads are looked up the
+#: way their own routes look them up (no 404 for one the stream has and the read model not yet).
 RESOURCES: dict[str, Resource] = {
     "run_id": Resource("run", lambda g, v: g.run(v)),
     "dep_id": Resource("deployment", lambda g, v: g.deployment(v), spell=stored_id),
     "webhook_id": Resource("webhook", _in_read_model("whk", lambda g, v: g.rm.webhook(v))),
-    "table_id": Resource("table", _in_read_model("tbl", lambda g, v: g.rm.table(v))),
-    "thread_id": Resource("thread", _in_read_model("thr", lambda g, v: g.rm.thread(v))),
+    "table_id": Resource("table", lambda g, v: g.table(v)),
+    "thread_id": Resource("thread", lambda g, v: g.thread(v)),
     "key_id": Resource("API key", _key),
     "consumer_id": Resource("consumer", _consumer),
 }

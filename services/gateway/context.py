@@ -226,6 +226,28 @@ class Gateway:
             raise not_found(f"deployment {dep_id}")
         return dep
 
+    async def table(self, table_id: str) -> dict[str, Any]:
+        """A live table's view (``table_view``), looked up like a run: no 404 for one that exists."""
+        return await self._settled("table", "tbl", table_id, self.rm.table)
+
+    async def thread(self, thread_id: str) -> dict[str, Any]:
+        """A thread's row (``thread_view``), looked up like a run: no 404 for one that exists."""
+        return await self._settled("thread", "thr", thread_id, self.rm.thread)
+
+    async def _settled(
+        self, aggregate: str, prefix: str, an_id: str, read: Callable[[str], Awaitable[dict[str, Any] | None]]
+    ) -> dict[str, Any]:
+        if not is_id(an_id, prefix):  # nothing that is not an id reaches a subject
+            raise not_found(f"{aggregate} {an_id[:100]}")
+        found = await read(an_id)
+        if found is None:  # maybe made through another gateway a moment ago: the leader knows
+            filt = subjects.any_project_aggregate_filter(aggregate, an_id, self.store.prefix)
+            await self.settle(f"{aggregate} {an_id}", filt, known=False)
+            found = await read(an_id)
+        if found is None:  # deleted (the read model holds its last event)
+            raise not_found(f"{aggregate} {an_id}")
+        return found
+
     async def project(self, name: str) -> dict[str, Any]:
         proj = await self.rm.project(name)
         if proj is None:

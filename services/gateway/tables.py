@@ -1,10 +1,14 @@
 """Tables: a project's structured data. Definitions need the deploy role; rows the run role (what
 a crew may do as well); reads the read role.
 
-Every write is one ``table.*`` event on the table's aggregate; answers come from the read model
-once it has applied that event. Rows are checked against the table's columns as the read model
-has them; a definition changed at the same moment may see a row checked against the one before
-(as if the row had been written a moment earlier: stored rows are never rewritten).
+Every write is one ``table.*`` event on the table's aggregate. A definition change and a row
+update are decided on the table as of its last event on the stream (the read model once it holds
+that event) and appended expecting that event: a PATCH racing another is decided again on what
+the other wrote, so fields it did not send keep the other's values, and an updated row is
+checked whole (``core.merge_row``). Inserts are checked against the columns as the read model has
+them; a definition changed at the same moment may see a row checked against the one before (as if
+the row had been written a moment earlier: stored rows are never rewritten). A write's answer is
+built from the event it stored, so a gateway whose read model is behind still answers it.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from litestar import Request, delete, get, patch, post
 from litestar.openapi.spec import OpenAPIType, Schema
 from litestar.response import Response
 
+from crewyard.backoff import Backoff
 from crewyard.contract.common import Deleted
 from crewyard.contract.tables import (
     Row,
@@ -29,6 +34,7 @@ from crewyard.contract.tables import (
 )
 from crewyard.core import tables as core
 from crewyard.core.events import (
+    Event,
     NewRow,
     Payload,
     RowDeleted,
@@ -37,11 +43,13 @@ from crewyard.core.events import (
     TableCreated,
     TableDeleted,
     TableUpdated,
+    make_event,
 )
 from crewyard.core.ids import is_id, new_id
+from crewyard.eventstore import ConcurrencyConflict
 
 from .access import allow
-from .context import Gateway, gw, project_name
+from .context import CATCH_UP_S, Gateway, behind, gw, project_name
 from .errors import ApiError, bad_request, conflict, not_found
 from .openapi import TEXT, documented, page_size, param
 
@@ -67,13 +75,25 @@ def _columns(columns: list[Any]) -> list[core.Column]:
 
 
 async def _table(g: Gateway, table_id: str) -> dict[str, Any]:
-    view = await g.rm.table(table_id) if is_id(table_id, "tbl") else None
-    if view is None and is_id(table_id, "tbl"):
-        await g.fresh()
-        view = await g.rm.table(table_id)
-    if view is None:
-        raise not_found(f"table {table_id}")
-    return view
+    return await g.table(table_id)
+
+
+async def _as_of_stream(g: Gateway, project: str, table_id: str) -> int:
+    """The table's last event on the stream, once the read model holds it: what the read model
+    has of the table is then the table as of that event (an append expecting it fails if anything
+    came after)."""
+    seq = await g.store.last_seq_of(g.store.aggregate_filter(project, "table", table_id)) or 0
+    if not await g.rm.wait_for(seq, CATCH_UP_S):
+        raise behind(f"table {table_id}")
+    return seq
+
+
+def _turns() -> Backoff:
+    return Backoff(15, first=0.02, most=0.5, jitter=True)
+
+
+def _too_busy(table_id: str) -> ApiError:
+    return ApiError(503, "unavailable", f"table {table_id} kept changing; try again")
 
 
 def _core_columns(view: dict[str, Any]) -> list[core.Column]:
@@ -87,8 +107,11 @@ async def _name_is_free(g: Gateway, project: str, name: str, table_id: str | Non
         raise conflict(f"project {project} already has a table called {name!r} ({other['id']})")
 
 
-async def _write(g: Gateway, payload: Payload, project: str, table_id: str, expected: int | None) -> None:
-    await g.commit_payload(payload, project, table_id, expected)
+async def _write(g: Gateway, payload: Payload, project: str, table_id: str, expected: int | None) -> Event:
+    """Append ``payload`` (expecting the table's event ``expected``, unless None); the event sent."""
+    event = make_event(payload, project=project, aggregate_id=table_id, event_id=new_id("evt"))
+    await g.commit(event, expected)
+    return event
 
 
 @post("/v1/tables", status_code=201, opt=DEPLOY)
@@ -108,7 +131,23 @@ async def create_table(request: Request[Any, Any, Any], data: TableCreate) -> Ta
     table_id = new_id("tbl")
     created = TableCreated(name=name, columns=columns, description=description, by=who(request))
     await g.create_counted(created, project, table_id, g.settings.max_tables)
-    return msgspec.convert(await _table(g, table_id), Table)
+    view = await g.rm.table(table_id)
+    if view is None:  # this gateway's read model is behind: answer with what was stored
+        stored = await g.store.load(project, "table", table_id, types=TableCreated.TYPE)
+        if not stored:
+            raise ApiError(503, "unavailable", f"table {table_id} was created; the read model is behind")
+        at = stored[0].event.time.isoformat()
+        view = {
+            "id": table_id,
+            "project": project,
+            "name": name,
+            "description": description,
+            "columns": msgspec.to_builtins(columns),
+            "row_count": 0,
+            "created_at": at,
+            "updated_at": at,
+        }
+    return msgspec.convert(view, Table)
 
 
 @get("/v1/tables", opt=READ)
@@ -128,22 +167,33 @@ async def get_table(request: Request[Any, Any, Any], table_id: str) -> Table:
 async def update_table(request: Request[Any, Any, Any], table_id: str, data: TableUpdate) -> Table:
     """Rename, describe, or replace the columns (rows already stored are kept as they are)."""
     g = gw(request)
-    view = await _table(g, table_id)
+    project = (await _table(g, table_id))["project"]
     try:
-        name = view["name"] if data.name is msgspec.UNSET else core.check_table_name(data.name)
-        description = (
-            view["description"]
-            if data.description is msgspec.UNSET
-            else core.check_description(data.description)
+        new_name = None if data.name is msgspec.UNSET else core.check_table_name(data.name)
+        new_description = (
+            msgspec.UNSET if data.description is msgspec.UNSET else core.check_description(data.description)
         )
     except core.InvalidTable as exc:
         raise _invalid(exc) from None
-    columns = _core_columns(view) if data.columns is msgspec.UNSET else _columns(data.columns)
-    if name != view["name"]:
-        await _name_is_free(g, view["project"], name, table_id)
-    updated = TableUpdated(name=name, columns=columns, description=description, by=who(request))
-    await _write(g, updated, view["project"], table_id, None)
-    return msgspec.convert(await _table(g, table_id), Table)
+    new_columns = None if data.columns is msgspec.UNSET else _columns(data.columns)
+    turns = _turns()
+    while not turns.expired:
+        seq = await _as_of_stream(g, project, table_id)
+        view = await _table(g, table_id)  # the table as of ``seq``: the fields not sent keep its values
+        name = view["name"] if new_name is None else new_name
+        description = view["description"] if new_description is msgspec.UNSET else new_description
+        columns = _core_columns(view) if new_columns is None else new_columns
+        if name != view["name"]:
+            await _name_is_free(g, project, name, table_id)
+        updated = TableUpdated(name=name, columns=columns, description=description, by=who(request))
+        try:
+            event = await _write(g, updated, project, table_id, seq)
+        except ConcurrencyConflict:  # changed meanwhile (through any gateway): decide again
+            await turns.pause()
+            continue
+        changed = {"name": name, "description": description, "columns": msgspec.to_builtins(columns)}
+        return msgspec.convert({**view, **changed, "updated_at": event.time.isoformat()}, Table)
+    raise _too_busy(table_id)
 
 
 @delete("/v1/tables/{table_id:str}", status_code=200, opt=DEPLOY)
@@ -168,11 +218,11 @@ async def insert_rows(
     except core.InvalidTable as exc:
         raise _invalid(exc) from None
     rows = [NewRow(id=new_id("row"), values=values) for values in checked]
-    await _write(g, RowsInserted(rows=rows, by=who(request)), view["project"], table_id, None)
-    stored = [await g.rm.row(table_id, r.id) for r in rows]
-    if any(r is None for r in stored):
-        raise ApiError(503, "unavailable", "the rows were stored but the read model is behind")
-    rows_out: list[Row] = [r for r in stored if r is not None]
+    by = who(request)
+    event = await _write(g, RowsInserted(rows=rows, by=by), view["project"], table_id, None)
+    at = event.time.isoformat()
+    meta = {"created_at": at, "created_by": by, "updated_at": at, "updated_by": by}
+    rows_out: list[Row] = [{"id": r.id, **r.values, "_meta": meta} for r in rows]  # as stored
     return Response(RowList(rows=rows_out) if many else rows_out[0], status_code=201)
 
 
@@ -218,21 +268,24 @@ def _int(text: str | None, name: str, default: int, low: int, high: int) -> int:
     return value
 
 
-async def _row(g: Gateway, table_id: str, row_id: str) -> dict[str, Any]:
-    row = await g.rm.row(table_id, row_id) if is_id(row_id, "row") else None
+async def _row(g: Gateway, view: dict[str, Any], row_id: str) -> dict[str, Any]:
+    """A row of the table ``view``; a miss is settled on the table's events like a table's."""
+    table_id, what = view["id"], f"row {row_id[:100]} of table {view['id']}"
+    if not is_id(row_id, "row"):
+        raise not_found(what)
+    row = await g.rm.row(table_id, row_id)
     if row is None:
-        await g.fresh()
-        row = await g.rm.row(table_id, row_id) if is_id(row_id, "row") else None
+        await g.settle(what, g.store.aggregate_filter(view["project"], "table", table_id), known=False)
+        row = await g.rm.row(table_id, row_id)
     if row is None:
-        raise not_found(f"row {row_id} of table {table_id}")
+        raise not_found(what)
     return row
 
 
 @get("/v1/tables/{table_id:str}/rows/{row_id:str}", opt=READ)
 async def get_row(request: Request[Any, Any, Any], table_id: str, row_id: str) -> dict[str, Any]:
     g = gw(request)
-    await _table(g, table_id)
-    return await _row(g, table_id, row_id)
+    return await _row(g, await _table(g, table_id), row_id)
 
 
 @patch("/v1/tables/{table_id:str}/rows/{row_id:str}", opt=RUN)
@@ -241,23 +294,32 @@ async def update_row(
 ) -> dict[str, Any]:
     """Change some cells of a row (``null`` empties a cell; a required one cannot be emptied)."""
     g = gw(request)
-    view = await _table(g, table_id)
-    await _row(g, table_id, row_id)
-    try:
-        values = core.check_row(_core_columns(view), data, partial=True)
-    except core.InvalidTable as exc:
-        raise _invalid(exc) from None
-    await _write(
-        g, RowUpdated(row_id=row_id, values=values, by=who(request)), view["project"], table_id, None
-    )
-    return await _row(g, table_id, row_id)
+    project, by = (await _table(g, table_id))["project"], who(request)
+    turns = _turns()
+    while not turns.expired:
+        seq = await _as_of_stream(g, project, table_id)
+        view = await _table(g, table_id)  # the table and the row as of ``seq``
+        stored = await _row(g, view, row_id)
+        try:
+            values = core.check_row(_core_columns(view), data, partial=True)
+            merged = core.merge_row(stored, values)
+        except core.InvalidTable as exc:
+            raise _invalid(exc) from None
+        try:
+            event = await _write(g, RowUpdated(row_id=row_id, values=values, by=by), project, table_id, seq)
+        except ConcurrencyConflict:  # the table changed meanwhile: check the row again
+            await turns.pause()
+            continue
+        meta = {**stored["_meta"], "updated_at": event.time.isoformat(), "updated_by": by}
+        return {"id": row_id, **merged, "_meta": meta}
+    raise _too_busy(table_id)
 
 
 @delete("/v1/tables/{table_id:str}/rows/{row_id:str}", status_code=200, opt=RUN)
 async def delete_row(request: Request[Any, Any, Any], table_id: str, row_id: str) -> Deleted:
     g = gw(request)
     view = await _table(g, table_id)
-    await _row(g, table_id, row_id)
+    await _row(g, view, row_id)
     await _write(g, RowDeleted(row_id=row_id, by=who(request)), view["project"], table_id, None)
     return Deleted(id=row_id)
 

@@ -28,7 +28,7 @@ from crewyard.core import run_state as rs
 from crewyard.core import subjects
 from crewyard.core import threads as core
 from crewyard.core.bounds import OutOfBounds, check_json
-from crewyard.core.events import ThreadCreated, ThreadRunAccepted
+from crewyard.core.events import ThreadCreated, ThreadRunAccepted, make_event
 from crewyard.core.ids import is_id, new_id
 from crewyard.core.versions import check_environment, choose_name
 from crewyard.eventstore import ConcurrencyConflict, RawEvent
@@ -81,12 +81,39 @@ async def _thread(g: Gateway, row: dict[str, Any]) -> Thread:
 
 
 async def thread_view(g: Gateway, thread_id: str) -> Thread:
-    row = await g.rm.thread(thread_id) if is_id(thread_id, "thr") else None
-    if row is None and is_id(thread_id, "thr"):
-        await g.fresh()
-        row = await g.rm.thread(thread_id)
-    if row is None:
-        raise not_found(f"thread {thread_id}")
+    return await _thread(g, await g.thread(thread_id))
+
+
+async def _create(g: Gateway, created: ThreadCreated, project: str) -> Thread:
+    """Store a new thread and answer with it: as the read model has it, or, when this gateway's
+    read model is behind, as the event stored it (never a 404 that a client would retry into a
+    second thread)."""
+    event = make_event(created, project=project, aggregate_id=new_id("thr"), event_id=new_id("evt"))
+    await g.commit(event, 0)
+    row = await g.rm.thread(event.aggregate_id)
+    if row is not None:
+        return await _thread(g, row)
+    at, d = event.time.isoformat(), created
+    if d.checkpoint_id is not None:  # a copy: its state is the checkpoint's (as the projector has it)
+        values, ref = (None, d.ref.sha256) if d.ref is not None else (d.values or {}, None)
+    else:
+        values, ref = d.values, None
+    row = {
+        "thread_id": event.aggregate_id,
+        "id": event.aggregate_id,
+        "project": project,
+        "name": d.name,
+        "deployment_id": d.deployment_id,
+        "status": "interrupted" if d.interrupts else "idle",
+        "active_run_id": None,
+        "metadata": d.metadata,
+        "values": values,
+        "state_ref": ref,
+        "checkpoint_id": d.checkpoint_id,
+        "copied_from": d.copied_from,
+        "created_at": at,
+        "updated_at": at,
+    }
     return await _thread(g, row)
 
 
@@ -118,10 +145,8 @@ async def create_thread(request: Request[Any, Any, Any], data: ThreadCreate) -> 
         name, dep_id = choose_name(project, await g.rm.deployment_names(project), data.name), None
     else:
         raise bad_request("deployment_id or project is required")
-    thread_id = new_id("thr")
     created = ThreadCreated(name=name, deployment_id=dep_id, metadata=data.metadata, values=data.values)
-    await g.commit_payload(created, project, thread_id, 0)
-    return await thread_view(g, thread_id)
+    return await _create(g, created, project)
 
 
 @get("/v1/threads", opt=READ)
@@ -269,9 +294,7 @@ async def copy_thread(
         )
     else:
         created = msgspec.structs.replace(created, values=(await thread_view(g, thread_id)).values)
-    copy_id = new_id("thr")
-    await g.commit_payload(created, state.project, copy_id, 0)
-    return await thread_view(g, copy_id)
+    return await _create(g, created, state.project)
 
 
 @delete("/v1/threads/{thread_id:str}", status_code=200, opt=RUN)

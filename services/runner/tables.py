@@ -32,10 +32,16 @@ from crewyard.core.events import (
     make_event,
 )
 from crewyard.core.ids import is_id, new_id
-from crewyard.eventstore import EventStore, set_aside
+from crewyard.eventstore import ConcurrencyConflict, EventStore, set_aside
 from crewyard.readmodel import TABLE_DDL, TABLE_HANDLERS, TableQueries
 
 MAX_PAGE = 500
+#: As the API's (an offset SQLite can take).
+MAX_OFFSET = 2**62
+
+
+def _whole(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 class OpError(Exception):
@@ -113,12 +119,37 @@ class RunTables:
         table_id = await self._resolve(args.get("table"))
         return table_id, await self._catch_up(table_id)
 
-    async def _append(self, table_id: str, payload: Payload) -> None:
+    async def _append(self, table_id: str, payload: Payload, expected: int | None = None) -> None:
+        """Append ``payload`` to the table (expecting its event ``expected``, unless None)."""
         event = make_event(payload, project=self.project, aggregate_id=table_id, event_id=new_id("evt"))
         try:
-            await self.store.append(event)
+            await self.store.append(event, expected_seq=expected)
         except InvalidEvent as exc:
             raise OpError("invalid", str(exc)) from None
+
+    async def _update(self, table_id: str, row_id: str, changes: Any) -> dict[str, Any] | None:
+        """Update a row decided on the table as of its last event (caught up from the stream) and
+        appended expecting that event: the row is checked whole (``core.merge_row``), as it will
+        be stored, and a write in between makes it look again."""
+        reader = await self._model()
+        for _ in range(10):
+            view = await self._catch_up(table_id)
+            stored = await reader.row(table_id, row_id)
+            if stored is None:
+                raise OpError("not_found", f"row {row_id!r} of table {table_id} not found")
+            values = core.check_row(
+                msgspec.convert(view["columns"], list[core.Column]), changes, partial=True
+            )
+            core.merge_row(stored, values)
+            expected = self._positions.get(table_id, 0)
+            try:
+                await self._append(table_id, RowUpdated(row_id=row_id, values=values, by=self.by), expected)
+            except ConcurrencyConflict:
+                await asyncio.sleep(0.05)
+                continue
+            await self._catch_up(table_id)
+            return await reader.row(table_id, row_id)
+        raise OpError("unavailable", f"table {table_id} kept changing; try again")
 
     async def handle(self, op: str, args: dict[str, Any]) -> Any:
         async with self._lock:
@@ -149,10 +180,7 @@ class RunTables:
         if not isinstance(row_id, str) or await reader.row(table_id, row_id) is None:
             raise OpError("not_found", f"row {row_id!r} of table {table_id} not found")
         if op == "table.update":
-            values = core.check_row(columns, args.get("values"), partial=True)
-            await self._append(table_id, RowUpdated(row_id=row_id, values=values, by=self.by))
-            await self._catch_up(table_id)
-            return await reader.row(table_id, row_id)
+            return await self._update(table_id, row_id, args.get("values"))
         if op == "table.delete":
             await self._append(table_id, RowDeleted(row_id=row_id, by=self.by))
             return {"id": row_id, "deleted": True}
@@ -165,10 +193,11 @@ class RunTables:
         if not all(isinstance(x, str) for x in [*filters, *sorts]):
             raise OpError("invalid", "filter and sort must be lists of strings")
         limit, offset = args.get("limit", 50), args.get("offset", 0)
-        if not isinstance(limit, int) or not 1 <= limit <= MAX_PAGE:
+        # The API's bounds; a JSON true is not a number (bool is an int in Python).
+        if not _whole(limit) or not 1 <= limit <= MAX_PAGE:
             raise OpError("invalid", f"limit must be a whole number from 1 to {MAX_PAGE}")
-        if not isinstance(offset, int) or offset < 0:
-            raise OpError("invalid", "offset must be a whole number, at least 0")
+        if not _whole(offset) or not 0 <= offset <= MAX_OFFSET:
+            raise OpError("invalid", f"offset must be a whole number from 0 to {MAX_OFFSET}")
         parsed, order = core.parse_query(columns, filters, sorts)
         reader = await self._model()
         rows, total = await reader.rows(

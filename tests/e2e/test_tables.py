@@ -4,6 +4,8 @@ model equals the live one."""
 
 from __future__ import annotations
 
+import asyncio
+
 import httpx
 
 from crewyard.testing.platform import PlatformProcess
@@ -130,3 +132,41 @@ def test_tables_rows_queries_and_validation(api: httpx.Client, platform: Platfor
     _error(api.get("/v1/tables/tbl_nope"), 404)
 
     assert_rebuild_equals_live(platform.nats_url, platform.data_dir, tmp_path / "rebuilt.sqlite3")
+
+
+async def test_concurrent_definition_changes_both_survive(platform: PlatformProcess) -> None:
+    """A PATCH of the description racing a PATCH of the columns: neither undoes the other (each
+    is decided on the table as the other left it, whichever lands first)."""
+    async with platform.async_client() as api:
+        for i in range(6):
+            r = await api.post(
+                "/v1/tables",
+                json={"project": "data", "name": f"race{i}", "columns": [{"name": "a", "type": "text"}]},
+            )
+            assert r.status_code == 201, r.text
+            tid = r.json()["id"]
+            columns = [{"name": "a", "type": "text"}, {"name": "b", "type": "number"}]
+            answers = await asyncio.gather(
+                api.patch(f"/v1/tables/{tid}", json={"columns": columns}),
+                api.patch(f"/v1/tables/{tid}", json={"description": "hello"}),
+            )
+            assert [a.status_code for a in answers] == [200, 200], [a.text for a in answers]
+            table = (await api.get(f"/v1/tables/{tid}")).json()
+            assert [c["name"] for c in table["columns"]] == ["a", "b"] and table["description"] == "hello"
+
+
+def test_a_row_cannot_grow_past_the_limit_by_updates(api: httpx.Client) -> None:
+    """The row limit holds for the row as it will be stored, not only for the cells an update
+    sends: a row read back can always be written back."""
+    columns = [{"name": n, "type": "json"} for n in "abcd"]
+    tid = api.post("/v1/tables", json={"project": "data", "name": "grow", "columns": columns}).json()["id"]
+    big = "x" * 60_000
+    row = api.post(f"/v1/tables/{tid}/rows", json={"a": big}).json()
+    assert "larger than" in _error(api.patch(f"/v1/tables/{tid}/rows/{row['id']}", json={"b": big}), 400)
+    done = api.patch(f"/v1/tables/{tid}/rows/{row['id']}", json={"b": 1})
+    assert done.status_code == 200 and done.json()["a"] == big and done.json()["b"] == 1
+    read = api.get(f"/v1/tables/{tid}/rows/{row['id']}").json()
+    assert read == done.json()  # the answer is the row as stored
+    back = {k: read[k] for k in "ab"}
+    assert api.patch(f"/v1/tables/{tid}/rows/{row['id']}", json=back).status_code == 200
+    assert api.post(f"/v1/tables/{tid}/rows", json=back).status_code == 201

@@ -162,6 +162,20 @@ def check_row(
     return out
 
 
+def merge_row(stored: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """The row ``stored`` (its values; a read row's ``id`` and ``_meta`` are left out) with the
+    checked ``changes`` of an update, as the read model will hold it: refused when it is larger
+    than ``MAX_ROW_BYTES`` (checking only the changes would let a row grow past the limit one
+    update at a time, into one that could not be written back as read). An update that does not
+    make a row grown beyond the limit before this check was made any larger is taken."""
+    before = {k: v for k, v in stored.items() if k not in ("id", "_meta")}
+    merged = {**before, **changes}
+    size = len(_enc.encode(merged))
+    if size > MAX_ROW_BYTES and size > len(_enc.encode(before)):
+        raise InvalidTable(f"the row would be larger than {MAX_ROW_BYTES} bytes")
+    return merged
+
+
 def check_rows(columns: list[Column], rows: list[Any]) -> list[dict[str, Any]]:
     if not rows:
         raise InvalidTable("no rows given")
