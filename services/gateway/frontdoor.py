@@ -1,7 +1,9 @@
 """The middleware around every request: the ``Host`` allow-list (DNS rebinding), a handler that
 had to check its project (:func:`.access.allow`) but answered without doing so, and an event
 stream whose route does not declare itself one (``opt["stream"]``), so holds none of its key's
-stream places."""
+stream places; and ``Cache-Control: private, no-store`` on every answer to a request the guard let
+through that names no caching of its own (a console session's cookie is no ``Authorization``
+header, which alone keeps a shared cache from storing an answer)."""
 
 from __future__ import annotations
 
@@ -64,9 +66,22 @@ def _unchecked(scope: Any, gateway: Gateway, start: Any) -> str | None:
     return None
 
 
+#: What an authenticated answer that says nothing of caching is sent with: it is one key's view.
+_PRIVATE = (b"cache-control", b"private, no-store")
+
+
+def _private(start: Any) -> Any:
+    """``start`` with :data:`_PRIVATE` added, unless it names its own ``Cache-Control``."""
+    headers = start.get("headers", ())
+    if any(k.lower() == b"cache-control" for k, _ in headers):
+        return start
+    return {**start, "headers": [*headers, _PRIVATE]}
+
+
 class AccessMiddleware:
     """Answers 400 to a ``Host`` outside the allow-list (DNS rebinding), and 500 instead of a
-    success when a handler did what its route's access rules do not cover (:func:`_unchecked`)."""
+    success when a handler did what its route's access rules do not cover (:func:`_unchecked`);
+    marks what the guard let through as private (:func:`_private`)."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -87,6 +102,8 @@ class AccessMiddleware:
 
         async def checked_send(message: Any) -> None:
             nonlocal refused
+            if message["type"] == "http.response.start" and isinstance(http.get(STATE), Access):
+                message = _private(message)
             if message["type"] == "http.response.start" and message["status"] < 400:
                 why = _unchecked(http, gateway, message)
                 if why is not None:

@@ -379,7 +379,37 @@ async def download_artifact(request: Request[Any, Any, Any], run_id: str, name: 
         async for chunk in chunks:
             yield chunk
 
-    return Stream(body(), media_type=art["content_type"], headers=headers, status_code=status)
+    return Stream(body(), media_type=served_type(art["content_type"]), headers=headers, status_code=status)
+
+
+#: The types a download is sent with as they were stored: what a browser only shows or hands to
+#: a viewer (raster images, which the console previews; text; data), never runs or applies.
+PASSIVE_TYPES = frozenset(
+    {
+        "image/png",
+        "image/jpeg",
+        "image/gif",
+        "image/webp",
+        "image/avif",
+        "image/bmp",
+        "text/plain",
+        "text/markdown",
+        "text/csv",
+        "application/json",
+        "application/pdf",
+    }
+)
+OPAQUE = "application/octet-stream"
+
+
+def served_type(stored: str) -> str:
+    """The ``Content-Type`` a crew's file is downloaded with: its stored type when passive, else
+    ``application/octet-stream``. The file is served from the console's origin, and ``attachment``
+    and the sandbox policy do not apply when a page loads it as a subresource: with ``nosniff``,
+    an opaque type is what makes a browser refuse ``evil.js`` as a script and ``evil.css`` as a
+    stylesheet (and an HTML or SVG file is never a document of this origin)."""
+    media = stored.split(";", 1)[0].strip().lower()
+    return media if media in PASSIVE_TYPES else OPAQUE
 
 
 _ATTR_CHARS = "!#$&+-.^_`|~"  # RFC 5987 attr-char besides letters and digits

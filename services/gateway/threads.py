@@ -73,10 +73,12 @@ async def _stored(g: Gateway, sha256: str) -> dict[str, Any]:
     return stored if isinstance(stored, dict) else {}
 
 
-async def _thread(g: Gateway, row: dict[str, Any]) -> Thread:
+async def _thread(g: Gateway, row: dict[str, Any], *, stored: bool = True) -> Thread:
+    """A thread's view; ``stored``: with a large state, read from the object store (a listing
+    leaves those out: a page of 100 threads with states of megabytes each would be gigabytes)."""
     ref = row.pop("state_ref")
     if ref:  # a large state lives in the object store
-        row["values"] = (await _stored(g, ref)).get("values")
+        row["values"] = (await _stored(g, ref)).get("values") if stored else None
     return msgspec.convert(row, Thread)
 
 
@@ -184,7 +186,7 @@ async def thread_rows(
 ) -> list[Thread]:
     """A page of threads, newest first (the caller decides which projects may be shown)."""
     rows = await g.rm.threads(project=project, name=name, status=status, limit=limit, offset=offset)
-    return [await _thread(g, row) for row in rows]
+    return [await _thread(g, row, stored=False) for row in rows]
 
 
 @get("/v1/threads/{thread_id:str}", opt=READ)

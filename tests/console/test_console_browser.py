@@ -121,6 +121,57 @@ def test_a_hostile_crew_runs_and_nothing_of_it_executes(deployed: httpx.Client, 
         assert r.headers["x-content-type-options"] == "nosniff"
 
 
+#: Markup that slipped past escaping: an element added to the page, and whether it ran or loaded.
+SLIPPED_IN = """([tag, attrs]) => new Promise((resolve) => {
+  const element = document.createElement(tag);
+  Object.assign(element, attrs);
+  element.onload = () => resolve("loaded");
+  element.onerror = () => resolve("refused");
+  document.body.append(element);
+  if (!attrs.src && !attrs.href) setTimeout(() => resolve("added"), 500);
+})"""
+
+
+def test_a_crew_file_or_inline_code_that_slipped_past_escaping_runs_nothing(
+    deployed: httpx.Client, page: Watched
+) -> None:
+    """The page's policy trusts its own nonce, not every file of this origin: a crew's ``evil.js``
+    (served from this origin) loaded by ``<script src>`` neither runs nor reads the CSRF token, its
+    ``evil.css`` paints nothing, an inline script does nothing; the console's own script and
+    stylesheet still load."""
+    run_id = start(deployed, "hostile")
+    assert wait_run(deployed, run_id)["status"] == "succeeded"
+    p = page.page
+    p.goto(f"/runs/{run_id}")
+    expect(p.locator("#live-state")).to_have_attribute("data-state", "done")  # our own script ran
+    assert p.evaluate("document.styleSheets.length") == 1  # our own stylesheet applies
+    files = f"/v1/runs/{run_id}/artifacts"
+
+    assert p.evaluate(SLIPPED_IN, ["script", {"src": f"{files}/evil.js"}]) == "refused"
+    assert p.evaluate(SLIPPED_IN, ["link", {"rel": "stylesheet", "href": f"{files}/evil.css"}]) == "refused"
+    p.evaluate(SLIPPED_IN, ["script", {"textContent": "window.__pwned = 'inline'"}])
+    p.evaluate(SLIPPED_IN, ["style", {"textContent": "body { outline: 7px solid red !important; }"}])
+    assert p.evaluate("window.__pwned === undefined")
+    assert p.evaluate("getComputedStyle(document.body).outlineWidth") != "7px"
+    # The browser reports each refusal as an error on the page: expected here, and nothing else.
+    refusals = [e for e in page.errors if "Content Security Policy" in e or "MIME type" in e]
+    assert refusals, page.errors
+    page.errors[:] = [e for e in page.errors if e not in refusals]
+
+
+def test_each_page_answer_has_a_new_nonce_on_its_own_script_and_stylesheet(deployed: httpx.Client) -> None:
+    seen = set()
+    for _ in range(2):
+        r = deployed.get("/login")
+        policy = dict(d.strip().split(" ", 1) for d in r.headers["content-security-policy"].split(";"))
+        nonce = re.fullmatch(r"'nonce-([A-Za-z0-9_-]{24})'", policy["script-src"])
+        assert nonce is not None, policy
+        assert policy["style-src"] == policy["script-src"]  # no 'self', no 'unsafe-inline'
+        assert r.text.count(f'nonce="{nonce[1]}"') == 2  # console.js and console.css
+        seen.add(nonce[1])
+    assert len(seen) == 2
+
+
 def test_projects_deployments_and_env_pages(deployed: httpx.Client, page: Watched):
     r = deployed.put("/v1/projects/hello/env/SECRET_TOKEN", json={"value": "do-not-show-me"})
     assert r.status_code == 200, r.text

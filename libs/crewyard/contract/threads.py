@@ -34,7 +34,9 @@ class Thread(msgspec.Struct, kw_only=True):
     #: The run it is busy with.
     active_run_id: str | None = None
     metadata: dict[str, Any] = msgspec.field(default_factory=dict)
-    #: The current state (the latest checkpoint's values, or the initial ones).
+    #: The current state (the latest checkpoint's values, or the initial ones). A listing shows
+    #: states of up to 256 KiB; a larger one (kept in the object store) is null there: read the
+    #: thread itself for it.
     values: dict[str, Any] | None = None
     checkpoint_id: str | None = None
     copied_from: str | None = None

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import mimetypes
+import secrets
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -28,22 +29,27 @@ from .viewer import viewer
 
 HERE = Path(__file__).parent
 
-#: The page policy: our own script and style files only (no inline script, no inline style, no
-#: ``eval``), images from this origin (artifact previews), SSE and fetch to this origin, forms
-#: posting only here, never framed. A crew's output that slips past escaping still runs nothing.
-PAGE_CSP = (
-    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; connect-src 'self'; "
-    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+#: The page policy. Scripts and styles run only when their element carries this answer's nonce
+#: (:func:`page_policy`), which only our own templates put on our own static files: never "any file
+#: of this origin", since a crew's artifact is served from this origin too, and markup that slipped
+#: past escaping (``<script src="/v1/runs/…/artifacts/evil.js">``, an inline script or style)
+#: cannot know the nonce. No inline style attribute, no ``eval``; images from this origin
+#: (artifact previews), SSE and fetch to this origin, forms posting only here, never framed.
+_PAGE_CSP = (
+    "default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; img-src 'self'; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'"
 )
-#: Files a crew wrote, when sent as they are: nothing in them runs, even opened directly.
-FILE_CSP = "default-src 'none'; img-src 'self'; style-src 'unsafe-inline'; sandbox"
 PAGE_HEADERS = {
-    "Content-Security-Policy": PAGE_CSP,
     "X-Content-Type-Options": "nosniff",
     "X-Frame-Options": "DENY",
     "Referrer-Policy": "same-origin",
     "Cache-Control": "no-store",
 }
+
+
+def page_policy(nonce: str) -> str:
+    """The ``Content-Security-Policy`` of a page whose own script and stylesheet carry ``nonce``."""
+    return _PAGE_CSP.format(nonce=nonce)
 
 
 class Static:
@@ -126,8 +132,9 @@ def fragment(template: str, **context: Any) -> str:
 def page(request: Request[Any, Any, Any], template: str, status: int = 200, **context: Any) -> Response[str]:
     """A whole page; ``who`` (the viewer, with the CSRF token its forms carry) is added."""
     who = viewer(request)
-    html = ENV.get_template(template).render(who=who, **context)
-    headers = dict(PAGE_HEADERS)
+    nonce = secrets.token_urlsafe(18)  # new for every answer: a page's nonce says nothing of the next
+    html = ENV.get_template(template).render(who=who, csp_nonce=nonce, **context)
+    headers = {"Content-Security-Policy": page_policy(nonce), **PAGE_HEADERS}
     scope: Any = request.scope
     if scope.get(NEW_COOKIE):
         headers["Set-Cookie"] = cookie_header(who.csrf, request.url.scheme == "https")

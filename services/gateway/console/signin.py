@@ -8,6 +8,12 @@ key — looking the key up again on every request, so revoking a key ends its se
 mutating requests made with it for the session's CSRF token. ``POST /logout`` ends the session
 on every gateway (:mod:`crewyard.auth.sessions`: a copy of the cookie stops working too) and
 clears the cookie.
+
+Failed sign-ins count against the same per-address limit as the API's failed authentications
+(:func:`..access._count_failure`, one set of buckets): an address whose bucket is empty, from
+wrong keys sent to either, is answered 429 with ``Retry-After`` before its key is even looked at
+— a right key too, until the bucket refills — so the form is no faster a way to try keys than
+the API.
 """
 
 from __future__ import annotations
@@ -20,7 +26,9 @@ from litestar.response import Redirect
 
 from crewyard.core.sessions import SESSION_TTL_S
 
-from ..context import gw
+from ..access import _count_failure
+from ..context import Gateway, gw
+from ..limits import Buckets, TooMany
 from ..sessions import COOKIE, codec, open_session, session_key
 from .csrf import checked_form
 from .render import page
@@ -42,17 +50,57 @@ def _next(value: str | None) -> str:
 
 @get("/login", opt={"open": True}, include_in_schema=False)
 async def login_page(request: Request[Any, Any, Any]) -> Response[str]:
-    return page(request, "login.html", next=_next(request.query_params.get("next")), failed=False, nav="")
+    return page(
+        request, "login.html", next=_next(request.query_params.get("next")), failed=False, limited=0, nav=""
+    )
+
+
+def _refused_for(request: Request[Any, Any, Any], g: Gateway) -> float:
+    """The seconds until this address may try a key again (0: now), from the API's buckets of
+    failed authentications, without taking from them (:meth:`.Buckets.take`'s arithmetic)."""
+    buckets: Buckets | None = getattr(request.app.state, "auth_fail_buckets", None)
+    if g.settings.auth_fail_limit <= 0 or buckets is None:
+        return 0.0
+    now = time.monotonic()
+    client = request.client.host if request.client else "unknown"
+    tokens, last = buckets.state.get(client, (buckets.burst, now))
+    tokens = min(buckets.burst, tokens + (now - last) * buckets.rate)
+    return 0.0 if tokens >= 1 else (1 - tokens) / buckets.rate
+
+
+def _slow_down(request: Request[Any, Any, Any], form: dict[str, str], limited: TooMany) -> Response[str]:
+    """429: the sign-in form again, saying how long to wait (also as ``Retry-After``)."""
+    seconds = limited.headers["Retry-After"]
+    response = page(
+        request,
+        "login.html",
+        status=429,
+        next=_next(form.get("next")),
+        failed=False,
+        limited=int(seconds),
+        nav="",
+    )
+    response.headers["Retry-After"] = seconds
+    return response
 
 
 @post("/login", opt=OPEN, include_in_schema=False)
 async def login(request: Request[Any, Any, Any]) -> Response[Any]:
     g = gw(request)
     form = await checked_form(request)
+    wait = _refused_for(request, g)
+    if wait:  # before the key is looked at: while refused, no answer says whether it was right
+        return _slow_down(request, form, TooMany(wait, "too many failed sign-ins"))
     token = form.get("key", "").strip()
     key = g.keys.authenticate(token) if g.keys is not None and token else None
     if key is None:
-        return page(request, "login.html", status=401, next=_next(form.get("next")), failed=True, nav="")
+        try:
+            _count_failure(request, g)
+        except TooMany as limited:
+            return _slow_down(request, form, limited)
+        return page(
+            request, "login.html", status=401, next=_next(form.get("next")), failed=True, limited=0, nav=""
+        )
     value, _session = codec(g).issue(key.key_id, time.time())
     response = Redirect(_next(form.get("next")), status_code=303)
     response.headers["Set-Cookie"] = _cookie(value, SESSION_TTL_S, request.url.scheme == "https")
@@ -79,7 +127,7 @@ def sign_in_here(request: Request[Any, Any, Any]) -> Response[str]:
     """What a page answers a browser that is not signed in (or whose session ended): 401, and
     the sign-in form, which comes back to this page."""
     here = str(request.url.path) + ("?" + request.url.query if request.url.query else "")
-    return page(request, "login.html", status=401, next=_next(here), failed=False, nav="")
+    return page(request, "login.html", status=401, next=_next(here), failed=False, limited=0, nav="")
 
 
 ROUTES = [login_page, login, logout]

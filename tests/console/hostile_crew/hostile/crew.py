@@ -1,5 +1,6 @@
 """Writes everything a browser might execute: script tags, event handlers, javascript: links,
-an HTML file, an SVG with script, and a real PNG image (to check images still show)."""
+an HTML file, an SVG with script, a script and a stylesheet for markup that slipped past escaping
+to load from this origin, and a real PNG image (to check images still show)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,12 @@ SCRIPT = "<script>alert('xss')</script>"
 HANDLER = "<img src=x onerror=\"alert('xss')\">"
 LINK = "[click me](javascript:alert('xss'))"
 HTML_LINK = "<a href=\"javascript:alert('xss')\">html link</a>"
+#: Loaded by ``<script src>``: it would read the page's CSRF token and say so.
+SCRIPT_FILE = (
+    "window.__pwned = (document.querySelector('input[name=_csrf]') || {}).value || 'ran';\nalert('xss');\n"
+)
+#: Loaded by ``<link rel=stylesheet>``: it would paint the page.
+STYLE_FILE = "body { outline: 7px solid red !important; }\n"
 
 
 def png(width: int = 24, height: int = 16) -> bytes:
@@ -57,6 +64,8 @@ def run(inputs: dict) -> dict:
     )
     (out / "evil.html").write_text(f"<html><body>{SCRIPT}</body></html>")
     (out / "evil.svg").write_text(f'<svg xmlns="http://www.w3.org/2000/svg">{SCRIPT}</svg>')
+    (out / "evil.js").write_text(SCRIPT_FILE)
+    (out / "evil.css").write_text(STYLE_FILE)
     (out / "chart.png").write_bytes(png())
     (out / "rows.csv").write_text(f"name,value\n{SCRIPT},1\nplain,2\n")
     (out / "rows.json").write_text(
