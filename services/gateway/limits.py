@@ -16,11 +16,19 @@ class Buckets:
         self.burst = max(1.0, burst if burst is not None else 4 * rate)
         self.state: dict[str, tuple[float, float]] = {}
 
+    def _tokens(self, key: str, now: float) -> float:
+        tokens, last = self.state.get(key, (self.burst, now))
+        return min(self.burst, tokens + (now - last) * self.rate)
+
+    def wait(self, key: str) -> float:
+        """What :meth:`take` would answer, without taking."""
+        tokens = self._tokens(key, time.monotonic())
+        return 0.0 if tokens >= 1 else (1 - tokens) / self.rate
+
     def take(self, key: str) -> float:
         """0 when allowed, else the seconds until a request would be."""
         now = time.monotonic()
-        tokens, last = self.state.get(key, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        tokens = self._tokens(key, now)
         if tokens < 1:
             self.state[key] = (tokens, now)
             return (1 - tokens) / self.rate

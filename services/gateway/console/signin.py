@@ -57,15 +57,11 @@ async def login_page(request: Request[Any, Any, Any]) -> Response[str]:
 
 def _refused_for(request: Request[Any, Any, Any], g: Gateway) -> float:
     """The seconds until this address may try a key again (0: now), from the API's buckets of
-    failed authentications, without taking from them (:meth:`.Buckets.take`'s arithmetic)."""
+    failed authentications, without taking from them."""
     buckets: Buckets | None = getattr(request.app.state, "auth_fail_buckets", None)
     if g.settings.auth_fail_limit <= 0 or buckets is None:
         return 0.0
-    now = time.monotonic()
-    client = request.client.host if request.client else "unknown"
-    tokens, last = buckets.state.get(client, (buckets.burst, now))
-    tokens = min(buckets.burst, tokens + (now - last) * buckets.rate)
-    return 0.0 if tokens >= 1 else (1 - tokens) / buckets.rate
+    return buckets.wait(request.client.host if request.client else "unknown")
 
 
 def _slow_down(request: Request[Any, Any, Any], form: dict[str, str], limited: TooMany) -> Response[str]:
