@@ -80,10 +80,17 @@ class Executor:
         self.active = active
 
     async def retry_or_fail(
-        self, item: WorkItem, state: rs.RunState, reason: str, message: str, attempt: int | None = None
+        self,
+        item: WorkItem,
+        state: rs.RunState,
+        reason: str,
+        message: str,
+        attempt: int | None = None,
+        *,
+        owner: tuple[str, int] | None = None,
     ) -> None:
         """After an infrastructure failure; with ``attempt``, only while that attempt of ours is
-        the run's current one."""
+        the run's current one (with ``owner``, (runner id, attempt), that attempt of anyone's)."""
         written = await retry_or_fail(
             self.store,
             state.project,
@@ -92,7 +99,7 @@ class Executor:
             error_message=message,
             max_attempts=self.settings.retry_max_attempts,
             backoff_s=self.settings.retry_backoff,
-            owner=(self.runner_id, attempt) if attempt else None,
+            owner=(self.runner_id, attempt) if attempt else owner,
         )
         if isinstance(written, RunRetrying):
             await item.nak(delay=written.delay_s)  # the same message brings the run back
@@ -105,7 +112,12 @@ class Executor:
         return rs.fold(run_id, await self.store.load_any("run", run_id, types=rs.LIFECYCLE)).is_terminal
 
     async def execute(self, item: WorkItem, state: rs.RunState) -> None:
+        """One execution of a pending run. The run's message may reach another execution of it
+        meanwhile (a set-up longer than ``ack_wait``): whatever this one takes (a slot reference,
+        its lease claim, its place in ``active``) it gives back itself, never the other's, and
+        only one of them wins ``run.started``."""
         run_id, project = state.run_id, state.project
+        await item.in_progress()  # the set-up below reads the store a few times: keep the message
         history = await self.store.load(project, "deployment", state.deployment_id)
         dep = fold_deployment(state.deployment_id, history)
         if dep.status != READY:
@@ -124,10 +136,12 @@ class Executor:
         if limits and not await self.slots.acquire(run_id, limits, self.is_over):
             await item.nak(delay=WAITING_FOR_SLOT_DELAY)  # stays pending, in line for a slot
             return
+        await item.in_progress()
         attempt = Attempt(run_id, project)
-        self.active[run_id] = attempt
+        self.active.setdefault(run_id, attempt)  # one execution per run and runner: see service.py
         metrics.RUNS_ACTIVE.inc()
         work = self.work_dir / run_id
+        claimed = False
         try:
             try:  # read now, after the run's POST: what a cold start would give it (see pools.py)
                 env = await self.specs.environment(project, state.environment, config)
@@ -152,8 +166,10 @@ class Executor:
             )
             attempt.number = started.attempt
             event = make_event(started, project=project, aggregate_id=run_id, event_id=new_id("evt"))
+            await item.in_progress()
             try:
                 await self.liveness.claim(run_id, started.attempt)  # before run.started: see liveness.py
+                claimed = True
                 attempt.started_seq = await self.store.append(event, expected_seq=state.version)
             except BaseException:
                 if sandbox is not None:
@@ -164,10 +180,12 @@ class Executor:
                 metrics.RUN_START_LATENCY.labels(self.backend.name).observe(max(waited, 0.0))
             warm = Warmth(key, fingerprint, sandbox, forked)
             await self._run_started(item, state, dep, config, attempt, Prepared(env, refused, secrets), warm)
-        finally:
-            self.active.pop(run_id, None)
+        finally:  # only what this execution took
+            if self.active.get(run_id) is attempt:
+                del self.active[run_id]
             metrics.RUNS_ACTIVE.dec()
-            await self.liveness.release(run_id)
+            if claimed:
+                await self.liveness.release(run_id, attempt.number)
             if limits:
                 await self.slots.release(run_id, list(limits))
             await asyncio.to_thread(shutil.rmtree, work, True)

@@ -147,9 +147,11 @@ class Liveness:
             self.runs.pop(run_id, None)
             raise
 
-    async def release(self, run_id: str) -> None:
+    async def release(self, run_id: str, attempt: int | None = None) -> None:
         """Let the attempt go (after its outcome is written); the next renewal says so if this
-        write does not get through."""
+        write does not get through. With ``attempt``, only that attempt's claim is let go."""
+        if attempt is not None and self.runs.get(run_id) != attempt:
+            return  # not ours to let go: a later attempt of the run claimed it since
         if self.runs.pop(run_id, None) is not None:
             with contextlib.suppress(StoreUnavailable):
                 await self._write()

@@ -96,6 +96,7 @@ class Runner:
             max_deliver=-1,
         )
         self.active: dict[str, Attempt] = {}
+        self._taking: set[str] = set()  # runs whose message one of our tasks is handling now
         self._tasks: set[asyncio.Task[None]] = set()
         self.specs = Specs(
             settings,
@@ -227,6 +228,19 @@ class Runner:
             await self._take(item, queued.aggregate_id, queued.project)
 
     async def _take(self, item: WorkItem, run_id: str, project: str) -> None:
+        if run_id in self._taking or run_id in self.active:
+            # Delivered again while we handle it (a set-up slower than ack_wait): one execution of
+            # a run per runner. Keep the message alive; the task that holds it settles it.
+            log.warning("run %s delivered again while this runner handles it: kept", run_id)
+            await item.in_progress()
+            return
+        self._taking.add(run_id)
+        try:
+            await self._take_once(item, run_id, project)
+        finally:
+            self._taking.discard(run_id)
+
+    async def _take_once(self, item: WorkItem, run_id: str, project: str) -> None:
         for _ in range(5):
             state = rs.fold(run_id, await self.store.load(project, "run", run_id))
             if not state.exists:  # the message is the run's first event: a read that misses it is stale
@@ -260,15 +274,26 @@ class Runner:
             )
             await item.nak(delay=2 * self.liveness.interval_s)
             return
+        # What was judged lost is this attempt: if the run moved on meanwhile (its owner retried
+        # it, or another runner judged first), the retry or end below is not written over it.
+        judged = (state.runner_id or "", state.attempt)
         if state.cancel_requested:
-            await finish(
+            ended = await finish(
                 self.store,
                 state.project,
                 state.run_id,
                 RunCanceled(reason="canceled while its runner was lost"),
+                owner=judged,
             )
-            await item.ack()
+            if ended or await self.executor.is_over(state.run_id):
+                await item.ack()
+            else:  # it moved on to a newer attempt: the message is that attempt's
+                await item.nak(delay=1.0)
             return
         await self.executor.retry_or_fail(
-            item, state, "runner_lost", f"Runner {state.runner_id} was lost while executing the run"
+            item,
+            state,
+            "runner_lost",
+            f"Runner {state.runner_id} was lost while executing the run",
+            owner=judged,
         )

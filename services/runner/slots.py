@@ -7,6 +7,13 @@ a compare-and-swap on the key's revision, so limits hold across runner instances
 run has ended (terminal event in the stream) is dropped on the next look, which is what makes a
 crash unable to leak a slot: the lease is released by the run's terminal event, not by the
 runner that held it.
+
+A run's message may be delivered again while an execution of it is still getting ready (its
+set-up took longer than ``ack_wait``), to this runner or another: two executions of one run then
+race to append ``run.started``, and only one wins. Both count against the limit as the one run
+they are, so ``holders`` lists a run once per execution that took its slot, and each execution
+gives back only its own reference: the one that lost the race never frees the winner's slot. A
+reference left by a runner that died before it gave it back is dropped with the run's end.
 """
 
 from __future__ import annotations
@@ -68,16 +75,19 @@ class Slots:
         raise StoreUnavailable(f"slot {key} kept changing")
 
     async def acquire(self, run_id: str, limits: dict[str, int], is_over: IsOver) -> bool:
-        """Take a slot in every limited scope, or none (then the run waits its turn)."""
+        """Take a slot in every limited scope, or none (then the run waits its turn). Each True
+        is one reference of this execution's, to give back with one ``release``."""
         taken: list[str] = []
         for key, limit in sorted(limits.items()):
 
             async def take(value: dict[str, list[str]], limit: int = limit) -> bool:
-                value["holders"] = [r for r in value["holders"] if r == run_id or not await is_over(r)]
-                if run_id in value["holders"]:
+                ended = {r for r in set(value["holders"]) if r != run_id and await is_over(r)}
+                value["holders"] = [r for r in value["holders"] if r not in ended]
+                if run_id in value["holders"]:  # another execution of the run holds it: share it
+                    value["holders"].append(run_id)
                     return True
                 value["queue"] = sorted({r for r in value["queue"] if not await is_over(r)} | {run_id})
-                if len(value["holders"]) < limit and value["queue"][0] == run_id:
+                if len(set(value["holders"])) < limit and value["queue"][0] == run_id:
                     value["queue"].remove(run_id)
                     value["holders"].append(run_id)
                     return True
@@ -91,11 +101,13 @@ class Slots:
         return True
 
     async def release(self, run_id: str, keys: list[str], *, keep_queued: bool = False) -> None:
+        """Give back one reference (what one ``acquire`` took): the run's slot stays taken while
+        another execution of it holds one."""
         for key in keys:
 
             async def drop(value: dict[str, list[str]]) -> bool:
                 if run_id in value["holders"]:
-                    value["holders"].remove(run_id)
+                    value["holders"].remove(run_id)  # one of them
                 if keep_queued:
                     value["queue"] = sorted(set(value["queue"]) | {run_id})
                 elif run_id in value["queue"]:

@@ -143,3 +143,12 @@ def _silent(liveness: Liveness, seconds: float) -> Callable[[], Awaitable[bool]]
         return liveness.silent_for() >= seconds
 
     return check
+
+
+async def test_letting_go_of_an_attempt_leaves_a_later_claim_of_the_run(store: EventStore) -> None:
+    liveness = Liveness(store, f"r-{uuid.uuid4().hex[:6]}", 6.0, bucket=f"L_{uuid.uuid4().hex[:8]}")
+    await liveness.claim("run_1", 2)
+    await liveness.release("run_1", 1)  # an earlier attempt's execution, ending late
+    assert liveness.runs == {"run_1": 2}
+    await liveness.release("run_1", 2)
+    assert liveness.runs == {}

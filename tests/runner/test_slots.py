@@ -18,7 +18,7 @@ def _slots(store: EventStore) -> Slots:
     return Slots(store, bucket=f"SLOTS_{uuid.uuid4().hex[:8]}")
 
 
-async def test_a_limit_holds_and_the_oldest_waiting_run_goes_first(store: EventStore):
+async def test_a_limit_holds_and_the_oldest_waiting_run_goes_first(store: EventStore) -> None:
     slots = _slots(store)
     limits = {"proj.acme": 1}
     assert await slots.acquire("run_1", limits, _never_over)
@@ -30,7 +30,7 @@ async def test_a_limit_holds_and_the_oldest_waiting_run_goes_first(store: EventS
     assert await slots.acquire("run_2", limits, _never_over)  # asking again while holding: still ours
 
 
-async def test_a_run_waiting_on_one_scope_holds_no_slot_of_another(store: EventStore):
+async def test_a_run_waiting_on_one_scope_holds_no_slot_of_another(store: EventStore) -> None:
     slots = _slots(store)
     assert await slots.acquire("run_1", {"dep.d": 1}, _never_over)
     assert not await slots.acquire("run_2", {"dep.d": 1, "proj.acme": 1}, _never_over)
@@ -38,7 +38,7 @@ async def test_a_run_waiting_on_one_scope_holds_no_slot_of_another(store: EventS
     assert await slots.acquire("run_0", {"proj.acme": 1}, _never_over)
 
 
-async def test_a_holder_whose_run_ended_frees_its_slot_without_a_release(store: EventStore):
+async def test_a_holder_whose_run_ended_frees_its_slot_without_a_release(store: EventStore) -> None:
     slots = _slots(store)
     ended: set[str] = set()
 
@@ -49,3 +49,18 @@ async def test_a_holder_whose_run_ended_frees_its_slot_without_a_release(store: 
     assert not await slots.acquire("run_2", {"proj.acme": 1}, is_over)
     ended.add("run_1")  # its runner died without releasing: the terminal event is what counts
     assert await slots.acquire("run_2", {"proj.acme": 1}, is_over)
+
+
+async def test_two_executions_of_one_run_share_its_slot_and_each_gives_back_only_its_own(
+    store: EventStore,
+) -> None:
+    """The run's message came again while an execution of it was getting ready: the one that loses
+    run.started gives back its reference, and the winner still holds the run's slot."""
+    slots = _slots(store)
+    limits = {"dep.d": 1}
+    assert await slots.acquire("run_1", limits, _never_over)  # the first execution
+    assert await slots.acquire("run_1", limits, _never_over)  # the copy: the same run, one slot
+    await slots.release("run_1", ["dep.d"])  # the copy lost run.started
+    assert not await slots.acquire("run_2", limits, _never_over)  # the winner still holds it
+    await slots.release("run_1", ["dep.d"])  # the winner's outcome is written
+    assert await slots.acquire("run_2", limits, _never_over)
