@@ -10,6 +10,7 @@ import asyncio
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from crewyard.core.events import Payload, make_event
@@ -41,6 +42,13 @@ def docker_platform(
     p.start()
     yield p
     p.stop()
+
+
+@pytest.fixture
+def api(platform: PlatformProcess) -> Iterator[httpx.Client]:
+    """The API of the suite's shared platform, with its admin key."""
+    with platform.client(timeout=120) as client:
+        yield client
 
 
 @pytest.fixture(params=["bwrap", "docker"])

@@ -28,12 +28,6 @@ def hello(platform: PlatformProcess) -> dict[str, Any]:
         return deploy(api, EXAMPLES / "hello", PROJECT)
 
 
-@pytest.fixture
-def api(platform: PlatformProcess) -> Iterator[httpx.Client]:
-    with platform.client(timeout=120) as client:
-        yield client
-
-
 def _while_healthz_polled(platform: PlatformProcess, action: Callable[[], httpx.Response]) -> httpx.Response:
     """Run ``action`` while another thread keeps asking /healthz; every answer must be a 200
     (generous timeout: this is about the platform not freezing, not about speed)."""

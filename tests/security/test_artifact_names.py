@@ -4,14 +4,12 @@ are never stored (the run says so in a warning, the name escaped, and still succ
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote, unquote
 
-import httpx
 import pytest
 
-from crewyard.testing.api import deploy, sse_events, wait_run, write_crew
+from crewyard.testing.api import run_once, sse_events, wait_run, write_crew
 from crewyard.testing.platform import PlatformProcess
 
 PROJECT = "names-art"
@@ -45,15 +43,7 @@ def run(inputs):
 def finished_run(platform: PlatformProcess, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     folder = write_crew(tmp_path_factory.mktemp("odd-names") / "crew", CODE)
     with platform.client(timeout=60) as api:
-        deploy(api, folder, PROJECT)
-        run = api.post("/v1/runs", json={"project": PROJECT}).json()["run_id"]
-        return wait_run(api, run)
-
-
-@pytest.fixture
-def api(platform: PlatformProcess) -> Iterator[httpx.Client]:
-    with platform.client(timeout=30) as client:
-        yield client
+        return run_once(api, folder, PROJECT)
 
 
 def test_names_with_control_characters_are_not_stored_and_the_run_says_so(api, finished_run):

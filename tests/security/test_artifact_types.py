@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from crewyard.testing.api import deploy, wait_run, write_crew
+from crewyard.testing.api import run_once, write_crew
 from crewyard.testing.platform import PlatformProcess
 
 PROJECT = "types-art"
@@ -51,15 +51,7 @@ def run(inputs):
 def finished_run(platform: PlatformProcess, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     folder = write_crew(tmp_path_factory.mktemp("types") / "crew", CODE)
     with platform.client(timeout=60) as api:
-        deploy(api, folder, PROJECT)
-        run = api.post("/v1/runs", json={"project": PROJECT}).json()["run_id"]
-        return wait_run(api, run)
-
-
-@pytest.fixture
-def api(platform: PlatformProcess) -> Iterator[httpx.Client]:
-    with platform.client(timeout=30) as client:
-        yield client
+        return run_once(api, folder, PROJECT)
 
 
 @pytest.fixture

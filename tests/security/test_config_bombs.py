@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -91,12 +90,6 @@ SURROGATES: list[tuple[str, dict[str, bytes], str]] = [
         "'env.X' holds a lone surrogate",
     ),
 ]
-
-
-@pytest.fixture
-def api(platform: PlatformProcess) -> Iterator[httpx.Client]:
-    with platform.client(timeout=120) as client:
-        yield client
 
 
 def _refused(r: httpx.Response, needle: str) -> dict[str, Any]:

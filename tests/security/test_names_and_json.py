@@ -3,7 +3,6 @@ or number bounds are a 400 naming the limit — never a 500, never an event that
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -20,12 +19,6 @@ PROJECT = "names"
 def hello(platform: PlatformProcess) -> dict[str, Any]:
     with platform.client(timeout=30) as api:
         return deploy(api, EXAMPLES / "hello", PROJECT)
-
-
-@pytest.fixture
-def api(platform: PlatformProcess) -> Iterator[httpx.Client]:
-    with platform.client(timeout=30) as client:
-        yield client
 
 
 def _nested(depth: int) -> str:

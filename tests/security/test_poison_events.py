@@ -8,7 +8,7 @@ import asyncio
 import json
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -135,9 +135,3 @@ def _live_and_rebuilt(platform: PlatformProcess) -> tuple[dict[str, Any], dict[s
         if live["position"] == rebuilt["position"] == last == count:
             return live, rebuilt
     raise AssertionError("the stream kept moving")
-
-
-@pytest.fixture
-def api(platform: PlatformProcess) -> Iterator[httpx.Client]:
-    with platform.client(timeout=30) as client:
-        yield client

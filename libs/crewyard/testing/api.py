@@ -66,6 +66,12 @@ def deploy(
     raise AssertionError(f"deployment {dep_id} still building after {timeout}s")
 
 
+def run_once(client: httpx.Client, folder: Path, project: str) -> dict[str, Any]:
+    """Deploy the crew in ``folder`` to ``project``, run it once with no input, and its run at the end."""
+    deploy(client, folder, project)
+    return wait_run(client, client.post("/v1/runs", json={"project": project}).json()["run_id"])
+
+
 def wait_run(client: httpx.Client, run_id: str, timeout: float = 60) -> dict[str, Any]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
