@@ -11,13 +11,16 @@ accounts login.defs hands out, below the ranges systemd and subordinate ids use)
 
 from __future__ import annotations
 
+import functools
 import pwd
 
 DEFAULT = 60400
 
 
+@functools.cache
 def problem(uid: int) -> str | None:
-    """Why ``uid`` must not be a sandbox's host uid (None: it may)."""
+    """Why ``uid`` must not be a sandbox's host uid (None: it may). Looked up once a process: the
+    backends ask before every run, and an account made later is caught at the next start."""
     if not 0 < uid < 2**31 - 1 or uid in (65534, 65535):
         return f"CREWYARD_SANDBOX_UID={uid} is not a uid a sandbox may have (1 to 2147483646, not nobody's)"
     try:

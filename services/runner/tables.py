@@ -18,6 +18,7 @@ from typing import Any
 import aiosqlite
 import msgspec
 
+from crewyard.backoff import Backoff
 from crewyard.core import tables as core
 from crewyard.core.events import (
     InvalidEvent,
@@ -132,7 +133,8 @@ class RunTables:
         appended expecting that event: the row is checked whole (``core.merge_row``), as it will
         be stored, and a write in between makes it look again."""
         reader = await self._model()
-        for _ in range(10):
+        turns = Backoff(15, first=0.02, most=0.5, jitter=True)  # as the API's row changes
+        while not turns.expired:
             view = await self._catch_up(table_id)
             stored = await reader.row(table_id, row_id)
             if stored is None:
@@ -145,7 +147,7 @@ class RunTables:
             try:
                 await self._append(table_id, RowUpdated(row_id=row_id, values=values, by=self.by), expected)
             except ConcurrencyConflict:
-                await asyncio.sleep(0.05)
+                await turns.pause()
                 continue
             await self._catch_up(table_id)
             return await reader.row(table_id, row_id)
