@@ -19,4 +19,4 @@ from . import tables, thread
 from .sdk import artifacts_dir, emit, log
 
 __all__ = ["artifacts_dir", "emit", "log", "tables", "thread"]
-VERSION = "3"
+VERSION = "4"

@@ -8,7 +8,8 @@ environment reaches the runtime only through ``prepare``: no process on the host
 Variables the interpreter reads only at its own start-up (``PYTHONHASHSEED``, ``PYTHONUTF8`` …)
 therefore act on the processes the crew starts, not on the runtime's interpreter itself.
 
-Exit codes: 0 result sent, 1 crew error sent, 2 the protocol was broken. The process ends as soon
+Exit codes: 0 result sent, 1 crew error sent, 2 the protocol was broken; SIGKILL, or 1 without an
+error line, when the runner's keepalives stopped (``_watchdog``). The process ends as soon
 as that last line is out, without the interpreter's teardown (``_protocol.exit_now``).
 """
 

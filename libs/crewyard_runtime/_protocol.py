@@ -2,11 +2,12 @@
 
 Runtime → runner: one JSON object per line on the runtime's own stdout — ``hello``, ``ready``,
 ``log``, ``event``, ``result``, ``error``, ``request`` (the operations are listed in the
-document's ``ops``). Runner → runtime: lines on its stdin —
-``prepare``, ``start``, ``reply``. Both channels belong to the runtime alone: before the crew is
-imported, file descriptor 1 is moved onto 2 (raw writes by subprocesses or C code land on stderr,
-which the runner reads as log text) and descriptor 0 onto ``/dev/null`` (a crew reading its
-standard input cannot swallow a reply); the crew's ``print`` output arrives as ``log`` messages.
+document's ``ops``). Runner → runtime: lines on its stdin — ``prepare``, ``start``, ``reply``,
+``keepalive`` (taken as it is read, by ``_watchdog``). Both channels belong to the runtime alone:
+before the crew is imported, file descriptor 1 is moved onto 2 (raw writes by subprocesses or C
+code land on stderr, which the runner reads as log text) and descriptor 0 onto ``/dev/null`` (a
+crew reading its standard input cannot swallow a reply); the crew's ``print`` output arrives as
+``log`` messages.
 """
 
 from __future__ import annotations
@@ -20,7 +21,9 @@ import sys
 import threading
 from typing import IO, Any, NoReturn, TextIO
 
-VERSION = 3
+from . import _watchdog
+
+VERSION = 4
 RUNTIME = "python"
 #: Every line but ``result`` stays under the protocol's 64 KiB; text beyond this is cut.
 MAX_TEXT_BYTES = 60 * 1024
@@ -180,19 +183,22 @@ def send(message: dict[str, Any]) -> None:
 
 
 def receive() -> dict[str, Any] | None:
-    """The next message from the runner, or None when it closed the channel."""
-    if _inbox is None:
-        return None
-    line = _inbox.readline()
-    if not line:
-        return None
-    try:
-        message = json.loads(line)
-    except ValueError as exc:
-        raise ProtocolError(f"the runner sent a line that is not JSON: {exc}") from None
-    if not isinstance(message, dict) or not isinstance(message.get("t"), str):
-        raise ProtocolError("the runner sent a message without a type")
-    return message
+    """The next message from the runner, or None when it closed the channel. A ``keepalive`` is
+    never returned: it renews the watchdog as it is read."""
+    while _inbox is not None:
+        line = _inbox.readline()
+        if not line:
+            return None
+        try:
+            message = json.loads(line)
+        except ValueError as exc:
+            raise ProtocolError(f"the runner sent a line that is not JSON: {exc}") from None
+        if not isinstance(message, dict) or not isinstance(message.get("t"), str):
+            raise ProtocolError("the runner sent a message without a type")
+        if message["t"] != "keepalive":
+            return message
+        _watchdog.renew(message)
+    return None
 
 
 def expect(kind: str) -> dict[str, Any]:

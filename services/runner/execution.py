@@ -30,6 +30,7 @@ from crewyard.lines import PROTO_MARGIN
 from crewyard.settings import Settings
 
 from .backends import BackendError, ExitStatus, Limits, RunHandle
+from .keepalive import Keepalives
 from .output import Budget, Emitter, Outcome, Serve, persist, pump_output
 
 __all__ = ["Budget", "Emitter", "Outcome", "persist"]
@@ -236,12 +237,16 @@ async def supervise(
     heartbeat_every: float,
     budget: Budget | None = None,
     serve: Serve | None = None,
+    keepalives: Keepalives | None = None,
 ) -> tuple[Outcome, ExitStatus | None, bool, bool]:
     """Run until the crew exits, times out, is canceled or goes over its budget; ``serve``
-    answers the runtime's requests (none are served without it).
-    Returns (outcome, exit, timed_out, canceled)."""
+    answers the runtime's requests (none are served without it); ``keepalives`` tell a runtime
+    that takes them that the run is still ours. Returns (outcome, exit, timed_out, canceled)."""
     outcome = Outcome()
     pump = asyncio.create_task(pump_output(handle, emitter, outcome, budget, serve))
+    keeper = asyncio.create_task(
+        keepalives.keep(handle, lambda: outcome.protocol) if keepalives else asyncio.Event().wait()
+    )
     waiter = asyncio.create_task(handle.wait())
     canceler = asyncio.create_task(cancel.wait())
     aborter = asyncio.create_task(outcome.abort.wait())
@@ -276,6 +281,6 @@ async def supervise(
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.shield(pump), 10)
     finally:
-        for task in (pump, waiter, canceler, aborter):
+        for task in (pump, waiter, canceler, aborter, keeper):
             task.cancel()
     return outcome, status, timed_out, canceled

@@ -34,6 +34,7 @@ from .artifacts import MAX_REPORTED, collect, report, shown
 from .attempts import Attempt, still_ours
 from .backends import BackendError, ExecutionBackend, RunHandle, RunSpec
 from .execution import Emitter, decide_outcome, finish, retry_or_fail, run_warnings, supervise
+from .keepalive import Keepalives, as_watchdog_ends
 from .liveness import Liveness
 from .output import Budget
 from .pools import PoolKey, Pools, Renewal
@@ -297,6 +298,7 @@ class Executor:
                 await attempt.stop_now()
 
         timeout = state.timeout_s or config.timeout_s or self.settings.default_timeout_s
+        keepalives = Keepalives(self.liveness)
         try:
             outcome, status, timed_out, canceled = await supervise(
                 handle,
@@ -308,14 +310,25 @@ class Executor:
                 heartbeat_every=min(self.settings.runner_ack_wait_s / 3, self.liveness.interval_s),
                 budget=self.budget,
                 serve=session.serve,
+                keepalives=keepalives,
             )
         except BaseException:  # the store went away, or a bug: the message is handed back, and
             # the sandbox (its processes, its network helper) must not outlive this attempt
             with contextlib.suppress(BackendError):
                 await handle.remove()
             raise
-        if attempt.fenced.is_set():
-            await self._fenced(item, state, handle, emitter, attempt)
+        # A crew that ended as its watchdog ends one, without a word, after a deadline we gave
+        # passed: our runner was stalled past its lease, as if it had fenced the attempt.
+        watched_out = (
+            keepalives.lapsed()
+            and outcome.result is None
+            and outcome.error is None
+            and outcome.stopped is None
+            and not (timed_out or canceled)
+            and as_watchdog_ends(status)
+        )
+        if attempt.fenced.is_set() or watched_out:
+            await self._fenced(item, state, handle, emitter, attempt, watched_out=watched_out)
             return
         if attempt.handed_back:
             await self._handed_back(item, state, handle, emitter, attempt)
@@ -368,15 +381,28 @@ class Executor:
             await item.nak(delay=1.0)
 
     async def _fenced(
-        self, item: WorkItem, state: rs.RunState, handle: RunHandle, emitter: Emitter, attempt: Attempt
+        self,
+        item: WorkItem,
+        state: rs.RunState,
+        handle: RunHandle,
+        emitter: Emitter,
+        attempt: Attempt,
+        *,
+        watched_out: bool = False,
     ) -> None:
-        """The attempt was killed as no longer ours: it records no outcome; if it is still the
-        run's current attempt (our lease ran out), the run is retried."""
+        """The attempt was killed as no longer ours (by us, or by its runtime's watchdog while we
+        were stalled): it records no outcome; if it is still the run's current attempt (our lease
+        ran out), the run is retried."""
         with contextlib.suppress(BackendError):
             await handle.remove()
         await emitter.flush()
         silent, lease = self.liveness.silent_for(), self.liveness.lease_s
         message = f"Runner {self.runner_id} lost its lease (no event store for {silent:.0f}s of {lease:g}s)"
+        if watched_out and not attempt.fenced.is_set():
+            message = (
+                f"Runner {self.runner_id} was silent past its lease ({lease:g}s):"
+                " the crew's runtime stopped it, as the runner would have"
+            )
         await self.retry_or_fail(item, state, "runner_lost", message, attempt.number)
 
     async def _handed_back(

@@ -79,6 +79,7 @@ class Liveness:
         self._renewals: deque[int] = deque(maxlen=RENEWALS + 1)
         self.renewed = 0  # renewals so far
         self._last_renewed: float | None = None  # monotonic time a successful write was sent
+        self._renewed = asyncio.Event()  # set (and replaced) at each successful write
 
     @staticmethod
     def _key(runner_id: str) -> str:
@@ -114,6 +115,8 @@ class Liveness:
             except Exception as exc:
                 raise StoreUnavailable(f"lease not renewed: {exc!r}") from exc
             self._last_renewed = sent
+            self._renewed.set()
+            self._renewed = asyncio.Event()
             return revision
 
     async def beat(self) -> None:
@@ -133,6 +136,14 @@ class Liveness:
     def silent_for(self) -> float:
         """Seconds since the last successful renewal was sent (infinite before the first)."""
         return float("inf") if self._last_renewed is None else time.monotonic() - self._last_renewed
+
+    def fence_deadline(self) -> float | None:
+        """The monotonic time our attempts are fenced at unless the lease is renewed before."""
+        return None if self._last_renewed is None else self._last_renewed + self.fence_after_s
+
+    async def renewal(self) -> None:
+        """Until the next successful write of our entry."""
+        await self._renewed.wait()
 
     def fresh(self) -> bool:
         """May this runner take new work? Only with a lease renewed lately."""

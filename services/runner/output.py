@@ -35,6 +35,7 @@ from crewyard.secrets import Redactor
 
 from .backends import RunHandle
 from .protocol import (
+    SPOKEN,
     VERSION,
     CrewError,
     CrewEvent,
@@ -84,6 +85,8 @@ class Outcome(msgspec.Struct):
     stderr_tail: list[str] = msgspec.field(default_factory=list)
     #: The runtime that said hello ("python", "node"); None until it has.
     runtime: str | None = None
+    #: The protocol version it speaks (0 until hello).
+    protocol: int = 0
     ready: bool = False
     #: Why the runner stopped the run, and the run's failure reason then; set with ``abort``.
     stopped: str | None = None
@@ -262,13 +265,13 @@ def _spend(outcome: Outcome, size: int, budget: Budget) -> bool:
 
 def _introduce(outcome: Outcome, msg: Message) -> None:
     """The runtime's first line must say which protocol it speaks; stop one that speaks another."""
-    if isinstance(msg, Hello) and msg.v == VERSION:
-        outcome.runtime = msg.runtime
+    if isinstance(msg, Hello) and msg.v in SPOKEN:
+        outcome.runtime, outcome.protocol = msg.runtime, msg.v
         return
     spoken = f"protocol v{msg.v}" if isinstance(msg, Hello) else "an older protocol (v1)"
     _stop(
         outcome,
-        f"the crew's runtime speaks {spoken}; this runner speaks v{VERSION}:"
+        f"the crew's runtime speaks {spoken}; this runner speaks v{VERSION} (and v{min(SPOKEN)}):"
         " deploy the crew again to build it with the current runtime",
     )
 

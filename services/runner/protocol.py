@@ -1,4 +1,4 @@
-"""The runner's side of the runner ↔ runtime protocol, version 3.
+"""The runner's side of the runner ↔ runtime protocol, version 4 (and 3, an older image's runtime).
 
 The definition both sides follow is ``crewyard_runtime/protocol.json`` (message types, fields,
 which are required, the order of a run); the structs here are tested against it, as is the
@@ -14,7 +14,12 @@ from typing import Any
 
 import msgspec
 
-VERSION = 3
+VERSION = 4
+#: The versions this runner speaks: a runtime of version 3 (in an image built before 4) runs as it
+#: always did, without keepalives (so without its own watchdog: only the runner fences its runs).
+SPOKEN = frozenset({3, 4})
+#: The first version whose runtime takes ``keepalive``.
+KEEPALIVE_SINCE = 4
 
 
 # -- runtime → runner --
@@ -106,7 +111,18 @@ class Reply(msgspec.Struct, tag="reply", tag_field="t", omit_defaults=True):
     error: ReplyError | None = None
 
 
-Outgoing = Prepare | Start | Reply
+class Keepalive(msgspec.Struct, tag="keepalive", tag_field="t", omit_defaults=True):
+    """The runner still holds the run until ``deadline`` (its machine's CLOCK_MONOTONIC, in
+    seconds; a runtime on the machine with the same ``boot`` id takes it as it is), that is
+    ``within`` seconds from when it was sent (for a runtime on another machine). Past it, the
+    runtime's watchdog ends the crew (``keepalive.py``)."""
+
+    within: float
+    deadline: float | None = None
+    boot: str | None = None
+
+
+Outgoing = Prepare | Start | Reply | Keepalive
 _encoder = msgspec.json.Encoder()
 
 

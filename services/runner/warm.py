@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from .backends import BackendError, ExitStatus, RunHandle, RunSpec
-from .protocol import VERSION, CrewError, Hello, Ready, Start, ThreadStart, decode_line, encode
+from .protocol import SPOKEN, VERSION, CrewError, Hello, Ready, Start, ThreadStart, decode_line, encode
 
 #: What an idle sandbox may write before a run takes it; more, and it is given up.
 IDLE_LINES = 1_000
@@ -78,7 +78,7 @@ class WarmSandbox:
         if stream != "proto" or self._ready.is_set():
             return
         message = decode_line(raw)
-        if isinstance(message, Hello) and message.v != VERSION:
+        if isinstance(message, Hello) and message.v not in SPOKEN:
             self._give_up(f"its runtime speaks protocol v{message.v}, this runner v{VERSION}")
         elif isinstance(message, CrewError):
             self._give_up(f"the crew could not be prepared: {message.message}")

@@ -20,6 +20,7 @@ from backend_helpers import run_processes
 
 from crewyard import cgroups
 from crewyard.runner.backends.bwrap import BwrapBackend
+from crewyard.testing.processes import alive
 
 if TYPE_CHECKING:
     from backend_helpers import Runs
@@ -113,7 +114,7 @@ async def test_no_sandbox_outlives_its_runner_however_it_is_killed(
         f"left behind: processes {sandboxes()}, groups {_group_dirs(runner_id)}"
     )
     assert stacks, "each started sandbox should have its network stack"
-    assert await _wait_until(lambda: not [p for p in stacks if _alive(p)], 10), "a network stack outlived"
+    assert await _wait_until(lambda: not [p for p in stacks if alive(p)], 10), "a network stack outlived"
 
 
 def _children_named(parent: int, name: str) -> list[int]:
@@ -128,14 +129,6 @@ def _children_named(parent: int, name: str) -> list[int]:
             if comm == name and int(rest[1]) == parent:
                 found.append(int(entry.name))
     return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (OSError, IndexError):
-        return False
-    return state != "Z"
 
 
 def _group(owner: str, runner_id: str, run_id: str) -> cgroups.Cgroup:

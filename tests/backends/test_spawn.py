@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from crewyard import spawn
+from crewyard.testing.processes import alive
 
 
 def _limits(text: str) -> dict[str, str]:
@@ -57,14 +58,6 @@ def test_a_control_group_that_cannot_be_joined_stops_the_start(tmp_path: Path) -
     assert not marker.exists()
 
 
-def _alive(pid: int) -> bool:
-    try:
-        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
-    except (FileNotFoundError, IndexError):
-        return False
-    return state not in ("Z", "X")
-
-
 def _command(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/comm").read_text().strip()
@@ -93,7 +86,7 @@ def test_a_command_that_dies_with_its_parent_goes_when_the_parent_is_killed() ->
         parent.send_signal(signal.SIGKILL)
         parent.wait()
         deadline = time.monotonic() + 60
-        while _alive(child):
+        while alive(child):
             assert time.monotonic() < deadline, "the command outlived its parent"
             time.sleep(0.05)
     finally:

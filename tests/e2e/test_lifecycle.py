@@ -4,12 +4,14 @@ thread whose runner was killed."""
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from pathlib import Path
 
@@ -20,6 +22,7 @@ from crewyard.client import tls_context
 from crewyard.packaging import pack
 from crewyard.testing.api import deploy, sse_events, wait_run, write_crew
 from crewyard.testing.platform import PlatformProcess
+from crewyard.testing.processes import alive
 
 SLOW = """
 import os, time
@@ -53,14 +56,6 @@ def _invoke(api: httpx.Client, dep: dict, **payload) -> str:
     return str(r.json()["run_id"])
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    return Path(f"/proc/{pid}").exists() and "zombie" not in Path(f"/proc/{pid}/status").read_text().lower()
-
-
 def test_cancel_a_running_run_kills_it_and_keeps_its_artifacts(api: httpx.Client, slow: dict):
     run_id = _invoke(api, slow, steps=600)
     deadline = time.monotonic() + 30
@@ -78,7 +73,7 @@ def test_cancel_a_running_run_kills_it_and_keeps_its_artifacts(api: httpx.Client
     arts = api.get(f"/v1/runs/{run_id}/artifacts").json()["artifacts"]
     assert [a["name"] for a in arts] == ["started.txt"]
     pid = int(api.get(f"/v1/runs/{run_id}/artifacts/started.txt").text)
-    assert not _pid_alive(pid)
+    assert not alive(pid)
 
 
 def test_cancel_a_finished_run_is_a_400(api: httpx.Client, slow: dict):
@@ -233,37 +228,56 @@ def test_cancel_on_disconnect(api: httpx.Client, slow: dict):
     assert wait_run(api, run_id, timeout=30)["status"] == "canceled"
 
 
-def _runner(data: Path, platform: PlatformProcess, env: dict) -> subprocess.Popen:
+@contextlib.contextmanager
+def _runners_apart(
+    tmp_path: Path, **settings: str
+) -> Iterator[tuple[PlatformProcess, Callable[[str], subprocess.Popen]]]:
+    """A platform without a runner, and ``runner(id)`` starting one in a process group of its own
+    (short acknowledgement wait and lease); whatever is left of them is stopped at the end."""
+    env = {**os.environ, "CREWYARD_RUNNER_ACK_WAIT": "2", "CREWYARD_RUNNER_LEASE": "6", **settings}
+    platform = PlatformProcess(
+        tmp_path / "data", env={**env, "CREWYARD_SERVICES": "builder,projector,gateway"}
+    )
+    platform.start()
+    started: list[subprocess.Popen] = []
     code = (
         "import asyncio,sys; from crewyard import platform, settings;"
         "asyncio.run(platform.run_service('runner', settings.load(sys.argv[1], nats_url=sys.argv[2],"
         " backend='process')))"
     )
-    return subprocess.Popen(
-        [sys.executable, "-c", code, str(data), platform.nats_url],
-        env={**env, "CREWYARD_NATS_CREDS": str(platform.creds("runner"))},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
+
+    def runner(runner_id: str) -> subprocess.Popen:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", code, str(tmp_path / runner_id), platform.nats_url],
+            env={
+                **env,
+                "CREWYARD_NATS_CREDS": str(platform.creds("runner")),
+                "CREWYARD_RUNNER_ID": runner_id,
+            },
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        started.append(proc)
+        return proc
+
+    try:
+        yield platform, runner
+    finally:
+        for proc in started:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGCONT)  # a stopped one cannot take its SIGTERM
+                os.killpg(proc.pid, signal.SIGTERM)
+                proc.wait(30)
+        platform.stop()
 
 
 @pytest.mark.parametrize(("attempts", "expected"), [(3, "succeeded"), (1, "failed")])
 def test_a_killed_runner_is_recovered(tmp_path: Path, attempts: int, expected: str):
-    env = {
-        **os.environ,
-        "CREWYARD_RUNNER_ACK_WAIT": "2",
-        "CREWYARD_RUNNER_LEASE": "6",  # the rescuer takes the run over once the lease ran out
-        "CREWYARD_RETRY_BACKOFF": "0.2",
-        "CREWYARD_RETRY_MAX_ATTEMPTS": str(attempts),
-    }
-    platform = PlatformProcess(
-        tmp_path / "data", env={**env, "CREWYARD_SERVICES": "builder,projector,gateway"}
-    )
-    platform.start()
-    first = second = None
-    try:
-        first = _runner(tmp_path / "r1", platform, {**env, "CREWYARD_RUNNER_ID": "doomed"})
+    # The rescuer takes the run over once the doomed runner's lease (6 s) ran out.
+    settings = {"CREWYARD_RETRY_BACKOFF": "0.2", "CREWYARD_RETRY_MAX_ATTEMPTS": str(attempts)}
+    with _runners_apart(tmp_path, **settings) as (platform, runner):
+        first = runner("doomed")
         with platform.client(timeout=30) as api:
             dep = deploy(api, write_crew(tmp_path / "crew", SLOW), "recover")
             run_id = _invoke(api, dep, steps=15, step=0.1)
@@ -274,7 +288,7 @@ def test_a_killed_runner_is_recovered(tmp_path: Path, attempts: int, expected: s
             time.sleep(0.3)
             os.killpg(first.pid, signal.SIGKILL)
             first.wait()
-            second = _runner(tmp_path / "r2", platform, {**env, "CREWYARD_RUNNER_ID": "rescuer"})
+            runner("rescuer")
             run = wait_run(api, run_id, timeout=60)
             assert run["status"] == expected, run
             events = sse_events(api, f"/v1/runs/{run_id}/events")
@@ -286,12 +300,67 @@ def test_a_killed_runner_is_recovered(tmp_path: Path, attempts: int, expected: s
                 assert attempts_seen == [1, 2]
             else:
                 assert "runner_lost" in str(events[-1]["data"]["data"]) or "lost" in run["error_message"]
-    finally:
-        for proc in (first, second):
-            if proc is not None and proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(30)
-        platform.stop()
+
+
+TICKS = """
+import os, time
+
+def run(inputs):
+    with open(inputs["ticks"], "a", buffering=1) as out:
+        for _ in range(int(inputs["steps"])):
+            out.write(f"{os.getpid()} {time.time()}\\n")
+            time.sleep(0.1)
+    return {"done": True}
+"""
+
+
+def _ticks(path: Path) -> list[tuple[int, float]]:
+    """(pid, time) of every whole line the crews wrote so far."""
+    text = path.read_text() if path.exists() else ""
+    return [(int(p), float(t)) for p, t in (line.split() for line in text.splitlines()[:-1] or [])]
+
+
+@pytest.mark.parametrize("rescued", [True, False], ids=["another runner takes over", "its runner comes back"])
+def test_a_stalled_runners_crew_ends_before_its_run_can_be_taken_over(tmp_path: Path, rescued: bool):
+    """SIGSTOP of the runner running a run (a frozen machine, a process swapped out): the runner
+    fences nothing, so the crew's runtime stops itself when the keepalives stop, before another
+    runner may take the run over (or its own runner, back, retries it): never two crews at once."""
+    ticks = tmp_path / "ticks.txt"
+    settings = {"CREWYARD_RETRY_BACKOFF": "0.2", "CREWYARD_RETRY_MAX_ATTEMPTS": "3"}
+    with _runners_apart(tmp_path, **settings) as (platform, runner):
+        first = runner("stalled")
+        with platform.client(timeout=30) as api:
+            dep = deploy(api, write_crew(tmp_path / "crew", TICKS), "stall")
+            run_id = _invoke(api, dep, ticks=str(ticks), steps=120)
+            deadline = time.monotonic() + 60
+            while len(_ticks(ticks)) < 15:  # 1.5 s in: past the first keepalives (every 0.5 s)
+                assert time.monotonic() < deadline, "the run did not start"
+                time.sleep(0.05)
+            crew = _ticks(ticks)[0][0]
+            os.killpg(first.pid, signal.SIGSTOP)
+            stopped_at = time.time()
+            if rescued:
+                runner("rescuer")
+                deadline = time.monotonic() + 60
+                while all(pid == crew for pid, _ in _ticks(ticks)):
+                    assert time.monotonic() < deadline, "no other runner took the run over"
+                    time.sleep(0.05)
+            else:
+                time.sleep(8)  # past the lease: another runner could have taken it
+            assert not alive(crew), "the stalled runner's crew still runs"
+            os.killpg(first.pid, signal.SIGCONT)
+
+            run = wait_run(api, run_id, timeout=90)
+            assert run["status"] == "succeeded", run
+            types = _types(api, run_id)
+            assert len([t for t in types if t in TERMINAL]) == 1
+            assert types.count("run.started") == 2 and types.count("run.retrying") == 1, types
+        seen = _ticks(ticks)
+        pids = list(dict.fromkeys(pid for pid, _ in seen))
+        assert len(pids) == 2 and pids[0] == crew, pids
+        last_of_first = max(t for pid, t in seen if pid == crew)
+        assert last_of_first < min(t for pid, t in seen if pid == pids[1]), "the two crews ran at once"
+        assert last_of_first - stopped_at < 6, "the crew went on past its runner's lease"
 
 
 THREADED = """
@@ -320,20 +389,9 @@ def _thread_settled(api: httpx.Client, thread_id: str, timeout: float = 90) -> d
 def test_a_thread_whose_runner_was_killed_is_not_left_busy(tmp_path: Path):
     """kill -9 of the runner running a thread's run: the run fails (no retries), the thread goes
     to ``error`` by itself with the state of its last checkpoint, and its next run starts there."""
-    env = {
-        **os.environ,
-        "CREWYARD_RUNNER_ACK_WAIT": "2",
-        "CREWYARD_RUNNER_LEASE": "6",
-        "CREWYARD_RETRY_MAX_ATTEMPTS": "1",
-        "CREWYARD_THREAD_KEEPER_INTERVAL": "0.5",
-    }
-    platform = PlatformProcess(
-        tmp_path / "data", env={**env, "CREWYARD_SERVICES": "builder,projector,gateway"}
-    )
-    platform.start()
-    first = second = None
-    try:
-        first = _runner(tmp_path / "r1", platform, {**env, "CREWYARD_RUNNER_ID": "doomed"})
+    settings = {"CREWYARD_RETRY_MAX_ATTEMPTS": "1", "CREWYARD_THREAD_KEEPER_INTERVAL": "0.5"}
+    with _runners_apart(tmp_path, **settings) as (platform, runner):
+        first = runner("doomed")
         with platform.client(timeout=30) as api:
             deploy(api, write_crew(tmp_path / "crew", THREADED), "kept")
             tid = api.post("/v1/threads", json={"project": "kept"}).json()["thread_id"]
@@ -350,7 +408,7 @@ def test_a_thread_whose_runner_was_killed_is_not_left_busy(tmp_path: Path):
                 time.sleep(0.05)
             os.killpg(first.pid, signal.SIGKILL)
             first.wait()
-            second = _runner(tmp_path / "r2", platform, {**env, "CREWYARD_RUNNER_ID": "rescuer"})
+            runner("rescuer")
             assert wait_run(api, run_id, timeout=90)["status"] == "failed"
             thread = _thread_settled(api, tid)
             assert thread["status"] == "error" and thread["active_run_id"] is None, thread
@@ -362,9 +420,3 @@ def test_a_thread_whose_runner_was_killed_is_not_left_busy(tmp_path: Path):
             assert third["status"] == "succeeded", third
             thread = _thread_settled(api, tid)
             assert thread["status"] == "idle" and thread["values"] == {"seen": ["a", "c"]}, thread
-    finally:
-        for proc in (first, second):
-            if proc is not None and proc.poll() is None:
-                os.killpg(proc.pid, signal.SIGTERM)
-                proc.wait(30)
-        platform.stop()

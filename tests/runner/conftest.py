@@ -20,6 +20,8 @@ from crewyard.core.events import Event, Payload
 from crewyard.eventstore import EventStore
 from crewyard.runner.backends import Limits, ProcessBackend, RunSpec
 from crewyard.runner.execution import Budget, Emitter, decide_outcome, supervise
+from crewyard.runner.keepalive import Keepalives
+from crewyard.runner.liveness import Liveness
 
 REAL_RUNTIME = Path(crewyard_runtime.__file__).resolve().parents[1]
 
@@ -48,7 +50,9 @@ def run_crew(store: EventStore, tmp_path: Path) -> RunCrew:
         env: dict[str, str] | None = None,
         input: dict[str, Any] | None = None,
         timeout_s: float = 60,
+        lease_s: float | None = None,
     ) -> Ran:
+        """``lease_s``: the run is held under a lease of that length (and kept alive)."""
         run_id = f"run_{uuid.uuid4().hex[:12]}"
         source_dir = tmp_path / run_id / "src"
         source_dir.mkdir(parents=True)
@@ -76,6 +80,12 @@ def run_crew(store: EventStore, tmp_path: Path) -> RunCrew:
             return None
 
         emitter = Emitter(store, "tests", run_id, secrets or [])
+        keepalives, beating = None, None
+        if lease_s is not None:
+            liveness = Liveness(store, "test-runner", lease_s, bucket=f"LEASES_{uuid.uuid4().hex[:8]}")
+            await liveness.claim(run_id, 1)
+            beating = asyncio.create_task(liveness.beat())
+            keepalives = Keepalives(liveness)
         started = time.monotonic()
         try:
             outcome, status, timed_out, _ = await supervise(
@@ -87,9 +97,12 @@ def run_crew(store: EventStore, tmp_path: Path) -> RunCrew:
                 heartbeat=beat,
                 heartbeat_every=5,
                 budget=budget,
+                keepalives=keepalives,
             )
         finally:
             await handle.remove()
+            if beating is not None:
+                beating.cancel()
         await emitter.flush()
         payload = decide_outcome(
             outcome=outcome,

@@ -28,6 +28,7 @@ from crewyard.runner.backends._forkserver import ForkedHandle
 from crewyard.runner.changes import follow_changes
 from crewyard.runner.pools import Pool, PoolKey, Pools, Renewal
 from crewyard.runner.warm import WarmSandbox
+from crewyard.testing.processes import alive
 
 RUNTIME = Path(crewyard_runtime.__file__).resolve().parents[1]
 KEY = PoolKey("dep_pools", "production")
@@ -94,17 +95,10 @@ def mode(request: pytest.FixtureRequest) -> Iterator[str]:
 MODE = "forked"
 
 
-def _alive(pid: int | None) -> bool:
-    try:
-        return pid is not None and Path(f"/proc/{pid}/stat").read_text().split(") ")[1][0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
 def sandbox_pids(sandbox: WarmSandbox) -> list[int]:
     """The sandbox's live processes: a forked one's keeper and run, else those of its run id."""
     if isinstance(sandbox.handle, ForkedHandle):
-        return [p for p in (sandbox.handle.keeper, sandbox.handle.pid) if p is not None and _alive(p)]
+        return [p for p in (sandbox.handle.keeper, sandbox.handle.pid) if p is not None and alive(p)]
     needle = f"CREWYARD_RUN_ID={sandbox.spec.run_id}".encode()
     found = []
     for entry in Path("/proc").iterdir():

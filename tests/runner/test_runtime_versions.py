@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from crewyard.core.events import RunCompleted, RunFailed
-from crewyard.runner.protocol import VERSION
+from crewyard.runner.protocol import KEEPALIVE_SINCE, SPOKEN, VERSION
 
 if TYPE_CHECKING:
     from conftest import RunCrew
@@ -76,3 +76,35 @@ async def test_a_request_for_an_unknown_operation_gets_a_clean_error_reply(
 
     assert isinstance(payload, RunCompleted), payload
     assert payload.output == {"code": "unknown_op", "message": "this platform has no operation 'tables.get'"}
+
+
+@pytest.mark.parametrize("version", [VERSION, min(SPOKEN)], ids=["this version", "the oldest spoken"])
+async def test_keepalives_go_only_to_a_runtime_that_takes_them(
+    run_crew: RunCrew, tmp_path: Path, version: int
+) -> None:
+    """A runtime of an image built before keepalives runs as before, and is sent none (its
+    ``expect`` would take one for a broken protocol); a current one gets one each renewal."""
+    runtime = _fake_runtime(
+        tmp_path / f"v{version}",
+        f"""
+        import json, sys, threading, time
+        said = lambda m: print(json.dumps(m), flush=True)
+        said({{"t": "hello", "v": {version}, "runtime": "python"}})
+        kinds = []
+        threading.Thread(
+            target=lambda: [kinds.append(json.loads(line)["t"]) for line in sys.stdin], daemon=True
+        ).start()
+        said({{"t": "ready"}})
+        time.sleep(1.5)
+        said({{"t": "result", "output": {{"kinds": kinds}}}})
+        """,
+    )
+    payload = (await run_crew(runtime_dir=runtime, lease_s=2.4)).payload  # renewals every 0.2 s
+
+    assert isinstance(payload, RunCompleted), payload
+    kinds = payload.output["kinds"]
+    assert kinds[:2] == ["prepare", "start"]
+    if version >= KEEPALIVE_SINCE:
+        assert kinds.count("keepalive") >= 3, kinds
+    else:
+        assert "keepalive" not in kinds, kinds

@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+import signal
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -21,6 +23,7 @@ from crewyard.core.crewfile import CrewConfig
 from crewyard.environments import BuildRequest, VenvBuilder, nodejs
 from crewyard.runner import protocol
 from crewyard.runner.backends._base import NODE_CHANNELS
+from crewyard.testing.processes import alive
 from crewyard.testing.protocol import RUNNER_TO_RUNTIME, RUNTIME_TO_RUNNER, Driven, document, problems
 
 RUNTIME = Path(__file__).resolve().parents[2] / "libs" / "crewyard_runtime" / "node"
@@ -273,3 +276,87 @@ def test_the_runtime_package_pins_what_it_installs() -> None:
     lock = json.loads((RUNTIME / "package-lock.json").read_text())
     assert all(re.fullmatch(r"\d+\.\d+\.\d+", v) for v in manifest["dependencies"].values())
     assert lock["packages"][""]["dependencies"] == manifest["dependencies"]
+
+
+# -- the watchdog: keepalives (version 4) --
+
+STAYS = """
+import { spawn } from "node:child_process";
+import { readFile } from "node:fs/promises";
+
+export async function run(input: { sleepMs?: number; busyMs?: number }) {
+  const child = spawn("sleep", ["300"], { stdio: "ignore" });
+  console.log("child", child.pid);
+  await new Promise((resolve) => setTimeout(resolve, input.sleepMs ?? 0));
+  await readFile("/proc/self/stat"); // what follows runs after I/O: timers come before input next
+  const end = Date.now() + (input.busyMs ?? 0);
+  while (Date.now() < end) {} // holds the event loop: no timer runs, no input is read
+  child.kill("SIGKILL");
+  return { ran: true };
+}
+"""
+
+
+def _started(rt: Driven, **inputs: int) -> int:
+    """Through start; the pid of the crew's child process."""
+    rt.next()
+    rt.send(_prepare("./crew.ts:run"))
+    rt.send(protocol.Start(run_id="run_node", input=inputs))
+    while True:
+        line = rt.until("log")["message"]
+        if line.startswith("child "):
+            return int(line.split()[1])
+
+
+def test_a_node_runtime_whose_keepalives_stop_ends_its_crew_and_the_crews_processes(
+    node_runtime: Callable[..., Driven],
+) -> None:
+    rt = node_runtime({"crew.ts": STAYS})
+    child = _started(rt, sleepMs=60_000)
+    rt.send(protocol.Keepalive(within=1.0))  # arms the watchdog; none follows (a stalled runner)
+    started = time.monotonic()
+    code = rt.proc.wait(20)
+
+    assert code == -signal.SIGKILL, code
+    assert 1.0 <= time.monotonic() - started < 10
+    assert "result" not in [m["t"] for m in rt.seen]
+    deadline = time.monotonic() + 5
+    while alive(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(child), "the crew's child process outlived the watchdog"
+
+
+@pytest.mark.parametrize(
+    ("inputs", "within"),
+    [({"sleepMs": 2500}, 1.0), ({"sleepMs": 1500}, None)],
+    ids=["kept alive", "never kept alive"],
+)
+def test_a_node_runtime_kept_alive_runs_to_its_end(
+    node_runtime: Callable[..., Driven], inputs: dict[str, int], within: float | None
+) -> None:
+    rt = node_runtime({"crew.ts": STAYS})
+    _started(rt, **inputs)
+    if within is None:  # an older runner sends none: the watchdog is never armed
+        assert rt.until("result")["output"] == {"ran": True}
+    else:
+        rt.send(protocol.Keepalive(within=within))
+        with rt.kept_alive(within=within, every=0.25):
+            assert rt.until("result")["output"] == {"ran": True}
+    assert rt.finish() == 0
+
+
+def test_a_node_crew_that_blocks_its_event_loop_is_ended_at_the_deadline(
+    node_runtime: Callable[..., Driven],
+) -> None:
+    """No timer of the main thread runs while the crew blocks its loop (6 s here): the watchdog's
+    own thread ends the runtime at the deadline all the same."""
+    rt = node_runtime({"crew.ts": STAYS})
+    child = _started(rt, sleepMs=500, busyMs=6000)
+    rt.send(protocol.Keepalive(within=1.5))  # read during the crew's first half second
+    started = time.monotonic()
+    assert rt.proc.wait(20) == -signal.SIGKILL
+    assert time.monotonic() - started < 4.5, "the crew was ended only when it let its loop go"
+    deadline = time.monotonic() + 5
+    while alive(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(child), "the crew's child process outlived the watchdog"

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -17,7 +19,8 @@ from typing import Any
 import msgspec
 import pytest
 
-from crewyard.runner import protocol
+from crewyard.runner import keepalive, protocol
+from crewyard.testing.processes import alive
 from crewyard.testing.protocol import RUNNER_TO_RUNTIME, RUNTIME_TO_RUNNER, Driven, document, problems
 from crewyard.testing.runtime import LIBS
 from crewyard_runtime import _protocol as runtime_protocol
@@ -165,3 +168,114 @@ def test_the_runners_messages_are_the_documents_messages(direction: str, structs
     assert declared == {
         kind: {n: f["required"] for n, f in spec["fields"].items()} for kind, spec in doc.items()
     }
+
+
+# -- the watchdog: keepalives (version 4) --
+
+STAYS = """
+import ctypes, os, subprocess, time
+
+def run(inputs):
+    child = subprocess.Popen(["sleep", "300"])
+    print("child", child.pid)
+    time.sleep(float(inputs.get("sleep_s", 0)))
+    if inputs.get("hold_s"):  # a call that keeps the interpreter (no thread of it runs meanwhile)
+        ctypes.PyDLL(None).sleep(int(inputs["hold_s"]))
+    child.kill()
+    return {"ran": True}
+"""
+
+
+def _started(rt: Driven, **inputs: float) -> int:
+    """Through start; the pid of the crew's child process."""
+    rt.next()
+    rt.send(_prepare())
+    rt.until("ready")
+    rt.send(protocol.Start(run_id="run_proto", input=inputs))
+    while True:
+        line = rt.until("log")["message"]
+        if line.startswith("child "):
+            return int(line.split()[1])
+
+
+def test_a_runtime_whose_keepalives_stop_ends_its_crew_and_the_crews_processes(
+    runtime: Callable[[str], Driven],
+) -> None:
+    rt = runtime(STAYS)
+    child = _started(rt, sleep_s=60)
+    rt.send(protocol.Keepalive(within=1.0))  # arms the watchdog; none follows (a stalled runner)
+    started = time.monotonic()
+    code = rt.proc.wait(20)
+    waited = time.monotonic() - started
+
+    assert code == -signal.SIGKILL, code  # its group's SIGKILL, itself included
+    assert 1.0 <= waited < 10, waited
+    assert "result" not in [m["t"] for m in rt.seen]
+    deadline = time.monotonic() + 5
+    while alive(child) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(child), "the crew's child process outlived the watchdog"
+
+
+def test_a_runtime_kept_alive_runs_to_its_end_and_one_never_kept_alive_never_times_out(
+    runtime: Callable[[str], Driven],
+) -> None:
+    kept = runtime(STAYS)
+    _started(kept, sleep_s=2.5)
+    with kept.kept_alive(within=1.0, every=0.25):
+        assert kept.until("result")["output"] == {"ran": True}
+    assert kept.finish() == 0
+
+    never = runtime(STAYS)  # an older runner sends none: the watchdog is never armed
+    _started(never, sleep_s=1.5)
+    assert never.until("result")["output"] == {"ran": True}
+    assert never.finish() == 0
+
+
+def test_a_crew_that_keeps_the_interpreter_is_ended_at_the_deadline_not_when_it_lets_go(
+    runtime: Callable[[str], Driven],
+) -> None:
+    """No thread of the runtime runs while a crew's C call keeps the interpreter (6 s here):
+    faulthandler's timer, a C thread, ends the process at the deadline all the same."""
+    rt = runtime(STAYS)
+    _started(rt, sleep_s=0.5, hold_s=6)
+    rt.send(protocol.Keepalive(within=1.5))  # read during the crew's first half second
+    started = time.monotonic()
+    code = rt.proc.wait(20)
+
+    assert code == 1, code  # faulthandler's exit
+    assert time.monotonic() - started < 4.5, "the crew was ended only when it let the interpreter go"
+
+
+@pytest.mark.parametrize(
+    ("within", "deadline_in", "boot"),
+    [(30.0, 1.0, keepalive.BOOT), (1.0, 30.0, "another machine")],
+    ids=["the runner's clock on this machine", "from when it is read on another machine"],
+)
+def test_a_keepalives_deadline_is_the_runners_own_where_the_clock_is_shared(
+    runtime: Callable[[str], Driven], within: float, deadline_in: float, boot: str | None
+) -> None:
+    rt = runtime(STAYS)
+    _started(rt, sleep_s=60)
+    rt.send(protocol.Keepalive(within=within, deadline=time.monotonic() + deadline_in, boot=boot))
+    started = time.monotonic()
+    assert rt.proc.wait(20) == -signal.SIGKILL
+    assert time.monotonic() - started < 10  # not the 30 s of the other figure
+
+
+def test_keepalives_read_after_their_deadline_while_the_crew_was_imported_end_nothing(
+    runtime: Callable[[str], Driven],
+) -> None:
+    """A cold start: prepare and start go at once, and the crew's import (2.5 s here) keeps the
+    runtime from reading the keepalives that follow: the first ones it reads are past their
+    deadline, the ones behind them are not, and the runner is alive all along."""
+    rt = runtime("import time\ntime.sleep(2.5)\n\ndef run(inputs):\n    time.sleep(1)\n    return 1\n")
+    rt.next()
+    rt.send(_prepare())
+    rt.send(protocol.Start(run_id="run_proto", input={}))
+    sent = time.monotonic()
+    for past in range(200, 0, -1):  # what a runner sent during a long import, oldest first
+        rt.send(protocol.Keepalive(within=1.0, deadline=sent - past * 0.01, boot=keepalive.BOOT))
+    rt.send(protocol.Keepalive(within=30.0, deadline=sent + 30, boot=keepalive.BOOT))
+    assert rt.until("result")["output"] == 1
+    assert rt.finish() == 0

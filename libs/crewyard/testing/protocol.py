@@ -8,16 +8,21 @@ process of its own, driven line by line with the runner's own encoder.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import queue
+import signal
 import subprocess
 import threading
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from crewyard.runner import protocol
+from crewyard.runner.keepalive import BOOT
 
 RUNTIME_TO_RUNNER = "runtime_to_runner"
 RUNNER_TO_RUNTIME = "runner_to_runtime"
@@ -36,6 +41,8 @@ def _type_ok(kind: str, value: Any) -> bool:
         return isinstance(value, str)
     if kind == "integer":
         return isinstance(value, int) and not isinstance(value, bool)
+    if kind == "number":
+        return isinstance(value, int | float) and not isinstance(value, bool)
     if kind == "boolean":
         return isinstance(value, bool)
     if kind == "object":
@@ -86,7 +93,13 @@ class Driven:
     def __init__(self, command: Sequence[str], *, cwd: Path, env: dict[str, str], timeout: float) -> None:
         self.timeout = timeout
         self.proc = subprocess.Popen(
-            command, cwd=cwd, env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+            command,
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,  # as every backend starts it: the runtime leads its group
         )
         self.lines: queue.Queue[bytes] = queue.Queue()
         self.seen: list[dict[str, Any]] = []
@@ -118,6 +131,26 @@ class Driven:
         self.proc.stdin.write(line)
         self.proc.stdin.flush()
 
+    @contextlib.contextmanager
+    def kept_alive(self, within: float, every: float, *, clock: bool = False) -> Iterator[None]:
+        """Send ``keepalive {within}`` every ``every`` seconds meanwhile, as a runner does (with
+        ``clock``, its deadline on this machine's monotonic clock too, as a runner here does)."""
+        stop = threading.Event()
+
+        def loop() -> None:
+            with contextlib.suppress(OSError, ValueError):  # the runtime ended: its stdin is gone
+                while not stop.wait(every):
+                    deadline, boot = (time.monotonic() + within, BOOT) if clock else (None, None)
+                    self.send(protocol.Keepalive(within=within, deadline=deadline, boot=boot))
+
+        sender = threading.Thread(target=loop, daemon=True)
+        sender.start()
+        try:
+            yield
+        finally:
+            stop.set()
+            sender.join()
+
     def next(self) -> dict[str, Any] | None:
         """The runtime's next message; None once its output ended."""
         line = self.lines.get(timeout=self.timeout)
@@ -136,7 +169,8 @@ class Driven:
     def finish(self) -> int:
         """Close its input (what a runner does when it is done) and wait: its exit code."""
         if self.proc.stdin:
-            self.proc.stdin.close()
+            with contextlib.suppress(BrokenPipeError):  # it ended before reading all it was sent
+                self.proc.stdin.close()
         code = self.proc.wait(self.timeout)
         while self.next() is not None:
             pass
@@ -145,8 +179,10 @@ class Driven:
         return code
 
     def close(self) -> None:
-        """Kill it (if it still runs) and close its pipes."""
-        self.proc.kill()
+        """Kill it and what is left of its process group (a crew's child holds its pipes open)
+        and close its pipes."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
         self.proc.wait()
         for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
             if stream:

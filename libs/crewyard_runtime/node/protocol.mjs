@@ -11,8 +11,9 @@
 
 import fs from "node:fs";
 import net from "node:net";
+import { Worker } from "node:worker_threads";
 
-export const VERSION = 3;
+export const VERSION = 4;
 export const RUNTIME = "node";
 export const OUT_FD = 3;
 export const IN_FD = 4;
@@ -132,6 +133,58 @@ function deliver(item) {
   else inbox.push(item);
 }
 
+// -- the watchdog (protocol.json: keepalive) --
+//
+// Each keepalive says until when the run may go on: `deadline` on the runner's CLOCK_MONOTONIC
+// (libuv's hrtime is that clock), taken as it is when this machine has the runner's boot id,
+// else `within` seconds from now. The first one arms the watchdog: a worker thread of its own
+// (its own event loop, so a crew that blocks the main one — a busy loop, a write to a runner that
+// stopped reading — cannot hold it up) that kills the runtime's process group at the deadline.
+// Nothing is written on the way out: the runner is not reading, and a full pipe would block.
+
+let BOOT = null;
+try {
+  BOOT = fs.readFileSync("/proc/sys/kernel/random/boot_id", "ascii").trim() || null;
+} catch {}
+
+const WATCHDOG = `
+const { workerData } = require("node:worker_threads");
+const deadline = new BigInt64Array(workerData);
+const pause = new Int32Array(new SharedArrayBuffer(4));
+for (;;) {
+  const due = Atomics.load(deadline, 0);
+  if (due > 0n && process.hrtime.bigint() >= due) break;
+  Atomics.wait(pause, 0, 0, 20);
+}
+try { process.kill(-process.pid, "SIGKILL"); } catch {} // our own group, when we lead one
+process.kill(process.pid, "SIGKILL");
+`;
+let watchdogDeadline = null; // BigInt64Array over shared memory: nanoseconds of hrtime, 0 unarmed
+const DRAIN_NS = 250_000_000n;
+
+function keepalive(message) {
+  const within = message.within;
+  if (typeof within !== "number" || !Number.isFinite(within) || within <= 0) return;
+  let due;
+  if (BOOT !== null && message.boot === BOOT && typeof message.deadline === "number" && Number.isFinite(message.deadline)) {
+    due = BigInt(Math.round(message.deadline * 1e9));
+  } else {
+    due = process.hrtime.bigint() + BigInt(Math.round(within * 1e9)); // another machine's clock
+  }
+  // Deadlines only move on, and never into the past: a keepalive read late (the crew held the
+  // loop) gives those queued behind it a moment to be read (they move it on if the runner lives).
+  const soonest = process.hrtime.bigint() + DRAIN_NS;
+  if (due < soonest) due = soonest;
+  if (watchdogDeadline !== null && Atomics.load(watchdogDeadline, 0) > due) return;
+  if (watchdogDeadline === null) {
+    watchdogDeadline = new BigInt64Array(new SharedArrayBuffer(8));
+    Atomics.store(watchdogDeadline, 0, due);
+    new Worker(WATCHDOG, { eval: true, workerData: watchdogDeadline.buffer }).unref();
+  } else {
+    Atomics.store(watchdogDeadline, 0, due);
+  }
+}
+
 function readInbox() {
   const socket = new net.Socket({ fd: IN_FD, readable: true, writable: false });
   let pending = "";
@@ -152,6 +205,10 @@ function readInbox() {
       }
       if (typeof message !== "object" || message === null || typeof message.t !== "string") {
         deliver(new ProtocolError("the runner sent a message without a type"));
+        continue;
+      }
+      if (message.t === "keepalive") {
+        keepalive(message); // taken as it is read: it is never anyone's next message
         continue;
       }
       deliver(message);
