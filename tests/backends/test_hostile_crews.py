@@ -13,7 +13,8 @@ import pytest
 from backend_helpers import ForkedRun, run_processes
 
 from crewyard import privatenet, sandboxuid
-from crewyard.runner.backends import BackendUnavailable, DockerBackend, _bwrap_server
+from crewyard.runner.backends import BackendUnavailable, DockerBackend, _bwrap_server, doctor
+from crewyard.settings import Settings
 
 if TYPE_CHECKING:
     from backend_helpers import Runs
@@ -137,3 +138,7 @@ def test_a_sandbox_uid_an_account_has_is_refused() -> None:
     assert _bwrap_server.unavailable("bwrap", login.pw_uid) == sandboxuid.problem(login.pw_uid)
     with pytest.raises(BackendUnavailable, match="CREWYARD_SANDBOX_UID"):
         DockerBackend("unix:///nonexistent.sock", user_uid=login.pw_uid).api()
+    # What `crewyard doctor` says: the uid, not a hint about an engine that is not the problem.
+    docker = doctor(Settings(data_dir=Path("/nonexistent"), sandbox_uid=login.pw_uid, docker_host=""))[0]
+    assert docker.name == "docker" and not docker.usable
+    assert docker.reason == sandboxuid.problem(login.pw_uid), docker.reason

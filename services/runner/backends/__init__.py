@@ -16,7 +16,7 @@ import shutil
 
 import msgspec
 
-from crewyard import cgroups, privatenet
+from crewyard import cgroups, privatenet, sandboxuid
 from crewyard.settings import Settings
 
 from . import _bwrap_server
@@ -89,8 +89,8 @@ def _docker_status(settings: Settings) -> BackendStatus:
         engine = _docker(settings).describe()
     except BackendError as exc:
         hint = (
-            ""
-            if settings.docker_host
+            ""  # an engine was named, or the engine is not what is wrong (the uid is)
+            if settings.docker_host or sandboxuid.problem(settings.sandbox_uid) is not None
             else (
                 " — set CREWYARD_DOCKER_HOST to a Docker or Podman API socket (scripts/containers.sh sets up"
                 " podman and prints one)"
