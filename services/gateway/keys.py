@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -70,9 +70,26 @@ def _require_platform(request: Request[Any, Any, Any], what: str) -> None:
         raise ApiError(403, "forbidden", f"{what} needs a platform-wide admin key")
 
 
+#: The furthest expiry taken. Beyond it is no real plan, and near year 9999 a moment may have no
+#: UTC form at all (``9999-12-31T23:59:59-23:59``), which every later comparison or page of it
+#: would trip over. A key that is never to expire leaves ``expires_at`` out.
+MAX_EXPIRY_YEARS = 100
+
+
 def _future(when: datetime | None) -> datetime | None:
-    if when is not None and when <= datetime.now(UTC):
+    if when is None:
+        return None
+    now = datetime.now(UTC)
+    try:
+        utc = when.astimezone(UTC)
+    except OverflowError:
+        raise bad_request("expires_at is out of range (its UTC form is outside years 1 to 9999)") from None
+    if utc <= now:
         raise bad_request("expires_at must be in the future")
+    if utc > now + timedelta(days=365 * MAX_EXPIRY_YEARS + MAX_EXPIRY_YEARS // 4):
+        raise bad_request(
+            f"expires_at must be at most {MAX_EXPIRY_YEARS} years from now (leave it out for no expiry)"
+        )
     return when
 
 

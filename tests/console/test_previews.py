@@ -86,6 +86,18 @@ def test_csv_is_a_table_and_text_has_lines_and_long_files_say_they_were_cut():
     assert broken.kind == "text" and broken.note
 
 
+def test_a_csv_its_reader_refuses_is_shown_as_text_not_a_failed_page() -> None:
+    # A field over the csv module's limit (131072 characters) made the artifact page a 500.
+    body = b'name,blob\nbig,"' + b"x" * 200_000 + b'"\n'
+    shown = previews.build("data.csv", "text/csv", body, len(body))
+    assert shown.kind == "text" and "as csv" in shown.note and shown.lines[0] == "name,blob"
+    # Only the rows a table shows are read: such a field further down does not matter.
+    rows = b"".join(b"%d,x\n" % i for i in range(previews.MAX_ROWS + 1))
+    body = b"n,v\n" + rows + b'big,"' + b"x" * 200_000 + b'"\n'
+    table = previews.build("data.csv", "text/csv", body, len(body))
+    assert table.kind == "table" and len(table.rows) == previews.MAX_ROWS and table.truncated
+
+
 def test_html_that_markdown_lets_through_is_sanitised_too():
     # Links and images markdown itself makes: the sanitiser is the second wall.
     html = str(

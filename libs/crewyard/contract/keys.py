@@ -14,6 +14,9 @@ KeyName = Annotated[
     str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9 ._@-]*\Z")
 ]
 ConsumerName = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9_-]{0,62}\Z")]
+#: A moment with its offset. The gateway takes it only in the future and at most 100 years ahead
+#: (which also refuses one with no UTC form, ``9999-12-31T23:59:59-23:59``): that bound depends on
+#: the clock, so it is checked where the request is handled, not at decoding.
 When = Annotated[datetime, msgspec.Meta(tz=True)]
 
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import posixpath
 from dataclasses import dataclass, field
@@ -104,7 +105,9 @@ def _beside(files: str, folder: str, src: str) -> str | None:
 
 def build(name: str, content_type: str, body: bytes, size: int, files: str = "") -> Preview:
     """The preview of an artifact from its first bytes (``body``) and its full ``size``; ``files``
-    the URL of the run's files, from which a Markdown file's images are shown."""
+    the URL of the run's files, from which a Markdown file's images are shown. A file its kind's
+    reader refuses (a CSV field over the csv module's limit, say) is shown as text: a crew's bytes
+    never make the page fail."""
     kind = kind_of(name, content_type)
     truncated = size > len(body)
     if kind == "image":
@@ -112,6 +115,15 @@ def build(name: str, content_type: str, body: bytes, size: int, files: str = "")
     if kind == "none":
         return Preview("none", note="no preview for this type of file")
     text = body.decode("utf-8", errors="replace")
+    try:
+        preview = _read(kind, name, text, truncated, files)
+    except Exception as exc:  # whatever a parser makes of hostile bytes: the file is still text
+        return _text(text, truncated, note=f"cannot be shown as {kind} ({type(exc).__name__}); shown as text")
+    return preview or _text(text, truncated)
+
+
+def _read(kind: str, name: str, text: str, truncated: bool, files: str) -> Preview | None:
+    """The preview its kind gives ``text``; None when it gives none (shown as text)."""
     if kind == "markdown":
         html = markdown(text, files, posixpath.dirname(name))
         return Preview("markdown", html=html, truncated=truncated)
@@ -126,7 +138,8 @@ def build(name: str, content_type: str, body: bytes, size: int, files: str = "")
             return Preview("table", header=header, rows=rows[:MAX_ROWS], truncated=len(rows) > MAX_ROWS)
         return Preview("json", text=json.dumps(value, indent=2, ensure_ascii=False))
     if kind == "csv":
-        rows = list(csv.reader(io.StringIO(text)))[: MAX_ROWS + 1]
+        # Only the rows shown are read (csv.Error on a field over the module's limit, among others).
+        rows = list(itertools.islice(csv.reader(io.StringIO(text)), MAX_ROWS + 1))
         if rows:
             return Preview(
                 "table",
@@ -134,7 +147,7 @@ def build(name: str, content_type: str, body: bytes, size: int, files: str = "")
                 rows=rows[1 : MAX_ROWS + 1],
                 truncated=truncated or len(rows) > MAX_ROWS,
             )
-    return _text(text, truncated)
+    return None
 
 
 def _text(text: str, truncated: bool, note: str = "") -> Preview:

@@ -72,23 +72,27 @@ def static_url(name: str) -> str:
 
 
 def _clock(value: Any) -> str:
-    when = _parse(value)
-    return when.strftime("%H:%M:%S") if when else ""
+    return _moment(value, "%H:%M:%S")
 
 
 def _when(value: Any) -> str:
-    when = _parse(value)
-    return when.strftime("%Y-%m-%d %H:%M:%S UTC") if when else ""
+    return _moment(value, "%Y-%m-%d %H:%M:%S UTC")
 
 
-def _parse(value: Any) -> datetime | None:
+def _moment(value: Any, form: str) -> str:
+    """An ISO moment shown in UTC; "" when it is not one. A moment whose UTC form falls outside
+    years 1 to 9999 (``9999-12-31T23:59:59-23:59``, stored before the API bounded expiries) is
+    shown as given: a value already in a stream must never make its page fail."""
     if not isinstance(value, str) or not value:
-        return None
+        return ""
     try:
         when = datetime.fromisoformat(value)
     except ValueError:
-        return None
-    return when.astimezone(UTC) if when.tzinfo else when.replace(tzinfo=UTC)
+        return ""
+    try:
+        return (when.astimezone(UTC) if when.tzinfo else when.replace(tzinfo=UTC)).strftime(form)
+    except (OverflowError, ValueError):
+        return value
 
 
 def duration(ms: Any) -> str:

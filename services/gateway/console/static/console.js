@@ -60,4 +60,9 @@
   };
 
   document.querySelectorAll("[data-live]").forEach(follow);
+
+  // The answer to a form that made a key or a secret (shown once): a reload must not post the
+  // form again and make another, so this history entry becomes the page's own address.
+  const shown = document.querySelector("section.created[data-home]");
+  if (shown && shown.dataset.home) history.replaceState(null, "", shown.dataset.home);
 })();
