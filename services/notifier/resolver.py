@@ -13,7 +13,9 @@ waited behind them. So:
   that one instead of taking another thread, so a black-holed name holds at most one thread;
 - a host whose lookup outlived an attempt's wait is *slow* for :data:`SLOW_FOR_S`: its next
   lookups go to a small pool of their own, so many black-holed names fill that pool, not the one
-  every other receiver's names are resolved on.
+  every other receiver's names are resolved on;
+- a name no lookup can be made for (an empty or over-long label: ``getaddrinfo`` raises
+  ``UnicodeError`` for those, not ``OSError``) is :class:`UnusableName`, without a thread.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from crewyard.core.targets import IP
+from crewyard.core.targets import IP, TargetRefused, check_host_name
 from crewyard.errors import CrewyardError
 
 #: Threads resolving names not known to be slow, and names that were.
@@ -41,6 +43,11 @@ Infos = list[tuple[Any, ...]]
 class ResolveTimeout(CrewyardError):
     """A lookup did not answer within the attempt's bound (it may still be running). Not an
     ``OSError``: that is a name that does not resolve."""
+
+
+class UnusableName(CrewyardError):
+    """A name no lookup can ever be made for (``a..com``, a label over 63 characters; saved
+    before the API refused such URLs). Not an ``OSError``: asking again will not help."""
 
 
 class Resolver:
@@ -66,10 +73,15 @@ class Resolver:
 
     async def resolve(self, host: str, port: int, timeout: float) -> list[IP]:
         """The addresses of ``host`` (a literal address as is); :class:`ResolveTimeout` after
-        ``timeout`` seconds, ``OSError`` when the name does not resolve."""
+        ``timeout`` seconds, ``OSError`` when the name does not resolve, :class:`UnusableName`
+        when it cannot be looked up at all."""
         literal = host.strip("[]")
         with contextlib.suppress(ValueError):
             return [ipaddress.ip_address(literal)]
+        try:
+            check_host_name(host)
+        except TargetRefused as exc:
+            raise UnusableName(f"cannot resolve {host}: {exc}") from None
         key = (host, port)
         lookup = self._pending.get(key)
         if lookup is None:
@@ -86,6 +98,8 @@ class Resolver:
             while len(self._slow) > SLOW_KEPT:
                 self._slow.popitem(last=False)
             raise ResolveTimeout(f"timed out resolving {host} after {timeout:g} s") from None
+        except ValueError as exc:  # UnicodeError (a label the codec refuses), an embedded NUL
+            raise UnusableName(f"cannot resolve {host}: {exc}") from None
         return [ipaddress.ip_address(str(info[4][0]).split("%")[0]) for info in infos]
 
     def _finished(self, key: tuple[str, int], lookup: asyncio.Future[Infos]) -> None:

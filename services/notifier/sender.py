@@ -29,7 +29,7 @@ import msgspec
 from crewyard.core.targets import IP, Policy, refusal
 from crewyard.settings import Settings
 
-from .resolver import Resolver, ResolveTimeout
+from .resolver import Resolver, ResolveTimeout, UnusableName
 
 EXCERPT_BYTES = 1024
 USER_AGENT = "crewyard-webhooks/1"
@@ -164,6 +164,8 @@ class Sender:
             addresses = await self.resolver.resolve(host, port, min(self.connect_s, bound))
         except ResolveTimeout as exc:
             return done(None, str(exc))
+        except UnusableName as exc:  # no lookup can ever be made for it: no retry either
+            return done(None, str(exc)[:300], refused=True)
         except OSError as exc:
             return done(None, f"cannot resolve {host}: {exc}")
         allowed, reasons = None, []

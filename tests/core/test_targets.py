@@ -16,6 +16,9 @@ from crewyard.core.targets import TargetRefused, check_url, refusal
         "https://hooks.example.com:8443/a?b=c",
         "http://127.0.0.1:9000/x",
         "http://[::1]:80/",
+        "http://example.com./hook",  # the fully qualified spelling of the same name
+        "http://" + "a" * 63 + ".example.com/",
+        "http://" + ".".join(["a" * 63] * 4)[:253] + "/",
     ],
 )
 def test_plain_http_urls_are_accepted(url):
@@ -41,6 +44,12 @@ def test_plain_http_urls_are_accepted(url):
         ("http://example.com/" + "a" * 3000, "characters"),
         ("http://\u2460.\u2460.\u2460.\u2460/x", "ASCII form"),
         ("http://b\u00fccher.example/", "ASCII form"),
+        ("http://a..com/", "empty label"),
+        ("http://.a.com/", "empty label"),
+        ("http://a.com../", "empty label"),
+        ("http://./", "empty label"),
+        ("http://" + "a" * 64 + ".example.com/", "longer than 63"),
+        ("http://" + ".".join(["a" * 63] * 4) + "/", "longer than 253"),
     ],
 )
 def test_bad_urls_are_refused_with_a_reason(url, why):

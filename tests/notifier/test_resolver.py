@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from crewyard.notifier.resolver import Resolver, ResolveTimeout
+from crewyard.notifier.resolver import Resolver, ResolveTimeout, UnusableName
 from crewyard.notifier.sender import Guard, Sender
 
 GENEROUS_S = 30.0  # far above every attempt's bound: reaching it means something waited for DNS
@@ -150,5 +150,26 @@ async def test_a_literal_address_needs_no_lookup(black_holed_dns: BlackHole) -> 
         assert [str(ip) for ip in await resolver.resolve("[::1]", 80, 0.1)] == ["::1"]
         assert [str(ip) for ip in await resolver.resolve("10.0.0.1", 80, 0.1)] == ["10.0.0.1"]
         assert black_holed_dns.lookups == []
+    finally:
+        resolver.close()
+
+
+async def test_a_name_no_lookup_can_be_made_for_is_unusable_not_a_value_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    resolver = Resolver(threads=1, slow_threads=1)
+    try:
+        # Refused before any thread is spent on it.
+        for name in ("a..com", ".a.com", "a.com..", "a" * 64 + ".com"):
+            with pytest.raises(UnusableName, match="cannot resolve"):
+                await resolver.resolve(name, 80, GENEROUS_S)
+
+        # Whatever else the codec or getaddrinfo refuses with a ValueError ends the same way.
+        def refuses(host: Any, *args: Any, **kwargs: Any) -> Any:
+            raise UnicodeError("encoding with 'idna' codec failed")
+
+        monkeypatch.setattr(socket, "getaddrinfo", refuses)
+        with pytest.raises(UnusableName, match="idna"):
+            await resolver.resolve("odd.example", 80, GENEROUS_S)
     finally:
         resolver.close()

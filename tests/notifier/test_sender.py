@@ -104,6 +104,20 @@ async def test_a_url_no_client_can_use_is_a_refused_attempt_not_an_exception():
     assert got.refused and got.status_code is None and "cannot be used" in (got.error or "")
 
 
+@pytest.mark.parametrize(
+    "bad", ["http://a..com/", "http://.a.com/", "http://a.com../", "http://" + "a" * 64 + ".example.com/"]
+)
+async def test_a_name_no_lookup_can_be_made_for_is_a_refused_attempt_not_an_exception(bad: str) -> None:
+    # Saved before the API refused such hosts: getaddrinfo raises UnicodeError for them (not
+    # OSError), which escaped the attempt, and the delivery was tried again forever unrecorded.
+    sender = Sender(guard(), 1.0)
+    try:
+        got = await sender.post(bad, {}, b"{}")
+    finally:
+        await sender.close()
+    assert got.refused and got.status_code is None and "cannot resolve" in (got.error or ""), got
+
+
 async def test_redirects_are_answers_not_instructions(server):
     server.answer = (307, {"Location": "http://127.0.0.1:9/elsewhere"}, b"")
     got = await Sender(guard(), 2.0).post(url(server), {}, b"{}")

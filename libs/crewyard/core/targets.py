@@ -26,6 +26,9 @@ from crewyard.errors import CrewyardError
 Policy = Literal["public", "private"]
 POLICIES = ("public", "private")
 MAX_URL = 2048
+#: DNS limits (RFC 1035 2.3.4): a label is 1 to 63 octets, a name at most 253 written out (255 on
+#: the wire). The resolver refuses anything else outright (not even as a failed lookup).
+MAX_LABEL, MAX_NAME = 63, 253
 IP = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
@@ -59,9 +62,28 @@ def check_url(url: str) -> str:
     if port == 0:
         raise TargetRefused("url has port 0")
     literal = literal_address(parts.hostname)
-    if literal is not None and (reason := always_refused(literal)):
+    if literal is None:
+        check_host_name(parts.hostname)
+    elif reason := always_refused(literal):
         raise TargetRefused(f"url points to {reason}")
     return url
+
+
+def check_host_name(host: str) -> None:
+    """:class:`TargetRefused` unless ``host`` (ASCII, not an address) is a name a lookup can be
+    made for: labels of 1 to :data:`MAX_LABEL` characters, at most :data:`MAX_NAME` in all.
+
+    One trailing dot is the fully qualified spelling of the same name (``example.com.``) and is
+    allowed, as resolvers allow it; it is not counted in the length. Any other empty label
+    (``a..com``, ``.a.com``, ``a.com..``) is refused: the resolver cannot even encode it."""
+    name = host[:-1] if host.endswith(".") else host
+    labels = name.split(".")
+    if not name or any(not label for label in labels):
+        raise TargetRefused("url's host has an empty label (two dots in a row, or a leading dot)")
+    if any(len(label) > MAX_LABEL for label in labels):
+        raise TargetRefused(f"url's host has a label longer than {MAX_LABEL} characters")
+    if len(name) > MAX_NAME:
+        raise TargetRefused(f"url's host is longer than {MAX_NAME} characters")
 
 
 def literal_address(host: str) -> IP | None:
