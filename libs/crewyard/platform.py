@@ -21,6 +21,7 @@ from rich.console import Console
 
 from crewyard import datadir, logs
 from crewyard.auth import Names
+from crewyard.errors import CrewyardError
 from crewyard.eventstore import EventStore, close, connect, ensure_platform_stream, ensure_stream
 from crewyard.health import HealthListener, Readiness, Reply, health_routes, starting, wait_for_jetstream
 from crewyard.natsserver import EmbeddedNats
@@ -222,13 +223,26 @@ def describe_backend(settings: Settings) -> str:
 
 async def up(settings: Settings, *, embedded_nats: bool = True, stop: asyncio.Event | None = None) -> None:
     """Everything on one machine: embedded nats-server, the services, SQLite, object store."""
-    stop = stop or asyncio.Event()
+    names = _selected_services()
+    # First of all, before anything is printed or written: a second platform on the same data
+    # dir would rewrite the running one's api.url and nats.url, then fail on the runner's id.
+    held = datadir.claim(settings.data_dir)
+    try:
+        if "runner" in names:  # a runner started alone (crewyard service runner) on this data dir
+            from crewyard.runner.identity import RunnerIdentity
+
+            RunnerIdentity.claim(settings.data_dir, settings.runner_id).release()
+        await _up(settings, names, embedded_nats, stop or asyncio.Event())
+    finally:
+        held.release()
+
+
+async def _up(settings: Settings, names: tuple[str, ...], embedded_nats: bool, stop: asyncio.Event) -> None:
     _stop_on_signals(stop)
     logs.configure(settings.log_level or "warning", settings.log_format)
     datadir.secure(settings.data_dir)
     if "CREWYARD_WEBHOOK_TARGETS" not in os.environ:
         settings.webhook_targets = "private"  # one machine: receivers on it or its network are fine
-    names = _selected_services()
     broker = None
     if embedded_nats:
         port = int(os.environ.get("CREWYARD_NATS_PORT", "4222"))
@@ -341,18 +355,49 @@ async def _metrics() -> Reply:
     return Reply(200, await metrics.render(), metrics.CONTENT_TYPE)
 
 
+class Interrupted(CrewyardError):
+    """A signal (``signum``) stopped a command before it was done."""
+
+    def __init__(self, signum: int, what: str, when: str) -> None:
+        super().__init__(f"{what} was interrupted ({signal.Signals(signum).name}) {when}")
+        self.signum = signum
+
+
 async def rebuild_projection(settings: Settings) -> int:
-    """Drop the read model and replay the stream from sequence 1; returns events replayed."""
+    """Drop the read model and replay the stream from sequence 1; returns events replayed.
+    Ctrl-C or SIGTERM, while it waits for NATS or replays, leaves the read model as it was (the
+    replay is one transaction) and raises :class:`Interrupted`."""
     from crewyard.projector import rebuild
 
     datadir.secure(settings.data_dir)
     stop = asyncio.Event()
-    _stop_on_signals(stop)
+    signals: list[int] = []
+
+    def stopped_by(signum: int) -> None:
+        signals.append(signum)
+        stop.set()
+
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stopped_by, sig)
+    what = "the read model rebuild"
     store = await wait_for_jetstream(settings, "rebuild", stop, user="projector")
     if store is None:
-        return 0
+        raise Interrupted(signals[0] if signals else signal.SIGINT, what, "while waiting for NATS")
     try:
-        return await rebuild(store, settings.db_path)
+        replay = asyncio.create_task(rebuild(store, settings.db_path))
+        stopped = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait({replay, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stopped.cancel()
+        if not replay.done():
+            replay.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await replay
+            raise Interrupted(signals[0] if signals else signal.SIGINT, what, "before it was done")
+        return replay.result()
     finally:
         await close(store.nc)
 

@@ -137,8 +137,20 @@ def test_runs_logs_prints_only_log_lines(api: FakeApi, run_cli) -> None:
 
     result = run_cli("runs", "logs", RUN, "--api", api.url)
 
-    assert result.exit_code == 0
+    assert result.exit_code == 1  # the run failed: as runs events (README: "Exit codes still say…")
     assert result.stdout.splitlines() == ["Starting crew execution", "warning from pip"]
+
+
+def test_runs_logs_exit_code_says_how_the_run_ended(api: FakeApi, run_cli) -> None:
+    codes = {}
+    for ending, data in (("run.completed", {"output": "ok"}), ("run.canceled", {}), ("run.failed", {})):
+        api.route("GET", f"{RUN_PATH}/events", Sse(_story((ending, data)), aggregate_id=RUN))
+        codes[ending] = (
+            run_cli("runs", "logs", RUN, "--api", api.url).exit_code,
+            run_cli("runs", "logs", RUN, "--api", api.url, "--json").exit_code,
+        )
+
+    assert codes == {"run.completed": (0, 0), "run.canceled": (1, 1), "run.failed": (1, 1)}
 
 
 def test_runs_list_table_and_json(api: FakeApi, run_cli) -> None:

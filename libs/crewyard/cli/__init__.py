@@ -43,6 +43,8 @@ class _Cli(click.Group):
             return super().invoke(ctx)
         except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
             raise
+        except BrokenPipeError:  # `crewyard … | head`: click's main exits quietly, as other CLIs do
+            raise
         except CrewyardError as exc:  # expected, with a message written for people
             raise CliError(str(exc) or type(exc).__name__) from None
         except Exception as exc:

@@ -9,6 +9,7 @@ with exit code 1; :class:`CliError` is the CLI's own such failure.
 
 from __future__ import annotations
 
+import os
 from typing import Any, TypeVar
 
 import click
@@ -40,7 +41,13 @@ class ApiClient(Client):
     """The client for ``--api``, with the key :func:`._credentials.api_key_for` finds."""
 
     def __init__(self, api_url: str, api_key: str | None = None) -> None:
-        super().__init__(api_url, api_key=api_key or api_key_for(api_url) or "", user_agent="crewyard-cli")
+        key = api_key or api_key_for(api_url) or ""
+        if not (key.isascii() and key.isprintable()):  # an HTTP header carries nothing else
+            source = "CREWYARD_API_KEY" if key == os.environ.get("CREWYARD_API_KEY") else "the API key"
+            raise CliError(
+                f"{source} is not a crewyard API key: it has characters other than printable ASCII"
+            )
+        super().__init__(api_url, api_key=key, user_agent="crewyard-cli")
 
 
 def connect(api_url: str, api_key: str | None = None) -> ApiClient:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import math
 import re
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import click
 
@@ -41,6 +44,40 @@ name_option = click.option(
     metavar="DEPLOYMENT",
     help="The [deployments.DEPLOYMENT] of the crew's config here: its project (as deploy --name).",
 )
+
+F = TypeVar("F", bound=Callable[..., Any])
+_KINDS = {"run": "run", "thr": "thread"}
+
+
+def id_argument(name: str, prefix: str | None = None, **kwargs: Any) -> Callable[[F], F]:
+    """A positional id, checked when the command runs (not when it parses, so that help examples
+    may say ``thr_…``): a malformed one is one clear error (exit 1), never a request. An empty id
+    or ``.`` would reach another route (``GET /v1/runs/`` is the listing) and its answer would
+    read as a record. With ``prefix`` (run, thr) the id must be well formed, as the API itself
+    requires; otherwise only a non-empty path segment is required."""
+
+    def decorate(command: F) -> F:
+        @functools.wraps(command)
+        def checked(*args: Any, **values: Any) -> Any:
+            _check_id(values.get(name), name, prefix)
+            return command(*args, **values)
+
+        return cast(F, click.argument(name, **kwargs)(checked))
+
+    return decorate
+
+
+def _check_id(value: str | None, name: str, prefix: str | None) -> None:
+    if value is None:
+        return
+    from crewyard.core.ids import is_id
+
+    if prefix is not None and not is_id(value, prefix):
+        kind = _KINDS.get(prefix, prefix)
+        raise CliError(f"{value[:100]!r} is not a {kind} id (they read {prefix}_ and 26 letters and digits)")
+    if value.strip() in ("", ".", ".."):
+        raise CliError(f"{value!r} is not a valid {name.upper()}")
+
 
 _SLUG_BAD = re.compile(r"[^a-z0-9_-]+")
 
@@ -101,24 +138,64 @@ def _named_project(name: str, here: Path) -> str:
     return name
 
 
-def parse_input(text: str) -> dict[str, Any]:
-    """The run input: inline JSON, ``@file.json`` or ``-`` (stdin); it must be a JSON object."""
-    source = "--input"
+def parse_input(text: str, option: str = "--input") -> dict[str, Any]:
+    """The run input (or another JSON object ``option`` takes): inline JSON, ``@file.json`` or
+    ``-`` (stdin); it must be a JSON object."""
+    source = option
     if text == "-":
-        text, source = sys.stdin.read(), "stdin"
+        text, source = _stdin_text(option), f"{option} from stdin"
     elif text.startswith("@"):
         path = Path(text[1:])
         try:
-            text, source = path.read_text(encoding="utf-8"), str(path)
+            text, source = path.read_text(encoding="utf-8"), f"the {option} file {str(path)!r}"
         except OSError as exc:
-            raise CliError(f"cannot read the input file {str(path)!r}: {exc.strerror or exc}") from None
-    try:
-        value = json.loads(text)
-    except ValueError as exc:
-        raise CliError(f"{source} is not valid JSON: {exc}") from None
+            raise CliError(f"cannot read the {option} file {str(path)!r}: {exc.strerror or exc}") from None
+        except UnicodeDecodeError as exc:
+            raise CliError(f"the {option} file {str(path)!r} is not UTF-8 text: {exc.reason}") from None
+    value = parse_json(text, source)
     if not isinstance(value, dict):
         kind = _JSON_KINDS.get(type(value), type(value).__name__)
         raise CliError(f'{source} must be a JSON object like {{"topic": "AI"}}, not {kind}')
+    return value
+
+
+def _stdin_text(option: str) -> str:
+    # Bytes, decoded here: a text stdin may decode with the locale's codec or surrogateescape.
+    stream = getattr(sys.stdin, "buffer", None)
+    try:
+        return stream.read().decode("utf-8") if stream is not None else sys.stdin.read()
+    except UnicodeDecodeError as exc:
+        raise CliError(f"{option} from stdin is not UTF-8 text: {exc.reason}") from None
+
+
+def parse_json(text: str, source: str) -> Any:
+    """``text`` as strict JSON (what the API accepts), or one clear error naming ``source``: no
+    NaN or Infinity, no number too large for a float, no unpaired surrogate, no endless nesting."""
+    try:
+        value = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
+    except RecursionError:
+        raise CliError(f"{source} is nested too deeply") from None
+    except ValueError as exc:
+        raise CliError(f"{source} is not valid JSON: {exc}") from None
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        raise CliError(
+            f"{source} is not valid JSON: it has an unpaired surrogate (\\ud800-\\udfff)"
+        ) from None
+    except RecursionError:
+        raise CliError(f"{source} is nested too deeply") from None
+    return value
+
+
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(f"the number {text[:40]} is too large")
     return value
 
 

@@ -10,7 +10,9 @@ platform quietly (exit 130).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
 from collections.abc import Callable, Coroutine, Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -100,6 +102,17 @@ def _load_settings(data_dir: Path | None, **overrides: Any) -> Settings:
 
     with _platform_errors():
         return load(data_dir, **overrides)
+
+
+def settings_here(data_dir: Path | None, nats_url: str | None, nats_creds: str | None) -> Settings:
+    """Settings for a command run beside a platform: without --nats or CREWYARD_NATS_URL, the
+    NATS of the data dir's ``crewyard up`` (its nats.url: the embedded broker may have any port)."""
+    settings = _load_settings(data_dir, nats_url=nats_url, nats_creds=nats_creds)
+    url_file = settings.data_dir / "nats.url"
+    if not nats_url and not os.environ.get("CREWYARD_NATS_URL"):
+        with contextlib.suppress(OSError, UnicodeDecodeError):
+            settings.nats_url = url_file.read_text().strip() or settings.nats_url
+    return settings
 
 
 def _logging(level: str | None, json_logs: bool) -> dict[str, Any]:
@@ -243,14 +256,24 @@ def projector() -> None:
 def rebuild(data_dir: Path | None, nats_url: str | None, as_json: bool, nats_creds: str | None) -> None:
     """Rebuild the read model by replaying the event stream from the start.
 
+    Uses the NATS of the data dir's `crewyard up` unless --nats says another. Ctrl-C stops it
+    with the read model unchanged (exit 130; 143 on SIGTERM).
+
     \b
     Example:
       crewyard projector rebuild --data-dir /srv/crewyard
     """
-    settings = _load_settings(data_dir, nats_url=nats_url, nats_creds=nats_creds)
+    settings = settings_here(data_dir, nats_url, nats_creds)
     from crewyard import platform
 
-    count = _run(lambda: platform.rebuild_projection(settings))
+    async def main() -> int:
+        try:
+            return await platform.rebuild_projection(settings)
+        except platform.Interrupted as stopped:  # never "rebuilt from 0 events"
+            CliError(f"{stopped}: the read model is unchanged; run it again to rebuild").show()
+            raise click.exceptions.Exit(128 + stopped.signum) from None
+
+    count = _run(main)
     if as_json:
         click.echo(json.dumps({"events": count}))
         return

@@ -17,7 +17,7 @@ from rich.text import Text
 from crewyard.client import Client
 
 from ._client import CliError, connect
-from ._options import api_option, json_option
+from ._options import api_option, id_argument, json_option
 from .render import human_size, make_console, print_json
 from .runs import runs
 
@@ -38,7 +38,7 @@ def safe_target(root: Path, name: str) -> Path:
 
 
 @runs.command("artifacts")
-@click.argument("run_id")
+@id_argument("run_id", "run")
 @json_option
 @api_option
 def list_artifacts(run_id: str, as_json: bool, api_url: str) -> None:
@@ -70,7 +70,7 @@ def list_artifacts(run_id: str, as_json: bool, api_url: str) -> None:
 
 
 @runs.command("download")
-@click.argument("run_id")
+@id_argument("run_id", "run")
 @click.argument("name", required=False)
 @click.option("--all", "all_", is_flag=True, help="Download every artifact of the run.")
 @click.option(

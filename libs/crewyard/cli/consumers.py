@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ._client import CliError
-from ._options import json_option
-from .admin import _load_settings, _run, data_dir_option, nats_creds_option, nats_option
+from ._options import id_argument, json_option
+from .admin import _run, data_dir_option, nats_creds_option, nats_option, settings_here
 from .render import done, listing_table, make_console, print_json
 
 if TYPE_CHECKING:
@@ -25,12 +25,37 @@ if TYPE_CHECKING:
 _UNITS = {"m": 60, "h": 3600, "d": 86400}
 
 
-def parse_duration(text: str) -> timedelta:
-    """``30d``, ``12h``, ``90m``."""
+def parse_duration(text: str, option: str = "--expires") -> timedelta:
+    """``30d``, ``12h``, ``90m`` (given to ``option``)."""
     unit = _UNITS.get(text[-1:].lower())
-    if unit is None or not text[:-1].isdigit() or int(text[:-1]) < 1:
-        raise CliError(f"invalid duration {text!r}: use e.g. 90m, 12h or 30d")
-    return timedelta(seconds=int(text[:-1]) * unit)
+    digits = text[:-1]
+    if unit is None or not (digits.isascii() and digits.isdigit()) or not digits.strip("0"):
+        raise CliError(f"{option}: invalid duration {text[:40]!r}: use e.g. 90m, 12h or 30d")
+    try:
+        if len(digits.lstrip("0")) > 20:  # int() of a 5,000-digit string is refused with ValueError
+            raise OverflowError
+        return timedelta(seconds=int(digits) * unit)
+    except OverflowError:
+        raise CliError(f"{option}: invalid duration {text[:40]!r}: too long") from None
+
+
+def expiry(text: str | None, option: str = "--expires") -> datetime | None:
+    """The moment ``--expires DURATION`` from now ends, or None without one."""
+    if not text:
+        return None
+    try:
+        return datetime.now(UTC) + parse_duration(text, option)
+    except OverflowError:
+        raise CliError(f"{option}: invalid duration {text[:40]!r}: too long") from None
+
+
+def _new_private_file(path: Path) -> int:
+    try:
+        return os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        raise CliError(
+            f"cannot write {path}: {exc.strerror or exc} (an existing file is never replaced)"
+        ) from None
 
 
 async def _with_consumers(settings: Settings, work: Any) -> Any:
@@ -51,14 +76,6 @@ async def _with_consumers(settings: Settings, work: Any) -> Any:
         await store.nc.drain()
 
 
-def _settings(data_dir: Path | None, nats_url: str | None, nats_creds: str | None) -> Settings:
-    settings = _load_settings(data_dir, nats_url=nats_url, nats_creds=nats_creds)
-    url_file = settings.data_dir / "nats.url"
-    if not nats_url and "CREWYARD_NATS_URL" not in os.environ and url_file.exists():
-        settings.nats_url = url_file.read_text().strip()  # the embedded broker of `crewyard up`
-    return settings
-
-
 @click.group()
 def consumers() -> None:
     """NATS credentials for outside systems that follow one project's events."""
@@ -73,7 +90,7 @@ def consumers() -> None:
     "-o",
     type=click.Path(dir_okay=False, path_type=Path),
     required=True,
-    help="Where to write the credentials (JSON, readable by you only); shown nowhere else.",
+    help="A new file to write the credentials to (JSON, readable by you only); shown nowhere else.",
 )
 @data_dir_option
 @nats_option
@@ -98,14 +115,21 @@ def create(
     """
     import msgspec
 
-    settings = _settings(data_dir, nats_url, nats_creds)
-    until = datetime.now(UTC) + parse_duration(expires) if expires else None
+    settings = settings_here(data_dir, nats_url, nats_creds)
+    until = expiry(expires)
 
     async def work(c: Consumers) -> Any:
         return await c.create(project, name, expires_at=until)
 
-    issued = _run(lambda: _with_consumers(settings, work))
-    fd = os.open(output, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # The file is made first (as `keys generate -o` does): credentials issued into a file that
+    # cannot be written would be live with nobody holding them.
+    fd = _new_private_file(output)
+    try:
+        issued = _run(lambda: _with_consumers(settings, work))
+    except BaseException:
+        os.close(fd)
+        output.unlink(missing_ok=True)
+        raise
     with os.fdopen(fd, "wb") as fh:
         fh.write(msgspec.json.format(msgspec.json.encode(issued)))
     # The credentials themselves go to the file only, never to the terminal or a pipe.
@@ -120,7 +144,7 @@ def create(
 @json_option
 def list_(data_dir: Path | None, nats_url: str | None, nats_creds: str | None, as_json: bool) -> None:
     """Every consumer credential issued, revoked ones included."""
-    settings = _settings(data_dir, nats_url, nats_creds)
+    settings = settings_here(data_dir, nats_url, nats_creds)
 
     async def work(c: Consumers) -> Any:
         return await c.all()
@@ -144,7 +168,7 @@ def list_(data_dir: Path | None, nats_url: str | None, nats_creds: str | None, a
 
 
 @consumers.command("revoke")
-@click.argument("consumer_id")
+@id_argument("consumer_id")
 @data_dir_option
 @nats_option
 @nats_creds_option
@@ -155,7 +179,7 @@ def revoke(
     """Revoke a consumer's credentials: it is disconnected at once, and its durable deleted."""
     from crewyard.auth.consumers import ConsumerError
 
-    settings = _settings(data_dir, nats_url, nats_creds)
+    settings = settings_here(data_dir, nats_url, nats_creds)
 
     async def work(c: Consumers) -> Any:
         try:

@@ -20,7 +20,7 @@ from crewyard.client import Client, Deployment
 
 from . import versions
 from ._client import CliError, connect
-from ._options import api_option, folder_project, json_option, project_option, resolve_project
+from ._options import api_option, folder_project, id_argument, json_option, project_option, resolve_project
 from .render import (
     decode_event,
     human_duration,
@@ -333,7 +333,7 @@ def list_deployments(project: str | None, name: str | None, as_json: bool, api_u
 
 
 @deployments.command("logs")
-@click.argument("deployment_id")
+@id_argument("deployment_id")
 @json_option
 @api_option
 @click.pass_context

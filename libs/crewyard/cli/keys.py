@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import sys
-from datetime import UTC, datetime
 from pathlib import Path
 
 import click
@@ -17,8 +16,8 @@ from crewyard.core.access import ROLES, new_token, well_formed
 
 from ._client import CliError, connect, decoded, seg
 from ._credentials import config_path, load_config, normalize, save_config
-from ._options import api_option, json_option
-from .consumers import parse_duration
+from ._options import api_option, id_argument, json_option
+from .consumers import expiry
 from .render import done, listing_table, make_console, print_json
 
 
@@ -106,7 +105,7 @@ def create(
     role: str, project: str | None, name: str, expires: str | None, as_json: bool, api_url: str
 ) -> None:
     """Create a key; it is printed this once (only its hash is kept)."""
-    until = datetime.now(UTC) + parse_duration(expires) if expires else None
+    until = expiry(expires)
     body = KeyCreate(role=role, project=project, name=name, expires_at=until)  # type: ignore[arg-type]
     with connect(api_url) as client:
         key = decoded(client.call("POST", "/v1/keys", json=msgspec.to_builtins(body)), Key)
@@ -150,7 +149,7 @@ def list_(project: str | None, as_json: bool, api_url: str) -> None:
 
 
 @keys.command("revoke")
-@click.argument("key_id")
+@id_argument("key_id")
 @click.option(
     "--cascade",
     is_flag=True,

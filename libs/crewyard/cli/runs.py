@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import math
 import shlex
 from contextlib import closing
 from typing import cast
@@ -18,8 +19,16 @@ from rich.text import Text
 from crewyard.client import Client, Run
 from crewyard.contract.runs import MAX_RUNS_PAGE, RunStatus
 
-from ._client import connect
-from ._options import api_option, json_option, name_option, parse_input, project_option, resolve_project
+from ._client import CliError, connect
+from ._options import (
+    api_option,
+    id_argument,
+    json_option,
+    name_option,
+    parse_input,
+    project_option,
+    resolve_project,
+)
 from .render import (
     RunView,
     decode_event,
@@ -56,6 +65,7 @@ RUN_STATUSES = ("pending", "running", "succeeded", "failed", "canceled")
 @click.option(
     "--timeout",
     type=click.FloatRange(min=0, min_open=True),
+    callback=lambda ctx, param, value: _finite_seconds(value),
     metavar="SECONDS",
     help="Fail the run when it runs longer than this.",
 )
@@ -143,6 +153,14 @@ def invoke(
         )
 
 
+def _finite_seconds(value: float | None) -> float | None:
+    # FloatRange lets inf and nan through (nan compares false with every bound), and no JSON
+    # body can carry them.
+    if value is not None and not math.isfinite(value):
+        raise CliError(f"--timeout must be a number of seconds, not {value}")
+    return value
+
+
 def follow_run(
     client: Client,
     console: Console,
@@ -190,8 +208,6 @@ def follow_run(
         console.print(Text(f"Stopped following {run_id}; the run keeps going.", style="yellow"))
         console.print(Text(f"Resume with: crewyard runs events {run_id}", style="dim"))
         return 130
-    if logs_only:
-        return 0
     outcome = view.outcome or (final[0].status if final else None)
     return 0 if outcome == "succeeded" else 1
 
@@ -281,7 +297,7 @@ def list_runs(
 
 
 @runs.command("get")
-@click.argument("run_id")
+@id_argument("run_id", "run")
 @json_option
 @api_option
 def get_run(run_id: str, as_json: bool, api_url: str) -> None:
@@ -324,7 +340,7 @@ def get_run(run_id: str, as_json: bool, api_url: str) -> None:
 
 
 @runs.command("events")
-@click.argument("run_id")
+@id_argument("run_id", "run")
 @click.option(
     "--after", type=click.IntRange(min=0), metavar="SEQ", help="Only events after this sequence number."
 )
@@ -350,12 +366,14 @@ def run_events(
 
 
 @runs.command("logs")
-@click.argument("run_id")
+@id_argument("run_id", "run")
 @json_option
 @api_option
 @click.pass_context
 def run_logs(ctx: click.Context, run_id: str, as_json: bool, api_url: str) -> None:
     """Print only a run's log lines (following it until it ends); --json: its log events as JSON lines.
+
+    Exits with 0 when the run succeeded, 1 when it failed or was canceled (as runs events).
 
     \b
     Example:
@@ -367,7 +385,7 @@ def run_logs(ctx: click.Context, run_id: str, as_json: bool, api_url: str) -> No
 
 
 @runs.command("cancel")
-@click.argument("run_id")
+@id_argument("run_id", "run")
 @json_option
 @api_option
 def cancel_run(run_id: str, as_json: bool, api_url: str) -> None:

@@ -12,7 +12,7 @@ from crewyard.contract.schedules import Schedule, ScheduleList
 from crewyard.contract.triggers import Trigger, TriggerList
 
 from ._client import ApiClient, decoded, seg
-from ._options import api_option, json_option, parse_input, project_option, resolve_project
+from ._options import api_option, id_argument, json_option, parse_input, project_option, resolve_project
 from .render import done, listing_table, local_time, make_console, print_json
 
 
@@ -137,7 +137,7 @@ def _action(action: str, schedule_id: str, project: str | None, api_url: str, as
 
 
 @schedules.command("get")
-@click.argument("schedule_id")
+@id_argument("schedule_id")
 @project_option
 @json_option
 @api_option
@@ -147,7 +147,7 @@ def get_schedule(schedule_id: str, project: str | None, as_json: bool, api_url: 
 
 
 @schedules.command("pause")
-@click.argument("schedule_id")
+@id_argument("schedule_id")
 @project_option
 @json_option
 @api_option
@@ -157,7 +157,7 @@ def pause(schedule_id: str, project: str | None, as_json: bool, api_url: str) ->
 
 
 @schedules.command("resume")
-@click.argument("schedule_id")
+@id_argument("schedule_id")
 @project_option
 @json_option
 @api_option
@@ -167,7 +167,7 @@ def resume(schedule_id: str, project: str | None, as_json: bool, api_url: str) -
 
 
 @schedules.command("delete")
-@click.argument("schedule_id")
+@id_argument("schedule_id")
 @project_option
 @json_option
 @api_option
@@ -215,7 +215,7 @@ def create_trigger(
     target = resolve_project(project)
     body: dict[str, Any] = {"name": name, "deployment": deployment}
     if template:
-        body["template"] = parse_input(template)
+        body["template"] = parse_input(template, "--template")
     if signature_header:
         body["signature"] = {"header": signature_header}
     with ApiClient(api_url) as client:
@@ -258,7 +258,7 @@ def list_triggers(project: str | None, as_json: bool, api_url: str) -> None:
 
 
 @triggers.command("revoke")
-@click.argument("trigger_id")
+@id_argument("trigger_id")
 @project_option
 @json_option
 @api_option

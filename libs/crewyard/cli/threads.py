@@ -14,7 +14,16 @@ from rich.text import Text
 from crewyard.contract.threads import Thread
 
 from ._client import connect
-from ._options import api_option, json_option, name_option, parse_input, project_option, resolve_project
+from ._options import (
+    api_option,
+    id_argument,
+    json_option,
+    name_option,
+    parse_input,
+    parse_json,
+    project_option,
+    resolve_project,
+)
 from .render import local_time, make_console, print_json, print_output, status_text
 from .versions import env_option
 
@@ -67,8 +76,8 @@ def create(
     api_url: str,
 ) -> None:
     """Create a thread of DEPLOYMENT_ID's deployment, or of the project's (-n names one)."""
-    metadata = parse_input(metadata_text)
-    values = parse_input(values_text) if values_text is not None else None
+    metadata = parse_input(metadata_text, "--metadata")
+    values = parse_input(values_text, "--values") if values_text is not None else None
     target = None if deployment_id else resolve_project(project, name=deployment_name)
     with connect(api_url) as client:
         thread = client.create_thread(
@@ -129,7 +138,7 @@ def list_threads(
 
 
 @threads.command("get")
-@click.argument("thread_id")
+@id_argument("thread_id", "thr")
 @json_option
 @api_option
 def get(thread_id: str, as_json: bool, api_url: str) -> None:
@@ -143,7 +152,7 @@ def get(thread_id: str, as_json: bool, api_url: str) -> None:
 
 
 @threads.command("run")
-@click.argument("thread_id")
+@id_argument("thread_id", "thr")
 @click.option(
     "--input", "-i", "input_text", default="{}", show_default=True, metavar="JSON", help="The crew's input."
 )
@@ -184,14 +193,9 @@ def start_run(
     api_url: str,
 ) -> int:
     """Shared by ``threads run`` and ``invoke --thread``; the command's exit code."""
-    import json
-
     command = None
     if resume_text is not None:
-        try:
-            command = {"resume": json.loads(resume_text)}
-        except ValueError as exc:
-            raise click.BadParameter(f"--resume is not JSON: {exc}") from None
+        command = {"resume": parse_json(resume_text, "--resume")}
     console = make_console()
     with connect(api_url) as client:
         started = client.run_thread(thread_id, input=payload, command=command, environment=environment)
@@ -215,7 +219,7 @@ def start_run(
 
 
 @threads.command("history")
-@click.argument("thread_id")
+@id_argument("thread_id", "thr")
 @click.option("--limit", type=click.IntRange(1, 100), default=20, show_default=True)
 @click.option("--offset", type=click.IntRange(0), default=0)
 @json_option
@@ -242,7 +246,7 @@ def history(thread_id: str, limit: int, offset: int, as_json: bool, api_url: str
 
 
 @threads.command("copy")
-@click.argument("thread_id")
+@id_argument("thread_id", "thr")
 @json_option
 @api_option
 def copy(thread_id: str, as_json: bool, api_url: str) -> None:
@@ -256,7 +260,7 @@ def copy(thread_id: str, as_json: bool, api_url: str) -> None:
 
 
 @threads.command("delete")
-@click.argument("thread_id")
+@id_argument("thread_id", "thr")
 @json_option
 @api_option
 def delete(thread_id: str, as_json: bool, api_url: str) -> None:

@@ -14,7 +14,7 @@ from rich.text import Text
 from crewyard.contract.webhooks import DeliveryList, Webhook, WebhookList
 
 from ._client import ApiClient, CliError, decoded, seg
-from ._options import api_option, json_option, project_option, resolve_project
+from ._options import api_option, id_argument, json_option, project_option, resolve_project
 from .render import done, local_time, make_console, print_json, short, status_text
 
 EVENTS_HELP = (
@@ -104,7 +104,7 @@ def list_webhooks(project: str | None, as_json: bool, api_url: str) -> None:
 
 
 @webhooks.command("get")
-@click.argument("webhook_id")
+@id_argument("webhook_id")
 @project_option
 @json_option
 @api_option
@@ -130,7 +130,7 @@ def _update(webhook_id: str, project: str | None, api_url: str, body: dict[str, 
 
 
 @webhooks.command("update")
-@click.argument("webhook_id")
+@id_argument("webhook_id")
 @click.option("--url", metavar="URL")
 @click.option("--event", "-e", "events", multiple=True, help=EVENTS_HELP)
 @click.option("--description", metavar="TEXT")
@@ -155,7 +155,7 @@ def update(
 
 
 @webhooks.command("enable")
-@click.argument("webhook_id")
+@id_argument("webhook_id")
 @project_option
 @json_option
 @api_option
@@ -165,7 +165,7 @@ def enable(webhook_id: str, project: str | None, as_json: bool, api_url: str) ->
 
 
 @webhooks.command("disable")
-@click.argument("webhook_id")
+@id_argument("webhook_id")
 @project_option
 @json_option
 @api_option
@@ -175,7 +175,7 @@ def disable(webhook_id: str, project: str | None, as_json: bool, api_url: str) -
 
 
 @webhooks.command("rotate-secret")
-@click.argument("webhook_id")
+@id_argument("webhook_id")
 @project_option
 @json_option
 @api_option
@@ -191,7 +191,7 @@ def rotate(webhook_id: str, project: str | None, as_json: bool, api_url: str) ->
 
 
 @webhooks.command("delete")
-@click.argument("webhook_id")
+@id_argument("webhook_id")
 @project_option
 @json_option
 @api_option
@@ -204,7 +204,7 @@ def delete(webhook_id: str, project: str | None, as_json: bool, api_url: str) ->
 
 
 @webhooks.command("deliveries")
-@click.argument("webhook_id")
+@id_argument("webhook_id")
 @click.option("--status", type=click.Choice(["pending", "succeeded", "failed"]))
 @click.option("--limit", type=click.IntRange(1, 200), default=20, show_default=True)
 @json_option
@@ -235,8 +235,8 @@ def deliveries(webhook_id: str, status: str | None, limit: int, as_json: bool, a
 
 
 @webhooks.command("redeliver")
-@click.argument("webhook_id")
-@click.argument("delivery_id")
+@id_argument("webhook_id")
+@id_argument("delivery_id")
 @json_option
 @api_option
 def redeliver(webhook_id: str, delivery_id: str, as_json: bool, api_url: str) -> None:
