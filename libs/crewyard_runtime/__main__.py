@@ -59,6 +59,8 @@ def main() -> int:
     except _protocol.ProtocolError as exc:
         _report(exc)
         return 2
+    if fork_fd is None:  # (a fork server must import with no thread of its own running)
+        _protocol.read_ahead()
     try:
         loaded = _prepare(prepare)
         if fork_fd is not None and (why := forkserver.forkable()):

@@ -17,6 +17,7 @@ import io
 import itertools
 import json
 import os
+import queue
 import sys
 import threading
 from typing import IO, Any, NoReturn, TextIO
@@ -35,7 +36,11 @@ _inbox: IO[bytes] | None = None
 _ids = itertools.count(1)
 _waiting: dict[str, tuple[threading.Event, list[dict[str, Any]]]] = {}
 _waiting_lock = threading.Lock()
+_serving = threading.Event()
 _closed = False
+#: Once the reader thread runs: the messages it read that are neither replies nor keepalives
+#: (``start``), for :func:`expect`; None at the end of the channel, or the error that broke it.
+_incoming: queue.Queue[dict[str, Any] | Exception | None] | None = None
 
 
 class ProtocolError(Exception):
@@ -202,7 +207,10 @@ def receive() -> dict[str, Any] | None:
 
 
 def expect(kind: str) -> dict[str, Any]:
-    message = receive()
+    message: dict[str, Any] | Exception | None
+    message = receive() if _incoming is None else _incoming.get()
+    if isinstance(message, Exception):
+        raise message
     if message is None:
         raise ProtocolError(f"the runner closed the channel before sending {kind!r}")
     if message["t"] != kind:
@@ -210,12 +218,28 @@ def expect(kind: str) -> dict[str, Any]:
     return message
 
 
+def read_ahead() -> None:
+    """Read the runner's lines from now on in a thread of their own (after ``prepare``, before a
+    cold start imports the crew): keepalives are taken as they come, so the watchdog covers a long
+    import too, and :func:`expect` takes ``start`` from what it read."""
+    global _incoming
+    if _incoming is None:
+        _incoming = queue.Queue()
+        serve_replies()
+
+
 def serve_replies() -> None:
-    """Hand every ``reply`` to the request waiting for it (a daemon thread, after ``start``)."""
+    """Hand every ``reply`` to the request waiting for it (a daemon thread, after ``start``; once
+    only: after :func:`read_ahead` it runs already)."""
     global _closed
+
+    if _serving.is_set():
+        return
+    _serving.set()
 
     def loop() -> None:
         global _closed
+        ended: Exception | None = None
         try:
             while (message := receive()) is not None:
                 if message["t"] == "reply":
@@ -224,9 +248,13 @@ def serve_replies() -> None:
                     if waiter is not None:
                         waiter[1].append(message)
                         waiter[0].set()
+                elif _incoming is not None:
+                    _incoming.put(message)
                 # Other kinds are for later versions of the runner; this runtime ignores them.
-        except (ProtocolError, OSError, ValueError):
-            pass
+        except (ProtocolError, OSError, ValueError) as exc:
+            ended = exc if isinstance(exc, ProtocolError) else None
+        if _incoming is not None:
+            _incoming.put(ended)
         with _waiting_lock:
             _closed = True
             for event, _ in _waiting.values():

@@ -245,7 +245,9 @@ async def supervise(
     outcome = Outcome()
     pump = asyncio.create_task(pump_output(handle, emitter, outcome, budget, serve))
     keeper = asyncio.create_task(
-        keepalives.keep(handle, lambda: outcome.protocol) if keepalives else asyncio.Event().wait()
+        keepalives.keep(handle, lambda: outcome.protocol, outcome.introduced)
+        if keepalives
+        else asyncio.Event().wait()
     )
     waiter = asyncio.create_task(handle.wait())
     canceler = asyncio.create_task(cancel.wait())

@@ -41,6 +41,8 @@ def _boot_id() -> str | None:
 
 #: This machine's boot id: a runtime that reads the same one shares our CLOCK_MONOTONIC.
 BOOT = _boot_id()
+#: How much before a deadline a runtime's watchdog may act (``crewyard_runtime/_watchdog.py``).
+EARLY_S = 0.1
 
 
 def as_watchdog_ends(status: ExitStatus | None) -> bool:
@@ -64,22 +66,30 @@ class Keepalives:
 
     def lapsed(self) -> bool:
         """Did a deadline we gave pass before a keepalive moved it (its watchdog may have fired)?
-        Once true, it stays so: the runtime may be gone whatever is sent afterwards."""
-        if self._deadline is not None and time.monotonic() >= self._deadline:
+        Once true, it stays so: the runtime may be gone whatever is sent afterwards. (The Python
+        runtime's thread acts a moment before the deadline: :data:`EARLY_S` of margin.)"""
+        if self._deadline is not None and time.monotonic() >= self._deadline - EARLY_S:
             self._lapsed = True
         return self._lapsed
 
-    async def keep(self, handle: RunHandle, spoken: Callable[[], int]) -> None:
-        """Until cancelled: a keepalive after each renewal of the lease, once the runtime said
-        (``spoken``: its protocol version) that it takes them. One still being written (the
-        runtime does not read its input) is not followed by more."""
+    async def keep(self, handle: RunHandle, spoken: Callable[[], int], introduced: asyncio.Event) -> None:
+        """Until cancelled: a keepalive as soon as the runtime said (``spoken``: its protocol
+        version) that it takes them — so that a runner stopped right after ``start`` leaves an
+        armed watchdog — and after each renewal of the lease from then on. One still being
+        written (the runtime does not read its input) is not followed by more."""
+        await introduced.wait()  # its hello was read
+        if spoken() < KEEPALIVE_SINCE:
+            return  # an older runtime: it takes none
         sending: asyncio.Task[None] | None = None
+        first = True
         try:
             while True:
-                await self.liveness.renewal()
+                if not first:
+                    await self.liveness.renewal()
+                first = False
                 self.lapsed()  # judged before a new deadline replaces one that passed
                 deadline = self.liveness.fence_deadline()
-                if spoken() < KEEPALIVE_SINCE or deadline is None:
+                if deadline is None:
                     continue
                 if sending is None or sending.done():
                     sending = asyncio.create_task(self._send(handle, deadline))

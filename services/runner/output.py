@@ -85,8 +85,9 @@ class Outcome(msgspec.Struct):
     stderr_tail: list[str] = msgspec.field(default_factory=list)
     #: The runtime that said hello ("python", "node"); None until it has.
     runtime: str | None = None
-    #: The protocol version it speaks (0 until hello).
+    #: The protocol version it speaks (0 until hello), and the hello's arrival.
     protocol: int = 0
+    introduced: asyncio.Event = msgspec.field(default_factory=asyncio.Event)
     ready: bool = False
     #: Why the runner stopped the run, and the run's failure reason then; set with ``abort``.
     stopped: str | None = None
@@ -265,6 +266,7 @@ def _spend(outcome: Outcome, size: int, budget: Budget) -> bool:
 
 def _introduce(outcome: Outcome, msg: Message) -> None:
     """The runtime's first line must say which protocol it speaks; stop one that speaks another."""
+    outcome.introduced.set()
     if isinstance(msg, Hello) and msg.v in SPOKEN:
         outcome.runtime, outcome.protocol = msg.runtime, msg.v
         return

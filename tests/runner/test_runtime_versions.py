@@ -78,27 +78,27 @@ async def test_a_request_for_an_unknown_operation_gets_a_clean_error_reply(
     assert payload.output == {"code": "unknown_op", "message": "this platform has no operation 'tables.get'"}
 
 
+#: A runtime saying hello in ``version`` that answers, after 1.5 s, with the kinds of lines it got.
+KINDS = """
+import json, sys, threading, time
+said = lambda m: print(json.dumps(m), flush=True)
+said({{"t": "hello", "v": {version}, "runtime": "python"}})
+kinds = []
+read = lambda: [kinds.append(json.loads(line)["t"]) for line in sys.stdin]
+threading.Thread(target=read, daemon=True).start()
+said({{"t": "ready"}})
+time.sleep(1.5)
+said({{"t": "result", "output": {{"kinds": kinds}}}})
+"""
+
+
 @pytest.mark.parametrize("version", [VERSION, min(SPOKEN)], ids=["this version", "the oldest spoken"])
 async def test_keepalives_go_only_to_a_runtime_that_takes_them(
     run_crew: RunCrew, tmp_path: Path, version: int
 ) -> None:
     """A runtime of an image built before keepalives runs as before, and is sent none (its
     ``expect`` would take one for a broken protocol); a current one gets one each renewal."""
-    runtime = _fake_runtime(
-        tmp_path / f"v{version}",
-        f"""
-        import json, sys, threading, time
-        said = lambda m: print(json.dumps(m), flush=True)
-        said({{"t": "hello", "v": {version}, "runtime": "python"}})
-        kinds = []
-        threading.Thread(
-            target=lambda: [kinds.append(json.loads(line)["t"]) for line in sys.stdin], daemon=True
-        ).start()
-        said({{"t": "ready"}})
-        time.sleep(1.5)
-        said({{"t": "result", "output": {{"kinds": kinds}}}})
-        """,
-    )
+    runtime = _fake_runtime(tmp_path / f"v{version}", KINDS.format(version=version))
     payload = (await run_crew(runtime_dir=runtime, lease_s=2.4)).payload  # renewals every 0.2 s
 
     assert isinstance(payload, RunCompleted), payload
@@ -108,3 +108,15 @@ async def test_keepalives_go_only_to_a_runtime_that_takes_them(
         assert kinds.count("keepalive") >= 3, kinds
     else:
         assert "keepalive" not in kinds, kinds
+
+
+async def test_a_runtime_gets_its_first_keepalive_at_once_not_at_the_next_renewal(
+    run_crew: RunCrew, tmp_path: Path
+) -> None:
+    """A runner stopped right after start must leave an armed watchdog: the first keepalive
+    follows hello, not the lease's next renewal (5 s away under a 60 s lease)."""
+    runtime = _fake_runtime(tmp_path / "first", KINDS.format(version=VERSION))
+    payload = (await run_crew(runtime_dir=runtime, lease_s=60)).payload
+
+    assert isinstance(payload, RunCompleted), payload
+    assert payload.output["kinds"].count("keepalive") == 1, payload.output

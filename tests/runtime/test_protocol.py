@@ -279,3 +279,48 @@ def test_keepalives_read_after_their_deadline_while_the_crew_was_imported_end_no
     rt.send(protocol.Keepalive(within=30.0, deadline=sent + 30, boot=keepalive.BOOT))
     assert rt.until("result")["output"] == 1
     assert rt.finish() == 0
+
+
+def test_a_cold_starts_import_is_watched_too(runtime: Callable[[str], Driven]) -> None:
+    """Keepalives are read while the crew is imported: a runner that stops during a long import
+    (3 s here) has its run ended there, before the crew's code runs."""
+    rt = runtime("import time\ntime.sleep(3)\n\ndef run(inputs):\n    print('ran')\n    return 1\n")
+    rt.next()
+    rt.send(_prepare())
+    rt.send(protocol.Start(run_id="run_proto", input={}))
+    rt.send(protocol.Keepalive(within=0.5, deadline=time.monotonic() + 0.5, boot=keepalive.BOOT))
+    started = time.monotonic()
+    assert rt.proc.wait(20) == -signal.SIGKILL
+    assert time.monotonic() - started < 2.5, "the import ran to its end"
+    assert "ran" not in [m.get("message") for m in rt.seen]
+
+
+FORKS = """
+import os, sys, time
+
+def run(inputs):
+    time.sleep(0.5)  # the first keepalive is read meanwhile: the watchdog is armed
+    pid = os.fork()
+    if pid == 0:
+        sys.exit(3)  # a crew's own fork that ends as a script does, not with os._exit
+    deadline = time.monotonic() + 5
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if not done[0]:
+        os.kill(pid, 9)
+    return {"child": os.waitstatus_to_exitcode(done[1]) if done[0] else "hung at its exit"}
+"""
+
+
+def test_a_crews_own_fork_ends_as_it_would_with_the_watchdog_armed(runtime: Callable[[str], Driven]) -> None:
+    """faulthandler's timer thread is not copied by a fork, and an interpreter that finalizes
+    waits for it: a crew's child whose ``sys.exit`` came back through the runtime must end with
+    the runtime's ``os._exit`` (code 1: its SystemExit is the child's error), not hang there."""
+    rt = runtime(FORKS)
+    rt.next()
+    rt.send(_prepare())
+    rt.until("ready")
+    rt.send(protocol.Start(run_id="run_proto", input={}))
+    with rt.kept_alive(within=2.0, every=0.25):
+        assert rt.until("result")["output"] == {"child": 1}
+    assert rt.finish() == 0
