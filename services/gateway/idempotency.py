@@ -1,5 +1,5 @@
 """What every route taking an ``Idempotency-Key`` does (``POST /v1/runs``, a deployment upload, a
-trigger's URL), so a repeat is answered the same way wherever it is sent.
+trigger's URL, a table's row insert), so a repeat is answered the same way wherever it is sent.
 
 1. The read model is asked for what the key made earlier: found, the repeat must carry the same
    request (its hash, :func:`same_request`) and is answered with that.
@@ -14,12 +14,22 @@ The hash is of the request as the client sent it, so a repeat after an upgrade s
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
+
+import msgspec
 
 from crewyard.core.events import Event
 
 from .context import Gateway
 from .errors import ApiError
+
+_sorted = msgspec.json.Encoder(order="sorted")
+
+
+def body_hash(body: Any) -> str:
+    """The hash a key's repeat is matched by: of the JSON body as the client sent it."""
+    return hashlib.sha256(_sorted.encode(body)).hexdigest()
 
 
 def same_request(stored_hash: str | None, request_hash: str | None, what: str = "request body") -> None:

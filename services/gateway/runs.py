@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import hashlib
 from collections.abc import AsyncIterator
 from typing import Any, get_args
 from urllib.parse import quote
@@ -41,7 +40,7 @@ from .access import allow, require_role, visible_project
 from .context import Gateway, IdempotencyKey, gw, project_name
 from .errors import ApiError, bad_request, check_input_size, conflict, not_found
 from .feedstream import FeedStream
-from .idempotency import first_event, same_request
+from .idempotency import body_hash, first_event, same_request
 from .openapi import (
     FLAG,
     RESUMING,
@@ -71,10 +70,6 @@ _RUN_LISTING = documented(
 _RUN_EVENTS = documented(
     *RESUMING, param("cancel_on_disconnect", FLAG, "Cancel the run when this client goes away before it ends")
 )
-
-
-def _request_hash(body: Any) -> str:
-    return hashlib.sha256(_enc.encode(body)).hexdigest()
 
 
 async def resolve_target(g: Gateway, data: RunCreate, request: Request[Any, Any, Any]) -> Resolved:
@@ -115,7 +110,7 @@ async def create_run(
     key = idempotency_key
     # The hash is of the body as sent (unknown fields included), as it always was: a repeat
     # made before or after an upgrade matches its original.
-    request_hash = _request_hash(await request.json()) if key else None
+    request_hash = body_hash(await request.json()) if key else None
     target = await resolve_target(g, data, request)
     dep_id, project = target.deployment_id, target.project
     if key:  # keys are scoped to the project: another project's same key is another request

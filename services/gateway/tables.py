@@ -17,6 +17,7 @@ from typing import Any
 
 import msgspec
 from litestar import Request, delete, get, patch, post
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import OpenAPIType, Schema
 from litestar.response import Response
 
@@ -47,10 +48,12 @@ from crewyard.core.events import (
 )
 from crewyard.core.ids import is_id, new_id
 from crewyard.eventstore import ConcurrencyConflict
+from crewyard.launch import idempotent_event_id
 
 from .access import allow
-from .context import CATCH_UP_S, Gateway, behind, gw, project_name
+from .context import CATCH_UP_S, Gateway, IdempotencyKey, behind, gw, project_name
 from .errors import ApiError, bad_request, conflict, not_found
+from .idempotency import body_hash, first_event
 from .openapi import TEXT, documented, page_size, param
 
 READ, RUN, DEPLOY = {"role": "read"}, {"role": "run"}, {"role": "deploy"}
@@ -205,25 +208,55 @@ async def delete_table(request: Request[Any, Any, Any], table_id: str) -> Delete
     return Deleted(id=table_id)
 
 
-@post("/v1/tables/{table_id:str}/rows", status_code=201, opt=RUN)
+@post(
+    "/v1/tables/{table_id:str}/rows",
+    status_code=201,
+    opt=RUN,
+    responses={200: ResponseSpec(Row, description="A repeated insert (same Idempotency-Key): its rows")},
+)
 async def insert_rows(
-    request: Request[Any, Any, Any], table_id: str, data: RowsIn
+    request: Request[Any, Any, Any], table_id: str, data: RowsIn, idempotency_key: IdempotencyKey = None
 ) -> Response[Row | RowList]:
-    """One row object (answered with the row) or an array of at most 100 (``{"rows": […]}``)."""
+    """One row object (answered with the row) or an array of at most 100 (``{"rows": […]}``).
+    With an ``Idempotency-Key`` (per table), a repeat answers with the rows the first made."""
     g = gw(request)
     view = await _table(g, table_id)
-    many = isinstance(data, list)
+    key, many = idempotency_key, isinstance(data, list)
+    request_hash = body_hash(await request.json()) if key else None
+    if key and (earlier := await g.rm.rows_by_idempotency_key(table_id, key)) is not None:
+        return await _inserted_before(g, earlier[0], request_hash, many)
     try:
         checked = core.check_rows(_core_columns(view), data if isinstance(data, list) else [data])
     except core.InvalidTable as exc:
         raise _invalid(exc) from None
     rows = [NewRow(id=new_id("row"), values=values) for values in checked]
-    by = who(request)
-    event = await _write(g, RowsInserted(rows=rows, by=by), view["project"], table_id, None)
+    inserted = RowsInserted(rows=rows, by=who(request), idempotency_key=key, request_hash=request_hash)
+    # With a key, the event id is derived from it: a concurrent repeat is dropped by the stream.
+    event_id = idempotent_event_id(view["project"], f"rows\0{table_id}\0{key}") if key else new_id("evt")
+    event = make_event(inserted, project=view["project"], aggregate_id=table_id, event_id=event_id)
+    appended = await g.store.append_acked(event)
+    if appended.duplicate:
+        return await _inserted_before(g, appended.seq, request_hash, many)
+    await g.rm.wait_for(appended.seq)
+    return _rows_answer(event, many, 201)
+
+
+async def _inserted_before(
+    g: Gateway, seq: int, request_hash: str | None, many: bool
+) -> Response[Row | RowList]:
+    """The answer to the insert that first used an Idempotency-Key, from its event at ``seq``
+    (a repeat is the same body: one row or an array, as the first was)."""
+    return _rows_answer(await first_event(g, seq, RowsInserted, request_hash), many, 200)
+
+
+def _rows_answer(event: Event, many: bool, status: int) -> Response[Row | RowList]:
+    """The rows of a ``table.rows_inserted`` event, as they were stored."""
+    inserted = event.data
+    assert isinstance(inserted, RowsInserted)
     at = event.time.isoformat()
-    meta = {"created_at": at, "created_by": by, "updated_at": at, "updated_by": by}
-    rows_out: list[Row] = [{"id": r.id, **r.values, "_meta": meta} for r in rows]  # as stored
-    return Response(RowList(rows=rows_out) if many else rows_out[0], status_code=201)
+    meta = {"created_at": at, "created_by": inserted.by, "updated_at": at, "updated_by": inserted.by}
+    rows_out: list[Row] = [{"id": r.id, **r.values, "_meta": meta} for r in inserted.rows]
+    return Response(RowList(rows=rows_out) if many else rows_out[0], status_code=status)
 
 
 @get(

@@ -170,3 +170,46 @@ def test_a_row_cannot_grow_past_the_limit_by_updates(api: httpx.Client) -> None:
     back = {k: read[k] for k in "ab"}
     assert api.patch(f"/v1/tables/{tid}/rows/{row['id']}", json=back).status_code == 200
     assert api.post(f"/v1/tables/{tid}/rows", json=back).status_code == 201
+
+
+async def test_an_insert_with_an_idempotency_key_is_made_once(platform: PlatformProcess, tmp_path) -> None:
+    """A client that lost an insert's answer sends it again with the same key: the rows the first
+    made, not a second copy, whether the repeat comes later or at the same moment (one request
+    stores, the stream drops the other copies); the same key with another body is refused."""
+    async with platform.async_client() as api:
+        columns = [{"name": "company", "type": "text"}]
+        tid = (
+            await api.post("/v1/tables", json={"project": "data", "name": "keyed", "columns": columns})
+        ).json()["id"]
+        one = {"Idempotency-Key": "import-17 row 1"}
+        first = await api.post(f"/v1/tables/{tid}/rows", json={"company": "Acme"}, headers=one)
+        assert first.status_code == 201, first.text
+        again = await api.post(f"/v1/tables/{tid}/rows", json={"company": "Acme"}, headers=one)
+        assert (again.status_code, again.json()) == (200, first.json())
+        other = await api.post(f"/v1/tables/{tid}/rows", json={"company": "Beta"}, headers=one)
+        assert other.status_code == 422 and other.json()["error"]["code"] == "idempotency_key_reused", (
+            other.text
+        )
+
+        batch = [{"company": f"c{i}"} for i in range(3)]
+        raced = await asyncio.gather(
+            *(
+                api.post(f"/v1/tables/{tid}/rows", json=batch, headers={"Idempotency-Key": "batch"})
+                for _ in range(8)
+            )
+        )
+        assert sorted(a.status_code for a in raced) == [200] * 7 + [201], [a.text for a in raced]
+        assert len({tuple(r["id"] for r in a.json()["rows"]) for a in raced}) == 1
+
+        # Keys are per table: the same key in another table is another request.
+        elsewhere = (
+            await api.post("/v1/tables", json={"project": "data", "name": "keyed2", "columns": columns})
+        ).json()
+        r = await api.post(f"/v1/tables/{elsewhere['id']}/rows", json={"company": "Acme"}, headers=one)
+        assert r.status_code == 201 and r.json()["id"] != first.json()["id"], r.text
+
+        stored = (await api.get(f"/v1/tables/{tid}/rows", params={"sort": "company"})).json()
+        assert [row["company"] for row in stored["rows"]] == ["Acme", "c0", "c1", "c2"]
+    await asyncio.to_thread(
+        assert_rebuild_equals_live, platform.nats_url, platform.data_dir, tmp_path / "rebuilt.sqlite3"
+    )

@@ -28,7 +28,7 @@ from crewyard.core.tables import Column, Filter, Sort
 
 from ._base import Reader
 
-TABLES = ("tables", "table_rows")
+TABLES = ("tables", "table_rows", "table_row_keys")
 DDL = """
 CREATE TABLE IF NOT EXISTS tables (
     id TEXT PRIMARY KEY,
@@ -54,6 +54,14 @@ CREATE TABLE IF NOT EXISTS table_rows (
     updated_at TEXT NOT NULL,
     updated_by TEXT NOT NULL,
     PRIMARY KEY (table_id, id)
+);
+
+CREATE TABLE IF NOT EXISTS table_row_keys (
+    table_id TEXT NOT NULL,
+    idempotency_key TEXT NOT NULL,
+    request_hash TEXT,
+    seq INTEGER NOT NULL,
+    PRIMARY KEY (table_id, idempotency_key)
 );
 """
 
@@ -119,6 +127,7 @@ async def table_deleted(db: aiosqlite.Connection, seq: int, e: Event) -> None:
     if not await _live(db, e.aggregate_id, e.project):
         return
     await db.execute("DELETE FROM table_rows WHERE table_id = ?", (e.aggregate_id,))
+    await db.execute("DELETE FROM table_row_keys WHERE table_id = ?", (e.aggregate_id,))
     await db.execute(
         "UPDATE tables SET deleted = 1, row_count = 0, updated_at = ?, last_seq = ? WHERE id = ?",
         (_ts(e), seq, e.aggregate_id),
@@ -135,6 +144,12 @@ async def rows_inserted(db: aiosqlite.Connection, seq: int, e: Event) -> None:
         " updated_by) VALUES (?, ?, ?, ?, ?, ?, ?)",
         [(e.aggregate_id, r.id, _enc.encode(r.values).decode(), _ts(e), d.by, _ts(e), d.by) for r in d.rows],
     )
+    if d.idempotency_key is not None:  # the first insert with a key is the one a repeat answers with
+        await db.execute(
+            "INSERT OR IGNORE INTO table_row_keys (table_id, idempotency_key, request_hash, seq)"
+            " VALUES (?, ?, ?, ?)",
+            (e.aggregate_id, d.idempotency_key, d.request_hash, seq),
+        )
     await _touch(db, seq, e)
 
 
@@ -254,6 +269,15 @@ class TableQueries(Reader):
         """The stream sequence of the last event of the table applied here (0: none)."""
         row = await self._one("SELECT last_seq FROM tables WHERE id = ?", (table_id,))
         return int(row["last_seq"]) if row else 0
+
+    async def rows_by_idempotency_key(self, table_id: str, key: str) -> tuple[int, str | None] | None:
+        """The event (its sequence) that inserted rows into the table with this key, and the hash
+        of the request that did."""
+        row = await self._one(
+            "SELECT seq, request_hash FROM table_row_keys WHERE table_id = ? AND idempotency_key = ?",
+            (table_id, key),
+        )
+        return (row["seq"], row["request_hash"]) if row else None
 
     async def row(self, table_id: str, row_id: str) -> dict[str, Any] | None:
         row = await self._one("SELECT * FROM table_rows WHERE table_id = ? AND id = ?", (table_id, row_id))

@@ -53,6 +53,10 @@ class RowsInserted(Payload, frozen=True, kw_only=True):
     AGGREGATE = "table"
     rows: list[NewRow]
     by: str = "api"
+    #: The ``Idempotency-Key`` of the API request that inserted them (a repeat answers with
+    #: these rows), and the hash of its body.
+    idempotency_key: str | None = None
+    request_hash: str | None = None
 
 
 class RowUpdated(Payload, frozen=True, kw_only=True):
