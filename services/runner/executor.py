@@ -119,7 +119,9 @@ class Executor:
         only one of them wins ``run.started``."""
         run_id, project = state.run_id, state.project
         await item.in_progress()  # the set-up below reads the store a few times: keep the message
-        history = await self.store.load(project, "deployment", state.deployment_id)
+        # ``current``: a replica behind the run's POST must not say that its deployment is not
+        # ready, nor give it values older than the request (here and for the project's below).
+        history = await self.store.load(project, "deployment", state.deployment_id, current=True)
         dep = fold_deployment(state.deployment_id, history)
         if dep.status != READY:
             await finish(

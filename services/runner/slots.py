@@ -125,7 +125,7 @@ async def run_limits(
     limits = {}
     if config.max_concurrent_runs:
         limits[f"dep.{deployment_id}"] = config.max_concurrent_runs
-    proj = fold_project(project, await store.load(project, "project", project))
+    proj = fold_project(project, await store.load(project, "project", project, current=True))
     if proj.max_concurrent_runs:
         limits[f"proj.{project}"] = proj.max_concurrent_runs
     return limits

@@ -95,7 +95,7 @@ class Specs:
 
     async def environment(self, project: str, environment: str, config: CrewConfig) -> dict[str, str]:
         """The crew's defaults, then the project's values for the run's environment."""
-        proj = fold_project(project, await self.store.load(project, "project", project))
+        proj = fold_project(project, await self.store.load(project, "project", project, current=True))
         env = dict(config.env)
         for key, (token, sealed) in proj.env_for(environment).items():
             env[key] = self.secrets.decrypt(project, sealed, token)

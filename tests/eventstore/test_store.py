@@ -5,7 +5,7 @@ import pytest
 from crewyard.core import run_state as rs
 from crewyard.core.events import Log, RunQueued, RunStarted, make_event
 from crewyard.core.ids import new_id
-from crewyard.eventstore import ConcurrencyConflict, EventStore
+from crewyard.eventstore import ConcurrencyConflict, EventStore, StoreUnavailable
 
 
 def _ev(payload, run_id, event_id=None):
@@ -107,3 +107,33 @@ async def test_existence_is_asked_of_the_leader(store: EventStore):
     filt = f"{store.prefix}.*.run.{run}.>"
     assert await store.last_seq_of(filt) == s2
     assert (await store.get(s1, leader=True)).seq == s1
+
+
+async def test_a_current_load_is_not_answered_by_a_replica_behind_the_leader(
+    store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """In a cluster any replica answers a direct get, and one may lack the newest events. A
+    replica one event behind (its first answers here) is read again; one that stays behind makes
+    the read fail, never answer with less than the stream had."""
+    run = new_id("run")
+    s1 = await store.append(_ev(QUEUED, run), expected_seq=0)
+    s2 = await store.append(_ev(STARTED, run), expected_seq=s1)
+    direct = store._direct_batch
+    behind = {"answers": 2}
+
+    async def lagging(*args, **kwargs):
+        raws = await direct(*args, **kwargs)
+        if behind["answers"] > 0:
+            behind["answers"] -= 1
+            return [r for r in raws if r.seq < s2]
+        return raws
+
+    monkeypatch.setattr(store, "_direct_batch", lagging)
+    assert [r.seq for r in await store.load("acme", "run", run)] == [s1]  # what a plain load may see
+    assert [r.seq for r in await store.load("acme", "run", run, current=True)] == [s1, s2]
+    assert behind["answers"] == 0
+
+    behind["answers"] = 1_000_000
+    monkeypatch.setattr(store, "read_timeout", 0.3)
+    with pytest.raises(StoreUnavailable, match="without event"):
+        await store.load("acme", "run", run, current=True)

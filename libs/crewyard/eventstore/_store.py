@@ -8,7 +8,9 @@
 - ``load`` reads one aggregate with a batch direct get (one request for up to 1,000 events). In a
   cluster any replica may answer a direct get, so it can be behind: fine for deciding a command
   (the expected-sequence header catches a stale view), never for "does it exist?". Those ask the
-  stream's leader: ``last_seq_of`` and ``get(seq, leader=True)``.
+  stream's leader: ``last_seq_of`` and ``get(seq, leader=True)``. ``load(current=True)`` reads
+  what a run must not see older than its request (its deployment, its project's values): the
+  leader says which is the aggregate's last event, and a read that ends before it is made again.
 - Following a stream as it grows (``read_batches``, ``scan``, ``follow``) is in :mod:`._follow`.
 
 Writes go through the core's ``encode_checked``: an event the core's decoder would refuse is
@@ -31,6 +33,7 @@ from nats.errors import TimeoutError as NatsTimeout
 from nats.js.api import Header
 from nats.js.errors import APIError, NoStreamResponseError, NotFoundError
 
+from crewyard.backoff import Backoff
 from crewyard.core import subjects
 from crewyard.core.events import Event, InvalidEvent, Recorded, encode_checked, unreadable
 
@@ -257,18 +260,37 @@ class EventStore(Following):
         return sorted(raws, key=lambda r: r.seq)
 
     async def load(
-        self, project: str, aggregate: str, aggregate_id: str, *, types: str | None = None
+        self,
+        project: str,
+        aggregate: str,
+        aggregate_id: str,
+        *,
+        types: str | None = None,
+        current: bool = False,
     ) -> list[Recorded]:
         """One aggregate's events (a project's own from both of its scopes, in order). ``types``:
         only those whose type matches it, e.g. ``run.*``: a run's lifecycle without what its crew
         emitted (which may be tens of thousands of events: read-only checks want ``rs.fold`` of
-        the lifecycle; an append's expected sequence is the aggregate's last event of any type)."""
+        the lifecycle; an append's expected sequence is the aggregate's last event of any type).
+        ``current``: every event the stream had when the call was made, whichever replica answers
+        (one more request, to the stream's leader)."""
         if aggregate == "project":
             filt = subjects.project_aggregate_filter(aggregate_id, self.prefix)
         else:
             filt = subjects.aggregate_filter(project, aggregate, aggregate_id, self.prefix, types or ">")
-        raws = await self.load_raw(filt)
+        raws = await (self._load_current(filt) if current else self.load_raw(filt))
         return [self._history_entry(r, project, aggregate, aggregate_id) for r in raws]
+
+    async def _load_current(self, filt: str) -> list[RawEvent]:
+        last = await self.last_seq_of(filt) or 0
+        turns = Backoff(self.read_timeout, first=0.01, most=0.2)
+        while True:
+            raws = await self.load_raw(filt)
+            if (raws[-1].seq if raws else 0) >= last:
+                return raws
+            if turns.expired:  # a replica that stays behind this long is as good as unavailable
+                raise StoreUnavailable(f"a replica answered without event {last} of {filt}")
+            await turns.pause()
 
     async def load_platform(self, aggregate: str, aggregate_id: str) -> list[Recorded]:
         """One aggregate of the platform stream (an API key, a consumer)."""
