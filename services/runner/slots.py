@@ -86,7 +86,8 @@ class Slots:
                 if run_id in value["holders"]:  # another execution of the run holds it: share it
                     value["holders"].append(run_id)
                     return True
-                value["queue"] = sorted({r for r in value["queue"] if not await is_over(r)} | {run_id})
+                line = sorted(set(value["queue"]) | {run_id})
+                value["queue"] = await _without_ended_ahead(line, run_id, is_over)
                 if len(set(value["holders"])) < limit and value["queue"][0] == run_id:
                     value["queue"].remove(run_id)
                     value["holders"].append(run_id)
@@ -116,6 +117,17 @@ class Slots:
 
             with contextlib.suppress(StoreUnavailable):
                 await self._change(key, drop)
+
+
+async def _without_ended_ahead(queue: list[str], run_id: str, is_over: IsOver) -> list[str]:
+    """``queue`` without the runs ahead of ``run_id`` that have ended, up to the first that has
+    not (then ``run_id`` waits whatever the rest are): a look costs the ended runs it drops and
+    one more, not a read of every run in line, as each of hundreds of waiting runs looks again."""
+    at = queue.index(run_id)
+    for i, waiting in enumerate(queue[:at]):
+        if not await is_over(waiting):
+            return queue[i:]  # those before it had ended
+    return queue[at:]
 
 
 async def run_limits(

@@ -64,3 +64,30 @@ async def test_two_executions_of_one_run_share_its_slot_and_each_gives_back_only
     assert not await slots.acquire("run_2", limits, _never_over)  # the winner still holds it
     await slots.release("run_1", ["dep.d"])  # the winner's outcome is written
     assert await slots.acquire("run_2", limits, _never_over)
+
+
+async def test_a_look_reads_the_runs_ahead_only_up_to_the_first_still_waiting(store: EventStore) -> None:
+    """Hundreds of runs wait for one slot and each looks again every few seconds: a look must
+    not read every run in line (that was n reads each, n squared in all), only the ended runs
+    ahead of it and the first that is not; ended runs ahead are still dropped from the line."""
+    slots = _slots(store)
+    limits = {"dep.d": 1}
+    ended: set[str] = set()
+    asked: list[str] = []
+
+    async def is_over(run_id: str) -> bool:
+        asked.append(run_id)
+        return run_id in ended
+
+    assert await slots.acquire("run_000", limits, is_over)
+    for i in range(1, 200):
+        assert not await slots.acquire(f"run_{i:03}", limits, is_over)
+    asked.clear()
+    assert not await slots.acquire("run_199", limits, is_over)
+    assert asked == ["run_000", "run_001"], asked  # the holder, then the first in line
+
+    ended.update({"run_000", "run_001", "run_002"})  # the holder and the first two in line end
+    asked.clear()
+    assert not await slots.acquire("run_150", limits, is_over)  # frees the slot; run_003 is first
+    assert asked == ["run_000", "run_001", "run_002", "run_003"], asked
+    assert await slots.acquire("run_003", limits, is_over)
