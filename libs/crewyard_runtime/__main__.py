@@ -59,6 +59,7 @@ def main() -> int:
     except _protocol.ProtocolError as exc:
         _report(exc)
         return 2
+    _protocol.linger_at_exit(prepare.get("linger"))
     if fork_fd is None:  # (a fork server must import with no thread of its own running)
         _protocol.read_ahead()
     try:

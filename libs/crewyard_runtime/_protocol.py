@@ -37,7 +37,12 @@ _ids = itertools.count(1)
 _waiting: dict[str, tuple[threading.Event, list[dict[str, Any]]]] = {}
 _waiting_lock = threading.Lock()
 _serving = threading.Event()
+_input_ended = threading.Event()
 _closed = False
+#: How long :func:`exit_now` waits for the runner to end our input, when it asked (``prepare``'s
+#: ``linger``): 0 when it did not.
+_linger_s = 0.0
+LINGER_S = 5.0
 #: Once the reader thread runs: the messages it read that are neither replies nor keepalives
 #: (``start``), for :func:`expect`; None at the end of the channel, or the error that broke it.
 _incoming: queue.Queue[dict[str, Any] | Exception | None] | None = None
@@ -123,6 +128,13 @@ def reopen_channel() -> None:
     open_channel()
 
 
+def linger_at_exit(asked: object) -> None:
+    """``prepare.linger``: the runner ends our input once it has read our last line, and nothing
+    it writes may meet our end (a container engine reports such a write on the run's output)."""
+    global _linger_s
+    _linger_s = LINGER_S if asked is True else 0.0
+
+
 def exit_now(code: int) -> NoReturn:
     """End the process at once, its last protocol line written whole.
 
@@ -137,6 +149,8 @@ def exit_now(code: int) -> NoReturn:
     if "logging" in sys.modules:
         with contextlib.suppress(Exception):
             sys.modules["logging"].shutdown()
+    if _linger_s and _serving.is_set():  # (a reader sees the input's end)
+        _input_ended.wait(_linger_s)
     # Holding the lock: no other thread of the crew is halfway through a line (unless one is stuck
     # writing, when the runner stopped reading: then the bound).
     _lock.acquire(timeout=5)
@@ -260,6 +274,7 @@ def serve_replies() -> None:
             for event, _ in _waiting.values():
                 event.set()
             _waiting.clear()
+        _input_ended.set()
 
     threading.Thread(target=loop, name="crewyard-replies", daemon=True).start()
 

@@ -211,6 +211,8 @@ async def pump_output(
                 _introduce(outcome, msg)
                 if outcome.runtime is not None:
                     continue
+            if isinstance(msg, Result | CrewError) and outcome.protocol and outcome.stopped is None:
+                await handle.end_input()  # its last line: a runtime asked to linger may end now
             if isinstance(msg, Result):
                 _result(outcome, msg, len(raw), budget)
                 continue

@@ -88,6 +88,9 @@ class Prepare(msgspec.Struct, tag="prepare", tag_field="t", omit_defaults=True):
     framework: str
     project: str | None = None
     deployment_id: str | None = None
+    #: The runner ends the runtime's input once it has read its last line: the runtime waits for
+    #: that before it exits (a container's: a write that meets its end is on its output).
+    linger: bool = False
 
 
 class ThreadStart(msgspec.Struct, omit_defaults=True):

@@ -149,6 +149,9 @@ class TakenSandbox:
     async def send(self, line: bytes) -> None:
         await self.sandbox.handle.send(line)
 
+    async def end_input(self) -> None:
+        await self.sandbox.handle.end_input()
+
     async def kill(self, grace_s: float) -> None:
         await self.sandbox.handle.kill(grace_s)
 

@@ -135,6 +135,8 @@ class Runs:
                 if stream == "proto":
                     message = json.loads(line)
                     proto.append(message)
+                    if message["t"] in ("result", "error"):
+                        await handle.end_input()  # as the runner does: a lingering runtime ends
                     if kill_when and kill_when in str(message.get("message", "")):
                         seen.set()
                 else:
@@ -186,6 +188,7 @@ class ForkedRun:
     def __init__(self, handle: RunHandle, server: WarmSandbox) -> None:
         self._handle, self.server = handle, server
         self.output, self.wait, self.send, self.kill = handle.output, handle.wait, handle.send, handle.kill
+        self.end_input = handle.end_input
         self.collect_artifacts, self.memory_used = handle.collect_artifacts, handle.memory_used
 
     @property

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import pickle
 import signal
@@ -23,6 +24,8 @@ from crewyard.runner.backends import BackendError, BackendUnavailable, DockerBac
 
 if TYPE_CHECKING:
     from backend_helpers import Runs
+
+    from crewyard.runner.backends import RunHandle
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -188,3 +191,43 @@ async def test_a_missing_image_is_a_backend_error(docker_runs: Runs) -> None:
     with pytest.raises(BackendError) as info:
         await docker_runs.backend.start(spec)
     assert not isinstance(info.value, BackendUnavailable)
+
+
+async def test_a_runtime_waits_for_its_input_to_end_so_no_write_meets_the_containers_end(
+    docker_runs: Runs,
+) -> None:
+    """The runner writes to a run's stdin whenever it must (a keepalive after each renewal of its
+    lease). A write that met the container's end failed, and Podman reported the failure as a
+    stderr frame on the attach (a line of the crew's output, at times cutting what it wrote
+    last). So a container's runtime lingers after its last line until the runner, having read
+    it, ends its input; the runner writes nothing after that."""
+    keepalive = b'{"t": "keepalive", "within": 60}\n'
+    for _ in range(3):
+        spec = docker_runs.spec("crew:echo", input={"n": 1})
+        handle = await docker_runs.backend.start(spec)
+        ended = asyncio.Event()
+
+        async def sending(handle: RunHandle, ended: asyncio.Event) -> None:
+            while not ended.is_set():
+                await handle.send(keepalive)
+                await asyncio.sleep(0.001)
+
+        sender = asyncio.create_task(sending(handle, ended))
+        lines: list[tuple[str, bytes]] = []
+        try:
+            async for stream, line in handle.output():
+                lines.append((stream, line))
+                if stream == "proto" and json.loads(line)["t"] in ("result", "error"):
+                    ended.set()  # as the runner does: its last line is read
+                    await sender
+                    await handle.end_input()
+                    await handle.send(keepalive)  # ignored: the input has ended
+            status = await asyncio.wait_for(handle.wait(), 60)
+        finally:
+            ended.set()
+            await sender
+            await handle.remove()
+        assert status.code == 0, (status, lines[-5:])
+        stderr = [line.decode(errors="replace") for stream, line in lines if stream == "stderr"]
+        assert not stderr, stderr
+        assert [json.loads(line)["t"] for stream, line in lines if stream == "proto"][-1] == "result"

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from crewyard.core.crewfile import CrewConfig
@@ -360,3 +361,16 @@ def test_a_node_crew_that_blocks_its_event_loop_is_ended_at_the_deadline(
     while alive(child) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not alive(child), "the crew's child process outlived the watchdog"
+
+
+@pytest.mark.parametrize("linger", [True, False], ids=["asked to linger", "not asked"])
+def test_a_node_runtime_asked_to_linger_exits_once_its_input_ends(
+    node_runtime: Callable[..., Driven], linger: bool
+) -> None:
+    rt = node_runtime({"crew.ts": "export const run = async () => 1;\n"})
+    rt.next()
+    rt.send(msgspec.structs.replace(_prepare("./crew.ts:run"), linger=linger))
+    rt.until("ready")
+    rt.send(protocol.Start(run_id="run_node", input={}))
+    assert rt.until("result")["output"] == 1
+    rt.ends_as_asked(linger)

@@ -324,3 +324,18 @@ def test_a_crews_own_fork_ends_as_it_would_with_the_watchdog_armed(runtime: Call
     with rt.kept_alive(within=2.0, every=0.25):
         assert rt.until("result")["output"] == {"child": 1}
     assert rt.finish() == 0
+
+
+@pytest.mark.parametrize("linger", [True, False], ids=["asked to linger", "not asked"])
+def test_a_runtime_asked_to_linger_exits_once_its_input_ends(
+    runtime: Callable[[str], Driven], linger: bool
+) -> None:
+    """A container's runtime must not end while the runner may still write to it (Podman reports
+    a write that meets its end on the run's output): asked, it waits for its input to end."""
+    rt = runtime("def run(inputs):\n    return 1\n")
+    rt.next()
+    rt.send(msgspec.structs.replace(_prepare(), linger=linger))
+    rt.send(protocol.Start(run_id="run_proto", input={}))
+    rt.send(protocol.Keepalive(within=30.0))
+    assert rt.until("result")["output"] == 1
+    rt.ends_as_asked(linger)

@@ -178,6 +178,19 @@ class Driven:
         self.stderr = b"".join(self._stderr)
         return code
 
+    def ends_as_asked(self, linger: bool) -> None:
+        """After its last line: asked to linger (``prepare.linger``), it is still there half a
+        second on and exits (0) within 2 s of its input's end; not asked, it exits (0) with its
+        input still open."""
+        if not linger:
+            assert self.proc.wait(self.timeout) == 0
+            return
+        time.sleep(0.5)
+        assert self.proc.poll() is None, "it exited before its input ended"
+        ending = time.monotonic()
+        assert self.finish() == 0
+        assert time.monotonic() - ending < 2.0
+
     def close(self) -> None:
         """Kill it and what is left of its process group (a crew's child holds its pipes open)
         and close its pipes."""

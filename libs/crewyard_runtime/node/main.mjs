@@ -42,9 +42,19 @@ function report(err) {
   protocol.send({ t: "error", error_type: name, message, traceback });
 }
 
+// `prepare.linger`: the runner ends our input once it has read our last line, so that nothing it
+// writes meets our end (a container engine reports such a write on the run's output).
+let linger = false;
+const LINGER_MS = 5000;
+
+let exiting = false;
+
 function exit(code) {
   flushStdout();
-  process.exit(code);
+  if (!linger) process.exit(code);
+  if (exiting) return; // the first end stands, whatever the crew's leftovers throw meanwhile
+  exiting = true;
+  protocol.inputEnded(LINGER_MS).then(() => process.exit(code));
 }
 
 function stringMap(value, what) {
@@ -151,10 +161,12 @@ async function main() {
   protocol.send({ t: "hello", v: protocol.VERSION, runtime: protocol.RUNTIME });
   // From here on a crash anywhere (a promise the crew forgot) is the run's error.
   process.on("uncaughtException", (err) => {
+    if (exiting) return; // the run has its last line already
     report(err);
     exit(1);
   });
   process.on("unhandledRejection", (err) => {
+    if (exiting) return; // the run has its last line already
     report(err);
     exit(1);
   });
@@ -163,6 +175,7 @@ async function main() {
   let framework;
   try {
     prepare = await protocol.expect("prepare");
+    linger = prepare.linger === true;
     Object.assign(process.env, stringMap(prepare.env ?? {}, "prepare.env"));
     framework = String(prepare.framework ?? "");
     if (!FRAMEWORKS.has(framework)) {

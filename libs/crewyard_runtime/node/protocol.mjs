@@ -124,6 +124,7 @@ function captureStdout() {
 
 const inbox = [];
 const waiters = [];
+const endWaiters = [];
 let inboxClosed = false;
 let inboxError = null;
 
@@ -218,12 +219,25 @@ function readInbox() {
     if (inboxClosed) return;
     inboxClosed = true;
     while (waiters.length) waiters.shift()(null);
+    while (endWaiters.length) endWaiters.shift()();
   };
   socket.on("end", end);
   socket.on("close", end);
   socket.on("error", (err) => {
     inboxError = err;
     end();
+  });
+}
+
+/** Resolves once the runner has ended our input, or after `timeoutMs` (`prepare.linger`). */
+export function inputEnded(timeoutMs) {
+  if (inboxClosed) return Promise.resolve();
+  return new Promise((resolve) => {
+    const timer = setTimeout(resolve, timeoutMs);
+    endWaiters.push(() => {
+      clearTimeout(timer);
+      resolve();
+    });
   });
 }
 

@@ -98,6 +98,11 @@ class RunHandle(Protocol):
         """Write one protocol line to the runtime's stdin (nothing happens once it has exited)."""
         ...
 
+    async def end_input(self) -> None:
+        """The runtime's last line is read: end its input (nothing more is sent), which ends a
+        runtime that was asked to linger (``opening``); a no-op for handles that do not ask."""
+        ...
+
     async def kill(self, grace_s: float) -> None:
         """SIGTERM, wait ``grace_s``, then SIGKILL; safe to call more than once."""
         ...
@@ -184,15 +189,17 @@ def runtime_command(
     return [python, "-m", "crewyard_runtime"]
 
 
-def opening(spec: RunSpec) -> bytes:
+def opening(spec: RunSpec, *, linger: bool = False) -> bytes:
     """The protocol's ``prepare`` and ``start`` lines of a cold start (sent together); a warm
-    sandbox's ``prepare`` alone."""
+    sandbox's ``prepare`` alone. ``linger``: the handle's ``end_input`` ends the runtime's input
+    once its last line is read, and the runtime waits for that before it exits."""
     prepare = Prepare(
         env=dict(spec.env),
         entrypoint=spec.entrypoint,
         framework=spec.framework,
         project=spec.project,
         deployment_id=spec.deployment_id,
+        linger=linger,
     )
     if spec.warm:
         return encode(prepare)

@@ -10,6 +10,7 @@ import asyncio
 import concurrent.futures
 import contextlib
 import os
+import socket
 import stat
 import threading
 from collections.abc import AsyncIterator
@@ -66,6 +67,7 @@ class DockerHandle:
         self._stream = stream
         self._network = network
         self._write_lock = threading.Lock()
+        self._input_ended = False
         self._loop = asyncio.get_running_loop()
         self._queue: asyncio.Queue[tuple[str, bytes] | None] = asyncio.Queue(maxsize=256)
         self._closed = threading.Event()
@@ -123,7 +125,21 @@ class DockerHandle:
 
     def _send_blocking(self, line: bytes) -> None:
         with self._write_lock, contextlib.suppress(OSError):
-            getattr(self._stream, "_sock", self._stream).sendall(line)
+            if not self._input_ended:
+                getattr(self._stream, "_sock", self._stream).sendall(line)
+
+    def _end_input_blocking(self) -> None:
+        with self._write_lock, contextlib.suppress(OSError):
+            if not self._input_ended:
+                self._input_ended = True
+                getattr(self._stream, "_sock", self._stream).shutdown(socket.SHUT_WR)
+
+    async def end_input(self) -> None:
+        """The runtime lingers after its last line until its stdin ends (``opening(linger=True)``):
+        a write that met the container's end would fail, and Podman reports that failure as a
+        stderr frame on this attach — a line of the crew's output, at times cutting what the
+        crew wrote last. So the runner ends the input, and writes nothing after."""
+        await in_thread(self._end_input_blocking, f"crewyard-in-{self._spec.run_id}")
 
     async def send(self, line: bytes) -> None:
         if not self._closed.is_set():

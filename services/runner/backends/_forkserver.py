@@ -194,6 +194,10 @@ class ForkedHandle:
     async def send(self, line: bytes) -> None:
         await self._stdin.send(line)
 
+    async def end_input(self) -> None:
+        """Nothing to do: its runtime was not asked to linger (a write to a pipe whose reader
+        has exited is only an error for the writer)."""
+
     def output(self) -> AsyncIterator[tuple[str, bytes]]:
         return merge_lines(self._streams, self._spec.limits.max_output_bytes)
 
@@ -261,6 +265,9 @@ class ForkServer:
 
     async def send(self, line: bytes) -> None:
         await self._handle.send(line)
+
+    async def end_input(self) -> None:
+        await self._handle.end_input()
 
     async def kill(self, grace_s: float) -> None:
         await self._handle.kill(grace_s)

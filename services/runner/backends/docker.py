@@ -223,7 +223,7 @@ class DockerBackend:
             raise BackendError("docker backend needs the deployment's image")
         spec.artifacts_dir.mkdir(parents=True, exist_ok=True)
         handle = DockerHandle(self, spec, *await asyncio.to_thread(self._create_and_start, spec))
-        handle.send_soon(opening(spec))
+        handle.send_soon(opening(spec, linger=True))
         return handle
 
     def _cleanup_blocking(self, runner_id: str) -> int:

@@ -64,6 +64,10 @@ class ProcessHandle:
     async def send(self, line: bytes) -> None:
         await self._stdin.send(line)
 
+    async def end_input(self) -> None:
+        """Nothing to do: its runtime was not asked to linger (a write to a pipe whose reader
+        has exited is only an error for the writer)."""
+
     def output(self) -> AsyncIterator[tuple[str, bytes]]:
         assert self._proc.stdout and self._proc.stderr
         return merge_lines(
