@@ -38,6 +38,7 @@ _waiting: dict[str, tuple[threading.Event, list[dict[str, Any]]]] = {}
 _waiting_lock = threading.Lock()
 _serving = threading.Event()
 _input_ended = threading.Event()
+_reader_pid = 0  # the process whose reader thread sets _input_ended
 _closed = False
 #: How long :func:`exit_now` waits for the runner to end our input, when it asked (``prepare``'s
 #: ``linger``): 0 when it did not.
@@ -149,7 +150,7 @@ def exit_now(code: int) -> NoReturn:
     if "logging" in sys.modules:
         with contextlib.suppress(Exception):
             sys.modules["logging"].shutdown()
-    if _linger_s and _serving.is_set():  # (a reader sees the input's end)
+    if _linger_s and _reader_pid == os.getpid():  # (a crew's own fork has no reader: no wait)
         _input_ended.wait(_linger_s)
     # Holding the lock: no other thread of the crew is halfway through a line (unless one is stuck
     # writing, when the runner stopped reading: then the bound).
@@ -245,11 +246,12 @@ def read_ahead() -> None:
 def serve_replies() -> None:
     """Hand every ``reply`` to the request waiting for it (a daemon thread, after ``start``; once
     only: after :func:`read_ahead` it runs already)."""
-    global _closed
+    global _closed, _reader_pid
 
     if _serving.is_set():
         return
     _serving.set()
+    _reader_pid = os.getpid()
 
     def loop() -> None:
         global _closed

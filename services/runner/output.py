@@ -20,6 +20,7 @@ the stream without bound. Protocol lines other than ``result`` are at most 64 Ki
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
@@ -51,6 +52,7 @@ from .protocol import (
     refuse,
 )
 
+log = logging.getLogger("crewyard.runner")
 #: A log event's text is cut here (a crew can write protocol lines by hand, past the runtime's cut).
 MAX_LOG_TEXT = 60 * 1024
 
@@ -212,7 +214,9 @@ async def pump_output(
                 if outcome.runtime is not None:
                     continue
             if isinstance(msg, Result | CrewError) and outcome.protocol and outcome.stopped is None:
-                await handle.end_input()  # its last line: a runtime asked to linger may end now
+                ending = asyncio.create_task(_end_input(handle))  # its last line: a lingering
+                replies.add(ending)  # runtime may end now (after what follows is stored)
+                ending.add_done_callback(replies.discard)
             if isinstance(msg, Result):
                 _result(outcome, msg, len(raw), budget)
                 continue
@@ -240,6 +244,14 @@ async def pump_output(
     finally:
         for task in replies:
             task.cancel()
+
+
+async def _end_input(handle: RunHandle) -> None:
+    """End the runtime's input; a handle that cannot only leaves the runtime to its bound."""
+    try:
+        await handle.end_input()
+    except Exception:
+        log.warning("could not end a runtime's input", exc_info=True)
 
 
 def _spend(outcome: Outcome, size: int, budget: Budget) -> bool:

@@ -221,8 +221,12 @@ async def test_a_runtime_waits_for_its_input_to_end_so_no_write_meets_the_contai
                     ended.set()  # as the runner does: its last line is read
                     await sender
                     await handle.end_input()
+                    input_ended = time.monotonic()
                     await handle.send(keepalive)  # ignored: the input has ended
             status = await asyncio.wait_for(handle.wait(), 60)
+            # Its input's end ended it, not the linger's bound (5 s; the engine's own exit takes
+            # up to 1.4 s to be seen under load).
+            assert time.monotonic() - input_ended < 4.0
         finally:
             ended.set()
             await sender

@@ -303,7 +303,7 @@ def run(inputs):
     pid = os.fork()
     if pid == 0:
         sys.exit(3)  # a crew's own fork that ends as a script does, not with os._exit
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + 3
     while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
         time.sleep(0.05)
     if not done[0]:
@@ -312,18 +312,22 @@ def run(inputs):
 """
 
 
-def test_a_crews_own_fork_ends_as_it_would_with_the_watchdog_armed(runtime: Callable[[str], Driven]) -> None:
+@pytest.mark.parametrize("linger", [False, True], ids=["", "asked to linger"])
+def test_a_crews_own_fork_ends_as_it_would_with_the_watchdog_armed(
+    runtime: Callable[[str], Driven], linger: bool
+) -> None:
     """faulthandler's timer thread is not copied by a fork, and an interpreter that finalizes
     waits for it: a crew's child whose ``sys.exit`` came back through the runtime must end with
-    the runtime's ``os._exit`` (code 1: its SystemExit is the child's error), not hang there."""
+    the runtime's ``os._exit`` (code 1: its SystemExit is the child's error), not hang there,
+    nor wait for an end of input that only its parent's reader thread would see."""
     rt = runtime(FORKS)
     rt.next()
-    rt.send(_prepare())
+    rt.send(msgspec.structs.replace(_prepare(), linger=linger))
     rt.until("ready")
     rt.send(protocol.Start(run_id="run_proto", input={}))
     with rt.kept_alive(within=2.0, every=0.25):
         assert rt.until("result")["output"] == {"child": 1}
-    assert rt.finish() == 0
+    rt.ends_as_asked(linger)
 
 
 @pytest.mark.parametrize("linger", [True, False], ids=["asked to linger", "not asked"])

@@ -224,9 +224,11 @@ async function main() {
   try {
     output = await invoke(obj, start.input, runId);
   } catch (err) {
+    if (exiting) return;
     report(err);
     return exit(1);
   }
+  if (exiting) return; // a crash of the crew's ended the run meanwhile: its error is the last line
   flushStdout();
   protocol.send({ t: "result", output: output ?? null });
   return exit(0);
