@@ -303,10 +303,7 @@ def _started(rt: Driven, **inputs: int) -> int:
     rt.next()
     rt.send(_prepare("./crew.ts:run"))
     rt.send(protocol.Start(run_id="run_node", input=inputs))
-    while True:
-        line = rt.until("log")["message"]
-        if line.startswith("child "):
-            return int(line.split()[1])
+    return rt.child_pid()
 
 
 def test_a_node_runtime_whose_keepalives_stop_ends_its_crew_and_the_crews_processes(

@@ -192,10 +192,7 @@ def _started(rt: Driven, **inputs: float) -> int:
     rt.send(_prepare())
     rt.until("ready")
     rt.send(protocol.Start(run_id="run_proto", input=inputs))
-    while True:
-        line = rt.until("log")["message"]
-        if line.startswith("child "):
-            return int(line.split()[1])
+    return rt.child_pid()
 
 
 def test_a_runtime_whose_keepalives_stop_ends_its_crew_and_the_crews_processes(

@@ -178,6 +178,13 @@ class Driven:
         self.stderr = b"".join(self._stderr)
         return code
 
+    def child_pid(self) -> int:
+        """The pid a crew said it started, in a log line ``child <pid>``."""
+        while True:
+            line = self.until("log")["message"]
+            if line.startswith("child "):
+                return int(line.split()[1])
+
     def ends_as_asked(self, linger: bool) -> None:
         """After its last line: asked to linger (``prepare.linger``), it is still there half a
         second on and exits (0) within 2 s of its input's end; not asked, it exits (0) with its
