@@ -70,7 +70,9 @@ WARM_SANDBOXES = Gauge(
     "Warm sandboxes on this runner per deployment version: idle (ready) or warming up",
     ["deployment", "state"],
 )
-WARM_MEMORY = Gauge("crewyard_warm_memory_bytes", "Memory the idle warm sandboxes of this runner hold")
+WARM_MEMORY = Gauge(
+    "crewyard_warm_memory_bytes", "Memory the idle warm sandboxes and fork servers of this runner hold"
+)
 WARM_STARTS = Counter(
     "crewyard_run_starts_total",
     "Runs this runner started: on a warm sandbox, forked from a fork server, or cold",

@@ -15,10 +15,11 @@ values before the next run comes.
 **Bounded.** Per pool: ``low`` ready sandboxes are kept (``warm = n`` in the crew's config, or the
 platform's default), up to ``high`` while runs keep finding it empty; a pool whose deployment has
 had no run for ``idle_s`` is emptied (scale to zero). Globally: the idle and warming sandboxes
-hold at most ``budget`` bytes, measured from their control groups (a sandbox not measured yet
-counts as what its pool's sandboxes were seen to hold, or its memory limit): a new one starts
-only when it fits, if need be after removing the least recently used pools' sandboxes; one that
-grows is caught at the next measurement. At most ``warming_at_once`` import a crew at a time, so
+and the fork servers hold at most ``budget`` bytes, measured from their control groups (a
+sandbox not measured yet counts as what its pool's sandboxes were seen to hold, or its memory
+limit; a server as its pool's last server): a new one starts only when it fits, if need be after
+removing the least recently used pools' sandboxes and then their servers; one that grows is
+caught at the next measurement. At most ``warming_at_once`` import a crew at a time, so
 warm-ups never crowd out the runs themselves.
 
 **Forked, where the backend can**: see ``pool_servers.py``.
@@ -193,7 +194,7 @@ class Pools(ForkServers):
                 "idle": len(p.idle),
                 "warming": len(p.warming),
                 "target": p.target,
-                "memory": sum(s.memory or 0 for s in p.idle),
+                "memory": _measured(p),
             }
             for k, p in self.pools.items()
         }
@@ -236,17 +237,32 @@ class Pools(ForkServers):
     async def _measure(self) -> None:
         for pool in self.pools.values():
             if isinstance(pool.server, WarmSandbox):
-                await pool.server.measure()
+                used = await pool.server.measure()
+                if used is not None:
+                    pool.server_memory = max(pool.server_memory or 0, used)
             for sandbox in pool.idle:
                 used = await sandbox.measure()
                 if used is not None:
                     pool.memory = max(pool.memory or 0, used)
 
     def _fit(self) -> None:
-        """Evict least recently used sandboxes while the measured total is over the budget."""
+        """Evict the least recently used pools' sandboxes, then their fork servers, while the
+        measured total is over the budget."""
         for pool in sorted(self.pools.values(), key=lambda p: p.last_used):
-            while self.held() > self.budget and pool.idle:
-                self._discard(pool.idle.pop())
+            self._shed(pool, 0)
+
+    def _shed(self, pool: Pool, need: int) -> None:
+        """Remove ``pool``'s idle sandboxes, then its fork server, until ``need`` more bytes fit
+        in the budget (or it has nothing left to remove). A server's runs go on: it exits once
+        they have ended; the pool starts another only when one fits again."""
+        while self.held() + need > self.budget and pool.idle:
+            self._discard(pool.idle.pop())
+        if self.held() + need > self.budget and isinstance(pool.server, WarmSandbox):
+            log.info(
+                "fork server of %s removed: over the warm sandboxes' memory budget", pool.key.deployment_id
+            )
+            self._discard(pool.server)
+            pool.server = None
 
     def _refill(self) -> None:
         now = time.monotonic()
@@ -254,21 +270,20 @@ class Pools(ForkServers):
             if pool.stale or now < max(pool.retry_at, pool.refill_at):
                 continue
             if self._forks(pool) and pool.serving(pool.fingerprint) is None:
-                if pool.server is None and self._room_for(pool):
+                if pool.server is None and self._room_for(pool, pool.server_estimate()):
                     self._start_server(pool)
                 continue  # its sandboxes are forked once the server is ready
-            while len(pool.idle) + len(pool.warming) < pool.target and self._room_for(pool):
+            while len(pool.idle) + len(pool.warming) < pool.target and self._room_for(pool, pool.estimate()):
                 self._start_one(pool)
 
-    def _room_for(self, pool: Pool) -> bool:
-        """Whether one more of ``pool``'s sandboxes fits, evicting older pools' if that helps."""
-        need = pool.estimate()
+    def _room_for(self, pool: Pool, need: int) -> bool:
+        """Whether ``need`` more bytes of ``pool`` fit, evicting the sandboxes and fork servers
+        of pools used less recently if that helps."""
         older = sorted(
             (p for p in self.pools.values() if p.last_used < pool.last_used), key=lambda p: p.last_used
         )
         for other in older:
-            while self.held() + need > self.budget and other.idle:
-                self._discard(other.idle.pop())
+            self._shed(other, need)
         return self.held() + need <= self.budget
 
     def _start_one(self, pool: Pool) -> None:
@@ -404,7 +419,7 @@ class Pools(ForkServers):
             metrics.WARM_SANDBOXES.labels(deployment, "idle").set(len(pool.idle))
             metrics.WARM_SANDBOXES.labels(deployment, "warming").set(len(pool.warming))
         self._published = set(shown)
-        metrics.WARM_MEMORY.set(sum(s.memory or 0 for p in self.pools.values() for s in p.idle))
+        metrics.WARM_MEMORY.set(sum(_measured(p) for p in self.pools.values()))
 
     async def close(self) -> None:
         """Remove every sandbox (idle or warming up) and stop: the runner is stopping."""
@@ -420,3 +435,9 @@ class Pools(ForkServers):
             return_exceptions=True,
         )
         self._publish()
+
+
+def _measured(pool: Pool) -> int:
+    """What ``pool``'s idle sandboxes and its fork server were last measured to hold."""
+    held = [*pool.idle, *([pool.server] if isinstance(pool.server, WarmSandbox) else [])]
+    return sum(s.memory or 0 for s in held)

@@ -47,6 +47,9 @@ class Pool:
         self.last_used = self.last_miss = time.monotonic()
         #: The most one of its sandboxes was seen to hold (None: never measured).
         self.memory: int | None = None
+        #: The most its fork server was seen to hold (None: never measured): what a new server
+        #: is counted as, so that one evicted for the budget is not started again to no avail.
+        self.server_memory: int | None = None
         #: Waiting for a new template (a change retired its sandboxes).
         self.stale = False
         #: Where its environment's pointer moved (a deploy, promote or rollback): renewed there.
@@ -67,8 +70,12 @@ class Pool:
             return self.memory
         return self.template.limits.memory_bytes or DEFAULT_ESTIMATE
 
+    def server_estimate(self) -> int:
+        """What a new fork server of this pool is counted as until it is measured."""
+        return self.server_memory or self.estimate()
+
     def held(self) -> int:
-        server = 0 if self.server is None else self.server.memory or self.estimate()
+        server = 0 if self.server is None else self.server.memory or self.server_estimate()
         idle = sum(s.memory or self.estimate() for s in self.idle)
         return server + idle + self.estimate() * len(self.warming)
 

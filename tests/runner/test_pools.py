@@ -282,12 +282,71 @@ async def test_pools_stay_within_their_memory_budget_evicting_the_least_recently
         assert seen and max(seen) <= budget, (seen, budget)
 
 
+async def test_a_fork_server_goes_too_when_its_pool_is_over_the_budget_and_does_not_come_back(
+    tmp_path: Path,
+) -> None:
+    async with pools_of(tmp_path, forking=True) as pools:
+        offer(pools, template(tmp_path), "fp")
+        pool = pools.pools[KEY]
+        await until(lambda: len(idle(pools)) == 1 and idle(pools)[0].memory is not None, "a measured fork")
+        server = pool.server
+        assert isinstance(server, WarmSandbox) and server.memory is not None
+        # Room for the server alone: its idle fork goes first, the server stays.
+        pools.budget = server.memory + 1
+        pools._wake.set()
+        await until(lambda: not idle(pools), "the idle fork evicted")
+        assert pool.server is server and pools.can_fork(KEY, "fp")
+        # Room for less than the server: it goes as well, and is not started again while it
+        # would not fit (each start would import the crew only to be evicted).
+        pools.budget = server.memory // 2
+        pools._wake.set()
+        await until(lambda: pool.server is None, "the fork server evicted")
+        await asyncio.wait_for(server.ended(), 30)
+        for _ in range(3):
+            pools._wake.set()
+            await asyncio.sleep(0.3)
+            assert pool.server is None and not pool.warming and not idle(pools)
+            assert pools.held() <= pools.budget
+
+
+async def test_a_newer_pool_gets_room_by_evicting_an_older_pools_fork_server(tmp_path: Path) -> None:
+    async with pools_of(tmp_path, forking=True) as pools:  # what one fork server holds
+        offer(pools, template(tmp_path), "fp")
+        await until(
+            lambda: pools.can_fork(KEY, "fp") and pools.pools[KEY].server_memory is not None,
+            "a measured server",
+        )
+        one = pools.pools[KEY].server_memory
+    assert one is not None and one > 0
+    older, newer = PoolKey("dep_older", "production"), PoolKey("dep_newer", "production")
+    spec = template(tmp_path, memory=one)  # a sandbox is counted as one server until measured
+    async with pools_of(tmp_path, forking=True, budget=int(one * 1.5)) as pools:
+        seen: list[int] = []
+        sampler = asyncio.create_task(_sample(pools, seen))
+        offer(pools, spec, "fp", key=older)
+        await until(lambda: pools.can_fork(older, "fp"), "the older pool's fork server")
+        first = pools.pools[older].server
+        assert isinstance(first, WarmSandbox)
+        await asyncio.sleep(0.1)
+        offer(pools, spec, "fp", key=newer)  # used more recently: it gets the room
+        await until(lambda: pools.can_fork(newer, "fp"), "the newer pool's fork server")
+        assert pools.pools[older].server is None
+        await asyncio.wait_for(first.ended(), 30)
+        for _ in range(3):  # the older pool does not take the room back while it is not used
+            pools._wake.set()
+            await asyncio.sleep(0.3)
+            assert pools.pools[older].server is None and pools.can_fork(newer, "fp")
+        sampler.cancel()
+        assert seen and max(seen) <= pools.budget, (seen, pools.budget)
+
+
 async def _sample(pools: Pools, seen: list[int]) -> None:
-    """Measured memory of every idle sandbox, again and again."""
+    """Measured memory of every idle sandbox and fork server, again and again."""
     while True:
         total = 0
         for pool in list(pools.pools.values()):
-            for sandbox in list(pool.idle):
+            server = [pool.server] if isinstance(pool.server, WarmSandbox) else []
+            for sandbox in [*pool.idle, *server]:
                 total += await sandbox.measure() or 0
         seen.append(total)
         await asyncio.sleep(0.05)
