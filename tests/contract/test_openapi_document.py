@@ -121,6 +121,20 @@ def test_every_success_answer_has_a_schema(document: dict[str, Any]):
     assert not missing, f"success answers without a schema: {missing}"
 
 
+def test_a_repeated_request_is_documented_as_the_first_one_answered(document: dict[str, Any]):
+    # A repeat with the same Idempotency-Key answers 200 with what the first request's 201 or 202
+    # answered (a row insert: one row or {"rows": [...]}, as the first was).
+    repeats = 0
+    for method, path, op in _operations(document):
+        answers = op["responses"]
+        first = next((answers[s] for s in ("201", "202") if s in answers), None)
+        if method != "post" or first is None or "200" not in answers:
+            continue
+        repeats += 1
+        assert answers["200"]["content"] == first["content"], f"{method.upper()} {path}"
+    assert repeats >= 3  # runs, uploads, row inserts
+
+
 def test_event_streams_and_downloads_are_documented_as_what_they_send(document: dict[str, Any]):
     paths = document["paths"]
     for path in SSE_ROUTES:
