@@ -9,6 +9,7 @@ again and answer 409 with the running run's id. Then the run's ``run.queued`` (s
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import msgspec
@@ -49,6 +50,7 @@ from .openapi import RESUMING, OptionalBody, documented
 from .sse import SSE, STREAM, resume_after, stream_events
 
 READ, RUN = {"role": "read"}, {"role": "run"}
+log = logging.getLogger("crewyard.gateway")
 MAX_STATE = 1024 * 1024
 _enc = msgspec.json.Encoder()
 _dec = msgspec.json.Decoder()
@@ -216,7 +218,11 @@ async def create_thread_run(
             await accept_run(g.store, state, run_id)
         except ConcurrencyConflict:
             continue  # someone else changed the thread: look again (busy now, most likely)
-        seq = await queue_run(g.store, state, run_id, target, input=data.input, command=data.command)
+        try:
+            seq = await queue_run(g.store, state, run_id, target, input=data.input, command=data.command)
+        except Exception:
+            await _give_back(g, state, run_id)
+            raise
         await g.rm.wait_for(seq)
         return ThreadRunStarted(
             run_id=run_id,
@@ -227,6 +233,20 @@ async def create_thread_run(
             events_url=f"/v1/runs/{run_id}/events",
         )
     raise conflict(f"thread {thread_id} kept changing; try again")
+
+
+async def _give_back(g: Gateway, state: core.ThreadState, run_id: str) -> None:
+    """The thread was made busy with ``run_id`` but the run could not be queued (the store
+    refused or did not answer): the thread goes back to what it was now, so that the caller's
+    retry is not a 409 until the thread keeper gives up on the run. A run that was queued after
+    all (an answer lost on its way) keeps the thread, as with the keeper; a store that cannot take
+    this either leaves it to the keeper."""
+    try:
+        await settle(g.store, state.project, state.thread_id, run_id, gave_up=True)
+    except Exception as exc:
+        log.warning(
+            "thread %s: run %s not queued, left to the thread keeper (%s)", state.thread_id, run_id, exc
+        )
 
 
 async def _settled_or_busy(g: Gateway, state: core.ThreadState) -> None:
