@@ -112,8 +112,10 @@ class ForkServers:
         finally:
             if pool.server is placeholder:
                 pool.server = None
-        if failure is not None:
-            pool.forking = False  # an import that leaves threads, or a server that cannot start
+        if failure is not None and (server is None or pool.server is server):
+            # An import that leaves threads, or a server that cannot start (one removed while it
+            # imported, by a retirement, did not fail: the pool forks once another is ready).
+            pool.forking = False
             log.warning("no fork server for %s (%s): no forks", pool.key.deployment_id, failure)
         if server is None:
             return

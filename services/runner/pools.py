@@ -254,10 +254,12 @@ class Pools(ForkServers):
     def _shed(self, pool: Pool, need: int) -> None:
         """Remove ``pool``'s idle sandboxes, then its fork server, until ``need`` more bytes fit
         in the budget (or it has nothing left to remove). A server's runs go on: it exits once
-        they have ended; the pool starts another only when one fits again."""
+        they have ended; the pool starts another only when one fits again. A server still
+        importing is left to finish (as a placeholder is); it is counted all the same."""
         while self.held() + need > self.budget and pool.idle:
             self._discard(pool.idle.pop())
-        if self.held() + need > self.budget and isinstance(pool.server, WarmSandbox):
+        if self.held() + need > self.budget and _evictable(pool.server):
+            assert isinstance(pool.server, WarmSandbox)
             log.info(
                 "fork server of %s removed: over the warm sandboxes' memory budget", pool.key.deployment_id
             )
@@ -282,6 +284,8 @@ class Pools(ForkServers):
         older = sorted(
             (p for p in self.pools.values() if p.last_used < pool.last_used), key=lambda p: p.last_used
         )
+        if self.held() - sum(_evictable_bytes(p) for p in older) + need > self.budget:
+            return False  # evicting them would not make room: they stay
         for other in older:
             self._shed(other, need)
         return self.held() + need <= self.budget
@@ -306,6 +310,8 @@ class Pools(ForkServers):
                         try:
                             handle: RunHandle = await fork_server(server).fork(placeholder.spec)
                         except BackendError as exc:
+                            if pool.server is not server:
+                                return  # evicted or retired meanwhile: no failure of the pool
                             self._server_failed(pool, server, str(exc))
                             raise
                     else:
@@ -441,3 +447,16 @@ def _measured(pool: Pool) -> int:
     """What ``pool``'s idle sandboxes and its fork server were last measured to hold."""
     held = [*pool.idle, *([pool.server] if isinstance(pool.server, WarmSandbox) else [])]
     return sum(s.memory or 0 for s in held)
+
+
+def _evictable(server: WarmSandbox | Placeholder | None) -> bool:
+    """A fork server budget eviction may remove: a ready one (one importing finishes first)."""
+    return isinstance(server, WarmSandbox) and server.usable
+
+
+def _evictable_bytes(pool: Pool) -> int:
+    """What evicting ``pool``'s idle sandboxes and fork server would take off :meth:`Pool.held`."""
+    idle = sum(s.memory or pool.estimate() for s in pool.idle)
+    if not isinstance(pool.server, WarmSandbox) or not _evictable(pool.server):
+        return idle
+    return idle + (pool.server.memory or pool.server_estimate())

@@ -37,6 +37,7 @@ import os, pathlib, time
 IMPORTED = time.time()
 if os.environ.get("FAIL_AT_IMPORT"):
     raise RuntimeError("cannot import: " + os.environ["FAIL_AT_IMPORT"])
+time.sleep(float(os.environ.get("IMPORT_S", "0")))
 def run(inputs):
     here = pathlib.Path(".")
     found = sorted(p.name for p in here.iterdir())
@@ -289,10 +290,10 @@ async def test_a_fork_server_goes_too_when_its_pool_is_over_the_budget_and_does_
         offer(pools, template(tmp_path), "fp")
         pool = pools.pools[KEY]
         await until(lambda: len(idle(pools)) == 1 and idle(pools)[0].memory is not None, "a measured fork")
-        server = pool.server
-        assert isinstance(server, WarmSandbox) and server.memory is not None
+        server, fork = pool.server, idle(pools)[0].memory
+        assert isinstance(server, WarmSandbox) and server.memory is not None and fork
         # Room for the server alone: its idle fork goes first, the server stays.
-        pools.budget = server.memory + 1
+        pools.budget = server.memory + fork // 2
         pools._wake.set()
         await until(lambda: not idle(pools), "the idle fork evicted")
         assert pool.server is server and pools.can_fork(KEY, "fp")
@@ -338,6 +339,45 @@ async def test_a_newer_pool_gets_room_by_evicting_an_older_pools_fork_server(tmp
             assert pools.pools[older].server is None and pools.can_fork(newer, "fp")
         sampler.cancel()
         assert seen and max(seen) <= pools.budget, (seen, pools.budget)
+
+
+async def test_a_server_that_cannot_fit_evicts_nothing(tmp_path: Path) -> None:
+    # A newer pool whose server was seen to hold more than the whole budget: evicting the older
+    # pool's server would not make room for it, so that server stays (it is not evicted and
+    # started again on every pass).
+    older, newer = PoolKey("dep_older", "production"), PoolKey("dep_newer", "production")
+    async with pools_of(tmp_path, forking=True) as pools:
+        offer(pools, template(tmp_path), "fp", key=older)
+        await until(
+            lambda: pools.can_fork(older, "fp") and pools.pools[older].server_memory is not None, "a server"
+        )
+        first = pools.pools[older].server
+        one = pools.pools[older].server_memory
+        assert isinstance(first, WarmSandbox) and one is not None
+        pools.budget = int(one * 1.5)
+        await asyncio.sleep(0.1)
+        offer(pools, template(tmp_path), "fp", key=newer)
+        pools.pools[newer].server_memory = pools.budget + 1
+        for _ in range(4):
+            pools._wake.set()
+            await asyncio.sleep(0.3)
+            assert pools.pools[older].server is first and first.usable
+            assert pools.pools[newer].server is None and not pools.pools[newer].warming
+
+
+async def test_a_server_retired_while_it_imports_does_not_turn_forking_off(tmp_path: Path) -> None:
+    async with pools_of(tmp_path, forking=True) as pools:
+        slow = template(tmp_path, {"IMPORT_S": "3"})
+        offer(pools, slow, "fp")
+        pool = pools.pools[KEY]
+        await until(lambda: isinstance(pool.server, WarmSandbox), "a server importing")
+        importing = pool.server
+        assert isinstance(importing, WarmSandbox) and not importing.usable
+        pools.retire("tests", "an environment variable changed")
+        await asyncio.wait_for(importing.ended(), 30)
+        offer(pools, template(tmp_path), "fp2")  # the renewed template
+        await until(lambda: pools.can_fork(KEY, "fp2"), "a new fork server")
+        assert pool.forking and pool.failures == 0
 
 
 async def _sample(pools: Pools, seen: list[int]) -> None:
