@@ -269,6 +269,8 @@ def serve_replies() -> None:
                 # Other kinds are for later versions of the runner; this runtime ignores them.
         except (ProtocolError, OSError, ValueError) as exc:
             ended = exc if isinstance(exc, ProtocolError) else None
+        except Exception as exc:  # whatever it was, the one waiting for input must hear of it
+            ended = ProtocolError(f"the runner's input could not be read: {exc!r}")
         if _incoming is not None:
             _incoming.put(ended)
         with _waiting_lock:

@@ -36,6 +36,8 @@ _EARLY_S = 0.02
 #: interpreter) gives this long for the ones queued behind it to be read: they move it on if the
 #: runner is alive; if not, its run ends a moment later than it should have, never sooner.
 _DRAIN_S = 0.25
+#: No bound is meant further than this (faulthandler's timer cannot take one past ~2**63 us).
+_LATEST_S = 1e9
 
 
 def _boot_id() -> str | None:
@@ -67,7 +69,7 @@ def renew(message: dict[str, Any]) -> None:
         deadline = now + within  # another machine's clock: counted from now
     with _cond:
         # Deadlines only move on (a late read must not bring one back), and never into the past.
-        _deadline = max(deadline, now + _DRAIN_S, _deadline or 0.0)
+        _deadline = min(max(deadline, now + _DRAIN_S, _deadline or 0.0), now + _LATEST_S)
         if _devnull is None:
             _devnull = open(os.devnull, "w")  # noqa: SIM115  (kept open for faulthandler)
         # Re-armed at every keepalive (it cancels the one before): a few microseconds.

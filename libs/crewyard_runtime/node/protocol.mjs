@@ -162,6 +162,7 @@ process.kill(process.pid, "SIGKILL");
 `;
 let watchdogDeadline = null; // BigInt64Array over shared memory: nanoseconds of hrtime, 0 unarmed
 const DRAIN_NS = 250_000_000n;
+const LATEST_NS = 2n ** 62n; // about 146 years of hrtime: no bound is meant past it
 
 function keepalive(message) {
   const within = message.within;
@@ -176,6 +177,7 @@ function keepalive(message) {
   // loop) gives those queued behind it a moment to be read (they move it on if the runner lives).
   const soonest = process.hrtime.bigint() + DRAIN_NS;
   if (due < soonest) due = soonest;
+  if (due > LATEST_NS) due = LATEST_NS; // a bound past 64 bits would wrap into the past
   if (watchdogDeadline !== null && Atomics.load(watchdogDeadline, 0) > due) return;
   if (watchdogDeadline === null) {
     watchdogDeadline = new BigInt64Array(new SharedArrayBuffer(8));
