@@ -197,7 +197,9 @@ def decide_outcome(
         return RunFailed(
             reason="timeout", error_message=f"Run timed out after {timed_out:g}s", duration_ms=duration_ms
         )
-    if outcome.result is not None and status is not None and status.code == 0:
+    if outcome.result is not None and status is not None:
+        # Whatever the process exits with after its result was read (a thread the crew left
+        # running may end it while the runtime lingers for its input's end): the run is done.
         return RunCompleted(output=outcome.result.output, duration_ms=duration_ms)
     if outcome.error is not None:
         err = outcome.error

@@ -36,6 +36,7 @@ from crewyard.secrets import Redactor
 
 from .backends import RunHandle
 from .protocol import (
+    LINGER_SINCE,
     SPOKEN,
     VERSION,
     CrewError,
@@ -213,7 +214,11 @@ async def pump_output(
                 _introduce(outcome, msg)
                 if outcome.runtime is not None:
                     continue
-            if isinstance(msg, Result | CrewError) and outcome.protocol and outcome.stopped is None:
+            if (
+                isinstance(msg, Result | CrewError)
+                and outcome.protocol >= LINGER_SINCE
+                and outcome.stopped is None
+            ):
                 ending = asyncio.create_task(_end_input(handle))  # its last line: a lingering
                 replies.add(ending)  # runtime may end now (after what follows is stored)
                 ending.add_done_callback(replies.discard)

@@ -18,8 +18,9 @@ VERSION = 4
 #: The versions this runner speaks: a runtime of version 3 (in an image built before 4) runs as it
 #: always did, without keepalives (so without its own watchdog: only the runner fences its runs).
 SPOKEN = frozenset({3, 4})
-#: The first version whose runtime takes ``keepalive``.
-KEEPALIVE_SINCE = 4
+#: The first version whose runtime takes ``keepalive``, and lingers after its last line when
+#: ``prepare`` says ``linger`` (until its input ends): older ones have theirs left alone.
+KEEPALIVE_SINCE = LINGER_SINCE = 4
 
 
 # -- runtime → runner --

@@ -120,3 +120,30 @@ async def test_a_runtime_gets_its_first_keepalive_at_once_not_at_the_next_renewa
 
     assert isinstance(payload, RunCompleted), payload
     assert payload.output["kinds"].count("keepalive") == 1, payload.output
+
+
+async def test_a_result_stands_whatever_the_runtime_exits_with_after_it(
+    run_crew: RunCrew, tmp_path: Path
+) -> None:
+    """Once its result is read the run has completed: a crew's thread that ends the process with
+    another code afterwards (while the runtime lingers for its input's end) changes nothing."""
+    after = _fake_runtime(
+        tmp_path / "after",
+        f"""
+        import json, os, sys
+
+        def say(message):
+            sys.stdout.write(json.dumps(message) + "\\n")
+            sys.stdout.flush()
+
+        say({{"t": "hello", "v": {VERSION}, "runtime": "python"}})
+        for line in sys.stdin:
+            if json.loads(line)["t"] == "start":
+                say({{"t": "result", "output": {{"ok": True}}}})
+                os._exit(3)
+        """,
+    )
+    payload = (await run_crew(runtime_dir=after)).payload
+
+    assert isinstance(payload, RunCompleted), payload
+    assert payload.output == {"ok": True}

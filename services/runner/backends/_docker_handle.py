@@ -11,6 +11,7 @@ import concurrent.futures
 import contextlib
 import os
 import socket
+import ssl
 import stat
 import threading
 from collections.abc import AsyncIterator
@@ -132,7 +133,12 @@ class DockerHandle:
         with self._write_lock, contextlib.suppress(OSError):
             if not self._input_ended:
                 self._input_ended = True
-                getattr(self._stream, "_sock", self._stream).shutdown(socket.SHUT_WR)
+                sock = getattr(self._stream, "_sock", self._stream)
+                # A TLS connection (an engine elsewhere) has no half-close: shutting its socket
+                # down ends its encryption for the output still to be read. Its runtime ends at
+                # its linger's bound instead (nothing is written after this all the same).
+                if not isinstance(sock, ssl.SSLSocket):
+                    sock.shutdown(socket.SHUT_WR)
 
     async def end_input(self) -> None:
         """The runtime lingers after its last line until its stdin ends (``opening(linger=True)``):
