@@ -41,7 +41,7 @@ from . import (
     versions,
     webhooks,
 )
-from .access import guard
+from .access import authorize
 from .console import CONSOLE
 from .context import ApiRequest, Gateway, gw
 from .errors import HANDLERS
@@ -161,7 +161,7 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> Litesta
             CONSOLE,
         ],
         lifespan=[lifespan],
-        guards=[guard],
+        before_request=authorize,
         middleware=[AccessMiddleware, _HTTP_METRICS.middleware],
         exception_handlers=HANDLERS,
         request_class=ApiRequest,
@@ -203,17 +203,27 @@ def _cors(settings: Settings) -> CORSConfig | None:
 
 
 def check_access_rules(app: Litestar) -> None:
-    """Refuse to start with a route that declares neither a role nor ``open`` (fail closed)."""
-    missing = [
-        f"{method} {route.path}"
+    """Refuse to start with a route that declares neither a role nor ``open``, or whose own
+    ``before_request`` would replace the one that checks access (fail closed)."""
+    handlers = [
+        (f"{method} {route.path}", handler)
         for route in app.routes
         for handler in getattr(route, "route_handlers", [])
         for method in getattr(handler, "http_methods", ())
-        if method != "OPTIONS" and not (handler.opt.get("open") is True or "role" in handler.opt)
+    ]
+    missing = [
+        name
+        for name, handler in handlers
+        if not name.startswith("OPTIONS ") and not (handler.opt.get("open") is True or "role" in handler.opt)
     ]
     if missing:
         raise RuntimeError(
             "routes without an access rule (opt={'role': …} or {'open': True}): " + ", ".join(sorted(missing))
+        )
+    unguarded = [name for name, handler in handlers if handler.resolve_before_request() is not authorize]
+    if unguarded:
+        raise RuntimeError(
+            "routes whose before_request is not the access check: " + ", ".join(sorted(unguarded))
         )
 
 
