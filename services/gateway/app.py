@@ -204,7 +204,8 @@ def _cors(settings: Settings) -> CORSConfig | None:
 
 def check_access_rules(app: Litestar) -> None:
     """Refuse to start with a route that declares neither a role nor ``open``, or whose own
-    ``before_request`` would replace the one that checks access (fail closed)."""
+    ``before_request`` would replace the one that checks access, or whose answers are cached
+    (Litestar answers from its cache before the hook runs): fail closed."""
     handlers = [
         (f"{method} {route.path}", handler)
         for route in app.routes
@@ -220,10 +221,16 @@ def check_access_rules(app: Litestar) -> None:
         raise RuntimeError(
             "routes without an access rule (opt={'role': …} or {'open': True}): " + ", ".join(sorted(missing))
         )
-    unguarded = [name for name, handler in handlers if handler.resolve_before_request() is not authorize]
+    unguarded = [
+        name
+        for name, handler in handlers
+        # A cached answer is given before before_request runs: it would skip the check.
+        if handler.resolve_before_request() is not authorize or getattr(handler, "cache", False)
+    ]
     if unguarded:
         raise RuntimeError(
-            "routes whose before_request is not the access check: " + ", ".join(sorted(unguarded))
+            "routes the access check would not run for (another before_request, or cached): "
+            + ", ".join(sorted(unguarded))
         )
 
 

@@ -32,6 +32,11 @@ async def hooked() -> str:
     return "ok"
 
 
+@get("/cached", opt={"role": "read"}, cache=60)
+async def cached() -> str:
+    return "ok"
+
+
 def _app(handlers: list[Any], **kwargs: Any) -> Litestar:
     return Litestar(handlers, openapi_config=None, **kwargs)  # no document routes of its own
 
@@ -46,7 +51,13 @@ def test_a_route_without_a_rule_is_refused() -> None:
 
 
 def test_a_route_whose_own_hook_would_replace_the_check_is_refused() -> None:
-    with pytest.raises(RuntimeError, match="before_request is not the access check: GET /hooked"):
+    with pytest.raises(RuntimeError, match=r"access check would not run for.*: GET /hooked"):
         check_access_rules(_app([ruled, hooked], before_request=authorize))
-    with pytest.raises(RuntimeError, match="before_request is not the access check"):
+    with pytest.raises(RuntimeError, match="access check would not run for"):
         check_access_rules(_app([ruled]))  # no check at all
+
+
+def test_a_route_whose_answers_are_cached_is_refused() -> None:
+    # Litestar answers from its cache before the before_request hook (the check) runs.
+    with pytest.raises(RuntimeError, match=r"access check would not run for.*: GET /cached"):
+        check_access_rules(_app([ruled, cached], before_request=authorize))
