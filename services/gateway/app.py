@@ -15,6 +15,7 @@ from litestar.config.cors import CORSConfig
 from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.prometheus import PrometheusConfig
+from litestar.routes import HTTPRoute
 
 from crewyard import __version__, metrics
 from crewyard.auth import Names, load_issuer
@@ -203,14 +204,23 @@ def _cors(settings: Settings) -> CORSConfig | None:
 
 
 def check_access_rules(app: Litestar) -> None:
-    """Refuse to start with a route that declares neither a role nor ``open``, or whose own
-    ``before_request`` would replace the one that checks access, or whose answers are cached
-    (Litestar answers from its cache before the hook runs): fail closed."""
+    """Refuse to start with a route the access check would not cover (fail closed): one that
+    declares neither a role nor ``open``; one that is not an HTTP route (Litestar runs
+    ``before_request`` for HTTP routes only: a websocket or mounted ASGI app would be open); one
+    whose own ``before_request`` would replace the check; one whose answers are cached (Litestar
+    answers from its cache before the hook runs); one with guards of its own that is not open
+    (a route's guards run before the hook: they would act for a caller not yet authenticated)."""
+    not_http = sorted(route.path for route in app.routes if not isinstance(route, HTTPRoute))
+    if not_http:
+        raise RuntimeError(
+            "routes that are not HTTP routes (the access check runs for those only): " + ", ".join(not_http)
+        )
     handlers = [
         (f"{method} {route.path}", handler)
         for route in app.routes
-        for handler in getattr(route, "route_handlers", [])
-        for method in getattr(handler, "http_methods", ())
+        if isinstance(route, HTTPRoute)
+        for handler in route.route_handlers
+        for method in handler.http_methods
     ]
     missing = [
         name
@@ -224,13 +234,14 @@ def check_access_rules(app: Litestar) -> None:
     unguarded = [
         name
         for name, handler in handlers
-        # A cached answer is given before before_request runs: it would skip the check.
-        if handler.resolve_before_request() is not authorize or getattr(handler, "cache", False)
+        if handler.resolve_before_request() is not authorize
+        or handler.cache
+        or (handler.resolve_guards() and handler.opt.get("open") is not True)
     ]
     if unguarded:
         raise RuntimeError(
-            "routes the access check would not run for (another before_request, or cached): "
-            + ", ".join(sorted(unguarded))
+            "routes the access check would not run for, or not first (another before_request, cached"
+            " answers, or guards of their own on a route that is not open): " + ", ".join(sorted(unguarded))
         )
 
 

@@ -32,7 +32,7 @@ from crewyard.core.bounds import OutOfBounds, check_json
 from crewyard.core.events import ThreadCreated, ThreadRunAccepted, make_event
 from crewyard.core.ids import is_id, new_id
 from crewyard.core.versions import check_environment, choose_name
-from crewyard.eventstore import ConcurrencyConflict, RawEvent
+from crewyard.eventstore import ConcurrencyConflict, RawEvent, StoreUnavailable
 from crewyard.threads import (
     accept_run,
     checkpoint_content,
@@ -220,8 +220,9 @@ async def create_thread_run(
             continue  # someone else changed the thread: look again (busy now, most likely)
         try:
             seq = await queue_run(g.store, state, run_id, target, input=data.input, command=data.command)
-        except Exception:
-            await _give_back(g, state, run_id)
+        except Exception as exc:
+            if not (isinstance(exc, StoreUnavailable) and exc.maybe_stored):
+                await _give_back(g, state, run_id)
             raise
         await g.rm.wait_for(seq)
         return ThreadRunStarted(
@@ -236,11 +237,11 @@ async def create_thread_run(
 
 
 async def _give_back(g: Gateway, state: core.ThreadState, run_id: str) -> None:
-    """The thread was made busy with ``run_id`` but the run could not be queued (the store
-    refused or did not answer): the thread goes back to what it was now, so that the caller's
-    retry is not a 409 until the thread keeper gives up on the run. A run that was queued after
-    all (an answer lost on its way) keeps the thread, as with the keeper; a store that cannot take
-    this either leaves it to the keeper."""
+    """The thread was made busy with ``run_id`` but the run was certainly not queued (the store
+    refused it, or no stream had it): the thread goes back to what it was now, so that the
+    caller's retry is not a 409 until the thread keeper gives up on the run. A run that may be
+    queued all the same (a write whose answer never came, which may land later) is the keeper's
+    to judge, after its looks; so is this one if the store cannot take this write either."""
     try:
         await settle(g.store, state.project, state.thread_id, run_id, gave_up=True)
     except Exception as exc:

@@ -67,6 +67,32 @@ async def test_same_event_id_is_stored_once(store: EventStore):
     assert len(await store.load("acme", "run", run)) == 1
 
 
+@pytest.mark.parametrize(
+    ("answers", "maybe_stored"),
+    [
+        (["none"], False),  # no stream had it: it cannot land later
+        (["timeout"], True),  # sent, never answered: it may land later
+        (["timeout", "none"], True),  # the first attempt may land although the second found none
+    ],
+    ids=["no responders", "no answer", "no answer, then no responders"],
+)
+async def test_a_failed_append_says_whether_the_event_may_be_stored_all_the_same(
+    store: EventStore, monkeypatch: pytest.MonkeyPatch, answers: list[str], maybe_stored: bool
+):
+    from nats.errors import NoRespondersError
+    from nats.errors import TimeoutError as NatsTimeout
+
+    left = list(answers)
+
+    async def publish(*args, **kwargs):
+        raise NatsTimeout() if left.pop(0) == "timeout" else NoRespondersError()
+
+    monkeypatch.setattr(store.js, "publish", publish)
+    with pytest.raises(StoreUnavailable) as failed:
+        await store.append(_ev(QUEUED, new_id("run")), expected_seq=0, attempts=len(answers))
+    assert failed.value.maybe_stored is maybe_stored and not left
+
+
 async def test_follow_replays_then_goes_live_from_a_sequence(store: EventStore):
     run = new_id("run")
     seqs = [await store.append(_ev(Log(message=str(i)), run)) for i in range(5)]

@@ -1,6 +1,7 @@
-"""A thread run whose ``run.queued`` the store does not take: the request fails (the store's
-error), and the thread is free again at once, so the caller's retry starts a run rather than
-getting a 409 until the thread keeper gives up on the run that never came."""
+"""A thread run whose ``run.queued`` the store certainly did not take: the request fails (the
+store's error), and the thread is free again at once, so the caller's retry starts a run rather
+than getting a 409 until the thread keeper gives up on the run that never came. One that may have
+landed (no answer came) is left to the keeper."""
 
 from __future__ import annotations
 
@@ -23,15 +24,15 @@ from crewyard.threads import load_thread
 class _RefusingRuns:
     """The test's store, except that it refuses ``run.queued`` while ``refusing`` is set."""
 
-    def __init__(self, store: EventStore) -> None:
-        self.inner, self.refusing = store, True
+    def __init__(self, store: EventStore, *, maybe_stored: bool = False) -> None:
+        self.inner, self.refusing, self.maybe_stored = store, True, maybe_stored
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
     async def append(self, event: Event, **kwargs: Any) -> int:
         if self.refusing and isinstance(event.data, RunQueued):
-            raise StoreUnavailable("no answer from the broker (on purpose)")
+            raise StoreUnavailable("no stream took it (on purpose)", maybe_stored=self.maybe_stored)
         return await self.inner.append(event, **kwargs)
 
 
@@ -54,17 +55,23 @@ def _gateway(store: _RefusingRuns) -> Gateway:
     return g
 
 
-async def test_a_run_the_store_did_not_take_leaves_the_thread_free(store: EventStore) -> None:
+async def _thread(store: EventStore) -> str:
     thread_id = new_id("thr")
     created = make_event(
         ThreadCreated(name="default"), project="shop", aggregate_id=thread_id, event_id=new_id("evt")
     )
     await store.append(created)
+    return thread_id
+
+
+def _request(g: Gateway) -> Any:
+    return SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(gateway=g)), scope={STATE: Access(None)})
+
+
+async def test_a_run_the_store_did_not_take_leaves_the_thread_free(store: EventStore) -> None:
+    thread_id = await _thread(store)
     refusing = _RefusingRuns(store)
-    g = _gateway(refusing)
-    request: Any = SimpleNamespace(
-        app=SimpleNamespace(state=SimpleNamespace(gateway=g)), scope={STATE: Access(None)}
-    )
+    request = _request(_gateway(refusing))
 
     with pytest.raises(StoreUnavailable):
         await create_thread_run.fn(request, thread_id, ThreadRunCreate(input={"n": 1}))
@@ -75,3 +82,14 @@ async def test_a_run_the_store_did_not_take_leaves_the_thread_free(store: EventS
     started = await create_thread_run.fn(request, thread_id, ThreadRunCreate(input={"n": 1}))
     state, _ = await load_thread(store, thread_id, "shop")
     assert state.status == "busy" and state.active_run_id == started.run_id
+
+
+async def test_a_run_that_may_have_landed_is_left_to_the_thread_keeper(store: EventStore) -> None:
+    # No answer came: the run may be stored all the same and start later; freeing its thread now
+    # could let a second run start beside it. The keeper judges it after its looks.
+    thread_id = await _thread(store)
+    request = _request(_gateway(_RefusingRuns(store, maybe_stored=True)))
+    with pytest.raises(StoreUnavailable):
+        await create_thread_run.fn(request, thread_id, ThreadRunCreate(input={"n": 1}))
+    state, _ = await load_thread(store, thread_id, "shop")
+    assert state.status == "busy" and state.active_run_id is not None

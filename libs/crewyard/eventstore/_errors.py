@@ -12,7 +12,15 @@ class ConcurrencyConflict(EventStoreError):
 
 
 class StoreUnavailable(EventStoreError):
-    """The broker did not answer (down, restarting, or no stream)."""
+    """The broker did not answer (down, restarting, or no stream).
+
+    Raised by an append, ``maybe_stored`` says whether the event may be stored all the same (a
+    publish whose answer never came may land later); False only when no attempt reached a stream
+    or the stream refused every one."""
+
+    def __init__(self, message: str, *, maybe_stored: bool = True) -> None:
+        super().__init__(message)
+        self.maybe_stored = maybe_stored
 
 
 class StreamMisconfigured(EventStoreError):

@@ -148,6 +148,7 @@ class EventStore(Following):
         stream, agg = self._stream_and_aggregate(event)
         agg = expected_over or agg
         delay = 0.1
+        reached = False  # whether an attempt may have reached the stream (and landed unanswered)
         for attempt in range(attempts):
             headers: dict[str, str] = {Header.MSG_ID: event.id}
             if expected_seq is not None:
@@ -158,7 +159,9 @@ class EventStore(Following):
                 return Appended(int(ack.seq), bool(ack.duplicate))
             except APIError as exc:
                 if exc.err_code != _WRONG_LAST_SEQUENCE:
-                    raise StoreUnavailable(f"append rejected: {exc.description}") from exc
+                    raise StoreUnavailable(
+                        f"append rejected: {exc.description}", maybe_stored=reached
+                    ) from exc
                 if attempt > 0:
                     landed = await self._landed(stream, agg, event.id)
                     if landed is not None:
@@ -167,8 +170,11 @@ class EventStore(Following):
                     f"{event.aggregate} {event.aggregate_id} changed concurrently"
                 ) from exc
             except (TimeoutError, NatsTimeout, NoRespondersError, NoStreamResponseError) as exc:
+                reached = reached or not isinstance(exc, NoRespondersError)  # none: no stream had it
                 if attempt == attempts - 1:
-                    raise StoreUnavailable(f"event store did not answer: {exc!r}") from exc
+                    raise StoreUnavailable(
+                        f"event store did not answer: {exc!r}", maybe_stored=reached
+                    ) from exc
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 2.0)
         raise StoreUnavailable("unreachable")
