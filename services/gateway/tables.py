@@ -53,7 +53,7 @@ from crewyard.launch import idempotent_event_id
 from .access import allow
 from .context import CATCH_UP_S, Gateway, IdempotencyKey, behind, gw, project_name
 from .errors import ApiError, bad_request, conflict, not_found
-from .idempotency import body_hash, first_event
+from .idempotency import body_hash, first_event, same_request
 from .openapi import TEXT, documented, page_size, param
 
 READ, RUN, DEPLOY = {"role": "read"}, {"role": "run"}, {"role": "deploy"}
@@ -229,8 +229,17 @@ async def insert_rows(
     view = await _table(g, table_id)
     key, many = idempotency_key, isinstance(data, list)
     request_hash = body_hash(await request.json()) if key else None
-    if key and (earlier := await g.rm.rows_by_idempotency_key(table_id, key)) is not None:
-        return await _inserted_before(g, earlier[0], request_hash, many)
+    if key:
+        earlier = await g.rm.rows_by_idempotency_key(table_id, key)
+        if earlier is None:
+            # The read model may be behind (a gateway catching up, one rebuilding): past the
+            # stream's de-duplication window nothing else would stop a second insert. As of the
+            # table's last event, a key the read model does not know is a new one.
+            await _as_of_stream(g, view["project"], table_id)
+            earlier = await g.rm.rows_by_idempotency_key(table_id, key)
+        if earlier is not None:
+            same_request(earlier[1], request_hash)  # another body: refused without a read
+            return await _inserted_before(g, earlier[0], request_hash, many)
     try:
         checked = core.check_rows(_core_columns(view), data if isinstance(data, list) else [data])
     except core.InvalidTable as exc:

@@ -198,7 +198,10 @@ async def test_an_insert_with_an_idempotency_key_is_made_once(platform: Platform
                 for _ in range(8)
             )
         )
-        assert sorted(a.status_code for a in raced) == [200] * 7 + [201], [a.text for a in raced]
+        # One 201 (or none: the first's own write may come back as a duplicate of itself when its
+        # acknowledgement was lost and it was sent again), the rest 200, all with the same rows.
+        statuses = sorted(a.status_code for a in raced)
+        assert statuses in ([200] * 7 + [201], [200] * 8), [a.text for a in raced]
         assert len({tuple(r["id"] for r in a.json()["rows"]) for a in raced}) == 1
 
         # Keys are per table: the same key in another table is another request.
