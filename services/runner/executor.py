@@ -119,10 +119,14 @@ class Executor:
         only one of them wins ``run.started``."""
         run_id, project = state.run_id, state.project
         await item.in_progress()  # the set-up below reads the store a few times: keep the message
-        # ``current``: a replica behind the run's POST must not say that its deployment is not
-        # ready, nor give it values older than the request (here and for the project's below).
-        history = await self.store.load(project, "deployment", state.deployment_id, current=True)
+        # A ready deployment stays as it is (ready is its last state): any replica that says so
+        # is right. ``current`` only for a "not ready": a replica behind the run's POST must not
+        # fail a run of a deployment made ready a moment before.
+        history = await self.store.load(project, "deployment", state.deployment_id)
         dep = fold_deployment(state.deployment_id, history)
+        if dep.status != READY:
+            history = await self.store.load(project, "deployment", state.deployment_id, current=True)
+            dep = fold_deployment(state.deployment_id, history)
         if dep.status != READY:
             await finish(
                 self.store,
@@ -135,7 +139,12 @@ class Executor:
             await item.ack()
             return
         config = msgspec.convert(dep.config, CrewConfig)
-        limits = await run_limits(self.store, project, state.deployment_id, config)
+        # The project's limits as the leader has them when the run is first seen (a replica behind
+        # the run's POST must not give it a limit older than the request); while it waits for a
+        # slot (delivered again every second) a replica's are good enough: not a leader's read
+        # per waiting run and second.
+        first = item.deliveries <= 1
+        limits = await run_limits(self.store, project, state.deployment_id, config, current=first)
         if limits and not await self.slots.acquire(run_id, limits, self.is_over):
             await item.nak(delay=WAITING_FOR_SLOT_DELAY)  # stays pending, in line for a slot
             return

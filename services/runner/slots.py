@@ -131,13 +131,14 @@ async def _without_ended_ahead(queue: list[str], run_id: str, is_over: IsOver) -
 
 
 async def run_limits(
-    store: EventStore, project: str, deployment_id: str, config: CrewConfig
+    store: EventStore, project: str, deployment_id: str, config: CrewConfig, *, current: bool = True
 ) -> dict[str, int]:
-    """The limited scopes a run of this deployment counts against, with their limits."""
+    """The limited scopes a run of this deployment counts against, with their limits (the
+    project's read from the stream's leader unless ``current`` is False)."""
     limits = {}
     if config.max_concurrent_runs:
         limits[f"dep.{deployment_id}"] = config.max_concurrent_runs
-    proj = fold_project(project, await store.load(project, "project", project, current=True))
+    proj = fold_project(project, await store.load(project, "project", project, current=current))
     if proj.max_concurrent_runs:
         limits[f"proj.{project}"] = proj.max_concurrent_runs
     return limits
