@@ -166,14 +166,6 @@ class Gateway:
         """Wait until the read model holds everything stored so far (after a miss or a stale view)."""
         await self.rm.catch_up(await self.store.last_seq())
 
-    async def caught_up(self, what: str) -> None:
-        """Like :meth:`fresh`, but a read model that does not catch up in time is a 503: for an
-        ``Idempotency-Key`` the read model does not know, which is a new one only once it holds
-        everything stored (past the stream's de-duplication window nothing else stops a repeat
-        from being made again)."""
-        if not await self.rm.wait_for(await self.store.last_seq(), CATCH_UP_S):
-            raise behind(what)
-
     async def settle(self, what: str, filter_subject: str, *, known: bool) -> None:
         """Give the read model time to hold what the stream has of one aggregate.
 

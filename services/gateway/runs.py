@@ -115,9 +115,6 @@ async def create_run(
     dep_id, project = target.deployment_id, target.project
     if key:  # keys are scoped to the project: another project's same key is another request
         existing = await g.rm.run_by_idempotency_key(project, key)
-        if existing is None:  # a read model behind the stream may not know it yet
-            await g.caught_up(f"runs of project {project}")
-            existing = await g.rm.run_by_idempotency_key(project, key)
         if existing is not None:
             return _replayed(existing, request_hash)
     run_id = new_id("run")

@@ -230,9 +230,6 @@ async def _queue(
     request_hash = hashlib.sha256(_sorted.encode(run_input)).hexdigest() if key else None
     if scoped:
         existing = await g.rm.run_by_idempotency_key(project, scoped)
-        if existing is None:  # a read model behind the stream may not know it yet
-            await g.caught_up(f"runs of trigger {row['id']}")
-            existing = await g.rm.run_by_idempotency_key(project, scoped)
         if existing is not None:
             same_request(existing["request_hash"], request_hash)
             return str(existing["id"]), None

@@ -1,8 +1,8 @@
-"""A keyed request repeated through a gateway whose read model is behind the stream, after the
-stream's de-duplication window (here: the first's event has an id the repeat's does not match, as
-once the window has passed): the read model is given time to hold what the stream has before the
-key counts as new, so nothing is made twice — a row insert answers 200 with the first insert's
-rows once it catches up, and a row insert or a run is a 503 while it does not."""
+"""A keyed row insert repeated through a gateway whose read model is behind the stream, after the
+stream's de-duplication window (here: the first insert's event has an id the repeat's does not
+match, as once the window has passed): the read model is given time to hold the table's last
+event before the key counts as new, so the rows are never inserted twice — answered 200 with
+the first insert's rows once it catches up, 503 while it does not."""
 
 from __future__ import annotations
 
@@ -11,13 +11,10 @@ from typing import Any
 
 import pytest
 
-from crewyard.contract.runs import RunCreate
-from crewyard.core.events import NewRow, RowsInserted, RunQueued, TableCreated, make_event
+from crewyard.core.events import NewRow, RowsInserted, TableCreated, make_event
 from crewyard.core.ids import new_id
 from crewyard.core.tables import Column
-from crewyard.core.versions import Resolved
 from crewyard.eventstore import EventStore
-from crewyard.gateway import runs
 from crewyard.gateway.context import Gateway
 from crewyard.gateway.errors import ApiError
 from crewyard.gateway.idempotency import body_hash
@@ -79,34 +76,3 @@ async def test_a_repeat_is_a_503_while_the_read_model_stays_behind(store: EventS
         await insert_rows.fn(_request(g), table_id, dict(BODY), idempotency_key="k1")
     assert refused.value.status == 503
     assert await store.last_seq_of(store.aggregate_filter("shop", "table", table_id)) == seq
-
-
-class _RunsBehind:
-    """A read model that never reaches the stream's head, and so knows no run's key."""
-
-    async def wait_for(self, seq: int, timeout: float = 5.0) -> bool:
-        return False
-
-    async def run_by_idempotency_key(self, project: str, key: str) -> dict[str, Any] | None:
-        return None
-
-
-async def test_a_run_repeated_through_a_gateway_behind_the_stream_is_not_made_again(
-    store: EventStore, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    first = RunQueued(deployment_id="dep_keyed", input={}, idempotency_key="k1", request_hash=body_hash({}))
-    await store.append(make_event(first, project="shop", aggregate_id=new_id("run"), event_id=new_id("evt")))
-    before = await store.last_seq()
-    g = object.__new__(Gateway)
-    g.store, g.rm = store, _RunsBehind()  # type: ignore[assignment]
-
-    async def target(*_: Any) -> Resolved:
-        return Resolved(
-            deployment_id="dep_keyed", project="shop", name="default", number=1, environment="production"
-        )
-
-    monkeypatch.setattr(runs, "resolve_target", target)
-    with pytest.raises(ApiError) as refused:
-        await runs.create_run.fn(_request(g), RunCreate(project="shop"), idempotency_key="k1")
-    assert refused.value.status == 503
-    assert await store.last_seq() == before  # no second run
