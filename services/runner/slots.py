@@ -86,7 +86,9 @@ class Slots:
                 if run_id in value["holders"]:  # another execution of the run holds it: share it
                     value["holders"].append(run_id)
                     return True
-                line = sorted(set(value["queue"]) | {run_id})
+                # A holder is never in line (one left there by an older release would hold back
+                # every run behind it while it runs).
+                line = sorted((set(value["queue"]) - set(value["holders"])) | {run_id})
                 value["queue"] = await _without_ended_ahead(line, run_id, is_over)
                 if len(set(value["holders"])) < limit and value["queue"][0] == run_id:
                     value["queue"].remove(run_id)
@@ -109,7 +111,7 @@ class Slots:
             async def drop(value: dict[str, list[str]]) -> bool:
                 if run_id in value["holders"]:
                     value["holders"].remove(run_id)  # one of them
-                if keep_queued:
+                if keep_queued and run_id not in value["holders"]:  # (else: still held, not waiting)
                     value["queue"] = sorted(set(value["queue"]) | {run_id})
                 elif run_id in value["queue"]:
                     value["queue"].remove(run_id)

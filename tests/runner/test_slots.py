@@ -66,6 +66,18 @@ async def test_two_executions_of_one_run_share_its_slot_and_each_gives_back_only
     assert await slots.acquire("run_2", limits, _never_over)
 
 
+async def test_a_copy_that_backs_out_does_not_put_its_holding_run_in_line(store: EventStore) -> None:
+    """The copy of a run shared its deployment's slot, then found its project's full and gave the
+    slot back to wait in line: the run still holds the slot (the other execution's), so it must
+    not also wait in line — a run in line ahead of every later one, never leaving it while it
+    runs, would hold them all back though a slot is free."""
+    slots = _slots(store)
+    assert await slots.acquire("run_1", {"dep.d": 2}, _never_over)  # the first execution
+    assert await slots.acquire("run_1", {"dep.d": 2}, _never_over)  # the copy shares it
+    await slots.release("run_1", ["dep.d"], keep_queued=True)  # the copy backs out to wait
+    assert await slots.acquire("run_2", {"dep.d": 2}, _never_over)  # the second slot is free
+
+
 async def test_a_look_reads_the_runs_ahead_only_up_to_the_first_still_waiting(store: EventStore) -> None:
     """Hundreds of runs wait for one slot and each looks again every few seconds: a look must
     not read every run in line (that was n reads each, n squared in all), only the ended runs
