@@ -58,6 +58,10 @@ class Appended(msgspec.Struct, frozen=True):
     duplicate: bool = False
 
 
+#: How long a current load reads replicas again before it asks the leader for what they lack.
+CATCH_UP_S = 0.5
+
+
 class EventStore(Following):
     def __init__(
         self,
@@ -289,14 +293,28 @@ class EventStore(Following):
 
     async def _load_current(self, filt: str) -> list[RawEvent]:
         last = await self.last_seq_of(filt) or 0
-        turns = Backoff(self.read_timeout, first=0.01, most=0.2)
+        turns = Backoff(min(self.read_timeout, CATCH_UP_S), first=0.01, most=0.1)
         while True:
             raws = await self.load_raw(filt)
             if (raws[-1].seq if raws else 0) >= last:
                 return raws
-            if turns.expired:  # a replica that stays behind this long is as good as unavailable
-                raise StoreUnavailable(f"a replica answered without event {last} of {filt}")
+            if turns.expired:  # a replica that stays behind: the rest from the leader itself
+                return raws + await self._tail_from_leader(filt, raws[-1].seq if raws else 0, last)
             await turns.pause()
+
+    async def _tail_from_leader(self, filt: str, after: int, last: int) -> list[RawEvent]:
+        """The events of ``filt`` after ``after`` up to ``last``, one request each to the stream's
+        leader (what a replica behind it did not have yet: a few events, as a rule)."""
+        out: list[RawEvent] = []
+        seq = after + 1
+        while seq <= last:
+            try:
+                msg = await self._reads.get_msg(self.stream, seq, subject=filt, next=True, direct=False)
+            except Exception as exc:
+                raise StoreUnavailable(f"cannot read {filt} from the stream's leader: {exc!r}") from exc
+            out.append(RawEvent(int(msg.seq or seq), str(msg.subject), bytes(msg.data or b"")))
+            seq = out[-1].seq + 1
+        return out
 
     async def load_platform(self, aggregate: str, aggregate_id: str) -> list[Recorded]:
         """One aggregate of the platform stream (an API key, a consumer)."""
