@@ -29,7 +29,7 @@ from crewyard.core import run_state as rs
 from crewyard.core import subjects
 from crewyard.core import threads as core
 from crewyard.core.bounds import OutOfBounds, check_json
-from crewyard.core.events import ThreadCreated, ThreadRunAccepted, make_event
+from crewyard.core.events import InvalidEvent, ThreadCreated, ThreadRunAccepted, make_event
 from crewyard.core.ids import is_id, new_id
 from crewyard.core.versions import check_environment, choose_name
 from crewyard.eventstore import ConcurrencyConflict, RawEvent, StoreUnavailable
@@ -220,7 +220,8 @@ async def create_thread_run(
             continue  # someone else changed the thread: look again (busy now, most likely)
         try:
             seq = await queue_run(g.store, state, run_id, target, input=data.input, command=data.command)
-        except Exception as exc:
+        except (StoreUnavailable, ConcurrencyConflict, InvalidEvent) as exc:
+            # Certainly not stored: refused, or no stream had it (anything else may have landed).
             if not (isinstance(exc, StoreUnavailable) and exc.maybe_stored):
                 await _give_back(g, state, run_id)
             raise

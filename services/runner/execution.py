@@ -193,14 +193,15 @@ def decide_outcome(
         return RunCanceled(reason=canceled, duration_ms=duration_ms)
     if outcome.stopped is not None:
         return RunFailed(reason=outcome.stop_reason, error_message=outcome.stopped, duration_ms=duration_ms)
+    if outcome.result is not None:
+        # Whatever happens to the process after its result was read (a thread the crew left
+        # running may end it while the runtime lingers for its input's end, or the run's time
+        # may run out then): the run is done.
+        return RunCompleted(output=outcome.result.output, duration_ms=duration_ms)
     if timed_out is not None:
         return RunFailed(
             reason="timeout", error_message=f"Run timed out after {timed_out:g}s", duration_ms=duration_ms
         )
-    if outcome.result is not None and status is not None:
-        # Whatever the process exits with after its result was read (a thread the crew left
-        # running may end it while the runtime lingers for its input's end): the run is done.
-        return RunCompleted(output=outcome.result.output, duration_ms=duration_ms)
     if outcome.error is not None:
         err = outcome.error
         reason = "out_of_memory" if err.error_type == "MemoryError" else "crew_error"

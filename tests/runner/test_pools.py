@@ -303,9 +303,10 @@ async def test_a_fork_server_goes_too_when_its_pool_is_over_the_budget_and_does_
         pools._wake.set()
         await until(lambda: pool.server is None, "the fork server evicted")
         await asyncio.wait_for(server.ended(), 30)
-        for _ in range(3):
-            pools._wake.set()
-            await asyncio.sleep(0.3)
+        for _ in range(3):  # maintenance passes, made here (not waited for: they must have run)
+            pools._fit()
+            pools._refill()
+            await asyncio.sleep(0.1)
             assert pool.server is None and not pool.warming and not idle(pools)
             assert pools.held() <= pools.budget
 
@@ -334,8 +335,9 @@ async def test_a_newer_pool_gets_room_by_evicting_an_older_pools_fork_server(tmp
         assert pools.pools[older].server is None
         await asyncio.wait_for(first.ended(), 30)
         for _ in range(3):  # the older pool does not take the room back while it is not used
-            pools._wake.set()
-            await asyncio.sleep(0.3)
+            pools._fit()
+            pools._refill()
+            await asyncio.sleep(0.1)
             assert pools.pools[older].server is None and pools.can_fork(newer, "fp")
         sampler.cancel()
         assert seen and max(seen) <= pools.budget, (seen, pools.budget)
@@ -358,9 +360,10 @@ async def test_a_server_that_cannot_fit_evicts_nothing(tmp_path: Path) -> None:
         await asyncio.sleep(0.1)
         offer(pools, template(tmp_path), "fp", key=newer)
         pools.pools[newer].server_memory = pools.budget + 1
-        for _ in range(4):
-            pools._wake.set()
-            await asyncio.sleep(0.3)
+        for _ in range(4):  # maintenance passes, made here (not waited for: they must have run)
+            pools._fit()
+            pools._refill()
+            await asyncio.sleep(0.1)
             assert pools.pools[older].server is first and first.usable
             assert pools.pools[newer].server is None and not pools.pools[newer].warming
 

@@ -4,13 +4,17 @@ refuses a runtime that speaks another version (an image built by an older crewya
 from __future__ import annotations
 
 import textwrap
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
 from crewyard.core.events import RunCompleted, RunFailed
-from crewyard.runner.protocol import KEEPALIVE_SINCE, SPOKEN, VERSION
+from crewyard.runner.backends import ExitStatus, Limits
+from crewyard.runner.execution import decide_outcome
+from crewyard.runner.output import Outcome
+from crewyard.runner.protocol import KEEPALIVE_SINCE, SPOKEN, VERSION, Result
 
 if TYPE_CHECKING:
     from conftest import RunCrew
@@ -147,3 +151,23 @@ async def test_a_result_stands_whatever_the_runtime_exits_with_after_it(
 
     assert isinstance(payload, RunCompleted), payload
     assert payload.output == {"ok": True}
+
+
+def test_a_result_read_before_the_time_ran_out_completes_the_run() -> None:
+    """The runtime lingers after its result for its input's end (at most 5 s where the input
+    cannot be ended early): a timeout, or an exit status never learnt, after it changes nothing."""
+    outcome = Outcome(result=Result(output={"ok": True}))
+    for status, timed_out in ((None, None), (ExitStatus(code=0), 30.0), (None, 30.0)):
+        payload = decide_outcome(
+            outcome=outcome,
+            status=status,
+            canceled=None,
+            timed_out=timed_out,
+            started=time.monotonic(),
+            limits=Limits(),
+        )
+        assert isinstance(payload, RunCompleted) and payload.output == {"ok": True}, (
+            status,
+            timed_out,
+            payload,
+        )

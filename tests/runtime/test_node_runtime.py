@@ -343,14 +343,16 @@ def test_a_node_runtime_kept_alive_runs_to_its_end(
     assert rt.finish() == 0
 
 
+@pytest.mark.parametrize("within", [2**64 / 1e9, 1e300], ids=["2**64 ns", "1e300 s"])
 def test_a_node_runtime_kept_alive_for_longer_than_its_clock_holds_runs_to_its_end(
-    node_runtime: Callable[..., Driven],
+    node_runtime: Callable[..., Driven], within: float
 ) -> None:
-    """A bound past what 64 bits of nanoseconds hold (2**64 ns from now) is the furthest one,
-    not one that wrapped around to now and ended the crew at once."""
+    """A bound past what 64 bits of nanoseconds hold is the furthest one: not one that wrapped
+    around to now and ended the crew at once (2**64 ns), nor an error of the runtime's own
+    (1e300 s, past what a BigInt is made from)."""
     rt = node_runtime({"crew.ts": STAYS})
     _started(rt, sleepMs=1000)
-    rt.send(protocol.Keepalive(within=2**64 / 1e9))
+    rt.send(protocol.Keepalive(within=within))
     assert rt.until("result")["output"] == {"ran": True}
     assert rt.finish() == 0
 

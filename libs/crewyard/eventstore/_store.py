@@ -9,8 +9,9 @@
   cluster any replica may answer a direct get, so it can be behind: fine for deciding a command
   (the expected-sequence header catches a stale view), never for "does it exist?". Those ask the
   stream's leader: ``last_seq_of`` and ``get(seq, leader=True)``. ``load(current=True)`` reads
-  what a run must not see older than its request (its deployment, its project's values): the
-  leader says which is the aggregate's last event, and a read that ends before it is made again.
+  what a run must not see older than its request (its project's values; its deployment's "not
+  ready"): the leader says which is the aggregate's last event, a read that ends before it is
+  made again, and what a replica still lacks after half a second is read from the leader.
 - Following a stream as it grows (``read_batches``, ``scan``, ``follow``) is in :mod:`._follow`.
 
 Writes go through the core's ``encode_checked``: an event the core's decoder would refuse is
@@ -174,7 +175,8 @@ class EventStore(Following):
                     f"{event.aggregate} {event.aggregate_id} changed concurrently"
                 ) from exc
             except (TimeoutError, NatsTimeout, NoRespondersError, NoStreamResponseError) as exc:
-                reached = reached or not isinstance(exc, NoRespondersError)  # none: no stream had it
+                # No responders (nats-py's publish says NoStreamResponseError): no stream had it.
+                reached = reached or isinstance(exc, (TimeoutError, NatsTimeout))
                 if attempt == attempts - 1:
                     raise StoreUnavailable(
                         f"event store did not answer: {exc!r}", maybe_stored=reached
@@ -283,7 +285,8 @@ class EventStore(Following):
         emitted (which may be tens of thousands of events: read-only checks want ``rs.fold`` of
         the lifecycle; an append's expected sequence is the aggregate's last event of any type).
         ``current``: every event the stream had when the call was made, whichever replica answers
-        (one more request, to the stream's leader)."""
+        (one more request, to the stream's leader; and one per event a replica that stays behind
+        lacks)."""
         if aggregate == "project":
             filt = subjects.project_aggregate_filter(aggregate_id, self.prefix)
         else:

@@ -163,15 +163,17 @@ process.kill(process.pid, "SIGKILL");
 let watchdogDeadline = null; // BigInt64Array over shared memory: nanoseconds of hrtime, 0 unarmed
 const DRAIN_NS = 250_000_000n;
 const LATEST_NS = 2n ** 62n; // about 146 years of hrtime: no bound is meant past it
+const LATEST_S = 1e9;
 
 function keepalive(message) {
   const within = message.within;
   if (typeof within !== "number" || !Number.isFinite(within) || within <= 0) return;
   let due;
+  // (In seconds first: a number past what BigInt takes from a double would throw.)
   if (BOOT !== null && message.boot === BOOT && typeof message.deadline === "number" && Number.isFinite(message.deadline)) {
-    due = BigInt(Math.round(message.deadline * 1e9));
+    due = BigInt(Math.round(Math.min(Math.max(message.deadline, 0), LATEST_S) * 1e9));
   } else {
-    due = process.hrtime.bigint() + BigInt(Math.round(within * 1e9)); // another machine's clock
+    due = process.hrtime.bigint() + BigInt(Math.round(Math.min(within, LATEST_S) * 1e9)); // another machine's clock
   }
   // Deadlines only move on, and never into the past: a keepalive read late (the crew held the
   // loop) gives those queued behind it a moment to be read (they move it on if the runner lives).
