@@ -103,6 +103,13 @@ def _from_thread(log: LogSink) -> Callable[[str], None]:
     return emit
 
 
+#: Podman's build looks for cached layers among the images it has, and fails with this when an
+#: image is removed meanwhile (another build's clean-up, a prune): nothing of the build has run, so
+#: it is tried again.
+STORE_CHANGED = "layer not known"
+BUILD_ATTEMPTS = 3
+
+
 class DockerBuilder:
     name = "docker"
 
@@ -318,15 +325,22 @@ class DockerBuilder:
             "crewyard.deployment_id": request.deployment_id,
             "crewyard.project": request.project,
         }
-        await log(f"building image {tag} from {base}", "stdout")
-        try:
-            ok, tail = await asyncio.to_thread(self._build_blocking, ctx, tag, labels, emit)
-        except docker.errors.BuildError as exc:
-            raise BuildFailed(f"image build failed: {exc.msg}") from None
-        except docker.errors.APIError as exc:
-            # The engine refuses the build itself (e.g. a RUN step failed on Podman).
-            raise BuildFailed(f"image build failed: {exc.explanation or exc}") from None
-        except ENGINE_ERRORS as exc:
-            raise BuildBackendUnavailable(f"the container engine does not answer: {exc}") from exc
-        if not ok or not await self._exists(tag):
-            raise BuildFailed("image build failed:\n" + "\n".join(tail[-10:]))
+        for attempt in range(1, BUILD_ATTEMPTS + 1):
+            await log(f"building image {tag} from {base}", "stdout")
+            try:
+                ok, tail = await asyncio.to_thread(self._build_blocking, ctx, tag, labels, emit)
+            except docker.errors.BuildError as exc:
+                ok, tail = False, [f"{exc.msg}"]
+            except docker.errors.APIError as exc:
+                # The engine refuses the build itself (e.g. a RUN step failed on Podman).
+                ok, tail = False, [f"{exc.explanation or exc}"]
+            except ENGINE_ERRORS as exc:
+                raise BuildBackendUnavailable(f"the container engine does not answer: {exc}") from exc
+            if ok and await self._exists(tag):
+                return
+            failure = "image build failed:\n" + "\n".join(tail[-10:])
+            if attempt == BUILD_ATTEMPTS or not any(STORE_CHANGED in line for line in tail[-10:]):
+                raise BuildFailed(failure)
+            await log(
+                "the engine's image store changed under the build's cache lookup: building again", "stderr"
+            )
