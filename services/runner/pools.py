@@ -258,12 +258,11 @@ class Pools(ForkServers):
         importing is left to finish (as a placeholder is); it is counted all the same."""
         while self.held() + need > self.budget and pool.idle:
             self._discard(pool.idle.pop())
-        if self.held() + need > self.budget and _evictable(pool.server):
-            assert isinstance(pool.server, WarmSandbox)
+        if self.held() + need > self.budget and (server := pool.evictable_server()) is not None:
             log.info(
                 "fork server of %s removed: over the warm sandboxes' memory budget", pool.key.deployment_id
             )
-            self._discard(pool.server)
+            self._discard(server)
             pool.server = None
 
     def _refill(self) -> None:
@@ -284,7 +283,7 @@ class Pools(ForkServers):
         older = sorted(
             (p for p in self.pools.values() if p.last_used < pool.last_used), key=lambda p: p.last_used
         )
-        if self.held() - sum(_evictable_bytes(p) for p in older) + need > self.budget:
+        if self.held() - sum(p.evictable() for p in older) + need > self.budget:
             return False  # evicting them would not make room: they stay
         for other in older:
             self._shed(other, need)
@@ -447,16 +446,3 @@ def _measured(pool: Pool) -> int:
     """What ``pool``'s idle sandboxes and its fork server were last measured to hold."""
     held = [*pool.idle, *([pool.server] if isinstance(pool.server, WarmSandbox) else [])]
     return sum(s.memory or 0 for s in held)
-
-
-def _evictable(server: WarmSandbox | Placeholder | None) -> bool:
-    """A fork server budget eviction may remove: a ready one (one importing finishes first)."""
-    return isinstance(server, WarmSandbox) and server.usable
-
-
-def _evictable_bytes(pool: Pool) -> int:
-    """What evicting ``pool``'s idle sandboxes and fork server would take off :meth:`Pool.held`."""
-    idle = sum(s.memory or pool.estimate() for s in pool.idle)
-    if not isinstance(pool.server, WarmSandbox) or not _evictable(pool.server):
-        return idle
-    return idle + (pool.server.memory or pool.server_estimate())

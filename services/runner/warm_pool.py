@@ -75,9 +75,23 @@ class Pool:
         return self.server_memory or self.estimate()
 
     def held(self) -> int:
-        server = 0 if self.server is None else self.server.memory or self.server_estimate()
-        idle = sum(s.memory or self.estimate() for s in self.idle)
-        return server + idle + self.estimate() * len(self.warming)
+        return self._server_held() + self._idle_held() + self.estimate() * len(self.warming)
+
+    def evictable_server(self) -> WarmSandbox | None:
+        """Its fork server, when the budget may evict it: a ready one (one importing, or a
+        placeholder, finishes first)."""
+        server = self.server
+        return server if isinstance(server, WarmSandbox) and server.usable else None
+
+    def evictable(self) -> int:
+        """What evicting its idle sandboxes and its fork server would take off :meth:`held`."""
+        return self._idle_held() + (self._server_held() if self.evictable_server() else 0)
+
+    def _server_held(self) -> int:
+        return 0 if self.server is None else self.server.memory or self.server_estimate()
+
+    def _idle_held(self) -> int:
+        return sum(s.memory or self.estimate() for s in self.idle)
 
     def serving(self, fingerprint: str) -> WarmSandbox | None:
         """Its fork server, when it is ready and prepared as a run with ``fingerprint`` would be."""

@@ -9,6 +9,7 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from handler_calls import handler_request
 
 from crewyard.contract.tables import TableCreate
 from crewyard.contract.threads import ThreadCreate
@@ -17,7 +18,7 @@ from crewyard.core.ids import new_id
 from crewyard.core.tables import Column
 from crewyard.eventstore import EventStore
 from crewyard.gateway import context
-from crewyard.gateway.access import RESOURCES, STATE, Access
+from crewyard.gateway.access import RESOURCES
 from crewyard.gateway.context import Gateway
 from crewyard.gateway.errors import ApiError
 from crewyard.gateway.tables import create_table
@@ -73,11 +74,6 @@ async def _append(store: EventStore, payload: Any, aggregate_id: str) -> int:
     return await store.append(event)
 
 
-def _request(g: Gateway) -> Any:
-    """What a handler reads of its request: the gateway, and the guard's finding (no auth)."""
-    return SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(gateway=g)), scope={STATE: Access(None)})
-
-
 async def _status(call: Any) -> int:
     with pytest.raises(ApiError) as caught:
         await call
@@ -107,11 +103,11 @@ async def test_a_creation_answers_with_what_it_stored(lagging_gateway: Gateway) 
     g = lagging_gateway
     columns: list[Any] = [{"name": "x", "type": "text"}]
     data = TableCreate(project="shop", name="leads", columns=columns)
-    table = await create_table.fn(_request(g), data)
+    table = await create_table.fn(handler_request(g), data)
     assert table.id.startswith("tbl_") and table.name == "leads" and table.row_count == 0
     assert [c.name for c in table.columns] == ["x"] and table.created_at == table.updated_at != ""
 
-    thread = await create_thread.fn(_request(g), ThreadCreate(project="shop", values={"n": 1}))
+    thread = await create_thread.fn(handler_request(g), ThreadCreate(project="shop", values={"n": 1}))
     assert thread.thread_id.startswith("thr_") and thread.values == {"n": 1} and thread.status == "idle"
     assert thread.project == "shop" and thread.name == "default" and thread.created_at
     assert await g.store.last_seq_of(g.store.aggregate_filter("shop", "thread", thread.thread_id))

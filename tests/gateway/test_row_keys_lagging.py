@@ -6,10 +6,10 @@ the first insert's rows once it catches up, 503 while it does not."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from handler_calls import handler_request
 
 from crewyard.core.events import NewRow, RowsInserted, TableCreated, make_event
 from crewyard.core.ids import new_id
@@ -56,16 +56,13 @@ async def _setup(store: EventStore, catches_up: bool) -> tuple[Gateway, str, int
     return g, table_id, seq
 
 
-def _request(g: Gateway) -> Any:
-    async def body() -> Any:
-        return BODY
-
-    return SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(gateway=g)), scope={}, json=body)
+async def _body() -> Any:
+    return BODY
 
 
 async def test_a_repeat_waits_for_the_read_model_and_answers_the_first_insert(store: EventStore) -> None:
     g, table_id, seq = await _setup(store, catches_up=True)
-    answer = await insert_rows.fn(_request(g), table_id, dict(BODY), idempotency_key="k1")
+    answer = await insert_rows.fn(handler_request(g, json=_body), table_id, dict(BODY), idempotency_key="k1")
     assert answer.status_code == 200 and answer.content["name"] == "Acme"
     assert await store.last_seq_of(store.aggregate_filter("shop", "table", table_id)) == seq  # no second
 
@@ -73,6 +70,6 @@ async def test_a_repeat_waits_for_the_read_model_and_answers_the_first_insert(st
 async def test_a_repeat_is_a_503_while_the_read_model_stays_behind(store: EventStore) -> None:
     g, table_id, seq = await _setup(store, catches_up=False)
     with pytest.raises(ApiError) as refused:
-        await insert_rows.fn(_request(g), table_id, dict(BODY), idempotency_key="k1")
+        await insert_rows.fn(handler_request(g, json=_body), table_id, dict(BODY), idempotency_key="k1")
     assert refused.value.status == 503 and "catching up" in refused.value.message, refused.value.message
     assert await store.last_seq_of(store.aggregate_filter("shop", "table", table_id)) == seq

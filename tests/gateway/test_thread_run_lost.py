@@ -5,17 +5,16 @@ landed (no answer came) is left to the keeper."""
 
 from __future__ import annotations
 
-from types import SimpleNamespace
 from typing import Any
 
 import pytest
+from handler_calls import handler_request
 
 from crewyard.contract.threads import ThreadRunCreate
 from crewyard.core.events import Event, RunQueued, ThreadCreated, make_event
 from crewyard.core.ids import new_id
 from crewyard.core.versions import Resolved
 from crewyard.eventstore import EventStore, StoreUnavailable
-from crewyard.gateway.access import STATE, Access
 from crewyard.gateway.context import Gateway
 from crewyard.gateway.threads import create_thread_run
 from crewyard.threads import load_thread
@@ -64,14 +63,10 @@ async def _thread(store: EventStore) -> str:
     return thread_id
 
 
-def _request(g: Gateway) -> Any:
-    return SimpleNamespace(app=SimpleNamespace(state=SimpleNamespace(gateway=g)), scope={STATE: Access(None)})
-
-
 async def test_a_run_the_store_did_not_take_leaves_the_thread_free(store: EventStore) -> None:
     thread_id = await _thread(store)
     refusing = _RefusingRuns(store)
-    request = _request(_gateway(refusing))
+    request = handler_request(_gateway(refusing))
 
     with pytest.raises(StoreUnavailable):
         await create_thread_run.fn(request, thread_id, ThreadRunCreate(input={"n": 1}))
@@ -88,7 +83,7 @@ async def test_a_run_that_may_have_landed_is_left_to_the_thread_keeper(store: Ev
     # No answer came: the run may be stored all the same and start later; freeing its thread now
     # could let a second run start beside it. The keeper judges it after its looks.
     thread_id = await _thread(store)
-    request = _request(_gateway(_RefusingRuns(store, maybe_stored=True)))
+    request = handler_request(_gateway(_RefusingRuns(store, maybe_stored=True)))
     with pytest.raises(StoreUnavailable):
         await create_thread_run.fn(request, thread_id, ThreadRunCreate(input={"n": 1}))
     state, _ = await load_thread(store, thread_id, "shop")
