@@ -86,6 +86,14 @@ class ExitStatus(msgspec.Struct, kw_only=True):
     signal: int | None = None
 
 
+class NoLinger:
+    """``end_input`` of a handle whose runtime was not asked to linger: nothing to do (a write
+    to a pipe whose reader has exited is only an error for the writer)."""
+
+    async def end_input(self) -> None:
+        return None
+
+
 class RunHandle(Protocol):
     def output(self) -> AsyncIterator[tuple[str, bytes]]:
         """Lines (without newline) from ``"proto"`` and ``"stderr"``, until both streams close;

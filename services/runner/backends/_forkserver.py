@@ -33,7 +33,7 @@ from crewyard.lines import merge_lines
 
 from ..protocol import Start, encode
 from ._artifacts import Skipped
-from ._base import BackendError, ExitStatus, RunHandle, RunSpec
+from ._base import BackendError, ExitStatus, NoLinger, RunHandle, RunSpec
 from ._stdin import StdinWriter
 
 #: How long a server may take to fork and report a run's keeper.
@@ -145,7 +145,7 @@ async def _writer(fd: int) -> asyncio.StreamWriter:
     return asyncio.StreamWriter(transport, protocol, None, loop)
 
 
-class ForkedHandle:
+class ForkedHandle(NoLinger):
     """One run forked from a server."""
 
     def __init__(
@@ -193,10 +193,6 @@ class ForkedHandle:
 
     async def send(self, line: bytes) -> None:
         await self._stdin.send(line)
-
-    async def end_input(self) -> None:
-        """Nothing to do: its runtime was not asked to linger (a write to a pipe whose reader
-        has exited is only an error for the writer)."""
 
     def output(self) -> AsyncIterator[tuple[str, bytes]]:
         return merge_lines(self._streams, self._spec.limits.max_output_bytes)

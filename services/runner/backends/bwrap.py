@@ -54,6 +54,7 @@ from ._base import (
     BackendError,
     BackendUnavailable,
     ExitStatus,
+    NoLinger,
     RunSpec,
     opening,
     runtime_env,
@@ -66,7 +67,7 @@ from ._stdin import StdinWriter
 STATUS_TIMEOUT_S = 30.0
 
 
-class BwrapHandle:
+class BwrapHandle(NoLinger):
     def __init__(
         self,
         proc: asyncio.subprocess.Process,
@@ -92,10 +93,6 @@ class BwrapHandle:
 
     async def send(self, line: bytes) -> None:
         await self._stdin.send(line)
-
-    async def end_input(self) -> None:
-        """Nothing to do: its runtime was not asked to linger (a write to a pipe whose reader
-        has exited is only an error for the writer)."""
 
     def output(self) -> AsyncIterator[tuple[str, bytes]]:
         assert self._proc.stdout and self._proc.stderr

@@ -28,7 +28,7 @@ from crewyard.environments import nodejs
 from crewyard.lines import merge_lines
 
 from ._artifacts import Skipped
-from ._base import FORK_FD, BackendError, ExitStatus, RunSpec, opening, runtime_command, runtime_env
+from ._base import FORK_FD, BackendError, ExitStatus, NoLinger, RunSpec, opening, runtime_command, runtime_env
 from ._forkserver import ForkServer
 from ._stdin import StdinWriter
 
@@ -53,7 +53,7 @@ def _resident(pid: int) -> int | None:
     return pages * os.sysconf("SC_PAGE_SIZE")
 
 
-class ProcessHandle:
+class ProcessHandle(NoLinger):
     def __init__(self, proc: asyncio.subprocess.Process, spec: RunSpec) -> None:
         self._proc = proc
         self._spec = spec
@@ -63,10 +63,6 @@ class ProcessHandle:
 
     async def send(self, line: bytes) -> None:
         await self._stdin.send(line)
-
-    async def end_input(self) -> None:
-        """Nothing to do: its runtime was not asked to linger (a write to a pipe whose reader
-        has exited is only an error for the writer)."""
 
     def output(self) -> AsyncIterator[tuple[str, bytes]]:
         assert self._proc.stdout and self._proc.stderr
