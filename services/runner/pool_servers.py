@@ -122,7 +122,7 @@ class ForkServers:
         if failure is not None or pool.server is not server or not self._current(pool, server.fingerprint):
             if pool.server is server:
                 pool.server = None
-            await server.remove()
+            self._discard(server)
             return
         used = await server.measure()
         if used is not None:
@@ -135,5 +135,5 @@ class ForkServers:
         if pool.server is server:
             pool.server = None
             self._failed(pool, f"its fork server ended: {server.failure}")
-            await server.remove()
+            self._discard(server)
             self._wake.set()

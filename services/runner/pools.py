@@ -330,10 +330,14 @@ class Pools(ForkServers):
         if sandbox.failure is not None or not self._current(pool, sandbox.fingerprint):
             if sandbox.failure is not None:
                 self._failed(pool, sandbox.failure)
-            await sandbox.remove()
+            self._discard(sandbox)
             return
         pool.failures = 0
-        used = await sandbox.measure()
+        try:
+            used = await sandbox.measure()
+        except asyncio.CancelledError:  # closing: the sandbox is in no list close() removes
+            self._discard(sandbox)
+            raise
         if used is not None:
             pool.memory = max(pool.memory or 0, used)
         pool.idle.append(sandbox)
@@ -349,7 +353,7 @@ class Pools(ForkServers):
         if sandbox in pool.idle:
             pool.idle.remove(sandbox)
             log.warning("a warm sandbox of %s ended while idle: %s", pool.key.deployment_id, sandbox.failure)
-            await sandbox.remove()
+            self._discard(sandbox)
             self._wake.set()
 
     def _failed(self, pool: Pool, why: str) -> None:
@@ -404,7 +408,10 @@ class Pools(ForkServers):
             del self.pools[pool.key]
 
     def _discard(self, sandbox: WarmSandbox) -> None:
-        # Kept apart from the other tasks: a removal is never cancelled halfway, also not by close().
+        # Kept apart from the other tasks: a removal is never cancelled halfway, also not by close()
+        # (which cancels those tasks and then waits for the removals). A task removes through this,
+        # never by awaiting ``remove()`` itself: cancelled in the middle, the sandbox's process was
+        # killed but never waited for.
         task = asyncio.ensure_future(sandbox.remove())
         self._removals.add(task)
         task.add_done_callback(self._removals.discard)

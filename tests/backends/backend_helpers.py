@@ -31,6 +31,7 @@ from crewyard.runner.backends import (
 )
 from crewyard.runner.backends._forkserver import ForkedHandle, ForkServer
 from crewyard.runner.warm import WarmSandbox
+from crewyard.testing.processes import run_processes
 
 TEST_LIMITS = Limits(memory_bytes=256 * 1024 * 1024, cpus=1.0, pids=64, file_size_bytes=64 * 1024 * 1024)
 
@@ -44,19 +45,6 @@ def folder_digest(folder: Path) -> str:
 
 #: The runner id of this test session's runs: other sessions on the machine use their own.
 TEST_RUNNER_ID = f"test-runner-{uuid.uuid4().hex[:8]}"
-
-
-def run_processes(run_id: str) -> list[int]:
-    """Host pids of every process of a run, found by its environment (works for every backend:
-    container and sandbox processes are visible in the host's /proc)."""
-    needle = f"CREWYARD_RUN_ID={run_id}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            with contextlib.suppress(OSError):
-                if needle in (entry / "environ").read_bytes().split(b"\0"):
-                    found.append(int(entry.name))
-    return found
 
 
 async def lingering_processes(run_id: str, settle_s: float = 3.0) -> list[int]:

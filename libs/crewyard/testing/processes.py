@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 
@@ -15,3 +16,16 @@ def alive(pid: int | None) -> bool:
     except (OSError, IndexError):
         return False
     return state not in ("Z", "X")
+
+
+def run_processes(run_id: str) -> list[int]:
+    """Host pids of every process of a run, found by its environment (works for every backend:
+    container and sandbox processes are visible in the host's /proc)."""
+    needle = f"CREWYARD_RUN_ID={run_id}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            with contextlib.suppress(OSError):
+                if needle in (entry / "environ").read_bytes().split(b"\0"):
+                    found.append(int(entry.name))
+    return found
