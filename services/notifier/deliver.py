@@ -150,6 +150,12 @@ class Deliverer:
             f"{store.prefix}.*.delivery.*.delivery.*",
             ack_wait=ack_wait,
             max_deliver=-1,  # retries are counted in the delivery's own events
+            # A delivery waiting for its retry, its blocker or room in a lane stays unacknowledged
+            # (``nak`` with a delay, up to an hour, for a day): with a bound, one project's
+            # waiting deliveries (10,000 of them) stopped the server handing any other delivery
+            # to any instance. What an instance holds in memory is bounded by its own limits
+            # (MAX_HELD, PROJECT_HELD, the lanes' backlogs), never by this.
+            max_ack_pending=-1,
         )
         self.webhooks: AggregateIndex[WebhookState] = AggregateIndex(
             store, "webhook", lambda i: WebhookState(webhook_id=i), evolve_webhook, reader=READER

@@ -58,12 +58,17 @@ class WorkQueue:
         *,
         ack_wait: float = 30.0,
         max_deliver: int = 5,
+        max_ack_pending: int = 10_000,
     ) -> None:
         self.store = store
         self.durable = durable
         self.filter_subject = filter_subject
         self.ack_wait = ack_wait
         self.max_deliver = max_deliver
+        #: Messages handed out and not yet acknowledged, over every instance, before the server
+        #: hands out no more (-1: no bound). A queue whose messages wait unacknowledged on
+        #: purpose (``nak`` with a delay) must not keep one: waiting ones would stop the rest.
+        self.max_ack_pending = max_ack_pending
         self._sub: JetStreamContext.PullSubscription | None = None
 
     async def start(self) -> None:
@@ -75,7 +80,7 @@ class WorkQueue:
             deliver_policy=DeliverPolicy.ALL,
             ack_wait=self.ack_wait,
             max_deliver=self.max_deliver,
-            max_ack_pending=10_000,
+            max_ack_pending=self.max_ack_pending,
         )
         try:
             await self.store.js.add_consumer(self.store.stream, config)
