@@ -2,6 +2,8 @@
 
 The streak (deliveries in a row that ended failed, since the webhook was created or last
 re-enabled) is kept in a key-value bucket shared by every notifier, updated with compare-and-swap.
+No instance keeps a copy of it: a success is written unless the bucket itself shows no streak,
+since another instance's failures may have started one since this instance last looked.
 It is bookkeeping, not history: the decision is the event, and a lost bucket only means counting
 from zero again.
 """
@@ -28,7 +30,6 @@ class Health:
     def __init__(self, store: EventStore, disable_after: int) -> None:
         self.store, self.disable_after = store, disable_after
         self._kv: KeyValue | None = None
-        self._clean: set[str] = set()  # webhooks known to have no streak (no write per success)
 
     async def _bucket(self) -> KeyValue:
         if self._kv is None:
@@ -43,8 +44,6 @@ class Health:
     async def record(self, webhook: WebhookState, outcome: str, error: str | None) -> None:
         """After a delivery ended (``succeeded`` or ``failed``)."""
         key, epoch = webhook.webhook_id, webhook.enabled_since_seq
-        if outcome == "succeeded" and key in self._clean:
-            return
         kv = await self._bucket()
         for _ in range(20):
             try:
@@ -53,6 +52,8 @@ class Health:
             except KeyNotFoundError:
                 value, revision = {}, None
             streak = value.get("failures", 0) if value.get("epoch") == epoch else 0
+            if outcome == "succeeded" and streak == 0 and value.get("epoch") == epoch:
+                return  # no streak to end: a read, no write, for the common case
             streak = 0 if outcome == "succeeded" else streak + 1
             data = json.dumps({"epoch": epoch, "failures": streak}).encode()
             try:
@@ -65,10 +66,6 @@ class Health:
             break
         else:
             return
-        if streak == 0:
-            self._clean.add(key)
-            return
-        self._clean.discard(key)
         if streak >= self.disable_after:
             last = error or "no answer"
             await self._disable(webhook, f"{streak} deliveries in a row failed (last: {last})")
