@@ -9,10 +9,13 @@ with ``unreachable`` routes for:
 
 - every address of the host (all interfaces, read from ``/proc/net/fib_trie``) and the networks
   it is directly attached to (``/proc/net/route``);
-- link-local ``169.254.0.0/16`` (cloud metadata), ``0.0.0.0/8``, multicast and reserved space;
+- link-local ``169.254.0.0/16`` (cloud metadata), ``0.0.0.0/8``, multicast and reserved space,
+  and the cloud metadata services outside link-local space (the IPv4 ones of
+  ``crewyard.core.targets.METADATA``, which webhooks refuse too: Alibaba's, Azure's WireServer,
+  Oracle Cloud Classic's);
 - the private ranges (``10/8``, ``172.16/12``, ``192.168/16``, ``100.64/10`` …) and the stack's
-  own gateway — except what the operator allows (:class:`NetworkPolicy`; host addresses and
-  link-local can never be allowed).
+  own gateway — except what the operator allows (:class:`NetworkPolicy`; host addresses,
+  link-local and the metadata services can never be allowed, even inside an allowed range).
 
 Routes, not a firewall: they need no netfilter module, and the crew cannot change them (no
 capabilities in the namespace; raw sockets, which could bypass them, need ``CAP_NET_RAW`` too).
@@ -45,6 +48,8 @@ from pathlib import Path
 
 import msgspec
 
+from crewyard.core.targets import METADATA
+
 IPv4 = ipaddress.IPv4Network
 HOST_TOOL_ENV = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin", "LANG": "C.UTF-8"}
 READY_TIMEOUT_S = 15.0
@@ -68,6 +73,8 @@ NEVER = tuple(
         "224.0.0.0/4",
         "240.0.0.0/4",
     )
+) + tuple(  # one source of truth with the webhooks' check; Azure's is a public address
+    sorted(IPv4(f"{ip}/32") for ip in METADATA if isinstance(ip, ipaddress.IPv4Address))
 )
 _STACK_CANDIDATES = ("10.0.2.0/24", "10.213.87.0/24", "172.31.213.0/24", "192.168.213.0/24")
 
@@ -162,6 +169,8 @@ def plan(
     if stack is None:
         raise NetworkError("no free subnet for the sandbox network stack (every candidate is in use here)")
     openable = _minus([*PRIVATE, *near], allowed)
+    # NEVER is added after the allowed ranges are taken out: allowing 100.64.0.0/10 (a cloud's
+    # internal network) must not open Alibaba's metadata service inside it.
     blocked = {*NEVER, *hosts, *openable, IPv4(f"{stack[2]}/32")}
     return NetworkPlan(stack=str(stack), blocked=tuple(str(n) for n in sorted(blocked)))
 
