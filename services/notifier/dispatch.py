@@ -131,7 +131,13 @@ class Dispatcher:
             )
             name = None
             for raw in history[:1]:
-                with_name = raw.decode(self.store.prefix).event.data
+                # Unreadable, it is set aside like any other here: raising would redeliver the
+                # run's event at once, forever, and queue no delivery of that deployment's runs.
+                try:
+                    with_name = raw.decode(self.store.prefix).event.data
+                except InvalidEvent as exc:
+                    set_aside(READER, raw.seq, raw.subject, exc)
+                    continue
                 name = with_name.name if isinstance(with_name, DeploymentCreated) else None
             self._dep_names[dep_id] = name
         return self._dep_names[dep_id]

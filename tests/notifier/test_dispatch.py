@@ -90,6 +90,20 @@ async def test_unreadable_events_are_set_aside(store: EventStore):
     assert set_aside_counts()["notifier dispatch"] == before + 1
 
 
+async def test_a_run_of_a_deployment_whose_creation_is_unreadable_is_still_delivered(store: EventStore):
+    # Its name could not be read: the handler raised, the run's event came back at once, forever,
+    # and none of that deployment's runs was delivered.
+    run, dep = new_id("run"), new_id("dep")
+    hook = new_id("whk")
+    await append(store, WebhookCreated(url="http://x/", events=["*"], secret="sealed"), hook)
+    await store.js.publish(f"{store.prefix}.acme.deployment.{dep}.deployment.created", b"{oops")
+    await append(store, RunQueued(deployment_id=dep, input={}), run)
+    started = await append(store, RunStarted(runner_id="r", backend="process", isolated=False), run)
+    before = set_aside_counts().get("notifier dispatch", 0)
+    assert await Dispatcher(store).handle(await store.get(started)) == 1
+    assert set_aside_counts()["notifier dispatch"] == before + 1
+
+
 async def test_a_late_event_queues_the_earlier_ones_of_its_run_first(store: EventStore):
     run, dep = new_id("run"), new_id("dep")
     await append(store, ProjectCreated(name="acme"), "acme")
