@@ -12,15 +12,9 @@ import msgspec
 
 from crewyard.readmodel import ReadModel, open_db
 from crewyard.readmodel.schema import SUMMARY_ERROR_CHARS
+from crewyard.testing.processes import bytes_read
 
 RUNS, BODY = 50, 200_000
-
-
-def _bytes_read() -> int:
-    for line in Path("/proc/self/io").read_text().splitlines():
-        if line.startswith("rchar:"):
-            return int(line.split()[1])
-    raise AssertionError("no rchar in /proc/self/io")
 
 
 async def _with_runs(path: Path, runs: list[dict[str, Any]]) -> ReadModel:
@@ -49,11 +43,11 @@ async def test_a_page_of_runs_does_not_read_their_input_and_output(tmp_path: Pat
     rm = await _with_runs(tmp_path / "readmodel.sqlite3", runs)
     try:
         for project, status in ((None, None), ("p", None), (None, "succeeded")):
-            before = _bytes_read()
+            before = bytes_read()
             page = msgspec.json.decode(
                 (await rm.runs(project=project, status=status, limit=RUNS, cursor=None))[0]
             )
-            read = _bytes_read() - before
+            read = bytes_read() - before
             assert len(page) == RUNS
             assert all(run["status"] == "succeeded" and "xxxx" not in str(run) for run in page)
             # Input and output of 50 runs, 200 KB each: a page that walked through them would read 20 MB.

@@ -28,6 +28,9 @@ CREATE TABLE IF NOT EXISTS threads (
     last_seq INTEGER NOT NULL
 );
 CREATE INDEX IF NOT EXISTS threads_project ON threads (project, name, id);
+-- A project's threads newest first without a name (the usual listing): walked in order, not
+-- every row (with its state, inline up to 1 MiB) sorted to show a page.
+CREATE INDEX IF NOT EXISTS threads_project_newest ON threads (project, id);
 
 CREATE TABLE IF NOT EXISTS thread_checkpoints (
     thread_id TEXT NOT NULL,

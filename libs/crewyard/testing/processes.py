@@ -29,3 +29,12 @@ def run_processes(run_id: str) -> list[int]:
                 if needle in (entry / "environ").read_bytes().split(b"\0"):
                     found.append(int(entry.name))
     return found
+
+
+def bytes_read() -> int:
+    """Bytes this process has read so far (``rchar`` of ``/proc/self/io``: every ``read`` and
+    ``pread``, cached or not), to measure what a query reads of a file."""
+    for line in Path("/proc/self/io").read_text().splitlines():
+        if line.startswith("rchar:"):
+            return int(line.split()[1])
+    raise AssertionError("no rchar in /proc/self/io")
