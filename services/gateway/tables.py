@@ -307,10 +307,10 @@ async def query_rows(request: Request[Any, Any, Any], table_id: str) -> RowPage:
 def _int(text: str | None, name: str, default: int, low: int, high: int) -> int:
     if text is None:
         return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise bad_request(f"{name} must be a whole number") from None
+    # ASCII digits only: int() also takes "1_0", " 10 " and other scripts' digits.
+    if not (text.isascii() and text.isdigit()) or len(text) > 19:
+        raise bad_request(f"{name} must be a whole number")
+    value = int(text)
     if not low <= value <= high:
         raise bad_request(f"{name} must be between {low} and {high}")
     return value

@@ -104,6 +104,8 @@ def test_tables_rows_queries_and_validation(api: httpx.Client, platform: Platfor
     many = [("filter", "company:contains:a")] * 1000 + [("sort", "score")] * 2001
     assert "at most 20 filters" in _error(api.get(f"/v1/tables/{tid}/rows", params=many), 400)
     assert _error(api.get(f"/v1/tables/{tid}/rows", params={"limit": "0"}), 400)
+    for odd in ("1_0", " 10", "\uff11\uff10", "-0", "+5", "9" * 30):  # the third: full-width 10
+        assert "whole number" in _error(api.get(f"/v1/tables/{tid}/rows", params={"offset": odd}), 400)
 
     # Update some cells, delete a row; _meta follows.
     r = api.patch(f"/v1/tables/{tid}/rows/{row['id']}", json={"score": 8, "extra": [1, 2]})
