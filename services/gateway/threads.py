@@ -69,10 +69,21 @@ def _bounded(value: Any, what: str) -> None:
         raise ApiError(413, "payload_too_large", f"{what} is larger than {MAX_STATE} bytes")
 
 
+#: What one page of a thread's history reads of states kept in the object store (each up to
+#: 32 MiB): a page of 100 of them was gigabytes in the gateway's memory.
+PAGE_STORED_BYTES = 32 << 20
+
+
 async def _stored(g: Gateway, sha256: str) -> dict[str, Any]:
     """A checkpoint kept in the object store (``{"values", "checkpoint", "interrupts"}``)."""
-    stored = _dec.decode(await g.objects.get_bytes(checkpoint_object(sha256)))
-    return stored if isinstance(stored, dict) else {}
+    return (await _stored_sized(g, sha256))[0]
+
+
+async def _stored_sized(g: Gateway, sha256: str) -> tuple[dict[str, Any], int]:
+    """:func:`_stored`, and how many bytes it was in the object store."""
+    raw = await g.objects.get_bytes(checkpoint_object(sha256))
+    stored = _dec.decode(raw)
+    return (stored if isinstance(stored, dict) else {}), len(raw)
 
 
 async def _thread(g: Gateway, row: dict[str, Any], *, stored: bool = True) -> Thread:
@@ -275,16 +286,26 @@ async def thread_history(
 async def checkpoints(
     g: Gateway, thread_id: str, *, limit: int, offset: int, full: bool = False
 ) -> ThreadHistory:
-    """A thread's checkpoints, newest first, with the states kept in the object store read back."""
+    """A thread's checkpoints, newest first, with the states kept in the object store read back:
+    at most ``PAGE_STORED_BYTES`` of them (at least one checkpoint), so a page may hold fewer
+    than ``limit``; the next starts at ``offset + len(history)``."""
     rows, total = await g.rm.history(thread_id, limit=limit, offset=offset, full=full)
+    shown: list[dict[str, Any]] = []
+    read = 0
     for row in rows:
         ref = row.pop("state_ref")
         if ref:
-            stored = await _stored(g, ref)
+            if shown and read >= PAGE_STORED_BYTES:
+                break
+            stored, size = await _stored_sized(g, ref)
+            read += size
             row["values"] = stored.get("values")
             if full:
                 row["checkpoint"] = stored.get("checkpoint")
-    return msgspec.convert({"history": rows, "total": total, "limit": limit, "offset": offset}, ThreadHistory)
+        shown.append(row)
+    return msgspec.convert(
+        {"history": shown, "total": total, "limit": limit, "offset": offset}, ThreadHistory
+    )
 
 
 @post("/v1/threads/{thread_id:str}/copy", status_code=201, opt=RUN, operation_class=OptionalBody)
