@@ -14,6 +14,11 @@ Failed sign-ins count against the same per-address limit as the API's failed aut
 wrong keys sent to either, is answered 429 with ``Retry-After`` before its key is even looked at
 — a right key too, until the bucket refills — so the form is no faster a way to try keys than
 the API.
+
+Successful sign-ins are limited too, per key (``SIGN_INS_PER_HOUR`` in bursts of
+``SIGN_IN_BURST``, per gateway): every session signed out is remembered by every gateway until it
+would have expired, and signing in and out in a loop (any key may) grew that record by a hundred
+entries a second.
 """
 
 from __future__ import annotations
@@ -64,9 +69,23 @@ def _refused_for(request: Request[Any, Any, Any], g: Gateway) -> float:
     return buckets.wait(request.client.host if request.client else "unknown")
 
 
-def _slow_down(request: Request[Any, Any, Any], form: dict[str, str], limited: TooMany) -> Response[str]:
-    """429: the sign-in form again, saying how long to wait (also as ``Retry-After``)."""
-    seconds = limited.headers["Retry-After"]
+FAILED_HERE = "Too many failed attempts from this address"
+#: A key's successful sign-ins an hour, on one gateway, and how many may come at once.
+SIGN_INS_PER_HOUR, SIGN_IN_BURST = 30, 10
+
+
+def _sign_in_wait(request: Request[Any, Any, Any], key_id: str) -> float:
+    """Take one of ``key_id``'s sign-ins: 0, or the seconds until it may sign in again."""
+    state = request.app.state
+    buckets: Buckets | None = getattr(state, "sign_in_buckets", None)
+    if buckets is None:
+        buckets = state.sign_in_buckets = Buckets(SIGN_INS_PER_HOUR / 3600, burst=SIGN_IN_BURST)
+    return buckets.take(key_id)
+
+
+def _slow_down(request: Request[Any, Any, Any], form: dict[str, str], wait: float, why: str) -> Response[str]:
+    """429: the sign-in form again, saying why and how long to wait (also as ``Retry-After``)."""
+    seconds = TooMany(wait, why).headers["Retry-After"]
     response = page(
         request,
         "login.html",
@@ -74,6 +93,7 @@ def _slow_down(request: Request[Any, Any, Any], form: dict[str, str], limited: T
         next=_next(form.get("next")),
         failed=False,
         limited=int(seconds),
+        limited_why=why,
         nav="",
     )
     response.headers["Retry-After"] = seconds
@@ -86,17 +106,20 @@ async def login(request: Request[Any, Any, Any]) -> Response[Any]:
     form = await checked_form(request)
     wait = _refused_for(request, g)
     if wait:  # before the key is looked at: while refused, no answer says whether it was right
-        return _slow_down(request, form, TooMany(wait, "too many failed sign-ins"))
+        return _slow_down(request, form, wait, FAILED_HERE)
     token = form.get("key", "").strip()
     key = g.keys.authenticate(token) if g.keys is not None and token else None
     if key is None:
         try:
             _count_failure(request, g)
         except TooMany as limited:
-            return _slow_down(request, form, limited)
+            return _slow_down(request, form, float(limited.headers["Retry-After"]), FAILED_HERE)
         return page(
             request, "login.html", status=401, next=_next(form.get("next")), failed=True, limited=0, nav=""
         )
+    wait = _sign_in_wait(request, key.key_id)
+    if wait:
+        return _slow_down(request, form, wait, "Too many sign-ins with this key")
     value, _session = codec(g).issue(key.key_id, time.time())
     response = Redirect(_next(form.get("next")), status_code=303)
     response.headers["Set-Cookie"] = _cookie(value, SESSION_TTL_S, request.url.scheme == "https")
