@@ -116,6 +116,21 @@ async def test_pipelined_appends_all_land_in_order(store: EventStore):
     assert [r.event.data.message for r in history] == [str(i) for i in range(300)]
 
 
+async def test_a_load_reads_past_the_servers_byte_cap_of_one_batch(store: EventStore):
+    """The server ends a batch direct get once it has sent about 64 MB, whatever ``batch`` says:
+    84 MB of events (twelve of 7 MB, under the broker's 8 MB max_payload) come back in two
+    batches, all of them; the short first batch is not taken for the end of the aggregate."""
+    run = new_id("run")
+    big = "x" * 7_000_000
+    for i in range(12):
+        await store.append_nowait(_ev(Log(message=f"{i:02}{big}"), run))
+    await store.flush(timeout=60)
+    history = await store.load("acme", "run", run)
+    assert [r.event.data.message[:2] for r in history] == [f"{i:02}" for i in range(12)]
+    filt = store.aggregate_filter("acme", "run", run)
+    assert [r.seq for r in history] == [r.seq for r in await store.load_raw(filt, batch=3)]
+
+
 async def test_the_ack_says_whether_the_server_had_the_event_already(store: EventStore):
     """Two commands with the same event id on different aggregates (an idempotency key used by
     two concurrent requests): the second is dropped, and its ack points at the first."""

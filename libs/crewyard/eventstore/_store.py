@@ -221,24 +221,45 @@ class EventStore(Following):
     async def load_raw(
         self, filter_subject: str, start_seq: int = 1, batch: int = 1000, *, stream: str | None = None
     ) -> list[RawEvent]:
-        """Every event matching ``filter_subject`` from ``start_seq`` (batch direct get)."""
+        """Every event matching ``filter_subject`` from ``start_seq`` (batch direct get).
+
+        A batch ends at ``batch`` events or at the server's byte cap (about 64 MB), whichever comes
+        first: a short batch is not the end. The server says how many matching events it still
+        had after the batch (``Nats-Num-Pending``), and the next batch is asked for until none are."""
         out: list[RawEvent] = []
         while True:
-            chunk = await self._direct_batch(stream or self.stream, filter_subject, start_seq, batch)
+            pending: list[int] = []
+            chunk = await self._direct_batch(
+                stream or self.stream, filter_subject, start_seq, batch, pending=pending
+            )
             out.extend(chunk)
-            if len(chunk) < batch:
+            more = bool(pending and pending[-1] > 0) or len(chunk) >= batch
+            if not chunk or not more:
                 return out
             start_seq = chunk[-1].seq + 1
 
     async def _direct_batch(
-        self, stream: str, filter_subject: str, start_seq: int, batch: int, *, last_per_subject: bool = False
+        self,
+        stream: str,
+        filter_subject: str,
+        start_seq: int,
+        batch: int,
+        *,
+        last_per_subject: bool = False,
+        pending: list[int] | None = None,
     ) -> list[RawEvent]:
+        """One batch direct get. ``pending``: given a list, the server's last word on how many
+        matching events follow the batch is appended to it (the end-of-batch status carries it, and
+        so does every event: the last one's counts when the batch ends at ``batch`` events)."""
         inbox = self.nc.new_inbox()
         out: list[RawEvent] = []
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
         async def on_msg(m: Msg) -> None:
             status = m.headers.get("Status") if m.headers else None
+            left = m.headers.get("Nats-Num-Pending") if m.headers else None
+            if pending is not None and left is not None and left.isdigit() and not done.done():
+                pending.append(int(left))
             if status is not None:
                 if not done.done():
                     if status in ("204", "404"):  # end of batch / nothing (more) to read
