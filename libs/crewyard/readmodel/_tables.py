@@ -85,11 +85,15 @@ async def _live(db: aiosqlite.Connection, table_id: str, project: str) -> bool:
         return await cur.fetchone() is not None
 
 
-async def _touch(db: aiosqlite.Connection, seq: int, e: Event) -> None:
+async def _touch(db: aiosqlite.Connection, seq: int, e: Event, added: int = 0) -> None:
+    """The table's position, and its row count moved by the rows the event really added (less
+    those it removed). Counted from what each statement changed, not recounted: a recount reads
+    every row of the table, and the projector applies all projects' events one at a time. The
+    statements skip what is there already (a repeated insert, a delete of a row that is gone), so
+    an event applied twice moves the count once."""
     await db.execute(
-        "UPDATE tables SET last_seq = ?, row_count = (SELECT COUNT(*) FROM table_rows WHERE table_id = ?)"
-        " WHERE id = ?",
-        (seq, e.aggregate_id, e.aggregate_id),
+        "UPDATE tables SET last_seq = ?, row_count = row_count + ? WHERE id = ?",
+        (seq, added, e.aggregate_id),
     )
 
 
@@ -139,18 +143,19 @@ async def rows_inserted(db: aiosqlite.Connection, seq: int, e: Event) -> None:
     assert isinstance(d, RowsInserted)
     if not await _live(db, e.aggregate_id, e.project):
         return  # written as its table was being deleted: gone with it
-    await db.executemany(
+    cur = await db.executemany(
         "INSERT OR IGNORE INTO table_rows (table_id, id, data, created_at, created_by, updated_at,"
         " updated_by) VALUES (?, ?, ?, ?, ?, ?, ?)",
         [(e.aggregate_id, r.id, _enc.encode(r.values).decode(), _ts(e), d.by, _ts(e), d.by) for r in d.rows],
     )
+    added = max(cur.rowcount, 0)  # the rows inserted, summed over the batch; ignored ones are 0
     if d.idempotency_key is not None:  # the first insert with a key is the one a repeat answers with
         await db.execute(
             "INSERT OR IGNORE INTO table_row_keys (table_id, idempotency_key, request_hash, seq)"
             " VALUES (?, ?, ?, ?)",
             (e.aggregate_id, d.idempotency_key, d.request_hash, seq),
         )
-    await _touch(db, seq, e)
+    await _touch(db, seq, e, added)
 
 
 async def row_updated(db: aiosqlite.Connection, seq: int, e: Event) -> None:
@@ -178,8 +183,8 @@ async def row_deleted(db: aiosqlite.Connection, seq: int, e: Event) -> None:
     assert isinstance(d, RowDeleted)
     if not await _live(db, e.aggregate_id, e.project):
         return
-    await db.execute("DELETE FROM table_rows WHERE table_id = ? AND id = ?", (e.aggregate_id, d.row_id))
-    await _touch(db, seq, e)
+    cur = await db.execute("DELETE FROM table_rows WHERE table_id = ? AND id = ?", (e.aggregate_id, d.row_id))
+    await _touch(db, seq, e, -max(cur.rowcount, 0))
 
 
 TABLE_HANDLERS: dict[str, Handler] = {
