@@ -82,6 +82,15 @@ def test_filters_read_values_as_the_columns_type():
         value = t.parse_filter(COLS, f"score:gt:{huge}").value
         assert value == float(huge)
         assert sqlite3.connect(":memory:").execute("SELECT ? < 0", (value,)).fetchone() == (value < 0,)
+    # An integer is read exactly, as SQLite reads the integer a row holds; a float has 53 bits.
+    db = sqlite3.connect(":memory:")
+    for whole in (2**53 + 1, -(2**53) - 1, 2**63 - 1, -(2**63)):
+        value = t.parse_filter(COLS, f"score:eq:{whole}").value
+        assert value == whole and isinstance(value, int)
+        cell = db.execute("SELECT json_extract(?, '$.n') = ?", (f'{{"n": {whole}}}', value)).fetchone()
+        assert cell == (1,)
+    assert t.parse_filter(COLS, "score:eq:+0042").value == 42
+    assert t.parse_filter(COLS, f"score:eq:{2**63}").value == float(2**63)  # past 64 bits: a float
     for bad, needle in (
         ("nope:eq:1", "unknown column"),
         ("score:like:1", "unknown operator"),

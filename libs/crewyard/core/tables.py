@@ -36,6 +36,9 @@ MAX_FILTERS = 20
 MAX_SORTS = 5
 _COLUMN_RE = re.compile(COLUMN_PATTERN)
 _TABLE_NAME_RE = re.compile(TABLE_NAME_PATTERN)
+#: A filter's number written as an integer: read exactly (a float keeps 53 bits), up to SQLite's
+#: 64-bit integers (20 characters: a sign and 19 digits).
+_INTEGER_RE = re.compile(r"[+-]?[0-9]{1,19}")
 _enc = msgspec.json.Encoder()
 
 FILTER_OPS = ("eq", "ne", "gt", "gte", "lt", "lte", "contains", "is_null", "not_null")
@@ -221,6 +224,10 @@ def parse_filter(columns: list[Column], text: str) -> Filter:
 
 def _filter_value(col: Column, raw: str, text: str) -> Any:
     if col.type == "number":
+        # json_extract reads a stored integer as SQLite's 64-bit integer, and an integer bound
+        # here compares with it exactly; through a float, 2**53 + 1 would never match itself.
+        if _INTEGER_RE.fullmatch(raw) and -(2**63) <= (whole := int(raw)) < 2**63:
+            return whole
         try:
             value = float(raw)
         except ValueError:
