@@ -6,7 +6,9 @@ Markdown goes through markdown-it with raw HTML turned off *and* the nh3 sanitis
 allow-list: no script, no event handler, no ``style``, links only to http(s)/mailto and made
 ``rel="noopener noreferrer nofollow"``); the page's CSP would stop a script that got through
 anyway. Tables and text are plain values escaped by the template. Only the first
-``PREVIEW_BYTES`` of a file are read for a preview.
+``PREVIEW_BYTES`` of a file are read for a preview, and the work done on them is bounded too (it
+runs in the request's event loop): a table is built for its first ``MAX_ROWS`` rows only, and a
+JSON list of objects with more than ``MAX_COLUMNS`` keys is shown as text.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ from markupsafe import Markup
 PREVIEW_BYTES = 1024 * 1024
 MAX_ROWS = 500
 MAX_LINES = 5000
+#: A JSON list of objects with more keys than this among the rows shown is shown as text: a table
+#: that wide reads as nothing, and its cells (rows times columns) would be the page's cost.
+MAX_COLUMNS = 200
 #: Shown inline by the browser's image decoder only (never SVG: it is a document that can script).
 IMAGE_TYPES = frozenset({"image/png", "image/jpeg", "image/gif", "image/webp", "image/avif", "image/bmp"})
 _IMAGE_EXT = {".png", ".jpg", ".jpeg", ".gif", ".webp", ".avif", ".bmp"}
@@ -132,10 +137,12 @@ def _read(kind: str, name: str, text: str, truncated: bool, files: str) -> Previ
             value = json.loads(text)
         except (ValueError, RecursionError):
             return _text(text, truncated, note="not valid JSON; shown as text")
-        table = _records(value)
-        if table is not None:
+        if _is_records(value):
+            table = _records(value[:MAX_ROWS])
+            if table is None:
+                return _text(text, truncated, note=f"more than {MAX_COLUMNS} columns; shown as text")
             header, rows = table
-            return Preview("table", header=header, rows=rows[:MAX_ROWS], truncated=len(rows) > MAX_ROWS)
+            return Preview("table", header=header, rows=rows, truncated=len(value) > MAX_ROWS)
         return Preview("json", text=json.dumps(value, indent=2, ensure_ascii=False))
     if kind == "csv":
         # Only the rows shown are read (csv.Error on a field over the module's limit, among others).
@@ -155,17 +162,24 @@ def _text(text: str, truncated: bool, note: str = "") -> Preview:
     return Preview("text", lines=lines[:MAX_LINES], truncated=truncated or len(lines) > MAX_LINES, note=note)
 
 
-def _records(value: Any) -> tuple[list[str], list[list[str]]] | None:
-    """A list of flat objects as (columns, rows); None for any other shape."""
-    if not isinstance(value, list) or not value or not all(isinstance(v, dict) for v in value):
-        return None
-    header: list[str] = []
-    for record in value:
+def _is_records(value: Any) -> bool:
+    """Whether ``value`` is a list of objects (shown as a table)."""
+    return isinstance(value, list) and bool(value) and all(isinstance(v, dict) for v in value)
+
+
+def _records(records: list[dict[str, Any]]) -> tuple[list[str], list[list[str]]] | None:
+    """The records (only those shown: a cell is built for each of their columns) as (columns,
+    rows), the columns in the order they first appear; None when there are more than
+    ``MAX_COLUMNS``. Columns are gathered in a dict (a list's ``in`` made n distinct keys cost
+    n squared) and the gathering stops at the first one over the bound."""
+    columns: dict[str, None] = {}
+    for record in records:
         for key in record:
-            if key not in header:
-                header.append(key)
-    rows = [[_cell(record.get(col)) for col in header] for record in value]
-    return header, rows
+            columns.setdefault(key)
+            if len(columns) > MAX_COLUMNS:
+                return None
+    header = list(columns)
+    return header, [[_cell(record.get(col)) for col in header] for record in records]
 
 
 def _cell(value: Any) -> str:
