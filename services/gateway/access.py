@@ -36,8 +36,10 @@ read; the app refuses to start with a route the hook would not run for first (se
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any
 
 from litestar import Request
@@ -53,7 +55,8 @@ from .context import Gateway
 from .errors import ApiError, not_found
 from .limits import Buckets, TooMany
 from .sessions import COOKIE as SESSION_COOKIE
-from .sessions import CSRF_HEADER, SESSION_SCOPE, csrf_header_ok, session_key
+from .sessions import CSRF_HEADER, SESSION_SCOPE, csrf_header_ok, open_session, session_key
+from .sse import STILL_ALLOWED
 
 log = logging.getLogger("crewyard.gateway")
 #: Where the guard leaves its findings in the ASGI scope (``scope["auth"]`` is the key itself).
@@ -368,6 +371,32 @@ async def guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRou
     _check_shape(connection, opt)
     if opt.get("stream") is True:
         _take_stream_place(scope, g, key.key_id)
+        scope[STILL_ALLOWED] = _still_allowed(connection, g, key)
+
+
+def _still_allowed(
+    connection: ASGIConnection[Any, Any, Any, Any], g: Gateway, key: ApiKey
+) -> Callable[[], bool]:
+    """Whether a stream's request would still be let in: its key not revoked or expired and, for
+    a console session, the session not signed out (on any gateway) or expired. Asked before each
+    of the stream's writes (:data:`.sse.STILL_ALLOWED`), so both are lookups in memory: the
+    registry of keys and the signed-out sessions, which this gateway follows from the stream."""
+    session = (
+        open_session(g, connection.cookies.get(SESSION_COOKIE))
+        if connection.scope.get(SESSION_SCOPE)
+        else None
+    )
+    keys, ended = g.keys, g.ended_sessions
+
+    def allowed() -> bool:
+        current = keys.keys.get(key.key_id) if keys is not None else None
+        if current is None or not current.usable(datetime.now(UTC)):
+            return False
+        if session is None:
+            return True
+        return session.expires > time.time() and not (ended is not None and ended.ended(session))
+
+    return allowed
 
 
 # -- what handlers call when the project is in the body or the query ---------------------------

@@ -138,10 +138,17 @@ def render(raw: RawEvent, prefix: str) -> tuple[str, bytes] | None:
 Batches = AsyncGenerator[list[tuple[int, str, bytes]], None]
 
 
+#: Where the access guard leaves, in a stream's ASGI scope, its check of whether the request would
+#: still be let in (its key usable, its console session not signed out): asked before each write.
+STILL_ALLOWED = "crewyard.still_allowed"
+
+
 class _Watch:
-    """Whether the client went away: set only when the server hears ``http.disconnect``."""
+    """Whether the client went away: set only when the server hears ``http.disconnect``; and
+    the guard's :data:`STILL_ALLOWED` check of the request, if it left one."""
 
     gone = False
+    allowed: Callable[[], bool] | None = None
 
 
 class EventStream(Stream):
@@ -157,6 +164,8 @@ class EventStream(Stream):
         # Litestar lets the route's media type (JSON for handlers annotated ``Any``) win over
         # the response's own: an EventSource refuses a stream that is not text/event-stream.
         kwargs["media_type"] = "text/event-stream"
+        allowed = request.scope.get(STILL_ALLOWED)
+        self.watch.allowed = allowed if callable(allowed) else None
         inner = super().to_asgi_response(app, request, **kwargs)
         return _Watched(inner, self.watch)
 
@@ -213,7 +222,10 @@ def sse_response(
 ) -> EventStream:
     """Write ``batches`` as SSE until the last event (``is_last``); a keep-alive comment for every
     empty batch. ``on_disconnect`` runs only if the client went away before the last event. When
-    ``closing`` is set (the gateway shuts down) the stream ends with a retry hint."""
+    ``closing`` is set (the gateway shuts down) the stream ends with a retry hint. Before each
+    write the guard's check (:data:`STILL_ALLOWED`) is asked again: a stream outlives no
+    revocation, expiry or sign-out by more than one keep-alive interval (the client that
+    reconnects is refused as any request would be)."""
     watch = _Watch()
 
     async def body() -> AsyncGenerator[bytes, None]:
@@ -246,6 +258,9 @@ def sse_response(
                     return
                 finally:
                     waiting.clear()
+                if watch.allowed is not None and not watch.allowed():
+                    ended = True  # the server's decision, not the client leaving: cancels nothing
+                    return
                 if not batch:
                     yield PING
                     continue

@@ -76,7 +76,9 @@ async def runs_live(request: Request[Any, Any, Any]) -> Any:
     start = after + 1 if after is not None else await g.store.last_seq() + 1
     project = filters["project"] or "*"
     if project != "*" and not who.sees(project):
-        return closed_stream()
+        # A 404 as the project's own pages answer: an empty 200 would have the browser's
+        # EventSource come back every few seconds, for as long as the page stays open.
+        raise not_found(f"project {project}")
     filt = f"{g.store.prefix}.{project}.run.*.run.>"
     batches = followed(g.store, filt, start, g.settings.sse_ping_s)
     await anext(batches)  # the consumer exists: a stream that cannot be read is a 503 now
