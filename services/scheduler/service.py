@@ -144,6 +144,9 @@ class Scheduler:
                 payload = ScheduleFired(
                     planned_at=planned, outcome="failed", reason=str(exc), missed=decision.missed
                 )
+        # The id names this writer's run too: the store takes an unanswered append found on the
+        # aggregate under its id as landed, so an id every instance would write alike let one
+        # instance take another's firing of the same time for its own and queue a second run.
         event = make_event(
             payload,
             project=state.project,
@@ -154,6 +157,7 @@ class Scheduler:
                 "schedule.fired",
                 state.schedule_id,
                 planned.isoformat(),
+                payload.run_id or payload.outcome,
             ),
         )
         try:

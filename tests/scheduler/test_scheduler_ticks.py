@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from crewyard import settings
-from crewyard.core.events import ScheduleCreated, ScheduleDeleted, ScheduleFired, make_event
+from crewyard.core.events import RunQueued, ScheduleCreated, ScheduleDeleted, ScheduleFired, make_event
 from crewyard.core.ids import new_id
+from crewyard.core.versions import Resolved
 from crewyard.eventstore import EventStore
 from crewyard.scheduler import service
 
@@ -143,3 +145,49 @@ async def test_a_schedule_queued_behind_its_previous_run_walks_nothing_meanwhile
     assert "sch_queue" not in walks and walks.count("sch_skip") == 5  # skip consumes what is due
     queued = await store.load("acme", "schedule", "sch_queue")
     assert not [r for r in queued if isinstance(r.event.data, ScheduleFired)]
+
+
+async def test_a_failover_race_on_one_planned_time_queues_one_run(
+    store: EventStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The fired event's id was derived from the schedule and planned time only, so it was the
+    # same from every instance: B, whose first append went unanswered while A fired the same
+    # time, retried, found the aggregate's last event carrying "its" id (A's), took it for its
+    # own and queued a second run for the one planned time.
+    async def ready(store: EventStore, project: str, deployment: str | None, environment: str) -> Resolved:
+        return Resolved(
+            deployment_id="dep_" + "0" * 26, project=project, name="x", number=1, environment=environment
+        )
+
+    monkeypatch.setattr(service, "ready_deployment", ready)
+    start = datetime(2026, 5, 1, 12, 0, 30, tzinfo=UTC)
+    now = [start]
+    conf = settings.load(tmp_path / "data", nats_url="nats://unused")
+    store_b = EventStore(store.nc, store.settings)
+    a = service.Scheduler(conf, store, clock=lambda: now[0])
+    b = service.Scheduler(conf, store_b, clock=lambda: now[0])
+    schedule_id = new_id("sch")
+    created = ScheduleCreated(cron="* * * * *", timezone="UTC", input={})
+    await store.append(
+        make_event(created, project="acme", aggregate_id=schedule_id, event_id=new_id("evt"), time=start),
+        expected_seq=0,
+    )
+    publish = store_b.js.publish
+    unanswered = [True]
+
+    async def a_fires_meanwhile(subject: str, body: bytes, **kwargs: Any) -> Any:
+        if ".schedule." in subject and unanswered:
+            unanswered.pop()
+            await a.tick()
+            raise TimeoutError
+        return await publish(subject, body, **kwargs)
+
+    monkeypatch.setattr(store_b.js, "publish", a_fires_meanwhile)
+    now[0] = start + timedelta(minutes=1)
+    await b.tick()
+    assert not unanswered  # B's first append did go unanswered while A fired
+    history = await store.load("acme", "schedule", schedule_id)
+    fired = [r.event.data for r in history if isinstance(r.event.data, ScheduleFired)]
+    assert len(fired) == 1 and fired[0].run_id
+    stored = [raw.decode().event for raw in await store.load_raw(f"{store.prefix}.>")]
+    assert [e.aggregate_id for e in stored if isinstance(e.data, RunQueued)] == [fired[0].run_id]
