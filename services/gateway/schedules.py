@@ -107,7 +107,30 @@ async def create_schedule(request: Request[Any, Any, Any], project: str, data: S
         name=data.name,
     )
     await g.create_counted(payload, project, schedule_id, g.settings.max_schedules)
-    return schedule_view(await _row(g, project, schedule_id), datetime.now(UTC))
+    row = await g.rm.schedule(schedule_id)
+    if row is None:  # this gateway's read model is behind: a 404 made clients create it again
+        row = await _stored_row(g, project, schedule_id, payload)
+    return schedule_view(row, datetime.now(UTC))
+
+
+async def _stored_row(g: Gateway, project: str, schedule_id: str, payload: ScheduleCreated) -> dict[str, Any]:
+    """The read model's row of a schedule just created, from what was stored (as the projector
+    would write it)."""
+    stored = await g.store.load(project, "schedule", schedule_id, types=ScheduleCreated.TYPE)
+    # Not found on a replica that is behind: it was stored, so its time is about now.
+    at = (stored[0].event.time if stored else datetime.now(UTC)).isoformat()
+    return {
+        **msgspec.structs.asdict(payload),
+        "id": schedule_id,
+        "project": project,
+        "input": msgspec.json.encode(payload.input),
+        "paused": 0,
+        "created_at": at,
+        "plan_from": at,
+        "last_planned_at": None,
+        "last_run_id": None,
+        "fired": 0,
+    }
 
 
 @get("/v1/projects/{project:str}/schedules", opt=READ)

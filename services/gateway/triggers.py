@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import msgspec
@@ -111,10 +112,26 @@ async def create_trigger(request: Request[Any, Any, Any], project: str, data: Tr
         signature_secret=sealed,
     )
     await g.create_counted(payload, project, trigger_id, g.settings.max_triggers)
-    row = await g.rm.trigger(trigger_id)
-    if row is None:
-        raise ApiError(503, "unavailable", "the read model is behind; the trigger was created")
+    # Answered from what was stored when this gateway's read model is behind: the token and a
+    # generated secret are shown only in this answer (a 503 lost them).
+    row = await g.rm.trigger(trigger_id) or await _stored_row(g, project, trigger_id, payload)
     return trigger_view(row, url=f"/webhooks/runs/{token}", token=token, signature_secret=shown_secret)
+
+
+async def _stored_row(g: Gateway, project: str, trigger_id: str, payload: TriggerCreated) -> dict[str, Any]:
+    """The read model's row of a trigger just created, from what was stored."""
+    stored = await g.store.load(project, "trigger", trigger_id, types=TriggerCreated.TYPE)
+    # Not found on a replica that is behind: it was stored, so its time is about now.
+    at = stored[0].event.time if stored else datetime.now(UTC)
+    template = None if payload.template is None else msgspec.json.encode(payload.template)
+    return {
+        **msgspec.structs.asdict(payload),
+        "id": trigger_id,
+        "project": project,
+        "template": template,
+        "created_at": at.isoformat(),
+        "revoked": 0,
+    }
 
 
 @get("/v1/projects/{project:str}/triggers", opt=READ)

@@ -11,8 +11,10 @@ from typing import Any
 import pytest
 from handler_calls import handler_request
 
+from crewyard.contract.schedules import ScheduleCreate
 from crewyard.contract.tables import TableCreate
 from crewyard.contract.threads import ThreadCreate
+from crewyard.contract.triggers import TriggerCreate, TriggerSignature
 from crewyard.core.events import ProjectCreated, TableCreated, ThreadCreated, make_event
 from crewyard.core.ids import new_id
 from crewyard.core.tables import Column
@@ -21,9 +23,12 @@ from crewyard.gateway import context
 from crewyard.gateway.access import RESOURCES
 from crewyard.gateway.context import Gateway
 from crewyard.gateway.errors import ApiError
+from crewyard.gateway.schedules import create_schedule
 from crewyard.gateway.tables import create_table
 from crewyard.gateway.threads import create_thread
+from crewyard.gateway.triggers import create_trigger
 from crewyard.keyedlock import KeyedLock
+from crewyard.secrets import SecretBox
 
 
 class _StoppedReadModel:
@@ -57,6 +62,12 @@ class _StoppedReadModel:
     async def thread(self, thread_id: str) -> None:
         return None
 
+    async def schedule(self, schedule_id: str) -> None:
+        return None
+
+    async def trigger(self, trigger_id: str) -> None:
+        return None
+
 
 @pytest.fixture
 async def lagging_gateway(store: EventStore, monkeypatch: pytest.MonkeyPatch) -> Gateway:
@@ -65,7 +76,8 @@ async def lagging_gateway(store: EventStore, monkeypatch: pytest.MonkeyPatch) ->
     g = object.__new__(Gateway)
     g.store, g.creating = store, KeyedLock()
     g.rm = _StoppedReadModel(await store.last_seq(), {"shop"})  # type: ignore[assignment]
-    g.settings = SimpleNamespace(max_tables=10)  # type: ignore[assignment]
+    g.settings = SimpleNamespace(max_tables=10, max_schedules=10, max_triggers=10)  # type: ignore[assignment]
+    g.secrets = SecretBox(bytes(32))
     return g
 
 
@@ -111,3 +123,22 @@ async def test_a_creation_answers_with_what_it_stored(lagging_gateway: Gateway) 
     assert thread.thread_id.startswith("thr_") and thread.values == {"n": 1} and thread.status == "idle"
     assert thread.project == "shop" and thread.name == "default" and thread.created_at
     assert await g.store.last_seq_of(g.store.aggregate_filter("shop", "thread", thread.thread_id))
+
+
+async def test_a_schedule_or_trigger_creation_answers_with_what_it_stored(lagging_gateway: Gateway) -> None:
+    # Both read their new row back: a schedule answered 404 (a client retrying made a second
+    # one), a trigger 503, and its token and generated secret were never shown again.
+    g = lagging_gateway
+    data = ScheduleCreate(cron="*/5 * * * *", timezone="Europe/Berlin", input={"n": 1}, name="tidy")
+    schedule = await create_schedule.fn(handler_request(g), "shop", data)
+    assert schedule.id.startswith("sch_") and schedule.project == "shop" and schedule.name == "tidy"
+    assert schedule.cron == "*/5 * * * *" and schedule.input == {"n": 1} and schedule.status == "active"
+    assert len(schedule.next_fire_times) == 3 and schedule.created_at and schedule.fired == 0
+    stored = await g.store.load("shop", "schedule", schedule.id)
+    assert schedule.created_at == stored[0].event.time.isoformat()
+
+    data_t = TriggerCreate(name="hook", template={"x": "$.a"}, signature=TriggerSignature())
+    trigger = await create_trigger.fn(handler_request(g), "shop", data_t)
+    assert trigger.id.startswith("trg_") and trigger.name == "hook" and trigger.template == {"x": "$.a"}
+    assert trigger.token and trigger.url == f"/webhooks/runs/{trigger.token}" and trigger.signature_secret
+    assert trigger.signature_header == "X-Hub-Signature-256" and not trigger.revoked and trigger.created_at
