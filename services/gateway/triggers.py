@@ -183,18 +183,20 @@ async def _trigger(g: Gateway, token: str) -> dict[str, Any]:
 
 async def token_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
     """What the token authenticates, before the body is read as JSON: an unknown or revoked
-    token is a 404 whatever the body, then the trigger's rate limit (429), then its signature
-    over the body's exact bytes (401)."""
+    token is a 404 whatever the body, then its signature over the body's exact bytes (401), then
+    the trigger's rate limit (429). The signature comes first so that requests without the secret
+    (anyone who saw the URL) cannot use up the sender's limit; its HMAC over the bounded body
+    costs less than the run a passing request starts."""
     request = cast("Request[Any, Any, Any]", connection)
     g = gw(request)
     row = await _trigger(g, request.path_params["token"])
-    wait = _buckets(request, g).take(row["id"])
-    if wait:
-        raise TooMany(wait, "too many requests to this trigger; slow down")
     if row["signature_header"]:
         secret = g.secrets.decrypt(row["project"], secret_name(row["id"]), row["signature_secret"])
         if not verify_github(secret, request.headers.get(row["signature_header"]), await request.body()):
             raise ApiError(401, "bad_signature", f"missing or wrong {row['signature_header']} signature")
+    wait = _buckets(request, g).take(row["id"])
+    if wait:
+        raise TooMany(wait, "too many requests to this trigger; slow down")
     request.state.trigger = row
 
 

@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 
+from crewyard.core.signing import github_signature
 from crewyard.testing.api import EXAMPLES, deploy, wait_run, write_crew
 from crewyard.testing.platform import PlatformProcess
 
@@ -149,6 +150,25 @@ def test_a_trigger_repeat_with_another_body_is_refused_and_an_odd_signature_is_a
         timeout=30,
     )
     assert odd.status_code == 401, odd.text
+
+
+def test_unsigned_requests_do_not_use_up_a_signed_triggers_rate_limit(api: httpx.Client, dep: dict[str, Any]):
+    # The limit was taken before the signature was checked: anyone with the URL could keep the
+    # sender's correctly signed requests at 429 with unsigned ones.
+    signed = api.post(
+        f"/v1/projects/{PROJECT}/triggers", json={"name": "guarded", "signature": {"header": "X-Sig"}}
+    ).json()
+    fire = f"{api.base_url}/webhooks/runs/{signed['token']}"
+    with httpx.Client(timeout=30) as anyone:
+        codes = {anyone.post(fire, content=b"{}").status_code for _ in range(25)}
+    assert codes == {401}
+    body = b'{"n": 1}'
+    headers = {
+        "Content-Type": "application/json",
+        "X-Sig": github_signature(signed["signature_secret"], body),
+    }
+    sender = httpx.post(fire, content=body, headers=headers, timeout=30)
+    assert sender.status_code == 202, sender.text
 
 
 def test_a_crew_whose_files_break_its_build_fails_it_and_is_never_left_building(
