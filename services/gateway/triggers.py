@@ -231,6 +231,8 @@ async def fire_trigger(
         run_id=run_id,
         status=status,
         deployment_id=target.deployment_id,
+        version_id=target.version_id,
+        version_number=target.number,
         events_url=f"/v1/runs/{run_id}/events",
     )
     return Response(fired, status_code=202)

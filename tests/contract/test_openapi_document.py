@@ -218,3 +218,10 @@ def test_errors_are_documented_as_the_error_body(document: dict[str, Any]):
         for status, answer in op["responses"].items():
             if status.startswith("4"):
                 assert answer["content"]["application/json"]["schema"] == error, f"{method} {path} {status}"
+
+
+def test_a_trigger_urls_answer_names_the_version_it_runs(document: dict[str, Any]):
+    # As the compatible product's 202 does: run_id, version_id, version_number and status.
+    op = document["paths"]["/webhooks/runs/{token}"]["post"]
+    schema = _resolve(document, op["responses"]["202"]["content"]["application/json"]["schema"])
+    assert {"run_id", "version_id", "version_number", "status"} <= set(schema["required"])

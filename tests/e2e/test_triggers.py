@@ -38,6 +38,9 @@ def test_a_post_starts_a_run_with_the_body_as_input(client: httpx.Client):
     run = wait_run(client, answer["run_id"])
     assert run["input"] == {"topic": "from a trigger", "year": "2026"} and run["status"] == "succeeded"
     assert answer["deployment_id"] == run["deployment_id"]
+    # The version it runs, as the compatible product's 202 names it (and the run says too).
+    assert answer["version_id"] == run["version_id"] != ""
+    assert answer["version_number"] == run["version_number"] == 1
 
 
 def test_wrong_and_revoked_tokens_are_404(client: httpx.Client):

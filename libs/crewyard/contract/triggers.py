@@ -63,4 +63,7 @@ class TriggerFired(msgspec.Struct, kw_only=True):
     run_id: str
     status: str
     deployment_id: str
+    #: The version the run runs (``ver_…``, the same version as ``deployment_id``) and its number.
+    version_id: str
+    version_number: int
     events_url: str
