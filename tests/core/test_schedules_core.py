@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -146,6 +149,44 @@ def test_catch_up_fires_the_latest_or_up_to_n_missed_times():
     some = fold_schedule("sch_1", [rec(1, created(catch_up="all", catch_up_limit=2), T0)])
     d = decide(some, later, previous_run_active=False)
     assert (d.planned_at, d.missed) == (T0 + timedelta(minutes=40), 3)
+
+
+def test_a_gap_longer_than_the_scan_keeps_its_latest_planned_times(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(schedules, "MAX_SCAN", 50)
+    state = fold_schedule("sch_1", [rec(1, created(cron="* * * * *"), T0)])
+    now = T0 + timedelta(hours=3, seconds=30)
+    times, upcoming = schedules.due(state, now)
+    assert times == [T0 + timedelta(minutes=180 - i) for i in range(49, -1, -1)]
+    assert upcoming == T0 + timedelta(minutes=181)
+    d = decide(state, now, previous_run_active=False)
+    assert (d.planned_at, d.missed) == (T0 + timedelta(minutes=180), 49)  # counted up to the scan
+
+
+def test_a_gap_far_longer_than_the_scan_is_walked_in_one_pass():
+    # Each planned time past the scan copied the whole kept list: a minutely schedule down for a
+    # year (half a million times, 20,000 kept) took over a minute. Kept in one pass, 400,000
+    # planned times with 200,000 kept take a fraction of a second; copied, hours. In a process of
+    # its own, which a generous bound ends (an interrupted walk is no clean test failure).
+    walk = textwrap.dedent(
+        """
+        from datetime import UTC, datetime, timedelta
+        from crewyard.core import schedules
+
+        def minutes(expr, tz_name, after):
+            for i in range(1, 400_002):
+                yield after + timedelta(minutes=i)
+
+        schedules.MAX_SCAN, schedules.times_after = 200_000, minutes
+        t0 = datetime(2026, 5, 1, 12, tzinfo=UTC)
+        state = schedules.ScheduleState(schedule_id="sch_1")
+        state.exists, state.cron, state.timezone, state.plan_from = True, "* * * * *", "UTC", t0
+        times, upcoming = schedules.due(state, t0 + timedelta(minutes=400_000))
+        assert len(times) == 200_000 and times[0] == t0 + timedelta(minutes=200_001)
+        assert times[-1] == t0 + timedelta(minutes=400_000)
+        assert upcoming == t0 + timedelta(minutes=400_001)
+        """
+    )
+    subprocess.run([sys.executable, "-c", walk], check=True, timeout=30)
 
 
 def test_overlap_skip_queue_allow():
