@@ -113,6 +113,25 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
 """
 
 
+# The probe's backend, which first tries to swap the environment folder for a link (here to a
+# folder beside it, so the install still works; on the host it could point anywhere).
+ENV_SWAP = (
+    PROBE.format(targets=[])
+    + """
+_build_wheel = build_wheel
+
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+    try:
+        os.rename("/opt/crewyard/env", "/opt/crewyard/env.old")
+        os.symlink("env.old", "/opt/crewyard/env")
+    except OSError:
+        pass
+    return _build_wheel(wheel_directory, config_settings, metadata_directory)
+"""
+)
+
+
 def _crew(folder: Path, backend: str, requirements: str = "") -> Path:
     folder.mkdir(parents=True)
     (folder / "pyproject.toml").write_text(textwrap.dedent("""\
@@ -221,6 +240,17 @@ async def test_a_docker_build_reaches_the_package_index_but_no_port_of_its_machi
         client.close()
     assert len(report) == len(targets)
     assert [t for t, outcome in report.items() if outcome == "reached"] == [], report
+
+
+async def test_a_build_cannot_swap_its_environment_folder_for_a_link(tmp_path: Path) -> None:
+    # The env folder is a mount point of its own in the sandbox: renaming it fails, so the build
+    # goes on in the real folder and the host publishes that (a swap that got through would
+    # fail the build instead: the host refuses an env folder that is a link).
+    root = _crew(tmp_path / "swapper", ENV_SWAP)
+    built = await VenvBuilder(tmp_path / "cache").build(_request(root), _quiet)
+    assert built.venv_dir is not None and not built.venv_dir.is_symlink()
+    assert (built.venv_dir / SITE / "probe_crew" / "report.json").is_file()
+    assert not (built.venv_dir.parent / "env.old").exists()
 
 
 def test_the_registries_private_addresses_are_allowed_and_this_machines_never() -> None:

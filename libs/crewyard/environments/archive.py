@@ -3,10 +3,11 @@
 What the sandbox left is the crew's: before the host touches it, :func:`sanitize` removes
 anything that is not a regular file, folder or symbolic link and clears set-uid/set-gid/sticky
 bits and group/other write bits (inside the sandbox uid 1000 is root outside, so a set-uid file
-it made would be a set-uid root file on the host). The archive is a gzip tarball (fast level:
-environments are large and built once), checked by sha256 before it is unpacked, and unpacked
-with tarfile's ``tar`` filter plus our own refusal of links that are hard links or members
-other than files, folders and symlinks.
+it made would be a set-uid root file on the host). No link is ever followed, the environment
+folder itself included: one the build swapped for a link to a host path is refused. The archive
+is a gzip tarball (fast level: environments are large and built once), checked by sha256 before
+it is unpacked, and unpacked with tarfile's ``tar`` filter plus our own refusal of links that are
+hard links or members other than files, folders and symlinks.
 """
 
 from __future__ import annotations
@@ -26,10 +27,26 @@ class ArchiveCorrupt(CrewyardError):
     """An environment archive whose bytes are not the ones the builder recorded."""
 
 
+def real_folder(root: Path) -> None:
+    """BuildFailed unless ``root`` is a folder itself, not a symbolic link (to anywhere on the host)
+    or anything else the build left in its place: the host handles it as root, so it must never
+    follow a link out of what the build made."""
+    try:
+        st = os.lstat(root)
+    except FileNotFoundError:
+        raise BuildFailed(f"the build left no environment folder ({root.name})") from None
+    if not stat.S_ISDIR(st.st_mode):
+        what = "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a folder"
+        raise BuildFailed(f"the build replaced its environment folder ({root.name}) with {what}: refused")
+
+
 def sanitize(root: Path) -> int:
-    """Make a freshly built environment safe to handle on the host; returns its size in bytes."""
+    """Make a freshly built environment safe to handle on the host; returns its size in bytes.
+
+    Links are never followed, the top one included (:func:`real_folder`)."""
+    real_folder(root)
     total = 0
-    for dirpath, dirs, names in os.walk(root):
+    for dirpath, dirs, names in os.walk(root, followlinks=False):
         for name in [*dirs, *names]:
             path = os.path.join(dirpath, name)
             st = os.lstat(path)
@@ -55,13 +72,15 @@ def sha256_of(path: Path) -> str:
 
 
 def pack(root: Path, dest: Path) -> str:
-    """A tarball of ``root``'s contents (links kept as links); returns its sha256."""
+    """A tarball of ``root``'s contents (links kept as links, ``root`` itself never one); returns
+    its sha256."""
 
     def normalise(info: tarfile.TarInfo) -> tarfile.TarInfo:
         info.uid = info.gid = 0
         info.uname = info.gname = ""
         return info
 
+    real_folder(root)
     with tarfile.open(dest, "w:gz", compresslevel=1) as tar:
         for entry in sorted(os.listdir(root)):
             tar.add(root / entry, arcname=entry, filter=normalise)

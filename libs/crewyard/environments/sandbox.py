@@ -150,7 +150,11 @@ def command(
             args += ["--ro-bind", prefix, prefix]
     for host, inside in sorted(registry.binds.items()):
         args += ["--ro-bind-try", host, inside]
+    # The env folder is a mount point of its own: the build may fill it but never remove, rename
+    # or replace it (EBUSY), so it cannot leave a symbolic link to a host path where the host,
+    # as root, then sanitizes, packs and installs the environment from.
     args += ["--bind", str(scratch), ROOT,
+             "--bind", str(scratch / "env"), ENV_PATH,
              "--ro-bind", uv_binary(), f"{ROOT}/bin/uv",
              "--ro-bind", str(files / "build.sh"), f"{ROOT}/bin/build.sh",
              "--remount-ro", "/", "--chdir", SRC_PATH, "/bin/sh", f"{ROOT}/bin/build.sh"]  # fmt: skip

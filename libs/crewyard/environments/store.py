@@ -76,7 +76,10 @@ class EnvironmentStore:
             return None
 
     async def publish(self, digest: str, built: Path, python: str) -> Manifest:
-        """Make ``built`` (a finished environment, its sandbox gone) this host's and the store's."""
+        """Make ``built`` (a finished environment, its sandbox gone) this host's and the store's.
+
+        ``built`` must be a real folder, never a link the build left in its place (BuildFailed):
+        sanitizing, packing and installing it would otherwise work on the link's host target."""
         size = await asyncio.to_thread(archive.sanitize, built)
         self.envs.mkdir(parents=True, exist_ok=True)
         tarball = self.envs / f"{digest}.{uuid.uuid4().hex[:8]}.tar.gz"
@@ -92,6 +95,7 @@ class EnvironmentStore:
         return manifest
 
     def _install(self, digest: str, folder: Path, manifest: Manifest) -> None:
+        archive.real_folder(folder)
         target = self.path_for(digest)
         if target.exists():
             shutil.rmtree(target)  # a stale folder without (or with another) manifest

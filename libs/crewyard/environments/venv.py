@@ -28,6 +28,7 @@ from crewyard.core.entrypoints import runtime_of
 from crewyard.keyedlock import KeyedLock
 from crewyard.objects import ObjectStore
 
+from . import archive as env_archive
 from . import inputs as crew_inputs
 from . import nodejs, npm, pythons, registry, sandbox
 from ._base import BuildRequest, BuildResult, LogSink
@@ -169,6 +170,9 @@ class VenvBuilder:
                 if prepare is not None:
                     await asyncio.to_thread(prepare, scratch / "env")
                 await sandbox.run(scratch, script, prefixes, reg, self.limits, log, self.network)
+                # The sandbox cannot replace its env folder (a mount point of its own), and this
+                # says so again, in depth, before the host touches what it left.
+                await asyncio.to_thread(env_archive.real_folder, scratch / "env")
                 manifest = await self.store.publish(digest, scratch / "env", interpreter)
             finally:
                 await asyncio.to_thread(shutil.rmtree, scratch, True)
