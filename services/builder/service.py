@@ -3,7 +3,9 @@
 Builders share one durable consumer, so any number of instances split the work. Build output is
 streamed as ``deployment.build.log`` events while it happens. A build that fails because of the
 crew (dependencies that do not install) ends the deployment ``failed`` with the installer's
-error; an infrastructure problem (object store down) leaves the message to be delivered again.
+error; an infrastructure problem (object store down, container engine unreachable) leaves the
+message to be delivered again (an engine still down at the queue's last delivery fails the
+deployment saying so, rather than leave it ``building`` for good).
 A deployment that becomes ready is its project's current one (``deployment.promoted`` is only
 written for rollbacks). Whatever the crew's files hold, a build ends in an event the core takes:
 its output and failure message are made valid UTF-8 (a lone surrogate from a file name or a JSON
@@ -38,6 +40,8 @@ from crewyard.eventstore import ConcurrencyConflict, EventStore, StoreUnavailabl
 from crewyard.objects import ObjectStore, ObjectStoreError
 from crewyard.settings import Settings
 from crewyard.workspace import Workspace
+
+from .backends import BuildBackendUnavailable
 
 log = logging.getLogger("crewyard.builder")
 ACK_WAIT = 60.0
@@ -86,6 +90,10 @@ class _BuildLog:
 
 
 class Builder:
+    #: Seconds before a build the container engine could not take is tried again: an engine
+    #: restart takes a while, and the queue delivers a message only a few times.
+    engine_retry_delay = 15.0
+
     def __init__(
         self,
         settings: Settings,
@@ -121,6 +129,9 @@ class Builder:
                 except (StoreUnavailable, ObjectStoreError):
                     log.exception("infrastructure error; build will be retried")
                     await item.nak(delay=2.0)
+                except BuildBackendUnavailable:
+                    log.exception("container engine unavailable; build will be retried")
+                    await item.nak(delay=self.engine_retry_delay)
                 except Exception:
                     log.exception("builder failed handling %s", item.event.subject)
                     await item.nak(delay=5.0)
@@ -174,6 +185,12 @@ class Builder:
             outcome = DeploymentFailed(error_message=safe_text(_cut(str(exc), MAX_MESSAGE, keep_end=True)))
         except (StoreUnavailable, ObjectStoreError):
             raise  # ours, not the crew's: the message is delivered again
+        except BuildBackendUnavailable as exc:
+            if item.deliveries < self.queue.max_deliver:
+                raise  # ours too (an engine down or restarting), delivered again later
+            # The queue's last delivery: a failure that says why beats a deployment "building" for good.
+            message = f"the container engine could not be reached ({item.deliveries} tries): {exc}"
+            outcome = DeploymentFailed(error_message=safe_text(_cut(message, MAX_MESSAGE, keep_end=True)))
         except Exception as exc:  # what the crew's files made a step fail on (a path too long to
             # unpack, a file nested past a parser's depth…): a failed build, never one retried
             # until the queue gives up on it with the deployment left "building"
