@@ -3,6 +3,7 @@ crew's folder, a digest that follows local packages, the operator's registry set
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import pytest
@@ -201,3 +202,40 @@ def test_a_build_folder_holds_only_what_the_digest_covers(tmp_path: Path) -> Non
     copied = sorted(p.relative_to(tmp_path / "build").as_posix() for p in (tmp_path / "build").rglob("*"))
     assert copied == ["constraints.txt", "libs", "libs/tool", "libs/tool/tool.py", "more.txt",
                       "requirements.txt"]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "line",
+    ["a" * 60_000 + "@", "a" + " " * 60_000 + "b@", "a[" + "b" * 60_000,
+     "a" * 30_000 + "[x]" + "b" * 30_000 + "@", "-" * 60_000],
+    ids=["long-name", "long-space", "open-extras", "extras-then-at", "dashes"],
+)  # fmt: skip
+def test_a_hostile_requirement_line_within_the_bound_is_read_quickly(tmp_path: Path, line: str) -> None:
+    # Each took seconds to minutes with the backtracking patterns, on the builder's event loop.
+    root = _crew(tmp_path, f"six\n{line}\n", {"crew.py": "A = 1\n"})
+    started = time.monotonic()
+    inputs.read(root)
+    assert time.monotonic() - started < 1.0
+
+
+def test_requirement_lines_by_name_are_read_as_before() -> None:
+    by_name = ["six", "six==1.16.0", "zpkg[a,b]>=1,<2", "x[y@z]==1", "x [y] ; python_version >= '3'",
+               "a-b.c_d~=1.0", "x[y:z]"]  # fmt: skip
+    not_by_name = ["xpkg==${VERSION}", "a-[x@y]", "x[y]@z", "x>=1:2", "-x", "x\\y"]
+    assert [inputs._requirement(line) for line in by_name] == [(None, True)] * len(by_name)
+    assert [inputs._requirement(line)[1] for line in not_by_name] == [False, False, True, False, False, True]
+
+
+def test_a_requirement_line_or_file_past_its_bound_fails_the_build_saying_which(tmp_path: Path) -> None:
+    long_line = "six==1.16.0 \\\n" + "    --hash=sha256:" + "0" * inputs.MAX_REQUIREMENT_LINE + "\n"
+    with pytest.raises(BuildFailed, match=r"requirements\.txt line 1 is longer than 65536 characters"):
+        inputs.read(_crew(tmp_path / "line", f"{long_line}"))
+    big = "six\n" * (inputs.MAX_REQUIREMENT_FILE_BYTES // 4 + 1)
+    with pytest.raises(BuildFailed, match=r"requirement file 'requirements\.txt' is larger than 4096 KiB"):
+        inputs.read(_crew(tmp_path / "file", big))
+    root = _crew(tmp_path / "pyproject", "six\n")
+    (root / "pyproject.toml").write_text('[project]\nname = "x"\n' + "#" * inputs.MAX_PYPROJECT_BYTES)
+    with pytest.raises(BuildFailed, match=r"pyproject\.toml is larger than 1024 KiB"):
+        inputs.read(root)
+    with pytest.raises(BuildFailed, match=r"pyproject\.toml is larger than 1024 KiB"):
+        inputs.dependencies_of(root)

@@ -54,10 +54,18 @@ _ARCHIVES = (".whl", ".zip", ".tar.gz", ".tgz", ".tar.bz2", ".tbz", ".tar.xz", "
 _NAME = r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?\s*(?:\[[^\]]*\])?"
 #: ``name[extras] @ url`` with any spacing (uv reads ``x@./x.whl`` and ``x\t@\tfile:x.whl`` too).
 _DIRECT = re.compile(rf"^{_NAME}\s*@\s*(\S+)")
-#: A requirement by name only: version, markers, no path or URL in it.
-_BY_NAME = re.compile(rf"^{_NAME}\s*[^@/\\:$]*$")
+#: A requirement by name only (``name[extras]`` then version and markers, no path or URL), in
+#: two linear steps: one pattern ``^name\s*[^@/\\:$]*$`` backtracks over every split of a long
+#: name and the rest (a 40,000-character line took 20 s, on the event loop's builder).
+_NAME_EXTRAS = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9._-]*[A-Za-z0-9])?(\s*\[[^\]]*\])?")
+_NOT_BY_NAME = re.compile(r"[@/\\:$]")
 #: Requirement files one crew may chain (``-r``), at most.
 MAX_REQUIREMENT_FILES = 100
+#: Bounds on what is read here (a build error past them): a requirement file, a logical
+#: requirement line (hash lines joined at ``\``: a few hundred hashes fit) and pyproject.toml.
+MAX_REQUIREMENT_FILE_BYTES = 4 << 20
+MAX_REQUIREMENT_LINE = 64 << 10
+MAX_PYPROJECT_BYTES = 1 << 20
 
 
 class Inputs(msgspec.Struct, kw_only=True):
@@ -70,11 +78,25 @@ class Inputs(msgspec.Struct, kw_only=True):
     whole: bool = False
 
 
-def _logical_lines(text: str) -> list[tuple[int, str]]:
-    """Requirement lines joined at backslash continuations, comments removed (for checking only)."""
+def read_bounded(path: Path, most: int, what: str, errors: str = "strict") -> str:
+    """The text of ``path``, a crew's file read on the builder: BuildFailed past ``most`` bytes."""
+    with path.open("rb") as fh:
+        data = fh.read(most + 1)
+    if len(data) > most:
+        raise BuildFailed(f"{what} is larger than {most >> 10} KiB; builds read no bigger one")
+    return data.decode(errors=errors)
+
+
+def _logical_lines(text: str, where: str = REQUIREMENTS) -> list[tuple[int, str]]:
+    """Requirement lines joined at backslash continuations, comments removed (for checking only);
+    BuildFailed for one longer than MAX_REQUIREMENT_LINE."""
     out: list[tuple[int, str]] = []
     buf, start = "", 0
     for number, raw in enumerate(text.splitlines(), 1):
+        if len(raw) + len(buf) > MAX_REQUIREMENT_LINE:
+            raise BuildFailed(
+                f"{where} line {start if buf else number} is longer than {MAX_REQUIREMENT_LINE} characters"
+            )
         line = re.sub(r"(^|\s)#.*$", "", raw)
         if not buf:
             start = number
@@ -118,14 +140,27 @@ def _is_path(token: str) -> bool:
 
 def _requirement(line: str) -> tuple[str | None, bool]:
     """The local path a requirement line names (or None), and whether the line was understood."""
-    spec = " ".join(re.split(r"\s+--?[A-Za-z]", " " + line, maxsplit=1)[0].split())  # without --hash …
+    # Without --hash …; spaces made single first: \s+ over a long run of them is quadratic.
+    spec = " ".join(re.split(r" --?[A-Za-z]", " " + " ".join(line.split()), maxsplit=1)[0].split())
     direct = _DIRECT.match(spec)
     ref = direct.group(1) if direct else (spec.split() or [""])[0]
     if _is_path(ref):
         return ref.split(";")[0].split("#")[0], True
     if direct or _SCHEME.match(ref):
         return None, True  # a URL
-    return None, bool(_BY_NAME.match(spec))
+    return None, _by_name(spec)
+
+
+def _by_name(spec: str) -> bool:
+    """``spec`` matches ``^name\\s*(\\[extras\\])?\\s*[^@/\\\\:$]*$``: only the extras may hold those
+    characters, and they can only follow the longest name (a shorter one is followed by a name's
+    character), so one forward look settles it."""
+    named = _NAME_EXTRAS.match(spec)
+    if named is None:
+        return False
+    if named.group(1) and not _NOT_BY_NAME.search(spec, named.end()):
+        return True
+    return not _NOT_BY_NAME.search(spec)
 
 
 def _scan(root: Path, rel: str, inputs: Inputs, seen: set[str]) -> None:
@@ -138,7 +173,8 @@ def _scan(root: Path, rel: str, inputs: Inputs, seen: set[str]) -> None:
     if not path.is_file():
         raise BuildFailed(f"requirement file {rel!r} does not exist in the crew's folder")
     inputs.requirement_files.append(rel)
-    for number, line in _logical_lines(path.read_text(errors="replace")):
+    text = read_bounded(path, MAX_REQUIREMENT_FILE_BYTES, f"requirement file {rel!r}", "replace")
+    for number, line in _logical_lines(text, rel):
         where = f"{rel} line {number}"
         tokens = line.split()
         first = tokens[0]
@@ -178,7 +214,7 @@ def read(root: Path) -> Inputs:
     pyproject = root / "pyproject.toml"
     if pyproject.is_file():
         try:
-            doc = tomllib.loads(pyproject.read_text())
+            doc = tomllib.loads(read_bounded(pyproject, MAX_PYPROJECT_BYTES, "pyproject.toml"))
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise BuildFailed(f"pyproject.toml is not valid TOML: {exc}") from None
         except RecursionError:
@@ -200,9 +236,9 @@ def read(root: Path) -> Inputs:
 
 
 def dependencies_of(root: Path) -> list[str]:
-    """``[project] dependencies`` of a pyproject.toml without a build backend."""
+    """``[project] dependencies`` of a pyproject.toml without a build backend (blocking: a thread's)."""
     try:
-        doc = tomllib.loads((root / "pyproject.toml").read_text())
+        doc = tomllib.loads(read_bounded(root / "pyproject.toml", MAX_PYPROJECT_BYTES, "pyproject.toml"))
     except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError, RecursionError):
         return []
     deps = doc.get("project", {}).get("dependencies", [])

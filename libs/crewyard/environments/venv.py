@@ -109,7 +109,7 @@ class VenvBuilder:
         digest = await asyncio.to_thread(
             crew_inputs.digest, request.source_dir, found, source_digest=request.source_digest, parts=parts
         )
-        deps = crew_inputs.dependencies_of(request.source_dir)
+        deps = await asyncio.to_thread(crew_inputs.dependencies_of, request.source_dir)
         script = build_script(found, interp.path, reg, deps)
         files = await asyncio.to_thread(crew_inputs.build_files, request.source_dir, found)
         return await self._make(

@@ -220,7 +220,7 @@ class DockerBuilder:
         env_digest = await asyncio.to_thread(
             crew_inputs.digest, request.source_dir, found, source_digest=request.source_digest, parts=parts
         )
-        deps = crew_inputs.dependencies_of(request.source_dir)
+        deps = await asyncio.to_thread(crew_inputs.dependencies_of, request.source_dir)
         script = build_script(found, "python3", reg, deps, _stage.ENV_IN_IMAGE)
         files = await asyncio.to_thread(crew_inputs.build_files, request.source_dir, found)
         return await self._images(request, base, base_id, env_digest, found.notes, script, reg, log, files)
