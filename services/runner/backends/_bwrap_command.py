@@ -14,7 +14,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from crewyard.environments import ENV_PATH, nodejs
+from crewyard.environments import ENV_PATH, nodejs, pythons
 
 from ._base import RunSpec, runtime_command
 
@@ -58,13 +58,28 @@ GROUP = f"root:x:0:\ncrew:x:{SANDBOX_UID}:\nnogroup:x:65534:\n"
 
 
 def base_prefix_of(venv_dir: Path) -> Path:
-    """The prefix of the interpreter the environment was made from (``home`` in pyvenv.cfg)."""
+    """The prefix of the interpreter the environment was made from (``home`` in pyvenv.cfg), bound
+    read-only into its runs: one of this machine's interpreters only. The environment is the
+    crew's build's work, pyvenv.cfg included: a ``home`` it names alone (``/x``, so the prefix
+    ``/``; a folder of the platform's data) would bind that host folder into every run."""
+    cfg = venv_dir / "pyvenv.cfg"
     with contextlib.suppress(OSError):
-        for line in (venv_dir / "pyvenv.cfg").read_text().splitlines():
-            key, _, value = line.partition("=")
-            if key.strip() == "home" and value.strip():
-                return Path(value.strip()).resolve().parent
+        if not cfg.is_symlink():
+            for line in cfg.read_text().splitlines():
+                key, _, value = line.partition("=")
+                if key.strip() == "home" and value.strip():
+                    prefix = Path(value.strip()).resolve().parent
+                    if prefix in known_prefixes():
+                        return prefix
+                    break
     return Path(sys.base_prefix)
+
+
+@functools.cache
+def known_prefixes() -> frozenset[Path]:
+    """The installation prefixes of this machine's interpreters (those a build may use)."""
+    found = {Path(i.prefix).resolve() for i in pythons.available()}
+    return frozenset({*found, Path(sys.base_prefix).resolve()})
 
 
 def _under(path: Path, parent: str) -> bool:

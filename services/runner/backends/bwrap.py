@@ -59,7 +59,15 @@ from ._base import (
     opening,
     runtime_env,
 )
-from ._bwrap_command import GROUP, PASSWD, SANDBOX_UID, no_nested_userns, sandbox_command, trial
+from ._bwrap_command import (
+    GROUP,
+    PASSWD,
+    SANDBOX_UID,
+    known_prefixes,
+    no_nested_userns,
+    sandbox_command,
+    trial,
+)
 from ._bwrap_server import start_server
 from ._forkserver import ForkServer
 from ._stdin import StdinWriter
@@ -199,6 +207,7 @@ class BwrapBackend:
         if not found:
             raise BackendUnavailable("bwrap is not installed (Debian: apt-get install bubblewrap)")
         self.bwrap = found
+        known_prefixes()  # once, here: it asks each interpreter of the machine for its prefix
         self._caps = (artifact_max_file_bytes, artifact_max_total_bytes)
         self.tmp_size = tmp_size_bytes
         self._cpu_time = cpu_time_limit_s
