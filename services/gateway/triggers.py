@@ -32,7 +32,7 @@ from crewyard.core.events import (
     TriggerRevoked,
 )
 from crewyard.core.ids import is_id, new_id
-from crewyard.core.signing import verify_github
+from crewyard.core.signing import looks_like_github_signature, verify_github
 from crewyard.core.triggers import (
     InvalidTemplate,
     apply_template,
@@ -185,15 +185,21 @@ async def token_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRou
     """What the token authenticates, before the body is read as JSON: an unknown or revoked
     token is a 404 whatever the body, then its signature over the body's exact bytes (401), then
     the trigger's rate limit (429). The signature comes first so that requests without the secret
-    (anyone who saw the URL) cannot use up the sender's limit; its HMAC over the bounded body
-    costs less than the run a passing request starts."""
+    (anyone who saw the URL) cannot use up the sender's limit; a signature of the wrong shape is
+    refused before the secret is decrypted or the body read. A wrong one costs a decrypt and an
+    HMAC over a body of at most 2 MiB (the app's ``request_max_body_size``): a limit of their
+    own would be a way to keep the sender's signed requests out too."""
     request = cast("Request[Any, Any, Any]", connection)
     g = gw(request)
     row = await _trigger(g, request.path_params["token"])
     if row["signature_header"]:
+        given = request.headers.get(row["signature_header"])
+        refused = ApiError(401, "bad_signature", f"missing or wrong {row['signature_header']} signature")
+        if not looks_like_github_signature(given):
+            raise refused
         secret = g.secrets.decrypt(row["project"], secret_name(row["id"]), row["signature_secret"])
-        if not verify_github(secret, request.headers.get(row["signature_header"]), await request.body()):
-            raise ApiError(401, "bad_signature", f"missing or wrong {row['signature_header']} signature")
+        if not verify_github(secret, given, await request.body()):
+            raise refused
     wait = _buckets(request, g).take(row["id"])
     if wait:
         raise TooMany(wait, "too many requests to this trigger; slow down")

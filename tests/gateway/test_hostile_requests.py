@@ -161,7 +161,10 @@ def test_unsigned_requests_do_not_use_up_a_signed_triggers_rate_limit(api: httpx
     fire = f"{api.base_url}/webhooks/runs/{signed['token']}"
     with httpx.Client(timeout=30) as anyone:
         codes = {anyone.post(fire, content=b"{}").status_code for _ in range(25)}
-    assert codes == {401}
+        assert codes == {401}
+        for wrong in ("sha256=" + "0" * 64, "sha256=" + "0" * 63, "sha1=" + "0" * 40, "x" * 5000):
+            codes = {anyone.post(fire, content=b"{}", headers={"X-Sig": wrong}).status_code for _ in range(6)}
+            assert codes == {401}, wrong
     body = b'{"n": 1}'
     headers = {
         "Content-Type": "application/json",

@@ -90,6 +90,15 @@ def github_signature(secret: str, body: bytes) -> str:
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
 
 
+def looks_like_github_signature(header_value: str | None) -> bool:
+    """The shape of :func:`github_signature` (``sha256=`` and 64 hex digits): anything else is
+    refused before a secret is decrypted or a body read for it."""
+    value = (header_value or "").strip()
+    return (
+        len(value) == 71 and value.startswith("sha256=") and all(c in "0123456789abcdef" for c in value[7:])
+    )
+
+
 def verify_github(secret: str, header_value: str | None, body: bytes) -> bool:
     if not header_value:
         return False
