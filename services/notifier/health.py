@@ -51,7 +51,10 @@ class Health:
                 value, revision = json.loads(entry.value or b"{}"), entry.revision
             except KeyNotFoundError:
                 value, revision = {}, None
-            streak = value.get("failures", 0) if value.get("epoch") == epoch else 0
+            stored_epoch = value.get("epoch")
+            if isinstance(stored_epoch, int) and stored_epoch > epoch:
+                return  # re-enabled since this instance last looked: its outcome is of before
+            streak = value.get("failures", 0) if stored_epoch == epoch else 0
             if outcome == "succeeded" and streak == 0 and value.get("epoch") == epoch:
                 return  # no streak to end: a read, no write, for the common case
             streak = 0 if outcome == "succeeded" else streak + 1
