@@ -297,14 +297,17 @@ async def followed(
     the events ``keep`` keeps. The first batch is empty and comes once the consumer exists (see
     :func:`stream_events`)."""
     last = start_seq - 1
+    loop = asyncio.get_running_loop()
     async with store.follow(filter_subject, start_seq=start_seq) as queue:
         yield []
+        said = loop.time()  # when the client last had a batch (empty ones are keep-alives)
         while True:
             try:
-                async with asyncio.timeout(ping_s):
+                async with asyncio.timeout(max(0.0, said + ping_s - loop.time())):
                     batch = [await queue.get()]
             except TimeoutError:
-                yield []  # quiet: time for a keep-alive
+                said = loop.time()
+                yield []  # quiet (or only events ``keep`` drops): time for a keep-alive
                 continue
             while not queue.empty():
                 batch.append(queue.get_nowait())
@@ -319,6 +322,7 @@ async def followed(
                 if rendered is not None:
                     out.append((raw.seq, *rendered))
             if out:
+                said = loop.time()
                 yield out
 
 
