@@ -43,6 +43,6 @@ def test_a_key_signs_in_a_bounded_number_of_times(platform: PlatformProcess) -> 
         assert _sign_in(platform.api, looping).status_code == 303
     refused = _sign_in(platform.api, looping)
     assert refused.status_code == 429 and "Too many sign-ins with this key" in refused.text
-    assert int(refused.headers["retry-after"]) > 60  # a sign-in every two minutes, once the burst is spent
+    assert int(refused.headers["retry-after"]) >= 20  # 120 an hour: one every 30 s, once the burst is spent
     assert "crewyard_session" not in refused.headers.get("set-cookie", "")
     assert _sign_in(platform.api, other).status_code == 303  # per key: another signs in

@@ -71,7 +71,7 @@ def _refused_for(request: Request[Any, Any, Any], g: Gateway) -> float:
 
 FAILED_HERE = "Too many failed attempts from this address"
 #: A key's successful sign-ins an hour, on one gateway, and how many may come at once.
-SIGN_INS_PER_HOUR, SIGN_IN_BURST = 30, 10
+SIGN_INS_PER_HOUR, SIGN_IN_BURST = 120, 60
 
 
 def _sign_in_wait(request: Request[Any, Any, Any], key_id: str) -> float:
