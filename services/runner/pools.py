@@ -340,6 +340,9 @@ class Pools(ForkServers):
             raise
         if used is not None:
             pool.memory = max(pool.memory or 0, used)
+        if not self._current(pool, sandbox.fingerprint):  # dropped or retired while measured
+            self._discard(sandbox)
+            return
         pool.idle.append(sandbox)
         self._spawn(self._watch(pool, sandbox))
         self._wake.set()

@@ -222,3 +222,22 @@ async def test_changes_in_the_stream_retire_and_move_pools_before_the_next_run(
             follower.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await follower
+
+
+async def test_a_sandbox_whose_pool_went_while_it_was_measured_is_removed(
+    tmp_path: Path, forking: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    measured: list[WarmSandbox] = []
+    measure = WarmSandbox.measure
+
+    async def drop_then_measure(self: WarmSandbox) -> int | None:
+        if not measured:  # the first sandbox warmed up: its pool is dropped meanwhile (idle, gone)
+            measured.append(self)
+            pools._drop(pools.pools[KEY])
+        return await measure(self)
+
+    monkeypatch.setattr(WarmSandbox, "measure", drop_then_measure)
+    async with pools_of(tmp_path, forking) as pools:
+        offer(pools, template(tmp_path), "fp")
+        await until(lambda: bool(measured), "a sandbox measured")
+        await until(lambda: not sandbox_pids(measured[0]), "the sandbox of the dropped pool to end")
