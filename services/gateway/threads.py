@@ -286,9 +286,9 @@ async def thread_history(
 async def checkpoints(
     g: Gateway, thread_id: str, *, limit: int, offset: int, full: bool = False
 ) -> ThreadHistory:
-    """A thread's checkpoints, newest first, with the states kept in the object store read back:
-    at most ``PAGE_STORED_BYTES`` of them (at least one checkpoint), so a page may hold fewer
-    than ``limit``; the next starts at ``offset + len(history)``."""
+    """A thread's checkpoints, newest first, with the states kept in the object store read back
+    until ``PAGE_STORED_BYTES`` of them were read (the last may pass it; at least one checkpoint),
+    so a page may hold fewer than ``limit``; the next starts at ``offset + len(history)``."""
     rows, total = await g.rm.history(thread_id, limit=limit, offset=offset, full=full)
     shown: list[dict[str, Any]] = []
     read = 0

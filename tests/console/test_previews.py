@@ -160,3 +160,11 @@ def test_a_reports_images_are_the_runs_own_files_and_nothing_else():
     # Without the run's files (no run to show them from), no image has a source.
     alone = str(previews.markdown("![a](chart.png)"))
     assert [a.get("src") for t, a in elements(alone) if t == "img"] == [None]
+
+
+def test_a_csv_with_more_columns_than_a_table_shows_is_text() -> None:
+    body = b"a,b\n" + b"," * 300_000 + b"\n"
+    shown = previews.build("wide.csv", "text/csv", body, len(body))
+    assert shown.kind == "text" and "columns" in shown.note
+    edge = b",".join(b"c%d" % i for i in range(previews.MAX_COLUMNS)) + b"\n"
+    assert previews.build("edge.csv", "text/csv", edge, len(edge)).kind == "table"

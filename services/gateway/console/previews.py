@@ -8,7 +8,8 @@ allow-list: no script, no event handler, no ``style``, links only to http(s)/mai
 anyway. Tables and text are plain values escaped by the template. Only the first
 ``PREVIEW_BYTES`` of a file are read for a preview, and the work done on them is bounded too (it
 runs in the request's event loop): a table is built for its first ``MAX_ROWS`` rows only, and a
-JSON list of objects with more than ``MAX_COLUMNS`` keys is shown as text.
+JSON list of objects with more than ``MAX_COLUMNS`` keys, or a CSV file with a row of more
+fields, is shown as text.
 """
 
 from __future__ import annotations
@@ -147,6 +148,8 @@ def _read(kind: str, name: str, text: str, truncated: bool, files: str) -> Previ
     if kind == "csv":
         # Only the rows shown are read (csv.Error on a field over the module's limit, among others).
         rows = list(itertools.islice(csv.reader(io.StringIO(text)), MAX_ROWS + 1))
+        if any(len(row) > MAX_COLUMNS for row in rows):  # a megabyte of commas: a million cells
+            return _text(text, truncated, note=f"more than {MAX_COLUMNS} columns; shown as text")
         if rows:
             return Preview(
                 "table",
