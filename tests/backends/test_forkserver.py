@@ -14,11 +14,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from backend_helpers import Runs, make_runs, start_server
+from backend_helpers import Runs, lingering_processes, make_runs, start_server
 
 from crewyard.runner.backends import BackendError, RunSpec
 from crewyard.runner.backends._forkserver import ForkedHandle, ForkServer
 from crewyard.runner.warm import WarmSandbox
+from crewyard.testing.processes import run_processes
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -167,3 +168,17 @@ async def test_runs_die_with_their_server_when_it_is_killed(process_runs: Runs) 
     assert _gone(run_pid), "the run outlived its keeper"
     await handle.remove()
     await server.remove()
+
+
+async def test_a_server_whose_import_never_ends_is_killed_when_removed(process_runs: Runs) -> None:
+    # It never reads its socket again, so it would never see it closed: removed before it
+    # forked anything, it is killed (it was left running, importing, for ever).
+    spec = process_runs.spec("stuck:run")
+    handle = await process_runs.backend.start_server(spec)  # type: ignore[attr-defined]
+    assert isinstance(handle, ForkServer)
+    deadline = asyncio.get_running_loop().time() + 30
+    while not run_processes(spec.run_id):
+        assert asyncio.get_running_loop().time() < deadline, "the server never started"
+        await asyncio.sleep(0.05)
+    await asyncio.wait_for(handle.remove(), 30)
+    assert not await lingering_processes(spec.run_id)

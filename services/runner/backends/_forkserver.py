@@ -251,6 +251,7 @@ class ForkServer:
         sock.setblocking(False)  # a server that stopped reading must never block the runner
         self._confine = confine
         self._lock = asyncio.Lock()
+        self._forked = 0  # runs forked from it (while there are none, nothing of it is running)
 
     # The server is watched as a warm sandbox is (its output, its memory): RunHandle's methods.
     def output(self) -> AsyncIterator[tuple[str, bytes]]:
@@ -281,10 +282,15 @@ class ForkServer:
 
     async def remove(self) -> None:
         """Take no more requests: the server exits once the runs it forked have ended (at once
-        when there are none, which this waits a moment for)."""
+        when there are none, which this waits a moment for). One that never forked a run is
+        killed: it may never read its socket again (an import that does not end)."""
         with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)
         self._sock.close()
+        if not self._forked:
+            await self._handle.kill(0)
+            await self._handle.remove()
+            return
         try:
             await asyncio.wait_for(asyncio.shield(self._handle.wait()), SERVER_EXIT_S)
         except TimeoutError:  # runs of it go on: it exits after them, and is removed then
@@ -313,6 +319,7 @@ class ForkServer:
             if confinement is not None:
                 await confinement.remove()
             raise
+        self._forked += 1
         if not spec.warm:
             handle._stdin.send_soon(encode(Start(run_id=spec.run_id, input=spec.input, thread=spec.thread)))
         return handle
