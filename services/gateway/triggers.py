@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from datetime import UTC, datetime
-from typing import Any, cast
+from typing import Any, NamedTuple, cast
 
 import msgspec
 from litestar import Request, delete, get, post
@@ -31,7 +31,7 @@ from crewyard.core.events import (
     TriggerCreated,
     TriggerRevoked,
 )
-from crewyard.core.ids import is_id, new_id
+from crewyard.core.ids import is_id, new_id, version_id
 from crewyard.core.signing import looks_like_github_signature, verify_github
 from crewyard.core.triggers import (
     InvalidTemplate,
@@ -226,40 +226,53 @@ async def fire_trigger(
     template = None if row["template"] is None else _json.decode(row["template"])
     run_input = apply_template(template, data or {})
     check_input_size(run_input)
-    target = await _deployment(g, row)
-    run_id, seq = await _queue(g, row, target, run_input, idempotency_key)
-    started = _started(g, row["project"], run_id, seq, g.settings.trigger_wait_s)
-    if seq is None:
+    # Scoped to the trigger: a tab, which no header value holds, keeps it apart from API keys.
+    scoped = f"{row['id']}\t{idempotency_key}" if idempotency_key else None
+    request_hash = hashlib.sha256(_sorted.encode(run_input)).hexdigest() if scoped else None
+    existing = await g.rm.run_by_idempotency_key(row["project"], scoped) if scoped else None
+    if existing is not None:  # a repeat: the run its first made, whatever runs now
+        same_request(existing["request_hash"], request_hash)
+        queued = _Queued(str(existing["id"]), None, existing["deployment_id"], existing["version_number"])
+    else:
+        queued = await _queue(g, row, await _deployment(g, row), run_input, scoped, request_hash)
+    started = _started(g, row["project"], queued.run_id, queued.seq, g.settings.trigger_wait_s)
+    if queued.seq is None:
         status = await started
     else:  # meanwhile, read-your-writes on this gateway as POST /v1/runs (a lag is no error)
-        status, _ = await asyncio.gather(started, g.rm.wait_for(seq))
+        status, _ = await asyncio.gather(started, g.rm.wait_for(queued.seq))
     fired = TriggerFired(
-        run_id=run_id,
+        run_id=queued.run_id,
         status=status,
-        deployment_id=target.deployment_id,
-        version_id=target.version_id,
-        version_number=target.number,
-        events_url=f"/v1/runs/{run_id}/events",
+        deployment_id=queued.deployment_id,
+        version_id=version_id(queued.deployment_id),
+        version_number=queued.version_number or 0,
+        events_url=f"/v1/runs/{queued.run_id}/events",
     )
     return Response(fired, status_code=202)
 
 
+class _Queued(NamedTuple):
+    """The run a request started (or its first did): ``seq`` of its ``run.queued`` (None: not
+    known, the run is from an earlier request), and the version it runs."""
+
+    run_id: str
+    seq: int | None
+    deployment_id: str
+    version_number: int | None
+
+
 async def _queue(
-    g: Gateway, row: dict[str, Any], target: Resolved, run_input: dict[str, Any], key: str | None
-) -> tuple[str, int | None]:
-    """Queue the run a request starts: its id and the sequence of its ``run.queued`` (None: not
-    known, the run is from an earlier request). With an ``Idempotency-Key``, a repeat of the
-    request is the run its first made (422 when the repeat's input is another), as
-    ``POST /v1/runs`` does; a trigger's keys are its own."""
+    g: Gateway,
+    row: dict[str, Any],
+    target: Resolved,
+    run_input: dict[str, Any],
+    scoped: str | None,
+    request_hash: str | None,
+) -> _Queued:
+    """Queue the run a request starts. With an ``Idempotency-Key`` (``scoped`` to the trigger),
+    a concurrent repeat that won is the run (422 when its input is another), as
+    ``POST /v1/runs`` does; an earlier one was looked up before."""
     project = row["project"]
-    # Scoped to the trigger: a tab, which no header value holds, keeps it apart from API keys.
-    scoped = f"{row['id']}\t{key}" if key else None
-    request_hash = hashlib.sha256(_sorted.encode(run_input)).hexdigest() if key else None
-    if scoped:
-        existing = await g.rm.run_by_idempotency_key(project, scoped)
-        if existing is not None:
-            same_request(existing["request_hash"], request_hash)
-            return str(existing["id"]), None
     run_id = new_id("run")
     appended = await queue_run(
         g.store, project=project, run_id=run_id, deployment_id=target.deployment_id,
@@ -269,10 +282,12 @@ async def _queue(
     if appended is None:  # a run with a new id cannot exist already
         raise ApiError(409, "conflict", "the run could not be queued; try again")
     if not appended.duplicate:
-        return run_id, appended.seq
+        return _Queued(run_id, appended.seq, target.deployment_id, target.number)
     # A concurrent repeat won: its event (from the leader, which has every acknowledged one).
     original = await first_event(g, appended.seq, RunQueued, request_hash)
-    return original.aggregate_id, appended.seq
+    first = original.data
+    assert isinstance(first, RunQueued)  # first_event checked it
+    return _Queued(original.aggregate_id, appended.seq, first.deployment_id, first.version_number)
 
 
 async def _deployment(g: Gateway, row: dict[str, Any]) -> Resolved:

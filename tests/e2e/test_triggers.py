@@ -113,6 +113,22 @@ def test_idempotency_key_makes_a_repeated_request_the_same_run(client: httpx.Cli
     assert (late.status_code, late.json()["status"]) == (202, "succeeded"), late.text
 
 
+def test_a_repeat_names_the_version_its_run_runs_not_the_one_current_now(client: httpx.Client):
+    assert deploy(client, EXAMPLES / "hello", "trigver")["version_number"] == 1
+    trig = client.post("/v1/projects/trigver/triggers", json={"name": "slow sender"}).json()
+    key = {"Idempotency-Key": "delivery-44"}
+    first = client.post(trig["url"], json={"topic": "v1"}, headers=key)
+    assert first.status_code == 202 and first.json()["version_number"] == 1, first.text
+    assert deploy(client, EXAMPLES / "hello", "trigver")["version_number"] == 2  # promoted meanwhile
+    repeat = client.post(trig["url"], json={"topic": "v1"}, headers=key)
+    assert repeat.status_code == 202, repeat.text
+    assert {k: repeat.json()[k] for k in ("run_id", "deployment_id", "version_id", "version_number")} == {
+        k: first.json()[k] for k in ("run_id", "deployment_id", "version_id", "version_number")
+    }
+    fresh = client.post(trig["url"], json={"topic": "v2"}, headers={"Idempotency-Key": "delivery-45"})
+    assert fresh.status_code == 202 and fresh.json()["version_number"] == 2, fresh.text
+
+
 def test_concurrent_repeats_of_a_keyed_request_are_one_run(client: httpx.Client):
     trig = client.post("/v1/projects/trig/triggers", json={"name": "eager sender"}).json()
     key = {"Idempotency-Key": "delivery-43"}
