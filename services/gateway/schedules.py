@@ -17,9 +17,9 @@ from crewyard.core.schedules import (
     InvalidSchedule,
     ScheduleState,
     check_cron,
+    check_zone,
     fold_schedule,
     next_times,
-    zone,
 )
 from crewyard.core.versions import check_environment
 from crewyard.eventstore import ConcurrencyConflict
@@ -85,7 +85,7 @@ async def create_schedule(request: Request[Any, Any, Any], project: str, data: S
     await g.project(project)
     try:
         cron = check_cron(data.cron)
-        zone(data.timezone)
+        check_zone(data.timezone)
     except InvalidSchedule as exc:
         raise bad_request(str(exc), "invalid_schedule") from None
     check_environment(data.environment)

@@ -21,7 +21,15 @@ from crewyard.core.events import (
     encode,
     make_event,
 )
-from crewyard.core.schedules import InvalidSchedule, check_cron, decide, fold_schedule, next_times, zone
+from crewyard.core.schedules import (
+    InvalidSchedule,
+    check_cron,
+    check_zone,
+    decide,
+    fold_schedule,
+    next_times,
+    zone,
+)
 
 
 def utc(*args: int) -> datetime:
@@ -51,6 +59,11 @@ def test_a_cron_whose_day_never_comes_and_a_folder_of_zones_are_refused():
     for folder in ("America", "Etc"):
         with pytest.raises(InvalidSchedule, match="timezone"):
             zone(folder)
+    # Zone files that are not the same zone on every machine are refused when a schedule is made.
+    for host_dependent in ("localtime", "Factory", "posixrules", "right/UTC", "posix/Europe/Berlin"):
+        with pytest.raises(InvalidSchedule, match="same on every machine"):
+            check_zone(host_dependent)
+    assert check_zone("Europe/Berlin") == "Europe/Berlin" and check_zone("UTC") == "UTC"
 
 
 def test_a_daily_time_in_a_timezone():

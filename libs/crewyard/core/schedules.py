@@ -53,6 +53,22 @@ def zone(name: str) -> ZoneInfo:
         raise InvalidSchedule(f"unknown timezone {name!r} (use an IANA name such as Europe/Berlin)") from None
 
 
+#: Zone files that are no zone every machine agrees on: ``localtime`` is each host's own (two
+#: schedulers on different hosts would plan different instants, each firing once), ``Factory``
+#: no zone at all, and the posix/ and right/ copies (right/ counts leap seconds).
+_NOT_ZONES = ("localtime", "Factory", "posixrules")
+
+
+def check_zone(name: str) -> str:
+    """A schedule's timezone, when it is created: an IANA zone, the same on every machine."""
+    if name in _NOT_ZONES or name.startswith(("posix/", "right/")):
+        raise InvalidSchedule(
+            f"timezone {name!r} is not the same on every machine (use an IANA name such as Europe/Berlin)"
+        )
+    zone(name)
+    return name
+
+
 def check_cron(expr: str) -> str:
     expr = " ".join(expr.split())
     if not expr.startswith("@") and len(expr.split(" ")) != 5:
