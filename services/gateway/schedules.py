@@ -22,7 +22,7 @@ from crewyard.core.schedules import (
     next_times,
 )
 from crewyard.core.versions import check_environment
-from crewyard.eventstore import ConcurrencyConflict
+from crewyard.eventstore import ConcurrencyConflict, StoreUnavailable
 
 from .context import Gateway, gw, project_name
 from .errors import bad_request, check_input_size, conflict, not_found
@@ -116,8 +116,11 @@ async def create_schedule(request: Request[Any, Any, Any], project: str, data: S
 async def _stored_row(g: Gateway, project: str, schedule_id: str, payload: ScheduleCreated) -> dict[str, Any]:
     """The read model's row of a schedule just created, from what was stored (as the projector
     would write it)."""
-    stored = await g.store.load(project, "schedule", schedule_id, types=ScheduleCreated.TYPE)
-    # Not found on a replica that is behind: it was stored, so its time is about now.
+    try:
+        stored = await g.store.load(project, "schedule", schedule_id, types=ScheduleCreated.TYPE)
+    except StoreUnavailable:  # the creation is done: a 503 now would have a client make another
+        stored = []
+    # Not found on a replica that is behind (or not read): it was stored, so its time is about now.
     at = (stored[0].event.time if stored else datetime.now(UTC)).isoformat()
     return {
         **msgspec.structs.asdict(payload),

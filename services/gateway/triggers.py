@@ -42,6 +42,7 @@ from crewyard.core.triggers import (
     token_hash,
 )
 from crewyard.core.versions import Resolved, check_environment
+from crewyard.eventstore import StoreUnavailable
 from crewyard.launch import queue_run
 
 from .context import Gateway, IdempotencyKey, gw, project_name
@@ -120,8 +121,11 @@ async def create_trigger(request: Request[Any, Any, Any], project: str, data: Tr
 
 async def _stored_row(g: Gateway, project: str, trigger_id: str, payload: TriggerCreated) -> dict[str, Any]:
     """The read model's row of a trigger just created, from what was stored."""
-    stored = await g.store.load(project, "trigger", trigger_id, types=TriggerCreated.TYPE)
-    # Not found on a replica that is behind: it was stored, so its time is about now.
+    try:
+        stored = await g.store.load(project, "trigger", trigger_id, types=TriggerCreated.TYPE)
+    except StoreUnavailable:  # the creation is done: a 503 now would have a client make another
+        stored = []
+    # Not found on a replica that is behind (or not read): it was stored, so its time is about now.
     at = stored[0].event.time if stored else datetime.now(UTC)
     template = None if payload.template is None else msgspec.json.encode(payload.template)
     return {

@@ -18,7 +18,7 @@ from crewyard.contract.triggers import TriggerCreate, TriggerSignature
 from crewyard.core.events import ProjectCreated, TableCreated, ThreadCreated, make_event
 from crewyard.core.ids import new_id
 from crewyard.core.tables import Column
-from crewyard.eventstore import EventStore
+from crewyard.eventstore import EventStore, StoreUnavailable
 from crewyard.gateway import context
 from crewyard.gateway.access import RESOURCES
 from crewyard.gateway.context import Gateway
@@ -142,3 +142,24 @@ async def test_a_schedule_or_trigger_creation_answers_with_what_it_stored(laggin
     assert trigger.id.startswith("trg_") and trigger.name == "hook" and trigger.template == {"x": "$.a"}
     assert trigger.token and trigger.url == f"/webhooks/runs/{trigger.token}" and trigger.signature_secret
     assert trigger.signature_header == "X-Hub-Signature-256" and not trigger.revoked and trigger.created_at
+
+
+async def test_a_creation_whose_stored_event_cannot_be_read_back_still_answers(
+    lagging_gateway: Gateway, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The schedule or trigger was created: a 503 because the read of its time failed had a
+    # client retry and make another.
+    g = lagging_gateway
+    load = g.store.load
+
+    async def failing_load(project: str, kind: str, *args: Any, **kwargs: Any) -> Any:
+        if kind in ("schedule", "trigger"):
+            raise StoreUnavailable("the stream does not answer")
+        return await load(project, kind, *args, **kwargs)
+
+    monkeypatch.setattr(g.store, "load", failing_load)
+    data = ScheduleCreate(cron="0 * * * *", timezone="UTC", input={}, name="hourly")
+    schedule = await create_schedule.fn(handler_request(g), "shop", data)
+    assert schedule.id.startswith("sch_") and schedule.created_at
+    trigger = await create_trigger.fn(handler_request(g), "shop", TriggerCreate(name="hook2"))
+    assert trigger.token and trigger.created_at
