@@ -318,9 +318,10 @@ def release_stream_place(g: Gateway, scope: Any) -> None:
     adjust(g.streams, key_id, -1)
 
 
-def _count_failure(connection: ASGIConnection[Any, Any, Any, Any], g: Gateway) -> None:
+def _count_failure(connection: ASGIConnection[Any, Any, Any, Any], g: Gateway, what: str = "API key") -> None:
     """A client address that keeps failing to authenticate gets 429 instead of 401 (a valid key
-    from it still passes: only failures are counted and refused)."""
+    from it still passes: only failures are counted and refused). ``what`` failed: an API key, a
+    trigger URL."""
     rate = g.settings.auth_fail_limit
     if rate <= 0:
         return
@@ -331,7 +332,7 @@ def _count_failure(connection: ASGIConnection[Any, Any, Any, Any], g: Gateway) -
     client = connection.client.host if connection.client else "unknown"
     wait = buckets.take(client)
     if wait:
-        raise TooMany(wait, "too many requests without a valid API key from this address; slow down")
+        raise TooMany(wait, f"too many requests without a valid {what} from this address; slow down")
 
 
 async def authorize(request: Request[Any, Any, Any]) -> None:

@@ -45,6 +45,7 @@ from crewyard.core.versions import Resolved, check_environment
 from crewyard.eventstore import StoreUnavailable
 from crewyard.launch import queue_run
 
+from .access import _count_failure
 from .context import Gateway, IdempotencyKey, gw, project_name
 from .errors import ApiError, bad_request, check_input_size, not_found
 from .idempotency import first_event, same_request
@@ -172,12 +173,15 @@ def _buckets(request: Request[Any, Any, Any], g: Gateway) -> Buckets:
     return buckets
 
 
-async def _trigger(g: Gateway, token: str) -> dict[str, Any]:
+async def _trigger(request: Request[Any, Any, Any], g: Gateway, token: str) -> dict[str, Any]:
     if not looks_like_token(token):
         raise not_found("page")
     digest = token_hash(token)
     row = await g.rm.trigger_by_token_hash(digest)
     if row is None:  # perhaps created through another gateway a moment ago
+        # A miss costs a stream request and a wait for the read model: it counts as a failed
+        # authentication of the address (429 once its bucket is empty), as a wrong API key does.
+        _count_failure(request, g, "trigger URL")
         await g.fresh()
         row = await g.rm.trigger_by_token_hash(digest)
     if row is None:
@@ -195,7 +199,7 @@ async def token_guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRou
     own would be a way to keep the sender's signed requests out too."""
     request = cast("Request[Any, Any, Any]", connection)
     g = gw(request)
-    row = await _trigger(g, request.path_params["token"])
+    row = await _trigger(request, g, request.path_params["token"])
     if row["signature_header"]:
         given = request.headers.get(row["signature_header"])
         refused = ApiError(401, "bad_signature", f"missing or wrong {row['signature_header']} signature")
