@@ -146,7 +146,11 @@ def test_concurrent_repeats_of_a_keyed_request_are_one_run(client: httpx.Client)
 def test_guessed_tokens_count_as_failed_authentications_of_their_address(client: httpx.Client):
     # Last in this module: its address is refused for a moment afterwards. Each miss costs the
     # gateway a stream request and a wait for its read model.
-    answers = [client.post("/webhooks/runs/" + "g" * 40 + f"{n:03d}", json={}) for n in range(80)]
-    assert {a.status_code for a in answers} == {404, 429}, [a.status_code for a in answers]
-    limited = next(a for a in answers if a.status_code == 429)
-    assert "valid trigger URL" in limited.json()["error"]["message"] and limited.headers["retry-after"]
+    codes = []
+    for n in range(400):  # the address's bucket holds 50 and refills 5 a second
+        answer = client.post("/webhooks/runs/" + "g" * 40 + f"{n:03d}", json={})
+        codes.append(answer.status_code)
+        if answer.status_code != 404:
+            break
+    assert codes[0] == 404 and codes[-1] == 429, codes
+    assert "valid trigger URL" in answer.json()["error"]["message"] and answer.headers["retry-after"]
