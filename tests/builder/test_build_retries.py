@@ -20,11 +20,15 @@ CACHE_LOOKUP = (
 )
 
 
-def _builder(tmp_path: Path, answers: list[tuple[bool, list[str]]]) -> tuple[DockerBuilder, list[str]]:
+def _builder(
+    tmp_path: Path, answers: list[tuple[bool, list[str]]], nocache: list[bool] | None = None
+) -> tuple[DockerBuilder, list[str]]:
     builder = DockerBuilder(None, "crewyard/base:test", tmp_path / "cache")
     logged: list[str] = []
 
-    def build(*_: Any) -> tuple[bool, list[str]]:
+    def build(*args: Any) -> tuple[bool, list[str]]:
+        if nocache is not None:
+            nocache.append(args[4])  # build's nocache
         return answers.pop(0)
 
     async def exists(tag: str) -> bool:
@@ -51,9 +55,13 @@ async def _run(builder: DockerBuilder, logged: list[str], tmp_path: Path) -> Non
 
 async def test_a_build_that_met_a_removed_image_is_built_again(tmp_path: Path) -> None:
     answers = [(False, ["STEP 1/12: FROM x", CACHE_LOOKUP]), (True, ["done"])]
-    builder, logged = _builder(tmp_path, answers)
+    nocache: list[bool] = []
+    builder, logged = _builder(tmp_path, answers, nocache)
     await _run(builder, logged, tmp_path)
     assert not answers and any("building again" in line for line in logged), logged
+    # Again without the cache lookup: the image without its layer is still there (a fresh
+    # clone's run met it on all three attempts).
+    assert nocache == [False, True]
 
 
 async def test_another_failure_or_a_store_that_keeps_changing_fails_the_build(tmp_path: Path) -> None:

@@ -105,7 +105,7 @@ def _from_thread(log: LogSink) -> Callable[[str], None]:
 
 #: Podman's build looks for cached layers among the images it has, and fails with this when an
 #: image is removed meanwhile (another build's clean-up, a prune): nothing of the build has run, so
-#: it is tried again.
+#: it is tried again, without looking in the cache (an image left without its layer stays).
 STORE_CHANGED = "layer not known"
 BUILD_ATTEMPTS = 3
 
@@ -181,7 +181,7 @@ class DockerBuilder:
         return ctx
 
     def _build_blocking(
-        self, ctx: Path, tag: str, labels: dict[str, str], emit: Callable[[str], None]
+        self, ctx: Path, tag: str, labels: dict[str, str], emit: Callable[[str], None], nocache: bool = False
     ) -> tuple[bool, list[str]]:
         tail: list[str] = []
         ok = True
@@ -189,7 +189,7 @@ class DockerBuilder:
         # only the build's own time limit bounds the wait, not the client's read timeout.
         stream = self._api().build(
             path=str(ctx), tag=tag, rm=True, forcerm=True, decode=True, pull=False,
-            network_mode="none", labels=labels, timeout=int(self.limits.timeout_s),
+            network_mode="none", labels=labels, timeout=int(self.limits.timeout_s), nocache=nocache,
         )  # fmt: skip
         for chunk in stream:
             text = chunk.get("stream") or chunk.get("status") or ""
@@ -328,7 +328,9 @@ class DockerBuilder:
         for attempt in range(1, BUILD_ATTEMPTS + 1):
             await log(f"building image {tag} from {base}", "stdout")
             try:
-                ok, tail = await asyncio.to_thread(self._build_blocking, ctx, tag, labels, emit)
+                # Again without the cache lookup: an image whose layer is gone stays in the store
+                # (the lookup met it on every attempt), and the crew image's steps are copies.
+                ok, tail = await asyncio.to_thread(self._build_blocking, ctx, tag, labels, emit, attempt > 1)
             except docker.errors.BuildError as exc:
                 ok, tail = False, [f"{exc.msg}"]
             except docker.errors.APIError as exc:
