@@ -259,7 +259,7 @@ async def _up(settings: Settings, names: tuple[str, ...], embedded_nats: bool, s
                 return
             settings.nats_url = broker.url
             settings.nats_creds = str(broker.auth_dir / "creds")
-        backend = describe_backend(settings)
+        backend = await asyncio.to_thread(describe_backend, settings)
         console.print("[bold green]crewyard is up[/]", highlight=False)
         console.print(f"  API   http://{settings.host}:{settings.port}", highlight=False)
         console.print(f"  NATS  {settings.nats_url}", highlight=False)

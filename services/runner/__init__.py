@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from crewyard.servicekit import ServiceContext
 
 from .backends import select_backend
@@ -12,4 +14,7 @@ __all__ = ["Runner", "create_service"]
 
 async def create_service(context: ServiceContext) -> Runner:
     settings = context.settings
-    return Runner(settings, context.store, context.objects, select_backend(settings), context.secrets())
+    # Choosing a backend asks the engine and the machine (a ping, a trial sandbox, each
+    # interpreter's prefix): subprocesses and network calls, kept off the event loop.
+    backend = await asyncio.to_thread(select_backend, settings)
+    return Runner(settings, context.store, context.objects, backend, context.secrets())
