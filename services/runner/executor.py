@@ -44,7 +44,11 @@ from .slots import Slots, run_limits
 from .specs import Prepared, Specs, Warmth
 
 _STATUS = {RunCompleted: "succeeded", RunFailed: "failed", RunCanceled: "canceled"}
+#: A run waiting for a concurrency slot comes back after this, times one more than the rounds
+#: of runs ahead of it in line (``slots.Turn``), up to ``WAITING_FOR_SLOT_MAX``: the next in line
+#: looks every second, the thousandth and those behind it every minute.
 WAITING_FOR_SLOT_DELAY = 1.0
+WAITING_FOR_SLOT_MAX = 60.0
 
 
 class Executor:
@@ -145,8 +149,9 @@ class Executor:
         # per waiting run and second.
         first = item.deliveries <= 1
         limits = await run_limits(self.store, project, state.deployment_id, config, current=first)
-        if limits and not await self.slots.acquire(run_id, limits, self.is_over):
-            await item.nak(delay=WAITING_FOR_SLOT_DELAY)  # stays pending, in line for a slot
+        if limits and not (turn := await self.slots.acquire(run_id, limits, self.is_over)):
+            # It stays pending, in line for a slot.
+            await item.nak(delay=min(WAITING_FOR_SLOT_DELAY * (1 + turn.rounds), WAITING_FOR_SLOT_MAX))
             return
         await item.in_progress()
         attempt = Attempt(run_id, project)

@@ -37,6 +37,9 @@ class ThreadKeeper:
             subjects.type_filter(ThreadRunAccepted.TYPE, "thread", store.prefix),
             ack_wait=max(30.0, 4 * interval_s),
             max_deliver=-1,
+            # A busy thread's message stays handed out while its run lasts or waits: with a bound,
+            # one project's thousands of busy threads stopped the keeper for everyone's.
+            max_ack_pending=-1,
         )
 
     async def run(self, stop: asyncio.Event) -> None:

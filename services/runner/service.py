@@ -64,6 +64,21 @@ async def _free_slot(free: asyncio.Semaphore, stop: asyncio.Event) -> bool:
     return False
 
 
+def run_queue(store: EventStore, settings: Settings) -> WorkQueue:
+    """The queued runs, shared by every runner. ``max_deliver`` unlimited: a run waiting for a
+    concurrency slot is handed back many times (attempts that really failed are counted in the
+    run's own events instead). No bound on messages handed out: runs waiting for a slot are, and
+    with a bound one project's thousands of waiting runs stopped every other project's runs."""
+    return WorkQueue(
+        store,
+        "runner",
+        subjects.type_filter("run.queued", "run", store.prefix),
+        ack_wait=settings.runner_ack_wait_s,
+        max_deliver=-1,
+        max_ack_pending=-1,
+    )
+
+
 class Runner:
     def __init__(
         self,
@@ -86,15 +101,7 @@ class Runner:
         self.slots = Slots(store)
         self.liveness = Liveness(store, self.runner_id, settings.runner_lease_s)
         self.budget = run_budget(settings, store)
-        # max_deliver unlimited: a run waiting for a concurrency slot is handed back many times;
-        # attempts that really failed are counted in the run's own events instead.
-        self.queue = WorkQueue(
-            store,
-            "runner",
-            subjects.type_filter("run.queued", "run", store.prefix),
-            ack_wait=settings.runner_ack_wait_s,
-            max_deliver=-1,
-        )
+        self.queue = run_queue(store, settings)
         self.active: dict[str, Attempt] = {}
         self._taking: set[str] = set()  # runs whose message one of our tasks is handling now
         self._tasks: set[asyncio.Task[None]] = set()

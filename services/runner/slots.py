@@ -8,6 +8,11 @@ run has ended (terminal event in the stream) is dropped on the next look, which 
 crash unable to leak a slot: the lease is released by the run's terminal event, not by the
 runner that held it.
 
+A run that finds no room is told how far back in line it stands (``Turn.rounds``: the slot
+fillings before its turn could come), and its message comes back later the further back it is:
+thousands of runs waiting in one scope must not each read the store every second (they took the
+runners' time from every other project's runs). A look that changes nothing writes nothing.
+
 A run's message may be delivered again while an execution of it is still getting ready (its
 set-up took longer than ``ack_wait``), to this runner or another: two executions of one run then
 race to append ``run.started``, and only one wins. Both count against the limit as the one run
@@ -21,6 +26,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 
 from nats.js.api import KeyValueConfig
 from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
@@ -32,6 +38,19 @@ from crewyard.eventstore import EventStore, StoreUnavailable
 
 #: (run_id) → True when the run has ended.
 IsOver = Callable[[str], Awaitable[bool]]
+
+
+@dataclass(frozen=True)
+class Turn:
+    """What ``acquire`` found: a slot taken in every scope (true), or a wait (false)."""
+
+    taken: bool
+    #: Waiting: how many times the full scope's slots must be taken by runs ahead in line before
+    #: this run's turn can come (0: it is next).
+    rounds: int = 0
+
+    def __bool__(self) -> bool:
+        return self.taken
 
 
 class Slots:
@@ -62,8 +81,11 @@ class Slots:
                 value, revision = {}, None
             value.setdefault("holders", [])
             value.setdefault("queue", [])
+            before = json.dumps(value)
             result = await change(value)
             data = json.dumps(value).encode()
+            if revision is not None and data == before.encode():
+                return result  # nothing changed: no write (waiting runs look again and again)
             try:
                 if revision is None:
                     await kv.create(key, data)
@@ -74,13 +96,15 @@ class Slots:
                 continue
         raise StoreUnavailable(f"slot {key} kept changing")
 
-    async def acquire(self, run_id: str, limits: dict[str, int], is_over: IsOver) -> bool:
-        """Take a slot in every limited scope, or none (then the run waits its turn). Each True
-        is one reference of this execution's, to give back with one ``release``."""
+    async def acquire(self, run_id: str, limits: dict[str, int], is_over: IsOver) -> Turn:
+        """Take a slot in every limited scope, or none (then the run waits its turn). Each taken
+        turn is one reference of this execution's, to give back with one ``release``."""
         taken: list[str] = []
+        place = 0  # the waiting run's place in the line of the scope that has no room
         for key, limit in sorted(limits.items()):
 
             async def take(value: dict[str, list[str]], limit: int = limit) -> bool:
+                nonlocal place
                 ended = {r for r in set(value["holders"]) if r != run_id and await is_over(r)}
                 value["holders"] = [r for r in value["holders"] if r not in ended]
                 if run_id in value["holders"]:  # another execution of the run holds it: share it
@@ -94,14 +118,15 @@ class Slots:
                     value["queue"].remove(run_id)
                     value["holders"].append(run_id)
                     return True
+                place = value["queue"].index(run_id)
                 return False
 
             if not await self._change(key, take):
                 for held in taken:  # do not sit on one scope's slot while waiting for another
                     await self.release(run_id, [held], keep_queued=True)
-                return False
+                return Turn(False, rounds=place // max(limit, 1))
             taken.append(key)
-        return True
+        return Turn(True)
 
     async def release(self, run_id: str, keys: list[str], *, keep_queued: bool = False) -> None:
         """Give back one reference (what one ``acquire`` took): the run's slot stays taken while

@@ -103,3 +103,22 @@ async def test_a_look_reads_the_runs_ahead_only_up_to_the_first_still_waiting(st
     assert not await slots.acquire("run_150", limits, is_over)  # frees the slot; run_003 is first
     assert asked == ["run_000", "run_001", "run_002", "run_003"], asked
     assert await slots.acquire("run_003", limits, is_over)
+
+
+async def test_a_waiting_run_learns_its_place_and_a_look_that_changes_nothing_writes_nothing(
+    store: EventStore,
+) -> None:
+    """Thousands of runs waiting in one scope each look again and again: a look wrote the key
+    every time (the whole line), and every waiting run looked every second whatever its place."""
+    slots = _slots(store)
+    limits = {"dep.d": 2}
+    assert await slots.acquire("run_01", limits, _never_over)
+    assert await slots.acquire("run_02", limits, _never_over)
+    places = [await slots.acquire(f"run_{i:02d}", limits, _never_over) for i in range(3, 10)]
+    assert not any(places)
+    assert [turn.rounds for turn in places] == [0, 0, 1, 1, 2, 2, 3]  # two slots: two per round
+    kv = await store.js.key_value(slots.bucket)
+    revision = (await kv.get("dep.d")).revision
+    again = await slots.acquire("run_07", limits, _never_over)
+    assert not again and again.rounds == 2
+    assert (await kv.get("dep.d")).revision == revision

@@ -13,6 +13,7 @@ from crewyard.core import run_state as rs
 from crewyard.core.deployment_state import READY
 from crewyard.runner import executor
 from crewyard.runner.executor import Executor
+from crewyard.runner.slots import Turn
 
 CONFIG = {"entrypoint": "crew:run", "max_concurrent_runs": 1}
 
@@ -31,27 +32,31 @@ class _Store:
 
 
 class _Full:
-    async def acquire(self, *_: Any) -> bool:
-        return False  # every slot taken: the run waits
+    def __init__(self, rounds: int = 0) -> None:
+        self.rounds = rounds
+
+    async def acquire(self, *_: Any) -> Turn:
+        return Turn(False, rounds=self.rounds)  # every slot taken: the run waits
 
 
 class _Item:
     def __init__(self, deliveries: int) -> None:
         self.deliveries, self.naked, self.acked = deliveries, False, False
+        self.delay: float | None = None
 
     async def in_progress(self) -> None:
         return None
 
     async def nak(self, delay: float | None = None) -> None:
-        self.naked = True
+        self.naked, self.delay = True, delay
 
     async def ack(self) -> None:
         self.acked = True
 
 
-def _executor(store: _Store) -> Executor:
+def _executor(store: _Store, rounds: int = 0) -> Executor:
     ex = object.__new__(Executor)
-    ex.store, ex.slots = store, _Full()  # type: ignore[assignment]
+    ex.store, ex.slots = store, _Full(rounds)  # type: ignore[assignment]
     return ex
 
 
@@ -85,3 +90,17 @@ async def test_a_replicas_not_ready_is_asked_of_the_leader_before_the_run_fails(
     await _executor(store).execute(item, state)  # type: ignore[arg-type]
     assert store.loads[:2] == [("deployment", False), ("deployment", True)]
     assert item.naked and not item.acked  # not failed: it waits for its slot
+
+
+@pytest.mark.parametrize(("rounds", "delay"), [(0, 1.0), (4, 5.0), (10_000, 60.0)])
+async def test_a_run_further_back_in_line_comes_back_later(
+    monkeypatch: pytest.MonkeyPatch, rounds: int, delay: float
+) -> None:
+    """Thousands of waiting runs each looked every second (three reads and a slot look each):
+    the runners' time went to one project's line. The next in line still looks every second."""
+    ready = type("Dep", (), {"status": READY, "config": CONFIG})()
+    monkeypatch.setattr(executor, "fold_deployment", lambda *_: ready)
+    item = _Item(2)
+    state = rs.RunState(run_id="run_waiting", project="p", status=rs.PENDING, deployment_id="dep_1")
+    await _executor(_Store(), rounds).execute(item, state)  # type: ignore[arg-type]
+    assert item.naked and item.delay == delay
