@@ -7,11 +7,16 @@ Protocol (``proto``): a line is a message and is kept whole up to a limit — a 
 legitimately be megabytes — and a longer one is dropped as it streams past (never held in memory)
 and reported as ``(OVERFLOW, its length)``, so the runner can end the run naming the limit.
 Buffers are bytearrays scanned once: a line of megabytes costs linear time.
+
+Merged lines wait in a :class:`LineQueue` of bounded size: a reader that finds it full stops
+reading until the consumer takes some, so a crew writing faster than its run is handled waits
+in its pipe (it held the runner's memory: hundreds of megabytes while a run's reader waited).
 """
 
 from __future__ import annotations
 
 import asyncio
+from collections import deque
 from collections.abc import AsyncIterator
 
 MAX_LINE = 64 * 1024
@@ -19,6 +24,52 @@ MAX_LINE = 64 * 1024
 OVERFLOW = "proto-overflow"
 #: Room for a message's own fields around a result of the run's output limit.
 PROTO_MARGIN = 64 * 1024
+#: The bytes of lines a :class:`LineQueue` holds before its writers wait (plus one line each).
+QUEUE_BYTES = 4 * 1024 * 1024
+
+Line = tuple[str, bytes]
+
+
+class LineQueue:
+    """Lines from one or more writers to one reader, at most ``max_bytes`` of them held (a writer
+    that finds it full waits; each may add one line past the bound). ``close`` (no await: it may
+    be called from a ``finally``) ends it once the reader has taken what is left."""
+
+    def __init__(self, max_bytes: int = QUEUE_BYTES) -> None:
+        self._lines: deque[Line] = deque()
+        self._bytes, self._max, self._closed = 0, max_bytes, False
+        self._room, self._more = asyncio.Event(), asyncio.Event()
+        self._room.set()
+
+    @property
+    def held(self) -> int:
+        """The bytes of lines waiting for the reader."""
+        return self._bytes
+
+    async def put(self, line: Line) -> None:
+        while self._bytes >= self._max:
+            self._room.clear()
+            await self._room.wait()
+        self._lines.append(line)
+        self._bytes += len(line[1])
+        self._more.set()
+
+    def close(self) -> None:
+        self._closed = True
+        self._more.set()
+
+    async def get(self) -> Line | None:
+        """The next line; None once closed and empty."""
+        while not self._lines:
+            if self._closed:
+                return None
+            self._more.clear()
+            await self._more.wait()
+        line = self._lines.popleft()
+        self._bytes -= len(line[1])
+        if self._bytes < self._max:
+            self._room.set()
+        return line
 
 
 class LineSplitter:
@@ -89,11 +140,14 @@ def splitters(proto_limit: int) -> dict[str, LineSplitter]:
 async def merge_lines(
     streams: dict[str, asyncio.StreamReader], proto_limit: int = MAX_LINE
 ) -> AsyncIterator[tuple[str, bytes]]:
-    """Yield lines from every reader as they arrive (see the module doc for long lines)."""
-    queue: asyncio.Queue[tuple[str, bytes] | None] = asyncio.Queue()
+    """Yield lines from every reader as they arrive (see the module doc for long lines); a reader
+    waits while :data:`QUEUE_BYTES` of lines wait for the caller."""
+    queue = LineQueue()
     cutters = splitters(proto_limit)
+    open_streams = len(streams)
 
     async def pump(name: str, reader: asyncio.StreamReader) -> None:
+        nonlocal open_streams
         cutter = cutters[name]
         try:
             while chunk := await reader.read(65536):
@@ -102,16 +156,15 @@ async def merge_lines(
             for item in cutter.finish():
                 await queue.put(item)
         finally:
-            await queue.put(None)
+            open_streams -= 1
+            if not open_streams:
+                queue.close()
 
     tasks = [asyncio.create_task(pump(n, r)) for n, r in streams.items()]
-    open_streams = len(tasks)
+    if not tasks:
+        queue.close()
     try:
-        while open_streams:
-            item = await queue.get()
-            if item is None:
-                open_streams -= 1
-                continue
+        while (item := await queue.get()) is not None:
             yield item
     finally:
         for t in tasks:

@@ -24,6 +24,8 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+from crewyard.lines import LineQueue
+
 from .backends import BackendError, ExitStatus, RunHandle, RunSpec
 from .protocol import SPOKEN, VERSION, CrewError, Hello, Ready, Start, ThreadStart, decode_line, encode
 
@@ -46,7 +48,8 @@ class WarmSandbox:
         #: The memory it held when last measured (None: not yet).
         self.memory: int | None = None
         self.taken = False
-        self._lines: asyncio.Queue[tuple[str, bytes] | None] = asyncio.Queue()
+        #: Its output, for the run that takes it; while it is full the sandbox's output waits.
+        self._lines = LineQueue()
         self._said = [0, 0]  # lines and bytes while idle
         self._ready = asyncio.Event()
         self._ended = asyncio.Event()
@@ -61,11 +64,11 @@ class WarmSandbox:
             async for stream, raw in self.handle.output():
                 if not self.taken:
                     self._watch(stream, raw)
-                self._lines.put_nowait((stream, raw))
+                await self._lines.put((stream, raw))
         except Exception as exc:  # a broken output stream: the run that takes it sees it end
             self._give_up(f"its output broke: {exc}")
         finally:
-            self._lines.put_nowait(None)
+            self._lines.close()
             self._ended.set()
             if not self.taken:
                 self._give_up("it ended before a run took it")
