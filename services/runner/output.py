@@ -98,6 +98,8 @@ class Outcome(msgspec.Struct):
     abort: asyncio.Event = msgspec.field(default_factory=asyncio.Event)
     events: int = 0
     event_bytes: int = 0
+    #: The kinds of the runtime's once-said messages seen (ready, result, error).
+    said: set[str] = msgspec.field(default_factory=set)
 
 
 class Emitter:
@@ -214,8 +216,13 @@ async def pump_output(
                 _introduce(outcome, msg)
                 if outcome.runtime is not None:
                     continue
+            # A runtime says ready, its result or its error once each, and they are no events of
+            # the run: the first of each spends no budget; a repeat spends like any line (a crew
+            # could write them without end, each error redacted on the runner's loop).
+            once = _first(outcome, msg)
             if (
-                isinstance(msg, Result | CrewError)
+                once
+                and isinstance(msg, Result | CrewError)
                 and outcome.protocol >= LINGER_SINCE
                 and outcome.stopped is None
             ):
@@ -223,11 +230,13 @@ async def pump_output(
                 replies.add(ending)  # runtime may end now (after what follows is stored)
                 ending.add_done_callback(replies.discard)
             if isinstance(msg, Result):
-                _result(outcome, msg, len(raw), budget)
+                if once or _spend(outcome, len(raw), budget):
+                    _result(outcome, msg, len(raw), budget)
                 continue
-            # A runtime's ready and error messages are no events of the run, but only while it
-            # runs and in bounds: once stopped, or over MAX_LINE, they become a line of the log.
+            # Ready and error only while it runs and in bounds: once stopped, or over MAX_LINE,
+            # they become a line of the log.
             said = isinstance(msg, Ready | CrewError) and len(raw) <= MAX_LINE and outcome.stopped is None
+            said = said and once
             if not said and not _spend(outcome, len(raw), budget):
                 continue  # over the budget: the crew is being stopped; nothing more is written
             if msg is not None and len(raw) > MAX_LINE:
@@ -295,6 +304,17 @@ def _introduce(outcome: Outcome, msg: Message) -> None:
         f"the crew's runtime speaks {spoken}; this runner speaks v{VERSION} (and v{min(SPOKEN)}):"
         " deploy the crew again to build it with the current runtime",
     )
+
+
+def _first(outcome: Outcome, msg: Message | None) -> bool:
+    """Whether ``msg`` is the runtime's first ready, result or error of the run."""
+    if not isinstance(msg, Ready | Result | CrewError):
+        return False
+    kind = type(msg).__name__
+    if kind in outcome.said:
+        return False
+    outcome.said.add(kind)
+    return True
 
 
 def _result(outcome: Outcome, msg: Result, size: int, budget: Budget) -> None:

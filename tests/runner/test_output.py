@@ -5,6 +5,7 @@ the stream is stopped at the run's event budget."""
 from __future__ import annotations
 
 import hashlib
+import json
 from typing import TYPE_CHECKING
 
 import pytest
@@ -148,6 +149,28 @@ async def test_ready_and_error_messages_over_their_limit_are_budgeted_as_output(
     assert isinstance(ran.payload, RunFailed), ran.payload
     assert ran.payload.reason == "limit" and "CREWYARD_RUN_MAX_EVENTS" in ran.payload.error_message
     assert len(ran.events) < 300, len(ran.events)
+
+
+@pytest.mark.parametrize("kind", ["ready", "error", "result"])
+async def test_a_runtimes_once_said_message_said_again_and_again_is_budgeted(
+    run_crew: RunCrew, kind: str
+) -> None:
+    # The first ready, result or error spends nothing; repeats spent nothing either, so a crew
+    # could send them without end (each error redacted on the runner's loop), past every limit.
+    line = json.dumps({"t": "result", "output": "x"} if kind == "result" else {"t": kind, "message": "m"})
+    source = f"""
+    from crewyard_runtime import _protocol
+
+    def run(inputs):
+        for _ in range(20_000):
+            _protocol._channel.write('{line}\\n')
+        _protocol._channel.flush()
+        return "done"
+    """
+    ran = await run_crew(source, budget=Budget(max_events=200, max_event_bytes=64 * 1024 * 1024))
+
+    assert isinstance(ran.payload, RunFailed), ran.payload
+    assert ran.payload.reason == "limit" and "CREWYARD_RUN_MAX_EVENTS" in ran.payload.error_message
 
 
 def test_a_protocol_line_longer_than_its_limit_streams_past_and_is_reported() -> None:
