@@ -172,31 +172,31 @@ class Executor:
             key = PoolKey(state.deployment_id, state.environment)
             fingerprint = specs.fingerprint(state.deployment_id, dep, config, env, self.specs.limits(config))
             sandbox = self.pools.take(key, fingerprint)
-            forked = sandbox is None and self.pools.can_fork(key, fingerprint)
-            started = rs.decide_start(
-                state,
-                runner_id=self.runner_id,
-                backend=self.backend.name,
-                isolated=self.backend.isolated,
-                entrypoint=config.entrypoint,
-                warm=sandbox is not None or forked,
-            )
-            attempt.number = started.attempt
-            event = make_event(started, project=project, aggregate_id=run_id, event_id=new_id("evt"))
-            await item.in_progress()
             try:
+                forked = sandbox is None and self.pools.can_fork(key, fingerprint)
+                started = rs.decide_start(
+                    state,
+                    runner_id=self.runner_id,
+                    backend=self.backend.name,
+                    isolated=self.backend.isolated,
+                    entrypoint=config.entrypoint,
+                    warm=sandbox is not None or forked,
+                )
+                attempt.number = started.attempt
+                event = make_event(started, project=project, aggregate_id=run_id, event_id=new_id("evt"))
+                await item.in_progress()
                 await self.liveness.claim(run_id, started.attempt)  # before run.started: see liveness.py
                 claimed = True
                 attempt.started_seq = await self.store.append(event, expected_seq=state.version)
-            except BaseException:
-                if sandbox is not None:
-                    self.pools.give_back(key, sandbox)  # never started: as good as before
-                raise
-            if state.created_at is not None:
-                waited = (event.time - state.created_at).total_seconds()
-                metrics.RUN_START_LATENCY.labels(self.backend.name).observe(max(waited, 0.0))
-            warm = Warmth(key, fingerprint, sandbox, forked)
-            await self._run_started(item, state, dep, config, attempt, Prepared(env, refused, secrets), warm)
+                if state.created_at is not None:
+                    waited = (event.time - state.created_at).total_seconds()
+                    metrics.RUN_START_LATENCY.labels(self.backend.name).observe(max(waited, 0.0))
+                warm = Warmth(key, fingerprint, sandbox, forked)
+                prepared = Prepared(env, refused, secrets)
+                await self._run_started(item, state, dep, config, attempt, prepared, warm)
+            finally:
+                if sandbox is not None and not sandbox.taken:  # never given the run's start (a
+                    self.pools.give_back(key, sandbox)  # failure, a refusal): as good as before
         finally:  # only what this execution took
             if self.active.get(run_id) is attempt:
                 del self.active[run_id]
@@ -257,8 +257,7 @@ class Executor:
         try:
             refusal = await session.refusal()
             if refusal is not None:  # a thread run accepted too late: it never runs
-                if warm.sandbox is not None:
-                    self.pools.give_back(warm.key, warm.sandbox)  # never started: as good as before
+                # (a warm sandbox it took goes back to its pool: see execute)
                 await finish(
                     self.store, state.project, state.run_id, RunFailed(reason="thread", error_message=refusal)
                 )

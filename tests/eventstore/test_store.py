@@ -192,3 +192,42 @@ async def test_a_current_load_is_not_answered_by_a_replica_behind_the_leader(
     monkeypatch.setattr(store._reads, "get_msg", counted)
     assert [r.seq for r in await store.load("acme", "run", run, current=True)] == [s1, s2, s3, s4]
     assert leader_reads == [False, False, False]  # s2, s3 and s4
+
+
+async def test_batches_read_again_what_was_sent_and_lost_on_the_way(
+    store: EventStore, monkeypatch: pytest.MonkeyPatch
+):
+    """The batches' consumer acknowledges nothing: a message the server sent and the client never
+    got (a connection cut while a batch was on its way) is not sent again. The next batch began
+    after it, and the projector stored a position past events it never applied."""
+    from crewyard.core import subjects
+
+    run = new_id("run")
+    stored = [await store.append(_ev(QUEUED, run))]
+    for i in range(11):
+        stored.append(await store.append(_ev(Log(message=f"line {i}"), run)))
+    make, lost = store._pull_consumer, []
+
+    async def losing_one(filter_subject: str, start_seq: int):
+        psub = await make(filter_subject, start_seq)
+        fetch = psub.fetch
+
+        async def fetch_and_lose(batch: int, timeout: float):
+            msgs = await fetch(batch, timeout=timeout)
+            if not lost and len(msgs) > 2:
+                lost.append(msgs.pop(2).metadata.sequence.stream)
+            return msgs
+
+        psub.fetch = fetch_and_lose
+        return psub
+
+    monkeypatch.setattr(store, "_pull_consumer", losing_one)
+    read: list[int] = []
+    batches = store.read_batches(subjects.all_events(store.prefix), start_seq=stored[0], batch=5, idle_s=0.2)
+    async for batch in batches:
+        read += [raw.seq for raw in batch]
+        if (read and read[-1] >= stored[-1]) or len(read) > 100:
+            break
+    await batches.aclose()
+    assert lost and lost[0] in stored
+    assert read == stored

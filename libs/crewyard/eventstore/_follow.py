@@ -2,7 +2,10 @@
 full replay, and an ordered consumer that follows a subject live.
 
 - ``read_batches`` pulls (never push): a reader that falls behind never makes the client drop
-  messages, and the ephemeral consumer is made again after a broker restart.
+  messages, and the ephemeral consumer is made again after a broker restart. Its consumer
+  acknowledges nothing, so a batch lost on the way (a connection cut while it was sent) is
+  never sent again: each message's consumer sequence must follow the last one's, and at a gap
+  the consumer is made again after the last event read (the way ordered consumers do).
 - ``scan`` is a push consumer whose callback only reads subjects (most events are skipped without
   decoding); a stall (messages dropped) is noticed and the scan resumes after the last event seen.
 - ``follow`` is an ordered consumer from a sequence into a queue: history first, then live, no gaps.
@@ -41,9 +44,11 @@ class Following:
         restarts: the ephemeral consumer is made again from the last sequence read."""
         next_seq = start_seq
         psub: Any = None
+        delivered = 0  # the consumer sequence of the last message read from ``psub``
         try:
             while True:
                 if psub is None:
+                    delivered = 0
                     psub = await self._pull_consumer(filter_subject, next_seq)
                     if psub is None:
                         await asyncio.sleep(idle_s)
@@ -64,8 +69,18 @@ class Following:
                         await psub.unsubscribe()
                     psub = None
                     continue
-                out = [RawEvent(m.metadata.sequence.stream, m.subject, m.data) for m in msgs]
-                out = [r for r in out if r.seq >= next_seq]
+                out = []
+                for m in msgs:
+                    sequence = m.metadata.sequence
+                    if sequence.consumer != delivered + 1:
+                        # Messages sent and lost on the way: read again after the last one read.
+                        with contextlib.suppress(Exception):
+                            await psub.unsubscribe()
+                        psub = None
+                        break
+                    delivered = sequence.consumer
+                    if sequence.stream >= next_seq:
+                        out.append(RawEvent(sequence.stream, m.subject, m.data))
                 if out:
                     next_seq = out[-1].seq + 1
                 yield out
