@@ -54,6 +54,12 @@ async def apply(db: aiosqlite.Connection, raw: RawEvent, prefix: str) -> None:
         set_aside("projector", raw.seq, raw.subject, exc)
 
 
+def _locked(exc: sqlite3.OperationalError) -> bool:
+    return getattr(exc, "sqlite_errorcode", None) in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED) or (
+        "locked" in str(exc) or "busy" in str(exc)
+    )
+
+
 class Projector:
     def __init__(self, store: EventStore, db_path: Path) -> None:
         self.store = store
@@ -67,6 +73,14 @@ class Projector:
                     await self._follow(db, stop)
                 except StoreUnavailable:
                     log.warning("event store unavailable; retrying")
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), 1.0)
+                except sqlite3.OperationalError as exc:
+                    if not _locked(exc):
+                        raise
+                    # Another writer holds the read model past the busy timeout: a rebuild
+                    # replays the whole stream in one transaction. Follow again once it is done.
+                    log.warning("the read model is being written by another process (a rebuild?); waiting")
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), 1.0)
         finally:

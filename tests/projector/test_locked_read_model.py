@@ -1,0 +1,71 @@
+"""The live projector waits while another process holds the read model (a rebuild replays the
+whole stream in one transaction): it failed past SQLite's busy timeout, and ``crewyard up`` with
+it, every service of the platform."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import aiosqlite
+import pytest
+
+from crewyard.core.events import ProjectCreated, make_event
+from crewyard.core.ids import new_id
+from crewyard.eventstore import EventStore
+from crewyard.projector import Projector
+from crewyard.projector import service as projector_service
+from crewyard.readmodel import open_db
+
+
+async def _project(store: EventStore, name: str) -> None:
+    event = make_event(ProjectCreated(name=name), project=name, aggregate_id=name, event_id=new_id("evt"))
+    await store.append(event)
+
+
+def _projected(path: Path, name: str) -> bool:
+    if not path.exists():
+        return False
+    db = sqlite3.connect(path)
+    try:
+        return db.execute("SELECT 1 FROM projects WHERE name = ?", (name,)).fetchone() is not None
+    except sqlite3.OperationalError:
+        return False  # not made yet
+    finally:
+        db.close()
+
+
+async def _until_projected(path: Path, name: str) -> None:
+    for _ in range(300):
+        if _projected(path, name):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"project {name} was never projected")
+
+
+async def test_the_projector_waits_for_a_writer_holding_the_read_model(
+    store: EventStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def impatient(path: Path) -> aiosqlite.Connection:
+        db = await open_db(path)
+        await db.execute("PRAGMA busy_timeout=100")  # SQLite gives up waiting at once, not in 30 s
+        return db
+
+    monkeypatch.setattr(projector_service, "open_db", impatient)
+    path, stop = tmp_path / "readmodel.sqlite3", asyncio.Event()
+    task = asyncio.create_task(Projector(store, path).run(stop))
+    try:
+        await _project(store, "before")
+        await _until_projected(path, "before")
+        rebuilding = sqlite3.connect(path, isolation_level=None)
+        rebuilding.execute("BEGIN IMMEDIATE")  # what a rebuild holds for its whole replay
+        await _project(store, "during")
+        await asyncio.sleep(1.5)  # many busy timeouts
+        assert not task.done(), task.exception()
+        rebuilding.execute("ROLLBACK")
+        rebuilding.close()
+        await _until_projected(path, "during")
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
