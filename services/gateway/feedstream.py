@@ -17,13 +17,18 @@ The guarantees are the same: ``id:`` = stream sequence and resume after ``Last-E
 (a client finds its place in the feed by sequence), a keep-alive comment when the feed was quiet
 (the feed's own timer wakes every client; it never ends a stream), the end after the terminal
 event, ``retry:`` when the gateway shuts down, and ``on_disconnect`` only when the client went
-away (the ASGI ``http.disconnect`` message) before the run ended.
+away (the ASGI ``http.disconnect`` message) before the run ended. The guard's check of the
+request (:data:`.sse.STILL_ALLOWED`: its key not revoked or expired, its console session not
+signed out) is asked again before a write, at most every ``CHECK_S``, also where the feed
+writes itself: a stream ends within a second of its key's revocation, not with its run (up to
+days later).
 """
 
 from __future__ import annotations
 
 import asyncio
 import bisect
+import time
 from collections.abc import Callable, Coroutine
 from typing import Any
 
@@ -34,11 +39,14 @@ from litestar.types import HTTPResponseBodyEvent, Receive, Scope, Send
 from crewyard import metrics
 
 from .hub import Feed
-from .sse import HEADERS, PING, RETRY_HINT, Closing, in_background, next_write
+from .sse import HEADERS, PING, RETRY_HINT, STILL_ALLOWED, Closing, in_background, next_write
 
 _SENT = metrics.SSE_DELIVERIES.labels("sent")
 #: Where :class:`KeepServerSend` keeps the server's own ``send`` in an HTTP request's scope.
 SERVER_SEND = "crewyard.server_send"
+#: How often a client's access is asked again while it is written to (each delivery would ask
+#: it otherwise: a thousand clients, a thousand checks per event).
+CHECK_S = 1.0
 
 
 class KeepServerSend:
@@ -108,6 +116,8 @@ class FeedStream(Stream):
         # The route's media type would win over the response's (see sse.EventStream).
         kwargs["media_type"] = "text/event-stream"
         self.follow.start_response = super().to_asgi_response(app, request, **kwargs).start_response
+        allowed = request.scope.get(STILL_ALLOWED)
+        self.follow.allowed = allowed if callable(allowed) else None
         return self.follow
 
 
@@ -136,6 +146,22 @@ class _Follow:
         #: The connection the feed may write to (None: only through ``send``).
         self.connection: _Connection | None = None
         self.finished = False  # the feed wrote the terminal event
+        #: The guard's check of the request (see the module), and when to ask it next.
+        self.allowed: Callable[[], bool] | None = None
+        self.check_at = 0.0
+        self.refused = False
+
+    def still_allowed(self) -> bool:
+        if self.refused:
+            return False
+        if self.allowed is None:
+            return True
+        now = time.monotonic()
+        if now < self.check_at:
+            return True
+        self.check_at = now + CHECK_S
+        self.refused = not self.allowed()
+        return not self.refused
 
     def push(self, seq: int, event_type: str, frame: bytes) -> bool:
         """The feed's newest event, at ``self.index`` (see :meth:`.hub.Feed._push`)."""
@@ -143,7 +169,7 @@ class _Follow:
             self.index += 1
             return False
         connection = self.connection
-        if connection is None or not connection.writable():
+        if connection is None or not connection.writable() or not self.still_allowed():
             self.feed.pushed.pop(self, None)
             self.wake()  # the coroutine sends it, through the server
             return False
@@ -199,6 +225,8 @@ class _Follow:
                 return False
             if self.finished:
                 return True
+            if not self.still_allowed():
+                return True  # the server's decision, not the client leaving: cancels nothing
             index, end = self.index, len(items)
             if index < end:
                 if feed.seqs[index] < self.start_seq:  # the feed was filling up as the client came
