@@ -197,7 +197,8 @@ async def list_runs(request: Request[Any, Any, Any]) -> ASGIApp:
     ``next_cursor``). Each run as ``GET /v1/runs/{id}`` shows it but without ``input`` and
     ``output`` (what the crew was given and returned, often most of a run's size) and with an
     ``error_message`` over 1,000 characters cut there (an ellipsis ends it): ``full=true`` shows
-    them whole."""
+    them whole, and its page ends once 16 MiB of runs are in it (at least one; follow
+    ``next_cursor`` for the rest)."""
     q = request.query_params
     try:
         limit = int(q.get("limit", "20"))

@@ -152,3 +152,36 @@ async def test_a_full_page_is_not_one_sqlite_value(tmp_path: Path) -> None:
         assert all(len(r["output"]["text"]) == 300_000 for r in runs)
     finally:
         await rm.close()
+
+
+async def test_a_full_page_ends_after_its_byte_bound_and_the_next_page_goes_on(tmp_path: Path) -> None:
+    """500 runs of megabytes each in one answer took gigabytes of the gateway: a page with inputs
+    and outputs ends once FULL_PAGE_BYTES of them are in it (at least one run), and its cursor
+    leads to the rest."""
+    from crewyard.readmodel._queries import FULL_PAGE_BYTES
+
+    big = msgspec.json.encode({"text": "x" * (FULL_PAGE_BYTES // 5)}).decode()
+    runs = [{"id": f"run_{i:04d}", "input": big, "output": big} for i in range(8)]
+    rm = await _with_runs(tmp_path / "readmodel.sqlite3", runs)
+    try:
+        seen: list[str] = []
+        cursor = None
+        for _ in range(10):
+            page, cursor = await rm.runs(project="p", status=None, limit=500, cursor=cursor, full=True)
+            assert len(page) <= FULL_PAGE_BYTES
+            shown = msgspec.json.decode(page)
+            assert 1 <= len(shown) <= 2 and all(run["input"]["text"] for run in shown)
+            seen += [run["id"] for run in shown]
+            if cursor is None:
+                break
+        assert seen == [f"run_{i:04d}" for i in reversed(range(8))]
+        # A single run larger than the bound is still shown, alone.
+        huge = msgspec.json.encode({"text": "x" * FULL_PAGE_BYTES}).decode()
+        await rm.close()
+        rm = await _with_runs(
+            tmp_path / "huge.sqlite3", [{"id": "run_0001", "input": huge}, {"id": "run_0002"}]
+        )
+        page, cursor = await rm.runs(project="p", status=None, limit=5, cursor="run_0002", full=True)
+        assert [run["id"] for run in msgspec.json.decode(page)] == ["run_0001"] and cursor is None
+    finally:
+        await rm.close()

@@ -64,6 +64,25 @@ class Reader:
         rows = None if may_scan else self._on_loop(sql, args, None)
         return rows if rows is not None else [tuple(r.values()) for r in await self._all(sql, args)]
 
+    async def _page_within(
+        self, sql: str, args: tuple[Any, ...], limit: int, budget: int
+    ) -> tuple[list[dict[str, Any]], bool]:
+        """Up to ``limit`` rows of ``sql`` (which asks for one more), read on the thread a few at
+        a time, and no more once their first columns' bytes would pass ``budget`` (at least one
+        row); and whether more rows follow."""
+        shown: list[dict[str, Any]] = []
+        size = 0
+        async with self.db.execute(sql, args) as cur:
+            while rows := await cur.fetchmany(8):
+                for row in rows:
+                    values: dict[str, Any] = row  # type: ignore[assignment]  # (the dict row factory)
+                    first = len(next(iter(values.values())))
+                    if len(shown) == limit or (shown and size + first > budget):
+                        return shown, True
+                    shown.append(values)
+                    size += first
+        return shown, False
+
     def _on_loop(self, sql: str, args: tuple[Any, ...], factory: Any) -> list[Any] | None:
         """The rows read on the loop's own connection, or None: none, or SQLite said busy."""
         if self.keyed is None:

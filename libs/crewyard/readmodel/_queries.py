@@ -50,6 +50,10 @@ def run_view(row: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+#: A page of runs with their inputs and outputs ends once this much of them was read (at least
+#: one run; the next page follows it): 500 runs of megabytes each took gigabytes of the gateway.
+FULL_PAGE_BYTES = 16 << 20
+
 #: run_view, as SQL.
 RUN_JSON = (
     "json_object('id', id, 'run_id', id, 'project', project, 'deployment_id', deployment_id,"
@@ -162,12 +166,11 @@ class ReadModel(VersionQueries, TableQueries, ThreadQueries, OutboundReads):
         filt = (" WHERE " + " AND ".join(where)) if where else ""
         # One index serves one filter; more may scan the table.
         may_scan = len(where) - bool(cursor) > 1
-        if full:  # inputs and outputs (MBs each): joined by SQLite a page could pass its 1 GB bound
-            sql = f"SELECT CAST({RUN_JSON} AS BLOB), id FROM runs{filt} ORDER BY id DESC LIMIT ?"
-            rows = await self._range_tuples(sql, (*args, limit + 1), may_scan=may_scan)
-            shown = rows[:limit]
-            page = b"[" + b",".join(j for j, _ in shown) + b"]"
-            return page, (shown[-1][1] if len(rows) > limit else None)
+        if full:  # inputs and outputs (MBs each): a page ends after FULL_PAGE_BYTES of them
+            sql = f"SELECT CAST({RUN_JSON} AS BLOB) AS j, id FROM runs{filt} ORDER BY id DESC LIMIT ?"
+            shown, more = await self._page_within(sql, (*args, limit + 1), limit, FULL_PAGE_BYTES)
+            page = b"[" + b",".join(row["j"] for row in shown) + b"]"
+            return page, (shown[-1]["id"] if more else None)
         # Summaries (under 2 KB each): SQLite joins the page itself; read as rows, the sqlite3
         # module's own cost per row was more than SQLite's read of it. The subquery's rows reach
         # group_concat in its ORDER BY order (its LIMIT keeps the ORDER BY;
