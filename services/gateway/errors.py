@@ -186,8 +186,11 @@ def thread_error(_: Request[Any, Any, Any], exc: ThreadError) -> Response[Any]:
     return Response({"error": body}, status_code=_VERSION_STATUS.get(exc.kind, 409))
 
 
-def unavailable(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    return _body(503, "unavailable", f"a platform component is unavailable: {exc}")
+def unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
+    """The broker or the object store did not answer. What they said (subjects, buckets, server
+    addresses) is for the gateway's log, not for whoever asked: a trigger URL answers anyone."""
+    log.warning("%s %s: a platform component is unavailable: %s", request.method, request.url.path, exc)
+    return _body(503, "unavailable", "a platform component is unavailable right now; try again shortly")
 
 
 def internal(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:

@@ -16,6 +16,7 @@ from crewyard.contract.projects import EnvValue, Limits
 from crewyard.contract.runs import RunCreate
 from crewyard.contract.tables import TableCreate
 from crewyard.contract.triggers import TriggerCreate
+from crewyard.eventstore import StoreUnavailable
 from crewyard.gateway.context import ApiRequest, IdempotencyKey
 from crewyard.gateway.errors import HANDLERS
 
@@ -50,10 +51,17 @@ async def cancel(data: NoFields | None = None) -> dict[str, Any]:
     return {"body": msgspec.to_builtins(data)}
 
 
+@post("/outage", status_code=200)
+async def outage() -> None:
+    raise StoreUnavailable("cannot read t.evt.acme.run.>: NoServersError(nats://10.1.2.3:4222)")
+
+
 @pytest.fixture(scope="module")
 def client() -> Iterator[TestClient[Litestar]]:
     app = Litestar(
-        [create, env, limits, triggers, tables, cancel], exception_handlers=HANDLERS, request_class=ApiRequest
+        [create, env, limits, triggers, tables, cancel, outage],
+        exception_handlers=HANDLERS,
+        request_class=ApiRequest,
     )
     with TestClient(app) as c:
         yield c
@@ -119,3 +127,11 @@ def test_the_idempotency_key_header_is_checked(client: TestClient[Litestar]):
     assert ok.json()["key"] == "k-1"
     message = _refused(client, "/runs", body, **{"Idempotency-Key": "k" * 256})
     assert message == "Idempotency-Key must be 1 to 255 printable ASCII characters"
+
+
+def test_an_outage_answers_503_without_what_the_broker_said(client: TestClient[Litestar]) -> None:
+    """Subjects, bucket names and server addresses are for the gateway's log: a trigger URL
+    answers anyone, and its token lookup may meet an outage."""
+    r = client.post("/outage")
+    assert r.status_code == 503 and r.json()["error"]["code"] == "unavailable"
+    assert "10.1.2.3" not in r.text and "t.evt" not in r.text
