@@ -81,6 +81,10 @@ class Settings(msgspec.Struct, kw_only=True):
     max_triggers: int = 100
     max_schedules: int = 1000
     max_tables: int = 200
+    #: Usable API keys and active outside consumers one project may have; 0: no limit. Each
+    #: consumer is a durable consumer of the shared stream (its server takes a bounded number).
+    max_keys: int = 100
+    max_consumers: int = 20
     #: Largest accepted crew upload (compressed), its unpacked size (every byte out of gzip,
     #: headers included), its largest file and its number of files and folders.
     upload_limit_bytes: int = 50 * 1024 * 1024
@@ -273,6 +277,8 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "CREWYARD_MAX_TRIGGERS": ("max_triggers", int),
     "CREWYARD_MAX_SCHEDULES": ("max_schedules", int),
     "CREWYARD_MAX_TABLES": ("max_tables", int),
+    "CREWYARD_MAX_KEYS": ("max_keys", int),
+    "CREWYARD_MAX_CONSUMERS": ("max_consumers", int),
     "CREWYARD_UPLOAD_LIMIT": ("upload_limit_bytes", int),
     "CREWYARD_UNPACKED_LIMIT": ("unpacked_limit_bytes", int),
     "CREWYARD_UPLOAD_MAX_FILE": ("upload_max_file_bytes", int),

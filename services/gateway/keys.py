@@ -93,6 +93,18 @@ def _future(when: datetime | None) -> datetime | None:
     return when
 
 
+def _within(limit: int, count: int, project: str, what: str, setting: str, remedy: str) -> None:
+    """A 409 ``limit_reached`` when ``project`` has ``limit`` of ``what`` already (0: no limit).
+    Counted on this gateway: requests racing on several gateways may pass it by a few."""
+    if limit > 0 and count >= limit:
+        raise ApiError(
+            409,
+            "limit_reached",
+            f"project {project} has as many {what} as a project may have ({limit}, {setting});"
+            f" {remedy} first",
+        )
+
+
 @post("/v1/keys", status_code=201, opt=ADMIN)
 async def create_key(request: Request[Any, Any, Any], data: KeyCreate) -> Key:
     """A new API key; the answer holds the key itself, shown this once."""
@@ -105,11 +117,15 @@ async def make_key(
     request: Request[Any, Any, Any], *, role: str, project: str | None, name: str, expires_at: datetime | None
 ) -> Key:
     """A new key made by the request's key (never wider than it); the token is in the answer."""
-    registry = registry_of(gw(request))
+    g = gw(request)
+    registry = registry_of(g)
     if project is None:
         _require_platform(request, "a key for every project")
     else:
         allow(request, project_name(project))
+        now = datetime.now(UTC)
+        usable = sum(1 for k in registry.keys.values() if k.project == project and k.usable(now))
+        _within(g.settings.max_keys, usable, project, "usable API keys", "CREWYARD_MAX_KEYS", "revoke one")
     try:
         key, token = await registry.create(
             name=name,
@@ -215,6 +231,13 @@ async def create_consumer(request: Request[Any, Any, Any], data: ConsumerCreate)
     g = gw(request)
     allow(request, project_name(data.project))
     await g.project(data.project)
+    now = datetime.now(UTC)
+    active = sum(
+        1 for c in (await g.consumer_states()).values() if c.project == data.project and c.active(now)
+    )
+    _within(
+        g.settings.max_consumers, active, data.project, "consumers", "CREWYARD_MAX_CONSUMERS", "revoke one"
+    )
     key = current_key(request)
     try:  # credentials outlive the key that made them no more than keys it makes do
         expires_at = expiry_within(key, _future(data.expires_at))

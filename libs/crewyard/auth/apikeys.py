@@ -33,8 +33,8 @@ from crewyard.backoff import Backoff
 from crewyard.core import subjects
 from crewyard.core.access import (
     ApiKey,
+    KeyFold,
     expiry_within,
-    fold_keys,
     made_from,
     new_token,
     token_hash,
@@ -67,7 +67,7 @@ class KeyRegistry:
         self.store = store
         self.keys: dict[str, ApiKey] = {}
         self._by_hash: dict[str, str] = {}
-        self._history: list[Recorded] = []
+        self._fold = KeyFold()
         self._position = 0
         self._changed = asyncio.Condition()
         self._revoking = asyncio.Lock()  # one revocation at a time here: they never race each other
@@ -84,12 +84,14 @@ class KeyRegistry:
             return
         self._position = raw.seq
         try:
-            self._history.append(Recorded(raw.seq, decode(raw.data)))
+            recorded = Recorded(raw.seq, decode(raw.data))
         except InvalidEvent as exc:
             log.warning("skipping platform event %d: %s", raw.seq, exc)
             return
-        self.keys = fold_keys(self._history)
-        self._by_hash = {k.token_sha256: k.key_id for k in self.keys.values()}
+        self._fold.apply(recorded)
+        self.keys = self._fold.keys
+        if isinstance(recorded.event.data, ApiKeyCreated):
+            self._by_hash[recorded.event.data.token_sha256] = recorded.event.data.key_id
 
     async def start(self) -> None:
         """Read every key, then follow the platform stream (call once, inside the event loop)."""

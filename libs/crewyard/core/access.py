@@ -109,12 +109,17 @@ def decide(key: ApiKey, needed: str, project: str | None) -> Decision:
     return "ok" if rank(key.role) >= rank(needed) else "forbidden"
 
 
-def fold_keys(history: list[Recorded]) -> dict[str, ApiKey]:
-    """Every API key by id (revoked and expired ones too), from the platform stream."""
-    keys: dict[str, ApiKey] = {}
-    children: dict[str, list[str]] = {}  # by creator: a cascade walks only what its key made
-    for rec in history:
-        e, data = rec.event, rec.event.data
+class KeyFold:
+    """Every API key by id (revoked and expired ones too), folded from the platform stream one
+    event at a time: a registry applies each new event without folding the history again (that
+    was the whole history per event, quadratic in the keys ever made)."""
+
+    def __init__(self) -> None:
+        self.keys: dict[str, ApiKey] = {}
+        self._children: dict[str, list[str]] = {}  # by creator: a cascade walks only what its key made
+
+    def apply(self, rec: Recorded) -> None:
+        keys, e, data = self.keys, rec.event, rec.event.data
         if isinstance(data, ApiKeyCreated):
             parent = keys.get(data.created_by) if data.created_by else None
             cascaded = parent is not None and parent.cascaded  # made from a key revoked with its own
@@ -132,7 +137,7 @@ def fold_keys(history: list[Recorded]) -> dict[str, ApiKey]:
                 version=rec.seq,
             )
             if data.created_by:
-                children.setdefault(data.created_by, []).append(data.key_id)
+                self._children.setdefault(data.created_by, []).append(data.key_id)
         elif isinstance(data, ApiKeyRevoked) and data.key_id in keys:
             key = keys[data.key_id]
             key.revoked_at, key.version = key.revoked_at or e.time, rec.seq
@@ -140,8 +145,15 @@ def fold_keys(history: list[Recorded]) -> dict[str, ApiKey]:
             while todo:  # the key and every key made from it, each once (a cascaded key's were)
                 ended = keys[todo.pop()]
                 ended.revoked_at, ended.cascaded = ended.revoked_at or e.time, True
-                todo += [c for c in children.get(ended.key_id, ()) if not keys[c].cascaded]
-    return keys
+                todo += [c for c in self._children.get(ended.key_id, ()) if not keys[c].cascaded]
+
+
+def fold_keys(history: list[Recorded]) -> dict[str, ApiKey]:
+    """Every API key by id (revoked and expired ones too), from the platform stream."""
+    fold = KeyFold()
+    for rec in history:
+        fold.apply(rec)
+    return fold.keys
 
 
 def made_from(keys: dict[str, ApiKey], key_id: str) -> list[ApiKey]:
