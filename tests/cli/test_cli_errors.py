@@ -69,6 +69,18 @@ def test_unexpected_answers_never_show_a_traceback(api: FakeApi, run_cli) -> Non
     assert "Traceback" not in result.output
 
 
+@pytest.mark.parametrize("body", [b"", b"{}", b'{"status": "pending"}'])
+def test_an_answer_without_a_run_is_not_a_pending_run(api: FakeApi, run_cli, body: bytes) -> None:
+    """A proxy or another service at --api answering 200 with no run printed "Run  is pending" and
+    exited 0 (and with --stream followed /v1/runs//events)."""
+    api.route("POST", "/v1/runs", Reply(200, raw=body))
+
+    result = run_cli("invoke", "--project", "demo", "--api", api.url)
+
+    assert result.exit_code == 1, result.output
+    assert "answered POST /v1/runs with no run" in result.stderr and "Traceback" not in result.output
+
+
 @pytest.mark.parametrize(
     ("path", "command"),
     [

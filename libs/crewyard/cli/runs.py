@@ -201,12 +201,13 @@ def follow_run(
                 if view.outcome is not None:
                     break
     except KeyboardInterrupt:
-        console.print()
+        say = make_console(stderr=True) if as_json else console  # --json output stays NDJSON only
+        say.print()
         if cancel_on_disconnect:
-            console.print(Text(f"Stopped following {run_id}; the run is being canceled.", style="yellow"))
+            say.print(Text(f"Stopped following {run_id}; the run is being canceled.", style="yellow"))
             return 130
-        console.print(Text(f"Stopped following {run_id}; the run keeps going.", style="yellow"))
-        console.print(Text(f"Resume with: crewyard runs events {run_id}", style="dim"))
+        say.print(Text(f"Stopped following {run_id}; the run keeps going.", style="yellow"))
+        say.print(Text(f"Resume with: crewyard runs events {run_id}", style="dim"))
         return 130
     outcome = view.outcome or (final[0].status if final else None)
     return 0 if outcome == "succeeded" else 1

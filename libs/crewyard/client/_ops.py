@@ -49,11 +49,16 @@ def decode(op: Op, content: bytes) -> Any:
     if not content.strip() and op.empty is not None:
         return op.empty
     try:
-        return msgspec.json.decode(content or b"{}", type=op.answer)
+        answer = msgspec.json.decode(content or b"{}", type=op.answer)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise ClientError(
             f"the API answered {op.method} {op.path} with something this client cannot read: {exc}"
         ) from None
+    if isinstance(answer, Run) and not answer.id:  # every field has a default: {} reads as a run
+        raise ClientError(
+            f"the API answered {op.method} {op.path} with no run (no id): is this a crewyard API's address?"
+        )
+    return answer
 
 
 def json_object(method: str, path: str, content: bytes) -> dict[str, Any]:
