@@ -28,6 +28,9 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from ._errors import StoreUnavailable
 from ._raw import RawEvent
 
+#: The bytes of events a scan keeps for its caller before it lets later ones go (see ``scan``).
+KEPT_BYTES = 64 << 20
+
 
 class Following:
     """The streaming reads of :class:`EventStore` (a base class of it)."""
@@ -112,15 +115,20 @@ class Following:
         in batches — the fast path for a full replay. The push consumer's callback only looks at
         subjects (most events are skipped without decoding), so it keeps up with the server; if
         it ever falls behind and messages are dropped, the stall is noticed and the scan resumes
-        after the last event it saw."""
+        after the last event it saw. The events kept for the caller are bounded too (a replay
+        slower than the server held the whole stream in memory): past ``4 * batch`` of them or
+        ``KEPT_BYTES``, later ones are let go unseen and read again after the caller's batch."""
         pos = start_seq - 1
         while pos < until_seq:
             kept: list[RawEvent] = []
-            seen = pos
+            seen, held, full = pos, 0, False
             wake = asyncio.Event()
 
             async def on_msg(m: Msg, kept: list[RawEvent] = kept, wake: asyncio.Event = wake) -> None:
-                nonlocal seen
+                nonlocal seen, held, full
+                full = full or len(kept) >= 4 * batch or held >= KEPT_BYTES
+                if full:
+                    return  # not seen, from here on: read again once the caller took what is kept
                 tokens = m.reply.split(".")
                 seq = int(tokens[5] if len(tokens) == 9 else tokens[7])
                 if seq <= seen:
@@ -128,6 +136,7 @@ class Following:
                 seen = seq
                 if want(m.subject):
                     kept.append(RawEvent(seq, m.subject, m.data))
+                    held += len(m.data)
                 if len(kept) >= batch or seq >= until_seq:
                     wake.set()
 
@@ -138,12 +147,12 @@ class Following:
                     with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(wake.wait(), stall_s)
                     wake.clear()
-                    out, kept[:] = list(kept), []
+                    out, kept[:], held = list(kept), [], 0
                     pos = seen
                     if out:
                         yield out
-                    if seen == before and pos < until_seq:
-                        break  # no progress: start again after the last event seen
+                    if (seen == before or full) and pos < until_seq:
+                        break  # no progress, or some let go: start again after the last event seen
             finally:
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()
