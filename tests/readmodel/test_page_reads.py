@@ -11,6 +11,7 @@ from typing import Any
 import msgspec
 
 from crewyard.readmodel import ReadModel, open_db
+from crewyard.readmodel._queries import RUN_COUNTS
 from crewyard.readmodel.schema import SUMMARY_ERROR_CHARS
 from crewyard.testing.processes import bytes_read
 
@@ -185,3 +186,21 @@ async def test_a_full_page_ends_after_its_byte_bound_and_the_next_page_goes_on(t
         assert [run["id"] for run in msgspec.json.decode(page)] == ["run_0001"] and cursor is None
     finally:
         await rm.close()
+
+
+async def test_counting_runs_for_metrics_reads_an_index_not_the_runs(tmp_path: Path) -> None:
+    """Every metrics scrape counts runs by status and backend: that read every run's row (158 ms
+    per 100,000 runs, on the thread every other scanning read waits for)."""
+    rm = await _with_runs(
+        tmp_path / "readmodel.sqlite3", [{"id": "run_0001", "backend": "bwrap"}, {"id": "run_0002"}]
+    )
+    try:
+        assert await rm.run_counts() == {("succeeded", "bwrap"): 1, ("succeeded", ""): 1}
+    finally:
+        await rm.close()
+    db = sqlite3.connect(tmp_path / "readmodel.sqlite3")
+    try:
+        plan = " ".join(str(row[-1]) for row in db.execute(f"EXPLAIN QUERY PLAN {RUN_COUNTS}"))
+    finally:
+        db.close()
+    assert "COVERING INDEX runs_counts" in plan, plan

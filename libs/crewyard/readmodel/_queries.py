@@ -54,6 +54,11 @@ def run_view(row: dict[str, Any]) -> dict[str, Any]:
 #: one run; the next page follows it): 500 runs of megabytes each took gigabytes of the gateway.
 FULL_PAGE_BYTES = 16 << 20
 
+#: Runs by status and backend (read from the ``runs_counts`` index alone).
+RUN_COUNTS = (
+    "SELECT status, COALESCE(backend, '') AS backend, COUNT(*) AS n FROM runs GROUP BY status, backend"
+)
+
 #: run_view, as SQL.
 RUN_JSON = (
     "json_object('id', id, 'run_id', id, 'project', project, 'deployment_id', deployment_id,"
@@ -190,11 +195,7 @@ class ReadModel(VersionQueries, TableQueries, ThreadQueries, OutboundReads):
 
     async def run_counts(self) -> dict[tuple[str, str], int]:
         """How many runs there are per (status, backend); backend "" before a run started."""
-        rows = await self._all(
-            "SELECT status, COALESCE(backend, '') AS backend, COUNT(*) AS n FROM runs"
-            " GROUP BY status, backend",
-            (),
-        )
+        rows = await self._all(RUN_COUNTS, ())
         return {(r["status"], r["backend"]): int(r["n"]) for r in rows}
 
     async def artifacts(self, run_id: str) -> list[dict[str, Any]]:

@@ -136,6 +136,9 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE INDEX IF NOT EXISTS runs_project ON runs (project, id);
 CREATE INDEX IF NOT EXISTS runs_status ON runs (status, id);
+-- Runs by status and backend (every metrics scrape counts them): read from this index alone, not
+-- from every run's row with its input and output.
+CREATE INDEX IF NOT EXISTS runs_counts ON runs (status, backend);
 CREATE INDEX IF NOT EXISTS runs_deployment ON runs (deployment_id, id);
 CREATE INDEX IF NOT EXISTS runs_idempotency ON runs (idempotency_key);
 CREATE INDEX IF NOT EXISTS runs_thread ON runs (thread_id);
