@@ -10,6 +10,10 @@ file, not a path). Swapping an entry for a link to ``/etc/shadow`` after the wal
 file changes nothing: the descriptor still holds the file that was checked. A file that changed
 while it was read (size or modification time) is skipped. Sizes and the number of files are
 capped; objects are stored by content hash; the event carries name, size, content type, sha256.
+What is stored is exactly what was hashed: a file is read once — into memory up to
+``IN_MEMORY`` bytes, else copied into a folder of the runner's own — and that copy is stored
+(objects are shared by every project under their hash: bytes changed between hashing and
+storing would be served for another project's file of that hash).
 """
 
 from __future__ import annotations
@@ -19,7 +23,9 @@ import hashlib
 import mimetypes
 import os
 import re
+import shutil
 import stat
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -226,31 +232,71 @@ def walk(root: Path, take: Take, *, max_file: int, max_total: int) -> Collected:
     return result
 
 
-def _sha256(fd: int) -> tuple[str, int]:
-    h = hashlib.sha256()
-    size = 0
+#: A file up to this size is read into memory once; a larger one is copied (see the module doc).
+IN_MEMORY = 16 << 20
+
+
+def _read(fd: int, limit: int, copy: int | None = None) -> tuple[str, int, bytes]:
+    """The file's sha256 and size, read once through ``fd``; its bytes (at most ``limit`` of
+    them kept) or, with ``copy``, written to that descriptor as they are read."""
+    h, size, kept = hashlib.sha256(), 0, bytearray()
     while chunk := os.pread(fd, 1 << 20, size):
         h.update(chunk)
         size += len(chunk)
-    return h.hexdigest(), size
+        if copy is not None:
+            rest = memoryview(chunk)
+            while rest:
+                rest = rest[os.write(copy, rest) :]
+        elif len(kept) <= limit:
+            kept += chunk
+    return h.hexdigest(), size, bytes(kept)
 
 
-async def collect(root: Path, objects: ObjectStore, *, max_file: int, max_total: int) -> Collected:
-    """Store the collectable files under ``root``; one file descriptor open at a time."""
+async def collect(
+    root: Path, objects: ObjectStore, *, max_file: int, max_total: int, staging: Path | None = None
+) -> Collected:
+    """Store the collectable files under ``root``; one file descriptor open at a time. Files
+    over ``IN_MEMORY`` are copied into a private folder made in ``staging`` (a folder of the
+    runner's that the crew cannot reach; default the system's temporary folder) before they are
+    stored."""
     loop = asyncio.get_running_loop()
 
+    def private_folder() -> Path:  # 0700
+        place = staging if staging is not None and staging.is_dir() else None
+        return Path(tempfile.mkdtemp(prefix=".collecting-", dir=place))
+
+    scratch = await asyncio.to_thread(private_folder)
+
     def take(name: str, fd: int, st: os.stat_result) -> ArtifactStored | None:
-        digest, size = _sha256(fd)
-        if size != st.st_size:
-            return None
-        obj = artifact_object(digest)
+        copy_path = scratch / "file"
+        copy = (
+            os.open(copy_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            if st.st_size > IN_MEMORY
+            else None
+        )
+        try:
+            digest, size, data = _read(fd, IN_MEMORY, copy)
+        finally:
+            if copy is not None:
+                os.close(copy)
+        try:
+            if size != st.st_size or (copy is None and size > IN_MEMORY):
+                return None
+            obj = artifact_object(digest)
 
-        async def put() -> None:
-            if not await objects.exists(obj):
-                # /proc/self/fd/N opens the file this descriptor holds, whatever its name is now.
-                await objects.put_file(obj, Path(f"/proc/self/fd/{fd}"))
+            async def put() -> None:
+                if not await objects.exists(obj):
+                    if copy is None:
+                        await objects.put_bytes(obj, data)
+                    else:
+                        await objects.put_file(obj, copy_path)
 
-        asyncio.run_coroutine_threadsafe(put(), loop).result()
+            asyncio.run_coroutine_threadsafe(put(), loop).result()
+        finally:
+            copy_path.unlink(missing_ok=True)
         return ArtifactStored(name=name, size=size, content_type=content_type(name), sha256=digest)
 
-    return await asyncio.to_thread(walk, root, take, max_file=max_file, max_total=max_total)
+    try:
+        return await asyncio.to_thread(walk, root, take, max_file=max_file, max_total=max_total)
+    finally:
+        await asyncio.to_thread(shutil.rmtree, scratch, True)

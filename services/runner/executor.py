@@ -448,6 +448,7 @@ class Executor:
                 self.objects,
                 max_file=self.settings.artifact_max_file_bytes,
                 max_total=self.settings.artifact_max_total_bytes,
+                staging=spec.work_dir,
             )
             for stored in collected.stored:
                 await emitter.emit(stored)
