@@ -35,6 +35,7 @@ read; the app refuses to start with a route the hook would not run for first (se
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -330,9 +331,23 @@ def _count_failure(connection: ASGIConnection[Any, Any, Any, Any], g: Gateway, w
     if buckets is None:
         buckets = state.auth_fail_buckets = Buckets(rate, burst=10 * rate)
     client = connection.client.host if connection.client else "unknown"
-    wait = buckets.take(client)
+    wait = buckets.take(address_block(client))
     if wait:
         raise TooMany(wait, f"too many requests without a valid {what} from this address; slow down")
+
+
+def address_block(host: str) -> str:
+    """What failures are counted per: an IPv4 address, or an IPv6 address's /64 (one machine
+    commonly holds a whole /64: counted per address, it could try 2**64 times as often)."""
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)
 
 
 async def authorize(request: Request[Any, Any, Any]) -> None:

@@ -7,6 +7,11 @@ import time
 
 from .errors import ApiError
 
+#: How many keys a set of buckets holds before it forgets the idle ones (see ``Buckets``).
+PRUNE_AT = 10_000
+#: A key unused this long has a full bucket again (a burst refills in seconds): it is forgotten.
+IDLE_S = 60.0
+
 
 class Buckets:
     """One bucket per key (a trigger, an API key), in this process's memory."""
@@ -15,6 +20,10 @@ class Buckets:
         self.rate = rate
         self.burst = max(1.0, burst if burst is not None else 4 * rate)
         self.state: dict[str, tuple[float, float]] = {}
+        #: Idle keys are forgotten once there are this many (then twice as many as were left):
+        #: a look at every key per request, once over a fixed count, cost each request the
+        #: whole dict while more keys than that were active (thousands of addresses).
+        self._prune_at = PRUNE_AT
 
     def _tokens(self, key: str, now: float) -> float:
         tokens, last = self.state.get(key, (self.burst, now))
@@ -33,8 +42,9 @@ class Buckets:
             self.state[key] = (tokens, now)
             return (1 - tokens) / self.rate
         self.state[key] = (tokens - 1, now)
-        if len(self.state) > 10_000:  # forget idle keys (their buckets are full again anyway)
-            self.state = {k: v for k, v in self.state.items() if now - v[1] < 60}
+        if len(self.state) > self._prune_at:  # forget idle keys (their buckets are full again)
+            self.state = {k: v for k, v in self.state.items() if now - v[1] < IDLE_S}
+            self._prune_at = max(PRUNE_AT, 2 * len(self.state))
         return 0.0
 
 
