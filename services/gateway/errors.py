@@ -189,7 +189,8 @@ def thread_error(_: Request[Any, Any, Any], exc: ThreadError) -> Response[Any]:
 def unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     """The broker or the object store did not answer. What they said (subjects, buckets, server
     addresses) is for the gateway's log, not for whoever asked: a trigger URL answers anyone."""
-    log.warning("%s %s: a platform component is unavailable: %s", request.method, request.url.path, exc)
+    route = request.scope.get("path_template") or "?"  # never the path: a trigger's holds its token
+    log.warning("%s %s: a platform component is unavailable: %s", request.method, route, exc)
     return _body(503, "unavailable", "a platform component is unavailable right now; try again shortly")
 
 

@@ -231,12 +231,18 @@ async def create_consumer(request: Request[Any, Any, Any], data: ConsumerCreate)
     g = gw(request)
     allow(request, project_name(data.project))
     await g.project(data.project)
-    now = datetime.now(UTC)
-    active = sum(
-        1 for c in (await g.consumer_states()).values() if c.project == data.project and c.active(now)
+    # Counted until revoked, expired or not: an expired credential's durable consumer stays on
+    # the stream until its revocation removes it.
+    held = sum(
+        1 for c in (await g.consumer_states()).values() if c.project == data.project and c.revoked_at is None
     )
     _within(
-        g.settings.max_consumers, active, data.project, "consumers", "CREWYARD_MAX_CONSUMERS", "revoke one"
+        g.settings.max_consumers,
+        held,
+        data.project,
+        "consumers (expired ones until they are revoked)",
+        "CREWYARD_MAX_CONSUMERS",
+        "revoke one",
     )
     key = current_key(request)
     try:  # credentials outlive the key that made them no more than keys it makes do

@@ -23,6 +23,7 @@ from crewyard.contract.webhooks import (
     WebhookList,
     WebhookUpdate,
 )
+from crewyard.core.access import rank
 from crewyard.core.events import (
     DeliveryRedeliveryRequested,
     Payload,
@@ -46,6 +47,7 @@ from crewyard.core.webhooks import (
 )
 from crewyard.eventstore import ConcurrencyConflict
 
+from .access import current_key
 from .context import Gateway, gw, project_name
 from .errors import ApiError, bad_request, conflict, not_found
 from .openapi import TEXT, OptionalBody, documented, page_size, param
@@ -80,11 +82,11 @@ def _events(names: list[str]) -> list[str]:
         raise bad_request(str(exc), "invalid_events") from None
 
 
-def webhook_view(row: dict[str, Any], secret: str | None = None) -> Webhook:
+def webhook_view(row: dict[str, Any], secret: str | None = None, *, whole_url: bool = True) -> Webhook:
     return Webhook(
         id=row["id"],
         project=row["project"],
-        url=row["url"],
+        url=row["url"] if whole_url else _origin(row["url"]),
         events=list(row["events"]),
         deployment=row["deployment"],
         description=row["description"],
@@ -94,6 +96,19 @@ def webhook_view(row: dict[str, Any], secret: str | None = None) -> Webhook:
         updated_at=row["updated_at"],
         secret=secret,
     )
+
+
+def _origin(url: str) -> str:
+    """A webhook's address without its path, query or user: many receivers (chat services) take
+    the secret in the path, for the project's deployers' eyes, not every reader's."""
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}/\u2026"
+
+
+def _whole_urls(request: Request[Any, Any, Any]) -> bool:
+    """Whether the request may see webhooks' whole addresses: what making one needs (deploy)."""
+    key = current_key(request)
+    return key is None or rank(key.role) >= rank(DEPLOY["role"])
 
 
 async def _state(g: Gateway, webhook_id: str, project: str | None = None) -> WebhookState:
@@ -137,7 +152,8 @@ async def list_webhooks(request: Request[Any, Any, Any], project: str) -> Webhoo
     g = gw(request)
     project = project_name(project)
     await g.project(project)
-    return WebhookList(webhooks=[webhook_view(r) for r in await g.rm.webhooks(project)])
+    whole = _whole_urls(request)
+    return WebhookList(webhooks=[webhook_view(r, whole_url=whole) for r in await g.rm.webhooks(project)])
 
 
 @get("/v1/projects/{project:str}/webhooks/{webhook_id:str}", opt=READ)
@@ -146,7 +162,7 @@ async def get_webhook(request: Request[Any, Any, Any], project: str, webhook_id:
     row = await _row(g, webhook_id)
     if row["project"] != project_name(project):
         raise not_found(f"webhook {webhook_id}")
-    return webhook_view(row)
+    return webhook_view(row, whole_url=_whole_urls(request))
 
 
 async def _change(g: Gateway, project: str, webhook_id: str, decide: Any) -> WebhookState:

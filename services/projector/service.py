@@ -66,10 +66,12 @@ class Projector:
         self.db_path = db_path
 
     async def run(self, stop: asyncio.Event) -> None:
-        db = await open_db(self.db_path)
+        db: aiosqlite.Connection | None = None
         try:
             while not stop.is_set():
                 try:
+                    if db is None:
+                        db = await open_db(self.db_path)  # (its schema check writes: it may wait too)
                     await self._follow(db, stop)
                 except StoreUnavailable:
                     log.warning("event store unavailable; retrying")
@@ -84,7 +86,8 @@ class Projector:
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(stop.wait(), 1.0)
         finally:
-            await db.close()
+            if db is not None:
+                await db.close()
 
     async def _follow(self, db: aiosqlite.Connection, stop: asyncio.Event) -> None:
         pos = await position(db)

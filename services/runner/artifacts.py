@@ -236,11 +236,12 @@ def walk(root: Path, take: Take, *, max_file: int, max_total: int) -> Collected:
 IN_MEMORY = 16 << 20
 
 
-def _read(fd: int, limit: int, copy: int | None = None) -> tuple[str, int, bytes]:
-    """The file's sha256 and size, read once through ``fd``; its bytes (at most ``limit`` of
-    them kept) or, with ``copy``, written to that descriptor as they are read."""
+def _read(fd: int, expected: int, limit: int, copy: int | None = None) -> tuple[str, int, bytes]:
+    """The file's sha256 and size, read once through ``fd`` up to one byte past ``expected`` (a
+    file that grows while it is read is not chased: it is skipped as changed); its bytes (at
+    most ``limit`` of them kept) or, with ``copy``, written to that descriptor as they are read."""
     h, size, kept = hashlib.sha256(), 0, bytearray()
-    while chunk := os.pread(fd, 1 << 20, size):
+    while size <= expected and (chunk := os.pread(fd, min(1 << 20, expected + 1 - size), size)):
         h.update(chunk)
         size += len(chunk)
         if copy is not None:
@@ -275,7 +276,7 @@ async def collect(
             else None
         )
         try:
-            digest, size, data = _read(fd, IN_MEMORY, copy)
+            digest, size, data = _read(fd, st.st_size, IN_MEMORY, copy)
         finally:
             if copy is not None:
                 os.close(copy)

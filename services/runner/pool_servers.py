@@ -104,7 +104,9 @@ class ForkServers:
                     if handle is None:  # not this crew's runtime
                         pool.forking = False
                         return
-                    server = pool.server = WarmSandbox(placeholder.spec, handle, placeholder.fingerprint)
+                    server = pool.server = WarmSandbox(
+                        placeholder.spec, handle, placeholder.fingerprint, serves=True
+                    )
                     await server.until_ready(self.ready_timeout_s)
                     failure = server.failure
         except (BackendError, OSError) as exc:

@@ -35,8 +35,10 @@ IDLE_BYTES = 1 << 20
 
 
 class WarmSandbox:
-    def __init__(self, spec: RunSpec, handle: RunHandle, fingerprint: str) -> None:
+    def __init__(self, spec: RunSpec, handle: RunHandle, fingerprint: str, *, serves: bool = False) -> None:
         self.spec = spec
+        #: A fork server: no run takes it, so its output is watched, never kept for one.
+        self.serves = serves
         self.handle = handle
         #: What the sandbox was prepared with (see ``pools.fingerprint``); a run takes it only
         #: when its own is the same.
@@ -64,7 +66,8 @@ class WarmSandbox:
             async for stream, raw in self.handle.output():
                 if not self.taken:
                     self._watch(stream, raw)
-                await self._lines.put((stream, raw))
+                if not self.serves:
+                    await self._lines.put((stream, raw))
         except Exception as exc:  # a broken output stream: the run that takes it sees it end
             self._give_up(f"its output broke: {exc}")
         finally:

@@ -81,3 +81,18 @@ async def test_a_warm_sandboxs_output_waits_while_its_run_reads_nothing(tmp_path
         assert handle.written <= QUEUE_BYTES + 2 * len(LINE)
     finally:
         await sandbox.remove()
+
+
+async def test_a_fork_servers_output_is_watched_not_kept(tmp_path: Path) -> None:
+    """No run takes a fork server: its output kept for one filled the queue, and the server's
+    output then stopped being read (its end never seen, its pool never told)."""
+    handle = _Flooding()
+    server = WarmSandbox(SimpleNamespace(work_dir=tmp_path / "work"), handle, "fp", serves=True)  # type: ignore[arg-type]
+    try:
+        for _ in range(1_000):
+            if handle.written > 2 * QUEUE_BYTES:
+                break
+            await asyncio.sleep(0.01)
+        assert handle.written > 2 * QUEUE_BYTES and server._lines.held == 0
+    finally:
+        await server.remove()

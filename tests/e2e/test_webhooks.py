@@ -244,3 +244,20 @@ def test_thread_events_are_refused_as_subscriptions_until_they_are_delivered(cli
     r = client.patch(f"/v1/projects/hooks/webhooks/{hook['id']}", json={"events": ["thread.checkpointed"]})
     assert r.status_code == 400 and r.json()["error"]["code"] == "invalid_events", r.text
     client.delete(f"/v1/projects/hooks/webhooks/{hook['id']}")
+
+
+def test_readers_see_a_webhooks_address_without_its_path(
+    client: httpx.Client, hooks_platform: PlatformProcess
+):
+    """Chat services take the secret in the URL's path: the project's deployers see it whole, a
+    read key only where it goes."""
+    hook = make_hook(client, "http://127.0.0.1:9/services/T000/B000/SECRETPART?token=also", ["run.succeeded"])
+    made = client.post("/v1/keys", json={"role": "read", "project": "hooks", "name": "reader"})
+    assert made.status_code == 201, made.text
+    with hooks_platform.client(key=made.json()["token"]) as reader:
+        listed = reader.get("/v1/projects/hooks/webhooks").json()["webhooks"]
+        one = reader.get(f"/v1/projects/hooks/webhooks/{hook['id']}").json()
+    shown = [w["url"] for w in listed if w["id"] == hook["id"]] + [one["url"]]
+    assert shown == ["http://127.0.0.1:9/\u2026"] * 2
+    assert client.get(f"/v1/projects/hooks/webhooks/{hook['id']}").json()["url"] == hook["url"]
+    assert client.delete(f"/v1/projects/hooks/webhooks/{hook['id']}").status_code == 200

@@ -233,24 +233,39 @@ async def test_batches_read_again_what_was_sent_and_lost_on_the_way(
     assert read == stored
 
 
-async def test_a_slow_replay_holds_a_bounded_part_of_the_stream_and_misses_nothing(store: EventStore):
+@pytest.mark.timeout(120)  # a scan left waiting for its stall timer (600 s here) fails
+@pytest.mark.parametrize("bound", ["events", "bytes"])
+async def test_a_slow_replay_holds_a_bounded_part_of_the_stream_and_misses_nothing(
+    store: EventStore, monkeypatch: pytest.MonkeyPatch, bound: str
+):
     """A rebuild slower than the server: the scan's callback kept every event the server pushed
     meanwhile (a replay of 30,000 events of 20 KB held 700 MB). Past four batches it lets later
     events go and reads them again after the caller's batch, missing none."""
     from crewyard.core import subjects
+    from crewyard.eventstore import _follow
 
+    if bound == "bytes":  # reached before four batches: the scan must not wait for its stall timer
+        monkeypatch.setattr(_follow, "KEPT_BYTES", 50_000)
     run = new_id("run")
     await store.append(_ev(QUEUED, run))
-    futures = [await store.append_nowait(_ev(Log(message=f"line {i}"), run)) for i in range(3_000)]
+    pad = "x" * (2_000 if bound == "bytes" else 0)  # bytes: 25 events pass the bound, not 100
+    count = 500 if bound == "bytes" else 2_000
+    futures = [await store.append_nowait(_ev(Log(message=f"line {i}{pad}"), run)) for i in range(count)]
     await asyncio.gather(*futures)
     last = await store.last_seq()
     read: list[int] = []
     largest = 0
-    async for batch in store.scan(
-        subjects.all_events(store.prefix), start_seq=1, until_seq=last, want=lambda _: True, batch=100
-    ):
+    rounds = store.scan(
+        subjects.all_events(store.prefix),
+        start_seq=1,
+        until_seq=last,
+        want=lambda _: True,
+        batch=100,
+        stall_s=600,
+    )
+    async for batch in rounds:
         largest = max(largest, len(batch))
         read += [raw.seq for raw in batch]
-        await asyncio.sleep(0.2)  # a replay slower than the server
+        await asyncio.sleep(0.05)  # a replay slower than the server
     assert read == list(range(1, last + 1))
     assert largest <= 400

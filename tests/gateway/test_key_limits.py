@@ -5,7 +5,9 @@ them without end. One more is a 409 ``limit_reached`` until one is revoked."""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 
 import httpx
 import pytest
@@ -54,9 +56,15 @@ def test_a_project_admin_makes_keys_up_to_the_limit_and_again_after_a_revocation
 
 
 def test_a_project_has_one_consumer_at_most_here(capped: PlatformProcess) -> None:
+    expires = datetime.now(UTC) + timedelta(seconds=2)
     with capped.client() as admin:
-        first = admin.post("/v1/consumers", json={"project": "capped", "name": "analytics"})
+        asked = {"project": "capped", "name": "analytics", "expires_at": expires.isoformat()}
+        first = admin.post("/v1/consumers", json=asked)
         assert first.status_code == 201, first.text
+        _refused(admin.post("/v1/consumers", json={"project": "capped", "name": "second"}), "CONSUMERS")
+        while datetime.now(UTC) <= expires + timedelta(seconds=0.2):
+            time.sleep(0.1)
+        # Expired, its durable consumer is still on the stream until it is revoked: still counted.
         _refused(admin.post("/v1/consumers", json={"project": "capped", "name": "second"}), "CONSUMERS")
         assert admin.delete(f"/v1/consumers/{first.json()['consumer_id']}").status_code == 200
         assert admin.post("/v1/consumers", json={"project": "capped", "name": "second"}).status_code == 201

@@ -8,14 +8,13 @@ import asyncio
 import sqlite3
 from pathlib import Path
 
-import aiosqlite
 import pytest
 
 from crewyard.core.events import ProjectCreated, make_event
 from crewyard.core.ids import new_id
 from crewyard.eventstore import EventStore
 from crewyard.projector import Projector
-from crewyard.projector import service as projector_service
+from crewyard.readmodel import _db as readmodel_db
 from crewyard.readmodel import open_db
 
 
@@ -44,15 +43,15 @@ async def _until_projected(path: Path, name: str) -> None:
     raise AssertionError(f"project {name} was never projected")
 
 
-async def test_the_projector_waits_for_a_writer_holding_the_read_model(
-    store: EventStore, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    async def impatient(path: Path) -> aiosqlite.Connection:
-        db = await open_db(path)
-        await db.execute("PRAGMA busy_timeout=100")  # SQLite gives up waiting at once, not in 30 s
-        return db
+@pytest.fixture
+def impatient(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(readmodel_db, "BUSY_TIMEOUT_MS", 100)  # SQLite gives up at once, not in 30 s
 
-    monkeypatch.setattr(projector_service, "open_db", impatient)
+
+@pytest.mark.usefixtures("impatient")
+async def test_the_projector_waits_for_a_writer_holding_the_read_model(
+    store: EventStore, tmp_path: Path
+) -> None:
     path, stop = tmp_path / "readmodel.sqlite3", asyncio.Event()
     task = asyncio.create_task(Projector(store, path).run(stop))
     try:
@@ -60,6 +59,29 @@ async def test_the_projector_waits_for_a_writer_holding_the_read_model(
         await _until_projected(path, "before")
         rebuilding = sqlite3.connect(path, isolation_level=None)
         rebuilding.execute("BEGIN IMMEDIATE")  # what a rebuild holds for its whole replay
+        await _project(store, "during")
+        await asyncio.sleep(1.5)  # many busy timeouts
+        assert not task.done(), task.exception()
+        rebuilding.execute("ROLLBACK")
+        rebuilding.close()
+        await _until_projected(path, "during")
+    finally:
+        stop.set()
+        await asyncio.wait_for(task, 30)
+
+
+@pytest.mark.usefixtures("impatient")
+async def test_a_projector_started_while_the_read_model_is_held_waits_too(
+    store: EventStore, tmp_path: Path
+) -> None:
+    """Opening the file checks its schema in a write transaction: a projector started (or
+    restarted) during a rebuild failed there, before it followed anything."""
+    path, stop = tmp_path / "readmodel.sqlite3", asyncio.Event()
+    await (await open_db(path)).close()
+    rebuilding = sqlite3.connect(path, isolation_level=None)
+    rebuilding.execute("BEGIN IMMEDIATE")
+    task = asyncio.create_task(Projector(store, path).run(stop))
+    try:
         await _project(store, "during")
         await asyncio.sleep(1.5)  # many busy timeouts
         assert not task.done(), task.exception()

@@ -57,3 +57,17 @@ async def test_the_stored_bytes_are_the_hashed_bytes(
     assert objects.stored == {artifact_object(stored.sha256): b"the crew's report, " * 4}
     assert hashlib.sha256(b"the crew's report, " * 4).hexdigest() == stored.sha256
     assert list(staging.iterdir()) == []  # the copies went with the collection
+
+
+def test_a_file_growing_while_it_is_read_is_not_chased(tmp_path: Path) -> None:
+    """A writer still appending made the read go on for as long as it did (and, past 16 MiB,
+    fill the runner's disk with the copy): it stops one byte past the size seen, and the file
+    is skipped as changed."""
+    grown = tmp_path / "log.txt"
+    grown.write_bytes(b"y" * 5_000_000)  # the size seen was 1,000: it grew since
+    fd = os.open(grown, os.O_RDONLY)
+    try:
+        _, size, data = artifacts._read(fd, 1_000, artifacts.IN_MEMORY)
+    finally:
+        os.close(fd)
+    assert size == 1_001 and len(data) == 1_001

@@ -126,7 +126,9 @@ class Following:
 
             async def on_msg(m: Msg, kept: list[RawEvent] = kept, wake: asyncio.Event = wake) -> None:
                 nonlocal seen, held, full
-                full = full or len(kept) >= 4 * batch or held >= KEPT_BYTES
+                if not full and (len(kept) >= 4 * batch or held >= KEPT_BYTES):
+                    full = True
+                    wake.set()  # the subscription ends before the caller gets what is kept
                 if full:
                     return  # not seen, from here on: read again once the caller took what is kept
                 tokens = m.reply.split(".")
@@ -137,7 +139,7 @@ class Following:
                 if want(m.subject):
                     kept.append(RawEvent(seq, m.subject, m.data))
                     held += len(m.data)
-                if len(kept) >= batch or seq >= until_seq:
+                if len(kept) >= batch or held >= KEPT_BYTES or seq >= until_seq:
                     wake.set()
 
             sub = await self._ordered(filter_subject, pos + 1, on_msg, pending_msgs_limit=2_000_000)
@@ -147,6 +149,9 @@ class Following:
                     with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(wake.wait(), stall_s)
                     wake.clear()
+                    if full:  # nothing more is sent while the caller works on what is kept
+                        with contextlib.suppress(Exception):
+                            await sub.unsubscribe()
                     out, kept[:], held = list(kept), [], 0
                     pos = seen
                     if out:

@@ -11,16 +11,23 @@ from crewyard.datadir import private_file
 
 from .schema import DDL, SCHEMA_VERSION
 
+#: How long a write waits for another writer before SQLite says the file is locked.
+BUSY_TIMEOUT_MS = 30_000
+
 
 async def open_db(path: Path) -> aiosqlite.Connection:
     # Every run's input and output is in here: 0600 before SQLite makes it (and its WAL) 0644.
     await asyncio.to_thread(private_file, path)
     db = await aiosqlite.connect(path, isolation_level=None)
-    await db.execute("PRAGMA journal_mode=WAL")
-    await db.execute("PRAGMA synchronous=NORMAL")
-    await db.execute("PRAGMA busy_timeout=30000")
-    await _migrate(db)
-    await db.executescript(DDL)
+    try:
+        await db.execute("PRAGMA journal_mode=WAL")
+        await db.execute("PRAGMA synchronous=NORMAL")
+        await db.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_MS)}")
+        await _migrate(db)
+        await db.executescript(DDL)
+    except BaseException:
+        await db.close()
+        raise
     return db
 
 
