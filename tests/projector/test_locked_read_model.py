@@ -48,6 +48,25 @@ def impatient(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(readmodel_db, "BUSY_TIMEOUT_MS", 100)  # SQLite gives up at once, not in 30 s
 
 
+async def _held_meanwhile(
+    store: EventStore, path: Path, task: asyncio.Task[None], holder: sqlite3.Connection
+) -> None:
+    """An event comes while ``holder`` holds the file: the projector waits (many busy timeouts)
+    instead of failing, and projects it once the file is let go."""
+    await _project(store, "during")
+    await asyncio.sleep(1.5)
+    assert not task.done(), task.exception()
+    holder.execute("ROLLBACK")
+    holder.close()
+    await _until_projected(path, "during")
+
+
+def _rebuilding(path: Path) -> sqlite3.Connection:
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # what a rebuild holds for its whole replay
+    return holder
+
+
 @pytest.mark.usefixtures("impatient")
 async def test_the_projector_waits_for_a_writer_holding_the_read_model(
     store: EventStore, tmp_path: Path
@@ -57,14 +76,7 @@ async def test_the_projector_waits_for_a_writer_holding_the_read_model(
     try:
         await _project(store, "before")
         await _until_projected(path, "before")
-        rebuilding = sqlite3.connect(path, isolation_level=None)
-        rebuilding.execute("BEGIN IMMEDIATE")  # what a rebuild holds for its whole replay
-        await _project(store, "during")
-        await asyncio.sleep(1.5)  # many busy timeouts
-        assert not task.done(), task.exception()
-        rebuilding.execute("ROLLBACK")
-        rebuilding.close()
-        await _until_projected(path, "during")
+        await _held_meanwhile(store, path, task, _rebuilding(path))
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
@@ -78,16 +90,10 @@ async def test_a_projector_started_while_the_read_model_is_held_waits_too(
     restarted) during a rebuild failed there, before it followed anything."""
     path, stop = tmp_path / "readmodel.sqlite3", asyncio.Event()
     await (await open_db(path)).close()
-    rebuilding = sqlite3.connect(path, isolation_level=None)
-    rebuilding.execute("BEGIN IMMEDIATE")
+    holder = _rebuilding(path)
     task = asyncio.create_task(Projector(store, path).run(stop))
     try:
-        await _project(store, "during")
-        await asyncio.sleep(1.5)  # many busy timeouts
-        assert not task.done(), task.exception()
-        rebuilding.execute("ROLLBACK")
-        rebuilding.close()
-        await _until_projected(path, "during")
+        await _held_meanwhile(store, path, task, holder)
     finally:
         stop.set()
         await asyncio.wait_for(task, 30)
