@@ -110,7 +110,10 @@ def _source_tar(
             info = tarfile.TarInfo(f"src/{name}")
             info.size, info.uid, info.gid, info.mode = len(data), uid, uid, 0o644
             tar.addfile(info, io.BytesIO(data))
-    return buf.getvalue()
+    # Without the zeros that round the archive up to tar's 10 KiB record: Podman's copier stops
+    # reading at the end-of-archive blocks, and a sender still writing padding then fails the
+    # whole copy ("passing bulk input to subprocess: write |1: broken pipe"), now and then.
+    return buf.getvalue()[: tar.offset]
 
 
 def _add_files(tar: tarfile.TarFile, source_dir: Path, files: list[str], uid: int) -> None:
