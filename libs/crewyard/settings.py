@@ -129,6 +129,8 @@ class Settings(msgspec.Struct, kw_only=True):
     #: A runaway crew is stopped after this many events, or bytes of them, in one run.
     run_max_events: int = 25_000
     run_max_event_bytes: int = 32 * 1024 * 1024
+    #: ... or once its files take this much disk (or more than a million files and folders).
+    run_max_disk_bytes: int = 2 * 1024 * 1024 * 1024
     secret_key_b64: str | None = None
     #: Crews whose config asks for ``network = "host"`` get it only when the operator allows it.
     allow_host_network: bool = False
@@ -306,6 +308,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "CREWYARD_MAX_OUTPUT_BYTES": ("max_output_bytes", int),
     "CREWYARD_RUN_MAX_EVENTS": ("run_max_events", int),
     "CREWYARD_RUN_MAX_EVENT_BYTES": ("run_max_event_bytes", int),
+    "CREWYARD_RUN_MAX_DISK": ("run_max_disk_bytes", int),
     "CREWYARD_SECRET_KEY": ("secret_key_b64", str),
     "CREWYARD_ALLOW_HOST_NETWORK": ("allow_host_network", _flag),
     "CREWYARD_NETWORK_ALLOW": ("network_allow", str),

@@ -68,10 +68,11 @@ def check(settings: Settings) -> None:
         raise SettingsError(f"CREWYARD_LOG_FORMAT must be text or json, got {settings.log_format!r}")
     if settings.runner_drain_s < 0:
         raise SettingsError("CREWYARD_RUNNER_DRAIN must not be negative")
-    if min(settings.max_output_bytes, settings.run_max_events, settings.run_max_event_bytes) < 1:
+    budget = (settings.max_output_bytes, settings.run_max_events, settings.run_max_event_bytes)
+    if min(*budget, settings.run_max_disk_bytes) < 1:
         raise SettingsError(
-            "CREWYARD_MAX_OUTPUT_BYTES, CREWYARD_RUN_MAX_EVENTS and CREWYARD_RUN_MAX_EVENT_BYTES"
-            " must be at least 1"
+            "CREWYARD_MAX_OUTPUT_BYTES, CREWYARD_RUN_MAX_EVENTS, CREWYARD_RUN_MAX_EVENT_BYTES and"
+            " CREWYARD_RUN_MAX_DISK must be at least 1"
         )
     for cidr in settings.network_allow_list:
         try:

@@ -29,6 +29,7 @@ from crewyard.eventstore import ConcurrencyConflict, EventStore, StoreUnavailabl
 from crewyard.lines import PROTO_MARGIN
 from crewyard.settings import Settings
 
+from . import disk
 from .backends import BackendError, ExitStatus, Limits, RunHandle
 from .keepalive import Keepalives
 from .output import Budget, Emitter, Outcome, Serve, persist, pump_output
@@ -156,6 +157,7 @@ def run_budget(settings: Settings, store: EventStore) -> Budget:
         max_events=settings.run_max_events,
         max_event_bytes=settings.run_max_event_bytes,
         max_output=min(settings.max_output_bytes, room),
+        max_disk=settings.run_max_disk_bytes,
     )
 
 
@@ -253,6 +255,11 @@ async def supervise(
         else asyncio.Event().wait()
     )
     waiter = asyncio.create_task(handle.wait())
+    disk_watch = asyncio.create_task(
+        disk.watch(handle, budget.max_disk, outcome)
+        if budget is not None and budget.max_disk
+        else asyncio.Event().wait()
+    )
     canceler = asyncio.create_task(cancel.wait())
     aborter = asyncio.create_task(outcome.abort.wait())
     deadline = time.monotonic() + timeout_s
@@ -286,6 +293,6 @@ async def supervise(
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(asyncio.shield(pump), 10)
     finally:
-        for task in (pump, waiter, canceler, aborter, keeper):
+        for task in (pump, waiter, canceler, aborter, keeper, disk_watch):
             task.cancel()
     return outcome, status, timed_out, canceled

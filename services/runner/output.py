@@ -80,6 +80,8 @@ class Budget(msgspec.Struct, frozen=True, kw_only=True):
     max_events: int = 25_000
     max_event_bytes: int = 32 * 1024 * 1024
     max_output: int = 4 * 1024 * 1024
+    #: The disk its files may take (``.disk``); None: not watched.
+    max_disk: int | None = None
 
 
 class Outcome(msgspec.Struct):
@@ -204,7 +206,7 @@ async def pump_output(
     try:
         async for stream, raw in handle.output():
             if stream == OVERFLOW:
-                _stop(
+                stop(
                     outcome,
                     f"the crew's runtime sent a message of {int(raw)} bytes: a run's output may be at most"
                     f" {budget.max_output} bytes (CREWYARD_MAX_OUTPUT_BYTES)",
@@ -275,14 +277,14 @@ def _spend(outcome: Outcome, size: int, budget: Budget) -> bool:
     outcome.events += 1
     outcome.event_bytes += size
     if outcome.events > budget.max_events:
-        _stop(
+        stop(
             outcome,
             f"the run produced more than {budget.max_events} events (CREWYARD_RUN_MAX_EVENTS)",
             "limit",
         )
         return False
     if outcome.event_bytes > budget.max_event_bytes:
-        _stop(
+        stop(
             outcome,
             f"the run produced more than {budget.max_event_bytes} bytes of events"
             " (CREWYARD_RUN_MAX_EVENT_BYTES)",
@@ -299,7 +301,7 @@ def _introduce(outcome: Outcome, msg: Message) -> None:
         outcome.runtime, outcome.protocol = msg.runtime, msg.v
         return
     spoken = f"protocol v{msg.v}" if isinstance(msg, Hello) else "an older protocol (v1)"
-    _stop(
+    stop(
         outcome,
         f"the crew's runtime speaks {spoken}; this runner speaks v{VERSION} (and v{min(SPOKEN)}):"
         " deploy the crew again to build it with the current runtime",
@@ -321,7 +323,7 @@ def _result(outcome: Outcome, msg: Result, size: int, budget: Budget) -> None:
     if outcome.stopped is not None:
         return
     if size > budget.max_output:
-        _stop(
+        stop(
             outcome,
             f"the run's output is {size} bytes, over the {budget.max_output}-byte limit"
             " (CREWYARD_MAX_OUTPUT_BYTES)",
@@ -331,7 +333,8 @@ def _result(outcome: Outcome, msg: Result, size: int, budget: Budget) -> None:
     outcome.result = msg
 
 
-def _stop(outcome: Outcome, message: str, reason: str = "infrastructure") -> None:
+def stop(outcome: Outcome, message: str, reason: str = "infrastructure") -> None:
+    """Stop the run (the first reason given is kept): ``supervise`` ends it at once."""
     if outcome.stopped is None:
         outcome.stopped, outcome.stop_reason = message, reason
     outcome.abort.set()

@@ -171,6 +171,9 @@ class TakenSandbox:
     async def memory_used(self) -> int | None:
         return await self.sandbox.handle.memory_used()
 
+    async def files_folder(self) -> Path | None:
+        return await self.sandbox.handle.files_folder()
+
     async def remove(self) -> None:
         if self.starting is not None:
             self.starting.cancel()

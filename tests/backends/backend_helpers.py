@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -79,6 +80,10 @@ class Outcome:
         return next((m for m in self.proto if m["t"] == "error"), None)
 
 
+#: What a test looks at while a run runs (``Runs.execute``).
+Look = Callable[[RunHandle], Awaitable[None]]
+
+
 class Runs:
     """Run specs for one backend, and running them to the end (or until killed)."""
 
@@ -111,8 +116,10 @@ class Runs:
         )
 
     async def execute(self, spec: RunSpec, *, kill_when: str | None = None, grace_s: float = 5.0,
-                      kill_after_s: float | None = None) -> Outcome:  # fmt: skip
-        """Run to the end; with ``kill_when``, kill once a proto log line contains that text."""
+                      kill_after_s: float | None = None,
+                      while_running: Look | None = None) -> Outcome:  # fmt: skip
+        """Run to the end; with ``kill_when``, kill once a proto log line contains that text
+        (after ``while_running`` looked at the handle)."""
         handle = await self.backend.start(spec)
         proto: list[dict[str, Any]] = []
         stderr: list[str] = []
@@ -135,6 +142,8 @@ class Runs:
         try:
             if kill_when:
                 await asyncio.wait_for(seen.wait(), 30)
+                if while_running is not None:
+                    await while_running(handle)
                 await handle.kill(grace_s)
             elif kill_after_s is not None:
                 await asyncio.sleep(kill_after_s)
@@ -178,6 +187,7 @@ class ForkedRun:
         self.output, self.wait, self.send, self.kill = handle.output, handle.wait, handle.send, handle.kill
         self.end_input = handle.end_input
         self.collect_artifacts, self.memory_used = handle.collect_artifacts, handle.memory_used
+        self.files_folder = handle.files_folder
 
     @property
     def skipped(self) -> list[tuple[str, str]]:

@@ -13,7 +13,8 @@ import pytest
 from backend_helpers import ForkedRun, run_processes
 
 from crewyard import privatenet, sandboxuid
-from crewyard.runner.backends import BackendUnavailable, DockerBackend, _bwrap_server, doctor
+from crewyard.runner import disk
+from crewyard.runner.backends import BackendUnavailable, DockerBackend, RunHandle, _bwrap_server, doctor
 from crewyard.settings import Settings
 
 if TYPE_CHECKING:
@@ -44,6 +45,26 @@ async def test_an_endless_loop_that_ignores_sigterm_is_killed_after_the_grace(is
 
     assert out.status.signal == 9 and not out.status.oom_killed, out.status
     assert out.lingering == []
+
+
+async def test_the_disk_a_running_crew_takes_is_seen_where_it_writes(isolated_runs: Runs) -> None:
+    # The runner's watch (``runner/disk``) measures the folder the handle names while the crew
+    # runs: a sandbox's artifacts folder, a forked run's slot, a local engine's volume.
+    seen: dict[str, str | None] = {}
+
+    async def measure(handle: RunHandle) -> None:
+        folder = await handle.files_folder()
+        assert folder is not None
+        seen["within"] = await asyncio.to_thread(disk.over, folder, 64 << 20)
+        seen["over"] = await asyncio.to_thread(disk.over, folder, 4 << 20)
+
+    spec = isolated_runs.spec("crew:disk_writer", input={"mib": 8})
+    await isolated_runs.execute(spec, kill_when="written", grace_s=1, while_running=measure)
+
+    assert seen == {
+        "within": None,
+        "over": "the run's files take more than 4 MiB, its disk limit (CREWYARD_RUN_MAX_DISK)",
+    }
 
 
 async def test_nothing_outside_the_artifacts_folder_can_be_written(isolated_runs: Runs) -> None:

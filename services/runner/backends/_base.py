@@ -133,6 +133,11 @@ class RunHandle(Protocol):
         when this backend cannot tell."""
         ...
 
+    async def files_folder(self) -> Path | None:
+        """The folder of this host the run writes its files into while it runs (the runner
+        watches the disk they take), or None where this host cannot see it (a remote engine)."""
+        ...
+
 
 class ExecutionBackend(Protocol):
     name: str

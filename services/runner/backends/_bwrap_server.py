@@ -198,6 +198,9 @@ class SandboxedRun:
     async def memory_used(self) -> int | None:
         return await asyncio.to_thread(self._group.memory_used) if self._group else None
 
+    def files_folder(self) -> Path:
+        return self._slot
+
     def oom_killed(self) -> bool:
         return self._group.oom_killed() if self._group else False
 

@@ -304,6 +304,10 @@ class DockerHandle:
             return None
         return folder if stat.S_ISDIR(st.st_mode) else None
 
+    async def files_folder(self) -> Path | None:
+        """The run's volume, when the engine keeps it on this host (see :meth:`_volume_here`)."""
+        return await asyncio.to_thread(self._volume_here)
+
     async def collect_artifacts(self) -> Path:
         """The volume's folder where the engine keeps it, when that is on this host (see
         :meth:`_volume_here`); otherwise its archive, unpacked into ``spec.artifacts_dir``."""

@@ -57,6 +57,10 @@ class Confinement(Protocol):
 
     async def memory_used(self) -> int | None: ...
 
+    def files_folder(self) -> Path:
+        """Where the run writes its files until ``collect`` (its slot)."""
+        ...
+
     def oom_killed(self) -> bool: ...
 
     async def collect(self) -> None:
@@ -225,6 +229,11 @@ class ForkedHandle(NoLinger):
             return await self._confinement.memory_used()
         return _pss(self.pid) if self.pid is not None and not self.exited else None
 
+    async def files_folder(self) -> Path | None:
+        if self._confinement is not None:
+            return self._confinement.files_folder()
+        return self._spec.artifacts_dir
+
     async def collect_artifacts(self) -> Path:
         """Unconfined, the run wrote straight into ``spec.artifacts_dir``: nothing to copy."""
         if self._confinement is not None:
@@ -279,6 +288,9 @@ class ForkServer:
 
     async def memory_used(self) -> int | None:
         return await self._handle.memory_used()
+
+    async def files_folder(self) -> Path | None:
+        return await self._handle.files_folder()
 
     async def remove(self) -> None:
         """Take no more requests: the server exits once the runs it forked have ended (at once

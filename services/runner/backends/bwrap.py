@@ -168,6 +168,9 @@ class BwrapHandle(NoLinger):
             return await asyncio.to_thread(cgroups.memory_of_process, self._proc.pid)
         return await asyncio.to_thread(self._cgroup.memory_used)
 
+    async def files_folder(self) -> Path | None:
+        return self._spec.artifacts_dir
+
     async def collect_artifacts(self) -> Path:
         """The crew wrote straight into ``spec.artifacts_dir``, and the sandbox is gone: the
         runner's collector reads the folder as it is, following no link (``runner/artifacts``)."""

@@ -93,6 +93,9 @@ class ProcessHandle(NoLinger):
         """The crew's resident memory (its process, not the children it started)."""
         return _resident(self._proc.pid)
 
+    async def files_folder(self) -> Path | None:
+        return self._spec.artifacts_dir
+
     async def collect_artifacts(self) -> Path:
         """The crew wrote straight into ``spec.artifacts_dir``: nothing to copy."""
         return self._spec.artifacts_dir

@@ -71,6 +71,14 @@ def graceful(inputs: dict[str, Any]) -> None:
     time.sleep(1000)
 
 
+def disk_writer(inputs: dict[str, Any]) -> None:
+    """Writes ``mib`` MiB into its artifacts folder, says so, and waits to be killed."""
+    for i in range(inputs["mib"]):
+        (artifacts_dir() / f"chunk-{i}.bin").write_bytes(os.urandom(1 << 20))
+    print("written", flush=True)
+    time.sleep(1000)
+
+
 def spin(inputs: dict[str, Any]) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # only SIGKILL ends it
     print("spinning", flush=True)

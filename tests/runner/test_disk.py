@@ -1,0 +1,102 @@
+"""A run's files are watched while it runs: a crew that writes without end (each file under the
+file-size limit) is stopped before it fills the runner's disk, and what it made is counted as
+the disk holds it, following no link."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from conftest import RunCrew
+
+from crewyard.core.events import RunCompleted, RunFailed
+from crewyard.runner import disk
+from crewyard.runner.execution import Budget
+
+MiB = 1 << 20
+
+
+def test_files_are_counted_as_the_disk_holds_them(tmp_path: Path) -> None:
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "a.bin").write_bytes(os.urandom(3 * MiB))
+    with (tmp_path / "sparse.bin").open("wb") as f:  # a gigabyte that holds nothing
+        f.truncate(1 << 30)
+    assert disk.over(tmp_path, 4 * MiB) is None
+    (tmp_path / "b.bin").write_bytes(os.urandom(2 * MiB))
+    assert disk.over(tmp_path, 4 * MiB) == (
+        "the run's files take more than 4 MiB, its disk limit (CREWYARD_RUN_MAX_DISK)"
+    )
+
+
+def test_links_are_not_followed(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "big.bin").write_bytes(os.urandom(2 * MiB))
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "to-folder").symlink_to(outside)
+    (run / "to-file").symlink_to(outside / "big.bin")
+    assert disk.over(run, MiB) is None
+    assert disk.over(outside, MiB) is not None
+
+
+def test_a_folder_swapped_for_a_link_is_not_read_through(tmp_path: Path) -> None:
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "artifacts").symlink_to(tmp_path / "elsewhere")
+    why = disk.over(tmp_path / "artifacts", MiB)
+    assert why is not None and why.startswith("the run's artifacts folder cannot be read ("), why
+
+
+def test_too_many_entries_or_levels_count_as_over(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(disk, "MAX_ENTRIES", 50)
+    monkeypatch.setattr(disk, "MAX_DEPTH", 5)
+    for i in range(40):
+        (tmp_path / f"f{i}").touch()
+    assert disk.over(tmp_path, MiB) is None
+    for i in range(40, 60):
+        (tmp_path / f"f{i}").touch()
+    assert disk.over(tmp_path, MiB) == "the run made more than 50 files and folders"
+    deep = tmp_path / "deep"
+    for f in tmp_path.glob("f*"):
+        f.unlink()
+    (deep / "1" / "2" / "3" / "4" / "5").mkdir(parents=True)
+    assert disk.over(deep, MiB) is None
+    (deep / "1" / "2" / "3" / "4" / "5" / "6").mkdir()
+    assert disk.over(deep, MiB) == "the run nested folders deeper than 5"
+
+
+async def test_a_crew_that_writes_without_end_is_stopped_at_its_disk_limit(run_crew: RunCrew) -> None:
+    source = """
+    import os, time
+
+    def run(inputs):
+        for i in range(400):
+            with open(f"chunk-{i:03d}.bin", "wb") as f:
+                f.write(os.urandom(1 << 20))
+            time.sleep(0.02)
+        return "never stopped"
+    """
+    ran = await run_crew(source, budget=Budget(max_disk=24 * MiB))
+
+    assert isinstance(ran.payload, RunFailed), ran.payload
+    assert ran.payload.reason == "limit"
+    assert ran.payload.error_message == (
+        "the run's files take more than 24 MiB, its disk limit (CREWYARD_RUN_MAX_DISK)"
+    )
+
+
+async def test_a_crew_within_its_disk_limit_completes(run_crew: RunCrew) -> None:
+    source = """
+    import os, time
+
+    def run(inputs):
+        for i in range(4):
+            with open(f"chunk-{i}.bin", "wb") as f:
+                f.write(os.urandom(1 << 20))
+        time.sleep(2.5)  # a watch has looked meanwhile
+        return "done"
+    """
+    ran = await run_crew(source, budget=Budget(max_disk=24 * MiB))
+
+    assert isinstance(ran.payload, RunCompleted), ran.payload
