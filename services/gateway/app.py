@@ -14,6 +14,7 @@ from litestar import Litestar, Request, Response, Router, get
 from litestar.config.cors import CORSConfig
 from litestar.openapi import OpenAPIConfig, ResponseSpec
 from litestar.openapi.spec import Components, SecurityScheme
+from litestar.openapi.plugins import JsonRenderPlugin, YamlRenderPlugin
 from litestar.plugins.prometheus import PrometheusConfig
 from litestar.routes import HTTPRoute
 
@@ -177,11 +178,16 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> Litesta
 
 
 def _openapi() -> OpenAPIConfig:
-    """The document is open (``/schema…``); it says every other route takes a bearer key."""
+    """The document is open (``/schema…``); it says every other route takes a bearer key.
+
+    Only the document, as JSON (also at ``/schema``) and YAML: the browsable pages Litestar
+    serves by default load scripts from public CDNs ("latest" versions, no integrity check) on
+    the console's own origin — a script that could sign requests with an admin's session."""
     return OpenAPIConfig(
         title="crewyard",
         version=__version__,
         openapi_router=Router(path="/schema", route_handlers=[], opt=OPEN),
+        render_plugins=[JsonRenderPlugin(), YamlRenderPlugin()],
         components=Components(
             security_schemes={"apiKey": SecurityScheme(type="http", scheme="bearer", description="cyk_…")}
         ),

@@ -6,13 +6,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
-from conftest import RunCrew
 
 from crewyard.core.events import RunCompleted, RunFailed
 from crewyard.runner import disk
 from crewyard.runner.execution import Budget
+
+if TYPE_CHECKING:
+    from conftest import RunCrew
 
 MiB = 1 << 20
 

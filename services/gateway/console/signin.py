@@ -10,10 +10,11 @@ on every gateway (:mod:`crewyard.auth.sessions`: a copy of the cookie stops work
 clears the cookie.
 
 Failed sign-ins count against the same per-address limit as the API's failed authentications
-(:func:`..access._count_failure`, one set of buckets): an address whose bucket is empty, from
-wrong keys sent to either, is answered 429 with ``Retry-After`` before its key is even looked at
-— a right key too, until the bucket refills — so the form is no faster a way to try keys than
-the API.
+(:func:`..access._count_failure`, one set of buckets, an IPv6 address's /64 as one): a wrong key
+from an address whose bucket is empty, from wrong keys sent to either, is answered 429 with
+``Retry-After``, so the form is no faster a way to try keys than the API. A right key signs in
+all the same, as it passes at the API: whoever shares the address (a NAT, a proxy, loopback)
+could otherwise keep everyone on it out with a few wrong keys a second.
 
 Successful sign-ins are limited too, per key (``SIGN_INS_PER_HOUR`` in bursts of
 ``SIGN_IN_BURST``, per gateway): every session signed out is remembered by every gateway until it
@@ -32,7 +33,7 @@ from litestar.response import Redirect
 from crewyard.core.sessions import SESSION_TTL_S
 
 from ..access import _count_failure
-from ..context import Gateway, gw
+from ..context import gw
 from ..limits import Buckets, TooMany
 from ..sessions import COOKIE, codec, open_session, session_key
 from .csrf import checked_form
@@ -58,15 +59,6 @@ async def login_page(request: Request[Any, Any, Any]) -> Response[str]:
     return page(
         request, "login.html", next=_next(request.query_params.get("next")), failed=False, limited=0, nav=""
     )
-
-
-def _refused_for(request: Request[Any, Any, Any], g: Gateway) -> float:
-    """The seconds until this address may try a key again (0: now), from the API's buckets of
-    failed authentications, without taking from them."""
-    buckets: Buckets | None = getattr(request.app.state, "auth_fail_buckets", None)
-    if g.settings.auth_fail_limit <= 0 or buckets is None:
-        return 0.0
-    return buckets.wait(request.client.host if request.client else "unknown")
 
 
 FAILED_HERE = "Too many failed attempts from this address"
@@ -104,9 +96,9 @@ def _slow_down(request: Request[Any, Any, Any], form: dict[str, str], wait: floa
 async def login(request: Request[Any, Any, Any]) -> Response[Any]:
     g = gw(request)
     form = await checked_form(request)
-    wait = _refused_for(request, g)
-    if wait:  # before the key is looked at: while refused, no answer says whether it was right
-        return _slow_down(request, form, wait, FAILED_HERE)
+    # As the API: only failures are counted and refused. A right key signs in even while its
+    # address is refused — whoever shares the address (a NAT, a proxy, loopback) could otherwise
+    # keep everyone on it out with a few wrong keys a second; a 256-bit key is not guessed.
     token = form.get("key", "").strip()
     key = g.keys.authenticate(token) if g.keys is not None and token else None
     if key is None:
