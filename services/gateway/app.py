@@ -13,8 +13,8 @@ import msgspec
 from litestar import Litestar, Request, Response, Router, get
 from litestar.config.cors import CORSConfig
 from litestar.openapi import OpenAPIConfig, ResponseSpec
-from litestar.openapi.spec import Components, SecurityScheme
 from litestar.openapi.plugins import JsonRenderPlugin, YamlRenderPlugin
+from litestar.openapi.spec import Components, SecurityScheme
 from litestar.plugins.prometheus import PrometheusConfig
 from litestar.routes import HTTPRoute
 
@@ -46,7 +46,7 @@ from . import (
 from .access import authorize
 from .console import CONSOLE
 from .context import ApiRequest, Gateway, gw
-from .errors import HANDLERS
+from .errors import HANDLERS, error_body
 from .frontdoor import AccessMiddleware
 from .openapi import document_errors
 from .sessions import open_ended_sessions
@@ -177,6 +177,13 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> Litesta
     return app
 
 
+async def _no_page(response: Response[Any]) -> Response[Any]:
+    """Litestar answers a path under ``/schema`` it has no document for with an HTML page."""
+    if response.status_code == 404:
+        return error_body(404, "not_found", "the API document is /schema/openapi.json (or .yaml)")
+    return response
+
+
 def _openapi() -> OpenAPIConfig:
     """The document is open (``/schema…``); it says every other route takes a bearer key.
 
@@ -186,7 +193,7 @@ def _openapi() -> OpenAPIConfig:
     return OpenAPIConfig(
         title="crewyard",
         version=__version__,
-        openapi_router=Router(path="/schema", route_handlers=[], opt=OPEN),
+        openapi_router=Router(path="/schema", route_handlers=[], opt=OPEN, after_request=_no_page),
         render_plugins=[JsonRenderPlugin(), YamlRenderPlugin()],
         components=Components(
             security_schemes={"apiKey": SecurityScheme(type="http", scheme="bearer", description="cyk_…")}

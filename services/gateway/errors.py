@@ -64,15 +64,20 @@ def _too_large() -> ApiError:
     return ApiError(413, "payload_too_large", f"input is larger than {MAX_INPUT} bytes")
 
 
-def _body(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response[Any]:
-    return Response({"error": {"code": code, "message": message}}, status_code=status, headers=headers)
+def error_body(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> Response[Any]:
+    return Response(
+        {"error": {"code": code, "message": message}},
+        status_code=status,
+        headers=headers,
+        media_type="application/json",  # also where the route answers otherwise (``/schema``)
+    )
 
 
 def api_error(_: Request[Any, Any, Any], exc: ApiError) -> Response[Any]:
-    return _body(exc.status, exc.code, exc.message, getattr(exc, "headers", None))
+    return error_body(exc.status, exc.code, exc.message, getattr(exc, "headers", None))
 
 
-_CODES = {
+CODES = {
     400: "bad_request",
     401: "unauthorized",
     404: "not_found",
@@ -89,7 +94,7 @@ def http_error(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     extra = getattr(exc, "extra", None)
     if exc.status_code == 400 and extra:
         message = f"{message}: {extra}"
-    return _body(exc.status_code, _CODES.get(exc.status_code, "error"), str(message))
+    return error_body(exc.status_code, CODES.get(exc.status_code, "error"), str(message))
 
 
 def validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
@@ -97,7 +102,7 @@ def validation_error(_: Request[Any, Any, Any], exc: ValidationException) -> Res
     naming the field (``input must be a JSON object``, ``value is required``)."""
     problems = exc.extra if isinstance(exc.extra, list) else []
     message = "; ".join(dict.fromkeys(friendly(p) for p in problems if isinstance(p, dict)))
-    return _body(400, "bad_request", message or str(exc.detail))
+    return error_body(400, "bad_request", message or str(exc.detail))
 
 
 #: Kwarg names whose wire name differs (headers).
@@ -167,7 +172,7 @@ def friendly(problem: dict[str, Any]) -> str:
 def invalid(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     """A request whose event the core refuses: handlers check first and name the field, this
     is the backstop that keeps anything unreadable out of the stream."""
-    return _body(400, "bad_request", str(exc))
+    return error_body(400, "bad_request", str(exc))
 
 
 _VERSION_STATUS = {"not_found": 404, "bad_request": 400, "conflict": 409}
@@ -175,7 +180,7 @@ _VERSION_STATUS = {"not_found": 404, "bad_request": 400, "conflict": 409}
 
 def version_error(_: Request[Any, Any, Any], exc: VersionError) -> Response[Any]:
     """No deployment, version or environment to use as asked (the core's ``kind`` says how)."""
-    return _body(_VERSION_STATUS.get(exc.kind, 409), exc.code, str(exc))
+    return error_body(_VERSION_STATUS.get(exc.kind, 409), exc.code, str(exc))
 
 
 def thread_error(_: Request[Any, Any, Any], exc: ThreadError) -> Response[Any]:
@@ -191,12 +196,12 @@ def unavailable(request: Request[Any, Any, Any], exc: Exception) -> Response[Any
     addresses) is for the gateway's log, not for whoever asked: a trigger URL answers anyone."""
     route = request.scope.get("path_template") or "?"  # never the path: a trigger's holds its token
     log.warning("%s %s: a platform component is unavailable: %s", request.method, route, exc)
-    return _body(503, "unavailable", "a platform component is unavailable right now; try again shortly")
+    return error_body(503, "unavailable", "a platform component is unavailable right now; try again shortly")
 
 
 def internal(_: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     log.error("unhandled error", exc_info=exc)
-    return _body(500, "internal", "internal error; the gateway log has the details")
+    return error_body(500, "internal", "internal error; the gateway log has the details")
 
 
 HANDLERS: dict[int | type[Exception], Any] = {

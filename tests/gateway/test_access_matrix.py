@@ -352,6 +352,17 @@ def test_open_routes_need_no_key(world: World):
         for path in ("/healthz", "/readyz", "/v1/asyncapi.json", "/schema/openapi.json", "/metrics"):
             assert client.get(path).status_code == 200, path
         assert OWN not in client.get("/healthz").text
+        # The API document, and no page: Litestar's browsable ones loaded scripts from public
+        # CDNs on the console's origin.
+        assert client.get("/schema").json()["openapi"].startswith("3.")
+        for page in ("/schema/swagger", "/schema/redoc", "/schema/elements", "/schema/nope"):
+            answer = client.get(page)
+            assert answer.status_code == 404 and answer.json()["error"]["code"] == "not_found", page
+        missing = client.get("/static/nope.js")
+        assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+        # The console's live fragments say why they are refused, as the API does.
+        live = client.get("/live/runs")
+        assert live.status_code == 401 and live.json()["error"]["code"] == "unauthorized"
         # An unknown trigger token: the trigger's own check answers, not the API key's.
         assert client.post("/webhooks/runs/nope", json={}).status_code == 404
 

@@ -14,7 +14,7 @@ from litestar.exceptions import HTTPException
 from crewyard.core.versions import VersionError
 from crewyard.eventstore import StoreUnavailable
 
-from ..errors import ApiError
+from ..errors import CODES, ApiError, error_body
 from . import automation, automation_forms, consumers, data, keys, live, pages, projects, signin, threads
 from .render import STATIC, page
 
@@ -27,7 +27,7 @@ async def static_file(request: Request[Any, Any, Any], name: str) -> Response[by
     """The console's own CSS and script (their URLs carry their hash: cached as immutable)."""
     item = STATIC.get(name)
     if item is None:
-        return Response(b"not found", status_code=404, media_type="text/plain")
+        return error_body(404, "not_found", "no such file of the console")
     headers = {
         "ETag": f'"{item.digest}"',
         "Cache-Control": _CACHE_FOREVER if request.query_params.get("v") == item.digest else "no-cache",
@@ -38,9 +38,11 @@ async def static_file(request: Request[Any, Any, Any], name: str) -> Response[by
     return Response(item.body, media_type=item.media_type, headers=headers)
 
 
-def _error_page(request: Request[Any, Any, Any], status: int, message: str) -> Response[Any]:
+def _error_page(request: Request[Any, Any, Any], status: int, message: str, code: str = "") -> Response[Any]:
+    """The error page; for the console's live fragments (read by its script), the API's error
+    body, whose code tells a sign-out from too many streams."""
     if request.url.path.startswith("/live/"):
-        return Response({"error": {"code": "error", "message": message}}, status_code=status)
+        return error_body(status, code or CODES.get(status, "error"), message)
     return page(request, "error.html", status=status, status_code=status, message=message, nav="")
 
 
@@ -48,7 +50,7 @@ def _api_error(request: Request[Any, Any, Any], exc: ApiError) -> Response[Any]:
     if exc.status == 401 and request.method == "GET" and not request.url.path.startswith("/live/"):
         response = signin.sign_in_here(request)  # not signed in (or the session ended)
     else:
-        response = _error_page(request, exc.status, exc.message)
+        response = _error_page(request, exc.status, exc.message, exc.code)
     for name, value in (getattr(exc, "headers", None) or {}).items():
         response.headers[name] = value
     return response
