@@ -14,9 +14,9 @@ import pytest
 
 from crewyard.core.crewfile import CrewConfig
 from crewyard.environments import (
-    ArchiveCorrupt,
     BuildFailed,
     BuildRequest,
+    EnvironmentMissing,
     EnvironmentStore,
     VenvBuilder,
 )
@@ -99,7 +99,7 @@ async def test_an_environment_is_built_once_in_the_sandbox_and_used_as_built_els
     out = await asyncio.to_thread(_output, probe)
     assert out.split() == ["1.16.0", "42"]
     assert await elsewhere.fetch(built.env_digest, built.env_sha256) == there
-    with pytest.raises(ArchiveCorrupt):
+    with pytest.raises(EnvironmentMissing):  # no archive of that sha256 was ever published
         await EnvironmentStore(tmp_path / "third", objects).fetch(built.env_digest, "0" * 64)
 
     # Unchanged: not built again, by this builder or a fresh one.

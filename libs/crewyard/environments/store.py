@@ -1,11 +1,19 @@
 """Built environments, kept in the object store and unpacked once per host.
 
-The builder publishes each environment as ``environments/<digest>.tar.gz`` with a manifest
-``environments/<digest>.json`` (sha256, size, interpreter); ``deployment.ready`` records the
-sha256. A runner uses exactly that: it unpacks the archive into ``<cache>/envs/<digest>`` once,
+The builder publishes each environment as ``environments/<digest>/<sha256>.tar.gz`` with a
+manifest ``environments/<digest>.json`` (sha256, size, interpreter); ``deployment.ready`` records
+the sha256. A runner uses exactly that archive: it unpacks it into ``<cache>/envs/<digest>`` once,
 after checking the sha256, and every later run on that host reuses the folder. On the builder's
 own host the folder is already there. Runs see it at :data:`~.sandbox.ENV_PATH` (bwrap binds it
 there); the interpreter it was made from must exist at the same path on the runner's host.
+
+Two builders may build one environment at once (two deployments of the same dependencies); their
+archives differ (file times), so each is kept under its own sha256 and never replaced: whichever
+manifest is written last names an archive that is there, and a deployment's recorded sha256
+always finds its own. A host that holds one build of a digest uses it for every deployment of
+that digest (the same inputs, built and checked once): a folder runs are using is never replaced
+under them. Archives published before were named ``environments/<digest>.tar.gz``; they are
+still read.
 """
 
 from __future__ import annotations
@@ -36,7 +44,11 @@ class EnvironmentMissing(BuildFailed):
     """The deployment's environment is not in the object store (deleted, or built elsewhere)."""
 
 
-def archive_object(digest: str) -> str:
+def archive_object(digest: str, sha256: str) -> str:
+    return f"environments/{digest}/{sha256}.tar.gz"
+
+
+def _former_archive_object(digest: str) -> str:
     return f"environments/{digest}.tar.gz"
 
 
@@ -62,7 +74,7 @@ class EnvironmentStore:
     async def published(self, digest: str) -> Manifest | None:
         """The manifest of an environment built before (here, or anywhere if stored)."""
         local = self._local_manifest(digest)
-        if local is not None and (self.objects is None or await self.objects.exists(archive_object(digest))):
+        if local is not None and (self.objects is None or await self._stored(digest, local.sha256)):
             return local
         if self.objects is None:
             return None
@@ -74,6 +86,12 @@ class EnvironmentStore:
             return msgspec.json.decode(raw, type=Manifest)
         except msgspec.DecodeError:
             return None
+
+    async def _stored(self, digest: str, sha256: str) -> bool:
+        assert self.objects is not None
+        return await self.objects.exists(archive_object(digest, sha256)) or await self.objects.exists(
+            _former_archive_object(digest)
+        )
 
     async def publish(self, digest: str, built: Path, python: str) -> Manifest:
         """Make ``built`` (a finished environment, its sandbox gone) this host's and the store's.
@@ -87,12 +105,22 @@ class EnvironmentStore:
             sha256 = await asyncio.to_thread(archive.pack, built, tarball)
             manifest = Manifest(digest=digest, sha256=sha256, size=size, python=python)
             if self.objects is not None:
-                await self.objects.put_file(archive_object(digest), tarball)
+                await self.objects.put_file(archive_object(digest, sha256), tarball)
                 await self.objects.put_bytes(manifest_object(digest), msgspec.json.encode(manifest))
         finally:
             tarball.unlink(missing_ok=True)
         await asyncio.to_thread(self._install, digest, built, manifest)
         return manifest
+
+    async def _download(self, digest: str, sha256: str, tarball: Path) -> None:
+        assert self.objects is not None
+        for name in (archive_object(digest, sha256), _former_archive_object(digest)):
+            try:
+                await self.objects.get_file(name, tarball)
+                return
+            except ObjectNotFound:
+                continue
+        raise EnvironmentMissing(f"environment {digest} is not in the object store; deploy the crew again")
 
     def _install(self, digest: str, folder: Path, manifest: Manifest) -> None:
         archive.real_folder(folder)
@@ -105,13 +133,12 @@ class EnvironmentStore:
         tmp.replace(self.envs / f"{digest}.json")
 
     async def fetch(self, digest: str, sha256: str) -> Path:
-        """The environment's folder on this host, unpacked from the store when not here yet."""
-        local = self._local_manifest(digest)
-        if local is not None and local.sha256 == sha256 and self.path_for(digest).is_dir():
+        """The environment's folder on this host, unpacked from the store when not here yet (a
+        build of ``digest`` already here is used, whichever of its builds: see the module doc)."""
+        if self._local_manifest(digest) is not None and self.path_for(digest).is_dir():
             return self.path_for(digest)
         async with self._locks.hold(digest):
-            local = self._local_manifest(digest)
-            if local is not None and local.sha256 == sha256 and self.path_for(digest).is_dir():
+            if self._local_manifest(digest) is not None and self.path_for(digest).is_dir():
                 return self.path_for(digest)
             if self.objects is None:
                 raise EnvironmentMissing(f"environment {digest} is not on this host")
@@ -120,12 +147,7 @@ class EnvironmentStore:
             tarball = self.envs / f"{digest}.{tag}.tar.gz"
             unpacked = self.envs / f"{digest}.{tag}.tmp"
             try:
-                try:
-                    await self.objects.get_file(archive_object(digest), tarball)
-                except ObjectNotFound:
-                    raise EnvironmentMissing(
-                        f"environment {digest} is not in the object store; deploy the crew again"
-                    ) from None
+                await self._download(digest, sha256, tarball)
                 await asyncio.to_thread(archive.unpack, tarball, unpacked, sha256)
                 size = sum(
                     f.stat().st_size for f in unpacked.rglob("*") if f.is_file() and not f.is_symlink()
