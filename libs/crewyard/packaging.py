@@ -5,7 +5,10 @@ hostile until checked: no absolute paths, no ``..``, no links, no device files, 
 are not UTF-8 or hold control characters, no path twice; sizes are bounded while reading (see
 :mod:`crewyard.archive`, which both checking and unpacking use — ``tarfile`` only writes).
 The source digest is computed over the normalised contents (names, modes, bytes), so the same
-folder packed twice has the same digest whatever the archive's timestamps.
+folder packed twice has the same digest whatever the archive's timestamps. A source is its
+files: a folder with no file in it is not part of it, and is not unpacked — sources are shared
+by every project under their digest, and an empty folder the digest did not cover (``openai/``,
+importable as an empty package) could otherwise ride along from whoever uploaded it first.
 """
 
 from __future__ import annotations
@@ -197,8 +200,7 @@ def extract(
                 layout.add(member)
                 target = tmp / member.path
                 if member.is_dir:
-                    target.mkdir(parents=True, exist_ok=True)
-                    continue
+                    continue  # not in the digest: only the folders files imply are made
                 _entry(hasher, member)
                 target.parent.mkdir(parents=True, exist_ok=True)
                 # Everything under tmp was made here (no links exist); O_NOFOLLOW|O_EXCL anyway.

@@ -188,3 +188,16 @@ def test_an_env_variant_is_packed_only_when_asked_for(tmp_path: Path):
     ]
     (tmp_path / ".gitignore").write_text("!.env.staging\n")
     assert ".env.staging" in _packed_names(tmp_path, [])
+
+
+def test_a_folder_without_files_is_not_part_of_a_source(tmp_path: Path):
+    # Sources are shared by every project under their digest, which covers files only: an empty
+    # folder in the first upload of a digest (``openai/``, importable as an empty package) must not
+    # reach whoever uploads the same files later.
+    folder = tarfile.TarInfo("openai")
+    folder.type = tarfile.DIRTYPE
+    plain = _tar([_file("crewyard.toml", CONFIG), _file("crew.py", b"print(1)\n")])
+    planted = _tar([_file("crewyard.toml", CONFIG), (folder, None), _file("crew.py", b"print(1)\n")])
+    assert check(planted, limits=LIMITS).digest == check(plain, limits=LIMITS).digest
+    extract(planted, tmp_path / "out", digest=check(plain, limits=LIMITS).digest, limits=LIMITS)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["crew.py", "crewyard.toml"]
