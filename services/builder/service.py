@@ -15,6 +15,7 @@ key becomes ``?``), and a failure that still cannot be stored is recorded in wor
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -45,6 +46,8 @@ from .backends import BuildBackendUnavailable
 
 log = logging.getLogger("crewyard.builder")
 ACK_WAIT = 60.0
+#: How often a builder looks for what dead builders left running.
+SWEEP_S = 600.0
 #: What one build may write to the stream: lines of at most MAX_LINE characters, at most
 #: MAX_LINES of them and MAX_LOG_BYTES in all (the rest is counted, not kept), and a failure
 #: message of at most MAX_MESSAGE characters (its end: the installer's last words).
@@ -114,6 +117,26 @@ class Builder:
         )
 
     async def run(self, stop: asyncio.Event) -> None:
+        sweeper = asyncio.create_task(self._sweep(stop))
+        try:
+            await self._serve(stop)
+        finally:
+            sweeper.cancel()
+
+    async def _sweep(self, stop: asyncio.Event) -> None:
+        """Every :data:`SWEEP_S`: what dead builders left running (a build container) is removed."""
+        while not stop.is_set():
+            try:
+                if removed := await self.backend.sweep():
+                    log.warning("removed %d build container(s) of builders that died", removed)
+            except BuildBackendUnavailable as exc:
+                log.warning("could not look for dead builders' build containers: %s", exc)
+            except Exception:  # never the builder's end: the next round tries again
+                log.exception("looking for dead builders' build containers failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), SWEEP_S)
+
+    async def _serve(self, stop: asyncio.Event) -> None:
         await self.queue.start()
         durable = self.queue.durable
         metrics.refresh_with(f"consumer:{durable}", metrics.consumer_backlog(durable, self.queue.backlog))

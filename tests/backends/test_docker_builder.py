@@ -3,6 +3,8 @@ an environment image shared by crews with the same dependencies, a crew image ne
 
 from __future__ import annotations
 
+import contextlib
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +15,7 @@ import pytest
 from backend_helpers import folder_digest
 
 from crewyard.builder.backends import BuildFailed, DockerBuilder, VenvBuilder, select_build_backend
+from crewyard.builder.backends._stage import LABEL_STAGE, ORPHAN_MARGIN_S, sweep_orphans
 from crewyard.core.crewfile import CrewConfig
 from crewyard.environments import BuildRequest
 from crewyard.settings import load
@@ -143,3 +146,30 @@ def test_auto_builds_images_when_an_engine_answers_and_environments_otherwise(
     assert isinstance(select_build_backend(nowhere, tmp_path), VenvBuilder)
     sandboxed = load(tmp_path, docker_host=docker_host, backend="bwrap")
     assert isinstance(select_build_backend(sandboxed, tmp_path), VenvBuilder)
+
+
+async def test_a_dead_builders_build_container_is_removed_by_any_builder(
+    docker_host: str, base_image: str
+) -> None:
+    # A builder killed mid-build leaves its build container running the crew's script (a live
+    # builder stops it at the time limit): once older than the limit by a margin, it is no
+    # build's, and any builder's sweep removes it. A younger one may be a live build's: kept.
+    # (Only this test's containers: other tests' builds may be running on the engine meanwhile.)
+    client = docker.DockerClient(base_url=docker_host)
+    api = client.api
+    mine = f"crewyard.test.{uuid.uuid4().hex[:8]}"
+    labels = {LABEL_STAGE: "1", mine: "1"}
+    made = [api.create_container(base_image, ["sleep", "1000"], labels=labels)["Id"] for _ in range(2)]
+    try:
+        for cid in made:
+            api.start(cid)
+        assert sweep_orphans(api, timeout_s=1800, among=mine) == 0  # just started: a live build's, maybe
+        assert {c["Id"] for c in api.containers(filters={"label": mine})} == set(made)
+        later = time.time() + 1800 + ORPHAN_MARGIN_S + 60
+        assert sweep_orphans(api, timeout_s=1800, now=later, among=mine) == 2
+        assert api.containers(all=True, filters={"label": mine}) == []
+    finally:
+        for cid in made:
+            with contextlib.suppress(docker.errors.NotFound):
+                api.remove_container(cid, force=True)
+        client.close()

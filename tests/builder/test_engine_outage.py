@@ -30,12 +30,19 @@ class EngineDownFor:
     def __init__(self, outages: int) -> None:
         self.outages = outages
         self.attempts = 0
+        self.sweeps = 0
 
     async def build(self, request: BuildRequest, log: LogSink) -> BuildResult:
         self.attempts += 1
         if self.attempts <= self.outages:
             raise BuildBackendUnavailable("container engine unreachable: connection refused")
         return BuildResult(backend=self.name, env_digest="sha256-env", cached=False, image="crew:test")
+
+    async def sweep(self) -> int:
+        self.sweeps += 1
+        if self.sweeps == 1:  # a sweep that fails is the builder's log's business, never its end
+            raise BuildBackendUnavailable("container engine unreachable: connection refused")
+        return 0
 
 
 @pytest.fixture
@@ -63,6 +70,7 @@ async def test_a_build_the_engine_could_not_take_is_tried_again_and_succeeds(
     state = await _built(tmp_path, store, objects, backend)
     assert state.status == "ready", state
     assert backend.attempts == 3
+    assert backend.sweeps == 1  # dead builders' leftovers are looked for as the builder starts
 
 
 async def test_an_engine_down_through_every_delivery_fails_the_deployment_saying_why(

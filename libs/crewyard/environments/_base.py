@@ -46,3 +46,8 @@ class BuildBackend(Protocol):
     name: str
 
     async def build(self, request: BuildRequest, log: LogSink) -> BuildResult: ...
+
+    async def sweep(self) -> int:
+        """Remove what builders that died left running (now and then, by every builder); how
+        many things were removed."""
+        ...

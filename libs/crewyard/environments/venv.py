@@ -96,6 +96,11 @@ class VenvBuilder:
         self.network = network or privatenet.NetworkPolicy()
         self._locks = KeyedLock()
 
+    async def sweep(self) -> int:
+        """Nothing of a dead builder runs on: its build sandboxes die with it (bwrap's
+        ``--die-with-parent``), and its scratch folders are its own machine's."""
+        return 0
+
     def path_for(self, digest: str) -> Path:
         return self.store.path_for(digest)
 

@@ -289,6 +289,29 @@ def _run(
             stack.close()
 
 
+#: A build container older than the build time limit by this much is no build's any more: a live
+#: builder kills its container at the limit, so its builder died (killed, its machine lost).
+ORPHAN_MARGIN_S = 600.0
+
+
+def sweep_orphans(
+    api: docker.APIClient, timeout_s: float, now: float | None = None, *, among: str | None = None
+) -> int:
+    """Remove the build containers no build can still own (see :data:`ORPHAN_MARGIN_S`), running
+    or not: a dead builder's container would otherwise run the crew's build script for good.
+    Any builder sharing the engine may do it, whoever made them (``among``: only those that also
+    carry that label). Returns how many."""
+    oldest = (time.time() if now is None else now) - timeout_s - ORPHAN_MARGIN_S
+    removed = 0
+    labels = [LABEL_STAGE] if among is None else [LABEL_STAGE, among]
+    for found in api.containers(all=True, filters={"label": labels}):
+        if int(found.get("Created") or 0) < oldest:
+            with contextlib.suppress(docker.errors.NotFound):
+                api.remove_container(found["Id"], force=True)
+                removed += 1
+    return removed
+
+
 def _wait(
     api: docker.APIClient,
     cid: str,

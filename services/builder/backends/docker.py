@@ -152,6 +152,13 @@ class DockerBuilder:
                 raise BuildBackendUnavailable(f"the container engine does not answer: {exc}") from exc
         return self._client.api
 
+    async def sweep(self) -> int:
+        """Remove dead builders' build containers from the engine (``_stage.sweep_orphans``)."""
+        try:
+            return await asyncio.to_thread(_stage.sweep_orphans, self._api(), self.limits.timeout_s)
+        except ENGINE_ERRORS as exc:
+            raise BuildBackendUnavailable(f"the container engine does not answer: {exc}") from exc
+
     def ping(self) -> None:
         try:
             self._api().ping()
