@@ -8,6 +8,10 @@
   read up to :data:`EXCERPT_BYTES` and the connection dropped after that.
 - Redirects are never followed (a 3xx is a final answer), no proxy settings are taken from the
   environment, and nothing of the platform's (API key, cookies) is ever sent.
+- HTTPS connections are kept per host name (:class:`_TlsPools`): a pool finds a kept connection
+  by address, and a certificate is checked only when a connection is opened — so one opened for
+  ``attacker.example`` would otherwise carry a delivery meant for ``victim.example`` on the same
+  address (a CDN's, a load balancer's that routes by name).
 """
 
 from __future__ import annotations
@@ -17,8 +21,10 @@ import contextlib
 import glob
 import ipaddress
 import socket
+import ssl
 import time
-from collections.abc import Container
+from collections import OrderedDict
+from collections.abc import Callable, Container
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -115,21 +121,71 @@ def _retry_after(value: str | None) -> float | None:
     return None
 
 
+#: Host names whose HTTPS connections are kept at once; the least recently used one's go first.
+TLS_HOSTS = 64
+
+
+class _TlsPools:
+    """One connection pool per HTTPS host name (see the module doc), the least recently used
+    closed past :data:`TLS_HOSTS` once what it carries may have ended (an attempt's bound)."""
+
+    def __init__(self, make: Callable[[], httpx.AsyncClient], linger_s: float) -> None:
+        self._make, self._linger_s = make, linger_s
+        self._pools: OrderedDict[str, httpx.AsyncClient] = OrderedDict()
+        self._closing: set[asyncio.Task[None]] = set()
+
+    def for_host(self, host: str) -> httpx.AsyncClient:
+        pool = self._pools.pop(host, None) or self._make()
+        self._pools[host] = pool
+        while len(self._pools) > TLS_HOSTS:
+            _, old = self._pools.popitem(last=False)
+            task = asyncio.create_task(self._close_later(old))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+        return pool
+
+    async def _close_later(self, pool: httpx.AsyncClient) -> None:
+        await asyncio.sleep(self._linger_s)
+        await pool.aclose()
+
+    async def close(self) -> None:
+        for task in list(self._closing):
+            task.cancel()
+        for pool in self._pools.values():
+            await pool.aclose()
+        self._pools.clear()
+
+
 class Sender:
-    def __init__(self, guard: Guard, timeout_s: float, resolver: Resolver | None = None) -> None:
+    def __init__(
+        self,
+        guard: Guard,
+        timeout_s: float,
+        resolver: Resolver | None = None,
+        *,
+        tls: ssl.SSLContext | None = None,
+    ) -> None:
+        """``tls``: the certificates trusted (default: httpx's CA bundle, loaded once)."""
         self.guard, self.timeout_s = guard, timeout_s
         self.connect_s = min(5.0, timeout_s)
         self.resolver = resolver or Resolver()
-        self.http = httpx.AsyncClient(
+        verify = tls or httpx.create_ssl_context()
+        self.http = self._client(verify, 1000, 100)
+        self._tls = _TlsPools(lambda: self._client(verify, 100, 4), linger_s=timeout_s * 2)
+
+    def _client(self, verify: ssl.SSLContext, connections: int, kept: int) -> httpx.AsyncClient:
+        return httpx.AsyncClient(
             follow_redirects=False,
             trust_env=False,
-            timeout=httpx.Timeout(timeout_s, connect=self.connect_s),
-            limits=httpx.Limits(max_connections=1000, max_keepalive_connections=100),
+            verify=verify,
+            timeout=httpx.Timeout(self.timeout_s, connect=self.connect_s),
+            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=kept),
         )
 
     async def close(self) -> None:
         self.resolver.close()
         await self.http.aclose()
+        await self._tls.close()
 
     async def post(self, url: str, headers: dict[str, str], body: bytes) -> Attempt:
         t0 = time.monotonic()
@@ -189,10 +245,11 @@ class Sender:
         sent = {**headers, "Host": parts.netloc, "User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
         try:
             async with asyncio.timeout(max(0.0, bound - (time.monotonic() - t0))):
-                request = self.http.build_request(
+                client = self._tls.for_host(host) if parts.scheme == "https" else self.http
+                request = client.build_request(
                     "POST", target, content=body, headers=sent, extensions=extensions
                 )
-                response = await self.http.send(request, stream=True)
+                response = await client.send(request, stream=True)
                 try:
                     excerpt = b""
                     async for chunk in response.aiter_raw():
