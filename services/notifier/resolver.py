@@ -29,7 +29,7 @@ from collections import OrderedDict
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from crewyard.core.targets import IP, TargetRefused, check_host_name
+from crewyard.core.targets import IP, TargetRefused, check_host_name, unzoned
 from crewyard.errors import CrewyardError
 
 #: Threads resolving names not known to be slow, and names that were.
@@ -72,12 +72,13 @@ class Resolver:
         return since is not None
 
     async def resolve(self, host: str, port: int, timeout: float) -> list[IP]:
-        """The addresses of ``host`` (a literal address as is); :class:`ResolveTimeout` after
+        """The addresses of ``host`` (a literal address as is), IPv6 zone ids dropped (they would
+        make an address unequal to itself in the target checks); :class:`ResolveTimeout` after
         ``timeout`` seconds, ``OSError`` when the name does not resolve, :class:`UnusableName`
         when it cannot be looked up at all."""
         literal = host.strip("[]")
         with contextlib.suppress(ValueError):
-            return [ipaddress.ip_address(literal)]
+            return [unzoned(ipaddress.ip_address(literal))]
         try:
             check_host_name(host)
         except TargetRefused as exc:

@@ -123,3 +123,30 @@ def test_local_use_nat64_of_an_ordinary_address_is_only_private():
     assert refusal(ip("64:ff9b:1::a00:1"), 80, policy="private") is None
     assert refusal(ip("64:ff9b:1::a00:1"), 80, policy="public") is not None
     assert refusal(ip("fd00:ec2::253"), 80, policy="private") is None  # a private address, no more
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://[fd00:ec2::254%1]/latest/meta-data",  # AWS metadata over IPv6, with a zone
+        "http://[::1%1]:8080/",
+        "http://[fd12::9%25eth0]:4222/",  # RFC 6874's percent-encoded spelling
+        "http://[::ffff:100.100.100.200%1]/",
+    ],
+)
+def test_a_url_whose_host_holds_a_zone_id_is_refused(url):
+    with pytest.raises(TargetRefused, match="zone id"):
+        check_url(url)
+
+
+def test_a_zoned_address_is_judged_as_the_same_address_without_its_zone():
+    # ipaddress keeps the zone, and "fd00:ec2::254%1" equals no address in a set: stored before
+    # check_url refused zones, or reached any other way, it must still be refused.
+    for policy in ("private", "public"):
+        assert "metadata" in (refusal(ip("fd00:ec2::254%1"), 80, policy=policy) or ""), policy
+        assert "metadata" in (refusal(ip("::ffff:168.63.129.16%eth0"), 80, policy=policy) or ""), policy
+    nats = {(ip("fd12::9"), 4222)}
+    assert refusal(ip("fd12::9%1"), 4222, policy="private", platform_endpoints=nats) is not None
+    here = {ip("fd12::7")}
+    assert refusal(ip("fd12::7%1"), 8080, policy="private", local_ports={8080}, local_addresses=here)
+    assert refusal(ip("fd12::8%1"), 8080, policy="private", local_ports={8080}, local_addresses=here) is None

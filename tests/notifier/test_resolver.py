@@ -173,3 +173,13 @@ async def test_a_name_no_lookup_can_be_made_for_is_unusable_not_a_value_error(
             await resolver.resolve("odd.example", 80, GENEROUS_S)
     finally:
         resolver.close()
+
+
+async def test_a_literal_address_is_given_without_its_zone_id() -> None:
+    # The target checks compare the address with sets (metadata, the platform's endpoints): a
+    # zoned one would equal none of them.
+    resolver = Resolver(threads=1, slow_threads=1)
+    try:
+        assert [str(ip) for ip in await resolver.resolve("[fd00:ec2::254%1]", 80, 0.1)] == ["fd00:ec2::254"]
+    finally:
+        resolver.close()

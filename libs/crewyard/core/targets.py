@@ -9,9 +9,12 @@ link-local — which includes cloud metadata services at 169.254.169.254), the c
 services that are not link-local (:data:`METADATA`: AWS's over IPv6, Alibaba's, Azure's
 WireServer, Oracle Cloud Classic's), any of these carried in an IPv6 address (mapped, 6to4,
 Teredo, NAT64 — the local-use NAT64 prefix in each of its formats) and the platform's own
-endpoints (its API and NATS). Loopback and private ranges are allowed only when the operator says
-so (``CREWYARD_WEBHOOK_TARGETS=private``: single machine, tests); multi-machine deployments keep
-the default, ``public``.
+endpoints (its API and NATS). An IPv6 zone id (``fe80::1%eth0``) is refused in a URL, and
+dropped from any address before it is compared: ``ipaddress`` keeps it, and a zoned address is
+unequal to the same address without one, so ``[fd00:ec2::254%1]`` would not be "in" the metadata
+addresses nor ``[::1%1]`` one of the platform's endpoints. Loopback and private ranges are
+allowed only when the operator says so (``CREWYARD_WEBHOOK_TARGETS=private``: single machine,
+tests); multi-machine deployments keep the default, ``public``.
 """
 
 from __future__ import annotations
@@ -55,6 +58,10 @@ def check_url(url: str) -> str:
         # Spellings of a name differ between IDNA versions ("①" is "1" to one, refused by the
         # other): the host is taken only in the ASCII form every resolver reads the same way.
         raise TargetRefused("url's host must be in its ASCII form (xn--… for an international name)")
+    if "%" in parts.hostname:
+        # A zone id names an interface of the notifier's machine, nothing a receiver elsewhere has;
+        # it also makes the address compare unequal to itself without one. (A name never holds "%".)
+        raise TargetRefused("url's host must not contain % (an IPv6 zone id such as [fe80::1%eth0])")
     if "@" in parts.netloc:
         raise TargetRefused("url must not contain credentials (user:password@); sign requests instead")
     if parts.fragment:
@@ -87,10 +94,20 @@ def check_host_name(host: str) -> None:
 
 
 def literal_address(host: str) -> IP | None:
+    """The address ``host`` is written as (zone id dropped), or None for a name."""
     try:
-        return ipaddress.ip_address(host.strip("[]"))
+        return unzoned(ipaddress.ip_address(host.strip("[]")))
     except ValueError:
         return None
+
+
+def unzoned(ip: IP) -> IP:
+    """``ip`` without its IPv6 zone id (``fd00:ec2::254%1`` → ``fd00:ec2::254``): ``ipaddress``
+    keeps the zone, and a zoned address equals (and hashes like) no address without one, so every
+    comparison with a set of addresses is made with it dropped."""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.scope_id is not None:
+        return ipaddress.IPv6Address(int(ip))
+    return ip
 
 
 #: RFC 6052's well-known NAT64 prefix: the IPv4 address is the last 32 bits, and a NAT64 gateway
@@ -131,7 +148,8 @@ def _local_nat64_readings(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Addre
 def _plain(ip: IP) -> IP:
     """An IPv4 address carried in an IPv6 one is judged as that IPv4 address: mapped
     (``::ffff:127.0.0.1``), 6to4 (``2002:7f00:1::1``), Teredo (its client address) or NAT64
-    (``64:ff9b::a9fe:a9fe``)."""
+    (``64:ff9b::a9fe:a9fe``). A zone id is dropped (:func:`unzoned`)."""
+    ip = unzoned(ip)
     if isinstance(ip, ipaddress.IPv6Address):
         embedded = ip.ipv4_mapped or ip.sixtofour or (ip.teredo[1] if ip.teredo else None)
         if embedded is None and ip in _NAT64:
