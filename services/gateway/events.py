@@ -57,9 +57,10 @@ async def all_events(request: Request[Any, Any, Any]) -> Any:
         ping_s=g.settings.sse_ping_s,
         stream="events",
         closing=g.closing,
-        # Secret-bearing events (env values even encrypted, webhook and trigger secrets) are
-        # never shown: the reserved _secret scope matches "*" too, and older streams keep some
-        # of them under the project.
+        # Secret-bearing events (env values even encrypted, webhook and trigger secrets, webhook
+        # URLs: a read key sees only their scheme and host through the API) are never shown:
+        # the reserved _secret scope matches "*" too, and older streams keep some of them under
+        # the project.
         keep=lambda raw: shown_to_clients(event_type_of(raw.subject, g.store.prefix) or ""),
     )
 

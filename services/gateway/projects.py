@@ -117,7 +117,7 @@ async def remove_env(g: Gateway, project: str, key: str, scope: str | None) -> d
 async def project_events(request: Request[Any, Any, Any], project: str) -> Any:
     """Every event of a project, live; with Last-Event-ID / ?after= it resumes, else starts now.
     Events that carry secrets (env values, even encrypted, and those older streams keep under
-    the project; webhook and trigger secrets) are left out."""
+    the project; webhook and trigger secrets, webhook URLs) are left out."""
     g = gw(request)
     project = project_name(project)
     after = resume_after(request)

@@ -14,6 +14,7 @@ from crewyard.core.events import (
     encode,
     is_current,
     make_event,
+    shown_to_clients,
 )
 from crewyard.core.ids import is_id, new_id
 
@@ -103,6 +104,14 @@ def test_catalogue_has_the_reference_names():
         "apikey.revoked",
     ):
         assert name in PAYLOAD_TYPES
+
+
+def test_no_event_holding_a_webhook_url_is_shown_to_clients():
+    # A read key gets only scheme://host/\u2026 of a webhook's URL from the API (chat services keep a
+    # token in the path); following the project's events must not hand it the rest.
+    holding_a_url = [t for t, cls in PAYLOAD_TYPES.items() if "url" in cls.__struct_fields__]
+    assert {"webhook.created", "webhook.updated"} <= set(holding_a_url)
+    assert [t for t in holding_a_url if shown_to_clients(t)] == []
 
 
 def test_ids_sort_by_time_and_validate():

@@ -420,13 +420,23 @@ def _events_until(platform: PlatformProcess, token: str, path: str, run_id: str)
     raise AssertionError(f"{path} ended before {run_id} did")
 
 
+PATH_TOKEN = "T0KEN-of-a-chat-service"
+
+
 def test_event_streams_never_carry_secret_bearing_events(world: World):
     with world.platform.client(timeout=60) as admin:
         # Secret-bearing events of both projects, then a run whose end closes the reading.
         for r in world.res.values():
             new_env(admin, r)
-            new_webhook(admin, r)
+            hook = new_webhook(admin, r)["webhook_id"]
             new_trigger(admin, r)
+            # A chat service's URL keeps its token in the path: a read key sees scheme://host/\u2026
+            # of it through the API, and must not read the rest from the events.
+            moved = admin.patch(
+                f"/v1/projects/{r.project}/webhooks/{hook}", json={"url": f"http://127.0.0.1:9/{PATH_TOKEN}"}
+            )
+            assert moved.status_code == 200, moved.text
+            assert moved.json()["url"].endswith(PATH_TOKEN)  # the deployer's view is whole
         run = admin.post("/v1/runs", json={"project": OWN, "input": {"topic": "last"}})
         run_id = run.json()["run_id"]
         assert wait_run(admin, run_id)["status"] == "succeeded"
@@ -442,5 +452,6 @@ def test_event_streams_never_carry_secret_bearing_events(world: World):
         assert "run.queued" in types, (path, types)
         assert not [t for t in types if not shown_to_clients(t)], (path, types)
         assert not [t for t in types if t.startswith(("env.", "apikey."))], (path, types)
+        assert PATH_TOKEN not in json.dumps(events), (path, types)
         if token == world.keys["read"]:
             assert {e["project"] for e in events} == {OWN}, path

@@ -19,6 +19,7 @@ class Payload(msgspec.Struct, frozen=True, kw_only=True):
     AGGREGATE: ClassVar[str]
     VERSION: ClassVar[int] = 1
     SCOPE: ClassVar[Scope] = "project"
-    #: Carries a secret, even encrypted or hashed (a signing secret, a token's hash): stored in
-    #: its project's scope for the services, but never streamed to API clients.
+    #: Carries a secret, even encrypted or hashed (a signing secret, a token's hash, a webhook URL
+    #: whose path may hold a receiver's token): stored in its project's scope for the services,
+    #: but never streamed to API clients.
     SEALED: ClassVar[bool] = False

@@ -70,7 +70,8 @@ def public_types(aggregate: str) -> list[str]:
 def shown_to_clients(event_type: str) -> bool:
     """Whether API clients following a project's events may see this type: stored in the
     project's own scope (older streams also keep env and key events there) and carrying no
-    secret (``SEALED``). Unknown types are not shown."""
+    secret (``SEALED``: signing secrets, trigger tokens, webhook URLs). Unknown types are not
+    shown."""
     cls = PAYLOAD_TYPES.get(event_type)
     return cls is not None and cls.SCOPE == "project" and not cls.SEALED
 

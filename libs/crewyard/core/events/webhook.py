@@ -1,10 +1,14 @@
 """Outgoing webhook events: a webhook (``whk_…``) and the deliveries made to it.
 
 A webhook's signing secret is in the stream only as ciphertext (the platform's secret box, bound
-to the webhook id), because the notifier must recover it to sign; nothing else about a webhook is
-secret. Deliveries are grouped per webhook and source aggregate (one run, one deployment): the
-group (``dlg_…``, aggregate ``delivery``) holds every delivery of that run to that webhook and
-every attempt, so ordering per run is a question about one small aggregate.
+to the webhook id), because the notifier must recover it to sign. Its URL is a secret too, for
+the project's deployers: chat services take a token in the path, and the API shows keys below
+the deploy role only its scheme and host. So every event carrying the URL (created, updated) is
+``SEALED``: API clients following a project's events never receive it, whatever their role.
+
+Deliveries are grouped per webhook and source aggregate (one run, one deployment): the group
+(``dlg_…``, aggregate ``delivery``) holds every delivery of that run to that webhook and every
+attempt, so ordering per run is a question about one small aggregate.
 """
 
 from __future__ import annotations
@@ -33,6 +37,8 @@ class WebhookUpdated(Payload, frozen=True, kw_only=True):
 
     TYPE = "webhook.updated"
     AGGREGATE = "webhook"
+    #: The URL may hold a receiver's token (a chat service's path): see the module's note.
+    SEALED = True
     url: str
     events: list[str]
     deployment: str | None = None
