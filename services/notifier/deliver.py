@@ -11,7 +11,9 @@ still pending, so a run's events arrive in order; a blocked one comes back when 
 due. Retries are ``nak`` with the backoff as delay, so they survive restarts and move to another
 instance if this one dies; every attempt is a ``delivery.attempted`` event. A message is
 acknowledged only once its delivery has ended: killing a notifier mid-request means the request
-is made again — with the same delivery id.
+is made again — with the same delivery id. Whether it has ended is read from the stream as it is
+now (``current``), never from a replica that may be behind: acknowledging on such a read loses a
+delivery that was only too new for it.
 """
 
 from __future__ import annotations
@@ -255,7 +257,14 @@ class Deliverer:
         data = rec.event.data
         assert isinstance(data, DeliveryQueued | DeliveryRedeliveryRequested)
         project, gid = rec.event.project, rec.event.aggregate_id
-        group = fold_group(gid, await self.store.load(project, "delivery", gid))
+        # Read from the stream as it is now, not from whichever replica answers: one behind
+        # lacks this very message's delivery.queued (or redelivery_requested) and shows the
+        # delivery missing or ended, and acknowledging on that loses it for good, and every
+        # later delivery of the run waits behind it forever.
+        group = fold_group(gid, await self.store.load(project, "delivery", gid, current=True))
+        if group.version < item.event.seq:  # never, read as current; if ever: not decided on
+            await item.nak(delay=1.0)
+            return
         delivery = group.deliveries.get(data.delivery_id)
         if delivery is None or delivery.status != "pending" or delivery.delivery_id in self.sending:
             await item.ack()  # ended already, or being sent by this instance under another message
