@@ -218,7 +218,15 @@ class Deliverer:
                     await item.in_progress()
 
     async def _route(self, item: WorkItem) -> None:
-        event = item.event.decode(self.store.prefix).event
+        try:
+            event = item.event.decode(self.store.prefix).event
+        except InvalidEvent as exc:
+            # The work queue sets these aside before handing anything out; should one ever come
+            # through, it is set aside here too: raised, it would end this instance's delivery,
+            # then the next instance's, each time the message went back.
+            set_aside(READER, item.event.seq, item.event.subject, exc)
+            await item.term()
+            return
         data = event.data
         if not isinstance(data, DeliveryQueued | DeliveryRedeliveryRequested):
             await item.ack()  # an attempt record: nothing to do

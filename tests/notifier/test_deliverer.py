@@ -1,4 +1,5 @@
-"""The deliverer against the real server and a real receiver: what it reads before deciding."""
+"""The deliverer against the real server and a real receiver: what it reads before sending, and
+what it does with what it cannot read."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from collections.abc import AsyncIterator, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import msgspec
 import pytest
 
 from crewyard.core.events import (
@@ -18,12 +20,13 @@ from crewyard.core.events import (
     Payload,
     Recorded,
     WebhookCreated,
+    encode,
     make_event,
 )
 from crewyard.core.ids import new_id
 from crewyard.core.signing import new_secret
 from crewyard.core.webhooks import RetryPolicy, group_id
-from crewyard.eventstore import EventStore
+from crewyard.eventstore import EventStore, set_aside_counts
 from crewyard.notifier.deliver import Deliverer
 from crewyard.notifier.health import Health
 from crewyard.notifier.sender import Guard, Sender
@@ -178,3 +181,31 @@ async def test_a_redelivery_read_from_a_replica_behind_is_sent(store: EventStore
     lagging_replica(store, stale_answers=1)
     await notifier.append(DeliveryRedeliveryRequested(webhook_id=notifier.webhook_id, delivery_id=first))
     assert await notifier.received(2) == [first, first]
+
+
+async def test_unreadable_events_among_the_deliveries_stop_no_later_delivery(
+    store: EventStore, notifier: Notifier
+) -> None:
+    # A delivery event of a later crewyard, a type this one does not know, bytes that are not an
+    # event at all: each is set aside, and the delivery after them is sent.
+    before = sum(set_aside_counts().values())
+    subject = f"{store.prefix}.{PROJECT}.delivery.{notifier.group_id}.delivery"
+    valid = msgspec.json.decode(
+        encode(
+            make_event(
+                DeliveryRedeliveryRequested(webhook_id=notifier.webhook_id, delivery_id=new_id("dlv")),
+                project=PROJECT,
+                aggregate_id=notifier.group_id,
+                event_id=new_id("evt"),
+            )
+        )
+    )
+    newer = {**valid, "version": 99}  # from a later crewyard
+    foreign = {**valid, "type": "delivery.teleported"}  # a type this one does not know
+    for kind, event in (("redelivery_requested", newer), ("teleported", foreign)):
+        await store.js.publish(f"{subject}.{kind}", msgspec.json.encode(event), stream=store.stream)
+    await store.js.publish(f"{subject}.queued", b"{not json", stream=store.stream)
+    after = await notifier.queue()
+    assert await notifier.received(1) == [after]
+    assert notifier.task is not None and not notifier.task.done()
+    assert sum(set_aside_counts().values()) - before >= 3
