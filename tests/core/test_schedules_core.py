@@ -102,6 +102,57 @@ def test_times_after_an_instant_inside_a_repeated_hour():
     assert next_times("30 2 * * *", "Europe/Berlin", utc(2026, 10, 25, 1, 0), 1) == [utc(2026, 10, 26, 1, 30)]
 
 
+def between(expr: str, tz: str, start: datetime, end: datetime) -> list[datetime]:
+    """The planned times after ``start`` up to ``end`` (included)."""
+    out = []
+    for t in schedules.times_after(expr, tz, start):
+        if t > end:
+            break
+        out.append(t)
+    return out
+
+
+def test_frequent_schedules_fire_every_planned_time_of_both_passes_in_order():
+    # America/New_York repeats 01:00-02:00 on 2024-11-03: 05:00-06:00 UTC is EDT, 06:00-07:00 EST.
+    # The second pass of 01:00 came out after the first of 01:01, which was then dropped as not
+    # later than it: 59 first-pass minutes were never planned.
+    start, end = utc(2024, 11, 3, 4, 30), utc(2024, 11, 3, 7, 30)
+    minutely = between("* * * * *", "America/New_York", start, end)
+    assert minutely == [start + timedelta(minutes=m) for m in range(1, 181)]
+    quarterly = between("*/15 * * * *", "America/New_York", start, end)
+    assert quarterly == [start + timedelta(minutes=m) for m in range(15, 181, 15)]
+    # Antarctica/Troll repeats two hours (01:00-03:00) on 2024-10-27, going from +02 to +00:
+    # the first 02:00 is 00:00 UTC, after the first 01:00 (23:00) and before the second (01:00).
+    hourly = between("0 * * * *", "Antarctica/Troll", utc(2024, 10, 26, 21, 30), utc(2024, 10, 27, 4))
+    assert hourly == [utc(2024, 10, 26, h) for h in (22, 23)] + [utc(2024, 10, 27, h) for h in range(5)]
+
+
+def test_a_daily_time_in_a_repeated_hour_still_fires_once():
+    assert between("30 1 * * *", "America/New_York", utc(2024, 11, 2, 12), utc(2024, 11, 4, 12)) == [
+        utc(2024, 11, 3, 5, 30),  # the first 01:30 (EDT), not the second
+        utc(2024, 11, 4, 6, 30),
+    ]
+
+
+def test_a_time_after_a_two_hour_jump_comes_out_before_the_shifted_ones_of_the_jump():
+    # Antarctica/Troll skips 01:00-03:00 on 2024-03-31 (+00 to +02): 02:00 does not exist and is
+    # shifted to 04:00 (02:00 UTC); 03:00 exists, at 01:00 UTC. Both fire, in UTC order.
+    times = between("0 2,3 * * *", "Antarctica/Troll", utc(2024, 3, 30, 12), utc(2024, 3, 31, 12))
+    assert times == [utc(2024, 3, 31, 1), utc(2024, 3, 31, 2)]
+
+
+def test_a_frequent_schedule_across_a_jump_forward_fires_no_time_the_cron_does_not_name():
+    # Europe/Berlin skips 02:00-03:00 on 2026-03-29. 02:30 fires at 03:30 CEST (01:30 UTC); the
+    # missing time's other reading, 00:30 UTC, is 01:30 CET, an hour "*/2" does not name.
+    times = between("30 */2 * * *", "Europe/Berlin", utc(2026, 3, 28, 22), utc(2026, 3, 29, 5))
+    assert times == [
+        utc(2026, 3, 28, 23, 30),
+        utc(2026, 3, 29, 1, 30),
+        utc(2026, 3, 29, 2, 30),
+        utc(2026, 3, 29, 4, 30),
+    ]
+
+
 def test_the_next_time_of_a_minutely_cron_takes_a_step_or_two(monkeypatch: pytest.MonkeyPatch):
     # The scheduler asks every schedule every half second: a walk of two hours each time (120
     # steps of croniter) made 150 idle schedules hold the platform's loop for seconds.

@@ -13,10 +13,17 @@ Daylight saving time, the way cron users expect it:
 Every planned time is a UTC instant. A schedule fires each planned time at most once (its fold
 remembers the last one fired; the scheduler appends with the expected sequence), never a time
 before its creation or inside a pause.
+
+``croniter`` walks wall-clock times in order, and their instants are not always in that order:
+in a repeated hour the second pass of 01:00 comes after the first pass of 01:59, and after a
+forward jump a wall time can be an instant earlier than the shifted one before it. So the
+instants are held until no later wall time can give an earlier one (see :func:`times_after`),
+and come out strictly increasing, none skipped.
 """
 
 from __future__ import annotations
 
+import heapq
 import re
 from collections import deque
 from collections.abc import Iterator
@@ -99,7 +106,16 @@ _CLOCK_CHANGE = timedelta(hours=2)
 
 
 def times_after(expr: str, tz_name: str, after: datetime) -> Iterator[datetime]:
-    """Planned times (UTC, strictly increasing) after the instant ``after``."""
+    """Planned times (UTC, strictly increasing) after the instant ``after``.
+
+    Each wall time the cron walks gives its instant (the first pass of a repeated time, a missing
+    time shifted by the gap) and, for hourly and more frequent crons, the second pass of a
+    repeated one; they wait in a heap until no later wall time can give an earlier instant. A
+    later wall time's first instant is never earlier than this one's, unless the clocks move
+    forward within the next :data:`_CLOCK_CHANGE`, and then by no more than that move. So the
+    second passes of a repeated hour wait until the walk has left it, and a time just after a
+    forward jump (03:00 after Troll's two-hour one, 01:00 UTC) comes out before the missing
+    times shifted past it (02:00, at 02:00 UTC)."""
     tz = zone(tz_name)
     both = _both_folds(expr)
     local = after.astimezone(tz)
@@ -112,18 +128,31 @@ def times_after(expr: str, tz_name: str, after: datetime) -> Iterator[datetime]:
         start = (local - _CLOCK_CHANGE).replace(tzinfo=None)
     walk = croniter(expr, start)
     last = after
+    held: list[datetime] = []  # a heap of instants given by the wall times walked so far
     while True:
         try:
-            wall: datetime = walk.get_next(datetime)
+            wall: datetime | None = walk.get_next(datetime)
         except CroniterError:  # no such day in croniter's reach: a schedule stored before the check
-            return
-        first = wall.replace(tzinfo=tz, fold=0).astimezone(UTC)
-        second = wall.replace(tzinfo=tz, fold=1).astimezone(UTC)
-        candidates = [first] if first == second or not both else sorted({first, second})
-        for instant in candidates:
-            if instant > last:
+            wall = None
+        bound = None  # everything held may come out: the walk is over
+        if wall is not None:
+            zoned = wall.replace(tzinfo=tz, fold=0)  # a missing time takes the offset before the gap
+            first = zoned.astimezone(UTC)
+            heapq.heappush(held, first)
+            if both:
+                second = wall.replace(tzinfo=tz, fold=1).astimezone(UTC)
+                if second > first:  # a repeated time (for a missing one, fold 1 is the earlier)
+                    heapq.heappush(held, second)
+            offset, ahead = zoned.utcoffset(), (first + _CLOCK_CHANGE).astimezone(tz).utcoffset()
+            assert offset is not None and ahead is not None
+            bound = first - max(timedelta(0), ahead - offset)
+        while held and (bound is None or held[0] <= bound):
+            instant = heapq.heappop(held)
+            if instant > last:  # the same instant from two wall times (a gap's) comes out once
                 last = instant
                 yield instant
+        if wall is None:
+            return
 
 
 def next_times(expr: str, tz_name: str, after: datetime, count: int) -> list[datetime]:
