@@ -392,8 +392,11 @@ class Deliverer:
         event was stored, so every attempt sends the same bytes."""
         agg = d.source_aggregate
         filt = subjects.aggregate_filter(project, agg, d.source_id, self.store.prefix)[:-1] + f"{agg}.*"
+        raws = await self.store.load_raw(filt)
+        if not any(raw.seq == d.source_seq for raw in raws):  # a replica behind: the stream as it is
+            raws = await self.store.load_raw_current(filt)
         history = []
-        for raw in await self.store.load_raw(filt):
+        for raw in raws:
             if raw.seq > d.source_seq:
                 break
             try:

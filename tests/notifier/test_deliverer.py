@@ -19,6 +19,7 @@ from crewyard.core.events import (
     DeliveryRedeliveryRequested,
     Payload,
     Recorded,
+    RunQueued,
     WebhookCreated,
     encode,
     make_event,
@@ -40,7 +41,8 @@ GENEROUS_S = 20.0
 
 class _Receiver(BaseHTTPRequestHandler):
     def do_POST(self) -> None:
-        self.rfile.read(int(self.headers.get("content-length") or 0))
+        body = self.rfile.read(int(self.headers.get("content-length") or 0))
+        self.server.bodies.append(body)  # type: ignore[attr-defined]
         self.server.seen.append(self.headers["webhook-id"])  # type: ignore[attr-defined]
         self.send_response(200)
         self.send_header("content-length", "0")
@@ -54,7 +56,7 @@ class _Receiver(BaseHTTPRequestHandler):
 def receiver() -> Iterator[ThreadingHTTPServer]:
     """A receiver that answers 200 and keeps each delivery's id, in the order they came."""
     srv = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
-    srv.seen = []  # type: ignore[attr-defined]
+    srv.seen, srv.bodies = [], []  # type: ignore[attr-defined]
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
     yield srv
@@ -104,8 +106,8 @@ class Notifier:
         )
         return await self.store.append(event)
 
-    async def queue(self) -> str:
-        """A new delivery of the run to the webhook; its id."""
+    async def queue(self, source_seq: int = 1) -> str:
+        """A new delivery of the run (its event at ``source_seq``) to the webhook; its id."""
         dlv = new_id("dlv")
         await self.append(
             DeliveryQueued(
@@ -113,7 +115,7 @@ class Notifier:
                 delivery_id=dlv,
                 event="run.succeeded",
                 source_event_id=new_id("evt"),
-                source_seq=1,
+                source_seq=source_seq,
                 source_type="run.completed",
                 source_aggregate="run",
                 source_id=self.source_id,
@@ -209,3 +211,29 @@ async def test_unreadable_events_among_the_deliveries_stop_no_later_delivery(
     assert await notifier.received(1) == [after]
     assert notifier.task is not None and not notifier.task.done()
     assert sum(set_aside_counts().values()) - before >= 3
+
+
+async def test_the_body_is_made_from_the_runs_events_even_when_a_replica_lacks_them(
+    store: EventStore, notifier: Notifier, receiver: ThreadingHTTPServer
+) -> None:
+    # The body is the run as it was at its event: read from a replica that does not have that
+    # event yet, it was sent without it (an empty run), unlike every other attempt's bytes.
+    seq = await notifier.append(
+        RunQueued(deployment_id="dep_1", input={"topic": "x"}), aggregate_id=notifier.source_id
+    )
+    real = store.load_raw
+    behind: list[str] = []
+
+    async def load_raw(filter_subject: str, start_seq: int = 1, batch: int = 1000, **kw: Any) -> list[Any]:
+        raws = await real(filter_subject, start_seq, batch, **kw)
+        if ".run." in filter_subject and not behind:
+            behind.append(filter_subject)
+            return [raw for raw in raws if raw.seq < seq]
+        return raws
+
+    store.load_raw = load_raw  # type: ignore[method-assign]
+    await notifier.queue(source_seq=seq)
+    await notifier.received(1)
+    assert behind, "the replica behind was never asked"
+    sent = msgspec.json.decode(receiver.bodies[0])  # type: ignore[attr-defined]
+    assert sent["data"]["run_id"] == notifier.source_id and sent["data"]["deployment_id"] == "dep_1"

@@ -312,10 +312,11 @@ class EventStore(Following):
             filt = subjects.project_aggregate_filter(aggregate_id, self.prefix)
         else:
             filt = subjects.aggregate_filter(project, aggregate, aggregate_id, self.prefix, types or ">")
-        raws = await (self._load_current(filt) if current else self.load_raw(filt))
+        raws = await (self.load_raw_current(filt) if current else self.load_raw(filt))
         return [self._history_entry(r, project, aggregate, aggregate_id) for r in raws]
 
-    async def _load_current(self, filt: str) -> list[RawEvent]:
+    async def load_raw_current(self, filt: str) -> list[RawEvent]:
+        """Every event matching ``filt`` the stream had when the call was made (see ``load``)."""
         last = await self.last_seq_of(filt) or 0
         turns = Backoff(min(self.read_timeout, CATCH_UP_S), first=0.01, most=0.1)
         while True:
