@@ -27,7 +27,7 @@ import pytest
 from crewyard import cgroups, privatenet
 from crewyard.builder.backends import DockerBuilder
 from crewyard.core.crewfile import CrewConfig
-from crewyard.environments import BuildFailed, BuildRequest, VenvBuilder, registry, sandbox
+from crewyard.environments import BuildFailed, BuildRequest, VenvBuilder, registry, sandbox, usage
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.slow]
 SITE = "lib/python3.11/site-packages"
@@ -111,6 +111,36 @@ def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
             out.write(os.urandom(1 << 20))
     time.sleep(600)
 """
+
+
+#: Build backends that fill the disk without writing a byte, then wait (for the time limit).
+HOG = """
+import os, time
+
+def get_requires_for_build_wheel(config_settings=None):
+    return []
+
+def build_wheel(wheel_directory, config_settings=None, metadata_directory=None):
+{body}
+    time.sleep(600)
+"""
+SPARSE_FILES = HOG.format(
+    body="""\
+    for i in range(16):  # 16 GiB once packed and unpacked, not one block on this disk
+        with open(f"hole{i}", "wb") as out:
+            out.truncate(1 << 30)"""
+)
+EMPTY_FILES = HOG.format(
+    body="""\
+    for i in range(20_000):
+        open(f"empty{i}", "w").close()"""
+)
+DEEP_FOLDERS = HOG.format(
+    body="""\
+    for _ in range(3000):
+        os.mkdir("n")
+        os.chdir("n")"""
+)
 
 
 # The probe's backend, which first tries to swap the environment folder for a link (here to a
@@ -283,6 +313,29 @@ async def test_a_build_over_its_limits_is_stopped_and_says_which(
     assert not cgroups.groups(
         lambda name: "@build@" in name and name.split("@", 1)[0] == cgroups.owner_tag()
     ), "the build's control group was left behind"
+
+
+@pytest.mark.parametrize(
+    ("backend", "reason"),
+    [
+        (SPARSE_FILES, r"the build wrote more than 8192 MiB \(disk limit\)"),
+        (EMPTY_FILES, r"the build wrote more than 4,000 files and folders \(file count limit\)"),
+        (DEEP_FOLDERS, r"the build wrote folders nested deeper than 256 \(depth limit\)"),
+    ],
+    ids=["sparse-files", "empty-files", "deep-folders"],
+)
+async def test_a_build_filling_the_disk_without_writing_bytes_is_stopped(
+    tmp_path: Path, backend: str, reason: str
+) -> None:
+    root = _crew(tmp_path / "hostile", backend)
+    limits = sandbox.BuildLimits(entries=2000, timeout_s=120)
+    try:
+        with pytest.raises(BuildFailed, match=reason):
+            await VenvBuilder(tmp_path / "cache", limits=limits).build(_request(root), _quiet)
+        scratch = tmp_path / "cache" / "build"
+        assert not any(scratch.iterdir()), "the build's scratch folder was left behind"
+    finally:
+        usage.remove(tmp_path / "cache")  # pytest's own clean-up recurses
 
 
 @pytest.mark.parametrize(

@@ -54,7 +54,7 @@ def test_sanitize_and_pack_refuse_an_env_folder_that_is_a_link(
 ) -> None:
     before = _state(host_folder)
     with pytest.raises(BuildFailed, match=r"replaced its environment folder \(env\) with a symbolic link"):
-        env_archive.sanitize(swapped_env)
+        env_archive.sanitize(swapped_env, 1 << 30, 1000)
     dest = tmp_path / "env.tar.gz"
     with pytest.raises(BuildFailed, match="symbolic link"):
         env_archive.pack(swapped_env, dest)
@@ -83,7 +83,7 @@ def test_links_below_the_env_folder_are_kept_as_links_never_followed(
     (env / "bin" / "python").write_text("")
     (env / "lib").symlink_to(host_folder)
     before = _state(host_folder)
-    env_archive.sanitize(env)
+    env_archive.sanitize(env, 1 << 30, 1000)
     dest = tmp_path / "env.tar.gz"
     env_archive.pack(env, dest)
     assert _state(host_folder) == before

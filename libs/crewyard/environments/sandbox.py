@@ -14,8 +14,9 @@ the crew's code. So the whole build runs in the same kind of sandbox as a run:
   ``cache`` — uv's and npm's cache for this build only), and a size-capped private ``/tmp``;
 - limits: wall-clock time, memory and process count (a control group, :mod:`crewyard.cgroups`:
   a memory hog is killed by the kernel, a fork bomb is stopped at the limit and the build
-  killed), address space, file size, no core dumps; the scratch folder's size is watched and the
-  build is killed past the disk limit; each reason is the build's error message;
+  killed), address space, file size, no core dumps; the scratch folder is watched (bytes at their
+  apparent size, files and folders, depth: :mod:`.usage`) and the build is killed past the disk
+  limits; each reason is the build's error message;
 - network: a private one (:mod:`crewyard.privatenet`, as for runs): outbound only, never this
   machine (its loopback services — NATS, the API — included), link-local (cloud metadata) or the
   private ranges, except the private addresses of the registries, mirrors and proxies the
@@ -43,6 +44,7 @@ from crewyard import cgroups, privatenet, spawn
 from crewyard.lines import LineSplitter
 from crewyard.reaper import Reaper
 
+from . import usage
 from ._base import BuildFailed, LogSink
 from .registry import Registry
 
@@ -65,7 +67,12 @@ class BuildLimits(msgspec.Struct, kw_only=True):
     timeout_s: float = 1800.0
     address_space_bytes: int = 16 << 30
     file_size_bytes: int = 2 << 30
+    #: What the scratch folder may take while building, and the environment once built: bytes at
+    #: their apparent size (a sparse file counts whole: it is packed and unpacked whole).
     disk_bytes: int = 8 << 30
+    #: Files and folders the environment may hold (inodes of every runner's disk); the scratch
+    #: folder may hold twice as many while building (uv's cache holds a copy of what is installed).
+    entries: int = 500_000
     tmp_bytes: int = 1 << 30
     #: Memory and processes (threads count) at once, through a control group where there is one.
     memory_bytes: int = 4 << 30
@@ -186,14 +193,10 @@ def environment(registry: Registry) -> dict[str, str]:
     }
 
 
-def disk_usage(root: Path) -> int:
-    """Bytes of disk the files below ``root`` take (links not followed)."""
-    total = 0
-    for dirpath, _dirs, names in os.walk(root):
-        for name in names:
-            with contextlib.suppress(OSError):
-                total += os.lstat(os.path.join(dirpath, name)).st_blocks * 512
-    return total
+def over_disk(root: Path, limits: BuildLimits) -> str | None:
+    """Why what a build wrote below ``root`` (its scratch folder, a build container's writable
+    layer) is over the disk limits; None within them (blocking; :mod:`.usage`)."""
+    return usage.over(root, limits.disk_bytes, 2 * limits.entries, "the build wrote")
 
 
 async def run(
@@ -340,8 +343,8 @@ async def _watch(
             ticks += 1
             if group is not None and group.pids_limit_hit():
                 over.append(f"the build started more than {limits.pids} processes at once (process limit)")
-            elif ticks % 4 == 0 and await asyncio.to_thread(disk_usage, scratch) > limits.disk_bytes:
-                over.append(f"the build wrote more than {limits.disk_bytes >> 20} MiB (disk limit)")
+            elif ticks % 4 == 0 and (why := await asyncio.to_thread(over_disk, scratch, limits)):
+                over.append(why)
             if over:
                 _kill(proc)
                 return

@@ -14,6 +14,10 @@ always finds its own. A host that holds one build of a digest uses it for every 
 that digest (the same inputs, built and checked once): a folder runs are using is never replaced
 under them. Archives published before were named ``environments/<digest>.tar.gz``; they are
 still read.
+
+An environment is bounded (:class:`~.sandbox.BuildLimits`: bytes at their apparent size, files
+and folders): the builder refuses to publish a larger one, and a runner refuses to download one
+whose manifest says it is larger, or to unpack one past the bounds.
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from crewyard.objects import ObjectNotFound, ObjectStore
 
 from . import archive
 from ._base import BuildFailed
+from .sandbox import BuildLimits
 
 
 class Manifest(msgspec.Struct, kw_only=True):
@@ -56,10 +61,18 @@ def manifest_object(digest: str) -> str:
     return f"environments/{digest}.json"
 
 
+class EnvironmentTooLarge(BuildFailed):
+    """The environment is larger than an environment may be (built before builds were bounded)."""
+
+
 class EnvironmentStore:
-    def __init__(self, cache_dir: Path, objects: ObjectStore | None) -> None:
+    def __init__(
+        self, cache_dir: Path, objects: ObjectStore | None, limits: BuildLimits | None = None
+    ) -> None:
         self.envs = cache_dir / "envs"
         self.objects = objects
+        #: An environment larger than this is never made, nor unpacked (bytes, files and folders).
+        self.limits = limits or BuildLimits()
         self._locks = KeyedLock()
 
     def path_for(self, digest: str) -> Path:
@@ -98,7 +111,7 @@ class EnvironmentStore:
 
         ``built`` must be a real folder, never a link the build left in its place (BuildFailed):
         sanitizing, packing and installing it would otherwise work on the link's host target."""
-        size = await asyncio.to_thread(archive.sanitize, built)
+        size = await asyncio.to_thread(archive.sanitize, built, self.limits.disk_bytes, self.limits.entries)
         self.envs.mkdir(parents=True, exist_ok=True)
         tarball = self.envs / f"{digest}.{uuid.uuid4().hex[:8]}.tar.gz"
         try:
@@ -146,15 +159,30 @@ class EnvironmentStore:
             tag = uuid.uuid4().hex[:8]
             tarball = self.envs / f"{digest}.{tag}.tar.gz"
             unpacked = self.envs / f"{digest}.{tag}.tmp"
+            await self._refuse_too_large(digest)
             try:
                 await self._download(digest, sha256, tarball)
-                await asyncio.to_thread(archive.unpack, tarball, unpacked, sha256)
-                size = sum(
-                    f.stat().st_size for f in unpacked.rglob("*") if f.is_file() and not f.is_symlink()
-                )
+                bounds = (self.limits.disk_bytes, self.limits.entries)
+                size = await asyncio.to_thread(archive.unpack, tarball, unpacked, sha256, *bounds)
                 manifest = Manifest(digest=digest, sha256=sha256, size=size, python="")
                 await asyncio.to_thread(self._install, digest, unpacked, manifest)
             finally:
                 tarball.unlink(missing_ok=True)
                 await asyncio.to_thread(shutil.rmtree, unpacked, True)
         return self.path_for(digest)
+
+    async def _refuse_too_large(self, digest: str) -> None:
+        """EnvironmentTooLarge when the environment's manifest says it unpacks to more than an
+        environment may take, before it is downloaded (unpacking stops at the limit anyway)."""
+        assert self.objects is not None
+        try:
+            manifest = msgspec.json.decode(
+                await self.objects.get_bytes(manifest_object(digest)), type=Manifest
+            )
+        except (ObjectNotFound, msgspec.DecodeError):
+            return
+        if manifest.size > self.limits.disk_bytes:
+            raise EnvironmentTooLarge(
+                f"environment {digest} unpacks to {manifest.size >> 20} MiB, more than the"
+                f" {self.limits.disk_bytes >> 20} MiB an environment may take; deploy the crew again"
+            )

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import shlex
-import shutil
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -30,7 +29,7 @@ from crewyard.objects import ObjectStore
 
 from . import archive as env_archive
 from . import inputs as crew_inputs
-from . import nodejs, npm, pythons, registry, sandbox
+from . import nodejs, npm, pythons, registry, sandbox, usage
 from ._base import BuildRequest, BuildResult, LogSink
 from .store import EnvironmentStore
 
@@ -89,9 +88,9 @@ class VenvBuilder:
         limits: sandbox.BuildLimits | None = None,
         network: privatenet.NetworkPolicy | None = None,
     ) -> None:
-        self.store = EnvironmentStore(cache_dir, objects)
-        self.scratch = cache_dir / "build"
         self.limits = limits or sandbox.BuildLimits()
+        self.store = EnvironmentStore(cache_dir, objects, self.limits)
+        self.scratch = cache_dir / "build"
         #: Private networks builds may reach besides the registries' own (the operator's setting).
         self.network = network or privatenet.NetworkPolicy()
         self._locks = KeyedLock()
@@ -180,7 +179,7 @@ class VenvBuilder:
                 await asyncio.to_thread(env_archive.real_folder, scratch / "env")
                 manifest = await self.store.publish(digest, scratch / "env", interpreter)
             finally:
-                await asyncio.to_thread(shutil.rmtree, scratch, True)
+                await asyncio.to_thread(usage.remove, scratch)  # however deep the build nested folders
         await log(f"environment {digest[:12]} ready ({manifest.size >> 20} MiB)", "stdout")
         return BuildResult(
             backend=self.name, env_digest=digest, env_sha256=manifest.sha256, cached=False,

@@ -331,8 +331,8 @@ def _wait(
             rounds += 1
         if group is not None and group.pids_limit_hit():
             return {}, f"the build started more than {limits.pids} processes at once (process limit)"
-        if upper and rounds % 3 == 0 and sandbox.disk_usage(Path(upper)) > limits.disk_bytes:
-            return {}, f"the build wrote more than {limits.disk_bytes >> 20} MiB (disk limit)"
+        if upper and rounds % 3 == 0 and (why := sandbox.over_disk(Path(upper), limits)):
+            return {}, why
         if time.monotonic() > deadline:
             return {}, f"the build took longer than {limits.timeout_s:.0f} s (time limit)"
 
