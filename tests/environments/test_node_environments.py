@@ -77,6 +77,15 @@ def test_workspaces_and_broken_manifests_are_refused(tmp_path: Path) -> None:
         npm.read(tmp_path / "none")
 
 
+def test_a_package_json_larger_than_a_mebibyte_fails_the_build_unread(tmp_path: Path) -> None:
+    root = _crew(tmp_path / "huge")
+    (root / "package.json").write_text("[" + ",".join(["{}"] * 600_000) + "]")  # 1.8 MB of objects
+    with pytest.raises(
+        BuildFailed, match=r"package\.json is larger than 1024 KiB; builds read no bigger one"
+    ):
+        npm.read(root)
+
+
 def test_the_digest_follows_the_dependencies_not_the_code(tmp_path: Path) -> None:
     manifest = {**MANIFEST, "dependencies": {"mytool": "file:./libs/mytool"}}
     crew = _crew(tmp_path, manifest, **{"src__graph.ts": "export const g = 1;\n",

@@ -60,6 +60,9 @@ _INSTALL_SCRIPTS = (
     "prepare",
     "postprepare",
 )
+#: The crew's package.json is read (and parsed) on the builder: a bound, as for pyproject.toml
+#: (a JSON list of a hundred million empty objects takes gigabytes once parsed).
+MAX_PACKAGE_JSON_BYTES = 1 << 20
 #: Never an input: npm keeps the packages it finds there, whatever their bytes.
 SKIP = frozenset({"node_modules"})
 _NPM_FLAGS = ["--no-audit", "--no-fund", "--no-update-notifier", "--loglevel=warn", "--include=dev"]
@@ -80,7 +83,7 @@ def read(root: Path) -> NodeInputs:
     if not manifest_path.is_file():
         raise BuildFailed("a langgraph-js crew needs a package.json naming its dependencies in its folder")
     try:
-        manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
+        manifest = json.loads(py_inputs.read_bounded(manifest_path, MAX_PACKAGE_JSON_BYTES, "package.json"))
     except (ValueError, UnicodeDecodeError) as exc:
         raise BuildFailed(f"package.json is not valid JSON: {exc}") from None
     except RecursionError:
