@@ -41,6 +41,8 @@ from crewyard.environments import BuildFailed, sandbox
 from crewyard.environments.registry import Registry
 from crewyard.lines import LineSplitter
 
+from ._engine import ENGINE_ERRORS, BuildBackendUnavailable, timed_out
+
 ENV_IN_IMAGE = "/opt/venv"
 SRC_IN_STAGE = "/opt/crewyard/src"
 UV_IN_STAGE = "/opt/crewyard/bin/uv"
@@ -267,11 +269,13 @@ def _run(
         upper = ((info.get("GraphDriver") or {}).get("Data") or {}).get("UpperDir")
         result, over = _wait(api, cid, group, upper, limits)
         if over:
-            with contextlib.suppress(docker.errors.DockerException):
+            with contextlib.suppress(*ENGINE_ERRORS):
                 api.kill(cid)
             reader.join(10)
             raise BuildFailed(over)
         reader.join(30)
+        if not isinstance(result.get("StatusCode"), int):  # not the crew's failure: the engine's
+            raise BuildBackendUnavailable(f"the container engine did not say how the build ended: {result}")
         if result.get("StatusCode") != 0:
             if group is not None and group.oom_killed():
                 raise BuildFailed(f"the build ran out of memory (limit {memory_bytes >> 20} MiB)")
@@ -280,7 +284,7 @@ def _run(
         api.commit(cid, repository=repo, tag=version, changes=None, conf={"Labels": labels})
         return True, tail
     finally:
-        with contextlib.suppress(docker.errors.DockerException):
+        with contextlib.suppress(*ENGINE_ERRORS):
             api.remove_container(cid, force=True)
         if gate is not None:
             with contextlib.suppress(OSError):
@@ -321,14 +325,22 @@ def _wait(
 ) -> tuple[dict[str, Any], str]:
     """The container's exit, or why it had to be stopped: the time limit, a fork refused at its
     ``pids`` limit (a fork bomb would otherwise spin until the time limit), or its writable layer
-    (``upper``, on this machine; engines have no size limit for it) grown past the disk limit."""
+    (``upper``, on this machine; engines have no size limit for it) grown past the disk limits.
+
+    Only a wait that timed out means the build is still running: an engine that cannot be reached
+    fails a wait at once, and is :class:`BuildBackendUnavailable` (the build is tried again
+    later), never a loop at full speed until the time limit blamed on the build."""
     deadline = time.monotonic() + limits.timeout_s
     rounds = 0
     while True:
         try:
             return api.wait(cid, timeout=2), ""
-        except requests.exceptions.RequestException:  # still running
-            rounds += 1
+        except requests.exceptions.RequestException as exc:
+            if not timed_out(exc):
+                raise BuildBackendUnavailable(
+                    f"the container engine stopped answering during the build: {exc}"
+                ) from exc
+            rounds += 1  # still running
         if group is not None and group.pids_limit_hit():
             return {}, f"the build started more than {limits.pids} processes at once (process limit)"
         if upper and rounds % 3 == 0 and (why := sandbox.over_disk(Path(upper), limits)):
