@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 import msgspec
 
 from crewyard import logs, metrics
+from crewyard.backoff import Backoff
 from crewyard.core import subjects
 from crewyard.core.crewfile import CrewConfig
 from crewyard.core.deployment_state import BUILDING, fold_deployment
@@ -96,6 +97,9 @@ class Builder:
     #: Seconds before a build the container engine could not take is tried again: an engine
     #: restart takes a while, and the queue delivers a message only a few times.
     engine_retry_delay = 15.0
+    #: Seconds the build's end may lose races to other writers of the deployment before the
+    #: message is left to be delivered again (well within ACK_WAIT: the heartbeat has stopped).
+    finish_patience = 20.0
 
     def __init__(
         self,
@@ -149,7 +153,7 @@ class Builder:
             for item in items:
                 try:
                     await self._handle(item)
-                except (StoreUnavailable, ObjectStoreError):
+                except (StoreUnavailable, ObjectStoreError, ConcurrencyConflict):
                     log.exception("infrastructure error; build will be retried")
                     await item.nak(delay=2.0)
                 except BuildBackendUnavailable:
@@ -170,7 +174,7 @@ class Builder:
             await self._build(item, created.aggregate_id, created.project)
 
     async def _build(self, item: WorkItem, dep_id: str, project: str) -> None:
-        state = fold_deployment(dep_id, await self.store.load(project, "deployment", dep_id))
+        state = fold_deployment(dep_id, await self.store.load(project, "deployment", dep_id, current=True))
         if not state.exists:  # the message is the deployment's first event: a stale read
             await item.nak(delay=1.0)
             return
@@ -232,10 +236,17 @@ class Builder:
         await item.ack()
 
     async def _finish(self, project: str, dep_id: str, outcome: Payload) -> bool:
-        """Append the build's end. A terminal event must always be stored: redelivering the message
-        would fail the same way until the queue gave up, the deployment left ``building``."""
-        for _ in range(10):
-            state = fold_deployment(dep_id, await self.store.load(project, "deployment", dep_id))
+        """Append the build's end; False when the deployment is no longer building. A terminal
+        event must always be stored: an event the store refuses is replaced by one in words of our
+        own (redelivering the message would fail the same way until the queue gave up, the
+        deployment left ``building``). Each try reads what the stream has now (any replica may
+        answer a plain read, and one behind would lose every race); one that lost pauses longer
+        each time, and past ``finish_patience`` the ConcurrencyConflict is raised: the message is
+        delivered again, never acknowledged with the end unwritten."""
+        turns = Backoff(self.finish_patience, first=0.05, most=2.0, jitter=True)
+        while True:
+            history = await self.store.load(project, "deployment", dep_id, current=True)
+            state = fold_deployment(dep_id, history)
             if state.status != BUILDING:
                 return False
             event = make_event(outcome, project=project, aggregate_id=dep_id, event_id=new_id("evt"))
@@ -243,13 +254,14 @@ class Builder:
                 await self.store.append(event, expected_seq=state.version)
                 return True
             except ConcurrencyConflict:
-                continue
+                if turns.expired:
+                    raise
+                await turns.pause()
             except InvalidEvent as exc:
                 if isinstance(outcome, DeploymentFailed) and outcome.error_message == UNSTORABLE:
                     raise
                 log.warning("the end of build %s cannot be stored (%s): failing it plainly", dep_id, exc)
                 outcome = DeploymentFailed(error_message=UNSTORABLE)
-        return False
 
 
 def stopped_message(exc: Exception) -> str:
