@@ -4,8 +4,9 @@ Builders share one durable consumer, so any number of instances split the work. 
 streamed as ``deployment.build.log`` events while it happens. A build that fails because of the
 crew (dependencies that do not install) ends the deployment ``failed`` with the installer's
 error; an infrastructure problem (object store down, container engine unreachable) leaves the
-message to be delivered again (an engine still down at the queue's last delivery fails the
-deployment saying so, rather than leave it ``building`` for good).
+message to be delivered again (one still there at the queue's last delivery fails the
+deployment saying so, rather than leave it ``building`` for good). A source the object store does
+not have, or has damaged, fails the deployment at once: every delivery would find the same.
 A deployment that becomes ready is its project's current one (``deployment.promoted`` is only
 written for rollbacks). Whatever the crew's files hold, a build ends in an event the core takes:
 its output and failure message are made valid UTF-8 (a lone surrogate from a file name or a JSON
@@ -19,6 +20,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 import msgspec
 
@@ -39,7 +41,7 @@ from crewyard.core.events import (
 from crewyard.core.ids import new_id
 from crewyard.environments import BuildBackend, BuildFailed, BuildRequest
 from crewyard.eventstore import ConcurrencyConflict, EventStore, StoreUnavailable, WorkItem, WorkQueue
-from crewyard.objects import ObjectStore, ObjectStoreError
+from crewyard.objects import ObjectCorrupt, ObjectNotFound, ObjectStore, ObjectStoreError
 from crewyard.settings import Settings
 from crewyard.workspace import Workspace
 
@@ -190,7 +192,7 @@ class Builder:
         output = _BuildLog(emit)
         heartbeat = asyncio.create_task(_keep_alive(item))
         try:
-            source_dir = await self.workspace.source(state.source_digest)
+            source_dir = await self._source(state.source_digest)
             config = msgspec.convert(state.config, CrewConfig)
             request = BuildRequest(
                 deployment_id=dep_id,
@@ -210,13 +212,15 @@ class Builder:
             )
         except BuildFailed as exc:
             outcome = DeploymentFailed(error_message=safe_text(_cut(str(exc), MAX_MESSAGE, keep_end=True)))
-        except (StoreUnavailable, ObjectStoreError):
-            raise  # ours, not the crew's: the message is delivered again
-        except BuildBackendUnavailable as exc:
+        except (StoreUnavailable, ObjectStoreError, BuildBackendUnavailable) as exc:
             if item.deliveries < self.queue.max_deliver:
-                raise  # ours too (an engine down or restarting), delivered again later
+                raise  # ours, not the crew's (a store or an engine down or restarting): delivered again
             # The queue's last delivery: a failure that says why beats a deployment "building" for good.
-            message = f"the container engine could not be reached ({item.deliveries} tries): {exc}"
+            if isinstance(exc, BuildBackendUnavailable):
+                what = "the container engine could not be reached"
+            else:
+                what = "the platform's event or object store could not be used"
+            message = f"{what} ({item.deliveries} tries): {exc}"
             outcome = DeploymentFailed(error_message=safe_text(_cut(message, MAX_MESSAGE, keep_end=True)))
         except Exception as exc:  # what the crew's files made a step fail on (a path too long to
             # unpack, a file nested past a parser's depth…): a failed build, never one retried
@@ -234,6 +238,21 @@ class Builder:
             metrics.BUILDS.labels(status, backend, cached).inc()
             metrics.BUILD_DURATION.labels(status, backend).observe(time.monotonic() - t0)
         await item.ack()
+
+    async def _source(self, digest: str) -> Path:
+        """The deployment's source folder. BuildFailed when the object store has no such source,
+        or one whose bytes do not match their digest: every delivery would find the same."""
+        try:
+            return await self.workspace.source(digest)
+        except ObjectNotFound:
+            raise BuildFailed(
+                f"the deployment's source ({digest}) is not in the object store: deploy the crew again"
+            ) from None
+        except ObjectCorrupt:
+            raise BuildFailed(
+                f"the deployment's source ({digest}) is damaged in the object store (its bytes do not"
+                " match their digest): deploy the crew again"
+            ) from None
 
     async def _finish(self, project: str, dep_id: str, outcome: Payload) -> bool:
         """Append the build's end; False when the deployment is no longer building. A terminal

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ._base import ObjectNotFound, ObjectStore, ObjectStoreError
+from ._base import ObjectCorrupt, ObjectNotFound, ObjectStore, ObjectStoreError
 from ._nats import NatsObjectStore
 from ._s3 import S3ObjectStore
 
@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "NatsObjectStore",
+    "ObjectCorrupt",
     "ObjectNotFound",
     "ObjectStore",
     "ObjectStoreError",

@@ -17,6 +17,10 @@ class ObjectNotFound(ObjectStoreError):
     pass
 
 
+class ObjectCorrupt(ObjectStoreError):
+    """An object whose bytes, read whole, do not match the digest stored with them."""
+
+
 class ObjectStore(Protocol):
     async def put_file(self, name: str, path: Path) -> int:
         """Store the file's bytes under ``name``; return the size."""

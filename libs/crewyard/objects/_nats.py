@@ -22,7 +22,7 @@ from nats.js.api import ObjectStoreConfig, StorageType
 from nats.js.errors import BucketNotFoundError, NotFoundError, ObjectNotFoundError
 from nats.js.object_store import ObjectStore as _NatsObjectStore
 
-from ._base import ObjectNotFound, ObjectStoreError
+from ._base import ObjectCorrupt, ObjectNotFound, ObjectStoreError
 
 
 class NatsObjectStore:
@@ -177,4 +177,4 @@ class NatsObjectStore:
                 await sub.unsubscribe()
         expected = digest.split("=", 1)[-1]
         if base64.urlsafe_b64encode(sha.digest()).decode().rstrip("=") != expected.rstrip("="):
-            raise ObjectStoreError(f"cannot read {name}: content does not match its digest")
+            raise ObjectCorrupt(f"cannot read {name}: content does not match its digest")
