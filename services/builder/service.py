@@ -83,7 +83,7 @@ class _BuildLog:
     async def line(self, line: str, stream: str) -> None:
         line = safe_text(_cut(line, MAX_LINE))
         self.lines += 1
-        self.bytes += len(line)
+        self.bytes += len(line.encode())  # what the stream stores: a character may be 4 bytes
         if self.lines > MAX_LINES or self.bytes > MAX_LOG_BYTES:
             self.dropped += 1
             return
@@ -91,7 +91,10 @@ class _BuildLog:
 
     async def close(self) -> None:
         if self.dropped:
-            note = f"… {self.dropped} more lines of build output were not kept ({MAX_LINES} lines at most)"
+            note = (
+                f"… {self.dropped} more lines of build output were not kept"
+                f" ({MAX_LINES} lines, {MAX_LOG_BYTES >> 20} MiB at most)"
+            )
             await self.emit(BuildLog(line=note, stream="builder"))
 
 

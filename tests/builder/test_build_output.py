@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from crewyard.builder.service import MAX_LINE, MAX_LINES, _BuildLog, stopped_message
+from crewyard.builder.service import MAX_LINE, MAX_LINES, MAX_LOG_BYTES, _BuildLog, stopped_message
 from crewyard.core.events import BuildLog, Payload
 from crewyard.environments import sandbox
 from crewyard.lines import MAX_LINE as MAX_TEXT_LINE
@@ -30,6 +30,24 @@ async def test_a_builds_output_is_cut_and_capped_and_what_was_left_out_is_counte
     assert len(kept[0].line) == MAX_LINE + 1 and kept[0].line.endswith("…")
     assert len(kept) == MAX_LINES + 1  # the cap, and one line saying what was left out
     assert kept[-1].line.startswith("… 41 more lines of build output were not kept")
+
+
+async def test_a_builds_output_is_capped_in_bytes_not_characters() -> None:
+    kept: list[BuildLog] = []
+
+    async def emit(payload: Payload) -> None:
+        assert isinstance(payload, BuildLog)
+        kept.append(payload)
+
+    output = _BuildLog(emit)
+    wide = "\U0001f600" * MAX_LINE  # 4 bytes a character: 64 KiB a line
+    for _ in range(200):  # 12.5 MiB, in 3.2 million characters
+        await output.line(wide, "stdout")
+    await output.close()
+
+    stored = sum(len(b.line.encode()) for b in kept[:-1])
+    assert stored <= MAX_LOG_BYTES and len(kept) - 1 == MAX_LOG_BYTES // len(wide.encode())
+    assert kept[-1].line.startswith("\u2026 72 more lines of build output were not kept")
 
 
 async def test_a_build_printing_a_line_of_megabytes_gets_it_in_pieces(tmp_path) -> None:
