@@ -283,6 +283,17 @@ async def test_a_build_cannot_swap_its_environment_folder_for_a_link(tmp_path: P
     assert not (built.venv_dir.parent / "env.old").exists()
 
 
+async def test_a_sandbox_that_could_not_be_set_up_leaves_nothing_beside_its_scratch_folder(
+    tmp_path: Path,
+) -> None:
+    scratch = tmp_path / "build" / "digest.1234"
+    unusable = privatenet.NetworkPolicy(allow=("not a network",))  # the operator's setting, mistyped
+    reg = registry.Registry(env={}, binds={}, uv_args=[])
+    with pytest.raises(BuildFailed, match="cannot give the build its network"):
+        await sandbox.run(scratch, "true\n", [], reg, sandbox.BuildLimits(), _quiet, unusable)
+    assert not (tmp_path / "build" / "digest.1234.files").exists()
+
+
 def test_the_registries_private_addresses_are_allowed_and_this_machines_never() -> None:
     reg = registry.from_host(
         {"PIP_INDEX_URL": "http://10.77.1.2:3141/simple", "HTTPS_PROXY": "http://127.0.0.1:3128"},

@@ -211,23 +211,29 @@ async def run(
     """Run ``script`` (sh) in the sandbox; BuildFailed with the installer's words (or the limit
     that stopped it) when it fails."""
     files = scratch.parent / f"{scratch.name}.files"
+    group: cgroups.Cgroup | None = None
+    try:  # the files folder goes however the set-up ends (no network for the build, no group …)
+        await asyncio.to_thread(_prepare, scratch, files, script)
+        plan, notes = await asyncio.to_thread(network_plan, registry, network or privatenet.NetworkPolicy())
+        await asyncio.to_thread((files / "resolv.conf").write_text, plan.resolv_conf)
+        for note in notes:
+            await log(note, "stdout")
+        group = await asyncio.to_thread(_new_group, scratch.name, limits)
+        await _run_in(group, plan, scratch, files, prefixes, registry, limits, log)
+    finally:
+        if group is not None:
+            await asyncio.to_thread(group.remove)
+        await asyncio.to_thread(shutil.rmtree, files, True)
+
+
+def _prepare(scratch: Path, files: Path, script: str) -> None:
+    """The scratch folder's parts, and the files bound read-only into the sandbox beside it."""
     files.mkdir(parents=True, exist_ok=True)
     (files / "passwd").write_text(_PASSWD)
     (files / "group").write_text(_GROUP)
     (files / "build.sh").write_text(script)
     for sub in ("env", "src", "cache", "bin"):
         (scratch / sub).mkdir(parents=True, exist_ok=True)
-    plan, notes = await asyncio.to_thread(network_plan, registry, network or privatenet.NetworkPolicy())
-    (files / "resolv.conf").write_text(plan.resolv_conf)
-    for note in notes:
-        await log(note, "stdout")
-    group = await asyncio.to_thread(_new_group, scratch.name, limits)
-    try:
-        await _run_in(group, plan, scratch, files, prefixes, registry, limits, log)
-    finally:
-        if group is not None:
-            await asyncio.to_thread(group.remove)
-        shutil.rmtree(files, ignore_errors=True)
 
 
 def _new_group(name: str, limits: BuildLimits) -> cgroups.Cgroup | None:
