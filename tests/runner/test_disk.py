@@ -4,9 +4,11 @@ the disk holds it, following no link."""
 
 from __future__ import annotations
 
+import errno
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -103,3 +105,100 @@ async def test_a_crew_within_its_disk_limit_completes(run_crew: RunCrew) -> None
     ran = await run_crew(source, budget=Budget(max_disk=24 * MiB))
 
     assert isinstance(ran.payload, RunCompleted), ran.payload
+
+
+class _Refusing:
+    """A listing whose entries cannot be looked at (a folder readable but not searchable by the
+    runner: what a crew running as the runner's own user can make with ``chmod 0444``)."""
+
+    def __init__(self, real: os.DirEntry[str]) -> None:
+        self.name = real.name
+
+    def stat(self, *, follow_symlinks: bool = True) -> os.stat_result:
+        raise PermissionError(13, "Permission denied")
+
+
+def test_what_the_runner_cannot_look_at_counts_as_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "hidden").mkdir()
+    (tmp_path / "hidden" / "big.bin").write_bytes(b"x")
+    real = os.scandir
+
+    class Listing:
+        def __init__(self, fd: int) -> None:
+            self.inner = real(fd)
+
+        def __enter__(self) -> Iterator[_Refusing]:
+            return (_Refusing(e) for e in self.inner.__enter__())
+
+        def __exit__(self, *exc: object) -> None:
+            self.inner.__exit__(*exc)
+
+    monkeypatch.setattr(disk.os, "scandir", Listing)
+    assert disk.over(tmp_path, MiB) == "the run made a folder the runner cannot read (Permission denied)"
+
+
+def test_a_runner_short_of_descriptors_skips_a_round_and_blames_no_crew(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "sub").mkdir()
+    real = os.open
+
+    def short(path: Any, flags: int, *args: Any, **kwargs: Any) -> int:
+        if kwargs.get("dir_fd") is not None:
+            raise OSError(errno.EMFILE, "Too many open files")
+        return real(path, flags, *args, **kwargs)
+
+    monkeypatch.setattr(disk.os, "open", short)
+    with pytest.raises(OSError) as no_answer:
+        disk.over(tmp_path, MiB)
+    assert no_answer.value.errno == errno.EMFILE
+
+
+def test_a_walk_holds_one_descriptor_per_level(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    deep = tmp_path
+    for level in range(20):
+        deep = deep / f"level{level}"
+        for sibling in range(3):
+            (deep.parent / f"file{sibling}").write_bytes(b"x")
+        deep.mkdir()
+    held, most = 0, 0
+    real_open, real_close = os.open, os.close
+
+    def opened(*args: Any, **kwargs: Any) -> int:
+        nonlocal held, most
+        fd = real_open(*args, **kwargs)
+        held += 1
+        most = max(most, held)
+        return fd
+
+    def closed(fd: int) -> None:
+        nonlocal held
+        held -= 1
+        real_close(fd)
+
+    listings, most_listings = 0, 0
+    real_scandir = os.scandir
+
+    class Listing:  # each open listing holds a descriptor of its own (a copy of the folder's)
+        def __init__(self, fd: int) -> None:
+            self.inner = real_scandir(fd)
+
+        def __enter__(self) -> Any:
+            nonlocal listings, most_listings
+            listings += 1
+            most_listings = max(most_listings, listings)
+            return self.inner.__enter__()
+
+        def __exit__(self, *exc: object) -> None:
+            nonlocal listings
+            listings -= 1
+            self.inner.__exit__(*exc)
+
+    monkeypatch.setattr(disk.os, "open", opened)
+    monkeypatch.setattr(disk.os, "close", closed)
+    monkeypatch.setattr(disk.os, "scandir", Listing)
+    assert disk.over(tmp_path, MiB) is None
+    assert held == 0 and most == 21  # the root and one per level
+    assert most_listings == 1  # a folder's listing is closed before its sub-folders are walked
