@@ -8,10 +8,12 @@
   read up to :data:`EXCERPT_BYTES` and the connection dropped after that.
 - Redirects are never followed (a 3xx is a final answer), no proxy settings are taken from the
   environment, and nothing of the platform's (API key, cookies) is ever sent.
-- HTTPS connections are kept per host name (:class:`_TlsPools`): a pool finds a kept connection
-  by address, and a certificate is checked only when a connection is opened — so one opened for
-  ``attacker.example`` would otherwise carry a delivery meant for ``victim.example`` on the same
-  address (a CDN's, a load balancer's that routes by name).
+- HTTPS connections are never kept for another request: a pool finds a kept connection by
+  address, and a certificate is checked only when a connection is opened — so one opened for
+  ``attacker.example`` would carry a delivery meant for ``victim.example`` on the same address (a
+  CDN's, a load balancer's that routes by name). Plain HTTP connections are kept (nothing is
+  checked per name there; ``Host`` says which).
+- No cookie is kept: one a receiver set for the address would go to every other receiver there.
 """
 
 from __future__ import annotations
@@ -19,12 +21,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import glob
+import http.cookiejar
 import ipaddress
 import socket
 import ssl
 import time
-from collections import OrderedDict
-from collections.abc import Callable, Container
+import urllib.request
+from collections.abc import Container
 from email.utils import parsedate_to_datetime
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -121,39 +124,9 @@ def _retry_after(value: str | None) -> float | None:
     return None
 
 
-#: Host names whose HTTPS connections are kept at once; the least recently used one's go first.
-TLS_HOSTS = 64
-
-
-class _TlsPools:
-    """One connection pool per HTTPS host name (see the module doc), the least recently used
-    closed past :data:`TLS_HOSTS` once what it carries may have ended (an attempt's bound)."""
-
-    def __init__(self, make: Callable[[], httpx.AsyncClient], linger_s: float) -> None:
-        self._make, self._linger_s = make, linger_s
-        self._pools: OrderedDict[str, httpx.AsyncClient] = OrderedDict()
-        self._closing: set[asyncio.Task[None]] = set()
-
-    def for_host(self, host: str) -> httpx.AsyncClient:
-        pool = self._pools.pop(host, None) or self._make()
-        self._pools[host] = pool
-        while len(self._pools) > TLS_HOSTS:
-            _, old = self._pools.popitem(last=False)
-            task = asyncio.create_task(self._close_later(old))
-            self._closing.add(task)
-            task.add_done_callback(self._closing.discard)
-        return pool
-
-    async def _close_later(self, pool: httpx.AsyncClient) -> None:
-        await asyncio.sleep(self._linger_s)
-        await pool.aclose()
-
-    async def close(self) -> None:
-        for task in list(self._closing):
-            task.cancel()
-        for pool in self._pools.values():
-            await pool.aclose()
-        self._pools.clear()
+class _NoCookies(http.cookiejar.DefaultCookiePolicy):
+    def set_ok(self, cookie: http.cookiejar.Cookie, request: urllib.request.Request) -> bool:
+        return False
 
 
 class Sender:
@@ -170,22 +143,23 @@ class Sender:
         self.connect_s = min(5.0, timeout_s)
         self.resolver = resolver or Resolver()
         verify = tls or httpx.create_ssl_context()
-        self.http = self._client(verify, 1000, 100)
-        self._tls = _TlsPools(lambda: self._client(verify, 100, 4), linger_s=timeout_s * 2)
+        self.http = self._client(verify, kept=100)
+        self.https = self._client(verify, kept=0)  # see the module doc
 
-    def _client(self, verify: ssl.SSLContext, connections: int, kept: int) -> httpx.AsyncClient:
+    def _client(self, verify: ssl.SSLContext, *, kept: int) -> httpx.AsyncClient:
         return httpx.AsyncClient(
             follow_redirects=False,
             trust_env=False,
             verify=verify,
+            cookies=http.cookiejar.CookieJar(_NoCookies()),
             timeout=httpx.Timeout(self.timeout_s, connect=self.connect_s),
-            limits=httpx.Limits(max_connections=connections, max_keepalive_connections=kept),
+            limits=httpx.Limits(max_connections=500, max_keepalive_connections=kept),
         )
 
     async def close(self) -> None:
         self.resolver.close()
         await self.http.aclose()
-        await self._tls.close()
+        await self.https.aclose()
 
     async def post(self, url: str, headers: dict[str, str], body: bytes) -> Attempt:
         t0 = time.monotonic()
@@ -245,7 +219,7 @@ class Sender:
         sent = {**headers, "Host": parts.netloc, "User-Agent": USER_AGENT, "Accept-Encoding": "identity"}
         try:
             async with asyncio.timeout(max(0.0, bound - (time.monotonic() - t0))):
-                client = self._tls.for_host(host) if parts.scheme == "https" else self.http
+                client = self.https if parts.scheme == "https" else self.http
                 request = client.build_request(
                     "POST", target, content=body, headers=sent, extensions=extensions
                 )

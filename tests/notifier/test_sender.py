@@ -157,3 +157,17 @@ async def test_an_api_on_every_address_is_its_own_endpoint_through_each_of_them(
         got = await Sender(own, 2.0).post(f"http://{host}:{port}/v1/runs", {}, b"{}")
         assert "platform's own endpoint" in (got.error or ""), (host, got)
     assert not server.seen
+
+
+async def test_no_cookie_a_receiver_sets_goes_to_anyone(server):
+    # Requests go to the checked address: a cookie set by one receiver would be sent to every
+    # other receiver at that address (and the jar would grow at a receiver's wish).
+    server.answer = (200, {"Set-Cookie": "planted=by-a-receiver; Path=/"}, b"ok")
+    sender = Sender(guard("private"), 2.0)
+    try:
+        for host in ("localhost", "127.0.0.1"):
+            got = await sender.post(url(server, host), {}, b"{}")
+            assert got.status_code == 200, got
+    finally:
+        await sender.close()
+    assert [h.get("Cookie") for h in server.seen] == [None, None]
