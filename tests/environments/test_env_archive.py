@@ -71,7 +71,7 @@ async def test_publishing_an_env_folder_that_is_a_link_fails_the_build_and_insta
     with pytest.raises(BuildFailed, match=r"replaced its environment folder \(env\) with a symbolic link"):
         await store.publish("d" * 64, swapped_env, "/usr/bin/python3")
     assert _state(host_folder) == before
-    assert not _exists(store.path_for("d" * 64))
+    assert not _exists(store.builds_of("d" * 64))
     assert _is_link(swapped_env)  # left where it was, for the build's clean-up
 
 

@@ -96,7 +96,7 @@ async def test_an_environment_over_the_limit_is_not_published(tmp_path: Path, sp
     store = EnvironmentStore(tmp_path / "cache", None, sandbox.BuildLimits(disk_bytes=32 * MiB))
     with pytest.raises(BuildFailed, match="more than 32 MiB"):
         await store.publish("d" * 64, sparse_env, "/usr/bin/python3")
-    assert not store.path_for("d" * 64).exists()
+    assert not store.builds_of("d" * 64).exists()
 
 
 def test_a_runner_unpacks_no_archive_past_the_limits(tmp_path: Path, sparse_env: Path) -> None:

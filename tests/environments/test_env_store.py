@@ -50,11 +50,30 @@ async def test_builds_of_one_environment_racing_each_keep_their_archive(
     assert latest is not None and latest.sha256 == second.sha256
     assert await objects.exists(archive_object(DIGEST, latest.sha256))
 
-    # A run of the other deployment on this host uses the build already here: the folder runs of
-    # the first one are using is not replaced under them.
+    # A run of the other deployment on this host gets the build that deployment recorded (its
+    # requirements may have resolved otherwise), beside the first: the folder runs of the first
+    # are using is not replaced under them.
     (folder / "in-use").write_text("a run's file\n")
-    assert await runner.fetch(DIGEST, second.sha256) == folder
-    assert (folder / "in-use").exists()
+    other = await runner.fetch(DIGEST, second.sha256)
+    assert other != folder and (other / "bin" / "tool").read_text().endswith("echo b\n")
+    assert (folder / "in-use").exists() and await runner.fetch(DIGEST, first.sha256) == folder
+
+
+async def test_a_build_unpacked_by_two_processes_at_once_is_kept_as_the_first_made_it(
+    tmp_path: Path, objects: ObjectStore
+) -> None:
+    built = await EnvironmentStore(tmp_path / "builder", objects).publish(
+        DIGEST + "-twice", _built(tmp_path / "a", "a"), "/usr/bin/python3"
+    )
+    # Two processes of one host (a runner, a builder) share its cache, each with its own locks.
+    first, second = EnvironmentStore(tmp_path / "host", objects), EnvironmentStore(tmp_path / "host", objects)
+    folder = await first.fetch(DIGEST + "-twice", built.sha256)
+    (folder / "in-use").write_text("a run's file\n")
+    second_copy = tmp_path / "host" / "envs" / "unpacked-meanwhile"
+    second_copy.mkdir()
+    second._install(second_copy, built)  # what the other process's fetch ends with
+    assert (folder / "in-use").exists()  # the folder in use was kept; the copy is its maker's
+    assert second_copy.exists()
 
 
 async def test_an_archive_that_is_not_what_its_name_says_is_refused(

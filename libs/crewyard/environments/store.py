@@ -2,18 +2,20 @@
 
 The builder publishes each environment as ``environments/<digest>/<sha256>.tar.gz`` with a
 manifest ``environments/<digest>.json`` (sha256, size, interpreter); ``deployment.ready`` records
-the sha256. A runner uses exactly that archive: it unpacks it into ``<cache>/envs/<digest>`` once,
-after checking the sha256, and every later run on that host reuses the folder. On the builder's
-own host the folder is already there. Runs see it at :data:`~.sandbox.ENV_PATH` (bwrap binds it
-there); the interpreter it was made from must exist at the same path on the runner's host.
+the sha256. A runner uses exactly that archive: it unpacks it into
+``<cache>/envs/<digest>/<sha256>`` once, after checking the sha256, and every later run on that
+host reuses the folder. On the builder's own host the folder is already there. Runs see it at
+:data:`~.sandbox.ENV_PATH` (bwrap binds it there); the interpreter it was made from must exist at
+the same path on the runner's host.
 
 Two builders may build one environment at once (two deployments of the same dependencies); their
 archives differ (file times), so each is kept under its own sha256 and never replaced: whichever
 manifest is written last names an archive that is there, and a deployment's recorded sha256
-always finds its own. A host that holds one build of a digest uses it for every deployment of
-that digest (the same inputs, built and checked once): a folder runs are using is never replaced
-under them. Archives published before were named ``environments/<digest>.tar.gz``; they are
-still read.
+always finds its own (unpinned requirements may resolve differently in each: a deployment runs
+the build it recorded). A host's folder of a build is made by one rename of a complete folder and
+never replaced: runs using it keep it (two processes unpacking the same build at once: the second
+discards its copy). Archives published before were named ``environments/<digest>.tar.gz``; they
+are still read.
 
 An environment is bounded (:class:`~.sandbox.BuildLimits`: bytes at their apparent size, files
 and folders): the builder refuses to publish a larger one, and a runner refuses to download one
@@ -75,7 +77,12 @@ class EnvironmentStore:
         self.limits = limits or BuildLimits()
         self._locks = KeyedLock()
 
-    def path_for(self, digest: str) -> Path:
+    def path_for(self, digest: str, sha256: str) -> Path:
+        """The folder of one build of ``digest`` on this host."""
+        return self.builds_of(digest) / sha256
+
+    def builds_of(self, digest: str) -> Path:
+        """The folder of ``digest``'s builds on this host."""
         return self.envs / digest
 
     def _local_manifest(self, digest: str) -> Manifest | None:
@@ -122,7 +129,7 @@ class EnvironmentStore:
                 await self.objects.put_bytes(manifest_object(digest), msgspec.json.encode(manifest))
         finally:
             tarball.unlink(missing_ok=True)
-        await asyncio.to_thread(self._install, digest, built, manifest)
+        await asyncio.to_thread(self._install, built, manifest)
         return manifest
 
     async def _download(self, digest: str, sha256: str, tarball: Path) -> None:
@@ -135,24 +142,31 @@ class EnvironmentStore:
                 continue
         raise EnvironmentMissing(f"environment {digest} is not in the object store; deploy the crew again")
 
-    def _install(self, digest: str, folder: Path, manifest: Manifest) -> None:
+    def _install(self, folder: Path, manifest: Manifest) -> None:
+        """``folder`` becomes the build's folder here, in one rename; when that build is here
+        already (another process unpacked it meanwhile), the one here is kept and ``folder``
+        left for its maker to remove: a folder runs may be using is never replaced."""
         archive.real_folder(folder)
-        target = self.path_for(digest)
-        if target.exists():
-            shutil.rmtree(target)  # a stale folder without (or with another) manifest
-        folder.rename(target)
-        tmp = self.envs / f"{digest}.json.{os.getpid()}"
+        target = self.path_for(manifest.digest, manifest.sha256)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            folder.rename(target)
+        except OSError:
+            if not target.is_dir():
+                raise
+        tmp = self.envs / f"{manifest.digest}.json.{os.getpid()}"
         tmp.write_bytes(msgspec.json.encode(manifest))
-        tmp.replace(self.envs / f"{digest}.json")
+        tmp.replace(self.envs / f"{manifest.digest}.json")
 
     async def fetch(self, digest: str, sha256: str) -> Path:
-        """The environment's folder on this host, unpacked from the store when not here yet (a
-        build of ``digest`` already here is used, whichever of its builds: see the module doc)."""
-        if self._local_manifest(digest) is not None and self.path_for(digest).is_dir():
-            return self.path_for(digest)
+        """The folder of the build ``sha256`` of ``digest`` on this host, unpacked from the store
+        when not here yet."""
+        target = self.path_for(digest, sha256)
+        if target.is_dir():
+            return target
         async with self._locks.hold(digest):
-            if self._local_manifest(digest) is not None and self.path_for(digest).is_dir():
-                return self.path_for(digest)
+            if target.is_dir():
+                return target
             if self.objects is None:
                 raise EnvironmentMissing(f"environment {digest} is not on this host")
             self.envs.mkdir(parents=True, exist_ok=True)
@@ -165,11 +179,11 @@ class EnvironmentStore:
                 bounds = (self.limits.disk_bytes, self.limits.entries)
                 size = await asyncio.to_thread(archive.unpack, tarball, unpacked, sha256, *bounds)
                 manifest = Manifest(digest=digest, sha256=sha256, size=size, python="")
-                await asyncio.to_thread(self._install, digest, unpacked, manifest)
+                await asyncio.to_thread(self._install, unpacked, manifest)
             finally:
                 tarball.unlink(missing_ok=True)
                 await asyncio.to_thread(shutil.rmtree, unpacked, True)
-        return self.path_for(digest)
+        return target
 
     async def _refuse_too_large(self, digest: str) -> None:
         """EnvironmentTooLarge when the environment's manifest says it unpacks to more than an

@@ -100,8 +100,8 @@ class VenvBuilder:
         ``--die-with-parent``), and its scratch folders are its own machine's."""
         return 0
 
-    def path_for(self, digest: str) -> Path:
-        return self.store.path_for(digest)
+    def path_for(self, digest: str, sha256: str) -> Path:
+        return self.store.path_for(digest, sha256)
 
     async def build(self, request: BuildRequest, log: LogSink) -> BuildResult:
         if runtime_of(request.config.framework) == "node":
@@ -161,7 +161,7 @@ class VenvBuilder:
                 await log(f"environment {digest[:12]} already built: reusing it", "stdout")
                 return BuildResult(
                     backend=self.name, env_digest=digest, env_sha256=done.sha256, cached=True,
-                    venv_dir=self.path_for(digest),
+                    venv_dir=self.path_for(digest, done.sha256),
                 )  # fmt: skip
             for note in notes:
                 await log(note, "stdout")
@@ -183,5 +183,5 @@ class VenvBuilder:
         await log(f"environment {digest[:12]} ready ({manifest.size >> 20} MiB)", "stdout")
         return BuildResult(
             backend=self.name, env_digest=digest, env_sha256=manifest.sha256, cached=False,
-            venv_dir=self.path_for(digest),
+            venv_dir=self.path_for(digest, manifest.sha256),
         )  # fmt: skip
