@@ -38,6 +38,12 @@ def _spool_file(target: Path) -> Path:
     return Path(name)
 
 
+#: The folder of a host's unpacked sources. ``.2``: a source's files only, no folder without
+#: files (``packaging``); what the first folder (``sources``) holds may carry an empty folder
+#: planted by another project's upload of the same files, and is not read.
+SOURCES = "sources.2"
+
+
 class Workspace:
     def __init__(self, cache_dir: Path, objects: ObjectStore, limits: ArchiveLimits | None = None) -> None:
         self.cache_dir = cache_dir
@@ -46,7 +52,7 @@ class Workspace:
         self._locks = KeyedLock()
 
     async def source(self, digest: str) -> Path:
-        target = self.cache_dir / "sources" / digest.replace(":", "-")
+        target = self.cache_dir / SOURCES / digest.replace(":", "-")
         if target.is_dir():
             return target
         async with self._locks.hold(digest):

@@ -16,6 +16,7 @@ from crewyard.packaging import pack
 from crewyard.secrets import SecretBox, load_key
 from crewyard.testing.api import EXAMPLES, deploy, sse_events, wait_run, write_crew
 from crewyard.testing.platform import PlatformProcess
+from crewyard.workspace import SOURCES
 
 from .conftest import append_straight
 
@@ -100,7 +101,7 @@ def test_ld_preload_never_reaches_a_host_process(isolated_platform: PlatformProc
         where = "/app/evil.so"
         if platform.backend == "bwrap":  # the crew's source as the host holds it
             where = str(
-                platform.data_dir / "cache" / "sources" / dep["source_digest"].replace(":", "-") / "evil.so"
+                platform.data_dir / "cache" / SOURCES / dep["source_digest"].replace(":", "-") / "evil.so"
             )
         box = SecretBox(load_key(platform.data_dir))
         for key, value in (("LD_PRELOAD", where), ("OK_VAR", "yes")):

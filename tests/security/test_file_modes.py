@@ -9,6 +9,7 @@ from pathlib import Path
 
 from crewyard.testing.api import EXAMPLES, deploy, wait_run
 from crewyard.testing.platform import PlatformProcess
+from crewyard.workspace import SOURCES
 
 
 def _mode(path: Path) -> int:
@@ -37,7 +38,7 @@ def test_a_running_platform_keeps_its_data_private(platform: PlatformProcess):
 
 def test_an_install_left_open_is_made_private_at_start(tmp_path: Path):
     data = tmp_path / "old-install"
-    for folder in (data, data / "cache" / "sources", data / "work"):
+    for folder in (data, data / "cache" / SOURCES, data / "work"):
         folder.mkdir(parents=True)
         folder.chmod(0o755)
     (data / "readmodel.sqlite3").write_bytes(b"")  # an empty file is an empty SQLite database
