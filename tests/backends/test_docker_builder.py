@@ -15,7 +15,7 @@ import pytest
 from backend_helpers import folder_digest
 
 from crewyard.builder.backends import BuildFailed, DockerBuilder, VenvBuilder, select_build_backend
-from crewyard.builder.backends._stage import LABEL_STAGE, ORPHAN_MARGIN_S, sweep_orphans
+from crewyard.builder.backends._stage import LABEL_STAGE, ORPHAN_MARGIN_S, engine_now, sweep_orphans
 from crewyard.core.crewfile import CrewConfig
 from crewyard.environments import BuildRequest
 from crewyard.settings import load
@@ -152,8 +152,9 @@ async def test_a_dead_builders_build_container_is_removed_by_any_builder(
     docker_host: str, base_image: str
 ) -> None:
     # A builder killed mid-build leaves its build container running the crew's script (a live
-    # builder stops it at the time limit): once older than the limit by a margin, it is no
-    # build's, and any builder's sweep removes it. A younger one may be a live build's: kept.
+    # builder stops it at the time limit): once older than the limit by a margin (by the
+    # engine's clock), it is no build's, and any builder's sweep removes it. A younger one may be
+    # a live build's: kept.
     # (Only this test's containers: other tests' builds may be running on the engine meanwhile.)
     client = docker.DockerClient(base_url=docker_host)
     api = client.api
@@ -163,6 +164,7 @@ async def test_a_dead_builders_build_container_is_removed_by_any_builder(
     try:
         for cid in made:
             api.start(cid)
+        assert abs((engine_now(api) or 0) - time.time()) < 60  # the engine's clock: this machine's
         assert sweep_orphans(api, timeout_s=1800, among=mine) == 0  # just started: a live build's, maybe
         assert {c["Id"] for c in api.containers(filters={"label": mine})} == set(made)
         later = time.time() + 1800 + ORPHAN_MARGIN_S + 60

@@ -30,6 +30,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -294,8 +295,19 @@ def _run(
 
 
 #: A build container older than the build time limit by this much is no build's any more: a live
-#: builder kills its container at the limit, so its builder died (killed, its machine lost).
-ORPHAN_MARGIN_S = 600.0
+#: builder kills its container at the limit, so its builder died (killed, its machine lost). The
+#: margin covers what a build does around its script (the copy in, the commit of a large layer).
+ORPHAN_MARGIN_S = 3600.0
+
+
+def engine_now(api: docker.APIClient) -> float | None:
+    """The engine's clock, which its containers' times are of (a builder's may be set otherwise);
+    None when it does not say."""
+    raw = str(api.info().get("SystemTime") or "")
+    try:
+        return datetime.fromisoformat(raw.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return None
 
 
 def sweep_orphans(
@@ -305,7 +317,9 @@ def sweep_orphans(
     or not: a dead builder's container would otherwise run the crew's build script for good.
     Any builder sharing the engine may do it, whoever made them (``among``: only those that also
     carry that label). Returns how many."""
-    oldest = (time.time() if now is None else now) - timeout_s - ORPHAN_MARGIN_S
+    if now is None:
+        now = engine_now(api) or time.time()
+    oldest = now - timeout_s - ORPHAN_MARGIN_S
     removed = 0
     labels = [LABEL_STAGE] if among is None else [LABEL_STAGE, among]
     for found in api.containers(all=True, filters={"label": labels}):
