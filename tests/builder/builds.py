@@ -11,10 +11,28 @@ from crewyard.builder.service import Builder
 from crewyard.core.deployment_state import BUILDING, DeploymentState, fold_deployment
 from crewyard.core.events import DeploymentCreated, make_event
 from crewyard.core.ids import new_id
+from crewyard.environments import BuildRequest, BuildResult, LogSink
 from crewyard.eventstore import EventStore
 from crewyard.objects import ObjectStore
 from crewyard.packaging import check, pack
 from crewyard.workspace import source_object
+
+
+class QuickBuilds:
+    """A build backend whose builds succeed at once; counts them (and its sweeps)."""
+
+    name = "venv"
+
+    def __init__(self) -> None:
+        self.builds = self.sweeps = 0
+
+    async def build(self, request: BuildRequest, log: LogSink) -> BuildResult:
+        self.builds += 1
+        return BuildResult(backend=self.name, env_digest="sha256-env", cached=True, env_sha256="0" * 64)
+
+    async def sweep(self) -> int:
+        self.sweeps += 1
+        return 0
 
 
 async def deploy(

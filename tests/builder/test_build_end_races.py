@@ -10,12 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from builds import deploy, state_of
+from builds import QuickBuilds, deploy, state_of
 
 from crewyard.builder.service import Builder
 from crewyard.core.deployment_state import BUILDING
 from crewyard.core.events import Event
-from crewyard.environments import BuildRequest, BuildResult, LogSink
 from crewyard.eventstore import ConcurrencyConflict, EventStore
 from crewyard.objects import NatsObjectStore, ObjectStore
 from crewyard.settings import load
@@ -42,19 +41,6 @@ class RacedEnds:
             self.lost += 1
             raise ConcurrencyConflict("another writer appended to the deployment first")
         return await self._store.append(event, **kwargs)
-
-
-class QuickBuilds:
-    """A build backend whose builds succeed at once; counts them."""
-
-    name = "venv"
-
-    def __init__(self) -> None:
-        self.builds = 0
-
-    async def build(self, request: BuildRequest, log: LogSink) -> BuildResult:
-        self.builds += 1
-        return BuildResult(backend=self.name, env_digest="sha256-env", cached=True, env_sha256="0" * 64)
 
 
 @pytest.fixture

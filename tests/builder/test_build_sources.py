@@ -9,12 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from builds import built, deploy
+from builds import QuickBuilds, built, deploy
 
 from crewyard.builder.service import Builder
 from crewyard.core.events import DeploymentCreated, make_event
 from crewyard.core.ids import new_id
-from crewyard.environments import BuildRequest, BuildResult, LogSink
 from crewyard.eventstore import EventStore
 from crewyard.objects import NatsObjectStore, ObjectCorrupt, ObjectStore, ObjectStoreError
 from crewyard.settings import load
@@ -22,19 +21,6 @@ from crewyard.settings import load
 pytestmark = pytest.mark.timeout(120)
 PROJECT = "sources"
 CONFIG = {"entrypoint": "crew:graph"}
-
-
-class QuickBuilds:
-    """A build backend whose builds succeed at once; counts them."""
-
-    name = "venv"
-
-    def __init__(self) -> None:
-        self.builds = 0
-
-    async def build(self, request: BuildRequest, log: LogSink) -> BuildResult:
-        self.builds += 1
-        return BuildResult(backend=self.name, env_digest="sha256-env", cached=True, env_sha256="0" * 64)
 
 
 class FailingReads:

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import errno
 import os
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -107,6 +106,29 @@ async def test_a_crew_within_its_disk_limit_completes(run_crew: RunCrew) -> None
     assert isinstance(ran.payload, RunCompleted), ran.payload
 
 
+class _Listing:
+    """``os.scandir`` of a folder descriptor, counting the listings open at once; ``refuse``:
+    their entries cannot be looked at."""
+
+    open_now = most_open = 0
+
+    def __init__(self, fd: int, *, refuse: bool = False) -> None:
+        self.inner, self.refuse = _SCANDIR(fd), refuse
+
+    def __enter__(self) -> Any:
+        _Listing.open_now += 1
+        _Listing.most_open = max(_Listing.most_open, _Listing.open_now)
+        entries = self.inner.__enter__()
+        return (_Refusing(e) for e in entries) if self.refuse else entries
+
+    def __exit__(self, *exc: object) -> None:
+        _Listing.open_now -= 1
+        self.inner.__exit__(*exc)
+
+
+_SCANDIR = os.scandir
+
+
 class _Refusing:
     """A listing whose entries cannot be looked at (a folder readable but not searchable by the
     runner: what a crew running as the runner's own user can make with ``chmod 0444``)."""
@@ -123,19 +145,7 @@ def test_what_the_runner_cannot_look_at_counts_as_over(
 ) -> None:
     (tmp_path / "hidden").mkdir()
     (tmp_path / "hidden" / "big.bin").write_bytes(b"x")
-    real = os.scandir
-
-    class Listing:
-        def __init__(self, fd: int) -> None:
-            self.inner = real(fd)
-
-        def __enter__(self) -> Iterator[_Refusing]:
-            return (_Refusing(e) for e in self.inner.__enter__())
-
-        def __exit__(self, *exc: object) -> None:
-            self.inner.__exit__(*exc)
-
-    monkeypatch.setattr(disk.os, "scandir", Listing)
+    monkeypatch.setattr(disk.os, "scandir", lambda fd: _Listing(fd, refuse=True))
     assert disk.over(tmp_path, MiB) == "the run made a folder the runner cannot read (Permission denied)"
 
 
@@ -178,27 +188,10 @@ def test_a_walk_holds_one_descriptor_per_level(tmp_path: Path, monkeypatch: pyte
         held -= 1
         real_close(fd)
 
-    listings, most_listings = 0, 0
-    real_scandir = os.scandir
-
-    class Listing:  # each open listing holds a descriptor of its own (a copy of the folder's)
-        def __init__(self, fd: int) -> None:
-            self.inner = real_scandir(fd)
-
-        def __enter__(self) -> Any:
-            nonlocal listings, most_listings
-            listings += 1
-            most_listings = max(most_listings, listings)
-            return self.inner.__enter__()
-
-        def __exit__(self, *exc: object) -> None:
-            nonlocal listings
-            listings -= 1
-            self.inner.__exit__(*exc)
-
     monkeypatch.setattr(disk.os, "open", opened)
     monkeypatch.setattr(disk.os, "close", closed)
-    monkeypatch.setattr(disk.os, "scandir", Listing)
+    monkeypatch.setattr(_Listing, "most_open", 0)
+    monkeypatch.setattr(disk.os, "scandir", _Listing)  # each open listing holds a descriptor too
     assert disk.over(tmp_path, MiB) is None
     assert held == 0 and most == 21  # the root and one per level
-    assert most_listings == 1  # a folder's listing is closed before its sub-folders are walked
+    assert _Listing.most_open == 1  # a folder's listing is closed before its sub-folders are walked
