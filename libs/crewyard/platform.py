@@ -259,6 +259,8 @@ async def _up(settings: Settings, names: tuple[str, ...], embedded_nats: bool, s
                 return
             settings.nats_url = broker.url
             settings.nats_creds = str(broker.auth_dir / "creds")
+        if stand_in is not None:
+            stand_in.readiness.waiting("the runs' backend to be chosen")
         backend = await asyncio.to_thread(describe_backend, settings)
         console.print("[bold green]crewyard is up[/]", highlight=False)
         console.print(f"  API   http://{settings.host}:{settings.port}", highlight=False)
