@@ -2,18 +2,23 @@
 
 from __future__ import annotations
 
+import itertools
+import shutil
 from pathlib import Path
 
 import pytest
 
+from crewyard import sandboxuid
 from crewyard.runner.backends import (
     BackendUnavailable,
     BwrapBackend,
     DockerBackend,
     ProcessBackend,
+    _bwrap_server,
     doctor,
     select_backend,
 )
+from crewyard.runner.backends import bwrap as bwrap_backend
 from crewyard.settings import load
 
 NOWHERE = "unix:///nonexistent/engine.sock"
@@ -100,3 +105,28 @@ def test_doctor_says_whether_node_can_run_javascript_crews(tmp_path: Path) -> No
     assert here["usable"] and int(here["version"].split(".")[0]) >= 20 and "with npm" in here["reason"]
     assert not too_old["usable"] and too_old["version"] == "18.19.0"
     assert "langgraph-js crews need Node 20+" in too_old["reason"]
+
+
+def test_trial_sandboxes_never_bind_the_hosts_whole_root(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A recursive bind of / takes every mount under it, and one that goes meanwhile (a test's
+    # container, its overlay removed by the engine) failed the trial, and the runner with it:
+    # "Can't bind mount /oldroot/ on /newroot/: ... No such file or directory".
+    tried: list[list[str]] = []
+
+    def trial(command: list[str], what: str) -> str | None:
+        tried.append(command)
+        return real_trial(command, what)
+
+    real_trial = bwrap_backend.trial
+    monkeypatch.setattr(bwrap_backend, "trial", trial)
+    monkeypatch.setattr(_bwrap_server, "trial", trial)
+    _bwrap_server.unavailable.cache_clear()
+    try:
+        assert bwrap_backend.probe() is None
+        assert _bwrap_server.unavailable(shutil.which("bwrap") or "bwrap", sandboxuid.DEFAULT) is None
+    finally:
+        _bwrap_server.unavailable.cache_clear()
+    assert len(tried) == 2
+    for command in tried:
+        pairs = list(itertools.pairwise(command))
+        assert not any(flag.endswith("bind") and source == "/" for flag, source in pairs), command

@@ -130,16 +130,8 @@ def sandbox_command(
         "crewyard",
         "--json-status-fd",
         str(status_fd),
-        "--ro-bind",
-        "/usr",
-        "/usr",
+        *system_binds(),
     ]
-    for d in _SYSTEM_DIRS:
-        p = Path(d)
-        if p.is_symlink():  # merged /usr: keep it a link, as on the host
-            args += ["--symlink", os.readlink(p), d]
-        elif p.is_dir():
-            args += ["--ro-bind", d, d]
     private = (sandbox_files / "resolv.conf").exists()
     for name in _ETC:
         if name == "resolv.conf" and private:  # the private network's own resolver
@@ -209,6 +201,21 @@ def no_nested_userns(bwrap: str) -> tuple[str, ...]:
     except (OSError, subprocess.TimeoutExpired):
         return ()
     return ("--unshare-user", "--disable-userns") if "--disable-userns" in text else ()
+
+
+def system_binds() -> list[str]:
+    """The host's programs and libraries, read-only: ``/usr``, and ``/bin``, ``/lib``… as on the
+    host (links to ``usr/…`` on a merged ``/usr``). Never the host's whole root: a recursive bind
+    of ``/`` takes every mount under it, and one that goes meanwhile (a container's overlay, as a
+    container engine removes it) fails the sandbox's start."""
+    args = ["--ro-bind", "/usr", "/usr"]
+    for d in _SYSTEM_DIRS:
+        p = Path(d)
+        if p.is_symlink():  # merged /usr: keep it a link, as on the host
+            args += ["--symlink", os.readlink(p), d]
+        elif p.is_dir():
+            args += ["--ro-bind", d, d]
+    return args
 
 
 def trial(command: list[str], what: str) -> str | None:

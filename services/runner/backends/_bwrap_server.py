@@ -49,7 +49,7 @@ from crewyard import cgroups, privatenet, sandboxuid
 from crewyard.spawn import find_tool
 
 from ._base import BackendError, RunSpec
-from ._bwrap_command import FORKED_ARTIFACTS, SERVER_CAPS, _under, base_prefix_of, trial
+from ._bwrap_command import FORKED_ARTIFACTS, SERVER_CAPS, _under, base_prefix_of, system_binds, trial
 from ._forkserver import ForkServer
 
 if TYPE_CHECKING:
@@ -94,7 +94,7 @@ def unavailable(bwrap: str, host_uid: int) -> str | None:
         return "util-linux's unshare and setpriv are needed"
     caps = [arg for cap in SERVER_CAPS for arg in ("--cap-add", cap)]
     command = [*unprivileged(bwrap, host_uid), "--unshare-all", "--unshare-user", "--cap-drop", "ALL", *caps,
-               "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev", "true"]  # fmt: skip
+               *system_binds(), "--proc", "/proc", "--dev", "/dev", "true"]  # fmt: skip
     return trial(command, "an unprivileged bwrap")
 
 

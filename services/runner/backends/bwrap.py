@@ -66,6 +66,7 @@ from ._bwrap_command import (
     known_prefixes,
     no_nested_userns,
     sandbox_command,
+    system_binds,
     trial,
 )
 from ._bwrap_server import start_server
@@ -380,7 +381,7 @@ def probe(bwrap: str | None = None) -> str | None:
     if not found:
         return "bwrap is not installed (Debian: apt-get install bubblewrap)"
     cmd = [found, "--unshare-all", *no_nested_userns(found), "--uid", str(SANDBOX_UID),
-           "--gid", str(SANDBOX_UID), "--ro-bind", "/", "/", "--proc", "/proc", "--dev", "/dev",
+           "--gid", str(SANDBOX_UID), *system_binds(), "--proc", "/proc", "--dev", "/dev",
            "true"]  # fmt: skip
     problem = trial(cmd, "bwrap")
     if problem:
