@@ -34,6 +34,9 @@ MAX_DESCRIPTION = 2000
 #: one query would otherwise hold the read model's query thread for as long as its asker wished.
 MAX_FILTERS = 20
 MAX_SORTS = 5
+#: The text a ``contains`` filter looks for, at most: it is sought in every row's cell (the
+#: search costs the cell's length times its own), twice a query, on the read model's connection.
+MAX_CONTAINS = 256
 _COLUMN_RE = re.compile(COLUMN_PATTERN)
 _TABLE_NAME_RE = re.compile(TABLE_NAME_PATTERN)
 #: A filter's number written as an integer: read exactly (a float keeps 53 bits), up to SQLite's
@@ -219,6 +222,8 @@ def parse_filter(columns: list[Column], text: str) -> Filter:
         return Filter(col.name, op, None, col.type)
     if op == "contains" and col.type not in ("text", "json"):
         raise InvalidTable(f"filter {text!r}: contains works on text columns")
+    if op == "contains" and len(raw) > MAX_CONTAINS:
+        raise InvalidTable(f"filter on {col.name!r}: contains looks for at most {MAX_CONTAINS} characters")
     return Filter(col.name, op, _filter_value(col, raw, text), col.type)
 
 
