@@ -150,7 +150,7 @@ RESOURCES: dict[str, Resource] = {
     "dep_id": Resource("deployment", lambda g, v: g.deployment(v), spell=stored_id),
     "webhook_id": Resource("webhook", _in_read_model("whk", lambda g, v: g.rm.webhook(v))),
     "table_id": Resource("table", lambda g, v: g.table(v)),
-    "thread_id": Resource("thread", lambda g, v: g.thread(v)),
+    "thread_id": Resource("thread", lambda g, v: g.thread_owner(v)),
     "key_id": Resource("API key", _key),
     "consumer_id": Resource("consumer", _consumer),
 }

@@ -234,6 +234,10 @@ class Gateway:
         """A thread's row (``thread_view``), looked up like a run: no 404 for one that exists."""
         return await self._settled("thread", "thr", thread_id, self.rm.thread)
 
+    async def thread_owner(self, thread_id: str) -> dict[str, Any]:
+        """A thread's id and project, looked up as :meth:`thread` without reading its state."""
+        return await self._settled("thread", "thr", thread_id, self.rm.thread_owner)
+
     async def _settled(
         self, aggregate: str, prefix: str, an_id: str, read: Callable[[str], Awaitable[dict[str, Any] | None]]
     ) -> dict[str, Any]:

@@ -37,20 +37,21 @@ def answers(kind: type[Any], status: int = 200) -> dict[int, ResponseSpec]:
 
 
 class JsonBytes:
-    """A 200 whose body is JSON encoded already (the read model's): sent as two ASGI messages,
-    with none of a ``Response``'s merging of headers, cookies and encoders, which cost the
-    busiest reads (a run, a page of runs) more than their query. The handler returns it as
-    ``ASGIApp`` and documents its shape with :func:`answers`."""
+    """An answer (200 unless told) whose body is JSON encoded already (the read model's): sent as
+    two ASGI messages, with none of a ``Response``'s merging of headers, cookies and encoders,
+    which cost the busiest reads (a run, a page of runs) more than their query. The handler
+    returns it as ``ASGIApp`` and documents its shape with :func:`answers`."""
 
-    __slots__ = ("body",)
+    __slots__ = ("body", "status")
 
-    def __init__(self, body: bytes) -> None:
+    def __init__(self, body: bytes, status: int = 200) -> None:
         self.body = body
+        self.status = status
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         start: HTTPResponseStartEvent = {
             "type": "http.response.start",
-            "status": 200,
+            "status": self.status,
             "headers": [(b"content-type", b"application/json"), (b"content-length", b"%d" % len(self.body))],
         }
         await send(start)

@@ -14,6 +14,7 @@ from typing import Any
 
 import msgspec
 from litestar import Request, delete, get, post
+from litestar.types import ASGIApp
 
 from crewyard.contract.threads import (
     Thread,
@@ -46,7 +47,7 @@ from crewyard.threads import (
 from .access import allow, visible_project
 from .context import Gateway, gw, project_name
 from .errors import ApiError, bad_request, conflict, not_found
-from .openapi import RESUMING, OptionalBody, documented
+from .openapi import RESUMING, JsonBytes, OptionalBody, answers, documented
 from .sse import SSE, STREAM, resume_after, stream_events
 
 READ, RUN = {"role": "read"}, {"role": "run"}
@@ -74,32 +75,50 @@ def _bounded(value: Any, what: str) -> None:
 PAGE_STORED_BYTES = 32 << 20
 
 
-async def _stored(g: Gateway, sha256: str) -> dict[str, Any]:
-    """A checkpoint kept in the object store (``{"values", "checkpoint", "interrupts"}``)."""
-    return (await _stored_sized(g, sha256))[0]
+NULL = msgspec.Raw(b"null")  # (a Raw field takes no None: ``Raw | None`` decodes only null)
 
 
-async def _stored_sized(g: Gateway, sha256: str) -> tuple[dict[str, Any], int]:
-    """:func:`_stored`, and how many bytes it was in the object store."""
+class Stored(msgspec.Struct):
+    """A checkpoint kept in the object store, its parts as the JSON they are (decoding a state of
+    32 MiB into Python objects took some 800 MB, only to be encoded again)."""
+
+    values: msgspec.Raw = NULL
+    checkpoint: msgspec.Raw = NULL
+    interrupts: msgspec.Raw = NULL
+
+
+_stored_dec = msgspec.json.Decoder(Stored)
+
+
+async def _stored(g: Gateway, sha256: str) -> tuple[Stored, int]:
+    """A checkpoint kept in the object store, and how many bytes it was there."""
     raw = await g.objects.get_bytes(checkpoint_object(sha256))
-    stored = _dec.decode(raw)
-    return (stored if isinstance(stored, dict) else {}), len(raw)
+    try:
+        return _stored_dec.decode(raw), len(raw)
+    except msgspec.DecodeError:  # not what a runner writes: shown as no state
+        return Stored(), len(raw)
 
 
-async def _thread(g: Gateway, row: dict[str, Any], *, stored: bool = True) -> Thread:
-    """A thread's view; ``stored``: with a large state, read from the object store (a listing
-    leaves those out: a page of 100 threads with states of megabytes each would be gigabytes)."""
+async def _thread(g: Gateway, row: dict[str, Any], *, stored: bool = True) -> dict[str, Any]:
+    """A thread's view (the contract's ``Thread``, its stored JSON raw); ``stored``: with a large
+    state, read from the object store (a listing leaves those out: a page of 100 threads with
+    states of megabytes each would be gigabytes)."""
     ref = row.pop("state_ref")
     if ref:  # a large state lives in the object store
-        row["values"] = (await _stored(g, ref)).get("values") if stored else None
-    return msgspec.convert(row, Thread)
+        row["values"] = (await _stored(g, ref))[0].values if stored else None
+    return row
 
 
-async def thread_view(g: Gateway, thread_id: str) -> Thread:
+async def thread_view(g: Gateway, thread_id: str) -> dict[str, Any]:
+    """A thread's view with its state (read from the object store when it is kept there)."""
     return await _thread(g, await g.thread(thread_id))
 
 
-async def _create(g: Gateway, created: ThreadCreated, project: str) -> Thread:
+def answer(view: Any, status: int = 200) -> JsonBytes:
+    return JsonBytes(_enc.encode(view), status)
+
+
+async def _create(g: Gateway, created: ThreadCreated, project: str) -> dict[str, Any]:
     """Store a new thread and answer with it: as the read model has it, or, when this gateway's
     read model is behind, as the event stored it (never a 404 that a client would retry into a
     second thread)."""
@@ -113,6 +132,7 @@ async def _create(g: Gateway, created: ThreadCreated, project: str) -> Thread:
         values, ref = (None, d.ref.sha256) if d.ref is not None else (d.values or {}, None)
     else:
         values, ref = d.values, None
+    raw_values = msgspec.Raw(_enc.encode(values)) if values is not None else None
     row = {
         "thread_id": event.aggregate_id,
         "id": event.aggregate_id,
@@ -121,8 +141,8 @@ async def _create(g: Gateway, created: ThreadCreated, project: str) -> Thread:
         "deployment_id": d.deployment_id,
         "status": "interrupted" if d.interrupts else "idle",
         "active_run_id": None,
-        "metadata": d.metadata,
-        "values": values,
+        "metadata": msgspec.Raw(_enc.encode(d.metadata)),
+        "values": raw_values,
         "state_ref": ref,
         "checkpoint_id": d.checkpoint_id,
         "copied_from": d.copied_from,
@@ -140,8 +160,8 @@ async def _state(g: Gateway, thread_id: str) -> core.ThreadState:
     return state
 
 
-@post("/v1/threads", status_code=201, opt=RUN)
-async def create_thread(request: Request[Any, Any, Any], data: ThreadCreate) -> Thread:
+@post("/v1/threads", status_code=201, opt=RUN, responses=answers(Thread, 201))
+async def create_thread(request: Request[Any, Any, Any], data: ThreadCreate) -> ASGIApp:
     """A thread of a deployment name: ``deployment_id``'s, or ``project``'s (``name`` or its
     default one); ``values`` is its initial state."""
     g = gw(request)
@@ -161,10 +181,10 @@ async def create_thread(request: Request[Any, Any, Any], data: ThreadCreate) -> 
     else:
         raise bad_request("deployment_id or project is required")
     created = ThreadCreated(name=name, deployment_id=dep_id, metadata=data.metadata, values=data.values)
-    return await _create(g, created, project)
+    return answer(await _create(g, created, project), 201)
 
 
-@get("/v1/threads", opt=READ)
+@get("/v1/threads", opt=READ, responses=answers(ThreadList))
 async def list_threads(
     request: Request[Any, Any, Any],
     project: str | None = None,
@@ -173,8 +193,10 @@ async def list_threads(
     status: str | None = None,
     limit: int = 20,
     offset: int = 0,
-) -> ThreadList:
-    """Newest first; ``deployment_id`` lists the threads of that version's deployment name."""
+) -> ASGIApp:
+    """Newest first; ``deployment_id`` lists the threads of that version's deployment name. A page
+    ends early once 16 MiB of the threads' metadata and states are in it (at least one thread):
+    ``next_offset`` is where the next page starts (null after the last)."""
     g = gw(request)
     if not 1 <= limit <= 100 or not 0 <= offset <= MAX_OFFSET:
         raise bad_request(f"limit must be between 1 and 100, offset between 0 and {MAX_OFFSET}")
@@ -188,23 +210,15 @@ async def list_threads(
         project = project_name(project)
     shown, project = visible_project(request, project)  # a project key sees its project's only
     if not shown:
-        return ThreadList(threads=[])
-    return ThreadList(
-        threads=await thread_rows(g, project=project, name=name, status=status, limit=limit, offset=offset)
-    )
+        return answer({"threads": [], "next_offset": None})
+    rows, more = await g.rm.threads(project=project, name=name, status=status, limit=limit, offset=offset)
+    threads = [await _thread(g, row, stored=False) for row in rows]
+    return answer({"threads": threads, "next_offset": offset + len(threads) if more else None})
 
 
-async def thread_rows(
-    g: Gateway, *, project: str | None, status: str | None, limit: int, offset: int, name: str | None = None
-) -> list[Thread]:
-    """A page of threads, newest first (the caller decides which projects may be shown)."""
-    rows = await g.rm.threads(project=project, name=name, status=status, limit=limit, offset=offset)
-    return [await _thread(g, row, stored=False) for row in rows]
-
-
-@get("/v1/threads/{thread_id:str}", opt=READ)
-async def get_thread(request: Request[Any, Any, Any], thread_id: str) -> Thread:
-    return await thread_view(gw(request), thread_id)
+@get("/v1/threads/{thread_id:str}", opt=READ, responses=answers(Thread))
+async def get_thread(request: Request[Any, Any, Any], thread_id: str) -> ASGIApp:
+    return answer(await thread_view(gw(request), thread_id))
 
 
 @post("/v1/threads/{thread_id:str}/runs", status_code=202, opt=RUN)
@@ -271,25 +285,28 @@ async def _settled_or_busy(g: Gateway, state: core.ThreadState) -> None:
     raise core.ThreadBusy(f"thread {state.thread_id} is busy with run {run_id}", run_id)
 
 
-@get("/v1/threads/{thread_id:str}/history", opt=READ)
+@get("/v1/threads/{thread_id:str}/history", opt=READ, responses=answers(ThreadHistory))
 async def thread_history(
     request: Request[Any, Any, Any], thread_id: str, limit: int = 20, offset: int = 0, full: bool = False
-) -> ThreadHistory:
-    """Checkpoints, newest first (one per run); ``?full=true`` adds the framework's own checkpoint."""
+) -> ASGIApp:
+    """Checkpoints, newest first (one per run); ``?full=true`` adds the framework's own checkpoint.
+    A page may hold fewer than ``limit`` (its states are read up to some 16 MiB inline and 32 MiB
+    kept in the object store): the next starts at ``offset`` plus the page's length."""
     g = gw(request)
-    await thread_view(g, thread_id)
+    await g.thread_owner(thread_id)
     if not 1 <= limit <= 100 or not 0 <= offset <= MAX_OFFSET:
         raise bad_request(f"limit must be between 1 and 100, offset between 0 and {MAX_OFFSET}")
-    return await checkpoints(g, thread_id, limit=limit, offset=offset, full=full)
+    return answer(await checkpoints(g, thread_id, limit=limit, offset=offset, full=full))
 
 
 async def checkpoints(
     g: Gateway, thread_id: str, *, limit: int, offset: int, full: bool = False
-) -> ThreadHistory:
-    """A thread's checkpoints, newest first, with the states kept in the object store read back
-    until ``PAGE_STORED_BYTES`` of them were read (the last may pass it; at least one checkpoint),
-    so a page may hold fewer than ``limit``; the next starts at ``offset + len(history)``."""
-    rows, total = await g.rm.history(thread_id, limit=limit, offset=offset, full=full)
+) -> dict[str, Any]:
+    """A thread's checkpoints, newest first (the contract's ``ThreadHistory``, stored JSON raw),
+    with the states kept in the object store read back until ``PAGE_STORED_BYTES`` of them were
+    read (the last may pass it; at least one checkpoint), so a page may hold fewer than
+    ``limit``; the next starts at ``offset + len(history)``."""
+    rows, total, _ = await g.rm.history(thread_id, limit=limit, offset=offset, full=full)
     shown: list[dict[str, Any]] = []
     read = 0
     for row in rows:
@@ -297,21 +314,25 @@ async def checkpoints(
         if ref:
             if shown and read >= PAGE_STORED_BYTES:
                 break
-            stored, size = await _stored_sized(g, ref)
+            stored, size = await _stored(g, ref)
             read += size
-            row["values"] = stored.get("values")
+            row["values"] = stored.values
             if full:
-                row["checkpoint"] = stored.get("checkpoint")
+                row["checkpoint"] = stored.checkpoint
         shown.append(row)
-    return msgspec.convert(
-        {"history": shown, "total": total, "limit": limit, "offset": offset}, ThreadHistory
-    )
+    return {"history": shown, "total": total, "limit": limit, "offset": offset}
 
 
-@post("/v1/threads/{thread_id:str}/copy", status_code=201, opt=RUN, operation_class=OptionalBody)
+@post(
+    "/v1/threads/{thread_id:str}/copy",
+    status_code=201,
+    opt=RUN,
+    operation_class=OptionalBody,
+    responses=answers(Thread, 201),
+)
 async def copy_thread(
     request: Request[Any, Any, Any], thread_id: str, data: ThreadCopy | None = None
-) -> Thread:
+) -> ASGIApp:
     """A new thread that starts at this one's latest checkpoint (the full checkpoint: a LangGraph
     graph continues from it, interrupts included); the two diverge from there."""
     g = gw(request)
@@ -337,9 +358,10 @@ async def copy_thread(
             interrupts=interrupts,
             ref=source.ref,
         )
-    else:
-        created = msgspec.structs.replace(created, values=(await thread_view(g, thread_id)).values)
-    return await _create(g, created, state.project)
+    else:  # the thread's initial values (inline: only a checkpoint's state is ever stored)
+        values = (await thread_view(g, thread_id))["values"]
+        created = msgspec.structs.replace(created, values=_dec.decode(values) if values is not None else None)
+    return answer(await _create(g, created, state.project), 201)
 
 
 @delete("/v1/threads/{thread_id:str}", status_code=200, opt=RUN)

@@ -9,8 +9,10 @@ import json
 from types import SimpleNamespace
 from typing import Any
 
+import msgspec
 import pytest
 
+from crewyard.contract.threads import ThreadHistory
 from crewyard.gateway import threads
 
 STATE = 100_000
@@ -24,9 +26,9 @@ class History:
 
     async def history(
         self, thread_id: str, *, limit: int, offset: int, full: bool = False
-    ) -> tuple[list[dict[str, Any]], int]:
+    ) -> tuple[list[dict[str, Any]], int, bool]:
         seqs = range(self.n - 1 - offset, max(-1, self.n - 1 - offset - limit), -1)
-        return [_row(i) for i in seqs], self.n
+        return [_row(i) for i in seqs], self.n, False
 
 
 def _row(i: int) -> dict[str, Any]:
@@ -51,21 +53,27 @@ class Objects:
         return json.dumps({"values": {"n": name, "pad": "x" * STATE}}).encode()
 
 
+async def _page(g: Any, *, limit: int, offset: int) -> ThreadHistory:
+    """A page as the API sends it (stored JSON kept as it is), read back as a client does."""
+    view = await threads.checkpoints(g, "thr_x", limit=limit, offset=offset)
+    return msgspec.json.decode(msgspec.json.encode(view), type=ThreadHistory)
+
+
 async def test_a_page_of_large_states_stops_at_its_byte_bound(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(threads, "PAGE_STORED_BYTES", 3 * STATE)
     objects = Objects()
     g: Any = SimpleNamespace(rm=History(10), objects=objects)
-    page = await threads.checkpoints(g, "thr_x", limit=8, offset=0)
+    page = await _page(g, limit=8, offset=0)
     # Three states reach the bound: the page ends after them, with what it says is left.
     assert [c.checkpoint_id for c in page.history] == ["ckp_009", "ckp_008", "ckp_007"]
     assert len(objects.read) == 3 and (page.total, page.limit, page.offset) == (10, 8, 0)
     assert all(c.values and len(c.values["pad"]) == STATE for c in page.history)
-    following = await threads.checkpoints(g, "thr_x", limit=8, offset=len(page.history))
+    following = await _page(g, limit=8, offset=len(page.history))
     assert following.history[0].checkpoint_id == "ckp_006"
 
 
 async def test_one_state_larger_than_the_bound_is_still_shown(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(threads, "PAGE_STORED_BYTES", STATE // 2)
     g: Any = SimpleNamespace(rm=History(4), objects=Objects())
-    page = await threads.checkpoints(g, "thr_x", limit=4, offset=2)
+    page = await _page(g, limit=4, offset=2)
     assert [c.checkpoint_id for c in page.history] == ["ckp_001"]

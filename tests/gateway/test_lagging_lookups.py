@@ -8,12 +8,13 @@ from __future__ import annotations
 from types import SimpleNamespace
 from typing import Any
 
+import msgspec
 import pytest
 from handler_calls import handler_request
 
 from crewyard.contract.schedules import ScheduleCreate
 from crewyard.contract.tables import TableCreate
-from crewyard.contract.threads import ThreadCreate
+from crewyard.contract.threads import Thread, ThreadCreate
 from crewyard.contract.triggers import TriggerCreate, TriggerSignature
 from crewyard.core.events import ProjectCreated, TableCreated, ThreadCreated, make_event
 from crewyard.core.ids import new_id
@@ -60,6 +61,9 @@ class _StoppedReadModel:
         return None
 
     async def thread(self, thread_id: str) -> None:
+        return None
+
+    async def thread_owner(self, thread_id: str) -> None:
         return None
 
     async def schedule(self, schedule_id: str) -> None:
@@ -119,7 +123,8 @@ async def test_a_creation_answers_with_what_it_stored(lagging_gateway: Gateway) 
     assert table.id.startswith("tbl_") and table.name == "leads" and table.row_count == 0
     assert [c.name for c in table.columns] == ["x"] and table.created_at == table.updated_at != ""
 
-    thread = await create_thread.fn(handler_request(g), ThreadCreate(project="shop", values={"n": 1}))
+    answer = await create_thread.fn(handler_request(g), ThreadCreate(project="shop", values={"n": 1}))
+    thread = msgspec.json.decode(answer.body, type=Thread)
     assert thread.thread_id.startswith("thr_") and thread.values == {"n": 1} and thread.status == "idle"
     assert thread.project == "shop" and thread.name == "default" and thread.created_at
     assert await g.store.last_seq_of(g.store.aggregate_filter("shop", "thread", thread.thread_id))

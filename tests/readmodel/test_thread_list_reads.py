@@ -27,7 +27,7 @@ async def test_a_page_of_a_projects_threads_reads_only_that_page(tmp_path: Path)
     rm = await ReadModel.open(path)  # a fresh connection: nothing of the file cached
     try:
         before = bytes_read()
-        page = await rm.threads(project="p", name=None, status=None, limit=3, offset=0)
+        page, _ = await rm.threads(project="p", name=None, status=None, limit=3, offset=0)
         read = bytes_read() - before
     finally:
         await rm.close()

@@ -45,7 +45,12 @@ class Thread(msgspec.Struct, kw_only=True):
 
 
 class ThreadList(msgspec.Struct, kw_only=True):
+    """``GET /v1/threads``: a page, newest first. A page ends early once 16 MiB of its threads'
+    metadata and states are in it (at least one thread)."""
+
     threads: list[Thread]
+    #: The ``offset`` of the next page; null after the last.
+    next_offset: int | None = None
 
 
 class ThreadRunCreate(msgspec.Struct, kw_only=True):

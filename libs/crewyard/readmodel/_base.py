@@ -13,6 +13,7 @@ busy, the read is made on the thread instead, which waits as long as the writer 
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,18 +66,23 @@ class Reader:
         return rows if rows is not None else [tuple(r.values()) for r in await self._all(sql, args)]
 
     async def _page_within(
-        self, sql: str, args: tuple[Any, ...], limit: int, budget: int
+        self,
+        sql: str,
+        args: tuple[Any, ...],
+        limit: int,
+        budget: int,
+        measure: Callable[[dict[str, Any]], int] | None = None,
     ) -> tuple[list[dict[str, Any]], bool]:
         """Up to ``limit`` rows of ``sql`` (which asks for one more), read on the thread a few at
-        a time, and no more once their first columns' bytes would pass ``budget`` (at least one
-        row); and whether more rows follow."""
+        a time, and no more once their sizes (``measure``; default: their first columns' bytes)
+        would pass ``budget`` (at least one row); and whether more rows follow."""
         shown: list[dict[str, Any]] = []
         size = 0
         async with self.db.execute(sql, args) as cur:
             while rows := await cur.fetchmany(8):
                 for row in rows:
                     values: dict[str, Any] = row  # type: ignore[assignment]  # (the dict row factory)
-                    first = len(next(iter(values.values())))
+                    first = measure(values) if measure else len(next(iter(values.values())))
                     if len(shown) == limit or (shown and size + first > budget):
                         return shown, True
                     shown.append(values)

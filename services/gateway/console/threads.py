@@ -9,8 +9,10 @@ import re
 from typing import Any
 from urllib.parse import quote, urlencode
 
+import msgspec
 from litestar import Request, Response, get
 
+from crewyard.contract.threads import Checkpoint, Thread, ThreadHistory
 from crewyard.core import subjects
 from crewyard.core import threads as core
 from crewyard.core.events import ThreadDeleted
@@ -18,9 +20,9 @@ from crewyard.core.events import ThreadDeleted
 from ..context import Gateway, gw, project_name
 from ..errors import bad_request, not_found
 from ..sse import Batches, followed, resume_after, sse_response
-from ..threads import MAX_OFFSET, checkpoints, thread_rows, thread_view
+from ..threads import MAX_OFFSET, checkpoints, thread_view
 from .live import END, message
-from .render import fragment, page
+from .render import fragment, page, size
 from .viewer import Viewer, viewer
 
 READ = {"role": "read", "page": True}
@@ -42,15 +44,17 @@ async def threads_page(request: Request[Any, Any, Any]) -> Response[str]:
         raise bad_request("offset must be a number") from None
     if offset > MAX_OFFSET:  # SQLite takes 64 bits: past them a 500 before
         raise bad_request(f"offset must be at most {MAX_OFFSET}")
-    threads = []
+    threads: list[dict[str, Any]] = []
+    more = False
     if project is None or who.sees(project):
-        threads = await thread_rows(g, project=project, status=status, limit=PAGE_SIZE + 1, offset=offset)
+        threads, more = await g.rm.threads(
+            project=project, name=None, status=status, limit=PAGE_SIZE, offset=offset, lean=True
+        )
     query = {k: v for k, v in (("project", q.get("project")), ("status", status)) if v}
-    more = len(threads) > PAGE_SIZE
     return page(
         request,
         "threads.html",
-        threads=threads[:PAGE_SIZE],
+        threads=threads,
         statuses=core.STATUSES,
         filters={"project": project or "", "status": status or ""},
         projects=[p["name"] for p in await g.rm.projects() if who.sees(p["name"])],
@@ -63,17 +67,32 @@ async def threads_page(request: Request[Any, Any, Any]) -> Response[str]:
 async def _parts(g: Gateway, who: Viewer, thread_id: str) -> dict[str, Any]:
     """What a thread's page shows: the thread, its messages (when its state has them), its
     checkpoints."""
-    thread = await thread_view(g, thread_id)
-    if not who.sees(thread.project):
+    if not who.sees((await g.thread_owner(thread_id))["project"]):
         raise not_found(f"thread {thread_id}")
+    thread = Thread(**{k: _shown(v) for k, v in (await thread_view(g, thread_id)).items()})
     history = await checkpoints(g, thread_id, limit=50, offset=0)
-    values = thread.values or {}
+    history["history"] = [Checkpoint(**{k: _shown(v) for k, v in c.items()}) for c in history["history"]]
+    values = thread.values if isinstance(thread.values, dict) else {}
     messages = values.get("messages") if isinstance(values.get("messages"), list) else None
     return {
         "thread": thread,
         "messages": [_message(m) for m in messages] if messages is not None else None,
-        "history": history,
+        "history": ThreadHistory(**history),
     }
+
+
+#: Stored JSON a page shows decoded and indented; of larger JSON it shows this much of the text
+#: (a state of many megabytes, indented, was a page of many more).
+SHOWN_JSON = 64 * 1024
+
+
+def _shown(value: Any) -> Any:
+    if not isinstance(value, msgspec.Raw):
+        return value
+    if len(value) <= SHOWN_JSON:
+        return _dec.decode(value)
+    text = bytes(memoryview(value)[:SHOWN_JSON]).decode(errors="replace")
+    return f"{text}\n\u2026 (the first {size(SHOWN_JSON)} of {size(len(value))}: the API shows it whole)"
 
 
 @get("/threads/{thread_id:str}", opt=READ, include_in_schema=False)
@@ -130,6 +149,7 @@ def _message(value: Any) -> dict[str, Any]:
 
 
 _CLASS = re.compile(r"[^a-z0-9_-]")
+_dec = msgspec.json.Decoder()
 
 
 ROUTES = [threads_page, thread_page, thread_live]
