@@ -1,9 +1,13 @@
 """Deployment names and their environments: see what runs where, promote, roll back.
 
-A promotion or rollback appends one ``deployment.promoted`` to the project with the project's
-expected sequence; nothing is rebuilt, the next run of that environment runs the version. The
-decision is made on the project's versions read from the stream (``crewyard.versions``), not the
-read model, so a rollback never goes back to a version the read model has not seen yet.
+A promotion or rollback appends one ``deployment.promoted`` to the project; nothing is rebuilt,
+the next run of that environment runs the version. The decision is made on the project's versions
+and pointers as the stream has them now (``crewyard.versions.read_versions``: a current read, not
+the read model nor a replica that is behind), and its append expects the last event of exactly
+what it read (every version's created/ready/failed and every promotion of the project): a pointer
+that moved meanwhile, through any gateway or by a version becoming ready, fails the append, and
+the decision is made again on a fresh read (a few times, then a 409). Expecting the project
+aggregate alone missed a version becoming ready, which a rollback decided before it then undid.
 """
 
 from __future__ import annotations
@@ -17,18 +21,20 @@ from litestar import Request, get, post
 
 from crewyard.contract.deployments import Deployment, Rollback
 from crewyard.contract.versions import DeploymentOverview, EnvironmentRollback, PointerMoved, Promote
+from crewyard.core import subjects
 from crewyard.core import versions as core
-from crewyard.core.deployment_state import fold_project
-from crewyard.core.events import DeploymentPromoted
+from crewyard.core.events import DeploymentPromoted, ProjectCreated
 from crewyard.core.ids import deployment_id as stored_id
 from crewyard.eventstore import ConcurrencyConflict
-from crewyard.versions import load_versions
+from crewyard.versions import read_versions
 
 from .context import Gateway, gw, project_name
 from .errors import bad_request, conflict, not_found
 
 READ, DEPLOY = {"role": "read"}, {"role": "deploy"}
 _NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+#: Decisions made on a fresh read after another writer moved the project's versions first.
+ATTEMPTS = 5
 
 
 def deployment_name(name: str) -> str:
@@ -40,18 +46,19 @@ def deployment_name(name: str) -> str:
 async def move_pointer(
     g: Gateway, project: str, decide: Callable[[core.Versions], DeploymentPromoted]
 ) -> PointerMoved:
-    """Decide on the project's current versions and append, again if the project moved meanwhile."""
-    for _ in range(5):
-        proj = fold_project(project, await g.store.load(project, "project", project))
-        if not proj.exists:
-            raise not_found(f"project {project}")
-        state = await load_versions(g.store, project)
-        promoted = decide(state)
+    """Decide on the project's current versions and append expecting exactly what was read,
+    again on a fresh read if a version or pointer changed meanwhile."""
+    created = subjects.event_subject(project, "project", project, ProjectCreated.TYPE, g.store.prefix)
+    if await g.store.last_seq_of(created) is None:  # from the stream's leader: it never goes away
+        raise not_found(f"project {project}")
+    for _ in range(ATTEMPTS):
+        view = await read_versions(g.store, project)
+        promoted = decide(view.state)
         try:
-            await g.commit_payload(promoted, project, project, proj.version)
+            await g.commit_payload(promoted, project, project, view.seq, expected_over=view.over)
         except ConcurrencyConflict:
             continue
-        version = state.versions[promoted.deployment_id]
+        version = view.state.versions[promoted.deployment_id]
         return PointerMoved(
             project=project,
             name=version.name,
@@ -62,7 +69,7 @@ async def move_pointer(
             previous_deployment_id=promoted.previous_deployment_id,
             rollback=promoted.rollback,
         )
-    raise conflict("the project kept changing; try again")
+    raise conflict(f"the versions of project {project} kept changing; try again")
 
 
 @get("/v1/projects/{project:str}/deployments/{name:str}", opt=READ)

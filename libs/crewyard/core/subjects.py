@@ -90,6 +90,14 @@ def project_aggregate_filter(project: str, prefix: str = PREFIX) -> str:
     return f"{prefix}.*.project.{project}.>"
 
 
+def versions_filter(project: str, prefix: str = PREFIX) -> str:
+    """A project's versions and environment pointers: every event whose type is a two-token
+    ``deployment.*`` (created, ready, failed on its versions; promoted on the project), never the
+    chatty ``deployment.build.*``. What a promotion or rollback decides on, so also the subjects
+    its append's expected sequence covers."""
+    return f"{prefix}.{project}.*.*.deployment.*"
+
+
 def any_project_aggregate_filter(
     aggregate: str, aggregate_id: str, prefix: str = PREFIX, types: str = ">"
 ) -> str:
