@@ -1,6 +1,11 @@
 """How ``thread.*`` events change the read model: the thread's row (status, current values) and
 its checkpoint history (one entry per run: a run retried after its runner died between its
-checkpoint and its end keeps only its last checkpoint)."""
+checkpoint and its end keeps only its last checkpoint).
+
+An event changes only a thread of its own project: every statement names the project (the
+checkpoint history, which has no project column, is written only for a thread row of the
+event's project), so an event of one project that names another's thread id changes nothing.
+Ids are random, but anyone who may write a project's events can write any id."""
 
 from __future__ import annotations
 
@@ -25,6 +30,14 @@ _enc = msgspec.json.Encoder()
 
 def _json(value: Any) -> str:
     return _enc.encode(value).decode()
+
+
+async def _owned(db: aiosqlite.Connection, e: Event) -> bool:
+    """Whether the event's thread is a row of the event's project."""
+    async with db.execute(
+        "SELECT 1 FROM threads WHERE id = ? AND project = ?", (e.aggregate_id, e.project)
+    ) as cur:
+        return await cur.fetchone() is not None
 
 
 def _state(data: ThreadCreated | ThreadCheckpointed) -> tuple[str | None, str | None]:
@@ -87,7 +100,7 @@ async def thread_created(db: aiosqlite.Connection, seq: int, e: Event) -> None:
             seq,
         ),
     )
-    if d.checkpoint_id is not None:
+    if d.checkpoint_id is not None and await _owned(db, e):  # not another project's thread id
         await _checkpoint(db, seq, e, d)
 
 
@@ -95,23 +108,23 @@ async def run_accepted(db: aiosqlite.Connection, seq: int, e: Event) -> None:
     d = e.data
     assert isinstance(d, ThreadRunAccepted)
     await db.execute(
-        "UPDATE threads SET status = 'busy', active_run_id = ?, updated_at = ?, last_seq = ? WHERE id = ?",
-        (d.run_id, e.time.isoformat(), seq, e.aggregate_id),
+        "UPDATE threads SET status = 'busy', active_run_id = ?, updated_at = ?, last_seq = ?"
+        " WHERE id = ? AND project = ?",
+        (d.run_id, e.time.isoformat(), seq, e.aggregate_id, e.project),
     )
 
 
 async def checkpointed(db: aiosqlite.Connection, seq: int, e: Event) -> None:
     d = e.data
     assert isinstance(d, ThreadCheckpointed)
-    async with db.execute("SELECT 1 FROM threads WHERE id = ?", (e.aggregate_id,)) as cur:
-        if await cur.fetchone() is None:
-            return
+    if not await _owned(db, e):
+        return
     await _checkpoint(db, seq, e, d)
     state, ref = _state(d)
     await db.execute(
         "UPDATE threads SET state = ?, state_ref = ?, checkpoint_id = ?, updated_at = ?, last_seq = ?"
-        " WHERE id = ?",
-        (state, ref, d.checkpoint_id, e.time.isoformat(), seq, e.aggregate_id),
+        " WHERE id = ? AND project = ?",
+        (state, ref, d.checkpoint_id, e.time.isoformat(), seq, e.aggregate_id, e.project),
     )
 
 
@@ -120,15 +133,17 @@ async def run_ended(db: aiosqlite.Connection, seq: int, e: Event) -> None:
     assert isinstance(d, ThreadRunEnded)
     await db.execute(
         "UPDATE threads SET status = ?, active_run_id = NULL, updated_at = ?, last_seq = ?"
-        " WHERE id = ? AND (active_run_id IS NULL OR active_run_id = ?)",
-        (d.status, e.time.isoformat(), seq, e.aggregate_id, d.run_id),
+        " WHERE id = ? AND project = ? AND (active_run_id IS NULL OR active_run_id = ?)",
+        (d.status, e.time.isoformat(), seq, e.aggregate_id, e.project, d.run_id),
     )
 
 
 async def thread_deleted(db: aiosqlite.Connection, seq: int, e: Event) -> None:
     assert isinstance(e.data, ThreadDeleted)
+    if not await _owned(db, e):
+        return
     await db.execute("DELETE FROM thread_checkpoints WHERE thread_id = ?", (e.aggregate_id,))
-    await db.execute("DELETE FROM threads WHERE id = ?", (e.aggregate_id,))
+    await db.execute("DELETE FROM threads WHERE id = ? AND project = ?", (e.aggregate_id, e.project))
 
 
 HANDLERS: dict[str, Handler] = {
