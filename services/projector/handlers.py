@@ -1,7 +1,10 @@
 """How each event changes the read model: one small function per event type.
 
 Only the event (its data, time and sequence) decides what is written, never the clock, so a
-rebuild from sequence 1 reproduces the read model exactly.
+rebuild from sequence 1 reproduces the read model exactly. An event changes rows of its own
+project only: every statement that finds a row by id also names the event's project, so an event
+of one project naming another's deployment or run id changes nothing (whoever may write a
+project's events can write any id into them).
 """
 
 from __future__ import annotations
@@ -146,8 +149,8 @@ async def deployment_created(db: aiosqlite.Connection, seq: int, e: Event) -> No
 async def build_started(db: aiosqlite.Connection, seq: int, e: Event) -> None:
     assert isinstance(e.data, BuildStarted)
     await db.execute(
-        "UPDATE deployments SET build_started_at = ?, backend = ? WHERE id = ?",
-        (_ts(e), e.data.backend, e.aggregate_id),
+        "UPDATE deployments SET build_started_at = ?, backend = ? WHERE id = ? AND project = ?",
+        (_ts(e), e.data.backend, e.aggregate_id, e.project),
     )
 
 
@@ -156,8 +159,9 @@ async def deployment_ready(db: aiosqlite.Connection, seq: int, e: Event) -> None
     assert isinstance(d, DeploymentReady)
     async with db.execute(
         "UPDATE deployments SET status = 'ready', ready_at = ?, env_digest = ?, backend = ?, image = ?,"
-        " cached = ?, build_duration_ms = ? WHERE id = ? AND status = 'building' RETURNING environment",
-        (_ts(e), d.env_digest, d.backend, d.image, int(d.cached), d.duration_ms, e.aggregate_id),
+        " cached = ?, build_duration_ms = ? WHERE id = ? AND project = ? AND status = 'building'"
+        " RETURNING environment",
+        (_ts(e), d.env_digest, d.backend, d.image, int(d.cached), d.duration_ms, e.aggregate_id, e.project),
     ) as cur:
         row = await cur.fetchone()
     # The environment the deploy was aimed at now runs it (as a promotion would).
@@ -168,8 +172,9 @@ async def deployment_ready(db: aiosqlite.Connection, seq: int, e: Event) -> None
 async def deployment_failed(db: aiosqlite.Connection, seq: int, e: Event) -> None:
     assert isinstance(e.data, DeploymentFailed)
     await db.execute(
-        "UPDATE deployments SET status = 'failed', error_message = ? WHERE id = ? AND status = 'building'",
-        (e.data.error_message, e.aggregate_id),
+        "UPDATE deployments SET status = 'failed', error_message = ?"
+        " WHERE id = ? AND project = ? AND status = 'building'",
+        (e.data.error_message, e.aggregate_id, e.project),
     )
 
 
@@ -179,7 +184,7 @@ async def run_queued(db: aiosqlite.Connection, seq: int, e: Event) -> None:
     await db.execute(
         "INSERT OR IGNORE INTO runs (id, project, deployment_id, version_number, environment, thread_id,"
         " status, input, created_at, timeout_s, idempotency_key, request_hash, last_seq) VALUES (?, ?, ?,"
-        " COALESCE(?, (SELECT version_number FROM deployments WHERE id = ?)),"
+        " COALESCE(?, (SELECT version_number FROM deployments WHERE id = ? AND project = ?)),"
         " ?, ?, 'pending', ?, ?, ?, ?, ?, ?)",
         (
             e.aggregate_id,
@@ -187,6 +192,7 @@ async def run_queued(db: aiosqlite.Connection, seq: int, e: Event) -> None:
             d.deployment_id,
             d.version_number,
             d.deployment_id,
+            e.project,
             d.environment,
             d.thread_id,
             _dumps(d.input),
@@ -204,21 +210,24 @@ async def run_started(db: aiosqlite.Connection, seq: int, e: Event) -> None:
     assert isinstance(d, RunStarted)
     await db.execute(
         "UPDATE runs SET status = 'running', started_at = COALESCE(started_at, ?), attempt = ?, backend = ?,"
-        " isolated = ?, runner_id = ?, last_seq = ? WHERE id = ?",
-        (_ts(e), d.attempt, d.backend, int(d.isolated), d.runner_id, seq, e.aggregate_id),
+        " isolated = ?, runner_id = ?, last_seq = ? WHERE id = ? AND project = ?",
+        (_ts(e), d.attempt, d.backend, int(d.isolated), d.runner_id, seq, e.aggregate_id, e.project),
     )
 
 
 async def run_retrying(db: aiosqlite.Connection, seq: int, e: Event) -> None:
     assert isinstance(e.data, RunRetrying)
     await db.execute(
-        "UPDATE runs SET status = 'pending', runner_id = NULL, last_seq = ? WHERE id = ?",
-        (seq, e.aggregate_id),
+        "UPDATE runs SET status = 'pending', runner_id = NULL, last_seq = ? WHERE id = ? AND project = ?",
+        (seq, e.aggregate_id, e.project),
     )
 
 
 async def run_cancel_requested(db: aiosqlite.Connection, seq: int, e: Event) -> None:
-    await db.execute("UPDATE runs SET cancel_requested = 1, last_seq = ? WHERE id = ?", (seq, e.aggregate_id))
+    await db.execute(
+        "UPDATE runs SET cancel_requested = 1, last_seq = ? WHERE id = ? AND project = ?",
+        (seq, e.aggregate_id, e.project),
+    )
 
 
 async def _terminal(
@@ -233,8 +242,8 @@ async def _terminal(
 ) -> None:
     await db.execute(
         "UPDATE runs SET status = ?, output = ?, error_message = ?, error_reason = ?, completed_at = ?,"
-        " duration_ms = ?, last_seq = ? WHERE id = ?",
-        (status, output, error, reason, _ts(e), duration_ms, seq, e.aggregate_id),
+        " duration_ms = ?, last_seq = ? WHERE id = ? AND project = ?",
+        (status, output, error, reason, _ts(e), duration_ms, seq, e.aggregate_id, e.project),
     )
 
 
@@ -259,10 +268,11 @@ async def run_canceled(db: aiosqlite.Connection, seq: int, e: Event) -> None:
 async def artifact(db: aiosqlite.Connection, seq: int, e: Event) -> None:
     d = e.data
     assert isinstance(d, ArtifactStored)
+    # Artifacts have no project of their own: only a run of the event's project gets one.
     await db.execute(
         "INSERT OR REPLACE INTO artifacts (run_id, name, size, content_type, sha256, created_at)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
-        (e.aggregate_id, d.name, d.size, d.content_type, d.sha256, _ts(e)),
+        " SELECT ?, ?, ?, ?, ?, ? WHERE EXISTS (SELECT 1 FROM runs WHERE id = ? AND project = ?)",
+        (e.aggregate_id, d.name, d.size, d.content_type, d.sha256, _ts(e), e.aggregate_id, e.project),
     )
 
 

@@ -4,6 +4,9 @@ are in :mod:`crewyard.readmodel`).
 
 Secrets stay as they are in the stream: a webhook's signing secret is not copied here at all; a
 trigger's signature secret only as the ciphertext the gateway needs to verify requests.
+
+An event changes rows of its own project only: every statement that finds a row by id also names
+the event's project (a delivery's attempt is recorded only when its delivery is the project's).
 """
 
 from __future__ import annotations
@@ -57,33 +60,39 @@ async def webhook_updated(db: aiosqlite.Connection, seq: int, e: Event) -> None:
     assert isinstance(d, WebhookUpdated)
     await db.execute(
         "UPDATE webhooks SET url = ?, events = ?, deployment = ?, description = ?, updated_at = ?"
-        " WHERE id = ?",
-        (d.url, _dumps(d.events), d.deployment, d.description, _ts(e), e.aggregate_id),
+        " WHERE id = ? AND project = ?",
+        (d.url, _dumps(d.events), d.deployment, d.description, _ts(e), e.aggregate_id, e.project),
     )
 
 
 async def webhook_touched(db: aiosqlite.Connection, seq: int, e: Event) -> None:
     assert isinstance(e.data, WebhookSecretRotated)
-    await db.execute("UPDATE webhooks SET updated_at = ? WHERE id = ?", (_ts(e), e.aggregate_id))
+    await db.execute(
+        "UPDATE webhooks SET updated_at = ? WHERE id = ? AND project = ?", (_ts(e), e.aggregate_id, e.project)
+    )
 
 
 async def webhook_disabled(db: aiosqlite.Connection, seq: int, e: Event) -> None:
     assert isinstance(e.data, WebhookDisabled)
     await db.execute(
-        "UPDATE webhooks SET enabled = 0, disabled_reason = ?, updated_at = ? WHERE id = ?",
-        (e.data.reason, _ts(e), e.aggregate_id),
+        "UPDATE webhooks SET enabled = 0, disabled_reason = ?, updated_at = ? WHERE id = ? AND project = ?",
+        (e.data.reason, _ts(e), e.aggregate_id, e.project),
     )
 
 
 async def webhook_enabled(db: aiosqlite.Connection, seq: int, e: Event) -> None:
     await db.execute(
-        "UPDATE webhooks SET enabled = 1, disabled_reason = NULL, updated_at = ? WHERE id = ?",
-        (_ts(e), e.aggregate_id),
+        "UPDATE webhooks SET enabled = 1, disabled_reason = NULL, updated_at = ?"
+        " WHERE id = ? AND project = ?",
+        (_ts(e), e.aggregate_id, e.project),
     )
 
 
 async def webhook_deleted(db: aiosqlite.Connection, seq: int, e: Event) -> None:
-    await db.execute("UPDATE webhooks SET deleted = 1, updated_at = ? WHERE id = ?", (_ts(e), e.aggregate_id))
+    await db.execute(
+        "UPDATE webhooks SET deleted = 1, updated_at = ? WHERE id = ? AND project = ?",
+        (_ts(e), e.aggregate_id, e.project),
+    )
 
 
 async def delivery_queued(db: aiosqlite.Connection, seq: int, e: Event) -> None:
@@ -114,11 +123,13 @@ async def delivery_attempted(db: aiosqlite.Connection, seq: int, e: Event) -> No
     assert isinstance(d, DeliveryAttempted)
     nxt = d.next_attempt_at.isoformat() if d.next_attempt_at else None
     status = "pending" if d.outcome == "retrying" else d.outcome
-    await db.execute(
+    cur = await db.execute(
         "UPDATE webhook_deliveries SET status = ?, attempts = attempts + 1, last_status_code = ?,"
-        " last_error = ?, next_attempt_at = ?, updated_at = ? WHERE id = ?",
-        (status, d.status_code, d.error, nxt, _ts(e), d.delivery_id),
+        " last_error = ?, next_attempt_at = ?, updated_at = ? WHERE id = ? AND project = ?",
+        (status, d.status_code, d.error, nxt, _ts(e), d.delivery_id, e.project),
     )
+    if cur.rowcount < 1:
+        return  # no delivery of this project: its attempts are not another project's history
     await db.execute(
         "INSERT OR IGNORE INTO webhook_attempts (seq, delivery_id, attempt, at, outcome, status_code, error,"
         " latency_ms, response_excerpt, next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
@@ -132,8 +143,8 @@ async def delivery_redelivery(db: aiosqlite.Connection, seq: int, e: Event) -> N
     assert isinstance(d, DeliveryRedeliveryRequested)
     await db.execute(
         "UPDATE webhook_deliveries SET status = 'pending', next_attempt_at = NULL, updated_at = ?"
-        " WHERE id = ?",
-        (_ts(e), d.delivery_id),
+        " WHERE id = ? AND project = ?",
+        (_ts(e), d.delivery_id, e.project),
     )
 
 
@@ -160,7 +171,9 @@ async def trigger_created(db: aiosqlite.Connection, seq: int, e: Event) -> None:
 
 async def trigger_revoked(db: aiosqlite.Connection, seq: int, e: Event) -> None:
     assert isinstance(e.data, TriggerRevoked)
-    await db.execute("UPDATE triggers SET revoked = 1 WHERE id = ?", (e.aggregate_id,))
+    await db.execute(
+        "UPDATE triggers SET revoked = 1 WHERE id = ? AND project = ?", (e.aggregate_id, e.project)
+    )
 
 
 async def schedule_created(db: aiosqlite.Connection, seq: int, e: Event) -> None:
@@ -177,17 +190,24 @@ async def schedule_created(db: aiosqlite.Connection, seq: int, e: Event) -> None
 
 async def schedule_paused(db: aiosqlite.Connection, seq: int, e: Event) -> None:
     assert isinstance(e.data, SchedulePaused)
-    await db.execute("UPDATE schedules SET paused = 1 WHERE id = ?", (e.aggregate_id,))
+    await db.execute(
+        "UPDATE schedules SET paused = 1 WHERE id = ? AND project = ?", (e.aggregate_id, e.project)
+    )
 
 
 async def schedule_resumed(db: aiosqlite.Connection, seq: int, e: Event) -> None:
     assert isinstance(e.data, ScheduleResumed)
-    await db.execute("UPDATE schedules SET paused = 0, plan_from = ? WHERE id = ?", (_ts(e), e.aggregate_id))
+    await db.execute(
+        "UPDATE schedules SET paused = 0, plan_from = ? WHERE id = ? AND project = ?",
+        (_ts(e), e.aggregate_id, e.project),
+    )
 
 
 async def schedule_deleted(db: aiosqlite.Connection, seq: int, e: Event) -> None:
     assert isinstance(e.data, ScheduleDeleted)
-    await db.execute("UPDATE schedules SET deleted = 1 WHERE id = ?", (e.aggregate_id,))
+    await db.execute(
+        "UPDATE schedules SET deleted = 1 WHERE id = ? AND project = ?", (e.aggregate_id, e.project)
+    )
 
 
 async def schedule_fired(db: aiosqlite.Connection, seq: int, e: Event) -> None:
@@ -198,8 +218,8 @@ async def schedule_fired(db: aiosqlite.Connection, seq: int, e: Event) -> None:
         "UPDATE schedules SET fired = fired + 1,"
         " last_planned_at = CASE WHEN last_planned_at IS NULL OR last_planned_at < ? THEN ?"
         " ELSE last_planned_at END,"
-        " last_run_id = COALESCE(?, last_run_id) WHERE id = ?",
-        (planned, planned, d.run_id, e.aggregate_id),
+        " last_run_id = COALESCE(?, last_run_id) WHERE id = ? AND project = ?",
+        (planned, planned, d.run_id, e.aggregate_id, e.project),
     )
 
 

@@ -92,8 +92,8 @@ async def _touch(db: aiosqlite.Connection, seq: int, e: Event, added: int = 0) -
     statements skip what is there already (a repeated insert, a delete of a row that is gone), so
     an event applied twice moves the count once."""
     await db.execute(
-        "UPDATE tables SET last_seq = ?, row_count = row_count + ? WHERE id = ?",
-        (seq, added, e.aggregate_id),
+        "UPDATE tables SET last_seq = ?, row_count = row_count + ? WHERE id = ? AND project = ?",
+        (seq, added, e.aggregate_id, e.project),
     )
 
 
@@ -133,8 +133,9 @@ async def table_deleted(db: aiosqlite.Connection, seq: int, e: Event) -> None:
     await db.execute("DELETE FROM table_rows WHERE table_id = ?", (e.aggregate_id,))
     await db.execute("DELETE FROM table_row_keys WHERE table_id = ?", (e.aggregate_id,))
     await db.execute(
-        "UPDATE tables SET deleted = 1, row_count = 0, updated_at = ?, last_seq = ? WHERE id = ?",
-        (_ts(e), seq, e.aggregate_id),
+        "UPDATE tables SET deleted = 1, row_count = 0, updated_at = ?, last_seq = ?"
+        " WHERE id = ? AND project = ?",
+        (_ts(e), seq, e.aggregate_id, e.project),
     )
 
 
