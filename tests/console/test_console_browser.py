@@ -414,3 +414,9 @@ def test_a_thread_shows_its_conversation_and_a_checkpoint_per_run(deployed: http
     expect(messages.nth(1)).to_contain_text("hello there")
     expect(p.locator("#history-title")).to_be_visible()
     page.shot("thread")
+    # A large state is shown by its start, never decoded and indented whole.
+    big = deployed.post("/v1/threads", json={"project": "hello", "values": {"notes": "x" * 100_000}})
+    assert big.status_code == 201, big.text
+    p.goto(f"/threads/{big.json()['thread_id']}")
+    state = p.locator("#conversation pre.json")
+    expect(state).to_contain_text("(the first 64.0 KB of 97.7 KB: the API shows it whole)")
