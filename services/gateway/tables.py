@@ -13,13 +13,15 @@ built from the event it stored, so a gateway whose read model is behind still an
 
 from __future__ import annotations
 
-from typing import Any, cast
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar, cast
 
 import msgspec
 from litestar import Request, delete, get, patch, post
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.spec import OpenAPIType, Schema
 from litestar.response import Response
+from litestar.types import ASGIApp
 
 from crewyard.backoff import Backoff
 from crewyard.contract.common import Deleted
@@ -49,13 +51,15 @@ from crewyard.core.events import (
 from crewyard.core.ids import is_id, new_id
 from crewyard.eventstore import ConcurrencyConflict
 from crewyard.launch import idempotent_event_id
+from crewyard.readmodel import ROWS_PAGE_BYTES
 
 from .access import allow
 from .context import CATCH_UP_S, Gateway, IdempotencyKey, behind, gw, project_name
 from .errors import ApiError, bad_request, conflict, not_found
 from .idempotency import body_hash, first_event, same_request
-from .openapi import TEXT, documented, page_size, param
+from .openapi import TEXT, JsonBytes, answers, documented, page_size, param
 
+T = TypeVar("T")
 READ, RUN, DEPLOY = {"role": "read"}, {"role": "run"}, {"role": "deploy"}
 MAX_PAGE = 500
 
@@ -277,6 +281,7 @@ def _rows_answer(event: Event, many: bool, status: int) -> Response[Row | RowLis
 @get(
     "/v1/tables/{table_id:str}/rows",
     opt=READ,
+    responses=answers(RowPage),
     operation_class=documented(
         param("filter", TEXT, "column:op:value (repeatable), e.g. score:gte:3"),
         param("sort", TEXT, "column or -column (repeatable)"),
@@ -284,10 +289,13 @@ def _rows_answer(event: Event, many: bool, status: int) -> Response[Row | RowLis
         param("offset", Schema(type=OpenAPIType.INTEGER, minimum=0, default=0), "Rows to skip"),
     ),
 )
-async def query_rows(request: Request[Any, Any, Any], table_id: str) -> RowPage:
+async def query_rows(request: Request[Any, Any, Any], table_id: str) -> ASGIApp:
     """``?filter=column:op:value`` (repeatable up to 20 times; op: eq ne gt gte lt lte contains
     is_null not_null), ``?sort=column`` or ``-column`` (up to 5; also ``_meta.created_at``),
-    ``?limit=`` (1-500, default 50) and ``?offset=``."""
+    ``?limit=`` (1-500, default 50) and ``?offset=``. A page ends once 4 MiB of rows are in it
+    (at least one row), so it may hold fewer than ``limit``: the next page starts at ``offset``
+    plus the rows shown, until that reaches ``total``. Rows go out as the read model holds them
+    (``ROW_JSON``), never decoded only to be encoded again."""
     g = gw(request)
     view = await _table(g, table_id)
     columns = _core_columns(view)
@@ -300,8 +308,11 @@ async def query_rows(request: Request[Any, Any, Any], table_id: str) -> RowPage:
         _int(q.get("limit"), "limit", 50, 1, MAX_PAGE),
         _int(q.get("offset"), "offset", 0, 0, 2**62),
     )
-    rows, total = await g.rm.rows(table_id, filters=filters, sort=sort, limit=limit, offset=offset)
-    return RowPage(rows=rows, total=total, limit=limit, offset=offset)
+    rows, total = await g.rm.rows_json(
+        table_id, filters=filters, sort=sort, limit=limit, offset=offset, budget=ROWS_PAGE_BYTES
+    )
+    end = b'],"total":%d,"limit":%d,"offset":%d}' % (total, limit, offset)
+    return JsonBytes(b"".join((b'{"rows":[', b",".join(rows), end)))
 
 
 def _int(text: str | None, name: str, default: int, low: int, high: int) -> int:
@@ -316,24 +327,32 @@ def _int(text: str | None, name: str, default: int, low: int, high: int) -> int:
     return value
 
 
-async def _row(g: Gateway, view: dict[str, Any], row_id: str) -> dict[str, Any]:
-    """A row of the table ``view``; a miss is settled on the table's events like a table's."""
+async def _found(
+    g: Gateway, view: dict[str, Any], row_id: str, read: Callable[[str, str], Awaitable[T | None]]
+) -> T:
+    """A row of the table ``view`` as ``read`` gives it; a miss is settled on the table's events
+    like a table's."""
     table_id, what = view["id"], f"row {row_id[:100]} of table {view['id']}"
     if not is_id(row_id, "row"):
         raise not_found(what)
-    row = await g.rm.row(table_id, row_id)
+    row = await read(table_id, row_id)
     if row is None:
         await g.settle(what, g.store.aggregate_filter(view["project"], "table", table_id), known=False)
-        row = await g.rm.row(table_id, row_id)
+        row = await read(table_id, row_id)
     if row is None:
         raise not_found(what)
     return row
 
 
-@get("/v1/tables/{table_id:str}/rows/{row_id:str}", opt=READ)
-async def get_row(request: Request[Any, Any, Any], table_id: str, row_id: str) -> dict[str, Any]:
+async def _row(g: Gateway, view: dict[str, Any], row_id: str) -> dict[str, Any]:
+    return await _found(g, view, row_id, g.rm.row)
+
+
+@get("/v1/tables/{table_id:str}/rows/{row_id:str}", opt=READ, responses=answers(Row))
+async def get_row(request: Request[Any, Any, Any], table_id: str, row_id: str) -> ASGIApp:
+    """The row as the read model holds it (``ROW_JSON``)."""
     g = gw(request)
-    return await _row(g, await _table(g, table_id), row_id)
+    return JsonBytes(await _found(g, await _table(g, table_id), row_id, g.rm.row_json))
 
 
 @patch("/v1/tables/{table_id:str}/rows/{row_id:str}", opt=RUN)

@@ -218,3 +218,41 @@ async def test_an_insert_with_an_idempotency_key_is_made_once(platform: Platform
     await asyncio.to_thread(
         assert_rebuild_equals_live, platform.nats_url, platform.data_dir, tmp_path / "rebuilt.sqlite3"
     )
+
+
+def test_a_page_of_big_rows_stops_at_its_byte_bound_and_the_next_has_the_rest(api: httpx.Client) -> None:
+    """A page ends once 4 MiB of rows are in it (``ROWS_PAGE_BYTES``): 80 rows of 60 KB ask for
+    500 and get fewer; the next page, from ``offset`` plus the rows shown, has the rest, each row
+    exactly once and in the sort's order. A JSON cell goes out as the text stored, not decoded
+    and encoded again."""
+    columns = [{"name": "n", "type": "number"}, {"name": "cell", "type": "json"}]
+    tid = api.post("/v1/tables", json={"project": "data", "name": "big", "columns": columns}).json()["id"]
+    cell = [{}] * 20_000  # 60 KB of JSON, some 24 times that once decoded
+    for first in range(0, 80, 8):
+        rows = [{"n": n, "cell": cell} for n in range(first, first + 8)]
+        assert api.post(f"/v1/tables/{tid}/rows", json=rows).status_code == 201
+    stored = b'"cell":[' + b",".join([b"{}"] * 20_000) + b"]"
+
+    first_page = api.get(f"/v1/tables/{tid}/rows", params={"sort": "-n", "limit": "500"})
+    assert first_page.status_code == 200, first_page.text
+    page = first_page.json()
+    shown = len(page["rows"])
+    assert 0 < shown < 80 and (page["total"], page["limit"], page["offset"]) == (80, 500, 0)
+    assert len(first_page.content) <= (4 << 20) + 70_000
+    assert first_page.content.count(stored) == shown  # each cell byte for byte as stored
+    rest = api.get(f"/v1/tables/{tid}/rows", params={"sort": "-n", "limit": "500", "offset": str(shown)})
+    following = rest.json()
+    assert (following["total"], following["offset"]) == (80, shown)
+    ns = [r["n"] for r in page["rows"] + following["rows"]]
+    assert ns == list(range(79, -1, -1))  # every row once, in order
+    assert all(r["cell"] == cell and r["_meta"]["created_by"] == "api:admin" for r in following["rows"])
+
+    one = api.get(f"/v1/tables/{tid}/rows/{page['rows'][0]['id']}")
+    assert one.status_code == 200 and one.content.count(stored) == 1
+    assert one.json() == page["rows"][0]
+
+    # The console decodes rows to show them: its page ends at 1 MiB of them, and links to the rest.
+    console = api.get(f"/tables/{tid}")
+    assert console.status_code == 200, console.text[:300]
+    on_page = sum(r["id"] in console.text for r in page["rows"] + following["rows"])
+    assert 0 < on_page < 50 and f'href="?offset={on_page}"' in console.text

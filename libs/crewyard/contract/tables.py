@@ -69,7 +69,9 @@ class RowList(msgspec.Struct, kw_only=True):
 
 
 class RowPage(msgspec.Struct, kw_only=True):
-    """``GET /v1/tables/{id}/rows``: the page, and how many rows match in all."""
+    """``GET /v1/tables/{id}/rows``: the page, and how many rows match in all. A page ends once
+    4 MiB of rows are in it (at least one row), so it may hold fewer than ``limit`` though more
+    rows match: the next page starts at ``offset + len(rows)``, until that reaches ``total``."""
 
     rows: list[Row]
     total: int

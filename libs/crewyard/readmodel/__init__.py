@@ -7,11 +7,12 @@ through :class:`ReadModel`. Both import this library; neither imports the other.
 from ._db import open_db, position
 from ._queries import RUN_JSON, ReadModel, deployment_view, run_view
 from ._tables import DDL as TABLE_DDL
-from ._tables import TABLE_HANDLERS, TableQueries
+from ._tables import ROWS_PAGE_BYTES, TABLE_HANDLERS, TableQueries
 from .schema import DDL, TABLES
 
 __all__ = [
     "DDL",
+    "ROWS_PAGE_BYTES",
     "RUN_JSON",
     "TABLES",
     "TABLE_DDL",

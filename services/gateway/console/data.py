@@ -7,6 +7,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlencode
 
+import msgspec
 from litestar import Request, Response, get
 
 from ..context import gw, project_name
@@ -17,6 +18,9 @@ from .viewer import viewer
 
 READ = {"role": "read", "page": True}
 PAGE_SIZE = 50
+#: A page of rows ends once this much of their stored JSON was read (at least one row): they are
+#: decoded here to be shown, and a JSON cell decodes to many times its size.
+PAGE_BYTES = 1 << 20
 
 
 @get("/tables", opt=READ, include_in_schema=False)
@@ -52,7 +56,11 @@ async def table_page(request: Request[Any, Any, Any], table_id: str) -> Response
         offset = min(max(int(request.query_params.get("offset") or 0), 0), 2**62)  # SQLite's range
     except ValueError:
         raise bad_request("offset must be a number") from None
-    rows, total = await g.rm.rows(table_id, filters=[], sort=[], limit=PAGE_SIZE, offset=offset)
+    stored, total = await g.rm.rows_json(
+        table_id, filters=[], sort=[], limit=PAGE_SIZE, offset=offset, budget=PAGE_BYTES
+    )
+    rows = [msgspec.json.decode(r) for r in stored]
+    following = offset + len(rows)
     return page(
         request,
         "table.html",
@@ -60,7 +68,7 @@ async def table_page(request: Request[Any, Any, Any], table_id: str) -> Response
         rows=rows,
         total=total,
         offset=offset,
-        next_url="?" + urlencode({"offset": offset + PAGE_SIZE}) if offset + PAGE_SIZE < total else None,
+        next_url="?" + urlencode({"offset": following}) if rows and following < total else None,
         previous_url="?" + urlencode({"offset": max(offset - PAGE_SIZE, 0)}) if offset else None,
         nav="tables",
     )
