@@ -1,14 +1,15 @@
 """Tables: a project's structured data. Definitions need the deploy role; rows the run role (what
 a crew may do as well); reads the read role.
 
-Every write is one ``table.*`` event on the table's aggregate. A definition change and a row
-update are decided on the table as of its last event on the stream (the read model once it holds
-that event) and appended expecting that event: a PATCH racing another is decided again on what
-the other wrote, so fields it did not send keep the other's values, and an updated row is
-checked whole (``core.merge_row``). Inserts are checked against the columns as the read model has
-them; a definition changed at the same moment may see a row checked against the one before (as if
-the row had been written a moment earlier: stored rows are never rewritten). A write's answer is
-built from the event it stored, so a gateway whose read model is behind still answers it.
+Every write is one ``table.*`` event on the table's aggregate. A definition change, a row insert
+and a row update are decided on the table as of its last event on the stream (the read model once
+it holds that event) and appended expecting that event: a PATCH racing another is decided again
+on what the other wrote, so fields it did not send keep the other's values; an updated row is
+checked whole (``core.merge_row``); and writes racing through any number of gateways and runners
+are counted against the table's bound on rows and bytes (``core.check_room``, 409
+``limit_reached``) one after the other. Deletes are appended as they come (they only make room).
+A write's answer is built from the event it stored, so a gateway whose read model is behind still
+answers it.
 """
 
 from __future__ import annotations
@@ -228,36 +229,53 @@ async def insert_rows(
     request: Request[Any, Any, Any], table_id: str, data: RowsIn, idempotency_key: IdempotencyKey = None
 ) -> Response[Row | RowList]:
     """One row object (answered with the row) or an array of at most 100 (``{"rows": […]}``).
-    With an ``Idempotency-Key`` (per table), a repeat answers with the rows the first made."""
+    With an ``Idempotency-Key`` (per table), a repeat answers with the rows the first made. A
+    table holds at most 100,000 rows whose values take 64 MiB: past that, 409 ``limit_reached``.
+
+    Decided on the table as of its last event on the stream and appended expecting it, as a row
+    update is, so that inserts racing through any number of gateways and runners are counted
+    against the table's bound one after the other."""
     g = gw(request)
     view = await _table(g, table_id)
-    key, many = idempotency_key, isinstance(data, list)
+    project, key, many = view["project"], idempotency_key, isinstance(data, list)
     request_hash = body_hash(await request.json()) if key else None
-    if key:
-        earlier = await g.rm.rows_by_idempotency_key(table_id, key)
-        if earlier is None:
-            # The read model may be behind (a gateway catching up, one rebuilding): past the
-            # stream's de-duplication window nothing else would stop a second insert. As of the
-            # table's last event, a key the read model does not know is a new one.
-            await _as_of_stream(g, view["project"], table_id)
-            earlier = await g.rm.rows_by_idempotency_key(table_id, key)
+    turns = _turns()
+    while not turns.expired:
+        # As of the table's last event, a key the read model does not know is a new one (a read
+        # model behind the stream, past its de-duplication window, would insert the rows twice).
+        seq = await _as_of_stream(g, project, table_id)
+        view = await _table(g, table_id)
+        earlier = await g.rm.rows_by_idempotency_key(table_id, key) if key else None
         if earlier is not None:
             same_request(earlier[1], request_hash)  # another body: refused without a read
             return await _inserted_before(g, earlier[0], request_hash, many)
+        try:
+            checked = core.check_rows(_core_columns(view), data if isinstance(data, list) else [data])
+        except core.InvalidTable as exc:
+            raise _invalid(exc) from None
+        _has_room(*await g.rm.table_size(table_id), len(checked), sum(map(core.stored_size, checked)))
+        rows = [NewRow(id=new_id("row"), values=values) for values in checked]
+        inserted = RowsInserted(rows=rows, by=who(request), idempotency_key=key, request_hash=request_hash)
+        # With a key, the event id is derived from it: a concurrent repeat is dropped by the stream.
+        event_id = idempotent_event_id(project, f"rows\0{table_id}\0{key}") if key else new_id("evt")
+        event = make_event(inserted, project=project, aggregate_id=table_id, event_id=event_id)
+        try:
+            appended = await g.store.append_acked(event, expected_seq=seq)
+        except ConcurrencyConflict:  # the table changed meanwhile: count it again
+            await turns.pause()
+            continue
+        if appended.duplicate:
+            return await _inserted_before(g, appended.seq, request_hash, many)
+        await g.rm.wait_for(appended.seq)
+        return _rows_answer(event, many, 201)
+    raise _too_busy(table_id)
+
+
+def _has_room(rows: int, stored: int, more_rows: int, more_bytes: int) -> None:
     try:
-        checked = core.check_rows(_core_columns(view), data if isinstance(data, list) else [data])
-    except core.InvalidTable as exc:
-        raise _invalid(exc) from None
-    rows = [NewRow(id=new_id("row"), values=values) for values in checked]
-    inserted = RowsInserted(rows=rows, by=who(request), idempotency_key=key, request_hash=request_hash)
-    # With a key, the event id is derived from it: a concurrent repeat is dropped by the stream.
-    event_id = idempotent_event_id(view["project"], f"rows\0{table_id}\0{key}") if key else new_id("evt")
-    event = make_event(inserted, project=view["project"], aggregate_id=table_id, event_id=event_id)
-    appended = await g.store.append_acked(event)
-    if appended.duplicate:
-        return await _inserted_before(g, appended.seq, request_hash, many)
-    await g.rm.wait_for(appended.seq)
-    return _rows_answer(event, many, 201)
+        core.check_room(rows, stored, more_rows, more_bytes)
+    except core.TableFull as exc:
+        raise ApiError(409, "limit_reached", str(exc)) from None
 
 
 async def _inserted_before(
@@ -372,6 +390,8 @@ async def update_row(
             merged = core.merge_row(stored, values)
         except core.InvalidTable as exc:
             raise _invalid(exc) from None
+        before = {k: v for k, v in stored.items() if k not in ("id", "_meta")}
+        _has_room(*await g.rm.table_size(table_id), 0, core.stored_size(merged) - core.stored_size(before))
         try:
             event = await _write(g, RowUpdated(row_id=row_id, values=values, by=by), project, table_id, seq)
         except ConcurrencyConflict:  # the table changed meanwhile: check the row again

@@ -4,7 +4,13 @@ A runner has no read model, so each run that uses tables folds the events of the
 touches into a small SQLite database in memory, with the read side's own apply functions and
 queries (``crewyard.readmodel``): a crew's query means exactly what the same query means over
 the API. Before every answer the table is caught up from the stream (its events after the last
-one applied), so a crew reads its own writes and everyone else's.
+one applied, a batch at a time), so a crew reads its own writes and everyone else's.
+
+What a run holds of a table is bounded by the table's own bound (``core.MAX_TABLE_ROWS`` rows,
+``core.MAX_TABLE_BYTES`` of values), which every write is checked against here as at the API: on
+the table as of its last event, appended expecting that event (a write in between makes it look
+again), so writers on any number of runners and gateways cannot pass it together. The fold's
+time follows the table's history (every write since it was made), not only its rows.
 
 Only tables of the run's project exist for it; a crew may read and write rows (the run role),
 never change a table's definition.
@@ -37,6 +43,8 @@ from crewyard.eventstore import ConcurrencyConflict, EventStore, set_aside
 from crewyard.readmodel import TABLE_DDL, TABLE_HANDLERS, TableQueries
 
 MAX_PAGE = 500
+#: Events folded at a time: what a catch-up holds besides the table (each at most a 512 KiB insert).
+FOLD_BATCH = 100
 #: As the API's (an offset SQLite can take).
 MAX_OFFSET = 2**62
 
@@ -77,16 +85,17 @@ class RunTables:
         reader = await self._model()
         start = self._positions.get(table_id, 0) + 1
         filt = f"{self.store.prefix}.{self.project}.table.{table_id}.>"
-        for raw in await self.store.load_raw(filt, start_seq=start):
-            self._positions[table_id] = raw.seq
-            try:
-                rec = raw.decode(self.store.prefix)
-            except InvalidEvent as exc:
-                set_aside("run tables", raw.seq, raw.subject, exc)
-                continue
-            handler = TABLE_HANDLERS.get(rec.event.type)
-            if handler is not None:
-                await handler(reader.db, rec.seq, rec.event)
+        async for batch in self.store.raw_batches(filt, start_seq=start, batch=FOLD_BATCH):
+            for raw in batch:
+                self._positions[table_id] = raw.seq
+                try:
+                    rec = raw.decode(self.store.prefix)
+                except InvalidEvent as exc:
+                    set_aside("run tables", raw.seq, raw.subject, exc)
+                    continue
+                handler = TABLE_HANDLERS.get(rec.event.type)
+                if handler is not None:
+                    await handler(reader.db, rec.seq, rec.event)
         view = await reader.table(table_id)
         if view is None:
             raise OpError("not_found", f"table {table_id} not found in project {self.project}")
@@ -142,7 +151,10 @@ class RunTables:
             values = core.check_row(
                 msgspec.convert(view["columns"], list[core.Column]), changes, partial=True
             )
-            core.merge_row(stored, values)
+            merged = core.merge_row(stored, values)
+            before = {k: v for k, v in stored.items() if k not in ("id", "_meta")}
+            grown = core.stored_size(merged) - core.stored_size(before)
+            core.check_room(*await reader.table_size(table_id), 0, grown)
             expected = self._positions.get(table_id, 0)
             try:
                 await self._append(table_id, RowUpdated(row_id=row_id, values=values, by=self.by), expected)
@@ -153,12 +165,34 @@ class RunTables:
             return await reader.row(table_id, row_id)
         raise OpError("unavailable", f"table {table_id} kept changing; try again")
 
+    async def _insert(self, table_id: str, checked: list[dict[str, Any]]) -> list[dict[str, Any] | None]:
+        """Insert rows if the table, as of its last event (caught up from the stream), has room
+        for them, appended expecting that event: a write in between makes it count again."""
+        reader = await self._model()
+        new = [NewRow(id=new_id("row"), values=values) for values in checked]
+        size = sum(map(core.stored_size, checked))
+        turns = Backoff(15, first=0.02, most=0.5, jitter=True)  # as the API's inserts
+        while not turns.expired:
+            await self._catch_up(table_id)
+            core.check_room(*await reader.table_size(table_id), len(new), size)
+            expected = self._positions.get(table_id, 0)
+            try:
+                await self._append(table_id, RowsInserted(rows=new, by=self.by), expected)
+            except ConcurrencyConflict:
+                await turns.pause()
+                continue
+            await self._catch_up(table_id)
+            return [await reader.row(table_id, r.id) for r in new]
+        raise OpError("unavailable", f"table {table_id} kept changing; try again")
+
     async def handle(self, op: str, args: dict[str, Any]) -> Any:
         async with self._lock:
             try:
                 return await self._handle(op, args)
             except core.InvalidTable as exc:
                 raise OpError("invalid", str(exc)) from None
+            except core.TableFull as exc:
+                raise OpError("limit_reached", str(exc)) from None
 
     async def _handle(self, op: str, args: dict[str, Any]) -> Any:
         if op == "table.list":
@@ -170,11 +204,7 @@ class RunTables:
         if op == "table.insert":
             rows = args.get("rows")
             checked = core.check_rows(columns, rows if isinstance(rows, list) else [])
-            new = [NewRow(id=new_id("row"), values=values) for values in checked]
-            await self._append(table_id, RowsInserted(rows=new, by=self.by))
-            await self._catch_up(table_id)
-            reader = await self._model()
-            return [await reader.row(table_id, r.id) for r in new]
+            return await self._insert(table_id, checked)
         if op == "table.query":
             return await self._query(table_id, columns, args)
         row_id = args.get("row_id")

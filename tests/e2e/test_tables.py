@@ -256,3 +256,33 @@ def test_a_page_of_big_rows_stops_at_its_byte_bound_and_the_next_has_the_rest(ap
     assert console.status_code == 200, console.text[:300]
     on_page = sum(r["id"] in console.text for r in page["rows"] + following["rows"])
     assert 0 < on_page < 50 and f'href="?offset={on_page}"' in console.text
+
+
+def test_a_table_past_its_bound_refuses_more_rows_with_a_409(api: httpx.Client) -> None:
+    """A table's rows take at most 64 MiB (``MAX_TABLE_BYTES``; and at most 100,000 rows): a
+    runner folds a table a crew uses into memory for each run. A write past it is a 409
+    ``limit_reached``, an insert or an update that grows a row, until rows are deleted."""
+    columns = [{"name": "cell", "type": "text"}]
+    tid = api.post("/v1/tables", json={"project": "data", "name": "full", "columns": columns}).json()["id"]
+    cell = "x" * 65_000
+
+    def fill(rows: int) -> httpx.Response:
+        for _ in range(200):  # 64 MiB in inserts of 455 KB: 147 of them fit
+            r = api.post(f"/v1/tables/{tid}/rows", json=[{"cell": cell}] * rows)
+            if r.status_code != 201:
+                return r
+        raise AssertionError("the table took more than 64 MiB")
+
+    for rows in (7, 1):  # then less than one more row's room is left
+        refused = fill(rows)
+        assert refused.status_code == 409, refused.text[:300]
+        error = refused.json()["error"]
+        assert error["code"] == "limit_reached" and "67,108,864 bytes" in error["message"], error
+    small = api.post(f"/v1/tables/{tid}/rows", json={"cell": "x" * 100})
+    assert small.status_code == 201, small.text[:300]
+    grown = api.patch(f"/v1/tables/{tid}/rows/{small.json()['id']}", json={"cell": "x" * 60_000})
+    assert grown.status_code == 409 and grown.json()["error"]["code"] == "limit_reached", grown.text[:300]
+    assert api.get(f"/v1/tables/{tid}").json()["row_count"] == 1033
+    for each in api.get(f"/v1/tables/{tid}/rows", params={"limit": "7"}).json()["rows"]:
+        assert api.delete(f"/v1/tables/{tid}/rows/{each['id']}").status_code == 200
+    assert api.post(f"/v1/tables/{tid}/rows", json=[{"cell": cell}] * 7).status_code == 201

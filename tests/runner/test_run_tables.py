@@ -1,16 +1,21 @@
 """A crew's ``table.*`` operations (``crewyard.runner.tables``) against a real event store: a row
-cannot grow past the row limit one update at a time, and a query's page is bounded as the API's."""
+cannot grow past the row limit one update at a time, a query's page is bounded as the API's, and
+a table cannot grow past its own bound on rows and bytes, not even by writers racing on two
+runners; a run folds a table's history a batch at a time."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
 
+from crewyard.core import tables as core
 from crewyard.core.events import TableCreated, make_event
 from crewyard.core.ids import new_id
 from crewyard.core.tables import MAX_ROW_BYTES, Column
 from crewyard.eventstore import EventStore
+from crewyard.runner import tables as run_tables
 from crewyard.runner.tables import MAX_OFFSET, OpError, RunTables
 
 BIG = "x" * 60_000
@@ -27,10 +32,10 @@ async def four_json_columns(store: EventStore) -> AsyncIterator[tuple[RunTables,
     await tables.close()
 
 
-async def _refused(tables: RunTables, op: str, args: dict[str, object]) -> str:
+async def _refused(tables: RunTables, op: str, args: dict[str, object], code: str = "invalid") -> str:
     with pytest.raises(OpError) as caught:
         await tables.handle(op, args)
-    assert caught.value.code == "invalid", caught.value
+    assert caught.value.code == code, caught.value
     return str(caught.value)
 
 
@@ -54,3 +59,84 @@ async def test_a_query_page_is_bounded_as_the_apis(four_json_columns: tuple[RunT
     await _refused(tables, "table.query", {"table": table_id, "offset": False})
     page = await tables.handle("table.query", {"table": table_id, "offset": MAX_OFFSET, "limit": 1})
     assert page == {"rows": [], "total": 0}
+
+
+@pytest.fixture
+def small_table_bound(monkeypatch: pytest.MonkeyPatch) -> tuple[int, int]:
+    """Tables of at most 3 rows whose values take at most 150 KB (the core's bound, made small)."""
+    monkeypatch.setattr(core, "MAX_TABLE_ROWS", 3)
+    monkeypatch.setattr(core, "MAX_TABLE_BYTES", 150_000)
+    return 3, 150_000
+
+
+async def test_a_table_cannot_grow_past_its_bound_on_rows_or_bytes(
+    four_json_columns: tuple[RunTables, str], small_table_bound: tuple[int, int]
+) -> None:
+    tables, table_id = four_json_columns
+    rows = await tables.handle("table.insert", {"table": table_id, "rows": [{"a": 1}, {"a": 2}]})
+    message = await _refused(
+        tables, "table.insert", {"table": table_id, "rows": [{"a": 3}, {"a": 4}]}, "limit_reached"
+    )
+    assert "3 rows" in message
+    [third] = await tables.handle("table.insert", {"table": table_id, "rows": [{"a": BIG}]})
+    await _refused(tables, "table.insert", {"table": table_id, "rows": [{"a": 5}]}, "limit_reached")
+    # Bytes: the rows' values may grow by updates only within the bound (shrinking is always taken).
+    grow = {"table": table_id, "row_id": rows[0]["id"], "values": {"b": BIG}}
+    await tables.handle("table.update", grow)
+    grow = {"table": table_id, "row_id": rows[1]["id"], "values": {"b": BIG}}
+    assert "bytes" in await _refused(tables, "table.update", grow, "limit_reached")
+    await tables.handle("table.update", {"table": table_id, "row_id": third["id"], "values": {"a": 0}})
+    # A deleted row makes room again.
+    await tables.handle("table.delete", {"table": table_id, "row_id": rows[1]["id"]})
+    assert len(await tables.handle("table.insert", {"table": table_id, "rows": [{"a": 6}]})) == 1
+    page = await tables.handle("table.query", {"table": table_id})
+    assert page["total"] == 3
+
+
+async def test_inserts_racing_on_two_runners_cannot_pass_the_bound_together(
+    four_json_columns: tuple[RunTables, str], store: EventStore, small_table_bound: tuple[int, int]
+) -> None:
+    tables, table_id = four_json_columns
+    other = RunTables(store, "shop", new_id("run"))
+    try:
+        for runner in (tables, other):  # both have folded the empty table: each sees room
+            assert (await runner.handle("table.get", {"table": table_id}))["row_count"] == 0
+        both = await asyncio.gather(
+            *(
+                r.handle("table.insert", {"table": table_id, "rows": [{"a": 1}, {"a": 2}]})
+                for r in (tables, other)
+            ),
+            return_exceptions=True,
+        )
+        refused = [b for b in both if isinstance(b, OpError)]
+        assert len(refused) == 1 and refused[0].code == "limit_reached", both
+        assert (await other.handle("table.get", {"table": table_id}))["row_count"] == 2
+    finally:
+        await other.close()
+
+
+async def test_a_run_folds_a_tables_history_a_batch_at_a_time(
+    four_json_columns: tuple[RunTables, str], store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tables, table_id = four_json_columns
+    for i in range(7):
+        await tables.handle("table.insert", {"table": table_id, "rows": [{"a": i}]})
+    monkeypatch.setattr(run_tables, "FOLD_BATCH", 3)
+    held: list[int] = []
+    batches = store.raw_batches
+
+    def counted(*args: object, **kwargs: object) -> object:
+        async def each() -> object:
+            async for batch in batches(*args, **kwargs):  # type: ignore[arg-type]
+                held.append(len(batch))
+                yield batch
+
+        return each()
+
+    monkeypatch.setattr(store, "raw_batches", counted)
+    later = RunTables(store, "shop", new_id("run"))
+    try:
+        assert (await later.handle("table.get", {"table": table_id}))["row_count"] == 7
+    finally:
+        await later.close()
+    assert sum(held) == 8 and max(held) == 3  # the definition and seven inserts, three at most at once

@@ -30,6 +30,12 @@ MAX_ROWS_PER_INSERT = 100
 MAX_ROW_BYTES = 64 * 1024
 MAX_INSERT_BYTES = 512 * 1024
 MAX_DESCRIPTION = 2000
+#: One table's rows, and their values' JSON together, at most: a runner folds a table a crew uses
+#: into memory for each run, and the read model holds it whole. Checked on the table as of its
+#: last event and appended expecting that event, so writers racing on any number of gateways and
+#: runners cannot pass them together.
+MAX_TABLE_ROWS = 100_000
+MAX_TABLE_BYTES = 64 * 1024 * 1024
 #: Filters and sort keys of one query: each filter is a pass over every row of the table, and
 #: one query would otherwise hold the read model's query thread for as long as its asker wished.
 MAX_FILTERS = 20
@@ -51,6 +57,10 @@ META_SORTS = {"id": "id", "_meta.created_at": "created_at", "_meta.updated_at": 
 
 class InvalidTable(CrewyardError, ValueError):
     """A table definition, row or query that cannot be taken; the message names the column."""
+
+
+class TableFull(CrewyardError):
+    """A write that would take a table past ``MAX_TABLE_ROWS`` or ``MAX_TABLE_BYTES``."""
 
 
 class Column(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -180,6 +190,23 @@ def merge_row(stored: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]
     if size > MAX_ROW_BYTES and size > len(_enc.encode(before)):
         raise InvalidTable(f"the row would be larger than {MAX_ROW_BYTES} bytes")
     return merged
+
+
+def stored_size(values: dict[str, Any]) -> int:
+    """The bytes a row's values take as stored (their JSON, as the read model keeps it)."""
+    return len(_enc.encode(values))
+
+
+def check_room(rows: int, stored: int, more_rows: int, more_bytes: int) -> None:
+    """A table of ``rows`` rows whose values take ``stored`` bytes may take ``more_rows`` rows and
+    ``more_bytes`` bytes more (a write that adds neither is always taken), else :class:`TableFull`."""
+    if more_rows > 0 and rows + more_rows > MAX_TABLE_ROWS:
+        raise TableFull(f"a table holds at most {MAX_TABLE_ROWS:,} rows ({rows:,} now); delete some first")
+    if more_bytes > 0 and stored + more_bytes > MAX_TABLE_BYTES:
+        raise TableFull(
+            f"a table's rows take at most {MAX_TABLE_BYTES:,} bytes ({stored:,} now, {more_bytes:,} more"
+            " asked); delete some first"
+        )
 
 
 def check_rows(columns: list[Column], rows: list[Any]) -> list[dict[str, Any]]:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
@@ -221,21 +222,32 @@ class EventStore(Following):
     async def load_raw(
         self, filter_subject: str, start_seq: int = 1, batch: int = 1000, *, stream: str | None = None
     ) -> list[RawEvent]:
-        """Every event matching ``filter_subject`` from ``start_seq`` (batch direct get).
+        """Every event matching ``filter_subject`` from ``start_seq`` (batch direct get; see
+        :meth:`raw_batches`)."""
+        out: list[RawEvent] = []
+        async for chunk in self.raw_batches(filter_subject, start_seq, batch, stream=stream):
+            out.extend(chunk)
+        return out
+
+    async def raw_batches(
+        self, filter_subject: str, start_seq: int = 1, batch: int = 1000, *, stream: str | None = None
+    ) -> AsyncIterator[list[RawEvent]]:
+        """The events matching ``filter_subject`` from ``start_seq``, a batch at a time: a reader
+        that folds them holds one batch, not the whole history.
 
         A batch ends at ``batch`` events or at the server's byte cap (about 64 MB), whichever comes
         first: a short batch is not the end. The server says how many matching events it still
         had after the batch (``Nats-Num-Pending``), and the next batch is asked for until none are."""
-        out: list[RawEvent] = []
         while True:
             pending: list[int] = []
             chunk = await self._direct_batch(
                 stream or self.stream, filter_subject, start_seq, batch, pending=pending
             )
-            out.extend(chunk)
+            if chunk:
+                yield chunk
             more = bool(pending and pending[-1] > 0) or len(chunk) >= batch
             if not chunk or not more:
-                return out
+                return
             start_seq = chunk[-1].seq + 1
 
     async def _direct_batch(

@@ -37,6 +37,7 @@ CREATE TABLE IF NOT EXISTS tables (
     description TEXT,
     columns TEXT NOT NULL,
     row_count INTEGER NOT NULL DEFAULT 0,
+    data_bytes INTEGER NOT NULL DEFAULT 0,
     created_at TEXT NOT NULL,
     created_by TEXT NOT NULL,
     updated_at TEXT NOT NULL,
@@ -85,15 +86,17 @@ async def _live(db: aiosqlite.Connection, table_id: str, project: str) -> bool:
         return await cur.fetchone() is not None
 
 
-async def _touch(db: aiosqlite.Connection, seq: int, e: Event, added: int = 0) -> None:
-    """The table's position, and its row count moved by the rows the event really added (less
-    those it removed). Counted from what each statement changed, not recounted: a recount reads
-    every row of the table, and the projector applies all projects' events one at a time. The
-    statements skip what is there already (a repeated insert, a delete of a row that is gone), so
-    an event applied twice moves the count once."""
+async def _touch(db: aiosqlite.Connection, seq: int, e: Event, added: int = 0, grown: int = 0) -> None:
+    """The table's position, its row count moved by the rows the event really added (less those
+    it removed), and the bytes of its rows' values by what they really grew. Counted from what
+    each statement changed, not recounted: a recount reads every row of the table, and the
+    projector applies all projects' events one at a time. The statements skip what is there
+    already (a repeated insert, a delete of a row that is gone), so an event applied twice moves
+    the counts once."""
     await db.execute(
-        "UPDATE tables SET last_seq = ?, row_count = row_count + ? WHERE id = ? AND project = ?",
-        (seq, added, e.aggregate_id, e.project),
+        "UPDATE tables SET last_seq = ?, row_count = row_count + ?, data_bytes = data_bytes + ?"
+        " WHERE id = ? AND project = ?",
+        (seq, added, grown, e.aggregate_id, e.project),
     )
 
 
@@ -133,7 +136,7 @@ async def table_deleted(db: aiosqlite.Connection, seq: int, e: Event) -> None:
     await db.execute("DELETE FROM table_rows WHERE table_id = ?", (e.aggregate_id,))
     await db.execute("DELETE FROM table_row_keys WHERE table_id = ?", (e.aggregate_id,))
     await db.execute(
-        "UPDATE tables SET deleted = 1, row_count = 0, updated_at = ?, last_seq = ?"
+        "UPDATE tables SET deleted = 1, row_count = 0, data_bytes = 0, updated_at = ?, last_seq = ?"
         " WHERE id = ? AND project = ?",
         (_ts(e), seq, e.aggregate_id, e.project),
     )
@@ -144,19 +147,35 @@ async def rows_inserted(db: aiosqlite.Connection, seq: int, e: Event) -> None:
     assert isinstance(d, RowsInserted)
     if not await _live(db, e.aggregate_id, e.project):
         return  # written as its table was being deleted: gone with it
-    cur = await db.executemany(
-        "INSERT OR IGNORE INTO table_rows (table_id, id, data, created_at, created_by, updated_at,"
-        " updated_by) VALUES (?, ?, ?, ?, ?, ?, ?)",
-        [(e.aggregate_id, r.id, _enc.encode(r.values).decode(), _ts(e), d.by, _ts(e), d.by) for r in d.rows],
-    )
-    added = max(cur.rowcount, 0)  # the rows inserted, summed over the batch; ignored ones are 0
+    # A statement per 500 rows (SQLite's bound on parameters), so that RETURNING says which rows
+    # it really inserted (a repeated event's are ignored) and how many bytes they take.
+    sizes: list[int] = []
+    for at in range(0, len(d.rows), 500):
+        part = d.rows[at : at + 500]
+        values = [
+            v
+            for r in part
+            for v in (e.aggregate_id, r.id, _enc.encode(r.values).decode(), _ts(e), d.by, _ts(e), d.by)
+        ]
+        inserted = await db.execute_fetchall(
+            "INSERT OR IGNORE INTO table_rows (table_id, id, data, created_at, created_by, updated_at,"
+            f" updated_by) VALUES {', '.join(['(?, ?, ?, ?, ?, ?, ?)'] * len(part))}"
+            " RETURNING length(CAST(data AS BLOB))",
+            values,
+        )
+        sizes += [_first(r) for r in inserted]
     if d.idempotency_key is not None:  # the first insert with a key is the one a repeat answers with
         await db.execute(
             "INSERT OR IGNORE INTO table_row_keys (table_id, idempotency_key, request_hash, seq)"
             " VALUES (?, ?, ?, ?)",
             (e.aggregate_id, d.idempotency_key, d.request_hash, seq),
         )
-    await _touch(db, seq, e, added)
+    await _touch(db, seq, e, len(sizes), sum(sizes))
+
+
+def _first(row: Any) -> Any:
+    """A row's first column, whichever row factory the connection has (a dict or a tuple)."""
+    return next(iter(row.values())) if isinstance(row, dict) else row[0]
 
 
 async def row_updated(db: aiosqlite.Connection, seq: int, e: Event) -> None:
@@ -170,13 +189,15 @@ async def row_updated(db: aiosqlite.Connection, seq: int, e: Event) -> None:
         row = await cur.fetchone()
     if row is None:
         return  # deleted meanwhile: the last write to a row that is gone changes nothing
-    data = _dec.decode(row["data"] if isinstance(row, dict) else row[0])
+    before = _first(row).encode()
+    data = _dec.decode(before)
     data.update(d.values)
+    after = _enc.encode(data)
     await db.execute(
         "UPDATE table_rows SET data = ?, updated_at = ?, updated_by = ? WHERE table_id = ? AND id = ?",
-        (_enc.encode(data).decode(), _ts(e), d.by, e.aggregate_id, d.row_id),
+        (after.decode(), _ts(e), d.by, e.aggregate_id, d.row_id),
     )
-    await _touch(db, seq, e)
+    await _touch(db, seq, e, grown=len(after) - len(before))
 
 
 async def row_deleted(db: aiosqlite.Connection, seq: int, e: Event) -> None:
@@ -184,8 +205,12 @@ async def row_deleted(db: aiosqlite.Connection, seq: int, e: Event) -> None:
     assert isinstance(d, RowDeleted)
     if not await _live(db, e.aggregate_id, e.project):
         return
-    cur = await db.execute("DELETE FROM table_rows WHERE table_id = ? AND id = ?", (e.aggregate_id, d.row_id))
-    await _touch(db, seq, e, -max(cur.rowcount, 0))
+    gone = await db.execute_fetchall(
+        "DELETE FROM table_rows WHERE table_id = ? AND id = ? RETURNING length(CAST(data AS BLOB))",
+        (e.aggregate_id, d.row_id),
+    )
+    sizes = [_first(r) for r in gone]
+    await _touch(db, seq, e, -len(sizes), -sum(sizes))
 
 
 TABLE_HANDLERS: dict[str, Handler] = {
@@ -274,6 +299,11 @@ class TableQueries(Reader):
             "SELECT * FROM tables WHERE project = ? AND deleted = 0 ORDER BY name, id", (project,)
         )
         return [table_view(r) for r in rows]
+
+    async def table_size(self, table_id: str) -> tuple[int, int]:
+        """The table's rows, and the bytes their values take as stored (0, 0: no such table)."""
+        row = await self._key("SELECT row_count, data_bytes FROM tables WHERE id = ?", (table_id,))
+        return (int(row["row_count"]), int(row["data_bytes"])) if row else (0, 0)
 
     async def table_position(self, table_id: str) -> int:
         """The stream sequence of the last event of the table applied here (0: none)."""

@@ -10,7 +10,7 @@ from . import _outbound as outbound
 from . import _tables as tables
 from . import _threads as threads
 
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 
 def json_flag(col: str) -> str:
