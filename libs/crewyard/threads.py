@@ -35,6 +35,10 @@ from crewyard.objects import ObjectStore
 #: A checkpoint whose event would be larger than this goes to the object store (the event keeps
 #: a reference): the stream's messages stay small, however long a conversation gets.
 CHECKPOINT_INLINE_BYTES = 256 * 1024
+#: A stored checkpoint's event keeps its interrupts inline up to this (encoded): larger ones are
+#: read from the stored checkpoint, the event only counts them (``interrupt_count``). Left inline,
+#: a crew's interrupts of megabytes made events of megabytes, loaded by every reader of the thread.
+INTERRUPTS_INLINE_BYTES = 16 * 1024
 _enc = msgspec.json.Encoder()
 _dec = msgspec.json.Decoder()
 
@@ -75,7 +79,7 @@ async def checkpoint_event(
     inline_limit: int = CHECKPOINT_INLINE_BYTES,
 ) -> ThreadCheckpointed:
     """A ``thread.checkpointed`` payload; over ``inline_limit`` its content goes to the object
-    store (by content hash) and the event refers to it."""
+    store (by content hash) and the event refers to it, keeping only small interrupts inline."""
     payload = ThreadCheckpointed(
         checkpoint_id=new_id("ckp"),
         run_id=run_id,
@@ -91,8 +95,11 @@ async def checkpoint_event(
     sha = hashlib.sha256(body).hexdigest()
     if not await objects.exists(checkpoint_object(sha)):
         await objects.put_bytes(checkpoint_object(sha), body)
+    ref = CheckpointRef(sha256=sha, size=len(body))
+    if len(_enc.encode(interrupts)) <= INTERRUPTS_INLINE_BYTES:
+        return msgspec.structs.replace(payload, values=None, checkpoint=None, ref=ref)
     return msgspec.structs.replace(
-        payload, values=None, checkpoint=None, ref=CheckpointRef(sha256=sha, size=len(body))
+        payload, values=None, checkpoint=None, interrupts=[], interrupt_count=len(interrupts), ref=ref
     )
 
 

@@ -84,7 +84,7 @@ class Stored(msgspec.Struct):
 
     values: msgspec.Raw = NULL
     checkpoint: msgspec.Raw = NULL
-    interrupts: msgspec.Raw = NULL
+    interrupts: msgspec.Raw = msgspec.Raw(b"[]")
 
 
 _stored_dec = msgspec.json.Decoder(Stored)
@@ -139,7 +139,7 @@ async def _create(g: Gateway, created: ThreadCreated, project: str) -> dict[str,
         "project": project,
         "name": d.name,
         "deployment_id": d.deployment_id,
-        "status": "interrupted" if d.interrupts else "idle",
+        "status": "interrupted" if d.interrupted else "idle",
         "active_run_id": None,
         "metadata": msgspec.Raw(_enc.encode(d.metadata)),
         "values": raw_values,
@@ -317,6 +317,8 @@ async def checkpoints(
             stored, size = await _stored(g, ref)
             read += size
             row["values"] = stored.values
+            # The stored checkpoint holds them all (the event may only have counted them).
+            row["interrupts"] = stored.interrupts
             if full:
                 row["checkpoint"] = stored.checkpoint
         shown.append(row)
@@ -356,6 +358,7 @@ async def copy_thread(
             values=values,
             checkpoint=checkpoint,
             interrupts=interrupts,
+            interrupt_count=source.interrupt_count,
             ref=source.ref,
         )
     else:  # the thread's initial values (inline: only a checkpoint's state is ever stored)

@@ -67,7 +67,7 @@ async def _checkpoint(
             run_id,
             state,
             None if data.ref is not None or data.checkpoint is None else _json(data.checkpoint),
-            _json(data.interrupts),
+            _json(data.interrupts),  # a stored checkpoint's large ones: read there (the gateway)
             ref,
             data.parent_checkpoint_id if isinstance(data, ThreadCheckpointed) else None,
             data.framework if isinstance(data, ThreadCheckpointed) else None,
@@ -89,7 +89,7 @@ async def thread_created(db: aiosqlite.Connection, seq: int, e: Event) -> None:
             e.project,
             d.name,
             d.deployment_id,
-            "interrupted" if d.interrupts else "idle",
+            "interrupted" if d.interrupted else "idle",
             _json(d.metadata),
             state,
             ref,

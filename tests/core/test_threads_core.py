@@ -3,10 +3,13 @@ whole history or from the latest event of each type."""
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from crewyard.core import threads as t
 from crewyard.core.events import (
+    CheckpointRef,
     Payload,
     Recorded,
     ThreadCheckpointed,
@@ -14,6 +17,8 @@ from crewyard.core.events import (
     ThreadDeleted,
     ThreadRunAccepted,
     ThreadRunEnded,
+    decode,
+    encode,
     make_event,
 )
 
@@ -106,3 +111,21 @@ def test_a_copy_starts_interrupted_when_its_source_was_and_deleted_is_gone():
     assert copy.status == "interrupted" and copy.checkpoint_seq == 1
     gone = t.fold("thr_1", _history(ThreadCreated(), ThreadDeleted()))
     assert not gone.exists
+
+
+def test_a_stored_checkpoint_whose_interrupts_are_only_counted_still_interrupts_its_thread():
+    ref = CheckpointRef(sha256="ab" * 32, size=10)
+    counted = ThreadCheckpointed(checkpoint_id="c", run_id="run_1", ref=ref, interrupt_count=2)
+    state = t.fold("thr_1", _history(ThreadCreated(), ThreadRunAccepted(run_id="run_1"), counted))
+    ended = t.decide_settle(state, "run_1", "succeeded")
+    assert ended is not None and ended.status == t.INTERRUPTED
+    copy = t.fold("thr_1", _history(ThreadCreated(checkpoint_id="ckp_1", ref=ref, interrupt_count=1)))
+    assert copy.status == t.INTERRUPTED and copy.checkpoint_interrupted
+
+
+def test_checkpoint_events_written_before_interrupts_were_counted_still_decode():
+    for payload in (ThreadCheckpointed(checkpoint_id="c", interrupts=[1]), ThreadCreated(interrupts=[1])):
+        stored = json.loads(encode(make_event(payload, project="p", aggregate_id="thr_1", event_id="evt_1")))
+        del stored["data"]["interrupt_count"]
+        data = decode(json.dumps(stored).encode()).data
+        assert data == payload and data.interrupted  # type: ignore[union-attr]

@@ -1,5 +1,6 @@
 """What a crew may ask of the platform (the runner's answers to ``request`` lines), against a real
-event store: tables of its own project only, arguments checked, large arguments in pieces."""
+event store and object store: tables of its own project only, arguments checked, large arguments
+in pieces, a thread run's state read and left."""
 
 from __future__ import annotations
 
@@ -8,13 +9,24 @@ from pathlib import Path
 import msgspec
 
 from crewyard.core import run_state as rs
-from crewyard.core.events import NewRow, RowsInserted, TableCreated, make_event
+from crewyard.core import subjects
+from crewyard.core import threads as core
+from crewyard.core.events import (
+    NewRow,
+    RowsInserted,
+    RunCompleted,
+    TableCreated,
+    ThreadCheckpointed,
+    ThreadCreated,
+    make_event,
+)
 from crewyard.core.ids import new_id
 from crewyard.core.tables import Column
 from crewyard.eventstore import EventStore
 from crewyard.objects import NatsObjectStore
 from crewyard.runner.protocol import Request
 from crewyard.runner.session import RunSession
+from crewyard.threads import accept_run, checkpoint_content, latest_checkpoint, load_thread
 
 
 async def _table(store: EventStore, project: str, name: str) -> str:
@@ -81,3 +93,42 @@ async def test_large_arguments_arrive_in_pieces_within_a_bound(store: EventStore
         assert not over.ok and over.error.code == "too_large"
     finally:
         await session.close()
+
+
+async def _busy_thread(store: EventStore, project: str = "mine") -> RunSession:
+    """The session of a run that its thread is busy with (as a runner holds it)."""
+    thread_id, run_id = new_id("thr"), new_id("run")
+    created = make_event(ThreadCreated(), project=project, aggregate_id=thread_id, event_id=new_id("evt"))
+    await store.append(created)
+    await accept_run(store, (await load_thread(store, thread_id, project))[0], run_id)
+    state = rs.RunState(run_id=run_id, project=project, status=rs.RUNNING, thread_id=thread_id)
+    return RunSession(store, NatsObjectStore(store.nc, store.settings.object_bucket), state, "python")
+
+
+async def test_large_interrupts_stay_in_the_stored_checkpoint_and_the_thread_reads_interrupted(
+    store: EventStore,
+):
+    session = await _busy_thread(store)
+    thread_id, run_id = session.run.thread_id or "", session.run.run_id
+    asked = [{"value": {"question": "Send this?", "draft": "x" * 1_000_000}}]
+    try:
+        saved = await _ask(session, "thread.save", {"values": {"n": 1}, "interrupts": asked})
+        assert saved.ok
+        done = RunCompleted(output={"ok": True})
+        assert await session.conclude(done) == done
+    finally:
+        await session.close()
+    filt = subjects.aggregate_filter("mine", "thread", thread_id, store.prefix)
+    written = await store.load_raw(filt[:-1] + "thread.checkpointed")
+    # The event refers to the stored checkpoint and only counts the interrupts it holds.
+    assert len(written) == 1 and len(written[0].data) < 16 * 1024
+    event = written[0].decode(store.prefix).event.data
+    assert isinstance(event, ThreadCheckpointed) and event.ref is not None
+    assert event.interrupts == [] and event.interrupt_count == 1 and event.interrupted
+    state, records = await load_thread(store, thread_id, "mine")
+    assert state.checkpoint_interrupted
+    ended = core.decide_settle(state, run_id, "succeeded")
+    assert ended is not None and ended.status == "interrupted"
+    latest = await latest_checkpoint(store, state, records)
+    assert latest is not None
+    assert (await checkpoint_content(session.objects, latest))[2] == asked

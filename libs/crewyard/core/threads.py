@@ -91,10 +91,10 @@ def fold(thread_id: str, records: list[Recorded]) -> ThreadState:
         state.project = rec.event.project or state.project
         if isinstance(data, ThreadCreated):
             state.name, state.deployment_id, state.metadata = data.name, data.deployment_id, data.metadata
-            state.status = INTERRUPTED if data.interrupts else IDLE
+            state.status = INTERRUPTED if data.interrupted else IDLE
             if data.checkpoint_id is not None:
                 state.checkpoint_seq, state.checkpoint_run_id = rec.seq, None
-                state.checkpoint_interrupted = bool(data.interrupts)
+                state.checkpoint_interrupted = data.interrupted
         elif isinstance(data, ThreadRunAccepted):
             state.status, state.active_run_id, state.previous_status = BUSY, data.run_id, data.previous_status
         elif isinstance(data, ThreadRunEnded):
@@ -102,7 +102,7 @@ def fold(thread_id: str, records: list[Recorded]) -> ThreadState:
                 state.status, state.active_run_id = data.status, None
         elif isinstance(data, ThreadCheckpointed):
             state.checkpoint_seq, state.checkpoint_run_id = rec.seq, data.run_id
-            state.checkpoint_interrupted = bool(data.interrupts)
+            state.checkpoint_interrupted = data.interrupted
         elif isinstance(data, ThreadDeleted):
             state.deleted = True
     return state

@@ -7,7 +7,8 @@ with the thread's expected sequence — the one-run-at-a-time rule — followed 
 ``run.queued``. A checkpoint is written once per run, when it succeeds; it carries the state as
 JSON (``values``) and, for LangGraph, the framework's own full checkpoint (``checkpoint``,
 serialized by LangGraph's serializer, with its pending writes: what an ``interrupt()`` resumes
-from). Checkpoints over a size limit are kept in the object store instead (``ref``).
+from). Checkpoints over a size limit are kept in the object store instead (``ref``), and with
+them interrupts too large for an event (``interrupt_count`` says there are some).
 """
 
 from __future__ import annotations
@@ -45,6 +46,12 @@ class ThreadCreated(Payload, frozen=True, kw_only=True):
     checkpoint: Any = None
     interrupts: list[Any] = msgspec.field(default_factory=list)
     ref: CheckpointRef | None = None
+    #: As in ``thread.checkpointed``.
+    interrupt_count: Count = 0
+
+    @property
+    def interrupted(self) -> bool:
+        return bool(self.interrupts) or self.interrupt_count > 0
 
 
 class ThreadRunAccepted(Payload, frozen=True, kw_only=True):
@@ -69,6 +76,15 @@ class ThreadCheckpointed(Payload, frozen=True, kw_only=True):
     ref: CheckpointRef | None = None
     parent_checkpoint_id: str | None = None
     framework: str | None = None
+    #: With ``ref``, interrupts too large to travel in the event stay in the stored checkpoint
+    #: only: ``interrupts`` is then empty and this says how many there are (0: ``interrupts`` is
+    #: the whole list). Events are read by every follower of the thread; they stay small.
+    interrupt_count: Count = 0
+
+    @property
+    def interrupted(self) -> bool:
+        """The checkpoint waits for input (its interrupts inline, or counted and stored)."""
+        return bool(self.interrupts) or self.interrupt_count > 0
 
 
 class ThreadRunEnded(Payload, frozen=True, kw_only=True):
