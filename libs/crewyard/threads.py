@@ -41,6 +41,7 @@ CHECKPOINT_INLINE_BYTES = 256 * 1024
 INTERRUPTS_INLINE_BYTES = 16 * 1024
 _enc = msgspec.json.Encoder()
 _dec = msgspec.json.Decoder()
+_parts = msgspec.json.Decoder(dict[str, msgspec.Raw])
 
 Checkpoint = ThreadCheckpointed | ThreadCreated
 
@@ -109,6 +110,27 @@ async def checkpoint_content(objects: ObjectStore, data: Checkpoint) -> tuple[di
         return dict(data.values or {}), data.checkpoint, list(data.interrupts)
     stored = _dec.decode(await objects.get_bytes(checkpoint_object(data.ref.sha256)))
     return dict(stored.get("values") or {}), stored.get("checkpoint"), list(stored.get("interrupts") or [])
+
+
+async def checkpoint_json(
+    objects: ObjectStore, data: Checkpoint
+) -> tuple[msgspec.Raw, msgspec.Raw, msgspec.Raw]:
+    """:func:`checkpoint_content` as JSON, never decoded: a stored checkpoint may be 32 MiB of
+    JSON, which is hundreds of MB as Python objects; a reader that only passes it on (the runner's
+    ``thread.get``) keeps it as the bytes it is (slices of the object read)."""
+    if data.ref is None:
+        values, checkpoint, interrupts = await checkpoint_content(objects, data)
+        return (
+            msgspec.Raw(_enc.encode(values)),
+            msgspec.Raw(_enc.encode(checkpoint)),
+            msgspec.Raw(_enc.encode(interrupts)),
+        )
+    stored = _parts.decode(await objects.get_bytes(checkpoint_object(data.ref.sha256)))
+    return (
+        stored.get("values", msgspec.Raw(b"{}")),
+        stored.get("checkpoint", msgspec.Raw(b"null")),
+        stored.get("interrupts", msgspec.Raw(b"[]")),
+    )
 
 
 async def latest_checkpoint(

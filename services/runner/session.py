@@ -11,10 +11,15 @@ ends; if the run succeeds the checkpoint is written (``thread.checkpointed``) *b
 terminal event, and the thread is ended after it (``thread.run_ended``). A runner that dies in
 between leaves a run that is retried from the thread's state before the run, or a thread whose
 run has ended: the runner's thread keeper (or the next start of a run) settles it.
+
+``thread.get`` is answered one request at a time, and its first answer is kept (as the JSON it is
+sent as: a stored checkpoint is never decoded here) for the rest of the run: the thread is busy
+with the run, so the state it starts from cannot change meanwhile.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -33,7 +38,7 @@ from crewyard.core.events import (
 from crewyard.core.ids import new_id
 from crewyard.eventstore import ConcurrencyConflict, EventStore
 from crewyard.objects import ObjectStore
-from crewyard.threads import checkpoint_content, checkpoint_event, latest_checkpoint, load_thread, settle
+from crewyard.threads import checkpoint_event, checkpoint_json, latest_checkpoint, load_thread, settle
 
 from .execution import persist
 from .protocol import Reply, ReplyError, Request, ThreadStart
@@ -56,6 +61,9 @@ class RunSession:
         self._blob_bytes = 0
         self._saved: dict[str, Any] | None = None
         self._parent: str | None = None
+        #: thread.get's answer, as JSON: one at a time, kept once made (see ``_thread_get``).
+        self._thread_lock = asyncio.Lock()
+        self._thread_state: msgspec.Raw | None = None
 
     @property
     def thread(self) -> ThreadStart | None:
@@ -129,27 +137,46 @@ class RunSession:
             raise OpError("invalid", "arguments must be a JSON object")
         return args
 
-    async def _thread_get(self) -> dict[str, Any]:
+    async def _thread_get(self) -> msgspec.Raw:
+        """The state the run starts from. A crew may ask many times at once (16 requests in
+        flight), and each answer read a stored checkpoint of up to 32 MiB and decoded it (some
+        800 MB of Python objects): gigabytes of the runner. Answers are made one at a time, and
+        the first is kept as the JSON it is sent as, never decoded: the thread is busy with this
+        run, so the state it starts from cannot change during it (its own checkpoint comes after
+        the crew ended, and a retried attempt is a session of its own that reads again)."""
         if self.run.thread_id is None:
             raise OpError("invalid", "this run is not a thread's run")
-        state, records = await load_thread(self.store, self.run.thread_id, self.run.project)
+        async with self._thread_lock:
+            if self._thread_state is None:
+                self._thread_state = await self._read_thread_state(self.run.thread_id)
+            return self._thread_state
+
+    async def _read_thread_state(self, thread_id: str) -> msgspec.Raw:
+        state, records = await load_thread(self.store, thread_id, self.run.project)
         source = await latest_checkpoint(self.store, state, records, not_of_run=self.run.run_id)
         if source is None:  # no run has left a state yet: the thread's initial values
             created = next((r.event.data for r in records if isinstance(r.event.data, ThreadCreated)), None)
-            values, checkpoint = dict(getattr(created, "values", None) or {}), None
-            interrupts: list[Any] = []
-            self._parent = None
+            values: Any = dict(getattr(created, "values", None) or {})
+            checkpoint: Any = None
+            interrupts: Any = []
+            interrupted, parent = False, None
         else:
-            values, checkpoint, interrupts = await checkpoint_content(self.objects, source)
-            self._parent = source.checkpoint_id
-        return {
-            "thread_id": state.thread_id,
-            "values": values,
-            "checkpoint": checkpoint,
-            "interrupted": bool(interrupts),
-            "interrupts": interrupts,
-            "metadata": state.metadata,
-        }
+            values, checkpoint, interrupts = await checkpoint_json(self.objects, source)
+            interrupted, parent = source.interrupted, source.checkpoint_id
+        answer = msgspec.Raw(
+            _enc.encode(
+                {
+                    "thread_id": state.thread_id,
+                    "values": values,
+                    "checkpoint": checkpoint,
+                    "interrupted": interrupted,
+                    "interrupts": interrupts,
+                    "metadata": state.metadata,
+                }
+            )
+        )
+        self._parent = parent  # the checkpoint this run's own will follow
+        return answer
 
     def _thread_save(self, args: dict[str, Any]) -> None:
         if self.run.thread_id is None:

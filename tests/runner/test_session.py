@@ -4,7 +4,9 @@ in pieces, a thread run's state read and left."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
+from typing import Any
 
 import msgspec
 
@@ -18,15 +20,16 @@ from crewyard.core.events import (
     TableCreated,
     ThreadCheckpointed,
     ThreadCreated,
+    ThreadRunEnded,
     make_event,
 )
 from crewyard.core.ids import new_id
 from crewyard.core.tables import Column
 from crewyard.eventstore import EventStore
-from crewyard.objects import NatsObjectStore
-from crewyard.runner.protocol import Request
+from crewyard.objects import NatsObjectStore, ObjectStore
+from crewyard.runner.protocol import Request, encode
 from crewyard.runner.session import RunSession
-from crewyard.threads import accept_run, checkpoint_content, latest_checkpoint, load_thread
+from crewyard.threads import accept_run, checkpoint_content, checkpoint_event, latest_checkpoint, load_thread
 
 
 async def _table(store: EventStore, project: str, name: str) -> str:
@@ -95,23 +98,32 @@ async def test_large_arguments_arrive_in_pieces_within_a_bound(store: EventStore
         await session.close()
 
 
-async def _busy_thread(store: EventStore, project: str = "mine") -> RunSession:
-    """The session of a run that its thread is busy with (as a runner holds it)."""
-    thread_id, run_id = new_id("thr"), new_id("run")
-    created = make_event(ThreadCreated(), project=project, aggregate_id=thread_id, event_id=new_id("evt"))
-    await store.append(created)
-    await accept_run(store, (await load_thread(store, thread_id, project))[0], run_id)
-    state = rs.RunState(run_id=run_id, project=project, status=rs.RUNNING, thread_id=thread_id)
+async def _thread(store: EventStore) -> str:
+    thread_id = new_id("thr")
+    await store.append(
+        make_event(ThreadCreated(), project="mine", aggregate_id=thread_id, event_id=new_id("evt"))
+    )
+    return thread_id
+
+
+async def _running(store: EventStore, thread_id: str) -> RunSession:
+    """The session of a new run of the thread, which is busy with it (as a runner holds it)."""
+    run_id = new_id("run")
+    await accept_run(store, (await load_thread(store, thread_id, "mine"))[0], run_id)
+    state = rs.RunState(run_id=run_id, project="mine", status=rs.RUNNING, thread_id=thread_id)
     return RunSession(store, NatsObjectStore(store.nc, store.settings.object_bucket), state, "python")
 
 
 async def test_large_interrupts_stay_in_the_stored_checkpoint_and_the_thread_reads_interrupted(
     store: EventStore,
 ):
-    session = await _busy_thread(store)
-    thread_id, run_id = session.run.thread_id or "", session.run.run_id
+    thread_id = await _thread(store)
+    session = await _running(store, thread_id)
+    run_id = session.run.run_id
     asked = [{"value": {"question": "Send this?", "draft": "x" * 1_000_000}}]
     try:
+        fresh = msgspec.json.decode(encode(await _ask(session, "thread.get", {})))["value"]
+        assert fresh["values"] == {} and not fresh["interrupted"] and fresh["checkpoint"] is None
         saved = await _ask(session, "thread.save", {"values": {"n": 1}, "interrupts": asked})
         assert saved.ok
         done = RunCompleted(output={"ok": True})
@@ -132,3 +144,63 @@ async def test_large_interrupts_stay_in_the_stored_checkpoint_and_the_thread_rea
     latest = await latest_checkpoint(store, state, records)
     assert latest is not None
     assert (await checkpoint_content(session.objects, latest))[2] == asked
+
+
+class CountedReads:
+    """The object store, counting the objects read from it."""
+
+    def __init__(self, inner: ObjectStore) -> None:
+        self.inner, self.reads = inner, 0
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.inner, name)
+
+    async def get_bytes(self, name: str) -> bytes:
+        self.reads += 1
+        return await self.inner.get_bytes(name)
+
+
+async def _checkpoint(
+    store: EventStore, objects: ObjectStore, thread_id: str, run_id: str, values: dict
+) -> str:
+    written = await checkpoint_event(
+        objects,
+        run_id=run_id,
+        values=values,
+        checkpoint=None,
+        interrupts=[{"value": "Send this?"}],
+        framework="python",
+        parent_checkpoint_id=None,
+    )
+    await store.append(make_event(written, project="mine", aggregate_id=thread_id, event_id=new_id("evt")))
+    return written.checkpoint_id
+
+
+async def test_a_thread_state_asked_for_many_times_at_once_is_read_once(store: EventStore):
+    thread_id = await _thread(store)
+    objects = CountedReads(NatsObjectStore(store.nc, store.settings.object_bucket))
+    # The state the run starts from: the previous run's, large enough for the object store.
+    previous = await _running(store, thread_id)
+    before = {"history": ["x" * 1000] * 500}
+    started_from = await _checkpoint(store, objects, thread_id, previous.run.run_id, before)
+    ended = ThreadRunEnded(run_id=previous.run.run_id, status="interrupted")
+    await store.append(make_event(ended, project="mine", aggregate_id=thread_id, event_id=new_id("evt")))
+    # This run is retried: its earlier attempt left a checkpoint, which this attempt never starts from.
+    session = await _running(store, thread_id)
+    await _checkpoint(store, objects, thread_id, session.run.run_id, {"attempt": 1})
+    session.objects = objects
+    try:
+        replies = await asyncio.gather(*(_ask(session, "thread.get", {}) for _ in range(16)))
+        assert objects.reads == 1
+        for reply in replies:  # each as the crew reads it
+            answer = msgspec.json.decode(encode(reply))
+            assert answer["ok"] and answer["value"]["values"] == before and answer["value"]["interrupted"]
+            assert answer["value"]["interrupts"] == [{"value": "Send this?"}]
+        assert (await _ask(session, "thread.save", {"values": {"attempt": 2}})).ok
+        done = RunCompleted(output={})
+        assert await session.conclude(done) == done
+    finally:
+        await session.close()
+    state, records = await load_thread(store, thread_id, "mine")
+    latest = await latest_checkpoint(store, state, records)
+    assert isinstance(latest, ThreadCheckpointed) and latest.parent_checkpoint_id == started_from
