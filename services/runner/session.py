@@ -12,6 +12,14 @@ terminal event, and the thread is ended after it (``thread.run_ended``). A runne
 between leaves a run that is retried from the thread's state before the run, or a thread whose
 run has ended: the runner's thread keeper (or the next start of a run) settles it.
 
+Arguments sent in pieces are bounded before they are decoded (32 MiB of ``[{},{},…]`` decodes
+into some ten million dicts, 800 MB): their length by what their operation may carry
+(``thread.save``: ``MAX_STATE_BYTES``; a table operation: ``tables.MAX_ARGS_BYTES``), and the
+Python objects they can make by ``MAX_ARG_VALUES``, counted on the text: a JSON value (a key
+too) is the whole text or follows a ``{``, ``[``, ``,`` or ``:``, so a text holds at most one
+value more than it has of these characters (those inside strings are counted too: an upper
+bound). A decoded value costs at most some 100 bytes beyond its own text.
+
 ``thread.get`` is answered one request at a time, and its first answer is kept (as the JSON it is
 sent as: a stored checkpoint is never decoded here) for the rest of the run: the thread is busy
 with the run, so the state it starts from cannot change meanwhile.
@@ -42,13 +50,18 @@ from crewyard.threads import checkpoint_event, checkpoint_json, latest_checkpoin
 
 from .execution import persist
 from .protocol import Reply, ReplyError, Request, ThreadStart
-from .tables import OpError, RunTables
+from .tables import MAX_ARGS_BYTES, OpError, RunTables
 
 log = logging.getLogger("crewyard.runner")
 #: What a run may send as pieces of its requests' arguments, in all.
 MAX_BLOB_BYTES = 32 * 1024 * 1024
 #: The largest reply (a page of rows, a thread's state); a larger one is refused.
 MAX_REPLY_BYTES = 32 * 1024 * 1024
+#: The longest state a run may leave (``thread.save``'s arguments): the next run's ``thread.get``
+#: answers with it and the thread's metadata (up to 1 MiB), within ``MAX_REPLY_BYTES``.
+MAX_STATE_BYTES = MAX_REPLY_BYTES - 2 * 1024 * 1024
+#: The most JSON values the arguments sent in pieces may hold (see the module's docstring).
+MAX_ARG_VALUES = 2_000_000
 _enc = msgspec.json.Encoder()
 _dec = msgspec.json.Decoder()
 
@@ -106,8 +119,8 @@ class RunSession:
     async def _dispatch(self, op: str, args: dict[str, Any]) -> Any:
         if op == "blob.append":
             return self._append_blob(args)
-        if set(args) == {"$blob"}:
-            args = self._take_blob(args["$blob"])
+        if set(args) == {"$blob"}:  # every op but thread.save takes a table's arguments, or none
+            args = self._take_blob(args["$blob"], MAX_STATE_BYTES if op == "thread.save" else MAX_ARGS_BYTES)
         if op.startswith("table."):
             return await self.tables.handle(op, args)
         if op == "thread.get":
@@ -125,12 +138,22 @@ class RunSession:
             raise OpError("too_large", f"a run's requests may carry at most {MAX_BLOB_BYTES} bytes")
         self._blobs.setdefault(blob, []).append(data)
 
-    def _take_blob(self, blob: Any) -> dict[str, Any]:
+    def _take_blob(self, blob: Any, most: int) -> dict[str, Any]:
         pieces = self._blobs.pop(blob, None) if isinstance(blob, str) else None
         if pieces is None:
             raise OpError("invalid", f"no blob {blob!r} was sent")
+        if sum(map(len, pieces)) > most:
+            raise OpError("too_large", f"these arguments may be at most {most} characters long")
+        text = "".join(pieces)
+        del pieces
+        if 1 + sum(map(text.count, "{[,:")) > MAX_ARG_VALUES:
+            raise OpError(
+                "too_large",
+                f"the arguments may hold at most {MAX_ARG_VALUES} JSON values (counted as the"
+                " characters '{', '[', ',' and ':' in their text, strings included)",
+            )
         try:
-            args = _dec.decode("".join(pieces))
+            args = _dec.decode(text)
         except (msgspec.DecodeError, RecursionError):
             raise OpError("invalid", "the pieces of the arguments are not JSON") from None
         if not isinstance(args, dict):

@@ -45,6 +45,10 @@ from crewyard.readmodel import TABLE_DDL, TABLE_HANDLERS, TableQueries
 MAX_PAGE = 500
 #: Events folded at a time: what a catch-up holds besides the table (each at most a 512 KiB insert).
 FOLD_BATCH = 100
+#: The longest arguments (JSON text) a table operation takes: twice the most it stores or compares
+#: (an insert's rows, ``MAX_INSERT_BYTES``; a query's filters, each up to a row's size), for the
+#: spaces and escapes of a runtime's JSON. Longer ones are refused before they are decoded.
+MAX_ARGS_BYTES = 2 * max(core.MAX_INSERT_BYTES, core.MAX_FILTERS * core.MAX_ROW_BYTES)
 #: As the API's (an offset SQLite can take).
 MAX_OFFSET = 2**62
 

@@ -5,6 +5,7 @@ in pieces, a thread run's state read and left."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from pathlib import Path
 from typing import Any
 
@@ -204,3 +205,46 @@ async def test_a_thread_state_asked_for_many_times_at_once_is_read_once(store: E
     state, records = await load_thread(store, thread_id, "mine")
     latest = await latest_checkpoint(store, state, records)
     assert isinstance(latest, ThreadCheckpointed) and latest.parent_checkpoint_id == started_from
+
+
+_blob_ids = itertools.count()
+
+
+async def _in_pieces(session: RunSession, op: str, text: str) -> Any:
+    """``op`` with arguments ``text`` sent in pieces, as a runtime sends long ones."""
+    blob = f"b{next(_blob_ids)}"
+    for start in range(0, len(text), 1 << 20):
+        assert (
+            await _ask(session, "blob.append", {"blob": blob, "data": text[start : start + (1 << 20)]})
+        ).ok
+    return await _ask(session, op, {"$blob": blob})
+
+
+async def test_arguments_in_pieces_are_refused_before_decoding_beyond_what_their_op_may_carry(
+    store: EventStore,
+):
+    table_id = await _table(store, "mine", "numbers")
+    session = await _running(store, await _thread(store))
+    try:
+        # Longer than any table operation's arguments (a million rows, where an insert takes 100).
+        rows = await _in_pieces(
+            session, "table.insert", f'{{"table": "{table_id}", "rows": [{"{}, " * 10**6}{{}}]}}'
+        )
+        assert not rows.ok and rows.error.code == "too_large", rows
+        # A state short enough, but of more values than it may make as Python objects.
+        many = await _in_pieces(
+            session, "thread.save", f'{{"values": {{"items": [{"{}, " * 1_100_000}{{}}]}}}}'
+        )
+        assert not many.ok and many.error.code == "too_large" and "JSON values" in many.error.message
+        # A long state of prose, commas and colons within the bound, is kept.
+        prose = msgspec.json.encode({"values": {"notes": "Yes, sure: fine. " * 300_000}}).decode()
+        assert (await _in_pieces(session, "thread.save", prose)).ok
+    finally:
+        await session.close()
+    session = await _running(store, await _thread(store))
+    try:  # a state the next run's thread.get could not answer with
+        huge = msgspec.json.encode({"values": {"text": "x" * (31 << 20)}}).decode()
+        refused = await _in_pieces(session, "thread.save", huge)
+        assert not refused.ok and refused.error.code == "too_large", refused
+    finally:
+        await session.close()
