@@ -24,10 +24,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import os
-import stat
 import time
 from pathlib import Path
+
+from crewyard import trees
 
 from .backends import RunHandle
 from .output import Outcome, stop
@@ -42,88 +42,32 @@ POLL_S = 2.0
 MOST_PAUSE_S = 5.0
 #: The runner's own shortage of descriptors: a round that cannot be made, not the crew's doing.
 _OURS = (errno.EMFILE, errno.ENFILE, errno.ENOMEM)
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-class _Over(Exception):
-    pass
-
-
-class _Skip(Exception):
-    """This round cannot be made (the runner is short of descriptors or memory)."""
-
-
-def _unreadable(exc: OSError) -> Exception:
-    if exc.errno in _OURS:
-        return _Skip(str(exc))
-    return _Over(f"the run made a folder the runner cannot read ({exc.strerror})")
-
-
-class _Usage:
-    def __init__(self, limit: int) -> None:
-        self.limit, self.bytes, self.entries = limit, 0, 0
-
-    def folder(self, fd: int, depth: int) -> None:
-        subfolders = []
-        try:
-            with os.scandir(fd) as entries:
-                for entry in entries:
-                    self.entries += 1
-                    if self.entries > MAX_ENTRIES:
-                        raise _Over(f"the run made more than {MAX_ENTRIES:,} files and folders")
-                    try:
-                        st = entry.stat(follow_symlinks=False)
-                    except FileNotFoundError:
-                        continue  # removed meanwhile
-                    self.bytes += st.st_blocks * 512
-                    if self.bytes > self.limit:
-                        raise _Over(
-                            f"the run's files take more than {self.limit >> 20} MiB, its disk limit"
-                            " (CREWYARD_RUN_MAX_DISK)"
-                        )
-                    if stat.S_ISDIR(st.st_mode):
-                        subfolders.append(entry.name)
-        except OSError as exc:  # a listing or a stat refused: what it hides cannot be counted
-            raise _unreadable(exc) from exc
-        for name in subfolders:  # the listing is closed: one descriptor per level
-            self.sub(fd, name, depth + 1)
-
-    def sub(self, parent: int, name: str, depth: int) -> None:
-        if depth > MAX_DEPTH:
-            raise _Over(f"the run nested folders deeper than {MAX_DEPTH}")
-        try:
-            fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
-        except FileNotFoundError:
-            return
-        except OSError as exc:
-            raise _unreadable(exc) from exc
-        try:
-            self.folder(fd, depth)
-        finally:
-            os.close(fd)
 
 
 def over(root: Path, limit: int) -> str | None:
     """Why the files under ``root`` are over ``limit`` bytes (or cannot be counted, which is
     taken as over); None within it (blocking). OSError when the runner is short of descriptors
     or memory: no answer this time."""
-    usage = _Usage(limit)
+    total = entries = 0
     try:
-        fd = os.open(root, _DIR_FLAGS)
-    except FileNotFoundError:
+        for _fd, _name, st in trees.walk(root, max_depth=MAX_DEPTH, strict=True):
+            entries += 1
+            if entries > MAX_ENTRIES:
+                return f"the run made more than {MAX_ENTRIES:,} files and folders"
+            total += st.st_blocks * 512
+            if total > limit:
+                mib = limit >> 20
+                return f"the run's files take more than {mib} MiB, its disk limit (CREWYARD_RUN_MAX_DISK)"
+    except FileNotFoundError:  # no folder (yet): nothing written
         return None
+    except trees.TooDeep:
+        return f"the run nested folders deeper than {MAX_DEPTH}"
     except OSError as exc:
         if exc.errno in _OURS:
             raise
-        return f"the run's artifacts folder cannot be read ({exc.strerror})"
-    try:
-        usage.folder(fd, 0)
-    except _Over as exc:
-        return str(exc)
-    except _Skip as exc:
-        raise OSError(errno.EMFILE, str(exc)) from exc
-    finally:
-        os.close(fd)
+        if exc.filename == str(root):  # (the folder itself: swapped for a link, say)
+            return f"the run's artifacts folder cannot be read ({exc.strerror})"
+        return f"the run made a folder the runner cannot read ({exc.strerror})"
     return None
 
 

@@ -145,7 +145,7 @@ def test_what_the_runner_cannot_look_at_counts_as_over(
 ) -> None:
     (tmp_path / "hidden").mkdir()
     (tmp_path / "hidden" / "big.bin").write_bytes(b"x")
-    monkeypatch.setattr(disk.os, "scandir", lambda fd: _Listing(fd, refuse=True))
+    monkeypatch.setattr(os, "scandir", lambda fd: _Listing(fd, refuse=True))
     assert disk.over(tmp_path, MiB) == "the run made a folder the runner cannot read (Permission denied)"
 
 
@@ -160,7 +160,7 @@ def test_a_runner_short_of_descriptors_skips_a_round_and_blames_no_crew(
             raise OSError(errno.EMFILE, "Too many open files")
         return real(path, flags, *args, **kwargs)
 
-    monkeypatch.setattr(disk.os, "open", short)
+    monkeypatch.setattr(os, "open", short)
     with pytest.raises(OSError) as no_answer:
         disk.over(tmp_path, MiB)
     assert no_answer.value.errno == errno.EMFILE
@@ -188,10 +188,10 @@ def test_a_walk_holds_one_descriptor_per_level(tmp_path: Path, monkeypatch: pyte
         held -= 1
         real_close(fd)
 
-    monkeypatch.setattr(disk.os, "open", opened)
-    monkeypatch.setattr(disk.os, "close", closed)
+    monkeypatch.setattr(os, "open", opened)
+    monkeypatch.setattr(os, "close", closed)
     monkeypatch.setattr(_Listing, "most_open", 0)
-    monkeypatch.setattr(disk.os, "scandir", _Listing)  # each open listing holds a descriptor too
+    monkeypatch.setattr(os, "scandir", _Listing)  # each open listing holds a descriptor too
     assert disk.over(tmp_path, MiB) is None
     assert held == 0 and most == 21  # the root and one per level
     assert _Listing.most_open == 1  # a folder's listing is closed before its sub-folders are walked

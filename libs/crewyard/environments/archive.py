@@ -21,6 +21,7 @@ import stat
 import tarfile
 from pathlib import Path
 
+from crewyard import trees
 from crewyard.errors import CrewyardError
 
 from . import usage
@@ -80,7 +81,7 @@ def sanitize(root: Path, most_bytes: int, most_entries: int) -> int:
                     f"the environment holds more than {most_bytes >> 20} MiB (disk limit; a sparse file"
                     " counts at its full size)"
                 )
-    except usage.TooDeep as exc:
+    except trees.TooDeep as exc:
         raise BuildFailed(f"the environment holds {exc} (depth limit)") from None
     return total
 

@@ -4,8 +4,9 @@ A build is the crew's code and may leave anything behind: a sparse file (``trunc
 takes no blocks but is 2 GiB once packed and unpacked on every runner; millions of empty files
 or folders take no bytes but every inode of the disk; folders nested thousands deep overflow any
 walk that recurses. So each entry counts at the larger of its size and its blocks, every entry
-(folders too) counts against a bound, and the walk keeps its own stack (an open folder per level,
-at most :data:`MAX_DEPTH` of them), opens each folder relative to its parent and follows no link.
+(folders too) counts against a bound, and the walk (:mod:`crewyard.trees`, as a run's disk watch
+walks) keeps its own stack, at most :data:`MAX_DEPTH` levels, one descriptor each, opens each
+folder relative to its parent and follows no link.
 A file with more than one name (a hard link) counts once. The walk stops as soon as a bound is
 passed: what is over the limit is never walked to its end. What a build left is removed the same
 way (:func:`remove`), never by a walk that recurses.
@@ -21,13 +22,10 @@ import stat
 from collections.abc import Iterator
 from pathlib import Path
 
+from crewyard import trees
+
 #: Folders deeper than this below the walked one are refused (no environment nests so deep).
 MAX_DEPTH = 256
-_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
-
-
-class TooDeep(Exception):
-    """Folders nested deeper than :data:`MAX_DEPTH` below the walked one."""
 
 
 def apparent_size(st: os.stat_result) -> int:
@@ -36,53 +34,10 @@ def apparent_size(st: os.stat_result) -> int:
 
 
 def walk(root: Path) -> Iterator[tuple[int, str, os.stat_result]]:
-    """Every entry below ``root`` as (its folder's descriptor, its name, its ``lstat``), a folder
-    before what it holds; no link followed, ``root`` included (an ``OSError`` when it is not a
-    folder). Iterative: :class:`TooDeep` past :data:`MAX_DEPTH` levels. A folder removed meanwhile
-    is skipped; one that cannot be opened is too (this host's root reads everything a build made).
-    The descriptor is valid until the next entry is asked for."""
-    top = os.open(root, _DIR_FLAGS)
-    stack: list[tuple[int, Iterator[os.DirEntry[str]]]] = []
-    try:
-        stack.append((top, os.scandir(top)))
-    except BaseException:
-        os.close(top)
-        raise
-    try:
-        while stack:
-            fd, entries = stack[-1]
-            entry = next(entries, None)
-            if entry is None:
-                _close(*stack.pop())
-                continue
-            try:
-                st = entry.stat(follow_symlinks=False)
-            except FileNotFoundError:
-                continue
-            yield fd, entry.name, st
-            if not stat.S_ISDIR(st.st_mode):
-                continue
-            if len(stack) >= MAX_DEPTH:
-                raise TooDeep(f"folders nested deeper than {MAX_DEPTH}")
-            try:
-                sub = os.open(entry.name, _DIR_FLAGS, dir_fd=fd)
-            except OSError:
-                continue  # gone, or replaced by something that is not a folder
-            try:
-                stack.append((sub, os.scandir(sub)))
-            except BaseException:
-                os.close(sub)
-                raise
-    finally:
-        while stack:
-            _close(*stack.pop())
-
-
-def _close(fd: int, entries: Iterator[os.DirEntry[str]]) -> None:
-    close = getattr(entries, "close", None)
-    if close is not None:
-        close()
-    os.close(fd)
+    """Every entry below ``root`` (:func:`crewyard.trees.walk`, at most :data:`MAX_DEPTH`
+    levels); a folder that cannot be opened is skipped (this host's root reads everything a
+    build made)."""
+    return trees.walk(root, max_depth=MAX_DEPTH)
 
 
 def over(root: Path, most_bytes: int, most_entries: int, what: str) -> str | None:
@@ -107,7 +62,7 @@ def over(root: Path, most_bytes: int, most_entries: int, what: str) -> str | Non
                 return f"{what} more than {most_bytes >> 20} MiB (disk limit)"
     except OSError:
         return None
-    except TooDeep as exc:
+    except trees.TooDeep as exc:
         return f"{what} {exc} (depth limit)"
     return None
 
@@ -118,7 +73,7 @@ def remove(root: Path) -> None:
     moved up to ``root`` before it is removed, so however deep a build nested folders, this holds
     two open folders at a time. No link is followed (``root`` a link: the link is removed)."""
     try:
-        top = os.open(root, _DIR_FLAGS)
+        top = os.open(root, trees.DIR_FLAGS)
     except FileNotFoundError:
         return
     except OSError:
@@ -131,7 +86,7 @@ def remove(root: Path) -> None:
         while pending:
             name = pending.pop()
             try:
-                fd = top if name is None else os.open(name, _DIR_FLAGS, dir_fd=top)
+                fd = top if name is None else os.open(name, trees.DIR_FLAGS, dir_fd=top)
             except OSError:
                 continue
             try:
