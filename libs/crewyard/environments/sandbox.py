@@ -130,6 +130,21 @@ def bwrap_binary() -> str:
     return found
 
 
+def system_binds() -> list[str]:
+    """The host's programs and libraries, read-only, for a build's sandbox and a run's: ``/usr``,
+    and ``/bin``, ``/lib``… as on the host (links to ``usr/…`` on a merged ``/usr``). Never the
+    host's whole root: a recursive bind of ``/`` takes every mount under it, and one that goes
+    meanwhile (a container's overlay, as a container engine removes it) fails the sandbox's start."""
+    args = ["--ro-bind", "/usr", "/usr"]
+    for d in _SYSTEM_DIRS:
+        p = Path(d)
+        if p.is_symlink():  # merged /usr: keep it a link, as on the host
+            args += ["--symlink", os.readlink(p), d]
+        elif p.is_dir():
+            args += ["--ro-bind", d, d]
+    return args
+
+
 def command(
     scratch: Path, prefixes: list[str], registry: Registry, limits: BuildLimits, status_fd: int, block_fd: int
 ) -> list[str]:
@@ -137,13 +152,7 @@ def command(
     args = [bwrap_binary(), "--unshare-all", "--die-with-parent", "--new-session",
             "--cap-drop", "ALL", "--uid", str(SANDBOX_UID), "--gid", str(SANDBOX_UID),
             "--hostname", "crewyard-build", "--info-fd", str(status_fd), "--block-fd", str(block_fd),
-            "--ro-bind", "/usr", "/usr"]  # fmt: skip
-    for d in _SYSTEM_DIRS:
-        p = Path(d)
-        if p.is_symlink():
-            args += ["--symlink", os.readlink(p), d]
-        elif p.is_dir():
-            args += ["--ro-bind", d, d]
+            *system_binds()]  # fmt: skip
     for name in _ETC:
         if name != "resolv.conf":
             args += ["--ro-bind-try", f"/etc/{name}", f"/etc/{name}"]

@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import os
 import subprocess
 import sys
 from pathlib import Path
 
 from crewyard.environments import ENV_PATH, nodejs, pythons
+from crewyard.environments.sandbox import system_binds
 
 from ._base import RunSpec, runtime_command
 
@@ -27,7 +27,6 @@ FORKED_ARTIFACTS = "/artifacts"
 SLOTS = "/run/crewyard/slots"
 #: Where a JavaScript crew's folder is, with the environment's node_modules beside it.
 NODE_APP = "/opt/crewyard/app"
-_SYSTEM_DIRS = ("/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 # What ordinary programs read from /etc: the dynamic linker, TLS roots, name resolution, time zone.
 _ETC = (
     "ld.so.cache",
@@ -201,21 +200,6 @@ def no_nested_userns(bwrap: str) -> tuple[str, ...]:
     except (OSError, subprocess.TimeoutExpired):
         return ()
     return ("--unshare-user", "--disable-userns") if "--disable-userns" in text else ()
-
-
-def system_binds() -> list[str]:
-    """The host's programs and libraries, read-only: ``/usr``, and ``/bin``, ``/lib``… as on the
-    host (links to ``usr/…`` on a merged ``/usr``). Never the host's whole root: a recursive bind
-    of ``/`` takes every mount under it, and one that goes meanwhile (a container's overlay, as a
-    container engine removes it) fails the sandbox's start."""
-    args = ["--ro-bind", "/usr", "/usr"]
-    for d in _SYSTEM_DIRS:
-        p = Path(d)
-        if p.is_symlink():  # merged /usr: keep it a link, as on the host
-            args += ["--symlink", os.readlink(p), d]
-        elif p.is_dir():
-            args += ["--ro-bind", d, d]
-    return args
 
 
 def trial(command: list[str], what: str) -> str | None:

@@ -46,10 +46,11 @@ from typing import TYPE_CHECKING, Any
 import msgspec
 
 from crewyard import cgroups, privatenet, sandboxuid
+from crewyard.environments.sandbox import system_binds
 from crewyard.spawn import find_tool
 
 from ._base import BackendError, RunSpec
-from ._bwrap_command import FORKED_ARTIFACTS, SERVER_CAPS, _under, base_prefix_of, system_binds, trial
+from ._bwrap_command import FORKED_ARTIFACTS, SERVER_CAPS, _under, base_prefix_of, trial
 from ._forkserver import ForkServer
 
 if TYPE_CHECKING:

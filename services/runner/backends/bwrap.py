@@ -45,6 +45,7 @@ from pathlib import Path
 from crewyard import cgroups, privatenet, sandboxuid, spawn
 from crewyard.core.entrypoints import runtime_of
 from crewyard.environments import ENV_PATH, nodejs
+from crewyard.environments.sandbox import system_binds
 from crewyard.lines import merge_lines
 from crewyard.reaper import Reaper
 
@@ -66,7 +67,6 @@ from ._bwrap_command import (
     known_prefixes,
     no_nested_userns,
     sandbox_command,
-    system_binds,
     trial,
 )
 from ._bwrap_server import start_server
