@@ -19,6 +19,7 @@ never change a table's definition.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import aiosqlite
@@ -57,6 +58,12 @@ def _whole(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+async def _memory_model() -> tuple[aiosqlite.Connection, TableQueries]:
+    db = await aiosqlite.connect(":memory:", isolation_level=None)
+    await db.executescript(TABLE_DDL)
+    return db, TableQueries(db)
+
+
 class OpError(Exception):
     """An operation refused: ``code`` (invalid, not_found, …) and a message for the crew."""
 
@@ -72,6 +79,7 @@ class RunTables:
         self._reader: TableQueries | None = None
         self._positions: dict[str, int] = {}
         self._lock = asyncio.Lock()
+        self._names: dict[str, str] = {}  # a table's name → its id, as found
 
     async def close(self) -> None:
         if self._db is not None:
@@ -80,18 +88,24 @@ class RunTables:
 
     async def _model(self) -> TableQueries:
         if self._reader is None:
-            self._db = await aiosqlite.connect(":memory:", isolation_level=None)
-            await self._db.executescript(TABLE_DDL)
-            self._reader = TableQueries(self._db)
+            self._db, self._reader = await _memory_model()
         return self._reader
 
     async def _catch_up(self, table_id: str) -> dict[str, Any]:
         reader = await self._model()
-        start = self._positions.get(table_id, 0) + 1
+        await self._fold(reader, table_id, self._positions)
+        view = await reader.table(table_id)
+        if view is None:
+            raise OpError("not_found", f"table {table_id} not found in project {self.project}")
+        return view
+
+    async def _fold(self, reader: TableQueries, table_id: str, positions: dict[str, int]) -> None:
+        """Apply the table's events after ``positions[table_id]`` to ``reader``'s database."""
+        start = positions.get(table_id, 0) + 1
         filt = f"{self.store.prefix}.{self.project}.table.{table_id}.>"
         async for batch in self.store.raw_batches(filt, start_seq=start, batch=FOLD_BATCH):
             for raw in batch:
-                self._positions[table_id] = raw.seq
+                positions[table_id] = raw.seq
                 try:
                     rec = raw.decode(self.store.prefix)
                 except InvalidEvent as exc:
@@ -100,10 +114,6 @@ class RunTables:
                 handler = TABLE_HANDLERS.get(rec.event.type)
                 if handler is not None:
                     await handler(reader.db, rec.seq, rec.event)
-        view = await reader.table(table_id)
-        if view is None:
-            raise OpError("not_found", f"table {table_id} not found in project {self.project}")
-        return view
 
     async def _resolve(self, ref: Any) -> str:
         """A table of the project by id or by name (the oldest live one of that name)."""
@@ -130,7 +140,19 @@ class RunTables:
         return matches[0]
 
     async def _table(self, args: dict[str, Any]) -> tuple[str, dict[str, Any]]:
-        table_id = await self._resolve(args.get("table"))
+        """The table a request names, caught up. A name found once is kept for the run (finding it
+        reads every definition event of the project) while its table is live and keeps it."""
+        ref = args.get("table")
+        known = self._names.get(ref) if isinstance(ref, str) else None
+        if known is not None and isinstance(ref, str):
+            with contextlib.suppress(OpError):  # deleted meanwhile: look for the name again
+                view = await self._catch_up(known)
+                if view["name"] == ref:
+                    return known, view
+            del self._names[ref]
+        table_id = await self._resolve(ref)
+        if isinstance(ref, str) and ref != table_id:
+            self._names[ref] = table_id
         return table_id, await self._catch_up(table_id)
 
     async def _append(self, table_id: str, payload: Payload, expected: int | None = None) -> None:
@@ -246,13 +268,23 @@ class RunTables:
         return {"rows": rows, "total": total}
 
     async def _list(self) -> list[dict[str, Any]]:
+        """The project's live tables. One the run does not hold already is folded apart and let
+        go (a project's tables, up to 64 MiB of rows each, are never all held at once)."""
         ids = set()
         for raw in await self.store.load_raw(f"{self.store.prefix}.{self.project}.table.*.table.created"):
             ids.add(raw.subject.split(".")[-3])
         out = []
         for table_id in sorted(ids):
+            if table_id in self._positions:
+                with contextlib.suppress(OpError):  # deleted
+                    out.append(await self._catch_up(table_id))
+                continue
+            db, reader = await _memory_model()
             try:
-                out.append(await self._catch_up(table_id))
-            except OpError:
-                continue  # deleted
+                await self._fold(reader, table_id, {})
+                view = await reader.table(table_id)
+            finally:
+                await db.close()
+            if view is not None:
+                out.append(view)
         return out

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from crewyard.core import tables as core
-from crewyard.core.events import TableCreated, make_event
+from crewyard.core.events import TableCreated, TableDeleted, TableUpdated, make_event
 from crewyard.core.ids import new_id
 from crewyard.core.tables import MAX_ROW_BYTES, Column
 from crewyard.eventstore import EventStore
@@ -140,3 +140,63 @@ async def test_a_run_folds_a_tables_history_a_batch_at_a_time(
     finally:
         await later.close()
     assert sum(held) == 8 and max(held) == 3  # the definition and seven inserts, three at most at once
+
+
+async def test_listing_the_tables_holds_none_of_their_rows(store: EventStore) -> None:
+    """``table.list`` shows every live table with its row count, folding each apart: the run's
+    own model holds only the tables it used (a project's tables may take 64 MiB of rows each)."""
+    ids = []
+    for name in ("a", "b", "gone"):
+        ids.append(new_id("tbl"))
+        created = TableCreated(name=name, columns=[Column(name="x", type="text")], by="api")
+        await store.append(make_event(created, project="list", aggregate_id=ids[-1], event_id=new_id("evt")))
+    writer = RunTables(store, "list", new_id("run"))
+    try:
+        await writer.handle("table.insert", {"table": "a", "rows": [{"x": "1"}, {"x": "2"}]})
+        await writer.handle("table.insert", {"table": "gone", "rows": [{"x": "3"}]})
+    finally:
+        await writer.close()
+    deleted = TableDeleted(by="api")
+    await store.append(make_event(deleted, project="list", aggregate_id=ids[2], event_id=new_id("evt")))
+
+    tables = RunTables(store, "list", new_id("run"))
+    try:
+        await tables.handle("table.get", {"table": "b"})  # one the run uses: held, and listed too
+        listed = await tables.handle("table.list", {})
+        held = await tables._db.execute_fetchall("SELECT DISTINCT table_id FROM table_rows")  # type: ignore[union-attr]
+    finally:
+        await tables.close()
+    assert [(t["name"], t["row_count"]) for t in listed] == [("a", 2), ("b", 0)]  # (by id: made in order)
+    assert list(held) == [] and set(tables._positions) == {ids[1]}
+
+
+async def test_a_name_is_looked_up_once_while_its_table_keeps_it(
+    store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Finding a table by name reads every definition event of the project: a run does it once
+    per name, and again only once the table is gone or renamed."""
+    first = new_id("tbl")
+    created = TableCreated(name="notes", columns=[Column(name="x", type="text")], by="api")
+    await store.append(make_event(created, project="names", aggregate_id=first, event_id=new_id("evt")))
+    tables = RunTables(store, "names", new_id("run"))
+    lookups = 0
+    real = RunTables._resolve
+
+    async def counted(self: RunTables, ref: object) -> str:
+        nonlocal lookups
+        lookups += 1
+        return await real(self, ref)
+
+    monkeypatch.setattr(RunTables, "_resolve", counted)
+    try:
+        for n in range(3):
+            await tables.handle("table.insert", {"table": "notes", "rows": [{"x": str(n)}]})
+        assert lookups == 1
+        renamed = TableUpdated(name="old-notes", columns=[Column(name="x", type="text")], by="api")
+        await store.append(make_event(renamed, project="names", aggregate_id=first, event_id=new_id("evt")))
+        second = new_id("tbl")
+        await store.append(make_event(created, project="names", aggregate_id=second, event_id=new_id("evt")))
+        got = await tables.handle("table.get", {"table": "notes"})
+        assert got["id"] == second and got["row_count"] == 0 and lookups == 2
+    finally:
+        await tables.close()
