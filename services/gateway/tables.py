@@ -1,13 +1,15 @@
 """Tables: a project's structured data. Definitions need the deploy role; rows the run role (what
 a crew may do as well); reads the read role.
 
-Every write is one ``table.*`` event on the table's aggregate. A definition change, a row insert
-and a row update are decided on the table as of its last event on the stream (the read model once
-it holds that event) and appended expecting that event: a PATCH racing another is decided again
-on what the other wrote, so fields it did not send keep the other's values; an updated row is
-checked whole (``core.merge_row``); and writes racing through any number of gateways and runners
-are counted against the table's bound on rows and bytes (``core.check_room``, 409
-``limit_reached``) one after the other. Deletes are appended as they come (they only make room).
+Every write is one ``table.*`` event on the table's aggregate. A definition change, a row update
+and a row insert near the table's bound are decided on the table as of its last event on the
+stream (the read model once it holds that event) and appended expecting that event: a PATCH
+racing another is decided again on what the other wrote, so fields it did not send keep the
+other's values; an updated row is checked whole (``core.merge_row``); and inserts racing through
+any number of gateways and runners are counted against the table's bound on rows and bytes
+(``core.check_room``, 409 ``limit_reached``) one after the other. Inserts that leave the table
+within half its bound, and deletes, are appended as they come (many writers of one table would
+refuse each other).
 A write's answer is built from the event it stored, so a gateway whose read model is behind still
 answers it.
 """
@@ -232,19 +234,24 @@ async def insert_rows(
     With an ``Idempotency-Key`` (per table), a repeat answers with the rows the first made. A
     table holds at most 100,000 rows whose values take 64 MiB: past that, 409 ``limit_reached``.
 
-    Decided on the table as of its last event on the stream and appended expecting it, as a row
-    update is, so that inserts racing through any number of gateways and runners are counted
-    against the table's bound one after the other."""
+    Near the table's bound (past half of it: ``core.far_from_full``), decided on the table as of
+    its last event on the stream and appended expecting it, as a row update is, so that inserts
+    racing through any number of gateways and runners are counted against the bound one after
+    the other."""
     g = gw(request)
     view = await _table(g, table_id)
     project, key, many = view["project"], idempotency_key, isinstance(data, list)
     request_hash = body_hash(await request.json()) if key else None
     turns = _turns()
+    near = False
     while not turns.expired:
-        # As of the table's last event, a key the read model does not know is a new one (a read
-        # model behind the stream, past its de-duplication window, would insert the rows twice).
-        seq = await _as_of_stream(g, project, table_id)
-        view = await _table(g, table_id)
+        seq = None
+        if key or near:
+            # As of the table's last event, a key the read model does not know is a new one (a
+            # read model behind the stream, past its de-duplication window, would insert the
+            # rows twice), and its size is the table's.
+            seq = await _as_of_stream(g, project, table_id)
+            view = await _table(g, table_id)
         earlier = await g.rm.rows_by_idempotency_key(table_id, key) if key else None
         if earlier is not None:
             same_request(earlier[1], request_hash)  # another body: refused without a read
@@ -253,14 +260,18 @@ async def insert_rows(
             checked = core.check_rows(_core_columns(view), data if isinstance(data, list) else [data])
         except core.InvalidTable as exc:
             raise _invalid(exc) from None
-        _has_room(*await g.rm.table_size(table_id), len(checked), sum(map(core.stored_size, checked)))
+        now, size = await g.rm.table_size(table_id), sum(map(core.stored_size, checked))
+        if not near and not core.far_from_full(*now, len(checked), size):
+            near = True  # decide again on the table as of its last event
+            continue
+        _has_room(*now, len(checked), size)
         rows = [NewRow(id=new_id("row"), values=values) for values in checked]
         inserted = RowsInserted(rows=rows, by=who(request), idempotency_key=key, request_hash=request_hash)
         # With a key, the event id is derived from it: a concurrent repeat is dropped by the stream.
         event_id = idempotent_event_id(project, f"rows\0{table_id}\0{key}") if key else new_id("evt")
         event = make_event(inserted, project=project, aggregate_id=table_id, event_id=event_id)
         try:
-            appended = await g.store.append_acked(event, expected_seq=seq)
+            appended = await g.store.append_acked(event, expected_seq=seq if near else None)
         except ConcurrencyConflict:  # the table changed meanwhile: count it again
             await turns.pause()
             continue

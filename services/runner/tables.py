@@ -192,16 +192,19 @@ class RunTables:
         raise OpError("unavailable", f"table {table_id} kept changing; try again")
 
     async def _insert(self, table_id: str, checked: list[dict[str, Any]]) -> list[dict[str, Any] | None]:
-        """Insert rows if the table, as of its last event (caught up from the stream), has room
-        for them, appended expecting that event: a write in between makes it count again."""
+        """Insert rows if the table (caught up from the stream) has room for them; near its
+        bound (``core.far_from_full``), appended expecting the table's last event: a write in
+        between makes it count again."""
         reader = await self._model()
         new = [NewRow(id=new_id("row"), values=values) for values in checked]
         size = sum(map(core.stored_size, checked))
         turns = Backoff(15, first=0.02, most=0.5, jitter=True)  # as the API's inserts
         while not turns.expired:
             await self._catch_up(table_id)
-            core.check_room(*await reader.table_size(table_id), len(new), size)
-            expected = self._positions.get(table_id, 0)
+            now = await reader.table_size(table_id)
+            core.check_room(*now, len(new), size)
+            near = not core.far_from_full(*now, len(new), size)
+            expected = self._positions.get(table_id, 0) if near else None
             try:
                 await self._append(table_id, RowsInserted(rows=new, by=self.by), expected)
             except ConcurrencyConflict:

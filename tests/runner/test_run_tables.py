@@ -200,3 +200,37 @@ async def test_a_name_is_looked_up_once_while_its_table_keeps_it(
         assert got["id"] == second and got["row_count"] == 0 and lookups == 2
     finally:
         await tables.close()
+
+
+@pytest.mark.parametrize("near", [False, True])
+async def test_an_insert_far_from_the_bound_is_not_refused_for_a_write_meanwhile(
+    four_json_columns: tuple[RunTables, str], monkeypatch: pytest.MonkeyPatch, near: bool
+) -> None:
+    """Another writer's insert lands between a run's look at the table and its append: far from
+    the table's bound the run's insert is appended all the same (expecting the table's last event
+    for every insert made many writers of one table refuse each other); near it, it is counted
+    again on the table as it is now."""
+    tables, table_id = four_json_columns
+    if near:  # a row in a table of three: past half its bound
+        await tables.handle("table.insert", {"table": table_id, "rows": [{"a": "first"}]})
+        monkeypatch.setattr(core, "MAX_TABLE_ROWS", 3)
+    other = RunTables(tables.store, "shop", new_id("run"))
+    attempts = 0
+    real = RunTables._append
+
+    async def meanwhile(self: RunTables, tid: str, payload: object, expected: int | None = None) -> None:
+        nonlocal attempts
+        if self is tables:
+            attempts += 1
+            if attempts == 1:
+                await other.handle("table.insert", {"table": table_id, "rows": [{"a": "theirs"}]})
+        await real(self, tid, payload, expected)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(RunTables, "_append", meanwhile)
+    try:
+        [row] = await tables.handle("table.insert", {"table": table_id, "rows": [{"a": "ours"}]})
+    finally:
+        await other.close()
+    assert row is not None and row["a"] == "ours"
+    assert attempts == (2 if near else 1)
+    assert (await tables.handle("table.get", {"table": table_id}))["row_count"] == (3 if near else 2)
