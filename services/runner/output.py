@@ -203,6 +203,7 @@ async def pump_output(
 ) -> None:
     budget = budget or Budget()
     replies: set[asyncio.Task[None]] = set()
+    sending = asyncio.Lock()
     try:
         async for stream, raw in handle.output():
             if stream == OVERFLOW:
@@ -247,7 +248,7 @@ async def pump_output(
                 )
                 continue
             if isinstance(msg, Request) and outcome.stopped is None:
-                await _request(handle, msg, serve, replies)
+                await _request(handle, msg, serve, replies, sending)
                 continue
             if msg is not None and await _message(handle, emitter, outcome, msg, replies):
                 continue
@@ -362,10 +363,16 @@ async def _message(
 
 
 async def _request(
-    handle: RunHandle, msg: Request, serve: Serve | None, replies: set[asyncio.Task[None]]
+    handle: RunHandle,
+    msg: Request,
+    serve: Serve | None,
+    replies: set[asyncio.Task[None]],
+    sending: asyncio.Lock,
 ) -> None:
     """Answer in a task of its own, so that a slow operation or a runtime that does not read its
-    stdin never stalls this reader; past ``MAX_REQUESTS_IN_FLIGHT`` unanswered ones, wait."""
+    stdin never stalls this reader; past ``MAX_REQUESTS_IN_FLIGHT`` unanswered ones, wait. A reply
+    is encoded only when its turn to be sent comes (``sending``): sixteen replies of 32 MiB each,
+    encoded and waiting for a crew that does not read its stdin, held 512 MB of the runner."""
     while len(replies) >= MAX_REQUESTS_IN_FLIGHT:
         await asyncio.wait(set(replies), return_when=asyncio.FIRST_COMPLETED)
 
@@ -374,7 +381,8 @@ async def _request(
             reply = refuse(msg, "unknown_op", f"this platform has no operation {msg.op!r}")
         else:
             reply = await serve(msg)
-        await handle.send(encode(reply))
+        async with sending:
+            await handle.send(encode(reply))
 
     task = asyncio.create_task(answer())
     replies.add(task)

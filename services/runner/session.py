@@ -76,6 +76,9 @@ class RunSession:
         self._parent: str | None = None
         #: thread.get's answer, as JSON: one at a time, kept once made (see ``_thread_get``).
         self._thread_lock = asyncio.Lock()
+        #: Arguments sent in pieces are decoded, and used, one request at a time (each may be
+        #: some hundred MB as Python objects: twelve at once took 680 MB).
+        self._large = asyncio.Lock()
         self._thread_state: msgspec.Raw | None = None
 
     @property
@@ -120,7 +123,12 @@ class RunSession:
         if op == "blob.append":
             return self._append_blob(args)
         if set(args) == {"$blob"}:  # every op but thread.save takes a table's arguments, or none
-            args = self._take_blob(args["$blob"], MAX_STATE_BYTES if op == "thread.save" else MAX_ARGS_BYTES)
+            async with self._large:
+                most = MAX_STATE_BYTES if op == "thread.save" else MAX_ARGS_BYTES
+                return await self._op(op, self._take_blob(args["$blob"], most))
+        return await self._op(op, args)
+
+    async def _op(self, op: str, args: dict[str, Any]) -> Any:
         if op.startswith("table."):
             return await self.tables.handle(op, args)
         if op == "thread.get":
@@ -133,7 +141,7 @@ class RunSession:
         blob, data = args.get("blob"), args.get("data")
         if not isinstance(blob, str) or not isinstance(data, str) or len(blob) > 64:
             raise OpError("invalid", "blob.append takes {blob, data} (strings)")
-        self._blob_bytes += len(data)
+        self._blob_bytes += len(data.encode())  # (bytes as stored and sent back, not characters)
         if self._blob_bytes > MAX_BLOB_BYTES:
             raise OpError("too_large", f"a run's requests may carry at most {MAX_BLOB_BYTES} bytes")
         self._blobs.setdefault(blob, []).append(data)
@@ -142,8 +150,8 @@ class RunSession:
         pieces = self._blobs.pop(blob, None) if isinstance(blob, str) else None
         if pieces is None:
             raise OpError("invalid", f"no blob {blob!r} was sent")
-        if sum(map(len, pieces)) > most:
-            raise OpError("too_large", f"these arguments may be at most {most} characters long")
+        if sum(len(piece.encode()) for piece in pieces) > most:
+            raise OpError("too_large", f"these arguments may be at most {most} bytes long (UTF-8)")
         text = "".join(pieces)
         del pieces
         if 1 + sum(map(text.count, "{[,:")) > MAX_ARG_VALUES:
@@ -211,7 +219,10 @@ class RunSession:
             check_json(args, "the thread's state")
         except OutOfBounds as exc:
             raise OpError("invalid", str(exc)) from None
-        self._saved = {"values": values, "checkpoint": args.get("checkpoint"), "interrupts": interrupts}
+        saved = {"values": values, "checkpoint": args.get("checkpoint"), "interrupts": interrupts}
+        if len(_enc.encode(saved)) > MAX_STATE_BYTES:  # (sent inline, or as pieces of other text)
+            raise OpError("too_large", f"a thread's state may be at most {MAX_STATE_BYTES} bytes as JSON")
+        self._saved = saved
 
     # -- the end of a thread run --
 

@@ -28,6 +28,7 @@ from crewyard.core.ids import new_id
 from crewyard.core.tables import Column
 from crewyard.eventstore import EventStore
 from crewyard.objects import NatsObjectStore, ObjectStore
+from crewyard.runner import session as session_module
 from crewyard.runner.protocol import Request, encode
 from crewyard.runner.session import RunSession
 from crewyard.threads import accept_run, checkpoint_content, checkpoint_event, latest_checkpoint, load_thread
@@ -246,5 +247,23 @@ async def test_arguments_in_pieces_are_refused_before_decoding_beyond_what_their
         huge = msgspec.json.encode({"values": {"text": "x" * (31 << 20)}}).decode()
         refused = await _in_pieces(session, "thread.save", huge)
         assert not refused.ok and refused.error.code == "too_large", refused
+    finally:
+        await session.close()
+
+
+async def test_a_state_is_bounded_in_bytes_however_it_is_sent(store: EventStore, monkeypatch: Any) -> None:
+    """Text of many-byte characters (an emoji is one character, four bytes) was counted in
+    characters: a state under the bound in characters but four times it in bytes was saved, and
+    the next run's ``thread.get`` could never answer with it. In pieces or inline, it is bytes."""
+    monkeypatch.setattr(session_module, "MAX_STATE_BYTES", 4000)
+    session = await _running(store, await _thread(store))
+    try:
+        wide = {"values": {"text": "\U0001f600" * 1500}}  # 1,500 characters, 6,000 bytes
+        in_pieces = await _in_pieces(session, "thread.save", msgspec.json.encode(wide).decode())
+        assert not in_pieces.ok and in_pieces.error.code == "too_large", in_pieces  # type: ignore[attr-defined]
+        inline = await _ask(session, "thread.save", wide)
+        assert not inline.ok and inline.error.code == "too_large", inline  # type: ignore[attr-defined]
+        narrow = {"values": {"text": "x" * 1500}}
+        assert (await _ask(session, "thread.save", narrow)).ok  # type: ignore[attr-defined]
     finally:
         await session.close()
