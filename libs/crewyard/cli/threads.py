@@ -113,12 +113,13 @@ def list_threads(
     """List a project's threads, newest first."""
     target = resolve_project(project, name=deployment_name)
     with connect(api_url) as client:
-        items = client.list_threads(
+        page = client.thread_page(
             project=target, name=deployment_name, status=status, limit=limit, offset=offset
         )
     if as_json:
-        print_json({"threads": items})
+        print_json(page)
         return
+    items = page.threads
     console = make_console()
     if not items:
         console.print(f"No threads in project {target}.")
@@ -135,6 +136,8 @@ def list_threads(
             Text(str(t.metadata or ""), style="dim"),
         )
     console.print(table)
+    if page.next_offset is not None:  # (a page ends early once its states take 16 MiB)
+        console.print(Text(f"More: --offset {page.next_offset}", style="dim"))
 
 
 @threads.command("get")
@@ -243,6 +246,8 @@ def history(thread_id: str, limit: int, offset: int, as_json: bool, api_url: str
             )
         )
         print_output(console, cp.values)
+    if offset + len(page.history) < page.total:  # (a page may end early: large states)
+        console.print(Text(f"More: --offset {offset + len(page.history)}", style="dim"))
 
 
 @threads.command("copy")

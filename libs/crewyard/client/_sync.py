@@ -16,6 +16,7 @@ from crewyard.contract.threads import (
     ThreadCreate,
     ThreadDeleted,
     ThreadHistory,
+    ThreadList,
     ThreadRunCreate,
     ThreadRunStarted,
 )
@@ -289,9 +290,23 @@ class Client:
         limit: int = 20,
         offset: int = 0,
     ) -> list[Thread]:
-        op = ops.list_threads(project, name, status, limit, offset)
-        threads: list[Thread] = self._do(op).threads
-        return threads
+        """A page of threads, newest first (:meth:`thread_page` also says where the next starts:
+        a page ends early once 16 MiB of metadata and states are in it)."""
+        page = self.thread_page(project=project, name=name, status=status, limit=limit, offset=offset)
+        return page.threads
+
+    def thread_page(
+        self,
+        *,
+        project: str | None = None,
+        name: str | None = None,
+        status: str | None = None,
+        limit: int = 20,
+        offset: int = 0,
+    ) -> ThreadList:
+        """A page of threads and ``next_offset``, the next page's ``offset`` (None after the last)."""
+        page: ThreadList = self._do(ops.list_threads(project, name, status, limit, offset))
+        return page
 
     def get_thread(self, thread_id: str) -> Thread:
         thread: Thread = self._do(ops.get_thread(thread_id))
