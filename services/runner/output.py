@@ -44,6 +44,7 @@ from .protocol import (
     Hello,
     LogLine,
     Message,
+    Oversized,
     Ready,
     Reply,
     Request,
@@ -214,7 +215,7 @@ async def pump_output(
                     "limit",
                 )
                 continue
-            msg = decode_line(raw) if stream == "proto" else None
+            msg = decode_line(raw, MAX_LINE) if stream == "proto" else None
             if msg is not None and outcome.runtime is None and outcome.stopped is None:
                 _introduce(outcome, msg)
                 if outcome.runtime is not None:
@@ -242,7 +243,7 @@ async def pump_output(
             said = said and once
             if not said and not _spend(outcome, len(raw), budget):
                 continue  # over the budget: the crew is being stopped; nothing more is written
-            if msg is not None and len(raw) > MAX_LINE:
+            if isinstance(msg, Oversized) or (msg is not None and len(raw) > MAX_LINE):
                 await emitter.log(
                     f"a {len(raw)}-byte protocol message was dropped: over {MAX_LINE} bytes", "warning"
                 )
@@ -295,7 +296,7 @@ def _spend(outcome: Outcome, size: int, budget: Budget) -> bool:
     return True
 
 
-def _introduce(outcome: Outcome, msg: Message) -> None:
+def _introduce(outcome: Outcome, msg: Message | Oversized) -> None:
     """The runtime's first line must say which protocol it speaks; stop one that speaks another."""
     outcome.introduced.set()
     if isinstance(msg, Hello) and msg.v in SPOKEN:
@@ -309,7 +310,7 @@ def _introduce(outcome: Outcome, msg: Message) -> None:
     )
 
 
-def _first(outcome: Outcome, msg: Message | None) -> bool:
+def _first(outcome: Outcome, msg: Message | Oversized | None) -> bool:
     """Whether ``msg`` is the runtime's first ready, result or error of the run."""
     if not isinstance(msg, Ready | Result | CrewError):
         return False

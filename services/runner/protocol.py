@@ -66,13 +66,38 @@ Message = Hello | Ready | LogLine | CrewEvent | Result | CrewError | Request
 _decoder = msgspec.json.Decoder(Message)
 
 
-def decode_line(line: bytes) -> Message | None:
-    """A protocol message, or None when the line is not one (then it is treated as output)."""
+class Oversized(msgspec.Struct):
+    """A protocol message longer than a line may be, of type ``t``: only a result may be (its
+    output); any other is read no further than its type, and dropped."""
+
+    t: str
+
+
+class _Tag(msgspec.Struct):
+    t: Any = None
+
+
+_tag_decoder = msgspec.json.Decoder(_Tag)
+
+
+def decode_line(line: bytes, most: int | None = None) -> Message | Oversized | None:
+    """A protocol message, or None when the line is not one (then it is treated as output). A
+    line longer than ``most`` is decoded whole only when it is a result: a request of megabytes
+    of ``[{},{},…]`` became some 24 times its size in objects, only to be dropped."""
     try:
+        if most is not None and len(line) > most:
+            tag = _tag_decoder.decode(line).t  # (the other fields are skipped, never built)
+            if tag != "result":
+                return Oversized(t=tag) if isinstance(tag, str) and tag in _TAGS else None
         message: Message = _decoder.decode(line)
         return message
     except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):
         return None  # RecursionError: JSON nested past msgspec's depth (~1,000), a few KB of [[[…
+
+
+_TAGS = frozenset(
+    str(kind.__struct_config__.tag) for kind in (Hello, Ready, LogLine, CrewEvent, Result, CrewError, Request)
+)
 
 
 # -- runner → runtime --
