@@ -125,3 +125,18 @@ async def test_a_page_of_threads_ends_at_its_byte_bound_and_the_next_goes_on(
     # The console's list reads none of the stored JSON: a whole page, no state.
     assert [r["id"] for r in lean] == seen[:5] and more
     assert all(r["values"] is None and bytes(r["metadata"]) == b"{}" for r in lean)
+
+
+async def test_a_page_is_bounded_in_bytes_not_characters(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "rm.sqlite3"
+    wide = msgspec.json.encode({"text": "\U0001f600" * 1000})  # 1,000 characters, 4,000 bytes
+    await _threads(path, 4, state=wide)
+    monkeypatch.setattr(rm_threads, "PAGE_BYTES", 9000)
+    rm = await ReadModel.open(path)
+    try:
+        rows, more = await rm.threads(project="p", name=None, status=None, limit=4, offset=0)
+    finally:
+        await rm.close()
+    assert [r["id"] for r in rows] == ["thr_0003", "thr_0002"] and more

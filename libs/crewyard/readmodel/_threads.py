@@ -101,7 +101,14 @@ def checkpoint_view(row: dict[str, Any], *, full: bool = False) -> dict[str, Any
 
 
 def _stored_size(row: dict[str, Any]) -> int:
-    return sum(len(row[col] or "") for col in ("metadata", "state", "interrupts", "checkpoint") if col in row)
+    """The bytes of a row's stored JSON (UTF-8: a character may be four)."""
+    return sum(
+        _utf8_size(row[col] or "") for col in ("metadata", "state", "interrupts", "checkpoint") if col in row
+    )
+
+
+def _utf8_size(text: str) -> int:
+    return len(text) if text.isascii() else len(text.encode())
 
 
 class ThreadQueries(Reader):
