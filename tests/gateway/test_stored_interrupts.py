@@ -9,9 +9,11 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from handler_calls import handler_request
 
+from crewyard.contract.threads import Thread, ThreadHistory
 from crewyard.core.events import ThreadCreated, ThreadRunEnded
 from crewyard.core.ids import new_id
 from crewyard.eventstore import EventStore
@@ -73,14 +75,21 @@ async def _interrupted_thread(g: Gateway) -> str:
     return thread_id
 
 
+async def _history(g: Gateway, thread_id: str) -> ThreadHistory:
+    """A page as the API sends it (stored JSON kept as it is), read back as a client does."""
+    view = await checkpoints(g, thread_id, limit=5, offset=0)
+    return msgspec.json.decode(msgspec.json.encode(view), type=ThreadHistory)
+
+
 async def test_a_thread_whose_interrupts_were_stored_reads_and_copies_as_interrupted(gateway: Gateway):
     thread_id = await _interrupted_thread(gateway)
-    page = await checkpoints(gateway, thread_id, limit=5, offset=0)
+    page = await _history(gateway, thread_id)
     assert [c.interrupts for c in page.history] == [ASKED]
 
-    copy = await copy_thread.fn(handler_request(gateway), thread_id, None)
+    answer = await copy_thread.fn(handler_request(gateway), thread_id, None)
+    copy = msgspec.json.decode(answer.body, type=Thread)
     assert copy.status == "interrupted"
     state, _ = await load_thread(gateway.store, copy.thread_id, "shop")
     assert state.status == "interrupted" and state.checkpoint_interrupted
-    copied = await checkpoints(gateway, copy.thread_id, limit=5, offset=0)
+    copied = await _history(gateway, copy.thread_id)
     assert [c.interrupts for c in copied.history] == [ASKED]
