@@ -261,7 +261,9 @@ async def insert_rows(
         except core.InvalidTable as exc:
             raise _invalid(exc) from None
         now, size = await g.rm.table_size(table_id), sum(map(core.stored_size, checked))
-        if not near and not core.far_from_full(*now, len(checked), size):
+        if not near and not core.far_from_full(
+            *await _at_most(g, project, table_id, now), len(checked), size
+        ):
             near = True  # decide again on the table as of its last event
             continue
         _has_room(*now, len(checked), size)
@@ -280,6 +282,15 @@ async def insert_rows(
         await g.rm.wait_for(appended.seq)
         return _rows_answer(event, many, 201)
     raise _too_busy(table_id)
+
+
+async def _at_most(g: Gateway, project: str, table_id: str, seen: tuple[int, int]) -> tuple[int, int]:
+    """The most rows and bytes the table may hold now, when the read model (which has ``seen``)
+    may be behind the stream: every stream event after the table's last one it applied may be an
+    insert of the table (an upper bound; a read model being rebuilt is far behind)."""
+    last = await g.store.last_seq_of(g.store.aggregate_filter(project, "table", table_id)) or 0
+    behind = max(0, last - await g.rm.table_position(table_id))
+    return seen[0] + behind * core.MAX_ROWS_PER_INSERT, seen[1] + behind * core.MAX_INSERT_BYTES
 
 
 def _has_room(rows: int, stored: int, more_rows: int, more_bytes: int) -> None:

@@ -74,10 +74,11 @@ class Oversized(msgspec.Struct):
 
 
 class _Tag(msgspec.Struct):
-    t: Any = None
+    t: str | None = None  # (typed: a tag of megabytes of objects is refused, never built)
 
 
 _tag_decoder = msgspec.json.Decoder(_Tag)
+_result_decoder = msgspec.json.Decoder(Result)
 
 
 def decode_line(line: bytes, most: int | None = None) -> Message | Oversized | None:
@@ -88,7 +89,10 @@ def decode_line(line: bytes, most: int | None = None) -> Message | Oversized | N
         if most is not None and len(line) > most:
             tag = _tag_decoder.decode(line).t  # (the other fields are skipped, never built)
             if tag != "result":
-                return Oversized(t=tag) if isinstance(tag, str) and tag in _TAGS else None
+                return Oversized(t=tag) if tag in _TAGS else None
+            # As a result only: a line whose first tag is another (a repeated "t") fails at it.
+            result: Result = _result_decoder.decode(line)
+            return result
         message: Message = _decoder.decode(line)
         return message
     except (msgspec.DecodeError, msgspec.ValidationError, RecursionError):

@@ -80,6 +80,7 @@ class RunTables:
         self._positions: dict[str, int] = {}
         self._lock = asyncio.Lock()
         self._names: dict[str, str] = {}  # a table's name → its id, as found
+        self._listed: dict[str, tuple[int, dict[str, Any] | None]] = {}  # (as of, view)
 
     async def close(self) -> None:
         if self._db is not None:
@@ -282,12 +283,25 @@ class RunTables:
                 with contextlib.suppress(OpError):  # deleted
                     out.append(await self._catch_up(table_id))
                 continue
-            db, reader = await _memory_model()
-            try:
-                await self._fold(reader, table_id, {})
-                view = await reader.table(table_id)
-            finally:
-                await db.close()
+            view = await self._apart(table_id)
             if view is not None:
                 out.append(view)
         return out
+
+    async def _apart(self, table_id: str) -> dict[str, Any] | None:
+        """A table the run does not hold, folded into a database of its own and let go; its view
+        is kept until the table changes (a crew listing its tables in a loop folded every one of
+        them each time)."""
+        last = await self.store.last_seq_of(f"{self.store.prefix}.{self.project}.table.{table_id}.>") or 0
+        listed = self._listed.get(table_id)
+        if listed is not None and listed[0] == last:
+            return listed[1]
+        db, reader = await _memory_model()
+        try:
+            positions: dict[str, int] = {}
+            await self._fold(reader, table_id, positions)
+            view = await reader.table(table_id)
+        finally:
+            await db.close()
+        self._listed[table_id] = (positions.get(table_id, 0), view)
+        return view

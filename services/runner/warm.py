@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from crewyard.lines import LineQueue
+from crewyard.lines import MAX_LINE, LineQueue
 
 from .backends import BackendError, ExitStatus, RunHandle, RunSpec
 from .protocol import SPOKEN, VERSION, CrewError, Hello, Ready, Start, ThreadStart, decode_line, encode
@@ -83,7 +83,7 @@ class WarmSandbox:
             self._give_up(f"it wrote more than {IDLE_LINES} lines or {IDLE_BYTES} bytes while idle")
         if stream != "proto" or self._ready.is_set():
             return
-        message = decode_line(raw)
+        message = decode_line(raw, MAX_LINE)
         if isinstance(message, Hello) and message.v not in SPOKEN:
             self._give_up(f"its runtime speaks protocol v{message.v}, this runner v{VERSION}")
         elif isinstance(message, CrewError):

@@ -10,6 +10,7 @@ import os
 import stat
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -90,3 +91,28 @@ def test_links_below_the_env_folder_are_kept_as_links_never_followed(
     with tarfile.open(dest) as tar:
         members = {m.name: m for m in tar.getmembers()}
     assert members["lib"].issym() and set(members) == {"bin", "bin/python", "lib"}
+
+
+def test_an_environment_that_cannot_be_read_whole_is_not_published(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What the walk cannot look at would be packed unsanitized and uncounted: refused."""
+    env = tmp_path / "env"
+    (env / "lib").mkdir(parents=True)
+    (env / "lib" / "tool").write_bytes(b"x")
+    real = os.scandir
+
+    class Refusing:
+        def __init__(self, fd: Any) -> None:
+            self.inner = real(fd)
+
+        def __enter__(self) -> Any:
+            self.inner.__enter__()
+            raise PermissionError(13, "Permission denied")
+
+        def __exit__(self, *exc: object) -> None:
+            self.inner.__exit__(*exc)
+
+    monkeypatch.setattr(os, "scandir", Refusing)
+    with pytest.raises(BuildFailed, match=r"cannot be read whole \(Permission denied\)"):
+        env_archive.sanitize(env, 1 << 30, 1000)

@@ -31,6 +31,16 @@ def test_a_long_request_is_read_no_further_than_its_type() -> None:
     assert peak < len(line), peak  # decoded whole: some 24 times the line
 
 
+def test_a_long_line_cannot_pass_for_a_result_or_hide_objects_in_its_tag() -> None:
+    """A tag that is no string, or a tag given twice (the last one ``result``): read no further."""
+    for line in (
+        msgspec.json.encode({"t": MANY}),
+        b'{"t":"request","id":"r1","op":"x","args":{"rows":' + msgspec.json.encode(MANY) + b'},"t":"result"}',
+    ):
+        message, peak = _peak_decoding(line)
+        assert message is None and peak < len(line), peak
+
+
 def test_a_long_result_is_read_whole_and_a_short_request_as_always() -> None:
     line = msgspec.json.encode({"t": "result", "output": {"items": ["x"] * 100_000}})
     result = decode_line(line, MAX_LINE)

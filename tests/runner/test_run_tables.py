@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 
@@ -234,3 +235,34 @@ async def test_an_insert_far_from_the_bound_is_not_refused_for_a_write_meanwhile
     assert row is not None and row["a"] == "ours"
     assert attempts == (2 if near else 1)
     assert (await tables.handle("table.get", {"table": table_id}))["row_count"] == (3 if near else 2)
+
+
+async def test_a_listing_folds_a_table_again_only_once_it_changed(
+    store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A crew listing its tables in a loop folded every table it does not use each time."""
+    table_id = new_id("tbl")
+    created = TableCreated(name="log", columns=[Column(name="x", type="text")], by="api")
+    await store.append(make_event(created, project="loop", aggregate_id=table_id, event_id=new_id("evt")))
+    folds = 0
+    real = RunTables._fold
+
+    async def counted(self: RunTables, *args: Any) -> None:
+        nonlocal folds
+        folds += 1
+        await real(self, *args)
+
+    monkeypatch.setattr(RunTables, "_fold", counted)
+    tables, writer = RunTables(store, "loop", new_id("run")), RunTables(store, "loop", new_id("run"))
+    try:
+        for _ in range(3):
+            assert [t["row_count"] for t in await tables.handle("table.list", {})] == [0]
+        assert folds == 1
+        await writer.handle("table.insert", {"table": table_id, "rows": [{"x": "1"}]})
+        folds = 0
+        assert [t["row_count"] for t in await tables.handle("table.list", {})] == [1]
+        assert [t["row_count"] for t in await tables.handle("table.list", {})] == [1]
+        assert folds == 1
+    finally:
+        await tables.close()
+        await writer.close()

@@ -56,7 +56,8 @@ def sanitize(root: Path, most_bytes: int, most_entries: int) -> int:
     total = count = 0
     seen: set[tuple[int, int]] = set()
     try:
-        for parent, name, st in usage.walk(root):
+        # Strict: what the walk could not read would be packed as it is (set-uid bits, devices).
+        for parent, name, st in usage.walk(root, strict=True):
             count += 1
             if count > most_entries:
                 raise BuildFailed(
@@ -83,6 +84,8 @@ def sanitize(root: Path, most_bytes: int, most_entries: int) -> int:
                 )
     except trees.TooDeep as exc:
         raise BuildFailed(f"the environment holds {exc} (depth limit)") from None
+    except OSError as exc:
+        raise BuildFailed(f"the environment cannot be read whole ({exc.strerror}): not published") from None
     return total
 
 

@@ -33,11 +33,11 @@ def apparent_size(st: os.stat_result) -> int:
     return max(st.st_size, st.st_blocks * 512)
 
 
-def walk(root: Path) -> Iterator[tuple[int, str, os.stat_result]]:
+def walk(root: Path, *, strict: bool = False) -> Iterator[tuple[int, str, os.stat_result]]:
     """Every entry below ``root`` (:func:`crewyard.trees.walk`, at most :data:`MAX_DEPTH`
-    levels); a folder that cannot be opened is skipped (this host's root reads everything a
-    build made)."""
-    return trees.walk(root, max_depth=MAX_DEPTH)
+    levels); what cannot be read is skipped (this host's root reads everything a build made),
+    or with ``strict`` its ``OSError`` raised."""
+    return trees.walk(root, max_depth=MAX_DEPTH, strict=strict)
 
 
 def over(root: Path, most_bytes: int, most_entries: int, what: str) -> str | None:
