@@ -291,9 +291,19 @@ class EventStore(Following):
             else:
                 request = json.dumps({"seq": start_seq, "next_by_subj": filter_subject, "batch": batch})
             await self.nc.publish(f"$JS.API.DIRECT.GET.{stream}", request.encode(), reply=inbox)
-            await asyncio.wait_for(done, self.read_timeout)
-        except TimeoutError as exc:
-            raise StoreUnavailable("event store did not answer a read") from exc
+            # The server is answering while events keep coming: a batch of 64 MB read by a busy
+            # process may take longer than ``read_timeout`` in all (it failed so on 2 cores).
+            seen = -1
+            while seen != len(out):
+                seen = len(out)
+                try:
+                    await asyncio.wait_for(asyncio.shield(done), self.read_timeout)
+                    break
+                except TimeoutError:
+                    continue
+            if not done.done():
+                raise StoreUnavailable("event store did not answer a read")
+            done.result()
         finally:
             await sub.unsubscribe()
         return out
