@@ -206,6 +206,10 @@ class DockerHandle:
     def _exited(self) -> asyncio.Future[int]:
         if self._exit is None:
             self._exit = asyncio.ensure_future(self._exit_code())
+            # A wait that was cancelled (the run ended otherwise) leaves it unread: a container
+            # removed meanwhile failed it, and its "never retrieved" log, run by the collector at
+            # any point, broke a parse under way in another test (CPython 3.11's AST check).
+            self._exit.add_done_callback(_retrieved)
         return self._exit
 
     async def wait(self) -> ExitStatus:
