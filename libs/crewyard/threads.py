@@ -41,7 +41,6 @@ CHECKPOINT_INLINE_BYTES = 256 * 1024
 INTERRUPTS_INLINE_BYTES = 16 * 1024
 _enc = msgspec.json.Encoder()
 _dec = msgspec.json.Decoder()
-_parts = msgspec.json.Decoder(dict[str, msgspec.Raw])
 
 Checkpoint = ThreadCheckpointed | ThreadCreated
 
@@ -112,25 +111,40 @@ async def checkpoint_content(objects: ObjectStore, data: Checkpoint) -> tuple[di
     return dict(stored.get("values") or {}), stored.get("checkpoint"), list(stored.get("interrupts") or [])
 
 
-async def checkpoint_json(
-    objects: ObjectStore, data: Checkpoint
-) -> tuple[msgspec.Raw, msgspec.Raw, msgspec.Raw]:
-    """:func:`checkpoint_content` as JSON, never decoded: a stored checkpoint may be 32 MiB of
-    JSON, which is hundreds of MB as Python objects; a reader that only passes it on (the runner's
-    ``thread.get``) keeps it as the bytes it is (slices of the object read)."""
+class StoredCheckpoint(msgspec.Struct):
+    """A checkpoint kept in the object store, its parts as the JSON they are: a state may be
+    32 MiB of JSON, which is hundreds of MB as Python objects, and a reader that only passes it on
+    (the runner's ``thread.get``, the gateway's thread views) keeps it as bytes (slices of the
+    object read)."""
+
+    values: msgspec.Raw = msgspec.Raw(b"{}")
+    checkpoint: msgspec.Raw = msgspec.Raw(b"null")
+    interrupts: msgspec.Raw = msgspec.Raw(b"[]")
+
+
+_stored_dec = msgspec.json.Decoder(StoredCheckpoint)
+
+
+async def stored_checkpoint(objects: ObjectStore, sha256: str) -> tuple[StoredCheckpoint, int]:
+    """A checkpoint kept in the object store, and how many bytes it was there. An object that is
+    not what a runner writes reads as an empty state (a reader shows it rather than fail)."""
+    raw = await objects.get_bytes(checkpoint_object(sha256))
+    try:
+        return _stored_dec.decode(raw), len(raw)
+    except msgspec.DecodeError:
+        return StoredCheckpoint(), len(raw)
+
+
+async def checkpoint_json(objects: ObjectStore, data: Checkpoint) -> StoredCheckpoint:
+    """:func:`checkpoint_content` as JSON, never decoded (see :class:`StoredCheckpoint`)."""
     if data.ref is None:
         values, checkpoint, interrupts = await checkpoint_content(objects, data)
-        return (
+        return StoredCheckpoint(
             msgspec.Raw(_enc.encode(values)),
             msgspec.Raw(_enc.encode(checkpoint)),
             msgspec.Raw(_enc.encode(interrupts)),
         )
-    stored = _parts.decode(await objects.get_bytes(checkpoint_object(data.ref.sha256)))
-    return (
-        stored.get("values", msgspec.Raw(b"{}")),
-        stored.get("checkpoint", msgspec.Raw(b"null")),
-        stored.get("interrupts", msgspec.Raw(b"[]")),
-    )
+    return (await stored_checkpoint(objects, data.ref.sha256))[0]
 
 
 async def latest_checkpoint(

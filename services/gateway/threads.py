@@ -37,11 +37,11 @@ from crewyard.eventstore import ConcurrencyConflict, RawEvent, StoreUnavailable
 from crewyard.threads import (
     accept_run,
     checkpoint_content,
-    checkpoint_object,
     latest_checkpoint,
     load_thread,
     queue_run,
     settle,
+    stored_checkpoint,
 )
 
 from .access import allow, visible_project
@@ -75,37 +75,13 @@ def _bounded(value: Any, what: str) -> None:
 PAGE_STORED_BYTES = 32 << 20
 
 
-NULL = msgspec.Raw(b"null")  # (a Raw field takes no None: ``Raw | None`` decodes only null)
-
-
-class Stored(msgspec.Struct):
-    """A checkpoint kept in the object store, its parts as the JSON they are (decoding a state of
-    32 MiB into Python objects took some 800 MB, only to be encoded again)."""
-
-    values: msgspec.Raw = NULL
-    checkpoint: msgspec.Raw = NULL
-    interrupts: msgspec.Raw = msgspec.Raw(b"[]")
-
-
-_stored_dec = msgspec.json.Decoder(Stored)
-
-
-async def _stored(g: Gateway, sha256: str) -> tuple[Stored, int]:
-    """A checkpoint kept in the object store, and how many bytes it was there."""
-    raw = await g.objects.get_bytes(checkpoint_object(sha256))
-    try:
-        return _stored_dec.decode(raw), len(raw)
-    except msgspec.DecodeError:  # not what a runner writes: shown as no state
-        return Stored(), len(raw)
-
-
 async def _thread(g: Gateway, row: dict[str, Any], *, stored: bool = True) -> dict[str, Any]:
     """A thread's view (the contract's ``Thread``, its stored JSON raw); ``stored``: with a large
     state, read from the object store (a listing leaves those out: a page of 100 threads with
     states of megabytes each would be gigabytes)."""
     ref = row.pop("state_ref")
     if ref:  # a large state lives in the object store
-        row["values"] = (await _stored(g, ref))[0].values if stored else None
+        row["values"] = (await stored_checkpoint(g.objects, ref))[0].values if stored else None
     return row
 
 
@@ -314,7 +290,7 @@ async def checkpoints(
         if ref:
             if shown and read >= PAGE_STORED_BYTES:
                 break
-            stored, size = await _stored(g, ref)
+            stored, size = await stored_checkpoint(g.objects, ref)
             read += size
             row["values"] = stored.values
             # The stored checkpoint holds them all (the event may only have counted them).

@@ -192,7 +192,8 @@ class RunSession:
             interrupts: Any = []
             interrupted, parent = False, None
         else:
-            values, checkpoint, interrupts = await checkpoint_json(self.objects, source)
+            parts = await checkpoint_json(self.objects, source)
+            values, checkpoint, interrupts = parts.values, parts.checkpoint, parts.interrupts
             interrupted, parent = source.interrupted, source.checkpoint_id
         answer = msgspec.Raw(
             _enc.encode(
