@@ -54,7 +54,7 @@ from crewyard.core.events import (
 from crewyard.core.ids import is_id, new_id
 from crewyard.eventstore import ConcurrencyConflict
 from crewyard.launch import idempotent_event_id
-from crewyard.readmodel import ROWS_PAGE_BYTES
+from crewyard.readmodel import ROWS_PAGE_BYTES, TableSize
 
 from .access import allow
 from .context import CATCH_UP_S, Gateway, IdempotencyKey, behind, gw, project_name
@@ -266,7 +266,7 @@ async def insert_rows(
         ):
             near = True  # decide again on the table as of its last event
             continue
-        _has_room(*now, len(checked), size)
+        _has_room(now.rows, now.stored, len(checked), size)
         rows = [NewRow(id=new_id("row"), values=values) for values in checked]
         inserted = RowsInserted(rows=rows, by=who(request), idempotency_key=key, request_hash=request_hash)
         # With a key, the event id is derived from it: a concurrent repeat is dropped by the stream.
@@ -284,13 +284,13 @@ async def insert_rows(
     raise _too_busy(table_id)
 
 
-async def _at_most(g: Gateway, project: str, table_id: str, seen: tuple[int, int]) -> tuple[int, int]:
+async def _at_most(g: Gateway, project: str, table_id: str, seen: TableSize) -> tuple[int, int]:
     """The most rows and bytes the table may hold now, when the read model (which has ``seen``)
     may be behind the stream: every stream event after the table's last one it applied may be an
     insert of the table (an upper bound; a read model being rebuilt is far behind)."""
     last = await g.store.last_seq_of(g.store.aggregate_filter(project, "table", table_id)) or 0
-    behind = max(0, last - await g.rm.table_position(table_id))
-    return seen[0] + behind * core.MAX_ROWS_PER_INSERT, seen[1] + behind * core.MAX_INSERT_BYTES
+    behind = max(0, last - seen.position)
+    return seen.rows + behind * core.MAX_ROWS_PER_INSERT, seen.stored + behind * core.MAX_INSERT_BYTES
 
 
 def _has_room(rows: int, stored: int, more_rows: int, more_bytes: int) -> None:
@@ -413,7 +413,8 @@ async def update_row(
         except core.InvalidTable as exc:
             raise _invalid(exc) from None
         before = {k: v for k, v in stored.items() if k not in ("id", "_meta")}
-        _has_room(*await g.rm.table_size(table_id), 0, core.stored_size(merged) - core.stored_size(before))
+        now = await g.rm.table_size(table_id)
+        _has_room(now.rows, now.stored, 0, core.stored_size(merged) - core.stored_size(before))
         try:
             event = await _write(g, RowUpdated(row_id=row_id, values=values, by=by), project, table_id, seq)
         except ConcurrencyConflict:  # the table changed meanwhile: check the row again

@@ -181,7 +181,8 @@ class RunTables:
             merged = core.merge_row(stored, values)
             before = {k: v for k, v in stored.items() if k not in ("id", "_meta")}
             grown = core.stored_size(merged) - core.stored_size(before)
-            core.check_room(*await reader.table_size(table_id), 0, grown)
+            now = await reader.table_size(table_id)
+            core.check_room(now.rows, now.stored, 0, grown)
             expected = self._positions.get(table_id, 0)
             try:
                 await self._append(table_id, RowUpdated(row_id=row_id, values=values, by=self.by), expected)
@@ -203,8 +204,8 @@ class RunTables:
         while not turns.expired:
             await self._catch_up(table_id)
             now = await reader.table_size(table_id)
-            core.check_room(*now, len(new), size)
-            near = not core.far_from_full(*now, len(new), size)
+            core.check_room(now.rows, now.stored, len(new), size)
+            near = not core.far_from_full(now.rows, now.stored, len(new), size)
             expected = self._positions.get(table_id, 0) if near else None
             try:
                 await self._append(table_id, RowsInserted(rows=new, by=self.by), expected)

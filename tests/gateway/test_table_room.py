@@ -10,6 +10,7 @@ from typing import Any
 
 from crewyard.core import tables as core
 from crewyard.gateway import tables
+from crewyard.readmodel import TableSize
 
 
 class Store:
@@ -23,19 +24,11 @@ class Store:
         return self.last
 
 
-class ReadModel:
-    def __init__(self, position: int) -> None:
-        self.position = position
-
-    async def table_position(self, table_id: str) -> int:
-        return self.position
-
-
 async def test_a_read_model_behind_counts_what_it_may_not_have_seen() -> None:
-    caught_up: Any = SimpleNamespace(store=Store(last=40), rm=ReadModel(position=40))
-    assert await tables._at_most(caught_up, "p", "tbl_x", (10, 1000)) == (10, 1000)
-    behind: Any = SimpleNamespace(store=Store(last=340), rm=ReadModel(position=40))
-    rows, stored = await tables._at_most(behind, "p", "tbl_x", (10, 1000))
+    caught_up: Any = SimpleNamespace(store=Store(last=40))
+    assert await tables._at_most(caught_up, "p", "tbl_x", TableSize(10, 1000, 40)) == (10, 1000)
+    behind: Any = SimpleNamespace(store=Store(last=340))
+    rows, stored = await tables._at_most(behind, "p", "tbl_x", TableSize(10, 1000, 40))
     assert (rows, stored) == (10 + 300 * core.MAX_ROWS_PER_INSERT, 1000 + 300 * core.MAX_INSERT_BYTES)
     # Far from full as the read model has it; near once what it may have missed is counted.
     assert core.far_from_full(10, 1000, 1, 100) and not core.far_from_full(rows, stored, 1, 100)

@@ -7,7 +7,7 @@ through :class:`ReadModel`. Both import this library; neither imports the other.
 from ._db import open_db, position
 from ._queries import RUN_JSON, ReadModel, deployment_view, run_view
 from ._tables import DDL as TABLE_DDL
-from ._tables import ROWS_PAGE_BYTES, TABLE_HANDLERS, TableQueries
+from ._tables import ROWS_PAGE_BYTES, TABLE_HANDLERS, TableQueries, TableSize
 from .schema import DDL, TABLES
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "TABLE_HANDLERS",
     "ReadModel",
     "TableQueries",
+    "TableSize",
     "deployment_view",
     "open_db",
     "position",

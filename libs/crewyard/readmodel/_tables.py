@@ -10,7 +10,7 @@ query must mean what the same query means over the API). One implementation, one
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import aiosqlite
 import msgspec
@@ -29,6 +29,14 @@ from crewyard.core.tables import Column, Filter, Sort
 from ._base import Reader
 
 TABLES = ("tables", "table_rows", "table_row_keys")
+
+
+class TableSize(NamedTuple):
+    rows: int
+    stored: int  # bytes of the rows' values, as stored
+    position: int  # the stream sequence of the table's last event applied
+
+
 DDL = """
 CREATE TABLE IF NOT EXISTS tables (
     id TEXT PRIMARY KEY,
@@ -300,15 +308,13 @@ class TableQueries(Reader):
         )
         return [table_view(r) for r in rows]
 
-    async def table_size(self, table_id: str) -> tuple[int, int]:
-        """The table's rows, and the bytes their values take as stored (0, 0: no such table)."""
-        row = await self._key("SELECT row_count, data_bytes FROM tables WHERE id = ?", (table_id,))
-        return (int(row["row_count"]), int(row["data_bytes"])) if row else (0, 0)
-
-    async def table_position(self, table_id: str) -> int:
-        """The stream sequence of the last event of the table applied here (0: none)."""
-        row = await self._one("SELECT last_seq FROM tables WHERE id = ?", (table_id,))
-        return int(row["last_seq"]) if row else 0
+    async def table_size(self, table_id: str) -> TableSize:
+        """The table's rows, the bytes their values take as stored, and the stream sequence of
+        its last event applied here (all 0: no such table)."""
+        row = await self._key("SELECT row_count, data_bytes, last_seq FROM tables WHERE id = ?", (table_id,))
+        if row is None:
+            return TableSize(0, 0, 0)
+        return TableSize(int(row["row_count"]), int(row["data_bytes"]), int(row["last_seq"]))
 
     async def rows_by_idempotency_key(self, table_id: str, key: str) -> tuple[int, str | None] | None:
         """The event (its sequence) that inserted rows into the table with this key, and the hash
