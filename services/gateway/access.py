@@ -3,6 +3,8 @@
 Every route declares what it needs in its ``opt``: ``{"role": "read" | "run" | "deploy" |
 "admin"}``, or ``{"open": True}`` for the few routes anyone may call (health, documents,
 incoming trigger URLs). A route that declares neither is refused (and the app refuses to start).
+``{"platform": True}`` with a role: what the route shows is of every project (``/metrics``), so
+only a platform-wide key (no project) with the role may call it; a project's key gets 403.
 ``{"body": "gzip"}`` marks the one route whose body is not JSON (the upload); ``{"page": True}``
 the console's pages, whose HTML forms carry a CSRF token of their own instead.
 
@@ -382,6 +384,8 @@ async def guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRou
         raise
     scope["auth"] = key
     _rate_limit(connection, g, key.key_id)
+    if opt.get("platform") is True and key.project is not None:
+        raise ApiError(403, "forbidden", "this shows every project: it needs a platform-wide key")
     pending = await _check_project(g, key, needed, dict(connection.path_params))
     scope[STATE] = Access(key=key, pending=pending)
     _check_shape(connection, opt)

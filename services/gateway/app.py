@@ -69,9 +69,14 @@ async def readyz(request: Request[Any, Any, Any]) -> Response[Ready]:
     return Response(msgspec.convert(report.body(), Ready), status_code=200 if report.ready else 503)
 
 
-@get("/metrics", opt={"open": True}, media_type=metrics.CONTENT_TYPE, include_in_schema=False)
+#: Counts of every project: a platform-wide key's (see ``access``).
+PLATFORM_READ = {"role": "read", "platform": True}
+
+
+@get("/metrics", opt=PLATFORM_READ, media_type=metrics.CONTENT_TYPE, include_in_schema=False)
 async def metrics_text(request: Request[Any, Any, Any]) -> Response[bytes]:
-    """Prometheus metrics of this process: HTTP, runs, builds, consumer lag, read model lag, SSE."""
+    """Prometheus metrics of this process: HTTP, runs, builds, consumer lag, read model lag, SSE.
+    Counts of every project: a platform-wide key with the read role (a scraper's bearer token)."""
     return Response(await metrics.render(), media_type=metrics.CONTENT_TYPE)
 
 

@@ -45,7 +45,8 @@ class Route:
     #: ``json``: sent the refused JSON body; ``gzip``: a broken upload; None: no body.
     body: str | None = None
     #: Where the project is: ``path`` (or a resource the path names), ``body``, ``listing``
-    #: (a query filter), ``none`` (the caller itself).
+    #: (a query filter), ``none`` (the caller itself), ``platform`` (every project's: only a
+    #: platform-wide key may call it).
     scope: str = "path"
     #: For routes that delete or act once: make a new target (returns path values) per call.
     fresh: Fresh | None = None
@@ -175,6 +176,7 @@ ROUTES: dict[str, Route] = {
     "POST /v1/projects/{project}/schedules/{schedule_id}/pause": Route(200),
     "POST /v1/projects/{project}/schedules/{schedule_id}/resume": Route(200),
     "GET /v1/keys": Route(200, scope="listing"),
+    "GET /metrics": Route(200, scope="platform"),
     "POST /v1/keys": Route(400, J, scope="body", valid_body=lambda p: {"role": "read", "project": p}),
     "DELETE /v1/keys/{key_id}": Route(200, fresh=new_key),
     "GET /v1/keys/{key_id}": Route(200),
@@ -232,7 +234,6 @@ RESOURCES = ("webhook_id", "trigger_id", "schedule_id")
 OPEN = {
     "GET /healthz",
     "GET /readyz",
-    "GET /metrics",
     "GET /v1/asyncapi.json",
     "POST /webhooks/runs/{token}",
     "GET /static/{name}",

@@ -85,6 +85,8 @@ def test_every_route_is_in_the_matrix(app_routes: dict[str, dict[str, Any]]):
     missing = sorted(set(routes) - set(ROUTES) - OPEN)
     assert not missing, f"routes the access matrix does not know (add them to ROUTES): {missing}"
     assert {r for r, opt in routes.items() if opt.get("open")} == OPEN
+    platform_wide = {r for r, opt in routes.items() if opt.get("platform")}
+    assert platform_wide == {r for r, route in ROUTES.items() if route.scope == "platform"}
     assert not set(ROUTES) - set(routes), "ROUTES lists routes the app no longer has"
 
 
@@ -251,7 +253,8 @@ def test_each_role_on_its_own_project(world: World, template: str, app_routes: d
             values = route.fresh(admin, own) if route.fresh else {}
             path = _path(template, own, values)
             r = _call(world.platform, world.keys[role], template, path, kind=route.body)
-            expected = route.allowed if rank(role) >= rank(needed) else 403
+            allowed = rank(role) >= rank(needed) and route.scope != "platform"  # a project's key
+            expected = route.allowed if allowed else 403
             assert r.status_code == expected, (template, role, r.status_code, r.text[:300])
 
 
@@ -347,9 +350,19 @@ def test_a_platform_wide_key_reaches_every_project_with_its_role(world: World):
     assert _call(world.platform, token, "GET /v1/keys", "/v1/keys").status_code == 403
 
 
+def test_metrics_of_every_project_need_a_platform_wide_key(world: World):
+    """The metrics count runs, builds and requests of every project: a project's key, even its
+    admin's, is refused; a platform-wide key with the read role (a scraper's) is let in."""
+    scraped = _call(world.platform, world.keys["platform-read"], "GET /metrics", "/metrics")
+    assert scraped.status_code == 200 and "crewyard_runs" in scraped.text
+    refused = _call(world.platform, world.keys["admin"], "GET /metrics", "/metrics")
+    assert refused.status_code == 403 and "platform-wide key" in refused.json()["error"]["message"]
+    assert "crewyard_" not in refused.text
+
+
 def test_open_routes_need_no_key(world: World):
     with httpx.Client(base_url=world.platform.api, timeout=30, verify=tls_context()) as client:
-        for path in ("/healthz", "/readyz", "/v1/asyncapi.json", "/schema/openapi.json", "/metrics"):
+        for path in ("/healthz", "/readyz", "/v1/asyncapi.json", "/schema/openapi.json"):
             assert client.get(path).status_code == 200, path
         assert OWN not in client.get("/healthz").text
         # The API document, and no page: Litestar's browsable ones loaded scripts from public

@@ -92,7 +92,7 @@ def _first_crew_event(events: list[tuple[str, float]]) -> float | None:
 
 
 async def _metric(client: httpx.AsyncClient, name: str, labels: str = "") -> float:
-    text = (await client.get("/metrics")).text
+    text = (await client.get("/metrics")).raise_for_status().text
     match = re.search(rf"^{re.escape(name)}{re.escape(labels)} (\S+)$", text, re.MULTILINE)
     return float(match.group(1)) if match else 0.0
 
