@@ -13,7 +13,8 @@ busy, the read is made on the thread instead, which waits as long as the writer 
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +34,53 @@ def open_keyed(path: Path) -> sqlite3.Connection:
     return conn
 
 
+class Pages:
+    """Answers kept while the file is unchanged: a listing asked again (a console or a script
+    polling the same page) is the bytes it was, until another connection commits anything
+    (``PRAGMA data_version`` of the loop's connection, which never writes, tells; a few
+    microseconds against the tens a page's read takes). The version is read before the page is:
+    a commit in between makes the kept page newer than its version, never older. At most
+    ``most`` pages, each at most ``largest`` bytes, the least recently asked left out first."""
+
+    def __init__(self, keyed: sqlite3.Connection | None, most: int = 32, largest: int = 256 << 10) -> None:
+        self.keyed, self.most, self.largest = keyed, most, largest
+        self._kept: OrderedDict[Hashable, tuple[int, bytes, Any]] = OrderedDict()
+
+    def version(self) -> int | None:
+        """The file's version as the loop's connection sees it (None: no such connection)."""
+        if self.keyed is None:
+            return None
+        cur = self.keyed.cursor()
+        cur.row_factory = None
+        try:
+            return int(cur.execute("PRAGMA data_version").fetchone()[0])
+        except sqlite3.OperationalError:
+            return None
+        finally:
+            cur.close()
+
+    def get(self, key: Hashable, version: int | None) -> tuple[bytes, Any] | None:
+        kept = self._kept.get(key)
+        if version is None or kept is None or kept[0] != version:
+            return None
+        self._kept.move_to_end(key)
+        return kept[1], kept[2]
+
+    def put(self, key: Hashable, version: int | None, page: bytes, extra: Any) -> None:
+        if version is None or len(page) > self.largest:
+            return
+        self._kept[key] = (version, page, extra)
+        self._kept.move_to_end(key)
+        while len(self._kept) > self.most:
+            self._kept.popitem(last=False)
+
+
 class Reader:
     def __init__(self, db: aiosqlite.Connection, keyed: sqlite3.Connection | None = None) -> None:
         self.db = db
         self.db.row_factory = _row  # type: ignore[assignment]
         self.keyed = keyed
+        self.pages = Pages(keyed)
 
     # One trip to the connection's thread per query (execute, fetch and close there at once):
     # a cursor's execute, fetch and close are three, and each is a wake-up of the event loop.

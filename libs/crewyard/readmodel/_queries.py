@@ -176,6 +176,11 @@ class ReadModel(VersionQueries, TableQueries, ThreadQueries, OutboundReads):
             shown, more = await self._page_within(sql, (*args, limit + 1), limit, FULL_PAGE_BYTES)
             page = b"[" + b",".join(row["j"] for row in shown) + b"]"
             return page, (shown[-1]["id"] if more else None)
+        key = (project, status, limit, cursor, deployment_id)
+        version = self.pages.version()
+        kept = self.pages.get(key, version)
+        if kept is not None:
+            return kept
         # Summaries (under 2 KB each): SQLite joins the page itself; read as rows, the sqlite3
         # module's own cost per row was more than SQLite's read of it. The subquery's rows reach
         # group_concat in its ORDER BY order (its LIMIT keeps the ORDER BY;
@@ -191,7 +196,9 @@ class ReadModel(VersionQueries, TableQueries, ThreadQueries, OutboundReads):
         rows = await self._range_tuples(sql, (*args, limit - 1, *args, limit), may_scan=may_scan)
         page, end = rows[0]
         last, _, count = (end or "").partition(" ")
-        return page, (last if count == "2" else None)
+        next_cursor = last if count == "2" else None
+        self.pages.put(key, version, page, next_cursor)
+        return page, next_cursor
 
     async def run_counts(self) -> dict[tuple[str, str], int]:
         """How many runs there are per (status, backend); backend "" before a run started."""
