@@ -125,14 +125,20 @@ class StoredCheckpoint(msgspec.Struct):
 _stored_dec = msgspec.json.Decoder(StoredCheckpoint)
 
 
-async def stored_checkpoint(objects: ObjectStore, sha256: str) -> tuple[StoredCheckpoint, int]:
+async def stored_checkpoint(
+    objects: ObjectStore, sha256: str, unreadable: StoredCheckpoint | None = None
+) -> tuple[StoredCheckpoint, int]:
     """A checkpoint kept in the object store, and how many bytes it was there. An object that is
-    not what a runner writes reads as an empty state (a reader shows it rather than fail)."""
+    not what a runner writes raises ``msgspec.DecodeError`` — a run must never start from an
+    empty state in its place (its own checkpoint would follow the lost one) — or, for a view
+    that shows what it can, reads as ``unreadable``."""
     raw = await objects.get_bytes(checkpoint_object(sha256))
     try:
         return _stored_dec.decode(raw), len(raw)
     except msgspec.DecodeError:
-        return StoredCheckpoint(), len(raw)
+        if unreadable is None:
+            raise
+        return unreadable, len(raw)
 
 
 async def checkpoint_json(objects: ObjectStore, data: Checkpoint) -> StoredCheckpoint:

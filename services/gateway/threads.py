@@ -35,6 +35,7 @@ from crewyard.core.ids import is_id, new_id
 from crewyard.core.versions import check_environment, choose_name
 from crewyard.eventstore import ConcurrencyConflict, RawEvent, StoreUnavailable
 from crewyard.threads import (
+    StoredCheckpoint,
     accept_run,
     checkpoint_content,
     latest_checkpoint,
@@ -75,13 +76,17 @@ def _bounded(value: Any, what: str) -> None:
 PAGE_STORED_BYTES = 32 << 20
 
 
+#: What a view shows of a stored checkpoint that is not what a runner writes: no state.
+_UNREADABLE = StoredCheckpoint(msgspec.Raw(b"null"), msgspec.Raw(b"null"), msgspec.Raw(b"[]"))
+
+
 async def _thread(g: Gateway, row: dict[str, Any], *, stored: bool = True) -> dict[str, Any]:
     """A thread's view (the contract's ``Thread``, its stored JSON raw); ``stored``: with a large
     state, read from the object store (a listing leaves those out: a page of 100 threads with
     states of megabytes each would be gigabytes)."""
     ref = row.pop("state_ref")
     if ref:  # a large state lives in the object store
-        row["values"] = (await stored_checkpoint(g.objects, ref))[0].values if stored else None
+        row["values"] = (await stored_checkpoint(g.objects, ref, _UNREADABLE))[0].values if stored else None
     return row
 
 
@@ -290,7 +295,7 @@ async def checkpoints(
         if ref:
             if shown and read >= PAGE_STORED_BYTES:
                 break
-            stored, size = await stored_checkpoint(g.objects, ref)
+            stored, size = await stored_checkpoint(g.objects, ref, _UNREADABLE)
             read += size
             row["values"] = stored.values
             # The stored checkpoint holds them all (the event may only have counted them).

@@ -80,3 +80,26 @@ async def test_large_pages_and_many_filters_are_not_all_kept(tmp_path: Path) -> 
         assert list(rm.pages._kept) == asked[-rm.pages.most :]
     finally:
         await rm.close()
+
+
+async def test_a_page_read_on_the_thread_is_not_kept(tmp_path: Path) -> None:
+    """A page whose filters no index serves is read on the thread's connection, which stays in
+    an older snapshot while another of its statements is open (a long page read a few rows at a
+    time): such a page is answered, never kept under the newer version."""
+    path = tmp_path / "readmodel.sqlite3"
+    await (await open_db(path)).close()
+    writer = sqlite3.connect(path, isolation_level=None)
+    for i in range(3):
+        _insert(writer, f"run_000{i}")
+    rm = await ReadModel.open(path)
+    try:
+        open_statement = await rm.db.execute("SELECT id FROM runs")
+        await open_statement.fetchone()
+        _insert(writer, "run_0009")  # committed while the thread's connection holds its snapshot
+        await rm.runs(project="p", status="succeeded", limit=2, cursor=None)  # two filters: the thread
+        await open_statement.close()
+        page, _ = await rm.runs(project="p", status="succeeded", limit=2, cursor=None)
+        assert _ids(page) == ["run_0009", "run_0002"]
+    finally:
+        writer.close()
+        await rm.close()

@@ -31,7 +31,14 @@ from crewyard.objects import NatsObjectStore, ObjectStore
 from crewyard.runner import session as session_module
 from crewyard.runner.protocol import Request, encode
 from crewyard.runner.session import RunSession
-from crewyard.threads import accept_run, checkpoint_content, checkpoint_event, latest_checkpoint, load_thread
+from crewyard.threads import (
+    accept_run,
+    checkpoint_content,
+    checkpoint_event,
+    checkpoint_object,
+    latest_checkpoint,
+    load_thread,
+)
 
 
 async def _table(store: EventStore, project: str, name: str) -> str:
@@ -206,6 +213,27 @@ async def test_a_thread_state_asked_for_many_times_at_once_is_read_once(store: E
     state, records = await load_thread(store, thread_id, "mine")
     latest = await latest_checkpoint(store, state, records)
     assert isinstance(latest, ThreadCheckpointed) and latest.parent_checkpoint_id == started_from
+
+
+async def test_a_stored_state_that_does_not_decode_is_never_read_as_an_empty_one(store: EventStore):
+    """A run must not start from an empty state in place of one it cannot read: its own
+    checkpoint would follow the lost one and become the thread's state."""
+    thread_id = await _thread(store)
+    objects = NatsObjectStore(store.nc, store.settings.object_bucket)
+    previous = await _running(store, thread_id)
+    await _checkpoint(store, objects, thread_id, previous.run.run_id, {"history": ["x" * 1000] * 500})
+    ended = ThreadRunEnded(run_id=previous.run.run_id, status="idle")
+    await store.append(make_event(ended, project="mine", aggregate_id=thread_id, event_id=new_id("evt")))
+    state, records = await load_thread(store, thread_id, "mine")
+    latest = await latest_checkpoint(store, state, records)
+    assert latest is not None and latest.ref is not None
+    await objects.put_bytes(checkpoint_object(latest.ref.sha256), b'{"values": {"history": ["x", ')
+    session = await _running(store, thread_id)
+    try:
+        reply = await _ask(session, "thread.get", {})
+        assert not reply.ok, reply
+    finally:
+        await session.close()
 
 
 _blob_ids = itertools.count()

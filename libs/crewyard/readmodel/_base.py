@@ -38,8 +38,9 @@ class Pages:
     """Answers kept while the file is unchanged: a listing asked again (a console or a script
     polling the same page) is the bytes it was, until another connection commits anything
     (``PRAGMA data_version`` of the loop's connection, which never writes, tells; a few
-    microseconds against the tens a page's read takes). The version is read before the page is:
-    a commit in between makes the kept page newer than its version, never older. At most
+    microseconds against the tens a page's read takes). The version is read before the page,
+    and only a page the same connection read (a snapshot taken after the version was read) is
+    kept: a commit in between makes the kept page newer than its version, never older. At most
     ``most`` pages, each at most ``largest`` bytes, the least recently asked left out first."""
 
     def __init__(self, keyed: sqlite3.Connection | None, most: int = 32, largest: int = 256 << 10) -> None:
@@ -102,11 +103,15 @@ class Reader:
 
     async def _range_tuples(
         self, sql: str, args: tuple[Any, ...], *, may_scan: bool = False
-    ) -> list[tuple[Any, ...]]:
-        """A keyed range as tuples: a page of many rows without a dict made for each. With
-        ``may_scan`` (a filter no index serves) it is read on the thread instead."""
+    ) -> tuple[list[tuple[Any, ...]], bool]:
+        """A keyed range as tuples: a page of many rows without a dict made for each; and whether
+        the loop's connection read it (a snapshot taken then). With ``may_scan`` (a filter no
+        index serves) it is read on the thread instead, whose connection may be in an older
+        snapshot while another of its statements is open (``_page_within``'s)."""
         rows = None if may_scan else self._on_loop(sql, args, None)
-        return rows if rows is not None else [tuple(r.values()) for r in await self._all(sql, args)]
+        if rows is not None:
+            return rows, True
+        return [tuple(r.values()) for r in await self._all(sql, args)], False
 
     async def _page_within(
         self,

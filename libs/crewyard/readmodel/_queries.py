@@ -193,11 +193,12 @@ class ReadModel(VersionQueries, TableQueries, ThreadQueries, OutboundReads):
             " ORDER BY id DESC LIMIT 2 OFFSET ?))"
             f" FROM (SELECT summary AS j FROM runs{filt} ORDER BY id DESC LIMIT ?)"
         )
-        rows = await self._range_tuples(sql, (*args, limit - 1, *args, limit), may_scan=may_scan)
+        rows, on_loop = await self._range_tuples(sql, (*args, limit - 1, *args, limit), may_scan=may_scan)
         page, end = rows[0]
         last, _, count = (end or "").partition(" ")
         next_cursor = last if count == "2" else None
-        self.pages.put(key, version, page, next_cursor)
+        if on_loop:
+            self.pages.put(key, version, page, next_cursor)
         return page, next_cursor
 
     async def run_counts(self) -> dict[tuple[str, str], int]:
