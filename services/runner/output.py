@@ -302,6 +302,9 @@ def _introduce(outcome: Outcome, msg: Message | Oversized) -> None:
     if isinstance(msg, Hello) and msg.v in SPOKEN:
         outcome.runtime, outcome.protocol = msg.runtime, msg.v
         return
+    if isinstance(msg, Oversized) and msg.t == "hello":  # no runtime of ours says hello at length
+        stop(outcome, f"the crew's runtime said hello in a line of over {MAX_LINE} bytes (not ours)")
+        return
     spoken = f"protocol v{msg.v}" if isinstance(msg, Hello) else "an older protocol (v1)"
     stop(
         outcome,

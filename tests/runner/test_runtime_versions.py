@@ -64,6 +64,24 @@ async def test_a_runtime_speaking_a_newer_version_is_stopped_at_once(
     assert f"speaks protocol v{VERSION + 1}; this runner speaks v{VERSION}" in payload.error_message
 
 
+async def test_a_hello_too_long_for_a_line_is_not_taken_for_an_older_runtime(
+    run_crew: RunCrew, tmp_path: Path
+) -> None:
+    padded = _fake_runtime(
+        tmp_path / "padded",
+        """
+        import json, time
+        print(json.dumps({"t": "hello", "v": 2, "runtime": "x" * 200_000}), flush=True)
+        time.sleep(120)
+        """,
+    )
+    payload = (await run_crew(runtime_dir=padded)).payload
+
+    assert isinstance(payload, RunFailed), payload
+    assert "said hello in a line of over" in payload.error_message, payload.error_message
+    assert "older protocol" not in payload.error_message
+
+
 async def test_a_request_for_an_unknown_operation_gets_a_clean_error_reply(
     run_crew: RunCrew, tmp_path: Path
 ) -> None:
