@@ -9,7 +9,10 @@ the feed's too: after ``ping_s`` without an event it wakes every client once, an
 ping — rather than each client timing its own wait, which cost a timer per client and event
 (9 of the ~12 µs a delivery took the feed, measured with 1,000 clients). A client, new or
 resuming with ``Last-Event-ID``, finds its place by sequence and then waits for more. A feed
-stays a little while after its last client leaves, so reconnecting clients find it warm.
+stays a little while after its last client leaves, so reconnecting clients find it warm — but
+only ``IDLE_MOST`` feeds holding ``IDLE_BYTES`` of events in all may wait so, the longest idle
+dropped first: a run's events may be 32 MiB, and a caller opening and closing streams on one run
+after another made a feed of each that outlived its stream.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import bisect
 import contextlib
 import logging
 import time
+from collections import OrderedDict
 from typing import Protocol
 
 from crewyard import metrics
@@ -28,6 +32,9 @@ from crewyard.eventstore import EventStore, StoreUnavailable
 from .sse import Batches, render
 
 LINGER_S = 30.0
+#: Feeds without clients kept warm at once, and the bytes of rendered events they may hold in all.
+IDLE_MOST = 64
+IDLE_BYTES = 128 << 20
 _PUSHED = metrics.SSE_DELIVERIES.labels("pushed")
 log = logging.getLogger("crewyard.gateway")
 
@@ -50,6 +57,7 @@ class Feed:
         self.ping_s = ping_s
         self.seqs: list[int] = []
         self.items: list[tuple[int, str, bytes]] = []
+        self.size = 0  # bytes of the rendered events in ``items``
         self.clients = 0
         #: Set once the feed has a consumer on the stream (it may still be replaying).
         self.reading = asyncio.Event()
@@ -107,6 +115,7 @@ class Feed:
                             continue  # not a valid event: set aside
                         self.seqs.append(raw.seq)
                         self.items.append((raw.seq, *rendered))
+                        self.size += len(rendered[1])
                         if self.pushed:
                             self._push(raw.seq, *rendered)
                         self._wake()
@@ -166,6 +175,8 @@ class Hub:
         self.store = store
         self.ping_s = ping_s
         self.feeds: dict[str, Feed] = {}
+        #: The feeds without clients, longest idle first.
+        self.idle: OrderedDict[str, None] = OrderedDict()
 
     def acquire(self, run_id: str) -> Feed:
         feed = self.feeds.get(run_id)
@@ -174,6 +185,7 @@ class Hub:
             feed = self.feeds[run_id] = Feed(self.store, filt, self.ping_s)
             feed.start()
         feed.clients += 1
+        self.idle.pop(run_id, None)
         if feed._linger is not None:
             feed._linger.cancel()
             feed._linger = None
@@ -187,15 +199,30 @@ class Hub:
         if feed.clients <= 0:
             loop = asyncio.get_running_loop()
             feed._linger = loop.call_later(LINGER_S, self._drop, run_id)
+            self.idle[run_id] = None
+            self._trim()
+
+    def _trim(self) -> None:
+        """Drop the longest idle feeds while more than ``IDLE_MOST`` wait, or they hold more
+        than ``IDLE_BYTES`` (their sizes are summed here: at most ``IDLE_MOST`` + 1 of them)."""
+        held = sum(self.feeds[run_id].size for run_id in self.idle)
+        while self.idle and (len(self.idle) > IDLE_MOST or held > IDLE_BYTES):
+            run_id, _ = self.idle.popitem(last=False)
+            held -= self.feeds[run_id].size
+            self._drop(run_id)
 
     def _drop(self, run_id: str) -> None:
         feed = self.feeds.get(run_id)
         if feed is not None and feed.clients <= 0:
+            if feed._linger is not None:
+                feed._linger.cancel()
             feed.close()
             del self.feeds[run_id]
+            self.idle.pop(run_id, None)
 
     def close(self) -> None:
         for feed in self.feeds.values():
             with contextlib.suppress(Exception):
                 feed.close()
         self.feeds.clear()
+        self.idle.clear()
