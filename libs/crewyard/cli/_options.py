@@ -172,6 +172,10 @@ def parse_json(text: str, source: str) -> Any:
     """``text`` as strict JSON (what the API accepts), or one clear error naming ``source``: no
     NaN or Infinity, no number too large for a float, no unpaired surrogate, no endless nesting."""
     try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # an argument's bytes that are not UTF-8 (held as lone surrogates)
+        raise CliError(f"{source} is not UTF-8 text (an argument in another encoding?)") from None
+    try:
         value = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
     except RecursionError:
         raise CliError(f"{source} is nested too deeply") from None

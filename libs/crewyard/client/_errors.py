@@ -26,6 +26,7 @@ __all__ = [
     "Unauthorized",
     "Unavailable",
     "api_error",
+    "not_utf8",
 ]
 
 
@@ -115,3 +116,11 @@ def api_error(response: httpx.Response) -> ApiError:
     status = response.status_code
     kind = _BY_STATUS.get(status) or (ServerError if status >= 500 else ApiError)
     return kind(str(message).strip(), status=status, code=code if isinstance(code, str) else None)
+
+
+def not_utf8(exc: UnicodeEncodeError) -> ClientError:
+    """Text that no request can carry: a lone surrogate, which is how Python holds the bytes of
+    an argument or environment variable that are not UTF-8 (``'\\udcff'`` for a byte 0xff)."""
+    text = exc.object if isinstance(exc.object, str) else ""
+    around = text[max(0, exc.start - 30) : exc.end + 30]
+    return ClientError(f"cannot send {around!r}: it is not UTF-8 text (an argument in another encoding?)")

@@ -22,12 +22,15 @@ from crewyard.contract.threads import (
 )
 from crewyard.contract.versions import DeploymentOverview, EnvironmentRollback, PointerMoved, Promote
 
-from ._errors import ClientError
+from ._errors import ClientError, not_utf8
 
 
 def seg(value: str) -> str:
     """``value`` as one URL path segment: a project or key can never reach another route."""
-    return quote(value, safe="")
+    try:
+        return quote(value, safe="")
+    except UnicodeEncodeError as exc:
+        raise not_utf8(exc) from None
 
 
 class Op(NamedTuple):

@@ -22,7 +22,7 @@ import httpx
 
 from crewyard import __version__
 
-from ._errors import ClientError, TransportError, api_error
+from ._errors import ClientError, TransportError, api_error, not_utf8
 
 DEFAULT_API = "http://127.0.0.1:8080"
 #: Failures after which repeating an idempotent request is safe and may well succeed.
@@ -49,6 +49,10 @@ def tls_context() -> ssl.SSLContext:
 
 def check_base_url(base_url: str) -> str:
     base = base_url.rstrip("/")
+    try:
+        base.encode("utf-8")
+    except UnicodeEncodeError:
+        raise TransportError(f"invalid API URL {base_url!r}: it is not UTF-8 text") from None
     try:
         url = httpx.URL(base)
     except httpx.InvalidURL as exc:
@@ -151,6 +155,8 @@ class Transport:
                     response.close()
                     raise api_error(response)
                 return response
+            except UnicodeEncodeError as exc:
+                raise not_utf8(exc) from None
             except STALE as exc:
                 if attempt + 1 == attempts:
                     raise self.error(exc) from None
@@ -164,6 +170,8 @@ class Transport:
             last = attempt == attempts - 1
             try:
                 response = self.http.post(path, json=body, headers={"Idempotency-Key": key})
+            except UnicodeEncodeError as exc:
+                raise not_utf8(exc) from None
             except RETRYABLE as exc:
                 if last:
                     raise self.error(exc) from None
@@ -243,6 +251,8 @@ class AsyncTransport:
                     await response.aclose()
                     raise api_error(response)
                 return response
+            except UnicodeEncodeError as exc:
+                raise not_utf8(exc) from None
             except STALE as exc:
                 if attempt + 1 == attempts:
                     raise self.error(exc) from None
@@ -255,6 +265,8 @@ class AsyncTransport:
             last = attempt == attempts - 1
             try:
                 response = await self.http.post(path, json=body, headers={"Idempotency-Key": key})
+            except UnicodeEncodeError as exc:
+                raise not_utf8(exc) from None
             except RETRYABLE as exc:
                 if last:
                     raise self.error(exc) from None
