@@ -26,6 +26,11 @@ import msgspec
 
 from crewyard.client import DEFAULT_API
 from crewyard.core.access import well_formed
+from crewyard.errors import CrewyardError
+
+
+class ConfigError(CrewyardError):
+    """The config file cannot be read for a change, or cannot be written."""
 
 
 class Config(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -51,19 +56,43 @@ def load_config() -> Config:
         return Config()
 
 
+def config_to_change() -> Config:
+    """The stored config, to change and save again. A damaged or unreadable one is an error:
+    saving over it would lose the keys of every other API it holds."""
+    path = config_path()
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return Config()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the config file {path}: {exc.strerror or exc}") from None
+    try:
+        return msgspec.json.decode(data, type=Config)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise ConfigError(
+            f"the config file {path} is damaged ({exc}); it was left as it is: "
+            "repair it, or move it away to start a new one"
+        ) from None
+
+
 def save_config(config: Config) -> Path:
     """Write the config readable by its owner only (replacing it at once, never half-written)."""
     path = config_path()
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    fd, tmp = tempfile.mkstemp(prefix=".config-", dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        fd, tmp = tempfile.mkstemp(prefix=".config-", dir=path.parent)
+    except OSError as exc:
+        raise ConfigError(f"cannot write the config file {path}: {exc.strerror or exc}") from None
     try:
         os.fchmod(fd, 0o600)
         with os.fdopen(fd, "wb") as out:
             out.write(msgspec.json.format(msgspec.json.encode(config)) + b"\n")
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError):
+            raise ConfigError(f"cannot write the config file {path}: {exc.strerror or exc}") from None
         raise
     return path
 

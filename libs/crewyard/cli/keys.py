@@ -15,7 +15,7 @@ from crewyard.contract.keys import Identity, Key, KeyCreate, KeyList
 from crewyard.core.access import ROLES, new_token, well_formed
 
 from ._client import CliError, connect, decoded, seg
-from ._credentials import config_path, load_config, normalize, save_config
+from ._credentials import config_path, config_to_change, normalize, save_config
 from ._options import api_option, id_argument, json_option
 from .consumers import expiry
 from .render import done, listing_table, make_console, print_json
@@ -47,9 +47,9 @@ def login(api_url: str, key_stdin: bool, as_json: bool) -> None:
       echo "$KEY" | crewyard login --api https://crewyard.example.com --key-stdin
     """
     token = _read_key(key_stdin)
+    config = config_to_change()  # before the API is asked: a damaged file fails at once
     with connect(api_url, token) as client:
         identity = decoded(client.call("GET", "/v1/whoami"), Identity)
-    config = load_config()
     config.api = normalize(api_url)
     config.keys[normalize(api_url)] = token
     path = save_config(config)
@@ -66,7 +66,7 @@ def login(api_url: str, key_stdin: bool, as_json: bool) -> None:
 @json_option
 def logout(api_url: str, as_json: bool) -> None:
     """Forget the key stored for an API (the key itself stays valid: revoke it to end it)."""
-    config = load_config()
+    config = config_to_change()
     removed = config.keys.pop(normalize(api_url), None)
     if config.api == normalize(api_url):
         config.api = None
