@@ -41,12 +41,18 @@ class ApiClient(Client):
     """The client for ``--api``, with the key :func:`._credentials.api_key_for` finds."""
 
     def __init__(self, api_url: str, api_key: str | None = None) -> None:
-        key = api_key or api_key_for(api_url) or ""
+        given = api_key or api_key_for(api_url) or ""
+        # Around the key, spaces and line ends come with copying and pasting it (an HTTP header may
+        # not end in one: it failed as a lost connection); inside it, they are a mistake.
+        key = given.strip()
+        problem = None
         if not (key.isascii() and key.isprintable()):  # an HTTP header carries nothing else
-            source = "CREWYARD_API_KEY" if key == os.environ.get("CREWYARD_API_KEY") else "the API key"
-            raise CliError(
-                f"{source} is not a crewyard API key: it has characters other than printable ASCII"
-            )
+            problem = "it has characters other than printable ASCII"
+        elif " " in key:
+            problem = "it has a space in it"
+        if problem is not None:
+            source = "CREWYARD_API_KEY" if given == os.environ.get("CREWYARD_API_KEY") else "the API key"
+            raise CliError(f"{source} is not a crewyard API key: {problem}")
         super().__init__(api_url, api_key=key, user_agent="crewyard-cli")
 
 
