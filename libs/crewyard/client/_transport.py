@@ -78,7 +78,27 @@ def default_headers(api_key: str | None, user_agent: str) -> dict[str, str]:
     return headers
 
 
+def _tls_failure(exc: BaseException) -> ssl.SSLError | None:
+    seen: BaseException | None = exc
+    for _ in range(8):  # httpx's error wraps httpcore's, which wraps the ssl module's
+        if seen is None or isinstance(seen, ssl.SSLError):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
 def transport_error(base_url: str, exc: Exception) -> TransportError:
+    tls = _tls_failure(exc) if isinstance(exc, httpx.ConnectError) else None
+    if isinstance(tls, ssl.SSLCertVerificationError):
+        return TransportError(
+            f"the crewyard API at {base_url} has a certificate this machine does not trust "
+            f"({tls.verify_message or tls.reason}); if its CA is your own, set SSL_CERT_FILE to it"
+        )
+    if tls is not None:  # e.g. https:// to a server that speaks plain HTTP: not a server that is down
+        return TransportError(
+            f"no TLS connection to the crewyard API at {base_url} ({tls.reason or tls}): "
+            "does it serve https? (use http:// for a plain one)"
+        )
     if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
         return TransportError(f"cannot reach the crewyard API at {base_url} — is `crewyard up` running?")
     if isinstance(exc, httpx.TimeoutException):
