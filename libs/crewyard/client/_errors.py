@@ -26,6 +26,7 @@ __all__ = [
     "Unauthorized",
     "Unavailable",
     "api_error",
+    "looks_like_html",
     "not_utf8",
 ]
 
@@ -112,6 +113,9 @@ def api_error(response: httpx.Response) -> ApiError:
         text = response.text.strip()
         detail = text.splitlines()[0][:200] if text else response.reason_phrase
         request = response.request
+        if looks_like_html(response.content):  # its first line, <!DOCTYPE html>, says nothing
+            origin = f"{request.url.scheme}://{request.url.netloc.decode('ascii', 'replace')}"
+            detail = f"a web page, not an answer of the crewyard API (is {origin} a crewyard API?)"
         message = f"HTTP {response.status_code} from {request.method} {request.url.path}: {detail}"
     status = response.status_code
     kind = _BY_STATUS.get(status) or (ServerError if status >= 500 else ApiError)
@@ -124,3 +128,8 @@ def not_utf8(exc: UnicodeEncodeError) -> ClientError:
     text = exc.object if isinstance(exc.object, str) else ""
     around = text[max(0, exc.start - 30) : exc.end + 30]
     return ClientError(f"cannot send {around!r}: it is not UTF-8 text (an argument in another encoding?)")
+
+
+def looks_like_html(content: bytes) -> bool:
+    """A web page, where the API answers JSON: another server is at that address."""
+    return content.lstrip()[:15].lower().startswith((b"<!doctype html", b"<html"))

@@ -22,7 +22,7 @@ from crewyard.contract.threads import (
 )
 from crewyard.contract.versions import DeploymentOverview, EnvironmentRollback, PointerMoved, Promote
 
-from ._errors import ClientError, not_utf8
+from ._errors import ClientError, looks_like_html, not_utf8
 
 
 def seg(value: str) -> str:
@@ -54,6 +54,11 @@ def decode(op: Op, content: bytes) -> Any:
     try:
         answer = msgspec.json.decode(content or b"{}", type=op.answer)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        if looks_like_html(content):
+            raise ClientError(
+                f"the API answered {op.method} {op.path} with a web page, not JSON: "
+                "is this a crewyard API's address?"
+            ) from None
         raise ClientError(
             f"the API answered {op.method} {op.path} with something this client cannot read: {exc}"
         ) from None
@@ -73,6 +78,11 @@ def json_object(method: str, path: str, content: bytes) -> dict[str, Any]:
     except msgspec.DecodeError:
         value = None
     if not isinstance(value, dict):
+        if looks_like_html(content):
+            raise ClientError(
+                f"the API answered {method} {path} with a web page, not JSON: "
+                "is this a crewyard API's address?"
+            )
         raise ClientError(f"the API answered {method} {path} with no JSON object")
     return value
 
