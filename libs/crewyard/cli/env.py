@@ -7,6 +7,7 @@ never echoes a value back.
 from __future__ import annotations
 
 import re
+import sys
 
 import click
 import msgspec
@@ -29,6 +30,18 @@ def check_key(key: str) -> str:
             "(letters, digits and _, not starting with a digit)"
         )
     return key
+
+
+def _ask_value(key: str) -> str:
+    """The value of ``key``, typed without echo, or a line of stdin when it is not a terminal
+    (``pass show openai | crewyard env set OPENAI_API_KEY``): getpass warned there that it could
+    not hide the input, and an empty stdin ended in a bare "Aborted!"."""
+    if sys.stdin.isatty():
+        return str(click.prompt(key, hide_input=True, err=True))
+    line = sys.stdin.readline()
+    if not line:
+        raise CliError(f"no value for {key}: give {key}=VALUE, or its value as a line on stdin")
+    return line.rstrip("\r\n")
 
 
 scope_option = click.option(
@@ -88,9 +101,7 @@ def set_env(
         check_key(key)
         if key in values:
             raise CliError(f"{key} is given twice")
-        values[key] = value if sep else ""
-        if not sep:
-            values[key] = click.prompt(f"{key}", hide_input=True, err=True)
+        values[key] = value if sep else _ask_value(key)
     console = make_console()
     with connect(api_url) as client:
         for key, value in values.items():
