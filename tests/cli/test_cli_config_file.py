@@ -4,7 +4,6 @@ stored key), and a config path that is a folder was ``unexpected IsADirectoryErr
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
@@ -54,19 +53,16 @@ def test_a_config_path_that_is_a_folder_is_a_clear_error(
     assert result.stderr == f"error: cannot read the config file {tmp_path}: Is a directory\n"
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root may write into a read-only folder")
-def test_a_config_that_cannot_be_written_is_a_clear_error(
-    run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    folder = tmp_path / "read-only"
-    folder.mkdir(mode=0o500)
-    monkeypatch.setenv("CREWYARD_CONFIG", str(folder / "config.json"))
+def test_a_config_that_cannot_be_written_is_a_clear_error(run_cli, monkeypatch: pytest.MonkeyPatch) -> None:
+    # No one may make a folder in /proc, root included: nothing to read, and nowhere to write.
+    path = "/proc/crewyard-no-such-folder/config.json"
+    monkeypatch.setenv("CREWYARD_CONFIG", path)
 
     result = run_cli("logout", "--api", "https://other.example")
 
     assert result.exit_code == 1
-    path = folder / "config.json"
-    assert result.stderr == f"error: cannot write the config file {path}: Permission denied\n"
+    assert result.stderr.startswith(f"error: cannot write the config file {path}: "), result.stderr
+    assert "Traceback" not in result.output
 
 
 def test_login_still_writes_a_config_that_is_missing_or_sound(
