@@ -14,11 +14,11 @@ NOT_UTF8 = "\udcff"  # what `crewyard … $'\xff'` hands to Python
 @pytest.mark.parametrize(
     "args",
     [
-        ["env", "list", "-p", NOT_UTF8],  # a path segment
-        ["runs", "list", "-p", NOT_UTF8],  # a query parameter
+        ["webhooks", "get", "-p", "demo", NOT_UTF8],  # a path segment
+        ["runs", "list", "--cursor", NOT_UTF8],  # a query parameter
         ["env", "set", "-p", "demo", f"KEY=a{NOT_UTF8}"],  # a JSON body
         ["triggers", "create", "-p", "demo", NOT_UTF8],  # a JSON body of a call()
-        ["invoke", "-p", NOT_UTF8],  # a body sent with an idempotency key
+        ["invoke", "-p", "demo", "-n", NOT_UTF8],  # a body sent with an idempotency key
     ],
 )
 def test_an_argument_that_is_not_utf8_is_one_clear_error(api: FakeApi, run_cli, args: list[str]) -> None:
@@ -44,4 +44,15 @@ def test_an_input_that_is_not_utf8_says_so_rather_than_naming_surrogates(api: Fa
 
     assert result.exit_code == 1
     assert result.stderr == "error: --input is not UTF-8 text (an argument in another encoding?)\n"
+    assert api.requests == []
+
+
+@pytest.mark.parametrize("project", [NOT_UTF8, "BAD NAME", "x" * 64])
+def test_a_project_name_the_platform_cannot_have_is_refused_before_anything_is_sent(
+    api: FakeApi, run_cli, project: str
+) -> None:
+    result = run_cli("runs", "list", "-p", project, "--api", api.url)
+
+    assert result.exit_code == 2  # a usage error, as click reports any invalid option
+    assert "invalid project name" in result.stderr and "Traceback" not in result.output
     assert api.requests == []

@@ -13,6 +13,8 @@ from typing import Any, TypeVar, cast
 
 import click
 
+from crewyard.core.subjects import InvalidName, check_project_name
+
 from ._client import DEFAULT_API, CliError
 from ._credentials import default_api
 
@@ -26,12 +28,25 @@ api_option = click.option(
     metavar="URL",
     help="Base URL of the crewyard API.",
 )
+
+
+def project_name(_ctx: click.Context, _param: click.Parameter, value: str | None) -> str | None:
+    """A project name the platform could have, checked before anything is packed or sent."""
+    if not value:
+        return value
+    try:
+        return check_project_name(value)
+    except InvalidName as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 project_option = click.option(
     "--project",
     "-p",
     envvar="CREWYARD_PROJECT",
     show_envvar=True,
     metavar="NAME",
+    callback=project_name,
     help="Project to act on (default: the crew in the current folder).",
 )
 json_option = click.option(

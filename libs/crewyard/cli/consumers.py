@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from ._client import CliError
-from ._options import id_argument, json_option
+from ._options import id_argument, json_option, project_name
 from .admin import _run, data_dir_option, nats_creds_option, nats_option, settings_here
 from .render import done, listing_table, make_console, print_json
 
@@ -82,7 +82,9 @@ def consumers() -> None:
 
 
 @consumers.command("create")
-@click.option("--project", "-p", required=True, help="The project whose events it may read.")
+@click.option(
+    "--project", "-p", required=True, callback=project_name, help="The project whose events it may read."
+)
 @click.option("--name", required=True, help="A name for the consumer, e.g. analytics.")
 @click.option("--expires", metavar="DURATION", help="Expire the credentials after e.g. 30d, 12h.")
 @click.option(

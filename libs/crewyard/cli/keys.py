@@ -16,7 +16,7 @@ from crewyard.core.access import ROLES, new_token, well_formed
 
 from ._client import CliError, connect, decoded, seg
 from ._credentials import config_path, config_to_change, normalize, save_config
-from ._options import api_option, id_argument, json_option
+from ._options import api_option, id_argument, json_option, project_name
 from .consumers import expiry
 from .render import done, listing_table, make_console, print_json
 
@@ -96,7 +96,13 @@ def keys() -> None:
 
 @keys.command("create")
 @click.option("--role", type=click.Choice(ROLES), required=True, help="What the key may do.")
-@click.option("--project", "-p", metavar="NAME", help="The one project it covers (default: every one).")
+@click.option(
+    "--project",
+    "-p",
+    metavar="NAME",
+    callback=project_name,
+    help="The one project it covers (default: every one).",
+)
 @click.option("--name", default="key", show_default=True, help="A name to recognise it by, e.g. ci.")
 @click.option("--expires", metavar="DURATION", help="Refuse the key after e.g. 30d, 12h, 90m.")
 @json_option
@@ -123,7 +129,7 @@ def create(
 
 
 @keys.command("list")
-@click.option("--project", "-p", metavar="NAME", help="Only the keys of this project.")
+@click.option("--project", "-p", metavar="NAME", callback=project_name, help="Only the keys of this project.")
 @json_option
 @api_option
 def list_(project: str | None, as_json: bool, api_url: str) -> None:

@@ -26,6 +26,7 @@ from ._options import (
     json_option,
     name_option,
     parse_input,
+    project_name,
     project_option,
     resolve_project,
 )
@@ -207,7 +208,8 @@ def follow_run(
             say.print(Text(f"Stopped following {run_id}; the run is being canceled.", style="yellow"))
             return 130
         say.print(Text(f"Stopped following {run_id}; the run keeps going.", style="yellow"))
-        say.print(Text(f"Resume with: crewyard runs events {run_id}", style="dim"))
+        again = "logs" if logs_only else "events"  # the command that was following it
+        say.print(Text(f"Resume with: crewyard runs {again} {run_id}", style="dim"))
         return 130
     outcome = view.outcome or (final[0].status if final else None)
     return 0 if outcome == "succeeded" else 1
@@ -235,6 +237,7 @@ def runs() -> None:
     envvar="CREWYARD_PROJECT",
     show_envvar=True,
     metavar="NAME",
+    callback=project_name,
     help="Only runs of this project.",
 )
 @click.option(
