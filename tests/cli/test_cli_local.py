@@ -50,12 +50,15 @@ def test_init_uses_detection_or_asks(run_cli, tmp_path: Path, detect_module, mon
     monkeypatch.setattr(detect_module, "detect", lambda folder: None)
     (tmp_path / "crewyard.toml").unlink()
     no_input = run_cli("init", str(tmp_path), "--no-input")
+    unanswered = run_cli("init", str(tmp_path), input="")  # no terminal, nothing piped
     asked = run_cli("init", str(tmp_path), input="python\nnot an entrypoint\nmain:run\n")
 
     assert detected.exit_code == 0, detected.output
     assert 'framework = "crewai"' in text and 'python = "3.12"' in text
     assert "imports crewai" in detected.stdout
     assert no_input.exit_code == 1 and "pass --framework and --entrypoint" in no_input.stderr
+    assert unanswered.exit_code == 1 and "Aborted" not in unanswered.output
+    assert "error: no answer, nothing written: pass --framework and --entrypoint" in unanswered.stderr
     assert asked.exit_code == 0, asked.output
     assert "must look like 'package.module:attribute'" in asked.output  # the bad answer was asked again
     assert 'entrypoint = "main:run"' in (tmp_path / "crewyard.toml").read_text()

@@ -91,14 +91,21 @@ def init(
             )
         else:
             console.print(Text("Could not detect the crew; tell me about it:", style="yellow"))
-            if framework is None:
-                framework = click.prompt("Framework", type=click.Choice(FRAMEWORKS), default="python")
-            if entrypoint is None:
-                js = framework in entrypoints.JS_FRAMEWORKS
-                entrypoint = click.prompt(
-                    "Entrypoint (./file.ts:export)" if js else "Entrypoint (module:attribute)",
-                    value_proc=lambda value: _entrypoint(str(framework), value),
-                )
+            try:
+                if framework is None:
+                    framework = click.prompt("Framework", type=click.Choice(FRAMEWORKS), default="python")
+                if entrypoint is None:
+                    js = framework in entrypoints.JS_FRAMEWORKS
+                    entrypoint = click.prompt(
+                        "Entrypoint (./file.ts:export)" if js else "Entrypoint (module:attribute)",
+                        value_proc=lambda value: _entrypoint(str(framework), value),
+                    )
+            except click.Abort:  # the input ended (no terminal, or Ctrl-D / Ctrl-C): nothing written
+                console.print()
+                raise CliError(
+                    "no answer, nothing written: pass --framework and --entrypoint (and --no-input"
+                    " where nothing can answer)"
+                ) from None
     assert framework is not None and entrypoint is not None
     if framework in entrypoints.JS_FRAMEWORKS:
         python_version = None  # a JavaScript crew runs on Node
