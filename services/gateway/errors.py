@@ -125,6 +125,17 @@ _KINDS = {
     "bool": "true or false",
 }
 _WORDS = {">=": "at least", "<=": "at most", ">": "greater than", "<": "less than"}
+#: The contract's patterns, said in words (a regular expression is not an answer for people).
+_NAME = "lower-case letters, digits, '-' or '_', starting with a letter or digit"
+_FORMS = {
+    r"^(dep|ver)_[0-9a-z]{26}\Z": "a version id (dep_ or ver_ and 26 lower-case letters and digits)",
+    r"^dep_[0-9a-z]{26}\Z": "a version id (dep_ and 26 lower-case letters and digits)",
+    r"^[a-z0-9][a-z0-9_-]{0,62}\Z": f"1 to 63 {_NAME}",
+    r"^[a-z0-9][a-z0-9_-]*$": _NAME,
+    r"^[A-Za-z0-9][A-Za-z0-9 ._@-]*\Z": "letters, digits, spaces and . _ @ -, starting with either",
+    r"^[A-Za-z0-9-]+\Z": "letters, digits and -",
+    r"^[A-Za-z0-9_.-]+\Z": "letters, digits and _ . -",
+}
 
 
 def _kind(types: str) -> str:
@@ -160,7 +171,8 @@ def friendly(problem: dict[str, Any]) -> str:
     if m := re.fullmatch(r"Expected `(.+?)` (>=|<=|>|<) (\S+)", message):
         return _RANGES.get(key) or f"{where} must be {_WORDS[m[2]]} {_number(m[3])}"
     if m := re.fullmatch(r"Expected `(.+?)` matching regex '(.+)'", message):
-        return f"{where} is not in the expected form ({m[2]})"
+        form = _FORMS.get(m[2].replace("\\\\", "\\"))  # (msgspec's message doubles a backslash)
+        return f"{where} must be {form}" if form else f"{where} is not in the expected form ({m[2]})"
     if m := re.fullmatch(r"Invalid enum value (.+)", message):
         return f"{where} may not be {m[1]}"
     if message.startswith("Expected `") or message.startswith("Invalid"):

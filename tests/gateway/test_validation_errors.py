@@ -3,7 +3,9 @@ the field — never Litestar's own shape, never a 500 (however deep or odd the J
 
 from __future__ import annotations
 
+import importlib
 import logging
+import pkgutil
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,6 +14,7 @@ import pytest
 from litestar import Litestar, post
 from litestar.testing import TestClient
 
+from crewyard import contract
 from crewyard.contract.common import NoFields
 from crewyard.contract.projects import EnvValue, Limits
 from crewyard.contract.runs import RunCreate
@@ -19,7 +22,7 @@ from crewyard.contract.tables import TableCreate
 from crewyard.contract.triggers import TriggerCreate
 from crewyard.eventstore import StoreUnavailable
 from crewyard.gateway.context import ApiRequest, IdempotencyKey
-from crewyard.gateway.errors import HANDLERS
+from crewyard.gateway.errors import _FORMS, HANDLERS
 
 
 @post("/runs", status_code=200)
@@ -106,6 +109,11 @@ def _refused(client: TestClient[Litestar], path: str, body: bytes, **headers: st
             "columns[0].name is required",
         ),
         ("/triggers", b'{"name": "t", "nope": 1}', "unknown field nope"),
+        (
+            "/triggers",
+            b'{"name": "t", "deployment": "garbage"}',
+            "deployment must be a version id (dep_ and 26 lower-case letters and digits)",
+        ),
         ("/cancel", b"[]", "request body must be a JSON object"),
     ],
 )
@@ -113,6 +121,18 @@ def test_refused_bodies_name_what_is_wrong(
     client: TestClient[Litestar], path: str, body: bytes, message: str
 ):
     assert message in _refused(client, path, body)
+
+
+def test_every_pattern_of_the_contract_is_said_in_words() -> None:
+    """A refused value is told what it must look like in words, never as a regular expression."""
+    patterns: set[str] = set()
+    for info in pkgutil.iter_modules(contract.__path__):
+        module = importlib.import_module(f"{contract.__name__}.{info.name}")
+        for value in vars(module).values():
+            for meta in getattr(value, "__metadata__", ()):
+                if isinstance(meta, msgspec.Meta) and meta.pattern is not None:
+                    patterns.add(meta.pattern)
+    assert patterns and not patterns - set(_FORMS), sorted(patterns - set(_FORMS))
 
 
 def test_a_body_that_may_be_left_out(client: TestClient[Litestar]):
