@@ -65,7 +65,6 @@ def test_issue_use_list_and_revoke_consumer_credentials(platform: PlatformProces
                 max_reconnect_attempts=0,
             )
         )
-    failed = CliRunner().invoke(
-        cli, ["consumers", "revoke", "con_nope", "--data-dir", str(platform.data_dir)]
-    )
-    assert failed.exit_code == 1 and "no consumer con_nope" in failed.output
+    unknown = "con_" + "0" * 26
+    failed = CliRunner().invoke(cli, ["consumers", "revoke", unknown, "--data-dir", str(platform.data_dir)])
+    assert failed.exit_code == 1 and f"no consumer {unknown}" in failed.output

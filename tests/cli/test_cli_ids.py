@@ -31,3 +31,27 @@ def test_other_ids_must_at_least_be_a_path_segment(api: FakeApi, run_cli) -> Non
         assert result.exit_code == 1, command
         assert result.stderr.startswith("error: '.' is not a"), command
     assert api.requests == []
+
+
+@pytest.mark.parametrize(
+    ("command", "kind", "prefix"),
+    [
+        (["webhooks", "get", "-p", "demo"], "webhook", "whk"),
+        (["schedules", "get"], "schedule", "sch"),
+        (["triggers", "revoke"], "trigger", "trg"),
+        (["keys", "revoke"], "API key", "key"),
+        (["consumers", "revoke"], "consumer", "con"),  # (over NATS: no --api)
+    ],
+)
+def test_ids_of_every_kind_are_checked_for_their_form(
+    api: FakeApi, run_cli, command: list[str], kind: str, prefix: str
+) -> None:
+    """A malformed id (``a/b`` went out as two path segments, and the answer was a bare "Not
+    Found") is one clear error that says what the id should look like."""
+    api_option = [] if command[0] == "consumers" else ["--api", api.url]
+    for bad in ("a/b", f"{prefix}_x", "run_" + "0" * 26):
+        result = run_cli(*command[:2], bad, *command[2:], *api_option)
+        assert result.exit_code == 1, (command, bad, result.output)
+        expected = f"error: {bad!r} is not a {kind} id (they read {prefix}_ and 26 letters and digits)\n"
+        assert result.stderr == expected
+    assert api.requests == []

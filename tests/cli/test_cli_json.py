@@ -30,17 +30,23 @@ def test_every_command_takes_json() -> None:
 
 
 def test_a_deletion_prints_what_it_did_as_json(api: FakeApi, run_cli) -> None:
-    api.route("DELETE", "/v1/projects/research/webhooks/wh_1", Reply(204))
-    result = run_cli("webhooks", "delete", "wh_1", "-p", "research", "--json", "--api", api.url)
+    api.route("DELETE", "/v1/projects/research/webhooks/whk_00000000000000000000000000", Reply(204))
+    result = run_cli(
+        "webhooks", "delete", "whk_00000000000000000000000000", "-p", "research", "--json", "--api", api.url
+    )
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout) == {"id": "wh_1", "deleted": True}
-    assert len(api.calls("DELETE", "/v1/projects/research/webhooks/wh_1")) == 1
+    assert json.loads(result.stdout) == {"id": "whk_00000000000000000000000000", "deleted": True}
+    assert len(api.calls("DELETE", "/v1/projects/research/webhooks/whk_00000000000000000000000000")) == 1
 
 
 def test_an_action_prints_the_api_answer_as_json(api: FakeApi, run_cli) -> None:
-    answer = {"delivery_id": "dlv_1", "webhook_id": "wh_1"}
-    api.route("POST", "/v1/webhooks/wh_1/deliveries/dlv_1/redeliver", Reply(202, answer))
-    result = run_cli("webhooks", "redeliver", "wh_1", "dlv_1", "--json", "--api", api.url)
+    answer = {"delivery_id": "dlv_1", "webhook_id": "whk_00000000000000000000000000"}
+    api.route(
+        "POST", "/v1/webhooks/whk_00000000000000000000000000/deliveries/dlv_1/redeliver", Reply(202, answer)
+    )
+    result = run_cli(
+        "webhooks", "redeliver", "whk_00000000000000000000000000", "dlv_1", "--json", "--api", api.url
+    )
     assert result.exit_code == 0, result.output
     assert json.loads(result.stdout) == answer
 

@@ -14,7 +14,7 @@ NOT_UTF8 = "\udcff"  # what `crewyard … $'\xff'` hands to Python
 @pytest.mark.parametrize(
     "args",
     [
-        ["webhooks", "get", "-p", "demo", NOT_UTF8],  # a path segment
+        ["webhooks", "redeliver", "whk_" + "0" * 26, NOT_UTF8],  # a path segment
         ["runs", "list", "--cursor", NOT_UTF8],  # a query parameter
         ["env", "set", "-p", "demo", f"KEY=a{NOT_UTF8}"],  # a JSON body
         ["triggers", "create", "-p", "demo", NOT_UTF8],  # a JSON body of a call()

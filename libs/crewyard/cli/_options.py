@@ -61,14 +61,22 @@ name_option = click.option(
 )
 
 F = TypeVar("F", bound=Callable[..., Any])
-_KINDS = {"run": "run", "thr": "thread"}
+_KINDS = {
+    "run": "run",
+    "thr": "thread",
+    "whk": "webhook",
+    "sch": "schedule",
+    "trg": "trigger",
+    "key": "API key",
+    "con": "consumer",
+}
 
 
 def id_argument(name: str, prefix: str | None = None, **kwargs: Any) -> Callable[[F], F]:
     """A positional id, checked when the command runs (not when it parses, so that help examples
     may say ``thr_…``): a malformed one is one clear error (exit 1), never a request. An empty id
     or ``.`` would reach another route (``GET /v1/runs/`` is the listing) and its answer would
-    read as a record. With ``prefix`` (run, thr) the id must be well formed, as the API itself
+    read as a record. With ``prefix`` (run, thr, whk…) the id must be well formed, as the API itself
     requires; otherwise only a non-empty path segment is required."""
 
     def decorate(command: F) -> F:

@@ -170,7 +170,7 @@ def list_(data_dir: Path | None, nats_url: str | None, nats_creds: str | None, a
 
 
 @consumers.command("revoke")
-@id_argument("consumer_id")
+@id_argument("consumer_id", "con")
 @data_dir_option
 @nats_option
 @nats_creds_option

@@ -155,7 +155,7 @@ def list_(project: str | None, as_json: bool, api_url: str) -> None:
 
 
 @keys.command("revoke")
-@id_argument("key_id")
+@id_argument("key_id", "key")
 @click.option(
     "--cascade",
     is_flag=True,

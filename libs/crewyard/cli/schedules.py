@@ -137,7 +137,7 @@ def _action(action: str, schedule_id: str, project: str | None, api_url: str, as
 
 
 @schedules.command("get")
-@id_argument("schedule_id")
+@id_argument("schedule_id", "sch")
 @project_option
 @json_option
 @api_option
@@ -147,7 +147,7 @@ def get_schedule(schedule_id: str, project: str | None, as_json: bool, api_url: 
 
 
 @schedules.command("pause")
-@id_argument("schedule_id")
+@id_argument("schedule_id", "sch")
 @project_option
 @json_option
 @api_option
@@ -157,7 +157,7 @@ def pause(schedule_id: str, project: str | None, as_json: bool, api_url: str) ->
 
 
 @schedules.command("resume")
-@id_argument("schedule_id")
+@id_argument("schedule_id", "sch")
 @project_option
 @json_option
 @api_option
@@ -167,7 +167,7 @@ def resume(schedule_id: str, project: str | None, as_json: bool, api_url: str) -
 
 
 @schedules.command("delete")
-@id_argument("schedule_id")
+@id_argument("schedule_id", "sch")
 @project_option
 @json_option
 @api_option
@@ -258,7 +258,7 @@ def list_triggers(project: str | None, as_json: bool, api_url: str) -> None:
 
 
 @triggers.command("revoke")
-@id_argument("trigger_id")
+@id_argument("trigger_id", "trg")
 @project_option
 @json_option
 @api_option

@@ -104,7 +104,7 @@ def list_webhooks(project: str | None, as_json: bool, api_url: str) -> None:
 
 
 @webhooks.command("get")
-@id_argument("webhook_id")
+@id_argument("webhook_id", "whk")
 @project_option
 @json_option
 @api_option
@@ -130,7 +130,7 @@ def _update(webhook_id: str, project: str | None, api_url: str, body: dict[str, 
 
 
 @webhooks.command("update")
-@id_argument("webhook_id")
+@id_argument("webhook_id", "whk")
 @click.option("--url", metavar="URL")
 @click.option("--event", "-e", "events", multiple=True, help=EVENTS_HELP)
 @click.option("--description", metavar="TEXT")
@@ -155,7 +155,7 @@ def update(
 
 
 @webhooks.command("enable")
-@id_argument("webhook_id")
+@id_argument("webhook_id", "whk")
 @project_option
 @json_option
 @api_option
@@ -165,7 +165,7 @@ def enable(webhook_id: str, project: str | None, as_json: bool, api_url: str) ->
 
 
 @webhooks.command("disable")
-@id_argument("webhook_id")
+@id_argument("webhook_id", "whk")
 @project_option
 @json_option
 @api_option
@@ -175,7 +175,7 @@ def disable(webhook_id: str, project: str | None, as_json: bool, api_url: str) -
 
 
 @webhooks.command("rotate-secret")
-@id_argument("webhook_id")
+@id_argument("webhook_id", "whk")
 @project_option
 @json_option
 @api_option
@@ -191,7 +191,7 @@ def rotate(webhook_id: str, project: str | None, as_json: bool, api_url: str) ->
 
 
 @webhooks.command("delete")
-@id_argument("webhook_id")
+@id_argument("webhook_id", "whk")
 @project_option
 @json_option
 @api_option
@@ -204,7 +204,7 @@ def delete(webhook_id: str, project: str | None, as_json: bool, api_url: str) ->
 
 
 @webhooks.command("deliveries")
-@id_argument("webhook_id")
+@id_argument("webhook_id", "whk")
 @click.option("--status", type=click.Choice(["pending", "succeeded", "failed"]))
 @click.option("--limit", type=click.IntRange(1, 200), default=20, show_default=True)
 @json_option
@@ -235,7 +235,7 @@ def deliveries(webhook_id: str, status: str | None, limit: int, as_json: bool, a
 
 
 @webhooks.command("redeliver")
-@id_argument("webhook_id")
+@id_argument("webhook_id", "whk")
 @id_argument("delivery_id")
 @json_option
 @api_option
