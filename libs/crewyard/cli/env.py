@@ -83,8 +83,9 @@ def set_env(
     """Set one or more variables.
 
     A KEY without =VALUE asks for the value without echoing it, which keeps secrets out of your
-    shell history. With --env the value applies to runs in that environment only (over a value
-    set without --env, which applies to every environment).
+    shell history (with stdin not a terminal, its next line is the value: `pass show openai |
+    crewyard env set OPENAI_API_KEY`). With --env the value applies to runs in that environment
+    only (over a value set without --env, which applies to every environment).
 
     \b
     Examples:
