@@ -77,3 +77,17 @@ def test_login_still_writes_a_config_that_is_missing_or_sound(
 
     assert first.exit_code == 0 and second.exit_code == 0, first.output + second.output
     assert path.read_text() == "{}\n"
+
+
+def test_an_empty_config_file_is_an_empty_config(
+    api: FakeApi, run_cli, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = tmp_path / "config.json"
+    path.write_bytes(b"")  # as ``CREWYARD_CONFIG=$(mktemp)`` makes it: no keys to lose
+    monkeypatch.setenv("CREWYARD_CONFIG", str(path))
+    api.route("GET", "/v1/whoami", Reply(200, {"auth": False}))
+
+    result = run_cli("login", "--api", api.url, "--key-stdin", input=KEY + "\n")
+
+    assert result.exit_code == 0, result.output
+    assert KEY in path.read_text()

@@ -52,6 +52,18 @@ def test_ids_of_every_kind_are_checked_for_their_form(
     for bad in ("a/b", f"{prefix}_x", "run_" + "0" * 26):
         result = run_cli(*command[:2], bad, *command[2:], *api_option)
         assert result.exit_code == 1, (command, bad, result.output)
-        expected = f"error: {bad!r} is not a {kind} id (they read {prefix}_ and 26 letters and digits)\n"
+        article = "an" if kind == "API key" else "a"
+        expected = (
+            f"error: {bad!r} is not {article} {kind} id (they read {prefix}_ and 26 letters and digits)\n"
+        )
         assert result.stderr == expected
     assert api.requests == []
+
+
+def test_a_key_pasted_where_its_id_goes_is_never_echoed(api: FakeApi, run_cli) -> None:
+    token = "cyk_" + "s" * 43  # a leaked key, pasted to revoke it
+    result = run_cli("keys", "revoke", token, "--api", api.url)
+
+    assert result.exit_code == 1
+    assert result.stderr == "error: that is an API key itself, not its id (key_…): see crewyard keys list\n"
+    assert token not in result.output and api.requests == []

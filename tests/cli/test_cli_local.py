@@ -3,14 +3,17 @@ recording stand-in of ``crewyard.platform``, so no platform starts)."""
 
 from __future__ import annotations
 
+import io
 import sys
 import types
 from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
 import crewyard
+from crewyard.cli import cli
 from crewyard.testing.fakeapi import FakeApi, Reply
 
 
@@ -62,6 +65,32 @@ def test_init_uses_detection_or_asks(run_cli, tmp_path: Path, detect_module, mon
     assert asked.exit_code == 0, asked.output
     assert "must look like 'package.module:attribute'" in asked.output  # the bad answer was asked again
     assert 'entrypoint = "main:run"' in (tmp_path / "crewyard.toml").read_text()
+
+
+class _CtrlC(io.BytesIO):
+    """A terminal's input where the user presses Ctrl-C at the first question."""
+
+    def read(self, size: int | None = -1) -> bytes:
+        if size == 0:
+            return b""
+        raise KeyboardInterrupt
+
+    def readline(self, size: int | None = -1) -> bytes:
+        raise KeyboardInterrupt
+
+    def read1(self, size: int | None = -1) -> bytes:
+        raise KeyboardInterrupt
+
+
+def test_init_interrupted_at_a_question_exits_130_and_writes_nothing(
+    tmp_path: Path, detect_module, monkeypatch
+) -> None:
+    monkeypatch.setattr(detect_module, "detect", lambda folder: None)
+
+    result = CliRunner().invoke(cli, ["init", str(tmp_path)], input=_CtrlC())
+
+    assert result.exit_code == 130, result.output
+    assert "error" not in result.output and list(tmp_path.iterdir()) == []
 
 
 def test_init_writes_a_langgraph_js_config_next_to_a_langgraph_json(run_cli, tmp_path: Path) -> None:

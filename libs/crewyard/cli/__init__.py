@@ -5,8 +5,10 @@ client of :mod:`crewyard.client`, and CliError), :mod:`.render` (how events look
 command family. The CLI talks to the platform only through the HTTP API, except the commands that
 run the platform itself (:mod:`.admin`).
 
-Design rule: every failure a user can meet is one red ``error: …`` line and exit code 1; an
-unexpected one says how to see the traceback (``CREWYARD_DEBUG=1``) instead of dumping it.
+Design rule: every failure a user can meet is one red ``error: …`` line and exit code 1 (2 for
+a usage error click reports: an unknown option, a value an option refuses, such as a project
+name the platform cannot have; 130 after Ctrl-C); an unexpected one says how to see the
+traceback (``CREWYARD_DEBUG=1``) instead of dumping it.
 """
 
 from __future__ import annotations

@@ -66,6 +66,8 @@ def config_to_change() -> Config:
         return Config()
     except OSError as exc:
         raise ConfigError(f"cannot read the config file {path}: {exc.strerror or exc}") from None
+    if not data.strip():  # an empty file (``CREWYARD_CONFIG=$(mktemp)``) holds no keys to lose
+        return Config()
     try:
         return msgspec.json.decode(data, type=Config)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -140,7 +142,7 @@ def local_admin_key(api_url: str) -> str | None:
 def api_key_for(api_url: str) -> str | None:
     """The key to send to ``api_url`` (see the module's docstring), or None."""
     given = os.environ.get("CREWYARD_API_KEY")
-    if given:
+    if given and given.strip():  # (set to blanks is not set: the stored key is used)
         return given
     stored = load_config().keys.get(normalize(api_url))
     return stored or local_admin_key(api_url)

@@ -96,8 +96,15 @@ def _check_id(value: str | None, name: str, prefix: str | None) -> None:
     from crewyard.core.ids import is_id
 
     if prefix is not None and not is_id(value, prefix):
+        from crewyard.core.access import well_formed
+
+        if well_formed(value):  # a key itself, pasted where its id goes: never echoed
+            raise CliError("that is an API key itself, not its id (key_…): see crewyard keys list")
         kind = _KINDS.get(prefix, prefix)
-        raise CliError(f"{value[:100]!r} is not a {kind} id (they read {prefix}_ and 26 letters and digits)")
+        article = "an" if kind[0] in "aeiouAEIOU" else "a"
+        raise CliError(
+            f"{value[:100]!r} is not {article} {kind} id (they read {prefix}_ and 26 letters and digits)"
+        )
     if value.strip() in ("", ".", ".."):
         raise CliError(f"{value!r} is not a valid {name.upper()}")
 

@@ -32,16 +32,29 @@ def check_key(key: str) -> str:
     return key
 
 
-def _ask_value(key: str) -> str:
-    """The value of ``key``, typed without echo, or a line of stdin when it is not a terminal
-    (``pass show openai | crewyard env set OPENAI_API_KEY``): getpass warned there that it could
-    not hide the input, and an empty stdin ended in a bare "Aborted!"."""
-    if sys.stdin.isatty():
+def _ask_value(key: str, asked: int) -> str:
+    """The value of ``key``, typed without echo; or, when stdin is not a terminal, all of it (one
+    line end at its end dropped: ``pass show openai | crewyard env set OPENAI_API_KEY``, a PEM
+    key of many lines too) for the one KEY given without a value (``asked``: how many were)."""
+    if sys.stdin is not None and sys.stdin.isatty():
         return str(click.prompt(key, hide_input=True, err=True))
-    line = sys.stdin.readline()
-    if not line:
-        raise CliError(f"no value for {key}: give {key}=VALUE, or its value as a line on stdin")
-    return line.rstrip("\r\n")
+    if asked > 1:
+        raise CliError("only one KEY may take its value from stdin; give the others as KEY=VALUE")
+    text = sys.stdin.read() if sys.stdin is not None else ""
+    text = text[:-2] if text.endswith("\r\n") else text.removesuffix("\n")
+    if not text:
+        raise CliError(f"no value for {key}: give {key}=VALUE, or its value on stdin")
+    return text
+
+
+def _sendable(key: str, value: str) -> str:
+    """``value``, if a request can carry it (an argument in another encoding cannot): named by
+    its KEY only, never quoted, as it may be a secret."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise CliError(f"the value of {key} is not UTF-8 text (an argument in another encoding?)") from None
+    return value
 
 
 scope_option = click.option(
@@ -83,26 +96,28 @@ def set_env(
     """Set one or more variables.
 
     A KEY without =VALUE asks for the value without echoing it, which keeps secrets out of your
-    shell history (with stdin not a terminal, its next line is the value: `pass show openai |
-    crewyard env set OPENAI_API_KEY`). With --env the value applies to runs in that environment
-    only (over a value set without --env, which applies to every environment).
+    shell history; with stdin not a terminal, all of stdin is its value (one KEY only). With
+    --env the value applies to runs in that environment only (over a value set without --env,
+    which applies to every environment).
 
     \b
     Examples:
       crewyard env set MODEL=gpt-4o-mini TEMPERATURE=0.2 --project research
       crewyard env set OPENAI_API_KEY --project research
+      pass show openai | crewyard env set OPENAI_API_KEY --project research
       crewyard env set OPENAI_API_KEY=sk-... -n support-agent
       crewyard env set MODEL=gpt-4o --env staging --project research
     """
     target = resolve_project(project, name=deployment_name)
     values: dict[str, str] = {}
     # Every pair is checked before the first request, so a typo sets nothing rather than half.
+    asked = sum("=" not in pair for pair in pairs)
     for pair in pairs:
         key, sep, value = pair.partition("=")
         check_key(key)
         if key in values:
             raise CliError(f"{key} is given twice")
-        values[key] = value if sep else _ask_value(key)
+        values[key] = _sendable(key, value if sep else _ask_value(key, asked))
     console = make_console()
     with connect(api_url) as client:
         for key, value in values.items():

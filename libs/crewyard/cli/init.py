@@ -100,8 +100,10 @@ def init(
                         "Entrypoint (./file.ts:export)" if js else "Entrypoint (module:attribute)",
                         value_proc=lambda value: _entrypoint(str(framework), value),
                     )
-            except click.Abort:  # the input ended (no terminal, or Ctrl-D / Ctrl-C): nothing written
+            except click.Abort as exc:  # the input ended (no terminal, Ctrl-D) or Ctrl-C: nothing written
                 console.print()
+                if isinstance(exc.__context__, KeyboardInterrupt):  # (click's prompt turns it into Abort)
+                    raise SystemExit(130) from None
                 raise CliError(
                     "no answer, nothing written: pass --framework and --entrypoint (and --no-input"
                     " where nothing can answer)"

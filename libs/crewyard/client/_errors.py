@@ -124,10 +124,11 @@ def api_error(response: httpx.Response) -> ApiError:
 
 def not_utf8(exc: UnicodeEncodeError) -> ClientError:
     """Text that no request can carry: a lone surrogate, which is how Python holds the bytes of
-    an argument or environment variable that are not UTF-8 (``'\\udcff'`` for a byte 0xff)."""
-    text = exc.object if isinstance(exc.object, str) else ""
-    around = text[max(0, exc.start - 30) : exc.end + 30]
-    return ClientError(f"cannot send {around!r}: it is not UTF-8 text (an argument in another encoding?)")
+    an argument or environment variable that are not UTF-8 (``'\\udcff'`` for a byte 0xff). The
+    text is not quoted: it may be a secret (an env value in the body being encoded)."""
+    return ClientError(
+        "cannot send a value that is not UTF-8 text (an argument in another encoding?); nothing was sent"
+    )
 
 
 def looks_like_html(content: bytes) -> bool:
