@@ -131,7 +131,6 @@ _FORMS = {
     r"^(dep|ver)_[0-9a-z]{26}\Z": "a version id (dep_ or ver_ and 26 lower-case letters and digits)",
     r"^dep_[0-9a-z]{26}\Z": "a version id (dep_ and 26 lower-case letters and digits)",
     r"^[a-z0-9][a-z0-9_-]{0,62}\Z": f"1 to 63 {_NAME}",
-    r"^[a-z0-9][a-z0-9_-]*$": _NAME,
     r"^[A-Za-z0-9][A-Za-z0-9 ._@-]*\Z": "letters, digits, spaces and . _ @ -, starting with either",
     r"^[A-Za-z0-9-]+\Z": "letters, digits and -",
     r"^[A-Za-z0-9_.-]+\Z": "letters, digits and _ . -",
