@@ -96,9 +96,9 @@ def _check_id(value: str | None, name: str, prefix: str | None) -> None:
     from crewyard.core.ids import is_id
 
     if prefix is not None and not is_id(value, prefix):
-        from crewyard.core.access import well_formed
+        from crewyard.core.access import TOKEN_PREFIX
 
-        if well_formed(value):  # a key itself, pasted where its id goes: never echoed
+        if value.startswith(TOKEN_PREFIX):  # a key itself (or most of one), pasted where its id goes
             raise CliError("that is an API key itself, not its id (key_…): see crewyard keys list")
         kind = _KINDS.get(prefix, prefix)
         article = "an" if kind[0] in "aeiouAEIOU" else "a"
