@@ -198,13 +198,21 @@ def _stdin_text(option: str) -> str:
         raise CliError(f"{option} from stdin is not UTF-8 text: {exc.reason}") from None
 
 
+def utf8(text: str, what: str) -> str:
+    """``text``, if a request can carry it, or one clear error naming ``what``, never quoting
+    ``text`` (it may be a secret): an argument's bytes that are not UTF-8 are held as lone
+    surrogates."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        raise CliError(f"{what} is not UTF-8 text (an argument in another encoding?)") from None
+    return text
+
+
 def parse_json(text: str, source: str) -> Any:
     """``text`` as strict JSON (what the API accepts), or one clear error naming ``source``: no
     NaN or Infinity, no number too large for a float, no unpaired surrogate, no endless nesting."""
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:  # an argument's bytes that are not UTF-8 (held as lone surrogates)
-        raise CliError(f"{source} is not UTF-8 text (an argument in another encoding?)") from None
+    utf8(text, source)
     try:
         value = json.loads(text, parse_constant=_no_constant, parse_float=_finite_float)
     except RecursionError:

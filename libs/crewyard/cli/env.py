@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from ._client import CliError, connect
-from ._options import api_option, json_option, name_option, project_option, resolve_project
+from ._options import api_option, json_option, name_option, project_option, resolve_project, utf8
 from .render import local_time, make_console, print_json
 from .versions import ENVIRONMENTS
 
@@ -45,16 +45,6 @@ def _ask_value(key: str, asked: int) -> str:
     if not text:
         raise CliError(f"no value for {key}: give {key}=VALUE, or its value on stdin")
     return text
-
-
-def _sendable(key: str, value: str) -> str:
-    """``value``, if a request can carry it (an argument in another encoding cannot): named by
-    its KEY only, never quoted, as it may be a secret."""
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise CliError(f"the value of {key} is not UTF-8 text (an argument in another encoding?)") from None
-    return value
 
 
 scope_option = click.option(
@@ -117,7 +107,7 @@ def set_env(
         check_key(key)
         if key in values:
             raise CliError(f"{key} is given twice")
-        values[key] = _sendable(key, value if sep else _ask_value(key, asked))
+        values[key] = utf8(value if sep else _ask_value(key, asked), f"the value of {key}")
     console = make_console()
     with connect(api_url) as client:
         for key, value in values.items():

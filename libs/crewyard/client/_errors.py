@@ -122,7 +122,7 @@ def api_error(response: httpx.Response) -> ApiError:
     return kind(str(message).strip(), status=status, code=code if isinstance(code, str) else None)
 
 
-def not_utf8(exc: UnicodeEncodeError) -> ClientError:
+def not_utf8() -> ClientError:
     """Text that no request can carry: a lone surrogate, which is how Python holds the bytes of
     an argument or environment variable that are not UTF-8 (``'\\udcff'`` for a byte 0xff). The
     text is not quoted: it may be a secret (an env value in the body being encoded)."""

@@ -29,8 +29,8 @@ def seg(value: str) -> str:
     """``value`` as one URL path segment: a project or key can never reach another route."""
     try:
         return quote(value, safe="")
-    except UnicodeEncodeError as exc:
-        raise not_utf8(exc) from None
+    except UnicodeEncodeError:
+        raise not_utf8() from None
 
 
 class Op(NamedTuple):
@@ -48,6 +48,12 @@ def encode(body: msgspec.Struct) -> Any:
     return {k: v for k, v in msgspec.to_builtins(body).items() if v is not None}
 
 
+def _web_page(method: str, path: str) -> ClientError:
+    return ClientError(
+        f"the API answered {method} {path} with a web page, not JSON: is this a crewyard API's address?"
+    )
+
+
 def decode(op: Op, content: bytes) -> Any:
     if not content.strip() and op.empty is not None:
         return op.empty
@@ -55,10 +61,7 @@ def decode(op: Op, content: bytes) -> Any:
         answer = msgspec.json.decode(content or b"{}", type=op.answer)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         if looks_like_html(content):
-            raise ClientError(
-                f"the API answered {op.method} {op.path} with a web page, not JSON: "
-                "is this a crewyard API's address?"
-            ) from None
+            raise _web_page(op.method, op.path) from None
         raise ClientError(
             f"the API answered {op.method} {op.path} with something this client cannot read: {exc}"
         ) from None
@@ -79,10 +82,7 @@ def json_object(method: str, path: str, content: bytes) -> dict[str, Any]:
         value = None
     if not isinstance(value, dict):
         if looks_like_html(content):
-            raise ClientError(
-                f"the API answered {method} {path} with a web page, not JSON: "
-                "is this a crewyard API's address?"
-            )
+            raise _web_page(method, path)
         raise ClientError(f"the API answered {method} {path} with no JSON object")
     return value
 

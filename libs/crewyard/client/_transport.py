@@ -175,8 +175,8 @@ class Transport:
                     response.close()
                     raise api_error(response)
                 return response
-            except UnicodeEncodeError as exc:
-                raise not_utf8(exc) from None
+            except UnicodeEncodeError:
+                raise not_utf8() from None
             except STALE as exc:
                 if attempt + 1 == attempts:
                     raise self.error(exc) from None
@@ -190,8 +190,8 @@ class Transport:
             last = attempt == attempts - 1
             try:
                 response = self.http.post(path, json=body, headers={"Idempotency-Key": key})
-            except UnicodeEncodeError as exc:
-                raise not_utf8(exc) from None
+            except UnicodeEncodeError:
+                raise not_utf8() from None
             except RETRYABLE as exc:
                 if last:
                     raise self.error(exc) from None
@@ -271,8 +271,8 @@ class AsyncTransport:
                     await response.aclose()
                     raise api_error(response)
                 return response
-            except UnicodeEncodeError as exc:
-                raise not_utf8(exc) from None
+            except UnicodeEncodeError:
+                raise not_utf8() from None
             except STALE as exc:
                 if attempt + 1 == attempts:
                     raise self.error(exc) from None
@@ -285,8 +285,8 @@ class AsyncTransport:
             last = attempt == attempts - 1
             try:
                 response = await self.http.post(path, json=body, headers={"Idempotency-Key": key})
-            except UnicodeEncodeError as exc:
-                raise not_utf8(exc) from None
+            except UnicodeEncodeError:
+                raise not_utf8() from None
             except RETRYABLE as exc:
                 if last:
                     raise self.error(exc) from None
