@@ -85,8 +85,9 @@ BUILD_DURATION = Histogram(
 SSE_CLIENTS = Gauge("crewyard_sse_clients", "Clients following an SSE stream now", ["stream"])
 SSE_DELIVERIES = Counter(
     "crewyard_sse_deliveries_total",
-    "Run events written to SSE clients: by the run's feed as they arrive (pushed), or by the"
-    " client's own response (sent: catching up, resuming, a reader too slow to be pushed to)",
+    "Run events written to SSE clients: by the run's feed as they arrive (pushed), by the"
+    " client's own response (sent: catching up, resuming, a reader too slow to be pushed to),"
+    " or read from the stream for a client that needs what its feed no longer keeps (history)",
     ["path"],
 )
 CONSUMER_PENDING = Gauge(

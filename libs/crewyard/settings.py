@@ -160,6 +160,10 @@ class Settings(msgspec.Struct, kw_only=True):
     log_format: str = "text"
     #: Seconds between SSE keep-alive comments on a quiet stream (proxies close idle connections).
     sse_ping_s: float = 15.0
+    #: Bytes of a run's newest events its SSE feed keeps in the gateway, and of all feeds together
+    #: (past it, a growing feed keeps 64 KiB): a client needing older ones reads them from the stream.
+    sse_window_bytes: int = 16 << 20
+    sse_memory_bytes: int = 256 << 20
     #: Outgoing webhooks: ``public`` targets only, or also ``private`` and loopback addresses
     #: (``crewyard up`` allows them unless this is set; the multi-machine files in deploy/ don't).
     webhook_targets: str = "public"
@@ -322,6 +326,8 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "CREWYARD_S3_SECRET_KEY": ("s3_secret_key", str),
     "CREWYARD_S3_SECURE": ("s3_secure", _flag),
     "CREWYARD_SSE_PING": ("sse_ping_s", float),
+    "CREWYARD_SSE_WINDOW": ("sse_window_bytes", int),
+    "CREWYARD_SSE_MEMORY": ("sse_memory_bytes", int),
     "CREWYARD_LOG_LEVEL": ("log_level", str),
     "CREWYARD_LOG_FORMAT": ("log_format", str),
     "CREWYARD_WEBHOOK_TARGETS": ("webhook_targets", str),

@@ -57,6 +57,10 @@ def check(settings: Settings) -> None:
         raise SettingsError("CREWYARD_S3_ENDPOINT needs CREWYARD_S3_ACCESS_KEY and CREWYARD_S3_SECRET_KEY")
     if not 0 < settings.sse_ping_s <= 3600:
         raise SettingsError("CREWYARD_SSE_PING must be more than 0 and at most 3600 seconds")
+    if not 64 << 10 <= settings.sse_window_bytes <= settings.sse_memory_bytes:
+        raise SettingsError(
+            "CREWYARD_SSE_WINDOW must be at least 65536 bytes and at most CREWYARD_SSE_MEMORY"
+        )
     limits = (settings.upload_limit_bytes, settings.unpacked_limit_bytes, settings.upload_max_file_bytes)
     if min(limits) < 1 or settings.upload_max_files < 1:
         raise SettingsError("upload limits (CREWYARD_UPLOAD_*, CREWYARD_UNPACKED_LIMIT) must be at least 1")

@@ -37,7 +37,7 @@ from crewyard.secrets import SecretBox
 from crewyard.settings import Settings
 
 from .errors import ApiError, bad_request, not_found
-from .hub import Hub
+from .hub import Hub, Memory
 from .sse import Closing
 
 #: How long a lookup waits for the read model: to refresh a row it has (then answers with what
@@ -77,7 +77,11 @@ class Gateway:
     def hub(self) -> Hub:
         """Shared run feeds (made on first use, inside the running event loop)."""
         if self._hub is None:
-            self._hub = Hub(self.store, self.settings.sse_ping_s)
+            self._hub = Hub(
+                self.store,
+                self.settings.sse_ping_s,
+                Memory(self.settings.sse_window_bytes, self.settings.sse_memory_bytes),
+            )
         return self._hub
 
     async def refresh_metrics(self) -> None:

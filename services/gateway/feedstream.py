@@ -13,6 +13,10 @@ otherwise the feed leaves the event to the client's coroutine, which sends it th
 server (waiting for a slow reader as any response does) and is pushed to again once caught up.
 The server's ``send`` is known from the scope (:class:`KeepServerSend`, the outermost layer).
 
+A feed keeps only a run's newest events (:class:`.hub.Memory`): a client that needs older
+ones — it came late to a long run, resumed from early on, or read more slowly than the run wrote —
+sends them from a consumer of its own (:meth:`.hub.Feed.history`), then goes on from the feed.
+
 The guarantees are the same: ``id:`` = stream sequence and resume after ``Last-Event-ID``
 (a client finds its place in the feed by sequence), a keep-alive comment when the feed was quiet
 (the feed's own timer wakes every client; it never ends a stream), the end after the terminal
@@ -27,7 +31,7 @@ days later).
 from __future__ import annotations
 
 import asyncio
-import bisect
+import contextlib
 import time
 from collections.abc import Callable, Coroutine
 from typing import Any
@@ -37,6 +41,7 @@ from litestar.response import Stream
 from litestar.types import HTTPResponseBodyEvent, Receive, Scope, Send
 
 from crewyard import metrics
+from crewyard.eventstore import StoreUnavailable
 
 from .hub import Feed
 from .sse import HEADERS, PING, RETRY_HINT, STILL_ALLOWED, Closing, in_background, next_write
@@ -141,8 +146,10 @@ class _Follow:
         self.start_response: Callable[[Send], Coroutine[Any, Any, None]] | None = None
         self.gone = False  # set only by the client's http.disconnect
         self.waiter: asyncio.Future[None] | None = None
-        #: Where the client is in the feed: the index of the next item it gets.
+        #: Where the client is in the feed: the position of the next item it gets (below the
+        #: feed's ``base`` once the feed dropped it), and the sequence it needs events from.
         self.index = 0
+        self.next_seq = start_seq
         #: The connection the feed may write to (None: only through ``send``).
         self.connection: _Connection | None = None
         self.finished = False  # the feed wrote the terminal event
@@ -175,6 +182,7 @@ class _Follow:
             return False
         connection.transport.write(frame)
         self.index += 1
+        self.next_seq = seq + 1
         if self.is_last(event_type):
             self.finished = True
             self.feed.pushed.pop(self, None)
@@ -216,7 +224,7 @@ class _Follow:
         """Send until the terminal event (True), the client leaving or the gateway closing."""
         feed, items, is_last = self.feed, self.feed.items, self.is_last
         loop = asyncio.get_running_loop()
-        self.index = bisect.bisect_left(feed.seqs, self.start_seq)
+        self.index = feed.position(self.start_seq)
         while True:
             if self.closing.is_set():
                 await send(_body(RETRY_HINT))
@@ -227,20 +235,26 @@ class _Follow:
                 return True
             if not self.still_allowed():
                 return True  # the server's decision, not the client leaving: cancels nothing
-            index, end = self.index, len(items)
-            if index < end:
+            base = feed.base
+            index, end = self.index - base, len(items)
+            if index < 0:  # what comes next is no longer in the feed: from the stream
+                ended = await self._history(send)
+                if ended is not None:
+                    return ended
+                self.index = feed.position(self.next_seq)
+            elif index < end:
                 if feed.seqs[index] < self.start_seq:  # the feed was filling up as the client came
-                    self.index = bisect.bisect_left(feed.seqs, self.start_seq)
+                    self.index = feed.position(self.start_seq)
                     continue
                 last = False
                 if end - index == 1:  # the usual case while a run is live: one new event
-                    _seq, event_type, chunk = items[index]
+                    seq, event_type, chunk = items[index]
                     last, count = is_last(event_type), 1
                 else:  # a catch-up: at most SLICE_BYTES a write, each after the client took the last
                     chunk, count, last = next_write(items, index, end, is_last)
-                    end = index + count
+                    seq = items[index + count - 1][0]
                 _SENT.inc(count)
-                self.index = end
+                self.index, self.next_seq = base + index + count, seq + 1
                 await send(_body(chunk))
                 if last:
                     return True
@@ -256,6 +270,30 @@ class _Follow:
                     await self.waiter
                 finally:
                     feed.pushed.pop(self, None)
-                quiet = self.index >= len(items) and not self.finished
+                quiet = self.index >= feed.base + len(items) and not self.finished
                 if quiet and not self.gone and not self.closing.is_set():
                     await send(_body(PING))  # woken by the feed's keep-alive: nothing new
+
+    async def _history(self, send: Send) -> bool | None:
+        """Send what the feed no longer holds, from the stream (:meth:`.hub.Feed.history`): None
+        once the feed holds what comes next, else how :meth:`_write` ends — at the terminal
+        event, the client leaving, or a store that cannot be read (a retry hint: the client
+        resumes where it is, from this gateway or another)."""
+        try:
+            async with contextlib.aclosing(self.feed.history(self.next_seq)) as older:
+                async for next_seq, batch in older:
+                    if self.gone or self.closing.is_set() or not self.still_allowed():
+                        return None  # :meth:`_write` ends the stream as each of them wants
+                    done = 0
+                    while done < len(batch):  # a batch may be a slice and one more event
+                        chunk, count, last = next_write(batch, done, len(batch), self.is_last)
+                        done += count
+                        await send(_body(chunk))
+                        if last:
+                            return True
+                    self.next_seq = next_seq
+        except (TimeoutError, StoreUnavailable):
+            if not self.gone:
+                await send(_body(RETRY_HINT))
+            return True
+        return None

@@ -4,7 +4,13 @@ Clients are served by :mod:`.feedstream`: a client catching up sends what it mis
 then the feed writes each new event to every caught-up client in one pass (:meth:`Feed._push`).
 
 A feed reads its run's events once (from sequence 1, filtered on the server), renders each to
-SSE text once, and keeps them in order in memory while anyone follows the run. Keep-alives are
+SSE text once, and keeps the newest of them in order in memory while anyone follows the run: at
+most a window of bytes (``CREWYARD_SSE_WINDOW``; half of them dropped, oldest first, when it is
+full), and only ``TIGHT_BYTES`` while the feeds of the gateway hold more than
+``CREWYARD_SSE_MEMORY`` in all (:class:`Memory`) — a run's events may be 32 MiB, and a key may
+follow a thousand runs. A client that needs what its feed no longer
+holds (it came late, resumed from early on, or read too slowly) reads that part from the stream
+with a consumer of its own (:meth:`Feed.history`), then rejoins the feed. Keep-alives are
 the feed's too: after ``ping_s`` without an event it wakes every client once, and each writes a
 ping — rather than each client timing its own wait, which cost a timer per client and event
 (9 of the ~12 µs a delivery took the feed, measured with 1,000 clients). A client, new or
@@ -23,19 +29,25 @@ import contextlib
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import AsyncGenerator
 from typing import Protocol
 
 from crewyard import metrics
 from crewyard.core import subjects
 from crewyard.eventstore import EventStore, StoreUnavailable
 
-from .sse import Batches, render
+from .sse import SLICE_BYTES, Batches, render
 
 LINGER_S = 30.0
+#: What a feed that grows keeps while all feeds hold more than their :class:`Memory` allows.
+TIGHT_BYTES = 64 << 10
+#: Events a client's own consumer may have read ahead of its writes (see :meth:`Feed.history`).
+HISTORY_QUEUE = 64
 #: Feeds without clients kept warm at once, and the bytes of rendered events they may hold in all.
 IDLE_MOST = 64
 IDLE_BYTES = 128 << 20
 _PUSHED = metrics.SSE_DELIVERIES.labels("pushed")
+_HISTORY = metrics.SSE_DELIVERIES.labels("history")
 log = logging.getLogger("crewyard.gateway")
 
 
@@ -50,14 +62,32 @@ class Pushed(Protocol):
     def wake(self) -> None: ...
 
 
+class Memory:
+    """The bytes of rendered events one feed may keep (``window``), all of a gateway's feeds may
+    keep (``most``), and all of them keep now (``held``)."""
+
+    __slots__ = ("held", "most", "window")
+
+    def __init__(self, window: int = 16 << 20, most: int = 256 << 20) -> None:
+        self.window, self.most, self.held = window, most, 0
+
+
 class Feed:
-    def __init__(self, store: EventStore, filter_subject: str, ping_s: float) -> None:
+    """One run's events as its clients read them. Positions in the feed are absolute: the item at
+    position ``i`` is ``items[i - base]``, and ``base`` grows as the oldest items are dropped."""
+
+    def __init__(
+        self, store: EventStore, filter_subject: str, ping_s: float, memory: Memory | None = None
+    ) -> None:
         self.store = store
         self.filter_subject = filter_subject
         self.ping_s = ping_s
+        self.memory = memory if memory is not None else Memory()
         self.seqs: list[int] = []
         self.items: list[tuple[int, str, bytes]] = []
         self.size = 0  # bytes of the rendered events in ``items``
+        self.base = 0  # how many items were dropped from the front
+        self.dropped_through = 0  # the sequence of the last item dropped
         self.clients = 0
         #: Set once the feed has a consumer on the stream (it may still be replaying).
         self.reading = asyncio.Event()
@@ -116,11 +146,66 @@ class Feed:
                         self.seqs.append(raw.seq)
                         self.items.append((raw.seq, *rendered))
                         self.size += len(rendered[1])
+                        memory = self.memory
+                        memory.held += len(rendered[1])
+                        if self.size > memory.window or (
+                            self.size > TIGHT_BYTES and memory.held > memory.most
+                        ):
+                            self._drop_oldest()
                         if self.pushed:
                             self._push(raw.seq, *rendered)
                         self._wake()
             except StoreUnavailable:
                 await asyncio.sleep(1.0)
+
+    def _drop_oldest(self) -> None:
+        """Drop the oldest items until half of what the feed may hold is left (the newest one
+        always kept): clients that still need them read them from the stream."""
+        memory = self.memory
+        limit = (memory.window if memory.held <= memory.most else TIGHT_BYTES) // 2
+        count, size = 0, self.size
+        while size > limit and count < len(self.items) - 1:
+            size -= len(self.items[count][2])
+            count += 1
+        if count:
+            self.dropped_through = self.seqs[count - 1]
+            del self.items[:count], self.seqs[:count]
+            memory.held -= self.size - size
+            self.size, self.base = size, self.base + count
+
+    def position(self, seq: int) -> int:
+        """Where the first event from ``seq`` on is in the feed, or will be; below ``base`` when
+        the feed no longer holds it (the client reads it with :meth:`history`)."""
+        if seq <= self.dropped_through:
+            return self.base - 1
+        return self.base + bisect.bisect_left(self.seqs, seq)
+
+    async def history(self, seq: int) -> AsyncGenerator[tuple[int, list[tuple[int, str, bytes]]], None]:
+        """What the feed no longer holds from ``seq`` on, read from the stream by a consumer of
+        the caller's own in batches of at most ``SLICE_BYTES``, each with the sequence the next
+        batch starts from (a batch may be empty: events that are not valid are set aside); ends
+        once the feed holds everything from there on. Each of those events is in the stream (the
+        feed read it), so a read that takes longer than the store's read timeout is the store
+        failing: :class:`TimeoutError`."""
+        store = self.store
+        async with store.follow(self.filter_subject, start_seq=seq, queue_size=HISTORY_QUEUE) as queue:
+            while seq <= self.dropped_through:
+                async with asyncio.timeout(store.read_timeout):
+                    raw = await queue.get()
+                batch: list[tuple[int, str, bytes]] = []
+                size = 0
+                while True:
+                    if raw.seq >= seq:  # a consumer recreated after a broker restart may repeat one
+                        seq = raw.seq + 1
+                        rendered = render(raw, store.prefix)
+                        if rendered is not None:
+                            batch.append((raw.seq, *rendered))
+                            size += len(rendered[1])
+                    if size >= SLICE_BYTES or seq > self.dropped_through or queue.empty():
+                        break
+                    raw = queue.get_nowait()
+                _HISTORY.inc(len(batch))
+                yield seq, batch
 
     def _push(self, seq: int, event_type: str, text: bytes) -> None:
         """The newest event to every pushed client, in one pass: its HTTP chunk is framed once and
@@ -150,31 +235,43 @@ class Feed:
     async def batches(self, start_seq: int) -> Batches:
         """Everything from ``start_seq`` on, in batches; an empty batch when the feed was quiet
         for ``ping_s`` (at most ``ping_s`` after the client's last batch)."""
-        index = 0
+        index = self.position(start_seq)
         while True:
-            if index < len(self.items):
-                if self.seqs[index] < start_seq:  # the feed may be filling up after the client came
-                    index = bisect.bisect_left(self.seqs, start_seq)
+            if index < self.base:  # what comes next is no longer held: from the stream
+                async with contextlib.aclosing(self.history(start_seq)) as older:
+                    async for next_seq, batch in older:
+                        start_seq = next_seq
+                        if batch:
+                            yield batch
+                index = self.position(start_seq)
+            elif index < self.base + len(self.items):
+                at = index - self.base
+                if self.seqs[at] < start_seq:  # the feed may be filling up after the client came
+                    index = self.position(start_seq)
                     continue
-                batch = self.items[index:]
+                batch = self.items[at:]
                 index += len(batch)
+                start_seq = batch[-1][0] + 1
                 yield batch
             else:
                 await self.waiter()
-                if index >= len(self.items):
+                if index >= self.base + len(self.items):
                     yield []  # woken by the keep-alive: nothing new
 
     def close(self) -> None:
         for task in (self._task, self._keepalive):
             if task is not None:
                 task.cancel()
+        self.memory.held -= self.size  # its events are no longer the hub's: gone with the feed
+        self.size = 0
 
 
 class Hub:
-    def __init__(self, store: EventStore, ping_s: float) -> None:
+    def __init__(self, store: EventStore, ping_s: float, memory: Memory | None = None) -> None:
         self.store = store
         self.ping_s = ping_s
         self.feeds: dict[str, Feed] = {}
+        self.memory = memory if memory is not None else Memory()
         #: The feeds without clients, longest idle first.
         self.idle: OrderedDict[str, None] = OrderedDict()
 
@@ -182,7 +279,7 @@ class Hub:
         feed = self.feeds.get(run_id)
         if feed is None:
             filt = subjects.any_project_aggregate_filter("run", run_id, self.store.prefix)
-            feed = self.feeds[run_id] = Feed(self.store, filt, self.ping_s)
+            feed = self.feeds[run_id] = Feed(self.store, filt, self.ping_s, self.memory)
             feed.start()
         feed.clients += 1
         self.idle.pop(run_id, None)

@@ -8,10 +8,12 @@ import json
 import re
 import socket
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
 from crewyard.gateway.sse import SLICE_BYTES
 from crewyard.testing.api import deploy, sse_events, wait_run, write_crew
@@ -129,3 +131,66 @@ def test_every_client_gets_every_event_once_whether_pushed_to_or_slow(
     # What the slow reader missed came in pieces, each written after it took the last: written
     # whole, a run's megabytes sat in the gateway's buffer for every client that did not read.
     assert largest <= SLICE_BYTES + 4096, largest
+
+
+@pytest.fixture(scope="module")
+def small_window(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformProcess]:
+    """A platform whose run feeds keep only 64 KiB of events (``CREWYARD_SSE_WINDOW``)."""
+    p = PlatformProcess(tmp_path_factory.mktemp("window"), env={"CREWYARD_SSE_WINDOW": str(WINDOW)})
+    p.start()
+    yield p
+    p.stop()
+
+
+WINDOW = 64 << 10
+
+
+def test_what_a_feed_no_longer_keeps_comes_from_the_stream_for_late_slow_and_resuming_readers(
+    small_window: PlatformProcess, tmp_path: Path
+) -> None:
+    platform, gate, events = small_window, tmp_path / "gate", EVENTS  # 9 MB: ~140 windows
+    with platform.client(timeout=60) as api:
+        dep = deploy(api, write_crew(tmp_path / "window", CREW), "window")
+        body = {"deployment_id": dep["deployment_id"], "input": {"gate": str(gate), "n": events}}
+        run_id = api.post("/v1/runs", json=body).json()["run_id"]
+        path = f"/v1/runs/{run_id}/events"
+        before = _deliveries(api)
+        live: list[dict[str, Any]] = []
+        started = threading.Event()
+
+        def follow() -> None:
+            with platform.client(timeout=60) as own:
+                live.extend(sse_events(own, path, until=lambda got: started.set() or False))
+
+        reader = threading.Thread(target=follow)
+        reader.start()
+        slow = _slow_reader(platform, path)
+        try:
+            assert started.wait(30), "the live reader got no event"
+            gate.touch()
+            reader.join(120)
+            assert not reader.is_alive()
+            assert wait_run(api, run_id, timeout=120)["status"] == "succeeded"
+            late, largest = _read_stream(slow)  # the feed moved on megabytes past it meanwhile
+        finally:
+            slow.close()
+        mid = _deliveries(api)
+        full = sse_events(api, path)  # after the run: its first events only in the stream
+        resumed = sse_events(api, path, headers={"Last-Event-ID": str(full[50]["id"])})
+        after = _deliveries(api)
+
+    outputs = [m["data"]["data"]["output"][:6] for m in full if m["event"] == "tool.result"]
+    assert outputs == [f"{i:06d}" for i in range(events)]
+    assert full[-1]["event"] == "run.completed"
+    for got in (live, late):
+        assert [m["id"] for m in got] == [m["id"] for m in full]
+        assert [m["data"] for m in got] == [m["data"] for m in full]
+    assert [m["id"] for m in resumed] == [m["id"] for m in full[51:]]
+    # The slow reader could not take the run's 9 MB while it was written (the kernel buffers a
+    # few of them): it read the rest from the stream, still in pieces of at most a slice. So did
+    # the reader after the run and the resumed one, for all but what the feed kept.
+    slow_history = mid.get("history", 0) - before.get("history", 0)
+    assert slow_history > 0 and largest <= SLICE_BYTES + 4096, (slow_history, largest)
+    kept = 2 * WINDOW // 3000 + 2
+    history = after.get("history", 0) - mid.get("history", 0)
+    assert history >= (events - kept) + (events - 51 - kept), history
