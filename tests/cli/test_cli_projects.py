@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
+import pytest
+
 from crewyard.testing.fakeapi import FakeApi, Reply
 
 
@@ -37,3 +42,52 @@ def test_no_projects_says_how_to_make_one(api: FakeApi, run_cli) -> None:
     empty = run_cli("projects", "list", "--api", api.url)
 
     assert empty.exit_code == 0 and empty.stdout.strip() == "No projects yet: crewyard deploy makes one."
+
+
+@pytest.mark.parametrize(
+    ("args", "answer"),
+    [
+        (["4"], {"project": "research", "max_concurrent_runs": 4}),
+        (["none"], {"project": "research", "max_concurrent_runs": None}),
+    ],
+)
+def test_limit_says_what_the_api_set(api: FakeApi, run_cli, args: list[str], answer: dict[str, Any]) -> None:
+    api.route("PUT", "/v1/projects/research/limits", Reply(200, answer))
+
+    said = run_cli("projects", "limit", *args, "-p", "research", "--api", api.url)
+    as_json = run_cli("projects", "limit", *args, "-p", "research", "--json", "--api", api.url)
+
+    assert said.exit_code == 0, said.output
+    assert said.stdout.strip() == (
+        "Project research: at most 4 runs at once" if args == ["4"] else "Project research: no run limit"
+    )
+    assert as_json.exit_code == 0 and json.loads(as_json.stdout) == answer
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        b"",  # a 204 from something that is not the route
+        b"{}",
+        b'{"max_concurrent_runs": 4}',
+        b'{"project": "other", "max_concurrent_runs": 4}',
+        b'{"project": "research", "max_concurrent_runs": null}',
+    ],
+)
+@pytest.mark.parametrize("as_json", [False, True])
+def test_limit_answered_with_something_else_is_an_error(
+    api: FakeApi, run_cli, body: bytes, as_json: bool
+) -> None:
+    """An answer that is not the limit the route sets printed 'Project research: at most 4 runs
+    at once' (or its JSON) and exited 0: every field of the answer's type has a default."""
+    api.route("PUT", "/v1/projects/research/limits", Reply(200, raw=body))
+
+    result = run_cli(
+        "projects", "limit", "4", "-p", "research", *(["--json"] if as_json else []), "--api", api.url
+    )
+
+    assert result.exit_code == 1, result.output
+    assert result.stdout == ""
+    assert result.stderr == (
+        "error: the API answered with something unexpected: not project research's limit set to 4\n"
+    )

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import click
 
-from ._client import connect
+from crewyard.contract.projects import LimitsSet
+
+from ._client import CliError, connect
 from ._options import api_option, json_option, name_option, project_option, resolve_project
 from .render import listing_table, local_time, make_console, print_json
 
@@ -69,6 +71,14 @@ def limit(
     name = resolve_project(project, name=deployment_name)
     with connect(api_url) as client:
         answer = client.set_limits(name, value)
+    # Every field of the answer has a default, so anything that is a JSON object reads as one
+    # (``{}`` as project "" without a limit): the route answers with the project and the limit set.
+    promised = LimitsSet(project=name, max_concurrent_runs=value)
+    if answer != promised:
+        limit_text = value or "none"
+        raise CliError(
+            f"the API answered with something unexpected: not project {name}'s limit set to {limit_text}"
+        )
     if as_json:
         print_json(answer)
         return
