@@ -91,3 +91,14 @@ def test_limit_answered_with_something_else_is_an_error(
     assert result.stderr == (
         "error: the API answered with something unexpected: not project research's limit set to 4\n"
     )
+
+
+@pytest.mark.parametrize("given", ["0", "2.5", "four", "²", "٣", "9" * 5000])
+def test_limit_refuses_what_is_not_a_number_of_runs(api: FakeApi, run_cli, given: str) -> None:
+    """ "²" and 5,000 digits passed str.isdigit and failed in int(): "unexpected ValueError"."""
+    result = run_cli("projects", "limit", given, "-p", "research", "--api", api.url)
+
+    assert result.exit_code == 2, result.output
+    assert "give a whole number of runs (at least 1) or none" in result.stderr
+    assert "ValueError" not in result.output
+    assert api.requests == []

@@ -64,7 +64,8 @@ def limit(
     value: int | None
     if max_runs.lower() == "none":
         value = None
-    elif max_runs.isdigit() and int(max_runs) >= 1:
+    # ASCII digits only ("²" is a digit int() refuses), and few: int() refuses 5,000 of them.
+    elif max_runs.isascii() and max_runs.isdigit() and len(max_runs.lstrip("0")) <= 9 and int(max_runs) >= 1:
         value = int(max_runs)
     else:
         raise click.BadParameter("give a whole number of runs (at least 1) or none", param_hint="N")
