@@ -89,10 +89,11 @@ def create(
     }
     with ApiClient(api_url) as client:
         answer = client.call("POST", f"/v1/projects/{seg(target)}/schedules", json=body)
+    schedule = decoded(answer, Schedule)
     if as_json:
         print_json(answer)
         return
-    _show(decoded(answer, Schedule))
+    _show(schedule)
 
 
 @schedules.command("list")
@@ -104,10 +105,10 @@ def list_schedules(project: str | None, as_json: bool, api_url: str) -> None:
     target = resolve_project(project)
     with ApiClient(api_url) as client:
         answer = client.call("GET", f"/v1/projects/{seg(target)}/schedules")
+    rows = decoded(answer, ScheduleList).schedules
     if as_json:
         print_json(answer)
         return
-    rows = decoded(answer, ScheduleList).schedules
     if not rows:
         make_console().print(f"No schedules in project {target}.")
         return
@@ -130,10 +131,11 @@ def _action(action: str, schedule_id: str, project: str | None, api_url: str, as
             return
         else:
             answer = client.call("POST", f"{path}/{action}")
+    schedule = decoded(answer, Schedule)
     if as_json:
         print_json(answer)
         return
-    _show(decoded(answer, Schedule))
+    _show(schedule)
 
 
 @schedules.command("get")
@@ -221,10 +223,10 @@ def create_trigger(
     with ApiClient(api_url) as client:
         answer = client.call("POST", f"/v1/projects/{seg(target)}/triggers", json=body)
         base = client.base_url
+    t = decoded(answer, Trigger)
     if as_json:
         print_json(answer)
         return
-    t = decoded(answer, Trigger)
     console = make_console()
     console.print(Text.assemble(("✓ ", "green"), (t.id, "bold"), f"  {t.name}"))
     console.print(Text.assemble("  URL: ", (f"{base}{t.url}", "bold yellow")))
@@ -242,10 +244,10 @@ def list_triggers(project: str | None, as_json: bool, api_url: str) -> None:
     target = resolve_project(project)
     with ApiClient(api_url) as client:
         answer = client.call("GET", f"/v1/projects/{seg(target)}/triggers")
+    rows = decoded(answer, TriggerList).triggers
     if as_json:
         print_json(answer)
         return
-    rows = decoded(answer, TriggerList).triggers
     if not rows:
         make_console().print(f"No triggers in project {target}.")
         return

@@ -11,7 +11,7 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
-from crewyard.contract.webhooks import DeliveryList, Webhook, WebhookList
+from crewyard.contract.webhooks import DeliveryList, Redelivery, Webhook, WebhookList
 
 from ._client import ApiClient, CliError, decoded, seg
 from ._options import api_option, id_argument, json_option, project_option, resolve_project
@@ -71,10 +71,11 @@ def create(
     body = {"url": url, "events": list(events) or ["*"], "deployment": deployment, "description": description}
     with ApiClient(api_url) as client:
         answer = client.call("POST", f"/v1/projects/{seg(target)}/webhooks", json=body)
+    hook = decoded(answer, Webhook)
     if as_json:
         print_json(answer)
         return
-    _show(decoded(answer, Webhook), created=True)
+    _show(hook, created=True)
 
 
 @webhooks.command("list")
@@ -86,10 +87,10 @@ def list_webhooks(project: str | None, as_json: bool, api_url: str) -> None:
     target = resolve_project(project)
     with ApiClient(api_url) as client:
         answer = client.call("GET", f"/v1/projects/{seg(target)}/webhooks")
+    hooks = decoded(answer, WebhookList).webhooks
     if as_json:
         print_json(answer)
         return
-    hooks = decoded(answer, WebhookList).webhooks
     console = make_console()
     if not hooks:
         console.print(f"No webhooks in project {target}.")
@@ -113,20 +114,22 @@ def get_webhook(webhook_id: str, project: str | None, as_json: bool, api_url: st
     target = resolve_project(project)
     with ApiClient(api_url) as client:
         answer = client.call("GET", f"/v1/projects/{seg(target)}/webhooks/{seg(webhook_id)}")
+    hook = decoded(answer, Webhook)
     if as_json:
         print_json(answer)
         return
-    _show(decoded(answer, Webhook))
+    _show(hook)
 
 
 def _update(webhook_id: str, project: str | None, api_url: str, body: dict[str, Any], as_json: bool) -> None:
     target = resolve_project(project)
     with ApiClient(api_url) as client:
         answer = client.call("PATCH", f"/v1/projects/{seg(target)}/webhooks/{seg(webhook_id)}", json=body)
+    hook = decoded(answer, Webhook)
     if as_json:
         print_json(answer)
         return
-    _show(decoded(answer, Webhook))
+    _show(hook)
 
 
 @webhooks.command("update")
@@ -184,10 +187,11 @@ def rotate(webhook_id: str, project: str | None, as_json: bool, api_url: str) ->
     target = resolve_project(project)
     with ApiClient(api_url) as client:
         answer = client.call("POST", f"/v1/projects/{seg(target)}/webhooks/{seg(webhook_id)}/rotate-secret")
+    hook = decoded(answer, Webhook)
     if as_json:
         print_json(answer)
         return
-    _show(decoded(answer, Webhook))
+    _show(hook)
 
 
 @webhooks.command("delete")
@@ -215,10 +219,10 @@ def deliveries(webhook_id: str, status: str | None, limit: int, as_json: bool, a
         answer = client.call(
             "GET", f"/v1/webhooks/{seg(webhook_id)}/deliveries", params={"status": status, "limit": limit}
         )
+    listed = decoded(answer, DeliveryList).deliveries
     if as_json:
         print_json(answer)
         return
-    listed = decoded(answer, DeliveryList).deliveries
     console = make_console()
     if not listed:
         console.print("No deliveries yet.")
@@ -245,6 +249,9 @@ def redeliver(webhook_id: str, delivery_id: str, as_json: bool, api_url: str) ->
         answer = client.call(
             "POST", f"/v1/webhooks/{seg(webhook_id)}/deliveries/{seg(delivery_id)}/redeliver"
         )
+    again = decoded(answer, Redelivery)
+    if (again.webhook_id, again.delivery_id) != (webhook_id, delivery_id):
+        raise CliError(f"the API answered with something unexpected: not a redelivery of {delivery_id}")
     if as_json:
         print_json(answer)
         return

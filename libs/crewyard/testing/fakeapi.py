@@ -130,7 +130,7 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
 
-    do_GET = do_POST = do_PUT = do_DELETE = _handle
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = _handle
 
     def _reply(self, reply: Reply) -> None:
         payload = reply.raw if reply.raw is not None else json.dumps(reply.body).encode()
