@@ -6,6 +6,8 @@ import io
 import tarfile
 from pathlib import Path
 
+import pytest
+
 from crewyard.testing.fakeapi import FakeApi, Reply, Sse
 
 
@@ -217,3 +219,32 @@ def test_build_log_closed_early_ends_from_the_deployment_record(api: FakeApi, ru
 
     assert result.exit_code == 1
     assert "  step 1" in result.stdout and "failed: out of disk" in result.stdout
+
+
+@pytest.mark.parametrize("body", [b"", b"{}", b'{"status": "ready", "current": true}'])
+def test_an_answer_without_a_deployment_is_not_a_rollback(api: FakeApi, run_cli, body: bytes) -> None:
+    """Every field of a deployment has a default: {} printed '✓ dep_old is the current deployment
+    of research again' and exited 0."""
+    api.route("POST", "/v1/projects/research/rollback", Reply(200, raw=body))
+
+    rolled = run_cli("deploy", "--rollback", "dep_old", "--project", "research", "--api", api.url)
+
+    assert rolled.exit_code == 1, rolled.output
+    assert rolled.stdout == ""
+    assert rolled.stderr == (
+        "error: the API answered POST /v1/projects/research/rollback with no deployment (no id): is this"
+        " a crewyard API's address?\n"
+    )
+
+
+def test_a_listing_of_deployments_without_ids_is_an_error(api: FakeApi, run_cli) -> None:
+    """A listing of {} printed a table row of blanks (and --json the blanks filled in)."""
+    listing = {"deployments": [{"deployment_id": "dep_1", "status": "ready"}, {}]}
+    api.route("GET", "/v1/projects/research/deployments", Reply(200, listing))
+
+    for extra in ([], ["--json"]):
+        listed = run_cli("deployments", "list", "--project", "research", *extra, "--api", api.url)
+
+        assert listed.exit_code == 1, listed.output
+        assert listed.stdout == ""
+        assert "with no deployment (no id)" in listed.stderr and "Traceback" not in listed.output

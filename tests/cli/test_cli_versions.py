@@ -60,7 +60,9 @@ def test_rollback_without_a_version_moves_the_environment_back(api: FakeApi, run
 
 
 def test_several_names_need_a_choice(api: FakeApi, run_cli) -> None:
-    listing = {"deployments": [{"name": "a"}, {"name": "b"}]}
+    listing = {
+        "deployments": [{"deployment_id": "dep_a", "name": "a"}, {"deployment_id": "dep_b", "name": "b"}]
+    }
     api.route("GET", "/v1/projects/research/deployments", Reply(200, listing))
 
     result = run_cli("promote", "--project", "research", "--api", api.url)

@@ -69,6 +69,15 @@ def decode(op: Op, content: bytes) -> Any:
         raise ClientError(
             f"the API answered {op.method} {op.path} with no run (no id): is this a crewyard API's address?"
         )
+    # The same for a deployment: {} read as one with no id ("✓  is the current deployment again").
+    deployments = [answer] if isinstance(answer, Deployment) else []
+    if isinstance(answer, DeploymentList):
+        deployments = answer.deployments
+    if any(not d.id for d in deployments):
+        raise ClientError(
+            f"the API answered {op.method} {op.path} with no deployment (no id): is this a crewyard API's"
+            " address?"
+        )
     return answer
 
 
