@@ -86,7 +86,7 @@ def decode_event(msg: SseMessage) -> StreamEvent:
     data = envelope.get("data", envelope.get("payload"))  # the reference's guide calls it "payload"
     if not isinstance(data, dict):
         data = {} if data is None else {"value": data}
-    seq = int(msg.id) if msg.id is not None and msg.id.isdigit() else None
+    seq = stream_seq(msg.id)
     return StreamEvent(
         type=str(envelope.get("type") or msg.event),
         data=data,
@@ -96,6 +96,14 @@ def decode_event(msg: SseMessage) -> StreamEvent:
         aggregate_id=envelope.get("aggregate_id") or envelope.get("run_id") or envelope.get("deployment_id"),
         raw=envelope,
     )
+
+
+def stream_seq(event_id: str | None) -> int | None:
+    """An SSE id as the stream sequence it is, else None: ASCII digits only ("²" passes isdigit
+    and fails int()), and not so many that int() refuses them."""
+    if event_id is None or not (event_id.isascii() and event_id.isdigit()) or len(event_id) > 30:
+        return None
+    return int(event_id)
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -315,7 +323,7 @@ def print_ndjson_event(msg: SseMessage) -> None:
         envelope = {"type": msg.event, "data": msg.data}
     if not isinstance(envelope, dict):
         envelope = {"type": msg.event, "data": envelope}
-    seq = int(msg.id) if msg.id is not None and msg.id.isdigit() else None
+    seq = stream_seq(msg.id)
     click.echo(json.dumps({"seq": seq, **envelope}, ensure_ascii=False, separators=(",", ":")))
 
 

@@ -71,7 +71,7 @@ class SseParser:
             self._event = value
         elif field == "id" and "\0" not in value:
             self._id = value
-        elif field == "retry" and value.isdigit():
+        elif field == "retry" and value.isascii() and value.isdigit() and len(value) <= 30:
             self.retry_ms = int(value)
         return None
 
