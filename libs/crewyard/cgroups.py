@@ -191,20 +191,60 @@ def _memory_in(folder: Path, version: int) -> int | None:
     return max(usage - (int(match.group(1)) if match else 0), 0)
 
 
-def memory_of_process(pid: int) -> int | None:
-    """The memory of the control group process ``pid`` is in (e.g. a container's), as
-    :meth:`Cgroup.memory_used` counts it; None when it cannot be read."""
+def _group_of(pid: int, controller: str) -> tuple[Path, int] | None:
+    """The folder (and cgroup version) of the group process ``pid`` is in: ``controller``'s on
+    v1, the one group on v2; None when it cannot be read."""
     try:
         lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
     except OSError:
         return None
     for line in lines:
         _, controllers, path = line.split(":", 2)
-        if "memory" in controllers.split(","):
-            return _memory_in(ROOT / "memory" / path.lstrip("/"), 1)
+        if controller in controllers.split(","):
+            return ROOT / controller / path.lstrip("/"), 1
         if controllers == "" and _version() == 2:
-            return _memory_in(ROOT / path.lstrip("/"), 2)
+            return ROOT / path.lstrip("/"), 2
     return None
+
+
+def memory_of_process(pid: int) -> int | None:
+    """The memory of the control group process ``pid`` is in (e.g. a container's), as
+    :meth:`Cgroup.memory_used` counts it; None when it cannot be read."""
+    group = _group_of(pid, "memory")
+    return _memory_in(*group) if group is not None else None
+
+
+def processes_of_group_of(pid: int) -> set[int] | None:
+    """The processes of the control group process ``pid`` is in (e.g. a container's: its
+    engine made the group), by the pids controller's listing on v1; None when it cannot be read."""
+    group = _group_of(pid, "pids")
+    try:
+        return {int(p) for p in (group[0] / "cgroup.procs").read_text().split()} if group else None
+    except (OSError, ValueError):
+        return None
+
+
+def descendants(pid: int, most: int = 100_000) -> set[int]:
+    """``pid`` and the processes it started, and theirs, as ``/proc/PID/task/TID/children`` name
+    them (at most ``most``). Best effort: a process whose parent ended was taken by another (init,
+    a subreaper) and is no longer among them — what a control group is for."""
+    found, pending = {pid}, [pid]
+    while pending and len(found) < most:
+        parent = pending.pop()
+        try:
+            tasks = os.listdir(f"/proc/{parent}/task")
+        except OSError:
+            continue
+        for task in tasks:
+            try:
+                children = Path(f"/proc/{parent}/task/{task}/children").read_text().split()
+            except OSError:
+                continue
+            for child in map(int, children):
+                if child not in found:
+                    found.add(child)
+                    pending.append(child)
+    return found
 
 
 def _v1_dir(controller: str, name: str) -> Path:

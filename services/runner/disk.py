@@ -14,9 +14,15 @@ sub-folders are walked); when the runner itself is out of descriptors the round 
 never held against the crew. The pause between walks is at most :data:`MOST_PAUSE_S`, whatever
 a walk costs.
 
-Not seen by a walk: a volume of an engine that is not on this host, or that this runner may not
-read whole (a rootless engine's: only a root runner reads it), and a file the crew unlinked
-while keeping it open — the file-size limit per file and the open-files limit bound those.
+A file the crew unlinked while keeping it open is in no folder, yet takes the disk until it is
+closed (each up to the file-size limit, as many as the crew may open files: terabytes). So the
+files the run's processes hold open (``RunHandle.processes``: its control group's, or a
+container's) are looked at too, through ``/proc/PID/fd``: every regular file of the folder's
+disk that no folder names any more is counted, once however often it is open. A process whose
+open files the runner may not look at counts as over, as a folder it may not read does.
+
+Not seen: a volume of an engine that is not on this host, or that this runner may not read whole
+(a rootless engine's: only a root runner reads it) — bound it with the engine's storage options.
 """
 
 from __future__ import annotations
@@ -24,7 +30,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
+import os
+import stat
 import time
+from collections.abc import Iterable
 from pathlib import Path
 
 from crewyard import trees
@@ -44,27 +53,65 @@ MOST_PAUSE_S = 5.0
 _OURS = (errno.EMFILE, errno.ENFILE, errno.ENOMEM)
 
 
-def over(root: Path, limit: int) -> str | None:
-    """Why the files under ``root`` are over ``limit`` bytes (or cannot be counted, which is
-    taken as over); None within it (blocking). OSError when the runner is short of descriptors
-    or memory: no answer this time."""
-    total = entries = 0
+def unlinked(processes: Iterable[int], device: int) -> tuple[int, int]:
+    """The bytes and number of regular files of ``device`` the processes hold open that no folder
+    names (unlinked) and that hold any, each counted once. :class:`PermissionError` when the
+    runner may not look at a process's open files; one that ended meanwhile is skipped."""
+    files: dict[int, int] = {}
+    entries = 0
+    for pid in processes:
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        for fd in fds:
+            entries += 1
+            if entries > MAX_ENTRIES:
+                raise _TooManyOpen
+            try:
+                st = os.stat(f"/proc/{pid}/fd/{fd}")  # the open file itself (the link is magic)
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            if st.st_nlink == 0 and st.st_blocks and st.st_dev == device and stat.S_ISREG(st.st_mode):
+                files[st.st_ino] = st.st_blocks * 512
+    return sum(files.values()), len(files)
+
+
+class _TooManyOpen(Exception):
+    pass
+
+
+def over(root: Path, limit: int, processes: Iterable[int] | None = None) -> str | None:
+    """Why the files under ``root`` — and, of ``processes``, the files of its disk they hold open
+    but unlinked — are over ``limit`` bytes (or cannot be counted, which is taken as over); None
+    within it (blocking). OSError when the runner is short of descriptors or memory: no answer
+    this time."""
+    total = entries = hidden = 0
     try:
-        for _fd, _name, st in trees.walk(root, max_depth=MAX_DEPTH, strict=True):
+        if processes is not None:
+            total, hidden = unlinked(processes, os.lstat(root).st_dev)
+        walk = trees.walk(root, max_depth=MAX_DEPTH, strict=True) if total <= limit else ()
+        for _fd, _name, st in walk:
             entries += 1
             if entries > MAX_ENTRIES:
                 return f"the run made more than {MAX_ENTRIES:,} files and folders"
             total += st.st_blocks * 512
             if total > limit:
-                mib = limit >> 20
-                return f"the run's files take more than {mib} MiB, its disk limit (CREWYARD_RUN_MAX_DISK)"
+                break
+        if total > limit:
+            why = f"the run's files take more than {limit >> 20} MiB, its disk limit (CREWYARD_RUN_MAX_DISK)"
+            return f"{why}, {hidden} of them deleted but kept open" if hidden else why
     except FileNotFoundError:  # no folder (yet): nothing written
         return None
+    except _TooManyOpen:
+        return f"the run holds more than {MAX_ENTRIES:,} files open"
     except trees.TooDeep:
         return f"the run nested folders deeper than {MAX_DEPTH}"
     except OSError as exc:
         if exc.errno in _OURS:
             raise
+        if str(exc.filename or "").startswith("/proc/"):  # (made not dumpable, say)
+            return f"the run hid the files it holds open from the runner ({exc.strerror})"
         if exc.filename == str(root):  # (the folder itself: swapped for a link, say)
             return f"the run's artifacts folder cannot be read ({exc.strerror})"
         return f"the run made a folder the runner cannot read ({exc.strerror})"
@@ -79,7 +126,8 @@ async def watch(handle: RunHandle, limit: int, outcome: Outcome) -> None:
     while outcome.stopped is None:
         began = time.monotonic()
         with contextlib.suppress(OSError):
-            if (what := await asyncio.to_thread(over, folder, limit)) is not None:
+            processes = await handle.processes()
+            if (what := await asyncio.to_thread(over, folder, limit, processes)) is not None:
                 stop(outcome, what, "limit")
                 return
         await asyncio.sleep(min(MOST_PAUSE_S, max(POLL_S, 10 * (time.monotonic() - began))))

@@ -174,6 +174,9 @@ class TakenSandbox:
     async def files_folder(self) -> Path | None:
         return await self.sandbox.handle.files_folder()
 
+    async def processes(self) -> set[int] | None:
+        return await self.sandbox.handle.processes()
+
     async def remove(self) -> None:
         if self.starting is not None:
             self.starting.cancel()

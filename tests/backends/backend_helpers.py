@@ -187,7 +187,7 @@ class ForkedRun:
         self.output, self.wait, self.send, self.kill = handle.output, handle.wait, handle.send, handle.kill
         self.end_input = handle.end_input
         self.collect_artifacts, self.memory_used = handle.collect_artifacts, handle.memory_used
-        self.files_folder = handle.files_folder
+        self.files_folder, self.processes = handle.files_folder, handle.processes
 
     @property
     def skipped(self) -> list[tuple[str, str]]:

@@ -67,6 +67,27 @@ async def test_the_disk_a_running_crew_takes_is_seen_where_it_writes(isolated_ru
     }
 
 
+async def test_files_a_running_crew_unlinked_but_keeps_open_are_seen(isolated_runs: Runs) -> None:
+    # In no folder, yet on the disk until closed: the watch finds them through the run's
+    # processes (its control group's, its container's) and their open files.
+    seen: dict[str, object] = {}
+
+    async def measure(handle: RunHandle) -> None:
+        folder, processes = await handle.files_folder(), await handle.processes()
+        assert folder is not None and processes
+        seen["walk alone"] = await asyncio.to_thread(disk.over, folder, 4 << 20)
+        seen["over"] = await asyncio.to_thread(disk.over, folder, 4 << 20, processes)
+
+    spec = isolated_runs.spec("crew:unlinked_writer", input={"mib": 8})
+    await isolated_runs.execute(spec, kill_when="written", grace_s=1, while_running=measure)
+
+    assert seen == {
+        "walk alone": None,
+        "over": "the run's files take more than 4 MiB, its disk limit (CREWYARD_RUN_MAX_DISK),"
+        " 8 of them deleted but kept open",
+    }
+
+
 async def test_nothing_outside_the_artifacts_folder_can_be_written(isolated_runs: Runs) -> None:
     out = await isolated_runs.execute(
         isolated_runs.spec("crew:write_outside", input={"extra": ["/pwned.txt"]})

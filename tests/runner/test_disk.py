@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -195,3 +197,81 @@ def test_a_walk_holds_one_descriptor_per_level(tmp_path: Path, monkeypatch: pyte
     assert disk.over(tmp_path, MiB) is None
     assert held == 0 and most == 21  # the root and one per level
     assert _Listing.most_open == 1  # a folder's listing is closed before its sub-folders are walked
+
+
+#: Writes 3 MiB into gone.bin, opens it twice, unlinks it, says so, and holds it until its stdin ends.
+HOLDER = """
+import os, sys
+with open("gone.bin", "wb") as f, open("gone.bin", "rb") as again:
+    f.write(os.urandom(3 << 20))
+    f.flush()
+    os.unlink("gone.bin")
+    print("held", flush=True)
+    sys.stdin.read()
+"""
+
+
+def test_files_unlinked_but_kept_open_are_counted_once_however_often_open(tmp_path: Path) -> None:
+    (tmp_path / "named.bin").write_bytes(os.urandom(MiB // 2))
+    pipe = subprocess.PIPE
+    with subprocess.Popen([sys.executable, "-c", HOLDER], cwd=tmp_path, stdin=pipe, stdout=pipe) as holder:
+        assert holder.stdout is not None and holder.stdin is not None
+        assert holder.stdout.readline() == b"held\n"
+        it = {holder.pid}
+        device = os.lstat(tmp_path).st_dev
+        assert disk.unlinked(it, device) == (3 * MiB, 1)
+        assert disk.unlinked(it, device + 1) == (0, 0)  # another disk's
+        assert disk.over(tmp_path, 2 * MiB) is None  # a walk alone does not see it
+        assert disk.over(tmp_path, 2 * MiB, it) == (
+            "the run's files take more than 2 MiB, its disk limit (CREWYARD_RUN_MAX_DISK),"
+            " 1 of them deleted but kept open"
+        )
+        assert disk.over(tmp_path, 4 * MiB, it) is None
+        (tmp_path / "more.bin").write_bytes(os.urandom(MiB))  # 3 + 0.5 + 1 MiB: the sum counts
+        assert disk.over(tmp_path, 4 * MiB, it) == (
+            "the run's files take more than 4 MiB, its disk limit (CREWYARD_RUN_MAX_DISK),"
+            " 1 of them deleted but kept open"
+        )
+        holder.stdin.close()
+    assert disk.over(tmp_path, 2 * MiB, {holder.pid}) is None  # closed: the disk has it back
+
+
+def test_open_files_the_runner_may_not_look_at_count_as_over(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = os.listdir
+
+    def refused(path: Any = ".") -> list[str]:
+        if str(path).startswith("/proc/"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "listdir", refused)
+    assert disk.over(tmp_path, MiB, {os.getpid()}) == (
+        "the run hid the files it holds open from the runner (Permission denied)"
+    )
+
+
+async def test_a_crew_that_fills_the_disk_with_unlinked_files_is_stopped(run_crew: RunCrew) -> None:
+    source = """
+    import os, time
+
+    def run(inputs):
+        held = []
+        for i in range(40):
+            f = open(f"hidden-{i}.bin", "wb")
+            f.write(os.urandom(1 << 20))
+            f.flush()
+            os.unlink(f"hidden-{i}.bin")
+            held.append(f)
+        time.sleep(30)
+        return "never stopped"
+    """
+    ran = await run_crew(source, budget=Budget(max_disk=24 * MiB))
+
+    assert isinstance(ran.payload, RunFailed), ran.payload
+    assert ran.payload.reason == "limit"
+    assert ran.payload.error_message == (
+        "the run's files take more than 24 MiB, its disk limit (CREWYARD_RUN_MAX_DISK), 40 of them deleted"
+        " but kept open"
+    )

@@ -138,6 +138,11 @@ class RunHandle(Protocol):
         watches the disk they take), or None where this host cannot see it (a remote engine)."""
         ...
 
+    async def processes(self) -> set[int] | None:
+        """The run's processes as this host numbers them (its control group's, a container's),
+        whose open files the runner's disk watch looks at; None where this host cannot tell."""
+        ...
+
 
 class ExecutionBackend(Protocol):
     name: str

@@ -169,6 +169,7 @@ class SandboxedRun:
         self._spec, self._slot, self._group = spec, slot, group
         self._plan: privatenet.NetworkPlan | None = None
         self._network: privatenet.PrivateNetwork | None = None
+        self._keeper = 0  # the run's first process, once placed
         box = {"slot": slot.name, "tmp_size": tmp_size, "network": spec.limits.network != "host"}
         self.request: dict[str, Any] = {"artifacts_dir": FORKED_ARTIFACTS, "tmp_dir": "/tmp", "sandbox": box}
 
@@ -184,6 +185,7 @@ class SandboxedRun:
         return run
 
     async def place(self, keeper: int) -> None:
+        self._keeper = keeper
         if self._group is not None:
             try:
                 for procs in self._group.procs_files():
@@ -201,6 +203,11 @@ class SandboxedRun:
 
     def files_folder(self) -> Path:
         return self._slot
+
+    async def processes(self) -> set[int] | None:
+        if self._group is not None:
+            return await asyncio.to_thread(self._group.pids)
+        return await asyncio.to_thread(cgroups.descendants, self._keeper) if self._keeper else None
 
     def oom_killed(self) -> bool:
         return self._group.oom_killed() if self._group else False

@@ -312,6 +312,15 @@ class DockerHandle:
         """The run's volume, when the engine keeps it on this host (see :meth:`_volume_here`)."""
         return await asyncio.to_thread(self._volume_here)
 
+    def _processes_blocking(self) -> set[int] | None:
+        state = self._state() if self._local else None
+        pid = int((state or {}).get("Pid") or 0)
+        # The engine's control group of the container, when the engine runs on this machine.
+        return cgroups.processes_of_group_of(pid) if pid > 0 else None
+
+    async def processes(self) -> set[int] | None:
+        return await asyncio.to_thread(self._processes_blocking)
+
     async def collect_artifacts(self) -> Path:
         """The volume's folder where the engine keeps it, when that is on this host (see
         :meth:`_volume_here`); otherwise its archive, unpacked into ``spec.artifacts_dir``."""

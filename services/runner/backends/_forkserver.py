@@ -29,6 +29,7 @@ from typing import Any, Protocol
 
 import msgspec
 
+from crewyard import cgroups
 from crewyard.lines import merge_lines
 
 from ..protocol import Start, encode
@@ -59,6 +60,10 @@ class Confinement(Protocol):
 
     def files_folder(self) -> Path:
         """Where the run writes its files until ``collect`` (its slot)."""
+        ...
+
+    async def processes(self) -> set[int] | None:
+        """The run's processes (its control group's)."""
         ...
 
     def oom_killed(self) -> bool: ...
@@ -234,6 +239,11 @@ class ForkedHandle(NoLinger):
             return self._confinement.files_folder()
         return self._spec.artifacts_dir
 
+    async def processes(self) -> set[int] | None:
+        if self._confinement is not None:
+            return await self._confinement.processes()
+        return await asyncio.to_thread(cgroups.descendants, self.keeper)
+
     async def collect_artifacts(self) -> Path:
         """Unconfined, the run wrote straight into ``spec.artifacts_dir``: nothing to copy."""
         if self._confinement is not None:
@@ -291,6 +301,9 @@ class ForkServer:
 
     async def files_folder(self) -> Path | None:
         return await self._handle.files_folder()
+
+    async def processes(self) -> set[int] | None:
+        return await self._handle.processes()
 
     async def remove(self) -> None:
         """Take no more requests: the server exits once the runs it forked have ended (at once

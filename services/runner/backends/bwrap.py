@@ -172,6 +172,11 @@ class BwrapHandle(NoLinger):
     async def files_folder(self) -> Path | None:
         return self._spec.artifacts_dir
 
+    async def processes(self) -> set[int] | None:
+        if self._cgroup is None:
+            return await asyncio.to_thread(cgroups.descendants, self._proc.pid)
+        return await asyncio.to_thread(self._cgroup.pids)
+
     async def collect_artifacts(self) -> Path:
         """The crew wrote straight into ``spec.artifacts_dir``, and the sandbox is gone: the
         runner's collector reads the folder as it is, following no link (``runner/artifacts``)."""

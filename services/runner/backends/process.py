@@ -22,7 +22,7 @@ from pathlib import Path
 
 import msgspec
 
-from crewyard import spawn
+from crewyard import cgroups, spawn
 from crewyard.core.entrypoints import runtime_of
 from crewyard.environments import nodejs
 from crewyard.lines import merge_lines
@@ -95,6 +95,11 @@ class ProcessHandle(NoLinger):
 
     async def files_folder(self) -> Path | None:
         return self._spec.artifacts_dir
+
+    async def processes(self) -> set[int] | None:
+        """The crew and the processes it started (no control group: one that left the tree is
+        not among them)."""
+        return await asyncio.to_thread(cgroups.descendants, self._proc.pid)
 
     async def collect_artifacts(self) -> Path:
         """The crew wrote straight into ``spec.artifacts_dir``: nothing to copy."""

@@ -79,6 +79,21 @@ def disk_writer(inputs: dict[str, Any]) -> None:
     time.sleep(1000)
 
 
+def unlinked_writer(inputs: dict[str, Any]) -> None:
+    """Writes ``mib`` MiB into files of its artifacts folder that it unlinks but keeps open, says
+    so, and waits to be killed."""
+    held = []
+    for i in range(inputs["mib"]):
+        path = artifacts_dir() / f"hidden-{i}.bin"
+        f = path.open("wb")
+        f.write(os.urandom(1 << 20))
+        f.flush()
+        path.unlink()
+        held.append(f)
+    print("written", flush=True)
+    time.sleep(1000)
+
+
 def spin(inputs: dict[str, Any]) -> None:
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # only SIGKILL ends it
     print("spinning", flush=True)
