@@ -293,7 +293,8 @@ class _Follow:
                             return True
                     self.next_seq = next_seq
         except (TimeoutError, StoreUnavailable):
-            if not self.gone:
-                await send(_body(RETRY_HINT))
+            if self.gone:
+                return False  # the client went away meanwhile: as :meth:`_write` says it
+            await send(_body(RETRY_HINT))
             return True
         return None

@@ -6,11 +6,12 @@ then the feed writes each new event to every caught-up client in one pass (:meth
 A feed reads its run's events once (from sequence 1, filtered on the server), renders each to
 SSE text once, and keeps the newest of them in order in memory while anyone follows the run: at
 most a window of bytes (``CREWYARD_SSE_WINDOW``; half of them dropped, oldest first, when it is
-full), and only ``TIGHT_BYTES`` while the feeds of the gateway hold more than
-``CREWYARD_SSE_MEMORY`` in all (:class:`Memory`) — a run's events may be 32 MiB, and a key may
-follow a thousand runs. A client that needs what its feed no longer
+full); and while the feeds of the gateway hold more than ``CREWYARD_SSE_MEMORY`` in all
+(:class:`Memory`), the largest of them keep only their newest ``TIGHT_BYTES`` — a run's events
+may be 32 MiB, and a key may follow a thousand runs. A client that needs what its feed no longer
 holds (it came late, resumed from early on, or read too slowly) reads that part from the stream
-with a consumer of its own (:meth:`Feed.history`), then rejoins the feed. Keep-alives are
+with a pull consumer of its own, about a slice at a time and only as it writes them
+(:meth:`Feed.history`), then rejoins the feed. Keep-alives are
 the feed's too: after ``ping_s`` without an event it wakes every client once, and each writes a
 ping — rather than each client timing its own wait, which cost a timer per client and event
 (9 of the ~12 µs a delivery took the feed, measured with 1,000 clients). A client, new or
@@ -39,10 +40,12 @@ from crewyard.eventstore import EventStore, StoreUnavailable
 from .sse import SLICE_BYTES, Batches, render
 
 LINGER_S = 30.0
-#: What a feed that grows keeps while all feeds hold more than their :class:`Memory` allows.
+#: What the largest feeds keep while all feeds hold more than their :class:`Memory` allows.
 TIGHT_BYTES = 64 << 10
-#: Events a client's own consumer may have read ahead of its writes (see :meth:`Feed.history`).
-HISTORY_QUEUE = 64
+#: What a kept event costs besides its text: its tuple, its sequence, two list slots.
+ITEM_BYTES = 160
+#: The most events one read of :meth:`Feed.history` asks for (fewer when the run's are large).
+HISTORY_MOST = 256
 #: Feeds without clients kept warm at once, and the bytes of rendered events they may hold in all.
 IDLE_MOST = 64
 IDLE_BYTES = 128 << 20
@@ -64,12 +67,23 @@ class Pushed(Protocol):
 
 class Memory:
     """The bytes of rendered events one feed may keep (``window``), all of a gateway's feeds may
-    keep (``most``), and all of them keep now (``held``)."""
+    keep (``most``), and all of them keep now (``held``), and those feeds."""
 
-    __slots__ = ("held", "most", "window")
+    __slots__ = ("feeds", "held", "most", "window")
 
     def __init__(self, window: int = 16 << 20, most: int = 256 << 20) -> None:
         self.window, self.most, self.held = window, most, 0
+        self.feeds: dict[Feed, None] = {}
+
+    def squeeze(self) -> None:
+        """Past ``most``: the largest feeds keep ``TIGHT_BYTES // 2`` each, until the feeds hold
+        no more than ``most`` or none holds more than ``TIGHT_BYTES`` (a look at every feed, only
+        when a feed over ``TIGHT_BYTES`` grows past the budget; a feed's newest event is always
+        kept, however large)."""
+        for feed in sorted(self.feeds, key=lambda feed: feed.size, reverse=True):
+            if self.held <= self.most or feed.size <= TIGHT_BYTES:
+                return
+            feed._drop_to(TIGHT_BYTES // 2)
 
 
 class Feed:
@@ -85,7 +99,8 @@ class Feed:
         self.memory = memory if memory is not None else Memory()
         self.seqs: list[int] = []
         self.items: list[tuple[int, str, bytes]] = []
-        self.size = 0  # bytes of the rendered events in ``items``
+        self.size = 0  # bytes of the rendered events in ``items``, with ``ITEM_BYTES`` each
+        self.largest = 0  # the largest rendered event of the run so far
         self.base = 0  # how many items were dropped from the front
         self.dropped_through = 0  # the sequence of the last item dropped
         self.clients = 0
@@ -101,6 +116,7 @@ class Feed:
         self._linger: asyncio.TimerHandle | None = None
 
     def start(self) -> None:
+        self.memory.feeds[self] = None
         if self._task is None:
             self._task = asyncio.create_task(self._pump())
             self._keepalive = asyncio.create_task(self._keep_alive())
@@ -145,32 +161,31 @@ class Feed:
                             continue  # not a valid event: set aside
                         self.seqs.append(raw.seq)
                         self.items.append((raw.seq, *rendered))
-                        self.size += len(rendered[1])
-                        memory = self.memory
-                        memory.held += len(rendered[1])
-                        if self.size > memory.window or (
-                            self.size > TIGHT_BYTES and memory.held > memory.most
-                        ):
-                            self._drop_oldest()
+                        cost, memory = len(rendered[1]) + ITEM_BYTES, self.memory
+                        self.size += cost
+                        memory.held += cost
+                        self.largest = max(self.largest, len(rendered[1]))
+                        if self.size > memory.window:
+                            self._drop_to(memory.window // 2)
+                        if memory.held > memory.most and self.size > TIGHT_BYTES:
+                            memory.squeeze()
                         if self.pushed:
                             self._push(raw.seq, *rendered)
                         self._wake()
             except StoreUnavailable:
                 await asyncio.sleep(1.0)
 
-    def _drop_oldest(self) -> None:
-        """Drop the oldest items until half of what the feed may hold is left (the newest one
+    def _drop_to(self, limit: int) -> None:
+        """Drop the oldest items until the feed holds ``limit`` bytes or less (the newest one
         always kept): clients that still need them read them from the stream."""
-        memory = self.memory
-        limit = (memory.window if memory.held <= memory.most else TIGHT_BYTES) // 2
         count, size = 0, self.size
         while size > limit and count < len(self.items) - 1:
-            size -= len(self.items[count][2])
+            size -= len(self.items[count][2]) + ITEM_BYTES
             count += 1
         if count:
             self.dropped_through = self.seqs[count - 1]
             del self.items[:count], self.seqs[:count]
-            memory.held -= self.size - size
+            self.memory.held -= self.size - size
             self.size, self.base = size, self.base + count
 
     def position(self, seq: int) -> int:
@@ -181,31 +196,46 @@ class Feed:
         return self.base + bisect.bisect_left(self.seqs, seq)
 
     async def history(self, seq: int) -> AsyncGenerator[tuple[int, list[tuple[int, str, bytes]]], None]:
-        """What the feed no longer holds from ``seq`` on, read from the stream by a consumer of
-        the caller's own in batches of at most ``SLICE_BYTES``, each with the sequence the next
-        batch starts from (a batch may be empty: events that are not valid are set aside); ends
-        once the feed holds everything from there on. Each of those events is in the stream (the
-        feed read it), so a read that takes longer than the store's read timeout is the store
-        failing: :class:`TimeoutError`."""
+        """What the feed no longer holds from ``seq`` on (nothing, and no consumer, when it holds
+        that), read from the stream by a pull consumer of the caller's own: each read asks for
+        about ``SLICE_BYTES`` of events (by the run's largest so far), and only once the caller
+        took the last batch — a client that does not read holds one batch, not its run. Each batch
+        comes with the sequence the next one starts from (it may be empty: events that are not
+        valid are set aside); it ends once the feed holds everything from there on. Every one of
+        those events is in the stream (the feed read it), so no answer within the store's read
+        timeout is the store failing: :class:`TimeoutError`."""
+        if seq > self.dropped_through:
+            return
         store = self.store
-        async with store.follow(self.filter_subject, start_seq=seq, queue_size=HISTORY_QUEUE) as queue:
-            while seq <= self.dropped_through:
-                async with asyncio.timeout(store.read_timeout):
-                    raw = await queue.get()
+        idle = min(1.0, store.read_timeout)
+
+        def size() -> int:
+            return max(1, min(HISTORY_MOST, SLICE_BYTES // max(1, self.largest)))
+
+        reads = store.read_batches(self.filter_subject, start_seq=seq, batch=size, idle_s=idle)
+        async with contextlib.aclosing(reads):
+            quiet = 0.0
+            async for raws in reads:
+                if not raws:
+                    quiet += idle
+                    if quiet >= store.read_timeout:
+                        raise TimeoutError("the stream did not answer")
+                    continue
+                quiet = 0.0
                 batch: list[tuple[int, str, bytes]] = []
-                size = 0
-                while True:
-                    if raw.seq >= seq:  # a consumer recreated after a broker restart may repeat one
+                for raw in raws:
+                    if raw.seq > self.dropped_through:
+                        seq = raw.seq  # the feed holds it, and what follows
+                        break
+                    if raw.seq >= seq:
                         seq = raw.seq + 1
                         rendered = render(raw, store.prefix)
                         if rendered is not None:
                             batch.append((raw.seq, *rendered))
-                            size += len(rendered[1])
-                    if size >= SLICE_BYTES or seq > self.dropped_through or queue.empty():
-                        break
-                    raw = queue.get_nowait()
                 _HISTORY.inc(len(batch))
                 yield seq, batch
+                if seq > self.dropped_through:
+                    return
 
     def _push(self, seq: int, event_type: str, text: bytes) -> None:
         """The newest event to every pushed client, in one pass: its HTTP chunk is framed once and
@@ -263,6 +293,7 @@ class Feed:
             if task is not None:
                 task.cancel()
         self.memory.held -= self.size  # its events are no longer the hub's: gone with the feed
+        self.memory.feeds.pop(self, None)
         self.size = 0
 
 

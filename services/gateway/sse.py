@@ -23,7 +23,7 @@ from litestar.response.base import ASGIResponse
 from crewyard import metrics
 from crewyard.contract.events import MEDIA_TYPE, StreamEvent
 from crewyard.core.events import InvalidEvent, encode, is_current
-from crewyard.eventstore import EventStore, RawEvent, set_aside
+from crewyard.eventstore import EventStore, RawEvent, StoreUnavailable, set_aside
 
 from .errors import bad_request
 
@@ -252,8 +252,16 @@ def sse_response(
                         async with asyncio.timeout(None) as timeout:
                             waiting.append(timeout)
                             batch = await anext(batches)
-                except TimeoutError:  # woken by closing (the source ends here anyway)
-                    continue
+                except TimeoutError:
+                    if closing is not None and closing.is_set():
+                        continue  # woken by closing (the source ends here anyway)
+                    ended = True  # the source could not read the store: the client resumes
+                    yield RETRY_HINT
+                    return
+                except StoreUnavailable:
+                    ended = True
+                    yield RETRY_HINT
+                    return
                 except StopAsyncIteration:
                     return
                 finally:

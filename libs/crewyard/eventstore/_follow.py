@@ -39,12 +39,18 @@ class Following:
     stream: str
 
     async def read_batches(
-        self, filter_subject: str, *, start_seq: int = 1, batch: int = 1000, idle_s: float = 1.0
+        self,
+        filter_subject: str,
+        *,
+        start_seq: int = 1,
+        batch: int | Callable[[], int] = 1000,
+        idle_s: float = 1.0,
     ) -> AsyncGenerator[list[RawEvent], None]:
-        """Read from ``start_seq`` on, in batches, as fast as the caller takes them (pull, not push:
-        a consumer that falls behind never makes the client drop messages). Yields an empty list
-        after ``idle_s`` without news, so callers can check whether to stop. Survives broker
-        restarts: the ephemeral consumer is made again from the last sequence read."""
+        """Read from ``start_seq`` on, in batches of at most ``batch`` events (or what it answers
+        before each read), as fast as the caller takes them (pull, not push: a consumer that falls
+        behind never makes the client drop messages, and nothing is read ahead of the caller).
+        Yields an empty list after ``idle_s`` without news, so callers can check whether to stop.
+        Survives broker restarts: the ephemeral consumer is made again from the last sequence read."""
         next_seq = start_seq
         psub: Any = None
         delivered = 0  # the consumer sequence of the last message read from ``psub``
@@ -58,7 +64,7 @@ class Following:
                         yield []
                         continue
                 try:
-                    msgs = await psub.fetch(batch, timeout=idle_s)
+                    msgs = await psub.fetch(batch() if callable(batch) else batch, timeout=idle_s)
                 except (TimeoutError, NatsTimeout):
                     if not await self._consumer_healthy(psub):
                         # Gone with a broker restart (or stuck): make it again from where we are.
