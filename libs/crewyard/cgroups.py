@@ -214,14 +214,22 @@ def memory_of_process(pid: int) -> int | None:
     return _memory_in(*group) if group is not None else None
 
 
-def processes_of_group_of(pid: int) -> set[int] | None:
-    """The processes of the control group process ``pid`` is in (e.g. a container's: its
-    engine made the group), by the pids controller's listing on v1; None when it cannot be read."""
+def processes_of_group_of(pid: int, named: str) -> set[int] | None:
+    """The processes of the control group process ``pid`` is in and of the groups below it, when
+    the group's path has ``named`` in it (e.g. a container's id: its engine made the group — a
+    pid of another namespace would name some other group); by the pids controller's on v1; None
+    when it cannot be read."""
     group = _group_of(pid, "pids")
+    if group is None or named not in str(group[0]):
+        return None
+    found: set[int] = set()
     try:
-        return {int(p) for p in (group[0] / "cgroup.procs").read_text().split()} if group else None
+        for folder, _dirs, names in os.walk(group[0]):
+            if "cgroup.procs" in names:
+                found.update(int(p) for p in Path(folder, "cgroup.procs").read_text().split())
     except (OSError, ValueError):
         return None
+    return found
 
 
 def descendants(pid: int, most: int = 100_000) -> set[int]:

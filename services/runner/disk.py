@@ -15,11 +15,17 @@ never held against the crew. The pause between walks is at most :data:`MOST_PAUS
 a walk costs.
 
 A file the crew unlinked while keeping it open is in no folder, yet takes the disk until it is
-closed (each up to the file-size limit, as many as the crew may open files: terabytes). So the
-files the run's processes hold open (``RunHandle.processes``: its control group's, or a
-container's) are looked at too, through ``/proc/PID/fd``: every regular file of the folder's
-disk that no folder names any more is counted, once however often it is open. A process whose
-open files the runner may not look at counts as over, as a folder it may not read does.
+closed (each up to the file-size limit, as many as the crew may open files). So the files the
+run's processes hold open (``RunHandle.processes``: its control group's, a local container's,
+else the crew's process tree) are looked at too, through ``/proc/PID/fd``: every regular file of
+the folder's disk that no folder names any more is counted, once however often it is open. That
+is best effort, not a bound: a crew that means to can hold such files where no ``/proc/PID/fd``
+shows them (a thread's own descriptor table, descriptors in flight on a socket, a mapping, a
+process that left the tree on the process backend), and a process whose open files the runner
+may not look at (a zombie, a non-dumpable one for a runner that is not root) is skipped — never
+held against the run. Only the kernel could count such files for certain (a file system or a
+quota per run); until then the file-size limit per file and the open-files limit bound them.
+At most :data:`MAX_OPEN` descriptors are looked at in a round; more count as over.
 
 Not seen: a volume of an engine that is not on this host, or that this runner may not read whole
 (a rootless engine's: only a root runner reads it) — bound it with the engine's storage options.
@@ -45,6 +51,8 @@ from .output import Outcome, stop
 #: the artifact collector does.
 MAX_ENTRIES = 200_000
 MAX_DEPTH = 64
+#: The most open descriptors of a run's processes looked at in a round (each costs a ``stat``).
+MAX_OPEN = 50_000
 #: Seconds between two walks at least; a walk that took long waits ten times its time, at most
 #: ``MOST_PAUSE_S`` (a crew whose files make walks slow must not make them rare).
 POLL_S = 2.0
@@ -55,25 +63,25 @@ _OURS = (errno.EMFILE, errno.ENFILE, errno.ENOMEM)
 
 def unlinked(processes: Iterable[int], device: int) -> tuple[int, int]:
     """The bytes and number of regular files of ``device`` the processes hold open that no folder
-    names (unlinked) and that hold any, each counted once. :class:`PermissionError` when the
-    runner may not look at a process's open files; one that ended meanwhile is skipped."""
+    names (unlinked) and that hold any, each counted once. A process that ended meanwhile, or
+    whose open files the runner may not look at, is skipped (see the module)."""
     files: dict[int, int] = {}
-    entries = 0
+    looked = 0
     for pid in processes:
         try:
-            fds = os.listdir(f"/proc/{pid}/fd")
-        except (FileNotFoundError, ProcessLookupError):
-            continue
-        for fd in fds:
-            entries += 1
-            if entries > MAX_ENTRIES:
-                raise _TooManyOpen
-            try:
-                st = os.stat(f"/proc/{pid}/fd/{fd}")  # the open file itself (the link is magic)
-            except (FileNotFoundError, ProcessLookupError):
-                continue
-            if st.st_nlink == 0 and st.st_blocks and st.st_dev == device and stat.S_ISREG(st.st_mode):
-                files[st.st_ino] = st.st_blocks * 512
+            with os.scandir(f"/proc/{pid}/fd") as fds:  # read as it goes: a table may be huge
+                for fd in fds:
+                    looked += 1
+                    if looked > MAX_OPEN:
+                        raise _TooManyOpen
+                    try:
+                        st = os.stat(fd.path)  # the open file itself (the link is magic)
+                    except (FileNotFoundError, ProcessLookupError, PermissionError):
+                        continue
+                    if st.st_nlink == 0 and st.st_blocks and st.st_dev == device and stat.S_ISREG(st.st_mode):
+                        files[st.st_ino] = st.st_blocks * 512
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue  # ended, a zombie, or not the runner's to look at
     return sum(files.values()), len(files)
 
 
@@ -104,14 +112,12 @@ def over(root: Path, limit: int, processes: Iterable[int] | None = None) -> str 
     except FileNotFoundError:  # no folder (yet): nothing written
         return None
     except _TooManyOpen:
-        return f"the run holds more than {MAX_ENTRIES:,} files open"
+        return f"the run holds more than {MAX_OPEN:,} descriptors open"
     except trees.TooDeep:
         return f"the run nested folders deeper than {MAX_DEPTH}"
     except OSError as exc:
         if exc.errno in _OURS:
             raise
-        if str(exc.filename or "").startswith("/proc/"):  # (made not dumpable, say)
-            return f"the run hid the files it holds open from the runner ({exc.strerror})"
         if exc.filename == str(root):  # (the folder itself: swapped for a link, say)
             return f"the run's artifacts folder cannot be read ({exc.strerror})"
         return f"the run made a folder the runner cannot read ({exc.strerror})"

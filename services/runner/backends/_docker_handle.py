@@ -316,7 +316,7 @@ class DockerHandle:
         state = self._state() if self._local else None
         pid = int((state or {}).get("Pid") or 0)
         # The engine's control group of the container, when the engine runs on this machine.
-        return cgroups.processes_of_group_of(pid) if pid > 0 else None
+        return cgroups.processes_of_group_of(pid, self.container_id) if pid > 0 else None
 
     async def processes(self) -> set[int] | None:
         return await asyncio.to_thread(self._processes_blocking)
