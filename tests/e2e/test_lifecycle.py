@@ -228,17 +228,31 @@ def test_cancel_on_disconnect(api: httpx.Client, slow: dict):
     assert wait_run(api, run_id, timeout=30)["status"] == "canceled"
 
 
-@contextlib.contextmanager
-def _runners_apart(
-    tmp_path: Path, **settings: str
-) -> Iterator[tuple[PlatformProcess, Callable[[str], subprocess.Popen]]]:
-    """A platform without a runner, and ``runner(id)`` starting one in a process group of its own
-    (short acknowledgement wait and lease); whatever is left of them is stopped at the end."""
-    env = {**os.environ, "CREWYARD_RUNNER_ACK_WAIT": "2", "CREWYARD_RUNNER_LEASE": "6", **settings}
+#: The runners' short acknowledgement wait and lease (every runner of this module has these).
+APART = {"CREWYARD_RUNNER_ACK_WAIT": "2", "CREWYARD_RUNNER_LEASE": "6"}
+
+
+@pytest.fixture(scope="module")
+def runnerless(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PlatformProcess]:
+    """A platform without a runner, shared by the tests that start theirs apart (every setting
+    they vary is the runners' own); each test's runs have ended before it does."""
     platform = PlatformProcess(
-        tmp_path / "data", env={**env, "CREWYARD_SERVICES": "builder,projector,gateway"}
+        tmp_path_factory.mktemp("runnerless"),
+        env={**APART, "CREWYARD_SERVICES": "builder,projector,gateway"},
     )
     platform.start()
+    yield platform
+    platform.stop()
+
+
+@contextlib.contextmanager
+def _runners_apart(
+    platform: PlatformProcess, tmp_path: Path, **settings: str
+) -> Iterator[tuple[PlatformProcess, Callable[[str], subprocess.Popen]]]:
+    """The runner-less platform, and ``runner(name)`` starting a runner in a process group of its
+    own (short acknowledgement wait and lease; an id no other test's runner had);
+    whatever is left of them is stopped at the end."""
+    env = {**os.environ, **APART, **settings}
     started: list[subprocess.Popen] = []
     code = (
         "import asyncio,sys; from crewyard import platform, settings;"
@@ -246,13 +260,13 @@ def _runners_apart(
         " backend='process')))"
     )
 
-    def runner(runner_id: str) -> subprocess.Popen:
+    def runner(name: str) -> subprocess.Popen:
         proc = subprocess.Popen(
-            [sys.executable, "-c", code, str(tmp_path / runner_id), platform.nats_url],
+            [sys.executable, "-c", code, str(tmp_path / name), platform.nats_url],
             env={
                 **env,
                 "CREWYARD_NATS_CREDS": str(platform.creds("runner")),
-                "CREWYARD_RUNNER_ID": runner_id,
+                "CREWYARD_RUNNER_ID": f"{name}-{uuid.uuid4().hex[:8]}",
             },
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -269,14 +283,15 @@ def _runners_apart(
                 os.killpg(proc.pid, signal.SIGCONT)  # a stopped one cannot take its SIGTERM
                 os.killpg(proc.pid, signal.SIGTERM)
                 proc.wait(30)
-        platform.stop()
 
 
 @pytest.mark.parametrize(("attempts", "expected"), [(3, "succeeded"), (1, "failed")])
-def test_a_killed_runner_is_recovered(tmp_path: Path, attempts: int, expected: str):
+def test_a_killed_runner_is_recovered(
+    runnerless: PlatformProcess, tmp_path: Path, attempts: int, expected: str
+):
     # The rescuer takes the run over once the doomed runner's lease (6 s) ran out.
     settings = {"CREWYARD_RETRY_BACKOFF": "0.2", "CREWYARD_RETRY_MAX_ATTEMPTS": str(attempts)}
-    with _runners_apart(tmp_path, **settings) as (platform, runner):
+    with _runners_apart(runnerless, tmp_path, **settings) as (platform, runner):
         first = runner("doomed")
         with platform.client(timeout=30) as api:
             dep = deploy(api, write_crew(tmp_path / "crew", SLOW), "recover")
@@ -306,8 +321,9 @@ TICKS = """
 import os, time
 
 def run(inputs):
+    again = os.path.exists(inputs["ticks"])  # a later attempt: it need not be long
     with open(inputs["ticks"], "a", buffering=1) as out:
-        for _ in range(int(inputs["steps"])):
+        for _ in range(int(inputs["steps_again" if again else "steps"])):
             out.write(f"{os.getpid()} {time.time()}\\n")
             time.sleep(0.1)
     return {"done": True}
@@ -321,17 +337,19 @@ def _ticks(path: Path) -> list[tuple[int, float]]:
 
 
 @pytest.mark.parametrize("rescued", [True, False], ids=["another runner takes over", "its runner comes back"])
-def test_a_stalled_runners_crew_ends_before_its_run_can_be_taken_over(tmp_path: Path, rescued: bool):
+def test_a_stalled_runners_crew_ends_before_its_run_can_be_taken_over(
+    runnerless: PlatformProcess, tmp_path: Path, rescued: bool
+):
     """SIGSTOP of the runner running a run (a frozen machine, a process swapped out): the runner
     fences nothing, so the crew's runtime stops itself when the keepalives stop, before another
     runner may take the run over (or its own runner, back, retries it): never two crews at once."""
     ticks = tmp_path / "ticks.txt"
     settings = {"CREWYARD_RETRY_BACKOFF": "0.2", "CREWYARD_RETRY_MAX_ATTEMPTS": "3"}
-    with _runners_apart(tmp_path, **settings) as (platform, runner):
+    with _runners_apart(runnerless, tmp_path, **settings) as (platform, runner):
         first = runner("stalled")
         with platform.client(timeout=30) as api:
             dep = deploy(api, write_crew(tmp_path / "crew", TICKS), "stall")
-            run_id = _invoke(api, dep, ticks=str(ticks), steps=120)
+            run_id = _invoke(api, dep, ticks=str(ticks), steps=120, steps_again=10)
             deadline = time.monotonic() + 60
             while len(_ticks(ticks)) < 15:  # 1.5 s in: past the first keepalives (every 0.5 s)
                 assert time.monotonic() < deadline, "the run did not start"
@@ -386,11 +404,11 @@ def _thread_settled(api: httpx.Client, thread_id: str, timeout: float = 90) -> d
     raise AssertionError(f"thread {thread_id} still busy after {timeout}s")
 
 
-def test_a_thread_whose_runner_was_killed_is_not_left_busy(tmp_path: Path):
+def test_a_thread_whose_runner_was_killed_is_not_left_busy(runnerless: PlatformProcess, tmp_path: Path):
     """kill -9 of the runner running a thread's run: the run fails (no retries), the thread goes
     to ``error`` by itself with the state of its last checkpoint, and its next run starts there."""
     settings = {"CREWYARD_RETRY_MAX_ATTEMPTS": "1", "CREWYARD_THREAD_KEEPER_INTERVAL": "0.5"}
-    with _runners_apart(tmp_path, **settings) as (platform, runner):
+    with _runners_apart(runnerless, tmp_path, **settings) as (platform, runner):
         first = runner("doomed")
         with platform.client(timeout=30) as api:
             deploy(api, write_crew(tmp_path / "crew", THREADED), "kept")
