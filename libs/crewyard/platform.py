@@ -50,7 +50,9 @@ async def _store(settings: Settings, name: str, user: str | None = None) -> Even
     """A connection as NATS user ``user`` (default: the service's own user)."""
     user = user or name
     nc = await connect(settings.nats_url, name=f"crewyard-{name}", creds=settings.creds_for(user))
-    store = EventStore(nc, settings.stream)
+    store = EventStore(
+        nc, settings.stream, read_timeout=settings.store_timeout_s, request_timeout=settings.store_timeout_s
+    )
     await ensure_stream(store.js, settings.stream)
     if user in ("gateway", "admin"):
         await ensure_platform_stream(store.js, settings.stream)

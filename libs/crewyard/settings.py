@@ -187,6 +187,11 @@ class Settings(msgspec.Struct, kw_only=True):
     health_port: int = 0
     #: /readyz of a service with a read model fails while it is more events than this behind.
     ready_max_lag: int = 10_000
+    #: Seconds a service waits for each answer of the event store (a read; each of an append's
+    #: up to five tries) and for each read of the NATS object store before it takes the store
+    #: as unavailable: while NATS is away, a read fails after this long, an append after about
+    #: five times this (the API answers 503).
+    store_timeout_s: float = 5.0
 
     @property
     def allowed_host_list(self) -> tuple[str, ...]:
@@ -342,6 +347,7 @@ _ENV: dict[str, tuple[str, Callable[[str], Any]]] = {
     "CREWYARD_SCHEDULER_CLOCK": ("scheduler_clock", str),
     "CREWYARD_HEALTH_PORT": ("health_port", int),
     "CREWYARD_READY_MAX_LAG": ("ready_max_lag", int),
+    "CREWYARD_STORE_TIMEOUT": ("store_timeout_s", float),
 }
 
 

@@ -55,6 +55,8 @@ def check(settings: Settings) -> None:
         raise SettingsError("CREWYARD_RUNNER_LEASE must be at least 3 seconds")
     if settings.s3_endpoint and not (settings.s3_access_key and settings.s3_secret_key):
         raise SettingsError("CREWYARD_S3_ENDPOINT needs CREWYARD_S3_ACCESS_KEY and CREWYARD_S3_SECRET_KEY")
+    if not 0 < settings.store_timeout_s <= 300:
+        raise SettingsError("CREWYARD_STORE_TIMEOUT must be more than 0 and at most 300 seconds")
     if not 0 < settings.sse_ping_s <= 3600:
         raise SettingsError("CREWYARD_SSE_PING must be more than 0 and at most 3600 seconds")
     if not 64 << 10 <= settings.sse_window_bytes <= settings.sse_memory_bytes:

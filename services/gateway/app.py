@@ -110,7 +110,8 @@ def create_app(settings: Settings, *, gateway: Gateway | None = None) -> Litesta
             yield
             return
         nc = await connect(settings.nats_url, name="crewyard-gateway", creds=settings.creds_for("gateway"))
-        store = EventStore(nc, settings.stream)
+        wait = settings.store_timeout_s
+        store = EventStore(nc, settings.stream, read_timeout=wait, request_timeout=wait)
         await ensure_stream(store.js, settings.stream)
         await ensure_platform_stream(store.js, settings.stream)
         rm = await ReadModel.open(settings.db_path)

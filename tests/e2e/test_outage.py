@@ -36,7 +36,9 @@ def _until(what: str, check: Callable[[], bool], timeout: float = 60) -> None:
 
 @pytest.fixture
 def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    c = Cluster(tmp_path, runners=1)
+    # Reads and appends give NATS 2 s, not 5 (each of an append's five tries): an outage's 503s
+    # come sooner, what is checked is the same.
+    c = Cluster(tmp_path, runners=1, env={"CREWYARD_STORE_TIMEOUT": "2"})
     tmp_path.mkdir(parents=True, exist_ok=True)
     try:
         yield c

@@ -86,7 +86,9 @@ async def wait_for_jetstream(
             await abandon(connecting)
         return None
     nc = connecting.result()  # a bad URL raises here: that is misconfiguration, not a wait
-    store = EventStore(nc, settings.stream)
+    store = EventStore(
+        nc, settings.stream, read_timeout=settings.store_timeout_s, request_timeout=settings.store_timeout_s
+    )
     delay = 0.25
     while not stop.is_set():
         try:

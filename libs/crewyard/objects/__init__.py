@@ -35,4 +35,6 @@ def open_store(settings: Settings, nc: Client) -> ObjectStore:
             settings.s3_bucket,
             secure=settings.s3_secure,
         )
-    return NatsObjectStore(nc, settings.stream.object_bucket, settings.stream.replicas)
+    return NatsObjectStore(
+        nc, settings.stream.object_bucket, settings.stream.replicas, read_timeout=settings.store_timeout_s
+    )
