@@ -51,6 +51,7 @@ class Post:
     status: int | None  # None: no answer (connection refused while a gateway restarted)
     run_id: str | None
     answer: str = ""
+    steps: int = 0
 
 
 class Submitter(threading.Thread):
@@ -66,25 +67,45 @@ class Submitter(threading.Thread):
         self.posts: list[Post] = []
         self.followers: list[Follower] = []
         self.rnd = random.Random(7)
+        self.posted = threading.Condition()
+        #: Set once the chaos is over: a long run started afterwards would only be waited for.
+        self.short_only = threading.Event()
+
+    def created(self) -> list[Post]:
+        return [p for p in self.posts if p.run_id is not None]
+
+    def wait_created(self, more: int, deadline: float) -> None:
+        """Until ``more`` runs besides those created so far have been created."""
+        with self.posted:
+            target = len(self.created()) + more
+            done = self.posted.wait_for(
+                lambda: len(self.created()) >= target, timeout=max(0.0, deadline - time.monotonic())
+            )
+        assert done, f"no {more} more runs created: {self.posts}"
+
+    def _record(self, post: Post) -> None:
+        with self.posted:
+            self.posts.append(post)
+            self.posted.notify_all()
 
     def run(self) -> None:
         i = 0
         while not self.stop.wait(self.rnd.uniform(0.3, 1.0)):
             api, key = self.apis[i % 2], str(uuid.uuid4())
             # Short and long runs: some span the whole quorum loss.
-            steps = self.rnd.choice([4, 10, 20, 90])
+            steps = self.rnd.choice([4, 10] if self.short_only.is_set() else [4, 10, 20, 90])
             body = {"deployment_id": self.deployment_id, "input": {"steps": steps}}
             try:
                 headers = {"Idempotency-Key": key, "Authorization": f"Bearer {self.api_key}"}
                 r = httpx.post(f"{api}/v1/runs", json=body, headers=headers, timeout=60)
             except httpx.ConnectError:
-                self.posts.append(Post(key, api, None, None))
+                self._record(Post(key, api, None, None, steps=steps))
                 continue
             except httpx.TimeoutException:
-                self.posts.append(Post(key, api, -1, None))  # a POST that hung: never acceptable
+                self._record(Post(key, api, -1, None, steps=steps))  # a POST that hung: never acceptable
                 continue
             run_id = r.json().get("id") if r.status_code < 300 else None
-            self.posts.append(Post(key, api, r.status_code, run_id, r.text[:300]))
+            self._record(Post(key, api, r.status_code, run_id, r.text[:300], steps))
             if run_id and i % 3 == 0:  # followed through the other gateway
                 follower = Follower(self.apis[(i + 1) % 2], run_id, self.deadline, self.api_key)
                 follower.start()
@@ -94,6 +115,20 @@ class Submitter(threading.Thread):
 
 def _known_on(api: str, path: str, deadline: float, key: str) -> None:
     while call("GET", f"{api}{path}", deadline, key=key).status_code != 200:
+        time.sleep(0.2)
+
+
+def _long_run_running(submitter: Submitter, since: int, api: str, deadline: float, key: str) -> None:
+    """Until one of the longest runs created after the first ``since`` POSTs is running: it will
+    still be running after the quorum loss (45 s of steps)."""
+    while True:
+        longest = [p.run_id for p in submitter.posts[since:] if p.run_id and p.steps == 90]
+        if any(
+            call("GET", f"{api}/v1/runs/{r}", deadline, key=key).json()["status"] == "running"
+            for r in longest
+        ):
+            return
+        assert time.monotonic() < deadline, "no long run started"
         time.sleep(0.2)
 
 
@@ -137,22 +172,26 @@ def test_a_cluster_survives_losing_its_leader_a_runner_and_quorum(tmp_path: Path
         submitter = Submitter(cluster.apis, dep["deployment_id"], stop, deadline, cluster.admin_key)
         submitter.start()
 
-        time.sleep(8)
+        # Each step waits for runs to be created meanwhile (through a new leader, without runner1)
+        # rather than for a fixed time: a fast machine gets to the next step sooner.
+        submitter.wait_created(4, deadline)
         leader = nodes.stream_leader("CREWYARD_EVENTS")
         cluster.kill(leader)
-        time.sleep(5)
+        submitter.wait_created(2, deadline)
         cluster.start(leader)
         nodes.wait_healthy()
 
-        time.sleep(6)
+        submitter.wait_created(3, deadline)
         cluster.kill("runner1")
         killed_at = last_seq(
             cluster.nats_url, cluster.creds_dir
         )  # runner1 appends nothing more: its attempts started before
-        time.sleep(3)
+        submitter.wait_created(2, deadline)
         cluster.start("runner1")
 
-        time.sleep(8)
+        since = len(submitter.posts)
+        submitter.wait_created(3, deadline)
+        _long_run_running(submitter, since, api1, deadline, cluster.admin_key)
         leader = nodes.stream_leader("CREWYARD_EVENTS")
         lost = [leader, next(n for n in nodes.names if n != leader)]
         before_loss = last_seq(cluster.nats_url, cluster.creds_dir)
@@ -163,6 +202,7 @@ def test_a_cluster_survives_losing_its_leader_a_runner_and_quorum(tmp_path: Path
             cluster.start(name)
         nodes.wait_healthy()
         after_loss = last_seq(cluster.nats_url, cluster.creds_dir)
+        submitter.short_only.set()
 
         # Runs go on being created through the whole cluster until there are enough to judge by:
         # how many got in while nodes were down depends on how fast this machine is.
