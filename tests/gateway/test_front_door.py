@@ -126,3 +126,5 @@ def test_host_and_cors_settings(tmp_path):
         with pytest.raises(SettingsError, match=f"CREWYARD_MAX_{kind.upper()}"):
             load(tmp_path, **{f"max_{kind}": -1})
     assert load(tmp_path, connections_per_address=0).connections_per_address == 0  # no limit
+    with pytest.raises(SettingsError, match="CREWYARD_STORE_TIMEOUT"):
+        load(tmp_path, store_timeout_s=0)
