@@ -11,6 +11,7 @@ in order; both read models equal a rebuild; no sandbox or control group is left 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import os
 import random
@@ -21,10 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import nats
 import pytest
 from platform_checks import TERMINAL, Follower, call, last_seq, read_model_equals_rebuild, stream_contents
 
 from crewyard import cgroups
+from crewyard.runner.liveness import BUCKET, Liveness
 from crewyard.testing.api import deploy, write_crew
 from crewyard.testing.cluster import Cluster, crew_processes
 
@@ -118,9 +121,30 @@ def _known_on(api: str, path: str, deadline: float, key: str) -> None:
         time.sleep(0.2)
 
 
+async def _lease_revision(nats_url: str, creds: Path, runner_id: str) -> int:
+    nc = await nats.connect(
+        nats_url.split(","), connect_timeout=2, user_credentials=str(creds / "admin.creds")
+    )
+    try:
+        kv = await nc.jetstream(timeout=5).key_value(BUCKET)
+        return int((await kv.get(Liveness._key(runner_id))).revision or 0)
+    finally:
+        await nc.close()
+
+
+def _renews_its_lease(cluster: Cluster, runner_id: str, since: int, deadline: float) -> None:
+    """Until the runner's lease entry has a revision after ``since`` (its last before it was
+    killed): the runner started again has bound its consumer and renews its lease (it renews only
+    once started, and one still starting when the quorum is lost exits)."""
+    while asyncio.run(_lease_revision(cluster.nats_url, cluster.creds_dir, runner_id)) <= since:
+        assert time.monotonic() < deadline, f"{runner_id} never renewed its lease again"
+        time.sleep(0.2)
+
+
 def _long_run_running(submitter: Submitter, since: int, api: str, deadline: float, key: str) -> None:
-    """Until one of the longest runs created after the first ``since`` POSTs is running: it will
-    still be running after the quorum loss (45 s of steps)."""
+    """Until one of the longest runs created after the first ``since`` POSTs is running: seen
+    running as soon as it started, it will still be running after the quorum loss (45 s of
+    steps)."""
     while True:
         longest = [p.run_id for p in submitter.posts[since:] if p.run_id and p.steps == 90]
         if any(
@@ -187,11 +211,14 @@ def test_a_cluster_survives_losing_its_leader_a_runner_and_quorum(tmp_path: Path
             cluster.nats_url, cluster.creds_dir
         )  # runner1 appends nothing more: its attempts started before
         submitter.wait_created(2, deadline)
+        lease_before = asyncio.run(
+            _lease_revision(cluster.nats_url, cluster.creds_dir, runner_ids["runner1"])
+        )
         cluster.start("runner1")
 
-        since = len(submitter.posts)
+        _renews_its_lease(cluster, runner_ids["runner1"], lease_before, deadline)
         submitter.wait_created(3, deadline)
-        _long_run_running(submitter, since, api1, deadline, cluster.admin_key)
+        _long_run_running(submitter, len(submitter.posts), api1, deadline, cluster.admin_key)
         leader = nodes.stream_leader("CREWYARD_EVENTS")
         lost = [leader, next(n for n in nodes.names if n != leader)]
         before_loss = last_seq(cluster.nats_url, cluster.creds_dir)
