@@ -31,25 +31,25 @@ SLOW_FOLDERS = frozenset({"e2e", "backends", "runtime", "bench"})
 SLOW_HELPERS = ("PlatformProcess", "Cluster")
 #: Fixtures that start a whole platform or a container engine.
 SLOW_FIXTURES = frozenset({"platform", "quiet_platform", "docker_host", "base_image", "cluster"})
-#: The files that take longest (40 s to 2.5 minutes each on 2 cores), run first: ``make test`` keeps a
+#: The files that take longest (one to three minutes each on 2 cores), run first: ``make test`` keeps a
 #: file's tests in one worker, and a long file started near the end would be the whole suite's
 #: tail while the other workers wait (a minute or two of it, measured). Longest first.
-HEAVIEST_FIRST = (  # seconds of each file in a whole run (3 workers, 2 cores), measured
-    "e2e/test_lifecycle.py",  # 150
-    "e2e/test_frameworks.py",  # 137
-    "e2e/test_cluster.py",  # 127
-    "e2e/test_crew_packages.py",  # 118
-    "e2e/test_outage.py",  # 99
-    "builder/test_shared_environments.py",  # 92
-    "runtime/test_crewai.py",  # 70
-    "deploy/test_image.py",  # 69
-    "e2e/test_js_crews.py",  # 64
-    "gateway/test_hostile_requests.py",  # 58
-    "e2e/test_schedules.py",  # 57
-    "console/test_console_browser.py",  # 51
-    "e2e/test_warm.py",  # 45
-    "console/test_console_manage.py",  # 44
-    "e2e/test_chaos.py",  # 42
+HEAVIEST_FIRST = (  # seconds of each file in a whole run (3 workers, 2 cores, a busy machine), measured
+    "e2e/test_frameworks.py",  # 199
+    "e2e/test_crew_packages.py",  # 153
+    "builder/test_shared_environments.py",  # 133
+    "e2e/test_cluster.py",  # 118 (alone)
+    "e2e/test_lifecycle.py",  # 114
+    "e2e/test_js_crews.py",  # 104
+    "e2e/test_outage.py",  # 88
+    "backends/test_docker_builder.py",  # 87
+    "deploy/test_image.py",  # 87
+    "e2e/test_threads.py",  # 73
+    "security/test_crew_output.py",  # 68
+    "runtime/test_crewai.py",  # 60
+    "e2e/test_chaos.py",  # 60
+    "console/test_console_manage.py",  # 57
+    "gateway/test_metrics_and_shutdown.py",  # 56
 )
 
 
