@@ -10,20 +10,25 @@ when it returns, flush and close the service's NATS connection.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import socket
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from crewyard.eventstore import EventStore, cancel_until_done
+from crewyard.eventstore import EventStore, StoreUnavailable, WorkQueue, cancel_until_done
 from crewyard.health import Readiness
 from crewyard.objects import ObjectStore
 from crewyard.secrets import SecretBox, load_key
 from crewyard.settings import Settings
 
-__all__ = ["Service", "ServiceContext", "ServiceFactory", "unless_stopped"]
+__all__ = ["Service", "ServiceContext", "ServiceFactory", "bind_when_able", "unless_stopped"]
 
 T = TypeVar("T")
+log = logging.getLogger("crewyard")
+#: The longest pause between two tries of :func:`bind_when_able`.
+BIND_MOST_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -66,3 +71,28 @@ async def unless_stopped(work: Awaitable[T], stop: asyncio.Event) -> T | None:
     if interrupted:
         return None
     return task.result()
+
+
+async def bind_when_able(queue: WorkQueue, stop: asyncio.Event) -> bool:
+    """Bind ``queue``'s durable consumer, trying again (every 0.5 s, then up to
+    :data:`BIND_MOST_S`) while the broker cannot make it — JetStream without a quorum, a broker
+    restarting — so that a service started meanwhile waits for it, as one already running does,
+    rather than exiting. True once bound; False when ``stop`` came first."""
+    pause, said = 0.5, False
+    while not stop.is_set():
+        try:
+            await unless_stopped(queue.start(), stop)
+        except StoreUnavailable as exc:
+            if not said:
+                log.warning("waiting for the broker to make the work queue %s: %s", queue.durable, exc)
+                said = True
+        else:
+            if stop.is_set():  # (its start may have been cancelled)
+                return False
+            if said:
+                log.warning("the work queue %s is bound", queue.durable)
+            return True
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), pause)
+        pause = min(BIND_MOST_S, pause * 2)
+    return False

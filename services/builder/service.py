@@ -42,6 +42,7 @@ from crewyard.core.ids import new_id
 from crewyard.environments import BuildBackend, BuildFailed, BuildRequest
 from crewyard.eventstore import ConcurrencyConflict, EventStore, StoreUnavailable, WorkItem, WorkQueue
 from crewyard.objects import ObjectCorrupt, ObjectNotFound, ObjectStore, ObjectStoreError
+from crewyard.servicekit import bind_when_able
 from crewyard.settings import Settings
 from crewyard.workspace import Workspace
 
@@ -146,7 +147,8 @@ class Builder:
                 await asyncio.wait_for(stop.wait(), SWEEP_S)
 
     async def _serve(self, stop: asyncio.Event) -> None:
-        await self.queue.start()
+        if not await bind_when_able(self.queue, stop):
+            return
         durable = self.queue.durable
         metrics.refresh_with(f"consumer:{durable}", metrics.consumer_backlog(durable, self.queue.backlog))
         while not stop.is_set():

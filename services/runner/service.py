@@ -22,6 +22,7 @@ from crewyard.environments import EnvironmentStore
 from crewyard.eventstore import ConcurrencyConflict, EventStore, StoreUnavailable, WorkItem, WorkQueue
 from crewyard.objects import ObjectStore
 from crewyard.secrets import SecretBox
+from crewyard.servicekit import bind_when_able
 from crewyard.settings import Settings
 from crewyard.workspace import Workspace
 
@@ -145,7 +146,8 @@ class Runner:
                 " with its files and network (development only)",
                 self.backend.name,
             )
-        await self.queue.start()
+        if not await bind_when_able(self.queue, stop):
+            return
         removed = await self.backend.cleanup_orphans(self.runner_id)
         if removed:
             log.warning("ended %d run environments that had outlived their runner", removed)
@@ -173,8 +175,10 @@ class Runner:
                     continue
                 try:
                     items = await self.queue.fetch(1, timeout=1.0)
-                except StoreUnavailable:
+                except StoreUnavailable:  # may fail at once (no quorum): not a busy loop
                     items = []
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(stop.wait(), 1.0)
                 if not items:
                     free.release()
                     continue
