@@ -46,12 +46,20 @@ def _failing_once_seen(queue: WorkQueue) -> asyncio.Event:
     return failed
 
 
-async def test_a_work_queue_that_cannot_be_made_yet_is_bound_once_it_can(unmade: EventStore) -> None:
-    queue = WorkQueue(unmade, "workers", f"{unmade.prefix}.*.run.*.run.queued")
+async def _tried_once(store: EventStore) -> tuple[WorkQueue, asyncio.Event, asyncio.Task[bool]]:
+    """A work queue on ``store`` being bound, once a try has failed: the queue, the service's
+    stop, and the binding."""
+    queue = WorkQueue(store, "workers", f"{store.prefix}.*.run.*.run.queued")
     failed, stop = _failing_once_seen(queue), asyncio.Event()
     binding = asyncio.create_task(bind_when_able(queue, stop))
     async with asyncio.timeout(30):
         await failed.wait()
+    return queue, stop, binding
+
+
+async def test_a_work_queue_that_cannot_be_made_yet_is_bound_once_it_can(unmade: EventStore) -> None:
+    queue, _stop, binding = await _tried_once(unmade)
+    async with asyncio.timeout(30):
         assert not binding.done()  # still trying: the service did not end
         await ensure_stream(unmade.js, unmade.settings)  # the broker can make it now
         assert await binding is True
@@ -60,10 +68,7 @@ async def test_a_work_queue_that_cannot_be_made_yet_is_bound_once_it_can(unmade:
 
 
 async def test_a_stop_ends_the_wait_for_a_work_queue(unmade: EventStore) -> None:
-    queue = WorkQueue(unmade, "workers", f"{unmade.prefix}.*.run.*.run.queued")
-    failed, stop = _failing_once_seen(queue), asyncio.Event()
-    binding = asyncio.create_task(bind_when_able(queue, stop))
+    _queue, stop, binding = await _tried_once(unmade)
+    stop.set()
     async with asyncio.timeout(30):
-        await failed.wait()
-        stop.set()
         assert await binding is False
