@@ -5,6 +5,7 @@ without bound."""
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -39,10 +40,15 @@ def test_a_key_signs_in_a_bounded_number_of_times(platform: PlatformProcess) -> 
         return str(made.json()["token"])
 
     looping, other = new_key("looping"), new_key("other")
-    for _ in range(signin.SIGN_IN_BURST):
-        assert _sign_in(platform.api, looping).status_code == 303
-    refused = _sign_in(platform.api, looping)
+    # 120 an hour in bursts of 60: once the burst is spent, one more every 30 s. A busy machine
+    # takes seconds for the burst, so a sign-in or two may have come back meanwhile.
+    every = 3600 / signin.SIGN_INS_PER_HOUR
+    started, signed = time.monotonic(), 0
+    while (refused := _sign_in(platform.api, looping)).status_code == 303:
+        signed += 1
+        assert signed <= signin.SIGN_IN_BURST + (time.monotonic() - started) / every + 1
+    assert signed >= signin.SIGN_IN_BURST
     assert refused.status_code == 429 and "Too many sign-ins with this key" in refused.text
-    assert int(refused.headers["retry-after"]) >= 20  # 120 an hour: one every 30 s, once the burst is spent
+    assert 1 <= int(refused.headers["retry-after"]) <= every
     assert "crewyard_session" not in refused.headers.get("set-cookie", "")
     assert _sign_in(platform.api, other).status_code == 303  # per key: another signs in

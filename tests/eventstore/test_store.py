@@ -1,4 +1,5 @@
 import asyncio
+import time
 import uuid
 
 import pytest
@@ -6,7 +7,8 @@ import pytest
 from crewyard.core import run_state as rs
 from crewyard.core.events import Log, RunQueued, RunStarted, make_event
 from crewyard.core.ids import new_id
-from crewyard.eventstore import ConcurrencyConflict, EventStore, StoreUnavailable
+from crewyard.eventstore import ConcurrencyConflict, EventStore, StoreUnavailable, _follow
+from crewyard.eventstore._store import BATCH_BYTES
 
 
 def _ev(payload, run_id, event_id=None):
@@ -116,19 +118,77 @@ async def test_pipelined_appends_all_land_in_order(store: EventStore):
     assert [r.event.data.message for r in history] == [str(i) for i in range(300)]
 
 
-async def test_a_load_reads_past_the_servers_byte_cap_of_one_batch(store: EventStore):
-    """The server ends a batch direct get once it has sent about 64 MB, whatever ``batch`` says:
-    84 MB of events (twelve of 7 MB, under the broker's 8 MB max_payload) come back in two
-    batches, all of them; the short first batch is not taken for the end of the aggregate."""
+def _stall_after(store: EventStore, api: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every request to ``api`` is followed by half a second in which the process reads nothing
+    (a busy machine)."""
+    loop, publish = asyncio.get_running_loop(), store.nc.publish
+
+    async def publish_then_stall(subject: str, payload: bytes = b"", reply: str = "", headers=None) -> None:
+        await publish(subject, payload, reply, headers)
+        if subject.startswith(api):
+            await store.nc.flush()
+            loop.call_soon(time.sleep, 0.5)
+
+    monkeypatch.setattr(store.nc, "publish", publish_then_stall)
+
+
+async def _twelve_of_7_mb(store: EventStore) -> str:
     run = new_id("run")
     big = "x" * 7_000_000
     for i in range(12):
         await store.append_nowait(_ev(Log(message=f"{i:02}{big}"), run))
     await store.flush(timeout=60)
-    history = await store.load("acme", "run", run)
+    return run
+
+
+async def test_a_large_aggregate_loads_in_batches_a_slow_reader_can_take(
+    store: EventStore, monkeypatch: pytest.MonkeyPatch
+):
+    """84 MB of events (twelve of 7 MB, under the broker's 8 MB max_payload) load in batches of
+    about ``BATCH_BYTES``, all of them: a short batch is not taken for the end of the aggregate.
+    A reader that reads nothing for a moment after each request (a busy machine) is not cut off:
+    batches of the server's own cap (about 64 MB) passed its max_pending, and the server dropped
+    the reader's connection as a slow consumer."""
+    run = await _twelve_of_7_mb(store)
+    with monkeypatch.context() as stalling:
+        _stall_after(store, "$JS.API.DIRECT.GET.", stalling)
+        history = await store.load("acme", "run", run)
     assert [r.event.data.message[:2] for r in history] == [f"{i:02}" for i in range(12)]
     filt = store.aggregate_filter("acme", "run", run)
+    batches = [chunk async for chunk in store.raw_batches(filt)]
+    assert [r.seq for chunk in batches for r in chunk] == [r.seq for r in history]
+    assert all(sum(len(r.data) for r in chunk[:-1]) < BATCH_BYTES for chunk in batches)
     assert [r.seq for r in history] == [r.seq for r in await store.load_raw(filt, batch=3)]
+    assert store.nc.stats["reconnects"] == 0
+
+
+async def test_a_slow_follower_of_large_events_is_not_cut_off(
+    store: EventStore, monkeypatch: pytest.MonkeyPatch
+):
+    """The same for ``read_batches`` (the projector's, a console's history): a pull of 1,000
+    events sent them all at once, past the server's max_pending for a reader that reads nothing
+    for a moment, and the server dropped its connection (again at every pull)."""
+    run = await _twelve_of_7_mb(store)
+    _stall_after(store, "$JS.API.CONSUMER.MSG.NEXT.", monkeypatch)
+    make, made = store._pull_consumer, []
+
+    async def counted(filter_subject: str, start_seq: int):
+        made.append(start_seq)
+        return await make(filter_subject, start_seq)
+
+    monkeypatch.setattr(store, "_pull_consumer", counted)
+    filt = store.aggregate_filter("acme", "run", run)
+    first = (await store.load_raw(filt, batch=1))[0].seq
+    read: list[list[int]] = []
+    batches = store.read_batches(filt, start_seq=first, batch=1000, idle_s=2.0)
+    async for batch in batches:
+        read.append([raw.seq for raw in batch])
+        if sum(map(len, read)) >= 12 or len(read) > 12:
+            break
+    await batches.aclose()
+    assert [seq for batch in read for seq in batch] == list(range(first, first + 12))
+    assert max(map(len, read)) <= (_follow.PULL_BYTES + store.nc.max_payload) // 7_000_000 + 1
+    assert store.nc.stats["reconnects"] == 0 and made == [first]  # one consumer: no gap, no failed pull
 
 
 async def test_the_ack_says_whether_the_server_had_the_event_already(store: EventStore):

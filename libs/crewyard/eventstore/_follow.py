@@ -5,7 +5,10 @@ full replay, and an ordered consumer that follows a subject live.
   messages, and the ephemeral consumer is made again after a broker restart. Its consumer
   acknowledges nothing, so a batch lost on the way (a connection cut while it was sent) is
   never sent again: each message's consumer sequence must follow the last one's, and at a gap
-  the consumer is made again after the last event read (the way ordered consumers do).
+  the consumer is made again after the last event read (the way ordered consumers do). Each
+  pull asks for at most ``PULL_BYTES`` and one largest message (:class:`_Pull`): the server cuts
+  off a client whose unread messages pass its max_pending (64 MiB), and a pull of 2,000 events
+  of megabytes did that to a busy reader, its whole connection dropped.
 - ``scan`` is a push consumer whose callback only reads subjects (most events are skipped without
   decoding); a stall (messages dropped) is noticed and the scan resumes after the last event seen.
 - ``follow`` is an ordered consumer from a sequence into a queue: history first, then live, no gaps.
@@ -17,9 +20,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from typing import Any
 
+from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.errors import TimeoutError as NatsTimeout
 from nats.js import JetStreamContext
@@ -30,12 +35,83 @@ from ._raw import RawEvent
 
 #: The bytes of events a scan keeps for its caller before it lets later ones go (see ``scan``).
 KEPT_BYTES = 64 << 20
+#: What one pull of ``read_batches`` asks for at most, besides room for one largest message.
+PULL_BYTES = 8 << 20
+
+
+#: The 409 statuses that end a pull normally (others: the consumer was deleted, too many pulls).
+_PULL_ENDS = frozenset({"Message Size Exceeds MaxBytes", "Batch Completed"})
+
+
+class _Pull:
+    """An ephemeral pull consumer whose pulls are bounded in bytes as well as in messages (the
+    client's ``fetch`` bounds only messages). A message larger than a pull's ``max_bytes`` would
+    never be sent, so each pull has room for one of the largest the server takes."""
+
+    def __init__(self, js: JetStreamContext, nc: Client, stream: str, name: str) -> None:
+        self.js, self.nc, self.stream, self.name = js, nc, stream, name
+        self.max_bytes = PULL_BYTES + nc.max_payload + 4096  # and its subject
+        self._inbox = nc.new_inbox()
+        self._got: asyncio.Queue[Msg] = asyncio.Queue()
+        self._sub: Any = None
+
+    async def start(self) -> None:
+        async def put(m: Msg) -> None:
+            self._got.put_nowait(m)
+
+        self._sub = await self.nc.subscribe(self._inbox, cb=put)
+
+    async def fetch(self, batch: int, timeout: float) -> list[Msg]:
+        """Up to ``batch`` messages of what the stream has now, fewer once the next would pass
+        ``max_bytes``; if it has none, the first that comes within ``timeout`` (else
+        ``TimeoutError``). ``StoreUnavailable`` when the consumer is gone or the server refuses.
+        Both pulls end before they are answered in full (with a status, or at their count), so
+        nothing of one arrives during the next."""
+        while not self._got.empty():  # an end status of an earlier pull; a message lost so is a
+            self._got.get_nowait()  # gap, which the caller sees
+        out = await self._pull({"batch": batch, "no_wait": True}, batch, timeout)
+        if not out:
+            out = await self._pull({"batch": 1, "expires": int(timeout * 1e9)}, 1, timeout)
+        if not out:
+            raise TimeoutError
+        return out
+
+    async def _pull(self, request: dict[str, Any], batch: int, timeout: float) -> list[Msg]:
+        await self.nc.publish(
+            f"{self.js._prefix}.CONSUMER.MSG.NEXT.{self.stream}.{self.name}",
+            json.dumps(request | {"max_bytes": self.max_bytes}).encode(),
+            reply=self._inbox,
+        )
+        out: list[Msg] = []
+        while len(out) < batch:
+            try:
+                m = await asyncio.wait_for(self._got.get(), timeout + 1.0)
+            except TimeoutError:
+                break  # the server's own end of the pull never came (a broker away)
+            status = m.headers.get("Status") if m.headers else None
+            description = str(m.headers.get("Description", "")) if m.headers else ""
+            if status is None:
+                out.append(m)
+            elif status in ("404", "408") or description in _PULL_ENDS:
+                break  # nothing (more) now; expired; the next would pass max_bytes
+            elif status != "100":  # 100: a heartbeat
+                raise StoreUnavailable(f"pull failed with status {status} {description}")
+        return out
+
+    async def consumer_info(self) -> Any:
+        return await self.js.consumer_info(self.stream, self.name)
+
+    async def unsubscribe(self) -> None:
+        """Stops reading; the consumer goes after ``inactive_threshold`` (a broker away would make
+        deleting it wait for a timeout)."""
+        await self._sub.unsubscribe()
 
 
 class Following:
     """The streaming reads of :class:`EventStore` (a base class of it)."""
 
     js: JetStreamContext
+    nc: Client
     stream: str
 
     async def read_batches(
@@ -182,8 +258,9 @@ class Following:
         except Exception as exc:
             raise StoreUnavailable(f"cannot read {filter_subject}: {exc!r}") from exc
 
-    async def _pull_consumer(self, filter_subject: str, start_seq: int) -> Any:
+    async def _pull_consumer(self, filter_subject: str, start_seq: int) -> _Pull | None:
         config = ConsumerConfig(
+            filter_subject=filter_subject,
             ack_policy=AckPolicy.NONE,
             deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
             opt_start_seq=start_seq,
@@ -193,11 +270,12 @@ class Following:
             max_waiting=1,
         )
         try:
-            return await self.js.pull_subscribe(
-                filter_subject, durable=None, stream=self.stream, config=config
-            )
+            info = await self.js.add_consumer(self.stream, config)
+            pull = _Pull(self.js, self.nc, self.stream, info.name)
+            await pull.start()
         except Exception:
             return None  # broker away: the caller waits and asks again
+        return pull
 
     @contextlib.asynccontextmanager
     async def follow(

@@ -50,6 +50,11 @@ _WRONG_LAST_SEQUENCE = 10071
 #: subject filter): the rest is the most an event's bytes may be.
 HEADERS_ROOM = 4096
 _EXPECTED_SUBJECT = "Nats-Expected-Last-Subject-Sequence-Subject"
+#: A batch direct get asks for at most this many bytes (the server sends the event that passes it
+#: too). The server cuts a client off, its whole connection, once the answers it has not read yet
+#: pass the server's max_pending (64 MiB): its own cap of a batch is about that, and a reader
+#: that a busy machine kept from reading for a second was dropped as a slow consumer.
+BATCH_BYTES = 8 * 1024 * 1024
 
 
 class Appended(msgspec.Struct, frozen=True):
@@ -235,8 +240,8 @@ class EventStore(Following):
         """The events matching ``filter_subject`` from ``start_seq``, a batch at a time: a reader
         that folds them holds one batch, not the whole history.
 
-        A batch ends at ``batch`` events or at the server's byte cap (about 64 MB), whichever comes
-        first: a short batch is not the end. The server says how many matching events it still
+        A batch ends at ``batch`` events or past ``BATCH_BYTES``, whichever comes first: a short
+        batch is not the end. The server says how many matching events it still
         had after the batch (``Nats-Num-Pending``), and the next batch is asked for until none are."""
         while True:
             pending: list[int] = []
@@ -289,10 +294,11 @@ class EventStore(Following):
             if last_per_subject:
                 request = json.dumps({"multi_last": [filter_subject], "batch": batch})
             else:
-                request = json.dumps({"seq": start_seq, "next_by_subj": filter_subject, "batch": batch})
+                ask = {"seq": start_seq, "next_by_subj": filter_subject, "batch": batch}
+                request = json.dumps(ask | {"max_bytes": BATCH_BYTES})
             await self.nc.publish(f"$JS.API.DIRECT.GET.{stream}", request.encode(), reply=inbox)
-            # The server is answering while events keep coming: a batch of 64 MB read by a busy
-            # process may take longer than ``read_timeout`` in all (it failed so on 2 cores).
+            # The server is answering while events keep coming: a batch of megabytes read by a
+            # busy process may take longer than ``read_timeout`` in all (it failed so on 2 cores).
             seen = -1
             while seen != len(out):
                 seen = len(out)
@@ -310,7 +316,9 @@ class EventStore(Following):
 
     async def last_per_subject(self, filter_subject: str, batch: int = 256) -> list[RawEvent]:
         """The last event of every subject matching ``filter_subject``, in stream order (one batch
-        direct get): e.g. an aggregate's latest event of each type, without its whole history."""
+        direct get): e.g. an aggregate's latest event of each type, without its whole history.
+        Its answer is not cut at ``BATCH_BYTES`` (it could not be continued): for aggregates with
+        a few small event types (a thread's events keep their large parts in the object store)."""
         raws = await self._direct_batch(self.stream, filter_subject, 0, batch, last_per_subject=True)
         return sorted(raws, key=lambda r: r.seq)
 
