@@ -191,6 +191,28 @@ async def test_a_slow_follower_of_large_events_is_not_cut_off(
     assert store.nc.stats["reconnects"] == 0 and made == [first]  # one consumer: no gap, no failed pull
 
 
+async def test_a_pull_given_up_early_loses_nothing_and_a_large_event_is_still_read(store: EventStore):
+    """Messages of a pull that come after the reader stopped waiting for them (a busy process)
+    are the consumer's next ones: the next fetch returns them (they were thrown away, and the
+    reader waited for news that had come). The end status such a pull still gets ("409 Batch
+    Completed") does not end a later pull. An event larger than a pull's byte bound is read
+    by the pull that waits for news (else no pull would ever send it)."""
+    run = new_id("run")
+    stored = [await store.append(_ev(Log(message=f"{i}" + "x" * 1000 * i), run)) for i in range(4)]
+    pull = await store._pull_consumer(store.aggregate_filter("acme", "run", run), stored[0])
+    assert pull is not None
+    first = await pull._pull({"batch": 3, "no_wait": True, "max_bytes": pull.max_bytes}, 1, 2.0)
+    await store.nc.flush()
+    late = await pull.fetch(10, 2.0)
+    pull.max_bytes = 2500  # the last event (3 KB) passes it
+    rest = await pull.fetch(10, 2.0)
+    seqs = [m.metadata.sequence.stream for m in first + late + rest]
+    assert seqs == stored, (len(first), len(late), len(rest))
+    with pytest.raises(TimeoutError):
+        await pull.fetch(10, 0.2)
+    await pull.unsubscribe()
+
+
 async def test_the_ack_says_whether_the_server_had_the_event_already(store: EventStore):
     """Two commands with the same event id on different aggregates (an idempotency key used by
     two concurrent requests): the second is dropped, and its ack points at the first."""

@@ -44,14 +44,21 @@ _PULL_ENDS = frozenset({"Message Size Exceeds MaxBytes", "Batch Completed"})
 
 
 class _Pull:
-    """An ephemeral pull consumer whose pulls are bounded in bytes as well as in messages (the
-    client's ``fetch`` bounds only messages). A message larger than a pull's ``max_bytes`` would
-    never be sent, so each pull has room for one of the largest the server takes."""
+    """An ephemeral pull consumer whose pulls of what is there are bounded in bytes as well as in
+    messages (the client's ``fetch`` bounds only messages). A message larger than a pull's
+    ``max_bytes`` would never be sent, so each pull has room for one of the largest the server
+    takes, and the pull that waits for news asks for one message, with no byte bound.
+
+    Each pull has a reply subject of its own: an end status that comes late (a pull ended by its
+    count still gets "409 Batch Completed") is told from the current pull's. Messages that come
+    after their pull was given up are kept for the next ``fetch``: they are the consumer's next
+    ones, in order (the caller checks consumer sequences, as ever)."""
 
     def __init__(self, js: JetStreamContext, nc: Client, stream: str, name: str) -> None:
         self.js, self.nc, self.stream, self.name = js, nc, stream, name
         self.max_bytes = PULL_BYTES + nc.max_payload + 4096  # and its subject
         self._inbox = nc.new_inbox()
+        self._pulls = 0
         self._got: asyncio.Queue[Msg] = asyncio.Queue()
         self._sub: Any = None
 
@@ -59,17 +66,20 @@ class _Pull:
         async def put(m: Msg) -> None:
             self._got.put_nowait(m)
 
-        self._sub = await self.nc.subscribe(self._inbox, cb=put)
+        self._sub = await self.nc.subscribe(f"{self._inbox}.*", cb=put)
 
     async def fetch(self, batch: int, timeout: float) -> list[Msg]:
         """Up to ``batch`` messages of what the stream has now, fewer once the next would pass
         ``max_bytes``; if it has none, the first that comes within ``timeout`` (else
-        ``TimeoutError``). ``StoreUnavailable`` when the consumer is gone or the server refuses.
-        Both pulls end before they are answered in full (with a status, or at their count), so
-        nothing of one arrives during the next."""
-        while not self._got.empty():  # an end status of an earlier pull; a message lost so is a
-            self._got.get_nowait()  # gap, which the caller sees
-        out = await self._pull({"batch": batch, "no_wait": True}, batch, timeout)
+        ``TimeoutError``). ``StoreUnavailable`` when the consumer is gone or the server refuses."""
+        late = []
+        while not self._got.empty():
+            m = self._got.get_nowait()
+            if not _status(m)[0]:
+                late.append(m)
+        if late:
+            return late
+        out = await self._pull({"batch": batch, "no_wait": True, "max_bytes": self.max_bytes}, batch, timeout)
         if not out:
             out = await self._pull({"batch": 1, "expires": int(timeout * 1e9)}, 1, timeout)
         if not out:
@@ -77,10 +87,12 @@ class _Pull:
         return out
 
     async def _pull(self, request: dict[str, Any], batch: int, timeout: float) -> list[Msg]:
+        self._pulls += 1
+        reply = f"{self._inbox}.{self._pulls}"
         await self.nc.publish(
             f"{self.js._prefix}.CONSUMER.MSG.NEXT.{self.stream}.{self.name}",
-            json.dumps(request | {"max_bytes": self.max_bytes}).encode(),
-            reply=self._inbox,
+            json.dumps(request).encode(),
+            reply=reply,
         )
         out: list[Msg] = []
         while len(out) < batch:
@@ -88,13 +100,14 @@ class _Pull:
                 m = await asyncio.wait_for(self._got.get(), timeout + 1.0)
             except TimeoutError:
                 break  # the server's own end of the pull never came (a broker away)
-            status = m.headers.get("Status") if m.headers else None
-            description = str(m.headers.get("Description", "")) if m.headers else ""
-            if status is None:
+            status, description = _status(m)
+            if not status:
                 out.append(m)
+            elif m.subject != reply or status == "100":
+                continue  # an earlier pull's end; a heartbeat
             elif status in ("404", "408") or description in _PULL_ENDS:
                 break  # nothing (more) now; expired; the next would pass max_bytes
-            elif status != "100":  # 100: a heartbeat
+            else:
                 raise StoreUnavailable(f"pull failed with status {status} {description}")
         return out
 
@@ -102,9 +115,20 @@ class _Pull:
         return await self.js.consumer_info(self.stream, self.name)
 
     async def unsubscribe(self) -> None:
-        """Stops reading; the consumer goes after ``inactive_threshold`` (a broker away would make
-        deleting it wait for a timeout)."""
+        """Stops reading and asks for the consumer's deletion without waiting for the answer (a
+        broker away would hold the caller for a timeout; the consumer goes by itself after
+        ``inactive_threshold`` anyway)."""
         await self._sub.unsubscribe()
+        await self.nc.publish(
+            f"{self.js._prefix}.CONSUMER.DELETE.{self.stream}.{self.name}", reply=self.nc.new_inbox()
+        )
+
+
+def _status(m: Msg) -> tuple[str, str]:
+    """A JetStream status message's code and description; ``("", "")`` for a message."""
+    if not m.headers or "Status" not in m.headers:
+        return "", ""
+    return str(m.headers["Status"]), str(m.headers.get("Description", ""))
 
 
 class Following:
@@ -142,7 +166,7 @@ class Following:
                 try:
                     msgs = await psub.fetch(batch() if callable(batch) else batch, timeout=idle_s)
                 except (TimeoutError, NatsTimeout):
-                    if not await self._consumer_healthy(psub):
+                    if not await self._consumer_healthy(psub, delivered):
                         # Gone with a broker restart (or stuck): make it again from where we are.
                         with contextlib.suppress(Exception):
                             await psub.unsubscribe()
@@ -153,6 +177,7 @@ class Following:
                     with contextlib.suppress(Exception):
                         await psub.unsubscribe()
                     psub = None
+                    await asyncio.sleep(min(idle_s, 0.2))  # a refused pull: never a tight loop
                     continue
                 out = []
                 for m in msgs:
@@ -175,13 +200,15 @@ class Following:
                     await psub.unsubscribe()
 
     @staticmethod
-    async def _consumer_healthy(psub: Any) -> bool:
-        """An idle fetch is fine only if the consumer still exists and has nothing pending."""
+    async def _consumer_healthy(psub: Any, delivered: int) -> bool:
+        """An idle fetch is fine only if the consumer still exists, has nothing pending and sent
+        nothing past what was read (a message sent and lost is never sent again)."""
         try:
             info = await psub.consumer_info()
         except Exception:
             return False
-        return int(info.num_pending or 0) == 0
+        sent = info.delivered.consumer_seq if info.delivered else 0
+        return int(info.num_pending or 0) == 0 and sent == delivered
 
     async def scan(
         self,
