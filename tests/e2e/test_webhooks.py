@@ -25,7 +25,9 @@ from crewyard.testing.platform import PlatformProcess
 from crewyard.testing.receiver import Received, Receiver
 
 ENV = {
-    "CREWYARD_WEBHOOK_TIMEOUT": "1",
+    # Long enough that only the answer made slow on purpose times out on a busy machine (the
+    # receiver is a thread of the test process, the sender another process).
+    "CREWYARD_WEBHOOK_TIMEOUT": "3",
     "CREWYARD_WEBHOOK_RETRY_BASE": "0.2",
     "CREWYARD_NOTIFIER_ACK_WAIT": "8",
     "CREWYARD_WEBHOOK_DISABLE_AFTER": "3",
@@ -75,9 +77,10 @@ def wait_deliveries(client: httpx.Client, hook_id: str, done, timeout: float = 6
 
 
 def test_retried_until_success_in_order_signed_and_every_attempt_visible(client: httpx.Client):
-    # Per delivery: 500, 500, 500, then too slow (the sender times out after 1 s), then 200.
+    # Per delivery: 500, 500, 500, then too slow (the sender gives up after 3 s, the whole
+    # attempt after 6 s), then 200.
     def script(n: int, headers: dict[str, str], body: bytes) -> tuple[int, float]:
-        return (500, 0.0) if n <= 3 else (200, 2.5) if n == 4 else (200, 0.0)
+        return (500, 0.0) if n <= 3 else (200, 7.0) if n == 4 else (200, 0.0)
 
     with Receiver(script) as rx:
         hook = make_hook(client, rx.url, ["run.started", "run.succeeded"])
