@@ -29,7 +29,7 @@ ENV = {
     # receiver is a thread of the test process, the sender another process).
     "CREWYARD_WEBHOOK_TIMEOUT": "3",
     "CREWYARD_WEBHOOK_RETRY_BASE": "0.2",
-    "CREWYARD_NOTIFIER_ACK_WAIT": "8",
+    "CREWYARD_NOTIFIER_ACK_WAIT": "12",
     "CREWYARD_WEBHOOK_DISABLE_AFTER": "3",
 }
 

@@ -213,9 +213,9 @@ def test_a_build_folder_holds_only_what_the_digest_covers(tmp_path: Path) -> Non
 def test_a_hostile_requirement_line_within_the_bound_is_read_quickly(tmp_path: Path, line: str) -> None:
     # Each took seconds to minutes with the backtracking patterns, on the builder's event loop.
     root = _crew(tmp_path, f"six\n{line}\n", {"crew.py": "A = 1\n"})
-    started = time.monotonic()
+    started = time.thread_time()  # the work done, not the wall clock of a busy machine
     inputs.read(root)
-    assert time.monotonic() - started < 1.0
+    assert time.thread_time() - started < 1.0
 
 
 def test_requirement_lines_by_name_are_read_as_before() -> None:

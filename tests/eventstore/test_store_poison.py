@@ -73,7 +73,7 @@ async def test_a_valid_event_on_a_subject_that_contradicts_it_is_not_believed(st
 
 
 async def test_a_work_queue_terminates_poison_instead_of_handing_it_out_again(store: EventStore):
-    queue = WorkQueue(store, "poisoned", f"{store.prefix}.*.run.*.run.queued", ack_wait=1.0, max_deliver=-1)
+    queue = WorkQueue(store, "poisoned", f"{store.prefix}.*.run.*.run.queued", ack_wait=5.0, max_deliver=-1)
     await queue.start()
     before = set_aside_counts().get("poisoned queue", 0)
     run = new_id("run")
@@ -93,5 +93,5 @@ async def test_a_work_queue_terminates_poison_instead_of_handing_it_out_again(st
             break
         await asyncio.sleep(0.1)
     assert info.num_pending == 0 and info.num_ack_pending == 0 and info.num_redelivered == 0
-    assert await queue.fetch(10, timeout=2.5) == []  # still nothing after ack_wait has passed
+    assert await queue.fetch(10, timeout=6.5) == []  # still nothing after ack_wait has passed
     await queue.close()

@@ -71,7 +71,7 @@ class Notifier:
         self.store, self.receiver = store, receiver
         self.box = SecretBox(os.urandom(32))
         guard = Guard(policy="private", local_ports=set(), local_addresses=set(), platform_endpoints=set())
-        self.sender = Sender(guard, 2.0)
+        self.sender = Sender(guard, 30.0)  # timeouts are not what is tested here
         self.deliverer = Deliverer(
             store,
             self.box,

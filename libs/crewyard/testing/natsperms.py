@@ -36,9 +36,9 @@ class Watched:
             # busy machine. Only the deadline decides.
             while not any("permissions violation" in e and wanted in e for e in self.errors):
                 if asyncio.get_running_loop().time() > deadline:
-                    if task.done() and task.exception() is None:
-                        raise AssertionError(f"{subject} was allowed: {task.result()!r}; errors: {self.errors}")
-                    raise AssertionError(f"no violation on {subject}; errors: {self.errors}")
+                    allowed = task.done() and task.exception() is None
+                    verdict = f"was allowed: {task.result()!r}" if allowed else "no violation"
+                    raise AssertionError(f"{subject}: {verdict}; errors: {self.errors}")
                 await asyncio.sleep(0.02)
         finally:
             task.cancel()
