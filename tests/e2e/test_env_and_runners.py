@@ -50,14 +50,16 @@ def test_env_values_are_encrypted_injected_and_redacted(
     async def raw_stream() -> bytes:
         nc = await nats.connect(platform.nats_url, user_credentials=str(platform.creds()))
         js = nc.jetstream()
+        stream = await js.find_stream_name_by_subject("crewyard.evt.>")
+        last = (await js.stream_info(stream)).state.last_seq  # all of it, however slow the reading
         sub = await js.subscribe("crewyard.evt.>", ordered_consumer=True)
-        blob = b""
-        while True:
+        blob, seq = b"", 0
+        while seq < last:
             try:
-                msg = await sub.next_msg(timeout=1)
+                msg = await sub.next_msg(timeout=30)
             except nats.errors.TimeoutError:
-                break
-            blob += msg.data
+                break  # the assertions below say what is missing
+            blob, seq = blob + msg.data, msg.metadata.sequence.stream
         await nc.drain()
         return blob
 
