@@ -48,7 +48,7 @@ exec "$@"
 """
 
 #: RLIMIT name → prlimit's option.
-_OPTIONS = {"core": "--core", "fsize": "--fsize", "cpu": "--cpu", "as": "--as", "nproc": "--nproc"}
+_OPTIONS = {name: f"--{name}" for name in ("core", "fsize", "cpu", "as", "nproc", "nofile")}
 
 
 class SpawnError(RuntimeError):

@@ -15,6 +15,7 @@ from backend_helpers import ForkedRun, run_processes
 from crewyard import privatenet, sandboxuid
 from crewyard.runner import disk
 from crewyard.runner.backends import BackendUnavailable, DockerBackend, RunHandle, _bwrap_server, doctor
+from crewyard.runner.backends._base import RUN_NOFILE
 from crewyard.settings import Settings
 
 if TYPE_CHECKING:
@@ -30,6 +31,15 @@ async def test_a_fork_bomb_hits_the_pids_limit_and_the_run_ends(isolated_runs: R
     assert out.result["failure"] == "EAGAIN"
     assert out.result["forks"] < 64  # TEST_LIMITS.pids, counting the runtime itself
     assert out.lingering == [], "the bomb's children outlived the run"
+
+
+async def test_a_crew_holds_a_bounded_number_of_open_files(runs: Runs) -> None:
+    # The runner's limits were a crew's: a hard limit of a million (docker's default is higher).
+    out = await runs.execute(runs.spec("crew:descriptor_hoarder"))
+
+    assert out.status.code == 0, out
+    assert out.result["hard"] == RUN_NOFILE and out.result["raised"] == "ValueError"
+    assert out.result["failure"] == "EMFILE" and out.result["held"] < RUN_NOFILE
 
 
 async def test_a_memory_hog_is_killed_and_reported_as_out_of_memory(isolated_runs: Runs) -> None:

@@ -177,6 +177,9 @@ def command(
     return args
 
 
+#: Files a build's process may hold open (as in a build container): not the builder's own limit.
+BUILD_NOFILE = 4096
+
 #: What every build (sandbox or build container) runs with, whatever its paths.
 BUILD_SETTINGS = {
     "HOME": "/tmp",
@@ -274,6 +277,7 @@ async def _run_in(
         "core": 0,
         "fsize": limits.file_size_bytes,
         "as": limits.address_space_bytes,
+        "nofile": BUILD_NOFILE,
     }
     status_r, status_w = os.pipe()
     block_r, block_w = os.pipe()

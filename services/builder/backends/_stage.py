@@ -150,7 +150,7 @@ def run_stage(
     labels: dict[str, str],
     emit: Callable[[str], None],
     limits: sandbox.BuildLimits,
-    nofile: int = 4096,
+    nofile: int = sandbox.BUILD_NOFILE,
     nproc: int = 4096,
     policy: privatenet.NetworkPolicy | None = None,
     engine_network: str | None = None,

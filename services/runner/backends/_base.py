@@ -32,6 +32,10 @@ from crewyard.errors import CrewyardError
 from ..protocol import Prepare, Start, ThreadStart, encode
 
 ARTIFACTS_IN_CONTAINER = "/app/artifacts"
+#: Files a run's process may hold open (RLIMIT_NOFILE, soft and hard), on every backend: the
+#: runner's own limits (a hard limit of a million, a container engine's default) let a crew pin
+#: kernel memory with descriptors, and the disk watch reads every one of them.
+RUN_NOFILE = 4096
 #: The variable naming a fork server's socket (``_forkserver``; the runtime's ``forkserver.ENV_FD``).
 FORK_FD = "CREWYARD_FORK_FD"
 SOURCE_IN_CONTAINER = "/app"

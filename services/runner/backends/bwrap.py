@@ -52,6 +52,7 @@ from crewyard.reaper import Reaper
 from ._artifacts import DEFAULT_MAX_FILE, DEFAULT_MAX_TOTAL, Skipped
 from ._base import (
     FORK_FD,
+    RUN_NOFILE,
     BackendError,
     BackendUnavailable,
     ExitStatus,
@@ -299,7 +300,7 @@ class BwrapBackend:
         cpu_time = self._cpu_time
         root = os.geteuid() == 0
 
-        rlimits = {"core": 0}  # a core dump would land in artifacts
+        rlimits = {"core": 0, "nofile": RUN_NOFILE}  # a core dump would land in artifacts
         if limits.file_size_bytes:
             rlimits["fsize"] = limits.file_size_bytes
         if cpu_time:

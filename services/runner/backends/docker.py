@@ -51,6 +51,7 @@ from . import _container_net
 from ._artifacts import DEFAULT_MAX_FILE, DEFAULT_MAX_TOTAL
 from ._base import (
     ARTIFACTS_IN_CONTAINER,
+    RUN_NOFILE,
     SOURCE_IN_CONTAINER,
     BackendError,
     BackendUnavailable,
@@ -81,7 +82,7 @@ class DockerBackend:
         artifact_max_file_bytes: int = DEFAULT_MAX_FILE,
         artifact_max_total_bytes: int = DEFAULT_MAX_TOTAL,
         tmp_size_bytes: int = 512 * 1024 * 1024,
-        nofile: int = 4096,
+        nofile: int = RUN_NOFILE,
         nproc: int = 4096,
         network_policy: privatenet.NetworkPolicy | None = None,
         engine_network: str | None = None,

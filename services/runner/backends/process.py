@@ -28,7 +28,17 @@ from crewyard.environments import nodejs
 from crewyard.lines import merge_lines
 
 from ._artifacts import Skipped
-from ._base import FORK_FD, BackendError, ExitStatus, NoLinger, RunSpec, opening, runtime_command, runtime_env
+from ._base import (
+    FORK_FD,
+    RUN_NOFILE,
+    BackendError,
+    ExitStatus,
+    NoLinger,
+    RunSpec,
+    opening,
+    runtime_command,
+    runtime_env,
+)
 from ._forkserver import ForkServer
 from ._stdin import StdinWriter
 
@@ -165,7 +175,7 @@ class ProcessBackend:
             heap_limit=True,
         )
         limits = spec.limits
-        rlimits = {}
+        rlimits = {"nofile": RUN_NOFILE}
         if limits.memory_bytes and not node:  # Node's heap is capped instead (runtime_command)
             rlimits["as"] = limits.memory_bytes * 4  # address space, not RSS: thread stacks and mmaps fit
         if limits.file_size_bytes:

@@ -101,6 +101,27 @@ def spin(inputs: dict[str, Any]) -> None:
         pass
 
 
+def descriptor_hoarder(inputs: dict[str, Any]) -> dict[str, Any]:
+    """Raises its own limit of open files as far as it may, then opens files until refused."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    raised = ""
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard + 1_000_000))
+    except (ValueError, OSError) as exc:
+        raised = type(exc).__name__
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    held, failure = [], ""
+    while len(held) < 200_000:
+        try:
+            held.append(os.open("/dev/null", os.O_RDONLY))
+        except OSError as exc:
+            failure = errno.errorcode.get(exc.errno or 0, str(exc))
+            break
+    return {"soft": soft, "hard": hard, "raised": raised, "held": len(held), "failure": failure}
+
+
 def fork_bomb(inputs: dict[str, Any]) -> dict[str, Any]:
     forks = 0
     failure = ""
