@@ -75,6 +75,7 @@ class DockerHandle:
         self._exit: asyncio.Future[int] | None = None
         self._output_ended = asyncio.Event()  # the attach stream ended: the crew closed its output
         self._exited_state: dict[str, Any] | None = None  # ``State`` as inspect showed the exit
+        self._pid = 0  # the container's first process, once seen (it is the same until it ends)
         self._status: ExitStatus | None = None
         self._kill_sent = False
         #: Artifacts that were not collected, with the reason (symlinks, too large …).
@@ -313,10 +314,11 @@ class DockerHandle:
         return await asyncio.to_thread(self._volume_here)
 
     def _processes_blocking(self) -> set[int] | None:
-        state = self._state() if self._local else None
-        pid = int((state or {}).get("Pid") or 0)
-        # The engine's control group of the container, when the engine runs on this machine.
-        return cgroups.processes_of_group_of(pid, self.container_id) if pid > 0 else None
+        if not self._pid and self._local:  # asked of the engine until it has one, then kept
+            self._pid = int((self._state() or {}).get("Pid") or 0)
+        # The engine's control group of the container, when the engine runs on this machine (a
+        # pid kept past the container's end, then another process's, is in no group named so).
+        return cgroups.processes_of_group_of(self._pid, self.container_id) if self._pid > 0 else None
 
     async def processes(self) -> set[int] | None:
         return await asyncio.to_thread(self._processes_blocking)
