@@ -74,33 +74,41 @@ def run_crew(store: EventStore, tmp_path: Path) -> RunCrew:
             artifacts_dir=tmp_path / run_id / "artifacts",
             limits=Limits(max_output_bytes=budget.max_output),
         )
-        handle = await ProcessBackend().start(spec)
 
         async def beat() -> None:
             return None
 
         emitter = Emitter(store, "tests", run_id, secrets or [])
         keepalives, beating = None, None
-        if lease_s is not None:
-            liveness = Liveness(store, "test-runner", lease_s, bucket=f"LEASES_{uuid.uuid4().hex[:8]}")
-            await liveness.claim(run_id, 1)
-            beating = asyncio.create_task(liveness.beat())
-            keepalives = Keepalives(liveness)
-        started = time.monotonic()
         try:
-            outcome, status, timed_out, _ = await supervise(
-                handle,
-                emitter,
-                timeout_s=timeout_s,
-                cancel=asyncio.Event(),
-                grace_s=30,
-                heartbeat=beat,
-                heartbeat_every=5,
-                budget=budget,
-                keepalives=keepalives,
-            )
+            if lease_s is not None:
+                # As the runner does, the run is claimed before its crew starts; and the beat's
+                # first renewal (at once) is over before it starts too, so that the keepalive sent
+                # when the runtime says hello is its only one until the lease's next renewal.
+                liveness = Liveness(store, "test-runner", lease_s, bucket=f"LEASES_{uuid.uuid4().hex[:8]}")
+                await liveness.claim(run_id, 1)
+                # Created first, it runs first: it waits on the write the beat then makes.
+                renewed = asyncio.create_task(liveness.renewal())
+                beating = asyncio.create_task(liveness.beat())
+                await asyncio.wait_for(renewed, 30)
+                keepalives = Keepalives(liveness)
+            handle = await ProcessBackend().start(spec)
+            started = time.monotonic()
+            try:
+                outcome, status, timed_out, _ = await supervise(
+                    handle,
+                    emitter,
+                    timeout_s=timeout_s,
+                    cancel=asyncio.Event(),
+                    grace_s=30,
+                    heartbeat=beat,
+                    heartbeat_every=5,
+                    budget=budget,
+                    keepalives=keepalives,
+                )
+            finally:
+                await handle.remove()
         finally:
-            await handle.remove()
             if beating is not None:
                 beating.cancel()
         await emitter.flush()

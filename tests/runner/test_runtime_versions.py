@@ -100,17 +100,25 @@ async def test_a_request_for_an_unknown_operation_gets_a_clean_error_reply(
     assert payload.output == {"code": "unknown_op", "message": "this platform has no operation 'tables.get'"}
 
 
-#: A runtime saying hello in ``version`` that answers, after 1.5 s, with the kinds of lines it got.
+#: A runtime saying hello in ``version`` that answers with the kinds of lines it got, once it has
+#: seen ``keepalives`` keepalives (at most ``within`` seconds), and ``linger`` seconds after that.
 KINDS = """
 import json, sys, threading, time
 said = lambda m: print(json.dumps(m), flush=True)
 said({{"t": "hello", "v": {version}, "runtime": "python"}})
-kinds = []
-read = lambda: [kinds.append(json.loads(line)["t"]) for line in sys.stdin]
+kinds, got = [], threading.Condition()
+def read():
+    for line in sys.stdin:
+        with got:
+            kinds.append(json.loads(line)["t"])
+            got.notify()
 threading.Thread(target=read, daemon=True).start()
 said({{"t": "ready"}})
-time.sleep(1.5)
-said({{"t": "result", "output": {{"kinds": kinds}}}})
+with got:
+    got.wait_for(lambda: kinds.count("keepalive") >= {keepalives}, timeout={within})
+time.sleep({linger})
+with got:
+    said({{"t": "result", "output": {{"kinds": list(kinds)}}}})
 """
 
 
@@ -120,13 +128,17 @@ async def test_keepalives_go_only_to_a_runtime_that_takes_them(
 ) -> None:
     """A runtime of an image built before keepalives runs as before, and is sent none (its
     ``expect`` would take one for a broken protocol); a current one gets one each renewal."""
-    runtime = _fake_runtime(tmp_path / f"v{version}", KINDS.format(version=version))
+    # A current runtime waits for its third keepalive (some renewals after the first); an older
+    # one for 1.5 s, seven renewals' time, in which it must get none.
+    current = version >= KEEPALIVE_SINCE
+    main = KINDS.format(version=version, keepalives=3, within=30 if current else 1.5, linger=0)
+    runtime = _fake_runtime(tmp_path / f"v{version}", main)
     payload = (await run_crew(runtime_dir=runtime, lease_s=2.4)).payload  # renewals every 0.2 s
 
     assert isinstance(payload, RunCompleted), payload
     kinds = payload.output["kinds"]
     assert kinds[:2] == ["prepare", "start"]
-    if version >= KEEPALIVE_SINCE:
+    if current:
         assert kinds.count("keepalive") >= 3, kinds
     else:
         assert "keepalive" not in kinds, kinds
@@ -136,9 +148,11 @@ async def test_a_runtime_gets_its_first_keepalive_at_once_not_at_the_next_renewa
     run_crew: RunCrew, tmp_path: Path
 ) -> None:
     """A runner stopped right after start must leave an armed watchdog: the first keepalive
-    follows hello, not the lease's next renewal (5 s away under a 60 s lease)."""
-    runtime = _fake_runtime(tmp_path / "first", KINDS.format(version=VERSION))
-    payload = (await run_crew(runtime_dir=runtime, lease_s=60)).payload
+    follows hello, not the lease's next renewal (50 s away under a 600 s lease: later than the
+    runtime waits for one)."""
+    main = KINDS.format(version=VERSION, keepalives=1, within=30, linger=0.5)
+    runtime = _fake_runtime(tmp_path / "first", main)
+    payload = (await run_crew(runtime_dir=runtime, lease_s=600)).payload
 
     assert isinstance(payload, RunCompleted), payload
     assert payload.output["kinds"].count("keepalive") == 1, payload.output
