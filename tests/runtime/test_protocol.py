@@ -179,8 +179,14 @@ def run(inputs):
     child = subprocess.Popen(["sleep", "300"])
     print("child", child.pid)
     time.sleep(float(inputs.get("sleep_s", 0)))
-    if inputs.get("hold_s"):  # a call that keeps the interpreter (no thread of it runs meanwhile)
-        ctypes.PyDLL(None).sleep(int(inputs["hold_s"]))
+    if inputs.get("hold_s"):
+        from crewyard_runtime import _watchdog
+
+        armed_by = time.monotonic() + 20
+        while _watchdog._thread is None and time.monotonic() < armed_by:  # set once a keepalive is read
+            time.sleep(0.01)
+        print("holding")
+        ctypes.PyDLL(None).sleep(int(inputs["hold_s"]))  # keeps the interpreter: no thread of it runs
     child.kill()
     return {"ran": True}
 """
@@ -232,16 +238,19 @@ def test_a_runtime_kept_alive_runs_to_its_end_and_one_never_kept_alive_never_tim
 def test_a_crew_that_keeps_the_interpreter_is_ended_at_the_deadline_not_when_it_lets_go(
     runtime: Callable[[str], Driven],
 ) -> None:
-    """No thread of the runtime runs while a crew's C call keeps the interpreter (6 s here):
+    """No thread of the runtime runs while a crew's C call keeps the interpreter (15 s here):
     faulthandler's timer, a C thread, ends the process at the deadline all the same."""
+    hold = 15
     rt = runtime(STAYS)
-    _started(rt, sleep_s=0.5, hold_s=6)
-    rt.send(protocol.Keepalive(within=1.5))  # read during the crew's first half second
-    started = time.monotonic()
-    code = rt.proc.wait(20)
+    _started(rt, hold_s=hold)
+    rt.send(protocol.Keepalive(within=4.0))  # the crew keeps the interpreter once it was read
+    while rt.until("log")["message"] != "holding":
+        pass
+    started = time.monotonic()  # the hold began before this: it ends no sooner than ``hold`` on
+    code = rt.proc.wait(30)
 
     assert code == 1, code  # faulthandler's exit
-    assert time.monotonic() - started < 4.5, "the crew was ended only when it let the interpreter go"
+    assert time.monotonic() - started < hold, "the crew was ended only when it let the interpreter go"
 
 
 @pytest.mark.parametrize(
