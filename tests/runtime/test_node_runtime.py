@@ -290,6 +290,7 @@ export async function run(input: { sleepMs?: number; busyMs?: number }) {
   console.log("child", child.pid);
   await new Promise((resolve) => setTimeout(resolve, input.sleepMs ?? 0));
   await readFile("/proc/self/stat"); // what follows runs after I/O: timers come before input next
+  if (input.busyMs) console.log("busy");
   const end = Date.now() + (input.busyMs ?? 0);
   while (Date.now() < end) {} // holds the event loop: no timer runs, no input is read
   child.kill("SIGKILL");
@@ -360,14 +361,21 @@ def test_a_node_runtime_kept_alive_for_longer_than_its_clock_holds_runs_to_its_e
 def test_a_node_crew_that_blocks_its_event_loop_is_ended_at_the_deadline(
     node_runtime: Callable[..., Driven],
 ) -> None:
-    """No timer of the main thread runs while the crew blocks its loop (6 s here): the watchdog's
+    """No timer of the main thread runs while the crew blocks its loop (20 s here): the watchdog's
     own thread ends the runtime at the deadline all the same."""
+    busy = 20
     rt = node_runtime({"crew.ts": STAYS})
-    child = _started(rt, sleepMs=500, busyMs=6000)
-    rt.send(protocol.Keepalive(within=1.5))  # read during the crew's first half second
-    started = time.monotonic()
-    assert rt.proc.wait(20) == -signal.SIGKILL
-    assert time.monotonic() - started < 4.5, "the crew was ended only when it let its loop go"
+    rt.next()
+    rt.send(_prepare("./crew.ts:run"))
+    rt.until("ready")
+    rt.send(protocol.Keepalive(within=4.0))  # read while the runtime waits for start: it arms the watchdog
+    rt.send(protocol.Start(run_id="run_node", input={"busyMs": busy * 1000}))
+    child = rt.child_pid()
+    while rt.until("log")["message"] != "busy":
+        pass
+    started = time.monotonic()  # the crew blocked its loop before this: it lets go no sooner than ``busy`` on
+    assert rt.proc.wait(30) == -signal.SIGKILL
+    assert time.monotonic() - started < busy, "the crew was ended only when it let its loop go"
     deadline = time.monotonic() + 5
     while alive(child) and time.monotonic() < deadline:
         time.sleep(0.05)
