@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import sys
 import threading
 import time
 
@@ -101,10 +102,19 @@ def test_answers_the_contract_does_not_fit_are_one_line(api: FakeApi, run_cli, p
     assert "Traceback" not in result.output
 
 
-def _ctrl_c() -> None:
-    """Ctrl-C as the client feels it: SIGINT to the main thread, where the CLI is blocked reading
-    (sent to the process, the kernel may hand it to this server thread instead, and the blocked
-    read would not notice until the server lets go)."""
+def _ctrl_c_once_printed(*texts: str) -> None:
+    """Ctrl-C as the client feels it, once the CLI printed ``texts`` (at most 10 s on): it has
+    handled the events sent and waits for more. SIGINT to the main thread, where the CLI is
+    blocked reading (sent to the process, the kernel may hand it to this server thread instead,
+    and the blocked read would not notice until the server lets go)."""
+    stdout = sys.stdout  # CliRunner's while it runs the CLI: it keeps what was written
+
+    def printed() -> str:
+        return bytes(stdout.buffer.getvalue()).decode(errors="replace")
+
+    deadline = time.monotonic() + 10
+    while not all(text in printed() for text in texts) and time.monotonic() < deadline:
+        time.sleep(0.01)
     signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
 
 
@@ -113,9 +123,8 @@ def test_ctrl_c_while_following_exits_130_and_says_how_to_resume(api: FakeApi, r
     released = threading.Event()
 
     def interrupt_the_client() -> None:
-        # The client is now blocked waiting for more events: what Ctrl-C interrupts in real life.
-        time.sleep(0.2)
-        _ctrl_c()
+        # Once the client is blocked waiting for more events: what Ctrl-C interrupts in real life.
+        _ctrl_c_once_printed("working")
         released.wait(5)
 
     events = [
@@ -138,8 +147,7 @@ def test_events_tail_prints_one_line_per_event(api: FakeApi, run_cli) -> None:
     released = threading.Event()
 
     def interrupt_the_client() -> None:
-        time.sleep(0.2)
-        _ctrl_c()
+        _ctrl_c_once_printed("Run failed: boom")
         released.wait(5)
 
     events = [
