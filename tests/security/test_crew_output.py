@@ -158,7 +158,20 @@ def test_a_run_that_never_stops_logging_can_be_canceled(
         while not (run := api.get(f"/v1/runs/{run_id}").json())["started_at"]:
             assert time.monotonic() < deadline, run
             time.sleep(0.1)
-        time.sleep(2)  # hundreds of lines in, and more coming
+        # Hundreds of lines in, and more coming: read until 150 are (at most 120 s).
+        deadline = time.monotonic() + 120
+
+        def logs_so_far(events: list[dict]) -> int:
+            return sum(m["event"] == "log" for m in events)
+
+        logged = logs_so_far(
+            sse_events(
+                api,
+                f"/v1/runs/{run_id}/events",
+                until=lambda events: logs_so_far(events) >= 150 or time.monotonic() > deadline,
+            )
+        )
+        assert logged >= 150, logged
         r = api.post(f"/v1/runs/{run_id}/cancel")
         assert r.status_code == 200 and r.json()["status"] == "canceling", r.text
         ended = wait_run(api, run_id, timeout=120)
