@@ -134,9 +134,15 @@ def options(request: dict[str, Any]) -> dict[str, Any] | None:
         return None
     slot = box.get("slot") if isinstance(box, dict) else None
     tmp = box.get("tmp_size") if isinstance(box, dict) else None
-    if not isinstance(slot, str) or not slot.isalnum() or not isinstance(tmp, int) or tmp <= 0:
-        raise ValueError("sandbox is {slot: name, tmp_size: bytes, network: bool}")
-    return {"slot": slot, "tmp_size": tmp, "network": box.get("network") is not False}
+    shm = box.get("shm_size", tmp) if isinstance(box, dict) else None  # (a runner before it: /tmp's)
+    sizes = (tmp, shm)
+    if (
+        not isinstance(slot, str)
+        or not slot.isalnum()
+        or not all(isinstance(n, int) and n > 0 for n in sizes)
+    ):
+        raise ValueError("sandbox is {slot: name, tmp_size: bytes, shm_size: bytes, network: bool}")
+    return {"slot": slot, "tmp_size": tmp, "shm_size": shm, "network": box.get("network") is not False}
 
 
 def enter(box: dict[str, Any]) -> None:
@@ -167,7 +173,7 @@ def enter(box: dict[str, Any]) -> None:
             os.close(os.open(path, os.O_CREAT | os.O_WRONLY | os.O_CLOEXEC, 0o600))
         _mount(f"/proc/self/fd/{fd}", path, None, _MS_BIND | _MS_REC)
         os.close(fd)
-    _mount("tmpfs", "/dev/shm", "tmpfs", _MS_NOSUID | _MS_NODEV, size)
+    _mount("tmpfs", "/dev/shm", "tmpfs", _MS_NOSUID | _MS_NODEV, f"size={int(box['shm_size'])},mode=1777")
     _mount(f"{SLOTS}/{box['slot']}", ARTIFACTS, None, _MS_BIND)
     # The slots folder came with the server's mounts and cannot be unmounted here: it is covered.
     _mount("tmpfs", SLOTS, "tmpfs", _MS_RDONLY | _MS_NOSUID | _MS_NODEV | _MS_NOEXEC, "size=4k,mode=0555")

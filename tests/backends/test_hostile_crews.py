@@ -15,7 +15,7 @@ from backend_helpers import ForkedRun, run_processes
 from crewyard import privatenet, sandboxuid
 from crewyard.runner import disk
 from crewyard.runner.backends import BackendUnavailable, DockerBackend, RunHandle, _bwrap_server, doctor
-from crewyard.runner.backends._base import RUN_NOFILE
+from crewyard.runner.backends._base import RUN_NOFILE, SHM_BYTES
 from crewyard.settings import Settings
 
 if TYPE_CHECKING:
@@ -40,6 +40,15 @@ async def test_a_crew_holds_a_bounded_number_of_open_files(runs: Runs) -> None:
     assert out.status.code == 0, out
     assert out.result["hard"] == RUN_NOFILE and out.result["raised"] == "ValueError"
     assert out.result["failure"] == "EMFILE" and out.result["held"] < RUN_NOFILE
+
+
+async def test_dev_shm_is_bounded(isolated_runs: Runs) -> None:
+    # A tmpfs is memory: bwrap's /dev/shm had no size (the memory cgroup, where there is one,
+    # bounds it only with the run's whole memory).
+    out = await isolated_runs.execute(isolated_runs.spec("crew:shm_filler"))
+
+    assert out.status.code == 0, out
+    assert out.result["failure"] == "ENOSPC" and out.result["written"] <= SHM_BYTES, out.result
 
 
 async def test_a_memory_hog_is_killed_and_reported_as_out_of_memory(isolated_runs: Runs) -> None:

@@ -36,6 +36,9 @@ ARTIFACTS_IN_CONTAINER = "/app/artifacts"
 #: runner's own limits (a hard limit of a million, a container engine's default) let a crew pin
 #: kernel memory with descriptors, and the disk watch reads every one of them.
 RUN_NOFILE = 4096
+#: The size of a run's ``/dev/shm`` (a tmpfs: memory), as a container engine's default: bwrap's
+#: had none, so a crew could fill memory with it where no memory cgroup bounds the run.
+SHM_BYTES = 64 * 1024 * 1024
 #: The variable naming a fork server's socket (``_forkserver``; the runtime's ``forkserver.ENV_FD``).
 FORK_FD = "CREWYARD_FORK_FD"
 SOURCE_IN_CONTAINER = "/app"

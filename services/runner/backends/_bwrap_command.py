@@ -16,7 +16,7 @@ from pathlib import Path
 from crewyard.environments import ENV_PATH, nodejs, pythons
 from crewyard.environments.sandbox import system_binds
 
-from ._base import RunSpec, runtime_command
+from ._base import SHM_BYTES, RunSpec, runtime_command
 
 SANDBOX_UID = 1000
 #: What a fork server keeps of its user namespace's capabilities, to give each run namespaces and
@@ -148,6 +148,8 @@ def sandbox_command(
         "/proc",
         "--dev",
         "/dev",
+        "--size",
+        str(SHM_BYTES),
         "--tmpfs",
         "/dev/shm",
         # Private /tmp first: a bind under /tmp made before it would be hidden by it.

@@ -49,7 +49,7 @@ from crewyard import cgroups, privatenet, sandboxuid
 from crewyard.environments.sandbox import system_binds
 from crewyard.spawn import find_tool
 
-from ._base import BackendError, RunSpec
+from ._base import SHM_BYTES, BackendError, RunSpec
 from ._bwrap_command import FORKED_ARTIFACTS, SERVER_CAPS, _under, base_prefix_of, trial
 from ._forkserver import ForkServer
 
@@ -170,7 +170,12 @@ class SandboxedRun:
         self._plan: privatenet.NetworkPlan | None = None
         self._network: privatenet.PrivateNetwork | None = None
         self._keeper = 0  # the run's first process, once placed
-        box = {"slot": slot.name, "tmp_size": tmp_size, "network": spec.limits.network != "host"}
+        box = {
+            "slot": slot.name,
+            "tmp_size": tmp_size,
+            "shm_size": SHM_BYTES,
+            "network": spec.limits.network != "host",
+        }
         self.request: dict[str, Any] = {"artifacts_dir": FORKED_ARTIFACTS, "tmp_dir": "/tmp", "sandbox": box}
 
     @classmethod

@@ -52,6 +52,7 @@ from ._artifacts import DEFAULT_MAX_FILE, DEFAULT_MAX_TOTAL
 from ._base import (
     ARTIFACTS_IN_CONTAINER,
     RUN_NOFILE,
+    SHM_BYTES,
     SOURCE_IN_CONTAINER,
     BackendError,
     BackendUnavailable,
@@ -177,6 +178,7 @@ class DockerBackend:
                 host_config = api.create_host_config(
                     binds={volume: {"bind": ARTIFACTS_IN_CONTAINER, "mode": "rw"}, **network.binds},
                     tmpfs={"/tmp": f"rw,nosuid,nodev,size={self._tmp_size},mode=1777"},
+                    shm_size=SHM_BYTES,
                     read_only=True,
                     cap_drop=["ALL"],
                     security_opt=["no-new-privileges"],

@@ -101,6 +101,24 @@ def spin(inputs: dict[str, Any]) -> None:
         pass
 
 
+def shm_filler(inputs: dict[str, Any]) -> dict[str, Any]:
+    """Writes files of 16 MiB (under the file size limit) to /dev/shm until refused (or 512 MiB)."""
+    written, failure, names = 0, "", []
+    chunk = b"x" * (1 << 20)
+    while written < 512 << 20 and not failure:
+        names.append(f"/dev/shm/fill{len(names)}")
+        with open(names[-1], "wb", buffering=0) as fh:
+            for _ in range(16):
+                try:
+                    written += fh.write(chunk)
+                except OSError as exc:
+                    failure = errno.errorcode.get(exc.errno or 0, str(exc))
+                    break
+    for name in names:
+        os.unlink(name)
+    return {"written": written, "failure": failure}
+
+
 def descriptor_hoarder(inputs: dict[str, Any]) -> dict[str, Any]:
     """Raises its own limit of open files as far as it may, then opens files until refused."""
     import resource
