@@ -96,10 +96,13 @@ class _Pull:
         )
         out: list[Msg] = []
         while len(out) < batch:
-            try:
-                m = await asyncio.wait_for(self._got.get(), timeout + 1.0)
-            except TimeoutError:
-                break  # the server's own end of the pull never came (a broker away)
+            if not self._got.empty():  # a burst's messages come together: no timer for each
+                m = self._got.get_nowait()
+            else:
+                try:
+                    m = await asyncio.wait_for(self._got.get(), timeout + 1.0)
+                except TimeoutError:
+                    break  # the server's own end of the pull never came (a broker away)
             status, description = _status(m)
             if not status:
                 out.append(m)

@@ -41,7 +41,7 @@ from crewyard.core.events import Event, InvalidEvent, Recorded, encode_checked, 
 
 from ._connection import StreamSettings
 from ._errors import ConcurrencyConflict, StoreUnavailable
-from ._follow import Following
+from ._follow import Following, _status
 from ._poison import set_aside
 from ._raw import RawEvent
 
@@ -273,7 +273,7 @@ class EventStore(Following):
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
 
         async def on_msg(m: Msg) -> None:
-            status = m.headers.get("Status") if m.headers else None
+            status = _status(m)[0] or None
             left = m.headers.get("Nats-Num-Pending") if m.headers else None
             if pending is not None and left is not None and left.isdigit() and not done.done():
                 pending.append(int(left))
